@@ -1,4 +1,14 @@
 //! A bare-metal, type-1, paravirtualizing hypervisor for x86-64.
 #![cfg_attr(not(test), no_std)]
 
+#[cfg(target_os = "none")]
+pub mod arch;
+pub mod bootinfo;
+pub mod builder;
+pub mod cmdline;
+pub mod domain;
 pub mod exit;
+pub mod hypercall;
+pub mod layout;
+pub mod loader;
+pub mod mm;

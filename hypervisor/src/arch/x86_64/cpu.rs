@@ -1,0 +1,207 @@
+//! CPU identification, control registers and MSRs (SDM vol. 3A §2.5, vol. 4).
+use core::arch::asm;
+use core::arch::x86_64::{__cpuid, __cpuid_count};
+
+/// CR0.WP: supervisor writes honour read-only pages (what makes a guest's
+/// read-only page-table mappings hold against ring 1).
+pub const CR0_WP: u64 = 1 << 16;
+/// CR4.PGE: global pages.
+pub const CR4_PGE: u64 = 1 << 7;
+/// CR4.UMIP: SGDT/SIDT/SLDT/SMSW/STR fault outside ring 0.
+pub const CR4_UMIP: u64 = 1 << 11;
+/// CR4.PCIDE: process-context identifiers.
+pub const CR4_PCIDE: u64 = 1 << 17;
+/// CR4.OSFXSR | CR4.OSXMMEXCPT: SSE state handled by the OS.
+pub const CR4_OSFXSR_OSXMMEXCPT: u64 = (1 << 9) | (1 << 10);
+/// CR4.SMEP: supervisor mode (rings 0-2) cannot execute user pages.
+pub const CR4_SMEP: u64 = 1 << 20;
+
+/// IA32_EFER.
+pub const MSR_EFER: u32 = 0xC000_0080;
+/// EFER.NXE: the NX bit is honoured.
+pub const EFER_NXE: u64 = 1 << 11;
+
+/// The CPU features the hypervisor uses or reports.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Features {
+    /// Vendor string ("GenuineIntel", "AuthenticAMD", ...).
+    pub vendor: [u8; 12],
+    /// Family, model, stepping (display values).
+    pub family: u32,
+    /// Model number (display value).
+    pub model: u32,
+    /// Stepping.
+    pub stepping: u32,
+    /// No-execute pages.
+    pub nx: bool,
+    /// 1 GiB pages.
+    pub page1gb: bool,
+    /// Global pages.
+    pub pge: bool,
+    /// Process-context identifiers.
+    pub pcid: bool,
+    /// INVPCID instruction.
+    pub invpcid: bool,
+    /// Supervisor-mode execution prevention.
+    pub smep: bool,
+    /// Supervisor-mode access prevention (present but not used: the guest kernel is "supervisor").
+    pub smap: bool,
+    /// User-mode instruction prevention.
+    pub umip: bool,
+    /// XSAVE family.
+    pub xsave: bool,
+    /// Invariant TSC.
+    pub invariant_tsc: bool,
+    /// Running under a hypervisor (CPUID.1:ECX[31]).
+    pub hypervisor: bool,
+    /// Physical address bits.
+    pub phys_bits: u8,
+    /// Linear address bits.
+    pub virt_bits: u8,
+}
+
+/// Reads the CPU's identification and feature leaves.
+pub fn features() -> Features {
+    let mut f = Features::default();
+    let leaf0 = __cpuid(0);
+    f.vendor[0..4].copy_from_slice(&leaf0.ebx.to_le_bytes());
+    f.vendor[4..8].copy_from_slice(&leaf0.edx.to_le_bytes());
+    f.vendor[8..12].copy_from_slice(&leaf0.ecx.to_le_bytes());
+    let leaf1 = __cpuid(1);
+    let base_family = (leaf1.eax >> 8) & 0xf;
+    let base_model = (leaf1.eax >> 4) & 0xf;
+    f.family = if base_family == 0xf { base_family + ((leaf1.eax >> 20) & 0xff) } else { base_family };
+    f.model = if base_family == 0x6 || base_family == 0xf {
+        base_model | (((leaf1.eax >> 16) & 0xf) << 4)
+    } else {
+        base_model
+    };
+    f.stepping = leaf1.eax & 0xf;
+    f.pge = leaf1.edx & (1 << 13) != 0;
+    f.pcid = leaf1.ecx & (1 << 17) != 0;
+    f.xsave = leaf1.ecx & (1 << 26) != 0;
+    f.hypervisor = leaf1.ecx & (1 << 31) != 0;
+    if leaf0.eax >= 7 {
+        let leaf7 = __cpuid_count(7, 0);
+        f.smep = leaf7.ebx & (1 << 7) != 0;
+        f.invpcid = leaf7.ebx & (1 << 10) != 0;
+        f.smap = leaf7.ebx & (1 << 20) != 0;
+        f.umip = leaf7.ecx & (1 << 2) != 0;
+    }
+    let max_ext = __cpuid(0x8000_0000).eax;
+    if max_ext >= 0x8000_0001 {
+        let ext1 = __cpuid(0x8000_0001);
+        f.nx = ext1.edx & (1 << 20) != 0;
+        f.page1gb = ext1.edx & (1 << 26) != 0;
+    }
+    if max_ext >= 0x8000_0007 {
+        f.invariant_tsc = __cpuid(0x8000_0007).edx & (1 << 8) != 0;
+    }
+    if max_ext >= 0x8000_0008 {
+        let sizes = __cpuid(0x8000_0008).eax;
+        f.phys_bits = (sizes & 0xff) as u8;
+        f.virt_bits = ((sizes >> 8) & 0xff) as u8;
+    } else {
+        f.phys_bits = 36;
+        f.virt_bits = 48;
+    }
+    f
+}
+
+/// Reads CR0.
+pub fn read_cr0() -> u64 {
+    let v;
+    // SAFETY: reading CR0 has no side effects; the hypervisor runs at CPL 0.
+    unsafe { asm!("mov {}, cr0", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// Writes CR0.
+///
+/// # Safety
+/// The new value must keep paging, protected mode and every invariant the
+/// running code depends on (WP stays set once guests exist).
+pub unsafe fn write_cr0(v: u64) {
+    // SAFETY: the caller keeps the CPU in a state the running code expects.
+    unsafe { asm!("mov cr0, {}", in(reg) v, options(nostack, preserves_flags)) };
+}
+
+/// Reads CR2 (the last page-fault address).
+pub fn read_cr2() -> u64 {
+    let v;
+    // SAFETY: reading CR2 has no side effects.
+    unsafe { asm!("mov {}, cr2", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// Reads CR3.
+pub fn read_cr3() -> u64 {
+    let v;
+    // SAFETY: reading CR3 has no side effects.
+    unsafe { asm!("mov {}, cr3", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// Loads CR3.
+///
+/// # Safety
+/// The new root must map the running code, its stack and all data it will
+/// touch at the same addresses as before.
+pub unsafe fn write_cr3(v: u64) {
+    // SAFETY: the caller guarantees the new tables map what runs next.
+    unsafe { asm!("mov cr3, {}", in(reg) v, options(nostack, preserves_flags)) };
+}
+
+/// Reads CR4.
+pub fn read_cr4() -> u64 {
+    let v;
+    // SAFETY: reading CR4 has no side effects.
+    unsafe { asm!("mov {}, cr4", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// Writes CR4.
+///
+/// # Safety
+/// Only bits the CPU supports may be set, and PCIDE only with CR3[11:0] = 0.
+pub unsafe fn write_cr4(v: u64) {
+    // SAFETY: the caller sets only supported bits in a valid combination.
+    unsafe { asm!("mov cr4, {}", in(reg) v, options(nostack, preserves_flags)) };
+}
+
+/// Reads an MSR.
+///
+/// # Safety
+/// The MSR must exist on this CPU (else #GP).
+pub unsafe fn rdmsr(msr: u32) -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: the caller guarantees the MSR exists.
+    unsafe { asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) };
+    (u64::from(hi) << 32) | u64::from(lo)
+}
+
+/// Writes an MSR.
+///
+/// # Safety
+/// The MSR must exist and the value must be valid for it and for the code running.
+pub unsafe fn wrmsr(msr: u32, value: u64) {
+    // Splitting into the EDX:EAX halves the instruction takes.
+    #[allow(clippy::cast_possible_truncation)]
+    let (lo, hi) = (value as u32, (value >> 32) as u32);
+    // SAFETY: the caller guarantees the MSR and value are valid.
+    unsafe { asm!("wrmsr", in("ecx") msr, in("eax") lo, in("edx") hi, options(nostack, preserves_flags)) };
+}
+
+/// Stops this CPU for good: interrupts off, `hlt` forever.
+pub fn halt_forever() -> ! {
+    loop {
+        // SAFETY: cli/hlt only stop this CPU, which is what is wanted.
+        unsafe { asm!("cli; hlt", options(nomem, nostack)) };
+    }
+}
+
+/// Invalidates the TLB entry for one linear address in the current PCID.
+pub fn invlpg(va: u64) {
+    // SAFETY: INVLPG only drops a cached translation.
+    unsafe { asm!("invlpg [{}]", in(reg) va, options(nostack, preserves_flags)) };
+}

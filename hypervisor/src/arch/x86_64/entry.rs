@@ -1,0 +1,259 @@
+//! Entry and exit stubs: every way in from a guest and the one way back.
+//!
+//! The stubs live in `.text.entry`, which the trampoline maps into every
+//! guest view at `layout::trampoline::TEXT`; IDT vector `n` points at
+//! `TEXT + 16 * n`. On an entry from a guest (CS RPL != 0) the stub:
+//!
+//! 1. saves RAX and RCX on the entry stack, next to the frame the CPU pushed;
+//! 2. loads the hypervisor-view CR3 from the trampoline's read-only data page;
+//! 3. switches to this CPU's hypervisor stack (address from the same page),
+//!    copies the frame there and saves every other register, forming a
+//!    [`GuestRegs`] at the top of the hypervisor stack;
+//! 4. calls [`guest_entry`] in the hypervisor image.
+//!
+//! Nothing is read from the entry stack but what the CPU and step 1 just
+//! wrote; nothing the hypervisor computes is left on it. The way back
+//! ([`exit_to_guest`]) copies only the guest's own RAX, RCX and iret frame
+//! onto the entry stack, loads the guest-view CR3 and executes `iretq`.
+//! An exception taken in the hypervisor itself (CS RPL 0) stays on the
+//! current stack and goes to [`hypervisor_trap`].
+use core::arch::global_asm;
+
+use crate::layout::trampoline;
+
+/// A guest's (or the interrupted hypervisor's) registers, as the entry stubs
+/// save them: general registers, then vector and error code, then the
+/// hardware frame.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+#[allow(missing_docs)]
+pub struct GuestRegs {
+    pub r15: u64,
+    pub r14: u64,
+    pub r13: u64,
+    pub r12: u64,
+    pub r11: u64,
+    pub r10: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub rbp: u64,
+    pub rdi: u64,
+    pub rsi: u64,
+    pub rdx: u64,
+    pub rbx: u64,
+    pub rax: u64,
+    pub rcx: u64,
+    /// The IDT vector that brought us here.
+    pub vector: u64,
+    /// The CPU's error code, or 0 for vectors without one.
+    pub error_code: u64,
+    pub rip: u64,
+    pub cs: u64,
+    pub rflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<GuestRegs>() == 22 * 8);
+
+/// Bytes of one vector stub (the IDT points at `TEXT + n * STUB_SIZE`).
+pub const STUB_SIZE: u64 = 16;
+
+global_asm!(
+    r#"
+    .section .text.entry, "ax"
+    .balign 4096
+    .code64
+entry_stubs:
+    .altmacro
+    .macro ENTRY_STUB n
+    .balign 16
+    .if (\n == 8) || (\n == 10) || (\n == 11) || (\n == 12) || (\n == 13) || (\n == 14) || (\n == 17) || (\n == 21) || (\n == 29) || (\n == 30)
+    .else
+    push $0
+    .endif
+    push $\n
+    jmp entry_common
+    .endm
+    .set vec, 0
+    .rept 256
+    ENTRY_STUB %vec
+    .set vec, vec + 1
+    .endr
+    .noaltmacro
+
+entry_common:
+    /* Stack: vector, error, rip, cs, rflags, rsp, ss */
+    testb $3, 24(%rsp)
+    jz from_hypervisor
+
+    push %rcx
+    push %rax
+    movabs {hv_cr3}, %rax
+    mov %rax, %cr3
+    mov %rsp, %rcx
+    movabs {hv_stack_top}, %rax
+    mov %rax, %rsp
+    /* Frame on the entry stack (at rcx): rax, rcx, vector, error, rip, cs, rflags, rsp, ss */
+    push 64(%rcx)
+    push 56(%rcx)
+    push 48(%rcx)
+    push 40(%rcx)
+    push 32(%rcx)
+    push 24(%rcx)
+    push 16(%rcx)
+    push 8(%rcx)
+    push (%rcx)
+    push %rbx
+    push %rdx
+    push %rsi
+    push %rdi
+    push %rbp
+    push %r8
+    push %r9
+    push %r10
+    push %r11
+    push %r12
+    push %r13
+    push %r14
+    push %r15
+    xor %ebp, %ebp
+    mov %rsp, %rdi
+    cld
+    movabs ${guest_entry}, %rax
+    call *%rax
+    ud2
+
+from_hypervisor:
+    push %rcx
+    push %rax
+    push %rbx
+    push %rdx
+    push %rsi
+    push %rdi
+    push %rbp
+    push %r8
+    push %r9
+    push %r10
+    push %r11
+    push %r12
+    push %r13
+    push %r14
+    push %r15
+    mov %rsp, %rdi
+    cld
+    movabs ${hypervisor_trap}, %rax
+    call *%rax
+    pop %r15
+    pop %r14
+    pop %r13
+    pop %r12
+    pop %r11
+    pop %r10
+    pop %r9
+    pop %r8
+    pop %rbp
+    pop %rdi
+    pop %rsi
+    pop %rdx
+    pop %rbx
+    pop %rax
+    pop %rcx
+    add $16, %rsp
+    iretq
+
+    /* exit_to_guest_stub(regs): rdi = the GuestRegs at the top of the hypervisor stack. */
+    .global exit_to_guest_stub
+exit_to_guest_stub:
+    mov %rdi, %rsp
+    pop %r15
+    pop %r14
+    pop %r13
+    pop %r12
+    pop %r11
+    pop %r10
+    pop %r9
+    pop %r8
+    pop %rbp
+    pop %rdi
+    pop %rsi
+    pop %rdx
+    pop %rbx
+    /* rsp -> rax, rcx, vector, error, rip, cs, rflags, rsp, ss */
+    movabs ${exit_frame}, %rcx
+    mov 0(%rsp), %rax
+    mov %rax, 0(%rcx)
+    mov 8(%rsp), %rax
+    mov %rax, 8(%rcx)
+    mov 32(%rsp), %rax
+    mov %rax, 16(%rcx)
+    mov 40(%rsp), %rax
+    mov %rax, 24(%rcx)
+    mov 48(%rsp), %rax
+    mov %rax, 32(%rcx)
+    mov 56(%rsp), %rax
+    mov %rax, 40(%rcx)
+    mov 64(%rsp), %rax
+    mov %rax, 48(%rcx)
+    mov %rcx, %rsp
+    movabs {guest_cr3}, %rax
+    mov %rax, %cr3
+    pop %rax
+    pop %rcx
+    iretq
+    .balign 4096
+    "#,
+    hv_cr3 = const trampoline::DATA + trampoline::data::HV_CR3,
+    hv_stack_top = const trampoline::DATA + trampoline::data::HV_STACK_TOP,
+    guest_cr3 = const trampoline::DATA + trampoline::data::GUEST_CR3,
+    exit_frame = const trampoline::stack_top(trampoline::ENTRY_STACK) - 7 * 8,
+    guest_entry = sym guest_entry,
+    hypervisor_trap = sym hypervisor_trap,
+    options(att_syntax)
+);
+
+unsafe extern "C" {
+    static entry_stubs: u8;
+    fn exit_to_guest_stub(regs: *const GuestRegs) -> !;
+}
+
+/// Offset of a symbol inside `.text.entry` (which the trampoline maps at
+/// `trampoline::TEXT`).
+fn entry_text_offset(addr: u64) -> u64 {
+    addr - core::ptr::addr_of!(entry_stubs) as u64
+}
+
+/// Physical-to-trampoline bookkeeping for `trampoline.rs`: the image address
+/// of the stub section's first byte.
+pub fn entry_text_image_start() -> u64 {
+    core::ptr::addr_of!(entry_stubs) as u64
+}
+
+/// Where IDT vector `n` must point.
+pub const fn stub_address(vector: u8) -> u64 {
+    trampoline::TEXT + vector as u64 * STUB_SIZE
+}
+
+/// Leaves the hypervisor for the guest whose registers are `regs`.
+///
+/// # Safety
+/// `regs` must be the [`GuestRegs`] at the top of this CPU's hypervisor
+/// stack, holding a validated guest context (CS and SS with RPL 1 or 3,
+/// sane RFLAGS); this CPU's trampoline data must name the guest view to load.
+pub unsafe fn exit_to_guest(regs: &GuestRegs) -> ! {
+    let stub = trampoline::TEXT + entry_text_offset(exit_to_guest_stub as *const () as u64);
+    // SAFETY: `stub` is `exit_to_guest_stub` as mapped in the trampoline,
+    // which both views map; the caller guarantees `regs` and the context.
+    let stub: extern "C" fn(*const GuestRegs) -> ! = unsafe { core::mem::transmute(stub as usize) };
+    stub(regs)
+}
+
+/// First Rust code on every entry from a guest.
+extern "C" fn guest_entry(regs: &mut GuestRegs) -> ! {
+    super::traps::from_guest(regs)
+}
+
+/// Exceptions taken while the hypervisor itself runs.
+extern "C" fn hypervisor_trap(regs: &mut GuestRegs) {
+    super::traps::from_hypervisor(regs)
+}

@@ -1,0 +1,16 @@
+//! x86-64: boot, descriptor tables, paging, entry stubs, guest memory access.
+//!
+//! Everything here touches hardware; everything it decides with is in the
+//! pure modules of the crate.
+pub mod boot;
+pub mod cpu;
+pub mod desc;
+pub mod entry;
+pub mod guest_mem;
+pub mod io;
+pub mod machine;
+pub mod paging;
+pub mod serial;
+pub mod setup;
+pub mod trampoline;
+pub mod traps;

@@ -1,0 +1,144 @@
+//! Four-level page tables built and edited by the hypervisor (SDM vol. 3A
+//! §4.5). Every table frame is reached through the direct map; the boot code
+//! maps its first 4 GiB before any Rust runs, and frames used before the
+//! final direct map exists come from there.
+use crate::layout::{DIRECTMAP_BASE, PAGE_SIZE};
+
+/// Present.
+pub const P: u64 = 1 << 0;
+/// Writable.
+pub const RW: u64 = 1 << 1;
+/// User-accessible.
+pub const US: u64 = 1 << 2;
+/// Accessed.
+pub const A: u64 = 1 << 5;
+/// Dirty.
+pub const D: u64 = 1 << 6;
+/// Large page (in an L2 or L3 entry).
+pub const PS: u64 = 1 << 7;
+/// Global.
+pub const G: u64 = 1 << 8;
+/// No-execute.
+pub const NX: u64 = 1 << 63;
+/// The frame address bits of an entry.
+pub const ADDR_MASK: u64 = 0x000F_FFFF_FFFF_F000;
+
+/// Size of a leaf mapping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PageSize {
+    /// 4 KiB (an L1 entry).
+    Size4K,
+    /// 2 MiB (an L2 entry with PS).
+    Size2M,
+    /// 1 GiB (an L3 entry with PS).
+    Size1G,
+}
+
+impl PageSize {
+    /// Bytes mapped by one entry.
+    pub const fn bytes(self) -> u64 {
+        match self {
+            PageSize::Size4K => 1 << 12,
+            PageSize::Size2M => 1 << 21,
+            PageSize::Size1G => 1 << 30,
+        }
+    }
+
+    /// The table level that holds the leaf (1 = L1).
+    const fn level(self) -> u32 {
+        match self {
+            PageSize::Size4K => 1,
+            PageSize::Size2M => 2,
+            PageSize::Size1G => 3,
+        }
+    }
+}
+
+/// The direct-map address of a physical address.
+pub const fn phys_to_virt(pa: u64) -> u64 {
+    DIRECTMAP_BASE + pa
+}
+
+/// The 512 entries of the table in frame `pa`.
+///
+/// # Safety
+/// `pa` must be a page-table frame the hypervisor owns, reachable through
+/// the direct map, and no other reference to it may be live.
+pub unsafe fn table(pa: u64) -> &'static mut [u64; 512] {
+    // SAFETY: the caller guarantees the frame is a hypervisor-owned table,
+    // mapped in the direct map and not aliased by another reference.
+    unsafe { &mut *(phys_to_virt(pa) as *mut [u64; 512]) }
+}
+
+/// Index of `va` in the table at `level` (1 = L1 ... 4 = L4).
+pub const fn index(va: u64, level: u32) -> usize {
+    ((va >> (12 + 9 * (level - 1))) & 511) as usize
+}
+
+/// Maps `[va, va + size)` to `pa` with `flags` (P is added) in the tree at
+/// `root`, creating intermediate tables with `alloc` (which must return the
+/// physical address of a zeroed frame). Intermediate entries get P|RW, plus
+/// US when the leaf has it; access is decided at the leaf.
+///
+/// # Safety
+/// `root` and every table under it must be hypervisor-owned page tables not
+/// in use through another reference; the new mapping must not remove or
+/// change what running code depends on.
+pub unsafe fn map(root: u64, va: u64, pa: u64, flags: u64, size: PageSize, alloc: &mut dyn FnMut() -> u64) {
+    let mut table_pa = root;
+    let mut level = 4;
+    while level > size.level() {
+        // SAFETY: `table_pa` is `root` or a table this function or an
+        // earlier call created under it; the caller owns the whole tree.
+        let entries = unsafe { table(table_pa) };
+        let slot = &mut entries[index(va, level)];
+        if *slot & P == 0 {
+            *slot = alloc() | P | RW | (flags & US);
+        } else {
+            *slot |= flags & US;
+        }
+        table_pa = *slot & ADDR_MASK;
+        level -= 1;
+    }
+    let leaf_flags = if size == PageSize::Size4K { flags | P } else { flags | P | PS };
+    // SAFETY: as above.
+    let entries = unsafe { table(table_pa) };
+    entries[index(va, level)] = (pa & ADDR_MASK) | leaf_flags;
+}
+
+/// Maps `[va, va + len)` to `[pa, pa + len)` with 4 KiB pages.
+///
+/// # Safety
+/// As for [`map`].
+pub unsafe fn map_range_4k(root: u64, va: u64, pa: u64, len: u64, flags: u64, alloc: &mut dyn FnMut() -> u64) {
+    let mut off = 0;
+    while off < len {
+        // SAFETY: forwarded from the caller.
+        unsafe { map(root, va + off, pa + off, flags, PageSize::Size4K, alloc) };
+        off += PAGE_SIZE;
+    }
+}
+
+/// Finds the leaf entry that maps `va` under `root`, if any: its address
+/// (physical) and value.
+///
+/// # Safety
+/// `root` must be a hypervisor-owned page-table tree.
+pub unsafe fn lookup(root: u64, va: u64) -> Option<(u64, u64)> {
+    let mut table_pa = root;
+    let mut level = 4;
+    loop {
+        // SAFETY: walking a hypervisor-owned tree read-only.
+        let entries = unsafe { table(table_pa) };
+        let i = index(va, level);
+        let entry = entries[i];
+        if entry & P == 0 {
+            return None;
+        }
+        if level == 1 || entry & PS != 0 {
+            return Some((table_pa + (i as u64) * 8, entry));
+        }
+        table_pa = entry & ADDR_MASK;
+        level -= 1;
+    }
+}

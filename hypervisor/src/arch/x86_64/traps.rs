@@ -1,0 +1,232 @@
+//! What happens after an entry stub: hypercalls, guest exceptions, and
+//! exceptions in the hypervisor itself.
+use core::fmt::Write;
+
+use dom0_abi::sched::ShutdownReason;
+use dom0_abi::segment::{FLAT_RING3_CS32, FLAT_RING3_CS64, FLAT_RING3_DS, RING1_KERNEL_CS, RING1_KERNEL_SS};
+use spin::Mutex;
+
+use crate::domain::{Domain, RunState};
+use crate::exit::HostExit;
+use crate::hypercall::{Env, HostInfo, dispatch::dispatch};
+
+use super::entry::{GuestRegs, exit_to_guest};
+use super::{cpu, guest_mem, machine, serial};
+
+/// The IDT vector of the hypercall gate (DPL 1: only ring 1 can use it).
+pub const HYPERCALL_VECTOR: u64 = 0x82;
+/// Page-fault vector.
+const PF_VECTOR: u64 = 14;
+
+/// The domain running on this CPU, and what hypercalls may report about the host.
+pub struct Current {
+    /// The running domain.
+    pub domain: Domain,
+    /// Facts about this boot.
+    pub host: HostInfo,
+}
+
+/// The running domain (one CPU, one domain for now).
+pub static CURRENT: Mutex<Option<Current>> = Mutex::new(None);
+
+/// Starts running the guest context `regs`, which must sit at the top of
+/// this CPU's hypervisor stack.
+pub fn run_guest(regs: &mut GuestRegs) -> ! {
+    if !context_is_safe(regs) {
+        fatal_guest_context(regs);
+    }
+    // SAFETY: `regs` is the frame at the top of this CPU's hypervisor stack
+    // (the caller's contract) and `context_is_safe` checked its selectors and flags.
+    unsafe { exit_to_guest(regs) }
+}
+
+/// Entry from a guest: every vector lands here on the hypervisor stack.
+pub fn from_guest(regs: &mut GuestRegs) -> ! {
+    {
+        let mut guard = CURRENT.lock();
+        let Some(current) = guard.as_mut() else {
+            panic!("entry from a guest while no domain runs")
+        };
+        if regs.vector == HYPERCALL_VECTOR {
+            hypercall(current, regs);
+        } else {
+            guest_exception(&mut current.domain, regs);
+        }
+        if let RunState::ShutDown(reason) = current.domain.state {
+            dom0_shut_down(reason);
+        }
+    }
+    run_guest(regs)
+}
+
+fn hypercall(current: &mut Current, regs: &mut GuestRegs) {
+    let mut env = ArchEnv { current };
+    let result = dispatch(&mut env, regs.rax, [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8]);
+    regs.rax = result as u64;
+    if cfg!(debug_assertions) {
+        // Argument registers are clobbered by the ABI: make sure no guest
+        // comes to rely on them surviving.
+        const POISON: u64 = 0xdead_beef_dead_f00d;
+        (regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8) = (POISON, POISON, POISON, POISON, POISON);
+    }
+}
+
+/// A guest exception. Guests cannot register handlers yet, so every
+/// exception crashes the domain, with a log line saying exactly what happened.
+fn guest_exception(domain: &mut Domain, regs: &GuestRegs) {
+    let cr2 = (regs.vector == PF_VECTOR).then(cpu::read_cr2);
+    log::error!(
+        "d{}v0: unhandled {} (vector {}, error {:#x}) at rip {:#x} cs {:#x}{}: domain crashed",
+        domain.id.0,
+        exception_name(regs.vector),
+        regs.vector,
+        regs.error_code,
+        regs.rip,
+        regs.cs,
+        Cr2(cr2)
+    );
+    domain.crash();
+}
+
+/// Formats the fault address of a page fault, when there is one.
+struct Cr2(Option<u64>);
+
+impl core::fmt::Display for Cr2 {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.0 {
+            Some(address) => write!(f, ", cr2 {address:#x}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// dom0 has shut down: report why and end the machine, as Xen ends it when
+/// its hardware domain goes away.
+fn dom0_shut_down(reason: u8) -> ! {
+    let (outcome, what) = match ShutdownReason::from_number(u64::from(reason)) {
+        Some(ShutdownReason::Poweroff) => (HostExit::Dom0Poweroff, "halting the machine"),
+        Some(ShutdownReason::Crash) => (HostExit::Dom0Crash, "crashed"),
+        Some(ShutdownReason::Reboot) => (HostExit::Dom0Reboot, "rebooting the machine"),
+        Some(ShutdownReason::Suspend) => (HostExit::Dom0Suspend, "suspend is not supported for dom0; stopping"),
+        Some(ShutdownReason::Watchdog) => (HostExit::Dom0Watchdog, "watchdog: rebooting the machine"),
+        Some(ShutdownReason::SoftReset) => (HostExit::Dom0SoftReset, "soft reset is not supported for dom0; rebooting"),
+        None => (HostExit::Dom0Reboot, "unknown reason; rebooting the machine"),
+    };
+    log::info!("dom0 shut down (reason {reason}: {}): {what}", outcome.name());
+    machine::end(outcome)
+}
+
+/// Whether a context may be loaded: selectors of ring 1 or 3 from our GDT,
+/// and no privilege bits in RFLAGS (IOPL 0, no VM/NT, IF set).
+fn context_is_safe(regs: &mut GuestRegs) -> bool {
+    const IF: u64 = 1 << 9;
+    const KEEP: u64 = 0x0000_0000_0004_0cd5 | (1 << 21); // CF PF AF ZF SF TF DF OF AC ID
+    regs.rflags = (regs.rflags & KEEP) | IF | 0x2;
+    let (cs, ss) = (regs.cs, regs.ss);
+    let kernel = cs == u64::from(RING1_KERNEL_CS) && ss == u64::from(RING1_KERNEL_SS);
+    let user = (cs == u64::from(FLAT_RING3_CS64) || cs == u64::from(FLAT_RING3_CS32)) && ss == u64::from(FLAT_RING3_DS);
+    kernel || user
+}
+
+fn fatal_guest_context(regs: &GuestRegs) -> ! {
+    panic!("refusing to load a guest context with cs {:#x} ss {:#x}", regs.cs, regs.ss)
+}
+
+struct ArchEnv<'a> {
+    current: &'a mut Current,
+}
+
+impl Env for ArchEnv<'_> {
+    fn copy_from_guest(&mut self, va: u64, buf: &mut [u8]) -> Result<(), dom0_abi::Errno> {
+        guest_mem::copy_from_guest(va, buf)
+    }
+    fn copy_to_guest(&mut self, va: u64, buf: &[u8]) -> Result<(), dom0_abi::Errno> {
+        guest_mem::copy_to_guest(va, buf)
+    }
+    fn console_write(&mut self, bytes: &[u8]) {
+        serial::write_bytes(bytes);
+    }
+    fn console_read(&mut self, buf: &mut [u8]) -> usize {
+        serial::read_available(buf)
+    }
+    fn domain(&mut self) -> &mut Domain {
+        &mut self.current.domain
+    }
+    fn host(&self) -> &HostInfo {
+        &self.current.host
+    }
+}
+
+/// An exception in the hypervisor: a guest-copy fault is recovered;
+/// anything else is fatal.
+pub fn from_hypervisor(regs: &mut GuestRegs) {
+    if regs.vector == PF_VECTOR
+        && let Some(resume) = guest_mem::fixup(regs.rip)
+    {
+        regs.rip = resume;
+        return;
+    }
+    serial::enter_panic_mode();
+    let mut out = serial::Console;
+    let _ = writeln!(
+        out,
+        "\r\n(HV) FATAL: {} (vector {}, error {:#x}) in the hypervisor at rip {:#x}\r",
+        exception_name(regs.vector),
+        regs.vector,
+        regs.error_code,
+        regs.rip
+    );
+    let _ = writeln!(out, "(HV)   cr2 {:#018x} cr3 {:#018x} cr0 {:#018x} cr4 {:#018x}\r", cpu::read_cr2(), cpu::read_cr3(), cpu::read_cr0(), cpu::read_cr4());
+    dump_registers(&mut out, regs);
+    backtrace(&mut out, regs.rbp);
+    machine::end(HostExit::HypervisorPanic)
+}
+
+fn dump_registers(out: &mut serial::Console, r: &GuestRegs) {
+    let rows = [
+        ("rax", r.rax, "rbx", r.rbx, "rcx", r.rcx),
+        ("rdx", r.rdx, "rsi", r.rsi, "rdi", r.rdi),
+        ("rbp", r.rbp, "rsp", r.rsp, "r8 ", r.r8),
+        ("r9 ", r.r9, "r10", r.r10, "r11", r.r11),
+        ("r12", r.r12, "r13", r.r13, "r14", r.r14),
+        ("r15", r.r15, "rfl", r.rflags, "cs ", r.cs),
+    ];
+    for (a, av, b, bv, c, cv) in rows {
+        let _ = writeln!(out, "(HV)   {a} {av:#018x} {b} {bv:#018x} {c} {cv:#018x}\r");
+    }
+}
+
+/// Walks the frame-pointer chain (the image is built with frame pointers),
+/// stopping at the first frame outside the hypervisor image.
+pub fn backtrace(out: &mut serial::Console, mut rbp: u64) {
+    let _ = writeln!(out, "(HV)   backtrace:\r");
+    for _ in 0..16 {
+        if rbp < crate::layout::IMAGE_BASE || rbp >= crate::layout::DIRECTMAP_BASE || rbp % 8 != 0 {
+            break;
+        }
+        // SAFETY: `rbp` lies in the hypervisor's own mapped area (image or
+        // stacks), 8-byte aligned; frames there hold [saved rbp, return rip].
+        let (next, ret) = unsafe { (*(rbp as *const u64), *((rbp + 8) as *const u64)) };
+        let _ = writeln!(out, "(HV)     {ret:#018x}\r");
+        rbp = next;
+    }
+}
+
+/// Xen-style mnemonic of an exception vector.
+pub fn exception_name(vector: u64) -> &'static str {
+    const NAMES: [&str; 32] = [
+        "#DE (divide error)", "#DB (debug)", "NMI", "#BP (breakpoint)", "#OF (overflow)",
+        "#BR (bound range)", "#UD (invalid opcode)", "#NM (device not available)",
+        "#DF (double fault)", "coprocessor segment overrun", "#TS (invalid TSS)",
+        "#NP (segment not present)", "#SS (stack fault)", "#GP (general protection)",
+        "#PF (page fault)", "reserved vector 15", "#MF (x87 error)", "#AC (alignment check)",
+        "#MC (machine check)", "#XM (SIMD error)", "#VE (virtualization)", "#CP (control protection)",
+        "reserved vector 22", "reserved vector 23", "reserved vector 24", "reserved vector 25",
+        "reserved vector 26", "reserved vector 27", "#HV (hypervisor injection)",
+        "#VC (VMM communication)", "#SX (security)", "reserved vector 31",
+    ];
+    match usize::try_from(vector) {
+        Ok(v) if v < NAMES.len() => NAMES[v],
+        _ => "external interrupt",
+    }
+}

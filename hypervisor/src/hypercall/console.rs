@@ -1,0 +1,112 @@
+//! `console_io`: dom0's raw line to the hypervisor console.
+#![forbid(unsafe_code)]
+
+use dom0_abi::Errno;
+use dom0_abi::console::ConsoleIoCmd;
+
+use super::Env;
+
+/// Bytes copied from the guest per step (bounds hypervisor stack use).
+const CHUNK: usize = 128;
+
+/// `console_io(cmd, count, buffer)`.
+///
+/// - `CONSOLEIO_write`: writes `count` bytes from `buffer` to the console,
+///   unprefixed, and returns 0; `-EFAULT` if any part of the buffer cannot be
+///   read (bytes before the bad part have been written, as on Xen).
+/// - `CONSOLEIO_read`: copies at most `count` bytes of pending console input
+///   into `buffer` and returns how many; `-E2BIG` if `count` does not fit in
+///   a non-negative `int` (the result would be ambiguous), `-EFAULT` if the
+///   buffer cannot be written.
+/// - anything else: `-ENOSYS`.
+///
+/// Only a privileged domain may use it; others get `-EPERM` (Xen's release
+/// builds do the same).
+pub fn console_io(env: &mut impl Env, cmd: u64, count: u64, buffer: u64) -> Result<u64, Errno> {
+    if !env.domain().privileged {
+        return Err(Errno::EPERM);
+    }
+    // The ABI's `cmd` and `count` are C `unsigned int`s: the upper halves of
+    // the registers are not part of them.
+    let count = count & 0xffff_ffff;
+    match ConsoleIoCmd::from_number(cmd & 0xffff_ffff) {
+        Some(ConsoleIoCmd::Write) => write(env, count, buffer),
+        Some(ConsoleIoCmd::Read) => read(env, count, buffer),
+        None => Err(Errno::ENOSYS),
+    }
+}
+
+fn write(env: &mut impl Env, count: u64, buffer: u64) -> Result<u64, Errno> {
+    let mut chunk = [0u8; CHUNK];
+    let mut done = 0u64;
+    while done < count {
+        let n = usize::try_from((count - done).min(CHUNK as u64)).unwrap_or(CHUNK);
+        let va = buffer.checked_add(done).ok_or(Errno::EFAULT)?;
+        env.copy_from_guest(va, &mut chunk[..n])?;
+        env.console_write(&chunk[..n]);
+        done += n as u64;
+    }
+    Ok(0)
+}
+
+fn read(env: &mut impl Env, count: u64, buffer: u64) -> Result<u64, Errno> {
+    if count > i32::MAX as u64 {
+        return Err(Errno::E2BIG);
+    }
+    let mut chunk = [0u8; CHUNK];
+    let mut done = 0u64;
+    while done < count {
+        let want = usize::try_from((count - done).min(CHUNK as u64)).unwrap_or(CHUNK);
+        let got = env.console_read(&mut chunk[..want]);
+        if got == 0 {
+            break;
+        }
+        let va = buffer.checked_add(done).ok_or(Errno::EFAULT)?;
+        env.copy_to_guest(va, &chunk[..got])?;
+        done += got as u64;
+    }
+    Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hypercall::fake::{BASE, FakeEnv};
+
+    #[test]
+    fn write_copies_in_chunks() {
+        let mut env = FakeEnv::new();
+        for (i, b) in env.memory.iter_mut().take(300).enumerate() {
+            *b = b'a' + (i % 26) as u8;
+        }
+        assert_eq!(console_io(&mut env, 0, 300, BASE), Ok(0));
+        assert_eq!(env.console, env.memory[..300].to_vec());
+        assert_eq!(console_io(&mut env, 0, 0, 0), Ok(0));
+    }
+
+    #[test]
+    fn write_bad_pointer_is_efault() {
+        let mut env = FakeEnv::new();
+        assert_eq!(console_io(&mut env, 0, 16, 0x10), Err(Errno::EFAULT));
+        assert_eq!(console_io(&mut env, 0, 16, u64::MAX - 4), Err(Errno::EFAULT));
+    }
+
+    #[test]
+    fn read_returns_pending_input() {
+        let mut env = FakeEnv::new();
+        env.input = b"hello".to_vec();
+        assert_eq!(console_io(&mut env, 1, 3, BASE), Ok(3));
+        assert_eq!(&env.memory[..3], b"hel");
+        assert_eq!(console_io(&mut env, 1, 16, BASE), Ok(2));
+        assert_eq!(console_io(&mut env, 1, 16, BASE), Ok(0));
+        assert_eq!(console_io(&mut env, 1, 0x8000_0000, BASE), Err(Errno::E2BIG));
+    }
+
+    #[test]
+    fn unknown_command_and_unprivileged_caller() {
+        let mut env = FakeEnv::new();
+        assert_eq!(console_io(&mut env, 7, 0, 0), Err(Errno::ENOSYS));
+        env.domain.privileged = false;
+        assert_eq!(console_io(&mut env, 0, 0, 0), Err(Errno::EPERM));
+    }
+}

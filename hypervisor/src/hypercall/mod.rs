@@ -1,0 +1,118 @@
+//! Hypercalls: the one dispatch table and the handlers, as pure logic.
+//!
+//! Handlers see the machine only through [`Env`]: guest memory copies that
+//! fail with `EFAULT` (never fault the hypervisor), the console, the calling
+//! domain and facts about this build. `arch` implements it for real; the
+//! tests below implement it over plain buffers. Every handler has the shape
+//! copy in → decide → copy out, and returns `Result<u64, Errno>`;
+//! [`dispatch::dispatch`] is the one place that turns that into the
+//! guest-visible RAX value.
+#![forbid(unsafe_code)]
+
+pub mod console;
+pub mod dispatch;
+pub mod sched;
+pub mod version;
+
+use dom0_abi::Errno;
+
+use crate::domain::Domain;
+
+/// What a handler may do to the machine.
+pub trait Env {
+    /// Copies `buf.len()` bytes from guest virtual address `va`.
+    fn copy_from_guest(&mut self, va: u64, buf: &mut [u8]) -> Result<(), Errno>;
+    /// Copies `buf` to guest virtual address `va`.
+    fn copy_to_guest(&mut self, va: u64, buf: &[u8]) -> Result<(), Errno>;
+    /// Writes bytes to the hypervisor console, unprefixed.
+    fn console_write(&mut self, bytes: &[u8]);
+    /// Reads the console input available now, without waiting.
+    fn console_read(&mut self, buf: &mut [u8]) -> usize;
+    /// The calling domain.
+    fn domain(&mut self) -> &mut Domain;
+    /// Facts about this hypervisor build and boot.
+    fn host(&self) -> &HostInfo;
+}
+
+/// Facts about the running hypervisor that guests can ask for.
+#[derive(Clone, Copy, Debug)]
+pub struct HostInfo {
+    /// The hypervisor's command line, as the boot loader gave it.
+    pub command_line: &'static [u8],
+    /// The image's GNU build ID, if it has one.
+    pub build_id: &'static [u8],
+}
+
+/// Reads a little-endian `u32` from guest memory.
+pub(crate) fn read_u32(env: &mut impl Env, va: u64) -> Result<u32, Errno> {
+    let mut b = [0u8; 4];
+    env.copy_from_guest(va, &mut b)?;
+    Ok(u32::from_le_bytes(b))
+}
+
+#[cfg(test)]
+pub(crate) mod fake {
+    //! An [`Env`] over a flat guest "memory" starting at [`BASE`].
+    use super::*;
+
+    /// Guest address of the first byte of fake memory.
+    pub const BASE: u64 = 0x10_0000;
+
+    pub struct FakeEnv {
+        pub memory: Vec<u8>,
+        pub console: Vec<u8>,
+        pub input: Vec<u8>,
+        pub domain: Domain,
+        pub host: HostInfo,
+    }
+
+    impl FakeEnv {
+        pub fn new() -> FakeEnv {
+            FakeEnv {
+                memory: vec![0; 0x4000],
+                console: Vec::new(),
+                input: Vec::new(),
+                domain: Domain::dom0(4096),
+                host: HostInfo { command_line: b"console=com1 dom0_mem=64M", build_id: &[0xab; 20] },
+            }
+        }
+
+        fn range(&self, va: u64, len: usize) -> Result<core::ops::Range<usize>, Errno> {
+            let start = va.checked_sub(BASE).ok_or(Errno::EFAULT)?;
+            let start = usize::try_from(start).map_err(|_| Errno::EFAULT)?;
+            let end = start.checked_add(len).ok_or(Errno::EFAULT)?;
+            if end > self.memory.len() {
+                return Err(Errno::EFAULT);
+            }
+            Ok(start..end)
+        }
+    }
+
+    impl Env for FakeEnv {
+        fn copy_from_guest(&mut self, va: u64, buf: &mut [u8]) -> Result<(), Errno> {
+            let r = self.range(va, buf.len())?;
+            buf.copy_from_slice(&self.memory[r]);
+            Ok(())
+        }
+        fn copy_to_guest(&mut self, va: u64, buf: &[u8]) -> Result<(), Errno> {
+            let r = self.range(va, buf.len())?;
+            self.memory[r].copy_from_slice(buf);
+            Ok(())
+        }
+        fn console_write(&mut self, bytes: &[u8]) {
+            self.console.extend_from_slice(bytes);
+        }
+        fn console_read(&mut self, buf: &mut [u8]) -> usize {
+            let n = buf.len().min(self.input.len());
+            buf[..n].copy_from_slice(&self.input[..n]);
+            self.input.drain(..n);
+            n
+        }
+        fn domain(&mut self) -> &mut Domain {
+            &mut self.domain
+        }
+        fn host(&self) -> &HostInfo {
+            &self.host
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! `xen_version`: version strings and feature bits.
+//!
+//! This hypervisor implements (part of) Xen 4.17's PV interface and reports
+//! that interface level as its version, so that guests which key ABI
+//! decisions on the version behave as they would on 4.17. It names itself in
+//! the extra version (`-oxen`), which is how a guest can tell the two apart.
+#![forbid(unsafe_code)]
+
+use dom0_abi::Errno;
+use dom0_abi::features::XenFeature;
+use dom0_abi::layout::HYPERVISOR_VIRT_START;
+use dom0_abi::version::{
+    VersionCmd, XENFEAT_NR_SUBMAPS, XENVER_CAPABILITIES_LEN, XENVER_CHANGESET_LEN,
+    XENVER_COMMANDLINE_LEN, XENVER_EXTRAVERSION_LEN,
+};
+
+use super::{Env, read_u32};
+
+/// Major version of the Xen interface implemented.
+pub const XEN_MAJOR: u32 = 4;
+/// Minor version of the Xen interface implemented.
+pub const XEN_MINOR: u32 = 17;
+/// `XENVER_extraversion`.
+pub const EXTRAVERSION: &str = "-oxen";
+/// `XENVER_capabilities`: 64-bit PV guests only.
+pub const CAPABILITIES: &str = "xen-3.0-x86_64";
+/// Page size reported by `XENVER_pagesize`.
+const PAGE_SIZE: u64 = 4096;
+
+/// `xen_version(cmd, arg)`; see `dom0_abi::version` for each sub-op.
+pub fn xen_version(env: &mut impl Env, cmd: u64, arg: u64) -> Result<u64, Errno> {
+    let Some(cmd) = VersionCmd::from_number(cmd) else { return Err(Errno::ENOSYS) };
+    match cmd {
+        VersionCmd::Version => Ok(u64::from((XEN_MAJOR << 16) | XEN_MINOR)),
+        VersionCmd::Extraversion => copy_str::<XENVER_EXTRAVERSION_LEN>(env, arg, EXTRAVERSION.as_bytes()),
+        VersionCmd::CompileInfo => copy_out(env, arg, &compile_info()),
+        VersionCmd::Capabilities => copy_str::<XENVER_CAPABILITIES_LEN>(env, arg, CAPABILITIES.as_bytes()),
+        VersionCmd::Changeset => copy_str::<XENVER_CHANGESET_LEN>(env, arg, build::CHANGESET.as_bytes()),
+        VersionCmd::PlatformParameters => copy_out(env, arg, &HYPERVISOR_VIRT_START.to_le_bytes()),
+        VersionCmd::GetFeatures => get_features(env, arg),
+        VersionCmd::Pagesize => Ok(PAGE_SIZE),
+        VersionCmd::GuestHandle => {
+            let handle = env.domain().handle;
+            copy_out(env, arg, &handle)
+        }
+        VersionCmd::Commandline => {
+            if !env.domain().privileged {
+                return Err(Errno::EPERM);
+            }
+            let line = env.host().command_line;
+            copy_str::<XENVER_COMMANDLINE_LEN>(env, arg, line)
+        }
+        VersionCmd::BuildId => build_id(env, arg),
+    }
+}
+
+/// The build facts `build.rs` records.
+mod build {
+    /// `rustc --version` of the compiler that built the hypervisor.
+    pub const COMPILER: &str = env!("HV_COMPILER");
+    /// Commit date of the source tree, or "unknown".
+    pub const DATE: &str = env!("HV_BUILD_DATE");
+    /// `git:<commit>` of the source tree (`+` when it had local changes), or "unknown".
+    pub const CHANGESET: &str = env!("HV_CHANGESET");
+}
+
+/// `struct xen_compile_info`: compiler[64], compile_by[16],
+/// compile_domain[32], compile_date[32], each NUL-terminated.
+fn compile_info() -> [u8; 144] {
+    let mut info = [0u8; 144];
+    put_str(&mut info[0..64], build::COMPILER.as_bytes());
+    put_str(&mut info[64..80], b"oxen");
+    put_str(&mut info[112..144], build::DATE.as_bytes());
+    info
+}
+
+/// Copies `s` into `dst`, cut to leave room for the terminating NUL.
+fn put_str(dst: &mut [u8], s: &[u8]) {
+    let n = s.len().min(dst.len().saturating_sub(1));
+    dst[..n].copy_from_slice(&s[..n]);
+}
+
+fn copy_str<const N: usize>(env: &mut impl Env, arg: u64, s: &[u8]) -> Result<u64, Errno> {
+    let mut buf = [0u8; N];
+    put_str(&mut buf, s);
+    copy_out(env, arg, &buf)
+}
+
+fn copy_out(env: &mut impl Env, arg: u64, bytes: &[u8]) -> Result<u64, Errno> {
+    env.copy_to_guest(arg, bytes)?;
+    Ok(0)
+}
+
+/// Feature bits of sub-map 0 for the calling domain.
+fn feature_bits(privileged: bool) -> u32 {
+    let mut bits = XenFeature::DirectMapped.bit();
+    if privileged {
+        bits |= XenFeature::Dom0.bit();
+    }
+    bits
+}
+
+/// `XENVER_get_features`: `{u32 submap_idx (IN), u32 submap (OUT)}`.
+fn get_features(env: &mut impl Env, arg: u64) -> Result<u64, Errno> {
+    let index = read_u32(env, arg)?;
+    if index >= XENFEAT_NR_SUBMAPS {
+        return Err(Errno::EINVAL);
+    }
+    let privileged = env.domain().privileged;
+    let submap = feature_bits(privileged);
+    env.copy_to_guest(arg.wrapping_add(4), &submap.to_le_bytes())?;
+    Ok(0)
+}
+
+/// `XENVER_build_id`: `{u32 len (IN: buffer size), u8 buf[]}`; returns the
+/// ID's length. `-ENOBUFS` when the buffer is too small, `-ENODATA` when the
+/// image carries no build ID, `-EPERM` for unprivileged callers.
+fn build_id(env: &mut impl Env, arg: u64) -> Result<u64, Errno> {
+    if !env.domain().privileged {
+        return Err(Errno::EPERM);
+    }
+    let id = env.host().build_id;
+    if id.is_empty() {
+        return Err(Errno::ENODATA);
+    }
+    let room = read_u32(env, arg)?;
+    if (room as usize) < id.len() {
+        return Err(Errno::ENOBUFS);
+    }
+    env.copy_to_guest(arg.wrapping_add(4), id)?;
+    Ok(id.len() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hypercall::fake::{BASE, FakeEnv};
+
+    fn c_str(bytes: &[u8]) -> &[u8] {
+        &bytes[..bytes.iter().position(|&b| b == 0).expect("NUL-terminated")]
+    }
+
+    #[test]
+    fn version_and_strings() {
+        let mut env = FakeEnv::new();
+        assert_eq!(xen_version(&mut env, 0, 0), Ok(0x0004_0011));
+        assert_eq!(xen_version(&mut env, 1, BASE), Ok(0));
+        assert_eq!(c_str(&env.memory[..16]), b"-oxen");
+        assert_eq!(xen_version(&mut env, 3, BASE), Ok(0));
+        assert_eq!(c_str(&env.memory[..1024]), b"xen-3.0-x86_64");
+        assert_eq!(xen_version(&mut env, 9, BASE), Ok(0));
+        assert_eq!(c_str(&env.memory[..1024]), b"console=com1 dom0_mem=64M");
+        assert_eq!(xen_version(&mut env, 7, 0), Ok(4096));
+    }
+
+    #[test]
+    fn platform_parameters_and_features() {
+        let mut env = FakeEnv::new();
+        assert_eq!(xen_version(&mut env, 5, BASE), Ok(0));
+        assert_eq!(env.memory[..8], 0xFFFF_8000_0000_0000u64.to_le_bytes());
+        env.memory[..8].fill(0);
+        assert_eq!(xen_version(&mut env, 6, BASE), Ok(0));
+        let submap = u32::from_le_bytes(env.memory[4..8].try_into().unwrap());
+        assert_ne!(submap & (1 << 11), 0, "dom0 bit");
+        env.memory[0] = 1;
+        assert_eq!(xen_version(&mut env, 6, BASE), Err(Errno::EINVAL));
+    }
+
+    #[test]
+    fn build_id_sizes() {
+        let mut env = FakeEnv::new();
+        env.memory[..4].copy_from_slice(&4u32.to_le_bytes());
+        assert_eq!(xen_version(&mut env, 10, BASE), Err(Errno::ENOBUFS));
+        env.memory[..4].copy_from_slice(&64u32.to_le_bytes());
+        assert_eq!(xen_version(&mut env, 10, BASE), Ok(20));
+        assert_eq!(env.memory[4..24], [0xab; 20]);
+    }
+
+    #[test]
+    fn errors() {
+        let mut env = FakeEnv::new();
+        assert_eq!(xen_version(&mut env, 64, 0), Err(Errno::ENOSYS));
+        for cmd in [1, 2, 3, 4, 5, 6, 8, 9, 10] {
+            assert_eq!(xen_version(&mut env, cmd, 0x1000), Err(Errno::EFAULT), "sub-op {cmd}");
+        }
+        env.domain.privileged = false;
+        assert_eq!(xen_version(&mut env, 9, BASE), Err(Errno::EPERM));
+    }
+}
