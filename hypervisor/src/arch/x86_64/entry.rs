@@ -64,6 +64,7 @@ global_asm!(
     .section .text.entry, "ax"
     .balign 4096
     .code64
+    .global entry_stubs
 entry_stubs:
     .altmacro
     .macro ENTRY_STUB n

@@ -2,13 +2,17 @@
 //!
 //! Everything here touches hardware; everything it decides with is in the
 //! pure modules of the crate.
+pub mod acpi;
 pub mod boot;
+pub mod bootinfo;
+pub mod builder;
 pub mod cpu;
 pub mod desc;
 pub mod entry;
 pub mod guest_mem;
 pub mod io;
 pub mod machine;
+pub mod mem;
 pub mod paging;
 pub mod serial;
 pub mod setup;

@@ -1,0 +1,97 @@
+//! ACPI tables: what the boot log reports about CPUs, interrupt controllers
+//! and timers (through the `acpi` crate, over the direct map).
+use core::ptr::NonNull;
+
+use acpi::madt::{Madt, MadtEntry};
+use acpi::{AcpiHandler, AcpiTables, HpetInfo, PhysicalMapping};
+
+use super::paging::phys_to_virt;
+
+/// Maps ACPI tables through the direct map (which covers all of RAM and the
+/// first 4 GiB).
+#[derive(Clone, Copy)]
+struct DirectMap;
+
+impl AcpiHandler for DirectMap {
+    unsafe fn map_physical_region<T>(&self, physical_address: usize, size: usize) -> PhysicalMapping<Self, T> {
+        let virt = phys_to_virt(physical_address as u64) as *mut T;
+        // SAFETY: the direct map covers the address (firmware tables live
+        // below the top of RAM or in the first 4 GiB), so the pointer is
+        // valid and non-null for `size` bytes.
+        unsafe { PhysicalMapping::new(physical_address, NonNull::new_unchecked(virt), size, size, *self) }
+    }
+
+    fn unmap_physical_region<T>(_region: &PhysicalMapping<Self, T>) {}
+}
+
+/// What the MADT and HPET tables say.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Platform {
+    /// Enabled (or online-capable) local APICs, i.e. CPUs.
+    pub cpus: u32,
+    /// I/O APICs.
+    pub ioapics: u32,
+    /// Whether an HPET is described.
+    pub hpet: bool,
+}
+
+/// Where the ACPI tables are, as the boot loader told us.
+pub enum RsdpSource {
+    /// The RSDP's revision and its XSDT (revision 2+) or RSDT address
+    /// (multiboot2 tags).
+    Root(u8, u64),
+    /// Not given: search the BIOS areas for the RSDP.
+    Search,
+}
+
+/// Reads the ACPI tables and logs CPUs, I/O APICs and the HPET.
+pub fn report(rsdp: RsdpSource) -> Option<Platform> {
+    // SAFETY: the addresses come from the firmware's own RSDP, and the
+    // handler maps them through the direct map, read only.
+    let tables = unsafe {
+        match rsdp {
+            RsdpSource::Root(revision, address) => {
+                usize::try_from(address).ok().and_then(|a| AcpiTables::from_rsdt(DirectMap, revision, a).ok())
+            }
+            RsdpSource::Search => AcpiTables::search_for_rsdp_bios(DirectMap).ok(),
+        }
+    };
+    let Some(tables) = tables else {
+        log::warn!("ACPI: no usable RSDP; CPU and interrupt-controller report skipped");
+        return None;
+    };
+    let mut platform = Platform::default();
+    if let Ok(madt) = tables.find_table::<Madt>() {
+        for entry in madt.get().entries() {
+            match entry {
+                MadtEntry::LocalApic(lapic) => {
+                    let (id, flags) = (lapic.apic_id, lapic.flags);
+                    if flags & 0b11 != 0 {
+                        platform.cpus += 1;
+                        log::info!("ACPI: CPU {} (APIC id {id})", platform.cpus - 1);
+                    }
+                }
+                MadtEntry::LocalX2Apic(x2) => {
+                    let (id, flags) = (x2.x2apic_id, x2.flags);
+                    if flags & 0b11 != 0 {
+                        platform.cpus += 1;
+                        log::info!("ACPI: CPU {} (x2APIC id {id})", platform.cpus - 1);
+                    }
+                }
+                MadtEntry::IoApic(io) => {
+                    let (id, address, base) = (io.io_apic_id, io.io_apic_address, io.global_system_interrupt_base);
+                    platform.ioapics += 1;
+                    log::info!("ACPI: IOAPIC id {id} at {address:#x}, GSI base {base}");
+                }
+                _ => {}
+            }
+        }
+    } else {
+        log::warn!("ACPI: no MADT");
+    }
+    if let Ok(hpet) = HpetInfo::new(&tables) {
+        platform.hpet = true;
+        log::info!("ACPI: HPET at {:#x}, {} comparators", hpet.base_address, hpet.num_comparators());
+    }
+    Some(platform)
+}

@@ -1,0 +1,190 @@
+//! Machine memory at run time: the frame allocator, the heap, and the
+//! hypervisor's own page tables.
+use linked_list_allocator::LockedHeap;
+use spin::Mutex;
+
+use crate::layout::{DIRECTMAP_BASE, IMAGE_BASE, PAGE_SIZE, STACK_SIZE, STACKS_BASE};
+use crate::mm::frame_alloc::{FrameAllocator, Mfn};
+
+use super::cpu::Features;
+use super::paging::{self, NX, PageSize, RW, US};
+
+/// Every free machine frame.
+pub static FRAMES: Mutex<Option<FrameAllocator<'static>>> = Mutex::new(None);
+
+#[global_allocator]
+static HEAP: LockedHeap = LockedHeap::empty();
+
+/// Bytes of hypervisor heap.
+pub const HEAP_SIZE: u64 = 1 << 20;
+
+/// The physical range of the hypervisor image (from the linker script).
+pub fn image_range() -> (u64, u64) {
+    unsafe extern "C" {
+        static __load_start_phys: u8;
+        static __bss_end_phys: u8;
+    }
+    // The two symbols are absolute physical addresses, not objects.
+    (core::ptr::addr_of!(__load_start_phys) as u64, core::ptr::addr_of!(__bss_end_phys) as u64)
+}
+
+/// Physical address of an address inside the image.
+pub fn image_to_phys(va: u64) -> u64 {
+    va - IMAGE_BASE
+}
+
+/// Sets up the frame allocator over `usable` RAM minus `excluded`, carving
+/// its bitmap out of the first usable range (below 4 GiB, which the boot
+/// page tables map) that has room and overlaps nothing excluded.
+pub fn init_frames(max_frame: u64, usable: &[(u64, u64)], excluded: &[(u64, u64)]) -> Result<(), &'static str> {
+    let words = FrameAllocator::words_needed(max_frame);
+    let bytes = (words * 8).next_multiple_of(PAGE_SIZE);
+    let overlaps = |a: u64, b: u64| excluded.iter().any(|&(s, e)| a < e && s < b);
+    let mut place = None;
+    'ranges: for &(start, end) in usable {
+        let mut at = start.next_multiple_of(PAGE_SIZE).max(0x10_0000);
+        while at + bytes <= end.min(1 << 32) {
+            if !overlaps(at, at + bytes) {
+                place = Some(at);
+                break 'ranges;
+            }
+            at += PAGE_SIZE;
+        }
+    }
+    let at = place.ok_or("no room for the frame bitmap")?;
+    let len = usize::try_from(words).map_err(|_| "frame bitmap too large")?;
+    // SAFETY: [at, at + bytes) is usable RAM below 4 GiB (mapped by the boot
+    // tables and later by the direct map), outside every excluded range, and
+    // is excluded from the allocator below so nothing else will own it.
+    let storage = unsafe { core::slice::from_raw_parts_mut((DIRECTMAP_BASE + at) as *mut u64, len) };
+    let mut all_excluded = [(0u64, 0u64); 24];
+    let n = excluded.len().min(all_excluded.len() - 1);
+    all_excluded[..n].copy_from_slice(&excluded[..n]);
+    all_excluded[n] = (at, at + bytes);
+    let allocator = FrameAllocator::new(storage, max_frame, usable.iter().copied(), &all_excluded[..=n])
+        .map_err(|_| "frame allocator refused its storage")?;
+    *FRAMES.lock() = Some(allocator);
+    Ok(())
+}
+
+/// A zeroed frame for the hypervisor's own use; running out while the
+/// hypervisor sets itself up is fatal.
+pub fn alloc_zeroed() -> u64 {
+    let mfn = FRAMES.lock().as_mut().and_then(FrameAllocator::alloc).expect("out of memory");
+    let pa = mfn.address();
+    // SAFETY: the frame was just allocated, so nothing else refers to it,
+    // and the direct map covers all RAM.
+    unsafe { core::ptr::write_bytes(paging::phys_to_virt(pa) as *mut u8, 0, PAGE_SIZE as usize) };
+    pa
+}
+
+/// Allocates one frame without zeroing it (the caller overwrites it).
+pub fn alloc_frame() -> Option<Mfn> {
+    FRAMES.lock().as_mut().and_then(FrameAllocator::alloc)
+}
+
+/// Free and total frame counts.
+pub fn frame_counts() -> (u64, u64) {
+    FRAMES.lock().as_ref().map_or((0, 0), |f| (f.free_count(), f.total()))
+}
+
+/// Builds the hypervisor view's root table: the image with per-section
+/// permissions, the direct map of `[0, direct_map_end)`, and one hypervisor
+/// stack (returned: its top). Nothing here is global: none of it may linger
+/// in the TLB once a guest view is loaded.
+pub fn build_hypervisor_tables(features: &Features, direct_map_end: u64) -> (u64, u64) {
+    unsafe extern "C" {
+        static __text_start: u8;
+        static __text_end: u8;
+        static __rodata_start: u8;
+        static __rodata_end: u8;
+        static __data_start: u8;
+        static __data_end: u8;
+    }
+    let root = alloc_zeroed();
+    let mut alloc = alloc_zeroed;
+    let nx = if features.nx { NX } else { 0 };
+    let sections = [
+        (core::ptr::addr_of!(__text_start), core::ptr::addr_of!(__text_end), 0),
+        (core::ptr::addr_of!(__rodata_start), core::ptr::addr_of!(__rodata_end), nx),
+        (core::ptr::addr_of!(__data_start), core::ptr::addr_of!(__data_end), nx | RW),
+    ];
+    for (start, end, flags) in sections {
+        let (start, end) = (start as u64, end as u64);
+        // SAFETY: `root` is a new tree only this function uses.
+        unsafe { paging::map_range_4k(root, start, image_to_phys(start), end - start, flags, &mut alloc) };
+    }
+    let size = if features.page1gb { PageSize::Size1G } else { PageSize::Size2M };
+    let mut pa = 0;
+    while pa < direct_map_end {
+        // SAFETY: as above.
+        unsafe { paging::map(root, DIRECTMAP_BASE + pa, pa, RW | nx, size, &mut alloc) };
+        pa += size.bytes();
+    }
+    // CPU 0's stack, above an unmapped guard page.
+    let bottom = STACKS_BASE + PAGE_SIZE;
+    let mut va = bottom;
+    while va < bottom + STACK_SIZE {
+        let frame = alloc_zeroed();
+        // SAFETY: as above.
+        unsafe { paging::map(root, va, frame, RW | nx, PageSize::Size4K, &mut alloc) };
+        va += PAGE_SIZE;
+    }
+    (root, bottom + STACK_SIZE)
+}
+
+/// The M2P: one contiguous run of frames, mapped read-only for everyone at
+/// `MACH2PHYS_VIRT_START` and written by the hypervisor through the direct map.
+struct M2p {
+    base: u64,
+    entries: u64,
+}
+
+static M2P: Mutex<M2p> = Mutex::new(M2p { base: 0, entries: 0 });
+
+/// The M2P entry of a frame that belongs to no guest pseudo-physical page.
+pub const INVALID_M2P_ENTRY: u64 = u64::MAX;
+
+/// Builds the M2P for `max_frame` machine frames (all entries invalid) and
+/// maps it read-only under `root`.
+pub fn build_m2p(root: u64, max_frame: u64) {
+    let pages = (max_frame * 8).div_ceil(PAGE_SIZE);
+    let first = FRAMES
+        .lock()
+        .as_mut()
+        .and_then(|f| f.alloc_contiguous(pages, 1))
+        .expect("no contiguous memory for the M2P");
+    let base = first.address();
+    // SAFETY: the frames were just allocated for the M2P alone.
+    unsafe { core::ptr::write_bytes(paging::phys_to_virt(base) as *mut u8, 0xff, (pages * PAGE_SIZE) as usize) };
+    let mut alloc = alloc_zeroed;
+    for i in 0..pages {
+        let va = crate::layout::MACH2PHYS_VIRT_START + i * PAGE_SIZE;
+        // SAFETY: `root` is the hypervisor's tree under construction; slot
+        // 256 holds only the M2P.
+        unsafe { paging::map(root, va, base + i * PAGE_SIZE, US | NX, PageSize::Size4K, &mut alloc) };
+    }
+    *M2P.lock() = M2p { base, entries: max_frame };
+}
+
+/// Records that machine frame `mfn` holds pseudo-physical page `pfn`.
+pub fn set_m2p(mfn: u64, pfn: u64) {
+    let m2p = M2P.lock();
+    assert!(mfn < m2p.entries, "M2P update for frame {mfn:#x} beyond the table");
+    // SAFETY: the entry lies inside the M2P frames, which only this module
+    // writes, through the direct map.
+    unsafe { (paging::phys_to_virt(m2p.base + mfn * 8) as *mut u64).write(pfn) };
+}
+
+/// Gives the heap its memory.
+pub fn init_heap() {
+    let pages = HEAP_SIZE / PAGE_SIZE;
+    let first = FRAMES
+        .lock()
+        .as_mut()
+        .and_then(|f| f.alloc_contiguous(pages, 1))
+        .expect("no contiguous memory for the heap");
+    // SAFETY: the frames were just allocated for the heap alone and are
+    // mapped by the direct map.
+    unsafe { HEAP.lock().init(paging::phys_to_virt(first.address()) as *mut u8, HEAP_SIZE as usize) };
+}
