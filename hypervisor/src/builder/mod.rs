@@ -65,14 +65,13 @@ impl fmt::Display for LayoutError {
     }
 }
 
-const fn page_up(x: u64) -> u64 {
-    x.next_multiple_of(PAGE_SIZE)
+fn page_up(x: u64) -> Result<u64, LayoutError> {
+    x.checked_next_multiple_of(PAGE_SIZE).ok_or(LayoutError::BadRange)
 }
 
-/// Number of `1 << shift`-aligned regions that `[lo, hi)` touches.
+/// Number of `1 << shift`-aligned regions that the non-empty `[lo, hi)` touches.
 const fn regions(lo: u64, hi: u64, shift: u32) -> u64 {
-    let size = 1u64 << shift;
-    (hi.next_multiple_of(size) - (lo & !(size - 1))) >> shift
+    ((hi - 1) >> shift) - (lo >> shift) + 1
 }
 
 impl Dom0Layout {
@@ -84,17 +83,17 @@ impl Dom0Layout {
 
     fn compute_raw(virt_base: u64, kend: u64, ramdisk_len: u64, nr_pages: u64) -> Result<Dom0Layout, LayoutError> {
         let add = |a: u64, b: u64| a.checked_add(b).ok_or(LayoutError::BadRange);
-        let kernel_end = page_up(kend);
+        let kernel_end = page_up(kend)?;
         let ramdisk = kernel_end..add(kernel_end, ramdisk_len)?;
-        let p2m_start = page_up(ramdisk.end);
+        let p2m_start = page_up(ramdisk.end)?;
         let p2m = p2m_start..add(p2m_start, nr_pages.checked_mul(8).ok_or(LayoutError::BadRange)?)?;
-        let start_info = page_up(p2m.end);
+        let start_info = page_up(p2m.end)?;
         let pt_start = add(start_info, PAGE_SIZE)?;
         let mut nr_pt = 1u64;
         loop {
             let stack = add(pt_start, nr_pt * PAGE_SIZE)?;
             let stack_end = add(stack, PAGE_SIZE)?;
-            let mut v_end = add(stack_end, (4 << 20) - 1)? & !((4 << 20) - 1);
+            let mut v_end = stack_end.checked_next_multiple_of(4 << 20).ok_or(LayoutError::BadRange)?;
             if v_end - stack_end < 512 << 10 {
                 v_end = add(v_end, 4 << 20)?;
             }
@@ -162,8 +161,8 @@ mod tests {
     #[test]
     fn padding_keeps_512k_spare() {
         // Stack end lands just below a 4 MiB boundary: another 4 MiB is added.
-        let kend = BASE + (4 << 20) - 0x3_0000 - 16 * 8;
-        let l = Dom0Layout::compute_raw(BASE, kend, 0, 16).unwrap();
+        let kend = BASE + (4 << 20) - 0x6_0000 - 16384 * 8;
+        let l = Dom0Layout::compute_raw(BASE, kend, 0, 16384).unwrap();
         assert_eq!(l.v_end % (4 << 20), 0);
         assert!(l.v_end - (l.stack + PAGE_SIZE) >= 512 << 10);
     }
