@@ -14,6 +14,7 @@ pub mod io;
 pub mod machine;
 pub mod mem;
 pub mod paging;
+pub mod pic;
 pub mod serial;
 pub mod setup;
 pub mod trampoline;

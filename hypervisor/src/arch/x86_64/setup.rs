@@ -3,13 +3,14 @@ use crate::cmdline;
 use crate::exit::HostExit;
 use crate::layout::PAGE_SIZE;
 
-use super::{acpi, builder, cpu, machine, mem, serial, trampoline, traps};
+use super::{acpi, builder, cpu, machine, mem, pic, serial, trampoline, traps};
 
 /// Called by `boot/entry.S` in long mode, on the boot stack, with the boot
 /// loader's magic and the physical address of its information structure.
 #[unsafe(no_mangle)]
 extern "C" fn hv_start64(magic: u32, info: u32) -> ! {
     serial::init(115200);
+    pic::disable();
     log::info!("oxen {} ({}), a Xen-compatible PV hypervisor", env!("CARGO_PKG_VERSION"), env!("HV_CHANGESET"));
     let boot = match super::bootinfo::read(magic, info) {
         Ok(boot) => boot,
