@@ -36,23 +36,20 @@ pub struct Platform {
 }
 
 /// Where the ACPI tables are, as the boot loader told us.
-pub enum RsdpSource {
-    /// The RSDP's revision and its XSDT (revision 2+) or RSDT address
-    /// (multiboot2 tags).
-    Root(u8, u64),
+pub enum RsdpSource<'a> {
+    /// A copy of the RSDP (multiboot2 tags).
+    Copy(&'a [u8]),
     /// Not given: search the BIOS areas for the RSDP.
     Search,
 }
 
 /// Reads the ACPI tables and logs CPUs, I/O APICs and the HPET.
-pub fn report(rsdp: RsdpSource) -> Option<Platform> {
+pub fn report(rsdp: RsdpSource<'_>) -> Option<Platform> {
     // SAFETY: the addresses come from the firmware's own RSDP, and the
     // handler maps them through the direct map, read only.
     let tables = unsafe {
         match rsdp {
-            RsdpSource::Root(revision, address) => {
-                usize::try_from(address).ok().and_then(|a| AcpiTables::from_rsdt(DirectMap, revision, a).ok())
-            }
+            RsdpSource::Copy(bytes) => from_copy(bytes),
             RsdpSource::Search => AcpiTables::search_for_rsdp_bios(DirectMap).ok(),
         }
     };
@@ -94,4 +91,22 @@ pub fn report(rsdp: RsdpSource) -> Option<Platform> {
         log::info!("ACPI: HPET at {:#x}, {} comparators", hpet.base_address, hpet.num_comparators());
     }
     Some(platform)
+}
+
+/// Opens the tables from a copy of the RSDP: revision at byte 15, RSDT
+/// address at 16, XSDT address at 24 (revision 2 and later).
+///
+/// # Safety
+/// The copy must come from the firmware, so that the addresses in it point
+/// at its tables.
+unsafe fn from_copy(rsdp: &[u8]) -> Option<AcpiTables<DirectMap>> {
+    let revision = *rsdp.get(15)?;
+    let rsdt = u32::from_le_bytes(rsdp.get(16..20)?.try_into().ok()?);
+    let address = if revision >= 2 {
+        u64::from_le_bytes(rsdp.get(24..32)?.try_into().ok()?)
+    } else {
+        u64::from(rsdt)
+    };
+    // SAFETY: forwarded from the caller (the address comes from the firmware).
+    unsafe { AcpiTables::from_rsdt(DirectMap, revision, usize::try_from(address).ok()?).ok() }
 }

@@ -13,16 +13,16 @@ use dom0_abi::segment::{RING1_KERNEL_CS, RING1_KERNEL_SS};
 use dom0_abi::shared_info::XEN_LEGACY_MAX_VCPUS;
 use dom0_abi::start_info::{MAX_GUEST_CMDLINE, START_INFO_MAGIC, SifFlags};
 
-use crate::builder::{Dom0Layout, LayoutError};
+use crate::bootinfo::BootInfo;
+use crate::builder::layout::{Dom0Layout, ImageBounds, LayoutError, RamdiskPlacement, dom0_nr_pages};
 use crate::cmdline::Config;
 use crate::domain::Domain;
 use crate::hypercall::HostInfo;
 use crate::layout::PAGE_SIZE;
 use crate::loader::{GuestImageInfo, ImageError};
 
-use super::bootinfo::Boot;
 use super::entry::GuestRegs;
-use super::paging::{self, A, ADDR_MASK, D, P, RW, US};
+use super::paging::{self, A, D, P, RW, US};
 use super::trampoline::CpuViews;
 use super::traps::{CURRENT, Current};
 use super::{mem, paging::phys_to_virt};
@@ -36,6 +36,9 @@ pub enum BuildError {
     Image(ImageError),
     /// The layout does not fit.
     Layout(LayoutError),
+    /// The kernel asks for its p2m list outside the initial mapping
+    /// (`INIT_P2M`), which this builder does not do yet.
+    InitP2m,
     /// Not enough free frames for `dom0_mem`.
     OutOfMemory {
         /// Frames needed.
@@ -51,6 +54,7 @@ impl fmt::Display for BuildError {
             BuildError::NoKernel => f.write_str("no dom0 kernel: the boot loader passed no module"),
             BuildError::Image(e) => write!(f, "{e}"),
             BuildError::Layout(e) => write!(f, "{e}"),
+            BuildError::InitP2m => f.write_str("the INIT_P2M note (p2m list outside the initial mapping) is not supported"),
             BuildError::OutOfMemory { wanted, free } => {
                 write!(f, "dom0_mem asks for {wanted} pages but only {free} are free")
             }
@@ -71,7 +75,7 @@ impl P2m<'_> {
 }
 
 /// Builds dom0 and makes it the current domain; returns its first context.
-pub fn build_dom0(boot: &Boot, config: &Config, views: &CpuViews) -> Result<GuestRegs, BuildError> {
+pub fn build_dom0(boot: &BootInfo<'static>, config: &Config, views: &CpuViews) -> Result<GuestRegs, BuildError> {
     let modules = boot.modules();
     let kernel = modules.first().ok_or(BuildError::NoKernel)?;
     // SAFETY: the module lies in RAM the loader filled and the frame
@@ -82,9 +86,11 @@ pub fn build_dom0(boot: &Boot, config: &Config, views: &CpuViews) -> Result<Gues
     let ramdisk_len = ramdisk.map_or(0, |m| m.end - m.start);
 
     let (free, _) = mem::frame_counts();
-    let pages = config.dom0_mem.resolve(free);
-    let nr_pages = pages.nr_pages;
-    let layout = Dom0Layout::compute(&info, ramdisk_len, nr_pages).map_err(BuildError::Layout)?;
+    let nr_pages = dom0_nr_pages(&config.dom0_mem, free, &ImageBounds::from(&info), ramdisk_len).nr_pages;
+    let layout = Dom0Layout::for_image(&info, ramdisk_len, nr_pages).map_err(BuildError::Layout)?;
+    if info.init_p2m.is_some() {
+        return Err(BuildError::InitP2m);
+    }
     if nr_pages > free {
         return Err(BuildError::OutOfMemory { wanted: nr_pages, free });
     }
@@ -111,7 +117,7 @@ pub fn build_dom0(boot: &Boot, config: &Config, views: &CpuViews) -> Result<Gues
         mem::set_m2p(mfn, pfn as u64);
     }
     let p2m = P2m { mfns };
-    let base = layout.virt_base;
+    let base = layout.v_start;
     let write = |va: u64, bytes: &[u8]| copy_into(&p2m, base, va, bytes);
 
     for segment in info.segments() {
@@ -120,13 +126,17 @@ pub fn build_dom0(boot: &Boot, config: &Config, views: &CpuViews) -> Result<Gues
     if let Some(module) = ramdisk {
         // SAFETY: as for the kernel module.
         let bytes = unsafe { core::slice::from_raw_parts(phys_to_virt(module.start) as *const u8, ramdisk_len as usize) };
-        write(layout.ramdisk.start, bytes);
+        match layout.ramdisk {
+            RamdiskPlacement::Mapped { va, .. } => write(va.start, bytes),
+            RamdiskPlacement::ByPfn { pfn } => write(base + pfn * PAGE_SIZE, bytes),
+            RamdiskPlacement::None => {}
+        }
     }
     for (pfn, mfn) in p2m.mfns.iter().enumerate() {
-        write(layout.p2m.start + 8 * pfn as u64, &mfn.to_le_bytes());
+        write(layout.p2m.va + 8 * pfn as u64, &mfn.to_le_bytes());
     }
     let shared_info = build_shared_info();
-    write(layout.start_info, &start_info(&layout, nr_pages, shared_info, ramdisk_len, modules[0].string));
+    write(layout.start_info, &start_info(&layout, nr_pages, shared_info, boot.module_cmdline(0).unwrap_or("")));
     if let Some(va) = info.hypercall_page {
         write(va, &hypercall_page());
     }
@@ -141,13 +151,13 @@ pub fn build_dom0(boot: &Boot, config: &Config, views: &CpuViews) -> Result<Gues
 
     *CURRENT.lock() = Some(Current {
         domain: Domain::dom0(nr_pages),
-        host: HostInfo { command_line: boot.hypervisor_command_line().as_bytes(), build_id: build_id() },
+        host: HostInfo { command_line: boot.hypervisor_cmdline().as_bytes(), build_id: build_id() },
     });
     Ok(GuestRegs {
         rip: info.entry,
         cs: u64::from(RING1_KERNEL_CS),
         rflags: 0x202,
-        rsp: layout.stack + PAGE_SIZE,
+        rsp: layout.stack_top,
         ss: u64::from(RING1_KERNEL_SS),
         rsi: layout.start_info,
         ..GuestRegs::default()
@@ -155,15 +165,17 @@ pub fn build_dom0(boot: &Boot, config: &Config, views: &CpuViews) -> Result<Gues
 }
 
 fn log_layout(l: &Dom0Layout) {
-    log::info!("dom0 layout (virt_base {:#x}):", l.virt_base);
+    log::info!("dom0 layout (virt_base {:#x}):", l.v_start);
     log::info!("  kernel      {:#x}-{:#x}", l.kernel.start, l.kernel.end);
-    if !l.ramdisk.is_empty() {
-        log::info!("  ramdisk     {:#x}-{:#x}", l.ramdisk.start, l.ramdisk.end);
+    match l.ramdisk {
+        RamdiskPlacement::Mapped { va, .. } => log::info!("  ramdisk     {:#x}-{:#x}", va.start, va.end),
+        RamdiskPlacement::ByPfn { pfn } => log::info!("  ramdisk     at pfn {pfn:#x} (unmapped)"),
+        RamdiskPlacement::None => {}
     }
-    log::info!("  p2m list    {:#x}-{:#x}", l.p2m.start, l.p2m.end);
+    log::info!("  p2m list    {:#x}-{:#x}", l.p2m.va, l.p2m.va + l.p2m.bytes);
     log::info!("  start_info  {:#x}", l.start_info);
-    log::info!("  page tables {:#x}-{:#x} ({} frames)", l.page_tables.start, l.page_tables.end, l.nr_pt_frames);
-    log::info!("  boot stack  {:#x}-{:#x}", l.stack, l.stack + PAGE_SIZE);
+    log::info!("  page tables {:#x} ({} frames)", l.pt_base, l.nr_pt_frames);
+    log::info!("  boot stack  {:#x}-{:#x}", l.stack, l.stack_top);
     log::info!("  mapped to   {:#x}", l.v_end);
 }
 
@@ -180,40 +192,32 @@ fn copy_into(p2m: &P2m<'_>, virt_base: u64, va: u64, bytes: &[u8]) {
     }
 }
 
-/// Builds the bootstrap page tables inside the frames the layout set aside,
-/// in Xen's order (L4 first, then L3, L2, L1 as the walk needs them), mapping
-/// `[virt_base, v_end)` with the page-table frames read-only.
+/// Builds the bootstrap page tables in the frames the layout sets aside
+/// (Xen's order, L4 first), mapping `[v_start, v_end)` with every
+/// page-table frame read-only. Returns the L4's machine address.
 fn build_page_tables(layout: &Dom0Layout, p2m: &P2m<'_>) -> u64 {
     const UPPER: u64 = P | RW | A | D | US;
-    let base = layout.virt_base;
-    let mut next_table = layout.page_tables.start;
-    let mut take = || {
-        let pa = p2m.pa(next_table, base);
-        next_table += PAGE_SIZE;
-        pa
+    let base = layout.v_start;
+    let table_pa = |level: u8, va: u64| {
+        let pfn = layout.table_pfn(level, va).expect("the layout covers its own mapping");
+        p2m.pa(base + pfn * PAGE_SIZE, base)
     };
-    let l4 = take();
-    let mut va = base;
-    while va < layout.v_end {
-        let mut table = l4;
-        for level in [4u32, 3, 2] {
-            // SAFETY: `table` is one of dom0's bootstrap table frames, which
-            // nothing else uses until dom0 starts.
-            let entries = unsafe { paging::table(table) };
-            let slot = &mut entries[paging::index(va, level)];
-            if *slot & P == 0 {
-                *slot = take() | UPPER;
-            }
-            table = *slot & ADDR_MASK;
+    let mapping = layout.mapping();
+    let mut va = mapping.start;
+    while va < mapping.end {
+        for level in [4u8, 3, 2] {
+            let entry = table_pa(level - 1, va) | UPPER;
+            // SAFETY: the table is one of dom0's bootstrap page-table
+            // frames, which nothing else uses until dom0 starts.
+            unsafe { paging::table(table_pa(level, va))[paging::index(va, u32::from(level))] = entry };
         }
-        let read_only = layout.page_tables.contains(&va);
-        let flags = if read_only { P | A } else { P | RW | A };
+        let page = layout.page_at(va).expect("the layout covers its own mapping");
+        let flags = if page.is_page_table { P | A } else { P | RW | A };
         // SAFETY: as above, for the L1 table.
-        unsafe { paging::table(table)[paging::index(va, 1)] = p2m.pa(va, base) | flags };
+        unsafe { paging::table(table_pa(1, va))[paging::index(va, 1)] = p2m.pa(va, base) | flags };
         va += PAGE_SIZE;
     }
-    assert_eq!(next_table, layout.page_tables.end, "dom0 page-table count differs from the layout");
-    l4
+    table_pa(4, mapping.start)
 }
 
 /// Copies dom0's L4 guest slots into this CPU's two views.
@@ -242,20 +246,23 @@ fn build_shared_info() -> u64 {
     pa
 }
 
-fn start_info(layout: &Dom0Layout, nr_pages: u64, shared_info: u64, ramdisk_len: u64, cmdline: &str) -> [u8; 1168] {
+fn start_info(layout: &Dom0Layout, nr_pages: u64, shared_info: u64, cmdline: &str) -> [u8; 1168] {
     let mut si = [0u8; 1168];
     let put = |si: &mut [u8; 1168], at: usize, v: u64| si[at..at + 8].copy_from_slice(&v.to_le_bytes());
+    let (mod_start, mod_len, mod_is_pfn) = layout.start_info_module();
+    let mut flags = SifFlags::PRIVILEGED | SifFlags::INITDOMAIN;
+    if mod_is_pfn {
+        flags |= SifFlags::MOD_START_PFN;
+    }
     si[..START_INFO_MAGIC.len()].copy_from_slice(START_INFO_MAGIC);
     put(&mut si, 32, nr_pages);
     put(&mut si, 40, shared_info);
-    si[48..52].copy_from_slice(&(SifFlags::PRIVILEGED | SifFlags::INITDOMAIN).bits().to_le_bytes());
-    put(&mut si, 88, layout.page_tables.start);
+    si[48..52].copy_from_slice(&flags.bits().to_le_bytes());
+    put(&mut si, 88, layout.pt_base);
     put(&mut si, 96, layout.nr_pt_frames);
-    put(&mut si, 104, layout.p2m.start);
-    if ramdisk_len != 0 {
-        put(&mut si, 112, layout.ramdisk.start);
-        put(&mut si, 120, ramdisk_len);
-    }
+    put(&mut si, 104, layout.p2m.va);
+    put(&mut si, 112, mod_start);
+    put(&mut si, 120, mod_len);
     let n = cmdline.len().min(MAX_GUEST_CMDLINE - 1);
     si[128..128 + n].copy_from_slice(&cmdline.as_bytes()[..n]);
     si

@@ -33,35 +33,25 @@ pub fn image_to_phys(va: u64) -> u64 {
     va - IMAGE_BASE
 }
 
-/// Sets up the frame allocator over `usable` RAM minus `excluded`, carving
-/// its bitmap out of the first usable range (below 4 GiB, which the boot
-/// page tables map) that has room and overlaps nothing excluded.
-pub fn init_frames(max_frame: u64, usable: &[(u64, u64)], excluded: &[(u64, u64)]) -> Result<(), &'static str> {
+/// Sets up the frame allocator over the free `usable` ranges, carving its
+/// bitmap out of the first one (below 4 GiB, which the boot page tables
+/// map) that has room.
+pub fn init_frames(max_frame: u64, usable: &[(u64, u64)]) -> Result<(), &'static str> {
     let words = FrameAllocator::words_needed(max_frame);
     let bytes = (words * 8).next_multiple_of(PAGE_SIZE);
-    let overlaps = |a: u64, b: u64| excluded.iter().any(|&(s, e)| a < e && s < b);
-    let mut place = None;
-    'ranges: for &(start, end) in usable {
-        let mut at = start.next_multiple_of(PAGE_SIZE).max(0x10_0000);
-        while at + bytes <= end.min(1 << 32) {
-            if !overlaps(at, at + bytes) {
-                place = Some(at);
-                break 'ranges;
-            }
-            at += PAGE_SIZE;
-        }
-    }
-    let at = place.ok_or("no room for the frame bitmap")?;
+    let at = usable
+        .iter()
+        .map(|&(start, _)| start.next_multiple_of(PAGE_SIZE))
+        .zip(usable.iter().map(|&(_, end)| end.min(1 << 32)))
+        .find(|&(start, end)| start + bytes <= end)
+        .map(|(start, _)| start)
+        .ok_or("no room for the frame bitmap")?;
     let len = usize::try_from(words).map_err(|_| "frame bitmap too large")?;
-    // SAFETY: [at, at + bytes) is usable RAM below 4 GiB (mapped by the boot
-    // tables and later by the direct map), outside every excluded range, and
-    // is excluded from the allocator below so nothing else will own it.
+    // SAFETY: [at, at + bytes) is free usable RAM below 4 GiB (mapped by the
+    // boot tables and later by the direct map), and is excluded from the
+    // allocator below so nothing else will own it.
     let storage = unsafe { core::slice::from_raw_parts_mut((DIRECTMAP_BASE + at) as *mut u64, len) };
-    let mut all_excluded = [(0u64, 0u64); 24];
-    let n = excluded.len().min(all_excluded.len() - 1);
-    all_excluded[..n].copy_from_slice(&excluded[..n]);
-    all_excluded[n] = (at, at + bytes);
-    let allocator = FrameAllocator::new(storage, max_frame, usable.iter().copied(), &all_excluded[..=n])
+    let allocator = FrameAllocator::new(storage, max_frame, usable.iter().copied(), &[(at, at + bytes)])
         .map_err(|_| "frame allocator refused its storage")?;
     *FRAMES.lock() = Some(allocator);
     Ok(())

@@ -1,4 +1,5 @@
 //! Start of day: from the boot code's first Rust call to dom0's first instruction.
+use crate::bootinfo::{BootInfo, MAX_BOOT_DATA_RANGES, MAX_MODULES, PhysRange};
 use crate::cmdline;
 use crate::exit::HostExit;
 use crate::layout::PAGE_SIZE;
@@ -16,11 +17,11 @@ extern "C" fn hv_start64(magic: u32, info: u32) -> ! {
         Ok(boot) => boot,
         Err(e) => panic!("boot information unusable: {e}"),
     };
-    let command_line = boot.hypervisor_command_line();
+    let command_line = boot.hypervisor_cmdline();
     let (config, diagnostics) = cmdline::parse(command_line);
     log::set_max_level(config.loglvl.level);
     log::info!("command line: {command_line}");
-    log::info!("boot loader: {} (multiboot{})", boot.loader_name().unwrap_or("unknown"), boot.protocol());
+    log::info!("boot loader: {} ({:?})", boot.loader_name.unwrap_or("unknown"), boot.protocol);
     for diagnostic in diagnostics.iter() {
         log::warn!("command line: {diagnostic}");
     }
@@ -45,8 +46,8 @@ extern "C" fn hv_start64(magic: u32, info: u32) -> ! {
     let views = unsafe { trampoline::build(0, hv_root, hv_stack_top, pcid, &mut mem::alloc_zeroed, mem::image_to_phys) };
     // SAFETY: `views` was just built for this CPU and `hv_root` is CR3.
     unsafe { trampoline::load(&views) };
-    acpi::report(match boot.rsdp() {
-        Some((revision, address)) => acpi::RsdpSource::Root(revision, address),
+    acpi::report(match boot.rsdp {
+        Some(rsdp) => acpi::RsdpSource::Copy(rsdp.bytes()),
         None => acpi::RsdpSource::Search,
     });
     let (free, total) = mem::frame_counts();
@@ -75,26 +76,36 @@ fn report_cpu(f: &cpu::Features) {
     }
 }
 
-/// Initialises the frame allocator; returns the number of machine frames
-/// the M2P must cover and the end of the direct map.
-fn init_memory(boot: &super::bootinfo::Boot) -> (u64, u64) {
-    let mut usable = [(0u64, 0u64); 64];
+/// Initialises the frame allocator over usable RAM minus the image, the
+/// modules and the boot data; returns the number of machine frames the M2P
+/// must cover and the end of the direct map.
+fn init_memory(boot: &BootInfo<'static>) -> (u64, u64) {
+    let (image_start, image_end) = mem::image_range();
+    let mut excluded = [PhysRange { start: 0, end: 0 }; 2 + MAX_MODULES + MAX_BOOT_DATA_RANGES];
     let mut n = 0;
-    let mut top = 0;
-    for (start, end) in boot.usable_ram() {
-        log::info!("RAM: {start:#014x}-{end:#014x} ({} KiB)", (end - start) >> 10);
-        if n < usable.len() {
-            usable[n] = (start, end);
-            n += 1;
-        }
-        top = top.max(end);
+    let ranges = [PhysRange { start: 0, end: 0x10_0000 }, PhysRange { start: image_start, end: image_end }];
+    let modules = boot.modules().iter().map(|m| PhysRange { start: m.start, end: m.end });
+    for range in ranges.into_iter().chain(modules).chain(boot.boot_data_ranges().iter().copied()) {
+        excluded[n] = range;
+        n += 1;
     }
-    let excluded = boot.excluded_ranges(mem::image_range());
-    let max_frame = top.div_ceil(PAGE_SIZE);
-    if let Err(e) = mem::init_frames(max_frame, &usable[..n], excluded.as_slice()) {
+    let mut usable = [(0u64, 0u64); 64];
+    let mut count = 0;
+    for range in boot.usable_ranges(&excluded[..n]) {
+        log::info!("RAM: {:#014x}-{:#014x} ({} KiB free)", range.start, range.end, range.len() >> 10);
+        if count < usable.len() {
+            usable[count] = (range.start, range.end);
+            count += 1;
+        } else {
+            log::warn!("RAM: more than {} free ranges; the rest is not used", usable.len());
+            break;
+        }
+    }
+    let max_frame = boot.usable_frame_limit();
+    if let Err(e) = mem::init_frames(max_frame, &usable[..count]) {
         panic!("memory: {e}");
     }
-    (max_frame, top.max(1 << 32).next_multiple_of(1 << 30))
+    (max_frame, (max_frame * PAGE_SIZE).max(1 << 32).next_multiple_of(1 << 30))
 }
 
 /// CR0.WP, SMEP, UMIP, PGE and PCID where the CPU has them.

@@ -1,0 +1,2 @@
+//! Machine memory management.
+pub mod frame_alloc;
