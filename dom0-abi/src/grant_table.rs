@@ -1,0 +1,317 @@
+//! `grant_table_op(cmd, uop, count)`: grant tables, version 1.
+//!
+//! A domain shares a frame by filling an entry of its grant table
+//! ([`GrantEntryV1`]); another domain then maps or copies it by reference.
+//! The call returns 0 if it ran; each operation's own result is in its
+//! `status` field ([`GrantStatus`]).
+//!
+//! Protocol on an entry (`[GRANTER]` = owning guest, `[HV]` = hypervisor):
+//! - Grant: `[GRANTER]` writes `domid`, then `frame`, then a write barrier,
+//!   then `flags` (type `GTF_permit_access`, optionally `GTF_readonly`).
+//! - Map: `[HV]` sets `GTF_reading` (and `GTF_writing` for a writable map)
+//!   with compare-and-swap, and clears them when the last mapping goes.
+//! - Revoke: `[GRANTER]` checks neither `reading` nor `writing` is set and
+//!   compare-and-swaps `flags` to 0; an entry in use cannot be revoked.
+//! - Entries 0-7 are reserved (0: console, 1: xenstore).
+
+use bitflags::bitflags;
+
+numbered_enum! {
+    /// `GNTTABOP_*`: the `cmd` of `grant_table_op`. Unknown: `ENOSYS`.
+    GnttabOp {
+        /// [`GnttabMapGrantRef`]\[count\]: map granted frames.
+        MapGrantRef = 0, "map_grant_ref";
+        /// [`GnttabUnmapGrantRef`]\[count\]: unmap them.
+        UnmapGrantRef = 1, "unmap_grant_ref";
+        /// [`GnttabSetupTable`] (count 1): size the table, get its frames.
+        SetupTable = 2, "setup_table";
+        /// Debug dump of a table.
+        DumpTable = 3, "dump_table";
+        /// Page transfer (not supported by most hypervisors).
+        Transfer = 4, "transfer";
+        /// [`GnttabCopy`]\[count\]: copy between granted frames.
+        Copy = 5, "copy";
+        /// [`GnttabQuerySize`]: current and maximum table size.
+        QuerySize = 6, "query_size";
+        /// Unmap and replace a mapping.
+        UnmapAndReplace = 7, "unmap_and_replace";
+        /// [`GnttabSetVersion`]: choose v1 or v2 (`EBUSY` in use; v2 may
+        /// give `ENOSYS`).
+        SetVersion = 8, "set_version";
+        /// v2 status frames.
+        GetStatusFrames = 9, "get_status_frames";
+        /// Current table version.
+        GetVersion = 10, "get_version";
+        /// Swap two entries.
+        SwapGrantRef = 11, "swap_grant_ref";
+        /// Cache maintenance on granted frames.
+        CacheFlush = 12, "cache_flush";
+    }
+}
+
+bitflags! {
+    /// `GTF_*` bits of [`GrantEntryV1::flags`]; bits 1:0 are the type.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub struct GtfFlags: u16 {
+        /// Type: the frame may be mapped or copied.
+        const PERMIT_ACCESS = 1;
+        /// Type: the domain accepts a page transfer into this entry.
+        const ACCEPT_TRANSFER = 2;
+        /// Type (both bits): transitive grant (v2).
+        const TRANSITIVE = 3;
+        /// `[GRANTER]` Read-only access only (or, for transfers,
+        /// `transfer_committed` written by `[HV]`).
+        const READONLY = 1 << 2;
+        /// `[HV]` The frame is mapped or being copied from (transfers:
+        /// `transfer_completed`).
+        const READING = 1 << 3;
+        /// `[HV]` The frame is mapped writable or being copied to.
+        const WRITING = 1 << 4;
+        /// Cache attribute PWT for the mapping.
+        const PWT = 1 << 5;
+        /// Cache attribute PCD for the mapping.
+        const PCD = 1 << 6;
+        /// Cache attribute PAT for the mapping.
+        const PAT = 1 << 7;
+        /// Sub-page grant (v2).
+        const SUB_PAGE = 1 << 8;
+    }
+}
+
+/// Mask of the type bits in [`GrantEntryV1::flags`].
+pub const GTF_TYPE_MASK: u16 = 3;
+
+bitflags! {
+    /// `GNTMAP_*`: [`GnttabMapGrantRef::flags`].
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub struct GntmapFlags: u32 {
+        /// Map for device (DMA) access.
+        const DEVICE_MAP = 1 << 0;
+        /// Map into the host's address space.
+        const HOST_MAP = 1 << 1;
+        /// Read-only mapping.
+        const READONLY = 1 << 2;
+        /// Mapping for a user application (`host_addr` is a user VA).
+        const APPLICATION_MAP = 1 << 3;
+        /// `host_addr` is the machine address of a PTE to write.
+        const CONTAINS_PTE = 1 << 4;
+    }
+}
+
+/// `GNTCOPY_source_gref`: the copy source is a grant reference.
+pub const GNTCOPY_SOURCE_GREF: u16 = 1 << 0;
+/// `GNTCOPY_dest_gref`: the copy destination is a grant reference.
+pub const GNTCOPY_DEST_GREF: u16 = 1 << 1;
+/// Entries a domain starts with (one frame of v1 entries).
+pub const INITIAL_NR_GRANT_FRAMES: u32 = 1;
+/// v1 entries per 4 KiB frame.
+pub const GRANT_ENTRIES_V1_PER_FRAME: u32 = 512;
+/// First grant reference free for general use (0-7 are reserved).
+pub const GNTTAB_NR_RESERVED_ENTRIES: u32 = 8;
+
+/// `GNTST_*`: per-operation status of a grant operation.
+#[repr(i16)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GrantStatus {
+    /// Success.
+    Okay = 0,
+    /// Unspecified error.
+    GeneralError = -1,
+    /// Unknown domain.
+    BadDomain = -2,
+    /// Unknown or unsuitable grant reference.
+    BadGntref = -3,
+    /// Unknown or unsuitable handle.
+    BadHandle = -4,
+    /// Unsuitable virtual address.
+    BadVirtAddr = -5,
+    /// Unsuitable device address.
+    BadDevAddr = -6,
+    /// No space in the IOMMU.
+    NoDeviceSpace = -7,
+    /// Not allowed.
+    PermissionDenied = -8,
+    /// Unsuitable page.
+    BadPage = -9,
+    /// Copy crosses a page boundary.
+    BadCopyArg = -10,
+    /// Transfer address too large.
+    AddressTooBig = -11,
+    /// Not done; try again.
+    Eagain = -12,
+    /// No space (handles, ...).
+    NoSpace = -13,
+}
+
+impl GrantStatus {
+    /// The status with value `v`, if defined.
+    #[must_use]
+    pub const fn from_value(v: i16) -> Option<GrantStatus> {
+        Some(match v {
+            0 => GrantStatus::Okay,
+            -1 => GrantStatus::GeneralError,
+            -2 => GrantStatus::BadDomain,
+            -3 => GrantStatus::BadGntref,
+            -4 => GrantStatus::BadHandle,
+            -5 => GrantStatus::BadVirtAddr,
+            -6 => GrantStatus::BadDevAddr,
+            -7 => GrantStatus::NoDeviceSpace,
+            -8 => GrantStatus::PermissionDenied,
+            -9 => GrantStatus::BadPage,
+            -10 => GrantStatus::BadCopyArg,
+            -11 => GrantStatus::AddressTooBig,
+            -12 => GrantStatus::Eagain,
+            -13 => GrantStatus::NoSpace,
+            _ => return None,
+        })
+    }
+}
+
+/// `struct grant_entry_v1` (8 bytes): one entry of a v1 grant table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GrantEntryV1 {
+    /// `[GRANTER]`/`[HV]` [`GtfFlags`]; written last when granting.
+    pub flags: u16,
+    /// `[GRANTER]` The domain allowed to use the entry.
+    pub domid: u16,
+    /// `[GRANTER]` The frame (MFN for PV).
+    pub frame: u32,
+}
+
+/// `struct gnttab_map_grant_ref` (32 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GnttabMapGrantRef {
+    /// IN: where to map (VA, or PTE machine address with `CONTAINS_PTE`).
+    pub host_addr: u64,
+    /// IN: [`GntmapFlags`].
+    pub flags: u32,
+    /// IN: the grant reference.
+    pub gref: u32,
+    /// IN: the granting domain.
+    pub dom: u16,
+    /// OUT: a [`GrantStatus`].
+    pub status: i16,
+    /// OUT: handle for unmapping.
+    pub handle: u32,
+    /// OUT: bus address for device mappings.
+    pub dev_bus_addr: u64,
+}
+
+/// `struct gnttab_unmap_grant_ref` (24 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GnttabUnmapGrantRef {
+    /// IN: the mapped address.
+    pub host_addr: u64,
+    /// IN: the device address (device mappings).
+    pub dev_bus_addr: u64,
+    /// IN: the handle from the map.
+    pub handle: u32,
+    /// OUT: a [`GrantStatus`].
+    pub status: i16,
+    /// Padding.
+    pub pad: u16,
+}
+
+/// `struct gnttab_setup_table` (24 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GnttabSetupTable {
+    /// IN: the domain (`DOMID_SELF`).
+    pub dom: u16,
+    /// Padding.
+    pub pad0: u16,
+    /// IN: number of frames wanted.
+    pub nr_frames: u32,
+    /// OUT: a [`GrantStatus`].
+    pub status: i16,
+    /// Padding.
+    pub pad1: [u16; 3],
+    /// IN: guest pointer to `nr_frames` u64 to receive the frames' MFNs.
+    pub frame_list: u64,
+}
+
+/// One side of a grant copy (16 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GnttabCopyPtr {
+    /// A grant reference (low 32 bits) or a GMFN, per the copy flags.
+    pub u: u64,
+    /// The domain.
+    pub domid: u16,
+    /// Byte offset in the frame.
+    pub offset: u16,
+    /// Padding.
+    pub pad: u32,
+}
+
+/// `struct gnttab_copy` (40 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GnttabCopy {
+    /// IN: source.
+    pub source: GnttabCopyPtr,
+    /// IN: destination.
+    pub dest: GnttabCopyPtr,
+    /// IN: bytes to copy (must not cross a page: `BadCopyArg`).
+    pub len: u16,
+    /// IN: `GNTCOPY_*` flags.
+    pub flags: u16,
+    /// OUT: a [`GrantStatus`].
+    pub status: i16,
+    /// Padding.
+    pub pad: u16,
+}
+
+/// `struct gnttab_query_size` (16 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GnttabQuerySize {
+    /// IN: the domain.
+    pub dom: u16,
+    /// Padding.
+    pub pad: u16,
+    /// OUT: current frames.
+    pub nr_frames: u32,
+    /// OUT: maximum frames.
+    pub max_nr_frames: u32,
+    /// OUT: a [`GrantStatus`].
+    pub status: i16,
+    /// Padding.
+    pub pad1: u16,
+}
+
+/// `struct gnttab_set_version` (4 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GnttabSetVersion {
+    /// IN: version wanted (1 or 2); OUT: version in force.
+    pub version: u32,
+}
+
+crate::assert_layout!(GrantEntryV1, 8, { flags: 0, domid: 2, frame: 4 });
+crate::assert_layout!(GnttabMapGrantRef, 32, {
+    host_addr: 0, flags: 8, gref: 12, dom: 16, status: 18, handle: 20, dev_bus_addr: 24,
+});
+crate::assert_layout!(GnttabUnmapGrantRef, 24, { host_addr: 0, dev_bus_addr: 8, handle: 16, status: 20, pad: 22 });
+crate::assert_layout!(GnttabSetupTable, 24, { dom: 0, pad0: 2, nr_frames: 4, status: 8, pad1: 10, frame_list: 16 });
+crate::assert_layout!(GnttabCopyPtr, 16, { u: 0, domid: 8, offset: 10, pad: 12 });
+crate::assert_layout!(GnttabCopy, 40, { source: 0, dest: 16, len: 32, flags: 34, status: 36, pad: 38 });
+crate::assert_layout!(GnttabQuerySize, 16, { dom: 0, pad: 2, nr_frames: 4, max_nr_frames: 8, status: 12, pad1: 14 });
+crate::assert_layout!(GnttabSetVersion, 4, { version: 0 });
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses() {
+        for v in -13..=0 {
+            assert_eq!(GrantStatus::from_value(v).map(|s| s as i16), Some(v));
+        }
+        assert_eq!(GrantStatus::from_value(-14), None);
+        assert_eq!(GtfFlags::WRITING.bits(), 16);
+    }
+}

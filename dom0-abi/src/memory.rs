@@ -1,0 +1,217 @@
+//! `memory_op(cmd, arg)`: reservations, the physmap and memory maps.
+//!
+//! Bits 5:0 of `cmd` select the operation ([`MemoryOpCmd`]); bits 6 and up
+//! carry the start extent of a continued (preempted) call and are 0 when a
+//! guest makes the call. Unknown operation: `ENOSYS`.
+//!
+//! For a PV guest GMFN = MFN: reservation calls hand out and take back
+//! machine frames, and the guest keeps its own p2m list up to date (plus the
+//! M2P with `MMU_MACHPHYS_UPDATE`, except `populate_physmap` which updates
+//! the M2P itself).
+
+/// Bits of `cmd` above this shift carry the continuation start extent.
+pub const MEMOP_EXTENT_SHIFT: u32 = 6;
+/// The operation bits of `cmd`.
+pub const MEMOP_CMD_MASK: u64 = (1 << MEMOP_EXTENT_SHIFT) - 1;
+
+numbered_enum! {
+    /// `XENMEM_*`: the operation in bits 5:0 of `memory_op`'s `cmd`.
+    MemoryOpCmd {
+        /// `arg`: [`XenMemoryReservation`] (IN; OUT: MFNs written to
+        /// `extent_start`). Allocates `nr_extents` extents. Returns the
+        /// number of extents done (fewer on shortage). `EFAULT`: bad `arg`;
+        /// `ESRCH`/`EPERM`: bad or foreign `domid`.
+        IncreaseReservation = 0, "increase_reservation";
+        /// `arg`: [`XenMemoryReservation`] (IN: GMFNs in `extent_start`).
+        /// Frees the extents. Returns the number done. Errors as above.
+        DecreaseReservation = 1, "decrease_reservation";
+        /// `arg` ignored. Returns the highest machine frame number in use.
+        MaximumRamPage = 2, "maximum_ram_page";
+        /// `arg`: [`XenMemoryDomain`] (IN). Returns the domain's current
+        /// page count. `ESRCH`/`EPERM` for a bad or foreign domain.
+        CurrentReservation = 3, "current_reservation";
+        /// `arg`: [`XenMemoryDomain`] (IN). Returns the domain's page limit.
+        MaximumReservation = 4, "maximum_reservation";
+        /// `arg`: [`XenMachphysMfnList`] (IN/OUT): the MFNs holding the M2P
+        /// table, one per 2 MiB. Returns 0.
+        MachphysMfnList = 5, "machphys_mfn_list";
+        /// `arg`: [`XenMemoryReservation`] (IN: GPFNs; OUT: MFNs). Populates
+        /// the pseudo-physical frames and updates the M2P. Returns the
+        /// number of extents done.
+        PopulatePhysmap = 6, "populate_physmap";
+        /// `arg`: `xen_add_to_physmap`. Translated guests only (PV:
+        /// `EINVAL`/`ENOSYS` for most spaces).
+        AddToPhysmap = 7, "add_to_physmap";
+        /// `arg`: [`XenMemoryMap`] (IN `nr_entries` = buffer capacity; OUT
+        /// `nr_entries` = entries written). The domain's pseudo-physical
+        /// E820 map. `ENOSYS`: no map was set; `EFAULT`: bad buffer.
+        MemoryMap = 9, "memory_map";
+        /// As `MemoryMap`, for the host's machine map (hardware domain
+        /// only, `EPERM` otherwise).
+        MachineMemoryMap = 10, "machine_memory_map";
+        /// `arg`: `xen_memory_exchange`: trade extents for others.
+        Exchange = 11, "exchange";
+        /// `arg`: [`XenMachphysMapping`] (OUT): where the M2P is mapped.
+        /// Returns 0. `EFAULT`: bad `arg`.
+        MachphysMapping = 12, "machphys_mapping";
+        /// `arg`: `xen_foreign_memory_map`: set a domain's E820 (toolstack).
+        SetMemoryMap = 13, "set_memory_map";
+        /// `arg`: [`XenMemoryDomain`] (IN). Returns the highest GPFN.
+        MaximumGpfn = 14, "maximum_gpfn";
+        /// `arg`: `xen_remove_from_physmap` (translated guests).
+        RemoveFromPhysmap = 15, "remove_from_physmap";
+        /// Populate-on-demand target (HVM).
+        SetPodTarget = 16, "set_pod_target";
+        /// Populate-on-demand target (HVM).
+        GetPodTarget = 17, "get_pod_target";
+        /// Memory sharing statistics.
+        GetSharingFreedPages = 18, "get_sharing_freed_pages";
+        /// Memory sharing statistics.
+        GetSharingSharedPages = 19, "get_sharing_shared_pages";
+        /// Paging (HVM).
+        PagingOp = 20, "paging_op";
+        /// Memory access control (HVM).
+        AccessOp = 21, "access_op";
+        /// Memory sharing (HVM).
+        SharingOp = 22, "sharing_op";
+        /// Batched `add_to_physmap`.
+        AddToPhysmapBatch = 23, "add_to_physmap_batch";
+        /// Claim pages for a domain being built (toolstack).
+        ClaimPages = 24, "claim_pages";
+        /// M2P frames of the 32-bit compat table.
+        MachphysCompatMfnList = 25, "machphys_compat_mfn_list";
+        /// Virtual NUMA information.
+        GetVnumainfo = 26, "get_vnumainfo";
+        /// Reserved device memory map.
+        ReservedDeviceMemoryMap = 27, "reserved_device_memory_map";
+        /// Map a resource (grant table, ioreq server, ...) of a domain.
+        AcquireResource = 28, "acquire_resource";
+    }
+}
+
+/// `XENMEMF_*` bits of [`XenMemoryReservation::mem_flags`]: bits 7:0 are
+/// the maximum address width of the frames (0 = any).
+pub const XENMEMF_ADDRESS_BITS_MASK: u32 = 0xFF;
+/// `XENMEMF_populate_on_demand`.
+pub const XENMEMF_POPULATE_ON_DEMAND: u32 = 1 << 16;
+/// `XENMEMF_exact_node_request`.
+pub const XENMEMF_EXACT_NODE_REQUEST: u32 = 1 << 17;
+/// `XENMEMF_vnode`.
+pub const XENMEMF_VNODE: u32 = 1 << 18;
+
+/// `struct xen_memory_reservation` (32 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct XenMemoryReservation {
+    /// IN/OUT: guest pointer to an array of `nr_extents` frame numbers
+    /// (meaning depends on the op).
+    pub extent_start: u64,
+    /// IN: number of extents.
+    pub nr_extents: u64,
+    /// IN: each extent is `2^extent_order` pages.
+    pub extent_order: u32,
+    /// IN: `XENMEMF_*` flags.
+    pub mem_flags: u32,
+    /// IN: the domain (`DOMID_SELF` for unprivileged callers).
+    pub domid: u16,
+    /// Padding.
+    pub pad: [u8; 6],
+}
+
+/// `struct xen_memory_domain` (2 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct XenMemoryDomain {
+    /// IN: the domain to ask about.
+    pub domid: u16,
+}
+
+/// `struct xen_machphys_mfn_list` (24 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct XenMachphysMfnList {
+    /// IN: capacity of `extent_start`.
+    pub max_extents: u32,
+    /// Padding.
+    pub pad0: u32,
+    /// IN: guest pointer to the array to fill with M2P frame MFNs.
+    pub extent_start: u64,
+    /// OUT: number of entries written.
+    pub nr_extents: u32,
+    /// Padding.
+    pub pad1: u32,
+}
+
+/// `struct xen_machphys_mapping` (24 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct XenMachphysMapping {
+    /// OUT: start of the M2P mapping (`MACH2PHYS_VIRT_START`).
+    pub v_start: u64,
+    /// OUT: end (exclusive) of the M2P mapping.
+    pub v_end: u64,
+    /// OUT: largest MFN the M2P covers.
+    pub max_mfn: u64,
+}
+
+/// `struct xen_memory_map` (16 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct XenMemoryMap {
+    /// IN: capacity of `buffer` in entries; OUT: entries written.
+    pub nr_entries: u32,
+    /// Padding.
+    pub pad: u32,
+    /// IN: guest pointer to an array of [`E820Entry`].
+    pub buffer: u64,
+}
+
+/// One E820 map entry (20 bytes, packed, as in the BIOS format).
+#[repr(C, packed)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct E820Entry {
+    /// Start address.
+    pub addr: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// Type: `E820_RAM` (1), reserved (2), ACPI (3), NVS (4), unusable (5).
+    pub kind: u32,
+}
+
+/// E820 type: usable RAM.
+pub const E820_RAM: u32 = 1;
+/// E820 type: reserved.
+pub const E820_RESERVED: u32 = 2;
+/// E820 type: ACPI tables (reclaimable).
+pub const E820_ACPI: u32 = 3;
+/// E820 type: ACPI non-volatile storage.
+pub const E820_NVS: u32 = 4;
+/// E820 type: unusable.
+pub const E820_UNUSABLE: u32 = 5;
+
+crate::assert_layout!(XenMemoryReservation, 32, {
+    extent_start: 0, nr_extents: 8, extent_order: 16, mem_flags: 20, domid: 24, pad: 26,
+});
+crate::assert_layout!(XenMemoryDomain, 2, { domid: 0 });
+crate::assert_layout!(XenMachphysMfnList, 24, {
+    max_extents: 0, pad0: 4, extent_start: 8, nr_extents: 16, pad1: 20,
+});
+crate::assert_layout!(XenMachphysMapping, 24, { v_start: 0, v_end: 8, max_mfn: 16 });
+crate::assert_layout!(XenMemoryMap, 16, { nr_entries: 0, pad: 4, buffer: 8 });
+crate::assert_layout!(E820Entry, 20, { addr: 0, size: 8, kind: 16 });
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cmd_bits() {
+        let cmd = (5 << MEMOP_EXTENT_SHIFT) | 6;
+        assert_eq!(
+            MemoryOpCmd::from_number(cmd & MEMOP_CMD_MASK),
+            Some(MemoryOpCmd::PopulatePhysmap)
+        );
+        assert_eq!(MemoryOpCmd::from_number(8), None);
+        assert_eq!(MemoryOpCmd::MachphysMapping as u32, 12);
+    }
+}

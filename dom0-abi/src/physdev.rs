@@ -1,0 +1,158 @@
+//! `physdev_op(cmd, arg)`: physical interrupts, I/O privilege, PCI.
+//!
+//! For the hardware domain (and domains given device access). Unknown
+//! `cmd`: `ENOSYS`; unreadable `arg`: `EFAULT`; no privilege: `EPERM`.
+
+numbered_enum! {
+    /// `PHYSDEVOP_*`: the `cmd` of `physdev_op`.
+    PhysdevOp {
+        /// Legacy unmask notification.
+        IrqUnmaskNotify = 4, "IRQ_UNMASK_NOTIFY";
+        /// [`PhysdevIrqStatusQuery`]: whether a PIRQ needs an EOI.
+        IrqStatusQuery = 5, "irq_status_query";
+        /// [`PhysdevSetIopl`]: set the virtual IOPL (`EINVAL` if > 3).
+        SetIopl = 6, "set_iopl";
+        /// [`PhysdevSetIobitmap`]: set the I/O permission bitmap
+        /// (`EINVAL` if more than 65536 ports).
+        SetIobitmap = 7, "set_iobitmap";
+        /// Read an IOAPIC register.
+        ApicRead = 8, "apic_read";
+        /// Write an IOAPIC register.
+        ApicWrite = 9, "apic_write";
+        /// Allocate an IRQ vector.
+        AllocIrqVector = 10, "alloc_irq_vector";
+        /// Free an IRQ vector.
+        FreeIrqVector = 11, "free_irq_vector";
+        /// [`PhysdevEoi`]: end of interrupt for a PIRQ.
+        Eoi = 12, "eoi";
+        /// [`PhysdevMapPirq`]: map a GSI or MSI to a PIRQ.
+        MapPirq = 13, "map_pirq";
+        /// [`PhysdevUnmapPirq`]: undo `map_pirq`.
+        UnmapPirq = 14, "unmap_pirq";
+        /// Report a PCI device.
+        ManagePciAdd = 15, "manage_pci_add";
+        /// Remove a PCI device.
+        ManagePciRemove = 16, "manage_pci_remove";
+        /// Register a PIRQ EOI bitmap frame (v1).
+        PirqEoiGmfnV1 = 17, "pirq_eoi_gmfn_v1";
+        /// Restore MSI state.
+        RestoreMsi = 19, "restore_msi";
+        /// Report a PCI device (extended).
+        ManagePciAddExt = 20, "manage_pci_add_ext";
+        /// Set up a GSI's trigger and polarity.
+        SetupGsi = 21, "setup_gsi";
+        /// Allocate a free PIRQ number.
+        GetFreePirq = 23, "get_free_pirq";
+        /// Report a reserved MMCFG range.
+        PciMmcfgReserved = 24, "pci_mmcfg_reserved";
+        /// Report a PCI device (segment aware).
+        PciDeviceAdd = 25, "pci_device_add";
+        /// Remove a PCI device (segment aware).
+        PciDeviceRemove = 26, "pci_device_remove";
+        /// Restore MSI state (segment aware).
+        RestoreMsiExt = 27, "restore_msi_ext";
+        /// Register a PIRQ EOI bitmap frame (v2).
+        PirqEoiGmfnV2 = 28, "pirq_eoi_gmfn_v2";
+        /// Debug-port control.
+        DbgpOp = 29, "dbgp_op";
+        /// Prepare MSI-X.
+        PrepareMsix = 30, "prepare_msix";
+        /// Release MSI-X.
+        ReleaseMsix = 31, "release_msix";
+    }
+}
+
+/// `XENIRQSTAT_needs_eoi`: the PIRQ needs `PHYSDEVOP_eoi`.
+pub const XENIRQSTAT_NEEDS_EOI: u32 = 1 << 0;
+/// `XENIRQSTAT_shared`: the PIRQ is shared.
+pub const XENIRQSTAT_SHARED: u32 = 1 << 1;
+/// `MAP_PIRQ_TYPE_MSI`.
+pub const MAP_PIRQ_TYPE_MSI: i32 = 0;
+/// `MAP_PIRQ_TYPE_GSI`.
+pub const MAP_PIRQ_TYPE_GSI: i32 = 1;
+
+/// `struct physdev_eoi` (4 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PhysdevEoi {
+    /// IN: the PIRQ.
+    pub irq: u32,
+}
+
+/// `struct physdev_irq_status_query` (8 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PhysdevIrqStatusQuery {
+    /// IN: the PIRQ.
+    pub irq: u32,
+    /// OUT: `XENIRQSTAT_*`.
+    pub flags: u32,
+}
+
+/// `struct physdev_set_iopl` (4 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PhysdevSetIopl {
+    /// IN: the virtual IOPL (0-3).
+    pub iopl: u32,
+}
+
+/// `struct physdev_set_iobitmap` (16 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PhysdevSetIobitmap {
+    /// IN: guest pointer to the bitmap (a set bit denies the port).
+    pub bitmap: u64,
+    /// IN: number of ports covered (<= 65536).
+    pub nr_ports: u32,
+    /// Padding.
+    pub pad: u32,
+}
+
+/// `struct physdev_map_pirq` (40 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PhysdevMapPirq {
+    /// IN: the domain.
+    pub domid: u16,
+    /// Padding.
+    pub pad: u16,
+    /// IN: `MAP_PIRQ_TYPE_*`.
+    pub kind: i32,
+    /// IN: GSI, or MSI vector index.
+    pub index: i32,
+    /// IN/OUT: the PIRQ (negative: allocate).
+    pub pirq: i32,
+    /// IN: PCI bus (segment in the high 16 bits for segment-aware types).
+    pub bus: i32,
+    /// IN: PCI device/function.
+    pub devfn: i32,
+    /// IN/OUT: MSI-X entry number (or count).
+    pub entry_nr: i32,
+    /// Padding.
+    pub pad1: u32,
+    /// IN: MSI-X table base.
+    pub table_base: u64,
+}
+
+/// `struct physdev_unmap_pirq` (8 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PhysdevUnmapPirq {
+    /// IN: the domain.
+    pub domid: u16,
+    /// Padding.
+    pub pad: u16,
+    /// IN: the PIRQ.
+    pub pirq: i32,
+}
+
+crate::assert_layout!(PhysdevEoi, 4, { irq: 0 });
+crate::assert_layout!(PhysdevIrqStatusQuery, 8, { irq: 0, flags: 4 });
+crate::assert_layout!(PhysdevSetIopl, 4, { iopl: 0 });
+crate::assert_layout!(PhysdevSetIobitmap, 16, { bitmap: 0, nr_ports: 8, pad: 12 });
+crate::assert_layout!(PhysdevMapPirq, 40, {
+    domid: 0, pad: 2, kind: 4, index: 8, pirq: 12, bus: 16, devfn: 20, entry_nr: 24,
+    pad1: 28, table_base: 32,
+});
+crate::assert_layout!(PhysdevUnmapPirq, 8, { domid: 0, pad: 2, pirq: 4 });
