@@ -460,7 +460,9 @@ crate::assert_layout!(CallbackUnregister, 4, { kind: 0, unused: 2 });
 crate::assert_layout!(IretContext, 72, {
     rax: 0, r11: 8, rcx: 16, flags: 24, rip: 32, cs: 40, rflags: 48, rsp: 56, ss: 64,
 });
-crate::assert_layout!(BounceFrame, 56, { rcx: 0, r11: 8, rip: 16, cs: 24, rflags: 32, rsp: 40, ss: 48 });
+crate::assert_layout!(BounceFrame, 56, {
+    rcx: 0, r11: 8, rip: 16, cs: 24, rflags: 32, rsp: 40, ss: 48,
+});
 crate::assert_layout!(CpuUserRegs, 200, {
     r15: 0, r14: 8, r13: 16, r12: 24, rbp: 32, rbx: 40, r11: 48, r10: 56, r9: 64, r8: 72,
     rax: 80, rcx: 88, rdx: 96, rsi: 104, rdi: 112, error_code: 120, entry_vector: 124,

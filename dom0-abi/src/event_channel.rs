@@ -272,7 +272,9 @@ pub struct EvtchnSetPriority {
     pub priority: u32,
 }
 
-crate::assert_layout!(EvtchnBindInterdomain, 12, { remote_dom: 0, pad: 2, remote_port: 4, local_port: 8 });
+crate::assert_layout!(EvtchnBindInterdomain, 12, {
+    remote_dom: 0, pad: 2, remote_port: 4, local_port: 8,
+});
 crate::assert_layout!(EvtchnBindVirq, 12, { virq: 0, vcpu: 4, port: 8 });
 crate::assert_layout!(EvtchnBindPirq, 12, { pirq: 0, flags: 4, port: 8 });
 crate::assert_layout!(EvtchnPortArg, 4, { port: 0 });
@@ -281,6 +283,8 @@ crate::assert_layout!(EvtchnAllocUnbound, 8, { dom: 0, remote_dom: 2, port: 4 })
 crate::assert_layout!(EvtchnBindIpi, 8, { vcpu: 0, port: 4 });
 crate::assert_layout!(EvtchnBindVcpu, 8, { port: 0, vcpu: 4 });
 crate::assert_layout!(EvtchnReset, 2, { dom: 0 });
-crate::assert_layout!(EvtchnInitControl, 24, { control_gfn: 0, offset: 8, vcpu: 12, link_bits: 16, pad: 17 });
+crate::assert_layout!(EvtchnInitControl, 24, {
+    control_gfn: 0, offset: 8, vcpu: 12, link_bits: 16, pad: 17,
+});
 crate::assert_layout!(EvtchnExpandArray, 8, { array_gfn: 0 });
 crate::assert_layout!(EvtchnSetPriority, 8, { port: 0, priority: 4 });

@@ -295,11 +295,19 @@ crate::assert_layout!(GrantEntryV1, 8, { flags: 0, domid: 2, frame: 4 });
 crate::assert_layout!(GnttabMapGrantRef, 32, {
     host_addr: 0, flags: 8, gref: 12, dom: 16, status: 18, handle: 20, dev_bus_addr: 24,
 });
-crate::assert_layout!(GnttabUnmapGrantRef, 24, { host_addr: 0, dev_bus_addr: 8, handle: 16, status: 20, pad: 22 });
-crate::assert_layout!(GnttabSetupTable, 24, { dom: 0, pad0: 2, nr_frames: 4, status: 8, pad1: 10, frame_list: 16 });
+crate::assert_layout!(GnttabUnmapGrantRef, 24, {
+    host_addr: 0, dev_bus_addr: 8, handle: 16, status: 20, pad: 22,
+});
+crate::assert_layout!(GnttabSetupTable, 24, {
+    dom: 0, pad0: 2, nr_frames: 4, status: 8, pad1: 10, frame_list: 16,
+});
 crate::assert_layout!(GnttabCopyPtr, 16, { u: 0, domid: 8, offset: 10, pad: 12 });
-crate::assert_layout!(GnttabCopy, 40, { source: 0, dest: 16, len: 32, flags: 34, status: 36, pad: 38 });
-crate::assert_layout!(GnttabQuerySize, 16, { dom: 0, pad: 2, nr_frames: 4, max_nr_frames: 8, status: 12, pad1: 14 });
+crate::assert_layout!(GnttabCopy, 40, {
+    source: 0, dest: 16, len: 32, flags: 34, status: 36, pad: 38,
+});
+crate::assert_layout!(GnttabQuerySize, 16, {
+    dom: 0, pad: 2, nr_frames: 4, max_nr_frames: 8, status: 12, pad1: 14,
+});
 crate::assert_layout!(GnttabSetVersion, 4, { version: 0 });
 
 #[cfg(test)]

@@ -45,7 +45,8 @@
 //! | slot | bytes | instructions |
 //! |---|---|---|
 //! | N (normal) | `b8 NN 00 00 00 cd 82 c3` | `mov $N,%eax; int $0x82; ret` |
-//! | 23 (`iret`) | `51 41 53 50 b8 17 00 00 00 cd 82` | `push %rcx; push %r11; push %rax; mov $23,%eax; int $0x82` |
+//! | 23 (`iret`) | `51 41 53 50 b8 17 00 00 00 cd 82` | `push %rcx; push %r11;` |
+//! | | | `push %rax; mov $23,%eax; int $0x82` |
 //!
 //! Xen's 64-bit stubs are different (`push %rcx; push %r11; mov $N,%eax;
 //! syscall; pop %r11; pop %rcx; ret`), but slot 23 starts with `0x51` on
@@ -102,7 +103,10 @@ pub(crate) use assert_layout;
 
 /// Declares a `#[repr(u32)]` enum with `from_number` and `name`.
 macro_rules! numbered_enum {
-    ($(#[$edoc:meta])* $ename:ident { $($(#[$doc:meta])* $name:ident = $nr:literal, $cname:literal;)* }) => {
+    (
+        $(#[$edoc:meta])*
+        $ename:ident { $($(#[$doc:meta])* $name:ident = $nr:literal, $cname:literal;)* }
+    ) => {
         $(#[$edoc])*
         #[repr(u32)]
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

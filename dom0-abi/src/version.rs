@@ -107,12 +107,13 @@ version_cmds! {
     /// (others get a placeholder string).
     Commandline = 9;
     /// `arg`: [`BuildIdHeader`] followed by `len` bytes (IN `len`, OUT
-    /// bytes), or NULL to ask for the size.
+    /// bytes), or NULL to ask for the length only.
     ///
-    /// On Xen: returns the build-id length; `EINVAL` if `len` is 0,
-    /// `ENOBUFS` if it is too small, `ENODATA` if Xen was built without a
-    /// build id, `EPERM` for unprivileged callers, `EFAULT` for a bad `arg`.
-    /// This hypervisor has no build id and returns `ENOSYS`.
+    /// Returns the build id's length (Xen 4.17 from Debian: 20, a SHA-1),
+    /// also for a NULL `arg`. `EINVAL`: `len` is 0. `ENOBUFS`: `len` is
+    /// smaller than the id. `ENODATA`: built without a build id. `EFAULT`:
+    /// `arg` unreadable or the buffer unwritable. `EPERM`: caller not
+    /// allowed to see build details (Xen's XSM policy; dom0 always is).
     BuildId = 10;
 }
 

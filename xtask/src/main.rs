@@ -1,1 +1,88 @@
-fn main() {}
+//! `cargo xtask`: builds the hypervisor and its guests, boots them under
+//! QEMU, and runs the test suite.
+//!
+//! A host program using only `std` (and the `hypervisor` library for the
+//! host-exit contract, [`hypervisor::exit::HostExit`]). Commands:
+//!
+//! - `build`: the bare-metal images (see [`build`]);
+//! - `run`: one boot, exit status mapped from the hypervisor's outcome
+//!   (see [`run`] and [`status`]);
+//! - `test`: host unit tests plus the QEMU integration tests of [`suite`]
+//!   (see [`testrun`]), optionally compared against Xen 4.17 ([`xen`]);
+//! - `new-test`: the skeleton of a new guest test (see [`new_test`]).
+//!
+//! Every module except this one is free of `unsafe` code.
+#![forbid(unsafe_code)]
+
+mod build;
+mod cli;
+mod elf;
+mod grub;
+mod images;
+mod new_test;
+mod packages;
+mod qemu;
+mod run;
+mod serial_log;
+mod status;
+mod suite;
+mod testrun;
+mod xen;
+
+use std::process::ExitCode;
+
+use cli::Command;
+
+/// Runs one command; `Ok` carries the exit status.
+fn dispatch(command: &Command) -> Result<u8, String> {
+    match command {
+        Command::Help => {
+            print!("{}", cli::USAGE);
+            Ok(0)
+        }
+        Command::Build => {
+            let workspace = build::Workspace::locate()?;
+            build::build_images(&workspace)?;
+            eprintln!(
+                "xtask: built {} and {}",
+                workspace.hypervisor().display(),
+                workspace.test_guest().display()
+            );
+            Ok(0)
+        }
+        Command::Run(args) => run::run(&build::Workspace::locate()?, args),
+        Command::NewTest(name) => {
+            new_test::new_test(&build::Workspace::locate()?, name)?;
+            Ok(0)
+        }
+        Command::Test(args) => {
+            let passed = testrun::test(&build::Workspace::locate()?, args)?;
+            Ok(if passed { 0 } else { status::XTASK_ERROR })
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Result<Vec<String>, _> = std::env::args_os()
+        .skip(1)
+        .map(|a| a.into_string())
+        .collect();
+    let command = match args {
+        Ok(args) => cli::parse(args),
+        Err(bad) => Err(format!("argument is not UTF-8: {}", bad.to_string_lossy())),
+    };
+    let command = match command {
+        Ok(command) => command,
+        Err(message) => {
+            eprintln!("xtask: {message}\n\n{}", cli::USAGE);
+            return ExitCode::from(status::XTASK_ERROR);
+        }
+    };
+    match dispatch(&command) {
+        Ok(code) => ExitCode::from(code),
+        Err(message) => {
+            eprintln!("xtask: error: {message}");
+            ExitCode::from(status::XTASK_ERROR)
+        }
+    }
+}

@@ -1,0 +1,427 @@
+//! Command-line parsing for `cargo xtask`.
+//!
+//! Pure logic: turns the argument list into a [`Command`] or an error message.
+//! Options take their value either as the next argument (`--mem 512`) or after
+//! an equals sign (`--mem=512`). Every option may be given at most once.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+
+/// The usage text printed by `cargo xtask help` and after a usage error.
+pub const USAGE: &str = "\
+usage: cargo xtask <command> [options]
+
+commands:
+  build                 build the hypervisor and the test guest (x86_64-unknown-none, release)
+  run [options]         build, then boot the hypervisor and a dom0 under QEMU
+  test [options]        run the host unit tests and every QEMU integration test
+  new-test <name>       create the skeleton of a new guest test (tests/src/cases/<name>.rs)
+  help                  print this text
+
+run options:
+  --dom0 <ELF>          dom0 kernel (default: the test guest)
+  --dom0-args <line>    dom0 command line (default with the test guest: test=hello)
+  --ramdisk <file>      dom0 ramdisk (second boot module)
+  --hypervisor <ELF>    boot this image instead of the freshly built hypervisor
+  --hv-args <line>      hypervisor command line
+                        (default: console=com1 com1=115200,8n1 dom0_mem=64M loglvl=info)
+  --boot grub|direct    GRUB multiboot2 ISO (default) or QEMU -kernel (multiboot1)
+  --accel auto|tcg|kvm  QEMU accelerator (default auto: KVM only with vmx/svm and /dev/kvm)
+  --icount              TCG with -icount shift=0,sleep=off (deterministic TSC)
+  --smp <N>             number of CPUs (default 1)
+  --mem <MiB>           RAM size (default 256)
+  --timeout <seconds>   stop QEMU after this long (default: no limit)
+
+test options:
+  --xen                 also boot the conformance tests on Xen 4.17 and compare the results
+  --filter <substr>     run only the tests whose name contains <substr>
+  --timeout <seconds>   per-test timeout (default 60)
+";
+
+/// The hypervisor command line used when `--hv-args` is not given.
+pub const DEFAULT_HV_ARGS: &str = "console=com1 com1=115200,8n1 dom0_mem=64M loglvl=info";
+
+/// The dom0 command line used with the default dom0 (the test guest).
+pub const DEFAULT_DOM0_ARGS: &str = "test=hello";
+
+/// Default RAM size of the QEMU machine, in MiB.
+pub const DEFAULT_MEM_MIB: u32 = 256;
+
+/// Default per-test timeout of `cargo xtask test`, in seconds.
+pub const DEFAULT_TEST_TIMEOUT_SECS: u64 = 60;
+
+/// One `cargo xtask` command with its options.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// `cargo xtask build`.
+    Build,
+    /// `cargo xtask run`.
+    Run(RunArgs),
+    /// `cargo xtask test`.
+    Test(TestArgs),
+    /// `cargo xtask new-test <name>`.
+    NewTest(String),
+    /// `cargo xtask help` (or `--help`, `-h`, or no command at all).
+    Help,
+}
+
+/// How the hypervisor is loaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BootPath {
+    /// GRUB 2 from an ISO image, multiboot2.
+    Grub,
+    /// QEMU's own loader (`-kernel`, `-initrd`), multiboot1.
+    Direct,
+}
+
+/// The accelerator the user asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccelChoice {
+    /// KVM where the host has hardware virtualization, TCG elsewhere.
+    Auto,
+    /// QEMU's emulator.
+    Tcg,
+    /// Hardware virtualization through `/dev/kvm`.
+    Kvm,
+}
+
+/// Options of `cargo xtask run`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunArgs {
+    /// `--dom0`: the dom0 kernel; `None` means the test guest.
+    pub dom0: Option<PathBuf>,
+    /// `--dom0-args`: dom0's command line, if given.
+    pub dom0_args: Option<String>,
+    /// `--ramdisk`: dom0's ramdisk, if any.
+    pub ramdisk: Option<PathBuf>,
+    /// `--hypervisor`: an image to boot instead of the built hypervisor.
+    pub hypervisor: Option<PathBuf>,
+    /// `--hv-args`: the hypervisor's command line, if given.
+    pub hv_args: Option<String>,
+    /// `--boot`.
+    pub boot: BootPath,
+    /// `--accel`.
+    pub accel: AccelChoice,
+    /// `--icount`.
+    pub icount: bool,
+    /// `--smp`: number of CPUs, at least 1.
+    pub smp: u32,
+    /// `--mem`: RAM in MiB, at least 1.
+    pub mem_mib: u32,
+    /// `--timeout`: seconds after which QEMU is stopped, if given.
+    pub timeout_secs: Option<u64>,
+}
+
+impl Default for RunArgs {
+    fn default() -> Self {
+        RunArgs {
+            dom0: None,
+            dom0_args: None,
+            ramdisk: None,
+            hypervisor: None,
+            hv_args: None,
+            boot: BootPath::Grub,
+            accel: AccelChoice::Auto,
+            icount: false,
+            smp: 1,
+            mem_mib: DEFAULT_MEM_MIB,
+            timeout_secs: None,
+        }
+    }
+}
+
+impl RunArgs {
+    /// The hypervisor command line to use.
+    pub fn hv_args(&self) -> &str {
+        self.hv_args.as_deref().unwrap_or(DEFAULT_HV_ARGS)
+    }
+
+    /// dom0's command line: as given, else `test=hello` for the default dom0
+    /// and empty for a user-supplied one.
+    pub fn dom0_args(&self) -> &str {
+        match (&self.dom0_args, &self.dom0) {
+            (Some(args), _) => args,
+            (None, None) => DEFAULT_DOM0_ARGS,
+            (None, Some(_)) => "",
+        }
+    }
+}
+
+/// Options of `cargo xtask test`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TestArgs {
+    /// `--xen`: also compare against Xen 4.17.
+    pub xen: bool,
+    /// `--filter`: run only tests whose name contains this.
+    pub filter: Option<String>,
+    /// `--timeout`: per-test timeout in seconds.
+    pub timeout_secs: u64,
+}
+
+impl Default for TestArgs {
+    fn default() -> Self {
+        TestArgs {
+            xen: false,
+            filter: None,
+            timeout_secs: DEFAULT_TEST_TIMEOUT_SECS,
+        }
+    }
+}
+
+impl TestArgs {
+    /// Whether the test called `name` is selected by `--filter`.
+    pub fn selects(&self, name: &str) -> bool {
+        self.filter.as_deref().is_none_or(|f| name.contains(f))
+    }
+}
+
+/// Walks the arguments after the command name.
+struct Options {
+    args: std::vec::IntoIter<String>,
+    seen: Vec<String>,
+}
+
+impl Options {
+    /// The next option name and, for `--name=value`, its inline value.
+    fn next_option(&mut self) -> Result<Option<(String, Option<String>)>, String> {
+        let Some(arg) = self.args.next() else {
+            return Ok(None);
+        };
+        if !arg.starts_with("--") {
+            return Err(format!("unexpected argument '{arg}'"));
+        }
+        let (name, inline) = match arg.split_once('=') {
+            Some((name, value)) => (name.to_owned(), Some(value.to_owned())),
+            None => (arg, None),
+        };
+        if self.seen.contains(&name) {
+            return Err(format!("option '{name}' given twice"));
+        }
+        self.seen.push(name.clone());
+        Ok(Some((name, inline)))
+    }
+
+    /// The value of option `name`: inline, or else the next argument.
+    fn value(&mut self, name: &str, inline: Option<String>) -> Result<String, String> {
+        match inline {
+            Some(value) => Ok(value),
+            None => self
+                .args
+                .next()
+                .ok_or_else(|| format!("option '{name}' needs a value")),
+        }
+    }
+
+    /// Rejects a value on a flag that takes none (`--icount=yes`).
+    fn flag(name: &str, inline: Option<String>) -> Result<bool, String> {
+        match inline {
+            Some(_) => Err(format!("option '{name}' takes no value")),
+            None => Ok(true),
+        }
+    }
+}
+
+/// Parses a positive decimal number for option `name`.
+fn positive<T: std::str::FromStr + PartialOrd + From<u8>>(
+    name: &str,
+    value: &str,
+) -> Result<T, String> {
+    match value.parse::<T>() {
+        Ok(n) if n >= T::from(1) => Ok(n),
+        _ => Err(format!(
+            "option '{name}': expected a positive number, got '{value}'"
+        )),
+    }
+}
+
+/// Parses the arguments that follow `cargo xtask` (without the program name).
+pub fn parse(args: Vec<String>) -> Result<Command, String> {
+    let mut args = args.into_iter();
+    let Some(command) = args.next() else {
+        return Ok(Command::Help);
+    };
+    let mut options = Options {
+        args,
+        seen: Vec::new(),
+    };
+    match command.as_str() {
+        "build" => {
+            if let Some((name, _)) = options.next_option()? {
+                return Err(format!("'build' takes no options (got '{name}')"));
+            }
+            Ok(Command::Build)
+        }
+        "run" => parse_run(&mut options).map(Command::Run),
+        "test" => parse_test(&mut options).map(Command::Test),
+        "new-test" => match (options.args.next(), options.args.next()) {
+            (Some(name), None) if !name.starts_with('-') => Ok(Command::NewTest(name)),
+            _ => Err("usage: cargo xtask new-test <name>".to_owned()),
+        },
+        "help" | "--help" | "-h" => Ok(Command::Help),
+        other => Err(format!("unknown command '{other}'")),
+    }
+}
+
+fn parse_run(options: &mut Options) -> Result<RunArgs, String> {
+    let mut run = RunArgs::default();
+    while let Some((name, inline)) = options.next_option()? {
+        match name.as_str() {
+            "--dom0" => run.dom0 = Some(options.value(&name, inline)?.into()),
+            "--dom0-args" => run.dom0_args = Some(options.value(&name, inline)?),
+            "--ramdisk" => run.ramdisk = Some(options.value(&name, inline)?.into()),
+            "--hypervisor" => run.hypervisor = Some(options.value(&name, inline)?.into()),
+            "--hv-args" => run.hv_args = Some(options.value(&name, inline)?),
+            "--boot" => {
+                run.boot = match options.value(&name, inline)?.as_str() {
+                    "grub" => BootPath::Grub,
+                    "direct" => BootPath::Direct,
+                    other => return Err(format!("--boot: expected grub or direct, got '{other}'")),
+                }
+            }
+            "--accel" => {
+                run.accel = match options.value(&name, inline)?.as_str() {
+                    "auto" => AccelChoice::Auto,
+                    "tcg" => AccelChoice::Tcg,
+                    "kvm" => AccelChoice::Kvm,
+                    other => {
+                        return Err(format!("--accel: expected auto, tcg or kvm, got '{other}'"));
+                    }
+                }
+            }
+            "--icount" => run.icount = Options::flag(&name, inline)?,
+            "--smp" => run.smp = positive(&name, &options.value(&name, inline)?)?,
+            "--mem" => run.mem_mib = positive(&name, &options.value(&name, inline)?)?,
+            "--timeout" => {
+                run.timeout_secs = Some(positive(&name, &options.value(&name, inline)?)?)
+            }
+            _ => return Err(format!("unknown option '{name}' for 'run'")),
+        }
+    }
+    if run.icount && run.accel == AccelChoice::Kvm {
+        return Err("--icount needs TCG; it cannot be combined with --accel kvm".to_owned());
+    }
+    Ok(run)
+}
+
+fn parse_test(options: &mut Options) -> Result<TestArgs, String> {
+    let mut test = TestArgs::default();
+    while let Some((name, inline)) = options.next_option()? {
+        match name.as_str() {
+            "--xen" => test.xen = Options::flag(&name, inline)?,
+            "--filter" => test.filter = Some(options.value(&name, inline)?),
+            "--timeout" => test.timeout_secs = positive(&name, &options.value(&name, inline)?)?,
+            _ => return Err(format!("unknown option '{name}' for 'test'")),
+        }
+    }
+    Ok(test)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(line: &str) -> Result<Command, String> {
+        parse(line.split_whitespace().map(str::to_owned).collect())
+    }
+
+    #[test]
+    fn no_command_is_help() {
+        assert_eq!(parse(Vec::new()), Ok(Command::Help));
+        assert_eq!(parse_str("--help"), Ok(Command::Help));
+    }
+
+    #[test]
+    fn run_defaults() {
+        let Ok(Command::Run(run)) = parse_str("run") else {
+            panic!("run did not parse");
+        };
+        assert_eq!(run, RunArgs::default());
+        assert_eq!(run.boot, BootPath::Grub);
+        assert_eq!(run.hv_args(), DEFAULT_HV_ARGS);
+        assert_eq!(run.dom0_args(), "test=hello");
+        assert_eq!((run.smp, run.mem_mib), (1, 256));
+    }
+
+    #[test]
+    fn run_every_option() {
+        let args = [
+            "run",
+            "--dom0",
+            "k.elf",
+            "--dom0-args",
+            "a=1 b=2",
+            "--ramdisk=rd.img",
+            "--hypervisor",
+            "xen",
+            "--hv-args",
+            "console=com1 loglvl=all",
+            "--boot",
+            "direct",
+            "--accel=tcg",
+            "--icount",
+            "--smp",
+            "2",
+            "--mem",
+            "512",
+            "--timeout",
+            "30",
+        ];
+        let Ok(Command::Run(run)) = parse(args.iter().map(|s| (*s).to_owned()).collect()) else {
+            panic!("run did not parse");
+        };
+        assert_eq!(run.dom0, Some(PathBuf::from("k.elf")));
+        assert_eq!(run.dom0_args(), "a=1 b=2");
+        assert_eq!(run.ramdisk, Some(PathBuf::from("rd.img")));
+        assert_eq!(run.hypervisor, Some(PathBuf::from("xen")));
+        assert_eq!(run.hv_args(), "console=com1 loglvl=all");
+        assert_eq!(run.boot, BootPath::Direct);
+        assert_eq!(run.accel, AccelChoice::Tcg);
+        assert!(run.icount);
+        assert_eq!((run.smp, run.mem_mib, run.timeout_secs), (2, 512, Some(30)));
+    }
+
+    #[test]
+    fn own_dom0_has_empty_default_args() {
+        let Ok(Command::Run(run)) = parse_str("run --dom0 k") else {
+            panic!("run did not parse");
+        };
+        assert_eq!(run.dom0_args(), "");
+    }
+
+    #[test]
+    fn run_errors() {
+        assert!(parse_str("run --boot floppy").is_err());
+        assert!(parse_str("run --accel hvf").is_err());
+        assert!(parse_str("run --smp 0").is_err());
+        assert!(parse_str("run --mem lots").is_err());
+        assert!(parse_str("run --mem").is_err());
+        assert!(parse_str("run --icount=1").is_err());
+        assert!(parse_str("run --icount --accel kvm").is_err());
+        assert!(parse_str("run --smp 1 --smp 2").is_err());
+        assert!(parse_str("run --bogus").is_err());
+        assert!(parse_str("run stray").is_err());
+        assert!(parse_str("frobnicate").is_err());
+        assert!(parse_str("build --xen").is_err());
+        assert!(parse_str("new-test").is_err());
+        assert!(parse_str("new-test a b").is_err());
+        assert!(parse_str("new-test --help").is_err());
+        assert_eq!(
+            parse_str("new-test grant_copy"),
+            Ok(Command::NewTest("grant_copy".into()))
+        );
+    }
+
+    #[test]
+    fn test_options_and_filter() {
+        assert_eq!(parse_str("test"), Ok(Command::Test(TestArgs::default())));
+        let Ok(Command::Test(test)) = parse_str("test --xen --filter shutdown --timeout 90") else {
+            panic!("test did not parse");
+        };
+        assert!(test.xen);
+        assert_eq!(test.timeout_secs, 90);
+        assert!(test.selects("shutdown_crash"));
+        assert!(!test.selects("hello"));
+        assert!(TestArgs::default().selects("anything"));
+        assert!(parse_str("test --filter").is_err());
+    }
+}

@@ -1,0 +1,564 @@
+//! The QEMU command line, and running QEMU with a timeout.
+//!
+//! One machine shape serves every boot: `-machine q35`, COM1 on QEMU's
+//! stdout (a pipe xtask reads: shown live by `run`, kept for the logs),
+//! `isa-debug-exit` at port 0xf4, `-no-reboot` (a triple fault ends QEMU
+//! with status 0 instead of looping). q35 is chosen because both
+//! boot paths work on it (QEMU's multiboot loader and SeaBIOS booting a GRUB
+//! CD from AHCI) and it is the chipset a dom0 will want later (PCIe with
+//! ECAM); `pc` would do for the boot paths alike.
+//!
+//! [`qemu_args`] is pure and tested on the host; [`run`] owns the child
+//! process. QEMU never reads a closed stdin: when xtask's stdin is not a
+//! terminal, QEMU's stdin is `/dev/null`, and the monitor is off
+//! (`-monitor none`) so it is never multiplexed onto the serial stdio.
+#![forbid(unsafe_code)]
+
+use std::ffi::OsString;
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use hypervisor::exit::DEBUG_EXIT_PORT;
+
+use crate::cli::AccelChoice;
+use crate::status::Outcome;
+
+/// The QEMU binary.
+pub const QEMU: &str = "qemu-system-x86_64";
+
+/// The accelerator QEMU will use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Accel {
+    /// TCG, wall-clock time.
+    Tcg,
+    /// TCG with `-icount shift=0,sleep=off`: the TSC counts guest instructions.
+    TcgIcount,
+    /// KVM with `-cpu host`.
+    Kvm,
+}
+
+/// Picks the accelerator. `auto` means KVM only where `cpuinfo` (the text of
+/// `/proc/cpuinfo`) shows `vmx` or `svm` *and* `/dev/kvm` opened: some hosts
+/// have a `/dev/kvm` that emulates ring 0 instruction by instruction, which
+/// is slower than TCG and cannot run a hypervisor.
+pub fn choose_accel(choice: AccelChoice, icount: bool, cpuinfo: &str, kvm_opens: bool) -> Accel {
+    let hardware_virt = cpuinfo
+        .lines()
+        .filter(|line| line.starts_with("flags"))
+        .any(|line| {
+            line.split_whitespace()
+                .any(|flag| flag == "vmx" || flag == "svm")
+        });
+    match (choice, icount) {
+        (_, true) => Accel::TcgIcount,
+        (AccelChoice::Tcg, false) => Accel::Tcg,
+        (AccelChoice::Kvm, false) => Accel::Kvm,
+        (AccelChoice::Auto, false) if hardware_virt && kvm_opens => Accel::Kvm,
+        (AccelChoice::Auto, false) => Accel::Tcg,
+    }
+}
+
+/// [`choose_accel`] on this host.
+pub fn host_accel(choice: AccelChoice, icount: bool) -> Accel {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let kvm_opens = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok();
+    choose_accel(choice, icount, &cpuinfo, kvm_opens)
+}
+
+/// The virtual machine's size and accelerator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Machine {
+    /// The accelerator.
+    pub accel: Accel,
+    /// Number of CPUs.
+    pub smp: u32,
+    /// RAM in MiB.
+    pub mem_mib: u32,
+}
+
+/// One multiboot module for the direct boot path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Module {
+    /// The file.
+    pub path: PathBuf,
+    /// The module's string after the file name (dom0's command line).
+    pub args: String,
+}
+
+/// What QEMU boots.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Boot {
+    /// QEMU's multiboot1 loader: `-kernel`, `-append`, `-initrd`.
+    Direct {
+        /// The hypervisor image.
+        kernel: PathBuf,
+        /// The hypervisor's command line.
+        append: String,
+        /// The modules, dom0 first (may be empty).
+        modules: Vec<Module>,
+    },
+    /// A bootable CD image (GRUB).
+    Cdrom(PathBuf),
+}
+
+/// A path as UTF-8 without whitespace, for QEMU's space-separated
+/// multiboot strings (QEMU cuts a module's file name at the first space).
+fn plain_path<'p>(path: &'p Path, what: &str) -> Result<&'p str, String> {
+    match path.to_str() {
+        Some(s) if !s.is_empty() && !s.contains(char::is_whitespace) => Ok(s),
+        _ => Err(format!(
+            "{what} path '{}' must be UTF-8 without spaces for QEMU's multiboot loader",
+            path.display()
+        )),
+    }
+}
+
+/// The value of `-initrd`: `file args` per module, comma-separated, with
+/// every comma inside a module doubled (QEMU's escape for option values).
+pub fn initrd_value(modules: &[Module]) -> Result<String, String> {
+    let mut parts = Vec::new();
+    for module in modules {
+        let path = plain_path(&module.path, "module")?;
+        let one = if module.args.is_empty() {
+            path.to_owned()
+        } else {
+            format!("{path} {}", module.args)
+        };
+        parts.push(one.replace(',', ",,"));
+    }
+    Ok(parts.join(","))
+}
+
+/// The full argument list for QEMU (without the program name).
+pub fn qemu_args(machine: &Machine, boot: &Boot) -> Result<Vec<OsString>, String> {
+    let mut args: Vec<OsString> = Vec::new();
+    let mut push = |items: &[&str]| args.extend(items.iter().map(OsString::from));
+    push(&["-machine", "q35"]);
+    match machine.accel {
+        Accel::Tcg => push(&["-accel", "tcg", "-cpu", "max"]),
+        Accel::TcgIcount => push(&[
+            "-accel",
+            "tcg",
+            "-icount",
+            "shift=0,sleep=off",
+            "-cpu",
+            "max",
+        ]),
+        Accel::Kvm => push(&["-accel", "kvm", "-cpu", "host,-arch-capabilities"]),
+    }
+    let mem = machine.mem_mib.to_string();
+    let smp = machine.smp.to_string();
+    let debug_exit = format!("isa-debug-exit,iobase={DEBUG_EXIT_PORT:#x},iosize=0x04");
+    push(&["-m", &mem, "-smp", &smp]);
+    push(&[
+        "-display",
+        "none",
+        "-monitor",
+        "none",
+        "-serial",
+        "stdio",
+        "-no-reboot",
+    ]);
+    push(&["-device", &debug_exit]);
+    match boot {
+        Boot::Direct {
+            kernel,
+            append,
+            modules,
+        } => {
+            plain_path(kernel, "kernel")?;
+            args.extend(["-kernel".into(), kernel.clone().into_os_string()]);
+            args.extend(["-append".into(), append.into()]);
+            if !modules.is_empty() {
+                args.extend(["-initrd".into(), initrd_value(modules)?.into()]);
+            }
+        }
+        Boot::Cdrom(iso) => {
+            args.extend(["-cdrom".into(), iso.clone().into_os_string()]);
+            args.extend(["-boot".into(), "d".into()]);
+        }
+    }
+    Ok(args)
+}
+
+/// The command line as one shell-like string, for messages and logs.
+pub fn display_command(args: &[OsString]) -> String {
+    let mut line = String::from(QEMU);
+    for arg in args {
+        let arg = arg.to_string_lossy();
+        line.push(' ');
+        if arg.is_empty()
+            || arg.contains(|c: char| c.is_whitespace() || "'\"\\$;&|<>()*?".contains(c))
+        {
+            line.push('\'');
+            line.push_str(&arg.replace('\'', r"'\''"));
+            line.push('\'');
+        } else {
+            line.push_str(&arg);
+        }
+    }
+    line
+}
+
+/// How [`run`] treats the serial output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Serial {
+    /// Shown live on xtask's stdout (QEMU's messages on its stderr), and
+    /// captured; QEMU reads the terminal when stdin is one.
+    Terminal,
+    /// Captured only (for tests).
+    Capture,
+}
+
+/// Everything [`run`] needs.
+#[derive(Clone, Debug)]
+pub struct RunSpec {
+    /// QEMU's arguments.
+    pub args: Vec<OsString>,
+    /// Where the serial output goes.
+    pub serial: Serial,
+    /// Stop QEMU after this long.
+    pub timeout: Option<Duration>,
+    /// Stop QEMU as soon as the captured serial log contains one of these.
+    pub stop_markers: &'static [&'static str],
+}
+
+/// What a QEMU run left behind.
+#[derive(Clone, Debug)]
+pub struct RunResult {
+    /// How it ended.
+    pub outcome: Outcome,
+    /// The serial output.
+    pub serial: String,
+    /// QEMU's own messages (with [`Serial::Terminal`] also shown as they came).
+    pub stderr: String,
+    /// Wall-clock time QEMU ran.
+    pub elapsed: Duration,
+}
+
+/// A buffer filled by a reader thread.
+type Shared = Arc<Mutex<Vec<u8>>>;
+
+/// Where a reader thread copies what it reads, as it comes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Echo {
+    /// Nowhere.
+    Off,
+    /// xtask's stdout.
+    Stdout,
+    /// xtask's stderr.
+    Stderr,
+}
+
+/// Reads `source` to its end into `sink`, copying each chunk to `echo`.
+fn collect(
+    mut source: impl Read + Send + 'static,
+    sink: Shared,
+    echo: Echo,
+) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match source.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    // Nothing useful is left to do if xtask's own output is gone.
+                    let _ = match echo {
+                        Echo::Off => Ok(()),
+                        Echo::Stdout => {
+                            let mut out = std::io::stdout().lock();
+                            out.write_all(&chunk[..n]).and_then(|()| out.flush())
+                        }
+                        Echo::Stderr => std::io::stderr().write_all(&chunk[..n]),
+                    };
+                    sink.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .extend_from_slice(&chunk[..n]);
+                }
+            }
+        }
+    })
+}
+
+/// The text in a shared buffer.
+fn text(buffer: &Shared) -> String {
+    String::from_utf8_lossy(&buffer.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+}
+
+/// The first of `markers` found in `log` at or after byte `from`.
+fn find_marker(log: &[u8], from: usize, markers: &[&'static str]) -> Option<&'static str> {
+    let tail = log.get(from..).unwrap_or_default();
+    markers
+        .iter()
+        .copied()
+        .find(|marker| tail.windows(marker.len()).any(|w| w == marker.as_bytes()))
+}
+
+/// Kills QEMU (a run xtask ends itself) and reaps it.
+fn stop(child: &mut Child) -> Result<(), String> {
+    match child.kill() {
+        Ok(()) => {}
+        // Already exited between the check and the kill.
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {}
+        Err(e) => return Err(format!("stopping {QEMU}: {e}")),
+    }
+    child
+        .wait()
+        .map(|_| ())
+        .map_err(|e| format!("reaping {QEMU}: {e}"))
+}
+
+/// How the wait for QEMU ended.
+enum Ended {
+    /// QEMU exited by itself with this status (`None`: by a signal).
+    Exited(Option<i32>),
+    /// xtask stopped it.
+    ByXtask(Outcome),
+}
+
+/// Polls `child` until it exits, `spec.timeout` passes, or the serial log
+/// shows one of `spec.stop_markers`.
+fn wait(
+    child: &mut Child,
+    spec: &RunSpec,
+    start: Instant,
+    serial: &Shared,
+) -> Result<Ended, String> {
+    let longest_marker = spec.stop_markers.iter().map(|m| m.len()).max().unwrap_or(0);
+    let mut scanned: usize = 0;
+    loop {
+        if let Some(status) = child
+            .try_wait()
+            .map_err(|e| format!("waiting for {QEMU}: {e}"))?
+        {
+            return Ok(Ended::Exited(status.code()));
+        }
+        if let Some(limit) = spec.timeout
+            && start.elapsed() >= limit
+        {
+            stop(child)?;
+            return Ok(Ended::ByXtask(Outcome::Timeout(limit)));
+        }
+        if !spec.stop_markers.is_empty() {
+            let log = serial.lock().unwrap_or_else(|e| e.into_inner());
+            let found = find_marker(
+                &log,
+                scanned.saturating_sub(longest_marker),
+                spec.stop_markers,
+            );
+            scanned = log.len();
+            drop(log);
+            if let Some(marker) = found {
+                stop(child)?;
+                return Ok(Ended::ByXtask(Outcome::Stopped(marker)));
+            }
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs QEMU to its end, its timeout, or a stop marker.
+pub fn run(spec: &RunSpec) -> Result<RunResult, String> {
+    let mut command = Command::new(QEMU);
+    command.args(&spec.args);
+    let capture = spec.serial == Serial::Capture;
+    let interactive = !capture && std::io::stdin().is_terminal();
+    command.stdin(if interactive {
+        Stdio::inherit()
+    } else {
+        Stdio::null()
+    });
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let start = Instant::now();
+    let mut child = command
+        .spawn()
+        .map_err(|e| format!("cannot start {QEMU}: {e}"))?;
+    let serial = Shared::default();
+    let stderr = Shared::default();
+    let mut readers = Vec::new();
+    if let Some(out) = child.stdout.take() {
+        let echo = if capture { Echo::Off } else { Echo::Stdout };
+        readers.push(collect(out, Arc::clone(&serial), echo));
+    }
+    if let Some(err) = child.stderr.take() {
+        let echo = if capture { Echo::Off } else { Echo::Stderr };
+        readers.push(collect(err, Arc::clone(&stderr), echo));
+    }
+    let ended = wait(&mut child, spec, start, &serial);
+    if ended.is_err() {
+        // Leave no QEMU behind; the wait's error is the one worth reporting.
+        let _ = stop(&mut child);
+    }
+    let ended = ended?;
+    let elapsed = start.elapsed();
+    for reader in readers {
+        // A reader ends at end of file; a panic there is a bug in collect().
+        reader
+            .join()
+            .map_err(|_| "QEMU output reader thread panicked".to_owned())?;
+    }
+    std::io::stdout()
+        .flush()
+        .map_err(|e| format!("stdout: {e}"))?;
+    let stderr = text(&stderr);
+    let outcome = match ended {
+        Ended::Exited(status) => Outcome::from_qemu_exit(status, &stderr),
+        Ended::ByXtask(outcome) => outcome,
+    };
+    Ok(RunResult {
+        outcome,
+        serial: text(&serial),
+        stderr,
+        elapsed,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TCG: Machine = Machine {
+        accel: Accel::Tcg,
+        smp: 1,
+        mem_mib: 256,
+    };
+
+    fn strings(args: &[OsString]) -> Vec<String> {
+        args.iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn auto_needs_vmx_or_svm_and_a_usable_kvm() {
+        let vmx = "processor\t: 0\nflags\t\t: fpu vme vmx sse\n";
+        let none = "processor\t: 0\nflags\t\t: fpu vme sse hypervisor\n";
+        assert_eq!(
+            choose_accel(AccelChoice::Auto, false, vmx, true),
+            Accel::Kvm
+        );
+        assert_eq!(
+            choose_accel(AccelChoice::Auto, false, vmx, false),
+            Accel::Tcg
+        );
+        assert_eq!(
+            choose_accel(AccelChoice::Auto, false, none, true),
+            Accel::Tcg
+        );
+        assert_eq!(
+            choose_accel(AccelChoice::Auto, false, "flags : svm\n", true),
+            Accel::Kvm
+        );
+        assert_eq!(
+            choose_accel(AccelChoice::Auto, true, vmx, true),
+            Accel::TcgIcount
+        );
+        assert_eq!(
+            choose_accel(AccelChoice::Kvm, false, none, false),
+            Accel::Kvm
+        );
+        assert_eq!(choose_accel(AccelChoice::Tcg, false, vmx, true), Accel::Tcg);
+    }
+
+    #[test]
+    fn direct_boot_command() {
+        let boot = Boot::Direct {
+            kernel: "/t/hypervisor".into(),
+            append: "console=com1 com1=115200,8n1".into(),
+            modules: vec![
+                Module {
+                    path: "/t/guest".into(),
+                    args: "test=hello list=a,b".into(),
+                },
+                Module {
+                    path: "/t/rd,1".into(),
+                    args: String::new(),
+                },
+            ],
+        };
+        let args = strings(&qemu_args(&TCG, &boot).unwrap());
+        let line = args.join(" ");
+        assert!(line.starts_with("-machine q35 -accel tcg -cpu max -m 256 -smp 1 -display none"));
+        assert!(
+            line.contains(
+                "-serial stdio -no-reboot -device isa-debug-exit,iobase=0xf4,iosize=0x04"
+            )
+        );
+        let at = |flag: &str| args[args.iter().position(|a| a == flag).unwrap() + 1].clone();
+        assert_eq!(at("-kernel"), "/t/hypervisor");
+        assert_eq!(at("-append"), "console=com1 com1=115200,8n1");
+        assert_eq!(at("-initrd"), "/t/guest test=hello list=a,,b,/t/rd,,1");
+        assert!(!args.contains(&"-cdrom".to_owned()));
+    }
+
+    #[test]
+    fn direct_boot_without_modules_has_no_initrd() {
+        let boot = Boot::Direct {
+            kernel: "/t/hv".into(),
+            append: String::new(),
+            modules: Vec::new(),
+        };
+        let args = strings(&qemu_args(&TCG, &boot).unwrap());
+        assert!(!args.contains(&"-initrd".to_owned()));
+    }
+
+    #[test]
+    fn paths_with_spaces_are_refused() {
+        let module = Module {
+            path: "/my dir/guest".into(),
+            args: String::new(),
+        };
+        assert!(initrd_value(&[module]).is_err());
+        let boot = Boot::Direct {
+            kernel: "/my dir/hv".into(),
+            append: String::new(),
+            modules: Vec::new(),
+        };
+        assert!(qemu_args(&TCG, &boot).is_err());
+    }
+
+    #[test]
+    fn grub_boot_and_accelerators() {
+        let cd = Boot::Cdrom("/t/boot.iso".into());
+        let kvm = Machine {
+            accel: Accel::Kvm,
+            smp: 2,
+            mem_mib: 512,
+        };
+        let line = strings(&qemu_args(&kvm, &cd).unwrap()).join(" ");
+        assert!(line.contains("-accel kvm -cpu host,-arch-capabilities -m 512 -smp 2"));
+        assert!(line.ends_with("-cdrom /t/boot.iso -boot d"));
+        let icount = Machine {
+            accel: Accel::TcgIcount,
+            ..TCG
+        };
+        let line = strings(&qemu_args(&icount, &cd).unwrap()).join(" ");
+        assert!(line.contains("-accel tcg -icount shift=0,sleep=off -cpu max"));
+    }
+
+    #[test]
+    fn display_quotes_what_a_shell_would_split() {
+        let args: Vec<OsString> = vec!["-append".into(), "a b".into(), "-m".into(), "256".into()];
+        assert_eq!(
+            display_command(&args),
+            "qemu-system-x86_64 -append 'a b' -m 256"
+        );
+    }
+
+    #[test]
+    fn markers_found_across_the_scan_boundary() {
+        let log = b"(XEN) Hardware Dom0 halted: halting machine";
+        assert_eq!(find_marker(log, 0, &["Dom0 halted"]), Some("Dom0 halted"));
+        assert_eq!(find_marker(log, 10, &["Dom0 halted"]), Some("Dom0 halted"));
+        assert_eq!(find_marker(log, 30, &["Dom0 halted"]), None);
+        assert_eq!(find_marker(log, 100, &["Dom0 halted"]), None);
+    }
+}

@@ -1,0 +1,190 @@
+//! `cargo xtask run`: build, boot one scenario, map the outcome to an exit
+//! status.
+#![forbid(unsafe_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::build::{self, Workspace};
+use crate::cli::{BootPath, RunArgs};
+use crate::grub::{self, IsoContents};
+use crate::packages;
+use crate::qemu::{self, Boot, Machine, Module, RunSpec, Serial};
+
+/// The files and command lines of one boot.
+#[derive(Clone, Debug)]
+pub struct BootFiles<'a> {
+    /// The multiboot kernel (the hypervisor).
+    pub hypervisor: &'a Path,
+    /// Its command line.
+    pub hv_args: &'a str,
+    /// dom0 and its command line, if any.
+    pub dom0: Option<(&'a Path, &'a str)>,
+    /// dom0's ramdisk, if any.
+    pub ramdisk: Option<&'a Path>,
+}
+
+/// What QEMU boots for `files` on `path`; a GRUB ISO is made in `work_dir`.
+pub fn prepare_boot(
+    files: &BootFiles<'_>,
+    path: BootPath,
+    work_dir: &Path,
+) -> Result<Boot, String> {
+    let given = [
+        Some(files.hypervisor),
+        files.dom0.map(|(p, _)| p),
+        files.ramdisk,
+    ];
+    for file in given.into_iter().flatten() {
+        if !file.is_file() {
+            return Err(format!("no such file: {}", file.display()));
+        }
+    }
+    match path {
+        BootPath::Direct => {
+            let mut modules = Vec::new();
+            if let Some((dom0, args)) = files.dom0 {
+                modules.push(Module {
+                    path: dom0.to_path_buf(),
+                    args: args.to_owned(),
+                });
+            }
+            if let Some(ramdisk) = files.ramdisk {
+                modules.push(Module {
+                    path: ramdisk.to_path_buf(),
+                    args: String::new(),
+                });
+            }
+            Ok(Boot::Direct {
+                kernel: files.hypervisor.to_path_buf(),
+                append: files.hv_args.to_owned(),
+                modules,
+            })
+        }
+        BootPath::Grub => {
+            let contents = IsoContents {
+                kernel: files.hypervisor.to_path_buf(),
+                kernel_args: files.hv_args.to_owned(),
+                dom0: files.dom0.map(|(p, a)| (p.to_path_buf(), a.to_owned())),
+                ramdisk: files.ramdisk.map(Path::to_path_buf),
+            };
+            grub::make_iso(&contents, work_dir).map(Boot::Cdrom)
+        }
+    }
+}
+
+/// The tools a boot path needs.
+pub fn tools_for(path: BootPath) -> Vec<packages::Tool> {
+    match path {
+        BootPath::Direct => packages::QEMU.to_vec(),
+        BootPath::Grub => [packages::QEMU, packages::GRUB_ISO].concat(),
+    }
+}
+
+/// An absolute form of a user-given path (xtask may run from any directory).
+fn absolute(path: &Path) -> Result<PathBuf, String> {
+    std::path::absolute(path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// `cargo xtask run`; returns the exit status. Builds first, unless both
+/// the hypervisor and dom0 are given.
+pub fn run(workspace: &Workspace, args: &RunArgs) -> Result<u8, String> {
+    packages::ensure(&tools_for(args.boot))?;
+    if args.hypervisor.is_none() || args.dom0.is_none() {
+        build::build_images(workspace)?;
+    }
+    let hypervisor = match &args.hypervisor {
+        Some(path) => absolute(path)?,
+        None => workspace.hypervisor(),
+    };
+    let dom0 = match &args.dom0 {
+        Some(path) => absolute(path)?,
+        None => workspace.test_guest(),
+    };
+    let ramdisk = args.ramdisk.as_deref().map(absolute).transpose()?;
+    let files = BootFiles {
+        hypervisor: &hypervisor,
+        hv_args: args.hv_args(),
+        dom0: Some((&dom0, args.dom0_args())),
+        ramdisk: ramdisk.as_deref(),
+    };
+    let boot = prepare_boot(&files, args.boot, &workspace.xtask_dir("xtask-run"))?;
+    let machine = Machine {
+        accel: qemu::host_accel(args.accel, args.icount),
+        smp: args.smp,
+        mem_mib: args.mem_mib,
+    };
+    let qemu_args = qemu::qemu_args(&machine, &boot)?;
+    eprintln!("xtask: {}", qemu::display_command(&qemu_args));
+    let result = qemu::run(&RunSpec {
+        args: qemu_args,
+        serial: Serial::Terminal,
+        timeout: args.timeout_secs.map(Duration::from_secs),
+        stop_markers: &[],
+    })?;
+    let run_dir = workspace.xtask_dir("xtask-run");
+    std::fs::create_dir_all(&run_dir).map_err(|e| format!("{}: {e}", run_dir.display()))?;
+    let log = run_dir.join("serial.log");
+    std::fs::write(&log, &result.serial).map_err(|e| format!("{}: {e}", log.display()))?;
+    let code = result.outcome.xtask_status();
+    if !result.serial.is_empty() && !result.serial.ends_with('\n') {
+        println!();
+    }
+    println!("dom0 outcome: {} (exit status {code})", result.outcome);
+    Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn direct_boot_lists_dom0_then_ramdisk() {
+        let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let cargo_toml = here.join("Cargo.toml");
+        let files = BootFiles {
+            hypervisor: &cargo_toml,
+            hv_args: "console=com1",
+            dom0: Some((&cargo_toml, "test=hello")),
+            ramdisk: Some(&cargo_toml),
+        };
+        let Ok(Boot::Direct {
+            kernel,
+            append,
+            modules,
+        }) = prepare_boot(&files, BootPath::Direct, here)
+        else {
+            panic!("direct boot not prepared");
+        };
+        assert_eq!(
+            (kernel, append.as_str()),
+            (cargo_toml.clone(), "console=com1")
+        );
+        assert_eq!(modules.len(), 2);
+        assert_eq!(modules[0].args, "test=hello");
+        assert_eq!(modules[1].args, "");
+    }
+
+    #[test]
+    fn missing_files_are_reported() {
+        let missing = Path::new("/nonexistent/dom0");
+        let cargo_toml = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+        let files = BootFiles {
+            hypervisor: &cargo_toml,
+            hv_args: "",
+            dom0: Some((missing, "")),
+            ramdisk: None,
+        };
+        assert!(prepare_boot(&files, BootPath::Direct, Path::new("/tmp")).is_err());
+    }
+
+    #[test]
+    fn grub_needs_the_iso_tools() {
+        assert_eq!(tools_for(BootPath::Direct).len(), 1);
+        assert!(
+            tools_for(BootPath::Grub)
+                .iter()
+                .any(|t| t.package == "grub-pc-bin")
+        );
+    }
+}

@@ -1,0 +1,295 @@
+//! The QEMU integration tests: one table, one entry per test.
+//!
+//! Every test boots the hypervisor with one dom0 and judges the run by the
+//! QEMU status (mapped through `HostExit`), the guest's result lines and
+//! the hypervisor's log (see [`crate::serial_log::evaluate`]). Most tests
+//! boot the one test guest, which picks its test from `test=<name>` on its
+//! command line; the rejection tests boot broken images made from it.
+#![forbid(unsafe_code)]
+
+use hypervisor::exit::HostExit;
+
+use crate::cli::{BootPath, DEFAULT_HV_ARGS};
+use crate::images::BadImage;
+use crate::serial_log::Expectation;
+
+/// What the test boots as dom0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dom0 {
+    /// The test guest.
+    TestGuest,
+    /// A broken image made from the test guest.
+    Bad(BadImage),
+    /// No dom0 module at all.
+    Absent,
+}
+
+/// One integration test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IntegrationTest {
+    /// The test's name (also its log file's name).
+    pub name: &'static str,
+    /// dom0's image.
+    pub dom0: Dom0,
+    /// dom0's command line.
+    pub dom0_args: &'static str,
+    /// The hypervisor's command line.
+    pub hv_args: &'static str,
+    /// How the hypervisor is booted.
+    pub boot: BootPath,
+    /// What the run must show.
+    pub expect: Expectation,
+    /// Whether the test also runs on Xen 4.17 with `cargo xtask test --xen`
+    /// (the checks' names and verdicts must then match Xen's).
+    pub conformance: bool,
+}
+
+/// A test-guest test, direct boot, default hypervisor command line.
+macro_rules! guest_test {
+    ($name:literal, $exit:ident, result_line: $result:literal, log: $log:expr, conformance: $conf:literal) => {
+        IntegrationTest {
+            name: $name,
+            dom0: Dom0::TestGuest,
+            dom0_args: concat!("test=", $name),
+            hv_args: DEFAULT_HV_ARGS,
+            boot: BootPath::Direct,
+            expect: Expectation {
+                exit: HostExit::$exit,
+                result_line: $result,
+                log_lines: $log,
+            },
+            conformance: $conf,
+        }
+    };
+}
+
+/// A guest test that powers off with `Test result: SUCCESS`.
+macro_rules! passes {
+    ($name:literal, conformance: $conf:literal) => {
+        guest_test!($name, Dom0Poweroff, result_line: true, log: &[], conformance: $conf)
+    };
+}
+
+/// A guest test that reports SUCCESS and then shuts down with another reason.
+macro_rules! shuts_down {
+    ($name:literal, $exit:ident) => {
+        guest_test!($name, $exit, result_line: true, log: &[], conformance: false)
+    };
+}
+
+/// A guest that touches hypervisor memory and must be crashed by a #PF at `cr2`.
+macro_rules! isolation {
+    ($name:literal, $cr2:literal) => {
+        guest_test!(
+            $name,
+            Dom0Crash,
+            result_line: false,
+            log: &[&["unhandled #PF"], &[concat!("cr2 ", $cr2)]],
+            conformance: false
+        )
+    };
+}
+
+/// A dom0 the builder must reject, with `keyword` on the rejection line.
+macro_rules! rejected {
+    ($name:literal, $dom0:expr, $hv_args:expr, $keyword:literal) => {
+        IntegrationTest {
+            name: $name,
+            dom0: $dom0,
+            dom0_args: "test=hello",
+            hv_args: $hv_args,
+            boot: BootPath::Direct,
+            expect: Expectation {
+                exit: HostExit::BadDom0Image,
+                result_line: false,
+                log_lines: &[&["dom0 image rejected:", $keyword]],
+            },
+            conformance: false,
+        }
+    };
+}
+
+/// Every integration test, in the order they run.
+pub const TESTS: &[IntegrationTest] = &[
+    passes!("hello", conformance: true),
+    passes!("xen_version", conformance: true),
+    passes!("console_io", conformance: true),
+    passes!("unknown_hypercall", conformance: true),
+    passes!("sched_op", conformance: true),
+    passes!("isolation_read_m2p", conformance: true),
+    passes!("hypercall_page", conformance: true),
+    passes!("shutdown_poweroff", conformance: false),
+    passes!("shutdown_compat", conformance: false),
+    shuts_down!("shutdown_reboot", Dom0Reboot),
+    shuts_down!("shutdown_suspend", Dom0Suspend),
+    shuts_down!("shutdown_crash", Dom0Crash),
+    shuts_down!("shutdown_watchdog", Dom0Watchdog),
+    shuts_down!("shutdown_soft_reset", Dom0SoftReset),
+    shuts_down!("shutdown_code", Dom0Reboot),
+    isolation!("isolation_read_hv_text", "0xffff82d080000000"),
+    isolation!("isolation_read_directmap", "0xffff830000000000"),
+    isolation!("isolation_read_slot271", "0xffff87fffffff000"),
+    isolation!("isolation_write_m2p", "0xffff800000000000"),
+    isolation!("isolation_write_trampoline", "0xffff808000000000"),
+    guest_test!(
+        "return_from_entry",
+        Dom0Crash,
+        result_line: false,
+        log: &[&["unhandled #PF"]],
+        conformance: false
+    ),
+    rejected!(
+        "bad_image_not_elf",
+        Dom0::Bad(BadImage::NotElf),
+        DEFAULT_HV_ARGS,
+        "not an ELF"
+    ),
+    rejected!(
+        "bad_image_elf32",
+        Dom0::Bad(BadImage::Elf32),
+        DEFAULT_HV_ARGS,
+        "64-bit"
+    ),
+    rejected!(
+        "bad_image_no_notes",
+        Dom0::Bad(BadImage::NoXenNotes),
+        DEFAULT_HV_ARGS,
+        "no Xen ELF notes"
+    ),
+    rejected!(
+        "bad_image_loader",
+        Dom0::Bad(BadImage::Loader),
+        DEFAULT_HV_ARGS,
+        "LOADER"
+    ),
+    rejected!(
+        "bad_image_xen_version",
+        Dom0::Bad(BadImage::XenVersion),
+        DEFAULT_HV_ARGS,
+        "XEN_VERSION"
+    ),
+    rejected!(
+        "bad_image_no_dom0_feature",
+        Dom0::Bad(BadImage::NoDom0Feature),
+        DEFAULT_HV_ARGS,
+        "dom0"
+    ),
+    rejected!(
+        "bad_image_entry",
+        Dom0::Bad(BadImage::Entry),
+        DEFAULT_HV_ARGS,
+        "entry"
+    ),
+    rejected!(
+        "bad_image_too_big",
+        Dom0::TestGuest,
+        "console=com1 com1=115200,8n1 dom0_mem=2M loglvl=info",
+        "dom0_mem"
+    ),
+    rejected!(
+        "no_dom0_module",
+        Dom0::Absent,
+        DEFAULT_HV_ARGS,
+        "no dom0 kernel"
+    ),
+    IntegrationTest {
+        name: "cmdline_warnings",
+        dom0: Dom0::TestGuest,
+        dom0_args: "test=hello",
+        hv_args: "console=com1 com1=115200,8n1 dom0_mem=64M loglvl=info bogus_option=1 loglvl=loud",
+        boot: BootPath::Direct,
+        expect: Expectation {
+            exit: HostExit::Dom0Poweroff,
+            result_line: true,
+            log_lines: &[
+                &["unknown option 'bogus_option'"],
+                &["loglvl: malformed value 'loud'"],
+            ],
+        },
+        conformance: false,
+    },
+    IntegrationTest {
+        name: "grub_hello",
+        boot: BootPath::Grub,
+        ..passes!("hello", conformance: false)
+    },
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_file_safe() {
+        for (i, test) in TESTS.iter().enumerate() {
+            assert!(
+                test.name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+                "{}",
+                test.name
+            );
+            assert!(
+                TESTS[..i].iter().all(|t| t.name != test.name),
+                "{} twice",
+                test.name
+            );
+        }
+    }
+
+    #[test]
+    fn guest_tests_name_themselves_on_the_command_line() {
+        for test in TESTS.iter().filter(|t| t.dom0 == Dom0::TestGuest) {
+            let picked = test.dom0_args.strip_prefix("test=").unwrap();
+            assert!(picked == test.name || picked == "hello", "{}", test.name);
+        }
+    }
+
+    #[test]
+    fn conformance_tests_power_off_with_success_on_the_default_setup() {
+        let conformance: Vec<&str> = TESTS
+            .iter()
+            .filter(|t| t.conformance)
+            .map(|t| t.name)
+            .collect();
+        assert_eq!(
+            conformance,
+            [
+                "hello",
+                "xen_version",
+                "console_io",
+                "unknown_hypercall",
+                "sched_op",
+                "isolation_read_m2p",
+                "hypercall_page"
+            ]
+        );
+        for test in TESTS.iter().filter(|t| t.conformance) {
+            assert_eq!(test.expect.exit, HostExit::Dom0Poweroff);
+            assert!(test.expect.result_line);
+            assert_eq!(
+                (test.dom0, test.hv_args, test.boot),
+                (Dom0::TestGuest, DEFAULT_HV_ARGS, BootPath::Direct)
+            );
+        }
+    }
+
+    #[test]
+    fn rejection_tests_expect_a_bad_image() {
+        for test in TESTS
+            .iter()
+            .filter(|t| t.name.starts_with("bad_image") || t.name == "no_dom0_module")
+        {
+            assert_eq!(test.expect.exit, HostExit::BadDom0Image, "{}", test.name);
+            assert_eq!(test.expect.log_lines[0][0], "dom0 image rejected:");
+        }
+    }
+
+    #[test]
+    fn grub_hello_is_hello_through_grub() {
+        let grub = TESTS.iter().find(|t| t.name == "grub_hello").unwrap();
+        assert_eq!(grub.boot, BootPath::Grub);
+        assert_eq!(grub.dom0_args, "test=hello");
+        assert_eq!(grub.expect.exit, HostExit::Dom0Poweroff);
+    }
+}

@@ -1,0 +1,310 @@
+//! `cargo xtask test`: host unit tests, then every QEMU integration test
+//! one at a time, then (with `--xen`) the conformance runs on Xen 4.17.
+//!
+//! Every run's serial log is saved to `target/xtask-tests/<name>.log`
+//! (Xen's to `target/xtask-tests/xen/<name>.log`), followed by a trailer
+//! with the QEMU command, the outcome and QEMU's own messages. The last
+//! line printed is the tally, `N passed, M failed`.
+//!
+//! Integration tests always use TCG with one CPU and 256 MiB, so a test
+//! behaves the same on every host.
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::build::{self, Workspace};
+use crate::cli::{DEFAULT_MEM_MIB, TestArgs};
+use crate::packages;
+use crate::qemu::{self, Accel, Boot, Machine, Module, RunResult, RunSpec, Serial};
+use crate::run::{BootFiles, prepare_boot};
+use crate::serial_log::{self, evaluate};
+use crate::status::Outcome;
+use crate::suite::{Dom0, IntegrationTest, TESTS};
+use crate::xen;
+
+/// The machine every integration test runs on.
+const TEST_MACHINE: Machine = Machine {
+    accel: Accel::Tcg,
+    smp: 1,
+    mem_mib: DEFAULT_MEM_MIB,
+};
+
+/// Lines of a failing test's log shown on the terminal.
+const TAIL_LINES: usize = 30;
+
+/// Passed and failed test names.
+#[derive(Debug, Default)]
+struct Tally {
+    passed: Vec<String>,
+    failed: Vec<String>,
+}
+
+impl Tally {
+    fn record(&mut self, name: &str, problems: &[String], elapsed: Option<Duration>, log: &str) {
+        let time = elapsed.map_or(String::new(), |t| format!(" ({:.1} s)", t.as_secs_f64()));
+        if problems.is_empty() {
+            println!("test {name} ... ok{time}");
+            self.passed.push(name.to_owned());
+            return;
+        }
+        println!("test {name} ... FAILED{time}");
+        for problem in problems {
+            println!("    {problem}");
+        }
+        if !log.is_empty() {
+            println!("    --- last lines of the log ---");
+            for line in serial_log::tail(log, TAIL_LINES).lines() {
+                println!("    | {line}");
+            }
+        }
+        self.failed.push(name.to_owned());
+    }
+}
+
+/// Where the test files live.
+struct TestDirs {
+    logs: PathBuf,
+    images: PathBuf,
+    isos: PathBuf,
+    xen: PathBuf,
+}
+
+impl TestDirs {
+    fn new(workspace: &Workspace) -> Result<TestDirs, String> {
+        let logs = workspace.xtask_dir("xtask-tests");
+        let dirs = TestDirs {
+            images: logs.join("images"),
+            isos: logs.join("iso"),
+            xen: logs.join("xen"),
+            logs,
+        };
+        for dir in [&dirs.logs, &dirs.images, &dirs.isos, &dirs.xen] {
+            fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+        Ok(dirs)
+    }
+}
+
+/// Writes a run's serial log and trailer to `path`.
+fn save_log(path: &Path, args: &[std::ffi::OsString], result: &RunResult) -> Result<(), String> {
+    let mut text = result.serial.clone();
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str("--- xtask ---\n");
+    text.push_str(&format!("command: {}\n", qemu::display_command(args)));
+    text.push_str(&format!("outcome: {}\n", result.outcome));
+    text.push_str(&format!("time: {:.1} s\n", result.elapsed.as_secs_f64()));
+    if !result.stderr.is_empty() {
+        text.push_str("--- QEMU stderr ---\n");
+        text.push_str(&result.stderr);
+    }
+    fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Boots one integration test and returns its run (the log already saved).
+fn boot_test(
+    workspace: &Workspace,
+    dirs: &TestDirs,
+    test: &IntegrationTest,
+    timeout: Duration,
+) -> Result<RunResult, String> {
+    let guest = workspace.test_guest();
+    let dom0 = match test.dom0 {
+        Dom0::TestGuest => Some(guest),
+        Dom0::Absent => None,
+        Dom0::Bad(kind) => {
+            let original = fs::read(&guest).map_err(|e| format!("{}: {e}", guest.display()))?;
+            let path = dirs.images.join(test.name);
+            fs::write(&path, kind.make(&original)?)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            Some(path)
+        }
+    };
+    let hypervisor = workspace.hypervisor();
+    let files = BootFiles {
+        hypervisor: &hypervisor,
+        hv_args: test.hv_args,
+        dom0: dom0.as_deref().map(|p| (p, test.dom0_args)),
+        ramdisk: None,
+    };
+    let boot = prepare_boot(&files, test.boot, &dirs.isos.join(test.name))?;
+    let args = qemu::qemu_args(&TEST_MACHINE, &boot)?;
+    let result = qemu::run(&RunSpec {
+        args: args.clone(),
+        serial: Serial::Capture,
+        timeout: Some(timeout),
+        stop_markers: &[],
+    })?;
+    save_log(
+        &dirs.logs.join(format!("{}.log", test.name)),
+        &args,
+        &result,
+    )?;
+    Ok(result)
+}
+
+/// Boots the test guest with `test=<name>` on Xen.
+fn boot_on_xen(
+    xen: &Path,
+    guest: &Path,
+    dirs: &TestDirs,
+    name: &str,
+    timeout: Duration,
+) -> Result<RunResult, String> {
+    let boot = Boot::Direct {
+        kernel: xen.to_path_buf(),
+        append: xen::XEN_ARGS.to_owned(),
+        modules: vec![Module {
+            path: guest.to_path_buf(),
+            args: format!("test={name}"),
+        }],
+    };
+    let args = qemu::qemu_args(&TEST_MACHINE, &boot)?;
+    let result = qemu::run(&RunSpec {
+        args: args.clone(),
+        serial: Serial::Capture,
+        timeout: Some(timeout),
+        stop_markers: xen::STOP_MARKERS,
+    })?;
+    save_log(&dirs.xen.join(format!("{name}.log")), &args, &result)?;
+    Ok(result)
+}
+
+/// `cargo test --workspace` on the host.
+fn host_unit_tests(workspace: &Workspace, tally: &mut Tally) {
+    const NAME: &str = "host_unit_tests";
+    println!("test {NAME}: cargo test --workspace");
+    let mut cargo = workspace.cargo();
+    cargo.args(["test", "--workspace", "--quiet"]);
+    let problems: Vec<String> = build::run_checked(cargo, "cargo test --workspace")
+        .err()
+        .into_iter()
+        .collect();
+    tally.record(NAME, &problems, None, "");
+}
+
+/// The name of a test's conformance run.
+fn xen_name(test: &IntegrationTest) -> String {
+    format!("xen:{}", test.name)
+}
+
+/// The conformance runs of `selected`: ours (reusing this invocation's run
+/// if there was one) against Xen's.
+fn conformance(
+    workspace: &Workspace,
+    dirs: &TestDirs,
+    selected: &[&IntegrationTest],
+    timeout: Duration,
+    our_runs: &BTreeMap<&'static str, RunResult>,
+    tally: &mut Tally,
+) {
+    let xen = match packages::ensure(packages::XEN).and_then(|()| xen::unpack(&dirs.xen)) {
+        Ok(xen) => xen,
+        Err(error) => {
+            for &test in selected {
+                tally.record(&xen_name(test), &[format!("not run: {error}")], None, "");
+            }
+            return;
+        }
+    };
+    for &test in selected {
+        let name = xen_name(test);
+        let compared = our_runs
+            .get(test.name)
+            .map_or_else(
+                || boot_test(workspace, dirs, test, timeout),
+                |run| Ok(run.clone()),
+            )
+            .and_then(|ours| {
+                let theirs = boot_on_xen(&xen, &workspace.test_guest(), dirs, test.name, timeout)?;
+                Ok((ours, theirs))
+            });
+        let (ours, theirs) = match compared {
+            Ok(runs) => runs,
+            Err(error) => {
+                tally.record(&name, &[error], None, "");
+                continue;
+            }
+        };
+        let mut problems = Vec::new();
+        if !matches!(theirs.outcome, Outcome::Stopped(_)) {
+            problems.push(format!(
+                "Xen run did not reach the end of dom0: {}",
+                theirs.outcome
+            ));
+        }
+        problems.extend(xen::compare(
+            &serial_log::parse(&ours.serial),
+            &serial_log::parse(&theirs.serial),
+        ));
+        tally.record(&name, &problems, Some(theirs.elapsed), &theirs.serial);
+    }
+}
+
+/// `cargo xtask test`; returns whether every selected test passed.
+pub fn test(workspace: &Workspace, args: &TestArgs) -> Result<bool, String> {
+    let tools = [packages::QEMU, packages::GRUB_ISO].concat();
+    packages::ensure(&tools)?;
+    let mut tally = Tally::default();
+    if args.selects("host_unit_tests") {
+        host_unit_tests(workspace, &mut tally);
+    }
+    let selected: Vec<&IntegrationTest> = TESTS.iter().filter(|t| args.selects(t.name)).collect();
+    let conformance_selected: Vec<&IntegrationTest> = if args.xen {
+        TESTS
+            .iter()
+            .filter(|t| t.conformance && args.selects(&xen_name(t)))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    if !selected.is_empty() || !conformance_selected.is_empty() {
+        if let Err(error) = build::build_images(workspace) {
+            let not_run = [format!("not run: {error}")];
+            for name in selected
+                .iter()
+                .map(|t| t.name.to_owned())
+                .chain(conformance_selected.iter().map(|t| xen_name(t)))
+            {
+                tally.record(&name, &not_run, None, "");
+            }
+        } else {
+            let dirs = TestDirs::new(workspace)?;
+            let timeout = Duration::from_secs(args.timeout_secs);
+            let mut our_runs = BTreeMap::new();
+            for test in selected {
+                match boot_test(workspace, &dirs, test, timeout) {
+                    Ok(result) => {
+                        let problems = evaluate(&test.expect, &result.outcome, &result.serial);
+                        tally.record(test.name, &problems, Some(result.elapsed), &result.serial);
+                        our_runs.insert(test.name, result);
+                    }
+                    Err(error) => tally.record(test.name, &[error], None, ""),
+                }
+            }
+            if !conformance_selected.is_empty() {
+                conformance(
+                    workspace,
+                    &dirs,
+                    &conformance_selected,
+                    timeout,
+                    &our_runs,
+                    &mut tally,
+                );
+            }
+        }
+    }
+    if !tally.failed.is_empty() {
+        println!("failed: {}", tally.failed.join(" "));
+    }
+    println!(
+        "{} passed, {} failed",
+        tally.passed.len(),
+        tally.failed.len()
+    );
+    Ok(tally.failed.is_empty())
+}
