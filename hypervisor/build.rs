@@ -20,13 +20,19 @@ fn main() {
     let git = |args: &[&str]| output(Command::new("git").current_dir(&root).args(args));
     let changeset = match git(&["rev-parse", "--short=12", "HEAD"]) {
         Some(commit) => {
-            let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+            let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
+                .is_some_and(|s| !s.is_empty());
             format!("git:{commit}{}", if dirty { "+" } else { "" })
         }
         None => "unknown".into(),
     };
-    let date = git(&["log", "-1", "--format=%cd", "--date=format:%a %b %e %H:%M:%S UTC %Y"])
-        .unwrap_or_else(|| "unknown".into());
+    let date = git(&[
+        "log",
+        "-1",
+        "--format=%cd",
+        "--date=format:%a %b %e %H:%M:%S UTC %Y",
+    ])
+    .unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=HV_COMPILER={compiler}");
     println!("cargo:rustc-env=HV_CHANGESET={changeset}");
     println!("cargo:rustc-env=HV_BUILD_DATE={date}");
@@ -36,5 +42,7 @@ fn main() {
 
 fn output(cmd: &mut Command) -> Option<String> {
     let out = cmd.output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }

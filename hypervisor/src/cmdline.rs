@@ -28,11 +28,10 @@ use core::fmt;
 
 use log::LevelFilter;
 
+use crate::layout::PAGE_SHIFT;
+
 /// How many diagnostics [`Diagnostics`] stores before it only counts.
 pub const MAX_DIAGNOSTICS: usize = 16;
-
-/// Bytes in a page: `dom0_mem` sizes are kept as page counts, as on Xen.
-const PAGE_SHIFT: u32 = 12;
 
 /// Everything the hypervisor command line configures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

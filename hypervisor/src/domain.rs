@@ -6,15 +6,7 @@
 #![forbid(unsafe_code)]
 
 use dom0_abi::sched::ShutdownReason;
-
-/// A domain identifier (`domid_t`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct DomId(pub u16);
-
-impl DomId {
-    /// The initial, privileged domain.
-    pub const DOM0: DomId = DomId(0);
-}
+use dom0_abi::types::DomId;
 
 /// Where a domain is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,7 +85,10 @@ mod tests {
         let mut d = Domain::dom0(16);
         d.set_shutdown_code(ShutdownReason::Reboot as u8);
         d.set_shutdown_code(ShutdownReason::Suspend as u8);
-        assert_eq!(d.shutdown(ShutdownReason::Poweroff as u8), ShutdownReason::Reboot as u8);
+        assert_eq!(
+            d.shutdown(ShutdownReason::Poweroff as u8),
+            ShutdownReason::Reboot as u8
+        );
         assert!(!d.is_running());
     }
 

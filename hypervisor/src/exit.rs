@@ -71,7 +71,9 @@ impl HostExit {
 
     /// The outcome QEMU's exit status stands for, if it is one of ours.
     pub fn from_qemu_status(status: i32) -> Option<HostExit> {
-        HostExit::ALL.into_iter().find(|e| e.qemu_status() == status)
+        HostExit::ALL
+            .into_iter()
+            .find(|e| e.qemu_status() == status)
     }
 
     /// The exit status `cargo xtask run` gives for this outcome.

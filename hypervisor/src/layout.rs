@@ -18,34 +18,23 @@
 //! present in a root table a guest runs on.
 #![forbid(unsafe_code)]
 
-pub use dom0_abi::layout::{HYPERVISOR_VIRT_END, HYPERVISOR_VIRT_START, MACH2PHYS_VIRT_END, MACH2PHYS_VIRT_START};
+pub use dom0_abi::layout::{
+    DIRECTMAP_VIRT_START, END_RESERVED_L4_SLOT, FIRST_RESERVED_L4_SLOT, HYPERVISOR_TEXT_START,
+    HYPERVISOR_VIRT_END, HYPERVISOR_VIRT_START, M2P_L4_SLOT, MACH2PHYS_VIRT_END,
+    MACH2PHYS_VIRT_START, PAGE_SHIFT, PAGE_SIZE, TRAMPOLINE_L4_SLOT, TRAMPOLINE_VIRT_START,
+    is_canonical, is_guest_l4_slot, l4_slot,
+};
 
-/// Bytes in a small page.
-pub const PAGE_SIZE: u64 = 4096;
-/// Bytes covered by one L4 entry.
-pub const L4_SLOT_SIZE: u64 = 1 << 39;
-/// First L4 slot reserved for the hypervisor.
-pub const FIRST_RESERVED_SLOT: usize = 256;
-/// One past the last reserved L4 slot.
-pub const END_RESERVED_SLOT: usize = 272;
-/// The L4 slot of the M2P table.
-pub const M2P_SLOT: usize = 256;
-/// The L4 slot of the per-CPU trampoline.
-pub const TRAMPOLINE_SLOT: usize = 257;
 /// The L4 slot of the hypervisor image and stacks.
-pub const IMAGE_SLOT: usize = 261;
+pub const IMAGE_SLOT: usize = l4_slot(HYPERVISOR_TEXT_START);
 /// First L4 slot of the direct map.
-pub const DIRECTMAP_SLOT: usize = 262;
-
-/// Virtual address of physical address 0 in the image mapping (the link base).
-pub const IMAGE_BASE: u64 = 0xFFFF_82D0_8000_0000;
+pub const DIRECTMAP_SLOT: usize = l4_slot(DIRECTMAP_VIRT_START);
 /// Per-CPU hypervisor stacks, each below an unmapped guard page.
 pub const STACKS_BASE: u64 = 0xFFFF_82E0_0000_0000;
 /// Size of one per-CPU hypervisor stack.
 pub const STACK_SIZE: u64 = 64 * 1024;
-/// Direct map of all machine memory: physical `p` is at `DIRECTMAP_BASE + p`.
-pub const DIRECTMAP_BASE: u64 = 0xFFFF_8300_0000_0000;
 /// End of the direct map (the end of the reserved slots): 5 TiB of RAM.
+/// Physical `p` is at `DIRECTMAP_VIRT_START + p`.
 pub const DIRECTMAP_END: u64 = HYPERVISOR_VIRT_END;
 
 /// The per-CPU trampoline: the only hypervisor pages in a guest view besides
@@ -54,7 +43,7 @@ pub mod trampoline {
     use super::PAGE_SIZE;
 
     /// Start of the trampoline (L4 slot 257).
-    pub const BASE: u64 = 0xFFFF_8080_0000_0000;
+    pub const BASE: u64 = super::TRAMPOLINE_VIRT_START;
     /// Entry and exit stubs (read-execute), at most [`TEXT_MAX_PAGES`].
     pub const TEXT: u64 = BASE;
     /// Most pages of stub code the trampoline can hold.
@@ -82,6 +71,16 @@ pub mod trampoline {
         bottom + PAGE_SIZE
     }
 
+    // The trampoline's pieces do not overlap and all fit in its L4 slot.
+    const _: () = {
+        assert!(TEXT + TEXT_MAX_PAGES * PAGE_SIZE <= DATA);
+        assert!(DATA < IDT && IDT < TSS && TSS < GDT);
+        assert!(GDT + GDT_PAGES * PAGE_SIZE < ENTRY_STACK);
+        assert!(stack_top(ENTRY_STACK) < NMI_STACK);
+        assert!(stack_top(NMI_STACK) < DF_STACK && stack_top(DF_STACK) < MC_STACK);
+        assert!(super::l4_slot(stack_top(MC_STACK)) == super::TRAMPOLINE_L4_SLOT);
+    };
+
     /// Offsets inside the read-only data page.
     pub mod data {
         /// CR3 of this CPU's hypervisor view.
@@ -95,36 +94,15 @@ pub mod trampoline {
     }
 }
 
-/// The L4 slot an address falls in.
-pub const fn l4_slot(va: u64) -> usize {
-    ((va >> 39) & 511) as usize
-}
-
-/// Whether an L4 slot belongs to the hypervisor.
-pub const fn is_reserved_slot(slot: usize) -> bool {
-    slot >= FIRST_RESERVED_SLOT && slot < END_RESERVED_SLOT
-}
-
-/// Whether an address is canonical for 48-bit linear addresses.
-pub const fn is_canonical(va: u64) -> bool {
-    let top = va >> 47;
-    top == 0 || top == 0x1_ffff
-}
-
 /// Whether `[va, va + len)` is a range a guest may hand the hypervisor as a
 /// buffer: it must not wrap, must be canonical throughout, and must not touch
 /// the reserved slots (not even the read-only M2P, as on Xen).
+///
+/// This is `dom0_abi::layout::guest_range_ok` except that an empty range is
+/// always accepted, whatever its address: like Xen's copy routines, a copy
+/// of zero bytes succeeds without looking at the pointer.
 pub const fn guest_range_ok(va: u64, len: u64) -> bool {
-    if len == 0 {
-        return true;
-    }
-    let Some(last) = va.checked_add(len - 1) else { return false };
-    if va < HYPERVISOR_VIRT_START {
-        // Lower half: the whole range must stay below the canonical hole.
-        last < (1 << 47)
-    } else {
-        va >= HYPERVISOR_VIRT_END
-    }
+    len == 0 || dom0_abi::layout::guest_range_ok(va, len)
 }
 
 #[cfg(test)]
@@ -133,36 +111,26 @@ mod tests {
 
     #[test]
     fn reserved_slots_are_xens() {
-        assert_eq!(l4_slot(HYPERVISOR_VIRT_START), FIRST_RESERVED_SLOT);
-        assert_eq!(l4_slot(HYPERVISOR_VIRT_END - 1), END_RESERVED_SLOT - 1);
-        assert_eq!(l4_slot(MACH2PHYS_VIRT_START), M2P_SLOT);
-        assert_eq!(l4_slot(trampoline::BASE), TRAMPOLINE_SLOT);
-        assert_eq!(l4_slot(IMAGE_BASE), IMAGE_SLOT);
+        assert_eq!(l4_slot(HYPERVISOR_VIRT_START), FIRST_RESERVED_L4_SLOT);
+        assert_eq!(l4_slot(HYPERVISOR_VIRT_END - 1), END_RESERVED_L4_SLOT - 1);
+        assert_eq!(l4_slot(MACH2PHYS_VIRT_START), M2P_L4_SLOT);
+        assert_eq!(l4_slot(trampoline::BASE), TRAMPOLINE_L4_SLOT);
+        assert_eq!(IMAGE_SLOT, 261);
         assert_eq!(l4_slot(STACKS_BASE), IMAGE_SLOT);
-        assert_eq!(l4_slot(DIRECTMAP_BASE), DIRECTMAP_SLOT);
-        assert!(is_reserved_slot(256) && is_reserved_slot(271));
-        assert!(!is_reserved_slot(255) && !is_reserved_slot(272));
-    }
-
-    #[test]
-    fn trampoline_fits_in_its_slot_and_does_not_overlap() {
-        use trampoline::*;
-        assert!(TEXT + TEXT_MAX_PAGES * PAGE_SIZE <= DATA);
-        assert!(DATA < IDT && IDT < TSS && TSS < GDT);
-        assert!(GDT + GDT_PAGES * PAGE_SIZE < ENTRY_STACK);
-        assert!(stack_top(ENTRY_STACK) < NMI_STACK);
-        assert!(stack_top(NMI_STACK) < DF_STACK && stack_top(DF_STACK) < MC_STACK);
-        assert_eq!(l4_slot(stack_top(MC_STACK)), TRAMPOLINE_SLOT);
+        assert_eq!(DIRECTMAP_SLOT, 262);
+        assert!(!is_guest_l4_slot(256) && !is_guest_l4_slot(271));
+        assert!(is_guest_l4_slot(255) && is_guest_l4_slot(272));
     }
 
     #[test]
     fn guest_ranges() {
         assert!(guest_range_ok(0x1000, 16));
         assert!(guest_range_ok(0, 0));
+        assert!(guest_range_ok(MACH2PHYS_VIRT_START, 0));
         assert!(guest_range_ok(0x7fff_ffff_f000, 0x1000));
         assert!(!guest_range_ok(0x7fff_ffff_f000, 0x1001));
         assert!(!guest_range_ok(MACH2PHYS_VIRT_START, 8));
-        assert!(!guest_range_ok(DIRECTMAP_BASE, 1));
+        assert!(!guest_range_ok(DIRECTMAP_VIRT_START, 1));
         assert!(!guest_range_ok(HYPERVISOR_VIRT_END - 1, 1));
         assert!(guest_range_ok(HYPERVISOR_VIRT_END, 1));
         assert!(guest_range_ok(0xffff_ffff_ffff_f000, 0x1000));

@@ -22,6 +22,7 @@ pub mod multiboot2;
 use core::fmt;
 
 use crate::cmdline;
+use crate::layout::PAGE_SIZE;
 
 /// EAX at entry from a multiboot1 loader.
 pub const MULTIBOOT1_MAGIC: u32 = 0x2BAD_B002;
@@ -33,8 +34,6 @@ pub const MAX_MEMORY_REGIONS: usize = 128;
 pub const MAX_MODULES: usize = 16;
 /// The most boot-data ranges recorded (info structure, tables, strings).
 pub const MAX_BOOT_DATA_RANGES: usize = MAX_MODULES + 8;
-
-const PAGE_SIZE: u64 = 4096;
 
 /// Which boot protocol delivered the information.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

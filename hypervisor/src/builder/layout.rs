@@ -33,20 +33,11 @@
 
 use core::fmt;
 
-use crate::cmdline::{Dom0Mem, Dom0Pages};
-use crate::loader::GuestImageInfo;
+use dom0_abi::start_info::StartInfo;
 
-/// Bytes per page.
-pub const PAGE_SIZE: u64 = 4096;
-/// Size of `struct start_info` (x86_64).
-pub const START_INFO_SIZE: u64 = 1168;
-/// Size of `struct dom0_vga_console_info`, which follows `start_info` in the
-/// same page for dom0.
-pub const DOM0_VGA_CONSOLE_INFO_SIZE: u64 = 40;
-/// First VA of the hypervisor's reserved L4 slots (slot 256).
-pub const HYPERVISOR_VIRT_START: u64 = 0xFFFF_8000_0000_0000;
-/// End VA of the hypervisor's reserved L4 slots (slot 272).
-pub const HYPERVISOR_VIRT_END: u64 = 0xFFFF_8800_0000_0000;
+use crate::cmdline::{Dom0Mem, Dom0Pages};
+use crate::layout::{HYPERVISOR_VIRT_END, HYPERVISOR_VIRT_START, PAGE_SIZE};
+use crate::loader::GuestImageInfo;
 
 const L2_SHIFT: u32 = 21;
 const L3_SHIFT: u32 = 30;
@@ -59,6 +50,9 @@ const SUPERPAGE_4M: u64 = 4 << 20;
 const MIN_PADDING: u64 = 512 << 10;
 /// End of the lower canonical half (exclusive).
 const LOWER_HALF_END: u64 = 0x0000_8000_0000_0000;
+
+// `start_info` gets one page of the initial mapping to itself.
+const _: () = assert!(size_of::<StartInfo>() as u64 <= PAGE_SIZE);
 
 /// The parts of a kernel image the layout depends on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -278,8 +272,9 @@ pub struct Dom0Layout {
     pub ramdisk_len: u64,
     /// Where the p2m list goes.
     pub p2m: P2mPlacement,
-    /// VA of `start_info` (RSI at start); the console info follows at
-    /// offset [`START_INFO_SIZE`].
+    /// VA of `start_info` (RSI at start): the first bytes of a page of its
+    /// own, [`StartInfo`](dom0_abi::start_info::StartInfo) followed by room
+    /// for the dom0 console info.
     pub start_info: u64,
     /// VA of the first page table, the L4 (`start_info.pt_base`).
     pub pt_base: u64,

@@ -76,8 +76,8 @@ mod tests {
     #[test]
     fn write_copies_in_chunks() {
         let mut env = FakeEnv::new();
-        for (i, b) in env.memory.iter_mut().take(300).enumerate() {
-            *b = b'a' + (i % 26) as u8;
+        for (b, letter) in env.memory.iter_mut().take(300).zip((b'a'..=b'z').cycle()) {
+            *b = letter;
         }
         assert_eq!(console_io(&mut env, 0, 300, BASE), Ok(0));
         assert_eq!(env.console, env.memory[..300].to_vec());
@@ -88,7 +88,10 @@ mod tests {
     fn write_bad_pointer_is_efault() {
         let mut env = FakeEnv::new();
         assert_eq!(console_io(&mut env, 0, 16, 0x10), Err(Errno::EFAULT));
-        assert_eq!(console_io(&mut env, 0, 16, u64::MAX - 4), Err(Errno::EFAULT));
+        assert_eq!(
+            console_io(&mut env, 0, 16, u64::MAX - 4),
+            Err(Errno::EFAULT)
+        );
     }
 
     #[test]
@@ -99,7 +102,10 @@ mod tests {
         assert_eq!(&env.memory[..3], b"hel");
         assert_eq!(console_io(&mut env, 1, 16, BASE), Ok(2));
         assert_eq!(console_io(&mut env, 1, 16, BASE), Ok(0));
-        assert_eq!(console_io(&mut env, 1, 0x8000_0000, BASE), Err(Errno::E2BIG));
+        assert_eq!(
+            console_io(&mut env, 1, 0x8000_0000, BASE),
+            Err(Errno::E2BIG)
+        );
     }
 
     #[test]

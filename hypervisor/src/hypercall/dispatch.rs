@@ -44,13 +44,20 @@ mod tests {
     fn unknown_and_unimplemented_numbers_are_enosys() {
         let mut env = FakeEnv::new();
         for nr in [11, 38, 43, 56, 127, 1000, u64::MAX] {
-            assert_eq!(dispatch(&mut env, nr, [0; 5]), Errno::ENOSYS.neg(), "hypercall {nr}");
+            assert_eq!(
+                dispatch(&mut env, nr, [0; 5]),
+                Errno::ENOSYS.neg(),
+                "hypercall {nr}"
+            );
         }
     }
 
     #[test]
     fn known_numbers_reach_their_handler() {
         let mut env = FakeEnv::new();
-        assert_eq!(dispatch(&mut env, Hypercall::XenVersion as u64, [0; 5]), 0x0004_0011);
+        assert_eq!(
+            dispatch(&mut env, Hypercall::XenVersion as u64, [0; 5]),
+            0x0004_0011
+        );
     }
 }

@@ -73,7 +73,10 @@ pub(crate) mod fake {
                 console: Vec::new(),
                 input: Vec::new(),
                 domain: Domain::dom0(4096),
-                host: HostInfo { command_line: b"console=com1 dom0_mem=64M", build_id: &[0xab; 20] },
+                host: HostInfo {
+                    command_line: b"console=com1 dom0_mem=64M",
+                    build_id: &[0xab; 20],
+                },
             }
         }
 

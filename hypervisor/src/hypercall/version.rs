@@ -15,6 +15,7 @@ use dom0_abi::version::{
 };
 
 use super::{Env, read_u32};
+use crate::layout::PAGE_SIZE;
 
 /// Major version of the Xen interface implemented.
 pub const XEN_MAJOR: u32 = 4;
@@ -24,20 +25,28 @@ pub const XEN_MINOR: u32 = 17;
 pub const EXTRAVERSION: &str = "-oxen";
 /// `XENVER_capabilities`: 64-bit PV guests only.
 pub const CAPABILITIES: &str = "xen-3.0-x86_64";
-/// Page size reported by `XENVER_pagesize`.
-const PAGE_SIZE: u64 = 4096;
 
 /// `xen_version(cmd, arg)`; see `dom0_abi::version` for each sub-op.
 pub fn xen_version(env: &mut impl Env, cmd: u64, arg: u64) -> Result<u64, Errno> {
-    let Some(cmd) = VersionCmd::from_number(cmd) else { return Err(Errno::ENOSYS) };
+    let Some(cmd) = VersionCmd::from_number(cmd) else {
+        return Err(Errno::ENOSYS);
+    };
     match cmd {
         VersionCmd::Version => Ok(u64::from((XEN_MAJOR << 16) | XEN_MINOR)),
-        VersionCmd::Extraversion => copy_str::<XENVER_EXTRAVERSION_LEN>(env, arg, EXTRAVERSION.as_bytes()),
+        VersionCmd::Extraversion => {
+            copy_str::<XENVER_EXTRAVERSION_LEN>(env, arg, EXTRAVERSION.as_bytes())
+        }
         VersionCmd::CompileInfo => copy_out(env, arg, &compile_info()),
-        VersionCmd::Capabilities => copy_str::<XENVER_CAPABILITIES_LEN>(env, arg, CAPABILITIES.as_bytes()),
-        VersionCmd::Changeset => copy_str::<XENVER_CHANGESET_LEN>(env, arg, build::CHANGESET.as_bytes()),
+        VersionCmd::Capabilities => {
+            copy_str::<XENVER_CAPABILITIES_LEN>(env, arg, CAPABILITIES.as_bytes())
+        }
+        VersionCmd::Changeset => {
+            copy_str::<XENVER_CHANGESET_LEN>(env, arg, build::CHANGESET.as_bytes())
+        }
         VersionCmd::PlatformParameters => copy_out(env, arg, &HYPERVISOR_VIRT_START.to_le_bytes()),
         VersionCmd::GetFeatures => get_features(env, arg),
+        // Xen refuses an argument here: there is nothing to write through it.
+        VersionCmd::Pagesize if arg != 0 => Err(Errno::EINVAL),
         VersionCmd::Pagesize => Ok(PAGE_SIZE),
         VersionCmd::GuestHandle => {
             let handle = env.domain().handle;
@@ -113,17 +122,29 @@ fn get_features(env: &mut impl Env, arg: u64) -> Result<u64, Errno> {
 }
 
 /// `XENVER_build_id`: `{u32 len (IN: buffer size), u8 buf[]}`; returns the
-/// ID's length. `-ENOBUFS` when the buffer is too small, `-ENODATA` when the
-/// image carries no build ID, `-EPERM` for unprivileged callers.
+/// ID's length. A NULL `arg` asks for the length only. Errors, in the order
+/// Xen checks them: `-EPERM` for unprivileged callers, `-EFAULT` if the
+/// header cannot be read, `-EINVAL` for `len == 0`, `-ENODATA` when the
+/// image carries no build ID, `-ENOBUFS` when `len` is too small.
 fn build_id(env: &mut impl Env, arg: u64) -> Result<u64, Errno> {
     if !env.domain().privileged {
         return Err(Errno::EPERM);
+    }
+    let room = if arg == 0 {
+        None
+    } else {
+        Some(read_u32(env, arg)?)
+    };
+    if room == Some(0) {
+        return Err(Errno::EINVAL);
     }
     let id = env.host().build_id;
     if id.is_empty() {
         return Err(Errno::ENODATA);
     }
-    let room = read_u32(env, arg)?;
+    let Some(room) = room else {
+        return Ok(id.len() as u64);
+    };
     if (room as usize) < id.len() {
         return Err(Errno::ENOBUFS);
     }
@@ -151,6 +172,7 @@ mod tests {
         assert_eq!(xen_version(&mut env, 9, BASE), Ok(0));
         assert_eq!(c_str(&env.memory[..1024]), b"console=com1 dom0_mem=64M");
         assert_eq!(xen_version(&mut env, 7, 0), Ok(4096));
+        assert_eq!(xen_version(&mut env, 7, BASE), Err(Errno::EINVAL));
     }
 
     #[test]
@@ -169,6 +191,8 @@ mod tests {
     #[test]
     fn build_id_sizes() {
         let mut env = FakeEnv::new();
+        assert_eq!(xen_version(&mut env, 10, 0), Ok(20));
+        assert_eq!(xen_version(&mut env, 10, BASE), Err(Errno::EINVAL));
         env.memory[..4].copy_from_slice(&4u32.to_le_bytes());
         assert_eq!(xen_version(&mut env, 10, BASE), Err(Errno::ENOBUFS));
         env.memory[..4].copy_from_slice(&64u32.to_le_bytes());
@@ -181,7 +205,11 @@ mod tests {
         let mut env = FakeEnv::new();
         assert_eq!(xen_version(&mut env, 64, 0), Err(Errno::ENOSYS));
         for cmd in [1, 2, 3, 4, 5, 6, 8, 9, 10] {
-            assert_eq!(xen_version(&mut env, cmd, 0x1000), Err(Errno::EFAULT), "sub-op {cmd}");
+            assert_eq!(
+                xen_version(&mut env, cmd, 0x1000),
+                Err(Errno::EFAULT),
+                "sub-op {cmd}"
+            );
         }
         env.domain.privileged = false;
         assert_eq!(xen_version(&mut env, 9, BASE), Err(Errno::EPERM));

@@ -29,103 +29,25 @@
 
 use core::fmt;
 
+use dom0_abi::elfnote::{
+    XEN_ELFNOTE_LOADER_GENERIC, XEN_ELFNOTE_NAME, XEN_ELFNOTE_XEN_VERSION_PREFIX, XenElfNote,
+};
+use dom0_abi::features::XenFeature;
+
 use super::elf::{ElfError, ElfFile, NoteIter, PT_NOTE, ProgramHeader, SHT_NOTE};
 
-/// Xen ELF note types (`public/elfnote.h`). Defined here because `dom0-abi`
-/// does not have them yet.
-pub mod note_type {
-    /// `NAME=VALUE` information (ignored).
-    pub const INFO: u32 = 0;
-    /// Entry point VA.
-    pub const ENTRY: u32 = 1;
-    /// VA of the hypercall page.
-    pub const HYPERCALL_PAGE: u32 = 2;
-    /// VA where pseudo-physical address 0 is mapped.
-    pub const VIRT_BASE: u32 = 3;
-    /// Bias of the ELF physical addresses.
-    pub const PADDR_OFFSET: u32 = 4;
-    /// Xen interface version string (`xen-3.0`).
-    pub const XEN_VERSION: u32 = 5;
-    /// Guest OS name.
-    pub const GUEST_OS: u32 = 6;
-    /// Guest OS version.
-    pub const GUEST_VERSION: u32 = 7;
-    /// Loader type (`generic`).
-    pub const LOADER: u32 = 8;
-    /// PAE mode of 32-bit guests.
-    pub const PAE_MODE: u32 = 9;
-    /// Feature names, `|`-separated, `!` = required.
-    pub const FEATURES: u32 = 10;
-    /// `yes` to load the symbol table.
-    pub const BSD_SYMTAB: u32 = 11;
-    /// Lowest hypervisor-hole start of 32-bit guests.
-    pub const HV_START_LOW: u32 = 12;
-    /// L1 MFN validity mask pairs (ignored).
-    pub const L1_MFN_VALID: u32 = 13;
-    /// The guest supports `SHUTDOWN_suspend` cancellation.
-    pub const SUSPEND_CANCEL: u32 = 14;
-    /// VA for the p2m list outside the initial mapping.
-    pub const INIT_P2M: u32 = 15;
-    /// The initrd may be passed as a PFN instead of being mapped.
-    pub const MOD_START_PFN: u32 = 16;
-    /// Supported-feature bitmap, ORed into `FEATURES`.
-    pub const SUPPORTED_FEATURES: u32 = 17;
-    /// 32-bit PVH entry point.
-    pub const PHYS32_ENTRY: u32 = 18;
-}
-
-/// Xen feature bits (`public/features.h`, `XENFEAT_*`). Defined here because
-/// `dom0-abi` does not have them yet.
-pub mod xenfeat {
-    /// `writable_page_tables`.
-    pub const WRITABLE_PAGE_TABLES: u32 = 0;
-    /// `writable_descriptor_tables`.
-    pub const WRITABLE_DESCRIPTOR_TABLES: u32 = 1;
-    /// `auto_translated_physmap`.
-    pub const AUTO_TRANSLATED_PHYSMAP: u32 = 2;
-    /// `supervisor_mode_kernel`.
-    pub const SUPERVISOR_MODE_KERNEL: u32 = 3;
-    /// `pae_pgdir_above_4gb`.
-    pub const PAE_PGDIR_ABOVE_4GB: u32 = 4;
-    /// `mmu_pt_update_preserve_ad`.
-    pub const MMU_PT_UPDATE_PRESERVE_AD: u32 = 5;
-    /// `highmem_assist`.
-    pub const HIGHMEM_ASSIST: u32 = 6;
-    /// `gnttab_map_avail_bits`.
-    pub const GNTTAB_MAP_AVAIL_BITS: u32 = 7;
-    /// `hvm_callback_vector`.
-    pub const HVM_CALLBACK_VECTOR: u32 = 8;
-    /// `hvm_safe_pvclock`.
-    pub const HVM_SAFE_PVCLOCK: u32 = 9;
-    /// `hvm_pirqs`.
-    pub const HVM_PIRQS: u32 = 10;
-    /// `dom0`: the kernel can run as the initial domain.
-    pub const DOM0: u32 = 11;
-    /// `grant_map_identity`.
-    pub const GRANT_MAP_IDENTITY: u32 = 12;
-    /// `memory_op_vnode_supported`.
-    pub const MEMORY_OP_VNODE_SUPPORTED: u32 = 13;
-    /// `ARM_SMCCC_supported`.
-    pub const ARM_SMCCC_SUPPORTED: u32 = 14;
-    /// `linux_rsdp_unrestricted`.
-    pub const LINUX_RSDP_UNRESTRICTED: u32 = 15;
-    /// `not_direct_mapped`.
-    pub const NOT_DIRECT_MAPPED: u32 = 16;
-    /// `direct_mapped`.
-    pub const DIRECT_MAPPED: u32 = 17;
-
-    /// The names Xen's loader recognises in a `FEATURES` note (a subset of
-    /// the feature bits).
-    pub const NOTE_NAMES: [(&str, u32); 7] = [
-        ("writable_page_tables", WRITABLE_PAGE_TABLES),
-        ("writable_descriptor_tables", WRITABLE_DESCRIPTOR_TABLES),
-        ("auto_translated_physmap", AUTO_TRANSLATED_PHYSMAP),
-        ("supervisor_mode_kernel", SUPERVISOR_MODE_KERNEL),
-        ("pae_pgdir_above_4gb", PAE_PGDIR_ABOVE_4GB),
-        ("hvm_callback_vector", HVM_CALLBACK_VECTOR),
-        ("dom0", DOM0),
-    ];
-}
+/// The features a `FEATURES` note may name: the subset of [`XenFeature`]
+/// that Xen's loader recognises there (by [`XenFeature::name`]). Any other
+/// name is unknown to the loader, even if it is a feature bit.
+pub const FEATURES_NOTE_NAMES: [XenFeature; 7] = [
+    XenFeature::WritablePageTables,
+    XenFeature::WritableDescriptorTables,
+    XenFeature::AutoTranslatedPhysmap,
+    XenFeature::SupervisorModeKernel,
+    XenFeature::PaePgdirAbove4gb,
+    XenFeature::HvmCallbackVector,
+    XenFeature::Dom0,
+];
 
 /// Xen's cap on the number of notes it reads from one image.
 pub const MAX_TOTAL_NOTES: usize = 65536;
@@ -303,14 +225,14 @@ pub struct Features {
 }
 
 impl Features {
-    /// True when bit `feature` is in the supported set.
-    pub fn supports(&self, feature: u32) -> bool {
-        feature < 32 && self.supported & (1 << feature) != 0
+    /// True when `feature` is in the supported set.
+    pub fn supports(&self, feature: XenFeature) -> bool {
+        feature.is_set_in(self.supported)
     }
 
-    /// True when bit `feature` is in the required set.
-    pub fn requires(&self, feature: u32) -> bool {
-        feature < 32 && self.required & (1 << feature) != 0
+    /// True when `feature` is in the required set.
+    pub fn requires(&self, feature: XenFeature) -> bool {
+        feature.is_set_in(self.required)
     }
 }
 
@@ -457,12 +379,12 @@ impl<'a> GuestImageInfo<'a> {
     /// present it must contain the dom0 bit, and `supervisor_mode_kernel`
     /// may not be required.
     pub fn check_dom0(&self) -> Result<(), ImageError> {
-        if self.has_supported_features_note && !self.features.supports(xenfeat::DOM0) {
+        if self.has_supported_features_note && !self.features.supports(XenFeature::Dom0) {
             return Err(ImageError::NoDom0Support {
                 supported: self.features.supported,
             });
         }
-        if self.features.requires(xenfeat::SUPERVISOR_MODE_KERNEL) {
+        if self.features.requires(XenFeature::SupervisorModeKernel) {
             return Err(ImageError::Dom0SupervisorMode);
         }
         Ok(())
@@ -602,7 +524,7 @@ fn read_notes<'a>(
         if *total > MAX_TOTAL_NOTES {
             return Err(ImageError::TooManyNotes);
         }
-        if note.has_name(b"Xen") {
+        if note.has_name(XEN_ELFNOTE_NAME) {
             apply_note(notes, note.note_type, note.desc)?;
             notes.count += 1;
         }
@@ -610,34 +532,14 @@ fn read_notes<'a>(
     Ok(())
 }
 
-fn note_name(note_type: u32) -> &'static str {
-    match note_type {
-        note_type::ENTRY => "ENTRY",
-        note_type::HYPERCALL_PAGE => "HYPERCALL_PAGE",
-        note_type::VIRT_BASE => "VIRT_BASE",
-        note_type::PADDR_OFFSET => "PADDR_OFFSET",
-        note_type::XEN_VERSION => "XEN_VERSION",
-        note_type::GUEST_OS => "GUEST_OS",
-        note_type::GUEST_VERSION => "GUEST_VERSION",
-        note_type::LOADER => "LOADER",
-        note_type::PAE_MODE => "PAE_MODE",
-        note_type::FEATURES => "FEATURES",
-        note_type::BSD_SYMTAB => "BSD_SYMTAB",
-        note_type::HV_START_LOW => "HV_START_LOW",
-        note_type::SUSPEND_CANCEL => "SUSPEND_CANCEL",
-        note_type::INIT_P2M => "INIT_P2M",
-        note_type::MOD_START_PFN => "MOD_START_PFN",
-        note_type::SUPPORTED_FEATURES => "SUPPORTED_FEATURES",
-        note_type::PHYS32_ENTRY => "PHYS32_ENTRY",
-        _ => "unknown",
-    }
-}
-
 /// Records one Xen note; a later note of the same type overrides an
 /// earlier one, as in Xen. Unknown types and `INFO`/`L1_MFN_VALID` are
 /// ignored.
 fn apply_note<'a>(notes: &mut RawNotes<'a>, kind: u32, desc: &'a [u8]) -> Result<(), ImageError> {
-    let name = note_name(kind);
+    let Some(kind) = XenElfNote::from_number(u64::from(kind)) else {
+        return Ok(());
+    };
+    let name = kind.name();
     let number = || {
         numeric(desc).ok_or(ImageError::BadNote {
             note: name,
@@ -651,23 +553,23 @@ fn apply_note<'a>(notes: &mut RawNotes<'a>, kind: u32, desc: &'a [u8]) -> Result
         })
     };
     match kind {
-        note_type::ENTRY => notes.entry = Some(number()?),
-        note_type::HYPERCALL_PAGE => notes.hypercall_page = Some(number()?),
-        note_type::VIRT_BASE => notes.virt_base = Some(number()?),
-        note_type::PADDR_OFFSET => notes.paddr_offset = Some(number()?),
-        note_type::HV_START_LOW => notes.hv_start_low = Some(number()?),
-        note_type::SUSPEND_CANCEL => notes.suspend_cancel = Some(number()?),
-        note_type::INIT_P2M => notes.init_p2m = Some(number()?),
-        note_type::MOD_START_PFN => notes.mod_start_pfn = number()? != 0,
-        note_type::PHYS32_ENTRY => notes.phys32_entry = Some(number()?),
-        note_type::XEN_VERSION => notes.xen_version = text()?,
-        note_type::GUEST_OS => notes.guest_os = text()?,
-        note_type::GUEST_VERSION => notes.guest_version = text()?,
-        note_type::LOADER => notes.loader = text()?,
-        note_type::PAE_MODE => notes.pae_mode = Some(text()?),
-        note_type::BSD_SYMTAB => notes.bsd_symtab = text()? == "yes",
-        note_type::FEATURES => parse_features(text()?, &mut notes.features)?,
-        note_type::SUPPORTED_FEATURES => {
+        XenElfNote::Entry => notes.entry = Some(number()?),
+        XenElfNote::HypercallPage => notes.hypercall_page = Some(number()?),
+        XenElfNote::VirtBase => notes.virt_base = Some(number()?),
+        XenElfNote::PaddrOffset => notes.paddr_offset = Some(number()?),
+        XenElfNote::HvStartLow => notes.hv_start_low = Some(number()?),
+        XenElfNote::SuspendCancel => notes.suspend_cancel = Some(number()?),
+        XenElfNote::InitP2m => notes.init_p2m = Some(number()?),
+        XenElfNote::ModStartPfn => notes.mod_start_pfn = number()? != 0,
+        XenElfNote::Phys32Entry => notes.phys32_entry = Some(number()?),
+        XenElfNote::XenVersion => notes.xen_version = text()?,
+        XenElfNote::GuestOs => notes.guest_os = text()?,
+        XenElfNote::GuestVersion => notes.guest_version = text()?,
+        XenElfNote::Loader => notes.loader = text()?,
+        XenElfNote::PaeMode => notes.pae_mode = Some(text()?),
+        XenElfNote::BsdSymtab => notes.bsd_symtab = text()? == "yes",
+        XenElfNote::Features => parse_features(text()?, &mut notes.features)?,
+        XenElfNote::SupportedFeatures => {
             let first_word = desc
                 .get(..4)
                 .filter(|_| desc.len().is_multiple_of(4))
@@ -679,7 +581,7 @@ fn apply_note<'a>(notes: &mut RawNotes<'a>, kind: u32, desc: &'a [u8]) -> Result
                 u32::from_le_bytes([first_word[0], first_word[1], first_word[2], first_word[3]]);
             notes.has_supported_features = true;
         }
-        _ => {}
+        XenElfNote::Info | XenElfNote::L1MfnValid => {}
     }
     Ok(())
 }
@@ -691,11 +593,11 @@ pub fn parse_features(text: &str, features: &mut Features) -> Result<(), ImageEr
             Some(name) => (name, true),
             None => (item, false),
         };
-        match xenfeat::NOTE_NAMES.iter().find(|(n, _)| *n == name) {
-            Some(&(_, bit)) => {
-                features.supported |= 1 << bit;
+        match FEATURES_NOTE_NAMES.iter().find(|f| f.name() == name) {
+            Some(feature) => {
+                features.supported |= feature.bit();
                 if required {
-                    features.required |= 1 << bit;
+                    features.required |= feature.bit();
                 }
             }
             None if required => {
@@ -708,13 +610,22 @@ pub fn parse_features(text: &str, features: &mut Features) -> Result<(), ImageEr
 }
 
 fn check_notes(notes: &RawNotes<'_>) -> Result<(), ImageError> {
-    if !notes.loader.starts_with("generic") && !notes.guest_os.starts_with("linux") {
+    if !notes
+        .loader
+        .as_bytes()
+        .starts_with(XEN_ELFNOTE_LOADER_GENERIC)
+        && !notes.guest_os.starts_with("linux")
+    {
         return Err(ImageError::BadLoader {
             loader: ShortStr::new(notes.loader),
             guest_os: ShortStr::new(notes.guest_os),
         });
     }
-    if !notes.xen_version.starts_with("xen-3.0") {
+    if !notes
+        .xen_version
+        .as_bytes()
+        .starts_with(XEN_ELFNOTE_XEN_VERSION_PREFIX)
+    {
         return Err(ImageError::BadXenVersion(ShortStr::new(notes.xen_version)));
     }
     Ok(())
@@ -749,34 +660,34 @@ pub(crate) mod tests {
     pub(crate) const LINUX_BASE: u64 = 0xffff_ffff_8000_0000;
 
     /// The notes of a guest linked the way this project's guests are.
-    pub(crate) fn standard_notes() -> Vec<(u32, Vec<u8>)> {
+    pub(crate) fn standard_notes() -> Vec<(XenElfNote, Vec<u8>)> {
         vec![
-            (note_type::GUEST_OS, b"pv-tests\0".to_vec()),
-            (note_type::LOADER, b"generic\0".to_vec()),
-            (note_type::XEN_VERSION, b"xen-3.0\0".to_vec()),
-            (note_type::VIRT_BASE, LINUX_BASE.to_le_bytes().to_vec()),
-            (note_type::PADDR_OFFSET, 0u64.to_le_bytes().to_vec()),
+            (XenElfNote::GuestOs, b"pv-tests\0".to_vec()),
+            (XenElfNote::Loader, b"generic\0".to_vec()),
+            (XenElfNote::XenVersion, b"xen-3.0\0".to_vec()),
+            (XenElfNote::VirtBase, LINUX_BASE.to_le_bytes().to_vec()),
+            (XenElfNote::PaddrOffset, 0u64.to_le_bytes().to_vec()),
             (
-                note_type::HYPERCALL_PAGE,
+                XenElfNote::HypercallPage,
                 (LINUX_BASE + 0x2000).to_le_bytes().to_vec(),
             ),
             (
-                note_type::SUPPORTED_FEATURES,
+                XenElfNote::SupportedFeatures,
                 (1u32 << 11).to_le_bytes().to_vec(),
             ),
         ]
     }
 
-    fn note_blob(notes: &[(u32, Vec<u8>)]) -> Vec<u8> {
+    fn note_blob(notes: &[(XenElfNote, Vec<u8>)]) -> Vec<u8> {
         notes
             .iter()
-            .flat_map(|(t, d)| note(b"Xen\0", *t, d))
+            .flat_map(|(t, d)| note(b"Xen\0", *t as u32, d))
             .collect()
     }
 
     /// A guest image: text at paddr 0x1000 (`text` bytes, `memsz` total),
     /// data page after it, notes in a PT_NOTE segment.
-    pub(crate) fn image_with(notes: &[(u32, Vec<u8>)], entry: u64, memsz: u64) -> Vec<u8> {
+    pub(crate) fn image_with(notes: &[(XenElfNote, Vec<u8>)], entry: u64, memsz: u64) -> Vec<u8> {
         let mut b = ElfBuilder {
             entry,
             ..Default::default()
@@ -802,7 +713,7 @@ pub(crate) mod tests {
         image_with(&standard_notes(), LINUX_BASE + 0x1000, 0x18000)
     }
 
-    fn with_note(kind: u32, desc: &[u8]) -> Vec<(u32, Vec<u8>)> {
+    fn with_note(kind: XenElfNote, desc: &[u8]) -> Vec<(XenElfNote, Vec<u8>)> {
         let mut notes: Vec<_> = standard_notes()
             .into_iter()
             .filter(|(t, _)| *t != kind)
@@ -811,7 +722,7 @@ pub(crate) mod tests {
         notes
     }
 
-    fn without_note(kind: u32) -> Vec<(u32, Vec<u8>)> {
+    fn without_note(kind: XenElfNote) -> Vec<(XenElfNote, Vec<u8>)> {
         standard_notes()
             .into_iter()
             .filter(|(t, _)| *t != kind)
@@ -832,7 +743,7 @@ pub(crate) mod tests {
         assert_eq!(info.kend, LINUX_BASE + 0x1000 + 0x18000 + 0x1000);
         assert_eq!(info.entry, LINUX_BASE + 0x1000);
         assert_eq!(info.hypercall_page, Some(LINUX_BASE + 0x2000));
-        assert!(info.features.supports(xenfeat::DOM0));
+        assert!(info.features.supports(XenFeature::Dom0));
         assert_eq!(info.note_source, NoteSource::ProgramHeaders);
         assert_eq!(info.guest_os, "pv-tests");
         assert_eq!(info.loader, "generic");
@@ -849,19 +760,19 @@ pub(crate) mod tests {
     fn xtf_style_guest_at_one_mib() {
         // XTF: no VIRT_BASE, linked at 1 MiB, FEATURES string.
         let notes = vec![
-            (note_type::GUEST_OS, b"XTF\0".to_vec()),
-            (note_type::GUEST_VERSION, b"0\0".to_vec()),
-            (note_type::LOADER, b"generic\0".to_vec()),
-            (note_type::XEN_VERSION, b"xen-3.0\0".to_vec()),
+            (XenElfNote::GuestOs, b"XTF\0".to_vec()),
+            (XenElfNote::GuestVersion, b"0\0".to_vec()),
+            (XenElfNote::Loader, b"generic\0".to_vec()),
+            (XenElfNote::XenVersion, b"xen-3.0\0".to_vec()),
             (
-                note_type::HYPERCALL_PAGE,
+                XenElfNote::HypercallPage,
                 0x101000u64.to_le_bytes().to_vec(),
             ),
             (
-                note_type::FEATURES,
+                XenElfNote::Features,
                 b"!writable_page_tables|pae_pgdir_above_4gb\0".to_vec(),
             ),
-            (note_type::PAE_MODE, b"yes\0".to_vec()),
+            (XenElfNote::PaeMode, b"yes\0".to_vec()),
         ];
         let mut b = ElfBuilder {
             entry: 0x100000,
@@ -873,10 +784,10 @@ pub(crate) mod tests {
         let info = GuestImageInfo::parse_dom0(&image).unwrap();
         assert_eq!(info.virt_base, 0);
         assert_eq!((info.kstart, info.kend), (0x100000, 0x105000));
-        assert_eq!(info.features.required, 1 << xenfeat::WRITABLE_PAGE_TABLES);
+        assert_eq!(info.features.required, XenFeature::WritablePageTables.bit());
         assert_eq!(
             info.features.supported,
-            (1 << xenfeat::WRITABLE_PAGE_TABLES) | (1 << xenfeat::PAE_PGDIR_ABOVE_4GB)
+            (XenFeature::WritablePageTables.bit()) | (XenFeature::PaePgdirAbove4gb.bit())
         );
         assert!(!info.has_supported_features_note);
         assert_eq!(info.pae_mode, Some("yes"));
@@ -939,20 +850,20 @@ pub(crate) mod tests {
     #[test]
     fn loader_rules() {
         let image = image_with(
-            &with_note(note_type::LOADER, b"elf\0"),
+            &with_note(XenElfNote::Loader, b"elf\0"),
             LINUX_BASE + 0x1000,
             0x1000,
         );
         assert!(error_of(&image).contains("LOADER"));
         let image = image_with(
-            &without_note(note_type::LOADER),
+            &without_note(XenElfNote::Loader),
             LINUX_BASE + 0x1000,
             0x1000,
         );
         assert!(error_of(&image).contains("LOADER"));
         // No LOADER, but GUEST_OS starting with "linux" is fine.
-        let mut notes = without_note(note_type::LOADER);
-        notes.push((note_type::GUEST_OS, b"linux-6.1\0".to_vec()));
+        let mut notes = without_note(XenElfNote::Loader);
+        notes.push((XenElfNote::GuestOs, b"linux-6.1\0".to_vec()));
         let image = image_with(&notes, LINUX_BASE + 0x1000, 0x1000);
         assert!(GuestImageInfo::parse_dom0(&image).is_ok());
     }
@@ -961,20 +872,20 @@ pub(crate) mod tests {
     fn xen_version_rules() {
         for bad in [&b"xen-2.0\0"[..], b"\0"] {
             let image = image_with(
-                &with_note(note_type::XEN_VERSION, bad),
+                &with_note(XenElfNote::XenVersion, bad),
                 LINUX_BASE + 0x1000,
                 0x1000,
             );
             assert!(error_of(&image).contains("XEN_VERSION"));
         }
         let image = image_with(
-            &without_note(note_type::XEN_VERSION),
+            &without_note(XenElfNote::XenVersion),
             LINUX_BASE + 0x1000,
             0x1000,
         );
         assert!(error_of(&image).contains("XEN_VERSION"));
         let image = image_with(
-            &with_note(note_type::XEN_VERSION, b"xen-3.0-x86_64\0"),
+            &with_note(XenElfNote::XenVersion, b"xen-3.0-x86_64\0"),
             LINUX_BASE + 0x1000,
             0x1000,
         );
@@ -984,7 +895,7 @@ pub(crate) mod tests {
     #[test]
     fn dom0_feature_rules() {
         let image = image_with(
-            &with_note(note_type::SUPPORTED_FEATURES, &1u32.to_le_bytes()),
+            &with_note(XenElfNote::SupportedFeatures, &1u32.to_le_bytes()),
             LINUX_BASE + 0x1000,
             0x1000,
         );
@@ -992,18 +903,18 @@ pub(crate) mod tests {
         assert!(error_of(&image).contains("dom0"));
         // No SUPPORTED_FEATURES at all: accepted, as on Xen.
         let image = image_with(
-            &without_note(note_type::SUPPORTED_FEATURES),
+            &without_note(XenElfNote::SupportedFeatures),
             LINUX_BASE + 0x1000,
             0x1000,
         );
         assert!(GuestImageInfo::parse_dom0(&image).is_ok());
         // The dom0 bit may also come from FEATURES.
-        let mut notes = with_note(note_type::SUPPORTED_FEATURES, &0u32.to_le_bytes());
-        notes.push((note_type::FEATURES, b"dom0\0".to_vec()));
+        let mut notes = with_note(XenElfNote::SupportedFeatures, &0u32.to_le_bytes());
+        notes.push((XenElfNote::Features, b"dom0\0".to_vec()));
         let image = image_with(&notes, LINUX_BASE + 0x1000, 0x1000);
         assert!(GuestImageInfo::parse_dom0(&image).is_ok());
         let mut notes = standard_notes();
-        notes.push((note_type::FEATURES, b"!supervisor_mode_kernel\0".to_vec()));
+        notes.push((XenElfNote::Features, b"!supervisor_mode_kernel\0".to_vec()));
         let image = image_with(&notes, LINUX_BASE + 0x1000, 0x1000);
         assert!(error_of(&image).contains("dom0"));
     }
@@ -1019,6 +930,43 @@ pub(crate) mod tests {
             err.to_string(),
             "FEATURES note requires unknown feature 'no_such_feature'"
         );
+        // Xen's loader knows only these names, e.g. not `direct_mapped`.
+        let names: Vec<_> = FEATURES_NOTE_NAMES.iter().map(|f| f.name()).collect();
+        assert_eq!(
+            names,
+            [
+                "writable_page_tables",
+                "writable_descriptor_tables",
+                "auto_translated_physmap",
+                "supervisor_mode_kernel",
+                "pae_pgdir_above_4gb",
+                "hvm_callback_vector",
+                "dom0"
+            ]
+        );
+        assert!(parse_features("!direct_mapped", &mut f).is_err());
+    }
+
+    #[test]
+    fn unknown_and_ignored_note_types() {
+        // An unassigned type, INFO and L1_MFN_VALID are skipped, whatever
+        // their contents.
+        let mut b = ElfBuilder {
+            entry: LINUX_BASE + 0x1000,
+            ..Default::default()
+        };
+        let mut blob = note_blob(&standard_notes());
+        blob.extend(note(b"Xen\0", 99, &[1, 2, 3]));
+        blob.extend(note(b"Xen\0", XenElfNote::Info as u32, b"no NUL"));
+        blob.extend(note(b"Xen\0", XenElfNote::L1MfnValid as u32, &[7]));
+        b.segment(
+            load(0x1000, LINUX_BASE + 0x1000, 0x1000, PF_R | PF_X),
+            vec![0; 16],
+        )
+        .segment(note_segment(), blob);
+        let image = b.build();
+        let info = GuestImageInfo::parse_dom0(&image).unwrap();
+        assert_eq!(info.virt_base, LINUX_BASE);
     }
 
     #[test]
@@ -1034,7 +982,7 @@ pub(crate) mod tests {
         assert!(GuestImageInfo::parse_dom0(&image).is_ok());
         // The ENTRY note overrides e_entry.
         let image = image_with(
-            &with_note(note_type::ENTRY, &(LINUX_BASE + 0x1800).to_le_bytes()),
+            &with_note(XenElfNote::Entry, &(LINUX_BASE + 0x1800).to_le_bytes()),
             0,
             0x1000,
         );
@@ -1043,9 +991,9 @@ pub(crate) mod tests {
             LINUX_BASE + 0x1800
         );
         // VIRT_BASE above kstart (PADDR_OFFSET keeps the kernel in place).
-        let mut notes = with_note(note_type::VIRT_BASE, &(LINUX_BASE + 0x2000).to_le_bytes());
-        notes.retain(|(t, _)| *t != note_type::PADDR_OFFSET);
-        notes.push((note_type::PADDR_OFFSET, 0x2000u64.to_le_bytes().to_vec()));
+        let mut notes = with_note(XenElfNote::VirtBase, &(LINUX_BASE + 0x2000).to_le_bytes());
+        notes.retain(|(t, _)| *t != XenElfNote::PaddrOffset);
+        notes.push((XenElfNote::PaddrOffset, 0x2000u64.to_le_bytes().to_vec()));
         let image = image_with(&notes, LINUX_BASE + 0x1000, 0x1000);
         assert!(error_of(&image).contains("entry"));
     }
@@ -1053,8 +1001,8 @@ pub(crate) mod tests {
     #[test]
     fn paddr_offset_rules() {
         // Old Linux style: paddr == vaddr, PADDR_OFFSET == VIRT_BASE.
-        let mut notes = with_note(note_type::PADDR_OFFSET, &LINUX_BASE.to_le_bytes());
-        notes.retain(|(t, _)| *t != note_type::HYPERCALL_PAGE);
+        let mut notes = with_note(XenElfNote::PaddrOffset, &LINUX_BASE.to_le_bytes());
+        notes.retain(|(t, _)| *t != XenElfNote::HypercallPage);
         let mut b = ElfBuilder {
             entry: LINUX_BASE + 0x1000,
             ..Default::default()
@@ -1074,8 +1022,8 @@ pub(crate) mod tests {
         assert_eq!(info.virt_offset, 0);
         assert_eq!(info.kstart, LINUX_BASE + 0x1000);
         // PADDR_OFFSET without VIRT_BASE.
-        let mut notes = without_note(note_type::VIRT_BASE);
-        notes.retain(|(t, _)| *t != note_type::HYPERCALL_PAGE);
+        let mut notes = without_note(XenElfNote::VirtBase);
+        notes.retain(|(t, _)| *t != XenElfNote::HypercallPage);
         let image = image_with(&notes, 0x1000, 0x1000);
         assert!(error_of(&image).contains("PADDR_OFFSET"));
     }
@@ -1083,13 +1031,13 @@ pub(crate) mod tests {
     #[test]
     fn init_p2m_inside_kernel_is_rejected() {
         let image = image_with(
-            &with_note(note_type::INIT_P2M, &(LINUX_BASE + 0x1000).to_le_bytes()),
+            &with_note(XenElfNote::InitP2m, &(LINUX_BASE + 0x1000).to_le_bytes()),
             LINUX_BASE + 0x1000,
             0x1000,
         );
         assert!(error_of(&image).contains("INIT_P2M"));
         let image = image_with(
-            &with_note(note_type::INIT_P2M, &0xffff_ea00_0000_0000u64.to_le_bytes()),
+            &with_note(XenElfNote::InitP2m, &0xffff_ea00_0000_0000u64.to_le_bytes()),
             LINUX_BASE + 0x1000,
             0x1000,
         );
@@ -1100,27 +1048,27 @@ pub(crate) mod tests {
     #[test]
     fn malformed_notes() {
         let image = image_with(
-            &with_note(note_type::HYPERCALL_PAGE, &[1, 2, 3]),
+            &with_note(XenElfNote::HypercallPage, &[1, 2, 3]),
             LINUX_BASE + 0x1000,
             0x1000,
         );
         assert!(error_of(&image).contains("HYPERCALL_PAGE"));
         let image = image_with(
-            &with_note(note_type::LOADER, b"generic"),
+            &with_note(XenElfNote::Loader, b"generic"),
             LINUX_BASE + 0x1000,
             0x1000,
         );
         assert!(error_of(&image).contains("LOADER"));
         let image = image_with(
-            &with_note(note_type::SUPPORTED_FEATURES, &[1, 2]),
+            &with_note(XenElfNote::SupportedFeatures, &[1, 2]),
             LINUX_BASE + 0x1000,
             0x1000,
         );
         assert!(error_of(&image).contains("SUPPORTED_FEATURES"));
         // A 4-byte numeric note and an 8-byte SUPPORTED_FEATURES are fine.
-        let mut notes = with_note(note_type::MOD_START_PFN, &1u32.to_le_bytes());
+        let mut notes = with_note(XenElfNote::ModStartPfn, &1u32.to_le_bytes());
         notes.push((
-            note_type::SUPPORTED_FEATURES,
+            XenElfNote::SupportedFeatures,
             vec![0, 8, 0, 0, 0xff, 0xff, 0xff, 0xff],
         ));
         let image = image_with(&notes, LINUX_BASE + 0x1000, 0x1000);

@@ -18,18 +18,9 @@
 
 use core::fmt;
 
-/// A machine frame number (machine address >> 12).
-///
-/// `dom0-abi` has no frame-number type yet; move this there once it does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Mfn(pub u64);
+use dom0_abi::types::Mfn;
 
-impl Mfn {
-    /// The machine address of the first byte of the frame.
-    pub const fn address(self) -> u64 {
-        self.0 << 12
-    }
-}
+use crate::layout::PAGE_SIZE;
 
 const BITS: u64 = u64::BITS as u64;
 
@@ -116,13 +107,13 @@ impl<'a> FrameAllocator<'a> {
             next_word: 0,
         };
         for (start, end) in usable {
-            let first = start.div_ceil(4096);
-            let last = end / 4096;
+            let first = start.div_ceil(PAGE_SIZE);
+            let last = end / PAGE_SIZE;
             allocator.set_range(first, last, false);
         }
         for &(start, end) in excluded {
-            let first = start / 4096;
-            let last = end.div_ceil(4096);
+            let first = start / PAGE_SIZE;
+            let last = end.div_ceil(PAGE_SIZE);
             allocator.set_range(first, last, true);
         }
         allocator.total = allocator.free;

@@ -13,12 +13,24 @@ use super::paging::phys_to_virt;
 struct DirectMap;
 
 impl AcpiHandler for DirectMap {
-    unsafe fn map_physical_region<T>(&self, physical_address: usize, size: usize) -> PhysicalMapping<Self, T> {
+    unsafe fn map_physical_region<T>(
+        &self,
+        physical_address: usize,
+        size: usize,
+    ) -> PhysicalMapping<Self, T> {
         let virt = phys_to_virt(physical_address as u64) as *mut T;
         // SAFETY: the direct map covers the address (firmware tables live
         // below the top of RAM or in the first 4 GiB), so the pointer is
         // valid and non-null for `size` bytes.
-        unsafe { PhysicalMapping::new(physical_address, NonNull::new_unchecked(virt), size, size, *self) }
+        unsafe {
+            PhysicalMapping::new(
+                physical_address,
+                NonNull::new_unchecked(virt),
+                size,
+                size,
+                *self,
+            )
+        }
     }
 
     fn unmap_physical_region<T>(_region: &PhysicalMapping<Self, T>) {}
@@ -76,7 +88,11 @@ pub fn report(rsdp: RsdpSource<'_>) -> Option<Platform> {
                     }
                 }
                 MadtEntry::IoApic(io) => {
-                    let (id, address, base) = (io.io_apic_id, io.io_apic_address, io.global_system_interrupt_base);
+                    let (id, address, base) = (
+                        io.io_apic_id,
+                        io.io_apic_address,
+                        io.global_system_interrupt_base,
+                    );
                     platform.ioapics += 1;
                     log::info!("ACPI: IOAPIC id {id} at {address:#x}, GSI base {base}");
                 }
@@ -88,7 +104,11 @@ pub fn report(rsdp: RsdpSource<'_>) -> Option<Platform> {
     }
     if let Ok(hpet) = HpetInfo::new(&tables) {
         platform.hpet = true;
-        log::info!("ACPI: HPET at {:#x}, {} comparators", hpet.base_address, hpet.num_comparators());
+        log::info!(
+            "ACPI: HPET at {:#x}, {} comparators",
+            hpet.base_address,
+            hpet.num_comparators()
+        );
     }
     Some(platform)
 }

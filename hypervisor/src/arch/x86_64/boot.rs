@@ -6,7 +6,10 @@ use crate::exit::HostExit;
 
 use super::{machine, serial, traps};
 
-core::arch::global_asm!(include_str!("../../../../boot/entry.S"), options(att_syntax));
+core::arch::global_asm!(
+    include_str!("../../../../boot/entry.S"),
+    options(att_syntax)
+);
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo) -> ! {
@@ -18,7 +21,9 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
     }
     let rbp: u64;
     // SAFETY: reading the frame pointer register has no side effects.
-    unsafe { core::arch::asm!("mov {}, rbp", out(reg) rbp, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        core::arch::asm!("mov {}, rbp", out(reg) rbp, options(nomem, nostack, preserves_flags))
+    };
     traps::backtrace(&mut out, rbp);
     machine::end(HostExit::HypervisorPanic)
 }

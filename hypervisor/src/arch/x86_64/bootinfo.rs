@@ -30,7 +30,9 @@ pub fn read(magic: u32, info: u32) -> Result<BootInfo<'static>, BootInfoError> {
     let info = u64::from(info);
     if magic == MULTIBOOT2_MAGIC {
         use multiboot1::PhysMem;
-        let size = BOOT_MEMORY.read(info, 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        let size = BOOT_MEMORY
+            .read(info, 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
         let bytes = size.and_then(|size| BOOT_MEMORY.read(info, size as usize));
         multiboot2::from_bytes(bytes.unwrap_or(&[]), info)
     } else {

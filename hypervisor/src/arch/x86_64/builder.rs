@@ -8,21 +8,24 @@
 //! least 512 KiB spare.
 use core::fmt;
 
-use dom0_abi::hypercall::{HYPERCALL_PAGE_SLOTS, HYPERCALL_SLOT_SIZE, Hypercall};
+use dom0_abi::hypercall::{HYPERCALL_PAGE_SIZE, fill_hypercall_page};
 use dom0_abi::segment::{RING1_KERNEL_CS, RING1_KERNEL_SS};
-use dom0_abi::shared_info::XEN_LEGACY_MAX_VCPUS;
-use dom0_abi::start_info::{MAX_GUEST_CMDLINE, START_INFO_MAGIC, SifFlags};
+use dom0_abi::shared_info::SharedInfo;
+use dom0_abi::start_info::{START_INFO_MAGIC, SifFlags, StartInfo};
+use dom0_abi::types::Mfn;
 
 use crate::bootinfo::BootInfo;
-use crate::builder::layout::{Dom0Layout, ImageBounds, LayoutError, RamdiskPlacement, dom0_nr_pages};
+use crate::builder::layout::{
+    Dom0Layout, ImageBounds, LayoutError, RamdiskPlacement, dom0_nr_pages,
+};
 use crate::cmdline::Config;
 use crate::domain::Domain;
 use crate::hypercall::HostInfo;
-use crate::layout::PAGE_SIZE;
+use crate::layout::{PAGE_SIZE, is_guest_l4_slot};
 use crate::loader::{GuestImageInfo, ImageError};
 
 use super::entry::GuestRegs;
-use super::paging::{self, A, D, P, RW, US};
+use super::paging::{self, A, D, P, PAGE_BYTES, RW, US};
 use super::trampoline::CpuViews;
 use super::traps::{CURRENT, Current};
 use super::{mem, paging::phys_to_virt};
@@ -46,6 +49,10 @@ pub enum BuildError {
         /// Frames free.
         free: u64,
     },
+    /// A boot module or dom0's p2m list is larger than the hypervisor's
+    /// address space can hold (impossible on x86-64, where `usize` is 64
+    /// bits).
+    TooLarge(&'static str),
 }
 
 impl fmt::Display for BuildError {
@@ -54,10 +61,16 @@ impl fmt::Display for BuildError {
             BuildError::NoKernel => f.write_str("no dom0 kernel: the boot loader passed no module"),
             BuildError::Image(e) => write!(f, "{e}"),
             BuildError::Layout(e) => write!(f, "{e}"),
-            BuildError::InitP2m => f.write_str("the INIT_P2M note (p2m list outside the initial mapping) is not supported"),
+            BuildError::InitP2m => f.write_str(
+                "the INIT_P2M note (p2m list outside the initial mapping) is not supported",
+            ),
             BuildError::OutOfMemory { wanted, free } => {
-                write!(f, "dom0_mem asks for {wanted} pages but only {free} are free")
+                write!(
+                    f,
+                    "dom0_mem asks for {wanted} pages but only {free} are free"
+                )
             }
+            BuildError::TooLarge(what) => write!(f, "the {what} does not fit in the address space"),
         }
     }
 }
@@ -70,51 +83,87 @@ struct P2m<'a> {
 impl P2m<'_> {
     fn pa(&self, va: u64, virt_base: u64) -> u64 {
         let pfn = (va - virt_base) / PAGE_SIZE;
-        (self.mfns[pfn as usize] << 12) + (va & (PAGE_SIZE - 1))
+        Mfn(self.mfns[pfn as usize]).maddr() + (va & (PAGE_SIZE - 1))
     }
 }
 
 /// Builds dom0 and makes it the current domain; returns its first context.
-pub fn build_dom0(boot: &BootInfo<'static>, config: &Config, views: &CpuViews) -> Result<GuestRegs, BuildError> {
+pub fn build_dom0(
+    boot: &BootInfo<'static>,
+    config: &Config,
+    views: &CpuViews,
+) -> Result<GuestRegs, BuildError> {
     let modules = boot.modules();
     let kernel = modules.first().ok_or(BuildError::NoKernel)?;
+    let image_len = usize::try_from(kernel.end - kernel.start)
+        .map_err(|_| BuildError::TooLarge("kernel module"))?;
     // SAFETY: the module lies in RAM the loader filled and the frame
     // allocator excludes; the direct map covers it; nothing writes it.
-    let image = unsafe { core::slice::from_raw_parts(phys_to_virt(kernel.start) as *const u8, (kernel.end - kernel.start) as usize) };
+    let image =
+        unsafe { core::slice::from_raw_parts(phys_to_virt(kernel.start) as *const u8, image_len) };
     let info = GuestImageInfo::parse_dom0(image).map_err(BuildError::Image)?;
     let ramdisk = modules.get(1);
     let ramdisk_len = ramdisk.map_or(0, |m| m.end - m.start);
 
-    let (free, _) = mem::frame_counts();
-    let nr_pages = dom0_nr_pages(&config.dom0_mem, free, &ImageBounds::from(&info), ramdisk_len).nr_pages;
-    let layout = Dom0Layout::for_image(&info, ramdisk_len, nr_pages).map_err(BuildError::Layout)?;
     if info.init_p2m.is_some() {
         return Err(BuildError::InitP2m);
     }
-    if nr_pages > free {
-        return Err(BuildError::OutOfMemory { wanted: nr_pages, free });
+    if info.bsd_symtab {
+        log::warn!("dom0: BSD_SYMTAB is not supported; the kernel gets no symbol table");
     }
+
+    // The builder needs one scratch page per 512 pages of dom0 (the p2m list
+    // is assembled there first), so that much is not offered to dom0_mem.
+    let (free, _) = mem::frame_counts();
+    let available = free - free.div_ceil(512);
+    let nr_pages = dom0_nr_pages(
+        &config.dom0_mem,
+        available,
+        &ImageBounds::from(&info),
+        ramdisk_len,
+    )
+    .nr_pages;
+    let p2m_pages = (nr_pages * 8).div_ceil(PAGE_SIZE);
+    if nr_pages + p2m_pages > free {
+        return Err(BuildError::OutOfMemory {
+            wanted: nr_pages + p2m_pages,
+            free,
+        });
+    }
+    let layout = Dom0Layout::for_image(&info, ramdisk_len, nr_pages).map_err(BuildError::Layout)?;
     log::info!(
         "dom0: {} ({}), {nr_pages} pages ({} MiB), entry {:#x}",
         info.guest_os,
         info.guest_version,
-        nr_pages * PAGE_SIZE >> 20,
+        (nr_pages * PAGE_SIZE) >> 20,
         info.entry
     );
     log_layout(&layout);
 
     // The p2m list lives in dom0's own frames; build it in a scratch area first.
-    let p2m_pages = (nr_pages * 8).div_ceil(PAGE_SIZE);
-    let scratch = mem::FRAMES.lock().as_mut().and_then(|f| f.alloc_contiguous(p2m_pages, 1)).ok_or(BuildError::OutOfMemory { wanted: nr_pages + p2m_pages, free })?;
+    let scratch = mem::FRAMES
+        .lock()
+        .as_mut()
+        .and_then(|f| f.alloc_contiguous(p2m_pages, 1))
+        .ok_or(BuildError::OutOfMemory {
+            wanted: nr_pages + p2m_pages,
+            free,
+        })?;
+    let p2m_len = usize::try_from(nr_pages).map_err(|_| BuildError::TooLarge("p2m list"))?;
     // SAFETY: the scratch frames were just allocated for this list alone.
-    let mfns = unsafe { core::slice::from_raw_parts_mut(phys_to_virt(scratch.address()) as *mut u64, nr_pages as usize) };
+    let mfns = unsafe {
+        core::slice::from_raw_parts_mut(phys_to_virt(scratch.maddr()) as *mut u64, p2m_len)
+    };
     for (pfn, slot) in mfns.iter_mut().enumerate() {
-        let mfn = mem::alloc_frame().ok_or(BuildError::OutOfMemory { wanted: nr_pages, free })?.0;
+        let mfn = mem::alloc_frame().ok_or(BuildError::OutOfMemory {
+            wanted: nr_pages,
+            free,
+        })?;
         // SAFETY: the frame was just allocated for dom0; zero it so nothing
         // of the hypervisor's past reaches the guest.
-        unsafe { core::ptr::write_bytes(phys_to_virt(mfn << 12) as *mut u8, 0, PAGE_SIZE as usize) };
-        *slot = mfn;
-        mem::set_m2p(mfn, pfn as u64);
+        unsafe { core::ptr::write_bytes(phys_to_virt(mfn.maddr()) as *mut u8, 0, PAGE_BYTES) };
+        *slot = mfn.0;
+        mem::set_m2p(mfn.0, pfn as u64);
     }
     let p2m = P2m { mfns };
     let base = layout.v_start;
@@ -124,8 +173,11 @@ pub fn build_dom0(boot: &BootInfo<'static>, config: &Config, views: &CpuViews) -
         write(segment.va, segment.file_bytes);
     }
     if let Some(module) = ramdisk {
+        let len =
+            usize::try_from(ramdisk_len).map_err(|_| BuildError::TooLarge("initrd module"))?;
         // SAFETY: as for the kernel module.
-        let bytes = unsafe { core::slice::from_raw_parts(phys_to_virt(module.start) as *const u8, ramdisk_len as usize) };
+        let bytes =
+            unsafe { core::slice::from_raw_parts(phys_to_virt(module.start) as *const u8, len) };
         match layout.ramdisk {
             RamdiskPlacement::Mapped { va, .. } => write(va.start, bytes),
             RamdiskPlacement::ByPfn { pfn } => write(base + pfn * PAGE_SIZE, bytes),
@@ -136,22 +188,35 @@ pub fn build_dom0(boot: &BootInfo<'static>, config: &Config, views: &CpuViews) -
         write(layout.p2m.va + 8 * pfn as u64, &mfn.to_le_bytes());
     }
     let shared_info = build_shared_info();
-    write(layout.start_info, &start_info(&layout, nr_pages, shared_info, boot.module_cmdline(0).unwrap_or("")));
+    let si = start_info(
+        &layout,
+        nr_pages,
+        shared_info,
+        boot.module_cmdline(0).unwrap_or(""),
+    );
+    write(layout.start_info, start_info_bytes(&si));
     if let Some(va) = info.hypercall_page {
-        write(va, &hypercall_page());
+        let mut page = [0u8; HYPERCALL_PAGE_SIZE];
+        fill_hypercall_page(&mut page);
+        write(va, &page);
     }
     let l4 = build_page_tables(&layout, &p2m);
     install_guest_l4(views, l4);
     // The scratch list has been copied into dom0; its frames go back.
     if let Some(frames) = mem::FRAMES.lock().as_mut() {
         for i in 0..p2m_pages {
-            frames.free(crate::mm::frame_alloc::Mfn(scratch.0 + i)).expect("scratch frames were allocated here");
+            frames
+                .free(Mfn(scratch.0 + i))
+                .expect("scratch frames were allocated here");
         }
     }
 
     *CURRENT.lock() = Some(Current {
         domain: Domain::dom0(nr_pages),
-        host: HostInfo { command_line: boot.hypervisor_cmdline().as_bytes(), build_id: build_id() },
+        host: HostInfo {
+            command_line: boot.hypervisor_cmdline().as_bytes(),
+            build_id: build_id(),
+        },
     });
     Ok(GuestRegs {
         rip: info.entry,
@@ -168,11 +233,17 @@ fn log_layout(l: &Dom0Layout) {
     log::info!("dom0 layout (virt_base {:#x}):", l.v_start);
     log::info!("  kernel      {:#x}-{:#x}", l.kernel.start, l.kernel.end);
     match l.ramdisk {
-        RamdiskPlacement::Mapped { va, .. } => log::info!("  ramdisk     {:#x}-{:#x}", va.start, va.end),
+        RamdiskPlacement::Mapped { va, .. } => {
+            log::info!("  ramdisk     {:#x}-{:#x}", va.start, va.end)
+        }
         RamdiskPlacement::ByPfn { pfn } => log::info!("  ramdisk     at pfn {pfn:#x} (unmapped)"),
         RamdiskPlacement::None => {}
     }
-    log::info!("  p2m list    {:#x}-{:#x}", l.p2m.va, l.p2m.va + l.p2m.bytes);
+    log::info!(
+        "  p2m list    {:#x}-{:#x}",
+        l.p2m.va,
+        l.p2m.va + l.p2m.bytes
+    );
     log::info!("  start_info  {:#x}", l.start_info);
     log::info!("  page tables {:#x} ({} frames)", l.pt_base, l.nr_pt_frames);
     log::info!("  boot stack  {:#x}-{:#x}", l.stack, l.stack_top);
@@ -183,11 +254,18 @@ fn copy_into(p2m: &P2m<'_>, virt_base: u64, va: u64, bytes: &[u8]) {
     let mut done = 0usize;
     while done < bytes.len() {
         let at = va + done as u64;
-        let n = ((PAGE_SIZE - (at & (PAGE_SIZE - 1))) as usize).min(bytes.len() - done);
+        #[allow(
+            clippy::cast_possible_truncation,
+            reason = "a page offset is below 4096"
+        )]
+        let offset = (at & (PAGE_SIZE - 1)) as usize;
+        let n = (PAGE_BYTES - offset).min(bytes.len() - done);
         let pa = p2m.pa(at, virt_base);
         // SAFETY: `pa` is inside one of dom0's frames (checked by the layout),
         // which only the builder touches before dom0 starts.
-        unsafe { core::ptr::copy_nonoverlapping(bytes[done..].as_ptr(), phys_to_virt(pa) as *mut u8, n) };
+        unsafe {
+            core::ptr::copy_nonoverlapping(bytes[done..].as_ptr(), phys_to_virt(pa) as *mut u8, n)
+        };
         done += n;
     }
 }
@@ -199,7 +277,9 @@ fn build_page_tables(layout: &Dom0Layout, p2m: &P2m<'_>) -> u64 {
     const UPPER: u64 = P | RW | A | D | US;
     let base = layout.v_start;
     let table_pa = |level: u8, va: u64| {
-        let pfn = layout.table_pfn(level, va).expect("the layout covers its own mapping");
+        let pfn = layout
+            .table_pfn(level, va)
+            .expect("the layout covers its own mapping");
         p2m.pa(base + pfn * PAGE_SIZE, base)
     };
     let mapping = layout.mapping();
@@ -209,10 +289,18 @@ fn build_page_tables(layout: &Dom0Layout, p2m: &P2m<'_>) -> u64 {
             let entry = table_pa(level - 1, va) | UPPER;
             // SAFETY: the table is one of dom0's bootstrap page-table
             // frames, which nothing else uses until dom0 starts.
-            unsafe { paging::table(table_pa(level, va))[paging::index(va, u32::from(level))] = entry };
+            unsafe {
+                paging::table(table_pa(level, va))[paging::index(va, u32::from(level))] = entry
+            };
         }
-        let page = layout.page_at(va).expect("the layout covers its own mapping");
-        let flags = if page.is_page_table { P | A } else { P | RW | A };
+        let page = layout
+            .page_at(va)
+            .expect("the layout covers its own mapping");
+        let flags = if page.is_page_table {
+            P | A
+        } else {
+            P | RW | A
+        };
         // SAFETY: as above, for the L1 table.
         unsafe { paging::table(table_pa(1, va))[paging::index(va, 1)] = p2m.pa(va, base) | flags };
         va += PAGE_SIZE;
@@ -226,8 +314,11 @@ fn install_guest_l4(views: &CpuViews, l4: u64) {
     // to dom0); only guest slots are copied, never 256-271.
     unsafe {
         let guest = paging::table(l4);
-        let (gv, hv) = (paging::table(views.guest_root), paging::table(views.hv_root));
-        for slot in (0..512).filter(|&s| !crate::layout::is_reserved_slot(s)) {
+        let (gv, hv) = (
+            paging::table(views.guest_root),
+            paging::table(views.hv_root),
+        );
+        for slot in (0..512).filter(|&s| is_guest_l4_slot(s)) {
             gv[slot] = guest[slot];
             hv[slot] = guest[slot];
         }
@@ -238,50 +329,49 @@ fn install_guest_l4(views: &CpuViews, l4: u64) {
 /// address, with events masked in every legacy vcpu_info.
 fn build_shared_info() -> u64 {
     let pa = mem::alloc_zeroed();
-    for vcpu in 0..XEN_LEGACY_MAX_VCPUS as u64 {
-        // SAFETY: the frame was just allocated; byte 1 of each 64-byte
-        // vcpu_info is evtchn_upcall_mask.
-        unsafe { (phys_to_virt(pa + vcpu * 64 + 1) as *mut u8).write(1) };
+    // SAFETY: the frame was just allocated and zeroed (a valid `SharedInfo`:
+    // integers only), is page-aligned and holds a whole `SharedInfo`, and
+    // nothing else refers to it yet.
+    let shared = unsafe { &mut *(phys_to_virt(pa) as *mut SharedInfo) };
+    for vcpu in &mut shared.vcpu_info {
+        vcpu.evtchn_upcall_mask = 1;
     }
     pa
 }
 
-fn start_info(layout: &Dom0Layout, nr_pages: u64, shared_info: u64, cmdline: &str) -> [u8; 1168] {
-    let mut si = [0u8; 1168];
-    let put = |si: &mut [u8; 1168], at: usize, v: u64| si[at..at + 8].copy_from_slice(&v.to_le_bytes());
+/// dom0's `start_info`: everything but the console info (none: no VGA) and
+/// the xenstore fields (dom0 has none).
+fn start_info(layout: &Dom0Layout, nr_pages: u64, shared_info: u64, cmdline: &str) -> StartInfo {
     let (mod_start, mod_len, mod_is_pfn) = layout.start_info_module();
     let mut flags = SifFlags::PRIVILEGED | SifFlags::INITDOMAIN;
     if mod_is_pfn {
         flags |= SifFlags::MOD_START_PFN;
     }
-    si[..START_INFO_MAGIC.len()].copy_from_slice(START_INFO_MAGIC);
-    put(&mut si, 32, nr_pages);
-    put(&mut si, 40, shared_info);
-    si[48..52].copy_from_slice(&flags.bits().to_le_bytes());
-    put(&mut si, 88, layout.pt_base);
-    put(&mut si, 96, layout.nr_pt_frames);
-    put(&mut si, 104, layout.p2m.va);
-    put(&mut si, 112, mod_start);
-    put(&mut si, 120, mod_len);
-    let n = cmdline.len().min(MAX_GUEST_CMDLINE - 1);
-    si[128..128 + n].copy_from_slice(&cmdline.as_bytes()[..n]);
+    let mut si = StartInfo::zeroed();
+    si.set_magic(START_INFO_MAGIC);
+    si.nr_pages = nr_pages;
+    si.shared_info = shared_info;
+    si.flags = flags.bits();
+    si.pt_base = layout.pt_base;
+    si.nr_pt_frames = layout.nr_pt_frames;
+    si.mfn_list = layout.p2m.va;
+    si.mod_start = mod_start;
+    si.mod_len = mod_len;
+    si.set_cmdline(cmdline.as_bytes());
     si
 }
 
-/// This hypervisor's hypercall page: `mov $n, %eax; int $0x82; ret` in every
-/// slot, the iret shape in slot 23, `int3` (0xCC) everywhere else.
-fn hypercall_page() -> [u8; 4096] {
-    let mut page = [0xCCu8; 4096];
-    for n in 0..HYPERCALL_PAGE_SLOTS {
-        let slot = &mut page[n * HYPERCALL_SLOT_SIZE..(n + 1) * HYPERCALL_SLOT_SIZE];
-        let nr = (n as u32).to_le_bytes();
-        if n == Hypercall::Iret as usize {
-            slot[..11].copy_from_slice(&[0x51, 0x41, 0x53, 0x50, 0xb8, nr[0], nr[1], nr[2], nr[3], 0xcd, 0x82]);
-        } else {
-            slot[..8].copy_from_slice(&[0xb8, nr[0], nr[1], nr[2], nr[3], 0xcd, 0x82, 0xc3]);
-        }
+/// The bytes of a `start_info`, as the guest reads them.
+fn start_info_bytes(si: &StartInfo) -> &[u8] {
+    // SAFETY: `StartInfo` is `repr(C)` without padding (dom0-abi asserts
+    // every field offset, and the fields tile its 1168 bytes), so every byte
+    // is initialised; the slice borrows `si` and is read-only.
+    unsafe {
+        core::slice::from_raw_parts(
+            (si as *const StartInfo).cast::<u8>(),
+            size_of::<StartInfo>(),
+        )
     }
-    page
 }
 
 /// The image's GNU build ID (the descriptor of `.note.gnu.build-id`).

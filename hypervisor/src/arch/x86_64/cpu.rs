@@ -70,7 +70,11 @@ pub fn features() -> Features {
     let leaf1 = __cpuid(1);
     let base_family = (leaf1.eax >> 8) & 0xf;
     let base_model = (leaf1.eax >> 4) & 0xf;
-    f.family = if base_family == 0xf { base_family + ((leaf1.eax >> 20) & 0xff) } else { base_family };
+    f.family = if base_family == 0xf {
+        base_family + ((leaf1.eax >> 20) & 0xff)
+    } else {
+        base_family
+    };
     f.model = if base_family == 0x6 || base_family == 0xf {
         base_model | (((leaf1.eax >> 16) & 0xf) << 4)
     } else {
@@ -176,7 +180,9 @@ pub unsafe fn write_cr4(v: u64) {
 pub unsafe fn rdmsr(msr: u32) -> u64 {
     let (lo, hi): (u32, u32);
     // SAFETY: the caller guarantees the MSR exists.
-    unsafe { asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags))
+    };
     (u64::from(hi) << 32) | u64::from(lo)
 }
 
@@ -189,7 +195,9 @@ pub unsafe fn wrmsr(msr: u32, value: u64) {
     #[allow(clippy::cast_possible_truncation)]
     let (lo, hi) = (value as u32, (value >> 32) as u32);
     // SAFETY: the caller guarantees the MSR and value are valid.
-    unsafe { asm!("wrmsr", in("ecx") msr, in("eax") lo, in("edx") hi, options(nostack, preserves_flags)) };
+    unsafe {
+        asm!("wrmsr", in("ecx") msr, in("eax") lo, in("edx") hi, options(nostack, preserves_flags))
+    };
 }
 
 /// Stops this CPU for good: interrupts off, `hlt` forever.

@@ -51,6 +51,9 @@ pub fn tss_bytes(rsp0: u64, ist: [u64; 3]) -> [u8; TSS_SIZE] {
         let at = 36 + 8 * i;
         t[at..at + 8].copy_from_slice(&stack.to_le_bytes());
     }
-    t[102..104].copy_from_slice(&(TSS_SIZE as u16).to_le_bytes());
+    // The I/O map base: the TSS size, 104, which fits 16 bits.
+    #[allow(clippy::cast_possible_truncation, reason = "TSS_SIZE is 104")]
+    let io_map_base = TSS_SIZE as u16;
+    t[102..104].copy_from_slice(&io_map_base.to_le_bytes());
     t
 }

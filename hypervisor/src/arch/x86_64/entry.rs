@@ -243,9 +243,14 @@ pub const fn stub_address(vector: u8) -> u64 {
 /// sane RFLAGS); this CPU's trampoline data must name the guest view to load.
 pub unsafe fn exit_to_guest(regs: &GuestRegs) -> ! {
     let stub = trampoline::TEXT + entry_text_offset(exit_to_guest_stub as *const () as u64);
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "x86-64 addresses and usize are both 64 bits"
+    )]
+    let stub = stub as usize;
     // SAFETY: `stub` is `exit_to_guest_stub` as mapped in the trampoline,
     // which both views map; the caller guarantees `regs` and the context.
-    let stub: extern "C" fn(*const GuestRegs) -> ! = unsafe { core::mem::transmute(stub as usize) };
+    let stub: extern "C" fn(*const GuestRegs) -> ! = unsafe { core::mem::transmute(stub) };
     stub(regs)
 }
 

@@ -39,7 +39,8 @@ unsafe extern "C" {
 
 /// If a page fault at `rip` came from the guest copy, the address to resume at.
 pub fn fixup(rip: u64) -> Option<u64> {
-    (rip == core::ptr::addr_of!(hv_guest_copy_insn) as u64).then(|| core::ptr::addr_of!(hv_guest_copy_fixup) as u64)
+    (rip == core::ptr::addr_of!(hv_guest_copy_insn) as u64)
+        .then_some(core::ptr::addr_of!(hv_guest_copy_fixup) as u64)
 }
 
 /// Copies `buf.len()` bytes from guest address `va`.
@@ -51,7 +52,11 @@ pub fn copy_from_guest(va: u64, buf: &mut [u8]) -> Result<(), Errno> {
     // checked to lie in guest slots, and a fault while reading it is
     // recovered by `fixup` and reported as a short copy.
     let left = unsafe { hv_guest_copy(buf.as_mut_ptr(), va as *const u8, buf.len()) };
-    if left == 0 { Ok(()) } else { Err(Errno::EFAULT) }
+    if left == 0 {
+        Ok(())
+    } else {
+        Err(Errno::EFAULT)
+    }
 }
 
 /// Copies `buf` to guest address `va`.
@@ -63,5 +68,9 @@ pub fn copy_to_guest(va: u64, buf: &[u8]) -> Result<(), Errno> {
     // the copy can only write guest-writable guest memory (CR0.WP), and a
     // fault is recovered by `fixup`; `buf` is a valid hypervisor buffer.
     let left = unsafe { hv_guest_copy(va as *mut u8, buf.as_ptr(), buf.len()) };
-    if left == 0 { Ok(()) } else { Err(Errno::EFAULT) }
+    if left == 0 {
+        Ok(())
+    } else {
+        Err(Errno::EFAULT)
+    }
 }

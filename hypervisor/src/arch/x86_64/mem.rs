@@ -1,13 +1,17 @@
 //! Machine memory at run time: the frame allocator, the heap, and the
 //! hypervisor's own page tables.
+use dom0_abi::types::Mfn;
 use linked_list_allocator::LockedHeap;
 use spin::Mutex;
 
-use crate::layout::{DIRECTMAP_BASE, IMAGE_BASE, PAGE_SIZE, STACK_SIZE, STACKS_BASE};
-use crate::mm::frame_alloc::{FrameAllocator, Mfn};
+use crate::layout::{
+    DIRECTMAP_VIRT_START, HYPERVISOR_TEXT_START, MACH2PHYS_VIRT_START, PAGE_SIZE, STACK_SIZE,
+    STACKS_BASE,
+};
+use crate::mm::frame_alloc::FrameAllocator;
 
 use super::cpu::Features;
-use super::paging::{self, NX, PageSize, RW, US};
+use super::paging::{self, NX, PAGE_BYTES, PageSize, RW, US};
 
 /// Every free machine frame.
 pub static FRAMES: Mutex<Option<FrameAllocator<'static>>> = Mutex::new(None);
@@ -16,7 +20,7 @@ pub static FRAMES: Mutex<Option<FrameAllocator<'static>>> = Mutex::new(None);
 static HEAP: LockedHeap = LockedHeap::empty();
 
 /// Bytes of hypervisor heap.
-pub const HEAP_SIZE: u64 = 1 << 20;
+pub const HEAP_SIZE: usize = 1 << 20;
 
 /// The physical range of the hypervisor image (from the linker script).
 pub fn image_range() -> (u64, u64) {
@@ -25,12 +29,15 @@ pub fn image_range() -> (u64, u64) {
         static __bss_end_phys: u8;
     }
     // The two symbols are absolute physical addresses, not objects.
-    (core::ptr::addr_of!(__load_start_phys) as u64, core::ptr::addr_of!(__bss_end_phys) as u64)
+    (
+        core::ptr::addr_of!(__load_start_phys) as u64,
+        core::ptr::addr_of!(__bss_end_phys) as u64,
+    )
 }
 
 /// Physical address of an address inside the image.
 pub fn image_to_phys(va: u64) -> u64 {
-    va - IMAGE_BASE
+    va - HYPERVISOR_TEXT_START
 }
 
 /// Sets up the frame allocator over the free `usable` ranges, carving its
@@ -50,9 +57,15 @@ pub fn init_frames(max_frame: u64, usable: &[(u64, u64)]) -> Result<(), &'static
     // SAFETY: [at, at + bytes) is free usable RAM below 4 GiB (mapped by the
     // boot tables and later by the direct map), and is excluded from the
     // allocator below so nothing else will own it.
-    let storage = unsafe { core::slice::from_raw_parts_mut((DIRECTMAP_BASE + at) as *mut u64, len) };
-    let allocator = FrameAllocator::new(storage, max_frame, usable.iter().copied(), &[(at, at + bytes)])
-        .map_err(|_| "frame allocator refused its storage")?;
+    let storage =
+        unsafe { core::slice::from_raw_parts_mut((DIRECTMAP_VIRT_START + at) as *mut u64, len) };
+    let allocator = FrameAllocator::new(
+        storage,
+        max_frame,
+        usable.iter().copied(),
+        &[(at, at + bytes)],
+    )
+    .map_err(|_| "frame allocator refused its storage")?;
     *FRAMES.lock() = Some(allocator);
     Ok(())
 }
@@ -60,11 +73,15 @@ pub fn init_frames(max_frame: u64, usable: &[(u64, u64)]) -> Result<(), &'static
 /// A zeroed frame for the hypervisor's own use; running out while the
 /// hypervisor sets itself up is fatal.
 pub fn alloc_zeroed() -> u64 {
-    let mfn = FRAMES.lock().as_mut().and_then(FrameAllocator::alloc).expect("out of memory");
-    let pa = mfn.address();
+    let mfn = FRAMES
+        .lock()
+        .as_mut()
+        .and_then(FrameAllocator::alloc)
+        .expect("out of memory");
+    let pa = mfn.maddr();
     // SAFETY: the frame was just allocated, so nothing else refers to it,
     // and the direct map covers all RAM.
-    unsafe { core::ptr::write_bytes(paging::phys_to_virt(pa) as *mut u8, 0, PAGE_SIZE as usize) };
+    unsafe { core::ptr::write_bytes(paging::phys_to_virt(pa) as *mut u8, 0, PAGE_BYTES) };
     pa
 }
 
@@ -75,7 +92,10 @@ pub fn alloc_frame() -> Option<Mfn> {
 
 /// Free and total frame counts.
 pub fn frame_counts() -> (u64, u64) {
-    FRAMES.lock().as_ref().map_or((0, 0), |f| (f.free_count(), f.total()))
+    FRAMES
+        .lock()
+        .as_ref()
+        .map_or((0, 0), |f| (f.free_count(), f.total()))
 }
 
 /// Builds the hypervisor view's root table: the image with per-section
@@ -95,20 +115,54 @@ pub fn build_hypervisor_tables(features: &Features, direct_map_end: u64) -> (u64
     let mut alloc = alloc_zeroed;
     let nx = if features.nx { NX } else { 0 };
     let sections = [
-        (core::ptr::addr_of!(__text_start), core::ptr::addr_of!(__text_end), 0),
-        (core::ptr::addr_of!(__rodata_start), core::ptr::addr_of!(__rodata_end), nx),
-        (core::ptr::addr_of!(__data_start), core::ptr::addr_of!(__data_end), nx | RW),
+        (
+            core::ptr::addr_of!(__text_start),
+            core::ptr::addr_of!(__text_end),
+            0,
+        ),
+        (
+            core::ptr::addr_of!(__rodata_start),
+            core::ptr::addr_of!(__rodata_end),
+            nx,
+        ),
+        (
+            core::ptr::addr_of!(__data_start),
+            core::ptr::addr_of!(__data_end),
+            nx | RW,
+        ),
     ];
     for (start, end, flags) in sections {
         let (start, end) = (start as u64, end as u64);
         // SAFETY: `root` is a new tree only this function uses.
-        unsafe { paging::map_range_4k(root, start, image_to_phys(start), end - start, flags, &mut alloc) };
+        unsafe {
+            paging::map_range_4k(
+                root,
+                start,
+                image_to_phys(start),
+                end - start,
+                flags,
+                &mut alloc,
+            )
+        };
     }
-    let size = if features.page1gb { PageSize::Size1G } else { PageSize::Size2M };
+    let size = if features.page1gb {
+        PageSize::Size1G
+    } else {
+        PageSize::Size2M
+    };
     let mut pa = 0;
     while pa < direct_map_end {
         // SAFETY: as above.
-        unsafe { paging::map(root, DIRECTMAP_BASE + pa, pa, RW | nx, size, &mut alloc) };
+        unsafe {
+            paging::map(
+                root,
+                DIRECTMAP_VIRT_START + pa,
+                pa,
+                RW | nx,
+                size,
+                &mut alloc,
+            )
+        };
         pa += size.bytes();
     }
     // CPU 0's stack, above an unmapped guard page.
@@ -130,7 +184,10 @@ struct M2p {
     entries: u64,
 }
 
-static M2P: Mutex<M2p> = Mutex::new(M2p { base: 0, entries: 0 });
+static M2P: Mutex<M2p> = Mutex::new(M2p {
+    base: 0,
+    entries: 0,
+});
 
 /// The M2P entry of a frame that belongs to no guest pseudo-physical page.
 pub const INVALID_M2P_ENTRY: u64 = u64::MAX;
@@ -144,23 +201,39 @@ pub fn build_m2p(root: u64, max_frame: u64) {
         .as_mut()
         .and_then(|f| f.alloc_contiguous(pages, 1))
         .expect("no contiguous memory for the M2P");
-    let base = first.address();
+    let base = first.maddr();
+    let bytes = usize::try_from(pages * PAGE_SIZE).expect("the M2P fits in the address space");
     // SAFETY: the frames were just allocated for the M2P alone.
-    unsafe { core::ptr::write_bytes(paging::phys_to_virt(base) as *mut u8, 0xff, (pages * PAGE_SIZE) as usize) };
+    unsafe { core::ptr::write_bytes(paging::phys_to_virt(base) as *mut u8, 0xff, bytes) };
     let mut alloc = alloc_zeroed;
     for i in 0..pages {
-        let va = crate::layout::MACH2PHYS_VIRT_START + i * PAGE_SIZE;
+        let va = MACH2PHYS_VIRT_START + i * PAGE_SIZE;
         // SAFETY: `root` is the hypervisor's tree under construction; slot
         // 256 holds only the M2P.
-        unsafe { paging::map(root, va, base + i * PAGE_SIZE, US | NX, PageSize::Size4K, &mut alloc) };
+        unsafe {
+            paging::map(
+                root,
+                va,
+                base + i * PAGE_SIZE,
+                US | NX,
+                PageSize::Size4K,
+                &mut alloc,
+            )
+        };
     }
-    *M2P.lock() = M2p { base, entries: max_frame };
+    *M2P.lock() = M2p {
+        base,
+        entries: max_frame,
+    };
 }
 
 /// Records that machine frame `mfn` holds pseudo-physical page `pfn`.
 pub fn set_m2p(mfn: u64, pfn: u64) {
     let m2p = M2P.lock();
-    assert!(mfn < m2p.entries, "M2P update for frame {mfn:#x} beyond the table");
+    assert!(
+        mfn < m2p.entries,
+        "M2P update for frame {mfn:#x} beyond the table"
+    );
     // SAFETY: the entry lies inside the M2P frames, which only this module
     // writes, through the direct map.
     unsafe { (paging::phys_to_virt(m2p.base + mfn * 8) as *mut u64).write(pfn) };
@@ -168,7 +241,7 @@ pub fn set_m2p(mfn: u64, pfn: u64) {
 
 /// Gives the heap its memory.
 pub fn init_heap() {
-    let pages = HEAP_SIZE / PAGE_SIZE;
+    let pages = (HEAP_SIZE / PAGE_BYTES) as u64;
     let first = FRAMES
         .lock()
         .as_mut()
@@ -176,5 +249,8 @@ pub fn init_heap() {
         .expect("no contiguous memory for the heap");
     // SAFETY: the frames were just allocated for the heap alone and are
     // mapped by the direct map.
-    unsafe { HEAP.lock().init(paging::phys_to_virt(first.address()) as *mut u8, HEAP_SIZE as usize) };
+    unsafe {
+        HEAP.lock()
+            .init(paging::phys_to_virt(first.maddr()) as *mut u8, HEAP_SIZE)
+    };
 }

@@ -2,7 +2,11 @@
 //! §4.5). Every table frame is reached through the direct map; the boot code
 //! maps its first 4 GiB before any Rust runs, and frames used before the
 //! final direct map exists come from there.
-use crate::layout::{DIRECTMAP_BASE, PAGE_SIZE};
+use crate::layout::{DIRECTMAP_VIRT_START, PAGE_SIZE};
+
+/// [`PAGE_SIZE`] as a `usize`, for byte counts of whole frames.
+#[allow(clippy::cast_possible_truncation, reason = "4096 fits in every usize")]
+pub const PAGE_BYTES: usize = PAGE_SIZE as usize;
 
 /// Present.
 pub const P: u64 = 1 << 0;
@@ -38,7 +42,7 @@ impl PageSize {
     /// Bytes mapped by one entry.
     pub const fn bytes(self) -> u64 {
         match self {
-            PageSize::Size4K => 1 << 12,
+            PageSize::Size4K => PAGE_SIZE,
             PageSize::Size2M => 1 << 21,
             PageSize::Size1G => 1 << 30,
         }
@@ -56,7 +60,7 @@ impl PageSize {
 
 /// The direct-map address of a physical address.
 pub const fn phys_to_virt(pa: u64) -> u64 {
-    DIRECTMAP_BASE + pa
+    DIRECTMAP_VIRT_START + pa
 }
 
 /// The 512 entries of the table in frame `pa`.
@@ -84,7 +88,14 @@ pub const fn index(va: u64, level: u32) -> usize {
 /// `root` and every table under it must be hypervisor-owned page tables not
 /// in use through another reference; the new mapping must not remove or
 /// change what running code depends on.
-pub unsafe fn map(root: u64, va: u64, pa: u64, flags: u64, size: PageSize, alloc: &mut dyn FnMut() -> u64) {
+pub unsafe fn map(
+    root: u64,
+    va: u64,
+    pa: u64,
+    flags: u64,
+    size: PageSize,
+    alloc: &mut dyn FnMut() -> u64,
+) {
     let mut table_pa = root;
     let mut level = 4;
     while level > size.level() {
@@ -100,7 +111,11 @@ pub unsafe fn map(root: u64, va: u64, pa: u64, flags: u64, size: PageSize, alloc
         table_pa = *slot & ADDR_MASK;
         level -= 1;
     }
-    let leaf_flags = if size == PageSize::Size4K { flags | P } else { flags | P | PS };
+    let leaf_flags = if size == PageSize::Size4K {
+        flags | P
+    } else {
+        flags | P | PS
+    };
     // SAFETY: as above.
     let entries = unsafe { table(table_pa) };
     entries[index(va, level)] = (pa & ADDR_MASK) | leaf_flags;
@@ -110,7 +125,14 @@ pub unsafe fn map(root: u64, va: u64, pa: u64, flags: u64, size: PageSize, alloc
 ///
 /// # Safety
 /// As for [`map`].
-pub unsafe fn map_range_4k(root: u64, va: u64, pa: u64, len: u64, flags: u64, alloc: &mut dyn FnMut() -> u64) {
+pub unsafe fn map_range_4k(
+    root: u64,
+    va: u64,
+    pa: u64,
+    len: u64,
+    flags: u64,
+    alloc: &mut dyn FnMut() -> u64,
+) {
     let mut off = 0;
     while off < len {
         // SAFETY: forwarded from the caller.

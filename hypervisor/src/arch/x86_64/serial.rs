@@ -26,7 +26,10 @@ pub fn init(baud: u32) {
         Ok(uart) => uart,
         Err(_) => return,
     };
-    let config = Config { baud_rate: uart_16550::BaudRate::from_integer(baud), ..Config::DEFAULT };
+    let config = Config {
+        baud_rate: uart_16550::BaudRate::from_integer(baud),
+        ..Config::DEFAULT
+    };
     if uart.init(config).is_err() {
         return;
     }
@@ -118,7 +121,10 @@ impl LineBuffer {
     const MARK: &'static [u8] = b"...\r\n";
 
     fn new() -> Self {
-        LineBuffer { bytes: [0; 512], len: 0 }
+        LineBuffer {
+            bytes: [0; 512],
+            len: 0,
+        }
     }
 
     fn as_bytes(&self) -> &[u8] {

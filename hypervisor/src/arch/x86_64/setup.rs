@@ -12,7 +12,11 @@ use super::{acpi, builder, cpu, machine, mem, pic, serial, trampoline, traps};
 extern "C" fn hv_start64(magic: u32, info: u32) -> ! {
     serial::init(115200);
     pic::disable();
-    log::info!("oxen {} ({}), a Xen-compatible PV hypervisor", env!("CARGO_PKG_VERSION"), env!("HV_CHANGESET"));
+    log::info!(
+        "oxen {} ({}), a Xen-compatible PV hypervisor",
+        env!("CARGO_PKG_VERSION"),
+        env!("HV_CHANGESET")
+    );
     let boot = match super::bootinfo::read(magic, info) {
         Ok(boot) => boot,
         Err(e) => panic!("boot information unusable: {e}"),
@@ -21,12 +25,19 @@ extern "C" fn hv_start64(magic: u32, info: u32) -> ! {
     let (config, diagnostics) = cmdline::parse(command_line);
     log::set_max_level(config.loglvl.level);
     log::info!("command line: {command_line}");
-    log::info!("boot loader: {} ({:?})", boot.loader_name.unwrap_or("unknown"), boot.protocol);
+    log::info!(
+        "boot loader: {} ({:?})",
+        boot.loader_name.unwrap_or("unknown"),
+        boot.protocol
+    );
     for diagnostic in diagnostics.iter() {
         log::warn!("command line: {diagnostic}");
     }
     if diagnostics.dropped() > 0 {
-        log::warn!("command line: {} more problems not shown", diagnostics.dropped());
+        log::warn!(
+            "command line: {} more problems not shown",
+            diagnostics.dropped()
+        );
     }
 
     let features = cpu::features();
@@ -43,7 +54,16 @@ extern "C" fn hv_start64(magic: u32, info: u32) -> ! {
     mem::init_heap();
     // SAFETY: `hv_root` is live and holds the M2P; the allocator hands out
     // zeroed hypervisor frames.
-    let views = unsafe { trampoline::build(0, hv_root, hv_stack_top, pcid, &mut mem::alloc_zeroed, mem::image_to_phys) };
+    let views = unsafe {
+        trampoline::build(
+            0,
+            hv_root,
+            hv_stack_top,
+            pcid,
+            &mut mem::alloc_zeroed,
+            mem::image_to_phys,
+        )
+    };
     // SAFETY: `views` was just built for this CPU and `hv_root` is CR3.
     unsafe { trampoline::load(&views) };
     acpi::report(match boot.rsdp {
@@ -51,7 +71,11 @@ extern "C" fn hv_start64(magic: u32, info: u32) -> ! {
         None => acpi::RsdpSource::Search,
     });
     let (free, total) = mem::frame_counts();
-    log::info!("memory: {} MiB usable, {} MiB free after setup", total * PAGE_SIZE >> 20, free * PAGE_SIZE >> 20);
+    log::info!(
+        "memory: {} MiB usable, {} MiB free after setup",
+        (total * PAGE_SIZE) >> 20,
+        (free * PAGE_SIZE) >> 20
+    );
 
     let mut regs = match builder::build_dom0(&boot, &config, &views) {
         Ok(regs) => regs,
@@ -66,10 +90,26 @@ extern "C" fn hv_start64(magic: u32, info: u32) -> ! {
 
 fn report_cpu(f: &cpu::Features) {
     let vendor = core::str::from_utf8(&f.vendor).unwrap_or("?");
-    log::info!("CPU: {vendor} family {:#x} model {:#x} stepping {}, {} physical / {} virtual address bits", f.family, f.model, f.stepping, f.phys_bits, f.virt_bits);
+    log::info!(
+        "CPU: {vendor} family {:#x} model {:#x} stepping {}, {} physical / {} virtual address bits",
+        f.family,
+        f.model,
+        f.stepping,
+        f.phys_bits,
+        f.virt_bits
+    );
     log::info!(
         "CPU features: nx={} pge={} pcid={} invpcid={} smep={} smap={} umip={} 1g-pages={} xsave={} invariant-tsc={}",
-        f.nx, f.pge, f.pcid, f.invpcid, f.smep, f.smap, f.umip, f.page1gb, f.xsave, f.invariant_tsc
+        f.nx,
+        f.pge,
+        f.pcid,
+        f.invpcid,
+        f.smep,
+        f.smap,
+        f.umip,
+        f.page1gb,
+        f.xsave,
+        f.invariant_tsc
     );
     if !f.nx {
         log::warn!("CPU has no NX: hypervisor data is executable");
@@ -83,21 +123,45 @@ fn init_memory(boot: &BootInfo<'static>) -> (u64, u64) {
     let (image_start, image_end) = mem::image_range();
     let mut excluded = [PhysRange { start: 0, end: 0 }; 2 + MAX_MODULES + MAX_BOOT_DATA_RANGES];
     let mut n = 0;
-    let ranges = [PhysRange { start: 0, end: 0x10_0000 }, PhysRange { start: image_start, end: image_end }];
-    let modules = boot.modules().iter().map(|m| PhysRange { start: m.start, end: m.end });
-    for range in ranges.into_iter().chain(modules).chain(boot.boot_data_ranges().iter().copied()) {
+    let ranges = [
+        PhysRange {
+            start: 0,
+            end: 0x10_0000,
+        },
+        PhysRange {
+            start: image_start,
+            end: image_end,
+        },
+    ];
+    let modules = boot.modules().iter().map(|m| PhysRange {
+        start: m.start,
+        end: m.end,
+    });
+    for range in ranges
+        .into_iter()
+        .chain(modules)
+        .chain(boot.boot_data_ranges().iter().copied())
+    {
         excluded[n] = range;
         n += 1;
     }
     let mut usable = [(0u64, 0u64); 64];
     let mut count = 0;
     for range in boot.usable_ranges(&excluded[..n]) {
-        log::info!("RAM: {:#014x}-{:#014x} ({} KiB free)", range.start, range.end, range.len() >> 10);
+        log::info!(
+            "RAM: {:#014x}-{:#014x} ({} KiB free)",
+            range.start,
+            range.end,
+            range.len() >> 10
+        );
         if count < usable.len() {
             usable[count] = (range.start, range.end);
             count += 1;
         } else {
-            log::warn!("RAM: more than {} free ranges; the rest is not used", usable.len());
+            log::warn!(
+                "RAM: more than {} free ranges; the rest is not used",
+                usable.len()
+            );
             break;
         }
     }
@@ -105,13 +169,23 @@ fn init_memory(boot: &BootInfo<'static>) -> (u64, u64) {
     if let Err(e) = mem::init_frames(max_frame, &usable[..count]) {
         panic!("memory: {e}");
     }
-    (max_frame, (max_frame * PAGE_SIZE).max(1 << 32).next_multiple_of(1 << 30))
+    (
+        max_frame,
+        (max_frame * PAGE_SIZE)
+            .max(1 << 32)
+            .next_multiple_of(1 << 30),
+    )
 }
 
 /// CR0.WP, SMEP, UMIP, PGE and PCID where the CPU has them.
 fn enable_protections(f: &cpu::Features) {
     let mut cr4 = cpu::read_cr4();
-    for (present, bit) in [(f.smep, cpu::CR4_SMEP), (f.umip, cpu::CR4_UMIP), (f.pge, cpu::CR4_PGE), (f.pcid, cpu::CR4_PCIDE)] {
+    for (present, bit) in [
+        (f.smep, cpu::CR4_SMEP),
+        (f.umip, cpu::CR4_UMIP),
+        (f.pge, cpu::CR4_PGE),
+        (f.pcid, cpu::CR4_PCIDE),
+    ] {
         if present {
             cr4 |= bit;
         }

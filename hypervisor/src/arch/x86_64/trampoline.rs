@@ -14,22 +14,35 @@
 //! instruction and read-only from then on.
 use core::arch::asm;
 
+use dom0_abi::hypercall::HYPERCALL_VECTOR;
 use dom0_abi::segment::{
-    FIRST_RESERVED_GDT_BYTE, FLAT_RING3_CS32, FLAT_RING3_CS64, FLAT_RING3_DS, HYPERVISOR_CS, HYPERVISOR_DS,
-    RING1_KERNEL_CS, RING1_KERNEL_SS,
+    FIRST_RESERVED_GDT_BYTE, FIRST_RESERVED_GDT_PAGE, FLAT_RING3_CS32, FLAT_RING3_CS64,
+    FLAT_RING3_DS, HYPERVISOR_CS, HYPERVISOR_DS, RING1_KERNEL_CS, RING1_KERNEL_SS,
 };
 
-use crate::layout::{PAGE_SIZE, trampoline as t};
+use crate::layout::{M2P_L4_SLOT, PAGE_SIZE, TRAMPOLINE_L4_SLOT, trampoline as t};
 
 use super::desc;
 use super::entry::{entry_text_image_start, stub_address};
 use super::paging::{self, G, NX, RW};
-use super::traps::HYPERCALL_VECTOR;
 
 /// Selector of this CPU's TSS (two GDT slots after the fixed ones).
 pub const TSS_SELECTOR: u16 = 0xe040;
+/// The GDT page holding the hypervisor's reserved entries (14: entries
+/// 7168-7679), after the guest's pages.
+const RESERVED_PAGE: u64 = FIRST_RESERVED_GDT_PAGE as u64;
 /// One past the last GDT byte in use.
 const GDT_END: u64 = FIRST_RESERVED_GDT_BYTE as u64 + 0x50;
+/// The GDT limit (`GDT_END - 1`), which must fit the GDTR's 16-bit field.
+const GDT_LIMIT: u16 = {
+    assert!(GDT_END - 1 <= u16::MAX as u64);
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "checked against u16::MAX just above"
+    )]
+    let limit = (GDT_END - 1) as u16;
+    limit
+};
 
 /// The two root tables of one CPU.
 #[derive(Clone, Copy, Debug)]
@@ -71,9 +84,17 @@ pub unsafe fn build(
         fill_gdt(paging::table(gdt));
         let tss_bytes = desc::tss_bytes(
             t::stack_top(t::ENTRY_STACK),
-            [t::stack_top(t::NMI_STACK), t::stack_top(t::DF_STACK), t::stack_top(t::MC_STACK)],
+            [
+                t::stack_top(t::NMI_STACK),
+                t::stack_top(t::DF_STACK),
+                t::stack_top(t::MC_STACK),
+            ],
         );
-        core::ptr::copy_nonoverlapping(tss_bytes.as_ptr(), paging::phys_to_virt(tss) as *mut u8, tss_bytes.len());
+        core::ptr::copy_nonoverlapping(
+            tss_bytes.as_ptr(),
+            paging::phys_to_virt(tss) as *mut u8,
+            tss_bytes.len(),
+        );
     }
 
     let map = |va: u64, pa: u64, flags: u64, alloc: &mut dyn FnMut() -> u64| {
@@ -92,11 +113,14 @@ pub unsafe fn build(
     map(t::DATA, data, NX, alloc);
     map(t::IDT, idt, NX, alloc);
     map(t::TSS, tss, NX, alloc);
-    for page in 0..14 {
+    for page in 0..RESERVED_PAGE {
         map(t::GDT + page * PAGE_SIZE, zero, NX, alloc);
     }
-    map(t::GDT + 14 * PAGE_SIZE, gdt, NX | RW, alloc);
-    for (bottom, pa) in [t::ENTRY_STACK, t::NMI_STACK, t::DF_STACK, t::MC_STACK].into_iter().zip(stacks) {
+    map(t::GDT + RESERVED_PAGE * PAGE_SIZE, gdt, NX | RW, alloc);
+    for (bottom, pa) in [t::ENTRY_STACK, t::NMI_STACK, t::DF_STACK, t::MC_STACK]
+        .into_iter()
+        .zip(stacks)
+    {
         map(bottom, pa, NX | RW, alloc);
     }
 
@@ -106,17 +130,22 @@ pub unsafe fn build(
     unsafe {
         let hv = paging::table(hv_root);
         let guest = paging::table(guest_root);
-        guest[crate::layout::M2P_SLOT] = hv[crate::layout::M2P_SLOT];
-        guest[crate::layout::TRAMPOLINE_SLOT] = hv[crate::layout::TRAMPOLINE_SLOT];
+        guest[M2P_L4_SLOT] = hv[M2P_L4_SLOT];
+        guest[TRAMPOLINE_L4_SLOT] = hv[TRAMPOLINE_L4_SLOT];
     }
     let guest_cr3 = guest_root | u64::from(pcid);
-    let views = CpuViews { hv_root, guest_cr3, guest_root };
+    let views = CpuViews {
+        hv_root,
+        guest_cr3,
+        guest_root,
+    };
     // SAFETY: the data page is this CPU's, mapped read-only for everyone but
     // the hypervisor, which writes it here through the direct map.
     unsafe {
         let d = paging::phys_to_virt(data) as *mut u64;
         d.add((t::data::HV_CR3 / 8) as usize).write(hv_root);
-        d.add((t::data::HV_STACK_TOP / 8) as usize).write(hv_stack_top);
+        d.add((t::data::HV_STACK_TOP / 8) as usize)
+            .write(hv_stack_top);
         d.add((t::data::GUEST_CR3 / 8) as usize).write(guest_cr3);
         d.add((t::data::CPU / 8) as usize).write(cpu);
     }
@@ -137,7 +166,7 @@ fn fill_idt(idt: &mut [u64; 512]) {
             8 => (2, 0),
             18 => (3, 0),
             3 | 4 => (0, 3),
-            v if u64::from(v) == HYPERCALL_VECTOR => (0, 1),
+            HYPERCALL_VECTOR => (0, 1),
             _ => (0, 0),
         };
         let gate = desc::interrupt_gate(stub_address(vector), HYPERVISOR_CS, ist, dpl);
@@ -172,8 +201,14 @@ pub unsafe fn load(views: &CpuViews) {
         limit: u16,
         base: u64,
     }
-    let gdtr = Pointer { limit: (GDT_END - 1) as u16, base: t::GDT };
-    let idtr = Pointer { limit: 4095, base: t::IDT };
+    let gdtr = Pointer {
+        limit: GDT_LIMIT,
+        base: t::GDT,
+    };
+    let idtr = Pointer {
+        limit: 4095,
+        base: t::IDT,
+    };
     // SAFETY: the GDT holds the hypervisor's code and data descriptors at
     // the selectors loaded here; the far return reloads CS from it.
     unsafe {
@@ -200,11 +235,12 @@ pub unsafe fn load(views: &CpuViews) {
             tmp = out(reg) _,
         );
     }
-    let reserved = t::GDT + 14 * PAGE_SIZE;
+    let reserved = t::GDT + RESERVED_PAGE * PAGE_SIZE;
     // SAFETY: `hv_root` is the live tree; the entry is this CPU's reserved
     // GDT page, which from now on only the CPU reads.
     unsafe {
-        let (entry_pa, entry) = paging::lookup(views.hv_root, reserved).expect("GDT page is mapped");
+        let (entry_pa, entry) =
+            paging::lookup(views.hv_root, reserved).expect("GDT page is mapped");
         (paging::phys_to_virt(entry_pa) as *mut u64).write(entry & !RW);
     }
     super::cpu::invlpg(reserved);

@@ -2,19 +2,21 @@
 //! exceptions in the hypervisor itself.
 use core::fmt::Write;
 
+use dom0_abi::hypercall::HYPERCALL_VECTOR;
 use dom0_abi::sched::ShutdownReason;
-use dom0_abi::segment::{FLAT_RING3_CS32, FLAT_RING3_CS64, FLAT_RING3_DS, RING1_KERNEL_CS, RING1_KERNEL_SS};
+use dom0_abi::segment::{
+    FLAT_RING3_CS32, FLAT_RING3_CS64, FLAT_RING3_DS, RING1_KERNEL_CS, RING1_KERNEL_SS,
+};
 use spin::Mutex;
 
 use crate::domain::{Domain, RunState};
 use crate::exit::HostExit;
 use crate::hypercall::{Env, HostInfo, dispatch::dispatch};
+use crate::layout::{DIRECTMAP_VIRT_START, HYPERVISOR_TEXT_START};
 
 use super::entry::{GuestRegs, exit_to_guest};
 use super::{cpu, guest_mem, machine, serial};
 
-/// The IDT vector of the hypercall gate (DPL 1: only ring 1 can use it).
-pub const HYPERCALL_VECTOR: u64 = 0x82;
 /// Page-fault vector.
 const PF_VECTOR: u64 = 14;
 
@@ -47,7 +49,7 @@ pub fn from_guest(regs: &mut GuestRegs) -> ! {
         let Some(current) = guard.as_mut() else {
             panic!("entry from a guest while no domain runs")
         };
-        if regs.vector == HYPERCALL_VECTOR {
+        if regs.vector == u64::from(HYPERCALL_VECTOR) {
             hypercall(current, regs);
         } else {
             guest_exception(&mut current.domain, regs);
@@ -61,13 +63,18 @@ pub fn from_guest(regs: &mut GuestRegs) -> ! {
 
 fn hypercall(current: &mut Current, regs: &mut GuestRegs) {
     let mut env = ArchEnv { current };
-    let result = dispatch(&mut env, regs.rax, [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8]);
-    regs.rax = result as u64;
+    let result = dispatch(
+        &mut env,
+        regs.rax,
+        [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8],
+    );
+    regs.rax = result.cast_unsigned();
     if cfg!(debug_assertions) {
         // Argument registers are clobbered by the ABI: make sure no guest
         // comes to rely on them surviving.
         const POISON: u64 = 0xdead_beef_dead_f00d;
-        (regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8) = (POISON, POISON, POISON, POISON, POISON);
+        (regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8) =
+            (POISON, POISON, POISON, POISON, POISON);
     }
 }
 
@@ -107,12 +114,26 @@ fn dom0_shut_down(reason: u8) -> ! {
         Some(ShutdownReason::Poweroff) => (HostExit::Dom0Poweroff, "halting the machine"),
         Some(ShutdownReason::Crash) => (HostExit::Dom0Crash, "crashed"),
         Some(ShutdownReason::Reboot) => (HostExit::Dom0Reboot, "rebooting the machine"),
-        Some(ShutdownReason::Suspend) => (HostExit::Dom0Suspend, "suspend is not supported for dom0; stopping"),
-        Some(ShutdownReason::Watchdog) => (HostExit::Dom0Watchdog, "watchdog: rebooting the machine"),
-        Some(ShutdownReason::SoftReset) => (HostExit::Dom0SoftReset, "soft reset is not supported for dom0; rebooting"),
-        None => (HostExit::Dom0Reboot, "unknown reason; rebooting the machine"),
+        Some(ShutdownReason::Suspend) => (
+            HostExit::Dom0Suspend,
+            "suspend is not supported for dom0; stopping",
+        ),
+        Some(ShutdownReason::Watchdog) => {
+            (HostExit::Dom0Watchdog, "watchdog: rebooting the machine")
+        }
+        Some(ShutdownReason::SoftReset) => (
+            HostExit::Dom0SoftReset,
+            "soft reset is not supported for dom0; rebooting",
+        ),
+        None => (
+            HostExit::Dom0Reboot,
+            "unknown reason; rebooting the machine",
+        ),
     };
-    log::info!("dom0 shut down (reason {reason}: {}): {what}", outcome.name());
+    log::info!(
+        "dom0 shut down (reason {reason}: {}): {what}",
+        outcome.name()
+    );
     machine::end(outcome)
 }
 
@@ -120,16 +141,20 @@ fn dom0_shut_down(reason: u8) -> ! {
 /// and no privilege bits in RFLAGS (IOPL 0, no VM/NT, IF set).
 fn context_is_safe(regs: &mut GuestRegs) -> bool {
     const IF: u64 = 1 << 9;
-    const KEEP: u64 = 0x0000_0000_0004_0cd5 | (1 << 21); // CF PF AF ZF SF TF DF OF AC ID
+    const KEEP: u64 = 0x0000_0000_0004_0dd5 | (1 << 21); // CF PF AF ZF SF TF DF OF AC ID
     regs.rflags = (regs.rflags & KEEP) | IF | 0x2;
     let (cs, ss) = (regs.cs, regs.ss);
     let kernel = cs == u64::from(RING1_KERNEL_CS) && ss == u64::from(RING1_KERNEL_SS);
-    let user = (cs == u64::from(FLAT_RING3_CS64) || cs == u64::from(FLAT_RING3_CS32)) && ss == u64::from(FLAT_RING3_DS);
+    let user = (cs == u64::from(FLAT_RING3_CS64) || cs == u64::from(FLAT_RING3_CS32))
+        && ss == u64::from(FLAT_RING3_DS);
     kernel || user
 }
 
 fn fatal_guest_context(regs: &GuestRegs) -> ! {
-    panic!("refusing to load a guest context with cs {:#x} ss {:#x}", regs.cs, regs.ss)
+    panic!(
+        "refusing to load a guest context with cs {:#x} ss {:#x}",
+        regs.cs, regs.ss
+    )
 }
 
 struct ArchEnv<'a> {
@@ -176,7 +201,14 @@ pub fn from_hypervisor(regs: &mut GuestRegs) {
         regs.error_code,
         regs.rip
     );
-    let _ = writeln!(out, "(HV)   cr2 {:#018x} cr3 {:#018x} cr0 {:#018x} cr4 {:#018x}\r", cpu::read_cr2(), cpu::read_cr3(), cpu::read_cr0(), cpu::read_cr4());
+    let _ = writeln!(
+        out,
+        "(HV)   cr2 {:#018x} cr3 {:#018x} cr0 {:#018x} cr4 {:#018x}\r",
+        cpu::read_cr2(),
+        cpu::read_cr3(),
+        cpu::read_cr0(),
+        cpu::read_cr4()
+    );
     dump_registers(&mut out, regs);
     backtrace(&mut out, regs.rbp);
     machine::end(HostExit::HypervisorPanic)
@@ -201,7 +233,7 @@ fn dump_registers(out: &mut serial::Console, r: &GuestRegs) {
 pub fn backtrace(out: &mut serial::Console, mut rbp: u64) {
     let _ = writeln!(out, "(HV)   backtrace:\r");
     for _ in 0..16 {
-        if rbp < crate::layout::IMAGE_BASE || rbp >= crate::layout::DIRECTMAP_BASE || rbp % 8 != 0 {
+        if !(HYPERVISOR_TEXT_START..DIRECTMAP_VIRT_START).contains(&rbp) || !rbp.is_multiple_of(8) {
             break;
         }
         // SAFETY: `rbp` lies in the hypervisor's own mapped area (image or
@@ -215,15 +247,38 @@ pub fn backtrace(out: &mut serial::Console, mut rbp: u64) {
 /// Xen-style mnemonic of an exception vector.
 pub fn exception_name(vector: u64) -> &'static str {
     const NAMES: [&str; 32] = [
-        "#DE (divide error)", "#DB (debug)", "NMI", "#BP (breakpoint)", "#OF (overflow)",
-        "#BR (bound range)", "#UD (invalid opcode)", "#NM (device not available)",
-        "#DF (double fault)", "coprocessor segment overrun", "#TS (invalid TSS)",
-        "#NP (segment not present)", "#SS (stack fault)", "#GP (general protection)",
-        "#PF (page fault)", "reserved vector 15", "#MF (x87 error)", "#AC (alignment check)",
-        "#MC (machine check)", "#XM (SIMD error)", "#VE (virtualization)", "#CP (control protection)",
-        "reserved vector 22", "reserved vector 23", "reserved vector 24", "reserved vector 25",
-        "reserved vector 26", "reserved vector 27", "#HV (hypervisor injection)",
-        "#VC (VMM communication)", "#SX (security)", "reserved vector 31",
+        "#DE (divide error)",
+        "#DB (debug)",
+        "NMI",
+        "#BP (breakpoint)",
+        "#OF (overflow)",
+        "#BR (bound range)",
+        "#UD (invalid opcode)",
+        "#NM (device not available)",
+        "#DF (double fault)",
+        "coprocessor segment overrun",
+        "#TS (invalid TSS)",
+        "#NP (segment not present)",
+        "#SS (stack fault)",
+        "#GP (general protection)",
+        "#PF (page fault)",
+        "reserved vector 15",
+        "#MF (x87 error)",
+        "#AC (alignment check)",
+        "#MC (machine check)",
+        "#XM (SIMD error)",
+        "#VE (virtualization)",
+        "#CP (control protection)",
+        "reserved vector 22",
+        "reserved vector 23",
+        "reserved vector 24",
+        "reserved vector 25",
+        "reserved vector 26",
+        "reserved vector 27",
+        "#HV (hypervisor injection)",
+        "#VC (VMM communication)",
+        "#SX (security)",
+        "reserved vector 31",
     ];
     match usize::try_from(vector) {
         Ok(v) if v < NAMES.len() => NAMES[v],
