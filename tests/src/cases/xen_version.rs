@@ -223,7 +223,11 @@ pub fn run(_start_info: &'static StartInfo) {
             // SAFETY: `ptr` is unmapped or in the hypervisor's reserved
             // range: no Rust memory, and the hypervisor must refuse it.
             let ret = unsafe { hc::xen_version_raw(cmd as u64, ptr) };
-            report::check_ret(format_args!("sub-op {} with {what}", cmd as u32), ret, Errno::EFAULT.neg());
+            report::check_ret(
+                format_args!("sub-op {} with {what}", cmd as u32),
+                ret,
+                Errno::EFAULT.neg(),
+            );
         }
     }
 }
