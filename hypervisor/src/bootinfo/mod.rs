@@ -526,6 +526,29 @@ impl Iterator for UsableRanges<'_> {
     }
 }
 
+/// A slice length as `u64` (saturating; lengths fit on every target).
+pub(crate) fn len_u64(len: usize) -> u64 {
+    u64::try_from(len).unwrap_or(u64::MAX)
+}
+
+/// The little-endian `u32` at `at`, or 0 past the end (callers check sizes first).
+pub(crate) fn le32(bytes: &[u8], at: usize) -> u32 {
+    let mut out = [0u8; 4];
+    if let Some(src) = bytes.get(at..at + 4) {
+        out.copy_from_slice(src);
+    }
+    u32::from_le_bytes(out)
+}
+
+/// The little-endian `u64` at `at`, or 0 past the end (callers check sizes first).
+pub(crate) fn le64(bytes: &[u8], at: usize) -> u64 {
+    let mut out = [0u8; 8];
+    if let Some(src) = bytes.get(at..at + 8) {
+        out.copy_from_slice(src);
+    }
+    u64::from_le_bytes(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 use super::{BootInfo, BootInfoError, MULTIBOOT1_MAGIC, MemoryKind, Protocol};
+use super::{le32, le64, len_u64};
 
 /// `flags` bit: `mem_lower`/`mem_upper` are valid.
 pub const FLAG_MEM: u32 = 1 << 0;
@@ -217,26 +218,6 @@ fn read_memory_map<M: PhysMem>(
         offset += 4 + entry_len;
     }
     Ok(())
-}
-
-fn len_u64(len: usize) -> u64 {
-    u64::try_from(len).unwrap_or(u64::MAX)
-}
-
-fn le32(bytes: &[u8], at: usize) -> u32 {
-    let mut out = [0u8; 4];
-    if let Some(src) = bytes.get(at..at + 4) {
-        out.copy_from_slice(src);
-    }
-    u32::from_le_bytes(out)
-}
-
-fn le64(bytes: &[u8], at: usize) -> u64 {
-    let mut out = [0u8; 8];
-    if let Some(src) = bytes.get(at..at + 8) {
-        out.copy_from_slice(src);
-    }
-    u64::from_le_bytes(out)
 }
 
 #[cfg(test)]

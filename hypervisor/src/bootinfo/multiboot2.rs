@@ -21,6 +21,7 @@ use multiboot2::{BootInformation, DynSizedStructure, TagHeader, TagType};
 type GenericInfoTag = DynSizedStructure<TagHeader>;
 
 use super::{BootInfo, BootInfoError, MemoryKind, Protocol, Rsdp};
+use super::{le32, le64, len_u64};
 
 /// Size of the fixed header (`total_size`, reserved) and of a tag header.
 const HEADER_SIZE: usize = 8;
@@ -231,26 +232,6 @@ fn le32_at(bytes: &[u8], at: usize, what: &'static str) -> Result<u32, BootInfoE
             what,
             size: len_u64(bytes.len()),
         })
-}
-
-fn len_u64(len: usize) -> u64 {
-    u64::try_from(len).unwrap_or(u64::MAX)
-}
-
-fn le32(bytes: &[u8], at: usize) -> u32 {
-    let mut out = [0u8; 4];
-    if let Some(src) = bytes.get(at..at + 4) {
-        out.copy_from_slice(src);
-    }
-    u32::from_le_bytes(out)
-}
-
-fn le64(bytes: &[u8], at: usize) -> u64 {
-    let mut out = [0u8; 8];
-    if let Some(src) = bytes.get(at..at + 8) {
-        out.copy_from_slice(src);
-    }
-    u64::from_le_bytes(out)
 }
 
 #[cfg(test)]

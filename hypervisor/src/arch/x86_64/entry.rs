@@ -83,6 +83,38 @@ entry_stubs:
     .endr
     .noaltmacro
 
+    /* Every register but RAX and RCX, in GuestRegs order (pushed last = lowest). */
+    .macro PUSH_GPRS
+    push %rbx
+    push %rdx
+    push %rsi
+    push %rdi
+    push %rbp
+    push %r8
+    push %r9
+    push %r10
+    push %r11
+    push %r12
+    push %r13
+    push %r14
+    push %r15
+    .endm
+    .macro POP_GPRS
+    pop %r15
+    pop %r14
+    pop %r13
+    pop %r12
+    pop %r11
+    pop %r10
+    pop %r9
+    pop %r8
+    pop %rbp
+    pop %rdi
+    pop %rsi
+    pop %rdx
+    pop %rbx
+    .endm
+
 entry_common:
     /* Stack: vector, error, rip, cs, rflags, rsp, ss */
     testb $3, 24(%rsp)
@@ -105,19 +137,7 @@ entry_common:
     push 16(%rcx)
     push 8(%rcx)
     push (%rcx)
-    push %rbx
-    push %rdx
-    push %rsi
-    push %rdi
-    push %rbp
-    push %r8
-    push %r9
-    push %r10
-    push %r11
-    push %r12
-    push %r13
-    push %r14
-    push %r15
+    PUSH_GPRS
     xor %ebp, %ebp
     mov %rsp, %rdi
     cld
@@ -128,36 +148,12 @@ entry_common:
 from_hypervisor:
     push %rcx
     push %rax
-    push %rbx
-    push %rdx
-    push %rsi
-    push %rdi
-    push %rbp
-    push %r8
-    push %r9
-    push %r10
-    push %r11
-    push %r12
-    push %r13
-    push %r14
-    push %r15
+    PUSH_GPRS
     mov %rsp, %rdi
     cld
     movabs ${hypervisor_trap}, %rax
     call *%rax
-    pop %r15
-    pop %r14
-    pop %r13
-    pop %r12
-    pop %r11
-    pop %r10
-    pop %r9
-    pop %r8
-    pop %rbp
-    pop %rdi
-    pop %rsi
-    pop %rdx
-    pop %rbx
+    POP_GPRS
     pop %rax
     pop %rcx
     add $16, %rsp
@@ -167,19 +163,7 @@ from_hypervisor:
     .global exit_to_guest_stub
 exit_to_guest_stub:
     mov %rdi, %rsp
-    pop %r15
-    pop %r14
-    pop %r13
-    pop %r12
-    pop %r11
-    pop %r10
-    pop %r9
-    pop %r8
-    pop %rbp
-    pop %rdi
-    pop %rsi
-    pop %rdx
-    pop %rbx
+    POP_GPRS
     /* rsp -> rax, rcx, vector, error, rip, cs, rflags, rsp, ss */
     movabs ${exit_frame}, %rcx
     mov 0(%rsp), %rax
