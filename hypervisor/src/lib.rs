@@ -12,3 +12,4 @@ pub mod hypercall;
 pub mod layout;
 pub mod loader;
 pub mod mm;
+pub mod vcpu;

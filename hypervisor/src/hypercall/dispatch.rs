@@ -10,7 +10,7 @@
 use dom0_abi::Errno;
 use dom0_abi::hypercall::Hypercall;
 
-use super::{Env, console, sched, version};
+use super::{Env, console, cpu, sched, version};
 
 /// Runs hypercall `number` with `args` for the calling domain and returns
 /// the value for the guest's RAX.
@@ -20,6 +20,12 @@ pub fn dispatch(env: &mut impl Env, number: u64, args: [u64; 5]) -> i64 {
         Some(Hypercall::XenVersion) => version::xen_version(env, args[0], args[1]),
         Some(Hypercall::SchedOp) => sched::sched_op(env, args[0], args[1]),
         Some(Hypercall::SchedOpCompat) => sched::sched_op_compat(env, args[0], args[1]),
+        Some(Hypercall::SetTrapTable) => cpu::set_trap_table(env, args[0]),
+        Some(Hypercall::StackSwitch) => cpu::stack_switch(env, args[0], args[1]),
+        Some(Hypercall::SetCallbacks) => cpu::set_callbacks(env, args[0], args[1], args[2]),
+        Some(Hypercall::CallbackOp) => cpu::callback_op(env, args[0], args[1]),
+        Some(Hypercall::FpuTaskswitch) => cpu::fpu_taskswitch(env, args[0]),
+        Some(Hypercall::SetSegmentBase) => cpu::set_segment_base(env, args[0], args[1]),
         _ => Err(Errno::ENOSYS),
     };
     encode(result)

@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod console;
+pub mod cpu;
 pub mod dispatch;
 pub mod sched;
 pub mod version;
@@ -17,6 +18,7 @@ pub mod version;
 use dom0_abi::Errno;
 
 use crate::domain::Domain;
+use crate::vcpu::Vcpu;
 
 /// What a handler may do to the machine.
 pub trait Env {
@@ -30,6 +32,12 @@ pub trait Env {
     fn console_read(&mut self, buf: &mut [u8]) -> usize;
     /// The calling domain.
     fn domain(&mut self) -> &mut Domain;
+    /// The calling vCPU.
+    fn vcpu(&mut self) -> &mut Vcpu;
+    /// Continues the hypercall later: the guest re-issues it with `args`
+    /// (Xen's continuation), so one call never holds the CPU for long. The
+    /// handler's return value is then ignored.
+    fn preempt(&mut self, args: [u64; 5]);
     /// Facts about this hypervisor build and boot.
     fn host(&self) -> &HostInfo;
 }
@@ -63,6 +71,8 @@ pub(crate) mod fake {
         pub console: Vec<u8>,
         pub input: Vec<u8>,
         pub domain: Domain,
+        pub vcpu: Vcpu,
+        pub preempted: Option<[u64; 5]>,
         pub host: HostInfo,
     }
 
@@ -73,6 +83,8 @@ pub(crate) mod fake {
                 console: Vec::new(),
                 input: Vec::new(),
                 domain: Domain::dom0(4096),
+                vcpu: Vcpu::default(),
+                preempted: None,
                 host: HostInfo {
                     command_line: b"console=com1 dom0_mem=64M",
                     build_id: &[0xab; 20],
@@ -113,6 +125,12 @@ pub(crate) mod fake {
         }
         fn domain(&mut self) -> &mut Domain {
             &mut self.domain
+        }
+        fn vcpu(&mut self) -> &mut Vcpu {
+            &mut self.vcpu
+        }
+        fn preempt(&mut self, args: [u64; 5]) {
+            self.preempted = Some(args);
         }
         fn host(&self) -> &HostInfo {
             &self.host

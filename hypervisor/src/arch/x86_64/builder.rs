@@ -23,6 +23,7 @@ use crate::domain::Domain;
 use crate::hypercall::HostInfo;
 use crate::layout::{PAGE_SIZE, is_guest_l4_slot};
 use crate::loader::{GuestImageInfo, ImageError};
+use crate::vcpu::Vcpu;
 
 use super::entry::GuestRegs;
 use super::paging::{self, A, D, P, PAGE_BYTES, RW, US};
@@ -213,6 +214,8 @@ pub fn build_dom0(
 
     *CURRENT.lock() = Some(Current {
         domain: Domain::dom0(nr_pages),
+        vcpu: Vcpu::default(),
+        shared_info,
         host: HostInfo {
             command_line: boot.hypervisor_cmdline().as_bytes(),
             build_id: build_id(),

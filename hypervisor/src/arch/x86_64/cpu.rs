@@ -213,3 +213,80 @@ pub fn invlpg(va: u64) {
     // SAFETY: INVLPG only drops a cached translation.
     unsafe { asm!("invlpg [{}]", in(reg) va, options(nostack, preserves_flags)) };
 }
+
+/// IA32_FS_BASE.
+const MSR_FS_BASE: u32 = 0xC000_0100;
+/// IA32_GS_BASE (the active GS base).
+const MSR_GS_BASE: u32 = 0xC000_0101;
+/// IA32_KERNEL_GS_BASE (the one `swapgs` would bring in).
+const MSR_KERNEL_GS_BASE: u32 = 0xC000_0102;
+/// IA32_STAR: SYSCALL/SYSRET selectors.
+const MSR_STAR: u32 = 0xC000_0081;
+/// IA32_LSTAR: 64-bit SYSCALL entry.
+const MSR_LSTAR: u32 = 0xC000_0082;
+/// IA32_CSTAR: compatibility-mode SYSCALL entry.
+const MSR_CSTAR: u32 = 0xC000_0083;
+/// IA32_FMASK: RFLAGS bits SYSCALL clears.
+const MSR_FMASK: u32 = 0xC000_0084;
+/// EFER.SCE: SYSCALL enabled.
+const EFER_SCE: u64 = 1 << 0;
+/// CR0.TS.
+const CR0_TS: u64 = 1 << 3;
+/// CR4.OSXSAVE.
+const CR4_OSXSAVE: u64 = 1 << 18;
+
+/// Loads a guest's FS base, user GS selector and both GS bases (`active` is
+/// the one in use now, `inactive` the other).
+pub fn load_guest_segments(fs_base: u64, gs_selector: u16, active: u64, inactive: u64) {
+    // SAFETY: the selector is null or the ring-3 data selector (the
+    // hypercall allows nothing else), both loadable at CPL 0; the MSRs exist
+    // on every x86-64 CPU and only affect guest-visible segment bases, which
+    // the hypervisor itself does not use.
+    unsafe {
+        asm!("mov gs, {0:x}", in(reg) u32::from(gs_selector), options(nostack, preserves_flags));
+        wrmsr(MSR_FS_BASE, fs_base);
+        wrmsr(MSR_GS_BASE, active);
+        wrmsr(MSR_KERNEL_GS_BASE, inactive);
+    }
+}
+
+/// Sets or clears CR0.TS (the guest's virtual TS; the hypervisor uses no
+/// FPU state itself).
+pub fn set_cr0_ts(set: bool) {
+    let cr0 = read_cr0();
+    let new = if set { cr0 | CR0_TS } else { cr0 & !CR0_TS };
+    if new != cr0 {
+        // SAFETY: TS only makes FPU/SSE instructions raise #NM, and the
+        // hypervisor executes none.
+        unsafe { write_cr0(new) };
+    }
+}
+
+/// Prepares the CPU for guests: SSE (and XSAVE with x87/SSE/AVX state when
+/// present) usable by guest code, and `SYSCALL` entering the hypervisor at
+/// `lstar` / `cstar` with IF, TF, DF, AC, NT and IOPL cleared.
+pub fn enable_guest_features(f: &Features, lstar: u64, cstar: u64) {
+    let mut cr4 = read_cr4() | CR4_OSFXSR_OSXMMEXCPT;
+    if f.xsave {
+        cr4 |= CR4_OSXSAVE;
+    }
+    // SAFETY: OSFXSR/OSXMMEXCPT exist on every x86-64 CPU and OSXSAVE is set
+    // only where CPUID reports XSAVE; XCR0 gets only bits the CPU supports
+    // (x87 always, SSE and AVX where present); the SYSCALL MSRs name the
+    // trampoline's entry stubs and the hypervisor's own selectors.
+    unsafe {
+        write_cr4(cr4);
+        if f.xsave {
+            let supported = __cpuid_count(0xd, 0).eax;
+            let xcr0: u32 = (supported & 0x7) | 1;
+            asm!("xsetbv", in("ecx") 0, in("eax") xcr0, in("edx") 0, options(nomem, nostack, preserves_flags));
+        }
+        wrmsr(MSR_EFER, rdmsr(MSR_EFER) | EFER_SCE);
+        // SYSCALL: CS 0xe008, SS 0xe010. SYSRET (unused): base 0xe020, so
+        // it would load Xen's user selectors 0xe033/0xe02b/0xe023.
+        wrmsr(MSR_STAR, (0xe020u64 << 48) | (0xe008u64 << 32));
+        wrmsr(MSR_LSTAR, lstar);
+        wrmsr(MSR_CSTAR, cstar);
+        wrmsr(MSR_FMASK, 0x4_7700);
+    }
+}

@@ -19,6 +19,9 @@
 //! current stack and goes to [`hypervisor_trap`].
 use core::arch::global_asm;
 
+use dom0_abi::segment::{FLAT_RING3_CS32, FLAT_RING3_CS64, FLAT_RING3_DS};
+
+use super::guest::{SYSCALL_VECTOR, SYSCALL32_VECTOR};
 use crate::layout::trampoline;
 
 /// A guest's (or the interrupted hypervisor's) registers, as the entry stubs
@@ -159,6 +162,39 @@ from_hypervisor:
     add $16, %rsp
     iretq
 
+    /*
+     * SYSCALL from the guest (64-bit and compat). RSP is still the guest's:
+     * save it into this CPU's entry stack with a RIP-relative store. The
+     * stubs run at their trampoline address, not where they are linked, so
+     * the target is named relative to `entry_stubs`: the displacement the
+     * linker computes is then exactly the distance in the trampoline. Switch to the entry stack and build the same frame an
+     * interrupt from user mode would have: SS, RSP, RFLAGS (R11), CS, RIP
+     * (RCX), error 0, pseudo-vector.
+     */
+    .global syscall_entry
+syscall_entry:
+    mov %rsp, ({rsp_slot} - {text} + entry_stubs)(%rip)
+    lea ({rsp_slot} - {text} + entry_stubs)(%rip), %rsp
+    movq ${user_ss}, 8(%rsp)
+    push %r11
+    push ${user_cs64}
+    push %rcx
+    push $0
+    push ${syscall_vector}
+    jmp entry_common
+
+    .global syscall32_entry
+syscall32_entry:
+    mov %rsp, ({rsp_slot} - {text} + entry_stubs)(%rip)
+    lea ({rsp_slot} - {text} + entry_stubs)(%rip), %rsp
+    movq ${user_ss}, 8(%rsp)
+    push %r11
+    push ${user_cs32}
+    push %rcx
+    push $0
+    push ${syscall32_vector}
+    jmp entry_common
+
     /* exit_to_guest_stub(regs): rdi = the GuestRegs at the top of the hypervisor stack. */
     .global exit_to_guest_stub
 exit_to_guest_stub:
@@ -192,6 +228,13 @@ exit_to_guest_stub:
     hv_stack_top = const trampoline::DATA + trampoline::data::HV_STACK_TOP,
     guest_cr3 = const trampoline::DATA + trampoline::data::GUEST_CR3,
     exit_frame = const trampoline::stack_top(trampoline::ENTRY_STACK) - 7 * 8,
+    rsp_slot = const trampoline::stack_top(trampoline::ENTRY_STACK) - 16,
+    text = const trampoline::TEXT,
+    user_ss = const FLAT_RING3_DS,
+    user_cs64 = const FLAT_RING3_CS64,
+    user_cs32 = const FLAT_RING3_CS32,
+    syscall_vector = const SYSCALL_VECTOR,
+    syscall32_vector = const SYSCALL32_VECTOR,
     guest_entry = sym guest_entry,
     hypervisor_trap = sym hypervisor_trap,
     options(att_syntax)
@@ -199,6 +242,8 @@ exit_to_guest_stub:
 
 unsafe extern "C" {
     static entry_stubs: u8;
+    static syscall_entry: u8;
+    static syscall32_entry: u8;
     fn exit_to_guest_stub(regs: *const GuestRegs) -> !;
 }
 
@@ -212,6 +257,16 @@ fn entry_text_offset(addr: u64) -> u64 {
 /// of the stub section's first byte.
 pub fn entry_text_image_start() -> u64 {
     core::ptr::addr_of!(entry_stubs) as u64
+}
+
+/// Trampoline addresses of the 64-bit and compat `SYSCALL` entry stubs
+/// (for IA32_LSTAR and IA32_CSTAR).
+pub fn syscall_entries() -> (u64, u64) {
+    let at = |sym: *const u8| trampoline::TEXT + entry_text_offset(sym as u64);
+    (
+        at(core::ptr::addr_of!(syscall_entry)),
+        at(core::ptr::addr_of!(syscall32_entry)),
+    )
 }
 
 /// Where IDT vector `n` must point.

@@ -9,6 +9,7 @@ pub mod builder;
 pub mod cpu;
 pub mod desc;
 pub mod entry;
+pub mod guest;
 pub mod guest_mem;
 pub mod io;
 pub mod machine;

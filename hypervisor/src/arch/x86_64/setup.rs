@@ -4,7 +4,7 @@ use crate::cmdline;
 use crate::exit::HostExit;
 use crate::layout::PAGE_SIZE;
 
-use super::{acpi, builder, cpu, machine, mem, pic, serial, trampoline, traps};
+use super::{acpi, builder, cpu, entry, machine, mem, pic, serial, trampoline, traps};
 
 /// Called by `boot/entry.S` in long mode, on the boot stack, with the boot
 /// loader's magic and the physical address of its information structure.
@@ -66,6 +66,8 @@ extern "C" fn hv_start64(magic: u32, info: u32) -> ! {
     };
     // SAFETY: `views` was just built for this CPU and `hv_root` is CR3.
     unsafe { trampoline::load(&views) };
+    let (lstar, cstar) = entry::syscall_entries();
+    cpu::enable_guest_features(&features, lstar, cstar);
     acpi::report(match boot.rsdp {
         Some(rsdp) => acpi::RsdpSource::Copy(rsdp.bytes()),
         None => acpi::RsdpSource::Search,

@@ -2,7 +2,7 @@
 //! exceptions in the hypervisor itself.
 use core::fmt::Write;
 
-use dom0_abi::hypercall::HYPERCALL_VECTOR;
+use dom0_abi::hypercall::{HYPERCALL_VECTOR, Hypercall};
 use dom0_abi::sched::ShutdownReason;
 use dom0_abi::segment::{
     FLAT_RING3_CS32, FLAT_RING3_CS64, FLAT_RING3_DS, RING1_KERNEL_CS, RING1_KERNEL_SS,
@@ -13,9 +13,10 @@ use crate::domain::{Domain, RunState};
 use crate::exit::HostExit;
 use crate::hypercall::{Env, HostInfo, dispatch::dispatch};
 use crate::layout::{DIRECTMAP_VIRT_START, HYPERVISOR_TEXT_START};
+use crate::vcpu::Vcpu;
 
 use super::entry::{GuestRegs, exit_to_guest};
-use super::{cpu, guest_mem, machine, serial};
+use super::{cpu, guest, guest_mem, machine, serial};
 
 /// Page-fault vector.
 const PF_VECTOR: u64 = 14;
@@ -24,6 +25,10 @@ const PF_VECTOR: u64 = 14;
 pub struct Current {
     /// The running domain.
     pub domain: Domain,
+    /// Its (only) vCPU.
+    pub vcpu: Vcpu,
+    /// Machine address of its shared_info page.
+    pub shared_info: u64,
     /// Facts about this boot.
     pub host: HostInfo,
 }
@@ -49,25 +54,42 @@ pub fn from_guest(regs: &mut GuestRegs) -> ! {
         let Some(current) = guard.as_mut() else {
             panic!("entry from a guest while no domain runs")
         };
-        if regs.vector == u64::from(HYPERCALL_VECTOR) {
-            hypercall(current, regs);
-        } else {
-            guest_exception(&mut current.domain, regs);
+        match regs.vector {
+            v if v == u64::from(HYPERCALL_VECTOR) && regs.rax == Hypercall::Iret as u64 => {
+                guest::iret(current, regs)
+            }
+            v if v == u64::from(HYPERCALL_VECTOR) => hypercall(current, regs),
+            guest::SYSCALL_VECTOR | guest::SYSCALL32_VECTOR => guest::syscall(current, regs),
+            0..32 => guest::exception(current, regs),
+            // Every interrupt source is masked: nothing to do for a stray one.
+            _ => {}
         }
         if let RunState::ShutDown(reason) = current.domain.state {
             dom0_shut_down(reason);
         }
+        guest::apply_pending(&mut current.vcpu);
     }
     run_guest(regs)
 }
 
 fn hypercall(current: &mut Current, regs: &mut GuestRegs) {
-    let mut env = ArchEnv { current };
+    let mut env = ArchEnv {
+        current,
+        preempted: None,
+    };
     let result = dispatch(
         &mut env,
         regs.rax,
         [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8],
     );
+    if let Some(args) = env.preempted {
+        // Continuation: re-execute `int $0x82` with the updated arguments
+        // (RAX still holds the hypercall number).
+        regs.rip -= 2;
+        (regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8) =
+            (args[0], args[1], args[2], args[3], args[4]);
+        return;
+    }
     regs.rax = result.cast_unsigned();
     if cfg!(debug_assertions) {
         // Argument registers are clobbered by the ABI: make sure no guest
@@ -78,33 +100,10 @@ fn hypercall(current: &mut Current, regs: &mut GuestRegs) {
     }
 }
 
-/// A guest exception. Guests cannot register handlers yet, so every
-/// exception crashes the domain, with a log line saying exactly what happened.
-fn guest_exception(domain: &mut Domain, regs: &GuestRegs) {
-    let cr2 = (regs.vector == PF_VECTOR).then(cpu::read_cr2);
-    log::error!(
-        "d{}v0: unhandled {} (vector {}, error {:#x}) at rip {:#x} cs {:#x}{}: domain crashed",
-        domain.id.0,
-        exception_name(regs.vector),
-        regs.vector,
-        regs.error_code,
-        regs.rip,
-        regs.cs,
-        Cr2(cr2)
-    );
-    domain.crash();
-}
-
-/// Formats the fault address of a page fault, when there is one.
-struct Cr2(Option<u64>);
-
-impl core::fmt::Display for Cr2 {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self.0 {
-            Some(address) => write!(f, ", cr2 {address:#x}"),
-            None => Ok(()),
-        }
-    }
+/// Crashes the running domain with a logged reason.
+pub fn crash(current: &mut Current, reason: core::fmt::Arguments<'_>) {
+    log::error!("d{}v0: {reason}: domain crashed", current.domain.id.0);
+    current.domain.crash();
 }
 
 /// dom0 has shut down: report why and end the machine, as Xen ends it when
@@ -159,6 +158,7 @@ fn fatal_guest_context(regs: &GuestRegs) -> ! {
 
 struct ArchEnv<'a> {
     current: &'a mut Current,
+    preempted: Option<[u64; 5]>,
 }
 
 impl Env for ArchEnv<'_> {
@@ -176,6 +176,12 @@ impl Env for ArchEnv<'_> {
     }
     fn domain(&mut self) -> &mut Domain {
         &mut self.current.domain
+    }
+    fn vcpu(&mut self) -> &mut Vcpu {
+        &mut self.current.vcpu
+    }
+    fn preempt(&mut self, args: [u64; 5]) {
+        self.preempted = Some(args);
     }
     fn host(&self) -> &HostInfo {
         &self.current.host

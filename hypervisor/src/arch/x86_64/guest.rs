@@ -1,0 +1,272 @@
+//! Delivering events to a guest: exceptions and software interrupts as
+//! bounce frames to the handlers of its virtual IDT, `SYSCALL` from user
+//! mode to its syscall callback, and `HYPERVISOR_iret` back. The frame
+//! layouts and checks are the pure `crate::vcpu` functions; this module
+//! reads and writes the guest and the CPU.
+use dom0_abi::cpu::IretContext;
+use dom0_abi::shared_info::VcpuInfo;
+
+use crate::vcpu::{self, Context, Vcpu};
+
+use super::entry::GuestRegs;
+use super::paging::phys_to_virt;
+use super::traps::{Current, crash, exception_name};
+use super::{cpu, guest_mem};
+
+/// Pseudo-vector the SYSCALL entry stub reports for a 64-bit `SYSCALL`.
+pub const SYSCALL_VECTOR: u64 = 0x100;
+/// Pseudo-vector for a `SYSCALL` from 32-bit compatibility mode.
+pub const SYSCALL32_VECTOR: u64 = 0x101;
+
+const UD: u8 = 6;
+const NM: u64 = 7;
+const GP: u64 = 13;
+const PF: u64 = 14;
+/// Bytes of `int $n` (`CD ib`), `int $0x82` and `syscall` (`0F 05`).
+const TWO_BYTE_INSN: u64 = 2;
+
+fn context(regs: &GuestRegs) -> Context {
+    Context {
+        rip: regs.rip,
+        cs: regs.cs,
+        rflags: regs.rflags,
+        rsp: regs.rsp,
+        ss: regs.ss,
+        rcx: regs.rcx,
+        r11: regs.r11,
+        rax: regs.rax,
+    }
+}
+
+fn set_context(regs: &mut GuestRegs, c: &Context) {
+    (regs.rip, regs.cs, regs.rflags, regs.rsp, regs.ss) = (c.rip, c.cs, c.rflags, c.rsp, c.ss);
+    (regs.rcx, regs.r11, regs.rax) = (c.rcx, c.r11, c.rax);
+}
+
+/// vCPU 0's `vcpu_info` in the domain's shared_info page.
+fn vcpu_info(current: &Current) -> *mut VcpuInfo {
+    phys_to_virt(current.shared_info) as *mut VcpuInfo
+}
+
+fn upcall_mask(current: &Current) -> u8 {
+    // SAFETY: shared_info is a hypervisor-owned frame for this domain's
+    // lifetime; the byte is plain data the guest may also change at any time.
+    unsafe { core::ptr::addr_of!((*vcpu_info(current)).evtchn_upcall_mask).read_volatile() }
+}
+
+fn set_upcall_mask(current: &Current, mask: u8) {
+    // SAFETY: as in `upcall_mask`.
+    unsafe {
+        core::ptr::addr_of_mut!((*vcpu_info(current)).evtchn_upcall_mask).write_volatile(mask)
+    }
+}
+
+fn set_cr2(current: &Current, address: u64) {
+    // SAFETY: as in `upcall_mask`; `arch.cr2` is where PV guests read the
+    // fault address.
+    unsafe { core::ptr::addr_of_mut!((*vcpu_info(current)).arch.cr2).write_volatile(address) }
+}
+
+/// An exception from the guest: to its handler, or the domain is crashed.
+pub fn exception(current: &mut Current, regs: &mut GuestRegs) {
+    let vector = regs.vector;
+    if vector == GP && regs.error_code & 0b011 == 0b010 && software_interrupt(current, regs) {
+        return;
+    }
+    if vector == NM && current.vcpu.fpu_ts {
+        // The guest's own CR0.TS caused this: it is now "handled", as a
+        // native #NM handler would `clts` it.
+        current.vcpu.fpu_ts = false;
+        current.vcpu.pending.fpu = true;
+    }
+    if vector == PF {
+        set_cr2(current, cpu::read_cr2());
+    }
+    let has_error_code = matches!(vector, 8 | 10..=14 | 17 | 21 | 29 | 30);
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "exception vectors are below 32"
+    )]
+    deliver(
+        current,
+        regs,
+        vector as u8,
+        has_error_code.then_some(regs.error_code),
+    );
+}
+
+/// `int $n` from the guest: every IDT gate but #BP/#OF/0x82 has DPL 0, so
+/// it arrives as #GP with "IDT" in the error code. It becomes a software
+/// interrupt when the instruction at RIP is `int $n` and the guest's own
+/// gate for `n` allows it from the current ring (DPL >= 1 from the kernel,
+/// 3 from user mode). The vector is taken from the instruction: the error
+/// code's index field is not reliable across CPUs and emulators (QEMU's TCG
+/// reports the vector's byte offset in the 64-bit IDT).
+fn software_interrupt(current: &mut Current, regs: &mut GuestRegs) -> bool {
+    let mut insn = [0u8; 2];
+    if guest_mem::copy_from_guest(regs.rip, &mut insn).is_err() || insn[0] != 0xcd {
+        return false;
+    }
+    let gate = current.vcpu.traps[usize::from(insn[1])];
+    let required = if context(regs).in_user_mode() { 3 } else { 1 };
+    if gate.address == 0 || gate.dpl < required {
+        return false;
+    }
+    regs.rip += TWO_BYTE_INSN;
+    bounce_to(current, regs, gate.address, None, gate.mask_events);
+    true
+}
+
+/// Delivers `vector` to the guest's handler, or crashes the domain when it
+/// has none.
+pub fn deliver(current: &mut Current, regs: &mut GuestRegs, vector: u8, error_code: Option<u64>) {
+    let gate = current.vcpu.traps[usize::from(vector)];
+    if gate.address == 0 {
+        let cr2 = (u64::from(vector) == PF).then(cpu::read_cr2);
+        crash(
+            current,
+            format_args!(
+                "unhandled {} (vector {vector}, error {:#x}) at rip {:#x} cs {:#x}{}",
+                exception_name(u64::from(vector)),
+                error_code.unwrap_or(0),
+                regs.rip,
+                regs.cs,
+                Cr2(cr2)
+            ),
+        );
+        return;
+    }
+    bounce_to(current, regs, gate.address, error_code, gate.mask_events);
+}
+
+/// Formats the fault address of a page fault, when there is one.
+struct Cr2(Option<u64>);
+
+impl core::fmt::Display for Cr2 {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.0 {
+            Some(address) => write!(f, ", cr2 {address:#x}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Writes a bounce frame for the interrupted context and resumes the guest
+/// at `handler`.
+fn bounce_to(
+    current: &mut Current,
+    regs: &mut GuestRegs,
+    handler: u64,
+    error_code: Option<u64>,
+    mask_events: bool,
+) {
+    let saved_mask = upcall_mask(current);
+    let b = match vcpu::bounce(
+        &current.vcpu,
+        &context(regs),
+        handler,
+        error_code,
+        saved_mask,
+    ) {
+        Ok(b) => b,
+        Err(e) => return crash(current, format_args!("cannot deliver an event: {e}")),
+    };
+    let mut bytes = [0u8; 64];
+    for (chunk, word) in bytes.chunks_exact_mut(8).zip(b.frame()) {
+        chunk.copy_from_slice(&word.to_le_bytes());
+    }
+    if guest_mem::copy_to_guest(b.rsp, &bytes[..b.len * 8]).is_err() {
+        return crash(
+            current,
+            format_args!("cannot write a bounce frame at {:#x}", b.rsp),
+        );
+    }
+    set_context(regs, &b.context);
+    if mask_events {
+        set_upcall_mask(current, 1);
+    }
+    if b.from_user {
+        set_kernel_gs(&mut current.vcpu, true);
+    }
+}
+
+/// `SYSCALL` from guest user mode: to the registered callback, without a
+/// page-table switch; with none registered, `#UD` at the `SYSCALL`.
+pub fn syscall(current: &mut Current, regs: &mut GuestRegs) {
+    let callback = if regs.vector == SYSCALL_VECTOR {
+        current.vcpu.syscall
+    } else {
+        current.vcpu.syscall32
+    };
+    if callback.address == 0 {
+        regs.rip = regs.rip.wrapping_sub(TWO_BYTE_INSN);
+        deliver(current, regs, UD, None);
+        return;
+    }
+    bounce_to(current, regs, callback.address, None, callback.mask_events);
+}
+
+/// `HYPERVISOR_iret`: the guest jumped to slot 23 with an `iret_context` at
+/// its stack pointer.
+pub fn iret(current: &mut Current, regs: &mut GuestRegs) {
+    let mut raw = [0u8; 72];
+    if guest_mem::copy_from_guest(regs.rsp, &mut raw).is_err() {
+        return crash(
+            current,
+            format_args!("iret frame at {:#x} cannot be read", regs.rsp),
+        );
+    }
+    let word = |i: usize| u64::from_le_bytes(raw[i * 8..i * 8 + 8].try_into().unwrap_or_default());
+    let frame = IretContext {
+        rax: word(0),
+        r11: word(1),
+        rcx: word(2),
+        flags: word(3),
+        rip: word(4),
+        cs: word(5),
+        rflags: word(6),
+        rsp: word(7),
+        ss: word(8),
+    };
+    let Some(target) = vcpu::iret(&frame, &context(regs)) else {
+        return crash(
+            current,
+            format_args!(
+                "iret to a non-canonical rip {:#x} or rsp {:#x}",
+                frame.rip, frame.rsp
+            ),
+        );
+    };
+    set_context(regs, &target.context);
+    set_upcall_mask(current, target.upcall_mask);
+    set_kernel_gs(&mut current.vcpu, !target.context.in_user_mode());
+}
+
+fn set_kernel_gs(vcpu: &mut Vcpu, kernel: bool) {
+    if vcpu.gs_kernel_active != kernel {
+        vcpu.gs_kernel_active = kernel;
+        vcpu.pending.segments = true;
+    }
+}
+
+/// Applies what hypercalls and deliveries left pending: segment bases and
+/// the user GS selector, and CR0.TS.
+pub fn apply_pending(vcpu: &mut Vcpu) {
+    if vcpu.pending.segments {
+        let (active, inactive) = if vcpu.gs_kernel_active {
+            (vcpu.gs_base_kernel, vcpu.gs_base_user)
+        } else {
+            (vcpu.gs_base_user, vcpu.gs_base_kernel)
+        };
+        let selector = if vcpu.gs_kernel_active {
+            0
+        } else {
+            vcpu.user_gs_sel
+        };
+        cpu::load_guest_segments(vcpu.fs_base, selector, active, inactive);
+    }
+    if vcpu.pending.fpu {
+        cpu::set_cr0_ts(vcpu.fpu_ts);
+    }
+    vcpu.pending = Default::default();
+}

@@ -1,0 +1,473 @@
+//! Virtual CPUs: the state a PV guest gives the hypervisor instead of
+//! loading an IDT, a TSS and MSRs itself, and the two pieces of CPU
+//! virtualization that are pure computation: building a bounce frame, and
+//! checking an `iret` frame.
+//!
+//! Invariants:
+//! - a context handed back to the CPU always runs at CPL 1 with the ring-1
+//!   kernel selectors, or at CPL 3 with Xen's user selectors — never
+//!   anything a guest wrote into CS or SS itself;
+//! - RFLAGS never carries IOPL, NT or VM into the guest; IF is always set
+//!   in the real RFLAGS (the guest's "interrupt flag" is its upcall mask);
+//! - a bounce frame is only written below an address outside the reserved
+//!   L4 slots.
+#![forbid(unsafe_code)]
+
+use dom0_abi::cpu::{IretContext, TrapInfo, VGCF_IN_SYSCALL};
+use dom0_abi::segment::{
+    FLAT_RING3_CS32, FLAT_RING3_CS64, FLAT_RING3_DS, RING1_KERNEL_CS, RING1_KERNEL_SS,
+};
+
+use crate::layout::{guest_range_ok, is_canonical};
+
+/// RFLAGS bits.
+pub mod rflags {
+    /// Trap flag.
+    pub const TF: u64 = 1 << 8;
+    /// Interrupt flag.
+    pub const IF: u64 = 1 << 9;
+    /// I/O privilege level.
+    pub const IOPL: u64 = 3 << 12;
+    /// Nested task.
+    pub const NT: u64 = 1 << 14;
+    /// Resume flag.
+    pub const RF: u64 = 1 << 16;
+    /// Virtual-8086 mode.
+    pub const VM: u64 = 1 << 17;
+    /// Alignment check.
+    pub const AC: u64 = 1 << 18;
+    /// Always-one bit 1.
+    pub const FIXED: u64 = 1 << 1;
+}
+
+/// One entry of the virtual IDT.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TrapGate {
+    /// Handler address (0: none).
+    pub address: u64,
+    /// Who may `INT n` it: 0 nobody, 1-2 the kernel, 3 everyone.
+    pub dpl: u8,
+    /// Mask events on delivery (interrupt-gate semantics).
+    pub mask_events: bool,
+}
+
+/// A registered callback.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Callback {
+    /// Entry address (0: none).
+    pub address: u64,
+    /// Mask events on entry.
+    pub mask_events: bool,
+}
+
+/// Work the CPU must do before the guest runs again, set by pure handlers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pending {
+    /// FS/GS bases or the user GS selector changed.
+    pub segments: bool,
+    /// The virtual CR0.TS changed.
+    pub fpu: bool,
+}
+
+/// A virtual CPU's PV state.
+#[derive(Clone, Debug)]
+pub struct Vcpu {
+    /// The virtual IDT (`set_trap_table`).
+    pub traps: [TrapGate; 256],
+    /// Event upcall entry.
+    pub event: Callback,
+    /// Failsafe entry.
+    pub failsafe: Callback,
+    /// Entry for 64-bit `SYSCALL` from user mode.
+    pub syscall: Callback,
+    /// Entry for 32-bit `SYSCALL` from compat user mode.
+    pub syscall32: Callback,
+    /// Entry for `SYSENTER`.
+    pub sysenter: Callback,
+    /// NMI entry.
+    pub nmi: Callback,
+    /// Kernel stack for user→kernel transitions (`stack_switch`).
+    pub kernel_sp: u64,
+    /// The SS the guest named in `stack_switch` (kept for `get_context`;
+    /// frames always use the ring-1 SS).
+    pub kernel_ss: u64,
+    /// Virtual CR0.TS (`fpu_taskswitch`).
+    pub fpu_ts: bool,
+    /// FS base.
+    pub fs_base: u64,
+    /// GS base while in kernel mode.
+    pub gs_base_kernel: u64,
+    /// GS base while in user mode.
+    pub gs_base_user: u64,
+    /// The user-mode GS selector (`SEGBASE_GS_USER_SEL`).
+    pub user_gs_sel: u16,
+    /// Whether the CPU's active GS base is the kernel one (the hypervisor's
+    /// own record: a native `iretq` to user mode does not change it).
+    pub gs_kernel_active: bool,
+    /// CPU work pending before the next exit.
+    pub pending: Pending,
+}
+
+impl Default for Vcpu {
+    fn default() -> Self {
+        Vcpu {
+            traps: [TrapGate::default(); 256],
+            event: Callback::default(),
+            failsafe: Callback::default(),
+            syscall: Callback::default(),
+            syscall32: Callback::default(),
+            sysenter: Callback::default(),
+            nmi: Callback::default(),
+            kernel_sp: 0,
+            kernel_ss: 0,
+            fpu_ts: false,
+            fs_base: 0,
+            gs_base_kernel: 0,
+            gs_base_user: 0,
+            user_gs_sel: 0,
+            gs_kernel_active: true,
+            pending: Pending::default(),
+        }
+    }
+}
+
+impl Vcpu {
+    /// Merges one `trap_info` entry into the virtual IDT.
+    pub fn set_trap(&mut self, info: &TrapInfo) {
+        self.traps[usize::from(info.vector)] = TrapGate {
+            address: info.address,
+            dpl: info.dpl(),
+            mask_events: info.masks_events(),
+        };
+    }
+}
+
+/// The part of a guest context that events and `iret` change.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Context {
+    /// RIP.
+    pub rip: u64,
+    /// CS.
+    pub cs: u64,
+    /// RFLAGS.
+    pub rflags: u64,
+    /// RSP.
+    pub rsp: u64,
+    /// SS.
+    pub ss: u64,
+    /// RCX.
+    pub rcx: u64,
+    /// R11.
+    pub r11: u64,
+    /// RAX.
+    pub rax: u64,
+}
+
+impl Context {
+    /// Whether this context runs in guest user mode (ring 3).
+    pub const fn in_user_mode(&self) -> bool {
+        self.cs & 3 == 3
+    }
+}
+
+/// Why an event could not be bounced; the domain must be crashed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BounceError {
+    /// No kernel stack registered (`stack_switch`) for an event from user mode.
+    NoKernelStack,
+    /// The frame would land in the reserved slots, wrap, or leave canonical space.
+    BadStack(u64),
+}
+
+impl core::fmt::Display for BounceError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            BounceError::NoKernelStack => {
+                f.write_str("event from user mode but no kernel stack registered")
+            }
+            BounceError::BadStack(rsp) => {
+                write!(f, "bounce frame at {rsp:#x} is outside guest memory")
+            }
+        }
+    }
+}
+
+/// A bounce frame ready to be written to the guest's kernel stack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bounce {
+    /// Where the frame goes (the handler's RSP).
+    pub rsp: u64,
+    /// The frame, lowest address first.
+    pub words: [u64; 8],
+    /// How many words of `words` are used (7, or 8 with an error code).
+    pub len: usize,
+    /// The context the guest resumes in: the handler.
+    pub context: Context,
+    /// Whether the delivery leaves guest user mode.
+    pub from_user: bool,
+}
+
+impl Bounce {
+    /// The frame's words.
+    pub fn frame(&self) -> &[u64] {
+        &self.words[..self.len]
+    }
+}
+
+/// Builds Xen's 64-bit bounce frame for an event interrupting `ctx`, to be
+/// delivered to `handler`: RCX, R11, [error code], RIP, CS (saved upcall
+/// mask in bits 32-39), RFLAGS (IF = !saved mask), RSP, SS — on the
+/// current stack when the guest was in kernel mode, on `kernel_sp` when it
+/// was in user mode, 16-byte aligned.
+pub fn bounce(
+    vcpu: &Vcpu,
+    ctx: &Context,
+    handler: u64,
+    error_code: Option<u64>,
+    saved_mask: u8,
+) -> Result<Bounce, BounceError> {
+    let from_user = ctx.in_user_mode();
+    let stack = if from_user {
+        if vcpu.kernel_sp == 0 {
+            return Err(BounceError::NoKernelStack);
+        }
+        vcpu.kernel_sp
+    } else {
+        ctx.rsp
+    };
+    let mut words = [0u64; 8];
+    let mut len = 0;
+    let mut push = |w: u64| {
+        words[len] = w;
+        len += 1;
+    };
+    let guest_if = if saved_mask == 0 { rflags::IF } else { 0 };
+    push(ctx.rcx);
+    push(ctx.r11);
+    if let Some(code) = error_code {
+        push(code);
+    }
+    push(ctx.rip);
+    push((ctx.cs & 0xffff) | (u64::from(saved_mask) << 32));
+    push((ctx.rflags & !rflags::IF) | guest_if);
+    push(ctx.rsp);
+    push(ctx.ss);
+    let bytes = (len as u64) * 8;
+    let rsp = (stack & !15)
+        .checked_sub(bytes)
+        .ok_or(BounceError::BadStack(stack))?;
+    if !guest_range_ok(rsp, bytes) {
+        return Err(BounceError::BadStack(rsp));
+    }
+    let context = Context {
+        rip: handler,
+        cs: u64::from(RING1_KERNEL_CS),
+        rflags: (ctx.rflags
+            & !(rflags::TF | rflags::NT | rflags::RF | rflags::VM | rflags::AC | rflags::IOPL))
+            | rflags::IF
+            | rflags::FIXED,
+        rsp,
+        ss: u64::from(RING1_KERNEL_SS),
+        rcx: ctx.rcx,
+        r11: ctx.r11,
+        rax: ctx.rax,
+    };
+    Ok(Bounce {
+        rsp,
+        words,
+        len,
+        context,
+        from_user,
+    })
+}
+
+/// What an `iret` frame asks for, once checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IretTarget {
+    /// The context to resume.
+    pub context: Context,
+    /// The upcall mask to set (`!RFLAGS.IF` of the frame).
+    pub upcall_mask: u8,
+}
+
+/// Checks a `HYPERVISOR_iret` frame and computes the context it returns
+/// to: RPL 3 in CS means user mode (CS 0xe033, or 0xe023 for a 32-bit CS
+/// of Xen's; SS 0xe02b); RPL 0-2 means kernel mode (the ring-1 selectors).
+/// IOPL, VM and NT are stripped and IF is forced on; the guest's "IF"
+/// becomes the upcall mask. RAX is restored; RCX and R11 too unless the
+/// frame says `VGCF_in_syscall` (then they keep their current values, as
+/// after SYSRET they would be undefined). A non-canonical RIP or RSP is
+/// refused (the domain is crashed).
+pub fn iret(frame: &IretContext, current: &Context) -> Option<IretTarget> {
+    if !is_canonical(frame.rip) || !is_canonical(frame.rsp) {
+        return None;
+    }
+    let to_user = frame.cs & 3 == 3;
+    let (cs, ss) = if to_user {
+        let cs = if frame.cs & 0xffff == u64::from(FLAT_RING3_CS32) {
+            FLAT_RING3_CS32
+        } else {
+            FLAT_RING3_CS64
+        };
+        (u64::from(cs), u64::from(FLAT_RING3_DS))
+    } else {
+        (u64::from(RING1_KERNEL_CS), u64::from(RING1_KERNEL_SS))
+    };
+    let in_syscall = frame.flags & VGCF_IN_SYSCALL != 0;
+    let context = Context {
+        rip: frame.rip,
+        cs,
+        rflags: (frame.rflags & !(rflags::IOPL | rflags::VM | rflags::NT))
+            | rflags::IF
+            | rflags::FIXED,
+        rsp: frame.rsp,
+        ss,
+        rcx: if in_syscall { current.rcx } else { frame.rcx },
+        r11: if in_syscall { current.r11 } else { frame.r11 },
+        rax: frame.rax,
+    };
+    let upcall_mask = u8::from(frame.rflags & rflags::IF == 0);
+    Some(IretTarget {
+        context,
+        upcall_mask,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kernel_ctx() -> Context {
+        Context {
+            rip: 0xffff_ffff_8000_1234,
+            cs: u64::from(RING1_KERNEL_CS),
+            rflags: 0x202,
+            rsp: 0xffff_ffff_8002_0f08,
+            ss: u64::from(RING1_KERNEL_SS),
+            rcx: 1,
+            r11: 2,
+            rax: 3,
+        }
+    }
+
+    #[test]
+    fn kernel_bounce_uses_the_current_stack_aligned() {
+        let v = Vcpu::default();
+        let b = bounce(&v, &kernel_ctx(), 0xffff_ffff_8000_4000, Some(0x14), 0).unwrap();
+        assert_eq!(b.len, 8);
+        assert_eq!(b.rsp, 0xffff_ffff_8002_0f00 - 64);
+        assert_eq!(
+            b.frame(),
+            &[
+                1,
+                2,
+                0x14,
+                0xffff_ffff_8000_1234,
+                0xe019,
+                0x202,
+                0xffff_ffff_8002_0f08,
+                0xe039
+            ]
+        );
+        assert_eq!(b.context.rip, 0xffff_ffff_8000_4000);
+        assert_eq!(b.context.cs, 0xe019);
+        assert!(!b.from_user);
+    }
+
+    #[test]
+    fn saved_mask_goes_to_cs_and_clears_if() {
+        let v = Vcpu::default();
+        let b = bounce(&v, &kernel_ctx(), 0x1000, None, 1).unwrap();
+        assert_eq!(b.len, 7);
+        assert_eq!(b.frame()[3], 0xe019 | (1 << 32));
+        assert_eq!(b.frame()[4] & rflags::IF, 0);
+    }
+
+    #[test]
+    fn user_bounce_needs_and_uses_the_kernel_stack() {
+        let mut v = Vcpu::default();
+        let user = Context {
+            cs: 0xe033,
+            ss: 0xe02b,
+            rsp: 0x7000,
+            ..kernel_ctx()
+        };
+        assert_eq!(
+            bounce(&v, &user, 0x1000, None, 0),
+            Err(BounceError::NoKernelStack)
+        );
+        v.kernel_sp = 0xffff_ffff_8003_0000;
+        let b = bounce(&v, &user, 0x1000, None, 0).unwrap();
+        assert_eq!(b.rsp, 0xffff_ffff_8003_0000 - 56);
+        assert!(b.from_user);
+        assert_eq!(b.frame()[3], 0xe033);
+    }
+
+    #[test]
+    fn frames_never_land_in_the_reserved_slots() {
+        let v = Vcpu::default();
+        let ctx = Context {
+            rsp: 0xffff_8800_0000_0010,
+            ..kernel_ctx()
+        };
+        assert!(matches!(
+            bounce(&v, &ctx, 0x1000, None, 0),
+            Err(BounceError::BadStack(_))
+        ));
+        let ctx = Context {
+            rsp: 0x20,
+            ..kernel_ctx()
+        };
+        assert!(matches!(
+            bounce(&v, &ctx, 0x1000, None, 0),
+            Err(BounceError::BadStack(_))
+        ));
+    }
+
+    #[test]
+    fn handler_runs_without_tf_and_privileged_flags() {
+        let v = Vcpu::default();
+        let ctx = Context {
+            rflags: 0x202 | rflags::TF | rflags::AC | rflags::NT,
+            ..kernel_ctx()
+        };
+        let b = bounce(&v, &ctx, 0x1000, None, 0).unwrap();
+        assert_eq!(b.context.rflags, 0x202);
+    }
+
+    #[test]
+    fn iret_to_kernel_and_user() {
+        let cur = kernel_ctx();
+        let frame = IretContext {
+            rax: 7,
+            r11: 8,
+            rcx: 9,
+            flags: 0,
+            rip: 0x1000,
+            cs: 0xe030,
+            rflags: 0x3202,
+            rsp: 0x2000,
+            ss: 0xe02b,
+        };
+        let t = iret(&frame, &cur).unwrap();
+        assert_eq!((t.context.cs, t.context.ss), (0xe019, 0xe039));
+        assert_eq!(t.context.rflags, 0x202, "IOPL stripped, IF forced");
+        assert_eq!((t.context.rax, t.context.rcx, t.context.r11), (7, 9, 8));
+        assert_eq!(t.upcall_mask, 0);
+        let user = IretContext {
+            cs: 0xe033,
+            rflags: 0x2,
+            flags: VGCF_IN_SYSCALL,
+            ..frame
+        };
+        let t = iret(&user, &cur).unwrap();
+        assert_eq!((t.context.cs, t.context.ss), (0xe033, 0xe02b));
+        assert_eq!(t.upcall_mask, 1);
+        assert_eq!((t.context.rcx, t.context.r11), (cur.rcx, cur.r11));
+        let bad = IretContext {
+            rip: 0x8000_0000_0000,
+            ..frame
+        };
+        assert_eq!(iret(&bad, &cur), None);
+    }
+}
