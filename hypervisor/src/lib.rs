@@ -7,6 +7,7 @@ pub mod bootinfo;
 pub mod builder;
 pub mod cmdline;
 pub mod domain;
+pub mod emulate;
 pub mod exit;
 pub mod hypercall;
 pub mod layout;

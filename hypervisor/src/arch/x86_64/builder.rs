@@ -216,6 +216,7 @@ pub fn build_dom0(
         domain: Domain::dom0(nr_pages),
         vcpu: Vcpu::default(),
         shared_info,
+        kernel_l4: l4,
         host: HostInfo {
             command_line: boot.hypervisor_cmdline().as_bytes(),
             build_id: build_id(),

@@ -5,6 +5,8 @@ use core::arch::x86_64::{__cpuid, __cpuid_count};
 /// CR0.WP: supervisor writes honour read-only pages (what makes a guest's
 /// read-only page-table mappings hold against ring 1).
 pub const CR0_WP: u64 = 1 << 16;
+/// CR0.AM: RFLAGS.AC enables alignment checks at CPL 3.
+pub const CR0_AM: u64 = 1 << 18;
 /// CR4.PGE: global pages.
 pub const CR4_PGE: u64 = 1 << 7;
 /// CR4.UMIP: SGDT/SIDT/SLDT/SMSW/STR fault outside ring 0.
@@ -288,5 +290,35 @@ pub fn enable_guest_features(f: &Features, lstar: u64, cstar: u64) {
         wrmsr(MSR_LSTAR, lstar);
         wrmsr(MSR_CSTAR, cstar);
         wrmsr(MSR_FMASK, 0x4_7700);
+    }
+}
+
+/// EFER as a guest reads it.
+pub fn efer() -> u64 {
+    // SAFETY: EFER exists on every x86-64 CPU; reading it has no side effects.
+    unsafe { rdmsr(MSR_EFER) }
+}
+
+/// Whether XSAVE is enabled for guests (CR4.OSXSAVE).
+pub fn xsave_enabled() -> bool {
+    read_cr4() & CR4_OSXSAVE != 0
+}
+
+/// CPUID as a PV guest sees it through the forced-emulation prefix: the
+/// CPU's own leaves with the "running under a hypervisor" bit set, and
+/// Xen's hypervisor leaves at 0x40000000 (signature "XenVMMXenVMM", version
+/// 4.17). Leaf 0x40000002 reports no hypercall-page MSR: this hypervisor
+/// installs the hypercall page from the ELF note only.
+pub fn guest_cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {
+    const SIGNATURE: [u32; 3] = [0x566e_6558, 0x65584d4d, 0x4d4d_566e];
+    match leaf {
+        0x4000_0000 => [0x4000_0002, SIGNATURE[0], SIGNATURE[1], SIGNATURE[2]],
+        0x4000_0001 => [(4 << 16) | 17, 0, 0, 0],
+        0x4000_0002..=0x4000_00ff => [0; 4],
+        _ => {
+            let r = __cpuid_count(leaf, subleaf);
+            let ecx = if leaf == 1 { r.ecx | (1 << 31) } else { r.ecx };
+            [r.eax, r.ebx, ecx, r.edx]
+        }
     }
 }

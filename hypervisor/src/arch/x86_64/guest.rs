@@ -6,6 +6,7 @@
 use dom0_abi::cpu::IretContext;
 use dom0_abi::shared_info::VcpuInfo;
 
+use crate::emulate::{self, Insn};
 use crate::vcpu::{self, Context, Vcpu};
 
 use super::entry::GuestRegs;
@@ -61,6 +62,11 @@ fn set_upcall_mask(current: &Current, mask: u8) {
     }
 }
 
+fn cr2(current: &Current) -> u64 {
+    // SAFETY: as in `upcall_mask`.
+    unsafe { core::ptr::addr_of!((*vcpu_info(current)).arch.cr2).read_volatile() }
+}
+
 fn set_cr2(current: &Current, address: u64) {
     // SAFETY: as in `upcall_mask`; `arch.cr2` is where PV guests read the
     // fault address.
@@ -71,6 +77,10 @@ fn set_cr2(current: &Current, address: u64) {
 pub fn exception(current: &mut Current, regs: &mut GuestRegs) {
     let vector = regs.vector;
     if vector == GP && regs.error_code & 0b011 == 0b010 && software_interrupt(current, regs) {
+        return;
+    }
+    let emulable = (vector == GP && regs.error_code == 0) || vector == u64::from(UD);
+    if emulable && emulate(current, regs) {
         return;
     }
     if vector == NM && current.vcpu.fpu_ts {
@@ -269,4 +279,122 @@ pub fn apply_pending(vcpu: &mut Vcpu) {
         cpu::set_cr0_ts(vcpu.fpu_ts);
     }
     vcpu.pending = Default::default();
+}
+
+/// A general register by its encoding number (0 = RAX ... 15 = R15).
+fn gpr(regs: &mut GuestRegs, n: u8) -> &mut u64 {
+    match n & 15 {
+        0 => &mut regs.rax,
+        1 => &mut regs.rcx,
+        2 => &mut regs.rdx,
+        3 => &mut regs.rbx,
+        4 => &mut regs.rsp,
+        5 => &mut regs.rbp,
+        6 => &mut regs.rsi,
+        7 => &mut regs.rdi,
+        8 => &mut regs.r8,
+        9 => &mut regs.r9,
+        10 => &mut regs.r10,
+        11 => &mut regs.r11,
+        12 => &mut regs.r12,
+        13 => &mut regs.r13,
+        14 => &mut regs.r14,
+        _ => &mut regs.r15,
+    }
+}
+
+/// Emulates the instruction at RIP if `crate::emulate`'s policy allows it
+/// from the guest's current ring; returns whether it did (RIP advanced).
+pub fn emulate(current: &mut Current, regs: &mut GuestRegs) -> bool {
+    let mut bytes = [0u8; 8];
+    let mut n = bytes.len();
+    // The instruction may end just before an unmapped page: read less.
+    while n > 0 && guest_mem::copy_from_guest(regs.rip, &mut bytes[..n]).is_err() {
+        n -= 1;
+    }
+    let Some(decoded) = emulate::decode(&bytes[..n]) else {
+        return false;
+    };
+    let kernel = !context(regs).in_user_mode();
+    let (kernel_l4, fault_address) = (current.kernel_l4, cr2(current));
+    let vcpu = &mut current.vcpu;
+    let done = match decoded.insn {
+        Insn::ForcedCpuid => {
+            #[allow(clippy::cast_possible_truncation, reason = "CPUID takes EAX and ECX")]
+            let r = cpu::guest_cpuid(regs.rax as u32, regs.rcx as u32);
+            (regs.rax, regs.rbx, regs.rcx, regs.rdx) =
+                (r[0].into(), r[1].into(), r[2].into(), r[3].into());
+            true
+        }
+        _ if !kernel => false,
+        Insn::Clts => {
+            vcpu.fpu_ts = false;
+            vcpu.pending.fpu = true;
+            true
+        }
+        Insn::ReadCr { cr, reg } => {
+            let value = match cr {
+                0 => Some(emulate::guest_cr0(vcpu.fpu_ts)),
+                2 => Some(fault_address),
+                3 => Some(kernel_l4),
+                4 => Some(emulate::guest_cr4(cpu::xsave_enabled())),
+                _ => None,
+            };
+            value.map(|v| *gpr(regs, reg) = v).is_some()
+        }
+        Insn::WriteCr { cr: 0, reg } => {
+            let value = *gpr(regs, reg);
+            let allowed = emulate::cr0_write_allowed(value, vcpu.fpu_ts);
+            if allowed {
+                vcpu.fpu_ts = value & (1 << 3) != 0;
+                vcpu.pending.fpu = true;
+            }
+            allowed
+        }
+        Insn::WriteCr { .. } => false,
+        Insn::Rdmsr => {
+            let value = match u32::try_from(regs.rcx & 0xffff_ffff).unwrap_or(0) {
+                emulate::msr::EFER => Some(cpu::efer()),
+                emulate::msr::FS_BASE => Some(vcpu.fs_base),
+                emulate::msr::GS_BASE => Some(if vcpu.gs_kernel_active {
+                    vcpu.gs_base_kernel
+                } else {
+                    vcpu.gs_base_user
+                }),
+                emulate::msr::KERNEL_GS_BASE => Some(if vcpu.gs_kernel_active {
+                    vcpu.gs_base_user
+                } else {
+                    vcpu.gs_base_kernel
+                }),
+                _ => None,
+            };
+            value
+                .map(|v| (regs.rax, regs.rdx) = (v & 0xffff_ffff, v >> 32))
+                .is_some()
+        }
+        Insn::Wrmsr => {
+            let value = (regs.rdx << 32) | (regs.rax & 0xffff_ffff);
+            let active_kernel = vcpu.gs_kernel_active;
+            let slot = match u32::try_from(regs.rcx & 0xffff_ffff).unwrap_or(0) {
+                emulate::msr::FS_BASE => Some(&mut vcpu.fs_base),
+                emulate::msr::GS_BASE if active_kernel => Some(&mut vcpu.gs_base_kernel),
+                emulate::msr::GS_BASE => Some(&mut vcpu.gs_base_user),
+                emulate::msr::KERNEL_GS_BASE if active_kernel => Some(&mut vcpu.gs_base_user),
+                emulate::msr::KERNEL_GS_BASE => Some(&mut vcpu.gs_base_kernel),
+                _ => None,
+            };
+            match slot {
+                Some(slot) if crate::layout::is_canonical(value) => {
+                    *slot = value;
+                    vcpu.pending.segments = true;
+                    true
+                }
+                _ => false,
+            }
+        }
+    };
+    if done {
+        regs.rip += decoded.len;
+    }
+    done
 }

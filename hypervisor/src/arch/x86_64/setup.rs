@@ -179,7 +179,8 @@ fn init_memory(boot: &BootInfo<'static>) -> (u64, u64) {
     )
 }
 
-/// CR0.WP, SMEP, UMIP, PGE and PCID where the CPU has them.
+/// CR0.WP and CR0.AM (alignment checks for guest user code that sets
+/// RFLAGS.AC), SMEP, UMIP, PGE and PCID where the CPU has them.
 fn enable_protections(f: &cpu::Features) {
     let mut cr4 = cpu::read_cr4();
     for (present, bit) in [
@@ -196,7 +197,7 @@ fn enable_protections(f: &cpu::Features) {
     // CR4 bits are set only where CPUID reports them, and PCIDE only while
     // CR3[11:0] is zero (the hypervisor view runs with PCID 0).
     unsafe {
-        cpu::write_cr0(cpu::read_cr0() | cpu::CR0_WP);
+        cpu::write_cr0(cpu::read_cr0() | cpu::CR0_WP | cpu::CR0_AM);
         cpu::write_cr4(cr4);
     }
 }

@@ -29,6 +29,8 @@ pub struct Current {
     pub vcpu: Vcpu,
     /// Machine address of its shared_info page.
     pub shared_info: u64,
+    /// Machine address of the kernel L4 it runs on (what `mov %cr3` reads).
+    pub kernel_l4: u64,
     /// Facts about this boot.
     pub host: HostInfo,
 }
