@@ -61,6 +61,11 @@ impl Workspace {
         self.image("test-guest")
     }
 
+    /// The benchmark guest image (`cargo xtask bench`, and one smoke test).
+    pub fn bench_guest(&self) -> PathBuf {
+        self.image("bench-guest")
+    }
+
     /// A directory of xtask's own under the target directory.
     pub fn xtask_dir(&self, name: &str) -> PathBuf {
         self.target_dir.join(name)
@@ -90,15 +95,21 @@ pub fn run_checked(mut command: Command, what: &str) -> Result<(), String> {
     }
 }
 
-/// `cargo xtask build`: the hypervisor and the test guest, release, bare metal.
+/// `cargo xtask build`: the hypervisor, the test guest and the benchmark
+/// guest, release, bare metal.
 pub fn build_images(workspace: &Workspace) -> Result<(), String> {
-    eprintln!("xtask: building the hypervisor and the test guest ({TARGET}, release)");
+    eprintln!("xtask: building the hypervisor and the guests ({TARGET}, release)");
     let mut cargo = workspace.cargo();
     cargo.args(["build", "--release", "--target", TARGET]);
     cargo.args(["-p", "hypervisor", "--features", "hypervisor/bare-metal"]);
     cargo.args(["-p", "pv-tests", "--features", "pv-tests/bare-metal"]);
+    cargo.args(["-p", "pv-bench", "--features", "pv-bench/bare-metal"]);
     run_checked(cargo, "cargo build")?;
-    for image in [workspace.hypervisor(), workspace.test_guest()] {
+    for image in [
+        workspace.hypervisor(),
+        workspace.test_guest(),
+        workspace.bench_guest(),
+    ] {
         if !image.is_file() {
             return Err(format!("the build did not produce {}", image.display()));
         }

@@ -12,9 +12,10 @@ pub const USAGE: &str = "\
 usage: cargo xtask <command> [options]
 
 commands:
-  build                 build the hypervisor and the test guest (x86_64-unknown-none, release)
+  build                 build the hypervisor and the guests (x86_64-unknown-none, release)
   run [options]         build, then boot the hypervisor and a dom0 under QEMU
   test [options]        run the host unit tests and every QEMU integration test
+  bench [options]       benchmark under -icount (instructions per path), optionally against Xen 4.17
   new-test <name>       create the skeleton of a new guest test (tests/src/cases/<name>.rs)
   help                  print this text
 
@@ -34,8 +35,20 @@ run options:
 
 test options:
   --xen                 also boot the conformance tests on Xen 4.17 and compare the results
+  --pending             also run the pending tests (written against Xen, not yet passing here)
   --filter <substr>     run only the tests whose name contains <substr>
   --timeout <seconds>   per-test timeout (default 60)
+
+bench options:
+  --against xen         also run the benchmarks on Xen 4.17 and show ours/Xen
+  --json <file>         also write the results as JSON
+  --iters <n>           timed samples per benchmark (default 1000)
+  --warmup <n>          untimed runs before them (default: iters / 10)
+  --only <a,b,...>      run only these benchmarks (names as in docs/performance.md)
+  --hypervisor <ELF>    benchmark this image instead of the freshly built hypervisor
+  --timeout <seconds>   per-run timeout (default 600)
+  --trace <name>        instead, single-step one sample of <name> under gdb and
+                        show where its instructions go, function by function
 ";
 
 /// The hypervisor command line used when `--hv-args` is not given.
@@ -50,6 +63,12 @@ pub const DEFAULT_MEM_MIB: u32 = 256;
 /// Default per-test timeout of `cargo xtask test`, in seconds.
 pub const DEFAULT_TEST_TIMEOUT_SECS: u64 = 60;
 
+/// Timed samples per benchmark when `bench --iters` is not given.
+pub const DEFAULT_BENCH_ITERS: u32 = 1000;
+
+/// Default per-run timeout of `cargo xtask bench`, in seconds.
+pub const DEFAULT_BENCH_TIMEOUT_SECS: u64 = 600;
+
 /// One `cargo xtask` command with its options.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
@@ -61,6 +80,8 @@ pub enum Command {
     Test(TestArgs),
     /// `cargo xtask new-test <name>`.
     NewTest(String),
+    /// `cargo xtask bench`.
+    Bench(BenchArgs),
     /// `cargo xtask help` (or `--help`, `-h`, or no command at all).
     Help,
 }
@@ -152,6 +173,8 @@ impl RunArgs {
 pub struct TestArgs {
     /// `--xen`: also compare against Xen 4.17.
     pub xen: bool,
+    /// `--pending`: also run the pending tests (`suite::PENDING`).
+    pub pending: bool,
     /// `--filter`: run only tests whose name contains this.
     pub filter: Option<String>,
     /// `--timeout`: per-test timeout in seconds.
@@ -162,6 +185,7 @@ impl Default for TestArgs {
     fn default() -> Self {
         TestArgs {
             xen: false,
+            pending: false,
             filter: None,
             timeout_secs: DEFAULT_TEST_TIMEOUT_SECS,
         }
@@ -172,6 +196,42 @@ impl TestArgs {
     /// Whether the test called `name` is selected by `--filter`.
     pub fn selects(&self, name: &str) -> bool {
         self.filter.as_deref().is_none_or(|f| name.contains(f))
+    }
+}
+
+/// Options of `cargo xtask bench`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BenchArgs {
+    /// `--against xen`: also run on Xen 4.17.
+    pub against_xen: bool,
+    /// `--json`: where to write the results as JSON.
+    pub json: Option<PathBuf>,
+    /// `--iters`: timed samples per benchmark.
+    pub iters: u32,
+    /// `--warmup`: untimed runs per benchmark (the guest's default if not given).
+    pub warmup: Option<u32>,
+    /// `--only`: comma-separated benchmark names.
+    pub only: Option<String>,
+    /// `--hypervisor`: an image to benchmark instead of the built hypervisor.
+    pub hypervisor: Option<PathBuf>,
+    /// `--timeout`: per-run timeout in seconds.
+    pub timeout_secs: u64,
+    /// `--trace`: the benchmark to trace instead of running them all.
+    pub trace: Option<String>,
+}
+
+impl Default for BenchArgs {
+    fn default() -> Self {
+        BenchArgs {
+            against_xen: false,
+            json: None,
+            iters: DEFAULT_BENCH_ITERS,
+            warmup: None,
+            only: None,
+            hypervisor: None,
+            timeout_secs: DEFAULT_BENCH_TIMEOUT_SECS,
+            trace: None,
+        }
     }
 }
 
@@ -253,6 +313,7 @@ pub fn parse(args: Vec<String>) -> Result<Command, String> {
         }
         "run" => parse_run(&mut options).map(Command::Run),
         "test" => parse_test(&mut options).map(Command::Test),
+        "bench" => parse_bench(&mut options).map(Command::Bench),
         "new-test" => match (options.args.next(), options.args.next()) {
             (Some(name), None) if !name.starts_with('-') => Ok(Command::NewTest(name)),
             _ => Err("usage: cargo xtask new-test <name>".to_owned()),
@@ -308,12 +369,69 @@ fn parse_test(options: &mut Options) -> Result<TestArgs, String> {
     while let Some((name, inline)) = options.next_option()? {
         match name.as_str() {
             "--xen" => test.xen = Options::flag(&name, inline)?,
+            "--pending" => test.pending = Options::flag(&name, inline)?,
             "--filter" => test.filter = Some(options.value(&name, inline)?),
             "--timeout" => test.timeout_secs = positive(&name, &options.value(&name, inline)?)?,
             _ => return Err(format!("unknown option '{name}' for 'test'")),
         }
     }
     Ok(test)
+}
+
+/// A sample count for option `name`: 1 to the guest's maximum.
+fn sample_count(name: &str, value: &str) -> Result<u32, String> {
+    let n: u32 = positive(name, value)?;
+    if n > pv_bench::options::MAX_ITERS {
+        return Err(format!(
+            "option '{name}': at most {}, got {n}",
+            pv_bench::options::MAX_ITERS
+        ));
+    }
+    Ok(n)
+}
+
+/// `list` (comma-separated) if every name in it is a benchmark.
+fn benchmark_names(option: &str, list: String) -> Result<String, String> {
+    match list
+        .split(',')
+        .find(|n| pv_bench::catalogue::find(n).is_none())
+    {
+        Some(unknown) => {
+            let known: Vec<&str> = pv_bench::catalogue::ALL.iter().map(|b| b.name).collect();
+            Err(format!(
+                "{option}: no benchmark called '{unknown}' (known: {})",
+                known.join(", ")
+            ))
+        }
+        None => Ok(list),
+    }
+}
+
+fn parse_bench(options: &mut Options) -> Result<BenchArgs, String> {
+    let mut bench = BenchArgs::default();
+    while let Some((name, inline)) = options.next_option()? {
+        match name.as_str() {
+            "--against" => match options.value(&name, inline)?.as_str() {
+                "xen" => bench.against_xen = true,
+                other => return Err(format!("--against: only 'xen' is known, got '{other}'")),
+            },
+            "--json" => bench.json = Some(options.value(&name, inline)?.into()),
+            "--iters" => bench.iters = sample_count(&name, &options.value(&name, inline)?)?,
+            "--warmup" => bench.warmup = Some(sample_count(&name, &options.value(&name, inline)?)?),
+            "--only" => bench.only = Some(benchmark_names(&name, options.value(&name, inline)?)?),
+            "--trace" => {
+                let one = options.value(&name, inline)?;
+                if one.contains(',') {
+                    return Err("--trace: one benchmark at a time".to_owned());
+                }
+                bench.trace = Some(benchmark_names(&name, one)?);
+            }
+            "--hypervisor" => bench.hypervisor = Some(options.value(&name, inline)?.into()),
+            "--timeout" => bench.timeout_secs = positive(&name, &options.value(&name, inline)?)?,
+            _ => return Err(format!("unknown option '{name}' for 'bench'")),
+        }
+    }
+    Ok(bench)
 }
 
 #[cfg(test)]
@@ -418,10 +536,43 @@ mod tests {
             panic!("test did not parse");
         };
         assert!(test.xen);
+        assert!(!test.pending);
         assert_eq!(test.timeout_secs, 90);
         assert!(test.selects("shutdown_crash"));
         assert!(!test.selects("hello"));
         assert!(TestArgs::default().selects("anything"));
         assert!(parse_str("test --filter").is_err());
+        let Ok(Command::Test(pending)) = parse_str("test --pending --xen") else {
+            panic!("test --pending did not parse");
+        };
+        assert!(pending.pending && pending.xen);
+        assert!(parse_str("test --pending=yes").is_err());
+    }
+
+    #[test]
+    fn bench_options() {
+        assert_eq!(parse_str("bench"), Ok(Command::Bench(BenchArgs::default())));
+        let Ok(Command::Bench(bench)) = parse_str(
+            "bench --against xen --json out.json --iters 50 --warmup=5 --only null_hypercall,page_fault --timeout 30",
+        ) else {
+            panic!("bench did not parse");
+        };
+        assert!(bench.against_xen);
+        assert_eq!(bench.json, Some(PathBuf::from("out.json")));
+        assert_eq!((bench.iters, bench.warmup), (50, Some(5)));
+        assert_eq!(bench.only.as_deref(), Some("null_hypercall,page_fault"));
+        assert_eq!(bench.timeout_secs, 30);
+        assert!(parse_str("bench --against kvm").is_err());
+        assert!(parse_str("bench --iters 0").is_err());
+        assert!(parse_str("bench --iters 2000000").is_err());
+        assert!(parse_str("bench --only bogus").is_err());
+        assert!(parse_str("bench --json").is_err());
+        assert!(parse_str("bench --xen").is_err());
+        let Ok(Command::Bench(traced)) = parse_str("bench --trace page_fault") else {
+            panic!("bench --trace did not parse");
+        };
+        assert_eq!(traced.trace.as_deref(), Some("page_fault"));
+        assert!(parse_str("bench --trace page_fault,null_hypercall").is_err());
+        assert!(parse_str("bench --trace bogus").is_err());
     }
 }

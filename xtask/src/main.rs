@@ -2,18 +2,22 @@
 //! QEMU, and runs the test suite.
 //!
 //! A host program using only `std` (and the `hypervisor` library for the
-//! host-exit contract, [`hypervisor::exit::HostExit`]). Commands:
+//! host-exit contract, [`hypervisor::exit::HostExit`], and `pv_bench` for
+//! the benchmark guest's line format). Commands:
 //!
 //! - `build`: the bare-metal images (see [`build`]);
 //! - `run`: one boot, exit status mapped from the hypervisor's outcome
 //!   (see [`run`] and [`status`]);
 //! - `test`: host unit tests plus the QEMU integration tests of [`suite`]
 //!   (see [`testrun`]), optionally compared against Xen 4.17 ([`xen`]);
-//! - `new-test`: the skeleton of a new guest test (see [`new_test`]).
+//! - `new-test`: the skeleton of a new guest test (see [`new_test`]);
+//! - `bench`: the benchmark guest under `-icount`, optionally against Xen
+//!   4.17 (see [`bench`]).
 //!
 //! Every module except this one is free of `unsafe` code.
 #![forbid(unsafe_code)]
 
+mod bench;
 mod build;
 mod cli;
 mod elf;
@@ -44,9 +48,10 @@ fn dispatch(command: &Command) -> Result<u8, String> {
             let workspace = build::Workspace::locate()?;
             build::build_images(&workspace)?;
             eprintln!(
-                "xtask: built {} and {}",
+                "xtask: built {}, {} and {}",
                 workspace.hypervisor().display(),
-                workspace.test_guest().display()
+                workspace.test_guest().display(),
+                workspace.bench_guest().display()
             );
             Ok(0)
         }
@@ -59,6 +64,7 @@ fn dispatch(command: &Command) -> Result<u8, String> {
             let passed = testrun::test(&build::Workspace::locate()?, args)?;
             Ok(if passed { 0 } else { status::XTASK_ERROR })
         }
+        Command::Bench(args) => bench::bench(&build::Workspace::locate()?, args),
     }
 }
 

@@ -18,6 +18,9 @@ use crate::serial_log::Expectation;
 pub enum Dom0 {
     /// The test guest.
     TestGuest,
+    /// The benchmark guest (`bench/`), which prints `BENCH` lines and an
+    /// XTF-style result.
+    BenchGuest,
     /// A broken image made from the test guest.
     Bad(BadImage),
     /// No dom0 module at all.
@@ -108,6 +111,42 @@ macro_rules! rejected {
         }
     };
 }
+
+/// Tests written against Xen 4.17 before this hypervisor implements what
+/// they check (issues 3 and 4: memory and CPU virtualization). They are
+/// left out of the default run; `cargo xtask test --pending` runs them
+/// after `TESTS`, and with `--xen` also on Xen, where every one must
+/// already pass. When the hypervisor catches up with one, its entry moves
+/// from here to `TESTS`.
+pub const PENDING: &[IntegrationTest] = &[
+    passes!("cpu_exceptions_iret", conformance: true),
+    passes!("cpu_exceptions_iretq", conformance: true),
+    passes!("mm_mmu_update", conformance: true),
+    passes!("mm_update_va_mapping", conformance: true),
+    passes!("mm_pt_validation", conformance: true),
+    passes!("mm_mmuext_pin", conformance: true),
+    passes!("mm_mmuext_baseptr", conformance: true),
+    passes!("mm_mmuext_misc", conformance: true),
+    passes!("mm_multicall", conformance: true),
+    passes!("mm_uvm_otherdomain", conformance: true),
+    passes!("mm_vm_assist", conformance: true),
+    passes!("mm_memory_op", conformance: true),
+    passes!("mm_reservation", conformance: true),
+    passes!("mm_writable_pt", conformance: true),
+    passes!("cpu_user_mode", conformance: true),
+    passes!("cpu_user_syscall", conformance: true),
+    passes!("cpu_priv_kernel", conformance: true),
+    passes!("cpu_priv_user", conformance: true),
+    passes!("cpu_trap_table", conformance: true),
+    passes!("cpu_callbacks", conformance: true),
+    passes!("cpu_fpu", conformance: true),
+    passes!("cpu_segments", conformance: true),
+    passes!("cpu_descriptors", conformance: true),
+    passes!("cpu_debugreg", conformance: true),
+    passes!("cpu_alignment_check", conformance: true),
+    passes!("cpu_compat_callbacks", conformance: true),
+    passes!("mm_multicall_iret", conformance: true),
+];
 
 /// Every integration test, in the order they run.
 pub const TESTS: &[IntegrationTest] = &[
@@ -213,6 +252,22 @@ pub const TESTS: &[IntegrationTest] = &[
         boot: BootPath::Grub,
         ..passes!("hello", conformance: false)
     },
+    // The benchmark guest with tiny counts, so it cannot rot: every
+    // benchmark runs (or says `unsupported`), its checks pass, and the
+    // null hypercall is measured. `cargo xtask bench` does the real runs.
+    IntegrationTest {
+        name: "bench_guest_smoke",
+        dom0: Dom0::BenchGuest,
+        dom0_args: "iters=4 warmup=1",
+        hv_args: DEFAULT_HV_ARGS,
+        boot: BootPath::Direct,
+        expect: Expectation {
+            exit: HostExit::Dom0Poweroff,
+            result_line: true,
+            log_lines: &[&["BENCH null_hypercall tsc/call mean="]],
+        },
+        conformance: false,
+    },
 ];
 
 #[cfg(test)]
@@ -275,6 +330,29 @@ mod tests {
     }
 
     #[test]
+    fn pending_tests_are_conformance_guests_named_once() {
+        for (i, test) in PENDING.iter().enumerate() {
+            assert!(
+                TESTS
+                    .iter()
+                    .chain(&PENDING[..i])
+                    .all(|t| t.name != test.name),
+                "{} twice",
+                test.name
+            );
+            assert!(test.conformance, "{} must also run on Xen", test.name);
+            assert_eq!(test.dom0, Dom0::TestGuest, "{}", test.name);
+            assert_eq!(test.dom0_args.strip_prefix("test="), Some(test.name));
+            assert_eq!(test.expect.exit, HostExit::Dom0Poweroff, "{}", test.name);
+            assert!(
+                test.name.starts_with("mm_") || test.name.starts_with("cpu_"),
+                "{}",
+                test.name
+            );
+        }
+    }
+
+    #[test]
     fn rejection_tests_expect_a_bad_image() {
         for test in TESTS
             .iter()
@@ -283,6 +361,15 @@ mod tests {
             assert_eq!(test.expect.exit, HostExit::BadDom0Image, "{}", test.name);
             assert_eq!(test.expect.log_lines[0][0], "dom0 image rejected:");
         }
+    }
+
+    #[test]
+    fn bench_smoke_runs_the_bench_guest_with_tiny_counts() {
+        let smoke = TESTS.iter().find(|t| t.dom0 == Dom0::BenchGuest).unwrap();
+        assert_eq!(smoke.name, "bench_guest_smoke");
+        let options = pv_bench::options::Options::parse(smoke.dom0_args.as_bytes()).unwrap();
+        assert!(options.iters <= 10);
+        assert!(!smoke.conformance);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! `cargo xtask test`: host unit tests, then every QEMU integration test
-//! one at a time, then (with `--xen`) the conformance runs on Xen 4.17.
+//! one at a time (with `--pending`, the pending ones after them), then
+//! (with `--xen`) the conformance runs on Xen 4.17.
 //!
 //! Every run's serial log is saved to `target/xtask-tests/<name>.log`
 //! (Xen's to `target/xtask-tests/xen/<name>.log`), followed by a trailer
@@ -22,7 +23,7 @@ use crate::qemu::{self, Accel, Boot, Machine, Module, RunResult, RunSpec, Serial
 use crate::run::{BootFiles, prepare_boot};
 use crate::serial_log::{self, evaluate};
 use crate::status::Outcome;
-use crate::suite::{Dom0, IntegrationTest, TESTS};
+use crate::suite::{Dom0, IntegrationTest, PENDING, TESTS};
 use crate::xen;
 
 /// The machine every integration test runs on.
@@ -115,6 +116,7 @@ fn boot_test(
     let guest = workspace.test_guest();
     let dom0 = match test.dom0 {
         Dom0::TestGuest => Some(guest),
+        Dom0::BenchGuest => Some(workspace.bench_guest()),
         Dom0::Absent => None,
         Dom0::Bad(kind) => {
             let original = fs::read(&guest).map_err(|e| format!("{}: {e}", guest.display()))?;
@@ -253,10 +255,11 @@ pub fn test(workspace: &Workspace, args: &TestArgs) -> Result<bool, String> {
     if args.selects("host_unit_tests") {
         host_unit_tests(workspace, &mut tally);
     }
-    let selected: Vec<&IntegrationTest> = TESTS.iter().filter(|t| args.selects(t.name)).collect();
+    let pending: &[IntegrationTest] = if args.pending { PENDING } else { &[] };
+    let table = || TESTS.iter().chain(pending);
+    let selected: Vec<&IntegrationTest> = table().filter(|t| args.selects(t.name)).collect();
     let conformance_selected: Vec<&IntegrationTest> = if args.xen {
-        TESTS
-            .iter()
+        table()
             .filter(|t| t.conformance && args.selects(&xen_name(t)))
             .collect()
     } else {

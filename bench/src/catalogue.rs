@@ -1,0 +1,182 @@
+//! Every benchmark, in the order the guest runs them.
+//!
+//! A *sample* is what the guest times between two fenced `rdtsc`s (one
+//! hypercall, one multicall, one fault round trip, or a pair of calls
+//! that undo each other: unmap then remap, pin then unpin). The printed
+//! values are per *item*: a sample's ticks divided by
+//! [`Benchmark::items_per_sample`] (32 entries of a multicall, the 2N PTEs
+//! an unmap-remap pair of N-entry `mmu_update`s writes), so batched and
+//! single calls compare directly. Pairs make every sample leave the guest
+//! as it found it, and make the minimum meaningful: unmapping and remapping
+//! cost different amounts, so a minimum over single calls would only show
+//! the cheaper half.
+//!
+//! Invariant: names are unique, lower-case ASCII, digits and `_` (they are
+//! words of the console lines, JSON keys and table rows).
+
+#![forbid(unsafe_code)]
+
+/// One benchmark.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Benchmark {
+    /// Its name on the console lines and in tables.
+    pub name: &'static str,
+    /// Unit of the printed values: `tsc/<item>` (instructions per item
+    /// under `-icount shift=0`).
+    pub unit: &'static str,
+    /// What one sample is (the unit of the hypervisor counters).
+    pub sample: &'static str,
+    /// Items per sample: the divisor from sample ticks to the unit.
+    pub items_per_sample: u32,
+    /// What is measured, in one line.
+    pub what: &'static str,
+}
+
+/// PTE counts of the `mmu_update` benchmarks, in the order of [`ALL`].
+pub const MMU_UPDATE_BATCHES: [u32; 4] = [1, 8, 64, 512];
+
+/// Every benchmark, in the order the guest runs them: plain hypercalls
+/// first, then page-table updates, then the ones that need trap, event and
+/// user-mode support (a crash there cannot hide the earlier results).
+pub const ALL: &[Benchmark] = &[
+    Benchmark {
+        name: "null_hypercall",
+        unit: "tsc/call",
+        sample: "call",
+        items_per_sample: 1,
+        what: "xen_version(XENVER_version, NULL) through the hypercall page",
+    },
+    Benchmark {
+        name: "multicall_32",
+        unit: "tsc/entry",
+        sample: "multicall",
+        items_per_sample: 32,
+        what: "one multicall of 32 xen_version(XENVER_version, NULL) entries",
+    },
+    Benchmark {
+        name: "mmu_update_1",
+        unit: "tsc/pte",
+        sample: "pair",
+        items_per_sample: 2 * MMU_UPDATE_BATCHES[0],
+        what: "mmu_update of 1 L1 entry per call; a sample unmaps then remaps a scratch page (2 calls)",
+    },
+    Benchmark {
+        name: "mmu_update_8",
+        unit: "tsc/pte",
+        sample: "pair",
+        items_per_sample: 2 * MMU_UPDATE_BATCHES[1],
+        what: "mmu_update of 8 L1 entries per call; a sample unmaps then remaps 8 scratch pages",
+    },
+    Benchmark {
+        name: "mmu_update_64",
+        unit: "tsc/pte",
+        sample: "pair",
+        items_per_sample: 2 * MMU_UPDATE_BATCHES[2],
+        what: "mmu_update of 64 L1 entries per call; a sample unmaps then remaps 64 scratch pages",
+    },
+    Benchmark {
+        name: "mmu_update_512",
+        unit: "tsc/pte",
+        sample: "pair",
+        items_per_sample: 2 * MMU_UPDATE_BATCHES[3],
+        what: "mmu_update of 512 L1 entries per call; a sample unmaps then remaps 512 scratch pages",
+    },
+    Benchmark {
+        name: "update_va_mapping_invlpg",
+        unit: "tsc/call",
+        sample: "pair",
+        items_per_sample: 2,
+        what: "update_va_mapping with UVMF_INVLPG; a sample unmaps then remaps a scratch page",
+    },
+    Benchmark {
+        name: "update_va_mapping_flush",
+        unit: "tsc/call",
+        sample: "pair",
+        items_per_sample: 2,
+        what: "update_va_mapping with UVMF_TLB_FLUSH|UVMF_LOCAL; a sample unmaps then remaps",
+    },
+    Benchmark {
+        name: "mmuext_pin_unpin_l1",
+        unit: "tsc/pair",
+        sample: "pair",
+        items_per_sample: 1,
+        what: "mmuext_op PIN_L1_TABLE then UNPIN_TABLE of a fresh (empty) L1 table, two calls",
+    },
+    Benchmark {
+        name: "page_fault",
+        unit: "tsc/fault",
+        sample: "fault",
+        items_per_sample: 1,
+        what: "#PF on an unmapped address, bounced to the guest handler, back with HYPERVISOR_iret",
+    },
+    Benchmark {
+        name: "syscall_bounce",
+        unit: "tsc/syscall",
+        sample: "syscall",
+        items_per_sample: 1,
+        what: "SYSCALL from guest user mode to the syscall callback and back (iret, VGCF_in_syscall)",
+    },
+    Benchmark {
+        name: "evtchn_self",
+        unit: "tsc/event",
+        sample: "event",
+        items_per_sample: 1,
+        what: "EVTCHNOP_send to an IPI port of the sender's own vCPU, upcall, handler, iret",
+    },
+    Benchmark {
+        name: "evtchn_interdomain_pingpong",
+        unit: "tsc/roundtrip",
+        sample: "roundtrip",
+        items_per_sample: 1,
+        what: "event-channel ping-pong between dom0 and a domU (needs a second domain)",
+    },
+];
+
+/// The benchmark called `name`.
+#[must_use]
+pub fn find(name: &str) -> Option<&'static Benchmark> {
+    ALL.iter().find(|b| b.name == name)
+}
+
+/// The `mmu_update` benchmark with `ptes` entries per call (two calls per
+/// sample).
+#[must_use]
+pub fn mmu_update(ptes: u32) -> Option<&'static Benchmark> {
+    ALL.iter().find(|b| {
+        b.name.starts_with("mmu_update_") && Some(b.items_per_sample) == ptes.checked_mul(2)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_words() {
+        for (i, b) in ALL.iter().enumerate() {
+            assert!(
+                b.name
+                    .bytes()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_'),
+                "{}",
+                b.name
+            );
+            assert!(ALL[..i].iter().all(|o| o.name != b.name), "{}", b.name);
+            assert!(b.unit.starts_with("tsc/") && !b.unit.contains(' '));
+            assert!(b.items_per_sample >= 1);
+            assert!(!b.sample.contains(' '));
+        }
+    }
+
+    #[test]
+    fn every_mmu_batch_has_a_benchmark() {
+        for ptes in MMU_UPDATE_BATCHES {
+            let b = mmu_update(ptes).unwrap();
+            assert_eq!(b.items_per_sample, 2 * ptes);
+            assert_eq!(b.unit, "tsc/pte");
+        }
+        assert_eq!(mmu_update(2), None);
+        assert_eq!(find("null_hypercall").unwrap().unit, "tsc/call");
+        assert_eq!(find("multicall_32").unwrap().items_per_sample, 32);
+    }
+}

@@ -1,0 +1,166 @@
+//! Event-channel paths: a send to an IPI port of the sender's own vCPU,
+//! delivered as an upcall to the guest's handler.
+//!
+//! The guest maps `shared_info` over a page of its own `.bss`, registers
+//! the upcall entry, binds an IPI port, unmasks the port and the vCPU's
+//! upcalls, and times `EVTCHNOP_send` to the return from the upcall (the
+//! hypervisor delivers the upcall on its way back from the send). Every
+//! send must produce exactly one upcall for the port. Afterwards upcalls
+//! are masked, the port closed and the page mapped back.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use guest_pv_shim::dom0_abi::cpu::CallbackType;
+use guest_pv_shim::dom0_abi::mmu::{PTE_ADDR_MASK, PteFlags, UvmfFlags};
+use guest_pv_shim::dom0_abi::start_info::StartInfo;
+
+use crate::guest::asm::{self, SHARED_INFO_VA, UPCALL_PORT, UPCALLS, bench_upcall_entry};
+use crate::guest::harness::{Harness, Measured, NotRun, failed, not_run};
+use crate::guest::hc;
+use crate::guest::pagetable::PageTables;
+use crate::guest::traps::iret_works;
+
+/// Offset of `vcpu_info[0].evtchn_upcall_pending` in `shared_info`.
+const UPCALL_PENDING: u64 = 0;
+/// Offset of `vcpu_info[0].evtchn_upcall_mask`.
+const UPCALL_MASK: u64 = 1;
+/// Offset of `vcpu_info[0].evtchn_pending_sel`.
+const PENDING_SEL: u64 = 8;
+/// Offset of `evtchn_pending[]`.
+const EVTCHN_PENDING: u64 = 2048;
+/// Offset of `evtchn_mask[]`.
+const EVTCHN_MASK: u64 = 2560;
+
+/// Runs `f` on the `u64` of the mapped `shared_info` page at byte
+/// `offset`, as an atomic shared with the hypervisor. The reference lives
+/// only for the call: the page is unmapped again after the benchmark.
+fn with_shared_word<R>(base: u64, offset: u64, f: impl FnOnce(&AtomicU64) -> R) -> R {
+    // SAFETY: `base` is the page `shared_info` is mapped at (callers hold
+    // it only while the mapping exists), `offset` is 8-byte aligned and
+    // inside its 3136 bytes, every access to the shared words (ours and the
+    // hypervisor's) is atomic, and the reference does not outlive `f`.
+    f(unsafe { AtomicU64::from_ptr((base + offset) as *mut u64) })
+}
+
+/// Writes `value` to the byte at `offset` of `shared_info`.
+fn write_shared_byte(base: u64, offset: u64, value: u8) {
+    // SAFETY: as for `with_shared_word`; a single-byte volatile store is how the
+    // ABI updates `evtchn_upcall_pending` and `evtchn_upcall_mask`.
+    unsafe { ((base + offset) as *mut u8).write_volatile(value) };
+}
+
+/// The Rust part of the upcall handler (called by `bench_upcall_entry`
+/// with every caller-saved register saved): acknowledges every pending,
+/// unmasked port and counts those of the benchmark's port.
+pub extern "C" fn upcall() {
+    let base = SHARED_INFO_VA.load(Ordering::Relaxed);
+    if base == 0 {
+        return;
+    }
+    write_shared_byte(base, UPCALL_PENDING, 0);
+    let mut selector = with_shared_word(base, PENDING_SEL, |w| w.swap(0, Ordering::SeqCst));
+    let port = UPCALL_PORT.load(Ordering::Relaxed);
+    while selector != 0 {
+        let word = u64::from(selector.trailing_zeros());
+        selector &= selector - 1;
+        let mask = with_shared_word(base, EVTCHN_MASK + word * 8, |w| w.load(Ordering::SeqCst));
+        let ready = with_shared_word(base, EVTCHN_PENDING + word * 8, |pending| {
+            let ready = pending.load(Ordering::SeqCst) & !mask;
+            pending.fetch_and(!ready, Ordering::SeqCst);
+            ready
+        });
+        if port / 64 == word && ready & (1 << (port % 64)) != 0 {
+            UPCALLS.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Maps `shared_info` at the guest's spare page; returns the page's
+/// original entry.
+fn map_shared_info(start_info: &StartInfo, pt: &PageTables, name: &str) -> Result<u64, NotRun> {
+    let va = asm::shared_info_page_va();
+    let original = pt
+        .entry(va, 1)
+        .map_err(|_| failed(name, "the shared_info page is not in the bootstrap tables"))?
+        .value;
+    let flags =
+        PteFlags::PRESENT | PteFlags::RW | PteFlags::ACCESSED | PteFlags::DIRTY | PteFlags::NX;
+    let pte = (start_info.shared_info & PTE_ADDR_MASK) | flags.bits();
+    // SAFETY: replaces the mapping of a page of this image that nothing
+    // uses (its own frame simply stays unmapped).
+    let ret = unsafe { hc::update_va_mapping(va, pte, UvmfFlags::INVLPG.bits()) };
+    if ret != 0 {
+        return Err(not_run(name, "update_va_mapping (shared_info)", ret));
+    }
+    SHARED_INFO_VA.store(va, Ordering::Relaxed);
+    Ok(original)
+}
+
+/// Undoes [`map_shared_info`].
+fn unmap_shared_info(original: u64) {
+    SHARED_INFO_VA.store(0, Ordering::Relaxed);
+    // SAFETY: puts the page's own frame back; nothing refers to the
+    // shared_info mapping any more (upcalls are masked).
+    let ret = unsafe {
+        hc::update_va_mapping(
+            asm::shared_info_page_va(),
+            original,
+            UvmfFlags::INVLPG.bits(),
+        )
+    };
+    guest_pv_shim::report::check_ret("spare page mapped back after evtchn_self", ret, 0);
+}
+
+/// Binds the IPI port, unmasks it and the upcalls, and times the sends.
+fn timed_sends(h: &Harness, base: u64, name: &str) -> Result<Measured, NotRun> {
+    // SAFETY: `bench_upcall_entry` saves every register it uses, handles
+    // the event frame and returns with iret.
+    let ret = unsafe {
+        hc::callback_register(CallbackType::Event, asm::entry_address(bench_upcall_entry))
+    };
+    if ret != 0 {
+        return Err(not_run(name, "callback_op(register event)", ret));
+    }
+    let port = hc::evtchn_bind_ipi(0).map_err(|err| not_run(name, "EVTCHNOP_bind_ipi", err))?;
+    UPCALL_PORT.store(u64::from(port), Ordering::Relaxed);
+    let word = u64::from(port / 64);
+    with_shared_word(base, EVTCHN_MASK + word * 8, |w| {
+        w.fetch_and(!(1 << (port % 64)), Ordering::SeqCst)
+    });
+    write_shared_byte(base, UPCALL_MASK, 0);
+    // Anything already pending is delivered on the way back from this call.
+    let _ = hc::xen_version_null();
+    let first = UPCALLS.load(Ordering::Relaxed);
+    let timed = h.time(
+        name,
+        "EVTCHNOP_send",
+        || hc::evtchn_send(port),
+        |ret| ret == 0,
+    );
+    write_shared_byte(base, UPCALL_MASK, 1);
+    let upcalls = UPCALLS.load(Ordering::Relaxed) - first;
+    let ret = hc::evtchn_close(port);
+    guest_pv_shim::report::check_ret("IPI port closed after evtchn_self", ret, 0);
+    let measured = timed?;
+    if upcalls != measured.runs {
+        return Err(failed(
+            name,
+            "the number of upcalls differs from the number of sends",
+        ));
+    }
+    Ok(measured)
+}
+
+/// `evtchn_self`.
+pub fn evtchn_self(
+    h: &Harness,
+    start_info: &StartInfo,
+    pt: &PageTables,
+    name: &str,
+) -> Result<Measured, NotRun> {
+    iret_works(name)?;
+    let original = map_shared_info(start_info, pt, name)?;
+    let measured = timed_sends(h, asm::shared_info_page_va(), name);
+    unmap_shared_info(original);
+    measured
+}

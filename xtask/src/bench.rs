@@ -1,0 +1,1002 @@
+//! `cargo xtask bench`: the benchmark guest under `-icount`, on this
+//! hypervisor and (with `--against xen`) on Xen 4.17, side by side.
+//!
+//! Both runs boot the same `bench-guest` image with QEMU's multiboot
+//! loader under TCG with `-icount shift=0,sleep=off`, where the TSC
+//! advances once per executed instruction: every figure is a path length
+//! in instructions, the same on every run. The guest prints one `BENCH`
+//! line per benchmark (format in `pv_bench::line`); this module reads them
+//! back, prints a table and optionally writes JSON.
+//!
+//! Xen never ends QEMU by itself: its run is stopped when the serial log
+//! shows "Hardware Dom0 halted" (or another of `xen::STOP_MARKERS`).
+//! Serial logs go to `target/xtask-bench/{oxen,xen}.log`.
+//!
+//! With `--trace <name>`, one sample of one benchmark is single-stepped
+//! under gdb instead, and its instructions are attributed to functions
+//! ([`trace`]).
+//!
+//! Not part of `cargo xtask test`; the suite runs the guest once with tiny
+//! iteration counts (`bench_guest_smoke`) so it cannot rot.
+#![forbid(unsafe_code)]
+
+mod trace;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, SystemTime};
+
+use hypervisor::exit::HostExit;
+use pv_bench::catalogue;
+use pv_bench::line::{self, Line};
+
+use crate::build::{self, TARGET, Workspace};
+use crate::cli::{BenchArgs, DEFAULT_HV_ARGS, DEFAULT_MEM_MIB};
+use crate::packages;
+use crate::qemu::{self, Accel, Boot, Machine, Module, RunResult, RunSpec, Serial};
+use crate::serial_log;
+use crate::status::{Outcome, XTASK_ERROR};
+use crate::xen;
+
+/// The machine both runs use: one CPU, instruction-counting TCG.
+const BENCH_MACHINE: Machine = Machine {
+    accel: Accel::TcgIcount,
+    smp: 1,
+    mem_mib: DEFAULT_MEM_MIB,
+};
+
+/// The hypervisor feature that compiles in the statistics hypercall, if
+/// the hypervisor crate declares it (`docs/performance.md`).
+pub const STATS_FEATURE: &str = "stats";
+
+/// Which hypervisor a run is on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Platform {
+    /// This hypervisor.
+    Ours,
+    /// Xen 4.17.
+    Xen,
+}
+
+impl Platform {
+    /// Name in tables, JSON and log file names.
+    pub fn name(self) -> &'static str {
+        match self {
+            Platform::Ours => "oxen",
+            Platform::Xen => "xen",
+        }
+    }
+}
+
+/// One benchmark's result on one platform.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Cell {
+    /// Measured: minimum and mean per item, as printed, and samples.
+    Measured {
+        /// Smallest sample per item.
+        min: String,
+        /// Mean per item.
+        mean: String,
+        /// Samples.
+        n: u64,
+    },
+    /// The platform cannot run it.
+    Unsupported,
+    /// It ran and a check failed.
+    Failed,
+    /// The guest never printed its line (it stopped earlier).
+    NotReached,
+}
+
+impl Cell {
+    /// The minimum as a number, if measured.
+    fn min(&self) -> Option<f64> {
+        match self {
+            Cell::Measured { min, .. } => min.parse().ok(),
+            _ => None,
+        }
+    }
+
+    /// The word shown for a cell without numbers.
+    fn word(&self) -> &'static str {
+        match self {
+            Cell::Measured { .. } => "",
+            Cell::Unsupported => "unsupported",
+            Cell::Failed => "failed",
+            Cell::NotReached => "not reached",
+        }
+    }
+}
+
+/// Everything one run printed.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Results {
+    /// Benchmark names in the order printed.
+    pub order: Vec<String>,
+    /// Each benchmark's result.
+    pub cells: BTreeMap<String, Cell>,
+    /// Each measured benchmark's unit.
+    pub units: BTreeMap<String, String>,
+    /// Why a benchmark is unsupported or failed.
+    pub notes: BTreeMap<String, String>,
+    /// Hypervisor counters per benchmark: what a sample is, then
+    /// `(counter, value per sample)`.
+    pub counters: BTreeMap<String, (String, Vec<(String, String)>)>,
+    /// Why the counters are unavailable, if the guest said so.
+    pub counters_unavailable: Option<String>,
+    /// The `BENCH-INFO` pairs.
+    pub info: Vec<(String, String)>,
+    /// The guest's `Test result:` words.
+    pub test_results: Vec<String>,
+}
+
+/// Reads a run's serial log.
+pub fn parse_results(log: &str) -> Results {
+    let mut results = Results::default();
+    for text in log.lines() {
+        let Some(parsed) = line::parse(text) else {
+            continue;
+        };
+        let mut record = |name: &str, cell: Cell| {
+            if !results.cells.contains_key(name) {
+                results.order.push(name.to_owned());
+            }
+            results.cells.insert(name.to_owned(), cell);
+        };
+        match parsed {
+            Line::Measured {
+                name,
+                unit,
+                summary,
+            } => {
+                record(
+                    name,
+                    Cell::Measured {
+                        min: summary.min.to_string(),
+                        mean: summary.mean.to_string(),
+                        n: summary.n,
+                    },
+                );
+                results.units.insert(name.to_owned(), unit.to_owned());
+            }
+            Line::Unsupported { name } => record(name, Cell::Unsupported),
+            Line::Failed { name } => record(name, Cell::Failed),
+            Line::Note { name, text } => {
+                results.notes.insert(name.to_owned(), text.to_owned());
+            }
+            Line::Counters { name, per, values } => {
+                let values = values.map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+                results
+                    .counters
+                    .insert(name.to_owned(), (per.to_owned(), values));
+            }
+            Line::CountersUnavailable { why } => {
+                results.counters_unavailable = Some(why.to_owned());
+            }
+            Line::Info(pairs) => {
+                results
+                    .info
+                    .extend(pairs.map(|(k, v)| (k.to_owned(), v.to_owned())));
+            }
+        }
+    }
+    results.test_results = serial_log::parse(log).results;
+    results
+}
+
+/// One platform's run.
+#[derive(Clone, Debug)]
+pub struct PlatformRun {
+    /// Which platform.
+    pub platform: Platform,
+    /// How QEMU ended.
+    pub outcome: Outcome,
+    /// What the guest printed.
+    pub results: Results,
+    /// Wall-clock time of the run.
+    pub elapsed: Duration,
+}
+
+impl PlatformRun {
+    /// Whether the guest ran to its end: the platform's normal end of a
+    /// powered-off dom0, and a `Test result:` line.
+    pub fn completed(&self) -> bool {
+        let ended = match self.platform {
+            Platform::Ours => self.outcome == Outcome::Exit(HostExit::Dom0Poweroff),
+            Platform::Xen => self.outcome == Outcome::Stopped("Hardware Dom0 halted"),
+        };
+        ended && !self.results.test_results.is_empty()
+    }
+
+    /// The result for `name` (not reached if the guest never printed it).
+    pub fn cell(&self, name: &str) -> Cell {
+        self.results
+            .cells
+            .get(name)
+            .cloned()
+            .unwrap_or(Cell::NotReached)
+    }
+}
+
+/// Whether the `[features]` table of a `Cargo.toml` declares `feature`.
+pub fn declares_feature(cargo_toml: &str, feature: &str) -> bool {
+    let mut in_features = false;
+    for line in cargo_toml.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_features = line == "[features]";
+        } else if in_features
+            && let Some((key, _)) = line.split_once('=')
+            && key.trim().trim_matches('"') == feature
+        {
+            return true;
+        }
+    }
+    false
+}
+
+/// Builds the hypervisor (with the statistics feature when it exists) and
+/// the benchmark guest; returns whether statistics were compiled in.
+fn build_images(workspace: &Workspace, build_hypervisor: bool) -> Result<bool, String> {
+    let manifest = workspace.root.join("hypervisor/Cargo.toml");
+    let manifest_text =
+        fs::read_to_string(&manifest).map_err(|e| format!("{}: {e}", manifest.display()))?;
+    let stats = build_hypervisor && declares_feature(&manifest_text, STATS_FEATURE);
+    let mut cargo = workspace.cargo();
+    cargo.args(["build", "--release", "--target", TARGET]);
+    cargo.args(["-p", "pv-bench", "--features", "pv-bench/bare-metal"]);
+    if build_hypervisor {
+        let features = if stats {
+            format!("hypervisor/bare-metal,hypervisor/{STATS_FEATURE}")
+        } else {
+            "hypervisor/bare-metal".to_owned()
+        };
+        cargo.args(["-p", "hypervisor", "--features", &features]);
+    }
+    eprintln!(
+        "xtask: building the benchmark guest{} ({TARGET}, release)",
+        if build_hypervisor {
+            if stats {
+                " and the hypervisor with statistics"
+            } else {
+                " and the hypervisor"
+            }
+        } else {
+            ""
+        }
+    );
+    build::run_checked(cargo, "cargo build")?;
+    Ok(stats)
+}
+
+/// The benchmark guest's command line.
+fn guest_args(args: &BenchArgs) -> String {
+    let mut line = format!("iters={}", args.iters);
+    if let Some(warmup) = args.warmup {
+        line.push_str(&format!(" warmup={warmup}"));
+    }
+    if let Some(only) = &args.only {
+        line.push_str(&format!(" only={only}"));
+    }
+    line
+}
+
+/// Boots `kernel` with the guest as its dom0 and reads the results.
+fn boot(
+    platform: Platform,
+    kernel: &Path,
+    append: &str,
+    guest: &Path,
+    args: &BenchArgs,
+    log_dir: &Path,
+) -> Result<PlatformRun, String> {
+    let boot = Boot::Direct {
+        kernel: kernel.to_path_buf(),
+        append: append.to_owned(),
+        modules: vec![Module {
+            path: guest.to_path_buf(),
+            args: guest_args(args),
+        }],
+    };
+    let qemu_args = qemu::qemu_args(&BENCH_MACHINE, &boot)?;
+    eprintln!("xtask: benchmarking on {}", platform.name());
+    let result = qemu::run(&RunSpec {
+        args: qemu_args.clone(),
+        serial: Serial::Capture,
+        timeout: Some(Duration::from_secs(args.timeout_secs)),
+        stop_markers: match platform {
+            Platform::Ours => &[],
+            Platform::Xen => xen::STOP_MARKERS,
+        },
+    })?;
+    save_log(
+        &log_dir.join(format!("{}.log", platform.name())),
+        &qemu_args,
+        &result,
+    )?;
+    Ok(PlatformRun {
+        platform,
+        outcome: result.outcome,
+        results: parse_results(&result.serial),
+        elapsed: result.elapsed,
+    })
+}
+
+/// Writes a run's serial log followed by the QEMU command and outcome.
+fn save_log(path: &Path, args: &[std::ffi::OsString], result: &RunResult) -> Result<(), String> {
+    let mut text = result.serial.clone();
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    let _ = writeln!(text, "--- xtask ---");
+    let _ = writeln!(text, "command: {}", qemu::display_command(args));
+    let _ = writeln!(text, "outcome: {}", result.outcome);
+    let _ = writeln!(text, "time: {:.1} s", result.elapsed.as_secs_f64());
+    if !result.stderr.is_empty() {
+        let _ = writeln!(text, "--- QEMU stderr ---\n{}", result.stderr);
+    }
+    fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The benchmark names to show: the catalogue's (or `--only`'s), then any
+/// other name a run printed.
+fn row_names(args: &BenchArgs, runs: &[PlatformRun]) -> Vec<String> {
+    let mut names: Vec<String> = catalogue::ALL
+        .iter()
+        .map(|b| b.name)
+        .filter(|name| {
+            args.only
+                .as_deref()
+                .is_none_or(|only| only.split(',').any(|n| n == *name))
+        })
+        .map(str::to_owned)
+        .collect();
+    for run in runs {
+        for name in &run.results.order {
+            if !names.contains(name) {
+                names.push(name.clone());
+            }
+        }
+    }
+    names
+}
+
+/// A benchmark's unit: from a run that measured it, else the catalogue.
+fn unit_of(name: &str, runs: &[PlatformRun]) -> String {
+    runs.iter()
+        .find_map(|run| run.results.units.get(name).cloned())
+        .or_else(|| catalogue::find(name).map(|b| b.unit.to_owned()))
+        .unwrap_or_default()
+}
+
+/// `ours / theirs` of the minima, to two decimals.
+fn ratio(ours: &Cell, theirs: &Cell) -> Option<f64> {
+    match (ours.min(), theirs.min()) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    }
+}
+
+/// Lays out rows of cells as an aligned text table (the first `left`
+/// columns left-aligned, the others right-aligned), with a rule under the
+/// header.
+pub fn render_table(header: &[String], rows: &[Vec<String>], left: usize) -> String {
+    let columns = header.len();
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate().take(columns) {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let format_row = |row: &[String]| {
+        let cells: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(i, cell)| {
+                if i < left {
+                    format!("{cell:<width$}", width = widths[i])
+                } else {
+                    format!("{cell:>width$}", width = widths[i])
+                }
+            })
+            .collect();
+        cells.join("  ").trim_end().to_owned()
+    };
+    let mut out = format_row(header);
+    out.push('\n');
+    let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+    out.push_str(&rule.join("  "));
+    out.push('\n');
+    for row in rows {
+        out.push_str(&format_row(row));
+        out.push('\n');
+    }
+    out
+}
+
+/// The results table: benchmark, unit, then per platform min and mean,
+/// then the ratio of the minima when both platforms ran.
+pub fn results_table(names: &[String], runs: &[PlatformRun]) -> String {
+    let mut header = vec!["benchmark".to_owned(), "unit".to_owned()];
+    for run in runs {
+        let who = match run.platform {
+            Platform::Ours => "ours",
+            Platform::Xen => "Xen",
+        };
+        header.push(format!("{who} min"));
+        header.push(format!("{who} mean"));
+    }
+    let compare = runs.len() == 2;
+    if compare {
+        header.push("ours/Xen".to_owned());
+    }
+    let rows: Vec<Vec<String>> = names
+        .iter()
+        .map(|name| {
+            let mut row = vec![name.clone(), unit_of(name, runs)];
+            for run in runs {
+                match run.cell(name) {
+                    Cell::Measured { min, mean, .. } => {
+                        row.push(min);
+                        row.push(mean);
+                    }
+                    other => {
+                        row.push(other.word().to_owned());
+                        row.push(String::new());
+                    }
+                }
+            }
+            if compare {
+                let shown = ratio(&runs[0].cell(name), &runs[1].cell(name))
+                    .map_or_else(|| "-".to_owned(), |r| format!("{r:.2}"));
+                row.push(shown);
+            }
+            row
+        })
+        .collect();
+    render_table(&header, &rows, 2)
+}
+
+/// The hypervisor-counter table of one run, or the line saying why there
+/// is none.
+pub fn counters_table(names: &[String], run: &PlatformRun) -> String {
+    let results = &run.results;
+    if results.counters.is_empty() {
+        let why = results
+            .counters_unavailable
+            .as_deref()
+            .unwrap_or("no COUNTERS lines");
+        return format!(
+            "hypervisor counters on {}: unavailable ({why})\n",
+            run.platform.name()
+        );
+    }
+    let shown: Vec<&str> = pv_bench::counters::HIDDEN_COSTS
+        .iter()
+        .map(|c| c.name())
+        .chain(["hv_tsc"])
+        .collect();
+    let mut header = vec!["benchmark".to_owned(), "per".to_owned()];
+    header.extend(shown.iter().map(|s| (*s).to_owned()));
+    let rows: Vec<Vec<String>> = names
+        .iter()
+        .filter_map(|name| {
+            let (per, values) = results.counters.get(name)?;
+            let mut row = vec![name.clone(), per.clone()];
+            for counter in &shown {
+                let value = values.iter().find(|(k, _)| k == counter);
+                row.push(value.map_or_else(|| "-".to_owned(), |(_, v)| v.clone()));
+            }
+            Some(row)
+        })
+        .collect();
+    format!(
+        "hypervisor events per sample on {}:\n{}",
+        run.platform.name(),
+        render_table(&header, &rows, 2)
+    )
+}
+
+/// A JSON string literal.
+fn json_string(text: &str) -> String {
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c if u32::from(c) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A number as JSON (a printed decimal is already valid JSON).
+fn json_number(text: &str) -> String {
+    if text.parse::<f64>().is_ok_and(f64::is_finite) {
+        text.to_owned()
+    } else {
+        json_string(text)
+    }
+}
+
+/// One platform's result for `name`, as a JSON object.
+fn json_cell(run: &PlatformRun, name: &str) -> String {
+    let cell = run.cell(name);
+    let mut out = String::from("{");
+    match &cell {
+        Cell::Measured { min, mean, n } => {
+            let _ = write!(
+                out,
+                "\"status\": \"measured\", \"min\": {}, \"mean\": {}, \"n\": {n}",
+                json_number(min),
+                json_number(mean)
+            );
+        }
+        other => {
+            let _ = write!(out, "\"status\": {}", json_string(other.word()));
+        }
+    }
+    if let Some(note) = run.results.notes.get(name) {
+        let _ = write!(out, ", \"note\": {}", json_string(note));
+    }
+    if let Some((per, values)) = run.results.counters.get(name) {
+        let values: Vec<String> = values
+            .iter()
+            .map(|(k, v)| format!("{}: {}", json_string(k), json_number(v)))
+            .collect();
+        let _ = write!(
+            out,
+            ", \"counters\": {{\"per\": {}, {}}}",
+            json_string(per),
+            values.join(", ")
+        );
+    }
+    out.push('}');
+    out
+}
+
+/// What the JSON file records about the run as a whole.
+#[derive(Clone, Debug)]
+pub struct RunInfo {
+    /// UTC date, `YYYY-MM-DD`.
+    pub date: String,
+    /// The workspace's commit (`+` when the tree has changes).
+    pub commit: String,
+    /// The guest's command line.
+    pub guest_args: String,
+}
+
+/// The whole result as JSON.
+pub fn to_json(info: &RunInfo, names: &[String], runs: &[PlatformRun]) -> String {
+    let mut out = String::from("{\n");
+    let _ = writeln!(out, "  \"date\": {},", json_string(&info.date));
+    let _ = writeln!(out, "  \"commit\": {},", json_string(&info.commit));
+    let _ = writeln!(out, "  \"guest_args\": {},", json_string(&info.guest_args));
+    let _ = writeln!(
+        out,
+        "  \"method\": \"QEMU TCG -icount shift=0,sleep=off: one TSC tick per instruction\","
+    );
+    out.push_str("  \"platforms\": {");
+    let platforms: Vec<String> = runs
+        .iter()
+        .map(|run| {
+            let info: Vec<String> = run
+                .results
+                .info
+                .iter()
+                .map(|(k, v)| format!("{}: {}", json_string(k), json_string(v)))
+                .collect();
+            format!(
+                "\n    {}: {{\"outcome\": {}, \"completed\": {}, \"counters_unavailable\": {}, \"info\": {{{}}}}}",
+                json_string(run.platform.name()),
+                json_string(&run.outcome.to_string()),
+                run.completed(),
+                run.results
+                    .counters_unavailable
+                    .as_deref()
+                    .map_or_else(|| "null".to_owned(), json_string),
+                info.join(", ")
+            )
+        })
+        .collect();
+    out.push_str(&platforms.join(","));
+    out.push_str("\n  },\n  \"benchmarks\": [");
+    let rows: Vec<String> = names
+        .iter()
+        .map(|name| {
+            let mut row = format!(
+                "\n    {{\"name\": {}, \"unit\": {}",
+                json_string(name),
+                json_string(&unit_of(name, runs))
+            );
+            if let Some(bench) = catalogue::find(name) {
+                let _ = write!(row, ", \"what\": {}", json_string(bench.what));
+            }
+            for run in runs {
+                let _ = write!(
+                    row,
+                    ", {}: {}",
+                    json_string(run.platform.name()),
+                    json_cell(run, name)
+                );
+            }
+            if let [ours, theirs] = runs {
+                let shown = ratio(&ours.cell(name), &theirs.cell(name))
+                    .map_or_else(|| "null".to_owned(), |r| format!("{r:.4}"));
+                let _ = write!(row, ", \"ratio_min\": {shown}");
+            }
+            row.push('}');
+            row
+        })
+        .collect();
+    out.push_str(&rows.join(","));
+    out.push_str("\n  ]\n}\n");
+    out
+}
+
+/// `YYYY-MM-DD` of a day count since 1970-01-01 (proleptic Gregorian).
+pub fn civil_date(days_since_epoch: i64) -> String {
+    // Shift the epoch to 0000-03-01 so leap days end each 400-year era.
+    let z = days_since_epoch + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
+}
+
+/// Today's UTC date.
+fn today() -> String {
+    let secs = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    civil_date(i64::try_from(secs / 86_400).unwrap_or(0))
+}
+
+/// The workspace's commit, with `+` when the tree has uncommitted changes
+/// (as the hypervisor's banner shows it); `unknown` without git.
+fn commit(root: &Path) -> String {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .arg("-C")
+            .arg(root)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    match git(&["rev-parse", "--short=12", "HEAD"]) {
+        Some(hash) => {
+            let dirty = git(&["status", "--porcelain"]).is_some_and(|s| !s.is_empty());
+            if dirty { format!("{hash}+") } else { hash }
+        }
+        None => "unknown".to_owned(),
+    }
+}
+
+/// `cargo xtask bench --trace <name>`: the trace reports, ours first; a
+/// platform that cannot trace it is reported and the other still runs.
+fn trace_runs(
+    name: &str,
+    args: &BenchArgs,
+    hypervisor: &Path,
+    guest: &Path,
+    log_dir: &Path,
+) -> Result<u8, String> {
+    let limit = Duration::from_secs(args.timeout_secs);
+    let mut targets = vec![(Platform::Ours, hypervisor.to_path_buf())];
+    if args.against_xen {
+        packages::ensure(packages::XEN)?;
+        targets.push((Platform::Xen, xen::unpack(log_dir)?));
+    }
+    let mut status = 0;
+    for (platform, kernel) in &targets {
+        let target = trace::Target {
+            platform: *platform,
+            kernel,
+            append: match platform {
+                Platform::Ours => DEFAULT_HV_ARGS,
+                Platform::Xen => xen::XEN_ARGS,
+            },
+            symbols: (*platform == Platform::Ours).then_some(hypervisor),
+        };
+        match trace::trace(&target, guest, name, log_dir, limit) {
+            Ok(report) => print!("{report}"),
+            Err(error) => {
+                println!("no trace of {name} on {}: {error}", platform.name());
+                status = XTASK_ERROR;
+            }
+        }
+    }
+    Ok(status)
+}
+
+/// `cargo xtask bench`; returns the exit status (0 when every run reached
+/// its end).
+pub fn bench(workspace: &Workspace, args: &BenchArgs) -> Result<u8, String> {
+    packages::ensure(packages::QEMU)?;
+    let stats = build_images(workspace, args.hypervisor.is_none())?;
+    let hypervisor: PathBuf = match &args.hypervisor {
+        Some(path) => std::path::absolute(path).map_err(|e| format!("{}: {e}", path.display()))?,
+        None => workspace.hypervisor(),
+    };
+    let guest = workspace.bench_guest();
+    let log_dir = workspace.xtask_dir("xtask-bench");
+    fs::create_dir_all(&log_dir).map_err(|e| format!("{}: {e}", log_dir.display()))?;
+    if let Some(name) = &args.trace {
+        return trace_runs(name, args, &hypervisor, &guest, &log_dir);
+    }
+    let mut runs = vec![boot(
+        Platform::Ours,
+        &hypervisor,
+        DEFAULT_HV_ARGS,
+        &guest,
+        args,
+        &log_dir,
+    )?];
+    if args.against_xen {
+        packages::ensure(packages::XEN)?;
+        let xen = xen::unpack(&log_dir)?;
+        runs.push(boot(
+            Platform::Xen,
+            &xen,
+            xen::XEN_ARGS,
+            &guest,
+            args,
+            &log_dir,
+        )?);
+    }
+    let info = RunInfo {
+        date: today(),
+        commit: commit(&workspace.root),
+        guest_args: guest_args(args),
+    };
+    let names = row_names(args, &runs);
+    println!(
+        "benchmarks, {} (commit {}), guest: {}; guest+hypervisor instructions per unit (TCG -icount shift=0)",
+        info.date, info.commit, info.guest_args
+    );
+    print!("{}", results_table(&names, &runs));
+    for run in &runs {
+        let notes: Vec<String> = names
+            .iter()
+            .filter_map(|name| {
+                let note = run.results.notes.get(name)?;
+                Some(format!("  {name}: {note}"))
+            })
+            .collect();
+        if !notes.is_empty() {
+            println!(
+                "not measured on {}:\n{}",
+                run.platform.name(),
+                notes.join("\n")
+            );
+        }
+    }
+    for run in &runs {
+        print!("{}", counters_table(&names, run));
+    }
+    if !stats && args.hypervisor.is_none() {
+        println!("(the hypervisor has no '{STATS_FEATURE}' feature yet: built without statistics)");
+    }
+    if let Some(path) = &args.json {
+        fs::write(path, to_json(&info, &names, &runs))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        println!("results written to {}", path.display());
+    }
+    let mut status = 0;
+    for run in &runs {
+        println!(
+            "{}: {} in {:.1} s (log: {})",
+            run.platform.name(),
+            run.outcome,
+            run.elapsed.as_secs_f64(),
+            log_dir
+                .join(format!("{}.log", run.platform.name()))
+                .display()
+        );
+        if !run.completed() {
+            eprintln!(
+                "xtask: the benchmark guest did not run to its end on {}",
+                run.platform.name()
+            );
+            status = XTASK_ERROR;
+        }
+    }
+    Ok(status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OURS: &str = "\
+(HV) starting dom0\n\
+--- pv-bench: bench ---\n\
+counters unavailable: stats_op returned -38 (ENOSYS)\n\
+BENCH-INFO platform=oxen rdtsc_overhead=5 iters=4 warmup=1 counters=no\n\
+BENCH null_hypercall tsc/call mean=241.0 min=240.0 n=4\n\
+BENCH mmu_update_1 unsupported\n\
+BENCH-NOTE mmu_update_1 mmu_update returned -38 (ENOSYS)\n\
+Test result: SUCCESS\n";
+
+    const THEIRS: &str = "\
+BENCH null_hypercall tsc/call mean=282.0 min=282.0 n=4\n\
+COUNTERS null_hypercall per=call entries=1.00 cr3_writes=0.00\n\
+BENCH mmu_update_1 tsc/pte mean=950.0 min=933.0 n=4\n\
+BENCH page_fault failed\n\
+Test result: FAILURE\n";
+
+    fn run(platform: Platform, log: &str, outcome: Outcome) -> PlatformRun {
+        PlatformRun {
+            platform,
+            outcome,
+            results: parse_results(log),
+            elapsed: Duration::from_secs(1),
+        }
+    }
+
+    fn both() -> Vec<PlatformRun> {
+        vec![
+            run(Platform::Ours, OURS, Outcome::Exit(HostExit::Dom0Poweroff)),
+            run(
+                Platform::Xen,
+                THEIRS,
+                Outcome::Stopped("Hardware Dom0 halted"),
+            ),
+        ]
+    }
+
+    #[test]
+    fn results_are_read_from_the_log() {
+        let ours = parse_results(OURS);
+        assert_eq!(ours.order, ["null_hypercall", "mmu_update_1"]);
+        assert_eq!(
+            ours.cells["null_hypercall"],
+            Cell::Measured {
+                min: "240.0".into(),
+                mean: "241.0".into(),
+                n: 4
+            }
+        );
+        assert_eq!(ours.cells["mmu_update_1"], Cell::Unsupported);
+        assert_eq!(
+            ours.notes["mmu_update_1"],
+            "mmu_update returned -38 (ENOSYS)"
+        );
+        assert_eq!(
+            ours.counters_unavailable.as_deref(),
+            Some("stats_op returned -38 (ENOSYS)")
+        );
+        assert!(ours.info.contains(&("rdtsc_overhead".into(), "5".into())));
+        assert_eq!(ours.test_results, ["SUCCESS"]);
+        let theirs = parse_results(THEIRS);
+        assert_eq!(theirs.counters["null_hypercall"].0, "call");
+        assert_eq!(theirs.cells["page_fault"], Cell::Failed);
+    }
+
+    #[test]
+    fn completion_needs_the_platforms_end_and_a_result_line() {
+        let runs = both();
+        assert!(runs[0].completed() && runs[1].completed());
+        let stopped = run(Platform::Ours, OURS, Outcome::Exit(HostExit::Dom0Crash));
+        assert!(!stopped.completed());
+        let silent = run(Platform::Xen, "", Outcome::Stopped("Hardware Dom0 halted"));
+        assert!(!silent.completed());
+        assert_eq!(stopped.cell("syscall_bounce"), Cell::NotReached);
+    }
+
+    #[test]
+    fn table_shows_every_row_and_the_ratio() {
+        let runs = both();
+        let args = BenchArgs::default();
+        let names = row_names(&args, &runs);
+        assert_eq!(names.len(), catalogue::ALL.len());
+        let table = results_table(&names, &runs);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[0].starts_with("benchmark"));
+        assert!(lines[0].ends_with("ours/Xen"));
+        let null = lines
+            .iter()
+            .find(|l| l.starts_with("null_hypercall"))
+            .unwrap();
+        assert!(null.contains("240.0") && null.contains("282.0") && null.ends_with("0.85"));
+        let mmu = lines
+            .iter()
+            .find(|l| l.starts_with("mmu_update_1 "))
+            .unwrap();
+        assert!(mmu.contains("unsupported") && mmu.contains("933.0") && mmu.ends_with('-'));
+        let pf = lines.iter().find(|l| l.starts_with("page_fault")).unwrap();
+        assert!(pf.contains("not reached") && pf.contains("failed"));
+        let only = BenchArgs {
+            only: Some("null_hypercall".into()),
+            ..BenchArgs::default()
+        };
+        assert_eq!(row_names(&only, &runs).len(), 3);
+    }
+
+    #[test]
+    fn counters_table_or_why_not() {
+        let runs = both();
+        let names = row_names(&BenchArgs::default(), &runs);
+        assert_eq!(
+            counters_table(&names, &runs[0]),
+            "hypervisor counters on oxen: unavailable (stats_op returned -38 (ENOSYS))\n"
+        );
+        let theirs = counters_table(&names, &runs[1]);
+        assert!(theirs.contains("entries") && theirs.contains("1.00"));
+    }
+
+    #[test]
+    fn json_is_well_formed_enough() {
+        let runs = both();
+        let names = row_names(&BenchArgs::default(), &runs);
+        let info = RunInfo {
+            date: "2026-11-21".into(),
+            commit: "abc+".into(),
+            guest_args: "iters=4".into(),
+        };
+        let json = to_json(&info, &names, &runs);
+        assert!(json.contains("\"date\": \"2026-11-21\""));
+        assert!(json.contains(
+            "\"oxen\": {\"status\": \"measured\", \"min\": 240.0, \"mean\": 241.0, \"n\": 4}"
+        ));
+        assert!(json.contains("\"ratio_min\": 0.8511"));
+        assert!(json.contains("\"note\": \"mmu_update returned -38 (ENOSYS)\""));
+        assert!(json.contains("\"counters\": {\"per\": \"call\", \"entries\": 1.00"));
+        let opens = json.matches(['{', '[']).count();
+        let closes = json.matches(['}', ']']).count();
+        assert_eq!(opens, closes);
+        assert_eq!(json_string("a\"b\\\n\u{1}"), "\"a\\\"b\\\\\\n\\u0001\"");
+    }
+
+    #[test]
+    fn dates() {
+        assert_eq!(civil_date(0), "1970-01-01");
+        assert_eq!(civil_date(59), "1970-03-01");
+        assert_eq!(civil_date(11_016), "2000-02-29");
+        assert_eq!(civil_date(20_513), "2026-03-01");
+        assert_eq!(civil_date(-1), "1969-12-31");
+    }
+
+    #[test]
+    fn feature_detection() {
+        let toml = "[package]\nname = \"hypervisor\"\n\n[features]\nbare-metal = []\nstats = []\n\n[dependencies]\nstats = \"1\"\n";
+        assert!(declares_feature(toml, "stats"));
+        assert!(declares_feature(toml, "bare-metal"));
+        assert!(!declares_feature(toml, "debug"));
+        assert!(!declares_feature(
+            "[dependencies]\nstats = \"1\"\n",
+            "stats"
+        ));
+    }
+
+    #[test]
+    fn guest_command_line() {
+        let args = BenchArgs {
+            iters: 50,
+            warmup: Some(5),
+            only: Some("null_hypercall".into()),
+            ..BenchArgs::default()
+        };
+        assert_eq!(guest_args(&args), "iters=50 warmup=5 only=null_hypercall");
+        assert_eq!(guest_args(&BenchArgs::default()), "iters=1000");
+    }
+}
