@@ -4,10 +4,13 @@
 //!
 //! | instruction | from ring 1 |
 //! |---|---|
-//! | `mov %crN, reg` | CR0: the real CR0 with the virtual TS; CR2: the last fault address; CR3: the guest's L4 (machine address); CR4: the CR4 a guest may rely on |
+//! | `mov %crN, reg` | CR0: PE MP ET NE WP AM PG plus the virtual TS; CR2: the last fault address; CR3: the guest's L4 (machine address); CR4: 0x660 |
 //! | `mov reg, %cr0` | only TS may change (as `fpu_taskswitch`); anything else #GP |
+//! | `mov reg, %cr3` / `%cr4` | writing back the value a read gives is a no-op; anything else #GP |
 //! | `clts` | clears the virtual TS |
-//! | `rdmsr` / `wrmsr` | the FS/GS base MSRs (as `set_segment_base`), EFER reads; anything else #GP |
+//! | `wbinvd` | performed for a privileged domain; #GP otherwise |
+//! | `rdmsr` | TSC, PAT, EFER, the FS/GS base MSRs; TSC_AUX and Xen's hypercall-page MSR read 0; anything else #GP |
+//! | `wrmsr` | the FS/GS base MSRs (as `set_segment_base`); anything else #GP |
 //! | `ud2; .ascii "xen"; cpuid` | CPUID with the guest policy (see `arch`) |
 //! | everything else (`hlt`, `cli`, `sti`, `lgdt`, `lidt`, `wbinvd`, `in`/`out`, other CRs) | #GP to the guest |
 //!
@@ -36,6 +39,8 @@ pub enum Insn {
     },
     /// `clts`.
     Clts,
+    /// `wbinvd`.
+    Wbinvd,
     /// `rdmsr`.
     Rdmsr,
     /// `wrmsr`.
@@ -75,6 +80,7 @@ pub fn decode(bytes: &[u8]) -> Option<Decoded> {
     };
     match rest {
         [0x0f, 0x06, ..] => decoded(Insn::Clts, 2),
+        [0x0f, 0x09, ..] => decoded(Insn::Wbinvd, 2),
         [0x0f, 0x32, ..] => decoded(Insn::Rdmsr, 2),
         [0x0f, 0x30, ..] => decoded(Insn::Wrmsr, 2),
         [0x0f, op @ (0x20 | 0x22), modrm, ..] if modrm & 0xc0 == 0xc0 => {
@@ -93,6 +99,14 @@ pub fn decode(bytes: &[u8]) -> Option<Decoded> {
 
 /// MSRs a guest kernel may touch.
 pub mod msr {
+    /// Time-stamp counter (read only).
+    pub const TSC: u32 = 0x10;
+    /// Page attribute table (read only).
+    pub const PAT: u32 = 0x277;
+    /// Xen's hypercall-page MSR (reads 0; the page comes from the ELF note).
+    pub const XEN_HYPERCALL_PAGE: u32 = 0x4000_0000;
+    /// IA32_TSC_AUX (reads 0).
+    pub const TSC_AUX: u32 = 0xC000_0103;
     /// IA32_EFER (read only).
     pub const EFER: u32 = 0xC000_0080;
     /// FS base.
@@ -110,12 +124,10 @@ pub const fn guest_cr0(ts: bool) -> u64 {
     if ts { BASE | (1 << 3) } else { BASE }
 }
 
-/// CR4 bits a guest may rely on: PAE, OSFXSR, OSXMMEXCPT, and OSXSAVE when
-/// the hypervisor enabled XSAVE.
-pub const fn guest_cr4(osxsave: bool) -> u64 {
-    const BASE: u64 = (1 << 5) | (1 << 9) | (1 << 10);
-    if osxsave { BASE | (1 << 18) } else { BASE }
-}
+/// CR4 as a guest reads it: PAE, MCE, OSFXSR, OSXMMEXCPT (0x660, what Xen
+/// 4.17 shows a PV kernel). Whether XSAVE is usable is told by CPUID's
+/// OSXSAVE bit, as natively.
+pub const GUEST_CR4: u64 = (1 << 5) | (1 << 6) | (1 << 9) | (1 << 10);
 
 /// Whether a write of `new` to CR0 only changes TS relative to the guest's
 /// view (the one CR0 change a PV guest may make).
@@ -186,7 +198,6 @@ mod tests {
             &[0xf4][..],
             &[0xfa],
             &[0xfb],
-            &[0x0f, 0x09],
             &[0x0f, 0x01, 0x10],
             &[0xe4, 0x60],
             &[0x0f, 0x0b, 0x78, 0x65, 0x6e, 0x90],

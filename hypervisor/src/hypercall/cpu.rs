@@ -88,7 +88,8 @@ pub fn set_callbacks(
 /// `callback_op(cmd, arg)`: register (`struct callback_register`) or
 /// unregister (`struct callback_unregister`; only `nmi` may be). Errors:
 /// `-EFAULT` (unreadable argument), `-EINVAL` (non-canonical address, or
-/// unregistering a type other than `nmi`), `-ENOSYS` (unknown type or command).
+/// unregistering a type other than `nmi`), `-ENOSYS` (unknown type, the
+/// deprecated sysenter number 3, or an unknown command).
 pub fn callback_op(env: &mut impl Env, cmd: u64, arg: u64) -> Result<u64, Errno> {
     match CallbackOp::from_number(cmd) {
         Some(CallbackOp::Register) => {
@@ -111,11 +112,10 @@ pub fn callback_op(env: &mut impl Env, cmd: u64, arg: u64) -> Result<u64, Errno>
                 Some(CallbackType::Failsafe) => &mut vcpu.failsafe,
                 Some(CallbackType::Syscall) => &mut vcpu.syscall,
                 Some(CallbackType::Syscall32) => &mut vcpu.syscall32,
-                Some(CallbackType::Sysenter | CallbackType::SysenterDeprecated) => {
-                    &mut vcpu.sysenter
-                }
+                Some(CallbackType::Sysenter) => &mut vcpu.sysenter,
                 Some(CallbackType::Nmi) => &mut vcpu.nmi,
-                None => return Err(Errno::ENOSYS),
+                // The deprecated sysenter number is refused by Xen 4.17.
+                Some(CallbackType::SysenterDeprecated) | None => return Err(Errno::ENOSYS),
             };
             let always_masks = matches!(
                 CallbackType::from_number(u64::from(reg.kind)),
@@ -259,6 +259,7 @@ mod tests {
             }
         );
         assert_eq!(reg(&mut env, 6, 0, 0x40), Err(Errno::ENOSYS));
+        assert_eq!(reg(&mut env, 3, 0, 0x40), Err(Errno::ENOSYS));
         assert_eq!(reg(&mut env, 0, 0, 0x8000_0000_0000), Err(Errno::EINVAL));
         assert_eq!(reg(&mut env, 4, 0, 0x50), Ok(0));
         env.memory[0..2].copy_from_slice(&4u16.to_le_bytes());

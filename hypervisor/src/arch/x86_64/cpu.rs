@@ -299,9 +299,22 @@ pub fn efer() -> u64 {
     unsafe { rdmsr(MSR_EFER) }
 }
 
-/// Whether XSAVE is enabled for guests (CR4.OSXSAVE).
-pub fn xsave_enabled() -> bool {
-    read_cr4() & CR4_OSXSAVE != 0
+/// The time-stamp counter.
+pub fn rdtsc() -> u64 {
+    // SAFETY: RDTSC only reads the counter (CR4.TSD is clear).
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// IA32_PAT.
+pub fn pat() -> u64 {
+    // SAFETY: the PAT MSR exists on every x86-64 CPU; reading has no side effects.
+    unsafe { rdmsr(0x277) }
+}
+
+/// Writes back and invalidates the caches (for a privileged guest that asks).
+pub fn wbinvd() {
+    // SAFETY: WBINVD only flushes caches; it changes no memory contents.
+    unsafe { asm!("wbinvd", options(nostack, preserves_flags)) };
 }
 
 /// CPUID as a PV guest sees it through the forced-emulation prefix: the

@@ -200,6 +200,22 @@ fn bounce_to(
     }
 }
 
+/// On every return to the guest: if it has an event upcall pending, events
+/// unmasked and an event callback registered, enter the callback (events
+/// masked) with a bounce frame for where it was going, as Xen does.
+pub fn deliver_pending_event(current: &mut Current, regs: &mut GuestRegs) {
+    let callback = current.vcpu.event;
+    if callback.address == 0 || upcall_mask(current) != 0 {
+        return;
+    }
+    // SAFETY: as in `upcall_mask`.
+    let pending =
+        unsafe { core::ptr::addr_of!((*vcpu_info(current)).evtchn_upcall_pending).read_volatile() };
+    if pending != 0 {
+        bounce_to(current, regs, callback.address, None, true);
+    }
+}
+
 /// `SYSCALL` from guest user mode: to the registered callback, without a
 /// page-table switch; with none registered, `#UD` at the `SYSCALL`.
 pub fn syscall(current: &mut Current, regs: &mut GuestRegs) {
@@ -317,6 +333,7 @@ pub fn emulate(current: &mut Current, regs: &mut GuestRegs) -> bool {
     };
     let kernel = !context(regs).in_user_mode();
     let (kernel_l4, fault_address) = (current.kernel_l4, cr2(current));
+    let privileged = current.domain.privileged;
     let vcpu = &mut current.vcpu;
     let done = match decoded.insn {
         Insn::ForcedCpuid => {
@@ -327,6 +344,12 @@ pub fn emulate(current: &mut Current, regs: &mut GuestRegs) -> bool {
             true
         }
         _ if !kernel => false,
+        Insn::Wbinvd => {
+            if privileged {
+                cpu::wbinvd();
+            }
+            privileged
+        }
         Insn::Clts => {
             vcpu.fpu_ts = false;
             vcpu.pending.fpu = true;
@@ -337,7 +360,7 @@ pub fn emulate(current: &mut Current, regs: &mut GuestRegs) -> bool {
                 0 => Some(emulate::guest_cr0(vcpu.fpu_ts)),
                 2 => Some(fault_address),
                 3 => Some(kernel_l4),
-                4 => Some(emulate::guest_cr4(cpu::xsave_enabled())),
+                4 => Some(emulate::GUEST_CR4),
                 _ => None,
             };
             value.map(|v| *gpr(regs, reg) = v).is_some()
@@ -351,10 +374,15 @@ pub fn emulate(current: &mut Current, regs: &mut GuestRegs) -> bool {
             }
             allowed
         }
+        Insn::WriteCr { cr: 3, reg } => *gpr(regs, reg) == kernel_l4,
+        Insn::WriteCr { cr: 4, reg } => *gpr(regs, reg) == emulate::GUEST_CR4,
         Insn::WriteCr { .. } => false,
         Insn::Rdmsr => {
             let value = match u32::try_from(regs.rcx & 0xffff_ffff).unwrap_or(0) {
                 emulate::msr::EFER => Some(cpu::efer()),
+                emulate::msr::TSC => Some(cpu::rdtsc()),
+                emulate::msr::PAT => Some(cpu::pat()),
+                emulate::msr::TSC_AUX | emulate::msr::XEN_HYPERCALL_PAGE => Some(0),
                 emulate::msr::FS_BASE => Some(vcpu.fs_base),
                 emulate::msr::GS_BASE => Some(if vcpu.gs_kernel_active {
                     vcpu.gs_base_kernel

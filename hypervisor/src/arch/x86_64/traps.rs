@@ -69,6 +69,10 @@ pub fn from_guest(regs: &mut GuestRegs) -> ! {
         if let RunState::ShutDown(reason) = current.domain.state {
             dom0_shut_down(reason);
         }
+        guest::deliver_pending_event(current, regs);
+        if let RunState::ShutDown(reason) = current.domain.state {
+            dom0_shut_down(reason);
+        }
         guest::apply_pending(&mut current.vcpu);
     }
     run_guest(regs)
