@@ -1,11 +1,9 @@
 //! Hypervisor event counters: what an instruction count hides.
 //!
-//! **A proposal.** No hypervisor implements this interface yet: this one
-//! answers `ENOSYS` to [`HYPERCALL_STATS_OP`] today and Xen always will,
-//! and the guest then prints `counters unavailable`. The layout below is
-//! what the guest reads once benchmark builds of this hypervisor provide
-//! it (`docs/performance.md`, "Hypervisor counters"); when it moves into
-//! `dom0-abi`, this module should re-export it from there.
+//! The interface is defined in `dom0_abi::stats` (re-exported here) and
+//! implemented by hypervisor builds with the `stats` feature, which
+//! `cargo xtask bench` turns on; Xen answers `ENOSYS`, and the guest then
+//! prints `counters unavailable`.
 //!
 //! # Interface
 //!
@@ -35,122 +33,10 @@
 
 #![forbid(unsafe_code)]
 
-/// Proposed hypercall number of `stats_op`: unassigned in Xen 4.17 (which
-/// answers `ENOSYS`), inside the 128-slot hypercall page.
-pub const HYPERCALL_STATS_OP: u32 = 63;
-
-/// `stats_op` command: copy the calling vCPU's counters.
-pub const STATSOP_READ_VCPU: u64 = 0;
-
-/// Interface version the guest asks for.
-pub const STATS_INTERFACE_VERSION: u32 = 1;
-
-/// Room for counters in a [`StatsBuffer`].
-pub const STATS_MAX_COUNTERS: usize = STATS_MAX_COUNTERS_U32 as usize;
-
-/// [`STATS_MAX_COUNTERS`] as the type of [`StatsBuffer::nr_counters`].
-pub const STATS_MAX_COUNTERS_U32: u32 = 16;
-
-/// `struct stats_buffer` (136 bytes), the argument of
-/// [`STATSOP_READ_VCPU`].
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct StatsBuffer {
-    /// IN: [`STATS_INTERFACE_VERSION`].
-    pub version: u32,
-    /// IN: room in `counters`; OUT: counters written.
-    pub nr_counters: u32,
-    /// OUT: counter values, indexed by [`Counter`].
-    pub counters: [u64; STATS_MAX_COUNTERS],
-}
-
-impl StatsBuffer {
-    /// A buffer asking for every counter.
-    #[must_use]
-    pub const fn request() -> StatsBuffer {
-        StatsBuffer {
-            version: STATS_INTERFACE_VERSION,
-            nr_counters: STATS_MAX_COUNTERS_U32,
-            counters: [0; STATS_MAX_COUNTERS],
-        }
-    }
-}
-
-const _: () = assert!(core::mem::size_of::<StatsBuffer>() == 136);
-const _: () = assert!(core::mem::offset_of!(StatsBuffer, nr_counters) == 4);
-const _: () = assert!(core::mem::offset_of!(StatsBuffer, counters) == 8);
-
-/// Declares [`Counter`] with its names.
-macro_rules! counters {
-    ($($(#[$doc:meta])* $variant:ident = $index:literal, $name:literal;)*) => {
-        /// A counter's index in [`StatsBuffer::counters`].
-        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-        pub enum Counter {
-            $($(#[$doc])* $variant = $index,)*
-        }
-
-        impl Counter {
-            /// Every counter, by index.
-            pub const ALL: &'static [Counter] = &[$(Counter::$variant),*];
-
-            /// Its name on the console lines.
-            #[must_use]
-            pub const fn name(self) -> &'static str {
-                match self {
-                    $(Counter::$variant => $name,)*
-                }
-            }
-        }
-    };
-}
-
-counters! {
-    /// Every switch from the guest into the hypervisor (hypercall,
-    /// exception, interrupt).
-    Entries = 0, "entries";
-    /// Hypercall entries (`int $0x82`); a multicall counts once.
-    Hypercalls = 1, "hypercalls";
-    /// CPU exceptions taken from the guest (emulated or bounced).
-    Exceptions = 2, "exceptions";
-    /// External interrupts (timer, IPIs, devices) taken while the vCPU ran.
-    Interrupts = 3, "interrupts";
-    /// Frames built on the guest stack: exceptions, events, syscalls
-    /// delivered to the guest kernel.
-    Bounces = 4, "bounces";
-    /// Every CR3 write while the vCPU was current (the guest-view /
-    /// hypervisor-view switch on entry and exit counts here).
-    Cr3Writes = 5, "cr3_writes";
-    /// The CR3 writes that flushed the non-global TLB (no PCID, or PCID
-    /// without the no-flush bit).
-    Cr3Flushing = 6, "cr3_flushing";
-    /// Explicit full TLB flushes (not counting flushing CR3 writes).
-    TlbFlushes = 7, "tlb_flushes";
-    /// Single-address invalidations (`INVLPG`, `INVPCID` type 0).
-    Invlpgs = 8, "invlpgs";
-    /// IPIs sent on the vCPU's behalf.
-    Ipis = 9, "ipis";
-    /// Page-table entries validated (`mmu_update`, `update_va_mapping`,
-    /// pinning).
-    PteValidations = 10, "pte_validations";
-    /// TSC ticks from entry to exit, summed (under `-icount shift=0`:
-    /// hypervisor instructions).
-    HypervisorTsc = 11, "hv_tsc";
-    /// Of [`Counter::HypervisorTsc`]: from the entry vector to the start of
-    /// the handler (the view switch and register save).
-    HypervisorTscEntry = 12, "hv_tsc_entry";
-    /// Of [`Counter::HypervisorTsc`]: from the end of the handler to the
-    /// return instruction.
-    HypervisorTscExit = 13, "hv_tsc_exit";
-}
-
-/// The counters the issue asks to show next to each instruction count.
-pub const HIDDEN_COSTS: &[Counter] = &[
-    Counter::Entries,
-    Counter::Cr3Writes,
-    Counter::TlbFlushes,
-    Counter::Invlpgs,
-    Counter::Ipis,
-];
+pub use dom0_abi::stats::{
+    Counter, HIDDEN_COSTS, HYPERCALL_STATS_OP, STATS_INTERFACE_VERSION, STATS_MAX_COUNTERS,
+    STATSOP_READ_VCPU, StatsBuffer,
+};
 
 /// The name of counter `index`: its [`Counter`] name, or `c<index>` for
 /// one this guest does not know.

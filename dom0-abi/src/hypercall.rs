@@ -342,6 +342,11 @@ hypercall_table! {
     Arch6 = 54, "arch_6";
     /// Architecture-specific 7 (unused on x86).
     Arch7 = 55, "arch_7";
+    /// `stats_op(cmd, arg)`: this hypervisor's statistics interface for
+    /// benchmarks (see [`crate::stats`]); not a Xen hypercall (Xen answers
+    /// `ENOSYS`), and `ENOSYS` here too unless the hypervisor was built with
+    /// its `stats` feature.
+    StatsOp = 63, "stats_op";
 }
 
 impl Hypercall {

@@ -156,6 +156,7 @@ pub mod sched;
 pub mod segment;
 pub mod shared_info;
 pub mod start_info;
+pub mod stats;
 pub mod types;
 pub mod vcpu;
 pub mod version;

@@ -13,4 +13,5 @@ pub mod hypercall;
 pub mod layout;
 pub mod loader;
 pub mod mm;
+pub mod stats;
 pub mod vcpu;

@@ -10,7 +10,7 @@
 use dom0_abi::Errno;
 use dom0_abi::hypercall::Hypercall;
 
-use super::{Env, console, cpu, sched, version};
+use super::{Env, console, cpu, sched, stats, version};
 
 /// Runs hypercall `number` with `args` for the calling domain and returns
 /// the value for the guest's RAX.
@@ -26,6 +26,7 @@ pub fn dispatch(env: &mut impl Env, number: u64, args: [u64; 5]) -> i64 {
         Some(Hypercall::CallbackOp) => cpu::callback_op(env, args[0], args[1]),
         Some(Hypercall::FpuTaskswitch) => cpu::fpu_taskswitch(env, args[0]),
         Some(Hypercall::SetSegmentBase) => cpu::set_segment_base(env, args[0], args[1]),
+        Some(Hypercall::StatsOp) => stats::stats_op(env, args[0], args[1]),
         _ => Err(Errno::ENOSYS),
     };
     encode(result)

@@ -13,11 +13,13 @@ pub mod console;
 pub mod cpu;
 pub mod dispatch;
 pub mod sched;
+pub mod stats;
 pub mod version;
 
 use dom0_abi::Errno;
 
 use crate::domain::Domain;
+use crate::stats::Stats;
 use crate::vcpu::Vcpu;
 
 /// What a handler may do to the machine.
@@ -40,6 +42,11 @@ pub trait Env {
     fn preempt(&mut self, args: [u64; 5]);
     /// Facts about this hypervisor build and boot.
     fn host(&self) -> &HostInfo;
+    /// The calling vCPU's event counters (none, unless the environment
+    /// keeps them).
+    fn stats(&self) -> &Stats {
+        &Stats::EMPTY
+    }
 }
 
 /// Facts about the running hypervisor that guests can ask for.
@@ -73,6 +80,7 @@ pub(crate) mod fake {
         pub domain: Domain,
         pub vcpu: Vcpu,
         pub preempted: Option<[u64; 5]>,
+        pub stats: Stats,
         pub host: HostInfo,
     }
 
@@ -85,6 +93,7 @@ pub(crate) mod fake {
                 domain: Domain::dom0(4096),
                 vcpu: Vcpu::default(),
                 preempted: None,
+                stats: Stats::default(),
                 host: HostInfo {
                     command_line: b"console=com1 dom0_mem=64M",
                     build_id: &[0xab; 20],
@@ -134,6 +143,9 @@ pub(crate) mod fake {
         }
         fn host(&self) -> &HostInfo {
             &self.host
+        }
+        fn stats(&self) -> &Stats {
+            &self.stats
         }
     }
 }

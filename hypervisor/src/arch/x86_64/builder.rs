@@ -23,6 +23,7 @@ use crate::domain::Domain;
 use crate::hypercall::HostInfo;
 use crate::layout::{PAGE_SIZE, is_guest_l4_slot};
 use crate::loader::{GuestImageInfo, ImageError};
+use crate::stats::Stats;
 use crate::vcpu::Vcpu;
 
 use super::entry::GuestRegs;
@@ -217,6 +218,7 @@ pub fn build_dom0(
         vcpu: Vcpu::default(),
         shared_info,
         kernel_l4: l4,
+        stats: Stats::default(),
         host: HostInfo {
             command_line: boot.hypervisor_cmdline().as_bytes(),
             build_id: build_id(),

@@ -5,6 +5,7 @@
 //! reads and writes the guest and the CPU.
 use dom0_abi::cpu::IretContext;
 use dom0_abi::shared_info::VcpuInfo;
+use dom0_abi::stats::Counter;
 
 use crate::emulate::{self, Insn};
 use crate::vcpu::{self, Context, Vcpu};
@@ -192,6 +193,7 @@ fn bounce_to(
         );
     }
     set_context(regs, &b.context);
+    current.stats.add(Counter::Bounces, 1);
     if mask_events {
         set_upcall_mask(current, 1);
     }

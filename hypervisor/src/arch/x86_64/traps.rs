@@ -7,12 +7,14 @@ use dom0_abi::sched::ShutdownReason;
 use dom0_abi::segment::{
     FLAT_RING3_CS32, FLAT_RING3_CS64, FLAT_RING3_DS, RING1_KERNEL_CS, RING1_KERNEL_SS,
 };
+use dom0_abi::stats::Counter;
 use spin::Mutex;
 
 use crate::domain::{Domain, RunState};
 use crate::exit::HostExit;
 use crate::hypercall::{Env, HostInfo, dispatch::dispatch};
 use crate::layout::{DIRECTMAP_VIRT_START, HYPERVISOR_TEXT_START};
+use crate::stats::Stats;
 use crate::vcpu::Vcpu;
 
 use super::entry::{GuestRegs, exit_to_guest};
@@ -33,6 +35,8 @@ pub struct Current {
     pub kernel_l4: u64,
     /// Facts about this boot.
     pub host: HostInfo,
+    /// Event counters for `stats_op` (empty without the `stats` feature).
+    pub stats: Stats,
 }
 
 /// The running domain (one CPU, one domain for now).
@@ -56,6 +60,8 @@ pub fn from_guest(regs: &mut GuestRegs) -> ! {
         let Some(current) = guard.as_mut() else {
             panic!("entry from a guest while no domain runs")
         };
+        let start = if Stats::ENABLED { cpu::rdtsc() } else { 0 };
+        count_entry(&mut current.stats, regs.vector);
         match regs.vector {
             v if v == u64::from(HYPERCALL_VECTOR) && regs.rax == Hypercall::Iret as u64 => {
                 guest::iret(current, regs)
@@ -74,8 +80,27 @@ pub fn from_guest(regs: &mut GuestRegs) -> ! {
             dom0_shut_down(reason);
         }
         guest::apply_pending(&mut current.vcpu);
+        if Stats::ENABLED {
+            current
+                .stats
+                .add(Counter::HypervisorTsc, cpu::rdtsc().wrapping_sub(start));
+        }
     }
     run_guest(regs)
+}
+
+/// Counts one entry: every entry and exit writes CR3 once each, and both
+/// writes flush (the views are loaded without PCID's no-flush bit).
+fn count_entry(stats: &mut Stats, vector: u64) {
+    stats.add(Counter::Entries, 1);
+    stats.add(Counter::Cr3Writes, 2);
+    stats.add(Counter::Cr3Flushing, 2);
+    let kind = match vector {
+        v if v == u64::from(HYPERCALL_VECTOR) => Counter::Hypercalls,
+        0..32 | guest::SYSCALL_VECTOR | guest::SYSCALL32_VECTOR => Counter::Exceptions,
+        _ => Counter::Interrupts,
+    };
+    stats.add(kind, 1);
 }
 
 fn hypercall(current: &mut Current, regs: &mut GuestRegs) {
@@ -188,6 +213,9 @@ impl Env for ArchEnv<'_> {
     }
     fn preempt(&mut self, args: [u64; 5]) {
         self.preempted = Some(args);
+    }
+    fn stats(&self) -> &Stats {
+        &self.current.stats
     }
     fn host(&self) -> &HostInfo {
         &self.current.host
