@@ -18,6 +18,9 @@ use dom0_abi::start_info::StartInfo;
 /// RSP as the hypervisor set it at entry (written once, by `_start`).
 static BOOT_RSP: AtomicU64 = AtomicU64::new(0);
 
+/// Virtual address of `start_info` (written once, by `shim_entry`).
+static START_INFO: AtomicU64 = AtomicU64::new(0);
+
 /// Size of the stack `_start` switches to.
 pub const BOOT_STACK_SIZE: usize = 16 * 1024;
 
@@ -60,6 +63,7 @@ extern "C" fn shim_entry(start_info_va: u64) -> ! {
     // hypervisor only refills it on resume from suspend, which this shim
     // does not support), so a shared `'static` reference is sound.
     let start_info: &'static StartInfo = unsafe { &*ptr };
+    START_INFO.store(start_info_va, Ordering::Relaxed);
     // SAFETY: `guest_kernel!` defines this symbol with exactly this
     // signature; without it the image does not link.
     unsafe { __guest_pv_shim_main(start_info) };
@@ -89,6 +93,20 @@ pub fn return_from_entry() -> ! {
 #[must_use]
 pub fn boot_rsp() -> u64 {
     BOOT_RSP.load(Ordering::Relaxed)
+}
+
+/// The `start_info` page the guest was started with.
+///
+/// # Panics
+/// If called before the boot entry ran (impossible from guest code).
+#[must_use]
+pub fn start_info() -> &'static StartInfo {
+    let va = START_INFO.load(Ordering::Relaxed);
+    assert!(va != 0, "start_info() before the boot entry");
+    // SAFETY: `shim_entry` stored the address of the start_info page, which
+    // stays mapped and unchanged for the domain's lifetime (see
+    // `shim_entry`).
+    unsafe { &*(va as *const StartInfo) }
 }
 
 /// Entry `pfn` of the p2m list (`start_info.mfn_list`): the MFN backing

@@ -29,16 +29,28 @@
 //! p_vaddr - VIRT_BASE`, puts the notes in a `PT_NOTE` segment and aligns
 //! every segment to 4 KiB.
 //!
+//! Modules for test guests (bare-metal only):
+//! - [`hypercall`]: typed wrappers for every hypercall the tests use,
+//!   memory ([`hypercall::mm`]) and CPU ([`hypercall::cpu`]) ones included;
+//! - [`mm`]: walking the guest's own page tables, pfn/mfn translation,
+//!   scratch frames and mapping windows;
+//! - [`shared`]: mapping `shared_info` and vCPU 0's `vcpu_info` fields;
+//! - [`traps`]: an XTF-style trap table and callbacks, recorded
+//!   exceptions with a fixup table ([`fixup_asm!`]), returns through
+//!   `HYPERVISOR_iret` or `iretq`, and user mode.
+//!
 //! Structure and invariants:
-//! - `unsafe` code exists only in the boot entry (`entry`) and the
-//!   hypercall instructions (`hypercall::raw`); every other module forbids
-//!   it.
+//! - `unsafe` code exists only in the boot entry (`entry`), the hypercall
+//!   instructions and wrappers (`hypercall`), and the modules that touch
+//!   raw memory, registers or entry code (`mm`, `shared`, `traps`); every
+//!   other module forbids it.
 //! - Everything that needs the bare-metal target (`_start`, the panic
-//!   handler, hypercalls, console) is compiled only for
+//!   handler, hypercalls, console, the modules above) is compiled only for
 //!   `target_os = "none"`; the pure parts (report status and lines, command
 //!   line parsing, platform strings) build and are tested on the host.
-//! - The guest has one vCPU and runs with events masked; nothing here
-//!   installs trap handlers, so any fault crashes the domain.
+//! - The guest has one vCPU and runs with events masked. Until a guest
+//!   calls `traps::init`, nothing handles faults and any fault crashes the
+//!   domain.
 
 #![no_std]
 
@@ -54,6 +66,12 @@ pub mod console;
 pub mod entry;
 #[cfg(target_os = "none")]
 pub mod hypercall;
+#[cfg(target_os = "none")]
+pub mod mm;
+#[cfg(target_os = "none")]
+pub mod shared;
+#[cfg(target_os = "none")]
+pub mod traps;
 
 #[cfg(target_os = "none")]
 pub use entry::return_from_entry;

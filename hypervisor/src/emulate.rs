@@ -67,9 +67,9 @@ pub fn decode(bytes: &[u8]) -> Option<Decoded> {
             len: 7,
         });
     }
-    let (rex_b, rest) = match bytes.first() {
-        Some(&b) if b & 0xf0 == 0x40 => ((b & 1) << 3, &bytes[1..]),
-        _ => (0, bytes),
+    let (rex_r, rex_b, rest) = match bytes.first() {
+        Some(&b) if b & 0xf0 == 0x40 => ((b & 4) << 1, (b & 1) << 3, &bytes[1..]),
+        _ => (0, 0, bytes),
     };
     let prefix = (bytes.len() - rest.len()) as u64;
     let decoded = |insn, len: u64| {
@@ -84,7 +84,7 @@ pub fn decode(bytes: &[u8]) -> Option<Decoded> {
         [0x0f, 0x32, ..] => decoded(Insn::Rdmsr, 2),
         [0x0f, 0x30, ..] => decoded(Insn::Wrmsr, 2),
         [0x0f, op @ (0x20 | 0x22), modrm, ..] if modrm & 0xc0 == 0xc0 => {
-            let cr = (modrm >> 3) & 7;
+            let cr = ((modrm >> 3) & 7) | rex_r;
             let reg = (modrm & 7) | rex_b;
             let insn = if *op == 0x20 {
                 Insn::ReadCr { cr, reg }

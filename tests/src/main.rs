@@ -15,6 +15,8 @@
 
 mod cases;
 mod probe;
+mod support;
+mod user_code;
 
 use guest_pv_shim::dom0_abi::start_info::StartInfo;
 use guest_pv_shim::{cmdline, report};

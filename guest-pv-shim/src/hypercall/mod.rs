@@ -5,8 +5,15 @@
 //! [`Errno::result`](dom0_abi::Errno::result) to turn one into a `Result`.
 //! Wrappers whose arguments come from Rust references are safe; the `*_raw`
 //! forms take guest addresses and are `unsafe` (see [`raw::hypercall5`]).
+//! Memory and CPU hypercalls live in [`mm`] and [`cpu`] and are re-exported
+//! here.
 
+pub mod cpu;
+pub mod mm;
 pub mod raw;
+
+pub use cpu::*;
+pub use mm::*;
 
 use dom0_abi::Hypercall;
 use dom0_abi::console::ConsoleIoCmd;
@@ -19,6 +26,11 @@ use dom0_abi::version::{
 /// The address of `r` as a hypercall argument.
 fn addr_of<T: ?Sized>(r: &T) -> u64 {
     (r as *const T).cast::<u8>() as u64
+}
+
+/// The address of `r` as a hypercall argument the hypervisor writes.
+fn addr_of_mut<T: ?Sized>(r: &mut T) -> u64 {
+    (r as *mut T).cast::<u8>() as u64
 }
 
 /// `console_io(cmd, count, buf)` with a raw buffer address.

@@ -8,9 +8,23 @@
 use guest_pv_shim::dom0_abi::start_info::StartInfo;
 
 mod console_io;
+mod cpu_compat;
+mod cpu_exceptions;
+mod cpu_fpu;
+mod cpu_priv;
+mod cpu_segments;
+mod cpu_traps;
+mod cpu_user;
 mod hello;
 mod hypercall_page;
 mod isolation;
+mod mm_memory_op;
+mod mm_mmu_update;
+mod mm_mmuext;
+mod mm_multicall;
+mod mm_pt_validation;
+mod mm_update_va_mapping;
+mod mm_writable_pt;
 mod return_from_entry;
 mod sched_op;
 mod shutdown;
@@ -110,6 +124,114 @@ pub const ALL: &[Case] = &[
     Case {
         name: "hypercall_page",
         run: hypercall_page::run,
+    },
+    Case {
+        name: "mm_update_va_mapping",
+        run: mm_update_va_mapping::run,
+    },
+    Case {
+        name: "cpu_exceptions_iret",
+        run: cpu_exceptions::iret,
+    },
+    Case {
+        name: "cpu_exceptions_iretq",
+        run: cpu_exceptions::iretq,
+    },
+    Case {
+        name: "mm_mmu_update",
+        run: mm_mmu_update::run,
+    },
+    Case {
+        name: "mm_pt_validation",
+        run: mm_pt_validation::run,
+    },
+    Case {
+        name: "mm_mmuext_pin",
+        run: mm_mmuext::pin,
+    },
+    Case {
+        name: "mm_mmuext_baseptr",
+        run: mm_mmuext::baseptr,
+    },
+    Case {
+        name: "mm_mmuext_misc",
+        run: mm_mmuext::misc,
+    },
+    Case {
+        name: "mm_multicall",
+        run: mm_multicall::multicall,
+    },
+    Case {
+        name: "mm_uvm_otherdomain",
+        run: mm_multicall::uvm_otherdomain,
+    },
+    Case {
+        name: "mm_vm_assist",
+        run: mm_multicall::vm_assist,
+    },
+    Case {
+        name: "mm_memory_op",
+        run: mm_memory_op::queries,
+    },
+    Case {
+        name: "mm_reservation",
+        run: mm_memory_op::reservation,
+    },
+    Case {
+        name: "mm_writable_pt",
+        run: mm_writable_pt::run,
+    },
+    Case {
+        name: "cpu_user_mode",
+        run: cpu_user::mode,
+    },
+    Case {
+        name: "cpu_user_syscall",
+        run: cpu_user::syscall,
+    },
+    Case {
+        name: "cpu_priv_kernel",
+        run: cpu_priv::kernel,
+    },
+    Case {
+        name: "cpu_priv_user",
+        run: cpu_priv::user,
+    },
+    Case {
+        name: "cpu_trap_table",
+        run: cpu_traps::trap_table,
+    },
+    Case {
+        name: "cpu_callbacks",
+        run: cpu_traps::callbacks,
+    },
+    Case {
+        name: "cpu_fpu",
+        run: cpu_fpu::run,
+    },
+    Case {
+        name: "cpu_segments",
+        run: cpu_segments::segments,
+    },
+    Case {
+        name: "cpu_descriptors",
+        run: cpu_segments::descriptors,
+    },
+    Case {
+        name: "cpu_debugreg",
+        run: cpu_segments::debugreg,
+    },
+    Case {
+        name: "cpu_alignment_check",
+        run: cpu_segments::alignment_check,
+    },
+    Case {
+        name: "cpu_compat_callbacks",
+        run: cpu_compat::run,
+    },
+    Case {
+        name: "mm_multicall_iret",
+        run: mm_multicall::multicall_iret,
     },
 ];
 

@@ -1,0 +1,333 @@
+//! Page-table helpers for test guests: walking the guest's own tables,
+//! pfn/mfn translation, scratch frames and mapping windows.
+//!
+//! The guest's bootstrap page tables are mapped read-only in the initial
+//! mapping (`start_info.pt_base`, `nr_pt_frames` frames), so a walk reads
+//! them directly. Tables the guest builds later are readable while a
+//! window maps them.
+//!
+//! Invariants:
+//! - Scratch frames come from the domain's own pseudo-physical frames that
+//!   the initial mapping does not cover, handed out from the top
+//!   (`nr_pages - 1` down) and never given back. They are unmapped when
+//!   handed out, so they may take any page type.
+//! - Windows are [`WINDOW_COUNT`] page-aligned pages of `.bss` that no Rust
+//!   code uses except through this module. Remapping one (to a scratch
+//!   frame, a table, shared memory) never affects other memory; their
+//!   original frames are simply left unused.
+//! - The guest has one vCPU; the statics here are only touched from the
+//!   guest's main flow, never from exception handlers.
+
+use core::arch::global_asm;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use dom0_abi::layout::{MACH2PHYS_VIRT_START, PAGE_SHIFT, PAGE_SIZE};
+use dom0_abi::mmu::{PTE_ADDR_MASK, PteFlags, UvmfFlags};
+
+use crate::entry::{p2m_entry, start_info};
+use crate::hypercall;
+use crate::platform::VIRT_BASE;
+
+/// Number of mapping windows.
+pub const WINDOW_COUNT: usize = 32;
+
+/// Present, writable, accessed, dirty: a normal data mapping.
+pub const PTE_RW: u64 = PteFlags::PRESENT.bits()
+    | PteFlags::RW.bits()
+    | PteFlags::ACCESSED.bits()
+    | PteFlags::DIRTY.bits();
+/// Present, read-only, accessed: how page-table frames must be mapped.
+pub const PTE_RO: u64 = PteFlags::PRESENT.bits() | PteFlags::ACCESSED.bits();
+/// `UVMF_INVLPG`, local scope.
+pub const UVMF_INVLPG: u64 = UvmfFlags::INVLPG.bits();
+
+global_asm!(
+    ".pushsection .bss.shim_windows, \"aw\", @nobits",
+    ".balign 4096",
+    ".globl shim_window_area",
+    "shim_window_area:",
+    ".space {size}",
+    ".popsection",
+    size = const WINDOW_COUNT * 4096,
+);
+
+unsafe extern "C" {
+    /// The first window page (only its address is used).
+    static shim_window_area: u8;
+}
+
+/// MFN each window maps now (0: unknown/unmapped by this module).
+static WINDOW_MFN: [AtomicU64; WINDOW_COUNT] = [const { AtomicU64::new(0) }; WINDOW_COUNT];
+
+/// Next scratch pfn to hand out, plus one (0: not started).
+static NEXT_SCRATCH: AtomicU64 = AtomicU64::new(0);
+
+/// Reads the `u64` at `va`, which must be mapped readable (one volatile
+/// load; an unmapped `va` faults).
+#[must_use]
+pub fn read_mapped(va: u64) -> u64 {
+    // SAFETY: callers only pass addresses of mapped, readable memory (the
+    // M2P, the guest's own page tables, window pages they mapped). A
+    // volatile read creates no reference.
+    unsafe { (va as *const u64).read_volatile() }
+}
+
+/// `M2P[mfn]`: the pfn the machine frame backs (read from the read-only
+/// M2P table the hypervisor maps at `MACH2PHYS_VIRT_START`).
+#[must_use]
+pub fn m2p(mfn: u64) -> u64 {
+    read_mapped(MACH2PHYS_VIRT_START + mfn * 8)
+}
+
+/// The MFN of pseudo-physical frame `pfn` (from the p2m list).
+#[must_use]
+pub fn pfn_to_mfn(pfn: u64) -> Option<u64> {
+    p2m_entry(start_info(), pfn)
+}
+
+/// The pfn of a virtual address of the initial mapping.
+#[must_use]
+pub fn virt_to_pfn(va: u64) -> Option<u64> {
+    crate::platform::initial_mapping_pfn(va)
+}
+
+/// The MFN behind a virtual address of the initial mapping (by the p2m
+/// list, not by walking).
+#[must_use]
+pub fn virt_to_mfn(va: u64) -> Option<u64> {
+    pfn_to_mfn(virt_to_pfn(va)?)
+}
+
+/// The virtual address of `pfn` in the initial mapping (whether or not
+/// the initial mapping reaches that far).
+#[must_use]
+pub const fn pfn_to_virt(pfn: u64) -> u64 {
+    VIRT_BASE + (pfn << PAGE_SHIFT)
+}
+
+/// The pfn just past the bootstrap page tables: everything below it is
+/// in the initial mapping.
+fn boot_mapped_end_pfn() -> u64 {
+    let si = start_info();
+    virt_to_pfn(si.pt_base).unwrap_or(0) + si.nr_pt_frames
+}
+
+/// The virtual address of the L4 the guest booted on.
+#[must_use]
+pub fn boot_l4_va() -> u64 {
+    start_info().pt_base
+}
+
+/// The MFN of the L4 the guest booted on.
+#[must_use]
+pub fn boot_l4_mfn() -> u64 {
+    virt_to_mfn(boot_l4_va()).unwrap_or(0)
+}
+
+/// A readable virtual address of the page-table frame `mfn`: the initial
+/// mapping for bootstrap frames, else a window that maps it.
+#[must_use]
+pub fn table_va(mfn: u64) -> Option<u64> {
+    let pfn = m2p(mfn);
+    if pfn < boot_mapped_end_pfn() && pfn_to_mfn(pfn) == Some(mfn) {
+        return Some(pfn_to_virt(pfn));
+    }
+    WINDOW_MFN
+        .iter()
+        .position(|w| w.load(Ordering::Relaxed) == mfn)
+        .map(window_va)
+}
+
+/// The entry at machine address `maddr` of a page-table frame readable
+/// through [`table_va`].
+#[must_use]
+pub fn read_entry(maddr: u64) -> Option<u64> {
+    let va = table_va(maddr >> PAGE_SHIFT)?;
+    Some(read_mapped(va + (maddr & (PAGE_SIZE - 8))))
+}
+
+/// One page-table entry found by a walk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// Machine address of the entry.
+    pub maddr: u64,
+    /// Its value.
+    pub value: u64,
+}
+
+impl Entry {
+    /// Whether the entry is present.
+    #[must_use]
+    pub const fn present(&self) -> bool {
+        self.value & PteFlags::PRESENT.bits() != 0
+    }
+
+    /// The MFN the entry points at.
+    #[must_use]
+    pub const fn mfn(&self) -> u64 {
+        (self.value & PTE_ADDR_MASK) >> PAGE_SHIFT
+    }
+}
+
+/// Index of `va` in its level-`level` table (1 = L1 ... 4 = L4).
+#[must_use]
+pub const fn table_index(va: u64, level: u32) -> u64 {
+    (va >> (PAGE_SHIFT + 9 * (level - 1))) & 511
+}
+
+/// Walks the current (boot) tables for `va`: `[L4e, L3e, L2e, L1e]`, as
+/// far as the entries are present and the tables readable.
+#[must_use]
+pub fn walk(va: u64) -> [Option<Entry>; 4] {
+    walk_from(boot_l4_mfn(), va)
+}
+
+/// As [`walk`], from the L4 at `l4_mfn`.
+#[must_use]
+pub fn walk_from(l4_mfn: u64, va: u64) -> [Option<Entry>; 4] {
+    let mut out = [None; 4];
+    let mut table = l4_mfn;
+    for (i, level) in [4u32, 3, 2, 1].into_iter().enumerate() {
+        let Some(tva) = table_va(table) else {
+            break;
+        };
+        let idx = table_index(va, level);
+        let entry = Entry {
+            maddr: (table << PAGE_SHIFT) + idx * 8,
+            value: read_mapped(tva + idx * 8),
+        };
+        out[i] = Some(entry);
+        if !entry.present() || entry.value & PteFlags::PAT_PSE.bits() != 0 {
+            break;
+        }
+        table = entry.mfn();
+    }
+    out
+}
+
+/// The L1 entry that maps `va` in the boot tables, if its L1 exists.
+#[must_use]
+pub fn l1_entry(va: u64) -> Option<Entry> {
+    walk(va)[3]
+}
+
+/// The address of window `slot`.
+///
+/// # Panics
+/// If `slot >= WINDOW_COUNT`.
+#[must_use]
+pub fn window_va(slot: usize) -> u64 {
+    assert!(slot < WINDOW_COUNT, "window {slot} out of range");
+    core::ptr::addr_of!(shim_window_area) as u64 + slot as u64 * PAGE_SIZE
+}
+
+/// Maps window `slot` to machine frame `mfn` with PTE flags `flags`
+/// (`update_va_mapping`, INVLPG). Returns the hypercall's result.
+pub fn map_window(slot: usize, mfn: u64, flags: u64) -> i64 {
+    let va = window_va(slot);
+    // SAFETY: windows are used by no Rust code except through this module
+    // (module invariant), so remapping one cannot affect memory the
+    // running code relies on.
+    let ret = unsafe { hypercall::update_va_mapping(va, (mfn << PAGE_SHIFT) | flags, UVMF_INVLPG) };
+    if ret == 0 {
+        WINDOW_MFN[slot].store(mfn, Ordering::Relaxed);
+    }
+    ret
+}
+
+/// Unmaps window `slot` (writes a zero PTE). Returns the result.
+pub fn unmap_window(slot: usize) -> i64 {
+    let va = window_va(slot);
+    // SAFETY: as for `map_window`.
+    let ret = unsafe { hypercall::update_va_mapping(va, 0, UVMF_INVLPG) };
+    if ret == 0 {
+        WINDOW_MFN[slot].store(0, Ordering::Relaxed);
+    }
+    ret
+}
+
+/// A scratch frame of the domain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Frame {
+    /// Its pseudo-physical frame number.
+    pub pfn: u64,
+    /// Its machine frame number.
+    pub mfn: u64,
+}
+
+impl Frame {
+    /// Its machine address.
+    #[must_use]
+    pub const fn maddr(&self) -> u64 {
+        self.mfn << PAGE_SHIFT
+    }
+}
+
+/// Hands out a scratch frame: a frame of the domain beyond the initial
+/// mapping, not mapped anywhere. `None` when none is left.
+pub fn alloc_frame() -> Option<Frame> {
+    let si = start_info();
+    let mut next = NEXT_SCRATCH.load(Ordering::Relaxed);
+    if next == 0 {
+        next = si.nr_pages;
+    }
+    while next > boot_mapped_end_pfn() {
+        let pfn = next - 1;
+        next = pfn;
+        if l1_entry(pfn_to_virt(pfn)).is_some_and(|e| e.present()) {
+            // Mapped by the initial mapping: every lower pfn is as well.
+            break;
+        }
+        if let Some(mfn) = pfn_to_mfn(pfn) {
+            NEXT_SCRATCH.store(next.max(1), Ordering::Relaxed);
+            return Some(Frame { pfn, mfn });
+        }
+    }
+    NEXT_SCRATCH.store(next.max(1), Ordering::Relaxed);
+    None
+}
+
+/// Fills the frame that window `slot` maps with `words` (as `u64`s,
+/// repeated from offset 0; the rest of the page is zeroed).
+///
+/// The window must map the frame writable.
+pub fn fill_window(slot: usize, words: &[u64]) {
+    let va = window_va(slot);
+    for i in 0..(PAGE_SIZE / 8) {
+        let v = usize::try_from(i)
+            .ok()
+            .and_then(|i| words.get(i))
+            .copied()
+            .unwrap_or(0);
+        // SAFETY: the window is mapped writable by the caller's contract
+        // (a write to a read-only window faults, which is the caller's
+        // test), and no Rust code holds a reference into windows.
+        unsafe { ((va + i * 8) as *mut u64).write_volatile(v) };
+    }
+}
+
+/// Reads `u64` number `index` of the page window `slot` maps.
+#[must_use]
+pub fn window_read(slot: usize, index: u64) -> u64 {
+    read_mapped(window_va(slot) + index * 8)
+}
+
+/// Writes `u64` number `index` of the page window `slot` maps (which must
+/// be mapped writable).
+pub fn window_write(slot: usize, index: u64, value: u64) {
+    // SAFETY: as in `fill_window`.
+    unsafe { ((window_va(slot) + index * 8) as *mut u64).write_volatile(value) };
+}
+
+/// Prepares `frame` as a page-table or descriptor frame: maps it writable
+/// in window `slot`, writes `words` (zero-filled after), then unmaps the
+/// window again so the frame has no writable mapping. Returns the first
+/// failing hypercall result, or 0.
+pub fn prepare_frame(slot: usize, frame: Frame, words: &[u64]) -> i64 {
+    let ret = map_window(slot, frame.mfn, PTE_RW);
+    if ret != 0 {
+        return ret;
+    }
+    fill_window(slot, words);
+    unmap_window(slot)
+}

@@ -1,0 +1,369 @@
+//! `cpu_priv_kernel` and `cpu_priv_user`: privileged instructions.
+//!
+//! `cpu_priv_kernel`: the guest kernel is not in ring 0, so privileged
+//! instructions fault and the hypervisor emulates some of them:
+//! - emulated: `mov %cr3` read (the current L4's machine address), `mov
+//!   %cr0` read (PE, PG set; TS following `fpu_taskswitch` and `clts`),
+//!   `mov %cr4` read (PAE set), `clts`, `wbinvd`, `rdmsr` of EFER (long
+//!   mode active) and of the TSC;
+//! - refused with #GP(0): `mov %cr8`, `hlt`, `cli`, `sti`, `lgdt`, `lidt`,
+//!   `lldt`, `ltr`, `invd`, `invlpg`, `rdpmc`, `swapgs`, `in`/`out`
+//!   without I/O rights set up, `rdmsr`/`wrmsr` of an unknown MSR and of
+//!   the SYSCALL MSRs (LSTAR);
+//! - CPUID through the forced-emulation prefix reports Xen's leaves
+//!   (`XenVMMXenVMM`) and the CPU's vendor; the prefix before anything
+//!   but `cpuid` is #UD at the prefix; plain `cpuid` and `rdtsc` run.
+//! - SGDT/SIDT/SLDT/STR/SMSW: this hypervisor sets CR4.UMIP where the CPU
+//!   has it, so they fault (#GP); Xen does not for PV guests, so they run
+//!   (and show Xen's addresses). Each platform is checked against its
+//!   own documented behaviour.
+//!
+//! `cpu_priv_user`: from user mode every one of the kernel-only
+//! instructions is #GP with error code 0 (and `ud2` is #UD, `int3` #BP),
+//! including those the kernel may use.
+
+use guest_pv_shim::dom0_abi::segment::FLAT_USER_CS;
+use guest_pv_shim::dom0_abi::start_info::StartInfo;
+use guest_pv_shim::traps::{self, Trap, UserEntry};
+use guest_pv_shim::{fixup_asm, hypercall, mm, report};
+
+use crate::support;
+use crate::user_code;
+
+/// CR0 bits.
+const CR0_PE: u64 = 1 << 0;
+const CR0_TS: u64 = 1 << 3;
+const CR0_PG: u64 = 1 << 31;
+/// CR4.PAE.
+const CR4_PAE: u64 = 1 << 5;
+/// EFER.LME | EFER.LMA.
+const EFER_LONG_MODE: u64 = (1 << 8) | (1 << 10);
+
+/// Runs `f` (an asm probe writing RAX) and returns (RAX, trap).
+fn run_probe(f: impl FnOnce() -> u64) -> (u64, Option<Trap>) {
+    traps::catch(f)
+}
+
+macro_rules! probe {
+    ($($insn:literal),+) => {
+        run_probe(|| {
+            let mut rax: u64 = 0;
+            // SAFETY: a privileged instruction that either faults (and
+            // resumes after the block) or is emulated: the emulated ones
+            // here change nothing the running code relies on (reads, a
+            // TLB or cache flush, clearing the virtual TS).
+            unsafe {
+                fixup_asm!($($insn),+; inout("rax") rax, out("rcx") _, out("rdx") _, options(nostack));
+            }
+            rax
+        })
+    };
+}
+
+fn gp0(name: &str, got: (u64, Option<Trap>)) {
+    let (_, t) = got;
+    report::check(
+        format_args!("{name} in the kernel is #GP(0)"),
+        t.is_some_and(|t| t.vector == 13 && t.error_code == 0),
+        format_args!("{t:x?}"),
+    );
+}
+
+fn emulated(name: &str, got: (u64, Option<Trap>)) -> u64 {
+    let (v, t) = got;
+    report::check(
+        format_args!("{name} in the kernel is emulated"),
+        t.is_none(),
+        format_args!("{t:x?}"),
+    );
+    v
+}
+
+/// CPUID leaf `leaf` through the forced-emulation prefix: (eax, ebx, ecx,
+/// edx), or the trap.
+fn fep_cpuid(leaf: u32) -> Result<[u32; 4], Trap> {
+    let (mut a, mut b, mut c, mut d) = (leaf, 0u32, 0u32, 0u32);
+    let (_, t) = traps::catch(|| {
+        // SAFETY: CPUID (emulated by the hypervisor after the prefix) only
+        // writes the four declared registers; RBX is saved in R8 because
+        // LLVM reserves it.
+        unsafe {
+            fixup_asm!(
+                "mov r8, rbx",
+                "ud2",
+                ".ascii \"xen\"",
+                "cpuid",
+                "mov {b:e}, ebx",
+                "mov rbx, r8";
+                b = out(reg) b,
+                inout("eax") a,
+                inout("ecx") c,
+                out("edx") d,
+                out("r8") _,
+                options(nostack),
+            );
+        }
+    });
+    t.map_or(Ok([a, b, c, d]), Err)
+}
+
+/// Plain CPUID leaf `leaf` (subleaf 0).
+fn cpuid(leaf: u32) -> [u32; 4] {
+    let r = core::arch::x86_64::__cpuid_count(leaf, 0);
+    [r.eax, r.ebx, r.ecx, r.edx]
+}
+
+fn vendor(r: [u32; 4]) -> [u32; 3] {
+    [r[1], r[3], r[2]]
+}
+
+fn rdmsr(msr: u32) -> (u64, Option<Trap>) {
+    let (mut lo, mut hi) = (0u64, 0u64);
+    let (_, t) = traps::catch(|| {
+        // SAFETY: RDMSR writes only RAX and RDX; it faults or is emulated.
+        unsafe {
+            fixup_asm!("rdmsr"; in("ecx") msr, inout("rax") lo, inout("rdx") hi, options(nostack));
+        }
+    });
+    (((hi & 0xFFFF_FFFF) << 32) | (lo & 0xFFFF_FFFF), t)
+}
+
+fn wrmsr(msr: u32, value: u64) -> Option<Trap> {
+    let (_, t) = traps::catch(|| {
+        // SAFETY: the MSRs written here are refused by the hypervisor (the
+        // test checks that): nothing changes.
+        unsafe {
+            fixup_asm!(
+                "wrmsr";
+                in("ecx") msr,
+                in("eax") (value & 0xFFFF_FFFF) as u32,
+                in("edx") (value >> 32) as u32,
+                options(nostack),
+            );
+        }
+    });
+    t
+}
+
+fn control_registers() {
+    let cr3 = emulated("mov %cr3 read", probe!("mov rax, cr3"));
+    report::check_eq(
+        "mov %cr3 read gives the current L4's machine address",
+        cr3,
+        mm::boot_l4_mfn() << 12,
+    );
+    let cr0 = emulated("mov %cr0 read", probe!("mov rax, cr0"));
+    report::check_eq(
+        "CR0 reads with PE and PG set",
+        cr0 & (CR0_PE | CR0_PG),
+        CR0_PE | CR0_PG,
+    );
+    report::check_eq("CR0.TS reads clear at first", cr0 & CR0_TS, 0);
+    hypercall::fpu_taskswitch(1);
+    let (cr0, _) = probe!("mov rax, cr0");
+    report::check_eq(
+        "CR0.TS reads set after fpu_taskswitch(1)",
+        cr0 & CR0_TS,
+        CR0_TS,
+    );
+    emulated("clts", probe!("clts"));
+    let (cr0, _) = probe!("mov rax, cr0");
+    report::check_eq("CR0.TS reads clear after clts", cr0 & CR0_TS, 0);
+    let (_, t) = probe!("fnop");
+    report::check(
+        "x87 runs after clts without #NM",
+        t.is_none(),
+        format_args!("{t:x?}"),
+    );
+    let cr4 = emulated("mov %cr4 read", probe!("mov rax, cr4"));
+    report::check_eq("CR4 reads with PAE set", cr4 & CR4_PAE, CR4_PAE);
+    gp0("mov %cr8 read", probe!("mov rax, cr8"));
+}
+
+fn msrs() {
+    let (efer, t) = rdmsr(0xC000_0080);
+    report::check(
+        "rdmsr EFER shows long mode active",
+        t.is_none() && efer & EFER_LONG_MODE == EFER_LONG_MODE,
+        format_args!("{efer:#x} {t:x?}"),
+    );
+    let (tsc, t) = rdmsr(0x10);
+    report::check(
+        "rdmsr TSC is emulated",
+        t.is_none() && tsc != 0,
+        format_args!("{tsc:#x} {t:x?}"),
+    );
+    for (name, msr) in [
+        ("LSTAR", 0xC000_0082u32),
+        ("unknown MSR 0x12345678", 0x1234_5678),
+    ] {
+        let (_, t) = rdmsr(msr);
+        report::check(
+            format_args!("rdmsr {name} is #GP(0)"),
+            t.is_some_and(|t| t.vector == 13 && t.error_code == 0),
+            format_args!("{t:x?}"),
+        );
+    }
+    let t = wrmsr(0x1234_5678, 1);
+    report::check(
+        "wrmsr of an unknown MSR is #GP(0)",
+        t.is_some_and(|t| t.vector == 13 && t.error_code == 0),
+        format_args!("{t:x?}"),
+    );
+}
+
+fn cpuid_checks() {
+    match fep_cpuid(0x4000_0000) {
+        Ok(r) => {
+            report::check_eq(
+                "forced-emulation CPUID 0x40000000 is XenVMMXenVMM",
+                [r[1], r[2], r[3]],
+                [0x566E_6558, 0x6558_4D4D, 0x4D4D_566E],
+            );
+            report::check(
+                "forced-emulation CPUID 0x40000000 has leaves up to 0x40000002 at least",
+                r[0] >= 0x4000_0002,
+                format_args!("{:#x}", r[0]),
+            );
+        }
+        Err(t) => report::fail(
+            "forced-emulation CPUID 0x40000000 is XenVMMXenVMM",
+            format_args!("{t:x?}"),
+        ),
+    }
+    match fep_cpuid(0) {
+        Ok(r) => {
+            report::check_eq(
+                "forced-emulation CPUID 0 gives the CPU's vendor",
+                vendor(r),
+                vendor(cpuid(0)),
+            );
+        }
+        Err(t) => report::fail(
+            "forced-emulation CPUID 0 gives the CPU's vendor",
+            format_args!("{t:x?}"),
+        ),
+    }
+    let mut at: u64 = 0;
+    let (_, t) = traps::catch(|| {
+        // SAFETY: the prefix followed by `nop` must be #UD; the fault
+        // resumes after the block.
+        unsafe {
+            fixup_asm!("lea {a}, [rip + 5f]", "5:", "ud2", ".ascii \"xen\"", "nop"; a = out(reg) at, options(nostack));
+        }
+    });
+    report::check(
+        "the forced-emulation prefix before anything but cpuid is #UD at the prefix",
+        t.is_some_and(|t| t.vector == 6 && t.rip == at),
+        format_args!("{t:x?} prefix at {at:#x}"),
+    );
+    let (_, t) = probe!("rdtsc");
+    report::check(
+        "rdtsc runs in the kernel",
+        t.is_none(),
+        format_args!("{t:x?}"),
+    );
+}
+
+fn descriptor_table_reads() {
+    // UMIP: CPUID.7.0:ECX bit 2.
+    let umip = cpuid(7)[2] & (1 << 2) != 0;
+    let faults_here = !traps::on_xen() && umip;
+    let probes: [(&str, (u64, Option<Trap>)); 5] = [
+        ("sgdt", probe!("sgdt [rsp - 16]")),
+        ("sidt", probe!("sidt [rsp - 16]")),
+        ("sldt", probe!("sldt rax")),
+        ("str", probe!("str rax")),
+        ("smsw", probe!("smsw rax")),
+    ];
+    for (name, (_, t)) in probes {
+        // Xen does not set UMIP for PV guests; this hypervisor does when
+        // the CPU has it.
+        let ok = if faults_here {
+            t.is_some_and(|t| t.vector == 13 && t.error_code == 0)
+        } else {
+            t.is_none()
+        };
+        report::check(
+            format_args!("{name} in the kernel behaves as the platform documents"),
+            ok,
+            format_args!("{t:x?}, UMIP {umip}"),
+        );
+    }
+}
+
+pub fn kernel(_start_info: &'static StartInfo) {
+    if !support::traps() {
+        return;
+    }
+    control_registers();
+    emulated("wbinvd", probe!("wbinvd"));
+    gp0("hlt", probe!("hlt"));
+    gp0("cli", probe!("cli"));
+    gp0("sti", probe!("sti"));
+    gp0("lgdt", probe!("lgdt [rsp - 16]"));
+    gp0("lidt", probe!("lidt [rsp - 16]"));
+    gp0("lldt", probe!("xor eax, eax", "lldt ax"));
+    gp0("ltr", probe!("xor eax, eax", "ltr ax"));
+    gp0("invd", probe!("invd"));
+    gp0("invlpg", probe!("invlpg [rsp]"));
+    gp0("rdpmc", probe!("xor ecx, ecx", "rdpmc"));
+    gp0("swapgs", probe!("swapgs"));
+    gp0("in without I/O rights", probe!("in al, 0x80"));
+    gp0("out without I/O rights", probe!("out 0x80, al"));
+    msrs();
+    cpuid_checks();
+    descriptor_table_reads();
+}
+
+pub fn user(_start_info: &'static StartInfo) {
+    if !support::traps_and_user() {
+        return;
+    }
+    let gp = [
+        "cli",
+        "sti",
+        "hlt",
+        "mov rax, cr3",
+        "mov rax, cr0",
+        "mov cr3, rax",
+        "rdmsr",
+        "wrmsr",
+        "in al, 0x80",
+        "out 0x80, al",
+        "lgdt [rsp]",
+        "lidt [rsp]",
+        "wbinvd",
+        "invlpg [rsp]",
+        "clts",
+        "swapgs",
+    ];
+    for insn in gp {
+        let t = user_probe(insn);
+        report::check(
+            format_args!("{insn} in user mode is #GP(0)"),
+            t.is_some_and(|t| t.vector == 13 && t.error_code == 0 && t.from_user()),
+            format_args!("{t:x?}"),
+        );
+    }
+    let t = user_probe("ud2");
+    report::check(
+        "ud2 in user mode is #UD",
+        t.is_some_and(|t| t.vector == 6 && t.from_user()),
+        format_args!("{t:x?}"),
+    );
+    let t = user_probe("int3");
+    report::check(
+        "int3 in user mode is #BP",
+        t.is_some_and(|t| t.vector == 3 && t.from_user()),
+        format_args!("{t:x?}"),
+    );
+}
+
+/// Runs the user probe of `insn` and returns the trap it took.
+fn user_probe(insn: &str) -> Option<Trap> {
+    let entry = user_code::probe_address(insn)?;
+    let before = traps::count();
+    traps::run_user(entry, FLAT_USER_CS, 0x202, UserEntry::Hypercall);
+    (traps::count() != before).then(traps::last)
+}

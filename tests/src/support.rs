@@ -1,0 +1,83 @@
+//! Set-up shared by the memory (`mm_*`) and CPU (`cpu_*`) tests.
+//!
+//! Each helper reports a failed step as an `ERROR` line (the test could not
+//! run as intended) and returns `false`; the test then stops.
+
+use guest_pv_shim::mm::{self, Frame};
+use guest_pv_shim::report;
+use guest_pv_shim::traps::{self, InitError};
+
+/// Reports an [`InitError`] as the test's `ERROR`.
+fn init_error(what: &str, e: InitError) {
+    report::error(
+        what,
+        format_args!("{} failed: {}", e.step, report::Ret(e.ret)),
+    );
+}
+
+/// Trap table, callbacks, entry stack and shared_info (see
+/// `guest_pv_shim::traps::init`).
+pub fn traps() -> bool {
+    match traps::init() {
+        Ok(()) => true,
+        // The last step: without shared_info only `cr2` and the upcall
+        // mask are missing from the records, so the test goes on (and the
+        // checks that need them fail).
+        Err(e) if e.step == "map shared_info" => {
+            init_error("exception set-up", e);
+            true
+        }
+        Err(e) => {
+            init_error("exception set-up", e);
+            false
+        }
+    }
+}
+
+/// [`traps`] plus user mode (user pages and the user page table).
+pub fn traps_and_user() -> bool {
+    if !traps() {
+        return false;
+    }
+    match traps::prepare_user() {
+        Ok(()) => true,
+        Err(e) => {
+            init_error("user-mode set-up", e);
+            false
+        }
+    }
+}
+
+/// A scratch frame, or an `ERROR` line.
+pub fn frame() -> Option<Frame> {
+    let frame = mm::alloc_frame();
+    if frame.is_none() {
+        report::error("scratch frame", format_args!("no free frame left"));
+    }
+    frame
+}
+
+/// Maps window `slot` to `mfn` with `flags`, or reports an `ERROR`.
+pub fn map_window(slot: usize, mfn: u64, flags: u64) -> bool {
+    let ret = mm::map_window(slot, mfn, flags);
+    if ret != 0 {
+        report::error(
+            "map window",
+            format_args!(
+                "update_va_mapping of window {slot} to mfn {mfn:#x}: {}",
+                report::Ret(ret)
+            ),
+        );
+    }
+    ret == 0
+}
+
+/// A machine frame that the domain does not own: the highest RAM frame
+/// (below `XENMEM_maximum_ram_page`) whose M2P entry does not lead back
+/// to it through this domain's p2m list.
+pub fn foreign_mfn() -> Option<u64> {
+    let max = u64::try_from(guest_pv_shim::hypercall::maximum_ram_page()).ok()?;
+    (max.saturating_sub(64)..max)
+        .rev()
+        .find(|&mfn| mm::pfn_to_mfn(mm::m2p(mfn)) != Some(mfn))
+}
