@@ -12,6 +12,8 @@
 pub mod console;
 pub mod cpu;
 pub mod dispatch;
+pub mod memory;
+pub mod mmu;
 pub mod sched;
 pub mod stats;
 pub mod version;

@@ -1,0 +1,361 @@
+//! A fake machine for the host tests: frames are `Vec`s of 512 words, every
+//! page-table write is logged, the allocator is a set of free frames, and
+//! guest memory (for the hypercall handlers) is a flat buffer at [`BASE`].
+#![allow(
+    clippy::cast_possible_truncation,
+    reason = "test fixtures use small frame numbers and indices"
+)]
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use dom0_abi::Errno;
+use dom0_abi::types::{DomId, Mfn};
+
+use super::INVALID_M2P_ENTRY;
+use super::effects::Effects;
+use super::frame_table::{FrameInfo, Owner, PageType};
+use super::machine::{DomainMm, MmMachine, PageTableMemory, VcpuMm};
+use super::pte;
+use super::types::{MapCtx, Mmu};
+use crate::domain::Domain;
+use crate::hypercall::{Env, HostInfo};
+use crate::vcpu::Vcpu;
+
+/// Guest address of the first byte of fake guest memory.
+pub const BASE: u64 = 0x10_0000;
+/// Size of fake guest memory.
+pub const GUEST_BYTES: usize = 0x10000;
+
+/// The domain most tests run as.
+pub const DOM: DomId = DomId(0);
+/// A second domain.
+pub const OTHER: DomId = DomId(1);
+
+/// Present, writable, accessed.
+pub const PRW: u64 = pte::PRESENT | pte::RW | pte::ACCESSED;
+/// Present, read-only.
+pub const PRO: u64 = pte::PRESENT | pte::ACCESSED;
+
+pub struct FakeMachine {
+    pub frames: Vec<FrameInfo>,
+    pub mem: Vec<Vec<u64>>,
+    /// Every `write_pte`: frame, index, value.
+    pub writes: Vec<(Mfn, usize, u64)>,
+    pub free: BTreeSet<u64>,
+    pub m2p: Vec<u64>,
+    pub domains: BTreeMap<u16, DomainMm>,
+    /// Frames any domain with `io_caps` may map as device memory.
+    pub iomem: BTreeSet<u64>,
+    pub guest: Vec<u8>,
+    pub domain: Domain,
+    pub cpu: Vcpu,
+    pub preempted: Option<[u64; 5]>,
+    #[allow(dead_code, reason = "read by the hypercall::mmu tests")]
+    pub vcpu: VcpuMm,
+    #[allow(dead_code, reason = "read by the hypercall::mmu tests")]
+    pub shared_max_pfn: u64,
+    pub host: HostInfo,
+}
+
+impl FakeMachine {
+    /// `n` frames, all free, dom0 and domain 1 existing with no pages.
+    pub fn new(n: usize) -> FakeMachine {
+        let mut domains = BTreeMap::new();
+        domains.insert(DOM.0, DomainMm::dom0(0));
+        domains.insert(
+            OTHER.0,
+            DomainMm {
+                privileged: false,
+                io_caps: false,
+                max_pages: 64,
+                ..DomainMm::dom0(0)
+            },
+        );
+        FakeMachine {
+            frames: vec![FrameInfo::UNOWNED; n],
+            mem: vec![vec![0; 512]; n],
+            writes: Vec::new(),
+            free: (0..n as u64).collect(),
+            m2p: vec![INVALID_M2P_ENTRY; n],
+            domains,
+            iomem: BTreeSet::new(),
+            guest: vec![0; GUEST_BYTES],
+            domain: Domain::dom0(0),
+            cpu: Vcpu::default(),
+            preempted: None,
+            vcpu: VcpuMm::default(),
+            shared_max_pfn: 0,
+            host: HostInfo {
+                command_line: b"",
+                build_id: &[],
+            },
+        }
+    }
+
+    /// Runs `f` with an [`Mmu`] over this machine; returns its result and
+    /// the effects.
+    pub fn with<R>(&mut self, f: impl FnOnce(&mut Mmu<'_, FakeMachine>) -> R) -> (R, Effects) {
+        let mut fx = Effects::default();
+        let r = {
+            let mut mmu = Mmu::new(self, &mut fx);
+            f(&mut mmu)
+        };
+        (r, fx)
+    }
+
+    /// Takes a free frame and gives it to `dom` (page `pfn` = mfn).
+    pub fn give(&mut self, dom: DomId) -> Mfn {
+        let mfn = self
+            .alloc_frames(0, u64::MAX)
+            .expect("fake machine out of frames");
+        self.with(|m| m.assign(mfn, dom, Some(mfn.0))).0.unwrap();
+        mfn
+    }
+
+    pub fn info(&self, mfn: Mfn) -> FrameInfo {
+        self.frames[mfn.0 as usize]
+    }
+
+    pub fn set(&mut self, mfn: Mfn, index: usize, value: u64) {
+        self.mem[mfn.0 as usize][index] = value;
+    }
+
+    pub fn get(&self, mfn: Mfn, index: usize) -> u64 {
+        self.mem[mfn.0 as usize][index]
+    }
+
+    pub fn ctx(&self, dom: DomId) -> MapCtx {
+        let io = self.domains.get(&dom.0).is_some_and(|d| d.io_caps);
+        MapCtx::own(dom, io)
+    }
+
+    pub fn tot_pages(&self, dom: DomId) -> u64 {
+        self.domains[&dom.0].tot_pages
+    }
+
+    /// A four-level hierarchy for `dom` mapping `va` to `data` (RW), with
+    /// every table frame mapped read-only in slot `index(va)+1` of the L1.
+    /// Returns (l4, l3, l2, l1). Nothing is typed yet.
+    pub fn build_tables(&mut self, dom: DomId, va: u64, data: Mfn) -> [Mfn; 4] {
+        let t = [
+            self.give(dom),
+            self.give(dom),
+            self.give(dom),
+            self.give(dom),
+        ];
+        let [l4, l3, l2, l1] = t;
+        self.set(l4, pte::table_index(va, 4), (l3.0 << 12) | PRW);
+        self.set(l3, pte::table_index(va, 3), (l2.0 << 12) | PRW);
+        self.set(l2, pte::table_index(va, 2), (l1.0 << 12) | PRW);
+        let i = pte::table_index(va, 1);
+        self.set(l1, i, (data.0 << 12) | PRW);
+        for (k, table) in t.iter().enumerate() {
+            self.set(l1, (i + 1 + k) % 512, (table.0 << 12) | PRO);
+        }
+        t
+    }
+
+    /// Checks the frame-table invariants against the memory contents:
+    /// every count equals the references the live tables, pins, roots and
+    /// allocations account for.
+    pub fn check_invariants(&self, roots: &[Mfn]) {
+        let n = self.frames.len();
+        let mut refs = vec![0u64; n];
+        let mut types = vec![0u64; n];
+        for (i, f) in self.frames.iter().enumerate() {
+            if f.count() == 0 {
+                assert_eq!(f.owner(), Owner::None, "frame {i}: unreferenced but owned");
+                assert_eq!(f.type_count(), 0, "frame {i}");
+                assert!(!f.is_pinned(), "frame {i}");
+                continue;
+            }
+            assert!(!self.free.contains(&(i as u64)), "frame {i} owned and free");
+            assert!(f.type_count() <= f.count(), "frame {i}: {f:?}");
+            refs[i] += u64::from(f.is_allocated()) + u64::from(f.holds_hv_ref());
+            types[i] += u64::from(f.holds_hv_ref());
+            if f.is_pinned() {
+                assert!(
+                    f.type_count() >= 1 && f.page_type().is_page_table(),
+                    "frame {i}"
+                );
+                refs[i] += 1;
+                types[i] += 1;
+            }
+            if f.type_count() > 0 && f.page_type().is_page_table() {
+                assert!(f.is_validated(), "frame {i}: live table not validated");
+                let ty = f.page_type();
+                for (slot, &e) in self.mem[i].iter().enumerate() {
+                    if ty == PageType::L4 && !dom0_abi::layout::is_guest_l4_slot(slot) {
+                        continue;
+                    }
+                    if !pte::is_present(e) {
+                        continue;
+                    }
+                    let target = pte::frame(e).0 as usize;
+                    if target >= n || self.frames[target].owner() == Owner::Io {
+                        continue;
+                    }
+                    refs[target] += 1;
+                    if ty != PageType::L1 || pte::is_writable(e) {
+                        types[target] += 1;
+                    }
+                    if ty != PageType::L1 {
+                        let child = self.frames[target];
+                        assert_eq!(Some(child.page_type()), ty.child(), "frame {i} slot {slot}");
+                    } else if pte::is_writable(e) {
+                        assert_eq!(self.frames[target].page_type(), PageType::Writable);
+                    }
+                }
+            }
+        }
+        for &r in roots {
+            refs[r.0 as usize] += 1;
+            types[r.0 as usize] += 1;
+        }
+        for i in 0..n {
+            let f = self.frames[i];
+            if f.owner() == Owner::Io || f.owner() == Owner::Xen {
+                continue;
+            }
+            assert_eq!(
+                u64::from(f.count()),
+                refs[i],
+                "frame {i}: general count {f:?}"
+            );
+            assert_eq!(
+                u64::from(f.type_count()),
+                types[i],
+                "frame {i}: type count {f:?}"
+            );
+        }
+    }
+}
+
+impl PageTableMemory for FakeMachine {
+    fn read_pte(&self, mfn: Mfn, index: usize) -> u64 {
+        self.mem[mfn.0 as usize][index]
+    }
+    fn write_pte(&mut self, mfn: Mfn, index: usize, value: u64) {
+        self.writes.push((mfn, index, value));
+        self.mem[mfn.0 as usize][index] = value;
+    }
+    fn write_pte_preserve_ad(&mut self, mfn: Mfn, index: usize, value: u64) -> u64 {
+        let v = value | (self.read_pte(mfn, index) & (pte::ACCESSED | pte::DIRTY));
+        self.write_pte(mfn, index, v);
+        v
+    }
+    fn clear_page(&mut self, mfn: Mfn) {
+        self.mem[mfn.0 as usize].fill(0);
+    }
+    fn copy_page(&mut self, dst: Mfn, src: Mfn) {
+        let data = self.mem[src.0 as usize].clone();
+        self.mem[dst.0 as usize] = data;
+    }
+}
+
+impl MmMachine for FakeMachine {
+    fn frames(&mut self) -> &mut [FrameInfo] {
+        &mut self.frames
+    }
+    fn alloc_frames(&mut self, order: u32, limit: u64) -> Option<Mfn> {
+        let count = 1u64 << order;
+        let start = (0..self.frames.len() as u64)
+            .step_by(count as usize)
+            .find(|&s| s + count <= limit && (s..s + count).all(|f| self.free.contains(&f)))?;
+        for f in start..start + count {
+            self.free.remove(&f);
+            self.mem[f as usize].fill(0);
+        }
+        Some(Mfn(start))
+    }
+    fn free_frame(&mut self, mfn: Mfn) {
+        assert!(self.free.insert(mfn.0), "double free of {mfn:?}");
+    }
+    fn set_m2p(&mut self, mfn: Mfn, pfn: u64) {
+        self.m2p[mfn.0 as usize] = pfn;
+    }
+    fn iomem_permitted(&self, dom: DomId, mfn: Mfn) -> bool {
+        self.domains.get(&dom.0).is_some_and(|d| d.io_caps) && self.iomem.contains(&mfn.0)
+    }
+    fn domain_mm(&mut self, dom: DomId) -> Option<&mut DomainMm> {
+        self.domains.get_mut(&dom.0)
+    }
+}
+
+#[allow(dead_code, reason = "guest memory helpers for the hypercall tests")]
+impl FakeMachine {
+    fn range(&self, va: u64, len: usize) -> Result<core::ops::Range<usize>, Errno> {
+        let start = va.checked_sub(BASE).ok_or(Errno::EFAULT)?;
+        let start = usize::try_from(start).map_err(|_| Errno::EFAULT)?;
+        let end = start.checked_add(len).ok_or(Errno::EFAULT)?;
+        if end > self.guest.len() {
+            return Err(Errno::EFAULT);
+        }
+        Ok(start..end)
+    }
+
+    /// Writes `bytes` into guest memory at `va`.
+    pub fn poke(&mut self, va: u64, bytes: &[u8]) {
+        let r = self.range(va, bytes.len()).unwrap();
+        self.guest[r].copy_from_slice(bytes);
+    }
+
+    /// Reads a `u64` from guest memory at `va`.
+    pub fn peek_u64(&self, va: u64) -> u64 {
+        let r = self.range(va, 8).unwrap();
+        u64::from_le_bytes(self.guest[r].try_into().unwrap())
+    }
+
+    /// Reads a `u32` from guest memory at `va`.
+    pub fn peek_u32(&self, va: u64) -> u32 {
+        let r = self.range(va, 4).unwrap();
+        u32::from_le_bytes(self.guest[r].try_into().unwrap())
+    }
+}
+
+impl Env for FakeMachine {
+    fn copy_from_guest(&mut self, va: u64, buf: &mut [u8]) -> Result<(), Errno> {
+        let r = self.range(va, buf.len())?;
+        buf.copy_from_slice(&self.guest[r]);
+        Ok(())
+    }
+    fn copy_to_guest(&mut self, va: u64, buf: &[u8]) -> Result<(), Errno> {
+        let r = self.range(va, buf.len())?;
+        self.guest[r].copy_from_slice(buf);
+        Ok(())
+    }
+    fn console_write(&mut self, _bytes: &[u8]) {}
+    fn console_read(&mut self, _buf: &mut [u8]) -> usize {
+        0
+    }
+    fn domain(&mut self) -> &mut Domain {
+        &mut self.domain
+    }
+    fn vcpu(&mut self) -> &mut Vcpu {
+        &mut self.cpu
+    }
+    fn preempt(&mut self, args: [u64; 5]) {
+        self.preempted = Some(args);
+    }
+    fn host(&self) -> &HostInfo {
+        &self.host
+    }
+}
+
+/// A tiny xorshift64 generator for randomized tests.
+pub struct XorShift(pub u64);
+
+impl XorShift {
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}

@@ -1,0 +1,917 @@
+//! The page-type system as a state machine, on the fake machine.
+#![allow(
+    clippy::cast_possible_truncation,
+    reason = "test fixtures use small frame numbers and indices"
+)]
+
+use dom0_abi::Errno;
+use dom0_abi::types::Mfn;
+
+use super::INVALID_M2P_ENTRY;
+use super::effects::TlbFlush;
+use super::fake::{DOM, FakeMachine, OTHER, PRO, PRW, XorShift};
+use super::frame_table::{FrameInfo, FrameTable, Owner, PageType};
+use super::machine::VcpuMm;
+use super::pte;
+use super::types::{MapCtx, PtwrOutcome, PtwrWrite};
+
+const VA: u64 = 0xFFFF_FFFF_8020_3000;
+const OWN: Owner = Owner::Domain(DOM);
+
+/// The reference state of every frame: counts, owner, flags, and the
+/// type where it is held (a type kept at count 0 is not a reference).
+type Refs = (u32, u32, Owner, bool, bool, Option<PageType>);
+
+fn snapshot(m: &FakeMachine) -> Vec<Refs> {
+    m.frames
+        .iter()
+        .map(|f| {
+            let ty = (f.type_count() > 0).then(|| f.page_type());
+            (
+                f.count(),
+                f.type_count(),
+                f.owner(),
+                f.is_pinned(),
+                f.is_allocated(),
+                ty,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn general_references_follow_the_owner() {
+    let mut m = FakeMachine::new(16);
+    let a = m.give(DOM);
+    assert_eq!(m.tot_pages(DOM), 1);
+    assert_eq!(m.m2p[a.0 as usize], a.0);
+    let (ok, _) = m.with(|mmu| {
+        (
+            mmu.get_page(a, OWN),
+            mmu.get_page(a, Owner::Domain(OTHER)),
+            mmu.get_page(Mfn(9), OWN),
+            mmu.get_page(Mfn(99), OWN),
+        )
+    });
+    assert_eq!(ok, (true, false, false, false));
+    assert_eq!(m.info(a).count(), 2);
+    m.with(|mmu| mmu.put_page(a));
+    // Giving back the allocation frees the frame.
+    let (r, fx) = m.with(|mmu| mmu.remove_page(DOM, a.0));
+    assert_eq!(r, Ok(()));
+    assert_eq!(m.info(a), FrameInfo::UNOWNED);
+    assert!(m.free.contains(&a.0));
+    assert_eq!(m.m2p[a.0 as usize], INVALID_M2P_ENTRY);
+    assert_eq!(m.tot_pages(DOM), 0);
+    assert!(fx.stale_writable && fx.flush.domain == TlbFlush::Full);
+    // Removing again: not owned.
+    assert_eq!(m.with(|mmu| mmu.remove_page(DOM, a.0)).0, Err(Errno::ENXIO));
+    assert_eq!(
+        m.with(|mmu| mmu.remove_page(DOM, 1000)).0,
+        Err(Errno::EINVAL)
+    );
+}
+
+#[test]
+fn put_without_reference_is_reported_not_panicking() {
+    let mut m = FakeMachine::new(4);
+    let (_, fx) = m.with(|mmu| {
+        mmu.put_page(Mfn(1));
+        mmu.put_page_type(Mfn(1));
+        mmu.put_page(Mfn(77));
+    });
+    assert!(fx.crash);
+    assert_eq!(m.info(Mfn(1)), FrameInfo::UNOWNED);
+}
+
+#[test]
+fn writable_and_table_types_exclude_each_other() {
+    let mut m = FakeMachine::new(16);
+    let f = m.give(DOM);
+    let (r, fx) = m.with(|mmu| mmu.get_page_type(f, PageType::Writable));
+    assert_eq!(r, Ok(()));
+    assert!(!fx.stale_writable, "a fresh frame has no stale mappings");
+    assert_eq!(
+        m.with(|mmu| mmu.get_page_type(f, PageType::L1)).0,
+        Err(Errno::EINVAL)
+    );
+    assert_eq!(
+        m.with(|mmu| mmu.get_page_type(f, PageType::Writable)).0,
+        Ok(())
+    );
+    assert_eq!(m.info(f).type_count(), 2);
+    m.with(|mmu| {
+        mmu.put_page_type(f);
+        mmu.put_page_type(f);
+    });
+    // The type is kept at count 0; changing it now needs a flush.
+    assert_eq!(m.info(f).page_type(), PageType::Writable);
+    let (r, fx) = m.with(|mmu| mmu.get_page_type(f, PageType::L1));
+    assert_eq!(r, Ok(()));
+    assert!(fx.stale_writable);
+    assert!(m.info(f).has_live_type(PageType::L1));
+    assert_eq!(
+        m.with(|mmu| mmu.get_page_type(f, PageType::Writable)).0,
+        Err(Errno::EINVAL)
+    );
+    assert_eq!(
+        m.with(|mmu| mmu.get_page_type(f, PageType::L2)).0,
+        Err(Errno::EINVAL)
+    );
+    m.with(|mmu| mmu.put_page_type(f));
+    assert!(!m.info(f).is_validated());
+    assert_eq!(m.info(f).type_count(), 0);
+}
+
+#[test]
+fn pinning_validates_the_whole_tree_and_unpinning_undoes_it() {
+    let mut m = FakeMachine::new(32);
+    let data = m.give(DOM);
+    let [l4, l3, l2, l1] = m.build_tables(DOM, VA, data);
+    let (r, _) = m.with(|mmu| mmu.pin(l4, PageType::L4, OWN));
+    assert_eq!(r, Ok(()));
+    for (t, ty) in [
+        (l4, PageType::L4),
+        (l3, PageType::L3),
+        (l2, PageType::L2),
+        (l1, PageType::L1),
+    ] {
+        assert!(m.info(t).has_live_type(ty), "{ty:?}");
+        assert_eq!(m.info(t).type_count(), 1);
+    }
+    assert!(m.info(l4).is_pinned());
+    assert!(m.info(data).has_live_type(PageType::Writable));
+    m.check_invariants(&[]);
+    // Pinning again fails and changes nothing.
+    let before = snapshot(&m);
+    assert_eq!(
+        m.with(|mmu| mmu.pin(l4, PageType::L4, OWN)).0,
+        Err(Errno::EINVAL)
+    );
+    assert_eq!(m.with(|mmu| mmu.pin(l3, PageType::L3, OWN)).0, Ok(()));
+    assert_eq!(m.info(l3).type_count(), 2);
+    m.check_invariants(&[]);
+    assert_eq!(m.with(|mmu| mmu.unpin(l3, OWN)).0, Ok(()));
+    assert_eq!(snapshot(&m), before);
+    // Unpinning the root devalidates everything below it.
+    assert_eq!(m.with(|mmu| mmu.unpin(l4, OWN)).0, Ok(()));
+    for t in [l4, l3, l2, l1, data] {
+        assert_eq!(m.info(t).type_count(), 0);
+        assert_eq!(m.info(t).count(), 1, "only the allocation is left");
+    }
+    m.check_invariants(&[]);
+    assert_eq!(m.with(|mmu| mmu.unpin(l4, OWN)).0, Err(Errno::EINVAL));
+    assert_eq!(m.with(|mmu| mmu.unpin(data, OWN)).0, Err(Errno::EINVAL));
+    assert_eq!(m.with(|mmu| mmu.unpin(Mfn(31), OWN)).0, Err(Errno::EINVAL));
+}
+
+#[test]
+fn a_failed_validation_takes_no_reference() {
+    let mut m = FakeMachine::new(32);
+    let data = m.give(DOM);
+    let foreign = m.give(OTHER);
+    let [l4, _, _, l1] = m.build_tables(DOM, VA, data);
+    // The last entry of the deepest table maps a frame of another domain.
+    m.set(l1, 511, (foreign.0 << 12) | PRO);
+    let before = snapshot(&m);
+    assert_eq!(
+        m.with(|mmu| mmu.pin(l4, PageType::L4, OWN)).0,
+        Err(Errno::EBUSY)
+    );
+    assert_eq!(snapshot(&m), before);
+    assert_eq!(
+        m.with(|mmu| mmu.pin(l1, PageType::L1, OWN)).0,
+        Err(Errno::EBUSY)
+    );
+    assert_eq!(snapshot(&m), before);
+    // The same table with a free frame, and with an unowned hypervisor frame.
+    m.set(l1, 511, (30 << 12) | PRO);
+    assert_eq!(
+        m.with(|mmu| mmu.pin(l4, PageType::L4, OWN)).0,
+        Err(Errno::EBUSY)
+    );
+    assert_eq!(snapshot(&m), before);
+    m.set(l1, 511, 0);
+    assert_eq!(m.with(|mmu| mmu.pin(l4, PageType::L4, OWN)).0, Ok(()));
+    m.check_invariants(&[]);
+}
+
+#[test]
+fn tables_mapped_writable_cannot_be_typed_and_vice_versa() {
+    let mut m = FakeMachine::new(32);
+    let data = m.give(DOM);
+    let [l4, _, _, l1] = m.build_tables(DOM, VA, data);
+    // An L1 mapping itself writable does not validate.
+    let i = pte::table_index(VA, 1);
+    m.set(l1, i + 4, (l1.0 << 12) | PRW);
+    assert_eq!(
+        m.with(|mmu| mmu.pin(l4, PageType::L4, OWN)).0,
+        Err(Errno::EBUSY)
+    );
+    m.set(l1, i + 4, (l1.0 << 12) | PRO);
+    assert_eq!(m.with(|mmu| mmu.pin(l4, PageType::L4, OWN)).0, Ok(()));
+    // Now make the L1 or the L4 writable through the L1: EBUSY.
+    let ctx = m.ctx(DOM);
+    for t in [l1, l4] {
+        let r = m
+            .with(|mmu| mmu.mod_l1_entry(l1, 300, (t.0 << 12) | PRW, false, &ctx))
+            .0;
+        assert_eq!(r, Err(Errno::EBUSY));
+    }
+    // A frame mapped writable cannot become a table.
+    assert_eq!(
+        m.with(|mmu| mmu.pin(data, PageType::L1, OWN)).0,
+        Err(Errno::EINVAL)
+    );
+    m.check_invariants(&[]);
+}
+
+#[test]
+fn mapping_frames_of_others() {
+    let mut m = FakeMachine::new(32);
+    let data = m.give(DOM);
+    let foreign = m.give(OTHER);
+    let [l4, ..] = m.build_tables(DOM, VA, data);
+    assert_eq!(m.with(|mmu| mmu.pin(l4, PageType::L4, OWN)).0, Ok(()));
+    let (l1, _) = m.with(|mmu| mmu.walk_to_l1(l4, VA)).0.unwrap();
+    let ctx = m.ctx(DOM);
+    for target in [foreign, Mfn(31)] {
+        for flags in [PRO, PRW] {
+            let r = m.with(|mmu| mmu.mod_l1_entry(l1, 300, (target.0 << 12) | flags, false, &ctx));
+            assert_eq!(r.0, Err(Errno::EBUSY), "{target:?}");
+        }
+    }
+    // A privileged foreign owner may map another domain's frame.
+    let foreign_ctx = MapCtx {
+        pg_owner: Owner::Domain(OTHER),
+        pg_owner_privileged: true,
+        ..ctx
+    };
+    let r = m.with(|mmu| mmu.mod_l1_entry(l1, 300, (foreign.0 << 12) | PRW, false, &foreign_ctx));
+    assert_eq!(r.0, Ok(()));
+    assert!(m.info(foreign).has_live_type(PageType::Writable));
+    // An unprivileged one only its own.
+    let weak = MapCtx {
+        pg_owner_privileged: false,
+        ..foreign_ctx
+    };
+    let r = m.with(|mmu| mmu.mod_l1_entry(l1, 301, (data.0 << 12) | PRO, false, &weak));
+    assert_eq!(r.0, Err(Errno::EBUSY));
+    m.check_invariants(&[]);
+}
+
+#[test]
+fn pte_flag_rules_at_every_level() {
+    let mut m = FakeMachine::new(32);
+    let data = m.give(DOM);
+    let [l4, l3, l2, l1] = m.build_tables(DOM, VA, data);
+    assert_eq!(m.with(|mmu| mmu.pin(l4, PageType::L4, OWN)).0, Ok(()));
+    let spare_l1 = m.give(DOM);
+    let spare_l2 = m.give(DOM);
+    let mut ctx = m.ctx(DOM);
+    ctx.pt_io_caps = false;
+    let pse = pte::PAT_PSE;
+    let g = 1 << 8;
+    for (table, ty, child) in [(l2, PageType::L2, spare_l1), (l3, PageType::L3, spare_l2)] {
+        for bad in [pse, pte::PWT, pte::PCD, g] {
+            let r = m.with(|mmu| {
+                mmu.mod_upper_entry(table, ty, 7, (child.0 << 12) | PRW | bad, false, DOM)
+            });
+            assert_eq!(r.0, Err(Errno::EINVAL), "{ty:?} {bad:#x}");
+        }
+    }
+    for bad in [pte::PWT, pte::PCD, pte::PAT_PSE] {
+        let r = m.with(|mmu| mmu.mod_l1_entry(l1, 300, (data.0 << 12) | PRW | bad, false, &ctx));
+        assert_eq!(r.0, Err(Errno::EINVAL));
+        ctx.pt_io_caps = true;
+        let r = m.with(|mmu| mmu.mod_l1_entry(l1, 300, (data.0 << 12) | PRW | bad, false, &ctx));
+        assert_eq!(r.0, Ok(()));
+        ctx.pt_io_caps = false;
+    }
+    // G, NX, bit 62 and the AVAIL bits are fine in an L1 entry.
+    let fine = (data.0 << 12) | PRW | g | (1 << 63) | (1 << 62) | (7 << 9);
+    assert_eq!(
+        m.with(|mmu| mmu.mod_l1_entry(l1, 301, fine, false, &ctx)).0,
+        Ok(())
+    );
+    // Kernel pages stay supervisor: the entry is stored as written.
+    assert_eq!(m.get(l1, 301), fine);
+    // PSE in a table being validated fails the validation too.
+    m.with(|mmu| mmu.unpin(l4, OWN)).0.unwrap();
+    m.set(l2, 9, (spare_l1.0 << 12) | PRW | pse);
+    let before = snapshot(&m);
+    assert_eq!(
+        m.with(|mmu| mmu.pin(l4, PageType::L4, OWN)).0,
+        Err(Errno::EINVAL)
+    );
+    assert_eq!(snapshot(&m), before);
+    m.check_invariants(&[]);
+}
+
+#[test]
+fn reserved_l4_slots_are_refused_and_ignored() {
+    let mut m = FakeMachine::new(32);
+    let data = m.give(DOM);
+    let [l4, l3, ..] = m.build_tables(DOM, VA, data);
+    // Junk in the hypervisor's slots is not validated (Xen overwrites them).
+    m.set(l4, 256, 0xdead_b000 | PRW | pte::PAT_PSE);
+    m.set(l4, 271, (l3.0 << 12) | PRW);
+    assert_eq!(m.with(|mmu| mmu.pin(l4, PageType::L4, OWN)).0, Ok(()));
+    assert_eq!(m.info(l3).type_count(), 1);
+    let spare = m.give(DOM);
+    for slot in [256, 257, 261, 262, 271] {
+        let r = m.with(|mmu| {
+            mmu.mod_upper_entry(l4, PageType::L4, slot, (spare.0 << 12) | PRW, false, DOM)
+        });
+        assert_eq!(r.0, Err(Errno::EINVAL), "slot {slot}");
+        let r = m.with(|mmu| mmu.mod_upper_entry(l4, PageType::L4, slot, 0, false, DOM));
+        assert_eq!(r.0, Err(Errno::EINVAL), "slot {slot}");
+    }
+    for slot in [255, 272] {
+        let r = m.with(|mmu| {
+            mmu.mod_upper_entry(l4, PageType::L4, slot, (spare.0 << 12) | PRW, false, DOM)
+        });
+        assert_eq!(r.0, Ok(()), "slot {slot}");
+    }
+    assert!(m.info(spare).has_live_type(PageType::L3));
+    m.check_invariants(&[]);
+    assert_eq!(m.with(|mmu| mmu.unpin(l4, OWN)).0, Ok(()));
+    m.check_invariants(&[]);
+    assert_eq!(m.info(spare).type_count(), 0);
+}
+
+#[test]
+fn linear_page_tables_are_refused() {
+    let mut m = FakeMachine::new(32);
+    let data = m.give(DOM);
+    let [l4, l3, l2, l1] = m.build_tables(DOM, VA, data);
+    assert_eq!(m.with(|mmu| mmu.pin(l4, PageType::L4, OWN)).0, Ok(()));
+    let cases = [
+        (l2, PageType::L2, l2),
+        (l3, PageType::L3, l3),
+        (l4, PageType::L4, l4),
+        (l2, PageType::L2, l3),
+        (l3, PageType::L3, l4),
+        (l4, PageType::L4, l1),
+    ];
+    for (table, ty, target) in cases {
+        for flags in [PRO, PRW] {
+            let r = m.with(|mmu| {
+                mmu.mod_upper_entry(table, ty, 100, (target.0 << 12) | flags, false, DOM)
+            });
+            assert_eq!(r.0, Err(Errno::EINVAL), "{ty:?} -> {target:?}");
+        }
+    }
+    m.check_invariants(&[]);
+    // A self-reference present before validation fails it.
+    m.with(|mmu| mmu.unpin(l4, OWN)).0.unwrap();
+    m.set(l4, 100, (l4.0 << 12) | PRO);
+    assert_eq!(
+        m.with(|mmu| mmu.pin(l4, PageType::L4, OWN)).0,
+        Err(Errno::EINVAL)
+    );
+    m.check_invariants(&[]);
+}
+
+#[test]
+fn entry_updates_move_references() {
+    let mut m = FakeMachine::new(32);
+    let data = m.give(DOM);
+    let other_data = m.give(DOM);
+    let [l4, _, l2, l1] = m.build_tables(DOM, VA, data);
+    assert_eq!(m.with(|mmu| mmu.pin(l4, PageType::L4, OWN)).0, Ok(()));
+    let ctx = m.ctx(DOM);
+    let i = pte::table_index(VA, 1);
+    // Remap VA to another frame: the old loses its writable type.
+    let r = m.with(|mmu| mmu.mod_l1_entry(l1, i, (other_data.0 << 12) | PRW, false, &ctx));
+    assert_eq!(r.0, Ok(()));
+    assert_eq!(m.info(data).type_count(), 0);
+    assert!(m.info(other_data).has_live_type(PageType::Writable));
+    m.check_invariants(&[]);
+    // Fast path: A/D/G/US changes keep references and write once.
+    m.writes.clear();
+    let before = snapshot(&m);
+    let same = (other_data.0 << 12) | PRW | pte::DIRTY | (1 << 8) | (1 << 2);
+    assert_eq!(
+        m.with(|mmu| mmu.mod_l1_entry(l1, i, same, false, &ctx)).0,
+        Ok(())
+    );
+    assert_eq!(snapshot(&m), before);
+    assert_eq!(m.writes, vec![(l1, i, same)]);
+    // Read-only now: the writable type goes.
+    let ro = (other_data.0 << 12) | PRO;
+    assert_eq!(
+        m.with(|mmu| mmu.mod_l1_entry(l1, i, ro, false, &ctx)).0,
+        Ok(())
+    );
+    assert_eq!(m.info(other_data).type_count(), 0);
+    // Preserve A/D: the dirty bit already there stays.
+    m.set(l1, i, ro | pte::DIRTY);
+    let r = m.with(|mmu| mmu.mod_l1_entry(l1, i, (other_data.0 << 12) | pte::PRESENT, true, &ctx));
+    assert_eq!(r.0, Ok(()));
+    assert_eq!(m.get(l1, i) & pte::DIRTY, pte::DIRTY);
+    // Clearing the L2 entry devalidates the L1 below it.
+    let j = pte::table_index(VA, 2);
+    assert_eq!(
+        m.with(|mmu| mmu.mod_upper_entry(l2, PageType::L2, j, 0, false, DOM))
+            .0,
+        Ok(())
+    );
+    assert_eq!(m.info(l1).type_count(), 0);
+    assert_eq!(m.info(other_data).count(), 1);
+    m.check_invariants(&[]);
+}
+
+#[test]
+fn pt_update_dispatches_on_the_frame_type() {
+    let mut m = FakeMachine::new(32);
+    let data = m.give(DOM);
+    let plain = m.give(DOM);
+    let [l4, _, l2, _] = m.build_tables(DOM, VA, data);
+    assert_eq!(m.with(|mmu| mmu.pin(l4, PageType::L4, OWN)).0, Ok(()));
+    let ctx = m.ctx(DOM);
+    // Untyped frame: a plain write through a temporary writable type.
+    let r = m.with(|mmu| mmu.pt_update(plain.0 << 12 | 0x18, 0x1234, false, &ctx));
+    assert_eq!(r.0, Ok(PageType::Writable));
+    assert_eq!(m.get(plain, 3), 0x1234);
+    assert_eq!(m.info(plain).type_count(), 0);
+    // Writable-typed frame: plain write.
+    let r = m.with(|mmu| mmu.pt_update(data.0 << 12, 0xdead_beef, false, &ctx));
+    assert_eq!(r.0, Ok(PageType::Writable));
+    assert_eq!(m.get(data, 0), 0xdead_beef);
+    // An L2 with a foreign pg_owner: EINVAL.
+    let foreign = MapCtx {
+        pg_owner: Owner::Io,
+        ..ctx
+    };
+    let r = m.with(|mmu| mmu.pt_update(l2.0 << 12, 0, false, &foreign));
+    assert_eq!(r.0, Err(Errno::EINVAL));
+    // Frames of others, or beyond the table: EINVAL.
+    let other = m.give(OTHER);
+    assert_eq!(
+        m.with(|mmu| mmu.pt_update(other.0 << 12, 0, false, &ctx)).0,
+        Err(Errno::EINVAL)
+    );
+    assert_eq!(
+        m.with(|mmu| mmu.pt_update(500 << 12, 0, false, &ctx)).0,
+        Err(Errno::EINVAL)
+    );
+    // A descriptor page: EINVAL.
+    let gdt = m.give(DOM);
+    m.with(|mmu| mmu.get_page_type(gdt, PageType::SegDesc))
+        .0
+        .unwrap();
+    assert_eq!(
+        m.with(|mmu| mmu.pt_update(gdt.0 << 12, 0, false, &ctx)).0,
+        Err(Errno::EINVAL)
+    );
+}
+
+#[test]
+fn device_memory_mappings() {
+    let mut m = FakeMachine::new(32);
+    let data = m.give(DOM);
+    let [l4, ..] = m.build_tables(DOM, VA, data);
+    assert_eq!(m.with(|mmu| mmu.pin(l4, PageType::L4, OWN)).0, Ok(()));
+    let (l1, _) = m.with(|mmu| mmu.walk_to_l1(l4, VA)).0.unwrap();
+    let mmio = 0xF_EBF0_u64;
+    m.iomem.insert(mmio);
+    let io_in_table = Mfn(20);
+    FrameTable::new(&mut m.frames)
+        .assign_io(io_in_table)
+        .unwrap();
+    m.free.remove(&20);
+    m.iomem.insert(20);
+    let ctx = m.ctx(DOM);
+    let before = snapshot(&m);
+    // Write-back becomes uncacheable; no reference is taken.
+    let r = m.with(|mmu| mmu.mod_l1_entry(l1, 300, (mmio << 12) | PRW, false, &ctx));
+    assert_eq!(r.0, Ok(()));
+    assert_eq!(m.get(l1, 300), (mmio << 12) | PRW | pte::PWT | pte::PCD);
+    let r = m.with(|mmu| mmu.mod_l1_entry(l1, 301, (20 << 12) | PRW | pte::PCD, false, &ctx));
+    assert_eq!(r.0, Ok(()));
+    assert_eq!(m.get(l1, 301), (20 << 12) | PRW | pte::PCD);
+    assert_eq!(snapshot(&m), before);
+    // Not permitted: EPERM; the largest frame number: EINVAL.
+    let r = m.with(|mmu| mmu.mod_l1_entry(l1, 302, (0xF_EC00 << 12) | PRW, false, &ctx));
+    assert_eq!(r.0, Err(Errno::EPERM));
+    let r = m.with(|mmu| mmu.mod_l1_entry(l1, 302, ((1u64 << 40) - 1) << 12 | PRO, false, &ctx));
+    assert_eq!(r.0, Err(Errno::EINVAL));
+    // DOMID_XEN as the foreign owner has no I/O rights.
+    let xen = MapCtx {
+        pg_owner: Owner::Xen,
+        ..ctx
+    };
+    let r = m.with(|mmu| mmu.mod_l1_entry(l1, 302, (mmio << 12) | PRW, false, &xen));
+    assert_eq!(r.0, Err(Errno::EPERM));
+    // A domain without I/O rights, or DOMID_IO for one: EPERM.
+    m.domains.get_mut(&DOM.0).unwrap().io_caps = false;
+    let io = MapCtx {
+        pg_owner: Owner::Io,
+        pt_io_caps: false,
+        ..ctx
+    };
+    let r = m.with(|mmu| mmu.mod_l1_entry(l1, 302, (mmio << 12) | PRW, false, &io));
+    assert_eq!(r.0, Err(Errno::EPERM));
+    // Clearing device mappings drops nothing.
+    m.domains.get_mut(&DOM.0).unwrap().io_caps = true;
+    let r = m.with(|mmu| mmu.mod_l1_entry(l1, 300, 0, false, &ctx));
+    assert_eq!(r.0, Ok(()));
+    assert_eq!(snapshot(&m), before);
+    m.check_invariants(&[]);
+}
+
+#[test]
+fn shared_hypervisor_pages() {
+    let mut m = FakeMachine::new(32);
+    let data = m.give(DOM);
+    let [l4, ..] = m.build_tables(DOM, VA, data);
+    assert_eq!(m.with(|mmu| mmu.pin(l4, PageType::L4, OWN)).0, Ok(()));
+    let (l1, _) = m.with(|mmu| mmu.walk_to_l1(l4, VA)).0.unwrap();
+    let shared = Mfn(m.alloc_frame_for_test());
+    FrameTable::new(&mut m.frames)
+        .share_xen_page(shared, OWN, true)
+        .unwrap();
+    let ctx = m.ctx(DOM);
+    let r = m.with(|mmu| mmu.mod_l1_entry(l1, 300, (shared.0 << 12) | PRW, false, &ctx));
+    assert_eq!(r.0, Ok(()));
+    let r = m.with(|mmu| mmu.mod_l1_entry(l1, 301, (shared.0 << 12) | PRW | pte::PCD, false, &ctx));
+    assert_eq!(r.0, Err(Errno::EACCES));
+    // It can never become a table, and giving it back does not free it.
+    assert_eq!(
+        m.with(|mmu| mmu.pin(shared, PageType::L1, OWN)).0,
+        Err(Errno::EINVAL)
+    );
+    assert_eq!(m.with(|mmu| mmu.remove_page(DOM, shared.0)).0, Ok(()));
+    assert!(!m.free.contains(&shared.0));
+    assert_eq!(m.info(shared).owner(), OWN);
+    m.check_invariants(&[]);
+    // A read-only share cannot be mapped writable.
+    let ro = Mfn(m.alloc_frame_for_test());
+    FrameTable::new(&mut m.frames)
+        .share_xen_page(ro, Owner::Xen, false)
+        .unwrap();
+    let xen = MapCtx {
+        pg_owner: Owner::Xen,
+        ..ctx
+    };
+    let r = m.with(|mmu| mmu.mod_l1_entry(l1, 302, (ro.0 << 12) | PRW, false, &xen));
+    assert_eq!(r.0, Err(Errno::EBUSY));
+    let r = m.with(|mmu| mmu.mod_l1_entry(l1, 302, (ro.0 << 12) | PRO, false, &xen));
+    assert_eq!(r.0, Ok(()));
+}
+
+impl FakeMachine {
+    fn alloc_frame_for_test(&mut self) -> u64 {
+        use super::machine::MmMachine;
+        self.alloc_frames(0, u64::MAX).unwrap().0
+    }
+}
+
+#[test]
+fn update_va_walks_the_current_tables() {
+    let mut m = FakeMachine::new(32);
+    let data = m.give(DOM);
+    let [l4, _, _, l1] = m.build_tables(DOM, VA, data);
+    let ctx = m.ctx(DOM);
+    // Not typed yet: EINVAL.
+    assert_eq!(
+        m.with(|mmu| mmu.update_va(l4, VA, 0, &ctx)).0,
+        Err(Errno::EINVAL)
+    );
+    assert_eq!(m.with(|mmu| mmu.pin(l4, PageType::L4, OWN)).0, Ok(()));
+    assert_eq!(
+        m.with(|mmu| mmu.update_va(l4, VA, (data.0 << 12) | PRO, &ctx))
+            .0,
+        Ok(())
+    );
+    assert_eq!(m.get(l1, pte::table_index(VA, 1)), (data.0 << 12) | PRO);
+    // Unmapped, reserved or non-canonical addresses: EINVAL.
+    for va in [
+        0x1000,
+        0xFFFF_8000_0000_0000,
+        0x0000_8000_0000_0000,
+        VA + (2 << 21),
+    ] {
+        assert_eq!(
+            m.with(|mmu| mmu.update_va(l4, va, 0, &ctx)).0,
+            Err(Errno::EINVAL),
+            "{va:#x}"
+        );
+    }
+    m.check_invariants(&[]);
+}
+
+#[test]
+fn base_pointers_hold_references() {
+    let mut m = FakeMachine::new(32);
+    let data = m.give(DOM);
+    let [l4, l3, ..] = m.build_tables(DOM, VA, data);
+    assert_eq!(
+        m.with(|mmu| mmu.replace_root(None, Some(l4), DOM)).0,
+        Ok(())
+    );
+    m.check_invariants(&[l4]);
+    // A frame that does not validate as an L4 is refused; nothing changes.
+    let before = snapshot(&m);
+    assert_eq!(
+        m.with(|mmu| mmu.replace_root(Some(l4), Some(l3), DOM)).0,
+        Err(Errno::EINVAL)
+    );
+    assert_eq!(
+        m.with(|mmu| mmu.replace_root(Some(l4), Some(data), DOM)).0,
+        Err(Errno::EINVAL)
+    );
+    assert_eq!(
+        m.with(|mmu| mmu.replace_root(Some(l4), Some(Mfn(31)), DOM))
+            .0,
+        Err(Errno::EINVAL)
+    );
+    assert_eq!(snapshot(&m), before);
+    assert_eq!(
+        m.with(|mmu| mmu.replace_root(Some(l4), Some(l4), DOM)).0,
+        Ok(())
+    );
+    assert_eq!(snapshot(&m), before);
+    assert_eq!(
+        m.with(|mmu| mmu.replace_root(Some(l4), None, DOM)).0,
+        Ok(())
+    );
+    m.check_invariants(&[]);
+    assert_eq!(m.info(l3).type_count(), 0);
+}
+
+#[test]
+fn writable_page_table_emulation() {
+    let mut m = FakeMachine::new(32);
+    let data = m.give(DOM);
+    let spare = m.give(DOM);
+    let [l4, _, _, l1] = m.build_tables(DOM, VA, data);
+    assert_eq!(m.with(|mmu| mmu.pin(l4, PageType::L4, OWN)).0, Ok(()));
+    // The L1 is mapped read-only at VA + 4 pages (build_tables slot i+4).
+    let i = pte::table_index(VA, 1);
+    let l1_va = VA + 4 * 4096;
+    let target = l1_va + 8 * 300;
+    let w = |value, bytes, addr, compare| PtwrWrite {
+        addr,
+        bytes,
+        value,
+        compare,
+    };
+    let emulate = |m: &mut FakeMachine, wr: PtwrWrite| {
+        m.with(|mmu| mmu.ptwr_emulate(l4, DOM, true, wr.addr, wr)).0
+    };
+    assert_eq!(
+        emulate(&mut m, w((spare.0 << 12) | PRW, 8, target, None)),
+        PtwrOutcome::Done
+    );
+    assert!(m.info(spare).has_live_type(PageType::Writable));
+    // Writable mapping of a page table: not handled (the #PF is delivered).
+    assert_eq!(
+        emulate(&mut m, w((l1.0 << 12) | PRW, 8, target + 8, None)),
+        PtwrOutcome::NotHandled
+    );
+    // Sub-word write: the low 4 bytes, keeping the high half.
+    m.set(l1, 302, 0x8000_0000_0000_0000);
+    assert_eq!(
+        emulate(&mut m, w((spare.0 << 12) | PRO, 4, target + 16, None)),
+        PtwrOutcome::Done
+    );
+    assert_eq!(
+        m.get(l1, 302),
+        0x8000_0000_0000_0000 | (spare.0 << 12) | PRO
+    );
+    // cmpxchg with the wrong expected value: nothing written.
+    let r = emulate(&mut m, w(0, 8, target, Some(0x1234)));
+    assert_eq!(r, PtwrOutcome::CompareFailed((spare.0 << 12) | PRW));
+    let r = emulate(&mut m, w(0, 8, target, Some((spare.0 << 12) | PRW)));
+    assert_eq!(r, PtwrOutcome::Done);
+    // Misaligned, another page, bad width, or a writable/non-table page.
+    assert_eq!(
+        emulate(&mut m, w(0, 8, target + 4, None)),
+        PtwrOutcome::NotHandled
+    );
+    assert_eq!(
+        emulate(&mut m, w(0, 3, target, None)),
+        PtwrOutcome::NotHandled
+    );
+    let wr = w(0, 8, target + 4096, None);
+    assert_eq!(
+        m.with(|mmu| mmu.ptwr_emulate(l4, DOM, true, target, wr)).0,
+        PtwrOutcome::NotHandled
+    );
+    assert_eq!(emulate(&mut m, w(0, 8, VA, None)), PtwrOutcome::NotHandled);
+    let _ = i;
+    m.check_invariants(&[]);
+}
+
+#[test]
+fn initial_root_is_pinned_and_loaded() {
+    let mut m = FakeMachine::new(32);
+    let data = m.give(DOM);
+    let [l4, l3, ..] = m.build_tables(DOM, VA, data);
+    let mut vcpu = VcpuMm::default();
+    assert_eq!(
+        m.with(|mmu| mmu.install_initial_root(DOM, &mut vcpu, l4)).0,
+        Ok(())
+    );
+    assert_eq!(vcpu.kernel_l4, Some(l4));
+    assert!(m.info(l4).is_pinned());
+    assert_eq!(m.info(l4).type_count(), 2);
+    m.check_invariants(&[l4]);
+    // A table that does not validate: nothing changes.
+    let mut other = VcpuMm::default();
+    let before = snapshot(&m);
+    assert_eq!(
+        m.with(|mmu| mmu.install_initial_root(DOM, &mut other, l3))
+            .0,
+        Err(Errno::EINVAL)
+    );
+    assert_eq!(snapshot(&m), before);
+    assert_eq!(other.kernel_l4, None);
+}
+
+#[test]
+fn populate_and_teardown_return_every_frame() {
+    let mut m = FakeMachine::new(64);
+    let free_before = m.free.len();
+    // A domain with page tables, a pinned and a loaded root, a user root,
+    // a shared page mapped writable, data mapped twice, ballooned frames.
+    let data = m.give(DOM);
+    let [l4, l3, _, l1] = m.build_tables(DOM, VA, data);
+    let second_l4 = m.give(DOM);
+    m.set(second_l4, 511, (l3.0 << 12) | PRW);
+    let shared = Mfn(m.alloc_frame_for_test());
+    FrameTable::new(&mut m.frames)
+        .share_xen_page(shared, OWN, true)
+        .unwrap();
+    assert_eq!(m.with(|mmu| mmu.pin(l4, PageType::L4, OWN)).0, Ok(()));
+    let mut vcpus = [VcpuMm {
+        kernel_l4: Some(l4),
+        user_l4: Some(second_l4),
+        ldt_ents: 3,
+        ..VcpuMm::default()
+    }];
+    m.with(|mmu| {
+        mmu.replace_root(None, Some(l4), DOM).unwrap();
+        mmu.replace_root(None, Some(second_l4), DOM).unwrap();
+    });
+    let ctx = m.ctx(DOM);
+    m.with(|mmu| mmu.mod_l1_entry(l1, 300, (shared.0 << 12) | PRW, false, &ctx))
+        .0
+        .unwrap();
+    m.with(|mmu| mmu.mod_l1_entry(l1, 301, (data.0 << 12) | PRW, false, &ctx))
+        .0
+        .unwrap();
+    let balloon = m.give(DOM);
+    m.with(|mmu| mmu.remove_page(DOM, balloon.0)).0.unwrap();
+    // A frame given back while still mapped stays until unmapped.
+    m.with(|mmu| mmu.remove_page(DOM, data.0)).0.unwrap();
+    assert_eq!(m.info(data).owner(), OWN);
+    assert!(!m.info(data).is_allocated());
+    m.check_invariants(&[l4, second_l4]);
+    let (report, _) = m.with(|mmu| mmu.teardown(DOM, &mut vcpus));
+    assert_eq!(report.remaining, 0);
+    assert_eq!(report.released, 7);
+    assert_eq!(m.free.len(), free_before);
+    assert_eq!(m.tot_pages(DOM), 0);
+    assert_eq!(vcpus[0], VcpuMm::default());
+    assert!(m.frames.iter().all(|f| *f == FrameInfo::UNOWNED));
+    assert!(m.m2p.iter().all(|&e| e == INVALID_M2P_ENTRY));
+}
+
+#[test]
+fn teardown_keeps_frames_other_domains_still_map() {
+    let mut m = FakeMachine::new(64);
+    let mine = m.give(OTHER);
+    let data = m.give(DOM);
+    let [l4, _, _, l1] = m.build_tables(DOM, VA, data);
+    assert_eq!(m.with(|mmu| mmu.pin(l4, PageType::L4, OWN)).0, Ok(()));
+    let ctx = MapCtx {
+        pg_owner: Owner::Domain(OTHER),
+        pg_owner_privileged: true,
+        ..m.ctx(DOM)
+    };
+    m.with(|mmu| mmu.mod_l1_entry(l1, 300, (mine.0 << 12) | PRW, false, &ctx))
+        .0
+        .unwrap();
+    let (report, _) = m.with(|mmu| mmu.teardown(OTHER, &mut []));
+    assert_eq!(
+        report,
+        super::lifecycle::TeardownReport {
+            released: 0,
+            remaining: 1
+        }
+    );
+    assert_eq!(m.tot_pages(OTHER), 1);
+    // Unmapping it later frees it and uncounts it.
+    m.with(|mmu| mmu.mod_l1_entry(l1, 300, 0, false, &ctx))
+        .0
+        .unwrap();
+    assert!(m.free.contains(&mine.0));
+    assert_eq!(m.tot_pages(OTHER), 0);
+    m.check_invariants(&[]);
+}
+
+/// Random sequences of operations, hostile values included, checked
+/// against the reference-count invariants after every step; at the end a
+/// teardown must give back every frame.
+#[test]
+fn random_operations_keep_the_invariants() {
+    const FRAMES: usize = 48;
+    let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
+    for round in 0..40 {
+        let mut m = FakeMachine::new(FRAMES);
+        m.iomem.insert(1000);
+        let free_before = m.free.len();
+        let mut owned: Vec<Mfn> = (0..24).map(|_| m.give(DOM)).collect();
+        let foreign = m.give(OTHER);
+        let mut root: Option<Mfn> = None;
+        let ctx = m.ctx(DOM);
+        for step in 0..400 {
+            let pick = |rng: &mut XorShift, v: &[Mfn]| v[rng.below(v.len() as u64) as usize];
+            let target = match rng.below(10) {
+                0 => foreign,
+                1 => Mfn(rng.below(FRAMES as u64 + 4)),
+                2 => Mfn(1000),
+                _ => pick(&mut rng, &owned),
+            };
+            let flags = [
+                PRW,
+                PRO,
+                0,
+                PRW | pte::PAT_PSE,
+                PRO | pte::PCD,
+                PRW | (1 << 8),
+            ][rng.below(6) as usize];
+            let value = if flags == 0 {
+                0
+            } else {
+                (target.0 << 12) | flags
+            };
+            let index = [0usize, 1, 2, 255, 256, 300, 511][rng.below(7) as usize];
+            let table = pick(&mut rng, &owned);
+            match rng.below(9) {
+                0 => {
+                    let ty = PageType::table(1 + rng.below(4) as u8).unwrap();
+                    let _ = m.with(|mmu| mmu.pin(table, ty, OWN));
+                }
+                1 => {
+                    let _ = m.with(|mmu| mmu.unpin(table, OWN));
+                }
+                2..=4 => {
+                    let maddr = (table.0 << 12) | (index as u64 * 8);
+                    let _ = m.with(|mmu| mmu.pt_update(maddr, value, rng.below(2) == 0, &ctx));
+                }
+                5 => {
+                    let new = if rng.below(4) == 0 { None } else { Some(table) };
+                    if m.with(|mmu| mmu.replace_root(root, new, DOM)).0.is_ok() {
+                        root = new;
+                    }
+                }
+                6 => {
+                    if let Some(r) = root {
+                        // Built from the same few indices the updates use,
+                        // so that the walk often reaches an L1.
+                        let mut va = 0u64;
+                        for level in [4u32, 3, 2, 1] {
+                            let i = [0u64, 1, 2, 255, 256, 300, 511][rng.below(7) as usize];
+                            va |= i << (12 + 9 * (level - 1));
+                        }
+                        if va & (1 << 47) != 0 {
+                            va |= 0xFFFF_0000_0000_0000;
+                        }
+                        let _ = m.with(|mmu| mmu.update_va(r, va, value, &ctx));
+                    }
+                }
+                7 => {
+                    if rng.below(3) == 0 {
+                        let _ = m.with(|mmu| mmu.remove_page(DOM, table.0));
+                    }
+                }
+                _ => {
+                    use super::machine::MmMachine;
+                    if let Some(mfn) = m.alloc_frames(0, u64::MAX) {
+                        m.with(|mmu| mmu.assign(mfn, DOM, Some(mfn.0))).0.unwrap();
+                        owned.push(mfn);
+                    }
+                }
+            }
+            let roots: Vec<Mfn> = root.into_iter().collect();
+            let check = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                m.check_invariants(&roots)
+            }));
+            assert!(check.is_ok(), "round {round} step {step}");
+        }
+        let mut vcpus = [VcpuMm {
+            kernel_l4: root,
+            ..VcpuMm::default()
+        }];
+        let (report, fx) = m.with(|mmu| mmu.teardown(DOM, &mut vcpus));
+        assert!(!fx.crash, "round {round}");
+        assert_eq!(report.remaining, 0, "round {round}");
+        m.with(|mmu| mmu.teardown(OTHER, &mut []));
+        assert_eq!(m.free.len(), free_before, "round {round}");
+        assert_eq!(m.tot_pages(DOM), 0);
+    }
+}
