@@ -42,6 +42,13 @@ pub trait Env {
     /// (Xen's continuation), so one call never holds the CPU for long. The
     /// handler's return value is then ignored.
     fn preempt(&mut self, args: [u64; 5]);
+    /// Takes back a continuation requested with [`Env::preempt`], if any.
+    fn take_preempted(&mut self) -> Option<[u64; 5]>;
+    /// `HYPERVISOR_iret`: replaces the calling vCPU's context with the
+    /// `iret_context` at its stack pointer and returns the restored RAX
+    /// (the domain is crashed if the frame is bad). Also an entry of a
+    /// `multicall`, which it ends.
+    fn iret(&mut self) -> Result<u64, Errno>;
     /// Facts about this hypervisor build and boot.
     fn host(&self) -> &HostInfo;
     /// The calling vCPU's event counters (none, unless the environment
@@ -142,6 +149,12 @@ pub(crate) mod fake {
         }
         fn preempt(&mut self, args: [u64; 5]) {
             self.preempted = Some(args);
+        }
+        fn take_preempted(&mut self) -> Option<[u64; 5]> {
+            self.preempted.take()
+        }
+        fn iret(&mut self) -> Result<u64, Errno> {
+            Err(Errno::ENOSYS)
         }
         fn host(&self) -> &HostInfo {
             &self.host

@@ -337,6 +337,12 @@ impl Env for FakeMachine {
     fn preempt(&mut self, args: [u64; 5]) {
         self.preempted = Some(args);
     }
+    fn take_preempted(&mut self) -> Option<[u64; 5]> {
+        self.preempted.take()
+    }
+    fn iret(&mut self) -> Result<u64, Errno> {
+        Err(Errno::ENOSYS)
+    }
     fn host(&self) -> &HostInfo {
         &self.host
     }

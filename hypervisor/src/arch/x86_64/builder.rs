@@ -23,10 +23,16 @@ use crate::domain::Domain;
 use crate::hypercall::HostInfo;
 use crate::layout::{PAGE_SIZE, is_guest_l4_slot};
 use crate::loader::{GuestImageInfo, ImageError};
+use crate::mm::effects::Effects;
+use crate::mm::frame_table::{FrameTable, Owner};
+use crate::mm::machine::{DomainMm, VcpuMm};
+use crate::mm::types::Mmu;
 use crate::stats::Stats;
 use crate::vcpu::Vcpu;
+use dom0_abi::Errno;
 
 use super::entry::GuestRegs;
+use super::env::ArchEnv;
 use super::paging::{self, A, D, P, PAGE_BYTES, RW, US};
 use super::trampoline::CpuViews;
 use super::traps::{CURRENT, Current};
@@ -44,6 +50,10 @@ pub enum BuildError {
     /// The kernel asks for its p2m list outside the initial mapping
     /// (`INIT_P2M`), which this builder does not do yet.
     InitP2m,
+    /// The bootstrap page tables did not validate (a builder bug).
+    PageTables(Errno),
+    /// An internal inconsistency (a builder bug).
+    Internal(&'static str),
     /// Not enough free frames for `dom0_mem`.
     OutOfMemory {
         /// Frames needed.
@@ -63,6 +73,12 @@ impl fmt::Display for BuildError {
             BuildError::NoKernel => f.write_str("no dom0 kernel: the boot loader passed no module"),
             BuildError::Image(e) => write!(f, "{e}"),
             BuildError::Layout(e) => write!(f, "{e}"),
+            BuildError::PageTables(e) => write!(
+                f,
+                "the bootstrap page tables do not validate ({})",
+                e.name()
+            ),
+            BuildError::Internal(what) => write!(f, "internal error: {what}"),
             BuildError::InitP2m => f.write_str(
                 "the INIT_P2M note (p2m list outside the initial mapping) is not supported",
             ),
@@ -156,7 +172,7 @@ pub fn build_dom0(
     let mfns = unsafe {
         core::slice::from_raw_parts_mut(phys_to_virt(scratch.maddr()) as *mut u64, p2m_len)
     };
-    for (pfn, slot) in mfns.iter_mut().enumerate() {
+    for slot in mfns.iter_mut() {
         let mfn = mem::alloc_frame().ok_or(BuildError::OutOfMemory {
             wanted: nr_pages,
             free,
@@ -165,7 +181,6 @@ pub fn build_dom0(
         // of the hypervisor's past reaches the guest.
         unsafe { core::ptr::write_bytes(phys_to_virt(mfn.maddr()) as *mut u8, 0, PAGE_BYTES) };
         *slot = mfn.0;
-        mem::set_m2p(mfn.0, pfn as u64);
     }
     let p2m = P2m { mfns };
     let base = layout.v_start;
@@ -213,17 +228,21 @@ pub fn build_dom0(
         }
     }
 
-    *CURRENT.lock() = Some(Current {
+    let mut current = Current {
         domain: Domain::dom0(nr_pages),
         vcpu: Vcpu::default(),
         shared_info,
-        kernel_l4: l4,
+        mm: DomainMm::dom0(nr_pages),
+        vcpu_mm: VcpuMm::default(),
+        views: *views,
         stats: Stats::default(),
         host: HostInfo {
             command_line: boot.hypervisor_cmdline().as_bytes(),
             build_id: build_id(),
         },
-    });
+    };
+    register_frames(&mut current, &p2m, shared_info, Mfn(l4 >> 12))?;
+    *CURRENT.lock() = Some(current);
     Ok(GuestRegs {
         rip: info.entry,
         cs: u64::from(RING1_KERNEL_CS),
@@ -233,6 +252,45 @@ pub fn build_dom0(
         rsi: layout.start_info,
         ..GuestRegs::default()
     })
+}
+
+/// Enters dom0 into the frame table as Xen's builder does: every frame is
+/// dom0's (which also fills the M2P), shared_info is a hypervisor page dom0
+/// may map writable, and the boot L4 is pinned — which validates the whole
+/// tree just built, so a builder bug shows up here rather than in the guest.
+fn register_frames(
+    current: &mut Current,
+    p2m: &P2m<'_>,
+    shared_info: u64,
+    l4: Mfn,
+) -> Result<(), BuildError> {
+    let dom = current.domain.id;
+    let mut table = mem::FRAME_TABLE.lock();
+    let frames = table
+        .as_deref_mut()
+        .ok_or(BuildError::Internal("no frame table"))?;
+    FrameTable::new(frames)
+        .share_xen_page(Mfn(shared_info >> 12), Owner::Domain(dom), true)
+        .map_err(|_| BuildError::Internal("shared_info cannot be shared"))?;
+    let mut regs = GuestRegs::default();
+    let mut vcpu_mm = VcpuMm::default();
+    let mut fx = Effects::default();
+    let mut env = ArchEnv {
+        current,
+        regs: &mut regs,
+        frames,
+        preempted: None,
+        replaced_context: false,
+    };
+    let mut mmu = Mmu::new(&mut env, &mut fx);
+    for (pfn, &mfn) in p2m.mfns.iter().enumerate() {
+        mmu.assign(Mfn(mfn), dom, Some(pfn as u64))
+            .map_err(|_| BuildError::Internal("a dom0 frame is already owned"))?;
+    }
+    mmu.install_initial_root(dom, &mut vcpu_mm, l4)
+        .map_err(BuildError::PageTables)?;
+    current.vcpu_mm = vcpu_mm;
+    Ok(())
 }
 
 fn log_layout(l: &Dom0Layout) {
@@ -314,8 +372,8 @@ fn build_page_tables(layout: &Dom0Layout, p2m: &P2m<'_>) -> u64 {
     table_pa(4, mapping.start)
 }
 
-/// Copies dom0's L4 guest slots into this CPU's two views.
-fn install_guest_l4(views: &CpuViews, l4: u64) {
+/// Copies a guest L4's guest slots into this CPU's two views.
+pub fn install_guest_l4(views: &CpuViews, l4: u64) {
     // SAFETY: all three are hypervisor-owned tables (dom0's L4 is read-only
     // to dom0); only guest slots are copied, never 256-271.
     unsafe {

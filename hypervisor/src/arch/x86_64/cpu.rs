@@ -62,6 +62,14 @@ pub struct Features {
     pub virt_bits: u8,
 }
 
+/// Physical address bits of this CPU (set from CPUID at boot).
+static PHYS_BITS: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(36);
+
+/// Physical address bits of this CPU.
+pub fn phys_bits() -> u8 {
+    PHYS_BITS.load(core::sync::atomic::Ordering::Relaxed)
+}
+
 /// Reads the CPU's identification and feature leaves.
 pub fn features() -> Features {
     let mut f = Features::default();
@@ -106,6 +114,7 @@ pub fn features() -> Features {
     if max_ext >= 0x8000_0008 {
         let sizes = __cpuid(0x8000_0008).eax;
         f.phys_bits = (sizes & 0xff) as u8;
+        PHYS_BITS.store(f.phys_bits, core::sync::atomic::Ordering::Relaxed);
         f.virt_bits = ((sizes >> 8) & 0xff) as u8;
     } else {
         f.phys_bits = 36;

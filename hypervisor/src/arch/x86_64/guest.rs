@@ -6,6 +6,7 @@
 use dom0_abi::cpu::IretContext;
 use dom0_abi::shared_info::VcpuInfo;
 use dom0_abi::stats::Counter;
+use dom0_abi::types::Mfn;
 
 use crate::emulate::{self, Insn};
 use crate::vcpu::{self, Context, Vcpu};
@@ -61,6 +62,14 @@ fn set_upcall_mask(current: &Current, mask: u8) {
     unsafe {
         core::ptr::addr_of_mut!((*vcpu_info(current)).evtchn_upcall_mask).write_volatile(mask)
     }
+}
+
+/// `shared_info.arch.max_pfn` as the guest last wrote it.
+pub fn shared_max_pfn(current: &Current) -> u64 {
+    let info = phys_to_virt(current.shared_info) as *const dom0_abi::shared_info::SharedInfo;
+    // SAFETY: shared_info is a hypervisor-owned frame for the domain's
+    // lifetime; the field is plain data the guest may change at any time.
+    unsafe { core::ptr::addr_of!((*info).arch.max_pfn).read_volatile() }
 }
 
 fn cr2(current: &Current) -> u64 {
@@ -334,7 +343,8 @@ pub fn emulate(current: &mut Current, regs: &mut GuestRegs) -> bool {
         return false;
     };
     let kernel = !context(regs).in_user_mode();
-    let (kernel_l4, fault_address) = (current.kernel_l4, cr2(current));
+    let kernel_l4 = current.vcpu_mm.kernel_l4.map_or(0, Mfn::maddr);
+    let fault_address = cr2(current);
     let privileged = current.domain.privileged;
     let vcpu = &mut current.vcpu;
     let done = match decoded.insn {

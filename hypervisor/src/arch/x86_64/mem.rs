@@ -9,6 +9,7 @@ use crate::layout::{
     STACKS_BASE,
 };
 use crate::mm::frame_alloc::FrameAllocator;
+use crate::mm::frame_table::{FrameInfo, FrameTable};
 
 use super::cpu::Features;
 use super::paging::{self, NX, PAGE_BYTES, PageSize, RW, US};
@@ -225,6 +226,47 @@ pub fn build_m2p(root: u64, max_frame: u64) {
         base,
         entries: max_frame,
     };
+}
+
+/// The machine frame holding M2P entry `entry`, if the table has one.
+pub fn m2p_frame(entry: u64) -> Option<Mfn> {
+    let m2p = M2P.lock();
+    (entry < m2p.entries).then(|| Mfn((m2p.base + entry * 8) >> 12))
+}
+
+/// The frame table: one record per machine frame below the top of RAM.
+pub static FRAME_TABLE: Mutex<Option<&'static mut [FrameInfo]>> = Mutex::new(None);
+
+/// Creates the frame table for `max_frame` frames: all unowned, except
+/// frames that are not RAM (`is_ram` false: the first MiB, holes, firmware
+/// and device ranges), which belong to DOMID_IO as on Xen, so that a
+/// privileged domain may map them and nobody may use them as memory.
+pub fn init_frame_table(max_frame: u64, is_ram: impl Fn(u64) -> bool) {
+    let bytes = max_frame * core::mem::size_of::<FrameInfo>() as u64;
+    let pages = bytes.div_ceil(PAGE_SIZE);
+    let first = FRAMES
+        .lock()
+        .as_mut()
+        .and_then(|f| f.alloc_contiguous(pages, 1))
+        .expect("no contiguous memory for the frame table");
+    let base = paging::phys_to_virt(first.maddr());
+    let len = usize::try_from(max_frame).expect("frame count fits in usize");
+    // SAFETY: the frames were just allocated for the table alone and the
+    // direct map covers them; zeroing them makes every record a valid
+    // `FrameInfo` (all-zero is "unowned, no references").
+    let table = unsafe {
+        core::ptr::write_bytes(base as *mut u8, 0, (pages * PAGE_SIZE) as usize);
+        core::slice::from_raw_parts_mut(base as *mut FrameInfo, len)
+    };
+    let mut frames = FrameTable::new(table);
+    for mfn in (0..max_frame).filter(|&m| !is_ram(m)) {
+        frames
+            .assign_io(Mfn(mfn))
+            .expect("a fresh frame table accepts DOMID_IO frames");
+    }
+    // SAFETY: as above; `frames` only borrowed the slice for the set-up.
+    let table = unsafe { core::slice::from_raw_parts_mut(base as *mut FrameInfo, len) };
+    *FRAME_TABLE.lock() = Some(table);
 }
 
 /// Records that machine frame `mfn` holds pseudo-physical page `pfn`.

@@ -9,6 +9,7 @@ pub mod builder;
 pub mod cpu;
 pub mod desc;
 pub mod entry;
+pub mod env;
 pub mod guest;
 pub mod guest_mem;
 pub mod io;

@@ -1,5 +1,5 @@
 //! Start of day: from the boot code's first Rust call to dom0's first instruction.
-use crate::bootinfo::{BootInfo, MAX_BOOT_DATA_RANGES, MAX_MODULES, PhysRange};
+use crate::bootinfo::{BootInfo, MAX_BOOT_DATA_RANGES, MAX_MODULES, MemoryKind, PhysRange};
 use crate::cmdline;
 use crate::exit::HostExit;
 use crate::layout::PAGE_SIZE;
@@ -45,6 +45,7 @@ extern "C" fn hv_start64(magic: u32, info: u32) -> ! {
     let (max_frame, direct_map_end) = init_memory(&boot);
     let (hv_root, hv_stack_top) = mem::build_hypervisor_tables(&features, direct_map_end);
     mem::build_m2p(hv_root, max_frame);
+    mem::init_frame_table(max_frame, |mfn| is_ram(&boot, mfn));
     let pcid = features.pcid;
     // SAFETY: the new tree maps the image, the boot stack (in .bss), the
     // direct map (which holds every frame in use) exactly as the boot
@@ -177,6 +178,17 @@ fn init_memory(boot: &BootInfo<'static>) -> (u64, u64) {
             .max(1 << 32)
             .next_multiple_of(1 << 30),
     )
+}
+
+/// Whether machine frame `mfn` is RAM a domain may own: usable per the
+/// memory map, and not in the first MiB (which, as on Xen, belongs to
+/// DOMID_IO with the other non-RAM frames).
+fn is_ram(boot: &BootInfo<'static>, mfn: u64) -> bool {
+    let address = mfn * PAGE_SIZE;
+    mfn >= 0x100
+        && boot.regions().iter().any(|r| {
+            r.kind == MemoryKind::Usable && r.start <= address && address + PAGE_SIZE <= r.end
+        })
 }
 
 /// CR0.WP and CR0.AM (alignment checks for guest user code that sets

@@ -2,7 +2,7 @@
 //! exceptions in the hypervisor itself.
 use core::fmt::Write;
 
-use dom0_abi::hypercall::{HYPERCALL_VECTOR, Hypercall};
+use dom0_abi::hypercall::HYPERCALL_VECTOR;
 use dom0_abi::sched::ShutdownReason;
 use dom0_abi::segment::{
     FLAT_RING3_CS32, FLAT_RING3_CS64, FLAT_RING3_DS, RING1_KERNEL_CS, RING1_KERNEL_SS,
@@ -12,13 +12,17 @@ use spin::Mutex;
 
 use crate::domain::{Domain, RunState};
 use crate::exit::HostExit;
-use crate::hypercall::{Env, HostInfo, dispatch::dispatch};
+use crate::hypercall::{HostInfo, dispatch::dispatch};
 use crate::layout::{DIRECTMAP_VIRT_START, HYPERVISOR_TEXT_START};
+use crate::mm::effects::Effects;
+use crate::mm::machine::{DomainMm, VcpuMm};
 use crate::stats::Stats;
 use crate::vcpu::Vcpu;
 
 use super::entry::{GuestRegs, exit_to_guest};
-use super::{cpu, guest, guest_mem, machine, serial};
+use super::env::{ArchEnv, apply_effects};
+use super::trampoline::CpuViews;
+use super::{cpu, guest, guest_mem, machine, mem, serial};
 
 /// Page-fault vector.
 const PF_VECTOR: u64 = 14;
@@ -31,8 +35,12 @@ pub struct Current {
     pub vcpu: Vcpu,
     /// Machine address of its shared_info page.
     pub shared_info: u64,
-    /// Machine address of the kernel L4 it runs on (what `mov %cr3` reads).
-    pub kernel_l4: u64,
+    /// The domain's memory accounting and assists.
+    pub mm: DomainMm,
+    /// The vCPU's base pointers and LDT.
+    pub vcpu_mm: VcpuMm,
+    /// This CPU's two root tables.
+    pub views: CpuViews,
     /// Facts about this boot.
     pub host: HostInfo,
     /// Event counters for `stats_op` (empty without the `stats` feature).
@@ -63,9 +71,6 @@ pub fn from_guest(regs: &mut GuestRegs) -> ! {
         let start = if Stats::ENABLED { cpu::rdtsc() } else { 0 };
         count_entry(&mut current.stats, regs.vector);
         match regs.vector {
-            v if v == u64::from(HYPERCALL_VECTOR) && regs.rax == Hypercall::Iret as u64 => {
-                guest::iret(current, regs)
-            }
             v if v == u64::from(HYPERCALL_VECTOR) => hypercall(current, regs),
             guest::SYSCALL_VECTOR | guest::SYSCALL32_VECTOR => guest::syscall(current, regs),
             0..32 => guest::exception(current, regs),
@@ -104,21 +109,33 @@ fn count_entry(stats: &mut Stats, vector: u64) {
 }
 
 fn hypercall(current: &mut Current, regs: &mut GuestRegs) {
+    let mut table = mem::FRAME_TABLE.lock();
+    let Some(frames) = table.as_deref_mut() else {
+        panic!("hypercall before the frame table exists")
+    };
+    let args = [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8];
+    let number = regs.rax;
+    let mut fx = Effects::default();
     let mut env = ArchEnv {
         current,
+        regs,
+        frames,
         preempted: None,
+        replaced_context: false,
     };
-    let result = dispatch(
-        &mut env,
-        regs.rax,
-        [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8],
-    );
-    if let Some(args) = env.preempted {
+    let result = dispatch(&mut env, &mut fx, number, args);
+    let (preempted, replaced) = (env.preempted, env.replaced_context);
+    apply_effects(current, &fx);
+    if let Some(args) = preempted {
         // Continuation: re-execute `int $0x82` with the updated arguments
         // (RAX still holds the hypercall number).
         regs.rip -= 2;
         (regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8) =
             (args[0], args[1], args[2], args[3], args[4]);
+        return;
+    }
+    if replaced {
+        // An iret (on its own or ending a multicall) loaded a whole context.
         return;
     }
     regs.rax = result.cast_unsigned();
@@ -185,41 +202,6 @@ fn fatal_guest_context(regs: &GuestRegs) -> ! {
         "refusing to load a guest context with cs {:#x} ss {:#x}",
         regs.cs, regs.ss
     )
-}
-
-struct ArchEnv<'a> {
-    current: &'a mut Current,
-    preempted: Option<[u64; 5]>,
-}
-
-impl Env for ArchEnv<'_> {
-    fn copy_from_guest(&mut self, va: u64, buf: &mut [u8]) -> Result<(), dom0_abi::Errno> {
-        guest_mem::copy_from_guest(va, buf)
-    }
-    fn copy_to_guest(&mut self, va: u64, buf: &[u8]) -> Result<(), dom0_abi::Errno> {
-        guest_mem::copy_to_guest(va, buf)
-    }
-    fn console_write(&mut self, bytes: &[u8]) {
-        serial::write_bytes(bytes);
-    }
-    fn console_read(&mut self, buf: &mut [u8]) -> usize {
-        serial::read_available(buf)
-    }
-    fn domain(&mut self) -> &mut Domain {
-        &mut self.current.domain
-    }
-    fn vcpu(&mut self) -> &mut Vcpu {
-        &mut self.current.vcpu
-    }
-    fn preempt(&mut self, args: [u64; 5]) {
-        self.preempted = Some(args);
-    }
-    fn stats(&self) -> &Stats {
-        &self.current.stats
-    }
-    fn host(&self) -> &HostInfo {
-        &self.current.host
-    }
 }
 
 /// An exception in the hypervisor: a guest-copy fault is recovered;

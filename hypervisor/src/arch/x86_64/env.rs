@@ -1,0 +1,231 @@
+//! What hypercall handlers and the memory-management core see of the
+//! machine: [`ArchEnv`] implements `hypercall::Env` and `mm`'s machine
+//! traits over the direct map, the frame table and the running vCPU; and
+//! [`apply_effects`] carries out what a batch of memory operations left to do.
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use dom0_abi::Errno;
+use dom0_abi::stats::Counter;
+use dom0_abi::types::{DomId, Mfn};
+
+use crate::domain::Domain;
+use crate::hypercall::mmu::MmuEnv;
+use crate::hypercall::{Env, HostInfo};
+use crate::layout::PAGE_SIZE;
+use crate::mm::effects::{CacheFlush, Effects, TlbFlush};
+use crate::mm::frame_table::{FrameInfo, Owner};
+use crate::mm::machine::{DomainMm, MmMachine, PageTableMemory, VcpuMm};
+use crate::stats::Stats;
+use crate::vcpu::Vcpu;
+
+use super::entry::GuestRegs;
+use super::paging::{PAGE_BYTES, phys_to_virt};
+use super::traps::{Current, crash};
+use super::{cpu, guest, guest_mem, mem, serial};
+
+/// The machine as one hypercall sees it.
+pub struct ArchEnv<'a> {
+    /// The running domain and vCPU.
+    pub current: &'a mut Current,
+    /// The guest registers (for `iret`).
+    pub regs: &'a mut GuestRegs,
+    /// The frame table.
+    pub frames: &'a mut [FrameInfo],
+    /// A continuation the handler asked for.
+    pub preempted: Option<[u64; 5]>,
+    /// Whether `iret` replaced the guest context (RAX is then the restored one).
+    pub replaced_context: bool,
+}
+
+/// First machine frame of the local APIC, I/O APIC and HPET pages the
+/// hypervisor keeps for itself.
+const HYPERVISOR_MMIO: [u64; 3] = [0xfee00, 0xfec00, 0xfed00];
+
+fn pte_ptr(mfn: Mfn, index: usize) -> *mut u64 {
+    (phys_to_virt(mfn.maddr()) as *mut u64).wrapping_add(index)
+}
+
+impl PageTableMemory for ArchEnv<'_> {
+    fn read_pte(&self, mfn: Mfn, index: usize) -> u64 {
+        // SAFETY: the memory core only names RAM frames it has typed or
+        // owns, which the direct map covers, and indices below 512.
+        unsafe { pte_ptr(mfn, index % 512).read_volatile() }
+    }
+    fn write_pte(&mut self, mfn: Mfn, index: usize, value: u64) {
+        // SAFETY: as in `read_pte`; an aligned 8-byte store is atomic, so
+        // the CPU's page walker never sees a torn entry.
+        unsafe { pte_ptr(mfn, index % 512).write_volatile(value) }
+    }
+    fn write_pte_preserve_ad(&mut self, mfn: Mfn, index: usize, value: u64) -> u64 {
+        const AD: u64 = (1 << 5) | (1 << 6);
+        // SAFETY: as in `read_pte`; the entry is 8-byte aligned, and the CPU
+        // sets A/D with locked operations, which the compare-exchange
+        // below observes.
+        let entry = unsafe { AtomicU64::from_ptr(pte_ptr(mfn, index % 512)) };
+        let mut old = entry.load(Ordering::Relaxed);
+        loop {
+            let new = value | (old & AD);
+            match entry.compare_exchange(old, new, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => return new,
+                Err(seen) => old = seen,
+            }
+        }
+    }
+    fn clear_page(&mut self, mfn: Mfn) {
+        // SAFETY: a RAM frame (as in `read_pte`), a whole page.
+        unsafe { core::ptr::write_bytes(phys_to_virt(mfn.maddr()) as *mut u8, 0, PAGE_BYTES) }
+    }
+    fn copy_page(&mut self, dst: Mfn, src: Mfn) {
+        // SAFETY: two RAM frames; the core never passes the same one twice.
+        unsafe {
+            core::ptr::copy(
+                phys_to_virt(src.maddr()) as *const u8,
+                phys_to_virt(dst.maddr()) as *mut u8,
+                PAGE_BYTES,
+            );
+        }
+    }
+}
+
+impl MmMachine for ArchEnv<'_> {
+    fn frames(&mut self) -> &mut [FrameInfo] {
+        self.frames
+    }
+    fn alloc_frames(&mut self, order: u32, limit: u64) -> Option<Mfn> {
+        let count = 1u64.checked_shl(order)?;
+        let first = mem::FRAMES
+            .lock()
+            .as_mut()?
+            .alloc_contiguous(count, count)?;
+        if (first.0 + count).saturating_mul(PAGE_SIZE) > limit && limit != 0 {
+            if let Some(frames) = mem::FRAMES.lock().as_mut() {
+                for i in 0..count {
+                    let _ = frames.free(Mfn(first.0 + i));
+                }
+            }
+            return None;
+        }
+        for i in 0..count {
+            self.clear_page(Mfn(first.0 + i));
+        }
+        Some(first)
+    }
+    fn free_frame(&mut self, mfn: Mfn) {
+        if let Some(frames) = mem::FRAMES.lock().as_mut()
+            && let Err(e) = frames.free(mfn)
+        {
+            log::error!("frame {:#x} freed twice or never allocated: {e}", mfn.0);
+        }
+    }
+    fn set_m2p(&mut self, mfn: Mfn, pfn: u64) {
+        mem::set_m2p(mfn.0, pfn);
+    }
+    fn iomem_permitted(&self, dom: DomId, mfn: Mfn) -> bool {
+        if dom != self.current.domain.id || !self.current.mm.io_caps {
+            return false;
+        }
+        let hypervisor_mmio = HYPERVISOR_MMIO.contains(&mfn.0);
+        let below_limit = mfn.0 < (1u64 << (cpu::phys_bits() - 12));
+        let device = match usize::try_from(mfn.0).ok().and_then(|i| self.frames.get(i)) {
+            Some(info) => info.owner() == Owner::Io,
+            None => true,
+        };
+        device && below_limit && !hypervisor_mmio
+    }
+    fn domain_mm(&mut self, dom: DomId) -> Option<&mut DomainMm> {
+        (dom == self.current.domain.id).then_some(&mut self.current.mm)
+    }
+}
+
+impl MmuEnv for ArchEnv<'_> {
+    fn vcpu_mm(&mut self) -> &mut VcpuMm {
+        &mut self.current.vcpu_mm
+    }
+    fn shared_max_pfn(&mut self, dom: DomId) -> u64 {
+        if dom != self.current.domain.id {
+            return 0;
+        }
+        guest::shared_max_pfn(self.current)
+    }
+    fn m2p_frame(&mut self, entry: u64) -> Option<Mfn> {
+        mem::m2p_frame(entry)
+    }
+}
+
+impl Env for ArchEnv<'_> {
+    fn copy_from_guest(&mut self, va: u64, buf: &mut [u8]) -> Result<(), Errno> {
+        guest_mem::copy_from_guest(va, buf)
+    }
+    fn copy_to_guest(&mut self, va: u64, buf: &[u8]) -> Result<(), Errno> {
+        guest_mem::copy_to_guest(va, buf)
+    }
+    fn console_write(&mut self, bytes: &[u8]) {
+        serial::write_bytes(bytes);
+    }
+    fn console_read(&mut self, buf: &mut [u8]) -> usize {
+        serial::read_available(buf)
+    }
+    fn domain(&mut self) -> &mut Domain {
+        &mut self.current.domain
+    }
+    fn host(&self) -> &HostInfo {
+        &self.current.host
+    }
+    fn vcpu(&mut self) -> &mut Vcpu {
+        &mut self.current.vcpu
+    }
+    fn preempt(&mut self, args: [u64; 5]) {
+        self.preempted = Some(args);
+    }
+    fn take_preempted(&mut self) -> Option<[u64; 5]> {
+        self.preempted.take()
+    }
+    fn iret(&mut self) -> Result<u64, Errno> {
+        guest::iret(self.current, self.regs);
+        self.replaced_context = true;
+        Ok(self.regs.rax)
+    }
+    fn stats(&self) -> &Stats {
+        &self.current.stats
+    }
+}
+
+/// Carries out what a batch of memory operations left to do: resync this
+/// CPU's views, flush TLBs, write back caches, crash the domain. On one CPU
+/// "every CPU running the domain" is this one. The guest view's TLB entries
+/// (PCID 1) are dropped by the CR3 load on the way out anyway; the flushes
+/// here are for the hypervisor view (PCID 0), which the hypervisor itself
+/// uses to reach guest memory.
+pub fn apply_effects(current: &mut Current, fx: &Effects) {
+    if fx.root_sync.local
+        && let Some(l4) = current.vcpu_mm.kernel_l4
+    {
+        super::builder::install_guest_l4(&current.views, l4.maddr());
+    }
+    for flush in [fx.flush.local, fx.flush.domain] {
+        match flush {
+            TlbFlush::None => {}
+            TlbFlush::Pages { count, va } => {
+                for &address in &va[..usize::from(count)] {
+                    cpu::invlpg(address);
+                }
+                current.stats.add(Counter::Invlpgs, u64::from(count));
+            }
+            TlbFlush::Full => {
+                // SAFETY: reloading the current root flushes its non-global
+                // entries and changes no mapping.
+                unsafe { cpu::write_cr3(cpu::read_cr3()) };
+                current.stats.add(Counter::TlbFlushes, 1);
+            }
+        }
+    }
+    if fx.cache != CacheFlush::None {
+        cpu::wbinvd();
+    }
+    if fx.crash {
+        crash(
+            current,
+            format_args!("a memory operation left the domain inconsistent"),
+        );
+    }
+}
