@@ -294,11 +294,11 @@ pub struct IretTarget {
 /// to: RPL 3 in CS means user mode (CS 0xe033, or 0xe023 for a 32-bit CS
 /// of Xen's; SS 0xe02b); RPL 0-2 means kernel mode (the ring-1 selectors).
 /// IOPL, VM and NT are stripped and IF is forced on; the guest's "IF"
-/// becomes the upcall mask. RAX is restored; RCX and R11 too unless the
-/// frame says `VGCF_in_syscall` (then they keep their current values, as
-/// after SYSRET they would be undefined). A non-canonical RIP or RSP is
+/// becomes the upcall mask. RAX is restored; RCX and R11 too, unless the
+/// frame says `VGCF_in_syscall`: then they hold what SYSRET leaves, the
+/// return RIP and RFLAGS. A non-canonical RIP or RSP is
 /// refused (the domain is crashed).
-pub fn iret(frame: &IretContext, current: &Context) -> Option<IretTarget> {
+pub fn iret(frame: &IretContext) -> Option<IretTarget> {
     if !is_canonical(frame.rip) || !is_canonical(frame.rsp) {
         return None;
     }
@@ -314,16 +314,16 @@ pub fn iret(frame: &IretContext, current: &Context) -> Option<IretTarget> {
         (u64::from(RING1_KERNEL_CS), u64::from(RING1_KERNEL_SS))
     };
     let in_syscall = frame.flags & VGCF_IN_SYSCALL != 0;
+    let rflags =
+        (frame.rflags & !(rflags::IOPL | rflags::VM | rflags::NT)) | rflags::IF | rflags::FIXED;
     let context = Context {
         rip: frame.rip,
         cs,
-        rflags: (frame.rflags & !(rflags::IOPL | rflags::VM | rflags::NT))
-            | rflags::IF
-            | rflags::FIXED,
+        rflags,
         rsp: frame.rsp,
         ss,
-        rcx: if in_syscall { current.rcx } else { frame.rcx },
-        r11: if in_syscall { current.r11 } else { frame.r11 },
+        rcx: if in_syscall { frame.rip } else { frame.rcx },
+        r11: if in_syscall { rflags } else { frame.r11 },
         rax: frame.rax,
     };
     let upcall_mask = u8::from(frame.rflags & rflags::IF == 0);
@@ -437,7 +437,6 @@ mod tests {
 
     #[test]
     fn iret_to_kernel_and_user() {
-        let cur = kernel_ctx();
         let frame = IretContext {
             rax: 7,
             r11: 8,
@@ -449,7 +448,7 @@ mod tests {
             rsp: 0x2000,
             ss: 0xe02b,
         };
-        let t = iret(&frame, &cur).unwrap();
+        let t = iret(&frame).unwrap();
         assert_eq!((t.context.cs, t.context.ss), (0xe019, 0xe039));
         assert_eq!(t.context.rflags, 0x202, "IOPL stripped, IF forced");
         assert_eq!((t.context.rax, t.context.rcx, t.context.r11), (7, 9, 8));
@@ -460,14 +459,14 @@ mod tests {
             flags: VGCF_IN_SYSCALL,
             ..frame
         };
-        let t = iret(&user, &cur).unwrap();
+        let t = iret(&user).unwrap();
         assert_eq!((t.context.cs, t.context.ss), (0xe033, 0xe02b));
         assert_eq!(t.upcall_mask, 1);
-        assert_eq!((t.context.rcx, t.context.r11), (cur.rcx, cur.r11));
+        assert_eq!((t.context.rcx, t.context.r11), (user.rip, t.context.rflags));
         let bad = IretContext {
             rip: 0x8000_0000_0000,
             ..frame
         };
-        assert_eq!(iret(&bad, &cur), None);
+        assert_eq!(iret(&bad), None);
     }
 }

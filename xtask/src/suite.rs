@@ -120,11 +120,8 @@ macro_rules! rejected {
 /// from here to `TESTS`.
 pub const PENDING: &[IntegrationTest] = &[
     passes!("mm_pt_validation", conformance: true),
-    passes!("mm_memory_op", conformance: true),
     passes!("mm_writable_pt", conformance: true),
     passes!("cpu_user_mode", conformance: true),
-    passes!("cpu_user_syscall", conformance: true),
-    passes!("cpu_callbacks", conformance: true),
     passes!("cpu_descriptors", conformance: true),
     passes!("cpu_debugreg", conformance: true),
 ];
@@ -157,6 +154,9 @@ pub const TESTS: &[IntegrationTest] = &[
     passes!("cpu_alignment_check", conformance: true),
     passes!("cpu_compat_callbacks", conformance: true),
     passes!("mm_multicall_iret", conformance: true),
+    passes!("mm_memory_op", conformance: true),
+    passes!("cpu_user_syscall", conformance: true),
+    passes!("cpu_callbacks", conformance: true),
     passes!("shutdown_poweroff", conformance: false),
     passes!("shutdown_compat", conformance: false),
     shuts_down!("shutdown_reboot", Dom0Reboot),

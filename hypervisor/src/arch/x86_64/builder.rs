@@ -232,7 +232,8 @@ pub fn build_dom0(
         domain: Domain::dom0(nr_pages),
         vcpu: Vcpu::default(),
         shared_info,
-        mm: DomainMm::dom0(nr_pages),
+        // Counted up by `register_frames` as each frame is assigned.
+        mm: DomainMm::dom0(0),
         vcpu_mm: VcpuMm::default(),
         views: *views,
         stats: Stats::default(),

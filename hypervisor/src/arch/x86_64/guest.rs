@@ -265,7 +265,7 @@ pub fn iret(current: &mut Current, regs: &mut GuestRegs) {
         rsp: word(7),
         ss: word(8),
     };
-    let Some(target) = vcpu::iret(&frame, &context(regs)) else {
+    let Some(target) = vcpu::iret(&frame) else {
         return crash(
             current,
             format_args!(
