@@ -993,6 +993,11 @@ pub fn run_user(entry: u64, cs: u16, rflags: u64, how: UserEntry) -> Trap {
     ];
     // On Xen, a native iretq would not switch Xen to guest user mode.
     let native = how == UserEntry::Native && !on_xen();
+    if native {
+        // HYPERVISOR_iret sets the upcall mask from RFLAGS.IF; a native
+        // iretq cannot tell the hypervisor, so the kernel does it itself.
+        crate::shared::set_upcall_mask(u8::from(rflags & RFLAGS_IF == 0));
+    }
     IN_USER_RUN.store(true, Ordering::Relaxed);
     // SAFETY: `frame` describes user code in `.text.user` on the user
     // stack; `shim_enter_user` saves the callee-saved registers and RSP,

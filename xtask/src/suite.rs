@@ -119,9 +119,7 @@ macro_rules! rejected {
 /// already pass. When the hypervisor catches up with one, its entry moves
 /// from here to `TESTS`.
 pub const PENDING: &[IntegrationTest] = &[
-    passes!("mm_pt_validation", conformance: true),
     passes!("mm_writable_pt", conformance: true),
-    passes!("cpu_user_mode", conformance: true),
     passes!("cpu_descriptors", conformance: true),
     passes!("cpu_debugreg", conformance: true),
 ];
@@ -157,6 +155,8 @@ pub const TESTS: &[IntegrationTest] = &[
     passes!("mm_memory_op", conformance: true),
     passes!("cpu_user_syscall", conformance: true),
     passes!("cpu_callbacks", conformance: true),
+    passes!("mm_pt_validation", conformance: true),
+    passes!("cpu_user_mode", conformance: true),
     passes!("shutdown_poweroff", conformance: false),
     passes!("shutdown_compat", conformance: false),
     shuts_down!("shutdown_reboot", Dom0Reboot),
