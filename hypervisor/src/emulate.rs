@@ -215,3 +215,208 @@ mod tests {
         assert!(!cr0_write_allowed(guest_cr0(false) & !(1 << 16), false));
     }
 }
+
+/// Where a decoded store takes its value from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreValue {
+    /// A general register (0 = RAX ... 15 = R15; for 1-byte stores without
+    /// REX, 4-7 name AH, CH, DH, BH).
+    Register(u8),
+    /// An immediate, sign-extended to the store's width.
+    Immediate(u64),
+}
+
+/// A store to memory, as the writable-page-table emulation needs it: the
+/// width, where the value comes from, whether it is a `cmpxchg` (comparing
+/// with RAX), and the instruction's length. The address is the fault
+/// address, so the addressing mode only matters for the length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Store {
+    /// Bytes written: 1, 2, 4 or 8.
+    pub width: u8,
+    /// The value's source.
+    pub value: StoreValue,
+    /// `cmpxchg`: write only if the old value equals RAX.
+    pub compare: bool,
+    /// Whether a 1-byte register source names AH-BH (no REX prefix).
+    pub high_byte: bool,
+    /// Instruction length.
+    pub len: u64,
+}
+
+/// Decodes `mov r/m, reg` (0x88/0x89), `mov r/m, imm` (0xC6/0xC7 /0) and
+/// `cmpxchg r/m, reg` (0x0F 0xB0/0xB1), with optional LOCK, operand-size
+/// and REX prefixes and any memory addressing mode. Anything else (or a
+/// register destination) is `None`.
+pub fn decode_store(bytes: &[u8]) -> Option<Store> {
+    let mut at = 0;
+    let mut opsize16 = false;
+    while let Some(&b) = bytes.get(at) {
+        match b {
+            0xf0 => {}
+            0x66 => opsize16 = true,
+            _ => break,
+        }
+        at += 1;
+    }
+    let rex = match bytes.get(at) {
+        Some(&b) if b & 0xf0 == 0x40 => {
+            at += 1;
+            b
+        }
+        _ => 0,
+    };
+    let wide = rex & 8 != 0;
+    let width = |byte_op: bool| -> u8 {
+        if byte_op {
+            1
+        } else if wide {
+            8
+        } else if opsize16 {
+            2
+        } else {
+            4
+        }
+    };
+    let (compare, byte_op, immediate) = match (bytes.get(at)?, bytes.get(at + 1)) {
+        (0x88, _) => (false, true, false),
+        (0x89, _) => (false, false, false),
+        (0xc6, _) => (false, true, true),
+        (0xc7, _) => (false, false, true),
+        (0x0f, Some(0xb0)) => {
+            at += 1;
+            (true, true, false)
+        }
+        (0x0f, Some(0xb1)) => {
+            at += 1;
+            (true, false, false)
+        }
+        _ => return None,
+    };
+    at += 1;
+    let modrm = *bytes.get(at)?;
+    at += 1;
+    let (mode, reg, rm) = (modrm >> 6, (modrm >> 3) & 7, modrm & 7);
+    if mode == 3 || (immediate && reg != 0) {
+        return None;
+    }
+    if rm == 4 {
+        let sib = *bytes.get(at)?;
+        at += 1;
+        if mode == 0 && sib & 7 == 5 {
+            at += 4;
+        }
+    } else if mode == 0 && rm == 5 {
+        at += 4;
+    }
+    at += match mode {
+        1 => 1,
+        2 => 4,
+        _ => 0,
+    };
+    let width = width(byte_op);
+    let value = if immediate {
+        let size = width.min(4);
+        let n = usize::from(size);
+        let raw = bytes.get(at..at + n)?;
+        at += n;
+        let mut le = [0u8; 8];
+        le[..n].copy_from_slice(raw);
+        let value = u64::from_le_bytes(le);
+        let shift = 64 - 8 * u32::from(size);
+        StoreValue::Immediate(((value << shift).cast_signed() >> shift).cast_unsigned())
+    } else {
+        StoreValue::Register(reg | ((rex & 4) << 1))
+    };
+    Some(Store {
+        width,
+        value,
+        compare,
+        high_byte: byte_op && rex == 0,
+        len: at as u64,
+    })
+}
+
+#[cfg(test)]
+mod store_tests {
+    use super::*;
+
+    #[test]
+    fn register_stores() {
+        // mov %rcx, (%rax)
+        assert_eq!(
+            decode_store(&[0x48, 0x89, 0x08]),
+            Some(Store {
+                width: 8,
+                value: StoreValue::Register(1),
+                compare: false,
+                high_byte: false,
+                len: 3
+            })
+        );
+        // mov %r9d, 0x10(%rbx)
+        assert_eq!(
+            decode_store(&[0x44, 0x89, 0x4b, 0x10]),
+            Some(Store {
+                width: 4,
+                value: StoreValue::Register(9),
+                compare: false,
+                high_byte: false,
+                len: 4
+            })
+        );
+        // mov %cx, (%rsp) with SIB
+        assert_eq!(
+            decode_store(&[0x66, 0x89, 0x0c, 0x24]).map(|s| (s.width, s.len)),
+            Some((2, 4))
+        );
+        // mov %ah, 0x12345678(%rip)
+        let s = decode_store(&[0x88, 0x25, 0x78, 0x56, 0x34, 0x12]).unwrap();
+        assert_eq!(
+            (s.width, s.value, s.high_byte, s.len),
+            (1, StoreValue::Register(4), true, 6)
+        );
+    }
+
+    #[test]
+    fn immediates_and_cmpxchg() {
+        // movq $-1, 8(%rdi)
+        assert_eq!(
+            decode_store(&[0x48, 0xc7, 0x47, 0x08, 0xff, 0xff, 0xff, 0xff]),
+            Some(Store {
+                width: 8,
+                value: StoreValue::Immediate(u64::MAX),
+                compare: false,
+                high_byte: false,
+                len: 8
+            })
+        );
+        // lock cmpxchg %rdx, (%rcx,%rax,8)
+        assert_eq!(
+            decode_store(&[0xf0, 0x48, 0x0f, 0xb1, 0x14, 0xc1]),
+            Some(Store {
+                width: 8,
+                value: StoreValue::Register(2),
+                compare: true,
+                high_byte: false,
+                len: 6
+            })
+        );
+    }
+
+    #[test]
+    fn not_stores() {
+        assert_eq!(
+            decode_store(&[0x48, 0x89, 0xc8]),
+            None,
+            "register destination"
+        );
+        assert_eq!(decode_store(&[0x48, 0x8b, 0x08]), None, "a load");
+        assert_eq!(
+            decode_store(&[0xc7, 0x48, 0x08]),
+            None,
+            "truncated immediate"
+        );
+        assert_eq!(decode_store(&[]), None);
+    }
+}

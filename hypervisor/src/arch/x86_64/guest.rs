@@ -8,13 +8,17 @@ use dom0_abi::shared_info::VcpuInfo;
 use dom0_abi::stats::Counter;
 use dom0_abi::types::Mfn;
 
-use crate::emulate::{self, Insn};
+use crate::emulate::{self, Insn, StoreValue};
+use crate::hypercall::mmu;
+use crate::mm::effects::Effects;
+use crate::mm::types::{PtwrOutcome, PtwrWrite};
 use crate::vcpu::{self, Context, Vcpu};
 
 use super::entry::GuestRegs;
+use super::env::{ArchEnv, apply_effects};
 use super::paging::phys_to_virt;
 use super::traps::{Current, crash, exception_name};
-use super::{cpu, guest_mem};
+use super::{cpu, guest_mem, mem};
 
 /// Pseudo-vector the SYSCALL entry stub reports for a 64-bit `SYSCALL`.
 pub const SYSCALL_VECTOR: u64 = 0x100;
@@ -100,6 +104,9 @@ pub fn exception(current: &mut Current, regs: &mut GuestRegs) {
         current.vcpu.pending.fpu = true;
     }
     if vector == PF {
+        if writable_page_table(current, regs) {
+            return;
+        }
         set_cr2(current, cpu::read_cr2());
     }
     let has_error_code = matches!(vector, 8 | 10..=14 | 17 | 21 | 29 | 30);
@@ -328,6 +335,72 @@ fn gpr(regs: &mut GuestRegs, n: u8) -> &mut u64 {
         14 => &mut regs.r14,
         _ => &mut regs.r15,
     }
+}
+
+/// A kernel store into one of its read-only L1 tables ("writable page
+/// tables"): decode the store, and let the memory core validate and apply
+/// it like `mmu_update`. Returns whether it did (RIP advanced); otherwise
+/// the page fault goes to the guest.
+fn writable_page_table(current: &mut Current, regs: &mut GuestRegs) -> bool {
+    let kernel = !context(regs).in_user_mode();
+    if !mmu::ptwr_applies(&current.mm, regs.error_code, kernel) {
+        return false;
+    }
+    let mut bytes = [0u8; 15];
+    let mut n = bytes.len();
+    while n > 0 && guest_mem::copy_from_guest(regs.rip, &mut bytes[..n]).is_err() {
+        n -= 1;
+    }
+    let Some(store) = emulate::decode_store(&bytes[..n]) else {
+        return false;
+    };
+    let mask = if store.width == 8 {
+        u64::MAX
+    } else {
+        (1u64 << (8 * store.width)) - 1
+    };
+    let value = match store.value {
+        StoreValue::Register(r) if store.high_byte && r >= 4 => *gpr(regs, r - 4) >> 8,
+        StoreValue::Register(r) => *gpr(regs, r),
+        StoreValue::Immediate(v) => v,
+    } & mask;
+    let cr2 = cpu::read_cr2();
+    let write = PtwrWrite {
+        addr: cr2,
+        bytes: store.width,
+        value,
+        compare: store.compare.then_some(regs.rax & mask),
+    };
+    let mut table = mem::FRAME_TABLE.lock();
+    let Some(frames) = table.as_deref_mut() else {
+        return false;
+    };
+    let mut fx = Effects::default();
+    let mut env = ArchEnv {
+        current,
+        regs,
+        frames,
+        preempted: None,
+        replaced_context: false,
+    };
+    let outcome = mmu::ptwr_fault(&mut env, &mut fx, cr2, write);
+    drop(table);
+    apply_effects(current, &fx);
+    const ZF: u64 = 1 << 6;
+    match outcome {
+        PtwrOutcome::Done => {
+            if store.compare {
+                regs.rflags |= ZF;
+            }
+        }
+        PtwrOutcome::CompareFailed(old) => {
+            regs.rax = (regs.rax & !mask) | (old & mask);
+            regs.rflags &= !ZF;
+        }
+        PtwrOutcome::NotHandled => return false,
+    }
+    regs.rip += store.len;
+    true
 }
 
 /// Emulates the instruction at RIP if `crate::emulate`'s policy allows it

@@ -255,7 +255,7 @@ pub fn init_frame_table(max_frame: u64, is_ram: impl Fn(u64) -> bool) {
     // direct map covers them; zeroing them makes every record a valid
     // `FrameInfo` (all-zero is "unowned, no references").
     let table = unsafe {
-        core::ptr::write_bytes(base as *mut u8, 0, (pages * PAGE_SIZE) as usize);
+        core::ptr::write_bytes(base as *mut FrameInfo, 0, len);
         core::slice::from_raw_parts_mut(base as *mut FrameInfo, len)
     };
     let mut frames = FrameTable::new(table);
