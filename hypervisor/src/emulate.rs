@@ -7,6 +7,7 @@
 //! | `mov %crN, reg` | CR0: PE MP ET NE WP AM PG plus the virtual TS; CR2: the last fault address; CR3: the guest's L4 (machine address); CR4: 0x660 |
 //! | `mov reg, %cr0` | only TS may change (as `fpu_taskswitch`); anything else #GP |
 //! | `mov reg, %cr3` / `%cr4` | writing back the value a read gives is a no-op; anything else #GP |
+//! | `mov %drN, reg` / `mov reg, %drN` | the virtual debug registers, as `get_debugreg` / `set_debugreg` |
 //! | `clts` | clears the virtual TS |
 //! | `wbinvd` | performed for a privileged domain; #GP otherwise |
 //! | `rdmsr` | TSC, PAT, EFER, the FS/GS base MSRs; TSC_AUX and Xen's hypercall-page MSR read 0; anything else #GP |
@@ -34,6 +35,20 @@ pub enum Insn {
     WriteCr {
         /// Control register.
         cr: u8,
+        /// Source register.
+        reg: u8,
+    },
+    /// `mov %drN, reg`.
+    ReadDr {
+        /// Debug register.
+        dr: u8,
+        /// Destination register.
+        reg: u8,
+    },
+    /// `mov reg, %drN`.
+    WriteDr {
+        /// Debug register.
+        dr: u8,
         /// Source register.
         reg: u8,
     },
@@ -83,6 +98,16 @@ pub fn decode(bytes: &[u8]) -> Option<Decoded> {
         [0x0f, 0x09, ..] => decoded(Insn::Wbinvd, 2),
         [0x0f, 0x32, ..] => decoded(Insn::Rdmsr, 2),
         [0x0f, 0x30, ..] => decoded(Insn::Wrmsr, 2),
+        [0x0f, op @ (0x21 | 0x23), modrm, ..] if modrm & 0xc0 == 0xc0 => {
+            let dr = ((modrm >> 3) & 7) | rex_r;
+            let reg = (modrm & 7) | rex_b;
+            let insn = if *op == 0x21 {
+                Insn::ReadDr { dr, reg }
+            } else {
+                Insn::WriteDr { dr, reg }
+            };
+            decoded(insn, 3)
+        }
         [0x0f, op @ (0x20 | 0x22), modrm, ..] if modrm & 0xc0 == 0xc0 => {
             let cr = ((modrm >> 3) & 7) | rex_r;
             let reg = (modrm & 7) | rex_b;

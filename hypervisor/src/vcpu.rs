@@ -67,6 +67,10 @@ pub struct Pending {
     pub segments: bool,
     /// The virtual CR0.TS changed.
     pub fpu: bool,
+    /// The GDT frames changed.
+    pub gdt: bool,
+    /// The debug registers changed.
+    pub debug: bool,
 }
 
 /// A virtual CPU's PV state.
@@ -104,6 +108,15 @@ pub struct Vcpu {
     /// Whether the CPU's active GS base is the kernel one (the hypervisor's
     /// own record: a native `iretq` to user mode does not change it).
     pub gs_kernel_active: bool,
+    /// Machine frames of the guest's GDT (`set_gdt`), the first
+    /// `gdt_count` of them in use.
+    pub gdt_frames: [u64; crate::hypercall::desc::MAX_GDT_FRAMES],
+    /// How many GDT frames are loaded.
+    pub gdt_count: usize,
+    /// How many GDT entries the guest declared.
+    pub gdt_entries: u64,
+    /// Debug registers DR0-DR7 as the guest sees them (4 and 5 unused).
+    pub debugreg: [u64; 8],
     /// CPU work pending before the next exit.
     pub pending: Pending,
 }
@@ -126,6 +139,10 @@ impl Default for Vcpu {
             gs_base_user: 0,
             user_gs_sel: 0,
             gs_kernel_active: true,
+            gdt_frames: [0; crate::hypercall::desc::MAX_GDT_FRAMES],
+            gdt_count: 0,
+            gdt_entries: 0,
+            debugreg: [0, 0, 0, 0, 0, 0, debug::DR6_DEFAULT, debug::DR7_DEFAULT],
             pending: Pending::default(),
         }
     }
@@ -139,6 +156,61 @@ impl Vcpu {
             dpl: info.dpl(),
             mask_events: info.masks_events(),
         };
+    }
+}
+
+/// The debug-register rules (Xen's `set_debugreg` checks).
+pub mod debug {
+    use crate::layout::guest_range_ok;
+
+    /// DR6 with no condition recorded.
+    pub const DR6_DEFAULT: u64 = 0xffff_0ff0;
+    /// DR7 with every breakpoint disabled (bit 10 reads as one).
+    pub const DR7_DEFAULT: u64 = 0x400;
+    /// DR7.GD: general detect (the guest may not set it).
+    const DR7_GD: u64 = 1 << 13;
+
+    /// Why a debug-register value is refused.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Refused {
+        /// No such register (`ENODEV`).
+        NoRegister,
+        /// A value the guest may not load (`EPERM`).
+        Value,
+    }
+
+    /// The register a number names (4 and 5 alias 6 and 7, as with CR4.DE
+    /// clear).
+    pub const fn register(reg: u64) -> Result<usize, Refused> {
+        match reg {
+            0 => Ok(0),
+            1 => Ok(1),
+            2 => Ok(2),
+            3 => Ok(3),
+            4 | 6 => Ok(6),
+            5 | 7 => Ok(7),
+            _ => Err(Refused::NoRegister),
+        }
+    }
+
+    /// The value to store for `value` written to register `index`:
+    /// breakpoint addresses must lie in guest memory; DR6 keeps only its
+    /// status bits; DR7 may not set GD, I/O breakpoints or any upper bit.
+    pub fn check(index: usize, value: u64) -> Result<u64, Refused> {
+        match index {
+            0..=3 if guest_range_ok(value, 1) => Ok(value),
+            0..=3 => Err(Refused::Value),
+            6 => Ok((value & 0xe00f) | DR6_DEFAULT),
+            _ => {
+                let io_breakpoint =
+                    (0..4).any(|i| value & (3 << (2 * i)) != 0 && (value >> (16 + 4 * i)) & 3 == 2);
+                if value >> 32 != 0 || value & DR7_GD != 0 || io_breakpoint {
+                    Err(Refused::Value)
+                } else {
+                    Ok(value | DR7_DEFAULT)
+                }
+            }
+        }
     }
 }
 

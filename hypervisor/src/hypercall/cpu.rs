@@ -12,7 +12,7 @@ use dom0_abi::segment::FLAT_RING3_DS;
 
 use super::Env;
 use crate::layout::is_canonical;
-use crate::vcpu::Callback;
+use crate::vcpu::{Callback, debug};
 
 /// `trap_info` entries merged per invocation before the call is continued.
 const TRAPS_PER_CALL: u64 = 64;
@@ -180,6 +180,32 @@ pub fn set_segment_base(env: &mut impl Env, which: u64, base: u64) -> Result<u64
     Ok(0)
 }
 
+/// `set_debugreg(reg, value)`: DR0-3 (addresses in guest memory, else
+/// `-EPERM`), DR6, DR7 (no GD, I/O breakpoints or upper bits: `-EPERM`);
+/// 4 and 5 alias 6 and 7; other numbers `-ENODEV`.
+pub fn set_debugreg(env: &mut impl Env, reg: u64, value: u64) -> Result<u64, Errno> {
+    let index = debug::register(reg).map_err(refused)?;
+    let value = debug::check(index, value).map_err(refused)?;
+    let vcpu = env.vcpu();
+    vcpu.debugreg[index] = value;
+    vcpu.pending.debug = true;
+    Ok(0)
+}
+
+/// `get_debugreg(reg)`: the value (as set, DR6 as the last `#DB` left it);
+/// `-ENODEV` for numbers other than 0-7.
+pub fn get_debugreg(env: &mut impl Env, reg: u64) -> Result<u64, Errno> {
+    let index = debug::register(reg).map_err(refused)?;
+    Ok(env.vcpu().debugreg[index])
+}
+
+fn refused(r: debug::Refused) -> Errno {
+    match r {
+        debug::Refused::NoRegister => Errno::ENODEV,
+        debug::Refused::Value => Errno::EPERM,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -284,5 +310,39 @@ mod tests {
         assert_eq!(env.vcpu.user_gs_sel, 0);
         assert_eq!(fpu_taskswitch(&mut env, 1), Ok(0));
         assert!(env.vcpu.fpu_ts && env.vcpu.pending.fpu);
+    }
+
+    #[test]
+    fn debug_registers() {
+        let mut env = FakeEnv::new();
+        for (reg, value) in [
+            (0, 0x1000),
+            (1, 0x2008),
+            (2, 0xffff_ffff_8000_0000),
+            (3, 0x7fff_ffff_f000),
+        ] {
+            assert_eq!(set_debugreg(&mut env, reg, value), Ok(0));
+            assert_eq!(get_debugreg(&mut env, reg), Ok(value));
+        }
+        assert_eq!(get_debugreg(&mut env, 7), Ok(0x400));
+        assert_eq!(get_debugreg(&mut env, 6), Ok(0xffff_0ff0));
+        assert_eq!(set_debugreg(&mut env, 8, 0), Err(Errno::ENODEV));
+        assert_eq!(get_debugreg(&mut env, 8), Err(Errno::ENODEV));
+        assert_eq!(
+            set_debugreg(&mut env, 0, 0xffff_8000_0000_0000),
+            Err(Errno::EPERM)
+        );
+        assert_eq!(
+            set_debugreg(&mut env, 0, 0x8000_0000_0000_0000),
+            Err(Errno::EPERM)
+        );
+        assert_eq!(set_debugreg(&mut env, 7, 0x2000), Err(Errno::EPERM), "GD");
+        assert_eq!(
+            set_debugreg(&mut env, 7, 0x1 | (2 << 16)),
+            Err(Errno::EPERM),
+            "I/O breakpoint"
+        );
+        assert_eq!(set_debugreg(&mut env, 7, 0x401), Ok(0));
+        assert!(env.vcpu.pending.debug);
     }
 }

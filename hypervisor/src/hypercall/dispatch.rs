@@ -15,7 +15,7 @@ use dom0_abi::Errno;
 use dom0_abi::hypercall::Hypercall;
 
 use super::mmu::{self, MmuEnv};
-use super::{console, cpu, memory, sched, stats, version};
+use super::{console, cpu, desc, memory, sched, stats, version};
 use crate::mm::effects::Effects;
 
 /// Multicall entries run per invocation before the call is continued.
@@ -53,6 +53,10 @@ fn call(env: &mut impl MmuEnv, fx: &mut Effects, number: u64, a: [u64; 5]) -> Re
         Some(Hypercall::MemoryOp) => memory::memory_op(env, fx, a[0], a[1]),
         Some(Hypercall::Multicall) => multicall(env, fx, a[0], a[1]),
         Some(Hypercall::StatsOp) => stats::stats_op(env, a[0], a[1]),
+        Some(Hypercall::SetDebugreg) => cpu::set_debugreg(env, a[0], a[1]),
+        Some(Hypercall::GetDebugreg) => cpu::get_debugreg(env, a[0]),
+        Some(Hypercall::SetGdt) => desc::set_gdt(env, fx, a[0], a[1]),
+        Some(Hypercall::UpdateDescriptor) => desc::update_descriptor(env, fx, a[0], a[1]),
         _ => Err(Errno::ENOSYS),
     }
 }

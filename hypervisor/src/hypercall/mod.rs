@@ -11,6 +11,7 @@
 
 pub mod console;
 pub mod cpu;
+pub mod desc;
 pub mod dispatch;
 pub mod memory;
 pub mod mmu;

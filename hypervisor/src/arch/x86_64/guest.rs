@@ -12,7 +12,7 @@ use crate::emulate::{self, Insn, StoreValue};
 use crate::hypercall::mmu;
 use crate::mm::effects::Effects;
 use crate::mm::types::{PtwrOutcome, PtwrWrite};
-use crate::vcpu::{self, Context, Vcpu};
+use crate::vcpu::{self, Context, Vcpu, debug};
 
 use super::entry::GuestRegs;
 use super::env::{ArchEnv, apply_effects};
@@ -26,6 +26,7 @@ pub const SYSCALL_VECTOR: u64 = 0x100;
 pub const SYSCALL32_VECTOR: u64 = 0x101;
 
 const UD: u8 = 6;
+const DB: u64 = 1;
 const NM: u64 = 7;
 const GP: u64 = 13;
 const PF: u64 = 14;
@@ -96,6 +97,11 @@ pub fn exception(current: &mut Current, regs: &mut GuestRegs) {
     let emulable = (vector == GP && regs.error_code == 0) || vector == u64::from(UD);
     if emulable && emulate(current, regs) {
         return;
+    }
+    if vector == DB {
+        // The guest reads what happened from its virtual DR6.
+        current.vcpu.debugreg[6] = cpu::read_dr6();
+        cpu::clear_dr6();
     }
     if vector == NM && current.vcpu.fpu_ts {
         // The guest's own CR0.TS caused this: it is now "handled", as a
@@ -294,8 +300,12 @@ fn set_kernel_gs(vcpu: &mut Vcpu, kernel: bool) {
 }
 
 /// Applies what hypercalls and deliveries left pending: segment bases and
-/// the user GS selector, and CR0.TS.
-pub fn apply_pending(vcpu: &mut Vcpu) {
+/// the user GS selector, CR0.TS, and the guest's GDT frames.
+pub fn apply_pending(current: &mut Current) {
+    let vcpu = &mut current.vcpu;
+    if vcpu.pending.gdt {
+        super::trampoline::load_guest_gdt(&current.views, &vcpu.gdt_frames[..vcpu.gdt_count]);
+    }
     if vcpu.pending.segments {
         let (active, inactive) = if vcpu.gs_kernel_active {
             (vcpu.gs_base_kernel, vcpu.gs_base_user)
@@ -308,6 +318,9 @@ pub fn apply_pending(vcpu: &mut Vcpu) {
             vcpu.user_gs_sel
         };
         cpu::load_guest_segments(vcpu.fs_base, selector, active, inactive);
+    }
+    if vcpu.pending.debug {
+        cpu::load_debug_registers(&vcpu.debugreg);
     }
     if vcpu.pending.fpu {
         cpu::set_cr0_ts(vcpu.fpu_ts);
@@ -434,6 +447,26 @@ pub fn emulate(current: &mut Current, regs: &mut GuestRegs) -> bool {
                 cpu::wbinvd();
             }
             privileged
+        }
+        Insn::ReadDr { dr, reg } => match debug::register(u64::from(dr)) {
+            Ok(index) => {
+                *gpr(regs, reg) = vcpu.debugreg[index];
+                true
+            }
+            Err(_) => false,
+        },
+        Insn::WriteDr { dr, reg } => {
+            let value = *gpr(regs, reg);
+            match debug::register(u64::from(dr))
+                .and_then(|index| Ok((index, debug::check(index, value)?)))
+            {
+                Ok((index, value)) => {
+                    vcpu.debugreg[index] = value;
+                    vcpu.pending.debug = true;
+                    true
+                }
+                Err(_) => false,
+            }
         }
         Insn::Clts => {
             vcpu.fpu_ts = false;

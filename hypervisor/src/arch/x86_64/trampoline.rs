@@ -53,6 +53,8 @@ pub struct CpuViews {
     pub guest_cr3: u64,
     /// Physical address of the guest view's root table.
     pub guest_root: u64,
+    /// The zero page that stands in for GDT frames a guest has not loaded.
+    pub gdt_zero: u64,
 }
 
 /// Builds this CPU's trampoline under `hv_root` and a guest-view root that
@@ -138,6 +140,7 @@ pub unsafe fn build(
         hv_root,
         guest_cr3,
         guest_root,
+        gdt_zero: zero,
     };
     // SAFETY: the data page is this CPU's, mapped read-only for everyone but
     // the hypervisor, which writes it here through the direct map.
@@ -244,4 +247,27 @@ pub unsafe fn load(views: &CpuViews) {
         (paging::phys_to_virt(entry_pa) as *mut u64).write(entry & !RW);
     }
     super::cpu::invlpg(reserved);
+}
+
+/// Maps a guest's GDT frames (machine frame numbers) read-only into this
+/// CPU's GDT pages 0-13, the zero page behind the rest, and drops the old
+/// translations (they are global).
+pub fn load_guest_gdt(views: &CpuViews, frames: &[u64]) {
+    for page in 0..RESERVED_PAGE {
+        let va = t::GDT + page * PAGE_SIZE;
+        let pa = usize::try_from(page)
+            .ok()
+            .and_then(|i| frames.get(i))
+            .map_or(views.gdt_zero, |mfn| mfn << 12);
+        // SAFETY: `hv_root` is this CPU's tree; the GDT pages of the
+        // trampoline are mapped there, and their leaves are replaced by
+        // other read-only, non-executable frames the guest cannot write.
+        unsafe {
+            if let Some((entry_pa, entry)) = paging::lookup(views.hv_root, va) {
+                let flags = entry & !paging::ADDR_MASK;
+                (paging::phys_to_virt(entry_pa) as *mut u64).write(pa | flags);
+            }
+        }
+        super::cpu::invlpg(va);
+    }
 }

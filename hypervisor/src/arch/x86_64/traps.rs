@@ -26,6 +26,8 @@ use super::{cpu, guest, guest_mem, machine, mem, serial};
 
 /// Page-fault vector.
 const PF_VECTOR: u64 = 14;
+/// Debug-exception vector.
+const DB_VECTOR: u64 = 1;
 
 /// The domain running on this CPU, and what hypercalls may report about the host.
 pub struct Current {
@@ -84,7 +86,7 @@ pub fn from_guest(regs: &mut GuestRegs) -> ! {
         if let RunState::ShutDown(reason) = current.domain.state {
             dom0_shut_down(reason);
         }
-        guest::apply_pending(&mut current.vcpu);
+        guest::apply_pending(current);
         if Stats::ENABLED {
             current
                 .stats
@@ -211,6 +213,12 @@ pub fn from_hypervisor(regs: &mut GuestRegs) {
         && let Some(resume) = guest_mem::fixup(regs.rip)
     {
         regs.rip = resume;
+        return;
+    }
+    if regs.vector == DB_VECTOR {
+        // A guest's data breakpoint hit by the hypervisor's own access to
+        // guest memory: not the guest's event, and harmless here.
+        cpu::clear_dr6();
         return;
     }
     serial::enter_panic_mode();
