@@ -60,17 +60,20 @@ pub struct Callback {
     pub mask_events: bool,
 }
 
-/// Work the CPU must do before the guest runs again, set by pure handlers.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Pending {
-    /// FS/GS bases or the user GS selector changed.
-    pub segments: bool,
-    /// The virtual CR0.TS changed.
-    pub fpu: bool,
-    /// The GDT frames changed.
-    pub gdt: bool,
-    /// The debug registers changed.
-    pub debug: bool,
+bitflags::bitflags! {
+    /// Work the CPU must do before the guest runs again, set by pure
+    /// handlers (one test on the way out when there is none).
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct Pending: u8 {
+        /// FS/GS bases or the user GS selector changed.
+        const SEGMENTS = 1 << 0;
+        /// The virtual CR0.TS changed.
+        const FPU = 1 << 1;
+        /// The GDT frames changed.
+        const GDT = 1 << 2;
+        /// The debug registers changed.
+        const DEBUG = 1 << 3;
+    }
 }
 
 /// A virtual CPU's PV state.

@@ -12,7 +12,7 @@ use dom0_abi::segment::FLAT_RING3_DS;
 
 use super::Env;
 use crate::layout::is_canonical;
-use crate::vcpu::{Callback, debug};
+use crate::vcpu::{Callback, Pending, debug};
 
 /// `trap_info` entries merged per invocation before the call is continued.
 const TRAPS_PER_CALL: u64 = 64;
@@ -147,7 +147,7 @@ pub fn callback_op(env: &mut impl Env, cmd: u64, arg: u64) -> Result<u64, Errno>
 pub fn fpu_taskswitch(env: &mut impl Env, set: u64) -> Result<u64, Errno> {
     let vcpu = env.vcpu();
     vcpu.fpu_ts = set & 0xffff_ffff != 0;
-    vcpu.pending.fpu = true;
+    vcpu.pending.insert(Pending::FPU);
     Ok(0)
 }
 
@@ -176,7 +176,7 @@ pub fn set_segment_base(env: &mut impl Env, which: u64, base: u64) -> Result<u64
             };
         }
     }
-    vcpu.pending.segments = true;
+    vcpu.pending.insert(Pending::SEGMENTS);
     Ok(0)
 }
 
@@ -188,7 +188,7 @@ pub fn set_debugreg(env: &mut impl Env, reg: u64, value: u64) -> Result<u64, Err
     let value = debug::check(index, value).map_err(refused)?;
     let vcpu = env.vcpu();
     vcpu.debugreg[index] = value;
-    vcpu.pending.debug = true;
+    vcpu.pending.insert(Pending::DEBUG);
     Ok(0)
 }
 
@@ -298,7 +298,7 @@ mod tests {
         let mut env = FakeEnv::new();
         assert_eq!(set_segment_base(&mut env, 0, 0x1234), Ok(0));
         assert_eq!(env.vcpu.fs_base, 0x1234);
-        assert!(env.vcpu.pending.segments);
+        assert!(env.vcpu.pending.contains(Pending::SEGMENTS));
         assert_eq!(
             set_segment_base(&mut env, 2, 0x8000_0000_0000),
             Err(Errno::EINVAL)
@@ -309,7 +309,7 @@ mod tests {
         assert_eq!(set_segment_base(&mut env, 3, 0xe008), Ok(0));
         assert_eq!(env.vcpu.user_gs_sel, 0);
         assert_eq!(fpu_taskswitch(&mut env, 1), Ok(0));
-        assert!(env.vcpu.fpu_ts && env.vcpu.pending.fpu);
+        assert!(env.vcpu.fpu_ts && env.vcpu.pending.contains(Pending::FPU));
     }
 
     #[test]
@@ -343,6 +343,6 @@ mod tests {
             "I/O breakpoint"
         );
         assert_eq!(set_debugreg(&mut env, 7, 0x401), Ok(0));
-        assert!(env.vcpu.pending.debug);
+        assert!(env.vcpu.pending.contains(Pending::DEBUG));
     }
 }

@@ -17,6 +17,7 @@ use super::mmu::MmuEnv;
 use crate::mm::effects::Effects;
 use crate::mm::frame_table::{Owner, PageType};
 use crate::mm::types::Mmu;
+use crate::vcpu::Pending;
 use dom0_abi::types::Mfn;
 
 /// Descriptors per GDT frame.
@@ -77,7 +78,7 @@ pub fn set_gdt(
     vcpu.gdt_frames = list;
     vcpu.gdt_count = count;
     vcpu.gdt_entries = entries;
-    vcpu.pending.gdt = true;
+    vcpu.pending.insert(Pending::GDT);
     release(env, fx, &old.0[..old.1]);
     Ok(0)
 }

@@ -7,13 +7,16 @@
 //! return `-ENOSYS`; `docs/abi-differences.md` lists which are implemented.
 //!
 //! Memory operations record TLB flushes and view resyncs in one
-//! [`Effects`] per hypercall (a `multicall` shares it between its entries),
-//! which `arch` carries out before the guest runs again.
+//! [`Effects`] per hypercall (a `multicall` shares one between all its
+//! entries), which [`Env::apply_effects`] carries out at the end; other
+//! hypercalls never build one.
 #![forbid(unsafe_code)]
 
 use dom0_abi::Errno;
 use dom0_abi::hypercall::Hypercall;
 
+#[cfg(doc)]
+use super::Env;
 use super::mmu::{self, MmuEnv};
 use super::{console, cpu, desc, memory, sched, stats, version};
 use crate::mm::effects::Effects;
@@ -25,38 +28,76 @@ const MULTICALL_ENTRY_SIZE: u64 = 64;
 
 /// Runs hypercall `number` with `args` for the calling vCPU and returns the
 /// value for the guest's RAX.
-pub fn dispatch(env: &mut impl MmuEnv, fx: &mut Effects, number: u64, args: [u64; 5]) -> i64 {
-    encode(call(env, fx, number, args))
+pub fn dispatch(env: &mut impl MmuEnv, number: u64, args: [u64; 5]) -> i64 {
+    let result = match Hypercall::from_number(number) {
+        Some(call) if is_memory_op(call) => {
+            let mut fx = Effects::default();
+            let result = memory_call(env, &mut fx, call, args);
+            env.apply_effects(&fx);
+            result
+        }
+        Some(call) => plain_call(env, call, args),
+        None => Err(Errno::ENOSYS),
+    };
+    encode(result)
 }
 
-/// One hypercall, by number.
-fn call(env: &mut impl MmuEnv, fx: &mut Effects, number: u64, a: [u64; 5]) -> Result<u64, Errno> {
-    match Hypercall::from_number(number) {
-        Some(Hypercall::ConsoleIo) => console::console_io(env, a[0], a[1], a[2]),
-        Some(Hypercall::XenVersion) => version::xen_version(env, a[0], a[1]),
-        Some(Hypercall::SchedOp) => sched::sched_op(env, a[0], a[1]),
-        Some(Hypercall::SchedOpCompat) => sched::sched_op_compat(env, a[0], a[1]),
-        Some(Hypercall::SetTrapTable) => cpu::set_trap_table(env, a[0]),
-        Some(Hypercall::StackSwitch) => cpu::stack_switch(env, a[0], a[1]),
-        Some(Hypercall::SetCallbacks) => cpu::set_callbacks(env, a[0], a[1], a[2]),
-        Some(Hypercall::CallbackOp) => cpu::callback_op(env, a[0], a[1]),
-        Some(Hypercall::FpuTaskswitch) => cpu::fpu_taskswitch(env, a[0]),
-        Some(Hypercall::SetSegmentBase) => cpu::set_segment_base(env, a[0], a[1]),
-        Some(Hypercall::Iret) => env.iret(),
-        Some(Hypercall::MmuUpdate) => mmu::mmu_update(env, fx, a[0], a[1], a[2], a[3]),
-        Some(Hypercall::MmuextOp) => mmu::mmuext_op(env, fx, a[0], a[1], a[2], a[3]),
-        Some(Hypercall::UpdateVaMapping) => mmu::update_va_mapping(env, fx, a[0], a[1], a[2]),
-        Some(Hypercall::UpdateVaMappingOtherdomain) => {
+/// Hypercalls that change mappings or page types, and so leave
+/// [`Effects`] (TLB flushes, view resyncs) to be carried out afterwards.
+const fn is_memory_op(call: Hypercall) -> bool {
+    matches!(
+        call,
+        Hypercall::MmuUpdate
+            | Hypercall::MmuextOp
+            | Hypercall::UpdateVaMapping
+            | Hypercall::UpdateVaMappingOtherdomain
+            | Hypercall::VmAssist
+            | Hypercall::MemoryOp
+            | Hypercall::SetGdt
+            | Hypercall::UpdateDescriptor
+    )
+}
+
+/// The hypercalls that touch no page tables.
+fn plain_call(env: &mut impl MmuEnv, call: Hypercall, a: [u64; 5]) -> Result<u64, Errno> {
+    match call {
+        Hypercall::ConsoleIo => console::console_io(env, a[0], a[1], a[2]),
+        Hypercall::XenVersion => version::xen_version(env, a[0], a[1]),
+        Hypercall::SchedOp => sched::sched_op(env, a[0], a[1]),
+        Hypercall::SchedOpCompat => sched::sched_op_compat(env, a[0], a[1]),
+        Hypercall::SetTrapTable => cpu::set_trap_table(env, a[0]),
+        Hypercall::StackSwitch => cpu::stack_switch(env, a[0], a[1]),
+        Hypercall::SetCallbacks => cpu::set_callbacks(env, a[0], a[1], a[2]),
+        Hypercall::CallbackOp => cpu::callback_op(env, a[0], a[1]),
+        Hypercall::FpuTaskswitch => cpu::fpu_taskswitch(env, a[0]),
+        Hypercall::SetSegmentBase => cpu::set_segment_base(env, a[0], a[1]),
+        Hypercall::SetDebugreg => cpu::set_debugreg(env, a[0], a[1]),
+        Hypercall::GetDebugreg => cpu::get_debugreg(env, a[0]),
+        Hypercall::Iret => env.iret(),
+        Hypercall::Multicall => multicall(env, a[0], a[1]),
+        Hypercall::StatsOp => stats::stats_op(env, a[0], a[1]),
+        _ => Err(Errno::ENOSYS),
+    }
+}
+
+/// The hypercalls that change mappings or page types.
+fn memory_call(
+    env: &mut impl MmuEnv,
+    fx: &mut Effects,
+    call: Hypercall,
+    a: [u64; 5],
+) -> Result<u64, Errno> {
+    match call {
+        Hypercall::MmuUpdate => mmu::mmu_update(env, fx, a[0], a[1], a[2], a[3]),
+        Hypercall::MmuextOp => mmu::mmuext_op(env, fx, a[0], a[1], a[2], a[3]),
+        Hypercall::UpdateVaMapping => mmu::update_va_mapping(env, fx, a[0], a[1], a[2]),
+        Hypercall::UpdateVaMappingOtherdomain => {
             mmu::update_va_mapping_otherdomain(env, fx, a[0], a[1], a[2], a[3])
         }
-        Some(Hypercall::VmAssist) => mmu::vm_assist(env, a[0], a[1]),
-        Some(Hypercall::MemoryOp) => memory::memory_op(env, fx, a[0], a[1]),
-        Some(Hypercall::Multicall) => multicall(env, fx, a[0], a[1]),
-        Some(Hypercall::StatsOp) => stats::stats_op(env, a[0], a[1]),
-        Some(Hypercall::SetDebugreg) => cpu::set_debugreg(env, a[0], a[1]),
-        Some(Hypercall::GetDebugreg) => cpu::get_debugreg(env, a[0]),
-        Some(Hypercall::SetGdt) => desc::set_gdt(env, fx, a[0], a[1]),
-        Some(Hypercall::UpdateDescriptor) => desc::update_descriptor(env, fx, a[0], a[1]),
+        Hypercall::VmAssist => mmu::vm_assist(env, a[0], a[1]),
+        Hypercall::MemoryOp => memory::memory_op(env, fx, a[0], a[1]),
+        Hypercall::SetGdt => desc::set_gdt(env, fx, a[0], a[1]),
+        Hypercall::UpdateDescriptor => desc::update_descriptor(env, fx, a[0], a[1]),
         _ => Err(Errno::ENOSYS),
     }
 }
@@ -76,7 +117,21 @@ fn encode(result: Result<u64, Errno>) -> i64 {
 /// ends the batch (later entries are not run). `-EFAULT` if an entry cannot
 /// be read or its result written. Long batches are continued; an entry that
 /// is itself continued is rewritten in place and run again.
-fn multicall(env: &mut impl MmuEnv, fx: &mut Effects, entries: u64, nr: u64) -> Result<u64, Errno> {
+fn multicall(env: &mut impl MmuEnv, entries: u64, nr: u64) -> Result<u64, Errno> {
+    let mut fx = Effects::default();
+    let result = multicall_entries(env, &mut fx, entries, nr);
+    env.apply_effects(&fx);
+    result
+}
+
+/// The entries of a multicall, sharing one [`Effects`]: TLB flushes are
+/// deferred to the end of the whole batch.
+fn multicall_entries(
+    env: &mut impl MmuEnv,
+    fx: &mut Effects,
+    entries: u64,
+    nr: u64,
+) -> Result<u64, Errno> {
     let nr = nr & 0xffff_ffff;
     for i in 0..nr {
         if i == MULTICALL_CHUNK {
@@ -93,7 +148,9 @@ fn multicall(env: &mut impl MmuEnv, fx: &mut Effects, entries: u64, nr: u64) -> 
         let (op, args) = (word(0), [word(2), word(3), word(4), word(5), word(6)]);
         let result = match Hypercall::from_number(op) {
             Some(Hypercall::Multicall) => Errno::EINVAL.neg(),
-            _ => encode(call(env, fx, op, args)),
+            Some(call) if is_memory_op(call) => encode(memory_call(env, fx, call, args)),
+            Some(call) => encode(plain_call(env, call, args)),
+            None => Errno::ENOSYS.neg(),
         };
         if let Some(args) = env.take_preempted() {
             let mut rewritten = [0u8; 40];
@@ -119,8 +176,7 @@ mod tests {
     use crate::mm::fake::{BASE, FakeMachine};
 
     fn run(env: &mut FakeMachine, number: u64, args: [u64; 5]) -> i64 {
-        let mut fx = Effects::default();
-        dispatch(env, &mut fx, number, args)
+        dispatch(env, number, args)
     }
 
     #[test]

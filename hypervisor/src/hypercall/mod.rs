@@ -22,6 +22,7 @@ pub mod version;
 use dom0_abi::Errno;
 
 use crate::domain::Domain;
+use crate::mm::effects::Effects;
 use crate::stats::Stats;
 use crate::vcpu::Vcpu;
 
@@ -50,6 +51,9 @@ pub trait Env {
     /// (the domain is crashed if the frame is bad). Also an entry of a
     /// `multicall`, which it ends.
     fn iret(&mut self) -> Result<u64, Errno>;
+    /// Carries out what a batch of memory operations left to do (TLB
+    /// flushes, view resyncs, crashing the domain); see `mm::effects`.
+    fn apply_effects(&mut self, fx: &Effects);
     /// Facts about this hypervisor build and boot.
     fn host(&self) -> &HostInfo;
     /// The calling vCPU's event counters (none, unless the environment
@@ -157,6 +161,7 @@ pub(crate) mod fake {
         fn iret(&mut self) -> Result<u64, Errno> {
             Err(Errno::ENOSYS)
         }
+        fn apply_effects(&mut self, _fx: &Effects) {}
         fn host(&self) -> &HostInfo {
             &self.host
         }

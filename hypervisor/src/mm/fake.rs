@@ -343,6 +343,7 @@ impl Env for FakeMachine {
     fn iret(&mut self) -> Result<u64, Errno> {
         Err(Errno::ENOSYS)
     }
+    fn apply_effects(&mut self, _fx: &Effects) {}
     fn host(&self) -> &HostInfo {
         &self.host
     }

@@ -266,23 +266,19 @@ fn register_frames(
     l4: Mfn,
 ) -> Result<(), BuildError> {
     let dom = current.domain.id;
-    let mut table = mem::FRAME_TABLE.lock();
-    let frames = table
-        .as_deref_mut()
-        .ok_or(BuildError::Internal("no frame table"))?;
-    FrameTable::new(frames)
-        .share_xen_page(Mfn(shared_info >> 12), Owner::Domain(dom), true)
-        .map_err(|_| BuildError::Internal("shared_info cannot be shared"))?;
+    {
+        let mut table = mem::FRAME_TABLE.lock();
+        let frames = table
+            .as_deref_mut()
+            .ok_or(BuildError::Internal("no frame table"))?;
+        FrameTable::new(frames)
+            .share_xen_page(Mfn(shared_info >> 12), Owner::Domain(dom), true)
+            .map_err(|_| BuildError::Internal("shared_info cannot be shared"))?;
+    }
     let mut regs = GuestRegs::default();
     let mut vcpu_mm = VcpuMm::default();
     let mut fx = Effects::default();
-    let mut env = ArchEnv {
-        current,
-        regs: &mut regs,
-        frames,
-        preempted: None,
-        replaced_context: false,
-    };
+    let mut env = ArchEnv::new(current, &mut regs);
     let mut mmu = Mmu::new(&mut env, &mut fx);
     for (pfn, &mfn) in p2m.mfns.iter().enumerate() {
         mmu.assign(Mfn(mfn), dom, Some(pfn as u64))
@@ -290,6 +286,7 @@ fn register_frames(
     }
     mmu.install_initial_root(dom, &mut vcpu_mm, l4)
         .map_err(BuildError::PageTables)?;
+    drop(env);
     current.vcpu_mm = vcpu_mm;
     Ok(())
 }

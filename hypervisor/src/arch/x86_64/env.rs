@@ -7,6 +7,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use dom0_abi::Errno;
 use dom0_abi::stats::Counter;
 use dom0_abi::types::{DomId, Mfn};
+use spin::MutexGuard;
 
 use crate::domain::Domain;
 use crate::hypercall::mmu::MmuEnv;
@@ -29,12 +30,34 @@ pub struct ArchEnv<'a> {
     pub current: &'a mut Current,
     /// The guest registers (for `iret`).
     pub regs: &'a mut GuestRegs,
-    /// The frame table.
-    pub frames: &'a mut [FrameInfo],
+    /// The frame table, locked the first time a handler needs it (most
+    /// hypercalls never do).
+    frames: Option<MutexGuard<'static, Option<&'static mut [FrameInfo]>>>,
     /// A continuation the handler asked for.
     pub preempted: Option<[u64; 5]>,
     /// Whether `iret` replaced the guest context (RAX is then the restored one).
     pub replaced_context: bool,
+}
+
+impl<'a> ArchEnv<'a> {
+    /// The environment of the vCPU whose context is `regs`.
+    pub fn new(current: &'a mut Current, regs: &'a mut GuestRegs) -> ArchEnv<'a> {
+        ArchEnv {
+            current,
+            regs,
+            frames: None,
+            preempted: None,
+            replaced_context: false,
+        }
+    }
+}
+
+/// Whether the frame-table record of `mfn` (if it has one) says DOMID_IO.
+fn is_device_frame(table: &[FrameInfo], mfn: Mfn) -> bool {
+    usize::try_from(mfn.0)
+        .ok()
+        .and_then(|i| table.get(i))
+        .is_none_or(|info| info.owner() == Owner::Io)
 }
 
 /// First machine frame of the local APIC, I/O APIC and HPET pages the
@@ -89,7 +112,10 @@ impl PageTableMemory for ArchEnv<'_> {
 
 impl MmMachine for ArchEnv<'_> {
     fn frames(&mut self) -> &mut [FrameInfo] {
-        self.frames
+        let guard = self.frames.get_or_insert_with(|| mem::FRAME_TABLE.lock());
+        guard
+            .as_deref_mut()
+            .expect("the frame table exists before any domain runs")
     }
     fn alloc_frames(&mut self, order: u32, limit: u64) -> Option<Mfn> {
         let count = 1u64.checked_shl(order)?;
@@ -126,9 +152,12 @@ impl MmMachine for ArchEnv<'_> {
         }
         let hypervisor_mmio = HYPERVISOR_MMIO.contains(&mfn.0);
         let below_limit = mfn.0 < (1u64 << (cpu::phys_bits() - 12));
-        let device = match usize::try_from(mfn.0).ok().and_then(|i| self.frames.get(i)) {
-            Some(info) => info.owner() == Owner::Io,
-            None => true,
+        let device = match &self.frames {
+            Some(guard) => guard.as_deref().is_some_and(|t| is_device_frame(t, mfn)),
+            None => mem::FRAME_TABLE
+                .lock()
+                .as_deref()
+                .is_some_and(|t| is_device_frame(t, mfn)),
         };
         device && below_limit && !hypervisor_mmio
     }
@@ -187,6 +216,9 @@ impl Env for ArchEnv<'_> {
     }
     fn stats(&self) -> &Stats {
         &self.current.stats
+    }
+    fn apply_effects(&mut self, fx: &Effects) {
+        apply_effects(self.current, fx);
     }
 }
 

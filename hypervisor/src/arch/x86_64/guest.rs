@@ -12,13 +12,13 @@ use crate::emulate::{self, Insn, StoreValue};
 use crate::hypercall::mmu;
 use crate::mm::effects::Effects;
 use crate::mm::types::{PtwrOutcome, PtwrWrite};
-use crate::vcpu::{self, Context, Vcpu, debug};
+use crate::vcpu::{self, Context, Pending, Vcpu, debug};
 
 use super::entry::GuestRegs;
 use super::env::{ArchEnv, apply_effects};
 use super::paging::phys_to_virt;
 use super::traps::{Current, crash, exception_name};
-use super::{cpu, guest_mem, mem};
+use super::{cpu, guest_mem};
 
 /// Pseudo-vector the SYSCALL entry stub reports for a 64-bit `SYSCALL`.
 pub const SYSCALL_VECTOR: u64 = 0x100;
@@ -107,7 +107,7 @@ pub fn exception(current: &mut Current, regs: &mut GuestRegs) {
         // The guest's own CR0.TS caused this: it is now "handled", as a
         // native #NM handler would `clts` it.
         current.vcpu.fpu_ts = false;
-        current.vcpu.pending.fpu = true;
+        current.vcpu.pending.insert(Pending::FPU);
     }
     if vector == PF {
         if writable_page_table(current, regs) {
@@ -295,18 +295,28 @@ pub fn iret(current: &mut Current, regs: &mut GuestRegs) {
 fn set_kernel_gs(vcpu: &mut Vcpu, kernel: bool) {
     if vcpu.gs_kernel_active != kernel {
         vcpu.gs_kernel_active = kernel;
-        vcpu.pending.segments = true;
+        vcpu.pending.insert(Pending::SEGMENTS);
     }
 }
 
 /// Applies what hypercalls and deliveries left pending: segment bases and
-/// the user GS selector, CR0.TS, and the guest's GDT frames.
+/// the user GS selector, CR0.TS, the guest's GDT frames, debug registers.
+/// Usually there is nothing: that case costs one test on the exit path.
+#[inline(always)]
 pub fn apply_pending(current: &mut Current) {
+    if !current.vcpu.pending.is_empty() {
+        apply_pending_work(current);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn apply_pending_work(current: &mut Current) {
     let vcpu = &mut current.vcpu;
-    if vcpu.pending.gdt {
+    if vcpu.pending.contains(Pending::GDT) {
         super::trampoline::load_guest_gdt(&current.views, &vcpu.gdt_frames[..vcpu.gdt_count]);
     }
-    if vcpu.pending.segments {
+    if vcpu.pending.contains(Pending::SEGMENTS) {
         let (active, inactive) = if vcpu.gs_kernel_active {
             (vcpu.gs_base_kernel, vcpu.gs_base_user)
         } else {
@@ -319,10 +329,10 @@ pub fn apply_pending(current: &mut Current) {
         };
         cpu::load_guest_segments(vcpu.fs_base, selector, active, inactive);
     }
-    if vcpu.pending.debug {
+    if vcpu.pending.contains(Pending::DEBUG) {
         cpu::load_debug_registers(&vcpu.debugreg);
     }
-    if vcpu.pending.fpu {
+    if vcpu.pending.contains(Pending::FPU) {
         cpu::set_cr0_ts(vcpu.fpu_ts);
     }
     vcpu.pending = Default::default();
@@ -384,20 +394,10 @@ fn writable_page_table(current: &mut Current, regs: &mut GuestRegs) -> bool {
         value,
         compare: store.compare.then_some(regs.rax & mask),
     };
-    let mut table = mem::FRAME_TABLE.lock();
-    let Some(frames) = table.as_deref_mut() else {
-        return false;
-    };
     let mut fx = Effects::default();
-    let mut env = ArchEnv {
-        current,
-        regs,
-        frames,
-        preempted: None,
-        replaced_context: false,
-    };
+    let mut env = ArchEnv::new(current, regs);
     let outcome = mmu::ptwr_fault(&mut env, &mut fx, cr2, write);
-    drop(table);
+    drop(env);
     apply_effects(current, &fx);
     const ZF: u64 = 1 << 6;
     match outcome {
@@ -462,7 +462,7 @@ pub fn emulate(current: &mut Current, regs: &mut GuestRegs) -> bool {
             {
                 Ok((index, value)) => {
                     vcpu.debugreg[index] = value;
-                    vcpu.pending.debug = true;
+                    vcpu.pending.insert(Pending::DEBUG);
                     true
                 }
                 Err(_) => false,
@@ -470,7 +470,7 @@ pub fn emulate(current: &mut Current, regs: &mut GuestRegs) -> bool {
         }
         Insn::Clts => {
             vcpu.fpu_ts = false;
-            vcpu.pending.fpu = true;
+            vcpu.pending.insert(Pending::FPU);
             true
         }
         Insn::ReadCr { cr, reg } => {
@@ -488,7 +488,7 @@ pub fn emulate(current: &mut Current, regs: &mut GuestRegs) -> bool {
             let allowed = emulate::cr0_write_allowed(value, vcpu.fpu_ts);
             if allowed {
                 vcpu.fpu_ts = value & (1 << 3) != 0;
-                vcpu.pending.fpu = true;
+                vcpu.pending.insert(Pending::FPU);
             }
             allowed
         }
@@ -532,7 +532,7 @@ pub fn emulate(current: &mut Current, regs: &mut GuestRegs) -> bool {
             match slot {
                 Some(slot) if crate::layout::is_canonical(value) => {
                     *slot = value;
-                    vcpu.pending.segments = true;
+                    vcpu.pending.insert(Pending::SEGMENTS);
                     true
                 }
                 _ => false,

@@ -1,12 +1,12 @@
 //! The one audited way the hypervisor touches guest virtual memory.
 //!
 //! A copy first checks the whole range with `layout::guest_range_ok` (never
-//! the reserved slots, never non-canonical), then runs one `rep movsb` in
+//! the reserved slots, never non-canonical), then copies with `rep movsq`/`rep movsb` in
 //! the hypervisor view, where the current guest's own mappings (slots 0-255
 //! and 272-511) decide what is readable and writable — CR0.WP makes
-//! read-only guest pages read-only here too. A page fault on that one
-//! instruction is recovered by [`fixup`]: the copy stops and reports
-//! `EFAULT`, the hypervisor carries on.
+//! read-only guest pages read-only here too. A page fault on one of its two
+//! string instructions is recovered by [`fixup`]: the copy stops and
+//! reports `EFAULT`, the hypervisor carries on.
 use core::arch::global_asm;
 
 use dom0_abi::Errno;
@@ -17,14 +17,33 @@ global_asm!(
     r#"
     .section .text.guest_copy, "ax"
     .global hv_guest_copy
-    /* hv_guest_copy(dst, src, len) -> bytes left uncopied (0 = done) */
+    /*
+     * hv_guest_copy(dst, src, len) -> bytes left uncopied (0 = done).
+     * Eight bytes at a time, then the tail: `rep movsq` and `rep movsb` are
+     * the only instructions that touch guest memory, each with a fixup.
+     */
 hv_guest_copy:
     mov %rdx, %rcx
-    .global hv_guest_copy_insn
-hv_guest_copy_insn:
+    shr $3, %rcx
+    .global hv_guest_copy_quads
+hv_guest_copy_quads:
+    rep movsq
+    mov %rdx, %rcx
+    and $7, %rcx
+    .global hv_guest_copy_bytes
+hv_guest_copy_bytes:
     rep movsb
-    .global hv_guest_copy_fixup
-hv_guest_copy_fixup:
+    xor %eax, %eax
+    ret
+    /* A fault in the quad loop: RCX quads and the tail are left. */
+    .global hv_guest_copy_quads_fixup
+hv_guest_copy_quads_fixup:
+    shl $3, %rcx
+    and $7, %rdx
+    add %rdx, %rcx
+    /* A fault in the byte loop: RCX bytes are left. */
+    .global hv_guest_copy_bytes_fixup
+hv_guest_copy_bytes_fixup:
     mov %rcx, %rax
     ret
     "#,
@@ -33,14 +52,22 @@ hv_guest_copy_fixup:
 
 unsafe extern "C" {
     fn hv_guest_copy(dst: *mut u8, src: *const u8, len: usize) -> usize;
-    static hv_guest_copy_insn: u8;
-    static hv_guest_copy_fixup: u8;
+    static hv_guest_copy_quads: u8;
+    static hv_guest_copy_bytes: u8;
+    static hv_guest_copy_quads_fixup: u8;
+    static hv_guest_copy_bytes_fixup: u8;
 }
 
 /// If a page fault at `rip` came from the guest copy, the address to resume at.
 pub fn fixup(rip: u64) -> Option<u64> {
-    (rip == core::ptr::addr_of!(hv_guest_copy_insn) as u64)
-        .then_some(core::ptr::addr_of!(hv_guest_copy_fixup) as u64)
+    let at = |sym: *const u8| sym as u64;
+    if rip == at(core::ptr::addr_of!(hv_guest_copy_quads)) {
+        Some(at(core::ptr::addr_of!(hv_guest_copy_quads_fixup)))
+    } else if rip == at(core::ptr::addr_of!(hv_guest_copy_bytes)) {
+        Some(at(core::ptr::addr_of!(hv_guest_copy_bytes_fixup)))
+    } else {
+        None
+    }
 }
 
 /// Copies `buf.len()` bytes from guest address `va`.

@@ -14,15 +14,14 @@ use crate::domain::{Domain, RunState};
 use crate::exit::HostExit;
 use crate::hypercall::{HostInfo, dispatch::dispatch};
 use crate::layout::{DIRECTMAP_VIRT_START, HYPERVISOR_TEXT_START};
-use crate::mm::effects::Effects;
 use crate::mm::machine::{DomainMm, VcpuMm};
 use crate::stats::Stats;
 use crate::vcpu::Vcpu;
 
 use super::entry::{GuestRegs, exit_to_guest};
-use super::env::{ArchEnv, apply_effects};
+use super::env::ArchEnv;
 use super::trampoline::CpuViews;
-use super::{cpu, guest, guest_mem, machine, mem, serial};
+use super::{cpu, guest, guest_mem, machine, serial};
 
 /// Page-fault vector.
 const PF_VECTOR: u64 = 14;
@@ -111,23 +110,12 @@ fn count_entry(stats: &mut Stats, vector: u64) {
 }
 
 fn hypercall(current: &mut Current, regs: &mut GuestRegs) {
-    let mut table = mem::FRAME_TABLE.lock();
-    let Some(frames) = table.as_deref_mut() else {
-        panic!("hypercall before the frame table exists")
-    };
     let args = [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8];
     let number = regs.rax;
-    let mut fx = Effects::default();
-    let mut env = ArchEnv {
-        current,
-        regs,
-        frames,
-        preempted: None,
-        replaced_context: false,
-    };
-    let result = dispatch(&mut env, &mut fx, number, args);
+    let mut env = ArchEnv::new(current, regs);
+    let result = dispatch(&mut env, number, args);
     let (preempted, replaced) = (env.preempted, env.replaced_context);
-    apply_effects(current, &fx);
+    drop(env);
     if let Some(args) = preempted {
         // Continuation: re-execute `int $0x82` with the updated arguments
         // (RAX still holds the hypercall number).
