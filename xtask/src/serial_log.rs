@@ -120,6 +120,9 @@ fn contains_in_order(line: &str, needles: &[&str]) -> bool {
 }
 
 /// Every reason the run does not meet `expectation`; empty means it passed.
+/// The hypervisor's teardown line when every frame came back.
+const TEARDOWN_LINE: [&str; 2] = ["dom0 torn down:", "all returned"];
+
 pub fn evaluate(expectation: &Expectation, outcome: &Outcome, log: &str) -> Vec<String> {
     let mut problems = Vec::new();
     if *outcome != Outcome::Exit(expectation.exit) {
@@ -148,6 +151,22 @@ pub fn evaluate(expectation: &Expectation, outcome: &Outcome, log: &str) -> Vec<
             check.name,
             check.detail
         ));
+    }
+    // Every run that ends with dom0 shutting down must also show that its
+    // teardown gave back every frame it took (issue 3: free frames before
+    // the build equal free frames after the teardown).
+    let ends_with_dom0 = !matches!(
+        expectation.exit,
+        HostExit::HypervisorPanic | HostExit::BadDom0Image
+    );
+    if ends_with_dom0
+        && !log
+            .lines()
+            .any(|line| contains_in_order(line, &TEARDOWN_LINE))
+    {
+        problems.push(
+            "no 'dom0 torn down: ... all returned' line (frames lost or no teardown)".to_owned(),
+        );
     }
     for wanted in expectation.log_lines {
         if !log.lines().any(|line| contains_in_order(line, wanted)) {
@@ -199,8 +218,10 @@ mod tests {
         log_lines: &[],
     };
 
+    const TORN_DOWN: &str = "(HV) dom0 torn down: 9 frames released; free frames 5 before the build, 5 now: all returned\n";
     const GOOD: &str = "(HV) booting\r\n--- pv-tests: hello ---\r\nok: console\r\nskip: sse: no xsave\r\n\
-                        Test result: SUCCESS\r\n(HV) dom0 shut down: poweroff\r\n";
+                        Test result: SUCCESS\r\n(HV) dom0 shut down: poweroff\r\n\
+                        (HV) dom0 torn down: 9 frames released; free frames 5 before the build, 5 now: all returned\r\n";
 
     #[test]
     fn parses_checks_and_results() {
@@ -246,13 +267,24 @@ mod tests {
             evaluate(&POWEROFF, &Outcome::ForeignStatus(0), GOOD).len(),
             1
         );
-        assert_eq!(evaluate(&POWEROFF, &ok, "ok: a\n").len(), 1);
-        assert_eq!(evaluate(&POWEROFF, &ok, "Test result: FAILURE\n").len(), 1);
+        assert_eq!(
+            evaluate(&POWEROFF, &ok, &format!("ok: a\n{TORN_DOWN}")).len(),
+            1
+        );
         assert_eq!(
             evaluate(
                 &POWEROFF,
                 &ok,
-                "Test result: SUCCESS\nTest result: SUCCESS\n"
+                &format!("Test result: FAILURE\n{TORN_DOWN}")
+            )
+            .len(),
+            1
+        );
+        assert_eq!(
+            evaluate(
+                &POWEROFF,
+                &ok,
+                &format!("Test result: SUCCESS\nTest result: SUCCESS\n{TORN_DOWN}")
             )
             .len(),
             1
@@ -301,16 +333,33 @@ mod tests {
             log_lines: &[&["unhandled #PF"]],
         };
         let outcome = Outcome::Exit(HostExit::Dom0Crash);
-        assert!(evaluate(&crash, &outcome, "(HV) unhandled #PF\n").is_empty());
+        let torn_down = "(HV) dom0 torn down: 3 frames released; free frames 7 before the build, 7 now: all returned\n";
+        assert!(
+            evaluate(
+                &crash,
+                &outcome,
+                &format!("(HV) unhandled #PF\n{torn_down}")
+            )
+            .is_empty()
+        );
         assert_eq!(
             evaluate(
                 &crash,
                 &outcome,
-                "(HV) unhandled #PF\nTest result: FAILURE\n"
+                &format!("(HV) unhandled #PF\nTest result: FAILURE\n{torn_down}")
             )
             .len(),
             1
         );
+    }
+
+    #[test]
+    fn a_dom0_shutdown_must_return_every_frame() {
+        let ok = Outcome::Exit(HostExit::Dom0Poweroff);
+        let lost = GOOD.replace("all returned", "FRAMES LOST");
+        assert_eq!(evaluate(&POWEROFF, &ok, &lost).len(), 1);
+        let none = GOOD.replace("dom0 torn down", "dom0 went away");
+        assert_eq!(evaluate(&POWEROFF, &ok, &none).len(), 1);
     }
 
     #[test]

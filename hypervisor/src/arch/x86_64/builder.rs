@@ -36,7 +36,7 @@ use super::env::ArchEnv;
 use super::paging::{self, A, D, P, PAGE_BYTES, RW, US};
 use super::trampoline::CpuViews;
 use super::traps::{CURRENT, Current};
-use super::{mem, paging::phys_to_virt};
+use super::{cpu, mem, paging::phys_to_virt};
 
 /// Why dom0 could not be built.
 #[derive(Debug)]
@@ -133,6 +133,7 @@ pub fn build_dom0(
     // The builder needs one scratch page per 512 pages of dom0 (the p2m list
     // is assembled there first), so that much is not offered to dom0_mem.
     let (free, _) = mem::frame_counts();
+    let free_before_build = free;
     let available = free - free.div_ceil(512);
     let nr_pages = dom0_nr_pages(
         &config.dom0_mem,
@@ -237,6 +238,7 @@ pub fn build_dom0(
         vcpu_mm: VcpuMm::default(),
         views: *views,
         stats: Stats::default(),
+        free_before_build,
         host: HostInfo {
             command_line: boot.hypervisor_cmdline().as_bytes(),
             build_id: build_id(),
@@ -368,6 +370,50 @@ fn build_page_tables(layout: &Dom0Layout, p2m: &P2m<'_>) -> u64 {
         va += PAGE_SIZE;
     }
     table_pa(4, mapping.start)
+}
+
+/// Undoes [`build_dom0`]: drops the GDT's descriptor types, unhooks dom0's
+/// page tables from this CPU's views, then releases every type and
+/// reference dom0 holds, which returns all its frames (shared_info
+/// included) to the allocator. Returns how many frames came back.
+pub fn destroy_dom0(current: &mut Current) -> u64 {
+    let dom = current.domain.id;
+    let gdt = current.vcpu.gdt_frames;
+    let gdt_count = core::mem::take(&mut current.vcpu.gdt_count);
+    clear_guest_slots(&current.views);
+    let mut regs = GuestRegs::default();
+    let mut fx = Effects::default();
+    let mut vcpus = [current.vcpu_mm];
+    let report = {
+        let mut env = ArchEnv::new(current, &mut regs);
+        let mut mmu = Mmu::new(&mut env, &mut fx);
+        for &mfn in &gdt[..gdt_count] {
+            mmu.put_page_and_type(Mfn(mfn));
+        }
+        mmu.teardown(dom, &mut vcpus)
+    };
+    current.vcpu_mm = vcpus[0];
+    if report.remaining != 0 {
+        log::warn!("dom0 teardown: {} frames still owned", report.remaining);
+    }
+    report.released
+}
+
+/// Removes every guest slot from this CPU's two views (and the TLB).
+fn clear_guest_slots(views: &CpuViews) {
+    // SAFETY: both roots are this CPU's hypervisor-owned tables; only the
+    // guest slots are cleared, and the running hypervisor uses none of them.
+    unsafe {
+        let (gv, hv) = (
+            paging::table(views.guest_root),
+            paging::table(views.hv_root),
+        );
+        for slot in (0..512).filter(|&s| crate::layout::is_guest_l4_slot(s)) {
+            gv[slot] = 0;
+            hv[slot] = 0;
+        }
+        cpu::write_cr3(cpu::read_cr3());
+    }
 }
 
 /// Copies a guest L4's guest slots into this CPU's two views.

@@ -21,7 +21,7 @@ use crate::vcpu::Vcpu;
 use super::entry::{GuestRegs, exit_to_guest};
 use super::env::ArchEnv;
 use super::trampoline::CpuViews;
-use super::{cpu, guest, guest_mem, machine, serial};
+use super::{cpu, guest, guest_mem, machine, mem, serial};
 
 /// Page-fault vector.
 const PF_VECTOR: u64 = 14;
@@ -46,6 +46,9 @@ pub struct Current {
     pub host: HostInfo,
     /// Event counters for `stats_op` (empty without the `stats` feature).
     pub stats: Stats,
+    /// Free frames just before the domain was built (teardown must give
+    /// every one back).
+    pub free_before_build: u64,
 }
 
 /// The running domain (one CPU, one domain for now).
@@ -78,12 +81,9 @@ pub fn from_guest(regs: &mut GuestRegs) -> ! {
             // Every interrupt source is masked: nothing to do for a stray one.
             _ => {}
         }
-        if let RunState::ShutDown(reason) = current.domain.state {
-            dom0_shut_down(reason);
-        }
         guest::deliver_pending_event(current, regs);
         if let RunState::ShutDown(reason) = current.domain.state {
-            dom0_shut_down(reason);
+            dom0_shut_down(current, reason);
         }
         guest::apply_pending(current);
         if Stats::ENABLED {
@@ -146,7 +146,7 @@ pub fn crash(current: &mut Current, reason: core::fmt::Arguments<'_>) {
 
 /// dom0 has shut down: report why and end the machine, as Xen ends it when
 /// its hardware domain goes away.
-fn dom0_shut_down(reason: u8) -> ! {
+fn dom0_shut_down(current: &mut Current, reason: u8) -> ! {
     let (outcome, what) = match ShutdownReason::from_number(u64::from(reason)) {
         Some(ShutdownReason::Poweroff) => (HostExit::Dom0Poweroff, "halting the machine"),
         Some(ShutdownReason::Crash) => (HostExit::Dom0Crash, "crashed"),
@@ -170,6 +170,17 @@ fn dom0_shut_down(reason: u8) -> ! {
     log::info!(
         "dom0 shut down (reason {reason}: {}): {what}",
         outcome.name()
+    );
+    let released = super::builder::destroy_dom0(current);
+    let (free, _) = mem::frame_counts();
+    let verdict = if free == current.free_before_build {
+        "all returned"
+    } else {
+        "FRAMES LOST"
+    };
+    log::info!(
+        "dom0 torn down: {released} frames released; free frames {} before the build, {free} now: {verdict}",
+        current.free_before_build
     );
     machine::end(outcome)
 }
