@@ -131,7 +131,8 @@ hypercall_table! {
     ///   `DOMID_SELF` needs privilege over that domain).
     /// - Returns 0 when all `count` requests were done. `*pdone` (unless
     ///   NULL) receives the number done, also on failure.
-    /// - `EFAULT`: `reqs` or a request unreadable, or `pdone` unwritable.
+    /// - `EFAULT`: `reqs` or a request unreadable (an unwritable `pdone` is
+    ///   ignored, as on Xen).
     /// - `ESRCH`: `foreigndom` names no domain.
     /// - `EPERM`: no privilege over `foreigndom`, or an M2P update of a
     ///   frame the caller does not own.
@@ -139,7 +140,7 @@ hypercall_table! {
     ///   of the right owner, or a frame is not valid for the update.
     /// - `EBUSY`: a writable mapping of a frame that is in use as a page
     ///   table or descriptor table.
-    /// - `ENOENT`: a referenced frame is not populated.
+    /// - `ENOENT`: only for paged-out frames (never here: no paging).
     MmuUpdate = 1, "mmu_update";
     /// `set_gdt(const xen_pfn_t frames[], unsigned entries)`: loads a new
     /// guest GDT of `entries` descriptors held in the listed frames (MFNs).

@@ -19,11 +19,12 @@ numbered_enum! {
     MemoryOpCmd {
         /// `arg`: [`XenMemoryReservation`] (IN; OUT: MFNs written to
         /// `extent_start`). Allocates `nr_extents` extents. Returns the
-        /// number of extents done (fewer on shortage). `EFAULT`: bad `arg`;
-        /// `ESRCH`/`EPERM`: bad or foreign `domid`.
+        /// number of extents done: fewer on shortage, 0 for an unreadable
+        /// `arg` or a bad or foreign `domid` (never an error, as on Xen).
         IncreaseReservation = 0, "increase_reservation";
         /// `arg`: [`XenMemoryReservation`] (IN: GMFNs in `extent_start`).
-        /// Frees the extents. Returns the number done. Errors as above.
+        /// Frees the extents. Returns the number done (never an error, as
+        /// above).
         DecreaseReservation = 1, "decrease_reservation";
         /// `arg` ignored. Returns the highest machine frame number in use.
         MaximumRamPage = 2, "maximum_ram_page";

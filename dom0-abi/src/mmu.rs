@@ -25,19 +25,25 @@
 
 use bitflags::bitflags;
 
-/// `mmu_update` request: `ptr & 3` selects the command.
-pub const MMU_UPDATE_CMD_MASK: u64 = 3;
+/// Bit 31 of `mmu_update`'s (and `mmuext_op`'s) `count`: the call is a
+/// continuation whose progress so far is in `*pdone` (Xen's
+/// `MMU_UPDATE_PREEMPTED`).
+pub const MMU_UPDATE_PREEMPTED: u32 = 1 << 31;
+
+/// `mmu_update` request: `ptr & 7` selects the command (4-7 are not
+/// commands: `ENOSYS`).
+pub const MMU_UPDATE_CMD_MASK: u64 = 7;
 
 numbered_enum! {
-    /// `MMU_*`: the command in bits 1:0 of [`MmuUpdate::ptr`].
+    /// `MMU_*`: the command in bits 2:0 of [`MmuUpdate::ptr`].
     MmuUpdateCmd {
         /// Checked write of `val` to the page-table entry at machine
-        /// address `ptr & !3` (its frame must be an L1-L4 table of the
+        /// address `ptr & !7` (its frame must be an L1-L4 table of the
         /// caller, or a writable page).
         NormalPtUpdate = 0, "NORMAL_PT_UPDATE";
         /// `M2P[ptr >> 12] = val`: records that machine frame `ptr >> 12`
         /// backs pseudo-physical frame `val`. The frame must be the
-        /// caller's (`EPERM`).
+        /// caller's (`EINVAL`; `EPERM` with a foreign page-table owner).
         MachphysUpdate = 1, "MACHPHYS_UPDATE";
         /// As `NormalPtUpdate`, but the accessed/dirty bits already in the
         /// entry are kept (ORed in atomically).
@@ -53,7 +59,7 @@ numbered_enum! {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MmuUpdate {
     /// IN: machine address of the entry (or frame), with the command in
-    /// bits 1:0.
+    /// bits 2:0.
     pub ptr: u64,
     /// IN: the new entry (or PFN for `MachphysUpdate`).
     pub val: u64,
@@ -61,7 +67,7 @@ pub struct MmuUpdate {
 
 impl MmuUpdate {
     /// A request for command `cmd` on machine address `maddr` (whose low
-    /// two bits are replaced by the command).
+    /// three bits are replaced by the command).
     #[must_use]
     pub const fn new(cmd: MmuUpdateCmd, maddr: u64, val: u64) -> MmuUpdate {
         MmuUpdate {
@@ -70,14 +76,16 @@ impl MmuUpdate {
         }
     }
 
-    /// The command in bits 1:0 of `ptr`.
+    /// The command in bits 2:0 of `ptr` (`None` for 4-7, which the
+    /// hypervisor refuses with `ENOSYS`).
     #[must_use]
-    pub const fn cmd(&self) -> MmuUpdateCmd {
+    pub const fn cmd(&self) -> Option<MmuUpdateCmd> {
         match self.ptr & MMU_UPDATE_CMD_MASK {
-            0 => MmuUpdateCmd::NormalPtUpdate,
-            1 => MmuUpdateCmd::MachphysUpdate,
-            2 => MmuUpdateCmd::PtUpdatePreserveAd,
-            _ => MmuUpdateCmd::PtUpdateNoTranslate,
+            0 => Some(MmuUpdateCmd::NormalPtUpdate),
+            1 => Some(MmuUpdateCmd::MachphysUpdate),
+            2 => Some(MmuUpdateCmd::PtUpdatePreserveAd),
+            3 => Some(MmuUpdateCmd::PtUpdateNoTranslate),
+            _ => None,
         }
     }
 
@@ -112,10 +120,10 @@ numbered_enum! {
         /// `arg1.linear_addr`: flush one address from this vCPU's TLB.
         InvlpgLocal = 7, "INVLPG_LOCAL";
         /// `arg2.vcpumask`: flush the TLBs of the vCPUs in the bitmap.
-        /// `EFAULT`: bitmap unreadable.
+        /// `EINVAL`: bitmap unreadable.
         TlbFlushMulti = 8, "TLB_FLUSH_MULTI";
         /// `arg1.linear_addr`, `arg2.vcpumask`: flush one address on the
-        /// vCPUs in the bitmap. `EFAULT`: bitmap unreadable.
+        /// vCPUs in the bitmap. `EINVAL`: bitmap unreadable.
         InvlpgMulti = 9, "INVLPG_MULTI";
         /// No arguments: flush the TLBs of all the domain's vCPUs.
         TlbFlushAll = 10, "TLB_FLUSH_ALL";
@@ -322,7 +330,15 @@ mod tests {
     fn requests() {
         let r = MmuUpdate::new(MmuUpdateCmd::MachphysUpdate, 0x1234_5003, 7);
         assert_eq!(r.ptr, 0x1234_5001);
-        assert_eq!(r.cmd(), MmuUpdateCmd::MachphysUpdate);
+        assert_eq!(r.cmd(), Some(MmuUpdateCmd::MachphysUpdate));
+        assert_eq!(
+            MmuUpdate {
+                ptr: 0x1004,
+                val: 0
+            }
+            .cmd(),
+            None
+        );
         assert_eq!(r.maddr(), 0x1234_5000);
         assert_eq!(MmuextCmd::from_number(14), None);
         assert_eq!(MmuextCmd::from_number(15), Some(MmuextCmd::NewUserBaseptr));

@@ -31,6 +31,7 @@
 
 use dom0_abi::Errno;
 use dom0_abi::layout::{guest_addr_ok, is_canonical};
+use dom0_abi::mmu::MMU_UPDATE_PREEMPTED;
 use dom0_abi::mmu::{MmuextCmd, UvmfFlush, UvmfScope, VmAssistCmd, VmAssistType, uvmf_decode};
 use dom0_abi::types::{DomId, Mfn};
 
@@ -54,9 +55,6 @@ pub trait MmuEnv: Env + MmMachine {
     fn m2p_frame(&mut self, entry: u64) -> Option<Mfn>;
 }
 
-/// Xen's `MMU_UPDATE_PREEMPTED` (`public/xen.h`): bit 31 of `count` marks
-/// a continued batch; `*pdone` then holds the requests already done.
-const MMU_UPDATE_PREEMPTED: u32 = 1 << 31;
 /// Size of a `struct mmu_update`.
 const MMU_UPDATE_SIZE: usize = 16;
 /// Size of a `struct mmuext_op`.

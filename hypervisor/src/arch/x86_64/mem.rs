@@ -190,10 +190,8 @@ static M2P: Mutex<M2p> = Mutex::new(M2p {
     entries: 0,
 });
 
-/// The M2P entry of a frame that belongs to no guest pseudo-physical page.
-pub const INVALID_M2P_ENTRY: u64 = u64::MAX;
-
-/// Builds the M2P for `max_frame` machine frames (all entries invalid) and
+/// Builds the M2P for `max_frame` machine frames (all entries
+/// `mm::INVALID_M2P_ENTRY`, all ones) and
 /// maps it read-only under `root`.
 pub fn build_m2p(root: u64, max_frame: u64) {
     let pages = (max_frame * 8).div_ceil(PAGE_SIZE);
