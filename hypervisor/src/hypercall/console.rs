@@ -71,22 +71,22 @@ fn read(env: &mut impl Env, count: u64, buffer: u64) -> Result<u64, Errno> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hypercall::fake::{BASE, FakeEnv};
+    use crate::mm::fake::{BASE, FakeMachine};
 
     #[test]
     fn write_copies_in_chunks() {
-        let mut env = FakeEnv::new();
-        for (b, letter) in env.memory.iter_mut().take(300).zip((b'a'..=b'z').cycle()) {
+        let mut env = FakeMachine::new(16);
+        for (b, letter) in env.guest.iter_mut().take(300).zip((b'a'..=b'z').cycle()) {
             *b = letter;
         }
         assert_eq!(console_io(&mut env, 0, 300, BASE), Ok(0));
-        assert_eq!(env.console, env.memory[..300].to_vec());
+        assert_eq!(env.console, env.guest[..300].to_vec());
         assert_eq!(console_io(&mut env, 0, 0, 0), Ok(0));
     }
 
     #[test]
     fn write_bad_pointer_is_efault() {
-        let mut env = FakeEnv::new();
+        let mut env = FakeMachine::new(16);
         assert_eq!(console_io(&mut env, 0, 16, 0x10), Err(Errno::EFAULT));
         assert_eq!(
             console_io(&mut env, 0, 16, u64::MAX - 4),
@@ -96,10 +96,10 @@ mod tests {
 
     #[test]
     fn read_returns_pending_input() {
-        let mut env = FakeEnv::new();
+        let mut env = FakeMachine::new(16);
         env.input = b"hello".to_vec();
         assert_eq!(console_io(&mut env, 1, 3, BASE), Ok(3));
-        assert_eq!(&env.memory[..3], b"hel");
+        assert_eq!(&env.guest[..3], b"hel");
         assert_eq!(console_io(&mut env, 1, 16, BASE), Ok(2));
         assert_eq!(console_io(&mut env, 1, 16, BASE), Ok(0));
         assert_eq!(
@@ -110,7 +110,7 @@ mod tests {
 
     #[test]
     fn unknown_command_and_unprivileged_caller() {
-        let mut env = FakeEnv::new();
+        let mut env = FakeMachine::new(16);
         assert_eq!(console_io(&mut env, 7, 0, 0), Err(Errno::ENOSYS));
         env.domain.privileged = false;
         assert_eq!(console_io(&mut env, 0, 0, 0), Err(Errno::EPERM));

@@ -209,38 +209,38 @@ fn refused(r: debug::Refused) -> Errno {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hypercall::fake::{BASE, FakeEnv};
+    use crate::mm::fake::{BASE, FakeMachine};
 
-    fn put_trap(env: &mut FakeEnv, i: usize, vector: u8, flags: u8, address: u64) {
+    fn put_trap(env: &mut FakeMachine, i: usize, vector: u8, flags: u8, address: u64) {
         let at = i * 16;
-        env.memory[at] = vector;
-        env.memory[at + 1] = flags;
-        env.memory[at + 8..at + 16].copy_from_slice(&address.to_le_bytes());
+        env.guest[at] = vector;
+        env.guest[at + 1] = flags;
+        env.guest[at + 8..at + 16].copy_from_slice(&address.to_le_bytes());
     }
 
     #[test]
     fn trap_table_merges_until_zero_and_null_clears() {
-        let mut env = FakeEnv::new();
+        let mut env = FakeMachine::new(16);
         put_trap(&mut env, 0, 14, 0, 0xffff_ffff_8000_1000);
         put_trap(&mut env, 1, 3, 3 | 4, 0xffff_ffff_8000_2000);
         assert_eq!(set_trap_table(&mut env, BASE), Ok(0));
-        assert_eq!(env.vcpu.traps[14].address, 0xffff_ffff_8000_1000);
+        assert_eq!(env.cpu.traps[14].address, 0xffff_ffff_8000_1000);
         assert_eq!(
-            (env.vcpu.traps[3].dpl, env.vcpu.traps[3].mask_events),
+            (env.cpu.traps[3].dpl, env.cpu.traps[3].mask_events),
             (3, true)
         );
         assert_eq!(set_trap_table(&mut env, 0), Ok(0));
-        assert_eq!(env.vcpu.traps[14].address, 0);
+        assert_eq!(env.cpu.traps[14].address, 0);
     }
 
     #[test]
     fn trap_table_errors() {
-        let mut env = FakeEnv::new();
+        let mut env = FakeMachine::new(16);
         put_trap(&mut env, 0, 6, 0, 0x1000);
         put_trap(&mut env, 1, 7, 0, 0x8000_0000_0000);
         assert_eq!(set_trap_table(&mut env, BASE), Err(Errno::EINVAL));
         assert_eq!(
-            env.vcpu.traps[6].address, 0x1000,
+            env.cpu.traps[6].address, 0x1000,
             "entries before the bad one stay"
         );
         assert_eq!(set_trap_table(&mut env, 0x10), Err(Errno::EFAULT));
@@ -248,7 +248,7 @@ mod tests {
 
     #[test]
     fn long_trap_tables_continue() {
-        let mut env = FakeEnv::new();
+        let mut env = FakeMachine::new(16);
         for i in 0..70 {
             put_trap(&mut env, i, u8::try_from(i).unwrap(), 0, 0x1000 + i as u64);
         }
@@ -258,22 +258,22 @@ mod tests {
 
     #[test]
     fn callbacks() {
-        let mut env = FakeEnv::new();
+        let mut env = FakeMachine::new(16);
         assert_eq!(set_callbacks(&mut env, 0x10, 0x20, 0x30), Ok(0));
         assert_eq!(set_callbacks(&mut env, 0x11, 0x21, 0x8000_0000_0000), Ok(0));
         assert_eq!(
-            (env.vcpu.event.address, env.vcpu.syscall.address),
+            (env.cpu.event.address, env.cpu.syscall.address),
             (0x11, 0x30)
         );
-        let reg = |env: &mut FakeEnv, kind: u16, flags: u16, address: u64| {
-            env.memory[0..2].copy_from_slice(&kind.to_le_bytes());
-            env.memory[2..4].copy_from_slice(&flags.to_le_bytes());
-            env.memory[8..16].copy_from_slice(&address.to_le_bytes());
+        let reg = |env: &mut FakeMachine, kind: u16, flags: u16, address: u64| {
+            env.guest[0..2].copy_from_slice(&kind.to_le_bytes());
+            env.guest[2..4].copy_from_slice(&flags.to_le_bytes());
+            env.guest[8..16].copy_from_slice(&address.to_le_bytes());
             callback_op(env, 0, BASE)
         };
         assert_eq!(reg(&mut env, 2, 1, 0x40), Ok(0));
         assert_eq!(
-            env.vcpu.syscall,
+            env.cpu.syscall,
             Callback {
                 address: 0x40,
                 mask_events: true
@@ -283,11 +283,11 @@ mod tests {
         assert_eq!(reg(&mut env, 3, 0, 0x40), Err(Errno::ENOSYS));
         assert_eq!(reg(&mut env, 0, 0, 0x8000_0000_0000), Err(Errno::EINVAL));
         assert_eq!(reg(&mut env, 4, 0, 0x50), Ok(0));
-        env.memory[0..2].copy_from_slice(&4u16.to_le_bytes());
+        env.guest[0..2].copy_from_slice(&4u16.to_le_bytes());
         assert_eq!(callback_op(&mut env, 1, BASE), Ok(0));
-        env.memory[0..2].copy_from_slice(&0u16.to_le_bytes());
+        env.guest[0..2].copy_from_slice(&0u16.to_le_bytes());
         assert_eq!(callback_op(&mut env, 1, BASE), Err(Errno::EINVAL));
-        env.memory[0..2].copy_from_slice(&9u16.to_le_bytes());
+        env.guest[0..2].copy_from_slice(&9u16.to_le_bytes());
         assert_eq!(callback_op(&mut env, 1, BASE), Err(Errno::ENOSYS));
         assert_eq!(callback_op(&mut env, 2, BASE), Err(Errno::ENOSYS));
         assert_eq!(callback_op(&mut env, 0, 0x10), Err(Errno::EFAULT));
@@ -295,26 +295,26 @@ mod tests {
 
     #[test]
     fn segment_bases_and_fpu() {
-        let mut env = FakeEnv::new();
+        let mut env = FakeMachine::new(16);
         assert_eq!(set_segment_base(&mut env, 0, 0x1234), Ok(0));
-        assert_eq!(env.vcpu.fs_base, 0x1234);
-        assert!(env.vcpu.pending.contains(Pending::SEGMENTS));
+        assert_eq!(env.cpu.fs_base, 0x1234);
+        assert!(env.cpu.pending.contains(Pending::SEGMENTS));
         assert_eq!(
             set_segment_base(&mut env, 2, 0x8000_0000_0000),
             Err(Errno::EINVAL)
         );
         assert_eq!(set_segment_base(&mut env, 4, 0), Err(Errno::EINVAL));
         assert_eq!(set_segment_base(&mut env, 3, 0xe02b), Ok(0));
-        assert_eq!(env.vcpu.user_gs_sel, 0xe02b);
+        assert_eq!(env.cpu.user_gs_sel, 0xe02b);
         assert_eq!(set_segment_base(&mut env, 3, 0xe008), Ok(0));
-        assert_eq!(env.vcpu.user_gs_sel, 0);
+        assert_eq!(env.cpu.user_gs_sel, 0);
         assert_eq!(fpu_taskswitch(&mut env, 1), Ok(0));
-        assert!(env.vcpu.fpu_ts && env.vcpu.pending.contains(Pending::FPU));
+        assert!(env.cpu.fpu_ts && env.cpu.pending.contains(Pending::FPU));
     }
 
     #[test]
     fn debug_registers() {
-        let mut env = FakeEnv::new();
+        let mut env = FakeMachine::new(16);
         for (reg, value) in [
             (0, 0x1000),
             (1, 0x2008),
@@ -343,6 +343,6 @@ mod tests {
             "I/O breakpoint"
         );
         assert_eq!(set_debugreg(&mut env, 7, 0x401), Ok(0));
-        assert!(env.vcpu.pending.contains(Pending::DEBUG));
+        assert!(env.cpu.pending.contains(Pending::DEBUG));
     }
 }

@@ -51,28 +51,28 @@ fn low_byte(reason: u32) -> u8 {
 mod tests {
     use super::*;
     use crate::domain::RunState;
-    use crate::hypercall::fake::{BASE, FakeEnv};
+    use crate::mm::fake::{BASE, FakeMachine};
 
     #[test]
     fn shutdown_and_code() {
-        let mut env = FakeEnv::new();
-        env.memory[..4].copy_from_slice(&1u32.to_le_bytes());
+        let mut env = FakeMachine::new(16);
+        env.guest[..4].copy_from_slice(&1u32.to_le_bytes());
         assert_eq!(sched_op(&mut env, 5, BASE), Ok(0));
-        env.memory[..4].copy_from_slice(&0u32.to_le_bytes());
+        env.guest[..4].copy_from_slice(&0u32.to_le_bytes());
         assert_eq!(sched_op(&mut env, 2, BASE), Ok(0));
         assert_eq!(env.domain.state, RunState::ShutDown(1));
     }
 
     #[test]
     fn compat_shutdown_takes_the_reason_directly() {
-        let mut env = FakeEnv::new();
+        let mut env = FakeMachine::new(16);
         assert_eq!(sched_op_compat(&mut env, 2, 3), Ok(0));
         assert_eq!(env.domain.state, RunState::ShutDown(3));
     }
 
     #[test]
     fn errors() {
-        let mut env = FakeEnv::new();
+        let mut env = FakeMachine::new(16);
         assert_eq!(sched_op(&mut env, 0, 0), Ok(0));
         assert_eq!(sched_op(&mut env, 99, 0), Err(Errno::ENOSYS));
         assert_eq!(sched_op(&mut env, 2, 0x10), Err(Errno::EFAULT));

@@ -30,19 +30,19 @@ pub fn stats_op(env: &mut impl Env, cmd: u64, arg: u64) -> Result<u64, Errno> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hypercall::fake::{BASE, FakeEnv};
+    use crate::mm::fake::{BASE, FakeMachine};
 
     #[test]
     fn answers_enosys_or_the_counters() {
-        let mut env = FakeEnv::new();
-        env.memory[..4].copy_from_slice(&1u32.to_le_bytes());
-        env.memory[4..8].copy_from_slice(&16u32.to_le_bytes());
+        let mut env = FakeMachine::new(16);
+        env.guest[..4].copy_from_slice(&1u32.to_le_bytes());
+        env.guest[4..8].copy_from_slice(&16u32.to_le_bytes());
         if Stats::ENABLED {
             env.stats.add(Counter::Entries, 3);
             assert_eq!(stats_op(&mut env, 0, BASE), Ok(0));
-            assert_eq!(u32::from_le_bytes(env.memory[4..8].try_into().unwrap()), 12);
-            assert_eq!(u64::from_le_bytes(env.memory[8..16].try_into().unwrap()), 3);
-            env.memory[..4].copy_from_slice(&2u32.to_le_bytes());
+            assert_eq!(u32::from_le_bytes(env.guest[4..8].try_into().unwrap()), 12);
+            assert_eq!(u64::from_le_bytes(env.guest[8..16].try_into().unwrap()), 3);
+            env.guest[..4].copy_from_slice(&2u32.to_le_bytes());
             assert_eq!(stats_op(&mut env, 0, BASE), Err(Errno::EINVAL));
             assert_eq!(stats_op(&mut env, 0, 0x10), Err(Errno::EFAULT));
         } else {

@@ -155,7 +155,7 @@ fn build_id(env: &mut impl Env, arg: u64) -> Result<u64, Errno> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hypercall::fake::{BASE, FakeEnv};
+    use crate::mm::fake::{BASE, FakeMachine};
 
     fn c_str(bytes: &[u8]) -> &[u8] {
         &bytes[..bytes.iter().position(|&b| b == 0).expect("NUL-terminated")]
@@ -163,46 +163,46 @@ mod tests {
 
     #[test]
     fn version_and_strings() {
-        let mut env = FakeEnv::new();
+        let mut env = FakeMachine::new(16);
         assert_eq!(xen_version(&mut env, 0, 0), Ok(0x0004_0011));
         assert_eq!(xen_version(&mut env, 1, BASE), Ok(0));
-        assert_eq!(c_str(&env.memory[..16]), b"-oxen");
+        assert_eq!(c_str(&env.guest[..16]), b"-oxen");
         assert_eq!(xen_version(&mut env, 3, BASE), Ok(0));
-        assert_eq!(c_str(&env.memory[..1024]), b"xen-3.0-x86_64");
+        assert_eq!(c_str(&env.guest[..1024]), b"xen-3.0-x86_64");
         assert_eq!(xen_version(&mut env, 9, BASE), Ok(0));
-        assert_eq!(c_str(&env.memory[..1024]), b"console=com1 dom0_mem=64M");
+        assert_eq!(c_str(&env.guest[..1024]), b"console=com1 dom0_mem=64M");
         assert_eq!(xen_version(&mut env, 7, 0), Ok(4096));
         assert_eq!(xen_version(&mut env, 7, BASE), Err(Errno::EINVAL));
     }
 
     #[test]
     fn platform_parameters_and_features() {
-        let mut env = FakeEnv::new();
+        let mut env = FakeMachine::new(16);
         assert_eq!(xen_version(&mut env, 5, BASE), Ok(0));
-        assert_eq!(env.memory[..8], 0xFFFF_8000_0000_0000u64.to_le_bytes());
-        env.memory[..8].fill(0);
+        assert_eq!(env.guest[..8], 0xFFFF_8000_0000_0000u64.to_le_bytes());
+        env.guest[..8].fill(0);
         assert_eq!(xen_version(&mut env, 6, BASE), Ok(0));
-        let submap = u32::from_le_bytes(env.memory[4..8].try_into().unwrap());
+        let submap = u32::from_le_bytes(env.guest[4..8].try_into().unwrap());
         assert_ne!(submap & (1 << 11), 0, "dom0 bit");
-        env.memory[0] = 1;
+        env.guest[0] = 1;
         assert_eq!(xen_version(&mut env, 6, BASE), Err(Errno::EINVAL));
     }
 
     #[test]
     fn build_id_sizes() {
-        let mut env = FakeEnv::new();
+        let mut env = FakeMachine::new(16);
         assert_eq!(xen_version(&mut env, 10, 0), Ok(20));
         assert_eq!(xen_version(&mut env, 10, BASE), Err(Errno::EINVAL));
-        env.memory[..4].copy_from_slice(&4u32.to_le_bytes());
+        env.guest[..4].copy_from_slice(&4u32.to_le_bytes());
         assert_eq!(xen_version(&mut env, 10, BASE), Err(Errno::ENOBUFS));
-        env.memory[..4].copy_from_slice(&64u32.to_le_bytes());
+        env.guest[..4].copy_from_slice(&64u32.to_le_bytes());
         assert_eq!(xen_version(&mut env, 10, BASE), Ok(20));
-        assert_eq!(env.memory[4..24], [0xab; 20]);
+        assert_eq!(env.guest[4..24], [0xab; 20]);
     }
 
     #[test]
     fn errors() {
-        let mut env = FakeEnv::new();
+        let mut env = FakeMachine::new(16);
         assert_eq!(xen_version(&mut env, 64, 0), Err(Errno::ENOSYS));
         for cmd in [1, 2, 3, 4, 5, 6, 8, 9, 10] {
             assert_eq!(

@@ -19,6 +19,7 @@ use super::pte;
 use super::types::{MapCtx, Mmu};
 use crate::domain::Domain;
 use crate::hypercall::{Env, HostInfo};
+use crate::stats::Stats;
 use crate::vcpu::Vcpu;
 
 /// Guest address of the first byte of fake guest memory.
@@ -55,6 +56,9 @@ pub struct FakeMachine {
     #[allow(dead_code, reason = "read by the hypercall::mmu tests")]
     pub shared_max_pfn: u64,
     pub host: HostInfo,
+    pub console: Vec<u8>,
+    pub input: Vec<u8>,
+    pub stats: Stats,
 }
 
 impl FakeMachine {
@@ -86,9 +90,12 @@ impl FakeMachine {
             vcpu: VcpuMm::default(),
             shared_max_pfn: 0,
             host: HostInfo {
-                command_line: b"",
-                build_id: &[],
+                command_line: b"console=com1 dom0_mem=64M",
+                build_id: &[0xab; 20],
             },
+            console: Vec::new(),
+            input: Vec::new(),
+            stats: Stats::default(),
         }
     }
 
@@ -324,9 +331,14 @@ impl Env for FakeMachine {
         self.guest[r].copy_from_slice(buf);
         Ok(())
     }
-    fn console_write(&mut self, _bytes: &[u8]) {}
-    fn console_read(&mut self, _buf: &mut [u8]) -> usize {
-        0
+    fn console_write(&mut self, bytes: &[u8]) {
+        self.console.extend_from_slice(bytes);
+    }
+    fn console_read(&mut self, buf: &mut [u8]) -> usize {
+        let n = buf.len().min(self.input.len());
+        buf[..n].copy_from_slice(&self.input[..n]);
+        self.input.drain(..n);
+        n
     }
     fn domain(&mut self) -> &mut Domain {
         &mut self.domain
@@ -346,6 +358,9 @@ impl Env for FakeMachine {
     fn apply_effects(&mut self, _fx: &Effects) {}
     fn host(&self) -> &HostInfo {
         &self.host
+    }
+    fn stats(&self) -> &Stats {
+        &self.stats
     }
 }
 
