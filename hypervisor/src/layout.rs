@@ -66,6 +66,11 @@ pub mod trampoline {
     pub const DF_STACK: u64 = BASE + 0x35000;
     /// IST stack for machine checks.
     pub const MC_STACK: u64 = BASE + 0x37000;
+    /// The guest's LDT: its pages are mapped here read-only, one by one,
+    /// when the CPU first touches them.
+    pub const LDT: u64 = BASE + 0x40000;
+    /// Pages of the LDT window (8192 descriptors).
+    pub const LDT_PAGES: u64 = 16;
     /// Top of a one-page stack that starts at `bottom`.
     pub const fn stack_top(bottom: u64) -> u64 {
         bottom + PAGE_SIZE
@@ -79,6 +84,8 @@ pub mod trampoline {
         assert!(stack_top(ENTRY_STACK) < NMI_STACK);
         assert!(stack_top(NMI_STACK) < DF_STACK && stack_top(DF_STACK) < MC_STACK);
         assert!(super::l4_slot(stack_top(MC_STACK)) == super::TRAMPOLINE_L4_SLOT);
+        assert!(stack_top(MC_STACK) < LDT);
+        assert!(super::l4_slot(LDT + LDT_PAGES * PAGE_SIZE) == super::TRAMPOLINE_L4_SLOT);
     };
 
     /// Offsets inside the read-only data page.

@@ -156,6 +156,7 @@ pub const TESTS: &[IntegrationTest] = &[
     passes!("mm_writable_pt", conformance: true),
     passes!("cpu_descriptors", conformance: true),
     passes!("cpu_debugreg", conformance: true),
+    passes!("cpu_ldt", conformance: true),
     passes!("shutdown_poweroff", conformance: false),
     passes!("shutdown_compat", conformance: false),
     shuts_down!("shutdown_reboot", Dom0Reboot),

@@ -7,7 +7,8 @@
 //! ring 0), not-present entries, and nothing else — no LDT or TSS
 //! descriptors and no gates of any kind. The CPU reads the GDT through
 //! read-only mappings, so descriptors are stored with their accessed bit
-//! already set.
+//! already set. LDT pages follow the same rules, claimed lazily on the
+//! CPU's first access ([`take_ldt_page`]).
 #![forbid(unsafe_code)]
 
 use dom0_abi::Errno;
@@ -16,6 +17,7 @@ use dom0_abi::segment::FIRST_RESERVED_GDT_ENTRY;
 use super::mmu::MmuEnv;
 use crate::mm::effects::Effects;
 use crate::mm::frame_table::{Owner, PageType};
+use crate::mm::pte;
 use crate::mm::types::Mmu;
 use crate::vcpu::Pending;
 use dom0_abi::types::Mfn;
@@ -113,6 +115,29 @@ fn release(env: &mut impl MmuEnv, fx: &mut Effects, frames: &[u64]) {
     for &mfn in frames {
         mmu.put_page_and_type(Mfn(mfn));
     }
+}
+
+/// Claims the guest page at `va` for the LDT (the lazy half of
+/// `MMUEXT_SET_LDT`, run when the CPU first touches that page of the LDT):
+/// the page must be mapped in the vCPU's page tables and be the domain's;
+/// it takes the descriptor type (so it can no longer be mapped writable)
+/// and every descriptor in it is checked as for the GDT. Returns its frame,
+/// or `None` when the guest gets the page fault instead.
+pub fn take_ldt_page(env: &mut impl MmuEnv, fx: &mut Effects, va: u64) -> Option<Mfn> {
+    let root = env.vcpu_mm().kernel_l4?;
+    let entry = Mmu::new(env, fx).l1e_of(root, va)?;
+    if !pte::is_present(entry) {
+        return None;
+    }
+    let mfn = pte::frame(entry);
+    let owner = Owner::Domain(env.domain().id);
+    take_frame(env, fx, mfn, owner).ok()?;
+    Some(mfn)
+}
+
+/// Gives back an LDT page claimed by [`take_ldt_page`].
+pub fn release_ldt_page(env: &mut impl MmuEnv, fx: &mut Effects, mfn: Mfn) {
+    Mmu::new(env, fx).put_page_and_type(mfn);
 }
 
 /// `update_descriptor(maddr, desc)`: writes one checked descriptor at

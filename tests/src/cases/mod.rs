@@ -11,6 +11,7 @@ mod console_io;
 mod cpu_compat;
 mod cpu_exceptions;
 mod cpu_fpu;
+mod cpu_ldt;
 mod cpu_priv;
 mod cpu_segments;
 mod cpu_traps;
@@ -216,6 +217,10 @@ pub const ALL: &[Case] = &[
     Case {
         name: "cpu_descriptors",
         run: cpu_segments::descriptors,
+    },
+    Case {
+        name: "cpu_ldt",
+        run: cpu_ldt::run,
     },
     Case {
         name: "cpu_debugreg",

@@ -238,6 +238,7 @@ pub fn build_dom0(
         vcpu_mm: VcpuMm::default(),
         views: *views,
         stats: Stats::default(),
+        ldt_pages: [0; crate::layout::trampoline::LDT_PAGES as usize],
         free_before_build,
         host: HostInfo {
             command_line: boot.hypervisor_cmdline().as_bytes(),
@@ -386,6 +387,7 @@ pub fn destroy_dom0(current: &mut Current) -> u64 {
     let mut vcpus = [current.vcpu_mm];
     let report = {
         let mut env = ArchEnv::new(current, &mut regs);
+        super::env::release_ldt(&mut env, &mut fx);
         let mut mmu = Mmu::new(&mut env, &mut fx);
         for &mfn in &gdt[..gdt_count] {
             mmu.put_page_and_type(Mfn(mfn));

@@ -28,6 +28,16 @@ pub const fn tss(base: u64, limit: u64) -> [u64; 2] {
     [low, base >> 32]
 }
 
+/// The two GDT slots of a 64-bit LDT descriptor at `base` with `limit`.
+pub const fn ldt(base: u64, limit: u64) -> [u64; 2] {
+    let low = (limit & 0xFFFF)
+        | ((base & 0xFF_FFFF) << 16)
+        | (0x82 << 40)
+        | (((limit >> 16) & 0xF) << 48)
+        | (((base >> 24) & 0xFF) << 56);
+    [low, base >> 32]
+}
+
 /// A 64-bit interrupt gate to `target` through code selector `selector`.
 pub const fn interrupt_gate(target: u64, selector: u16, ist: u8, dpl: u8) -> [u64; 2] {
     let attrs = 0x8E | ((dpl as u64 & 3) << 5);

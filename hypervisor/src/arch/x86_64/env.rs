@@ -10,6 +10,7 @@ use dom0_abi::types::{DomId, Mfn};
 use spin::MutexGuard;
 
 use crate::domain::Domain;
+use crate::hypercall::desc;
 use crate::hypercall::mmu::MmuEnv;
 use crate::hypercall::{Env, HostInfo};
 use crate::layout::PAGE_SIZE;
@@ -22,7 +23,7 @@ use crate::vcpu::Vcpu;
 use super::entry::GuestRegs;
 use super::paging::{PAGE_BYTES, phys_to_virt};
 use super::traps::{Current, crash};
-use super::{cpu, guest, guest_mem, mem, serial};
+use super::{cpu, guest, guest_mem, mem, serial, trampoline};
 
 /// The machine as one hypercall sees it.
 pub struct ArchEnv<'a> {
@@ -218,8 +219,55 @@ impl Env for ArchEnv<'_> {
         &self.current.stats
     }
     fn apply_effects(&mut self, fx: &Effects) {
+        if fx.ldt_changed {
+            let mut more = Effects::default();
+            release_ldt(self, &mut more);
+            trampoline::load_ldt(
+                &self.current.views,
+                u64::from(self.current.vcpu_mm.ldt_ents),
+            );
+            apply_effects(self.current, &more);
+        }
         apply_effects(self.current, fx);
     }
+}
+
+/// Gives back every page mapped in this CPU's LDT window (the LDT changed,
+/// or the domain goes away).
+pub fn release_ldt(env: &mut ArchEnv<'_>, fx: &mut Effects) {
+    for page in 0..env.current.ldt_pages.len() {
+        let mfn = core::mem::take(&mut env.current.ldt_pages[page]);
+        if mfn != 0 {
+            trampoline::set_ldt_page(&env.current.views, page as u64, None);
+            desc::release_ldt_page(env, fx, Mfn(mfn));
+        }
+    }
+}
+
+/// The CPU touched page `page` of the LDT window, which is not mapped:
+/// claim the guest's page there and map it. Returns whether it did (the
+/// instruction is retried); if not, the guest gets the page fault.
+pub fn fault_in_ldt_page(env: &mut ArchEnv<'_>, page: u64) -> bool {
+    let (base, entries) = (
+        env.current.vcpu_mm.ldt_base,
+        u64::from(env.current.vcpu_mm.ldt_ents),
+    );
+    if page * PAGE_SIZE >= entries * 8 {
+        return false;
+    }
+    let mut fx = Effects::default();
+    let Some(mfn) = desc::take_ldt_page(env, &mut fx, base + page * PAGE_SIZE) else {
+        return false;
+    };
+    if let Some(slot) = usize::try_from(page)
+        .ok()
+        .and_then(|i| env.current.ldt_pages.get_mut(i))
+    {
+        *slot = mfn.0;
+    }
+    trampoline::set_ldt_page(&env.current.views, page, Some(mfn.0));
+    apply_effects(env.current, &fx);
+    true
 }
 
 /// Carries out what a batch of memory operations left to do: resync this

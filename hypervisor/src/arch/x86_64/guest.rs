@@ -15,10 +15,11 @@ use crate::mm::types::{PtwrOutcome, PtwrWrite};
 use crate::vcpu::{self, Context, Pending, Vcpu, debug};
 
 use super::entry::GuestRegs;
-use super::env::{ArchEnv, apply_effects};
+use super::env::{ArchEnv, apply_effects, fault_in_ldt_page};
 use super::paging::phys_to_virt;
 use super::traps::{Current, crash, exception_name};
 use super::{cpu, guest_mem};
+use crate::layout::{PAGE_SIZE, trampoline};
 
 /// Pseudo-vector the SYSCALL entry stub reports for a 64-bit `SYSCALL`.
 pub const SYSCALL_VECTOR: u64 = 0x100;
@@ -110,10 +111,24 @@ pub fn exception(current: &mut Current, regs: &mut GuestRegs) {
         current.vcpu.pending.insert(Pending::FPU);
     }
     if vector == PF {
+        let address = cpu::read_cr2();
+        let ldt_window = trampoline::LDT..trampoline::LDT + trampoline::LDT_PAGES * PAGE_SIZE;
+        if ldt_window.contains(&address) {
+            let page = (address - trampoline::LDT) / PAGE_SIZE;
+            if fault_in_ldt_page(&mut ArchEnv::new(current, regs), page) {
+                return;
+            }
+            // Not a usable LDT page: the fault is the guest's, at the
+            // guest's own address of that descriptor.
+            let guest_address = current.vcpu_mm.ldt_base + (address - trampoline::LDT);
+            set_cr2(current, guest_address);
+            deliver(current, regs, PF as u8, Some(regs.error_code));
+            return;
+        }
         if writable_page_table(current, regs) {
             return;
         }
-        set_cr2(current, cpu::read_cr2());
+        set_cr2(current, address);
     }
     let has_error_code = matches!(vector, 8 | 10..=14 | 17 | 21 | 29 | 30);
     #[allow(

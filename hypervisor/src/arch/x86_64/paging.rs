@@ -164,3 +164,21 @@ pub unsafe fn lookup(root: u64, va: u64) -> Option<(u64, u64)> {
         level -= 1;
     }
 }
+
+/// The physical address of the L1 entry for `va` under `root`, whether or
+/// not that entry is present (the tables above it must be).
+///
+/// # Safety
+/// `root` must be a hypervisor-owned page-table tree.
+pub unsafe fn l1_entry_address(root: u64, va: u64) -> Option<u64> {
+    let mut table_pa = root;
+    for level in [4, 3, 2] {
+        // SAFETY: walking a hypervisor-owned tree read-only.
+        let entry = unsafe { table(table_pa) }[index(va, level)];
+        if entry & P == 0 || entry & PS != 0 {
+            return None;
+        }
+        table_pa = entry & ADDR_MASK;
+    }
+    Some(table_pa + index(va, 1) as u64 * 8)
+}

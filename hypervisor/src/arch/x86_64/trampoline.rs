@@ -32,7 +32,7 @@ pub const TSS_SELECTOR: u16 = 0xe040;
 /// 7168-7679), after the guest's pages.
 const RESERVED_PAGE: u64 = FIRST_RESERVED_GDT_PAGE as u64;
 /// One past the last GDT byte in use.
-const GDT_END: u64 = FIRST_RESERVED_GDT_BYTE as u64 + 0x50;
+const GDT_END: u64 = FIRST_RESERVED_GDT_BYTE as u64 + 0x60;
 /// The GDT limit (`GDT_END - 1`), which must fit the GDTR's 16-bit field.
 const GDT_LIMIT: u16 = {
     assert!(GDT_END - 1 <= u16::MAX as u64);
@@ -269,5 +269,56 @@ pub fn load_guest_gdt(views: &CpuViews, frames: &[u64]) {
             }
         }
         super::cpu::invlpg(va);
+    }
+}
+
+/// Selector of the LDT descriptor in the reserved GDT page (two slots after
+/// the TSS's).
+pub const LDT_SELECTOR: u16 = TSS_SELECTOR + 16;
+
+/// Maps (`Some(frame)`, read-only) or unmaps page `page` of the LDT window.
+fn set_ldt_page_raw(hv_root: u64, page: u64, frame: Option<u64>) {
+    let va = t::LDT + page * PAGE_SIZE;
+    // SAFETY: the LDT window's L1 is this CPU's (built above); its entries
+    // only ever hold read-only, non-executable mappings of frames that
+    // carry the descriptor type, or nothing.
+    unsafe {
+        if let Some(entry) = paging::l1_entry_address(hv_root, va) {
+            let value = frame.map_or(0, |mfn| (mfn << 12) | paging::P | NX);
+            (paging::phys_to_virt(entry) as *mut u64).write(value);
+        }
+    }
+    super::cpu::invlpg(va);
+}
+
+/// Maps or unmaps one page of this CPU's LDT window.
+pub fn set_ldt_page(views: &CpuViews, page: u64, frame: Option<u64>) {
+    set_ldt_page_raw(views.hv_root, page, frame);
+}
+
+/// Loads an LDT of `entries` descriptors at the LDT window (or none, for 0):
+/// writes the LDT descriptor into the reserved GDT page through the direct
+/// map and loads LDTR.
+pub fn load_ldt(views: &CpuViews, entries: u64) {
+    if entries == 0 {
+        // SAFETY: a null LDTR makes every LDT selector fault; nothing of
+        // the hypervisor uses the LDT.
+        unsafe { asm!("lldt {0:x}", in(reg) 0u32, options(nostack, preserves_flags)) };
+        return;
+    }
+    let slot = usize::from(LDT_SELECTOR >> 3) - FIRST_RESERVED_GDT_BYTE / 8;
+    let descriptor = desc::ldt(t::LDT, entries * 8 - 1);
+    // SAFETY: the reserved GDT page of this CPU is mapped (read-only) in the
+    // trampoline; its frame is written through the direct map, in the two
+    // slots reserved for the LDT descriptor, which no loaded selector uses.
+    // LLDT then loads that descriptor, which names the LDT window.
+    unsafe {
+        if let Some((_, entry)) = paging::lookup(views.hv_root, t::GDT + RESERVED_PAGE * PAGE_SIZE)
+        {
+            let page = paging::phys_to_virt(entry & paging::ADDR_MASK) as *mut u64;
+            page.add(slot).write(descriptor[0]);
+            page.add(slot + 1).write(descriptor[1]);
+        }
+        asm!("lldt {0:x}", in(reg) u32::from(LDT_SELECTOR), options(nostack, preserves_flags));
     }
 }
