@@ -70,7 +70,9 @@ pub mod trampoline {
     /// when the CPU first touches them.
     pub const LDT: u64 = BASE + 0x40000;
     /// Pages of the LDT window (8192 descriptors).
-    pub const LDT_PAGES: u64 = 16;
+    pub const LDT_PAGE_COUNT: usize = 16;
+    /// [`LDT_PAGE_COUNT`] as an address-arithmetic value.
+    pub const LDT_PAGES: u64 = LDT_PAGE_COUNT as u64;
     /// Top of a one-page stack that starts at `bottom`.
     pub const fn stack_top(bottom: u64) -> u64 {
         bottom + PAGE_SIZE

@@ -238,7 +238,7 @@ pub fn build_dom0(
         vcpu_mm: VcpuMm::default(),
         views: *views,
         stats: Stats::default(),
-        ldt_pages: [0; crate::layout::trampoline::LDT_PAGES as usize],
+        ldt_pages: [0; crate::layout::trampoline::LDT_PAGE_COUNT],
         free_before_build,
         host: HostInfo {
             command_line: boot.hypervisor_cmdline().as_bytes(),

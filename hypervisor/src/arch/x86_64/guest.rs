@@ -31,6 +31,8 @@ const DB: u64 = 1;
 const NM: u64 = 7;
 const GP: u64 = 13;
 const PF: u64 = 14;
+/// [`PF`] as an IDT vector number.
+const PF_VECTOR: u8 = 14;
 /// Bytes of `int $n` (`CD ib`), `int $0x82` and `syscall` (`0F 05`).
 const TWO_BYTE_INSN: u64 = 2;
 
@@ -122,7 +124,7 @@ pub fn exception(current: &mut Current, regs: &mut GuestRegs) {
             // guest's own address of that descriptor.
             let guest_address = current.vcpu_mm.ldt_base + (address - trampoline::LDT);
             set_cr2(current, guest_address);
-            deliver(current, regs, PF as u8, Some(regs.error_code));
+            deliver(current, regs, PF_VECTOR, Some(regs.error_code));
             return;
         }
         if writable_page_table(current, regs) {

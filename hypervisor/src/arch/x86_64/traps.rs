@@ -47,7 +47,7 @@ pub struct Current {
     /// Event counters for `stats_op` (empty without the `stats` feature).
     pub stats: Stats,
     /// Frames mapped in this CPU's LDT window, by page (0: not mapped).
-    pub ldt_pages: [u64; crate::layout::trampoline::LDT_PAGES as usize],
+    pub ldt_pages: [u64; crate::layout::trampoline::LDT_PAGE_COUNT],
     /// Free frames just before the domain was built (teardown must give
     /// every one back).
     pub free_before_build: u64,
