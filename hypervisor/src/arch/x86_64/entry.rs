@@ -171,29 +171,21 @@ from_hypervisor:
      * interrupt from user mode would have: SS, RSP, RFLAGS (R11), CS, RIP
      * (RCX), error 0, pseudo-vector.
      */
-    .global syscall_entry
-syscall_entry:
+    .macro SYSCALL_STUB name, cs, vector
+    .global \name
+\name:
     mov %rsp, ({rsp_slot} - {text} + entry_stubs)(%rip)
     lea ({rsp_slot} - {text} + entry_stubs)(%rip), %rsp
     movq ${user_ss}, 8(%rsp)
     push %r11
-    push ${user_cs64}
+    push $\cs
     push %rcx
     push $0
-    push ${syscall_vector}
+    push $\vector
     jmp entry_common
-
-    .global syscall32_entry
-syscall32_entry:
-    mov %rsp, ({rsp_slot} - {text} + entry_stubs)(%rip)
-    lea ({rsp_slot} - {text} + entry_stubs)(%rip), %rsp
-    movq ${user_ss}, 8(%rsp)
-    push %r11
-    push ${user_cs32}
-    push %rcx
-    push $0
-    push ${syscall32_vector}
-    jmp entry_common
+    .endm
+    SYSCALL_STUB syscall_entry, {user_cs64}, {syscall_vector}
+    SYSCALL_STUB syscall32_entry, {user_cs32}, {syscall32_vector}
 
     /* exit_to_guest_stub(regs): rdi = the GuestRegs at the top of the hypervisor stack. */
     .global exit_to_guest_stub
