@@ -703,7 +703,6 @@ fn trace_runs(
     let limit = Duration::from_secs(args.timeout_secs);
     let mut targets = vec![(Platform::Ours, hypervisor.to_path_buf())];
     if args.against_xen {
-        packages::ensure(packages::XEN)?;
         targets.push((Platform::Xen, xen::unpack(log_dir)?));
     }
     let mut status = 0;
@@ -731,7 +730,14 @@ fn trace_runs(
 /// `cargo xtask bench`; returns the exit status (0 when every run reached
 /// its end).
 pub fn bench(workspace: &Workspace, args: &BenchArgs) -> Result<u8, String> {
-    packages::ensure(packages::QEMU)?;
+    let mut tools = packages::QEMU.to_vec();
+    if args.trace.is_some() {
+        tools.extend_from_slice(trace::TOOLS);
+    }
+    if args.against_xen {
+        tools.extend_from_slice(packages::XEN);
+    }
+    packages::ensure(&tools)?;
     let stats = build_images(workspace, args.hypervisor.is_none())?;
     let hypervisor: PathBuf = match &args.hypervisor {
         Some(path) => std::path::absolute(path).map_err(|e| format!("{}: {e}", path.display()))?,
@@ -752,7 +758,6 @@ pub fn bench(workspace: &Workspace, args: &BenchArgs) -> Result<u8, String> {
         &log_dir,
     )?];
     if args.against_xen {
-        packages::ensure(packages::XEN)?;
         let xen = xen::unpack(&log_dir)?;
         runs.push(boot(
             Platform::Xen,

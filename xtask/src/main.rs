@@ -31,14 +31,29 @@ mod serial_log;
 mod status;
 mod suite;
 mod testrun;
+mod toolchain;
 mod xen;
 
 use std::process::ExitCode;
 
 use cli::Command;
 
+/// What `command` needs beyond a bare toolchain: the bare-metal target
+/// (and `rustfmt`/`clippy` for `test`, which runs them), checked and
+/// installed before anything is built.
+fn prerequisites(command: &Command) -> Result<(), String> {
+    let components: &[toolchain::Component] = match command {
+        Command::Help => return Ok(()),
+        Command::Run(args) if args.hypervisor.is_some() && args.dom0.is_some() => return Ok(()),
+        Command::Build | Command::Run(_) | Command::NewTest(_) | Command::Bench(_) => &[],
+        Command::Test(_) => &[toolchain::Component::Rustfmt, toolchain::Component::Clippy],
+    };
+    toolchain::ensure(&build::Workspace::locate()?, components)
+}
+
 /// Runs one command; `Ok` carries the exit status.
 fn dispatch(command: &Command) -> Result<u8, String> {
+    prerequisites(command)?;
     match command {
         Command::Help => {
             print!("{}", cli::USAGE);

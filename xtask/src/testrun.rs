@@ -189,6 +189,65 @@ fn host_unit_tests(workspace: &Workspace, tally: &mut Tally) {
     tally.record(NAME, &problems, None, "");
 }
 
+/// The lint checks, each counted as one test: formatting, and clippy with
+/// every warning an error, on the host workspace and on the bare-metal
+/// crates as they are built for the machine.
+fn lints(workspace: &Workspace, args: &TestArgs, tally: &mut Tally) {
+    let checks: [(&str, &[&str]); 3] = [
+        ("fmt", &["fmt", "--all", "--check"]),
+        (
+            "clippy_host",
+            &[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--quiet",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        ),
+        (
+            "clippy_bare_metal",
+            &[
+                "clippy",
+                "--release",
+                "--quiet",
+                "--target",
+                build::TARGET,
+                "-p",
+                "hypervisor",
+                "--features",
+                "hypervisor/bare-metal",
+                "-p",
+                "pv-tests",
+                "--features",
+                "pv-tests/bare-metal",
+                "-p",
+                "pv-bench",
+                "--features",
+                "pv-bench/bare-metal",
+                "-p",
+                "guest-pv-shim",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        ),
+    ];
+    for (name, cargo_args) in checks {
+        if !args.selects(name) {
+            continue;
+        }
+        let what = format!("cargo {}", cargo_args.join(" "));
+        println!("test {name}: {what}");
+        let mut cargo = workspace.cargo();
+        cargo.args(cargo_args);
+        let problems: Vec<String> = build::run_checked(cargo, &what).err().into_iter().collect();
+        tally.record(name, &problems, None, "");
+    }
+}
+
 /// The name of a test's conformance run.
 fn xen_name(test: &IntegrationTest) -> String {
     format!("xen:{}", test.name)
@@ -249,12 +308,16 @@ fn conformance(
 
 /// `cargo xtask test`; returns whether every selected test passed.
 pub fn test(workspace: &Workspace, args: &TestArgs) -> Result<bool, String> {
-    let tools = [packages::QEMU, packages::GRUB_ISO].concat();
+    let mut tools = [packages::QEMU, packages::GRUB_ISO].concat();
+    if args.xen {
+        tools.extend_from_slice(packages::XEN);
+    }
     packages::ensure(&tools)?;
     let mut tally = Tally::default();
     if args.selects("host_unit_tests") {
         host_unit_tests(workspace, &mut tally);
     }
+    lints(workspace, args, &mut tally);
     let pending: &[IntegrationTest] = if args.pending { PENDING } else { &[] };
     let table = || TESTS.iter().chain(pending);
     let selected: Vec<&IntegrationTest> = table().filter(|t| args.selects(t.name)).collect();

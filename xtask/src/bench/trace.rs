@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use dom0_abi::layout::{HYPERVISOR_VIRT_END, HYPERVISOR_VIRT_START, TRAMPOLINE_VIRT_START};
 
 use super::{BENCH_MACHINE, Platform};
-use crate::packages::{self, Probe, Tool};
+use crate::packages::{Probe, Tool};
 use crate::qemu::{self, Boot, Module, RunSpec, Serial};
 
 /// Instructions recorded at most.
@@ -339,7 +339,6 @@ pub fn trace(
     log_dir: &Path,
     limit: Duration,
 ) -> Result<String, String> {
-    packages::ensure(TOOLS)?;
     let guest_symbols = Symbols::of(guest)?;
     let window = window_for(name);
     let address = |symbol: &str| {

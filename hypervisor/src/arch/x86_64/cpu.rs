@@ -203,7 +203,10 @@ pub unsafe fn rdmsr(msr: u32) -> u64 {
 /// The MSR must exist and the value must be valid for it and for the code running.
 pub unsafe fn wrmsr(msr: u32, value: u64) {
     // Splitting into the EDX:EAX halves the instruction takes.
-    #[allow(clippy::cast_possible_truncation)]
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "WRMSR takes the value as two 32-bit halves"
+    )]
     let (lo, hi) = (value as u32, (value >> 32) as u32);
     // SAFETY: the caller guarantees the MSR and value are valid.
     unsafe {

@@ -29,7 +29,7 @@ use crate::layout::trampoline;
 /// hardware frame.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
-#[allow(missing_docs)]
+#[allow(missing_docs, reason = "each field is the register it is named after")]
 pub struct GuestRegs {
     pub r15: u64,
     pub r14: u64,
