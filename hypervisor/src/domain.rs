@@ -1,12 +1,37 @@
-//! Domains: what the hypervisor knows about each guest.
+//! Domains: what the hypervisor knows about each guest, and the table
+//! that holds them.
 //!
 //! Invariants: a domain's run state only moves forward (running → shut
 //! down); the first `SCHEDOP_shutdown_code` wins and then overrides the
-//! reason of the domain's eventual shutdown or crash, as on Xen.
+//! reason of the domain's eventual shutdown or crash, as on Xen. Privilege
+//! is a [`Privilege`] capability that only this module can mint, when it
+//! creates the initial domain; nothing a guest does can create one.
 #![forbid(unsafe_code)]
+
+extern crate alloc;
+
+use alloc::boxed::Box;
+use alloc::vec::Vec;
 
 use dom0_abi::sched::ShutdownReason;
 use dom0_abi::types::DomId;
+use spin::{Mutex, MutexGuard, Once};
+
+use crate::mm::machine::DomainMm;
+use crate::vcpu::Vcpu;
+
+/// The right to use privileged hypercalls (Xen's control and hardware
+/// domain). Only domain creation in this module mints one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Privilege(());
+
+impl Privilege {
+    /// A capability for the unit tests' fake domains.
+    #[cfg(test)]
+    pub(crate) const fn for_tests() -> Privilege {
+        Privilege(())
+    }
+}
 
 /// Where a domain is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -18,34 +43,45 @@ pub enum RunState {
     ShutDown(u8),
 }
 
-/// A guest domain.
+/// A guest domain: what belongs to the domain as a whole. Its vCPUs sit
+/// beside it in its [`DomainEntry`].
 #[derive(Debug)]
 pub struct Domain {
     /// Its identifier.
     pub id: DomId,
-    /// Whether it may use privileged hypercalls (dom0).
-    pub privileged: bool,
     /// The toolstack's 16-byte handle (`XENVER_guest_handle`); zero for dom0.
     pub handle: [u8; 16],
-    /// Pages the domain was given.
-    pub nr_pages: u64,
     /// The code recorded by `SCHEDOP_shutdown_code`, if any.
     pub shutdown_code: Option<u8>,
     /// Its run state.
     pub state: RunState,
+    /// Its memory accounting, assists and privilege.
+    pub mm: DomainMm,
+    /// Machine address of its shared_info page (0 before it has one).
+    pub shared_info: u64,
 }
 
 impl Domain {
-    /// The initial domain as the dom0 builder creates it.
-    pub fn dom0(nr_pages: u64) -> Domain {
+    /// The initial domain as the dom0 builder creates it: privileged, with
+    /// I/O rights and `max_vcpus` vCPUs; its pages are counted as the
+    /// builder assigns them.
+    pub fn dom0(max_vcpus: u32, shared_info: u64) -> Domain {
         Domain {
             id: DomId::DOM0,
-            privileged: true,
             handle: [0; 16],
-            nr_pages,
             shutdown_code: None,
             state: RunState::Running,
+            mm: DomainMm {
+                max_vcpus,
+                ..DomainMm::dom0(Privilege(()), 0)
+            },
+            shared_info,
         }
+    }
+
+    /// Whether the domain may use privileged hypercalls.
+    pub fn is_privileged(&self) -> bool {
+        self.mm.privilege.is_some()
     }
 
     /// Records a shutdown code; only the first one counts.
@@ -76,13 +112,133 @@ impl Domain {
     }
 }
 
+/// A domain table entry: the domain and its vCPUs (index = vCPU id).
+#[derive(Debug)]
+pub struct DomainEntry {
+    /// The domain.
+    pub domain: Domain,
+    /// Its vCPUs, `domain.mm.max_vcpus` of them.
+    pub vcpus: Vec<Vcpu>,
+}
+
+impl DomainEntry {
+    /// A domain with `max_vcpus` vCPUs, all down.
+    pub fn new(domain: Domain) -> DomainEntry {
+        let vcpus = (0..domain.mm.max_vcpus).map(Vcpu::new).collect();
+        DomainEntry { domain, vcpus }
+    }
+}
+
+/// The most domain slots the table can have (`max_domains=`).
+pub const MAX_DOMAINS: usize = 1024;
+/// Slots when the command line does not say.
+pub const DEFAULT_DOMAINS: usize = 64;
+
+/// Every domain of this boot; made once, before dom0 is built.
+pub static DOMAINS: Once<DomainTable> = Once::new();
+
+/// One slot of the table.
+pub type DomainSlot = Mutex<Option<Box<DomainEntry>>>;
+
+/// Every domain, in fixed slots indexed by domain id, each behind its own
+/// lock. Lock order (see `docs/locking.md`): per-CPU state, then domain
+/// slots in ascending id order ([`DomainTable::lock_two`]), then the frame
+/// table, then the frame allocator.
+pub struct DomainTable {
+    slots: Vec<DomainSlot>,
+}
+
+/// An index below `len`, or `None`, computed so that a mispredicted bounds
+/// check cannot carry an out-of-range value into a later load: the result
+/// is masked with an all-ones or all-zeros value derived from the
+/// comparison, which the CPU evaluates as data, not as a branch.
+pub fn bounded_index(index: u64, len: usize) -> Option<usize> {
+    let len = len as u64;
+    let in_range = index < len;
+    let mask = 0u64.wrapping_sub(u64::from(in_range));
+    let clamped = usize::try_from(index & mask).ok()?;
+    in_range.then_some(clamped)
+}
+
+impl DomainTable {
+    /// A table of `slots` empty slots (clamped to 1..=[`MAX_DOMAINS`]).
+    pub fn new(slots: usize) -> DomainTable {
+        let slots = slots.clamp(1, MAX_DOMAINS);
+        DomainTable {
+            slots: (0..slots).map(|_| Mutex::new(None)).collect(),
+        }
+    }
+
+    /// How many slots there are.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Whether the table has no slots (never: it has at least one).
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// The slot of `id`, if the table has one (special ids have none).
+    pub fn slot(&self, id: DomId) -> Option<&DomainSlot> {
+        bounded_index(u64::from(id.0), self.slots.len()).map(|i| &self.slots[i])
+    }
+
+    /// Puts `entry` into its domain's empty slot; gives it back if the
+    /// slot is taken or does not exist.
+    pub fn insert(&self, entry: Box<DomainEntry>) -> Result<(), Box<DomainEntry>> {
+        let Some(slot) = self.slot(entry.domain.id) else {
+            return Err(entry);
+        };
+        let mut guard = slot.lock();
+        if guard.is_some() {
+            return Err(entry);
+        }
+        *guard = Some(entry);
+        Ok(())
+    }
+
+    /// Takes a domain out of the table.
+    pub fn remove(&self, id: DomId) -> Option<Box<DomainEntry>> {
+        self.slot(id)?.lock().take()
+    }
+
+    /// Locks two different domains' slots in the documented order (lower
+    /// id first) and returns the guards as `(a, b)`. `None` if either has
+    /// no slot or `a == b` (lock that one alone).
+    #[allow(
+        clippy::type_complexity,
+        reason = "two guards of the one slot type, named where it is defined"
+    )]
+    pub fn lock_two(
+        &self,
+        a: DomId,
+        b: DomId,
+    ) -> Option<(
+        MutexGuard<'_, Option<Box<DomainEntry>>>,
+        MutexGuard<'_, Option<Box<DomainEntry>>>,
+    )> {
+        if a == b {
+            return None;
+        }
+        let (sa, sb) = (self.slot(a)?, self.slot(b)?);
+        if a.0 < b.0 {
+            let ga = sa.lock();
+            Some((ga, sb.lock()))
+        } else {
+            let gb = sb.lock();
+            Some((sa.lock(), gb))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn shutdown_code_overrides_and_first_one_wins() {
-        let mut d = Domain::dom0(16);
+        let mut d = Domain::dom0(1, 0);
         d.set_shutdown_code(ShutdownReason::Reboot as u8);
         d.set_shutdown_code(ShutdownReason::Suspend as u8);
         assert_eq!(
@@ -94,9 +250,53 @@ mod tests {
 
     #[test]
     fn first_shutdown_sticks() {
-        let mut d = Domain::dom0(16);
+        let mut d = Domain::dom0(1, 0);
         assert_eq!(d.shutdown(ShutdownReason::Poweroff as u8), 0);
         assert_eq!(d.crash(), 0);
         assert_eq!(d.state, RunState::ShutDown(0));
+    }
+
+    #[test]
+    fn dom0_is_privileged_with_its_vcpus() {
+        let entry = DomainEntry::new(Domain::dom0(3, 0x1000));
+        assert!(entry.domain.is_privileged());
+        assert_eq!(entry.vcpus.len(), 3);
+        assert!(
+            entry
+                .vcpus
+                .iter()
+                .enumerate()
+                .all(|(i, v)| v.id as usize == i)
+        );
+    }
+
+    #[test]
+    fn bounded_index_refuses_out_of_range() {
+        assert_eq!(bounded_index(0, 4), Some(0));
+        assert_eq!(bounded_index(3, 4), Some(3));
+        assert_eq!(bounded_index(4, 4), None);
+        assert_eq!(bounded_index(u64::MAX, 4), None);
+        assert_eq!(bounded_index(0, 0), None);
+    }
+
+    #[test]
+    fn table_slots_and_lock_order() {
+        let table = DomainTable::new(4);
+        assert_eq!(table.len(), 4);
+        assert!(table.slot(DomId(4)).is_none());
+        assert!(table.slot(DomId::SELF).is_none());
+        let entry = Box::new(DomainEntry::new(Domain::dom0(1, 0)));
+        assert!(table.insert(entry).is_ok());
+        let again = Box::new(DomainEntry::new(Domain::dom0(1, 0)));
+        assert!(table.insert(again).is_err());
+        {
+            let (a, b) = table.lock_two(DomId(2), DomId(0)).unwrap();
+            assert!(a.is_none());
+            assert_eq!(b.as_ref().unwrap().domain.id, DomId(0));
+        }
+        assert!(table.lock_two(DomId(1), DomId(1)).is_none());
+        assert!(table.lock_two(DomId(1), DomId(9)).is_none());
+        assert_eq!(table.remove(DomId(0)).unwrap().domain.id, DomId(0));
+        assert!(table.remove(DomId(0)).is_none());
     }
 }

@@ -19,6 +19,33 @@ use dom0_abi::segment::{
 };
 
 use crate::layout::{guest_range_ok, is_canonical};
+use crate::mm::machine::VcpuMm;
+use crate::regs::GuestRegs;
+use crate::stats::Stats;
+
+extern crate alloc;
+use alloc::boxed::Box;
+
+/// Bytes of a vCPU's saved FPU/SSE/AVX state: room for the XSAVE area of
+/// x87, SSE and AVX (576 + 256 bytes) with headroom, or the 512-byte
+/// FXSAVE image.
+pub const FPU_AREA_BYTES: usize = 4096;
+
+/// A vCPU's saved FPU and extended state, in the CPU's XSAVE (or FXSAVE)
+/// format; the alignment XSAVE requires.
+#[repr(C, align(64))]
+#[derive(Clone, Debug)]
+pub struct FpuArea(pub [u8; FPU_AREA_BYTES]);
+
+/// Whether a vCPU is up (Xen's `!_VPF_down`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Power {
+    /// Down: never brought up, or `VCPUOP_down`.
+    #[default]
+    Down,
+    /// Up: runnable, running or blocked.
+    Up,
+}
 
 /// RFLAGS bits.
 pub mod rflags {
@@ -76,9 +103,32 @@ bitflags::bitflags! {
     }
 }
 
-/// A virtual CPU's PV state.
+/// A virtual CPU: its id, saved context, and the PV state a guest gives
+/// the hypervisor instead of loading an IDT, a TSS and MSRs itself.
+///
+/// While the vCPU runs, its general registers live on the hypervisor stack
+/// of its physical CPU and its FPU state in the CPU; `context` and `fpu`
+/// hold them only while it is switched out.
 #[derive(Clone, Debug)]
 pub struct Vcpu {
+    /// Its id within its domain (its index in the domain's vCPU list).
+    pub id: u32,
+    /// Up or down.
+    pub power: Power,
+    /// Whether it has a context (the boot vCPU's from the builder, the
+    /// others' from `VCPUOP_initialise`).
+    pub initialised: bool,
+    /// General registers and the iret frame, saved while switched out.
+    pub context: GuestRegs,
+    /// FPU/SSE/AVX state, saved while switched out.
+    pub fpu: Box<FpuArea>,
+    /// Whether `fpu` holds a saved image (a vCPU that never ran starts
+    /// from the CPU's initial FPU state).
+    pub fpu_saved: bool,
+    /// Page-table bases and LDT.
+    pub mm: VcpuMm,
+    /// Event counters for `stats_op` (empty without the `stats` feature).
+    pub stats: Stats,
     /// The virtual IDT (`set_trap_table`).
     pub traps: [TrapGate; 256],
     /// Event upcall entry.
@@ -126,7 +176,25 @@ pub struct Vcpu {
 
 impl Default for Vcpu {
     fn default() -> Self {
+        Vcpu::new(0)
+    }
+}
+
+impl Vcpu {
+    /// vCPU `id`, down, with no context yet.
+    pub fn new(id: u32) -> Vcpu {
         Vcpu {
+            id,
+            power: Power::Down,
+            initialised: false,
+            context: GuestRegs::default(),
+            fpu: Box::new(FpuArea([0; FPU_AREA_BYTES])),
+            fpu_saved: false,
+            mm: VcpuMm {
+                id,
+                ..VcpuMm::default()
+            },
+            stats: Stats::default(),
             traps: [TrapGate::default(); 256],
             event: Callback::default(),
             failsafe: Callback::default(),
@@ -149,9 +217,12 @@ impl Default for Vcpu {
             pending: Pending::default(),
         }
     }
-}
 
-impl Vcpu {
+    /// Whether the vCPU is up.
+    pub fn is_up(&self) -> bool {
+        self.power == Power::Up
+    }
+
     /// Merges one `trap_info` entry into the virtual IDT.
     pub fn set_trap(&mut self, info: &TrapInfo) {
         self.traps[usize::from(info.vector)] = TrapGate {

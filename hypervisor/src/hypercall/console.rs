@@ -23,7 +23,7 @@ const CHUNK: usize = 128;
 /// Only a privileged domain may use it; others get `-EPERM` (Xen's release
 /// builds do the same).
 pub fn console_io(env: &mut impl Env, cmd: u64, count: u64, buffer: u64) -> Result<u64, Errno> {
-    if !env.domain().privileged {
+    if !env.domain().is_privileged() {
         return Err(Errno::EPERM);
     }
     // The ABI's `cmd` and `count` are C `unsigned int`s: the upper halves of
@@ -112,7 +112,7 @@ mod tests {
     fn unknown_command_and_unprivileged_caller() {
         let mut env = FakeMachine::new(16);
         assert_eq!(console_io(&mut env, 7, 0, 0), Err(Errno::ENOSYS));
-        env.domain.privileged = false;
+        env.domain.mm.privilege = None;
         assert_eq!(console_io(&mut env, 0, 0, 0), Err(Errno::EPERM));
     }
 }

@@ -150,7 +150,7 @@ fn memory_map(env: &mut impl MmuEnv, arg: u64) -> Result<u64, Errno> {
 /// the window, as on Xen). `EFAULT` for an unwritable argument.
 fn machphys_mapping(env: &mut impl MmuEnv, fx: &mut Effects, arg: u64) -> Result<u64, Errno> {
     let caller = Caller::of(env)?;
-    let max_mfn = if caller.mm.privileged {
+    let max_mfn = if caller.mm.privileged() {
         Mmu::new(env, fx).max_page().saturating_sub(1)
     } else {
         MACH2PHYS_NR_ENTRIES - 1
@@ -268,7 +268,7 @@ fn decode_reservation(
         let node = ((flags >> 8).wrapping_sub(1)) & 0xFF;
         let exact = flags & XENMEMF_EXACT_NODE_REQUEST != 0;
         if node != NO_NODE {
-            if caller.mm.privileged {
+            if caller.mm.privileged() {
                 if node >= MAX_NUMNODES {
                     return None;
                 }
@@ -307,7 +307,7 @@ fn max_order(caller: &Caller) -> u32 {
     if caller.mm.io_caps {
         order = order.max(PTDOM_MAX_ORDER);
     }
-    if caller.mm.privileged {
+    if caller.mm.privileged() {
         order = order.max(CTLDOM_MAX_ORDER);
     }
     order.min(MAX_ORDER)

@@ -99,7 +99,7 @@ impl Caller {
 
     /// Xen's `XSM_TARGET` default: the caller itself, or privilege.
     pub(super) fn may_act_on(&self, target: Owner) -> bool {
-        target == Owner::Domain(self.id) || self.mm.privileged
+        target == Owner::Domain(self.id) || self.mm.privileged()
     }
 }
 
@@ -121,7 +121,7 @@ fn pg_owner(env: &mut impl MmuEnv, caller: &Caller, domid: u16) -> Result<Owner,
 /// `pg_owner`, requested by `caller`.
 fn map_ctx(env: &mut impl MmuEnv, caller: &Caller, pt_owner: &Caller, pg_owner: Owner) -> MapCtx {
     let pg_owner_privileged = match pg_owner {
-        Owner::Domain(d) => env.domain_mm(d).is_some_and(|m| m.privileged),
+        Owner::Domain(d) => env.domain_mm(d).is_some_and(|m| m.privileged()),
         _ => false,
     };
     MapCtx {
@@ -771,7 +771,7 @@ pub fn ptwr_applies(domain: &DomainMm, error_code: u64, kernel_mode: bool) -> bo
     kernel_mode
         && error_code & (pfec::RESERVED | pfec::INSN_FETCH) == 0
         && error_code & (pfec::WRITE | pfec::PRESENT) == (pfec::WRITE | pfec::PRESENT)
-        && (assist || domain.privileged)
+        && (assist || domain.privileged())
 }
 
 /// Emulates a guest write that faulted at `cr2` (decoded by `arch` into
@@ -1327,7 +1327,7 @@ mod tests {
         let (mut m, [_, _, _, l1], data) = setup();
         let dom0 = m.domains[&DOM.0];
         let mut domu = dom0;
-        domu.privileged = false;
+        domu.privilege = None;
         // Write (2) to a present (1) page from kernel mode.
         assert!(ptwr_applies(&dom0, 3, true));
         assert!(!ptwr_applies(&domu, 3, true), "needs the assist");

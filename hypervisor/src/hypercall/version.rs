@@ -53,7 +53,7 @@ pub fn xen_version(env: &mut impl Env, cmd: u64, arg: u64) -> Result<u64, Errno>
             copy_out(env, arg, &handle)
         }
         VersionCmd::Commandline => {
-            if !env.domain().privileged {
+            if !env.domain().is_privileged() {
                 return Err(Errno::EPERM);
             }
             let line = env.host().command_line;
@@ -115,7 +115,7 @@ fn get_features(env: &mut impl Env, arg: u64) -> Result<u64, Errno> {
     if index >= XENFEAT_NR_SUBMAPS {
         return Err(Errno::EINVAL);
     }
-    let privileged = env.domain().privileged;
+    let privileged = env.domain().is_privileged();
     let submap = feature_bits(privileged);
     env.copy_to_guest(arg.wrapping_add(4), &submap.to_le_bytes())?;
     Ok(0)
@@ -127,7 +127,7 @@ fn get_features(env: &mut impl Env, arg: u64) -> Result<u64, Errno> {
 /// header cannot be read, `-EINVAL` for `len == 0`, `-ENODATA` when the
 /// image carries no build ID, `-ENOBUFS` when `len` is too small.
 fn build_id(env: &mut impl Env, arg: u64) -> Result<u64, Errno> {
-    if !env.domain().privileged {
+    if !env.domain().is_privileged() {
         return Err(Errno::EPERM);
     }
     let room = if arg == 0 {
@@ -211,7 +211,7 @@ mod tests {
                 "sub-op {cmd}"
             );
         }
-        env.domain.privileged = false;
+        env.domain.mm.privilege = None;
         assert_eq!(xen_version(&mut env, 9, BASE), Err(Errno::EPERM));
     }
 }

@@ -17,7 +17,7 @@ use super::frame_table::{FrameInfo, Owner, PageType};
 use super::machine::{DomainMm, MmMachine, PageTableMemory, VcpuMm};
 use super::pte;
 use super::types::{MapCtx, Mmu};
-use crate::domain::Domain;
+use crate::domain::{Domain, Privilege};
 use crate::hypercall::{Env, HostInfo};
 use crate::stats::Stats;
 use crate::vcpu::Vcpu;
@@ -65,14 +65,14 @@ impl FakeMachine {
     /// `n` frames, all free, dom0 and domain 1 existing with no pages.
     pub fn new(n: usize) -> FakeMachine {
         let mut domains = BTreeMap::new();
-        domains.insert(DOM.0, DomainMm::dom0(0));
+        domains.insert(DOM.0, DomainMm::dom0(Privilege::for_tests(), 0));
         domains.insert(
             OTHER.0,
             DomainMm {
-                privileged: false,
+                privilege: None,
                 io_caps: false,
                 max_pages: 64,
-                ..DomainMm::dom0(0)
+                ..DomainMm::dom0(Privilege::for_tests(), 0)
             },
         );
         FakeMachine {
@@ -84,7 +84,7 @@ impl FakeMachine {
             domains,
             iomem: BTreeSet::new(),
             guest: vec![0; GUEST_BYTES],
-            domain: Domain::dom0(0),
+            domain: Domain::dom0(1, 0),
             cpu: Vcpu::default(),
             preempted: None,
             vcpu: VcpuMm::default(),

@@ -22,6 +22,7 @@
 use dom0_abi::types::{DomId, Mfn};
 
 use super::frame_table::FrameInfo;
+use crate::domain::Privilege;
 
 /// Word-level access to machine frames holding page tables.
 pub trait PageTableMemory {
@@ -82,8 +83,8 @@ pub struct DomainMm {
     /// `iomem_caps`/`ioport_caps` are not empty). Allows cache attributes
     /// in L1 entries, cache flushes and larger memory-op extents.
     pub io_caps: bool,
-    /// Whether the domain is the control/hardware domain (dom0).
-    pub privileged: bool,
+    /// The domain's privilege, if it is the control/hardware domain (dom0).
+    pub privilege: Option<Privilege>,
     /// Bytes of RAM in the domain's E820 map, a single RAM entry
     /// `[0, size)`; `None` when no map was set (then `XENMEM_memory_map`
     /// gives `ENOSYS`, as on Xen for a PV dom0).
@@ -96,16 +97,22 @@ impl DomainMm {
     /// The state of the initial domain: privileged, with I/O rights, no
     /// page limit (Xen sets dom0's `max_pages` to `~0U`) and no E820 map.
     #[must_use]
-    pub const fn dom0(tot_pages: u64) -> DomainMm {
+    pub const fn dom0(privilege: Privilege, tot_pages: u64) -> DomainMm {
         DomainMm {
             tot_pages,
             max_pages: u32::MAX as u64,
             vm_assist: 0,
             io_caps: true,
-            privileged: true,
+            privilege: Some(privilege),
             memory_map: None,
             max_vcpus: 1,
         }
+    }
+
+    /// Whether the domain is the control/hardware domain.
+    #[must_use]
+    pub const fn privileged(&self) -> bool {
+        self.privilege.is_some()
     }
 }
 

@@ -19,23 +19,29 @@ use crate::builder::layout::{
     Dom0Layout, ImageBounds, LayoutError, RamdiskPlacement, dom0_nr_pages,
 };
 use crate::cmdline::Config;
-use crate::domain::Domain;
+use crate::domain::{DEFAULT_DOMAINS, DOMAINS, Domain, DomainEntry, DomainTable};
 use crate::hypercall::HostInfo;
+use crate::hypercall::desc::MAX_GDT_FRAMES;
 use crate::layout::{PAGE_SIZE, is_guest_l4_slot};
 use crate::loader::{GuestImageInfo, ImageError};
 use crate::mm::effects::Effects;
 use crate::mm::frame_table::{FrameTable, Owner};
-use crate::mm::machine::{DomainMm, VcpuMm};
+use crate::mm::machine::VcpuMm;
 use crate::mm::types::Mmu;
-use crate::stats::Stats;
-use crate::vcpu::Vcpu;
+use crate::vcpu::Power;
 use dom0_abi::Errno;
+use dom0_abi::shared_info::XEN_LEGACY_MAX_VCPUS;
+
+extern crate alloc;
+use alloc::boxed::Box;
+use alloc::vec::Vec;
 
 use super::entry::GuestRegs;
 use super::env::ArchEnv;
 use super::paging::{self, A, D, P, PAGE_BYTES, RW, US};
+use super::percpu::{FREE_BEFORE_DOM0, HOST, PerCpu, THIS_CPU};
 use super::trampoline::CpuViews;
-use super::traps::{CURRENT, Current};
+use super::traps::Current;
 use super::{cpu, mem, paging::phys_to_virt};
 
 /// Why dom0 could not be built.
@@ -105,7 +111,8 @@ impl P2m<'_> {
     }
 }
 
-/// Builds dom0 and makes it the current domain; returns its first context.
+/// Builds dom0, puts it into the domain table and makes its vCPU 0 the one
+/// running on this CPU; returns that vCPU's first context.
 pub fn build_dom0(
     boot: &BootInfo<'static>,
     config: &Config,
@@ -229,24 +236,26 @@ pub fn build_dom0(
         }
     }
 
-    let mut current = Current {
-        domain: Domain::dom0(nr_pages),
-        vcpu: Vcpu::default(),
+    HOST.call_once(|| HostInfo {
+        command_line: boot.hypervisor_cmdline().as_bytes(),
+        build_id: build_id(),
+    });
+    FREE_BEFORE_DOM0.call_once(|| free_before_build);
+    let mut entry = Box::new(DomainEntry::new(Domain::dom0(
+        dom0_vcpus(config),
         shared_info,
-        // Counted up by `register_frames` as each frame is assigned.
-        mm: DomainMm::dom0(0),
-        vcpu_mm: VcpuMm::default(),
-        views: *views,
-        stats: Stats::default(),
-        ldt_pages: [0; crate::layout::trampoline::LDT_PAGE_COUNT],
-        free_before_build,
-        host: HostInfo {
-            command_line: boot.hypervisor_cmdline().as_bytes(),
-            build_id: build_id(),
-        },
-    };
-    register_frames(&mut current, &p2m, shared_info, Mfn(l4 >> 12))?;
-    *CURRENT.lock() = Some(current);
+    )));
+    let mut cpu = PerCpu::new(*views);
+    register_frames(&mut cpu, &mut entry, &p2m, shared_info, Mfn(l4 >> 12))?;
+    let boot_vcpu = &mut entry.vcpus[0];
+    boot_vcpu.power = Power::Up;
+    boot_vcpu.initialised = true;
+    cpu.running = Some((entry.domain.id, 0));
+    DOMAINS
+        .call_once(|| DomainTable::new(DEFAULT_DOMAINS))
+        .insert(entry)
+        .map_err(|_| BuildError::Internal("dom0's slot is taken"))?;
+    *THIS_CPU.lock() = Some(cpu);
     Ok(GuestRegs {
         rip: info.entry,
         cs: u64::from(RING1_KERNEL_CS),
@@ -258,17 +267,29 @@ pub fn build_dom0(
     })
 }
 
+/// dom0's vCPU count: `dom0_max_vcpus` against this machine's one CPU,
+/// at most the number of `vcpu_info` slots in shared_info.
+fn dom0_vcpus(config: &Config) -> u32 {
+    let wanted = config.dom0_max_vcpus.resolve(1);
+    let limit = u32::try_from(XEN_LEGACY_MAX_VCPUS).unwrap_or(u32::MAX);
+    if wanted > limit {
+        log::warn!("dom0_max_vcpus: {wanted} vCPUs asked for, {limit} is the most");
+    }
+    wanted.clamp(1, limit)
+}
+
 /// Enters dom0 into the frame table as Xen's builder does: every frame is
 /// dom0's (which also fills the M2P), shared_info is a hypervisor page dom0
 /// may map writable, and the boot L4 is pinned — which validates the whole
 /// tree just built, so a builder bug shows up here rather than in the guest.
 fn register_frames(
-    current: &mut Current,
+    cpu: &mut PerCpu,
+    entry: &mut DomainEntry,
     p2m: &P2m<'_>,
     shared_info: u64,
     l4: Mfn,
 ) -> Result<(), BuildError> {
-    let dom = current.domain.id;
+    let dom = entry.domain.id;
     {
         let mut table = mem::FRAME_TABLE.lock();
         let frames = table
@@ -279,9 +300,14 @@ fn register_frames(
             .map_err(|_| BuildError::Internal("shared_info cannot be shared"))?;
     }
     let mut regs = GuestRegs::default();
-    let mut vcpu_mm = VcpuMm::default();
+    let mut vcpu_mm = entry.vcpus[0].mm;
     let mut fx = Effects::default();
-    let mut env = ArchEnv::new(current, &mut regs);
+    let mut current = Current {
+        domain: &mut entry.domain,
+        vcpu: &mut entry.vcpus[0],
+        cpu,
+    };
+    let mut env = ArchEnv::new(&mut current, &mut regs);
     let mut mmu = Mmu::new(&mut env, &mut fx);
     for (pfn, &mfn) in p2m.mfns.iter().enumerate() {
         mmu.assign(Mfn(mfn), dom, Some(pfn as u64))
@@ -290,7 +316,7 @@ fn register_frames(
     mmu.install_initial_root(dom, &mut vcpu_mm, l4)
         .map_err(BuildError::PageTables)?;
     drop(env);
-    current.vcpu_mm = vcpu_mm;
+    entry.vcpus[0].mm = vcpu_mm;
     Ok(())
 }
 
@@ -377,24 +403,36 @@ fn build_page_tables(layout: &Dom0Layout, p2m: &P2m<'_>) -> u64 {
 /// page tables from this CPU's views, then releases every type and
 /// reference dom0 holds, which returns all its frames (shared_info
 /// included) to the allocator. Returns how many frames came back.
-pub fn destroy_dom0(current: &mut Current) -> u64 {
-    let dom = current.domain.id;
-    let gdt = current.vcpu.gdt_frames;
-    let gdt_count = core::mem::take(&mut current.vcpu.gdt_count);
-    clear_guest_slots(&current.views);
+pub fn destroy_dom0(cpu: &mut PerCpu, entry: &mut DomainEntry) -> u64 {
+    let dom = entry.domain.id;
+    clear_guest_slots(&cpu.views);
     let mut regs = GuestRegs::default();
     let mut fx = Effects::default();
-    let mut vcpus = [current.vcpu_mm];
+    let mut vcpus: Vec<VcpuMm> = entry.vcpus.iter().map(|v| v.mm).collect();
+    let gdts: Vec<([u64; MAX_GDT_FRAMES], usize)> = entry
+        .vcpus
+        .iter_mut()
+        .map(|v| (v.gdt_frames, core::mem::take(&mut v.gdt_count)))
+        .collect();
     let report = {
-        let mut env = ArchEnv::new(current, &mut regs);
+        let mut current = Current {
+            domain: &mut entry.domain,
+            vcpu: &mut entry.vcpus[0],
+            cpu,
+        };
+        let mut env = ArchEnv::new(&mut current, &mut regs);
         super::env::release_ldt(&mut env, &mut fx);
         let mut mmu = Mmu::new(&mut env, &mut fx);
-        for &mfn in &gdt[..gdt_count] {
-            mmu.put_page_and_type(Mfn(mfn));
+        for (frames, count) in &gdts {
+            for &mfn in &frames[..*count] {
+                mmu.put_page_and_type(Mfn(mfn));
+            }
         }
         mmu.teardown(dom, &mut vcpus)
     };
-    current.vcpu_mm = vcpus[0];
+    for (vcpu, mm) in entry.vcpus.iter_mut().zip(vcpus) {
+        vcpu.mm = mm;
+    }
     if report.remaining != 0 {
         log::warn!("dom0 teardown: {} frames still owned", report.remaining);
     }

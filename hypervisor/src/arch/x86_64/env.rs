@@ -26,9 +26,9 @@ use super::traps::{Current, crash};
 use super::{cpu, guest, guest_mem, mem, serial, trampoline};
 
 /// The machine as one hypercall sees it.
-pub struct ArchEnv<'a> {
+pub struct ArchEnv<'a, 'c> {
     /// The running domain and vCPU.
-    pub current: &'a mut Current,
+    pub current: &'a mut Current<'c>,
     /// The guest registers (for `iret`).
     pub regs: &'a mut GuestRegs,
     /// The frame table, locked the first time a handler needs it (most
@@ -40,9 +40,9 @@ pub struct ArchEnv<'a> {
     pub replaced_context: bool,
 }
 
-impl<'a> ArchEnv<'a> {
+impl<'a, 'c> ArchEnv<'a, 'c> {
     /// The environment of the vCPU whose context is `regs`.
-    pub fn new(current: &'a mut Current, regs: &'a mut GuestRegs) -> ArchEnv<'a> {
+    pub fn new(current: &'a mut Current<'c>, regs: &'a mut GuestRegs) -> ArchEnv<'a, 'c> {
         ArchEnv {
             current,
             regs,
@@ -69,7 +69,7 @@ fn pte_ptr(mfn: Mfn, index: usize) -> *mut u64 {
     (phys_to_virt(mfn.maddr()) as *mut u64).wrapping_add(index)
 }
 
-impl PageTableMemory for ArchEnv<'_> {
+impl PageTableMemory for ArchEnv<'_, '_> {
     fn read_pte(&self, mfn: Mfn, index: usize) -> u64 {
         // SAFETY: the memory core only names RAM frames it has typed or
         // owns, which the direct map covers, and indices below 512.
@@ -111,7 +111,7 @@ impl PageTableMemory for ArchEnv<'_> {
     }
 }
 
-impl MmMachine for ArchEnv<'_> {
+impl MmMachine for ArchEnv<'_, '_> {
     fn frames(&mut self) -> &mut [FrameInfo] {
         let guard = self.frames.get_or_insert_with(|| mem::FRAME_TABLE.lock());
         guard
@@ -148,7 +148,7 @@ impl MmMachine for ArchEnv<'_> {
         mem::set_m2p(mfn.0, pfn);
     }
     fn iomem_permitted(&self, dom: DomId, mfn: Mfn) -> bool {
-        if dom != self.current.domain.id || !self.current.mm.io_caps {
+        if dom != self.current.domain.id || !self.current.domain.mm.io_caps {
             return false;
         }
         let hypervisor_mmio = HYPERVISOR_MMIO.contains(&mfn.0);
@@ -163,13 +163,13 @@ impl MmMachine for ArchEnv<'_> {
         device && below_limit && !hypervisor_mmio
     }
     fn domain_mm(&mut self, dom: DomId) -> Option<&mut DomainMm> {
-        (dom == self.current.domain.id).then_some(&mut self.current.mm)
+        (dom == self.current.domain.id).then_some(&mut self.current.domain.mm)
     }
 }
 
-impl MmuEnv for ArchEnv<'_> {
+impl MmuEnv for ArchEnv<'_, '_> {
     fn vcpu_mm(&mut self) -> &mut VcpuMm {
-        &mut self.current.vcpu_mm
+        &mut self.current.vcpu.mm
     }
     fn shared_max_pfn(&mut self, dom: DomId) -> u64 {
         if dom != self.current.domain.id {
@@ -182,7 +182,7 @@ impl MmuEnv for ArchEnv<'_> {
     }
 }
 
-impl Env for ArchEnv<'_> {
+impl Env for ArchEnv<'_, '_> {
     fn copy_from_guest(&mut self, va: u64, buf: &mut [u8]) -> Result<(), Errno> {
         guest_mem::copy_from_guest(va, buf)
     }
@@ -196,13 +196,15 @@ impl Env for ArchEnv<'_> {
         serial::read_available(buf)
     }
     fn domain(&mut self) -> &mut Domain {
-        &mut self.current.domain
+        self.current.domain
     }
     fn host(&self) -> &HostInfo {
-        &self.current.host
+        super::percpu::HOST
+            .get()
+            .expect("the host facts are set before any domain runs")
     }
     fn vcpu(&mut self) -> &mut Vcpu {
-        &mut self.current.vcpu
+        self.current.vcpu
     }
     fn preempt(&mut self, args: [u64; 5]) {
         self.preempted = Some(args);
@@ -216,15 +218,15 @@ impl Env for ArchEnv<'_> {
         Ok(self.regs.rax)
     }
     fn stats(&self) -> &Stats {
-        &self.current.stats
+        &self.current.vcpu.stats
     }
     fn apply_effects(&mut self, fx: &Effects) {
         if fx.ldt_changed {
             let mut more = Effects::default();
             release_ldt(self, &mut more);
             trampoline::load_ldt(
-                &self.current.views,
-                u64::from(self.current.vcpu_mm.ldt_ents),
+                &self.current.cpu.views,
+                u64::from(self.current.vcpu.mm.ldt_ents),
             );
             apply_effects(self.current, &more);
         }
@@ -234,11 +236,11 @@ impl Env for ArchEnv<'_> {
 
 /// Gives back every page mapped in this CPU's LDT window (the LDT changed,
 /// or the domain goes away).
-pub fn release_ldt(env: &mut ArchEnv<'_>, fx: &mut Effects) {
-    for page in 0..env.current.ldt_pages.len() {
-        let mfn = core::mem::take(&mut env.current.ldt_pages[page]);
+pub fn release_ldt(env: &mut ArchEnv<'_, '_>, fx: &mut Effects) {
+    for page in 0..env.current.cpu.ldt_pages.len() {
+        let mfn = core::mem::take(&mut env.current.cpu.ldt_pages[page]);
         if mfn != 0 {
-            trampoline::set_ldt_page(&env.current.views, page as u64, None);
+            trampoline::set_ldt_page(&env.current.cpu.views, page as u64, None);
             desc::release_ldt_page(env, fx, Mfn(mfn));
         }
     }
@@ -247,10 +249,10 @@ pub fn release_ldt(env: &mut ArchEnv<'_>, fx: &mut Effects) {
 /// The CPU touched page `page` of the LDT window, which is not mapped:
 /// claim the guest's page there and map it. Returns whether it did (the
 /// instruction is retried); if not, the guest gets the page fault.
-pub fn fault_in_ldt_page(env: &mut ArchEnv<'_>, page: u64) -> bool {
+pub fn fault_in_ldt_page(env: &mut ArchEnv<'_, '_>, page: u64) -> bool {
     let (base, entries) = (
-        env.current.vcpu_mm.ldt_base,
-        u64::from(env.current.vcpu_mm.ldt_ents),
+        env.current.vcpu.mm.ldt_base,
+        u64::from(env.current.vcpu.mm.ldt_ents),
     );
     if page * PAGE_SIZE >= entries * 8 {
         return false;
@@ -261,11 +263,11 @@ pub fn fault_in_ldt_page(env: &mut ArchEnv<'_>, page: u64) -> bool {
     };
     if let Some(slot) = usize::try_from(page)
         .ok()
-        .and_then(|i| env.current.ldt_pages.get_mut(i))
+        .and_then(|i| env.current.cpu.ldt_pages.get_mut(i))
     {
         *slot = mfn.0;
     }
-    trampoline::set_ldt_page(&env.current.views, page, Some(mfn.0));
+    trampoline::set_ldt_page(&env.current.cpu.views, page, Some(mfn.0));
     apply_effects(env.current, &fx);
     true
 }
@@ -278,9 +280,9 @@ pub fn fault_in_ldt_page(env: &mut ArchEnv<'_>, page: u64) -> bool {
 /// uses to reach guest memory.
 pub fn apply_effects(current: &mut Current, fx: &Effects) {
     if fx.root_sync.local
-        && let Some(l4) = current.vcpu_mm.kernel_l4
+        && let Some(l4) = current.vcpu.mm.kernel_l4
     {
-        super::builder::install_guest_l4(&current.views, l4.maddr());
+        super::builder::install_guest_l4(&current.cpu.views, l4.maddr());
     }
     for flush in [fx.flush.local, fx.flush.domain] {
         match flush {
@@ -289,13 +291,13 @@ pub fn apply_effects(current: &mut Current, fx: &Effects) {
                 for &address in &va[..usize::from(count)] {
                     cpu::invlpg(address);
                 }
-                current.stats.add(Counter::Invlpgs, u64::from(count));
+                current.vcpu.stats.add(Counter::Invlpgs, u64::from(count));
             }
             TlbFlush::Full => {
                 // SAFETY: reloading the current root flushes its non-global
                 // entries and changes no mapping.
                 unsafe { cpu::write_cr3(cpu::read_cr3()) };
-                current.stats.add(Counter::TlbFlushes, 1);
+                current.vcpu.stats.add(Counter::TlbFlushes, 1);
             }
         }
     }

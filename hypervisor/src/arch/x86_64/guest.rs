@@ -4,10 +4,11 @@
 //! layouts and checks are the pure `crate::vcpu` functions; this module
 //! reads and writes the guest and the CPU.
 use dom0_abi::cpu::IretContext;
-use dom0_abi::shared_info::VcpuInfo;
+use dom0_abi::shared_info::{SharedInfo, VcpuInfo, XEN_LEGACY_MAX_VCPUS};
 use dom0_abi::stats::Counter;
 use dom0_abi::types::Mfn;
 
+use crate::domain::bounded_index;
 use crate::emulate::{self, Insn, StoreValue};
 use crate::hypercall::mmu;
 use crate::mm::effects::Effects;
@@ -54,9 +55,15 @@ fn set_context(regs: &mut GuestRegs, c: &Context) {
     (regs.rcx, regs.r11, regs.rax) = (c.rcx, c.r11, c.rax);
 }
 
-/// vCPU 0's `vcpu_info` in the domain's shared_info page.
+/// The running vCPU's `vcpu_info` in the domain's shared_info page.
 fn vcpu_info(current: &Current) -> *mut VcpuInfo {
-    phys_to_virt(current.shared_info) as *mut VcpuInfo
+    // The id is below XEN_LEGACY_MAX_VCPUS: domains are created with at
+    // most that many vCPUs (there is no VCPUOP_register_vcpu_info yet).
+    let slot = bounded_index(u64::from(current.vcpu.id), XEN_LEGACY_MAX_VCPUS).unwrap_or(0);
+    let offset = core::mem::offset_of!(SharedInfo, vcpu_info) + slot * size_of::<VcpuInfo>();
+    (phys_to_virt(current.domain.shared_info) as *mut u8)
+        .wrapping_add(offset)
+        .cast::<VcpuInfo>()
 }
 
 fn upcall_mask(current: &Current) -> u8 {
@@ -74,7 +81,7 @@ fn set_upcall_mask(current: &Current, mask: u8) {
 
 /// `shared_info.arch.max_pfn` as the guest last wrote it.
 pub fn shared_max_pfn(current: &Current) -> u64 {
-    let info = phys_to_virt(current.shared_info) as *const dom0_abi::shared_info::SharedInfo;
+    let info = phys_to_virt(current.domain.shared_info) as *const dom0_abi::shared_info::SharedInfo;
     // SAFETY: shared_info is a hypervisor-owned frame for the domain's
     // lifetime; the field is plain data the guest may change at any time.
     unsafe { core::ptr::addr_of!((*info).arch.max_pfn).read_volatile() }
@@ -122,7 +129,7 @@ pub fn exception(current: &mut Current, regs: &mut GuestRegs) {
             }
             // Not a usable LDT page: the fault is the guest's, at the
             // guest's own address of that descriptor.
-            let guest_address = current.vcpu_mm.ldt_base + (address - trampoline::LDT);
+            let guest_address = current.vcpu.mm.ldt_base + (address - trampoline::LDT);
             set_cr2(current, guest_address);
             deliver(current, regs, PF_VECTOR, Some(regs.error_code));
             return;
@@ -212,7 +219,7 @@ fn bounce_to(
 ) {
     let saved_mask = upcall_mask(current);
     let b = match vcpu::bounce(
-        &current.vcpu,
+        current.vcpu,
         &context(regs),
         handler,
         error_code,
@@ -232,12 +239,12 @@ fn bounce_to(
         );
     }
     set_context(regs, &b.context);
-    current.stats.add(Counter::Bounces, 1);
+    current.vcpu.stats.add(Counter::Bounces, 1);
     if mask_events {
         set_upcall_mask(current, 1);
     }
     if b.from_user {
-        set_kernel_gs(&mut current.vcpu, true);
+        set_kernel_gs(current.vcpu, true);
     }
 }
 
@@ -306,7 +313,7 @@ pub fn iret(current: &mut Current, regs: &mut GuestRegs) {
     };
     set_context(regs, &target.context);
     set_upcall_mask(current, target.upcall_mask);
-    set_kernel_gs(&mut current.vcpu, !target.context.in_user_mode());
+    set_kernel_gs(current.vcpu, !target.context.in_user_mode());
 }
 
 fn set_kernel_gs(vcpu: &mut Vcpu, kernel: bool) {
@@ -331,7 +338,7 @@ pub fn apply_pending(current: &mut Current) {
 fn apply_pending_work(current: &mut Current) {
     let vcpu = &mut current.vcpu;
     if vcpu.pending.contains(Pending::GDT) {
-        super::trampoline::load_guest_gdt(&current.views, &vcpu.gdt_frames[..vcpu.gdt_count]);
+        super::trampoline::load_guest_gdt(&current.cpu.views, &vcpu.gdt_frames[..vcpu.gdt_count]);
     }
     if vcpu.pending.contains(Pending::SEGMENTS) {
         let (active, inactive) = if vcpu.gs_kernel_active {
@@ -383,7 +390,7 @@ fn gpr(regs: &mut GuestRegs, n: u8) -> &mut u64 {
 /// the page fault goes to the guest.
 fn writable_page_table(current: &mut Current, regs: &mut GuestRegs) -> bool {
     let kernel = !context(regs).in_user_mode();
-    if !mmu::ptwr_applies(&current.mm, regs.error_code, kernel) {
+    if !mmu::ptwr_applies(&current.domain.mm, regs.error_code, kernel) {
         return false;
     }
     let mut bytes = [0u8; 15];
@@ -446,9 +453,9 @@ pub fn emulate(current: &mut Current, regs: &mut GuestRegs) -> bool {
         return false;
     };
     let kernel = !context(regs).in_user_mode();
-    let kernel_l4 = current.vcpu_mm.kernel_l4.map_or(0, Mfn::maddr);
+    let kernel_l4 = current.vcpu.mm.kernel_l4.map_or(0, Mfn::maddr);
     let fault_address = cr2(current);
-    let privileged = current.domain.privileged;
+    let privileged = current.domain.is_privileged();
     let vcpu = &mut current.vcpu;
     let done = match decoded.insn {
         Insn::ForcedCpuid => {

@@ -16,6 +16,7 @@ pub mod io;
 pub mod machine;
 pub mod mem;
 pub mod paging;
+pub mod percpu;
 pub mod pic;
 pub mod serial;
 pub mod setup;

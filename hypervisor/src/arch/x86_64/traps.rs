@@ -8,19 +8,17 @@ use dom0_abi::segment::{
     FLAT_RING3_CS32, FLAT_RING3_CS64, FLAT_RING3_DS, RING1_KERNEL_CS, RING1_KERNEL_SS,
 };
 use dom0_abi::stats::Counter;
-use spin::Mutex;
 
-use crate::domain::{Domain, RunState};
+use crate::domain::{DOMAINS, Domain, DomainEntry, RunState};
 use crate::exit::HostExit;
-use crate::hypercall::{HostInfo, dispatch::dispatch};
+use crate::hypercall::dispatch::dispatch;
 use crate::layout::{DIRECTMAP_VIRT_START, HYPERVISOR_TEXT_START};
-use crate::mm::machine::{DomainMm, VcpuMm};
 use crate::stats::Stats;
 use crate::vcpu::Vcpu;
 
 use super::entry::{GuestRegs, exit_to_guest};
 use super::env::ArchEnv;
-use super::trampoline::CpuViews;
+use super::percpu::{FREE_BEFORE_DOM0, PerCpu, THIS_CPU};
 use super::{cpu, guest, guest_mem, machine, mem, serial};
 
 /// Page-fault vector.
@@ -28,33 +26,17 @@ const PF_VECTOR: u64 = 14;
 /// Debug-exception vector.
 const DB_VECTOR: u64 = 1;
 
-/// The domain running on this CPU, and what hypercalls may report about the host.
-pub struct Current {
+/// What one entry from a guest works on: the running vCPU, its domain and
+/// this physical CPU, borrowed for the entry (the domain's slot is locked
+/// meanwhile; see `docs/locking.md`).
+pub struct Current<'a> {
     /// The running domain.
-    pub domain: Domain,
-    /// Its (only) vCPU.
-    pub vcpu: Vcpu,
-    /// Machine address of its shared_info page.
-    pub shared_info: u64,
-    /// The domain's memory accounting and assists.
-    pub mm: DomainMm,
-    /// The vCPU's base pointers and LDT.
-    pub vcpu_mm: VcpuMm,
-    /// This CPU's two root tables.
-    pub views: CpuViews,
-    /// Facts about this boot.
-    pub host: HostInfo,
-    /// Event counters for `stats_op` (empty without the `stats` feature).
-    pub stats: Stats,
-    /// Frames mapped in this CPU's LDT window, by page (0: not mapped).
-    pub ldt_pages: [u64; crate::layout::trampoline::LDT_PAGE_COUNT],
-    /// Free frames just before the domain was built (teardown must give
-    /// every one back).
-    pub free_before_build: u64,
+    pub domain: &'a mut Domain,
+    /// The running vCPU.
+    pub vcpu: &'a mut Vcpu,
+    /// This physical CPU.
+    pub cpu: &'a mut PerCpu,
 }
-
-/// The running domain (one CPU, one domain for now).
-pub static CURRENT: Mutex<Option<Current>> = Mutex::new(None);
 
 /// Starts running the guest context `regs`, which must sit at the top of
 /// this CPU's hypervisor stack.
@@ -70,31 +52,65 @@ pub fn run_guest(regs: &mut GuestRegs) -> ! {
 /// Entry from a guest: every vector lands here on the hypervisor stack.
 pub fn from_guest(regs: &mut GuestRegs) -> ! {
     {
-        let mut guard = CURRENT.lock();
-        let Some(current) = guard.as_mut() else {
-            panic!("entry from a guest while no domain runs")
+        let mut cpu_guard = THIS_CPU.lock();
+        let Some(cpu) = cpu_guard.as_mut() else {
+            panic!("entry from a guest on a CPU without per-CPU state")
         };
-        let start = if Stats::ENABLED { cpu::rdtsc() } else { 0 };
-        count_entry(&mut current.stats, regs.vector);
-        match regs.vector {
-            v if v == u64::from(HYPERCALL_VECTOR) => hypercall(current, regs),
-            guest::SYSCALL_VECTOR | guest::SYSCALL32_VECTOR => guest::syscall(current, regs),
-            0..32 => guest::exception(current, regs),
-            // Every interrupt source is masked: nothing to do for a stray one.
-            _ => {}
-        }
-        guest::deliver_pending_event(current, regs);
-        if let RunState::ShutDown(reason) = current.domain.state {
-            dom0_shut_down(current, reason);
-        }
-        guest::apply_pending(current);
-        if Stats::ENABLED {
-            current
-                .stats
-                .add(Counter::HypervisorTsc, cpu::rdtsc().wrapping_sub(start));
+        let Some((domid, vcpu_id)) = cpu.running else {
+            panic!("entry from a guest while no vCPU runs")
+        };
+        let Some(slot) = DOMAINS.get().and_then(|t| t.slot(domid)) else {
+            panic!("the running domain d{} has no slot", domid.0)
+        };
+        let mut entry_guard = slot.lock();
+        let Some(entry) = entry_guard.as_deref_mut() else {
+            panic!("the running domain d{} is not in its slot", domid.0)
+        };
+        let Some(index) = usize::try_from(vcpu_id)
+            .ok()
+            .filter(|&i| i < entry.vcpus.len())
+        else {
+            panic!("d{}v{vcpu_id} does not exist", domid.0)
+        };
+        let shut_down = {
+            let mut current = Current {
+                domain: &mut entry.domain,
+                vcpu: &mut entry.vcpus[index],
+                cpu: &mut *cpu,
+            };
+            handle_entry(&mut current, regs)
+        };
+        if let Some(reason) = shut_down {
+            dom0_shut_down(cpu, entry, reason);
         }
     }
     run_guest(regs)
+}
+
+/// Handles one entry for `current`; returns the domain's shutdown reason
+/// if it has shut down (then nothing is left to apply).
+fn handle_entry(current: &mut Current, regs: &mut GuestRegs) -> Option<u8> {
+    let start = if Stats::ENABLED { cpu::rdtsc() } else { 0 };
+    count_entry(&mut current.vcpu.stats, regs.vector);
+    match regs.vector {
+        v if v == u64::from(HYPERCALL_VECTOR) => hypercall(current, regs),
+        guest::SYSCALL_VECTOR | guest::SYSCALL32_VECTOR => guest::syscall(current, regs),
+        0..32 => guest::exception(current, regs),
+        // Every interrupt source is masked: nothing to do for a stray one.
+        _ => {}
+    }
+    guest::deliver_pending_event(current, regs);
+    if let RunState::ShutDown(reason) = current.domain.state {
+        return Some(reason);
+    }
+    guest::apply_pending(current);
+    if Stats::ENABLED {
+        current
+            .vcpu
+            .stats
+            .add(Counter::HypervisorTsc, cpu::rdtsc().wrapping_sub(start));
+    }
+    None
 }
 
 /// Counts one entry: every entry and exit writes CR3 once each, and both
@@ -142,13 +158,17 @@ fn hypercall(current: &mut Current, regs: &mut GuestRegs) {
 
 /// Crashes the running domain with a logged reason.
 pub fn crash(current: &mut Current, reason: core::fmt::Arguments<'_>) {
-    log::error!("d{}v0: {reason}: domain crashed", current.domain.id.0);
+    log::error!(
+        "d{}v{}: {reason}: domain crashed",
+        current.domain.id.0,
+        current.vcpu.id
+    );
     current.domain.crash();
 }
 
 /// dom0 has shut down: report why and end the machine, as Xen ends it when
 /// its hardware domain goes away.
-fn dom0_shut_down(current: &mut Current, reason: u8) -> ! {
+fn dom0_shut_down(cpu: &mut PerCpu, entry: &mut DomainEntry, reason: u8) -> ! {
     let (outcome, what) = match ShutdownReason::from_number(u64::from(reason)) {
         Some(ShutdownReason::Poweroff) => (HostExit::Dom0Poweroff, "halting the machine"),
         Some(ShutdownReason::Crash) => (HostExit::Dom0Crash, "crashed"),
@@ -173,16 +193,16 @@ fn dom0_shut_down(current: &mut Current, reason: u8) -> ! {
         "dom0 shut down (reason {reason}: {}): {what}",
         outcome.name()
     );
-    let released = super::builder::destroy_dom0(current);
+    let released = super::builder::destroy_dom0(cpu, entry);
     let (free, _) = mem::frame_counts();
-    let verdict = if free == current.free_before_build {
+    let before = FREE_BEFORE_DOM0.get().copied().unwrap_or(0);
+    let verdict = if free == before {
         "all returned"
     } else {
         "FRAMES LOST"
     };
     log::info!(
-        "dom0 torn down: {released} frames released; free frames {} before the build, {free} now: {verdict}",
-        current.free_before_build
+        "dom0 torn down: {released} frames released; free frames {before} before the build, {free} now: {verdict}"
     );
     machine::end(outcome)
 }

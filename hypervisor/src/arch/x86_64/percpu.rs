@@ -1,0 +1,49 @@
+//! What belongs to one physical CPU, and the few facts that belong to the
+//! whole machine.
+//!
+//! Ownership (see `docs/state.md`): a [`PerCpu`] is this CPU's alone, made
+//! once at boot and never freed; it names the vCPU running here by domain
+//! and vCPU id, and never holds a reference into a domain. Domains and
+//! their vCPUs live in [`crate::domain::DOMAINS`].
+use dom0_abi::types::DomId;
+use spin::{Mutex, Once};
+
+use crate::hypercall::HostInfo;
+use crate::layout::trampoline::LDT_PAGE_COUNT;
+
+use super::trampoline::CpuViews;
+
+/// One physical CPU's state.
+#[derive(Debug)]
+pub struct PerCpu {
+    /// Its two root tables.
+    pub views: CpuViews,
+    /// Frames mapped in its LDT window, by page (0: not mapped). They
+    /// belong to the running vCPU's LDT and are released when it changes
+    /// or the vCPU is switched out.
+    pub ldt_pages: [u64; LDT_PAGE_COUNT],
+    /// The vCPU running here: its domain and id.
+    pub running: Option<(DomId, u32)>,
+}
+
+impl PerCpu {
+    /// A CPU with its views and nothing running.
+    pub fn new(views: CpuViews) -> PerCpu {
+        PerCpu {
+            views,
+            ldt_pages: [0; LDT_PAGE_COUNT],
+            running: None,
+        }
+    }
+}
+
+/// The boot CPU's state (the only CPU that runs guests for now).
+pub static THIS_CPU: Mutex<Option<PerCpu>> = Mutex::new(None);
+
+/// Facts about this boot that guests may ask for; set once, before dom0
+/// is built.
+pub static HOST: Once<HostInfo> = Once::new();
+
+/// Free frames just before dom0 was built: its teardown must give every
+/// one back.
+pub static FREE_BEFORE_DOM0: Once<u64> = Once::new();
