@@ -93,10 +93,27 @@
 #![forbid(unsafe_code)]
 
 /// Asserts a `#[repr(C)]` type's size and the offset of every listed field.
+///
+/// It also implements [`wire::Wire`] for the type from the same list, so
+/// the list must name every field: one left out does not compile.
 macro_rules! assert_layout {
-    ($t:ty, $size:expr, { $($field:ident : $off:expr),* $(,)? }) => {
+    ($t:ident, $size:expr, { $($field:ident : $off:expr),* $(,)? }) => {
         const _: () = assert!(core::mem::size_of::<$t>() == $size);
         $(const _: () = assert!(core::mem::offset_of!($t, $field) == $off);)*
+        impl $crate::wire::Wire for $t {
+            const SIZE: usize = $size;
+            fn from_wire(bytes: &[u8]) -> Option<Self> {
+                let bytes = bytes.get(..$size)?;
+                Some($t {
+                    $($field: $crate::wire::Wire::from_wire(bytes.get($off..)?)?,)*
+                })
+            }
+            fn to_wire(&self, out: &mut [u8]) -> Option<()> {
+                let out = out.get_mut(..$size)?;
+                $($crate::wire::Wire::to_wire(&{ self.$field }, out.get_mut($off..)?)?;)*
+                Some(())
+            }
+        }
     };
 }
 pub(crate) use assert_layout;
@@ -160,6 +177,7 @@ pub mod stats;
 pub mod types;
 pub mod vcpu;
 pub mod version;
+pub mod wire;
 
 pub use errno::Errno;
 pub use hypercall::Hypercall;

@@ -14,5 +14,7 @@ pub mod layout;
 pub mod loader;
 pub mod mm;
 pub mod regs;
+pub mod sched;
 pub mod stats;
+pub mod time;
 pub mod vcpu;

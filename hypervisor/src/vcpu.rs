@@ -17,6 +17,7 @@ use dom0_abi::cpu::{IretContext, TrapInfo, VGCF_IN_SYSCALL};
 use dom0_abi::segment::{
     FLAT_RING3_CS32, FLAT_RING3_CS64, FLAT_RING3_DS, RING1_KERNEL_CS, RING1_KERNEL_SS,
 };
+use dom0_abi::vcpu::{RUNSTATE_OFFLINE, VcpuRunstateInfo};
 
 use crate::layout::{guest_range_ok, is_canonical};
 use crate::mm::machine::VcpuMm;
@@ -36,6 +37,102 @@ pub const FPU_AREA_BYTES: usize = 4096;
 #[repr(C, align(64))]
 #[derive(Clone, Debug)]
 pub struct FpuArea(pub [u8; FPU_AREA_BYTES]);
+
+impl FpuArea {
+    /// Offset of the x87 control word in the FXSAVE image.
+    const FCW: usize = 0;
+    /// Offset of MXCSR in the FXSAVE image.
+    const MXCSR: usize = 24;
+    /// Offset of the XSAVE header's `XSTATE_BV`.
+    const XSTATE_BV: usize = 512;
+    /// `XSTATE_BV` bits of the x87 and SSE components.
+    const X87_SSE: u64 = 0b11;
+
+    /// The state of a CPU after reset as a vCPU first sees it: x87 control
+    /// word 0x37f, MXCSR 0x1f80, every register zero. Restores the same
+    /// with FXRSTOR and with XRSTOR (its header marks every component as in
+    /// its initial configuration, and MXCSR is read from the image).
+    pub fn initial() -> FpuArea {
+        let mut area = FpuArea([0; FPU_AREA_BYTES]);
+        area.0[Self::FCW..Self::FCW + 2].copy_from_slice(&0x037fu16.to_le_bytes());
+        area.0[Self::MXCSR..Self::MXCSR + 4].copy_from_slice(&0x1f80u32.to_le_bytes());
+        area
+    }
+
+    /// The state a guest gave in FXSAVE format (`vcpu_guest_context`'s
+    /// `fpu_ctxt`): its x87 and SSE registers, AVX state initial.
+    pub fn from_fxsave(image: &[u8; 512]) -> FpuArea {
+        let mut area = FpuArea([0; FPU_AREA_BYTES]);
+        area.0[..512].copy_from_slice(image);
+        area.0[Self::XSTATE_BV..Self::XSTATE_BV + 8].copy_from_slice(&Self::X87_SSE.to_le_bytes());
+        area
+    }
+}
+
+/// The data segment selectors a vCPU holds while switched out (CS and SS
+/// are in its saved registers; GS is kept as `user_gs_sel`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DataSelectors {
+    /// DS.
+    pub ds: u16,
+    /// ES.
+    pub es: u16,
+    /// FS.
+    pub fs: u16,
+}
+
+/// Where a vCPU's time goes, for `VCPUOP_get_runstate_info`: Xen's
+/// `vcpu_runstate_info`, kept in nanoseconds of system time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Runstate {
+    /// The current `RUNSTATE_*`.
+    pub state: i32,
+    /// System time the state was entered.
+    pub entry_time: u64,
+    /// Time spent in each state, finished periods only.
+    pub time: [u64; 4],
+}
+
+impl Runstate {
+    /// A vCPU created at `now`: offline.
+    pub fn new(now: u64) -> Runstate {
+        Runstate {
+            state: RUNSTATE_OFFLINE,
+            entry_time: now,
+            time: [0; 4],
+        }
+    }
+
+    /// Enters `state` at `now` (the time in the old state is added up).
+    pub fn enter(&mut self, state: i32, now: u64) {
+        if let Some(slot) = usize::try_from(self.state)
+            .ok()
+            .and_then(|i| self.time.get_mut(i))
+        {
+            *slot += now.saturating_sub(self.entry_time);
+        }
+        self.state = state;
+        self.entry_time = now;
+    }
+
+    /// The guest-visible record at `now`: the current state's time
+    /// includes the period still running, as Xen reports it.
+    pub fn info(&self, now: u64) -> VcpuRunstateInfo {
+        let mut time = self.time;
+        if let Some(slot) = usize::try_from(self.state)
+            .ok()
+            .and_then(|i| time.get_mut(i))
+        {
+            *slot += now.saturating_sub(self.entry_time);
+        }
+        VcpuRunstateInfo {
+            state: self.state,
+            pad: 0,
+            state_entry_time: self.entry_time,
+            time,
+        }
+    }
+}
 
 /// Whether a vCPU is up (Xen's `!_VPF_down`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -100,6 +197,9 @@ bitflags::bitflags! {
         const GDT = 1 << 2;
         /// The debug registers changed.
         const DEBUG = 1 << 3;
+        /// The data selectors must be loaded from the vCPU's record (it
+        /// was switched in).
+        const SELECTORS = 1 << 4;
     }
 }
 
@@ -120,11 +220,13 @@ pub struct Vcpu {
     pub initialised: bool,
     /// General registers and the iret frame, saved while switched out.
     pub context: GuestRegs,
-    /// FPU/SSE/AVX state, saved while switched out.
+    /// FPU/SSE/AVX state, saved while switched out (a vCPU that never ran
+    /// has [`FpuArea::initial`]).
     pub fpu: Box<FpuArea>,
-    /// Whether `fpu` holds a saved image (a vCPU that never ran starts
-    /// from the CPU's initial FPU state).
-    pub fpu_saved: bool,
+    /// DS, ES and FS, saved while switched out.
+    pub selectors: DataSelectors,
+    /// Time spent running, runnable and offline.
+    pub runstate: Runstate,
     /// Page-table bases and LDT.
     pub mm: VcpuMm,
     /// Event counters for `stats_op` (empty without the `stats` feature).
@@ -188,8 +290,9 @@ impl Vcpu {
             power: Power::Down,
             initialised: false,
             context: GuestRegs::default(),
-            fpu: Box::new(FpuArea([0; FPU_AREA_BYTES])),
-            fpu_saved: false,
+            fpu: Box::new(FpuArea::initial()),
+            selectors: DataSelectors::default(),
+            runstate: Runstate::new(0),
             mm: VcpuMm {
                 id,
                 ..VcpuMm::default()

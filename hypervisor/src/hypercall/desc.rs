@@ -68,13 +68,7 @@ pub fn set_gdt(
         env.copy_from_guest(frames.wrapping_add(8 * i as u64), &mut raw)?;
         *slot = u64::from_le_bytes(raw);
     }
-    let owner = Owner::Domain(env.domain().id);
-    for i in 0..count {
-        if let Err(e) = take_frame(env, fx, Mfn(list[i]), owner) {
-            release(env, fx, &list[..i]);
-            return Err(e);
-        }
-    }
+    take_gdt_frames(env, fx, &list[..count])?;
     let vcpu = env.vcpu();
     let old = (vcpu.gdt_frames, vcpu.gdt_count);
     vcpu.gdt_frames = list;
@@ -83,6 +77,24 @@ pub fn set_gdt(
     vcpu.pending.insert(Pending::GDT);
     release(env, fx, &old.0[..old.1]);
     Ok(0)
+}
+
+/// Takes the descriptor type of every frame in `frames` for the calling
+/// domain, checking (and fixing up) every descriptor in them. `EINVAL`
+/// (with none of them held) if one cannot be a descriptor frame.
+pub fn take_gdt_frames(
+    env: &mut impl MmuEnv,
+    fx: &mut Effects,
+    frames: &[u64],
+) -> Result<(), Errno> {
+    let owner = Owner::Domain(env.domain().id);
+    for (i, &mfn) in frames.iter().enumerate() {
+        if let Err(e) = take_frame(env, fx, Mfn(mfn), owner) {
+            release(env, fx, &frames[..i]);
+            return Err(e);
+        }
+    }
+    Ok(())
 }
 
 /// Takes the descriptor type for one GDT frame and checks (and fixes up)
@@ -110,7 +122,8 @@ fn take_frame(
     Ok(())
 }
 
-fn release(env: &mut impl MmuEnv, fx: &mut Effects, frames: &[u64]) {
+/// Drops what [`take_gdt_frames`] took.
+pub fn release(env: &mut impl MmuEnv, fx: &mut Effects, frames: &[u64]) {
     let mut mmu = Mmu::new(env, fx);
     for &mfn in frames {
         mmu.put_page_and_type(Mfn(mfn));

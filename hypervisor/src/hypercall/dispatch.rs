@@ -18,7 +18,7 @@ use dom0_abi::hypercall::Hypercall;
 #[cfg(doc)]
 use super::Env;
 use super::mmu::{self, MmuEnv};
-use super::{console, cpu, desc, memory, sched, stats, version};
+use super::{console, cpu, desc, memory, sched, stats, vcpu, version};
 use crate::mm::effects::Effects;
 
 /// Multicall entries run per invocation before the call is continued.
@@ -55,6 +55,7 @@ const fn is_memory_op(call: Hypercall) -> bool {
             | Hypercall::MemoryOp
             | Hypercall::SetGdt
             | Hypercall::UpdateDescriptor
+            | Hypercall::VcpuOp
     )
 }
 
@@ -98,6 +99,7 @@ fn memory_call(
         Hypercall::MemoryOp => memory::memory_op(env, fx, a[0], a[1]),
         Hypercall::SetGdt => desc::set_gdt(env, fx, a[0], a[1]),
         Hypercall::UpdateDescriptor => desc::update_descriptor(env, fx, a[0], a[1]),
+        Hypercall::VcpuOp => vcpu::vcpu_op(env, fx, a[0], a[1], a[2]),
         _ => Err(Errno::ENOSYS),
     }
 }

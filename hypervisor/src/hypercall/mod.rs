@@ -9,6 +9,8 @@
 //! guest-visible RAX value.
 #![forbid(unsafe_code)]
 
+extern crate alloc;
+
 pub mod console;
 pub mod cpu;
 pub mod desc;
@@ -17,9 +19,11 @@ pub mod memory;
 pub mod mmu;
 pub mod sched;
 pub mod stats;
+pub mod vcpu;
 pub mod version;
 
 use dom0_abi::Errno;
+use dom0_abi::wire::Wire;
 
 use crate::domain::Domain;
 use crate::mm::effects::Effects;
@@ -40,6 +44,14 @@ pub trait Env {
     fn domain(&mut self) -> &mut Domain;
     /// The calling vCPU.
     fn vcpu(&mut self) -> &mut Vcpu;
+    /// The calling domain's vCPU `id` (the caller itself included);
+    /// `None` when the domain has no vCPU by that id.
+    fn vcpu_by_id(&mut self, id: u32) -> Option<&mut Vcpu>;
+    /// Another vCPU of the domain should run before the caller returns to
+    /// the guest (the caller yielded, or went down).
+    fn reschedule(&mut self);
+    /// System time: nanoseconds since boot.
+    fn now_ns(&self) -> u64;
     /// Continues the hypercall later: the guest re-issues it with `args`
     /// (Xen's continuation), so one call never holds the CPU for long. The
     /// handler's return value is then ignored.
@@ -70,6 +82,22 @@ pub struct HostInfo {
     pub command_line: &'static [u8],
     /// The image's GNU build ID, if it has one.
     pub build_id: &'static [u8],
+}
+
+/// Reads an ABI structure from guest memory at `va` (`EFAULT` if it cannot
+/// be read whole).
+pub(crate) fn read_struct<T: Wire>(env: &mut impl Env, va: u64) -> Result<T, Errno> {
+    let mut bytes = alloc::vec![0u8; T::SIZE];
+    env.copy_from_guest(va, &mut bytes)?;
+    T::from_wire(&bytes).ok_or(Errno::EFAULT)
+}
+
+/// Writes an ABI structure to guest memory at `va` (`EFAULT` if it cannot
+/// be written whole).
+pub(crate) fn write_struct<T: Wire>(env: &mut impl Env, va: u64, value: &T) -> Result<(), Errno> {
+    let mut bytes = alloc::vec![0u8; T::SIZE];
+    value.to_wire(&mut bytes).ok_or(Errno::EFAULT)?;
+    env.copy_to_guest(va, &bytes)
 }
 
 /// Reads a little-endian `u32` from guest memory.

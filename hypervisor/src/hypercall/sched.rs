@@ -1,8 +1,9 @@
 //! `sched_op` and the legacy `sched_op_compat`.
 //!
-//! With one vCPU per domain and no other domains yet, `yield` returns at
-//! once. `block`, `poll`, `remote_shutdown`, `watchdog` and `pin_override`
-//! return `-ENOSYS` until events and more domains exist.
+//! `yield` lets the domain's next runnable vCPU run (round robin on the
+//! one physical CPU; with no other vCPU up it returns at once). `block`,
+//! `poll`, `remote_shutdown`, `watchdog` and `pin_override` return
+//! `-ENOSYS` until events and more domains exist.
 #![forbid(unsafe_code)]
 
 use dom0_abi::Errno;
@@ -13,7 +14,7 @@ use super::{Env, read_u32};
 /// `sched_op(cmd, arg)`.
 pub fn sched_op(env: &mut impl Env, cmd: u64, arg: u64) -> Result<u64, Errno> {
     match SchedOp::from_number(cmd) {
-        Some(SchedOp::Yield) => Ok(0),
+        Some(SchedOp::Yield) => yield_cpu(env),
         Some(SchedOp::Shutdown) => {
             let reason = read_u32(env, arg)?;
             shutdown(env, reason)
@@ -32,10 +33,15 @@ pub fn sched_op(env: &mut impl Env, cmd: u64, arg: u64) -> Result<u64, Errno> {
 /// takes the reason itself in `arg`.
 pub fn sched_op_compat(env: &mut impl Env, cmd: u64, arg: u64) -> Result<u64, Errno> {
     match SchedOp::from_number(cmd) {
-        Some(SchedOp::Yield) => Ok(0),
+        Some(SchedOp::Yield) => yield_cpu(env),
         Some(SchedOp::Shutdown) => shutdown(env, (arg & 0xffff_ffff) as u32),
         _ => Err(Errno::ENOSYS),
     }
+}
+
+fn yield_cpu(env: &mut impl Env) -> Result<u64, Errno> {
+    env.reschedule();
+    Ok(0)
 }
 
 fn shutdown(env: &mut impl Env, reason: u32) -> Result<u64, Errno> {
@@ -74,6 +80,7 @@ mod tests {
     fn errors() {
         let mut env = FakeMachine::new(16);
         assert_eq!(sched_op(&mut env, 0, 0), Ok(0));
+        assert!(env.rescheduled, "yield asks for the next vCPU");
         assert_eq!(sched_op(&mut env, 99, 0), Err(Errno::ENOSYS));
         assert_eq!(sched_op(&mut env, 2, 0x10), Err(Errno::EFAULT));
         assert_eq!(sched_op(&mut env, 5, 0x10), Err(Errno::EFAULT));

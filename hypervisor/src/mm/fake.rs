@@ -49,7 +49,14 @@ pub struct FakeMachine {
     pub iomem: BTreeSet<u64>,
     pub guest: Vec<u8>,
     pub domain: Domain,
+    /// The calling vCPU (id 0).
     pub cpu: Vcpu,
+    /// The domain's other vCPUs by id (index 0 is unused: that is `cpu`).
+    pub vcpus: Vec<Vcpu>,
+    /// Whether a handler asked for another vCPU to run.
+    pub rescheduled: bool,
+    /// System time the handlers see.
+    pub now: u64,
     pub preempted: Option<[u64; 5]>,
     #[allow(dead_code, reason = "read by the hypercall::mmu tests")]
     pub vcpu: VcpuMm,
@@ -86,6 +93,9 @@ impl FakeMachine {
             guest: vec![0; GUEST_BYTES],
             domain: Domain::dom0(1, 0),
             cpu: Vcpu::default(),
+            vcpus: Vec::new(),
+            rescheduled: false,
+            now: 0,
             preempted: None,
             vcpu: VcpuMm::default(),
             shared_max_pfn: 0,
@@ -97,6 +107,17 @@ impl FakeMachine {
             input: Vec::new(),
             stats: Stats::default(),
         }
+    }
+
+    /// `n` frames, and a dom0 of `vcpus` vCPUs whose vCPU 0 (the caller)
+    /// is up.
+    pub fn with_vcpus(n: usize, vcpus: u32) -> FakeMachine {
+        let mut m = FakeMachine::new(n);
+        m.domain.mm.max_vcpus = vcpus;
+        m.cpu.power = crate::vcpu::Power::Up;
+        m.cpu.initialised = true;
+        m.vcpus = (0..vcpus).map(Vcpu::new).collect();
+        m
     }
 
     /// Runs `f` with an [`Mmu`] over this machine; returns its result and
@@ -345,6 +366,21 @@ impl Env for FakeMachine {
     }
     fn vcpu(&mut self) -> &mut Vcpu {
         &mut self.cpu
+    }
+    fn vcpu_by_id(&mut self, id: u32) -> Option<&mut Vcpu> {
+        if id == self.cpu.id {
+            return Some(&mut self.cpu);
+        }
+        if id >= self.domain.mm.max_vcpus {
+            return None;
+        }
+        self.vcpus.get_mut(usize::try_from(id).ok()?)
+    }
+    fn reschedule(&mut self) {
+        self.rescheduled = true;
+    }
+    fn now_ns(&self) -> u64 {
+        self.now
     }
     fn preempt(&mut self, args: [u64; 5]) {
         self.preempted = Some(args);

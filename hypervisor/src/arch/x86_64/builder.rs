@@ -31,6 +31,7 @@ use crate::mm::types::Mmu;
 use crate::vcpu::Power;
 use dom0_abi::Errno;
 use dom0_abi::shared_info::XEN_LEGACY_MAX_VCPUS;
+use dom0_abi::vcpu::RUNSTATE_RUNNING;
 
 extern crate alloc;
 use alloc::boxed::Box;
@@ -250,6 +251,9 @@ pub fn build_dom0(
     let boot_vcpu = &mut entry.vcpus[0];
     boot_vcpu.power = Power::Up;
     boot_vcpu.initialised = true;
+    boot_vcpu
+        .runstate
+        .enter(RUNSTATE_RUNNING, super::time::now_ns());
     cpu.running = Some((entry.domain.id, 0));
     DOMAINS
         .call_once(|| DomainTable::new(DEFAULT_DOMAINS))
@@ -302,11 +306,8 @@ fn register_frames(
     let mut regs = GuestRegs::default();
     let mut vcpu_mm = entry.vcpus[0].mm;
     let mut fx = Effects::default();
-    let mut current = Current {
-        domain: &mut entry.domain,
-        vcpu: &mut entry.vcpus[0],
-        cpu,
-    };
+    let mut current =
+        Current::of(entry, 0, cpu).ok_or(BuildError::Internal("dom0 has no vCPU 0"))?;
     let mut env = ArchEnv::new(&mut current, &mut regs);
     let mut mmu = Mmu::new(&mut env, &mut fx);
     for (pfn, &mfn) in p2m.mfns.iter().enumerate() {
@@ -414,11 +415,10 @@ pub fn destroy_dom0(cpu: &mut PerCpu, entry: &mut DomainEntry) -> u64 {
         .iter_mut()
         .map(|v| (v.gdt_frames, core::mem::take(&mut v.gdt_count)))
         .collect();
+    let running = cpu.running.map_or(0, |(_, id)| id as usize);
     let report = {
-        let mut current = Current {
-            domain: &mut entry.domain,
-            vcpu: &mut entry.vcpus[0],
-            cpu,
+        let Some(mut current) = Current::of(entry, running, cpu) else {
+            return 0;
         };
         let mut env = ArchEnv::new(&mut current, &mut regs);
         super::env::release_ldt(&mut env, &mut fx);

@@ -229,11 +229,11 @@ pub fn invlpg(va: u64) {
 }
 
 /// IA32_FS_BASE.
-const MSR_FS_BASE: u32 = 0xC000_0100;
+pub const MSR_FS_BASE: u32 = 0xC000_0100;
 /// IA32_GS_BASE (the active GS base).
-const MSR_GS_BASE: u32 = 0xC000_0101;
+pub const MSR_GS_BASE: u32 = 0xC000_0101;
 /// IA32_KERNEL_GS_BASE (the one `swapgs` would bring in).
-const MSR_KERNEL_GS_BASE: u32 = 0xC000_0102;
+pub const MSR_KERNEL_GS_BASE: u32 = 0xC000_0102;
 /// IA32_STAR: SYSCALL/SYSRET selectors.
 const MSR_STAR: u32 = 0xC000_0081;
 /// IA32_LSTAR: 64-bit SYSCALL entry.
@@ -276,6 +276,23 @@ pub fn set_cr0_ts(set: bool) {
     }
 }
 
+/// Whether guest FPU state is saved with XSAVE (else FXSAVE).
+static XSAVE: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Whether guest FPU state is saved with XSAVE (set up by
+/// [`enable_guest_features`]).
+pub fn uses_xsave() -> bool {
+    XSAVE.load(core::sync::atomic::Ordering::Relaxed)
+}
+
+/// Drops the hypervisor view's TLB entries for guest slots after this CPU's
+/// views were given another guest's page tables: a CR3 reload (guest
+/// mappings are never global).
+pub fn flush_hypervisor_view() {
+    // SAFETY: reloading the current root changes no mapping.
+    unsafe { write_cr3(read_cr3()) };
+}
+
 /// Prepares the CPU for guests: SSE (and XSAVE with x87/SSE/AVX state when
 /// present) usable by guest code, and `SYSCALL` entering the hypervisor at
 /// `lstar` / `cstar` with IF, TF, DF, AC, NT and IOPL cleared.
@@ -284,6 +301,7 @@ pub fn enable_guest_features(f: &Features, lstar: u64, cstar: u64) {
     if f.xsave {
         cr4 |= CR4_OSXSAVE;
     }
+    XSAVE.store(f.xsave, core::sync::atomic::Ordering::Relaxed);
     // SAFETY: OSFXSR/OSXMMEXCPT exist on every x86-64 CPU and OSXSAVE is set
     // only where CPUID reports XSAVE; XCR0 gets only bits the CPU supports
     // (x87 always, SSE and AVX where present); the SYSCALL MSRs name the

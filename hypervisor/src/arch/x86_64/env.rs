@@ -206,6 +206,15 @@ impl Env for ArchEnv<'_, '_> {
     fn vcpu(&mut self) -> &mut Vcpu {
         self.current.vcpu
     }
+    fn vcpu_by_id(&mut self, id: u32) -> Option<&mut Vcpu> {
+        self.current.vcpu_by_id(id)
+    }
+    fn reschedule(&mut self) {
+        self.current.cpu.resched = true;
+    }
+    fn now_ns(&self) -> u64 {
+        super::time::now_ns()
+    }
     fn preempt(&mut self, args: [u64; 5]) {
         self.preempted = Some(args);
     }

@@ -340,6 +340,9 @@ fn apply_pending_work(current: &mut Current) {
     if vcpu.pending.contains(Pending::GDT) {
         super::trampoline::load_guest_gdt(&current.cpu.views, &vcpu.gdt_frames[..vcpu.gdt_count]);
     }
+    if vcpu.pending.contains(Pending::SELECTORS) {
+        super::context::load_selectors(&vcpu.selectors);
+    }
     if vcpu.pending.contains(Pending::SEGMENTS) {
         let (active, inactive) = if vcpu.gs_kernel_active {
             (vcpu.gs_base_kernel, vcpu.gs_base_user)

@@ -24,6 +24,9 @@ pub struct PerCpu {
     pub ldt_pages: [u64; LDT_PAGE_COUNT],
     /// The vCPU running here: its domain and id.
     pub running: Option<(DomId, u32)>,
+    /// Another vCPU should run before this entry returns (set by a
+    /// hypercall that yields or takes its own vCPU down).
+    pub resched: bool,
 }
 
 impl PerCpu {
@@ -33,6 +36,7 @@ impl PerCpu {
             views,
             ldt_pages: [0; LDT_PAGE_COUNT],
             running: None,
+            resched: false,
         }
     }
 }

@@ -4,7 +4,7 @@ use crate::cmdline;
 use crate::exit::HostExit;
 use crate::layout::PAGE_SIZE;
 
-use super::{acpi, builder, cpu, entry, machine, mem, pic, serial, trampoline, traps};
+use super::{acpi, builder, cpu, entry, machine, mem, pic, serial, time, trampoline, traps};
 
 /// Called by `boot/entry.S` in long mode, on the boot stack, with the boot
 /// loader's magic and the physical address of its information structure.
@@ -42,6 +42,12 @@ extern "C" fn hv_start64(magic: u32, info: u32) -> ! {
 
     let features = cpu::features();
     report_cpu(&features);
+    let tsc_hz = time::init();
+    log::info!(
+        "TSC: {}.{:03} MHz (measured against the PIT)",
+        tsc_hz / 1_000_000,
+        (tsc_hz / 1000) % 1000
+    );
     let (max_frame, direct_map_end) = init_memory(&boot);
     let (hv_root, hv_stack_top) = mem::build_hypervisor_tables(&features, direct_map_end);
     mem::build_m2p(hv_root, max_frame);

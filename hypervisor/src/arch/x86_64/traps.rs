@@ -9,22 +9,30 @@ use dom0_abi::segment::{
 };
 use dom0_abi::stats::Counter;
 
+use dom0_abi::vcpu::{RUNSTATE_OFFLINE, RUNSTATE_RUNNABLE, RUNSTATE_RUNNING};
+
 use crate::domain::{DOMAINS, Domain, DomainEntry, RunState};
 use crate::exit::HostExit;
 use crate::hypercall::dispatch::dispatch;
 use crate::layout::{DIRECTMAP_VIRT_START, HYPERVISOR_TEXT_START};
+use crate::mm::effects::Effects;
+use crate::sched;
 use crate::stats::Stats;
 use crate::vcpu::Vcpu;
 
 use super::entry::{GuestRegs, exit_to_guest};
 use super::env::ArchEnv;
 use super::percpu::{FREE_BEFORE_DOM0, PerCpu, THIS_CPU};
-use super::{cpu, guest, guest_mem, machine, mem, serial};
+use super::{context, cpu, guest, guest_mem, machine, mem, serial, time, trampoline};
 
 /// Page-fault vector.
 const PF_VECTOR: u64 = 14;
 /// Debug-exception vector.
 const DB_VECTOR: u64 = 1;
+/// Segment-not-present, stack-fault and general-protection vectors.
+const NP_VECTOR: u64 = 11;
+const SS_VECTOR: u64 = 12;
+const GP_VECTOR: u64 = 13;
 
 /// What one entry from a guest works on: the running vCPU, its domain and
 /// this physical CPU, borrowed for the entry (the domain's slot is locked
@@ -34,8 +42,36 @@ pub struct Current<'a> {
     pub domain: &'a mut Domain,
     /// The running vCPU.
     pub vcpu: &'a mut Vcpu,
+    /// The domain's other vCPUs: those with lower ids, then higher.
+    pub others: (&'a mut [Vcpu], &'a mut [Vcpu]),
     /// This physical CPU.
     pub cpu: &'a mut PerCpu,
+}
+
+impl<'a> Current<'a> {
+    /// The view of `entry` with its vCPU `index` running on `cpu`; `None`
+    /// if the domain has no such vCPU.
+    pub fn of(entry: &'a mut DomainEntry, index: usize, cpu: &'a mut PerCpu) -> Option<Self> {
+        let (before, rest) = entry.vcpus.split_at_mut(index);
+        let (vcpu, after) = rest.split_first_mut()?;
+        Some(Current {
+            domain: &mut entry.domain,
+            vcpu,
+            others: (before, after),
+            cpu,
+        })
+    }
+
+    /// vCPU `id` of the running domain, the running one included.
+    pub fn vcpu_by_id(&mut self, id: u32) -> Option<&mut Vcpu> {
+        let me = self.vcpu.id;
+        let index = |i: u32| usize::try_from(i).ok();
+        match id.cmp(&me) {
+            core::cmp::Ordering::Equal => Some(&mut *self.vcpu),
+            core::cmp::Ordering::Less => self.others.0.get_mut(index(id)?),
+            core::cmp::Ordering::Greater => self.others.1.get_mut(index(id - me - 1)?),
+        }
+    }
 }
 
 /// Starts running the guest context `regs`, which must sit at the top of
@@ -72,16 +108,17 @@ pub fn from_guest(regs: &mut GuestRegs) -> ! {
         else {
             panic!("d{}v{vcpu_id} does not exist", domid.0)
         };
-        let shut_down = {
-            let mut current = Current {
-                domain: &mut entry.domain,
-                vcpu: &mut entry.vcpus[index],
-                cpu: &mut *cpu,
-            };
-            handle_entry(&mut current, regs)
-        };
+        let shut_down = Current::of(entry, index, cpu).and_then(|mut c| handle_entry(&mut c, regs));
         if let Some(reason) = shut_down {
             dom0_shut_down(cpu, entry, reason);
+        }
+        let running = if core::mem::take(&mut cpu.resched) {
+            switch_vcpu(cpu, entry, index, regs)
+        } else {
+            index
+        };
+        if let Some(mut current) = Current::of(entry, running, cpu) {
+            guest::apply_pending(&mut current);
         }
     }
     run_guest(regs)
@@ -103,7 +140,6 @@ fn handle_entry(current: &mut Current, regs: &mut GuestRegs) -> Option<u8> {
     if let RunState::ShutDown(reason) = current.domain.state {
         return Some(reason);
     }
-    guest::apply_pending(current);
     if Stats::ENABLED {
         current
             .vcpu
@@ -111,6 +147,50 @@ fn handle_entry(current: &mut Current, regs: &mut GuestRegs) -> Option<u8> {
             .add(Counter::HypervisorTsc, cpu::rdtsc().wrapping_sub(start));
     }
     None
+}
+
+/// Switches from vCPU `from` of `entry` (whose registers are `regs`) to
+/// the next one the scheduler picks, which may be `from` again; returns the
+/// index of the vCPU that runs. Everything a vCPU owns in the CPU goes into
+/// its record and the next one's comes out: registers, FPU/SSE/AVX state,
+/// data selectors and segment bases, and (through its pending work) its
+/// GDT, debug registers and virtual CR0.TS; its LDT is faulted in afresh,
+/// and its page tables go into this CPU's views.
+fn switch_vcpu(
+    cpu: &mut PerCpu,
+    entry: &mut DomainEntry,
+    from: usize,
+    regs: &mut GuestRegs,
+) -> usize {
+    let Some(to) = sched::next_vcpu(&entry.vcpus, from).filter(|&to| to != from) else {
+        return from;
+    };
+    let now = time::now_ns();
+    if let Some(mut current) = Current::of(entry, from, cpu) {
+        let mut fx = Effects::default();
+        super::env::release_ldt(&mut ArchEnv::new(&mut current, regs), &mut fx);
+        super::env::apply_effects(&mut current, &fx);
+    }
+    let old = &mut entry.vcpus[from];
+    old.context = *regs;
+    context::save(old);
+    let state = if old.is_up() {
+        RUNSTATE_RUNNABLE
+    } else {
+        RUNSTATE_OFFLINE
+    };
+    old.runstate.enter(state, now);
+    let new = &mut entry.vcpus[to];
+    *regs = new.context;
+    context::restore(new);
+    new.runstate.enter(RUNSTATE_RUNNING, now);
+    trampoline::load_ldt(&cpu.views, u64::from(new.mm.ldt_ents));
+    if let Some(l4) = new.mm.kernel_l4 {
+        super::builder::install_guest_l4(&cpu.views, l4.maddr());
+        cpu::flush_hypervisor_view();
+    }
+    cpu.running = Some((entry.domain.id, new.id));
+    to
 }
 
 /// Counts one entry: every entry and exit writes CR3 once each, and both
@@ -232,6 +312,12 @@ fn fatal_guest_context(regs: &GuestRegs) -> ! {
 pub fn from_hypervisor(regs: &mut GuestRegs) {
     if regs.vector == PF_VECTOR
         && let Some(resume) = guest_mem::fixup(regs.rip)
+    {
+        regs.rip = resume;
+        return;
+    }
+    if matches!(regs.vector, NP_VECTOR | SS_VECTOR | GP_VECTOR | PF_VECTOR)
+        && let Some(resume) = context::fixup(regs.rip)
     {
         regs.rip = resume;
         return;

@@ -1,0 +1,58 @@
+//! The TSC as the system clock: its rate measured at boot against the PIT,
+//! and the time since boot in nanoseconds.
+use spin::Once;
+
+use crate::time::TscScale;
+
+use super::cpu::rdtsc;
+use super::io::{inb, outb};
+
+/// The PIT's input clock.
+const PIT_HZ: u64 = 1_193_182;
+/// PIT ticks of the calibration window (10 ms).
+const PIT_TICKS: u16 = 11_932;
+/// Port of the PC speaker control, whose bit 0 gates PIT channel 2 and bit
+/// 5 shows its output.
+const PORT_B: u16 = 0x61;
+/// PIT mode/command register and channel 2's data port.
+const PIT_COMMAND: u16 = 0x43;
+const PIT_CHANNEL2: u16 = 0x42;
+
+/// The TSC at boot and its scale.
+static CLOCK: Once<(u64, TscScale, u64)> = Once::new();
+
+/// Measures the TSC rate over a 10 ms one-shot of PIT channel 2 and starts
+/// the clock. Returns the rate in Hz.
+pub fn init() -> u64 {
+    CLOCK
+        .call_once(|| {
+            let hz = measure_tsc_hz();
+            (rdtsc(), TscScale::for_hz(hz), hz)
+        })
+        .2
+}
+
+fn measure_tsc_hz() -> u64 {
+    // SAFETY: the PIT and the speaker gate belong to the hypervisor (dom0
+    // gets no access to them); channel 2 only drives the speaker, which
+    // stays off (bit 1 clear).
+    let (start, end) = unsafe {
+        outb(PORT_B, (inb(PORT_B) & !0x02) | 0x01);
+        // Channel 2, low then high byte, mode 0 (interrupt on terminal count).
+        outb(PIT_COMMAND, 0b1011_0000);
+        let [low, high] = PIT_TICKS.to_le_bytes();
+        outb(PIT_CHANNEL2, low);
+        outb(PIT_CHANNEL2, high);
+        let start = rdtsc();
+        while inb(PORT_B) & 0x20 == 0 {}
+        (start, rdtsc())
+    };
+    (end - start) * PIT_HZ / u64::from(PIT_TICKS)
+}
+
+/// Nanoseconds since [`init`] (0 before it).
+pub fn now_ns() -> u64 {
+    CLOCK.get().map_or(0, |&(boot, scale, _)| {
+        scale.to_ns(rdtsc().wrapping_sub(boot))
+    })
+}

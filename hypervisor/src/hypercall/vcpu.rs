@@ -1,0 +1,410 @@
+//! `vcpu_op(cmd, vcpuid, arg)`: giving a vCPU its first context, bringing
+//! it up and down, and reading where its time went.
+//!
+//! Xen 4.17's answers: a `vcpuid` the domain has no vCPU for is `ENOENT`
+//! whatever the command; an unknown command is `ENOSYS`. Timers,
+//! `register_vcpu_info`, runstate and time areas, NMIs and `get_physid`
+//! are not implemented and answer `ENOSYS` (see `docs/abi-differences.md`).
+#![forbid(unsafe_code)]
+
+use dom0_abi::Errno;
+use dom0_abi::cpu::{VcpuGuestContext, VgcfFlags};
+use dom0_abi::sched::ShutdownReason;
+use dom0_abi::segment::{
+    FIRST_RESERVED_GDT_ENTRY, FLAT_RING3_CS32, FLAT_RING3_CS64, FLAT_RING3_DS, RING1_KERNEL_CS,
+    RING1_KERNEL_SS,
+};
+use dom0_abi::types::Mfn;
+use dom0_abi::vcpu::{RUNSTATE_OFFLINE, RUNSTATE_RUNNABLE, VcpuOpCmd};
+
+use super::desc::{MAX_GDT_FRAMES, release, take_gdt_frames};
+use super::mmu::MmuEnv;
+use super::{Env, read_struct, write_struct};
+use crate::layout::{guest_range_ok, is_canonical};
+use crate::mm::effects::Effects;
+use crate::mm::types::Mmu;
+use crate::regs::GuestRegs;
+use crate::vcpu::{Callback, DataSelectors, FpuArea, Pending, Power, TrapGate, debug};
+
+/// Most LDT entries (`ldt_ents`).
+const MAX_LDT_ENTRIES: u64 = 8192;
+
+/// `vcpu_op(cmd, vcpuid, arg)`. `cmd` is a C `int` and `vcpuid` an
+/// `unsigned int`: only their low 32 bits count.
+pub fn vcpu_op(
+    env: &mut impl MmuEnv,
+    fx: &mut Effects,
+    cmd: u64,
+    vcpuid: u64,
+    arg: u64,
+) -> Result<u64, Errno> {
+    let id = u32::try_from(vcpuid & 0xffff_ffff).map_err(|_| Errno::ENOENT)?;
+    if env.vcpu_by_id(id).is_none() {
+        return Err(Errno::ENOENT);
+    }
+    match VcpuOpCmd::from_number(cmd & 0xffff_ffff) {
+        Some(VcpuOpCmd::Initialise) => initialise(env, fx, id, arg),
+        Some(VcpuOpCmd::Up) => up(env, id),
+        Some(VcpuOpCmd::Down) => down(env, id),
+        Some(VcpuOpCmd::IsUp) => Ok(u64::from(
+            env.vcpu_by_id(id).is_some_and(|v| v.power == Power::Up),
+        )),
+        Some(VcpuOpCmd::GetRunstateInfo) => {
+            let now = env.now_ns();
+            let info = env.vcpu_by_id(id).ok_or(Errno::ENOENT)?.runstate.info(now);
+            write_struct(env, arg, &info)?;
+            Ok(0)
+        }
+        _ => Err(Errno::ENOSYS),
+    }
+}
+
+/// `VCPUOP_up`: `EINVAL` if the vCPU has no context yet; a vCPU already
+/// up stays up.
+fn up(env: &mut impl Env, id: u32) -> Result<u64, Errno> {
+    let now = env.now_ns();
+    let vcpu = env.vcpu_by_id(id).ok_or(Errno::ENOENT)?;
+    if !vcpu.initialised {
+        return Err(Errno::EINVAL);
+    }
+    if vcpu.power == Power::Down {
+        vcpu.power = Power::Up;
+        vcpu.runstate.enter(RUNSTATE_RUNNABLE, now);
+    }
+    Ok(0)
+}
+
+/// `VCPUOP_down`: the vCPU stops (its context is kept for a later
+/// `VCPUOP_up`); when no other vCPU of the domain is up, the domain is
+/// powered off instead, as on Xen.
+fn down(env: &mut impl Env, id: u32) -> Result<u64, Errno> {
+    let count = env.domain().mm.max_vcpus;
+    let others_up = (0..count)
+        .filter(|&other| other != id)
+        .any(|other| env.vcpu_by_id(other).is_some_and(|v| v.power == Power::Up));
+    if !others_up {
+        env.domain().shutdown(ShutdownReason::Poweroff as u8);
+        return Ok(0);
+    }
+    let now = env.now_ns();
+    let caller = env.vcpu().id;
+    let vcpu = env.vcpu_by_id(id).ok_or(Errno::ENOENT)?;
+    if vcpu.power == Power::Up {
+        vcpu.power = Power::Down;
+        vcpu.runstate.enter(RUNSTATE_OFFLINE, now);
+        if id == caller {
+            env.reschedule();
+        }
+    }
+    Ok(0)
+}
+
+/// Xen's checks of a 64-bit PV `vcpu_guest_context` that need no frame:
+/// every address canonical (`EINVAL`), the LDT page-aligned, in guest
+/// space and at most 8192 entries, the GDT at most 7168 entries, the debug
+/// registers as `set_debugreg` allows them.
+fn check_context(c: &VcpuGuestContext) -> Result<(), Errno> {
+    let addresses = [
+        c.user_regs.rip,
+        c.user_regs.rsp,
+        c.kernel_sp,
+        c.fs_base,
+        c.gs_base_kernel,
+        c.gs_base_user,
+        c.event_callback_eip,
+        c.syscall_callback_eip,
+        c.failsafe_callback_eip,
+    ];
+    if !addresses.iter().all(|&a| is_canonical(a))
+        || !c.trap_ctxt.iter().all(|t| is_canonical(t.address))
+    {
+        return Err(Errno::EINVAL);
+    }
+    let ldt_bytes = c.ldt_ents.saturating_mul(8);
+    if c.ldt_ents > MAX_LDT_ENTRIES
+        || !c.ldt_base.is_multiple_of(4096)
+        || (c.ldt_ents != 0 && !guest_range_ok(c.ldt_base, ldt_bytes))
+    {
+        return Err(Errno::EINVAL);
+    }
+    if c.gdt_ents > FIRST_RESERVED_GDT_ENTRY as u64 {
+        return Err(Errno::EINVAL);
+    }
+    for index in [0, 1, 2, 3, 6, 7] {
+        debug::check(index, c.debugreg[index]).map_err(|_| Errno::EINVAL)?;
+    }
+    Ok(())
+}
+
+/// The registers a context starts with: kernel mode (`VGCF_in_kernel`)
+/// runs on the ring-1 kernel selectors whatever CS/SS the guest wrote
+/// (Xen's `FLAT_KERNEL_CS` 0xe033 included), user mode on Xen's user
+/// selectors.
+fn start_registers(c: &VcpuGuestContext, in_kernel: bool) -> GuestRegs {
+    let r = &c.user_regs;
+    let (cs, ss) = if in_kernel {
+        (RING1_KERNEL_CS, RING1_KERNEL_SS)
+    } else if r.cs == FLAT_RING3_CS32 {
+        (FLAT_RING3_CS32, FLAT_RING3_DS)
+    } else {
+        (FLAT_RING3_CS64, FLAT_RING3_DS)
+    };
+    GuestRegs {
+        r15: r.r15,
+        r14: r.r14,
+        r13: r.r13,
+        r12: r.r12,
+        r11: r.r11,
+        r10: r.r10,
+        r9: r.r9,
+        r8: r.r8,
+        rbp: r.rbp,
+        rdi: r.rdi,
+        rsi: r.rsi,
+        rdx: r.rdx,
+        rbx: r.rbx,
+        rax: r.rax,
+        rcx: r.rcx,
+        vector: 0,
+        error_code: 0,
+        rip: r.rip,
+        cs: u64::from(cs),
+        rflags: r.rflags,
+        rsp: r.rsp,
+        ss: u64::from(ss),
+    }
+}
+
+/// `VCPUOP_initialise`: gives a vCPU that never had one its context.
+/// `EFAULT` if the context cannot be read, `EEXIST` if the vCPU already
+/// has a context, `EINVAL` for a context [`check_context`] refuses or GDT
+/// frames that cannot hold descriptors, and the L4's own error when
+/// `ctrlreg[3]` cannot be this vCPU's page-table base. Nothing changes on
+/// error.
+fn initialise(env: &mut impl MmuEnv, fx: &mut Effects, id: u32, arg: u64) -> Result<u64, Errno> {
+    let c: VcpuGuestContext = read_struct(env, arg)?;
+    if env.vcpu_by_id(id).is_none_or(|v| v.initialised) {
+        return Err(Errno::EEXIST);
+    }
+    check_context(&c)?;
+    let gdt_count = usize::try_from(c.gdt_ents.div_ceil(512)).map_err(|_| Errno::EINVAL)?;
+    let mut gdt_frames = [0u64; MAX_GDT_FRAMES];
+    gdt_frames[..gdt_count].copy_from_slice(&c.gdt_frames[..gdt_count]);
+    take_gdt_frames(env, fx, &gdt_frames[..gdt_count])?;
+    let dom = env.domain().id;
+    let kernel_l4 = Mfn(c.ctrlreg[3] >> 12);
+    let user_l4 = (c.ctrlreg[1] != 0).then_some(Mfn(c.ctrlreg[1] >> 12));
+    let roots = {
+        let mut mmu = Mmu::new(env, fx);
+        mmu.replace_root(None, Some(kernel_l4), dom).and_then(|()| {
+            match mmu.replace_root(None, user_l4, dom) {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    mmu.put_page_and_type(kernel_l4);
+                    Err(e)
+                }
+            }
+        })
+    };
+    if let Err(e) = roots {
+        release(env, fx, &gdt_frames[..gdt_count]);
+        return Err(e);
+    }
+    let flags = VgcfFlags::from_bits_retain(c.flags);
+    let in_kernel = flags.contains(VgcfFlags::IN_KERNEL);
+    let vcpu = env.vcpu_by_id(id).ok_or(Errno::ENOENT)?;
+    vcpu.context = start_registers(&c, in_kernel);
+    vcpu.selectors = DataSelectors {
+        ds: c.user_regs.ds,
+        es: c.user_regs.es,
+        fs: c.user_regs.fs,
+    };
+    *vcpu.fpu = if flags.contains(VgcfFlags::I387_VALID) {
+        FpuArea::from_fxsave(&c.fpu_ctxt)
+    } else {
+        FpuArea::initial()
+    };
+    for (gate, info) in vcpu.traps.iter_mut().zip(&c.trap_ctxt) {
+        *gate = TrapGate {
+            address: info.address,
+            dpl: info.dpl(),
+            mask_events: info.masks_events(),
+        };
+    }
+    vcpu.event = Callback {
+        address: c.event_callback_eip,
+        mask_events: true,
+    };
+    vcpu.failsafe = Callback {
+        address: c.failsafe_callback_eip,
+        mask_events: flags.contains(VgcfFlags::FAILSAFE_DISABLES_EVENTS),
+    };
+    vcpu.syscall = Callback {
+        address: c.syscall_callback_eip,
+        mask_events: flags.contains(VgcfFlags::SYSCALL_DISABLES_EVENTS),
+    };
+    vcpu.kernel_ss = c.kernel_ss;
+    vcpu.kernel_sp = c.kernel_sp;
+    vcpu.fs_base = c.fs_base;
+    vcpu.gs_base_kernel = c.gs_base_kernel;
+    vcpu.gs_base_user = c.gs_base_user;
+    vcpu.gs_kernel_active = in_kernel;
+    for index in [0, 1, 2, 3, 6, 7] {
+        vcpu.debugreg[index] = c.debugreg[index];
+    }
+    vcpu.gdt_frames = gdt_frames;
+    vcpu.gdt_count = gdt_count;
+    vcpu.gdt_entries = c.gdt_ents;
+    vcpu.mm.kernel_l4 = Some(kernel_l4);
+    vcpu.mm.user_l4 = user_l4;
+    vcpu.mm.ldt_base = c.ldt_base;
+    vcpu.mm.ldt_ents = u32::try_from(c.ldt_ents).map_err(|_| Errno::EINVAL)?;
+    vcpu.pending = Pending::all();
+    vcpu.initialised = true;
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mm::fake::{BASE, FakeMachine};
+    use dom0_abi::vcpu::{RUNSTATE_RUNNING, VcpuRunstateInfo};
+    use dom0_abi::wire::Wire;
+
+    fn op(m: &mut FakeMachine, cmd: VcpuOpCmd, id: u64, arg: u64) -> Result<u64, Errno> {
+        let mut fx = Effects::default();
+        vcpu_op(m, &mut fx, cmd as u64, id, arg)
+    }
+
+    /// A machine with a dom0 of `n` vCPUs (vCPU 0 up and running) and a
+    /// pinned-able L4 of dom0's; returns the L4.
+    fn machine(n: u32) -> (FakeMachine, Mfn) {
+        let mut m = FakeMachine::with_vcpus(64, n);
+        let l4 = m.give(crate::mm::fake::DOM);
+        (m, l4)
+    }
+
+    fn context(l4: Mfn) -> VcpuGuestContext {
+        let mut c = VcpuGuestContext::zeroed();
+        c.flags = VgcfFlags::IN_KERNEL.bits();
+        c.user_regs.rip = 0xffff_ffff_8000_2000;
+        c.user_regs.rsp = 0xffff_ffff_8000_9000;
+        c.user_regs.cs = 0xe033;
+        c.user_regs.rbx = 7;
+        c.ctrlreg[3] = l4.0 << 12;
+        c.event_callback_eip = 0xffff_ffff_8000_3000;
+        c
+    }
+
+    fn put_context(m: &mut FakeMachine, c: &VcpuGuestContext) {
+        c.to_wire(&mut m.guest[..VcpuGuestContext::SIZE]).unwrap();
+    }
+
+    #[test]
+    fn unknown_vcpu_and_command() {
+        let (mut m, _) = machine(2);
+        assert_eq!(op(&mut m, VcpuOpCmd::IsUp, 2, 0), Err(Errno::ENOENT));
+        assert_eq!(
+            op(&mut m, VcpuOpCmd::IsUp, 1 << 32, 0),
+            Ok(1),
+            "vcpuid is 32-bit"
+        );
+        let mut fx = Effects::default();
+        assert_eq!(vcpu_op(&mut m, &mut fx, 99, 0, 0), Err(Errno::ENOSYS));
+        assert_eq!(vcpu_op(&mut m, &mut fx, 99, 5, 0), Err(Errno::ENOENT));
+        assert_eq!(
+            op(&mut m, VcpuOpCmd::SetPeriodicTimer, 0, BASE),
+            Err(Errno::ENOSYS)
+        );
+    }
+
+    #[test]
+    fn initialise_up_down() {
+        let (mut m, l4) = machine(2);
+        let c = context(l4);
+        put_context(&mut m, &c);
+        assert_eq!(op(&mut m, VcpuOpCmd::Up, 1, 0), Err(Errno::EINVAL));
+        assert_eq!(op(&mut m, VcpuOpCmd::IsUp, 1, 0), Ok(0));
+        assert_eq!(
+            op(&mut m, VcpuOpCmd::Initialise, 1, 0x10),
+            Err(Errno::EFAULT)
+        );
+        assert_eq!(op(&mut m, VcpuOpCmd::Initialise, 1, BASE), Ok(0));
+        assert_eq!(
+            op(&mut m, VcpuOpCmd::Initialise, 1, BASE),
+            Err(Errno::EEXIST)
+        );
+        assert_eq!(
+            op(&mut m, VcpuOpCmd::Initialise, 0, BASE),
+            Err(Errno::EEXIST)
+        );
+        let v1 = &m.vcpus[1];
+        assert_eq!(v1.context.cs, u64::from(RING1_KERNEL_CS));
+        assert_eq!(v1.context.ss, u64::from(RING1_KERNEL_SS));
+        assert_eq!((v1.context.rip, v1.context.rbx), (c.user_regs.rip, 7));
+        assert_eq!(v1.mm.kernel_l4, Some(l4));
+        assert_eq!(v1.event.address, c.event_callback_eip);
+        assert!(m.info(l4).type_count() >= 1, "the L4 is typed for vCPU 1");
+        assert_eq!(op(&mut m, VcpuOpCmd::Up, 1, 0), Ok(0));
+        assert_eq!(op(&mut m, VcpuOpCmd::IsUp, 1, 0), Ok(1));
+        assert_eq!(op(&mut m, VcpuOpCmd::Up, 1, 0), Ok(0), "up twice");
+        assert_eq!(op(&mut m, VcpuOpCmd::Down, 1, 0), Ok(0));
+        assert_eq!(op(&mut m, VcpuOpCmd::IsUp, 1, 0), Ok(0));
+        assert!(!m.rescheduled, "another vCPU went down");
+        assert!(m.domain.is_running());
+        assert_eq!(op(&mut m, VcpuOpCmd::Up, 1, 0), Ok(0));
+        assert_eq!(op(&mut m, VcpuOpCmd::Down, 0, 0), Ok(0));
+        assert!(m.rescheduled, "the caller went down");
+        assert!(m.domain.is_running());
+    }
+
+    #[test]
+    fn the_last_vcpu_down_powers_off() {
+        let (mut m, _) = machine(2);
+        assert_eq!(op(&mut m, VcpuOpCmd::Down, 0, 0), Ok(0));
+        assert!(!m.domain.is_running());
+    }
+
+    #[test]
+    fn bad_contexts_change_nothing() {
+        let (mut m, l4) = machine(2);
+        let mut bad = [context(l4); 6];
+        bad[0].user_regs.rip = 1 << 47;
+        bad[1].trap_ctxt[14].address = 0x8000_0000_0000_0000;
+        bad[2].ldt_base = 0x1001;
+        bad[3].ldt_ents = 8193;
+        bad[4].gdt_ents = 7169;
+        bad[5].debugreg[7] = 1 << 13;
+        for c in &bad {
+            put_context(&mut m, c);
+            assert_eq!(
+                op(&mut m, VcpuOpCmd::Initialise, 1, BASE),
+                Err(Errno::EINVAL)
+            );
+        }
+        let mut not_l4 = context(l4);
+        not_l4.ctrlreg[3] = 63 << 12;
+        put_context(&mut m, &not_l4);
+        assert!(op(&mut m, VcpuOpCmd::Initialise, 1, BASE).is_err());
+        assert!(!m.vcpus[1].initialised);
+        assert_eq!(m.info(l4).type_count(), 0, "no type left behind");
+    }
+
+    #[test]
+    fn runstate_info() {
+        let (mut m, _) = machine(2);
+        m.now = 1000;
+        m.cpu.runstate.enter(RUNSTATE_RUNNING, 1000);
+        m.now = 4000;
+        assert_eq!(op(&mut m, VcpuOpCmd::GetRunstateInfo, 0, BASE), Ok(0));
+        let info = VcpuRunstateInfo::from_wire(&m.guest).unwrap();
+        assert_eq!(info.state, RUNSTATE_RUNNING);
+        assert_eq!(info.state_entry_time, 1000);
+        assert_eq!(info.time[0], 3000);
+        assert_eq!(info.time[3], 1000, "offline from creation at 0");
+        assert_eq!(
+            op(&mut m, VcpuOpCmd::GetRunstateInfo, 1, 0x10),
+            Err(Errno::EFAULT)
+        );
+    }
+}
