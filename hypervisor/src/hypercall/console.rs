@@ -8,6 +8,9 @@ use super::Env;
 
 /// Bytes copied from the guest per step (bounds hypervisor stack use).
 const CHUNK: usize = 128;
+/// Bytes written per invocation: a longer write is continued with the
+/// rest, so one call holds the CPU for a bounded time (as on Xen).
+pub const WRITE_LIMIT: u64 = 4096;
 
 /// `console_io(cmd, count, buffer)`.
 ///
@@ -30,16 +33,20 @@ pub fn console_io(env: &mut impl Env, cmd: u64, count: u64, buffer: u64) -> Resu
     // the registers are not part of them.
     let count = count & 0xffff_ffff;
     match ConsoleIoCmd::from_number(cmd & 0xffff_ffff) {
-        Some(ConsoleIoCmd::Write) => write(env, count, buffer),
+        Some(ConsoleIoCmd::Write) => write(env, cmd, count, buffer),
         Some(ConsoleIoCmd::Read) => read(env, count, buffer),
         None => Err(Errno::ENOSYS),
     }
 }
 
-fn write(env: &mut impl Env, count: u64, buffer: u64) -> Result<u64, Errno> {
+fn write(env: &mut impl Env, cmd: u64, count: u64, buffer: u64) -> Result<u64, Errno> {
     let mut chunk = [0u8; CHUNK];
     let mut done = 0u64;
     while done < count {
+        if done == WRITE_LIMIT {
+            env.preempt([cmd, count - done, buffer.wrapping_add(done), 0, 0]);
+            return Ok(0);
+        }
         let n = usize::try_from((count - done).min(CHUNK as u64)).unwrap_or(CHUNK);
         let va = buffer.checked_add(done).ok_or(Errno::EFAULT)?;
         env.copy_from_guest(va, &mut chunk[..n])?;
@@ -82,6 +89,22 @@ mod tests {
         assert_eq!(console_io(&mut env, 0, 300, BASE), Ok(0));
         assert_eq!(env.console, env.guest[..300].to_vec());
         assert_eq!(console_io(&mut env, 0, 0, 0), Ok(0));
+    }
+
+    #[test]
+    fn long_writes_are_continued() {
+        let mut env = FakeMachine::new(16);
+        let n = WRITE_LIMIT + 100;
+        assert_eq!(console_io(&mut env, 0, n, BASE), Ok(0));
+        assert_eq!(env.console.len() as u64, WRITE_LIMIT);
+        let args = env.take_preempted().expect("the rest is continued");
+        assert_eq!(args[..3], [0, 100, BASE + WRITE_LIMIT]);
+        assert_eq!(console_io(&mut env, args[0], args[1], args[2]), Ok(0));
+        assert!(env.take_preempted().is_none());
+        assert_eq!(
+            env.console,
+            env.guest[..usize::try_from(n).unwrap()].to_vec()
+        );
     }
 
     #[test]

@@ -59,6 +59,11 @@ pub trait MmuEnv: Env + MmMachine {
 const MMU_UPDATE_SIZE: usize = 16;
 /// Size of a `struct mmuext_op`.
 const MMUEXT_OP_SIZE: usize = 24;
+/// Requests of an `mmu_update` or `mmuext_op` done per invocation: a
+/// longer batch is continued (Xen's `hypercall_create_continuation`), so
+/// the time one call holds the CPU is bounded whatever count a guest
+/// passes.
+pub const BATCH_LIMIT: u32 = 512;
 /// Requests read from the guest at once.
 const CHUNK: usize = 16;
 /// Largest LDT (entries), Xen's limit for `MMUEXT_SET_LDT`.
@@ -207,6 +212,27 @@ fn continuation(env: &mut impl Env, count: u32, pdone: u64) -> (u32, u32) {
     (count & !MMU_UPDATE_PREEMPTED, u32::from_le_bytes(done))
 }
 
+/// The arguments a batch of `count` requests at `base` is continued with
+/// after `i` of them: the rest of the array, the rest of the count marked
+/// as a continuation (the progress so far is in `pdone`, which the next
+/// invocation reads), `pdone` and `foreigndom` unchanged.
+fn continue_batch(
+    base: u64,
+    size: usize,
+    i: u32,
+    count: u32,
+    pdone: u64,
+    foreigndom: u32,
+) -> [u64; 5] {
+    [
+        base + u64::from(i) * size as u64,
+        u64::from((count - i) | MMU_UPDATE_PREEMPTED),
+        pdone,
+        u64::from(foreigndom),
+        0,
+    ]
+}
+
 /// The value Xen returns for the `count == MMU_UPDATE_PREEMPTED` with a
 /// NULL array form (the final result of a continued batch, carried in
 /// `foreigndom`).
@@ -282,6 +308,17 @@ pub fn mmu_update(
     let mut i = 0;
     let mut result = Ok(0);
     while i < count {
+        if i == BATCH_LIMIT {
+            env.preempt(continue_batch(
+                reqs,
+                MMU_UPDATE_SIZE,
+                i,
+                count,
+                pdone,
+                foreigndom,
+            ));
+            break;
+        }
         let req = match reader.get(env, i, count) {
             Ok(req) => req,
             Err(e) => {
@@ -403,6 +440,17 @@ pub fn mmuext_op(
     let mut i = 0;
     let mut result = Ok(0);
     while i < count {
+        if i == BATCH_LIMIT {
+            env.preempt(continue_batch(
+                ops,
+                MMUEXT_OP_SIZE,
+                i,
+                count,
+                pdone,
+                low32(foreigndom),
+            ));
+            break;
+        }
         let op = match reader.get(env, i, count) {
             Ok(op) => op,
             Err(e) => {
@@ -1062,6 +1110,35 @@ mod tests {
         let (_, fx) = update(&mut m, &[(l1e(l4, 3), 0)], SELF);
         assert!(fx.root_sync.local && fx.root_sync.others);
         let _ = l3;
+    }
+
+    #[test]
+    fn long_batches_are_continued() {
+        let (mut m, [.., l1], _) = setup();
+        let n = BATCH_LIMIT + 10;
+        let reqs: Vec<(u64, u64)> = (0..u64::from(n))
+            .map(|k| (l1e(l1, 300 + k % 100), 0))
+            .collect();
+        put_updates(&mut m, &reqs);
+        let mut fx = Effects::default();
+        let r = mmu_update(&mut m, &mut fx, BASE, u64::from(n), PDONE, SELF);
+        assert_eq!(r, Ok(0));
+        let args = m.take_preempted().expect("a long batch is continued");
+        assert_eq!(args[0], BASE + 16 * u64::from(BATCH_LIMIT));
+        assert_eq!(args[1], u64::from(10 | MMU_UPDATE_PREEMPTED));
+        assert_eq!((args[2], args[3]), (PDONE, SELF));
+        assert_eq!(m.peek_u32(PDONE), BATCH_LIMIT);
+        let r = mmu_update(&mut m, &mut fx, args[0], args[1], args[2], args[3]);
+        assert_eq!(r, Ok(0));
+        assert!(m.take_preempted().is_none());
+        assert_eq!(m.peek_u32(PDONE), n, "progress adds up across the pieces");
+        let ops = vec![(MmuextCmd::TlbFlushLocal as u32, 0, 0); n as usize];
+        put_ops(&mut m, &ops);
+        let r = mmuext_op(&mut m, &mut fx, BASE, u64::from(n), PDONE, SELF);
+        assert_eq!(r, Ok(0));
+        let args = m.take_preempted().expect("a long batch is continued");
+        assert_eq!(args[0], BASE + 24 * u64::from(BATCH_LIMIT));
+        assert_eq!(m.peek_u32(PDONE), BATCH_LIMIT);
     }
 
     #[test]
