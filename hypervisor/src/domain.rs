@@ -13,7 +13,10 @@ extern crate alloc;
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 
+use core::mem::offset_of;
+
 use dom0_abi::sched::ShutdownReason;
+use dom0_abi::shared_info::{SharedInfo, VcpuInfo, XEN_LEGACY_MAX_VCPUS};
 use dom0_abi::types::DomId;
 use spin::{Mutex, MutexGuard, Once};
 
@@ -122,9 +125,19 @@ pub struct DomainEntry {
 }
 
 impl DomainEntry {
-    /// A domain with `max_vcpus` vCPUs, all down.
+    /// A domain with `max_vcpus` vCPUs, all down, each with its
+    /// `vcpu_info` in the domain's shared_info page (slot = vCPU id; the
+    /// domain must have at most [`XEN_LEGACY_MAX_VCPUS`] vCPUs).
     pub fn new(domain: Domain) -> DomainEntry {
-        let vcpus = (0..domain.mm.max_vcpus).map(Vcpu::new).collect();
+        let vcpus = (0..domain.mm.max_vcpus)
+            .map(|id| {
+                let mut vcpu = Vcpu::new(id);
+                let slot = bounded_index(u64::from(id), XEN_LEGACY_MAX_VCPUS).unwrap_or(0);
+                vcpu.vcpu_info = domain.shared_info
+                    + (offset_of!(SharedInfo, vcpu_info) + slot * size_of::<VcpuInfo>()) as u64;
+                vcpu
+            })
+            .collect();
         DomainEntry { domain, vcpus }
     }
 }

@@ -215,6 +215,8 @@ pub struct Vcpu {
     pub id: u32,
     /// Up or down.
     pub power: Power,
+    /// Machine address of its `vcpu_info` (in the domain's shared_info).
+    pub vcpu_info: u64,
     /// Whether it has a context (the boot vCPU's from the builder, the
     /// others' from `VCPUOP_initialise`).
     pub initialised: bool,
@@ -288,6 +290,7 @@ impl Vcpu {
         Vcpu {
             id,
             power: Power::Down,
+            vcpu_info: 0,
             initialised: false,
             context: GuestRegs::default(),
             fpu: Box::new(FpuArea::initial()),

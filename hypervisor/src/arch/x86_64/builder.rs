@@ -40,7 +40,7 @@ use alloc::vec::Vec;
 use super::entry::GuestRegs;
 use super::env::ArchEnv;
 use super::paging::{self, A, D, P, PAGE_BYTES, RW, US};
-use super::percpu::{FREE_BEFORE_DOM0, HOST, PerCpu, THIS_CPU};
+use super::percpu::{FREE_BEFORE_DOM0, HOST, PerCpu, Running, THIS_CPU};
 use super::trampoline::CpuViews;
 use super::traps::Current;
 use super::{cpu, mem, paging::phys_to_virt};
@@ -254,11 +254,18 @@ pub fn build_dom0(
     boot_vcpu
         .runstate
         .enter(RUNSTATE_RUNNING, super::time::now_ns());
-    cpu.running = Some((entry.domain.id, 0));
-    DOMAINS
-        .call_once(|| DomainTable::new(DEFAULT_DOMAINS))
+    let id = entry.domain.id;
+    let table = DOMAINS.call_once(|| DomainTable::new(DEFAULT_DOMAINS));
+    table
         .insert(entry)
         .map_err(|_| BuildError::Internal("dom0's slot is taken"))?;
+    cpu.running = Some(Running {
+        domain: id,
+        slot: table
+            .slot(id)
+            .ok_or(BuildError::Internal("dom0 has no slot"))?,
+        vcpu: 0,
+    });
     *THIS_CPU.lock() = Some(cpu);
     Ok(GuestRegs {
         rip: info.entry,
@@ -415,7 +422,7 @@ pub fn destroy_dom0(cpu: &mut PerCpu, entry: &mut DomainEntry) -> u64 {
         .iter_mut()
         .map(|v| (v.gdt_frames, core::mem::take(&mut v.gdt_count)))
         .collect();
-    let running = cpu.running.map_or(0, |(_, id)| id as usize);
+    let running = cpu.running.map_or(0, |r| r.vcpu);
     let report = {
         let Some(mut current) = Current::of(entry, running, cpu) else {
             return 0;

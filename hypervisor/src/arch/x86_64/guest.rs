@@ -4,11 +4,10 @@
 //! layouts and checks are the pure `crate::vcpu` functions; this module
 //! reads and writes the guest and the CPU.
 use dom0_abi::cpu::IretContext;
-use dom0_abi::shared_info::{SharedInfo, VcpuInfo, XEN_LEGACY_MAX_VCPUS};
+use dom0_abi::shared_info::VcpuInfo;
 use dom0_abi::stats::Counter;
 use dom0_abi::types::Mfn;
 
-use crate::domain::bounded_index;
 use crate::emulate::{self, Insn, StoreValue};
 use crate::hypercall::mmu;
 use crate::mm::effects::Effects;
@@ -55,15 +54,9 @@ fn set_context(regs: &mut GuestRegs, c: &Context) {
     (regs.rcx, regs.r11, regs.rax) = (c.rcx, c.r11, c.rax);
 }
 
-/// The running vCPU's `vcpu_info` in the domain's shared_info page.
+/// The running vCPU's `vcpu_info`.
 fn vcpu_info(current: &Current) -> *mut VcpuInfo {
-    // The id is below XEN_LEGACY_MAX_VCPUS: domains are created with at
-    // most that many vCPUs (there is no VCPUOP_register_vcpu_info yet).
-    let slot = bounded_index(u64::from(current.vcpu.id), XEN_LEGACY_MAX_VCPUS).unwrap_or(0);
-    let offset = core::mem::offset_of!(SharedInfo, vcpu_info) + slot * size_of::<VcpuInfo>();
-    (phys_to_virt(current.domain.shared_info) as *mut u8)
-        .wrapping_add(offset)
-        .cast::<VcpuInfo>()
+    phys_to_virt(current.vcpu.vcpu_info) as *mut VcpuInfo
 }
 
 fn upcall_mask(current: &Current) -> u8 {

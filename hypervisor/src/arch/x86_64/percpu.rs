@@ -8,10 +8,24 @@
 use dom0_abi::types::DomId;
 use spin::{Mutex, Once};
 
+use crate::domain::DomainSlot;
 use crate::hypercall::HostInfo;
 use crate::layout::trampoline::LDT_PAGE_COUNT;
 
 use super::trampoline::CpuViews;
+
+/// The vCPU a CPU runs: its domain's slot in the domain table (found once,
+/// when it starts running here, so an entry need not look it up) and its
+/// index there.
+#[derive(Debug, Clone, Copy)]
+pub struct Running {
+    /// The domain's id.
+    pub domain: DomId,
+    /// The domain's slot.
+    pub slot: &'static DomainSlot,
+    /// The vCPU's id, its index in the domain's vCPU list.
+    pub vcpu: usize,
+}
 
 /// One physical CPU's state.
 #[derive(Debug)]
@@ -22,8 +36,8 @@ pub struct PerCpu {
     /// belong to the running vCPU's LDT and are released when it changes
     /// or the vCPU is switched out.
     pub ldt_pages: [u64; LDT_PAGE_COUNT],
-    /// The vCPU running here: its domain and id.
-    pub running: Option<(DomId, u32)>,
+    /// The vCPU running here.
+    pub running: Option<Running>,
     /// Another vCPU should run before this entry returns (set by a
     /// hypercall that yields or takes its own vCPU down).
     pub resched: bool,

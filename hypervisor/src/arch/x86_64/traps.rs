@@ -11,7 +11,7 @@ use dom0_abi::stats::Counter;
 
 use dom0_abi::vcpu::{RUNSTATE_OFFLINE, RUNSTATE_RUNNABLE, RUNSTATE_RUNNING};
 
-use crate::domain::{DOMAINS, Domain, DomainEntry, RunState};
+use crate::domain::{Domain, DomainEntry, RunState};
 use crate::exit::HostExit;
 use crate::hypercall::dispatch::dispatch;
 use crate::layout::{DIRECTMAP_VIRT_START, HYPERVISOR_TEXT_START};
@@ -22,7 +22,7 @@ use crate::vcpu::Vcpu;
 
 use super::entry::{GuestRegs, exit_to_guest};
 use super::env::ArchEnv;
-use super::percpu::{FREE_BEFORE_DOM0, PerCpu, THIS_CPU};
+use super::percpu::{FREE_BEFORE_DOM0, PerCpu, Running, THIS_CPU};
 use super::{context, cpu, guest, guest_mem, machine, mem, serial, time, trampoline};
 
 /// Page-fault vector.
@@ -92,40 +92,40 @@ pub fn from_guest(regs: &mut GuestRegs) -> ! {
         let Some(cpu) = cpu_guard.as_mut() else {
             panic!("entry from a guest on a CPU without per-CPU state")
         };
-        let Some((domid, vcpu_id)) = cpu.running else {
+        let Some(Running {
+            domain,
+            slot,
+            vcpu: index,
+        }) = cpu.running
+        else {
             panic!("entry from a guest while no vCPU runs")
-        };
-        let Some(slot) = DOMAINS.get().and_then(|t| t.slot(domid)) else {
-            panic!("the running domain d{} has no slot", domid.0)
         };
         let mut entry_guard = slot.lock();
         let Some(entry) = entry_guard.as_deref_mut() else {
-            panic!("the running domain d{} is not in its slot", domid.0)
+            panic!("the running domain d{} is not in its slot", domain.0)
         };
-        let Some(index) = usize::try_from(vcpu_id)
-            .ok()
-            .filter(|&i| i < entry.vcpus.len())
-        else {
-            panic!("d{}v{vcpu_id} does not exist", domid.0)
+        let shut_down = match Current::of(entry, index, cpu) {
+            Some(mut current) => handle_entry(&mut current, regs),
+            None => panic!("d{}v{index} does not exist", domain.0),
         };
-        let shut_down = Current::of(entry, index, cpu).and_then(|mut c| handle_entry(&mut c, regs));
         if let Some(reason) = shut_down {
             dom0_shut_down(cpu, entry, reason);
         }
-        let running = if core::mem::take(&mut cpu.resched) {
-            switch_vcpu(cpu, entry, index, regs)
-        } else {
-            index
-        };
-        if let Some(mut current) = Current::of(entry, running, cpu) {
-            guest::apply_pending(&mut current);
+        if core::mem::take(&mut cpu.resched) {
+            let running = switch_vcpu(cpu, entry, index, regs);
+            if let Some(mut current) = Current::of(entry, running, cpu) {
+                guest::deliver_pending_event(&mut current, regs);
+                guest::apply_pending(&mut current);
+            }
         }
     }
     run_guest(regs)
 }
 
 /// Handles one entry for `current`; returns the domain's shutdown reason
-/// if it has shut down (then nothing is left to apply).
+/// if it has shut down (then nothing is left to apply). Pending CPU work is
+/// applied here unless another vCPU is to run (the switch applies that
+/// one's).
 fn handle_entry(current: &mut Current, regs: &mut GuestRegs) -> Option<u8> {
     let start = if Stats::ENABLED { cpu::rdtsc() } else { 0 };
     count_entry(&mut current.vcpu.stats, regs.vector);
@@ -139,6 +139,9 @@ fn handle_entry(current: &mut Current, regs: &mut GuestRegs) -> Option<u8> {
     guest::deliver_pending_event(current, regs);
     if let RunState::ShutDown(reason) = current.domain.state {
         return Some(reason);
+    }
+    if !current.cpu.resched {
+        guest::apply_pending(current);
     }
     if Stats::ENABLED {
         current
@@ -189,7 +192,9 @@ fn switch_vcpu(
         super::builder::install_guest_l4(&cpu.views, l4.maddr());
         cpu::flush_hypervisor_view();
     }
-    cpu.running = Some((entry.domain.id, new.id));
+    if let Some(running) = cpu.running.as_mut() {
+        running.vcpu = to;
+    }
     to
 }
 
