@@ -30,6 +30,8 @@ mod return_from_entry;
 mod sched_op;
 mod shutdown;
 mod unknown_hypercall;
+mod vcpu_op_errors;
+mod vcpu_switch;
 mod xen_version;
 
 /// One test.
@@ -237,6 +239,18 @@ pub const ALL: &[Case] = &[
     Case {
         name: "mm_multicall_iret",
         run: mm_multicall::multicall_iret,
+    },
+    Case {
+        name: "vcpu_op_errors",
+        run: vcpu_op_errors::run,
+    },
+    Case {
+        name: "vcpu_switch",
+        run: vcpu_switch::two,
+    },
+    Case {
+        name: "vcpu_switch4",
+        run: vcpu_switch::four,
     },
 ];
 
