@@ -78,9 +78,10 @@ pub struct EntryRegs {
     pub gs: u64,
 }
 
-/// Stack space the entry code reserves for an [`EntryRegs`] (a multiple
-/// of 16, so that the call below is made on an aligned stack).
-const ENTRY_FRAME: usize = size_of::<EntryRegs>().next_multiple_of(16);
+/// Stack space the entry code reserves: an [`EntryRegs`], then the RFLAGS
+/// it pushed first, rounded to a multiple of 16 (so that the call below is
+/// made on an aligned stack).
+const ENTRY_FRAME: usize = (size_of::<EntryRegs>() + 8).next_multiple_of(16);
 
 global_asm!(
     ".pushsection .bss.shim_vcpu_stacks, \"aw\", @nobits",
@@ -92,7 +93,8 @@ global_asm!(
     ".balign 16",
     ".globl shim_secondary_entry",
     "shim_secondary_entry:",
-    "sub rsp, {frame}",
+    "pushfq",
+    "sub rsp, {frame} - 8",
     "mov [rsp + {rax}], rax",
     "mov [rsp + {rbx}], rbx",
     "mov [rsp + {rcx}], rcx",
@@ -108,8 +110,8 @@ global_asm!(
     "mov [rsp + {r13}], r13",
     "mov [rsp + {r14}], r14",
     "mov [rsp + {r15}], r15",
-    "pushfq",
-    "pop qword ptr [rsp + {rflags}]",
+    "mov rax, [rsp + {frame} - 8]",
+    "mov [rsp + {rflags}], rax",
     "lea rax, [rsp + {frame}]",
     "mov [rsp + {rsp_}], rax",
     "mov eax, cs",

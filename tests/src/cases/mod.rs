@@ -32,6 +32,7 @@ mod shutdown;
 mod unknown_hypercall;
 mod vcpu_op_errors;
 mod vcpu_switch;
+mod vcpu_up_down;
 mod xen_version;
 
 /// One test.
@@ -251,6 +252,10 @@ pub const ALL: &[Case] = &[
     Case {
         name: "vcpu_switch4",
         run: vcpu_switch::four,
+    },
+    Case {
+        name: "vcpu_up_down",
+        run: vcpu_up_down::run,
     },
 ];
 

@@ -225,28 +225,30 @@ pub fn run(_start_info: &'static StartInfo) {
         Errno::EINVAL.neg(),
     );
     for (what, ptr) in [
-        ("unmapped 0x1000", 0x1000),
-        ("non-canonical", 0x8000_0000_0000_0000),
+        ("an unmapped 0x1000", 0x1000),
+        ("a non-canonical", 0x8000_0000_0000_0000),
     ] {
         report::check_ret(
-            format_args!("initialise of vCPU 2 from an {what} context is EFAULT"),
+            format_args!("initialise of vCPU 2 from {what} context is EFAULT"),
             initialise_raw(NEVER, ptr),
             Errno::EFAULT.neg(),
         );
     }
     let non_canonical = 0x8000_0000_0000_0000;
     let bad: [(&str, Spoil); 5] = [
-        ("RIP", |c, v| c.user_regs.rip = v),
-        ("kernel_sp", |c, v| c.kernel_sp = v),
-        ("event callback", |c, v| c.event_callback_eip = v),
-        ("GDT entries", |c, _| c.gdt_ents = 8192),
-        ("LDT entries", |c, _| c.ldt_ents = 8193),
+        ("a non-canonical RIP", |c, v| c.user_regs.rip = v),
+        ("a non-canonical kernel_sp", |c, v| c.kernel_sp = v),
+        ("a non-canonical event callback", |c, v| {
+            c.event_callback_eip = v
+        }),
+        ("8192 GDT entries", |c, _| c.gdt_ents = 8192),
+        ("8193 LDT entries", |c, _| c.ldt_ents = 8193),
     ];
     for (what, spoil) in bad {
         let mut bad_ctx = ctx;
         spoil(&mut bad_ctx, non_canonical);
         report::check_ret(
-            format_args!("initialise of vCPU 2 with a bad {what} is EINVAL"),
+            format_args!("initialise of vCPU 2 with {what} is EINVAL"),
             initialise(NEVER, &bad_ctx),
             Errno::EINVAL.neg(),
         );

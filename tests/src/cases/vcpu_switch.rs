@@ -263,8 +263,8 @@ fn xgetbv0() -> u64 {
 /// assembly, and stores the registers to `b`'s outputs.
 macro_rules! round_asm {
     ($b:expr, $load:literal, $store:literal) => {{
-        let stub = raw::page_address()
-            + u64::from(guest_pv_shim::dom0_abi::Hypercall::SchedOp.number()) * 32;
+        let stub = raw::stub_address(guest_pv_shim::dom0_abi::Hypercall::SchedOp.number())
+            .expect("SchedOp has a slot in the hypercall page");
         // SAFETY: the block (RDI) is this vCPU's own; the stub (RSI) is
         // the sched_op slot of the hypercall page, called with
         // SCHEDOP_yield (no argument). RBX and RBP are saved and restored by hand; every
