@@ -39,7 +39,9 @@ numbered_enum! {
         ///   kernels in ring 1: with `VGCF_in_kernel` it loads its own
         ///   [`RING1_KERNEL_CS`](crate::segment::RING1_KERNEL_CS) and
         ///   [`RING1_KERNEL_SS`](crate::segment::RING1_KERNEL_SS) instead.
-        ///   Either way the new vCPU runs with the CS and SS vCPU 0 has.
+        ///   Either way the new vCPU runs with the CS and SS vCPU 0 has,
+        ///   also when the context gives them with RPL 0 (0xe030, 0xe028:
+        ///   Xen forces RPL 3).
         /// - RIP, RSP and every general register come from `user_regs`
         ///   as given (RCX and R11 included); RFLAGS too, with IF forced
         ///   on. DS, ES, FS and GS are loaded from `user_regs`, then the

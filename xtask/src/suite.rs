@@ -154,7 +154,7 @@ pub const PENDING: &[IntegrationTest] = &[
     passes_with!("vcpu_op_errors", hv_extra_args: "dom0_max_vcpus=3"),
     passes_with!("vcpu_switch", hv_extra_args: "dom0_max_vcpus=2"),
     passes_with!("vcpu_switch4", hv_extra_args: "dom0_max_vcpus=4"),
-    passes_with!("vcpu_up_down", hv_extra_args: "dom0_max_vcpus=2"),
+    passes_with!("vcpu_up_down", hv_extra_args: "dom0_max_vcpus=3"),
 ];
 
 /// Every integration test, in the order they run.

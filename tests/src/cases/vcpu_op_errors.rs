@@ -14,7 +14,7 @@
 //!   address or too many GDT or LDT entries `EINVAL`, and leaves the vCPU
 //!   uninitialised;
 //! - `initialise` of an initialised vCPU (1, and vCPU 0 itself) is
-//!   `EEXIST`; `up` of a vCPU that is up is 0;
+//!   `EEXIST`; `up` of a vCPU that is up (vCPU 1, the caller) is 0;
 //! - `down` of another vCPU and of a vCPU that is already down is 0, and a
 //!   vCPU taken down and brought up again carries on;
 //! - `get_runstate_info`: vCPU 0 (the caller) is `running`, vCPU 2 is
@@ -81,7 +81,7 @@ fn initialise(vcpuid: u64, ctx: &VcpuGuestContext) -> i64 {
 /// `VCPUOP_up` of `vcpuid`.
 fn up(vcpuid: u64) -> i64 {
     // SAFETY: only vCPU 1 is ever initialised, with `spinner`'s context;
-    // other ids are refused.
+    // vCPU 0 is the caller, already running; other ids are refused.
     unsafe { hc::vcpu_up(vcpuid) }
 }
 
@@ -275,6 +275,7 @@ pub fn run(_start_info: &'static StartInfo) {
     report::check_ret("up of vCPU 1 returns 0", up(UP), 0);
     report::check_ret("is_up of vCPU 1 is 1", vcpu_is_up(UP), 1);
     report::check_ret("up of vCPU 1 while it is up returns 0", up(UP), 0);
+    report::check_ret("up of vCPU 0 (the caller) returns 0", up(0), 0);
     report::check(
         "vCPU 1 runs",
         support::yield_until(WAIT, || SPINS.load(Ordering::Acquire) >= 3),

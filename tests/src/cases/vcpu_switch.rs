@@ -14,7 +14,8 @@
 //! - counts a switch when another vCPU ran since its previous round.
 //!
 //! With AVX, each vCPU first enables YMM state in its XCR0 if it is not
-//! (on Xen XCR0 is per vCPU, and a PV kernel's `xsetbv` is emulated).
+//! (on Xen XCR0 is per vCPU and starts as x87|SSE; a PV kernel sets
+//! CR4.OSXSAVE and XCR0 through emulated `mov %cr4` and `xsetbv`).
 //! Each vCPU reads its system time from its own `vcpu_info`. vCPU 0 then
 //! waits until every other vCPU has finished and taken itself down, and
 //! reports per vCPU: rounds done, switches seen, and any register, vector,
@@ -28,7 +29,7 @@ use guest_pv_shim::dom0_abi::cpu::SegmentBase;
 use guest_pv_shim::dom0_abi::sched::SchedOp;
 use guest_pv_shim::dom0_abi::start_info::StartInfo;
 use guest_pv_shim::hypercall::{self as hc, raw};
-use guest_pv_shim::{fixup_asm, report, shared, smp, traps};
+use guest_pv_shim::{fixup_asm, report, shared, smp};
 
 use crate::support;
 
@@ -72,8 +73,6 @@ struct Results {
     cpuid_ecx: AtomicU64,
     xcr0_before: AtomicU64,
     xcr0_after: AtomicU64,
-    /// The vector `xsetbv` raised, `u64::MAX` for none.
-    xsetbv_fault: AtomicU64,
     cr4: AtomicU64,
     time_first: AtomicU64,
     time_last: AtomicU64,
@@ -96,7 +95,6 @@ impl Results {
             cpuid_ecx: AtomicU64::new(0),
             xcr0_before: AtomicU64::new(0),
             xcr0_after: AtomicU64::new(0),
-            xsetbv_fault: AtomicU64::new(u64::MAX),
             cr4: AtomicU64::new(0),
             time_first: AtomicU64::new(0),
             time_last: AtomicU64::new(0),
@@ -195,14 +193,14 @@ struct AvxProbe {
     cpuid_ecx: u32,
     /// XCR0 before, and after the `xsetbv` if one was needed.
     xcr0: (u64, u64),
-    /// The vector `xsetbv` raised, if it did.
-    fault: Option<u32>,
-    /// CR4 with OSXSAVE set, and the vector writing it raised.
-    cr4: (u64, Option<u32>),
+    /// CR4 as read after setting OSXSAVE, if that was needed.
+    cr4: u64,
 }
 
 /// Whether the CPU has AVX with OS support, enabling YMM state in this
-/// vCPU's XCR0 if needed.
+/// vCPU's XCR0 if needed: on Xen a PV vCPU starts with XCR0 = x87|SSE
+/// and must set CR4.OSXSAVE (emulated) before `xsetbv` (emulated). A
+/// refused step faults and resumes after it (fixup); XCR0 tells.
 fn enable_avx() -> (bool, AvxProbe) {
     let mut probe = AvxProbe {
         cpuid_ecx: __cpuid(1).ecx,
@@ -215,37 +213,27 @@ fn enable_avx() -> (bool, AvxProbe) {
     let xcr0 = xgetbv0();
     if xcr0 & 6 != 6 {
         let want = xcr0 | 6;
-        let mut cr4: u64 = 0;
-        let ((), trap) = traps::catch(|| {
-            // SAFETY: CR4 reads and writes are emulated for a PV kernel;
-            // setting OSXSAVE only allows XSETBV. A fault resumes after
-            // the instruction.
-            unsafe {
-                fixup_asm!(
-                    "mov {c}, cr4",
-                    "bts {c}, 18",
-                    "mov cr4, {c}";
-                    c = inout(reg) cr4,
-                    options(nostack),
-                );
-            }
-        });
-        probe.cr4 = (cr4, trap.map(|t| t.vector));
-        let ((), trap) = traps::catch(|| {
-            // SAFETY: enables SSE and AVX state, which only this test's
-            // assembly uses; a refusal (#GP) resumes after the
-            // instruction.
-            unsafe {
-                fixup_asm!(
-                    "xsetbv";
-                    in("ecx") 0,
-                    in("eax") want & 0xFFFF_FFFF,
-                    in("edx") want >> 32,
-                    options(nostack),
-                );
-            }
-        });
-        probe.fault = trap.map(|t| t.vector);
+        // SAFETY: CR4 reads and writes are emulated for a PV kernel;
+        // setting OSXSAVE only allows XSETBV, which enables SSE and AVX
+        // state that only this test's assembly uses. A fault resumes after
+        // the instruction.
+        unsafe {
+            fixup_asm!(
+                "mov {c}, cr4",
+                "bts {c}, 18",
+                "mov cr4, {c}",
+                "mov {c}, cr4";
+                c = inout(reg) probe.cr4,
+                options(nostack),
+            );
+            fixup_asm!(
+                "xsetbv";
+                in("ecx") 0,
+                in("eax") want & 0xFFFF_FFFF,
+                in("edx") want >> 32,
+                options(nostack),
+            );
+        }
     }
     probe.xcr0 = (xcr0, xgetbv0());
     (probe.xcr0.1 & 6 == 6, probe)
@@ -360,12 +348,9 @@ fn worker(vcpu: usize) {
     me.avx.store(avx, Ordering::Relaxed);
     me.cpuid_ecx
         .store(u64::from(probe.cpuid_ecx), Ordering::Relaxed);
-    me.cr4.store(probe.cr4.0, Ordering::Relaxed);
+    me.cr4.store(probe.cr4, Ordering::Relaxed);
     me.xcr0_before.store(probe.xcr0.0, Ordering::Relaxed);
     me.xcr0_after.store(probe.xcr0.1, Ordering::Relaxed);
-    if let Some(vector) = probe.fault {
-        me.xsetbv_fault.store(u64::from(vector), Ordering::Relaxed);
-    }
     me.time_first
         .store(shared::system_time_of(vcpu).unwrap_or(0), Ordering::Relaxed);
     let mut b = Block {
@@ -507,11 +492,10 @@ fn run_with(vcpus: usize) {
             format_args!("vCPU {vcpu} kept its vector registers across every yield"),
             vec == 0,
             format_args!(
-                "{kind}0-15 (CPUID.1:ECX {:#x}, XCR0 {:#x} -> {:#x}, xsetbv fault {}, cr4 {:#x}), {vec} wrong{first}",
+                "{kind}0-15 (CPUID.1:ECX {:#x}, XCR0 {:#x} -> {:#x}, CR4 {:#x}), {vec} wrong{first}",
                 r.cpuid_ecx.load(Ordering::Relaxed),
                 r.xcr0_before.load(Ordering::Relaxed),
                 r.xcr0_after.load(Ordering::Relaxed),
-                r.xsetbv_fault.load(Ordering::Relaxed).cast_signed(),
                 r.cr4.load(Ordering::Relaxed),
             ),
         );

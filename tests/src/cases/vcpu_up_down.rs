@@ -1,6 +1,6 @@
 //! `vcpu_up_down`: a secondary vCPU's start, `VCPUOP_down` by another vCPU
 //! and by itself, resuming, and the end of the domain when its last vCPU
-//! goes down (`dom0_max_vcpus=2`).
+//! goes down (`dom0_max_vcpus=3`).
 //!
 //! Checks, as Xen 4.17 behaves:
 //! - how the initial context is taken: vCPU 1 starts at the context's RIP
@@ -15,6 +15,8 @@
 //!   brought it up again, with its RBX, RBP and R12-R15 intact;
 //! - vCPU 1 takes vCPU 0 down and brings it up again (both 0), seeing
 //!   `is_up(0)` = 0 in between;
+//! - vCPU 2, started from a context whose CS and SS have RPL 0 (0xe030,
+//!   0xe028), runs with vCPU 0's kernel selectors all the same;
 //! - vCPU 1's function returns and the shim takes it down; then vCPU 0,
 //!   the last vCPU up, prints the result line and takes itself down, which
 //!   must power the domain off (the harness requires a poweroff).
@@ -24,6 +26,7 @@ use core::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 
 use guest_pv_shim::dom0_abi::Errno;
 use guest_pv_shim::dom0_abi::cpu::VcpuGuestContext;
+use guest_pv_shim::dom0_abi::segment::{FLAT_KERNEL_CS, FLAT_KERNEL_SS};
 use guest_pv_shim::dom0_abi::start_info::StartInfo;
 use guest_pv_shim::dom0_abi::vcpu::{RUNSTATE_OFFLINE, VcpuOpCmd, VcpuRunstateInfo};
 use guest_pv_shim::hypercall::{self as hc, raw};
@@ -305,6 +308,46 @@ fn check_start(ctx: &VcpuGuestContext) {
     );
 }
 
+/// vCPU 2's function: nothing (its entry record is what counts).
+fn nothing(_vcpu: usize) {}
+
+/// Starts vCPU 2 with a context whose CS and SS have RPL 0 (0xe030 and
+/// 0xe028, as XTF's ring-3 kernels name them), and checks that it runs
+/// with vCPU 0's kernel selectors all the same.
+fn check_rpl0_selectors() {
+    let mut ctx = VcpuGuestContext::zeroed();
+    if !smp::kernel_context(&mut ctx, 2, nothing) {
+        report::error("context", format_args!("no stack for vCPU 2"));
+        return;
+    }
+    ctx.user_regs.cs = FLAT_KERNEL_CS & !3;
+    ctx.user_regs.ss = FLAT_KERNEL_SS & !3;
+    shared::set_upcall_mask_of(2, 1);
+    // SAFETY: the context of `smp::kernel_context` for `nothing`, with
+    // the RPL of its selectors cleared.
+    let ret = unsafe { hc::vcpu_initialise(2, &ctx) };
+    report::check_ret(
+        "initialise of vCPU 2 with RPL-0 CS and SS returns 0",
+        ret,
+        0,
+    );
+    // SAFETY: vCPU 2 was just initialised.
+    report::check_ret("up of vCPU 2 returns 0", unsafe { hc::vcpu_up(2) }, 0);
+    let done = support::yield_until(WAIT, || {
+        smp::entry_regs(2).is_some() && hc::vcpu_is_up(2) == 0
+    });
+    let (cs, ss) = traps::current_cs_ss();
+    let regs = smp::entry_regs(2).unwrap_or_default();
+    report::check_observed(
+        "vCPU 2 started from RPL-0 CS and SS runs with vCPU 0's kernel CS and SS",
+        done && regs.cs == u64::from(cs) && regs.ss == u64::from(ss),
+        format_args!(
+            "ran and went down {done}, CS {:#x} SS {:#x}, vCPU 0 {cs:#x} {ss:#x}",
+            regs.cs, regs.ss
+        ),
+    );
+}
+
 pub fn run(_start_info: &'static StartInfo) {
     if !support::traps() {
         return;
@@ -435,6 +478,8 @@ pub fn run(_start_info: &'static StartInfo) {
         support::yield_until(WAIT, || hc::vcpu_is_up(ONE) == 0),
         format_args!("is_up {}", hc::vcpu_is_up(ONE)),
     );
+
+    check_rpl0_selectors();
 
     // The last vCPU going down must power the domain off: print the
     // result now, then go down. Coming back is a failure.
