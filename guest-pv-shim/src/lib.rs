@@ -44,8 +44,8 @@
 //! Structure and invariants:
 //! - `unsafe` code exists only in the boot entry (`entry`), the hypercall
 //!   instructions and wrappers (`hypercall`), and the modules that touch
-//!   raw memory, registers or entry code (`mm`, `shared`, `traps`); every
-//!   other module forbids it.
+//!   raw memory, registers or entry code (`mm`, `shared`, `smp`,
+//!   `traps`); every other module forbids it.
 //! - Everything that needs the bare-metal target (`_start`, the panic
 //!   handler, hypercalls, console, the modules above) is compiled only for
 //!   `target_os = "none"`; the pure parts (report status and lines, command

@@ -9,7 +9,8 @@
 //! page; the `*_of` accessors take the vCPU id, the others act on vCPU 0.
 //!
 //! Invariant: the page is only accessed with volatile reads and writes of
-//! single fields (the hypervisor writes it concurrently), never through a
+//! single fields, or of a whole `vcpu_time_info` under its version
+//! seqlock (the hypervisor writes the page concurrently), never through a
 //! Rust reference.
 
 use core::arch::global_asm;

@@ -145,11 +145,10 @@ macro_rules! passes_with {
 
 /// Tests written against Xen 4.17 before this hypervisor implements what
 /// they check (issues 3 and 4: memory and CPU virtualization; issue 11:
-/// several vCPUs in dom0). They are
-/// left out of the default run; `cargo xtask test --pending` runs them
-/// after `TESTS`, and with `--xen` also on Xen, where every one must
-/// already pass. When the hypervisor catches up with one, its entry moves
-/// from here to `TESTS`.
+/// several vCPUs in dom0). They are left out of the default run; `cargo
+/// xtask test --pending` runs them after `TESTS`, and with `--xen` also on
+/// Xen, where every one must already pass. When the hypervisor catches up
+/// with one, its entry moves from here to `TESTS`.
 pub const PENDING: &[IntegrationTest] = &[
     passes_with!("vcpu_op_errors", hv_extra_args: "dom0_max_vcpus=3"),
     passes_with!("vcpu_switch", hv_extra_args: "dom0_max_vcpus=2"),
