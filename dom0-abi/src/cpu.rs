@@ -339,7 +339,9 @@ pub struct CpuUserRegs {
 }
 
 /// `struct vcpu_guest_context` (x86-64, 5168 bytes): a whole vCPU state,
-/// for `VCPUOP_initialise` and the toolstack.
+/// for `VCPUOP_initialise` and the toolstack. How `VCPUOP_initialise`
+/// takes it (kernel selectors, ring 1 here) is the contract documented on
+/// [`VcpuOpCmd::Initialise`](crate::vcpu::VcpuOpCmd::Initialise).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VcpuGuestContext {

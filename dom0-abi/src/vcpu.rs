@@ -1,24 +1,79 @@
 //! `vcpu_op(cmd, vcpuid, arg)`: bringing vCPUs up and down, timers,
 //! runstate and `vcpu_info` placement.
 //!
-//! `vcpuid` names a vCPU of the calling domain (`ENOENT` if it has none by
-//! that number). Timer and `vcpu_info` operations act on the caller's own
-//! vCPUs. Unknown `cmd`: `ENOSYS`; unreadable `arg`: `EFAULT`.
+//! `vcpuid` names a vCPU of the calling domain; it is an `unsigned int`, so
+//! bits 63:32 of the register are ignored (`0x1_0000_0001` is vCPU 1). The
+//! id is checked before `cmd`: a vCPU the domain does not have (`vcpuid >=
+//! max_vcpus`, e.g. from `dom0_max_vcpus=`) is `ENOENT` for every `cmd`,
+//! unknown ones included. Then: unknown `cmd` `ENOSYS`; unreadable or
+//! unwritable `arg` `EFAULT`. Timer and `vcpu_info` operations act on the
+//! caller's own vCPUs; `initialise`, `up`, `down`, `is_up` and
+//! `get_runstate_info` on any vCPU of the domain, the caller included.
+//!
+//! The vCPUs of a domain other than vCPU 0 exist from its creation, down
+//! and uninitialised (runstate `offline`, never run).
 
 numbered_enum! {
     /// `VCPUOP_*`: the `cmd` of `vcpu_op`.
     VcpuOpCmd {
         /// `arg`: [`VcpuGuestContext`](crate::cpu::VcpuGuestContext) (IN).
-        /// Sets the initial state of a vCPU that is down. `EEXIST`: already
-        /// initialised; `EINVAL`: bad context.
+        /// Gives a vCPU that was never initialised its first state; it
+        /// stays down until [`VcpuOpCmd::Up`].
+        ///
+        /// Errors: `ENOENT` no such vCPU; `EFAULT` the context cannot be
+        /// read; `EEXIST` the vCPU is initialised (also while it is down,
+        /// and for the caller itself); `EINVAL` a bad context, e.g. a
+        /// non-canonical RIP, `kernel_sp` or event callback, more GDT
+        /// entries than
+        /// [`FIRST_RESERVED_GDT_ENTRY`](crate::segment::FIRST_RESERVED_GDT_ENTRY)
+        /// or more than 8192 LDT entries. A refused context leaves the vCPU
+        /// uninitialised.
+        ///
+        /// How the context is taken, the contract for 64-bit PV kernels on
+        /// Xen and on this hypervisor:
+        /// - `flags` has `VGCF_in_kernel`: the vCPU starts in kernel mode.
+        ///   `user_regs.cs`/`ss` hold Xen's flat kernel selectors,
+        ///   [`FLAT_KERNEL_CS`](crate::segment::FLAT_KERNEL_CS) (0xe033)
+        ///   and [`FLAT_KERNEL_SS`](crate::segment::FLAT_KERNEL_SS)
+        ///   (0xe02b), as for Xen's ring-3 kernels. This hypervisor runs
+        ///   kernels in ring 1: with `VGCF_in_kernel` it loads its own
+        ///   [`RING1_KERNEL_CS`](crate::segment::RING1_KERNEL_CS) and
+        ///   [`RING1_KERNEL_SS`](crate::segment::RING1_KERNEL_SS) instead.
+        ///   Either way the new vCPU runs with the CS and SS vCPU 0 has,
+        ///   also when the context gives them with RPL 0 (0xe030, 0xe028:
+        ///   Xen forces RPL 3).
+        /// - RIP, RSP and every general register come from `user_regs`
+        ///   as given (RCX and R11 included); RFLAGS too, with IF forced
+        ///   on. DS, ES, FS and GS are loaded from `user_regs`, then the
+        ///   `fs_base`, `gs_base_kernel` and `gs_base_user` bases.
+        /// - `ctrlreg[3]` is the kernel L4 as `mfn << 12`, `ctrlreg[1]` the
+        ///   user L4 (0: none); `trap_ctxt` (indexed by vector), the
+        ///   callbacks and `kernel_ss`/`kernel_sp` act as
+        ///   `set_trap_table`, `callback_op` and `stack_switch` would;
+        ///   `gdt_ents` 0 means the hypervisor's default GDT.
+        /// - Without `VGCF_i387_valid` the vCPU gets the default FPU state
+        ///   (FCW 0x37f, MXCSR 0x1f80). On Xen its XCR0 starts as x87|SSE:
+        ///   each vCPU enables AVX state itself (CR4.OSXSAVE, `xsetbv`).
+        /// - `vcpu_info[vcpuid]` is not touched: the kernel sets its
+        ///   `evtchn_upcall_mask` before `up`.
         Initialise = 0, "initialise";
-        /// Starts an initialised vCPU. `EINVAL`: not initialised.
+        /// Starts an initialised vCPU, or resumes a downed one exactly
+        /// where it stopped (its saved context, not the initial one).
+        /// `EINVAL`: not initialised. 0 if it is already up.
         Up = 1, "up";
-        /// Stops a vCPU; the last one going down powers the domain off.
+        /// Stops a vCPU: the caller itself (the call returns 0 when another
+        /// vCPU brings it up again) or any other, vCPU 0 included. 0 if it
+        /// is already down. The last vCPU that is up going down shuts the
+        /// domain down with `SHUTDOWN_poweroff`.
         Down = 2, "down";
-        /// Returns 1 if the vCPU is up, else 0.
+        /// Returns 1 if the vCPU is up, else 0 (also when it was never
+        /// initialised).
         IsUp = 3, "is_up";
-        /// `arg`: [`VcpuRunstateInfo`] (OUT).
+        /// `arg`: [`VcpuRunstateInfo`] (OUT), of any vCPU of the domain.
+        /// `state` is the current `RUNSTATE_*` (the caller sees itself
+        /// `running`); `state_entry_time` is the system time the state was
+        /// entered; `time[]` are the ns spent in each state since the
+        /// vCPU was created, the current state counted up to the call.
         GetRunstateInfo = 4, "get_runstate_info";
         /// `arg`: guest pointer to a [`VcpuRunstateInfo`] the hypervisor
         /// keeps updated.

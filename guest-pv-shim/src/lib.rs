@@ -34,7 +34,9 @@
 //!   memory ([`hypercall::mm`]) and CPU ([`hypercall::cpu`]) ones included;
 //! - [`mm`]: walking the guest's own page tables, pfn/mfn translation,
 //!   scratch frames and mapping windows;
-//! - [`shared`]: mapping `shared_info` and vCPU 0's `vcpu_info` fields;
+//! - [`shared`]: mapping `shared_info` and the `vcpu_info` fields;
+//! - [`smp`]: starting secondary vCPUs (stacks, entry path, initial
+//!   context);
 //! - [`traps`]: an XTF-style trap table and callbacks, recorded
 //!   exceptions with a fixup table ([`fixup_asm!`]), returns through
 //!   `HYPERVISOR_iret` or `iretq`, and user mode.
@@ -42,14 +44,16 @@
 //! Structure and invariants:
 //! - `unsafe` code exists only in the boot entry (`entry`), the hypercall
 //!   instructions and wrappers (`hypercall`), and the modules that touch
-//!   raw memory, registers or entry code (`mm`, `shared`, `traps`); every
-//!   other module forbids it.
+//!   raw memory, registers or entry code (`mm`, `shared`, `smp`,
+//!   `traps`); every other module forbids it.
 //! - Everything that needs the bare-metal target (`_start`, the panic
 //!   handler, hypercalls, console, the modules above) is compiled only for
 //!   `target_os = "none"`; the pure parts (report status and lines, command
 //!   line parsing, platform strings) build and are tested on the host.
-//! - The guest has one vCPU and runs with events masked. Until a guest
-//!   calls `traps::init`, nothing handles faults and any fault crashes the
+//! - The guest runs with events masked. It has one vCPU unless it starts
+//!   more with [`smp`]; everything else in the shim (report, console
+//!   buffer, trap records) belongs to vCPU 0. Until a guest calls
+//!   `traps::init`, nothing handles faults and any fault crashes the
 //!   domain.
 
 #![no_std]
@@ -70,6 +74,8 @@ pub mod hypercall;
 pub mod mm;
 #[cfg(target_os = "none")]
 pub mod shared;
+#[cfg(target_os = "none")]
+pub mod smp;
 #[cfg(target_os = "none")]
 pub mod traps;
 

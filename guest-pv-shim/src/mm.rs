@@ -15,8 +15,8 @@
 //!   code uses except through this module. Remapping one (to a scratch
 //!   frame, a table, shared memory) never affects other memory; their
 //!   original frames are simply left unused.
-//! - The guest has one vCPU; the statics here are only touched from the
-//!   guest's main flow, never from exception handlers.
+//! - The statics here are only touched from vCPU 0's main flow, never
+//!   from exception handlers or secondary vCPUs.
 
 use core::arch::global_asm;
 use core::sync::atomic::{AtomicU64, Ordering};

@@ -1,7 +1,9 @@
 //! XTF-style test reporting: one line per check, one final result line.
 //!
 //! Lines, each on its own console line:
-//! - `ok: <check>`
+//! - `ok: <check>`, or `ok: <check>: <observed>` for a check that shows
+//!   the values it saw ([`Recorder::check_observed`]; the harness compares
+//!   only the name)
 //! - `FAIL: <check>: <detail>` (status FAILURE)
 //! - `skip: <check>: <why>` (status SKIP)
 //! - `ERROR: <what>: <detail>` (status ERROR: the test could not run as
@@ -101,6 +103,18 @@ impl fmt::Display for Ret {
 /// Whatever `out` returns.
 pub fn write_ok(out: &mut impl fmt::Write, check: impl fmt::Display) -> fmt::Result {
     writeln!(out, "ok: {check}")
+}
+
+/// Writes `ok: <check>: <observed>`.
+///
+/// # Errors
+/// Whatever `out` returns.
+pub fn write_ok_observed(
+    out: &mut impl fmt::Write,
+    check: impl fmt::Display,
+    observed: fmt::Arguments<'_>,
+) -> fmt::Result {
+    writeln!(out, "ok: {check}: {observed}")
 }
 
 /// Writes `FAIL: <check>: <detail>`.
@@ -228,6 +242,22 @@ impl<W: fmt::Write> Recorder<W> {
         cond
     }
 
+    /// `ok` if `cond`, else `fail`, showing `observed` either way.
+    /// Returns `cond`.
+    pub fn check_observed(
+        &mut self,
+        check: impl fmt::Display,
+        cond: bool,
+        observed: fmt::Arguments<'_>,
+    ) -> bool {
+        if cond {
+            let _ = write_ok_observed(&mut self.out, check, observed);
+        } else {
+            self.fail(check, observed);
+        }
+        cond
+    }
+
     /// `ok` if `got == want`, else `fail` showing both. Returns the outcome.
     pub fn check_eq<T: PartialEq + fmt::Debug>(
         &mut self,
@@ -316,6 +346,15 @@ mod global {
         with(|r| r.check(check, cond, detail))
     }
 
+    /// `ok` if `cond`, else `fail`, showing `observed` either way.
+    pub fn check_observed(
+        check: impl fmt::Display,
+        cond: bool,
+        observed: fmt::Arguments<'_>,
+    ) -> bool {
+        with(|r| r.check_observed(check, cond, observed))
+    }
+
     /// `ok` if `got == want`, else `fail` showing both.
     pub fn check_eq<T: PartialEq + fmt::Debug>(check: impl fmt::Display, got: T, want: T) -> bool {
         with(|r| r.check_eq(check, got, want))
@@ -394,6 +433,8 @@ mod tests {
         assert!(!r.check_ret("bad ptr", 0, -14));
         assert!(!r.check_eq("pagesize", 8192u64, 4096));
         r.skip("build_id", format_args!("{}", "not on this platform"));
+        assert!(r.check_observed("time", true, format_args!("{} ns", 5)));
+        assert!(!r.check_observed("order", false, format_args!("{} > {}", 2, 1)));
         assert_eq!(r.finish(), Status::Failure);
         assert_eq!(
             r.output().as_str(),
@@ -401,6 +442,8 @@ mod tests {
              FAIL: bad ptr: got 0, want -14 (EFAULT)\n\
              FAIL: pagesize: got 8192, want 4096\n\
              skip: build_id: not on this platform\n\
+             ok: time: 5 ns\n\
+             FAIL: order: 2 > 1\n\
              Test result: FAILURE\n"
         );
         let mut s = String::new();

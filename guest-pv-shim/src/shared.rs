@@ -1,19 +1,25 @@
-//! The `shared_info` page: mapping it and vCPU 0's `vcpu_info` fields.
+//! The `shared_info` page: mapping it and the `vcpu_info` fields.
 //!
 //! `start_info.shared_info` is a machine address; the guest maps it over a
 //! page-aligned page of its own `.bss` with `update_va_mapping` (as XTF
 //! and Mini-OS do). Until [`map`] succeeded, the accessors return `None`
 //! or do nothing.
 //!
+//! vCPU `n` (below [`XEN_LEGACY_MAX_VCPUS`]) uses `vcpu_info[n]` of the
+//! page; the `*_of` accessors take the vCPU id, the others act on vCPU 0.
+//!
 //! Invariant: the page is only accessed with volatile reads and writes of
-//! single fields (the hypervisor writes it concurrently), never through a
+//! single fields, or of a whole `vcpu_time_info` under its version
+//! seqlock (the hypervisor writes the page concurrently), never through a
 //! Rust reference.
 
 use core::arch::global_asm;
 use core::mem::offset_of;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use dom0_abi::shared_info::{ArchSharedInfo, ArchVcpuInfo, SharedInfo, VcpuInfo};
+use dom0_abi::shared_info::{
+    ArchSharedInfo, ArchVcpuInfo, SharedInfo, VcpuInfo, VcpuTimeInfo, XEN_LEGACY_MAX_VCPUS,
+};
 
 use crate::entry::start_info;
 use crate::hypercall;
@@ -53,16 +59,22 @@ pub fn map() -> i64 {
     ret
 }
 
-/// The address of vCPU 0's `vcpu_info` field at `offset`, if mapped.
-fn vcpu0_field(offset: usize) -> Option<u64> {
+/// The address of vCPU `vcpu`'s `vcpu_info` field at `offset`, if mapped
+/// and `vcpu` has a slot in the page.
+fn vcpu_field(vcpu: usize, offset: usize) -> Option<u64> {
     let base = MAPPED.load(Ordering::Relaxed);
-    (base != 0).then(|| base + (offset_of!(SharedInfo, vcpu_info) + offset) as u64)
+    (base != 0 && vcpu < XEN_LEGACY_MAX_VCPUS).then(|| {
+        base + (offset_of!(SharedInfo, vcpu_info) + vcpu * size_of::<VcpuInfo>() + offset) as u64
+    })
 }
 
 /// `vcpu_info[0].arch.cr2`: the address of the last page fault delivered.
 #[must_use]
 pub fn cr2() -> Option<u64> {
-    let at = vcpu0_field(offset_of!(VcpuInfo, arch) + offset_of!(ArchVcpuInfo, cr2))?;
+    let at = vcpu_field(
+        0,
+        offset_of!(VcpuInfo, arch) + offset_of!(ArchVcpuInfo, cr2),
+    )?;
     // SAFETY: `at` lies in the mapped shared_info page (8-byte aligned
     // field); a volatile read takes no reference.
     Some(unsafe { (at as *const u64).read_volatile() })
@@ -71,14 +83,26 @@ pub fn cr2() -> Option<u64> {
 /// `vcpu_info[0].evtchn_upcall_mask`.
 #[must_use]
 pub fn upcall_mask() -> Option<u8> {
-    let at = vcpu0_field(offset_of!(VcpuInfo, evtchn_upcall_mask))?;
+    upcall_mask_of(0)
+}
+
+/// `vcpu_info[vcpu].evtchn_upcall_mask`.
+#[must_use]
+pub fn upcall_mask_of(vcpu: usize) -> Option<u8> {
+    let at = vcpu_field(vcpu, offset_of!(VcpuInfo, evtchn_upcall_mask))?;
     // SAFETY: as in `cr2`, for a byte field.
     Some(unsafe { (at as *const u8).read_volatile() })
 }
 
 /// Sets `vcpu_info[0].evtchn_upcall_mask`; returns whether it is mapped.
 pub fn set_upcall_mask(mask: u8) -> bool {
-    let Some(at) = vcpu0_field(offset_of!(VcpuInfo, evtchn_upcall_mask)) else {
+    set_upcall_mask_of(0, mask)
+}
+
+/// Sets `vcpu_info[vcpu].evtchn_upcall_mask`; returns whether it is
+/// mapped.
+pub fn set_upcall_mask_of(vcpu: usize, mask: u8) -> bool {
+    let Some(at) = vcpu_field(vcpu, offset_of!(VcpuInfo, evtchn_upcall_mask)) else {
         return false;
     };
     // SAFETY: as in `cr2`; the guest owns this field.
@@ -89,7 +113,7 @@ pub fn set_upcall_mask(mask: u8) -> bool {
 /// `vcpu_info[0].evtchn_upcall_pending`.
 #[must_use]
 pub fn upcall_pending() -> Option<u8> {
-    let at = vcpu0_field(offset_of!(VcpuInfo, evtchn_upcall_pending))?;
+    let at = vcpu_field(0, offset_of!(VcpuInfo, evtchn_upcall_pending))?;
     // SAFETY: as in `cr2`, for a byte field.
     Some(unsafe { (at as *const u8).read_volatile() })
 }
@@ -97,12 +121,45 @@ pub fn upcall_pending() -> Option<u8> {
 /// Sets `vcpu_info[0].evtchn_upcall_pending`; returns whether it is
 /// mapped.
 pub fn set_upcall_pending(pending: u8) -> bool {
-    let Some(at) = vcpu0_field(offset_of!(VcpuInfo, evtchn_upcall_pending)) else {
+    let Some(at) = vcpu_field(0, offset_of!(VcpuInfo, evtchn_upcall_pending)) else {
         return false;
     };
     // SAFETY: as in `cr2`; the guest may set or clear this byte.
     unsafe { (at as *mut u8).write_volatile(pending) };
     true
+}
+
+/// A consistent copy of `vcpu_info[vcpu].time` (the `version` seqlock:
+/// retried while odd or changed during the copy).
+#[must_use]
+pub fn time_info_of(vcpu: usize) -> Option<VcpuTimeInfo> {
+    let at = vcpu_field(vcpu, offset_of!(VcpuInfo, time))?;
+    let ptr = at as *const VcpuTimeInfo;
+    loop {
+        // SAFETY: `at` is the 8-byte aligned `time` field of a slot in the
+        // mapped page; field-wise volatile reads take no reference.
+        let (before, copy, after) = unsafe {
+            let version = &raw const (*ptr).version;
+            let before = version.read_volatile();
+            core::sync::atomic::fence(Ordering::Acquire);
+            let copy = ptr.read_volatile();
+            core::sync::atomic::fence(Ordering::Acquire);
+            (before, copy, version.read_volatile())
+        };
+        if before & 1 == 0 && before == after {
+            return Some(copy);
+        }
+    }
+}
+
+/// The current system time (ns) from vCPU `vcpu`'s time record and this
+/// CPU's TSC (meant for the calling vCPU's own record).
+#[must_use]
+pub fn system_time_of(vcpu: usize) -> Option<u64> {
+    let info = time_info_of(vcpu)?;
+    // SAFETY: RDTSC reads the time-stamp counter; no memory is touched.
+    let tsc = unsafe { core::arch::x86_64::_rdtsc() };
+    Some(info.system_time_at(tsc))
 }
 
 /// Sets `shared_info.arch.max_pfn` (the guest's p2m size as it reports it;

@@ -53,9 +53,11 @@
 //!   error code 1, cr2 = RSP). It works with Xen's `smap=0` and on real
 //!   hardware.
 //!
-//! Invariants: the guest has one vCPU, and the statics written by the
-//! dispatcher are only read by the main flow after the entry it records
-//! has returned. Rust code of the shim uses no FPU, SSE, FS or GS.
+//! Invariants: the statics written by the dispatcher are only read by the
+//! main flow after the entry it records has returned. They belong to
+//! vCPU 0: secondary vCPUs ([`crate::smp`]) share the trap table and
+//! callbacks, and their fixups work, but their records may mix with vCPU
+//! 0's. Rust code of the shim uses no FPU, SSE, FS or GS.
 
 use core::arch::{asm, global_asm};
 use core::cell::UnsafeCell;
@@ -238,9 +240,11 @@ pub enum UserEntry {
 /// A static written by the dispatcher and read by the main flow.
 struct Slot<T>(UnsafeCell<T>);
 
-// SAFETY: one vCPU; the dispatcher and the main flow never access a slot
+// SAFETY: on one vCPU the dispatcher and the main flow never access a slot
 // at the same time (the main flow reads only after the entry returned,
-// module invariant), and values are copied in and out whole.
+// module invariant), and values are copied in and out whole. Secondary
+// vCPUs enter the dispatcher only for exceptions the tests expect not to
+// happen there (a fixup at most), and never read the slots.
 unsafe impl<T: Copy> Sync for Slot<T> {}
 
 impl<T: Copy> Slot<T> {

@@ -81,3 +81,31 @@ pub fn foreign_mfn() -> Option<u64> {
         .rev()
         .find(|&mfn| mm::pfn_to_mfn(mm::m2p(mfn)) != Some(mfn))
 }
+
+/// Starts secondary vCPU `vcpu` running `entry` (see
+/// `guest_pv_shim::smp::start`), or reports an `ERROR`.
+pub fn start_vcpu(vcpu: usize, entry: fn(usize)) -> bool {
+    match guest_pv_shim::smp::start(vcpu, entry) {
+        Ok(()) => true,
+        Err(e) => {
+            report::error(
+                format_args!("start vCPU {vcpu}"),
+                format_args!("{} failed: {}", e.step, report::Ret(e.ret)),
+            );
+            false
+        }
+    }
+}
+
+/// Yields until `done()` holds, at most `limit` times; returns whether it
+/// held. With one physical CPU, other vCPUs of the domain run only while
+/// this one yields.
+pub fn yield_until(limit: u32, mut done: impl FnMut() -> bool) -> bool {
+    for _ in 0..limit {
+        if done() {
+            return true;
+        }
+        guest_pv_shim::hypercall::sched_yield();
+    }
+    done()
+}

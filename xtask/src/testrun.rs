@@ -127,9 +127,10 @@ fn boot_test(
         }
     };
     let hypervisor = workspace.hypervisor();
+    let hv_args = test.command_line(test.hv_args);
     let files = BootFiles {
         hypervisor: &hypervisor,
-        hv_args: test.hv_args,
+        hv_args: &hv_args,
         dom0: dom0.as_deref().map(|p| (p, test.dom0_args)),
         ramdisk: None,
     };
@@ -149,17 +150,19 @@ fn boot_test(
     Ok(result)
 }
 
-/// Boots the test guest with `test=<name>` on Xen.
+/// Boots the test guest with `test=<name>` on Xen, with the test's extra
+/// hypervisor options after [`xen::XEN_ARGS`].
 fn boot_on_xen(
     xen: &Path,
     guest: &Path,
     dirs: &TestDirs,
-    name: &str,
+    test: &IntegrationTest,
     timeout: Duration,
 ) -> Result<RunResult, String> {
+    let name = test.name;
     let boot = Boot::Direct {
         kernel: xen.to_path_buf(),
-        append: xen::XEN_ARGS.to_owned(),
+        append: test.command_line(xen::XEN_ARGS),
         modules: vec![Module {
             path: guest.to_path_buf(),
             args: format!("test={name}"),
@@ -281,7 +284,7 @@ fn conformance(
                 |run| Ok(run.clone()),
             )
             .and_then(|ours| {
-                let theirs = boot_on_xen(&xen, &workspace.test_guest(), dirs, test.name, timeout)?;
+                let theirs = boot_on_xen(&xen, &workspace.test_guest(), dirs, test, timeout)?;
                 Ok((ours, theirs))
             });
         let (ours, theirs) = match compared {

@@ -45,6 +45,16 @@ pub fn page_address() -> u64 {
     va
 }
 
+/// The address of the stub for hypercall `nr` in the hypercall page, for
+/// assembly that calls it directly; `None` beyond the page's 128 slots.
+#[must_use]
+pub fn stub_address(nr: u32) -> Option<u64> {
+    let slot = usize::try_from(nr)
+        .ok()
+        .filter(|&n| n < HYPERCALL_PAGE_SLOTS)?;
+    Some(page_address() + (slot * HYPERCALL_SLOT_SIZE) as u64)
+}
+
 /// The hypercall page as the hypervisor left it.
 #[must_use]
 pub fn page() -> &'static [u8; HYPERCALL_PAGE_SIZE] {
@@ -158,8 +168,7 @@ unsafe fn trap_direct(trap: Trap, nr: u64, a: [u64; 5]) -> i64 {
 /// break the assumptions of the running Rust code.
 pub unsafe fn hypercall5(nr: u64, a1: u64, a2: u64, a3: u64, a4: u64, a5: u64) -> i64 {
     let args = [a1, a2, a3, a4, a5];
-    if nr < HYPERCALL_PAGE_SLOTS as u64 {
-        let stub = page_address() + nr * HYPERCALL_SLOT_SIZE as u64;
+    if let Some(stub) = u32::try_from(nr).ok().and_then(stub_address) {
         // SAFETY: `stub` is slot `nr` of the hypercall page; the rest is the
         // caller's contract.
         unsafe { call_stub(stub, nr, args) }

@@ -30,6 +30,9 @@ mod return_from_entry;
 mod sched_op;
 mod shutdown;
 mod unknown_hypercall;
+mod vcpu_op_errors;
+mod vcpu_switch;
+mod vcpu_up_down;
 mod xen_version;
 
 /// One test.
@@ -237,6 +240,22 @@ pub const ALL: &[Case] = &[
     Case {
         name: "mm_multicall_iret",
         run: mm_multicall::multicall_iret,
+    },
+    Case {
+        name: "vcpu_op_errors",
+        run: vcpu_op_errors::run,
+    },
+    Case {
+        name: "vcpu_switch",
+        run: vcpu_switch::two,
+    },
+    Case {
+        name: "vcpu_switch4",
+        run: vcpu_switch::four,
+    },
+    Case {
+        name: "vcpu_up_down",
+        run: vcpu_up_down::run,
     },
 ];
 

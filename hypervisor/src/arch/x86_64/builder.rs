@@ -254,6 +254,7 @@ pub fn build_dom0(
     boot_vcpu
         .runstate
         .enter(RUNSTATE_RUNNING, super::time::now_ns());
+    super::time::publish(boot_vcpu.vcpu_info);
     let id = entry.domain.id;
     let table = DOMAINS.call_once(|| DomainTable::new(DEFAULT_DOMAINS));
     table

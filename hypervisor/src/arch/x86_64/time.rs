@@ -1,11 +1,16 @@
 //! The TSC as the system clock: its rate measured at boot against the PIT,
 //! and the time since boot in nanoseconds.
+use core::mem::offset_of;
+use core::sync::atomic::{Ordering, compiler_fence};
+
+use dom0_abi::shared_info::{VcpuInfo, VcpuTimeInfo};
 use spin::Once;
 
 use crate::time::TscScale;
 
 use super::cpu::rdtsc;
 use super::io::{inb, outb};
+use super::paging::phys_to_virt;
 
 /// The PIT's input clock.
 const PIT_HZ: u64 = 1_193_182;
@@ -55,4 +60,41 @@ pub fn now_ns() -> u64 {
     CLOCK.get().map_or(0, |&(boot, scale, _)| {
         scale.to_ns(rdtsc().wrapping_sub(boot))
     })
+}
+
+/// Publishes the system time in the `vcpu_info` at machine address
+/// `vcpu_info`, as Xen does when a vCPU is scheduled in: the TSC now, the
+/// system time now, and the scale, under the record's version seqlock (odd
+/// while it changes). A guest computes the time later as `system_time` plus
+/// the scaled TSC ticks since `tsc_timestamp`.
+pub fn publish(vcpu_info: u64) {
+    let Some(&(boot, scale, _)) = CLOCK.get() else {
+        return;
+    };
+    let record = phys_to_virt(vcpu_info + offset_of!(VcpuInfo, time) as u64) as *mut u8;
+    let field = |offset: usize| record.wrapping_add(offset);
+    let version = field(offset_of!(VcpuTimeInfo, version)).cast::<u32>();
+    let tsc = rdtsc();
+    // SAFETY: `vcpu_info` is a vCPU's record in its domain's shared_info,
+    // a hypervisor-owned frame for the domain's life, mapped by the direct
+    // map; every field is naturally aligned plain data the guest only reads.
+    unsafe {
+        let odd = version.read_volatile().wrapping_add(1) | 1;
+        version.write_volatile(odd);
+        compiler_fence(Ordering::SeqCst);
+        field(offset_of!(VcpuTimeInfo, tsc_timestamp))
+            .cast::<u64>()
+            .write_volatile(tsc);
+        field(offset_of!(VcpuTimeInfo, system_time))
+            .cast::<u64>()
+            .write_volatile(scale.to_ns(tsc.wrapping_sub(boot)));
+        field(offset_of!(VcpuTimeInfo, tsc_to_system_mul))
+            .cast::<u32>()
+            .write_volatile(scale.mul);
+        field(offset_of!(VcpuTimeInfo, tsc_shift))
+            .cast::<i8>()
+            .write_volatile(scale.shift);
+        compiler_fence(Ordering::SeqCst);
+        version.write_volatile(odd.wrapping_add(1));
+    }
 }

@@ -187,6 +187,7 @@ fn switch_vcpu(
     *regs = new.context;
     context::restore(new);
     new.runstate.enter(RUNSTATE_RUNNING, now);
+    time::publish(new.vcpu_info);
     trampoline::load_ldt(&cpu.views, u64::from(new.mm.ldt_ents));
     if let Some(l4) = new.mm.kernel_l4 {
         super::builder::install_guest_l4(&cpu.views, l4.maddr());
