@@ -13,5 +13,6 @@ pub mod hypercall;
 pub mod layout;
 pub mod loader;
 pub mod mm;
+pub mod resume;
 pub mod stats;
 pub mod vcpu;

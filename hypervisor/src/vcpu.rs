@@ -4,9 +4,11 @@
 //! checking an `iret` frame.
 //!
 //! Invariants:
-//! - a context handed back to the CPU always runs at CPL 1 with the ring-1
-//!   kernel selectors, or at CPL 3 with Xen's user selectors — never
-//!   anything a guest wrote into CS or SS itself;
+//! - the contexts made here (bounce frames, `iret`) run at CPL 1 with the
+//!   ring-1 kernel selectors, or at CPL 3 with Xen's user selectors —
+//!   never anything a guest wrote into an `iret` frame's CS or SS itself
+//!   (selectors the guest loaded with its own instructions are checked on
+//!   every exit by `crate::resume`);
 //! - RFLAGS never carries IOPL, NT or VM into the guest; IF is always set
 //!   in the real RFLAGS (the guest's "interrupt flag" is its upcall mask);
 //! - a bounce frame is only written below an address outside the reserved

@@ -17,6 +17,7 @@ mod cpu_segments;
 mod cpu_traps;
 mod cpu_user;
 mod hello;
+mod hostile;
 mod hypercall_page;
 mod isolation;
 mod mm_memory_op;
@@ -237,6 +238,18 @@ pub const ALL: &[Case] = &[
     Case {
         name: "mm_multicall_iret",
         run: mm_multicall::multicall_iret,
+    },
+    Case {
+        name: "hostile_selectors_kernel",
+        run: hostile::selectors_kernel,
+    },
+    Case {
+        name: "hostile_selectors_user",
+        run: hostile::selectors_user,
+    },
+    Case {
+        name: "hostile_rip",
+        run: hostile::rip,
     },
 ];
 

@@ -4,9 +4,6 @@ use core::fmt::Write;
 
 use dom0_abi::hypercall::HYPERCALL_VECTOR;
 use dom0_abi::sched::ShutdownReason;
-use dom0_abi::segment::{
-    FLAT_RING3_CS32, FLAT_RING3_CS64, FLAT_RING3_DS, RING1_KERNEL_CS, RING1_KERNEL_SS,
-};
 use dom0_abi::stats::Counter;
 use spin::Mutex;
 
@@ -59,12 +56,29 @@ pub static CURRENT: Mutex<Option<Current>> = Mutex::new(None);
 /// Starts running the guest context `regs`, which must sit at the top of
 /// this CPU's hypervisor stack.
 pub fn run_guest(regs: &mut GuestRegs) -> ! {
-    if !context_is_safe(regs) {
-        fatal_guest_context(regs);
+    {
+        let mut guard = CURRENT.lock();
+        let Some(current) = guard.as_mut() else {
+            panic!("starting a guest while no domain runs")
+        };
+        prepare_exit(current, regs);
     }
     // SAFETY: `regs` is the frame at the top of this CPU's hypervisor stack
-    // (the caller's contract) and `context_is_safe` checked its selectors and flags.
+    // (the caller's contract) and `prepare_exit` made it a context the
+    // exit `iretq` loads without faulting.
     unsafe { exit_to_guest(regs) }
+}
+
+/// The last steps before any exit: the context must be one the CPU can
+/// load (otherwise the guest gets the fault, or the domain is crashed), a
+/// domain that shut down ends here, and pending CPU state is applied.
+fn prepare_exit(current: &mut Current, regs: &mut GuestRegs) {
+    guest::check_exit(current, regs);
+    if let RunState::ShutDown(reason) = current.domain.state {
+        dom0_shut_down(current, reason);
+    }
+    guest::apply_pending(current);
+    sanitize_rflags(regs);
 }
 
 /// Entry from a guest: every vector lands here on the hypervisor stack.
@@ -84,17 +98,17 @@ pub fn from_guest(regs: &mut GuestRegs) -> ! {
             _ => {}
         }
         guest::deliver_pending_event(current, regs);
-        if let RunState::ShutDown(reason) = current.domain.state {
-            dom0_shut_down(current, reason);
-        }
-        guest::apply_pending(current);
+        prepare_exit(current, regs);
         if Stats::ENABLED {
             current
                 .stats
                 .add(Counter::HypervisorTsc, cpu::rdtsc().wrapping_sub(start));
         }
     }
-    run_guest(regs)
+    // SAFETY: `regs` is the frame the entry stub built at the top of this
+    // CPU's hypervisor stack, and `prepare_exit` made it a context the exit
+    // `iretq` loads without faulting.
+    unsafe { exit_to_guest(regs) }
 }
 
 /// Counts one entry: every entry and exit writes CR3 once each, and both
@@ -121,7 +135,7 @@ fn hypercall(current: &mut Current, regs: &mut GuestRegs) {
     if let Some(args) = preempted {
         // Continuation: re-execute `int $0x82` with the updated arguments
         // (RAX still holds the hypercall number).
-        regs.rip -= 2;
+        regs.rip = regs.rip.wrapping_sub(2);
         (regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8) =
             (args[0], args[1], args[2], args[3], args[4]);
         return;
@@ -187,24 +201,12 @@ fn dom0_shut_down(current: &mut Current, reason: u8) -> ! {
     machine::end(outcome)
 }
 
-/// Whether a context may be loaded: selectors of ring 1 or 3 from our GDT,
-/// and no privilege bits in RFLAGS (IOPL 0, no VM/NT, IF set).
-fn context_is_safe(regs: &mut GuestRegs) -> bool {
+/// RFLAGS as the guest may have it: no privilege bits (IOPL 0, no VM/NT),
+/// IF set (the guest's interrupt flag is its upcall mask).
+fn sanitize_rflags(regs: &mut GuestRegs) {
     const IF: u64 = 1 << 9;
     const KEEP: u64 = 0x0000_0000_0004_0dd5 | (1 << 21); // CF PF AF ZF SF TF DF OF AC ID
     regs.rflags = (regs.rflags & KEEP) | IF | 0x2;
-    let (cs, ss) = (regs.cs, regs.ss);
-    let kernel = cs == u64::from(RING1_KERNEL_CS) && ss == u64::from(RING1_KERNEL_SS);
-    let user = (cs == u64::from(FLAT_RING3_CS64) || cs == u64::from(FLAT_RING3_CS32))
-        && ss == u64::from(FLAT_RING3_DS);
-    kernel || user
-}
-
-fn fatal_guest_context(regs: &GuestRegs) -> ! {
-    panic!(
-        "refusing to load a guest context with cs {:#x} ss {:#x}",
-        regs.cs, regs.ss
-    )
 }
 
 /// An exception in the hypervisor: a guest-copy fault is recovered;
