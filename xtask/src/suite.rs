@@ -160,6 +160,7 @@ pub const TESTS: &[IntegrationTest] = &[
     passes!("hostile_selectors_kernel", conformance: false),
     passes!("hostile_selectors_user", conformance: false),
     passes!("hostile_rip", conformance: false),
+    passes!("hostile_ldt_refault", conformance: false),
     passes!("shutdown_poweroff", conformance: false),
     passes!("shutdown_compat", conformance: false),
     shuts_down!("shutdown_reboot", Dom0Reboot),

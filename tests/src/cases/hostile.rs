@@ -16,17 +16,23 @@
 //! `int $0x82` and a forced-emulation CPUID as the last bytes below 2^47,
 //! and `HYPERVISOR_iret` to 32-bit user mode above 4 GiB.
 //!
+//! `hostile_ldt_refault`: once an LDT page is in use, a kernel store to its
+//! window and a user read of it are #PF for the guest, every time (they
+//! neither loop nor take references: teardown gets every frame back).
+//!
 //! None of these is compared with Xen. `hostile_selectors_kernel`
 //! needs a ring-1 kernel. On Xen 4.17, `hostile_selectors_user` does not
 //! come back from user mode with the shim as it is (a user-mode #PF in
 //! kernel code follows the run; not investigated yet). `hostile_rip`
 //! cannot agree under QEMU's TCG, whose `iretq` checks RIP neither for
 //! canonical form nor against a 32-bit CS: there Xen resumes what hardware
-//! would refuse (the 32-bit return above 4 GiB runs at EIP 0).
+//! would refuse (the 32-bit return above 4 GiB runs at EIP 0). The LDT
+//! window is this hypervisor's.
 
 use core::arch::{asm, global_asm};
 
-use guest_pv_shim::dom0_abi::mmu::{MmuUpdate, MmuUpdateCmd};
+use guest_pv_shim::dom0_abi::layout::TRAMPOLINE_VIRT_START;
+use guest_pv_shim::dom0_abi::mmu::{MmuUpdate, MmuUpdateCmd, MmuextCmd};
 use guest_pv_shim::dom0_abi::segment::{
     FLAT_USER_CS, FLAT_USER_CS32, RING1_KERNEL_CS, RING1_KERNEL_SS,
 };
@@ -402,4 +408,85 @@ pub fn rip(_start_info: &'static StartInfo) {
         exit.vector == 13 && exit.from_user(),
         format_args!("{exit:x?}"),
     );
+}
+
+/// A flat writable data descriptor with DPL 3.
+const LDT_DATA_DPL3: u64 = 0x00CF_F200_0000_FFFF;
+/// Selector of LDT entry 1, RPL 3.
+const LDT_SELECTOR: u32 = (1 << 3) | 4 | 3;
+/// Where this hypervisor maps the LDT's first page (the trampoline's LDT
+/// window, `hypervisor/src/layout.rs`).
+const LDT_WINDOW: u64 = TRAMPOLINE_VIRT_START + 0x40000;
+
+fn set_ldt(base: u64, entries: u64) -> i64 {
+    // SAFETY: the running code uses no LDT selector.
+    unsafe { hc::mmuext_one(MmuextCmd::SetLdt as u32, base, entries) }
+}
+
+/// Loads DS from the LDT (and back to null); returns the trap, if any.
+fn load_ds_from_ldt() -> Option<Trap> {
+    let (_, trap) = traps::catch(|| {
+        // SAFETY: DS is loaded and reset to null at once; a fault resumes
+        // after the block with DS unchanged.
+        unsafe {
+            guest_pv_shim::fixup_asm!("mov ds, {s:e}", "xor {s:e}, {s:e}", "mov ds, {s:e}"; s = inout(reg) LDT_SELECTOR => _, options(nostack))
+        };
+    });
+    trap
+}
+
+pub fn ldt_refault(_start_info: &'static StartInfo) {
+    if !support::traps_and_user() {
+        return;
+    }
+    let Some(page) = support::frame() else {
+        return;
+    };
+    if mm::prepare_frame(20, page, &[0, LDT_DATA_DPL3]) != 0
+        || !support::map_window(22, page.mfn, PTE_RO)
+    {
+        return;
+    }
+    report::check_ret("SET_LDT of two entries", set_ldt(mm::window_va(22), 2), 0);
+    let trap = load_ds_from_ldt();
+    report::check(
+        "a data selector from the LDT loads",
+        trap.is_none(),
+        format_args!("{trap:x?}"),
+    );
+    for round in 1..=3 {
+        // SAFETY: the window is not memory of this guest; the store faults.
+        let r = unsafe { traps::try_write_u64(LDT_WINDOW + 8, 0) };
+        report::check(
+            format_args!("store {round} to the LDT window in use is #PF (P|W) at it"),
+            r.is_err_and(|t| {
+                t.vector == 14 && t.error_code & 3 == 3 && t.cr2 == Some(LDT_WINDOW + 8)
+            }),
+            format_args!("{r:x?}"),
+        );
+    }
+    set_user_word(ARG, LDT_WINDOW);
+    let read = &raw const crate::user_code::user_read as u64;
+    let before = traps::count();
+    traps::run_user(read, FLAT_USER_CS, 0x202, UserEntry::Hypercall);
+    let t = (traps::count() != before).then(traps::last);
+    report::check(
+        "a user read of the LDT window in use is #PF (P|U) at it",
+        t.is_some_and(|t| t.vector == 14 && t.error_code & 5 == 5 && t.cr2 == Some(LDT_WINDOW)),
+        format_args!("{t:x?}"),
+    );
+    let trap = load_ds_from_ldt();
+    report::check(
+        "the LDT still works",
+        trap.is_none(),
+        format_args!("{trap:x?}"),
+    );
+    report::check_ret("SET_LDT of no LDT", set_ldt(0, 0), 0);
+    report::check_ret(
+        "the LDT page can be mapped writable again (no reference left)",
+        mm::map_window(23, page.mfn, PTE_RW),
+        0,
+    );
+    mm::unmap_window(23);
+    mm::unmap_window(22);
 }

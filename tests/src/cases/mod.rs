@@ -251,6 +251,10 @@ pub const ALL: &[Case] = &[
         name: "hostile_rip",
         run: hostile::rip,
     },
+    Case {
+        name: "hostile_ldt_refault",
+        run: hostile::ldt_refault,
+    },
 ];
 
 /// The test called `name`.

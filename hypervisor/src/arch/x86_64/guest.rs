@@ -32,6 +32,9 @@ const DB: u64 = 1;
 const NM: u64 = 7;
 const GP: u64 = 13;
 const PF: u64 = 14;
+/// Page-fault error-code bits no descriptor load by the CPU sets: write,
+/// user mode, reserved bit.
+const PF_NOT_A_DESCRIPTOR_LOAD: u64 = 0b1110;
 /// [`PF`] as an IDT vector number.
 const PF_VECTOR: u8 = 14;
 /// Bytes of `int $n` (`CD ib`), `int $0x82` and `syscall` (`0F 05`).
@@ -118,6 +121,21 @@ pub fn exception(current: &mut Current, regs: &mut GuestRegs) {
         let ldt_window = trampoline::LDT..trampoline::LDT + trampoline::LDT_PAGES * PAGE_SIZE;
         if ldt_window.contains(&address) {
             let page = (address - trampoline::LDT) / PAGE_SIZE;
+            let mapped = usize::try_from(page)
+                .ok()
+                .and_then(|i| current.ldt_pages.get(i))
+                .is_some_and(|&mfn| mfn != 0);
+            // Only the CPU's own descriptor loads (implicit supervisor
+            // reads) of a page not mapped yet are the window's to fix. A
+            // store, a user-mode access or a fault on a page already
+            // mapped is an access to memory the guest does not own: its
+            // #PF, at the window address, as Xen delivers it for its own
+            // LDT area.
+            if regs.error_code & PF_NOT_A_DESCRIPTOR_LOAD != 0 || mapped {
+                set_cr2(current, address);
+                deliver(current, regs, PF_VECTOR, Some(regs.error_code));
+                return;
+            }
             if fault_in_ldt_page(&mut ArchEnv::new(current, regs), page) {
                 return;
             }
