@@ -161,6 +161,7 @@ pub const TESTS: &[IntegrationTest] = &[
     passes!("hostile_selectors_user", conformance: false),
     passes!("hostile_rip", conformance: false),
     passes!("hostile_ldt_refault", conformance: false),
+    passes!("hostile_debugreg", conformance: true),
     passes!("shutdown_poweroff", conformance: false),
     passes!("shutdown_compat", conformance: false),
     shuts_down!("shutdown_reboot", Dom0Reboot),

@@ -20,7 +20,9 @@
 //! window and a user read of it are #PF for the guest, every time (they
 //! neither loop nor take references: teardown gets every frame back).
 //!
-//! None of these is compared with Xen. `hostile_selectors_kernel`
+//! `hostile_debugreg`: DR6 and DR7 values with bits above 31 are EINVAL.
+//!
+//! Only `hostile_debugreg` is compared with Xen. `hostile_selectors_kernel`
 //! needs a ring-1 kernel. On Xen 4.17, `hostile_selectors_user` does not
 //! come back from user mode with the shim as it is (a user-mode #PF in
 //! kernel code follows the run; not investigated yet). `hostile_rip`
@@ -31,6 +33,7 @@
 
 use core::arch::{asm, global_asm};
 
+use guest_pv_shim::dom0_abi::Errno;
 use guest_pv_shim::dom0_abi::layout::TRAMPOLINE_VIRT_START;
 use guest_pv_shim::dom0_abi::mmu::{MmuUpdate, MmuUpdateCmd, MmuextCmd};
 use guest_pv_shim::dom0_abi::segment::{
@@ -489,4 +492,30 @@ pub fn ldt_refault(_start_info: &'static StartInfo) {
     );
     mm::unmap_window(23);
     mm::unmap_window(22);
+}
+
+pub fn debugreg(_start_info: &'static StartInfo) {
+    for (reg, value, what) in [
+        (7u64, 0x400 | 1 << 32, "DR7 with bit 32"),
+        (7, 0x400 | 1 << 63, "DR7 with bit 63"),
+        (6, 0xFFFF_0FF0 | 1 << 32, "DR6 with bit 32"),
+    ] {
+        // SAFETY: breakpoints stay disabled whatever the outcome.
+        let ret = unsafe { hc::set_debugreg(reg, value) };
+        report::check_ret(
+            format_args!("set_debugreg of {what} is EINVAL"),
+            ret,
+            Errno::EINVAL.neg(),
+        );
+    }
+    report::check_eq(
+        "DR7 is unchanged",
+        hc::get_debugreg(7).cast_unsigned(),
+        0x400,
+    );
+    report::check_eq(
+        "DR6 is unchanged",
+        hc::get_debugreg(6).cast_unsigned(),
+        0xFFFF_0FF0,
+    );
 }

@@ -255,6 +255,10 @@ pub const ALL: &[Case] = &[
         name: "hostile_ldt_refault",
         run: hostile::ldt_refault,
     },
+    Case {
+        name: "hostile_debugreg",
+        run: hostile::debugreg,
+    },
 ];
 
 /// The test called `name`.
