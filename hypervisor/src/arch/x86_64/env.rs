@@ -303,9 +303,8 @@ pub fn apply_effects(current: &mut Current, fx: &Effects) {
                 current.stats.add(Counter::Invlpgs, u64::from(count));
             }
             TlbFlush::Full => {
-                // SAFETY: reloading the current root flushes its non-global
-                // entries and changes no mapping.
-                unsafe { cpu::write_cr3(cpu::read_cr3()) };
+                // Global entries too: guest L1 entries may carry G.
+                cpu::flush_tlb_all();
                 current.stats.add(Counter::TlbFlushes, 1);
             }
         }
