@@ -162,6 +162,7 @@ pub const TESTS: &[IntegrationTest] = &[
     passes!("hostile_rip", conformance: false),
     passes!("hostile_ldt_refault", conformance: false),
     passes!("hostile_debugreg", conformance: true),
+    passes!("hostile_machphys_io", conformance: false),
     passes!("shutdown_poweroff", conformance: false),
     passes!("shutdown_compat", conformance: false),
     shuts_down!("shutdown_reboot", Dom0Reboot),

@@ -345,6 +345,12 @@ fn one_update(
             if pt_owner.id != caller.id || !pg_ok {
                 return Err(Errno::EPERM);
             }
+            if ctx.pg_owner == Owner::Io {
+                // Device memory has no pseudo-physical frame, and any
+                // domain may name DOMID_IO: refused, unlike Xen 4.17,
+                // which lets any domain rewrite those M2P entries.
+                return Err(Errno::EINVAL);
+            }
             let mfn = Mfn(ptr >> 12);
             let mut mmu = Mmu::new(env, fx);
             if !mmu.get_page(mfn, ctx.pg_owner) {
@@ -820,6 +826,7 @@ const fn low16(value: u32) -> u16 {
 mod tests {
     use super::*;
     use crate::mm::fake::{BASE, DOM, FakeMachine, OTHER, PRO, PRW};
+    use crate::mm::frame_table::FrameTable;
     use crate::mm::pte;
 
     impl MmuEnv for FakeMachine {
@@ -1022,6 +1029,13 @@ mod tests {
         let r = update(&mut m, &[(l1e(l1, 300), (0xFEE00 << 12) | PRW)], io);
         assert_eq!(r.0, Err(Errno::EPERM));
         assert_eq!(update(&mut m, &[(l1e(l1, 300), 0)], io).0, Ok(0));
+        // MACHPHYS_UPDATE of an I/O frame with DOMID_IO: EINVAL, M2P kept.
+        let io_frame = m.alloc_frames(0, u64::MAX).expect("a free frame");
+        FrameTable::new(&mut m.frames).assign_io(io_frame).unwrap();
+        let before = m.m2p[io_frame.0 as usize];
+        let r = update(&mut m, &[((io_frame.0 << 12) | 1, 0x77)], io);
+        assert_eq!(r.0, Err(Errno::EINVAL));
+        assert_eq!(m.m2p[io_frame.0 as usize], before);
         // mmuext_op on DOMID_IO: EPERM up front, no *pdone.
         let (r, _) = ext(&mut m, &[(6, 0, 0)], io);
         assert_eq!((r, m.peek_u32(PDONE)), (Err(Errno::EPERM), 0xFFFF_FFFF));

@@ -259,6 +259,10 @@ pub const ALL: &[Case] = &[
         name: "hostile_debugreg",
         run: hostile::debugreg,
     },
+    Case {
+        name: "hostile_machphys_io",
+        run: hostile::machphys_io,
+    },
 ];
 
 /// The test called `name`.
