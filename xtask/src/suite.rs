@@ -177,6 +177,13 @@ pub const TESTS: &[IntegrationTest] = &[
     isolation!("isolation_write_m2p", "0xffff800000000000"),
     isolation!("isolation_write_trampoline", "0xffff808000000000"),
     guest_test!(
+        "hostile_unresumable",
+        Dom0Crash,
+        result_line: false,
+        log: &[&["unhandled #NP (segment not present) (vector 11, error 0x8)", "cs 0x9"]],
+        conformance: false
+    ),
+    guest_test!(
         "return_from_entry",
         Dom0Crash,
         result_line: false,

@@ -9,6 +9,10 @@
 //! hypercall makes the return #NP(selector) for the guest, as the CPU's
 //! `iretq` would.
 //!
+//! `hostile_unresumable`: as the last check of `hostile_selectors_kernel`,
+//! but with no trap table: the #NP has nowhere to go, and the domain is
+//! crashed (with a log line) while the hypervisor carries on.
+//!
 //! `hostile_selectors_user`: user code far-returns to a DPL-3 code
 //! selector of the guest's GDT and makes a forced-emulation CPUID there.
 //!
@@ -213,6 +217,22 @@ pub fn selectors_kernel(_start_info: &'static StartInfo) {
             && trap
                 .is_some_and(|t| t.vector == 11 && t.error_code == u64::from(KERNEL_CODE_SEL & !3)),
         format_args!("ret {ret:#x} cs {cs:#x} {trap:x?}"),
+    );
+}
+
+pub fn unresumable(_start_info: &'static StartInfo) {
+    let Some(gdt) = load_gdt(&GDT) else {
+        return;
+    };
+    let (ret, cs) = hypercall_with_cs(
+        KERNEL_CODE_SEL,
+        UPDATE_DESCRIPTOR,
+        gdt.maddr() + 8,
+        code64(1) & !PRESENT,
+    );
+    report::fail(
+        "a return to a CS that is not present cannot complete without a handler",
+        format_args!("came back with ret {ret:#x} cs {cs:#x}"),
     );
 }
 

@@ -263,6 +263,10 @@ pub const ALL: &[Case] = &[
         name: "hostile_machphys_io",
         run: hostile::machphys_io,
     },
+    Case {
+        name: "hostile_unresumable",
+        run: hostile::unresumable,
+    },
 ];
 
 /// The test called `name`.
