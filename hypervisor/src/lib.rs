@@ -13,6 +13,8 @@ pub mod hypercall;
 pub mod layout;
 pub mod loader;
 pub mod mm;
+#[cfg(test)]
+mod proptests;
 pub mod resume;
 pub mod stats;
 pub mod vcpu;
