@@ -14,7 +14,7 @@ use proptest::prelude::*;
 
 use crate::emulate::{self, Insn};
 use crate::hypercall::desc::check_descriptor;
-use crate::layout::is_canonical;
+use crate::layout::{guest_range_ok, is_canonical};
 use crate::mm::pte;
 use crate::resume::{self, Descriptors};
 use crate::vcpu::{self, rflags};
@@ -133,6 +133,30 @@ proptest! {
             prop_assert!(is_canonical(t.context.rip) && is_canonical(t.context.rsp));
         } else {
             prop_assert!(!is_canonical(rip) || !is_canonical(rsp));
+        }
+    }
+
+    #[test]
+    fn bounce_frames_stay_in_guest_memory_and_enter_ring1(
+        rip in address(), cs in selector(), rfl in any::<u64>(), rsp in address(),
+        ss in selector(), kernel_sp in address(), handler in address(),
+        error in proptest::option::of(any::<u64>()), mask in any::<u8>(),
+    ) {
+        let v = vcpu::Vcpu { kernel_sp, ..vcpu::Vcpu::default() };
+        let ctx = vcpu::Context { rip, cs, rflags: rfl, rsp, ss, rcx: 1, r11: 2, rax: 3 };
+        if let Ok(b) = vcpu::bounce(&v, &ctx, handler, error, mask) {
+            let bytes = 8 * b.len as u64;
+            prop_assert!(guest_range_ok(b.rsp, bytes), "frame at {:#x}", b.rsp);
+            prop_assert_eq!(b.rsp % 16, (16 - bytes % 16) % 16, "aligned frame top");
+            prop_assert_eq!(b.len, 7 + usize::from(error.is_some()));
+            prop_assert_eq!(
+                (b.context.cs, b.context.ss),
+                (u64::from(RING1_KERNEL_CS), u64::from(RING1_KERNEL_SS))
+            );
+            prop_assert_eq!(b.context.rsp, b.rsp);
+            let forbidden = rflags::IOPL | rflags::VM | rflags::NT | rflags::TF | rflags::AC;
+            prop_assert_eq!(b.context.rflags & forbidden, 0);
+            prop_assert!(b.context.rflags & rflags::IF != 0);
         }
     }
 
