@@ -32,9 +32,10 @@
 //! `docs/abi-differences.md`).
 //!
 //! Only `hostile_debugreg` is compared with Xen. `hostile_selectors_kernel`
-//! needs a ring-1 kernel. On Xen 4.17, `hostile_selectors_user` does not
-//! come back from user mode with the shim as it is (a user-mode #PF in
-//! kernel code follows the run; not investigated yet). `hostile_rip`
+//! needs a ring-1 kernel. On Xen 4.17 under QEMU, the user-mode `lretq`
+//! of `hostile_selectors_user` itself faults (#PF, error P|U, at the user
+//! stack it has just pushed to), even to `FLAT_USER_CS` and without a new
+//! GDT; not investigated further. `hostile_rip`
 //! cannot agree under QEMU's TCG, whose `iretq` checks RIP neither for
 //! canonical form nor against a 32-bit CS: there Xen resumes what hardware
 //! would refuse (the 32-bit return above 4 GiB runs at EIP 0). The LDT
