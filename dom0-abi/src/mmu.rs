@@ -44,6 +44,8 @@ numbered_enum! {
         /// `M2P[ptr >> 12] = val`: records that machine frame `ptr >> 12`
         /// backs pseudo-physical frame `val`. The frame must be the
         /// caller's (`EINVAL`; `EPERM` with a foreign page-table owner).
+        /// Xen 4.17 also accepts an I/O frame named with `DOMID_IO`; this
+        /// hypervisor refuses it (`EINVAL`, `docs/abi-differences.md`).
         MachphysUpdate = 1, "MACHPHYS_UPDATE";
         /// As `NormalPtUpdate`, but the accessed/dirty bits already in the
         /// entry are kept (ORed in atomically).

@@ -13,7 +13,10 @@ pub mod hypercall;
 pub mod layout;
 pub mod loader;
 pub mod mm;
+#[cfg(test)]
+mod proptests;
 pub mod regs;
+pub mod resume;
 pub mod sched;
 pub mod stats;
 pub mod time;

@@ -4,9 +4,11 @@
 //! checking an `iret` frame.
 //!
 //! Invariants:
-//! - a context handed back to the CPU always runs at CPL 1 with the ring-1
-//!   kernel selectors, or at CPL 3 with Xen's user selectors — never
-//!   anything a guest wrote into CS or SS itself;
+//! - the contexts made here (bounce frames, `iret`) run at CPL 1 with the
+//!   ring-1 kernel selectors, or at CPL 3 with Xen's user selectors —
+//!   never anything a guest wrote into an `iret` frame's CS or SS itself
+//!   (selectors the guest loaded with its own instructions are checked on
+//!   every exit by `crate::resume`);
 //! - RFLAGS never carries IOPL, NT or VM into the guest; IF is always set
 //!   in the real RFLAGS (the guest's "interrupt flag" is its upcall mask);
 //! - a bounce frame is only written below an address outside the reserved
@@ -357,6 +359,8 @@ pub mod debug {
         NoRegister,
         /// A value the guest may not load (`EPERM`).
         Value,
+        /// DR6 or DR7 with bits above 31, which are reserved (`EINVAL`).
+        Reserved,
     }
 
     /// The register a number names (4 and 5 alias 6 and 7, as with CR4.DE
@@ -374,17 +378,19 @@ pub mod debug {
     }
 
     /// The value to store for `value` written to register `index`:
-    /// breakpoint addresses must lie in guest memory; DR6 keeps only its
-    /// status bits; DR7 may not set GD, I/O breakpoints or any upper bit.
+    /// breakpoint addresses must lie in guest memory; DR6 and DR7 may not
+    /// set bits above 31 (Xen: `EINVAL`); DR6 keeps only its status bits;
+    /// DR7 may not set GD or I/O breakpoints.
     pub fn check(index: usize, value: u64) -> Result<u64, Refused> {
         match index {
             0..=3 if guest_range_ok(value, 1) => Ok(value),
             0..=3 => Err(Refused::Value),
+            _ if value >> 32 != 0 => Err(Refused::Reserved),
             6 => Ok((value & 0xe00f) | DR6_DEFAULT),
             _ => {
                 let io_breakpoint =
                     (0..4).any(|i| value & (3 << (2 * i)) != 0 && (value >> (16 + 4 * i)) & 3 == 2);
-                if value >> 32 != 0 || value & DR7_GD != 0 || io_breakpoint {
+                if value & DR7_GD != 0 || io_breakpoint {
                     Err(Refused::Value)
                 } else {
                     Ok(value | DR7_DEFAULT)
@@ -685,6 +691,22 @@ mod tests {
         };
         let b = bounce(&v, &ctx, 0x1000, None, 0).unwrap();
         assert_eq!(b.context.rflags, 0x202);
+    }
+
+    #[test]
+    fn debug_registers_refuse_bits_above_31_as_einval() {
+        assert_eq!(
+            debug::check(7, 0x400 | 1 << 32),
+            Err(debug::Refused::Reserved)
+        );
+        assert_eq!(debug::check(7, 1 << 63), Err(debug::Refused::Reserved));
+        assert_eq!(
+            debug::check(6, 0xffff_0ff0 | 1 << 32),
+            Err(debug::Refused::Reserved)
+        );
+        assert_eq!(debug::check(7, 1 << 13), Err(debug::Refused::Value), "GD");
+        assert_eq!(debug::check(7, 0x401), Ok(0x401));
+        assert_eq!(debug::check(6, 0x1), Ok(0xffff_0ff1));
     }
 
     #[test]

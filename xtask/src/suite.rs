@@ -192,6 +192,12 @@ pub const TESTS: &[IntegrationTest] = &[
     passes_with!("vcpu_switch", hv_extra_args: "dom0_max_vcpus=2"),
     passes_with!("vcpu_switch4", hv_extra_args: "dom0_max_vcpus=4"),
     passes_with!("vcpu_up_down", hv_extra_args: "dom0_max_vcpus=3"),
+    passes!("hostile_selectors_kernel", conformance: false),
+    passes!("hostile_selectors_user", conformance: false),
+    passes!("hostile_rip", conformance: false),
+    passes!("hostile_ldt_refault", conformance: false),
+    passes!("hostile_debugreg", conformance: true),
+    passes!("hostile_machphys_io", conformance: false),
     passes!("shutdown_poweroff", conformance: false),
     passes!("shutdown_compat", conformance: false),
     shuts_down!("shutdown_reboot", Dom0Reboot),
@@ -205,6 +211,13 @@ pub const TESTS: &[IntegrationTest] = &[
     isolation!("isolation_read_slot271", "0xffff87fffffff000"),
     isolation!("isolation_write_m2p", "0xffff800000000000"),
     isolation!("isolation_write_trampoline", "0xffff808000000000"),
+    guest_test!(
+        "hostile_unresumable",
+        Dom0Crash,
+        result_line: false,
+        log: &[&["unhandled #NP (segment not present) (vector 11, error 0x8)", "cs 0x9"]],
+        conformance: false
+    ),
     guest_test!(
         "return_from_entry",
         Dom0Crash,

@@ -203,6 +203,7 @@ fn refused(r: debug::Refused) -> Errno {
     match r {
         debug::Refused::NoRegister => Errno::ENODEV,
         debug::Refused::Value => Errno::EPERM,
+        debug::Refused::Reserved => Errno::EINVAL,
     }
 }
 

@@ -17,6 +17,7 @@ mod cpu_segments;
 mod cpu_traps;
 mod cpu_user;
 mod hello;
+mod hostile;
 mod hypercall_page;
 mod isolation;
 mod mm_memory_op;
@@ -256,6 +257,34 @@ pub const ALL: &[Case] = &[
     Case {
         name: "vcpu_up_down",
         run: vcpu_up_down::run,
+    },
+    Case {
+        name: "hostile_selectors_kernel",
+        run: hostile::selectors_kernel,
+    },
+    Case {
+        name: "hostile_selectors_user",
+        run: hostile::selectors_user,
+    },
+    Case {
+        name: "hostile_rip",
+        run: hostile::rip,
+    },
+    Case {
+        name: "hostile_ldt_refault",
+        run: hostile::ldt_refault,
+    },
+    Case {
+        name: "hostile_debugreg",
+        run: hostile::debugreg,
+    },
+    Case {
+        name: "hostile_machphys_io",
+        run: hostile::machphys_io,
+    },
+    Case {
+        name: "hostile_unresumable",
+        run: hostile::unresumable,
     },
 ];
 

@@ -184,6 +184,25 @@ pub unsafe fn write_cr4(v: u64) {
     unsafe { asm!("mov cr4, {}", in(reg) v, options(nostack, preserves_flags)) };
 }
 
+/// Flushes the whole TLB of this CPU, global entries and every PCID
+/// included (Xen's `FLUSH_TLB`): toggling CR4.PGE where it is on, else
+/// reloading CR3. A CR3 reload alone keeps global entries, and a guest may
+/// set G in its own L1 entries.
+pub fn flush_tlb_all() {
+    let cr4 = read_cr4();
+    if cr4 & CR4_PGE != 0 {
+        // SAFETY: clearing and restoring PGE changes no mapping and sets
+        // no new bit; either write flushes every TLB entry.
+        unsafe {
+            write_cr4(cr4 & !CR4_PGE);
+            write_cr4(cr4);
+        }
+    } else {
+        // SAFETY: reloading the current root changes no mapping.
+        unsafe { write_cr3(read_cr3()) };
+    }
+}
+
 /// Reads an MSR.
 ///
 /// # Safety

@@ -255,8 +255,9 @@ pub fn release_ldt(env: &mut ArchEnv<'_, '_>, fx: &mut Effects) {
     }
 }
 
-/// The CPU touched page `page` of the LDT window, which is not mapped:
-/// claim the guest's page there and map it. Returns whether it did (the
+/// The CPU touched page `page` of the LDT window: claim the guest's page
+/// there and map it, unless it is mapped already (it is claimed once,
+/// however often it faults). Returns whether the page is mapped now (the
 /// instruction is retried); if not, the guest gets the page fault.
 pub fn fault_in_ldt_page(env: &mut ArchEnv<'_, '_>, page: u64) -> bool {
     let (base, entries) = (
@@ -265,6 +266,16 @@ pub fn fault_in_ldt_page(env: &mut ArchEnv<'_, '_>, page: u64) -> bool {
     );
     if page * PAGE_SIZE >= entries * 8 {
         return false;
+    }
+    let Some(&mapped) = usize::try_from(page)
+        .ok()
+        .and_then(|i| env.current.cpu.ldt_pages.get(i))
+    else {
+        return false;
+    };
+    if mapped != 0 {
+        // Already claimed: claiming again would take a second reference.
+        return true;
     }
     let mut fx = Effects::default();
     let Some(mfn) = desc::take_ldt_page(env, &mut fx, base + page * PAGE_SIZE) else {
@@ -303,9 +314,8 @@ pub fn apply_effects(current: &mut Current, fx: &Effects) {
                 current.vcpu.stats.add(Counter::Invlpgs, u64::from(count));
             }
             TlbFlush::Full => {
-                // SAFETY: reloading the current root flushes its non-global
-                // entries and changes no mapping.
-                unsafe { cpu::write_cr3(cpu::read_cr3()) };
+                // Global entries too: guest L1 entries may carry G.
+                cpu::flush_tlb_all();
                 current.vcpu.stats.add(Counter::TlbFlushes, 1);
             }
         }

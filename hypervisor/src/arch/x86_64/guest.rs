@@ -12,6 +12,7 @@ use crate::emulate::{self, Insn, StoreValue};
 use crate::hypercall::mmu;
 use crate::mm::effects::Effects;
 use crate::mm::types::{PtwrOutcome, PtwrWrite};
+use crate::resume::{self, Descriptors, Location};
 use crate::vcpu::{self, Context, Pending, Vcpu, debug};
 
 use super::entry::GuestRegs;
@@ -31,6 +32,9 @@ const DB: u64 = 1;
 const NM: u64 = 7;
 const GP: u64 = 13;
 const PF: u64 = 14;
+/// Page-fault error-code bits no descriptor load by the CPU sets: write,
+/// user mode, reserved bit.
+const PF_NOT_A_DESCRIPTOR_LOAD: u64 = 0b1110;
 /// [`PF`] as an IDT vector number.
 const PF_VECTOR: u8 = 14;
 /// Bytes of `int $n` (`CD ib`), `int $0x82` and `syscall` (`0F 05`).
@@ -117,6 +121,21 @@ pub fn exception(current: &mut Current, regs: &mut GuestRegs) {
         let ldt_window = trampoline::LDT..trampoline::LDT + trampoline::LDT_PAGES * PAGE_SIZE;
         if ldt_window.contains(&address) {
             let page = (address - trampoline::LDT) / PAGE_SIZE;
+            let mapped = usize::try_from(page)
+                .ok()
+                .and_then(|i| current.cpu.ldt_pages.get(i))
+                .is_some_and(|&mfn| mfn != 0);
+            // Only the CPU's own descriptor loads (implicit supervisor
+            // reads) of a page not mapped yet are the window's to fix. A
+            // store, a user-mode access or a fault on a page already
+            // mapped is an access to memory the guest does not own: its
+            // #PF, at the window address, as Xen delivers it for its own
+            // LDT area.
+            if regs.error_code & PF_NOT_A_DESCRIPTOR_LOAD != 0 || mapped {
+                set_cr2(current, address);
+                deliver(current, regs, PF_VECTOR, Some(regs.error_code));
+                return;
+            }
             if fault_in_ldt_page(&mut ArchEnv::new(current, regs), page) {
                 return;
             }
@@ -162,7 +181,7 @@ fn software_interrupt(current: &mut Current, regs: &mut GuestRegs) -> bool {
     if gate.address == 0 || gate.dpl < required {
         return false;
     }
-    regs.rip += TWO_BYTE_INSN;
+    regs.rip = regs.rip.wrapping_add(TWO_BYTE_INSN);
     bounce_to(current, regs, gate.address, None, gate.mask_events);
     true
 }
@@ -432,7 +451,7 @@ fn writable_page_table(current: &mut Current, regs: &mut GuestRegs) -> bool {
         }
         PtwrOutcome::NotHandled => return false,
     }
-    regs.rip += store.len;
+    regs.rip = regs.rip.wrapping_add(store.len);
     true
 }
 
@@ -560,7 +579,90 @@ pub fn emulate(current: &mut Current, regs: &mut GuestRegs) -> bool {
         }
     };
     if done {
-        regs.rip += decoded.len;
+        regs.rip = regs.rip.wrapping_add(decoded.len);
     }
     done
+}
+
+/// The guest's descriptor tables as the CPU sees them on this exit: GDT
+/// entries past the loaded frames read as zero (the trampoline maps zero
+/// pages there); an LDT page not yet used is faulted in first.
+struct GuestTables<'a, 'c> {
+    current: &'a mut Current<'c>,
+    regs: &'a mut GuestRegs,
+}
+
+impl Descriptors for GuestTables<'_, '_> {
+    fn descriptor(&mut self, selector: u16) -> Option<u64> {
+        let (frame, offset) = match resume::locate(selector) {
+            Location::Gdt(offset) => {
+                let vcpu = &self.current.vcpu;
+                let page = usize::try_from(offset / PAGE_SIZE).ok()?;
+                if page >= vcpu.gdt_count {
+                    return Some(0);
+                }
+                (*vcpu.gdt_frames.get(page)?, offset % PAGE_SIZE)
+            }
+            Location::Ldt(offset) => {
+                if offset >= u64::from(self.current.vcpu.mm.ldt_ents) * 8 {
+                    return None;
+                }
+                let page = offset / PAGE_SIZE;
+                let index = usize::try_from(page).ok()?;
+                if *self.current.cpu.ldt_pages.get(index)? == 0
+                    && !fault_in_ldt_page(&mut ArchEnv::new(self.current, self.regs), page)
+                {
+                    return None;
+                }
+                (*self.current.cpu.ldt_pages.get(index)?, offset % PAGE_SIZE)
+            }
+        };
+        let va = phys_to_virt(frame * PAGE_SIZE + offset) as *const u64;
+        // SAFETY: `frame` is a descriptor frame of this domain's GDT or LDT
+        // (it holds the descriptor type while loaded, so it stays
+        // allocated and cannot be mapped writable); `offset` is 8-aligned
+        // and inside the page.
+        Some(unsafe { va.read_volatile() })
+    }
+}
+
+/// Makes sure the context in `regs` can be loaded by the exit `iretq`
+/// (see `crate::resume`). A context the CPU would refuse gets the fault
+/// the CPU would raise, delivered to the guest's handler; if the handler's
+/// context cannot be loaded either, or there is no handler, the domain is
+/// crashed with a log line.
+pub fn check_exit(current: &mut Current, regs: &mut GuestRegs) {
+    for delivered in [false, true] {
+        if !current.domain.is_running() {
+            return;
+        }
+        let frame = resume::Frame {
+            rip: regs.rip,
+            cs: regs.cs,
+            rsp: regs.rsp,
+            ss: regs.ss,
+        };
+        let Err(fault) = resume::check(&frame, &mut GuestTables { current, regs }) else {
+            return;
+        };
+        if !delivered {
+            log::debug!(
+                "d{}v0: cannot resume rip {:#x} cs {:#x} rsp {:#x} ss {:#x}: {fault}: delivered to the guest",
+                current.domain.id.0,
+                frame.rip,
+                frame.cs,
+                frame.rsp,
+                frame.ss
+            );
+            deliver(current, regs, fault.vector, Some(fault.error_code));
+            continue;
+        }
+        return crash(
+            current,
+            format_args!(
+                "cannot resume rip {:#x} cs {:#x} rsp {:#x} ss {:#x}: {fault}",
+                frame.rip, frame.cs, frame.rsp, frame.ss
+            ),
+        );
+    }
 }

@@ -4,9 +4,6 @@ use core::fmt::Write;
 
 use dom0_abi::hypercall::HYPERCALL_VECTOR;
 use dom0_abi::sched::ShutdownReason;
-use dom0_abi::segment::{
-    FLAT_RING3_CS32, FLAT_RING3_CS64, FLAT_RING3_DS, RING1_KERNEL_CS, RING1_KERNEL_SS,
-};
 use dom0_abi::stats::Counter;
 
 use dom0_abi::vcpu::{RUNSTATE_OFFLINE, RUNSTATE_RUNNABLE, RUNSTATE_RUNNING};
@@ -74,15 +71,45 @@ impl<'a> Current<'a> {
     }
 }
 
-/// Starts running the guest context `regs`, which must sit at the top of
-/// this CPU's hypervisor stack.
+/// Starts running the guest context `regs` (the running vCPU's first),
+/// which must sit at the top of this CPU's hypervisor stack.
 pub fn run_guest(regs: &mut GuestRegs) -> ! {
-    if !context_is_safe(regs) {
-        fatal_guest_context(regs);
+    {
+        let mut cpu_guard = THIS_CPU.lock();
+        let Some(cpu) = cpu_guard.as_mut() else {
+            panic!("starting a guest on a CPU without per-CPU state")
+        };
+        let Some(Running { domain, slot, vcpu }) = cpu.running else {
+            panic!("starting a guest while no vCPU runs")
+        };
+        let mut entry_guard = slot.lock();
+        let Some(entry) = entry_guard.as_deref_mut() else {
+            panic!("the running domain d{} is not in its slot", domain.0)
+        };
+        let shut_down = Current::of(entry, vcpu, cpu).and_then(|mut c| prepare_exit(&mut c, regs));
+        if let Some(reason) = shut_down {
+            dom0_shut_down(cpu, entry, reason);
+        }
     }
     // SAFETY: `regs` is the frame at the top of this CPU's hypervisor stack
-    // (the caller's contract) and `context_is_safe` checked its selectors and flags.
+    // (the caller's contract) and `prepare_exit` made it a context the
+    // exit `iretq` loads without faulting.
     unsafe { exit_to_guest(regs) }
+}
+
+/// The last steps before any exit of `current`: the context must be one
+/// the CPU can load (otherwise the guest gets the fault, or the domain is
+/// crashed), pending CPU state is applied and RFLAGS made safe. Returns the
+/// domain's shutdown reason if it has shut down (it is then torn down
+/// instead of resumed).
+fn prepare_exit(current: &mut Current, regs: &mut GuestRegs) -> Option<u8> {
+    guest::check_exit(current, regs);
+    if let RunState::ShutDown(reason) = current.domain.state {
+        return Some(reason);
+    }
+    guest::apply_pending(current);
+    sanitize_rflags(regs);
+    None
 }
 
 /// Entry from a guest: every vector lands here on the hypervisor stack.
@@ -113,19 +140,24 @@ pub fn from_guest(regs: &mut GuestRegs) -> ! {
         }
         if core::mem::take(&mut cpu.resched) {
             let running = switch_vcpu(cpu, entry, index, regs);
-            if let Some(mut current) = Current::of(entry, running, cpu) {
+            let shut_down = Current::of(entry, running, cpu).and_then(|mut current| {
                 guest::deliver_pending_event(&mut current, regs);
-                guest::apply_pending(&mut current);
+                prepare_exit(&mut current, regs)
+            });
+            if let Some(reason) = shut_down {
+                dom0_shut_down(cpu, entry, reason);
             }
         }
     }
-    run_guest(regs)
+    // SAFETY: `regs` is the frame the entry stub built at the top of this
+    // CPU's hypervisor stack, and `prepare_exit` made it a context the exit
+    // `iretq` loads without faulting.
+    unsafe { exit_to_guest(regs) }
 }
 
-/// Handles one entry for `current`; returns the domain's shutdown reason
-/// if it has shut down (then nothing is left to apply). Pending CPU work is
-/// applied here unless another vCPU is to run (the switch applies that
-/// one's).
+/// Handles one entry for `current` and, unless another vCPU is to run
+/// (the switch then prepares that one's exit), prepares its exit; returns
+/// the domain's shutdown reason if it has shut down.
 fn handle_entry(current: &mut Current, regs: &mut GuestRegs) -> Option<u8> {
     let start = if Stats::ENABLED { cpu::rdtsc() } else { 0 };
     count_entry(&mut current.vcpu.stats, regs.vector);
@@ -137,19 +169,21 @@ fn handle_entry(current: &mut Current, regs: &mut GuestRegs) -> Option<u8> {
         _ => {}
     }
     guest::deliver_pending_event(current, regs);
-    if let RunState::ShutDown(reason) = current.domain.state {
-        return Some(reason);
-    }
-    if !current.cpu.resched {
-        guest::apply_pending(current);
-    }
+    let shut_down = if current.cpu.resched {
+        match current.domain.state {
+            RunState::ShutDown(reason) => Some(reason),
+            RunState::Running => None,
+        }
+    } else {
+        prepare_exit(current, regs)
+    };
     if Stats::ENABLED {
         current
             .vcpu
             .stats
             .add(Counter::HypervisorTsc, cpu::rdtsc().wrapping_sub(start));
     }
-    None
+    shut_down
 }
 
 /// Switches from vCPU `from` of `entry` (whose registers are `regs`) to
@@ -223,7 +257,7 @@ fn hypercall(current: &mut Current, regs: &mut GuestRegs) {
     if let Some(args) = preempted {
         // Continuation: re-execute `int $0x82` with the updated arguments
         // (RAX still holds the hypercall number).
-        regs.rip -= 2;
+        regs.rip = regs.rip.wrapping_sub(2);
         (regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8) =
             (args[0], args[1], args[2], args[3], args[4]);
         return;
@@ -293,24 +327,12 @@ fn dom0_shut_down(cpu: &mut PerCpu, entry: &mut DomainEntry, reason: u8) -> ! {
     machine::end(outcome)
 }
 
-/// Whether a context may be loaded: selectors of ring 1 or 3 from our GDT,
-/// and no privilege bits in RFLAGS (IOPL 0, no VM/NT, IF set).
-fn context_is_safe(regs: &mut GuestRegs) -> bool {
+/// RFLAGS as the guest may have it: no privilege bits (IOPL 0, no VM/NT),
+/// IF set (the guest's interrupt flag is its upcall mask).
+fn sanitize_rflags(regs: &mut GuestRegs) {
     const IF: u64 = 1 << 9;
     const KEEP: u64 = 0x0000_0000_0004_0dd5 | (1 << 21); // CF PF AF ZF SF TF DF OF AC ID
     regs.rflags = (regs.rflags & KEEP) | IF | 0x2;
-    let (cs, ss) = (regs.cs, regs.ss);
-    let kernel = cs == u64::from(RING1_KERNEL_CS) && ss == u64::from(RING1_KERNEL_SS);
-    let user = (cs == u64::from(FLAT_RING3_CS64) || cs == u64::from(FLAT_RING3_CS32))
-        && ss == u64::from(FLAT_RING3_DS);
-    kernel || user
-}
-
-fn fatal_guest_context(regs: &GuestRegs) -> ! {
-    panic!(
-        "refusing to load a guest context with cs {:#x} ss {:#x}",
-        regs.cs, regs.ss
-    )
 }
 
 /// An exception in the hypervisor: a guest-copy fault is recovered;

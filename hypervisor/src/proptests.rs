@@ -1,0 +1,191 @@
+//! Property tests of the pure cores that parse guest-controlled data:
+//! instruction decoding for emulation and writable page tables, descriptor
+//! and page-table-entry checks, `iret` frames and the exit check. Each
+//! must accept any input without panicking and keep its invariants.
+//! (The memory core's `mmu_update` property lives with its fake machine
+//! in `hypercall::mmu`.)
+
+use dom0_abi::cpu::IretContext;
+use dom0_abi::segment::{
+    FLAT_RING3_CS32, FLAT_RING3_CS64, FLAT_RING3_DS, RING1_KERNEL_CS, RING1_KERNEL_SS, is_reserved,
+    rpl,
+};
+use proptest::prelude::*;
+
+use crate::emulate::{self, Insn};
+use crate::hypercall::desc::check_descriptor;
+use crate::layout::{guest_range_ok, is_canonical};
+use crate::mm::pte;
+use crate::resume::{self, Descriptors};
+use crate::vcpu::{self, rflags};
+
+/// A descriptor table of 64 arbitrary entries (GDT and LDT alike).
+struct Table(Vec<u64>);
+
+impl Descriptors for Table {
+    fn descriptor(&mut self, selector: u16) -> Option<u64> {
+        self.0.get(usize::from(selector >> 3)).copied()
+    }
+}
+
+/// Selectors near the interesting ones: any RPL, TI, small or reserved
+/// indices.
+fn selector() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        any::<u16>().prop_map(u64::from),
+        (0u16..80).prop_map(u64::from),
+        (0xe000u16..0xe060).prop_map(u64::from),
+        any::<u64>(),
+    ]
+}
+
+/// Addresses near the canonical and 4 GiB boundaries, or anything.
+fn address() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        any::<u64>(),
+        (0x7fff_ffff_ff00u64..0x8000_0000_0100),
+        (0xffff_7fff_ffff_ff00u64..=0xffff_8000_0000_0100),
+        (0xffff_ff00u64..0x1_0000_0100),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn decode_never_reads_past_its_input(bytes in proptest::collection::vec(any::<u8>(), 0..16)) {
+        if let Some(d) = emulate::decode(&bytes) {
+            prop_assert!(d.len >= 2 && d.len <= bytes.len() as u64, "{d:?}");
+            match d.insn {
+                Insn::ReadCr { cr, reg } | Insn::WriteCr { cr, reg } => {
+                    prop_assert!(cr < 16 && reg < 16);
+                }
+                Insn::ReadDr { dr, reg } | Insn::WriteDr { dr, reg } => {
+                    prop_assert!(dr < 16 && reg < 16);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    #[test]
+    fn decode_store_is_a_store_within_its_input(bytes in proptest::collection::vec(any::<u8>(), 0..16)) {
+        if let Some(s) = emulate::decode_store(&bytes) {
+            prop_assert!(matches!(s.width, 1 | 2 | 4 | 8), "{s:?}");
+            prop_assert!(s.len >= 2 && s.len <= bytes.len() as u64, "{s:?} from {bytes:x?}");
+            if let emulate::StoreValue::Register(r) = s.value {
+                prop_assert!(r < 16);
+            }
+        }
+    }
+
+    #[test]
+    fn checked_descriptors_never_reach_ring0(d in any::<u64>()) {
+        const PRESENT: u64 = 1 << 47;
+        const CODE_OR_DATA: u64 = 1 << 44;
+        match check_descriptor(d) {
+            None => {
+                prop_assert!(d & PRESENT != 0 && d & CODE_OR_DATA == 0 && (d >> 40) & 0xf != 0);
+            }
+            Some(x) => {
+                prop_assert_eq!(check_descriptor(x), Some(x), "idempotent");
+                if x & PRESENT != 0 && x & CODE_OR_DATA != 0 {
+                    prop_assert!((x >> 45) & 3 != 0, "DPL 0 stored: {x:#x}");
+                    prop_assert!(x & (1 << 40) != 0, "accessed bit preset");
+                    prop_assert_eq!(x & !(1 << 40 | 1 << 45), d & !(1 << 40 | 1 << 45));
+                } else {
+                    prop_assert_eq!(x, d);
+                    prop_assert!(x & PRESENT == 0 || (x >> 40) & 0xf == 0);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn pte_checks_name_exactly_the_bits_to_drop(e in any::<u64>(), io in any::<bool>()) {
+        let l1 = pte::l1_disallowed(e, io);
+        prop_assert_eq!(l1 & !e, 0);
+        prop_assert_eq!(l1 & !pte::FLAG_BITS, 0, "never an address bit");
+        prop_assert_eq!(pte::l1_disallowed(e & !l1, io), 0);
+        let upper = pte::upper_disallowed(e);
+        prop_assert_eq!(upper & !e, 0);
+        prop_assert_eq!(pte::upper_disallowed(e & !upper), 0);
+        prop_assert!(pte::upper_disallowed(e) & (pte::PAT_PSE) == e & pte::PAT_PSE, "PSE refused above L1");
+        prop_assert!(!pte::l1_needs_revalidation(e, e));
+        let flip = pte::io_cache_flip(e);
+        prop_assert_eq!(flip & !pte::CACHE_ATTRS, 0);
+    }
+
+    #[test]
+    fn iret_only_loads_our_selectors_and_no_privileged_flags(
+        rip in address(), cs in selector(), rfl in any::<u64>(), rsp in address(),
+        ss in selector(), flags in any::<u64>(), rax in any::<u64>(),
+    ) {
+        let frame = IretContext { rax, r11: 1, rcx: 2, flags, rip, cs, rflags: rfl, rsp, ss };
+        if let Some(t) = vcpu::iret(&frame) {
+            let pair = (t.context.cs, t.context.ss);
+            prop_assert!(
+                pair == (u64::from(RING1_KERNEL_CS), u64::from(RING1_KERNEL_SS))
+                    || pair == (u64::from(FLAT_RING3_CS64), u64::from(FLAT_RING3_DS))
+                    || pair == (u64::from(FLAT_RING3_CS32), u64::from(FLAT_RING3_DS)),
+                "{pair:x?}"
+            );
+            prop_assert_eq!(t.context.rflags & (rflags::IOPL | rflags::VM | rflags::NT), 0);
+            prop_assert!(t.context.rflags & rflags::IF != 0);
+            prop_assert!(is_canonical(t.context.rip) && is_canonical(t.context.rsp));
+        } else {
+            prop_assert!(!is_canonical(rip) || !is_canonical(rsp));
+        }
+    }
+
+    #[test]
+    fn bounce_frames_stay_in_guest_memory_and_enter_ring1(
+        rip in address(), cs in selector(), rfl in any::<u64>(), rsp in address(),
+        ss in selector(), kernel_sp in address(), handler in address(),
+        error in proptest::option::of(any::<u64>()), mask in any::<u8>(),
+    ) {
+        let v = vcpu::Vcpu { kernel_sp, ..vcpu::Vcpu::default() };
+        let ctx = vcpu::Context { rip, cs, rflags: rfl, rsp, ss, rcx: 1, r11: 2, rax: 3 };
+        if let Ok(b) = vcpu::bounce(&v, &ctx, handler, error, mask) {
+            let bytes = 8 * b.len as u64;
+            prop_assert!(guest_range_ok(b.rsp, bytes), "frame at {:#x}", b.rsp);
+            prop_assert_eq!(b.rsp % 16, (16 - bytes % 16) % 16, "aligned frame top");
+            prop_assert_eq!(b.len, 7 + usize::from(error.is_some()));
+            prop_assert_eq!(
+                (b.context.cs, b.context.ss),
+                (u64::from(RING1_KERNEL_CS), u64::from(RING1_KERNEL_SS))
+            );
+            prop_assert_eq!(b.context.rsp, b.rsp);
+            let forbidden = rflags::IOPL | rflags::VM | rflags::NT | rflags::TF | rflags::AC;
+            prop_assert_eq!(b.context.rflags & forbidden, 0);
+            prop_assert!(b.context.rflags & rflags::IF != 0);
+        }
+    }
+
+    #[test]
+    fn the_exit_check_passes_only_loadable_contexts(
+        rip in address(), cs in selector(), rsp in address(), ss in selector(),
+        table in proptest::collection::vec(any::<u64>(), 64),
+    ) {
+        let frame = resume::Frame { rip, cs, rsp, ss };
+        match resume::check(&frame, &mut Table(table.clone())) {
+            Ok(()) => {
+                let (cs, ss) = ((cs & 0xffff) as u16, (ss & 0xffff) as u16);
+                prop_assert!(rpl(cs) != 0, "ring 0");
+                prop_assert_eq!(rpl(ss), rpl(cs));
+                prop_assert!(is_canonical(rip) || rip <= 0xffff_ffff);
+                prop_assert!(cs & !3 != 0, "null CS");
+                if !is_reserved(cs) {
+                    let d = table[usize::from(cs >> 3)];
+                    prop_assert!(d & (1 << 47) != 0, "CS descriptor present");
+                    prop_assert!(d & (3 << 43) == 3 << 43, "CS descriptor is code");
+                }
+                if ss & !3 != 0 && !is_reserved(ss) {
+                    let d = table[usize::from(ss >> 3)];
+                    prop_assert!(d & (1 << 47) != 0, "SS descriptor present");
+                    prop_assert!(d & (3 << 43) == 1 << 44, "SS descriptor is data");
+                    prop_assert!(d & (1 << 41) != 0, "SS descriptor is writable");
+                }
+            }
+            Err(f) => prop_assert!(matches!(f.vector, resume::NP | resume::SS | resume::GP)),
+        }
+    }
+}
