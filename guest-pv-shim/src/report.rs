@@ -3,7 +3,8 @@
 //! Lines, each on its own console line:
 //! - `ok: <check>`
 //! - `FAIL: <check>: <detail>` (status FAILURE)
-//! - `skip: <check>: <why>` (status SKIP)
+//! - `SKIP: <check> (<why>)` (status SKIP): the check could not apply
+//!   here; the harness counts and lists every one
 //! - `ERROR: <what>: <detail>` (status ERROR: the test could not run as
 //!   intended, e.g. an unknown test name)
 //! - finally exactly one `Test result: SUCCESS|SKIP|ERROR|FAILURE`.
@@ -115,7 +116,7 @@ pub fn write_fail(
     writeln!(out, "FAIL: {check}: {detail}")
 }
 
-/// Writes `skip: <check>: <why>`.
+/// Writes `SKIP: <check> (<why>)`.
 ///
 /// # Errors
 /// Whatever `out` returns.
@@ -124,7 +125,7 @@ pub fn write_skip(
     check: impl fmt::Display,
     why: fmt::Arguments<'_>,
 ) -> fmt::Result {
-    writeln!(out, "skip: {check}: {why}")
+    writeln!(out, "SKIP: {check} ({why})")
 }
 
 /// Writes `ERROR: <what>: <detail>`.
@@ -301,7 +302,7 @@ mod global {
         with(|r| r.fail(check, detail));
     }
 
-    /// Prints `skip: <check>: <why>`; status at least SKIP.
+    /// Prints `SKIP: <check> (<why>)`; status at least SKIP.
     pub fn skip(check: impl fmt::Display, why: fmt::Arguments<'_>) {
         with(|r| r.skip(check, why));
     }
@@ -400,7 +401,7 @@ mod tests {
             "ok: unknown op\n\
              FAIL: bad ptr: got 0, want -14 (EFAULT)\n\
              FAIL: pagesize: got 8192, want 4096\n\
-             skip: build_id: not on this platform\n\
+             SKIP: build_id (not on this platform)\n\
              Test result: FAILURE\n"
         );
         let mut s = String::new();

@@ -21,8 +21,7 @@ use crate::cli::{DEFAULT_MEM_MIB, TestArgs};
 use crate::packages;
 use crate::qemu::{self, Accel, Boot, Machine, Module, RunResult, RunSpec, Serial};
 use crate::run::{BootFiles, prepare_boot};
-use crate::serial_log::{self, evaluate};
-use crate::status::Outcome;
+use crate::serial_log::{self, Verdict, evaluate};
 use crate::suite::{Dom0, IntegrationTest, PENDING, TESTS};
 use crate::xen;
 
@@ -36,16 +35,34 @@ const TEST_MACHINE: Machine = Machine {
 /// Lines of a failing test's log shown on the terminal.
 const TAIL_LINES: usize = 30;
 
-/// Passed and failed test names.
+/// Passed and failed test names, and every check a run skipped.
 #[derive(Debug, Default)]
 struct Tally {
     passed: Vec<String>,
     failed: Vec<String>,
+    /// `<test>: <check> (<reason>)` for each `SKIP:` line.
+    skipped: Vec<String>,
 }
 
 impl Tally {
     fn record(&mut self, name: &str, problems: &[String], elapsed: Option<Duration>, log: &str) {
-        let time = elapsed.map_or(String::new(), |t| format!(" ({:.1} s)", t.as_secs_f64()));
+        let skips: Vec<String> = serial_log::parse(log)
+            .with_verdict(Verdict::Skip)
+            .map(|c| format!("{name}: {} ({})", c.name, c.detail))
+            .collect();
+        let mut notes: Vec<String> = elapsed
+            .map(|t| format!("{:.1} s", t.as_secs_f64()))
+            .into_iter()
+            .collect();
+        if !skips.is_empty() {
+            notes.push(format!("{} skipped", skips.len()));
+        }
+        self.skipped.extend(skips);
+        let time = if notes.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", notes.join(", "))
+        };
         if problems.is_empty() {
             println!("test {name} ... ok{time}");
             self.passed.push(name.to_owned());
@@ -106,13 +123,42 @@ fn save_log(path: &Path, args: &[std::ffi::OsString], result: &RunResult) -> Res
     fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// A fresh 64-bit nonce as 16 hex digits, for one boot's `test_nonce=`.
+///
+/// It only has to be unknown to the guest and differ between boots:
+/// `RandomState` is seeded from the OS per process, and the time and a
+/// counter make every call in the process differ.
+fn new_nonce() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(CALLS.fetch_add(1, Ordering::Relaxed));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    hasher.write_u128(now);
+    hasher.write_u32(std::process::id());
+    format!("{:016x}", hasher.finish())
+}
+
+/// One boot of an integration test: the run, and the nonce its hypervisor
+/// was given.
+#[derive(Clone)]
+struct TestRun {
+    result: RunResult,
+    nonce: String,
+}
+
 /// Boots one integration test and returns its run (the log already saved).
+/// The hypervisor gets a fresh `test_nonce=`, which it echoes in its
+/// teardown line (see [`serial_log::teardown_prefix`]).
 fn boot_test(
     workspace: &Workspace,
     dirs: &TestDirs,
     test: &IntegrationTest,
     timeout: Duration,
-) -> Result<RunResult, String> {
+) -> Result<TestRun, String> {
     let guest = workspace.test_guest();
     let dom0 = match test.dom0 {
         Dom0::TestGuest => Some(guest),
@@ -127,9 +173,11 @@ fn boot_test(
         }
     };
     let hypervisor = workspace.hypervisor();
+    let nonce = new_nonce();
+    let hv_args = format!("{} test_nonce={nonce}", test.hv_args);
     let files = BootFiles {
         hypervisor: &hypervisor,
-        hv_args: test.hv_args,
+        hv_args: &hv_args,
         dom0: dom0.as_deref().map(|p| (p, test.dom0_args)),
         ramdisk: None,
     };
@@ -146,7 +194,7 @@ fn boot_test(
         &args,
         &result,
     )?;
-    Ok(result)
+    Ok(TestRun { result, nonce })
 }
 
 /// Boots the test guest with `test=<name>` on Xen.
@@ -201,7 +249,7 @@ fn conformance(
     dirs: &TestDirs,
     selected: &[&IntegrationTest],
     timeout: Duration,
-    our_runs: &BTreeMap<&'static str, RunResult>,
+    our_runs: &BTreeMap<&'static str, TestRun>,
     tally: &mut Tally,
 ) {
     let xen = match packages::ensure(packages::XEN).and_then(|()| xen::unpack(&dirs.xen)) {
@@ -232,15 +280,9 @@ fn conformance(
                 continue;
             }
         };
-        let mut problems = Vec::new();
-        if !matches!(theirs.outcome, Outcome::Stopped(_)) {
-            problems.push(format!(
-                "Xen run did not reach the end of dom0: {}",
-                theirs.outcome
-            ));
-        }
+        let mut problems = xen::judge(&theirs.outcome, &theirs.serial);
         problems.extend(xen::compare(
-            &serial_log::parse(&ours.serial),
+            &serial_log::parse(&ours.result.serial),
             &serial_log::parse(&theirs.serial),
         ));
         tally.record(&name, &problems, Some(theirs.elapsed), &theirs.serial);
@@ -252,9 +294,6 @@ pub fn test(workspace: &Workspace, args: &TestArgs) -> Result<bool, String> {
     let tools = [packages::QEMU, packages::GRUB_ISO].concat();
     packages::ensure(&tools)?;
     let mut tally = Tally::default();
-    if args.selects("host_unit_tests") {
-        host_unit_tests(workspace, &mut tally);
-    }
     let pending: &[IntegrationTest] = if args.pending { PENDING } else { &[] };
     let table = || TESTS.iter().chain(pending);
     let selected: Vec<&IntegrationTest> = table().filter(|t| args.selects(t.name)).collect();
@@ -265,6 +304,23 @@ pub fn test(workspace: &Workspace, args: &TestArgs) -> Result<bool, String> {
     } else {
         Vec::new()
     };
+    if let Some(filter) = &args.filter
+        && !args.selects("host_unit_tests")
+        && selected.is_empty()
+        && conformance_selected.is_empty()
+    {
+        return Err(format!(
+            "--filter '{filter}' matches no test{}",
+            if args.xen || args.pending {
+                ""
+            } else {
+                " (conformance runs need --xen, pending tests --pending)"
+            }
+        ));
+    }
+    if args.selects("host_unit_tests") {
+        host_unit_tests(workspace, &mut tally);
+    }
     if !selected.is_empty() || !conformance_selected.is_empty() {
         if let Err(error) = build::build_images(workspace) {
             let not_run = [format!("not run: {error}")];
@@ -281,10 +337,12 @@ pub fn test(workspace: &Workspace, args: &TestArgs) -> Result<bool, String> {
             let mut our_runs = BTreeMap::new();
             for test in selected {
                 match boot_test(workspace, &dirs, test, timeout) {
-                    Ok(result) => {
-                        let problems = evaluate(&test.expect, &result.outcome, &result.serial);
+                    Ok(run) => {
+                        let result = &run.result;
+                        let problems =
+                            evaluate(&test.expect, &result.outcome, &result.serial, &run.nonce);
                         tally.record(test.name, &problems, Some(result.elapsed), &result.serial);
-                        our_runs.insert(test.name, result);
+                        our_runs.insert(test.name, run);
                     }
                     Err(error) => tally.record(test.name, &[error], None, ""),
                 }
@@ -301,13 +359,20 @@ pub fn test(workspace: &Workspace, args: &TestArgs) -> Result<bool, String> {
             }
         }
     }
+    if !tally.skipped.is_empty() {
+        println!("skipped checks:");
+        for skip in &tally.skipped {
+            println!("    {skip}");
+        }
+    }
     if !tally.failed.is_empty() {
         println!("failed: {}", tally.failed.join(" "));
     }
     println!(
-        "{} passed, {} failed",
+        "{} passed, {} failed, {} checks skipped",
         tally.passed.len(),
-        tally.failed.len()
+        tally.failed.len(),
+        tally.skipped.len()
     );
     Ok(tally.failed.is_empty())
 }

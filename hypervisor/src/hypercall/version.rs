@@ -56,8 +56,11 @@ pub fn xen_version(env: &mut impl Env, cmd: u64, arg: u64) -> Result<u64, Errno>
             if !env.domain().privileged {
                 return Err(Errno::EPERM);
             }
-            let line = env.host().command_line;
-            copy_str::<XENVER_COMMANDLINE_LEN>(env, arg, line)
+            // The test harness's nonce stays with the hypervisor: a guest
+            // that knew it could forge the teardown line.
+            let mut line = [0u8; XENVER_COMMANDLINE_LEN];
+            let n = crate::cmdline::hide_test_nonce(env.host().command_line, &mut line);
+            copy_str::<XENVER_COMMANDLINE_LEN>(env, arg, &line[..n])
         }
         VersionCmd::BuildId => build_id(env, arg),
     }
@@ -173,6 +176,12 @@ mod tests {
         assert_eq!(c_str(&env.guest[..1024]), b"console=com1 dom0_mem=64M");
         assert_eq!(xen_version(&mut env, 7, 0), Ok(4096));
         assert_eq!(xen_version(&mut env, 7, BASE), Err(Errno::EINVAL));
+        env.host.command_line = b"loglvl=info test_nonce=0123456789abcdef noreboot";
+        assert_eq!(xen_version(&mut env, 9, BASE), Ok(0));
+        assert_eq!(
+            c_str(&env.guest[..1024]),
+            b"loglvl=info test_nonce=xxxxxxxxxxxxxxxx noreboot"
+        );
     }
 
     #[test]

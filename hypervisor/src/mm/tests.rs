@@ -780,6 +780,40 @@ fn populate_and_teardown_return_every_frame() {
     assert!(m.m2p.iter().all(|&e| e == INVALID_M2P_ENTRY));
 }
 
+/// A reference dropped too early (a hypervisor bug) is dropped again by
+/// the teardown: the frame counts still come out right, so the teardown
+/// must say that it found the frame table inconsistent (`fx.crash`, which
+/// `destroy_dom0` turns into the "FRAME TABLE INCONSISTENT" line).
+#[test]
+fn teardown_reports_a_reference_dropped_early() {
+    let mut m = FakeMachine::new(32);
+    let free_before = m.free.len();
+    let data = m.give(DOM);
+    let [l4, ..] = m.build_tables(DOM, VA, data);
+    let mut vcpu = [VcpuMm::default()];
+    m.with(|mmu| mmu.install_initial_root(DOM, &mut vcpu[0], l4))
+        .0
+        .unwrap();
+    let (_, fx) = m.with(|mmu| mmu.teardown(DOM, &mut vcpu.clone()));
+    assert!(!fx.crash, "a clean teardown is consistent");
+    assert_eq!(m.free.len(), free_before);
+
+    let data = m.give(DOM);
+    let [l4, ..] = m.build_tables(DOM, VA, data);
+    m.with(|mmu| mmu.install_initial_root(DOM, &mut vcpu[0], l4))
+        .0
+        .unwrap();
+    let (_, fx) = m.with(|mmu| mmu.put_page(data));
+    assert!(
+        !fx.crash,
+        "dropping one of two references is legal by itself"
+    );
+    let (report, fx) = m.with(|mmu| mmu.teardown(DOM, &mut vcpu));
+    assert!(fx.crash, "the second drop must be reported");
+    assert_eq!(report.remaining, 0);
+    assert_eq!(m.free.len(), free_before);
+}
+
 #[test]
 fn teardown_keeps_frames_other_domains_still_map() {
     let mut m = FakeMachine::new(64);

@@ -240,6 +240,7 @@ pub fn build_dom0(
         stats: Stats::default(),
         ldt_pages: [0; crate::layout::trampoline::LDT_PAGE_COUNT],
         free_before_build,
+        test_nonce: config.test_nonce,
         host: HostInfo {
             command_line: boot.hypervisor_cmdline().as_bytes(),
             build_id: build_id(),
@@ -373,11 +374,22 @@ fn build_page_tables(layout: &Dom0Layout, p2m: &P2m<'_>) -> u64 {
     table_pa(4, mapping.start)
 }
 
+/// What [`destroy_dom0`] found.
+#[derive(Clone, Copy, Debug)]
+pub struct Dom0Teardown {
+    /// Frames returned to the allocator.
+    pub released: u64,
+    /// Whether releasing found the frame table inconsistent (a reference
+    /// or type count that was already zero, a frame of the wrong owner):
+    /// a hypervisor bug, whatever the frame counts say.
+    pub inconsistent: bool,
+}
+
 /// Undoes [`build_dom0`]: drops the GDT's descriptor types, unhooks dom0's
 /// page tables from this CPU's views, then releases every type and
 /// reference dom0 holds, which returns all its frames (shared_info
-/// included) to the allocator. Returns how many frames came back.
-pub fn destroy_dom0(current: &mut Current) -> u64 {
+/// included) to the allocator.
+pub fn destroy_dom0(current: &mut Current) -> Dom0Teardown {
     let dom = current.domain.id;
     let gdt = current.vcpu.gdt_frames;
     let gdt_count = core::mem::take(&mut current.vcpu.gdt_count);
@@ -398,7 +410,10 @@ pub fn destroy_dom0(current: &mut Current) -> u64 {
     if report.remaining != 0 {
         log::warn!("dom0 teardown: {} frames still owned", report.remaining);
     }
-    report.released
+    Dom0Teardown {
+        released: report.released,
+        inconsistent: fx.crash,
+    }
 }
 
 /// Removes every guest slot from this CPU's two views (and the TLB).
