@@ -81,3 +81,18 @@ pub fn foreign_mfn() -> Option<u64> {
         .rev()
         .find(|&mfn| mm::pfn_to_mfn(mm::m2p(mfn)) != Some(mfn))
 }
+
+/// [`foreign_mfn`], or a `SKIP` line for each of `checks` (the checks
+/// that needed it) when there is none.
+pub fn foreign_mfn_or_skip(checks: &[&str]) -> Option<u64> {
+    let found = foreign_mfn();
+    if found.is_none() {
+        for check in checks {
+            report::skip(
+                check,
+                format_args!("no frame below maximum_ram_page that this domain does not own"),
+            );
+        }
+    }
+    found
+}
