@@ -1,7 +1,8 @@
 //! Reading a test guest's serial log, and judging a run against what a test
 //! expects.
 //!
-//! The guest prints, one per line: `ok: <check>`, `FAIL: <check>: <detail>`,
+//! The guest prints, one per line: `ok: <check>` (or `ok: <check> =
+//! <value>` with the value the check saw), `FAIL: <check>: <detail>`,
 //! `SKIP: <check> (<reason>)` or `ERROR: <what>: <detail>`, then exactly one
 //! `Test result: SUCCESS|SKIP|ERROR|FAILURE`; a guest that panics prints
 //! `PANIC: <message>`. A line counts only if it starts with one of those
@@ -52,7 +53,8 @@ pub struct Check {
     /// text before the final parenthesized reason).
     pub name: String,
     /// The rest of the line after the name, if any (for `SKIP:`, the
-    /// reason without its parentheses).
+    /// reason without its parentheses; for `ok:`, the value after the last
+    /// `" = "`, or empty).
     pub detail: String,
 }
 
@@ -127,10 +129,10 @@ pub fn parse(log: &str) -> GuestReport {
         }
         for verdict in [Verdict::Ok, Verdict::Fail, Verdict::Skip, Verdict::Error] {
             if let Some(rest) = line.strip_prefix(verdict.prefix()) {
-                let (name, detail) = if verdict == Verdict::Skip {
-                    split_skip(rest)
-                } else {
-                    rest.split_once(": ").unwrap_or((rest, ""))
+                let (name, detail) = match verdict {
+                    Verdict::Skip => split_skip(rest),
+                    Verdict::Ok => rest.rsplit_once(" = ").unwrap_or((rest, "")),
+                    Verdict::Fail | Verdict::Error => rest.split_once(": ").unwrap_or((rest, "")),
                 };
                 report.checks.push(Check {
                     verdict,
@@ -346,10 +348,13 @@ mod tests {
 
     #[test]
     fn guest_prefix_and_quoted_lines() {
-        let report = parse("(d0) ok: a\n(HV) ok: not a check\n(dx) ok: b\nFAIL: c: d: e\n");
+        let report = parse(
+            "(d0) ok: a\n(HV) ok: not a check\n(dx) ok: b\nFAIL: c: d: e\nok: f: x = y = -22 (EINVAL)\n",
+        );
         let names: Vec<&str> = report.checks.iter().map(|c| c.name.as_str()).collect();
-        assert_eq!(names, ["a", "c"]);
+        assert_eq!(names, ["a", "c", "f: x = y"]);
         assert_eq!(report.checks[1].detail, "d: e");
+        assert_eq!(report.checks[2].detail, "-22 (EINVAL)");
         let panics = parse("(d0) PANIC: src/x.rs:3: boom\n(HV) PANIC: not the guest\n");
         assert_eq!(panics.panics, ["src/x.rs:3: boom"]);
     }

@@ -43,7 +43,8 @@ pub struct IntegrationTest {
     /// What the run must show.
     pub expect: Expectation,
     /// Whether the test also runs on Xen 4.17 with `cargo xtask test --xen`
-    /// (the checks' names and verdicts must then match Xen's).
+    /// (the checks' names, verdicts, values and counts must then match Xen's,
+    /// but for the allow-list `crate::xen::ALLOWED`).
     pub conformance: bool,
 }
 

@@ -403,7 +403,7 @@ pub fn syscall(_start_info: &'static StartInfo) {
     );
     report::check_eq("user mode gets the kernel's RAX", out(OUT_0), 0x600D);
     report::check_eq(
-        "VGCF_in_syscall return leaves RCX = return address",
+        "VGCF_in_syscall return leaves RCX at the return address",
         out(OUT_1),
         ret_rip,
     );
