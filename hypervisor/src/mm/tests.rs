@@ -1090,7 +1090,6 @@ fn random_operations_keep_the_invariants() {
     }
     for (op, percent) in MIN_SUCCESS_PERCENT {
         let (ok, all) = (succeeded[op as usize], tried[op as usize]);
-        println!("{op:?}: {ok} of {all} succeeded");
         assert!(
             all > 0 && ok * 100 >= all * percent,
             "OXEN_MM_SEED={seed:#x}: {op:?} succeeded {ok} of {all} times, below {percent}%"
