@@ -3,6 +3,9 @@
 //! Each helper reports a failed step as an `ERROR` line (the test could not
 //! run as intended) and returns `false`; the test then stops.
 
+use core::fmt;
+
+use guest_pv_shim::dom0_abi::mmu::PTE_ADDR_MASK;
 use guest_pv_shim::mm::{self, Frame};
 use guest_pv_shim::report;
 use guest_pv_shim::traps::{self, InitError};
@@ -95,4 +98,38 @@ pub fn foreign_mfn_or_skip(checks: &[&str]) -> Option<u64> {
         }
     }
     found
+}
+
+/// A page-table entry (or CR3 value) shown without its machine address,
+/// which differs between platforms: `pfn <pfn> | <other bits>` for a frame
+/// of this domain, `not own | <other bits>` for any other frame, `0` for
+/// zero. Check lines print this, so that `--xen` can compare the values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Entry(pub u64);
+
+impl fmt::Display for Entry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mfn = (self.0 & PTE_ADDR_MASK) >> 12;
+        let rest = self.0 & !PTE_ADDR_MASK;
+        if self.0 == 0 {
+            return f.write_str("0");
+        }
+        let pfn = mm::m2p(mfn);
+        if mm::pfn_to_mfn(pfn) == Some(mfn) {
+            write!(f, "pfn {pfn:#x} | {rest:#x}")
+        } else {
+            write!(f, "not own | {rest:#x}")
+        }
+    }
+}
+
+/// `ok` if the entry `got` is `want` (compared whole), showing it as an
+/// [`Entry`]; else `fail` with both raw values.
+pub fn check_entry(check: impl fmt::Display, got: u64, want: u64) -> bool {
+    if got == want {
+        report::ok_value(check, Entry(got));
+    } else {
+        report::fail(check, format_args!("got {got:#x}, want {want:#x}"));
+    }
+    got == want
 }

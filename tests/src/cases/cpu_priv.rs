@@ -147,7 +147,7 @@ fn wrmsr(msr: u32, value: u64) -> Option<Trap> {
 
 fn control_registers() {
     let cr3 = emulated("mov %cr3 read", probe!("mov rax, cr3"));
-    report::check_eq(
+    crate::support::check_entry(
         "mov %cr3 read gives the current L4's machine address",
         cr3,
         mm::boot_l4_mfn() << 12,

@@ -78,7 +78,7 @@ fn round(how: &str, va: u64, f: Frame, g: Frame) {
         refused,
         va,
     );
-    report::check_eq(
+    support::check_entry(
         format_args!("the refused store left the entry unchanged ({how})"),
         pte(),
         before,
