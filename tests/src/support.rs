@@ -133,3 +133,33 @@ pub fn check_entry(check: impl fmt::Display, got: u64, want: u64) -> bool {
     }
     got == want
 }
+
+/// `ok` showing `value` if `pass`, else `fail` with `detail`: for checks
+/// whose expected value depends on the platform, so that `--xen` sees
+/// what each one observed. Returns `pass`.
+pub fn check_value(
+    check: impl fmt::Display,
+    pass: bool,
+    value: impl fmt::Display,
+    detail: fmt::Arguments<'_>,
+) -> bool {
+    if pass {
+        report::ok_value(check, value);
+    } else {
+        report::fail(check, detail);
+    }
+    pass
+}
+
+/// How an instruction ended, for check values: `completed`, or the
+/// exception's vector and error code.
+pub struct Ended(pub Option<guest_pv_shim::traps::Trap>);
+
+impl fmt::Display for Ended {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            None => f.write_str("completed"),
+            Some(t) => write!(f, "vector {} error {:#x}", t.vector, t.error_code),
+        }
+    }
+}

@@ -284,9 +284,10 @@ fn descriptor_table_reads() {
         } else {
             t.is_none()
         };
-        report::check(
+        support::check_value(
             format_args!("{name} in the kernel behaves as the platform documents"),
             ok,
+            support::Ended(t),
             format_args!("{t:x?}, UMIP {umip}"),
         );
     }
