@@ -49,8 +49,9 @@ impl Verdict {
 pub struct Check {
     /// The verdict.
     pub verdict: Verdict,
-    /// The check's name: the text up to the first `": "` (for `SKIP:`, the
-    /// text before the final parenthesized reason).
+    /// The check's name: for `FAIL:` and `ERROR:` the text up to the first
+    /// `": "`, for `ok:` the text before the last `" = "` (all of it without
+    /// one), for `SKIP:` the text before the final parenthesized reason.
     pub name: String,
     /// The rest of the line after the name, if any (for `SKIP:`, the
     /// reason without its parentheses; for `ok:`, the value after the last
@@ -150,9 +151,10 @@ pub fn parse(log: &str) -> GuestReport {
 pub struct Expectation {
     /// The outcome QEMU's status must map to.
     pub exit: HostExit,
-    /// Whether exactly one `Test result: SUCCESS` line is required. When not
-    /// required, a result line may be absent, but one that is present must
-    /// still be the only one and say SUCCESS.
+    /// Whether exactly one passing `Test result:` line is required
+    /// (`SUCCESS`, or `SKIP` explained by `SKIP:` lines, see
+    /// [`GuestReport::passed`]). When not required, a result line may be
+    /// absent, but one that is present must still be the only one and pass.
     pub result_line: bool,
     /// Whether the guest must print at least one `ok:` check. Tests that
     /// only end the machine (shutdown, isolation, rejected images) say

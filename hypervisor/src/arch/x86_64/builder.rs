@@ -380,8 +380,9 @@ pub struct Dom0Teardown {
     /// Frames returned to the allocator.
     pub released: u64,
     /// Whether releasing found the frame table inconsistent (a reference
-    /// or type count that was already zero, a frame of the wrong owner):
-    /// a hypervisor bug, whatever the frame counts say.
+    /// or type count that was already zero, a count that reached zero
+    /// while the frame still recorded a reference): a hypervisor bug,
+    /// whatever the frame counts say.
     pub inconsistent: bool,
 }
 
