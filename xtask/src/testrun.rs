@@ -4,8 +4,13 @@
 //!
 //! Every run's serial log is saved to `target/xtask-tests/<name>.log`
 //! (Xen's to `target/xtask-tests/xen/<name>.log`), followed by a trailer
-//! with the QEMU command, the outcome and QEMU's own messages. The last
-//! line printed is the tally, `N passed, M failed`.
+//! with the QEMU command, the outcome and QEMU's own messages. Before the
+//! tally come the allowed differences from Xen and every skipped check
+//! (`<test>: <check> (<reason>)`); the last line printed is the tally,
+//! `N passed, M failed, K checks skipped`.
+//!
+//! Each boot of the hypervisor gets a fresh `test_nonce=<16 hex digits>`;
+//! its teardown line must carry it (see `serial_log::evaluate`).
 //!
 //! Integration tests always use TCG with one CPU and 256 MiB, so a test
 //! behaves the same on every host.
