@@ -1,11 +1,15 @@
 //! XTF-style test reporting: one line per check, one final result line.
 //!
 //! Lines, each on its own console line:
-//! - `ok: <check>`, or `ok: <check>: <observed>` for a check that shows
-//!   the values it saw ([`Recorder::check_observed`]; the harness compares
-//!   only the name)
+//! - `ok: <check>`, or `ok: <check> = <value>` for a check that compared a
+//!   value (a hypercall's return, an `==` comparison): the value it saw,
+//!   which the harness compares with Xen's; a check that also shows what
+//!   it observed on this run (times, counts that differ from run to run)
+//!   ends with `: <observed>`, which the harness does not compare
+//!   ([`Recorder::check_observed`])
 //! - `FAIL: <check>: <detail>` (status FAILURE)
-//! - `skip: <check>: <why>` (status SKIP)
+//! - `SKIP: <check> (<why>)` (status SKIP): the check could not apply
+//!   here; the harness counts and lists every one
 //! - `ERROR: <what>: <detail>` (status ERROR: the test could not run as
 //!   intended, e.g. an unknown test name)
 //! - finally exactly one `Test result: SUCCESS|SKIP|ERROR|FAILURE`.
@@ -105,6 +109,18 @@ pub fn write_ok(out: &mut impl fmt::Write, check: impl fmt::Display) -> fmt::Res
     writeln!(out, "ok: {check}")
 }
 
+/// Writes `ok: <check> = <value>`.
+///
+/// # Errors
+/// Whatever `out` returns.
+pub fn write_ok_value(
+    out: &mut impl fmt::Write,
+    check: impl fmt::Display,
+    value: impl fmt::Display,
+) -> fmt::Result {
+    writeln!(out, "ok: {check} = {value}")
+}
+
 /// Writes `ok: <check>: <observed>`.
 ///
 /// # Errors
@@ -129,7 +145,7 @@ pub fn write_fail(
     writeln!(out, "FAIL: {check}: {detail}")
 }
 
-/// Writes `skip: <check>: <why>`.
+/// Writes `SKIP: <check> (<why>)`.
 ///
 /// # Errors
 /// Whatever `out` returns.
@@ -138,7 +154,7 @@ pub fn write_skip(
     check: impl fmt::Display,
     why: fmt::Arguments<'_>,
 ) -> fmt::Result {
-    writeln!(out, "skip: {check}: {why}")
+    writeln!(out, "SKIP: {check} ({why})")
 }
 
 /// Writes `ERROR: <what>: <detail>`.
@@ -209,6 +225,11 @@ impl<W: fmt::Write> Recorder<W> {
         let _ = write_ok(&mut self.out, check);
     }
 
+    /// A passed check that saw `value`.
+    pub fn ok_value(&mut self, check: impl fmt::Display, value: impl fmt::Display) {
+        let _ = write_ok_value(&mut self.out, check, value);
+    }
+
     /// A failed check (FAILURE).
     pub fn fail(&mut self, check: impl fmt::Display, detail: fmt::Arguments<'_>) {
         self.raise(Status::Failure);
@@ -258,7 +279,8 @@ impl<W: fmt::Write> Recorder<W> {
         cond
     }
 
-    /// `ok` if `got == want`, else `fail` showing both. Returns the outcome.
+    /// `ok` with the value if `got == want`, else `fail` showing both.
+    /// Returns the outcome.
     pub fn check_eq<T: PartialEq + fmt::Debug>(
         &mut self,
         check: impl fmt::Display,
@@ -266,16 +288,32 @@ impl<W: fmt::Write> Recorder<W> {
         want: T,
     ) -> bool {
         let pass = got == want;
-        self.check(check, pass, format_args!("got {got:?}, want {want:?}"))
+        if pass {
+            self.ok_value(check, format_args!("{got:?}"));
+        } else {
+            self.fail(check, format_args!("got {got:?}, want {want:?}"));
+        }
+        pass
     }
 
     /// As [`Recorder::check_eq`] for hypercall return values, naming errnos.
     pub fn check_ret(&mut self, check: impl fmt::Display, got: i64, want: i64) -> bool {
-        self.check(
-            check,
-            got == want,
-            format_args!("got {}, want {}", Ret(got), Ret(want)),
-        )
+        self.check_ret_any(check, got, &[want])
+    }
+
+    /// `ok` with the value if a hypercall returned one of `wanted`, else
+    /// `fail`. Returns the outcome.
+    pub fn check_ret_any(&mut self, check: impl fmt::Display, got: i64, wanted: &[i64]) -> bool {
+        let pass = wanted.contains(&got);
+        match wanted {
+            _ if pass => self.ok_value(check, Ret(got)),
+            [want] => self.fail(check, format_args!("got {}, want {}", Ret(got), Ret(*want))),
+            _ => self.fail(
+                check,
+                format_args!("got {}, want one of {wanted:?}", Ret(got)),
+            ),
+        }
+        pass
     }
 
     /// Writes the final result line and returns the status.
@@ -296,7 +334,7 @@ mod global {
 
     use dom0_abi::sched::ShutdownReason;
 
-    use super::{Recorder, Ret, Status};
+    use super::{Recorder, Status};
     use crate::console::Console;
 
     /// The status so far (the guest has one vCPU; atomics keep it safe).
@@ -331,7 +369,7 @@ mod global {
         with(|r| r.fail(check, detail));
     }
 
-    /// Prints `skip: <check>: <why>`; status at least SKIP.
+    /// Prints `SKIP: <check> (<why>)`; status at least SKIP.
     pub fn skip(check: impl fmt::Display, why: fmt::Arguments<'_>) {
         with(|r| r.skip(check, why));
     }
@@ -355,7 +393,12 @@ mod global {
         with(|r| r.check_observed(check, cond, observed))
     }
 
-    /// `ok` if `got == want`, else `fail` showing both.
+    /// Prints `ok: <check> = <value>`.
+    pub fn ok_value(check: impl fmt::Display, value: impl fmt::Display) {
+        with(|r| r.ok_value(check, value));
+    }
+
+    /// `ok` with the value if `got == want`, else `fail` showing both.
     pub fn check_eq<T: PartialEq + fmt::Debug>(check: impl fmt::Display, got: T, want: T) -> bool {
         with(|r| r.check_eq(check, got, want))
     }
@@ -367,14 +410,7 @@ mod global {
 
     /// `ok` if a hypercall returned one of `wanted`, else `fail`.
     pub fn check_ret_any(check: impl fmt::Display, got: i64, wanted: &[i64]) -> bool {
-        let pass = wanted.contains(&got);
-        with(|r| {
-            r.check(
-                check,
-                pass,
-                format_args!("got {}, want one of {:?}", Ret(got), wanted),
-            )
-        })
+        with(|r| r.check_ret_any(check, got, wanted))
     }
 
     /// Prints only the result line for `status` (for tests that end the
@@ -438,10 +474,10 @@ mod tests {
         assert_eq!(r.finish(), Status::Failure);
         assert_eq!(
             r.output().as_str(),
-            "ok: unknown op\n\
+            "ok: unknown op = -38 (ENOSYS)\n\
              FAIL: bad ptr: got 0, want -14 (EFAULT)\n\
              FAIL: pagesize: got 8192, want 4096\n\
-             skip: build_id: not on this platform\n\
+             SKIP: build_id (not on this platform)\n\
              ok: time: 5 ns\n\
              FAIL: order: 2 > 1\n\
              Test result: FAILURE\n"

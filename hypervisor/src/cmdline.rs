@@ -22,6 +22,10 @@
 //! hex or leading-`0` octal) with a `T/G/M/K/B` suffix, kilobytes without
 //! one; log levels are `none|error|warning|info|debug|all`, optionally
 //! followed by `/<rate-limited level>`.
+//!
+//! One option is this hypervisor's own: `test_nonce=<1-16 hex digits>`,
+//! which the test harness passes on every boot and the hypervisor echoes
+//! in its dom0 teardown line (see [`Config::test_nonce`]).
 #![forbid(unsafe_code)]
 
 use core::fmt;
@@ -54,6 +58,12 @@ pub struct Config {
     pub guest_loglvl: LogLevels,
     /// `noreboot`: stay down after a crash instead of rebooting.
     pub noreboot: bool,
+    /// `test_nonce=<hex>` (this hypervisor only, not Xen's): 1 to 16 hex
+    /// digits that the test harness generates for each boot. The
+    /// hypervisor echoes it in its dom0 teardown line, so that the
+    /// harness can tell that line from one a guest prints; guests never
+    /// see it (see [`hide_test_nonce`]). Default: none.
+    pub test_nonce: Option<u64>,
 }
 
 impl Default for Config {
@@ -76,6 +86,7 @@ impl Default for Config {
                 rate_limited: LevelFilter::Warn,
             },
             noreboot: false,
+            test_nonce: None,
         }
     }
 }
@@ -456,7 +467,40 @@ const OPTIONS: &[(&str, Kind)] = &[
             c.noreboot = v;
         }),
     ),
+    ("test_nonce", Kind::Custom(parse_test_nonce)),
 ];
+
+/// The option whose value [`hide_test_nonce`] hides.
+const TEST_NONCE: &[u8] = b"test_nonce=";
+
+fn parse_test_nonce(config: &mut Config, value: &str, _: &mut Diagnostics<'_>) -> Result<(), ()> {
+    if value.is_empty() || value.len() > 16 || !value.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(());
+    }
+    config.test_nonce = Some(u64::from_str_radix(value, 16).map_err(|_| ())?);
+    Ok(())
+}
+
+/// Copies the command line `line` into `out` (cut to its length) with the
+/// value of every `test_nonce=` option replaced by `x`s, and returns the
+/// length copied. This is the line guests get (`XENVER_commandline`): a
+/// guest that could read the nonce could forge the teardown line.
+pub fn hide_test_nonce(line: &[u8], out: &mut [u8]) -> usize {
+    let n = line.len().min(out.len());
+    out[..n].copy_from_slice(&line[..n]);
+    let mut start = 0;
+    while start < n {
+        let end = out[start..n]
+            .iter()
+            .position(u8::is_ascii_whitespace)
+            .map_or(n, |at| start + at);
+        if out[start..end].starts_with(TEST_NONCE) {
+            out[start + TEST_NONCE.len()..end].fill(b'x');
+        }
+        start = end + 1;
+    }
+    n
+}
 
 fn apply_option<'a>(config: &mut Config, diagnostics: &mut Diagnostics<'a>, token: &'a str) {
     let (key, value) = match token.split_once('=') {
@@ -840,6 +884,34 @@ mod tests {
         assert!(config.noreboot);
         assert_eq!(config.loglvl.level, LevelFilter::Trace);
         assert_eq!(config.guest_loglvl.level, LevelFilter::Trace);
+    }
+
+    #[test]
+    fn test_nonce_is_hex_and_hidden_from_guests() {
+        let (config, diags) = parse("loglvl=info test_nonce=00c0ffee12345678");
+        assert!(diags.is_empty(), "{:?}", messages(&diags));
+        assert_eq!(config.test_nonce, Some(0x00c0_ffee_1234_5678));
+        for bad in ["", "0x12", "12345678901234567", "xyz", "-1"] {
+            let line = format!("test_nonce={bad}");
+            let (config, diags) = parse(&line);
+            assert_eq!(config.test_nonce, None, "{bad}");
+            assert_eq!(
+                messages(&diags),
+                [format!("test_nonce: malformed value '{bad}'")]
+            );
+        }
+        let line = b"console=com1 test_nonce=abc123  notest_nonce=1 test_nonce=9\ttest_nonce=";
+        let mut out = [0u8; 128];
+        let n = hide_test_nonce(line, &mut out);
+        assert_eq!(
+            &out[..n],
+            b"console=com1 test_nonce=xxxxxx  notest_nonce=1 test_nonce=x\ttest_nonce="
+        );
+        let mut short = [0u8; 20];
+        let n = hide_test_nonce(line, &mut short);
+        assert_eq!(&short[..n], b"console=com1 test_no");
+        let n = hide_test_nonce(b"test_nonce=12", &mut short);
+        assert_eq!(&short[..n], b"test_nonce=xx");
     }
 
     #[test]

@@ -3,6 +3,9 @@
 //! Each helper reports a failed step as an `ERROR` line (the test could not
 //! run as intended) and returns `false`; the test then stops.
 
+use core::fmt;
+
+use guest_pv_shim::dom0_abi::mmu::PTE_ADDR_MASK;
 use guest_pv_shim::mm::{self, Frame};
 use guest_pv_shim::report;
 use guest_pv_shim::traps::{self, InitError};
@@ -80,6 +83,85 @@ pub fn foreign_mfn() -> Option<u64> {
     (max.saturating_sub(64)..max)
         .rev()
         .find(|&mfn| mm::pfn_to_mfn(mm::m2p(mfn)) != Some(mfn))
+}
+
+/// [`foreign_mfn`], or a `SKIP` line for each of `checks` (the checks
+/// that needed it) when there is none.
+pub fn foreign_mfn_or_skip(checks: &[&str]) -> Option<u64> {
+    let found = foreign_mfn();
+    if found.is_none() {
+        for check in checks {
+            report::skip(
+                check,
+                format_args!("no frame below maximum_ram_page that this domain does not own"),
+            );
+        }
+    }
+    found
+}
+
+/// A page-table entry (or CR3 value) shown without its machine address,
+/// which differs between platforms: `pfn <pfn> | <other bits>` for a frame
+/// of this domain, `not own | <other bits>` for any other frame, `0` for
+/// zero. Check lines print this, so that `--xen` can compare the values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Entry(pub u64);
+
+impl fmt::Display for Entry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mfn = (self.0 & PTE_ADDR_MASK) >> 12;
+        let rest = self.0 & !PTE_ADDR_MASK;
+        if self.0 == 0 {
+            return f.write_str("0");
+        }
+        let pfn = mm::m2p(mfn);
+        if mm::pfn_to_mfn(pfn) == Some(mfn) {
+            write!(f, "pfn {pfn:#x} | {rest:#x}")
+        } else {
+            write!(f, "not own | {rest:#x}")
+        }
+    }
+}
+
+/// `ok` if the entry `got` is `want` (compared whole), showing it as an
+/// [`Entry`]; else `fail` with both raw values.
+pub fn check_entry(check: impl fmt::Display, got: u64, want: u64) -> bool {
+    if got == want {
+        report::ok_value(check, Entry(got));
+    } else {
+        report::fail(check, format_args!("got {got:#x}, want {want:#x}"));
+    }
+    got == want
+}
+
+/// `ok` showing `value` if `pass`, else `fail` with `detail`: for checks
+/// whose expected value depends on the platform, so that `--xen` sees
+/// what each one observed. Returns `pass`.
+pub fn check_value(
+    check: impl fmt::Display,
+    pass: bool,
+    value: impl fmt::Display,
+    detail: fmt::Arguments<'_>,
+) -> bool {
+    if pass {
+        report::ok_value(check, value);
+    } else {
+        report::fail(check, detail);
+    }
+    pass
+}
+
+/// How an instruction ended, for check values: `completed`, or the
+/// exception's vector and error code.
+pub struct Ended(pub Option<guest_pv_shim::traps::Trap>);
+
+impl fmt::Display for Ended {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            None => f.write_str("completed"),
+            Some(t) => write!(f, "vector {} error {:#x}", t.vector, t.error_code),
+        }
+    }
 }
 
 /// Starts secondary vCPU `vcpu` running `entry` (see

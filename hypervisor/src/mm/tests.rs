@@ -780,6 +780,50 @@ fn populate_and_teardown_return_every_frame() {
     assert!(m.m2p.iter().all(|&e| e == INVALID_M2P_ENTRY));
 }
 
+/// A reference dropped too early (a hypervisor bug) is dropped again by
+/// the teardown. The frame counts can still come out right, so the
+/// teardown must say that it found the frame table inconsistent
+/// (`fx.crash`, which `destroy_dom0` turns into the "FRAME TABLE
+/// INCONSISTENT" line), and keep the frame out of the allocator.
+#[test]
+fn teardown_reports_a_reference_dropped_early() {
+    let mut m = FakeMachine::new(32);
+    let free_before = m.free.len();
+    let data = m.give(DOM);
+    let [l4, ..] = m.build_tables(DOM, VA, data);
+    let mut vcpu = [VcpuMm::default()];
+    m.with(|mmu| mmu.install_initial_root(DOM, &mut vcpu[0], l4))
+        .0
+        .unwrap();
+    let (_, fx) = m.with(|mmu| mmu.teardown(DOM, &mut vcpu.clone()));
+    assert!(!fx.crash, "a clean teardown is consistent");
+    assert_eq!(m.free.len(), free_before);
+
+    // A mapped data frame, and the loaded root: an early drop of either
+    // makes the count reach zero while the frame still records a
+    // reference (its mapping's type, its pin, its allocation).
+    for early in [0, 1] {
+        let data = m.give(DOM);
+        let tables = m.build_tables(DOM, VA, data);
+        let mut vcpu = [VcpuMm::default()];
+        m.with(|mmu| mmu.install_initial_root(DOM, &mut vcpu[0], tables[0]))
+            .0
+            .unwrap();
+        let victim = if early == 0 { data } else { tables[0] };
+        let (_, fx) = m.with(|mmu| mmu.put_page(victim));
+        assert!(
+            !fx.crash,
+            "dropping one of several references is legal by itself"
+        );
+        let (_, fx) = m.with(|mmu| mmu.teardown(DOM, &mut vcpu));
+        assert!(fx.crash, "case {early}: the second drop must be reported");
+        assert!(
+            !m.free.contains(&victim.0),
+            "case {early}: kept out of the allocator"
+        );
+    }
+}
+
 #[test]
 fn teardown_keeps_frames_other_domains_still_map() {
     let mut m = FakeMachine::new(64);
@@ -813,27 +857,122 @@ fn teardown_keeps_frames_other_domains_still_map() {
     m.check_invariants(&[]);
 }
 
+/// The seed of [`random_operations_keep_the_invariants`]: `OXEN_MM_SEED`
+/// (decimal, or hex with `0x`) if set, else a fixed default. Zero, which
+/// would stall the generator, becomes 1.
+fn mm_seed() -> u64 {
+    const DEFAULT: u64 = 0x2545_f491_4f6c_dd1d;
+    let Ok(text) = std::env::var("OXEN_MM_SEED") else {
+        return DEFAULT;
+    };
+    let text = text.trim();
+    let parsed = match text.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => text.parse(),
+    };
+    match parsed {
+        Ok(0) => 1,
+        Ok(seed) => seed,
+        Err(e) => panic!("OXEN_MM_SEED={text:?}: {e}"),
+    }
+}
+
+/// The operations of the random test, for counting.
+#[derive(Clone, Copy, Debug)]
+enum Op {
+    Pin,
+    Unpin,
+    PtUpdate,
+    ReplaceRoot,
+    UpdateVa,
+    RemovePage,
+    Alloc,
+    Ptwr,
+}
+
+/// The fewest successes each operation must reach over the whole run,
+/// as a percentage of its attempts: a run whose operations mostly fail
+/// early (bad chains, unowned frames) would not test the reference
+/// counting. `PtUpdate` counts only updates of a live page table (one
+/// holding a page-table type), the ones that take and drop references.
+const MIN_SUCCESS_PERCENT: [(Op, u64); 8] = [
+    (Op::Pin, 20),
+    (Op::Unpin, 10),
+    (Op::PtUpdate, 40),
+    (Op::ReplaceRoot, 40),
+    (Op::UpdateVa, 35),
+    (Op::RemovePage, 50),
+    (Op::Alloc, 30),
+    (Op::Ptwr, 35),
+];
+
 /// Random sequences of operations, hostile values included, checked
 /// against the reference-count invariants after every step; at the end a
-/// teardown must give back every frame.
+/// teardown must give back every frame, consistently.
+///
+/// Each round builds a valid four-level chain mapping `VA` and pins its
+/// L4, so that `update_va_mapping`, updates of live L1 entries and
+/// writable-page-table stores into the chain's L1 (through its read-only
+/// mapping) mostly succeed (each operation must reach its
+/// [`MIN_SUCCESS_PERCENT`]); the other operations work on 24 data frames
+/// that random pins turn into page tables, and a page shared by the
+/// hypervisor (like `shared_info`) that updates may map. The seed comes from `OXEN_MM_SEED` (see [`mm_seed`]) and
+/// every failure names it.
 #[test]
 fn random_operations_keep_the_invariants() {
     const FRAMES: usize = 48;
-    let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
+    const INDICES: [u64; 7] = [0, 1, 2, 255, 256, 300, 511];
+    let seed = mm_seed();
+    let mut rng = XorShift(seed);
+    let mut tried = [0u64; 8];
+    let mut succeeded = [0u64; 8];
+    let mut count = |op: Op, ok: bool| {
+        tried[op as usize] += 1;
+        succeeded[op as usize] += u64::from(ok);
+    };
     for round in 0..40 {
+        let at = format!("OXEN_MM_SEED={seed:#x}, round {round}");
         let mut m = FakeMachine::new(FRAMES);
         m.iomem.insert(1000);
         let free_before = m.free.len();
+        let data = m.give(DOM);
+        let chain = m.build_tables(DOM, VA, data);
+        assert_eq!(
+            m.with(|mmu| mmu.pin(chain[0], PageType::L4, OWN)).0,
+            Ok(()),
+            "{at}: the chain validates"
+        );
         let mut owned: Vec<Mfn> = (0..24).map(|_| m.give(DOM)).collect();
+        owned.push(data);
         let foreign = m.give(OTHER);
+        let shared = Mfn(m.alloc_frame_for_test());
+        FrameTable::new(&mut m.frames)
+            .share_xen_page(shared, OWN, true)
+            .unwrap();
+        // The chain's L1 maps itself read-only at L1 index `index(VA) + 4`
+        // (see `build_tables`), an index no update below touches.
+        let l1_va = (VA & !(511 << 12)) | ((pte::table_index(VA, 1) as u64 + 4) << 12);
         let mut root: Option<Mfn> = None;
         let ctx = m.ctx(DOM);
         for step in 0..400 {
+            // Every operation must leave the table consistent: `fx.crash`
+            // marks a hypervisor bug, never guest input alone.
+            macro_rules! op {
+                ($f:expr) => {{
+                    let (r, fx) = m.with($f);
+                    assert!(
+                        !fx.crash,
+                        "{at}, step {step}: the table became inconsistent"
+                    );
+                    r
+                }};
+            }
             let pick = |rng: &mut XorShift, v: &[Mfn]| v[rng.below(v.len() as u64) as usize];
-            let target = match rng.below(10) {
+            let target = match rng.below(12) {
                 0 => foreign,
                 1 => Mfn(rng.below(FRAMES as u64 + 4)),
                 2 => Mfn(1000),
+                3 => shared,
                 _ => pick(&mut rng, &owned),
             };
             let flags = [
@@ -849,69 +988,111 @@ fn random_operations_keep_the_invariants() {
             } else {
                 (target.0 << 12) | flags
             };
-            let index = [0usize, 1, 2, 255, 256, 300, 511][rng.below(7) as usize];
+            let index = INDICES[rng.below(7) as usize] as usize;
             let table = pick(&mut rng, &owned);
-            match rng.below(9) {
+            match rng.below(10) {
+                9 => {
+                    let write = PtwrWrite {
+                        addr: l1_va + index as u64 * 8,
+                        bytes: 8,
+                        value,
+                        compare: None,
+                    };
+                    let r = op!(|mmu| mmu.ptwr_emulate(chain[0], DOM, false, write.addr, write));
+                    count(Op::Ptwr, r == PtwrOutcome::Done);
+                }
                 0 => {
                     let ty = PageType::table(1 + rng.below(4) as u8).unwrap();
-                    let _ = m.with(|mmu| mmu.pin(table, ty, OWN));
+                    let r = op!(|mmu| mmu.pin(table, ty, OWN));
+                    count(Op::Pin, r.is_ok());
                 }
                 1 => {
-                    let _ = m.with(|mmu| mmu.unpin(table, OWN));
+                    let r = op!(|mmu| mmu.unpin(table, OWN));
+                    count(Op::Unpin, r.is_ok());
                 }
                 2..=4 => {
+                    // Half of the updates go to the chain's live L1.
+                    let table = if rng.below(2) == 0 { chain[3] } else { table };
+                    let live = m.info(table).type_count() > 0;
                     let maddr = (table.0 << 12) | (index as u64 * 8);
-                    let _ = m.with(|mmu| mmu.pt_update(maddr, value, rng.below(2) == 0, &ctx));
-                }
-                5 => {
-                    let new = if rng.below(4) == 0 { None } else { Some(table) };
-                    if m.with(|mmu| mmu.replace_root(root, new, DOM)).0.is_ok() {
-                        root = new;
+                    let r = op!(|mmu| mmu.pt_update(maddr, value, rng.below(2) == 0, &ctx));
+                    if live {
+                        count(Op::PtUpdate, r.is_ok());
                     }
                 }
+                5 => {
+                    let new = match rng.below(4) {
+                        0 => None,
+                        1 | 2 => Some(chain[0]),
+                        _ => Some(table),
+                    };
+                    let r = op!(|mmu| mmu.replace_root(root, new, DOM));
+                    if r.is_ok() {
+                        root = new;
+                    }
+                    count(Op::ReplaceRoot, r.is_ok());
+                }
                 6 => {
-                    if let Some(r) = root {
-                        // Built from the same few indices the updates use,
-                        // so that the walk often reaches an L1.
+                    // Mostly an address the chain maps down to its L1
+                    // (whatever the L1 index), else a random walk from the
+                    // loaded root.
+                    let (walk_root, va) = if rng.below(8) != 0 {
+                        let slot = INDICES[rng.below(7) as usize];
+                        (Some(chain[0]), (VA & !(511 << 12)) | (slot << 12))
+                    } else {
                         let mut va = 0u64;
                         for level in [4u32, 3, 2, 1] {
-                            let i = [0u64, 1, 2, 255, 256, 300, 511][rng.below(7) as usize];
-                            va |= i << (12 + 9 * (level - 1));
+                            va |= INDICES[rng.below(7) as usize] << (12 + 9 * (level - 1));
                         }
                         if va & (1 << 47) != 0 {
                             va |= 0xFFFF_0000_0000_0000;
                         }
-                        let _ = m.with(|mmu| mmu.update_va(r, va, value, &ctx));
+                        (root, va)
+                    };
+                    if let Some(r) = walk_root {
+                        let result = op!(|mmu| mmu.update_va(r, va, value, &ctx));
+                        count(Op::UpdateVa, result.is_ok());
                     }
                 }
                 7 => {
                     if rng.below(3) == 0 {
-                        let _ = m.with(|mmu| mmu.remove_page(DOM, table.0));
+                        let r = op!(|mmu| mmu.remove_page(DOM, table.0));
+                        count(Op::RemovePage, r.is_ok());
                     }
                 }
                 _ => {
                     use super::machine::MmMachine;
-                    if let Some(mfn) = m.alloc_frames(0, u64::MAX) {
-                        m.with(|mmu| mmu.assign(mfn, DOM, Some(mfn.0))).0.unwrap();
+                    let got = m.alloc_frames(0, u64::MAX);
+                    if let Some(mfn) = got {
+                        op!(|mmu| mmu.assign(mfn, DOM, Some(mfn.0))).unwrap();
                         owned.push(mfn);
                     }
+                    count(Op::Alloc, got.is_some());
                 }
             }
             let roots: Vec<Mfn> = root.into_iter().collect();
             let check = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 m.check_invariants(&roots)
             }));
-            assert!(check.is_ok(), "round {round} step {step}");
+            assert!(check.is_ok(), "{at}, step {step}: invariants broken");
         }
         let mut vcpus = [VcpuMm {
             kernel_l4: root,
             ..VcpuMm::default()
         }];
         let (report, fx) = m.with(|mmu| mmu.teardown(DOM, &mut vcpus));
-        assert!(!fx.crash, "round {round}");
-        assert_eq!(report.remaining, 0, "round {round}");
-        m.with(|mmu| mmu.teardown(OTHER, &mut []));
-        assert_eq!(m.free.len(), free_before, "round {round}");
-        assert_eq!(m.tot_pages(DOM), 0);
+        assert!(!fx.crash, "{at}: the teardown found the table inconsistent");
+        assert_eq!(report.remaining, 0, "{at}: frames left after the teardown");
+        let (_, fx) = m.with(|mmu| mmu.teardown(OTHER, &mut []));
+        assert!(!fx.crash, "{at}: the other domain's teardown");
+        assert_eq!(m.free.len(), free_before, "{at}: frames lost");
+        assert_eq!(m.tot_pages(DOM), 0, "{at}");
+    }
+    for (op, percent) in MIN_SUCCESS_PERCENT {
+        let (ok, all) = (succeeded[op as usize], tried[op as usize]);
+        assert!(
+            all > 0 && ok * 100 >= all * percent,
+            "OXEN_MM_SEED={seed:#x}: {op:?} succeeded {ok} of {all} times, below {percent}%"
+        );
     }
 }

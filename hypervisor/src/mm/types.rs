@@ -186,6 +186,15 @@ impl<'m, M: MmMachine + ?Sized> Mmu<'m, M> {
         let Some(info) = self.info(mfn) else {
             return;
         };
+        // The allocation, a pin, the hypervisor's reference and a type
+        // reference each hold a general reference too: reaching zero while
+        // one is still recorded means some reference was dropped twice (the
+        // counts alone would come out right at teardown). Keep the frame
+        // out of the allocator, since something may still use it.
+        if info.is_allocated() || info.is_pinned() || info.holds_hv_ref() || info.type_count() > 0 {
+            self.bug();
+            return;
+        }
         let (owner, counted) = info.release();
         let Some(dom) = owner.domain() else {
             // Device memory and DOMID_XEN pages keep a permanent reference;

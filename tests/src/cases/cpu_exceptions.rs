@@ -79,9 +79,10 @@ fn check_trap(name: &str, trap: Option<Trap>, vector: u32, rip: u64, how: &str) 
         t.rip == rip,
         format_args!("got {:#x}, want {rip:#x}", t.rip),
     );
-    report::check(
+    support::check_value(
         format_args!("{name} frame shows kernel mode ({how})"),
         t.cs_selector() == kernel_frame_cs() && !t.from_user(),
+        format_args!("cs {:#x}", t.cs_selector()),
         format_args!("cs {:#x}, want {:#x}", t.cs, kernel_frame_cs()),
     );
     Some(t)

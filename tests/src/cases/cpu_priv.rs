@@ -147,7 +147,7 @@ fn wrmsr(msr: u32, value: u64) -> Option<Trap> {
 
 fn control_registers() {
     let cr3 = emulated("mov %cr3 read", probe!("mov rax, cr3"));
-    report::check_eq(
+    crate::support::check_entry(
         "mov %cr3 read gives the current L4's machine address",
         cr3,
         mm::boot_l4_mfn() << 12,
@@ -284,9 +284,10 @@ fn descriptor_table_reads() {
         } else {
             t.is_none()
         };
-        report::check(
+        support::check_value(
             format_args!("{name} in the kernel behaves as the platform documents"),
             ok,
+            support::Ended(t),
             format_args!("{t:x?}, UMIP {umip}"),
         );
     }

@@ -41,7 +41,7 @@ fn uvm(slot: usize, pte: u64, flags: u64) -> i64 {
 fn refused(name: &str, slot: usize, pte: u64, flags: u64, want: i64) {
     let before = window_pte(slot);
     report::check_ret(name, uvm(slot, pte, flags), want);
-    report::check_eq(
+    support::check_entry(
         format_args!("{name} leaves the entry unchanged"),
         window_pte(slot),
         before,
@@ -59,7 +59,7 @@ pub fn run(_start_info: &'static StartInfo) {
         uvm(rw, frame.maddr() | PTE_RW, UVMF_INVLPG),
         0,
     );
-    report::check_eq(
+    support::check_entry(
         "the L1 entry maps the frame writable",
         window_pte(rw),
         frame.maddr() | 3,
@@ -80,7 +80,7 @@ pub fn run(_start_info: &'static StartInfo) {
         mm::window_read(ro, 7),
         0x0123_4567_89AB_CDEF,
     );
-    report::check_eq(
+    support::check_entry(
         "the read-only L1 entry has RW clear",
         window_pte(ro),
         frame.maddr() | 1,
@@ -128,7 +128,7 @@ pub fn run(_start_info: &'static StartInfo) {
         ),
         Errno::EFAULT.neg(),
     );
-    report::check_eq(
+    support::check_entry(
         "UVMF_MULTI with an unreadable bitmap still writes the entry",
         window_pte(rw),
         frame.maddr() | 1,

@@ -6,8 +6,11 @@
 //!   `capabilities` and `commandline` come back NUL-terminated, and
 //!   `capabilities` lists `xen-3.0-x86_64` (the builder's guest type);
 //! - `platform_parameters.virt_start` is `HYPERVISOR_VIRT_START`;
-//! - `get_features` submap 0 has the dom0 bit (this guest is dom0) and
-//!   submap 1 is `EINVAL`;
+//! - `get_features` submap 0 has the dom0 bit (this guest is dom0), is
+//!   exactly dom0, direct_mapped, mmu_pt_update_preserve_ad and
+//!   highmem_assist (on Xen also gnttab_map_avail_bits and
+//!   memory_op_vnode_supported, not implemented here), and submap 1 is
+//!   `EINVAL`;
 //! - `pagesize` is 4096 with a NULL argument and `EINVAL` without;
 //! - `guest_handle` is dom0's all-zero handle;
 //! - `build_id` follows Xen's rules (length, NULL, too small, zero length);
@@ -25,7 +28,7 @@ use guest_pv_shim::dom0_abi::version::{
     version_number,
 };
 use guest_pv_shim::hypercall::{self as hc, BuildIdBuffer};
-use guest_pv_shim::report;
+use guest_pv_shim::{on_xen, report};
 
 use super::BAD_POINTERS;
 
@@ -166,6 +169,30 @@ pub fn run(_start_info: &'static StartInfo) {
         XenFeature::Dom0.is_set_in(features.submap),
         format_args!("submap {:#x}", features.submap),
     );
+    // The whole bitmap: what this hypervisor implements, and on Xen also
+    // the grant-table and vNUMA bits (xtask's allow-list names the
+    // difference).
+    let here = [
+        XenFeature::Dom0,
+        XenFeature::DirectMapped,
+        XenFeature::MmuPtUpdatePreserveAd,
+        XenFeature::HighmemAssist,
+    ];
+    let xen_only = [
+        XenFeature::GnttabMapAvailBits,
+        XenFeature::MemoryOpVnodeSupported,
+    ];
+    let bits = |set: &[XenFeature]| set.iter().fold(0, |acc, f| acc | f.bit());
+    let want = bits(&here) | if on_xen() { bits(&xen_only) } else { 0 };
+    const WHOLE: &str = "get_features submap 0 is this platform's whole bitmap";
+    if features.submap == want {
+        report::ok_value(WHOLE, format_args!("{:#x}", features.submap));
+    } else {
+        report::fail(
+            WHOLE,
+            format_args!("got {:#x}, want {want:#x}", features.submap),
+        );
+    }
     let mut features = FeatureInfo {
         submap_idx: 1,
         submap: 0,

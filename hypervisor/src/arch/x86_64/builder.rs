@@ -40,7 +40,7 @@ use alloc::vec::Vec;
 use super::entry::GuestRegs;
 use super::env::ArchEnv;
 use super::paging::{self, A, D, P, PAGE_BYTES, RW, US};
-use super::percpu::{FREE_BEFORE_DOM0, HOST, PerCpu, Running, THIS_CPU};
+use super::percpu::{FREE_BEFORE_DOM0, HOST, PerCpu, Running, TEST_NONCE, THIS_CPU};
 use super::trampoline::CpuViews;
 use super::traps::Current;
 use super::{cpu, mem, paging::phys_to_virt};
@@ -242,6 +242,9 @@ pub fn build_dom0(
         build_id: build_id(),
     });
     FREE_BEFORE_DOM0.call_once(|| free_before_build);
+    if let Some(nonce) = config.test_nonce {
+        TEST_NONCE.call_once(|| nonce);
+    }
     let mut entry = Box::new(DomainEntry::new(Domain::dom0(
         dom0_vcpus(config),
         shared_info,
@@ -408,11 +411,23 @@ fn build_page_tables(layout: &Dom0Layout, p2m: &P2m<'_>) -> u64 {
     table_pa(4, mapping.start)
 }
 
+/// What [`destroy_dom0`] found.
+#[derive(Clone, Copy, Debug)]
+pub struct Dom0Teardown {
+    /// Frames returned to the allocator.
+    pub released: u64,
+    /// Whether releasing found the frame table inconsistent (a reference
+    /// or type count that was already zero, a count that reached zero
+    /// while the frame still recorded a reference): a hypervisor bug,
+    /// whatever the frame counts say.
+    pub inconsistent: bool,
+}
+
 /// Undoes [`build_dom0`]: drops the GDT's descriptor types, unhooks dom0's
 /// page tables from this CPU's views, then releases every type and
 /// reference dom0 holds, which returns all its frames (shared_info
-/// included) to the allocator. Returns how many frames came back.
-pub fn destroy_dom0(cpu: &mut PerCpu, entry: &mut DomainEntry) -> u64 {
+/// included) to the allocator.
+pub fn destroy_dom0(cpu: &mut PerCpu, entry: &mut DomainEntry) -> Dom0Teardown {
     let dom = entry.domain.id;
     clear_guest_slots(&cpu.views);
     let mut regs = GuestRegs::default();
@@ -426,7 +441,10 @@ pub fn destroy_dom0(cpu: &mut PerCpu, entry: &mut DomainEntry) -> u64 {
     let running = cpu.running.map_or(0, |r| r.vcpu);
     let report = {
         let Some(mut current) = Current::of(entry, running, cpu) else {
-            return 0;
+            return Dom0Teardown {
+                released: 0,
+                inconsistent: true,
+            };
         };
         let mut env = ArchEnv::new(&mut current, &mut regs);
         super::env::release_ldt(&mut env, &mut fx);
@@ -444,7 +462,10 @@ pub fn destroy_dom0(cpu: &mut PerCpu, entry: &mut DomainEntry) -> u64 {
     if report.remaining != 0 {
         log::warn!("dom0 teardown: {} frames still owned", report.remaining);
     }
-    report.released
+    Dom0Teardown {
+        released: report.released,
+        inconsistent: fx.crash,
+    }
 }
 
 /// Removes every guest slot from this CPU's two views (and the TLB).

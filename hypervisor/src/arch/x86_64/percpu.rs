@@ -65,3 +65,7 @@ pub static HOST: Once<HostInfo> = Once::new();
 /// Free frames just before dom0 was built: its teardown must give every
 /// one back.
 pub static FREE_BEFORE_DOM0: Once<u64> = Once::new();
+
+/// `test_nonce=` from the command line: the test harness's per-boot
+/// number, echoed in the teardown line so that a guest cannot forge it.
+pub static TEST_NONCE: Once<u64> = Once::new();
