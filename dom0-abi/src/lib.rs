@@ -102,15 +102,17 @@ macro_rules! assert_layout {
         $(const _: () = assert!(core::mem::offset_of!($t, $field) == $off);)*
         impl $crate::wire::Wire for $t {
             const SIZE: usize = $size;
+            #[inline]
             fn from_wire(bytes: &[u8]) -> Option<Self> {
-                let bytes = bytes.get(..$size)?;
+                let bytes: &[u8; $size] = bytes.get(..$size)?.try_into().ok()?;
                 Some($t {
-                    $($field: $crate::wire::Wire::from_wire(bytes.get($off..)?)?,)*
+                    $($field: $crate::wire::Wire::from_wire(&bytes[$off..])?,)*
                 })
             }
+            #[inline]
             fn to_wire(&self, out: &mut [u8]) -> Option<()> {
-                let out = out.get_mut(..$size)?;
-                $($crate::wire::Wire::to_wire(&{ self.$field }, out.get_mut($off..)?)?;)*
+                let out: &mut [u8; $size] = out.get_mut(..$size)?.try_into().ok()?;
+                $($crate::wire::Wire::to_wire(&{ self.$field }, &mut out[$off..])?;)*
                 Some(())
             }
         }

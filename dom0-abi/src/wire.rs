@@ -25,9 +25,11 @@ macro_rules! wire_int {
     ($($t:ty),*) => {$(
         impl Wire for $t {
             const SIZE: usize = size_of::<$t>();
+            #[inline]
             fn from_wire(bytes: &[u8]) -> Option<Self> {
                 Some(<$t>::from_le_bytes(bytes.get(..Self::SIZE)?.try_into().ok()?))
             }
+            #[inline]
             fn to_wire(&self, out: &mut [u8]) -> Option<()> {
                 out.get_mut(..Self::SIZE)?.copy_from_slice(&self.to_le_bytes());
                 Some(())

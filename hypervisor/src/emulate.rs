@@ -353,6 +353,10 @@ pub fn decode_store(bytes: &[u8]) -> Option<Store> {
     } else {
         StoreValue::Register(reg | ((rex & 4) << 1))
     };
+    // Displacement bytes past the end: the instruction was cut short.
+    if at > bytes.len() {
+        return None;
+    }
     Some(Store {
         width,
         value,
@@ -365,6 +369,15 @@ pub fn decode_store(bytes: &[u8]) -> Option<Store> {
 #[cfg(test)]
 mod store_tests {
     use super::*;
+
+    #[test]
+    fn a_store_cut_short_is_not_decoded() {
+        // mov %al, 0x10(%rax) without its displacement byte.
+        assert_eq!(decode_store(&[0x88, 0x40]), None);
+        assert_eq!(decode_store(&[0x88, 0x40, 0x10]).map(|s| s.len), Some(3));
+        // mov %eax, disp32(%rip) with two of four displacement bytes.
+        assert_eq!(decode_store(&[0x89, 0x05, 0, 0]), None);
+    }
 
     #[test]
     fn register_stores() {

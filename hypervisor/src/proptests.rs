@@ -188,4 +188,23 @@ proptest! {
             Err(f) => prop_assert!(matches!(f.vector, resume::NP | resume::SS | resume::GP)),
         }
     }
+
+    #[test]
+    fn a_plain_exit_is_one_check_accepts(
+        rip in address(),
+        rsp in address(),
+        user in any::<bool>(),
+        entries in proptest::collection::vec(any::<u64>(), 64),
+    ) {
+        let (cs, ss) = if user {
+            (FLAT_RING3_CS64, FLAT_RING3_DS)
+        } else {
+            (RING1_KERNEL_CS, RING1_KERNEL_SS)
+        };
+        let frame = resume::Frame { rip, cs: cs.into(), rsp, ss: ss.into() };
+        prop_assert_eq!(resume::is_plain(&frame), is_canonical(rip) && is_canonical(rsp));
+        if resume::is_plain(&frame) {
+            prop_assert!(resume::check(&frame, &mut Table(entries)).is_ok(), "{frame:?}");
+        }
+    }
 }

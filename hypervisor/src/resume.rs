@@ -85,6 +85,19 @@ pub trait Descriptors {
     fn descriptor(&mut self, selector: u16) -> Option<u64>;
 }
 
+/// Whether `frame` is the common case every entry returns to, which
+/// [`check`] would accept without reading a descriptor: the ring-1 kernel
+/// selectors or Xen's 64-bit user selectors (the hypervisor's own
+/// descriptors, which no guest can change), with a canonical RIP and RSP.
+#[inline]
+#[must_use]
+pub fn is_plain(frame: &Frame) -> bool {
+    let (cs, ss) = (frame.cs & 0xffff, frame.ss & 0xffff);
+    let selectors = (cs == u64::from(RING1_KERNEL_CS) && ss == u64::from(RING1_KERNEL_SS))
+        || (cs == u64::from(FLAT_RING3_CS64) && ss == u64::from(FLAT_RING3_DS));
+    selectors && is_canonical(frame.rip) && is_canonical(frame.rsp)
+}
+
 /// Checks `frame` as an `iretq` from ring 0 would: CS must name a code
 /// segment the RPL may run (RPL 1-3), SS a writable data segment of the
 /// same privilege (or null in 64-bit mode below ring 3), RIP must lie in

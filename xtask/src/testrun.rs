@@ -237,9 +237,14 @@ fn boot_on_xen(
 /// `cargo test --workspace` on the host.
 fn host_unit_tests(workspace: &Workspace, tally: &mut Tally) {
     const NAME: &str = "host_unit_tests";
-    println!("test {NAME}: cargo test --workspace");
+    /// The property tests' seed unless `PROPTEST_RNG_SEED` names another:
+    /// a run is repeatable, and a new seed is a new search.
+    const PROPTEST_SEED: &str = "20261206";
+    let seed = std::env::var("PROPTEST_RNG_SEED").unwrap_or_else(|_| PROPTEST_SEED.to_owned());
+    println!("test {NAME}: cargo test --workspace (PROPTEST_RNG_SEED={seed})");
     let mut cargo = workspace.cargo();
     cargo.args(["test", "--workspace", "--quiet"]);
+    cargo.env("PROPTEST_RNG_SEED", &seed);
     let problems: Vec<String> = build::run_checked(cargo, "cargo test --workspace")
         .err()
         .into_iter()

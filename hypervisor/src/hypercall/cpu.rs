@@ -6,13 +6,15 @@
 
 use dom0_abi::Errno;
 use dom0_abi::cpu::{
-    CallbackFlags, CallbackOp, CallbackRegister, CallbackType, SegmentBase, TrapInfo,
+    CallbackFlags, CallbackOp, CallbackRegister, CallbackType, CallbackUnregister, SegmentBase,
+    TrapInfo,
 };
 use dom0_abi::segment::FLAT_RING3_DS;
 
-use super::Env;
+use super::{Env, read_struct};
 use crate::layout::is_canonical;
 use crate::vcpu::{Callback, Pending, debug};
+use dom0_abi::wire::Wire;
 
 /// `trap_info` entries merged per invocation before the call is continued.
 const TRAPS_PER_CALL: u64 = 64;
@@ -28,15 +30,10 @@ pub fn set_trap_table(env: &mut impl Env, traps: u64) -> Result<u64, Errno> {
         return Ok(0);
     }
     for i in 0..TRAPS_PER_CALL {
-        let va = traps.checked_add(i * 16).ok_or(Errno::EFAULT)?;
-        let mut raw = [0u8; 16];
-        env.copy_from_guest(va, &mut raw)?;
-        let info = TrapInfo {
-            vector: raw[0],
-            flags: raw[1],
-            cs: u16::from_le_bytes([raw[2], raw[3]]),
-            address: u64::from_le_bytes(raw[8..16].try_into().map_err(|_| Errno::EFAULT)?),
-        };
+        let va = traps
+            .checked_add(i * TrapInfo::SIZE as u64)
+            .ok_or(Errno::EFAULT)?;
+        let info: TrapInfo = read_struct(env, va)?;
         if info.address == 0 {
             return Ok(0);
         }
@@ -45,7 +42,7 @@ pub fn set_trap_table(env: &mut impl Env, traps: u64) -> Result<u64, Errno> {
         }
         env.vcpu().set_trap(&info);
     }
-    env.preempt([traps + TRAPS_PER_CALL * 16, 0, 0, 0, 0]);
+    env.preempt([traps + TRAPS_PER_CALL * TrapInfo::SIZE as u64, 0, 0, 0, 0]);
     Ok(0)
 }
 
@@ -91,14 +88,7 @@ pub fn set_callbacks(
 pub fn callback_op(env: &mut impl Env, cmd: u64, arg: u64) -> Result<u64, Errno> {
     match CallbackOp::from_number(cmd) {
         Some(CallbackOp::Register) => {
-            let mut raw = [0u8; 16];
-            env.copy_from_guest(arg, &mut raw)?;
-            let reg = CallbackRegister {
-                kind: u16::from_le_bytes([raw[0], raw[1]]),
-                flags: u16::from_le_bytes([raw[2], raw[3]]),
-                pad: 0,
-                address: u64::from_le_bytes(raw[8..16].try_into().map_err(|_| Errno::EFAULT)?),
-            };
+            let reg: CallbackRegister = read_struct(env, arg)?;
             if !is_canonical(reg.address) {
                 return Err(Errno::EINVAL);
             }
@@ -126,9 +116,8 @@ pub fn callback_op(env: &mut impl Env, cmd: u64, arg: u64) -> Result<u64, Errno>
             Ok(0)
         }
         Some(CallbackOp::Unregister) => {
-            let mut raw = [0u8; 4];
-            env.copy_from_guest(arg, &mut raw)?;
-            match CallbackType::from_number(u64::from(u16::from_le_bytes([raw[0], raw[1]]))) {
+            let unreg: CallbackUnregister = read_struct(env, arg)?;
+            match CallbackType::from_number(u64::from(unreg.kind)) {
                 Some(CallbackType::Nmi) => {
                     env.vcpu().nmi = Callback::default();
                     Ok(0)

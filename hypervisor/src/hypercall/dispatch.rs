@@ -12,8 +12,12 @@
 //! hypercalls never build one.
 #![forbid(unsafe_code)]
 
+use core::mem::offset_of;
+
 use dom0_abi::Errno;
 use dom0_abi::hypercall::Hypercall;
+use dom0_abi::multicall::MulticallEntry;
+use dom0_abi::wire::Wire;
 
 #[cfg(doc)]
 use super::Env;
@@ -24,44 +28,53 @@ use crate::mm::effects::Effects;
 /// Multicall entries run per invocation before the call is continued.
 const MULTICALL_CHUNK: u64 = 64;
 /// Bytes of one `multicall_entry`.
-const MULTICALL_ENTRY_SIZE: u64 = 64;
+const ENTRY_SIZE: u64 = MulticallEntry::SIZE as u64;
 
 /// Runs hypercall `number` with `args` for the calling vCPU and returns the
 /// value for the guest's RAX.
 pub fn dispatch(env: &mut impl MmuEnv, number: u64, args: [u64; 5]) -> i64 {
-    let result = match Hypercall::from_number(number) {
-        Some(call) if is_memory_op(call) => {
-            let mut fx = Effects::default();
-            let result = memory_call(env, &mut fx, call, args);
-            env.apply_effects(&fx);
-            result
-        }
-        Some(call) => plain_call(env, call, args),
+    encode(match Hypercall::from_number(number) {
+        Some(call) => run(env, None, call, args),
         None => Err(Errno::ENOSYS),
-    };
-    encode(result)
+    })
 }
 
-/// Hypercalls that change mappings or page types, and so leave
-/// [`Effects`] (TLB flushes, view resyncs) to be carried out afterwards.
-const fn is_memory_op(call: Hypercall) -> bool {
-    matches!(
-        call,
-        Hypercall::MmuUpdate
-            | Hypercall::MmuextOp
-            | Hypercall::UpdateVaMapping
-            | Hypercall::UpdateVaMappingOtherdomain
-            | Hypercall::VmAssist
-            | Hypercall::MemoryOp
-            | Hypercall::SetGdt
-            | Hypercall::UpdateDescriptor
-            | Hypercall::VcpuOp
-    )
-}
-
-/// The hypercalls that touch no page tables.
-fn plain_call(env: &mut impl MmuEnv, call: Hypercall, a: [u64; 5]) -> Result<u64, Errno> {
+/// Runs `call` with arguments `a`. A hypercall that changes mappings or
+/// page types records what is left to do (TLB flushes, view resyncs) in
+/// `batch` when it runs inside a `multicall` (which carries all of it out
+/// at the end), else in its own [`Effects`], carried out when it returns;
+/// the others never build one. Every hypercall of the table has its arm:
+/// the ones not implemented say `ENOSYS` explicitly.
+fn run(
+    env: &mut impl MmuEnv,
+    batch: Option<&mut Effects>,
+    call: Hypercall,
+    a: [u64; 5],
+) -> Result<u64, Errno> {
     match call {
+        Hypercall::MmuUpdate => with_effects(env, batch, |env, fx| {
+            mmu::mmu_update(env, fx, a[0], a[1], a[2], a[3])
+        }),
+        Hypercall::MmuextOp => with_effects(env, batch, |env, fx| {
+            mmu::mmuext_op(env, fx, a[0], a[1], a[2], a[3])
+        }),
+        Hypercall::UpdateVaMapping => with_effects(env, batch, |env, fx| {
+            mmu::update_va_mapping(env, fx, a[0], a[1], a[2])
+        }),
+        Hypercall::UpdateVaMappingOtherdomain => with_effects(env, batch, |env, fx| {
+            mmu::update_va_mapping_otherdomain(env, fx, a[0], a[1], a[2], a[3])
+        }),
+        Hypercall::VmAssist => mmu::vm_assist(env, a[0], a[1]),
+        Hypercall::MemoryOp => {
+            with_effects(env, batch, |env, fx| memory::memory_op(env, fx, a[0], a[1]))
+        }
+        Hypercall::SetGdt => with_effects(env, batch, |env, fx| desc::set_gdt(env, fx, a[0], a[1])),
+        Hypercall::UpdateDescriptor => with_effects(env, batch, |env, fx| {
+            desc::update_descriptor(env, fx, a[0], a[1])
+        }),
+        Hypercall::VcpuOp => with_effects(env, batch, |env, fx| {
+            vcpu::vcpu_op(env, fx, a[0], a[1], a[2])
+        }),
         Hypercall::ConsoleIo => console::console_io(env, a[0], a[1], a[2]),
         Hypercall::XenVersion => version::xen_version(env, a[0], a[1]),
         Hypercall::SchedOp => sched::sched_op(env, a[0], a[1]),
@@ -75,32 +88,57 @@ fn plain_call(env: &mut impl MmuEnv, call: Hypercall, a: [u64; 5]) -> Result<u64
         Hypercall::SetDebugreg => cpu::set_debugreg(env, a[0], a[1]),
         Hypercall::GetDebugreg => cpu::get_debugreg(env, a[0]),
         Hypercall::Iret => env.iret(),
-        Hypercall::Multicall => multicall(env, a[0], a[1]),
+        // A multicall inside a multicall is refused (that entry only).
+        Hypercall::Multicall => match batch {
+            Some(_) => Err(Errno::EINVAL),
+            None => multicall(env, a[0], a[1]),
+        },
         Hypercall::StatsOp => stats::stats_op(env, a[0], a[1]),
-        _ => Err(Errno::ENOSYS),
+        Hypercall::PlatformOp
+        | Hypercall::SetTimerOp
+        | Hypercall::EventChannelOpCompat
+        | Hypercall::PhysdevOpCompat
+        | Hypercall::GrantTableOp
+        | Hypercall::XsmOp
+        | Hypercall::NmiOp
+        | Hypercall::XenoprofOp
+        | Hypercall::EventChannelOp
+        | Hypercall::PhysdevOp
+        | Hypercall::HvmOp
+        | Hypercall::Sysctl
+        | Hypercall::Domctl
+        | Hypercall::KexecOp
+        | Hypercall::TmemOp
+        | Hypercall::ArgoOp
+        | Hypercall::XenpmuOp
+        | Hypercall::DmOp
+        | Hypercall::HypfsOp
+        | Hypercall::Arch0
+        | Hypercall::Arch1
+        | Hypercall::Arch2
+        | Hypercall::Arch3
+        | Hypercall::Arch4
+        | Hypercall::Arch5
+        | Hypercall::Arch6
+        | Hypercall::Arch7 => Err(Errno::ENOSYS),
     }
 }
 
-/// The hypercalls that change mappings or page types.
-fn memory_call(
-    env: &mut impl MmuEnv,
-    fx: &mut Effects,
-    call: Hypercall,
-    a: [u64; 5],
+/// Runs a hypercall that records [`Effects`]: into the multicall's
+/// `batch` if there is one, else into its own, carried out at once.
+fn with_effects<E: MmuEnv>(
+    env: &mut E,
+    batch: Option<&mut Effects>,
+    f: impl FnOnce(&mut E, &mut Effects) -> Result<u64, Errno>,
 ) -> Result<u64, Errno> {
-    match call {
-        Hypercall::MmuUpdate => mmu::mmu_update(env, fx, a[0], a[1], a[2], a[3]),
-        Hypercall::MmuextOp => mmu::mmuext_op(env, fx, a[0], a[1], a[2], a[3]),
-        Hypercall::UpdateVaMapping => mmu::update_va_mapping(env, fx, a[0], a[1], a[2]),
-        Hypercall::UpdateVaMappingOtherdomain => {
-            mmu::update_va_mapping_otherdomain(env, fx, a[0], a[1], a[2], a[3])
+    match batch {
+        Some(fx) => f(env, fx),
+        None => {
+            let mut fx = Effects::default();
+            let result = f(env, &mut fx);
+            env.apply_effects(&fx);
+            result
         }
-        Hypercall::VmAssist => mmu::vm_assist(env, a[0], a[1]),
-        Hypercall::MemoryOp => memory::memory_op(env, fx, a[0], a[1]),
-        Hypercall::SetGdt => desc::set_gdt(env, fx, a[0], a[1]),
-        Hypercall::UpdateDescriptor => desc::update_descriptor(env, fx, a[0], a[1]),
-        Hypercall::VcpuOp => vcpu::vcpu_op(env, fx, a[0], a[1], a[2]),
-        _ => Err(Errno::ENOSYS),
     }
 }
 
@@ -137,33 +175,33 @@ fn multicall_entries(
     let nr = nr & 0xffff_ffff;
     for i in 0..nr {
         if i == MULTICALL_CHUNK {
-            env.preempt([entries + i * MULTICALL_ENTRY_SIZE, nr - i, 0, 0, 0]);
+            env.preempt([entries + i * ENTRY_SIZE, nr - i, 0, 0, 0]);
             return Ok(0);
         }
-        let at = entries
-            .checked_add(i * MULTICALL_ENTRY_SIZE)
-            .ok_or(Errno::EFAULT)?;
-        let mut raw = [0u8; 64];
+        let at = entries.checked_add(i * ENTRY_SIZE).ok_or(Errno::EFAULT)?;
+        let mut raw = [0u8; MulticallEntry::SIZE];
         env.copy_from_guest(at, &mut raw)?;
-        let word =
-            |k: usize| u64::from_le_bytes(raw[8 * k..8 * k + 8].try_into().unwrap_or_default());
-        let (op, args) = (word(0), [word(2), word(3), word(4), word(5), word(6)]);
-        let result = match Hypercall::from_number(op) {
-            Some(Hypercall::Multicall) => Errno::EINVAL.neg(),
-            Some(call) if is_memory_op(call) => encode(memory_call(env, fx, call, args)),
-            Some(call) => encode(plain_call(env, call, args)),
-            None => Errno::ENOSYS.neg(),
-        };
+        let entry = MulticallEntry::from_wire(&raw).ok_or(Errno::EFAULT)?;
+        let op = entry.op;
+        let a = entry.args;
+        let args = [a[0], a[1], a[2], a[3], a[4]];
+        let result = encode(match Hypercall::from_number(op) {
+            Some(call) => run(env, Some(&mut *fx), call, args),
+            None => Err(Errno::ENOSYS),
+        });
         if let Some(args) = env.take_preempted() {
             let mut rewritten = [0u8; 40];
             for (chunk, arg) in rewritten.chunks_exact_mut(8).zip(args) {
                 chunk.copy_from_slice(&arg.to_le_bytes());
             }
-            env.copy_to_guest(at + 16, &rewritten)?;
+            env.copy_to_guest(at + offset_of!(MulticallEntry, args) as u64, &rewritten)?;
             env.preempt([at, nr - i, 0, 0, 0]);
             return Ok(0);
         }
-        env.copy_to_guest(at + 8, &result.to_le_bytes())?;
+        env.copy_to_guest(
+            at + offset_of!(MulticallEntry, result) as u64,
+            &result.to_le_bytes(),
+        )?;
         if Hypercall::from_number(op) == Some(Hypercall::Iret) {
             break;
         }

@@ -39,11 +39,12 @@ use dom0_abi::layout::{
 };
 use dom0_abi::memory::{
     E820_RAM, MEMOP_CMD_MASK, MEMOP_EXTENT_SHIFT, MemoryOpCmd, XENMEMF_ADDRESS_BITS_MASK,
-    XENMEMF_EXACT_NODE_REQUEST, XENMEMF_POPULATE_ON_DEMAND, XENMEMF_VNODE,
+    XENMEMF_EXACT_NODE_REQUEST, XENMEMF_POPULATE_ON_DEMAND, XENMEMF_VNODE, XenMemoryReservation,
 };
 use dom0_abi::types::Mfn;
 
 use super::mmu::{Caller, MmuEnv};
+use super::read_struct;
 use crate::mm::effects::Effects;
 use crate::mm::frame_table::Owner;
 use crate::mm::types::Mmu;
@@ -60,8 +61,6 @@ const CTLDOM_MAX_ORDER: u32 = MAX_ORDER;
 const MAX_NUMNODES: u32 = 64;
 /// `XENMEMF_get_node` of flags naming no node.
 const NO_NODE: u32 = 0xFF;
-/// Size of `struct xen_memory_reservation`.
-const RESERVATION_SIZE: usize = 32;
 
 /// `memory_op(cmd, arg)`; see the module documentation.
 pub fn memory_op(
@@ -241,12 +240,14 @@ fn decode_reservation(
     start: u64,
     arg: u64,
 ) -> Option<Reservation> {
-    let mut b = [0u8; RESERVATION_SIZE];
-    env.copy_from_guest(arg, &mut b).ok()?;
-    let u64_at = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap_or([0; 8]));
-    let u32_at = |at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap_or([0; 4]));
-    let (list, nr, order, flags) = (u64_at(0), u64_at(8), u32_at(16), u32_at(20));
-    let domid = u16::from_le_bytes([b[24], b[25]]);
+    let r: XenMemoryReservation = read_struct(env, arg).ok()?;
+    let (list, nr, order, flags, domid) = (
+        r.extent_start,
+        r.nr_extents,
+        r.extent_order,
+        r.mem_flags,
+        r.domid,
+    );
     // The continuation must be able to encode the start extent.
     if nr > u64::from(u32::MAX >> MEMOP_EXTENT_SHIFT) || start >= nr {
         return None;

@@ -29,11 +29,16 @@
 //! of the per-CPU view, not of the guest's L4).
 #![forbid(unsafe_code)]
 
+use core::marker::PhantomData;
 use dom0_abi::Errno;
 use dom0_abi::layout::{guest_addr_ok, is_canonical};
+
 use dom0_abi::mmu::MMU_UPDATE_PREEMPTED;
-use dom0_abi::mmu::{MmuextCmd, UvmfFlush, UvmfScope, VmAssistCmd, VmAssistType, uvmf_decode};
+use dom0_abi::mmu::{
+    MmuUpdate, MmuextCmd, MmuextOp, UvmfFlush, UvmfScope, VmAssistCmd, VmAssistType, uvmf_decode,
+};
 use dom0_abi::types::{DomId, Mfn};
+use dom0_abi::wire::Wire;
 
 use super::Env;
 use crate::mm::effects::{CacheFlush, Effects, TlbFlush};
@@ -55,10 +60,6 @@ pub trait MmuEnv: Env + MmMachine {
     fn m2p_frame(&mut self, entry: u64) -> Option<Mfn>;
 }
 
-/// Size of a `struct mmu_update`.
-const MMU_UPDATE_SIZE: usize = 16;
-/// Size of a `struct mmuext_op`.
-const MMUEXT_OP_SIZE: usize = 24;
 /// Requests of an `mmu_update` or `mmuext_op` done per invocation: a
 /// longer batch is continued (Xen's `hypercall_create_continuation`), so
 /// the time one call holds the CPU is bounded whatever count a guest
@@ -138,42 +139,46 @@ fn map_ctx(env: &mut impl MmuEnv, caller: &Caller, pt_owner: &Caller, pg_owner: 
     }
 }
 
-/// Reads fixed-size requests from a guest array, a chunk at a time.
-struct Requests<const SIZE: usize> {
+/// The largest request a [`Requests`] reads (`mmuext_op`'s).
+const MAX_REQUEST: usize = size_of::<MmuextOp>();
+
+/// Reads requests of ABI type `T` from a guest array, a chunk at a time.
+struct Requests<T> {
     base: u64,
-    buf: [u8; CHUNK * MMUEXT_OP_SIZE],
+    buf: [u8; CHUNK * MAX_REQUEST],
     first: u32,
     len: u32,
+    request: PhantomData<T>,
 }
 
-impl<const SIZE: usize> Requests<SIZE> {
+impl<T: Wire> Requests<T> {
     fn new(base: u64) -> Self {
+        const { assert!(T::SIZE <= MAX_REQUEST) };
         Requests {
             base,
-            buf: [0; CHUNK * MMUEXT_OP_SIZE],
+            buf: [0; CHUNK * MAX_REQUEST],
             first: 0,
             len: 0,
+            request: PhantomData,
         }
     }
 
-    /// Request `i` of `count`, as `SIZE` bytes.
-    fn get(&mut self, env: &mut impl Env, i: u32, count: u32) -> Result<[u8; SIZE], Errno> {
+    /// Request `i` of `count`.
+    fn get(&mut self, env: &mut impl Env, i: u32, count: u32) -> Result<T, Errno> {
         if i < self.first || i - self.first >= self.len {
             self.fill(env, i, count)?;
         }
-        let at = usize::try_from(i - self.first).map_err(|_| Errno::EFAULT)? * SIZE;
-        let mut out = [0; SIZE];
-        out.copy_from_slice(&self.buf[at..at + SIZE]);
-        Ok(out)
+        let at = usize::try_from(i - self.first).map_err(|_| Errno::EFAULT)? * T::SIZE;
+        T::from_wire(self.buf.get(at..).ok_or(Errno::EFAULT)?).ok_or(Errno::EFAULT)
     }
 
     fn fill(&mut self, env: &mut impl Env, i: u32, count: u32) -> Result<(), Errno> {
         let want = (count - i).min(u32::try_from(CHUNK).unwrap_or(1));
         let addr = self
             .base
-            .wrapping_add(u64::from(i).wrapping_mul(SIZE as u64));
+            .wrapping_add(u64::from(i).wrapping_mul(T::SIZE as u64));
         for n in [want, 1] {
-            let bytes = usize::try_from(n).map_err(|_| Errno::EFAULT)? * SIZE;
+            let bytes = usize::try_from(n).map_err(|_| Errno::EFAULT)? * T::SIZE;
             if env.copy_from_guest(addr, &mut self.buf[..bytes]).is_ok() {
                 self.first = i;
                 self.len = n;
@@ -183,12 +188,6 @@ impl<const SIZE: usize> Requests<SIZE> {
         self.len = 0;
         Err(Errno::EFAULT)
     }
-}
-
-fn u64_at(bytes: &[u8], at: usize) -> u64 {
-    let mut b = [0; 8];
-    b.copy_from_slice(&bytes[at..at + 8]);
-    u64::from_le_bytes(b)
 }
 
 /// Writes `*pdone = value` unless `pdone` is NULL; failures are ignored.
@@ -304,14 +303,14 @@ pub fn mmu_update(
     };
     let ctx = map_ctx(env, &caller, &pt_owner, pg);
     let mut batch = Batch::default();
-    let mut reader = Requests::<MMU_UPDATE_SIZE>::new(reqs);
+    let mut reader = Requests::<MmuUpdate>::new(reqs);
     let mut i = 0;
     let mut result = Ok(0);
     while i < count {
         if i == BATCH_LIMIT {
             env.preempt(continue_batch(
                 reqs,
-                MMU_UPDATE_SIZE,
+                MmuUpdate::SIZE,
                 i,
                 count,
                 pdone,
@@ -326,7 +325,7 @@ pub fn mmu_update(
                 break;
             }
         };
-        let (ptr, val) = (u64_at(&req, 0), u64_at(&req, 8));
+        let MmuUpdate { ptr, val } = req;
         if let Err(e) = one_update(env, fx, &mut batch, &caller, &pt_owner, &ctx, ptr, val) {
             result = Err(e);
             break;
@@ -442,14 +441,14 @@ pub fn mmuext_op(
     if !caller.may_act_on(pg) {
         return Err(Errno::EPERM);
     }
-    let mut reader = Requests::<MMUEXT_OP_SIZE>::new(ops);
+    let mut reader = Requests::<MmuextOp>::new(ops);
     let mut i = 0;
     let mut result = Ok(0);
     while i < count {
         if i == BATCH_LIMIT {
             env.preempt(continue_batch(
                 ops,
-                MMUEXT_OP_SIZE,
+                MmuextOp::SIZE,
                 i,
                 count,
                 pdone,
@@ -464,8 +463,7 @@ pub fn mmuext_op(
                 break;
             }
         };
-        let cmd = u64::from(low32(u64_at(&op, 0)));
-        let (arg1, arg2) = (u64_at(&op, 8), u64_at(&op, 16));
+        let (cmd, arg1, arg2) = (u64::from(op.cmd), op.arg1, op.arg2);
         if let Err(e) = one_ext_op(env, fx, &caller, pg, cmd, arg1, arg2) {
             result = Err(e);
             break;

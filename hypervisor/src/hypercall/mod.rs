@@ -84,20 +84,36 @@ pub struct HostInfo {
     pub build_id: &'static [u8],
 }
 
+/// Structures up to this size are copied through a stack buffer; larger
+/// ones (a `vcpu_guest_context`) through the heap.
+const STACK_COPY: usize = 256;
+
 /// Reads an ABI structure from guest memory at `va` (`EFAULT` if it cannot
 /// be read whole).
 pub(crate) fn read_struct<T: Wire>(env: &mut impl Env, va: u64) -> Result<T, Errno> {
-    let mut bytes = alloc::vec![0u8; T::SIZE];
-    env.copy_from_guest(va, &mut bytes)?;
-    T::from_wire(&bytes).ok_or(Errno::EFAULT)
+    let decode = |env: &mut _, bytes: &mut [u8]| {
+        Env::copy_from_guest(env, va, bytes)?;
+        T::from_wire(bytes).ok_or(Errno::EFAULT)
+    };
+    if T::SIZE <= STACK_COPY {
+        decode(env, &mut [0u8; STACK_COPY][..T::SIZE])
+    } else {
+        decode(env, &mut alloc::vec![0u8; T::SIZE])
+    }
 }
 
 /// Writes an ABI structure to guest memory at `va` (`EFAULT` if it cannot
 /// be written whole).
 pub(crate) fn write_struct<T: Wire>(env: &mut impl Env, va: u64, value: &T) -> Result<(), Errno> {
-    let mut bytes = alloc::vec![0u8; T::SIZE];
-    value.to_wire(&mut bytes).ok_or(Errno::EFAULT)?;
-    env.copy_to_guest(va, &bytes)
+    let encode = |env: &mut _, bytes: &mut [u8]| {
+        value.to_wire(bytes).ok_or(Errno::EFAULT)?;
+        Env::copy_to_guest(env, va, bytes)
+    };
+    if T::SIZE <= STACK_COPY {
+        encode(env, &mut [0u8; STACK_COPY][..T::SIZE])
+    } else {
+        encode(env, &mut alloc::vec![0u8; T::SIZE])
+    }
 }
 
 /// Reads a little-endian `u32` from guest memory.

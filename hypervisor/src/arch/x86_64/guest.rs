@@ -7,6 +7,7 @@ use dom0_abi::cpu::IretContext;
 use dom0_abi::shared_info::VcpuInfo;
 use dom0_abi::stats::Counter;
 use dom0_abi::types::Mfn;
+use dom0_abi::wire::Wire;
 
 use crate::emulate::{self, Insn, StoreValue};
 use crate::hypercall::mmu;
@@ -295,24 +296,15 @@ pub fn syscall(current: &mut Current, regs: &mut GuestRegs) {
 /// `HYPERVISOR_iret`: the guest jumped to slot 23 with an `iret_context` at
 /// its stack pointer.
 pub fn iret(current: &mut Current, regs: &mut GuestRegs) {
-    let mut raw = [0u8; 72];
-    if guest_mem::copy_from_guest(regs.rsp, &mut raw).is_err() {
+    let mut raw = [0u8; IretContext::SIZE];
+    let Some(frame) = guest_mem::copy_from_guest(regs.rsp, &mut raw)
+        .ok()
+        .and_then(|()| IretContext::from_wire(&raw))
+    else {
         return crash(
             current,
             format_args!("iret frame at {:#x} cannot be read", regs.rsp),
         );
-    }
-    let word = |i: usize| u64::from_le_bytes(raw[i * 8..i * 8 + 8].try_into().unwrap_or_default());
-    let frame = IretContext {
-        rax: word(0),
-        r11: word(1),
-        rcx: word(2),
-        flags: word(3),
-        rip: word(4),
-        cs: word(5),
-        rflags: word(6),
-        rsp: word(7),
-        ss: word(8),
     };
     let Some(target) = vcpu::iret(&frame) else {
         return crash(
@@ -631,7 +623,24 @@ impl Descriptors for GuestTables<'_, '_> {
 /// the CPU would raise, delivered to the guest's handler; if the handler's
 /// context cannot be loaded either, or there is no handler, the domain is
 /// crashed with a log line.
+#[inline]
 pub fn check_exit(current: &mut Current, regs: &mut GuestRegs) {
+    let frame = resume::Frame {
+        rip: regs.rip,
+        cs: regs.cs,
+        rsp: regs.rsp,
+        ss: regs.ss,
+    };
+    if !resume::is_plain(&frame) {
+        check_unusual_exit(current, regs);
+    }
+}
+
+/// [`check_exit`] for a context with the guest's own selectors or a
+/// questionable RIP or RSP.
+#[cold]
+#[inline(never)]
+fn check_unusual_exit(current: &mut Current, regs: &mut GuestRegs) {
     for delivered in [false, true] {
         if !current.domain.is_running() {
             return;
