@@ -317,6 +317,39 @@ pub const TESTS: &[IntegrationTest] = &[
         },
         conformance: false,
     },
+    // `com1=` is honoured: other line settings keep the console working,
+    // an IRQ is said to be unused, and an I/O base with no UART leaves the
+    // console where it was, with a warning.
+    IntegrationTest {
+        name: "cmdline_com1",
+        dom0: Dom0::TestGuest,
+        dom0_args: "test=hello",
+        hv_args: "console=com1 com1=38400,7e2,0x3f8,3 dom0_mem=64M loglvl=info",
+        hv_extra_args: "",
+        boot: BootPath::Direct,
+        expect: Expectation {
+            exit: HostExit::Dom0Poweroff,
+            result_line: true,
+            checks: true,
+            log_lines: &[&["com1: irq 3 not used: the console is polled"]],
+        },
+        conformance: false,
+    },
+    IntegrationTest {
+        name: "cmdline_com1_no_uart",
+        dom0: Dom0::TestGuest,
+        dom0_args: "test=hello",
+        hv_args: "console=com1 com1=115200,8n1,0x2f8 dom0_mem=64M loglvl=info",
+        hv_extra_args: "",
+        boot: BootPath::Direct,
+        expect: Expectation {
+            exit: HostExit::Dom0Poweroff,
+            result_line: true,
+            checks: true,
+            log_lines: &[&["com1: no UART answers at 0x2f8; the console stays at 0x3f8"]],
+        },
+        conformance: false,
+    },
     IntegrationTest {
         name: "grub_hello",
         boot: BootPath::Grub,

@@ -8,7 +8,10 @@ use core::sync::atomic::{AtomicBool, Ordering};
 
 use spin::Mutex;
 use uart_16550::backend::PioBackend;
-use uart_16550::{Config, Uart16550};
+use uart_16550::spec::registers::{Parity as UartParity, WordLength};
+use uart_16550::{BaudRate, Config, Uart16550};
+
+use crate::cmdline::{Baud, Parity, SerialConfig};
 
 const COM1_PORT: u16 = 0x3f8;
 
@@ -18,25 +21,78 @@ static LOGGER: SerialLogger = SerialLogger;
 /// code that failed, so output then bypasses it.
 static PANICKING: AtomicBool = AtomicBool::new(false);
 
-/// Programs COM1 with the given line settings and installs the logger.
-pub fn init(baud: u32) {
-    // SAFETY: COM1's eight registers at 0x3f8 are the hypervisor's console
-    // for the whole run; nothing else drives them.
-    let mut uart = match unsafe { Uart16550::new_port(COM1_PORT) } {
-        Ok(uart) => uart,
-        Err(_) => return,
-    };
-    let config = Config {
-        baud_rate: uart_16550::BaudRate::from_integer(baud),
-        ..Config::DEFAULT
-    };
-    if uart.init(config).is_err() {
-        return;
+/// Programs COM1 at 0x3f8 with 115200 8n1 (until the command line says
+/// otherwise, see [`configure`]) and installs the logger.
+pub fn init() {
+    if let Some(uart) = open(COM1_PORT, &boot_config()) {
+        *COM1.lock() = Some(uart);
     }
-    *COM1.lock() = Some(uart);
     // A second call (never made) would only fail to replace the logger.
     let _ = log::set_logger(&LOGGER);
     log::set_max_level(log::LevelFilter::Info);
+}
+
+/// The line settings the console starts with.
+fn boot_config() -> Config {
+    Config {
+        baud_rate: BaudRate::Baud115200,
+        ..Config::DEFAULT
+    }
+}
+
+/// A UART at `port` programmed with `config`.
+fn open(port: u16, config: &Config) -> Option<Uart16550<PioBackend>> {
+    // SAFETY: the port is COM1's (0x3f8) or the one the command line's
+    // `com1=` names as its I/O base; the hypervisor drives the console
+    // there for the rest of the run and gives dom0 no access to it.
+    let mut uart = unsafe { Uart16550::new_port(port) }.ok()?;
+    uart.init(config.clone()).ok()?;
+    Some(uart)
+}
+
+/// The UART settings `com1=` asks for (`auto` keeps the boot speed).
+pub fn uart_config(com1: &SerialConfig) -> Config {
+    let boot = boot_config();
+    Config {
+        baud_rate: match com1.baud {
+            Baud::Auto => boot.baud_rate,
+            Baud::Rate(rate) => BaudRate::from_integer(rate),
+        },
+        frequency: com1
+            .base_baud
+            .map_or(boot.frequency, |b| b.saturating_mul(16)),
+        data_bits: WordLength::from_integer(com1.data_bits),
+        extra_stop_bits: com1.stop_bits == 2,
+        parity: match com1.parity {
+            Parity::None => UartParity::Disabled,
+            Parity::Odd => UartParity::Odd,
+            Parity::Even => UartParity::Even,
+            Parity::Mark => UartParity::Forced1,
+            Parity::Space => UartParity::Forced0,
+        },
+        ..boot
+    }
+}
+
+/// Reprograms the console as the command line's `com1=` says: speed,
+/// UART clock, data bits, parity, stop bits and I/O base. The console is
+/// polled, so an IRQ given there is not used (said in the log). When the
+/// port does not answer, the console stays where it was.
+pub fn configure(com1: &SerialConfig) {
+    let config = uart_config(com1);
+    if com1.io_base == COM1_PORT && config == boot_config() {
+        return;
+    }
+    match open(com1.io_base, &config) {
+        Some(uart) => *COM1.lock() = Some(uart),
+        None => log::warn!(
+            "com1: no UART answers at {:#x}; the console stays at {COM1_PORT:#x}",
+            com1.io_base
+        ),
+    }
+    if com1.irq != SerialConfig::default().irq {
+        log::info!("com1: irq {} not used: the console is polled", com1.irq);
+    }
 }
 
 /// Writes raw bytes to the console (dom0's `console_io` output goes here).

@@ -10,7 +10,7 @@ use super::{acpi, builder, cpu, entry, machine, mem, pic, serial, time, trampoli
 /// loader's magic and the physical address of its information structure.
 #[unsafe(no_mangle)]
 extern "C" fn hv_start64(magic: u32, info: u32) -> ! {
-    serial::init(115200);
+    serial::init();
     pic::disable();
     log::info!(
         "oxen {} ({}), a Xen-compatible PV hypervisor",
@@ -23,6 +23,7 @@ extern "C" fn hv_start64(magic: u32, info: u32) -> ! {
     };
     let command_line = boot.hypervisor_cmdline();
     let (config, diagnostics) = cmdline::parse(command_line);
+    serial::configure(&config.com1);
     log::set_max_level(config.loglvl.level);
     log::info!("command line: {command_line}");
     log::info!(
