@@ -20,6 +20,7 @@ use dom0_abi::shared_info::{SharedInfo, VcpuInfo, XEN_LEGACY_MAX_VCPUS};
 use dom0_abi::types::DomId;
 use spin::{Mutex, MutexGuard, Once};
 
+use crate::index::bounded;
 use crate::mm::machine::DomainMm;
 use crate::vcpu::Vcpu;
 
@@ -132,7 +133,7 @@ impl DomainEntry {
         let vcpus = (0..domain.mm.max_vcpus)
             .map(|id| {
                 let mut vcpu = Vcpu::new(id);
-                let slot = bounded_index(u64::from(id), XEN_LEGACY_MAX_VCPUS).unwrap_or(0);
+                let slot = bounded(u64::from(id), XEN_LEGACY_MAX_VCPUS).unwrap_or(0);
                 vcpu.vcpu_info = domain.shared_info
                     + (offset_of!(SharedInfo, vcpu_info) + slot * size_of::<VcpuInfo>()) as u64;
                 vcpu
@@ -161,18 +162,6 @@ pub struct DomainTable {
     slots: Vec<DomainSlot>,
 }
 
-/// An index below `len`, or `None`, computed so that a mispredicted bounds
-/// check cannot carry an out-of-range value into a later load: the result
-/// is masked with an all-ones or all-zeros value derived from the
-/// comparison, which the CPU evaluates as data, not as a branch.
-pub fn bounded_index(index: u64, len: usize) -> Option<usize> {
-    let len = len as u64;
-    let in_range = index < len;
-    let mask = 0u64.wrapping_sub(u64::from(in_range));
-    let clamped = usize::try_from(index & mask).ok()?;
-    in_range.then_some(clamped)
-}
-
 impl DomainTable {
     /// A table of `slots` empty slots (clamped to 1..=[`MAX_DOMAINS`]).
     pub fn new(slots: usize) -> DomainTable {
@@ -194,7 +183,7 @@ impl DomainTable {
 
     /// The slot of `id`, if the table has one (special ids have none).
     pub fn slot(&self, id: DomId) -> Option<&DomainSlot> {
-        bounded_index(u64::from(id.0), self.slots.len()).map(|i| &self.slots[i])
+        bounded(u64::from(id.0), self.slots.len()).map(|i| &self.slots[i])
     }
 
     /// Puts `entry` into its domain's empty slot; gives it back if the
@@ -281,15 +270,6 @@ mod tests {
                 .enumerate()
                 .all(|(i, v)| v.id as usize == i)
         );
-    }
-
-    #[test]
-    fn bounded_index_refuses_out_of_range() {
-        assert_eq!(bounded_index(0, 4), Some(0));
-        assert_eq!(bounded_index(3, 4), Some(3));
-        assert_eq!(bounded_index(4, 4), None);
-        assert_eq!(bounded_index(u64::MAX, 4), None);
-        assert_eq!(bounded_index(0, 0), None);
     }
 
     #[test]

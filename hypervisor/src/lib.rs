@@ -10,6 +10,7 @@ pub mod domain;
 pub mod emulate;
 pub mod exit;
 pub mod hypercall;
+pub mod index;
 pub mod layout;
 pub mod loader;
 pub mod mm;

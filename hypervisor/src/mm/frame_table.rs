@@ -450,7 +450,7 @@ impl<'a> FrameTable<'a> {
     /// The record of `mfn`, if the table covers it.
     #[must_use]
     pub fn get(&self, mfn: Mfn) -> Option<&FrameInfo> {
-        self.frames.get(index(mfn)?)
+        crate::index::get(self.frames, mfn.0)
     }
 
     /// Marks `mfn` as device memory (`DOMID_IO`): mappable by domains with
@@ -498,9 +498,7 @@ impl<'a> FrameTable<'a> {
         if owner == Owner::None {
             return Err(SetupError::BadOwner);
         }
-        let info = index(mfn)
-            .and_then(|i| self.frames.get_mut(i))
-            .ok_or(SetupError::OutOfRange(mfn))?;
+        let info = crate::index::get_mut(self.frames, mfn.0).ok_or(SetupError::OutOfRange(mfn))?;
         if info.count != 0 || info.owner != 0 {
             return Err(SetupError::InUse(mfn));
         }
@@ -524,11 +522,6 @@ pub(super) fn assign_frame(info: &mut FrameInfo, owner: Owner) -> Result<(), Set
     }
     info.assign(owner, false, PageType::None);
     Ok(())
-}
-
-/// The slice index of `mfn`, if it fits in `usize`.
-pub(super) fn index(mfn: Mfn) -> Option<usize> {
-    usize::try_from(mfn.0).ok()
 }
 
 #[cfg(test)]

@@ -103,10 +103,7 @@ impl<M: MmMachine + ?Sized> Mmu<'_, M> {
 
     /// Applies `f` to the record of `mfn` (false if the table lacks it).
     fn with_frame(&mut self, mfn: Mfn, f: impl FnOnce(&mut FrameInfo) -> bool) -> bool {
-        usize::try_from(mfn.0)
-            .ok()
-            .and_then(|i| self.machine.frames().get_mut(i))
-            .is_some_and(f)
+        crate::index::get_mut(self.machine.frames(), mfn.0).is_some_and(f)
     }
 
     /// Calls `f` for every frame owned by `owner` at the time it is

@@ -44,7 +44,7 @@ use dom0_abi::types::{DomId, Mfn};
 
 use super::INVALID_M2P_ENTRY;
 use super::effects::Effects;
-use super::frame_table::{FrameInfo, Owner, PageType, assign_frame, index};
+use super::frame_table::{FrameInfo, Owner, PageType, assign_frame};
 use super::machine::MmMachine;
 use super::pte::{self, ENTRIES};
 
@@ -139,8 +139,7 @@ impl<'m, M: MmMachine + ?Sized> Mmu<'m, M> {
     }
 
     fn info(&mut self, mfn: Mfn) -> Option<&mut FrameInfo> {
-        let i = index(mfn)?;
-        self.machine.frames().get_mut(i)
+        crate::index::get_mut(self.machine.frames(), mfn.0)
     }
 
     /// Records an impossible state of the frame table.

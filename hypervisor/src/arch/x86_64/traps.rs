@@ -11,6 +11,7 @@ use dom0_abi::vcpu::{RUNSTATE_OFFLINE, RUNSTATE_RUNNABLE, RUNSTATE_RUNNING};
 use crate::domain::{Domain, DomainEntry, RunState};
 use crate::exit::HostExit;
 use crate::hypercall::dispatch::dispatch;
+use crate::index;
 use crate::layout::{DIRECTMAP_VIRT_START, HYPERVISOR_TEXT_START};
 use crate::mm::effects::Effects;
 use crate::sched;
@@ -62,11 +63,10 @@ impl<'a> Current<'a> {
     /// vCPU `id` of the running domain, the running one included.
     pub fn vcpu_by_id(&mut self, id: u32) -> Option<&mut Vcpu> {
         let me = self.vcpu.id;
-        let index = |i: u32| usize::try_from(i).ok();
         match id.cmp(&me) {
             core::cmp::Ordering::Equal => Some(&mut *self.vcpu),
-            core::cmp::Ordering::Less => self.others.0.get_mut(index(id)?),
-            core::cmp::Ordering::Greater => self.others.1.get_mut(index(id - me - 1)?),
+            core::cmp::Ordering::Less => index::get_mut(self.others.0, u64::from(id)),
+            core::cmp::Ordering::Greater => index::get_mut(self.others.1, u64::from(id - me - 1)),
         }
     }
 }
