@@ -2,30 +2,34 @@
 //! §4.5). Every table frame is reached through the direct map; the boot code
 //! maps its first 4 GiB before any Rust runs, and frames used before the
 //! final direct map exists come from there.
+use dom0_abi::mmu::{PTE_ADDR_MASK, PteFlags};
+
 use crate::layout::{DIRECTMAP_VIRT_START, PAGE_SIZE};
 
 /// [`PAGE_SIZE`] as a `usize`, for byte counts of whole frames.
 #[allow(clippy::cast_possible_truncation, reason = "4096 fits in every usize")]
 pub const PAGE_BYTES: usize = PAGE_SIZE as usize;
 
+// The entry bits, as short names for the tables this module builds; the
+// one definition is dom0-abi's `PteFlags`.
 /// Present.
-pub const P: u64 = 1 << 0;
+pub const P: u64 = PteFlags::PRESENT.bits();
 /// Writable.
-pub const RW: u64 = 1 << 1;
+pub const RW: u64 = PteFlags::RW.bits();
 /// User-accessible.
-pub const US: u64 = 1 << 2;
+pub const US: u64 = PteFlags::USER.bits();
 /// Accessed.
-pub const A: u64 = 1 << 5;
+pub const A: u64 = PteFlags::ACCESSED.bits();
 /// Dirty.
-pub const D: u64 = 1 << 6;
+pub const D: u64 = PteFlags::DIRTY.bits();
 /// Large page (in an L2 or L3 entry).
-pub const PS: u64 = 1 << 7;
+pub const PS: u64 = PteFlags::PAT_PSE.bits();
 /// Global.
-pub const G: u64 = 1 << 8;
+pub const G: u64 = PteFlags::GLOBAL.bits();
 /// No-execute.
-pub const NX: u64 = 1 << 63;
+pub const NX: u64 = PteFlags::NX.bits();
 /// The frame address bits of an entry.
-pub const ADDR_MASK: u64 = 0x000F_FFFF_FFFF_F000;
+pub const ADDR_MASK: u64 = PTE_ADDR_MASK;
 
 /// Size of a leaf mapping.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
