@@ -23,9 +23,11 @@
 //! one; log levels are `none|error|warning|info|debug|all`, optionally
 //! followed by `/<rate-limited level>`.
 //!
-//! One option is this hypervisor's own: `test_nonce=<1-16 hex digits>`,
-//! which the test harness passes on every boot and the hypervisor echoes
-//! in its dom0 teardown line (see [`Config::test_nonce`]).
+//! Two options are this hypervisor's own: `max_domains=<n>`, the size of
+//! the domain table (see [`Config::max_domains`]), and
+//! `test_nonce=<1-16 hex digits>`, which the test harness passes on every
+//! boot and the hypervisor echoes in its dom0 teardown line (see
+//! [`Config::test_nonce`]).
 #![forbid(unsafe_code)]
 
 use core::fmt;
@@ -58,6 +60,10 @@ pub struct Config {
     pub guest_loglvl: LogLevels,
     /// `noreboot`: stay down after a crash instead of rebooting.
     pub noreboot: bool,
+    /// `max_domains=<n>` (this hypervisor only, not Xen's): slots in the
+    /// domain table, 1 to [`crate::domain::MAX_DOMAINS`] (default
+    /// [`crate::domain::DEFAULT_DOMAINS`]); domain ids run from 0 to n-1.
+    pub max_domains: usize,
     /// `test_nonce=<hex>` (this hypervisor only, not Xen's): 1 to 16 hex
     /// digits that the test harness generates for each boot. The
     /// hypervisor echoes it in its dom0 teardown line, so that the
@@ -86,6 +92,7 @@ impl Default for Config {
                 rate_limited: LevelFilter::Warn,
             },
             noreboot: false,
+            max_domains: crate::domain::DEFAULT_DOMAINS,
             test_nonce: None,
         }
     }
@@ -467,11 +474,21 @@ const OPTIONS: &[(&str, Kind)] = &[
             c.noreboot = v;
         }),
     ),
+    ("max_domains", Kind::Custom(parse_max_domains)),
     ("test_nonce", Kind::Custom(parse_test_nonce)),
 ];
 
 /// The option whose value [`hide_test_nonce`] hides.
 const TEST_NONCE: &[u8] = b"test_nonce=";
+
+fn parse_max_domains(config: &mut Config, value: &str, _: &mut Diagnostics<'_>) -> Result<(), ()> {
+    let n = usize::try_from(parse_u32(value).ok_or(())?).map_err(|_| ())?;
+    if !(1..=crate::domain::MAX_DOMAINS).contains(&n) {
+        return Err(());
+    }
+    config.max_domains = n;
+    Ok(())
+}
 
 fn parse_test_nonce(config: &mut Config, value: &str, _: &mut Diagnostics<'_>) -> Result<(), ()> {
     if value.is_empty() || value.len() > 16 || !value.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -1187,6 +1204,15 @@ mod tests {
             ("loglvl=all", Some("console=hvc0"))
         );
         assert_eq!(split_dom0_options("loglvl=all"), ("loglvl=all", None));
+    }
+
+    #[test]
+    fn max_domains() {
+        assert_eq!(parse("").0.max_domains, crate::domain::DEFAULT_DOMAINS);
+        assert_eq!(parse("max_domains=8").0.max_domains, 8);
+        let (config, diagnostics) = parse("max_domains=0 max_domains=1025 max_domains=x");
+        assert_eq!(config.max_domains, crate::domain::DEFAULT_DOMAINS);
+        assert_eq!(diagnostics.iter().count(), 3);
     }
 
     #[test]

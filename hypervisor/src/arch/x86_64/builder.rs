@@ -19,7 +19,7 @@ use crate::builder::layout::{
     Dom0Layout, ImageBounds, LayoutError, RamdiskPlacement, dom0_nr_pages,
 };
 use crate::cmdline::Config;
-use crate::domain::{DEFAULT_DOMAINS, DOMAINS, Domain, DomainEntry, DomainTable};
+use crate::domain::{DOMAINS, Domain, DomainEntry, DomainTable};
 use crate::hypercall::HostInfo;
 use crate::hypercall::desc::MAX_GDT_FRAMES;
 use crate::layout::{PAGE_SIZE, is_guest_l4_slot};
@@ -259,7 +259,8 @@ pub fn build_dom0(
         .enter(RUNSTATE_RUNNING, super::time::now_ns());
     super::time::publish(boot_vcpu.vcpu_info);
     let id = entry.domain.id;
-    let table = DOMAINS.call_once(|| DomainTable::new(DEFAULT_DOMAINS));
+    let table = DOMAINS.call_once(|| DomainTable::new(config.max_domains));
+    log::info!("domain table: {} slots (max_domains)", table.len());
     table
         .insert(entry)
         .map_err(|_| BuildError::Internal("dom0's slot is taken"))?;
