@@ -191,3 +191,22 @@ pub fn yield_until(limit: u32, mut done: impl FnMut() -> bool) -> bool {
     }
     done()
 }
+
+/// The words at `fs:[0]` and `gs:[0]`.
+///
+/// # Safety
+/// The FS and GS bases must point at readable words of this vCPU.
+pub unsafe fn fs_gs_words() -> (u64, u64) {
+    let (fs, gs): (u64, u64);
+    // SAFETY: the caller pointed both bases at readable words.
+    unsafe {
+        core::arch::asm!(
+            "mov {fs}, qword ptr fs:[0]",
+            "mov {gs}, qword ptr gs:[0]",
+            fs = out(reg) fs,
+            gs = out(reg) gs,
+            options(nostack, readonly, preserves_flags),
+        );
+    }
+    (fs, gs)
+}

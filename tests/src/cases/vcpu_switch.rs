@@ -170,22 +170,6 @@ const fn pattern(vcpu: usize, round: usize, index: u64) -> u64 {
     (((vcpu as u64) + 1) << 56) | (index << 40) | ((round as u64) << 8) | 0x5A
 }
 
-/// `fs:[0]` and `gs:[0]`.
-fn read_tags() -> (u64, u64) {
-    let (fs, gs): (u64, u64);
-    // SAFETY: the bases point at tag words of this vCPU (set just before).
-    unsafe {
-        asm!(
-            "mov {fs}, qword ptr fs:[0]",
-            "mov {gs}, qword ptr gs:[0]",
-            fs = out(reg) fs,
-            gs = out(reg) gs,
-            options(nostack, readonly, preserves_flags),
-        );
-    }
-    (fs, gs)
-}
-
 /// What [`enable_avx`] found.
 #[derive(Clone, Copy, Debug, Default)]
 struct AvxProbe {
@@ -409,7 +393,8 @@ fn worker(vcpu: usize) {
         if b.fcw_out != b.fcw_in {
             me.bad(&me.ctl_bad, round, 0x81, u64::from(b.fcw_out));
         }
-        let (fs, gs) = read_tags();
+        // SAFETY: this round pointed both bases at tag words of this vCPU.
+        let (fs, gs) = unsafe { support::fs_gs_words() };
         if fs != tag_value(vcpu, parity) {
             me.bad(&me.seg_bad, round, 0x90, fs);
         }

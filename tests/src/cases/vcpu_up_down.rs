@@ -95,22 +95,6 @@ fn fpu_controls() -> (u16, u32) {
     (fcw, mxcsr)
 }
 
-/// `fs:[0]` and `gs:[0]`.
-fn segment_reads() -> (u64, u64) {
-    let (fs, gs): (u64, u64);
-    // SAFETY: the context pointed both bases at tag words.
-    unsafe {
-        asm!(
-            "mov {fs}, qword ptr fs:[0]",
-            "mov {gs}, qword ptr gs:[0]",
-            fs = out(reg) fs,
-            gs = out(reg) gs,
-            options(nostack, readonly, preserves_flags),
-        );
-    }
-    (fs, gs)
-}
-
 /// `VCPUOP_down` of this vCPU from inside assembly that holds patterns
 /// in RBX, RBP and R12-R15; returns the result and a bit mask of the
 /// registers that changed.
@@ -200,7 +184,8 @@ fn self_down_keeping_registers(vcpuid: u64) -> (i64, u64) {
 fn stepper(vcpu: usize) {
     let (fcw, mxcsr) = fpu_controls();
     START_FPU.store(u64::from(fcw) << 32 | u64::from(mxcsr), Ordering::Relaxed);
-    let (fs, gs) = segment_reads();
+    // SAFETY: the initial context pointed both bases at tag words.
+    let (fs, gs) = unsafe { support::fs_gs_words() };
     START_FS.store(fs, Ordering::Relaxed);
     START_GS.store(gs, Ordering::Relaxed);
     ENTRIES.fetch_add(1, Ordering::AcqRel);

@@ -4,23 +4,18 @@ use core::arch::asm;
 
 use x86_64::registers::model_specific::EferFlags;
 
-/// IA32_EFER.
-pub const MSR_EFER: u32 = 0xC000_0080;
+/// The MSR numbers a guest may also name (one definition, in the
+/// emulator's table).
+pub use crate::emulate::msr::{
+    EFER as MSR_EFER, FS_BASE as MSR_FS_BASE, GS_BASE as MSR_GS_BASE,
+    KERNEL_GS_BASE as MSR_KERNEL_GS_BASE,
+};
 
 /// EFER.NXE: the NX bit is honoured.
 pub const EFER_NXE: u64 = EferFlags::NO_EXECUTE_ENABLE.bits();
 
 /// EFER.SCE: SYSCALL enabled.
 pub const EFER_SCE: u64 = EferFlags::SYSTEM_CALL_EXTENSIONS.bits();
-
-/// IA32_FS_BASE.
-pub const MSR_FS_BASE: u32 = 0xC000_0100;
-
-/// IA32_GS_BASE (the active GS base).
-pub const MSR_GS_BASE: u32 = 0xC000_0101;
-
-/// IA32_KERNEL_GS_BASE (the one `swapgs` would bring in).
-pub const MSR_KERNEL_GS_BASE: u32 = 0xC000_0102;
 
 /// IA32_STAR: SYSCALL/SYSRET selectors.
 pub const MSR_STAR: u32 = 0xC000_0081;
