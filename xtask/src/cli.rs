@@ -49,6 +49,8 @@ bench options:
   --timeout <seconds>   per-run timeout (default 600)
   --trace <name>        instead, single-step one sample of <name> under gdb and
                         show where its instructions go, function by function
+  --update-docs         rewrite the results table of docs/performance.md from
+                        this run (needs --against xen; all benchmarks)
 ";
 
 /// The hypervisor command line used when `--hv-args` is not given.
@@ -218,6 +220,9 @@ pub struct BenchArgs {
     pub timeout_secs: u64,
     /// `--trace`: the benchmark to trace instead of running them all.
     pub trace: Option<String>,
+    /// `--update-docs`: rewrite the results table of
+    /// `docs/performance.md` from this run.
+    pub update_docs: bool,
 }
 
 impl Default for BenchArgs {
@@ -231,6 +236,7 @@ impl Default for BenchArgs {
             hypervisor: None,
             timeout_secs: DEFAULT_BENCH_TIMEOUT_SECS,
             trace: None,
+            update_docs: false,
         }
     }
 }
@@ -428,8 +434,20 @@ fn parse_bench(options: &mut Options) -> Result<BenchArgs, String> {
             }
             "--hypervisor" => bench.hypervisor = Some(options.value(&name, inline)?.into()),
             "--timeout" => bench.timeout_secs = positive(&name, &options.value(&name, inline)?)?,
+            "--update-docs" => bench.update_docs = Options::flag(&name, inline)?,
             _ => return Err(format!("unknown option '{name}' for 'bench'")),
         }
+    }
+    if bench.update_docs
+        && (!bench.against_xen
+            || bench.only.is_some()
+            || bench.trace.is_some()
+            || bench.hypervisor.is_some())
+    {
+        return Err(
+            "--update-docs records a full comparison: it needs --against xen, and no --only, --trace or --hypervisor"
+                .to_owned(),
+        );
     }
     Ok(bench)
 }
@@ -440,6 +458,21 @@ mod tests {
 
     fn parse_str(line: &str) -> Result<Command, String> {
         parse(line.split_whitespace().map(str::to_owned).collect())
+    }
+
+    #[test]
+    fn update_docs_needs_a_full_comparison() {
+        let Ok(Command::Bench(args)) = parse_str("bench --against xen --update-docs") else {
+            panic!("a full comparison may update the docs");
+        };
+        assert!(args.update_docs);
+        for partial in [
+            "bench --update-docs",
+            "bench --against xen --only null_hypercall --update-docs",
+            "bench --against xen --trace null_hypercall --update-docs",
+        ] {
+            assert!(parse_str(partial).is_err(), "{partial}");
+        }
     }
 
     #[test]
