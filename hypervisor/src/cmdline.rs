@@ -51,14 +51,19 @@ pub struct Config {
     /// `dom0_max_vcpus=`: bounds on dom0's vCPU count.
     pub dom0_max_vcpus: Dom0MaxVcpus,
     /// `dom0_vcpus_pin`: pin dom0's vCPUs to the physical CPUs of the same
-    /// number (default false).
+    /// number (default false). With one CPU running guests every vCPU runs
+    /// on CPU 0 anyway; the boot log says so when the option is given.
     pub dom0_vcpus_pin: bool,
     /// `loglvl=`: the hypervisor's own log threshold (default `warning`).
     pub loglvl: LogLevels,
     /// `guest_loglvl=`: threshold for messages about guests (default
-    /// `none/warning`).
+    /// `none/warning`). Accepted for Xen command lines; not applied yet:
+    /// messages about guests follow `loglvl` (the boot log says so when
+    /// the option is given).
     pub guest_loglvl: LogLevels,
-    /// `noreboot`: stay down after a crash instead of rebooting.
+    /// `noreboot`: stay down after a crash instead of rebooting. This
+    /// hypervisor never reboots the machine (it ends the run with the
+    /// outcome as QEMU's exit status), so it always behaves as with it.
     pub noreboot: bool,
     /// `max_domains=<n>` (this hypervisor only, not Xen's): slots in the
     /// domain table, 1 to [`crate::domain::MAX_DOMAINS`] (default

@@ -25,6 +25,12 @@ extern "C" fn hv_start64(magic: u32, info: u32) -> ! {
     let (config, diagnostics) = cmdline::parse(command_line);
     serial::configure(&config.com1);
     log::set_max_level(config.loglvl.level);
+    if config.dom0_vcpus_pin {
+        log::info!("dom0_vcpus_pin: one CPU runs guests, so every vCPU runs on CPU 0");
+    }
+    if config.guest_loglvl != cmdline::Config::default().guest_loglvl {
+        log::warn!("guest_loglvl: not applied; messages about guests follow loglvl");
+    }
     log::info!("command line: {command_line}");
     log::info!(
         "boot loader: {} ({:?})",
