@@ -272,6 +272,22 @@ pub struct EvtchnSetPriority {
     pub priority: u32,
 }
 
+/// `struct evtchn_op` (28 bytes): the argument of the legacy
+/// `event_channel_op_compat`, a command and its structure (the union of
+/// the structures of commands 0-9, at offset 4).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EvtchnOpCompat {
+    /// An [`EvtchnOp`] number; only commands 0-9 are accepted.
+    pub cmd: u32,
+    /// The command's structure.
+    pub u: [u32; 6],
+}
+
+/// Offset of [`EvtchnOpCompat::u`]: where the command's structure starts.
+pub const EVTCHN_OP_COMPAT_ARG: u64 = 4;
+
+crate::assert_layout!(EvtchnOpCompat, 28, { cmd: 0, u: 4 });
 crate::assert_layout!(EvtchnBindInterdomain, 12, {
     remote_dom: 0, pad: 2, remote_port: 4, local_port: 8,
 });

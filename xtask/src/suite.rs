@@ -149,7 +149,11 @@ macro_rules! passes_with {
 /// xtask test --pending` runs them after `TESTS`, and with `--xen` also on
 /// Xen, where every one must already pass. When the hypervisor catches up
 /// with one, its entry moves from here to `TESTS`.
-pub const PENDING: &[IntegrationTest] = &[];
+pub const PENDING: &[IntegrationTest] = &[
+    passes!("evtchn_ports", conformance: true),
+    passes!("evtchn_loopback", conformance: true),
+    passes_with!("evtchn_vcpus", hv_extra_args: "dom0_max_vcpus=2"),
+];
 
 /// Every integration test, in the order they run.
 pub const TESTS: &[IntegrationTest] = &[
@@ -394,7 +398,7 @@ mod tests {
             assert_eq!(test.dom0_args.strip_prefix("test="), Some(test.name));
             assert_eq!(test.expect.exit, HostExit::Dom0Poweroff, "{}", test.name);
             assert!(
-                ["mm_", "cpu_", "vcpu_"]
+                ["mm_", "cpu_", "vcpu_", "evtchn_"]
                     .iter()
                     .any(|prefix| test.name.starts_with(prefix)),
                 "{}",
