@@ -18,7 +18,7 @@ use dom0_abi::hypercall::Hypercall;
 #[cfg(doc)]
 use super::Env;
 use super::mmu::{self, MmuEnv};
-use super::{console, cpu, desc, memory, sched, stats, vcpu, version};
+use super::{console, cpu, desc, evtchn, memory, sched, stats, vcpu, version};
 use crate::mm::effects::Effects;
 
 /// Multicall entries run per invocation before the call is continued.
@@ -77,6 +77,8 @@ fn plain_call(env: &mut impl MmuEnv, call: Hypercall, a: [u64; 5]) -> Result<u64
         Hypercall::Iret => env.iret(),
         Hypercall::Multicall => multicall(env, a[0], a[1]),
         Hypercall::StatsOp => stats::stats_op(env, a[0], a[1]),
+        Hypercall::EventChannelOp => evtchn::event_channel_op(env, a[0], a[1]),
+        Hypercall::EventChannelOpCompat => evtchn::event_channel_op_compat(env, a[0]),
         _ => Err(Errno::ENOSYS),
     }
 }

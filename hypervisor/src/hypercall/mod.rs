@@ -15,6 +15,7 @@ pub mod console;
 pub mod cpu;
 pub mod desc;
 pub mod dispatch;
+pub mod evtchn;
 pub mod memory;
 pub mod mmu;
 pub mod sched;
@@ -26,6 +27,7 @@ use dom0_abi::Errno;
 use dom0_abi::wire::Wire;
 
 use crate::domain::Domain;
+use crate::evtchn::{EventBits, EventChannels};
 use crate::mm::effects::Effects;
 use crate::stats::Stats;
 use crate::vcpu::Vcpu;
@@ -44,6 +46,9 @@ pub trait Env {
     fn domain(&mut self) -> &mut Domain;
     /// The calling vCPU.
     fn vcpu(&mut self) -> &mut Vcpu;
+    /// The calling domain's event channels, and the event bits of its
+    /// shared_info page that sending and unmasking set.
+    fn event_channels(&mut self) -> (&mut EventChannels, &mut dyn EventBits);
     /// The calling domain's vCPU `id` (the caller itself included);
     /// `None` when the domain has no vCPU by that id.
     fn vcpu_by_id(&mut self, id: u32) -> Option<&mut Vcpu>;

@@ -673,14 +673,8 @@ fn exhaust_and_reset() {
         Errno::EBUSY.neg(),
     );
     report::check_ret("reset of DOMID_SELF", hc::evtchn_reset(DomId::SELF.0), 0);
-    check_status("a port after reset", 100, EvtchnStat::Closed, 0, None);
-    check_status(
-        "the last port after reset",
-        NR_PORTS - 1,
-        EvtchnStat::Closed,
-        0,
-        None,
-    );
+    check_status("a reset", 100, EvtchnStat::Closed, 0, None);
+    check_status("the last reset", NR_PORTS - 1, EvtchnStat::Closed, 0, None);
     let (ret, port) = alloc(DomId::SELF, DomId::SELF);
     report::check_observed(
         "after reset the first port is 1 again",

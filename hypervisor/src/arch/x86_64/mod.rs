@@ -11,6 +11,7 @@ pub mod cpu;
 pub mod desc;
 pub mod entry;
 pub mod env;
+pub mod evtchn;
 pub mod guest;
 pub mod guest_mem;
 pub mod io;
