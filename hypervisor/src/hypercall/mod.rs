@@ -89,9 +89,18 @@ pub struct HostInfo {
     pub build_id: &'static [u8],
 }
 
+/// Structures up to this size are copied through a stack buffer; larger
+/// ones (such as `vcpu_guest_context`) through the heap.
+const STACK_COPY: usize = 64;
+
 /// Reads an ABI structure from guest memory at `va` (`EFAULT` if it cannot
 /// be read whole).
 pub(crate) fn read_struct<T: Wire>(env: &mut impl Env, va: u64) -> Result<T, Errno> {
+    if T::SIZE <= STACK_COPY {
+        let mut bytes = [0u8; STACK_COPY];
+        env.copy_from_guest(va, &mut bytes[..T::SIZE])?;
+        return T::from_wire(&bytes).ok_or(Errno::EFAULT);
+    }
     let mut bytes = alloc::vec![0u8; T::SIZE];
     env.copy_from_guest(va, &mut bytes)?;
     T::from_wire(&bytes).ok_or(Errno::EFAULT)
@@ -100,6 +109,11 @@ pub(crate) fn read_struct<T: Wire>(env: &mut impl Env, va: u64) -> Result<T, Err
 /// Writes an ABI structure to guest memory at `va` (`EFAULT` if it cannot
 /// be written whole).
 pub(crate) fn write_struct<T: Wire>(env: &mut impl Env, va: u64, value: &T) -> Result<(), Errno> {
+    if T::SIZE <= STACK_COPY {
+        let mut bytes = [0u8; STACK_COPY];
+        value.to_wire(&mut bytes).ok_or(Errno::EFAULT)?;
+        return env.copy_to_guest(va, &bytes[..T::SIZE]);
+    }
     let mut bytes = alloc::vec![0u8; T::SIZE];
     value.to_wire(&mut bytes).ok_or(Errno::EFAULT)?;
     env.copy_to_guest(va, &bytes)
