@@ -727,3 +727,132 @@ mod tests {
         assert_eq!(t.init_control(0, 4024), Err(Errno::ENOSYS));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    //! Any sequence of guest commands, with any arguments, keeps the
+    //! table consistent and never panics.
+    use proptest::prelude::*;
+
+    use super::fake::FakeBits;
+    use super::*;
+
+    /// Ports near the interesting boundaries, or anything.
+    fn port() -> impl Strategy<Value = u32> {
+        prop_oneof![0u32..8, 60u32..70, 4090u32..4100, any::<u32>()]
+    }
+
+    fn dom() -> impl Strategy<Value = DomId> {
+        prop_oneof![
+            Just(DomId::SELF),
+            Just(DomId(0)),
+            any::<u16>().prop_map(DomId)
+        ]
+    }
+
+    #[derive(Clone, Debug)]
+    enum Cmd {
+        Alloc(DomId, DomId),
+        Interdomain(DomId, u32),
+        Virq(u32, u32),
+        Ipi(u32),
+        Vcpu(u32, u32),
+        Close(u32),
+        Send(u32),
+        Unmask(u32),
+        Mask(u32),
+        Reset(DomId),
+    }
+
+    fn cmd() -> impl Strategy<Value = Cmd> {
+        prop_oneof![
+            (dom(), dom()).prop_map(|(d, r)| Cmd::Alloc(d, r)),
+            (dom(), port()).prop_map(|(d, p)| Cmd::Interdomain(d, p)),
+            (
+                prop_oneof![0u32..26, any::<u32>()],
+                prop_oneof![0u32..3, any::<u32>()]
+            )
+                .prop_map(|(v, c)| Cmd::Virq(v, c)),
+            prop_oneof![0u32..3, any::<u32>()].prop_map(Cmd::Ipi),
+            (port(), 0u32..4).prop_map(|(p, v)| Cmd::Vcpu(p, v)),
+            port().prop_map(Cmd::Close),
+            port().prop_map(Cmd::Send),
+            port().prop_map(Cmd::Unmask),
+            port().prop_map(Cmd::Mask),
+            dom().prop_map(Cmd::Reset),
+        ]
+    }
+
+    /// Interdomain pairs point at each other; VIRQ ports and the per-vCPU
+    /// VIRQ table agree; every notify vCPU exists; port 0 stays reserved.
+    fn consistent(t: &EventChannels) -> Result<(), TestCaseError> {
+        prop_assert_eq!(t.ports[0].binding, Binding::Reserved);
+        prop_assert!(t.ports.len().is_multiple_of(BUCKET_PORTS as usize));
+        prop_assert!(t.ports.len() <= NR_PORTS as usize);
+        for (port, c) in (0u32..).zip(&t.ports) {
+            prop_assert!(c.notify_vcpu < t.vcpus());
+            match c.binding {
+                Binding::Interdomain {
+                    remote,
+                    port: other,
+                } => {
+                    prop_assert_eq!(remote, t.domain);
+                    let peer = t.channel(other).map(|c| c.binding);
+                    prop_assert_eq!(peer, Some(Binding::Interdomain { remote, port }));
+                }
+                Binding::Virq(virq) => {
+                    let v = if virq_is_global(virq) {
+                        0
+                    } else {
+                        c.notify_vcpu
+                    };
+                    prop_assert_eq!(t.virqs[v as usize][virq as usize], port);
+                }
+                _ => {}
+            }
+        }
+        for row in &t.virqs {
+            for (virq, &port) in (0u32..).zip(row) {
+                if port != 0 {
+                    prop_assert_eq!(
+                        t.channel(port).map(|c| c.binding),
+                        Some(Binding::Virq(virq))
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn any_commands_keep_the_table_consistent(cmds in proptest::collection::vec(cmd(), 1..60)) {
+            let (mut t, mut bits) = (EventChannels::new(DomId(0), 2), FakeBits::default());
+            for c in cmds {
+                let _ = match c {
+                    Cmd::Alloc(d, r) => t.alloc_unbound(d, r).map(drop),
+                    Cmd::Interdomain(d, p) => t.bind_interdomain(&mut bits, d, p).map(drop),
+                    Cmd::Virq(v, c) => t.bind_virq(v, c).map(drop),
+                    Cmd::Ipi(v) => t.bind_ipi(v).map(drop),
+                    Cmd::Vcpu(p, v) => t.bind_vcpu(p, v),
+                    Cmd::Close(p) => t.close(&mut bits, p),
+                    Cmd::Send(p) => t.send(&mut bits, p),
+                    Cmd::Unmask(p) => t.unmask(&mut bits, p),
+                    Cmd::Mask(p) => {
+                        if p < NR_PORTS {
+                            bits.set_mask(p, true);
+                        }
+                        Ok(())
+                    }
+                    Cmd::Reset(d) => t.reset(&mut bits, d),
+                };
+                consistent(&t)?;
+                for (port, c) in (0u32..).zip(&t.ports) {
+                    if c.binding == Binding::Free {
+                        prop_assert!(!bits.pending(port), "a free port is never pending");
+                    }
+                }
+            }
+        }
+    }
+}
