@@ -28,9 +28,12 @@
 //!
 //! Upcalls are handled by a hook on the shim's event callback that runs
 //! the upcall protocol for the vCPU it interrupted (told by its stack)
-//! and counts, per vCPU, the upcalls and the ports it found.
+//! and counts, per vCPU, the upcalls and the ports it found. In
+//! `evtchn_vcpus`, vCPU 0 sends to vCPU 1 (an IPI and an interdomain port
+//! moved there with `bind_vcpu`), and vCPU 1 sends IPIs to itself and to
+//! vCPU 0; each vCPU takes its upcalls when it runs unmasked.
 
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 
 use guest_pv_shim::dom0_abi::Errno;
 use guest_pv_shim::dom0_abi::event_channel::{
@@ -881,14 +884,36 @@ static UNMASK: AtomicBool = AtomicBool::new(false);
 /// Set by vCPU 0 when vCPU 1 may finish.
 static STOP: AtomicBool = AtomicBool::new(false);
 
+/// IPI ports vCPU 1 sends on when told: to itself, then to vCPU 0
+/// (0: not yet).
+static IPI_SELF: AtomicU32 = AtomicU32::new(0);
+static IPI_TO_0: AtomicU32 = AtomicU32::new(0);
+/// What vCPU 1 saw: the sends' results, and its upcalls during its send
+/// to itself; then `SENT` is set.
+static SELF_SEND: AtomicI64 = AtomicI64::new(1);
+static SEND_TO_0: AtomicI64 = AtomicI64::new(1);
+static SELF_UPCALLS: AtomicU64 = AtomicU64::new(0);
+static SENT: AtomicBool = AtomicBool::new(false);
+
 /// vCPU 1: events masked until told, then unmasked, yielding until told
-/// to stop.
+/// to stop; once given the IPI ports, sends on them (once).
 fn worker(vcpu: usize) {
     while !UNMASK.load(Ordering::SeqCst) {
         hc::sched_yield();
     }
     shared::set_upcall_mask_of(vcpu, 0);
     while !STOP.load(Ordering::SeqCst) {
+        let (to_self, to_0) = (
+            IPI_SELF.load(Ordering::SeqCst),
+            IPI_TO_0.load(Ordering::SeqCst),
+        );
+        if to_self != 0 && to_0 != 0 && !SENT.load(Ordering::SeqCst) {
+            let before = upcalls(vcpu);
+            SELF_SEND.store(hc::evtchn_send(to_self), Ordering::SeqCst);
+            SELF_UPCALLS.store(upcalls(vcpu) - before, Ordering::SeqCst);
+            SEND_TO_0.store(hc::evtchn_send(to_0), Ordering::SeqCst);
+            SENT.store(true, Ordering::SeqCst);
+        }
         hc::sched_yield();
     }
     shared::set_upcall_mask_of(vcpu, 1);
@@ -995,6 +1020,34 @@ pub fn vcpus(_start_info: &'static StartInfo) {
             upcalls(0),
             last_port(0),
             upcalls(1)
+        ),
+    );
+
+    let (ret, ipi0) = bind_ipi(0);
+    report::check_ret("bind_ipi to vCPU 0", ret, 0);
+    IPI_SELF.store(ipi1, Ordering::SeqCst);
+    IPI_TO_0.store(ipi0, Ordering::SeqCst);
+    let sent = support::yield_until(WAIT, || SENT.load(Ordering::SeqCst) && upcalls(0) == 2);
+    report::check_observed(
+        "vCPU 1's IPI to itself is delivered on the way back from the send",
+        sent && SELF_SEND.load(Ordering::SeqCst) == 0 && SELF_UPCALLS.load(Ordering::SeqCst) == 1,
+        format_args!(
+            "send {}, {} upcalls during it, last port {}",
+            report::Ret(SELF_SEND.load(Ordering::SeqCst)),
+            SELF_UPCALLS.load(Ordering::SeqCst),
+            last_port(1)
+        ),
+    );
+    report::check_observed(
+        "vCPU 1's IPI to vCPU 0 reaches vCPU 0 when it runs",
+        sent && SEND_TO_0.load(Ordering::SeqCst) == 0
+            && last_port(0) == ipi0
+            && last_port(1) == ipi1,
+        format_args!(
+            "send {}, vCPU 0: {} upcalls, last port {} (IPI port {ipi0})",
+            report::Ret(SEND_TO_0.load(Ordering::SeqCst)),
+            upcalls(0),
+            last_port(0)
         ),
     );
     shared::set_upcall_mask(1);
