@@ -2,7 +2,8 @@
 //!
 //! Handlers see the machine only through [`Env`]: guest memory copies that
 //! fail with `EFAULT` (never fault the hypervisor), the console, the calling
-//! domain and facts about this build. `arch` implements it for real; the
+//! domain (its event channels with the event bits of its shared_info page
+//! among it) and facts about this build. `arch` implements it for real; the
 //! tests below implement it over plain buffers. Every handler has the shape
 //! copy in → decide → copy out, and returns `Result<u64, Errno>`;
 //! [`dispatch::dispatch`] is the one place that turns that into the
