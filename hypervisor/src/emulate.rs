@@ -339,6 +339,10 @@ pub fn decode_store(bytes: &[u8]) -> Option<Store> {
         2 => 4,
         _ => 0,
     };
+    if at > bytes.len() {
+        // The displacement is cut off: not a whole instruction.
+        return None;
+    }
     let width = width(byte_op);
     let value = if immediate {
         let size = width.min(4);
@@ -365,6 +369,13 @@ pub fn decode_store(bytes: &[u8]) -> Option<Store> {
 #[cfg(test)]
 mod store_tests {
     use super::*;
+
+    #[test]
+    fn a_cut_off_displacement_is_no_store() {
+        // mov %al, disp8(%rbp) without its displacement byte.
+        assert_eq!(decode_store(&[0x88, 0x45]), None);
+        assert!(decode_store(&[0x88, 0x45, 0x08]).is_some());
+    }
 
     #[test]
     fn register_stores() {
