@@ -3,7 +3,8 @@
 //!
 //! Xen 4.17's rules, which this module keeps:
 //! - a 64-bit domain has [`NR_PORTS`] ports (64 words of 64 pending and
-//!   mask bits); port 0 is reserved; a new port is the lowest free one;
+//!   mask bits), or fewer if its `max_evtchn_port` says so (dom0's does
+//!   not); port 0 is reserved; a new port is the lowest free one;
 //! - ports exist in buckets of [`BUCKET_PORTS`]: at first only bucket 0
 //!   does, and a bucket is added when an allocation finds every existing
 //!   port busy. A port outside the existing buckets is invalid
@@ -114,6 +115,8 @@ pub struct EventChannels {
     domain: DomId,
     /// The existing buckets' ports (a multiple of [`BUCKET_PORTS`]).
     ports: Vec<Channel>,
+    /// The highest port that may be allocated (Xen's `max_evtchn_port`).
+    max_port: u32,
     /// Per vCPU, the port of each VIRQ (0: not bound).
     virqs: Vec<[u32; NR_VIRQS as usize]>,
 }
@@ -129,15 +132,25 @@ pub fn virq_is_global(virq: u32) -> bool {
 
 impl EventChannels {
     /// The channels of a new domain `domain` with `vcpus` vCPUs: bucket 0,
-    /// port 0 reserved.
+    /// port 0 reserved, every port of the 2-level ABI allowed (dom0's
+    /// limit on Xen).
     pub fn new(domain: DomId, vcpus: u32) -> EventChannels {
         let mut ports = alloc::vec![Channel::default(); BUCKET_PORTS as usize];
         ports[0].binding = Binding::Reserved;
         EventChannels {
             domain,
             ports,
+            max_port: NR_PORTS - 1,
             virqs: alloc::vec![[0; NR_VIRQS as usize]; vcpus as usize],
         }
+    }
+
+    /// The same, allowing ports up to `max_port` only (the toolstack's
+    /// `max_evtchn_port` for a domain; the 2-level ABI's limit still holds).
+    #[must_use]
+    pub fn with_max_port(mut self, max_port: u32) -> EventChannels {
+        self.max_port = max_port.min(NR_PORTS - 1);
+        self
     }
 
     /// How many ports exist now (Xen's `valid_evtchns`).
@@ -180,13 +193,17 @@ impl EventChannels {
     }
 
     /// The lowest free port, adding a bucket when every existing port is
-    /// busy; `ENOSPC` when all [`NR_PORTS`] are.
+    /// busy; `ENOSPC` when every port up to the domain's highest allowed
+    /// one is.
     fn free_port(&mut self) -> Result<u32, Errno> {
         if let Some(port) = self.ports.iter().position(|c| c.binding == Binding::Free) {
-            return u32::try_from(port).map_err(|_| Errno::ENOSPC);
+            return u32::try_from(port)
+                .ok()
+                .filter(|&port| port <= self.max_port)
+                .ok_or(Errno::ENOSPC);
         }
         let first = self.valid_ports();
-        if first >= NR_PORTS {
+        if first >= NR_PORTS || first > self.max_port {
             return Err(Errno::ENOSPC);
         }
         self.ports
@@ -563,6 +580,24 @@ mod tests {
         assert_eq!(t.alloc_unbound(ME, ME), Ok(1));
         assert_eq!(t.reset_cont(ME), Err(Errno::EBUSY));
         assert_eq!(t.reset(&mut bits, DomId(3)), Err(Errno::ESRCH));
+    }
+
+    #[test]
+    fn max_port_limits_allocation() {
+        let mut t = EventChannels::new(DomId(3), 1).with_max_port(70);
+        for expected in 1..=70 {
+            assert_eq!(t.bind_ipi(0), Ok(expected));
+        }
+        assert_eq!(t.alloc_unbound(DomId::SELF, ME), Err(Errno::ENOSPC));
+        assert_eq!(t.valid_ports(), 128, "the bucket of port 70 exists");
+        let mut t = EventChannels::new(DomId(3), 1).with_max_port(63);
+        for _ in 1..=63 {
+            t.bind_ipi(0).unwrap();
+        }
+        assert_eq!(t.bind_ipi(0), Err(Errno::ENOSPC));
+        assert_eq!(t.valid_ports(), 64, "no bucket beyond the limit");
+        let t = EventChannels::new(DomId(3), 1).with_max_port(u32::MAX);
+        assert_eq!(t.max_port, NR_PORTS - 1);
     }
 
     #[test]
