@@ -20,8 +20,9 @@ numbered_enum! {
     /// `EFAULT` whenever `arg` cannot be read or written back.
     EvtchnOp {
         /// [`EvtchnBindInterdomain`]: connect to an unbound port of another
-        /// domain; the new local port starts pending. `EINVAL` bad remote
-        /// port or state, `ESRCH` no such domain, `ENOSPC` no free port.
+        /// domain (or of the caller itself) whose remote is the caller; the
+        /// new local port starts pending. `ESRCH` no such domain, `ENOSPC`
+        /// no free port, `EINVAL` bad remote port or state.
         BindInterdomain = 0, "bind_interdomain";
         /// [`EvtchnBindVirq`]: bind a VIRQ on a vCPU. `EINVAL` bad VIRQ or
         /// vCPU (a global VIRQ needs vCPU 0), `EEXIST` already bound,
@@ -31,32 +32,44 @@ numbered_enum! {
         /// `EEXIST`, `EPERM`.
         BindPirq = 2, "bind_pirq";
         /// [`EvtchnPortArg`]: close a port (the peer of an interdomain port
-        /// becomes unbound). `EINVAL` bad port.
+        /// becomes unbound; the closed port's pending bit is cleared, its
+        /// mask bit kept). `EINVAL` bad, free or reserved port.
         Close = 3, "close";
-        /// [`EvtchnPortArg`]: notify the other end. Unbound ports drop the
-        /// notification (returns 0); `EINVAL` bad port.
+        /// [`EvtchnPortArg`]: notify the other end (an IPI port: its vCPU).
+        /// Unbound ports drop the notification (returns 0); `EINVAL` bad
+        /// port, or a VIRQ, PIRQ, free or reserved one.
         Send = 4, "send";
         /// [`EvtchnStatus`]: describe a port. `ESRCH`/`EPERM` bad domain,
         /// `EINVAL` bad port.
         Status = 5, "status";
         /// [`EvtchnAllocUnbound`]: allocate a port that `remote_dom` may
-        /// bind to. `ENOSPC`, `ESRCH`, `EPERM`.
+        /// bind to (not checked to exist; `DOMID_SELF` is the caller).
+        /// `ESRCH` bad `dom`, `ENOSPC`, `EPERM`.
         AllocUnbound = 6, "alloc_unbound";
         /// [`EvtchnBindIpi`]: a port notifying a vCPU of the same domain.
+        /// `ENOENT` no such vCPU.
         BindIpi = 7, "bind_ipi";
-        /// [`EvtchnBindVcpu`]: deliver a port to another vCPU.
+        /// [`EvtchnBindVcpu`]: deliver a port to another vCPU (unbound,
+        /// interdomain, PIRQ and global-VIRQ ports only; bits already set
+        /// stay). `ENOENT` no such vCPU, `EINVAL` bad port or binding.
         BindVcpu = 8, "bind_vcpu";
-        /// [`EvtchnPortArg`]: clear the mask bit, re-raising a pending port.
+        /// [`EvtchnPortArg`]: clear the mask bit; if it was set and the
+        /// port is pending, re-raise it. `EINVAL` bad port.
         Unmask = 9, "unmask";
         /// [`EvtchnReset`]: close all ports of a domain (back to 2-level).
+        /// `ESRCH` no such domain.
         Reset = 10, "reset";
-        /// [`EvtchnInitControl`]: switch to the FIFO ABI.
+        /// [`EvtchnInitControl`]: switch to the FIFO ABI. `ENOENT` no such
+        /// vCPU, `EINVAL` offset past the page or not 8-byte aligned, or a
+        /// bad frame; `link_bits` is written only on success.
         InitControl = 11, "init_control";
-        /// [`EvtchnExpandArray`]: add a FIFO event-word page.
+        /// [`EvtchnExpandArray`]: add a FIFO event-word page
+        /// (`EOPNOTSUPP` on a 2-level domain).
         ExpandArray = 12, "expand_array";
-        /// [`EvtchnSetPriority`]: FIFO priority of a port.
+        /// [`EvtchnSetPriority`]: FIFO priority of a port (`ENOSYS` on a
+        /// 2-level domain, after `EINVAL` for a bad port).
         SetPriority = 13, "set_priority";
-        /// Continuation of `reset`.
+        /// Continuation of `reset` (`EBUSY` when none is under way).
         ResetCont = 14, "reset_cont";
     }
 }
@@ -272,6 +285,22 @@ pub struct EvtchnSetPriority {
     pub priority: u32,
 }
 
+/// `struct evtchn_op` (28 bytes): the argument of the legacy
+/// `event_channel_op_compat`, a command and its structure (the union of
+/// the structures of commands 0-9, at offset 4).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EvtchnOpCompat {
+    /// An [`EvtchnOp`] number; only commands 0-9 are accepted.
+    pub cmd: u32,
+    /// The command's structure.
+    pub u: [u32; 6],
+}
+
+/// Offset of [`EvtchnOpCompat::u`]: where the command's structure starts.
+pub const EVTCHN_OP_COMPAT_ARG: u64 = 4;
+
+crate::assert_layout!(EvtchnOpCompat, 28, { cmd: 0, u: 4 });
 crate::assert_layout!(EvtchnBindInterdomain, 12, {
     remote_dom: 0, pad: 2, remote_port: 4, local_port: 8,
 });

@@ -176,3 +176,95 @@ pub fn set_arch_max_pfn(max_pfn: u64) -> bool {
     unsafe { (at as *mut u64).write_volatile(max_pfn) };
     true
 }
+
+/// Offset of `evtchn_pending` (`true`) or `evtchn_mask` (`false`) word
+/// `port / 64`; `None` for a port beyond the 2-level bitmaps.
+fn evtchn_word(pending: bool, port: u32) -> Option<u64> {
+    let base = MAPPED.load(Ordering::Relaxed);
+    let word = usize::try_from(port / 64).ok()?;
+    let offset = if pending {
+        offset_of!(SharedInfo, evtchn_pending)
+    } else {
+        offset_of!(SharedInfo, evtchn_mask)
+    };
+    (base != 0 && word < 64).then(|| base + (offset + word * 8) as u64)
+}
+
+/// Runs `f` on the shared word at `at` as an atomic.
+fn with_word<R>(at: u64, f: impl FnOnce(&AtomicU64) -> R) -> R {
+    // SAFETY: `at` is an 8-byte aligned word of the mapped shared_info
+    // page (from `evtchn_word` or `vcpu_field`); the hypervisor updates it
+    // with atomic operations too, and the reference ends with `f`.
+    f(unsafe { AtomicU64::from_ptr(at as *mut u64) })
+}
+
+/// Whether `port`'s bit is set in `evtchn_pending`.
+#[must_use]
+pub fn evtchn_pending(port: u32) -> Option<bool> {
+    let at = evtchn_word(true, port)?;
+    Some(with_word(at, |w| w.load(Ordering::SeqCst)) & (1 << (port % 64)) != 0)
+}
+
+/// Clears `port`'s bit in `evtchn_pending`; returns whether it was set.
+pub fn clear_evtchn_pending(port: u32) -> Option<bool> {
+    let at = evtchn_word(true, port)?;
+    let bit = 1u64 << (port % 64);
+    Some(with_word(at, |w| w.fetch_and(!bit, Ordering::SeqCst)) & bit != 0)
+}
+
+/// Whether `port`'s bit is set in `evtchn_mask`.
+#[must_use]
+pub fn evtchn_masked(port: u32) -> Option<bool> {
+    let at = evtchn_word(false, port)?;
+    Some(with_word(at, |w| w.load(Ordering::SeqCst)) & (1 << (port % 64)) != 0)
+}
+
+/// Sets or clears `port`'s bit in `evtchn_mask` by hand (no hypercall:
+/// unmasking this way does not re-raise a pending port).
+pub fn set_evtchn_mask(port: u32, masked: bool) -> bool {
+    let Some(at) = evtchn_word(false, port) else {
+        return false;
+    };
+    let bit = 1u64 << (port % 64);
+    with_word(at, |w| {
+        if masked {
+            w.fetch_or(bit, Ordering::SeqCst)
+        } else {
+            w.fetch_and(!bit, Ordering::SeqCst)
+        }
+    });
+    true
+}
+
+/// `vcpu_info[vcpu].evtchn_pending_sel`.
+#[must_use]
+pub fn pending_sel_of(vcpu: usize) -> Option<u64> {
+    let at = vcpu_field(vcpu, offset_of!(VcpuInfo, evtchn_pending_sel))?;
+    Some(with_word(at, |w| w.load(Ordering::SeqCst)))
+}
+
+/// Exchanges `vcpu_info[vcpu].evtchn_pending_sel` with 0 and returns it
+/// (step 2 of the upcall protocol).
+pub fn take_pending_sel_of(vcpu: usize) -> Option<u64> {
+    let at = vcpu_field(vcpu, offset_of!(VcpuInfo, evtchn_pending_sel))?;
+    Some(with_word(at, |w| w.swap(0, Ordering::SeqCst)))
+}
+
+/// `vcpu_info[vcpu].evtchn_upcall_pending`.
+#[must_use]
+pub fn upcall_pending_of(vcpu: usize) -> Option<u8> {
+    let at = vcpu_field(vcpu, offset_of!(VcpuInfo, evtchn_upcall_pending))?;
+    // SAFETY: as in `cr2`, for a byte field.
+    Some(unsafe { (at as *const u8).read_volatile() })
+}
+
+/// Sets `vcpu_info[vcpu].evtchn_upcall_pending`; returns whether it is
+/// mapped.
+pub fn set_upcall_pending_of(vcpu: usize, pending: u8) -> bool {
+    let Some(at) = vcpu_field(vcpu, offset_of!(VcpuInfo, evtchn_upcall_pending)) else {
+        return false;
+    };
+    // SAFETY: as in `cr2`; the guest may set or clear this byte.
+    unsafe { (at as *mut u8).write_volatile(pending) };
+    true
+}

@@ -20,6 +20,7 @@ use dom0_abi::shared_info::{SharedInfo, VcpuInfo, XEN_LEGACY_MAX_VCPUS};
 use dom0_abi::types::DomId;
 use spin::{Mutex, MutexGuard, Once};
 
+use crate::evtchn::EventChannels;
 use crate::index::bounded;
 use crate::mm::machine::DomainMm;
 use crate::vcpu::Vcpu;
@@ -63,6 +64,8 @@ pub struct Domain {
     pub mm: DomainMm,
     /// Machine address of its shared_info page (0 before it has one).
     pub shared_info: u64,
+    /// Its event channels (their bits live in the shared_info page).
+    pub evtchn: EventChannels,
 }
 
 impl Domain {
@@ -80,6 +83,7 @@ impl Domain {
                 ..DomainMm::dom0(Privilege(()), 0)
             },
             shared_info,
+            evtchn: EventChannels::new(DomId::DOM0, max_vcpus),
         }
     }
 

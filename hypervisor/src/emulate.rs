@@ -339,6 +339,10 @@ pub fn decode_store(bytes: &[u8]) -> Option<Store> {
         2 => 4,
         _ => 0,
     };
+    if at > bytes.len() {
+        // The displacement is cut off: not a whole instruction.
+        return None;
+    }
     let width = width(byte_op);
     let value = if immediate {
         let size = width.min(4);
@@ -353,10 +357,6 @@ pub fn decode_store(bytes: &[u8]) -> Option<Store> {
     } else {
         StoreValue::Register(reg | ((rex & 4) << 1))
     };
-    // Displacement bytes past the end: the instruction was cut short.
-    if at > bytes.len() {
-        return None;
-    }
     Some(Store {
         width,
         value,

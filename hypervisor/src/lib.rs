@@ -8,6 +8,7 @@ pub mod builder;
 pub mod cmdline;
 pub mod domain;
 pub mod emulate;
+pub mod evtchn;
 pub mod exit;
 pub mod hypercall;
 pub mod index;

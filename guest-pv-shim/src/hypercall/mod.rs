@@ -5,15 +5,17 @@
 //! [`Errno::result`](dom0_abi::Errno::result) to turn one into a `Result`.
 //! Wrappers whose arguments come from Rust references are safe; the `*_raw`
 //! forms take guest addresses and are `unsafe` (see [`raw::hypercall5`]).
-//! Memory, CPU and vCPU hypercalls live in [`mm`], [`cpu`] and [`vcpu`]
-//! and are re-exported here.
+//! Memory, CPU, vCPU and event-channel hypercalls live in [`mm`], [`cpu`],
+//! [`vcpu`] and [`evtchn`] and are re-exported here.
 
 pub mod cpu;
+pub mod evtchn;
 pub mod mm;
 pub mod raw;
 pub mod vcpu;
 
 pub use cpu::*;
+pub use evtchn::*;
 pub use mm::*;
 pub use vcpu::*;
 

@@ -22,7 +22,7 @@ use dom0_abi::wire::Wire;
 #[cfg(doc)]
 use super::Env;
 use super::mmu::{self, MmuEnv};
-use super::{console, cpu, desc, memory, sched, stats, vcpu, version};
+use super::{console, cpu, desc, evtchn, memory, sched, stats, vcpu, version};
 use crate::mm::effects::Effects;
 
 /// Multicall entries run per invocation before the call is continued.
@@ -94,15 +94,15 @@ fn run(
             None => multicall(env, a[0], a[1]),
         },
         Hypercall::StatsOp => stats::stats_op(env, a[0], a[1]),
+        Hypercall::EventChannelOp => evtchn::event_channel_op(env, a[0], a[1]),
+        Hypercall::EventChannelOpCompat => evtchn::event_channel_op_compat(env, a[0]),
         Hypercall::PlatformOp
         | Hypercall::SetTimerOp
-        | Hypercall::EventChannelOpCompat
         | Hypercall::PhysdevOpCompat
         | Hypercall::GrantTableOp
         | Hypercall::XsmOp
         | Hypercall::NmiOp
         | Hypercall::XenoprofOp
-        | Hypercall::EventChannelOp
         | Hypercall::PhysdevOp
         | Hypercall::HvmOp
         | Hypercall::Sysctl

@@ -2,7 +2,8 @@
 //!
 //! Handlers see the machine only through [`Env`]: guest memory copies that
 //! fail with `EFAULT` (never fault the hypervisor), the console, the calling
-//! domain and facts about this build. `arch` implements it for real; the
+//! domain (its event channels with the event bits of its shared_info page
+//! among it) and facts about this build. `arch` implements it for real; the
 //! tests below implement it over plain buffers. Every handler has the shape
 //! copy in → decide → copy out, and returns `Result<u64, Errno>`;
 //! [`dispatch::dispatch`] is the one place that turns that into the
@@ -15,6 +16,7 @@ pub mod console;
 pub mod cpu;
 pub mod desc;
 pub mod dispatch;
+pub mod evtchn;
 pub mod memory;
 pub mod mmu;
 pub mod sched;
@@ -26,6 +28,7 @@ use dom0_abi::Errno;
 use dom0_abi::wire::Wire;
 
 use crate::domain::Domain;
+use crate::evtchn::{EventBits, EventChannels};
 use crate::mm::effects::Effects;
 use crate::stats::Stats;
 use crate::vcpu::Vcpu;
@@ -44,6 +47,9 @@ pub trait Env {
     fn domain(&mut self) -> &mut Domain;
     /// The calling vCPU.
     fn vcpu(&mut self) -> &mut Vcpu;
+    /// The calling domain's event channels, and the event bits of its
+    /// shared_info page that sending and unmasking set.
+    fn event_channels(&mut self) -> (&mut EventChannels, &mut dyn EventBits);
     /// The calling domain's vCPU `id` (the caller itself included);
     /// `None` when the domain has no vCPU by that id.
     fn vcpu_by_id(&mut self, id: u32) -> Option<&mut Vcpu>;
@@ -85,35 +91,33 @@ pub struct HostInfo {
 }
 
 /// Structures up to this size are copied through a stack buffer; larger
-/// ones (a `vcpu_guest_context`) through the heap.
-const STACK_COPY: usize = 256;
+/// ones (such as `vcpu_guest_context`) through the heap.
+const STACK_COPY: usize = 64;
 
 /// Reads an ABI structure from guest memory at `va` (`EFAULT` if it cannot
 /// be read whole).
 pub(crate) fn read_struct<T: Wire>(env: &mut impl Env, va: u64) -> Result<T, Errno> {
-    let decode = |env: &mut _, bytes: &mut [u8]| {
-        Env::copy_from_guest(env, va, bytes)?;
-        T::from_wire(bytes).ok_or(Errno::EFAULT)
-    };
     if T::SIZE <= STACK_COPY {
-        decode(env, &mut [0u8; STACK_COPY][..T::SIZE])
-    } else {
-        decode(env, &mut alloc::vec![0u8; T::SIZE])
+        let mut bytes = [0u8; STACK_COPY];
+        env.copy_from_guest(va, &mut bytes[..T::SIZE])?;
+        return T::from_wire(&bytes).ok_or(Errno::EFAULT);
     }
+    let mut bytes = alloc::vec![0u8; T::SIZE];
+    env.copy_from_guest(va, &mut bytes)?;
+    T::from_wire(&bytes).ok_or(Errno::EFAULT)
 }
 
 /// Writes an ABI structure to guest memory at `va` (`EFAULT` if it cannot
 /// be written whole).
 pub(crate) fn write_struct<T: Wire>(env: &mut impl Env, va: u64, value: &T) -> Result<(), Errno> {
-    let encode = |env: &mut _, bytes: &mut [u8]| {
-        value.to_wire(bytes).ok_or(Errno::EFAULT)?;
-        Env::copy_to_guest(env, va, bytes)
-    };
     if T::SIZE <= STACK_COPY {
-        encode(env, &mut [0u8; STACK_COPY][..T::SIZE])
-    } else {
-        encode(env, &mut alloc::vec![0u8; T::SIZE])
+        let mut bytes = [0u8; STACK_COPY];
+        value.to_wire(&mut bytes).ok_or(Errno::EFAULT)?;
+        return env.copy_to_guest(va, &bytes[..T::SIZE]);
     }
+    let mut bytes = alloc::vec![0u8; T::SIZE];
+    value.to_wire(&mut bytes).ok_or(Errno::EFAULT)?;
+    env.copy_to_guest(va, &bytes)
 }
 
 /// Reads a little-endian `u32` from guest memory.

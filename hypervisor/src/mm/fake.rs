@@ -18,6 +18,8 @@ use super::machine::{DomainMm, MmMachine, PageTableMemory, VcpuMm};
 use super::pte;
 use super::types::{MapCtx, Mmu};
 use crate::domain::{Domain, Privilege};
+use crate::evtchn::fake::FakeBits;
+use crate::evtchn::{EventBits, EventChannels};
 use crate::hypercall::{Env, HostInfo};
 use crate::stats::Stats;
 use crate::vcpu::Vcpu;
@@ -66,6 +68,8 @@ pub struct FakeMachine {
     pub console: Vec<u8>,
     pub input: Vec<u8>,
     pub stats: Stats,
+    /// The event bits of the domain's shared_info page.
+    pub events: FakeBits,
 }
 
 impl FakeMachine {
@@ -106,6 +110,7 @@ impl FakeMachine {
             console: Vec::new(),
             input: Vec::new(),
             stats: Stats::default(),
+            events: FakeBits::default(),
         }
     }
 
@@ -114,6 +119,7 @@ impl FakeMachine {
     pub fn with_vcpus(n: usize, vcpus: u32) -> FakeMachine {
         let mut m = FakeMachine::new(n);
         m.domain.mm.max_vcpus = vcpus;
+        m.domain.evtchn = EventChannels::new(DOM, vcpus);
         m.cpu.power = crate::vcpu::Power::Up;
         m.cpu.initialised = true;
         m.vcpus = (0..vcpus).map(Vcpu::new).collect();
@@ -366,6 +372,9 @@ impl Env for FakeMachine {
     }
     fn vcpu(&mut self) -> &mut Vcpu {
         &mut self.cpu
+    }
+    fn event_channels(&mut self) -> (&mut EventChannels, &mut dyn EventBits) {
+        (&mut self.domain.evtchn, &mut self.events)
     }
     fn vcpu_by_id(&mut self, id: u32) -> Option<&mut Vcpu> {
         if id == self.cpu.id {

@@ -16,6 +16,7 @@ mod cpu_priv;
 mod cpu_segments;
 mod cpu_traps;
 mod cpu_user;
+mod evtchn;
 mod hello;
 mod hostile;
 mod hypercall_page;
@@ -285,6 +286,18 @@ pub const ALL: &[Case] = &[
     Case {
         name: "hostile_unresumable",
         run: hostile::unresumable,
+    },
+    Case {
+        name: "evtchn_ports",
+        run: evtchn::ports,
+    },
+    Case {
+        name: "evtchn_loopback",
+        run: evtchn::loopback,
+    },
+    Case {
+        name: "evtchn_vcpus",
+        run: evtchn::vcpus,
     },
 ];
 

@@ -10,6 +10,7 @@ use dom0_abi::types::{DomId, Mfn};
 use spin::MutexGuard;
 
 use crate::domain::Domain;
+use crate::evtchn::{EventBits, EventChannels};
 use crate::hypercall::desc;
 use crate::hypercall::mmu::MmuEnv;
 use crate::hypercall::{Env, HostInfo};
@@ -21,6 +22,7 @@ use crate::stats::Stats;
 use crate::vcpu::Vcpu;
 
 use super::entry::GuestRegs;
+use super::evtchn::SharedInfoBits;
 use super::paging::{PAGE_BYTES, phys_to_virt};
 use super::traps::{Current, crash};
 use super::{cpu, guest, guest_mem, mem, serial, trampoline};
@@ -38,13 +40,17 @@ pub struct ArchEnv<'a, 'c> {
     pub preempted: Option<[u64; 5]>,
     /// Whether `iret` replaced the guest context (RAX is then the restored one).
     pub replaced_context: bool,
+    /// The event bits of the domain's shared_info page.
+    events: SharedInfoBits,
 }
 
 impl<'a, 'c> ArchEnv<'a, 'c> {
     /// The environment of the vCPU whose context is `regs`.
     pub fn new(current: &'a mut Current<'c>, regs: &'a mut GuestRegs) -> ArchEnv<'a, 'c> {
+        let events = SharedInfoBits::new(current.domain.shared_info);
         ArchEnv {
             current,
+            events,
             regs,
             frames: None,
             preempted: None,
@@ -205,6 +211,9 @@ impl Env for ArchEnv<'_, '_> {
     }
     fn vcpu(&mut self) -> &mut Vcpu {
         self.current.vcpu
+    }
+    fn event_channels(&mut self) -> (&mut EventChannels, &mut dyn EventBits) {
+        (&mut self.current.domain.evtchn, &mut self.events)
     }
     fn vcpu_by_id(&mut self, id: u32) -> Option<&mut Vcpu> {
         self.current.vcpu_by_id(id)

@@ -14,6 +14,7 @@ pub mod desc;
 pub mod dr;
 pub mod entry;
 pub mod env;
+pub mod evtchn;
 pub mod guest;
 pub mod guest_mem;
 pub mod io;

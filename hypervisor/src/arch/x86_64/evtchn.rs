@@ -1,0 +1,101 @@
+//! The event-channel bits of a domain's shared_info page as
+//! `crate::evtchn` uses them: atomic bit operations through the direct
+//! map, because the guest changes the same words at any time (on any of
+//! its vCPUs).
+use core::mem::offset_of;
+use core::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+
+use dom0_abi::shared_info::{SharedInfo, VcpuInfo, XEN_LEGACY_MAX_VCPUS};
+
+use crate::evtchn::{EventBits, WORD_BITS};
+use crate::index::bounded;
+
+use super::paging::phys_to_virt;
+
+/// Words in each of the pending and mask bitmaps.
+const BITMAP_WORDS: usize = 64;
+
+/// A domain's shared_info page, by machine address (0: it has none, and
+/// every bit reads as clear and ignores writes).
+pub struct SharedInfoBits {
+    maddr: u64,
+}
+
+impl SharedInfoBits {
+    /// The page at machine address `maddr`.
+    pub const fn new(maddr: u64) -> SharedInfoBits {
+        SharedInfoBits { maddr }
+    }
+
+    /// The 8-byte word at `offset` (8-aligned, inside the page).
+    fn word(&self, offset: usize) -> Option<&AtomicU64> {
+        if self.maddr == 0 {
+            return None;
+        }
+        let at = phys_to_virt(self.maddr) + offset as u64;
+        // SAFETY: shared_info is a hypervisor-owned frame for the domain's
+        // whole life, mapped by the direct map; every caller passes an
+        // 8-aligned offset inside its 3136 bytes; the guest and the
+        // hypervisor only ever access these words atomically.
+        Some(unsafe { AtomicU64::from_ptr(at as *mut u64) })
+    }
+
+    /// The word and bit of `port` in the bitmap at `base`.
+    fn port_bit(&self, base: usize, port: u32) -> Option<(&AtomicU64, u64)> {
+        let word = bounded(u64::from(port / WORD_BITS), BITMAP_WORDS)?;
+        Some((self.word(base + word * 8)?, 1 << (port % WORD_BITS)))
+    }
+
+    /// Offset of vCPU `vcpu`'s `vcpu_info` (the vCPUs with a slot in the
+    /// page: `register_vcpu_info` is not there yet).
+    fn vcpu_info(vcpu: u32) -> Option<usize> {
+        let slot = bounded(u64::from(vcpu), XEN_LEGACY_MAX_VCPUS)?;
+        Some(offset_of!(SharedInfo, vcpu_info) + slot * size_of::<VcpuInfo>())
+    }
+}
+
+impl EventBits for SharedInfoBits {
+    fn test_and_set_pending(&mut self, port: u32) -> bool {
+        self.port_bit(offset_of!(SharedInfo, evtchn_pending), port)
+            .is_some_and(|(w, bit)| w.fetch_or(bit, Ordering::SeqCst) & bit != 0)
+    }
+    fn clear_pending(&mut self, port: u32) {
+        if let Some((w, bit)) = self.port_bit(offset_of!(SharedInfo, evtchn_pending), port) {
+            w.fetch_and(!bit, Ordering::SeqCst);
+        }
+    }
+    fn is_pending(&self, port: u32) -> bool {
+        self.port_bit(offset_of!(SharedInfo, evtchn_pending), port)
+            .is_some_and(|(w, bit)| w.load(Ordering::SeqCst) & bit != 0)
+    }
+    fn is_masked(&self, port: u32) -> bool {
+        self.port_bit(offset_of!(SharedInfo, evtchn_mask), port)
+            .is_some_and(|(w, bit)| w.load(Ordering::SeqCst) & bit != 0)
+    }
+    fn test_and_clear_mask(&mut self, port: u32) -> bool {
+        self.port_bit(offset_of!(SharedInfo, evtchn_mask), port)
+            .is_some_and(|(w, bit)| w.fetch_and(!bit, Ordering::SeqCst) & bit != 0)
+    }
+    fn test_and_set_selector(&mut self, vcpu: u32, word: u32) -> bool {
+        let Some(info) = Self::vcpu_info(vcpu) else {
+            return true;
+        };
+        let bit = 1u64 << (word % WORD_BITS);
+        self.word(info + offset_of!(VcpuInfo, evtchn_pending_sel))
+            .is_some_and(|w| w.fetch_or(bit, Ordering::SeqCst) & bit != 0)
+    }
+    fn test_and_set_upcall_pending(&mut self, vcpu: u32) -> bool {
+        let Some(info) = Self::vcpu_info(vcpu) else {
+            return true;
+        };
+        if self.maddr == 0 {
+            return true;
+        }
+        let at =
+            phys_to_virt(self.maddr) + (info + offset_of!(VcpuInfo, evtchn_upcall_pending)) as u64;
+        // SAFETY: as in `word`, for the one-byte field `evtchn_upcall_pending`
+        // of a `vcpu_info` slot inside the page.
+        let byte = unsafe { AtomicU8::from_ptr(at as *mut u8) };
+        byte.swap(1, Ordering::SeqCst) != 0
+    }
+}

@@ -1,0 +1,221 @@
+//! `event_channel_op(cmd, arg)` and the legacy `event_channel_op_compat`:
+//! copy the command's structure in, let `crate::evtchn` decide, copy the
+//! OUT fields back (only on success, as Xen: a port allocated before a
+//! failed copy-back stays allocated).
+//!
+//! `cmd` is a C `int`: only its low 32 bits count. `EFAULT` when the
+//! structure cannot be read; unknown commands, `bind_pirq` (no physical
+//! IRQs yet) and the FIFO ABI's `init_control` (after Xen's own checks)
+//! are `ENOSYS` (see `docs/abi-differences.md`).
+#![forbid(unsafe_code)]
+
+use dom0_abi::Errno;
+use dom0_abi::event_channel::{
+    EVTCHN_OP_COMPAT_ARG, EvtchnAllocUnbound, EvtchnBindInterdomain, EvtchnBindIpi, EvtchnBindVcpu,
+    EvtchnBindVirq, EvtchnExpandArray, EvtchnInitControl, EvtchnOp, EvtchnOpCompat, EvtchnPortArg,
+    EvtchnReset, EvtchnSetPriority, EvtchnStatus,
+};
+use dom0_abi::types::DomId;
+
+use super::{Env, read_struct, write_struct};
+
+/// `event_channel_op(cmd, arg)`.
+pub fn event_channel_op(env: &mut impl Env, cmd: u64, arg: u64) -> Result<u64, Errno> {
+    let Some(op) = EvtchnOp::from_number(cmd & 0xffff_ffff) else {
+        return Err(Errno::ENOSYS);
+    };
+    match op {
+        EvtchnOp::AllocUnbound => {
+            let mut a: EvtchnAllocUnbound = read_struct(env, arg)?;
+            let (channels, _) = env.event_channels();
+            a.port = channels.alloc_unbound(DomId(a.dom), DomId(a.remote_dom))?;
+            write_struct(env, arg, &a)?;
+        }
+        EvtchnOp::BindInterdomain => {
+            let mut b: EvtchnBindInterdomain = read_struct(env, arg)?;
+            let (channels, bits) = env.event_channels();
+            b.local_port = channels.bind_interdomain(bits, DomId(b.remote_dom), b.remote_port)?;
+            write_struct(env, arg, &b)?;
+        }
+        EvtchnOp::BindVirq => {
+            let mut b: EvtchnBindVirq = read_struct(env, arg)?;
+            let (channels, _) = env.event_channels();
+            b.port = channels.bind_virq(b.virq, b.vcpu)?;
+            write_struct(env, arg, &b)?;
+        }
+        EvtchnOp::BindIpi => {
+            let mut b: EvtchnBindIpi = read_struct(env, arg)?;
+            let (channels, _) = env.event_channels();
+            b.port = channels.bind_ipi(b.vcpu)?;
+            write_struct(env, arg, &b)?;
+        }
+        EvtchnOp::BindVcpu => {
+            let b: EvtchnBindVcpu = read_struct(env, arg)?;
+            env.event_channels().0.bind_vcpu(b.port, b.vcpu)?;
+        }
+        EvtchnOp::Close => {
+            let p: EvtchnPortArg = read_struct(env, arg)?;
+            let (channels, bits) = env.event_channels();
+            channels.close(bits, p.port)?;
+        }
+        EvtchnOp::Send => {
+            let p: EvtchnPortArg = read_struct(env, arg)?;
+            let (channels, bits) = env.event_channels();
+            channels.send(bits, p.port)?;
+        }
+        EvtchnOp::Status => {
+            let mut s: EvtchnStatus = read_struct(env, arg)?;
+            env.event_channels().0.status(&mut s)?;
+            write_struct(env, arg, &s)?;
+        }
+        EvtchnOp::Unmask => {
+            let p: EvtchnPortArg = read_struct(env, arg)?;
+            let (channels, bits) = env.event_channels();
+            channels.unmask(bits, p.port)?;
+        }
+        EvtchnOp::Reset => {
+            let r: EvtchnReset = read_struct(env, arg)?;
+            let (channels, bits) = env.event_channels();
+            channels.reset(bits, DomId(r.dom))?;
+        }
+        EvtchnOp::ResetCont => {
+            let r: EvtchnReset = read_struct(env, arg)?;
+            env.event_channels().0.reset_cont(DomId(r.dom))?;
+        }
+        EvtchnOp::InitControl => {
+            let c: EvtchnInitControl = read_struct(env, arg)?;
+            env.event_channels().0.init_control(c.vcpu, c.offset)?;
+        }
+        EvtchnOp::ExpandArray => {
+            let _: EvtchnExpandArray = read_struct(env, arg)?;
+            return Err(Errno::EOPNOTSUPP);
+        }
+        EvtchnOp::SetPriority => {
+            let p: EvtchnSetPriority = read_struct(env, arg)?;
+            env.event_channels().0.set_priority(p.port)?;
+        }
+        EvtchnOp::BindPirq => return Err(Errno::ENOSYS),
+    }
+    Ok(0)
+}
+
+/// `event_channel_op_compat(op)`: an `evtchn_op` `{cmd, union}`; commands
+/// 0-9 run as [`event_channel_op`] on the union, the others are `ENOSYS`.
+pub fn event_channel_op_compat(env: &mut impl Env, op: u64) -> Result<u64, Errno> {
+    let compat: EvtchnOpCompat = read_struct(env, op)?;
+    match EvtchnOp::from_number(u64::from(compat.cmd)) {
+        Some(
+            EvtchnOp::BindInterdomain
+            | EvtchnOp::BindVirq
+            | EvtchnOp::BindPirq
+            | EvtchnOp::Close
+            | EvtchnOp::Send
+            | EvtchnOp::Status
+            | EvtchnOp::AllocUnbound
+            | EvtchnOp::BindIpi
+            | EvtchnOp::BindVcpu
+            | EvtchnOp::Unmask,
+        ) => event_channel_op(
+            env,
+            u64::from(compat.cmd),
+            op.wrapping_add(EVTCHN_OP_COMPAT_ARG),
+        ),
+        _ => Err(Errno::ENOSYS),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mm::fake::{BASE, FakeMachine};
+    use dom0_abi::wire::Wire;
+
+    fn put<T: Wire>(m: &mut FakeMachine, value: &T) {
+        value.to_wire(&mut m.guest[..T::SIZE]).unwrap();
+    }
+
+    fn get<T: Wire>(m: &FakeMachine) -> T {
+        T::from_wire(&m.guest).unwrap()
+    }
+
+    #[test]
+    fn alloc_bind_send_deliver_bits() {
+        let mut m = FakeMachine::new(16);
+        put(
+            &mut m,
+            &EvtchnAllocUnbound {
+                dom: DomId::SELF.0,
+                remote_dom: DomId::SELF.0,
+                port: 0,
+            },
+        );
+        assert_eq!(
+            event_channel_op(&mut m, EvtchnOp::AllocUnbound as u64, BASE),
+            Ok(0)
+        );
+        let a = get::<EvtchnAllocUnbound>(&m).port;
+        assert_eq!(a, 1);
+        put(
+            &mut m,
+            &EvtchnBindInterdomain {
+                remote_dom: DomId::SELF.0,
+                remote_port: a,
+                ..Default::default()
+            },
+        );
+        assert_eq!(event_channel_op(&mut m, 0, BASE), Ok(0));
+        let b = get::<EvtchnBindInterdomain>(&m).local_port;
+        assert_eq!(b, 2);
+        assert!(m.events.pending(b));
+        put(&mut m, &EvtchnPortArg { port: b });
+        assert_eq!(event_channel_op(&mut m, EvtchnOp::Send as u64, BASE), Ok(0));
+        assert!(m.events.pending(a));
+        put(
+            &mut m,
+            &EvtchnStatus {
+                dom: DomId::SELF.0,
+                port: a,
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            event_channel_op(&mut m, EvtchnOp::Status as u64, BASE),
+            Ok(0)
+        );
+        let s = get::<EvtchnStatus>(&m);
+        assert_eq!((s.status, s.u), (2, [0, b]));
+    }
+
+    #[test]
+    fn errors_and_compat() {
+        let mut m = FakeMachine::new(16);
+        assert_eq!(event_channel_op(&mut m, 15, BASE), Err(Errno::ENOSYS));
+        assert_eq!(
+            event_channel_op(&mut m, (1 << 32) | 15, BASE),
+            Err(Errno::ENOSYS)
+        );
+        for cmd in 0..=14 {
+            let want = if cmd == EvtchnOp::BindPirq as u64 {
+                Errno::ENOSYS
+            } else {
+                Errno::EFAULT
+            };
+            assert_eq!(event_channel_op(&mut m, cmd, 0x10), Err(want), "cmd {cmd}");
+        }
+        assert_eq!(
+            event_channel_op(&mut m, EvtchnOp::ExpandArray as u64, BASE),
+            Err(Errno::EOPNOTSUPP)
+        );
+        assert_eq!(event_channel_op_compat(&mut m, 0x10), Err(Errno::EFAULT));
+        let mut op = EvtchnOpCompat {
+            cmd: EvtchnOp::BindIpi as u32,
+            u: [0; 6],
+        };
+        put(&mut m, &op);
+        assert_eq!(event_channel_op_compat(&mut m, BASE), Ok(0));
+        assert_eq!(get::<EvtchnOpCompat>(&m).u[1], 1);
+        op.cmd = EvtchnOp::Reset as u32;
+        put(&mut m, &op);
+        assert_eq!(event_channel_op_compat(&mut m, BASE), Err(Errno::ENOSYS));
+    }
+}
