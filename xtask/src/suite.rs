@@ -150,6 +150,28 @@ macro_rules! rejected {
     };
 }
 
+/// `hello` under the hypervisor command line `hv_args`, which must make
+/// the hypervisor log each of `log`.
+macro_rules! cmdline_test {
+    ($name:literal, $hv_args:literal, $($log:expr),+) => {
+        IntegrationTest {
+            name: $name,
+            dom0: Dom0::TestGuest,
+            dom0_args: "test=hello",
+            hv_args: $hv_args,
+            hv_extra_args: "",
+            boot: BootPath::Direct,
+            expect: Expectation {
+                exit: HostExit::Dom0Poweroff,
+                result_line: true,
+                checks: true,
+                log_lines: &[$($log),+],
+            },
+            conformance: false,
+        }
+    };
+}
+
 /// A conformance guest test that powers off with `Test result: SUCCESS`
 /// and needs `extra` on both hypervisors' command lines.
 macro_rules! passes_with {
@@ -302,57 +324,25 @@ pub const TESTS: &[IntegrationTest] = &[
         DEFAULT_HV_ARGS,
         "no dom0 kernel"
     ),
-    IntegrationTest {
-        name: "cmdline_warnings",
-        dom0: Dom0::TestGuest,
-        dom0_args: "test=hello",
-        hv_args: "console=com1 com1=115200,8n1 dom0_mem=64M loglvl=info bogus_option=1 loglvl=loud",
-        hv_extra_args: "",
-        boot: BootPath::Direct,
-        expect: Expectation {
-            exit: HostExit::Dom0Poweroff,
-            result_line: true,
-            checks: true,
-            log_lines: &[
-                &["unknown option 'bogus_option'"],
-                &["loglvl: malformed value 'loud'"],
-            ],
-        },
-        conformance: false,
-    },
+    cmdline_test!(
+        "cmdline_warnings",
+        "console=com1 com1=115200,8n1 dom0_mem=64M loglvl=info bogus_option=1 loglvl=loud",
+        &["unknown option 'bogus_option'"],
+        &["loglvl: malformed value 'loud'"]
+    ),
     // `com1=` is honoured: other line settings keep the console working,
     // an IRQ is said to be unused, and an I/O base with no UART leaves the
     // console where it was, with a warning.
-    IntegrationTest {
-        name: "cmdline_com1",
-        dom0: Dom0::TestGuest,
-        dom0_args: "test=hello",
-        hv_args: "console=com1 com1=38400,7e2,0x3f8,3 dom0_mem=64M loglvl=info",
-        hv_extra_args: "",
-        boot: BootPath::Direct,
-        expect: Expectation {
-            exit: HostExit::Dom0Poweroff,
-            result_line: true,
-            checks: true,
-            log_lines: &[&["com1: irq 3 not used: the console is polled"]],
-        },
-        conformance: false,
-    },
-    IntegrationTest {
-        name: "cmdline_com1_no_uart",
-        dom0: Dom0::TestGuest,
-        dom0_args: "test=hello",
-        hv_args: "console=com1 com1=115200,8n1,0x2f8 dom0_mem=64M loglvl=info",
-        hv_extra_args: "",
-        boot: BootPath::Direct,
-        expect: Expectation {
-            exit: HostExit::Dom0Poweroff,
-            result_line: true,
-            checks: true,
-            log_lines: &[&["com1: no UART answers at 0x2f8; the console stays at 0x3f8"]],
-        },
-        conformance: false,
-    },
+    cmdline_test!(
+        "cmdline_com1",
+        "console=com1 com1=38400,7e2,0x3f8,3 dom0_mem=64M loglvl=info",
+        &["com1: irq 3 not used: the console is polled"]
+    ),
+    cmdline_test!(
+        "cmdline_com1_no_uart",
+        "console=com1 com1=115200,8n1,0x2f8 dom0_mem=64M loglvl=info",
+        &["com1: no UART answers at 0x2f8; the console stays at 0x3f8"]
+    ),
     IntegrationTest {
         name: "grub_hello",
         boot: BootPath::Grub,
