@@ -231,13 +231,16 @@ fn bounce_to(
     mask_events: bool,
 ) {
     let saved_mask = upcall_mask(current);
-    let b = match vcpu::bounce(
+    // Used where it was returned: moving the frame out of the `Result`
+    // cost every bounce a copy of it.
+    let bounce = vcpu::bounce(
         current.vcpu,
         &context(regs),
         handler,
         error_code,
         saved_mask,
-    ) {
+    );
+    let b = match &bounce {
         Ok(b) => b,
         Err(e) => return crash(current, format_args!("cannot deliver an event: {e}")),
     };
