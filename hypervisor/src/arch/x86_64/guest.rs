@@ -244,11 +244,7 @@ fn bounce_to(
         Ok(b) => b,
         Err(e) => return crash(current, format_args!("cannot deliver an event: {e}")),
     };
-    let mut bytes = [0u8; 64];
-    for (chunk, word) in bytes.chunks_exact_mut(8).zip(b.frame()) {
-        chunk.copy_from_slice(&word.to_le_bytes());
-    }
-    if guest_mem::copy_to_guest(b.rsp, &bytes[..b.len * 8]).is_err() {
+    if guest_mem::copy_words_to_guest(b.rsp, b.frame()).is_err() {
         return crash(
             current,
             format_args!("cannot write a bounce frame at {:#x}", b.rsp),
