@@ -28,10 +28,10 @@ pub const CAPABILITIES: &str = "xen-3.0-x86_64";
 
 /// `xen_version(cmd, arg)`; see `dom0_abi::version` for each sub-op.
 ///
-/// `XENVER_version` is answered here, inlined into the dispatcher: kernels
-/// ask for it on hot paths (Linux's `xen_version` checks, the null
-/// hypercall), and the other sub-ops' stack buffers would make every call
-/// pay their frame.
+/// `XENVER_version` (the benchmarks' null hypercall) is answered here,
+/// inlined into the dispatcher's direct path; the other sub-ops are a
+/// function of their own, whose stack buffers would otherwise make every
+/// call pay their frame.
 #[inline(always)]
 pub fn xen_version(env: &mut impl Env, cmd: u64, arg: u64) -> Result<u64, Errno> {
     match VersionCmd::from_number(cmd) {
