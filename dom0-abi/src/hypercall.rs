@@ -93,6 +93,7 @@ macro_rules! hypercall_table {
             /// The hypercall with number `nr`, or `None` (the caller then
             /// returns `-ENOSYS`).
             #[must_use]
+            #[inline]
             pub const fn from_number(nr: u64) -> Option<Hypercall> {
                 match nr {
                     $($nr => Some(Hypercall::$name),)*

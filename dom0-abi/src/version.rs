@@ -67,6 +67,7 @@ macro_rules! version_cmds {
         impl VersionCmd {
             /// The sub-op with number `nr` (`None`: the call gives `ENOSYS`).
             #[must_use]
+            #[inline]
             pub const fn from_number(nr: u64) -> Option<VersionCmd> {
                 match nr {
                     $($nr => Some(VersionCmd::$name),)*

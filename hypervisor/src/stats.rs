@@ -7,6 +7,11 @@ use dom0_abi::stats::Counter;
 #[cfg(feature = "stats")]
 use dom0_abi::stats::STATS_MAX_COUNTERS;
 
+/// CR3 writes of every entry: one switching to the hypervisor's view, one
+/// switching back on the exit.
+#[cfg(feature = "stats")]
+const CR3_WRITES_PER_ENTRY: u64 = 2;
+
 /// One vCPU's counters.
 #[derive(Clone, Debug, Default)]
 pub struct Stats {
@@ -36,10 +41,21 @@ impl Stats {
         let _ = (counter, n);
     }
 
-    /// The value of `counter` (always 0 without the feature).
+    /// The value of `counter` (always 0 without the feature). Every entry
+    /// writes CR3 twice, both writes flushing: those are counted here from
+    /// `Entries` rather than on every entry; `Cr3Writes` and `Cr3Flushing`
+    /// themselves hold only writes beyond them.
     pub fn get(&self, counter: Counter) -> u64 {
         #[cfg(feature = "stats")]
-        return self.counters[counter as usize];
+        {
+            let per_entry = match counter {
+                Counter::Cr3Writes | Counter::Cr3Flushing => {
+                    CR3_WRITES_PER_ENTRY.wrapping_mul(self.counters[Counter::Entries as usize])
+                }
+                _ => 0,
+            };
+            return self.counters[counter as usize].wrapping_add(per_entry);
+        }
         #[cfg(not(feature = "stats"))]
         {
             let _ = counter;

@@ -476,7 +476,10 @@ impl Bounce {
 /// delivered to `handler`: RCX, R11, [error code], RIP, CS (saved upcall
 /// mask in bits 32-39), RFLAGS (IF = !saved mask), RSP, SS — on the
 /// current stack when the guest was in kernel mode, on `kernel_sp` when it
-/// was in user mode, 16-byte aligned.
+/// was in user mode, 16-byte aligned. Inlined into its caller, which then
+/// uses the frame where it is built instead of copying it out of a return
+/// slot.
+#[inline(always)]
 pub fn bounce(
     vcpu: &Vcpu,
     ctx: &Context,

@@ -182,6 +182,10 @@ exit_to_guest_stub:
     pop %rcx
     iretq
     .balign 4096
+
+    /* Where the trampoline maps exit_to_guest_stub: a link-time constant. */
+    .global exit_to_guest_mapped
+    .set exit_to_guest_mapped, exit_to_guest_stub - entry_stubs + {text}
     "#,
     hv_cr3 = const trampoline::DATA + trampoline::data::HV_CR3,
     hv_stack_top = const trampoline::DATA + trampoline::data::HV_STACK_TOP,
@@ -203,7 +207,8 @@ unsafe extern "C" {
     static entry_stubs: u8;
     static syscall_entry: u8;
     static syscall32_entry: u8;
-    fn exit_to_guest_stub(regs: *const GuestRegs) -> !;
+    /// `exit_to_guest_stub` at its trampoline address.
+    fn exit_to_guest_mapped(regs: *const GuestRegs) -> !;
 }
 
 /// Offset of a symbol inside `.text.entry` (which the trampoline maps at
@@ -239,17 +244,13 @@ pub const fn stub_address(vector: u8) -> u64 {
 /// `regs` must be the [`GuestRegs`] at the top of this CPU's hypervisor
 /// stack, holding a validated guest context (CS and SS with RPL 1 or 3,
 /// sane RFLAGS); this CPU's trampoline data must name the guest view to load.
+#[inline(always)]
 pub unsafe fn exit_to_guest(regs: &GuestRegs) -> ! {
-    let stub = trampoline::TEXT + entry_text_offset(exit_to_guest_stub as *const () as u64);
-    #[allow(
-        clippy::cast_possible_truncation,
-        reason = "x86-64 addresses and usize are both 64 bits"
-    )]
-    let stub = stub as usize;
-    // SAFETY: `stub` is `exit_to_guest_stub` as mapped in the trampoline,
-    // which both views map; the caller guarantees `regs` and the context.
-    let stub: extern "C" fn(*const GuestRegs) -> ! = unsafe { core::mem::transmute(stub) };
-    stub(regs)
+    // SAFETY: `exit_to_guest_mapped` is `exit_to_guest_stub` as mapped in
+    // the trampoline, which both views map (its address is resolved at
+    // link time, so no entry computes it); the caller guarantees `regs` and
+    // the context.
+    unsafe { exit_to_guest_mapped(regs) }
 }
 
 /// First Rust code on every entry from a guest.

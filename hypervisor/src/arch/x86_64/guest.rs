@@ -231,21 +231,20 @@ fn bounce_to(
     mask_events: bool,
 ) {
     let saved_mask = upcall_mask(current);
-    let b = match vcpu::bounce(
+    // Used where it was returned: moving the frame out of the `Result`
+    // cost every bounce a copy of it.
+    let bounce = vcpu::bounce(
         current.vcpu,
         &context(regs),
         handler,
         error_code,
         saved_mask,
-    ) {
+    );
+    let b = match &bounce {
         Ok(b) => b,
         Err(e) => return crash(current, format_args!("cannot deliver an event: {e}")),
     };
-    let mut bytes = [0u8; 64];
-    for (chunk, word) in bytes.chunks_exact_mut(8).zip(b.frame()) {
-        chunk.copy_from_slice(&word.to_le_bytes());
-    }
-    if guest_mem::copy_to_guest(b.rsp, &bytes[..b.len * 8]).is_err() {
+    if guest_mem::copy_words_to_guest(b.rsp, b.frame()).is_err() {
         return crash(
             current,
             format_args!("cannot write a bounce frame at {:#x}", b.rsp),

@@ -86,6 +86,25 @@ pub fn copy_from_guest(va: u64, buf: &mut [u8]) -> Result<(), Errno> {
     }
 }
 
+/// Copies `words` to guest address `va` in the guest's byte order
+/// (little-endian, as the words lie in memory here): no byte buffer is
+/// filled first.
+pub fn copy_words_to_guest(va: u64, words: &[u64]) -> Result<(), Errno> {
+    let len = core::mem::size_of_val(words);
+    if !guest_range_ok(va, len as u64) {
+        return Err(Errno::EFAULT);
+    }
+    // SAFETY: as in `copy_to_guest`; `words` is `len` bytes of initialised
+    // hypervisor memory, and on x86 its bytes are the words' little-endian
+    // encodings.
+    let left = unsafe { hv_guest_copy(va as *mut u8, words.as_ptr().cast(), len) };
+    if left == 0 {
+        Ok(())
+    } else {
+        Err(Errno::EFAULT)
+    }
+}
+
 /// Copies `buf` to guest address `va`.
 pub fn copy_to_guest(va: u64, buf: &[u8]) -> Result<(), Errno> {
     if !guest_range_ok(va, buf.len() as u64) {
