@@ -16,6 +16,7 @@ mod cpu_priv;
 mod cpu_segments;
 mod cpu_traps;
 mod cpu_user;
+mod fuzz;
 mod hello;
 mod hostile;
 mod hypercall_page;
@@ -285,6 +286,10 @@ pub const ALL: &[Case] = &[
     Case {
         name: "hostile_unresumable",
         run: hostile::unresumable,
+    },
+    Case {
+        name: "fuzz",
+        run: fuzz::run,
     },
 ];
 
