@@ -619,7 +619,9 @@ impl Fuzzer {
             0..=3 => self.rng.pick(&[l1a, l1b]).maddr() + entry,
             4 => l2.maddr() + upper,
             5 => l3.maddr() + upper,
-            6 => self.rng.pick(&self.pools.safe).maddr() + entry,
+            // Frames that are no table of the fuzzer's (yet): never entry
+            // 0 of its L2 or L3, which lead to its own areas.
+            6 => self.rng.pick(&self.pools.safe[..DATA_FRAMES]).maddr() + entry,
             7 => self.rng.pick(&self.pools.bad_mfns) << 12 | entry,
             8 => self.rng.pick(&[l1a, l1b]).maddr() + (self.rng.next() & 0xfff),
             _ => self.rng.next(),
@@ -1168,6 +1170,13 @@ impl Fuzzer {
         };
         let n = self.number(false);
         let call = self.generate(n, &mut at);
+        // A call that replaces the trap table must return to a context
+        // that cannot fault: with no handler the domain would be crashed.
+        let kind = if call.dirty & dirty::TRAPS != 0 {
+            0
+        } else {
+            kind
+        };
         let before = traps::count();
         IN_CALL.store(true, Ordering::Relaxed);
         let ret = match kind {
