@@ -1,5 +1,6 @@
 //! `cargo xtask fuzz-guest`: boots the hypervisor with the hypercall
-//! fuzzer as dom0 (`test=fuzz` of the test guest) and judges the run.
+//! fuzzer as dom0 (`test=fuzz` of the test guest, two vCPUs) and judges
+//! the run.
 //!
 //! The run passes when dom0 powers off with `Test result: SUCCESS` after
 //! all its calls, the hypervisor's teardown line says every frame came
@@ -31,6 +32,10 @@ pub fn timeout_for(calls: u64) -> Duration {
     Duration::from_secs(FIXED_SECS + calls / MIN_CALLS_PER_SEC)
 }
 
+/// dom0's vCPUs: the fuzzer's second one idles in yields, so fuzzed
+/// yields and `vcpu_op` calls switch vCPUs.
+pub const HV_EXTRA_ARGS: &str = "dom0_max_vcpus=2";
+
 /// dom0's command line for the fuzzer.
 pub fn dom0_args(args: &FuzzArgs) -> String {
     format!("test=fuzz seed={} calls={}", args.seed, args.calls)
@@ -50,9 +55,10 @@ pub fn fuzz_guest(workspace: &Workspace, args: &FuzzArgs) -> Result<u8, String> 
     let dom0_args = dom0_args(args);
     let hypervisor = workspace.hypervisor();
     let guest = workspace.test_guest();
+    let hv_args = format!("{DEFAULT_HV_ARGS} {HV_EXTRA_ARGS}");
     let files = BootFiles {
         hypervisor: &hypervisor,
-        hv_args: DEFAULT_HV_ARGS,
+        hv_args: &hv_args,
         dom0: Some((&guest, &dom0_args)),
         ramdisk: None,
     };

@@ -199,14 +199,18 @@ pub const TESTS: &[IntegrationTest] = &[
     passes!("hostile_debugreg", conformance: true),
     passes!("hostile_machphys_io", conformance: false),
     // A short run of `cargo xtask fuzz-guest`: the fuzzer's defaults,
-    // 20000 random hypercalls with seed 1 (about a second under TCG).
-    guest_test!(
-        "fuzz",
-        Dom0Poweroff,
-        result_line: true,
-        log: &[&["fuzz summary: seed 0x1, 20000 calls in", "calls/s"]],
-        conformance: false
-    ),
+    // 20000 random hypercalls with seed 1 (about a second under TCG), on
+    // two vCPUs as there.
+    IntegrationTest {
+        hv_extra_args: crate::fuzz::HV_EXTRA_ARGS,
+        ..guest_test!(
+            "fuzz",
+            Dom0Poweroff,
+            result_line: true,
+            log: &[&["fuzz summary: seed 0x1, 20000 calls in", "calls/s"]],
+            conformance: false
+        )
+    },
     passes!("shutdown_poweroff", conformance: false),
     passes!("shutdown_compat", conformance: false),
     shuts_down!("shutdown_reboot", Dom0Reboot),

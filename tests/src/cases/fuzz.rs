@@ -17,6 +17,8 @@
 //! loaded into DS/ES/FS/GS, SS (`mov`) or CS (`lretq`); some rounds run
 //! user-mode children at random RIPs with random CS and RFLAGS, which
 //! make hypercalls, system calls or software interrupts from ring 3.
+//! When dom0 has a second vCPU, it is started to yield in a loop, so
+//! fuzzed yields and `vcpu_op` calls switch vCPUs with fuzzed state.
 //!
 //! What keeps the fuzzer alive: everything it lets the hypervisor change
 //! is its own scratch state. Page-table updates target entries of three
@@ -744,8 +746,8 @@ impl Fuzzer {
                 dirty = dirty::TRAPS;
             }
             nr::MMU_UPDATE => {
-                let k = 1 + self.rng.below(8);
-                let mut words = [0u64; 16];
+                let k = 1 + self.rng.below(if nested { 8 } else { 32 });
+                let mut words = [0u64; 64];
                 for e in words
                     .chunks_exact_mut(2)
                     .take(usize::try_from(k).unwrap_or(0))
@@ -875,7 +877,7 @@ impl Fuzzer {
                 } else {
                     self.value()
                 };
-                // The only vCPU never goes down.
+                // vCPU 0, the fuzzer, never goes down.
                 if args[0] & 0xffff_ffff == 2 && args[1] & 0xffff_ffff == 0 {
                     args[1] = 1;
                 }
@@ -1298,9 +1300,9 @@ impl Fuzzer {
             (cs, self.rng.pick(&faulting))
         };
         let rflags = self.rng.next() & 0x003F_7FD7 | 2;
-        // `HYPERVISOR_iret` to a non-canonical RIP crashes the domain (a
-        // choice of this hypervisor; Xen would use the failsafe callback):
-        // such RIPs go through a native `iretq`, which faults in the guest.
+        // `HYPERVISOR_iret` to a non-canonical RIP crashes the domain on
+        // this hypervisor: such RIPs go through a native `iretq`, which
+        // faults in the guest.
         let canonical = !(1 << 47..0xFFFF_8000_0000_0000).contains(&rip);
         let how = if canonical && self.rng.chance(50) {
             UserEntry::Hypercall
@@ -1314,6 +1316,13 @@ impl Fuzzer {
         self.stats.faults += traps::count() - before;
         let own_exit = exit.vector == 6 && exit.rip == traps::user_exit_entry();
         self.stats.user_exits[usize::from(!own_exit)] += 1;
+    }
+}
+
+/// vCPU 1's life: yielding back to the fuzzer, forever.
+fn idle(_vcpu: usize) {
+    loop {
+        hc::sched_yield();
     }
 }
 
@@ -1460,7 +1469,19 @@ pub fn run(start_info: &'static StartInfo) {
             },
         },
     };
-    println!("fuzz: seed {seed:#x}, {calls} calls");
+    if !fuzzer.fill_data_frames() {
+        return;
+    }
+    // With a second vCPU (dom0_max_vcpus=2), it idles in yields: fuzzed
+    // yields and vCPU operations then switch vCPUs with fuzzed state.
+    let second = hc::vcpu_is_up(1) >= 0;
+    if second && !support::start_vcpu(1, idle) {
+        return;
+    }
+    println!(
+        "fuzz: seed {seed:#x}, {calls} calls, {} vCPU(s)",
+        1 + u8::from(second)
+    );
     traps::set_hook(Some(hook));
     let started = shared::system_time_of(0).unwrap_or(0);
     let mut done = 0;
@@ -1487,6 +1508,27 @@ pub fn run(start_info: &'static StartInfo) {
 }
 
 impl Fuzzer {
+    /// Fills the data frames with page-table entries and descriptors of
+    /// the pools, for the calls that make them page tables, GDT or LDT
+    /// pages (their validation then has something to check).
+    fn fill_data_frames(&mut self) -> bool {
+        let mut words = [0u64; 512];
+        for i in 0..DATA_FRAMES {
+            for w in &mut words {
+                *w = if self.rng.chance(50) {
+                    self.pte()
+                } else {
+                    self.descriptor()
+                };
+            }
+            if mm::prepare_frame(26, self.pools.safe[i], &words) != 0 {
+                report::error("fuzzer data frames", format_args!("cannot fill frame {i}"));
+                return false;
+            }
+        }
+        true
+    }
+
     /// Prints the summary line.
     fn report(&self, seed: u64, done: u64, elapsed_ns: u64) {
         let s = &self.stats;
