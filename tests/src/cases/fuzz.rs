@@ -1209,7 +1209,14 @@ impl Fuzzer {
             }
             _ => {
                 self.stats.cs += 1;
-                let mut choices = [RING1_KERNEL_CS, 1, RING1_KERNEL_SS, FLAT_USER_CS | 1, 0];
+                // Each with RPL 1: a far return to RPL 3 would also pop SS:RSP.
+                let mut choices = [
+                    RING1_KERNEL_CS,
+                    1,
+                    RING1_KERNEL_SS,
+                    FLAT_USER_CS & !3 | 1,
+                    0,
+                ];
                 choices[4] = if self.gdt_ok {
                     // Beyond the fuzzer's GDT frame: never present.
                     u16::try_from((512 + self.rng.below(7168 - 512)) << 3 | 1).unwrap_or(1)
