@@ -199,7 +199,7 @@ pub const TESTS: &[IntegrationTest] = &[
     passes!("hostile_debugreg", conformance: true),
     passes!("hostile_machphys_io", conformance: false),
     // A short run of `cargo xtask fuzz-guest`: the fuzzer's defaults,
-    // 20000 random hypercalls with seed 1 (about a second under TCG), on
+    // 20000 random hypercalls with seed 1 (about two seconds under TCG), on
     // two vCPUs as there.
     IntegrationTest {
         hv_extra_args: crate::fuzz::HV_EXTRA_ARGS,
