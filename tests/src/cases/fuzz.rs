@@ -1,8 +1,10 @@
 //! The hypercall fuzzer (issue 10): `test=fuzz seed=<S> calls=<N>`.
 //!
 //! Makes `N` random hypercalls (default 20000) from a generator seeded
-//! with `S` (default 1), then prints one summary line and ends as every
-//! test does (poweroff with `Test result: SUCCESS`). The harness
+//! with `S` (default 1), then prints two summary lines (`fuzz summary:`
+//! with the rate and the kinds of rounds, `fuzz returns:` with the
+//! distribution of return codes) and ends as every test does (poweroff
+//! with `Test result: SUCCESS`). The harness
 //! (`cargo xtask fuzz-guest`, and the `fuzz` test with the defaults)
 //! judges the run: the hypervisor must neither panic nor hang, and the
 //! teardown must get every frame back.
@@ -21,9 +23,10 @@
 //! fuzzed yields and `vcpu_op` calls switch vCPUs with fuzzed state.
 //!
 //! What keeps the fuzzer alive: everything it lets the hypervisor change
-//! is its own scratch state. Page-table updates target entries of three
-//! scratch tables under L4 slot [`FUZZ_L4_SLOT`] (never the tables that
-//! map the fuzzer's buffers, never the kernel's), and frame arguments come
+//! is its own scratch state. Page-table updates target entries of two
+//! scratch L1 tables and entries 1-511 of the scratch L2 and L3 under L4
+//! slot [`FUZZ_L4_SLOT`] (never the entries and tables that map the
+//! fuzzer's buffers, never the kernel's), and frame arguments come
 //! from scratch frames or from frames that are not the domain's at all.
 //! Structured inputs are written flush against an unmapped guard page, so
 //! a huge count walks into the guard and not into kernel data. Outputs go
@@ -33,8 +36,10 @@
 //! replaced, `iret` is left to the user-mode children, `NEW_BASEPTR` only
 //! gets the current L4 or bad frames, `decrease_reservation` only scratch
 //! frames with order 0), and state the fuzzer itself relies on (trap
-//! table, callbacks, kernel stack, GDT, FPU, debug registers, segment
-//! bases, user L4) is put back after every call that may have changed it.
+//! table, callbacks, kernel stack, GDT, CR0.TS, debug registers, segment
+//! bases, user L4) is put back after every call that may have changed it;
+//! a call that may replace the trap table never runs with fuzzed
+//! selectors, whose return could fault with no handler left.
 
 use core::arch::{asm, global_asm};
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -67,12 +72,16 @@ const PAGE: u64 = 4096;
 /// Structured data of nested calls and the lists of top-level calls;
 /// followed by an unmapped guard page.
 const AREA_A: u64 = BASE;
-/// Structured inputs of top-level calls; followed by an unmapped guard.
+/// Structured inputs of top-level calls, [`B_PAGES`] pages (room for
+/// more than a batch of `mmu_update` or `mmuext_op`, so that long ones
+/// are preempted and continued); followed by an unmapped guard page.
 const AREA_B: u64 = BASE + 2 * PAGE;
+/// Pages of area B.
+const B_PAGES: u64 = 3;
 /// A read-only page (the sink page follows it).
-const AREA_RO: u64 = BASE + 4 * PAGE;
+const AREA_RO: u64 = BASE + 6 * PAGE;
 /// The sink for outputs; followed by an unmapped guard page.
-const AREA_S: u64 = BASE + 5 * PAGE;
+const AREA_S: u64 = BASE + 7 * PAGE;
 /// Bytes of one nested call's slot in area A.
 const SLOT: u64 = 512;
 /// Most entries in a fuzzed multicall (one A slot each, the last slot
@@ -186,18 +195,24 @@ impl Space {
         }
     }
 
-    /// Places `words` right below what was placed before; `None` when
+    /// Reserves `bytes` right below what was placed before; `None` when
     /// they do not fit.
-    fn push(&mut self, words: &[u64]) -> Option<u64> {
-        let bytes = words.len() as u64 * 8;
+    fn reserve(&mut self, bytes: u64) -> Option<u64> {
         if self.top - self.floor < bytes {
             return None;
         }
         self.top -= bytes;
-        for (i, &w) in words.iter().enumerate() {
-            poke(self.top + i as u64 * 8, w);
-        }
         Some(self.top)
+    }
+
+    /// Places `words` right below what was placed before; `None` when
+    /// they do not fit.
+    fn push(&mut self, words: &[u64]) -> Option<u64> {
+        let at = self.reserve(words.len() as u64 * 8)?;
+        for (i, &w) in words.iter().enumerate() {
+            poke(at + i as u64 * 8, w);
+        }
+        Some(at)
     }
 }
 
@@ -746,16 +761,19 @@ impl Fuzzer {
                 dirty = dirty::TRAPS;
             }
             nr::MMU_UPDATE => {
-                let k = 1 + self.rng.below(if nested { 8 } else { 32 });
-                let mut words = [0u64; 64];
-                for e in words
-                    .chunks_exact_mut(2)
-                    .take(usize::try_from(k).unwrap_or(0))
-                {
-                    e[0] = self.mmu_ptr();
-                    e[1] = self.pte();
+                // Sometimes more than a batch: preempted and continued.
+                let k = match (nested, self.rng.chance(5)) {
+                    (true, _) => 1 + self.rng.below(8),
+                    (false, true) => 400 + self.rng.below(361),
+                    (false, false) => 1 + self.rng.below(32),
+                };
+                let reqs = at.main.reserve(k * 16);
+                if let Some(base) = reqs {
+                    for i in 0..k {
+                        poke(base + i * 16, self.mmu_ptr());
+                        poke(base + i * 16 + 8, self.pte());
+                    }
                 }
-                let reqs = at.main.push(&words[..usize::try_from(2 * k).unwrap_or(0)]);
                 args = [
                     self.in_ptr(reqs),
                     self.count(k, nested),
@@ -1023,13 +1041,15 @@ impl Fuzzer {
     /// `mmuext_op` operations: their address, how many, and what they may
     /// change.
     fn mmuext_ops(&mut self, at: &mut Places) -> (Option<u64>, u64, u8) {
-        let k = 1 + self.rng.below(6);
-        let mut words = [0u64; 18];
+        // Sometimes more than a batch: preempted and continued.
+        let k = if !at.nested && self.rng.chance(5) {
+            300 + self.rng.below(213)
+        } else {
+            1 + self.rng.below(6)
+        };
+        let ops = at.main.reserve(k * 24);
         let mut dirty = 0;
-        for op in words
-            .chunks_exact_mut(3)
-            .take(usize::try_from(k).unwrap_or(0))
-        {
+        for i in 0..k {
             let cmd = if self.rng.chance(90) {
                 self.rng.below(22)
             } else {
@@ -1067,15 +1087,17 @@ impl Fuzzer {
                 Some(MmuextCmd::CopyPage) => (self.mfn(), self.mfn()),
                 _ => (self.mfn(), self.value()),
             };
-            op[0] = if self.rng.chance(90) {
-                cmd & 0xffff_ffff
-            } else {
-                cmd
-            };
-            op[1] = arg1;
-            op[2] = arg2;
+            if let Some(base) = ops {
+                let cmd = if self.rng.chance(90) {
+                    cmd & 0xffff_ffff
+                } else {
+                    cmd
+                };
+                poke(base + i * 24, cmd);
+                poke(base + i * 24 + 8, arg1);
+                poke(base + i * 24 + 16, arg2);
+            }
         }
-        let ops = at.main.push(&words[..usize::try_from(3 * k).unwrap_or(0)]);
         (ops, k, dirty)
     }
 
@@ -1166,7 +1188,7 @@ impl Fuzzer {
             return true;
         }
         let mut at = Places {
-            main: Space::new(AREA_B, PAGE),
+            main: Space::new(AREA_B, B_PAGES * PAGE),
             aux: Some(Space::new(AREA_A, PAGE)),
             nested: false,
         };
@@ -1357,7 +1379,7 @@ fn frames<const N: usize>() -> Option<[Frame; N]> {
 /// Builds the scratch tables under [`FUZZ_L4_SLOT`]; returns the pools.
 fn set_up(start_info: &StartInfo) -> Option<Pools> {
     let data: [Frame; DATA_FRAMES] = frames()?;
-    let [l1a, l1b, l2, l3, l1_areas, a, b, ro, sink, gdt] = frames::<10>()?;
+    let [l1a, l1b, l2, l3, l1_areas, a, b0, b1, b2, ro, sink, gdt] = frames::<12>()?;
     let prepared = [
         (
             l1a,
@@ -1369,7 +1391,9 @@ fn set_up(start_info: &StartInfo) -> Option<Pools> {
             &[
                 a.maddr() | PTE_RW,
                 0,
-                b.maddr() | PTE_RW,
+                b0.maddr() | PTE_RW,
+                b1.maddr() | PTE_RW,
+                b2.maddr() | PTE_RW,
                 0,
                 ro.maddr() | PTE_RO,
                 sink.maddr() | PTE_RW,
