@@ -77,11 +77,11 @@ const AREA_A: u64 = BASE;
 /// are preempted and continued); followed by an unmapped guard page.
 const AREA_B: u64 = BASE + 2 * PAGE;
 /// Pages of area B.
-const B_PAGES: u64 = 3;
+const B_PAGES: u64 = 4;
 /// A read-only page (the sink page follows it).
-const AREA_RO: u64 = BASE + 6 * PAGE;
+const AREA_RO: u64 = BASE + 7 * PAGE;
 /// The sink for outputs; followed by an unmapped guard page.
-const AREA_S: u64 = BASE + 7 * PAGE;
+const AREA_S: u64 = BASE + 8 * PAGE;
 /// Bytes of one nested call's slot in area A.
 const SLOT: u64 = 512;
 /// Most entries in a fuzzed multicall (one A slot each, the last slot
@@ -89,6 +89,9 @@ const SLOT: u64 = 512;
 const MAX_NESTED: u64 = 7;
 /// [`MAX_NESTED`] as an array length.
 const MAX_NESTED_ENTRIES: usize = 7;
+/// Entries of a long `mmu_update` or `mmuext_op` that cannot fail:
+/// more than the hypervisor's batch of 512.
+const LONG_VALID: u64 = 520;
 /// Scratch data frames the fuzzed page tables may map.
 const DATA_FRAMES: usize = 6;
 
@@ -255,6 +258,8 @@ struct Pools {
     gdt: Frame,
     /// The kernel's L4.
     l4_mfn: u64,
+    /// The sink page's frame (never released).
+    sink_mfn: u64,
     /// The domain's page count.
     nr_pages: u64,
 }
@@ -761,17 +766,25 @@ impl Fuzzer {
                 dirty = dirty::TRAPS;
             }
             nr::MMU_UPDATE => {
-                // Sometimes more than a batch: preempted and continued.
-                let k = match (nested, self.rng.chance(5)) {
+                // Sometimes more than a batch, preempted and continued: a
+                // batch stops at its first error, so the first
+                // `LONG_VALID` entries are M2P updates that cannot fail.
+                let long = !nested && self.rng.chance(5);
+                let k = match (nested, long) {
                     (true, _) => 1 + self.rng.below(8),
-                    (false, true) => 400 + self.rng.below(361),
+                    (false, true) => LONG_VALID + self.rng.below(241),
                     (false, false) => 1 + self.rng.below(32),
                 };
                 let reqs = at.main.reserve(k * 16);
                 if let Some(base) = reqs {
                     for i in 0..k {
-                        poke(base + i * 16, self.mmu_ptr());
-                        poke(base + i * 16 + 8, self.pte());
+                        let (ptr, val) = if long && i < LONG_VALID {
+                            ((self.pools.sink_mfn << 12) | 1, self.rng.below(1 << 20))
+                        } else {
+                            (self.mmu_ptr(), self.pte())
+                        };
+                        poke(base + i * 16, ptr);
+                        poke(base + i * 16 + 8, val);
                     }
                 }
                 args = [
@@ -1041,15 +1054,23 @@ impl Fuzzer {
     /// `mmuext_op` operations: their address, how many, and what they may
     /// change.
     fn mmuext_ops(&mut self, at: &mut Places) -> (Option<u64>, u64, u8) {
-        // Sometimes more than a batch: preempted and continued.
-        let k = if !at.nested && self.rng.chance(5) {
-            300 + self.rng.below(213)
+        // Sometimes more than a batch, preempted and continued: the first
+        // `LONG_VALID` operations are local TLB flushes, which cannot fail.
+        let long = !at.nested && self.rng.chance(5);
+        let k = if long {
+            LONG_VALID + self.rng.below(160)
         } else {
             1 + self.rng.below(6)
         };
         let ops = at.main.reserve(k * 24);
         let mut dirty = 0;
         for i in 0..k {
+            if long && i < LONG_VALID {
+                if let Some(base) = ops {
+                    poke(base + i * 24, MmuextCmd::TlbFlushLocal as u64);
+                }
+                continue;
+            }
             let cmd = if self.rng.chance(90) {
                 self.rng.below(22)
             } else {
@@ -1379,7 +1400,7 @@ fn frames<const N: usize>() -> Option<[Frame; N]> {
 /// Builds the scratch tables under [`FUZZ_L4_SLOT`]; returns the pools.
 fn set_up(start_info: &StartInfo) -> Option<Pools> {
     let data: [Frame; DATA_FRAMES] = frames()?;
-    let [l1a, l1b, l2, l3, l1_areas, a, b0, b1, b2, ro, sink, gdt] = frames::<12>()?;
+    let [l1a, l1b, l2, l3, l1_areas, a, b0, b1, b2, b3, ro, sink, gdt] = frames::<13>()?;
     let prepared = [
         (
             l1a,
@@ -1394,6 +1415,7 @@ fn set_up(start_info: &StartInfo) -> Option<Pools> {
                 b0.maddr() | PTE_RW,
                 b1.maddr() | PTE_RW,
                 b2.maddr() | PTE_RW,
+                b3.maddr() | PTE_RW,
                 0,
                 ro.maddr() | PTE_RO,
                 sink.maddr() | PTE_RW,
@@ -1458,6 +1480,7 @@ fn set_up(start_info: &StartInfo) -> Option<Pools> {
         ],
         gdt,
         l4_mfn: mm::boot_l4_mfn(),
+        sink_mfn: sink.mfn,
         nr_pages: start_info.nr_pages,
     })
 }
