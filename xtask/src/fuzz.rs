@@ -24,7 +24,7 @@ use crate::status;
 /// Seconds allowed for booting and tearing down, whatever the call count.
 const FIXED_SECS: u64 = 60;
 /// Calls per second the watchdog assumes at least (under TCG the
-/// fuzzer makes 10000 to 19500 a second, see `docs/address-spaces.md`).
+/// fuzzer makes 10000 to 20500 a second, see `docs/address-spaces.md`).
 const MIN_CALLS_PER_SEC: u64 = 1000;
 
 /// The watchdog for `calls` calls.
