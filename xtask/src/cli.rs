@@ -16,6 +16,7 @@ commands:
   run [options]         build, then boot the hypervisor and a dom0 under QEMU
   test [options]        run the host unit tests and every QEMU integration test
   bench [options]       benchmark under -icount (instructions per path), optionally against Xen 4.17
+  fuzz-guest [options]  boot the hypercall fuzzer as dom0 (not part of 'test')
   new-test <name>       create the skeleton of a new guest test (tests/src/cases/<name>.rs)
   help                  print this text
 
@@ -38,6 +39,11 @@ test options:
   --pending             also run the pending tests (written against Xen, not yet passing here)
   --filter <substr>     run only the tests whose name contains <substr>
   --timeout <seconds>   per-test timeout (default 60)
+
+fuzz-guest options:
+  --seed <n>            the fuzzer's seed (default 1)
+  --calls <n>           hypercalls to make (default 100000)
+  --timeout <seconds>   watchdog (default: 60 + calls / 1000)
 
 bench options:
   --against xen         also run the benchmarks on Xen 4.17 and show ours/Xen
@@ -84,6 +90,8 @@ pub enum Command {
     NewTest(String),
     /// `cargo xtask bench`.
     Bench(BenchArgs),
+    /// `cargo xtask fuzz-guest`.
+    FuzzGuest(FuzzArgs),
     /// `cargo xtask help` (or `--help`, `-h`, or no command at all).
     Help,
 }
@@ -241,6 +249,27 @@ impl Default for BenchArgs {
     }
 }
 
+/// Options of `cargo xtask fuzz-guest`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FuzzArgs {
+    /// `--seed`: the generator's seed.
+    pub seed: u64,
+    /// `--calls`: how many hypercalls the fuzzer makes.
+    pub calls: u64,
+    /// `--timeout`: the watchdog in seconds, if given.
+    pub timeout_secs: Option<u64>,
+}
+
+impl Default for FuzzArgs {
+    fn default() -> Self {
+        FuzzArgs {
+            seed: 1,
+            calls: 100_000,
+            timeout_secs: None,
+        }
+    }
+}
+
 /// Walks the arguments after the command name.
 struct Options {
     args: std::vec::IntoIter<String>,
@@ -320,6 +349,7 @@ pub fn parse(args: Vec<String>) -> Result<Command, String> {
         "run" => parse_run(&mut options).map(Command::Run),
         "test" => parse_test(&mut options).map(Command::Test),
         "bench" => parse_bench(&mut options).map(Command::Bench),
+        "fuzz-guest" => parse_fuzz(&mut options).map(Command::FuzzGuest),
         "new-test" => match (options.args.next(), options.args.next()) {
             (Some(name), None) if !name.starts_with('-') => Ok(Command::NewTest(name)),
             _ => Err("usage: cargo xtask new-test <name>".to_owned()),
@@ -382,6 +412,26 @@ fn parse_test(options: &mut Options) -> Result<TestArgs, String> {
         }
     }
     Ok(test)
+}
+
+fn parse_fuzz(options: &mut Options) -> Result<FuzzArgs, String> {
+    let mut fuzz = FuzzArgs::default();
+    while let Some((name, inline)) = options.next_option()? {
+        match name.as_str() {
+            "--seed" => {
+                let value = options.value(&name, inline)?;
+                fuzz.seed = value
+                    .parse()
+                    .map_err(|_| format!("option '--seed': expected a number, got '{value}'"))?;
+            }
+            "--calls" => fuzz.calls = positive(&name, &options.value(&name, inline)?)?,
+            "--timeout" => {
+                fuzz.timeout_secs = Some(positive(&name, &options.value(&name, inline)?)?)
+            }
+            _ => return Err(format!("unknown option '{name}' for 'fuzz-guest'")),
+        }
+    }
+    Ok(fuzz)
 }
 
 /// A sample count for option `name`: 1 to the guest's maximum.
@@ -607,5 +657,23 @@ mod tests {
         assert_eq!(traced.trace.as_deref(), Some("page_fault"));
         assert!(parse_str("bench --trace page_fault,null_hypercall").is_err());
         assert!(parse_str("bench --trace bogus").is_err());
+    }
+
+    #[test]
+    fn fuzz_guest_options() {
+        assert_eq!(
+            parse_str("fuzz-guest"),
+            Ok(Command::FuzzGuest(FuzzArgs::default()))
+        );
+        let Ok(Command::FuzzGuest(fuzz)) =
+            parse_str("fuzz-guest --seed 0 --calls 1000000 --timeout=900")
+        else {
+            panic!("fuzz-guest did not parse");
+        };
+        assert_eq!((fuzz.seed, fuzz.calls), (0, 1_000_000));
+        assert_eq!(fuzz.timeout_secs, Some(900));
+        assert!(parse_str("fuzz-guest --calls 0").is_err());
+        assert!(parse_str("fuzz-guest --seed x").is_err());
+        assert!(parse_str("fuzz-guest --filter a").is_err());
     }
 }

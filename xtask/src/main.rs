@@ -11,6 +11,7 @@
 //! - `test`: host unit tests plus the QEMU integration tests of [`suite`]
 //!   (see [`testrun`]), optionally compared against Xen 4.17 ([`xen`]);
 //! - `new-test`: the skeleton of a new guest test (see [`new_test`]);
+//! - `fuzz-guest`: the hypercall fuzzer as dom0 (see [`fuzz`]);
 //! - `bench`: the benchmark guest under `-icount`, optionally against Xen
 //!   4.17 (see [`bench`]).
 //!
@@ -21,6 +22,7 @@ mod bench;
 mod build;
 mod cli;
 mod elf;
+mod fuzz;
 mod grub;
 mod images;
 mod new_test;
@@ -45,7 +47,11 @@ fn prerequisites(command: &Command) -> Result<(), String> {
     let components: &[toolchain::Component] = match command {
         Command::Help => return Ok(()),
         Command::Run(args) if args.hypervisor.is_some() && args.dom0.is_some() => return Ok(()),
-        Command::Build | Command::Run(_) | Command::NewTest(_) | Command::Bench(_) => &[],
+        Command::Build
+        | Command::Run(_)
+        | Command::NewTest(_)
+        | Command::Bench(_)
+        | Command::FuzzGuest(_) => &[],
         Command::Test(_) => &[toolchain::Component::Rustfmt, toolchain::Component::Clippy],
     };
     toolchain::ensure(&build::Workspace::locate()?, components)
@@ -80,6 +86,7 @@ fn dispatch(command: &Command) -> Result<u8, String> {
             Ok(if passed { 0 } else { status::XTASK_ERROR })
         }
         Command::Bench(args) => bench::bench(&build::Workspace::locate()?, args),
+        Command::FuzzGuest(args) => fuzz::fuzz_guest(&build::Workspace::locate()?, args),
     }
 }
 

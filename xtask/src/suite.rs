@@ -241,6 +241,20 @@ pub const TESTS: &[IntegrationTest] = &[
     passes!("hostile_ldt_refault", conformance: false),
     passes!("hostile_debugreg", conformance: true),
     passes!("hostile_machphys_io", conformance: false),
+    // A short run of `cargo xtask fuzz-guest`: the fuzzer's defaults,
+    // 20000 random hypercalls with seed 1 (about two seconds under TCG), on
+    // two vCPUs as there.
+    IntegrationTest {
+        hv_extra_args: crate::fuzz::HV_EXTRA_ARGS,
+        ..guest_test!(
+            "fuzz",
+            Dom0Poweroff,
+            result_line: true,
+            checks: true,
+            log: &[&["fuzz summary: seed 0x1, 20000 calls in", "calls/s"]],
+            conformance: false
+        )
+    },
     shuts_down!("shutdown_poweroff", Dom0Poweroff, checks: false, "SCHEDOP_shutdown(poweroff)", "0: poweroff"),
     shuts_down!("shutdown_compat", Dom0Poweroff, checks: false, "sched_op_compat(SCHEDOP_shutdown, poweroff)", "0: poweroff"),
     shuts_down!("shutdown_reboot", Dom0Reboot, checks: false, "SCHEDOP_shutdown(reboot)", "1: reboot"),

@@ -136,7 +136,7 @@ fn save_log(path: &Path, args: &[std::ffi::OsString], result: &RunResult) -> Res
 /// It only has to be unknown to the guest and differ between boots:
 /// `RandomState` is seeded from the OS per process, and the time and a
 /// counter make every call in the process differ.
-fn new_nonce() -> String {
+pub fn new_nonce() -> String {
     use std::hash::{BuildHasher, Hasher};
     use std::sync::atomic::{AtomicU64, Ordering};
     static CALLS: AtomicU64 = AtomicU64::new(0);

@@ -86,16 +86,18 @@ fn fep_cpuid(leaf: u32) -> Result<[u32; 4], Trap> {
     let (_, t) = traps::catch(|| {
         // SAFETY: CPUID (emulated by the hypervisor after the prefix) only
         // writes the four declared registers; RBX is saved in R8 because
-        // LLVM reserves it.
+        // LLVM reserves it. EBX's value goes out through ESI, named
+        // explicitly: a register the compiler picks could be RBX itself,
+        // which the restore would overwrite.
         unsafe {
             fixup_asm!(
                 "mov r8, rbx",
                 "ud2",
                 ".ascii \"xen\"",
                 "cpuid",
-                "mov {b:e}, ebx",
+                "mov esi, ebx",
                 "mov rbx, r8";
-                b = out(reg) b,
+                out("esi") b,
                 inout("eax") a,
                 inout("ecx") c,
                 out("edx") d,

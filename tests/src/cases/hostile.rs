@@ -385,11 +385,11 @@ fn run_top_page(code: Frame, len: u64) -> Option<Trap> {
         // it may change is declared clobbered.
         unsafe {
             asm!(
-                "mov {saved}, rbx",
+                "mov r9, rbx",
                 "call {t}",
-                "mov rbx, {saved}",
+                "mov rbx, r9",
                 t = in(reg) TOP_PAGE + 4096 - len,
-                saved = out(reg) _,
+                out("r9") _,
                 out("rax") _, out("rcx") _, out("rdx") _,
                 out("rdi") _, out("rsi") _, out("r8") _, out("r10") _, out("r11") _,
             );

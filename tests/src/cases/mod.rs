@@ -17,6 +17,7 @@ mod cpu_segments;
 mod cpu_traps;
 mod cpu_user;
 mod evtchn;
+mod fuzz;
 mod hello;
 mod hostile;
 mod hypercall_page;
@@ -298,6 +299,10 @@ pub const ALL: &[Case] = &[
     Case {
         name: "evtchn_vcpus",
         run: evtchn::vcpus,
+    },
+    Case {
+        name: "fuzz",
+        run: fuzz::run,
     },
 ];
 
