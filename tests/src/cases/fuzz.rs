@@ -539,6 +539,26 @@ impl Fuzzer {
         }
     }
 
+    /// The arguments of an `mmu_update` or `mmuext_op` batch of `placed`
+    /// requests at `requests`: the array, a count, `pdone` (NULL half the
+    /// time), a foreign domain, and `last` as the unused fifth.
+    fn batch_args(
+        &mut self,
+        requests: Option<u64>,
+        placed: u64,
+        nested: bool,
+        last: u64,
+    ) -> [u64; 5] {
+        let array = self.in_ptr(requests);
+        let count = self.count(placed, nested);
+        let pdone = if self.rng.chance(50) {
+            0
+        } else {
+            self.out_ptr()
+        };
+        [array, count, pdone, self.domid(), last]
+    }
+
     /// A count for an array of `placed` elements.
     fn count(&mut self, placed: u64, nested: bool) -> u64 {
         if nested {
@@ -787,17 +807,7 @@ impl Fuzzer {
                         poke(base + i * 16 + 8, val);
                     }
                 }
-                args = [
-                    self.in_ptr(reqs),
-                    self.count(k, nested),
-                    if self.rng.chance(50) {
-                        0
-                    } else {
-                        self.out_ptr()
-                    },
-                    self.domid(),
-                    args[4],
-                ];
+                args = self.batch_args(reqs, k, nested, args[4]);
             }
             nr::SET_GDT => {
                 let k = 1 + self.rng.below(4);
@@ -926,17 +936,7 @@ impl Fuzzer {
             }
             nr::MMUEXT_OP => {
                 let (ops, k, d) = self.mmuext_ops(at);
-                args = [
-                    self.in_ptr(ops),
-                    self.count(k, nested),
-                    if self.rng.chance(50) {
-                        0
-                    } else {
-                        self.out_ptr()
-                    },
-                    self.domid(),
-                    args[4],
-                ];
+                args = self.batch_args(ops, k, nested, args[4]);
                 dirty = d;
             }
             nr::SCHED_OP => {
