@@ -1,4 +1,5 @@
-//! Port I/O.
+//! Port I/O, through the `x86_64` crate's `Port`.
+use x86_64::instructions::port::Port;
 
 /// Writes a byte to an I/O port.
 ///
@@ -8,9 +9,7 @@
 #[inline]
 pub unsafe fn outb(port: u16, value: u8) {
     // SAFETY: the caller guarantees the port is ours to write.
-    unsafe {
-        core::arch::asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags))
-    }
+    unsafe { Port::<u8>::new(port).write(value) }
 }
 
 /// Reads a byte from an I/O port.
@@ -19,10 +18,6 @@ pub unsafe fn outb(port: u16, value: u8) {
 /// As for [`outb`]: the port belongs to a device the hypervisor owns.
 #[inline]
 pub unsafe fn inb(port: u16) -> u8 {
-    let value: u8;
     // SAFETY: the caller guarantees the port is ours to read.
-    unsafe {
-        core::arch::asm!("in al, dx", in("dx") port, out("al") value, options(nomem, nostack, preserves_flags))
-    }
-    value
+    unsafe { Port::<u8>::new(port).read() }
 }
