@@ -11,7 +11,9 @@ numbered_enum! {
         /// `buf`: `count` bytes (IN). Writes them to the console (dom0: raw,
         /// unfiltered). Returns 0. `count == 0` returns 0 without reading
         /// `buf`. `EFAULT`: `buf` unreadable (bytes before the bad part may
-        /// already be printed).
+        /// already be printed). A write longer than 4 KiB is done 4 KiB per
+        /// invocation and continued (the call re-executes with `count` and
+        /// `buf` advanced); a guest sees one call.
         Write = 0, "write";
         /// `buf`: up to `count` bytes (OUT). Takes pending console input;
         /// returns the number of bytes stored (0 if none). `E2BIG`:

@@ -142,6 +142,10 @@ hypercall_table! {
     /// - `EBUSY`: a writable mapping of a frame that is in use as a page
     ///   table or descriptor table.
     /// - `ENOENT`: only for paged-out frames (never here: no paging).
+    /// - Long batches: this hypervisor does at most 512 requests per
+    ///   invocation and continues the rest (the guest re-executes the call
+    ///   with the array advanced and `count | MMU_UPDATE_PREEMPTED`; the
+    ///   progress so far is in `*pdone`). A guest sees one call.
     MmuUpdate = 1, "mmu_update";
     /// `set_gdt(const xen_pfn_t frames[], unsigned entries)`: loads a new
     /// guest GDT of `entries` descriptors held in the listed frames (MFNs).
@@ -266,8 +270,12 @@ hypercall_table! {
     ///   return to user mode that cannot be set up, crashes the domain.
     Iret = 23, "iret";
     /// `vcpu_op(int cmd, unsigned vcpuid, void *arg)`: per-vCPU control,
-    /// see [`crate::vcpu::VcpuOpCmd`]. `ENOENT` for a vCPU id that does
-    /// not exist; unknown `cmd`: `ENOSYS`.
+    /// see [`crate::vcpu::VcpuOpCmd`] for each command's argument and errors.
+    ///
+    /// - Caller: the guest kernel, on the vCPUs of its own domain (any of
+    ///   them, itself included).
+    /// - `ENOENT`: `vcpuid` (its low 32 bits) names no vCPU of the domain,
+    ///   checked before the command. Unknown `cmd`: `ENOSYS`.
     VcpuOp = 24, "vcpu_op";
     /// `set_segment_base(unsigned which, unsigned long base)`: sets the FS
     /// base, the user or kernel GS base, or loads the user GS selector; see
@@ -278,8 +286,8 @@ hypercall_table! {
     /// `mmuext_op(mmuext_op *ops, unsigned count, unsigned *pdone,
     /// unsigned foreigndom)`: pinning, base pointers, TLB and cache
     /// maintenance, LDT; see [`MmuextCmd`](crate::mmu::MmuextCmd).
-    /// Errors and `pdone` as for `mmu_update`; an unknown `cmd` gives
-    /// `ENOSYS`.
+    /// Errors, `pdone` and the continuation of long batches as for
+    /// `mmu_update`; an unknown `cmd` gives `ENOSYS`.
     MmuextOp = 26, "mmuext_op";
     /// `xsm_op(void *op)`: security-module control (`ENOSYS` without XSM).
     XsmOp = 27, "xsm_op";

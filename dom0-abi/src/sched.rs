@@ -13,7 +13,8 @@
 numbered_enum! {
     /// `SCHEDOP_*`: the `cmd` argument of `sched_op`. Unknown: `ENOSYS`.
     SchedOp {
-        /// `arg` ignored. Gives up the CPU; returns 0.
+        /// `arg` ignored. Gives up the CPU: the domain's next vCPU that is
+        /// up runs before this one continues (round robin here); returns 0.
         Yield = 0, "yield";
         /// `arg` ignored. Clears the vCPU's `evtchn_upcall_mask`, then
         /// sleeps until an event is pending for it; returns 0.
