@@ -298,10 +298,7 @@ impl Vcpu {
             fpu: Box::new(FpuArea::initial()),
             selectors: DataSelectors::default(),
             runstate: Runstate::new(0),
-            mm: VcpuMm {
-                id,
-                ..VcpuMm::default()
-            },
+            mm: VcpuMm::default(),
             stats: Stats::default(),
             traps: [TrapGate::default(); 256],
             event: Callback::default(),

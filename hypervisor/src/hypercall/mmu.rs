@@ -671,7 +671,7 @@ impl VcpuSet {
 /// word per 64 vCPUs of the domain; bits of vCPUs that do not exist are
 /// ignored. `EFAULT` if a word cannot be read.
 fn vcpu_set(env: &mut impl MmuEnv, caller: &Caller, ptr: u64) -> Result<VcpuSet, Errno> {
-    let current = env.vcpu_mm().id;
+    let current = env.vcpu().id;
     let mut set = VcpuSet::Empty;
     let mut word = 0u32;
     while u64::from(word) * 64 < u64::from(caller.mm.max_vcpus) {

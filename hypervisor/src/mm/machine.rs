@@ -122,8 +122,6 @@ impl DomainMm {
 /// on their frame while set.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct VcpuMm {
-    /// The vCPU's id within its domain.
-    pub id: u32,
     /// The L4 the vCPU runs on (`MMUEXT_NEW_BASEPTR`; Xen's `guest_table`).
     pub kernel_l4: Option<Mfn>,
     /// The L4 given with `MMUEXT_NEW_USER_BASEPTR` (Xen's
