@@ -181,6 +181,21 @@ pub unsafe fn hypercall5(nr: u64, a1: u64, a2: u64, a3: u64, a4: u64, a5: u64) -
     }
 }
 
+/// Hypercall `nr` with the platform's trap instruction itself (`int
+/// $0x82` here, `syscall` on Xen), never through the hypercall page: what
+/// a kernel that has no hypercall page does, and what a fuzzer wants for
+/// numbers the page has no slot for.
+///
+/// # Safety
+/// As [`hypercall5`].
+pub unsafe fn hypercall_trap(nr: u64, args: [u64; 5]) -> i64 {
+    let Some(trap) = trap_kind() else {
+        panic!("hypercall page slot 0 holds no known trap instruction");
+    };
+    // SAFETY: the caller's contract.
+    unsafe { trap_direct(trap, nr, args) }
+}
+
 /// Hypercall `nr` with no arguments.
 ///
 /// # Safety

@@ -333,23 +333,9 @@ fn hook(frame: &mut TrapFrame, rec: &Trap) -> Disposition {
 
 /// `int $0x82` with `nr` and `args`, in the kernel.
 fn raw_call(nr: u64, args: [u64; 5]) -> i64 {
-    let ret: u64;
     // SAFETY: every argument was generated to touch only the fuzzer's
-    // scratch state (module documentation); registers the hypervisor may
-    // change are declared clobbered.
-    unsafe {
-        asm!(
-            "int 0x82",
-            inout("rax") nr => ret,
-            inout("rdi") args[0] => _,
-            inout("rsi") args[1] => _,
-            inout("rdx") args[2] => _,
-            inout("r10") args[3] => _,
-            inout("r8") args[4] => _,
-            out("rcx") _, out("r11") _,
-        );
-    }
-    ret.cast_signed()
+    // scratch state (module documentation).
+    unsafe { guest_pv_shim::hypercall::raw::hypercall_trap(nr, args) }
 }
 
 /// As [`raw_call`], with CS `cs` (a far return there and back); a CS that
