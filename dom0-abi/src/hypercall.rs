@@ -220,9 +220,11 @@ hypercall_table! {
     /// - `EBUSY`: writable mapping of a page-table or descriptor frame.
     /// - `EFAULT`: the vCPU bitmap of a `UVMF_MULTI` flush is unreadable.
     UpdateVaMapping = 14, "update_va_mapping";
-    /// `set_timer_op(s64 timeout_abs_ns)`: arms the vCPU's single-shot
-    /// timer (raising `VIRQ_TIMER`) at system time `timeout_abs_ns`; 0
-    /// cancels it. Returns 0; never fails.
+    /// `set_timer_op(s64 timeout_abs_ns)`: arms the calling vCPU's one-shot
+    /// timer (raising its `VIRQ_TIMER`) at system time `timeout_abs_ns`; 0
+    /// cancels it; a past deadline fires at once; a negative one, or one
+    /// 2^50 ns or more ahead (a wrapped jiffies value), fires 100 ms from
+    /// now instead. Any vCPU; returns 0; never fails.
     SetTimerOp = 15, "set_timer_op";
     /// `event_channel_op_compat(evtchn_op *op)`: the old form of
     /// `event_channel_op` taking `{u32 cmd; union}`. `EFAULT` if unreadable;

@@ -13,35 +13,48 @@
 numbered_enum! {
     /// `SCHEDOP_*`: the `cmd` argument of `sched_op`. Unknown: `ENOSYS`.
     SchedOp {
-        /// `arg` ignored. Gives up the CPU: the domain's next vCPU that is
-        /// up runs before this one continues (round robin here); returns 0.
+        /// `arg` ignored. Gives up the CPU: the domain's next runnable vCPU
+        /// runs before this one continues (round robin here); returns 0.
         Yield = 0, "yield";
         /// `arg` ignored. Clears the vCPU's `evtchn_upcall_mask`, then
-        /// sleeps until an event is pending for it; returns 0.
+        /// sleeps until an upcall is pending for it (not at all if one is);
+        /// returns 0, and the upcall is taken on the way out. Also in
+        /// `sched_op_compat`.
         Block = 1, "block";
         /// `arg`: [`SchedShutdown`] (IN). Shuts the calling domain down with
         /// the recorded or given reason; does not return to a dom0 caller.
         /// `EFAULT`: `arg` unreadable (nothing happens).
         Shutdown = 2, "shutdown";
-        /// `arg`: [`SchedPoll`] (IN). Blocks until one of the ports is
-        /// pending or the timeout passes. `EFAULT`: `arg` or the port list
-        /// unreadable; `EINVAL`: more than 128 ports, or a bad port.
+        /// `arg`: [`SchedPoll`] (IN). Sleeps until one of the ports is
+        /// pending, an upcall is newly raised for the caller, or system
+        /// time `timeout` (0: none) passes; returns 0 (at once if an
+        /// upcall is pending and unmasked, or a listed port is pending).
+        /// Leaves `evtchn_upcall_mask` alone. In this order: `EFAULT`: `arg`
+        /// unreadable; `EINVAL`: more than 128 ports; `EFAULT`: the port
+        /// list outside guest space, or unreadable; `EINVAL`: a port outside
+        /// the domain's allocated buckets.
         Poll = 3, "poll";
-        /// `arg`: [`SchedRemoteShutdown`] (IN). Shuts another domain down.
-        /// `EFAULT`: unreadable; `ESRCH`: no such domain; `EPERM`: the
-        /// caller does not control it.
+        /// `arg`: [`SchedRemoteShutdown`] (IN). Shuts a domain down by id
+        /// with the low byte of `reason`. `EFAULT`: unreadable; `ESRCH`: no
+        /// such domain (also `DOMID_SELF`); `EPERM`: the caller is not
+        /// privileged (Xen: nor the domain's device model).
         RemoteShutdown = 4, "remote_shutdown";
         /// `arg`: [`SchedShutdown`] (IN). Records the reason a later
         /// shutdown will report, if none is recorded yet; returns 0.
         /// `EFAULT`: `arg` unreadable.
         ShutdownCode = 5, "shutdown_code";
-        /// `arg`: [`SchedWatchdog`] (IN/OUT). Creates (id 0; returns the new
-        /// id), kicks or (timeout 0) destroys a domain watchdog. `EINVAL`:
-        /// bad id; `ENOSPC`: no free watchdog; `EFAULT`: unreadable.
+        /// `arg`: [`SchedWatchdog`] (IN). Id 0 creates one of the domain's
+        /// two watchdogs, expiring `timeout` seconds from now, and returns
+        /// its id (1 or 2); another id re-arms that watchdog, or frees it
+        /// with timeout 0. An expired watchdog shuts the domain down with
+        /// `SHUTDOWN_watchdog` (once; it stays in use). `EFAULT`:
+        /// unreadable; `EINVAL`: an id not in use; `ENOSPC`: both in use
+        /// (Xen 4.17 returns it zero-extended from 32 bits).
         Watchdog = 6, "watchdog";
         /// `arg`: [`SchedPinOverride`] (IN). Hardware domain only (`EPERM`);
         /// temporarily pins the vCPU to a physical CPU (-1 ends it).
-        /// `EINVAL`: bad CPU; `EFAULT`: unreadable.
+        /// `EINVAL`: bad CPU; `EFAULT`: unreadable. Not implemented here
+        /// (`ENOSYS`).
         PinOverride = 7, "pin_override";
     }
 }

@@ -78,14 +78,22 @@ numbered_enum! {
         /// `arg`: guest pointer to a [`VcpuRunstateInfo`] the hypervisor
         /// keeps updated.
         RegisterRunstateMemoryArea = 5, "register_runstate_memory_area";
-        /// `arg`: [`VcpuSetPeriodicTimer`] (IN). `EINVAL`: period < 1 ms.
+        /// `arg`: [`VcpuSetPeriodicTimer`] (IN). Any vCPU of the domain:
+        /// `VIRQ_TIMER` every `period_ns`, and at once if a period has
+        /// passed since its last periodic event. `EFAULT`: unreadable;
+        /// `EINVAL`: period < 1 ms or > 2^62 ns.
         SetPeriodicTimer = 6, "set_periodic_timer";
-        /// Stops the periodic timer (default 10 ms for PV).
+        /// Stops vCPU `vcpuid`'s periodic timer (a PV vCPU starts with one
+        /// of 10 ms); `arg` ignored.
         StopPeriodicTimer = 7, "stop_periodic_timer";
-        /// `arg`: [`VcpuSetSingleshotTimer`] (IN). Own vCPU only (`EINVAL`).
-        /// A past deadline fires at once (`VCPU_SSHOTTMR_future` is ignored).
+        /// `arg`: [`VcpuSetSingleshotTimer`] (IN). Own vCPU only (`EINVAL`,
+        /// checked before `arg` is read; `EFAULT`: unreadable). Arms the
+        /// one-shot timer `set_timer_op` also sets; a past deadline
+        /// replaces the armed one and fires at once
+        /// (`VCPU_SSHOTTMR_future` is ignored, as in Xen 4.17).
         SetSingleshotTimer = 8, "set_singleshot_timer";
-        /// Stops the single-shot timer.
+        /// Stops the one-shot timer (also `set_timer_op`'s). Own vCPU only
+        /// (`EINVAL`); `arg` ignored.
         StopSingleshotTimer = 9, "stop_singleshot_timer";
         /// `arg`: [`VcpuRegisterVcpuInfo`] (IN). Moves `vcpu_info` to guest
         /// memory, once per vCPU (`EINVAL` again); `ENXIO` if it does not

@@ -23,6 +23,7 @@ use spin::{Mutex, MutexGuard, Once};
 use crate::evtchn::EventChannels;
 use crate::index::bounded;
 use crate::mm::machine::DomainMm;
+use crate::timer::Watchdogs;
 use crate::vcpu::Vcpu;
 
 /// The right to use privileged hypercalls (Xen's control and hardware
@@ -66,6 +67,8 @@ pub struct Domain {
     pub shared_info: u64,
     /// Its event channels (their bits live in the shared_info page).
     pub evtchn: EventChannels,
+    /// Its watchdogs (`SCHEDOP_watchdog`).
+    pub watchdogs: Watchdogs,
 }
 
 impl Domain {
@@ -84,6 +87,7 @@ impl Domain {
             },
             shared_info,
             evtchn: EventChannels::new(DomId::DOM0, max_vcpus),
+            watchdogs: Watchdogs::default(),
         }
     }
 

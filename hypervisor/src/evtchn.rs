@@ -106,6 +106,16 @@ pub trait EventBits {
     /// Sets vCPU `vcpu`'s `evtchn_upcall_pending`; returns whether it was
     /// set already.
     fn test_and_set_upcall_pending(&mut self, vcpu: u32) -> bool;
+    /// Whether vCPU `vcpu`'s `evtchn_upcall_pending` is set.
+    fn upcall_pending(&self, vcpu: u32) -> bool;
+    /// Whether vCPU `vcpu`'s `evtchn_upcall_mask` is set.
+    fn upcall_masked(&self, vcpu: u32) -> bool;
+    /// Sets or clears vCPU `vcpu`'s `evtchn_upcall_mask`.
+    fn set_upcall_mask(&mut self, vcpu: u32, masked: bool);
+    /// The vCPUs whose `evtchn_upcall_pending` went from clear to set
+    /// since the last call (bit `n`: vCPU `n`), which Xen "kicks": it
+    /// wakes them if they sleep in the hypervisor.
+    fn take_kicked(&mut self) -> u64;
 }
 
 /// A domain's event channels.
@@ -375,6 +385,25 @@ impl EventChannels {
         Ok(())
     }
 
+    /// Raises VIRQ `virq` of vCPU `vcpu` (global VIRQs: of the domain),
+    /// if a port is bound to it; a VIRQ nobody bound is dropped.
+    pub fn send_virq(&self, bits: &mut dyn EventBits, virq: Virq, vcpu: u32) {
+        let vcpu = if virq_is_global(virq as u32) { 0 } else { vcpu };
+        let port = bounded(u64::from(vcpu), self.virqs.len())
+            .and_then(|v| self.virqs[v].get(virq as usize).copied())
+            .unwrap_or(0);
+        if let Some(channel) = self.channel(port).filter(|_| port != 0) {
+            Self::set_pending(bits, port, channel.notify_vcpu);
+        }
+    }
+
+    /// Whether vCPU `vcpu` has a port bound to VIRQ `virq`.
+    pub fn virq_bound(&self, virq: Virq, vcpu: u32) -> bool {
+        bounded(u64::from(vcpu), self.virqs.len())
+            .and_then(|v| self.virqs[v].get(virq as usize))
+            .is_some_and(|&port| port != 0)
+    }
+
     /// `EVTCHNOP_status`: fills `status`, `vcpu` and the state's part of
     /// `u` in `s` for port `s.port` of `s.dom`, leaving the rest as the
     /// guest gave it.
@@ -468,6 +497,10 @@ pub mod fake {
         pub selector: [u64; 32],
         /// Each vCPU's `evtchn_upcall_pending`.
         pub upcall: [u8; 32],
+        /// Each vCPU's `evtchn_upcall_mask`.
+        pub upcall_mask: [u8; 32],
+        /// The vCPUs kicked since the last `take_kicked`.
+        pub kicked: u64,
     }
 
     impl Default for FakeBits {
@@ -477,6 +510,8 @@ pub mod fake {
                 mask: [0; 64],
                 selector: [0; 32],
                 upcall: [0; 32],
+                upcall_mask: [0; 32],
+                kicked: 0,
             }
         }
     }
@@ -535,7 +570,22 @@ pub mod fake {
         fn test_and_set_upcall_pending(&mut self, vcpu: u32) -> bool {
             let old = self.upcall[vcpu as usize] != 0;
             self.upcall[vcpu as usize] = 1;
+            if !old {
+                self.kicked |= 1 << vcpu;
+            }
             old
+        }
+        fn upcall_pending(&self, vcpu: u32) -> bool {
+            self.upcall[vcpu as usize] != 0
+        }
+        fn upcall_masked(&self, vcpu: u32) -> bool {
+            self.upcall_mask[vcpu as usize] != 0
+        }
+        fn set_upcall_mask(&mut self, vcpu: u32, masked: bool) {
+            self.upcall_mask[vcpu as usize] = u8::from(masked);
+        }
+        fn take_kicked(&mut self) -> u64 {
+            core::mem::take(&mut self.kicked)
         }
     }
 }

@@ -22,4 +22,5 @@ pub mod resume;
 pub mod sched;
 pub mod stats;
 pub mod time;
+pub mod timer;
 pub mod vcpu;

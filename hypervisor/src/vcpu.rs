@@ -25,6 +25,7 @@ use crate::layout::{guest_range_ok, is_canonical};
 use crate::mm::machine::VcpuMm;
 use crate::regs::GuestRegs;
 use crate::stats::Stats;
+use crate::timer::{Sleep, VcpuTimers};
 
 extern crate alloc;
 use alloc::boxed::Box;
@@ -229,8 +230,15 @@ pub struct Vcpu {
     pub fpu: Box<FpuArea>,
     /// DS, ES and FS, saved while switched out.
     pub selectors: DataSelectors,
-    /// Time spent running, runnable and offline.
+    /// Time spent running, runnable, blocked and offline.
     pub runstate: Runstate,
+    /// Its one-shot and periodic timers.
+    pub timers: VcpuTimers,
+    /// Whether it sleeps in `SCHEDOP_block` or `SCHEDOP_poll`.
+    pub sleep: Sleep,
+    /// An upcall was newly raised for it since the scheduler last looked
+    /// (Xen's kick: it wakes a polling vCPU).
+    pub kicked: bool,
     /// Page-table bases and LDT.
     pub mm: VcpuMm,
     /// Event counters for `stats_op` (empty without the `stats` feature).
@@ -298,6 +306,9 @@ impl Vcpu {
             fpu: Box::new(FpuArea::initial()),
             selectors: DataSelectors::default(),
             runstate: Runstate::new(0),
+            timers: VcpuTimers::default(),
+            sleep: Sleep::Awake,
+            kicked: false,
             mm: VcpuMm::default(),
             stats: Stats::default(),
             traps: [TrapGate::default(); 256],
@@ -326,6 +337,11 @@ impl Vcpu {
     /// Whether the vCPU is up.
     pub fn is_up(&self) -> bool {
         self.power == Power::Up
+    }
+
+    /// Whether it can run now: up and not sleeping.
+    pub fn is_runnable(&self) -> bool {
+        self.is_up() && !self.sleep.is_sleeping()
     }
 
     /// Merges one `trap_info` entry into the virtual IDT.

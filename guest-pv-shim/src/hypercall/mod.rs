@@ -21,7 +21,9 @@ pub use vcpu::*;
 
 use dom0_abi::Hypercall;
 use dom0_abi::console::ConsoleIoCmd;
-use dom0_abi::sched::{SchedOp, SchedShutdown, ShutdownReason};
+use dom0_abi::sched::{
+    SchedOp, SchedPoll, SchedRemoteShutdown, SchedShutdown, SchedWatchdog, ShutdownReason,
+};
 use dom0_abi::version::{
     BuildIdHeader, Capabilities, Changeset, Commandline, CompileInfo, Extraversion, FeatureInfo,
     GuestHandle, PlatformParameters, VersionCmd,
@@ -217,6 +219,52 @@ pub fn sched_shutdown_code(reason: ShutdownReason) -> i64 {
     };
     // SAFETY: the hypervisor reads the 4-byte `arg`.
     unsafe { sched_op_raw(SchedOp::ShutdownCode as u64, addr_of(&arg)) }
+}
+
+/// `SCHEDOP_block`: enables event delivery and sleeps until an event is
+/// pending (at once if one is).
+pub fn sched_block() -> i64 {
+    // SAFETY: block ignores its argument.
+    unsafe { sched_op_raw(SchedOp::Block as u64, 0) }
+}
+
+/// `SCHEDOP_poll` on `ports` until one is pending or system time
+/// `timeout` (0: no timeout).
+pub fn sched_poll(ports: &[u32], timeout: u64) -> i64 {
+    let arg = SchedPoll {
+        ports: addr_of(ports),
+        nr_ports: u32::try_from(ports.len()).unwrap_or(u32::MAX),
+        pad: 0,
+        timeout,
+    };
+    // SAFETY: the hypervisor reads `arg` and the `ports` it names.
+    unsafe { sched_op_raw(SchedOp::Poll as u64, addr_of(&arg)) }
+}
+
+/// `SCHEDOP_watchdog`: `id` 0 creates a watchdog (returns its id), another
+/// id re-arms it for `timeout` seconds (0 stops it).
+pub fn sched_watchdog(id: u32, timeout: u32) -> i64 {
+    let arg = SchedWatchdog { id, timeout };
+    // SAFETY: the hypervisor reads the 8-byte `arg`.
+    unsafe { sched_op_raw(SchedOp::Watchdog as u64, addr_of(&arg)) }
+}
+
+/// `SCHEDOP_remote_shutdown` of domain `domain_id` for `reason`.
+pub fn sched_remote_shutdown(domain_id: u16, reason: u32) -> i64 {
+    let arg = SchedRemoteShutdown {
+        domain_id,
+        pad: 0,
+        reason,
+    };
+    // SAFETY: the hypervisor reads the 8-byte `arg`.
+    unsafe { sched_op_raw(SchedOp::RemoteShutdown as u64, addr_of(&arg)) }
+}
+
+/// `set_timer_op(deadline)`: the calling vCPU's one-shot timer raises
+/// `VIRQ_TIMER` at system time `deadline` (0 cancels it).
+pub fn set_timer_op(deadline: u64) -> i64 {
+    // SAFETY: the argument is a value, not a pointer.
+    unsafe { raw::hypercall1(u64::from(Hypercall::SetTimerOp.number()), deadline) }
 }
 
 /// The legacy `sched_op_compat(cmd, arg)`: `arg` is a value (the shutdown

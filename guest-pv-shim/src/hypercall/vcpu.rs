@@ -6,7 +6,7 @@
 
 use dom0_abi::Hypercall;
 use dom0_abi::cpu::VcpuGuestContext;
-use dom0_abi::vcpu::{VcpuOpCmd, VcpuRunstateInfo};
+use dom0_abi::vcpu::{VcpuOpCmd, VcpuRunstateInfo, VcpuSetPeriodicTimer, VcpuSetSingleshotTimer};
 
 use super::{addr_of, addr_of_mut, raw};
 
@@ -62,4 +62,36 @@ pub fn vcpu_get_runstate_info(vcpuid: u64, out: &mut VcpuRunstateInfo) -> i64 {
     // SAFETY: the hypervisor writes exactly one `VcpuRunstateInfo` into
     // the exclusively borrowed `out`.
     unsafe { vcpu_op_raw(VcpuOpCmd::GetRunstateInfo as u64, vcpuid, addr_of_mut(out)) }
+}
+
+/// `VCPUOP_set_periodic_timer` of vCPU `vcpuid`: `VIRQ_TIMER` every
+/// `period_ns`.
+pub fn vcpu_set_periodic_timer(vcpuid: u64, period_ns: u64) -> i64 {
+    let arg = VcpuSetPeriodicTimer { period_ns };
+    // SAFETY: the hypervisor reads the 8-byte `arg`.
+    unsafe { vcpu_op_raw(VcpuOpCmd::SetPeriodicTimer as u64, vcpuid, addr_of(&arg)) }
+}
+
+/// `VCPUOP_stop_periodic_timer` of vCPU `vcpuid`.
+pub fn vcpu_stop_periodic_timer(vcpuid: u64) -> i64 {
+    // SAFETY: the argument is not read.
+    unsafe { vcpu_op_raw(VcpuOpCmd::StopPeriodicTimer as u64, vcpuid, 0) }
+}
+
+/// `VCPUOP_set_singleshot_timer` of vCPU `vcpuid` (the caller's own):
+/// `VIRQ_TIMER` at system time `deadline`.
+pub fn vcpu_set_singleshot_timer(vcpuid: u64, deadline: u64, flags: u32) -> i64 {
+    let arg = VcpuSetSingleshotTimer {
+        timeout_abs_ns: deadline,
+        flags,
+        ..Default::default()
+    };
+    // SAFETY: the hypervisor reads the 16-byte `arg`.
+    unsafe { vcpu_op_raw(VcpuOpCmd::SetSingleshotTimer as u64, vcpuid, addr_of(&arg)) }
+}
+
+/// `VCPUOP_stop_singleshot_timer` of vCPU `vcpuid`.
+pub fn vcpu_stop_singleshot_timer(vcpuid: u64) -> i64 {
+    // SAFETY: the argument is not read.
+    unsafe { vcpu_op_raw(VcpuOpCmd::StopSingleshotTimer as u64, vcpuid, 0) }
 }

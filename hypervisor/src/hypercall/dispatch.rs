@@ -90,6 +90,7 @@ fn run(
         Hypercall::XenVersion => version::xen_version(env, a[0], a[1]),
         Hypercall::SchedOp => sched::sched_op(env, a[0], a[1]),
         Hypercall::SchedOpCompat => sched::sched_op_compat(env, a[0], a[1]),
+        Hypercall::SetTimerOp => sched::set_timer_op(env, a[0]),
         Hypercall::SetTrapTable => cpu::set_trap_table(env, a[0]),
         Hypercall::StackSwitch => cpu::stack_switch(env, a[0], a[1]),
         Hypercall::SetCallbacks => cpu::set_callbacks(env, a[0], a[1], a[2]),
@@ -108,7 +109,6 @@ fn run(
         Hypercall::EventChannelOp => evtchn::event_channel_op(env, a[0], a[1]),
         Hypercall::EventChannelOpCompat => evtchn::event_channel_op_compat(env, a[0]),
         Hypercall::PlatformOp
-        | Hypercall::SetTimerOp
         | Hypercall::PhysdevOpCompat
         | Hypercall::GrantTableOp
         | Hypercall::XsmOp

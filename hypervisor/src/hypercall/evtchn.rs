@@ -41,6 +41,8 @@ pub fn event_channel_op(env: &mut impl Env, cmd: u64, arg: u64) -> Result<u64, E
             let mut b: EvtchnBindVirq = read_struct(env, arg)?;
             let (channels, _) = env.event_channels();
             b.port = channels.bind_virq(b.virq, b.vcpu)?;
+            // A periodic timer counts once its VIRQ goes somewhere.
+            env.timers_changed();
             write_struct(env, arg, &b)?;
         }
         EvtchnOp::BindIpi => {

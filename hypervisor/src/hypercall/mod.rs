@@ -58,6 +58,10 @@ pub trait Env {
     fn reschedule(&mut self);
     /// System time: nanoseconds since boot.
     fn now_ns(&self) -> u64;
+    /// A timer or a sleeping vCPU's timeout changed: the hypervisor's own
+    /// timer is to be set again before the caller returns (and what is
+    /// already due fires then).
+    fn timers_changed(&mut self);
     /// Continues the hypercall later: the guest re-issues it with `args`
     /// (Xen's continuation), so one call never holds the CPU for long. The
     /// handler's return value is then ignored.

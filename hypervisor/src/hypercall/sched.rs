@@ -1,20 +1,33 @@
-//! `sched_op` and the legacy `sched_op_compat`.
+//! `sched_op`, the legacy `sched_op_compat`, and `set_timer_op`.
 //!
-//! `yield` lets the domain's next runnable vCPU run (round robin on the
-//! one physical CPU; with no other vCPU up it returns at once). `block`,
-//! `poll`, `remote_shutdown`, `watchdog` and `pin_override` return
-//! `-ENOSYS` until events and more domains exist.
+//! - `yield` lets the next runnable vCPU run (with none other, it returns
+//!   at once);
+//! - `block` clears the caller's upcall mask and, unless an upcall is
+//!   pending, sleeps until one is; `poll` sleeps until one of up to 128
+//!   ports is pending, an upcall is newly raised for the caller, or the
+//!   timeout passes, leaving the mask alone. Both return 0 when woken;
+//! - `watchdog` and `remote_shutdown` as `crate::timer` and Xen 4.17
+//!   describe them (no other domain exists yet: `remote_shutdown` reaches
+//!   the caller's own domain by its id, and `ESRCH` for every other id);
+//! - `pin_override` is `ENOSYS` (see `docs/abi-differences.md`).
 #![forbid(unsafe_code)]
 
-use dom0_abi::Errno;
-use dom0_abi::sched::SchedOp;
+extern crate alloc;
 
-use super::{Env, read_u32};
+use alloc::vec::Vec;
+
+use dom0_abi::Errno;
+use dom0_abi::sched::{SchedOp, SchedPoll, SchedRemoteShutdown, SchedWatchdog};
+
+use super::{Env, read_struct, read_u32};
+use crate::layout::guest_range_ok;
+use crate::timer::{MAX_POLL_PORTS, Sleep};
 
 /// `sched_op(cmd, arg)`.
 pub fn sched_op(env: &mut impl Env, cmd: u64, arg: u64) -> Result<u64, Errno> {
     match SchedOp::from_number(cmd) {
         Some(SchedOp::Yield) => yield_cpu(env),
+        Some(SchedOp::Block) => block(env),
         Some(SchedOp::Shutdown) => {
             let reason = read_u32(env, arg)?;
             shutdown(env, reason)
@@ -25,22 +38,113 @@ pub fn sched_op(env: &mut impl Env, cmd: u64, arg: u64) -> Result<u64, Errno> {
             env.domain().set_shutdown_code(low_byte(reason));
             Ok(0)
         }
-        _ => Err(Errno::ENOSYS),
+        Some(SchedOp::Poll) => poll(env, arg),
+        Some(SchedOp::Watchdog) => {
+            let w: SchedWatchdog = read_struct(env, arg)?;
+            let now = env.now_ns();
+            let id = env.domain().watchdogs.op(w.id, w.timeout, now)?;
+            env.timers_changed();
+            Ok(id)
+        }
+        Some(SchedOp::RemoteShutdown) => remote_shutdown(env, arg),
+        Some(SchedOp::PinOverride) | None => Err(Errno::ENOSYS),
     }
 }
 
-/// `sched_op_compat(cmd, arg)`: as [`sched_op`], but `SCHEDOP_shutdown`
-/// takes the reason itself in `arg`.
+/// `sched_op_compat(cmd, arg)`: yield, block, and `SCHEDOP_shutdown`
+/// taking the reason itself in `arg`; the other commands are `ENOSYS`.
 pub fn sched_op_compat(env: &mut impl Env, cmd: u64, arg: u64) -> Result<u64, Errno> {
     match SchedOp::from_number(cmd) {
         Some(SchedOp::Yield) => yield_cpu(env),
+        Some(SchedOp::Block) => block(env),
         Some(SchedOp::Shutdown) => shutdown(env, (arg & 0xffff_ffff) as u32),
         _ => Err(Errno::ENOSYS),
     }
 }
 
+/// `set_timer_op(deadline)`: the caller's one-shot timer.
+pub fn set_timer_op(env: &mut impl Env, deadline: u64) -> Result<u64, Errno> {
+    let now = env.now_ns();
+    env.vcpu().timers.set_timer_op(deadline, now);
+    env.timers_changed();
+    Ok(0)
+}
+
 fn yield_cpu(env: &mut impl Env) -> Result<u64, Errno> {
     env.reschedule();
+    Ok(0)
+}
+
+/// Whether the caller has an upcall to take now (pending and unmasked).
+fn events_need_delivery(env: &mut impl Env) -> bool {
+    let me = env.vcpu().id;
+    let (_, bits) = env.event_channels();
+    bits.upcall_pending(me) && !bits.upcall_masked(me)
+}
+
+fn block(env: &mut impl Env) -> Result<u64, Errno> {
+    let me = env.vcpu().id;
+    env.event_channels().1.set_upcall_mask(me, false);
+    // Asleep first, then the check: an event raised in between finds the
+    // vCPU blocked and wakes it, so none is lost.
+    env.vcpu().sleep = Sleep::Blocked;
+    if events_need_delivery(env) {
+        env.vcpu().sleep = Sleep::Awake;
+    } else {
+        env.reschedule();
+    }
+    Ok(0)
+}
+
+/// `SCHEDOP_poll`: Xen's order of checks: the port count, the port
+/// array's address, a pending upcall (returns at once), then each port
+/// (`EFAULT`, `EINVAL` outside the allocated buckets, at once if one is
+/// pending).
+fn poll(env: &mut impl Env, arg: u64) -> Result<u64, Errno> {
+    let p: SchedPoll = read_struct(env, arg)?;
+    if p.nr_ports > MAX_POLL_PORTS {
+        return Err(Errno::EINVAL);
+    }
+    if !guest_range_ok(p.ports, u64::from(p.nr_ports) * 4) {
+        return Err(Errno::EFAULT);
+    }
+    if events_need_delivery(env) {
+        return Ok(0);
+    }
+    let mut ports = Vec::with_capacity(p.nr_ports as usize);
+    for i in 0..u64::from(p.nr_ports) {
+        let port = read_u32(env, p.ports + i * 4)?;
+        let (channels, bits) = env.event_channels();
+        if port >= channels.valid_ports() {
+            return Err(Errno::EINVAL);
+        }
+        if bits.is_pending(port) {
+            return Ok(0);
+        }
+        ports.push(port);
+    }
+    env.vcpu().sleep = Sleep::Polling {
+        ports,
+        deadline: (p.timeout != 0).then_some(p.timeout),
+    };
+    env.timers_changed();
+    env.reschedule();
+    Ok(0)
+}
+
+/// `SCHEDOP_remote_shutdown`: `EFAULT`, then `ESRCH` for a domain that
+/// does not exist (`DOMID_SELF` included, as on Xen), then `EPERM` for an
+/// unprivileged caller.
+fn remote_shutdown(env: &mut impl Env, arg: u64) -> Result<u64, Errno> {
+    let r: SchedRemoteShutdown = read_struct(env, arg)?;
+    let domain = env.domain();
+    if r.domain_id != domain.id.0 {
+        return Err(Errno::ESRCH);
+    }
+    if !domain.is_privileged() {
+        return Err(Errno::EPERM);
+    }
+    domain.shutdown(low_byte(r.reason));
     Ok(0)
 }
 
@@ -82,8 +186,106 @@ mod tests {
         assert_eq!(sched_op(&mut env, 0, 0), Ok(0));
         assert!(env.rescheduled, "yield asks for the next vCPU");
         assert_eq!(sched_op(&mut env, 99, 0), Err(Errno::ENOSYS));
+        assert_eq!(sched_op(&mut env, 7, 0), Err(Errno::ENOSYS));
         assert_eq!(sched_op(&mut env, 2, 0x10), Err(Errno::EFAULT));
         assert_eq!(sched_op(&mut env, 5, 0x10), Err(Errno::EFAULT));
         assert!(env.domain.is_running());
+    }
+
+    fn poll_arg(env: &mut FakeMachine, ports: &[u32], timeout: u64) -> u64 {
+        let list = BASE + 64;
+        for (i, p) in ports.iter().enumerate() {
+            env.guest[64 + i * 4..68 + i * 4].copy_from_slice(&p.to_le_bytes());
+        }
+        let arg = SchedPoll {
+            ports: list,
+            nr_ports: u32::try_from(ports.len()).unwrap(),
+            pad: 0,
+            timeout,
+        };
+        let mut bytes = [0u8; 24];
+        dom0_abi::wire::Wire::to_wire(&arg, &mut bytes).unwrap();
+        env.guest[..24].copy_from_slice(&bytes);
+        BASE
+    }
+
+    #[test]
+    fn block_unmasks_and_sleeps_unless_an_upcall_is_pending() {
+        let mut env = FakeMachine::new(16);
+        env.events.upcall_mask[0] = 1;
+        assert_eq!(sched_op(&mut env, 1, 0), Ok(0));
+        assert_eq!(env.events.upcall_mask[0], 0);
+        assert_eq!(env.cpu.sleep, Sleep::Blocked);
+        assert!(env.rescheduled);
+
+        let mut env = FakeMachine::new(16);
+        env.events.upcall[0] = 1;
+        env.events.upcall_mask[0] = 1;
+        assert_eq!(sched_op_compat(&mut env, 1, 0), Ok(0));
+        assert_eq!(env.cpu.sleep, Sleep::Awake);
+        assert!(!env.rescheduled);
+    }
+
+    #[test]
+    fn poll_checks_and_sleeps() {
+        let mut env = FakeMachine::new(16);
+        let arg = poll_arg(&mut env, &[1, 2], 500);
+        assert_eq!(sched_op(&mut env, 3, arg), Ok(0));
+        assert_eq!(
+            env.cpu.sleep,
+            Sleep::Polling {
+                ports: vec![1, 2],
+                deadline: Some(500)
+            }
+        );
+        assert!(env.rescheduled && env.timers_changed);
+
+        let mut env = FakeMachine::new(16);
+        env.events.pending[0] = 1 << 2;
+        let arg = poll_arg(&mut env, &[1, 2, 9999], 0);
+        assert_eq!(sched_op(&mut env, 3, arg), Ok(0), "port 2 is pending");
+        assert_eq!(env.cpu.sleep, Sleep::Awake);
+
+        let mut env = FakeMachine::new(16);
+        let arg = poll_arg(&mut env, &[1, 64], 0);
+        assert_eq!(
+            sched_op(&mut env, 3, arg),
+            Err(Errno::EINVAL),
+            "bucket 1 does not exist"
+        );
+        let arg = poll_arg(&mut env, &[1; 129], 0);
+        assert_eq!(sched_op(&mut env, 3, arg), Err(Errno::EINVAL));
+        assert_eq!(sched_op(&mut env, 3, 0x10), Err(Errno::EFAULT));
+        // An upcall to take returns before the ports are read.
+        env.events.upcall[0] = 1;
+        let arg = poll_arg(&mut env, &[1, 64], 0);
+        assert_eq!(sched_op(&mut env, 3, arg), Ok(0));
+        assert_eq!(env.cpu.sleep, Sleep::Awake);
+    }
+
+    #[test]
+    fn timers_watchdogs_and_remote_shutdown() {
+        let mut env = FakeMachine::new(16);
+        env.now = 1000;
+        assert_eq!(set_timer_op(&mut env, 5000), Ok(0));
+        assert_eq!(env.cpu.timers.singleshot, Some(5000));
+        assert!(env.timers_changed);
+        env.guest[..8].copy_from_slice(&[0, 0, 0, 0, 1, 0, 0, 0]);
+        assert_eq!(sched_op(&mut env, 6, BASE), Ok(1));
+        assert_eq!(
+            env.domain.watchdogs.next_deadline(),
+            Some(1000 + 1_000_000_000)
+        );
+        env.guest[..8].copy_from_slice(&[9, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(sched_op(&mut env, 6, BASE), Err(Errno::EINVAL));
+
+        env.guest[..8].copy_from_slice(&[7, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(sched_op(&mut env, 4, BASE), Err(Errno::ESRCH));
+        env.guest[..8].copy_from_slice(&[0xf0, 0x7f, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(sched_op(&mut env, 4, BASE), Err(Errno::ESRCH), "DOMID_SELF");
+        assert!(env.domain.is_running());
+        env.guest[..8].copy_from_slice(&[0, 0, 0, 0, 1, 0, 0, 0]);
+        assert_eq!(sched_op(&mut env, 4, BASE), Ok(0));
+        assert_eq!(env.domain.state, RunState::ShutDown(1));
     }
 }

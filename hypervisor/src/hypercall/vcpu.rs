@@ -2,20 +2,25 @@
 //! it up and down, and reading where its time went.
 //!
 //! Xen 4.17's answers: a `vcpuid` the domain has no vCPU for is `ENOENT`
-//! whatever the command; an unknown command is `ENOSYS`. Timers,
+//! whatever the command; an unknown command is `ENOSYS`. The timers
+//! follow `crate::timer`: periodic ones on any vCPU of the domain,
+//! singleshot ones on the caller's own only (`EINVAL`).
 //! `register_vcpu_info`, runstate and time areas, NMIs and `get_physid`
 //! are not implemented and answer `ENOSYS` (see `docs/abi-differences.md`).
 #![forbid(unsafe_code)]
 
 use dom0_abi::Errno;
 use dom0_abi::cpu::{VcpuGuestContext, VgcfFlags};
+use dom0_abi::event_channel::Virq;
 use dom0_abi::sched::ShutdownReason;
 use dom0_abi::segment::{
     FIRST_RESERVED_GDT_ENTRY, FLAT_RING3_CS32, FLAT_RING3_CS64, FLAT_RING3_DS, RING1_KERNEL_CS,
     RING1_KERNEL_SS,
 };
 use dom0_abi::types::Mfn;
-use dom0_abi::vcpu::{RUNSTATE_OFFLINE, RUNSTATE_RUNNABLE, VcpuOpCmd};
+use dom0_abi::vcpu::{
+    RUNSTATE_OFFLINE, RUNSTATE_RUNNABLE, VcpuOpCmd, VcpuSetPeriodicTimer, VcpuSetSingleshotTimer,
+};
 
 use super::desc::{MAX_GDT_FRAMES, release, take_gdt_frames};
 use super::mmu::MmuEnv;
@@ -24,6 +29,7 @@ use crate::layout::{guest_range_ok, is_canonical};
 use crate::mm::effects::Effects;
 use crate::mm::types::Mmu;
 use crate::regs::GuestRegs;
+use crate::timer::{MAX_PERIOD_NS, MIN_PERIOD_NS};
 use crate::vcpu::{Callback, DataSelectors, FpuArea, Pending, Power, TrapGate, debug};
 
 /// Most LDT entries (`ldt_ents`).
@@ -55,8 +61,51 @@ pub fn vcpu_op(
             write_struct(env, arg, &info)?;
             Ok(0)
         }
+        Some(VcpuOpCmd::SetPeriodicTimer) => {
+            let t: VcpuSetPeriodicTimer = read_struct(env, arg)?;
+            if !(MIN_PERIOD_NS..=MAX_PERIOD_NS).contains(&t.period_ns) {
+                return Err(Errno::EINVAL);
+            }
+            set_periodic(env, id, t.period_ns)
+        }
+        Some(VcpuOpCmd::StopPeriodicTimer) => set_periodic(env, id, 0),
+        Some(VcpuOpCmd::SetSingleshotTimer) => {
+            own_vcpu(env, id)?;
+            let t: VcpuSetSingleshotTimer = read_struct(env, arg)?;
+            env.vcpu().timers.set_singleshot(t.timeout_abs_ns);
+            env.timers_changed();
+            Ok(0)
+        }
+        Some(VcpuOpCmd::StopSingleshotTimer) => {
+            own_vcpu(env, id)?;
+            env.vcpu().timers.singleshot = None;
+            env.timers_changed();
+            Ok(0)
+        }
         _ => Err(Errno::ENOSYS),
     }
+}
+
+/// `EINVAL` unless `id` is the caller (the singleshot timer calls).
+fn own_vcpu(env: &mut impl Env, id: u32) -> Result<(), Errno> {
+    if env.vcpu().id == id {
+        Ok(())
+    } else {
+        Err(Errno::EINVAL)
+    }
+}
+
+/// Sets vCPU `id`'s period (0: stops its periodic timer), raising its
+/// `VIRQ_TIMER` at once when a period has passed since the last event.
+fn set_periodic(env: &mut impl Env, id: u32, period: u64) -> Result<u64, Errno> {
+    let now = env.now_ns();
+    let vcpu = env.vcpu_by_id(id).ok_or(Errno::ENOENT)?;
+    if vcpu.timers.set_periodic(period, now) {
+        let (channels, bits) = env.event_channels();
+        channels.send_virq(bits, Virq::Timer, id);
+    }
+    env.timers_changed();
+    Ok(0)
 }
 
 /// `VCPUOP_up`: `EINVAL` if the vCPU has no context yet; a vCPU already
@@ -313,9 +362,53 @@ mod tests {
         assert_eq!(vcpu_op(&mut m, &mut fx, 99, 0, 0), Err(Errno::ENOSYS));
         assert_eq!(vcpu_op(&mut m, &mut fx, 99, 5, 0), Err(Errno::ENOENT));
         assert_eq!(
-            op(&mut m, VcpuOpCmd::SetPeriodicTimer, 0, BASE),
+            op(&mut m, VcpuOpCmd::GetPhysid, 0, BASE),
             Err(Errno::ENOSYS)
         );
+    }
+
+    #[test]
+    fn timers() {
+        let (mut m, _) = machine(2);
+        m.now = 50_000_000;
+        m.guest[..8].copy_from_slice(&999_999u64.to_le_bytes());
+        assert_eq!(
+            op(&mut m, VcpuOpCmd::SetPeriodicTimer, 1, BASE),
+            Err(Errno::EINVAL)
+        );
+        m.guest[..8].copy_from_slice(&2_000_000u64.to_le_bytes());
+        assert_eq!(
+            op(&mut m, VcpuOpCmd::SetPeriodicTimer, 1, 0x10),
+            Err(Errno::EFAULT)
+        );
+        assert_eq!(op(&mut m, VcpuOpCmd::SetPeriodicTimer, 1, BASE), Ok(0));
+        assert_eq!(m.vcpus[1].timers.period, 2_000_000);
+        assert_eq!(
+            m.vcpus[1].timers.last_periodic, 50_000_000,
+            "raised at once"
+        );
+        assert_eq!(op(&mut m, VcpuOpCmd::StopPeriodicTimer, 1, 0), Ok(0));
+        assert_eq!(m.vcpus[1].timers.period, 0);
+
+        m.guest[..16].fill(0);
+        m.guest[..8].copy_from_slice(&70_000_000u64.to_le_bytes());
+        assert_eq!(
+            op(&mut m, VcpuOpCmd::SetSingleshotTimer, 1, BASE),
+            Err(Errno::EINVAL)
+        );
+        assert_eq!(
+            op(&mut m, VcpuOpCmd::StopSingleshotTimer, 1, 0),
+            Err(Errno::EINVAL)
+        );
+        assert_eq!(
+            op(&mut m, VcpuOpCmd::SetSingleshotTimer, 0, 0x10),
+            Err(Errno::EFAULT)
+        );
+        assert_eq!(op(&mut m, VcpuOpCmd::SetSingleshotTimer, 0, BASE), Ok(0));
+        assert_eq!(m.cpu.timers.singleshot, Some(70_000_000));
+        assert!(m.timers_changed);
+        assert_eq!(op(&mut m, VcpuOpCmd::StopSingleshotTimer, 0, 0), Ok(0));
+        assert_eq!(m.cpu.timers.singleshot, None);
     }
 
     #[test]

@@ -59,6 +59,8 @@ pub struct FakeMachine {
     pub rescheduled: bool,
     /// System time the handlers see.
     pub now: u64,
+    /// Whether a handler changed a timer.
+    pub timers_changed: bool,
     pub preempted: Option<[u64; 5]>,
     #[allow(dead_code, reason = "read by the hypercall::mmu tests")]
     pub vcpu: VcpuMm,
@@ -100,6 +102,7 @@ impl FakeMachine {
             vcpus: Vec::new(),
             rescheduled: false,
             now: 0,
+            timers_changed: false,
             preempted: None,
             vcpu: VcpuMm::default(),
             shared_max_pfn: 0,
@@ -390,6 +393,9 @@ impl Env for FakeMachine {
     }
     fn now_ns(&self) -> u64 {
         self.now
+    }
+    fn timers_changed(&mut self) {
+        self.timers_changed = true;
     }
     fn preempt(&mut self, args: [u64; 5]) {
         self.preempted = Some(args);

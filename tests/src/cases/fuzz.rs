@@ -32,8 +32,10 @@
 //! a huge count walks into the guard and not into kernel data. Outputs go
 //! to a sink page. Calls that would end the run are kept away from their
 //! target (`SCHEDOP_shutdown` and `SCHEDOP_shutdown_code` get unreadable
-//! reason pointers, the compat shutdown and `VCPUOP_down` of vCPU 0 are
-//! replaced, `iret` is left to the user-mode children, `NEW_BASEPTR` only
+//! reason pointers, `remote_shutdown` never names dom0, watchdogs expire
+//! long after the run, `SCHEDOP_poll` always has a timeout a few
+//! milliseconds ahead, `SCHEDOP_block` (which nothing would wake), the
+//! compat shutdown and block, and `VCPUOP_down` of vCPU 0 are replaced, `iret` is left to the user-mode children, `NEW_BASEPTR` only
 //! gets the current L4 or bad frames, `decrease_reservation` only scratch
 //! frames with order 0), and state the fuzzer itself relies on (trap
 //! table, callbacks, kernel stack, GDT, CR0.TS, debug registers, segment
@@ -826,7 +828,8 @@ impl Fuzzer {
             nr::SET_CALLBACKS => dirty = dirty::TRAPS,
             nr::FPU_TASKSWITCH => dirty = dirty::FPU,
             // Compat shutdown takes its reason in the register: never.
-            nr::SCHED_OP_COMPAT if args[0] & 0xffff_ffff == 2 => args[0] = 0,
+            // Compat shutdown would end the run, compat block sleep for ever.
+            nr::SCHED_OP_COMPAT if matches!(args[0] & 0xffff_ffff, 1 | 2) => args[0] = 0,
             nr::SET_DEBUGREG => {
                 args[0] = self.rng.below(9);
                 if self.rng.chance(30) {
@@ -927,12 +930,49 @@ impl Fuzzer {
             }
             nr::SCHED_OP => {
                 args[0] = self.rng.below(8);
+                let arg = match args[0] {
+                    // Block would sleep for ever (no event is bound): yield.
+                    1 => {
+                        args[0] = 0;
+                        [self.rng.next(); 3]
+                    }
+                    // Poll: any ports, but always a timeout at most 2 ms
+                    // ahead (0 could sleep for ever).
+                    3 => {
+                        let ports = [self.rng.next(), self.rng.next()];
+                        let ports = at.main.push(&ports);
+                        let now = shared::system_time_of(0).unwrap_or(0);
+                        [
+                            self.in_ptr(ports),
+                            self.rng.below(140),
+                            now + 1 + self.rng.below(2_000_000),
+                        ]
+                    }
+                    // Remote shutdown: never of dom0 itself.
+                    4 => [
+                        (self.rng.next() & !0xffff) | (1 + self.rng.below(0xffff)),
+                        0,
+                        0,
+                    ],
+                    // Watchdogs: stopped, or expiring long after the run (a
+                    // new one with timeout 0 would expire at once).
+                    6 => {
+                        let id = self.rng.below(4);
+                        let timeout = if id != 0 && self.rng.chance(30) {
+                            0
+                        } else {
+                            1 << 20
+                        };
+                        [id | (timeout << 32), 0, 0]
+                    }
+                    _ => [self.rng.next(); 3],
+                };
                 args[1] = if args[0] & 0xffff_ffff == 2 || args[0] & 0xffff_ffff == 5 {
                     // Shutdown and shutdown_code: reasons nothing can read.
                     self.bad_ptr()
                 } else {
-                    let reason = at.main.push(&[self.rng.next()]);
-                    self.in_ptr(reason)
+                    let arg = at.main.push(&arg);
+                    self.in_ptr(arg)
                 };
             }
             nr::CALLBACK_OP => {

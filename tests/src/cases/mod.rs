@@ -32,6 +32,7 @@ mod mm_writable_pt;
 mod return_from_entry;
 mod sched_op;
 mod shutdown;
+mod timers;
 mod unknown_hypercall;
 mod vcpu_op_errors;
 mod vcpu_switch;
@@ -299,6 +300,26 @@ pub const ALL: &[Case] = &[
     Case {
         name: "evtchn_vcpus",
         run: evtchn::vcpus,
+    },
+    Case {
+        name: "timer_ops",
+        run: timers::ops,
+    },
+    Case {
+        name: "sched_block_poll",
+        run: timers::block_poll,
+    },
+    Case {
+        name: "sched_watchdog",
+        run: timers::watchdog,
+    },
+    Case {
+        name: "sched_watchdog_expiry",
+        run: timers::watchdog_expiry,
+    },
+    Case {
+        name: "sched_remote_shutdown",
+        run: timers::remote_shutdown,
     },
     Case {
         name: "fuzz",

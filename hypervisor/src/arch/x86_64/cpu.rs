@@ -19,6 +19,15 @@ pub fn halt_forever() -> ! {
     }
 }
 
+/// Waits for an interrupt: enables interrupts for the `hlt` only (the
+/// one taken runs its handler on this stack) and disables them again.
+pub fn wait_for_interrupt() {
+    // SAFETY: `sti` takes effect after the next instruction, so no
+    // interrupt is lost between it and `hlt`; the handlers of interrupts
+    // taken in the hypervisor only acknowledge them.
+    unsafe { asm!("sti; hlt; cli", options(nomem, nostack)) };
+}
+
 /// Loads a guest's FS base, user GS selector and both GS bases (`active` is
 /// the one in use now, `inactive` the other).
 pub fn load_guest_segments(fs_base: u64, gs_selector: u16, active: u64, inactive: u64) {

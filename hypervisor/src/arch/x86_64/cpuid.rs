@@ -35,6 +35,10 @@ pub struct Features {
     pub invariant_tsc: bool,
     /// Running under a hypervisor (CPUID.1:ECX[31]).
     pub hypervisor: bool,
+    /// The local APIC's x2APIC mode (CPUID.1:ECX[21]).
+    pub x2apic: bool,
+    /// The local APIC timer's TSC-deadline mode (CPUID.1:ECX[24]).
+    pub tsc_deadline: bool,
     /// Physical address bits.
     pub phys_bits: u8,
     /// Linear address bits.
@@ -74,6 +78,8 @@ pub fn features() -> Features {
     f.pcid = leaf1.ecx & (1 << 17) != 0;
     f.xsave = leaf1.ecx & (1 << 26) != 0;
     f.hypervisor = leaf1.ecx & (1 << 31) != 0;
+    f.x2apic = leaf1.ecx & (1 << 21) != 0;
+    f.tsc_deadline = leaf1.ecx & (1 << 24) != 0;
     if leaf0.eax >= 7 {
         let leaf7 = __cpuid_count(7, 0);
         f.smep = leaf7.ebx & (1 << 7) != 0;

@@ -16,15 +16,33 @@ use super::paging::phys_to_virt;
 const BITMAP_WORDS: usize = 64;
 
 /// A domain's shared_info page, by machine address (0: it has none, and
-/// every bit reads as clear and ignores writes).
+/// every bit reads as clear and ignores writes), and the vCPUs whose
+/// upcall it newly raised (Xen's kicks: they wake a vCPU sleeping in
+/// the hypervisor).
 pub struct SharedInfoBits {
     maddr: u64,
+    /// Bit `n`: vCPU `n`'s `evtchn_upcall_pending` went from 0 to 1.
+    kicked: u64,
 }
 
 impl SharedInfoBits {
     /// The page at machine address `maddr`.
     pub const fn new(maddr: u64) -> SharedInfoBits {
-        SharedInfoBits { maddr }
+        SharedInfoBits { maddr, kicked: 0 }
+    }
+
+    /// The byte at `offset` of vCPU `vcpu`'s `vcpu_info`.
+    fn vcpu_byte(&self, vcpu: u32, offset: usize) -> Option<&AtomicU8> {
+        let info = Self::vcpu_info(vcpu)?;
+        if self.maddr == 0 {
+            return None;
+        }
+        let at = phys_to_virt(self.maddr) + (info + offset) as u64;
+        // SAFETY: shared_info is a hypervisor-owned frame for the domain's
+        // whole life, mapped by the direct map; `info + offset` names a
+        // one-byte field of a `vcpu_info` slot inside the page, which the
+        // guest and the hypervisor only access atomically.
+        Some(unsafe { AtomicU8::from_ptr(at as *mut u8) })
     }
 
     /// The 8-byte word at `offset` (8-aligned, inside the page).
@@ -85,17 +103,29 @@ impl EventBits for SharedInfoBits {
             .is_some_and(|w| w.fetch_or(bit, Ordering::SeqCst) & bit != 0)
     }
     fn test_and_set_upcall_pending(&mut self, vcpu: u32) -> bool {
-        let Some(info) = Self::vcpu_info(vcpu) else {
+        let Some(byte) = self.vcpu_byte(vcpu, offset_of!(VcpuInfo, evtchn_upcall_pending)) else {
             return true;
         };
-        if self.maddr == 0 {
-            return true;
+        let was = byte.swap(1, Ordering::SeqCst) != 0;
+        if !was {
+            self.kicked |= 1u64.checked_shl(vcpu).unwrap_or(0);
         }
-        let at =
-            phys_to_virt(self.maddr) + (info + offset_of!(VcpuInfo, evtchn_upcall_pending)) as u64;
-        // SAFETY: as in `word`, for the one-byte field `evtchn_upcall_pending`
-        // of a `vcpu_info` slot inside the page.
-        let byte = unsafe { AtomicU8::from_ptr(at as *mut u8) };
-        byte.swap(1, Ordering::SeqCst) != 0
+        was
+    }
+    fn upcall_pending(&self, vcpu: u32) -> bool {
+        self.vcpu_byte(vcpu, offset_of!(VcpuInfo, evtchn_upcall_pending))
+            .is_some_and(|b| b.load(Ordering::SeqCst) != 0)
+    }
+    fn upcall_masked(&self, vcpu: u32) -> bool {
+        self.vcpu_byte(vcpu, offset_of!(VcpuInfo, evtchn_upcall_mask))
+            .is_some_and(|b| b.load(Ordering::SeqCst) != 0)
+    }
+    fn set_upcall_mask(&mut self, vcpu: u32, masked: bool) {
+        if let Some(b) = self.vcpu_byte(vcpu, offset_of!(VcpuInfo, evtchn_upcall_mask)) {
+            b.store(u8::from(masked), Ordering::SeqCst);
+        }
+    }
+    fn take_kicked(&mut self) -> u64 {
+        core::mem::take(&mut self.kicked)
     }
 }

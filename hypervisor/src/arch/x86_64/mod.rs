@@ -3,6 +3,7 @@
 //! Everything here touches hardware; everything it decides with is in the
 //! pure modules of the crate.
 pub mod acpi;
+pub mod apic;
 pub mod boot;
 pub mod bootinfo;
 pub mod builder;
@@ -24,6 +25,7 @@ pub mod msr;
 pub mod paging;
 pub mod percpu;
 pub mod pic;
+pub mod schedule;
 pub mod serial;
 pub mod setup;
 pub mod time;

@@ -4,7 +4,7 @@ use crate::cmdline;
 use crate::exit::HostExit;
 use crate::layout::PAGE_SIZE;
 
-use super::{acpi, builder, cpu, entry, machine, mem, pic, serial, time, trampoline, traps};
+use super::{acpi, apic, builder, cpu, entry, machine, mem, pic, serial, time, trampoline, traps};
 
 /// Called by `boot/entry.S` in long mode, on the boot stack, with the boot
 /// loader's magic and the physical address of its information structure.
@@ -55,6 +55,7 @@ extern "C" fn hv_start64(magic: u32, info: u32) -> ! {
         tsc_hz / 1_000_000,
         (tsc_hz / 1000) % 1000
     );
+    apic::init(&features, tsc_hz);
     let (max_frame, direct_map_end) = init_memory(&boot);
     let (hv_root, hv_stack_top) = mem::build_hypervisor_tables(&features, direct_map_end);
     mem::build_m2p(hv_root, max_frame);
@@ -115,7 +116,7 @@ fn report_cpu(f: &cpu::Features) {
         f.virt_bits
     );
     log::info!(
-        "CPU features: nx={} pge={} pcid={} invpcid={} smep={} smap={} umip={} 1g-pages={} xsave={} invariant-tsc={}",
+        "CPU features: nx={} pge={} pcid={} invpcid={} smep={} smap={} umip={} 1g-pages={} xsave={} invariant-tsc={} x2apic={} tsc-deadline={}",
         f.nx,
         f.pge,
         f.pcid,
@@ -125,7 +126,9 @@ fn report_cpu(f: &cpu::Features) {
         f.umip,
         f.page1gb,
         f.xsave,
-        f.invariant_tsc
+        f.invariant_tsc,
+        f.x2apic,
+        f.tsc_deadline
     );
     if !f.nx {
         log::warn!("CPU has no NX: hypervisor data is executable");

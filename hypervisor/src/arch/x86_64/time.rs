@@ -62,6 +62,14 @@ pub fn now_ns() -> u64 {
     })
 }
 
+/// The TSC value at system time `ns` (`None` before [`init`]).
+pub fn tsc_at(ns: u64) -> Option<u64> {
+    CLOCK.get().map(|&(boot, _, hz)| {
+        let ticks = u128::from(ns) * u128::from(hz) / u128::from(crate::time::NS_PER_SEC);
+        boot.saturating_add(u64::try_from(ticks).unwrap_or(u64::MAX))
+    })
+}
+
 /// Publishes the system time in the `vcpu_info` at machine address
 /// `vcpu_info`, as Xen does when a vCPU is scheduled in: the TSC now, the
 /// system time now, and the scale, under the record's version seqlock (odd

@@ -6,9 +6,10 @@ use dom0_abi::hypercall::HYPERCALL_VECTOR;
 use dom0_abi::sched::ShutdownReason;
 use dom0_abi::stats::Counter;
 
-use dom0_abi::vcpu::{RUNSTATE_OFFLINE, RUNSTATE_RUNNABLE, RUNSTATE_RUNNING};
+use dom0_abi::vcpu::{RUNSTATE_BLOCKED, RUNSTATE_OFFLINE, RUNSTATE_RUNNABLE, RUNSTATE_RUNNING};
 
 use crate::domain::{Domain, DomainEntry, RunState};
+use crate::evtchn::EventBits;
 use crate::exit::HostExit;
 use crate::hypercall::dispatch::dispatch;
 use crate::index;
@@ -21,7 +22,7 @@ use crate::vcpu::Vcpu;
 use super::entry::{GuestRegs, exit_to_guest};
 use super::env::ArchEnv;
 use super::percpu::{FREE_BEFORE_DOM0, PerCpu, Running, TEST_NONCE, THIS_CPU};
-use super::{context, cpu, guest, guest_mem, machine, mem, serial, time, trampoline};
+use super::{context, cpu, guest, guest_mem, machine, mem, schedule, serial, time, trampoline};
 
 /// Page-fault vector.
 const PF_VECTOR: u64 = 14;
@@ -86,7 +87,10 @@ pub fn run_guest(regs: &mut GuestRegs) -> ! {
         let Some(entry) = entry_guard.as_deref_mut() else {
             panic!("the running domain d{} is not in its slot", domain.0)
         };
-        let shut_down = Current::of(entry, vcpu, cpu).and_then(|mut c| prepare_exit(&mut c, regs));
+        let shut_down = Current::of(entry, vcpu, cpu).and_then(|mut c| {
+            schedule::run_due(&mut c);
+            prepare_exit(&mut c, regs)
+        });
         if let Some(reason) = shut_down {
             dom0_shut_down(cpu, entry, reason);
         }
@@ -142,8 +146,20 @@ pub fn from_guest(regs: &mut GuestRegs) -> ! {
             dom0_shut_down(cpu, entry, reason);
         }
         if resched {
-            let running = switch_vcpu(cpu, entry, index, regs);
+            let running = loop {
+                if let Some(running) = switch_vcpu(cpu, entry, index, regs) {
+                    break running;
+                }
+                // Nothing can run: wait for the next deadline or interrupt.
+                if let Some(mut current) = Current::of(entry, index, cpu) {
+                    schedule::idle(&mut current);
+                }
+                if let RunState::ShutDown(reason) = entry.domain.state {
+                    dom0_shut_down(cpu, entry, reason);
+                }
+            };
             let shut_down = Current::of(entry, running, cpu).and_then(|mut current| {
+                schedule::run_due(&mut current);
                 guest::deliver_pending_event(&mut current, regs);
                 prepare_exit(&mut current, regs)
             });
@@ -168,11 +184,24 @@ fn handle_entry(current: &mut Current, regs: &mut GuestRegs) -> (Option<u8>, boo
     let start = if Stats::ENABLED { cpu::rdtsc() } else { 0 };
     count_entry(&mut current.vcpu.stats, regs.vector);
     match regs.vector {
-        v if v == u64::from(HYPERCALL_VECTOR) => hypercall(current, regs),
+        v if v == u64::from(HYPERCALL_VECTOR) => {
+            let kicked = hypercall(current, regs);
+            if kicked != 0 {
+                schedule::note_kicks(current, kicked);
+            }
+        }
         guest::SYSCALL_VECTOR | guest::SYSCALL32_VECTOR => guest::syscall(current, regs),
         0..32 => guest::exception(current, regs),
-        // Every interrupt source is masked: nothing to do for a stray one.
-        _ => {}
+        // A physical interrupt (its gate has DPL 0: a guest's `int` on its
+        // vector is a #GP, not this).
+        vector => {
+            if schedule::acknowledge(vector) {
+                current.cpu.timers_dirty = true;
+            }
+        }
+    }
+    if current.cpu.timers_dirty {
+        schedule::run_due(current);
     }
     guest::deliver_pending_event(current, regs);
     let resched = core::mem::take(&mut current.cpu.resched);
@@ -194,22 +223,44 @@ fn handle_entry(current: &mut Current, regs: &mut GuestRegs) -> (Option<u8>, boo
 }
 
 /// Switches from vCPU `from` of `entry` (whose registers are `regs`) to
-/// the next one the scheduler picks, which may be `from` again; returns the
-/// index of the vCPU that runs. Everything a vCPU owns in the CPU goes into
-/// its record and the next one's comes out: registers, FPU/SSE/AVX state,
-/// data selectors and segment bases, and (through its pending work) its
-/// GDT, debug registers and virtual CR0.TS; its LDT is faulted in afresh,
-/// and its page tables go into this CPU's views.
+/// the next runnable one the scheduler picks, which may be `from` again;
+/// returns the index of the vCPU that runs, or `None` when none can run
+/// (`regs` then still holds `from`'s registers). Everything a vCPU owns in
+/// the CPU goes into its record and the next one's comes out: registers,
+/// FPU/SSE/AVX state, data selectors and segment bases, and (through its
+/// pending work) its GDT, debug registers and virtual CR0.TS; its LDT is
+/// faulted in afresh, and its page tables go into this CPU's views.
 fn switch_vcpu(
     cpu: &mut PerCpu,
     entry: &mut DomainEntry,
     from: usize,
     regs: &mut GuestRegs,
-) -> usize {
-    let Some(to) = sched::next_vcpu(&entry.vcpus, from).filter(|&to| to != from) else {
-        return from;
-    };
+) -> Option<usize> {
     let now = time::now_ns();
+    let next = sched::next_vcpu(&entry.vcpus, from);
+    let old = entry.vcpus.get_mut(from)?;
+    let state = if !old.is_up() {
+        RUNSTATE_OFFLINE
+    } else if old.sleep.is_sleeping() {
+        RUNSTATE_BLOCKED
+    } else {
+        RUNSTATE_RUNNABLE
+    };
+    let to = match next {
+        Some(to) if to != from => to,
+        Some(_) => {
+            if old.runstate.state != RUNSTATE_RUNNING {
+                old.runstate.enter(RUNSTATE_RUNNING, now);
+            }
+            return Some(from);
+        }
+        None => {
+            if old.runstate.state != state {
+                old.runstate.enter(state, now);
+            }
+            return None;
+        }
+    };
     if let Some(mut current) = Current::of(entry, from, cpu) {
         let mut fx = Effects::default();
         super::env::release_ldt(&mut ArchEnv::new(&mut current, regs), &mut fx);
@@ -218,12 +269,9 @@ fn switch_vcpu(
     let old = &mut entry.vcpus[from];
     old.context = *regs;
     context::save(old);
-    let state = if old.is_up() {
-        RUNSTATE_RUNNABLE
-    } else {
-        RUNSTATE_OFFLINE
-    };
-    old.runstate.enter(state, now);
+    if old.runstate.state != state {
+        old.runstate.enter(state, now);
+    }
     let new = &mut entry.vcpus[to];
     *regs = new.context;
     context::restore(new);
@@ -237,7 +285,8 @@ fn switch_vcpu(
     if let Some(running) = cpu.running.as_mut() {
         running.vcpu = to;
     }
-    to
+    cpu.slice_end = None;
+    Some(to)
 }
 
 /// Counts one entry. Its two CR3 writes (entry and exit), both flushing
@@ -253,13 +302,15 @@ fn count_entry(stats: &mut Stats, vector: u64) {
     stats.add(kind, 1);
 }
 
-/// A hypercall; inlined into the entry (its only caller).
+/// A hypercall; inlined into the entry (its only caller). Returns the
+/// vCPUs whose upcall it newly raised (see [`EventBits::take_kicked`]).
 #[inline(always)]
-fn hypercall(current: &mut Current, regs: &mut GuestRegs) {
+fn hypercall(current: &mut Current, regs: &mut GuestRegs) -> u64 {
     let args = [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8];
     let number = regs.rax;
     let mut env = ArchEnv::new(current, regs);
     let result = dispatch(&mut env, number, args);
+    let kicked = env.events.take_kicked();
     // The outcome is read in place: copying it out of `env` first cost
     // every hypercall a copy of the continuation arguments.
     let regs = &mut *env.regs;
@@ -269,11 +320,11 @@ fn hypercall(current: &mut Current, regs: &mut GuestRegs) {
         regs.rip = regs.rip.wrapping_sub(2);
         (regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8) =
             (args[0], args[1], args[2], args[3], args[4]);
-        return;
+        return kicked;
     }
     if env.replaced_context {
         // An iret (on its own or ending a multicall) loaded a whole context.
-        return;
+        return kicked;
     }
     regs.rax = result.cast_unsigned();
     if cfg!(debug_assertions) {
@@ -283,6 +334,7 @@ fn hypercall(current: &mut Current, regs: &mut GuestRegs) {
         (regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8) =
             (POISON, POISON, POISON, POISON, POISON);
     }
+    kicked
 }
 
 /// Crashes the running domain with a logged reason.
@@ -368,6 +420,12 @@ fn sanitize_rflags(regs: &mut GuestRegs) {
 /// An exception in the hypervisor: a guest-copy fault is recovered;
 /// anything else is fatal.
 pub fn from_hypervisor(regs: &mut GuestRegs) {
+    if regs.vector >= 32 {
+        // An interrupt while the hypervisor waits for one (it runs with
+        // interrupts disabled otherwise): the waiter runs what is due.
+        schedule::acknowledge(regs.vector);
+        return;
+    }
     if regs.vector == PF_VECTOR
         && let Some(resume) = guest_mem::fixup(regs.rip)
     {

@@ -1,0 +1,211 @@
+//! The local APIC: this CPU's timer, and the end of every interrupt.
+//!
+//! x2APIC mode (registers as MSRs) where the CPU has it, else xAPIC (the
+//! same registers in the page `IA32_APIC_BASE` names, through the direct
+//! map). The timer is one-shot: in TSC-deadline mode where the CPU has it
+//! (the deadline is a TSC value), else counting down at a rate measured
+//! against the TSC at boot. It is armed only for the next deadline the
+//! hypervisor has (a guest timer, a poll timeout, a time slice): no
+//! periodic tick.
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use spin::Once;
+
+use super::cpu::{Features, rdtsc};
+use super::msr::{rdmsr, wrmsr};
+use super::paging::phys_to_virt;
+
+/// The timer's vector.
+pub const TIMER_VECTOR: u8 = 0xf0;
+/// The APIC error interrupt's vector.
+pub const ERROR_VECTOR: u8 = 0xfe;
+/// The spurious-interrupt vector (never acknowledged).
+pub const SPURIOUS_VECTOR: u8 = 0xff;
+
+const IA32_APIC_BASE: u32 = 0x1b;
+const APIC_BASE_ENABLE: u64 = 1 << 11;
+const APIC_BASE_X2APIC: u64 = 1 << 10;
+const IA32_TSC_DEADLINE: u32 = 0x6e0;
+/// The first x2APIC MSR; register at xAPIC offset `o` is MSR `0x800 + o / 16`.
+const X2APIC_MSRS: u32 = 0x800;
+
+/// Register offsets (xAPIC page).
+const ID: u32 = 0x20;
+const TPR: u32 = 0x80;
+const EOI: u32 = 0xb0;
+const SVR: u32 = 0xf0;
+const ESR: u32 = 0x280;
+const LVT_TIMER: u32 = 0x320;
+const LVT_LINT0: u32 = 0x350;
+const LVT_LINT1: u32 = 0x360;
+const LVT_ERROR: u32 = 0x370;
+const TIMER_INITIAL: u32 = 0x380;
+const TIMER_CURRENT: u32 = 0x390;
+const TIMER_DIVIDE: u32 = 0x3e0;
+
+/// SVR: the APIC is software-enabled.
+const SVR_ENABLE: u32 = 1 << 8;
+/// LVT: the entry is masked.
+const LVT_MASKED: u32 = 1 << 16;
+/// LVT: NMI delivery.
+const LVT_NMI: u32 = 0b100 << 8;
+/// LVT timer: TSC-deadline mode.
+const TIMER_TSC_DEADLINE: u32 = 0b10 << 17;
+/// Divide configuration for "divide by 16".
+const DIVIDE_BY_16: u32 = 0b0011;
+
+/// How this CPU's APIC is reached and how its timer counts.
+struct Apic {
+    /// xAPIC register page in the direct map; `None` in x2APIC mode.
+    mmio: Option<u64>,
+    /// TSC-deadline mode.
+    tsc_deadline: bool,
+    /// One-shot mode: timer ticks per 2^32 TSC ticks.
+    ticks_per_tsc: u64,
+}
+
+static APIC: Once<Apic> = Once::new();
+
+/// The TSC deadline the timer is armed for (0: disarmed).
+static ARMED: AtomicU64 = AtomicU64::new(0);
+
+impl Apic {
+    fn read(&self, reg: u32) -> u32 {
+        match self.mmio {
+            // SAFETY: `base` maps the APIC's register page (uncached by
+            // the MTRRs) and `reg` is one of its 16-byte aligned 32-bit
+            // registers.
+            Some(base) => unsafe { ((base + u64::from(reg)) as *const u32).read_volatile() },
+            // SAFETY: x2APIC mode is on, so the register's MSR exists.
+            None => unsafe { (rdmsr(X2APIC_MSRS + reg / 16) & 0xffff_ffff) as u32 },
+        }
+    }
+
+    fn write(&self, reg: u32, value: u32) {
+        match self.mmio {
+            // SAFETY: as in `read`; the registers written are the ones this
+            // module programs.
+            Some(base) => unsafe { ((base + u64::from(reg)) as *mut u32).write_volatile(value) },
+            // SAFETY: x2APIC mode is on, so the register's MSR exists.
+            None => unsafe { wrmsr(X2APIC_MSRS + reg / 16, u64::from(value)) },
+        }
+    }
+}
+
+/// Enables this CPU's local APIC: x2APIC mode where present, the 8259's
+/// LINT0 masked, LINT1 as NMI, errors on [`ERROR_VECTOR`], the timer on
+/// [`TIMER_VECTOR`] (disarmed). `tsc_hz` is the measured TSC rate (for
+/// the one-shot mode's calibration). Returns the APIC id.
+pub fn init(f: &Features, tsc_hz: u64) -> u32 {
+    // SAFETY: IA32_APIC_BASE exists on every x86-64 CPU; setting the
+    // enable bit (and the x2APIC bit only where CPUID reports x2APIC) is
+    // the architected way to turn the APIC on.
+    let base = unsafe {
+        let mut base = rdmsr(IA32_APIC_BASE) | APIC_BASE_ENABLE;
+        wrmsr(IA32_APIC_BASE, base);
+        if f.x2apic {
+            base |= APIC_BASE_X2APIC;
+            wrmsr(IA32_APIC_BASE, base);
+        }
+        base
+    };
+    let mmio = (!f.x2apic).then(|| phys_to_virt(base & 0x000f_ffff_ffff_f000));
+    let mut apic = Apic {
+        mmio,
+        tsc_deadline: f.tsc_deadline,
+        ticks_per_tsc: 0,
+    };
+    apic.write(TPR, 0);
+    apic.write(SVR, SVR_ENABLE | u32::from(SPURIOUS_VECTOR));
+    apic.write(LVT_LINT0, LVT_MASKED);
+    apic.write(LVT_LINT1, LVT_NMI);
+    apic.write(LVT_ERROR, u32::from(ERROR_VECTOR));
+    apic.write(ESR, 0);
+    if apic.tsc_deadline {
+        apic.write(LVT_TIMER, TIMER_TSC_DEADLINE | u32::from(TIMER_VECTOR));
+    } else {
+        apic.write(TIMER_DIVIDE, DIVIDE_BY_16);
+        apic.ticks_per_tsc = calibrate(&apic, tsc_hz);
+        apic.write(LVT_TIMER, u32::from(TIMER_VECTOR));
+    }
+    let id = apic.read(ID);
+    let id = if f.x2apic { id } else { id >> 24 };
+    let apic = APIC.call_once(|| apic);
+    log::info!(
+        "local APIC {id}: {} mode, timer {}",
+        if apic.mmio.is_some() {
+            "xAPIC"
+        } else {
+            "x2APIC"
+        },
+        if apic.tsc_deadline {
+            "TSC-deadline"
+        } else {
+            "one-shot"
+        }
+    );
+    id
+}
+
+/// Timer ticks (at divide-by-16) per 2^32 TSC ticks, counted over 10 ms.
+fn calibrate(apic: &Apic, tsc_hz: u64) -> u64 {
+    let window = tsc_hz / 100;
+    apic.write(LVT_TIMER, LVT_MASKED | u32::from(TIMER_VECTOR));
+    apic.write(TIMER_INITIAL, u32::MAX);
+    let start = rdtsc();
+    while rdtsc().wrapping_sub(start) < window {
+        core::hint::spin_loop();
+    }
+    let counted = u64::from(u32::MAX - apic.read(TIMER_CURRENT));
+    apic.write(TIMER_INITIAL, 0);
+    let ratio = (u128::from(counted) << 32) / u128::from(window.max(1));
+    u64::try_from(ratio).unwrap_or(u64::MAX).max(1)
+}
+
+/// Arms the timer to interrupt at TSC value `deadline` (at once if it has
+/// passed), or disarms it. Setting the deadline it already has is free.
+pub fn set_timer(deadline: Option<u64>) {
+    let Some(apic) = APIC.get() else {
+        return;
+    };
+    let deadline = deadline.map_or(0, |d| d.max(1));
+    if ARMED.swap(deadline, Ordering::Relaxed) == deadline {
+        return;
+    }
+    if apic.tsc_deadline {
+        // SAFETY: the CPU has TSC-deadline mode (CPUID), so the MSR exists;
+        // 0 disarms.
+        unsafe { wrmsr(IA32_TSC_DEADLINE, deadline) };
+        return;
+    }
+    let count = match deadline {
+        0 => 0,
+        at => {
+            let delta = at.saturating_sub(rdtsc());
+            let ticks = (u128::from(delta) * u128::from(apic.ticks_per_tsc)) >> 32;
+            u32::try_from(ticks).unwrap_or(u32::MAX).max(1)
+        }
+    };
+    apic.write(TIMER_INITIAL, count);
+}
+
+/// Forgets the armed deadline after the timer fired (so that the same
+/// deadline can be armed again).
+pub fn timer_fired() {
+    ARMED.store(0, Ordering::Relaxed);
+}
+
+/// Ends the interrupt being handled.
+pub fn eoi() {
+    if let Some(apic) = APIC.get() {
+        apic.write(EOI, 0);
+    }
+}
+
+/// Reads and clears the error status (after an error interrupt).
+pub fn take_errors() -> u32 {
+    APIC.get().map_or(0, |apic| {
+        apic.write(ESR, 0);
+        apic.read(ESR)
+    })
+}

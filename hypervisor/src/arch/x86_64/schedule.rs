@@ -1,0 +1,135 @@
+//! Time and interrupts on this CPU: acknowledging interrupts, running what
+//! is due (guest timers, watchdogs, poll timeouts, sleeping vCPUs woken
+//! by events, the time slice), setting the local APIC's timer for the
+//! next deadline, and waiting while no vCPU can run.
+//!
+//! The decisions are `crate::sched`'s and `crate::timer`'s; this module
+//! walks the running domain's vCPUs with them. A physical interrupt never
+//! reaches a guest: the timer's only effect is this bookkeeping.
+use core::iter;
+
+use dom0_abi::sched::ShutdownReason;
+
+use crate::evtchn::EventBits;
+use crate::sched;
+use crate::timer::earliest;
+
+use super::evtchn::SharedInfoBits;
+use super::traps::Current;
+use super::{apic, cpu, time};
+
+/// Acknowledges the interrupt on `vector`; returns whether it was the
+/// timer's. Takes no lock: it also runs for interrupts taken while the
+/// hypervisor waits in [`idle`].
+pub fn acknowledge(vector: u64) -> bool {
+    match vector {
+        v if v == u64::from(apic::TIMER_VECTOR) => {
+            apic::timer_fired();
+            apic::eoi();
+            true
+        }
+        // Spurious: no end-of-interrupt. The masked 8259s raise only
+        // their spurious IRQ 7 and 15, which are not acknowledged either.
+        v if v == u64::from(apic::SPURIOUS_VECTOR) => false,
+        0x20..0x30 => false,
+        v if v == u64::from(apic::ERROR_VECTOR) => {
+            log::warn!("local APIC error status {:#x}", apic::take_errors());
+            apic::eoi();
+            false
+        }
+        _ => {
+            log::warn!("unexpected interrupt on vector {vector:#x}");
+            apic::eoi();
+            false
+        }
+    }
+}
+
+/// Notes the vCPUs of the running domain whose upcall was newly raised
+/// (bit `n`: vCPU `n`): those sleeping are looked at before the exit.
+pub fn note_kicks(current: &mut Current, mut kicked: u64) {
+    while kicked != 0 {
+        let id = kicked.trailing_zeros();
+        kicked &= kicked - 1;
+        if let Some(vcpu) = current.vcpu_by_id(id)
+            && vcpu.sleep.is_sleeping()
+        {
+            vcpu.kicked = true;
+            current.cpu.timers_dirty = true;
+        }
+    }
+}
+
+/// Runs everything due for the running domain and sets the hypervisor's
+/// timer for the next deadline. A sleeping vCPU that wakes, or the end of
+/// the running vCPU's slice while another waits, asks for a reschedule;
+/// an expired watchdog shuts the domain down.
+pub fn run_due(current: &mut Current) {
+    let Current {
+        domain,
+        vcpu,
+        others,
+        cpu,
+    } = current;
+    cpu.timers_dirty = false;
+    let running = vcpu.id;
+    let mut bits = SharedInfoBits::new(domain.shared_info);
+    loop {
+        let now = time::now_ns();
+        for v in others
+            .0
+            .iter_mut()
+            .chain(iter::once(&mut **vcpu))
+            .chain(others.1.iter_mut())
+        {
+            sched::fire_timers(v, &domain.evtchn, &mut bits, now);
+        }
+        if domain.watchdogs.take_expired(now) && domain.is_running() {
+            log::info!("d{}: watchdog timer fired", domain.id.0);
+            domain.shutdown(ShutdownReason::Watchdog as u8);
+        }
+        let kicked = bits.take_kicked();
+        let mut next = domain.watchdogs.next_deadline();
+        let mut others_runnable = false;
+        for v in others
+            .0
+            .iter_mut()
+            .chain(iter::once(&mut **vcpu))
+            .chain(others.1.iter_mut())
+        {
+            let kick = kicked & 1u64.checked_shl(v.id).unwrap_or(0) != 0;
+            if sched::wake_if_due(v, &bits, kick, now) && v.id != running {
+                cpu.resched = true;
+            }
+            next = earliest(next, sched::next_deadline(v, &domain.evtchn));
+            others_runnable |= v.id != running && v.is_runnable();
+        }
+        if others_runnable {
+            let end = *cpu.slice_end.get_or_insert(now + sched::SLICE_NS);
+            if end <= now {
+                cpu.resched = true;
+                cpu.slice_end = None;
+            } else {
+                next = earliest(next, Some(end));
+            }
+        } else {
+            cpu.slice_end = None;
+        }
+        match next {
+            Some(at) if at <= time::now_ns() => {}
+            _ => {
+                apic::set_timer(next.and_then(time::tsc_at));
+                return;
+            }
+        }
+    }
+}
+
+/// Waits, with interrupts enabled, until an interrupt (the hypervisor's
+/// timer, armed by [`run_due`] for the next deadline), then runs what is
+/// due. For a CPU on which no vCPU can run; `current` is the last one that
+/// ran here.
+pub fn idle(current: &mut Current) {
+    cpu::wait_for_interrupt();
+    run_due(current);
+}
