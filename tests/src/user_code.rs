@@ -81,6 +81,17 @@ global_asm!(
     ".balign 8",
     ".quad 2b, 3b, 3b",
     ".popsection",
+    // Spins until the u64 at ARG is non-zero (something outside user mode
+    // sets it), then stores it.
+    ".globl user_wait",
+    "user_wait:",
+    "2:",
+    "pause",
+    "mov rax, qword ptr [rip + shim_user_data + {arg}]",
+    "test rax, rax",
+    "jz 2b",
+    "mov qword ptr [rip + shim_user_data + {o0}], rax",
+    "jmp shim_user_exit",
     ".popsection",
     o0 = const OUT_0,
     o1 = const OUT_1,
@@ -165,4 +176,6 @@ unsafe extern "C" {
     pub static user_read: u8;
     /// See the assembly above.
     pub static user_write: u8;
+    /// See the assembly above.
+    pub static user_wait: u8;
 }

@@ -83,9 +83,13 @@ fn run(
         Hypercall::UpdateDescriptor => with_effects(env, batch, |env, fx| {
             desc::update_descriptor(env, fx, a[0], a[1])
         }),
-        Hypercall::VcpuOp => with_effects(env, batch, |env, fx| {
-            vcpu::vcpu_op(env, fx, a[0], a[1], a[2])
-        }),
+        Hypercall::VcpuOp => {
+            let result = with_effects(env, batch, |env, fx| {
+                vcpu::vcpu_op(env, fx, a[0], a[1], a[2])
+            });
+            env.wake_kicked();
+            result
+        }
         Hypercall::ConsoleIo => console::console_io(env, a[0], a[1], a[2]),
         Hypercall::XenVersion => version::xen_version(env, a[0], a[1]),
         Hypercall::SchedOp => sched::sched_op(env, a[0], a[1]),
@@ -106,8 +110,16 @@ fn run(
             None => multicall(env, a[0], a[1]),
         },
         Hypercall::StatsOp => stats::stats_op(env, a[0], a[1]),
-        Hypercall::EventChannelOp => evtchn::event_channel_op(env, a[0], a[1]),
-        Hypercall::EventChannelOpCompat => evtchn::event_channel_op_compat(env, a[0]),
+        Hypercall::EventChannelOp => {
+            let result = evtchn::event_channel_op(env, a[0], a[1]);
+            env.wake_kicked();
+            result
+        }
+        Hypercall::EventChannelOpCompat => {
+            let result = evtchn::event_channel_op_compat(env, a[0]);
+            env.wake_kicked();
+            result
+        }
         Hypercall::PlatformOp
         | Hypercall::PhysdevOpCompat
         | Hypercall::GrantTableOp

@@ -58,10 +58,14 @@ pub trait Env {
     fn reschedule(&mut self);
     /// System time: nanoseconds since boot.
     fn now_ns(&self) -> u64;
-    /// A timer or a sleeping vCPU's timeout changed: the hypervisor's own
-    /// timer is to be set again before the caller returns (and what is
-    /// already due fires then).
+    /// A timer, a sleeping vCPU or a VIRQ binding changed (call it after
+    /// the change): what is due fires now and the hypervisor's own timer
+    /// is set again.
     fn timers_changed(&mut self);
+    /// Wakes the sleeping vCPUs whose upcall the call newly raised through
+    /// [`Env::event_channels`] (Xen's kick). The dispatcher calls it after
+    /// every hypercall that can raise one.
+    fn wake_kicked(&mut self);
     /// Continues the hypercall later: the guest re-issues it with `args`
     /// (Xen's continuation), so one call never holds the CPU for long. The
     /// handler's return value is then ignored.

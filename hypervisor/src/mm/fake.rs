@@ -397,6 +397,16 @@ impl Env for FakeMachine {
     fn timers_changed(&mut self) {
         self.timers_changed = true;
     }
+    fn wake_kicked(&mut self) {
+        let mut kicked = self.events.take_kicked();
+        while kicked != 0 {
+            let id = kicked.trailing_zeros();
+            kicked &= kicked - 1;
+            if let Some(vcpu) = self.vcpu_by_id(id) {
+                vcpu.kicked = true;
+            }
+        }
+    }
     fn preempt(&mut self, args: [u64; 5]) {
         self.preempted = Some(args);
     }

@@ -306,6 +306,10 @@ pub const ALL: &[Case] = &[
         run: timers::ops,
     },
     Case {
+        name: "timer_user_mode",
+        run: timers::user_mode,
+    },
+    Case {
         name: "sched_block_poll",
         run: timers::block_poll,
     },

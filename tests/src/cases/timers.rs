@@ -1,5 +1,6 @@
 //! Timers, blocking and polling: `timer_ops` (`VIRQ_TIMER` from each
-//! timer operation, and their errors), `sched_block_poll` (`SCHEDOP_block`
+//! timer operation, and their errors), `timer_user_mode` (a timer event
+//! interrupting guest user mode), `sched_block_poll` (`SCHEDOP_block`
 //! and `SCHEDOP_poll`), `sched_watchdog` (its errors) and the two tests
 //! that end the domain, `sched_watchdog_expiry` and
 //! `sched_remote_shutdown`.
@@ -36,15 +37,16 @@ use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use guest_pv_shim::dom0_abi::Errno;
 use guest_pv_shim::dom0_abi::event_channel::{EvtchnAllocUnbound, EvtchnBindVirq, Virq};
 use guest_pv_shim::dom0_abi::sched::{SchedOp, SchedPoll, ShutdownReason};
+use guest_pv_shim::dom0_abi::segment::FLAT_USER_CS;
 use guest_pv_shim::dom0_abi::start_info::StartInfo;
 use guest_pv_shim::dom0_abi::types::DomId;
 use guest_pv_shim::dom0_abi::vcpu::{VCPU_SSHOTTMR_FUTURE, VcpuOpCmd};
 use guest_pv_shim::hypercall::{self as hc};
-use guest_pv_shim::traps::{self, Disposition, Trap, TrapFrame, VECTOR_EVENT};
+use guest_pv_shim::traps::{self, Disposition, Trap, TrapFrame, UserEntry, VECTOR_EVENT};
 use guest_pv_shim::{report, shared};
 
 use super::BAD_POINTERS;
-use crate::support;
+use crate::{support, user_code};
 
 const MS: u64 = 1_000_000;
 
@@ -53,10 +55,22 @@ static TIMER_PORT: AtomicU32 = AtomicU32::new(0);
 /// Timer events taken by upcalls.
 static TIMER_EVENTS: AtomicU64 = AtomicU64::new(0);
 
-/// The upcall protocol for vCPU 0, counting the timer port's events.
-fn upcall_hook(_frame: &mut TrapFrame, rec: &Trap) -> Disposition {
+/// The CS of the context the last upcall interrupted.
+static INTERRUPTED_CS: AtomicU64 = AtomicU64::new(0);
+
+/// The upcall protocol for vCPU 0, counting the timer port's events; an
+/// upcall that interrupts user mode also releases `user_wait`.
+fn upcall_hook(frame: &mut TrapFrame, rec: &Trap) -> Disposition {
     if rec.vector != VECTOR_EVENT {
         return Disposition::Default;
+    }
+    let cs = frame.cs & 0xffff;
+    INTERRUPTED_CS.store(cs, Ordering::SeqCst);
+    if cs & 3 == 3 {
+        let flag = (traps::user_data() + user_code::ARG) as *mut u64;
+        // SAFETY: the user data page is the shim's, mapped writable for
+        // the kernel too; `user_wait` only reads this word.
+        unsafe { flag.write_volatile(0x7173) };
     }
     shared::set_upcall_pending_of(0, 0);
     let mut sel = shared::take_pending_sel_of(0).unwrap_or(0);
@@ -527,6 +541,41 @@ fn poll_wakes(port: u32) {
         now() - start < 50 * MS,
         format_args!("returned after {} ns", now() - start),
     );
+}
+
+/// `timer_user_mode`: a timer event interrupts guest user mode, which
+/// spins until the upcall (in the kernel) releases it.
+pub fn user_mode(_start_info: &'static StartInfo) {
+    if !support::traps_and_user() || !bind_timer() {
+        return;
+    }
+    hc::vcpu_stop_periodic_timer(0);
+    quiesce();
+    let data = traps::user_data();
+    for offset in [user_code::ARG, user_code::OUT_0] {
+        // SAFETY: the shim's user data page, writable by the kernel.
+        unsafe { ((data + offset) as *mut u64).write_volatile(0) };
+    }
+    INTERRUPTED_CS.store(0, Ordering::SeqCst);
+    let before = TIMER_EVENTS.load(Ordering::SeqCst);
+    hc::set_timer_op(now() + 20 * MS);
+    let entry = core::ptr::addr_of!(user_code::user_wait) as u64;
+    // IF set: user mode runs with upcalls enabled.
+    traps::run_user(entry, FLAT_USER_CS, 0x202, UserEntry::Hypercall);
+    shared::set_upcall_mask(1);
+    report::check_eq(
+        "the timer's upcall interrupted user mode",
+        INTERRUPTED_CS.load(Ordering::SeqCst) & 3,
+        3,
+    );
+    report::check_eq(
+        "one timer event was taken",
+        TIMER_EVENTS.load(Ordering::SeqCst) - before,
+        1,
+    );
+    // SAFETY: as above.
+    let out = unsafe { ((data + user_code::OUT_0) as *const u64).read_volatile() };
+    report::check_eq("user mode ran on after the upcall", out, 0x7173);
 }
 
 /// `sched_watchdog`: creating, re-arming and stopping watchdogs.

@@ -40,18 +40,18 @@ pub struct ArchEnv<'a, 'c> {
     pub preempted: Option<[u64; 5]>,
     /// Whether `iret` replaced the guest context (RAX is then the restored one).
     pub replaced_context: bool,
-    /// The event bits of the domain's shared_info page, with the vCPUs
-    /// whose upcall the handler newly raised.
-    pub events: SharedInfoBits,
+    /// The event bits of the domain's shared_info page (set when a handler
+    /// asks for them; most hypercalls never do), with the vCPUs whose
+    /// upcall the handler newly raised.
+    events: SharedInfoBits,
 }
 
 impl<'a, 'c> ArchEnv<'a, 'c> {
     /// The environment of the vCPU whose context is `regs`.
     pub fn new(current: &'a mut Current<'c>, regs: &'a mut GuestRegs) -> ArchEnv<'a, 'c> {
-        let events = SharedInfoBits::new(current.domain.shared_info);
         ArchEnv {
             current,
-            events,
+            events: SharedInfoBits::new(0),
             regs,
             frames: None,
             preempted: None,
@@ -214,6 +214,7 @@ impl Env for ArchEnv<'_, '_> {
         self.current.vcpu
     }
     fn event_channels(&mut self) -> (&mut EventChannels, &mut dyn EventBits) {
+        self.events.set_page(self.current.domain.shared_info);
         (&mut self.current.domain.evtchn, &mut self.events)
     }
     fn vcpu_by_id(&mut self, id: u32) -> Option<&mut Vcpu> {
@@ -225,8 +226,14 @@ impl Env for ArchEnv<'_, '_> {
     fn now_ns(&self) -> u64 {
         super::time::now_ns()
     }
+    fn wake_kicked(&mut self) {
+        let kicked = self.events.take_kicked();
+        if kicked != 0 {
+            super::schedule::note_kicks(self.current, kicked);
+        }
+    }
     fn timers_changed(&mut self) {
-        self.current.cpu.timers_dirty = true;
+        super::schedule::run_due(self.current);
     }
     fn preempt(&mut self, args: [u64; 5]) {
         self.preempted = Some(args);

@@ -31,6 +31,12 @@ impl SharedInfoBits {
         SharedInfoBits { maddr, kicked: 0 }
     }
 
+    /// Makes these the bits of the page at `maddr`, keeping the kicks
+    /// recorded so far.
+    pub fn set_page(&mut self, maddr: u64) {
+        self.maddr = maddr;
+    }
+
     /// The byte at `offset` of vCPU `vcpu`'s `vcpu_info`.
     fn vcpu_byte(&self, vcpu: u32, offset: usize) -> Option<&AtomicU8> {
         let info = Self::vcpu_info(vcpu)?;

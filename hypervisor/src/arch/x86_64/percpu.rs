@@ -42,9 +42,6 @@ pub struct PerCpu {
     /// hypercall that yields, blocks or takes its own vCPU down, and when
     /// a sleeping vCPU wakes or a time slice ends).
     pub resched: bool,
-    /// A timer, a sleeping vCPU or the time changed: what is due fires,
-    /// and the hypervisor's timer is set again, before the exit.
-    pub timers_dirty: bool,
     /// When the running vCPU's time slice ends, if another one waits.
     pub slice_end: Option<u64>,
 }
@@ -57,7 +54,6 @@ impl PerCpu {
             ldt_pages: [0; LDT_PAGE_COUNT],
             running: None,
             resched: false,
-            timers_dirty: false,
             slice_end: None,
         }
     }

@@ -3,6 +3,13 @@
 //! by events, the time slice), setting the local APIC's timer for the
 //! next deadline, and waiting while no vCPU can run.
 //!
+//! [`run_due`] runs when something it looks at changed, and only then: on
+//! the timer's interrupt, after a hypercall that changed a timer or a
+//! sleeping vCPU (`Env::timers_changed`) or raised an upcall for a
+//! sleeping vCPU ([`note_kicks`]), after a vCPU switch, before the first
+//! exit and after every idle wake-up. Entries that change none of it
+//! (almost all) pay nothing for time.
+//!
 //! The decisions are `crate::sched`'s and `crate::timer`'s; this module
 //! walks the running domain's vCPUs with them. A physical interrupt never
 //! reaches a guest: the timer's only effect is this bookkeeping.
@@ -45,9 +52,10 @@ pub fn acknowledge(vector: u64) -> bool {
     }
 }
 
-/// Notes the vCPUs of the running domain whose upcall was newly raised
-/// (bit `n`: vCPU `n`): those sleeping are looked at before the exit.
+/// Kicks the vCPUs of the running domain whose upcall was newly raised
+/// (bit `n`: vCPU `n`): those sleeping wake (through [`run_due`]).
 pub fn note_kicks(current: &mut Current, mut kicked: u64) {
+    let mut sleeping = false;
     while kicked != 0 {
         let id = kicked.trailing_zeros();
         kicked &= kicked - 1;
@@ -55,8 +63,11 @@ pub fn note_kicks(current: &mut Current, mut kicked: u64) {
             && vcpu.sleep.is_sleeping()
         {
             vcpu.kicked = true;
-            current.cpu.timers_dirty = true;
+            sleeping = true;
         }
+    }
+    if sleeping {
+        run_due(current);
     }
 }
 
@@ -71,7 +82,6 @@ pub fn run_due(current: &mut Current) {
         others,
         cpu,
     } = current;
-    cpu.timers_dirty = false;
     let running = vcpu.id;
     let mut bits = SharedInfoBits::new(domain.shared_info);
     loop {

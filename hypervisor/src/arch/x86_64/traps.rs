@@ -9,7 +9,6 @@ use dom0_abi::stats::Counter;
 use dom0_abi::vcpu::{RUNSTATE_BLOCKED, RUNSTATE_OFFLINE, RUNSTATE_RUNNABLE, RUNSTATE_RUNNING};
 
 use crate::domain::{Domain, DomainEntry, RunState};
-use crate::evtchn::EventBits;
 use crate::exit::HostExit;
 use crate::hypercall::dispatch::dispatch;
 use crate::index;
@@ -184,24 +183,16 @@ fn handle_entry(current: &mut Current, regs: &mut GuestRegs) -> (Option<u8>, boo
     let start = if Stats::ENABLED { cpu::rdtsc() } else { 0 };
     count_entry(&mut current.vcpu.stats, regs.vector);
     match regs.vector {
-        v if v == u64::from(HYPERCALL_VECTOR) => {
-            let kicked = hypercall(current, regs);
-            if kicked != 0 {
-                schedule::note_kicks(current, kicked);
-            }
-        }
+        v if v == u64::from(HYPERCALL_VECTOR) => hypercall(current, regs),
         guest::SYSCALL_VECTOR | guest::SYSCALL32_VECTOR => guest::syscall(current, regs),
         0..32 => guest::exception(current, regs),
         // A physical interrupt (its gate has DPL 0: a guest's `int` on its
         // vector is a #GP, not this).
         vector => {
             if schedule::acknowledge(vector) {
-                current.cpu.timers_dirty = true;
+                schedule::run_due(current);
             }
         }
-    }
-    if current.cpu.timers_dirty {
-        schedule::run_due(current);
     }
     guest::deliver_pending_event(current, regs);
     let resched = core::mem::take(&mut current.cpu.resched);
@@ -302,15 +293,13 @@ fn count_entry(stats: &mut Stats, vector: u64) {
     stats.add(kind, 1);
 }
 
-/// A hypercall; inlined into the entry (its only caller). Returns the
-/// vCPUs whose upcall it newly raised (see [`EventBits::take_kicked`]).
+/// A hypercall; inlined into the entry (its only caller).
 #[inline(always)]
-fn hypercall(current: &mut Current, regs: &mut GuestRegs) -> u64 {
+fn hypercall(current: &mut Current, regs: &mut GuestRegs) {
     let args = [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8];
     let number = regs.rax;
     let mut env = ArchEnv::new(current, regs);
     let result = dispatch(&mut env, number, args);
-    let kicked = env.events.take_kicked();
     // The outcome is read in place: copying it out of `env` first cost
     // every hypercall a copy of the continuation arguments.
     let regs = &mut *env.regs;
@@ -320,11 +309,11 @@ fn hypercall(current: &mut Current, regs: &mut GuestRegs) -> u64 {
         regs.rip = regs.rip.wrapping_sub(2);
         (regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8) =
             (args[0], args[1], args[2], args[3], args[4]);
-        return kicked;
+        return;
     }
     if env.replaced_context {
         // An iret (on its own or ending a multicall) loaded a whole context.
-        return kicked;
+        return;
     }
     regs.rax = result.cast_unsigned();
     if cfg!(debug_assertions) {
@@ -334,7 +323,6 @@ fn hypercall(current: &mut Current, regs: &mut GuestRegs) -> u64 {
         (regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8) =
             (POISON, POISON, POISON, POISON, POISON);
     }
-    kicked
 }
 
 /// Crashes the running domain with a logged reason.
