@@ -100,13 +100,14 @@ mod tests {
 
     #[test]
     fn values() {
-        assert_eq!(
-            NmiOp::from_number(1),
-            Some(NmiOp::UnregisterCallback)
-        );
+        assert_eq!(NmiOp::from_number(1), Some(NmiOp::UnregisterCallback));
         assert_eq!(NmiOp::from_number(2), None);
         assert_eq!(
-            (XEN_NMIREASON_IO_ERROR, XEN_NMIREASON_PCI_SERR, XEN_NMIREASON_UNKNOWN),
+            (
+                XEN_NMIREASON_IO_ERROR,
+                XEN_NMIREASON_PCI_SERR,
+                XEN_NMIREASON_UNKNOWN
+            ),
             (1, 2, 4)
         );
     }

@@ -189,11 +189,7 @@ macro_rules! passes_with {
 /// xtask test --pending` runs them after `TESTS`, and with `--xen` also on
 /// Xen, where every one must already pass. When the hypervisor catches up
 /// with one, its entry moves from here to `TESTS`.
-pub const PENDING: &[IntegrationTest] = &[
-    passes!("cpu_nmi_callbacks", conformance: true),
-    passes!("cpu_nmi", conformance: true),
-    passes_with!("vcpu_nmi", hv_extra_args: "dom0_max_vcpus=2"),
-];
+pub const PENDING: &[IntegrationTest] = &[];
 
 /// Every integration test, in the order they run.
 pub const TESTS: &[IntegrationTest] = &[
@@ -244,6 +240,9 @@ pub const TESTS: &[IntegrationTest] = &[
     passes!("sched_watchdog", conformance: true),
     shuts_down!("sched_watchdog_expiry", Dom0Watchdog, checks: true, "watchdog expiry while blocked", "4: watchdog"),
     shuts_down!("sched_remote_shutdown", Dom0Poweroff, checks: true, "SCHEDOP_remote_shutdown(0, poweroff)", "0: poweroff"),
+    passes!("cpu_nmi_callbacks", conformance: true),
+    passes!("cpu_nmi", conformance: true),
+    passes_with!("vcpu_nmi", hv_extra_args: "dom0_max_vcpus=2"),
     passes!("hostile_selectors_kernel", conformance: false),
     passes!("hostile_selectors_user", conformance: false),
     passes!("hostile_rip", conformance: false),

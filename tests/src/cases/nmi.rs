@@ -13,8 +13,8 @@
 //!   flag), and unregistering (either call) or `set_trap_table(NULL)`
 //!   removes it; registration is per vCPU and allowed on every vCPU;
 //! - `nmi_op` errors: unreadable argument `EFAULT`, non-canonical handler
-//!   `EINVAL`, unknown command `ENOSYS`; the command is 32-bit; unregister
-//!   does not read its argument;
+//!   `EINVAL`, unknown command `ENOSYS`; unregister does not read its
+//!   argument; the commands of `nmi_op` and `callback_op` are 32-bit;
 //! - `send_nmi`: a vCPU the domain does not have is `ENOENT` (checked
 //!   first), a non-NULL argument `EINVAL`; otherwise 0, and the NMI is
 //!   taken the next time the target vCPU returns to the guest: for the
@@ -40,7 +40,9 @@
 use core::sync::atomic::{AtomicI64, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use guest_pv_shim::dom0_abi::Errno;
-use guest_pv_shim::dom0_abi::cpu::{CallbackFlags, CallbackRegister, CallbackType, TrapInfo};
+use guest_pv_shim::dom0_abi::cpu::{
+    CallbackFlags, CallbackOp, CallbackRegister, CallbackType, CallbackUnregister, TrapInfo,
+};
 use guest_pv_shim::dom0_abi::hypercall::{HYPERCALL_SLOT_SIZE, Hypercall};
 use guest_pv_shim::dom0_abi::nmi::{NMI_VECTOR, NmiOp, XenNmiCallback};
 use guest_pv_shim::dom0_abi::segment::FLAT_RING3_CS64;
@@ -91,7 +93,7 @@ impl Seen {
         ((self.cs >> 32) & 0xff) as u8
     }
 
-    fn from_user(&self) -> bool {
+    fn in_user_mode(&self) -> bool {
         self.cs & 2 != 0
     }
 
@@ -399,11 +401,7 @@ pub fn callbacks(_start_info: &'static StartInfo) {
     }
     // SAFETY: `unregister_callback` must not read its argument.
     let ret = unsafe { hc::nmi_op_raw(NmiOp::UnregisterCallback as u64, BAD_POINTERS[0].1) };
-    report::check_ret(
-        "nmi_op unregister_callback ignores its argument",
-        ret,
-        0,
-    );
+    report::check_ret("nmi_op unregister_callback ignores its argument", ret, 0);
     check_goes_to("after it an NMI goes to", "none");
     let arg = XenNmiCallback {
         handler_address: entry2,
@@ -443,14 +441,33 @@ fn trap_table_entry(callback: u64, entry2: u64) {
     );
     check_goes_to("then an NMI goes to", "trap-table entry 2");
     register(callback, CallbackFlags::empty());
-    check_goes_to("callback_op then replaces it: an NMI goes to", "the NMI callback stub");
+    check_goes_to(
+        "callback_op then replaces it: an NMI goes to",
+        "the NMI callback stub",
+    );
     report::check_ret(
         "callback_op unregister",
         hc::callback_unregister(CallbackType::Nmi as u16),
         0,
     );
     traps::set_trap(NMI_VECTOR, TrapInfo::FLAG_IF, Some(entry2));
-    hc::callback_unregister(CallbackType::Nmi as u16);
+    let unregister = CallbackUnregister {
+        kind: CallbackType::Nmi as u16,
+        unused: 0,
+    };
+    // SAFETY: `unregister` is readable; only the low 32 bits of the
+    // command count.
+    let ret = unsafe {
+        hc::callback_op_raw(
+            (1 << 32) | CallbackOp::Unregister as u64,
+            core::ptr::from_ref(&unregister) as u64,
+        )
+    };
+    report::check_ret(
+        "callback_op command (1 << 32) | unregister unregisters",
+        ret,
+        0,
+    );
     check_goes_to(
         "callback_op unregister also clears a trap-table entry 2: an NMI goes to",
         "none",
@@ -535,7 +552,11 @@ pub fn delivery(_start_info: &'static StartInfo) {
     // SAFETY: a non-NULL argument, which send_nmi refuses unread.
     let ret = unsafe { hc::vcpu_op_raw(VcpuOpCmd::SendNmi as u64, 0, 0x1000) };
     let count = logged();
-    report::check_ret("send_nmi with a non-NULL argument is EINVAL", ret, Errno::EINVAL.neg());
+    report::check_ret(
+        "send_nmi with a non-NULL argument is EINVAL",
+        ret,
+        Errno::EINVAL.neg(),
+    );
     report::check_eq("and sends nothing", count, 0);
     report::check_ret(
         "send_nmi to a vCPU the domain does not have is ENOENT",
@@ -571,7 +592,11 @@ pub fn delivery(_start_info: &'static StartInfo) {
     if let Some(seen) = sent.2 {
         kernel_frame(&seen, 1);
     }
-    report::check_eq("after its iret events are masked again", mask_after, Some(1));
+    report::check_eq(
+        "after its iret events are masked again",
+        mask_after,
+        Some(1),
+    );
 
     masked_until_iret();
     no_handler();
@@ -595,10 +620,14 @@ fn kernel_frame(seen: &Seen, mask: u8) {
     );
     report::check_eq(
         format_args!("mask {mask}: the frame shows kernel mode"),
-        seen.from_user(),
+        seen.in_user_mode(),
         false,
     );
-    report::check_eq(format_args!("mask {mask}: RAX is send_nmi's result"), seen.rax, 0);
+    report::check_eq(
+        format_args!("mask {mask}: RAX is send_nmi's result"),
+        seen.rax,
+        0,
+    );
     report::check_eq(
         format_args!("mask {mask}: saved upcall mask, RFLAGS.IF"),
         (seen.saved_mask(), seen.rflags & RFLAGS_IF != 0),
@@ -610,7 +639,9 @@ fn kernel_frame(seen: &Seen, mask: u8) {
         Some(1),
     );
     report::check(
-        format_args!("mask {mask}: the frame is 56 bytes below the interrupted RSP rounded down to 16"),
+        format_args!(
+            "mask {mask}: the frame is 56 bytes below the interrupted RSP rounded down to 16"
+        ),
         seen.frame == (seen.rsp & !15) - FRAME_BYTES,
         format_args!("frame {:#x}, rsp {:#x}", seen.frame, seen.rsp),
     );
@@ -635,14 +666,18 @@ fn masked_until_iret() {
     report::check_eq(
         "and no NMI is taken meanwhile (NMIs masked)",
         [
-            IN_HANDLER_NMIS[0].load(Ordering::SeqCst) - first_nmis,
-            IN_HANDLER_NMIS[1].load(Ordering::SeqCst) - first_nmis,
+            IN_HANDLER_NMIS[0]
+                .load(Ordering::SeqCst)
+                .wrapping_sub(first_nmis),
+            IN_HANDLER_NMIS[1]
+                .load(Ordering::SeqCst)
+                .wrapping_sub(first_nmis),
         ],
         [1, 1],
     );
     report::check_eq(
         "after the handler's iret one more NMI, not two: result, NMIs",
-        (ret, nmis(0) - first_nmis),
+        (ret, nmis(0).wrapping_sub(first_nmis)),
         (0, 2),
     );
     report::check(
@@ -692,12 +727,7 @@ fn before_events() {
             first.map(|s| s.handler()),
             second.map(|s| s.handler()),
         ),
-        (
-            0,
-            2,
-            Some("trap-table entry 2"),
-            Some("the event callback"),
-        ),
+        (0, 2, Some("trap-table entry 2"), Some("the event callback")),
     );
     report::check(
         "the upcall came after the NMI's iret, at the same point",
@@ -718,7 +748,9 @@ fn user_mode() {
         "the handler's send returns, nothing taken meanwhile",
         (
             IN_HANDLER[0].load(Ordering::SeqCst),
-            IN_HANDLER_NMIS[0].load(Ordering::SeqCst) - first_nmis,
+            IN_HANDLER_NMIS[0]
+                .load(Ordering::SeqCst)
+                .wrapping_sub(first_nmis),
         ),
         (0, 1),
     );
@@ -732,7 +764,7 @@ fn user_mode() {
     };
     report::check_eq(
         "that NMI's frame shows user mode, CS",
-        (user.from_user(), user.cs & 0xffff),
+        (user.in_user_mode(), user.cs & 0xffff),
         (true, u64::from(FLAT_RING3_CS64)),
     );
     report::check(
@@ -889,6 +921,10 @@ pub fn vcpus(_start_info: &'static StartInfo) {
     );
     COMMAND.store(STOP, Ordering::SeqCst);
     let stopped = support::yield_until(WAIT, || hc::vcpu_is_up(1) == 0);
-    report::check("vCPU 1 finished", stopped, format_args!("is_up {}", hc::vcpu_is_up(1)));
+    report::check(
+        "vCPU 1 finished",
+        stopped,
+        format_args!("is_up {}", hc::vcpu_is_up(1)),
+    );
     traps::set_hook(None);
 }
