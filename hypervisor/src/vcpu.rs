@@ -220,6 +220,12 @@ impl Nmi {
         self.pending = true;
     }
 
+    /// Whether an NMI is pending (taken or not, masked or not: one test
+    /// on every exit decides whether [`Nmi::take`] is needed).
+    pub const fn is_pending(&self) -> bool {
+        self.pending
+    }
+
     /// Whether the way back to the guest has something to do: an NMI is
     /// pending and NMIs are not masked.
     pub const fn deliverable(&self) -> bool {
@@ -805,8 +811,12 @@ mod tests {
         assert_eq!(nmi.take(gate), NmiDelivery::Deliver(gate));
         assert_eq!(nmi.take(gate), NmiDelivery::None, "two sends, one NMI");
         nmi.raise();
-        assert!(!nmi.deliverable(), "masked in the handler");
+        assert!(
+            nmi.is_pending() && !nmi.deliverable(),
+            "masked in the handler"
+        );
         assert_eq!(nmi.take(gate), NmiDelivery::None);
+        assert!(nmi.is_pending(), "kept for after the iret");
         nmi.unmask();
         assert_eq!(nmi.take(gate), NmiDelivery::Deliver(gate), "after iret");
         nmi.unmask();

@@ -10,7 +10,8 @@
 //!   (`CALLBACKTYPE_nmi`) and `nmi_op` (`XENNMI_register_callback`) write
 //!   it (events always masked in the handler, whatever the flags), a
 //!   `set_trap_table` entry for vector 2 replaces it (with its own IF
-//!   flag), and unregistering (either call) or `set_trap_table(NULL)`
+//!   flag: without it a pending upcall is taken at once, on top of the
+//!   NMI frame), and unregistering (either call) or `set_trap_table(NULL)`
 //!   removes it; registration is per vCPU and allowed on every vCPU;
 //! - `nmi_op` errors: unreadable argument `EFAULT`, non-canonical handler
 //!   `EINVAL`, unknown command `ENOSYS`; unregister does not read its
@@ -481,6 +482,20 @@ fn trap_table_entry(callback: u64, entry2: u64) {
         "and its handler runs with events unmasked",
         seen.and_then(|s| s.mask),
         Some(0),
+    );
+    shared::set_upcall_pending(1);
+    let before = logged();
+    let ret = hc::vcpu_send_nmi(0);
+    let (first, second) = (entry(before), entry(before + 1));
+    report::check_eq(
+        "with an upcall pending too: result, the handler that runs first, then",
+        (ret, first.map(|s| s.handler()), second.map(|s| s.handler())),
+        (0, Some("the event callback"), Some("trap-table entry 2")),
+    );
+    report::check(
+        "the upcall interrupted the NMI handler at its first instruction",
+        first.is_some_and(|s| s.rip == entry2 && s.saved_mask() == 0),
+        format_args!("{first:x?}"),
     );
     traps::set_trap(NMI_VECTOR, TrapInfo::FLAG_IF, Some(entry2));
     // SAFETY: clears every handler; nothing faults until the table is

@@ -275,7 +275,7 @@ fn bounce_to(
 /// guest was going. An NMI handler that masks events (the usual case)
 /// keeps the upcall for after its `iret`.
 pub fn deliver_pending_event(current: &mut Current, regs: &mut GuestRegs) {
-    if current.vcpu.nmi.deliverable() {
+    if current.vcpu.nmi.is_pending() {
         deliver_nmi(current, regs);
         if !current.domain.is_running() {
             return;
@@ -293,9 +293,10 @@ pub fn deliver_pending_event(current: &mut Current, regs: &mut GuestRegs) {
     }
 }
 
-/// Takes the pending NMI: into the NMI handler (trap-table entry 2, which
-/// masks events if its flags say so; NMIs stay masked until the guest's
-/// next `HYPERVISOR_iret`), or, with no handler, dropped as Xen drops it.
+/// Takes the pending NMI unless NMIs are masked: into the NMI handler
+/// (trap-table entry 2, which masks events if its flags say so; NMIs stay
+/// masked until the guest's next `HYPERVISOR_iret`), or, with no handler,
+/// dropped as Xen drops it.
 /// The drop is logged at debug level only: a guest may send itself NMIs
 /// without a handler as often as it likes.
 #[cold]
