@@ -347,7 +347,10 @@ pub fn callbacks(_start_info: &'static StartInfo) {
         register(callback, CallbackFlags::empty()),
         0,
     );
-    let seen = check_goes_to("an NMI now goes to", "the NMI callback stub");
+    let seen = check_goes_to(
+        "after callback_op register an NMI goes to",
+        "the NMI callback stub",
+    );
     report::check_eq(
         "its handler runs with events masked",
         seen.and_then(|s| s.mask),
@@ -369,7 +372,10 @@ pub fn callbacks(_start_info: &'static StartInfo) {
     // SAFETY: the shim's vector-2 stub handles NMIs.
     let ret = unsafe { hc::nmi_register_callback(entry2) };
     report::check_ret("nmi_op register_callback", ret, 0);
-    let seen = check_goes_to("an NMI now goes to", "trap-table entry 2");
+    let seen = check_goes_to(
+        "after nmi_op register_callback an NMI goes to",
+        "trap-table entry 2",
+    );
     report::check_eq(
         "the nmi_op handler runs with events masked",
         seen.and_then(|s| s.mask),
@@ -403,7 +409,7 @@ pub fn callbacks(_start_info: &'static StartInfo) {
     // SAFETY: `unregister_callback` must not read its argument.
     let ret = unsafe { hc::nmi_op_raw(NmiOp::UnregisterCallback as u64, BAD_POINTERS[0].1) };
     report::check_ret("nmi_op unregister_callback ignores its argument", ret, 0);
-    check_goes_to("after it an NMI goes to", "none");
+    check_goes_to("after nmi_op unregister_callback an NMI goes to", "none");
     let arg = XenNmiCallback {
         handler_address: entry2,
         pad: 0,
