@@ -26,8 +26,10 @@
 //!
 //! # Delivery
 //!
-//! On every return to a vCPU (after a hypercall, an exception, or when it
-//! is switched in), before the event upcall is considered: if an NMI is
+//! A new NMI wakes a vCPU asleep in `SCHEDOP_block` or `SCHEDOP_poll` (the
+//! call returns 0). On every return to a vCPU (after a hypercall, an
+//! exception, an interrupt, or when it is switched in), before the event
+//! upcall is considered: if an NMI is
 //! pending and NMIs are not masked, the NMI stops being pending and
 //! - with a handler: NMIs become masked, and the vCPU enters the handler
 //!   through a bounce frame without error code (as for an exception; from

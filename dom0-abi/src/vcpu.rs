@@ -106,8 +106,9 @@ numbered_enum! {
         /// initialised); returns 0. One already pending absorbs it. The
         /// vCPU takes it the next time it returns to the guest (the
         /// caller: on the way out of this call), unless NMIs are masked
-        /// there; see [`crate::nmi`] for the handler, the frame and the
-        /// masking.
+        /// there; a vCPU asleep in `SCHEDOP_block` or `SCHEDOP_poll` wakes
+        /// for a new one (its call returns 0). See [`crate::nmi`] for the
+        /// handler, the frame and the masking.
         ///
         /// Errors: `ENOENT` no such vCPU (checked first); `EINVAL` `arg`
         /// is not NULL (nothing is sent).

@@ -215,9 +215,11 @@ pub enum NmiDelivery {
 
 impl Nmi {
     /// `VCPUOP_send_nmi` (or a registration that re-raises the NMI
-    /// reason): an NMI is pending. One already pending absorbs it.
-    pub fn raise(&mut self) {
-        self.pending = true;
+    /// reason): an NMI is pending. One already pending absorbs it; returns
+    /// whether this one was new (only a new one kicks a sleeping vCPU, as
+    /// on Xen).
+    pub fn raise(&mut self) -> bool {
+        !core::mem::replace(&mut self.pending, true)
     }
 
     /// Whether an NMI is pending (taken or not, masked or not: one test
@@ -805,8 +807,8 @@ mod tests {
         };
         let mut nmi = Nmi::default();
         assert_eq!(nmi.take(gate), NmiDelivery::None, "nothing pending");
-        nmi.raise();
-        nmi.raise();
+        assert!(nmi.raise());
+        assert!(!nmi.raise(), "absorbed by the one pending");
         assert!(nmi.deliverable());
         assert_eq!(nmi.take(gate), NmiDelivery::Deliver(gate));
         assert_eq!(nmi.take(gate), NmiDelivery::None, "two sends, one NMI");

@@ -170,6 +170,7 @@ fn register_nmi(env: &mut impl Env, handler: u64) {
     let vcpu = env.vcpu();
     vcpu.set_nmi_handler(handler);
     if vcpu.id == 0 && reason != 0 {
+        // The caller itself: it takes the NMI on the way out, no kick.
         vcpu.nmi.raise();
     }
 }

@@ -111,14 +111,21 @@ fn set_periodic(env: &mut impl Env, id: u32, period: u64) -> Result<u64, Errno> 
 
 /// `VCPUOP_send_nmi`: an NMI is pending for vCPU `id` (any vCPU of the
 /// domain, the caller, down or never initialised ones included); it takes
-/// it on its next way back to the guest. `EINVAL` if `arg` is not NULL
-/// (nothing is sent). With one physical CPU and no blocking yet, the
-/// target needs no kick: it takes the NMI when it next runs.
+/// it on its next way back to the guest. A new NMI kicks the target as
+/// Xen's `vcpu_kick` does: asleep in `SCHEDOP_block` or `SCHEDOP_poll`, it
+/// wakes (the call returns 0) before the caller returns. `EINVAL` if `arg`
+/// is not NULL (nothing is sent).
 fn send_nmi(env: &mut impl Env, id: u32, arg: u64) -> Result<u64, Errno> {
     if arg != 0 {
         return Err(Errno::EINVAL);
     }
-    env.vcpu_by_id(id).ok_or(Errno::ENOENT)?.nmi.raise();
+    let vcpu = env.vcpu_by_id(id).ok_or(Errno::ENOENT)?;
+    if vcpu.nmi.raise() && vcpu.sleep.is_sleeping() {
+        vcpu.kicked = true;
+        // The scheduler looks at sleeping vCPUs, and wakes a kicked one,
+        // before the exit.
+        env.timers_changed();
+    }
     Ok(0)
 }
 
@@ -331,6 +338,7 @@ fn initialise(env: &mut impl MmuEnv, fx: &mut Effects, id: u32, arg: u64) -> Res
 mod tests {
     use super::*;
     use crate::mm::fake::{BASE, FakeMachine};
+    use crate::timer::Sleep;
     use dom0_abi::vcpu::{RUNSTATE_RUNNING, VcpuRunstateInfo};
     use dom0_abi::wire::Wire;
 
@@ -508,6 +516,23 @@ mod tests {
         assert!(!m.cpu.nmi.deliverable());
         assert_eq!(op(&mut m, VcpuOpCmd::SendNmi, 1 << 32, 0), Ok(0));
         assert!(m.cpu.nmi.deliverable(), "to itself");
+    }
+
+    #[test]
+    fn send_nmi_kicks_a_sleeping_vcpu_once() {
+        let (mut m, _) = machine(2);
+        m.vcpus[1].sleep = Sleep::Blocked;
+        assert_eq!(op(&mut m, VcpuOpCmd::SendNmi, 1, 0), Ok(0));
+        assert!(m.vcpus[1].kicked && m.timers_changed);
+        m.vcpus[1].kicked = false;
+        m.timers_changed = false;
+        assert_eq!(op(&mut m, VcpuOpCmd::SendNmi, 1, 0), Ok(0));
+        assert!(
+            !m.vcpus[1].kicked && !m.timers_changed,
+            "an NMI already pending kicks nobody"
+        );
+        assert_eq!(op(&mut m, VcpuOpCmd::SendNmi, 0, 0), Ok(0));
+        assert!(!m.cpu.kicked && !m.timers_changed, "an awake vCPU");
     }
 
     #[test]

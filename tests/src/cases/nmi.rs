@@ -36,7 +36,9 @@
 //!   upcall when the NMI handler's `iret` unmasks events;
 //! - vCPU 0 registering a callback (either call, not `set_trap_table`)
 //!   while `shared_info.arch.nmi_reason` is non-zero gets an NMI;
-//!   another vCPU does not.
+//!   another vCPU does not;
+//! - an NMI wakes a vCPU asleep in `SCHEDOP_block` or `SCHEDOP_poll`: the
+//!   call returns 0 once the NMI handler has run.
 
 use core::sync::atomic::{AtomicI64, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
@@ -44,11 +46,13 @@ use guest_pv_shim::dom0_abi::Errno;
 use guest_pv_shim::dom0_abi::cpu::{
     CallbackFlags, CallbackOp, CallbackRegister, CallbackType, CallbackUnregister, TrapInfo,
 };
+use guest_pv_shim::dom0_abi::event_channel::EvtchnAllocUnbound;
 use guest_pv_shim::dom0_abi::hypercall::{HYPERCALL_SLOT_SIZE, Hypercall};
 use guest_pv_shim::dom0_abi::nmi::{NMI_VECTOR, NmiOp, XenNmiCallback};
 use guest_pv_shim::dom0_abi::segment::FLAT_RING3_CS64;
 use guest_pv_shim::dom0_abi::start_info::StartInfo;
-use guest_pv_shim::dom0_abi::vcpu::VcpuOpCmd;
+use guest_pv_shim::dom0_abi::types::DomId;
+use guest_pv_shim::dom0_abi::vcpu::{RUNSTATE_BLOCKED, VcpuOpCmd, VcpuRunstateInfo};
 use guest_pv_shim::hypercall::{self as hc, raw};
 use guest_pv_shim::traps::{
     self, Callback, Disposition, RFLAGS_IF, Trap, TrapFrame, UserEntry, VECTOR_EVENT,
@@ -818,8 +822,14 @@ const SELF: u8 = 1;
 const TO_0: u8 = 2;
 /// Register its NMI callback with `nmi_op`.
 const REGISTER: u8 = 3;
+/// Block in `SCHEDOP_block`.
+const BLOCK: u8 = 4;
+/// Poll [`POLL_PORT`] without a timeout.
+const POLL: u8 = 5;
 /// Return (the vCPU goes down).
-const STOP: u8 = 4;
+const STOP: u8 = 6;
+/// A port nothing sends on, for [`POLL`].
+static POLL_PORT: AtomicU32 = AtomicU32::new(0);
 /// The result of vCPU 1's last command, and its NMIs during it.
 static RESULT: AtomicI64 = AtomicI64::new(0);
 static RESULT_NMIS: AtomicU64 = AtomicU64::new(0);
@@ -833,6 +843,13 @@ fn worker(vcpu: usize) {
             TO_0 => hc::vcpu_send_nmi(0),
             // SAFETY: the shim's NMI callback stub.
             REGISTER => unsafe { hc::nmi_register_callback(stubs().0) },
+            BLOCK => {
+                let ret = hc::sched_block();
+                // Block unmasked events; the worker runs with them masked.
+                shared::set_upcall_mask_of(vcpu, 1);
+                ret
+            }
+            POLL => hc::sched_poll(&[POLL_PORT.load(Ordering::SeqCst)], 0),
             STOP => return,
             _ => {
                 hc::sched_yield();
@@ -862,6 +879,34 @@ fn last_of(vcpu: usize) -> Option<Seen> {
         .rev()
         .filter_map(entry)
         .find(|s| s.vcpu == vcpu && s.vector != VECTOR_EVENT)
+}
+
+/// Has vCPU 1 sleep with `command`, then sends it an NMI, which must wake
+/// it: its call returns 0 after it took the NMI.
+fn asleep_on_vcpu1(command: u8, call: &str) {
+    COMMAND.store(command, Ordering::SeqCst);
+    let asleep = support::yield_until(WAIT, || {
+        let mut info = VcpuRunstateInfo::default();
+        hc::vcpu_get_runstate_info(1, &mut info) == 0 && info.state == RUNSTATE_BLOCKED
+    });
+    let sent = hc::vcpu_send_nmi(1);
+    let woke = support::yield_until(WAIT, || COMMAND.load(Ordering::SeqCst) == IDLE);
+    report::check_eq(
+        format_args!(
+            "vCPU 1 asleep in {call}, an NMI wakes it: asleep, send, its call's result and NMIs"
+        ),
+        (
+            asleep,
+            sent,
+            woke.then(|| {
+                (
+                    RESULT.load(Ordering::SeqCst),
+                    RESULT_NMIS.load(Ordering::SeqCst),
+                )
+            }),
+        ),
+        (true, 0, Some((0, 1))),
+    );
 }
 
 /// `vcpu_nmi`: NMIs between two vCPUs.
@@ -940,6 +985,16 @@ pub fn vcpus(_start_info: &'static StartInfo) {
         reg,
         Some((0, 0)),
     );
+    asleep_on_vcpu1(BLOCK, "SCHEDOP_block");
+    let mut unbound = EvtchnAllocUnbound {
+        dom: DomId::SELF.0,
+        remote_dom: DomId::SELF.0,
+        port: 0,
+    };
+    let ret = hc::evtchn_alloc_unbound(&mut unbound);
+    report::check_ret("a port for vCPU 1 to poll", ret, 0);
+    POLL_PORT.store(unbound.port, Ordering::SeqCst);
+    asleep_on_vcpu1(POLL, "SCHEDOP_poll");
     COMMAND.store(STOP, Ordering::SeqCst);
     let stopped = support::yield_until(WAIT, || hc::vcpu_is_up(1) == 0);
     report::check(
