@@ -66,12 +66,14 @@ impl TrapInfo {
 }
 
 numbered_enum! {
-    /// `CALLBACKOP_*`: the `cmd` of `callback_op`. Unknown: `ENOSYS`.
+    /// `CALLBACKOP_*`: the `cmd` of `callback_op` (a C `int`: bits 63:32
+    /// of the register are ignored). Unknown: `ENOSYS`.
     CallbackOp {
         /// `arg`: [`CallbackRegister`] (IN).
         Register = 0, "register";
         /// `arg`: [`CallbackUnregister`] (IN). Only `nmi` may be
-        /// unregistered; other known types give `EINVAL`.
+        /// unregistered (trap-table entry 2 is cleared, however it was
+        /// set); other known types give `EINVAL`.
         Unregister = 1, "unregister";
     }
 }
@@ -89,7 +91,10 @@ numbered_enum! {
         Syscall = 2, "syscall";
         /// Old number of `sysenter` (kept for compatibility).
         SysenterDeprecated = 3, "sysenter_deprecated";
-        /// NMI (always masks events; may be unregistered).
+        /// NMI: writes the calling vCPU's trap-table entry 2 (DPL 0,
+        /// always masking events); may be unregistered. On vCPU 0 with a
+        /// non-zero `shared_info.arch.nmi_reason` it also makes an NMI
+        /// pending. See [`crate::nmi`].
         Nmi = 4, "nmi";
         /// `SYSENTER` from 32-bit user code.
         Sysenter = 5, "sysenter";

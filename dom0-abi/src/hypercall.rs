@@ -293,7 +293,13 @@ hypercall_table! {
     MmuextOp = 26, "mmuext_op";
     /// `xsm_op(void *op)`: security-module control (`ENOSYS` without XSM).
     XsmOp = 27, "xsm_op";
-    /// `nmi_op(unsigned cmd, void *arg)`: legacy NMI callback registration.
+    /// `nmi_op(unsigned cmd, void *arg)`: registers or removes the calling
+    /// vCPU's NMI callback, see [`crate::nmi::NmiOp`].
+    ///
+    /// - Returns 0.
+    /// - `EFAULT`: `arg` of `register_callback` unreadable.
+    /// - `EINVAL`: non-canonical handler address.
+    /// - `ENOSYS`: unknown `cmd`.
     NmiOp = 28, "nmi_op";
     /// `sched_op(int cmd, void *arg)`: yield, block, shutdown, poll; see
     /// [`crate::sched::SchedOp`] for each sub-op's argument and errors.

@@ -170,6 +170,7 @@ pub mod layout;
 pub mod memory;
 pub mod mmu;
 pub mod multicall;
+pub mod nmi;
 pub mod physdev;
 pub mod sched;
 pub mod segment;

@@ -156,7 +156,8 @@ impl VcpuInfo {
 }
 
 /// `struct arch_shared_info` (x86-64, 48 bytes). All fields `[GUEST]`,
-/// read by the toolstack (save/restore, dumps); the hypervisor ignores them.
+/// read by the toolstack (save/restore, dumps); the hypervisor reads only
+/// `max_pfn` (`XENMEM_maximum_gpfn`) and `nmi_reason`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ArchSharedInfo {
@@ -164,7 +165,10 @@ pub struct ArchSharedInfo {
     pub max_pfn: u64,
     /// MFN of the p2m "list of lists" (3-level tree); 0 none, !0 invalid.
     pub pfn_to_mfn_frame_list_list: u64,
-    /// NMI reason bits (`[HV]` for the hardware domain).
+    /// `XEN_NMIREASON_*` bits: `[HV]` on Xen when it passes a hardware NMI
+    /// to the hardware domain (never here), cleared by the guest. Non-zero
+    /// when vCPU 0 registers its NMI callback: an NMI becomes pending (see
+    /// [`crate::nmi`]).
     pub nmi_reason: u64,
     /// CR3 of the address space where `p2m_vaddr` is valid (0: unused).
     pub p2m_cr3: u64,

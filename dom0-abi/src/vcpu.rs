@@ -7,8 +7,9 @@
 //! max_vcpus`, e.g. from `dom0_max_vcpus=`) is `ENOENT` for every `cmd`,
 //! unknown ones included. Then: unknown `cmd` `ENOSYS`; unreadable or
 //! unwritable `arg` `EFAULT`. Timer and `vcpu_info` operations act on the
-//! caller's own vCPUs; `initialise`, `up`, `down`, `is_up` and
-//! `get_runstate_info` on any vCPU of the domain, the caller included.
+//! caller's own vCPUs; `initialise`, `up`, `down`, `is_up`,
+//! `get_runstate_info` and `send_nmi` on any vCPU of the domain, the caller
+//! included.
 //!
 //! The vCPUs of a domain other than vCPU 0 exist from its creation, down
 //! and uninitialised (runstate `offline`, never run).
@@ -100,7 +101,17 @@ numbered_enum! {
         /// fit the page. Sets `pending_sel` to all ones and raises
         /// `upcall_pending`.
         RegisterVcpuInfo = 10, "register_vcpu_info";
-        /// Sends an NMI to the vCPU.
+        /// `arg`: must be NULL. Makes an NMI pending for the vCPU (any vCPU
+        /// of the domain: the caller, another one, one down or never
+        /// initialised); returns 0. One already pending absorbs it. The
+        /// vCPU takes it the next time it returns to the guest (the
+        /// caller: on the way out of this call), unless NMIs are masked
+        /// there; a vCPU asleep in `SCHEDOP_block` or `SCHEDOP_poll` wakes
+        /// for a new one (its call returns 0). See [`crate::nmi`] for the
+        /// handler, the frame and the masking.
+        ///
+        /// Errors: `ENOENT` no such vCPU (checked first); `EINVAL` `arg`
+        /// is not NULL (nothing is sent).
         SendNmi = 11, "send_nmi";
         /// Physical CPU id (hardware domain).
         GetPhysid = 12, "get_physid";

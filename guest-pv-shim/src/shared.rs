@@ -177,6 +177,21 @@ pub fn set_arch_max_pfn(max_pfn: u64) -> bool {
     true
 }
 
+/// Sets `shared_info.arch.nmi_reason` (the hypervisor's record of why a
+/// hardware NMI was passed on; vCPU 0 registering an NMI callback while it
+/// is non-zero gets an NMI). Returns whether shared_info is mapped.
+pub fn set_nmi_reason(reason: u64) -> bool {
+    let base = MAPPED.load(Ordering::Relaxed);
+    if base == 0 {
+        return false;
+    }
+    let at = base + (offset_of!(SharedInfo, arch) + offset_of!(ArchSharedInfo, nmi_reason)) as u64;
+    // SAFETY: `at` is the 8-byte aligned `arch.nmi_reason` field of the
+    // mapped shared_info page, which the guest may write.
+    unsafe { (at as *mut u64).write_volatile(reason) };
+    true
+}
+
 /// Offset of `evtchn_pending` (`true`) or `evtchn_mask` (`false`) word
 /// `port / 64`; `None` for a port beyond the 2-level bitmaps.
 fn evtchn_word(pending: bool, port: u32) -> Option<u64> {

@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 use dom0_abi::cpu::{IretContext, TrapInfo, VGCF_IN_SYSCALL};
+use dom0_abi::nmi::NMI_VECTOR;
 use dom0_abi::segment::{
     FLAT_RING3_CS32, FLAT_RING3_CS64, FLAT_RING3_DS, RING1_KERNEL_CS, RING1_KERNEL_SS,
 };
@@ -187,6 +188,75 @@ pub struct Callback {
     pub mask_events: bool,
 }
 
+/// A vCPU's virtual NMI line (Xen's `nmi_pending` and the NMI bit of its
+/// `async_exception_mask`). The handler is not kept here: it is the
+/// vCPU's trap-table entry 2, whichever call set it.
+///
+/// Invariant: at most one NMI is pending; NMIs are masked from the
+/// delivery of one until the vCPU's next `HYPERVISOR_iret`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Nmi {
+    /// An NMI was sent and not yet taken.
+    pending: bool,
+    /// The handler of the last NMI has not returned with `iret` yet.
+    masked: bool,
+}
+
+/// What the way back to the guest does with the NMI line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NmiDelivery {
+    /// Nothing: no NMI pending, or NMIs masked.
+    None,
+    /// An NMI was pending but there is no handler: it is gone.
+    Dropped,
+    /// Enter this handler (NMIs are now masked).
+    Deliver(TrapGate),
+}
+
+impl Nmi {
+    /// `VCPUOP_send_nmi` (or a registration that re-raises the NMI
+    /// reason): an NMI is pending. One already pending absorbs it; returns
+    /// whether this one was new (only a new one kicks a sleeping vCPU, as
+    /// on Xen).
+    pub fn raise(&mut self) -> bool {
+        !core::mem::replace(&mut self.pending, true)
+    }
+
+    /// Whether an NMI is pending (taken or not, masked or not: one test
+    /// on every exit decides whether [`Nmi::take`] is needed).
+    pub const fn is_pending(&self) -> bool {
+        self.pending
+    }
+
+    /// Whether the way back to the guest has something to do: an NMI is
+    /// pending and NMIs are not masked.
+    pub const fn deliverable(&self) -> bool {
+        self.pending && !self.masked
+    }
+
+    /// Takes a deliverable NMI for `handler` (the vCPU's trap-table entry
+    /// 2): with a handler, NMIs become masked and the handler is entered;
+    /// without one the NMI is dropped (Xen loses it too: registering a
+    /// handler later delivers nothing).
+    pub fn take(&mut self, handler: TrapGate) -> NmiDelivery {
+        if !self.deliverable() {
+            return NmiDelivery::None;
+        }
+        self.pending = false;
+        if handler.address == 0 {
+            return NmiDelivery::Dropped;
+        }
+        self.masked = true;
+        NmiDelivery::Deliver(handler)
+    }
+
+    /// `HYPERVISOR_iret`: NMIs are unmasked (whether or not this `iret`
+    /// ends the NMI handler, as on Xen).
+    pub fn unmask(&mut self) {
+        self.masked = false;
+    }
+}
+
 bitflags::bitflags! {
     /// Work the CPU must do before the guest runs again, set by pure
     /// handlers (one test on the way out when there is none).
@@ -255,8 +325,8 @@ pub struct Vcpu {
     pub syscall32: Callback,
     /// Entry for `SYSENTER`.
     pub sysenter: Callback,
-    /// NMI entry.
-    pub nmi: Callback,
+    /// Its virtual NMI line (the NMI callback is `traps[2]`).
+    pub nmi: Nmi,
     /// Kernel stack for user→kernel transitions (`stack_switch`).
     pub kernel_sp: u64,
     /// The SS the guest named in `stack_switch` (kept for `get_context`;
@@ -317,7 +387,7 @@ impl Vcpu {
             syscall: Callback::default(),
             syscall32: Callback::default(),
             sysenter: Callback::default(),
-            nmi: Callback::default(),
+            nmi: Nmi::default(),
             kernel_sp: 0,
             kernel_ss: 0,
             fpu_ts: false,
@@ -350,6 +420,25 @@ impl Vcpu {
             address: info.address,
             dpl: info.dpl(),
             mask_events: info.masks_events(),
+        };
+    }
+
+    /// The NMI handler: trap-table entry 2.
+    pub fn nmi_handler(&self) -> TrapGate {
+        self.traps[usize::from(NMI_VECTOR)]
+    }
+
+    /// Sets the NMI handler as `callback_op` and `nmi_op` do: entry 2
+    /// becomes `handler` with DPL 0 and events masked (0 removes it).
+    pub fn set_nmi_handler(&mut self, handler: u64) {
+        self.traps[usize::from(NMI_VECTOR)] = if handler == 0 {
+            TrapGate::default()
+        } else {
+            TrapGate {
+                address: handler,
+                dpl: 0,
+                mask_events: true,
+            }
         };
     }
 }
@@ -707,6 +796,78 @@ mod tests {
         };
         let b = bounce(&v, &ctx, 0x1000, None, 0).unwrap();
         assert_eq!(b.context.rflags, 0x202);
+    }
+
+    #[test]
+    fn one_nmi_pending_masked_until_iret() {
+        let gate = TrapGate {
+            address: 0x1000,
+            dpl: 0,
+            mask_events: true,
+        };
+        let mut nmi = Nmi::default();
+        assert_eq!(nmi.take(gate), NmiDelivery::None, "nothing pending");
+        assert!(nmi.raise());
+        assert!(!nmi.raise(), "absorbed by the one pending");
+        assert!(nmi.deliverable());
+        assert_eq!(nmi.take(gate), NmiDelivery::Deliver(gate));
+        assert_eq!(nmi.take(gate), NmiDelivery::None, "two sends, one NMI");
+        nmi.raise();
+        assert!(
+            nmi.is_pending() && !nmi.deliverable(),
+            "masked in the handler"
+        );
+        assert_eq!(nmi.take(gate), NmiDelivery::None);
+        assert!(nmi.is_pending(), "kept for after the iret");
+        nmi.unmask();
+        assert_eq!(nmi.take(gate), NmiDelivery::Deliver(gate), "after iret");
+        nmi.unmask();
+        assert_eq!(nmi.take(gate), NmiDelivery::None);
+    }
+
+    #[test]
+    fn an_nmi_without_a_handler_is_dropped_and_leaves_nmis_unmasked() {
+        let mut nmi = Nmi::default();
+        nmi.raise();
+        assert_eq!(nmi.take(TrapGate::default()), NmiDelivery::Dropped);
+        let gate = TrapGate {
+            address: 0x1000,
+            ..TrapGate::default()
+        };
+        assert_eq!(nmi.take(gate), NmiDelivery::None, "not pending any more");
+        nmi.raise();
+        assert_eq!(nmi.take(gate), NmiDelivery::Deliver(gate), "not masked");
+    }
+
+    #[test]
+    fn the_nmi_handler_is_trap_entry_2() {
+        let mut v = Vcpu::default();
+        v.set_trap(&TrapInfo {
+            vector: 2,
+            flags: 3,
+            cs: 0,
+            address: 0x2000,
+        });
+        assert_eq!(
+            v.nmi_handler(),
+            TrapGate {
+                address: 0x2000,
+                dpl: 3,
+                mask_events: false
+            }
+        );
+        v.set_nmi_handler(0x3000);
+        assert_eq!(
+            v.nmi_handler(),
+            TrapGate {
+                address: 0x3000,
+                dpl: 0,
+                mask_events: true
+            }
+        );
+        assert_eq!(v.traps[2], v.nmi_handler());
+        v.set_nmi_handler(0);
+        assert_eq!(v.nmi_handler(), TrapGate::default());
     }
 
     #[test]

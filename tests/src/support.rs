@@ -179,6 +179,17 @@ pub fn start_vcpu(vcpu: usize, entry: fn(usize)) -> bool {
     }
 }
 
+/// The vCPU whose stack holds `rsp`: a secondary vCPU's own stack (see
+/// `guest_pv_shim::smp`), else 0 (the boot stack, the user stack).
+pub fn vcpu_of(rsp: u64) -> usize {
+    use guest_pv_shim::smp;
+    (1..smp::MAX_VCPUS)
+        .find(|&v| {
+            smp::stack_top(v).is_some_and(|top| rsp <= top && rsp > top - smp::STACK_SIZE as u64)
+        })
+        .unwrap_or(0)
+}
+
 /// Yields until `done()` holds, at most `limit` times; returns whether it
 /// held. With one physical CPU, other vCPUs of the domain run only while
 /// this one yields.

@@ -1,5 +1,5 @@
 //! CPU hypercalls: `set_trap_table`, `set_callbacks`, `callback_op`,
-//! `stack_switch`, `fpu_taskswitch`, `set_segment_base`, `set_gdt`,
+//! `nmi_op`, `stack_switch`, `fpu_taskswitch`, `set_segment_base`, `set_gdt`,
 //! `update_descriptor`, `set_debugreg`, `get_debugreg`.
 //!
 //! `HYPERVISOR_iret` does not return and is reached by a jump from
@@ -11,6 +11,7 @@
 
 use dom0_abi::Hypercall;
 use dom0_abi::cpu::{CallbackOp, CallbackRegister, CallbackUnregister, TrapInfo};
+use dom0_abi::nmi::{NmiOp, XenNmiCallback};
 
 use super::{addr_of, raw};
 
@@ -77,6 +78,36 @@ pub fn callback_unregister(kind: u16) -> i64 {
     // SAFETY: the hypervisor reads the 4-byte `arg`; removing a callback
     // only means the event is no longer delivered.
     unsafe { callback_op_raw(CallbackOp::Unregister as u64, addr_of(&arg)) }
+}
+
+/// `nmi_op(cmd, arg)` with raw arguments.
+///
+/// # Safety
+/// `arg` must be readable for the sub-op (or deliberately bad); a
+/// handler it registers must be a correct NMI entry point.
+pub unsafe fn nmi_op_raw(cmd: u64, arg: u64) -> i64 {
+    // SAFETY: the caller's contract.
+    unsafe { raw::hypercall2(u64::from(Hypercall::NmiOp.number()), cmd, arg) }
+}
+
+/// `XENNMI_register_callback` of `handler`.
+///
+/// # Safety
+/// `handler` must be a correct NMI entry point.
+pub unsafe fn nmi_register_callback(handler: u64) -> i64 {
+    let arg = XenNmiCallback {
+        handler_address: handler,
+        pad: 0,
+    };
+    // SAFETY: `arg` is readable; the entry point is the caller's contract.
+    unsafe { nmi_op_raw(NmiOp::RegisterCallback as u64, addr_of(&arg)) }
+}
+
+/// `XENNMI_unregister_callback` (the argument NULL).
+pub fn nmi_unregister_callback() -> i64 {
+    // SAFETY: the argument is not read; removing the callback only means
+    // NMIs are no longer delivered.
+    unsafe { nmi_op_raw(NmiOp::UnregisterCallback as u64, 0) }
 }
 
 /// `stack_switch(ss, sp)`.

@@ -1,4 +1,5 @@
-//! `vcpu_op`: bringing vCPUs up and down and reading their runstate.
+//! `vcpu_op`: bringing vCPUs up and down, reading their runstate, their
+//! timers, and sending them NMIs.
 //!
 //! `vcpuid` is passed as a full register; the hypervisor reads it as an
 //! `unsigned int` (Xen 4.17 ignores bits 63:32). The `*_raw` forms take
@@ -94,4 +95,11 @@ pub fn vcpu_set_singleshot_timer(vcpuid: u64, deadline: u64, flags: u32) -> i64 
 pub fn vcpu_stop_singleshot_timer(vcpuid: u64) -> i64 {
     // SAFETY: the argument is not read.
     unsafe { vcpu_op_raw(VcpuOpCmd::StopSingleshotTimer as u64, vcpuid, 0) }
+}
+
+/// `VCPUOP_send_nmi` to vCPU `vcpuid` (the argument NULL, as it must be).
+pub fn vcpu_send_nmi(vcpuid: u64) -> i64 {
+    // SAFETY: the argument is not read; an NMI enters the vCPU's NMI
+    // callback, which the caller registered (or the NMI is dropped).
+    unsafe { vcpu_op_raw(VcpuOpCmd::SendNmi as u64, vcpuid, 0) }
 }

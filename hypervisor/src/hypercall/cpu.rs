@@ -1,7 +1,9 @@
 //! The CPU hypercalls that only change a vCPU's PV state: `set_trap_table`,
-//! `stack_switch`, `set_callbacks`, `callback_op`, `fpu_taskswitch` and
-//! `set_segment_base`. What the real CPU must then do (load segment bases,
-//! set CR0.TS) is flagged in `Vcpu::pending` for `arch` to apply on exit.
+//! `stack_switch`, `set_callbacks`, `callback_op`, `nmi_op`,
+//! `fpu_taskswitch` and `set_segment_base`. What the real CPU must then
+//! do (load segment bases, set CR0.TS) is flagged in `Vcpu::pending` for
+//! `arch` to apply on exit; an NMI made pending here is taken on the way
+//! out.
 #![forbid(unsafe_code)]
 
 use dom0_abi::Errno;
@@ -9,6 +11,7 @@ use dom0_abi::cpu::{
     CallbackFlags, CallbackOp, CallbackRegister, CallbackType, CallbackUnregister, SegmentBase,
     TrapInfo,
 };
+use dom0_abi::nmi::{NmiOp, XenNmiCallback};
 use dom0_abi::segment::FLAT_RING3_DS;
 
 use super::{Env, read_struct};
@@ -81,45 +84,49 @@ pub fn set_callbacks(
 }
 
 /// `callback_op(cmd, arg)`: register (`struct callback_register`) or
-/// unregister (`struct callback_unregister`; only `nmi` may be). Errors:
-/// `-EFAULT` (unreadable argument), `-EINVAL` (non-canonical address, or
-/// unregistering a type other than `nmi`), `-ENOSYS` (unknown type, the
-/// deprecated sysenter number 3, or an unknown command).
+/// unregister (`struct callback_unregister`; only `nmi` may be). `cmd` is
+/// a C `int`: bits 63:32 are ignored. Errors: `-EFAULT` (unreadable
+/// argument), `-EINVAL` (non-canonical address, or unregistering a type
+/// other than `nmi`), `-ENOSYS` (unknown type, the deprecated sysenter
+/// number 3, or an unknown command). The `nmi` callback is trap-table
+/// entry 2 ([`register_nmi`]).
 pub fn callback_op(env: &mut impl Env, cmd: u64, arg: u64) -> Result<u64, Errno> {
-    match CallbackOp::from_number(cmd) {
+    match CallbackOp::from_number(cmd & 0xffff_ffff) {
         Some(CallbackOp::Register) => {
             let reg: CallbackRegister = read_struct(env, arg)?;
             if !is_canonical(reg.address) {
                 return Err(Errno::EINVAL);
             }
-            let mask =
+            let mask_events =
                 CallbackFlags::from_bits_truncate(reg.flags).contains(CallbackFlags::MASK_EVENTS);
+            let requested = Callback {
+                address: reg.address,
+                mask_events,
+            };
             let vcpu = env.vcpu();
-            let slot = match CallbackType::from_number(u64::from(reg.kind)) {
-                Some(CallbackType::Event) => &mut vcpu.event,
-                Some(CallbackType::Failsafe) => &mut vcpu.failsafe,
-                Some(CallbackType::Syscall) => &mut vcpu.syscall,
-                Some(CallbackType::Syscall32) => &mut vcpu.syscall32,
-                Some(CallbackType::Sysenter) => &mut vcpu.sysenter,
-                Some(CallbackType::Nmi) => &mut vcpu.nmi,
+            match CallbackType::from_number(u64::from(reg.kind)) {
+                // The event upcall always masks events.
+                Some(CallbackType::Event) => {
+                    vcpu.event = Callback {
+                        mask_events: true,
+                        ..requested
+                    };
+                }
+                Some(CallbackType::Failsafe) => vcpu.failsafe = requested,
+                Some(CallbackType::Syscall) => vcpu.syscall = requested,
+                Some(CallbackType::Syscall32) => vcpu.syscall32 = requested,
+                Some(CallbackType::Sysenter) => vcpu.sysenter = requested,
+                Some(CallbackType::Nmi) => register_nmi(env, reg.address),
                 // The deprecated sysenter number is refused by Xen 4.17.
                 Some(CallbackType::SysenterDeprecated) | None => return Err(Errno::ENOSYS),
-            };
-            let always_masks = matches!(
-                CallbackType::from_number(u64::from(reg.kind)),
-                Some(CallbackType::Event | CallbackType::Nmi)
-            );
-            *slot = Callback {
-                address: reg.address,
-                mask_events: mask || always_masks,
-            };
+            }
             Ok(0)
         }
         Some(CallbackOp::Unregister) => {
             let unreg: CallbackUnregister = read_struct(env, arg)?;
             match CallbackType::from_number(u64::from(unreg.kind)) {
                 Some(CallbackType::Nmi) => {
-                    env.vcpu().nmi = Callback::default();
+                    env.vcpu().set_nmi_handler(0);
                     Ok(0)
                 }
                 Some(_) => Err(Errno::EINVAL),
@@ -127,6 +134,44 @@ pub fn callback_op(env: &mut impl Env, cmd: u64, arg: u64) -> Result<u64, Errno>
             }
         }
         None => Err(Errno::ENOSYS),
+    }
+}
+
+/// `nmi_op(cmd, arg)`: `XENNMI_register_callback` (`struct
+/// xennmi_callback`) or `XENNMI_unregister_callback` (`arg` not read), for
+/// the calling vCPU. `cmd` is an `unsigned int`: bits 63:32 are ignored.
+/// Errors: `-EFAULT` (unreadable argument), `-EINVAL` (non-canonical
+/// handler; nothing changes), `-ENOSYS` (unknown command).
+pub fn nmi_op(env: &mut impl Env, cmd: u64, arg: u64) -> Result<u64, Errno> {
+    match NmiOp::from_number(cmd & 0xffff_ffff) {
+        Some(NmiOp::RegisterCallback) => {
+            let callback: XenNmiCallback = read_struct(env, arg)?;
+            if !is_canonical(callback.handler_address) {
+                return Err(Errno::EINVAL);
+            }
+            register_nmi(env, callback.handler_address);
+            Ok(0)
+        }
+        Some(NmiOp::UnregisterCallback) => {
+            env.vcpu().set_nmi_handler(0);
+            Ok(0)
+        }
+        None => Err(Errno::ENOSYS),
+    }
+}
+
+/// Makes `handler` (canonical) the calling vCPU's NMI callback, as
+/// `callback_op` and `nmi_op` do: trap-table entry 2 with DPL 0 and
+/// events masked. On vCPU 0, a non-zero `shared_info.arch.nmi_reason`
+/// makes an NMI pending, as on Xen 4.17: a reason recorded while no
+/// handler was registered is not lost.
+fn register_nmi(env: &mut impl Env, handler: u64) {
+    let reason = env.nmi_reason();
+    let vcpu = env.vcpu();
+    vcpu.set_nmi_handler(handler);
+    if vcpu.id == 0 && reason != 0 {
+        // The caller itself: it takes the NMI on the way out, no kick.
+        vcpu.nmi.raise();
     }
 }
 
@@ -200,6 +245,7 @@ fn refused(r: debug::Refused) -> Errno {
 mod tests {
     use super::*;
     use crate::mm::fake::{BASE, FakeMachine};
+    use crate::vcpu::TrapGate;
 
     fn put_trap(env: &mut FakeMachine, i: usize, vector: u8, flags: u8, address: u64) {
         let at = i * 16;
@@ -273,14 +319,89 @@ mod tests {
         assert_eq!(reg(&mut env, 3, 0, 0x40), Err(Errno::ENOSYS));
         assert_eq!(reg(&mut env, 0, 0, 0x8000_0000_0000), Err(Errno::EINVAL));
         assert_eq!(reg(&mut env, 4, 0, 0x50), Ok(0));
+        assert_eq!(
+            env.cpu.traps[2],
+            TrapGate {
+                address: 0x50,
+                dpl: 0,
+                mask_events: true
+            },
+            "the NMI callback is trap entry 2, always masking events"
+        );
         env.guest[0..2].copy_from_slice(&4u16.to_le_bytes());
         assert_eq!(callback_op(&mut env, 1, BASE), Ok(0));
+        assert_eq!(env.cpu.traps[2], TrapGate::default());
+        assert_eq!(reg(&mut env, 4, 0, 0x50), Ok(0));
+        env.guest[0..2].copy_from_slice(&4u16.to_le_bytes());
+        assert_eq!(
+            callback_op(&mut env, (1 << 32) | 1, BASE),
+            Ok(0),
+            "cmd is 32-bit"
+        );
+        assert_eq!(env.cpu.traps[2].address, 0);
         env.guest[0..2].copy_from_slice(&0u16.to_le_bytes());
         assert_eq!(callback_op(&mut env, 1, BASE), Err(Errno::EINVAL));
         env.guest[0..2].copy_from_slice(&9u16.to_le_bytes());
         assert_eq!(callback_op(&mut env, 1, BASE), Err(Errno::ENOSYS));
         assert_eq!(callback_op(&mut env, 2, BASE), Err(Errno::ENOSYS));
         assert_eq!(callback_op(&mut env, 0, 0x10), Err(Errno::EFAULT));
+    }
+
+    fn put_nmi_callback(env: &mut FakeMachine, handler: u64) {
+        env.guest[0..8].copy_from_slice(&handler.to_le_bytes());
+    }
+
+    #[test]
+    fn nmi_op_registers_trap_entry_2() {
+        let mut env = FakeMachine::new(16);
+        put_nmi_callback(&mut env, 0xffff_ffff_8000_2000);
+        assert_eq!(nmi_op(&mut env, 0, BASE), Ok(0));
+        assert_eq!(
+            env.cpu.traps[2],
+            TrapGate {
+                address: 0xffff_ffff_8000_2000,
+                dpl: 0,
+                mask_events: true
+            }
+        );
+        put_nmi_callback(&mut env, 0x8000_0000_0000);
+        assert_eq!(nmi_op(&mut env, 0, BASE), Err(Errno::EINVAL));
+        assert_eq!(env.cpu.traps[2].address, 0xffff_ffff_8000_2000, "kept");
+        assert_eq!(nmi_op(&mut env, 0, 0x10), Err(Errno::EFAULT));
+        assert_eq!(nmi_op(&mut env, 2, BASE), Err(Errno::ENOSYS));
+        assert_eq!(nmi_op(&mut env, 1, 0x10), Ok(0), "arg not read");
+        assert_eq!(env.cpu.traps[2], TrapGate::default());
+        put_nmi_callback(&mut env, 0x3000);
+        assert_eq!(nmi_op(&mut env, 1 << 32, BASE), Ok(0), "cmd is 32-bit");
+        assert_eq!(env.cpu.traps[2].address, 0x3000);
+        assert!(!env.cpu.nmi.deliverable(), "no NMI reason, no NMI");
+    }
+
+    #[test]
+    fn registering_on_vcpu_0_with_an_nmi_reason_raises_an_nmi() {
+        let mut env = FakeMachine::with_vcpus(16, 2);
+        env.nmi_reason = 1 << 40;
+        put_nmi_callback(&mut env, 0x3000);
+        assert_eq!(nmi_op(&mut env, 0, BASE), Ok(0));
+        assert!(env.cpu.nmi.deliverable());
+        let mut other = FakeMachine::with_vcpus(16, 2);
+        other.cpu.id = 1;
+        other.nmi_reason = 1;
+        put_nmi_callback(&mut other, 0x3000);
+        assert_eq!(nmi_op(&mut other, 0, BASE), Ok(0));
+        assert!(!other.cpu.nmi.deliverable(), "vCPU 0 only");
+        let mut by_callback_op = FakeMachine::new(16);
+        by_callback_op.nmi_reason = 4;
+        by_callback_op.guest[0..2].copy_from_slice(&4u16.to_le_bytes());
+        by_callback_op.guest[8..16].copy_from_slice(&0x3000u64.to_le_bytes());
+        assert_eq!(callback_op(&mut by_callback_op, 0, BASE), Ok(0));
+        assert!(by_callback_op.cpu.nmi.deliverable());
+        let mut by_trap_table = FakeMachine::new(16);
+        by_trap_table.nmi_reason = 4;
+        put_trap(&mut by_trap_table, 0, 2, 4, 0x3000);
+        assert_eq!(set_trap_table(&mut by_trap_table, BASE), Ok(0));
+        assert_eq!(by_trap_table.cpu.traps[2].address, 0x3000);
+        assert!(!by_trap_table.cpu.nmi.deliverable(), "not set_trap_table");
     }
 
     #[test]

@@ -99,6 +99,7 @@ fn run(
         Hypercall::StackSwitch => cpu::stack_switch(env, a[0], a[1]),
         Hypercall::SetCallbacks => cpu::set_callbacks(env, a[0], a[1], a[2]),
         Hypercall::CallbackOp => cpu::callback_op(env, a[0], a[1]),
+        Hypercall::NmiOp => cpu::nmi_op(env, a[0], a[1]),
         Hypercall::FpuTaskswitch => cpu::fpu_taskswitch(env, a[0]),
         Hypercall::SetSegmentBase => cpu::set_segment_base(env, a[0], a[1]),
         Hypercall::SetDebugreg => cpu::set_debugreg(env, a[0], a[1]),
@@ -124,7 +125,6 @@ fn run(
         | Hypercall::PhysdevOpCompat
         | Hypercall::GrantTableOp
         | Hypercall::XsmOp
-        | Hypercall::NmiOp
         | Hypercall::XenoprofOp
         | Hypercall::PhysdevOp
         | Hypercall::HvmOp

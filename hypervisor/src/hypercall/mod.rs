@@ -50,6 +50,9 @@ pub trait Env {
     /// The calling domain's event channels, and the event bits of its
     /// shared_info page that sending and unmasking set.
     fn event_channels(&mut self) -> (&mut EventChannels, &mut dyn EventBits);
+    /// `shared_info.arch.nmi_reason` of the calling domain, as the guest
+    /// last wrote it.
+    fn nmi_reason(&mut self) -> u64;
     /// The calling domain's vCPU `id` (the caller itself included);
     /// `None` when the domain has no vCPU by that id.
     fn vcpu_by_id(&mut self, id: u32) -> Option<&mut Vcpu>;

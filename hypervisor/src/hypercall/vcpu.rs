@@ -1,12 +1,12 @@
 //! `vcpu_op(cmd, vcpuid, arg)`: giving a vCPU its first context, bringing
-//! it up and down, and reading where its time went.
+//! it up and down, reading where its time went, and sending it an NMI.
 //!
 //! Xen 4.17's answers: a `vcpuid` the domain has no vCPU for is `ENOENT`
 //! whatever the command; an unknown command is `ENOSYS`. The timers
 //! follow `crate::timer`: periodic ones on any vCPU of the domain,
 //! singleshot ones on the caller's own only (`EINVAL`).
-//! `register_vcpu_info`, runstate and time areas, NMIs and `get_physid`
-//! are not implemented and answer `ENOSYS` (see `docs/abi-differences.md`).
+//! `register_vcpu_info`, runstate and time areas and `get_physid` are not
+//! implemented and answer `ENOSYS` (see `docs/abi-differences.md`).
 #![forbid(unsafe_code)]
 
 use dom0_abi::Errno;
@@ -82,6 +82,7 @@ pub fn vcpu_op(
             env.timers_changed();
             Ok(0)
         }
+        Some(VcpuOpCmd::SendNmi) => send_nmi(env, id, arg),
         _ => Err(Errno::ENOSYS),
     }
 }
@@ -105,6 +106,26 @@ fn set_periodic(env: &mut impl Env, id: u32, period: u64) -> Result<u64, Errno> 
         channels.send_virq(bits, Virq::Timer, id);
     }
     env.timers_changed();
+    Ok(0)
+}
+
+/// `VCPUOP_send_nmi`: an NMI is pending for vCPU `id` (any vCPU of the
+/// domain, the caller, down or never initialised ones included); it takes
+/// it on its next way back to the guest. A new NMI kicks the target as
+/// Xen's `vcpu_kick` does: asleep in `SCHEDOP_block` or `SCHEDOP_poll`, it
+/// wakes (the call returns 0) before the caller returns. `EINVAL` if `arg`
+/// is not NULL (nothing is sent).
+fn send_nmi(env: &mut impl Env, id: u32, arg: u64) -> Result<u64, Errno> {
+    if arg != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let vcpu = env.vcpu_by_id(id).ok_or(Errno::ENOENT)?;
+    if vcpu.nmi.raise() && vcpu.sleep.is_sleeping() {
+        vcpu.kicked = true;
+        // The scheduler looks at sleeping vCPUs, and wakes a kicked one,
+        // before the exit.
+        env.timers_changed();
+    }
     Ok(0)
 }
 
@@ -317,6 +338,7 @@ fn initialise(env: &mut impl MmuEnv, fx: &mut Effects, id: u32, arg: u64) -> Res
 mod tests {
     use super::*;
     use crate::mm::fake::{BASE, FakeMachine};
+    use crate::timer::Sleep;
     use dom0_abi::vcpu::{RUNSTATE_RUNNING, VcpuRunstateInfo};
     use dom0_abi::wire::Wire;
 
@@ -481,6 +503,36 @@ mod tests {
         assert!(op(&mut m, VcpuOpCmd::Initialise, 1, BASE).is_err());
         assert!(!m.vcpus[1].initialised);
         assert_eq!(m.info(l4).type_count(), 0, "no type left behind");
+    }
+
+    #[test]
+    fn send_nmi() {
+        let (mut m, _) = machine(2);
+        assert_eq!(op(&mut m, VcpuOpCmd::SendNmi, 1, BASE), Err(Errno::EINVAL));
+        assert!(!m.vcpus[1].nmi.deliverable(), "refused, nothing sent");
+        assert_eq!(op(&mut m, VcpuOpCmd::SendNmi, 2, BASE), Err(Errno::ENOENT));
+        assert_eq!(op(&mut m, VcpuOpCmd::SendNmi, 1, 0), Ok(0));
+        assert!(m.vcpus[1].nmi.deliverable(), "to a vCPU never initialised");
+        assert!(!m.cpu.nmi.deliverable());
+        assert_eq!(op(&mut m, VcpuOpCmd::SendNmi, 1 << 32, 0), Ok(0));
+        assert!(m.cpu.nmi.deliverable(), "to itself");
+    }
+
+    #[test]
+    fn send_nmi_kicks_a_sleeping_vcpu_once() {
+        let (mut m, _) = machine(2);
+        m.vcpus[1].sleep = Sleep::Blocked;
+        assert_eq!(op(&mut m, VcpuOpCmd::SendNmi, 1, 0), Ok(0));
+        assert!(m.vcpus[1].kicked && m.timers_changed);
+        m.vcpus[1].kicked = false;
+        m.timers_changed = false;
+        assert_eq!(op(&mut m, VcpuOpCmd::SendNmi, 1, 0), Ok(0));
+        assert!(
+            !m.vcpus[1].kicked && !m.timers_changed,
+            "an NMI already pending kicks nobody"
+        );
+        assert_eq!(op(&mut m, VcpuOpCmd::SendNmi, 0, 0), Ok(0));
+        assert!(!m.cpu.kicked && !m.timers_changed, "an awake vCPU");
     }
 
     #[test]

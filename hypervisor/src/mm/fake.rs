@@ -72,6 +72,8 @@ pub struct FakeMachine {
     pub stats: Stats,
     /// The event bits of the domain's shared_info page.
     pub events: FakeBits,
+    /// `shared_info.arch.nmi_reason`.
+    pub nmi_reason: u64,
 }
 
 impl FakeMachine {
@@ -114,6 +116,7 @@ impl FakeMachine {
             input: Vec::new(),
             stats: Stats::default(),
             events: FakeBits::default(),
+            nmi_reason: 0,
         }
     }
 
@@ -378,6 +381,9 @@ impl Env for FakeMachine {
     }
     fn event_channels(&mut self) -> (&mut EventChannels, &mut dyn EventBits) {
         (&mut self.domain.evtchn, &mut self.events)
+    }
+    fn nmi_reason(&mut self) -> u64 {
+        self.nmi_reason
     }
     fn vcpu_by_id(&mut self, id: u32) -> Option<&mut Vcpu> {
         if id == self.cpu.id {

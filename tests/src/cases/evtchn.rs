@@ -63,21 +63,12 @@ static PORTS_SEEN: [AtomicU64; smp::MAX_VCPUS] = [const { AtomicU64::new(0) }; s
 /// The last port found per vCPU.
 static LAST_PORT: [AtomicU32; smp::MAX_VCPUS] = [const { AtomicU32::new(0) }; smp::MAX_VCPUS];
 
-/// The vCPU whose stack holds `rsp` (0: the boot stack).
-fn vcpu_of(rsp: u64) -> usize {
-    (1..smp::MAX_VCPUS)
-        .find(|&v| {
-            smp::stack_top(v).is_some_and(|top| rsp <= top && rsp > top - smp::STACK_SIZE as u64)
-        })
-        .unwrap_or(0)
-}
-
 /// The upcall protocol for the vCPU the event interrupted.
 fn upcall_hook(frame: &mut TrapFrame, rec: &Trap) -> Disposition {
     if rec.vector != VECTOR_EVENT {
         return Disposition::Default;
     }
-    let vcpu = vcpu_of(frame.rsp);
+    let vcpu = support::vcpu_of(frame.rsp);
     UPCALLS[vcpu].fetch_add(1, Ordering::SeqCst);
     shared::set_upcall_pending_of(vcpu, 0);
     let mut sel = shared::take_pending_sel_of(vcpu).unwrap_or(0);

@@ -41,10 +41,14 @@
 //! table, callbacks, kernel stack, GDT, CR0.TS, debug registers, segment
 //! bases, user L4) is put back after every call that may have changed it;
 //! a call that may replace the trap table never runs with fuzzed
-//! selectors, whose return could fault with no handler left.
+//! selectors, whose return could fault with no handler left. NMIs
+//! (`VCPUOP_send_nmi` to either vCPU) may be taken at any exit, so every
+//! NMI handler a fuzzed call registers (`nmi_op`, `callback_op`, trap
+//! entry 2) is one of the shim's NMI stubs, none, or a non-canonical
+//! address the hypervisor refuses; the hook returns from every NMI.
 
 use core::arch::{asm, global_asm};
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use guest_pv_shim::dom0_abi::Errno;
 use guest_pv_shim::dom0_abi::layout::{
@@ -57,7 +61,9 @@ use guest_pv_shim::dom0_abi::segment::{
 use guest_pv_shim::dom0_abi::start_info::StartInfo;
 use guest_pv_shim::hypercall::{self as hc, FOREIGNDOM_SELF};
 use guest_pv_shim::mm::{self, Frame, PTE_RO, PTE_RW};
-use guest_pv_shim::traps::{self, Disposition, Trap, TrapFrame, UserEntry};
+use guest_pv_shim::traps::{
+    self, Callback, Disposition, Trap, TrapFrame, UserEntry, VECTOR_NMI_CALLBACK,
+};
 use guest_pv_shim::{cmdline, println, report, shared};
 
 use crate::support;
@@ -120,6 +126,7 @@ mod nr {
     pub const VCPU_OP: u64 = 24;
     pub const SET_SEGMENT_BASE: u64 = 25;
     pub const MMUEXT_OP: u64 = 26;
+    pub const NMI_OP: u64 = 28;
     pub const SCHED_OP: u64 = 29;
     pub const CALLBACK_OP: u64 = 30;
     pub const STATS_OP: u64 = 63;
@@ -319,7 +326,27 @@ static IN_CALL: AtomicBool = AtomicBool::new(false);
 /// Set while a user-mode child runs: any entry ends it.
 static IN_USER: AtomicBool = AtomicBool::new(false);
 
+/// NMIs taken by either vCPU (the shim counts them with the exceptions).
+static NMIS: AtomicU64 = AtomicU64::new(0);
+
+/// The shim's entry count and [`NMIS`], to tell exceptions from NMIs.
+fn entries() -> (u64, u64) {
+    (traps::count(), NMIS.load(Ordering::Relaxed))
+}
+
+/// Exceptions (not NMIs) since `before`, from [`entries`].
+fn faults_since(before: (u64, u64)) -> u64 {
+    let (count, nmis) = entries();
+    (count - before.0) - (nmis - before.1)
+}
+
 fn hook(frame: &mut TrapFrame, rec: &Trap) -> Disposition {
+    if rec.vector == 2 || rec.vector == VECTOR_NMI_CALLBACK {
+        // From a fuzzed `send_nmi`: back to where it struck, which may be
+        // a user-mode child or the other vCPU.
+        NMIS.fetch_add(1, Ordering::Relaxed);
+        return Disposition::Return;
+    }
     if IN_USER.load(Ordering::Relaxed) {
         return Disposition::ResumeKernel;
     }
@@ -506,6 +533,18 @@ impl Fuzzer {
             9 => 0x0000_7FFF_FFFF_FFFC,
             10 => UNMAPPED + (r & 0xfff),
             _ => r & !0xFFFF_FFFF_FFFF | 0x0000_8000_0000_0000,
+        }
+    }
+
+    /// An NMI handler to register: one of the shim's NMI stubs, none, or
+    /// a non-canonical address (refused). Nothing else: a pending NMI may
+    /// be taken at any exit.
+    fn nmi_handler(&mut self) -> u64 {
+        match self.rng.below(4) {
+            0 => traps::callback_address(Callback::Nmi),
+            1 => traps::stub_address(2).unwrap_or(0),
+            2 => 0,
+            _ => 0x0000_8000_0000_0000 | (self.rng.next() & 0x7FFF_FFFF_FFFF),
         }
     }
 
@@ -700,7 +739,7 @@ impl Fuzzer {
     /// A hypercall number: mostly implemented ones, every number below 64
     /// sometimes, and numbers far beyond.
     fn number(&mut self, nested: bool) -> u64 {
-        const IMPLEMENTED: [u64; 23] = [
+        const IMPLEMENTED: [u64; 24] = [
             nr::SET_TRAP_TABLE,
             nr::MMU_UPDATE,
             nr::SET_GDT,
@@ -721,6 +760,7 @@ impl Fuzzer {
             nr::VCPU_OP,
             nr::SET_SEGMENT_BASE,
             nr::MMUEXT_OP,
+            nr::NMI_OP,
             nr::SCHED_OP,
             nr::CALLBACK_OP,
             nr::STATS_OP,
@@ -764,6 +804,8 @@ impl Fuzzer {
                     e[0] = vector | flags << 8 | cs << 16;
                     e[1] = if self.rng.chance(20) {
                         0
+                    } else if vector == 2 {
+                        self.nmi_handler()
                     } else {
                         self.rng.next()
                     };
@@ -913,7 +955,10 @@ impl Fuzzer {
                 }
                 let blob = [self.rng.next(), self.rng.next(), self.rng.next()];
                 let ctx = at.main.push(&blob);
-                args[2] = if self.rng.chance(50) {
+                args[2] = if args[0] & 0xffff_ffff == 11 && self.rng.chance(70) {
+                    // `send_nmi` with the NULL it needs: NMIs do arrive.
+                    0
+                } else if self.rng.chance(50) {
                     self.out_ptr()
                 } else {
                     self.in_ptr(ctx)
@@ -977,9 +1022,12 @@ impl Fuzzer {
             }
             nr::CALLBACK_OP => {
                 args[0] = self.rng.below(4);
+                let kind = self.rng.below(8);
                 let reg = [
-                    self.rng.below(8) | (self.rng.below(4) << 16),
-                    if self.rng.chance(30) {
+                    kind | (self.rng.below(4) << 16),
+                    if kind == 4 {
+                        self.nmi_handler()
+                    } else if self.rng.chance(30) {
                         self.bad_ptr()
                     } else {
                         self.rng.next()
@@ -987,6 +1035,16 @@ impl Fuzzer {
                 ];
                 let reg = at.main.push(&reg);
                 args[1] = self.in_ptr(reg);
+                dirty = dirty::TRAPS;
+            }
+            nr::NMI_OP => {
+                args[0] = self.rng.below(3);
+                if self.rng.chance(10) {
+                    args[0] |= self.rng.next() << 32;
+                }
+                let callback = [self.nmi_handler(), self.rng.next()];
+                let callback = at.main.push(&callback);
+                args[1] = self.in_ptr(callback);
                 dirty = dirty::TRAPS;
             }
             nr::STATS_OP => {
@@ -1248,7 +1306,7 @@ impl Fuzzer {
         } else {
             kind
         };
-        let before = traps::count();
+        let before = entries();
         IN_CALL.store(true, Ordering::Relaxed);
         let ret = match kind {
             0..=13 => {
@@ -1301,7 +1359,7 @@ impl Fuzzer {
             }
         };
         IN_CALL.store(false, Ordering::Relaxed);
-        self.stats.faults += traps::count() - before;
+        self.stats.faults += faults_since(before);
         if let Some(ret) = ret {
             self.stats.tally.add(ret);
         }
@@ -1385,11 +1443,11 @@ impl Fuzzer {
         } else {
             UserEntry::Native
         };
-        let before = traps::count();
+        let before = entries();
         IN_USER.store(true, Ordering::Relaxed);
         let exit = traps::run_user(rip, cs, rflags, how);
         IN_USER.store(false, Ordering::Relaxed);
-        self.stats.faults += traps::count() - before;
+        self.stats.faults += faults_since(before);
         let own_exit = exit.vector == 6 && exit.rip == traps::user_exit_entry();
         self.stats.user_exits[usize::from(!own_exit)] += 1;
     }
@@ -1616,7 +1674,7 @@ impl Fuzzer {
         println!(
             "fuzz summary: seed {seed:#x}, {done} calls in {} ms ({per_sec} calls/s): \
              {} kernel, {} with data selectors or SS, {} with CS, {} user children \
-             ({} own exits, {} faults); {} guest faults; gdt {}",
+             ({} own exits, {} faults); {} guest faults; {} NMIs; gdt {}",
             elapsed_ns / 1_000_000,
             s.kernel,
             s.selectors,
@@ -1625,6 +1683,7 @@ impl Fuzzer {
             s.user_exits[0],
             s.user_exits[1],
             s.faults,
+            NMIS.load(Ordering::Relaxed),
             if self.gdt_ok { "kept" } else { "lost" },
         );
         guest_pv_shim::print!(

@@ -29,6 +29,7 @@ mod mm_multicall;
 mod mm_pt_validation;
 mod mm_update_va_mapping;
 mod mm_writable_pt;
+mod nmi;
 mod return_from_entry;
 mod sched_op;
 mod shutdown;
@@ -324,6 +325,18 @@ pub const ALL: &[Case] = &[
     Case {
         name: "sched_remote_shutdown",
         run: timers::remote_shutdown,
+    },
+    Case {
+        name: "cpu_nmi_callbacks",
+        run: nmi::callbacks,
+    },
+    Case {
+        name: "cpu_nmi",
+        run: nmi::delivery,
+    },
+    Case {
+        name: "vcpu_nmi",
+        run: nmi::vcpus,
     },
     Case {
         name: "fuzz",

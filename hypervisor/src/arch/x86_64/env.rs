@@ -217,6 +217,9 @@ impl Env for ArchEnv<'_, '_> {
         self.events.set_page(self.current.domain.shared_info);
         (&mut self.current.domain.evtchn, &mut self.events)
     }
+    fn nmi_reason(&mut self) -> u64 {
+        guest::shared_nmi_reason(self.current)
+    }
     fn vcpu_by_id(&mut self, id: u32) -> Option<&mut Vcpu> {
         self.current.vcpu_by_id(id)
     }

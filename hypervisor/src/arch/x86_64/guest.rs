@@ -1,6 +1,7 @@
 //! Delivering events to a guest: exceptions and software interrupts as
 //! bounce frames to the handlers of its virtual IDT, `SYSCALL` from user
-//! mode to its syscall callback, and `HYPERVISOR_iret` back. The frame
+//! mode to its syscall callback, pending NMIs and event upcalls on the way
+//! back to the guest, and `HYPERVISOR_iret` back. The frame
 //! layouts and checks are the pure `crate::vcpu` functions; this module
 //! reads and writes the guest and the CPU.
 use dom0_abi::cpu::IretContext;
@@ -14,7 +15,7 @@ use crate::hypercall::mmu;
 use crate::mm::effects::Effects;
 use crate::mm::types::{PtwrOutcome, PtwrWrite};
 use crate::resume::{self, Descriptors, Location};
-use crate::vcpu::{self, Context, Pending, Vcpu, debug};
+use crate::vcpu::{self, Context, NmiDelivery, Pending, Vcpu, debug};
 
 use super::entry::GuestRegs;
 use super::env::{ArchEnv, apply_effects, fault_in_ldt_page};
@@ -83,6 +84,13 @@ pub fn shared_max_pfn(current: &Current) -> u64 {
     // SAFETY: shared_info is a hypervisor-owned frame for the domain's
     // lifetime; the field is plain data the guest may change at any time.
     unsafe { core::ptr::addr_of!((*info).arch.max_pfn).read_volatile() }
+}
+
+/// `shared_info.arch.nmi_reason` as the guest last wrote it.
+pub fn shared_nmi_reason(current: &Current) -> u64 {
+    let info = phys_to_virt(current.domain.shared_info) as *const dom0_abi::shared_info::SharedInfo;
+    // SAFETY: as in `shared_max_pfn`.
+    unsafe { core::ptr::addr_of!((*info).arch.nmi_reason).read_volatile() }
 }
 
 fn cr2(current: &Current) -> u64 {
@@ -260,10 +268,19 @@ fn bounce_to(
     }
 }
 
-/// On every return to the guest: if it has an event upcall pending, events
-/// unmasked and an event callback registered, enter the callback (events
-/// masked) with a bounce frame for where it was going, as Xen does.
+/// On every return to the guest, in Xen's order: first a pending NMI
+/// (unless NMIs are masked) to the NMI handler, then, if the guest has an
+/// event upcall pending, events unmasked and an event callback registered,
+/// the callback (events masked); each with a bounce frame for where the
+/// guest was going. An NMI handler that masks events (the usual case)
+/// keeps the upcall for after its `iret`.
 pub fn deliver_pending_event(current: &mut Current, regs: &mut GuestRegs) {
+    if current.vcpu.nmi.is_pending() {
+        deliver_nmi(current, regs);
+        if !current.domain.is_running() {
+            return;
+        }
+    }
     let callback = current.vcpu.event;
     if callback.address == 0 || upcall_mask(current) != 0 {
         return;
@@ -273,6 +290,28 @@ pub fn deliver_pending_event(current: &mut Current, regs: &mut GuestRegs) {
         unsafe { core::ptr::addr_of!((*vcpu_info(current)).evtchn_upcall_pending).read_volatile() };
     if pending != 0 {
         bounce_to(current, regs, callback.address, None, true);
+    }
+}
+
+/// Takes the pending NMI unless NMIs are masked: into the NMI handler
+/// (trap-table entry 2, which masks events if its flags say so; NMIs stay
+/// masked until the guest's next `HYPERVISOR_iret`), or, with no handler,
+/// dropped as Xen drops it.
+/// The drop is logged at debug level only: a guest may send itself NMIs
+/// without a handler as often as it likes.
+#[cold]
+#[inline(never)]
+fn deliver_nmi(current: &mut Current, regs: &mut GuestRegs) {
+    match current.vcpu.nmi.take(current.vcpu.nmi_handler()) {
+        NmiDelivery::None => {}
+        NmiDelivery::Dropped => log::debug!(
+            "d{}v{}: NMI with no NMI callback registered: dropped",
+            current.domain.id.0,
+            current.vcpu.id
+        ),
+        NmiDelivery::Deliver(gate) => {
+            bounce_to(current, regs, gate.address, None, gate.mask_events);
+        }
     }
 }
 
@@ -316,6 +355,7 @@ pub fn iret(current: &mut Current, regs: &mut GuestRegs) {
     };
     set_context(regs, &target.context);
     set_upcall_mask(current, target.upcall_mask);
+    current.vcpu.nmi.unmask();
     set_kernel_gs(current.vcpu, !target.context.in_user_mode());
 }
 
