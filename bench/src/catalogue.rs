@@ -124,6 +124,13 @@ pub const ALL: &[Benchmark] = &[
         what: "EVTCHNOP_send to an IPI port of the sender's own vCPU, upcall, handler, iret",
     },
     Benchmark {
+        name: "timer_block",
+        unit: "tsc/wakeup",
+        sample: "wakeup",
+        items_per_sample: 1,
+        what: "set_timer_op with a past deadline (upcalls masked), SCHEDOP_block returning at once, VIRQ_TIMER upcall, handler, iret",
+    },
+    Benchmark {
         name: "evtchn_interdomain_pingpong",
         unit: "tsc/roundtrip",
         sample: "roundtrip",

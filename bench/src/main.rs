@@ -64,6 +64,7 @@ fn run_one(
         "page_fault" => traps::page_fault(h, pt, name),
         "syscall_bounce" => traps::syscall_bounce(h, pt, name),
         "evtchn_self" => events::evtchn_self(h, start_info, pt, name),
+        "timer_block" => events::timer_block(h, start_info, pt, name),
         "evtchn_interdomain_pingpong" => Err(NotRun::Unsupported(Reason::Text(NO_SECOND_DOMAIN))),
         _ => match MMU_UPDATE_BATCHES
             .iter()

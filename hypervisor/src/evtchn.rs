@@ -114,7 +114,8 @@ pub trait EventBits {
     fn set_upcall_mask(&mut self, vcpu: u32, masked: bool);
     /// The vCPUs whose `evtchn_upcall_pending` went from clear to set
     /// since the last call (bit `n`: vCPU `n`), which Xen "kicks": it
-    /// wakes them if they sleep in the hypervisor.
+    /// wakes them if they sleep in the hypervisor. An implementation may
+    /// leave out a vCPU it knows to be awake (the caller's own).
     fn take_kicked(&mut self) -> u64;
 }
 
@@ -223,7 +224,7 @@ impl EventChannels {
 
     /// Makes `port` pending for its vCPU `vcpu` (Xen's 2-level
     /// `set_pending`).
-    fn set_pending(bits: &mut dyn EventBits, port: u32, vcpu: u32) {
+    fn set_pending(bits: &mut (impl EventBits + ?Sized), port: u32, vcpu: u32) {
         if bits.test_and_set_pending(port) {
             return;
         }
@@ -253,7 +254,7 @@ impl EventChannels {
     /// domain is reachable). The new local port starts pending. Returns it.
     pub fn bind_interdomain(
         &mut self,
-        bits: &mut dyn EventBits,
+        bits: &mut (impl EventBits + ?Sized),
         remote: DomId,
         remote_port: u32,
     ) -> Result<u32, Errno> {
@@ -328,7 +329,7 @@ impl EventChannels {
 
     /// Frees `port`: its pending bit is cleared (its mask bit is left),
     /// it notifies vCPU 0 again.
-    fn free(&mut self, bits: &mut dyn EventBits, port: u32) -> Result<(), Errno> {
+    fn free(&mut self, bits: &mut (impl EventBits + ?Sized), port: u32) -> Result<(), Errno> {
         bits.clear_pending(port);
         *self.channel_mut(port)? = Channel::default();
         Ok(())
@@ -336,7 +337,7 @@ impl EventChannels {
 
     /// `EVTCHNOP_close`: frees `port`; the other end of an interdomain
     /// port becomes unbound, bindable again by this domain.
-    pub fn close(&mut self, bits: &mut dyn EventBits, port: u32) -> Result<(), Errno> {
+    pub fn close(&mut self, bits: &mut (impl EventBits + ?Sized), port: u32) -> Result<(), Errno> {
         let channel = *self.channel_mut(port)?;
         match channel.binding {
             Binding::Free | Binding::Reserved => return Err(Errno::EINVAL),
@@ -368,7 +369,7 @@ impl EventChannels {
 
     /// `EVTCHNOP_send` on `port`: the other end of an interdomain port, or
     /// the IPI port itself, becomes pending; an unbound port drops it.
-    pub fn send(&mut self, bits: &mut dyn EventBits, port: u32) -> Result<(), Errno> {
+    pub fn send(&mut self, bits: &mut (impl EventBits + ?Sized), port: u32) -> Result<(), Errno> {
         let channel = *self.channel_mut(port)?;
         match channel.binding {
             Binding::Interdomain {
@@ -387,7 +388,7 @@ impl EventChannels {
 
     /// Raises VIRQ `virq` of vCPU `vcpu` (global VIRQs: of the domain),
     /// if a port is bound to it; a VIRQ nobody bound is dropped.
-    pub fn send_virq(&self, bits: &mut dyn EventBits, virq: Virq, vcpu: u32) {
+    pub fn send_virq(&self, bits: &mut (impl EventBits + ?Sized), virq: Virq, vcpu: u32) {
         let vcpu = if virq_is_global(virq as u32) { 0 } else { vcpu };
         let port = bounded(u64::from(vcpu), self.virqs.len())
             .and_then(|v| self.virqs[v].get(virq as usize).copied())
@@ -434,7 +435,7 @@ impl EventChannels {
 
     /// `EVTCHNOP_unmask`: clears `port`'s mask bit; if it was set and the
     /// port is pending, raises it on its vCPU as a send would have.
-    pub fn unmask(&self, bits: &mut dyn EventBits, port: u32) -> Result<(), Errno> {
+    pub fn unmask(&self, bits: &mut (impl EventBits + ?Sized), port: u32) -> Result<(), Errno> {
         let channel = self.channel(port).ok_or(Errno::EINVAL)?;
         if bits.test_and_clear_mask(port)
             && bits.is_pending(port)
@@ -446,7 +447,7 @@ impl EventChannels {
     }
 
     /// `EVTCHNOP_reset` of `dom`: closes every port (the buckets stay).
-    pub fn reset(&mut self, bits: &mut dyn EventBits, dom: DomId) -> Result<(), Errno> {
+    pub fn reset(&mut self, bits: &mut (impl EventBits + ?Sized), dom: DomId) -> Result<(), Errno> {
         self.this_domain(dom)?;
         for port in 1..self.valid_ports() {
             // Free ports answer EINVAL, as on Xen; nothing else can fail.

@@ -25,7 +25,12 @@ pub fn next_vcpu(vcpus: &[Vcpu], current: usize) -> Option<usize> {
 
 /// Fires `vcpu`'s timers that are due at `now`: its `VIRQ_TIMER` (if
 /// bound) is raised once however many fired.
-pub fn fire_timers(vcpu: &mut Vcpu, channels: &EventChannels, bits: &mut dyn EventBits, now: u64) {
+pub fn fire_timers(
+    vcpu: &mut Vcpu,
+    channels: &EventChannels,
+    bits: &mut (impl EventBits + ?Sized),
+    now: u64,
+) {
     if vcpu.timers.expire(now) {
         channels.send_virq(bits, Virq::Timer, vcpu.id);
     }
@@ -33,7 +38,12 @@ pub fn fire_timers(vcpu: &mut Vcpu, channels: &EventChannels, bits: &mut dyn Eve
 
 /// Wakes `vcpu` if it sleeps and what it waits for has come (`kicked`:
 /// an upcall was newly raised for it); returns whether it woke.
-pub fn wake_if_due(vcpu: &mut Vcpu, bits: &dyn EventBits, kicked: bool, now: u64) -> bool {
+pub fn wake_if_due(
+    vcpu: &mut Vcpu,
+    bits: &(impl EventBits + ?Sized),
+    kicked: bool,
+    now: u64,
+) -> bool {
     let kicked = core::mem::take(&mut vcpu.kicked) || kicked;
     if vcpu.sleep.is_sleeping()
         && vcpu.sleep.wakes(

@@ -237,6 +237,7 @@ pub const TESTS: &[IntegrationTest] = &[
     passes_with!("evtchn_vcpus", hv_extra_args: "dom0_max_vcpus=2"),
     passes_with!("timer_ops", hv_extra_args: "dom0_max_vcpus=2"),
     passes!("timer_user_mode", conformance: true),
+    passes_with!("time_monotonic", hv_extra_args: "dom0_max_vcpus=2"),
     passes!("sched_block_poll", conformance: true),
     passes!("sched_watchdog", conformance: true),
     shuts_down!("sched_watchdog_expiry", Dom0Watchdog, checks: true, "watchdog expiry while blocked", "4: watchdog"),

@@ -1,5 +1,6 @@
 //! Event-channel paths: a send to an IPI port of the sender's own vCPU,
-//! delivered as an upcall to the guest's handler.
+//! and a `VIRQ_TIMER` raised by `set_timer_op` and taken on the way out
+//! of `SCHEDOP_block`, each delivered as an upcall to the guest's handler.
 //!
 //! The guest maps `shared_info` over a page of its own `.bss`, registers
 //! the upcall entry, binds an IPI port, unmasks the port and the vCPU's
@@ -11,6 +12,7 @@
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use guest_pv_shim::dom0_abi::cpu::CallbackType;
+use guest_pv_shim::dom0_abi::event_channel::Virq;
 use guest_pv_shim::dom0_abi::mmu::{PTE_ADDR_MASK, PteFlags, UvmfFlags};
 use guest_pv_shim::dom0_abi::start_info::StartInfo;
 
@@ -97,7 +99,7 @@ fn map_shared_info(start_info: &StartInfo, pt: &PageTables, name: &str) -> Resul
 }
 
 /// Undoes [`map_shared_info`].
-fn unmap_shared_info(original: u64) {
+fn unmap_shared_info(original: u64, name: &str) {
     SHARED_INFO_VA.store(0, Ordering::Relaxed);
     // SAFETY: puts the page's own frame back; nothing refers to the
     // shared_info mapping any more (upcalls are masked).
@@ -108,20 +110,20 @@ fn unmap_shared_info(original: u64) {
             UvmfFlags::INVLPG.bits(),
         )
     };
-    guest_pv_shim::report::check_ret("spare page mapped back after evtchn_self", ret, 0);
+    guest_pv_shim::report::check_ret(format_args!("spare page mapped back after {name}"), ret, 0);
 }
 
-/// Binds the IPI port, unmasks it and the upcalls, and times the sends.
-fn timed_sends(h: &Harness, base: u64, name: &str) -> Result<Measured, NotRun> {
-    // SAFETY: `bench_upcall_entry` saves every register it uses, handles
-    // the event frame and returns with iret.
-    let ret = unsafe {
-        hc::callback_register(CallbackType::Event, asm::entry_address(bench_upcall_entry))
-    };
-    if ret != 0 {
-        return Err(not_run(name, "callback_op(register event)", ret));
-    }
-    let port = hc::evtchn_bind_ipi(0).map_err(|err| not_run(name, "EVTCHNOP_bind_ipi", err))?;
+/// Registers the upcall entry, unmasks `port` and the upcalls, and times
+/// `op`, which must cause exactly one upcall for `port` per run. Upcalls
+/// are masked and the port closed afterwards.
+fn timed_upcalls(
+    h: &Harness,
+    base: u64,
+    name: &str,
+    port: u32,
+    call: &'static str,
+    op: impl FnMut() -> i64,
+) -> Result<Measured, NotRun> {
     UPCALL_PORT.store(u64::from(port), Ordering::Relaxed);
     let word = u64::from(port / 64);
     with_shared_word(base, EVTCHN_MASK + word * 8, |w| {
@@ -131,36 +133,86 @@ fn timed_sends(h: &Harness, base: u64, name: &str) -> Result<Measured, NotRun> {
     // Anything already pending is delivered on the way back from this call.
     let _ = hc::xen_version_null();
     let first = UPCALLS.load(Ordering::Relaxed);
-    let timed = h.time(
-        name,
-        "EVTCHNOP_send",
-        || hc::evtchn_send(port),
-        |ret| ret == 0,
-    );
+    let timed = h.time(name, call, op, |ret| ret == 0);
     write_shared_byte(base, UPCALL_MASK, 1);
     let upcalls = UPCALLS.load(Ordering::Relaxed) - first;
     let ret = hc::evtchn_close(port);
-    guest_pv_shim::report::check_ret("IPI port closed after evtchn_self", ret, 0);
+    guest_pv_shim::report::check_ret(format_args!("port closed after {name}"), ret, 0);
     let measured = timed?;
     if upcalls != measured.runs {
         return Err(failed(
             name,
-            "the number of upcalls differs from the number of sends",
+            "the number of upcalls differs from the number of runs",
         ));
     }
     Ok(measured)
 }
 
-/// `evtchn_self`.
+/// Registers the upcall entry.
+fn register_upcall(name: &str) -> Result<(), NotRun> {
+    // SAFETY: `bench_upcall_entry` saves every register it uses, handles
+    // the event frame and returns with iret.
+    let ret = unsafe {
+        hc::callback_register(CallbackType::Event, asm::entry_address(bench_upcall_entry))
+    };
+    if ret != 0 {
+        return Err(not_run(name, "callback_op(register event)", ret));
+    }
+    Ok(())
+}
+
+/// Runs `bench` with `shared_info` mapped and the upcall entry registered.
+fn with_upcalls(
+    start_info: &StartInfo,
+    pt: &PageTables,
+    name: &str,
+    bench: impl FnOnce(u64) -> Result<Measured, NotRun>,
+) -> Result<Measured, NotRun> {
+    iret_works(name)?;
+    let original = map_shared_info(start_info, pt, name)?;
+    let measured = register_upcall(name).and_then(|()| bench(asm::shared_info_page_va()));
+    unmap_shared_info(original, name);
+    measured
+}
+
+/// `evtchn_self`: a send to an IPI port of the vCPU itself.
 pub fn evtchn_self(
     h: &Harness,
     start_info: &StartInfo,
     pt: &PageTables,
     name: &str,
 ) -> Result<Measured, NotRun> {
-    iret_works(name)?;
-    let original = map_shared_info(start_info, pt, name)?;
-    let measured = timed_sends(h, asm::shared_info_page_va(), name);
-    unmap_shared_info(original);
-    measured
+    with_upcalls(start_info, pt, name, |base| {
+        let port = hc::evtchn_bind_ipi(0).map_err(|err| not_run(name, "EVTCHNOP_bind_ipi", err))?;
+        timed_upcalls(h, base, name, port, "EVTCHNOP_send", || {
+            hc::evtchn_send(port)
+        })
+    })
+}
+
+/// `timer_block`: with upcalls masked, `set_timer_op` with a deadline
+/// already past (its `VIRQ_TIMER` is raised before the call returns), then
+/// `SCHEDOP_block`, which unmasks upcalls and returns at once with the
+/// upcall delivered on its way out.
+pub fn timer_block(
+    h: &Harness,
+    start_info: &StartInfo,
+    pt: &PageTables,
+    name: &str,
+) -> Result<Measured, NotRun> {
+    with_upcalls(start_info, pt, name, |base| {
+        let ret = hc::vcpu_stop_periodic_timer(0);
+        if ret != 0 {
+            return Err(not_run(name, "VCPUOP_stop_periodic_timer", ret));
+        }
+        let port = hc::evtchn_bind_virq(Virq::Timer, 0)
+            .map_err(|err| not_run(name, "EVTCHNOP_bind_virq(VIRQ_TIMER)", err))?;
+        timed_upcalls(h, base, name, port, "set_timer_op + SCHEDOP_block", || {
+            write_shared_byte(base, UPCALL_MASK, 1);
+            match hc::set_timer_op(1) {
+                0 => hc::sched_block(),
+                err => err,
+            }
+        })
+    })
 }

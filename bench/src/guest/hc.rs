@@ -11,10 +11,14 @@ use core::arch::asm;
 
 use guest_pv_shim::dom0_abi::Hypercall;
 use guest_pv_shim::dom0_abi::cpu::{CallbackOp, CallbackRegister, CallbackType, TrapInfo};
-use guest_pv_shim::dom0_abi::event_channel::{EvtchnBindIpi, EvtchnOp, EvtchnPortArg};
+use guest_pv_shim::dom0_abi::event_channel::{
+    EvtchnBindIpi, EvtchnBindVirq, EvtchnOp, EvtchnPortArg, Virq,
+};
 use guest_pv_shim::dom0_abi::mmu::{MmuUpdate, MmuextOp};
 use guest_pv_shim::dom0_abi::multicall::MulticallEntry;
+use guest_pv_shim::dom0_abi::sched::SchedOp;
 use guest_pv_shim::dom0_abi::types::DomId;
+use guest_pv_shim::dom0_abi::vcpu::VcpuOpCmd;
 use guest_pv_shim::dom0_abi::version::VersionCmd;
 use pv_bench::counters::{HYPERCALL_STATS_OP, STATSOP_READ_VCPU, StatsBuffer};
 
@@ -163,6 +167,41 @@ pub fn evtchn_bind_ipi(vcpu: u32) -> Result<u32, i64> {
     match evtchn_op(EvtchnOp::BindIpi, &mut arg) {
         0 => Ok(arg.port),
         err => Err(err),
+    }
+}
+
+/// `EVTCHNOP_bind_virq` of `virq` on `vcpu`: the new port, or the errno.
+pub fn evtchn_bind_virq(virq: Virq, vcpu: u32) -> Result<u32, i64> {
+    let mut arg = EvtchnBindVirq {
+        virq: virq as u32,
+        vcpu,
+        port: 0,
+    };
+    match evtchn_op(EvtchnOp::BindVirq, &mut arg) {
+        0 => Ok(arg.port),
+        err => Err(err),
+    }
+}
+
+/// `set_timer_op(deadline)`.
+#[inline(always)]
+pub fn set_timer_op(deadline: u64) -> i64 {
+    // SAFETY: the argument is a value; the call only arms a timer.
+    unsafe { hypercall!(Hypercall::SetTimerOp; deadline, 0u64, 0u64, 0u64, 0u64) }
+}
+
+/// `SCHEDOP_block`.
+#[inline(always)]
+pub fn sched_block() -> i64 {
+    // SAFETY: block reads no guest memory.
+    unsafe { hypercall!(Hypercall::SchedOp; SchedOp::Block as u64, 0u64, 0u64, 0u64, 0u64) }
+}
+
+/// `VCPUOP_stop_periodic_timer` of `vcpu`.
+pub fn vcpu_stop_periodic_timer(vcpu: u32) -> i64 {
+    // SAFETY: the command reads no guest memory.
+    unsafe {
+        hypercall!(Hypercall::VcpuOp; VcpuOpCmd::StopPeriodicTimer as u64, u64::from(vcpu), 0u64, 0u64, 0u64)
     }
 }
 

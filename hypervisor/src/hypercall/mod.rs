@@ -47,9 +47,12 @@ pub trait Env {
     fn domain(&mut self) -> &mut Domain;
     /// The calling vCPU.
     fn vcpu(&mut self) -> &mut Vcpu;
+    /// How this environment reaches the event bits of a shared_info page
+    /// (a concrete type, so that the bit operations inline).
+    type Bits: EventBits;
     /// The calling domain's event channels, and the event bits of its
     /// shared_info page that sending and unmasking set.
-    fn event_channels(&mut self) -> (&mut EventChannels, &mut dyn EventBits);
+    fn event_channels(&mut self) -> (&mut EventChannels, &mut Self::Bits);
     /// `shared_info.arch.nmi_reason` of the calling domain, as the guest
     /// last wrote it.
     fn nmi_reason(&mut self) -> u64;

@@ -20,6 +20,7 @@ use dom0_abi::Errno;
 use dom0_abi::sched::{SchedOp, SchedPoll, SchedRemoteShutdown, SchedWatchdog};
 
 use super::{Env, read_struct, read_u32};
+use crate::evtchn::EventBits;
 use crate::layout::guest_range_ok;
 use crate::timer::{MAX_POLL_PORTS, Sleep};
 

@@ -140,6 +140,8 @@ fn up(env: &mut impl Env, id: u32) -> Result<u64, Errno> {
     if vcpu.power == Power::Down {
         vcpu.power = Power::Up;
         vcpu.runstate.enter(RUNSTATE_RUNNABLE, now);
+        // Another vCPU waits to run: the running one's slice starts.
+        env.timers_changed();
     }
     Ok(0)
 }

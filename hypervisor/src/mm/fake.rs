@@ -379,7 +379,8 @@ impl Env for FakeMachine {
     fn vcpu(&mut self) -> &mut Vcpu {
         &mut self.cpu
     }
-    fn event_channels(&mut self) -> (&mut EventChannels, &mut dyn EventBits) {
+    type Bits = FakeBits;
+    fn event_channels(&mut self) -> (&mut EventChannels, &mut FakeBits) {
         (&mut self.domain.evtchn, &mut self.events)
     }
     fn nmi_reason(&mut self) -> u64 {

@@ -311,6 +311,10 @@ pub const ALL: &[Case] = &[
         run: timers::user_mode,
     },
     Case {
+        name: "time_monotonic",
+        run: timers::monotonic,
+    },
+    Case {
         name: "sched_block_poll",
         run: timers::block_poll,
     },

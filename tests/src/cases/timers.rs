@@ -1,6 +1,7 @@
 //! Timers, blocking and polling: `timer_ops` (`VIRQ_TIMER` from each
 //! timer operation, and their errors), `timer_user_mode` (a timer event
-//! interrupting guest user mode), `sched_block_poll` (`SCHEDOP_block`
+//! interrupting guest user mode), `time_monotonic` (system time read on
+//! two vCPUs never goes backwards), `sched_block_poll` (`SCHEDOP_block`
 //! and `SCHEDOP_poll`), `sched_watchdog` (its errors) and the two tests
 //! that end the domain, `sched_watchdog_expiry` and
 //! `sched_remote_shutdown`.
@@ -32,7 +33,7 @@
 //! themselves. "At once" means well before any timer armed could fire: a
 //! call that wrongly slept would sleep for ever.
 
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use guest_pv_shim::dom0_abi::Errno;
 use guest_pv_shim::dom0_abi::event_channel::{EvtchnAllocUnbound, EvtchnBindVirq, Virq};
@@ -576,6 +577,75 @@ pub fn user_mode(_start_info: &'static StartInfo) {
     // SAFETY: as above.
     let out = unsafe { ((data + user_code::OUT_0) as *const u64).read_volatile() };
     report::check_eq("user mode ran on after the upcall", out, 0x7173);
+}
+
+/// The latest system time any vCPU has read (`time_monotonic`).
+static LATEST: AtomicU64 = AtomicU64::new(0);
+/// Readings earlier than one published before them.
+static BACKWARDS: AtomicU64 = AtomicU64::new(0);
+/// Readings per vCPU.
+static READS: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+/// When the readers stop.
+static END: AtomicU64 = AtomicU64::new(0);
+/// vCPU 1 has stopped reading.
+static READER_DONE: AtomicBool = AtomicBool::new(false);
+
+/// Reads the system time from vCPU `vcpu`'s own record until [`END`]:
+/// each reading must be at least the latest one published before it was
+/// taken (by either vCPU).
+fn read_time_until_end(vcpu: usize) {
+    let end = END.load(Ordering::SeqCst);
+    loop {
+        let before = LATEST.load(Ordering::SeqCst);
+        let Some(t) = shared::system_time_of(vcpu) else {
+            return;
+        };
+        if t < before {
+            BACKWARDS.fetch_add(1, Ordering::SeqCst);
+        }
+        LATEST.fetch_max(t, Ordering::SeqCst);
+        READS[vcpu].fetch_add(1, Ordering::SeqCst);
+        if t >= end {
+            return;
+        }
+    }
+}
+
+fn time_reader(vcpu: usize) {
+    read_time_until_end(vcpu);
+    READER_DONE.store(true, Ordering::SeqCst);
+}
+
+/// `time_monotonic` (`dom0_max_vcpus=2`): both vCPUs read the system time
+/// from their own records for 400 ms, sharing the physical CPU through
+/// time slices; no reading may be earlier than one taken before it.
+pub fn monotonic(_start_info: &'static StartInfo) {
+    if !support::traps() {
+        return;
+    }
+    END.store(now() + 400 * MS, Ordering::SeqCst);
+    if !support::start_vcpu(1, time_reader) {
+        return;
+    }
+    read_time_until_end(0);
+    let done = support::yield_until(100_000, || READER_DONE.load(Ordering::SeqCst));
+    report::check(
+        "vCPU 1 read the time to the end",
+        done,
+        format_args!("it did not finish"),
+    );
+    let reads = [0, 1].map(|v| READS[v].load(Ordering::SeqCst));
+    report::check(
+        "both vCPUs read the time many times",
+        reads.iter().all(|&n| n > 100),
+        format_args!("readings per vCPU: {reads:?}"),
+    );
+    let backwards = BACKWARDS.load(Ordering::SeqCst);
+    report::check(
+        "system time never went backwards, within or across vCPUs",
+        backwards == 0,
+        format_args!("{backwards} readings went backwards"),
+    );
 }
 
 /// `sched_watchdog`: creating, re-arming and stopping watchdogs.

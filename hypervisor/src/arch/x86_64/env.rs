@@ -43,7 +43,7 @@ pub struct ArchEnv<'a, 'c> {
     /// The event bits of the domain's shared_info page (set when a handler
     /// asks for them; most hypercalls never do), with the vCPUs whose
     /// upcall the handler newly raised.
-    events: SharedInfoBits,
+    events: Option<SharedInfoBits>,
 }
 
 impl<'a, 'c> ArchEnv<'a, 'c> {
@@ -51,7 +51,7 @@ impl<'a, 'c> ArchEnv<'a, 'c> {
     pub fn new(current: &'a mut Current<'c>, regs: &'a mut GuestRegs) -> ArchEnv<'a, 'c> {
         ArchEnv {
             current,
-            events: SharedInfoBits::new(0),
+            events: None,
             regs,
             frames: None,
             preempted: None,
@@ -213,9 +213,13 @@ impl Env for ArchEnv<'_, '_> {
     fn vcpu(&mut self) -> &mut Vcpu {
         self.current.vcpu
     }
-    fn event_channels(&mut self) -> (&mut EventChannels, &mut dyn EventBits) {
-        self.events.set_page(self.current.domain.shared_info);
-        (&mut self.current.domain.evtchn, &mut self.events)
+    type Bits = SharedInfoBits;
+    fn event_channels(&mut self) -> (&mut EventChannels, &mut SharedInfoBits) {
+        let bits = self.events.get_or_insert(SharedInfoBits::new(
+            self.current.domain.shared_info,
+            self.current.vcpu.id,
+        ));
+        (&mut self.current.domain.evtchn, bits)
     }
     fn nmi_reason(&mut self) -> u64 {
         guest::shared_nmi_reason(self.current)
@@ -229,10 +233,13 @@ impl Env for ArchEnv<'_, '_> {
     fn now_ns(&self) -> u64 {
         super::time::now_ns()
     }
+    #[inline(always)]
     fn wake_kicked(&mut self) {
-        let kicked = self.events.take_kicked();
-        if kicked != 0 {
-            super::schedule::note_kicks(self.current, kicked);
+        if let Some(bits) = &mut self.events {
+            let kicked = bits.take_kicked();
+            if kicked != 0 {
+                super::schedule::note_kicks(self.current, kicked);
+            }
         }
     }
     fn timers_changed(&mut self) {

@@ -23,21 +23,24 @@ pub struct SharedInfoBits {
     maddr: u64,
     /// Bit `n`: vCPU `n`'s `evtchn_upcall_pending` went from 0 to 1.
     kicked: u64,
+    /// The vCPU not to record kicks for: the one making the call, awake
+    /// by definition.
+    awake: u32,
 }
 
 impl SharedInfoBits {
-    /// The page at machine address `maddr`.
-    pub const fn new(maddr: u64) -> SharedInfoBits {
-        SharedInfoBits { maddr, kicked: 0 }
-    }
-
-    /// Makes these the bits of the page at `maddr`, keeping the kicks
-    /// recorded so far.
-    pub fn set_page(&mut self, maddr: u64) {
-        self.maddr = maddr;
+    /// The page at machine address `maddr`, used by vCPU `awake` (whose
+    /// kicks are not recorded).
+    pub const fn new(maddr: u64, awake: u32) -> SharedInfoBits {
+        SharedInfoBits {
+            maddr,
+            kicked: 0,
+            awake,
+        }
     }
 
     /// The byte at `offset` of vCPU `vcpu`'s `vcpu_info`.
+    #[inline(always)]
     fn vcpu_byte(&self, vcpu: u32, offset: usize) -> Option<&AtomicU8> {
         let info = Self::vcpu_info(vcpu)?;
         if self.maddr == 0 {
@@ -113,8 +116,9 @@ impl EventBits for SharedInfoBits {
             return true;
         };
         let was = byte.swap(1, Ordering::SeqCst) != 0;
-        if !was {
-            self.kicked |= 1u64.checked_shl(vcpu).unwrap_or(0);
+        if !was && vcpu != self.awake {
+            // `vcpu` has a `vcpu_info` slot, so it is below 64.
+            self.kicked |= 1 << (vcpu % 64);
         }
         was
     }
@@ -131,6 +135,7 @@ impl EventBits for SharedInfoBits {
             b.store(u8::from(masked), Ordering::SeqCst);
         }
     }
+    #[inline]
     fn take_kicked(&mut self) -> u64 {
         core::mem::take(&mut self.kicked)
     }

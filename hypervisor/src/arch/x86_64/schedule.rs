@@ -54,6 +54,7 @@ pub fn acknowledge(vector: u64) -> bool {
 
 /// Kicks the vCPUs of the running domain whose upcall was newly raised
 /// (bit `n`: vCPU `n`): those sleeping wake (through [`run_due`]).
+#[cold]
 pub fn note_kicks(current: &mut Current, mut kicked: u64) {
     let mut sleeping = false;
     while kicked != 0 {
@@ -83,7 +84,7 @@ pub fn run_due(current: &mut Current) {
         cpu,
     } = current;
     let running = vcpu.id;
-    let mut bits = SharedInfoBits::new(domain.shared_info);
+    let mut bits = SharedInfoBits::new(domain.shared_info, u32::MAX);
     loop {
         let now = time::now_ns();
         for v in others

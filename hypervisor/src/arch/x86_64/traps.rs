@@ -195,7 +195,11 @@ fn handle_entry(current: &mut Current, regs: &mut GuestRegs) -> (Option<u8>, boo
         }
     }
     guest::deliver_pending_event(current, regs);
-    let resched = core::mem::take(&mut current.cpu.resched);
+    // Read, and cleared only when set: most entries do not write it.
+    let resched = current.cpu.resched;
+    if resched {
+        current.cpu.resched = false;
+    }
     let shut_down = if resched {
         match current.domain.state {
             RunState::ShutDown(reason) => Some(reason),
