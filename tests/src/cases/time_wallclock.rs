@@ -121,7 +121,7 @@ fn boot_wallclock() -> Option<Wallclock> {
     // The system time comes from the TSC: it advances without hypercalls.
     for _ in 0..100_000_000u64 {
         end = system_time()?;
-        if end - start >= WAIT_NS {
+        if end.saturating_sub(start) >= WAIT_NS {
             break;
         }
         core::hint::spin_loop();
@@ -129,7 +129,9 @@ fn boot_wallclock() -> Option<Wallclock> {
     let later = wallclock()?;
     report::check_observed(
         "wall clock plus system time advances as the system time",
-        later == wc && end - start >= WAIT_NS && later.ns_at(end) - wc.ns_at(start) == end - start,
+        later == wc
+            && end.saturating_sub(start) >= WAIT_NS
+            && later.ns_at(end).wrapping_sub(wc.ns_at(start)) == end - start,
         format_args!("system time {start} -> {end}, wall clock {wc:?} -> {later:?}"),
     );
     Some(wc)
@@ -361,11 +363,10 @@ fn bad_pointers() {
     // rest of the 136 lie in the unmapped one.
     let mut bytes = [0u8; PlatformOp::SIZE];
     let _ = op64(1_700_000_000, 0, 0, 0).to_wire(&mut bytes);
-    let words = 4;
-    let first = 512 - words;
-    for (i, chunk) in bytes.chunks_exact(8).take(words as usize).enumerate() {
+    let first = 512 - 4;
+    for (index, chunk) in (first..512).zip(bytes.chunks_exact(8)) {
         let word = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
-        mm::window_write(MAPPED_WINDOW, first + i as u64, word);
+        mm::window_write(MAPPED_WINDOW, index, word);
     }
     let at = mm::window_va(MAPPED_WINDOW) + first * 8;
     let before = shared::wallclock();
