@@ -182,9 +182,11 @@ hypercall_table! {
     ///   `SCHEDOP_shutdown` with the reason *value* in `arg` (not a pointer).
     /// - Returns 0. `ENOSYS`: any other `cmd`.
     SchedOpCompat = 6, "sched_op_compat";
-    /// `platform_op(xen_platform_op *op)`: host platform control (time,
-    /// microcode, power management). Hardware domain only (`EPERM`
-    /// otherwise).
+    /// `platform_op(xen_platform_op *op)`: host platform control (the
+    /// wall clock; on Xen also microcode, power management and more).
+    /// Control domain only (`EPERM` otherwise, after `EFAULT` and
+    /// `EACCES`); the commands, their order of checks and every error are
+    /// in [`platform`](crate::platform).
     PlatformOp = 7, "platform_op";
     /// `set_debugreg(int reg, unsigned long value)`: writes virtual DR0-7.
     /// `EINVAL` for a bad register number or value. Returns 0.

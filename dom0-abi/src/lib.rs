@@ -172,6 +172,7 @@ pub mod mmu;
 pub mod multicall;
 pub mod nmi;
 pub mod physdev;
+pub mod platform;
 pub mod sched;
 pub mod segment;
 pub mod shared_info;

@@ -162,6 +162,75 @@ pub fn system_time_of(vcpu: usize) -> Option<u64> {
     Some(info.system_time_at(tsc))
 }
 
+/// The wall clock at system time 0, as `shared_info` publishes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Wallclock {
+    /// `wc_version` when it was read (even: a consistent copy).
+    pub version: u32,
+    /// Seconds since 1970-01-01 00:00 UTC (`wc_sec_hi:wc_sec`).
+    pub sec: u64,
+    /// `wc_nsec`.
+    pub nsec: u32,
+}
+
+impl Wallclock {
+    /// The wall time at system time `system_time`, in nanoseconds since
+    /// 1970-01-01 00:00 UTC (wrapping, as the hypervisor's arithmetic).
+    #[must_use]
+    pub fn ns_at(&self, system_time: u64) -> u64 {
+        self.sec
+            .wrapping_mul(1_000_000_000)
+            .wrapping_add(u64::from(self.nsec))
+            .wrapping_add(system_time)
+    }
+}
+
+/// `shared_info.wc_version` as it is now (odd while the hypervisor
+/// changes the wall clock).
+#[must_use]
+pub fn wc_version() -> Option<u32> {
+    let base = MAPPED.load(Ordering::Relaxed);
+    if base == 0 {
+        return None;
+    }
+    let at = base + offset_of!(SharedInfo, wc_version) as u64;
+    // SAFETY: `at` is the 4-byte aligned `wc_version` field of the mapped
+    // page; a volatile read takes no reference.
+    Some(unsafe { (at as *const u32).read_volatile() })
+}
+
+/// A consistent copy of the wall clock (`wc_version` seqlock: retried
+/// while odd or changed during the copy).
+#[must_use]
+pub fn wallclock() -> Option<Wallclock> {
+    let base = MAPPED.load(Ordering::Relaxed);
+    if base == 0 {
+        return None;
+    }
+    let field = |offset: usize| (base + offset as u64) as *const u32;
+    loop {
+        // SAFETY: the four `wc_*` fields are 4-byte aligned `u32`s of the
+        // mapped page; volatile reads take no reference.
+        let (before, sec, nsec, sec_hi, after) = unsafe {
+            let before = field(offset_of!(SharedInfo, wc_version)).read_volatile();
+            core::sync::atomic::fence(Ordering::Acquire);
+            let sec = field(offset_of!(SharedInfo, wc_sec)).read_volatile();
+            let nsec = field(offset_of!(SharedInfo, wc_nsec)).read_volatile();
+            let sec_hi = field(offset_of!(SharedInfo, wc_sec_hi)).read_volatile();
+            core::sync::atomic::fence(Ordering::Acquire);
+            let after = field(offset_of!(SharedInfo, wc_version)).read_volatile();
+            (before, sec, nsec, sec_hi, after)
+        };
+        if before & 1 == 0 && before == after {
+            return Some(Wallclock {
+                version: before,
+                sec: (u64::from(sec_hi) << 32) | u64::from(sec),
+                nsec,
+            });
+        }
+    }
+}
+
 /// Sets `shared_info.arch.max_pfn` (the guest's p2m size as it reports it;
 /// Xen derives `XENMEM_maximum_gpfn` of a PV guest from it). Returns
 /// whether shared_info is mapped.

@@ -208,6 +208,19 @@ impl DomainTable {
         Ok(())
     }
 
+    /// Runs `f` on every domain whose id is above `held`, whose slot the
+    /// caller holds: each slot is locked alone, in ascending id order, so
+    /// that the caller holds at most two slots, the lower one first (the
+    /// order of `docs/locking.md`). Slots below `held` cannot be reached
+    /// this way.
+    pub fn for_each_above(&self, held: DomId, mut f: impl FnMut(&mut DomainEntry)) {
+        for slot in self.slots.iter().skip(usize::from(held.0) + 1) {
+            if let Some(entry) = slot.lock().as_deref_mut() {
+                f(entry);
+            }
+        }
+    }
+
     /// Takes a domain out of the table.
     pub fn remove(&self, id: DomId) -> Option<Box<DomainEntry>> {
         self.slot(id)?.lock().take()

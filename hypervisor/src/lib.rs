@@ -24,3 +24,4 @@ pub mod stats;
 pub mod time;
 pub mod timer;
 pub mod vcpu;
+pub mod wallclock;

@@ -245,6 +245,7 @@ pub const TESTS: &[IntegrationTest] = &[
     passes!("cpu_nmi_callbacks", conformance: true),
     passes!("cpu_nmi", conformance: true),
     passes_with!("vcpu_nmi", hv_extra_args: "dom0_max_vcpus=2"),
+    passes!("time_wallclock", conformance: true),
     passes!("hostile_selectors_kernel", conformance: false),
     passes!("hostile_selectors_user", conformance: false),
     passes!("hostile_rip", conformance: false),

@@ -21,6 +21,7 @@ pub use vcpu::*;
 
 use dom0_abi::Hypercall;
 use dom0_abi::console::ConsoleIoCmd;
+use dom0_abi::platform::PlatformOp;
 use dom0_abi::sched::{
     SchedOp, SchedPoll, SchedRemoteShutdown, SchedShutdown, SchedWatchdog, ShutdownReason,
 };
@@ -272,6 +273,23 @@ pub fn set_timer_op(deadline: u64) -> i64 {
 pub fn sched_op_compat(cmd: u64, arg: u64) -> i64 {
     // SAFETY: no sub-op of the compat call dereferences `arg`.
     unsafe { raw::hypercall2(u64::from(Hypercall::SchedOpCompat.number()), cmd, arg) }
+}
+
+/// `platform_op(op)` with a raw argument address.
+///
+/// # Safety
+/// As [`raw::hypercall5`]: `op` must be a `xen_platform_op` the
+/// hypervisor may write back into, or memory no Rust code uses.
+pub unsafe fn platform_op_raw(op: u64) -> i64 {
+    // SAFETY: the caller's contract.
+    unsafe { raw::hypercall1(u64::from(Hypercall::PlatformOp.number()), op) }
+}
+
+/// `platform_op(op)`. The hypervisor reads all of `op`, and writes back
+/// into it for the commands that answer.
+pub fn platform_op(op: &mut PlatformOp) -> i64 {
+    // SAFETY: `op` is a whole, exclusively borrowed `xen_platform_op`.
+    unsafe { platform_op_raw(addr_of_mut(op)) }
 }
 
 /// Shuts the domain down with `reason` and never returns. If the hypervisor

@@ -22,7 +22,7 @@ use dom0_abi::wire::Wire;
 #[cfg(doc)]
 use super::Env;
 use super::mmu::{self, MmuEnv};
-use super::{console, cpu, desc, evtchn, memory, sched, stats, vcpu, version};
+use super::{console, cpu, desc, evtchn, memory, platform, sched, stats, vcpu, version};
 use crate::mm::effects::Effects;
 
 /// Multicall entries run per invocation before the call is continued.
@@ -121,8 +121,8 @@ fn run(
             env.wake_kicked();
             result
         }
-        Hypercall::PlatformOp
-        | Hypercall::PhysdevOpCompat
+        Hypercall::PlatformOp => platform::platform_op(env, a[0]),
+        Hypercall::PhysdevOpCompat
         | Hypercall::GrantTableOp
         | Hypercall::XsmOp
         | Hypercall::XenoprofOp

@@ -3,7 +3,7 @@
 //! Handlers see the machine only through [`Env`]: guest memory copies that
 //! fail with `EFAULT` (never fault the hypervisor), the console, the calling
 //! domain (its event channels with the event bits of its shared_info page
-//! among it) and facts about this build. `arch` implements it for real; the
+//! among it), the clocks and facts about this build. `arch` implements it for real; the
 //! tests below implement it over plain buffers. Every handler has the shape
 //! copy in → decide → copy out, and returns `Result<u64, Errno>`;
 //! [`dispatch::dispatch`] is the one place that turns that into the
@@ -19,6 +19,7 @@ pub mod dispatch;
 pub mod evtchn;
 pub mod memory;
 pub mod mmu;
+pub mod platform;
 pub mod sched;
 pub mod stats;
 pub mod vcpu;
@@ -27,11 +28,12 @@ pub mod version;
 use dom0_abi::Errno;
 use dom0_abi::wire::Wire;
 
-use crate::domain::Domain;
+use crate::domain::{Domain, Privilege};
 use crate::evtchn::{EventBits, EventChannels};
 use crate::mm::effects::Effects;
 use crate::stats::Stats;
 use crate::vcpu::Vcpu;
+use crate::wallclock::Wallclock;
 
 /// What a handler may do to the machine.
 pub trait Env {
@@ -72,6 +74,10 @@ pub trait Env {
     /// [`Env::event_channels`] (Xen's kick). The dispatcher calls it after
     /// every hypercall that can raise one.
     fn wake_kicked(&mut self);
+    /// Sets the wall clock (`XENPF_settime*`, which needs the caller's
+    /// `privilege`) and writes it into every domain's shared_info page
+    /// before the hypercall returns.
+    fn set_wallclock(&mut self, privilege: Privilege, wallclock: Wallclock);
     /// Continues the hypercall later: the guest re-issues it with `args`
     /// (Xen's continuation), so one call never holds the CPU for long. The
     /// handler's return value is then ignored.

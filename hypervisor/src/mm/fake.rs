@@ -23,6 +23,7 @@ use crate::evtchn::{EventBits, EventChannels};
 use crate::hypercall::{Env, HostInfo};
 use crate::stats::Stats;
 use crate::vcpu::Vcpu;
+use crate::wallclock::Wallclock;
 
 /// Guest address of the first byte of fake guest memory.
 pub const BASE: u64 = 0x10_0000;
@@ -74,6 +75,8 @@ pub struct FakeMachine {
     pub events: FakeBits,
     /// `shared_info.arch.nmi_reason`.
     pub nmi_reason: u64,
+    /// The wall clock a handler set, if any.
+    pub wallclock: Option<Wallclock>,
 }
 
 impl FakeMachine {
@@ -117,6 +120,7 @@ impl FakeMachine {
             stats: Stats::default(),
             events: FakeBits::default(),
             nmi_reason: 0,
+            wallclock: None,
         }
     }
 
@@ -413,6 +417,9 @@ impl Env for FakeMachine {
                 vcpu.kicked = true;
             }
         }
+    }
+    fn set_wallclock(&mut self, _privilege: Privilege, wallclock: Wallclock) {
+        self.wallclock = Some(wallclock);
     }
     fn preempt(&mut self, args: [u64; 5]) {
         self.preempted = Some(args);

@@ -33,6 +33,7 @@ mod nmi;
 mod return_from_entry;
 mod sched_op;
 mod shutdown;
+mod time_wallclock;
 mod timers;
 mod unknown_hypercall;
 mod vcpu_op_errors;
@@ -345,6 +346,10 @@ pub const ALL: &[Case] = &[
     Case {
         name: "fuzz",
         run: fuzz::run,
+    },
+    Case {
+        name: "time_wallclock",
+        run: time_wallclock::run,
     },
 ];
 

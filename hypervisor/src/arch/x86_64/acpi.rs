@@ -1,9 +1,13 @@
 //! ACPI tables: what the boot log reports about CPUs, interrupt controllers
-//! and timers (through the `acpi` crate, over the direct map).
+//! and timers, and where the real-time clock keeps its century (through
+//! the `acpi` crate, over the direct map).
 use core::ptr::NonNull;
 
+use acpi::fadt::Fadt;
 use acpi::madt::{Madt, MadtEntry};
 use acpi::{AcpiHandler, AcpiTables, HpetInfo, PhysicalMapping};
+
+use crate::wallclock::century_register;
 
 use super::paging::phys_to_virt;
 
@@ -36,7 +40,7 @@ impl AcpiHandler for DirectMap {
     fn unmap_physical_region<T>(_region: &PhysicalMapping<Self, T>) {}
 }
 
-/// What the MADT and HPET tables say.
+/// What the MADT, HPET and FADT tables say.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Platform {
     /// Enabled (or online-capable) local APICs, i.e. CPUs.
@@ -45,6 +49,11 @@ pub struct Platform {
     pub ioapics: u32,
     /// Whether an HPET is described.
     pub hpet: bool,
+    /// The CMOS index of the RTC's century register, if it has one.
+    pub rtc_century: Option<u8>,
+    /// Whether the FADT says the RTC must not be used through its ports
+    /// (`IAPC_BOOT_ARCH` bit 5, "CMOS RTC not present").
+    pub no_cmos_rtc: bool,
 }
 
 /// Where the ACPI tables are, as the boot loader told us.
@@ -55,7 +64,8 @@ pub enum RsdpSource<'a> {
     Search,
 }
 
-/// Reads the ACPI tables and logs CPUs, I/O APICs and the HPET.
+/// Reads the ACPI tables, logs CPUs, I/O APICs and the HPET, and finds the
+/// RTC's century register.
 pub fn report(rsdp: RsdpSource<'_>) -> Option<Platform> {
     // SAFETY: the addresses come from the firmware's own RSDP, and the
     // handler maps them through the direct map, read only.
@@ -101,6 +111,13 @@ pub fn report(rsdp: RsdpSource<'_>) -> Option<Platform> {
         }
     } else {
         log::warn!("ACPI: no MADT");
+    }
+    if let Ok(fadt) = tables.find_table::<Fadt>() {
+        let fadt = fadt.get();
+        platform.rtc_century = century_register(fadt.century);
+        // Copied out first: the table is packed.
+        let boot_flags = fadt.iapc_boot_arch;
+        platform.no_cmos_rtc = boot_flags.use_time_and_alarm_namespace_for_rtc();
     }
     if let Ok(hpet) = HpetInfo::new(&tables) {
         platform.hpet = true;

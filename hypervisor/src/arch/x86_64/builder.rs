@@ -504,7 +504,8 @@ pub fn install_guest_l4(views: &CpuViews, l4: u64) {
 }
 
 /// The shared_info page: a hypervisor frame dom0 maps by its machine
-/// address, with events masked in every legacy vcpu_info.
+/// address, with events masked in every legacy vcpu_info and the wall
+/// clock in place (nothing else runs yet that could set it meanwhile).
 fn build_shared_info() -> u64 {
     let pa = mem::alloc_zeroed();
     // SAFETY: the frame was just allocated and zeroed (a valid `SharedInfo`:
@@ -514,6 +515,7 @@ fn build_shared_info() -> u64 {
     for vcpu in &mut shared.vcpu_info {
         vcpu.evtchn_upcall_mask = 1;
     }
+    super::time::publish_wallclock(pa);
     pa
 }
 

@@ -9,7 +9,7 @@ use dom0_abi::stats::Counter;
 use dom0_abi::types::{DomId, Mfn};
 use spin::MutexGuard;
 
-use crate::domain::Domain;
+use crate::domain::{DOMAINS, Domain, Privilege};
 use crate::evtchn::{EventBits, EventChannels};
 use crate::hypercall::desc;
 use crate::hypercall::mmu::MmuEnv;
@@ -20,12 +20,13 @@ use crate::mm::frame_table::{FrameInfo, Owner};
 use crate::mm::machine::{DomainMm, MmMachine, PageTableMemory, VcpuMm};
 use crate::stats::Stats;
 use crate::vcpu::Vcpu;
+use crate::wallclock::Wallclock;
 
 use super::entry::GuestRegs;
 use super::evtchn::SharedInfoBits;
 use super::paging::{PAGE_BYTES, phys_to_virt};
 use super::traps::{Current, crash};
-use super::{cpu, guest, guest_mem, mem, serial, trampoline};
+use super::{cpu, guest, guest_mem, mem, serial, time, trampoline};
 
 /// The machine as one hypercall sees it.
 pub struct ArchEnv<'a, 'c> {
@@ -231,7 +232,22 @@ impl Env for ArchEnv<'_, '_> {
         self.current.cpu.resched = true;
     }
     fn now_ns(&self) -> u64 {
-        super::time::now_ns()
+        time::now_ns()
+    }
+    /// The caller's own page is written through its domain (its slot is
+    /// locked for the entry); every domain with a higher id through its
+    /// slot, locked alone and in id order (`docs/locking.md`). Domains
+    /// with lower ids are not reached, as their slots cannot be locked
+    /// while the caller's is held; there are none, since `privilege`
+    /// exists only in the initial domain, domain 0.
+    fn set_wallclock(&mut self, _privilege: Privilege, wallclock: Wallclock) {
+        time::set_wallclock(wallclock);
+        time::publish_wallclock(self.current.domain.shared_info);
+        if let Some(table) = DOMAINS.get() {
+            table.for_each_above(self.current.domain.id, |entry| {
+                time::publish_wallclock(entry.domain.shared_info);
+            });
+        }
     }
     #[inline(always)]
     fn wake_kicked(&mut self) {

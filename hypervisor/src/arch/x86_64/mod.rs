@@ -25,6 +25,7 @@ pub mod msr;
 pub mod paging;
 pub mod percpu;
 pub mod pic;
+pub mod rtc;
 pub mod schedule;
 pub mod serial;
 pub mod setup;

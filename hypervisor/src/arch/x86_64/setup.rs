@@ -3,8 +3,11 @@ use crate::bootinfo::{BootInfo, MAX_BOOT_DATA_RANGES, MAX_MODULES, MemoryKind, P
 use crate::cmdline;
 use crate::exit::HostExit;
 use crate::layout::PAGE_SIZE;
+use crate::wallclock::Wallclock;
 
-use super::{acpi, apic, builder, cpu, entry, machine, mem, pic, serial, time, trampoline, traps};
+use super::{
+    acpi, apic, builder, cpu, entry, machine, mem, pic, rtc, serial, time, trampoline, traps,
+};
 
 /// Called by `boot/entry.S` in long mode, on the boot stack, with the boot
 /// loader's magic and the physical address of its information structure.
@@ -83,10 +86,11 @@ extern "C" fn hv_start64(magic: u32, info: u32) -> ! {
     unsafe { trampoline::load(&views) };
     let (lstar, cstar) = entry::syscall_entries();
     cpu::enable_guest_features(&features, lstar, cstar);
-    acpi::report(match boot.rsdp {
+    let platform = acpi::report(match boot.rsdp {
         Some(rsdp) => acpi::RsdpSource::Copy(rsdp.bytes()),
         None => acpi::RsdpSource::Search,
     });
+    init_wallclock(platform.unwrap_or_default());
     let (free, total) = mem::frame_counts();
     log::info!(
         "memory: {} MiB usable, {} MiB free after setup",
@@ -103,6 +107,27 @@ extern "C" fn hv_start64(magic: u32, info: u32) -> ! {
     };
     log::info!("starting dom0");
     traps::run_guest(&mut regs)
+}
+
+/// Sets the wall clock from the CMOS RTC (it stays at 1970-01-01 at
+/// system time 0 when the RTC gives no valid date).
+fn init_wallclock(platform: acpi::Platform) {
+    if platform.no_cmos_rtc {
+        log::warn!("wall clock: the FADT says there is no CMOS RTC; starting at 1970-01-01");
+        return;
+    }
+    let Some((registers, at)) = rtc::read(platform.rtc_century) else {
+        log::warn!("wall clock: the CMOS RTC gives no stable reading; starting at 1970-01-01");
+        return;
+    };
+    let Some(date) = registers.decode() else {
+        log::warn!(
+            "wall clock: the CMOS RTC holds no valid date ({registers:?}); starting at 1970-01-01"
+        );
+        return;
+    };
+    time::set_wallclock(Wallclock::reading_at(date.unix_seconds(), 0, at));
+    log::info!("wall clock: {date} (CMOS RTC)");
 }
 
 fn report_cpu(f: &cpu::Features) {

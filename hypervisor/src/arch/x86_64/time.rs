@@ -1,12 +1,14 @@
 //! The TSC as the system clock: its rate measured at boot against the PIT,
-//! and the time since boot in nanoseconds.
+//! and the time since boot in nanoseconds; and the wall clock, published
+//! in each domain's shared_info page.
 use core::mem::offset_of;
 use core::sync::atomic::{Ordering, compiler_fence};
 
-use dom0_abi::shared_info::{VcpuInfo, VcpuTimeInfo};
-use spin::Once;
+use dom0_abi::shared_info::{SharedInfo, VcpuInfo, VcpuTimeInfo};
+use spin::{Mutex, Once};
 
 use crate::time::TscScale;
+use crate::wallclock::Wallclock;
 
 use super::cpu::rdtsc;
 use super::io::{inb, outb};
@@ -102,6 +104,52 @@ pub fn publish(vcpu_info: u64) {
         field(offset_of!(VcpuTimeInfo, tsc_shift))
             .cast::<i8>()
             .write_volatile(scale.shift);
+        compiler_fence(Ordering::SeqCst);
+        version.write_volatile(odd.wrapping_add(1));
+    }
+}
+
+/// The wall clock (wall time at system time 0), Xen's `wc_sec`/`wc_nsec`.
+/// Its lock is a leaf (`docs/locking.md`): it is held while a domain's
+/// `wc_*` fields are written, so that two writers of one page never
+/// interleave their `wc_version` updates, and each page gets the value
+/// current when it is written.
+static WALLCLOCK: Mutex<Wallclock> = Mutex::new(Wallclock::EPOCH);
+
+/// The wall clock now.
+pub fn wallclock() -> Wallclock {
+    *WALLCLOCK.lock()
+}
+
+/// Sets the wall clock (the domains' pages are written by
+/// [`publish_wallclock`]).
+pub fn set_wallclock(wallclock: Wallclock) {
+    *WALLCLOCK.lock() = wallclock;
+}
+
+/// Writes the wall clock into the shared_info page at machine address
+/// `shared_info` (0: none), as Xen does: `wc_version` made odd, the
+/// `wc_*` fields written, `wc_version` made even again.
+pub fn publish_wallclock(shared_info: u64) {
+    if shared_info == 0 {
+        return;
+    }
+    let wallclock = WALLCLOCK.lock();
+    let fields = wallclock.shared();
+    let page = phys_to_virt(shared_info) as *mut u8;
+    let field = |offset: usize| page.wrapping_add(offset).cast::<u32>();
+    let version = field(offset_of!(SharedInfo, wc_version));
+    // SAFETY: `shared_info` is a domain's shared_info page, a
+    // hypervisor-owned frame for the domain's life, mapped by the direct
+    // map; the `wc_*` fields are naturally aligned `u32`s the guest only
+    // reads, and the lock held makes this the only writer.
+    unsafe {
+        let odd = version.read_volatile().wrapping_add(1) | 1;
+        version.write_volatile(odd);
+        compiler_fence(Ordering::SeqCst);
+        field(offset_of!(SharedInfo, wc_sec)).write_volatile(fields.wc_sec);
+        field(offset_of!(SharedInfo, wc_nsec)).write_volatile(fields.wc_nsec);
+        field(offset_of!(SharedInfo, wc_sec_hi)).write_volatile(fields.wc_sec_hi);
         compiler_fence(Ordering::SeqCst);
         version.write_volatile(odd.wrapping_add(1));
     }
