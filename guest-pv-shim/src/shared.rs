@@ -352,3 +352,22 @@ pub fn set_upcall_pending_of(vcpu: usize, pending: u8) -> bool {
     unsafe { (at as *mut u8).write_volatile(pending) };
     true
 }
+
+/// The 2-level upcall protocol for vCPU `vcpu`, as an event handler runs
+/// it: clears `evtchn_upcall_pending`, takes the selector, and for every
+/// port of the selected words that is pending and unmasked, clears its
+/// pending bit and calls `port_seen` with it.
+pub fn take_pending_ports(vcpu: usize, mut port_seen: impl FnMut(u32)) {
+    set_upcall_pending_of(vcpu, 0);
+    let mut sel = take_pending_sel_of(vcpu).unwrap_or(0);
+    while sel != 0 {
+        let word = sel.trailing_zeros();
+        sel &= sel - 1;
+        for port in word * 64..word * 64 + 64 {
+            if evtchn_pending(port) == Some(true) && evtchn_masked(port) == Some(false) {
+                clear_evtchn_pending(port);
+                port_seen(port);
+            }
+        }
+    }
+}

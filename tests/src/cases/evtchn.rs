@@ -70,21 +70,10 @@ fn upcall_hook(frame: &mut TrapFrame, rec: &Trap) -> Disposition {
     }
     let vcpu = support::vcpu_of(frame.rsp);
     UPCALLS[vcpu].fetch_add(1, Ordering::SeqCst);
-    shared::set_upcall_pending_of(vcpu, 0);
-    let mut sel = shared::take_pending_sel_of(vcpu).unwrap_or(0);
-    while sel != 0 {
-        let word = sel.trailing_zeros();
-        sel &= sel - 1;
-        for port in word * 64..word * 64 + 64 {
-            if shared::evtchn_pending(port) == Some(true)
-                && shared::evtchn_masked(port) == Some(false)
-            {
-                shared::clear_evtchn_pending(port);
-                PORTS_SEEN[vcpu].fetch_add(1, Ordering::SeqCst);
-                LAST_PORT[vcpu].store(port, Ordering::SeqCst);
-            }
-        }
-    }
+    shared::take_pending_ports(vcpu, |port| {
+        PORTS_SEEN[vcpu].fetch_add(1, Ordering::SeqCst);
+        LAST_PORT[vcpu].store(port, Ordering::SeqCst);
+    });
     Disposition::Return
 }
 

@@ -73,22 +73,11 @@ fn upcall_hook(frame: &mut TrapFrame, rec: &Trap) -> Disposition {
         // the kernel too; `user_wait` only reads this word.
         unsafe { flag.write_volatile(0x7173) };
     }
-    shared::set_upcall_pending_of(0, 0);
-    let mut sel = shared::take_pending_sel_of(0).unwrap_or(0);
-    while sel != 0 {
-        let word = sel.trailing_zeros();
-        sel &= sel - 1;
-        for port in word * 64..word * 64 + 64 {
-            if shared::evtchn_pending(port) == Some(true)
-                && shared::evtchn_masked(port) == Some(false)
-            {
-                shared::clear_evtchn_pending(port);
-                if port == TIMER_PORT.load(Ordering::SeqCst) {
-                    TIMER_EVENTS.fetch_add(1, Ordering::SeqCst);
-                }
-            }
+    shared::take_pending_ports(0, |port| {
+        if port == TIMER_PORT.load(Ordering::SeqCst) {
+            TIMER_EVENTS.fetch_add(1, Ordering::SeqCst);
         }
-    }
+    });
     Disposition::Return
 }
 
