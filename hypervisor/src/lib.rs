@@ -12,6 +12,7 @@ pub mod evtchn;
 pub mod exit;
 pub mod hypercall;
 pub mod index;
+pub mod iomem;
 pub mod layout;
 pub mod loader;
 pub mod mm;

@@ -566,3 +566,41 @@ pub fn machphys_io(_start_info: &'static StartInfo) {
         before,
     );
 }
+
+/// The hypervisor's own MMIO under QEMU's q35 machine: the local APIC,
+/// the I/O APIC, the HPET and the first page of PCI's MMCFG window.
+const HYPERVISOR_MMIO: [(&str, u64); 4] = [
+    ("the local APIC", 0xfee00),
+    ("the I/O APIC", 0xfec00),
+    ("the HPET", 0xfed00),
+    ("PCI MMCFG", 0xb0000),
+];
+
+/// `hostile_hypervisor_mmio`: dom0, which has I/O rights, maps none of the
+/// frames the hypervisor keeps for itself with `DOMID_IO`, writable or
+/// read-only; an ordinary I/O frame still maps.
+pub fn hypervisor_mmio(_start_info: &'static StartInfo) {
+    let slot = 3;
+    let entry = mm::l1_entry(mm::window_va(slot)).map_or(0, |e| e.maddr);
+    let map = |value: u64| {
+        let req = MmuUpdate::new(MmuUpdateCmd::NormalPtUpdate, entry, value);
+        // SAFETY: the request targets a window's L1 entry, which no Rust
+        // code uses; it is cleared again below.
+        unsafe { hc::mmu_update(core::slice::from_ref(&req), None, u64::from(DomId::IO.0)) }
+    };
+    for (what, mfn) in HYPERVISOR_MMIO {
+        for (how, flags) in [("writable", PTE_RW), ("read-only", PTE_RO)] {
+            report::check_ret(
+                format_args!("mapping {what} {how} with DOMID_IO is EPERM"),
+                map((mfn << 12) | flags),
+                Errno::EPERM.neg(),
+            );
+        }
+    }
+    report::check_ret(
+        "the VGA text buffer still maps with DOMID_IO",
+        map((VGA_MFN << 12) | PTE_RW),
+        0,
+    );
+    report::check_ret("and is unmapped again", map(0), 0);
+}

@@ -288,6 +288,10 @@ pub const ALL: &[Case] = &[
         run: hostile::machphys_io,
     },
     Case {
+        name: "hostile_hypervisor_mmio",
+        run: hostile::hypervisor_mmio,
+    },
+    Case {
         name: "hostile_unresumable",
         run: hostile::unresumable,
     },

@@ -5,8 +5,11 @@ use core::ptr::NonNull;
 
 use acpi::fadt::Fadt;
 use acpi::madt::{Madt, MadtEntry};
+use acpi::mcfg::Mcfg;
 use acpi::{AcpiHandler, AcpiTables, HpetInfo, PhysicalMapping};
 
+use crate::iomem::{ReservedMmio, mmcfg_len};
+use crate::layout::PAGE_SIZE;
 use crate::wallclock::century_register;
 
 use super::paging::phys_to_virt;
@@ -40,8 +43,8 @@ impl AcpiHandler for DirectMap {
     fn unmap_physical_region<T>(_region: &PhysicalMapping<Self, T>) {}
 }
 
-/// What the MADT, HPET and FADT tables say.
-#[derive(Clone, Copy, Debug, Default)]
+/// What the MADT, HPET, MCFG and FADT tables say.
+#[derive(Clone, Debug, Default)]
 pub struct Platform {
     /// Enabled (or online-capable) local APICs, i.e. CPUs.
     pub cpus: u32,
@@ -54,6 +57,8 @@ pub struct Platform {
     /// Whether the FADT says the RTC must not be used through its ports
     /// (`IAPC_BOOT_ARCH` bit 5, "CMOS RTC not present").
     pub no_cmos_rtc: bool,
+    /// The I/O APICs', HPET's and MMCFG's address ranges.
+    pub mmio: ReservedMmio,
 }
 
 /// Where the ACPI tables are, as the boot loader told us.
@@ -104,6 +109,7 @@ pub fn report(rsdp: RsdpSource<'_>) -> Option<Platform> {
                         io.global_system_interrupt_base,
                     );
                     platform.ioapics += 1;
+                    platform.mmio.add(u64::from(address), PAGE_SIZE);
                     log::info!("ACPI: IOAPIC id {id} at {address:#x}, GSI base {base}");
                 }
                 _ => {}
@@ -119,8 +125,24 @@ pub fn report(rsdp: RsdpSource<'_>) -> Option<Platform> {
         let boot_flags = fadt.iapc_boot_arch;
         platform.no_cmos_rtc = boot_flags.use_time_and_alarm_namespace_for_rtc();
     }
+    if let Ok(mcfg) = tables.find_table::<Mcfg>() {
+        for entry in mcfg.get().entries() {
+            let (base, start, end) = (
+                entry.base_address,
+                entry.bus_number_start,
+                entry.bus_number_end,
+            );
+            let len = mmcfg_len(start, end);
+            platform.mmio.add(base + (u64::from(start) << 20), len);
+            log::info!(
+                "ACPI: PCI MMCFG at {:#x}, buses {start}-{end}",
+                base + (u64::from(start) << 20)
+            );
+        }
+    }
     if let Ok(hpet) = HpetInfo::new(&tables) {
         platform.hpet = true;
+        platform.mmio.add(hpet.base_address as u64, PAGE_SIZE);
         log::info!(
             "ACPI: HPET at {:#x}, {} comparators",
             hpet.base_address,

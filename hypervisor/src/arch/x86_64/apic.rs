@@ -100,16 +100,15 @@ pub fn init(f: &Features, tsc_hz: u64) -> u32 {
     // SAFETY: IA32_APIC_BASE exists on every x86-64 CPU; setting the
     // enable bit (and the x2APIC bit only where CPUID reports x2APIC) is
     // the architected way to turn the APIC on.
-    let base = unsafe {
+    unsafe {
         let mut base = rdmsr(IA32_APIC_BASE) | APIC_BASE_ENABLE;
         wrmsr(IA32_APIC_BASE, base);
         if f.x2apic {
             base |= APIC_BASE_X2APIC;
             wrmsr(IA32_APIC_BASE, base);
         }
-        base
-    };
-    let mmio = (!f.x2apic).then(|| phys_to_virt(base & 0x000f_ffff_ffff_f000));
+    }
+    let mmio = (!f.x2apic).then(|| phys_to_virt(mmio_base()));
     let mut apic = Apic {
         mmio,
         tsc_deadline: f.tsc_deadline,
@@ -193,6 +192,14 @@ pub fn set_timer(deadline: Option<u64>) {
 /// deadline can be armed again).
 pub fn timer_fired() {
     ARMED.store(0, Ordering::Relaxed);
+}
+
+/// The physical address of the local APIC's register page (kept from
+/// guests even in x2APIC mode, where the page is unused).
+pub fn mmio_base() -> u64 {
+    // SAFETY: IA32_APIC_BASE exists on every x86-64 CPU; reading it has no
+    // effect.
+    unsafe { rdmsr(IA32_APIC_BASE) & 0x000f_ffff_ffff_f000 }
 }
 
 /// Ends the interrupt being handled.

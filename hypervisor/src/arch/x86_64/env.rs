@@ -69,10 +69,6 @@ fn is_device_frame(table: &[FrameInfo], mfn: Mfn) -> bool {
         .is_none_or(|info| info.owner() == Owner::Io)
 }
 
-/// First machine frame of the local APIC, I/O APIC and HPET pages the
-/// hypervisor keeps for itself.
-const HYPERVISOR_MMIO: [u64; 3] = [0xfee00, 0xfec00, 0xfed00];
-
 fn pte_ptr(mfn: Mfn, index: usize) -> *mut u64 {
     (phys_to_virt(mfn.maddr()) as *mut u64).wrapping_add(index)
 }
@@ -159,7 +155,9 @@ impl MmMachine for ArchEnv<'_, '_> {
         if dom != self.current.domain.id || !self.current.domain.mm.io_caps {
             return false;
         }
-        let hypervisor_mmio = HYPERVISOR_MMIO.contains(&mfn.0);
+        let hypervisor_mmio = super::percpu::RESERVED_MMIO
+            .get()
+            .is_none_or(|reserved| reserved.contains(mfn.0));
         let below_limit = mfn.0 < (1u64 << (cpu::phys_bits() - 12));
         let device = match &self.frames {
             Some(guard) => guard.as_deref().is_some_and(|t| is_device_frame(t, mfn)),

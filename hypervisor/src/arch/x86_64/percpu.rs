@@ -10,6 +10,7 @@ use spin::{Mutex, Once};
 
 use crate::domain::DomainSlot;
 use crate::hypercall::HostInfo;
+use crate::iomem::ReservedMmio;
 use crate::layout::trampoline::LDT_PAGE_COUNT;
 
 use super::trampoline::CpuViews;
@@ -65,6 +66,10 @@ pub static THIS_CPU: Mutex<Option<PerCpu>> = Mutex::new(None);
 /// Facts about this boot that guests may ask for; set once, before dom0
 /// is built.
 pub static HOST: Once<HostInfo> = Once::new();
+
+/// The machine address ranges no domain may map, even with I/O rights
+/// (set once at boot, before dom0 is built).
+pub static RESERVED_MMIO: Once<ReservedMmio> = Once::new();
 
 /// Free frames just before dom0 was built: its teardown must give every
 /// one back.

@@ -5,6 +5,7 @@ use crate::exit::HostExit;
 use crate::layout::PAGE_SIZE;
 use crate::wallclock::Wallclock;
 
+use super::percpu::RESERVED_MMIO;
 use super::{
     acpi, apic, builder, cpu, entry, machine, mem, pic, rtc, serial, time, trampoline, traps,
 };
@@ -89,8 +90,10 @@ extern "C" fn hv_start64(magic: u32, info: u32) -> ! {
     let platform = acpi::report(match boot.rsdp {
         Some(rsdp) => acpi::RsdpSource::Copy(rsdp.bytes()),
         None => acpi::RsdpSource::Search,
-    });
-    init_wallclock(platform.unwrap_or_default());
+    })
+    .unwrap_or_default();
+    reserve_mmio(&platform);
+    init_wallclock(platform);
     let (free, total) = mem::frame_counts();
     log::info!(
         "memory: {} MiB usable, {} MiB free after setup",
@@ -107,6 +110,19 @@ extern "C" fn hv_start64(magic: u32, info: u32) -> ! {
     };
     log::info!("starting dom0");
     traps::run_guest(&mut regs)
+}
+
+/// Keeps the hypervisor's own MMIO from every domain: the local APIC page,
+/// what ACPI describes (I/O APICs, HPET, MMCFG), and the conventional I/O
+/// APIC and HPET pages whatever ACPI says.
+fn reserve_mmio(platform: &acpi::Platform) {
+    const LEGACY_IOAPIC: u64 = 0xfec0_0000;
+    const LEGACY_HPET: u64 = 0xfed0_0000;
+    let mut mmio = platform.mmio.clone();
+    for base in [apic::mmio_base(), LEGACY_IOAPIC, LEGACY_HPET] {
+        mmio.add(base, PAGE_SIZE);
+    }
+    RESERVED_MMIO.call_once(|| mmio);
 }
 
 /// Sets the wall clock from the CMOS RTC (it stays at 1970-01-01 at
