@@ -66,6 +66,9 @@ pub mod trampoline {
     pub const DF_STACK: u64 = BASE + 0x35000;
     /// IST stack for machine checks.
     pub const MC_STACK: u64 = BASE + 0x37000;
+    /// IST stack for debug exceptions (a #DB can hit the first instruction
+    /// of the SYSCALL stub, while RSP is still the guest's).
+    pub const DB_STACK: u64 = BASE + 0x39000;
     /// The guest's LDT: its pages are mapped here read-only, one by one,
     /// when the CPU first touches them.
     pub const LDT: u64 = BASE + 0x40000;
@@ -85,8 +88,9 @@ pub mod trampoline {
         assert!(GDT + GDT_PAGES * PAGE_SIZE < ENTRY_STACK);
         assert!(stack_top(ENTRY_STACK) < NMI_STACK);
         assert!(stack_top(NMI_STACK) < DF_STACK && stack_top(DF_STACK) < MC_STACK);
-        assert!(super::l4_slot(stack_top(MC_STACK)) == super::TRAMPOLINE_L4_SLOT);
-        assert!(stack_top(MC_STACK) < LDT);
+        assert!(stack_top(MC_STACK) < DB_STACK);
+        assert!(super::l4_slot(stack_top(DB_STACK)) == super::TRAMPOLINE_L4_SLOT);
+        assert!(stack_top(DB_STACK) < LDT);
         assert!(super::l4_slot(LDT + LDT_PAGES * PAGE_SIZE) == super::TRAMPOLINE_L4_SLOT);
     };
 

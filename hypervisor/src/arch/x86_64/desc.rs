@@ -52,9 +52,9 @@ pub const fn interrupt_gate(target: u64, selector: u16, ist: u8, dpl: u8) -> [u6
 /// Size of a 64-bit TSS without an I/O bitmap.
 pub const TSS_SIZE: usize = 104;
 
-/// Builds a 64-bit TSS with `rsp0`, IST entries 1-3 and no I/O bitmap
+/// Builds a 64-bit TSS with `rsp0`, IST entries 1-4 and no I/O bitmap
 /// (the bitmap offset points past the limit, so every port faults below IOPL).
-pub fn tss_bytes(rsp0: u64, ist: [u64; 3]) -> [u8; TSS_SIZE] {
+pub fn tss_bytes(rsp0: u64, ist: [u64; 4]) -> [u8; TSS_SIZE] {
     let mut t = [0u8; TSS_SIZE];
     t[4..12].copy_from_slice(&rsp0.to_le_bytes());
     for (i, stack) in ist.iter().enumerate() {

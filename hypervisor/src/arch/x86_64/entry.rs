@@ -16,7 +16,9 @@
 //! ([`exit_to_guest`]) copies only the guest's own RAX, RCX and iret frame
 //! onto the entry stack, loads the guest-view CR3 and executes `iretq`.
 //! An exception taken in the hypervisor itself (CS RPL 0) stays on the
-//! current stack and goes to [`hypervisor_trap`].
+//! current stack (or its IST stack: NMI, #DF, #MC, #DB) and goes to
+//! [`hypervisor_trap`], in the hypervisor view even when it interrupted a
+//! stub with the guest view loaded.
 use core::arch::global_asm;
 
 use dom0_abi::segment::{FLAT_RING3_CS32, FLAT_RING3_CS64, FLAT_RING3_DS};
@@ -121,8 +123,28 @@ from_hypervisor:
     PUSH_GPRS
     mov %rsp, %rdi
     cld
+    /*
+     * Taken with the guest view loaded (an NMI, #MC or #DB inside a stub,
+     * before its CR3 write or after the exit's): the handler is not mapped
+     * there, so load the hypervisor view for it and put the guest view
+     * back after. RBX (callee-saved, restored by POP_GPRS) keeps the CR3
+     * found; bit 63 (no flush) is never read back, so it is ignored.
+     */
+    mov %cr3, %rbx
+    movabs {hv_cr3}, %rax
+    mov %rax, %rcx
+    btr $63, %rcx
+    cmp %rcx, %rbx
+    je 1f
+    mov %rax, %cr3
+1:
     movabs ${hypervisor_trap}, %rax
     call *%rax
+    mov %cr3, %rax
+    cmp %rax, %rbx
+    je 2f
+    mov %rbx, %cr3
+2:
     POP_GPRS
     pop %rax
     pop %rcx

@@ -77,7 +77,7 @@ pub unsafe fn build(
     let tss = alloc();
     let gdt = alloc();
     let zero = alloc();
-    let stacks = [alloc(), alloc(), alloc(), alloc()];
+    let stacks = [alloc(), alloc(), alloc(), alloc(), alloc()];
 
     // SAFETY: each frame was just allocated for this CPU and is reachable
     // through the direct map; nothing else refers to it yet.
@@ -90,6 +90,7 @@ pub unsafe fn build(
                 t::stack_top(t::NMI_STACK),
                 t::stack_top(t::DF_STACK),
                 t::stack_top(t::MC_STACK),
+                t::stack_top(t::DB_STACK),
             ],
         );
         core::ptr::copy_nonoverlapping(
@@ -119,9 +120,15 @@ pub unsafe fn build(
         map(t::GDT + page * PAGE_SIZE, zero, NX, alloc);
     }
     map(t::GDT + RESERVED_PAGE * PAGE_SIZE, gdt, NX | RW, alloc);
-    for (bottom, pa) in [t::ENTRY_STACK, t::NMI_STACK, t::DF_STACK, t::MC_STACK]
-        .into_iter()
-        .zip(stacks)
+    for (bottom, pa) in [
+        t::ENTRY_STACK,
+        t::NMI_STACK,
+        t::DF_STACK,
+        t::MC_STACK,
+        t::DB_STACK,
+    ]
+    .into_iter()
+    .zip(stacks)
     {
         map(bottom, pa, NX | RW, alloc);
     }
@@ -165,6 +172,7 @@ fn entry_text_end() -> u64 {
 fn fill_idt(idt: &mut [u64; 512]) {
     for vector in 0..=255u8 {
         let (ist, dpl) = match vector {
+            1 => (4, 0),
             2 => (1, 0),
             8 => (2, 0),
             18 => (3, 0),

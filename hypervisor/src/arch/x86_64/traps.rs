@@ -27,6 +27,9 @@ use super::{context, cpu, guest, guest_mem, machine, mem, schedule, serial, time
 const PF_VECTOR: u64 = 14;
 /// Debug-exception vector.
 const DB_VECTOR: u64 = 1;
+/// NMI and machine-check vectors.
+const NMI_VECTOR: u64 = 2;
+const MC_VECTOR: u64 = 18;
 /// Segment-not-present, stack-fault and general-protection vectors.
 const NP_VECTOR: u64 = 11;
 const SS_VECTOR: u64 = 12;
@@ -185,6 +188,10 @@ fn handle_entry(current: &mut Current, regs: &mut GuestRegs) -> (Option<u8>, boo
     match regs.vector {
         v if v == u64::from(HYPERCALL_VECTOR) => hypercall(current, regs),
         guest::SYSCALL_VECTOR | guest::SYSCALL32_VECTOR => guest::syscall(current, regs),
+        // Hardware events that hit while the guest ran: never the guest's
+        // (its `int $2`/`int $18` are #GP: those gates have DPL 0).
+        NMI_VECTOR => hardware_nmi(),
+        MC_VECTOR => fatal(regs, "while a guest ran"),
         0..32 => guest::exception(current, regs),
         // A physical interrupt (its gate has DPL 0: a guest's `int` on its
         // vector is a #GP, not this).
@@ -418,6 +425,10 @@ pub fn from_hypervisor(regs: &mut GuestRegs) {
         schedule::acknowledge(regs.vector);
         return;
     }
+    if regs.vector == NMI_VECTOR {
+        hardware_nmi();
+        return;
+    }
     if regs.vector == PF_VECTOR
         && let Some(resume) = guest_mem::fixup(regs.rip)
     {
@@ -436,11 +447,26 @@ pub fn from_hypervisor(regs: &mut GuestRegs) {
         cpu::clear_dr6();
         return;
     }
+    fatal(regs, "in the hypervisor")
+}
+
+/// A hardware NMI (the local APIC's LINT1, a watchdog, a monitor's `nmi`):
+/// no domain gets it (see `docs/abi-differences.md`); the first is logged.
+fn hardware_nmi() {
+    static SEEN: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+    if !SEEN.swap(true, core::sync::atomic::Ordering::Relaxed) {
+        log::warn!("hardware NMI received; hardware NMIs are not passed to any domain");
+    }
+}
+
+/// Ends the machine after an exception the hypervisor cannot handle (one
+/// of its own, or a machine check), with the registers `where` it hit.
+fn fatal(regs: &GuestRegs, place: &str) -> ! {
     serial::enter_panic_mode();
     let mut out = serial::Console;
     let _ = writeln!(
         out,
-        "\r\n(HV) FATAL: {} (vector {}, error {:#x}) in the hypervisor at rip {:#x}\r",
+        "\r\n(HV) FATAL: {} (vector {}, error {:#x}) {place} at rip {:#x}\r",
         exception_name(regs.vector),
         regs.vector,
         regs.error_code,
