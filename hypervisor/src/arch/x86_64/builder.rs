@@ -427,7 +427,8 @@ pub struct Dom0Teardown {
 /// Undoes [`build_dom0`]: drops the GDT's descriptor types, unhooks dom0's
 /// page tables from this CPU's views, then releases every type and
 /// reference dom0 holds, which returns all its frames (shared_info
-/// included) to the allocator.
+/// included) to the allocator; its GDT frames are unmapped from this
+/// CPU's GDT window.
 pub fn destroy_dom0(cpu: &mut PerCpu, entry: &mut DomainEntry) -> Dom0Teardown {
     let dom = entry.domain.id;
     clear_guest_slots(&cpu.views);
@@ -460,6 +461,9 @@ pub fn destroy_dom0(cpu: &mut PerCpu, entry: &mut DomainEntry) -> Dom0Teardown {
     for (vcpu, mm) in entry.vcpus.iter_mut().zip(vcpus) {
         vcpu.mm = mm;
     }
+    // The freed GDT frames leave this CPU's GDT window too: the zero page
+    // stands behind every guest GDT page again.
+    super::trampoline::load_guest_gdt(&cpu.views, &[]);
     if report.remaining != 0 {
         log::warn!("dom0 teardown: {} frames still owned", report.remaining);
     }
