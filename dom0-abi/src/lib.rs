@@ -178,6 +178,7 @@ pub mod segment;
 pub mod shared_info;
 pub mod start_info;
 pub mod stats;
+pub mod sysctl;
 pub mod types;
 pub mod vcpu;
 pub mod version;
