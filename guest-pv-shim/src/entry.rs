@@ -132,3 +132,24 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     }
     crate::hypercall::shutdown(ShutdownReason::Crash)
 }
+
+/// The boot module (`start_info.mod_start`, `mod_len` bytes) when the
+/// builder mapped it in the initial mapping; empty if there is none or it
+/// was passed by PFN (`SIF_MOD_START_PFN`).
+#[must_use]
+pub fn ramdisk() -> &'static [u8] {
+    let si = start_info();
+    let by_pfn = si
+        .sif_flags()
+        .contains(dom0_abi::start_info::SifFlags::MOD_START_PFN);
+    let Ok(len) = usize::try_from(si.mod_len) else {
+        return &[];
+    };
+    if si.mod_start == 0 || len == 0 || by_pfn {
+        return &[];
+    }
+    // SAFETY: the domain builder maps the module at `mod_start` for
+    // `mod_len` bytes in the initial mapping (Xen's start-of-day layout),
+    // read-write and never unmapped by the shim; nothing writes to it.
+    unsafe { core::slice::from_raw_parts(si.mod_start as *const u8, len) }
+}

@@ -80,7 +80,7 @@ pub mod smp;
 pub mod traps;
 
 #[cfg(target_os = "none")]
-pub use entry::return_from_entry;
+pub use entry::{ramdisk, return_from_entry};
 #[cfg(target_os = "none")]
 pub use platform::on_xen;
 

@@ -331,3 +331,58 @@ pub fn prepare_frame(slot: usize, frame: Frame, words: &[u64]) -> i64 {
     fill_window(slot, words);
     unmap_window(slot)
 }
+
+/// Maps window `slot` to machine frame `mfn` of domain `domid` with PTE
+/// flags `flags` (`update_va_mapping_otherdomain`, INVLPG): how the
+/// toolstack writes another domain's memory. Returns the result.
+pub fn map_foreign_window(slot: usize, domid: u16, mfn: u64, flags: u64) -> i64 {
+    let va = window_va(slot);
+    // SAFETY: as for `map_window`: no Rust code uses window memory except
+    // through this module.
+    let ret = unsafe {
+        hypercall::update_va_mapping_otherdomain(
+            va,
+            (mfn << PAGE_SHIFT) | flags,
+            UVMF_INVLPG,
+            u64::from(domid),
+        )
+    };
+    // A foreign frame is never one of this domain's tables.
+    WINDOW_MFN[slot].store(0, Ordering::Relaxed);
+    ret
+}
+
+/// Copies `bytes` into the page window `slot` maps, from byte `offset`
+/// (which must leave room: bytes past the page are not written).
+pub fn window_write_bytes(slot: usize, offset: usize, bytes: &[u8]) {
+    let va = window_va(slot);
+    let room = usize::try_from(PAGE_SIZE)
+        .unwrap_or(0)
+        .saturating_sub(offset);
+    for (i, &b) in bytes.iter().take(room).enumerate() {
+        // SAFETY: as in `fill_window`; `offset + i` is inside the page.
+        unsafe { ((va + (offset + i) as u64) as *mut u8).write_volatile(b) };
+    }
+}
+
+/// Reads byte `offset` of the page window `slot` maps.
+#[must_use]
+pub fn window_read_u8(slot: usize, offset: u64) -> u8 {
+    // SAFETY: as in `read_mapped`; the caller mapped the window.
+    unsafe { ((window_va(slot) + (offset & (PAGE_SIZE - 1))) as *const u8).read_volatile() }
+}
+
+/// Reads the little-endian `u32` at byte `offset` (4-aligned) of the page
+/// window `slot` maps.
+#[must_use]
+pub fn window_read_u32(slot: usize, offset: u64) -> u32 {
+    // SAFETY: as in `read_mapped`; aligned and inside the page.
+    unsafe { ((window_va(slot) + (offset & (PAGE_SIZE - 4))) as *const u32).read_volatile() }
+}
+
+/// Writes the `u32` at byte `offset` (4-aligned) of the page window `slot`
+/// maps (writable).
+pub fn window_write_u32(slot: usize, offset: u64, value: u32) {
+    // SAFETY: as in `fill_window`; aligned and inside the page.
+    unsafe { ((window_va(slot) + (offset & (PAGE_SIZE - 4))) as *mut u32).write_volatile(value) };
+}

@@ -9,12 +9,14 @@
 //! [`vcpu`] and [`evtchn`] and are re-exported here.
 
 pub mod cpu;
+pub mod domctl;
 pub mod evtchn;
 pub mod mm;
 pub mod raw;
 pub mod vcpu;
 
 pub use cpu::*;
+pub use domctl::*;
 pub use evtchn::*;
 pub use mm::*;
 pub use vcpu::*;

@@ -1,12 +1,8 @@
-//! Loading of PV kernel images: an ELF64 reader and Xen's note rules.
-//!
-//! [`elf`] reads the container with every offset bounds-checked;
-//! [`xen_notes`] applies Xen's acceptance rules and yields a
-//! [`GuestImageInfo`] for the domain builder. Both are pure and host-tested.
+//! Loading of PV kernel images: the `pv-image` crate (an ELF64 reader and
+//! Xen's note rules), which dom0's domain builder shares.
 #![forbid(unsafe_code)]
 
-pub mod elf;
-pub mod xen_notes;
-
-pub use elf::{ElfError, ElfFile};
-pub use xen_notes::{Features, GuestImageInfo, ImageError, LoadSegment, NoteSource};
+pub use pv_image::{
+    ElfError, ElfFile, Features, GuestImageInfo, ImageError, LoadSegment, NoteSource,
+};
+pub use pv_image::{elf, xen_notes};

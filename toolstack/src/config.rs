@@ -1,0 +1,315 @@
+//! Domain configurations in a subset of `xl.cfg` syntax.
+//!
+//! One setting per line, `key = value`; `#` starts a comment (outside a
+//! string), blank lines are ignored, a trailing `;` is allowed. Values are
+//! strings in double or single quotes (no escapes: a backslash is an
+//! error) or decimal integers. Keys:
+//!
+//! | key | value | default |
+//! |---|---|---|
+//! | `name` | string, required | |
+//! | `kernel` | string, required: a path in the ramdisk | |
+//! | `memory` | integer, MiB, at least 1 | 128 (as `xl`) |
+//! | `vcpus` | integer, 1..=[`MAX_VCPUS`] | 1 |
+//! | `cmdline` (or `extra`) | string, at most 1023 bytes | empty |
+//! | `on_poweroff` | `"destroy"` or `"preserve"` | `destroy` |
+//! | `on_crash` | `"destroy"` or `"preserve"` | `destroy` |
+//! | `type` | `"pv"` only | `pv` |
+//!
+//! Any other key, a repeated key, or `restart`-style actions are errors:
+//! this toolstack does not pretend to support what it does not do.
+#![forbid(unsafe_code)]
+
+/// Highest `vcpus` accepted (vCPUs below 32 have their `vcpu_info` in
+/// `shared_info`; more would need `VCPUOP_register_vcpu_info` first).
+pub const MAX_VCPUS: u32 = 32;
+
+/// What to do when a domain shuts down for a reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Destroy it (free everything).
+    Destroy,
+    /// Leave it shut down, for inspection.
+    Preserve,
+}
+
+/// A parsed configuration; strings borrow from the file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DomainConfig<'a> {
+    /// The domain's name.
+    pub name: &'a str,
+    /// Path of its kernel in the ramdisk.
+    pub kernel: &'a str,
+    /// Memory in MiB.
+    pub memory_mib: u64,
+    /// Number of vCPUs.
+    pub vcpus: u32,
+    /// Kernel command line.
+    pub cmdline: &'a str,
+    /// Action on `SHUTDOWN_poweroff` (and every reason but crash).
+    pub on_poweroff: Action,
+    /// Action on `SHUTDOWN_crash`.
+    pub on_crash: Action,
+}
+
+/// A configuration error: the line (1-based) and what is wrong.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Line number (0: the file as a whole).
+    pub line: usize,
+    /// What is wrong.
+    pub what: &'static str,
+}
+
+impl core::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        if self.line == 0 {
+            write!(f, "config: {}", self.what)
+        } else {
+            write!(f, "config line {}: {}", self.line, self.what)
+        }
+    }
+}
+
+/// A value on the right of `=`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Value<'a> {
+    Str(&'a str),
+    Int(u64),
+}
+
+/// Splits off a comment outside quotes.
+fn strip_comment(line: &str) -> &str {
+    let mut quote = None;
+    for (i, c) in line.char_indices() {
+        match (quote, c) {
+            (None, '#') => return &line[..i],
+            (None, '"' | '\'') => quote = Some(c),
+            (Some(q), c) if c == q => quote = None,
+            _ => {}
+        }
+    }
+    line
+}
+
+fn parse_value(text: &str) -> Result<Value<'_>, &'static str> {
+    let text = text.trim().trim_end_matches(';').trim_end();
+    let bytes = text.as_bytes();
+    match bytes.first() {
+        Some(&q @ (b'"' | b'\'')) => {
+            let inner = text
+                .get(1..)
+                .and_then(|rest| rest.strip_suffix(q as char))
+                .ok_or("unterminated string")?;
+            if inner.contains(q as char) {
+                return Err("text after the closing quote");
+            }
+            if inner.contains('\\') {
+                return Err("escapes in strings are not supported");
+            }
+            Ok(Value::Str(inner))
+        }
+        Some(b'0'..=b'9') => text.parse().map(Value::Int).map_err(|_| "not a number"),
+        Some(b'[') => Err("lists are not supported"),
+        _ => Err("expected a quoted string or a number"),
+    }
+}
+
+fn action(value: Value<'_>) -> Result<Action, &'static str> {
+    match value {
+        Value::Str("destroy") => Ok(Action::Destroy),
+        Value::Str("preserve") => Ok(Action::Preserve),
+        Value::Str(_) => Err("only \"destroy\" and \"preserve\" are supported"),
+        Value::Int(_) => Err("expected a string"),
+    }
+}
+
+fn string(value: Value<'_>) -> Result<&str, &'static str> {
+    match value {
+        Value::Str(s) => Ok(s),
+        Value::Int(_) => Err("expected a string"),
+    }
+}
+
+fn int(value: Value<'_>) -> Result<u64, &'static str> {
+    match value {
+        Value::Int(n) => Ok(n),
+        Value::Str(_) => Err("expected a number"),
+    }
+}
+
+/// The keys, in the order of the seen-bitmap.
+const KEYS: [&str; 9] = [
+    "name",
+    "kernel",
+    "memory",
+    "vcpus",
+    "cmdline",
+    "extra",
+    "on_poweroff",
+    "on_crash",
+    "type",
+];
+
+impl<'a> DomainConfig<'a> {
+    /// Parses a configuration file.
+    pub fn parse(text: &'a str) -> Result<DomainConfig<'a>, ConfigError> {
+        let mut name = None;
+        let mut kernel = None;
+        let mut cfg = DomainConfig {
+            name: "",
+            kernel: "",
+            memory_mib: 128,
+            vcpus: 1,
+            cmdline: "",
+            on_poweroff: Action::Destroy,
+            on_crash: Action::Destroy,
+        };
+        let mut seen = 0u32;
+        for (index, raw) in text.lines().enumerate() {
+            let line = index + 1;
+            let err = |what| ConfigError { line, what };
+            let body = strip_comment(raw).trim();
+            if body.is_empty() {
+                continue;
+            }
+            let (key, value) = body.split_once('=').ok_or(err("expected key = value"))?;
+            let key = key.trim();
+            let slot = KEYS
+                .iter()
+                .position(|k| *k == key)
+                .ok_or(err("unknown key"))?;
+            // `cmdline` and `extra` are one setting.
+            let bit = 1 << if key == "extra" { 4 } else { slot };
+            if seen & bit != 0 {
+                return Err(err("key given twice"));
+            }
+            seen |= bit;
+            let value = parse_value(value).map_err(err)?;
+            match key {
+                "name" => name = Some(string(value).map_err(err)?),
+                "kernel" => kernel = Some(string(value).map_err(err)?),
+                "memory" => {
+                    cfg.memory_mib = int(value).map_err(err)?;
+                    if cfg.memory_mib == 0 || cfg.memory_mib > 1 << 20 {
+                        return Err(err("memory must be 1..=1048576 MiB"));
+                    }
+                }
+                "vcpus" => {
+                    let n = int(value).map_err(err)?;
+                    cfg.vcpus = u32::try_from(n)
+                        .ok()
+                        .filter(|n| (1..=MAX_VCPUS).contains(n))
+                        .ok_or(err("vcpus must be 1..=32"))?;
+                }
+                "cmdline" | "extra" => {
+                    cfg.cmdline = string(value).map_err(err)?;
+                    if cfg.cmdline.len() >= dom0_abi::start_info::MAX_GUEST_CMDLINE {
+                        return Err(err("cmdline longer than 1023 bytes"));
+                    }
+                }
+                "on_poweroff" => cfg.on_poweroff = action(value).map_err(err)?,
+                "on_crash" => cfg.on_crash = action(value).map_err(err)?,
+                _ => {
+                    if string(value).map_err(err)? != "pv" {
+                        return Err(err("only type = \"pv\" is supported"));
+                    }
+                }
+            }
+        }
+        cfg.name = name.ok_or(ConfigError {
+            line: 0,
+            what: "no name",
+        })?;
+        cfg.kernel = kernel.ok_or(ConfigError {
+            line: 0,
+            what: "no kernel",
+        })?;
+        if cfg.name.is_empty() {
+            return Err(ConfigError {
+                line: 0,
+                what: "empty name",
+            });
+        }
+        Ok(cfg)
+    }
+
+    /// The `max_mem` a toolstack sets: the memory plus 1 MiB of slack, in
+    /// KiB (as `xl`).
+    #[must_use]
+    pub const fn max_memkb(&self) -> u64 {
+        self.memory_mib * 1024 + 1024
+    }
+
+    /// Pages of memory.
+    #[must_use]
+    pub const fn nr_pages(&self) -> u64 {
+        self.memory_mib * 256
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_config() {
+        let text = "# demo\nname = \"demo\"\nkernel='domu-demo' # the image\nmemory = 8\n\
+                    vcpus=2;\ncmdline = \"say=hi # not a comment\"\non_crash = \"preserve\"\n\
+                    type = \"pv\"\n\n";
+        let cfg = DomainConfig::parse(text).unwrap();
+        assert_eq!(cfg.name, "demo");
+        assert_eq!(cfg.kernel, "domu-demo");
+        assert_eq!(cfg.memory_mib, 8);
+        assert_eq!(cfg.nr_pages(), 2048);
+        assert_eq!(cfg.max_memkb(), 9216);
+        assert_eq!(cfg.vcpus, 2);
+        assert_eq!(cfg.cmdline, "say=hi # not a comment");
+        assert_eq!(cfg.on_poweroff, Action::Destroy);
+        assert_eq!(cfg.on_crash, Action::Preserve);
+    }
+
+    #[test]
+    fn defaults_and_extra() {
+        let cfg = DomainConfig::parse("name=\"a\"\nkernel=\"k\"\nextra=\"x\"").unwrap();
+        assert_eq!((cfg.memory_mib, cfg.vcpus, cfg.cmdline), (128, 1, "x"));
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let e = |t| DomainConfig::parse(t).unwrap_err();
+        assert_eq!(
+            e("name=\"a\"\nkernel=\"k\"\nbogus=1"),
+            ConfigError {
+                line: 3,
+                what: "unknown key"
+            }
+        );
+        assert_eq!(
+            e("kernel=\"k\""),
+            ConfigError {
+                line: 0,
+                what: "no name"
+            }
+        );
+        assert_eq!(
+            e("name=\"a\"\nname=\"b\""),
+            ConfigError {
+                line: 2,
+                what: "key given twice"
+            }
+        );
+        assert_eq!(e("cmdline=\"a\"\nextra=\"b\"").line, 2);
+        assert_eq!(e("name=\"a").what, "unterminated string");
+        assert_eq!(e("name=a").what, "expected a quoted string or a number");
+        assert_eq!(e("vcpus=0").what, "vcpus must be 1..=32");
+        assert_eq!(e("memory=\"8\"").what, "expected a number");
+        assert_eq!(e("on_crash=\"restart\"").line, 1);
+        assert_eq!(
+            e("name=\"a\\n\"").what,
+            "escapes in strings are not supported"
+        );
+        assert_eq!(e("name=\"a\" x").what, "unterminated string");
+        assert_eq!(e("type=\"hvm\"").what, "only type = \"pv\" is supported");
+    }
+}

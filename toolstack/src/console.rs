@@ -1,0 +1,245 @@
+//! The console back end's ring logic: reading a domU's `xencons_interface`
+//! output and turning it into whole lines prefixed with `(d<N>) `.
+//!
+//! The protocol (Xen's `io/console.h`, see
+//! [`dom0_abi::console::XenconsInterface`]): the guest writes bytes at
+//! `out[out_prod % 2048]`, then publishes `out_prod`; the back end reads
+//! from `out_cons` up to `out_prod` and publishes the new `out_cons`, then
+//! notifies the guest, which may be waiting for room. Indices are free
+//! running `u32`s. A guest that claims more than 2048 unread bytes is
+//! lying; only the last 2048 are read.
+//!
+//! The memory access and barriers belong to the [`Ring`] implementation;
+//! [`ConsoleOutput::drain`] only decides what to read and what to print.
+#![forbid(unsafe_code)]
+
+use dom0_abi::console::XENCONS_OUT_SIZE;
+
+/// Longest line printed in one piece; longer lines are split.
+pub const LINE_MAX: usize = 240;
+
+/// Access to one console ring's output half.
+pub trait Ring {
+    /// `out_prod`, read with acquire semantics (the bytes before it are
+    /// visible afterwards).
+    fn out_prod(&self) -> u32;
+    /// `out_cons`.
+    fn out_cons(&self) -> u32;
+    /// `out[index % 2048]`.
+    fn out_byte(&self, index: u32) -> u8;
+    /// Publishes `out_cons` with release semantics (after the reads).
+    fn set_out_cons(&mut self, cons: u32);
+}
+
+/// Line assembly for one domain's console.
+#[derive(Clone, Debug)]
+pub struct ConsoleOutput {
+    domid: u16,
+    line: [u8; LINE_MAX],
+    len: usize,
+    lines: u64,
+    bytes: u64,
+}
+
+impl ConsoleOutput {
+    /// An empty line buffer for domain `domid`.
+    #[must_use]
+    pub const fn new(domid: u16) -> ConsoleOutput {
+        ConsoleOutput {
+            domid,
+            line: [0; LINE_MAX],
+            len: 0,
+            lines: 0,
+            bytes: 0,
+        }
+    }
+
+    /// Lines printed so far (a split long line counts once per piece).
+    #[must_use]
+    pub const fn lines(&self) -> u64 {
+        self.lines
+    }
+
+    /// Bytes consumed from the ring so far.
+    #[must_use]
+    pub const fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Reads everything the guest has published, calling `emit` with each
+    /// complete line as `(d<N>) text\n` (carriage returns dropped). Returns
+    /// the number of bytes consumed.
+    pub fn drain(&mut self, ring: &mut impl Ring, emit: &mut impl FnMut(&[u8])) -> u32 {
+        let prod = ring.out_prod();
+        let mut cons = ring.out_cons();
+        let unread = prod.wrapping_sub(cons);
+        #[allow(clippy::cast_possible_truncation, reason = "XENCONS_OUT_SIZE is 2048")]
+        let size = XENCONS_OUT_SIZE as u32;
+        if unread > size {
+            cons = prod.wrapping_sub(size);
+        }
+        let start = cons;
+        while cons != prod {
+            let byte = ring.out_byte(cons);
+            cons = cons.wrapping_add(1);
+            self.push(byte, emit);
+        }
+        ring.set_out_cons(cons);
+        let consumed = cons.wrapping_sub(start);
+        self.bytes += u64::from(consumed);
+        consumed
+    }
+
+    /// Prints a partial last line, if any (when the domain goes away).
+    pub fn flush(&mut self, emit: &mut impl FnMut(&[u8])) {
+        if self.len > 0 {
+            self.emit_line(emit);
+        }
+    }
+
+    fn push(&mut self, byte: u8, emit: &mut impl FnMut(&[u8])) {
+        match byte {
+            b'\r' => {}
+            b'\n' => self.emit_line(emit),
+            _ => {
+                if self.len == LINE_MAX {
+                    self.emit_line(emit);
+                }
+                self.line[self.len] = byte;
+                self.len += 1;
+            }
+        }
+    }
+
+    fn emit_line(&mut self, emit: &mut impl FnMut(&[u8])) {
+        let mut out = [0u8; LINE_MAX + 16];
+        let mut at = prefix(self.domid, &mut out);
+        out[at..at + self.len].copy_from_slice(&self.line[..self.len]);
+        at += self.len;
+        out[at] = b'\n';
+        emit(&out[..=at]);
+        self.len = 0;
+        self.lines += 1;
+    }
+}
+
+/// Writes `(d<domid>) ` into `out`; returns its length.
+fn prefix(domid: u16, out: &mut [u8]) -> usize {
+    let mut digits = [0u8; 5];
+    let mut n = domid;
+    let mut count = 0;
+    loop {
+        #[allow(clippy::cast_possible_truncation, reason = "a decimal digit")]
+        let digit = (n % 10) as u8;
+        digits[count] = b'0' + digit;
+        count += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out[..2].copy_from_slice(b"(d");
+    for i in 0..count {
+        out[2 + i] = digits[count - 1 - i];
+    }
+    out[2 + count..4 + count].copy_from_slice(b") ");
+    4 + count
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use std::string::String;
+    use std::vec::Vec;
+
+    use super::*;
+
+    struct FakeRing {
+        out: [u8; XENCONS_OUT_SIZE],
+        prod: u32,
+        cons: u32,
+    }
+
+    impl FakeRing {
+        fn new(start: u32) -> FakeRing {
+            FakeRing {
+                out: [0; XENCONS_OUT_SIZE],
+                prod: start,
+                cons: start,
+            }
+        }
+        fn write(&mut self, text: &[u8]) {
+            for &b in text {
+                self.out[self.prod as usize % XENCONS_OUT_SIZE] = b;
+                self.prod = self.prod.wrapping_add(1);
+            }
+        }
+    }
+
+    impl Ring for FakeRing {
+        fn out_prod(&self) -> u32 {
+            self.prod
+        }
+        fn out_cons(&self) -> u32 {
+            self.cons
+        }
+        fn out_byte(&self, index: u32) -> u8 {
+            self.out[index as usize % XENCONS_OUT_SIZE]
+        }
+        fn set_out_cons(&mut self, cons: u32) {
+            self.cons = cons;
+        }
+    }
+
+    fn drain(c: &mut ConsoleOutput, ring: &mut FakeRing) -> Vec<String> {
+        let mut lines = Vec::new();
+        c.drain(ring, &mut |l| {
+            lines.push(String::from_utf8(l.to_vec()).unwrap())
+        });
+        lines
+    }
+
+    #[test]
+    fn whole_lines_with_prefix_across_wrap() {
+        // Indices near u32::MAX wrap during the test.
+        let mut ring = FakeRing::new(u32::MAX - 3);
+        let mut c = ConsoleOutput::new(12);
+        ring.write(b"hello\r\nwor");
+        assert_eq!(drain(&mut c, &mut ring), ["(d12) hello\n"]);
+        assert_eq!(ring.cons, ring.prod);
+        ring.write(b"ld\n");
+        assert_eq!(drain(&mut c, &mut ring), ["(d12) world\n"]);
+        ring.write(b"tail");
+        assert!(drain(&mut c, &mut ring).is_empty());
+        let mut rest = Vec::new();
+        c.flush(&mut |l| rest.push(l.to_vec()));
+        assert_eq!(rest, [b"(d12) tail\n".to_vec()]);
+        assert_eq!((c.lines(), c.bytes()), (3, 17));
+    }
+
+    #[test]
+    fn long_lines_split_and_liars_clamped() {
+        let mut ring = FakeRing::new(0);
+        let mut c = ConsoleOutput::new(0);
+        ring.write(&[b'x'; LINE_MAX + 5]);
+        ring.write(b"\n");
+        let lines = drain(&mut c, &mut ring);
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0].len(), 5 + LINE_MAX + 1);
+        assert_eq!(lines[1], "(d0) xxxxx\n");
+        // A producer 5000 ahead: only the last 2048 bytes are read.
+        ring.prod = ring.cons.wrapping_add(5000);
+        let consumed = c.drain(&mut ring, &mut |_| {});
+        assert_eq!(consumed, 2048);
+        assert_eq!(ring.cons, ring.prod);
+    }
+
+    #[test]
+    fn prefixes() {
+        let mut out = [0u8; 16];
+        let n = prefix(32767, &mut out);
+        assert_eq!(&out[..n], b"(d32767) ");
+        let n = prefix(7, &mut out);
+        assert_eq!(&out[..n], b"(d7) ");
+    }
+}

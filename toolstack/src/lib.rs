@@ -1,0 +1,25 @@
+//! dom0's toolstack: what `xl` and libxenguest do, for Rust PV dom0s.
+//!
+//! - [`cpio`]: the ramdisk archive that carries domU kernels and configs;
+//! - [`config`]: domain configurations in a subset of `xl.cfg`;
+//! - [`layout`]: a domU's initial memory layout and bootstrap page tables;
+//! - [`builder`]: building and starting a domU from any 64-bit Xen PV ELF
+//!   through the [`builder::Hypervisor`] interface;
+//! - [`console`]: the console back end's ring logic (output with a
+//!   `(d<N>) ` prefix per line).
+//!
+//! Everything here is pure and host-tested; the hypercalls are behind
+//! [`builder::Hypervisor`], which [`xen`] implements with guest-pv-shim
+//! on the bare-metal target (the only module with `unsafe`-free calls
+//! into the shim's hypercall wrappers; the shim holds every `unsafe`).
+
+#![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_code)]
+
+pub mod builder;
+pub mod config;
+pub mod console;
+pub mod cpio;
+pub mod layout;
+#[cfg(target_os = "none")]
+pub mod xen;

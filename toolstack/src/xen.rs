@@ -1,0 +1,215 @@
+//! [`Hypervisor`] on the real thing: the hypercalls through guest-pv-shim
+//! (Xen 4.17 or this project's hypervisor), plus the console ring of a
+//! running domU mapped into dom0.
+//!
+//! Foreign frames are reached through the shim's mapping windows:
+//! [`SCRATCH_WINDOW`] for one write at a time (mapped, written, unmapped,
+//! so no writable mapping of a domU frame outlives the write and page-table
+//! frames can be pinned), and one window per console ring while the domain
+//! lives ([`ConsoleRing`]).
+#![forbid(unsafe_code)]
+
+use core::sync::atomic::{Ordering, fence};
+
+use dom0_abi::Errno;
+use dom0_abi::cpu::VcpuGuestContext;
+use dom0_abi::domctl::{
+    AddressSize, CreateDomain, DomctlCmd, GetDomainInfo, HypercallInit, MaxMem, MaxVcpus, NoPayload,
+};
+use dom0_abi::event_channel::EvtchnAllocUnbound;
+use dom0_abi::mmu::MmuextCmd;
+use guest_pv_shim::hypercall;
+use guest_pv_shim::mm;
+
+use crate::builder::{HvError, Hypervisor};
+use crate::console::Ring;
+
+/// The window used for one-off writes to another domain's frames.
+pub const SCRATCH_WINDOW: usize = 0;
+/// The first window used for console rings; windows
+/// `CONSOLE_WINDOW_BASE..mm::WINDOW_COUNT` hold one ring each.
+pub const CONSOLE_WINDOW_BASE: usize = 1;
+
+/// `ret` as a result of operation `op`.
+fn check(op: &'static str, ret: i64) -> Result<i64, HvError> {
+    if ret < 0 {
+        Err(HvError { op, ret })
+    } else {
+        Ok(ret)
+    }
+}
+
+/// A `domctl` without handles; returns the structure written back.
+fn domctl<P: dom0_abi::wire::Wire>(
+    op: &'static str,
+    cmd: DomctlCmd,
+    dom: u16,
+    payload: &P,
+) -> Result<dom0_abi::domctl::Domctl, HvError> {
+    let (ret, out) = hypercall::domctl(cmd, dom, payload);
+    check(op, ret)?;
+    Ok(out)
+}
+
+/// `getdomaininfo` for `dom` (which may report the next domain up).
+pub fn domain_info(dom: u16) -> Result<GetDomainInfo, HvError> {
+    let out = domctl("getdomaininfo", DomctlCmd::GetDomainInfo, dom, &NoPayload)?;
+    out.payload::<GetDomainInfo>().ok_or(HvError {
+        op: "getdomaininfo",
+        ret: Errno::EFAULT.neg(),
+    })
+}
+
+/// `pausedomain`.
+pub fn pause(dom: u16) -> Result<(), HvError> {
+    domctl("pausedomain", DomctlCmd::PauseDomain, dom, &NoPayload).map(|_| ())
+}
+
+/// The toolstack's hypercalls on the running hypervisor.
+#[derive(Debug, Default)]
+pub struct Xen;
+
+impl Hypervisor for Xen {
+    fn create_domain(&mut self, config: &CreateDomain) -> Result<u16, HvError> {
+        // Domain 0 in the request: the hypervisor picks the id.
+        domctl("createdomain", DomctlCmd::CreateDomain, 0, config).map(|d| d.domain)
+    }
+
+    fn max_vcpus(&mut self, dom: u16, max: u32) -> Result<(), HvError> {
+        domctl("max_vcpus", DomctlCmd::MaxVcpus, dom, &MaxVcpus { max }).map(|_| ())
+    }
+
+    fn max_mem(&mut self, dom: u16, max_memkb: u64) -> Result<(), HvError> {
+        domctl("max_mem", DomctlCmd::MaxMem, dom, &MaxMem { max_memkb }).map(|_| ())
+    }
+
+    fn set_address_size(&mut self, dom: u16, bits: u32) -> Result<(), HvError> {
+        let arg = AddressSize { size: bits };
+        domctl("set_address_size", DomctlCmd::SetAddressSize, dom, &arg).map(|_| ())
+    }
+
+    fn alloc_unbound(&mut self, dom: u16, remote: u16) -> Result<u32, HvError> {
+        let mut arg = EvtchnAllocUnbound {
+            dom,
+            remote_dom: remote,
+            port: 0,
+        };
+        check("alloc_unbound", hypercall::evtchn_alloc_unbound(&mut arg))?;
+        Ok(arg.port)
+    }
+
+    fn populate_physmap(&mut self, dom: u16, frames: &mut [u64]) -> Result<usize, HvError> {
+        let ret = hypercall::populate_physmap(frames, 0, dom);
+        let done = check("populate_physmap", ret)?;
+        Ok(usize::try_from(done).unwrap_or(0))
+    }
+
+    fn write_frame(
+        &mut self,
+        dom: u16,
+        mfn: u64,
+        offset: usize,
+        bytes: &[u8],
+    ) -> Result<(), HvError> {
+        check(
+            "update_va_mapping_otherdomain",
+            mm::map_foreign_window(SCRATCH_WINDOW, dom, mfn, mm::PTE_RW),
+        )?;
+        mm::window_write_bytes(SCRATCH_WINDOW, offset, bytes);
+        check("update_va_mapping", mm::unmap_window(SCRATCH_WINDOW)).map(|_| ())
+    }
+
+    fn shared_info_frame(&mut self, dom: u16) -> Result<u64, HvError> {
+        let info = domain_info(dom)?;
+        if info.domain != dom {
+            return Err(HvError {
+                op: "getdomaininfo",
+                ret: Errno::ESRCH.neg(),
+            });
+        }
+        Ok(info.shared_info_frame)
+    }
+
+    fn hypercall_init(&mut self, dom: u16, mfn: u64) -> Result<(), HvError> {
+        let arg = HypercallInit { gmfn: mfn };
+        domctl("hypercall_init", DomctlCmd::HypercallInit, dom, &arg).map(|_| ())
+    }
+
+    fn pin_l4(&mut self, dom: u16, mfn: u64) -> Result<(), HvError> {
+        let ret = hypercall::pin_foreign_table(MmuextCmd::PinL4Table, mfn, dom);
+        check("mmuext_op(PIN_L4_TABLE)", ret).map(|_| ())
+    }
+
+    fn set_vcpu_context(
+        &mut self,
+        dom: u16,
+        vcpu: u32,
+        ctxt: &VcpuGuestContext,
+    ) -> Result<(), HvError> {
+        check(
+            "setvcpucontext",
+            hypercall::domctl_setvcpucontext(dom, vcpu, ctxt),
+        )
+        .map(|_| ())
+    }
+
+    fn unpause(&mut self, dom: u16) -> Result<(), HvError> {
+        domctl("unpausedomain", DomctlCmd::UnpauseDomain, dom, &NoPayload).map(|_| ())
+    }
+
+    fn destroy(&mut self, dom: u16) -> Result<(), HvError> {
+        domctl("destroydomain", DomctlCmd::DestroyDomain, dom, &NoPayload).map(|_| ())
+    }
+}
+
+/// Byte offsets in `xencons_interface`.
+const OUT_OFFSET: u64 = 1024;
+const OUT_CONS: u64 = 3080;
+const OUT_PROD: u64 = 3084;
+
+/// A domU's console ring, mapped writable in one of dom0's windows while
+/// the domain lives.
+#[derive(Debug)]
+pub struct ConsoleRing {
+    window: usize,
+}
+
+impl ConsoleRing {
+    /// Maps console frame `mfn` of `dom` in window `window`.
+    pub fn map(window: usize, dom: u16, mfn: u64) -> Result<ConsoleRing, HvError> {
+        check(
+            "update_va_mapping_otherdomain",
+            mm::map_foreign_window(window, dom, mfn, mm::PTE_RW),
+        )?;
+        Ok(ConsoleRing { window })
+    }
+
+    /// Unmaps the ring (before the domain is destroyed, so none of its
+    /// frames stays referenced by dom0).
+    pub fn unmap(self) -> Result<(), HvError> {
+        check("update_va_mapping", mm::unmap_window(self.window)).map(|_| ())
+    }
+}
+
+impl Ring for ConsoleRing {
+    fn out_prod(&self) -> u32 {
+        let prod = mm::window_read_u32(self.window, OUT_PROD);
+        // The bytes below `prod` are read after it.
+        fence(Ordering::Acquire);
+        prod
+    }
+
+    fn out_cons(&self) -> u32 {
+        mm::window_read_u32(self.window, OUT_CONS)
+    }
+
+    fn out_byte(&self, index: u32) -> u8 {
+        mm::window_read_u8(self.window, OUT_OFFSET + u64::from(index % 2048))
+    }
+
+    fn set_out_cons(&mut self, cons: u32) {
+        // The reads of the bytes complete before the guest may reuse them.
+        fence(Ordering::Release);
+        mm::window_write_u32(self.window, OUT_CONS, cons);
+    }
+}
