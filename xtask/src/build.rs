@@ -66,6 +66,16 @@ impl Workspace {
         self.image("bench-guest")
     }
 
+    /// dom0 with the toolstack (`dom0/`).
+    pub fn dom0(&self) -> PathBuf {
+        self.image("dom0")
+    }
+
+    /// The demo domU (`domu-demo/`), which dom0's tests put in its ramdisk.
+    pub fn domu_demo(&self) -> PathBuf {
+        self.image("domu-demo")
+    }
+
     /// A directory of xtask's own under the target directory.
     pub fn xtask_dir(&self, name: &str) -> PathBuf {
         self.target_dir.join(name)
@@ -95,8 +105,8 @@ pub fn run_checked(mut command: Command, what: &str) -> Result<(), String> {
     }
 }
 
-/// `cargo xtask build`: the hypervisor, the test guest and the benchmark
-/// guest, release, bare metal.
+/// `cargo xtask build`: the hypervisor, the test guest, the benchmark
+/// guest, dom0 and the demo domU, release, bare metal.
 pub fn build_images(workspace: &Workspace) -> Result<(), String> {
     eprintln!("xtask: building the hypervisor and the guests ({TARGET}, release)");
     let mut cargo = workspace.cargo();
@@ -104,11 +114,15 @@ pub fn build_images(workspace: &Workspace) -> Result<(), String> {
     cargo.args(["-p", "hypervisor", "--features", "hypervisor/bare-metal"]);
     cargo.args(["-p", "pv-tests", "--features", "pv-tests/bare-metal"]);
     cargo.args(["-p", "pv-bench", "--features", "pv-bench/bare-metal"]);
+    cargo.args(["-p", "dom0", "--features", "dom0/bare-metal"]);
+    cargo.args(["-p", "domu-demo", "--features", "domu-demo/bare-metal"]);
     run_checked(cargo, "cargo build")?;
     for image in [
         workspace.hypervisor(),
         workspace.test_guest(),
         workspace.bench_guest(),
+        workspace.dom0(),
+        workspace.domu_demo(),
     ] {
         if !image.is_file() {
             return Err(format!("the build did not produce {}", image.display()));

@@ -28,6 +28,7 @@ mod images;
 mod new_test;
 mod packages;
 mod qemu;
+mod ramdisk;
 mod run;
 mod serial_log;
 mod status;

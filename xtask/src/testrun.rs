@@ -168,9 +168,11 @@ fn boot_test(
     timeout: Duration,
 ) -> Result<TestRun, String> {
     let guest = workspace.test_guest();
+    let ramdisk = ramdisk_of(workspace, dirs, test)?;
     let dom0 = match test.dom0 {
         Dom0::TestGuest => Some(guest),
         Dom0::BenchGuest => Some(workspace.bench_guest()),
+        Dom0::Toolstack(_) => Some(workspace.dom0()),
         Dom0::Absent => None,
         Dom0::Bad(kind) => {
             let original = fs::read(&guest).map_err(|e| format!("{}: {e}", guest.display()))?;
@@ -187,7 +189,7 @@ fn boot_test(
         hypervisor: &hypervisor,
         hv_args: &hv_args,
         dom0: dom0.as_deref().map(|p| (p, test.dom0_args)),
-        ramdisk: None,
+        ramdisk: ramdisk.as_deref(),
     };
     let boot = prepare_boot(&files, test.boot, &dirs.isos.join(test.name))?;
     let args = qemu::qemu_args(&TEST_MACHINE, &boot)?;
@@ -205,23 +207,50 @@ fn boot_test(
     Ok(TestRun { result, nonce })
 }
 
-/// Boots the test guest with `test=<name>` on Xen, with the test's extra
-/// hypervisor options after [`xen::XEN_ARGS`].
+/// The ramdisk a test's dom0 gets, written into the images directory.
+fn ramdisk_of(
+    workspace: &Workspace,
+    dirs: &TestDirs,
+    test: &IntegrationTest,
+) -> Result<Option<PathBuf>, String> {
+    match test.dom0 {
+        Dom0::Toolstack(set) => set.write(workspace, &dirs.images).map(Some),
+        _ => Ok(None),
+    }
+}
+
+/// Boots a conformance test's dom0 on Xen (the test guest with
+/// `test=<name>`, or dom0 with the toolstack and its ramdisk), with the
+/// test's extra hypervisor options after [`xen::XEN_ARGS`].
 fn boot_on_xen(
     xen: &Path,
-    guest: &Path,
+    workspace: &Workspace,
     dirs: &TestDirs,
     test: &IntegrationTest,
     timeout: Duration,
 ) -> Result<RunResult, String> {
     let name = test.name;
+    let dom0 = match test.dom0 {
+        Dom0::Toolstack(_) => Module {
+            path: workspace.dom0(),
+            args: test.dom0_args.to_owned(),
+        },
+        _ => Module {
+            path: workspace.test_guest(),
+            args: format!("test={name}"),
+        },
+    };
+    let mut modules = vec![dom0];
+    if let Some(ramdisk) = ramdisk_of(workspace, dirs, test)? {
+        modules.push(Module {
+            path: ramdisk,
+            args: String::new(),
+        });
+    }
     let boot = Boot::Direct {
         kernel: xen.to_path_buf(),
         append: test.command_line(xen::XEN_ARGS),
-        modules: vec![Module {
-            path: guest.to_path_buf(),
-            args: format!("test={name}"),
-        }],
+        modules,
     };
     let args = qemu::qemu_args(&TEST_MACHINE, &boot)?;
     let result = qemu::run(&RunSpec {
@@ -346,7 +375,7 @@ fn conformance(
                 |run| Ok(run.clone()),
             )
             .and_then(|ours| {
-                let theirs = boot_on_xen(&xen, &workspace.test_guest(), dirs, test, timeout)?;
+                let theirs = boot_on_xen(&xen, workspace, dirs, test, timeout)?;
                 Ok((ours, theirs))
             });
         let (ours, theirs) = match compared {

@@ -1,0 +1,121 @@
+//! A tiny PV domU for dom0's toolstack: writes a few lines to its console
+//! ring (`start_info.console.domU`), waits until the back end has read
+//! them, then shuts down: poweroff, or crash when its command line has the
+//! word `crash`.
+//!
+//! It runs unchanged on Xen 4.17 and on this hypervisor. Its output only
+//! reaches the serial line through dom0's console back end, prefixed with
+//! `(d<N>) `.
+
+#![no_std]
+#![no_main]
+
+use core::sync::atomic::{Ordering, fence};
+
+use guest_pv_shim::dom0_abi::console::XENCONS_OUT_SIZE;
+use guest_pv_shim::dom0_abi::sched::ShutdownReason;
+use guest_pv_shim::dom0_abi::start_info::StartInfo;
+use guest_pv_shim::{cmdline, hypercall, mm};
+
+guest_pv_shim::guest_kernel! {
+    main: demo_main,
+    guest_os: "domu-demo",
+    guest_version: "0.1.0",
+}
+
+/// The window that maps the console ring.
+const RING_WINDOW: usize = 0;
+/// Byte offsets in `xencons_interface`.
+const OUT_OFFSET: usize = 1024;
+const OUT_CONS: u64 = 3080;
+const OUT_PROD: u64 = 3084;
+/// Yields to wait for the back end before giving up on a full or
+/// unread ring.
+const PATIENCE: u32 = 1_000_000;
+
+/// The console ring of this domain, mapped in a window.
+struct Console {
+    port: u32,
+}
+
+impl Console {
+    /// Waits (yielding) until at least `room` bytes of the ring are free;
+    /// false if the back end never makes room.
+    fn wait_for_room(&self, room: u32) -> bool {
+        for _ in 0..PATIENCE {
+            let prod = mm::window_read_u32(RING_WINDOW, OUT_PROD);
+            let cons = mm::window_read_u32(RING_WINDOW, OUT_CONS);
+            #[allow(clippy::cast_possible_truncation, reason = "XENCONS_OUT_SIZE is 2048")]
+            let size = XENCONS_OUT_SIZE as u32;
+            if size - prod.wrapping_sub(cons).min(size) >= room {
+                return true;
+            }
+            hypercall::sched_yield();
+        }
+        false
+    }
+
+    /// Writes `text` (in pieces if it does not fit) and notifies the back
+    /// end after each piece.
+    fn write(&self, text: &[u8]) -> bool {
+        for piece in text.chunks(XENCONS_OUT_SIZE / 2) {
+            #[allow(clippy::cast_possible_truncation, reason = "pieces are 1 KiB")]
+            if !self.wait_for_room(piece.len() as u32) {
+                return false;
+            }
+            let mut prod = mm::window_read_u32(RING_WINDOW, OUT_PROD);
+            for &byte in piece {
+                let at = OUT_OFFSET + prod as usize % XENCONS_OUT_SIZE;
+                mm::window_write_bytes(RING_WINDOW, at, &[byte]);
+                prod = prod.wrapping_add(1);
+            }
+            // The bytes are visible before the new producer index.
+            fence(Ordering::Release);
+            mm::window_write_u32(RING_WINDOW, OUT_PROD, prod);
+            hypercall::evtchn_send(self.port);
+        }
+        true
+    }
+
+    /// Waits until the back end has read everything.
+    fn drained(&self) -> bool {
+        #[allow(clippy::cast_possible_truncation, reason = "XENCONS_OUT_SIZE is 2048")]
+        self.wait_for_room(XENCONS_OUT_SIZE as u32)
+    }
+}
+
+impl core::fmt::Write for Console {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        if Console::write(self, s.as_bytes()) {
+            Ok(())
+        } else {
+            Err(core::fmt::Error)
+        }
+    }
+}
+
+fn demo_main(si: &'static StartInfo) {
+    let reason = if cmdline::has_flag(si.cmdline(), b"crash") {
+        ShutdownReason::Crash
+    } else {
+        ShutdownReason::Poweroff
+    };
+    if mm::map_window(RING_WINDOW, si.console.domu_mfn(), mm::PTE_RW) == 0 {
+        let mut console = Console {
+            port: si.console.domu_evtchn(),
+        };
+        let _ = core::fmt::Write::write_fmt(
+            &mut console,
+            format_args!(
+                "domu-demo: hello from a PV domU\r\ndomu-demo: {} pages, start_info flags {:#x}, \
+                 command line {:?}\r\ndomu-demo: shutting down: {}\r\n",
+                si.nr_pages,
+                si.flags,
+                core::str::from_utf8(si.cmdline()).unwrap_or("?"),
+                reason.name(),
+            ),
+        );
+        console.drained();
+    }
+    hypercall::shutdown(reason)
+}
