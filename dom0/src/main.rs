@@ -199,10 +199,10 @@ fn serve(domus: &mut [Option<Domu>], virq_port: u32, expect: Option<&str>, timeo
             n += 1;
         }
         for slot in domus.iter_mut() {
-            if slot.as_ref().is_some_and(shut_down) {
-                if let Some(domu) = slot.take() {
-                    reap(domu, expect);
-                }
+            if slot.as_ref().is_some_and(shut_down)
+                && let Some(domu) = slot.take()
+            {
+                reap(domu, expect);
             }
         }
         if domus.iter().all(Option::is_none) {
