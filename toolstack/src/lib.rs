@@ -21,5 +21,6 @@ pub mod config;
 pub mod console;
 pub mod cpio;
 pub mod layout;
+pub mod shell;
 #[cfg(target_os = "none")]
 pub mod xen;

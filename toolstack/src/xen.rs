@@ -14,10 +14,13 @@ use core::sync::atomic::{Ordering, fence};
 use dom0_abi::Errno;
 use dom0_abi::cpu::VcpuGuestContext;
 use dom0_abi::domctl::{
-    AddressSize, CreateDomain, DomctlCmd, GetDomainInfo, HypercallInit, MaxMem, MaxVcpus, NoPayload,
+    AddressSize, CreateDomain, DomctlCmd, GetDomainInfo, GetVcpuInfo, HypercallInit, MaxMem,
+    MaxVcpus, NoPayload, SchedCredit, SchedulerOp, SchedulerOpCmd,
 };
 use dom0_abi::event_channel::EvtchnAllocUnbound;
 use dom0_abi::mmu::MmuextCmd;
+use dom0_abi::sched::ShutdownReason;
+use dom0_abi::sysctl::{PhysInfo, SchedId, SysctlCmd};
 use guest_pv_shim::hypercall;
 use guest_pv_shim::mm;
 
@@ -212,4 +215,78 @@ impl Ring for ConsoleRing {
         fence(Ordering::Release);
         mm::window_write_u32(self.window, OUT_CONS, cons);
     }
+}
+
+/// `scheduler_op` on `dom` for scheduler `sched_id`: sets `put` (weight
+/// and cap) if given, then reads the parameters back.
+pub fn sched_credit(
+    dom: u16,
+    sched_id: u32,
+    put: Option<SchedCredit>,
+) -> Result<SchedCredit, HvError> {
+    if let Some(credit) = put {
+        let op = SchedulerOp {
+            sched_id,
+            cmd: SchedulerOpCmd::PutInfo as u32,
+            credit,
+            ..SchedulerOp::default()
+        };
+        domctl("scheduler_op(putinfo)", DomctlCmd::SchedulerOp, dom, &op)?;
+    }
+    let op = SchedulerOp {
+        sched_id,
+        cmd: SchedulerOpCmd::GetInfo as u32,
+        ..SchedulerOp::default()
+    };
+    let out = domctl("scheduler_op(getinfo)", DomctlCmd::SchedulerOp, dom, &op)?;
+    Ok(out
+        .payload::<SchedulerOp>()
+        .map(|o| o.credit)
+        .unwrap_or_default())
+}
+
+/// `sysctl sched_id`.
+pub fn sched_id() -> Result<u32, HvError> {
+    let (ret, out) = hypercall::sysctl(SysctlCmd::SchedId, &SchedId::default());
+    check("sched_id", ret)?;
+    Ok(out.payload::<SchedId>().map_or(0, |s| s.sched_id))
+}
+
+/// `sysctl physinfo`.
+pub fn physinfo() -> Result<PhysInfo, HvError> {
+    let (ret, out) = hypercall::sysctl(SysctlCmd::PhysInfo, &PhysInfo::default());
+    check("physinfo", ret)?;
+    out.payload::<PhysInfo>().ok_or(HvError {
+        op: "physinfo",
+        ret: Errno::EFAULT.neg(),
+    })
+}
+
+/// `getvcpuinfo` of vCPU `vcpu` of `dom`.
+pub fn vcpu_info(dom: u16, vcpu: u32) -> Result<GetVcpuInfo, HvError> {
+    let arg = GetVcpuInfo {
+        vcpu,
+        ..GetVcpuInfo::default()
+    };
+    let out = domctl("getvcpuinfo", DomctlCmd::GetVcpuInfo, dom, &arg)?;
+    out.payload::<GetVcpuInfo>().ok_or(HvError {
+        op: "getvcpuinfo",
+        ret: Errno::EFAULT.neg(),
+    })
+}
+
+/// `getdomaininfolist` from `first` into `out`; returns the records filled.
+pub fn domain_list(first: u16, out: &mut [GetDomainInfo]) -> Result<usize, HvError> {
+    let (ret, n) = hypercall::sysctl_getdomaininfolist(first, out);
+    check("getdomaininfolist", ret)?;
+    Ok(usize::try_from(n).unwrap_or(0).min(out.len()))
+}
+
+/// `SCHEDOP_remote_shutdown` of `dom` with `reason`.
+pub fn remote_shutdown(dom: u16, reason: ShutdownReason) -> Result<(), HvError> {
+    check(
+        "remote_shutdown",
+        hypercall::sched_remote_shutdown(dom, reason as u32),
+    )
+    .map(|_| ())
 }

@@ -59,7 +59,29 @@ pub enum DomuSet {
     Demo,
     /// One demo domU told to crash (`crash` on its command line).
     Crash,
+    /// The demo domU driven by a shell script (`shell.xl`): created
+    /// paused, pause counts, scheduling parameters, then run.
+    Shell,
 }
+
+/// The script of [`DomuSet::Shell`].
+const SHELL_SCRIPT: &str = "# dom0's shell, scripted (dom0 script=shell.xl)\n\
+    create -p demo.cfg\n\
+    list\n\
+    pause demo\n\
+    unpause demo\n\
+    sched-credit -d demo -w 512 -c 50\n\
+    vcpu-list demo\n\
+    unpause demo\n\
+    wait\n\
+    list\n\
+    info\n\
+    dmesg\n";
+
+/// The demo domU's configuration.
+const DEMO_CONFIG: &str = "# The demo domU: prints through its console ring, then powers off.\n\
+     name = \"demo\"\nkernel = \"domu-demo\"\nmemory = 4\nvcpus = 1\n\
+     cmdline = \"hello\"\non_poweroff = \"destroy\"\n";
 
 /// The demo domU's kernel name inside the archive.
 const DEMO_KERNEL: &str = "domu-demo";
@@ -71,19 +93,16 @@ impl DomuSet {
         match self {
             DomuSet::Demo => "demo",
             DomuSet::Crash => "crash",
+            DomuSet::Shell => "shell",
         }
     }
 
-    /// The configuration files, `(name, text)`.
+    /// The configuration files and scripts, `(name, text)`.
     #[must_use]
     pub const fn configs(self) -> &'static [(&'static str, &'static str)] {
         match self {
-            DomuSet::Demo => &[(
-                "demo.cfg",
-                "# The demo domU: prints through its console ring, then powers off.\n\
-                 name = \"demo\"\nkernel = \"domu-demo\"\nmemory = 4\nvcpus = 1\n\
-                 cmdline = \"hello\"\non_poweroff = \"destroy\"\n",
-            )],
+            DomuSet::Demo => &[("demo.cfg", DEMO_CONFIG)],
+            DomuSet::Shell => &[("demo.cfg", DEMO_CONFIG), ("shell.xl", SHELL_SCRIPT)],
             DomuSet::Crash => &[(
                 "crash.cfg",
                 "# The demo domU told to crash: dom0 must see SHUTDOWN_crash.\n\
@@ -147,8 +166,8 @@ mod tests {
 
     #[test]
     fn test_configs_parse() {
-        for set in [DomuSet::Demo, DomuSet::Crash] {
-            for (file, text) in set.configs() {
+        for set in [DomuSet::Demo, DomuSet::Crash, DomuSet::Shell] {
+            for (file, text) in set.configs().iter().filter(|(f, _)| f.ends_with(".cfg")) {
                 let cfg = DomainConfig::parse(text).unwrap_or_else(|e| panic!("{file}: {e}"));
                 assert_eq!(cfg.kernel, DEMO_KERNEL);
                 assert_eq!(cfg.on_crash, Action::Destroy);
@@ -156,5 +175,9 @@ mod tests {
         }
         let crash = DomainConfig::parse(DomuSet::Crash.configs()[0].1).unwrap();
         assert_eq!(crash.cmdline, "crash");
+        let (_, script) = DomuSet::Shell.configs()[1];
+        for line in script.lines() {
+            assert!(toolstack::shell::parse(line).is_ok(), "{line}");
+        }
     }
 }

@@ -233,6 +233,12 @@ pub const PENDING: &[IntegrationTest] = &[
         "expect=crash",
         "(d1) domu-demo: shutting down: crash"
     ),
+    toolstack!(
+        "dom0_shell_script",
+        DomuSet::Shell,
+        "script=shell.xl expect=poweroff",
+        "(d1) domu-demo: hello"
+    ),
 ];
 
 /// Every integration test, in the order they run.

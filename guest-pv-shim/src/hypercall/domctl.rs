@@ -143,3 +143,21 @@ pub fn pin_foreign_table(cmd: dom0_abi::mmu::MmuextCmd, mfn: u64, domid: u16) ->
     // this domain's mappings changes.
     unsafe { super::mmuext_op(&[op], None, u64::from(domid)) }
 }
+
+/// `XEN_SYSCTL_readconsole` into `buf` from the unread position (not
+/// incremental, not clearing): the result and the bytes copied.
+pub fn sysctl_readconsole(buf: &mut [u8]) -> (i64, u32) {
+    let arg = dom0_abi::sysctl::ReadConsole {
+        buffer: addr_of_mut(buf),
+        count: u32::try_from(buf.len()).unwrap_or(u32::MAX),
+        ..dom0_abi::sysctl::ReadConsole::default()
+    };
+    let mut op = Sysctl::new(SysctlCmd::ReadConsole, &arg);
+    // SAFETY: the handle points at `buf`, exclusively borrowed, and
+    // `count` is at most its length.
+    let ret = unsafe { sysctl_raw(&mut op) };
+    let done = op
+        .payload::<dom0_abi::sysctl::ReadConsole>()
+        .map_or(0, |r| r.count);
+    (ret, done)
+}

@@ -1,0 +1,342 @@
+//! dom0's table of running domUs: creating them, serving their consoles,
+//! noticing shutdowns and reaping.
+
+use guest_pv_shim::dom0_abi::domctl::DomInfoFlags;
+use guest_pv_shim::dom0_abi::event_channel::EvtchnBindInterdomain;
+use guest_pv_shim::dom0_abi::sched::ShutdownReason;
+use guest_pv_shim::{hypercall, report, shared};
+use toolstack::builder::{self, Built, HvError, Hypervisor};
+use toolstack::config::{Action, DomainConfig};
+use toolstack::console::ConsoleOutput;
+use toolstack::cpio::Archive;
+use toolstack::shell::Target;
+use toolstack::xen::{CONSOLE_WINDOW_BASE, ConsoleRing, Xen, domain_info};
+
+/// Domains served at once (one mapping window each).
+pub const MAX_DOMUS: usize = 8;
+/// Pages of the largest domU (256 MiB): the p2m buffer's size.
+const P2M_CAPACITY: usize = 65536;
+/// Nanoseconds per second.
+pub const NS: u64 = 1_000_000_000;
+/// How long one poll sleeps before dom0 rescans everything.
+const POLL_NS: u64 = 100_000_000;
+
+/// The MFNs of the domU being built (one build at a time).
+static P2M: spin::Mutex<[u64; P2M_CAPACITY]> = spin::Mutex::new([0; P2M_CAPACITY]);
+
+/// A domU and its console back end.
+pub struct Domu {
+    /// Its configuration (strings borrow from the ramdisk).
+    pub cfg: DomainConfig<'static>,
+    /// What the builder made.
+    pub built: Built,
+    /// dom0's end of the console event channel.
+    local_port: u32,
+    ring: ConsoleRing,
+    output: ConsoleOutput,
+}
+
+/// The current system time in ns.
+pub fn now() -> u64 {
+    shared::system_time_of(0).unwrap_or(0)
+}
+
+/// The domUs dom0 serves.
+pub struct Domains {
+    slots: [Option<Domu>; MAX_DOMUS],
+    virq_port: u32,
+    expect: Option<&'static str>,
+    timeout_s: u64,
+}
+
+impl Domains {
+    /// An empty table; `VIRQ_DOM_EXC` is bound to `virq_port`.
+    pub const fn new(virq_port: u32, expect: Option<&'static str>, timeout_s: u64) -> Domains {
+        Domains {
+            slots: [const { None }; MAX_DOMUS],
+            virq_port,
+            expect,
+            timeout_s,
+        }
+    }
+
+    /// Every domU being served.
+    pub fn iter(&self) -> impl Iterator<Item = &Domu> {
+        self.slots.iter().flatten()
+    }
+
+    /// The domU `target` names.
+    pub fn find(&self, target: Target<'_>) -> Option<&Domu> {
+        self.iter().find(|d| match target {
+            Target::Id(id) => d.built.domid == id,
+            Target::Name(name) => d.cfg.name == name,
+        })
+    }
+
+    /// The id of the domain `target` names: a served domU, or any id.
+    pub fn domid(&self, target: Target<'_>) -> Option<u16> {
+        match target {
+            Target::Id(id) => Some(id),
+            Target::Name(_) => self.find(target).map(|d| d.built.domid),
+        }
+    }
+
+    /// Parses `file` of the ramdisk, builds the domain, connects its
+    /// console and, unless `paused`, unpauses it. Reports every failure.
+    pub fn create(&mut self, archive: &Archive<'static>, file: &str, paused: bool) -> Option<u16> {
+        let Some(slot) = self.slots.iter().position(Option::is_none) else {
+            report::fail(
+                format_args!("create {file}"),
+                format_args!("more than {MAX_DOMUS} domains"),
+            );
+            return None;
+        };
+        let Some(entry) = archive.find(file) else {
+            report::fail(
+                format_args!("create {file}"),
+                format_args!("no such file in the ramdisk"),
+            );
+            return None;
+        };
+        let cfg = match core::str::from_utf8(entry.data).map(DomainConfig::parse) {
+            Ok(Ok(cfg)) => cfg,
+            Ok(Err(e)) => {
+                report::fail(format_args!("create {file}"), format_args!("{e}"));
+                return None;
+            }
+            Err(_) => {
+                report::fail(format_args!("create {file}"), format_args!("not UTF-8"));
+                return None;
+            }
+        };
+        let Some(kernel) = archive.find(cfg.kernel) else {
+            report::fail(
+                cfg.name,
+                format_args!("kernel {:?} is not in the ramdisk", cfg.kernel),
+            );
+            return None;
+        };
+        let mut xen = Xen;
+        let built = match builder::build(&mut xen, &cfg, kernel.data, &mut P2M.lock()[..]) {
+            Ok(built) => built,
+            Err(e) => {
+                report::fail(cfg.name, format_args!("build: {e}"));
+                return None;
+            }
+        };
+        report::ok_value(format_args!("create {} domain id", cfg.name), built.domid);
+        match connect(&built, CONSOLE_WINDOW_BASE + slot, paused) {
+            Ok((local_port, ring)) => {
+                guest_pv_shim::println!(
+                    "dom0: {} is domain {}: {} MiB, {} vCPU(s), entry {:#x}{}",
+                    cfg.name,
+                    built.domid,
+                    cfg.memory_mib,
+                    cfg.vcpus,
+                    built.entry,
+                    if paused { ", paused" } else { "" }
+                );
+                let output = ConsoleOutput::new(built.domid);
+                self.slots[slot] = Some(Domu {
+                    cfg,
+                    built,
+                    local_port,
+                    ring,
+                    output,
+                });
+                Some(built.domid)
+            }
+            Err(e) => {
+                report::fail(format_args!("start {}", cfg.name), format_args!("{e}"));
+                let _ = xen.destroy(built.domid);
+                None
+            }
+        }
+    }
+
+    /// Destroys the served domU `domid` now (after a last console read).
+    pub fn destroy(&mut self, domid: u16) -> bool {
+        match self
+            .slots
+            .iter_mut()
+            .find(|s| s.as_ref().is_some_and(|d| d.built.domid == domid))
+        {
+            Some(slot) => {
+                if let Some(domu) = slot.take() {
+                    destroy(domu, "destroyed");
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Serves consoles and reaps domains until no domU is left or time
+    /// runs out.
+    pub fn wait(&mut self) {
+        let deadline = now().saturating_add(self.timeout_s.saturating_mul(NS));
+        loop {
+            self.poll_once();
+            if self.slots.iter().all(Option::is_none) {
+                return;
+            }
+            if now() > deadline {
+                for domu in self.iter() {
+                    report::fail(
+                        format_args!("{} shuts down", domu.cfg.name),
+                        format_args!("still running after {} s", self.timeout_s),
+                    );
+                }
+                return;
+            }
+            self.sleep();
+        }
+    }
+
+    /// One round: every console read, every shut-down domain reaped.
+    pub fn poll_once(&mut self) {
+        for domu in self.slots.iter_mut().flatten() {
+            drain(domu);
+        }
+        for slot in &mut self.slots {
+            if slot.as_ref().is_some_and(shut_down)
+                && let Some(domu) = slot.take()
+            {
+                reap(domu, self.expect);
+            }
+        }
+    }
+
+    /// Sleeps until a console or `VIRQ_DOM_EXC` event, or 100 ms.
+    fn sleep(&mut self) {
+        let mut ports = [0u32; MAX_DOMUS + 1];
+        let mut n = 0;
+        for domu in self.iter() {
+            ports[n] = domu.local_port;
+            n += 1;
+        }
+        ports[n] = self.virq_port;
+        hypercall::sched_poll(&ports[..=n], now().saturating_add(POLL_NS));
+        for &port in &ports[..=n] {
+            shared::clear_evtchn_pending(port);
+        }
+    }
+}
+
+/// Binds the console's event channel, maps its ring and (unless `paused`)
+/// unpauses the domain.
+fn connect(built: &Built, window: usize, paused: bool) -> Result<(u32, ConsoleRing), HvError> {
+    let mut bind = EvtchnBindInterdomain {
+        remote_dom: built.domid,
+        pad: 0,
+        remote_port: built.console_port,
+        local_port: 0,
+    };
+    let ret = hypercall::evtchn_bind_interdomain(&mut bind);
+    if ret != 0 {
+        return Err(HvError {
+            op: "bind_interdomain",
+            ret,
+        });
+    }
+    let ring = ConsoleRing::map(window, built.domid, built.console_mfn)?;
+    if !paused {
+        Xen.unpause(built.domid)?;
+    }
+    Ok((bind.local_port, ring))
+}
+
+/// Prints what the domain's console has, and tells it the ring has room.
+fn drain(domu: &mut Domu) {
+    let consumed = domu.output.drain(&mut domu.ring, &mut |line| {
+        hypercall::console_write(line);
+    });
+    if consumed > 0 {
+        hypercall::evtchn_send(domu.local_port);
+    }
+}
+
+/// Whether the domain has shut down (all its vCPUs stopped).
+fn shut_down(domu: &Domu) -> bool {
+    domain_info(domu.built.domid)
+        .is_ok_and(|i| i.domain == domu.built.domid && i.dominf().contains(DomInfoFlags::SHUTDOWN))
+}
+
+/// Reports a shut-down domain and destroys or preserves it.
+fn reap(mut domu: Domu, expect: Option<&str>) {
+    drain(&mut domu);
+    domu.output.flush(&mut |line| {
+        hypercall::console_write(line);
+    });
+    let domid = domu.built.domid;
+    let code = domain_info(domid).map_or(u32::MAX, |i| i.shutdown_code());
+    let reason =
+        ShutdownReason::from_number(u64::from(code)).map_or("unknown", ShutdownReason::name);
+    report::check(
+        format_args!("{} printed on its console", domu.cfg.name),
+        domu.output.lines() > 0,
+        format_args!("no output from domain {domid}"),
+    );
+    match expect {
+        Some(want) => {
+            report::check_eq(
+                format_args!("{} shutdown reason", domu.cfg.name),
+                reason,
+                want,
+            );
+        }
+        None => report::ok_value(format_args!("{} shutdown reason", domu.cfg.name), reason),
+    }
+    let action = if code == ShutdownReason::Crash as u32 {
+        domu.cfg.on_crash
+    } else {
+        domu.cfg.on_poweroff
+    };
+    if action == Action::Preserve {
+        guest_pv_shim::println!(
+            "dom0: domain {domid} ({}) preserved ({reason})",
+            domu.cfg.name
+        );
+        return;
+    }
+    destroy(domu, reason);
+}
+
+/// Reads the console a last time, disconnects it, destroys the domain and
+/// checks it is gone.
+fn destroy(mut domu: Domu, why: &str) {
+    drain(&mut domu);
+    domu.output.flush(&mut |line| {
+        hypercall::console_write(line);
+    });
+    let domid = domu.built.domid;
+    let name = domu.cfg.name;
+    let unmapped = domu.ring.unmap();
+    report::check(
+        format_args!("{name} console unmapped"),
+        unmapped.is_ok(),
+        format_args!("{unmapped:?}"),
+    );
+    report::check_ret(
+        format_args!("{name} console port closed"),
+        hypercall::evtchn_close(domu.local_port),
+        0,
+    );
+    let destroyed = Xen.destroy(domid);
+    report::check(
+        format_args!("destroy {name}"),
+        destroyed.is_ok(),
+        format_args!("{destroyed:?}"),
+    );
+    // Gone, or at least dying: getdomaininfo reports another domain, none,
+    // or this one marked dying.
+    let gone = domain_info(domid).map_or(true, |i| {
+        i.domain != domid || i.dominf().contains(DomInfoFlags::DYING)
+    });
+    report::check(
+        format_args!("{name} is gone after destroy"),
+        gone,
+        format_args!("domain {domid} still listed"),
+    );
+    guest_pv_shim::println!("dom0: domain {domid} ({name}) destroyed ({why})");
+}

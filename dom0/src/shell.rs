@@ -1,0 +1,315 @@
+//! Running the `xl`-like commands of [`toolstack::shell`] (from a script
+//! in the ramdisk). Each command that changes something is a check, so a
+//! script's run compares between Xen 4.17 and this hypervisor; what only
+//! shows state (`list`, `info`, ...) prints plain lines, whose values (CPU
+//! time, memory) legitimately differ.
+
+use guest_pv_shim::dom0_abi::domctl::{DomInfoFlags, GetDomainInfo, SchedCredit};
+use guest_pv_shim::dom0_abi::sched::ShutdownReason;
+use guest_pv_shim::{hypercall, println, report};
+use toolstack::builder::Hypervisor;
+use toolstack::cpio::Archive;
+use toolstack::shell::{self, Command, HELP, Target};
+use toolstack::xen::{self, Xen, domain_info};
+
+use crate::domains::{Domains, NS};
+
+/// Domains `list` shows at most.
+const LIST_MAX: usize = 16;
+
+/// Runs every line of `script`.
+pub fn run(script: &str, domains: &mut Domains, archive: &Archive<'static>) {
+    for (index, line) in script.lines().enumerate() {
+        let at = At(index + 1);
+        match shell::parse(line) {
+            Ok(None) => {}
+            Ok(Some(command)) => {
+                println!("xl> {}", line.trim());
+                execute(at, command, domains, archive);
+            }
+            Err(e) => report::fail(format_args!("{at}{line:?}"), format_args!("{e}")),
+        }
+    }
+}
+
+fn execute(at: At, command: Command<'_>, domains: &mut Domains, archive: &Archive<'static>) {
+    match command {
+        Command::Create { config, paused } => {
+            domains.create(archive, config, paused);
+        }
+        Command::Destroy(target) => {
+            let done = domains.domid(target).is_some_and(|id| domains.destroy(id));
+            report::check(
+                format_args!("{at}destroy {}", Shown(target)),
+                done,
+                format_args!("not a domain this dom0 runs"),
+            );
+        }
+        Command::Shutdown(target) => with_domid(at, domains, target, "shutdown", |id| {
+            let ret = xen::remote_shutdown(id, ShutdownReason::Poweroff);
+            report::check(
+                format_args!("{at}shutdown {}", Shown(target)),
+                ret.is_ok(),
+                format_args!("{ret:?}"),
+            );
+        }),
+        Command::Pause(target) => with_domid(at, domains, target, "pause", |id| {
+            let ret = xen::pause(id);
+            report::check(
+                format_args!("{at}pause {}", Shown(target)),
+                ret.is_ok(),
+                format_args!("{ret:?}"),
+            );
+            check_paused(at, target, id);
+        }),
+        Command::Unpause(target) => with_domid(at, domains, target, "unpause", |id| {
+            let ret = Xen.unpause(id);
+            report::check(
+                format_args!("{at}unpause {}", Shown(target)),
+                ret.is_ok(),
+                format_args!("{ret:?}"),
+            );
+            check_paused(at, target, id);
+        }),
+        Command::SchedCredit {
+            target,
+            weight,
+            cap,
+        } => {
+            with_domid(at, domains, target, "sched-credit", |id| {
+                sched_credit(at, target, id, weight, cap);
+            });
+        }
+        Command::List => list(at, domains),
+        Command::VcpuList(target) => vcpu_list(at, domains, target),
+        Command::Info => info(at),
+        Command::Dmesg => dmesg(at),
+        Command::Wait => domains.wait(),
+        Command::Help => HELP.iter().for_each(|line| println!("{line}")),
+    }
+}
+
+/// The script line a check comes from: check names stay unique when a
+/// command repeats.
+#[derive(Clone, Copy)]
+struct At(usize);
+
+impl core::fmt::Display for At {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "[{}] ", self.0)
+    }
+}
+
+/// A target as the user wrote it.
+struct Shown<'a>(Target<'a>);
+
+impl core::fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.0 {
+            Target::Id(id) => write!(f, "{id}"),
+            Target::Name(name) => f.write_str(name),
+        }
+    }
+}
+
+/// Runs `f` with the id `target` names, or fails the command.
+fn with_domid(at: At, domains: &Domains, target: Target<'_>, what: &str, f: impl FnOnce(u16)) {
+    match domains.domid(target) {
+        Some(id) => f(id),
+        None => report::fail(
+            format_args!("{at}{what} {}", Shown(target)),
+            format_args!("no such domain"),
+        ),
+    }
+}
+
+/// Whether domain `id` is paused by the controller.
+fn paused(id: u16) -> bool {
+    domain_info(id).is_ok_and(|i| i.domain == id && i.dominf().contains(DomInfoFlags::PAUSED))
+}
+
+/// Reports whether the domain is paused now (the value is compared with
+/// Xen's).
+fn check_paused(at: At, target: Target<'_>, id: u16) {
+    report::ok_value(format_args!("{at}{} paused", Shown(target)), paused(id));
+}
+
+fn sched_credit(at: At, target: Target<'_>, id: u16, weight: Option<u16>, cap: Option<u16>) {
+    let sched_id = match xen::sched_id() {
+        Ok(s) => s,
+        Err(e) => {
+            report::fail(
+                format_args!("{at}sched-credit {}", Shown(target)),
+                format_args!("{e}"),
+            );
+            return;
+        }
+    };
+    let put = (weight.is_some() || cap.is_some()).then(|| SchedCredit {
+        // 0 and (credit) 0xFFFF mean "unchanged".
+        weight: weight.unwrap_or(0),
+        cap: cap.unwrap_or(
+            if sched_id == guest_pv_shim::dom0_abi::domctl::XEN_SCHEDULER_CREDIT {
+                u16::MAX
+            } else {
+                0
+            },
+        ),
+    });
+    match xen::sched_credit(id, sched_id, put) {
+        Ok(now) => {
+            println!("dom0: domain {id}: weight {} cap {}", now.weight, now.cap);
+            if let Some(w) = weight {
+                report::check_eq(
+                    format_args!("{at}sched-credit {} weight", Shown(target)),
+                    now.weight,
+                    w,
+                );
+            }
+            if let Some(c) = cap {
+                report::check_eq(
+                    format_args!("{at}sched-credit {} cap", Shown(target)),
+                    now.cap,
+                    c,
+                );
+            }
+        }
+        Err(e) => report::fail(
+            format_args!("{at}sched-credit {}", Shown(target)),
+            format_args!("{e}"),
+        ),
+    }
+}
+
+/// The name dom0 knows a domain by.
+fn name_of(domains: &Domains, id: u16) -> &'static str {
+    if id == 0 {
+        return "Domain-0";
+    }
+    domains
+        .find(Target::Id(id))
+        .map_or("(unknown)", |d| d.cfg.name)
+}
+
+fn list(at: At, domains: &Domains) {
+    let mut infos = [GetDomainInfo::default(); LIST_MAX];
+    let n = match xen::domain_list(0, &mut infos) {
+        Ok(n) => n,
+        Err(e) => {
+            report::fail(format_args!("{at}list"), format_args!("{e}"));
+            return;
+        }
+    };
+    println!("Name                ID   Mem VCPUs\tState\tTime(s)");
+    for info in &infos[..n] {
+        let state = shell::state(info.dominf(), info.shutdown_code());
+        println!(
+            "{:<16} {:>5} {:>5} {:>5}\t{}\t{}.{}",
+            name_of(domains, info.domain),
+            info.domain,
+            info.tot_pages / 256,
+            info.nr_online_vcpus,
+            core::str::from_utf8(&state).unwrap_or("??????"),
+            info.cpu_time / NS,
+            info.cpu_time % NS / 100_000_000,
+        );
+    }
+    // Which domains exist is the same on every hypervisor.
+    report::ok_value(format_args!("{at}list domains"), n);
+}
+
+fn vcpu_list(at: At, domains: &Domains, target: Option<Target<'_>>) {
+    let mut infos = [GetDomainInfo::default(); LIST_MAX];
+    let n = match (target, target.and_then(|t| domains.domid(t))) {
+        (Some(_), None) => {
+            report::fail(
+                format_args!("{at}vcpu-list"),
+                format_args!("no such domain"),
+            );
+            return;
+        }
+        (Some(_), Some(id)) => match domain_info(id) {
+            Ok(info) if info.domain == id => {
+                infos[0] = info;
+                1
+            }
+            _ => 0,
+        },
+        (None, _) => xen::domain_list(0, &mut infos).unwrap_or(0),
+    };
+    println!("Name                ID  VCPU   CPU State   Time(s)");
+    for info in &infos[..n] {
+        let max = if info.max_vcpu_id == u32::MAX {
+            0
+        } else {
+            info.max_vcpu_id + 1
+        };
+        for vcpu in 0..max {
+            if let Ok(v) = xen::vcpu_info(info.domain, vcpu) {
+                let state = match (v.online, v.running, v.blocked) {
+                    (0, _, _) => "---",
+                    (_, 1, _) => "r--",
+                    (_, _, 1) => "-b-",
+                    _ => "--p",
+                };
+                println!(
+                    "{:<16} {:>5} {:>5} {:>5} {}   {}.{}",
+                    name_of(domains, info.domain),
+                    info.domain,
+                    vcpu,
+                    v.cpu,
+                    state,
+                    v.cpu_time / NS,
+                    v.cpu_time % NS / 100_000_000,
+                );
+            }
+        }
+    }
+}
+
+fn info(at: At) {
+    match xen::physinfo() {
+        Ok(p) => {
+            println!("nr_cpus                : {}", p.nr_cpus);
+            println!("cores_per_socket       : {}", p.cores_per_socket);
+            println!("threads_per_core       : {}", p.threads_per_core);
+            println!("cpu_mhz                : {}", p.cpu_khz / 1000);
+            println!("total_memory           : {}", p.total_pages / 256);
+            println!("free_memory            : {}", p.free_pages / 256);
+            println!("capabilities           : {:#x}", p.capabilities);
+            report::ok(format_args!("{at}info physinfo"));
+        }
+        Err(e) => report::fail(format_args!("{at}info physinfo"), format_args!("{e}")),
+    }
+    match xen::sched_id() {
+        Ok(id) => {
+            println!("sched_id               : {id}");
+            report::ok(format_args!("{at}info sched_id"));
+        }
+        Err(e) => report::fail(format_args!("{at}info sched_id"), format_args!("{e}")),
+    }
+    let version = hypercall::xenver_version();
+    println!(
+        "xen_version            : {}.{}",
+        version >> 16,
+        version & 0xFFFF
+    );
+}
+
+fn dmesg(at: At) {
+    let mut buf = [0u8; 1024];
+    let (ret, n) = hypercall::sysctl_readconsole(&mut buf);
+    if ret != 0 {
+        report::fail(
+            format_args!("{at}dmesg"),
+            format_args!("readconsole returned {ret}"),
+        );
+        return;
+    }
+    let n = usize::try_from(n).unwrap_or(0).min(buf.len());
+    hypercall::console_write(&buf[..n]);
+    if n > 0 && buf[n - 1] != b'\n' {
+        println!();
+    }
+    report::ok(format_args!("{at}dmesg readconsole"));
+}

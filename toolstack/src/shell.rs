@@ -1,0 +1,284 @@
+//! The `xl`-like command language of dom0's shell: parsing one command
+//! line, and how `xl list` shows a domain's state.
+//!
+//! Commands (a domain is named by its id or its configured name):
+//!
+//! | command | effect |
+//! |---|---|
+//! | `create [-p] <config>` | build the domain a ramdisk config describes; start it unless `-p` |
+//! | `destroy <dom>` | destroy it now |
+//! | `shutdown <dom>` | `SCHEDOP_remote_shutdown` with reason poweroff |
+//! | `pause <dom>` / `unpause <dom>` | the controller pause count |
+//! | `sched-credit -d <dom> [-w <weight>] [-c <cap>]` | read, or set, its weight and cap |
+//! | `list` | every domain: name, id, memory, vCPUs, state, CPU time |
+//! | `vcpu-list [<dom>]` | every vCPU of one or every domain |
+//! | `info` | the machine (`physinfo`, scheduler, version) |
+//! | `dmesg` | the hypervisor's console ring (`sysctl readconsole`) |
+//! | `wait` | serve consoles until no domU is running (scripts only) |
+//! | `help` | the command list |
+//!
+//! Blank lines and lines starting with `#` are ignored.
+#![forbid(unsafe_code)]
+
+use dom0_abi::domctl::DomInfoFlags;
+
+/// A domain named on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target<'a> {
+    /// By id.
+    Id(u16),
+    /// By configured name.
+    Name(&'a str),
+}
+
+/// One parsed command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command<'a> {
+    /// `create [-p] <config>`.
+    Create {
+        /// The configuration file in the ramdisk.
+        config: &'a str,
+        /// `-p`: leave it paused.
+        paused: bool,
+    },
+    /// `destroy <dom>`.
+    Destroy(Target<'a>),
+    /// `shutdown <dom>`.
+    Shutdown(Target<'a>),
+    /// `pause <dom>`.
+    Pause(Target<'a>),
+    /// `unpause <dom>`.
+    Unpause(Target<'a>),
+    /// `sched-credit -d <dom> [-w <weight>] [-c <cap>]`.
+    SchedCredit {
+        /// The domain.
+        target: Target<'a>,
+        /// New weight (1..=65535).
+        weight: Option<u16>,
+        /// New cap (percent of one CPU; 0: none).
+        cap: Option<u16>,
+    },
+    /// `list`.
+    List,
+    /// `vcpu-list [<dom>]`.
+    VcpuList(Option<Target<'a>>),
+    /// `info`.
+    Info,
+    /// `dmesg`.
+    Dmesg,
+    /// `wait`.
+    Wait,
+    /// `help`.
+    Help,
+}
+
+/// The help text, one line per command.
+pub const HELP: &[&str] = &[
+    "create [-p] <config>   create a domain from a ramdisk config (-p: leave it paused)",
+    "destroy <dom>          destroy a domain",
+    "shutdown <dom>         ask a domain to power off",
+    "pause <dom>            pause a domain",
+    "unpause <dom>          unpause a domain",
+    "sched-credit -d <dom> [-w <weight>] [-c <cap>]   show or set scheduling parameters",
+    "list                   list the domains",
+    "vcpu-list [<dom>]      list the vCPUs",
+    "info                   show the machine",
+    "dmesg                  show the hypervisor's console ring",
+    "wait                   serve consoles until no domU runs",
+    "help                   this list",
+];
+
+fn target(word: &str) -> Target<'_> {
+    word.parse().map_or(Target::Name(word), Target::Id)
+}
+
+fn one_target<'a>(mut words: impl Iterator<Item = &'a str>) -> Result<Target<'a>, &'static str> {
+    let word = words.next().ok_or("missing domain")?;
+    if words.next().is_some() {
+        return Err("too many arguments");
+    }
+    Ok(target(word))
+}
+
+fn number(word: Option<&str>, what: &'static str) -> Result<u16, &'static str> {
+    word.and_then(|w| w.parse().ok()).ok_or(what)
+}
+
+/// Parses one line; `Ok(None)` for a blank line or a comment.
+pub fn parse(line: &str) -> Result<Option<Command<'_>>, &'static str> {
+    let line = line.trim();
+    if line.is_empty() || line.starts_with('#') {
+        return Ok(None);
+    }
+    let mut words = line.split_whitespace();
+    let verb = words.next().unwrap_or("");
+    let command = match verb {
+        "create" => {
+            let mut paused = false;
+            let mut config = None;
+            for word in words {
+                match word {
+                    "-p" => paused = true,
+                    w if w.starts_with('-') => return Err("unknown option"),
+                    w if config.is_none() => config = Some(w),
+                    _ => return Err("too many arguments"),
+                }
+            }
+            Command::Create {
+                config: config.ok_or("missing config")?,
+                paused,
+            }
+        }
+        "destroy" => Command::Destroy(one_target(words)?),
+        "shutdown" => Command::Shutdown(one_target(words)?),
+        "pause" => Command::Pause(one_target(words)?),
+        "unpause" => Command::Unpause(one_target(words)?),
+        "sched-credit" => {
+            let (mut dom, mut weight, mut cap) = (None, None, None);
+            while let Some(flag) = words.next() {
+                match flag {
+                    "-d" => dom = Some(target(words.next().ok_or("missing domain")?)),
+                    "-w" => {
+                        let w = number(words.next(), "weight must be 1..=65535")?;
+                        weight = Some(w).filter(|&w| w > 0);
+                        if weight.is_none() {
+                            return Err("weight must be 1..=65535");
+                        }
+                    }
+                    "-c" => cap = Some(number(words.next(), "cap must be 0..=65535")?),
+                    _ => return Err("unknown option"),
+                }
+            }
+            Command::SchedCredit {
+                target: dom.ok_or("missing -d <dom>")?,
+                weight,
+                cap,
+            }
+        }
+        "list" | "info" | "dmesg" | "wait" | "help" => {
+            if words.next().is_some() {
+                return Err("too many arguments");
+            }
+            match verb {
+                "list" => Command::List,
+                "info" => Command::Info,
+                "dmesg" => Command::Dmesg,
+                "wait" => Command::Wait,
+                _ => Command::Help,
+            }
+        }
+        "vcpu-list" => {
+            let dom = words.next().map(target);
+            if words.next().is_some() {
+                return Err("too many arguments");
+            }
+            Command::VcpuList(dom)
+        }
+        _ => return Err("unknown command (try help)"),
+    };
+    Ok(Some(command))
+}
+
+/// `xl list`'s state column: `r` running, `b` blocked, `p` paused, `s`
+/// shut down, `c` crashed, `d` dying; `-` where a letter does not apply.
+#[must_use]
+pub fn state(flags: DomInfoFlags, shutdown_code: u32) -> [u8; 6] {
+    let crashed = flags.contains(DomInfoFlags::SHUTDOWN)
+        && shutdown_code == dom0_abi::sched::ShutdownReason::Crash as u32;
+    let letters = [
+        (flags.contains(DomInfoFlags::RUNNING), b'r'),
+        (flags.contains(DomInfoFlags::BLOCKED), b'b'),
+        (flags.contains(DomInfoFlags::PAUSED), b'p'),
+        (flags.contains(DomInfoFlags::SHUTDOWN) && !crashed, b's'),
+        (crashed, b'c'),
+        (flags.contains(DomInfoFlags::DYING), b'd'),
+    ];
+    letters.map(|(set, letter)| if set { letter } else { b'-' })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands() {
+        assert_eq!(parse("  # note"), Ok(None));
+        assert_eq!(parse(""), Ok(None));
+        assert_eq!(
+            parse("create -p demo.cfg"),
+            Ok(Some(Command::Create {
+                config: "demo.cfg",
+                paused: true
+            }))
+        );
+        assert_eq!(
+            parse("create demo.cfg"),
+            Ok(Some(Command::Create {
+                config: "demo.cfg",
+                paused: false
+            }))
+        );
+        assert_eq!(parse("pause 3"), Ok(Some(Command::Pause(Target::Id(3)))));
+        assert_eq!(
+            parse("unpause demo"),
+            Ok(Some(Command::Unpause(Target::Name("demo"))))
+        );
+        assert_eq!(
+            parse("sched-credit -d demo -w 512 -c 50"),
+            Ok(Some(Command::SchedCredit {
+                target: Target::Name("demo"),
+                weight: Some(512),
+                cap: Some(50)
+            }))
+        );
+        assert_eq!(
+            parse("sched-credit -d 1"),
+            Ok(Some(Command::SchedCredit {
+                target: Target::Id(1),
+                weight: None,
+                cap: None
+            }))
+        );
+        assert_eq!(parse("vcpu-list"), Ok(Some(Command::VcpuList(None))));
+        assert_eq!(parse("list"), Ok(Some(Command::List)));
+        assert_eq!(parse("wait"), Ok(Some(Command::Wait)));
+    }
+
+    #[test]
+    fn errors() {
+        assert_eq!(parse("frobnicate"), Err("unknown command (try help)"));
+        assert_eq!(parse("pause"), Err("missing domain"));
+        assert_eq!(parse("pause a b"), Err("too many arguments"));
+        assert_eq!(parse("create"), Err("missing config"));
+        assert_eq!(parse("create -x a"), Err("unknown option"));
+        assert_eq!(parse("sched-credit -w 5"), Err("missing -d <dom>"));
+        assert_eq!(
+            parse("sched-credit -d a -w 0"),
+            Err("weight must be 1..=65535")
+        );
+        assert_eq!(
+            parse("sched-credit -d a -w x"),
+            Err("weight must be 1..=65535")
+        );
+        assert_eq!(
+            parse("sched-credit -d a -c 70000"),
+            Err("cap must be 0..=65535")
+        );
+        assert_eq!(parse("list x"), Err("too many arguments"));
+    }
+
+    #[test]
+    fn states() {
+        assert_eq!(&state(DomInfoFlags::RUNNING, 255), b"r-----");
+        assert_eq!(
+            &state(DomInfoFlags::BLOCKED | DomInfoFlags::PAUSED, 255),
+            b"-bp---"
+        );
+        assert_eq!(&state(DomInfoFlags::SHUTDOWN, 0), b"---s--");
+        assert_eq!(&state(DomInfoFlags::SHUTDOWN, 3), b"----c-");
+        assert_eq!(
+            &state(DomInfoFlags::SHUTDOWN | DomInfoFlags::DYING, 0),
+            b"---s-d"
+        );
+    }
+}
