@@ -141,6 +141,9 @@ pub struct RunArgs {
     pub mem_mib: u32,
     /// `--timeout`: seconds after which QEMU is stopped, if given.
     pub timeout_secs: Option<u64>,
+    /// `--domu` (repeatable): PV kernels dom0 creates at start; dom0 is
+    /// then the toolstack dom0 with a ramdisk made from them.
+    pub domus: Vec<crate::ramdisk::DomuSpec>,
 }
 
 impl Default for RunArgs {
@@ -157,6 +160,7 @@ impl Default for RunArgs {
             smp: 1,
             mem_mib: DEFAULT_MEM_MIB,
             timeout_secs: None,
+            domus: Vec::new(),
         }
     }
 }
@@ -168,12 +172,12 @@ impl RunArgs {
     }
 
     /// dom0's command line: as given, else `test=hello` for the default dom0
-    /// and empty for a user-supplied one.
+    /// and empty for a user-supplied one or the toolstack dom0 (`--domu`).
     pub fn dom0_args(&self) -> &str {
         match (&self.dom0_args, &self.dom0) {
             (Some(args), _) => args,
-            (None, None) => DEFAULT_DOM0_ARGS,
-            (None, Some(_)) => "",
+            (None, None) if self.domus.is_empty() => DEFAULT_DOM0_ARGS,
+            (None, _) => "",
         }
     }
 }
@@ -270,6 +274,9 @@ impl Default for FuzzArgs {
     }
 }
 
+/// Options that may be given more than once (every other one only once).
+const REPEATABLE: &[&str] = &["--domu"];
+
 /// Walks the arguments after the command name.
 struct Options {
     args: std::vec::IntoIter<String>,
@@ -289,7 +296,7 @@ impl Options {
             Some((name, value)) => (name.to_owned(), Some(value.to_owned())),
             None => (arg, None),
         };
-        if self.seen.contains(&name) {
+        if self.seen.contains(&name) && !REPEATABLE.contains(&name.as_str()) {
             return Err(format!("option '{name}' given twice"));
         }
         self.seen.push(name.clone());
@@ -391,8 +398,14 @@ fn parse_run(options: &mut Options) -> Result<RunArgs, String> {
             "--timeout" => {
                 run.timeout_secs = Some(positive(&name, &options.value(&name, inline)?)?)
             }
+            "--domu" => run.domus.push(crate::ramdisk::DomuSpec::parse(
+                &options.value(&name, inline)?,
+            )?),
             _ => return Err(format!("unknown option '{name}' for 'run'")),
         }
+    }
+    if !run.domus.is_empty() && (run.dom0.is_some() || run.ramdisk.is_some()) {
+        return Err("--domu boots the toolstack dom0 with its own ramdisk: it cannot be combined with --dom0 or --ramdisk".to_owned());
     }
     if run.icount && run.accel == AccelChoice::Kvm {
         return Err("--icount needs TCG; it cannot be combined with --accel kvm".to_owned());
@@ -587,6 +600,19 @@ mod tests {
             panic!("run did not parse");
         };
         assert_eq!(run.dom0_args(), "");
+    }
+
+    #[test]
+    fn domus_pick_the_toolstack_dom0() {
+        let Ok(Command::Run(run)) = parse_str("run --domu a.elf,memory=8 --domu b.elf") else {
+            panic!("run did not parse");
+        };
+        assert_eq!(run.domus.len(), 2);
+        assert_eq!(run.domus[0].memory_mib, 8);
+        assert_eq!(run.dom0_args(), "");
+        assert!(parse_str("run --domu a.elf --dom0 k").is_err());
+        assert!(parse_str("run --domu a.elf --ramdisk r").is_err());
+        assert!(parse_str("run --domu a.elf,bogus=1").is_err());
     }
 
     #[test]

@@ -181,3 +181,185 @@ mod tests {
         }
     }
 }
+
+/// One `--domu <ELF>[,memory=M][,vcpus=N][,cmdline=...]` of `cargo xtask
+/// run`: a user's PV kernel that dom0 creates at start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DomuSpec {
+    /// The kernel (a 64-bit Xen PV ELF).
+    pub kernel: PathBuf,
+    /// Memory in MiB (default [`DomuSpec::DEFAULT_MEMORY_MIB`]).
+    pub memory_mib: u64,
+    /// vCPUs (default 1).
+    pub vcpus: u32,
+    /// Kernel command line (default empty).
+    pub cmdline: String,
+}
+
+impl DomuSpec {
+    /// Memory of a domU whose `--domu` names none.
+    pub const DEFAULT_MEMORY_MIB: u64 = 32;
+
+    /// Parses the value of `--domu`. `cmdline=` must come last: it takes
+    /// the rest of the value, commas included.
+    pub fn parse(value: &str) -> Result<DomuSpec, String> {
+        let (kernel, mut rest) = match value.split_once(',') {
+            Some((kernel, rest)) => (kernel, Some(rest)),
+            None => (value, None),
+        };
+        if kernel.is_empty() {
+            return Err("--domu: missing the kernel path".to_owned());
+        }
+        let mut spec = DomuSpec {
+            kernel: PathBuf::from(kernel),
+            memory_mib: Self::DEFAULT_MEMORY_MIB,
+            vcpus: 1,
+            cmdline: String::new(),
+        };
+        while let Some(text) = rest {
+            if let Some(cmdline) = text.strip_prefix("cmdline=") {
+                if cmdline.contains(['"', '\\', '\n']) {
+                    return Err(
+                        "--domu: cmdline may not contain quotes, backslashes or newlines"
+                            .to_owned(),
+                    );
+                }
+                spec.cmdline = cmdline.to_owned();
+                break;
+            }
+            let (item, next) = match text.split_once(',') {
+                Some((item, next)) => (item, Some(next)),
+                None => (text, None),
+            };
+            rest = next;
+            let number = |v: &str, what: &str| -> Result<u64, String> {
+                v.parse()
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .ok_or(format!("--domu: bad {what} '{v}'"))
+            };
+            match item.split_once('=') {
+                Some(("memory", v)) => spec.memory_mib = number(v, "memory")?,
+                Some(("vcpus", v)) => {
+                    spec.vcpus = u32::try_from(number(v, "vcpus")?)
+                        .map_err(|_| format!("--domu: bad vcpus '{v}'"))?;
+                }
+                _ => {
+                    return Err(format!(
+                        "--domu: unknown item '{item}' (memory=, vcpus=, cmdline=)"
+                    ));
+                }
+            }
+        }
+        Ok(spec)
+    }
+
+    /// Its `xl.cfg` as dom0 reads it, naming the kernel `kernel_file`.
+    #[must_use]
+    pub fn config(&self, name: &str, kernel_file: &str) -> String {
+        format!(
+            "# from cargo xtask run --domu {}\nname = \"{name}\"\nkernel = \"{kernel_file}\"\n\
+             memory = {}\nvcpus = {}\ncmdline = \"{}\"\n",
+            self.kernel.display(),
+            self.memory_mib,
+            self.vcpus,
+            self.cmdline,
+        )
+    }
+}
+
+/// dom0's ramdisk for `cargo xtask run --domu ...`: each kernel as
+/// `domu<i>.elf` with `domu<i>.cfg`, named after the kernel's file name
+/// (with `-<i>` added when two would clash). Written to `path`.
+pub fn write_domus(specs: &[DomuSpec], path: &Path) -> Result<(), String> {
+    let mut kernels = Vec::new();
+    for spec in specs {
+        let data =
+            std::fs::read(&spec.kernel).map_err(|e| format!("{}: {e}", spec.kernel.display()))?;
+        kernels.push(data);
+    }
+    let mut names: Vec<String> = Vec::new();
+    let mut texts = Vec::new();
+    for (i, spec) in (1..).zip(specs) {
+        let stem: String = spec
+            .kernel
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            .collect();
+        let mut name = if stem.is_empty() {
+            format!("domu{i}")
+        } else {
+            stem
+        };
+        if names.contains(&name) {
+            name = format!("{name}-{i}");
+        }
+        texts.push((
+            format!("domu{i}.cfg"),
+            spec.config(&name, &format!("domu{i}.elf")),
+        ));
+        names.push(name);
+    }
+    let elf_names: Vec<String> = (1..=specs.len()).map(|i| format!("domu{i}.elf")).collect();
+    let mut files: Vec<(&str, &[u8])> = Vec::new();
+    for (i, (cfg_name, text)) in texts.iter().enumerate() {
+        files.push((cfg_name, text.as_bytes()));
+        files.push((&elf_names[i], &kernels[i]));
+    }
+    std::fs::write(path, newc(&files)?).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod domu_tests {
+    use super::*;
+    use toolstack::config::DomainConfig;
+
+    #[test]
+    fn domu_options() {
+        let spec = DomuSpec::parse("k.elf,memory=16,vcpus=2,cmdline=a=1,b=2 c").unwrap();
+        assert_eq!(spec.kernel, PathBuf::from("k.elf"));
+        assert_eq!((spec.memory_mib, spec.vcpus), (16, 2));
+        assert_eq!(spec.cmdline, "a=1,b=2 c");
+        let plain = DomuSpec::parse("/x/y").unwrap();
+        assert_eq!(
+            (plain.memory_mib, plain.vcpus, plain.cmdline.as_str()),
+            (32, 1, "")
+        );
+        assert!(DomuSpec::parse("").is_err());
+        assert!(DomuSpec::parse("k,memory=0").is_err());
+        assert!(DomuSpec::parse("k,memory=x").is_err());
+        assert!(DomuSpec::parse("k,colour=red").is_err());
+        assert!(DomuSpec::parse("k,cmdline=say \"hi\"").is_err());
+    }
+
+    #[test]
+    fn generated_configs_parse_in_dom0() {
+        let spec = DomuSpec::parse("/k/my-kernel.elf,vcpus=3,cmdline=x,y").unwrap();
+        let text = spec.config("my-kernel", "domu1.elf");
+        let cfg = DomainConfig::parse(&text).unwrap();
+        assert_eq!(cfg.name, "my-kernel");
+        assert_eq!(cfg.kernel, "domu1.elf");
+        assert_eq!((cfg.memory_mib, cfg.vcpus, cfg.cmdline), (32, 3, "x,y"));
+    }
+
+    #[test]
+    fn ramdisk_of_two_domus() {
+        let dir = std::env::temp_dir().join(format!("xtask-domus-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let kernel = dir.join("k.elf");
+        std::fs::write(&kernel, b"\x7fELF").unwrap();
+        let spec = DomuSpec::parse(&format!("{},memory=8", kernel.display())).unwrap();
+        let out = dir.join("rd.cpio");
+        write_domus(&[spec.clone(), spec], &out).unwrap();
+        let bytes = std::fs::read(&out).unwrap();
+        let archive = toolstack::cpio::Archive::new(&bytes);
+        let names: Vec<&str> = archive.files().map(|e| e.name).collect();
+        assert_eq!(names, ["domu1.cfg", "domu1.elf", "domu2.cfg", "domu2.elf"]);
+        let second = std::str::from_utf8(archive.find("domu2.cfg").unwrap().data).unwrap();
+        assert_eq!(DomainConfig::parse(second).unwrap().name, "k-2");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

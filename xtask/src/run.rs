@@ -10,6 +10,7 @@ use crate::cli::{BootPath, RunArgs};
 use crate::grub::{self, IsoContents};
 use crate::packages;
 use crate::qemu::{self, Boot, Machine, Module, RunSpec, Serial};
+use crate::ramdisk;
 
 /// The files and command lines of one boot.
 #[derive(Clone, Debug)]
@@ -97,11 +98,20 @@ pub fn run(workspace: &Workspace, args: &RunArgs) -> Result<u8, String> {
         Some(path) => absolute(path)?,
         None => workspace.hypervisor(),
     };
+    let run_dir = workspace.xtask_dir("xtask-run");
+    std::fs::create_dir_all(&run_dir).map_err(|e| format!("{}: {e}", run_dir.display()))?;
     let dom0 = match &args.dom0 {
         Some(path) => absolute(path)?,
+        None if !args.domus.is_empty() => workspace.dom0(),
         None => workspace.test_guest(),
     };
-    let ramdisk = args.ramdisk.as_deref().map(absolute).transpose()?;
+    let ramdisk = if args.domus.is_empty() {
+        args.ramdisk.as_deref().map(absolute).transpose()?
+    } else {
+        let path = run_dir.join("domus.cpio");
+        ramdisk::write_domus(&args.domus, &path)?;
+        Some(path)
+    };
     let files = BootFiles {
         hypervisor: &hypervisor,
         hv_args: args.hv_args(),
@@ -122,8 +132,6 @@ pub fn run(workspace: &Workspace, args: &RunArgs) -> Result<u8, String> {
         timeout: args.timeout_secs.map(Duration::from_secs),
         stop_markers: &[],
     })?;
-    let run_dir = workspace.xtask_dir("xtask-run");
-    std::fs::create_dir_all(&run_dir).map_err(|e| format!("{}: {e}", run_dir.display()))?;
     let log = run_dir.join("serial.log");
     std::fs::write(&log, &result.serial).map_err(|e| format!("{}: {e}", log.display()))?;
     let code = result.outcome.xtask_status();
