@@ -247,12 +247,22 @@ fn connect(built: &Built, window: usize, paused: bool) -> Result<(u32, ConsoleRi
 }
 
 /// Prints what the domain's console has, and tells it the ring has room.
+/// A line `check: <name> = <value>` from a test domU also becomes one of
+/// dom0's checks, `<domain name> <name> = <value>`.
 fn drain(domu: &mut Domu) {
-    let consumed = domu.output.drain(&mut domu.ring, &mut |line| {
-        hypercall::console_write(line);
+    let consumed = domu.output.drain(&mut domu.ring, &mut |line, text| {
+        show(domu.cfg.name, line, text);
     });
     if consumed > 0 {
         hypercall::evtchn_send(domu.local_port);
+    }
+}
+
+/// Prints one console line; reports it if it is a check line.
+fn show(name: &str, line: &[u8], text: &[u8]) {
+    hypercall::console_write(line);
+    if let Some((check, value)) = toolstack::console::parse_check(text) {
+        report::ok_value(format_args!("{name} {check}"), value);
     }
 }
 
@@ -265,9 +275,8 @@ fn shut_down(domu: &Domu) -> bool {
 /// Reports a shut-down domain and destroys or preserves it.
 fn reap(mut domu: Domu, expect: Option<&str>) {
     drain(&mut domu);
-    domu.output.flush(&mut |line| {
-        hypercall::console_write(line);
-    });
+    domu.output
+        .flush(&mut |line, text| show(domu.cfg.name, line, text));
     let domid = domu.built.domid;
     let code = domain_info(domid).map_or(u32::MAX, |i| i.shutdown_code());
     let reason =
@@ -306,9 +315,8 @@ fn reap(mut domu: Domu, expect: Option<&str>) {
 /// checks it is gone.
 fn destroy(mut domu: Domu, why: &str) {
     drain(&mut domu);
-    domu.output.flush(&mut |line| {
-        hypercall::console_write(line);
-    });
+    domu.output
+        .flush(&mut |line, text| show(domu.cfg.name, line, text));
     let domid = domu.built.domid;
     let name = domu.cfg.name;
     let unmapped = domu.ring.unmap();

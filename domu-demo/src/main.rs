@@ -1,7 +1,8 @@
 //! A tiny PV domU for dom0's toolstack: writes a few lines to its console
 //! ring (`start_info.console.domU`), waits until the back end has read
 //! them, then shuts down: poweroff, or crash when its command line has the
-//! word `crash`.
+//! word `crash`. With the word `probe` it first tries the control domain's
+//! hypercalls on dom0 and reports what each returned.
 //!
 //! It runs unchanged on Xen 4.17 and on this hypervisor. Its output only
 //! reaches the serial line through dom0's console back end, prefixed with
@@ -94,6 +95,68 @@ impl core::fmt::Write for Console {
     }
 }
 
+/// The window the privilege probe tries to map dom0's frames into.
+const PROBE_WINDOW: usize = 1;
+
+/// Tries what only the control domain may do, aimed at dom0, and reports
+/// each result as a `check: <what> = <result>` console line (dom0 turns
+/// those into its own checks). Xen answers `EPERM` (-1) to each; none of
+/// them may change anything.
+fn probe(console: &mut Console, si: &StartInfo) {
+    use guest_pv_shim::dom0_abi::domctl::{DomctlCmd, NoPayload};
+    use guest_pv_shim::dom0_abi::event_channel::EvtchnAllocUnbound;
+    use guest_pv_shim::dom0_abi::sysctl::{PhysInfo, SysctlCmd};
+
+    let own_frame = si.console.domu_mfn();
+    let mut unbound = EvtchnAllocUnbound {
+        dom: 0,
+        remote_dom: 0x7FF0,
+        port: 0,
+    };
+    let mut extents = [0u64; 1];
+    let results = [
+        (
+            "domctl getdomaininfo of dom0",
+            hypercall::domctl(DomctlCmd::GetDomainInfo, 0, &NoPayload).0,
+        ),
+        (
+            "domctl pausedomain of dom0",
+            hypercall::domctl(DomctlCmd::PauseDomain, 0, &NoPayload).0,
+        ),
+        (
+            "domctl destroydomain of dom0",
+            hypercall::domctl(DomctlCmd::DestroyDomain, 0, &NoPayload).0,
+        ),
+        (
+            "sysctl physinfo",
+            hypercall::sysctl(SysctlCmd::PhysInfo, &PhysInfo::default()).0,
+        ),
+        (
+            "remote_shutdown of dom0",
+            hypercall::sched_remote_shutdown(0, ShutdownReason::Poweroff as u32),
+        ),
+        (
+            "alloc_unbound in dom0",
+            hypercall::evtchn_alloc_unbound(&mut unbound),
+        ),
+        (
+            "populate_physmap for dom0",
+            hypercall::populate_physmap(&mut extents, 0, 0),
+        ),
+        (
+            "update_va_mapping_otherdomain with dom0",
+            mm::map_foreign_window(PROBE_WINDOW, 0, own_frame, mm::PTE_RW),
+        ),
+        (
+            "mmu_update with foreigndom dom0",
+            mm::map_foreign_window_mmu(PROBE_WINDOW, 0, own_frame, mm::PTE_RW),
+        ),
+    ];
+    for (what, ret) in results {
+        let _ = core::fmt::Write::write_fmt(console, format_args!("check: {what} = {ret}\r\n"));
+    }
+}
+
 fn demo_main(si: &'static StartInfo) {
     let reason = if cmdline::has_flag(si.cmdline(), b"crash") {
         ShutdownReason::Crash
@@ -108,12 +171,18 @@ fn demo_main(si: &'static StartInfo) {
             &mut console,
             format_args!(
                 "domu-demo: hello from a PV domU\r\ndomu-demo: {} pages, start_info flags {:#x}, \
-                 command line {:?}\r\ndomu-demo: shutting down: {}\r\n",
+                 command line {:?}\r\n",
                 si.nr_pages,
                 si.flags,
                 core::str::from_utf8(si.cmdline()).unwrap_or("?"),
-                reason.name(),
             ),
+        );
+        if cmdline::has_flag(si.cmdline(), b"probe") {
+            probe(&mut console, si);
+        }
+        let _ = core::fmt::Write::write_fmt(
+            &mut console,
+            format_args!("domu-demo: shutting down: {}\r\n", reason.name()),
         );
         console.drained();
     }

@@ -352,6 +352,32 @@ pub fn map_foreign_window(slot: usize, domid: u16, mfn: u64, flags: u64) -> i64 
     ret
 }
 
+/// Maps window `slot` to machine frame `mfn` of domain `domid` the way
+/// Linux's privcmd does: `mmu_update` of the window's own L1 entry with
+/// `foreigndom` = `domid`, then a local INVLPG. Returns the `mmu_update`
+/// result (`EFAULT` without a hypercall if the window's L1 entry cannot
+/// be found).
+pub fn map_foreign_window_mmu(slot: usize, domid: u16, mfn: u64, flags: u64) -> i64 {
+    let va = window_va(slot);
+    let Some(entry) = l1_entry(va) else {
+        return dom0_abi::Errno::EFAULT.neg();
+    };
+    let req = dom0_abi::mmu::MmuUpdate::new(
+        dom0_abi::mmu::MmuUpdateCmd::NormalPtUpdate,
+        entry.maddr,
+        (mfn << PAGE_SHIFT) | flags,
+    );
+    // SAFETY: the request rewrites only the L1 entry of a window, which no
+    // Rust code uses except through this module.
+    let ret = unsafe { hypercall::mmu_update(&[req], None, u64::from(domid)) };
+    WINDOW_MFN[slot].store(0, Ordering::Relaxed);
+    // SAFETY: a local TLB flush of the window's address changes no mapping.
+    unsafe {
+        hypercall::mmuext_one(dom0_abi::mmu::MmuextCmd::InvlpgLocal as u32, va, 0);
+    }
+    ret
+}
+
 /// Copies `bytes` into the page window `slot` maps, from byte `offset`
 /// (which must leave room: bytes past the page are not written).
 pub fn window_write_bytes(slot: usize, offset: usize, bytes: &[u8]) {

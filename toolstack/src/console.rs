@@ -67,9 +67,9 @@ impl ConsoleOutput {
     }
 
     /// Reads everything the guest has published, calling `emit` with each
-    /// complete line as `(d<N>) text\n` (carriage returns dropped). Returns
-    /// the number of bytes consumed.
-    pub fn drain(&mut self, ring: &mut impl Ring, emit: &mut impl FnMut(&[u8])) -> u32 {
+    /// complete line as `(d<N>) text\n` and as the bare text (carriage
+    /// returns dropped). Returns the number of bytes consumed.
+    pub fn drain(&mut self, ring: &mut impl Ring, emit: &mut impl FnMut(&[u8], &[u8])) -> u32 {
         let prod = ring.out_prod();
         let mut cons = ring.out_cons();
         let unread = prod.wrapping_sub(cons);
@@ -91,13 +91,13 @@ impl ConsoleOutput {
     }
 
     /// Prints a partial last line, if any (when the domain goes away).
-    pub fn flush(&mut self, emit: &mut impl FnMut(&[u8])) {
+    pub fn flush(&mut self, emit: &mut impl FnMut(&[u8], &[u8])) {
         if self.len > 0 {
             self.emit_line(emit);
         }
     }
 
-    fn push(&mut self, byte: u8, emit: &mut impl FnMut(&[u8])) {
+    fn push(&mut self, byte: u8, emit: &mut impl FnMut(&[u8], &[u8])) {
         match byte {
             b'\r' => {}
             b'\n' => self.emit_line(emit),
@@ -111,16 +111,33 @@ impl ConsoleOutput {
         }
     }
 
-    fn emit_line(&mut self, emit: &mut impl FnMut(&[u8])) {
+    fn emit_line(&mut self, emit: &mut impl FnMut(&[u8], &[u8])) {
         let mut out = [0u8; LINE_MAX + 16];
         let mut at = prefix(self.domid, &mut out);
         out[at..at + self.len].copy_from_slice(&self.line[..self.len]);
         at += self.len;
         out[at] = b'\n';
-        emit(&out[..=at]);
+        emit(&out[..=at], &self.line[..self.len]);
         self.len = 0;
         self.lines += 1;
     }
+}
+
+/// A domU's report line, `check: <name> = <value>` (see
+/// [`parse_check`]): how a test domU tells dom0 a result to report as one
+/// of its own checks.
+pub const CHECK_PREFIX: &str = "check: ";
+
+/// The name and value of a console line `check: <name> = <value>`; `None`
+/// for any other line (or one that is not UTF-8).
+#[must_use]
+pub fn parse_check(text: &[u8]) -> Option<(&str, &str)> {
+    let text = core::str::from_utf8(text)
+        .ok()?
+        .strip_prefix(CHECK_PREFIX)?;
+    let (name, value) = text.split_once(" = ")?;
+    let (name, value) = (name.trim(), value.trim());
+    (!name.is_empty() && !value.is_empty() && !name.contains(':')).then_some((name, value))
 }
 
 /// Writes `(d<domid>) ` into `out`; returns its length.
@@ -193,8 +210,9 @@ mod tests {
 
     fn drain(c: &mut ConsoleOutput, ring: &mut FakeRing) -> Vec<String> {
         let mut lines = Vec::new();
-        c.drain(ring, &mut |l| {
-            lines.push(String::from_utf8(l.to_vec()).unwrap())
+        c.drain(ring, &mut |l, text| {
+            assert!(l.ends_with(b"\n") && l[..l.len() - 1].ends_with(text));
+            lines.push(String::from_utf8(l.to_vec()).unwrap());
         });
         lines
     }
@@ -212,7 +230,7 @@ mod tests {
         ring.write(b"tail");
         assert!(drain(&mut c, &mut ring).is_empty());
         let mut rest = Vec::new();
-        c.flush(&mut |l| rest.push(l.to_vec()));
+        c.flush(&mut |l, _| rest.push(l.to_vec()));
         assert_eq!(rest, [b"(d12) tail\n".to_vec()]);
         assert_eq!((c.lines(), c.bytes()), (3, 17));
     }
@@ -229,9 +247,20 @@ mod tests {
         assert_eq!(lines[1], "(d0) xxxxx\n");
         // A producer 5000 ahead: only the last 2048 bytes are read.
         ring.prod = ring.cons.wrapping_add(5000);
-        let consumed = c.drain(&mut ring, &mut |_| {});
+        let consumed = c.drain(&mut ring, &mut |_, _| {});
         assert_eq!(consumed, 2048);
         assert_eq!(ring.cons, ring.prod);
+    }
+
+    #[test]
+    fn check_lines() {
+        assert_eq!(parse_check(b"check: domctl = -1"), Some(("domctl", "-1")));
+        assert_eq!(parse_check(b"check:  a b  =  x y "), Some(("a b", "x y")));
+        assert_eq!(parse_check(b"check: a:b = 1"), None);
+        assert_eq!(parse_check(b"check: = 1"), None);
+        assert_eq!(parse_check(b"check: a ="), None);
+        assert_eq!(parse_check(b"hello"), None);
+        assert_eq!(parse_check(b"check: \xff = 1"), None);
     }
 
     #[test]

@@ -62,6 +62,9 @@ pub enum DomuSet {
     /// The demo domU driven by a shell script (`shell.xl`): created
     /// paused, pause counts, scheduling parameters, then run.
     Shell,
+    /// The demo domU told to `probe`: it tries the control domain's
+    /// hypercalls on dom0 and reports each result as a check line.
+    Probe,
 }
 
 /// The script of [`DomuSet::Shell`].
@@ -94,6 +97,7 @@ impl DomuSet {
             DomuSet::Demo => "demo",
             DomuSet::Crash => "crash",
             DomuSet::Shell => "shell",
+            DomuSet::Probe => "probe",
         }
     }
 
@@ -103,6 +107,12 @@ impl DomuSet {
         match self {
             DomuSet::Demo => &[("demo.cfg", DEMO_CONFIG)],
             DomuSet::Shell => &[("demo.cfg", DEMO_CONFIG), ("shell.xl", SHELL_SCRIPT)],
+            DomuSet::Probe => &[(
+                "probe.cfg",
+                "# The demo domU trying dom0-only hypercalls: each must fail as on Xen.\n\
+                 name = \"prober\"\nkernel = \"domu-demo\"\nmemory = 4\n\
+                 cmdline = \"probe\"\n",
+            )],
             DomuSet::Crash => &[(
                 "crash.cfg",
                 "# The demo domU told to crash: dom0 must see SHUTDOWN_crash.\n\
@@ -166,7 +176,12 @@ mod tests {
 
     #[test]
     fn test_configs_parse() {
-        for set in [DomuSet::Demo, DomuSet::Crash, DomuSet::Shell] {
+        for set in [
+            DomuSet::Demo,
+            DomuSet::Crash,
+            DomuSet::Shell,
+            DomuSet::Probe,
+        ] {
             for (file, text) in set.configs().iter().filter(|(f, _)| f.ends_with(".cfg")) {
                 let cfg = DomainConfig::parse(text).unwrap_or_else(|e| panic!("{file}: {e}"));
                 assert_eq!(cfg.kernel, DEMO_KERNEL);

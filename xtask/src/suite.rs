@@ -234,6 +234,12 @@ pub const PENDING: &[IntegrationTest] = &[
         "(d1) domu-demo: shutting down: crash"
     ),
     toolstack!(
+        "dom0_domu_privilege",
+        DomuSet::Probe,
+        "expect=poweroff",
+        "(d1) check: domctl getdomaininfo of dom0 = -1"
+    ),
+    toolstack!(
         "dom0_shell_script",
         DomuSet::Shell,
         "script=shell.xl expect=poweroff",
