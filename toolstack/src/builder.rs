@@ -75,7 +75,7 @@ impl core::fmt::Display for HvError {
 }
 
 /// The hypercalls a toolstack makes, one method per operation (the
-/// bare-metal implementation is [`crate::xen::Xen`]; the tests use a fake).
+/// bare-metal implementation is `xen::Xen`; the tests use a fake).
 pub trait Hypervisor {
     /// `createdomain`; returns the new domain's id.
     fn create_domain(&mut self, config: &CreateDomain) -> Result<u16, HvError>;

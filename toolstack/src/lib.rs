@@ -9,9 +9,10 @@
 //!   `(d<N>) ` prefix per line).
 //!
 //! Everything here is pure and host-tested; the hypercalls are behind
-//! [`builder::Hypervisor`], which [`xen`] implements with guest-pv-shim
-//! on the bare-metal target (the only module with `unsafe`-free calls
-//! into the shim's hypercall wrappers; the shim holds every `unsafe`).
+//! [`builder::Hypervisor`], which the `xen` module implements on the
+//! bare-metal target (`target_os = "none"` only) through guest-pv-shim's
+//! hypercall wrappers and mapping windows. The crate forbids `unsafe`;
+//! the shim holds every `unsafe` block.
 
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
