@@ -69,7 +69,24 @@ pub struct Domain {
     pub evtchn: EventChannels,
     /// Its watchdogs (`SCHEDOP_watchdog`).
     pub watchdogs: Watchdogs,
+    /// The toolstack's pauses (`XEN_DOMCTL_pausedomain`, at most
+    /// [`MAX_PAUSES`]); a domain made by `createdomain` starts with one.
+    pub pauses: u8,
+    /// The vCPU count `createdomain` fixed; `XEN_DOMCTL_max_vcpus` must
+    /// name the same (the vCPUs exist from then on).
+    pub config_vcpus: u32,
+    /// `XEN_X86_EMU_*` bits it was created with (dom0: the PIT).
+    pub emulation_flags: u32,
+    /// Destroyed, but some of its frames are still referenced from
+    /// elsewhere (Xen's `DOMDYING_dead` zombie).
+    pub dying: bool,
 }
+
+/// Most nested toolstack pauses (Xen's limit: 255).
+pub const MAX_PAUSES: u8 = u8::MAX;
+
+/// `XEN_X86_EMU_PIT`: the only emulation a PV domain may have.
+pub const EMU_PIT: u32 = 1 << 8;
 
 impl Domain {
     /// The initial domain as the dom0 builder creates it: privileged, with
@@ -88,6 +105,57 @@ impl Domain {
             shared_info,
             evtchn: EventChannels::new(DomId::DOM0, max_vcpus),
             watchdogs: Watchdogs::default(),
+            pauses: 0,
+            config_vcpus: max_vcpus,
+            emulation_flags: EMU_PIT,
+            dying: false,
+        }
+    }
+
+    /// An unprivileged domain as `XEN_DOMCTL_createdomain` makes it:
+    /// paused once by the toolstack, no vCPUs yet (they come with
+    /// `XEN_DOMCTL_max_vcpus`, which must name `config_vcpus`), no page
+    /// allowance (`max_pages` 0 until `XEN_DOMCTL_max_mem`), its
+    /// shared_info page at `shared_info`, event ports up to `max_port`.
+    pub fn domu(
+        id: DomId,
+        handle: [u8; 16],
+        config_vcpus: u32,
+        max_port: u32,
+        shared_info: u64,
+    ) -> Domain {
+        Domain {
+            id,
+            handle,
+            shutdown_code: None,
+            state: RunState::Running,
+            mm: DomainMm {
+                tot_pages: 0,
+                max_pages: 0,
+                vm_assist: 0,
+                io_caps: false,
+                privilege: None,
+                memory_map: None,
+                max_vcpus: 0,
+            },
+            shared_info,
+            evtchn: EventChannels::new(id, config_vcpus).with_max_port(max_port),
+            watchdogs: Watchdogs::default(),
+            pauses: 1,
+            config_vcpus,
+            emulation_flags: 0,
+            dying: false,
+        }
+    }
+
+    /// The shutdown code Xen reports in `getdomaininfo` (bits 16 and up of
+    /// its flags): the effective reason once shut down, else a recorded
+    /// `SCHEDOP_shutdown_code`, else `!0` (none).
+    pub fn reported_shutdown_code(&self) -> u32 {
+        match (self.state, self.shutdown_code) {
+            (RunState::ShutDown(reason), _) => u32::from(reason),
+            (RunState::Running, Some(code)) => u32::from(code),
+            (RunState::Running, None) => u32::MAX,
         }
     }
 
@@ -138,16 +206,28 @@ impl DomainEntry {
     /// `vcpu_info` in the domain's shared_info page (slot = vCPU id; the
     /// domain must have at most [`XEN_LEGACY_MAX_VCPUS`] vCPUs).
     pub fn new(domain: Domain) -> DomainEntry {
-        let vcpus = (0..domain.mm.max_vcpus)
+        let mut entry = DomainEntry {
+            domain,
+            vcpus: Vec::new(),
+        };
+        entry.make_vcpus(entry.domain.mm.max_vcpus);
+        entry
+    }
+
+    /// Gives a domain without vCPUs `count` of them, all down, as
+    /// [`DomainEntry::new`] does.
+    pub fn make_vcpus(&mut self, count: u32) {
+        let shared_info = self.domain.shared_info;
+        self.vcpus = (0..count)
             .map(|id| {
                 let mut vcpu = Vcpu::new(id);
                 let slot = bounded(u64::from(id), XEN_LEGACY_MAX_VCPUS).unwrap_or(0);
-                vcpu.vcpu_info = domain.shared_info
+                vcpu.vcpu_info = shared_info
                     + (offset_of!(SharedInfo, vcpu_info) + slot * size_of::<VcpuInfo>()) as u64;
                 vcpu
             })
             .collect();
-        DomainEntry { domain, vcpus }
+        self.domain.mm.max_vcpus = count;
     }
 }
 
@@ -224,6 +304,42 @@ impl DomainTable {
     /// Takes a domain out of the table.
     pub fn remove(&self, id: DomId) -> Option<Box<DomainEntry>> {
         self.slot(id)?.lock().take()
+    }
+
+    /// Whether domain `id` exists, for a caller that holds the slot of
+    /// `holding` (which counts as existing without being locked again).
+    /// Another slot is only tried, never waited for: a slot locked
+    /// elsewhere counts as taken. On one CPU nothing else holds a slot
+    /// while an entry runs, so the answer is exact there (issue 17 revisits
+    /// this for SMP).
+    pub fn exists(&self, id: DomId, holding: DomId) -> bool {
+        if id == holding {
+            return self.slot(id).is_some();
+        }
+        self.slot(id)
+            .is_some_and(|slot| slot.try_lock().is_none_or(|guard| guard.is_some()))
+    }
+
+    /// The first existing domain with an id of at least `from` (Xen's
+    /// lookup rule of `getdomaininfo` and `getdomaininfolist`), for a
+    /// caller holding the slot of `holding`.
+    pub fn first_from(&self, from: DomId, holding: DomId) -> Option<DomId> {
+        let start = usize::from(from.0);
+        (start..self.slots.len())
+            .filter_map(|i| u16::try_from(i).ok().map(DomId))
+            .find(|&id| self.exists(id, holding))
+    }
+
+    /// A free id for a new domain: the first free one after `rover`,
+    /// wrapping round to 1 (Xen's rover; 0 is never handed out), for a
+    /// caller holding the slot of `holding`.
+    pub fn free_id(&self, rover: DomId, holding: DomId) -> Option<DomId> {
+        let n = self.slots.len();
+        (1..n)
+            .map(|step| (usize::from(rover.0) + step) % n)
+            .filter(|&i| i != 0)
+            .filter_map(|i| u16::try_from(i).ok().map(DomId))
+            .find(|&id| !self.exists(id, holding))
     }
 
     /// Locks two different domains' slots in the documented order (lower
@@ -312,5 +428,64 @@ mod tests {
         assert!(table.lock_two(DomId(1), DomId(9)).is_none());
         assert_eq!(table.remove(DomId(0)).unwrap().domain.id, DomId(0));
         assert!(table.remove(DomId(0)).is_none());
+    }
+
+    fn domu(id: u16) -> Box<DomainEntry> {
+        Box::new(DomainEntry::new(Domain::domu(
+            DomId(id),
+            [id as u8; 16],
+            2,
+            1023,
+            0x5000,
+        )))
+    }
+
+    #[test]
+    fn ids_lookup_and_rover() {
+        let table = DomainTable::new(5);
+        table
+            .insert(Box::new(DomainEntry::new(Domain::dom0(1, 0))))
+            .unwrap();
+        assert_eq!(table.free_id(DomId(0), DomId(0)), Some(DomId(1)));
+        table.insert(domu(1)).unwrap();
+        table.insert(domu(3)).unwrap();
+        assert_eq!(table.free_id(DomId(1), DomId(0)), Some(DomId(2)));
+        assert_eq!(table.free_id(DomId(3), DomId(0)), Some(DomId(4)));
+        table.insert(domu(4)).unwrap();
+        assert_eq!(
+            table.free_id(DomId(4), DomId(0)),
+            Some(DomId(2)),
+            "wraps past 0"
+        );
+        table.insert(domu(2)).unwrap();
+        assert_eq!(table.free_id(DomId(2), DomId(0)), None);
+        assert_eq!(table.first_from(DomId(2), DomId(0)), Some(DomId(2)));
+        table.remove(DomId(2));
+        assert_eq!(table.first_from(DomId(2), DomId(0)), Some(DomId(3)));
+        assert_eq!(table.first_from(DomId(5), DomId(0)), None);
+        // The caller's own slot is held: it counts as existing.
+        let held = table.slot(DomId(3)).unwrap().lock();
+        assert!(table.exists(DomId(3), DomId(3)));
+        assert!(table.exists(DomId(3), DomId(0)), "locked elsewhere: taken");
+        drop(held);
+    }
+
+    #[test]
+    fn a_new_domu_is_paused_without_vcpus_or_pages() {
+        let mut entry = domu(7);
+        let d = &entry.domain;
+        assert!(!d.is_privileged());
+        assert_eq!((d.pauses, d.config_vcpus, d.mm.max_vcpus), (1, 2, 0));
+        assert_eq!((d.mm.max_pages, d.mm.tot_pages), (0, 0));
+        assert_eq!(d.reported_shutdown_code(), u32::MAX);
+        assert!(entry.vcpus.is_empty());
+        entry.make_vcpus(2);
+        assert_eq!(entry.vcpus.len(), 2);
+        assert_eq!(entry.domain.mm.max_vcpus, 2);
+        assert_eq!(entry.vcpus[1].vcpu_info, 0x5000 + 64);
+        entry.domain.set_shutdown_code(ShutdownReason::Reboot as u8);
+        assert_eq!(entry.domain.reported_shutdown_code(), 1);
+        entry.domain.crash();
+        assert_eq!(entry.domain.reported_shutdown_code(), 1);
     }
 }

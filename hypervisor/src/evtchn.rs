@@ -281,6 +281,91 @@ impl EventChannels {
         Ok(local)
     }
 
+    /// The domain these channels belong to.
+    pub fn domain(&self) -> DomId {
+        self.domain
+    }
+
+    /// `EVTCHNOP_alloc_unbound` in this domain made by another (the
+    /// control domain), for `remote` (`DOMID_SELF` already resolved to
+    /// the caller). Returns the port.
+    pub fn alloc_unbound_for(&mut self, remote: DomId) -> Result<u32, Errno> {
+        let port = self.free_port()?;
+        *self.channel_mut(port)? = Channel {
+            binding: Binding::Unbound { remote },
+            notify_vcpu: 0,
+        };
+        Ok(port)
+    }
+
+    /// `EVTCHNOP_bind_interdomain` to `remote_port` of another domain,
+    /// whose channels are `peer`: that port must be unbound and name this
+    /// domain (`EINVAL`). Both ends become interdomain; the new local
+    /// port starts pending. Returns it.
+    pub fn bind_interdomain_with(
+        &mut self,
+        bits: &mut dyn EventBits,
+        peer: &mut EventChannels,
+        remote_port: u32,
+    ) -> Result<u32, Errno> {
+        let local = self.free_port()?;
+        let me = self.domain;
+        let other = peer.channel_mut(remote_port)?;
+        if other.binding != (Binding::Unbound { remote: me }) {
+            return Err(Errno::EINVAL);
+        }
+        other.binding = Binding::Interdomain {
+            remote: me,
+            port: local,
+        };
+        *self.channel_mut(local)? = Channel {
+            binding: Binding::Interdomain {
+                remote: peer.domain,
+                port: remote_port,
+            },
+            notify_vcpu: 0,
+        };
+        Self::set_pending(bits, local, 0);
+        Ok(local)
+    }
+
+    /// The other end of `port` when it is an interdomain port connected
+    /// to another domain: that domain and its port.
+    pub fn remote_end(&self, port: u32) -> Option<(DomId, u32)> {
+        match self.channel(port)?.binding {
+            Binding::Interdomain { remote, port } if remote != self.domain => Some((remote, port)),
+            _ => None,
+        }
+    }
+
+    /// Raises `port`, the end of an interdomain channel another domain
+    /// sent on, for the vCPU it notifies.
+    pub fn raise(&self, bits: &mut dyn EventBits, port: u32) {
+        if let Some(channel) = self.channel(port)
+            && matches!(channel.binding, Binding::Interdomain { .. })
+        {
+            Self::set_pending(bits, port, channel.notify_vcpu);
+        }
+    }
+
+    /// The other end of `port` was closed by `closer` (or `closer` was
+    /// destroyed): `port` becomes unbound, bindable again by `closer`.
+    pub fn disconnect(&mut self, port: u32, closer: DomId) {
+        if let Ok(channel) = self.channel_mut(port)
+            && matches!(channel.binding, Binding::Interdomain { remote, .. } if remote == closer)
+        {
+            channel.binding = Binding::Unbound { remote: closer };
+        }
+    }
+
+    /// Every port connected to another domain, as (that domain, its port):
+    /// the ends to disconnect when this domain goes away.
+    pub fn remote_ends(&self) -> Vec<(DomId, u32)> {
+        (0..self.valid_ports())
+            .filter_map(|port| self.remote_end(port))
+            .collect()
+    }
+
     /// `EVTCHNOP_bind_virq` of `virq` on `vcpu`. Returns the port.
     pub fn bind_virq(&mut self, virq: u32, vcpu: u32) -> Result<u32, Errno> {
         let slot = bounded(u64::from(virq), NR_VIRQS as usize).ok_or(Errno::EINVAL)?;

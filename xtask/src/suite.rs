@@ -253,6 +253,17 @@ pub const TESTS: &[IntegrationTest] = &[
     passes!("xen_version", conformance: true),
     passes!("console_io", conformance: true),
     passes!("unknown_hypercall", conformance: true),
+    guest_test!(
+        "domctl_domains",
+        Dom0Poweroff,
+        result_line: true,
+        checks: true,
+        log: &[
+            &["d5 destroyed: 1 frames released, 0 still referenced"],
+            &["d3 destroyed: 65 frames released, 0 still referenced"],
+        ],
+        conformance: true
+    ),
     passes!("sched_op", conformance: true),
     passes!("isolation_read_m2p", conformance: true),
     passes!("hypercall_page", conformance: true),

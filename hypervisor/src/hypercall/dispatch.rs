@@ -21,7 +21,8 @@ use dom0_abi::wire::Wire;
 
 #[cfg(doc)]
 use super::Env;
-use super::mmu::{self, MmuEnv};
+use super::domctl::{self, ControlEnv};
+use super::mmu;
 use super::{console, cpu, desc, evtchn, memory, platform, sched, stats, vcpu, version};
 use crate::mm::effects::Effects;
 
@@ -41,7 +42,7 @@ const ENTRY_SIZE: u64 = MulticallEntry::SIZE as u64;
 /// answered inline (the others go on to their own function). They are the
 /// same handlers `run` calls inside a `multicall`.
 #[inline(always)]
-pub fn dispatch(env: &mut impl MmuEnv, number: u64, args: [u64; 5]) -> i64 {
+pub fn dispatch(env: &mut impl ControlEnv, number: u64, args: [u64; 5]) -> i64 {
     encode(match Hypercall::from_number(number) {
         Some(Hypercall::Iret) => env.iret(),
         Some(Hypercall::XenVersion) => version::xen_version(env, args[0], args[1]),
@@ -57,7 +58,7 @@ pub fn dispatch(env: &mut impl MmuEnv, number: u64, args: [u64; 5]) -> i64 {
 /// the others never build one. Every hypercall of the table has its arm:
 /// the ones not implemented say `ENOSYS` explicitly.
 fn run(
-    env: &mut impl MmuEnv,
+    env: &mut impl ControlEnv,
     batch: Option<&mut Effects>,
     call: Hypercall,
     a: [u64; 5],
@@ -110,6 +111,8 @@ fn run(
             Some(_) => Err(Errno::EINVAL),
             None => multicall(env, a[0], a[1]),
         },
+        Hypercall::Domctl => with_effects(env, batch, |env, fx| domctl::domctl(env, fx, a[0])),
+        Hypercall::Sysctl => domctl::sysctl(env, a[0]),
         Hypercall::StatsOp => stats::stats_op(env, a[0], a[1]),
         Hypercall::EventChannelOp => {
             let result = evtchn::event_channel_op(env, a[0], a[1]);
@@ -128,8 +131,6 @@ fn run(
         | Hypercall::XenoprofOp
         | Hypercall::PhysdevOp
         | Hypercall::HvmOp
-        | Hypercall::Sysctl
-        | Hypercall::Domctl
         | Hypercall::KexecOp
         | Hypercall::TmemOp
         | Hypercall::ArgoOp
@@ -149,7 +150,7 @@ fn run(
 
 /// Runs a hypercall that records [`Effects`]: into the multicall's
 /// `batch` if there is one, else into its own, carried out at once.
-fn with_effects<E: MmuEnv>(
+fn with_effects<E: ControlEnv>(
     env: &mut E,
     batch: Option<&mut Effects>,
     f: impl FnOnce(&mut E, &mut Effects) -> Result<u64, Errno>,
@@ -180,7 +181,7 @@ fn encode(result: Result<u64, Errno>) -> i64 {
 /// ends the batch (later entries are not run). `-EFAULT` if an entry cannot
 /// be read or its result written. Long batches are continued; an entry that
 /// is itself continued is rewritten in place and run again.
-fn multicall(env: &mut impl MmuEnv, entries: u64, nr: u64) -> Result<u64, Errno> {
+fn multicall(env: &mut impl ControlEnv, entries: u64, nr: u64) -> Result<u64, Errno> {
     let mut fx = Effects::default();
     let result = multicall_entries(env, &mut fx, entries, nr);
     env.apply_effects(&fx);
@@ -190,7 +191,7 @@ fn multicall(env: &mut impl MmuEnv, entries: u64, nr: u64) -> Result<u64, Errno>
 /// The entries of a multicall, sharing one [`Effects`]: TLB flushes are
 /// deferred to the end of the whole batch.
 fn multicall_entries(
-    env: &mut impl MmuEnv,
+    env: &mut impl ControlEnv,
     fx: &mut Effects,
     entries: u64,
     nr: u64,

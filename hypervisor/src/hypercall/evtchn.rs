@@ -17,24 +17,60 @@ use dom0_abi::event_channel::{
 };
 use dom0_abi::types::DomId;
 
-use super::{Env, read_struct, write_struct};
+use super::domctl::ControlEnv;
+use super::{read_struct, write_struct};
+
+/// Whether `dom` names another domain than the caller.
+fn is_other(env: &mut impl ControlEnv, dom: u16) -> bool {
+    DomId(dom) != DomId::SELF && DomId(dom) != env.domain().id
+}
 
 /// `event_channel_op(cmd, arg)`.
-pub fn event_channel_op(env: &mut impl Env, cmd: u64, arg: u64) -> Result<u64, Errno> {
+pub fn event_channel_op(env: &mut impl ControlEnv, cmd: u64, arg: u64) -> Result<u64, Errno> {
     let Some(op) = EvtchnOp::from_number(cmd & 0xffff_ffff) else {
         return Err(Errno::ENOSYS);
     };
     match op {
         EvtchnOp::AllocUnbound => {
             let mut a: EvtchnAllocUnbound = read_struct(env, arg)?;
-            let (channels, _) = env.event_channels();
-            a.port = channels.alloc_unbound(DomId(a.dom), DomId(a.remote_dom))?;
+            if is_other(env, a.dom) {
+                // A port in another domain: the control domain's (Xen's
+                // XSM_TARGET), after looking the domain up.
+                let caller = env.domain().id;
+                let privileged = env.domain().is_privileged();
+                let remote = if DomId(a.remote_dom) == DomId::SELF {
+                    caller
+                } else {
+                    DomId(a.remote_dom)
+                };
+                let pair = env.event_channels_of(DomId(a.dom)).ok_or(Errno::ESRCH)?;
+                if !privileged {
+                    return Err(Errno::EPERM);
+                }
+                if pair.peer_dying {
+                    return Err(Errno::EINVAL);
+                }
+                a.port = pair.peer.alloc_unbound_for(remote)?;
+            } else {
+                let (channels, _) = env.event_channels();
+                a.port = channels.alloc_unbound(DomId(a.dom), DomId(a.remote_dom))?;
+            }
             write_struct(env, arg, &a)?;
         }
         EvtchnOp::BindInterdomain => {
             let mut b: EvtchnBindInterdomain = read_struct(env, arg)?;
-            let (channels, bits) = env.event_channels();
-            b.local_port = channels.bind_interdomain(bits, DomId(b.remote_dom), b.remote_port)?;
+            if is_other(env, b.remote_dom) {
+                let pair = env
+                    .event_channels_of(DomId(b.remote_dom))
+                    .ok_or(Errno::ESRCH)?;
+                b.local_port =
+                    pair.own
+                        .bind_interdomain_with(pair.own_bits, pair.peer, b.remote_port)?;
+            } else {
+                let (channels, bits) = env.event_channels();
+                b.local_port =
+                    channels.bind_interdomain(bits, DomId(b.remote_dom), b.remote_port)?;
+            }
             write_struct(env, arg, &b)?;
         }
         EvtchnOp::BindVirq => {
@@ -57,17 +93,43 @@ pub fn event_channel_op(env: &mut impl Env, cmd: u64, arg: u64) -> Result<u64, E
         }
         EvtchnOp::Close => {
             let p: EvtchnPortArg = read_struct(env, arg)?;
+            let remote = env.event_channels().0.remote_end(p.port);
+            let caller = env.domain().id;
             let (channels, bits) = env.event_channels();
             channels.close(bits, p.port)?;
+            if let Some((dom, port)) = remote
+                && let Some(pair) = env.event_channels_of(dom)
+            {
+                pair.peer.disconnect(port, caller);
+            }
         }
         EvtchnOp::Send => {
             let p: EvtchnPortArg = read_struct(env, arg)?;
-            let (channels, bits) = env.event_channels();
-            channels.send(bits, p.port)?;
+            match env.event_channels().0.remote_end(p.port) {
+                // The other end is another domain's: its bits.
+                Some((dom, port)) => {
+                    if let Some(pair) = env.event_channels_of(dom) {
+                        pair.peer.raise(pair.peer_bits, port);
+                    }
+                }
+                None => {
+                    let (channels, bits) = env.event_channels();
+                    channels.send(bits, p.port)?;
+                }
+            }
         }
         EvtchnOp::Status => {
             let mut s: EvtchnStatus = read_struct(env, arg)?;
-            env.event_channels().0.status(&mut s)?;
+            if is_other(env, s.dom) {
+                let privileged = env.domain().is_privileged();
+                let pair = env.event_channels_of(DomId(s.dom)).ok_or(Errno::ESRCH)?;
+                if !privileged {
+                    return Err(Errno::EPERM);
+                }
+                pair.peer.status(&mut s)?;
+            } else {
+                env.event_channels().0.status(&mut s)?;
+            }
             write_struct(env, arg, &s)?;
         }
         EvtchnOp::Unmask => {
@@ -103,7 +165,7 @@ pub fn event_channel_op(env: &mut impl Env, cmd: u64, arg: u64) -> Result<u64, E
 
 /// `event_channel_op_compat(op)`: an `evtchn_op` `{cmd, union}`; commands
 /// 0-9 run as [`event_channel_op`] on the union, the others are `ENOSYS`.
-pub fn event_channel_op_compat(env: &mut impl Env, op: u64) -> Result<u64, Errno> {
+pub fn event_channel_op_compat(env: &mut impl ControlEnv, op: u64) -> Result<u64, Errno> {
     let compat: EvtchnOpCompat = read_struct(env, op)?;
     match EvtchnOp::from_number(u64::from(compat.cmd)) {
         Some(

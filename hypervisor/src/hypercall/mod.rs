@@ -16,6 +16,7 @@ pub mod console;
 pub mod cpu;
 pub mod desc;
 pub mod dispatch;
+pub mod domctl;
 pub mod evtchn;
 pub mod memory;
 pub mod mmu;

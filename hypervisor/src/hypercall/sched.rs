@@ -7,8 +7,10 @@
 //!   ports is pending, an upcall is newly raised for the caller, or the
 //!   timeout passes, leaving the mask alone. Both return 0 when woken;
 //! - `watchdog` and `remote_shutdown` as `crate::timer` and Xen 4.17
-//!   describe them (no other domain exists yet: `remote_shutdown` reaches
-//!   the caller's own domain by its id, and `ESRCH` for every other id);
+//!   describe them (`remote_shutdown`: the domain by its exact id, else
+//!   `ESRCH`; then the control domain only, `EPERM`; another domain, which
+//!   does not run, is shut down at once and `VIRQ_DOM_EXC` raised for the
+//!   caller);
 //! - `pin_override` is `ENOSYS` (see `docs/abi-differences.md`).
 #![forbid(unsafe_code)]
 
@@ -19,13 +21,17 @@ use alloc::vec::Vec;
 use dom0_abi::Errno;
 use dom0_abi::sched::{SchedOp, SchedPoll, SchedRemoteShutdown, SchedWatchdog};
 
+use dom0_abi::event_channel::Virq;
+use dom0_abi::types::DomId;
+
+use super::domctl::ControlEnv;
 use super::{Env, read_struct, read_u32};
 use crate::evtchn::EventBits;
 use crate::layout::guest_range_ok;
 use crate::timer::{MAX_POLL_PORTS, Sleep};
 
 /// `sched_op(cmd, arg)`.
-pub fn sched_op(env: &mut impl Env, cmd: u64, arg: u64) -> Result<u64, Errno> {
+pub fn sched_op(env: &mut impl ControlEnv, cmd: u64, arg: u64) -> Result<u64, Errno> {
     match SchedOp::from_number(cmd) {
         Some(SchedOp::Yield) => yield_cpu(env),
         Some(SchedOp::Block) => block(env),
@@ -136,16 +142,29 @@ fn poll(env: &mut impl Env, arg: u64) -> Result<u64, Errno> {
 /// `SCHEDOP_remote_shutdown`: `EFAULT`, then `ESRCH` for a domain that
 /// does not exist (`DOMID_SELF` included, as on Xen), then `EPERM` for an
 /// unprivileged caller.
-fn remote_shutdown(env: &mut impl Env, arg: u64) -> Result<u64, Errno> {
+fn remote_shutdown(env: &mut impl ControlEnv, arg: u64) -> Result<u64, Errno> {
     let r: SchedRemoteShutdown = read_struct(env, arg)?;
-    let domain = env.domain();
-    if r.domain_id != domain.id.0 {
-        return Err(Errno::ESRCH);
+    let privileged = env.domain().is_privileged();
+    if r.domain_id == env.domain().id.0 {
+        if !privileged {
+            return Err(Errno::EPERM);
+        }
+        env.domain().shutdown(low_byte(r.reason));
+        return Ok(0);
     }
-    if !domain.is_privileged() {
+    let target = env.other_domain(DomId(r.domain_id)).ok_or(Errno::ESRCH)?;
+    if !privileged {
         return Err(Errno::EPERM);
     }
-    domain.shutdown(low_byte(r.reason));
+    if !target.domain.is_running() {
+        // Already shut down: the first reason stays, nothing is raised.
+        return Ok(0);
+    }
+    target.domain.shutdown(low_byte(r.reason));
+    // It does not run, so it is fully shut down at once: the hardware
+    // domain (the caller) hears of it.
+    let (channels, bits) = env.event_channels();
+    channels.send_virq(bits, Virq::DomExc, 0);
     Ok(0)
 }
 

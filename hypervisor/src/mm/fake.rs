@@ -17,9 +17,10 @@ use super::frame_table::{FrameInfo, Owner, PageType};
 use super::machine::{DomainMm, MmMachine, PageTableMemory, VcpuMm};
 use super::pte;
 use super::types::{MapCtx, Mmu};
-use crate::domain::{Domain, Privilege};
+use crate::domain::{Domain, DomainEntry, Privilege};
 use crate::evtchn::fake::FakeBits;
 use crate::evtchn::{EventBits, EventChannels};
+use crate::hypercall::domctl::{ControlEnv, EventPair, MachineInfo};
 use crate::hypercall::{Env, HostInfo};
 use crate::stats::Stats;
 use crate::vcpu::Vcpu;
@@ -77,6 +78,12 @@ pub struct FakeMachine {
     pub nmi_reason: u64,
     /// The wall clock a handler set, if any.
     pub wallclock: Option<Wallclock>,
+    /// Whole domains besides the caller's (for `domctl`), by id.
+    pub others: BTreeMap<u16, Box<DomainEntry>>,
+    /// The last domain id handed out.
+    pub rover: u16,
+    /// The event bits of the other domains' shared_info pages.
+    pub other_events: BTreeMap<u16, FakeBits>,
 }
 
 impl FakeMachine {
@@ -121,6 +128,9 @@ impl FakeMachine {
             events: FakeBits::default(),
             nmi_reason: 0,
             wallclock: None,
+            others: BTreeMap::new(),
+            rover: 0,
+            other_events: BTreeMap::new(),
         }
     }
 
@@ -322,6 +332,9 @@ impl MmMachine for FakeMachine {
         self.domains.get(&dom.0).is_some_and(|d| d.io_caps) && self.iomem.contains(&mfn.0)
     }
     fn domain_mm(&mut self, dom: DomId) -> Option<&mut DomainMm> {
+        if let Some(entry) = self.others.get_mut(&dom.0) {
+            return Some(&mut entry.domain.mm);
+        }
         self.domains.get_mut(&dom.0)
     }
 }
@@ -436,6 +449,67 @@ impl Env for FakeMachine {
     }
     fn stats(&self) -> &Stats {
         &self.stats
+    }
+}
+
+impl ControlEnv for FakeMachine {
+    fn other_domain(&mut self, id: DomId) -> Option<&mut DomainEntry> {
+        if id == self.domain.id {
+            return None;
+        }
+        self.others.get_mut(&id.0).map(|e| &mut **e)
+    }
+    fn first_domain_from(&mut self, from: DomId) -> Option<DomId> {
+        let own = self.domain.id;
+        let other = self.others.range(from.0..).next().map(|(&id, _)| DomId(id));
+        match other {
+            Some(o) if own.0 >= from.0 && own.0 < o.0 => Some(own),
+            None if own.0 >= from.0 => Some(own),
+            found => found,
+        }
+    }
+    fn free_domain_id(&mut self) -> Option<DomId> {
+        let free = (1..DomId::FIRST_RESERVED.0)
+            .map(|step| {
+                (u32::from(self.rover) + u32::from(step)) % u32::from(DomId::FIRST_RESERVED.0)
+            })
+            .filter_map(|i| u16::try_from(i).ok())
+            .find(|&i| i != 0 && i != self.domain.id.0 && !self.others.contains_key(&i))?;
+        self.rover = free;
+        Some(DomId(free))
+    }
+    fn insert_domain(&mut self, entry: Box<DomainEntry>) -> Result<(), Box<DomainEntry>> {
+        let id = entry.domain.id.0;
+        if id == self.domain.id.0 || self.others.contains_key(&id) {
+            return Err(entry);
+        }
+        self.others.insert(id, entry);
+        Ok(())
+    }
+    fn remove_domain(&mut self, id: DomId) -> Option<Box<DomainEntry>> {
+        self.others.remove(&id.0)
+    }
+    fn event_channels_of(&mut self, other: DomId) -> Option<EventPair<'_>> {
+        if other == self.domain.id {
+            return None;
+        }
+        let entry = self.others.get_mut(&other.0)?;
+        let peer_dying = entry.domain.dying;
+        Some(EventPair {
+            own: &mut self.domain.evtchn,
+            own_bits: &mut self.events,
+            peer: &mut entry.domain.evtchn,
+            peer_bits: self.other_events.entry(other.0).or_default(),
+            peer_dying,
+        })
+    }
+    fn machine_info(&mut self) -> MachineInfo {
+        MachineInfo {
+            cpu_khz: 2_000_000,
+            total_pages: self.frames.len() as u64,
+            free_pages: self.free.len() as u64,
+            phys_bits: 40,
+        }
     }
 }
 

@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod effects;
+pub mod foreign;
 pub mod frame_alloc;
 pub mod frame_table;
 pub mod lifecycle;

@@ -16,6 +16,7 @@ mod cpu_priv;
 mod cpu_segments;
 mod cpu_traps;
 mod cpu_user;
+mod domctl;
 mod evtchn;
 mod fuzz;
 mod hello;
@@ -58,6 +59,10 @@ pub const ALL: &[Case] = &[
     Case {
         name: "xen_version",
         run: xen_version::run,
+    },
+    Case {
+        name: "domctl_domains",
+        run: domctl::run,
     },
     Case {
         name: "console_io",

@@ -12,7 +12,7 @@ use dom0_abi::hypercall::{HYPERCALL_PAGE_SIZE, fill_hypercall_page};
 use dom0_abi::segment::{RING1_KERNEL_CS, RING1_KERNEL_SS};
 use dom0_abi::shared_info::SharedInfo;
 use dom0_abi::start_info::{START_INFO_MAGIC, SifFlags, StartInfo};
-use dom0_abi::types::Mfn;
+use dom0_abi::types::{DomId, Mfn};
 
 use crate::bootinfo::BootInfo;
 use crate::builder::layout::{
@@ -22,6 +22,7 @@ use crate::cmdline::Config;
 use crate::domain::{DOMAINS, Domain, DomainEntry, DomainTable};
 use crate::hypercall::HostInfo;
 use crate::hypercall::desc::MAX_GDT_FRAMES;
+use crate::hypercall::domctl;
 use crate::layout::{PAGE_SIZE, is_guest_l4_slot};
 use crate::loader::{GuestImageInfo, ImageError};
 use crate::mm::effects::Effects;
@@ -441,6 +442,8 @@ pub fn destroy_dom0(cpu: &mut PerCpu, entry: &mut DomainEntry) -> Dom0Teardown {
         .map(|v| (v.gdt_frames, core::mem::take(&mut v.gdt_count)))
         .collect();
     let running = cpu.running.map_or(0, |r| r.vcpu);
+    let mut others_consistent = true;
+    let mut others_remaining = 0;
     let report = {
         let Some(mut current) = Current::of(entry, running, cpu) else {
             return Dom0Teardown {
@@ -450,6 +453,15 @@ pub fn destroy_dom0(cpu: &mut PerCpu, entry: &mut DomainEntry) -> Dom0Teardown {
         };
         let mut env = ArchEnv::new(&mut current, &mut regs);
         super::env::release_ldt(&mut env, &mut fx);
+        // The other domains go first: dom0 may map their frames, and they
+        // may be waiting for that (dying).
+        for id in 1..DOMAINS.get().map_or(0, DomainTable::len) {
+            let id = DomId(u16::try_from(id).unwrap_or(u16::MAX));
+            if let Some((report, consistent)) = domctl::reap(&mut env, &mut fx, id) {
+                others_consistent &= consistent;
+                others_remaining += report.remaining;
+            }
+        }
         let mut mmu = Mmu::new(&mut env, &mut fx);
         for (frames, count) in &gdts {
             for &mfn in &frames[..*count] {
@@ -467,9 +479,12 @@ pub fn destroy_dom0(cpu: &mut PerCpu, entry: &mut DomainEntry) -> Dom0Teardown {
     if report.remaining != 0 {
         log::warn!("dom0 teardown: {} frames still owned", report.remaining);
     }
+    if others_remaining != 0 {
+        log::warn!("dom0 teardown: {others_remaining} frames of other domains still owned");
+    }
     Dom0Teardown {
         released: report.released,
-        inconsistent: fx.crash,
+        inconsistent: fx.crash || !others_consistent,
     }
 }
 

@@ -2,16 +2,21 @@
 //! machine: [`ArchEnv`] implements `hypercall::Env` and `mm`'s machine
 //! traits over the direct map, the frame table and the running vCPU; and
 //! [`apply_effects`] carries out what a batch of memory operations left to do.
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+
+extern crate alloc;
+
+use alloc::boxed::Box;
 
 use dom0_abi::Errno;
 use dom0_abi::stats::Counter;
 use dom0_abi::types::{DomId, Mfn};
 use spin::MutexGuard;
 
-use crate::domain::{DOMAINS, Domain, Privilege};
+use crate::domain::{DOMAINS, Domain, DomainEntry, Privilege};
 use crate::evtchn::{EventBits, EventChannels};
 use crate::hypercall::desc;
+use crate::hypercall::domctl::{ControlEnv, EventPair, MachineInfo};
 use crate::hypercall::mmu::MmuEnv;
 use crate::hypercall::{Env, HostInfo};
 use crate::layout::PAGE_SIZE;
@@ -35,8 +40,10 @@ pub struct ArchEnv<'a, 'c> {
     /// The guest registers (for `iret`).
     pub regs: &'a mut GuestRegs,
     /// The frame table, locked the first time a handler needs it (most
-    /// hypercalls never do).
-    frames: Option<MutexGuard<'static, Option<&'static mut [FrameInfo]>>>,
+    /// hypercalls never do), and with it the slot of one other domain
+    /// when a handler needs that domain (see `docs/locking.md`). One
+    /// field, so that an entry that needs neither pays for one.
+    frames: Option<Held>,
     /// A continuation the handler asked for.
     pub preempted: Option<[u64; 5]>,
     /// Whether `iret` replaced the guest context (RAX is then the restored one).
@@ -57,6 +64,57 @@ impl<'a, 'c> ArchEnv<'a, 'c> {
             frames: None,
             preempted: None,
             replaced_context: false,
+        }
+    }
+}
+
+impl ArchEnv<'_, '_> {
+    /// The other domain whose slot this environment holds, if any.
+    fn held_other(&self) -> Option<DomId> {
+        self.frames
+            .as_ref()?
+            .other
+            .as_ref()
+            .and_then(|(guard, _)| guard.as_ref())
+            .map(|entry| entry.domain.id)
+    }
+
+    /// Gives up the other domain's slot, if one is held (the frame table
+    /// stays).
+    fn release_other(&mut self) {
+        if let Some(held) = self.frames.as_mut() {
+            held.other = None;
+        }
+    }
+
+    /// The memory state of a domain other than the caller's (out of line:
+    /// the memory core asks for the caller's far more often).
+    #[cold]
+    #[inline(never)]
+    fn other_mm(&mut self, dom: DomId) -> Option<&mut DomainMm> {
+        self.other_domain(dom).map(|entry| &mut entry.domain.mm)
+    }
+}
+
+/// The locks one hypercall holds beyond its own domain's slot.
+struct Held {
+    /// The slot of one other domain, with the event bits of its
+    /// shared_info page: taken before the frame table (lock order), tried
+    /// and never waited for.
+    other: Option<(
+        MutexGuard<'static, Option<Box<DomainEntry>>>,
+        SharedInfoBits,
+    )>,
+    /// The frame table.
+    table: MutexGuard<'static, Option<&'static mut [FrameInfo]>>,
+}
+
+impl Held {
+    /// The frame table alone.
+    fn table() -> Held {
+        Held {
+            other: None,
+            table: mem::FRAME_TABLE.lock(),
         }
     }
 }
@@ -117,8 +175,8 @@ impl PageTableMemory for ArchEnv<'_, '_> {
 
 impl MmMachine for ArchEnv<'_, '_> {
     fn frames(&mut self) -> &mut [FrameInfo] {
-        let guard = self.frames.get_or_insert_with(|| mem::FRAME_TABLE.lock());
-        guard
+        let held = self.frames.get_or_insert_with(Held::table);
+        held.table
             .as_deref_mut()
             .expect("the frame table exists before any domain runs")
     }
@@ -160,7 +218,10 @@ impl MmMachine for ArchEnv<'_, '_> {
             .is_none_or(|reserved| reserved.contains(mfn.0));
         let below_limit = mfn.0 < (1u64 << (cpu::phys_bits() - 12));
         let device = match &self.frames {
-            Some(guard) => guard.as_deref().is_some_and(|t| is_device_frame(t, mfn)),
+            Some(held) => held
+                .table
+                .as_deref()
+                .is_some_and(|t| is_device_frame(t, mfn)),
             None => mem::FRAME_TABLE
                 .lock()
                 .as_deref()
@@ -169,7 +230,10 @@ impl MmMachine for ArchEnv<'_, '_> {
         device && below_limit && !hypervisor_mmio
     }
     fn domain_mm(&mut self, dom: DomId) -> Option<&mut DomainMm> {
-        (dom == self.current.domain.id).then_some(&mut self.current.domain.mm)
+        if dom == self.current.domain.id {
+            return Some(&mut self.current.domain.mm);
+        }
+        self.other_mm(dom)
     }
 }
 
@@ -179,12 +243,111 @@ impl MmuEnv for ArchEnv<'_, '_> {
     }
     fn shared_max_pfn(&mut self, dom: DomId) -> u64 {
         if dom != self.current.domain.id {
-            return 0;
+            return self.other_domain(dom).map_or(0, |entry| {
+                guest::shared_max_pfn_at(entry.domain.shared_info)
+            });
         }
         guest::shared_max_pfn(self.current)
     }
     fn m2p_frame(&mut self, entry: u64) -> Option<Mfn> {
         mem::m2p_frame(entry)
+    }
+}
+
+/// The last domain id `createdomain` handed out (Xen's rover).
+static DOMID_ROVER: AtomicU16 = AtomicU16::new(0);
+
+impl ControlEnv for ArchEnv<'_, '_> {
+    fn other_domain(&mut self, id: DomId) -> Option<&mut DomainEntry> {
+        if id == self.current.domain.id {
+            return None;
+        }
+        if self.held_other() != Some(id) {
+            let slot = DOMAINS.get()?.slot(id)?;
+            // Slots come before the frame table in the lock order: give
+            // it up with the slot held so far, and take it again after
+            // (no borrow of either outlives a call into this environment).
+            self.frames = None;
+            let guard = slot.try_lock()?;
+            let shared_info = guard.as_ref()?.domain.shared_info;
+            self.frames = Some(Held {
+                other: Some((guard, SharedInfoBits::new(shared_info, u32::MAX))),
+                table: mem::FRAME_TABLE.lock(),
+            });
+        }
+        self.frames.as_mut()?.other.as_mut()?.0.as_deref_mut()
+    }
+    fn event_channels_of(&mut self, other: DomId) -> Option<EventPair<'_>> {
+        self.other_domain(other)?;
+        let (guard, peer_bits) = self.frames.as_mut()?.other.as_mut()?;
+        let entry = guard.as_deref_mut()?;
+        let own_bits = self.events.get_or_insert(SharedInfoBits::new(
+            self.current.domain.shared_info,
+            self.current.vcpu.id,
+        ));
+        Some(EventPair {
+            own: &mut self.current.domain.evtchn,
+            own_bits,
+            peer_dying: entry.domain.dying,
+            peer: &mut entry.domain.evtchn,
+            peer_bits,
+        })
+    }
+    fn first_domain_from(&mut self, from: DomId) -> Option<DomId> {
+        let own = self.current.domain.id;
+        let held = self.held_other();
+        let table = DOMAINS.get()?;
+        let first = table.first_from(from, own);
+        // A slot this environment holds is locked, so it counts as taken:
+        // it has a domain in it (only full slots are kept).
+        match (first, held) {
+            (Some(f), Some(h)) if h.0 >= from.0 && h.0 < f.0 => Some(h),
+            (None, Some(h)) if h.0 >= from.0 => Some(h),
+            _ => first,
+        }
+    }
+    fn free_domain_id(&mut self) -> Option<DomId> {
+        self.release_other();
+        let table = DOMAINS.get()?;
+        let id = table.free_id(
+            DomId(DOMID_ROVER.load(Ordering::Relaxed)),
+            self.current.domain.id,
+        )?;
+        DOMID_ROVER.store(id.0, Ordering::Relaxed);
+        Some(id)
+    }
+    fn insert_domain(&mut self, entry: Box<DomainEntry>) -> Result<(), Box<DomainEntry>> {
+        self.release_other();
+        let Some(table) = DOMAINS.get() else {
+            return Err(entry);
+        };
+        let Some(slot) = table.slot(entry.domain.id) else {
+            return Err(entry);
+        };
+        self.frames = None;
+        let Some(mut guard) = slot.try_lock() else {
+            return Err(entry);
+        };
+        if guard.is_some() {
+            return Err(entry);
+        }
+        *guard = Some(entry);
+        Ok(())
+    }
+    fn remove_domain(&mut self, id: DomId) -> Option<Box<DomainEntry>> {
+        self.other_domain(id)?;
+        let entry = self.frames.as_mut()?.other.as_mut()?.0.take();
+        self.release_other();
+        entry
+    }
+    fn machine_info(&mut self) -> MachineInfo {
+        let (free_pages, total_pages) = mem::frame_counts();
+        MachineInfo {
+            cpu_khz: u32::try_from(super::time::tsc_hz() / 1000).unwrap_or(u32::MAX),
+            total_pages,
+            free_pages,
+            phys_bits: super::cpuid::phys_bits(),
+        }
     }
 }
 

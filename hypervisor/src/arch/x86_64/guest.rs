@@ -80,9 +80,16 @@ fn set_upcall_mask(current: &Current, mask: u8) {
 
 /// `shared_info.arch.max_pfn` as the guest last wrote it.
 pub fn shared_max_pfn(current: &Current) -> u64 {
-    let info = phys_to_virt(current.domain.shared_info) as *const dom0_abi::shared_info::SharedInfo;
+    shared_max_pfn_at(current.domain.shared_info)
+}
+
+/// `arch.max_pfn` of the shared_info page at machine address
+/// `shared_info` (a domain's, which the caller holds).
+pub fn shared_max_pfn_at(shared_info: u64) -> u64 {
+    let info = phys_to_virt(shared_info) as *const dom0_abi::shared_info::SharedInfo;
     // SAFETY: shared_info is a hypervisor-owned frame for the domain's
-    // lifetime; the field is plain data the guest may change at any time.
+    // lifetime (the caller holds the domain); the field is plain data the
+    // guest may change at any time.
     unsafe { core::ptr::addr_of!((*info).arch.max_pfn).read_volatile() }
 }
 

@@ -57,6 +57,11 @@ fn measure_tsc_hz() -> u64 {
     (end - start) * PIT_HZ / u64::from(PIT_TICKS)
 }
 
+/// The TSC's rate in Hz, as measured by [`init`] (0 before it).
+pub fn tsc_hz() -> u64 {
+    CLOCK.get().map_or(0, |&(_, _, hz)| hz)
+}
+
 /// Nanoseconds since [`init`] (0 before it).
 pub fn now_ns() -> u64 {
     CLOCK.get().map_or(0, |&(boot, scale, _)| {

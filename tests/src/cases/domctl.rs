@@ -1,0 +1,745 @@
+//! `domctl_domains`: dom0 as a toolstack, through `domctl` and `sysctl`.
+//!
+//! Xen 4.17's answers, as dom0 sees them there:
+//! - a wrong interface version is `EACCES` (both calls); an unknown
+//!   command is `ENOSYS`, on a domain that does not exist `ESRCH`;
+//! - `sched_id` is credit2 (6); `physinfo` has one CPU and the PV
+//!   capability, and no more free pages than pages;
+//! - dom0's `getdomaininfo`: not paused, running, one vCPU online, its
+//!   pages, its shared_info frame, shutdown code 255 (none), the PIT;
+//! - `createdomain` refuses 0 vCPUs (`EINVAL`) and emulated devices
+//!   other than the PIT (`EOPNOTSUPP`), but only after choosing an id: the
+//!   two refused creations use ids 1 and 2, and the first domain made is
+//!   3; it takes a given id (`EEXIST` when taken); the new domain is paused, has no pages,
+//!   no page allowance and no vCPUs until `max_vcpus`, which must repeat
+//!   createdomain's count (`EINVAL`);
+//! - `getdomaininfo` of a free id reports the next domain up, and of an
+//!   id above every domain is `ESRCH`;
+//! - dom0 populates the new domain's memory up to its `max_mem`
+//!   allowance (the extents beyond it are not done), and its page count
+//!   and `current_reservation` follow;
+//! - pauses are counted: one more `unpausedomain` than pauses is `EINVAL`;
+//!   dom0 cannot pause or destroy itself (`EINVAL`);
+//! - `getdomaininfolist` lists the domains in id order;
+//! - dom0 maps the new domain's frames with `update_va_mapping_otherdomain`
+//!   and with `mmu_update` naming it as `foreigndom` (a `foreigndom` that
+//!   does not exist is `ESRCH`), but not with `update_va_mapping`
+//!   (`EBUSY`);
+//! - an interdomain channel between dom0 and the new domain, which does
+//!   not run: dom0 allocates the new domain's end for itself (port 1;
+//!   `ESRCH` in a domain that does not exist) and binds to it (its own
+//!   end starts pending; binding a connected port again is `EINVAL`);
+//!   `status` shows both ends; dom0's send sets the new domain's pending
+//!   bit (read through a foreign mapping of its shared_info, whose vCPU 0
+//!   has events unmasked: the page is all zero); dom0's close leaves the other end unbound,
+//!   naming dom0; after `destroydomain` dom0's end is unbound, naming the
+//!   destroyed domain;
+//! - `SCHEDOP_remote_shutdown` of a created domain shuts it down at once
+//!   (it does not run): `getdomaininfo` shows it shut down with the
+//!   reason, and a second reason does not replace the first; an id that
+//!   does not exist, or `DOMID_SELF`, is `ESRCH`;
+//! - `destroydomain` raises `VIRQ_DOM_EXC` for dom0, and the domain is
+//!   then gone (or still listed as dying while Xen frees it).
+//!
+//! That every frame comes back is checked by the hypervisor's destroy
+//! line (`0 still referenced`) and dom0's teardown line.
+
+use core::mem::offset_of;
+use guest_pv_shim::dom0_abi::Errno;
+use guest_pv_shim::dom0_abi::Hypercall;
+use guest_pv_shim::dom0_abi::domctl::{
+    ArchDomainConfig, CreateDomain, DomInfoFlags, Domctl, DomctlCmd, GetDomainInfo, MaxMem,
+    MaxVcpus, NoPayload, XEN_SCHEDULER_CREDIT2,
+};
+
+use guest_pv_shim::dom0_abi::event_channel::{
+    EvtchnAllocUnbound, EvtchnBindInterdomain, EvtchnBindVirq, EvtchnStatus, Virq,
+};
+use guest_pv_shim::dom0_abi::memory::MemoryOpCmd;
+use guest_pv_shim::dom0_abi::mmu::{MmuUpdate, MmuUpdateCmd};
+use guest_pv_shim::dom0_abi::shared_info::SharedInfo;
+use guest_pv_shim::dom0_abi::start_info::StartInfo;
+use guest_pv_shim::dom0_abi::sysctl::{
+    GetDomainInfoList, PhysCap, PhysInfo, SchedId, Sysctl, SysctlCmd,
+};
+use guest_pv_shim::dom0_abi::types::DomId;
+use guest_pv_shim::dom0_abi::wire::Wire;
+use guest_pv_shim::hypercall::{self as hc, raw};
+use guest_pv_shim::mm::{PTE_RO, PTE_RW, UVMF_INVLPG};
+use guest_pv_shim::{mm, report, shared};
+
+/// The id this test gives its second domain.
+const GIVEN_ID: u16 = 5;
+/// Pages the first domain may have (`max_mem` of 64 pages).
+const ALLOWANCE: u64 = 64;
+
+/// `domctl` on `op` (in and out).
+fn domctl(op: &mut Domctl) -> i64 {
+    // SAFETY: the hypervisor reads and writes exactly one `Domctl`, which
+    // is exclusively borrowed.
+    unsafe {
+        raw::hypercall5(
+            u64::from(Hypercall::Domctl.number()),
+            core::ptr::from_mut(op) as u64,
+            0,
+            0,
+            0,
+            0,
+        )
+    }
+}
+
+/// `sysctl` on `op` (in and out).
+fn sysctl(op: &mut Sysctl) -> i64 {
+    // SAFETY: as in `domctl`, for one `Sysctl`.
+    unsafe {
+        raw::hypercall5(
+            u64::from(Hypercall::Sysctl.number()),
+            core::ptr::from_mut(op) as u64,
+            0,
+            0,
+            0,
+            0,
+        )
+    }
+}
+
+/// `cmd` on `domain` with `payload`; the result and what came back.
+fn call<P: Wire>(cmd: DomctlCmd, domain: u16, payload: &P) -> (i64, Domctl) {
+    let mut op = Domctl::new(cmd, domain, payload);
+    (domctl(&mut op), op)
+}
+
+/// `getdomaininfo` of `domain`: the result, the id reported and the record.
+fn info(domain: u16) -> (i64, u16, GetDomainInfo) {
+    let (ret, op) = call(DomctlCmd::GetDomainInfo, domain, &NoPayload);
+    (ret, op.domain, op.payload().unwrap_or_default())
+}
+
+fn pv_config(vcpus: u32, handle: u8) -> CreateDomain {
+    CreateDomain {
+        handle: [handle; 16],
+        max_vcpus: vcpus,
+        max_evtchn_port: 1023,
+        max_grant_frames: -1,
+        max_maptrack_frames: -1,
+        grant_opts: 1,
+        ..CreateDomain::default()
+    }
+}
+
+/// Creates a domain (id `domain`, 0 to let the hypervisor choose).
+fn create(domain: u16, config: &CreateDomain) -> (i64, u16) {
+    let (ret, op) = call(DomctlCmd::CreateDomain, domain, config);
+    (ret, op.domain)
+}
+
+pub fn run(start_info: &'static StartInfo) {
+    versions_and_machine();
+    dom0_itself(start_info);
+    let Some(first) = new_domain() else {
+        return;
+    };
+    let frames = populate(first);
+    foreign_mappings(first, frames);
+    pauses(first);
+    let bound = event_channels(first);
+    second_domain_and_list(first);
+    destroy(first, bound);
+}
+
+fn versions_and_machine() {
+    let mut op = Domctl::new(DomctlCmd::GetDomainInfo, 0, &NoPayload);
+    op.interface_version = 0x14;
+    report::check_ret(
+        "domctl with interface version 0x14 is EACCES",
+        domctl(&mut op),
+        Errno::EACCES.neg(),
+    );
+    let mut op = Sysctl::new(SysctlCmd::SchedId, &SchedId::default());
+    op.interface_version = 0x16;
+    report::check_ret(
+        "sysctl with interface version 0x16 is EACCES",
+        sysctl(&mut op),
+        Errno::EACCES.neg(),
+    );
+    let mut op = Domctl::new(DomctlCmd::GetDomainInfo, 0, &NoPayload);
+    op.cmd = 999;
+    report::check_ret(
+        "unknown domctl 999 on dom0 is ENOSYS",
+        domctl(&mut op),
+        Errno::ENOSYS.neg(),
+    );
+    op.domain = 300;
+    report::check_ret(
+        "unknown domctl 999 on a domain that does not exist is ESRCH",
+        domctl(&mut op),
+        Errno::ESRCH.neg(),
+    );
+    let (ret, _) = call(DomctlCmd::PauseDomain, 300, &NoPayload);
+    report::check_ret(
+        "pausedomain of a domain that does not exist is ESRCH",
+        ret,
+        Errno::ESRCH.neg(),
+    );
+    let mut op = Sysctl::new(SysctlCmd::SchedId, &SchedId::default());
+    op.cmd = 99;
+    report::check_ret(
+        "unknown sysctl 99 is ENOSYS",
+        sysctl(&mut op),
+        Errno::ENOSYS.neg(),
+    );
+
+    let mut op = Sysctl::new(SysctlCmd::SchedId, &SchedId::default());
+    let ret = sysctl(&mut op);
+    report::check_ret("sched_id", ret, 0);
+    report::check_eq(
+        "sched_id is credit2",
+        op.payload::<SchedId>().map(|s| s.sched_id),
+        Some(XEN_SCHEDULER_CREDIT2),
+    );
+    let mut op = Sysctl::new(SysctlCmd::PhysInfo, &PhysInfo::default());
+    report::check_ret("physinfo", sysctl(&mut op), 0);
+    let p: PhysInfo = op.payload().unwrap_or_default();
+    report::check_eq("physinfo: one CPU", p.nr_cpus, 1);
+    report::check_eq("physinfo: one node", p.nr_nodes, 1);
+    report::check(
+        "physinfo: PV guests",
+        PhysCap::from_bits_truncate(p.capabilities).contains(PhysCap::PV),
+        format_args!("capabilities {:#x}", p.capabilities),
+    );
+    report::check(
+        "physinfo: free pages within total pages",
+        p.free_pages > 0 && p.free_pages <= p.total_pages,
+        format_args!("free {} total {}", p.free_pages, p.total_pages),
+    );
+}
+
+fn dom0_itself(start_info: &StartInfo) {
+    let (ret, id, i) = info(0);
+    report::check_ret("getdomaininfo of dom0", ret, 0);
+    report::check_eq("getdomaininfo of dom0 reports dom0", id, 0);
+    report::check_eq(
+        "dom0: running, not paused",
+        i.dominf(),
+        DomInfoFlags::RUNNING,
+    );
+    report::check_eq("dom0: no shutdown code (255)", i.shutdown_code(), 255);
+    report::check_eq(
+        "dom0: one vCPU online",
+        (i.nr_online_vcpus, i.max_vcpu_id),
+        (1, 0),
+    );
+    report::check_eq(
+        "dom0: tot_pages is nr_pages",
+        i.tot_pages,
+        start_info.nr_pages,
+    );
+    report::check(
+        "dom0: shared_info_frame is start_info's shared_info",
+        i.shared_info_frame == start_info.shared_info >> 12,
+        format_args!(
+            "{:#x} vs {:#x}",
+            i.shared_info_frame, start_info.shared_info
+        ),
+    );
+    report::check_eq("dom0: all-zero handle", i.handle, [0; 16]);
+    report::check_eq(
+        "dom0: emulation flags (PIT)",
+        i.arch_config.emulation_flags,
+        1 << 8,
+    );
+    let (ret, _) = call(DomctlCmd::PauseDomain, 0, &NoPayload);
+    report::check_ret(
+        "pausedomain of dom0 itself is EINVAL",
+        ret,
+        Errno::EINVAL.neg(),
+    );
+    let (ret, _) = call(DomctlCmd::DestroyDomain, 0, &NoPayload);
+    report::check_ret(
+        "destroydomain of dom0 itself is EINVAL",
+        ret,
+        Errno::EINVAL.neg(),
+    );
+    let (ret, _) = call(DomctlCmd::UnpauseDomain, 0, &NoPayload);
+    report::check_ret(
+        "unpausedomain of dom0 (not paused) is EINVAL",
+        ret,
+        Errno::EINVAL.neg(),
+    );
+}
+
+/// Creates the first domain and checks how it starts; its id.
+fn new_domain() -> Option<u16> {
+    let (ret, _) = create(0, &pv_config(0, 1));
+    report::check_ret(
+        "createdomain with 0 vCPUs is EINVAL",
+        ret,
+        Errno::EINVAL.neg(),
+    );
+    let lapic = CreateDomain {
+        arch: ArchDomainConfig {
+            emulation_flags: 1,
+            misc_flags: 0,
+        },
+        ..pv_config(1, 1)
+    };
+    let (ret, _) = create(0, &lapic);
+    report::check_ret(
+        "createdomain of a PV domain with a LAPIC is EOPNOTSUPP",
+        ret,
+        Errno::EOPNOTSUPP.neg(),
+    );
+    let (ret, id) = create(0, &pv_config(2, 0xa1));
+    if !report::check_ret("createdomain", ret, 0) {
+        return None;
+    }
+    report::check_eq(
+        "createdomain chose id 3 (the refused ones used 1 and 2)",
+        id,
+        3,
+    );
+    let (ret, reported, i) = info(id);
+    report::check_ret("getdomaininfo of the new domain", ret, 0);
+    report::check_eq("getdomaininfo reports the new domain", reported, id);
+    report::check_eq("new domain: paused", i.dominf(), DomInfoFlags::PAUSED);
+    report::check_eq("new domain: no shutdown code (255)", i.shutdown_code(), 255);
+    report::check_eq(
+        "new domain: no pages, no allowance",
+        (i.tot_pages, i.max_pages),
+        (0, 0),
+    );
+    report::check_eq(
+        "new domain: no vCPUs",
+        (i.nr_online_vcpus, i.max_vcpu_id),
+        (0, u32::MAX),
+    );
+    report::check_eq("new domain: its handle", i.handle, [0xa1; 16]);
+    report::check_eq("new domain: no emulation", i.arch_config.emulation_flags, 0);
+    report::check(
+        "new domain: a shared_info frame",
+        i.shared_info_frame != 0,
+        format_args!("frame 0"),
+    );
+    let (ret, _) = call(DomctlCmd::MaxVcpus, id, &MaxVcpus { max: 3 });
+    report::check_ret(
+        "max_vcpus other than createdomain's is EINVAL",
+        ret,
+        Errno::EINVAL.neg(),
+    );
+    let (ret, _) = call(DomctlCmd::MaxVcpus, id, &MaxVcpus { max: 2 });
+    report::check_ret("max_vcpus", ret, 0);
+    let (_, _, i) = info(id);
+    report::check_eq(
+        "after max_vcpus: two vCPUs, none online",
+        (i.nr_online_vcpus, i.max_vcpu_id),
+        (0, 1),
+    );
+    let (ret, _) = call(
+        DomctlCmd::MaxMem,
+        id,
+        &MaxMem {
+            max_memkb: ALLOWANCE * 4,
+        },
+    );
+    report::check_ret("max_mem", ret, 0);
+    report::check_eq("after max_mem: max_pages", info(id).2.max_pages, ALLOWANCE);
+    Some(id)
+}
+
+/// dom0 populates the new domain's memory, as a domain builder does;
+/// returns the first frames it got.
+fn populate(id: u16) -> [u64; 16] {
+    let mut extents: [u64; 16] = core::array::from_fn(|i| i as u64);
+    // SAFETY: populate_physmap only fills `extents` with the new frames.
+    let done = unsafe { hc::reservation(MemoryOpCmd::PopulatePhysmap, &mut extents, 0, 0, id) };
+    report::check_ret("populate_physmap of 16 pages of the new domain", done, 16);
+    report::check_eq(
+        "the new domain has those 16 pages",
+        info(id).2.tot_pages,
+        16,
+    );
+    report::check_ret(
+        "current_reservation of the new domain",
+        hc::memory_op_domain(MemoryOpCmd::CurrentReservation, id),
+        16,
+    );
+    report::check_ret(
+        "maximum_reservation of the new domain is its max_mem",
+        hc::memory_op_domain(MemoryOpCmd::MaximumReservation, id),
+        ALLOWANCE as i64,
+    );
+    let mut more: [u64; 64] = core::array::from_fn(|i| 16 + i as u64);
+    // SAFETY: as above.
+    let done = unsafe { hc::reservation(MemoryOpCmd::PopulatePhysmap, &mut more, 0, 0, id) };
+    report::check_ret(
+        "populate_physmap stops at the allowance",
+        done,
+        (ALLOWANCE - 16) as i64,
+    );
+    report::check_eq(
+        "the new domain is at its allowance",
+        info(id).2.tot_pages,
+        ALLOWANCE,
+    );
+    extents
+}
+
+/// dom0 maps frames of the new domain, as a domain builder writes its
+/// image: `update_va_mapping_otherdomain` and `mmu_update` with
+/// `foreigndom`; without naming the owner the mapping is refused.
+fn foreign_mappings(id: u16, frames: [u64; 16]) {
+    const SLOT: usize = 0;
+    let va = mm::window_va(SLOT);
+    // SAFETY: the window is used by no Rust code; the hypervisor must map
+    // the other domain's frame there.
+    let ret = unsafe {
+        hc::update_va_mapping_otherdomain(
+            va,
+            (frames[0] << 12) | PTE_RW,
+            UVMF_INVLPG,
+            u64::from(id),
+        )
+    };
+    report::check_ret(
+        "update_va_mapping_otherdomain maps a frame of the new domain",
+        ret,
+        0,
+    );
+    if ret == 0 {
+        mm::window_write(SLOT, 3, 0x1234_5678);
+        report::check_eq(
+            "dom0 writes the new domain's frame through it",
+            mm::window_read(SLOT, 3),
+            0x1234_5678,
+        );
+    }
+    // SAFETY: as above.
+    let ret = unsafe { hc::update_va_mapping(va, (frames[1] << 12) | PTE_RW, UVMF_INVLPG) };
+    report::check_ret(
+        "mapping the new domain's frame without naming it is EBUSY",
+        ret,
+        Errno::EBUSY.neg(),
+    );
+    let Some(l1) = mm::l1_entry(va) else {
+        report::error("window L1", format_args!("the window has no L1 entry"));
+        return;
+    };
+    let req = [MmuUpdate::new(
+        MmuUpdateCmd::NormalPtUpdate,
+        l1.maddr,
+        (frames[1] << 12) | PTE_RW,
+    )];
+    // SAFETY: the request rewrites only the window's L1 entry.
+    let ret = unsafe { hc::mmu_update(&req, None, u64::from(id)) };
+    report::check_ret(
+        "mmu_update with foreigndom maps another frame of it",
+        ret,
+        0,
+    );
+    if ret == 0 {
+        mm::window_write(SLOT, 5, 0xabcd);
+        report::check_eq(
+            "dom0 writes that frame too",
+            mm::window_read(SLOT, 5),
+            0xabcd,
+        );
+    }
+    // SAFETY: as above.
+    let ret = unsafe { hc::mmu_update(&req, None, 300) };
+    report::check_ret(
+        "mmu_update with a foreigndom that does not exist is ESRCH",
+        ret,
+        Errno::ESRCH.neg(),
+    );
+    report::check_ret("unmapping the window", mm::unmap_window(SLOT), 0);
+    report::check_eq(
+        "the new domain still has its pages",
+        info(id).2.tot_pages,
+        ALLOWANCE,
+    );
+}
+
+fn pauses(id: u16) {
+    let (ret, _) = call(DomctlCmd::PauseDomain, id, &NoPayload);
+    report::check_ret("pausedomain", ret, 0);
+    let mut results = [0i64; 3];
+    for r in &mut results {
+        *r = call(DomctlCmd::UnpauseDomain, id, &NoPayload).0;
+    }
+    report::check_eq(
+        "two unpauses undo creation's pause and one more; a third is EINVAL",
+        results,
+        [0, 0, Errno::EINVAL.neg()],
+    );
+    report::check_eq(
+        "unpaused: no flags",
+        info(id).2.dominf(),
+        DomInfoFlags::empty(),
+    );
+    let (ret, _) = call(DomctlCmd::PauseDomain, id, &NoPayload);
+    report::check_ret("pausedomain again", ret, 0);
+    report::check_eq("paused again", info(id).2.dominf(), DomInfoFlags::PAUSED);
+}
+
+fn second_domain_and_list(first: u16) {
+    let (ret, id) = create(GIVEN_ID, &pv_config(1, 0xb2));
+    report::check_ret("createdomain with a given id", ret, 0);
+    report::check_eq("createdomain took the given id", id, GIVEN_ID);
+    let (ret, _) = create(GIVEN_ID, &pv_config(1, 0xb3));
+    report::check_ret(
+        "createdomain with a taken id is EEXIST",
+        ret,
+        Errno::EEXIST.neg(),
+    );
+    let (ret, reported, i) = info(first + 1);
+    report::check_ret("getdomaininfo of a free id", ret, 0);
+    report::check_eq(
+        "getdomaininfo of a free id reports the next domain up",
+        (reported, i.handle[0]),
+        (GIVEN_ID, 0xb2),
+    );
+    let (ret, _, _) = info(GIVEN_ID + 1);
+    report::check_ret(
+        "getdomaininfo above every domain is ESRCH",
+        ret,
+        Errno::ESRCH.neg(),
+    );
+
+    let mut records = [GetDomainInfo::default(); 4];
+    let list = GetDomainInfoList {
+        first_domain: 0,
+        max_domains: 4,
+        buffer: records.as_mut_ptr() as u64,
+        ..GetDomainInfoList::default()
+    };
+    let mut op = Sysctl::new(SysctlCmd::GetDomainInfoList, &list);
+    report::check_ret("getdomaininfolist", sysctl(&mut op), 0);
+    let n = op
+        .payload::<GetDomainInfoList>()
+        .map_or(0, |l| l.num_domains);
+    // SAFETY: the hypervisor wrote the records through a raw pointer;
+    // read them back without assuming the compiler saw it.
+    let records = unsafe { core::ptr::read_volatile(&raw const records) };
+    let ids = [records[0].domain, records[1].domain, records[2].domain];
+    report::check_eq(
+        "getdomaininfolist: three domains in id order",
+        (n, ids),
+        (3, [0, first, GIVEN_ID]),
+    );
+
+    remote_shutdown();
+    let (ret, _) = call(DomctlCmd::DestroyDomain, GIVEN_ID, &NoPayload);
+    report::check_ret("destroydomain of the second domain", ret, 0);
+}
+
+/// dom0 shuts the second domain down with `SCHEDOP_remote_shutdown`.
+fn remote_shutdown() {
+    report::check_ret(
+        "remote_shutdown of a domain that does not exist is ESRCH",
+        hc::sched_remote_shutdown(300, 0),
+        Errno::ESRCH.neg(),
+    );
+    report::check_ret(
+        "remote_shutdown of DOMID_SELF is ESRCH",
+        hc::sched_remote_shutdown(DomId::SELF.0, 0),
+        Errno::ESRCH.neg(),
+    );
+    report::check_ret(
+        "remote_shutdown of the second domain (reboot)",
+        hc::sched_remote_shutdown(GIVEN_ID, 1),
+        0,
+    );
+    let i = info(GIVEN_ID).2;
+    report::check_eq(
+        "after remote_shutdown: shut down, still paused, code 1",
+        (i.dominf(), i.shutdown_code()),
+        (DomInfoFlags::SHUTDOWN | DomInfoFlags::PAUSED, 1),
+    );
+    report::check_ret(
+        "remote_shutdown again (poweroff)",
+        hc::sched_remote_shutdown(GIVEN_ID, 0),
+        0,
+    );
+    report::check_eq(
+        "the first reason stays",
+        info(GIVEN_ID).2.shutdown_code(),
+        1,
+    );
+}
+
+/// The status of `port` of `dom`: state, remote domain (or 0) and
+/// remote port (interdomain only).
+fn port_status(dom: u16, port: u32) -> (i64, u32, u32, u32) {
+    let mut s = EvtchnStatus {
+        dom,
+        port,
+        ..EvtchnStatus::default()
+    };
+    let ret = hc::evtchn_status(&mut s);
+    let (remote, remote_port) = match s.status {
+        1 => (s.u[0] & 0xffff, 0),
+        2 => (s.u[0] & 0xffff, s.u[1]),
+        _ => (0, 0),
+    };
+    (ret, s.status, remote, remote_port)
+}
+
+/// The new domain's evtchn_pending bit of `port` and vCPU 0's
+/// `evtchn_upcall_mask`, read through a read-only foreign mapping of its
+/// shared_info page.
+fn peer_bits(id: u16, port: u32) -> Option<(bool, u8)> {
+    const SLOT: usize = 1;
+    let frame = info(id).2.shared_info_frame;
+    // SAFETY: the window is used by no Rust code.
+    let ret = unsafe {
+        hc::update_va_mapping_otherdomain(
+            mm::window_va(SLOT),
+            (frame << 12) | PTE_RO,
+            UVMF_INVLPG,
+            u64::from(id),
+        )
+    };
+    if ret != 0 {
+        report::error(
+            "shared_info of the new domain",
+            format_args!("cannot map it: {}", report::Ret(ret)),
+        );
+        return None;
+    }
+    let word = mm::window_read(
+        SLOT,
+        (offset_of!(SharedInfo, evtchn_pending) / 8) as u64 + u64::from(port / 64),
+    );
+    let mask = (mm::window_read(SLOT, 0) >> 8) as u8;
+    let _ = mm::unmap_window(SLOT);
+    Some((word & (1 << (port % 64)) != 0, mask))
+}
+
+/// An interdomain channel between dom0 and the new domain (which does not
+/// run): dom0 allocates the new domain's end, binds its own to it, sends
+/// (the new domain's pending bit is set) and closes (the other end is
+/// unbound again, naming dom0); then binds again. Returns dom0's port.
+fn event_channels(id: u16) -> Option<u32> {
+    if shared::map() != 0 {
+        report::error("shared_info", format_args!("cannot map it"));
+        return None;
+    }
+    let mut alloc = EvtchnAllocUnbound {
+        dom: id,
+        remote_dom: DomId::SELF.0,
+        port: 0,
+    };
+    report::check_ret(
+        "alloc_unbound in the new domain for dom0",
+        hc::evtchn_alloc_unbound(&mut alloc),
+        0,
+    );
+    report::check_eq("its port is the new domain's first", alloc.port, 1);
+    report::check_eq(
+        "status of the new domain's port: unbound, for dom0",
+        port_status(id, alloc.port),
+        (0, 1, 0, 0),
+    );
+    let mut nobody = EvtchnAllocUnbound { dom: 300, ..alloc };
+    report::check_ret(
+        "alloc_unbound in a domain that does not exist is ESRCH",
+        hc::evtchn_alloc_unbound(&mut nobody),
+        Errno::ESRCH.neg(),
+    );
+    if let Some((pending, mask)) = peer_bits(id, alloc.port) {
+        report::check_eq("the new domain's port is not pending", pending, false);
+        report::check_eq("the new domain's vCPU 0 has events unmasked", mask, 0);
+    }
+    let mut bind = EvtchnBindInterdomain {
+        remote_dom: id,
+        remote_port: alloc.port,
+        ..EvtchnBindInterdomain::default()
+    };
+    let ret = hc::evtchn_bind_interdomain(&mut bind);
+    if !report::check_ret("bind_interdomain to the new domain's port", ret, 0) {
+        return None;
+    }
+    let local = bind.local_port;
+    report::check_eq(
+        "status of dom0's port: interdomain with the new domain's",
+        port_status(DomId::SELF.0, local),
+        (0, 2, u32::from(id), alloc.port),
+    );
+    report::check_eq(
+        "status of the new domain's port: interdomain with dom0's",
+        port_status(id, alloc.port),
+        (0, 2, 0, local),
+    );
+    report::check_eq(
+        "dom0's new port is pending",
+        shared::evtchn_pending(local),
+        Some(true),
+    );
+    let mut again = EvtchnBindInterdomain { ..bind };
+    report::check_ret(
+        "binding a connected port again is EINVAL",
+        hc::evtchn_bind_interdomain(&mut again),
+        Errno::EINVAL.neg(),
+    );
+    report::check_ret("send from dom0", hc::evtchn_send(local), 0);
+    if let Some((pending, _)) = peer_bits(id, alloc.port) {
+        report::check_eq("the send made the new domain's port pending", pending, true);
+    }
+    report::check_ret("close dom0's port", hc::evtchn_close(local), 0);
+    report::check_eq(
+        "after the close the new domain's port is unbound, for dom0",
+        port_status(id, alloc.port),
+        (0, 1, 0, 0),
+    );
+    let ret = hc::evtchn_bind_interdomain(&mut bind);
+    report::check_ret("bind_interdomain again", ret, 0);
+    (ret == 0).then_some(bind.local_port)
+}
+
+fn destroy(id: u16, bound: Option<u32>) {
+    if shared::map() != 0 {
+        report::error("shared_info", format_args!("cannot map it"));
+        return;
+    }
+    let mut bind = EvtchnBindVirq {
+        virq: Virq::DomExc as u32,
+        vcpu: 0,
+        port: 0,
+    };
+    if !report::check_ret("bind VIRQ_DOM_EXC", hc::evtchn_bind_virq(&mut bind), 0) {
+        return;
+    }
+    let _ = shared::clear_evtchn_pending(bind.port);
+    let (ret, _) = call(DomctlCmd::DestroyDomain, id, &NoPayload);
+    report::check_ret("destroydomain", ret, 0);
+    report::check_eq(
+        "destroydomain raises VIRQ_DOM_EXC",
+        shared::evtchn_pending(bind.port),
+        Some(true),
+    );
+    if let Some(port) = bound {
+        report::check_eq(
+            "after destroydomain dom0's port is unbound, naming the destroyed domain",
+            port_status(DomId::SELF.0, port),
+            (0, 1, u32::from(id), 0),
+        );
+        let _ = hc::evtchn_close(port);
+    }
+    let (ret, reported, i) = info(id);
+    let gone = ret == Errno::ESRCH.neg()
+        || (ret == 0 && reported != id)
+        || (ret == 0 && i.dominf().contains(DomInfoFlags::DYING));
+    report::check(
+        "after destroydomain the domain is gone or dying",
+        gone,
+        format_args!("{} d{reported} flags {:#x}", report::Ret(ret), i.flags),
+    );
+    let (ret, _) = call(DomctlCmd::PauseDomain, 300, &NoPayload);
+    report::check_ret(
+        "pausedomain of a domain that never existed is still ESRCH",
+        ret,
+        Errno::ESRCH.neg(),
+    );
+    let _ = hc::evtchn_close(bind.port);
+}
