@@ -433,7 +433,7 @@ mod tests {
     fn domu(id: u16) -> Box<DomainEntry> {
         Box::new(DomainEntry::new(Domain::domu(
             DomId(id),
-            [id as u8; 16],
+            [id.to_le_bytes()[0]; 16],
             2,
             1023,
             0x5000,

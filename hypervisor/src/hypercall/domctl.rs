@@ -966,7 +966,7 @@ mod tests {
         assert_eq!(out.payload::<GetDomainInfoList>().unwrap().num_domains, 3);
         let size = GetDomainInfo::SIZE;
         let at = |m: &FakeMachine, i: usize| {
-            let start = (LIST - BASE) as usize + i * size;
+            let start = usize::try_from(LIST - BASE).unwrap() + i * size;
             GetDomainInfo::from_wire(&m.guest[start..start + size])
                 .unwrap()
                 .domain

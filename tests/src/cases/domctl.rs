@@ -367,7 +367,7 @@ fn populate(id: u16) -> [u64; 16] {
     report::check_ret(
         "maximum_reservation of the new domain is its max_mem",
         hc::memory_op_domain(MemoryOpCmd::MaximumReservation, id),
-        ALLOWANCE as i64,
+        ALLOWANCE.cast_signed(),
     );
     let mut more: [u64; 64] = core::array::from_fn(|i| 16 + i as u64);
     // SAFETY: as above.
@@ -375,7 +375,7 @@ fn populate(id: u16) -> [u64; 16] {
     report::check_ret(
         "populate_physmap stops at the allowance",
         done,
-        (ALLOWANCE - 16) as i64,
+        (ALLOWANCE - 16).cast_signed(),
     );
     report::check_eq(
         "the new domain is at its allowance",
@@ -611,7 +611,7 @@ fn peer_bits(id: u16, port: u32) -> Option<(bool, u8)> {
         SLOT,
         (offset_of!(SharedInfo, evtchn_pending) / 8) as u64 + u64::from(port / 64),
     );
-    let mask = (mm::window_read(SLOT, 0) >> 8) as u8;
+    let mask = mm::window_read(SLOT, 0).to_le_bytes()[1];
     let _ = mm::unmap_window(SLOT);
     Some((word & (1 << (port % 64)) != 0, mask))
 }
