@@ -20,7 +20,7 @@ use crate::mm::frame_table::{Owner, PageType};
 use crate::mm::pte;
 use crate::mm::types::Mmu;
 use crate::vcpu::Pending;
-use dom0_abi::types::Mfn;
+use dom0_abi::types::{DomId, Mfn};
 
 /// Descriptors per GDT frame.
 const PER_FRAME: u64 = 512;
@@ -87,7 +87,19 @@ pub fn take_gdt_frames(
     fx: &mut Effects,
     frames: &[u64],
 ) -> Result<(), Errno> {
-    let owner = Owner::Domain(env.domain().id);
+    let dom = env.domain().id;
+    take_gdt_frames_of(env, fx, dom, frames)
+}
+
+/// [`take_gdt_frames`] for domain `dom`'s frames (the caller's, or
+/// another domain's whose context the control domain sets).
+pub fn take_gdt_frames_of(
+    env: &mut impl MmuEnv,
+    fx: &mut Effects,
+    dom: DomId,
+    frames: &[u64],
+) -> Result<(), Errno> {
+    let owner = Owner::Domain(dom);
     for (i, &mfn) in frames.iter().enumerate() {
         if let Err(e) = take_frame(env, fx, Mfn(mfn), owner) {
             release(env, fx, &frames[..i]);

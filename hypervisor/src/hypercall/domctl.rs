@@ -31,10 +31,11 @@ use alloc::boxed::Box;
 use alloc::vec::Vec;
 
 use dom0_abi::Errno;
+use dom0_abi::cpu::{VcpuGuestContext, VgcfFlags};
 use dom0_abi::domctl::{
     AddressSize, CdfFlags, CreateDomain, DomInfoFlags, Domctl, DomctlCmd, EmulationFlags,
     GRANT_VERSION_MASK, GetDomainInfo, INVALID_MAX_VCPU_ID, MaxMem, MaxVcpus, MiscFlags,
-    SetDomainHandle, XEN_DOMCTL_INTERFACE_VERSION, XEN_SCHEDULER_CREDIT2,
+    SetDomainHandle, VcpuContext, XEN_DOMCTL_INTERFACE_VERSION, XEN_SCHEDULER_CREDIT2,
 };
 use dom0_abi::event_channel::Virq;
 use dom0_abi::sysctl::{
@@ -44,7 +45,8 @@ use dom0_abi::types::{DomId, Mfn};
 use dom0_abi::vcpu::RUNSTATE_RUNNING;
 use dom0_abi::wire::Wire;
 
-use super::mmu::MmuEnv;
+use super::mmu::{MmuEnv, VALID_VM_ASSISTS};
+use super::vcpu;
 use super::{read_struct, write_struct};
 use crate::domain::{Domain, DomainEntry, EMU_PIT, MAX_PAUSES};
 use crate::evtchn::{EventBits, EventChannels};
@@ -54,7 +56,7 @@ use crate::mm::frame_table::{FrameTable, Owner};
 use crate::mm::lifecycle::TeardownReport;
 use crate::mm::machine::VcpuMm;
 use crate::mm::types::Mmu;
-use crate::vcpu::Vcpu;
+use crate::vcpu::{Power, Vcpu};
 
 /// Most vCPUs of a PV domain (Xen's `MAX_VIRT_CPUS`).
 const MAX_PV_VCPUS: u32 = 8192;
@@ -215,6 +217,13 @@ pub fn domctl(env: &mut impl ControlEnv, fx: &mut Effects, arg: u64) -> Result<u
             }
             Ok(0)
         }
+        DomctlCmd::SetVcpuContext => {
+            if itself {
+                return Err(Errno::EINVAL);
+            }
+            let VcpuContext { vcpu, ctxt, .. } = op.payload().ok_or(Errno::EFAULT)?;
+            set_vcpu_context(env, fx, target, vcpu, ctxt)
+        }
         DomctlCmd::SetDomainHandle => {
             let SetDomainHandle { handle } = op.payload().ok_or(Errno::EFAULT)?;
             target_domain(env, target)?.handle = handle;
@@ -312,6 +321,75 @@ fn target_domain(env: &mut impl ControlEnv, id: DomId) -> Result<&mut Domain, Er
         return Ok(env.domain());
     }
     Ok(&mut other(env, id)?.domain)
+}
+
+/// `setvcpucontext` of vCPU `id` of domain `dom` (not the caller) from
+/// the `vcpu_guest_context` at `ctxt`, as Xen's `arch_set_info_guest`
+/// does for a 64-bit PV vCPU: `EINVAL` for a vCPU that was not created,
+/// a context [`vcpu::check_context`] refuses, `vm_assist` bits outside the
+/// PV set (vCPU 0), a first load in user mode without a user L4, GDT
+/// frames that cannot hold descriptors; an L4 (`ctrlreg[3]`, and
+/// `ctrlreg[1]` if set) that is not the domain's or fails validation gets
+/// the memory core's error; the L4 is then the vCPU's base pointer, with
+/// its type reference (every table below validated). A vCPU already
+/// loaded may only be given the same L4s, GDT and LDT again
+/// (`EOPNOTSUPP`), which reloads its registers. `VGCF_online` brings the
+/// vCPU up (the domain's pause still holds it). A NULL `ctxt` is
+/// `EINVAL` here (Xen resets the vCPU). Nothing changes on error.
+fn set_vcpu_context(
+    env: &mut impl ControlEnv,
+    fx: &mut Effects,
+    dom: DomId,
+    id: u32,
+    ctxt: u64,
+) -> Result<u64, Errno> {
+    let index = usize::try_from(id).map_err(|_| Errno::EINVAL)?;
+    let loaded = {
+        let entry = other(env, dom)?;
+        let v = entry.vcpus.get(index).ok_or(Errno::EINVAL)?;
+        v.initialised.then_some((v.mm, v.gdt_frames, v.gdt_count))
+    };
+    if ctxt == 0 {
+        return Err(Errno::EINVAL);
+    }
+    let c: VcpuGuestContext = read_struct(env, ctxt)?;
+    vcpu::check_context(&c)?;
+    let flags = VgcfFlags::from_bits_retain(c.flags);
+    if id == 0 && c.vm_assist & !VALID_VM_ASSISTS != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let roots = match loaded {
+        None => {
+            if !flags.contains(VgcfFlags::IN_KERNEL) && c.ctrlreg[1] == 0 {
+                return Err(Errno::EINVAL);
+            }
+            vcpu::take_roots(env, fx, dom, &c)?
+        }
+        Some((mm, gdt_frames, gdt_count)) => {
+            let same = mm.kernel_l4 == Some(Mfn(c.ctrlreg[3] >> 12))
+                && mm.user_l4 == (c.ctrlreg[1] != 0).then_some(Mfn(c.ctrlreg[1] >> 12))
+                && mm.ldt_base == c.ldt_base
+                && u64::from(mm.ldt_ents) == c.ldt_ents
+                && gdt_count == usize::try_from(c.gdt_ents.div_ceil(512)).unwrap_or(usize::MAX)
+                && gdt_frames[..gdt_count] == c.gdt_frames[..gdt_count];
+            if !same {
+                return Err(Errno::EOPNOTSUPP);
+            }
+            vcpu::Roots::held(&mm, gdt_frames, gdt_count)
+        }
+    };
+    let entry = other(env, dom)?;
+    if id == 0 {
+        entry.domain.mm.vm_assist = c.vm_assist;
+    }
+    let vcpu = entry.vcpus.get_mut(index).ok_or(Errno::EINVAL)?;
+    vcpu::load_context(vcpu, &c, &roots);
+    vcpu.power = if flags.contains(VgcfFlags::ONLINE) {
+        Power::Up
+    } else {
+        Power::Down
+    };
+    Ok(0)
 }
 
 /// Checks a `createdomain` configuration as Xen 4.17 does for a PV domain.
@@ -1126,5 +1204,80 @@ mod tests {
         assert_eq!(info(&mut m, id).unwrap().shutdown_code(), 1);
         m.domain.mm.privilege = None;
         assert_eq!(shut(&mut m, id, 0), Err(Errno::EPERM));
+    }
+
+    #[test]
+    fn setvcpucontext_validates_and_takes_the_l4() {
+        let mut m = machine();
+        let free = m.free.len();
+        let id = create(&mut m, 0, 2).unwrap();
+        let (r, _) = call(&mut m, DomctlCmd::MaxMem, id, &MaxMem { max_memkb: 64 });
+        assert_eq!(r, Ok(0));
+        const CTXT: u64 = BASE + 0x2000;
+        let set = |m: &mut FakeMachine, vcpu: u32, c: &VcpuGuestContext| {
+            c.to_wire(&mut m.guest[0x2000..0x2000 + VcpuGuestContext::SIZE])
+                .unwrap();
+            let arg = VcpuContext {
+                vcpu,
+                pad: 0,
+                ctxt: CTXT,
+            };
+            call(m, DomctlCmd::SetVcpuContext, id, &arg).0
+        };
+        let l4 = m.give(DomId(id));
+        let mut c = VcpuGuestContext::zeroed();
+        c.flags = (VgcfFlags::IN_KERNEL | VgcfFlags::ONLINE).bits();
+        c.user_regs.rip = 0x1000;
+        c.ctrlreg[3] = l4.0 << 12;
+        assert_eq!(
+            set(&mut m, 0, &c),
+            Err(Errno::EINVAL),
+            "vCPUs not created yet"
+        );
+        let (r, _) = call(&mut m, DomctlCmd::MaxVcpus, id, &MaxVcpus { max: 2 });
+        assert_eq!(r, Ok(0));
+        assert_eq!(set(&mut m, 2, &c), Err(Errno::EINVAL));
+        let own = m.give(DomId(0));
+        let theirs = VcpuGuestContext {
+            ctrlreg: [0, 0, 0, own.0 << 12, 0, 0, 0, 0],
+            ..c
+        };
+        assert_eq!(set(&mut m, 0, &theirs), Err(Errno::EINVAL), "dom0's frame");
+        let user = VcpuGuestContext {
+            flags: VgcfFlags::ONLINE.bits(),
+            ..c
+        };
+        assert_eq!(
+            set(&mut m, 0, &user),
+            Err(Errno::EINVAL),
+            "user mode, no user L4"
+        );
+        let assists = VcpuGuestContext {
+            vm_assist: 1 << 6,
+            ..c
+        };
+        assert_eq!(set(&mut m, 0, &assists), Err(Errno::EINVAL));
+        assert_eq!(set(&mut m, 0, &c), Ok(0));
+        let v = &m.others[&id].vcpus[0];
+        assert_eq!(v.mm.kernel_l4, Some(l4));
+        assert!(v.initialised && v.is_up());
+        assert_eq!(v.context.rip, 0x1000);
+        assert_eq!(info(&mut m, id).unwrap().nr_online_vcpus, 1);
+        let moved = VcpuGuestContext {
+            ctrlreg: [0, 0, 0, (l4.0 + 1) << 12, 0, 0, 0, 0],
+            ..c
+        };
+        assert_eq!(set(&mut m, 0, &moved), Err(Errno::EOPNOTSUPP));
+        let offline = VcpuGuestContext {
+            flags: VgcfFlags::IN_KERNEL.bits(),
+            ..c
+        };
+        assert_eq!(set(&mut m, 0, &offline), Ok(0), "the same L4 again");
+        assert!(!m.others[&id].vcpus[0].is_up());
+        assert_eq!(
+            call(&mut m, DomctlCmd::DestroyDomain, id, &NoPayload).0,
+            Ok(0)
+        );
+        assert_eq!(m.free.len(), free - 1, "all but dom0's frame are back");
     }
 }

@@ -776,7 +776,7 @@ fn update_va(
 
 /// The `vm_assist` types a 64-bit PV guest may use (Xen's
 /// `PV64_VM_ASSIST_MASK`).
-const VALID_VM_ASSISTS: u64 = {
+pub(super) const VALID_VM_ASSISTS: u64 = {
     let mut mask = 0;
     let mut i = 0;
     while i < VmAssistType::ALL.len() {

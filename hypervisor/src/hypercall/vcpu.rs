@@ -17,20 +17,21 @@ use dom0_abi::segment::{
     FIRST_RESERVED_GDT_ENTRY, FLAT_RING3_CS32, FLAT_RING3_CS64, FLAT_RING3_DS, RING1_KERNEL_CS,
     RING1_KERNEL_SS,
 };
-use dom0_abi::types::Mfn;
+use dom0_abi::types::{DomId, Mfn};
 use dom0_abi::vcpu::{
     RUNSTATE_OFFLINE, RUNSTATE_RUNNABLE, VcpuOpCmd, VcpuSetPeriodicTimer, VcpuSetSingleshotTimer,
 };
 
-use super::desc::{MAX_GDT_FRAMES, release, take_gdt_frames};
+use super::desc::{MAX_GDT_FRAMES, release, take_gdt_frames_of};
 use super::mmu::MmuEnv;
 use super::{Env, read_struct, write_struct};
 use crate::layout::{guest_range_ok, is_canonical};
 use crate::mm::effects::Effects;
+use crate::mm::machine::VcpuMm;
 use crate::mm::types::Mmu;
 use crate::regs::GuestRegs;
 use crate::timer::{MAX_PERIOD_NS, MIN_PERIOD_NS};
-use crate::vcpu::{Callback, DataSelectors, FpuArea, Pending, Power, TrapGate, debug};
+use crate::vcpu::{Callback, DataSelectors, FpuArea, Pending, Power, TrapGate, Vcpu, debug};
 
 /// Most LDT entries (`ldt_ents`).
 const MAX_LDT_ENTRIES: u64 = 8192;
@@ -175,7 +176,7 @@ fn down(env: &mut impl Env, id: u32) -> Result<u64, Errno> {
 /// every address canonical (`EINVAL`), the LDT page-aligned, in guest
 /// space and at most 8192 entries, the GDT at most 7168 entries, the debug
 /// registers as `set_debugreg` allows them.
-fn check_context(c: &VcpuGuestContext) -> Result<(), Errno> {
+pub(super) fn check_context(c: &VcpuGuestContext) -> Result<(), Errno> {
     let addresses = [
         c.user_regs.rip,
         c.user_regs.rsp,
@@ -259,11 +260,49 @@ fn initialise(env: &mut impl MmuEnv, fx: &mut Effects, id: u32, arg: u64) -> Res
         return Err(Errno::EEXIST);
     }
     check_context(&c)?;
+    let dom = env.domain().id;
+    let roots = take_roots(env, fx, dom, &c)?;
+    let vcpu = env.vcpu_by_id(id).ok_or(Errno::ENOENT)?;
+    load_context(vcpu, &c, &roots);
+    Ok(0)
+}
+
+/// What a context's first load holds in the frame table: its GDT frames'
+/// descriptor type and its L4s as base pointers.
+pub(super) struct Roots {
+    gdt_frames: [u64; MAX_GDT_FRAMES],
+    gdt_count: usize,
+    kernel_l4: Mfn,
+    user_l4: Option<Mfn>,
+}
+
+impl Roots {
+    /// What a loaded vCPU holds already (`mm`'s L4s, its GDT frames).
+    pub(super) fn held(mm: &VcpuMm, gdt_frames: [u64; MAX_GDT_FRAMES], gdt_count: usize) -> Roots {
+        Roots {
+            gdt_frames,
+            gdt_count,
+            kernel_l4: mm.kernel_l4.unwrap_or(Mfn(0)),
+            user_l4: mm.user_l4,
+        }
+    }
+}
+
+/// Takes what the first load of context `c` into a vCPU of domain `dom`
+/// holds: the GDT frames' descriptor type (`EINVAL` if one cannot hold
+/// descriptors), the kernel L4 and the user L4 (if any) as page-table
+/// bases of `dom`, validating every table below them (their own error).
+/// Nothing is held on error.
+pub(super) fn take_roots(
+    env: &mut impl MmuEnv,
+    fx: &mut Effects,
+    dom: DomId,
+    c: &VcpuGuestContext,
+) -> Result<Roots, Errno> {
     let gdt_count = usize::try_from(c.gdt_ents.div_ceil(512)).map_err(|_| Errno::EINVAL)?;
     let mut gdt_frames = [0u64; MAX_GDT_FRAMES];
     gdt_frames[..gdt_count].copy_from_slice(&c.gdt_frames[..gdt_count]);
-    take_gdt_frames(env, fx, &gdt_frames[..gdt_count])?;
-    let dom = env.domain().id;
+    take_gdt_frames_of(env, fx, dom, &gdt_frames[..gdt_count])?;
     let kernel_l4 = Mfn(c.ctrlreg[3] >> 12);
     let user_l4 = (c.ctrlreg[1] != 0).then_some(Mfn(c.ctrlreg[1] >> 12));
     let roots = {
@@ -282,10 +321,19 @@ fn initialise(env: &mut impl MmuEnv, fx: &mut Effects, id: u32, arg: u64) -> Res
         release(env, fx, &gdt_frames[..gdt_count]);
         return Err(e);
     }
+    Ok(Roots {
+        gdt_frames,
+        gdt_count,
+        kernel_l4,
+        user_l4,
+    })
+}
+
+/// Loads context `c` into `vcpu`, which now owns `roots`.
+pub(super) fn load_context(vcpu: &mut Vcpu, c: &VcpuGuestContext, roots: &Roots) {
     let flags = VgcfFlags::from_bits_retain(c.flags);
     let in_kernel = flags.contains(VgcfFlags::IN_KERNEL);
-    let vcpu = env.vcpu_by_id(id).ok_or(Errno::ENOENT)?;
-    vcpu.context = start_registers(&c, in_kernel);
+    vcpu.context = start_registers(c, in_kernel);
     vcpu.selectors = DataSelectors {
         ds: c.user_regs.ds,
         es: c.user_regs.es,
@@ -324,16 +372,16 @@ fn initialise(env: &mut impl MmuEnv, fx: &mut Effects, id: u32, arg: u64) -> Res
     for index in [0, 1, 2, 3, 6, 7] {
         vcpu.debugreg[index] = c.debugreg[index];
     }
-    vcpu.gdt_frames = gdt_frames;
-    vcpu.gdt_count = gdt_count;
+    vcpu.gdt_frames = roots.gdt_frames;
+    vcpu.gdt_count = roots.gdt_count;
     vcpu.gdt_entries = c.gdt_ents;
-    vcpu.mm.kernel_l4 = Some(kernel_l4);
-    vcpu.mm.user_l4 = user_l4;
+    vcpu.mm.kernel_l4 = Some(roots.kernel_l4);
+    vcpu.mm.user_l4 = roots.user_l4;
     vcpu.mm.ldt_base = c.ldt_base;
-    vcpu.mm.ldt_ents = u32::try_from(c.ldt_ents).map_err(|_| Errno::EINVAL)?;
+    // `check_context` bounded it by 8192.
+    vcpu.mm.ldt_ents = u32::try_from(c.ldt_ents).unwrap_or(0);
     vcpu.pending = Pending::all();
     vcpu.initialised = true;
-    Ok(0)
 }
 
 #[cfg(test)]

@@ -18,6 +18,13 @@
 //! - dom0 populates the new domain's memory up to its `max_mem`
 //!   allowance (the extents beyond it are not done), and its page count
 //!   and `current_reservation` follow;
+//! - dom0 writes page tables into four of the new domain's frames and
+//!   loads vCPU 0's context with that L4 (`setvcpucontext`): a vCPU not
+//!   created, dom0 itself, dom0's own L4, user mode without a user L4 and
+//!   a non-canonical rip are `EINVAL`; once loaded, the vCPU is online
+//!   (the domain still paused), another L4 is `EOPNOTSUPP`, the same one
+//!   reloads (offline), and the L4 can no longer be mapped writable
+//!   (`EBUSY`);
 //! - pauses are counted: one more `unpausedomain` than pauses is `EINVAL`;
 //!   dom0 cannot pause or destroy itself (`EINVAL`);
 //! - `getdomaininfolist` lists the domains in id order;
@@ -47,9 +54,10 @@
 use core::mem::offset_of;
 use guest_pv_shim::dom0_abi::Errno;
 use guest_pv_shim::dom0_abi::Hypercall;
+use guest_pv_shim::dom0_abi::cpu::{VcpuGuestContext, VgcfFlags};
 use guest_pv_shim::dom0_abi::domctl::{
     ArchDomainConfig, CreateDomain, DomInfoFlags, Domctl, DomctlCmd, GetDomainInfo, MaxMem,
-    MaxVcpus, NoPayload, XEN_SCHEDULER_CREDIT2,
+    MaxVcpus, NoPayload, VcpuContext, XEN_SCHEDULER_CREDIT2,
 };
 
 use guest_pv_shim::dom0_abi::event_channel::{
@@ -142,6 +150,7 @@ pub fn run(start_info: &'static StartInfo) {
     };
     let frames = populate(first);
     foreign_mappings(first, frames);
+    vcpu_context(first, frames);
     pauses(first);
     let bound = event_channels(first);
     second_domain_and_list(first);
@@ -458,6 +467,144 @@ fn foreign_mappings(id: u16, frames: [u64; 16]) {
         info(id).2.tot_pages,
         ALLOWANCE,
     );
+}
+
+/// Writes `entries` (index, value) into the new domain's frame `mfn`
+/// through a writable foreign mapping, which is then removed.
+fn write_foreign(id: u16, mfn: u64, entries: &[(u64, u64)]) -> bool {
+    const SLOT: usize = 2;
+    // SAFETY: the window is used by no Rust code.
+    let ret = unsafe {
+        hc::update_va_mapping_otherdomain(
+            mm::window_va(SLOT),
+            (mfn << 12) | PTE_RW,
+            UVMF_INVLPG,
+            u64::from(id),
+        )
+    };
+    if ret != 0 {
+        report::error(
+            "foreign frame",
+            format_args!("cannot map it: {}", report::Ret(ret)),
+        );
+        return false;
+    }
+    for &(index, value) in entries {
+        mm::window_write(SLOT, index, value);
+    }
+    mm::unmap_window(SLOT) == 0
+}
+
+/// `setvcpucontext(vcpu, ctxt)` of domain `id`.
+fn set_context(id: u16, vcpu: u32, ctx: &VcpuGuestContext) -> i64 {
+    let arg = VcpuContext {
+        vcpu,
+        pad: 0,
+        ctxt: core::ptr::from_ref(ctx) as u64,
+    };
+    call(DomctlCmd::SetVcpuContext, id, &arg).0
+}
+
+/// dom0 writes page tables for the new domain into four of its frames
+/// (L4 -> L3 -> L2 -> L1 -> its first frame) and loads vCPU 0's context
+/// with that L4, as a domain builder does: the L4 must be the new
+/// domain's, and once loaded, only the same one may be loaded again.
+fn vcpu_context(id: u16, frames: [u64; 16]) {
+    const TABLE: u64 = 0x67; // present, writable, user, accessed, dirty
+    const LEAF: u64 = 0x63; // present, writable, accessed, dirty
+    let [data, _, l4, l3, l2, l1, ..] = frames;
+    let written = write_foreign(id, l1, &[(0, (data << 12) | LEAF)])
+        && write_foreign(id, l2, &[(0, (l1 << 12) | TABLE)])
+        && write_foreign(id, l3, &[(0, (l2 << 12) | TABLE)])
+        && write_foreign(id, l4, &[(0, (l3 << 12) | TABLE)]);
+    if !written {
+        return;
+    }
+    let mut ctx = VcpuGuestContext::zeroed();
+    ctx.flags = (VgcfFlags::IN_KERNEL | VgcfFlags::ONLINE).bits();
+    ctx.user_regs.rip = 0x100;
+    ctx.user_regs.rsp = 0x1000;
+    ctx.user_regs.cs = 0xe033;
+    ctx.user_regs.ss = 0xe02b;
+    ctx.user_regs.rflags = 0x200;
+    ctx.kernel_ss = 0xe02b;
+    ctx.kernel_sp = 0x1000;
+    ctx.ctrlreg[3] = l4 << 12;
+    report::check_ret(
+        "setvcpucontext of vCPU 2 (not created) is EINVAL",
+        set_context(id, 2, &ctx),
+        Errno::EINVAL.neg(),
+    );
+    report::check_ret(
+        "setvcpucontext of dom0 itself is EINVAL",
+        set_context(0, 0, &ctx),
+        Errno::EINVAL.neg(),
+    );
+    let mut own = ctx;
+    own.ctrlreg[3] = mm::boot_l4_mfn() << 12;
+    report::check_ret(
+        "setvcpucontext with dom0's L4 is EINVAL",
+        set_context(id, 0, &own),
+        Errno::EINVAL.neg(),
+    );
+    let mut user = ctx;
+    user.flags = VgcfFlags::ONLINE.bits();
+    report::check_ret(
+        "setvcpucontext in user mode without a user L4 is EINVAL",
+        set_context(id, 0, &user),
+        Errno::EINVAL.neg(),
+    );
+    let mut odd = ctx;
+    odd.user_regs.rip = 0x8000_0000_0000_0000;
+    report::check_ret(
+        "setvcpucontext with a non-canonical rip is EINVAL",
+        set_context(id, 0, &odd),
+        Errno::EINVAL.neg(),
+    );
+    report::check_ret(
+        "setvcpucontext of vCPU 0 with its page tables",
+        set_context(id, 0, &ctx),
+        0,
+    );
+    let i = info(id).2;
+    report::check_eq(
+        "after setvcpucontext: vCPU 0 online, still paused",
+        (i.nr_online_vcpus, i.dominf()),
+        (1, DomInfoFlags::PAUSED),
+    );
+    let mut other_l4 = ctx;
+    other_l4.ctrlreg[3] = l3 << 12;
+    report::check_ret(
+        "setvcpucontext again with another L4 is EOPNOTSUPP",
+        set_context(id, 0, &other_l4),
+        Errno::EOPNOTSUPP.neg(),
+    );
+    let mut offline = ctx;
+    offline.flags = VgcfFlags::IN_KERNEL.bits();
+    report::check_ret(
+        "setvcpucontext again with the same L4, offline",
+        set_context(id, 0, &offline),
+        0,
+    );
+    report::check_eq("vCPU 0 is offline again", info(id).2.nr_online_vcpus, 0);
+    // SAFETY: the window is used by no Rust code; the frame is now a page
+    // table of the new domain, which must not be mapped writable.
+    let ret = unsafe {
+        hc::update_va_mapping_otherdomain(
+            mm::window_va(2),
+            (l4 << 12) | PTE_RW,
+            UVMF_INVLPG,
+            u64::from(id),
+        )
+    };
+    report::check_ret(
+        "a writable mapping of the loaded L4 is EBUSY",
+        ret,
+        Errno::EBUSY.neg(),
+    );
+    if ret == 0 {
+        let _ = mm::unmap_window(2);
+    }
 }
 
 fn pauses(id: u16) {
