@@ -34,10 +34,11 @@ use dom0_abi::Errno;
 use dom0_abi::cpu::{VcpuGuestContext, VgcfFlags};
 use dom0_abi::domctl::{
     AddressSize, CdfFlags, CreateDomain, DomInfoFlags, Domctl, DomctlCmd, EmulationFlags,
-    GRANT_VERSION_MASK, GetDomainInfo, INVALID_MAX_VCPU_ID, MaxMem, MaxVcpus, MiscFlags,
-    SetDomainHandle, VcpuContext, XEN_DOMCTL_INTERFACE_VERSION, XEN_SCHEDULER_CREDIT2,
+    GRANT_VERSION_MASK, GetDomainInfo, HypercallInit, INVALID_MAX_VCPU_ID, MaxMem, MaxVcpus,
+    MiscFlags, SetDomainHandle, VcpuContext, XEN_DOMCTL_INTERFACE_VERSION, XEN_SCHEDULER_CREDIT2,
 };
 use dom0_abi::event_channel::Virq;
+use dom0_abi::hypercall::{HYPERCALL_PAGE_SIZE, fill_hypercall_page};
 use dom0_abi::sysctl::{
     GetDomainInfoList, PhysCap, PhysInfo, SchedId, Sysctl, SysctlCmd, XEN_SYSCTL_INTERFACE_VERSION,
 };
@@ -52,7 +53,7 @@ use crate::domain::{Domain, DomainEntry, EMU_PIT, MAX_PAUSES};
 use crate::evtchn::{EventBits, EventChannels};
 use crate::mm::effects::Effects;
 use crate::mm::foreign::WithDomain;
-use crate::mm::frame_table::{FrameTable, Owner};
+use crate::mm::frame_table::{FrameTable, Owner, PageType};
 use crate::mm::lifecycle::TeardownReport;
 use crate::mm::machine::VcpuMm;
 use crate::mm::types::Mmu;
@@ -224,6 +225,10 @@ pub fn domctl(env: &mut impl ControlEnv, fx: &mut Effects, arg: u64) -> Result<u
             let VcpuContext { vcpu, ctxt, .. } = op.payload().ok_or(Errno::EFAULT)?;
             set_vcpu_context(env, fx, target, vcpu, ctxt)
         }
+        DomctlCmd::HypercallInit => {
+            let HypercallInit { gmfn } = op.payload().ok_or(Errno::EFAULT)?;
+            hypercall_init(env, fx, target, Mfn(gmfn))
+        }
         DomctlCmd::SetDomainHandle => {
             let SetDomainHandle { handle } = op.payload().ok_or(Errno::EFAULT)?;
             target_domain(env, target)?.handle = handle;
@@ -389,6 +394,36 @@ fn set_vcpu_context(
     } else {
         Power::Down
     };
+    Ok(0)
+}
+
+/// `hypercall_init`: fills frame `mfn` of domain `dom` with this
+/// hypervisor's hypercall stubs (`int $0x82`), holding a writable type
+/// reference while it writes, as Xen does. `EINVAL` if the frame is not
+/// the domain's, `EPERM` if it cannot be writable (a page table or
+/// descriptor frame).
+fn hypercall_init(
+    env: &mut impl ControlEnv,
+    fx: &mut Effects,
+    dom: DomId,
+    mfn: Mfn,
+) -> Result<u64, Errno> {
+    let owner = Owner::Domain(dom);
+    let owned = crate::index::get_mut(env.frames(), mfn.0).is_some_and(|f| f.owner() == owner);
+    if !owned {
+        return Err(Errno::EINVAL);
+    }
+    Mmu::new(env, fx)
+        .get_page_and_type(mfn, owner, PageType::Writable)
+        .map_err(|_| Errno::EPERM)?;
+    let mut page = [0u8; HYPERCALL_PAGE_SIZE];
+    fill_hypercall_page(&mut page);
+    for (index, word) in page.chunks_exact(8).enumerate() {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(word);
+        env.write_pte(mfn, index, u64::from_le_bytes(bytes));
+    }
+    Mmu::new(env, fx).put_page_and_type(mfn);
     Ok(0)
 }
 

@@ -24,7 +24,8 @@
 //!   a non-canonical rip are `EINVAL`; once loaded, the vCPU is online
 //!   (the domain still paused), another L4 is `EOPNOTSUPP`, the same one
 //!   reloads (offline), and the L4 can no longer be mapped writable
-//!   (`EBUSY`);
+//!   (`EBUSY`); `hypercall_init` fills another of its frames with stubs,
+//!   and refuses dom0's frame (`EINVAL`) and the loaded L4 (`EPERM`);
 //! - pauses are counted: one more `unpausedomain` than pauses is `EINVAL`;
 //!   dom0 cannot pause or destroy itself (`EINVAL`);
 //! - `getdomaininfolist` lists the domains in id order;
@@ -56,8 +57,8 @@ use guest_pv_shim::dom0_abi::Errno;
 use guest_pv_shim::dom0_abi::Hypercall;
 use guest_pv_shim::dom0_abi::cpu::{VcpuGuestContext, VgcfFlags};
 use guest_pv_shim::dom0_abi::domctl::{
-    ArchDomainConfig, CreateDomain, DomInfoFlags, Domctl, DomctlCmd, GetDomainInfo, MaxMem,
-    MaxVcpus, NoPayload, VcpuContext, XEN_SCHEDULER_CREDIT2,
+    ArchDomainConfig, CreateDomain, DomInfoFlags, Domctl, DomctlCmd, GetDomainInfo, HypercallInit,
+    MaxMem, MaxVcpus, NoPayload, VcpuContext, XEN_SCHEDULER_CREDIT2,
 };
 
 use guest_pv_shim::dom0_abi::event_channel::{
@@ -605,6 +606,47 @@ fn vcpu_context(id: u16, frames: [u64; 16]) {
     if ret == 0 {
         let _ = mm::unmap_window(2);
     }
+    hypercall_page(id, frames[6], l4);
+}
+
+/// `hypercall_init` fills a frame of the new domain with stubs; not on a
+/// frame of another domain (`EINVAL`) or on one of its page tables
+/// (`EPERM`).
+fn hypercall_page(id: u16, frame: u64, l4: u64) {
+    let init = |gmfn: u64| call(DomctlCmd::HypercallInit, id, &HypercallInit { gmfn }).0;
+    report::check_ret(
+        "hypercall_init on a frame of the new domain",
+        init(frame),
+        0,
+    );
+    // SAFETY: the window is used by no Rust code.
+    let ret = unsafe {
+        hc::update_va_mapping_otherdomain(
+            mm::window_va(2),
+            (frame << 12) | PTE_RO,
+            UVMF_INVLPG,
+            u64::from(id),
+        )
+    };
+    if ret == 0 {
+        let filled = (0..512).filter(|&i| mm::window_read(2, i) != 0).count();
+        report::check(
+            "the hypercall page holds stubs",
+            filled > 256,
+            format_args!("{filled} non-zero words"),
+        );
+        let _ = mm::unmap_window(2);
+    }
+    report::check_ret(
+        "hypercall_init on dom0's own frame is EINVAL",
+        init(mm::boot_l4_mfn()),
+        Errno::EINVAL.neg(),
+    );
+    report::check_ret(
+        "hypercall_init on the new domain's L4 is EPERM",
+        init(l4),
+        Errno::EPERM.neg(),
+    );
 }
 
 fn pauses(id: u16) {
