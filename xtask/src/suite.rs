@@ -261,6 +261,8 @@ pub const TESTS: &[IntegrationTest] = &[
         log: &[
             &["d5 destroyed: 1 frames released, 0 still referenced"],
             &["d3 destroyed: 65 frames released, 0 still referenced"],
+            &["d4 shut down (reason 1)"],
+            &["d4 destroyed: 7 frames released, 0 still referenced"],
         ],
         conformance: true
     ),

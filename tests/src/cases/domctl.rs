@@ -49,6 +49,11 @@
 //! - `destroydomain` raises `VIRQ_DOM_EXC` for dom0, and the domain is
 //!   then gone (or still listed as dying while Xen frees it).
 //!
+//! - a domain that runs: dom0 builds it (memory, page tables, code,
+//!   hypercall page, vCPU 0's context) and unpauses it; its code gets
+//!   `EPERM` for a `domctl`, writes a marker and shuts itself down
+//!   (reboot), which dom0 sees in `getdomaininfo` and `VIRQ_DOM_EXC`.
+//!
 //! That every frame comes back is checked by the hypervisor's destroy
 //! line (`0 still referenced`) and dom0's teardown line.
 
@@ -156,6 +161,7 @@ pub fn run(start_info: &'static StartInfo) {
     let bound = event_channels(first);
     second_domain_and_list(first);
     destroy(first, bound);
+    run_domain();
 }
 
 fn versions_and_machine() {
@@ -929,6 +935,163 @@ fn destroy(id: u16, bound: Option<u32>) {
         "pausedomain of a domain that never existed is still ESRCH",
         ret,
         Errno::ESRCH.neg(),
+    );
+    let _ = hc::evtchn_close(bind.port);
+}
+
+/// Machine code of the domain `run_domain` starts (at virtual address 0,
+/// its hypercall page at 0x1000): stores a marker at 0x800, calls
+/// `domctl` on the structure at 0x900 and stores the result at 0x808,
+/// then `SCHEDOP_shutdown` with the reason at 0xa00.
+const DOMU_CODE: [u8; 53] = [
+    0x48, 0xb8, 0xfe, 0xca, 0x0d, 0x60, 0, 0, 0, 0, // mov rax, 0x600dcafe
+    0x48, 0x89, 0x04, 0x25, 0x00, 0x08, 0, 0, // mov [0x800], rax
+    0xbf, 0x00, 0x09, 0, 0, // mov edi, 0x900
+    0xe8, 0x64, 0x14, 0, 0, // call 0x1480 (hypercall page slot 36, domctl)
+    0x48, 0x89, 0x04, 0x25, 0x08, 0x08, 0, 0, // mov [0x808], rax
+    0xbf, 0x02, 0, 0, 0, // mov edi, 2 (SCHEDOP_shutdown)
+    0xbe, 0x00, 0x0a, 0, 0, // mov esi, 0xa00
+    0xe8, 0x6d, 0x13, 0, 0, // call 0x13a0 (hypercall page slot 29, sched_op)
+    0xeb, 0xfe, // jmp .
+];
+/// The shutdown reason the domain passes (reboot).
+const DOMU_REASON: u32 = 1;
+
+/// A domain that runs: dom0 builds it as a toolstack does (memory, page
+/// tables, code, hypercall page, vCPU 0's context), unpauses it and
+/// yields until it has shut down. The domain's code writes a marker, gets
+/// `EPERM` for a `domctl` (a domain without privilege) and shuts itself
+/// down with reason reboot, which dom0 sees in `getdomaininfo` and
+/// through `VIRQ_DOM_EXC`; then dom0 destroys it.
+fn run_domain() {
+    const TABLE: u64 = 0x67;
+    const LEAF: u64 = 0x63;
+    let (ret, id) = create(0, &pv_config(1, 0xc3));
+    if !report::check_ret("createdomain of a domain that runs", ret, 0) {
+        return;
+    }
+    let _ = call(DomctlCmd::MaxVcpus, id, &MaxVcpus { max: 1 });
+    let _ = call(DomctlCmd::MaxMem, id, &MaxMem { max_memkb: 64 });
+    let mut frames = [0u64; 6];
+    for (i, f) in frames.iter_mut().enumerate() {
+        *f = i as u64;
+    }
+    // SAFETY: populate_physmap only fills `frames` with the new frames.
+    let done = unsafe { hc::reservation(MemoryOpCmd::PopulatePhysmap, &mut frames, 0, 0, id) };
+    if !report::check_ret("populate_physmap of its 6 pages", done, 6) {
+        return;
+    }
+    let [code, hypercalls, l4, l3, l2, l1] = frames;
+    let mut request = Domctl::new(DomctlCmd::GetDomainInfo, id, &NoPayload);
+    request.domain = id;
+    let mut bytes = [0u8; Domctl::SIZE];
+    let _ = request.to_wire(&mut bytes);
+    // The code's words, the domctl structure's at 0x900, the reason.
+    let mut page = [(0u64, 0u64); 7 + Domctl::SIZE / 8 + 1];
+    for (i, chunk) in DOMU_CODE.chunks(8).enumerate() {
+        let mut w = [0u8; 8];
+        w[..chunk.len()].copy_from_slice(chunk);
+        page[i] = (i as u64, u64::from_le_bytes(w));
+    }
+    for (i, chunk) in bytes.chunks(8).enumerate() {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(chunk);
+        page[7 + i] = (0x900 / 8 + i as u64, u64::from_le_bytes(w));
+    }
+    page[7 + Domctl::SIZE / 8] = (0xa00 / 8, u64::from(DOMU_REASON));
+    let built = write_foreign(id, code, &page)
+        && write_foreign(
+            id,
+            l1,
+            &[(0, (code << 12) | LEAF), (1, (hypercalls << 12) | LEAF)],
+        )
+        && write_foreign(id, l2, &[(0, (l1 << 12) | TABLE)])
+        && write_foreign(id, l3, &[(0, (l2 << 12) | TABLE)])
+        && write_foreign(id, l4, &[(0, (l3 << 12) | TABLE)]);
+    if !built {
+        return;
+    }
+    report::check_ret(
+        "hypercall_init of its hypercall page",
+        call(
+            DomctlCmd::HypercallInit,
+            id,
+            &HypercallInit { gmfn: hypercalls },
+        )
+        .0,
+        0,
+    );
+    let mut ctx = VcpuGuestContext::zeroed();
+    ctx.flags = (VgcfFlags::IN_KERNEL | VgcfFlags::ONLINE).bits();
+    ctx.user_regs.rip = 0;
+    ctx.user_regs.rsp = 0x1000;
+    ctx.user_regs.cs = 0xe033;
+    ctx.user_regs.ss = 0xe02b;
+    ctx.user_regs.rflags = 0x200;
+    ctx.kernel_ss = 0xe02b;
+    ctx.kernel_sp = 0x1000;
+    ctx.ctrlreg[3] = l4 << 12;
+    report::check_ret("setvcpucontext of its vCPU 0", set_context(id, 0, &ctx), 0);
+    let mut bind = EvtchnBindVirq {
+        virq: Virq::DomExc as u32,
+        vcpu: 0,
+        port: 0,
+    };
+    if hc::evtchn_bind_virq(&mut bind) != 0 {
+        report::error("VIRQ_DOM_EXC", format_args!("cannot bind it"));
+        return;
+    }
+    let _ = shared::clear_evtchn_pending(bind.port);
+    report::check_ret(
+        "unpausedomain starts it",
+        call(DomctlCmd::UnpauseDomain, id, &NoPayload).0,
+        0,
+    );
+    let mut yields = 0;
+    while yields < 1000 && !info(id).2.dominf().contains(DomInfoFlags::SHUTDOWN) {
+        hc::sched_yield();
+        yields += 1;
+    }
+    let i = info(id).2;
+    report::check_eq(
+        "it ran and shut itself down (reboot)",
+        (
+            i.dominf().contains(DomInfoFlags::SHUTDOWN),
+            i.shutdown_code(),
+        ),
+        (true, DOMU_REASON),
+    );
+    report::check_eq(
+        "its shutdown raised VIRQ_DOM_EXC",
+        shared::evtchn_pending(bind.port),
+        Some(true),
+    );
+    // SAFETY: the window is used by no Rust code.
+    let ret = unsafe {
+        hc::update_va_mapping_otherdomain(
+            mm::window_va(2),
+            (code << 12) | PTE_RO,
+            UVMF_INVLPG,
+            u64::from(id),
+        )
+    };
+    if ret == 0 {
+        report::check_eq(
+            "it wrote its marker",
+            mm::window_read(2, 0x800 / 8),
+            0x600d_cafe,
+        );
+        report::check_eq(
+            "its domctl was refused with EPERM",
+            mm::window_read(2, 0x808 / 8).cast_signed(),
+            Errno::EPERM.neg(),
+        );
+        let _ = mm::unmap_window(2);
+    }
+    report::check_ret(
+        "destroydomain of it",
+        call(DomctlCmd::DestroyDomain, id, &NoPayload).0,
+        0,
     );
     let _ = hc::evtchn_close(bind.port);
 }

@@ -45,6 +45,9 @@ pub struct PerCpu {
     pub resched: bool,
     /// When the running vCPU's time slice ends, if another one waits.
     pub slice_end: Option<u64>,
+    /// Another domain had a vCPU waiting to run when this one was chosen
+    /// (its slice is then bounded as for a waiting vCPU of its own domain).
+    pub others_waiting: bool,
 }
 
 impl PerCpu {
@@ -56,6 +59,7 @@ impl PerCpu {
             running: None,
             resched: false,
             slice_end: None,
+            others_waiting: false,
         }
     }
 }

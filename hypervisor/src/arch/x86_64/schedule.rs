@@ -101,7 +101,7 @@ pub fn run_due(current: &mut Current) {
         }
         let kicked = bits.take_kicked();
         let mut next = domain.watchdogs.next_deadline();
-        let mut others_runnable = false;
+        let mut others_runnable = cpu.others_waiting;
         for v in others
             .0
             .iter_mut()

@@ -2,26 +2,35 @@
 //! exceptions in the hypervisor itself.
 use core::fmt::Write;
 
+use dom0_abi::event_channel::Virq;
 use dom0_abi::hypercall::HYPERCALL_VECTOR;
 use dom0_abi::sched::ShutdownReason;
+use dom0_abi::types::DomId;
+use spin::MutexGuard;
+
+extern crate alloc;
+
+use alloc::boxed::Box;
 use dom0_abi::stats::Counter;
 
 use dom0_abi::vcpu::{RUNSTATE_BLOCKED, RUNSTATE_OFFLINE, RUNSTATE_RUNNABLE, RUNSTATE_RUNNING};
 
-use crate::domain::{Domain, DomainEntry, RunState};
+use crate::domain::{DOMAINS, Domain, DomainEntry, RunState};
 use crate::exit::HostExit;
 use crate::hypercall::dispatch::dispatch;
 use crate::index;
 use crate::layout::{DIRECTMAP_VIRT_START, HYPERVISOR_TEXT_START};
 use crate::mm::effects::Effects;
-use crate::sched;
+
 use crate::stats::Stats;
 use crate::vcpu::Vcpu;
 
 use super::entry::{GuestRegs, exit_to_guest};
 use super::env::ArchEnv;
+use super::evtchn::SharedInfoBits;
 use super::percpu::{FREE_BEFORE_DOM0, PerCpu, Running, TEST_NONCE, THIS_CPU};
 use super::{context, cpu, guest, guest_mem, machine, mem, schedule, serial, time, trampoline};
+use crate::evtchn::EventBits;
 
 /// Page-fault vector.
 const PF_VECTOR: u64 = 14;
@@ -144,36 +153,231 @@ pub fn from_guest(regs: &mut GuestRegs) -> ! {
             Some(mut current) => handle_entry(&mut current, regs),
             None => panic!("d{}v{index} does not exist", domain.0),
         };
-        if let Some(reason) = shut_down {
-            dom0_shut_down(cpu, entry, reason);
-        }
-        if resched {
-            let running = loop {
-                if let Some(running) = switch_vcpu(cpu, entry, index, regs) {
-                    break running;
-                }
-                // Nothing can run: wait for the next deadline or interrupt.
-                if let Some(mut current) = Current::of(entry, index, cpu) {
-                    schedule::idle(&mut current);
-                }
-                if let RunState::ShutDown(reason) = entry.domain.state {
-                    dom0_shut_down(cpu, entry, reason);
-                }
-            };
-            let shut_down = Current::of(entry, running, cpu).and_then(|mut current| {
-                schedule::run_due(&mut current);
-                guest::deliver_pending_event(&mut current, regs);
-                prepare_exit(&mut current, regs)
-            });
-            if let Some(reason) = shut_down {
-                dom0_shut_down(cpu, entry, reason);
-            }
+        if shut_down.is_some() || resched {
+            reschedule(cpu, entry_guard, index, regs, shut_down);
         }
     }
     // SAFETY: `regs` is the frame the entry stub built at the top of this
     // CPU's hypervisor stack, and `prepare_exit` made it a context the exit
     // `iretq` loads without faulting.
     unsafe { exit_to_guest(regs) }
+}
+
+/// The slot guard of the domain running on this CPU.
+type SlotGuard = MutexGuard<'static, Option<Box<DomainEntry>>>;
+
+/// What runs next on this CPU.
+enum Pick {
+    /// vCPU `n` of the domain whose slot is held.
+    Local(usize),
+    /// vCPU `n` of domain `id`.
+    Remote(DomId, usize),
+    /// Nothing can run.
+    Nothing,
+}
+
+/// Whether a domain's vCPUs may run: not shut down, not paused by the
+/// toolstack.
+fn may_run(domain: &Domain) -> bool {
+    domain.is_running() && domain.pauses == 0
+}
+
+/// Round robin over every domain's vCPUs, as (domain, vCPU) pairs in id
+/// order from the one after vCPU `index` of `entry`'s domain: its higher
+/// vCPUs, then the other domains in id order (wrapping round), then its
+/// lower ones and `index` itself. Other domains' slots are only tried
+/// (`docs/locking.md`). Also notes on `cpu` whether another domain has a
+/// vCPU waiting, so that the running one's slice is bounded.
+fn pick(cpu: &mut PerCpu, entry: &DomainEntry, index: usize) -> Pick {
+    let here = may_run(&entry.domain);
+    let n = entry.vcpus.len();
+    let runnable = |i: usize| here && entry.vcpus.get(i).is_some_and(Vcpu::is_runnable);
+    let mut remote = None;
+    if let Some(table) = DOMAINS.get() {
+        let me = usize::from(entry.domain.id.0);
+        for step in 1..table.len() {
+            let id = DomId(u16::try_from((me + step) % table.len()).unwrap_or(0));
+            let Some(guard) = table.slot(id).and_then(|slot| slot.try_lock()) else {
+                continue;
+            };
+            if let Some(other) = guard.as_deref()
+                && may_run(&other.domain)
+                && let Some(v) = other.vcpus.iter().position(Vcpu::is_runnable)
+            {
+                remote = Some((id, v));
+                break;
+            }
+        }
+    }
+    cpu.others_waiting = remote.is_some();
+    if let Some(i) = (index + 1..n).find(|&i| runnable(i)) {
+        return Pick::Local(i);
+    }
+    if let Some((id, v)) = remote {
+        return Pick::Remote(id, v);
+    }
+    match (0..=index).find(|&i| runnable(i)) {
+        Some(i) => Pick::Local(i),
+        None => Pick::Nothing,
+    }
+}
+
+/// The slow end of an entry: the running domain shut down, or another
+/// vCPU is to run. dom0's shutdown ends the machine; another domain's is
+/// reported to dom0 (`VIRQ_DOM_EXC`) and its vCPUs stop. Then the next
+/// vCPU is chosen among every domain's ([`pick`]) and switched to,
+/// changing slots when it belongs to another domain; with nothing to run
+/// the CPU waits, in dom0's context (whose timers and kicks are what can
+/// wake anything today). Returns with `regs` ready for the exit.
+#[cold]
+#[inline(never)]
+fn reschedule(
+    cpu: &mut PerCpu,
+    mut guard: SlotGuard,
+    mut index: usize,
+    regs: &mut GuestRegs,
+    mut shut_down: Option<u8>,
+) {
+    // Whether `regs` was saved into vCPU `index`'s record already (it no
+    // longer holds a live context).
+    let mut saved = false;
+    loop {
+        let Some(entry) = guard.as_deref_mut() else {
+            panic!("the running domain is not in its slot")
+        };
+        if let Some(reason) = shut_down.take() {
+            if entry.domain.id == DomId::DOM0 {
+                dom0_shut_down(cpu, entry, reason);
+            }
+            domu_shut_down(entry, reason);
+        }
+        let now = time::now_ns();
+        match pick(cpu, entry, index) {
+            Pick::Local(to) => {
+                if to != index || saved {
+                    if !saved {
+                        save_vcpu(cpu, entry, index, regs, now);
+                    }
+                    load_vcpu(cpu, entry, to, regs, now);
+                } else if let Some(v) = entry.vcpus.get_mut(to)
+                    && v.runstate.state != RUNSTATE_RUNNING
+                {
+                    v.runstate.enter(RUNSTATE_RUNNING, now);
+                }
+                index = to;
+            }
+            Pick::Remote(id, to) => {
+                if !saved {
+                    save_vcpu(cpu, entry, index, regs, now);
+                }
+                guard = switch_slot(cpu, guard, id, to);
+                let Some(entry) = guard.as_deref_mut() else {
+                    panic!("d{} left its slot", id.0)
+                };
+                load_vcpu(cpu, entry, to, regs, now);
+                index = to;
+            }
+            Pick::Nothing => {
+                if entry.domain.id != DomId::DOM0 {
+                    // Wait where the timers that can wake someone are.
+                    if !saved {
+                        save_vcpu(cpu, entry, index, regs, now);
+                        saved = true;
+                    }
+                    guard = switch_slot(cpu, guard, DomId::DOM0, 0);
+                    index = 0;
+                    continue;
+                }
+                if !saved {
+                    note_stopped(entry, index, now);
+                }
+                if let Some(mut current) = Current::of(entry, index, cpu) {
+                    schedule::idle(&mut current);
+                }
+                if let RunState::ShutDown(reason) = entry.domain.state {
+                    shut_down = Some(reason);
+                }
+                continue;
+            }
+        }
+        saved = false;
+        let Some(entry) = guard.as_deref_mut() else {
+            panic!("the running domain is not in its slot")
+        };
+        shut_down = Current::of(entry, index, cpu).and_then(|mut current| {
+            schedule::run_due(&mut current);
+            guest::deliver_pending_event(&mut current, regs);
+            prepare_exit(&mut current, regs)
+        });
+        if shut_down.is_none() {
+            return;
+        }
+    }
+}
+
+/// Leaves the slot `guard` holds for domain `id`'s, whose vCPU `vcpu`
+/// now runs here (its context is not loaded yet). The running domain's
+/// slot is released first: one slot at a time, so no order applies.
+fn switch_slot(cpu: &mut PerCpu, guard: SlotGuard, id: DomId, vcpu: usize) -> SlotGuard {
+    drop(guard);
+    let Some(slot) = DOMAINS.get().and_then(|table| table.slot(id)) else {
+        panic!("d{} has no slot", id.0)
+    };
+    cpu.running = Some(Running {
+        domain: id,
+        slot,
+        vcpu,
+    });
+    slot.lock()
+}
+
+/// Another domain than dom0 shut down (or crashed): its vCPUs stop, and
+/// dom0 hears of it through `VIRQ_DOM_EXC`. dom0's slot comes before
+/// this one in the lock order, so it is only tried; on one CPU nothing
+/// else holds it.
+fn domu_shut_down(entry: &mut DomainEntry, reason: u8) {
+    log::info!("d{} shut down (reason {reason})", entry.domain.id.0);
+    let Some(slot) = DOMAINS.get().and_then(|table| table.slot(DomId::DOM0)) else {
+        return;
+    };
+    let Some(mut dom0) = slot.try_lock() else {
+        log::warn!("dom0 busy: VIRQ_DOM_EXC for d{} lost", entry.domain.id.0);
+        return;
+    };
+    if let Some(dom0) = dom0.as_deref_mut() {
+        let mut bits = SharedInfoBits::new(dom0.domain.shared_info, u32::MAX);
+        dom0.domain.evtchn.send_virq(&mut bits, Virq::DomExc, 0);
+        let mut kicked = bits.take_kicked();
+        while kicked != 0 {
+            let id = kicked.trailing_zeros();
+            kicked &= kicked - 1;
+            if let Some(v) = index::get_mut(&mut dom0.vcpus, u64::from(id)) {
+                v.kicked = true;
+            }
+        }
+    }
+}
+
+/// vCPU `index` stops running without being switched out (nothing else
+/// can run): its runstate says why.
+fn note_stopped(entry: &mut DomainEntry, index: usize, now: u64) {
+    if let Some(v) = entry.vcpus.get_mut(index) {
+        let state = stopped_state(v);
+        if v.runstate.state != state {
+            v.runstate.enter(state, now);
+        }
+    }
+}
+
+/// The runstate of a vCPU that is not running.
+fn stopped_state(v: &Vcpu) -> i32 {
+    if !v.is_up() {
+        RUNSTATE_OFFLINE
+    } else if v.sleep.is_sleeping() {
+        RUNSTATE_BLOCKED
+    } else {
+        RUNSTATE_RUNNABLE
+    }
 }
 
 /// Handles one entry for `current` and, unless another vCPU is to run
@@ -224,57 +428,41 @@ fn handle_entry(current: &mut Current, regs: &mut GuestRegs) -> (Option<u8>, boo
     (shut_down, resched)
 }
 
-/// Switches from vCPU `from` of `entry` (whose registers are `regs`) to
-/// the next runnable one the scheduler picks, which may be `from` again;
-/// returns the index of the vCPU that runs, or `None` when none can run
-/// (`regs` then still holds `from`'s registers). Everything a vCPU owns in
-/// the CPU goes into its record and the next one's comes out: registers,
-/// FPU/SSE/AVX state, data selectors and segment bases, and (through its
-/// pending work) its GDT, debug registers and virtual CR0.TS; its LDT is
-/// faulted in afresh, and its page tables go into this CPU's views.
-fn switch_vcpu(
+/// Saves vCPU `from` of `entry`, whose registers are `regs`, into its
+/// record: everything it owns in the CPU (registers, FPU/SSE/AVX state,
+/// data selectors and segment bases) goes there, its LDT pages are
+/// released, and its runstate says why it stopped.
+fn save_vcpu(
     cpu: &mut PerCpu,
     entry: &mut DomainEntry,
     from: usize,
     regs: &mut GuestRegs,
-) -> Option<usize> {
-    let now = time::now_ns();
-    let next = sched::next_vcpu(&entry.vcpus, from);
-    let old = entry.vcpus.get_mut(from)?;
-    let state = if !old.is_up() {
-        RUNSTATE_OFFLINE
-    } else if old.sleep.is_sleeping() {
-        RUNSTATE_BLOCKED
-    } else {
-        RUNSTATE_RUNNABLE
-    };
-    let to = match next {
-        Some(to) if to != from => to,
-        Some(_) => {
-            if old.runstate.state != RUNSTATE_RUNNING {
-                old.runstate.enter(RUNSTATE_RUNNING, now);
-            }
-            return Some(from);
-        }
-        None => {
-            if old.runstate.state != state {
-                old.runstate.enter(state, now);
-            }
-            return None;
-        }
-    };
+    now: u64,
+) {
     if let Some(mut current) = Current::of(entry, from, cpu) {
         let mut fx = Effects::default();
         super::env::release_ldt(&mut ArchEnv::new(&mut current, regs), &mut fx);
         super::env::apply_effects(&mut current, &fx);
     }
-    let old = &mut entry.vcpus[from];
+    let Some(old) = entry.vcpus.get_mut(from) else {
+        return;
+    };
     old.context = *regs;
     context::save(old);
+    let state = stopped_state(old);
     if old.runstate.state != state {
         old.runstate.enter(state, now);
     }
-    let new = &mut entry.vcpus[to];
+}
+
+/// Loads vCPU `to` of `entry` into this CPU: its registers into `regs`,
+/// its FPU state, its page tables into the CPU's views; everything else
+/// it owns (GDT, selectors, segment bases, debug registers, CR0.TS) is
+/// pending for the exit path. Its LDT is faulted in afresh.
+fn load_vcpu(cpu: &mut PerCpu, entry: &mut DomainEntry, to: usize, regs: &mut GuestRegs, now: u64) {
+    let Some(new) = entry.vcpus.get_mut(to) else {
+        return;
+    };
     *regs = new.context;
     context::restore(new);
     new.runstate.enter(RUNSTATE_RUNNING, now);
@@ -288,7 +476,6 @@ fn switch_vcpu(
         running.vcpu = to;
     }
     cpu.slice_end = None;
-    Some(to)
 }
 
 /// Counts one entry. Its two CR3 writes (entry and exit), both flushing
