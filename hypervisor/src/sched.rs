@@ -1,7 +1,7 @@
 //! Choosing what runs next, and what time and events do to vCPUs. For now
-//! one physical CPU runs the vCPUs of one domain, round robin among those
-//! that are runnable, each for at most [`SLICE_NS`] while others wait;
-//! the weighted scheduler across domains comes with more domains.
+//! one physical CPU runs the vCPUs of every domain, round robin among
+//! those that are runnable ([`next_vcpu`]), each for at most [`SLICE_NS`]
+//! while others wait; the weighted scheduler comes next.
 #![forbid(unsafe_code)]
 
 use dom0_abi::event_channel::Virq;
@@ -13,14 +13,45 @@ use crate::vcpu::Vcpu;
 /// The longest a vCPU runs while another one of the CPU waits to.
 pub const SLICE_NS: u64 = 10_000_000;
 
-/// The vCPU to run after `current`: the next runnable one, counting on
-/// from `current` and wrapping round (so `current` itself when it is the
-/// only one); `None` when none is.
-pub fn next_vcpu(vcpus: &[Vcpu], current: usize) -> Option<usize> {
-    let n = vcpus.len();
-    (1..=n)
-        .map(|step| (current + step) % n)
-        .find(|&i| vcpus[i].is_runnable())
+/// What a CPU runs next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next<D> {
+    /// vCPU `n` of the domain that ran.
+    Local(usize),
+    /// vCPU `n` of another domain.
+    Remote(D, usize),
+    /// Nothing can run.
+    Nothing,
+}
+
+/// The first runnable vCPU of a domain whose vCPUs may run (not shut
+/// down, not paused).
+pub fn first_runnable(vcpus: &[Vcpu]) -> Option<usize> {
+    vcpus.iter().position(Vcpu::is_runnable)
+}
+
+/// Round robin over (domain, vCPU) pairs in id order, from the one after
+/// vCPU `current` of the domain that ran (whose vCPUs are `vcpus`, and
+/// may run if `may_run`): its higher runnable vCPUs, then `remote` (the
+/// first runnable vCPU of the next domain in id order that has one, if
+/// any), then its lower ones and `current` itself.
+pub fn next_vcpu<D>(
+    vcpus: &[Vcpu],
+    may_run: bool,
+    current: usize,
+    remote: Option<(D, usize)>,
+) -> Next<D> {
+    let runnable = |i: &usize| may_run && vcpus.get(*i).is_some_and(Vcpu::is_runnable);
+    if let Some(i) = (current.saturating_add(1)..vcpus.len()).find(runnable) {
+        return Next::Local(i);
+    }
+    if let Some((domain, vcpu)) = remote {
+        return Next::Remote(domain, vcpu);
+    }
+    match (0..=current).find(runnable) {
+        Some(i) => Next::Local(i),
+        None => Next::Nothing,
+    }
 }
 
 /// Fires `vcpu`'s timers that are due at `now`: its `VIRQ_TIMER` (if
@@ -93,13 +124,13 @@ mod tests {
     fn sleeping_vcpus_are_skipped_until_woken() {
         let mut v = vcpus(&[true, true]);
         v[1].sleep = Sleep::Blocked;
-        assert_eq!(next_vcpu(&v, 0), Some(0));
+        assert_eq!(next_vcpu::<u16>(&v, true, 0, None), Next::Local(0));
         let bits = crate::evtchn::fake::FakeBits::default();
         assert!(!wake_if_due(&mut v[1], &bits, false, 0));
         v[1].kicked = true;
         assert!(wake_if_due(&mut v[1], &bits, false, 0));
         assert!(!v[1].kicked);
-        assert_eq!(next_vcpu(&v, 0), Some(1));
+        assert_eq!(next_vcpu::<u16>(&v, true, 0, None), Next::Local(1));
     }
 
     #[test]
@@ -123,13 +154,32 @@ mod tests {
     #[test]
     fn round_robin_over_the_vcpus_that_are_up() {
         let v = vcpus(&[true, false, true, true]);
-        assert_eq!(next_vcpu(&v, 0), Some(2));
-        assert_eq!(next_vcpu(&v, 2), Some(3));
-        assert_eq!(next_vcpu(&v, 3), Some(0));
-        assert_eq!(next_vcpu(&v, 1), Some(2));
+        let next = |current| next_vcpu::<u16>(&v, true, current, None);
+        assert_eq!(next(0), Next::Local(2));
+        assert_eq!(next(2), Next::Local(3));
+        assert_eq!(next(3), Next::Local(0));
+        assert_eq!(next(1), Next::Local(2));
         let alone = vcpus(&[false, true]);
-        assert_eq!(next_vcpu(&alone, 1), Some(1));
-        assert_eq!(next_vcpu(&vcpus(&[false, false]), 0), None);
-        assert_eq!(next_vcpu(&[], 0), None);
+        assert_eq!(next_vcpu::<u16>(&alone, true, 1, None), Next::Local(1));
+        assert_eq!(
+            next_vcpu::<u16>(&vcpus(&[false, false]), true, 0, None),
+            Next::Nothing
+        );
+        assert_eq!(next_vcpu::<u16>(&[], true, 0, None), Next::Nothing);
+        assert_eq!(first_runnable(&v[1..]), Some(1));
+        assert_eq!(first_runnable(&vcpus(&[false])), None);
+    }
+
+    #[test]
+    fn round_robin_across_domains() {
+        let v = vcpus(&[true, true, true]);
+        // Higher vCPUs of the domain first, then the other domain, then
+        // the lower ones and the one that ran.
+        assert_eq!(next_vcpu(&v, true, 0, Some((3u16, 1))), Next::Local(1));
+        assert_eq!(next_vcpu(&v, true, 2, Some((3u16, 1))), Next::Remote(3, 1));
+        assert_eq!(next_vcpu::<u16>(&v, true, 2, None), Next::Local(0));
+        // A domain that may not run (paused, shut down) gives way.
+        assert_eq!(next_vcpu(&v, false, 0, Some((3u16, 0))), Next::Remote(3, 0));
+        assert_eq!(next_vcpu::<u16>(&v, false, 0, None), Next::Nothing);
     }
 }

@@ -22,6 +22,7 @@ use crate::index;
 use crate::layout::{DIRECTMAP_VIRT_START, HYPERVISOR_TEXT_START};
 use crate::mm::effects::Effects;
 
+use crate::sched::{self, Next};
 use crate::stats::Stats;
 use crate::vcpu::Vcpu;
 
@@ -166,32 +167,18 @@ pub fn from_guest(regs: &mut GuestRegs) -> ! {
 /// The slot guard of the domain running on this CPU.
 type SlotGuard = MutexGuard<'static, Option<Box<DomainEntry>>>;
 
-/// What runs next on this CPU.
-enum Pick {
-    /// vCPU `n` of the domain whose slot is held.
-    Local(usize),
-    /// vCPU `n` of domain `id`.
-    Remote(DomId, usize),
-    /// Nothing can run.
-    Nothing,
-}
-
 /// Whether a domain's vCPUs may run: not shut down, not paused by the
 /// toolstack.
 fn may_run(domain: &Domain) -> bool {
     domain.is_running() && domain.pauses == 0
 }
 
-/// Round robin over every domain's vCPUs, as (domain, vCPU) pairs in id
-/// order from the one after vCPU `index` of `entry`'s domain: its higher
-/// vCPUs, then the other domains in id order (wrapping round), then its
-/// lower ones and `index` itself. Other domains' slots are only tried
-/// (`docs/locking.md`). Also notes on `cpu` whether another domain has a
-/// vCPU waiting, so that the running one's slice is bounded.
-fn pick(cpu: &mut PerCpu, entry: &DomainEntry, index: usize) -> Pick {
-    let here = may_run(&entry.domain);
-    let n = entry.vcpus.len();
-    let runnable = |i: usize| here && entry.vcpus.get(i).is_some_and(Vcpu::is_runnable);
+/// The next vCPU to run after vCPU `index` of `entry`'s domain
+/// (`sched::next_vcpu`), the other domains looked at in id order after
+/// this one; their slots are only tried (`docs/locking.md`). Also notes
+/// on `cpu` whether another domain has a vCPU waiting, so that the
+/// running one's slice is bounded.
+fn pick(cpu: &mut PerCpu, entry: &DomainEntry, index: usize) -> Next<DomId> {
     let mut remote = None;
     if let Some(table) = DOMAINS.get() {
         let me = usize::from(entry.domain.id.0);
@@ -202,7 +189,7 @@ fn pick(cpu: &mut PerCpu, entry: &DomainEntry, index: usize) -> Pick {
             };
             if let Some(other) = guard.as_deref()
                 && may_run(&other.domain)
-                && let Some(v) = other.vcpus.iter().position(Vcpu::is_runnable)
+                && let Some(v) = sched::first_runnable(&other.vcpus)
             {
                 remote = Some((id, v));
                 break;
@@ -210,16 +197,7 @@ fn pick(cpu: &mut PerCpu, entry: &DomainEntry, index: usize) -> Pick {
         }
     }
     cpu.others_waiting = remote.is_some();
-    if let Some(i) = (index + 1..n).find(|&i| runnable(i)) {
-        return Pick::Local(i);
-    }
-    if let Some((id, v)) = remote {
-        return Pick::Remote(id, v);
-    }
-    match (0..=index).find(|&i| runnable(i)) {
-        Some(i) => Pick::Local(i),
-        None => Pick::Nothing,
-    }
+    sched::next_vcpu(&entry.vcpus, may_run(&entry.domain), index, remote)
 }
 
 /// The slow end of an entry: the running domain shut down, or another
@@ -253,7 +231,7 @@ fn reschedule(
         }
         let now = time::now_ns();
         match pick(cpu, entry, index) {
-            Pick::Local(to) => {
+            Next::Local(to) => {
                 if to != index || saved {
                     if !saved {
                         save_vcpu(cpu, entry, index, regs, now);
@@ -266,7 +244,7 @@ fn reschedule(
                 }
                 index = to;
             }
-            Pick::Remote(id, to) => {
+            Next::Remote(id, to) => {
                 if !saved {
                     save_vcpu(cpu, entry, index, regs, now);
                 }
@@ -277,7 +255,7 @@ fn reschedule(
                 load_vcpu(cpu, entry, to, regs, now);
                 index = to;
             }
-            Pick::Nothing => {
+            Next::Nothing => {
                 if entry.domain.id != DomId::DOM0 {
                     // Wait where the timers that can wake someone are.
                     if !saved {
