@@ -229,6 +229,7 @@ impl MmMachine for ArchEnv<'_, '_> {
         };
         device && below_limit && !hypervisor_mmio
     }
+    #[inline(always)]
     fn domain_mm(&mut self, dom: DomId) -> Option<&mut DomainMm> {
         if dom == self.current.domain.id {
             return Some(&mut self.current.domain.mm);
