@@ -15,9 +15,11 @@ use alloc::vec::Vec;
 
 use core::mem::offset_of;
 
+use core::sync::atomic::{AtomicUsize, Ordering};
 use dom0_abi::sched::ShutdownReason;
 use dom0_abi::shared_info::{SharedInfo, VcpuInfo, XEN_LEGACY_MAX_VCPUS};
 use dom0_abi::types::DomId;
+
 use spin::{Mutex, MutexGuard, Once};
 
 use crate::evtchn::EventChannels;
@@ -190,6 +192,12 @@ impl Domain {
     pub fn is_running(&self) -> bool {
         self.state == RunState::Running
     }
+
+    /// Whether its vCPUs may run: not shut down, not paused by the
+    /// toolstack.
+    pub fn may_run(&self) -> bool {
+        self.is_running() && self.pauses == 0
+    }
 }
 
 /// A domain table entry: the domain and its vCPUs (index = vCPU id).
@@ -248,6 +256,9 @@ pub type DomainSlot = Mutex<Option<Box<DomainEntry>>>;
 /// table, then the frame allocator.
 pub struct DomainTable {
     slots: Vec<DomainSlot>,
+    /// Domains in the table (so that walks over the others can be skipped
+    /// while dom0 is alone).
+    live: AtomicUsize,
 }
 
 impl DomainTable {
@@ -256,6 +267,7 @@ impl DomainTable {
         let slots = slots.clamp(1, MAX_DOMAINS);
         DomainTable {
             slots: (0..slots).map(|_| Mutex::new(None)).collect(),
+            live: AtomicUsize::new(0),
         }
     }
 
@@ -281,11 +293,46 @@ impl DomainTable {
             return Err(entry);
         };
         let mut guard = slot.lock();
+        self.put(&mut guard, entry)
+    }
+
+    /// [`DomainTable::insert`], for a caller that holds another slot: the
+    /// slot is tried, never waited for (`docs/locking.md`).
+    pub fn try_insert(&self, entry: Box<DomainEntry>) -> Result<(), Box<DomainEntry>> {
+        let Some(slot) = self.slot(entry.domain.id) else {
+            return Err(entry);
+        };
+        let Some(mut guard) = slot.try_lock() else {
+            return Err(entry);
+        };
+        self.put(&mut guard, entry)
+    }
+
+    /// Puts `entry` into the slot `guard` holds, if it is empty.
+    fn put(
+        &self,
+        guard: &mut Option<Box<DomainEntry>>,
+        entry: Box<DomainEntry>,
+    ) -> Result<(), Box<DomainEntry>> {
         if guard.is_some() {
             return Err(entry);
         }
         *guard = Some(entry);
+        self.live.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Takes the domain out of the slot `guard` holds (a slot of this
+    /// table).
+    pub fn take(&self, guard: &mut Option<Box<DomainEntry>>) -> Option<Box<DomainEntry>> {
+        let entry = guard.take()?;
+        self.live.fetch_sub(1, Ordering::Relaxed);
+        Some(entry)
+    }
+
+    /// How many domains the table holds.
+    pub fn live(&self) -> usize {
+        self.live.load(Ordering::Relaxed)
     }
 
     /// Runs `f` on every domain whose id is above `held`, whose slot the
@@ -303,7 +350,7 @@ impl DomainTable {
 
     /// Takes a domain out of the table.
     pub fn remove(&self, id: DomId) -> Option<Box<DomainEntry>> {
-        self.slot(id)?.lock().take()
+        self.take(&mut self.slot(id)?.lock())
     }
 
     /// Whether domain `id` exists, for a caller that holds the slot of
@@ -459,6 +506,7 @@ mod tests {
         );
         table.insert(domu(2)).unwrap();
         assert_eq!(table.free_id(DomId(2), DomId(0)), None);
+        assert_eq!(table.live(), 5);
         assert_eq!(table.first_from(DomId(2), DomId(0)), Some(DomId(2)));
         table.remove(DomId(2));
         assert_eq!(table.first_from(DomId(2), DomId(0)), Some(DomId(3)));

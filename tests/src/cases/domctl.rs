@@ -53,6 +53,8 @@
 //!   hypercall page, vCPU 0's context) and unpauses it; its code gets
 //!   `EPERM` for a `domctl`, writes a marker and shuts itself down
 //!   (reboot), which dom0 sees in `getdomaininfo` and `VIRQ_DOM_EXC`.
+//! - a domain that spins (`jmp .`) does not keep dom0 from waking from a
+//!   30 ms `SCHEDOP_poll`, and has used the CPU meanwhile.
 //!
 //! That every frame comes back is checked by the hypervisor's destroy
 //! line (`0 still referenced`) and dom0's teardown line.
@@ -162,6 +164,7 @@ pub fn run(start_info: &'static StartInfo) {
     second_domain_and_list(first);
     destroy(first, bound);
     run_domain();
+    spinning_domain();
 }
 
 fn versions_and_machine() {
@@ -1094,4 +1097,99 @@ fn run_domain() {
         0,
     );
     let _ = hc::evtchn_close(bind.port);
+}
+
+/// Builds a domain whose vCPU 0 runs `code` at virtual address 0 (its
+/// stack below 0x1000), unpaused; its id and frames (code, then L4 to L1).
+fn start_domain(code: &[(u64, u64)], handle: u8) -> Option<(u16, [u64; 5])> {
+    const TABLE: u64 = 0x67;
+    const LEAF: u64 = 0x63;
+    let (ret, id) = create(0, &pv_config(1, handle));
+    if ret != 0 {
+        report::error("createdomain", format_args!("{}", report::Ret(ret)));
+        return None;
+    }
+    let _ = call(DomctlCmd::MaxVcpus, id, &MaxVcpus { max: 1 });
+    let _ = call(DomctlCmd::MaxMem, id, &MaxMem { max_memkb: 64 });
+    let mut frames: [u64; 5] = core::array::from_fn(|i| i as u64);
+    // SAFETY: populate_physmap only fills `frames` with the new frames.
+    let done = unsafe { hc::reservation(MemoryOpCmd::PopulatePhysmap, &mut frames, 0, 0, id) };
+    if done != 5 {
+        report::error("populate_physmap", format_args!("{}", report::Ret(done)));
+        return None;
+    }
+    let [text, l4, l3, l2, l1] = frames;
+    let built = write_foreign(id, text, code)
+        && write_foreign(id, l1, &[(0, (text << 12) | LEAF)])
+        && write_foreign(id, l2, &[(0, (l1 << 12) | TABLE)])
+        && write_foreign(id, l3, &[(0, (l2 << 12) | TABLE)])
+        && write_foreign(id, l4, &[(0, (l3 << 12) | TABLE)]);
+    if !built {
+        return None;
+    }
+    let mut ctx = VcpuGuestContext::zeroed();
+    ctx.flags = (VgcfFlags::IN_KERNEL | VgcfFlags::ONLINE).bits();
+    ctx.user_regs.rsp = 0x1000;
+    ctx.user_regs.cs = 0xe033;
+    ctx.user_regs.ss = 0xe02b;
+    ctx.user_regs.rflags = 0x200;
+    ctx.kernel_ss = 0xe02b;
+    ctx.kernel_sp = 0x1000;
+    ctx.ctrlreg[3] = l4 << 12;
+    let ret = set_context(id, 0, &ctx);
+    let unpaused = call(DomctlCmd::UnpauseDomain, id, &NoPayload).0;
+    if ret != 0 || unpaused != 0 {
+        report::error(
+            "start",
+            format_args!("{} {}", report::Ret(ret), report::Ret(unpaused)),
+        );
+        return None;
+    }
+    Some((id, frames))
+}
+
+/// A domain that never stops (`jmp .`) cannot keep dom0 from waking: dom0
+/// sleeps in `SCHEDOP_poll` with a 30 ms timeout and wakes; the domain
+/// has used the CPU meanwhile; dom0 pauses and destroys it.
+fn spinning_domain() {
+    const WAIT_NS: u64 = 30_000_000;
+    let Some((id, _)) = start_domain(&[(0, 0xfeeb)], 0xd4) else {
+        return;
+    };
+    let mut alloc = EvtchnAllocUnbound {
+        dom: DomId::SELF.0,
+        remote_dom: DomId::SELF.0,
+        port: 0,
+    };
+    let (Some(start), 0) = (
+        shared::system_time_of(0),
+        hc::evtchn_alloc_unbound(&mut alloc),
+    ) else {
+        report::error("poll", format_args!("no system time or port"));
+        return;
+    };
+    let ret = hc::sched_poll(&[alloc.port], start + WAIT_NS);
+    let end = shared::system_time_of(0).unwrap_or(start);
+    report::check(
+        "dom0 wakes from a 30 ms poll while another domain spins",
+        ret == 0 && end >= start + WAIT_NS,
+        format_args!("{} after {} ns", report::Ret(ret), end - start),
+    );
+    let i = info(id).2;
+    report::check(
+        "the spinning domain ran meanwhile",
+        i.cpu_time > 0,
+        format_args!("cpu_time {} flags {:#x}", i.cpu_time, i.flags),
+    );
+    report::check_ret(
+        "pausedomain of the spinning domain",
+        call(DomctlCmd::PauseDomain, id, &NoPayload).0,
+        0,
+    );
+    report::check_ret(
+        "destroydomain of the spinning domain",
+        call(DomctlCmd::DestroyDomain, id, &NoPayload).0,
+        0,
+    );
+    let _ = hc::evtchn_close(alloc.port);
 }

@@ -322,22 +322,14 @@ impl ControlEnv for ArchEnv<'_, '_> {
         let Some(table) = DOMAINS.get() else {
             return Err(entry);
         };
-        let Some(slot) = table.slot(entry.domain.id) else {
-            return Err(entry);
-        };
+        // Slots before the frame table.
         self.frames = None;
-        let Some(mut guard) = slot.try_lock() else {
-            return Err(entry);
-        };
-        if guard.is_some() {
-            return Err(entry);
-        }
-        *guard = Some(entry);
-        Ok(())
+        table.try_insert(entry)
     }
     fn remove_domain(&mut self, id: DomId) -> Option<Box<DomainEntry>> {
         self.other_domain(id)?;
-        let entry = self.frames.as_mut()?.other.as_mut()?.0.take();
+        let table = DOMAINS.get()?;
+        let entry = table.take(&mut self.frames.as_mut()?.other.as_mut()?.0);
         self.release_other();
         entry
     }

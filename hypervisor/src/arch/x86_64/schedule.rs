@@ -17,6 +17,9 @@ use core::iter;
 
 use dom0_abi::sched::ShutdownReason;
 
+use dom0_abi::types::DomId;
+
+use crate::domain::DOMAINS;
 use crate::evtchn::EventBits;
 use crate::sched;
 use crate::timer::earliest;
@@ -101,7 +104,14 @@ pub fn run_due(current: &mut Current) {
         }
         let kicked = bits.take_kicked();
         let mut next = domain.watchdogs.next_deadline();
-        let mut others_runnable = cpu.others_waiting;
+        let mut others_runnable = false;
+        if DOMAINS.get().is_some_and(|table| table.live() > 1) {
+            let (due, woke, runnable) = other_domains_due(domain.id, now);
+            next = earliest(next, due);
+            cpu.others_waiting = runnable;
+            others_runnable |= runnable;
+            cpu.resched |= woke;
+        }
         for v in others
             .0
             .iter_mut()
@@ -134,6 +144,42 @@ pub fn run_due(current: &mut Current) {
             }
         }
     }
+}
+
+/// Fires the due timers of every domain but `running` and wakes their
+/// vCPUs whose wait is over (their slots are only tried,
+/// `docs/locking.md`): returns their next deadline, whether one woke and
+/// whether one of them can run now. Their watchdogs are not looked at
+/// here (only while they run).
+fn other_domains_due(running: DomId, now: u64) -> (Option<u64>, bool, bool) {
+    let (mut next, mut woke, mut runnable) = (None, false, false);
+    let Some(table) = DOMAINS.get() else {
+        return (next, woke, runnable);
+    };
+    for id in (0..table.len()).filter_map(|i| u16::try_from(i).ok().map(DomId)) {
+        if id == running {
+            continue;
+        }
+        let Some(mut guard) = table.slot(id).and_then(|slot| slot.try_lock()) else {
+            continue;
+        };
+        let Some(entry) = guard.as_deref_mut() else {
+            continue;
+        };
+        let mut bits = SharedInfoBits::new(entry.domain.shared_info, u32::MAX);
+        for v in &mut entry.vcpus {
+            sched::fire_timers(v, &entry.domain.evtchn, &mut bits, now);
+        }
+        let kicked = bits.take_kicked();
+        let may_run = entry.domain.may_run();
+        for v in &mut entry.vcpus {
+            let kick = kicked & 1u64.checked_shl(v.id).unwrap_or(0) != 0;
+            woke |= sched::wake_if_due(v, &bits, kick, now) && may_run;
+            next = earliest(next, sched::next_deadline(v, &entry.domain.evtchn));
+            runnable |= may_run && v.is_runnable();
+        }
+    }
+    (next, woke, runnable)
 }
 
 /// Waits, with interrupts enabled, until an interrupt (the hypervisor's

@@ -167,12 +167,6 @@ pub fn from_guest(regs: &mut GuestRegs) -> ! {
 /// The slot guard of the domain running on this CPU.
 type SlotGuard = MutexGuard<'static, Option<Box<DomainEntry>>>;
 
-/// Whether a domain's vCPUs may run: not shut down, not paused by the
-/// toolstack.
-fn may_run(domain: &Domain) -> bool {
-    domain.is_running() && domain.pauses == 0
-}
-
 /// The next vCPU to run after vCPU `index` of `entry`'s domain
 /// (`sched::next_vcpu`), the other domains looked at in id order after
 /// this one; their slots are only tried (`docs/locking.md`). Also notes
@@ -188,7 +182,7 @@ fn pick(cpu: &mut PerCpu, entry: &DomainEntry, index: usize) -> Next<DomId> {
                 continue;
             };
             if let Some(other) = guard.as_deref()
-                && may_run(&other.domain)
+                && other.domain.may_run()
                 && let Some(v) = sched::first_runnable(&other.vcpus)
             {
                 remote = Some((id, v));
@@ -197,7 +191,7 @@ fn pick(cpu: &mut PerCpu, entry: &DomainEntry, index: usize) -> Next<DomId> {
         }
     }
     cpu.others_waiting = remote.is_some();
-    sched::next_vcpu(&entry.vcpus, may_run(&entry.domain), index, remote)
+    sched::next_vcpu(&entry.vcpus, entry.domain.may_run(), index, remote)
 }
 
 /// The slow end of an entry: the running domain shut down, or another
