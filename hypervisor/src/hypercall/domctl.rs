@@ -225,6 +225,31 @@ pub fn domctl(env: &mut impl ControlEnv, fx: &mut Effects, arg: u64) -> Result<u
             let VcpuContext { vcpu, ctxt, .. } = op.payload().ok_or(Errno::EFAULT)?;
             set_vcpu_context(env, fx, target, vcpu, ctxt)
         }
+        DomctlCmd::GetVcpuContext => {
+            let VcpuContext { vcpu, ctxt, .. } = op.payload().ok_or(Errno::EFAULT)?;
+            let context = if itself {
+                if vcpu == env.vcpu().id {
+                    return Err(Errno::EINVAL);
+                }
+                let vm_assist = env.domain().mm.vm_assist;
+                let v = env.vcpu_by_id(vcpu).ok_or(Errno::EINVAL)?;
+                if !v.initialised {
+                    return Err(Errno::ENODATA);
+                }
+                vcpu::saved_context(v, vm_assist)
+            } else {
+                let entry = other(env, target)?;
+                let vm_assist = entry.domain.mm.vm_assist;
+                let index = usize::try_from(vcpu).map_err(|_| Errno::EINVAL)?;
+                let v = entry.vcpus.get(index).ok_or(Errno::EINVAL)?;
+                if !v.initialised {
+                    return Err(Errno::ENODATA);
+                }
+                vcpu::saved_context(v, vm_assist)
+            };
+            write_struct(env, ctxt, &context)?;
+            Ok(0)
+        }
         DomctlCmd::HypercallInit => {
             let HypercallInit { gmfn } = op.payload().ok_or(Errno::EFAULT)?;
             hypercall_init(env, fx, target, Mfn(gmfn))
@@ -1298,6 +1323,23 @@ mod tests {
         assert!(v.initialised && v.is_up());
         assert_eq!(v.context.rip, 0x1000);
         assert_eq!(info(&mut m, id).unwrap().nr_online_vcpus, 1);
+        let get = |m: &mut FakeMachine, vcpu: u32| {
+            let arg = VcpuContext {
+                vcpu,
+                pad: 0,
+                ctxt: CTXT,
+            };
+            m.guest[0x2000..0x2000 + VcpuGuestContext::SIZE].fill(0xff);
+            let r = call(m, DomctlCmd::GetVcpuContext, id, &arg).0;
+            (r, VcpuGuestContext::from_wire(&m.guest[0x2000..]).unwrap())
+        };
+        let (r, got) = get(&mut m, 0);
+        assert_eq!(r, Ok(0));
+        assert_eq!(got.flags, c.flags);
+        assert_eq!((got.user_regs.rip, got.user_regs.cs), (0x1000, 0xe033));
+        assert_eq!((got.ctrlreg[3], got.ctrlreg[1]), (l4.0 << 12, 0));
+        assert_eq!(get(&mut m, 1).0, Err(Errno::ENODATA));
+        assert_eq!(get(&mut m, 2).0, Err(Errno::EINVAL));
         let moved = VcpuGuestContext {
             ctrlreg: [0, 0, 0, (l4.0 + 1) << 12, 0, 0, 0, 0],
             ..c

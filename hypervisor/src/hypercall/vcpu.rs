@@ -10,7 +10,7 @@
 #![forbid(unsafe_code)]
 
 use dom0_abi::Errno;
-use dom0_abi::cpu::{VcpuGuestContext, VgcfFlags};
+use dom0_abi::cpu::{TrapInfo, VcpuGuestContext, VgcfFlags};
 use dom0_abi::event_channel::Virq;
 use dom0_abi::sched::ShutdownReason;
 use dom0_abi::segment::{
@@ -265,6 +265,77 @@ fn initialise(env: &mut impl MmuEnv, fx: &mut Effects, id: u32, arg: u64) -> Res
     let vcpu = env.vcpu_by_id(id).ok_or(Errno::ENOENT)?;
     load_context(vcpu, &c, &roots);
     Ok(0)
+}
+
+/// The `vcpu_guest_context` Xen's `getvcpucontext` reports for `vcpu`
+/// (`vm_assist`: the domain's, reported for vCPU 0): registers, with the
+/// ring-1 kernel selectors shown as Xen's flat kernel ones (0xe033,
+/// 0xe02b), `VGCF_online` if up and `VGCF_in_kernel` in kernel mode, the
+/// trap table, LDT, GDT frames, kernel stack, L4s (`ctrlreg[3]` and
+/// `ctrlreg[1]` as `mfn << 12`), debug registers, callbacks and segment
+/// bases. The FPU image is not reported (`VGCF_i387_valid` clear).
+pub(super) fn saved_context(vcpu: &Vcpu, vm_assist: u64) -> VcpuGuestContext {
+    let r = &vcpu.context;
+    let in_kernel = r.cs == u64::from(RING1_KERNEL_CS);
+    let mut c = VcpuGuestContext::zeroed();
+    let mut flags = VgcfFlags::empty();
+    flags.set(VgcfFlags::ONLINE, vcpu.is_up());
+    flags.set(VgcfFlags::IN_KERNEL, in_kernel);
+    flags.set(
+        VgcfFlags::FAILSAFE_DISABLES_EVENTS,
+        vcpu.failsafe.mask_events,
+    );
+    flags.set(VgcfFlags::SYSCALL_DISABLES_EVENTS, vcpu.syscall.mask_events);
+    c.flags = flags.bits();
+    let u = &mut c.user_regs;
+    (u.r15, u.r14, u.r13, u.r12, u.rbp, u.rbx) = (r.r15, r.r14, r.r13, r.r12, r.rbp, r.rbx);
+    (u.r11, u.r10, u.r9, u.r8) = (r.r11, r.r10, r.r9, r.r8);
+    (u.rax, u.rcx, u.rdx, u.rsi, u.rdi) = (r.rax, r.rcx, r.rdx, r.rsi, r.rdi);
+    (u.rip, u.rflags, u.rsp) = (r.rip, r.rflags, r.rsp);
+    let (cs, ss) = if in_kernel {
+        (FLAT_RING3_CS64, FLAT_RING3_DS)
+    } else {
+        (
+            u16::try_from(r.cs).unwrap_or(0),
+            u16::try_from(r.ss).unwrap_or(0),
+        )
+    };
+    (u.cs, u.ss) = (cs, ss);
+    (u.ds, u.es, u.fs) = (vcpu.selectors.ds, vcpu.selectors.es, vcpu.selectors.fs);
+    // Gates with a handler, each under its own vector and Xen's kernel CS;
+    // the others all zero.
+    for (i, (info, gate)) in c.trap_ctxt.iter_mut().zip(&vcpu.traps).enumerate() {
+        if gate.address != 0 {
+            *info = TrapInfo {
+                vector: u8::try_from(i).unwrap_or(0),
+                flags: gate.dpl
+                    | if gate.mask_events {
+                        TrapInfo::FLAG_IF
+                    } else {
+                        0
+                    },
+                cs: FLAT_RING3_CS64,
+                address: gate.address,
+            };
+        }
+    }
+    c.ldt_base = vcpu.mm.ldt_base;
+    c.ldt_ents = u64::from(vcpu.mm.ldt_ents);
+    c.gdt_frames[..vcpu.gdt_count].copy_from_slice(&vcpu.gdt_frames[..vcpu.gdt_count]);
+    c.gdt_ents = vcpu.gdt_entries;
+    c.kernel_ss = vcpu.kernel_ss;
+    c.kernel_sp = vcpu.kernel_sp;
+    c.ctrlreg[3] = vcpu.mm.kernel_l4.map_or(0, Mfn::maddr);
+    c.ctrlreg[1] = vcpu.mm.user_l4.map_or(0, Mfn::maddr);
+    c.debugreg = vcpu.debugreg;
+    c.event_callback_eip = vcpu.event.address;
+    c.failsafe_callback_eip = vcpu.failsafe.address;
+    c.syscall_callback_eip = vcpu.syscall.address;
+    c.vm_assist = vm_assist;
+    c.fs_base = vcpu.fs_base;
+    c.gs_base_kernel = vcpu.gs_base_kernel;
+    c.gs_base_user = vcpu.gs_base_user;
+    c
 }
 
 /// What a context's first load holds in the frame table: its GDT frames'

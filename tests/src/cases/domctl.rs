@@ -24,7 +24,10 @@
 //!   a non-canonical rip are `EINVAL`; once loaded, the vCPU is online
 //!   (the domain still paused), another L4 is `EOPNOTSUPP`, the same one
 //!   reloads (offline), and the L4 can no longer be mapped writable
-//!   (`EBUSY`); `hypercall_init` fills another of its frames with stubs,
+//!   (`EBUSY`); `getvcpucontext` gives back what was loaded (flags,
+//!   registers with Xen's flat kernel selectors, kernel stack, L4), is
+//!   `ENODATA` for a vCPU never loaded and `EINVAL` for one not created;
+//!   `hypercall_init` fills another of its frames with stubs,
 //!   and refuses dom0's frame (`EINVAL`) and the loaded L4 (`EPERM`);
 //! - pauses are counted: one more `unpausedomain` than pauses is `EINVAL`;
 //!   dom0 cannot pause or destroy itself (`EINVAL`);
@@ -550,27 +553,28 @@ fn vcpu_context(id: u16, frames: [u64; 16]) {
         set_context(0, 0, &ctx),
         Errno::EINVAL.neg(),
     );
-    let mut own = ctx;
-    own.ctrlreg[3] = mm::boot_l4_mfn() << 12;
+    // One context changed in place and put back (each is 5 KiB of stack).
+    ctx.ctrlreg[3] = mm::boot_l4_mfn() << 12;
     report::check_ret(
         "setvcpucontext with dom0's L4 is EINVAL",
-        set_context(id, 0, &own),
+        set_context(id, 0, &ctx),
         Errno::EINVAL.neg(),
     );
-    let mut user = ctx;
-    user.flags = VgcfFlags::ONLINE.bits();
+    ctx.ctrlreg[3] = l4 << 12;
+    ctx.flags = VgcfFlags::ONLINE.bits();
     report::check_ret(
         "setvcpucontext in user mode without a user L4 is EINVAL",
-        set_context(id, 0, &user),
+        set_context(id, 0, &ctx),
         Errno::EINVAL.neg(),
     );
-    let mut odd = ctx;
-    odd.user_regs.rip = 0x8000_0000_0000_0000;
+    ctx.flags = (VgcfFlags::IN_KERNEL | VgcfFlags::ONLINE).bits();
+    ctx.user_regs.rip = 0x8000_0000_0000_0000;
     report::check_ret(
         "setvcpucontext with a non-canonical rip is EINVAL",
-        set_context(id, 0, &odd),
+        set_context(id, 0, &ctx),
         Errno::EINVAL.neg(),
     );
+    ctx.user_regs.rip = 0x100;
     report::check_ret(
         "setvcpucontext of vCPU 0 with its page tables",
         set_context(id, 0, &ctx),
@@ -582,18 +586,18 @@ fn vcpu_context(id: u16, frames: [u64; 16]) {
         (i.nr_online_vcpus, i.dominf()),
         (1, DomInfoFlags::PAUSED),
     );
-    let mut other_l4 = ctx;
-    other_l4.ctrlreg[3] = l3 << 12;
+    get_context(id, &ctx);
+    ctx.ctrlreg[3] = l3 << 12;
     report::check_ret(
         "setvcpucontext again with another L4 is EOPNOTSUPP",
-        set_context(id, 0, &other_l4),
+        set_context(id, 0, &ctx),
         Errno::EOPNOTSUPP.neg(),
     );
-    let mut offline = ctx;
-    offline.flags = VgcfFlags::IN_KERNEL.bits();
+    ctx.ctrlreg[3] = l4 << 12;
+    ctx.flags = VgcfFlags::IN_KERNEL.bits();
     report::check_ret(
         "setvcpucontext again with the same L4, offline",
-        set_context(id, 0, &offline),
+        set_context(id, 0, &ctx),
         0,
     );
     report::check_eq("vCPU 0 is offline again", info(id).2.nr_online_vcpus, 0);
@@ -655,6 +659,57 @@ fn hypercall_page(id: u16, frame: u64, l4: u64) {
         "hypercall_init on the new domain's L4 is EPERM",
         init(l4),
         Errno::EPERM.neg(),
+    );
+}
+
+/// `getvcpucontext` of vCPU 0 gives back what `setvcpucontext` loaded;
+/// vCPU 1 (created, never loaded) is `ENODATA`, vCPU 2 (not created)
+/// `EINVAL`.
+fn get_context(id: u16, set: &VcpuGuestContext) {
+    let mut got = VcpuGuestContext::zeroed();
+    let get = |vcpu: u32, out: &mut VcpuGuestContext| {
+        let arg = VcpuContext {
+            vcpu,
+            pad: 0,
+            ctxt: core::ptr::from_mut(out) as u64,
+        };
+        call(DomctlCmd::GetVcpuContext, id, &arg).0
+    };
+    report::check_ret("getvcpucontext of vCPU 0", get(0, &mut got), 0);
+    // The hypercall's asm may write any memory whose address escaped, as
+    // `got`'s did: plain reads see what the hypervisor wrote.
+    let u = &got.user_regs;
+    report::check_eq(
+        "getvcpucontext: flags, rip, rsp, cs, ss, rflags",
+        (got.flags, u.rip, u.rsp, u.cs, u.ss, u.rflags),
+        (
+            0x24,
+            set.user_regs.rip,
+            set.user_regs.rsp,
+            0xe033,
+            0xe02b,
+            0x200,
+        ),
+    );
+    report::check_eq(
+        "getvcpucontext: kernel stack",
+        (got.kernel_ss, got.kernel_sp),
+        (0xe02b, set.kernel_sp),
+    );
+    report::check(
+        "getvcpucontext: ctrlreg[3] is the L4 loaded, ctrlreg[1] none",
+        got.ctrlreg[3] == set.ctrlreg[3] && got.ctrlreg[1] == 0,
+        format_args!("{:#x} {:#x}", got.ctrlreg[3], got.ctrlreg[1]),
+    );
+    report::check_ret(
+        "getvcpucontext of vCPU 1 (never loaded) is ENODATA",
+        get(1, &mut got),
+        Errno::ENODATA.neg(),
+    );
+    report::check_ret(
+        "getvcpucontext of vCPU 2 (not created) is EINVAL",
+        get(2, &mut got),
+        Errno::EINVAL.neg(),
     );
 }
 
