@@ -530,9 +530,10 @@ fn create_domain(
     );
     domain.emulation_flags = config.arch.emulation_flags;
     if let Err(mut refused) = env.insert_domain(Box::new(DomainEntry::new(domain))) {
-        // The id was taken after all (not reachable on one CPU): undo.
+        // No slot for that id (the table has `max_domains=` slots; Xen
+        // has room up to 0x7FEF): undo.
         let _ = teardown(env, fx, &mut refused);
-        return Err(Errno::EEXIST);
+        return Err(Errno::ENOMEM);
     }
     Ok(id)
 }
