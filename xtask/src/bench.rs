@@ -310,6 +310,7 @@ fn boot(
             Platform::Ours => &[],
             Platform::Xen => xen::STOP_MARKERS,
         },
+        typing: &[],
     })?;
     save_log(
         &log_dir.join(format!("{}.log", platform.name())),

@@ -86,6 +86,7 @@ pub fn fuzz_guest(workspace: &Workspace, args: &FuzzArgs) -> Result<u8, String> 
         serial: Serial::Terminal,
         timeout: Some(timeout),
         stop_markers: &[],
+        typing: &[],
     })?;
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let log = dir.join(format!("seed-{}.log", args.seed));

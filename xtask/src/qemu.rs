@@ -8,16 +8,17 @@
 //! CD from AHCI) and it is the chipset a dom0 will want later (PCIe with
 //! ECAM); `pc` would do for the boot paths alike.
 //!
-//! [`qemu_args`] is pure and tested on the host; [`run`] owns the child
-//! process. QEMU never reads a closed stdin: when xtask's stdin is not a
-//! terminal, QEMU's stdin is `/dev/null`, and the monitor is off
-//! (`-monitor none`) so it is never multiplexed onto the serial stdio.
+//! [`qemu_args`] and [`Typist`] are pure and tested on the host; [`run`]
+//! owns the child process. QEMU's stdin is COM1's input: a pipe xtask
+//! types into when the run has [`Keys`] to type, the terminal when xtask's
+//! stdin is one (`run`), else `/dev/null`. The monitor is off (`-monitor
+//! none`) so it is never multiplexed onto the serial stdio.
 #![forbid(unsafe_code)]
 
 use std::ffi::OsString;
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -229,6 +230,67 @@ pub struct RunSpec {
     pub timeout: Option<Duration>,
     /// Stop QEMU as soon as the captured serial log contains one of these.
     pub stop_markers: &'static [&'static str],
+    /// What to type into COM1, in order (empty: nothing).
+    pub typing: &'static [Keys],
+}
+
+/// Bytes typed into COM1's input (QEMU's stdin) once the serial log shows
+/// `after`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Keys {
+    /// The text the serial output must show first.
+    pub after: &'static str,
+    /// What is then typed, all at once (QEMU hands it to the UART as its
+    /// receive FIFO drains; nothing is lost on the way).
+    pub bytes: &'static [u8],
+}
+
+/// Types a script of [`Keys`] into a run: each entry once, in order, when
+/// its `after` text appears in the serial log after the previous entry's
+/// `after` text (so the same prompt printed twice is two triggers).
+#[derive(Clone, Debug)]
+pub struct Typist {
+    script: &'static [Keys],
+    /// The next entry to type.
+    next: usize,
+    /// Where the search for the next entry's trigger starts.
+    from: usize,
+}
+
+impl Typist {
+    /// A typist for `script`, which has typed nothing yet.
+    pub fn new(script: &'static [Keys]) -> Typist {
+        Typist {
+            script,
+            next: 0,
+            from: 0,
+        }
+    }
+
+    /// Whether every entry has been typed.
+    pub fn done(&self) -> bool {
+        self.next == self.script.len()
+    }
+
+    /// What to type now that the serial log reads `log` (which only ever
+    /// grows): the bytes of every entry whose trigger has appeared since
+    /// the last call, in order; empty if none.
+    pub fn due(&mut self, log: &[u8]) -> Vec<u8> {
+        let mut typed = Vec::new();
+        while let Some(keys) = self.script.get(self.next) {
+            let tail = log.get(self.from..).unwrap_or_default();
+            let trigger = keys.after.as_bytes();
+            let Some(at) = tail.windows(trigger.len()).position(|w| w == trigger) else {
+                // Search again from where the trigger could still begin.
+                self.from = log.len().saturating_sub(trigger.len()).max(self.from);
+                break;
+            };
+            self.from += at + trigger.len();
+            self.next += 1;
+            typed.extend_from_slice(keys.bytes);
+        }
+        typed
+    }
 }
 
 /// What a QEMU run left behind.
@@ -324,16 +386,36 @@ enum Ended {
     ByXtask(Outcome),
 }
 
+/// Types what `typist` says is due into `stdin`. QEMU gone (a broken
+/// pipe) is not an error here: its exit is seen next.
+fn type_due(typist: &mut Typist, stdin: &mut Option<ChildStdin>, log: &[u8]) -> Result<(), String> {
+    let bytes = typist.due(log);
+    let Some(pipe) = stdin.as_mut().filter(|_| !bytes.is_empty()) else {
+        return Ok(());
+    };
+    match pipe.write_all(&bytes).and_then(|()| pipe.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            *stdin = None;
+            Ok(())
+        }
+        Err(e) => Err(format!("typing into {QEMU}: {e}")),
+    }
+}
+
 /// Polls `child` until it exits, `spec.timeout` passes, or the serial log
-/// shows one of `spec.stop_markers`.
+/// shows one of `spec.stop_markers`; types `spec.typing` into `stdin` as
+/// its triggers appear.
 fn wait(
     child: &mut Child,
     spec: &RunSpec,
     start: Instant,
     serial: &Shared,
+    mut stdin: Option<ChildStdin>,
 ) -> Result<Ended, String> {
     let longest_marker = spec.stop_markers.iter().map(|m| m.len()).max().unwrap_or(0);
     let mut scanned: usize = 0;
+    let mut typist = Typist::new(spec.typing);
     loop {
         if let Some(status) = child
             .try_wait()
@@ -346,6 +428,10 @@ fn wait(
         {
             stop(child)?;
             return Ok(Ended::ByXtask(Outcome::Timeout(limit)));
+        }
+        if !typist.done() {
+            let log = serial.lock().unwrap_or_else(|e| e.into_inner());
+            type_due(&mut typist, &mut stdin, &log)?;
         }
         if !spec.stop_markers.is_empty() {
             let log = serial.lock().unwrap_or_else(|e| e.into_inner());
@@ -371,7 +457,9 @@ pub fn run(spec: &RunSpec) -> Result<RunResult, String> {
     command.args(&spec.args);
     let capture = spec.serial == Serial::Capture;
     let interactive = !capture && std::io::stdin().is_terminal();
-    command.stdin(if interactive {
+    command.stdin(if !spec.typing.is_empty() {
+        Stdio::piped()
+    } else if interactive {
         Stdio::inherit()
     } else {
         Stdio::null()
@@ -392,7 +480,9 @@ pub fn run(spec: &RunSpec) -> Result<RunResult, String> {
         let echo = if capture { Echo::Off } else { Echo::Stderr };
         readers.push(collect(err, Arc::clone(&stderr), echo));
     }
-    let ended = wait(&mut child, spec, start, &serial);
+    // Kept open until QEMU ends: an end of file on its stdin is not input.
+    let stdin = child.stdin.take();
+    let ended = wait(&mut child, spec, start, &serial, stdin);
     if ended.is_err() {
         // Leave no QEMU behind; the wait's error is the one worth reporting.
         let _ = stop(&mut child);
@@ -560,5 +650,71 @@ mod tests {
         assert_eq!(find_marker(log, 10, &["Dom0 halted"]), Some("Dom0 halted"));
         assert_eq!(find_marker(log, 30, &["Dom0 halted"]), None);
         assert_eq!(find_marker(log, 100, &["Dom0 halted"]), None);
+    }
+
+    const SCRIPT: &[Keys] = &[
+        Keys {
+            after: "type now",
+            bytes: b"first",
+        },
+        Keys {
+            after: "type now",
+            bytes: b"second",
+        },
+        Keys {
+            after: "last one",
+            bytes: b"third",
+        },
+    ];
+
+    #[test]
+    fn typing_waits_for_each_trigger_and_types_once() {
+        let mut typist = Typist::new(SCRIPT);
+        let mut log = b"booting...\n".to_vec();
+        assert!(typist.due(&log).is_empty());
+        log.extend_from_slice(b"(d0) type now\n");
+        assert_eq!(typist.due(&log), b"first");
+        // The same text again is the second entry's trigger, not the first's.
+        assert!(typist.due(&log).is_empty());
+        log.extend_from_slice(b"echo: first\n(d0) type now\n");
+        assert_eq!(typist.due(&log), b"second");
+        assert!(!typist.done());
+        log.extend_from_slice(b"last one\n");
+        assert_eq!(typist.due(&log), b"third");
+        assert!(typist.done());
+        log.extend_from_slice(b"type now\nlast one\n");
+        assert!(typist.due(&log).is_empty());
+    }
+
+    #[test]
+    fn a_trigger_split_across_reads_is_found() {
+        let mut typist = Typist::new(SCRIPT);
+        let mut log = b"xx type".to_vec();
+        assert!(typist.due(&log).is_empty());
+        log.extend_from_slice(b" n");
+        assert!(typist.due(&log).is_empty());
+        log.extend_from_slice(b"ow");
+        assert_eq!(typist.due(&log), b"first");
+    }
+
+    #[test]
+    fn triggers_that_came_together_type_in_order() {
+        let mut typist = Typist::new(SCRIPT);
+        assert_eq!(
+            typist.due(b"type now type now last one"),
+            b"firstsecondthird"
+        );
+        assert!(typist.done());
+        // Out of order, the later trigger alone types nothing.
+        let mut typist = Typist::new(SCRIPT);
+        assert!(typist.due(b"last one").is_empty());
+        assert_eq!(typist.due(b"last one type now"), b"first");
+    }
+
+    #[test]
+    fn nothing_to_type_is_done_at_once() {
+        let mut typist = Typist::new(&[]);
+        assert!(typist.done());
+        assert!(typist.due(b"anything").is_empty());
     }
 }

@@ -131,6 +131,7 @@ pub fn run(workspace: &Workspace, args: &RunArgs) -> Result<u8, String> {
         serial: Serial::Terminal,
         timeout: args.timeout_secs.map(Duration::from_secs),
         stop_markers: &[],
+        typing: &[],
     })?;
     let log = run_dir.join("serial.log");
     std::fs::write(&log, &result.serial).map_err(|e| format!("{}: {e}", log.display()))?;

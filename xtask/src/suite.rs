@@ -8,9 +8,11 @@
 #![forbid(unsafe_code)]
 
 use hypervisor::exit::HostExit;
+use pv_tests::typed_text;
 
 use crate::cli::{BootPath, DEFAULT_HV_ARGS};
 use crate::images::BadImage;
+use crate::qemu::Keys;
 use crate::ramdisk::DomuSet;
 use crate::serial_log::Expectation;
 
@@ -55,6 +57,9 @@ pub struct IntegrationTest {
     /// (the checks' names, verdicts, values and counts must then match Xen's,
     /// but for the allow-list `crate::xen::ALLOWED`).
     pub conformance: bool,
+    /// What the harness types into COM1 during the run, on both
+    /// hypervisors (empty for most tests; see [`Keys`]).
+    pub typing: &'static [Keys],
 }
 
 impl IntegrationTest {
@@ -87,6 +92,7 @@ macro_rules! guest_test {
                 log_lines: $log,
             },
             conformance: $conf,
+            typing: &[],
         }
     };
 }
@@ -150,6 +156,7 @@ macro_rules! rejected {
                 log_lines: &[&["dom0 image rejected:", $keyword]],
             },
             conformance: false,
+            typing: &[],
         }
     };
 }
@@ -172,6 +179,7 @@ macro_rules! cmdline_test {
                 log_lines: &[$($log),+],
             },
             conformance: false,
+            typing: &[],
         }
     };
 }
@@ -206,6 +214,7 @@ macro_rules! toolstack {
                 log_lines: &[&[$line]],
             },
             conformance: true,
+            typing: &[],
         }
     };
 }
@@ -221,12 +230,32 @@ macro_rules! toolstack {
 /// ramdisk of domUs and runs a shell script that also uses
 /// `scheduler_op` (`sched-credit`) and `sysctl readconsole` (`dmesg`),
 /// which wait for the weighted scheduler and a console ring.
-pub const PENDING: &[IntegrationTest] = &[toolstack!(
-    "dom0_shell_script",
-    DomuSet::Shell,
-    "script=shell.xl expect=poweroff",
-    "(d1) domu-demo: hello"
-)];
+pub const PENDING: &[IntegrationTest] = &[
+    toolstack!(
+        "dom0_shell_script",
+        DomuSet::Shell,
+        "script=shell.xl expect=poweroff",
+        "(d1) domu-demo: hello"
+    ),
+    IntegrationTest {
+        typing: CONSOLE_INPUT_TYPING,
+        ..passes!("console_input", conformance: true)
+    },
+];
+
+/// What `console_input` is typed: each burst of the test guest's
+/// [`typed_text::BURSTS`] after its prompt (the guest checks what it
+/// reads against the same bursts).
+const CONSOLE_INPUT_TYPING: &[Keys] = &[
+    Keys {
+        after: typed_text::BURSTS[0].prompt,
+        bytes: typed_text::BURSTS[0].bytes,
+    },
+    Keys {
+        after: typed_text::BURSTS[1].prompt,
+        bytes: typed_text::BURSTS[1].bytes,
+    },
+];
 
 /// Every integration test, in the order they run.
 pub const TESTS: &[IntegrationTest] = &[
@@ -459,6 +488,7 @@ pub const TESTS: &[IntegrationTest] = &[
             log_lines: &[&["BENCH null_hypercall tsc/call mean="]],
         },
         conformance: false,
+        typing: &[],
     },
 ];
 
@@ -545,7 +575,7 @@ mod tests {
             assert_eq!(test.dom0, Dom0::TestGuest, "{}", test.name);
             assert_eq!(test.dom0_args.strip_prefix("test="), Some(test.name));
             assert!(
-                ["mm_", "cpu_", "vcpu_", "evtchn_"]
+                ["mm_", "cpu_", "vcpu_", "evtchn_", "console_"]
                     .iter()
                     .any(|prefix| test.name.starts_with(prefix)),
                 "{}",
@@ -564,6 +594,24 @@ mod tests {
         assert_eq!(vcpus.command_line(""), "dom0_max_vcpus=2");
         let hello = TESTS.iter().find(|t| t.name == "hello").unwrap();
         assert_eq!(hello.command_line(DEFAULT_HV_ARGS), DEFAULT_HV_ARGS);
+    }
+
+    #[test]
+    fn console_input_types_the_guests_bursts_and_no_other_test_types() {
+        for test in TESTS.iter().chain(PENDING) {
+            if test.name != "console_input" {
+                assert!(test.typing.is_empty(), "{}", test.name);
+                continue;
+            }
+            assert!(test.conformance, "typed on Xen too");
+            let typed: Vec<(&str, &[u8])> =
+                test.typing.iter().map(|k| (k.after, k.bytes)).collect();
+            let bursts: Vec<(&str, &[u8])> = typed_text::BURSTS
+                .iter()
+                .map(|b| (b.prompt, b.bytes))
+                .collect();
+            assert_eq!(typed, bursts);
+        }
     }
 
     #[test]

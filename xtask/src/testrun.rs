@@ -198,6 +198,7 @@ fn boot_test(
         serial: Serial::Capture,
         timeout: Some(timeout),
         stop_markers: &[],
+        typing: test.typing,
     })?;
     save_log(
         &dirs.logs.join(format!("{}.log", test.name)),
@@ -258,6 +259,7 @@ fn boot_on_xen(
         serial: Serial::Capture,
         timeout: Some(timeout),
         stop_markers: xen::STOP_MARKERS,
+        typing: test.typing,
     })?;
     save_log(&dirs.xen.join(format!("{name}.log")), &args, &result)?;
     Ok(result)

@@ -7,6 +7,7 @@
 
 use guest_pv_shim::dom0_abi::start_info::StartInfo;
 
+mod console_input;
 mod console_io;
 mod cpu_compat;
 mod cpu_exceptions;
@@ -67,6 +68,10 @@ pub const ALL: &[Case] = &[
     Case {
         name: "console_io",
         run: console_io::run,
+    },
+    Case {
+        name: "console_input",
+        run: console_input::run,
     },
     Case {
         name: "unknown_hypercall",

@@ -381,6 +381,7 @@ pub fn trace(
         serial: Serial::Capture,
         timeout: Some(limit),
         stop_markers: &[],
+        typing: &[],
     };
     let qemu_run = thread::spawn(move || qemu::run(&spec));
     let traced = run_gdb(&script_path, limit);
