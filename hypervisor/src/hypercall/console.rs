@@ -18,9 +18,10 @@ pub const WRITE_LIMIT: u64 = 4096;
 ///   unprefixed, and returns 0; `-EFAULT` if any part of the buffer cannot be
 ///   read (bytes before the bad part have been written, as on Xen).
 /// - `CONSOLEIO_read`: copies at most `count` bytes of pending console input
-///   into `buffer` and returns how many; `-E2BIG` if `count` does not fit in
-///   a non-negative `int` (the result would be ambiguous), `-EFAULT` if the
-///   buffer cannot be written.
+///   into `buffer` and returns how many (0 with nothing pending, whatever
+///   the buffer); `-E2BIG` if `count` does not fit in a non-negative `int`
+///   (the result would be ambiguous), `-EFAULT` if a piece of the input
+///   cannot be written (it stays pending; see `crate::console`).
 /// - anything else: `-ENOSYS`.
 ///
 /// Only a privileged domain may use it; others get `-EPERM` (Xen's release
@@ -57,22 +58,11 @@ fn write(env: &mut impl Env, cmd: u64, count: u64, buffer: u64) -> Result<u64, E
 }
 
 fn read(env: &mut impl Env, count: u64, buffer: u64) -> Result<u64, Errno> {
-    if count > i32::MAX as u64 {
-        return Err(Errno::E2BIG);
-    }
-    let mut chunk = [0u8; CHUNK];
-    let mut done = 0u64;
-    while done < count {
-        let want = usize::try_from((count - done).min(CHUNK as u64)).unwrap_or(CHUNK);
-        let got = env.console_read(&mut chunk[..want]);
-        if got == 0 {
-            break;
-        }
-        let va = buffer.checked_add(done).ok_or(Errno::EFAULT)?;
-        env.copy_to_guest(va, &chunk[..got])?;
-        done += got as u64;
-    }
-    Ok(done)
+    let count = u32::try_from(count)
+        .ok()
+        .filter(|&c| c <= i32::MAX.cast_unsigned())
+        .ok_or(Errno::E2BIG)?;
+    env.console_read(count, buffer).map(u64::from)
 }
 
 #[cfg(test)]
@@ -117,18 +107,50 @@ mod tests {
         );
     }
 
+    fn typed(env: &mut FakeMachine, text: &[u8]) {
+        for &b in text {
+            env.input.receive(b);
+        }
+    }
+
     #[test]
     fn read_returns_pending_input() {
         let mut env = FakeMachine::new(16);
-        env.input = b"hello".to_vec();
+        typed(&mut env, b"hello");
         assert_eq!(console_io(&mut env, 1, 3, BASE), Ok(3));
         assert_eq!(&env.guest[..3], b"hel");
-        assert_eq!(console_io(&mut env, 1, 16, BASE), Ok(2));
+        assert_eq!(console_io(&mut env, 1, 16, BASE + 3), Ok(2));
+        assert_eq!(&env.guest[..5], b"hello");
         assert_eq!(console_io(&mut env, 1, 16, BASE), Ok(0));
+    }
+
+    #[test]
+    fn read_counts_above_int_max_are_e2big() {
+        let mut env = FakeMachine::new(16);
+        typed(&mut env, b"x");
+        for count in [0x8000_0000, 0xffff_ffff] {
+            assert_eq!(console_io(&mut env, 1, count, BASE), Err(Errno::E2BIG));
+        }
+        // The upper half of the register is not part of the count.
+        assert_eq!(console_io(&mut env, 1, 1 << 32, BASE), Ok(0));
+        assert_eq!(console_io(&mut env, 1, (1 << 32) | 1, BASE), Ok(1));
+        assert_eq!(env.guest[0], b'x');
+    }
+
+    #[test]
+    fn read_into_a_bad_buffer_is_efault_only_with_input_pending() {
+        let mut env = FakeMachine::new(16);
+        assert_eq!(console_io(&mut env, 1, 16, 0x10), Ok(0));
+        assert_eq!(console_io(&mut env, 1, 0x7fff_ffff, 0x10), Ok(0));
+        typed(&mut env, b"kept");
+        assert_eq!(console_io(&mut env, 1, 16, 0x10), Err(Errno::EFAULT));
         assert_eq!(
-            console_io(&mut env, 1, 0x8000_0000, BASE),
-            Err(Errno::E2BIG)
+            console_io(&mut env, 1, 16, u64::MAX - 1),
+            Err(Errno::EFAULT)
         );
+        assert_eq!(console_io(&mut env, 1, 0, 0x10), Ok(0));
+        assert_eq!(console_io(&mut env, 1, 16, BASE), Ok(4));
+        assert_eq!(&env.guest[..4], b"kept");
     }
 
     #[test]

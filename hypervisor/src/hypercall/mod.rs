@@ -44,8 +44,11 @@ pub trait Env {
     fn copy_to_guest(&mut self, va: u64, buf: &[u8]) -> Result<(), Errno>;
     /// Writes bytes to the hypervisor console, unprefixed.
     fn console_write(&mut self, bytes: &[u8]);
-    /// Reads the console input available now, without waiting.
-    fn console_read(&mut self, buf: &mut [u8]) -> usize;
+    /// `CONSOLEIO_read`'s copy: takes at most `count` bytes of pending
+    /// console input into the guest buffer at `buffer`, as
+    /// `crate::console::InputRing::read` does (a piece that cannot be
+    /// copied is `EFAULT` and stays pending); returns the bytes taken.
+    fn console_read(&mut self, count: u32, buffer: u64) -> Result<u32, Errno>;
     /// The calling domain.
     fn domain(&mut self) -> &mut Domain;
     /// The calling vCPU.

@@ -17,6 +17,7 @@ use super::frame_table::{FrameInfo, Owner, PageType};
 use super::machine::{DomainMm, MmMachine, PageTableMemory, VcpuMm};
 use super::pte;
 use super::types::{MapCtx, Mmu};
+use crate::console::InputRing;
 use crate::domain::{Domain, DomainEntry, Privilege};
 use crate::evtchn::fake::FakeBits;
 use crate::evtchn::{EventBits, EventChannels};
@@ -70,7 +71,7 @@ pub struct FakeMachine {
     pub shared_max_pfn: u64,
     pub host: HostInfo,
     pub console: Vec<u8>,
-    pub input: Vec<u8>,
+    pub input: InputRing,
     pub stats: Stats,
     /// The event bits of the domain's shared_info page.
     pub events: FakeBits,
@@ -123,7 +124,7 @@ impl FakeMachine {
                 build_id: &[0xab; 20],
             },
             console: Vec::new(),
-            input: Vec::new(),
+            input: InputRing::new(),
             stats: Stats::default(),
             events: FakeBits::default(),
             nmi_reason: 0,
@@ -384,11 +385,14 @@ impl Env for FakeMachine {
     fn console_write(&mut self, bytes: &[u8]) {
         self.console.extend_from_slice(bytes);
     }
-    fn console_read(&mut self, buf: &mut [u8]) -> usize {
-        let n = buf.len().min(self.input.len());
-        buf[..n].copy_from_slice(&self.input[..n]);
-        self.input.drain(..n);
-        n
+    fn console_read(&mut self, count: u32, buffer: u64) -> Result<u32, Errno> {
+        let mut input = core::mem::take(&mut self.input);
+        let read = input.read(count, |offset, piece| {
+            let va = buffer.checked_add(u64::from(offset)).ok_or(Errno::EFAULT)?;
+            self.copy_to_guest(va, piece)
+        });
+        self.input = input;
+        read
     }
     fn domain(&mut self) -> &mut Domain {
         &mut self.domain

@@ -23,6 +23,11 @@
 //!
 //! A burst that does not arrive within 30 s fails its check (a one-shot
 //! timer on `VIRQ_TIMER` wakes the blocked vCPU) instead of hanging.
+//!
+//! `console_input_polled` types the same bursts with COM1's interrupt
+//! turned off (`com1=...,0`; Xen then polls the UART on a timer, this
+//! hypervisor when dom0 reads): the guest only calls `CONSOLEIO_read`
+//! until each burst is in, and it must arrive whole all the same.
 
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
@@ -184,13 +189,36 @@ fn nothing_pending(when: &str) {
     }
 }
 
+/// Prints burst `burst`'s prompt.
+fn prompt(burst: &Burst) {
+    console_write(burst.prompt.as_bytes());
+    console_write(b"\n");
+}
+
+/// Echoes what was read of burst `number` and checks it against what was
+/// typed; returns whether it matched.
+fn check_burst(number: usize, burst: &Burst, got: &[u8]) -> bool {
+    console_write(b"console_input: echo: ");
+    console_write(got);
+    console_write(b"\n");
+    let mismatch = burst
+        .bytes
+        .iter()
+        .zip(got)
+        .position(|(&typed, &read)| as_read(typed) != read);
+    report::check(
+        format_args!("every byte of burst {number} is read once, in order, 7-bit"),
+        got.len() == burst.bytes.len() && mismatch.is_none(),
+        format_args!("{} bytes read, first difference at {mismatch:?}", got.len()),
+    )
+}
+
 /// Prompts for burst `number`, waits for it and reads it whole; `false`
 /// when it did not come (the test then stops).
 fn receive(number: usize, burst: &Burst) -> bool {
     let seen = CONSOLE_EVENTS.load(Ordering::SeqCst);
     let deadline = now() + BURST_TIMEOUT_NS;
-    console_write(burst.prompt.as_bytes());
-    console_write(b"\n");
+    prompt(burst);
     if !report::check(
         format_args!("VIRQ_CONSOLE wakes the blocked vCPU (burst {number})"),
         wait_for_input(seen, deadline),
@@ -222,19 +250,42 @@ fn receive(number: usize, burst: &Burst) -> bool {
             return false;
         }
     }
-    console_write(b"console_input: echo: ");
-    console_write(&got[..len]);
-    console_write(b"\n");
-    let mismatch = burst
-        .bytes
-        .iter()
-        .zip(&got[..len])
-        .position(|(&typed, &read)| as_read(typed) != read);
-    report::check(
-        format_args!("every byte of burst {number} is read once, in order, 7-bit"),
-        len == burst.bytes.len() && mismatch.is_none(),
-        format_args!("{len} bytes read, first difference at {mismatch:?}"),
-    )
+    check_burst(number, burst, &got[..len])
+}
+
+/// `console_input_polled`: each burst read by calling `CONSOLEIO_read`
+/// until it is in (no event is waited for).
+pub fn run_polled(_start_info: &'static StartInfo) {
+    if !support::traps() {
+        return;
+    }
+    for (index, burst) in BURSTS.iter().enumerate() {
+        let number = index + 1;
+        let deadline = now() + BURST_TIMEOUT_NS;
+        prompt(burst);
+        let mut got = [0u8; BUFFER];
+        let mut len = 0;
+        while len < burst.bytes.len() && now() < deadline {
+            let n = console_read(&mut got[len..]);
+            let Ok(n) = usize::try_from(n) else {
+                report::fail(
+                    format_args!("reads return burst {number}"),
+                    format_args!("read after {len} bytes: {}", report::Ret(n)),
+                );
+                return;
+            };
+            len += n;
+        }
+        if !check_burst(number, burst, &got[..len]) {
+            return;
+        }
+    }
+    let mut buffer = [0u8; 16];
+    report::check_ret(
+        "read after both bursts returns 0",
+        console_read(&mut buffer),
+        0,
+    );
 }
 
 /// The checks that need input pending (the first burst has woken the

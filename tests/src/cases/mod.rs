@@ -74,6 +74,10 @@ pub const ALL: &[Case] = &[
         run: console_input::run,
     },
     Case {
+        name: "console_input_polled",
+        run: console_input::run_polled,
+    },
+    Case {
         name: "unknown_hypercall",
         run: unknown_hypercall::run,
     },

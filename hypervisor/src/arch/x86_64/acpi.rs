@@ -1,6 +1,10 @@
-//! ACPI tables: what the boot log reports about CPUs, interrupt controllers
-//! and timers, and where the real-time clock keeps its century (through
-//! the `acpi` crate, over the direct map).
+//! ACPI tables: CPUs, interrupt controllers (the I/O APICs and how ISA
+//! IRQs reach them) and timers, logged at boot and returned for setup, and
+//! where the real-time clock keeps its century (through the `acpi` crate,
+//! over the direct map).
+extern crate alloc;
+
+use alloc::vec::Vec;
 use core::ptr::NonNull;
 
 use acpi::fadt::Fadt;
@@ -9,6 +13,7 @@ use acpi::mcfg::Mcfg;
 use acpi::{AcpiHandler, AcpiTables, HpetInfo, PhysicalMapping};
 
 use crate::iomem::{ReservedMmio, mmcfg_len};
+use crate::irq::IsaOverrides;
 use crate::layout::PAGE_SIZE;
 use crate::wallclock::century_register;
 
@@ -43,13 +48,26 @@ impl AcpiHandler for DirectMap {
     fn unmap_physical_region<T>(_region: &PhysicalMapping<Self, T>) {}
 }
 
+/// One I/O APIC, as the MADT describes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IoApicInfo {
+    /// Its id.
+    pub id: u8,
+    /// The physical address of its registers.
+    pub address: u32,
+    /// The GSI of its pin 0.
+    pub gsi_base: u32,
+}
+
 /// What the MADT, HPET, MCFG and FADT tables say.
 #[derive(Clone, Debug, Default)]
 pub struct Platform {
     /// Enabled (or online-capable) local APICs, i.e. CPUs.
     pub cpus: u32,
-    /// I/O APICs.
-    pub ioapics: u32,
+    /// The I/O APICs.
+    pub ioapics: Vec<IoApicInfo>,
+    /// Where the ISA IRQs arrive (the interrupt source overrides).
+    pub isa_overrides: IsaOverrides,
     /// Whether an HPET is described.
     pub hpet: bool,
     /// The CMOS index of the RTC's century register, if it has one.
@@ -69,8 +87,8 @@ pub enum RsdpSource<'a> {
     Search,
 }
 
-/// Reads the ACPI tables, logs CPUs, I/O APICs and the HPET, and finds the
-/// RTC's century register.
+/// Reads the ACPI tables, logs CPUs, I/O APICs, interrupt source
+/// overrides and the HPET, and finds the RTC's century register.
 pub fn report(rsdp: RsdpSource<'_>) -> Option<Platform> {
     // SAFETY: the addresses come from the firmware's own RSDP, and the
     // handler maps them through the direct map, read only.
@@ -108,9 +126,26 @@ pub fn report(rsdp: RsdpSource<'_>) -> Option<Platform> {
                         io.io_apic_address,
                         io.global_system_interrupt_base,
                     );
-                    platform.ioapics += 1;
+                    platform.ioapics.push(IoApicInfo {
+                        id,
+                        address,
+                        gsi_base: base,
+                    });
                     platform.mmio.add(u64::from(address), PAGE_SIZE);
                     log::info!("ACPI: IOAPIC id {id} at {address:#x}, GSI base {base}");
+                }
+                MadtEntry::InterruptSourceOverride(o) => {
+                    let (bus, irq, gsi, flags) = (o.bus, o.irq, o.global_system_interrupt, o.flags);
+                    match platform.isa_overrides.record(bus, irq, gsi, flags) {
+                        Ok(()) => {
+                            if let Some(route) = platform.isa_overrides.route(irq) {
+                                log::info!("ACPI: ISA IRQ {irq} overridden: {route}");
+                            }
+                        }
+                        Err(e) => log::warn!(
+                            "ACPI: interrupt source override of bus {bus} IRQ {irq} (GSI {gsi}, flags {flags:#x}) ignored: {e}"
+                        ),
+                    }
                 }
                 _ => {}
             }

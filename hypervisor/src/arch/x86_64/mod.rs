@@ -19,6 +19,7 @@ pub mod evtchn;
 pub mod guest;
 pub mod guest_mem;
 pub mod io;
+pub mod ioapic;
 pub mod machine;
 pub mod mem;
 pub mod msr;

@@ -1,20 +1,24 @@
 //! Time and interrupts on this CPU: acknowledging interrupts, running what
-//! is due (guest timers, watchdogs, poll timeouts, sleeping vCPUs woken
-//! by events, the time slice), setting the local APIC's timer for the
-//! next deadline, and waiting while no vCPU can run.
+//! is due (guest timers, watchdogs, poll timeouts, console input for the
+//! hardware domain, sleeping vCPUs woken by events, the time slice),
+//! setting the local APIC's timer for the next deadline, and waiting while
+//! no vCPU can run.
 //!
 //! [`run_due`] runs when something it looks at changed, and only then: on
-//! the timer's interrupt, after a hypercall that changed a timer or a
-//! sleeping vCPU (`Env::timers_changed`) or raised an upcall for a
-//! sleeping vCPU ([`note_kicks`]), after a vCPU switch, before the first
-//! exit and after every idle wake-up. Entries that change none of it
+//! the timer's and COM1's receive interrupts, after a hypercall that
+//! changed a timer or a sleeping vCPU (`Env::timers_changed`) or raised an
+//! upcall for a sleeping vCPU ([`note_kicks`]), after a `CONSOLEIO_read`
+//! that took input from the UART itself, after a vCPU switch, before the
+//! first exit and after every idle wake-up. Entries that change none of it
 //! (almost all) pay nothing for time.
 //!
 //! The decisions are `crate::sched`'s and `crate::timer`'s; this module
 //! walks the running domain's vCPUs with them. A physical interrupt never
-//! reaches a guest: the timer's only effect is this bookkeeping.
+//! reaches a guest: the timer's and the serial port's only effects are
+//! this bookkeeping and the events it raises.
 use core::iter;
 
+use dom0_abi::event_channel::Virq;
 use dom0_abi::sched::ShutdownReason;
 
 use dom0_abi::types::DomId;
@@ -26,15 +30,25 @@ use crate::timer::earliest;
 
 use super::evtchn::SharedInfoBits;
 use super::traps::Current;
-use super::{apic, cpu, time};
+use super::{apic, cpu, serial, time};
 
-/// Acknowledges the interrupt on `vector`; returns whether it was the
-/// timer's. Takes no lock: it also runs for interrupts taken while the
-/// hypervisor waits in [`idle`].
+/// Handles and acknowledges the interrupt on `vector`; returns whether
+/// [`run_due`] has work from it (the timer fired, or console input came
+/// in). Takes only leaf locks (the console's): it also runs for
+/// interrupts taken while the hypervisor waits in [`idle`], holding this
+/// CPU's state and the running domain's slot.
 pub fn acknowledge(vector: u64) -> bool {
     match vector {
         v if v == u64::from(apic::TIMER_VECTOR) => {
             apic::timer_fired();
+            apic::eoi();
+            true
+        }
+        // The UART is drained before the end of interrupt, so that its
+        // (edge-triggered) line has dropped and a later byte raises it
+        // again.
+        v if serial::is_receive_vector(v) => {
+            serial::receive();
             apic::eoi();
             true
         }
@@ -78,7 +92,9 @@ pub fn note_kicks(current: &mut Current, mut kicked: u64) {
 /// Runs everything due for the running domain and sets the hypervisor's
 /// timer for the next deadline. A sleeping vCPU that wakes, or the end of
 /// the running vCPU's slice while another waits, asks for a reschedule;
-/// an expired watchdog shuts the domain down.
+/// an expired watchdog shuts the domain down; console input that came in
+/// raises `VIRQ_CONSOLE` if the domain is the hardware domain (the only
+/// domain today; with more, the mark waits for it, see `docs/state.md`).
 pub fn run_due(current: &mut Current) {
     let Current {
         domain,
@@ -101,6 +117,9 @@ pub fn run_due(current: &mut Current) {
         if domain.watchdogs.take_expired(now) && domain.is_running() {
             log::info!("d{}: watchdog timer fired", domain.id.0);
             domain.shutdown(ShutdownReason::Watchdog as u8);
+        }
+        if domain.is_privileged() && serial::take_input_pending() {
+            domain.evtchn.send_virq(&mut bits, Virq::Console, 0);
         }
         let kicked = bits.take_kicked();
         let mut next = domain.watchdogs.next_deadline();

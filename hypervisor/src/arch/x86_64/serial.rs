@@ -1,17 +1,28 @@
-//! The serial console (COM1) and the `log` backend that writes to it.
+//! The serial console (COM1): the `log` backend that writes to it, and
+//! its input for the hardware domain.
 //!
 //! Every hypervisor log line starts with `(HV) ` so that a reader (or a test
 //! harness) can tell it from dom0's console output, which goes to the same
 //! port unprefixed, as on Xen.
+//!
+//! Input: what arrives on the line goes into the input ring
+//! (`crate::console::InputRing`, Xen's semantics) — from the UART's
+//! receive interrupt when one is routed ([`enable_receive_interrupts`]),
+//! and in any case whenever `CONSOLEIO_read` asks (it drains the UART
+//! with [`receive`] before [`read_input`], so input works without
+//! interrupts too). Bytes that
+//! arrive mark input pending ([`take_input_pending`]); the CPU then raises
+//! `VIRQ_CONSOLE` for the hardware domain (`schedule::run_due`).
 use core::fmt::{self, Write};
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use spin::Mutex;
 use uart_16550::backend::PioBackend;
-use uart_16550::spec::registers::{Parity as UartParity, WordLength};
+use uart_16550::spec::registers::{IER, Parity as UartParity, WordLength};
 use uart_16550::{BaudRate, Config, Uart16550};
 
 use crate::cmdline::{Baud, Parity, SerialConfig};
+use crate::console::InputRing;
 
 const COM1_PORT: u16 = 0x3f8;
 
@@ -20,6 +31,17 @@ static LOGGER: SerialLogger = SerialLogger;
 /// Set while the hypervisor is dying: the console lock may be held by the
 /// code that failed, so output then bypasses it.
 static PANICKING: AtomicBool = AtomicBool::new(false);
+/// Console input the hardware domain has not read yet. A leaf lock, like
+/// [`COM1`]'s (never held with it: bytes are drained first, stored after).
+static INPUT: Mutex<InputRing> = Mutex::new(InputRing::new());
+/// Input arrived that the hardware domain has not been told of.
+static INPUT_PENDING: AtomicBool = AtomicBool::new(false);
+/// The vector of COM1's receive interrupt (0: none is routed).
+static RECEIVE_VECTOR: AtomicU8 = AtomicU8::new(0);
+/// Bytes taken from the UART per drain at most: a device whose "data
+/// ready" never clears cannot hold the CPU (what is left waits for the
+/// next interrupt or read).
+const DRAIN_LIMIT: usize = 4096;
 
 /// Programs COM1 at 0x3f8 with 115200 8n1 (until the command line says
 /// otherwise, see [`configure`]) and installs the logger.
@@ -75,9 +97,9 @@ pub fn uart_config(com1: &SerialConfig) -> Config {
 }
 
 /// Reprograms the console as the command line's `com1=` says: speed,
-/// UART clock, data bits, parity, stop bits and I/O base. The console is
-/// polled, so an IRQ given there is not used (said in the log). When the
-/// port does not answer, the console stays where it was.
+/// UART clock, data bits, parity, stop bits and I/O base (its IRQ is
+/// routed later, see [`enable_receive_interrupts`]). When the port does
+/// not answer, the console stays where it was.
 pub fn configure(com1: &SerialConfig) {
     let config = uart_config(com1);
     if com1.io_base == COM1_PORT && config == boot_config() {
@@ -90,9 +112,70 @@ pub fn configure(com1: &SerialConfig) {
             com1.io_base
         ),
     }
-    if com1.irq != SerialConfig::default().irq {
-        log::info!("com1: irq {} not used: the console is polled", com1.irq);
+}
+
+/// Turns on COM1's "received data available" interrupt, which arrives on
+/// `vector` once `open_line` has opened the interrupt controller's pin
+/// for it (called first, so that the line's first edge is not lost at a
+/// masked pin); returns `false`, without calling it, when there is no
+/// UART. The UART's OUT2, which gates its interrupt line, is on since it
+/// was opened.
+pub fn enable_receive_interrupts(vector: u8, open_line: impl FnOnce()) -> bool {
+    let mut guard = COM1.lock();
+    let Some(uart) = guard.as_mut() else {
+        return false;
+    };
+    RECEIVE_VECTOR.store(vector, Ordering::Relaxed);
+    open_line();
+    uart.enable_interrupts(IER::DATA_READY);
+    true
+}
+
+/// Whether `vector` is COM1's receive interrupt.
+pub fn is_receive_vector(vector: u64) -> bool {
+    let routed = RECEIVE_VECTOR.load(Ordering::Relaxed);
+    routed != 0 && vector == u64::from(routed)
+}
+
+/// Moves what the UART has received into the input ring (a full ring
+/// drops it, as Xen's does) and marks input pending if anything came;
+/// returns the bytes taken. Takes only the console's two leaf locks, one
+/// after the other: it runs in the interrupt path, even while the CPU
+/// idles.
+pub fn receive() -> usize {
+    let mut chunk = [0u8; 64];
+    let mut total = 0;
+    while total < DRAIN_LIMIT {
+        let n = {
+            let mut guard = COM1.lock();
+            let Some(uart) = guard.as_mut() else { break };
+            uart.receive_bytes(&mut chunk)
+        };
+        if n == 0 {
+            break;
+        }
+        let mut ring = INPUT.lock();
+        for &byte in &chunk[..n] {
+            ring.receive(byte);
+        }
+        total += n;
     }
+    if total > 0 {
+        INPUT_PENDING.store(true, Ordering::Release);
+    }
+    total
+}
+
+/// Whether input arrived since the last call (the hardware domain is to
+/// get `VIRQ_CONSOLE`); clears the mark.
+pub fn take_input_pending() -> bool {
+    INPUT_PENDING.swap(false, Ordering::AcqRel)
+}
+
+/// Reads at most `count` bytes of pending input through `copy` (see
+/// `InputRing::read`).
+pub fn read_input<E>(count: u32, copy: impl FnMut(u32, &[u8]) -> Result<(), E>) -> Result<u32, E> {
+    INPUT.lock().read(count, copy)
 }
 
 /// Writes raw bytes to the console (dom0's `console_io` output goes here).
@@ -105,23 +188,6 @@ pub fn write_bytes(bytes: &[u8]) {
     if let Some(uart) = COM1.lock().as_mut() {
         uart.send_bytes_exact(bytes);
     }
-}
-
-/// Reads whatever bytes the UART holds now, without waiting.
-pub fn read_available(buffer: &mut [u8]) -> usize {
-    let mut guard = COM1.lock();
-    let Some(uart) = guard.as_mut() else { return 0 };
-    let mut n = 0;
-    while n < buffer.len() {
-        match uart.try_receive_byte() {
-            Ok(byte) => {
-                buffer[n] = byte;
-                n += 1;
-            }
-            Err(_) => break,
-        }
-    }
-    n
 }
 
 /// Makes the console usable from the panic path even if its lock is held.

@@ -1,10 +1,12 @@
 //! Start of day: from the boot code's first Rust call to dom0's first instruction.
 use crate::bootinfo::{BootInfo, MAX_BOOT_DATA_RANGES, MAX_MODULES, MemoryKind, PhysRange};
-use crate::cmdline;
+use crate::cmdline::{self, SerialConfig};
 use crate::exit::HostExit;
+use crate::irq::{RedirectionEntry, VectorAllocator};
 use crate::layout::PAGE_SIZE;
 use crate::wallclock::Wallclock;
 
+use super::ioapic::IoApics;
 use super::percpu::RESERVED_MMIO;
 use super::{
     acpi, apic, builder, cpu, entry, machine, mem, pic, rtc, serial, time, trampoline, traps,
@@ -59,7 +61,7 @@ extern "C" fn hv_start64(magic: u32, info: u32) -> ! {
         tsc_hz / 1_000_000,
         (tsc_hz / 1000) % 1000
     );
-    apic::init(&features, tsc_hz);
+    let apic_id = apic::init(&features, tsc_hz);
     let (max_frame, direct_map_end) = init_memory(&boot);
     let (hv_root, hv_stack_top) = mem::build_hypervisor_tables(&features, direct_map_end);
     mem::build_m2p(hv_root, max_frame);
@@ -93,7 +95,9 @@ extern "C" fn hv_start64(magic: u32, info: u32) -> ! {
     })
     .unwrap_or_default();
     reserve_mmio(&platform);
-    init_wallclock(platform);
+    init_wallclock(&platform);
+    let ioapics = IoApics::init(&platform.ioapics);
+    route_console_input(&config.com1, &platform, &ioapics, apic_id);
     let (free, total) = mem::frame_counts();
     log::info!(
         "memory: {} MiB usable, {} MiB free after setup",
@@ -127,7 +131,7 @@ fn reserve_mmio(platform: &acpi::Platform) {
 
 /// Sets the wall clock from the CMOS RTC (it stays at 1970-01-01 at
 /// system time 0 when the RTC gives no valid date).
-fn init_wallclock(platform: acpi::Platform) {
+fn init_wallclock(platform: &acpi::Platform) {
     if platform.no_cmos_rtc {
         log::warn!("wall clock: the FADT says there is no CMOS RTC; starting at 1970-01-01");
         return;
@@ -144,6 +148,48 @@ fn init_wallclock(platform: acpi::Platform) {
     };
     time::set_wallclock(Wallclock::reading_at(date.unix_seconds(), 0, at));
     log::info!("wall clock: {date} (CMOS RTC)");
+}
+
+/// Routes COM1's receive interrupt (ISA IRQ `com1.irq`, through the
+/// MADT's overrides, with the polarity and trigger mode they give) to
+/// this CPU, fixed delivery. Without it (`irq` 0, as on Xen, or no I/O
+/// APIC for its GSI) `CONSOLEIO_read` still finds the input: it drains
+/// the UART itself.
+fn route_console_input(
+    com1: &SerialConfig,
+    platform: &acpi::Platform,
+    ioapics: &IoApics,
+    apic_id: u32,
+) {
+    let polled = |why: core::fmt::Arguments<'_>| {
+        log::info!("com1: no receive interrupt ({why}): input is read when dom0 asks");
+    };
+    if com1.irq == 0 {
+        return polled(format_args!("irq 0"));
+    }
+    let Some(route) = platform.isa_overrides.route(com1.irq) else {
+        return polled(format_args!("irq {} is not an ISA IRQ", com1.irq));
+    };
+    let Some((ioapic, pin)) = ioapics.find(route.gsi) else {
+        return polled(format_args!("no IOAPIC has GSI {}", route.gsi));
+    };
+    let Some(vector) = VectorAllocator::new().allocate() else {
+        return polled(format_args!("no free vector"));
+    };
+    let Some(entry) = RedirectionEntry::fixed(vector, &route, apic_id) else {
+        return polled(format_args!(
+            "APIC id {apic_id} is out of the IOAPIC's reach"
+        ));
+    };
+    if serial::enable_receive_interrupts(vector, || ioapic.route(pin, &entry)) {
+        log::info!(
+            "com1: receive interrupt on ISA IRQ {} ({route}), IOAPIC {} pin {pin}, vector {vector:#x}",
+            com1.irq,
+            ioapic.id
+        );
+    } else {
+        polled(format_args!("no UART"));
+    }
 }
 
 fn report_cpu(f: &cpu::Features) {
