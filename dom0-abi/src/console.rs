@@ -15,10 +15,19 @@ numbered_enum! {
         /// invocation and continued (the call re-executes with `count` and
         /// `buf` advanced); a guest sees one call.
         Write = 0, "write";
-        /// `buf`: up to `count` bytes (OUT). Takes pending console input;
-        /// returns the number of bytes stored (0 if none). `E2BIG`:
-        /// `count` > `i32::MAX`. `EFAULT`: `buf` unwritable while input is
-        /// pending.
+        /// `buf`: up to `count` bytes (OUT). Takes pending serial input,
+        /// oldest first, and returns the number of bytes stored in `buf`
+        /// (0 if none is pending; `buf` is then not touched, whatever it
+        /// is). Input waits in a 128-byte ring: bytes typed while it is
+        /// full are lost, and each byte comes without bit 7 (7-bit
+        /// characters). [`Virq::Console`](crate::event_channel::Virq::Console)
+        /// says input came; read until 0 is returned.
+        ///
+        /// Errors: `E2BIG`: `count` > `i32::MAX` (the result would be
+        /// ambiguous). `EFAULT`: part of `buf` is unwritable while input
+        /// is pending; the input that was to go there stays pending, but
+        /// input copied before it in the same call (the ring is copied in
+        /// at most two pieces, to its end and from its start) is consumed.
         Read = 1, "read";
     }
 }

@@ -100,7 +100,11 @@ numbered_enum! {
         Timer = 0, "TIMER";
         /// V: dump debug information.
         Debug = 1, "DEBUG";
-        /// G (dom0): input on the hypervisor console.
+        /// G (dom0): input arrived on the hypervisor's serial console:
+        /// [`ConsoleIoCmd::Read`](crate::console::ConsoleIoCmd::Read)
+        /// returns it. Raised for the hardware domain only, at least once
+        /// after any input arrives (even input its full ring drops), with
+        /// no count: read until nothing is left.
         Console = 2, "CONSOLE";
         /// G (dom0): something happened to a domain.
         DomExc = 3, "DOM_EXC";
