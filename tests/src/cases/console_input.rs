@@ -48,9 +48,8 @@ const BURST_TIMEOUT_NS: u64 = 30_000_000_000;
 /// Room for the longest burst.
 const BUFFER: usize = 128;
 
-/// The `VIRQ_CONSOLE` and `VIRQ_TIMER` ports.
+/// The `VIRQ_CONSOLE` port.
 static CONSOLE_PORT: AtomicU32 = AtomicU32::new(0);
-static TIMER_PORT: AtomicU32 = AtomicU32::new(0);
 /// Events taken on the console port.
 static CONSOLE_EVENTS: AtomicU64 = AtomicU64::new(0);
 
@@ -59,22 +58,11 @@ fn upcall_hook(_frame: &mut TrapFrame, rec: &Trap) -> Disposition {
     if rec.vector != VECTOR_EVENT {
         return Disposition::Default;
     }
-    shared::set_upcall_pending_of(0, 0);
-    let mut sel = shared::take_pending_sel_of(0).unwrap_or(0);
-    while sel != 0 {
-        let word = sel.trailing_zeros();
-        sel &= sel - 1;
-        for port in word * 64..word * 64 + 64 {
-            if shared::evtchn_pending(port) == Some(true)
-                && shared::evtchn_masked(port) == Some(false)
-            {
-                shared::clear_evtchn_pending(port);
-                if port == CONSOLE_PORT.load(Ordering::SeqCst) {
-                    CONSOLE_EVENTS.fetch_add(1, Ordering::SeqCst);
-                }
-            }
+    shared::take_pending_ports(0, |port| {
+        if port == CONSOLE_PORT.load(Ordering::SeqCst) {
+            CONSOLE_EVENTS.fetch_add(1, Ordering::SeqCst);
         }
-    }
+    });
     Disposition::Return
 }
 
@@ -128,10 +116,10 @@ fn set_up() -> bool {
         return false;
     }
     CONSOLE_PORT.store(b.port, Ordering::SeqCst);
-    let Some(timer) = bind(Virq::Timer, "VIRQ_TIMER") else {
+    // Its events only end a wait for input that takes too long.
+    if bind(Virq::Timer, "VIRQ_TIMER").is_none() {
         return false;
-    };
-    TIMER_PORT.store(timer, Ordering::SeqCst);
+    }
     hc::vcpu_stop_periodic_timer(0);
     true
 }
