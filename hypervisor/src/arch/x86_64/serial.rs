@@ -10,9 +10,9 @@
 //! receive interrupt when one is routed ([`enable_receive_interrupts`]),
 //! and in any case whenever `CONSOLEIO_read` asks (it drains the UART
 //! with [`receive`] before [`read_input`], so input works without
-//! interrupts too). Bytes that
-//! arrive mark input pending ([`take_input_pending`]); the CPU then raises
-//! `VIRQ_CONSOLE` for the hardware domain (`schedule::run_due`).
+//! interrupts too). Bytes that arrive mark input pending
+//! ([`take_input_pending`]); the CPU then raises `VIRQ_CONSOLE` for the
+//! hardware domain (`schedule::run_due`).
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
