@@ -24,7 +24,8 @@ pub fn halt_forever() -> ! {
 pub fn wait_for_interrupt() {
     // SAFETY: `sti` takes effect after the next instruction, so no
     // interrupt is lost between it and `hlt`; the handlers of interrupts
-    // taken in the hypervisor only acknowledge them.
+    // taken in the hypervisor only acknowledge them (the serial port's
+    // also drains the UART, under the console's leaf locks).
     unsafe { asm!("sti; hlt; cli", options(nomem, nostack)) };
 }
 
