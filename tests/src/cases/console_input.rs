@@ -28,11 +28,16 @@
 //! turned off (`com1=...,0`; Xen then polls the UART on a timer, this
 //! hypervisor when dom0 reads): the guest only calls `CONSOLEIO_read`
 //! until each burst is in, and it must arrive whole all the same.
+//!
+//! `console_input_domu` types the first burst while a domain dom0 started
+//! spins (`jmp .`) on the one CPU: `VIRQ_CONSOLE` must still reach dom0,
+//! wake it from `SCHEDOP_block` and let it run.
 
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use guest_pv_shim::dom0_abi::Errno;
 use guest_pv_shim::dom0_abi::console::ConsoleIoCmd;
+use guest_pv_shim::dom0_abi::domctl::{DomctlCmd, NoPayload};
 use guest_pv_shim::dom0_abi::event_channel::{EvtchnBindVirq, Virq};
 use guest_pv_shim::dom0_abi::start_info::StartInfo;
 use guest_pv_shim::hypercall::{self as hc, console_io_raw, console_read, console_write};
@@ -41,6 +46,7 @@ use guest_pv_shim::{report, shared};
 use pv_tests::typed_text::{BURSTS, Burst, as_read};
 
 use super::BAD_POINTERS;
+use super::domctl;
 use crate::support;
 
 /// How long a burst may take to arrive.
@@ -125,7 +131,9 @@ fn set_up() -> bool {
 }
 
 /// Sleeps in `SCHEDOP_block` until a console event has been taken since
-/// `seen` events, or `deadline` passes; returns whether one was.
+/// `seen` events, or `deadline` passes; returns whether one was taken
+/// before the deadline (one that only comes with the timeout's wake-up is
+/// as late as none).
 fn wait_for_input(seen: u64, deadline: u64) -> bool {
     hc::set_timer_op(deadline);
     while CONSOLE_EVENTS.load(Ordering::SeqCst) == seen && now() < deadline {
@@ -133,7 +141,7 @@ fn wait_for_input(seen: u64, deadline: u64) -> bool {
         shared::set_upcall_mask(1);
     }
     hc::set_timer_op(0);
-    CONSOLE_EVENTS.load(Ordering::SeqCst) != seen
+    CONSOLE_EVENTS.load(Ordering::SeqCst) != seen && now() < deadline
 }
 
 pub fn run(_start_info: &'static StartInfo) {
@@ -295,4 +303,25 @@ fn pending_input(got: &mut [u8; BUFFER]) -> usize {
     let n = console_read(&mut got[..1]);
     report::check_ret("read of 1 byte with input pending returns 1", n, 1);
     usize::try_from(n).unwrap_or(0)
+}
+
+/// `console_input_domu`: the first burst while another domain spins.
+pub fn run_with_domu(_start_info: &'static StartInfo) {
+    if !set_up() {
+        return;
+    }
+    let Some((id, _)) = domctl::start_domain(&[(0, domctl::SPIN)], 0xc1) else {
+        return;
+    };
+    receive(1, &BURSTS[0]);
+    report::check_ret(
+        "pausedomain of the spinning domain",
+        domctl::call(DomctlCmd::PauseDomain, id, &NoPayload).0,
+        0,
+    );
+    report::check_ret(
+        "destroydomain of the spinning domain",
+        domctl::call(DomctlCmd::DestroyDomain, id, &NoPayload).0,
+        0,
+    );
 }

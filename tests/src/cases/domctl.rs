@@ -87,6 +87,9 @@ use guest_pv_shim::hypercall::{self as hc, raw};
 use guest_pv_shim::mm::{PTE_RO, PTE_RW, UVMF_INVLPG};
 use guest_pv_shim::{mm, report, shared};
 
+/// Code that never stops: `jmp .` (`eb fe`).
+pub(super) const SPIN: u64 = 0xfeeb;
+
 /// The id this test gives its second domain.
 const GIVEN_ID: u16 = 5;
 /// Pages the first domain may have (`max_mem` of 64 pages).
@@ -124,7 +127,7 @@ fn sysctl(op: &mut Sysctl) -> i64 {
 }
 
 /// `cmd` on `domain` with `payload`; the result and what came back.
-fn call<P: Wire>(cmd: DomctlCmd, domain: u16, payload: &P) -> (i64, Domctl) {
+pub(super) fn call<P: Wire>(cmd: DomctlCmd, domain: u16, payload: &P) -> (i64, Domctl) {
     let mut op = Domctl::new(cmd, domain, payload);
     (domctl(&mut op), op)
 }
@@ -1156,7 +1159,7 @@ fn run_domain() {
 
 /// Builds a domain whose vCPU 0 runs `code` at virtual address 0 (its
 /// stack below 0x1000), unpaused; its id and frames (code, then L4 to L1).
-fn start_domain(code: &[(u64, u64)], handle: u8) -> Option<(u16, [u64; 5])> {
+pub(super) fn start_domain(code: &[(u64, u64)], handle: u8) -> Option<(u16, [u64; 5])> {
     const TABLE: u64 = 0x67;
     const LEAF: u64 = 0x63;
     let (ret, id) = create(0, &pv_config(1, handle));
@@ -1208,7 +1211,7 @@ fn start_domain(code: &[(u64, u64)], handle: u8) -> Option<(u16, [u64; 5])> {
 /// has used the CPU meanwhile; dom0 pauses and destroys it.
 fn spinning_domain() {
     const WAIT_NS: u64 = 30_000_000;
-    let Some((id, _)) = start_domain(&[(0, 0xfeeb)], 0xd4) else {
+    let Some((id, _)) = start_domain(&[(0, SPIN)], 0xd4) else {
         return;
     };
     let mut alloc = EvtchnAllocUnbound {

@@ -78,6 +78,10 @@ pub const ALL: &[Case] = &[
         run: console_input::run_polled,
     },
     Case {
+        name: "console_input_domu",
+        run: console_input::run_with_domu,
+    },
+    Case {
         name: "unknown_hypercall",
         run: unknown_hypercall::run,
     },

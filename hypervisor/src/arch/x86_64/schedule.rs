@@ -23,7 +23,7 @@ use dom0_abi::sched::ShutdownReason;
 
 use dom0_abi::types::DomId;
 
-use crate::domain::DOMAINS;
+use crate::domain::{DOMAINS, Domain};
 use crate::evtchn::EventBits;
 use crate::sched;
 use crate::timer::earliest;
@@ -93,8 +93,8 @@ pub fn note_kicks(current: &mut Current, mut kicked: u64) {
 /// timer for the next deadline. A sleeping vCPU that wakes, or the end of
 /// the running vCPU's slice while another waits, asks for a reschedule;
 /// an expired watchdog shuts the domain down; console input that came in
-/// raises `VIRQ_CONSOLE` if the domain is the hardware domain (the only
-/// domain today; with more, the mark waits for it, see `docs/state.md`).
+/// raises `VIRQ_CONSOLE` for the hardware domain, running or not (see
+/// [`console_input_due`]).
 pub fn run_due(current: &mut Current) {
     let Current {
         domain,
@@ -118,9 +118,7 @@ pub fn run_due(current: &mut Current) {
             log::info!("d{}: watchdog timer fired", domain.id.0);
             domain.shutdown(ShutdownReason::Watchdog as u8);
         }
-        if domain.is_privileged() && serial::take_input_pending() {
-            domain.evtchn.send_virq(&mut bits, Virq::Console, 0);
-        }
+        console_input_due(domain, &mut bits);
         let kicked = bits.take_kicked();
         let mut next = domain.watchdogs.next_deadline();
         let mut others_runnable = false;
@@ -165,8 +163,20 @@ pub fn run_due(current: &mut Current) {
     }
 }
 
-/// Fires the due timers of every domain but `running` and wakes their
-/// vCPUs whose wait is over (their slots are only tried,
+/// Raises `VIRQ_CONSOLE` for `domain` if it is the hardware domain and
+/// console input came in since it was last told. The mark is taken only
+/// with the hardware domain at hand: while another domain runs, through
+/// [`other_domains_due`], whose slot try may fail (the mark then waits
+/// for the next look).
+fn console_input_due(domain: &Domain, bits: &mut SharedInfoBits) {
+    if domain.is_privileged() && serial::take_input_pending() {
+        domain.evtchn.send_virq(bits, Virq::Console, 0);
+    }
+}
+
+/// Fires the due timers of every domain but `running`, tells the
+/// hardware domain of console input ([`console_input_due`]), and wakes
+/// their vCPUs whose wait is over (their slots are only tried,
 /// `docs/locking.md`): returns their next deadline, whether one woke and
 /// whether one of them can run now. Their watchdogs are not looked at
 /// here (only while they run).
@@ -189,6 +199,7 @@ fn other_domains_due(running: DomId, now: u64) -> (Option<u64>, bool, bool) {
         for v in &mut entry.vcpus {
             sched::fire_timers(v, &entry.domain.evtchn, &mut bits, now);
         }
+        console_input_due(&entry.domain, &mut bits);
         let kicked = bits.take_kicked();
         let may_run = entry.domain.may_run();
         for v in &mut entry.vcpus {
