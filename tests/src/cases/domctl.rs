@@ -416,16 +416,7 @@ fn populate(id: u16) -> [u64; 16] {
 fn foreign_mappings(id: u16, frames: [u64; 16]) {
     const SLOT: usize = 0;
     let va = mm::window_va(SLOT);
-    // SAFETY: the window is used by no Rust code; the hypervisor must map
-    // the other domain's frame there.
-    let ret = unsafe {
-        hc::update_va_mapping_otherdomain(
-            va,
-            (frames[0] << 12) | PTE_RW,
-            UVMF_INVLPG,
-            u64::from(id),
-        )
-    };
+    let ret = map_other(SLOT, id, frames[0], PTE_RW);
     report::check_ret(
         "update_va_mapping_otherdomain maps a frame of the new domain",
         ret,
@@ -485,24 +476,36 @@ fn foreign_mappings(id: u16, frames: [u64; 16]) {
     );
 }
 
+/// `update_va_mapping_otherdomain` of frame `mfn` of domain `id` at
+/// window `slot` with `flags`: the result.
+fn map_other(slot: usize, id: u16, mfn: u64, flags: u64) -> i64 {
+    // SAFETY: the windows are used by no Rust code; what the hypervisor
+    // maps there (or refuses to) is what the caller checks.
+    unsafe {
+        hc::update_va_mapping_otherdomain(
+            mm::window_va(slot),
+            (mfn << 12) | flags,
+            UVMF_INVLPG,
+            u64::from(id),
+        )
+    }
+}
+
+/// [`map_other`]; `false` (after an `ERROR` line naming `what`) if it
+/// cannot map.
+fn map_foreign(slot: usize, id: u16, mfn: u64, flags: u64, what: &str) -> bool {
+    let ret = map_other(slot, id, mfn, flags);
+    if ret != 0 {
+        report::error(what, format_args!("cannot map it: {}", report::Ret(ret)));
+    }
+    ret == 0
+}
+
 /// Writes `entries` (index, value) into the new domain's frame `mfn`
 /// through a writable foreign mapping, which is then removed.
 fn write_foreign(id: u16, mfn: u64, entries: &[(u64, u64)]) -> bool {
     const SLOT: usize = 2;
-    // SAFETY: the window is used by no Rust code.
-    let ret = unsafe {
-        hc::update_va_mapping_otherdomain(
-            mm::window_va(SLOT),
-            (mfn << 12) | PTE_RW,
-            UVMF_INVLPG,
-            u64::from(id),
-        )
-    };
-    if ret != 0 {
-        report::error(
-            "foreign frame",
-            format_args!("cannot map it: {}", report::Ret(ret)),
-        );
+    if !map_foreign(SLOT, id, mfn, PTE_RW, "foreign frame") {
         return false;
     }
     for &(index, value) in entries {
@@ -604,16 +607,7 @@ fn vcpu_context(id: u16, frames: [u64; 16]) {
         0,
     );
     report::check_eq("vCPU 0 is offline again", info(id).2.nr_online_vcpus, 0);
-    // SAFETY: the window is used by no Rust code; the frame is now a page
-    // table of the new domain, which must not be mapped writable.
-    let ret = unsafe {
-        hc::update_va_mapping_otherdomain(
-            mm::window_va(2),
-            (l4 << 12) | PTE_RW,
-            UVMF_INVLPG,
-            u64::from(id),
-        )
-    };
+    let ret = map_other(2, id, l4, PTE_RW);
     report::check_ret(
         "a writable mapping of the loaded L4 is EBUSY",
         ret,
@@ -635,15 +629,7 @@ fn hypercall_page(id: u16, frame: u64, l4: u64) {
         init(frame),
         0,
     );
-    // SAFETY: the window is used by no Rust code.
-    let ret = unsafe {
-        hc::update_va_mapping_otherdomain(
-            mm::window_va(2),
-            (frame << 12) | PTE_RO,
-            UVMF_INVLPG,
-            u64::from(id),
-        )
-    };
+    let ret = map_other(2, id, frame, PTE_RO);
     if ret == 0 {
         let filled = (0..512).filter(|&i| mm::window_read(2, i) != 0).count();
         report::check(
@@ -847,20 +833,7 @@ fn port_status(dom: u16, port: u32) -> (i64, u32, u32, u32) {
 fn peer_bits(id: u16, port: u32) -> Option<(bool, u8)> {
     const SLOT: usize = 1;
     let frame = info(id).2.shared_info_frame;
-    // SAFETY: the window is used by no Rust code.
-    let ret = unsafe {
-        hc::update_va_mapping_otherdomain(
-            mm::window_va(SLOT),
-            (frame << 12) | PTE_RO,
-            UVMF_INVLPG,
-            u64::from(id),
-        )
-    };
-    if ret != 0 {
-        report::error(
-            "shared_info of the new domain",
-            format_args!("cannot map it: {}", report::Ret(ret)),
-        );
+    if !map_foreign(SLOT, id, frame, PTE_RO, "shared_info of the new domain") {
         return None;
     }
     let word = mm::window_read(
@@ -1127,15 +1100,7 @@ fn run_domain() {
         shared::evtchn_pending(bind.port),
         Some(true),
     );
-    // SAFETY: the window is used by no Rust code.
-    let ret = unsafe {
-        hc::update_va_mapping_otherdomain(
-            mm::window_va(2),
-            (code << 12) | PTE_RO,
-            UVMF_INVLPG,
-            u64::from(id),
-        )
-    };
+    let ret = map_other(2, id, code, PTE_RO);
     if ret == 0 {
         report::check_eq(
             "it wrote its marker",
