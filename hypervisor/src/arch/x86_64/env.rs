@@ -87,6 +87,32 @@ impl ArchEnv<'_, '_> {
         }
     }
 
+    /// Wakes the vCPUs of the other domain held whose upcall the call
+    /// newly raised (an interdomain send to a vCPU sleeping in
+    /// `SCHEDOP_block` or `SCHEDOP_poll`): they become runnable now, and
+    /// the scheduler looks again before the caller returns.
+    #[cold]
+    #[inline(never)]
+    fn wake_peer_kicked(&mut self) {
+        let Some((guard, bits)) = self.frames.as_mut().and_then(|held| held.other.as_mut()) else {
+            return;
+        };
+        let mut kicked = bits.take_kicked();
+        let Some(entry) = guard.as_deref_mut() else {
+            return;
+        };
+        let now = time::now_ns();
+        while kicked != 0 {
+            let id = kicked.trailing_zeros();
+            kicked &= kicked - 1;
+            if let Some(vcpu) = crate::index::get_mut(&mut entry.vcpus, u64::from(id))
+                && crate::sched::wake_if_due(vcpu, bits, true, now)
+            {
+                self.current.cpu.resched = true;
+            }
+        }
+    }
+
     /// The memory state of a domain other than the caller's (out of line:
     /// the memory core asks for the caller's far more often).
     #[cold]
@@ -421,6 +447,13 @@ impl Env for ArchEnv<'_, '_> {
             if kicked != 0 {
                 super::schedule::note_kicks(self.current, kicked);
             }
+        }
+        if self
+            .frames
+            .as_ref()
+            .is_some_and(|held| held.other.is_some())
+        {
+            self.wake_peer_kicked();
         }
     }
     fn timers_changed(&mut self) {
