@@ -105,6 +105,7 @@ const PROBE_WINDOW: usize = 1;
 fn probe(console: &mut Console, si: &StartInfo) {
     use guest_pv_shim::dom0_abi::domctl::{DomctlCmd, NoPayload};
     use guest_pv_shim::dom0_abi::event_channel::EvtchnAllocUnbound;
+    use guest_pv_shim::dom0_abi::platform::{PlatformCmd, PlatformOp, XenpfSettime64};
     use guest_pv_shim::dom0_abi::sysctl::{PhysInfo, SysctlCmd};
 
     let own_frame = si.console.domu_mfn();
@@ -114,6 +115,7 @@ fn probe(console: &mut Console, si: &StartInfo) {
         port: 0,
     };
     let mut extents = [0u64; 1];
+    let mut settime = PlatformOp::new(PlatformCmd::Settime64, &XenpfSettime64::default());
     let results = [
         (
             "domctl getdomaininfo of dom0",
@@ -130,6 +132,14 @@ fn probe(console: &mut Console, si: &StartInfo) {
         (
             "sysctl physinfo",
             hypercall::sysctl(SysctlCmd::PhysInfo, &PhysInfo::default()).0,
+        ),
+        (
+            "platform_op settime64",
+            hypercall::platform_op(&mut settime),
+        ),
+        (
+            "console_io write",
+            hypercall::console_write(b"a domU must not write here\r\n"),
         ),
         (
             "remote_shutdown of dom0",
