@@ -54,6 +54,24 @@ pub fn next_vcpu<D>(
     }
 }
 
+/// The vCPU ids in a kick mask (bit `n`: vCPU `n`), lowest first.
+pub fn kicked_ids(mut kicked: u64) -> impl Iterator<Item = u32> {
+    core::iter::from_fn(move || {
+        let id = (kicked != 0).then(|| kicked.trailing_zeros())?;
+        kicked &= kicked - 1;
+        Some(id)
+    })
+}
+
+/// Marks every vCPU of `vcpus` (index = id) named in `kicked` as kicked.
+pub fn mark_kicked(vcpus: &mut [Vcpu], kicked: u64) {
+    for id in kicked_ids(kicked) {
+        if let Some(v) = crate::index::get_mut(vcpus, u64::from(id)) {
+            v.kicked = true;
+        }
+    }
+}
+
 /// Fires `vcpu`'s timers that are due at `now`: its `VIRQ_TIMER` (if
 /// bound) is raised once however many fired.
 pub fn fire_timers(
@@ -118,6 +136,19 @@ mod tests {
                 v
             })
             .collect()
+    }
+
+    #[test]
+    fn kick_masks() {
+        assert_eq!(kicked_ids(0).count(), 0);
+        assert!(kicked_ids(0b1010_0001).eq([0, 5, 7]));
+        assert!(kicked_ids(1 << 63).eq([63]));
+        let mut v = vcpus(&[true, true, true]);
+        mark_kicked(&mut v, 0b101 | 1 << 40);
+        assert_eq!(
+            v.iter().map(|v| v.kicked).collect::<Vec<_>>(),
+            [true, false, true]
+        );
     }
 
     #[test]

@@ -426,10 +426,7 @@ impl Env for FakeMachine {
         self.timers_changed = true;
     }
     fn wake_kicked(&mut self) {
-        let mut kicked = self.events.take_kicked();
-        while kicked != 0 {
-            let id = kicked.trailing_zeros();
-            kicked &= kicked - 1;
+        for id in crate::sched::kicked_ids(self.events.take_kicked()) {
             if let Some(vcpu) = self.vcpu_by_id(id) {
                 vcpu.kicked = true;
             }

@@ -430,7 +430,8 @@ fn foreign_mappings(id: u16, frames: [u64; 16]) {
             0x1234_5678,
         );
     }
-    // SAFETY: as above.
+    // SAFETY: the window is used by no Rust code; the mapping must be
+    // refused.
     let ret = unsafe { hc::update_va_mapping(va, (frames[1] << 12) | PTE_RW, UVMF_INVLPG) };
     report::check_ret(
         "mapping the new domain's frame without naming it is EBUSY",

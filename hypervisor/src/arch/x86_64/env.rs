@@ -97,14 +97,12 @@ impl ArchEnv<'_, '_> {
         let Some((guard, bits)) = self.frames.as_mut().and_then(|held| held.other.as_mut()) else {
             return;
         };
-        let mut kicked = bits.take_kicked();
+        let kicked = bits.take_kicked();
         let Some(entry) = guard.as_deref_mut() else {
             return;
         };
         let now = time::now_ns();
-        while kicked != 0 {
-            let id = kicked.trailing_zeros();
-            kicked &= kicked - 1;
+        for id in crate::sched::kicked_ids(kicked) {
             if let Some(vcpu) = crate::index::get_mut(&mut entry.vcpus, u64::from(id))
                 && crate::sched::wake_if_due(vcpu, bits, true, now)
             {

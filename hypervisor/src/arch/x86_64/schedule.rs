@@ -72,11 +72,9 @@ pub fn acknowledge(vector: u64) -> bool {
 /// Kicks the vCPUs of the running domain whose upcall was newly raised
 /// (bit `n`: vCPU `n`): those sleeping wake (through [`run_due`]).
 #[cold]
-pub fn note_kicks(current: &mut Current, mut kicked: u64) {
+pub fn note_kicks(current: &mut Current, kicked: u64) {
     let mut sleeping = false;
-    while kicked != 0 {
-        let id = kicked.trailing_zeros();
-        kicked &= kicked - 1;
+    for id in sched::kicked_ids(kicked) {
         if let Some(vcpu) = current.vcpu_by_id(id)
             && vcpu.sleep.is_sleeping()
         {

@@ -319,14 +319,7 @@ fn domu_shut_down(entry: &mut DomainEntry, reason: u8) {
     if let Some(dom0) = dom0.as_deref_mut() {
         let mut bits = SharedInfoBits::new(dom0.domain.shared_info, u32::MAX);
         dom0.domain.evtchn.send_virq(&mut bits, Virq::DomExc, 0);
-        let mut kicked = bits.take_kicked();
-        while kicked != 0 {
-            let id = kicked.trailing_zeros();
-            kicked &= kicked - 1;
-            if let Some(v) = index::get_mut(&mut dom0.vcpus, u64::from(id)) {
-                v.kicked = true;
-            }
-        }
+        sched::mark_kicked(&mut dom0.vcpus, bits.take_kicked());
     }
 }
 
