@@ -109,7 +109,7 @@ proptest! {
         prop_assert_eq!(upper & !e, 0);
         prop_assert_eq!(pte::upper_disallowed(e & !upper), 0);
         prop_assert!(pte::upper_disallowed(e) & (pte::PAT_PSE) == e & pte::PAT_PSE, "PSE refused above L1");
-        prop_assert!(!pte::l1_needs_revalidation(e, e));
+        prop_assert!(!pte::needs_revalidation(e, e));
         let flip = pte::io_cache_flip(e);
         prop_assert_eq!(flip & !pte::CACHE_ATTRS, 0);
     }

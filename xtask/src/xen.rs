@@ -266,23 +266,6 @@ pub const ALLOWED: &[Allowed] = &[
     ),
     Allowed {
         test: "mm_pt_validation",
-        check: "a read-only linear L4 entry gets the platform's answer (accepted on Xen, EINVAL here)",
-        ours: "ok = -22 (EINVAL)",
-        xen: "ok = 0",
-        reason: "linear page-table entries are refused here, read-only or not",
-        doc: "docs/abi-differences.md, Page tables",
-    },
-    Allowed {
-        test: "mm_pt_validation",
-        check: "the linear L4 slot is as the platform left it (the L4 on Xen, empty here)",
-        ours: "ok = 0",
-        xen: "ok = pfn *",
-        reason: "the refused linear entry stays empty here; on Xen it maps the L4 (whose pfn \
-                 depends on the guest image's size)",
-        doc: "docs/abi-differences.md, Page tables",
-    },
-    Allowed {
-        test: "mm_pt_validation",
         check: "an L4 entry in reserved slot 256 leaves the entry unchanged",
         ours: "ok = 0",
         xen: "ok = not own | 0x8000000000000025",

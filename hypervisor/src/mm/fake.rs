@@ -217,6 +217,7 @@ impl FakeMachine {
         let n = self.frames.len();
         let mut refs = vec![0u64; n];
         let mut types = vec![0u64; n];
+        let mut linear = vec![(0i64, 0i64); n];
         for (i, f) in self.frames.iter().enumerate() {
             if f.count() == 0 {
                 assert_eq!(f.owner(), Owner::None, "frame {i}: unreferenced but owned");
@@ -250,13 +251,33 @@ impl FakeMachine {
                     if target >= n || self.frames[target].owner() == Owner::Io {
                         continue;
                     }
+                    if ty != PageType::L1 && target == i {
+                        assert!(
+                            !pte::is_writable(e),
+                            "frame {i} slot {slot}: writable self-map"
+                        );
+                        continue;
+                    }
                     refs[target] += 1;
                     if ty != PageType::L1 || pte::is_writable(e) {
                         types[target] += 1;
                     }
                     if ty != PageType::L1 {
                         let child = self.frames[target];
-                        assert_eq!(Some(child.page_type()), ty.child(), "frame {i} slot {slot}");
+                        if child.page_type() == ty {
+                            assert!(
+                                !pte::is_writable(e),
+                                "frame {i} slot {slot}: writable linear"
+                            );
+                            linear[i].0 += 1;
+                            linear[target].1 += 1;
+                        } else {
+                            assert_eq!(
+                                Some(child.page_type()),
+                                ty.child(),
+                                "frame {i} slot {slot}"
+                            );
+                        }
                     } else if pte::is_writable(e) {
                         assert_eq!(self.frames[target].page_type(), PageType::Writable);
                     }
@@ -281,6 +302,13 @@ impl FakeMachine {
                 u64::from(f.type_count()),
                 types[i],
                 "frame {i}: type count {f:?}"
+            );
+            let (entries, uses) = linear[i];
+            assert!(entries == 0 || uses == 0, "frame {i}: linear chain of two");
+            assert_eq!(
+                i64::from(f.linear_count()),
+                entries - uses,
+                "frame {i}: linear count {f:?}"
             );
         }
     }

@@ -31,6 +31,9 @@
 //! - A page-table type with `type_count > 0` is validated: each of its
 //!   present entries holds the references it needs.
 //! - Pinned implies `type_count >= 1`; a pin is never nested.
+//! - The linear count is 0 unless the frame is a live page table: positive
+//!   for a table holding same-level (linear) entries, negative for one
+//!   they point at, never both.
 //! - No count ever wraps: every increment is checked and fails instead.
 #![forbid(unsafe_code)]
 
@@ -100,10 +103,11 @@ impl Owner {
 }
 
 /// The type of a frame (Xen's `PGT_*` types, without `shared`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(u8)]
 pub enum PageType {
     /// No type (`PGT_none`): a fresh frame, or one held read-only.
+    #[default]
     None = 0,
     /// A level-1 page table (maps 4 KiB pages).
     L1 = 1,
@@ -164,18 +168,6 @@ impl PageType {
             _ => None,
         }
     }
-
-    const fn decode(code: u8) -> PageType {
-        match code {
-            1 => PageType::L1,
-            2 => PageType::L2,
-            3 => PageType::L3,
-            4 => PageType::L4,
-            5 => PageType::SegDesc,
-            7 => PageType::Writable,
-            _ => PageType::None,
-        }
-    }
 }
 
 /// Flag: the owner's allocation reference is held (`PGC_allocated`).
@@ -192,7 +184,7 @@ const XEN_HEAP: u8 = 1 << 3;
 /// back; dropped at domain teardown).
 const HV_REF: u8 = 1 << 4;
 
-/// The record of one machine frame (12 bytes). See the module docs for the
+/// The record of one machine frame (16 bytes). See the module docs for the
 /// invariants; the fields change only through [`super::types::Mmu`] and the
 /// setup functions of [`FrameTable`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -200,11 +192,16 @@ pub struct FrameInfo {
     count: u32,
     type_count: u32,
     owner: u16,
-    ty: u8,
+    ty: PageType,
     flags: u8,
+    /// Linear page-table bookkeeping (Xen's `linear_pt_count`): above 0,
+    /// how many same-level (linear) entries this table holds; below 0, how
+    /// many such entries of other tables point at it. A table is never
+    /// both, which keeps every linear chain one step long.
+    linear: i16,
 }
 
-const _: () = assert!(core::mem::size_of::<FrameInfo>() == 12);
+const _: () = assert!(core::mem::size_of::<FrameInfo>() == 16);
 
 /// Why a reference count could not change.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -221,8 +218,9 @@ impl FrameInfo {
         count: 0,
         type_count: 0,
         owner: 0,
-        ty: 0,
+        ty: PageType::None,
         flags: 0,
+        linear: 0,
     };
 
     /// The frame's owner.
@@ -246,7 +244,7 @@ impl FrameInfo {
     /// The current (or, at type count 0, the last) type.
     #[must_use]
     pub const fn page_type(&self) -> PageType {
-        PageType::decode(self.ty)
+        self.ty
     }
 
     /// Whether the guest pinned the type.
@@ -304,6 +302,55 @@ impl FrameInfo {
         Ok(self.count == 0)
     }
 
+    /// The linear page-table count: positive, same-level entries this
+    /// table holds; negative, same-level entries pointing at it.
+    #[must_use]
+    pub const fn linear_count(&self) -> i16 {
+        self.linear
+    }
+
+    /// Records one more linear entry in this table; false if the table is
+    /// itself the target of linear entries, or the count would wrap.
+    pub(super) fn inc_linear_entries(&mut self) -> bool {
+        match self.linear.checked_add(1) {
+            Some(n) if n > 0 => {
+                self.linear = n;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Records one more linear entry pointing at this table; false if the
+    /// table holds linear entries itself, or the count would wrap.
+    pub(super) fn inc_linear_uses(&mut self) -> bool {
+        match self.linear.checked_sub(1) {
+            Some(n) if n < 0 => {
+                self.linear = n;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Undoes [`FrameInfo::inc_linear_entries`]; false if there was none.
+    pub(super) fn dec_linear_entries(&mut self) -> bool {
+        if self.linear <= 0 {
+            return false;
+        }
+        self.linear -= 1;
+        true
+    }
+
+    /// Undoes [`FrameInfo::inc_linear_uses`]; false if there was none.
+    pub(super) fn dec_linear_uses(&mut self) -> bool {
+        if self.linear >= 0 {
+            return false;
+        }
+        self.linear += 1;
+        true
+    }
+
     /// Takes a type reference on a frame already holding type `ty`
     /// (validated, count > 0).
     pub(super) fn type_ref_same(&mut self) -> Result<(), CountError> {
@@ -318,7 +365,7 @@ impl FrameInfo {
         if old != ty {
             self.flags &= !VALIDATED;
         }
-        self.ty = ty as u8;
+        self.ty = ty;
         self.type_count = 1;
         old
     }
@@ -331,7 +378,7 @@ impl FrameInfo {
     /// Undoes a failed [`FrameInfo::begin_type`]: no type, count 0 (as
     /// Xen's `validate_page` clears `type_info`).
     pub(super) fn abort_type(&mut self) {
-        self.ty = PageType::None as u8;
+        self.ty = PageType::None;
         self.type_count = 0;
         self.flags &= !VALIDATED;
     }
@@ -387,10 +434,11 @@ impl FrameInfo {
             count: 1 + u32::from(xen_heap),
             type_count: u32::from(typed),
             owner: owner.encode(),
-            ty: ty as u8,
+            ty,
             flags: ALLOCATED
                 | if typed { VALIDATED } else { 0 }
                 | if xen_heap { XEN_HEAP | HV_REF } else { 0 },
+            linear: 0,
         };
     }
 

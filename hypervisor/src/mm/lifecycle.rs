@@ -13,9 +13,10 @@
 //!
 //! 1. each vCPU's base pointers (`kernel_l4`, `user_l4`) and LDT;
 //! 2. every pin (this devalidates the pinned tables, and the cascade
-//!    devalidates every table below them: without linear page tables the
-//!    reference graph has no cycles, so all page-table types of the domain
-//!    are gone once the roots and pins are);
+//!    devalidates every table below them: the reference graph has no
+//!    cycles, even with linear page tables (whose chains are one step
+//!    long), so all page-table types of the domain are gone once the roots
+//!    and pins are);
 //! 3. the hypervisor's permanent references on pages it shared with the
 //!    domain (`shared_info`), and their permanent type;
 //! 4. the allocation reference of every frame it owns.

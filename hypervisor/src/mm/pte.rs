@@ -50,21 +50,18 @@ pub const FLAG_BITS: u64 = !PTE_ADDR_MASK;
 /// Entries in one page-table page.
 pub const ENTRIES: usize = 512;
 
-/// Flags the guest may change in an L1 entry without the entry being
-/// revalidated, when the frame stays the same (Xen's
-/// `FASTPATH_FLAG_WHITELIST`): NX, AVAIL, AVAIL_HIGH, G, D, A, US.
-const L1_FASTPATH: u64 = PteFlags::NX.bits()
+/// Flags the guest may change in an entry of any level without the entry
+/// being revalidated, when the frame stays the same (Xen's
+/// `FASTPATH_FLAG_WHITELIST`): NX, AVAIL, AVAIL_HIGH, G, D, A, US. RW is
+/// not among them: it decides the writable type of an L1 entry's frame,
+/// and whether an L2-L4 entry may be a linear one.
+const FASTPATH: u64 = PteFlags::NX.bits()
     | PteFlags::AVAIL_HIGH.bits()
     | PteFlags::AVAIL.bits()
     | PteFlags::GLOBAL.bits()
     | DIRTY
     | ACCESSED
     | PteFlags::USER.bits();
-
-/// As [`L1_FASTPATH`] for L2-L4 entries, plus RW: without linear page
-/// tables the RW bit of an upper-level entry carries no reference (Xen's
-/// `FASTPATH_PDE_FLAG_WHITELIST` with `CONFIG_PV_LINEAR_PT` off).
-const PDE_FASTPATH: u64 = L1_FASTPATH | RW;
 
 /// Whether an entry is present.
 #[must_use]
@@ -105,18 +102,12 @@ pub const fn upper_disallowed(pte: u64) -> u64 {
     pte & FLAG_BITS & !L234_ALLOWED_FLAGS.bits()
 }
 
-/// Whether a new present L1 entry differs from the old one in anything
-/// that needs references taken again (Xen's `l1e_has_changed` with the
-/// fast-path mask): the frame, P, RW or a cache attribute.
+/// Whether a new present entry (any level) differs from the old one in
+/// anything that needs references taken again (Xen's `l*e_has_changed`
+/// with the fast-path mask): the frame, P, RW, PSE or a cache attribute.
 #[must_use]
-pub const fn l1_needs_revalidation(old: u64, new: u64) -> bool {
-    (old ^ new) & (PTE_ADDR_MASK | (FLAG_BITS & !L1_FASTPATH)) != 0
-}
-
-/// As [`l1_needs_revalidation`] for L2-L4 entries (RW may change freely).
-#[must_use]
-pub const fn upper_needs_revalidation(old: u64, new: u64) -> bool {
-    (old ^ new) & (PTE_ADDR_MASK | (FLAG_BITS & !PDE_FASTPATH)) != 0
+pub const fn needs_revalidation(old: u64, new: u64) -> bool {
+    (old ^ new) & (PTE_ADDR_MASK | (FLAG_BITS & !FASTPATH)) != 0
 }
 
 /// The bits Xen flips in an L1 entry mapping device memory, so that
@@ -172,16 +163,15 @@ mod tests {
     #[test]
     fn fast_path_masks() {
         let old = 0x5000 | PRESENT | RW;
-        assert!(!l1_needs_revalidation(
+        assert!(!needs_revalidation(
             old,
             old | ACCESSED | DIRTY | G | US | NX
         ));
-        assert!(l1_needs_revalidation(old, old & !RW));
-        assert!(l1_needs_revalidation(old, old | PCD));
-        assert!(l1_needs_revalidation(old, 0x6000 | PRESENT | RW));
-        assert!(l1_needs_revalidation(old & !PRESENT, old));
-        assert!(!upper_needs_revalidation(old, old & !RW));
-        assert!(upper_needs_revalidation(old, 0x7000 | PRESENT | RW));
+        assert!(needs_revalidation(old, old & !RW));
+        assert!(needs_revalidation(old, old | PCD));
+        assert!(needs_revalidation(old, 0x6000 | PRESENT | RW));
+        assert!(needs_revalidation(old & !PRESENT, old));
+        assert!(needs_revalidation(old, old | PAT_PSE));
     }
 
     #[test]

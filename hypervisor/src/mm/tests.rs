@@ -340,36 +340,148 @@ fn reserved_l4_slots_are_refused_and_ignored() {
     assert_eq!(m.info(spare).type_count(), 0);
 }
 
+/// Writes entry `slot` of the live table `table` (type `ty`) to point at
+/// `target` with `flags`, as `mmu_update` would.
+fn link(
+    m: &mut FakeMachine,
+    table: Mfn,
+    ty: PageType,
+    slot: usize,
+    target: Mfn,
+    flags: u64,
+) -> Result<(), Errno> {
+    m.with(|mmu| mmu.mod_upper_entry(table, ty, slot, (target.0 << 12) | flags, false, DOM))
+        .0
+}
+
 #[test]
-fn linear_page_tables_are_refused() {
+fn linear_self_maps_are_read_only_and_take_nothing() {
     let mut m = FakeMachine::new(32);
     let data = m.give(DOM);
-    let [l4, l3, l2, l1] = m.build_tables(DOM, VA, data);
+    let [l4, l3, l2, _] = m.build_tables(DOM, VA, data);
     assert_eq!(m.with(|mmu| mmu.pin(l4, PageType::L4, OWN)).0, Ok(()));
-    let cases = [
-        (l2, PageType::L2, l2),
-        (l3, PageType::L3, l3),
-        (l4, PageType::L4, l4),
-        (l2, PageType::L2, l3),
-        (l3, PageType::L3, l4),
-        (l4, PageType::L4, l1),
-    ];
-    for (table, ty, target) in cases {
-        for flags in [PRO, PRW] {
-            let r = m.with(|mmu| {
-                mmu.mod_upper_entry(table, ty, 100, (target.0 << 12) | flags, false, DOM)
-            });
-            assert_eq!(r.0, Err(Errno::EINVAL), "{ty:?} -> {target:?}");
-        }
+    for (table, ty) in [(l2, PageType::L2), (l3, PageType::L3), (l4, PageType::L4)] {
+        let before = snapshot(&m);
+        assert_eq!(
+            link(&mut m, table, ty, 100, table, PRW),
+            Err(Errno::EINVAL),
+            "{ty:?} RW"
+        );
+        assert_eq!(
+            link(&mut m, table, ty, 100, table, PRO),
+            Ok(()),
+            "{ty:?} RO"
+        );
+        assert_eq!(
+            snapshot(&m),
+            before,
+            "{ty:?}: a self-map holds no reference"
+        );
+        assert_eq!(m.info(table).linear_count(), 0);
+        // RW is not on the fast path: turning it on revalidates, and fails.
+        assert_eq!(link(&mut m, table, ty, 100, table, PRW), Err(Errno::EINVAL));
+        m.check_invariants(&[]);
     }
+    // A self-map present before validation passes it, and unpinning
+    // releases everything.
+    assert_eq!(m.with(|mmu| mmu.unpin(l4, OWN)).0, Ok(()));
     m.check_invariants(&[]);
-    // A self-reference present before validation fails it.
-    m.with(|mmu| mmu.unpin(l4, OWN)).0.unwrap();
-    m.set(l4, 100, (l4.0 << 12) | PRO);
+    assert_eq!(m.with(|mmu| mmu.pin(l4, PageType::L4, OWN)).0, Ok(()));
+    m.check_invariants(&[]);
+    assert_eq!(m.with(|mmu| mmu.unpin(l4, OWN)).0, Ok(()));
+    m.check_invariants(&[]);
+    assert_eq!(m.info(l3).type_count(), 0);
+}
+
+#[test]
+fn linear_entries_follow_xen_s_chain_rules() {
+    let mut m = FakeMachine::new(48);
+    let data = m.give(DOM);
+    let [a, l3, l2, l1] = m.build_tables(DOM, VA, data);
+    // B also points at A's L3, writable, so that once unpinned it cannot
+    // pass for an L3 (neither as the L2's parent nor with a linear entry).
+    let b = m.give(DOM);
+    m.set(b, 0, (l3.0 << 12) | PRW);
+    let c = m.give(DOM);
+    for root in [a, b, c] {
+        assert_eq!(m.with(|mmu| mmu.pin(root, PageType::L4, OWN)).0, Ok(()));
+    }
+    // Another validated L4, read-only: a reference and a type reference.
+    assert_eq!(link(&mut m, a, PageType::L4, 1, b, PRW), Err(Errno::EINVAL));
+    assert_eq!(link(&mut m, a, PageType::L4, 1, b, PRO), Ok(()));
+    assert_eq!((m.info(b).count(), m.info(b).type_count()), (3, 2));
     assert_eq!(
-        m.with(|mmu| mmu.pin(l4, PageType::L4, OWN)).0,
+        (m.info(a).linear_count(), m.info(b).linear_count()),
+        (1, -1)
+    );
+    m.check_invariants(&[]);
+    // A table may hold several linear entries...
+    assert_eq!(link(&mut m, a, PageType::L4, 2, c, PRO), Ok(()));
+    // ...but a target may hold none, and a holder may not be a target.
+    assert_eq!(link(&mut m, b, PageType::L4, 1, c, PRO), Err(Errno::EINVAL));
+    assert_eq!(link(&mut m, c, PageType::L4, 1, a, PRO), Err(Errno::EINVAL));
+    // Other levels: a table of another level is neither a child nor a
+    // linear target.
+    assert_eq!(
+        link(&mut m, l3, PageType::L3, 7, a, PRO),
         Err(Errno::EINVAL)
     );
+    assert_eq!(
+        link(&mut m, l2, PageType::L2, 7, l3, PRO),
+        Err(Errno::EINVAL)
+    );
+    assert_eq!(link(&mut m, l2, PageType::L2, 7, l2, PRO), Ok(()));
+    assert_eq!(
+        link(&mut m, l2, PageType::L2, 8, l1, PRO),
+        Ok(()),
+        "an ordinary L1"
+    );
+    m.check_invariants(&[]);
+    // Unpinned, B keeps its type through A's entry; removing the entry
+    // devalidates it.
+    assert_eq!(m.with(|mmu| mmu.unpin(b, OWN)).0, Ok(()));
+    assert!(m.info(b).has_live_type(PageType::L4));
+    let (r, _) = m.with(|mmu| mmu.mod_upper_entry(a, PageType::L4, 1, 0, false, DOM));
+    assert_eq!(r, Ok(()));
+    assert_eq!((m.info(b).type_count(), m.info(b).linear_count()), (0, 0));
+    assert_eq!(m.info(a).linear_count(), 1);
+    m.check_invariants(&[]);
+    // A target that is not a validated L4 is refused (B is no longer one).
+    assert_eq!(link(&mut m, a, PageType::L4, 1, b, PRO), Err(Errno::EINVAL));
+    // Unpinning A drops its linear entry on C.
+    assert_eq!(m.with(|mmu| mmu.unpin(a, OWN)).0, Ok(()));
+    assert_eq!((m.info(c).type_count(), m.info(c).linear_count()), (1, 0));
+    m.check_invariants(&[]);
+}
+
+#[test]
+fn failed_validation_gives_back_linear_counts() {
+    let mut m = FakeMachine::new(32);
+    let data = m.give(DOM);
+    let [a, _, _, _] = m.build_tables(DOM, VA, data);
+    let b = m.give(DOM);
+    assert_eq!(m.with(|mmu| mmu.pin(b, PageType::L4, OWN)).0, Ok(()));
+    // A's entry 1 is linear to B; entry 2 is a writable self-map, which
+    // fails A's validation after entry 1 took its references.
+    m.set(a, 1, (b.0 << 12) | PRO);
+    m.set(a, 2, (a.0 << 12) | PRW);
+    let before = snapshot(&m);
+    assert_eq!(
+        m.with(|mmu| mmu.pin(a, PageType::L4, OWN)).0,
+        Err(Errno::EINVAL)
+    );
+    assert_eq!(snapshot(&m), before);
+    assert_eq!((m.info(a).linear_count(), m.info(b).linear_count()), (0, 0));
+    m.check_invariants(&[]);
+    m.set(a, 2, 0);
+    assert_eq!(m.with(|mmu| mmu.pin(a, PageType::L4, OWN)).0, Ok(()));
+    assert_eq!(
+        (m.info(a).linear_count(), m.info(b).linear_count()),
+        (1, -1)
+    );
+    m.check_invariants(&[]);
+    let (report, _) = m.with(|mmu| mmu.teardown(DOM, &mut []));
+    assert_eq!(report.remaining, 0);
     m.check_invariants(&[]);
 }
 

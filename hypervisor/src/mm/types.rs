@@ -21,14 +21,17 @@
 //!   the references its entries held are dropped, which may cascade down.
 //! - A writable mapping holds the `Writable` type, so a frame is never
 //!   writable by a guest while it is a page table or descriptor table.
-//! - Linear (recursive) page tables are refused: an L2-L4 entry must point
-//!   at a table of the next level down, never at a table of its own level.
-//!   Xen allows read-only same-level entries (`CONFIG_PV_LINEAR_PT`); this
-//!   project does not, for simplicity of the invariants (no cycles in the
-//!   reference graph, so devalidation and teardown always terminate, and
-//!   no per-frame linear-use counters). Linux and Mini-OS never create
-//!   them; NetBSD does. Such an entry fails with `EINVAL`, the code Xen
-//!   gives when its own linear-table conditions are not met.
+//! - Linear (recursive) page tables are allowed as Xen 4.17 allows them
+//!   (`pv-linear-pt`, on by default): an L2-L4 entry whose frame does not
+//!   take the next level's type (`EINVAL`) may instead point at a table of
+//!   its *own* level, read-only. An entry pointing at its own table takes
+//!   no reference at all; one pointing at another table needs that table
+//!   owned by the same domain and already validated at that level, and
+//!   takes a general and a type reference on it. The XSA-240 rule keeps
+//!   every chain one step long: a table holding linear entries cannot be
+//!   the target of one, and a target cannot hold any (the frame's linear
+//!   count, [`FrameInfo::linear_count`]). So the reference graph has no
+//!   cycles, and devalidation and teardown always terminate.
 //! - A count that would wrap makes the operation fail (`EINVAL` or
 //!   `EBUSY` as Xen's path says); a count that would go below zero is a
 //!   hypervisor bug, reported through [`Effects::crash`], never a panic.
@@ -190,7 +193,12 @@ impl<'m, M: MmMachine + ?Sized> Mmu<'m, M> {
         // one is still recorded means some reference was dropped twice (the
         // counts alone would come out right at teardown). Keep the frame
         // out of the allocator, since something may still use it.
-        if info.is_allocated() || info.is_pinned() || info.holds_hv_ref() || info.type_count() > 0 {
+        if info.is_allocated()
+            || info.is_pinned()
+            || info.holds_hv_ref()
+            || info.type_count() > 0
+            || info.linear_count() != 0
+        {
             self.bug();
             return;
         }
@@ -327,7 +335,7 @@ impl<'m, M: MmMachine + ?Sized> Mmu<'m, M> {
             if !pte::is_present(entry) {
                 continue;
             }
-            match self.get_entry_refs(ty, entry, &ctx) {
+            match self.get_entry_refs(mfn, ty, entry, &ctx) {
                 Ok(0) => {}
                 Ok(flip) => self.machine.write_pte(mfn, i, entry ^ flip),
                 Err(e) => {
@@ -336,7 +344,7 @@ impl<'m, M: MmMachine + ?Sized> Mmu<'m, M> {
                             continue;
                         }
                         let entry = self.machine.read_pte(mfn, j);
-                        self.put_entry_refs(ty, entry);
+                        self.put_entry_refs(mfn, ty, entry);
                     }
                     return Err(e);
                 }
@@ -346,34 +354,41 @@ impl<'m, M: MmMachine + ?Sized> Mmu<'m, M> {
     }
 
     /// Drops the references the entries of a table of type `ty` hold.
+    #[inline(never)]
     fn devalidate(&mut self, mfn: Mfn, ty: PageType) {
         for i in 0..ENTRIES {
             if ty == PageType::L4 && !is_guest_l4_slot(i) {
                 continue;
             }
             let entry = self.machine.read_pte(mfn, i);
-            self.put_entry_refs(ty, entry);
+            self.put_entry_refs(mfn, ty, entry);
         }
     }
 
-    /// The references a present entry of a table of type `ty` needs.
+    /// The references a present entry of `table`, of type `ty`, needs.
     /// Returns the bits to flip in the entry (L1 device mappings).
-    fn get_entry_refs(&mut self, ty: PageType, entry: u64, ctx: &MapCtx) -> Result<u64, Errno> {
-        match ty.child() {
-            None => self.get_page_from_l1e(entry, ctx),
-            Some(child) => self
-                .get_page_from_upper(entry, child, ctx.pt_owner)
-                .map(|()| 0),
+    fn get_entry_refs(
+        &mut self,
+        table: Mfn,
+        ty: PageType,
+        entry: u64,
+        ctx: &MapCtx,
+    ) -> Result<u64, Errno> {
+        if ty == PageType::L1 {
+            self.get_page_from_l1e(entry, ctx)
+        } else {
+            self.get_page_from_upper(table, ty, entry, ctx.pt_owner)
+                .map(|()| 0)
         }
     }
 
     /// Drops what [`Mmu::get_entry_refs`] took (nothing for entries that
     /// are not present).
-    fn put_entry_refs(&mut self, ty: PageType, entry: u64) {
+    fn put_entry_refs(&mut self, table: Mfn, ty: PageType, entry: u64) {
         if ty == PageType::L1 {
             self.put_page_from_l1e(entry);
         } else if pte::is_present(entry) {
-            self.put_page_and_type(pte::frame(entry));
+            self.put_page_from_upper(table, ty, entry);
         }
     }
 
@@ -463,22 +478,95 @@ impl<'m, M: MmMachine + ?Sized> Mmu<'m, M> {
         self.put_page(mfn);
     }
 
-    /// Xen's `get_page_from_l{2,3,4}e` for a present entry: flag rules,
-    /// then a reference and the `child` type on the frame it points at,
-    /// which `dom` must own. `EINVAL` for bad flags, a frame not owned, a
-    /// type in use (this includes a same-level, linear entry), or a child
-    /// that fails validation with `EINVAL`; other validation errors pass
+    /// Xen's `get_page_from_l{2,3,4}e` for a present entry of `table`, a
+    /// table of type `ty` owned by `dom`: flag rules, then a reference and
+    /// the next level's type on the frame it points at, which `dom` must
+    /// own; failing that with `EINVAL`, a linear entry
+    /// ([`Mmu::get_linear`]). `EINVAL` for bad flags, a frame not owned, a
+    /// type in use that is not a valid linear target, or a child that
+    /// fails validation with `EINVAL`; other validation errors pass
     /// through.
     fn get_page_from_upper(
         &mut self,
+        table: Mfn,
+        ty: PageType,
         entry: u64,
-        child: PageType,
         dom: DomId,
     ) -> Result<(), Errno> {
+        let Some(child) = ty.child() else {
+            return Err(Errno::EINVAL);
+        };
         if pte::upper_disallowed(entry) != 0 {
             return Err(Errno::EINVAL);
         }
-        self.get_page_and_type(pte::frame(entry), Owner::Domain(dom), child)
+        match self.get_page_and_type(pte::frame(entry), Owner::Domain(dom), child) {
+            Err(Errno::EINVAL) if self.get_linear(table, ty, entry, dom) => Ok(()),
+            result => result,
+        }
+    }
+
+    /// Xen's `get_l{2,3,4}_linear_pagetable`: whether the present entry
+    /// `entry` of `table` (type `ty`, owned by `dom`) is an acceptable
+    /// linear entry, taking its references if so. It must be read-only;
+    /// an entry pointing at `table` itself needs nothing more and takes
+    /// nothing. Otherwise the target must be owned by `dom` and hold type
+    /// `ty`, validated; `table` must not be a linear target itself and the
+    /// target must hold no linear entries. Then the entry holds a general
+    /// and a type reference on the target, and both linear counts move.
+    #[cold]
+    #[inline(never)]
+    fn get_linear(&mut self, table: Mfn, ty: PageType, entry: u64, dom: DomId) -> bool {
+        if pte::is_writable(entry) {
+            return false;
+        }
+        let target = pte::frame(entry);
+        if target == table {
+            return true;
+        }
+        let owner = Owner::Domain(dom);
+        if self.info(table).map(|f| f.owner()) != Some(owner) || !self.get_page(target, owner) {
+            return false;
+        }
+        if !self.info(table).is_some_and(FrameInfo::inc_linear_entries) {
+            self.put_page(target);
+            return false;
+        }
+        let taken = self.info(target).is_some_and(|f| {
+            if !f.has_live_type(ty) || !f.inc_linear_uses() {
+                return false;
+            }
+            if f.type_ref_same().is_err() {
+                f.dec_linear_uses();
+                return false;
+            }
+            true
+        });
+        if !taken {
+            if let Some(f) = self.info(table) {
+                f.dec_linear_entries();
+            }
+            self.put_page(target);
+        }
+        taken
+    }
+
+    /// Xen's `put_page_from_l{2,3,4}e` for a present entry of `table`
+    /// (type `ty`): nothing for an entry pointing at `table` itself; the
+    /// linear counts for one pointing at a table of the same type; then
+    /// the type and general references the entry held.
+    fn put_page_from_upper(&mut self, table: Mfn, ty: PageType, entry: u64) {
+        let target = pte::frame(entry);
+        if target == table {
+            return;
+        }
+        if self.info(target).is_some_and(|f| f.page_type() == ty) {
+            let uses = self.info(target).is_some_and(FrameInfo::dec_linear_uses);
+            let entries = self.info(table).is_some_and(FrameInfo::dec_linear_entries);
+            if !(uses && entries) {
+                self.bug();
+            }
+        }
+        self.put_page_and_type(target);
     }
 
     // ---- entry updates ----
@@ -509,7 +597,7 @@ impl<'m, M: MmMachine + ?Sized> Mmu<'m, M> {
             if pte::l1_disallowed(new, ctx.pt_io_caps) != 0 {
                 return Err(Errno::EINVAL);
             }
-            if !pte::l1_needs_revalidation(old, new) {
+            if !pte::needs_revalidation(old, new) {
                 self.store(table, index, new, preserve_ad);
                 return Ok(());
             }
@@ -523,7 +611,8 @@ impl<'m, M: MmMachine + ?Sized> Mmu<'m, M> {
     /// Xen's `mod_l{2,3,4}_entry`: replaces entry `index` of the table
     /// `table` of type `ty` (L2-L4) with `new`, for domain `dom`. `EINVAL`
     /// for an L4 slot reserved for the hypervisor (256-271), bad flags, or
-    /// a target that does not take the next level's type.
+    /// a target that neither takes the next level's type nor makes an
+    /// acceptable linear entry.
     pub fn mod_upper_entry(
         &mut self,
         table: Mfn,
@@ -533,10 +622,7 @@ impl<'m, M: MmMachine + ?Sized> Mmu<'m, M> {
         preserve_ad: bool,
         dom: DomId,
     ) -> Result<(), Errno> {
-        let Some(child) = ty.child() else {
-            return Err(Errno::EINVAL);
-        };
-        if ty == PageType::L4 && !is_guest_l4_slot(index) {
+        if ty.child().is_none() || (ty == PageType::L4 && !is_guest_l4_slot(index)) {
             return Err(Errno::EINVAL);
         }
         let old = self.machine.read_pte(table, index);
@@ -544,15 +630,15 @@ impl<'m, M: MmMachine + ?Sized> Mmu<'m, M> {
             if pte::upper_disallowed(new) != 0 {
                 return Err(Errno::EINVAL);
             }
-            if !pte::upper_needs_revalidation(old, new) {
+            if !pte::needs_revalidation(old, new) {
                 self.store(table, index, new, preserve_ad);
                 return Ok(());
             }
-            self.get_page_from_upper(new, child, dom)?;
+            self.get_page_from_upper(table, ty, new, dom)?;
         }
         self.store(table, index, new, preserve_ad);
         if pte::is_present(old) {
-            self.put_page_and_type(pte::frame(old));
+            self.put_page_from_upper(table, ty, old);
         }
         Ok(())
     }

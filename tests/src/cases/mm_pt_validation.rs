@@ -11,9 +11,10 @@
 //! domain does not own, an L2 entry pointing at a writable data frame, an
 //! L3 entry pointing at a table of the wrong level (all `EINVAL`), an L1
 //! holding a writable mapping of a page table (`EBUSY`, the L1's own
-//! error). Linear (recursive) L4 entries: on Xen a read-only one is
-//! accepted (and usable) and a writable one refused (`EINVAL`); this
-//! hypervisor refuses both (`EINVAL`, a documented difference).
+//! error). Linear (recursive) entries with Xen 4.17's rules: read-only
+//! self-maps at L2-L4 (the L4 one used to read the L4), a read-only
+//! entry to another validated L4, and the refusals (`EINVAL`): writable,
+//! made writable, and each way of building a chain of two.
 
 use core::fmt;
 
@@ -22,7 +23,6 @@ use guest_pv_shim::dom0_abi::mmu::{MmuUpdate, MmuUpdateCmd, MmuextCmd, PTE_ADDR_
 use guest_pv_shim::dom0_abi::start_info::StartInfo;
 use guest_pv_shim::hypercall::{self as hc, FOREIGNDOM_SELF};
 use guest_pv_shim::mm::{self, Frame, PTE_RO, PTE_RW};
-use guest_pv_shim::on_xen;
 use guest_pv_shim::report;
 
 use crate::support;
@@ -230,32 +230,118 @@ pub fn run(_start_info: &'static StartInfo) {
         }
     }
 
-    // Xen accepts a read-only linear (recursive) L4 entry; this hypervisor
-    // refuses every linear entry with EINVAL by design (docs/memory.md,
-    // docs/abi-differences.md). Each check states both rules.
-    let xen = on_xen();
+    linear(l4, kl3, kl2);
+}
+
+/// One `mmuext_op` on the frame at `mfn`.
+fn ext(cmd: MmuextCmd, mfn: u64) -> i64 {
+    // SAFETY: pinning and unpinning scratch frames nothing maps.
+    unsafe { hc::mmuext_one(cmd as u32, mfn, 0) }
+}
+
+/// Linear (recursive) entries as Xen 4.17 allows them (`pv-linear-pt`):
+/// read-only, same level; another table must be a validated one of that
+/// level, and no chain is longer than one step (a table holding linear
+/// entries is never a target, a target never holds any).
+fn linear(l4: u64, kl3: u64, kl2: u64) {
+    // With US set, as Xen stores every guest L4 entry.
+    let user = PteFlags::USER.bits();
     report::check_ret(
-        "a read-only linear L4 entry gets the platform's answer (accepted on Xen, EINVAL here)",
-        write(l4 + 2 * 8, l4 | PTE_RO),
-        if xen { 0 } else { Errno::EINVAL.neg() },
+        "a read-only linear L4 entry (self-map)",
+        write(l4 + 2 * 8, l4 | PTE_RO | user),
+        0,
     );
-    let (seen, want) = if xen {
-        let through_linear =
-            mm::read_mapped((2u64 << 39) | (2 << 30) | (2 << 21) | (2 << 12) | (2 * 8));
-        (through_linear & (PTE_ADDR_MASK | 3), l4 | 1)
-    } else {
-        (mm::read_entry(l4 + 2 * 8).unwrap_or(u64::MAX), 0)
-    };
+    let through_linear =
+        mm::read_mapped((2u64 << 39) | (2 << 30) | (2 << 21) | (2 << 12) | (2 * 8));
     support::check_entry(
-        "the linear L4 slot is as the platform left it (the L4 on Xen, empty here)",
-        seen,
-        want,
+        "the L4 reads itself through the self-map",
+        through_linear & (PTE_ADDR_MASK | 3),
+        l4 | 1,
     );
-    report::check_ret("remove the linear entry", write(l4 + 2 * 8, 0), 0);
     refused(
-        format_args!("a writable linear L4 entry"),
+        format_args!("making the linear L4 entry writable"),
         l4 + 2 * 8,
         l4 | PTE_RW,
         Errno::EINVAL.neg(),
     );
+    refused(
+        format_args!("a writable linear L4 entry"),
+        l4 + 3 * 8,
+        l4 | PTE_RW,
+        Errno::EINVAL.neg(),
+    );
+    for (level, table, index) in [(3, kl3, 1), (2, kl2, 300)] {
+        report::check_eq(
+            format_args!("a read-only L{level} self-map, then removed"),
+            [
+                write(table + index * 8, table | PTE_RO),
+                write(table + index * 8, 0),
+            ],
+            [0, 0],
+        );
+    }
+    let (Some(b), Some(c)) = (zeroed(), zeroed()) else {
+        return;
+    };
+    report::check_eq(
+        "two more L4 tables pinned",
+        [
+            ext(MmuextCmd::PinL4Table, b.mfn),
+            ext(MmuextCmd::PinL4Table, c.mfn),
+        ],
+        [0, 0],
+    );
+    // Read-only windows on them, for the entry checks.
+    if !support::map_window(24, b.mfn, PTE_RO) || !support::map_window(25, c.mfn, PTE_RO) {
+        return;
+    }
+    report::check_ret(
+        "a read-only linear entry to another validated L4",
+        write(l4 + 3 * 8, b.maddr() | PTE_RO),
+        0,
+    );
+    refused(
+        format_args!("a writable entry to another L4"),
+        l4 + 4 * 8,
+        b.maddr() | PTE_RW,
+        Errno::EINVAL.neg(),
+    );
+    refused(
+        format_args!("a linear entry in a table that is a linear target"),
+        b.maddr() + 8,
+        c.maddr() | PTE_RO,
+        Errno::EINVAL.neg(),
+    );
+    refused(
+        format_args!("a linear entry to a table holding linear entries"),
+        c.maddr() + 8,
+        l4 | PTE_RO,
+        Errno::EINVAL.neg(),
+    );
+    report::check_ret("remove the entry to the other L4", write(l4 + 3 * 8, 0), 0);
+    report::check_ret(
+        "a self-map is no linear entry: its table may be a target",
+        write(c.maddr() + 8, l4 | PTE_RO),
+        0,
+    );
+    refused(
+        format_args!("a linear entry in the table that is now a target"),
+        l4 + 3 * 8,
+        b.maddr() | PTE_RO,
+        Errno::EINVAL.neg(),
+    );
+    report::check_eq(
+        "the linear entries come down and the tables are unpinned",
+        [
+            write(c.maddr() + 8, 0),
+            write(l4 + 2 * 8, 0),
+            mm::unmap_window(24),
+            mm::unmap_window(25),
+            ext(MmuextCmd::UnpinTable, b.mfn),
+            ext(MmuextCmd::UnpinTable, c.mfn),
+        ],
+        [0; 6],
+    );
+    // SAFETY: flushing the TLB changes no mapping.
+    unsafe { hc::mmuext_one(MmuextCmd::TlbFlushLocal as u32, 0, 0) };
 }

@@ -251,7 +251,8 @@ pub fn init_frame_table(max_frame: u64, is_ram: impl Fn(u64) -> bool) {
     let len = usize::try_from(max_frame).expect("frame count fits in usize");
     // SAFETY: the frames were just allocated for the table alone and the
     // direct map covers them; zeroing them makes every record a valid
-    // `FrameInfo` (all-zero is "unowned, no references").
+    // `FrameInfo` (all-zero is "unowned, no references", and 0 is
+    // `PageType::None`, the only enum field).
     let table = unsafe {
         core::ptr::write_bytes(base as *mut FrameInfo, 0, len);
         core::slice::from_raw_parts_mut(base as *mut FrameInfo, len)
