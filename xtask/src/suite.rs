@@ -323,6 +323,7 @@ pub const TESTS: &[IntegrationTest] = &[
     passes!("mm_uvm_otherdomain", conformance: true),
     passes!("mm_vm_assist", conformance: true),
     passes!("mm_reservation", conformance: true),
+    passes_with!("mm_balloon_ceiling", hv_extra_args: "dom0_mem=max:65M"),
     passes!("cpu_priv_kernel", conformance: true),
     passes!("cpu_priv_user", conformance: true),
     passes!("cpu_trap_table", conformance: true),

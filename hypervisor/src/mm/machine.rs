@@ -75,7 +75,8 @@ pub struct DomainMm {
     /// Pages the domain owns (Xen's `tot_pages`): counted when a frame is
     /// assigned, uncounted when its last reference goes away.
     pub tot_pages: u64,
-    /// The most pages it may own (Xen's `max_pages`; dom0: `u32::MAX`).
+    /// The most pages it may own (Xen's `max_pages`; dom0: `dom0_mem=max:`,
+    /// else `u32::MAX`).
     pub max_pages: u64,
     /// `VMASST_*` bits enabled with `vm_assist`.
     pub vm_assist: u64,
@@ -95,7 +96,8 @@ pub struct DomainMm {
 
 impl DomainMm {
     /// The state of the initial domain: privileged, with I/O rights, no
-    /// page limit (Xen sets dom0's `max_pages` to `~0U`) and no E820 map.
+    /// page limit (`max_pages` `~0U`, which the dom0 builder lowers to
+    /// `dom0_mem=max:` as Xen does) and no E820 map.
     #[must_use]
     pub const fn dom0(privilege: Privilege, tot_pages: u64) -> DomainMm {
         DomainMm {

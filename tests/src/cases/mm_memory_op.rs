@@ -15,6 +15,11 @@
 //! `populate_physmap` backs chosen pfns and writes their M2P entries; the
 //! count of extents done is the result, also for the failures Xen does not
 //! report as errors (unknown domain, unreadable argument: 0 done).
+//!
+//! `mm_balloon_ceiling` (booted with `dom0_mem=max:65M` after the default
+//! 64 MiB): `dom0_mem=max:` is dom0's `maximum_reservation`, and
+//! `increase_reservation` stops exactly there (the extents done are the
+//! room left); the frames go back with `decrease_reservation`.
 
 use guest_pv_shim::dom0_abi::Errno;
 use guest_pv_shim::dom0_abi::layout::{MACH2PHYS_VIRT_END, MACH2PHYS_VIRT_START};
@@ -272,4 +277,47 @@ pub fn reservation(start_info: &'static StartInfo) {
         ret,
         0,
     );
+}
+
+/// dom0's `max_pages` with `dom0_mem=max:65M`.
+const CEILING_PAGES: i64 = 65 << 8;
+
+pub fn balloon_ceiling(_start_info: &'static StartInfo) {
+    report::check_ret(
+        "maximum_reservation of dom0 is dom0_mem=max: (65 MiB)",
+        hc::memory_op_domain(MemoryOpCmd::MaximumReservation, SELF),
+        CEILING_PAGES,
+    );
+    let base = current();
+    let mut got = [0u64; 512];
+    let done = reserve(MemoryOpCmd::IncreaseReservation, &mut got, 0, 0, SELF);
+    report::check_ret(
+        "increase_reservation of 512 frames stops at the ceiling",
+        done,
+        CEILING_PAGES - base,
+    );
+    report::check_ret(
+        "current_reservation is the ceiling",
+        current(),
+        CEILING_PAGES,
+    );
+    let mut one = [0u64];
+    report::check_ret(
+        "one more frame: none done",
+        reserve(MemoryOpCmd::IncreaseReservation, &mut one, 0, 0, SELF),
+        0,
+    );
+    let given = usize::try_from(done).unwrap_or(0).min(got.len());
+    report::check_ret(
+        "the frames go back",
+        reserve(
+            MemoryOpCmd::DecreaseReservation,
+            &mut got[..given],
+            0,
+            0,
+            SELF,
+        ),
+        done,
+    );
+    report::check_ret("current_reservation is back", current(), base);
 }

@@ -206,6 +206,10 @@ pub const ALL: &[Case] = &[
         run: mm_memory_op::reservation,
     },
     Case {
+        name: "mm_balloon_ceiling",
+        run: mm_memory_op::balloon_ceiling,
+    },
+    Case {
         name: "mm_writable_pt",
         run: mm_writable_pt::run,
     },

@@ -144,13 +144,13 @@ pub fn build_dom0(
     let (free, _) = mem::frame_counts();
     let free_before_build = free;
     let available = free - free.div_ceil(512);
-    let nr_pages = dom0_nr_pages(
+    let pages = dom0_nr_pages(
         &config.dom0_mem,
         available,
         &ImageBounds::from(&info),
         ramdisk_len,
-    )
-    .nr_pages;
+    );
+    let nr_pages = pages.nr_pages;
     let p2m_pages = (nr_pages * 8).div_ceil(PAGE_SIZE);
     if nr_pages + p2m_pages > free {
         return Err(BuildError::OutOfMemory {
@@ -250,6 +250,9 @@ pub fn build_dom0(
         dom0_vcpus(config),
         shared_info,
     )));
+    // Xen's balloon ceiling for dom0: `dom0_mem=max:`, at most 2^32 - 1
+    // pages (unlimited without it).
+    entry.domain.mm.max_pages = pages.max_pages.min(u64::from(u32::MAX));
     let mut cpu = PerCpu::new(*views);
     register_frames(&mut cpu, &mut entry, &p2m, shared_info, Mfn(l4 >> 12))?;
     let boot_vcpu = &mut entry.vcpus[0];
