@@ -3,6 +3,7 @@
 //! crashes, and a teardown gives every frame back.
 #![no_main]
 
+use dom0_abi::Errno;
 use dom0_abi::layout::is_guest_l4_slot;
 use dom0_abi::types::{DomId, Mfn};
 use hypervisor::mm::effects::Effects;
@@ -68,6 +69,9 @@ impl MmMachine for Machine {
     }
     fn domain_mm(&mut self, dom: DomId) -> Option<&mut DomainMm> {
         self.domains.get_mut(usize::from(dom.0))
+    }
+    fn set_cache_attr(&mut self, _mfn: Mfn, _attr: u8) -> Result<(), Errno> {
+        Ok(())
     }
 }
 

@@ -52,6 +52,11 @@ pub struct FakeMachine {
     pub domains: BTreeMap<u16, DomainMm>,
     /// Frames any domain with `io_caps` may map as device memory.
     pub iomem: BTreeSet<u64>,
+    /// The hypervisor's mapping of each frame whose cache attribute is
+    /// not write-back: frame, attribute.
+    pub hv_cache_attr: BTreeMap<u64, u8>,
+    /// Whether changing the hypervisor's mapping fails (no memory).
+    pub cache_attr_fails: bool,
     pub guest: Vec<u8>,
     pub domain: Domain,
     /// The calling vCPU (id 0).
@@ -109,6 +114,8 @@ impl FakeMachine {
             m2p: vec![INVALID_M2P_ENTRY; n],
             domains,
             iomem: BTreeSet::new(),
+            hv_cache_attr: BTreeMap::new(),
+            cache_attr_fails: false,
             guest: vec![0; GUEST_BYTES],
             domain: Domain::dom0(1, 0),
             cpu: Vcpu::default(),
@@ -303,6 +310,11 @@ impl FakeMachine {
                 types[i],
                 "frame {i}: type count {f:?}"
             );
+            assert_eq!(
+                self.hv_cache_attr.get(&(i as u64)).copied().unwrap_or(0),
+                f.cache_attr(),
+                "frame {i}: the hypervisor's mapping has another cache attribute"
+            );
             let (entries, uses) = linear[i];
             assert!(entries == 0 || uses == 0, "frame {i}: linear chain of two");
             assert_eq!(
@@ -359,6 +371,16 @@ impl MmMachine for FakeMachine {
     }
     fn iomem_permitted(&self, dom: DomId, mfn: Mfn) -> bool {
         self.domains.get(&dom.0).is_some_and(|d| d.io_caps) && self.iomem.contains(&mfn.0)
+    }
+    fn set_cache_attr(&mut self, mfn: Mfn, attr: u8) -> Result<(), Errno> {
+        if attr == 0 {
+            self.hv_cache_attr.remove(&mfn.0);
+        } else if self.cache_attr_fails {
+            return Err(Errno::ENOMEM);
+        } else {
+            self.hv_cache_attr.insert(mfn.0, attr);
+        }
+        Ok(())
     }
     fn domain_mm(&mut self, dom: DomId) -> Option<&mut DomainMm> {
         if let Some(entry) = self.others.get_mut(&dom.0) {

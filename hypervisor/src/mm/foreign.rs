@@ -4,6 +4,7 @@
 //! as a domain being destroyed.
 #![forbid(unsafe_code)]
 
+use dom0_abi::Errno;
 use dom0_abi::types::{DomId, Mfn};
 
 use super::frame_table::FrameInfo;
@@ -56,6 +57,9 @@ impl<M: MmMachine + ?Sized> MmMachine for WithDomain<'_, M> {
     }
     fn iomem_permitted(&self, dom: DomId, mfn: Mfn) -> bool {
         dom != self.id && self.machine.iomem_permitted(dom, mfn)
+    }
+    fn set_cache_attr(&mut self, mfn: Mfn, attr: u8) -> Result<(), Errno> {
+        self.machine.set_cache_attr(mfn, attr)
     }
     fn domain_mm(&mut self, dom: DomId) -> Option<&mut DomainMm> {
         if dom == self.id {

@@ -183,6 +183,9 @@ const XEN_HEAP: u8 = 1 << 3;
 /// the page alive while the hypervisor uses it, whatever the guest gives
 /// back; dropped at domain teardown).
 const HV_REF: u8 = 1 << 4;
+/// Bits 5-7: the frame's cache attribute (a PAT index, 0 = write-back),
+/// which the hypervisor's own mapping of it follows (`PGC_cacheattr`).
+const CACHE_ATTR_SHIFT: u8 = 5;
 
 /// The record of one machine frame (16 bytes). See the module docs for the
 /// invariants; the fields change only through [`super::types::Mmu`] and the
@@ -276,6 +279,18 @@ impl FrameInfo {
     #[must_use]
     pub const fn holds_hv_ref(&self) -> bool {
         self.flags & HV_REF != 0
+    }
+
+    /// The cache attribute of the frame's latest guest mapping (a PAT
+    /// index, 0 = write-back), which the hypervisor's own mapping follows.
+    #[must_use]
+    pub const fn cache_attr(&self) -> u8 {
+        self.flags >> CACHE_ATTR_SHIFT
+    }
+
+    /// Records the cache attribute (0-7) the frame is now mapped with.
+    pub(super) fn set_cache_attr(&mut self, attr: u8) {
+        self.flags = (self.flags & !(7 << CACHE_ATTR_SHIFT)) | ((attr & 7) << CACHE_ATTR_SHIFT);
     }
 
     /// Whether the frame holds the type `ty` with at least one reference

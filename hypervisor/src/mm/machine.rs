@@ -19,6 +19,7 @@
 //!   anyone in the frame table and their content is zero.
 #![forbid(unsafe_code)]
 
+use dom0_abi::Errno;
 use dom0_abi::types::{DomId, Mfn};
 
 use super::frame_table::FrameInfo;
@@ -67,6 +68,13 @@ pub trait MmMachine: PageTableMemory {
     fn iomem_permitted(&self, dom: DomId, mfn: Mfn) -> bool;
     /// The memory state of domain `dom`, if it exists.
     fn domain_mm(&mut self, dom: DomId) -> Option<&mut DomainMm>;
+    /// Gives the hypervisor's own mapping of the RAM frame `mfn` the cache
+    /// attribute `attr` (a PAT index, see [`super::pte::cache_attr`]), so
+    /// that it never aliases a guest mapping of the frame with other
+    /// attributes (Xen's `update_xen_mappings`). `ENOMEM` if a page table
+    /// for it cannot be allocated; going back to write-back (0) never
+    /// fails.
+    fn set_cache_attr(&mut self, mfn: Mfn, attr: u8) -> Result<(), Errno>;
 }
 
 /// A domain's memory-management state.

@@ -44,6 +44,25 @@ pub const PCD: u64 = PteFlags::PCD.bits();
 pub const PAT_PSE: u64 = PteFlags::PAT_PSE.bits();
 /// The three cache-attribute bits of an L1 entry.
 pub const CACHE_ATTRS: u64 = PWT | PCD | PAT_PSE;
+
+/// The PAT index (0-7) an L1 entry selects: PWT is bit 0, PCD bit 1 and
+/// PAT bit 2 (Xen's `pte_flags_to_cacheattr`). 0 is write-back.
+#[must_use]
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "the three bits gathered are at most 7"
+)]
+pub const fn cache_attr(pte: u64) -> u8 {
+    (((pte & PWT) >> 3) | ((pte & PCD) >> 3) | ((pte & PAT_PSE) >> 5)) as u8
+}
+
+/// The L1 entry bits that select PAT index `attr` (the inverse of
+/// [`cache_attr`]; bits above 2 are ignored).
+#[must_use]
+pub const fn cache_attr_bits(attr: u8) -> u64 {
+    let attr = attr as u64;
+    ((attr & 1) << 3) | ((attr & 2) << 3) | ((attr & 4) << 5)
+}
 /// Flag bits of an entry: everything but the address (bits 12-51).
 pub const FLAG_BITS: u64 = !PTE_ADDR_MASK;
 
@@ -172,6 +191,18 @@ mod tests {
         assert!(needs_revalidation(old, 0x6000 | PRESENT | RW));
         assert!(needs_revalidation(old & !PRESENT, old));
         assert!(needs_revalidation(old, old | PAT_PSE));
+    }
+
+    #[test]
+    fn cache_attributes_round_trip() {
+        for attr in 0..8 {
+            assert_eq!(
+                cache_attr(cache_attr_bits(attr) | 0x5000 | PRESENT | RW),
+                attr
+            );
+        }
+        assert_eq!(cache_attr_bits(2), PCD);
+        assert_eq!(cache_attr(PAT_PSE | PWT), 5);
     }
 
     #[test]

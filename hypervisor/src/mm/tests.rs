@@ -634,6 +634,56 @@ fn device_memory_mappings() {
 }
 
 #[test]
+fn the_hypervisor_mapping_follows_a_frame_s_cache_attribute() {
+    let mut m = FakeMachine::new(32);
+    let data = m.give(DOM);
+    let [l4, ..] = m.build_tables(DOM, VA, data);
+    assert_eq!(m.with(|mmu| mmu.pin(l4, PageType::L4, OWN)).0, Ok(()));
+    let (l1, _) = m.with(|mmu| mmu.walk_to_l1(l4, VA)).0.unwrap();
+    let frame = m.give(DOM);
+    let ctx = m.ctx(DOM);
+    let map = |m: &mut FakeMachine, index: usize, flags: u64| {
+        m.with(|mmu| mmu.mod_l1_entry(l1, index, (frame.0 << 12) | flags, false, &ctx))
+            .0
+    };
+    // Uncached (PCD): the frame and the hypervisor's mapping follow.
+    assert_eq!(map(&mut m, 300, PRW | pte::PCD), Ok(()));
+    assert_eq!(m.info(frame).cache_attr(), 2);
+    m.check_invariants(&[]);
+    // A write-back mapping next to it: the last one wins, as on Xen.
+    assert_eq!(map(&mut m, 301, PRO), Ok(()));
+    assert_eq!((m.info(frame).cache_attr(), m.hv_cache_attr.len()), (0, 0));
+    // Write-protect (PAT | PWT), then no memory to split the hypervisor's
+    // mapping: ENOMEM, and nothing changed.
+    m.cache_attr_fails = true;
+    let before = snapshot(&m);
+    assert_eq!(
+        map(&mut m, 302, PRW | pte::PAT_PSE | pte::PWT),
+        Err(Errno::ENOMEM)
+    );
+    assert_eq!(snapshot(&m), before);
+    assert_eq!(m.info(frame).cache_attr(), 0);
+    m.cache_attr_fails = false;
+    assert_eq!(map(&mut m, 302, PRW | pte::PAT_PSE | pte::PWT), Ok(()));
+    assert_eq!(m.hv_cache_attr.get(&frame.0), Some(&5));
+    m.check_invariants(&[]);
+    // The frame goes back to the allocator with a write-back mapping.
+    for index in 300..303 {
+        let r = m.with(|mmu| mmu.mod_l1_entry(l1, index, 0, false, &ctx));
+        assert_eq!(r.0, Ok(()));
+    }
+    assert_eq!(
+        m.info(frame).cache_attr(),
+        5,
+        "kept while the frame is owned"
+    );
+    assert_eq!(m.with(|mmu| mmu.remove_page(DOM, frame.0)).0, Ok(()));
+    assert!(m.free.contains(&frame.0));
+    assert!(m.hv_cache_attr.is_empty());
+    m.check_invariants(&[]);
+}
+
+#[test]
 fn shared_hypervisor_pages() {
     let mut m = FakeMachine::new(32);
     let data = m.give(DOM);

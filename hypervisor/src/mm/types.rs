@@ -202,6 +202,12 @@ impl<'m, M: MmMachine + ?Sized> Mmu<'m, M> {
             self.bug();
             return;
         }
+        if info.cache_attr() != 0 && self.machine.set_cache_attr(mfn, 0).is_err() {
+            self.bug();
+        }
+        let Some(info) = self.info(mfn) else {
+            return;
+        };
         let (owner, counted) = info.release();
         let Some(dom) = owner.domain() else {
             // Device memory and DOMID_XEN pages keep a permanent reference;
@@ -400,7 +406,8 @@ impl<'m, M: MmMachine + ?Sized> Mmu<'m, M> {
     /// Errors: `EINVAL` bad flags; `EPERM` device memory without rights;
     /// `EBUSY` a frame of another owner (or of nobody), or a writable
     /// mapping of a frame typed otherwise; `EACCES` cache attributes on a
-    /// shared hypervisor page.
+    /// shared hypervisor page; `ENOMEM` no memory to give the hypervisor's
+    /// own mapping of the frame the entry's cache attributes.
     pub fn get_page_from_l1e(&mut self, entry: u64, ctx: &MapCtx) -> Result<u64, Errno> {
         if pte::l1_disallowed(entry, ctx.pt_io_caps) != 0 {
             return Err(Errno::EINVAL);
@@ -410,7 +417,10 @@ impl<'m, M: MmMachine + ?Sized> Mmu<'m, M> {
         if is_io {
             return self.io_mapping(mfn, entry, ctx);
         }
-        let real_owner = self.info(mfn).and_then(|f| f.get_ref().ok());
+        let (real_owner, frame_attr) = match self.info(mfn) {
+            Some(f) => (f.get_ref().ok(), f.cache_attr()),
+            None => (None, 0),
+        };
         if real_owner != Some(ctx.pg_owner) {
             let allowed = real_owner.is_some()
                 && ctx.pg_owner != Owner::Domain(ctx.pt_owner)
@@ -427,15 +437,42 @@ impl<'m, M: MmMachine + ?Sized> Mmu<'m, M> {
             self.put_page(mfn);
             return Err(Errno::EBUSY);
         }
-        let xen_heap = self.info(mfn).is_some_and(|f| f.is_xen_heap());
-        if entry & pte::CACHE_ATTRS != 0 && xen_heap {
+        let attr = pte::cache_attr(entry);
+        if attr != frame_attr
+            && let Err(e) = self.change_cache_attr(mfn, attr)
+        {
             if writable {
                 self.put_page_type(mfn);
             }
             self.put_page(mfn);
-            return Err(Errno::EACCES);
+            return Err(e);
         }
         Ok(0)
+    }
+
+    /// A RAM frame is mapped with cache attribute `attr`, not the one it
+    /// has: the frame takes it, and so does the hypervisor's own mapping,
+    /// so that no mapping of the hypervisor aliases it with another
+    /// attribute. The last mapping wins, as on Xen (aliases between the
+    /// guest's own mappings are the guest's business). `EACCES` for a
+    /// hypervisor page shared with the guest (always write-back); `ENOMEM`
+    /// if the hypervisor's mapping cannot be split.
+    #[cold]
+    #[inline(never)]
+    fn change_cache_attr(&mut self, mfn: Mfn, attr: u8) -> Result<(), Errno> {
+        let Some(info) = self.info(mfn) else {
+            return Err(Errno::EINVAL);
+        };
+        if info.is_xen_heap() {
+            return Err(Errno::EACCES);
+        }
+        let old = info.cache_attr();
+        info.set_cache_attr(attr);
+        self.machine.set_cache_attr(mfn, attr).inspect_err(|_| {
+            if let Some(info) = self.info(mfn) {
+                info.set_cache_attr(old);
+            }
+        })
     }
 
     /// The device-memory half of [`Mmu::get_page_from_l1e`].

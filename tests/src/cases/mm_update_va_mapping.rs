@@ -12,9 +12,15 @@
 //! entry must be unchanged and the guest goes on. A MULTI bitmap the
 //! hypervisor cannot read gives `EFAULT`, but only after the entry was
 //! written (Xen's order: update, then flush).
+//!
+//! `mm_cache_attributes`: dom0 (which has I/O rights) maps one of its RAM
+//! frames uncached (PCD) and write-protect (PAT|PWT) next to a write-back
+//! mapping, and the data is the same through all three (the hypervisor
+//! re-maps its own view of the frame each time); `shared_info`, a
+//! hypervisor page, refuses any attribute but write-back (`EACCES`).
 
 use guest_pv_shim::dom0_abi::Errno;
-use guest_pv_shim::dom0_abi::mmu::{PTE_ADDR_MASK, UvmfFlags};
+use guest_pv_shim::dom0_abi::mmu::{PTE_ADDR_MASK, PteFlags, UvmfFlags};
 use guest_pv_shim::dom0_abi::start_info::StartInfo;
 use guest_pv_shim::hypercall as hc;
 use guest_pv_shim::mm::{self, PTE_RO, PTE_RW, UVMF_INVLPG};
@@ -204,4 +210,61 @@ pub fn run(_start_info: &'static StartInfo) {
     report::check_ret("unmap with a zero PTE", uvm(rw, 0, UVMF_INVLPG), 0);
     report::check_eq("the unmapped L1 entry is zero", window_pte(rw), 0);
     report::check_ret("unmap the second window", uvm(ro, 0, UVMF_INVLPG), 0);
+}
+
+pub fn cache_attributes(start_info: &'static StartInfo) {
+    let Some(frame) = support::frame() else {
+        return;
+    };
+    if !support::map_window(26, frame.mfn, PTE_RW) {
+        return;
+    }
+    mm::window_write(26, 5, 0xcafe_0001);
+    let pcd = PteFlags::PCD.bits();
+    let wp = PteFlags::PAT_PSE.bits() | PteFlags::PWT.bits();
+    report::check_ret(
+        "an uncached (PCD) mapping of an own RAM frame",
+        uvm(27, frame.maddr() | PTE_RW | pcd, UVMF_INVLPG),
+        0,
+    );
+    report::check_eq(
+        "the uncached mapping reads what the write-back one wrote",
+        mm::window_read(27, 5),
+        0xcafe_0001,
+    );
+    mm::window_write(27, 6, 0xcafe_0002);
+    report::check_ret(
+        "a write-protect (PAT|PWT) mapping of the same frame",
+        uvm(28, frame.maddr() | PTE_RO | wp, UVMF_INVLPG),
+        0,
+    );
+    report::check_eq(
+        "all three mappings read the same data",
+        [
+            mm::window_read(26, 6),
+            mm::window_read(27, 5),
+            mm::window_read(28, 6),
+        ],
+        [0xcafe_0002, 0xcafe_0001, 0xcafe_0002],
+    );
+    let before = window_pte(29);
+    report::check_ret(
+        "shared_info mapped uncached is EACCES",
+        uvm(29, start_info.shared_info | PTE_RO | pcd, UVMF_INVLPG),
+        Errno::EACCES.neg(),
+    );
+    support::check_entry(
+        "the refused mapping leaves the entry unchanged",
+        window_pte(29),
+        before,
+    );
+    report::check_eq(
+        "the windows come down",
+        [
+            mm::unmap_window(26),
+            mm::unmap_window(27),
+            mm::unmap_window(28),
+        ],
+        [0; 3],
+    );
 }

@@ -158,6 +158,10 @@ pub const ALL: &[Case] = &[
         run: mm_update_va_mapping::run,
     },
     Case {
+        name: "mm_cache_attributes",
+        run: mm_update_va_mapping::cache_attributes,
+    },
+    Case {
         name: "cpu_exceptions_iret",
         run: cpu_exceptions::iret,
     },

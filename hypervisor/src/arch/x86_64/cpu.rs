@@ -89,6 +89,21 @@ pub fn rdtsc() -> u64 {
     unsafe { core::arch::x86_64::_rdtsc() }
 }
 
+/// Writes back and invalidates the cache lines of the page at `va`
+/// (CLFLUSH of each 64-byte line, then a fence).
+///
+/// # Safety
+/// `va` must be the start of a page mapped in the current address space.
+pub unsafe fn flush_page_cache_lines(va: u64) {
+    for line in (va..va + 4096).step_by(64) {
+        // SAFETY: `line` lies in the mapped page (caller's contract);
+        // CLFLUSH changes no memory contents.
+        unsafe { asm!("clflush [{}]", in(reg) line, options(nostack, preserves_flags)) };
+    }
+    // SAFETY: a fence only orders memory accesses.
+    unsafe { asm!("mfence", options(nostack, preserves_flags)) };
+}
+
 /// Writes back and invalidates the caches (for a privileged guest that asks).
 pub fn wbinvd() {
     // SAFETY: WBINVD only flushes caches; it changes no memory contents.

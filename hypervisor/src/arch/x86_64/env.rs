@@ -31,7 +31,7 @@ use super::entry::GuestRegs;
 use super::evtchn::SharedInfoBits;
 use super::paging::{PAGE_BYTES, phys_to_virt};
 use super::traps::{Current, crash};
-use super::{cpu, guest, guest_mem, mem, serial, time, trampoline};
+use super::{cpu, guest, guest_mem, mem, paging, serial, time, trampoline};
 
 /// The machine as one hypercall sees it.
 pub struct ArchEnv<'a, 'c> {
@@ -203,6 +203,29 @@ impl MmMachine for ArchEnv<'_, '_> {
         held.table
             .as_deref_mut()
             .expect("the frame table exists before any domain runs")
+    }
+    fn set_cache_attr(&mut self, mfn: Mfn, attr: u8) -> Result<(), Errno> {
+        let va = phys_to_virt(mfn.maddr());
+        // SAFETY: the memory core names a RAM frame, which the direct map
+        // covers, and the page starts at `va`.
+        unsafe { cpu::flush_page_cache_lines(va) };
+        let mut alloc = || {
+            let frame = mem::alloc_frame()?;
+            mem::DIRECT_MAP_TABLES.fetch_add(1, Ordering::Relaxed);
+            Some(frame.maddr())
+        };
+        // SAFETY: hypercalls run in the hypervisor view, whose root this
+        // is; the frame belongs to a guest, so no hypervisor code relies on
+        // its direct-map attributes; new tables come from the allocator.
+        let done = unsafe {
+            paging::set_page_cache_bits(
+                self.current.cpu.views.hv_root,
+                va,
+                crate::mm::pte::cache_attr_bits(attr),
+                &mut alloc,
+            )
+        };
+        if done { Ok(()) } else { Err(Errno::ENOMEM) }
     }
     fn alloc_frames(&mut self, order: u32, limit: u64) -> Option<Mfn> {
         let count = 1u64.checked_shl(order)?;

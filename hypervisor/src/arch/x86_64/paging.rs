@@ -83,6 +83,65 @@ pub const fn index(va: u64, level: u32) -> usize {
     ((va >> (12 + 9 * (level - 1))) & 511) as usize
 }
 
+/// The cache-attribute bits of a 4 KiB leaf entry (PWT, PCD, PAT).
+const CACHE_BITS_4K: u64 = PteFlags::PWT.bits() | PteFlags::PCD.bits() | PteFlags::PAT_PSE.bits();
+
+/// Gives the 4 KiB page at `va` in the tree at `root` the cache-attribute
+/// bits `bits` (PWT, PCD and PAT of a 4 KiB entry) and drops its TLB entry.
+/// A 1 GiB or 2 MiB leaf on the way is split into 512 leaves of the next
+/// size down, with the same frames and flags, in a table from `alloc`.
+/// False if `va` is not mapped or `alloc` has no frame (then `va` keeps
+/// its attributes; a split already made stays, mapping exactly what the
+/// large leaf did).
+///
+/// # Safety
+/// `root` must be the hypervisor's tree, loaded in CR3 (the TLB entry
+/// dropped is the current one), and `va` an address of its direct map
+/// whose attributes nothing running depends on; `alloc` must return
+/// frames the hypervisor owns and nobody else uses.
+pub unsafe fn set_page_cache_bits(
+    root: u64,
+    va: u64,
+    bits: u64,
+    alloc: &mut dyn FnMut() -> Option<u64>,
+) -> bool {
+    let mut table_pa = root;
+    for level in [4, 3, 2] {
+        // SAFETY: `table_pa` is `root` or a table under it (caller's
+        // contract), reached through the direct map.
+        let slot = &mut unsafe { table(table_pa) }[index(va, level)];
+        if *slot & P == 0 {
+            return false;
+        }
+        if level < 4 && *slot & PS != 0 {
+            let Some(child_pa) = alloc() else {
+                return false;
+            };
+            let (step, child_flags) = if level == 3 {
+                (1 << 21, *slot & !ADDR_MASK)
+            } else {
+                (PAGE_SIZE, *slot & !ADDR_MASK & !PS)
+            };
+            let base = *slot & ADDR_MASK & !((step << 9) - 1);
+            // SAFETY: `alloc` hands out frames nobody else uses.
+            let child = unsafe { table(child_pa) };
+            for (i, entry) in (0u64..).zip(child.iter_mut()) {
+                *entry = (base + i * step) | child_flags;
+            }
+            *slot = child_pa | P | RW | A;
+        }
+        table_pa = *slot & ADDR_MASK;
+    }
+    // SAFETY: as above, the L1 table for `va`.
+    let leaf = &mut unsafe { table(table_pa) }[index(va, 1)];
+    if *leaf & P == 0 {
+        return false;
+    }
+    *leaf = (*leaf & !CACHE_BITS_4K) | (bits & CACHE_BITS_4K);
+    super::cr::invlpg(va);
+    true
+}
+
 /// Maps `[va, va + size)` to `pa` with `flags` (P is added) in the tree at
 /// `root`, creating intermediate tables with `alloc` (which must return the
 /// physical address of a zeroed frame). Intermediate entries get P|RW, plus

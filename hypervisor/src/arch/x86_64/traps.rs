@@ -527,6 +527,7 @@ fn dom0_shut_down(cpu: &mut PerCpu, entry: &mut DomainEntry, reason: u8) -> ! {
     );
     let teardown = super::builder::destroy_dom0(cpu, entry);
     let (free, _) = mem::frame_counts();
+    let tables = mem::DIRECT_MAP_TABLES.load(core::sync::atomic::Ordering::Relaxed);
     let before = FREE_BEFORE_DOM0.get().copied().unwrap_or(0);
     // The test harness trusts only "all returned" on a line carrying the
     // nonce it gave this boot; an inconsistent frame table wins over the
@@ -534,17 +535,31 @@ fn dom0_shut_down(cpu: &mut PerCpu, entry: &mut DomainEntry, reason: u8) -> ! {
     // leaves the counts right).
     let verdict = if teardown.inconsistent {
         "FRAME TABLE INCONSISTENT"
-    } else if free == before {
+    } else if free + tables == before {
         "all returned"
     } else {
         "FRAMES LOST"
     };
     let nonce = TestNonce(TEST_NONCE.get().copied());
     log::info!(
-        "dom0 torn down{nonce}: {} frames released; free frames {before} before the build, {free} now: {verdict}",
-        teardown.released
+        "dom0 torn down{nonce}: {} frames released; free frames {before} before the build, {free} now{}: {verdict}",
+        teardown.released,
+        DirectMapTables(tables)
     );
     machine::end(outcome)
+}
+
+/// `, <n> kept as direct-map tables` when splitting the direct map took
+/// frames for good (see `mem::DIRECT_MAP_TABLES`), nothing otherwise.
+struct DirectMapTables(u64);
+
+impl core::fmt::Display for DirectMapTables {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.0 {
+            0 => Ok(()),
+            n => write!(f, ", {n} kept as direct-map tables"),
+        }
+    }
 }
 
 /// ` (nonce <16 hex digits>)` when the command line gave `test_nonce=`,
