@@ -22,7 +22,7 @@ use dom0_abi::segment::{
 };
 use dom0_abi::vcpu::{RUNSTATE_OFFLINE, VcpuRunstateInfo};
 
-use crate::layout::{guest_range_ok, is_canonical};
+use crate::layout::guest_range_ok;
 use crate::mm::machine::VcpuMm;
 use crate::regs::GuestRegs;
 use crate::stats::Stats;
@@ -659,12 +659,10 @@ pub struct IretTarget {
 /// IOPL, VM and NT are stripped and IF is forced on; the guest's "IF"
 /// becomes the upcall mask. RAX is restored; RCX and R11 too, unless the
 /// frame says `VGCF_in_syscall`: then they hold what SYSRET leaves, the
-/// return RIP and RFLAGS. A non-canonical RIP or RSP is
-/// refused (the domain is crashed).
-pub fn iret(frame: &IretContext) -> Option<IretTarget> {
-    if !is_canonical(frame.rip) || !is_canonical(frame.rsp) {
-        return None;
-    }
+/// return RIP and RFLAGS. RIP and RSP are taken as they are: a
+/// non-canonical one makes the exit's `iretq` fault, and the exit check
+/// gives the guest that fault (#GP or #SS), as Xen's faulting exit does.
+pub fn iret(frame: &IretContext) -> IretTarget {
     let to_user = frame.cs & 3 == 3;
     let (cs, ss) = if to_user {
         let cs = if frame.cs & 0xffff == u64::from(FLAT_RING3_CS32) {
@@ -690,10 +688,10 @@ pub fn iret(frame: &IretContext) -> Option<IretTarget> {
         rax: frame.rax,
     };
     let upcall_mask = u8::from(frame.rflags & rflags::IF == 0);
-    Some(IretTarget {
+    IretTarget {
         context,
         upcall_mask,
-    })
+    }
 }
 
 #[cfg(test)]
@@ -899,7 +897,7 @@ mod tests {
             rsp: 0x2000,
             ss: 0xe02b,
         };
-        let t = iret(&frame).unwrap();
+        let t = iret(&frame);
         assert_eq!((t.context.cs, t.context.ss), (0xe019, 0xe039));
         assert_eq!(t.context.rflags, 0x202, "IOPL stripped, IF forced");
         assert_eq!((t.context.rax, t.context.rcx, t.context.r11), (7, 9, 8));
@@ -910,7 +908,7 @@ mod tests {
             flags: VGCF_IN_SYSCALL,
             ..frame
         };
-        let t = iret(&user).unwrap();
+        let t = iret(&user);
         assert_eq!((t.context.cs, t.context.ss), (0xe033, 0xe02b));
         assert_eq!(t.upcall_mask, 1);
         assert_eq!((t.context.rcx, t.context.r11), (user.rip, t.context.rflags));
@@ -918,6 +916,6 @@ mod tests {
             rip: 0x8000_0000_0000,
             ..frame
         };
-        assert_eq!(iret(&bad), None);
+        assert_eq!(iret(&bad).context.rip, bad.rip, "left to the exit check");
     }
 }

@@ -18,7 +18,8 @@
 //!
 //! `hostile_rip`: returns to an impossible RIP are #GP for the guest: an
 //! `int $0x82` and a forced-emulation CPUID as the last bytes below 2^47,
-//! and `HYPERVISOR_iret` to 32-bit user mode above 4 GiB.
+//! and `HYPERVISOR_iret` to 32-bit user mode above 4 GiB or to a
+//! non-canonical RIP (as Xen's faulting exit `iretq` on hardware).
 //!
 //! `hostile_ldt_refault`: once an LDT page is in use, a kernel store to its
 //! window and a user read of it are #PF for the guest, every time (they
@@ -435,6 +436,14 @@ pub fn rip(_start_info: &'static StartInfo) {
     traps::set_hook(None);
     report::check(
         "HYPERVISOR_iret to 32-bit user mode above 4 GiB is #GP for the guest",
+        exit.vector == 13 && exit.from_user(),
+        format_args!("{exit:x?}"),
+    );
+    traps::set_hook(Some(end_on_gp));
+    let exit = traps::run_user(1 << 47, FLAT_USER_CS, 0x202, UserEntry::Hypercall);
+    traps::set_hook(None);
+    report::check(
+        "HYPERVISOR_iret to a non-canonical RIP is #GP for the guest",
         exit.vector == 13 && exit.from_user(),
         format_args!("{exit:x?}"),
     );

@@ -351,15 +351,7 @@ pub fn iret(current: &mut Current, regs: &mut GuestRegs) {
             format_args!("iret frame at {:#x} cannot be read", regs.rsp),
         );
     };
-    let Some(target) = vcpu::iret(&frame) else {
-        return crash(
-            current,
-            format_args!(
-                "iret to a non-canonical rip {:#x} or rsp {:#x}",
-                frame.rip, frame.rsp
-            ),
-        );
-    };
+    let target = vcpu::iret(&frame);
     set_context(regs, &target.context);
     set_upcall_mask(current, target.upcall_mask);
     current.vcpu.nmi.unmask();
