@@ -110,6 +110,13 @@ pub const ALL: &[Benchmark] = &[
         what: "#PF on an unmapped address, bounced to the guest handler, back with HYPERVISOR_iret",
     },
     Benchmark {
+        name: "page_fault_iretq",
+        unit: "tsc/fault",
+        sample: "fault",
+        items_per_sample: 1,
+        what: "as page_fault, but the handler returns with a native iretq (no second hypervisor entry)",
+    },
+    Benchmark {
         name: "syscall_bounce",
         unit: "tsc/syscall",
         sample: "syscall",

@@ -61,7 +61,8 @@ fn run_one(
             mmu::update_va_mapping(h, scratch()?, name, UvmfFlags::TLB_FLUSH)
         }
         "mmuext_pin_unpin_l1" => mmu::pin_unpin(h, pt, name),
-        "page_fault" => traps::page_fault(h, pt, name),
+        "page_fault" => traps::page_fault(h, pt, name, traps::Return::Hypercall),
+        "page_fault_iretq" => traps::page_fault(h, pt, name, traps::Return::Iretq),
         "syscall_bounce" => traps::syscall_bounce(h, pt, name),
         "evtchn_self" => events::evtchn_self(h, start_info, pt, name),
         "timer_block" => events::timer_block(h, start_info, pt, name),

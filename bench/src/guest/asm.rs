@@ -112,6 +112,24 @@ global_asm!(
     "call {unexpected}",
     "ud2",
     "",
+    // The same handler returning with a native `iretq` from ring 1: no
+    // second entry. The frame's CS gets the current CPL as its RPL (a
+    // kernel-mode frame may carry RPL 0, as Xen's do).
+    ".globl bench_pf_handler_iretq",
+    "bench_pf_handler_iretq:",
+    "pop rcx",
+    "pop r11",
+    "add rsp, 8",
+    "lea rax, [rip + bench_pf_touch]",
+    "cmp qword ptr [rsp], rax",
+    "jne 2b",
+    "lea rax, [rip + bench_pf_resume]",
+    "mov qword ptr [rsp], rax",
+    "mov eax, cs",
+    "and eax, 3",
+    "or qword ptr [rsp + 8], rax",
+    "iretq",
+    "",
     // Event upcall: save every caller-saved register, call the Rust
     // handler on a 16-byte aligned stack, restore, iret.
     ".globl bench_upcall_entry",
@@ -278,6 +296,8 @@ unsafe extern "C" {
     pub fn bench_enter_user(iterations: u64, user_rsp: u64) -> UserTotals;
     /// The #PF handler (for `set_trap_table`).
     pub fn bench_pf_handler();
+    /// The #PF handler that returns with a native `iretq`.
+    pub fn bench_pf_handler_iretq();
     /// The event upcall entry (for `callback_op`).
     pub fn bench_upcall_entry();
     /// The syscall callback (for `callback_op`).

@@ -18,9 +18,10 @@ use guest_pv_shim::dom0_abi::mmu::{
 use guest_pv_shim::hypercall::raw;
 
 use crate::guest::asm::{
-    self, bench_enter_user, bench_pf_handler, bench_pf_touch, bench_syscall_entry, entry_address,
+    self, bench_enter_user, bench_pf_handler, bench_pf_handler_iretq, bench_pf_touch,
+    bench_syscall_entry, entry_address,
 };
-use crate::guest::harness::{Harness, Measured, NotRun, failed, not_run};
+use crate::guest::harness::{Harness, Measured, NotRun, Reason, failed, not_run};
 use crate::guest::hc;
 use crate::guest::pagetable::PageTables;
 use pv_bench::stats::Samples;
@@ -31,6 +32,10 @@ const FAULT_VA: u64 = 0x1000;
 
 /// The #PF vector.
 const PAGE_FAULT: u8 = 14;
+
+/// Why `page_fault_iretq` does not run on Xen.
+const NATIVE_IRET_XEN: &str = "a 64-bit PV kernel on Xen runs in ring 3 and returns from its \
+     handlers with HYPERVISOR_iret (a native iretq there faults under QEMU)";
 
 /// Whether the hypercall page's stubs enter with `int $0x82` (this
 /// hypervisor) rather than `syscall` (Xen).
@@ -50,20 +55,41 @@ pub fn iret_works(name: &str) -> Result<(), NotRun> {
     }
 }
 
-/// `page_fault`: each sample is one load from an unmapped address, the
-/// #PF bounce, the handler and its iret back past the load.
-pub fn page_fault(h: &Harness, pt: &PageTables, name: &str) -> Result<Measured, NotRun> {
+/// How a trap handler returns to the interrupted code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Return {
+    /// `HYPERVISOR_iret` (portable: a second hypervisor entry).
+    Hypercall,
+    /// A native `iretq` (kernel to kernel: no hypervisor entry).
+    Iretq,
+}
+
+/// `page_fault` and `page_fault_iretq`: each sample is one load from an
+/// unmapped address, the #PF bounce, the handler and its return (`how`)
+/// back past the load.
+pub fn page_fault(
+    h: &Harness,
+    pt: &PageTables,
+    name: &str,
+    how: Return,
+) -> Result<Measured, NotRun> {
     if pt.is_mapped(FAULT_VA) {
         return Err(failed(name, "the fault address is mapped"));
     }
     iret_works(name)?;
+    if how == Return::Iretq && !stubs_use_int82() {
+        return Err(NotRun::Unsupported(Reason::Text(NATIVE_IRET_XEN)));
+    }
     let (cs, _) = asm::current_cs_ss();
     let table = [
         TrapInfo {
             vector: PAGE_FAULT,
             flags: 0,
             cs,
-            address: entry_address(bench_pf_handler),
+            address: match how {
+                Return::Hypercall => entry_address(bench_pf_handler),
+                Return::Iretq => entry_address(bench_pf_handler_iretq),
+            },
         },
         TrapInfo::default(),
     ];
