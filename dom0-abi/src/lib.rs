@@ -183,6 +183,7 @@ pub mod types;
 pub mod vcpu;
 pub mod version;
 pub mod wire;
+pub mod xenstore;
 
 pub use errno::Errno;
 pub use hypercall::Hypercall;

@@ -1,0 +1,140 @@
+//! Path syntax: what a node name may look like, and where a relative path
+//! sent by a domain points.
+
+use alloc::format;
+use alloc::string::String;
+
+use dom0_abi::xenstore::XENSTORE_REL_PATH_MAX;
+
+use crate::DomId;
+use crate::wire::XsError;
+
+/// The special watch path fired when a domain is introduced.
+pub const INTRODUCE_DOMAIN: &str = "@introduceDomain";
+/// The special watch path fired when a domain is released or goes away.
+pub const RELEASE_DOMAIN: &str = "@releaseDomain";
+
+/// `/local/domain/<domid>`, a domain's home.
+#[must_use]
+pub fn domain_path(domid: DomId) -> String {
+    format!("/local/domain/{domid}")
+}
+
+/// Whether `node` is a well-formed absolute path: `/` or `/`-separated
+/// non-empty components of ASCII letters, digits and `-_@`, at most 2048
+/// bytes beyond a `/local/domain/<id>/` prefix.
+#[must_use]
+pub fn is_valid(node: &str) -> bool {
+    let Some(rest) = node.strip_prefix('/') else {
+        return false;
+    };
+    if rest.is_empty() {
+        return true;
+    }
+    let chars_ok = node
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'_' | b'@'));
+    chars_ok
+        && !node.contains("//")
+        && !node.ends_with('/')
+        && node.len() - home_prefix_len(node) <= XENSTORE_REL_PATH_MAX
+}
+
+/// Length of a leading `/local/domain/<digits>/`, else 0.
+fn home_prefix_len(node: &str) -> usize {
+    let Some(rest) = node.strip_prefix("/local/domain/") else {
+        return 0;
+    };
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    if digits > 0 && digits <= 5 && rest.as_bytes().get(digits) == Some(&b'/') {
+        node.len() - rest.len() + digits + 1
+    } else {
+        0
+    }
+}
+
+/// Whether `node` names one of the special watch paths' namespace (`@…`).
+#[must_use]
+pub fn is_special(node: &str) -> bool {
+    node.starts_with('@')
+}
+
+/// The absolute, checked form of `node` as domain `from` sent it: relative
+/// paths are under its home. `EINVAL` for a malformed path.
+pub fn canonical(from: DomId, node: &str) -> Result<String, XsError> {
+    let full = if node.starts_with('/') {
+        String::from(node)
+    } else if node.is_empty() {
+        return Err(XsError::Einval);
+    } else {
+        format!("{}/{node}", domain_path(from))
+    };
+    if is_valid(&full) {
+        Ok(full)
+    } else {
+        Err(XsError::Einval)
+    }
+}
+
+/// The parent of an absolute path other than `/`.
+#[must_use]
+pub fn parent(node: &str) -> &str {
+    match node.rfind('/') {
+        Some(0) | None => "/",
+        Some(at) => &node[..at],
+    }
+}
+
+/// The last component of an absolute path.
+#[must_use]
+pub fn base(node: &str) -> &str {
+    node.rfind('/').map_or(node, |at| &node[at + 1..])
+}
+
+/// Whether `node` is `ancestor` or lies below it.
+#[must_use]
+pub fn is_at_or_below(node: &str, ancestor: &str) -> bool {
+    ancestor == "/"
+        || node
+            .strip_prefix(ancestor)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validity() {
+        for good in ["/", "/a", "/a/b-c_d@e", "/local/domain/1/x"] {
+            assert!(is_valid(good), "{good}");
+        }
+        for bad in ["", "a", "/a/", "//", "/a//b", "/a b", "/a.b", "/é"] {
+            assert!(!is_valid(bad), "{bad}");
+        }
+        let long = format!("/local/domain/3/{}", "x".repeat(2048));
+        assert!(is_valid(&long));
+        assert!(!is_valid(&format!("{long}y")));
+        assert!(!is_valid(&format!("/{}", "x".repeat(2048))));
+    }
+
+    #[test]
+    fn relative_paths_are_under_the_home() {
+        assert_eq!(canonical(5, "name").unwrap(), "/local/domain/5/name");
+        assert_eq!(canonical(5, "/tool").unwrap(), "/tool");
+        assert_eq!(canonical(5, ""), Err(XsError::Einval));
+        assert_eq!(canonical(5, "a/"), Err(XsError::Einval));
+        assert_eq!(canonical(5, "@x"), Ok(String::from("/local/domain/5/@x")));
+    }
+
+    #[test]
+    fn tree_helpers() {
+        assert_eq!(parent("/a/b"), "/a");
+        assert_eq!(parent("/a"), "/");
+        assert_eq!(base("/a/b"), "b");
+        assert!(is_at_or_below("/a/b", "/a"));
+        assert!(is_at_or_below("/a", "/a"));
+        assert!(!is_at_or_below("/ab", "/a"));
+        assert!(is_at_or_below("/ab", "/"));
+    }
+}
