@@ -1,5 +1,5 @@
-//! dom0's table of running domUs: creating them, serving their consoles,
-//! noticing shutdowns and reaping.
+//! dom0's table of running domUs: creating them, serving their consoles
+//! and xenstore rings, noticing shutdowns and reaping.
 
 use guest_pv_shim::dom0_abi::domctl::DomInfoFlags;
 use guest_pv_shim::dom0_abi::event_channel::EvtchnBindInterdomain;
@@ -11,6 +11,8 @@ use toolstack::console::ConsoleOutput;
 use toolstack::cpio::Archive;
 use toolstack::shell::Target;
 use toolstack::xen::{CONSOLE_WINDOW_BASE, ConsoleRing, Xen, domain_info};
+
+use crate::store::Xenstore;
 
 /// Domains served at once (one mapping window each).
 pub const MAX_DOMUS: usize = 8;
@@ -47,16 +49,19 @@ pub struct Domains {
     virq_port: u32,
     expect: Option<&'static str>,
     timeout_s: u64,
+    /// The xenstore every domU is introduced to.
+    pub xs: Xenstore,
 }
 
 impl Domains {
     /// An empty table; `VIRQ_DOM_EXC` is bound to `virq_port`.
-    pub const fn new(virq_port: u32, expect: Option<&'static str>, timeout_s: u64) -> Domains {
+    pub fn new(virq_port: u32, expect: Option<&'static str>, timeout_s: u64) -> Domains {
         Domains {
             slots: [const { None }; MAX_DOMUS],
             virq_port,
             expect,
             timeout_s,
+            xs: Xenstore::new(),
         }
     }
 
@@ -125,6 +130,15 @@ impl Domains {
             }
         };
         report::ok_value(format_args!("create {} domain id", cfg.name), built.domid);
+        if let Err(e) = self.xs.introduce(&cfg, &built) {
+            report::fail(
+                format_args!("introduce {} to xenstore", cfg.name),
+                format_args!("{e}"),
+            );
+            self.xs.release(built.domid);
+            let _ = xen.destroy(built.domid);
+            return None;
+        }
         match connect(&built, CONSOLE_WINDOW_BASE + slot, paused) {
             Ok((local_port, ring)) => {
                 guest_pv_shim::println!(
@@ -148,6 +162,7 @@ impl Domains {
             }
             Err(e) => {
                 report::fail(format_args!("start {}", cfg.name), format_args!("{e}"));
+                self.xs.release(built.domid);
                 let _ = xen.destroy(built.domid);
                 None
             }
@@ -163,7 +178,7 @@ impl Domains {
         {
             Some(slot) => {
                 if let Some(domu) = slot.take() {
-                    destroy(domu, "destroyed");
+                    destroy(domu, &mut self.xs, "destroyed");
                 }
                 true
             }
@@ -193,26 +208,29 @@ impl Domains {
         }
     }
 
-    /// One round: every console read, every shut-down domain reaped.
+    /// One round: every console read, every xenstore ring served, every
+    /// shut-down domain reaped.
     pub fn poll_once(&mut self) {
         for domu in self.slots.iter_mut().flatten() {
             drain(domu);
         }
+        self.xs.serve();
         for slot in &mut self.slots {
             if slot.as_ref().is_some_and(shut_down)
                 && let Some(domu) = slot.take()
             {
-                reap(domu, self.expect);
+                reap(domu, &mut self.xs, self.expect);
             }
         }
     }
 
-    /// Sleeps until a console or `VIRQ_DOM_EXC` event, or 100 ms.
+    /// Sleeps until a console, xenstore or `VIRQ_DOM_EXC` event, or
+    /// 100 ms.
     fn sleep(&mut self) {
-        let mut ports = [0u32; MAX_DOMUS + 1];
+        let mut ports = [0u32; 2 * MAX_DOMUS + 1];
         let mut n = 0;
-        for domu in self.iter() {
-            ports[n] = domu.local_port;
+        for port in self.iter().map(|d| d.local_port).chain(self.xs.ports()) {
+            ports[n] = port;
             n += 1;
         }
         ports[n] = self.virq_port;
@@ -273,7 +291,7 @@ fn shut_down(domu: &Domu) -> bool {
 }
 
 /// Reports a shut-down domain and destroys or preserves it.
-fn reap(mut domu: Domu, expect: Option<&str>) {
+fn reap(mut domu: Domu, xs: &mut Xenstore, expect: Option<&str>) {
     drain(&mut domu);
     domu.output
         .flush(&mut |line, text| show(domu.cfg.name, line, text));
@@ -308,12 +326,12 @@ fn reap(mut domu: Domu, expect: Option<&str>) {
         );
         return;
     }
-    destroy(domu, reason);
+    destroy(domu, xs, reason);
 }
 
-/// Reads the console a last time, disconnects it, destroys the domain and
-/// checks it is gone.
-fn destroy(mut domu: Domu, why: &str) {
+/// Reads the console a last time, disconnects it and the store, destroys
+/// the domain and checks it is gone.
+fn destroy(mut domu: Domu, xs: &mut Xenstore, why: &str) {
     drain(&mut domu);
     domu.output
         .flush(&mut |line, text| show(domu.cfg.name, line, text));
@@ -330,6 +348,8 @@ fn destroy(mut domu: Domu, why: &str) {
         hypercall::evtchn_close(domu.local_port),
         0,
     );
+    xs.serve();
+    xs.release(domid);
     let destroyed = Xen.destroy(domid);
     report::check(
         format_args!("destroy {name}"),

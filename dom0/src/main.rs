@@ -22,8 +22,15 @@
 #![no_std]
 #![no_main]
 
+extern crate alloc;
+
 mod domains;
 mod shell;
+mod store;
+
+use core::mem::MaybeUninit;
+
+use linked_list_allocator::LockedHeap;
 
 use guest_pv_shim::dom0_abi::event_channel::{EvtchnBindVirq, Virq};
 use guest_pv_shim::dom0_abi::start_info::StartInfo;
@@ -31,6 +38,29 @@ use guest_pv_shim::{cmdline, hypercall, report, shared};
 use toolstack::cpio::Archive;
 
 use crate::domains::Domains;
+
+/// dom0's heap: the xenstore's nodes, watches, transactions and queued
+/// replies (a few hundred KiB for eight domUs at their quotas' worst).
+#[global_allocator]
+static HEAP: LockedHeap = LockedHeap::empty();
+
+/// Bytes of heap.
+const HEAP_SIZE: usize = 4 << 20;
+
+/// The heap's memory, in `.bss`.
+static HEAP_SPACE: spin::Mutex<[MaybeUninit<u8>; HEAP_SIZE]> =
+    spin::Mutex::new([MaybeUninit::uninit(); HEAP_SIZE]);
+
+/// Gives the heap its memory; once, before anything allocates.
+fn init_heap() {
+    let mut space = HEAP_SPACE.lock();
+    // SAFETY: the guard is leaked below, so the slice is never reached
+    // through the mutex again and lives as long as the heap (`'static`).
+    let memory: &'static mut [MaybeUninit<u8>] =
+        unsafe { &mut *core::ptr::from_mut::<[MaybeUninit<u8>]>(&mut *space) };
+    core::mem::forget(space);
+    HEAP.lock().init_from_slice(memory);
+}
 
 guest_pv_shim::guest_kernel! {
     main: dom0_main,
@@ -44,6 +74,7 @@ fn option(line: &'static [u8], key: &[u8]) -> Option<&'static str> {
 }
 
 fn dom0_main(si: &'static StartInfo) {
+    init_heap();
     report::banner("dom0", "toolstack");
     let line = si.cmdline();
     let timeout_s = option(line, b"timeout")

@@ -3,7 +3,7 @@
 //! `_start` is the ELF entry point. The hypervisor enters it with RSI =
 //! virtual address of `start_info` and RSP = top of a boot-stack page.
 //! `_start` saves that RSP (for [`return_from_entry`]), switches to a
-//! 16 KiB stack in `.bss`, and calls the guest's main function registered
+//! 64 KiB stack in `.bss`, and calls the guest's main function registered
 //! with [`guest_kernel!`](crate::guest_kernel). If main returns, the guest
 //! powers off.
 //!
@@ -22,7 +22,7 @@ static BOOT_RSP: AtomicU64 = AtomicU64::new(0);
 static START_INFO: AtomicU64 = AtomicU64::new(0);
 
 /// Size of the stack `_start` switches to.
-pub const BOOT_STACK_SIZE: usize = 16 * 1024;
+pub const BOOT_STACK_SIZE: usize = 64 * 1024;
 
 global_asm!(
     ".pushsection .text.boot, \"ax\", @progbits",

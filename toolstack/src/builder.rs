@@ -7,12 +7,14 @@
 //! 1. `createdomain` (flags 0, `max_evtchn_port` 1023, default grant and
 //!    maptrack frames, grant version 1, the id chosen by the hypervisor);
 //! 2. `max_vcpus`, `max_mem` (memory + 1 MiB);
-//! 3. `EVTCHNOP_alloc_unbound` in the domU with dom0 as remote end: the
-//!    console's event channel;
+//! 3. `EVTCHNOP_alloc_unbound` in the domU with dom0 (the xenstore and
+//!    console back end) as remote end, twice: the xenstore event channel,
+//!    then the console's;
 //! 4. `set_address_size(64)`, then `populate_physmap` of every page
 //!    (order 0, 512 extents per call);
 //! 5. through foreign mappings: zero the image area, copy the kernel's
-//!    segments, write the p2m list, `start_info`, the page tables;
+//!    segments, write the p2m list, `start_info` (with the xenstore and
+//!    console pages and ports), the page tables;
 //! 6. `getdomaininfo` for the `shared_info` frame; `hypercall_init` if the
 //!    image has a `HYPERCALL_PAGE` note; `MMUEXT_PIN_L4_TABLE` with
 //!    `foreigndom` = the domU (validating the tables); `shared_info`
@@ -20,8 +22,9 @@
 //! 7. `setvcpucontext` of vCPU 0 (entry, stack, `start_info` in RSI,
 //!    kernel mode, online, CR3 = the L4).
 //!
-//! The domain is left paused: the caller connects its console back end
-//! and then unpauses it ([`Hypervisor::unpause`]). Any failure after
+//! The domain is left paused: the caller writes its xenstore nodes,
+//! introduces it to the store, connects its console back end and then
+//! unpauses it ([`Hypervisor::unpause`]). Any failure after
 //! `createdomain` destroys the half-built domain.
 #![forbid(unsafe_code)]
 
@@ -165,6 +168,10 @@ pub struct Built {
     pub console_mfn: u64,
     /// Its console event channel (a port of the domU, unbound, remote dom0).
     pub console_port: u32,
+    /// MFN of its xenstore ring page.
+    pub store_mfn: u64,
+    /// Its xenstore event channel (a port of the domU, unbound, remote dom0).
+    pub store_port: u32,
     /// MFN of its `shared_info`.
     pub shared_info_mfn: u64,
     /// MFN of its bootstrap L4.
@@ -231,6 +238,7 @@ fn populate_and_load(
 ) -> Result<Built, BuildError> {
     hv.max_vcpus(domid, cfg.vcpus)?;
     hv.max_mem(domid, cfg.max_memkb())?;
+    let store_port = hv.alloc_unbound(domid, 0)?;
     let console_port = hv.alloc_unbound(domid, 0)?;
     hv.set_address_size(domid, 64)?;
     populate(hv, domid, p2m)?;
@@ -250,7 +258,11 @@ fn populate_and_load(
     write_page_tables(hv, domid, &layout, p2m)?;
     let shared_info_mfn = hv.shared_info_frame(domid)?;
     let console_mfn = mfn(layout.console_pfn);
-    write_start_info(hv, domid, cfg, &layout, p2m, shared_info_mfn, console_port)?;
+    let ports = Ports {
+        store: store_port,
+        console: console_port,
+    };
+    write_start_info(hv, domid, cfg, &layout, p2m, shared_info_mfn, ports)?;
     if let Some(va) = image.hypercall_page {
         let pfn = (va - layout.virt_base) >> PAGE_SHIFT;
         hv.hypercall_init(domid, mfn(pfn))?;
@@ -268,6 +280,8 @@ fn populate_and_load(
         domid,
         console_mfn,
         console_port,
+        store_mfn: mfn(layout.store_pfn),
+        store_port,
         shared_info_mfn,
         l4_mfn,
         layout,
@@ -370,8 +384,14 @@ fn write_page_tables(
     Ok(())
 }
 
-/// Fills in `start_info` as libxenguest does for a PV domU (flags 0, no
-/// xenstore page yet).
+/// A domU's event channels for its back ends.
+#[derive(Clone, Copy)]
+struct Ports {
+    store: u32,
+    console: u32,
+}
+
+/// Fills in `start_info` as libxenguest does for a PV domU (flags 0).
 fn write_start_info(
     hv: &mut impl Hypervisor,
     domid: u16,
@@ -379,13 +399,15 @@ fn write_start_info(
     layout: &DomuLayout,
     p2m: &[u64],
     shared_info_mfn: u64,
-    console_port: u32,
+    ports: Ports,
 ) -> Result<(), HvError> {
     let mut si = StartInfo::zeroed();
     si.set_magic(START_INFO_MAGIC);
     si.nr_pages = layout.nr_pages;
     si.shared_info = shared_info_mfn << PAGE_SHIFT;
-    si.console = ConsoleInfo::dom_u(p2m_at(p2m, layout.console_pfn), console_port);
+    si.store_mfn = p2m_at(p2m, layout.store_pfn);
+    si.store_evtchn = ports.store;
+    si.console = ConsoleInfo::dom_u(p2m_at(p2m, layout.console_pfn), ports.console);
     si.pt_base = layout.va(layout.pt_pfn);
     si.nr_pt_frames = layout.nr_pt_frames;
     si.mfn_list = layout.va(layout.p2m_pfn);

@@ -10,15 +10,16 @@
 //!    populated and zero) to `kend` rounded up; `.bss` is zero;
 //! 2. the p2m list: one 8-byte MFN per page of the domain;
 //! 3. the `start_info` page;
-//! 4. the console ring page;
-//! 5. the bootstrap page tables: one L4, then the L3s, L2s and L1s that
+//! 4. the xenstore ring page;
+//! 5. the console ring page;
+//! 6. the bootstrap page tables: one L4, then the L3s, L2s and L1s that
 //!    map the whole mapping, each level in address order;
-//! 6. one boot-stack page.
+//! 7. one boot-stack page.
 //!
 //! The mapping then extends to the next 4 MiB boundary at least 512 KiB
 //! past the stack (as Xen's, so a kernel may use that space for its own
 //! early page tables), or to the end of the domain's memory if that comes
-//! first. No xenstore page is allocated: the xenstore issue adds it.
+//! first.
 //!
 //! Mapping flags are Xen's: L1 entries present, writable and accessed,
 //! except that the page-table frames themselves are mapped read-only (the
@@ -104,6 +105,8 @@ pub struct DomuLayout {
     pub p2m_pages: u64,
     /// The `start_info` page.
     pub start_info_pfn: u64,
+    /// The xenstore ring page.
+    pub store_pfn: u64,
     /// The console ring page.
     pub console_pfn: u64,
     /// First page-table frame (the L4).
@@ -139,7 +142,8 @@ impl DomuLayout {
         let p2m_pages = (nr_pages * 8).div_ceil(PAGE_SIZE);
         let p2m_pfn = kernel_pages;
         let start_info_pfn = p2m_pfn + p2m_pages;
-        let console_pfn = start_info_pfn + 1;
+        let store_pfn = start_info_pfn + 1;
+        let console_pfn = store_pfn + 1;
         let pt_pfn = console_pfn + 1;
         // The smallest table count that maps everything including itself:
         // growing the count by one page grows the need by at most one
@@ -165,6 +169,7 @@ impl DomuLayout {
                     p2m_pfn,
                     p2m_pages,
                     start_info_pfn,
+                    store_pfn,
                     console_pfn,
                     pt_pfn,
                     nr_pt_frames,
@@ -334,13 +339,16 @@ mod tests {
         let l = DomuLayout::new(BASE, BASE + 0x1000, BASE + 200 * 1024, 1024).unwrap();
         assert_eq!(l.kernel_pages, 50);
         assert_eq!((l.p2m_pfn, l.p2m_pages), (50, 2));
-        assert_eq!((l.start_info_pfn, l.console_pfn, l.pt_pfn), (52, 53, 54));
+        assert_eq!(
+            (l.start_info_pfn, l.store_pfn, l.console_pfn, l.pt_pfn),
+            (52, 53, 54, 55)
+        );
         // 4 MiB from the top-2 GiB base: one L3, one L2, two L1s.
         assert_eq!(l.tables, [1, 1, 2]);
         assert_eq!(l.nr_pt_frames, 5);
-        assert_eq!(l.stack_pfn, 59);
+        assert_eq!(l.stack_pfn, 60);
         assert_eq!(l.mapped_pages, 1024);
-        for pfn in [0, 1, 53, 59, 511, 512, 1023] {
+        for pfn in [0, 1, 53, 60, 511, 512, 1023] {
             let want = if l.is_pt_pfn(pfn) {
                 L1_FLAGS_RO
             } else {
@@ -348,14 +356,14 @@ mod tests {
             };
             assert_eq!(walk(&l, l.va(pfn)), Some((pfn, want)), "pfn {pfn}");
         }
-        assert_eq!(walk(&l, l.va(54)), Some((54, L1_FLAGS_RO)));
+        assert_eq!(walk(&l, l.va(55)), Some((55, L1_FLAGS_RO)));
         assert_eq!(walk(&l, l.va(1024)), None);
     }
 
     #[test]
     fn large_domain_maps_only_the_padded_start() {
         let l = DomuLayout::new(BASE, BASE, BASE + (3 << 20), 65536).unwrap();
-        // 768 kernel pages + 128 p2m + 2 + tables + stack, padded to 8 MiB.
+        // 768 kernel pages + 128 p2m + 3 + tables + stack, padded to 8 MiB.
         assert_eq!(l.p2m_pages, 128);
         assert_eq!(l.mapped_pages, 2048);
         assert_eq!(l.tables, [1, 1, 4]);

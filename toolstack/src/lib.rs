@@ -6,7 +6,9 @@
 //! - [`builder`]: building and starting a domU from any 64-bit Xen PV ELF
 //!   through the [`builder::Hypervisor`] interface;
 //! - [`console`]: the console back end's ring logic (output with a
-//!   `(d<N>) ` prefix per line).
+//!   `(d<N>) ` prefix per line);
+//! - [`store`]: the xenstore nodes `xl` writes for a domain, and its
+//!   INTRODUCE to the store (the `xenstore` crate).
 //!
 //! Everything here is pure and host-tested; the hypercalls are behind
 //! [`builder::Hypervisor`], which the `xen` module implements on the
@@ -17,11 +19,14 @@
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
+extern crate alloc;
+
 pub mod builder;
 pub mod config;
 pub mod console;
 pub mod cpio;
 pub mod layout;
 pub mod shell;
+pub mod store;
 #[cfg(target_os = "none")]
 pub mod xen;

@@ -5,8 +5,8 @@
 //! Foreign frames are reached through the shim's mapping windows:
 //! [`SCRATCH_WINDOW`] for one write at a time (mapped, written, unmapped,
 //! so no writable mapping of a domU frame outlives the write and page-table
-//! frames can be pinned), and one window per console ring while the domain
-//! lives ([`ConsoleRing`]).
+//! frames can be pinned), and one window per console ring and one per
+//! xenstore ring while the domain lives ([`ConsoleRing`], [`StoreRingWindow`]).
 #![forbid(unsafe_code)]
 
 use core::sync::atomic::{Ordering, fence};
@@ -24,14 +24,19 @@ use dom0_abi::sysctl::{PhysInfo, SchedId, SysctlCmd};
 use guest_pv_shim::hypercall;
 use guest_pv_shim::mm;
 
+use dom0_abi::xenstore::{XENSTORE_RING_SIZE, XenstoreDomainInterface};
+use xenstore::ring::StoreRing;
+
 use crate::builder::{HvError, Hypervisor};
 use crate::console::Ring;
 
 /// The window used for one-off writes to another domain's frames.
 pub const SCRATCH_WINDOW: usize = 0;
 /// The first window used for console rings; windows
-/// `CONSOLE_WINDOW_BASE..mm::WINDOW_COUNT` hold one ring each.
+/// `CONSOLE_WINDOW_BASE..STORE_WINDOW_BASE` hold one console ring each.
 pub const CONSOLE_WINDOW_BASE: usize = 1;
+/// `STORE_WINDOW_BASE..mm::WINDOW_COUNT` hold one xenstore ring each.
+pub const STORE_WINDOW_BASE: usize = 16;
 
 /// `ret` as a result of operation `op`.
 fn check(op: &'static str, ret: i64) -> Result<i64, HvError> {
@@ -289,4 +294,79 @@ pub fn remote_shutdown(dom: u16, reason: ShutdownReason) -> Result<(), HvError> 
         hypercall::sched_remote_shutdown(dom, reason as u32),
     )
     .map(|_| ())
+}
+
+/// Offset of a field of the xenstore ring page.
+macro_rules! xs_offset {
+    ($field:ident) => {
+        core::mem::offset_of!(XenstoreDomainInterface, $field) as u64
+    };
+}
+
+/// A domU's xenstore ring, mapped read-write in one of dom0's windows.
+#[derive(Debug)]
+pub struct StoreRingWindow {
+    window: usize,
+}
+
+impl StoreRingWindow {
+    /// Maps frame `mfn` of `dom` in `window`.
+    pub fn map(window: usize, dom: u16, mfn: u64) -> Result<StoreRingWindow, HvError> {
+        check(
+            "update_va_mapping_otherdomain",
+            mm::map_foreign_window(window, dom, mfn, mm::PTE_RW),
+        )?;
+        Ok(StoreRingWindow { window })
+    }
+
+    /// Unmaps the ring.
+    pub fn unmap(self) -> Result<(), HvError> {
+        check("update_va_mapping", mm::unmap_window(self.window)).map(|_| ())
+    }
+}
+
+impl StoreRing for StoreRingWindow {
+    fn req_prod(&self) -> u32 {
+        let prod = mm::window_read_u32(self.window, xs_offset!(req_prod));
+        fence(Ordering::Acquire);
+        prod
+    }
+
+    fn req_cons(&self) -> u32 {
+        mm::window_read_u32(self.window, xs_offset!(req_cons))
+    }
+
+    fn req_byte(&self, index: u32) -> u8 {
+        let at = u64::from(index) % XENSTORE_RING_SIZE as u64;
+        mm::window_read_u8(self.window, xs_offset!(req) + at)
+    }
+
+    fn set_req_cons(&mut self, cons: u32) {
+        fence(Ordering::Release);
+        mm::window_write_u32(self.window, xs_offset!(req_cons), cons);
+    }
+
+    fn rsp_prod(&self) -> u32 {
+        mm::window_read_u32(self.window, xs_offset!(rsp_prod))
+    }
+
+    fn rsp_cons(&self) -> u32 {
+        let cons = mm::window_read_u32(self.window, xs_offset!(rsp_cons));
+        fence(Ordering::Acquire);
+        cons
+    }
+
+    fn set_rsp_byte(&mut self, index: u32, byte: u8) {
+        let at = index as usize % XENSTORE_RING_SIZE;
+        mm::window_write_bytes(
+            self.window,
+            core::mem::offset_of!(XenstoreDomainInterface, rsp) + at,
+            &[byte],
+        );
+    }
+
+    fn set_rsp_prod(&mut self, prod: u32) {
+        fence(Ordering::Release);
+        mm::window_write_u32(self.window, xs_offset!(rsp_prod), prod);
+    }
 }

@@ -27,6 +27,7 @@ struct FakeHv {
     hypercall_page: Option<u64>,
     ctxt: Option<VcpuGuestContext>,
     destroyed: bool,
+    ports: u32,
 }
 
 const SHARED_INFO_MFN: u64 = 0x77;
@@ -102,7 +103,8 @@ impl Hypervisor for FakeHv {
     fn alloc_unbound(&mut self, _dom: u16, remote: u16) -> Result<u32, HvError> {
         assert_eq!(remote, 0);
         self.call("alloc_unbound")?;
-        Ok(3)
+        self.ports += 1;
+        Ok(self.ports + 2)
     }
     fn populate_physmap(&mut self, _dom: u16, frames: &mut [u64]) -> Result<usize, HvError> {
         self.call("populate_physmap")?;
@@ -263,7 +265,7 @@ fn builds_a_bootable_domain() {
     let mut p2m = [0u64; 1024];
     let built = build(&mut hv, &config(), &tiny_kernel(), &mut p2m).unwrap();
     assert_eq!(built.domid, DOMID);
-    assert_eq!(built.console_port, 3);
+    assert_eq!((built.store_port, built.console_port), (3, 4));
     // The order xl uses, then the writes; the domain stays paused.
     let mut ops: Vec<&str> = hv.calls.clone();
     ops.dedup();
@@ -310,9 +312,10 @@ fn builds_a_bootable_domain() {
     assert_eq!(si.nr_pages, 1024);
     assert_eq!(si.shared_info, SHARED_INFO_MFN << 12);
     assert_eq!(si.flags, 0);
-    assert_eq!((si.store_mfn, si.store_evtchn), (0, 0));
+    assert_eq!((si.store_mfn, si.store_evtchn), (built.store_mfn, 3));
+    assert_eq!(si.store_mfn, p2m[built.layout.store_pfn as usize]);
     assert_eq!(si.console.domu_mfn(), built.console_mfn);
-    assert_eq!(si.console.domu_evtchn(), 3);
+    assert_eq!(si.console.domu_evtchn(), 4);
     assert_eq!(si.cmdline(), b"hello=1");
     assert_eq!(si.pt_base, built.layout.va(built.layout.pt_pfn));
     // The p2m list in the guest says where every pfn is.

@@ -1,0 +1,292 @@
+//! What the toolstack writes into xenstore for each domain, as `xl` does
+//! (libxl's `libxl__domain_make`, `libxl__build_post` and the console
+//! device), and the INTRODUCE that hands the domain's ring to the store.
+//!
+//! Everything goes through [`xenstore::Store::call`] as dom0, the same
+//! requests libxl sends over its socket. Not written: `/vm/<uuid>` and the
+//! `vm` link (domains have no UUID here), `start_time`, and the device
+//! directories of block and network devices (none exist yet); the
+//! `device` directory is created empty.
+#![forbid(unsafe_code)]
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use dom0_abi::xenstore::XsType;
+use xenstore::{DomId, Host, Store, XsError};
+
+use crate::builder::Built;
+use crate::config::DomainConfig;
+
+/// `console/limit`, libxl's default.
+const CONSOLE_LIMIT: &str = "1048576";
+
+fn request(
+    store: &mut Store,
+    host: &mut impl Host,
+    ty: XsType,
+    args: &[&[u8]],
+) -> Result<(), XsError> {
+    let mut payload = Vec::new();
+    for (i, arg) in args.iter().enumerate() {
+        payload.extend_from_slice(arg);
+        // WRITE's value is the rest of the payload, without a NUL.
+        if !(ty == XsType::Write && i + 1 == args.len()) {
+            payload.push(0);
+        }
+    }
+    store.call(host, 0, ty as u32, 0, &payload).map(|_| ())
+}
+
+fn write(store: &mut Store, host: &mut impl Host, path: &str, value: &str) -> Result<(), XsError> {
+    request(
+        store,
+        host,
+        XsType::Write,
+        &[path.as_bytes(), value.as_bytes()],
+    )
+}
+
+fn mkdir(
+    store: &mut Store,
+    host: &mut impl Host,
+    path: &str,
+    perms: &[String],
+) -> Result<(), XsError> {
+    request(store, host, XsType::Mkdir, &[path.as_bytes()])?;
+    let mut args: Vec<&[u8]> = alloc::vec![path.as_bytes()];
+    args.extend(perms.iter().map(String::as_bytes));
+    request(store, host, XsType::SetPerms, &args)
+}
+
+/// dom0's own nodes (`xen-init-dom0`): `/local/domain/0/{name,domid}`.
+pub fn write_dom0(store: &mut Store, host: &mut impl Host) -> Result<(), XsError> {
+    write(store, host, "/local/domain/0/name", "Domain-0")?;
+    write(store, host, "/local/domain/0/domid", "0")
+}
+
+/// The nodes of a new domU, then INTRODUCE of its ring (`store_mfn`,
+/// `store_port` of `built`): its home `/local/domain/<D>` (`n0 r<D>`) with
+/// `name`, `domid`, `memory/{static-max,target,videoram}`,
+/// `cpu/<N>/availability`, `control/*`, the guest-writable scratch
+/// directories, `store/*` and `console/*`, the console back end directory
+/// under `/local/domain/0/backend/console/<D>/0` and `/libxl/<D>/type`.
+pub fn introduce_domu(
+    store: &mut Store,
+    host: &mut impl Host,
+    cfg: &DomainConfig<'_>,
+    built: &Built,
+) -> Result<(), XsError> {
+    let d: DomId = built.domid;
+    let home = format!("/local/domain/{d}");
+    let readable = [String::from("n0"), format!("r{d}")];
+    let private = [format!("n{d}")];
+    mkdir(store, host, &home, &readable)?;
+    write(store, host, &format!("{home}/name"), cfg.name)?;
+    write(store, host, &format!("{home}/domid"), &format!("{d}"))?;
+    for dir in ["cpu", "memory", "device", "control"] {
+        mkdir(store, host, &format!("{home}/{dir}"), &readable)?;
+    }
+    let kib = cfg.max_memkb().saturating_sub(1024);
+    write(
+        store,
+        host,
+        &format!("{home}/memory/static-max"),
+        &format!("{kib}"),
+    )?;
+    write(
+        store,
+        host,
+        &format!("{home}/memory/target"),
+        &format!("{kib}"),
+    )?;
+    write(store, host, &format!("{home}/memory/videoram"), "-1")?;
+    for vcpu in 0..cfg.vcpus {
+        write(
+            store,
+            host,
+            &format!("{home}/cpu/{vcpu}/availability"),
+            "online",
+        )?;
+    }
+    mkdir(
+        store,
+        host,
+        &format!("{home}/device/suspend/event-channel"),
+        &private,
+    )?;
+    for node in [
+        "shutdown",
+        "feature-poweroff",
+        "feature-reboot",
+        "feature-suspend",
+        "sysrq",
+    ] {
+        mkdir(store, host, &format!("{home}/control/{node}"), &private)?;
+    }
+    for node in [
+        "platform-feature-multiprocessor-suspend",
+        "platform-feature-xs_reset_watches",
+    ] {
+        write(store, host, &format!("{home}/control/{node}"), "1")?;
+    }
+    for dir in ["data", "drivers", "feature", "attr", "error"] {
+        mkdir(store, host, &format!("{home}/{dir}"), &private)?;
+    }
+    write(
+        store,
+        host,
+        &format!("{home}/store/port"),
+        &format!("{}", built.store_port),
+    )?;
+    write(
+        store,
+        host,
+        &format!("{home}/store/ring-ref"),
+        &format!("{}", built.store_mfn),
+    )?;
+    let backend = format!("/local/domain/0/backend/console/{d}/0");
+    let console = format!("{home}/console");
+    for (key, value) in [
+        ("backend", backend.as_str()),
+        ("backend-id", "0"),
+        ("ring-ref", &format!("{}", built.console_mfn)),
+        ("port", &format!("{}", built.console_port)),
+        ("limit", CONSOLE_LIMIT),
+        ("type", "xenconsoled"),
+        ("output", "pty"),
+    ] {
+        write(store, host, &format!("{console}/{key}"), value)?;
+    }
+    mkdir(store, host, &backend, &readable)?;
+    for (key, value) in [
+        ("frontend-id", &format!("{d}")[..]),
+        ("online", "1"),
+        ("state", "1"),
+        ("protocol", "vt100"),
+        ("frontend", &console),
+    ] {
+        write(store, host, &format!("{backend}/{key}"), value)?;
+    }
+    mkdir(store, host, &format!("/libxl/{d}"), &[String::from("n0")])?;
+    write(store, host, &format!("/libxl/{d}/type"), "pv")?;
+    let mfn = format!("{}", built.store_mfn);
+    let port = format!("{}", built.store_port);
+    let domid = format!("{d}");
+    request(
+        store,
+        host,
+        XsType::Introduce,
+        &[domid.as_bytes(), mfn.as_bytes(), port.as_bytes()],
+    )
+}
+
+/// What `xl destroy` removes from the store once the domain is gone
+/// (after [`Store::release`]): its home, its console back end and
+/// `/libxl/<D>`.
+pub fn remove_domu(store: &mut Store, host: &mut impl Host, domid: DomId) -> Result<(), XsError> {
+    for path in [
+        format!("/local/domain/{domid}"),
+        format!("/local/domain/0/backend/console/{domid}"),
+        format!("/libxl/{domid}"),
+    ] {
+        request(store, host, XsType::Rm, &[path.as_bytes()])?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Action;
+    use crate::layout::DomuLayout;
+
+    #[derive(Default)]
+    struct Recorder(Vec<(DomId, u64, u32)>);
+
+    impl Host for Recorder {
+        fn introduce(&mut self, domid: DomId, mfn: u64, port: u32) -> Result<(), XsError> {
+            self.0.push((domid, mfn, port));
+            Ok(())
+        }
+        fn release(&mut self, _domid: DomId) {}
+    }
+
+    fn read(store: &mut Store, from: DomId, path: &str) -> Result<Vec<u8>, XsError> {
+        let mut payload = Vec::from(path.as_bytes());
+        payload.push(0);
+        store.call(
+            &mut Recorder::default(),
+            from,
+            XsType::Read as u32,
+            0,
+            &payload,
+        )
+    }
+
+    #[test]
+    fn a_domu_gets_xls_nodes_and_is_introduced() {
+        let cfg = DomainConfig {
+            name: "demo",
+            kernel: "k",
+            memory_mib: 4,
+            vcpus: 2,
+            cmdline: "",
+            on_poweroff: Action::Destroy,
+            on_crash: Action::Destroy,
+        };
+        let built = Built {
+            domid: 3,
+            console_mfn: 0x1234,
+            console_port: 2,
+            store_mfn: 0x1233,
+            store_port: 1,
+            shared_info_mfn: 0,
+            l4_mfn: 0,
+            layout: DomuLayout::new(0x40_0000, 0x40_0000, 0x50_0000, 1024).unwrap(),
+            entry: 0,
+        };
+        let mut store = Store::default();
+        let mut host = Recorder::default();
+        write_dom0(&mut store, &mut host).unwrap();
+        introduce_domu(&mut store, &mut host, &cfg, &built).unwrap();
+        assert_eq!(host.0, [(3, 0x1233, 1)]);
+        assert!(store.is_introduced(3));
+        assert_eq!(read(&mut store, 3, "name").unwrap(), b"demo");
+        assert_eq!(read(&mut store, 3, "domid").unwrap(), b"3");
+        assert_eq!(read(&mut store, 3, "memory/target").unwrap(), b"4096");
+        assert_eq!(
+            read(&mut store, 3, "cpu/1/availability").unwrap(),
+            b"online"
+        );
+        assert_eq!(read(&mut store, 3, "console/ring-ref").unwrap(), b"4660");
+        assert_eq!(read(&mut store, 3, "store/port").unwrap(), b"1");
+        assert_eq!(
+            read(&mut store, 0, "/local/domain/0/name").unwrap(),
+            b"Domain-0"
+        );
+        assert_eq!(
+            read(&mut store, 3, "/local/domain/0/name"),
+            Err(XsError::Eacces)
+        );
+        assert_eq!(
+            read(
+                &mut store,
+                3,
+                "/local/domain/0/backend/console/3/0/frontend"
+            )
+            .unwrap(),
+            b"/local/domain/3/console"
+        );
+        let write_data = store.call(&mut host, 3, XsType::Write as u32, 0, b"data/x\0y");
+        assert_eq!(write_data, Ok(Vec::from(&b"OK\0"[..])));
+        let write_home = store.call(&mut host, 3, XsType::Write as u32, 0, b"name\0evil");
+        assert_eq!(write_home, Err(XsError::Eacces));
+        store.release(&mut host, 3).unwrap();
+        remove_domu(&mut store, &mut host, 3).unwrap();
+        assert_eq!(read(&mut store, 0, "/local/domain/3"), Err(XsError::Enoent));
+        assert_eq!(read(&mut store, 0, "/libxl/3"), Err(XsError::Enoent));
+        assert_eq!(store.owned_nodes(3), 0);
+    }
+}
