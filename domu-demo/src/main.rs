@@ -2,7 +2,9 @@
 //! ring (`start_info.console.domU`), waits until the back end has read
 //! them, then shuts down: poweroff, or crash when its command line has the
 //! word `crash`. With the word `probe` it first tries the control domain's
-//! hypercalls on dom0 and reports what each returned.
+//! hypercalls on dom0 and reports what each returned; with `xenstore` it
+//! uses its xenstore connection (`xenstore` module) and reports every
+//! answer.
 //!
 //! It runs unchanged on Xen 4.17 and on this hypervisor. Its output only
 //! reaches the serial line through dom0's console back end, prefixed with
@@ -17,6 +19,8 @@ use guest_pv_shim::dom0_abi::console::XENCONS_OUT_SIZE;
 use guest_pv_shim::dom0_abi::sched::ShutdownReason;
 use guest_pv_shim::dom0_abi::start_info::StartInfo;
 use guest_pv_shim::{cmdline, hypercall, mm};
+
+mod xenstore;
 
 guest_pv_shim::guest_kernel! {
     main: demo_main,
@@ -189,6 +193,9 @@ fn demo_main(si: &'static StartInfo) {
         );
         if cmdline::has_flag(si.cmdline(), b"probe") {
             probe(&mut console, si);
+        }
+        if cmdline::has_flag(si.cmdline(), b"xenstore") {
+            xenstore::checks(&mut console, si);
         }
         let _ = core::fmt::Write::write_fmt(
             &mut console,

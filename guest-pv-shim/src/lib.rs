@@ -63,6 +63,7 @@ pub use dom0_abi;
 pub mod cmdline;
 pub mod platform;
 pub mod report;
+pub mod xenbus;
 
 #[cfg(target_os = "none")]
 pub mod console;

@@ -65,6 +65,10 @@ pub enum DomuSet {
     /// The demo domU told to `probe`: it tries the control domain's
     /// hypercalls on dom0 and reports each result as a check line.
     Probe,
+    /// The demo domU told to use `xenstore`: reads, writes, permissions,
+    /// watches, transactions, malformed requests and quotas, each answer
+    /// a check line.
+    Xenstore,
 }
 
 /// The script of [`DomuSet::Shell`].
@@ -98,6 +102,7 @@ impl DomuSet {
             DomuSet::Crash => "crash",
             DomuSet::Shell => "shell",
             DomuSet::Probe => "probe",
+            DomuSet::Xenstore => "xenstore",
         }
     }
 
@@ -112,6 +117,12 @@ impl DomuSet {
                 "# The demo domU trying dom0-only hypercalls: each must fail as on Xen.\n\
                  name = \"prober\"\nkernel = \"domu-demo\"\nmemory = 4\n\
                  cmdline = \"probe\"\n",
+            )],
+            DomuSet::Xenstore => &[(
+                "xenstore.cfg",
+                "# The demo domU as a xenstore client, hostile in parts.\n\
+                 name = \"xsdemo\"\nkernel = \"domu-demo\"\nmemory = 4\n\
+                 cmdline = \"xenstore\"\n",
             )],
             DomuSet::Crash => &[(
                 "crash.cfg",

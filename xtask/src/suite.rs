@@ -268,6 +268,12 @@ pub const TESTS: &[IntegrationTest] = &[
         "(d1) domu-demo: shutting down: crash"
     ),
     toolstack!(
+        "dom0_domu_xenstore",
+        DomuSet::Xenstore,
+        "expect=poweroff",
+        "(d1) check: xs read name = \"xsdemo\""
+    ),
+    toolstack!(
         "dom0_domu_privilege",
         DomuSet::Probe,
         "expect=poweroff",

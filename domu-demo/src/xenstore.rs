@@ -1,0 +1,310 @@
+//! The demo domU as a xenstore client (command-line word `xenstore`):
+//! every answer it gets is printed as a `check:` line, which dom0 turns
+//! into one of its checks, so the run compares with Xen 4.17 value by
+//! value. Includes what a hostile client tries: other domains' and dom0's
+//! nodes, malformed and privileged requests, and each quota.
+
+use core::fmt::Write;
+
+use guest_pv_shim::dom0_abi::start_info::StartInfo;
+use guest_pv_shim::dom0_abi::xenstore::{XenbusState, XsType};
+use guest_pv_shim::xenbus::{WindowRing, Xenbus, XenbusError};
+
+use crate::Console;
+
+/// The window the store ring is mapped in.
+const STORE_WINDOW: usize = 2;
+/// Yields without progress before a request gives up.
+const PATIENCE: u32 = 1_000_000;
+
+/// A result as a check value: the text of a reply, or the error's name.
+struct Shown<'a>(Result<&'a [u8], XenbusError>);
+
+impl core::fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.0 {
+            Ok(bytes) => write!(f, "{:?}", core::str::from_utf8(bytes).unwrap_or("?")),
+            Err(e) => f.write_str(e.name()),
+        }
+    }
+}
+
+fn show(console: &mut Console, what: &str, result: Result<&[u8], XenbusError>) {
+    let _ = write!(console, "check: xs {what} = {}\r\n", Shown(result));
+}
+
+fn done(r: Result<(), XenbusError>) -> Result<&'static [u8], XenbusError> {
+    r.map(|()| &b"OK"[..])
+}
+
+/// Runs every check.
+pub fn checks(console: &mut Console, si: &StartInfo) {
+    let ring = match WindowRing::map(STORE_WINDOW, si.store_mfn, si.store_evtchn, PATIENCE) {
+        Ok(ring) => ring,
+        Err(e) => {
+            let _ = write!(console, "check: xs map the store ring = {e}\r\n");
+            return;
+        }
+    };
+    let mut xb = Xenbus::new(ring);
+    let mut buf = [0u8; 256];
+    let mut domid = [0u8; 8];
+    let n = xb.read(0, "domid", &mut domid).unwrap_or(0);
+    show(console, "read domid", Ok(&domid[..n]));
+    let r = xb.read(0, "name", &mut buf).map(|n| &buf[..n]);
+    show(console, "read name", r);
+    let own: u16 = core::str::from_utf8(&domid[..n])
+        .ok()
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(0);
+    let r = xb.domain_path(own, &mut buf).map(|n| &buf[..n]);
+    show(console, "get_domain_path", r);
+    let r = xb.read(0, "console/type", &mut buf).map(|n| &buf[..n]);
+    show(console, "read console/type", r);
+    show(
+        console,
+        "write data/greeting",
+        done(xb.write(0, "data/greeting", b"hi")),
+    );
+    let r = xb.read(0, "data/greeting", &mut buf).map(|n| &buf[..n]);
+    show(console, "read data/greeting", r);
+    let r = xb.directory(0, "data", &mut buf).map(|n| &buf[..n]);
+    show(console, "directory data", r);
+    let r = xb
+        .get_perms(0, "data/greeting", &mut buf)
+        .map(|n| &buf[..n]);
+    show(console, "get_perms data/greeting", r);
+    let r = xb.read(0, "data/missing", &mut buf).map(|n| &buf[..n]);
+    show(console, "read a missing node", r);
+
+    // Permissions: another domain's home, dom0-only and read-only nodes.
+    let r = xb
+        .read(0, "/local/domain/0/name", &mut buf)
+        .map(|n| &buf[..n]);
+    show(console, "read dom0's name", r);
+    let r = xb
+        .directory(0, "/local/domain/0", &mut buf)
+        .map(|n| &buf[..n]);
+    show(console, "directory dom0's home", r);
+    show(
+        console,
+        "write under /tool",
+        done(xb.write(0, "/tool/mine", b"x")),
+    );
+    show(
+        console,
+        "write its own name",
+        done(xb.write(0, "name", b"evil")),
+    );
+    show(console, "rm its console", done(xb.rm(0, "console")));
+    show(
+        console,
+        "give data/greeting to dom0",
+        done(xb.set_perms(0, "data/greeting", &["n0"])),
+    );
+    let r = xb.set_perms(0, "data/greeting", &["n1", "r0", "r2", "r3", "r4", "r5"]);
+    show(console, "six permission entries", done(r));
+
+    // Watches: the initial event, then one per change below the path.
+    show(console, "watch data/w", done(xb.watch("data/w", "tok")));
+    let r = xb.wait_event(&mut buf).map(|(path, _)| path);
+    show(console, "first event", r);
+    show(
+        console,
+        "write data/w/x",
+        done(xb.write(0, "data/w/x", b"1")),
+    );
+    let r = xb.wait_event(&mut buf).map(|(path, _)| path);
+    show(console, "event after the write", r);
+    show(console, "watch it again", done(xb.watch("data/w", "tok")));
+    show(console, "unwatch", done(xb.unwatch("data/w", "tok")));
+    show(console, "unwatch again", done(xb.unwatch("data/w", "tok")));
+
+    // Transactions: a conflicting commit, then a clean one.
+    let conflict = xb.transaction_start().and_then(|tx| {
+        xb.read(tx, "data/greeting", &mut buf)?;
+        xb.write(tx, "data/from-tx", b"1")?;
+        xb.write(0, "data/greeting", b"changed meanwhile")?;
+        xb.transaction_end(tx, true)
+    });
+    show(console, "conflicting commit", done(conflict));
+    let r = xb.read(0, "data/from-tx", &mut buf).map(|n| &buf[..n]);
+    show(console, "read what the failed commit wrote", r);
+    let clean = xb.transaction_start().and_then(|tx| {
+        xb.write(tx, "data/from-tx", b"2")?;
+        xb.transaction_end(tx, true)
+    });
+    show(console, "clean commit", done(clean));
+    let r = xb.read(0, "data/from-tx", &mut buf).map(|n| &buf[..n]);
+    show(console, "read what the commit wrote", r);
+
+    // XenbusState as a front end writes it.
+    let r = xb.set_state(0, "data/vdev", XenbusState::Initialising);
+    show(console, "set state Initialising", done(r));
+    let r = xb.state(0, "data/vdev").map(|s| s.name().as_bytes());
+    show(console, "read state", r);
+
+    hostile(console, &mut xb, &mut buf);
+    quotas(console, &mut xb);
+}
+
+/// Malformed and privileged requests.
+fn hostile(console: &mut Console, xb: &mut Xenbus<WindowRing>, buf: &mut [u8]) {
+    let mut out = [0u8; 64];
+    for (what, ty, payload) in [
+        ("read without a NUL", XsType::Read as u32, &b"name"[..]),
+        ("read with two paths", XsType::Read as u32, b"name\0domid\0"),
+        ("unknown type", 99, b"x\0"),
+        (
+            "watch with three strings",
+            XsType::Watch as u32,
+            b"data\0t\0d\0",
+        ),
+        ("introduce", XsType::Introduce as u32, b"9\x001\x001\0"),
+        ("release", XsType::Release as u32, b"0\0"),
+        (
+            "is_domain_introduced",
+            XsType::IsDomainIntroduced as u32,
+            b"0\0",
+        ),
+        ("relative path with //", XsType::Read as u32, b"data//x\0"),
+    ] {
+        let (msg, len) = frame(ty, payload);
+        let r = xb.raw_request(&msg[..len], &mut out).map(|n| &out[..n]);
+        show(console, what, r);
+    }
+    let r = xb.read(9, "name", buf).map(|n| &buf[..n]);
+    show(console, "read in an unknown transaction", r);
+}
+
+/// A request of type `ty` with a short `payload`, as bytes, and its length.
+fn frame(ty: u32, payload: &[u8]) -> ([u8; 64], usize) {
+    let mut msg = [0u8; 64];
+    msg[..4].copy_from_slice(&ty.to_le_bytes());
+    msg[4..8].copy_from_slice(&0x4242u32.to_le_bytes());
+    #[allow(clippy::cast_possible_truncation, reason = "short payloads")]
+    msg[12..16].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    msg[16..16 + payload.len()].copy_from_slice(payload);
+    (msg, 16 + payload.len())
+}
+
+/// Each per-domain quota, hit from inside: the count that fit and the
+/// error beyond.
+fn quotas(console: &mut Console, xb: &mut Xenbus<WindowRing>) {
+    let mut path = [0u8; 32];
+    let mut written = 0u32;
+    let error = loop {
+        let name = format_into(&mut path, format_args!("data/q/{written}"));
+        match xb.write(0, name, b"") {
+            Ok(()) => written += 1,
+            Err(e) => break e,
+        }
+        if written > 2000 {
+            break XenbusError::Protocol;
+        }
+    };
+    let _ = write!(
+        console,
+        "check: xs children of one node before its record is full = {written}\r\n"
+    );
+    show(console, "one child more", Err(error));
+    show(console, "rm data/q", done(xb.rm(0, "data/q")));
+    show(
+        console,
+        "a node once there is room",
+        done(xb.write(0, "data/q", b"")),
+    );
+
+    let mut written = 0u32;
+    let error = loop {
+        let name = format_into(
+            &mut path,
+            format_args!("data/n/{}/{}", written / 25, written % 25),
+        );
+        match xb.write(0, name, b"") {
+            Ok(()) => written += 1,
+            Err(e) => break e,
+        }
+        if written > 2000 {
+            break XenbusError::Protocol;
+        }
+    };
+    let _ = write!(
+        console,
+        "check: xs nodes written before the node quota = {written}\r\n"
+    );
+    show(console, "a node beyond the node quota", Err(error));
+    show(console, "rm data/n", done(xb.rm(0, "data/n")));
+
+    let big = [b'v'; 2100];
+    show(
+        console,
+        "a 2100-byte value",
+        done(xb.write(0, "data/big", &big)),
+    );
+    show(
+        console,
+        "a 1900-byte value",
+        done(xb.write(0, "data/big", &big[..1900])),
+    );
+
+    let mut watches = 0u32;
+    let error = loop {
+        let token = format_into(&mut path, format_args!("w{watches}"));
+        match xb.watch("data", token) {
+            Ok(()) => watches += 1,
+            Err(e) => break e,
+        }
+        if watches > 500 {
+            break XenbusError::Protocol;
+        }
+    };
+    let _ = write!(
+        console,
+        "check: xs watches before the quota = {watches}\r\n"
+    );
+    show(console, "watch beyond the quota", Err(error));
+
+    let mut open = 0u32;
+    let error = loop {
+        match xb.transaction_start() {
+            Ok(_) => open += 1,
+            Err(e) => break e,
+        }
+        if open > 100 {
+            break XenbusError::Protocol;
+        }
+    };
+    let _ = write!(
+        console,
+        "check: xs transactions before the quota = {open}\r\n"
+    );
+    show(console, "transaction beyond the quota", Err(error));
+    let r = xb.request(XsType::ResetWatches, 0, &[&[]], false, &mut [0; 3]);
+    show(console, "reset_watches", r.map(|_| &b"OK"[..]));
+    let r = xb
+        .transaction_start()
+        .and_then(|tx| xb.transaction_end(tx, false));
+    show(console, "a transaction after the reset", done(r));
+}
+
+/// Formats into `buf` (truncated to fit) and returns the text.
+fn format_into<'b>(buf: &'b mut [u8; 32], args: core::fmt::Arguments<'_>) -> &'b str {
+    struct Cursor<'c> {
+        buf: &'c mut [u8; 32],
+        len: usize,
+    }
+    impl Write for Cursor<'_> {
+        fn write_str(&mut self, s: &str) -> core::fmt::Result {
+            let room = self.buf.len() - self.len;
+            let n = s.len().min(room);
+            self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+            self.len += n;
+            Ok(())
+        }
+    }
+    let mut cursor = Cursor { buf, len: 0 };
+    let _ = cursor.write_fmt(args);
+    let len = cursor.len;
+    core::str::from_utf8(&buf[..len]).unwrap_or("")
+}

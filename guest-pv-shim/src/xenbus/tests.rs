@@ -1,0 +1,229 @@
+//! The client against the real server (the `xenstore` crate) through an
+//! in-memory ring: the server runs whenever the client waits.
+
+extern crate std;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::vec::Vec;
+
+use dom0_abi::xenstore::{XenbusState, XsType};
+use xenstore::ring::{StoreRing, serve};
+use xenstore::{DomId, Host, Store, XsError};
+
+use super::*;
+
+const DOMID: DomId = 3;
+
+struct NoHost;
+
+impl Host for NoHost {
+    fn introduce(&mut self, _: DomId, _: u64, _: u32) -> Result<(), XsError> {
+        Ok(())
+    }
+    fn release(&mut self, _: DomId) {}
+}
+
+#[derive(Default)]
+struct Mem {
+    req: Vec<u8>,
+    rsp: Vec<u8>,
+    req_cons: u32,
+    req_prod: u32,
+    rsp_cons: u32,
+    rsp_prod: u32,
+}
+
+struct Server(Rc<RefCell<Mem>>);
+
+impl StoreRing for Server {
+    fn req_prod(&self) -> u32 {
+        self.0.borrow().req_prod
+    }
+    fn req_cons(&self) -> u32 {
+        self.0.borrow().req_cons
+    }
+    fn req_byte(&self, index: u32) -> u8 {
+        self.0.borrow().req[index as usize % 1024]
+    }
+    fn set_req_cons(&mut self, cons: u32) {
+        self.0.borrow_mut().req_cons = cons;
+    }
+    fn rsp_prod(&self) -> u32 {
+        self.0.borrow().rsp_prod
+    }
+    fn rsp_cons(&self) -> u32 {
+        self.0.borrow().rsp_cons
+    }
+    fn set_rsp_byte(&mut self, index: u32, byte: u8) {
+        self.0.borrow_mut().rsp[index as usize % 1024] = byte;
+    }
+    fn set_rsp_prod(&mut self, prod: u32) {
+        self.0.borrow_mut().rsp_prod = prod;
+    }
+}
+
+struct Client {
+    mem: Rc<RefCell<Mem>>,
+    store: Rc<RefCell<Store>>,
+    waits: u32,
+}
+
+impl ClientRing for Client {
+    fn req_prod(&self) -> u32 {
+        self.mem.borrow().req_prod
+    }
+    fn req_cons(&self) -> u32 {
+        self.mem.borrow().req_cons
+    }
+    fn set_req_byte(&mut self, index: u32, byte: u8) {
+        self.mem.borrow_mut().req[index as usize % 1024] = byte;
+    }
+    fn set_req_prod(&mut self, prod: u32) {
+        self.mem.borrow_mut().req_prod = prod;
+    }
+    fn rsp_prod(&self) -> u32 {
+        self.mem.borrow().rsp_prod
+    }
+    fn rsp_cons(&self) -> u32 {
+        self.mem.borrow().rsp_cons
+    }
+    fn rsp_byte(&self, index: u32) -> u8 {
+        self.mem.borrow().rsp[index as usize % 1024]
+    }
+    fn set_rsp_cons(&mut self, cons: u32) {
+        self.mem.borrow_mut().rsp_cons = cons;
+    }
+    fn notify(&mut self) {}
+    fn wait(&mut self) -> bool {
+        self.waits += 1;
+        if self.waits > 1000 {
+            return false;
+        }
+        serve(
+            &mut self.store.borrow_mut(),
+            &mut NoHost,
+            DOMID,
+            &mut Server(self.mem.clone()),
+        );
+        true
+    }
+}
+
+fn dom0(store: &Rc<RefCell<Store>>, ty: XsType, payload: &[u8]) {
+    store
+        .borrow_mut()
+        .call(&mut NoHost, 0, ty as u32, 0, payload)
+        .unwrap();
+}
+
+fn setup() -> (Xenbus<Client>, Rc<RefCell<Store>>) {
+    let store = Rc::new(RefCell::new(Store::default()));
+    dom0(&store, XsType::Mkdir, b"/local/domain/3\0");
+    dom0(&store, XsType::SetPerms, b"/local/domain/3\0n0\0r3\0");
+    dom0(&store, XsType::Write, b"/local/domain/3/name\0guest");
+    dom0(&store, XsType::Mkdir, b"/local/domain/3/data\0");
+    dom0(&store, XsType::SetPerms, b"/local/domain/3/data\0n3\0");
+    dom0(&store, XsType::Introduce, b"3\x001\x001\0");
+    let mem = Rc::new(RefCell::new(Mem {
+        req: std::vec![0; 1024],
+        rsp: std::vec![0; 1024],
+        ..Mem::default()
+    }));
+    let client = Client {
+        mem,
+        store: store.clone(),
+        waits: 0,
+    };
+    (Xenbus::new(client), store)
+}
+
+#[test]
+fn reads_writes_and_errors() {
+    let (mut xb, _) = setup();
+    let mut buf = [0u8; 64];
+    let n = xb.read(0, "name", &mut buf).unwrap();
+    assert_eq!(&buf[..n], b"guest");
+    xb.write(0, "data/a", b"1").unwrap();
+    xb.mkdir(0, "data/b").unwrap();
+    let n = xb.directory(0, "data", &mut buf).unwrap();
+    assert_eq!(&buf[..n], b"a\0b\0");
+    assert_eq!(xb.write(0, "name", b"x").unwrap_err().name(), "EACCES");
+    assert_eq!(
+        xb.read(0, "missing", &mut buf).unwrap_err().name(),
+        "ENOENT"
+    );
+    assert_eq!(
+        xb.read(0, "data/a", &mut [0u8; 0]),
+        Err(XenbusError::TooBig)
+    );
+    xb.set_perms(0, "data/a", &["n3", "r0"]).unwrap();
+    let n = xb.get_perms(0, "data/a", &mut buf).unwrap();
+    assert_eq!(&buf[..n], b"n3\0r0\0");
+    let n = xb.domain_path(12, &mut buf).unwrap();
+    assert_eq!(&buf[..n], b"/local/domain/12\0");
+    xb.rm(0, "data/a").unwrap();
+    let big = [b'x'; 4097];
+    assert_eq!(
+        xb.write(0, "data/big", &big),
+        Err(XenbusError::RequestTooBig)
+    );
+}
+
+#[test]
+fn watches_and_transactions() {
+    let (mut xb, store) = setup();
+    let mut buf = [0u8; 128];
+    xb.watch("data", "tok").unwrap();
+    let (path, token) = xb.wait_event(&mut buf).unwrap();
+    assert_eq!((path, token), (&b"data"[..], &b"tok"[..]));
+    dom0(&store, XsType::Write, b"/local/domain/3/data/x\0v");
+    let (path, _) = xb.wait_event(&mut buf).unwrap();
+    assert_eq!(path, b"data/x");
+    assert_eq!(xb.next_event(&mut buf).unwrap(), None);
+    let tx = xb.transaction_start().unwrap();
+    xb.read(tx, "data/x", &mut buf).unwrap();
+    xb.write(0, "data/x", b"changed").unwrap();
+    assert_eq!(xb.transaction_end(tx, true).unwrap_err().name(), "EAGAIN");
+    let tx = xb.transaction_start().unwrap();
+    xb.write(tx, "data/y", b"1").unwrap();
+    xb.transaction_end(tx, true).unwrap();
+    // The events of the two writes were kept while replies were awaited.
+    let (path, _) = xb.next_event(&mut buf).unwrap().unwrap();
+    assert_eq!(path, b"data/x");
+    let (path, _) = xb.next_event(&mut buf).unwrap().unwrap();
+    assert_eq!(path, b"data/y");
+    xb.unwatch("data", "tok").unwrap();
+}
+
+#[test]
+fn states_and_the_frontend_handshake() {
+    let (mut xb, _) = setup();
+    assert_eq!(xb.state(0, "data/dev"), Ok(XenbusState::Unknown));
+    xb.set_state(0, "data/dev", XenbusState::Initialising)
+        .unwrap();
+    assert_eq!(xb.state(0, "data/dev"), Ok(XenbusState::Initialising));
+    use XenbusState::*;
+    let steps = [
+        (Initialising, InitWait, Some(Initialised)),
+        (Initialised, InitWait, None),
+        (Initialised, Connected, Some(Connected)),
+        (Connected, Connected, None),
+        (Connected, Closing, Some(Closing)),
+        (Closing, Closed, Some(Closed)),
+        (Closed, Closed, None),
+        (Initialising, Initialising, None),
+    ];
+    for (front, back, next) in steps {
+        assert_eq!(frontend_step(front, back), next, "{front:?} with {back:?}");
+    }
+    assert_eq!(parse_state(b"4"), Some(Connected));
+    assert_eq!(parse_state(b"x"), None);
+}
+
+#[test]
+fn a_silent_server_times_out() {
+    let (mut xb, _) = setup();
+    xb.ring().waits = 2000;
+    assert_eq!(xb.read(0, "name", &mut [0u8; 8]), Err(XenbusError::Timeout));
+}
