@@ -86,6 +86,55 @@ fn execute(at: At, command: Command<'_>, domains: &mut Domains, archive: &Archiv
         Command::Dmesg => dmesg(at),
         Command::Wait => domains.wait(),
         Command::Help => HELP.iter().for_each(|line| println!("{line}")),
+        Command::XenstoreLs(path) => xenstore_ls(at, domains, path),
+        Command::XenstoreRead(path) => {
+            let xs = &mut domains.xs;
+            let value = toolstack::store::read(&mut xs.store, &mut xs.rings, path);
+            match &value {
+                Ok(bytes) => println!("{}", core::str::from_utf8(bytes).unwrap_or("(not UTF-8)")),
+                Err(e) => println!("xenstore-read: {e}"),
+            }
+            report::ok_value(format_args!("{at}xenstore-read {path}"), Stored(&value));
+        }
+        Command::XenstoreWrite { path, value } => {
+            let xs = &mut domains.xs;
+            let done = toolstack::store::write_value(&mut xs.store, &mut xs.rings, path, value);
+            report::ok_value(
+                format_args!("{at}xenstore-write {path}"),
+                Stored(&done.map(|()| b"OK".to_vec())),
+            );
+        }
+    }
+}
+
+/// A store answer as a check value: the text, or the error's name.
+struct Stored<'a>(&'a Result<alloc::vec::Vec<u8>, xenstore::XsError>);
+
+impl core::fmt::Display for Stored<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.0 {
+            Ok(bytes) => write!(
+                f,
+                "{:?}",
+                core::str::from_utf8(bytes).unwrap_or("(not UTF-8)")
+            ),
+            Err(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// `xenstore-ls`: prints the tree; the check is the number of nodes (the
+/// values, ring frames among them, may differ between hypervisors).
+fn xenstore_ls(at: At, domains: &mut Domains, path: &str) {
+    let xs = &mut domains.xs;
+    let mut nodes = 0u32;
+    let listed = toolstack::store::ls(&mut xs.store, &mut xs.rings, path, &mut |line| {
+        nodes += 1;
+        println!("{line}");
+    });
+    match listed {
+        Ok(()) => report::ok_value(format_args!("{at}xenstore-ls {path} nodes"), nodes),
+        Err(e) => report::ok_value(format_args!("{at}xenstore-ls {path}"), e),
     }
 }
 

@@ -15,6 +15,9 @@
 //! | `info` | the machine (`physinfo`, scheduler, version) |
 //! | `dmesg` | the hypervisor's console ring (`sysctl readconsole`) |
 //! | `wait` | serve consoles until no domU is running (scripts only) |
+//! | `xenstore-ls [<path>]` | the store's tree below `path` (default `/`) |
+//! | `xenstore-read <path>` | a node's value |
+//! | `xenstore-write <path> <value>` | set a node (created with its parents) |
 //! | `help` | the command list |
 //!
 //! Blank lines and lines starting with `#` are ignored.
@@ -70,6 +73,18 @@ pub enum Command<'a> {
     Wait,
     /// `help`.
     Help,
+    /// `xenstore-ls [<path>]`.
+    XenstoreLs(&'a str),
+    /// `xenstore-read <path>`.
+    XenstoreRead(&'a str),
+    /// `xenstore-write <path> <value>` (the value is the rest of the
+    /// line).
+    XenstoreWrite {
+        /// The node.
+        path: &'a str,
+        /// Its new value.
+        value: &'a str,
+    },
 }
 
 /// The help text, one line per command.
@@ -85,6 +100,9 @@ pub const HELP: &[&str] = &[
     "info                   show the machine",
     "dmesg                  show the hypervisor's console ring",
     "wait                   serve consoles until no domU runs",
+    "xenstore-ls [<path>]   show the xenstore tree below a path",
+    "xenstore-read <path>   show a xenstore node's value",
+    "xenstore-write <path> <value>   set a xenstore node",
     "help                   this list",
 ];
 
@@ -174,6 +192,28 @@ pub fn parse(line: &str) -> Result<Option<Command<'_>>, &'static str> {
             }
             Command::VcpuList(dom)
         }
+        "xenstore-ls" => {
+            let path = words.next().unwrap_or("/");
+            if words.next().is_some() {
+                return Err("too many arguments");
+            }
+            Command::XenstoreLs(path)
+        }
+        "xenstore-read" => {
+            let path = words.next().ok_or("missing path")?;
+            if words.next().is_some() {
+                return Err("too many arguments");
+            }
+            Command::XenstoreRead(path)
+        }
+        "xenstore-write" => {
+            let path = words.next().ok_or("missing path")?;
+            let rest = line[verb.len()..].trim_start()[path.len()..].trim();
+            if rest.is_empty() {
+                return Err("missing value");
+            }
+            Command::XenstoreWrite { path, value: rest }
+        }
         _ => return Err("unknown command (try help)"),
     };
     Ok(Some(command))
@@ -242,6 +282,18 @@ mod tests {
         assert_eq!(parse("vcpu-list"), Ok(Some(Command::VcpuList(None))));
         assert_eq!(parse("list"), Ok(Some(Command::List)));
         assert_eq!(parse("wait"), Ok(Some(Command::Wait)));
+        assert_eq!(parse("xenstore-ls"), Ok(Some(Command::XenstoreLs("/"))));
+        assert_eq!(
+            parse("xenstore-read /local/domain/1/name"),
+            Ok(Some(Command::XenstoreRead("/local/domain/1/name")))
+        );
+        assert_eq!(
+            parse("xenstore-write  /a/b  two words "),
+            Ok(Some(Command::XenstoreWrite {
+                path: "/a/b",
+                value: "two words"
+            }))
+        );
     }
 
     #[test]
@@ -265,6 +317,9 @@ mod tests {
             Err("cap must be 0..=65535")
         );
         assert_eq!(parse("list x"), Err("too many arguments"));
+        assert_eq!(parse("xenstore-read"), Err("missing path"));
+        assert_eq!(parse("xenstore-write /a"), Err("missing value"));
+        assert_eq!(parse("xenstore-ls / x"), Err("too many arguments"));
     }
 
     #[test]

@@ -196,6 +196,84 @@ pub fn remove_domu(store: &mut Store, host: &mut impl Host, domid: DomId) -> Res
     Ok(())
 }
 
+/// `xenstore-ls`: every node below `path` (not `path` itself), depth
+/// first in each directory's order, as `<indent><name> = "<value>"` with
+/// one space of indent per level below `path`, the value's non-printable
+/// bytes escaped as `\xNN`.
+pub fn ls(
+    store: &mut Store,
+    host: &mut impl Host,
+    path: &str,
+    emit: &mut impl FnMut(&str),
+) -> Result<(), XsError> {
+    let mut stack: Vec<(String, usize)> = alloc::vec![(String::from(path), 0)];
+    let mut first = true;
+    while let Some((node, depth)) = stack.pop() {
+        if !first {
+            let value = call(store, host, XsType::Read, &node)?;
+            let mut line = String::new();
+            line.extend(core::iter::repeat_n(' ', depth - 1));
+            line.push_str(node.rsplit('/').next().unwrap_or(""));
+            line.push_str(" = \"");
+            for &b in &value {
+                if b.is_ascii_graphic() || b == b' ' {
+                    if b == b'"' || b == b'\\' {
+                        line.push('\\');
+                    }
+                    line.push(char::from(b));
+                } else {
+                    line.push_str(&format!("\\x{b:02x}"));
+                }
+            }
+            line.push('"');
+            emit(&line);
+        }
+        first = false;
+        let children = call(store, host, XsType::Directory, &node)?;
+        let names: Vec<&[u8]> = children
+            .split(|&b| b == 0)
+            .filter(|n| !n.is_empty())
+            .collect();
+        for name in names.into_iter().rev() {
+            let name = core::str::from_utf8(name).map_err(|_| XsError::Einval)?;
+            let child = if node == "/" {
+                format!("/{name}")
+            } else {
+                format!("{node}/{name}")
+            };
+            stack.push((child, depth + 1));
+        }
+    }
+    Ok(())
+}
+
+/// One request of dom0's naming `path`.
+fn call(
+    store: &mut Store,
+    host: &mut impl Host,
+    ty: XsType,
+    path: &str,
+) -> Result<Vec<u8>, XsError> {
+    let mut payload = Vec::from(path.as_bytes());
+    payload.push(0);
+    store.call(host, 0, ty as u32, 0, &payload)
+}
+
+/// `xenstore-read`: the value of `path`.
+pub fn read(store: &mut Store, host: &mut impl Host, path: &str) -> Result<Vec<u8>, XsError> {
+    call(store, host, XsType::Read, path)
+}
+
+/// `xenstore-write`: sets `path` to `value`.
+pub fn write_value(
+    store: &mut Store,
+    host: &mut impl Host,
+    path: &str,
+    value: &str,
+) -> Result<(), XsError> {
+    write(store, host, path, value)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,5 +366,48 @@ mod tests {
         assert_eq!(read(&mut store, 0, "/local/domain/3"), Err(XsError::Enoent));
         assert_eq!(read(&mut store, 0, "/libxl/3"), Err(XsError::Enoent));
         assert_eq!(store.owned_nodes(3), 0);
+    }
+
+    #[test]
+    fn ls_shows_the_tree_like_xenstore_ls() {
+        let mut store = Store::default();
+        let mut host = Recorder::default();
+        write_dom0(&mut store, &mut host).unwrap();
+        write_value(&mut store, &mut host, "/a/b", "x\"y\u{1}").unwrap();
+        write_value(&mut store, &mut host, "/a/c", "").unwrap();
+        let mut lines = Vec::new();
+        ls(&mut store, &mut host, "/", &mut |l| {
+            lines.push(String::from(l))
+        })
+        .unwrap();
+        assert_eq!(
+            lines,
+            [
+                "tool = \"\"",
+                " xenstored = \"\"",
+                "local = \"\"",
+                " domain = \"\"",
+                "  0 = \"\"",
+                "   name = \"Domain-0\"",
+                "   domid = \"0\"",
+                "a = \"\"",
+                " b = \"x\\\"y\\x01\"",
+                " c = \"\"",
+            ]
+        );
+        lines.clear();
+        ls(&mut store, &mut host, "/a", &mut |l| {
+            lines.push(String::from(l))
+        })
+        .unwrap();
+        assert_eq!(lines, ["b = \"x\\\"y\\x01\"", "c = \"\""]);
+        assert_eq!(
+            super::read(&mut store, &mut host, "/a/c").unwrap(),
+            Vec::<u8>::new()
+        );
+        assert_eq!(
+            ls(&mut store, &mut host, "/nope", &mut |_| {}),
+            Err(XsError::Enoent)
+        );
     }
 }

@@ -69,7 +69,26 @@ pub enum DomuSet {
     /// watches, transactions, malformed requests and quotas, each answer
     /// a check line.
     Xenstore,
+    /// The demo domU and a script of the shell's xenstore commands
+    /// (`xenstore.xl`): dom0 reads, writes and lists its nodes before and
+    /// after it runs.
+    XenstoreShell,
 }
+
+/// The script of [`DomuSet::XenstoreShell`].
+const XENSTORE_SCRIPT: &str = "# dom0's xenstore commands (dom0 script=xenstore.xl)\n\
+    create -p demo.cfg\n\
+    xenstore-read /local/domain/1/name\n\
+    xenstore-write /local/domain/1/data/note hello from dom0\n\
+    xenstore-read /local/domain/1/data/note\n\
+    xenstore-ls /local/domain/1/control\n\
+    xenstore-ls /local/domain/1\n\
+    xenstore-read /local/domain/1/nothing\n\
+    xenstore-write bad//path x\n\
+    unpause demo\n\
+    wait\n\
+    xenstore-read /local/domain/1/name\n\
+    xenstore-ls /local/domain\n";
 
 /// The script of [`DomuSet::Shell`].
 const SHELL_SCRIPT: &str = "# dom0's shell, scripted (dom0 script=shell.xl)\n\
@@ -103,6 +122,7 @@ impl DomuSet {
             DomuSet::Shell => "shell",
             DomuSet::Probe => "probe",
             DomuSet::Xenstore => "xenstore",
+            DomuSet::XenstoreShell => "xenstore-shell",
         }
     }
 
@@ -112,6 +132,9 @@ impl DomuSet {
         match self {
             DomuSet::Demo => &[("demo.cfg", DEMO_CONFIG)],
             DomuSet::Shell => &[("demo.cfg", DEMO_CONFIG), ("shell.xl", SHELL_SCRIPT)],
+            DomuSet::XenstoreShell => {
+                &[("demo.cfg", DEMO_CONFIG), ("xenstore.xl", XENSTORE_SCRIPT)]
+            }
             DomuSet::Probe => &[(
                 "probe.cfg",
                 "# The demo domU trying dom0-only hypercalls: each must fail as on Xen.\n\
@@ -201,9 +224,11 @@ mod tests {
         }
         let crash = DomainConfig::parse(DomuSet::Crash.configs()[0].1).unwrap();
         assert_eq!(crash.cmdline, "crash");
-        let (_, script) = DomuSet::Shell.configs()[1];
-        for line in script.lines() {
-            assert!(toolstack::shell::parse(line).is_ok(), "{line}");
+        for set in [DomuSet::Shell, DomuSet::XenstoreShell] {
+            let (_, script) = set.configs()[1];
+            for line in script.lines() {
+                assert!(toolstack::shell::parse(line).is_ok(), "{line}");
+            }
         }
     }
 }

@@ -274,6 +274,12 @@ pub const TESTS: &[IntegrationTest] = &[
         "(d1) check: xs read name = \"xsdemo\""
     ),
     toolstack!(
+        "dom0_xenstore_shell",
+        DomuSet::XenstoreShell,
+        "script=xenstore.xl expect=poweroff",
+        "xl> xenstore-ls /local/domain"
+    ),
+    toolstack!(
         "dom0_domu_privilege",
         DomuSet::Probe,
         "expect=poweroff",
