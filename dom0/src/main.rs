@@ -40,12 +40,14 @@ use toolstack::cpio::Archive;
 use crate::domains::Domains;
 
 /// dom0's heap: the xenstore's nodes, watches, transactions and queued
-/// replies (a few hundred KiB for eight domUs at their quotas' worst).
+/// replies: each domU holds at most 256 KiB of node records (the store's
+/// memory quota) and 64 KiB of queued events, with the allocator's overhead
+/// about 5 MiB for eight.
 #[global_allocator]
 static HEAP: LockedHeap = LockedHeap::empty();
 
 /// Bytes of heap.
-const HEAP_SIZE: usize = 4 << 20;
+const HEAP_SIZE: usize = 8 << 20;
 
 /// The heap's memory, in `.bss`.
 static HEAP_SPACE: spin::Mutex<[MaybeUninit<u8>; HEAP_SIZE]> =

@@ -12,7 +12,7 @@
 //! with `EAGAIN` when any of them changed in the store since, and otherwise
 //! copies the nodes it changed into the store and fires their watches.
 
-use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
+use alloc::collections::{BTreeMap, VecDeque};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -46,6 +46,10 @@ pub struct Quota {
     /// entry, the value and the children's names with their NULs; a write
     /// by a domain making it 2048 or more is `ENOSPC`.
     pub entry_size: usize,
+    /// Record bytes a domain may hold: the nodes it owns plus every node
+    /// copy in its open transactions (`ENOMEM` beyond). Not a 4.17
+    /// xenstored default: it keeps dom0's heap safe from one domain.
+    pub memory: usize,
     /// Open transactions per connection (`ENOSPC` beyond).
     pub transactions: usize,
     /// Permission entries a domain may set on a node (`ENOSPC` beyond).
@@ -58,6 +62,7 @@ impl Default for Quota {
             nodes: 1000,
             watches: 128,
             entry_size: 2048,
+            memory: 256 * 1024,
             transactions: 10,
             perms: 5,
         }
@@ -85,71 +90,43 @@ impl Node {
     }
 }
 
-/// Nodes by absolute path, with the number each domain owns.
+/// Nodes by absolute path, with the number and bytes each domain owns.
 #[derive(Clone, Debug, Default)]
 struct Tree {
     nodes: BTreeMap<String, Node>,
-    owned: BTreeMap<DomId, u32>,
+    owned: BTreeMap<DomId, Usage>,
+}
+
+/// What a domain owns: nodes and their record bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Usage {
+    nodes: i64,
+    bytes: i64,
+}
+
+/// Adds `node` (`sign` 1) to its owner's usage, or takes it away (-1).
+fn account(usage: &mut BTreeMap<DomId, Usage>, node: &Node, sign: i64) {
+    let entry = usage.entry(perms::owner(&node.perms)).or_default();
+    entry.nodes += sign;
+    entry.bytes += sign * i64::try_from(node.record_size()).unwrap_or(i64::MAX / 4);
 }
 
 impl Tree {
-    fn owned(&self, domid: DomId) -> u32 {
-        self.owned.get(&domid).copied().unwrap_or(0)
-    }
-
-    fn count(&mut self, domid: DomId, add: bool) {
-        let n = self.owned.entry(domid).or_insert(0);
-        *n = if add {
-            n.saturating_add(1)
-        } else {
-            n.saturating_sub(1)
-        };
+    fn usage(&self, domid: DomId) -> Usage {
+        self.owned.get(&domid).copied().unwrap_or_default()
     }
 
     /// Sets or removes one node, keeping the ownership counts.
     fn set(&mut self, path: &str, node: Option<Node>) {
+        if let Some(node) = &node {
+            account(&mut self.owned, node, 1);
+        }
         let old = match node {
-            Some(node) => {
-                self.count(perms::owner(&node.perms), true);
-                self.nodes.insert(String::from(path), node)
-            }
+            Some(node) => self.nodes.insert(String::from(path), node),
             None => self.nodes.remove(path),
         };
         if let Some(old) = old {
-            self.count(perms::owner(&old.perms), false);
-        }
-    }
-
-    /// `path` and every node below it, parents first.
-    fn subtree(&self, path: &str) -> Vec<String> {
-        let mut out = Vec::new();
-        let mut todo = alloc::vec![String::from(path)];
-        while let Some(p) = todo.pop() {
-            if let Some(node) = self.nodes.get(&p) {
-                for child in &node.children {
-                    todo.push(if p == "/" {
-                        format!("/{child}")
-                    } else {
-                        format!("{p}/{child}")
-                    });
-                }
-                out.push(p);
-            }
-        }
-        out
-    }
-
-    /// The nearest existing ancestor of a missing `path`.
-    fn nearest(&self, path: &str) -> Option<&Node> {
-        let mut p = path;
-        loop {
-            p = path::parent(p);
-            if let Some(node) = self.nodes.get(p) {
-                return Some(node);
-            }
-            if p == "/" {
-                return None;
-            }
+            account(&mut self.owned, &old, -1);
         }
     }
 }
@@ -174,13 +151,23 @@ struct Watch {
     relative: bool,
 }
 
-#[derive(Debug)]
-struct Transaction {
-    tree: Tree,
+/// A transaction's view: the nodes it changed (`None`: removed) over the
+/// store as it is now, as xenstored's transactions do, and what it used.
+#[derive(Debug, Default)]
+struct Overlay {
+    nodes: BTreeMap<String, Option<Node>>,
     /// Generation (`None`: absent) of each node the transaction used, as it
-    /// was when the transaction first used it.
+    /// was in the store when the transaction first used it.
     seen: BTreeMap<String, Option<u64>>,
-    written: BTreeSet<String>,
+    /// Changes to each domain's usage against the store's.
+    owned: BTreeMap<DomId, Usage>,
+    /// Record bytes of the node copies it has written.
+    bytes: usize,
+}
+
+#[derive(Debug, Default)]
+struct Transaction {
+    overlay: Overlay,
     changes: Vec<Change>,
 }
 
@@ -225,22 +212,17 @@ fn dom0_only() -> Perms {
     }]
 }
 
-/// What a transaction records: the nodes it used (with their generation)
-/// and the nodes it changed.
-type TxLog<'a> = (
-    &'a mut BTreeMap<String, Option<u64>>,
-    &'a mut BTreeSet<String>,
-);
-
 /// The request's transaction and the store state it works on.
 struct Work<'a> {
     tree: &'a mut Tree,
-    tx: Option<TxLog<'a>>,
+    tx: Option<&'a mut Overlay>,
     changes: &'a mut Vec<Change>,
     generation: &'a mut u64,
     quota: &'a Quota,
     from: DomId,
     target: Option<DomId>,
+    /// Bytes the caller's other transactions hold.
+    others: usize,
 }
 
 impl Work<'_> {
@@ -252,13 +234,85 @@ impl Work<'_> {
         perms::access(&node.perms, self.from, self.target)
     }
 
-    /// Remembers `path`'s generation the first time a transaction uses it.
+    /// The node at `path` as the request sees it.
+    fn get(&self, path: &str) -> Option<&Node> {
+        match self.tx.as_ref().and_then(|o| o.nodes.get(path)) {
+            Some(changed) => changed.as_ref(),
+            None => self.tree.nodes.get(path),
+        }
+    }
+
+    fn usage(&self, domid: DomId) -> Usage {
+        let mut usage = self.tree.usage(domid);
+        if let Some(delta) = self.tx.as_ref().and_then(|o| o.owned.get(&domid)) {
+            usage.nodes += delta.nodes;
+            usage.bytes += delta.bytes;
+        }
+        usage
+    }
+
+    /// Sets or removes a node (in the transaction's view, if any).
+    fn set(&mut self, path: &str, node: Option<Node>) {
+        let Some(overlay) = self.tx.as_deref_mut() else {
+            self.tree.set(path, node);
+            return;
+        };
+        let old = match overlay.nodes.get(path) {
+            Some(changed) => changed.clone(),
+            None => self.tree.nodes.get(path).cloned(),
+        };
+        if let Some(old) = &old {
+            account(&mut overlay.owned, old, -1);
+        }
+        if let Some(new) = &node {
+            account(&mut overlay.owned, new, 1);
+            overlay.bytes += new.record_size();
+        }
+        overlay.nodes.insert(String::from(path), node);
+    }
+
+    /// `path` and every node below it, parents first.
+    fn subtree(&self, path: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut todo = alloc::vec![String::from(path)];
+        while let Some(p) = todo.pop() {
+            if let Some(node) = self.get(&p) {
+                for child in &node.children {
+                    todo.push(if p == "/" {
+                        format!("/{child}")
+                    } else {
+                        format!("{p}/{child}")
+                    });
+                }
+                out.push(p);
+            }
+        }
+        out
+    }
+
+    /// The nearest existing ancestor of a missing `path`.
+    fn nearest(&self, path: &str) -> Option<&Node> {
+        let mut p = path;
+        loop {
+            p = path::parent(p);
+            if let Some(node) = self.get(p) {
+                return Some(node);
+            }
+            if p == "/" {
+                return None;
+            }
+        }
+    }
+
+    /// Remembers `path`'s generation in the store the first time a
+    /// transaction uses it.
     fn note(&mut self, path: &str) {
-        if let Some((seen, _)) = self.tx.as_mut()
-            && !seen.contains_key(path)
+        if let Some(overlay) = self.tx.as_deref_mut()
+            && !overlay.seen.contains_key(path)
+            && !overlay.nodes.contains_key(path)
         {
             let generation = self.tree.nodes.get(path).map(|n| n.generation);
-            seen.insert(String::from(path), generation);
+            overlay.seen.insert(String::from(path), generation);
         }
     }
 
@@ -270,20 +324,31 @@ impl Work<'_> {
     /// Writes a node (the caller noted it first), within the entry size
     /// quota.
     fn store(&mut self, path: &str, node: Node) -> Result<(), XsError> {
-        if self.unprivileged() && node.record_size() >= self.quota.entry_size {
-            return Err(XsError::Enospc);
+        if self.unprivileged() {
+            if node.record_size() >= self.quota.entry_size {
+                return Err(XsError::Enospc);
+            }
+            self.memory_check(node.record_size())?;
         }
         self.put(path, node);
+        Ok(())
+    }
+
+    /// `ENOMEM` if the caller would hold more than its memory quota with
+    /// `more` bytes of records added.
+    fn memory_check(&self, more: usize) -> Result<(), XsError> {
+        let owned = usize::try_from(self.usage(self.from).bytes).unwrap_or(0);
+        let copies = self.tx.as_ref().map_or(0, |o| o.bytes);
+        if owned + copies + self.others + more > self.quota.memory {
+            return Err(XsError::Enomem);
+        }
         Ok(())
     }
 
     /// Writes a node (the caller noted it first).
     fn put(&mut self, path: &str, mut node: Node) {
         node.generation = self.bump();
-        self.tree.set(path, Some(node));
-        if let Some((_, written)) = self.tx.as_mut() {
-            written.insert(String::from(path));
-        }
+        self.set(path, Some(node));
     }
 
     /// The node at `path` if the caller has `need` to it. A missing node
@@ -292,10 +357,10 @@ impl Work<'_> {
     /// the caller cannot see exists.
     fn lookup(&mut self, path: &str, need: fn(Access) -> bool) -> Result<Node, XsError> {
         self.note(path);
-        match self.tree.nodes.get(path) {
+        match self.get(path) {
             Some(node) if need(self.access(node)) => Ok(node.clone()),
             Some(_) => Err(XsError::Eacces),
-            None => match self.tree.nearest(path) {
+            None => match self.nearest(path) {
                 Some(node) if !need(self.access(node)) => Err(XsError::Eacces),
                 _ => Err(XsError::Enoent),
             },
@@ -317,29 +382,26 @@ impl Work<'_> {
         let mut p = path;
         while p != "/" {
             p = path::parent(p);
-            if self.tree.nodes.contains_key(p) {
+            if self.get(p).is_some() {
                 break;
             }
             missing.push(String::from(p));
         }
         let needed = u32::try_from(missing.len()).unwrap_or(u32::MAX);
         if self.unprivileged() {
-            if self.tree.owned(self.from).saturating_add(needed) > self.quota.nodes {
+            if self.usage(self.from).nodes + i64::from(needed) > i64::from(self.quota.nodes) {
                 return Err(XsError::Enospc);
             }
             // The only records that grow: the existing parent's child
             // list and the new node's value (new parents hold one name).
             let top = missing.last().map_or(path, String::as_str);
-            let parent = self
-                .tree
-                .nodes
-                .get(path::parent(top))
-                .ok_or(XsError::Enoent)?;
+            let parent = self.get(path::parent(top)).ok_or(XsError::Enoent)?;
             let grown = parent.record_size() + path::base(top).len() + 1;
             let new = 24 + 8 * parent.perms.len() + value.len();
             if grown >= self.quota.entry_size || new >= self.quota.entry_size {
                 return Err(XsError::Enospc);
             }
+            self.memory_check(grown + new + missing.len() * (32 + 8 * parent.perms.len()))?;
         }
         self.create_all(&missing, value);
         Ok(())
@@ -352,7 +414,7 @@ impl Work<'_> {
         for p in missing.iter().rev() {
             let parent_path = path::parent(p);
             self.note(parent_path);
-            let Some(mut parent) = self.tree.nodes.get(parent_path).cloned() else {
+            let Some(mut parent) = self.get(parent_path).cloned() else {
                 return;
             };
             let mut perms = parent.perms.clone();
@@ -396,12 +458,7 @@ impl Work<'_> {
             }
             Err(XsError::Enoent) => {
                 self.create(path, Vec::from(value))?;
-                let perms = self
-                    .tree
-                    .nodes
-                    .get(path)
-                    .map(|n| n.perms.clone())
-                    .unwrap_or_default();
+                let perms = self.get(path).map(|n| n.perms.clone()).unwrap_or_default();
                 self.changed(path, perms, None, false);
             }
             Err(e) => return Err(e),
@@ -414,12 +471,7 @@ impl Work<'_> {
             Ok(_) => Ok(()),
             Err(XsError::Enoent) => {
                 self.create(path, Vec::new())?;
-                let perms = self
-                    .tree
-                    .nodes
-                    .get(path)
-                    .map(|n| n.perms.clone())
-                    .unwrap_or_default();
+                let perms = self.get(path).map(|n| n.perms.clone()).unwrap_or_default();
                 self.changed(path, perms, None, false);
                 Ok(())
             }
@@ -433,21 +485,18 @@ impl Work<'_> {
         }
         let node = match self.lookup(path, Access::writes) {
             Ok(node) => node,
-            Err(XsError::Enoent) if self.tree.nodes.contains_key(path::parent(path)) => {
+            Err(XsError::Enoent) if self.get(path::parent(path)).is_some() => {
                 return Ok(());
             }
             Err(e) => return Err(e),
         };
         let parent_path = path::parent(path);
         self.note(parent_path);
-        for p in self.tree.subtree(path) {
+        for p in self.subtree(path) {
             self.note(&p);
-            self.tree.set(&p, None);
-            if let Some((_, written)) = self.tx.as_mut() {
-                written.insert(p);
-            }
+            self.set(&p, None);
         }
-        if let Some(mut parent) = self.tree.nodes.get(parent_path).cloned() {
+        if let Some(mut parent) = self.get(parent_path).cloned() {
             let name = path::base(path);
             parent.children.retain(|c| c != name);
             self.put(parent_path, parent);
@@ -578,7 +627,7 @@ impl Store {
     /// Nodes `domid` owns.
     #[must_use]
     pub fn owned_nodes(&self, domid: DomId) -> u32 {
-        self.tree.owned(domid)
+        u32::try_from(self.tree.usage(domid).nodes).unwrap_or(0)
     }
 
     /// Watch events dropped for `domid` because its queue was full.
@@ -806,10 +855,13 @@ impl Store {
         let mut direct = Vec::new();
         let conn = self.conns.get_mut(&from).ok_or(XsError::Einval)?;
         let target = conn.target;
+        let held = |t: &Transaction| t.overlay.bytes;
+        let all: usize = conn.transactions.values().map(held).sum();
         let mut work = match tx.and_then(|id| conn.transactions.get_mut(&id)) {
             Some(t) => Work {
-                tree: &mut t.tree,
-                tx: Some((&mut t.seen, &mut t.written)),
+                others: all - held(t),
+                tree: &mut self.tree,
+                tx: Some(&mut t.overlay),
                 changes: &mut t.changes,
                 generation: &mut self.generation,
                 quota: &self.quota,
@@ -817,6 +869,7 @@ impl Store {
                 target,
             },
             None => Work {
+                others: all,
                 tree: &mut self.tree,
                 tx: None,
                 changes: &mut direct,
@@ -916,7 +969,6 @@ impl Store {
             return Err(XsError::Ebusy);
         }
         let quota = self.quota.transactions;
-        let tree = self.tree.clone();
         let conn = self.conns.get_mut(&from).ok_or(XsError::Einval)?;
         if from != 0 && conn.transactions.len() >= quota {
             return Err(XsError::Enospc);
@@ -929,15 +981,7 @@ impl Store {
             }
         }
         conn.next_tx = id;
-        conn.transactions.insert(
-            id,
-            Transaction {
-                tree,
-                seen: BTreeMap::new(),
-                written: BTreeSet::new(),
-                changes: Vec::new(),
-            },
-        );
+        conn.transactions.insert(id, Transaction::default());
         let mut out = Vec::from(format!("{id}").as_bytes());
         out.push(0);
         Ok(out)
@@ -962,19 +1006,20 @@ impl Store {
             return Ok(());
         }
         let conflict = t
+            .overlay
             .seen
             .iter()
             .any(|(p, generation)| self.tree.nodes.get(p).map(|n| n.generation) != *generation);
         if conflict {
             return Err(XsError::Eagain);
         }
-        for p in &t.written {
-            let node = t.tree.nodes.get(p).cloned().map(|mut n| {
+        for (p, node) in t.overlay.nodes {
+            let node = node.map(|mut n| {
                 self.generation += 1;
                 n.generation = self.generation;
                 n
             });
-            self.tree.set(p, node);
+            self.tree.set(&p, node);
         }
         for change in &t.changes {
             self.fire(change);
@@ -1029,6 +1074,7 @@ impl Store {
                     quota: &self.quota,
                     from: 0,
                     target: None,
+                    others: 0,
                 };
                 work.rm(&p)?;
             }
@@ -1148,3 +1194,6 @@ impl Store {
             .map(|c| (&mut c.input, &mut c.broken))
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,176 @@
+//! A property test of the store's internal consistency under random
+//! requests from dom0 and two domUs, transactions included.
+
+extern crate std;
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use proptest::prelude::*;
+
+use super::*;
+
+struct NoHost;
+
+impl Host for NoHost {
+    fn introduce(&mut self, _: DomId, _: u64, _: u32) -> Result<(), XsError> {
+        Ok(())
+    }
+    fn release(&mut self, _: DomId) {}
+}
+
+/// Checks the tree's links and the usage counts against a recount.
+fn consistent(store: &Store) -> Result<(), String> {
+    let mut usage: BTreeMap<DomId, Usage> = BTreeMap::new();
+    for (p, node) in &store.tree.nodes {
+        account(&mut usage, node, 1);
+        if node.perms.is_empty() {
+            return Err(format!("{p}: no permissions"));
+        }
+        for child in &node.children {
+            let c = if p == "/" {
+                format!("/{child}")
+            } else {
+                format!("{p}/{child}")
+            };
+            if !store.tree.nodes.contains_key(&c) {
+                return Err(format!("{p}: child {child} missing"));
+            }
+        }
+        if p != "/" {
+            let parent = store
+                .tree
+                .nodes
+                .get(path::parent(p))
+                .ok_or(format!("{p}: no parent"))?;
+            if !parent.children.iter().any(|c| c == path::base(p)) {
+                return Err(format!("{p}: not in its parent's list"));
+            }
+        }
+    }
+    usage.retain(|_, u| *u != Usage::default());
+    let mut counted = store.tree.owned.clone();
+    counted.retain(|_, u| *u != Usage::default());
+    if usage != counted {
+        return Err(format!("usage {counted:?} but recount {usage:?}"));
+    }
+    Ok(())
+}
+
+fn request() -> impl Strategy<Value = (DomId, u32, u32, Vec<u8>)> {
+    let node = prop_oneof![
+        Just("data"),
+        Just("data/a"),
+        Just("data/a/b"),
+        Just("data/c"),
+        Just("/local/domain/1/data/a"),
+        Just("/local/domain/2/data"),
+        Just("/x/y"),
+        Just("/x"),
+    ];
+    let ty = prop_oneof![
+        Just(XsType::Write),
+        Just(XsType::Mkdir),
+        Just(XsType::Rm),
+        Just(XsType::Read),
+        Just(XsType::Directory),
+        Just(XsType::SetPerms),
+        Just(XsType::Watch),
+        Just(XsType::TransactionStart),
+        Just(XsType::TransactionEnd),
+    ];
+    (0u16..3, ty, node, 0u32..3, any::<bool>()).prop_map(|(dom, ty, node, tx, flag)| {
+        let mut payload = Vec::from(node.as_bytes());
+        payload.push(0);
+        match ty {
+            XsType::Write => payload.extend_from_slice(if flag { b"v" } else { b"" }),
+            XsType::SetPerms => payload.extend_from_slice(if flag { b"n1\0r2\0" } else { b"n2\0" }),
+            XsType::Watch => payload.extend_from_slice(b"t\0"),
+            XsType::TransactionStart => payload = Vec::from(&b"\0"[..]),
+            XsType::TransactionEnd => payload = Vec::from(if flag { &b"T\0"[..] } else { b"F\0" }),
+            _ => {}
+        }
+        (dom, ty as u32, tx, payload)
+    })
+}
+
+proptest! {
+    #[test]
+    fn random_requests_keep_the_store_consistent(requests in proptest::collection::vec(request(), 1..60)) {
+        let mut store = Store::default();
+        let mut host = NoHost;
+        for d in [1u16, 2] {
+            let home = format!("/local/domain/{d}/data");
+            store.call(&mut host, 0, XsType::Mkdir as u32, 0, format!("{home}\0").as_bytes()).unwrap();
+            store.call(&mut host, 0, XsType::SetPerms as u32, 0, format!("{home}\0n{d}\0").as_bytes()).unwrap();
+            store.call(&mut host, 0, XsType::Introduce as u32, 0, format!("{d}\x001\x001\0").as_bytes()).unwrap();
+        }
+        for (dom, ty, tx, payload) in requests {
+            let _ = store.call(&mut host, dom, ty, tx, &payload);
+            if let Err(e) = consistent(&store) {
+                prop_assert!(false, "after {ty} from {dom} ({payload:?}): {e}");
+            }
+        }
+    }
+}
+
+#[test]
+fn memory_quota_counts_transaction_copies() {
+    let quota = Quota {
+        memory: 4096,
+        ..Quota::default()
+    };
+    let mut store = Store::new(quota);
+    let mut host = NoHost;
+    store
+        .call(
+            &mut host,
+            0,
+            XsType::Mkdir as u32,
+            0,
+            b"/local/domain/1/data\0",
+        )
+        .unwrap();
+    store
+        .call(
+            &mut host,
+            0,
+            XsType::SetPerms as u32,
+            0,
+            b"/local/domain/1/data\0n1\0",
+        )
+        .unwrap();
+    store
+        .call(&mut host, 0, XsType::Introduce as u32, 0, b"1\x001\x001\0")
+        .unwrap();
+    let value = [b'v'; 1500];
+    let mut write = |store: &mut Store, tx: u32, name: &str| {
+        let mut payload = Vec::from(name.as_bytes());
+        payload.push(0);
+        payload.extend_from_slice(&value);
+        store.call(&mut host, 1, XsType::Write as u32, tx, &payload)
+    };
+    assert!(write(&mut store, 0, "data/a").is_ok());
+    assert!(write(&mut store, 0, "data/b").is_ok());
+    assert_eq!(write(&mut store, 0, "data/c"), Err(XsError::Enomem));
+    let tx = store
+        .call(&mut NoHost, 1, XsType::TransactionStart as u32, 0, b"\0")
+        .unwrap();
+    assert_eq!(tx, b"1\0");
+    assert_eq!(
+        write(&mut store, 1, "data/a"),
+        Err(XsError::Enomem),
+        "a copy counts too"
+    );
+    assert!(
+        store
+            .call(
+                &mut NoHost,
+                0,
+                XsType::Write as u32,
+                0,
+                b"/local/domain/1/data/c\0dom0 is not limited"
+            )
+            .is_ok()
+    );
+}
