@@ -69,6 +69,9 @@ impl Default for Quota {
     }
 }
 
+/// Bytes a transaction's record of one used node costs, beyond its path.
+const SEEN_BYTES: usize = 32;
+
 /// Bytes of watch events a connection may have waiting; more are dropped
 /// (a guest that does not read its ring cannot make dom0 run out of heap).
 pub const EVENT_QUEUE_MAX: usize = 64 * 1024;
@@ -175,6 +178,8 @@ struct Transaction {
 #[derive(Debug, Default)]
 struct Conn {
     watches: Vec<Watch>,
+    /// Bytes of the watches' paths and tokens.
+    watch_bytes: usize,
     transactions: BTreeMap<u32, Transaction>,
     next_tx: u32,
     /// Messages waiting for the ring, as bytes.
@@ -305,14 +310,29 @@ impl Work<'_> {
     }
 
     /// Remembers `path`'s generation in the store the first time a
-    /// transaction uses it.
-    fn note(&mut self, path: &str) {
+    /// transaction uses it; the record counts against the caller's memory
+    /// quota (`ENOMEM`).
+    fn note(&mut self, path: &str) -> Result<(), XsError> {
+        let fresh = self
+            .tx
+            .as_ref()
+            .is_some_and(|o| !o.seen.contains_key(path) && !o.nodes.contains_key(path));
+        if fresh && self.unprivileged() {
+            self.memory_check(path.len() + SEEN_BYTES)?;
+        }
+        self.record(path);
+        Ok(())
+    }
+
+    /// [`Work::note`] without the quota (its room was checked before).
+    fn record(&mut self, path: &str) {
         if let Some(overlay) = self.tx.as_deref_mut()
             && !overlay.seen.contains_key(path)
             && !overlay.nodes.contains_key(path)
         {
             let generation = self.tree.nodes.get(path).map(|n| n.generation);
             overlay.seen.insert(String::from(path), generation);
+            overlay.bytes += path.len() + SEEN_BYTES;
         }
     }
 
@@ -356,7 +376,7 @@ impl Work<'_> {
     /// and `EACCES` otherwise, so that errors never tell whether something
     /// the caller cannot see exists.
     fn lookup(&mut self, path: &str, need: fn(Access) -> bool) -> Result<Node, XsError> {
-        self.note(path);
+        self.note(path)?;
         match self.get(path) {
             Some(node) if need(self.access(node)) => Ok(node.clone()),
             Some(_) => Err(XsError::Eacces),
@@ -401,7 +421,9 @@ impl Work<'_> {
             if grown >= self.quota.entry_size || new >= self.quota.entry_size {
                 return Err(XsError::Enospc);
             }
-            self.memory_check(grown + new + missing.len() * (32 + 8 * parent.perms.len()))?;
+            let records =
+                missing.len() * (32 + 8 * parent.perms.len() + 2 * SEEN_BYTES + 2 * path.len());
+            self.memory_check(grown + new + records)?;
         }
         self.create_all(&missing, value);
         Ok(())
@@ -413,7 +435,7 @@ impl Work<'_> {
         let mut value = Some(value);
         for p in missing.iter().rev() {
             let parent_path = path::parent(p);
-            self.note(parent_path);
+            self.record(parent_path);
             let Some(mut parent) = self.get(parent_path).cloned() else {
                 return;
             };
@@ -423,7 +445,7 @@ impl Work<'_> {
             }
             parent.children.push(String::from(path::base(p)));
             self.put(parent_path, parent);
-            self.note(p);
+            self.record(p);
             let value = if p == &missing[0] {
                 value.take().unwrap_or_default()
             } else {
@@ -491,9 +513,9 @@ impl Work<'_> {
             Err(e) => return Err(e),
         };
         let parent_path = path::parent(path);
-        self.note(parent_path);
+        self.note(parent_path)?;
         for p in self.subtree(path) {
-            self.note(&p);
+            self.record(&p);
             self.set(&p, None);
         }
         if let Some(mut parent) = self.get(parent_path).cloned() {
@@ -835,6 +857,7 @@ impl Store {
             XsType::ResetWatches => {
                 if let Some(conn) = self.conns.get_mut(&from) {
                     conn.watches.clear();
+                    conn.watch_bytes = 0;
                     conn.transactions.clear();
                 }
                 Ok(Vec::from(OK))
@@ -856,7 +879,7 @@ impl Store {
         let conn = self.conns.get_mut(&from).ok_or(XsError::Einval)?;
         let target = conn.target;
         let held = |t: &Transaction| t.overlay.bytes;
-        let all: usize = conn.transactions.values().map(held).sum();
+        let all: usize = conn.transactions.values().map(held).sum::<usize>() + conn.watch_bytes;
         let mut work = match tx.and_then(|id| conn.transactions.get_mut(&id)) {
             Some(t) => Work {
                 others: all - held(t),
@@ -938,6 +961,18 @@ impl Store {
         if from != 0 && conn.watches.len() >= quota {
             return Err(XsError::E2big);
         }
+        let cost = full.len() + token.len() + SEEN_BYTES;
+        let held = usize::try_from(self.tree.usage(from).bytes).unwrap_or(0)
+            + conn
+                .transactions
+                .values()
+                .map(|t| t.overlay.bytes)
+                .sum::<usize>()
+            + conn.watch_bytes;
+        if from != 0 && held + cost > self.quota.memory {
+            return Err(XsError::Enomem);
+        }
+        conn.watch_bytes += cost;
         conn.watches.push(Watch {
             path: full,
             token: String::from(token),
@@ -960,7 +995,10 @@ impl Store {
             .iter()
             .position(|w| w.path == full && w.token == token)
             .ok_or(XsError::Enoent)?;
-        conn.watches.remove(at);
+        let gone = conn.watches.remove(at);
+        conn.watch_bytes = conn
+            .watch_bytes
+            .saturating_sub(gone.path.len() + gone.token.len() + SEEN_BYTES);
         Ok(())
     }
 

@@ -174,3 +174,84 @@ fn memory_quota_counts_transaction_copies() {
             .is_ok()
     );
 }
+
+#[test]
+fn watches_and_transaction_records_count_against_memory() {
+    let quota = Quota {
+        memory: 8192,
+        ..Quota::default()
+    };
+    let mut store = Store::new(quota);
+    let mut host = NoHost;
+    store
+        .call(
+            &mut host,
+            0,
+            XsType::Mkdir as u32,
+            0,
+            b"/local/domain/1/data\0",
+        )
+        .unwrap();
+    store
+        .call(
+            &mut host,
+            0,
+            XsType::SetPerms as u32,
+            0,
+            b"/local/domain/1/data\0n1\0",
+        )
+        .unwrap();
+    store
+        .call(&mut host, 0, XsType::Introduce as u32, 0, b"1\x001\x001\0")
+        .unwrap();
+    let long = "t".repeat(3000);
+    let watch = |store: &mut Store, token: &str| {
+        store.call(
+            &mut NoHost,
+            1,
+            XsType::Watch as u32,
+            0,
+            format!("data\0{token}\0").as_bytes(),
+        )
+    };
+    assert!(watch(&mut store, &format!("{long}1")).is_ok());
+    assert!(watch(&mut store, &format!("{long}2")).is_ok());
+    assert_eq!(watch(&mut store, &format!("{long}3")), Err(XsError::Enomem));
+    store
+        .call(
+            &mut host,
+            1,
+            XsType::Unwatch as u32,
+            0,
+            format!("data\0{long}1\0").as_bytes(),
+        )
+        .unwrap();
+    // A transaction remembers every node it reads, missing ones too.
+    store
+        .call(&mut host, 1, XsType::TransactionStart as u32, 0, b"\0")
+        .unwrap();
+    let mut error = None;
+    for i in 0..1000 {
+        let read = store.call(
+            &mut host,
+            1,
+            XsType::Read as u32,
+            1,
+            format!("data/missing-{i}\0").as_bytes(),
+        );
+        if read != Err(XsError::Enoent) {
+            error = Some((i, read));
+            break;
+        }
+    }
+    let (reads, result) = error.expect("the records hit the quota");
+    assert_eq!(result, Err(XsError::Enomem));
+    assert!(reads > 50, "{reads}");
+    store
+        .call(&mut host, 1, XsType::TransactionEnd as u32, 1, b"F\0")
+        .unwrap();
+    assert!(
+        watch(&mut store, &format!("{long}1")).is_ok(),
+        "room again once the transaction ends"
+    );
+}
