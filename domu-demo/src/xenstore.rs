@@ -188,52 +188,44 @@ fn frame(ty: u32, payload: &[u8]) -> ([u8; 64], usize) {
     (msg, 16 + payload.len())
 }
 
+/// Repeats `attempt(i)` for i = 0, 1, ... until it fails (or `limit`
+/// attempts succeed: `Protocol`, the quota never came); the successes and
+/// the error.
+fn until_refused(
+    limit: u32,
+    mut attempt: impl FnMut(u32) -> Result<(), XenbusError>,
+) -> (u32, XenbusError) {
+    for i in 0..limit {
+        if let Err(e) = attempt(i) {
+            return (i, e);
+        }
+    }
+    (limit, XenbusError::Protocol)
+}
+
+/// Reports how many attempts fit under a quota and the error beyond.
+fn report_quota(console: &mut Console, what: &str, (fit, error): (u32, XenbusError)) {
+    let _ = write!(console, "check: xs {what} that fit = {fit}\r\n");
+    show(console, what, Err(error));
+}
+
 /// Each per-domain quota, hit from inside: the count that fit and the
 /// error beyond.
 fn quotas(console: &mut Console, xb: &mut Xenbus<WindowRing>) {
     let mut path = [0u8; 32];
-    let mut written = 0u32;
-    let error = loop {
-        let name = format_into(&mut path, format_args!("data/q/{written}"));
-        match xb.write(0, name, b"") {
-            Ok(()) => written += 1,
-            Err(e) => break e,
-        }
-        if written > 2000 {
-            break XenbusError::Protocol;
-        }
-    };
-    let _ = write!(
-        console,
-        "check: xs children of one node before its record is full = {written}\r\n"
-    );
-    show(console, "one child more", Err(error));
+    let children = until_refused(2000, |i| {
+        xb.write(0, format_into(&mut path, format_args!("data/q/{i}")), b"")
+    });
+    report_quota(console, "children of one node (its record size)", children);
     show(console, "rm data/q", done(xb.rm(0, "data/q")));
-    show(
-        console,
-        "a node once there is room",
-        done(xb.write(0, "data/q", b"")),
-    );
+    let r = xb.write(0, "data/q", b"");
+    show(console, "a node once there is room", done(r));
 
-    let mut written = 0u32;
-    let error = loop {
-        let name = format_into(
-            &mut path,
-            format_args!("data/n/{}/{}", written / 25, written % 25),
-        );
-        match xb.write(0, name, b"") {
-            Ok(()) => written += 1,
-            Err(e) => break e,
-        }
-        if written > 2000 {
-            break XenbusError::Protocol;
-        }
-    };
-    let _ = write!(
-        console,
-        "check: xs nodes written before the node quota = {written}\r\n"
-    );
-    show(console, "a node beyond the node quota", Err(error));
+    let nodes = until_refused(2000, |i| {
+        let name = format_into(&mut path, format_args!("data/n/{}/{}", i / 25, i % 25));
+        xb.write(0, name, b"")
+    });
+    report_quota(console, "nodes (the node quota)", nodes);
     show(console, "rm data/n", done(xb.rm(0, "data/n")));
 
     let big = [b'v'; 2100];
@@ -242,44 +234,16 @@ fn quotas(console: &mut Console, xb: &mut Xenbus<WindowRing>) {
         "a 2100-byte value",
         done(xb.write(0, "data/big", &big)),
     );
-    show(
-        console,
-        "a 1900-byte value",
-        done(xb.write(0, "data/big", &big[..1900])),
-    );
+    let r = xb.write(0, "data/big", &big[..1900]);
+    show(console, "a 1900-byte value", done(r));
 
-    let mut watches = 0u32;
-    let error = loop {
-        let token = format_into(&mut path, format_args!("w{watches}"));
-        match xb.watch("data", token) {
-            Ok(()) => watches += 1,
-            Err(e) => break e,
-        }
-        if watches > 500 {
-            break XenbusError::Protocol;
-        }
-    };
-    let _ = write!(
-        console,
-        "check: xs watches before the quota = {watches}\r\n"
-    );
-    show(console, "watch beyond the quota", Err(error));
+    let watches = until_refused(500, |i| {
+        xb.watch("data", format_into(&mut path, format_args!("w{i}")))
+    });
+    report_quota(console, "watches", watches);
 
-    let mut open = 0u32;
-    let error = loop {
-        match xb.transaction_start() {
-            Ok(_) => open += 1,
-            Err(e) => break e,
-        }
-        if open > 100 {
-            break XenbusError::Protocol;
-        }
-    };
-    let _ = write!(
-        console,
-        "check: xs transactions before the quota = {open}\r\n"
-    );
-    show(console, "transaction beyond the quota", Err(error));
+    let transactions = until_refused(100, |_| xb.transaction_start().map(|_| ()));
+    report_quota(console, "transactions", transactions);
     let r = xb.request(XsType::ResetWatches, 0, &[&[]], false, &mut [0; 3]);
     show(console, "reset_watches", r.map(|_| &b"OK"[..]));
     let r = xb

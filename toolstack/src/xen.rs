@@ -182,20 +182,30 @@ pub struct ConsoleRing {
     window: usize,
 }
 
+/// Maps frame `mfn` of `dom` read-write in `window`.
+fn map_ring(window: usize, dom: u16, mfn: u64) -> Result<usize, HvError> {
+    check(
+        "update_va_mapping_otherdomain",
+        mm::map_foreign_window(window, dom, mfn, mm::PTE_RW),
+    )?;
+    Ok(window)
+}
+
+/// Unmaps a ring's window (before the domain is destroyed, so none of its
+/// frames stays referenced by dom0).
+fn unmap_ring(window: usize) -> Result<(), HvError> {
+    check("update_va_mapping", mm::unmap_window(window)).map(|_| ())
+}
+
 impl ConsoleRing {
     /// Maps console frame `mfn` of `dom` in window `window`.
     pub fn map(window: usize, dom: u16, mfn: u64) -> Result<ConsoleRing, HvError> {
-        check(
-            "update_va_mapping_otherdomain",
-            mm::map_foreign_window(window, dom, mfn, mm::PTE_RW),
-        )?;
-        Ok(ConsoleRing { window })
+        map_ring(window, dom, mfn).map(|window| ConsoleRing { window })
     }
 
-    /// Unmaps the ring (before the domain is destroyed, so none of its
-    /// frames stays referenced by dom0).
+    /// Unmaps the ring.
     pub fn unmap(self) -> Result<(), HvError> {
-        check("update_va_mapping", mm::unmap_window(self.window)).map(|_| ())
+        unmap_ring(self.window)
     }
 }
 
@@ -312,16 +322,12 @@ pub struct StoreRingWindow {
 impl StoreRingWindow {
     /// Maps frame `mfn` of `dom` in `window`.
     pub fn map(window: usize, dom: u16, mfn: u64) -> Result<StoreRingWindow, HvError> {
-        check(
-            "update_va_mapping_otherdomain",
-            mm::map_foreign_window(window, dom, mfn, mm::PTE_RW),
-        )?;
-        Ok(StoreRingWindow { window })
+        map_ring(window, dom, mfn).map(|window| StoreRingWindow { window })
     }
 
     /// Unmaps the ring.
     pub fn unmap(self) -> Result<(), HvError> {
-        check("update_va_mapping", mm::unmap_window(self.window)).map(|_| ())
+        unmap_ring(self.window)
     }
 }
 

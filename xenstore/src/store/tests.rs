@@ -57,6 +57,20 @@ fn consistent(store: &Store) -> Result<(), String> {
     Ok(())
 }
 
+/// A store with `quota` and domain 1 introduced, owning
+/// `/local/domain/1/data`.
+fn domu_store(quota: Quota) -> Store {
+    let mut store = Store::new(quota);
+    for (ty, payload) in [
+        (XsType::Mkdir, &b"/local/domain/1/data\0"[..]),
+        (XsType::SetPerms, b"/local/domain/1/data\0n1\0"),
+        (XsType::Introduce, b"1\x001\x001\0"),
+    ] {
+        store.call(&mut NoHost, 0, ty as u32, 0, payload).unwrap();
+    }
+    store
+}
+
 fn request() -> impl Strategy<Value = (DomId, u32, u32, Vec<u8>)> {
     let node = prop_oneof![
         Just("data"),
@@ -120,29 +134,8 @@ fn memory_quota_counts_transaction_copies() {
         memory: 4096,
         ..Quota::default()
     };
-    let mut store = Store::new(quota);
+    let mut store = domu_store(quota);
     let mut host = NoHost;
-    store
-        .call(
-            &mut host,
-            0,
-            XsType::Mkdir as u32,
-            0,
-            b"/local/domain/1/data\0",
-        )
-        .unwrap();
-    store
-        .call(
-            &mut host,
-            0,
-            XsType::SetPerms as u32,
-            0,
-            b"/local/domain/1/data\0n1\0",
-        )
-        .unwrap();
-    store
-        .call(&mut host, 0, XsType::Introduce as u32, 0, b"1\x001\x001\0")
-        .unwrap();
     let value = [b'v'; 1500];
     let mut write = |store: &mut Store, tx: u32, name: &str| {
         let mut payload = Vec::from(name.as_bytes());
@@ -181,29 +174,8 @@ fn watches_and_transaction_records_count_against_memory() {
         memory: 8192,
         ..Quota::default()
     };
-    let mut store = Store::new(quota);
+    let mut store = domu_store(quota);
     let mut host = NoHost;
-    store
-        .call(
-            &mut host,
-            0,
-            XsType::Mkdir as u32,
-            0,
-            b"/local/domain/1/data\0",
-        )
-        .unwrap();
-    store
-        .call(
-            &mut host,
-            0,
-            XsType::SetPerms as u32,
-            0,
-            b"/local/domain/1/data\0n1\0",
-        )
-        .unwrap();
-    store
-        .call(&mut host, 0, XsType::Introduce as u32, 0, b"1\x001\x001\0")
-        .unwrap();
     let long = "t".repeat(3000);
     let watch = |store: &mut Store, token: &str| {
         store.call(
