@@ -1,5 +1,6 @@
 //! A Rust PV dom0: creates the domUs its ramdisk describes, serves their
-//! consoles and reaps them when they shut down.
+//! consoles and their xenstore (it is their xenstored, `docs/xenstore.md`)
+//! and reaps them when they shut down.
 //!
 //! The ramdisk is a cpio (newc) archive of domain configurations (the
 //! `xl.cfg` subset of [`toolstack::config`]) and the kernels they name.

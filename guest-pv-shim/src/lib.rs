@@ -41,6 +41,10 @@
 //!   exceptions with a fixup table ([`fixup_asm!`]), returns through
 //!   `HYPERVISOR_iret` or `iretq`, and user mode.
 //!
+//! For every target: [`xenbus`], a xenstore client over the store ring
+//! (its ring in a window, `xenbus::WindowRing`, on the bare-metal target
+//! only).
+//!
 //! Structure and invariants:
 //! - `unsafe` code exists only in the boot entry (`entry`), the hypercall
 //!   instructions and wrappers (`hypercall`), and the modules that touch
