@@ -186,6 +186,13 @@ impl Domains {
         }
     }
 
+    /// Destroys every domU still served.
+    pub fn destroy_all(&mut self) {
+        for domu in self.slots.iter_mut().filter_map(Option::take) {
+            destroy(domu, &mut self.xs, "destroyed");
+        }
+    }
+
     /// Serves consoles and reaps domains until no domU is left or time
     /// runs out.
     pub fn wait(&mut self) {
@@ -204,7 +211,7 @@ impl Domains {
                 }
                 return;
             }
-            self.sleep();
+            self.sleep(None);
         }
     }
 
@@ -224,18 +231,18 @@ impl Domains {
         }
     }
 
-    /// Sleeps until a console, xenstore or `VIRQ_DOM_EXC` event, or
-    /// 100 ms.
-    fn sleep(&mut self) {
-        let mut ports = [0u32; 2 * MAX_DOMUS + 1];
+    /// Sleeps until a console, xenstore or `VIRQ_DOM_EXC` event (or one
+    /// on `extra`), or 100 ms.
+    pub fn sleep(&mut self, extra: Option<u32>) {
+        let mut ports = [0u32; 2 * MAX_DOMUS + 2];
         let mut n = 0;
-        for port in self.iter().map(|d| d.local_port).chain(self.xs.ports()) {
+        let domus = self.iter().map(|d| d.local_port).chain(self.xs.ports());
+        for port in domus.chain([self.virq_port]).chain(extra) {
             ports[n] = port;
             n += 1;
         }
-        ports[n] = self.virq_port;
-        hypercall::sched_poll(&ports[..=n], now().saturating_add(POLL_NS));
-        for &port in &ports[..=n] {
+        hypercall::sched_poll(&ports[..n], now().saturating_add(POLL_NS));
+        for &port in &ports[..n] {
             shared::clear_evtchn_pending(port);
         }
     }

@@ -9,10 +9,14 @@
 //! prefix, and every domain that shuts down is reported and destroyed (or
 //! preserved, as its `on_poweroff`/`on_crash` says). With `script=<file>`
 //! it runs the `xl`-like commands of that ramdisk file instead
-//! ([`toolstack::shell`]). When done it prints its result and powers off.
+//! ([`toolstack::shell`]); with `shell` it creates the domUs and then
+//! takes the same commands typed at its console (`cargo xtask run` boots
+//! it so). When done it prints its result and powers off.
 //!
 //! Command line (all optional):
 //! - `script=<file>`: run this ramdisk file's commands;
+//! - `shell`: after creating the domUs, run the interactive shell until
+//!   `quit` (the domUs still running are then destroyed);
 //! - `expect=<reason>`: every domU must shut down with this reason
 //!   (`poweroff`, `crash`, ...); a different one fails the run;
 //! - `timeout=<seconds>`: give up waiting after this long (default 60).
@@ -117,8 +121,31 @@ fn dom0_main(si: &'static StartInfo) {
                 domains.create(&archive, entry.name, false);
             }
             report::ok_value("domain configurations in the ramdisk", configs);
-            domains.wait();
+            if cmdline::has_flag(line, b"shell") {
+                interactive(&mut domains, &archive);
+            } else {
+                domains.wait();
+            }
         }
     }
     report::finish()
+}
+
+/// The interactive shell on dom0's console (`VIRQ_CONSOLE` and
+/// `CONSOLEIO_read`); on `quit` the domUs still running are destroyed.
+fn interactive(domains: &mut Domains, archive: &Archive<'static>) {
+    let mut virq = EvtchnBindVirq {
+        virq: Virq::Console as u32,
+        vcpu: 0,
+        port: 0,
+    };
+    if !report::check_ret(
+        "bind VIRQ_CONSOLE",
+        hypercall::evtchn_bind_virq(&mut virq),
+        0,
+    ) {
+        return;
+    }
+    shell::interactive(domains, archive, virq.port);
+    domains.destroy_all();
 }

@@ -1,15 +1,16 @@
-//! Running the `xl`-like commands of [`toolstack::shell`] (from a script
-//! in the ramdisk). Each command that changes something is a check, so a
-//! script's run compares between Xen 4.17 and this hypervisor; what only
-//! shows state (`list`, `info`, ...) prints plain lines, whose values (CPU
-//! time, memory) legitimately differ.
+//! Running the `xl`-like commands of [`toolstack::shell`], from a script
+//! in the ramdisk or typed at the console ([`interactive`]). Each command
+//! that changes something is a check, so a script's run compares between
+//! Xen 4.17 and this hypervisor; what only shows state (`list`, `info`,
+//! ...) prints plain lines, whose values (CPU time, memory) legitimately
+//! differ.
 
 use guest_pv_shim::dom0_abi::domctl::{DomInfoFlags, GetDomainInfo, SchedCredit};
 use guest_pv_shim::dom0_abi::sched::ShutdownReason;
 use guest_pv_shim::{hypercall, println, report};
 use toolstack::builder::Hypervisor;
 use toolstack::cpio::Archive;
-use toolstack::shell::{self, Command, HELP, Target};
+use toolstack::shell::{self, Command, Edit, HELP, LineEditor, Target};
 use toolstack::xen::{self, Xen, domain_info};
 
 use crate::domains::{Domains, NS};
@@ -17,7 +18,17 @@ use crate::domains::{Domains, NS};
 /// Domains `list` shows at most.
 const LIST_MAX: usize = 16;
 
-/// Runs every line of `script`.
+/// The interactive shell's prompt.
+pub const PROMPT: &str = "dom0> ";
+
+/// Whether the shell goes on after a command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Flow {
+    Next,
+    Quit,
+}
+
+/// Runs every line of `script` (up to a `quit`).
 pub fn run(script: &str, domains: &mut Domains, archive: &Archive<'static>) {
     for (index, line) in script.lines().enumerate() {
         let at = At(index + 1);
@@ -25,15 +36,69 @@ pub fn run(script: &str, domains: &mut Domains, archive: &Archive<'static>) {
             Ok(None) => {}
             Ok(Some(command)) => {
                 println!("xl> {}", line.trim());
-                execute(at, command, domains, archive);
+                if execute(at, command, domains, archive) == Flow::Quit {
+                    return;
+                }
             }
             Err(e) => report::fail(format_args!("{at}{line:?}"), format_args!("{e}")),
         }
     }
 }
 
-fn execute(at: At, command: Command<'_>, domains: &mut Domains, archive: &Archive<'static>) {
+/// Runs the commands typed at the console until `quit`, serving the
+/// domUs' consoles and stores and reaping them in between. Input arrives
+/// with `VIRQ_CONSOLE` on `console_port` and is read with `CONSOLEIO_read`.
+pub fn interactive(domains: &mut Domains, archive: &Archive<'static>, console_port: u32) {
+    println!("dom0 shell: 'help' lists the commands, 'quit' powers the machine off");
+    hypercall::console_write(PROMPT.as_bytes());
+    let mut editor = LineEditor::new();
+    let mut entered = 0;
+    loop {
+        domains.poll_once();
+        let mut typed = [0u8; 64];
+        let n = usize::try_from(hypercall::console_read(&mut typed)).unwrap_or(0);
+        if n == 0 {
+            domains.sleep(Some(console_port));
+            continue;
+        }
+        for &byte in &typed[..n.min(typed.len())] {
+            match editor.push(byte) {
+                Edit::Nothing => {}
+                Edit::Echo(bytes) => {
+                    hypercall::console_write(bytes);
+                }
+                Edit::EchoByte(byte) => {
+                    hypercall::console_write(&[byte]);
+                }
+                Edit::Line => {
+                    hypercall::console_write(b"\r\n");
+                    entered += 1;
+                    let flow = match shell::parse(editor.take_line()) {
+                        Ok(None) => Flow::Next,
+                        Ok(Some(command)) => execute(At(entered), command, domains, archive),
+                        Err(e) => {
+                            println!("{e}");
+                            Flow::Next
+                        }
+                    };
+                    if flow == Flow::Quit {
+                        return;
+                    }
+                    hypercall::console_write(PROMPT.as_bytes());
+                }
+            }
+        }
+    }
+}
+
+fn execute(
+    at: At,
+    command: Command<'_>,
+    domains: &mut Domains,
+    archive: &Archive<'static>,
+) -> Flow {
     match command {
+        Command::Quit => return Flow::Quit,
         Command::Create { config, paused } => {
             domains.create(archive, config, paused);
         }
@@ -105,6 +170,7 @@ fn execute(at: At, command: Command<'_>, domains: &mut Domains, archive: &Archiv
             );
         }
     }
+    Flow::Next
 }
 
 /// A store answer as a check value: the text, or the error's name.

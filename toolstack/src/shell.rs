@@ -19,8 +19,10 @@
 //! | `xenstore-read <path>` | a node's value |
 //! | `xenstore-write <path> <value>` | set a node (created with its parents) |
 //! | `help` | the command list |
+//! | `quit` (or `exit`) | leave the shell: dom0 powers off (the rest of a script is skipped) |
 //!
-//! Blank lines and lines starting with `#` are ignored.
+//! Blank lines and lines starting with `#` are ignored. Typed at the
+//! console, a line is assembled by [`LineEditor`].
 #![forbid(unsafe_code)]
 
 use dom0_abi::domctl::DomInfoFlags;
@@ -73,6 +75,8 @@ pub enum Command<'a> {
     Wait,
     /// `help`.
     Help,
+    /// `quit` or `exit`.
+    Quit,
     /// `xenstore-ls [<path>]`.
     XenstoreLs(&'a str),
     /// `xenstore-read <path>`.
@@ -104,6 +108,7 @@ pub const HELP: &[&str] = &[
     "xenstore-read <path>   show a xenstore node's value",
     "xenstore-write <path> <value>   set a xenstore node",
     "help                   this list",
+    "quit                   leave the shell and power the machine off",
 ];
 
 fn target(word: &str) -> Target<'_> {
@@ -173,7 +178,7 @@ pub fn parse(line: &str) -> Result<Option<Command<'_>>, &'static str> {
                 cap,
             }
         }
-        "list" | "info" | "dmesg" | "wait" | "help" => {
+        "list" | "info" | "dmesg" | "wait" | "help" | "quit" | "exit" => {
             if words.next().is_some() {
                 return Err("too many arguments");
             }
@@ -182,7 +187,8 @@ pub fn parse(line: &str) -> Result<Option<Command<'_>>, &'static str> {
                 "info" => Command::Info,
                 "dmesg" => Command::Dmesg,
                 "wait" => Command::Wait,
-                _ => Command::Help,
+                "help" => Command::Help,
+                _ => Command::Quit,
             }
         }
         "vcpu-list" => {
@@ -219,6 +225,87 @@ pub fn parse(line: &str) -> Result<Option<Command<'_>>, &'static str> {
     Ok(Some(command))
 }
 
+/// Longest line the console shell takes; further characters are refused
+/// (rung with BEL) until the line is entered or shortened.
+pub const LINE_MAX: usize = 160;
+
+/// Assembles typed bytes into command lines, and says what to echo: the
+/// editing a terminal user expects of a serial console (no cursor
+/// movement). Printable ASCII is kept and echoed; Backspace (0x08) and
+/// DEL (0x7f) remove the last character (echoed as `BS SP BS`); CR or LF
+/// ends the line (a LF right after a CR is ignored); Ctrl-U clears it;
+/// every other byte is dropped.
+#[derive(Clone, Debug)]
+pub struct LineEditor {
+    line: [u8; LINE_MAX],
+    len: usize,
+    after_cr: bool,
+}
+
+/// What one typed byte did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Edit {
+    /// Nothing to echo.
+    Nothing,
+    /// Echo these bytes.
+    Echo(&'static [u8]),
+    /// Echo the byte itself.
+    EchoByte(u8),
+    /// A line is complete ([`LineEditor::line`]); echo a newline.
+    Line,
+}
+
+impl Default for LineEditor {
+    fn default() -> Self {
+        LineEditor::new()
+    }
+}
+
+impl LineEditor {
+    /// An empty line.
+    #[must_use]
+    pub const fn new() -> LineEditor {
+        LineEditor {
+            line: [0; LINE_MAX],
+            len: 0,
+            after_cr: false,
+        }
+    }
+
+    /// Takes one typed byte. After [`Edit::Line`], [`LineEditor::line`] is
+    /// the line until the next byte starts a new one.
+    pub fn push(&mut self, byte: u8) -> Edit {
+        let after_cr = core::mem::replace(&mut self.after_cr, byte == b'\r');
+        match byte {
+            b'\n' if after_cr => Edit::Nothing,
+            b'\r' | b'\n' => Edit::Line,
+            0x08 | 0x7f if self.len > 0 => {
+                self.len -= 1;
+                Edit::Echo(b"\x08 \x08")
+            }
+            0x15 => {
+                self.len = 0;
+                Edit::Echo(b"\r\n")
+            }
+            0x20..=0x7e if self.len < LINE_MAX => {
+                self.line[self.len] = byte;
+                self.len += 1;
+                Edit::EchoByte(byte)
+            }
+            0x20..=0x7e => Edit::Echo(b"\x07"),
+            _ => Edit::Nothing,
+        }
+    }
+
+    /// The line entered (valid right after [`Edit::Line`]); taking it
+    /// starts an empty one.
+    pub fn take_line(&mut self) -> &str {
+        let len = core::mem::replace(&mut self.len, 0);
+        // Only printable ASCII is ever stored.
+        core::str::from_utf8(&self.line[..len]).unwrap_or("")
+    }
+}
+
 /// `xl list`'s state column: `r` running, `b` blocked, `p` paused, `s`
 /// shut down, `c` crashed, `d` dying; `-` where a letter does not apply.
 #[must_use]
@@ -239,6 +326,59 @@ pub fn state(flags: DomInfoFlags, shutdown_code: u32) -> [u8; 6] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn typed(editor: &mut LineEditor, bytes: &[u8]) -> Vec<Edit> {
+        bytes.iter().map(|&b| editor.push(b)).collect()
+    }
+
+    #[test]
+    fn the_line_editor_assembles_and_edits_lines() {
+        let mut e = LineEditor::new();
+        assert_eq!(
+            typed(&mut e, b"lsx\x7f"),
+            [
+                Edit::EchoByte(b'l'),
+                Edit::EchoByte(b's'),
+                Edit::EchoByte(b'x'),
+                Edit::Echo(b"\x08 \x08")
+            ]
+        );
+        assert_eq!(typed(&mut e, b"\x1b\r"), [Edit::Nothing, Edit::Line]);
+        assert_eq!(e.take_line(), "ls");
+        // CR LF is one line end; a lone LF ends a line too.
+        assert_eq!(
+            typed(&mut e, b"\nab\n"),
+            [
+                Edit::Nothing,
+                Edit::EchoByte(b'a'),
+                Edit::EchoByte(b'b'),
+                Edit::Line
+            ]
+        );
+        assert_eq!(e.take_line(), "ab");
+        assert_eq!(typed(&mut e, b"\n"), [Edit::Line]);
+        assert_eq!(e.take_line(), "");
+        // Backspace on an empty line does nothing; Ctrl-U clears.
+        assert_eq!(
+            typed(&mut e, b"\x08x\x15"),
+            [Edit::Nothing, Edit::EchoByte(b'x'), Edit::Echo(b"\r\n")]
+        );
+        assert_eq!(typed(&mut e, b"\r"), [Edit::Line]);
+        assert_eq!(e.take_line(), "");
+        // A full line refuses more (BEL) but still ends.
+        let long = [b'a'; LINE_MAX + 1];
+        let edits = typed(&mut e, &long);
+        assert_eq!(edits[LINE_MAX], Edit::Echo(b"\x07"));
+        assert_eq!(e.push(b'\r'), Edit::Line);
+        assert_eq!(e.take_line().len(), LINE_MAX);
+    }
+
+    #[test]
+    fn quit_and_exit_leave_the_shell() {
+        assert_eq!(parse("quit"), Ok(Some(Command::Quit)));
+        assert_eq!(parse(" exit "), Ok(Some(Command::Quit)));
+        assert_eq!(parse("quit now"), Err("too many arguments"));
+    }
 
     #[test]
     fn commands() {

@@ -20,10 +20,16 @@ commands:
   new-test <name>       create the skeleton of a new guest test (tests/src/cases/<name>.rs)
   help                  print this text
 
-run options:
-  --dom0 <ELF>          dom0 kernel (default: the test guest)
-  --dom0-args <line>    dom0 command line (default with the test guest: test=hello)
-  --ramdisk <file>      dom0 ramdisk (second boot module)
+run options (default: the Rust dom0 with a demo domU, and dom0's shell
+when standard input is a terminal):
+  --test <name>         boot the test guest as dom0 with test=<name> instead
+  --dom0 <ELF>          boot this dom0 kernel instead
+  --dom0-args <line>    dom0 command line (default: `shell` on a terminal for
+                        the Rust dom0, test=<name> with --test, else empty)
+  --ramdisk <file>      dom0 ramdisk (second boot module; default for the Rust
+                        dom0: the demo domU and its config)
+  --domu <ELF>[,memory=M][,vcpus=N][,cmdline=...]
+                        (repeatable) the Rust dom0 creates these PV kernels
   --hypervisor <ELF>    boot this image instead of the freshly built hypervisor
   --hv-args <line>      hypervisor command line
                         (default: console=com1 com1=115200,8n1 dom0_mem=64M loglvl=info)
@@ -61,9 +67,6 @@ bench options:
 
 /// The hypervisor command line used when `--hv-args` is not given.
 pub const DEFAULT_HV_ARGS: &str = "console=com1 com1=115200,8n1 dom0_mem=64M loglvl=info";
-
-/// The dom0 command line used with the default dom0 (the test guest).
-pub const DEFAULT_DOM0_ARGS: &str = "test=hello";
 
 /// Default RAM size of the QEMU machine, in MiB.
 pub const DEFAULT_MEM_MIB: u32 = 256;
@@ -119,8 +122,11 @@ pub enum AccelChoice {
 /// Options of `cargo xtask run`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RunArgs {
-    /// `--dom0`: the dom0 kernel; `None` means the test guest.
+    /// `--dom0`: the dom0 kernel; `None` means the Rust dom0 (`dom0/`),
+    /// or the test guest with `--test`.
     pub dom0: Option<PathBuf>,
+    /// `--test`: boot the test guest as dom0 with `test=<name>`.
+    pub test: Option<String>,
     /// `--dom0-args`: dom0's command line, if given.
     pub dom0_args: Option<String>,
     /// `--ramdisk`: dom0's ramdisk, if any.
@@ -150,6 +156,7 @@ impl Default for RunArgs {
     fn default() -> Self {
         RunArgs {
             dom0: None,
+            test: None,
             dom0_args: None,
             ramdisk: None,
             hypervisor: None,
@@ -171,13 +178,20 @@ impl RunArgs {
         self.hv_args.as_deref().unwrap_or(DEFAULT_HV_ARGS)
     }
 
-    /// dom0's command line: as given, else `test=hello` for the default dom0
-    /// and empty for a user-supplied one or the toolstack dom0 (`--domu`).
-    pub fn dom0_args(&self) -> &str {
-        match (&self.dom0_args, &self.dom0) {
-            (Some(args), _) => args,
-            (None, None) if self.domus.is_empty() => DEFAULT_DOM0_ARGS,
-            (None, _) => "",
+    /// Whether dom0 is the Rust dom0 (`dom0/`, the default).
+    pub fn rust_dom0(&self) -> bool {
+        self.dom0.is_none() && self.test.is_none()
+    }
+
+    /// dom0's command line: as given; else `test=<name>` with `--test`,
+    /// `shell` for the Rust dom0 when `terminal` (standard input is one, so
+    /// the user can type), and empty otherwise.
+    pub fn dom0_args(&self, terminal: bool) -> String {
+        match (&self.dom0_args, &self.test) {
+            (Some(args), _) => args.clone(),
+            (None, Some(test)) => format!("test={test}"),
+            (None, None) if self.rust_dom0() && terminal => "shell".to_owned(),
+            (None, None) => String::new(),
         }
     }
 }
@@ -371,6 +385,7 @@ fn parse_run(options: &mut Options) -> Result<RunArgs, String> {
     while let Some((name, inline)) = options.next_option()? {
         match name.as_str() {
             "--dom0" => run.dom0 = Some(options.value(&name, inline)?.into()),
+            "--test" => run.test = Some(options.value(&name, inline)?),
             "--dom0-args" => run.dom0_args = Some(options.value(&name, inline)?),
             "--ramdisk" => run.ramdisk = Some(options.value(&name, inline)?.into()),
             "--hypervisor" => run.hypervisor = Some(options.value(&name, inline)?.into()),
@@ -406,6 +421,12 @@ fn parse_run(options: &mut Options) -> Result<RunArgs, String> {
     }
     if !run.domus.is_empty() && (run.dom0.is_some() || run.ramdisk.is_some()) {
         return Err("--domu boots the toolstack dom0 with its own ramdisk: it cannot be combined with --dom0 or --ramdisk".to_owned());
+    }
+    if run.test.is_some() && (run.dom0.is_some() || !run.domus.is_empty()) {
+        return Err(
+            "--test boots the test guest as dom0: it cannot be combined with --dom0 or --domu"
+                .to_owned(),
+        );
     }
     if run.icount && run.accel == AccelChoice::Kvm {
         return Err("--icount needs TCG; it cannot be combined with --accel kvm".to_owned());
@@ -552,7 +573,9 @@ mod tests {
         assert_eq!(run, RunArgs::default());
         assert_eq!(run.boot, BootPath::Grub);
         assert_eq!(run.hv_args(), DEFAULT_HV_ARGS);
-        assert_eq!(run.dom0_args(), "test=hello");
+        assert!(run.rust_dom0());
+        assert_eq!(run.dom0_args(true), "shell");
+        assert_eq!(run.dom0_args(false), "");
         assert_eq!((run.smp, run.mem_mib), (1, 256));
     }
 
@@ -584,7 +607,7 @@ mod tests {
             panic!("run did not parse");
         };
         assert_eq!(run.dom0, Some(PathBuf::from("k.elf")));
-        assert_eq!(run.dom0_args(), "a=1 b=2");
+        assert_eq!(run.dom0_args(true), "a=1 b=2");
         assert_eq!(run.ramdisk, Some(PathBuf::from("rd.img")));
         assert_eq!(run.hypervisor, Some(PathBuf::from("xen")));
         assert_eq!(run.hv_args(), "console=com1 loglvl=all");
@@ -599,7 +622,18 @@ mod tests {
         let Ok(Command::Run(run)) = parse_str("run --dom0 k") else {
             panic!("run did not parse");
         };
-        assert_eq!(run.dom0_args(), "");
+        assert_eq!(run.dom0_args(true), "");
+    }
+
+    #[test]
+    fn test_picks_the_test_guest() {
+        let Ok(Command::Run(run)) = parse_str("run --test xen_version") else {
+            panic!("run did not parse");
+        };
+        assert!(!run.rust_dom0());
+        assert_eq!(run.dom0_args(true), "test=xen_version");
+        assert!(parse_str("run --test a --dom0 k").is_err());
+        assert!(parse_str("run --test a --domu d.elf").is_err());
     }
 
     #[test]
@@ -609,7 +643,7 @@ mod tests {
         };
         assert_eq!(run.domus.len(), 2);
         assert_eq!(run.domus[0].memory_mib, 8);
-        assert_eq!(run.dom0_args(), "");
+        assert_eq!(run.dom0_args(false), "");
         assert!(parse_str("run --domu a.elf --dom0 k").is_err());
         assert!(parse_str("run --domu a.elf --ramdisk r").is_err());
         assert!(parse_str("run --domu a.elf,bogus=1").is_err());

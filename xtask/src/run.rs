@@ -2,6 +2,7 @@
 //! status.
 #![forbid(unsafe_code)]
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use crate::cli::{BootPath, RunArgs};
 use crate::grub::{self, IsoContents};
 use crate::packages;
 use crate::qemu::{self, Boot, Machine, Module, RunSpec, Serial};
-use crate::ramdisk;
+use crate::ramdisk::{self, DomuSet};
 
 /// The files and command lines of one boot.
 #[derive(Clone, Debug)]
@@ -102,23 +103,35 @@ pub fn run(workspace: &Workspace, args: &RunArgs) -> Result<u8, String> {
     std::fs::create_dir_all(&run_dir).map_err(|e| format!("{}: {e}", run_dir.display()))?;
     let dom0 = match &args.dom0 {
         Some(path) => absolute(path)?,
-        None if !args.domus.is_empty() => workspace.dom0(),
-        None => workspace.test_guest(),
+        None if args.test.is_some() => workspace.test_guest(),
+        None => workspace.dom0(),
     };
-    let ramdisk = if args.domus.is_empty() {
-        args.ramdisk.as_deref().map(absolute).transpose()?
-    } else {
+    let ramdisk = if !args.domus.is_empty() {
         let path = run_dir.join("domus.cpio");
         ramdisk::write_domus(&args.domus, &path)?;
         Some(path)
+    } else if args.ramdisk.is_none() && args.rust_dom0() {
+        Some(DomuSet::Demo.write(workspace, &run_dir)?)
+    } else {
+        args.ramdisk.as_deref().map(absolute).transpose()?
     };
+    let terminal = std::io::stdin().is_terminal();
+    let dom0_args = args.dom0_args(terminal);
+    if args.rust_dom0() && dom0_args.split_whitespace().any(|w| w == "shell") {
+        eprintln!(
+            "xtask: dom0 creates its domUs, then its shell takes commands at the 'dom0> ' \
+             prompt ('help' lists them, 'quit' powers off; QEMU's Ctrl-A X stops it at once)"
+        );
+    }
     let files = BootFiles {
         hypervisor: &hypervisor,
         hv_args: args.hv_args(),
-        dom0: Some((&dom0, args.dom0_args())),
+        dom0: Some((&dom0, &dom0_args)),
         ramdisk: ramdisk.as_deref(),
     };
-    let boot = prepare_boot(&files, args.boot, &workspace.xtask_dir("xtask-run"))?;
+    // The ISO's own directory: making it wipes that directory, and the
+    // ramdisk made above lives beside it.
+    let boot = prepare_boot(&files, args.boot, &run_dir.join("grub"))?;
     let machine = Machine {
         accel: qemu::host_accel(args.accel, args.icount),
         smp: args.smp,

@@ -253,6 +253,25 @@ const CONSOLE_INPUT_TYPING: &[Keys] = &[
     },
 ];
 
+/// What `dom0_shell_interactive` types at dom0's prompt once the demo
+/// domU is gone (so that `list` shows the same on both hypervisors): a
+/// command with a typo corrected by Backspace, an unknown command, then
+/// `quit`.
+const SHELL_TYPING: &[Keys] = &[
+    Keys {
+        after: "(demo) destroyed (poweroff)",
+        bytes: b"lisx\x7ft\r",
+    },
+    Keys {
+        after: "dom0> ",
+        bytes: b"frobnicate\r",
+    },
+    Keys {
+        after: "dom0> ",
+        bytes: b"quit\r",
+    },
+];
+
 /// Every integration test, in the order they run.
 pub const TESTS: &[IntegrationTest] = &[
     toolstack!(
@@ -261,6 +280,15 @@ pub const TESTS: &[IntegrationTest] = &[
         "expect=poweroff",
         "(d1) domu-demo: hello"
     ),
+    IntegrationTest {
+        typing: SHELL_TYPING,
+        ..toolstack!(
+            "dom0_shell_interactive",
+            DomuSet::Demo,
+            "shell expect=poweroff",
+            "unknown command (try help)"
+        )
+    },
     toolstack!(
         "dom0_domu_crash",
         DomuSet::Crash,
