@@ -95,8 +95,20 @@ bitflags! {
         const APPLICATION_MAP = 1 << 3;
         /// `host_addr` is the machine address of a PTE to write.
         const CONTAINS_PTE = 1 << 4;
+        /// Bits 16-31: copied into the available bits 9-11 of the PTE of
+        /// a host mapping (`XENFEAT_gnttab_map_avail_bits`; only the low
+        /// three bits fit).
+        const GUEST_AVAIL = 0xFFFF_0000;
     }
 }
+
+/// `_GNTMAP_guest_avail0`: the first bit of [`GntmapFlags::GUEST_AVAIL`].
+pub const GNTMAP_GUEST_AVAIL_SHIFT: u32 = 16;
+
+/// `GNTTABOP_CMD_MASK`: the low 12 bits of `cmd` select the operation;
+/// the bits above carry continuation state (`cache_flush` only, any other
+/// operation with them set is `EINVAL`).
+pub const GNTTABOP_CMD_MASK: u32 = (1 << 12) - 1;
 
 /// `GNTCOPY_source_gref`: the copy source is a grant reference.
 pub const GNTCOPY_SOURCE_GREF: u16 = 1 << 0;
@@ -283,6 +295,63 @@ pub struct GnttabQuerySize {
     pub pad1: u16,
 }
 
+/// `struct gnttab_unmap_and_replace` (24 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GnttabUnmapAndReplace {
+    /// IN: the mapped address.
+    pub host_addr: u64,
+    /// IN: an address whose mapping moves to `host_addr` (0: none, the
+    /// entry at `host_addr` is cleared).
+    pub new_addr: u64,
+    /// IN: the handle from the map.
+    pub handle: u32,
+    /// OUT: a [`GrantStatus`].
+    pub status: i16,
+    /// Padding.
+    pub pad: u16,
+}
+
+/// `struct gnttab_get_status_frames` (16 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GnttabGetStatusFrames {
+    /// IN: number of frames wanted.
+    pub nr_frames: u32,
+    /// IN: the domain.
+    pub dom: u16,
+    /// OUT: a [`GrantStatus`].
+    pub status: i16,
+    /// IN: guest pointer to `nr_frames` u64 to receive the frames.
+    pub frame_list: u64,
+}
+
+/// `struct gnttab_get_version` (8 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GnttabGetVersion {
+    /// IN: the domain.
+    pub dom: u16,
+    /// Padding.
+    pub pad: u16,
+    /// OUT: its table's version.
+    pub version: u32,
+}
+
+/// `struct gnttab_swap_grant_ref` (12 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GnttabSwapGrantRef {
+    /// IN: one entry.
+    pub ref_a: u32,
+    /// IN: the other.
+    pub ref_b: u32,
+    /// OUT: a [`GrantStatus`].
+    pub status: i16,
+    /// Padding.
+    pub pad: u16,
+}
+
 /// `struct gnttab_set_version` (4 bytes).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -309,6 +378,14 @@ crate::assert_layout!(GnttabQuerySize, 16, {
     dom: 0, pad: 2, nr_frames: 4, max_nr_frames: 8, status: 12, pad1: 14,
 });
 crate::assert_layout!(GnttabSetVersion, 4, { version: 0 });
+crate::assert_layout!(GnttabUnmapAndReplace, 24, {
+    host_addr: 0, new_addr: 8, handle: 16, status: 20, pad: 22,
+});
+crate::assert_layout!(GnttabGetStatusFrames, 16, {
+    nr_frames: 0, dom: 4, status: 6, frame_list: 8,
+});
+crate::assert_layout!(GnttabGetVersion, 8, { dom: 0, pad: 2, version: 4 });
+crate::assert_layout!(GnttabSwapGrantRef, 12, { ref_a: 0, ref_b: 4, status: 8, pad: 10 });
 
 #[cfg(test)]
 mod tests {

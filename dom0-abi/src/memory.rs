@@ -40,8 +40,10 @@ numbered_enum! {
         /// the pseudo-physical frames and updates the M2P. Returns the
         /// number of extents done.
         PopulatePhysmap = 6, "populate_physmap";
-        /// `arg`: `xen_add_to_physmap`. Translated guests only (PV:
-        /// `EINVAL`/`ENOSYS` for most spaces).
+        /// `arg`: [`XenAddToPhysmap`] (IN). Translated guests only: for a
+        /// PV domain `EACCES` after the checks: `EDOM` a start extent above
+        /// 0xFFFF, `EFAULT` unreadable, `ENOSYS` space
+        /// [`XENMAPSPACE_GMFN_FOREIGN`], `ESRCH` no such domain. Any caller.
         AddToPhysmap = 7, "add_to_physmap";
         /// `arg`: [`XenMemoryMap`] (IN `nr_entries` = buffer capacity; OUT
         /// `nr_entries` = entries written). The domain's pseudo-physical
@@ -190,6 +192,38 @@ pub const E820_NVS: u32 = 4;
 /// E820 type: unusable.
 pub const E820_UNUSABLE: u32 = 5;
 
+/// `struct xen_add_to_physmap` (24 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct XenAddToPhysmap {
+    /// IN: the domain whose physmap changes.
+    pub domid: u16,
+    /// IN: frames to map (`XENMAPSPACE_gmfn_range` only).
+    pub size: u16,
+    /// IN: a `XENMAPSPACE_*` value.
+    pub space: u32,
+    /// IN: index into the space (for [`XENMAPSPACE_GRANT_TABLE`], the
+    /// table frame, with [`XENMAPIDX_GRANT_TABLE_STATUS`] for status
+    /// frames).
+    pub idx: u64,
+    /// IN: the guest frame to map it at.
+    pub gpfn: u64,
+}
+
+/// `XENMAPSPACE_shared_info`.
+pub const XENMAPSPACE_SHARED_INFO: u32 = 0;
+/// `XENMAPSPACE_grant_table`.
+pub const XENMAPSPACE_GRANT_TABLE: u32 = 1;
+/// `XENMAPSPACE_gmfn`.
+pub const XENMAPSPACE_GMFN: u32 = 2;
+/// `XENMAPSPACE_gmfn_range`.
+pub const XENMAPSPACE_GMFN_RANGE: u32 = 3;
+/// `XENMAPSPACE_gmfn_foreign` (`add_to_physmap_batch` only).
+pub const XENMAPSPACE_GMFN_FOREIGN: u32 = 4;
+/// `XENMAPIDX_grant_table_status`: the `idx` bit naming a status frame.
+pub const XENMAPIDX_GRANT_TABLE_STATUS: u64 = 1 << 31;
+
+crate::assert_layout!(XenAddToPhysmap, 24, { domid: 0, size: 2, space: 4, idx: 8, gpfn: 16 });
 crate::assert_layout!(XenMemoryReservation, 32, {
     extent_start: 0, nr_extents: 8, extent_order: 16, mem_flags: 20, domid: 24, pad: 26,
 });

@@ -6,7 +6,7 @@
 
 /// A domain id (`domid_t`).
 #[repr(transparent)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct DomId(pub u16);
 
 impl DomId {
@@ -40,7 +40,7 @@ impl DomId {
 
 /// A machine frame number: host physical address >> 12.
 #[repr(transparent)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Mfn(pub u64);
 
 /// A pseudo-physical frame number of a PV guest (index into its p2m list).

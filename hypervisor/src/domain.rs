@@ -23,6 +23,7 @@ use dom0_abi::types::DomId;
 use spin::{Mutex, MutexGuard, Once};
 
 use crate::evtchn::EventChannels;
+use crate::gnttab::GrantTable;
 use crate::index::bounded;
 use crate::mm::machine::DomainMm;
 use crate::timer::Watchdogs;
@@ -82,7 +83,15 @@ pub struct Domain {
     /// Destroyed, but some of its frames are still referenced from
     /// elsewhere (Xen's `DOMDYING_dead` zombie).
     pub dying: bool,
+    /// Its grant table (grants it gives, mappings it holds).
+    pub grant: GrantTable,
 }
+
+/// Xen's default `gnttab_max_frames`: dom0's limit, and a domain's when
+/// `createdomain` passes a negative `max_grant_frames`.
+pub const DEFAULT_GRANT_FRAMES: u32 = 64;
+/// Xen's default `gnttab_max_maptrack_frames`.
+pub const DEFAULT_MAPTRACK_FRAMES: u32 = 1024;
 
 /// Most nested toolstack pauses (Xen's limit: 255).
 pub const MAX_PAUSES: u8 = u8::MAX;
@@ -111,6 +120,7 @@ impl Domain {
             config_vcpus: max_vcpus,
             emulation_flags: EMU_PIT,
             dying: false,
+            grant: GrantTable::new(DEFAULT_GRANT_FRAMES, DEFAULT_MAPTRACK_FRAMES),
         }
     }
 
@@ -147,6 +157,7 @@ impl Domain {
             config_vcpus,
             emulation_flags: 0,
             dying: false,
+            grant: GrantTable::new(DEFAULT_GRANT_FRAMES, DEFAULT_MAPTRACK_FRAMES),
         }
     }
 

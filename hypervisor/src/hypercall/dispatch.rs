@@ -23,7 +23,7 @@ use dom0_abi::wire::Wire;
 use super::Env;
 use super::domctl::{self, ControlEnv};
 use super::mmu;
-use super::{console, cpu, desc, evtchn, memory, platform, sched, stats, vcpu, version};
+use super::{console, cpu, desc, evtchn, gnttab, memory, platform, sched, stats, vcpu, version};
 use crate::mm::effects::Effects;
 
 /// Multicall entries run per invocation before the call is continued.
@@ -125,8 +125,10 @@ fn run(
             result
         }
         Hypercall::PlatformOp => platform::platform_op(env, a[0]),
+        Hypercall::GrantTableOp => with_effects(env, batch, |env, fx| {
+            gnttab::grant_table_op(env, fx, a[0], a[1], a[2])
+        }),
         Hypercall::PhysdevOpCompat
-        | Hypercall::GrantTableOp
         | Hypercall::XsmOp
         | Hypercall::XenoprofOp
         | Hypercall::PhysdevOp

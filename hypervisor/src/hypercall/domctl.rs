@@ -49,8 +49,11 @@ use dom0_abi::wire::Wire;
 use super::mmu::{MmuEnv, VALID_VM_ASSISTS};
 use super::vcpu;
 use super::{read_struct, write_struct};
-use crate::domain::{Domain, DomainEntry, EMU_PIT, MAX_PAUSES};
+use crate::domain::{
+    DEFAULT_GRANT_FRAMES, DEFAULT_MAPTRACK_FRAMES, Domain, DomainEntry, EMU_PIT, MAX_PAUSES,
+};
 use crate::evtchn::{EventBits, EventChannels};
+use crate::gnttab::GrantTable;
 use crate::mm::effects::Effects;
 use crate::mm::foreign::WithDomain;
 use crate::mm::frame_table::{FrameTable, Owner, PageType};
@@ -61,11 +64,10 @@ use crate::vcpu::{Power, Vcpu};
 
 /// Most vCPUs of a PV domain (Xen's `MAX_VIRT_CPUS`).
 const MAX_PV_VCPUS: u32 = 8192;
-/// Highest grant-table version Xen 4.17 allows by default.
-const MAX_GRANT_VERSION: u32 = 2;
-/// Xen's default `gnttab_max_frames` and `gnttab_max_maptrack_frames`.
-const MAX_GRANT_FRAMES: i32 = 64;
-const MAX_MAPTRACK_FRAMES: i32 = 1024;
+/// Xen's default `gnttab_max_frames` and `gnttab_max_maptrack_frames`
+/// (the most a domain may ask for).
+const MAX_GRANT_FRAMES: i32 = DEFAULT_GRANT_FRAMES.cast_signed();
+const MAX_MAPTRACK_FRAMES: i32 = DEFAULT_MAPTRACK_FRAMES.cast_signed();
 /// shared_info must lie below 4 GiB, as Xen allocates it.
 const SHARED_INFO_LIMIT: u64 = 1 << 32;
 
@@ -470,7 +472,7 @@ fn check_config(config: &CreateDomain) -> Result<(), Errno> {
         return Err(Errno::EINVAL);
     }
     let version = config.grant_opts & GRANT_VERSION_MASK;
-    if version == 0 || version > MAX_GRANT_VERSION {
+    if version == 0 || version > crate::gnttab::MAX_VERSION {
         return Err(Errno::EINVAL);
     }
     if config.max_grant_frames >= 0 && !(1..=MAX_GRANT_FRAMES).contains(&config.max_grant_frames) {
@@ -529,6 +531,10 @@ fn create_domain(
         mfn.maddr(),
     );
     domain.emulation_flags = config.arch.emulation_flags;
+    domain.grant = GrantTable::new(
+        u32::try_from(config.max_grant_frames).unwrap_or(DEFAULT_GRANT_FRAMES),
+        u32::try_from(config.max_maptrack_frames).unwrap_or(DEFAULT_MAPTRACK_FRAMES),
+    );
     if let Err(mut refused) = env.insert_domain(Box::new(DomainEntry::new(domain))) {
         // No slot for that id (the table has `max_domains=` slots; Xen
         // has room up to 0x7FEF): undo.
@@ -587,8 +593,9 @@ pub fn reap(
     Some((report, consistent))
 }
 
-/// Releases every type and reference `entry`'s domain holds (its GDT
-/// frames' descriptor types, base pointers, pins, shared_info, its
+/// Releases every type and reference `entry`'s domain holds (its grant
+/// mappings of other domains' grants, its GDT frames' descriptor types,
+/// base pointers, pins, shared_info and grant-table frames, its
 /// allocations), returning each frame nothing else references. Returns
 /// what it released and whether the frame table stayed consistent.
 fn teardown(
@@ -597,11 +604,20 @@ fn teardown(
     entry: &mut DomainEntry,
 ) -> (TeardownReport, bool) {
     let id = entry.domain.id;
+    let mut grants = core::mem::take(&mut entry.domain.grant);
+    let device_refs = super::gnttab::release_mappings(env, id, &mut grants);
+    entry.domain.grant = grants;
     let mut vcpus: Vec<VcpuMm> = entry.vcpus.iter().map(|v| v.mm).collect();
     let mut own = Effects::default();
     let report = {
         let mut machine = WithDomain::new(env, id, &mut entry.domain.mm);
         let mut mmu = Mmu::new(&mut machine, &mut own);
+        for (mfn, writable) in device_refs {
+            if writable {
+                mmu.put_page_type(mfn);
+            }
+            mmu.put_page(mfn);
+        }
         for vcpu in &mut entry.vcpus {
             let count = core::mem::take(&mut vcpu.gdt_count);
             for &mfn in vcpu.gdt_frames.iter().take(count) {

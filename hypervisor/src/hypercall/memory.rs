@@ -16,6 +16,7 @@
 //! | `machphys_mfn_list` (5) | 0; the frames of the M2P, one per 2 MiB |
 //! | `machphys_mapping` (12) | 0; where the M2P is |
 //! | `machphys_compat_mfn_list` (25) | `EOPNOTSUPP` (no 32-bit guests) |
+//! | `add_to_physmap` (7) | `EACCES` for a PV domain, after Xen's checks (`EDOM`, `EFAULT`, `ENOSYS` foreign space, `ESRCH`) |
 //!
 //! The three reservation ops never fail: any problem (unreadable argument,
 //! unknown domain, bad flags, no privilege, an extent order above the
@@ -38,8 +39,9 @@ use dom0_abi::layout::{
     MACH2PHYS_NR_ENTRIES, MACH2PHYS_VIRT_END, MACH2PHYS_VIRT_START, guest_addr_ok,
 };
 use dom0_abi::memory::{
-    E820_RAM, MEMOP_CMD_MASK, MEMOP_EXTENT_SHIFT, MemoryOpCmd, XENMEMF_ADDRESS_BITS_MASK,
-    XENMEMF_EXACT_NODE_REQUEST, XENMEMF_POPULATE_ON_DEMAND, XENMEMF_VNODE, XenMemoryReservation,
+    E820_RAM, MEMOP_CMD_MASK, MEMOP_EXTENT_SHIFT, MemoryOpCmd, XENMAPSPACE_GMFN_FOREIGN,
+    XENMEMF_ADDRESS_BITS_MASK, XENMEMF_EXACT_NODE_REQUEST, XENMEMF_POPULATE_ON_DEMAND,
+    XENMEMF_VNODE, XenAddToPhysmap, XenMemoryReservation,
 };
 use dom0_abi::types::Mfn;
 
@@ -87,6 +89,7 @@ pub fn memory_op(
             | MemoryOpCmd::MaximumReservation
             | MemoryOpCmd::MaximumGpfn),
         ) => domain_query(env, op, start, arg),
+        Some(MemoryOpCmd::AddToPhysmap) => add_to_physmap(env, start, arg),
         _ => match MemoryOpCmd::from_number(cmd) {
             Some(MemoryOpCmd::MemoryMap) => memory_map(env, arg),
             Some(MemoryOpCmd::MachphysMapping) => machphys_mapping(env, fx, arg),
@@ -95,6 +98,24 @@ pub fn memory_op(
             _ => Err(Errno::ENOSYS),
         },
     }
+}
+
+/// `add_to_physmap`: only translated (HVM) domains have a physmap to add
+/// to, so for a PV domain every space, `XENMAPSPACE_grant_table` among
+/// them, ends in `EACCES` after Xen's checks: `EDOM` a start extent above
+/// the 16-bit `size`, `EFAULT` an unreadable argument, `ENOSYS` the
+/// foreign space (batch only), `ESRCH` no such domain.
+fn add_to_physmap(env: &mut impl MmuEnv, start: u64, arg: u64) -> Result<u64, Errno> {
+    if start > u64::from(u16::MAX) {
+        return Err(Errno::EDOM);
+    }
+    let xatp: XenAddToPhysmap = read_struct(env, arg)?;
+    if xatp.space == XENMAPSPACE_GMFN_FOREIGN {
+        return Err(Errno::ENOSYS);
+    }
+    let caller = Caller::of(env)?;
+    Caller::any(env, &caller, xatp.domid).ok_or(Errno::ESRCH)?;
+    Err(Errno::EACCES)
 }
 
 /// `current_reservation`, `maximum_reservation`, `maximum_gpfn`: `EINVAL`
@@ -548,11 +569,25 @@ mod tests {
         assert_eq!(m.peek_u64(ARG + 16), MACH2PHYS_NR_ENTRIES - 1);
         assert_eq!(op(&mut m, 12, 0x10), Err(Errno::EFAULT));
         assert_eq!(op(&mut m, 12 | (1 << 6), ARG), Err(Errno::ENOSYS));
-        for unknown in [7, 8, 10, 11, 13, 15, 28, 63] {
+        for unknown in [8, 10, 11, 13, 15, 28, 63] {
             assert_eq!(op(&mut m, unknown, ARG), Err(Errno::ENOSYS), "op {unknown}");
         }
         assert_eq!(op(&mut m, 25, 0), Err(Errno::EOPNOTSUPP));
         assert_eq!(op(&mut m, 25 | (1 << 6), 0), Err(Errno::ENOSYS));
+        // add_to_physmap: a PV domain has no physmap.
+        let xatp = |m: &mut FakeMachine, domid: u16, space: u32| {
+            m.poke(ARG, &domid.to_le_bytes());
+            m.poke(ARG + 4, &space.to_le_bytes());
+        };
+        xatp(&mut m, SELF, 1);
+        assert_eq!(op(&mut m, 7, ARG), Err(Errno::EACCES));
+        assert_eq!(op(&mut m, 7 | (1 << 6), ARG), Err(Errno::EACCES));
+        assert_eq!(op(&mut m, 7 | (0x1_0000 << 6), ARG), Err(Errno::EDOM));
+        assert_eq!(op(&mut m, 7, 0x10), Err(Errno::EFAULT));
+        xatp(&mut m, SELF, 4);
+        assert_eq!(op(&mut m, 7, ARG), Err(Errno::ENOSYS));
+        xatp(&mut m, 0x1234, 1);
+        assert_eq!(op(&mut m, 7, ARG), Err(Errno::ESRCH));
         // machphys_mfn_list: one frame per 2 MiB of M2P (40 entries: one).
         m.poke(ARG, &8u32.to_le_bytes());
         m.poke(ARG + 8, &LIST.to_le_bytes());

@@ -18,6 +18,7 @@ pub mod desc;
 pub mod dispatch;
 pub mod domctl;
 pub mod evtchn;
+pub mod gnttab;
 pub mod memory;
 pub mod mmu;
 pub mod platform;
@@ -112,6 +113,9 @@ pub struct HostInfo {
     pub command_line: &'static [u8],
     /// The image's GNU build ID, if it has one.
     pub build_id: &'static [u8],
+    /// Whether the CPU honours the NX bit (EFER.NXE is set): grant
+    /// mappings then carry it, as Xen's `_PAGE_NX`.
+    pub nx: bool,
 }
 
 /// Structures up to this size are copied through a stack buffer; larger

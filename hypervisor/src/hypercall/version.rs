@@ -118,15 +118,17 @@ fn copy_out(env: &mut impl Env, arg: u64, bytes: &[u8]) -> Result<u64, Errno> {
 
 /// Feature bits of sub-map 0 for the calling domain: what is implemented
 /// here. `mmu_pt_update_preserve_ad` (`MMU_PT_UPDATE_PRESERVE_AD` keeps
-/// the accessed and dirty bits) is; `highmem_assist` concerns 32-bit
-/// guests only, and Xen reports it to every PV guest, so it is reported
-/// too. Xen also reports `gnttab_map_avail_bits` and
-/// `memory_op_vnode_supported`, which need grant tables and vNUMA, not
-/// implemented here (`docs/abi-differences.md`).
+/// the accessed and dirty bits) and `gnttab_map_avail_bits` (the
+/// `GNTMAP_guest_avail` bits of a grant map reach the PTE's available
+/// bits) are; `highmem_assist` concerns 32-bit guests only, and Xen
+/// reports it to every PV guest, so it is reported too. Xen also reports
+/// `memory_op_vnode_supported`, which needs vNUMA, not implemented here
+/// (`docs/abi-differences.md`).
 fn feature_bits(privileged: bool) -> u32 {
     let mut bits = XenFeature::DirectMapped.bit()
         | XenFeature::MmuPtUpdatePreserveAd.bit()
-        | XenFeature::HighmemAssist.bit();
+        | XenFeature::HighmemAssist.bit()
+        | XenFeature::GnttabMapAvailBits.bit();
     if privileged {
         bits |= XenFeature::Dom0.bit();
     }
@@ -213,12 +215,16 @@ mod tests {
         env.guest[..8].fill(0);
         assert_eq!(xen_version(&mut env, 6, BASE), Ok(0));
         let submap = u32::from_le_bytes(env.guest[4..8].try_into().unwrap());
-        // dom0, direct_mapped, mmu_pt_update_preserve_ad, highmem_assist.
-        assert_eq!(submap, (1 << 11) | (1 << 17) | (1 << 5) | (1 << 6));
+        // dom0, direct_mapped, mmu_pt_update_preserve_ad, highmem_assist,
+        // gnttab_map_avail_bits.
+        assert_eq!(
+            submap,
+            (1 << 11) | (1 << 17) | (1 << 5) | (1 << 6) | (1 << 7)
+        );
         env.domain.mm.privilege = None;
         assert_eq!(xen_version(&mut env, 6, BASE), Ok(0));
         let submap = u32::from_le_bytes(env.guest[4..8].try_into().unwrap());
-        assert_eq!(submap, (1 << 17) | (1 << 5) | (1 << 6));
+        assert_eq!(submap, (1 << 17) | (1 << 5) | (1 << 6) | (1 << 7));
         env.domain.mm.privilege = Some(crate::domain::Privilege::for_tests());
         env.guest[0] = 1;
         assert_eq!(xen_version(&mut env, 6, BASE), Err(Errno::EINVAL));

@@ -129,6 +129,7 @@ impl FakeMachine {
             host: HostInfo {
                 command_line: b"console=com1 dom0_mem=64M",
                 build_id: &[0xab; 20],
+                nx: true,
             },
             console: Vec::new(),
             input: InputRing::new(),

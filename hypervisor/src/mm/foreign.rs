@@ -40,6 +40,15 @@ impl<M: MmMachine + ?Sized> PageTableMemory for WithDomain<'_, M> {
     fn copy_page(&mut self, dst: Mfn, src: Mfn) {
         self.machine.copy_page(dst, src);
     }
+    fn cmpxchg_pte(&mut self, mfn: Mfn, index: usize, old: u64, new: u64) -> u64 {
+        self.machine.cmpxchg_pte(mfn, index, old, new)
+    }
+    fn and_pte(&mut self, mfn: Mfn, index: usize, mask: u64) {
+        self.machine.and_pte(mfn, index, mask);
+    }
+    fn copy_bytes(&mut self, dst: Mfn, dst_off: usize, src: Mfn, src_off: usize, len: usize) {
+        self.machine.copy_bytes(dst, dst_off, src, src_off, len);
+    }
 }
 
 impl<M: MmMachine + ?Sized> MmMachine for WithDomain<'_, M> {

@@ -40,6 +40,34 @@ pub trait PageTableMemory {
     fn clear_page(&mut self, mfn: Mfn);
     /// Copies frame `src` to frame `dst`.
     fn copy_page(&mut self, dst: Mfn, src: Mfn);
+    /// Compare-and-exchange of the 8-byte word `index` of `mfn`: writes
+    /// `new` if it holds `old`; returns what it held. Atomic on hardware
+    /// (the word may be shared with a running guest, like a grant entry).
+    fn cmpxchg_pte(&mut self, mfn: Mfn, index: usize, old: u64, new: u64) -> u64 {
+        let seen = self.read_pte(mfn, index);
+        if seen == old {
+            self.write_pte(mfn, index, new);
+        }
+        seen
+    }
+    /// ANDs the 8-byte word `index` of `mfn` with `mask` (atomic on
+    /// hardware).
+    fn and_pte(&mut self, mfn: Mfn, index: usize, mask: u64) {
+        let value = self.read_pte(mfn, index);
+        self.write_pte(mfn, index, value & mask);
+    }
+    /// Copies `len` bytes from byte `src_off` of `src` to byte `dst_off` of
+    /// `dst` (both ranges within their page, checked by the caller). The
+    /// default goes word by word through [`PageTableMemory::read_pte`].
+    fn copy_bytes(&mut self, dst: Mfn, dst_off: usize, src: Mfn, src_off: usize, len: usize) {
+        for i in 0..len {
+            let (s, d) = (src_off + i, dst_off + i);
+            let byte = self.read_pte(src, s / 8).to_le_bytes()[s % 8];
+            let mut word = self.read_pte(dst, d / 8).to_le_bytes();
+            word[d % 8] = byte;
+            self.write_pte(dst, d / 8, u64::from_le_bytes(word));
+        }
+    }
 }
 
 /// The machine side of memory management: the frame table storage, the

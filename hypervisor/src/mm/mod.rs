@@ -20,6 +20,7 @@ pub mod effects;
 pub mod foreign;
 pub mod frame_alloc;
 pub mod frame_table;
+pub mod grant;
 pub mod lifecycle;
 pub mod machine;
 pub mod pte;

@@ -7,8 +7,8 @@
 //!   `capabilities` lists `xen-3.0-x86_64` (the builder's guest type);
 //! - `platform_parameters.virt_start` is `HYPERVISOR_VIRT_START`;
 //! - `get_features` submap 0 has the dom0 bit (this guest is dom0), is
-//!   exactly dom0, direct_mapped, mmu_pt_update_preserve_ad and
-//!   highmem_assist (on Xen also gnttab_map_avail_bits and
+//!   exactly dom0, direct_mapped, mmu_pt_update_preserve_ad,
+//!   highmem_assist and gnttab_map_avail_bits (on Xen also
 //!   memory_op_vnode_supported, not implemented here), and submap 1 is
 //!   `EINVAL`;
 //! - `pagesize` is 4096 with a NULL argument and `EINVAL` without;
@@ -170,18 +170,15 @@ pub fn run(_start_info: &'static StartInfo) {
         format_args!("submap {:#x}", features.submap),
     );
     // The whole bitmap: what this hypervisor implements, and on Xen also
-    // the grant-table and vNUMA bits (xtask's allow-list names the
-    // difference).
+    // the vNUMA bit (xtask's allow-list names the difference).
     let here = [
         XenFeature::Dom0,
         XenFeature::DirectMapped,
         XenFeature::MmuPtUpdatePreserveAd,
         XenFeature::HighmemAssist,
-    ];
-    let xen_only = [
         XenFeature::GnttabMapAvailBits,
-        XenFeature::MemoryOpVnodeSupported,
     ];
+    let xen_only = [XenFeature::MemoryOpVnodeSupported];
     let bits = |set: &[XenFeature]| set.iter().fold(0, |acc, f| acc | f.bit());
     let want = bits(&here) | if on_xen() { bits(&xen_only) } else { 0 };
     const WHOLE: &str = "get_features submap 0 is this platform's whole bitmap";

@@ -241,6 +241,7 @@ pub fn build_dom0(
     HOST.call_once(|| HostInfo {
         command_line: boot.hypervisor_cmdline().as_bytes(),
         build_id: build_id(),
+        nx: super::cpuid::features().nx,
     });
     FREE_BEFORE_DOM0.call_once(|| free_before_build);
     if let Some(nonce) = config.test_nonce {

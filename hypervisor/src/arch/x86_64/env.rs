@@ -195,6 +195,34 @@ impl PageTableMemory for ArchEnv<'_, '_> {
             );
         }
     }
+    fn cmpxchg_pte(&mut self, mfn: Mfn, index: usize, old: u64, new: u64) -> u64 {
+        // SAFETY: as in `read_pte`: an aligned word of a RAM frame in the
+        // direct map, which a guest may change at the same time (hence
+        // the atomic).
+        let word = unsafe { AtomicU64::from_ptr(pte_ptr(mfn, index % 512)) };
+        match word.compare_exchange(old, new, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(seen) | Err(seen) => seen,
+        }
+    }
+    fn and_pte(&mut self, mfn: Mfn, index: usize, mask: u64) {
+        // SAFETY: as in `cmpxchg_pte`.
+        let word = unsafe { AtomicU64::from_ptr(pte_ptr(mfn, index % 512)) };
+        word.fetch_and(mask, Ordering::AcqRel);
+    }
+    fn copy_bytes(&mut self, dst: Mfn, dst_off: usize, src: Mfn, src_off: usize, len: usize) {
+        let len = len
+            .min(PAGE_BYTES - src_off.min(PAGE_BYTES))
+            .min(PAGE_BYTES - dst_off.min(PAGE_BYTES));
+        // SAFETY: both ranges lie within one RAM frame each (clamped
+        // above); `copy` allows them to overlap (a copy within one frame).
+        unsafe {
+            core::ptr::copy(
+                (phys_to_virt(src.maddr()) as *const u8).add(src_off),
+                (phys_to_virt(dst.maddr()) as *mut u8).add(dst_off),
+                len,
+            );
+        }
+    }
 }
 
 impl MmMachine for ArchEnv<'_, '_> {
