@@ -357,6 +357,7 @@ pub const TESTS: &[IntegrationTest] = &[
     passes!("mm_mmu_update", conformance: true),
     passes!("mm_update_va_mapping", conformance: true),
     passes!("mm_cache_attributes", conformance: true),
+    passes!("gnttab_self", conformance: true),
     passes!("mm_mmuext_pin", conformance: true),
     passes!("mm_mmuext_baseptr", conformance: true),
     passes!("mm_mmuext_misc", conformance: true),

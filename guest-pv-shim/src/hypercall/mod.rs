@@ -5,12 +5,14 @@
 //! [`Errno::result`](dom0_abi::Errno::result) to turn one into a `Result`.
 //! Wrappers whose arguments come from Rust references are safe; the `*_raw`
 //! forms take guest addresses and are `unsafe` (see [`raw::hypercall5`]).
-//! Memory, CPU, vCPU and event-channel hypercalls live in [`mm`], [`cpu`],
-//! [`vcpu`] and [`evtchn`] and are re-exported here.
+//! Memory, CPU, vCPU, event-channel and grant-table hypercalls live in
+//! [`mm`], [`cpu`], [`vcpu`], [`evtchn`] and [`gnttab`] and are
+//! re-exported here.
 
 pub mod cpu;
 pub mod domctl;
 pub mod evtchn;
+pub mod gnttab;
 pub mod mm;
 pub mod raw;
 pub mod vcpu;
@@ -18,6 +20,7 @@ pub mod vcpu;
 pub use cpu::*;
 pub use domctl::*;
 pub use evtchn::*;
+pub use gnttab::*;
 pub use mm::*;
 pub use vcpu::*;
 

@@ -20,6 +20,7 @@ mod cpu_user;
 mod domctl;
 mod evtchn;
 mod fuzz;
+mod gnttab;
 mod hello;
 mod hostile;
 mod hypercall_page;
@@ -68,6 +69,10 @@ pub const ALL: &[Case] = &[
     Case {
         name: "console_io",
         run: console_io::run,
+    },
+    Case {
+        name: "gnttab_self",
+        run: gnttab::run,
     },
     Case {
         name: "console_input",
