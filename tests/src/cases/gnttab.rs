@@ -11,6 +11,9 @@
 //! - `unmap_grant_ref`: the flags clear as the mappings go, a read after
 //!   the unmap faults, a handle used twice or a PTE that no longer maps
 //!   the frame are refused; then the revocation succeeds;
+//! - device mappings (`dev_bus_addr`, `bad_dev_addr`), a device and
+//!   host mapping under one handle unmapped half by half, and a page
+//!   table granted: mapped read-only, not writable;
 //! - `unmap_and_replace` moving another mapping into the grant's place;
 //! - `copy` in both directions (grant to own frame, own frame to grant);
 //! - every status the guest can provoke alone: `bad_gntref`,
@@ -59,6 +62,7 @@ const G_RW: u32 = 10;
 const G_FREE: u32 = 11;
 const G_RO: u32 = 12;
 const G_SWAP: u32 = 13;
+const G_PT: u32 = 14;
 /// The pattern the granted frame starts with.
 const PATTERN: u64 = 0x6772_616E_7400_0001;
 
@@ -196,6 +200,7 @@ pub fn run(_start_info: &'static StartInfo) {
     }
     grant(G_RW, data.mfn, GtfFlags::PERMIT_ACCESS);
     mappings(data);
+    device_maps(data);
     replace(spare);
     copies(data, own);
     swaps();
@@ -402,6 +407,122 @@ fn mappings(data: Frame) {
         format_args!("flags {:?}", flags(G_RW)),
     );
     grant(G_RW, data.mfn, GtfFlags::PERMIT_ACCESS);
+}
+
+/// Unmaps `handle` with `host_addr` and `dev_bus_addr`; the status.
+fn unmap_both(host_addr: u64, dev_bus_addr: u64, handle: u32) -> i16 {
+    let mut op = GnttabUnmapGrantRef {
+        host_addr,
+        dev_bus_addr,
+        handle,
+        ..GnttabUnmapGrantRef::default()
+    };
+    let ret = hc::gnttab_unmap(core::slice::from_mut(&mut op));
+    if ret != 0 {
+        return i16::MIN;
+    }
+    op.status
+}
+
+/// Device mappings, alone and with a host mapping under one handle, and
+/// host mappings of a page table.
+fn device_maps(data: Frame) {
+    let dev = map("device map", map_op(0, GntmapFlags::DEVICE_MAP, G_RW, ME));
+    check_status("device map", dev.status, GrantStatus::Okay);
+    same(
+        "a device map's bus address is the frame's",
+        dev.dev_bus_addr,
+        data.maddr(),
+    );
+    report::check_eq(
+        "a writable device map sets reading and writing",
+        flags(G_RW),
+        GtfFlags::PERMIT_ACCESS | GtfFlags::READING | GtfFlags::WRITING,
+    );
+    check_status(
+        "unmap with another bus address",
+        unmap_both(0, data.maddr() + 0x1000, dev.handle),
+        GrantStatus::BadDevAddr,
+    );
+    check_status(
+        "unmap the device map",
+        unmap_both(0, data.maddr(), dev.handle),
+        GrantStatus::Okay,
+    );
+    report::check_eq(
+        "the entry is idle after it",
+        flags(G_RW),
+        GtfFlags::PERMIT_ACCESS,
+    );
+
+    let both = GntmapFlags::DEVICE_MAP | GntmapFlags::HOST_MAP | GntmapFlags::READONLY;
+    let op = map(
+        "device and host map",
+        map_op(mm::window_va(W_MAP), both, G_RW, ME),
+    );
+    check_status(
+        "device and host map, read-only",
+        op.status,
+        GrantStatus::Okay,
+    );
+    check_status(
+        "unmap the host half",
+        unmap_both(mm::window_va(W_MAP), 0, op.handle),
+        GrantStatus::Okay,
+    );
+    report::check_eq(
+        "the device half still reads",
+        flags(G_RW),
+        GtfFlags::PERMIT_ACCESS | GtfFlags::READING,
+    );
+    check_status(
+        "unmap the device half",
+        unmap_both(0, data.maddr(), op.handle),
+        GrantStatus::Okay,
+    );
+    check_status(
+        "the handle is gone with both halves",
+        unmap_both(0, data.maddr(), op.handle),
+        GrantStatus::BadHandle,
+    );
+    report::check_eq(
+        "the entry is idle again",
+        flags(G_RW),
+        GtfFlags::PERMIT_ACCESS,
+    );
+
+    grant(G_PT, mm::boot_l4_mfn(), GtfFlags::PERMIT_ACCESS);
+    let host = GntmapFlags::HOST_MAP;
+    let w = map(
+        "writable map of a page table",
+        map_op(mm::window_va(W_MAP), host, G_PT, ME),
+    );
+    check_status(
+        "a writable map of a page table",
+        w.status,
+        GrantStatus::GeneralError,
+    );
+    report::check_eq(
+        "the refused map leaves the entry idle",
+        flags(G_PT),
+        GtfFlags::PERMIT_ACCESS,
+    );
+    let ro = host | GntmapFlags::READONLY;
+    let r = map(
+        "read-only map of a page table",
+        map_op(mm::window_va(W_MAP), ro, G_PT, ME),
+    );
+    check_status(
+        "a read-only map of a page table",
+        r.status,
+        GrantStatus::Okay,
+    );
+    check_status(
+        "unmap it",
+        unmap(mm::window_va(W_MAP), r.handle),
+        GrantStatus::Okay,
+    );
+    revoke(G_PT);
 }
 
 /// Maps that fail, each with its status, leaving nothing behind.
