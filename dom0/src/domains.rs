@@ -12,6 +12,7 @@ use toolstack::cpio::Archive;
 use toolstack::shell::Target;
 use toolstack::xen::{CONSOLE_WINDOW_BASE, ConsoleRing, Xen, domain_info};
 
+use crate::grants::Grants;
 use crate::store::Xenstore;
 
 /// Domains served at once (one mapping window each).
@@ -36,6 +37,8 @@ pub struct Domu {
     local_port: u32,
     ring: ConsoleRing,
     output: ConsoleOutput,
+    /// The grants dom0 holds of it (the grant test).
+    grants: Grants,
 }
 
 /// The current system time in ns.
@@ -157,6 +160,7 @@ impl Domains {
                     local_port,
                     ring,
                     output,
+                    grants: Grants::default(),
                 });
                 Some(built.domid)
             }
@@ -275,15 +279,18 @@ fn connect(built: &Built, window: usize, paused: bool) -> Result<(u32, ConsoleRi
 /// A line `check: <name> = <value>` from a test domU also becomes one of
 /// dom0's checks, `<domain name> <name> = <value>`.
 fn drain(domu: &mut Domu) {
+    let (name, domid, grants) = (domu.cfg.name, domu.built.domid, &mut domu.grants);
     let consumed = domu.output.drain(&mut domu.ring, &mut |line, text| {
-        show(domu.cfg.name, line, text);
+        show(name, line, text);
+        grants.on_line(domid, name, text);
     });
     if consumed > 0 {
         hypercall::evtchn_send(domu.local_port);
     }
 }
 
-/// Prints one console line; reports it if it is a check line.
+/// Prints one console line; reports it if it is a check line (a grant
+/// test line is acted on by the caller).
 fn show(name: &str, line: &[u8], text: &[u8]) {
     hypercall::console_write(line);
     if let Some((check, value)) = toolstack::console::parse_check(text) {
@@ -374,4 +381,5 @@ fn destroy(mut domu: Domu, xs: &mut Xenstore, why: &str) {
         format_args!("domain {domid} still listed"),
     );
     guest_pv_shim::println!("dom0: domain {domid} ({name}) destroyed ({why})");
+    domu.grants.after_destroy(domid, name);
 }

@@ -30,6 +30,7 @@
 extern crate alloc;
 
 mod domains;
+mod grants;
 mod shell;
 mod store;
 

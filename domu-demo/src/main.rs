@@ -4,7 +4,8 @@
 //! word `crash`. With the word `probe` it first tries the control domain's
 //! hypercalls on dom0 and reports what each returned; with `xenstore` it
 //! uses its xenstore connection (`xenstore` module) and reports every
-//! answer.
+//! answer; with `grant` it grants two pages to dom0 and follows dom0's
+//! use of them (see [`grant`]).
 //!
 //! It runs unchanged on Xen 4.17 and on this hypervisor. Its output only
 //! reaches the serial line through dom0's console back end, prefixed with
@@ -13,7 +14,7 @@
 #![no_std]
 #![no_main]
 
-use core::sync::atomic::{Ordering, fence};
+use core::sync::atomic::{AtomicU32, Ordering, fence};
 
 use guest_pv_shim::dom0_abi::console::XENCONS_OUT_SIZE;
 use guest_pv_shim::dom0_abi::sched::ShutdownReason;
@@ -171,6 +172,111 @@ fn probe(console: &mut Console, si: &StartInfo) {
     }
 }
 
+/// Windows of the grant test: the table's first frame and the two pages.
+const TABLE_WINDOW: usize = 2;
+const PAGE_WINDOWS: [usize; 2] = [3, 4];
+/// The references granted: one dom0 maps writable and gives back, one it
+/// keeps mapped (read-only) past this domain's end.
+const GREFS: [u32; 2] = [8, 9];
+/// What the pages start with; dom0 stores its complement at word 1 of the
+/// first through its mapping.
+const GRANT_PATTERN: u64 = 0x6772_616E_7465_6421;
+/// `GTF_reading | GTF_writing`.
+const IN_USE: u32 = (1 << 3) | (1 << 4);
+
+/// The flags and `domid` word of entry `gref` (table mapped at
+/// [`TABLE_WINDOW`]).
+fn entry_word(gref: u32) -> &'static AtomicU32 {
+    let va = mm::window_va(TABLE_WINDOW) + u64::from(gref) * 8;
+    // SAFETY: the table frame is mapped writable at TABLE_WINDOW for the
+    // rest of the domain's life and holds no Rust value; the word is
+    // 4-aligned and shared with the hypervisor, hence the atomic.
+    unsafe { AtomicU32::from_ptr(va as *mut u32) }
+}
+
+/// Yields until `done` holds; false if it never does.
+fn wait_for(mut done: impl FnMut() -> bool) -> bool {
+    for _ in 0..PATIENCE {
+        if done() {
+            return true;
+        }
+        hypercall::sched_yield();
+    }
+    false
+}
+
+/// The granter's side of the two-domain grant test. Each step is a
+/// `check:` line (dom0 makes them its checks, compared with Xen 4.17);
+/// `grant: offer <a> <b>` asks dom0 to map the grants, `grant: tried`
+/// tells it the revocation was attempted while mapped.
+fn grant(console: &mut Console) -> core::fmt::Result {
+    use core::fmt::Write;
+    use guest_pv_shim::dom0_abi::grant_table::GnttabSetupTable;
+
+    let mut frame = [0u64; 1];
+    let mut setup = GnttabSetupTable {
+        dom: 0x7FF0,
+        nr_frames: 1,
+        frame_list: frame.as_mut_ptr() as u64,
+        ..GnttabSetupTable::default()
+    };
+    let ret = hypercall::gnttab_setup_table(&mut setup);
+    writeln!(console, "check: setup_table = {ret}/{}\r", setup.status)?;
+    let (Some(a), Some(b)) = (mm::alloc_frame(), mm::alloc_frame()) else {
+        return writeln!(console, "check: scratch frames = none\r");
+    };
+    let mapped = [
+        mm::map_window(TABLE_WINDOW, frame[0], mm::PTE_RW),
+        mm::map_window(PAGE_WINDOWS[0], a.mfn, mm::PTE_RW),
+        mm::map_window(PAGE_WINDOWS[1], b.mfn, mm::PTE_RW),
+    ];
+    writeln!(console, "check: table and pages mapped = {mapped:?}\r")?;
+    if mapped != [0; 3] {
+        return Ok(());
+    }
+    mm::fill_window(PAGE_WINDOWS[0], &[GRANT_PATTERN, 0]);
+    mm::fill_window(PAGE_WINDOWS[1], &[GRANT_PATTERN]);
+    for (gref, page) in GREFS.iter().zip([a, b]) {
+        let frame = u32::try_from(page.mfn).unwrap_or(0);
+        mm::window_write_u32(TABLE_WINDOW, u64::from(*gref) * 8 + 4, frame);
+        fence(Ordering::Release);
+        // domid 0 (dom0), GTF_permit_access.
+        entry_word(*gref).store(1, Ordering::Release);
+    }
+    writeln!(console, "grant: offer {} {}\r", GREFS[0], GREFS[1])?;
+    let first = entry_word(GREFS[0]);
+    let mapped = wait_for(|| first.load(Ordering::Acquire) & IN_USE == IN_USE);
+    writeln!(console, "check: dom0 maps grant 8 writable = {mapped}\r")?;
+    let stored = wait_for(|| mm::window_read(PAGE_WINDOWS[0], 1) == !GRANT_PATTERN);
+    writeln!(
+        console,
+        "check: dom0's store through its mapping arrived = {stored}\r"
+    )?;
+    let seen = first.load(Ordering::Acquire);
+    let revoked = first
+        .compare_exchange(seen & !IN_USE, 0, Ordering::AcqRel, Ordering::Acquire)
+        .is_ok();
+    writeln!(
+        console,
+        "check: revocation while dom0 maps it succeeds = {revoked}\r"
+    )?;
+    writeln!(console, "grant: tried\r")?;
+    let idle = wait_for(|| first.load(Ordering::Acquire) & IN_USE == 0);
+    writeln!(
+        console,
+        "check: grant 8 idle once dom0 unmapped it = {idle}\r"
+    )?;
+    let revoked = first
+        .compare_exchange(1, 0, Ordering::AcqRel, Ordering::Acquire)
+        .is_ok();
+    writeln!(
+        console,
+        "check: revocation after the unmap succeeds = {revoked}\r"
+    )?;
+    let kept = entry_word(GREFS[1]).load(Ordering::Acquire) & 0xFFFF;
+    writeln!(console, "check: grant 9 flags at shutdown = {kept:#x}\r")
+}
+
 fn demo_main(si: &'static StartInfo) {
     let reason = if cmdline::has_flag(si.cmdline(), b"crash") {
         ShutdownReason::Crash
@@ -196,6 +302,9 @@ fn demo_main(si: &'static StartInfo) {
         }
         if cmdline::has_flag(si.cmdline(), b"xenstore") {
             xenstore::checks(&mut console, si);
+        }
+        if cmdline::has_flag(si.cmdline(), b"grant") {
+            let _ = grant(&mut console);
         }
         let _ = core::fmt::Write::write_fmt(
             &mut console,

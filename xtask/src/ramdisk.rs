@@ -73,6 +73,10 @@ pub enum DomuSet {
     /// (`xenstore.xl`): dom0 reads, writes and lists its nodes before and
     /// after it runs.
     XenstoreShell,
+    /// The demo domU told to `grant`: it grants two pages to dom0, which
+    /// maps, writes and copies one and keeps the other mapped while the
+    /// domU shuts down and is destroyed.
+    Grant,
 }
 
 /// The script of [`DomuSet::XenstoreShell`].
@@ -123,6 +127,7 @@ impl DomuSet {
             DomuSet::Probe => "probe",
             DomuSet::Xenstore => "xenstore",
             DomuSet::XenstoreShell => "xenstore-shell",
+            DomuSet::Grant => "grant",
         }
     }
 
@@ -146,6 +151,12 @@ impl DomuSet {
                 "# The demo domU as a xenstore client, hostile in parts.\n\
                  name = \"xsdemo\"\nkernel = \"domu-demo\"\nmemory = 4\n\
                  cmdline = \"xenstore\"\n",
+            )],
+            DomuSet::Grant => &[(
+                "grant.cfg",
+                "# The demo domU granting pages to dom0 (grant tables v1).\n\
+                 name = \"granter\"\nkernel = \"domu-demo\"\nmemory = 16\n\
+                 cmdline = \"grant\"\n",
             )],
             DomuSet::Crash => &[(
                 "crash.cfg",
@@ -215,6 +226,7 @@ mod tests {
             DomuSet::Crash,
             DomuSet::Shell,
             DomuSet::Probe,
+            DomuSet::Grant,
         ] {
             for (file, text) in set.configs().iter().filter(|(f, _)| f.ends_with(".cfg")) {
                 let cfg = DomainConfig::parse(text).unwrap_or_else(|e| panic!("{file}: {e}"));

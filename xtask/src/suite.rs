@@ -308,6 +308,12 @@ pub const TESTS: &[IntegrationTest] = &[
         "xl> xenstore-ls /local/domain"
     ),
     toolstack!(
+        "dom0_domu_grant",
+        DomuSet::Grant,
+        "expect=poweroff",
+        "(d1) domu-demo: shutting down: poweroff"
+    ),
+    toolstack!(
         "dom0_domu_privilege",
         DomuSet::Probe,
         "expect=poweroff",

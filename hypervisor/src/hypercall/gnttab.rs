@@ -523,7 +523,18 @@ fn unmap_grant(env: &mut impl ControlEnv, fx: &mut Effects, op: Unmap) -> Option
         decr += pin_incr(true, false, ro);
     }
     with_table(env, rd, |env, gt| gt.unpin(env, map.gref, decr, ro));
+    if rd != ld && dying(env, rd) {
+        free_if_unused(env, fx, rd);
+    }
     Some(GrantStatus::Okay as i16)
+}
+
+/// A destroyed domain kept only because others mapped its frames (Xen's
+/// zombie) goes away with its last frame.
+fn free_if_unused(env: &mut impl ControlEnv, fx: &mut Effects, id: DomId) {
+    if Mmu::new(env, fx).owned_frames(Owner::Domain(id)) == 0 && env.remove_domain(id).is_some() {
+        log::info!("d{}: its last frame came back, the domain is gone", id.0);
+    }
 }
 
 /// Takes the host mapping's PTE out (Xen's `replace_grant_pv_mapping`):
