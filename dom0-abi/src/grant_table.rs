@@ -17,34 +17,70 @@
 use bitflags::bitflags;
 
 numbered_enum! {
-    /// `GNTTABOP_*`: the `cmd` of `grant_table_op`. Unknown: `ENOSYS`.
+    /// `GNTTABOP_*`: the `cmd` of `grant_table_op(cmd, uop, count)`.
+    ///
+    /// Any domain may call it. The call returns 0 once it ran (each
+    /// operation's outcome is the `status` of its structure, a
+    /// [`GrantStatus`]) and fails as a whole with `EINVAL` for a negative
+    /// `count` or bits above [`GNTTABOP_CMD_MASK`] in `cmd`, `EFAULT` for
+    /// an array outside guest space or a structure that cannot be read or
+    /// written back, `ENOSYS` for an unknown command.
     GnttabOp {
-        /// [`GnttabMapGrantRef`]\[count\]: map granted frames.
+        /// [`GnttabMapGrantRef`]\[count\]: map grants of domain `dom`
+        /// (an existing id; `DOMID_SELF` is `bad_domain`) into the
+        /// caller's page tables (`GNTMAP_host_map`, at a VA or, with
+        /// `GNTMAP_contains_pte`, the machine address of an L1 entry)
+        /// and/or for devices (`GNTMAP_device_map`). OUT `handle`,
+        /// `dev_bus_addr` (the frame's address). Statuses: `bad_gntref`
+        /// (no mapping kind, or beyond the table), `bad_domain`,
+        /// `no_space` (no maptrack handle), `general_error` (entry not
+        /// granted to the caller, writable use of a read-only grant,
+        /// frame that cannot be typed writable, no L1 table at the
+        /// address), `bad_page` (granted frame not the granter's).
         MapGrantRef = 0, "map_grant_ref";
-        /// [`GnttabUnmapGrantRef`]\[count\]: unmap them.
+        /// [`GnttabUnmapGrantRef`]\[count\]: undo maps by handle; only
+        /// `status` is written. Statuses: `bad_handle`, `bad_dev_addr`
+        /// (another bus address), `general_error` (the PTE no longer maps
+        /// the frame with the mapping's access).
         UnmapGrantRef = 1, "unmap_grant_ref";
-        /// [`GnttabSetupTable`] (count 1): size the table, get its frames.
+        /// [`GnttabSetupTable`] (count must be 1, else `EINVAL`): grow the
+        /// table of `dom` (`DOMID_SELF` or an id; another domain needs
+        /// privilege: `permission_denied`) to `nr_frames` and write the
+        /// frames' MFNs. Statuses: `bad_domain`, `general_error` (above
+        /// `max_grant_frames`, no memory), `bad_virt_addr`.
         SetupTable = 2, "setup_table";
-        /// Debug dump of a table.
+        /// Debug dump of a table: not handled by Xen 4.17 (`ENOSYS`).
         DumpTable = 3, "dump_table";
-        /// Page transfer (not supported by most hypervisors).
+        /// Page transfer (`ENOSYS` here, see `docs/grant-tables.md`).
         Transfer = 4, "transfer";
-        /// [`GnttabCopy`]\[count\]: copy between granted frames.
+        /// [`GnttabCopy`]\[count\]: copy bytes between a grant or (the
+        /// caller's own, named with `DOMID_SELF`) frame and another; only
+        /// `status` is written. Statuses: `permission_denied` (a frame
+        /// named with any id but `DOMID_SELF`), `bad_domain`,
+        /// `bad_gntref`, `bad_page`, `general_error` (not granted,
+        /// read-only grant as destination, destination frame typed
+        /// otherwise), `bad_copy_arg` (a range crossing the page end).
         Copy = 5, "copy";
-        /// [`GnttabQuerySize`]: current and maximum table size.
+        /// [`GnttabQuerySize`] (count 1): current and maximum frames of
+        /// `dom`'s table; `bad_domain`, `permission_denied`.
         QuerySize = 6, "query_size";
-        /// Unmap and replace a mapping.
+        /// [`GnttabUnmapAndReplace`]\[count\]: unmap a host mapping by
+        /// handle, moving the mapping at `new_addr` (if not 0) into its
+        /// place; statuses as `UnmapGrantRef`.
         UnmapAndReplace = 7, "unmap_and_replace";
-        /// [`GnttabSetVersion`]: choose v1 or v2 (`EBUSY` in use; v2 may
-        /// give `ENOSYS`).
+        /// [`GnttabSetVersion`]: 1 is accepted; 2 is `ENOSYS` (only v1 is
+        /// offered); other values `EINVAL`. `version` OUT in every case.
         SetVersion = 8, "set_version";
-        /// v2 status frames.
+        /// [`GnttabGetStatusFrames`] (count 1): v2 status frames; a v1
+        /// table has none (`general_error` for any `nr_frames` but 0).
         GetStatusFrames = 9, "get_status_frames";
-        /// Current table version.
+        /// [`GnttabGetVersion`]: the version of `dom`'s table; `ESRCH` no
+        /// such domain, `EPERM` another domain without privilege.
         GetVersion = 10, "get_version";
-        /// Swap two entries.
+        /// [`GnttabSwapGrantRef`]\[count\]: exchange two entries of the
+        /// caller's table; `bad_gntref`, `eagain` (either is in use).
         SwapGrantRef = 11, "swap_grant_ref";
-        /// Cache maintenance on granted frames.
+        /// Cache maintenance on granted frames (`ENOSYS` here).
         CacheFlush = 12, "cache_flush";
     }
 }

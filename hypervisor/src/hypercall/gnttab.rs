@@ -31,6 +31,7 @@ extern crate alloc;
 use alloc::vec::Vec;
 
 use dom0_abi::Errno;
+use dom0_abi::event_channel::Virq;
 use dom0_abi::grant_table::{
     GNTCOPY_DEST_GREF, GNTCOPY_SOURCE_GREF, GNTMAP_GUEST_AVAIL_SHIFT, GNTTABOP_CMD_MASK,
     GntmapFlags, GnttabCopy, GnttabCopyPtr, GnttabGetStatusFrames, GnttabGetVersion,
@@ -530,10 +531,18 @@ fn unmap_grant(env: &mut impl ControlEnv, fx: &mut Effects, op: Unmap) -> Option
 }
 
 /// A destroyed domain kept only because others mapped its frames (Xen's
-/// zombie) goes away with its last frame.
+/// zombie) goes away with its last frame, and dom0 hears of it again
+/// through `VIRQ_DOM_EXC`, as from Xen's final domain destruction.
 fn free_if_unused(env: &mut impl ControlEnv, fx: &mut Effects, id: DomId) {
-    if Mmu::new(env, fx).owned_frames(Owner::Domain(id)) == 0 && env.remove_domain(id).is_some() {
-        log::info!("d{}: its last frame came back, the domain is gone", id.0);
+    if Mmu::new(env, fx).owned_frames(Owner::Domain(id)) != 0 || env.remove_domain(id).is_none() {
+        return;
+    }
+    log::info!("d{}: its last frame came back, the domain is gone", id.0);
+    if env.domain().id == DomId::DOM0 {
+        let (channels, bits) = env.event_channels();
+        channels.send_virq(bits, Virq::DomExc, 0);
+    } else if let Some(pair) = env.event_channels_of(DomId::DOM0) {
+        pair.peer.send_virq(pair.peer_bits, Virq::DomExc, 0);
     }
 }
 
@@ -1177,5 +1186,138 @@ mod tests {
         let sw = GnttabSwapGrantRef { ref_b: 5000, ..sw };
         assert_eq!(call(&mut m, 11, &sw, 1), Ok(0));
         assert_eq!(peek_i16(&m, OP + 8), GrantStatus::BadGntref as i16);
+    }
+
+    /// A mapping held by a domain being destroyed gives up its pins in
+    /// the granter's table; its device mapping's references come back
+    /// for the caller to drop.
+    #[test]
+    fn teardown_releases_the_mappings_a_domain_holds() {
+        let (mut m, _, table, granted) = setup(false);
+        let user = DomId(1);
+        let entry = GrantEntryV1 {
+            flags: GtfFlags::PERMIT_ACCESS.bits(),
+            domid: user.0,
+            frame: u32::try_from(granted.0).unwrap(),
+        };
+        m.set(table, 8, encode(entry));
+        let req = PinRequest {
+            user,
+            incr: pin_incr(true, true, false),
+            readonly: false,
+            map: true,
+        };
+        let pinned = with_table(&mut m, DOM, |env, gt| {
+            gt.pin(env, 8, req, |env, gfn| owned_frame(env, gfn, DOM))
+        });
+        assert_eq!(pinned, Some(Ok((granted, true))));
+        let mut dying = GrantTable::new(1, 1);
+        let handle = dying.get_handle().unwrap();
+        *dying.mapping_mut(handle).unwrap() = crate::gnttab::Mapping {
+            flags: (GntmapFlags::HOST_MAP | GntmapFlags::DEVICE_MAP).bits(),
+            domid: DOM,
+            gref: 8,
+        };
+        let device = release_mappings(&mut m, user, &mut dying);
+        assert_eq!(device, alloc::vec![(granted, true)]);
+        assert_eq!(gtf(&m, table), GtfFlags::PERMIT_ACCESS);
+        assert_eq!(m.domain.grant.active(8).map(|a| a.pin), Some(0));
+        assert_eq!(dying.mappings().count(), 0);
+        assert_eq!(dying.nr_frames(), 0);
+    }
+
+    /// A granter destroyed while dom0 maps its page stays, dying, until
+    /// the unmap; then it is gone and every frame is back.
+    #[test]
+    fn a_granter_destroyed_while_mapped_goes_with_the_unmap() {
+        use dom0_abi::domctl::{CreateDomain, Domctl, DomctlCmd, MaxMem, NoPayload};
+        use dom0_abi::memory::{MemoryOpCmd, XenMemoryReservation};
+        let (mut m, l1, _, _) = setup(false);
+        m.domains.remove(&crate::mm::fake::OTHER.0);
+        let free = m.free.len();
+        let domctl =
+            |m: &mut FakeMachine, cmd: DomctlCmd, dom: u16, payload: &dyn Fn(&mut [u8])| {
+                let mut bytes = [0u8; Domctl::SIZE];
+                Domctl::new(cmd, dom, &NoPayload)
+                    .to_wire(&mut bytes)
+                    .unwrap();
+                payload(&mut bytes[16..]);
+                m.poke(OP, &bytes);
+                let mut fx = Effects::default();
+                let r = super::super::domctl::domctl(m, &mut fx, OP);
+                (
+                    r,
+                    Domctl::from_wire(&m.guest[0x100..0x100 + Domctl::SIZE]).unwrap(),
+                )
+            };
+        let config = CreateDomain {
+            max_vcpus: 1,
+            max_evtchn_port: 1023,
+            max_grant_frames: -1,
+            max_maptrack_frames: -1,
+            grant_opts: 1,
+            ..CreateDomain::default()
+        };
+        let (r, out) = domctl(&mut m, DomctlCmd::CreateDomain, 0, &|b| {
+            config.to_wire(b).unwrap();
+        });
+        assert_eq!(r, Ok(0));
+        let id = out.domain;
+        let (r, _) = domctl(&mut m, DomctlCmd::MaxMem, id, &|b| {
+            MaxMem { max_memkb: 64 }.to_wire(b).unwrap();
+        });
+        assert_eq!(r, Ok(0));
+        let reservation = XenMemoryReservation {
+            extent_start: LIST,
+            nr_extents: 1,
+            extent_order: 0,
+            mem_flags: 0,
+            domid: id,
+            pad: Default::default(),
+        };
+        let mut b = [0u8; XenMemoryReservation::SIZE];
+        reservation.to_wire(&mut b).unwrap();
+        m.poke(OP, &b);
+        m.poke(LIST, &0u64.to_le_bytes());
+        let mut fx = Effects::default();
+        let populated = super::super::memory::memory_op(
+            &mut m,
+            &mut fx,
+            MemoryOpCmd::PopulatePhysmap as u64,
+            OP,
+        );
+        assert_eq!(populated, Ok(1));
+        let page = Mfn(m.peek_u64(LIST));
+        // dom0 sets the domU's table up and grants the page to itself
+        // there, as the domU would.
+        let s = GnttabSetupTable {
+            dom: id,
+            nr_frames: 1,
+            frame_list: LIST,
+            ..GnttabSetupTable::default()
+        };
+        assert_eq!(call(&mut m, 2, &s, 1), Ok(0));
+        assert_eq!(peek_i16(&m, OP + 8), 0);
+        let table = Mfn(m.peek_u64(LIST));
+        let entry = GrantEntryV1 {
+            flags: GtfFlags::PERMIT_ACCESS.bits(),
+            domid: DOM.0,
+            frame: u32::try_from(page.0).unwrap(),
+        };
+        m.set(table, 3, encode(entry));
+        let done = map(&mut m, GntmapFlags::HOST_MAP, 3, id);
+        assert_eq!(done.status, 0);
+        assert_eq!(pte::frame(m.get(l1, pte::table_index(VA, 1))), page);
+        let (r, _) = domctl(&mut m, DomctlCmd::DestroyDomain, id, &|_| {});
+        assert_eq!(r, Ok(0));
+        assert!(
+            m.others.get(&id).is_some_and(|e| e.domain.dying),
+            "kept, dying"
+        );
+        assert_eq!(m.info(page).owner(), Owner::Domain(DomId(id)));
+        assert_eq!(unmap(&mut m, done.handle, VA), 0);
+        assert!(m.others.get(&id).is_none(), "gone with its last frame");
+        assert_eq!(m.free.len(), free, "every frame is back");
+        m.check_invariants(&roots(&m));
     }
 }
