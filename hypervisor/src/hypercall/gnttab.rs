@@ -1316,7 +1316,7 @@ mod tests {
         );
         assert_eq!(m.info(page).owner(), Owner::Domain(DomId(id)));
         assert_eq!(unmap(&mut m, done.handle, VA), 0);
-        assert!(m.others.get(&id).is_none(), "gone with its last frame");
+        assert!(!m.others.contains_key(&id), "gone with its last frame");
         assert_eq!(m.free.len(), free, "every frame is back");
         m.check_invariants(&roots(&m));
     }
