@@ -138,6 +138,27 @@ pub const ALL: &[Benchmark] = &[
         what: "set_timer_op with a past deadline (upcalls masked), SCHEDOP_block returning at once, VIRQ_TIMER upcall, handler, iret",
     },
     Benchmark {
+        name: "grant_copy_4k",
+        unit: "tsc/copy",
+        sample: "copy",
+        items_per_sample: 1,
+        what: "GNTTABOP_copy of 4096 bytes from a grant of the guest's own page to another own page",
+    },
+    Benchmark {
+        name: "rep_movsb_4k",
+        unit: "tsc/copy",
+        sample: "copy",
+        items_per_sample: 1,
+        what: "the same 4096 bytes copied by the guest with rep movsb (the grant copy's yardstick)",
+    },
+    Benchmark {
+        name: "grant_map_unmap",
+        unit: "tsc/pair",
+        sample: "pair",
+        items_per_sample: 1,
+        what: "GNTTABOP_map_grant_ref (host map by VA) of a self-grant, then unmap_grant_ref",
+    },
+    Benchmark {
         name: "evtchn_interdomain_pingpong",
         unit: "tsc/roundtrip",
         sample: "roundtrip",

@@ -23,6 +23,7 @@ use pv_bench::catalogue::{self, Benchmark, MMU_UPDATE_BATCHES};
 use pv_bench::line;
 use pv_bench::options::Options;
 
+use guest::grants::{self, GrantPages};
 use guest::harness::{Harness, Measured, NotRun, Reason};
 use guest::mmu::Scratch;
 use guest::pagetable::PageTables;
@@ -47,10 +48,12 @@ fn run_one(
     start_info: &'static StartInfo,
     pt: &PageTables,
     scratch: &Result<Scratch, NotRun>,
+    grant_pages: &Result<GrantPages, NotRun>,
     bench: &Benchmark,
 ) -> Result<Measured, NotRun> {
     let name = bench.name;
     let scratch = || scratch.as_ref().map_err(|err| *err);
+    let grant_pages = grant_pages.as_ref().map_err(|err| *err);
     match name {
         "null_hypercall" => hypercalls::null_hypercall(h, name),
         "multicall_32" => hypercalls::multicall(h, name),
@@ -66,6 +69,9 @@ fn run_one(
         "syscall_bounce" => traps::syscall_bounce(h, pt, name),
         "evtchn_self" => events::evtchn_self(h, start_info, pt, name),
         "timer_block" => events::timer_block(h, start_info, pt, name),
+        "grant_copy_4k" => grants::copy(h, grant_pages?, name),
+        "rep_movsb_4k" => grants::rep_movsb_4k(h, grant_pages?, name),
+        "grant_map_unmap" => grants::map_unmap(h, grant_pages?, name),
         "evtchn_interdomain_pingpong" => Err(NotRun::Unsupported(Reason::Text(NO_SECOND_DOMAIN))),
         _ => match MMU_UPDATE_BATCHES
             .iter()
@@ -116,14 +122,30 @@ fn bench_main(start_info: &'static StartInfo) {
     } else {
         Err(NotRun::Unsupported(Reason::Text("not selected")))
     };
+    let grant_pages = if catalogue::ALL
+        .iter()
+        .any(|b| options.selects(b.name) && uses_grant_pages(b.name))
+    {
+        GrantPages::prepare(&pt, "grant benchmarks")
+    } else {
+        Err(NotRun::Unsupported(Reason::Text("not selected")))
+    };
     for bench in catalogue::ALL.iter().filter(|b| options.selects(b.name)) {
-        let outcome = run_one(&h, start_info, &pt, &scratch, bench);
+        let outcome = run_one(&h, start_info, &pt, &scratch, &grant_pages, bench);
         h.report(bench, outcome);
     }
     if let Ok(scratch) = &scratch {
         scratch.verify(&pt, "the page-table benchmarks");
     }
+    if let Ok(pages) = &grant_pages {
+        pages.restore();
+    }
     report::finish()
+}
+
+/// Whether benchmark `name` uses the grant pages.
+fn uses_grant_pages(name: &str) -> bool {
+    matches!(name, "grant_copy_4k" | "rep_movsb_4k" | "grant_map_unmap")
 }
 
 /// Whether benchmark `name` unmaps and remaps the scratch pages.

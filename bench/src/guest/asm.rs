@@ -60,6 +60,8 @@ global_asm!(
     "bench_shared_info_page: .space 4096",
     ".globl bench_user_stack",
     "bench_user_stack: .space 4096",
+    ".globl bench_grant_pages",
+    "bench_grant_pages: .space 4 * 4096",
     ".globl bench_kernel_stack",
     "bench_kernel_stack: .space {kstack}",
     ".globl bench_kernel_stack_top",
@@ -336,6 +338,33 @@ pub fn pin_table_va() -> u64 {
 #[must_use]
 pub fn shared_info_page_va() -> u64 {
     symbol_address!("bench_shared_info_page")
+}
+
+/// Virtual address of the grant benchmarks' pages: the table window, the
+/// page the grant is mapped over, the copy source (the granted frame) and
+/// the copy destination.
+#[must_use]
+pub fn grant_pages_va() -> u64 {
+    symbol_address!("bench_grant_pages")
+}
+
+/// Copies `len` bytes from `src` to `dst` with `rep movsb`.
+///
+/// # Safety
+/// Both ranges must be mapped (`dst` writable), not overlap, and hold no
+/// Rust object.
+#[inline(always)]
+pub unsafe fn rep_movsb(dst: u64, src: u64, len: u64) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        asm!(
+            "rep movsb",
+            inout("rdi") dst => _,
+            inout("rsi") src => _,
+            inout("rcx") len => _,
+            options(nostack, preserves_flags),
+        );
+    }
 }
 
 /// Virtual address of the user stack page.

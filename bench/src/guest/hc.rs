@@ -14,6 +14,7 @@ use guest_pv_shim::dom0_abi::cpu::{CallbackOp, CallbackRegister, CallbackType, T
 use guest_pv_shim::dom0_abi::event_channel::{
     EvtchnBindIpi, EvtchnBindVirq, EvtchnOp, EvtchnPortArg, Virq,
 };
+use guest_pv_shim::dom0_abi::grant_table::GnttabOp;
 use guest_pv_shim::dom0_abi::mmu::{MmuUpdate, MmuextOp};
 use guest_pv_shim::dom0_abi::multicall::MulticallEntry;
 use guest_pv_shim::dom0_abi::sched::SchedOp;
@@ -107,6 +108,21 @@ pub unsafe fn mmuext_op(ops: &[MmuextOp], done: &mut u32) -> i64 {
     let len = ops.len() as u64;
     // SAFETY: the hypervisor reads `ops` and writes `done`.
     unsafe { hypercall!(Hypercall::MmuextOp; addr(ops), len, addr_mut(done), SELF, 0u64) }
+}
+
+/// `grant_table_op(cmd, ops, len)` on an array of the structure `cmd`
+/// takes.
+///
+/// # Safety
+/// `ops` must be the structures `cmd` reads and writes; a map or unmap
+/// changes the page-table entry it names: no Rust object may live in the
+/// page it replaces.
+#[inline(always)]
+pub unsafe fn grant_table_op<T>(cmd: GnttabOp, ops: &mut [T]) -> i64 {
+    let len = ops.len() as u64;
+    // SAFETY: the hypervisor reads and writes the structures of `ops`;
+    // the caller answers for the mappings.
+    unsafe { hypercall!(Hypercall::GrantTableOp; cmd as u64, addr_mut(ops), len, 0u64, 0u64) }
 }
 
 /// `set_trap_table(traps)`; `None` clears the virtual IDT.
