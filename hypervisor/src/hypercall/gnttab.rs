@@ -242,6 +242,18 @@ fn dying(env: &mut impl ControlEnv, id: DomId) -> bool {
     env.other_domain(id).is_some_and(|entry| entry.domain.dying)
 }
 
+/// The domain a table operation names (`DOMID_SELF` or an id):
+/// `bad_domain` if none, `permission_denied` if another and the caller
+/// lacks privilege.
+fn target(env: &mut impl ControlEnv, dom: u16) -> Result<DomId, GrantStatus> {
+    let d = any_id(env, dom).ok_or(GrantStatus::BadDomain)?;
+    if may_act_on(env, d) {
+        Ok(d)
+    } else {
+        Err(GrantStatus::PermissionDenied)
+    }
+}
+
 /// Domain `id`'s grant table.
 fn table(env: &mut impl ControlEnv, id: DomId) -> Option<&mut GrantTable> {
     if id == env.domain().id {
@@ -738,10 +750,9 @@ fn setup_table(env: &mut impl ControlEnv, uop: u64) -> Result<u64, Errno> {
     if !guest_addr_ok(op.frame_list) {
         return Err(Errno::EFAULT);
     }
-    let status = match any_id(env, op.dom) {
-        None => GrantStatus::BadDomain,
-        Some(d) if !may_act_on(env, d) => GrantStatus::PermissionDenied,
-        Some(d) => with_table(env, d, |env, gt| {
+    let status = match target(env, op.dom) {
+        Err(status) => status,
+        Ok(d) => with_table(env, d, |env, gt| {
             if op.nr_frames > gt.max_frames() || !grow(env, d, gt, op.nr_frames) {
                 return GrantStatus::GeneralError;
             }
@@ -770,10 +781,9 @@ fn setup_table(env: &mut impl ControlEnv, uop: u64) -> Result<u64, Errno> {
 /// `permission_denied`; the whole structure is written back.
 fn query_size(env: &mut impl ControlEnv, uop: u64) -> Result<u64, Errno> {
     let mut op: GnttabQuerySize = read_struct(env, uop)?;
-    op.status = match any_id(env, op.dom) {
-        None => GrantStatus::BadDomain,
-        Some(d) if !may_act_on(env, d) => GrantStatus::PermissionDenied,
-        Some(d) => with_table(env, d, |_, gt| {
+    op.status = match target(env, op.dom) {
+        Err(status) => status,
+        Ok(d) => with_table(env, d, |_, gt| {
             op.nr_frames = gt.nr_frames();
             op.max_nr_frames = gt.max_frames();
             GrantStatus::Okay
@@ -819,11 +829,10 @@ fn get_status_frames(env: &mut impl ControlEnv, uop: u64) -> Result<u64, Errno> 
     if !guest_addr_ok(op.frame_list) {
         return Err(Errno::EFAULT);
     }
-    let status = match any_id(env, op.dom) {
-        None => GrantStatus::BadDomain,
-        Some(d) if !may_act_on(env, d) => GrantStatus::PermissionDenied,
-        Some(_) if op.nr_frames > 0 => GrantStatus::GeneralError,
-        Some(_) => GrantStatus::Okay,
+    let status = match target(env, op.dom) {
+        Err(status) => status,
+        Ok(_) if op.nr_frames > 0 => GrantStatus::GeneralError,
+        Ok(_) => GrantStatus::Okay,
     };
     write_status(env, uop, 6, status as i16)?;
     Ok(0)

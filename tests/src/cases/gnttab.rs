@@ -210,11 +210,15 @@ pub fn run(_start_info: &'static StartInfo) {
 
 /// `setup_table` and `query_size`; returns the first frame's MFN.
 fn set_up_table() -> Option<u64> {
-    let mut q = GnttabQuerySize {
-        dom: SELF,
-        ..GnttabQuerySize::default()
+    let query = |dom: u16| {
+        let mut q = GnttabQuerySize {
+            dom,
+            ..GnttabQuerySize::default()
+        };
+        (hc::gnttab_query_size(&mut q), q)
     };
-    report::check_ret("query_size returns 0", hc::gnttab_query_size(&mut q), 0);
+    let (ret, q) = query(SELF);
+    report::check_ret("query_size returns 0", ret, 0);
     check_status("query_size status", q.status, GrantStatus::Okay);
     report::check_eq(
         "query_size: one frame at first, at most 64",
@@ -222,71 +226,70 @@ fn set_up_table() -> Option<u64> {
         (1, 64),
     );
     let mut frames = [0u64; 2];
-    let mut s = GnttabSetupTable {
-        dom: SELF,
-        nr_frames: 1,
-        frame_list: frames.as_mut_ptr() as u64,
-        ..GnttabSetupTable::default()
+    let list = frames.as_mut_ptr() as u64;
+    let setup = |dom: u16, nr_frames: u32, frame_list: u64| {
+        let mut s = GnttabSetupTable {
+            dom,
+            nr_frames,
+            frame_list,
+            ..GnttabSetupTable::default()
+        };
+        (hc::gnttab_setup_table(&mut s), s.status)
     };
-    report::check_ret("setup_table returns 0", hc::gnttab_setup_table(&mut s), 0);
-    check_status("setup_table of one frame", s.status, GrantStatus::Okay);
+    report::check_eq("setup_table of one frame", setup(SELF, 1, list), (0, 0));
     let first = frames[0];
-    s.nr_frames = 2;
-    report::check_ret(
-        "setup_table of two returns 0",
-        hc::gnttab_setup_table(&mut s),
-        0,
+    report::check_eq(
+        "setup_table of two grows the table",
+        setup(SELF, 2, list),
+        (0, 0),
     );
-    check_status("setup_table grows the table", s.status, GrantStatus::Okay);
     same("the first frame stays where it was", frames[0], first);
     report::check(
         "the second frame is another",
         frames[1] != first && frames[1] != 0,
         format_args!("{frames:x?}"),
     );
-    report::check_ret(
-        "query_size again returns 0",
-        hc::gnttab_query_size(&mut q),
-        0,
-    );
-    report::check_eq("query_size: two frames now", q.nr_frames, 2);
-    s.nr_frames = 65;
-    hc::gnttab_setup_table(&mut s);
-    check_status(
-        "setup_table beyond max_grant_frames",
-        s.status,
-        GrantStatus::GeneralError,
-    );
-    s.nr_frames = 1;
-    s.dom = 0x7000;
-    hc::gnttab_setup_table(&mut s);
-    check_status(
-        "setup_table of a domain that does not exist",
-        s.status,
-        GrantStatus::BadDomain,
-    );
-    q.dom = 0x7000;
-    hc::gnttab_query_size(&mut q);
+    report::check_eq("query_size: two frames now", query(SELF).1.nr_frames, 2);
+    let refused: [(&str, (u16, u32, u64), i64, GrantStatus); 3] = [
+        (
+            "setup_table beyond max_grant_frames",
+            (SELF, 65, list),
+            0,
+            GrantStatus::GeneralError,
+        ),
+        (
+            "setup_table of a domain that does not exist",
+            (0x7000, 1, list),
+            0,
+            GrantStatus::BadDomain,
+        ),
+        (
+            "setup_table with a hypervisor frame list",
+            (SELF, 1, 0xFFFF_8000_0000_0000),
+            Errno::EFAULT.neg(),
+            GrantStatus::Okay,
+        ),
+    ];
+    for (name, (dom, nr, at), ret, status) in refused {
+        let (got, got_status) = setup(dom, nr, at);
+        report::check_ret(name, got, ret);
+        if ret == 0 {
+            check_status(name, got_status, status);
+        }
+    }
     check_status(
         "query_size of a domain that does not exist",
-        q.status,
+        query(0x7000).1.status,
         GrantStatus::BadDomain,
     );
-    // SAFETY: `s` is one structure; the hypervisor reads it and, as
-    // count is refused first, writes nothing.
+    let mut s = GnttabSetupTable::default();
+    // SAFETY: `s` is one structure; the hypervisor refuses the count
+    // before reading it.
     let ret = unsafe { hc::grant_table_op_raw(2, core::ptr::from_mut(&mut s) as u64, 2) };
     report::check_ret(
         "setup_table with count 2 is EINVAL",
         ret,
         Errno::EINVAL.neg(),
-    );
-    s.dom = SELF;
-    s.frame_list = 0xFFFF_8000_0000_0000;
-    let ret = hc::gnttab_setup_table(&mut s);
-    report::check_ret(
-        "setup_table with a hypervisor frame list is EFAULT",
-        ret,
-        Errno::EFAULT.neg(),
     );
     (first != 0).then_some(first)
 }
