@@ -208,6 +208,9 @@ pub fn run(_start_info: &'static StartInfo) {
     revoke(G_RW);
 }
 
+/// `setup_table`'s `dom`, `nr_frames` and `frame_list`.
+type SetupArgs = (u16, u32, u64);
+
 /// `setup_table` and `query_size`; returns the first frame's MFN.
 fn set_up_table() -> Option<u64> {
     let query = |dom: u16| {
@@ -250,7 +253,7 @@ fn set_up_table() -> Option<u64> {
         format_args!("{frames:x?}"),
     );
     report::check_eq("query_size: two frames now", query(SELF).1.nr_frames, 2);
-    let refused: [(&str, (u16, u32, u64), i64, GrantStatus); 3] = [
+    let refused: [(&str, SetupArgs, i64, GrantStatus); 3] = [
         (
             "setup_table beyond max_grant_frames",
             (SELF, 65, list),
