@@ -24,7 +24,9 @@
 //!   mapped entry);
 //! - `swap_grant_ref`, `set_version` (1: 0; 2: `ENOSYS`; 3: `EINVAL`),
 //!   `get_version`, `get_status_frames`, call-level `EINVAL`/`ENOSYS`,
-//!   `add_to_physmap(XENMAPSPACE_grant_table)`: `EACCES` for PV.
+//!   `add_to_physmap(XENMAPSPACE_grant_table)`: `EACCES` for PV;
+//! - a host and a device mapping left in place at the end, for the
+//!   domain's teardown to release.
 
 use core::sync::atomic::{AtomicU32, Ordering};
 
@@ -205,7 +207,20 @@ pub fn run(_start_info: &'static StartInfo) {
     copies(data, own);
     swaps();
     versions();
-    revoke(G_RW);
+    // Left in place: the domain's teardown must release them (xtask
+    // checks that every frame comes back on this hypervisor).
+    for (name, op) in [
+        (
+            "a host mapping left for the teardown",
+            map_op(mm::window_va(W_MAP), GntmapFlags::HOST_MAP, G_RW, ME),
+        ),
+        (
+            "a device mapping left for the teardown",
+            map_op(0, GntmapFlags::DEVICE_MAP, G_RW, ME),
+        ),
+    ] {
+        check_status(name, map(name, op).status, GrantStatus::Okay);
+    }
 }
 
 /// `setup_table`'s `dom`, `nr_frames` and `frame_list`.

@@ -20,9 +20,9 @@ use crate::builder::layout::{
 };
 use crate::cmdline::Config;
 use crate::domain::{DOMAINS, Domain, DomainEntry, DomainTable};
-use crate::hypercall::HostInfo;
 use crate::hypercall::desc::MAX_GDT_FRAMES;
-use crate::hypercall::domctl;
+use crate::hypercall::{Env, HostInfo};
+use crate::hypercall::{domctl, gnttab};
 use crate::layout::{PAGE_SIZE, is_guest_l4_slot};
 use crate::loader::{GuestImageInfo, ImageError};
 use crate::mm::effects::Effects;
@@ -457,6 +457,18 @@ pub fn destroy_dom0(cpu: &mut PerCpu, entry: &mut DomainEntry) -> Dom0Teardown {
         };
         let mut env = ArchEnv::new(&mut current, &mut regs);
         super::env::release_ldt(&mut env, &mut fx);
+        // dom0's grant mappings give up their pins and device references
+        // (the host mappings' references go with its page tables).
+        let mut grants = core::mem::take(&mut env.domain().grant);
+        let device = gnttab::release_mappings(&mut env, dom, &mut grants);
+        env.domain().grant = grants;
+        let mut mmu = Mmu::new(&mut env, &mut fx);
+        for (mfn, writable) in device {
+            if writable {
+                mmu.put_page_type(mfn);
+            }
+            mmu.put_page(mfn);
+        }
         // The other domains go first: dom0 may map their frames, and they
         // may be waiting for that (dying).
         for id in 1..DOMAINS.get().map_or(0, DomainTable::len) {
