@@ -83,8 +83,10 @@ pub struct Domain {
     /// Destroyed, but some of its frames are still referenced from
     /// elsewhere (Xen's `DOMDYING_dead` zombie).
     pub dying: bool,
-    /// Its grant table (grants it gives, mappings it holds).
-    pub grant: GrantTable,
+    /// Its grant table (grants it gives, mappings it holds); boxed so that
+    /// a grant operation takes it out and puts it back with one word
+    /// (`None` only meanwhile).
+    pub grant: Option<Box<GrantTable>>,
 }
 
 /// Xen's default `gnttab_max_frames`: dom0's limit, and a domain's when
@@ -120,7 +122,10 @@ impl Domain {
             config_vcpus: max_vcpus,
             emulation_flags: EMU_PIT,
             dying: false,
-            grant: GrantTable::new(DEFAULT_GRANT_FRAMES, DEFAULT_MAPTRACK_FRAMES),
+            grant: Some(Box::new(GrantTable::new(
+                DEFAULT_GRANT_FRAMES,
+                DEFAULT_MAPTRACK_FRAMES,
+            ))),
         }
     }
 
@@ -157,7 +162,10 @@ impl Domain {
             config_vcpus,
             emulation_flags: 0,
             dying: false,
-            grant: GrantTable::new(DEFAULT_GRANT_FRAMES, DEFAULT_MAPTRACK_FRAMES),
+            grant: Some(Box::new(GrantTable::new(
+                DEFAULT_GRANT_FRAMES,
+                DEFAULT_MAPTRACK_FRAMES,
+            ))),
         }
     }
 

@@ -531,10 +531,10 @@ fn create_domain(
         mfn.maddr(),
     );
     domain.emulation_flags = config.arch.emulation_flags;
-    domain.grant = GrantTable::new(
+    domain.grant = Some(Box::new(GrantTable::new(
         u32::try_from(config.max_grant_frames).unwrap_or(DEFAULT_GRANT_FRAMES),
         u32::try_from(config.max_maptrack_frames).unwrap_or(DEFAULT_MAPTRACK_FRAMES),
-    );
+    )));
     if let Err(mut refused) = env.insert_domain(Box::new(DomainEntry::new(domain))) {
         // No slot for that id (the table has `max_domains=` slots; Xen
         // has room up to 0x7FEF): undo.
@@ -604,8 +604,11 @@ fn teardown(
     entry: &mut DomainEntry,
 ) -> (TeardownReport, bool) {
     let id = entry.domain.id;
-    let mut grants = core::mem::take(&mut entry.domain.grant);
-    let device_refs = super::gnttab::release_mappings(env, id, &mut grants);
+    let mut grants = entry.domain.grant.take();
+    let device_refs = grants
+        .as_deref_mut()
+        .map(|own| super::gnttab::release_mappings(env, id, own))
+        .unwrap_or_default();
     entry.domain.grant = grants;
     let mut vcpus: Vec<VcpuMm> = entry.vcpus.iter().map(|v| v.mm).collect();
     let mut own = Effects::default();

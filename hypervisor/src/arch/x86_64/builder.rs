@@ -459,8 +459,11 @@ pub fn destroy_dom0(cpu: &mut PerCpu, entry: &mut DomainEntry) -> Dom0Teardown {
         super::env::release_ldt(&mut env, &mut fx);
         // dom0's grant mappings give up their pins and device references
         // (the host mappings' references go with its page tables).
-        let mut grants = core::mem::take(&mut env.domain().grant);
-        let device = gnttab::release_mappings(&mut env, dom, &mut grants);
+        let mut grants = env.domain().grant.take();
+        let device = grants
+            .as_deref_mut()
+            .map(|own| gnttab::release_mappings(&mut env, dom, own))
+            .unwrap_or_default();
         env.domain().grant = grants;
         let mut mmu = Mmu::new(&mut env, &mut fx);
         for (mfn, writable) in device {
