@@ -277,7 +277,9 @@ fn with_table<E: ControlEnv, R>(
         grow(env, id, &mut gt, 1);
     }
     let result = f(env, &mut gt);
-    if let Some(slot) = table(env, id) {
+    if let Some(slot) = table(env, id)
+        && slot.is_none()
+    {
         *slot = Some(gt);
     }
     Some(result)

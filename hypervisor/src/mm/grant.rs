@@ -35,8 +35,8 @@ pub enum PteAddr {
 
 impl<M: MmMachine + ?Sized> Mmu<'_, M> {
     /// The L1 table and index `at` names, if it is an L1 table of `dom`
-    /// in use (a general reference is taken on the table: give it back
-    /// with `put_page`).
+    /// in use. No reference is taken: the frame table is held for the
+    /// whole hypercall, so the table cannot change type meanwhile.
     fn grant_l1(&mut self, dom: DomId, at: PteAddr) -> Option<(Mfn, usize)> {
         let (table, index) = match at {
             PteAddr::Va { root, va } => self.walk_to_l1(root, va)?,
@@ -47,17 +47,9 @@ impl<M: MmMachine + ?Sized> Mmu<'_, M> {
                 (Mfn(maddr >> 12), ((maddr & 0xFFF) / 8) as usize)
             }
         };
-        if !self.get_page(table, Owner::Domain(dom)) {
-            return None;
-        }
-        if !self
-            .frame(table)
-            .is_some_and(|f| f.has_live_type(PageType::L1))
-        {
-            self.put_page(table);
-            return None;
-        }
-        Some((table, index))
+        self.frame(table)
+            .is_some_and(|f| f.owner() == Owner::Domain(dom) && f.has_live_type(PageType::L1))
+            .then_some((table, index))
     }
 
     /// Writes the grant entry `new` (whose references the caller holds)
@@ -69,7 +61,6 @@ impl<M: MmMachine + ?Sized> Mmu<'_, M> {
         };
         let old = self.machine.read_pte(table, index);
         self.machine.write_pte(table, index, new);
-        self.put_page(table);
         self.put_page_from_l1e(old);
         true
     }
@@ -95,7 +86,6 @@ impl<M: MmMachine + ?Sized> Mmu<'_, M> {
         if matches {
             self.machine.write_pte(table, index, replacement);
         }
-        self.put_page(table);
         matches
     }
 
@@ -106,7 +96,6 @@ impl<M: MmMachine + ?Sized> Mmu<'_, M> {
         let (table, index) = self.grant_l1(dom, PteAddr::Va { root, va })?;
         let old = self.machine.read_pte(table, index);
         self.machine.write_pte(table, index, 0);
-        self.put_page(table);
         Some(old)
     }
 }
