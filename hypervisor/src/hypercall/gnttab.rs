@@ -1333,4 +1333,30 @@ mod tests {
         assert_eq!(m.free.len(), free, "every frame is back");
         m.check_invariants(&roots(&m));
     }
+
+    /// A batch longer than [`CHUNK`] stops there and asks to be
+    /// continued with the rest.
+    #[test]
+    fn long_batches_are_continued() {
+        let (mut m, _, _, granted) = setup(false);
+        let swap = GnttabSwapGrantRef {
+            ref_a: 8,
+            ref_b: 9,
+            ..GnttabSwapGrantRef::default()
+        };
+        for i in 0..70u64 {
+            let mut bytes = [0u8; GnttabSwapGrantRef::SIZE];
+            swap.to_wire(&mut bytes).unwrap();
+            m.poke(OP + i * 12, &bytes);
+        }
+        let mut fx = Effects::default();
+        assert_eq!(grant_table_op(&mut m, &mut fx, 11, OP, 70), Ok(0));
+        let rest = OP + u64::from(CHUNK) * 12;
+        assert_eq!(m.preempted.take(), Some([11, rest, 6, 0, 0]));
+        assert_eq!(grant_table_op(&mut m, &mut fx, 11, rest, 6), Ok(0));
+        assert_eq!(m.preempted.take(), None);
+        // 70 swaps of the same two entries: back where they started.
+        let first = m.domain.grant.as_ref().and_then(|g| g.entry(&m, 8));
+        assert_eq!(first.map(|e| u64::from(e.frame)), Some(granted.0));
+    }
 }
