@@ -15,11 +15,11 @@ use guest_pv_shim::dom0_abi::grant_table::{
 };
 use guest_pv_shim::dom0_abi::types::DomId;
 use guest_pv_shim::{hypercall, mm, report};
-use toolstack::xen::domain_info;
+use toolstack::xen::{GRANT_WINDOW_BASE, domain_info};
 
 /// Where dom0 maps the two grants, and its own frame for the copy.
-const WINDOWS: [usize; 2] = [20, 21];
-const COPY_WINDOW: usize = 22;
+const WINDOWS: [usize; 2] = [GRANT_WINDOW_BASE, GRANT_WINDOW_BASE + 1];
+const COPY_WINDOW: usize = GRANT_WINDOW_BASE + 2;
 
 /// A mapping dom0 holds of a domU's grant.
 #[derive(Clone, Copy, Debug)]

@@ -173,8 +173,9 @@ fn probe(console: &mut Console, si: &StartInfo) {
 }
 
 /// Windows of the grant test: the table's first frame and the two pages.
-const TABLE_WINDOW: usize = 2;
-const PAGE_WINDOWS: [usize; 2] = [3, 4];
+/// (The xenstore checks use window 2.)
+const TABLE_WINDOW: usize = 5;
+const PAGE_WINDOWS: [usize; 2] = [6, 7];
 /// The references granted: one dom0 maps writable and gives back, one it
 /// keeps mapped (read-only) past this domain's end.
 const GREFS: [u32; 2] = [8, 9];

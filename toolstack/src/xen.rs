@@ -35,8 +35,11 @@ pub const SCRATCH_WINDOW: usize = 0;
 /// The first window used for console rings; windows
 /// `CONSOLE_WINDOW_BASE..STORE_WINDOW_BASE` hold one console ring each.
 pub const CONSOLE_WINDOW_BASE: usize = 1;
-/// `STORE_WINDOW_BASE..mm::WINDOW_COUNT` hold one xenstore ring each.
+/// `STORE_WINDOW_BASE..GRANT_WINDOW_BASE` hold one xenstore ring each.
 pub const STORE_WINDOW_BASE: usize = 16;
+/// `GRANT_WINDOW_BASE..mm::WINDOW_COUNT` hold dom0's mappings of a domU's
+/// grants and its own frame for grant copies (the grant test).
+pub const GRANT_WINDOW_BASE: usize = 24;
 
 /// `ret` as a result of operation `op`.
 fn check(op: &'static str, ret: i64) -> Result<i64, HvError> {
