@@ -210,7 +210,7 @@ fn wait_for(mut done: impl FnMut() -> bool) -> bool {
 /// `check:` line (dom0 makes them its checks, compared with Xen 4.17);
 /// `grant: offer <a> <b>` asks dom0 to map the grants, `grant: tried`
 /// tells it the revocation was attempted while mapped.
-fn grant(console: &mut Console) -> core::fmt::Result {
+fn grant(console: &mut Console, si: &StartInfo) -> core::fmt::Result {
     use core::fmt::Write;
     use guest_pv_shim::dom0_abi::grant_table::GnttabSetupTable;
 
@@ -235,6 +235,16 @@ fn grant(console: &mut Console) -> core::fmt::Result {
     if mapped != [0; 3] {
         return Ok(());
     }
+    // The toolstack seeded entries 0 (console) and 1 (xenstore) for dom0.
+    let seeded = [(0, si.console.domu_mfn()), (1, si.store_mfn)].map(|(gref, mfn)| {
+        // flags `GTF_permit_access` and domid 0 in the first word.
+        mm::window_read_u32(TABLE_WINDOW, gref * 8) == 1
+            && u64::from(mm::window_read_u32(TABLE_WINDOW, gref * 8 + 4)) == mfn
+    });
+    writeln!(
+        console,
+        "check: reserved grants 0 and 1 seeded for dom0 = {seeded:?}\r"
+    )?;
     mm::fill_window(PAGE_WINDOWS[0], &[GRANT_PATTERN, 0]);
     mm::fill_window(PAGE_WINDOWS[1], &[GRANT_PATTERN]);
     for (gref, page) in GREFS.iter().zip([a, b]) {
@@ -305,7 +315,7 @@ fn demo_main(si: &'static StartInfo) {
             xenstore::checks(&mut console, si);
         }
         if cmdline::has_flag(si.cmdline(), b"grant") {
-            let _ = grant(&mut console);
+            let _ = grant(&mut console, si);
         }
         let _ = core::fmt::Write::write_fmt(
             &mut console,

@@ -28,8 +28,10 @@
 //! `createdomain` destroys the half-built domain.
 #![forbid(unsafe_code)]
 
+use dom0_abi::Errno;
 use dom0_abi::cpu::{VcpuGuestContext, VgcfFlags};
 use dom0_abi::domctl::CreateDomain;
+use dom0_abi::grant_table::{GrantEntryV1, GtfFlags};
 use dom0_abi::layout::{PAGE_SHIFT, PAGE_SIZE};
 use dom0_abi::segment::{FLAT_KERNEL_CS, FLAT_KERNEL_SS};
 use dom0_abi::start_info::{ConsoleInfo, START_INFO_MAGIC, StartInfo};
@@ -104,6 +106,9 @@ pub trait Hypervisor {
     ) -> Result<(), HvError>;
     /// `getdomaininfo(dom).shared_info_frame`.
     fn shared_info_frame(&mut self, dom: u16) -> Result<u64, HvError>;
+    /// `GNTTABOP_setup_table` for `dom` with one frame: the MFN of its
+    /// grant table's first frame.
+    fn grant_table_frame(&mut self, dom: u16) -> Result<u64, HvError>;
     /// `hypercall_init` on frame `mfn`.
     fn hypercall_init(&mut self, dom: u16, mfn: u64) -> Result<(), HvError>;
     /// `mmuext_op(MMUEXT_PIN_L4_TABLE, mfn)` with `foreigndom = dom`.
@@ -263,6 +268,9 @@ fn populate_and_load(
         console: console_port,
     };
     write_start_info(hv, domid, cfg, &layout, p2m, shared_info_mfn, ports)?;
+    let store_mfn = mfn(layout.store_pfn);
+    let table = hv.grant_table_frame(domid)?;
+    hv.write_frame(domid, table, 0, &reserved_grants(console_mfn, store_mfn)?)?;
     if let Some(va) = image.hypercall_page {
         let pfn = (va - layout.virt_base) >> PAGE_SHIFT;
         hv.hypercall_init(domid, mfn(pfn))?;
@@ -280,13 +288,32 @@ fn populate_and_load(
         domid,
         console_mfn,
         console_port,
-        store_mfn: mfn(layout.store_pfn),
+        store_mfn,
         store_port,
         shared_info_mfn,
         l4_mfn,
         layout,
         entry: image.entry,
     })
+}
+
+/// Grant entries 0 (console) and 1 (xenstore) as libxenguest seeds them:
+/// each grants dom0, the back end of both, its page (by MFN, for PV).
+/// `EINVAL` for an MFN a v1 entry cannot hold (above 2^32).
+fn reserved_grants(console_mfn: u64, store_mfn: u64) -> Result<[u8; 16], HvError> {
+    let entry = |mfn: u64| {
+        Ok(GrantEntryV1 {
+            flags: GtfFlags::PERMIT_ACCESS.bits(),
+            domid: 0,
+            frame: u32::try_from(mfn).map_err(|_| HvError {
+                op: "seed grant entries",
+                ret: Errno::EINVAL.neg(),
+            })?,
+        })
+    };
+    let mut bytes = [0u8; 16];
+    [entry(console_mfn)?, entry(store_mfn)?].to_wire(&mut bytes);
+    Ok(bytes)
 }
 
 /// Populates every page (pfn `i` gets `p2m[i]`).

@@ -18,6 +18,7 @@ use dom0_abi::domctl::{
     MaxVcpus, NoPayload, SchedCredit, SchedulerOp, SchedulerOpCmd,
 };
 use dom0_abi::event_channel::EvtchnAllocUnbound;
+use dom0_abi::grant_table::GnttabSetupTable;
 use dom0_abi::mmu::MmuextCmd;
 use dom0_abi::sched::ShutdownReason;
 use dom0_abi::sysctl::{PhysInfo, SchedId, SysctlCmd};
@@ -139,6 +140,29 @@ impl Hypervisor for Xen {
             });
         }
         Ok(info.shared_info_frame)
+    }
+
+    fn grant_table_frame(&mut self, dom: u16) -> Result<u64, HvError> {
+        let mut frame = [0u64; 1];
+        let mut setup = GnttabSetupTable {
+            dom,
+            nr_frames: 1,
+            frame_list: frame.as_mut_ptr() as u64,
+            ..GnttabSetupTable::default()
+        };
+        let ret = hypercall::gnttab_setup_table(&mut setup);
+        let ret = if ret == 0 {
+            i64::from(setup.status)
+        } else {
+            ret
+        };
+        if ret != 0 {
+            return Err(HvError {
+                op: "setup_table",
+                ret,
+            });
+        }
+        Ok(frame[0])
     }
 
     fn hypercall_init(&mut self, dom: u16, mfn: u64) -> Result<(), HvError> {

@@ -31,6 +31,7 @@ struct FakeHv {
 }
 
 const SHARED_INFO_MFN: u64 = 0x77;
+const GRANT_TABLE_MFN: u64 = 0x78;
 const DOMID: u16 = 5;
 
 impl FakeHv {
@@ -137,6 +138,13 @@ impl Hypervisor for FakeHv {
     fn shared_info_frame(&mut self, _dom: u16) -> Result<u64, HvError> {
         self.call("getdomaininfo")?;
         Ok(SHARED_INFO_MFN)
+    }
+    fn grant_table_frame(&mut self, _dom: u16) -> Result<u64, HvError> {
+        self.call("setup_table")?;
+        self.frames
+            .entry(GRANT_TABLE_MFN)
+            .or_insert([0; PAGE_BYTES]);
+        Ok(GRANT_TABLE_MFN)
     }
     fn hypercall_init(&mut self, _dom: u16, mfn: u64) -> Result<(), HvError> {
         self.call("hypercall_init")?;
@@ -281,12 +289,24 @@ fn builds_a_bootable_domain() {
             "write_frame",
             "getdomaininfo",
             "write_frame",
+            "setup_table",
+            "write_frame",
             "hypercall_init",
             "pin_l4",
             "write_frame",
             "setvcpucontext",
         ]
     );
+    // Grant entries 0 and 1 give dom0 the console and xenstore pages.
+    let table = &hv.frames[&GRANT_TABLE_MFN];
+    for (gref, mfn) in [built.console_mfn, built.store_mfn].into_iter().enumerate() {
+        let entry = &table[gref * 8..gref * 8 + 8];
+        assert_eq!(entry[..4], [1, 0, 0, 0], "permit_access for dom0");
+        assert_eq!(
+            u64::from(u32::from_le_bytes(entry[4..].try_into().unwrap())),
+            mfn
+        );
+    }
     let ctxt = hv.ctxt.unwrap();
     let cr3 = ctxt.ctrlreg[3];
     assert_eq!(hv.pinned, Some(cr3 >> 12));
