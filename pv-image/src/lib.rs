@@ -1,6 +1,7 @@
 //! Loading of PV kernel images: an ELF64 reader and Xen's note rules.
 //!
 //! [`elf`] reads the container with every offset bounds-checked;
+//! [`bzimage`] finds the compressed kernel inside a Linux `bzImage`;
 //! [`xen_notes`] applies Xen's acceptance rules and yields a
 //! [`GuestImageInfo`] for a domain builder. Both are pure and host-tested.
 //!
@@ -12,8 +13,10 @@
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
+pub mod bzimage;
 pub mod elf;
 pub mod xen_notes;
 
+pub use bzimage::{BzImage, BzImageError, Compression};
 pub use elf::{ElfError, ElfFile};
 pub use xen_notes::{Features, GuestImageInfo, ImageError, LoadSegment, NoteSource};

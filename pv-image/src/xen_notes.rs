@@ -23,8 +23,12 @@
 //!
 //! [`GuestImageInfo::check_dom0`] adds the dom0 rules of Xen's PV dom0
 //! builder. Where this module is stricter than Xen (numeric notes of an odd
-//! size, string notes without a terminating NUL, segments that do not fit in
-//! the file) the image is rejected with a message rather than read as zero.
+//! size, segments that do not fit in the file) the image is rejected with a
+//! message rather than read as zero. A string note ends at its first NUL or
+//! else at the end of its descriptor (Linux's `FEATURES` has no NUL; Xen
+//! stops at the padding's zero byte, which is the same text whenever the
+//! descriptor's length is not a multiple of 4, and then reads on into the
+//! next note, which this module does not).
 #![forbid(unsafe_code)]
 
 use core::fmt;
@@ -549,7 +553,7 @@ fn apply_note<'a>(notes: &mut RawNotes<'a>, kind: u32, desc: &'a [u8]) -> Result
     let text = || {
         string(desc).ok_or(ImageError::BadNote {
             note: name,
-            reason: "string must be NUL-terminated UTF-8",
+            reason: "string must be UTF-8",
         })
     };
     match kind {
@@ -641,9 +645,11 @@ fn numeric(desc: &[u8]) -> Option<u64> {
     Some(u64::from_le_bytes(bytes))
 }
 
-/// The text before the first NUL, which must exist.
+/// The text before the first NUL, or the whole descriptor when it has
+/// none: Linux writes `FEATURES` with `.ascii`, and Xen reads a string note
+/// up to the NUL that the note's zero padding supplies.
 fn string(desc: &[u8]) -> Option<&str> {
-    let end = desc.iter().position(|&b| b == 0)?;
+    let end = desc.iter().position(|&b| b == 0).unwrap_or(desc.len());
     core::str::from_utf8(&desc[..end]).ok()
 }
 
@@ -948,6 +954,33 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn string_notes_without_nul_as_linux_writes_them() {
+        // Linux 6.1: `.ascii "!writable_page_tables"`, no NUL; the note's
+        // padding ends it on Xen.
+        let image = image_with(
+            &with_note(XenElfNote::Features, b"!writable_page_tables|dom0"),
+            LINUX_BASE + 0x1000,
+            0x1000,
+        );
+        let info = GuestImageInfo::parse_dom0(&image).unwrap();
+        assert!(info.features.requires(XenFeature::WritablePageTables));
+        assert!(info.features.supports(XenFeature::Dom0));
+        let image = image_with(
+            &with_note(XenElfNote::Loader, b"generic"),
+            LINUX_BASE + 0x1000,
+            0x1000,
+        );
+        assert_eq!(GuestImageInfo::parse_dom0(&image).unwrap().loader, "generic");
+        // Text after a NUL inside the descriptor is not read.
+        let image = image_with(
+            &with_note(XenElfNote::Features, b"dom0\0!no_such_feature"),
+            LINUX_BASE + 0x1000,
+            0x1000,
+        );
+        assert!(GuestImageInfo::parse_dom0(&image).is_ok());
+    }
+
+    #[test]
     fn unknown_and_ignored_note_types() {
         // An unassigned type, INFO and L1_MFN_VALID are skipped, whatever
         // their contents.
@@ -1054,7 +1087,7 @@ pub(crate) mod tests {
         );
         assert!(error_of(&image).contains("HYPERCALL_PAGE"));
         let image = image_with(
-            &with_note(XenElfNote::Loader, b"generic"),
+            &with_note(XenElfNote::Loader, b"generic\xff\xfe"),
             LINUX_BASE + 0x1000,
             0x1000,
         );
