@@ -186,7 +186,8 @@ impl<'a> BzImage<'a> {
             .filter(|p| p.len() > SIZE_TRAILER)
             .ok_or(out_of_bounds)?;
         let (compressed, trailer) = payload.split_at(payload.len() - SIZE_TRAILER);
-        let compression = Compression::detect(compressed).ok_or(BzImageError::UnknownCompression)?;
+        let compression =
+            Compression::detect(compressed).ok_or(BzImageError::UnknownCompression)?;
         let uncompressed_size = le32(trailer, 0).ok_or(out_of_bounds)?;
         Ok(BzImage {
             protocol,
@@ -211,7 +212,8 @@ mod tests {
         out[SETUP_SECTS] = setup_sects;
         out[HEADER_MAGIC_AT..HEADER_MAGIC_AT + 4].copy_from_slice(HEADER_MAGIC);
         out[VERSION_AT..VERSION_AT + 2].copy_from_slice(&protocol.to_le_bytes());
-        out[PAYLOAD_OFFSET_AT..PAYLOAD_OFFSET_AT + 4].copy_from_slice(&payload_offset.to_le_bytes());
+        out[PAYLOAD_OFFSET_AT..PAYLOAD_OFFSET_AT + 4]
+            .copy_from_slice(&payload_offset.to_le_bytes());
         let length = u32::try_from(payload.len()).unwrap();
         out[PAYLOAD_LENGTH_AT..PAYLOAD_LENGTH_AT + 4].copy_from_slice(&length.to_le_bytes());
         out.extend_from_slice(payload);

@@ -970,7 +970,10 @@ pub(crate) mod tests {
             LINUX_BASE + 0x1000,
             0x1000,
         );
-        assert_eq!(GuestImageInfo::parse_dom0(&image).unwrap().loader, "generic");
+        assert_eq!(
+            GuestImageInfo::parse_dom0(&image).unwrap().loader,
+            "generic"
+        );
         // Text after a NUL inside the descriptor is not read.
         let image = image_with(
             &with_note(XenElfNote::Features, b"dom0\0!no_such_feature"),

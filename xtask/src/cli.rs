@@ -39,12 +39,19 @@ when standard input is a terminal):
   --smp <N>             number of CPUs (default 1)
   --mem <MiB>           RAM size (default 256)
   --timeout <seconds>   stop QEMU after this long (default: no limit)
+  --linux               dom0 is Debian's current linux-image-amd64 with a busybox
+                        initramfs (apt-get download, cached in target/linux/); default
+                        --hv-args then give dom0_mem=256M and --mem 512
+  --linux-args <line>   more kernel arguments after 'console=hvc0 earlyprintk=xen'
 
 test options:
   --xen                 also boot the conformance tests on Xen 4.17 and compare the results
   --pending             also run the pending tests (written against Xen, not yet passing here)
   --filter <substr>     run only the tests whose name contains <substr>
   --timeout <seconds>   per-test timeout (default 60)
+  --linux               instead, boot Debian's Linux on Xen 4.17 and here, one test per
+                        boot stage (downloads the kernel; not part of the default run;
+                        each boot gets at least 180 s)
 
 fuzz-guest options:
   --seed <n>            the fuzzer's seed (default 1)
@@ -150,6 +157,10 @@ pub struct RunArgs {
     /// `--domu` (repeatable): PV kernels dom0 creates at start; dom0 is
     /// then the toolstack dom0 with a ramdisk made from them.
     pub domus: Vec<crate::ramdisk::DomuSpec>,
+    /// `--linux`: dom0 is Debian's Linux with a busybox initramfs.
+    pub linux: bool,
+    /// `--linux-args`: more kernel arguments, if given.
+    pub linux_args: Option<String>,
 }
 
 impl Default for RunArgs {
@@ -168,6 +179,8 @@ impl Default for RunArgs {
             mem_mib: DEFAULT_MEM_MIB,
             timeout_secs: None,
             domus: Vec::new(),
+            linux: false,
+            linux_args: None,
         }
     }
 }
@@ -175,12 +188,17 @@ impl Default for RunArgs {
 impl RunArgs {
     /// The hypervisor command line to use.
     pub fn hv_args(&self) -> &str {
-        self.hv_args.as_deref().unwrap_or(DEFAULT_HV_ARGS)
+        let default = if self.linux {
+            crate::linux::HV_ARGS
+        } else {
+            DEFAULT_HV_ARGS
+        };
+        self.hv_args.as_deref().unwrap_or(default)
     }
 
     /// Whether dom0 is the Rust dom0 (`dom0/`, the default).
     pub fn rust_dom0(&self) -> bool {
-        self.dom0.is_none() && self.test.is_none()
+        self.dom0.is_none() && self.test.is_none() && !self.linux
     }
 
     /// dom0's command line: as given; else `test=<name>` with `--test`,
@@ -207,6 +225,8 @@ pub struct TestArgs {
     pub filter: Option<String>,
     /// `--timeout`: per-test timeout in seconds.
     pub timeout_secs: u64,
+    /// `--linux`: run the Linux boot stages instead.
+    pub linux: bool,
 }
 
 impl Default for TestArgs {
@@ -216,6 +236,7 @@ impl Default for TestArgs {
             pending: false,
             filter: None,
             timeout_secs: DEFAULT_TEST_TIMEOUT_SECS,
+            linux: false,
         }
     }
 }
@@ -416,6 +437,8 @@ fn parse_run(options: &mut Options) -> Result<RunArgs, String> {
             "--domu" => run.domus.push(crate::ramdisk::DomuSpec::parse(
                 &options.value(&name, inline)?,
             )?),
+            "--linux" => run.linux = Options::flag(&name, inline)?,
+            "--linux-args" => run.linux_args = Some(options.value(&name, inline)?),
             _ => return Err(format!("unknown option '{name}' for 'run'")),
         }
     }
@@ -427,6 +450,21 @@ fn parse_run(options: &mut Options) -> Result<RunArgs, String> {
             "--test boots the test guest as dom0: it cannot be combined with --dom0 or --domu"
                 .to_owned(),
         );
+    }
+    if run.linux
+        && (run.dom0.is_some()
+            || run.ramdisk.is_some()
+            || run.dom0_args.is_some()
+            || run.test.is_some()
+            || !run.domus.is_empty())
+    {
+        return Err("--linux brings its own dom0 and ramdisk: it cannot be combined with --dom0, --dom0-args, --ramdisk, --test or --domu".to_owned());
+    }
+    if run.linux_args.is_some() && !run.linux {
+        return Err("--linux-args needs --linux".to_owned());
+    }
+    if run.linux && !options.seen.iter().any(|o| o == "--mem") {
+        run.mem_mib = crate::linux::MEM_MIB;
     }
     if run.icount && run.accel == AccelChoice::Kvm {
         return Err("--icount needs TCG; it cannot be combined with --accel kvm".to_owned());
@@ -440,6 +478,7 @@ fn parse_test(options: &mut Options) -> Result<TestArgs, String> {
         match name.as_str() {
             "--xen" => test.xen = Options::flag(&name, inline)?,
             "--pending" => test.pending = Options::flag(&name, inline)?,
+            "--linux" => test.linux = Options::flag(&name, inline)?,
             "--filter" => test.filter = Some(options.value(&name, inline)?),
             "--timeout" => test.timeout_secs = positive(&name, &options.value(&name, inline)?)?,
             _ => return Err(format!("unknown option '{name}' for 'test'")),
@@ -647,6 +686,28 @@ mod tests {
         assert!(parse_str("run --domu a.elf --dom0 k").is_err());
         assert!(parse_str("run --domu a.elf --ramdisk r").is_err());
         assert!(parse_str("run --domu a.elf,bogus=1").is_err());
+    }
+
+    #[test]
+    fn linux_options() {
+        let Ok(Command::Run(run)) = parse_str("run --linux --linux-args=quiet") else {
+            panic!("run --linux did not parse");
+        };
+        assert!(run.linux);
+        assert_eq!(run.linux_args.as_deref(), Some("quiet"));
+        assert_eq!(run.mem_mib, crate::linux::MEM_MIB);
+        assert_eq!(run.hv_args(), crate::linux::HV_ARGS);
+        let Ok(Command::Run(small)) = parse_str("run --linux --mem 300") else {
+            panic!("run --linux --mem did not parse");
+        };
+        assert_eq!(small.mem_mib, 300);
+        assert!(parse_str("run --linux --dom0 k").is_err());
+        assert!(parse_str("run --linux --ramdisk r").is_err());
+        assert!(parse_str("run --linux-args quiet").is_err());
+        let Ok(Command::Test(test)) = parse_str("test --linux") else {
+            panic!("test --linux did not parse");
+        };
+        assert!(test.linux && !test.xen);
     }
 
     #[test]

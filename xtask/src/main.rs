@@ -25,6 +25,7 @@ mod elf;
 mod fuzz;
 mod grub;
 mod images;
+mod linux;
 mod new_test;
 mod packages;
 mod qemu;

@@ -39,14 +39,29 @@ fn member(out: &mut Vec<u8>, ino: u32, name: &str, mode: u32, data: &[u8]) -> Re
     Ok(())
 }
 
+/// Mode of an executable file, rwxr-xr-x.
+pub const EXEC_MODE: u32 = 0o100_755;
+/// Mode of a directory, rwxr-xr-x.
+pub const DIR_MODE: u32 = 0o040_755;
+
 /// A newc archive of regular files (in the given order), with the trailer.
 pub fn newc(files: &[(&str, &[u8])]) -> Result<Vec<u8>, String> {
+    let members: Vec<(&str, u32, &[u8])> = files
+        .iter()
+        .map(|&(name, data)| (name, FILE_MODE, data))
+        .collect();
+    newc_members(&members)
+}
+
+/// A newc archive of `(name, mode, data)` members in the given order (a
+/// directory before what it holds), with the trailer.
+pub fn newc_members(members: &[(&str, u32, &[u8])]) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
-    for (ino, (name, data)) in (1..).zip(files) {
+    for (ino, &(name, mode, data)) in (1..).zip(members) {
         if name.is_empty() || name.contains('\0') {
             return Err(format!("cpio: bad member name {name:?}"));
         }
-        member(&mut out, ino, name, FILE_MODE, data)?;
+        member(&mut out, ino, name, mode, data)?;
     }
     member(&mut out, 0, "TRAILER!!!", 0, b"")?;
     Ok(out)

@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::build::{self, Workspace};
 use crate::cli::{BootPath, RunArgs};
 use crate::grub::{self, IsoContents};
+use crate::linux;
 use crate::packages;
 use crate::qemu::{self, Boot, Machine, Module, RunSpec, Serial};
 use crate::ramdisk::{self, DomuSet};
@@ -101,12 +102,20 @@ pub fn run(workspace: &Workspace, args: &RunArgs) -> Result<u8, String> {
     };
     let run_dir = workspace.xtask_dir("xtask-run");
     std::fs::create_dir_all(&run_dir).map_err(|e| format!("{}: {e}", run_dir.display()))?;
-    let dom0 = match &args.dom0 {
-        Some(path) => absolute(path)?,
-        None if args.test.is_some() => workspace.test_guest(),
-        None => workspace.dom0(),
+    let linux = if args.linux {
+        Some(linux::prepare(workspace)?)
+    } else {
+        None
     };
-    let ramdisk = if !args.domus.is_empty() {
+    let dom0 = match (&args.dom0, &linux) {
+        (_, Some(files)) => files.kernel.clone(),
+        (Some(path), None) => absolute(path)?,
+        (None, None) if args.test.is_some() => workspace.test_guest(),
+        (None, None) => workspace.dom0(),
+    };
+    let ramdisk = if let Some(files) = &linux {
+        Some(files.initramfs.clone())
+    } else if !args.domus.is_empty() {
         let path = run_dir.join("domus.cpio");
         ramdisk::write_domus(&args.domus, &path)?;
         Some(path)
@@ -116,7 +125,11 @@ pub fn run(workspace: &Workspace, args: &RunArgs) -> Result<u8, String> {
         args.ramdisk.as_deref().map(absolute).transpose()?
     };
     let terminal = std::io::stdin().is_terminal();
-    let dom0_args = args.dom0_args(terminal);
+    let dom0_args = match (&linux, &args.linux_args) {
+        (Some(_), Some(more)) => format!("{} {more}", linux::KERNEL_ARGS),
+        (Some(_), None) => linux::KERNEL_ARGS.to_owned(),
+        (None, _) => args.dom0_args(terminal),
+    };
     if args.rust_dom0() && dom0_args.split_whitespace().any(|w| w == "shell") {
         eprintln!(
             "xtask: dom0 creates its domUs, then its shell takes commands at the 'dom0> ' \

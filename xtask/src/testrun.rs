@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use crate::build::{self, Workspace};
 use crate::cli::{DEFAULT_MEM_MIB, TestArgs};
+use crate::linux;
 use crate::packages;
 use crate::qemu::{self, Accel, Boot, Machine, Module, RunResult, RunSpec, Serial};
 use crate::run::{BootFiles, prepare_boot};
@@ -50,6 +51,8 @@ struct Tally {
     skipped: Vec<String>,
     /// Each known difference from Xen that a conformance run showed.
     allowed: Vec<String>,
+    /// `<test> (<what>)` for each Linux stage not reached here yet.
+    pending: Vec<String>,
 }
 
 impl Tally {
@@ -431,6 +434,10 @@ pub fn test(workspace: &Workspace, args: &TestArgs) -> Result<bool, String> {
     }
     packages::ensure(&tools)?;
     let mut tally = Tally::default();
+    if args.linux {
+        linux_tests(workspace, args, &mut tally)?;
+        return Ok(finish(&tally));
+    }
     let pending: &[IntegrationTest] = if args.pending { PENDING } else { &[] };
     let table = || TESTS.iter().chain(pending);
     let selected: Vec<&IntegrationTest> = table().filter(|t| args.selects(t.name)).collect();
@@ -498,6 +505,12 @@ pub fn test(workspace: &Workspace, args: &TestArgs) -> Result<bool, String> {
             }
         }
     }
+    Ok(finish(&tally))
+}
+
+/// Prints the allowed differences, skips, pending stages and the tally;
+/// returns whether every test passed.
+fn finish(tally: &Tally) -> bool {
     if !tally.allowed.is_empty() {
         println!("allowed differences from Xen 4.17 (xtask/src/xen.rs, ALLOWED):");
         for allowed in &tally.allowed {
@@ -510,6 +523,15 @@ pub fn test(workspace: &Workspace, args: &TestArgs) -> Result<bool, String> {
             println!("    {skip}");
         }
     }
+    if !tally.pending.is_empty() {
+        println!(
+            "Linux stages not reached here yet ({}, see xtask/src/linux.rs):",
+            tally.pending.len()
+        );
+        for stage in &tally.pending {
+            println!("    {stage}");
+        }
+    }
     if !tally.failed.is_empty() {
         println!("failed: {}", tally.failed.join(" "));
     }
@@ -518,5 +540,136 @@ pub fn test(workspace: &Workspace, args: &TestArgs) -> Result<bool, String> {
         tally.passed.len(),
         tally.failed.len()
     );
-    Ok(tally.failed.is_empty())
+    tally.failed.is_empty()
+}
+
+/// Boots Linux with its initramfs (`oxen=check`) under `hypervisor`,
+/// saving the log as `log`.
+fn boot_linux(
+    hypervisor: &Path,
+    hv_args: &str,
+    files: &linux::LinuxFiles,
+    stop_markers: &'static [&'static str],
+    timeout: Duration,
+    log: &Path,
+) -> Result<RunResult, String> {
+    let boot = Boot::Direct {
+        kernel: hypervisor.to_path_buf(),
+        append: hv_args.to_owned(),
+        modules: vec![
+            Module {
+                path: files.kernel.clone(),
+                args: format!("{} {}", linux::KERNEL_ARGS, linux::CHECK_ARG),
+            },
+            Module {
+                path: files.initramfs.clone(),
+                args: String::new(),
+            },
+        ],
+    };
+    let machine = Machine {
+        mem_mib: linux::MEM_MIB,
+        ..TEST_MACHINE
+    };
+    let args = qemu::qemu_args(&machine, &boot)?;
+    let result = qemu::run(&RunSpec {
+        args: args.clone(),
+        serial: Serial::Capture,
+        timeout: Some(timeout),
+        stop_markers,
+        typing: &[],
+    })?;
+    save_log(log, &args, &result)?;
+    Ok(result)
+}
+
+/// The name of the Linux boot on Xen 4.17, one test for all stages.
+const XEN_LINUX: &str = "xen:linux";
+
+/// `cargo xtask test --linux`: Linux on Xen 4.17 (every stage must be
+/// reached) and here (the first [`linux::PASSING_HERE`] stages must be,
+/// later ones are pending until they are raised), one test per stage;
+/// once the check script runs here, its lines must equal Xen's.
+fn linux_tests(workspace: &Workspace, args: &TestArgs, tally: &mut Tally) -> Result<(), String> {
+    let dirs = TestDirs::new(workspace)?;
+    let timeout = Duration::from_secs(args.timeout_secs.max(linux::MIN_TIMEOUT_SECS));
+    let names = || {
+        std::iter::once(XEN_LINUX.to_owned()).chain(linux::STAGES.iter().map(|s| s.name.to_owned()))
+    };
+    let files = match packages::ensure(packages::XEN)
+        .and_then(|()| build::build_images(workspace))
+        .and_then(|()| linux::prepare(workspace))
+    {
+        Ok(files) => files,
+        Err(error) => {
+            for name in names() {
+                tally.record(&name, &[format!("not run: {error}")], None, "");
+            }
+            return Ok(());
+        }
+    };
+    let theirs = xen::unpack(&dirs.xen).and_then(|xen| {
+        boot_linux(
+            &xen,
+            linux::XEN_ARGS,
+            &files,
+            xen::STOP_MARKERS,
+            timeout,
+            &dirs.xen.join("linux.log"),
+        )
+    });
+    let theirs_log = match &theirs {
+        Ok(run) => {
+            let missed: Vec<String> = linux::STAGES
+                .iter()
+                .filter(|s| !(s.reached)(linux::Platform::Xen, &run.outcome, &run.serial))
+                .map(|s| format!("not reached on Xen: {} ({})", s.name, s.what))
+                .collect();
+            tally.record(XEN_LINUX, &missed, Some(run.elapsed), &run.serial);
+            run.serial.as_str()
+        }
+        Err(error) => {
+            tally.record(XEN_LINUX, std::slice::from_ref(error), None, "");
+            ""
+        }
+    };
+    let ours = match boot_linux(
+        &workspace.hypervisor(),
+        linux::HV_ARGS,
+        &files,
+        &[],
+        timeout,
+        &dirs.logs.join("linux.log"),
+    ) {
+        Ok(run) => run,
+        Err(error) => {
+            for stage in linux::STAGES {
+                tally.record(stage.name, std::slice::from_ref(&error), None, "");
+            }
+            return Ok(());
+        }
+    };
+    for (index, stage) in linux::STAGES.iter().enumerate() {
+        let reached = (stage.reached)(linux::Platform::Oxen, &ours.outcome, &ours.serial);
+        let mut problems = Vec::new();
+        match (index < linux::PASSING_HERE, reached) {
+            (true, true) => {}
+            (true, false) => problems.push(format!("not reached: {}", stage.what)),
+            (false, true) => problems.push(format!(
+                "reached now: raise linux::PASSING_HERE to {}",
+                index + 1
+            )),
+            (false, false) => {
+                tally
+                    .pending
+                    .push(format!("{} ({})", stage.name, stage.what));
+                continue;
+            }
+        }
+        if stage.name == "linux_script" {
+            problems.extend(linux::compare_checks(&ours.serial, theirs_log));
+        }
+        tally.record(stage.name, &problems, Some(ours.elapsed), &ours.serial);
+    }
+    Ok(())
 }

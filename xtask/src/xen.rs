@@ -27,7 +27,7 @@ pub const XEN_ARGS: &str = "console=com1 com1=115200,8n1 dom0_mem=64M noreboot l
                             guest_loglvl=all gnttab=max_ver:1";
 
 /// Xen's line when dom0 powered off: the only good end of a run.
-const DOM0_HALTED: &str = "Hardware Dom0 halted";
+pub const DOM0_HALTED: &str = "Hardware Dom0 halted";
 
 /// Xen's line when dom0 crashed.
 const DOM0_CRASHED: &str = "Hardware Dom0 crashed";

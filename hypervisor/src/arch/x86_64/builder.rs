@@ -55,9 +55,6 @@ pub enum BuildError {
     Image(ImageError),
     /// The layout does not fit.
     Layout(LayoutError),
-    /// The kernel asks for its p2m list outside the initial mapping
-    /// (`INIT_P2M`), which this builder does not do yet.
-    InitP2m,
     /// The bootstrap page tables did not validate (a builder bug).
     PageTables(Errno),
     /// An internal inconsistency (a builder bug).
@@ -87,9 +84,6 @@ impl fmt::Display for BuildError {
                 e.name()
             ),
             BuildError::Internal(what) => write!(f, "internal error: {what}"),
-            BuildError::InitP2m => f.write_str(
-                "the INIT_P2M note (p2m list outside the initial mapping) is not supported",
-            ),
             BuildError::OutOfMemory { wanted, free } => {
                 write!(
                     f,
@@ -128,12 +122,15 @@ pub fn build_dom0(
     // allocator excludes; the direct map covers it; nothing writes it.
     let image =
         unsafe { core::slice::from_raw_parts(phys_to_virt(kernel.start) as *const u8, image_len) };
-    let info = GuestImageInfo::parse_dom0(image).map_err(BuildError::Image)?;
+    let mut info = GuestImageInfo::parse_dom0(image).map_err(BuildError::Image)?;
     let ramdisk = modules.get(1);
     let ramdisk_len = ramdisk.map_or(0, |m| m.end - m.start);
 
-    if info.init_p2m.is_some() {
-        return Err(BuildError::InitP2m);
+    // A kernel with `INIT_P2M` also takes its p2m list inside the initial
+    // mapping (`start_info.mfn_list` says where): Linux, the one kernel
+    // that gives the note, moves the list itself when it finds it there.
+    if let Some(va) = info.init_p2m.take() {
+        log::info!("dom0: INIT_P2M {va:#x} noted; the p2m list stays in the initial mapping");
     }
     if info.bsd_symtab {
         log::warn!("dom0: BSD_SYMTAB is not supported; the kernel gets no symbol table");
