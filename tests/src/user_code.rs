@@ -40,6 +40,17 @@ global_asm!(
     "mov qword ptr [rip + shim_user_data + {o2}], rax",
     "mov qword ptr [rip + shim_user_data + {o3}], rsp",
     "jmp shim_user_exit",
+    // SYSCALL with RAX = the number in ARG and RDI = RSI = 0 (the
+    // arguments of `xen_version(XENVER_version, NULL)` if RAX names it);
+    // stores RAX as it comes back.
+    ".globl user_syscall_arg",
+    "user_syscall_arg:",
+    "mov rax, qword ptr [rip + shim_user_data + {arg}]",
+    "xor edi, edi",
+    "xor esi, esi",
+    "syscall",
+    "mov qword ptr [rip + shim_user_data + {o0}], rax",
+    "jmp shim_user_exit",
     // SYSCALL with RAX = SYSCALL_NUMBER and RCX/R11 poisoned; stores RAX,
     // RCX, R11 as they come back and the expected return address.
     ".globl user_syscall",
@@ -172,6 +183,8 @@ unsafe extern "C" {
     pub static user_selectors: u8;
     /// See the assembly above.
     pub static user_syscall: u8;
+    /// See the assembly above.
+    pub static user_syscall_arg: u8;
     /// See the assembly above.
     pub static user_read: u8;
     /// See the assembly above.

@@ -36,6 +36,8 @@ pub const RW: u64 = PteFlags::RW.bits();
 pub const ACCESSED: u64 = PteFlags::ACCESSED.bits();
 /// Dirty.
 pub const DIRTY: u64 = PteFlags::DIRTY.bits();
+/// User/supervisor: set at every level for ring 3 to reach the page.
+pub const USER: u64 = PteFlags::USER.bits();
 /// Write-through.
 pub const PWT: u64 = PteFlags::PWT.bits();
 /// Cache disable.

@@ -11,7 +11,7 @@ use super::INVALID_M2P_ENTRY;
 use super::effects::TlbFlush;
 use super::fake::{DOM, FakeMachine, OTHER, PRO, PRW, XorShift};
 use super::frame_table::{FrameInfo, FrameTable, Owner, PageType};
-use super::machine::VcpuMm;
+use super::machine::{PageTableMemory, VcpuMm};
 use super::pte;
 use super::types::{MapCtx, PtwrOutcome, PtwrWrite};
 
@@ -1257,4 +1257,37 @@ fn random_operations_keep_the_invariants() {
             "OXEN_MM_SEED={seed:#x}: {op:?} succeeded {ok} of {all} times, below {percent}%"
         );
     }
+}
+
+#[test]
+fn supervisor_pages_are_told_from_user_pages() {
+    let mut m = FakeMachine::new(32);
+    let data = m.give(DOM);
+    let [l4, l3, l2, l1] = m.build_tables(DOM, VA, data);
+    let walk = |m: &mut FakeMachine, va| m.with(|mmu| mmu.maps_supervisor_page(l4, va)).0;
+    // build_tables leaves the user bit clear everywhere: supervisor.
+    assert_eq!(walk(&mut m, VA), Some(true));
+    let user = |m: &mut FakeMachine, table: Mfn, va: u64, level: u32| {
+        let i = pte::table_index(va, level);
+        let entry = m.with(|mmu| mmu.machine.read_pte(table, i)).0;
+        m.set(table, i, entry | pte::USER);
+    };
+    for (table, level) in [(l4, 4), (l3, 3), (l2, 2)] {
+        user(&mut m, table, VA, level);
+        assert_eq!(walk(&mut m, VA), Some(true), "user up to level {level}");
+    }
+    // Only with the user bit at every level is it a user page.
+    user(&mut m, l1, VA, 1);
+    assert_eq!(walk(&mut m, VA), Some(false));
+    // Not mapped, or not a guest address: unknown.
+    assert_eq!(walk(&mut m, VA + 0x20_0000), None);
+    assert_eq!(walk(&mut m, 0xffff_8000_0000_0000), None);
+    assert_eq!(walk(&mut m, 0x8000_0000_0000), None);
+    // A 2 MiB superpage ends the walk at the L2 entry.
+    let big = VA + 0x40_0000;
+    let i = pte::table_index(big, 2);
+    m.set(l2, i, (data.0 << 12) | PRO | pte::PAT_PSE);
+    assert_eq!(walk(&mut m, big), Some(true));
+    m.set(l2, i, (data.0 << 12) | PRO | pte::PAT_PSE | pte::USER);
+    assert_eq!(walk(&mut m, big), Some(false));
 }

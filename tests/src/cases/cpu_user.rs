@@ -26,7 +26,11 @@
 //! back to user mode; returning with `VGCF_in_syscall` hands the user RCX
 //! = return address and R11 = RFLAGS (SYSRET's registers), returning
 //! without it hands back the frame's RCX and R11. With no syscall
-//! callback, a user `SYSCALL` is #UD.
+//! callback, a user `SYSCALL` is #UD. A `SYSCALL` from the guest kernel is
+//! a hypercall (how Linux makes them): `xen_version(XENVER_version)` made
+//! with it answers as through `int $0x82`/the hypercall page; a user
+//! `SYSCALL` with the same registers still reaches the syscall callback,
+//! whatever RAX holds (user code cannot make hypercalls that way).
 //!
 //! On Xen a native `iretq` cannot enter user mode (Xen would not switch to
 //! its user page table and mode), so the shim uses `HYPERVISOR_iret` there
@@ -35,6 +39,7 @@
 use guest_pv_shim::dom0_abi::cpu::{
     CallbackFlags, CallbackRegister, CallbackType, VGCF_IN_SYSCALL,
 };
+use guest_pv_shim::dom0_abi::hypercall::Hypercall;
 use guest_pv_shim::dom0_abi::mmu::MmuextCmd;
 use guest_pv_shim::dom0_abi::segment::{FLAT_USER_CS, FLAT_USER_SS};
 use guest_pv_shim::dom0_abi::start_info::StartInfo;
@@ -360,6 +365,56 @@ fn syscall_hook(frame: &mut TrapFrame, rec: &Trap) -> Disposition {
     Disposition::Default
 }
 
+/// `xen_version(XENVER_version, NULL)` made with `SYSCALL` from the
+/// kernel, as Linux makes hypercalls (RCX and R11 saved around it).
+fn kernel_syscall_xen_version() -> u64 {
+    let ret: u64;
+    // SAFETY: a hypercall with Xen's register convention; the call may
+    // clobber the argument registers, RCX and R11, all declared.
+    unsafe {
+        core::arch::asm!(
+            "push rcx",
+            "push r11",
+            "syscall",
+            "pop r11",
+            "pop rcx",
+            inlateout("rax") u64::from(Hypercall::XenVersion.number()) => ret,
+            inlateout("rdi") 0u64 => _,
+            inlateout("rsi") 0u64 => _,
+            lateout("rdx") _,
+            lateout("r10") _,
+            lateout("r8") _,
+        );
+    }
+    ret
+}
+
+fn kernel_and_user_syscall_hypercalls() {
+    // SAFETY: XENVER_version takes no buffer.
+    let expected = unsafe { hc::xen_version_raw(0, 0) }.cast_unsigned();
+    report::check_eq(
+        "kernel SYSCALL is a hypercall (xen_version answers as through int $0x82)",
+        kernel_syscall_xen_version(),
+        expected,
+    );
+    set_arg(u64::from(Hypercall::XenVersion.number()));
+    // SAFETY: taking the address of a user routine.
+    let entry = address(unsafe { &user_code::user_syscall_arg });
+    let before = traps::count();
+    traps::run_user(entry, FLAT_USER_CS, USER_RFLAGS, UserEntry::Hypercall);
+    let t = (traps::count() != before).then(traps::last);
+    report::check(
+        "user SYSCALL with a hypercall's registers reaches the syscall callback",
+        t.is_some_and(|t| t.vector == traps::VECTOR_SYSCALL && t.from_user()),
+        format_args!("{t:x?}"),
+    );
+    report::check(
+        "user SYSCALL with a hypercall's registers gets no hypercall result",
+        out(OUT_0) != expected,
+        format_args!("rax {:#x}", out(OUT_0)),
+    );
+}
+
 pub fn syscall(_start_info: &'static StartInfo) {
     if !support::traps_and_user() {
         return;
@@ -408,6 +463,8 @@ pub fn syscall(_start_info: &'static StartInfo) {
         out(OUT_1),
         ret_rip,
     );
+
+    kernel_and_user_syscall_hypercalls();
 
     traps::set_syscall_iret_flags(0);
     traps::run_user(entry, FLAT_USER_CS, USER_RFLAGS, UserEntry::Hypercall);

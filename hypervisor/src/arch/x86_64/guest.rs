@@ -5,6 +5,7 @@
 //! layouts and checks are the pure `crate::vcpu` functions; this module
 //! reads and writes the guest and the CPU.
 use dom0_abi::cpu::IretContext;
+use dom0_abi::segment::{RING1_KERNEL_CS, RING1_KERNEL_SS};
 use dom0_abi::shared_info::VcpuInfo;
 use dom0_abi::stats::Counter;
 use dom0_abi::types::Mfn;
@@ -13,7 +14,7 @@ use dom0_abi::wire::Wire;
 use crate::emulate::{self, Insn, StoreValue};
 use crate::hypercall::mmu;
 use crate::mm::effects::Effects;
-use crate::mm::types::{PtwrOutcome, PtwrWrite};
+use crate::mm::types::{Mmu, PtwrOutcome, PtwrWrite};
 use crate::resume::{self, Descriptors, Location};
 use crate::vcpu::{self, Context, NmiDelivery, Pending, Vcpu, debug};
 
@@ -322,9 +323,42 @@ fn deliver_nmi(current: &mut Current, regs: &mut GuestRegs) {
     }
 }
 
-/// `SYSCALL` from guest user mode: to the registered callback, without a
-/// page-table switch; with none registered, `#UD` at the `SYSCALL`.
+/// The lowest address of the upper canonical half.
+const UPPER_HALF: u64 = 0xffff_8000_0000_0000;
+
+/// Whether the 64-bit `SYSCALL` that entered with `regs` was executed by
+/// the guest kernel (ring 1). `SYSCALL` does not record the ring it came
+/// from, so the page holding the instruction decides: ring 3 cannot fetch
+/// from a supervisor page, so a `SYSCALL` in one came from ring 1 (see
+/// docs/address-spaces.md, "SYSCALL from the kernel"). The lower half,
+/// where user programs live, is taken as user mode without a walk.
+fn syscall_from_kernel(current: &mut Current, regs: &mut GuestRegs) -> bool {
+    // RIP is the next instruction: its last two bytes are `0F 05`.
+    let at = regs.rip.wrapping_sub(TWO_BYTE_INSN);
+    if at < UPPER_HALF {
+        return false;
+    }
+    let Some(root) = current.vcpu.mm.kernel_l4 else {
+        return false;
+    };
+    let mut fx = Effects::default();
+    let mut env = ArchEnv::new(current, regs);
+    Mmu::new(&mut env, &mut fx).maps_supervisor_page(root, at) == Some(true)
+}
+
+/// `SYSCALL` from the guest kernel is a hypercall (Xen's register
+/// convention: RAX the number, RDI, RSI, RDX, R10, R8 the arguments; RCX
+/// and R11 are the CPU's), returning in kernel mode with the RFLAGS the
+/// CPU saved in R11. From guest user mode it goes to the registered
+/// callback, without a page-table switch; with none registered, `#UD` at
+/// the `SYSCALL`.
 pub fn syscall(current: &mut Current, regs: &mut GuestRegs) {
+    if regs.vector == SYSCALL_VECTOR && syscall_from_kernel(current, regs) {
+        regs.cs = u64::from(RING1_KERNEL_CS);
+        regs.ss = u64::from(RING1_KERNEL_SS);
+        super::traps::hypercall(current, regs);
+        return;
+    }
     let callback = if regs.vector == SYSCALL_VECTOR {
         current.vcpu.syscall
     } else {

@@ -458,7 +458,7 @@ fn count_entry(stats: &mut Stats, vector: u64) {
 
 /// A hypercall; inlined into the entry (its only caller).
 #[inline(always)]
-fn hypercall(current: &mut Current, regs: &mut GuestRegs) {
+pub(super) fn hypercall(current: &mut Current, regs: &mut GuestRegs) {
     let args = [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8];
     let number = regs.rax;
     let mut env = ArchEnv::new(current, regs);
