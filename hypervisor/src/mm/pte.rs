@@ -25,6 +25,7 @@
 //!   frames become uncacheable.
 #![forbid(unsafe_code)]
 
+use dom0_abi::layout::{guest_addr_ok, is_canonical};
 use dom0_abi::mmu::{L1_ALLOWED_FLAGS, L234_ALLOWED_FLAGS, PTE_ADDR_MASK, PteFlags};
 use dom0_abi::types::Mfn;
 
@@ -149,6 +150,42 @@ pub const fn io_cache_flip(pte: u64) -> u64 {
 #[must_use]
 pub const fn table_index(va: u64, level: u32) -> usize {
     ((va >> (12 + 9 * (level - 1))) & 0x1FF) as usize
+}
+
+/// Whether `va` lies under the L4 `root` in supervisor space:
+/// `Some(true)` at the first present entry of the walk without the user
+/// bit (nothing below it is reachable from ring 3), `Some(false)` when a
+/// present leaf (a 4 KiB page, or a 2 MiB / 1 GiB superpage) is reached
+/// with the user bit at every level, `None` when the walk finds no
+/// present entry first, `va` is not a guest address, or `read_pte`
+/// (entry `index` of table `mfn`) cannot read a table. Ring 3 cannot
+/// execute from supervisor space, which is what the `SYSCALL` entry
+/// relies on to tell the guest kernel's hypercalls from its user
+/// programs' system calls.
+#[inline]
+pub fn maps_supervisor_page(
+    mut read_pte: impl FnMut(Mfn, usize) -> Option<u64>,
+    root: Mfn,
+    va: u64,
+) -> Option<bool> {
+    if !is_canonical(va) || !guest_addr_ok(va) {
+        return None;
+    }
+    let mut table = root;
+    for level in [4, 3, 2, 1] {
+        let entry = read_pte(table, table_index(va, level))?;
+        if !is_present(entry) {
+            return None;
+        }
+        if entry & USER == 0 {
+            return Some(true);
+        }
+        if level == 1 || (level < 4 && entry & PAT_PSE != 0) {
+            return Some(false);
+        }
+        table = frame(entry);
+    }
+    None
 }
 
 #[cfg(test)]

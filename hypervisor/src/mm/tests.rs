@@ -1264,12 +1264,14 @@ fn supervisor_pages_are_told_from_user_pages() {
     let mut m = FakeMachine::new(32);
     let data = m.give(DOM);
     let [l4, l3, l2, l1] = m.build_tables(DOM, VA, data);
-    let walk = |m: &mut FakeMachine, va| m.with(|mmu| mmu.maps_supervisor_page(l4, va)).0;
+    let walk = |m: &mut FakeMachine, va| {
+        pte::maps_supervisor_page(|mfn, i| (mfn.0 < 32).then(|| m.read_pte(mfn, i)), l4, va)
+    };
     // build_tables leaves the user bit clear everywhere: supervisor.
     assert_eq!(walk(&mut m, VA), Some(true));
     let user = |m: &mut FakeMachine, table: Mfn, va: u64, level: u32| {
         let i = pte::table_index(va, level);
-        let entry = m.with(|mmu| mmu.machine.read_pte(table, i)).0;
+        let entry = m.read_pte(table, i);
         m.set(table, i, entry | pte::USER);
     };
     for (table, level) in [(l4, 4), (l3, 3), (l2, 2)] {
@@ -1281,6 +1283,11 @@ fn supervisor_pages_are_told_from_user_pages() {
     assert_eq!(walk(&mut m, VA), Some(false));
     // Not mapped, or not a guest address: unknown.
     assert_eq!(walk(&mut m, VA + 0x20_0000), None);
+    // Not mapped below a supervisor entry: ring 3 reaches nothing there.
+    let l4_entry = m.read_pte(l4, pte::table_index(VA, 4));
+    m.set(l4, pte::table_index(VA, 4), l4_entry & !pte::USER);
+    assert_eq!(walk(&mut m, VA + 0x20_0000), Some(true));
+    m.set(l4, pte::table_index(VA, 4), l4_entry);
     assert_eq!(walk(&mut m, 0xffff_8000_0000_0000), None);
     assert_eq!(walk(&mut m, 0x8000_0000_0000), None);
     // A 2 MiB superpage ends the walk at the L2 entry.
@@ -1290,4 +1297,7 @@ fn supervisor_pages_are_told_from_user_pages() {
     assert_eq!(walk(&mut m, big), Some(true));
     m.set(l2, i, (data.0 << 12) | PRO | pte::PAT_PSE | pte::USER);
     assert_eq!(walk(&mut m, big), Some(false));
+    // A table the reader cannot read ends the walk.
+    m.set(l2, i, (99 << 12) | PRO | pte::USER);
+    assert_eq!(walk(&mut m, big), None);
 }

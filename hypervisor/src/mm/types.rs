@@ -759,34 +759,6 @@ impl<'m, M: MmMachine + ?Sized> Mmu<'m, M> {
         Some((table, pte::table_index(va, 1)))
     }
 
-    /// Whether `va` is mapped under `root` as a supervisor page: `Some(true)`
-    /// when the walk reaches a present leaf (a 4 KiB page, or a 2 MiB / 1 GiB
-    /// superpage) and some level lacks the user bit, `Some(false)` when
-    /// every level has it, `None` when `va` is not mapped (or not a guest
-    /// address). Ring 3 cannot execute from a supervisor page, which is
-    /// what the `SYSCALL` entry relies on to tell the guest kernel's
-    /// hypercalls from its user programs' system calls.
-    pub fn maps_supervisor_page(&mut self, root: Mfn, va: u64) -> Option<bool> {
-        if !is_canonical(va) || !guest_addr_ok(va) {
-            return None;
-        }
-        let mut table = root;
-        let mut user = true;
-        for level in [4, 3, 2, 1] {
-            self.info(table)?;
-            let entry = self.machine.read_pte(table, pte::table_index(va, level));
-            if !pte::is_present(entry) {
-                return None;
-            }
-            user &= entry & pte::USER != 0;
-            if level == 1 || (level < 4 && entry & pte::PAT_PSE != 0) {
-                return Some(!user);
-            }
-            table = pte::frame(entry);
-        }
-        None
-    }
-
     /// The L1 entry that maps `va` under `root`, if the walk reaches one.
     pub fn l1e_of(&mut self, root: Mfn, va: u64) -> Option<u64> {
         let (l1, i) = self.walk_to_l1(root, va)?;

@@ -14,7 +14,8 @@ use dom0_abi::wire::Wire;
 use crate::emulate::{self, Insn, StoreValue};
 use crate::hypercall::mmu;
 use crate::mm::effects::Effects;
-use crate::mm::types::{Mmu, PtwrOutcome, PtwrWrite};
+use crate::mm::pte;
+use crate::mm::types::{PtwrOutcome, PtwrWrite};
 use crate::resume::{self, Descriptors, Location};
 use crate::vcpu::{self, Context, NmiDelivery, Pending, Vcpu, debug};
 
@@ -22,7 +23,7 @@ use super::entry::GuestRegs;
 use super::env::{ArchEnv, apply_effects, fault_in_ldt_page};
 use super::paging::phys_to_virt;
 use super::traps::{Current, crash, exception_name};
-use super::{cpu, guest_mem};
+use super::{cpu, guest_mem, mem};
 use crate::layout::{PAGE_SIZE, trampoline};
 
 /// Pseudo-vector the SYSCALL entry stub reports for a 64-bit `SYSCALL`.
@@ -332,7 +333,13 @@ const UPPER_HALF: u64 = 0xffff_8000_0000_0000;
 /// from a supervisor page, so a `SYSCALL` in one came from ring 1 (see
 /// docs/address-spaces.md, "SYSCALL from the kernel"). The lower half,
 /// where user programs live, is taken as user mode without a walk.
-fn syscall_from_kernel(current: &mut Current, regs: &mut GuestRegs) -> bool {
+///
+/// The walk reads the tables through the direct map without the frame
+/// table's lock (this is on every user `SYSCALL` from the upper half):
+/// from a validated L4, every present L4, L3 and L2 entry names a
+/// page-table frame of the domain, which is RAM; a frame past the direct
+/// map ends the walk as "not mapped" all the same.
+fn syscall_from_kernel(current: &Current, regs: &GuestRegs) -> bool {
     // RIP is the next instruction: its last two bytes are `0F 05`.
     let at = regs.rip.wrapping_sub(TWO_BYTE_INSN);
     if at < UPPER_HALF {
@@ -341,23 +348,30 @@ fn syscall_from_kernel(current: &mut Current, regs: &mut GuestRegs) -> bool {
     let Some(root) = current.vcpu.mm.kernel_l4 else {
         return false;
     };
-    let mut fx = Effects::default();
-    let mut env = ArchEnv::new(current, regs);
-    Mmu::new(&mut env, &mut fx).maps_supervisor_page(root, at) == Some(true)
+    let frames = mem::frame_count();
+    let read = |mfn: Mfn, index: usize| {
+        (mfn.0 < frames).then(|| {
+            let table = phys_to_virt(mfn.maddr()) as *const u64;
+            // SAFETY: the direct map covers every frame below
+            // `frame_count`; the index is below 512; a page-table entry is
+            // plain data another vCPU may change at any time.
+            unsafe { table.wrapping_add(index % 512).read_volatile() }
+        })
+    };
+    pte::maps_supervisor_page(read, root, at) == Some(true)
 }
 
 /// `SYSCALL` from the guest kernel is a hypercall (Xen's register
 /// convention: RAX the number, RDI, RSI, RDX, R10, R8 the arguments; RCX
 /// and R11 are the CPU's), returning in kernel mode with the RFLAGS the
-/// CPU saved in R11. From guest user mode it goes to the registered
-/// callback, without a page-table switch; with none registered, `#UD` at
-/// the `SYSCALL`.
-pub fn syscall(current: &mut Current, regs: &mut GuestRegs) {
+/// CPU saved in R11: true is returned, and the caller makes the hypercall.
+/// From guest user mode it goes to the registered callback, without a
+/// page-table switch; with none registered, `#UD` at the `SYSCALL`.
+pub fn syscall(current: &mut Current, regs: &mut GuestRegs) -> bool {
     if regs.vector == SYSCALL_VECTOR && syscall_from_kernel(current, regs) {
         regs.cs = u64::from(RING1_KERNEL_CS);
         regs.ss = u64::from(RING1_KERNEL_SS);
-        super::traps::hypercall(current, regs);
-        return;
+        return true;
     }
     let callback = if regs.vector == SYSCALL_VECTOR {
         current.vcpu.syscall
@@ -367,9 +381,10 @@ pub fn syscall(current: &mut Current, regs: &mut GuestRegs) {
     if callback.address == 0 {
         regs.rip = regs.rip.wrapping_sub(TWO_BYTE_INSN);
         deliver(current, regs, UD, None);
-        return;
+    } else {
+        bounce_to(current, regs, callback.address, None, callback.mask_events);
     }
-    bounce_to(current, regs, callback.address, None, callback.mask_events);
+    false
 }
 
 /// `HYPERVISOR_iret`: the guest jumped to slot 23 with an `iret_context` at

@@ -242,6 +242,16 @@ pub fn m2p_frame(entry: u64) -> Option<Mfn> {
 /// The frame table: one record per machine frame below the top of RAM.
 pub static FRAME_TABLE: Mutex<Option<&'static mut [FrameInfo]>> = Mutex::new(None);
 
+/// The number of machine frames the frame table (and the direct map)
+/// covers; 0 until [`init_frame_table`] ran.
+static FRAME_COUNT: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// The number of machine frames the frame table and the direct map cover,
+/// read without the frame table's lock.
+pub fn frame_count() -> u64 {
+    FRAME_COUNT.load(core::sync::atomic::Ordering::Relaxed)
+}
+
 /// Creates the frame table for `max_frame` frames: all unowned, except
 /// frames that are not RAM (`is_ram` false: the first MiB, holes, firmware
 /// and device ranges), which belong to DOMID_IO as on Xen, so that a
@@ -273,6 +283,7 @@ pub fn init_frame_table(max_frame: u64, is_ram: impl Fn(u64) -> bool) {
     // SAFETY: as above; `frames` only borrowed the slice for the set-up.
     let table = unsafe { core::slice::from_raw_parts_mut(base as *mut FrameInfo, len) };
     *FRAME_TABLE.lock() = Some(table);
+    FRAME_COUNT.store(max_frame, core::sync::atomic::Ordering::Relaxed);
 }
 
 /// Records that machine frame `mfn` holds pseudo-physical page `pfn`.

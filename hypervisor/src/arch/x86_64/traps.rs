@@ -354,21 +354,39 @@ fn stopped_state(v: &Vcpu) -> i32 {
 fn handle_entry(current: &mut Current, regs: &mut GuestRegs) -> (Option<u8>, bool) {
     let start = if Stats::ENABLED { cpu::rdtsc() } else { 0 };
     count_entry(&mut current.vcpu.stats, regs.vector);
-    match regs.vector {
-        v if v == u64::from(HYPERCALL_VECTOR) => hypercall(current, regs),
-        guest::SYSCALL_VECTOR | guest::SYSCALL32_VECTOR => guest::syscall(current, regs),
-        // Hardware events that hit while the guest ran: never the guest's
-        // (its `int $2`/`int $18` are #GP: those gates have DPL 0).
-        NMI_VECTOR => hardware_nmi(),
-        MC_VECTOR => fatal(regs, "while a guest ran"),
-        0..32 => guest::exception(current, regs),
-        // A physical interrupt (its gate has DPL 0: a guest's `int` on its
-        // vector is a #GP, not this).
-        vector => {
-            if schedule::acknowledge(vector) {
-                schedule::run_due(current);
+    // One place makes hypercalls, whether they came through `int $0x82`
+    // or the kernel's `SYSCALL`: a second inlined copy of the dispatch
+    // cost every hypercall instructions.
+    'not_a_hypercall: {
+        match regs.vector {
+            v if v == u64::from(HYPERCALL_VECTOR) => {}
+            guest::SYSCALL_VECTOR | guest::SYSCALL32_VECTOR => {
+                if !guest::syscall(current, regs) {
+                    break 'not_a_hypercall;
+                }
+            }
+            // Hardware events that hit while the guest ran: never the
+            // guest's (its `int $2`/`int $18` are #GP: those gates have
+            // DPL 0).
+            NMI_VECTOR => {
+                hardware_nmi();
+                break 'not_a_hypercall;
+            }
+            MC_VECTOR => fatal(regs, "while a guest ran"),
+            0..32 => {
+                guest::exception(current, regs);
+                break 'not_a_hypercall;
+            }
+            // A physical interrupt (its gate has DPL 0: a guest's `int` on
+            // its vector is a #GP, not this).
+            vector => {
+                if schedule::acknowledge(vector) {
+                    schedule::run_due(current);
+                }
+                break 'not_a_hypercall;
             }
         }
+        hypercall(current, regs);
     }
     guest::deliver_pending_event(current, regs);
     // Read, and cleared only when set: most entries do not write it.
@@ -458,7 +476,7 @@ fn count_entry(stats: &mut Stats, vector: u64) {
 
 /// A hypercall; inlined into the entry (its only caller).
 #[inline(always)]
-pub(super) fn hypercall(current: &mut Current, regs: &mut GuestRegs) {
+fn hypercall(current: &mut Current, regs: &mut GuestRegs) {
     let args = [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8];
     let number = regs.rax;
     let mut env = ArchEnv::new(current, regs);
