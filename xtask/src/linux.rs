@@ -152,26 +152,6 @@ fn apt_download(dir: &Path, packages: &[&str]) -> Result<(), String> {
     download().map(|_| ())
 }
 
-/// The `.deb` of `package` in `dir`.
-fn deb_of(dir: &Path, package: &str) -> Result<PathBuf, String> {
-    let prefix = format!("{package}_");
-    fs::read_dir(dir)
-        .map_err(|e| format!("{}: {e}", dir.display()))?
-        .filter_map(Result::ok)
-        .map(|entry| entry.path())
-        .find(|path| {
-            path.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".deb"))
-        })
-        .ok_or_else(|| {
-            format!(
-                "apt-get download left no {prefix}*.deb in {}",
-                dir.display()
-            )
-        })
-}
-
 /// The versioned kernel package a `linux-image-amd64` `Depends:` field
 /// names (`linux-image-6.1.0-57-amd64 (= 6.1.192-3)` gives
 /// `linux-image-6.1.0-57-amd64`).
@@ -216,8 +196,8 @@ fn extract(deb: &Path, pattern: &str, dest: &Path) -> Result<(), String> {
     }
 }
 
-/// The one file under `dir` whose name starts with `prefix`.
-fn file_starting(dir: &Path, prefix: &str) -> Result<PathBuf, String> {
+/// A file in `dir` whose name starts with `prefix` and ends with `suffix`.
+fn file_in(dir: &Path, prefix: &str, suffix: &str) -> Result<PathBuf, String> {
     fs::read_dir(dir)
         .map_err(|e| format!("{}: {e}", dir.display()))?
         .filter_map(Result::ok)
@@ -225,9 +205,14 @@ fn file_starting(dir: &Path, prefix: &str) -> Result<PathBuf, String> {
         .find(|path| {
             path.file_name()
                 .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(prefix))
+                .is_some_and(|n| n.starts_with(prefix) && n.ends_with(suffix))
         })
-        .ok_or_else(|| format!("no {prefix}* in {}", dir.display()))
+        .ok_or_else(|| format!("no {prefix}*{suffix} in {}", dir.display()))
+}
+
+/// The `.deb` `apt-get download` left for `package` in `dir`.
+fn deb_of(dir: &Path, package: &str) -> Result<PathBuf, String> {
+    file_in(dir, &format!("{package}_"), ".deb")
 }
 
 /// The ELF `vmlinux` of `kernel`: itself if it is an ELF, else the
@@ -323,7 +308,7 @@ fn fetch(cache: &Path, kernel: &Path, busybox: &Path) -> Result<(), String> {
     apt_download(&debs, &[image])?;
     extract(&deb_of(&debs, image)?, "./boot/vmlinuz-*", &unpacked)?;
     extract(&deb_of(&debs, BUSYBOX)?, "./bin/busybox", &unpacked)?;
-    let vmlinuz = file_starting(&unpacked.join("boot"), "vmlinuz-")?;
+    let vmlinuz = file_in(&unpacked.join("boot"), "vmlinuz-", "")?;
     let bytes = fs::read(&vmlinuz).map_err(|e| format!("{}: {e}", vmlinuz.display()))?;
     let elf = vmlinux(&bytes).map_err(|e| format!("{}: {e}", vmlinuz.display()))?;
     let box_path = unpacked.join("bin/busybox");
