@@ -13,10 +13,12 @@
 //! | `rdmsr` | TSC, PAT, EFER, the FS/GS base MSRs; TSC_AUX and Xen's hypercall-page MSR read 0; anything else #GP |
 //! | `wrmsr` | the FS/GS base MSRs (as `set_segment_base`); anything else #GP |
 //! | `ud2; .ascii "xen"; cpuid` | CPUID with the guest policy (see `arch`) |
-//! | everything else (`hlt`, `cli`, `sti`, `lgdt`, `lidt`, `wbinvd`, `in`/`out`, other CRs) | #GP to the guest |
+//! | `cli`, `sti` | no-ops when the virtual IOPL (`PHYSDEVOP_set_iopl`) is at least 1, as on Xen; #GP otherwise |
+//! | everything else (`hlt`, `lgdt`, `lidt`, `in`/`out`, other CRs) | #GP to the guest |
 //!
-//! From ring 3 nothing is emulated (except the forced-emulation CPUID, which
-//! Xen also allows from user mode).
+//! From ring 3 nothing is emulated except the forced-emulation CPUID, which
+//! Xen also allows from user mode, and `cli`/`sti` with a virtual IOPL
+//! of 3.
 #![forbid(unsafe_code)]
 
 use dom0_abi::cpu::XEN_EMULATE_PREFIX;
@@ -62,6 +64,8 @@ pub enum Insn {
     Wrmsr,
     /// The forced-emulation prefix followed by `cpuid`.
     ForcedCpuid,
+    /// `cli` or `sti`: no-ops when the virtual IOPL allows them.
+    CliSti,
 }
 
 /// A decoded instruction and its length.
@@ -94,6 +98,7 @@ pub fn decode(bytes: &[u8]) -> Option<Decoded> {
         })
     };
     match rest {
+        [0xfa | 0xfb, ..] if prefix == 0 => decoded(Insn::CliSti, 1),
         [0x0f, 0x06, ..] => decoded(Insn::Clts, 2),
         [0x0f, 0x09, ..] => decoded(Insn::Wbinvd, 2),
         [0x0f, 0x32, ..] => decoded(Insn::Rdmsr, 2),
@@ -218,11 +223,23 @@ mod tests {
     }
 
     #[test]
+    fn cli_and_sti() {
+        for op in [0xfa, 0xfb] {
+            assert_eq!(
+                decode(&[op, 0x90]),
+                Some(Decoded {
+                    insn: Insn::CliSti,
+                    len: 1
+                })
+            );
+        }
+    }
+
+    #[test]
     fn refuses_the_rest() {
         for bytes in [
             &[0xf4][..],
-            &[0xfa],
-            &[0xfb],
+            &[0x48, 0xfa],
             &[0x0f, 0x01, 0x10],
             &[0xe4, 0x60],
             &[0x0f, 0x0b, 0x78, 0x65, 0x6e, 0x90],

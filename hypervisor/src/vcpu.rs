@@ -334,6 +334,9 @@ pub struct Vcpu {
     pub kernel_ss: u64,
     /// Virtual CR0.TS (`fpu_taskswitch`).
     pub fpu_ts: bool,
+    /// Virtual IOPL (0-3, `PHYSDEVOP_set_iopl`): `cli`/`sti` are accepted
+    /// as no-ops from the kernel at 1 or more, from user mode at 3.
+    pub iopl: u8,
     /// FS base.
     pub fs_base: u64,
     /// GS base while in kernel mode.
@@ -391,6 +394,7 @@ impl Vcpu {
             kernel_sp: 0,
             kernel_ss: 0,
             fpu_ts: false,
+            iopl: 0,
             fs_base: 0,
             gs_base_kernel: 0,
             gs_base_user: 0,

@@ -280,6 +280,16 @@ pub fn sched_op_compat(cmd: u64, arg: u64) -> i64 {
     unsafe { raw::hypercall2(u64::from(Hypercall::SchedOpCompat.number()), cmd, arg) }
 }
 
+/// `physdev_op(cmd, arg)` with a raw argument address.
+///
+/// # Safety
+/// As [`raw::hypercall5`]: `arg` must be the command's argument structure,
+/// which the hypervisor may write back into, or memory no Rust code uses.
+pub unsafe fn physdev_op_raw(cmd: u64, arg: u64) -> i64 {
+    // SAFETY: the caller's contract.
+    unsafe { raw::hypercall2(u64::from(Hypercall::PhysdevOp.number()), cmd, arg) }
+}
+
 /// `platform_op(op)` with a raw argument address.
 ///
 /// # Safety

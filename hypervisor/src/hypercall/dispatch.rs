@@ -23,7 +23,9 @@ use dom0_abi::wire::Wire;
 use super::Env;
 use super::domctl::{self, ControlEnv};
 use super::mmu;
-use super::{console, cpu, desc, evtchn, gnttab, memory, platform, sched, stats, vcpu, version};
+use super::{
+    console, cpu, desc, evtchn, gnttab, memory, physdev, platform, sched, stats, vcpu, version,
+};
 use crate::mm::effects::Effects;
 
 /// Multicall entries run per invocation before the call is continued.
@@ -128,10 +130,10 @@ fn run(
         Hypercall::GrantTableOp => with_effects(env, batch, |env, fx| {
             gnttab::grant_table_op(env, fx, a[0], a[1], a[2])
         }),
+        Hypercall::PhysdevOp => physdev::physdev_op(env, a[0], a[1]),
         Hypercall::PhysdevOpCompat
         | Hypercall::XsmOp
         | Hypercall::XenoprofOp
-        | Hypercall::PhysdevOp
         | Hypercall::HvmOp
         | Hypercall::KexecOp
         | Hypercall::TmemOp

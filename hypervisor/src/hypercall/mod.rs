@@ -21,6 +21,7 @@ pub mod evtchn;
 pub mod gnttab;
 pub mod memory;
 pub mod mmu;
+pub mod physdev;
 pub mod platform;
 pub mod sched;
 pub mod stats;

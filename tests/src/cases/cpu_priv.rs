@@ -10,6 +10,8 @@
 //!   `lldt`, `ltr`, `invd`, `invlpg`, `rdpmc`, `swapgs`, `in`/`out`
 //!   without I/O rights set up, `rdmsr`/`wrmsr` of an unknown MSR and of
 //!   the SYSCALL MSRs (LSTAR);
+//! - `cli`/`sti` with a virtual IOPL of 1 (`PHYSDEVOP_set_iopl`) complete
+//!   as no-ops; `set_iopl` above 3 is `EINVAL`; back at 0 they are #GP(0);
 //! - CPUID through the forced-emulation prefix reports Xen's leaves
 //!   (`XenVMMXenVMM`) and the CPU's vendor; the prefix before anything
 //!   but `cpuid` is #UD at the prefix; plain `cpuid` and `rdtsc` run.
@@ -22,6 +24,7 @@
 //! instructions is #GP with error code 0 (and `ud2` is #UD, `int3` #BP),
 //! including those the kernel may use.
 
+use guest_pv_shim::dom0_abi::physdev::{PhysdevOp, PhysdevSetIopl};
 use guest_pv_shim::dom0_abi::segment::FLAT_USER_CS;
 use guest_pv_shim::dom0_abi::start_info::StartInfo;
 use guest_pv_shim::traps::{self, Trap, UserEntry};
@@ -58,6 +61,26 @@ macro_rules! probe {
             rax
         })
     };
+}
+
+/// `PHYSDEVOP_set_iopl`: at 1 the kernel's `cli` and `sti` complete (as
+/// no-ops); above 3 it is `EINVAL` and changes nothing; back at 0 they are
+/// #GP(0) again.
+fn virtual_iopl() {
+    let set = |iopl: u32| {
+        let arg = PhysdevSetIopl { iopl };
+        // SAFETY: the hypervisor only reads the 4-byte argument.
+        unsafe {
+            hypercall::physdev_op_raw(PhysdevOp::SetIopl as u64, core::ptr::from_ref(&arg) as u64)
+        }
+    };
+    report::check_ret("set_iopl 1", set(1), 0);
+    emulated("cli with virtual IOPL 1", probe!("cli"));
+    emulated("sti with virtual IOPL 1", probe!("sti"));
+    report::check_ret("set_iopl 4", set(4), -22);
+    emulated("cli after a refused set_iopl", probe!("cli"));
+    report::check_ret("set_iopl 0", set(0), 0);
+    gp0("cli with virtual IOPL 0", probe!("cli"));
 }
 
 fn gp0(name: &str, got: (u64, Option<Trap>)) {
@@ -304,6 +327,7 @@ pub fn kernel(_start_info: &'static StartInfo) {
     gp0("hlt", probe!("hlt"));
     gp0("cli", probe!("cli"));
     gp0("sti", probe!("sti"));
+    virtual_iopl();
     gp0("lgdt", probe!("lgdt [rsp - 16]"));
     gp0("lidt", probe!("lidt [rsp - 16]"));
     gp0("lldt", probe!("xor eax, eax", "lldt ax"));

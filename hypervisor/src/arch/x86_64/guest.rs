@@ -559,6 +559,10 @@ pub fn emulate(current: &mut Current, regs: &mut GuestRegs) -> bool {
                 (r[0].into(), r[1].into(), r[2].into(), r[3].into());
             true
         }
+        // Xen's rule: the virtual IOPL must reach the mode's privilege;
+        // the instruction changes nothing (events stay as the upcall mask
+        // says).
+        Insn::CliSti => vcpu.iopl >= if kernel { 1 } else { 3 },
         _ if !kernel => false,
         Insn::Wbinvd => {
             if privileged {
