@@ -397,22 +397,31 @@ fn kernel_and_user_syscall_hypercalls() {
         kernel_syscall_xen_version(),
         expected,
     );
-    set_arg(u64::from(Hypercall::XenVersion.number()));
-    // SAFETY: taking the address of a user routine.
-    let entry = address(unsafe { &user_code::user_syscall_arg });
-    let before = traps::count();
-    traps::run_user(entry, FLAT_USER_CS, USER_RFLAGS, UserEntry::Hypercall);
-    let t = (traps::count() != before).then(traps::last);
-    report::check(
-        "user SYSCALL with a hypercall's registers reaches the syscall callback",
-        t.is_some_and(|t| t.vector == traps::VECTOR_SYSCALL && t.from_user()),
-        format_args!("{t:x?}"),
-    );
-    report::check(
-        "user SYSCALL with a hypercall's registers gets no hypercall result",
-        out(OUT_0) != expected,
-        format_args!("rax {:#x}", out(OUT_0)),
-    );
+    // Entered with HYPERVISOR_iret the hypervisor knows the vCPU is in
+    // user mode; entered with a native iretq (here) it does not, and the
+    // page of the SYSCALL must decide.
+    for (how, name) in [(UserEntry::Hypercall, "iret"), (UserEntry::Native, "iretq")] {
+        set_arg(u64::from(Hypercall::XenVersion.number()));
+        // SAFETY: taking the address of a user routine.
+        let entry = address(unsafe { &user_code::user_syscall_arg });
+        let before = traps::count();
+        traps::run_user(entry, FLAT_USER_CS, USER_RFLAGS, how);
+        let t = (traps::count() != before).then(traps::last);
+        report::check(
+            format_args!(
+                "user SYSCALL with a hypercall's registers reaches the syscall callback ({name})"
+            ),
+            t.is_some_and(|t| t.vector == traps::VECTOR_SYSCALL && t.from_user()),
+            format_args!("{t:x?}"),
+        );
+        report::check(
+            format_args!(
+                "user SYSCALL with a hypercall's registers gets no hypercall result ({name})"
+            ),
+            out(OUT_0) != expected,
+            format_args!("rax {:#x}", out(OUT_0)),
+        );
+    }
 }
 
 pub fn syscall(_start_info: &'static StartInfo) {

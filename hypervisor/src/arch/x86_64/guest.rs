@@ -331,8 +331,12 @@ const UPPER_HALF: u64 = 0xffff_8000_0000_0000;
 /// the guest kernel (ring 1). `SYSCALL` does not record the ring it came
 /// from, so the page holding the instruction decides: ring 3 cannot fetch
 /// from a supervisor page, so a `SYSCALL` in one came from ring 1 (see
-/// docs/address-spaces.md, "SYSCALL from the kernel"). The lower half,
-/// where user programs live, is taken as user mode without a walk.
+/// docs/address-spaces.md, "SYSCALL from the kernel"). Two cases need no
+/// walk: a vCPU the hypervisor last put in user mode (`HYPERVISOR_iret`
+/// to ring 3; only a bounce through the hypervisor brings it back to ring
+/// 1, and that marks it kernel again), and the lower half, where user
+/// programs live. Both can only take a kernel `SYSCALL` for a user one,
+/// which costs the guest its own call, never the other way round.
 ///
 /// The walk reads the tables through the direct map without the frame
 /// table's lock (this is on every user `SYSCALL` from the upper half):
@@ -340,6 +344,9 @@ const UPPER_HALF: u64 = 0xffff_8000_0000_0000;
 /// page-table frame of the domain, which is RAM; a frame past the direct
 /// map ends the walk as "not mapped" all the same.
 fn syscall_from_kernel(current: &Current, regs: &GuestRegs) -> bool {
+    if !current.vcpu.gs_kernel_active {
+        return false;
+    }
     // RIP is the next instruction: its last two bytes are `0F 05`.
     let at = regs.rip.wrapping_sub(TWO_BYTE_INSN);
     if at < UPPER_HALF {
