@@ -1,6 +1,7 @@
-//! Console input: the bytes received on the serial line for the hardware
-//! domain, kept and handed out as Xen 4.17 does (`console_io`'s
-//! `CONSOLEIO_read`).
+//! The console's two rings, kept as Xen 4.17 keeps them: the input
+//! received on the serial line for the hardware domain ([`InputRing`],
+//! `console_io`'s `CONSOLEIO_read`), and the log of what the hypervisor
+//! printed ([`LogRing`], `sysctl readconsole`).
 //!
 //! Xen 4.17's rules, which [`InputRing`] keeps:
 //! - input waits in a ring of [`INPUT_RING_SIZE`] (128) bytes, between a
@@ -99,6 +100,111 @@ impl InputRing {
             self.consumer = self.consumer.wrapping_add(piece);
         }
         Ok(done)
+    }
+}
+
+/// The log ring's size as an index distance (Xen's default
+/// `conring_size`, 16 KiB).
+const LOG_SIZE: u32 = 16384;
+
+/// Bytes the log ring holds.
+pub const LOG_RING_SIZE: usize = LOG_SIZE as usize;
+
+/// The hypervisor's console log, for `sysctl readconsole`, kept as Xen
+/// 4.17 keeps its `conring`:
+/// - a producer and a consumer index run freely (32 bits, wrapping); byte
+///   `i` is at `i % 16384`; the ring holds the last 16384 bytes written
+///   (the consumer is pushed up when the producer gets that far ahead);
+/// - the consumer marks the **unread** position: a read starts there, or
+///   at the caller's `index` if the read is incremental and `index` lies
+///   after the consumer, up to the producer; it copies at most `count`
+///   bytes in contiguous pieces and reports the bytes copied and the
+///   position after them;
+/// - a read with `clear` moves the consumer to that position: later
+///   non-incremental reads start after what it read;
+/// - a piece that cannot be copied ends the read with the error, and the
+///   ring (consumer included) stays as it was.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogRing {
+    bytes: [u8; LOG_RING_SIZE],
+    producer: u32,
+    consumer: u32,
+}
+
+impl Default for LogRing {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// One `readconsole` request: where to start and how much.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogRead {
+    /// Mark what is read as consumed.
+    pub clear: bool,
+    /// Start at `index` (if it is still unread) instead of the consumer.
+    pub incremental: bool,
+    /// The start for an incremental read.
+    pub index: u32,
+    /// Bytes at most.
+    pub count: u32,
+}
+
+impl LogRing {
+    /// An empty ring.
+    #[must_use]
+    pub const fn new() -> LogRing {
+        LogRing {
+            bytes: [0; LOG_RING_SIZE],
+            producer: 0,
+            consumer: 0,
+        }
+    }
+
+    /// Appends `text`, dropping the oldest bytes beyond the ring's size.
+    pub fn write(&mut self, text: &[u8]) {
+        for &b in text {
+            self.bytes[(self.producer % LOG_SIZE) as usize] = b;
+            self.producer = self.producer.wrapping_add(1);
+        }
+        if self.producer.wrapping_sub(self.consumer) > LOG_SIZE {
+            self.consumer = self.producer.wrapping_sub(LOG_SIZE);
+        }
+    }
+
+    /// Reads as [`LogRing`] describes, handing each piece to
+    /// `copy(offset, piece)` (`offset`: its place in the caller's buffer);
+    /// returns the bytes copied and the position after them, or the first
+    /// error of `copy`.
+    pub fn read<E>(
+        &mut self,
+        req: LogRead,
+        mut copy: impl FnMut(u32, &[u8]) -> Result<(), E>,
+    ) -> Result<(u32, u32), E> {
+        let (c, p) = (self.consumer, self.producer);
+        // Whether `index` is after the consumer and at most the producer,
+        // counting in the wrapping index space.
+        let unread = |i: u32| i.wrapping_sub(c) != 0 && i.wrapping_sub(c) <= p.wrapping_sub(c);
+        let mut at = if req.incremental && unread(req.index) {
+            req.index
+        } else {
+            c
+        };
+        let mut done = 0u32;
+        while at != p && done < req.count {
+            let start = at % LOG_SIZE;
+            let piece = p
+                .wrapping_sub(at)
+                .min(LOG_SIZE - start)
+                .min(req.count - done);
+            copy(done, &self.bytes[start as usize..(start + piece) as usize])?;
+            done += piece;
+            at = at.wrapping_add(piece);
+        }
+        if req.clear {
+            self.consumer = at;
+        }
+        Ok((done, at))
     }
 }
 
@@ -248,5 +354,88 @@ mod tests {
         assert_eq!(read_all(&mut ring, 5), b"wrapp");
         assert_eq!(read_all(&mut ring, 5), b"ing");
         assert!(ring.is_empty());
+    }
+
+    fn log_read(ring: &mut LogRing, req: LogRead) -> (Vec<u8>, u32) {
+        let mut buffer = Buffer::new(req.count as usize, usize::MAX);
+        let (n, index) = ring.read(req, |o, p| buffer.copy(o, p)).unwrap();
+        buffer.bytes.truncate(n as usize);
+        (buffer.bytes, index)
+    }
+
+    fn req(count: u32) -> LogRead {
+        LogRead {
+            count,
+            ..LogRead::default()
+        }
+    }
+
+    #[test]
+    fn the_log_is_read_from_the_unread_position_until_cleared() {
+        let mut ring = LogRing::new();
+        ring.write(b"(HV) one\n(HV) two\n");
+        assert_eq!(log_read(&mut ring, req(4)), (b"(HV)".to_vec(), 4));
+        // Without clear the same bytes come again.
+        assert_eq!(log_read(&mut ring, req(100)).1, 18);
+        let cleared = LogRead {
+            clear: true,
+            ..req(9)
+        };
+        assert_eq!(log_read(&mut ring, cleared), (b"(HV) one\n".to_vec(), 9));
+        assert_eq!(log_read(&mut ring, req(100)), (b"(HV) two\n".to_vec(), 18));
+        // Incremental: from `index` while it is unread, else from the
+        // consumer.
+        let from = |index| LogRead {
+            incremental: true,
+            index,
+            ..req(100)
+        };
+        assert_eq!(log_read(&mut ring, from(14)), (b"two\n".to_vec(), 18));
+        assert_eq!(log_read(&mut ring, from(18)), (Vec::new(), 18));
+        assert_eq!(log_read(&mut ring, from(3)).1, 18, "before the consumer");
+        assert_eq!(log_read(&mut ring, from(9)).0, b"(HV) two\n");
+        assert_eq!(log_read(&mut ring, from(40)).0, b"(HV) two\n");
+        assert_eq!(log_read(&mut ring, req(0)), (Vec::new(), 9));
+    }
+
+    #[test]
+    fn the_log_keeps_its_last_16_kib_and_wraps_in_two_pieces() {
+        let mut ring = LogRing::new();
+        let text: Vec<u8> = (0..LOG_RING_SIZE + 100)
+            .map(|i| u8::try_from(i % 251).unwrap())
+            .collect();
+        ring.write(&text);
+        let mut buffer = Buffer::new(LOG_RING_SIZE * 2, usize::MAX);
+        let got = ring.read(req(u32::MAX), |o, p| buffer.copy(o, p));
+        assert_eq!(got, Ok((LOG_SIZE, LOG_SIZE + 100)));
+        assert_eq!(
+            buffer.pieces,
+            [(0, LOG_RING_SIZE - 100), (LOG_SIZE - 100, 100)]
+        );
+        assert_eq!(&buffer.bytes[..LOG_RING_SIZE], &text[100..]);
+        // The indices wrap at 2^32 like Xen's.
+        ring.producer = u32::MAX - 1;
+        ring.consumer = u32::MAX - 1;
+        ring.write(b"wrap");
+        assert_eq!(log_read(&mut ring, req(10)), (b"wrap".to_vec(), 2));
+        let from = LogRead {
+            incremental: true,
+            index: 0,
+            ..req(10)
+        };
+        assert_eq!(log_read(&mut ring, from), (b"ap".to_vec(), 2));
+    }
+
+    #[test]
+    fn a_failed_log_copy_changes_nothing() {
+        let mut ring = LogRing::new();
+        ring.write(b"hello");
+        let mut buffer = Buffer::new(16, 2);
+        let cleared = LogRead {
+            clear: true,
+            ..req(16)
+        };
+        assert_eq!(ring.read(cleared, |o, p| buffer.copy(o, p)), Err("EFAULT"));
+        assert_eq!(log_read(&mut ring, req(16)).0, b"hello");
     }
 }

@@ -26,6 +26,7 @@ use crate::evtchn::EventChannels;
 use crate::gnttab::GrantTable;
 use crate::index::bounded;
 use crate::mm::machine::DomainMm;
+use crate::sched::credit::Share;
 use crate::timer::Watchdogs;
 use crate::vcpu::Vcpu;
 
@@ -87,6 +88,8 @@ pub struct Domain {
     /// a grant operation takes it out and puts it back with one word
     /// (`None` only meanwhile).
     pub grant: Option<Box<GrantTable>>,
+    /// Its share of the CPU (`scheduler_op`'s weight and cap).
+    pub share: Share,
 }
 
 /// Xen's default `gnttab_max_frames`: dom0's limit, and a domain's when
@@ -126,6 +129,7 @@ impl Domain {
                 DEFAULT_GRANT_FRAMES,
                 DEFAULT_MAPTRACK_FRAMES,
             ))),
+            share: Share::default(),
         }
     }
 
@@ -166,6 +170,7 @@ impl Domain {
                 DEFAULT_GRANT_FRAMES,
                 DEFAULT_MAPTRACK_FRAMES,
             ))),
+            share: Share::default(),
         }
     }
 

@@ -25,6 +25,7 @@ use dom0_abi::vcpu::{RUNSTATE_OFFLINE, VcpuRunstateInfo};
 use crate::layout::guest_range_ok;
 use crate::mm::machine::VcpuMm;
 use crate::regs::GuestRegs;
+use crate::sched::credit::Credit;
 use crate::stats::Stats;
 use crate::timer::{Sleep, VcpuTimers};
 
@@ -359,6 +360,8 @@ pub struct Vcpu {
     pub debugreg: [u64; 8],
     /// CPU work pending before the next exit.
     pub pending: Pending,
+    /// Its credit with the scheduler.
+    pub credit: Credit,
 }
 
 impl Default for Vcpu {
@@ -405,6 +408,7 @@ impl Vcpu {
             gdt_entries: 0,
             debugreg: [0, 0, 0, 0, 0, 0, debug::DR6_DEFAULT, debug::DR7_DEFAULT],
             pending: Pending::default(),
+            credit: Credit::default(),
         }
     }
 

@@ -60,6 +60,10 @@ pub struct IntegrationTest {
     /// What the harness types into COM1 during the run, on both
     /// hypervisors (empty for most tests; see [`Keys`]).
     pub typing: &'static [Keys],
+    /// Whether QEMU runs with `-icount` on both hypervisors: the TSC then
+    /// counts instructions, so the guest's time does not jump when the
+    /// host deschedules QEMU (for tests that compare CPU time).
+    pub icount: bool,
 }
 
 impl IntegrationTest {
@@ -93,6 +97,7 @@ macro_rules! guest_test {
             },
             conformance: $conf,
             typing: &[],
+            icount: false,
         }
     };
 }
@@ -157,6 +162,7 @@ macro_rules! rejected {
             },
             conformance: false,
             typing: &[],
+            icount: false,
         }
     };
 }
@@ -180,6 +186,7 @@ macro_rules! cmdline_test {
             },
             conformance: false,
             typing: &[],
+            icount: false,
         }
     };
 }
@@ -215,6 +222,7 @@ macro_rules! toolstack {
             },
             conformance: true,
             typing: &[],
+            icount: false,
         }
     };
 }
@@ -225,18 +233,8 @@ macro_rules! toolstack {
 /// input). They are left out of the default run; `cargo xtask test
 /// --pending` runs them after `TESTS`, and with `--xen` also on Xen, where
 /// every one must already pass. When the hypervisor catches up with one,
-/// its entry moves from here to `TESTS`.
-///
-/// The toolstack test left (issue 13) boots dom0 (`dom0/`) with a
-/// ramdisk of domUs and runs a shell script that also uses
-/// `scheduler_op` (`sched-credit`) and `sysctl readconsole` (`dmesg`),
-/// which wait for the weighted scheduler and a console ring.
-pub const PENDING: &[IntegrationTest] = &[toolstack!(
-    "dom0_shell_script",
-    DomuSet::Shell,
-    "script=shell.xl expect=poweroff",
-    "(d1) domu-demo: hello"
-)];
+/// its entry moves from here to `TESTS`. None is pending now.
+pub const PENDING: &[IntegrationTest] = &[];
 
 /// What the `console_input` tests are typed: each burst of the test
 /// guest's
@@ -319,6 +317,12 @@ pub const TESTS: &[IntegrationTest] = &[
         "expect=poweroff",
         "(d1) check: domctl getdomaininfo of dom0 = -1"
     ),
+    toolstack!(
+        "dom0_shell_script",
+        DomuSet::Shell,
+        "script=shell.xl expect=poweroff",
+        "(d1) domu-demo: hello"
+    ),
     passes!("hello", conformance: true),
     passes!("xen_version", conformance: true),
     passes!("console_io", conformance: true),
@@ -356,6 +360,12 @@ pub const TESTS: &[IntegrationTest] = &[
         conformance: true
     ),
     passes!("sched_op", conformance: true),
+    // Eight domains sharing the CPU by weight: under `-icount`, so that
+    // the host's load cannot skew the CPU time each one is charged.
+    IntegrationTest {
+        icount: true,
+        ..passes!("sched_weights", conformance: true)
+    },
     passes!("isolation_read_m2p", conformance: true),
     passes!("hypercall_page", conformance: true),
     passes!("cpu_exceptions_iret", conformance: true),
@@ -553,6 +563,7 @@ pub const TESTS: &[IntegrationTest] = &[
         },
         conformance: false,
         typing: &[],
+        icount: false,
     },
 ];
 

@@ -32,12 +32,19 @@ use crate::serial_log::{self, Verdict, evaluate};
 use crate::suite::{Dom0, IntegrationTest, PENDING, TESTS};
 use crate::xen;
 
-/// The machine every integration test runs on.
-const TEST_MACHINE: Machine = Machine {
-    accel: Accel::Tcg,
-    smp: 1,
-    mem_mib: DEFAULT_MEM_MIB,
-};
+/// The machine an integration test runs on: TCG (with `-icount` if the
+/// test asks for it), one CPU.
+fn test_machine(test: &IntegrationTest) -> Machine {
+    Machine {
+        accel: if test.icount {
+            Accel::TcgIcount
+        } else {
+            Accel::Tcg
+        },
+        smp: 1,
+        mem_mib: DEFAULT_MEM_MIB,
+    }
+}
 
 /// Lines of a failing test's log shown on the terminal.
 const TAIL_LINES: usize = 30;
@@ -195,7 +202,7 @@ fn boot_test(
         ramdisk: ramdisk.as_deref(),
     };
     let boot = prepare_boot(&files, test.boot, &dirs.isos.join(test.name))?;
-    let args = qemu::qemu_args(&TEST_MACHINE, &boot)?;
+    let args = qemu::qemu_args(&test_machine(test), &boot)?;
     let result = qemu::run(&RunSpec {
         args: args.clone(),
         serial: Serial::Capture,
@@ -256,7 +263,7 @@ fn boot_on_xen(
         append: test.command_line(xen::XEN_ARGS),
         modules,
     };
-    let args = qemu::qemu_args(&TEST_MACHINE, &boot)?;
+    let args = qemu::qemu_args(&test_machine(test), &boot)?;
     let result = qemu::run(&RunSpec {
         args: args.clone(),
         serial: Serial::Capture,

@@ -17,12 +17,14 @@
 //! | `pausedomain`/`unpausedomain` | the controller's pause count |
 //! | `getdomaininfo` | every field; the first domain at or above the id |
 //! | `max_mem`, `max_vcpus`, `setdomainhandle`, `set_address_size` (64), `get_address_size` | as Xen |
+//! | `scheduler_op` | credit2's weight and cap (`crate::sched::credit`), Xen's errors |
 //!
 //! | sysctl | here |
 //! |---|---|
 //! | `getdomaininfolist` | as `getdomaininfo`, for each domain from `first_domain` |
+//! | `readconsole` | the hypervisor's log ring (`crate::console::LogRing`), as Xen's `conring` |
 //! | `physinfo` | one CPU, one node, the frame allocator's counts |
-//! | `sched_id` | credit2's number (the default of Xen 4.17) |
+//! | `sched_id` | credit2's number (Xen 4.17's default, whose `scheduler_op` parameters `crate::sched::credit` takes) |
 #![forbid(unsafe_code)]
 
 extern crate alloc;
@@ -35,12 +37,14 @@ use dom0_abi::cpu::{VcpuGuestContext, VgcfFlags};
 use dom0_abi::domctl::{
     AddressSize, CdfFlags, CreateDomain, DomInfoFlags, Domctl, DomctlCmd, EmulationFlags,
     GRANT_VERSION_MASK, GetDomainInfo, HypercallInit, INVALID_MAX_VCPU_ID, MaxMem, MaxVcpus,
-    MiscFlags, SetDomainHandle, VcpuContext, XEN_DOMCTL_INTERFACE_VERSION, XEN_SCHEDULER_CREDIT2,
+    MiscFlags, SchedCredit, SchedulerOp, SchedulerOpCmd, SetDomainHandle, VcpuContext,
+    XEN_DOMCTL_INTERFACE_VERSION, XEN_SCHEDULER_CREDIT2,
 };
 use dom0_abi::event_channel::Virq;
 use dom0_abi::hypercall::{HYPERCALL_PAGE_SIZE, fill_hypercall_page};
 use dom0_abi::sysctl::{
-    GetDomainInfoList, PhysCap, PhysInfo, SchedId, Sysctl, SysctlCmd, XEN_SYSCTL_INTERFACE_VERSION,
+    GetDomainInfoList, PhysCap, PhysInfo, ReadConsole, SchedId, Sysctl, SysctlCmd,
+    XEN_SYSCTL_INTERFACE_VERSION,
 };
 use dom0_abi::types::{DomId, Mfn};
 use dom0_abi::vcpu::RUNSTATE_RUNNING;
@@ -49,6 +53,7 @@ use dom0_abi::wire::Wire;
 use super::mmu::{MmuEnv, VALID_VM_ASSISTS};
 use super::vcpu;
 use super::{read_struct, write_struct};
+use crate::console::LogRead;
 use crate::domain::{
     DEFAULT_GRANT_FRAMES, DEFAULT_MAPTRACK_FRAMES, Domain, DomainEntry, EMU_PIT, MAX_PAUSES,
 };
@@ -60,6 +65,7 @@ use crate::mm::frame_table::{FrameTable, Owner, PageType};
 use crate::mm::lifecycle::TeardownReport;
 use crate::mm::machine::VcpuMm;
 use crate::mm::types::Mmu;
+use crate::sched::credit::Share;
 use crate::vcpu::{Power, Vcpu};
 
 /// Most vCPUs of a PV domain (Xen's `MAX_VIRT_CPUS`).
@@ -103,6 +109,10 @@ pub trait ControlEnv: MmuEnv {
     fn remove_domain(&mut self, id: DomId) -> Option<Box<DomainEntry>>;
     /// The machine's facts.
     fn machine_info(&mut self) -> MachineInfo;
+    /// Reads the hypervisor's console log (`crate::console::LogRing`) into
+    /// the caller's `buffer`: the bytes copied and the position after
+    /// them; `EFAULT` if a piece cannot be written.
+    fn read_console(&mut self, req: LogRead, buffer: u64) -> Result<(u32, u32), Errno>;
     /// The caller's event channels and the event bits of its shared_info
     /// page, with those of domain `other` (not the caller); `None` if
     /// there is no such domain.
@@ -256,6 +266,22 @@ pub fn domctl(env: &mut impl ControlEnv, fx: &mut Effects, arg: u64) -> Result<u
             let HypercallInit { gmfn } = op.payload().ok_or(Errno::EFAULT)?;
             hypercall_init(env, fx, target, Mfn(gmfn))
         }
+        DomctlCmd::SchedulerOp => {
+            let mut sop: SchedulerOp = op.payload().ok_or(Errno::EFAULT)?;
+            let now = env.now_ns();
+            let result = if itself {
+                let vcpus = env.domain().config_vcpus;
+                scheduler_op(&mut env.domain().share, vcpus, &mut sop, now)
+            } else {
+                let d = other(env, target)?;
+                let vcpus = u32::try_from(d.vcpus.len()).unwrap_or(u32::MAX);
+                scheduler_op(&mut d.domain.share, vcpus, &mut sop, now)
+            };
+            // Written back whatever the outcome, as Xen does.
+            sop.to_wire(&mut op.u).ok_or(Errno::EFAULT)?;
+            write_struct(env, arg, &op)?;
+            result.map(|()| 0)
+        }
         DomctlCmd::SetDomainHandle => {
             let SetDomainHandle { handle } = op.payload().ok_or(Errno::EFAULT)?;
             target_domain(env, target)?.handle = handle;
@@ -329,6 +355,17 @@ pub fn sysctl(env: &mut impl ControlEnv, arg: u64) -> Result<u64, Errno> {
             };
             info.to_wire(&mut op.u).ok_or(Errno::EFAULT)?;
         }
+        Some(SysctlCmd::ReadConsole) => {
+            let mut rc: ReadConsole = op.payload().ok_or(Errno::EFAULT)?;
+            let req = LogRead {
+                clear: rc.clear != 0,
+                incremental: rc.incremental != 0,
+                index: rc.index,
+                count: rc.count,
+            };
+            (rc.count, rc.index) = env.read_console(req, rc.buffer)?;
+            rc.to_wire(&mut op.u).ok_or(Errno::EFAULT)?;
+        }
         Some(SysctlCmd::SchedId) => {
             SchedId {
                 sched_id: XEN_SCHEDULER_CREDIT2,
@@ -340,6 +377,41 @@ pub fn sysctl(env: &mut impl ControlEnv, arg: u64) -> Result<u64, Errno> {
     }
     write_struct(env, arg, &op)?;
     Ok(0)
+}
+
+/// `scheduler_op` on a domain with `share` and `vcpus` vCPUs, as Xen
+/// 4.17's credit2 answers it: `EINVAL` for another scheduler's id, a
+/// per-vCPU or unknown `cmd`, or a cap above 100 per vCPU (the weight of
+/// the same call is set all the same, as there). On put a weight of 0
+/// leaves the weight as it is and a cap of 0 removes the cap.
+fn scheduler_op(
+    share: &mut Share,
+    vcpus: u32,
+    op: &mut SchedulerOp,
+    now: u64,
+) -> Result<(), Errno> {
+    if op.sched_id != XEN_SCHEDULER_CREDIT2 {
+        return Err(Errno::EINVAL);
+    }
+    match SchedulerOpCmd::from_number(u64::from(op.cmd)) {
+        Some(SchedulerOpCmd::GetInfo) => {
+            op.credit = SchedCredit {
+                weight: share.weight(),
+                cap: share.cap(),
+            };
+            Ok(())
+        }
+        Some(SchedulerOpCmd::PutInfo) => {
+            share.set_weight(op.credit.weight);
+            let cap = op.credit.cap;
+            if u32::from(cap) > vcpus.saturating_mul(100) {
+                return Err(Errno::EINVAL);
+            }
+            share.set_cap(cap, now);
+            Ok(())
+        }
+        _ => Err(Errno::EINVAL),
+    }
 }
 
 /// Another domain than the caller (`ESRCH` if it went away).
@@ -773,6 +845,92 @@ mod tests {
         })
     }
 
+    /// `scheduler_op` `cmd` with `weight` and `cap` on `dom`: the result
+    /// and the weight and cap written back.
+    fn sched(
+        m: &mut FakeMachine,
+        dom: u16,
+        sched_id: u32,
+        cmd: u32,
+        credit: SchedCredit,
+    ) -> (Result<u64, Errno>, SchedCredit) {
+        let op = SchedulerOp {
+            sched_id,
+            cmd,
+            credit,
+            ..SchedulerOp::default()
+        };
+        let (r, out) = call(m, DomctlCmd::SchedulerOp, dom, &op);
+        (r, out.payload::<SchedulerOp>().unwrap().credit)
+    }
+
+    #[test]
+    fn scheduler_op_weight_and_cap_as_credit2() {
+        let mut m = machine();
+        let id = create(&mut m, 0, 2).unwrap();
+        let get =
+            |m: &mut FakeMachine| sched(m, id, XEN_SCHEDULER_CREDIT2, 1, SchedCredit::default());
+        let put = |m: &mut FakeMachine, weight, cap| {
+            sched(m, id, XEN_SCHEDULER_CREDIT2, 0, SchedCredit { weight, cap }).0
+        };
+        assert_eq!(
+            get(&mut m),
+            (
+                Ok(0),
+                SchedCredit {
+                    weight: 256,
+                    cap: 0
+                }
+            )
+        );
+        // No vCPUs yet: any cap is above 100 per vCPU.
+        assert_eq!(put(&mut m, 0, 1), Err(Errno::EINVAL));
+        call(&mut m, DomctlCmd::MaxVcpus, id, &MaxVcpus { max: 2 })
+            .0
+            .unwrap();
+        assert_eq!(put(&mut m, 512, 50), Ok(0));
+        assert_eq!(
+            get(&mut m).1,
+            SchedCredit {
+                weight: 512,
+                cap: 50
+            }
+        );
+        // The weight of a call refused for its cap is set all the same.
+        assert_eq!(put(&mut m, 7, 201), Err(Errno::EINVAL));
+        assert_eq!(get(&mut m).1, SchedCredit { weight: 7, cap: 50 });
+        assert_eq!(put(&mut m, 0, 200), Ok(0));
+        assert_eq!(
+            get(&mut m).1,
+            SchedCredit {
+                weight: 7,
+                cap: 200
+            }
+        );
+        // Weight 0 leaves it; cap 0 removes the cap.
+        assert_eq!(put(&mut m, 0, 0), Ok(0));
+        assert_eq!(get(&mut m).1, SchedCredit { weight: 7, cap: 0 });
+        let any = SchedCredit { weight: 9, cap: 9 };
+        for (sched_id, cmd) in [(5, 0), (5, 1), (0, 1), (6, 2), (6, 3), (6, 4)] {
+            let (r, back) = sched(&mut m, id, sched_id, cmd, any);
+            assert_eq!((r, back), (Err(Errno::EINVAL), any), "{sched_id} {cmd}");
+        }
+        assert_eq!(get(&mut m).1, SchedCredit { weight: 7, cap: 0 });
+        // dom0 may read and set its own.
+        assert_eq!(
+            sched(&mut m, 0, XEN_SCHEDULER_CREDIT2, 1, any),
+            (
+                Ok(0),
+                SchedCredit {
+                    weight: 256,
+                    cap: 0
+                }
+            )
+        );
+        assert_eq!(sched(&mut m, 0, XEN_SCHEDULER_CREDIT2, 0, any).0, Ok(0));
+        assert_eq!(m.domain.share.weight(), 9);
+    }
+
     #[test]
     fn version_then_lookup_then_privilege() {
         let mut m = machine();
@@ -1162,6 +1320,40 @@ mod tests {
         s.to_wire(&mut bad).unwrap();
         m.poke(ARG, &bad);
         assert_eq!(sysctl(&mut m, ARG), Err(Errno::ENOSYS));
+    }
+
+    #[test]
+    fn sysctl_readconsole_reads_the_log_ring() {
+        const BUF: u64 = BASE + 0x800;
+        let mut m = machine();
+        m.log.write(b"(HV) boot\n(HV) more\n");
+        let read = |m: &mut FakeMachine, clear, incremental, index, count, buffer| {
+            let rc = ReadConsole {
+                clear,
+                incremental,
+                index,
+                buffer,
+                count,
+                ..ReadConsole::default()
+            };
+            let (r, out) = sys(m, SysctlCmd::ReadConsole, &rc);
+            let out: ReadConsole = out.payload().unwrap();
+            (r, out.count, out.index)
+        };
+        assert_eq!(read(&mut m, 0, 0, 0, 4, BUF), (Ok(0), 4, 4));
+        assert_eq!(&m.guest[0x800..0x804], b"(HV)");
+        assert_eq!(read(&mut m, 1, 1, 4, 6, BUF), (Ok(0), 6, 10));
+        assert_eq!(&m.guest[0x800..0x806], b" boot\n");
+        // Cleared up to 10: a plain read starts there.
+        assert_eq!(read(&mut m, 0, 0, 0, 64, BUF), (Ok(0), 10, 20));
+        assert_eq!(&m.guest[0x800..0x80a], b"(HV) more\n");
+        assert_eq!(read(&mut m, 0, 0, 0, 64, 8).0, Err(Errno::EFAULT));
+        assert_eq!(read(&mut m, 1, 1, 20, 64, BUF), (Ok(0), 0, 20));
+        assert_eq!(
+            read(&mut m, 0, 0, 0, 64, 8),
+            (Ok(0), 0, 20),
+            "nothing to copy"
+        );
     }
 
     fn evtchn<T: Wire>(m: &mut FakeMachine, op: EvtchnOp, arg: &T) -> (Result<u64, Errno>, T) {

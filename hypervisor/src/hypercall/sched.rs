@@ -77,7 +77,10 @@ pub fn set_timer_op(env: &mut impl Env, deadline: u64) -> Result<u64, Errno> {
     Ok(0)
 }
 
+/// `SCHEDOP_yield`: any other runnable vCPU runs before the caller
+/// (`crate::sched::credit`).
 fn yield_cpu(env: &mut impl Env) -> Result<u64, Errno> {
+    env.vcpu().credit.yielded = true;
     env.reschedule();
     Ok(0)
 }
@@ -205,6 +208,7 @@ mod tests {
         let mut env = FakeMachine::new(16);
         assert_eq!(sched_op(&mut env, 0, 0), Ok(0));
         assert!(env.rescheduled, "yield asks for the next vCPU");
+        assert!(env.cpu.credit.yielded, "and lets any other run first");
         assert_eq!(sched_op(&mut env, 99, 0), Err(Errno::ENOSYS));
         assert_eq!(sched_op(&mut env, 7, 0), Err(Errno::ENOSYS));
         assert_eq!(sched_op(&mut env, 2, 0x10), Err(Errno::EFAULT));

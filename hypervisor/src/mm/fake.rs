@@ -17,7 +17,7 @@ use super::frame_table::{FrameInfo, Owner, PageType};
 use super::machine::{DomainMm, MmMachine, PageTableMemory, VcpuMm};
 use super::pte;
 use super::types::{MapCtx, Mmu};
-use crate::console::InputRing;
+use crate::console::{InputRing, LogRead, LogRing};
 use crate::domain::{Domain, DomainEntry, Privilege};
 use crate::evtchn::fake::FakeBits;
 use crate::evtchn::{EventBits, EventChannels};
@@ -77,6 +77,8 @@ pub struct FakeMachine {
     pub host: HostInfo,
     pub console: Vec<u8>,
     pub input: InputRing,
+    /// The hypervisor's console log (`sysctl readconsole`).
+    pub log: Box<LogRing>,
     pub stats: Stats,
     /// The event bits of the domain's shared_info page.
     pub events: FakeBits,
@@ -133,6 +135,7 @@ impl FakeMachine {
             },
             console: Vec::new(),
             input: InputRing::new(),
+            log: Box::new(LogRing::new()),
             stats: Stats::default(),
             events: FakeBits::default(),
             nmi_reason: 0,
@@ -554,6 +557,15 @@ impl ControlEnv for FakeMachine {
             peer_bits: self.other_events.entry(other.0).or_default(),
             peer_dying,
         })
+    }
+    fn read_console(&mut self, req: LogRead, buffer: u64) -> Result<(u32, u32), Errno> {
+        let mut log = core::mem::take(&mut self.log);
+        let read = log.read(req, |offset, piece| {
+            let va = buffer.checked_add(u64::from(offset)).ok_or(Errno::EFAULT)?;
+            self.copy_to_guest(va, piece)
+        });
+        self.log = log;
+        read
     }
     fn machine_info(&mut self) -> MachineInfo {
         MachineInfo {

@@ -68,7 +68,8 @@ use guest_pv_shim::dom0_abi::Hypercall;
 use guest_pv_shim::dom0_abi::cpu::{VcpuGuestContext, VgcfFlags};
 use guest_pv_shim::dom0_abi::domctl::{
     ArchDomainConfig, CreateDomain, DomInfoFlags, Domctl, DomctlCmd, GetDomainInfo, HypercallInit,
-    MaxMem, MaxVcpus, NoPayload, VcpuContext, XEN_SCHEDULER_CREDIT2,
+    MaxMem, MaxVcpus, NoPayload, SchedCredit, SchedulerOp, SchedulerOpCmd, VcpuContext,
+    XEN_SCHEDULER_CREDIT, XEN_SCHEDULER_CREDIT2,
 };
 
 use guest_pv_shim::dom0_abi::event_channel::{
@@ -79,7 +80,7 @@ use guest_pv_shim::dom0_abi::mmu::{MmuUpdate, MmuUpdateCmd};
 use guest_pv_shim::dom0_abi::shared_info::SharedInfo;
 use guest_pv_shim::dom0_abi::start_info::StartInfo;
 use guest_pv_shim::dom0_abi::sysctl::{
-    GetDomainInfoList, PhysCap, PhysInfo, SchedId, Sysctl, SysctlCmd,
+    GetDomainInfoList, PhysCap, PhysInfo, ReadConsole, SchedId, Sysctl, SysctlCmd,
 };
 use guest_pv_shim::dom0_abi::types::DomId;
 use guest_pv_shim::dom0_abi::wire::Wire;
@@ -133,7 +134,7 @@ pub(super) fn call<P: Wire>(cmd: DomctlCmd, domain: u16, payload: &P) -> (i64, D
 }
 
 /// `getdomaininfo` of `domain`: the result, the id reported and the record.
-fn info(domain: u16) -> (i64, u16, GetDomainInfo) {
+pub(super) fn info(domain: u16) -> (i64, u16, GetDomainInfo) {
     let (ret, op) = call(DomctlCmd::GetDomainInfo, domain, &NoPayload);
     (ret, op.domain, op.payload().unwrap_or_default())
 }
@@ -158,6 +159,7 @@ fn create(domain: u16, config: &CreateDomain) -> (i64, u16) {
 
 pub fn run(start_info: &'static StartInfo) {
     versions_and_machine();
+    console_log();
     dom0_itself(start_info);
     let Some(first) = new_domain() else {
         return;
@@ -166,6 +168,7 @@ pub fn run(start_info: &'static StartInfo) {
     foreign_mappings(first, frames);
     vcpu_context(first, frames);
     pauses(first);
+    scheduling(first);
     let bound = event_channels(first);
     second_domain_and_list(first);
     destroy(first, bound);
@@ -237,6 +240,74 @@ fn versions_and_machine() {
         "physinfo: free pages within total pages",
         p.free_pages > 0 && p.free_pages <= p.total_pages,
         format_args!("free {} total {}", p.free_pages, p.total_pages),
+    );
+}
+
+/// `sysctl readconsole` of `count` bytes into `buffer`: the result, the
+/// bytes copied and the position after them.
+fn read_console(clear: bool, incremental: Option<u32>, buffer: u64, count: u32) -> (i64, u32, u32) {
+    let rc = ReadConsole {
+        clear: u8::from(clear),
+        incremental: u8::from(incremental.is_some()),
+        index: incremental.unwrap_or(0),
+        buffer,
+        count,
+        ..ReadConsole::default()
+    };
+    let mut op = Sysctl::new(SysctlCmd::ReadConsole, &rc);
+    let ret = sysctl(&mut op);
+    let out: ReadConsole = op.payload().unwrap_or_default();
+    (ret, out.count, out.index)
+}
+
+/// The hypervisor's console log: its text differs between hypervisors,
+/// how it is read does not.
+fn console_log() {
+    let mut buffer = [0u8; 64];
+    let at = buffer.as_mut_ptr() as u64;
+    let (ret, count, first) = read_console(false, None, at, 16);
+    report::check_ret("readconsole", ret, 0);
+    report::check_eq("readconsole: 16 bytes of the boot log", count, 16);
+    let (ret, count, next) = read_console(false, Some(first), at, 16);
+    report::check_ret("readconsole incremental", ret, 0);
+    report::check_eq(
+        "readconsole incremental: 16 more bytes, the index after them",
+        (count, next.wrapping_sub(first)),
+        (16, 16),
+    );
+    report::check_ret(
+        "readconsole into an unmapped buffer is EFAULT",
+        read_console(false, None, 8, 16).0,
+        Errno::EFAULT.neg(),
+    );
+    let (ret, _, again) = read_console(false, None, at, 16);
+    report::check_eq(
+        "readconsole without clear starts at the same place again",
+        (ret, again),
+        (0, first),
+    );
+    // Read and clear the whole log, then nothing is left to read.
+    let mut rounds = 0;
+    let mut last = (0, 0, 0);
+    while rounds < 4096 {
+        rounds += 1;
+        last = read_console(true, None, at, 64);
+        if last.0 != 0 || last.1 < 64 {
+            break;
+        }
+    }
+    report::check_eq("readconsole with clear to the end", last.0, 0);
+    let (ret, count, end) = read_console(false, None, at, 64);
+    report::check_eq(
+        "readconsole after clearing: nothing, at the end",
+        (ret, count, end == last.2),
+        (0, 0, true),
+    );
+    let (ret, count, _) = read_console(false, Some(first), at, 64);
+    report::check_eq(
+        "readconsole incremental from a cleared index: nothing",
+        (ret, count),
+        (0, 0),
     );
 }
 
@@ -723,6 +794,93 @@ fn pauses(id: u16) {
     let (ret, _) = call(DomctlCmd::PauseDomain, id, &NoPayload);
     report::check_ret("pausedomain again", ret, 0);
     report::check_eq("paused again", info(id).2.dominf(), DomInfoFlags::PAUSED);
+}
+
+/// `scheduler_op` `cmd` for scheduler `sched_id` on `id` with `credit`:
+/// the result and the weight and cap that came back.
+fn sched(id: u16, sched_id: u32, cmd: u32, credit: SchedCredit) -> (i64, SchedCredit) {
+    let op = SchedulerOp {
+        sched_id,
+        cmd,
+        credit,
+        ..SchedulerOp::default()
+    };
+    let (ret, out) = call(DomctlCmd::SchedulerOp, id, &op);
+    (ret, out.payload::<SchedulerOp>().unwrap_or_default().credit)
+}
+
+/// Weight and cap of the first domain (two vCPUs) through credit2's
+/// `scheduler_op`.
+fn scheduling(id: u16) {
+    let get = |id| {
+        sched(
+            id,
+            XEN_SCHEDULER_CREDIT2,
+            SchedulerOpCmd::GetInfo as u32,
+            SchedCredit::default(),
+        )
+    };
+    let put = |weight, cap| {
+        sched(
+            id,
+            XEN_SCHEDULER_CREDIT2,
+            SchedulerOpCmd::PutInfo as u32,
+            SchedCredit { weight, cap },
+        )
+        .0
+    };
+    let credit = |weight, cap| SchedCredit { weight, cap };
+    report::check_eq(
+        "scheduler_op getinfo: defaults",
+        get(id),
+        (0, credit(256, 0)),
+    );
+    report::check_ret("scheduler_op putinfo weight 512 cap 50", put(512, 50), 0);
+    report::check_eq("scheduler_op reads them back", get(id).1, credit(512, 50));
+    report::check_ret(
+        "scheduler_op cap 201 on two vCPUs is EINVAL",
+        put(7, 201),
+        Errno::EINVAL.neg(),
+    );
+    report::check_eq(
+        "scheduler_op: the refused call's weight is set",
+        get(id).1,
+        credit(7, 50),
+    );
+    report::check_ret("scheduler_op cap 200", put(0, 200), 0);
+    report::check_ret("scheduler_op weight 0 cap 0", put(0, 0), 0);
+    report::check_eq(
+        "scheduler_op: weight 0 keeps the weight, cap 0 removes the cap",
+        get(id).1,
+        credit(7, 0),
+    );
+    let other = credit(9, 9);
+    for (what, sched_id, cmd) in [
+        (
+            "credit's sched_id",
+            XEN_SCHEDULER_CREDIT,
+            SchedulerOpCmd::GetInfo as u32,
+        ),
+        (
+            "putvcpuinfo",
+            XEN_SCHEDULER_CREDIT2,
+            SchedulerOpCmd::PutVcpuInfo as u32,
+        ),
+        (
+            "getvcpuinfo",
+            XEN_SCHEDULER_CREDIT2,
+            SchedulerOpCmd::GetVcpuInfo as u32,
+        ),
+        ("cmd 9", XEN_SCHEDULER_CREDIT2, 9),
+    ] {
+        report::check_eq(
+            format_args!("scheduler_op with {what} is EINVAL, the op written back"),
+            sched(id, sched_id, cmd, other),
+            (Errno::EINVAL.neg(), other),
+        );
+    }
+    report::check_ret("scheduler_op weight 256", put(256, 0), 0);
+    report::check_eq("scheduler_op getinfo of dom0", get(0), (0, credit(256, 0)));
 }
 
 fn second_domain_and_list(first: u16) {

@@ -35,6 +35,7 @@ mod mm_writable_pt;
 mod nmi;
 mod return_from_entry;
 mod sched_op;
+mod sched_weights;
 mod shutdown;
 mod time_wallclock;
 mod timers;
@@ -65,6 +66,10 @@ pub const ALL: &[Case] = &[
     Case {
         name: "domctl_domains",
         run: domctl::run,
+    },
+    Case {
+        name: "sched_weights",
+        run: sched_weights::run,
     },
     Case {
         name: "console_io",

@@ -13,6 +13,7 @@ use dom0_abi::stats::Counter;
 use dom0_abi::types::{DomId, Mfn};
 use spin::MutexGuard;
 
+use crate::console::LogRead;
 use crate::domain::{DOMAINS, Domain, DomainEntry, Privilege};
 use crate::evtchn::{EventBits, EventChannels};
 use crate::hypercall::desc;
@@ -407,6 +408,12 @@ impl ControlEnv for ArchEnv<'_, '_> {
         let entry = table.take(&mut self.frames.as_mut()?.other.as_mut()?.0);
         self.release_other();
         entry
+    }
+    fn read_console(&mut self, req: LogRead, buffer: u64) -> Result<(u32, u32), Errno> {
+        serial::read_log(req, |offset, piece| {
+            let va = buffer.checked_add(u64::from(offset)).ok_or(Errno::EFAULT)?;
+            guest_mem::copy_to_guest(va, piece)
+        })
     }
     fn machine_info(&mut self) -> MachineInfo {
         let (free_pages, total_pages) = mem::frame_counts();

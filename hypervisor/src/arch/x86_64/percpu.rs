@@ -12,6 +12,7 @@ use crate::domain::DomainSlot;
 use crate::hypercall::HostInfo;
 use crate::iomem::ReservedMmio;
 use crate::layout::trampoline::LDT_PAGE_COUNT;
+use crate::sched::credit::Runqueue;
 
 use super::trampoline::CpuViews;
 
@@ -43,11 +44,14 @@ pub struct PerCpu {
     /// hypercall that yields, blocks or takes its own vCPU down, and when
     /// a sleeping vCPU wakes or a time slice ends).
     pub resched: bool,
-    /// When the running vCPU's time slice ends, if another one waits.
+    /// The length of the slice the scheduler gave the vCPU it chose (when
+    /// another one waits, or its domain is capped), until it starts: the
+    /// first `run_due` after the switch turns it into `slice_end`.
+    pub slice: Option<u64>,
+    /// When the running vCPU's time slice ends.
     pub slice_end: Option<u64>,
-    /// Another domain had a vCPU waiting to run when this one was chosen
-    /// (its slice is then bounded as for a waiting vCPU of its own domain).
-    pub others_waiting: bool,
+    /// The scheduler's state: credit epochs, the vCPU being charged.
+    pub rq: Runqueue<(DomId, usize)>,
 }
 
 impl PerCpu {
@@ -58,8 +62,9 @@ impl PerCpu {
             ldt_pages: [0; LDT_PAGE_COUNT],
             running: None,
             resched: false,
+            slice: None,
             slice_end: None,
-            others_waiting: false,
+            rq: Runqueue::default(),
         }
     }
 }

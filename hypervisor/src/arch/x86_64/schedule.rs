@@ -104,6 +104,9 @@ pub fn run_due(current: &mut Current) {
     let mut bits = SharedInfoBits::new(domain.shared_info, u32::MAX);
     loop {
         let now = time::now_ns();
+        if let Some(length) = cpu.slice.take() {
+            cpu.slice_end = Some(now.saturating_add(length));
+        }
         for v in others
             .0
             .iter_mut()
@@ -118,12 +121,14 @@ pub fn run_due(current: &mut Current) {
         }
         console_input_due(domain, &mut bits);
         let kicked = bits.take_kicked();
-        let mut next = domain.watchdogs.next_deadline();
+        let mut next = earliest(
+            domain.watchdogs.next_deadline(),
+            domain.share.parked_until(),
+        );
         let mut others_runnable = false;
         if DOMAINS.get().is_some_and(|table| table.live() > 1) {
             let (due, woke, runnable) = other_domains_due(domain.id, now);
             next = earliest(next, due);
-            cpu.others_waiting = runnable;
             others_runnable |= runnable;
             cpu.resched |= woke;
         }
@@ -140,16 +145,16 @@ pub fn run_due(current: &mut Current) {
             next = earliest(next, sched::next_deadline(v, &domain.evtchn));
             others_runnable |= v.id != running && v.is_runnable();
         }
-        if others_runnable {
-            let end = *cpu.slice_end.get_or_insert(now + sched::SLICE_NS);
-            if end <= now {
+        // The slice the scheduler gave ends; without one, a vCPU that
+        // became runnable since the choice (a wake-up, an unpause, a
+        // refilled budget) asks for a new one.
+        match cpu.slice_end {
+            Some(end) if end <= now => {
                 cpu.resched = true;
                 cpu.slice_end = None;
-            } else {
-                next = earliest(next, Some(end));
             }
-        } else {
-            cpu.slice_end = None;
+            Some(end) => next = earliest(next, Some(end)),
+            None => cpu.resched |= others_runnable,
         }
         match next {
             Some(at) if at <= time::now_ns() => {}
@@ -175,8 +180,9 @@ fn console_input_due(domain: &Domain, bits: &mut SharedInfoBits) {
 /// Fires the due timers of every domain but `running`, tells the
 /// hardware domain of console input ([`console_input_due`]), and wakes
 /// their vCPUs whose wait is over (their slots are only tried,
-/// `docs/locking.md`): returns their next deadline, whether one woke and
-/// whether one of them can run now. Their watchdogs are not looked at
+/// `docs/locking.md`): returns their next deadline (a capped domain's
+/// budget refill included), whether one woke and whether one of them can
+/// run now. Their watchdogs are not looked at
 /// here (only while they run).
 fn other_domains_due(running: DomId, now: u64) -> (Option<u64>, bool, bool) {
     let (mut next, mut woke, mut runnable) = (None, false, false);
@@ -199,7 +205,11 @@ fn other_domains_due(running: DomId, now: u64) -> (Option<u64>, bool, bool) {
         }
         console_input_due(&entry.domain, &mut bits);
         let kicked = bits.take_kicked();
-        let may_run = entry.domain.may_run();
+        let mut may_run = entry.domain.may_run();
+        if may_run && !entry.domain.share.eligible(now) {
+            next = earliest(next, entry.domain.share.parked_until());
+            may_run = false;
+        }
         for v in &mut entry.vcpus {
             let kick = kicked & 1u64.checked_shl(v.id).unwrap_or(0) != 0;
             woke |= sched::wake_if_due(v, &bits, kick, now) && may_run;

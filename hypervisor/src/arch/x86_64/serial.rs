@@ -22,7 +22,7 @@ use uart_16550::spec::registers::{IER, Parity as UartParity, WordLength};
 use uart_16550::{BaudRate, Config, Uart16550};
 
 use crate::cmdline::{Baud, Parity, SerialConfig};
-use crate::console::InputRing;
+use crate::console::{InputRing, LogRead, LogRing};
 
 const COM1_PORT: u16 = 0x3f8;
 
@@ -172,6 +172,21 @@ pub fn take_input_pending() -> bool {
     INPUT_PENDING.swap(false, Ordering::AcqRel)
 }
 
+/// The hypervisor's console log (`sysctl readconsole`): every line the
+/// logger prints, without its carriage return. A leaf lock; the logger
+/// only tries it (a line logged while it is held, by the reader itself,
+/// is left out of the ring).
+static LOG: Mutex<LogRing> = Mutex::new(LogRing::new());
+
+/// Reads the console log as `req` asks, through `copy` (see
+/// [`LogRing::read`]).
+pub fn read_log<E>(
+    req: LogRead,
+    copy: impl FnMut(u32, &[u8]) -> Result<(), E>,
+) -> Result<(u32, u32), E> {
+    LOG.lock().read(req, copy)
+}
+
 /// Reads at most `count` bytes of pending input through `copy` (see
 /// `InputRing::read`).
 pub fn read_input<E>(count: u32, copy: impl FnMut(u32, &[u8]) -> Result<(), E>) -> Result<u32, E> {
@@ -227,6 +242,11 @@ impl log::Log for SerialLogger {
         let mut line = LineBuffer::new();
         let _ = write!(line, "(HV) {tag}{}\r\n", record.args());
         write_bytes(line.as_bytes());
+        if let Some(mut log) = LOG.try_lock() {
+            for piece in line.as_bytes().split(|&b| b == b'\r') {
+                log.write(piece);
+            }
+        }
     }
 
     fn flush(&self) {}

@@ -37,7 +37,14 @@ extern "C" fn hv_start64(magic: u32, info: u32) -> ! {
     if config.guest_loglvl != cmdline::Config::default().guest_loglvl {
         log::warn!("guest_loglvl: not applied; messages about guests follow loglvl");
     }
-    log::info!("command line: {command_line}");
+    // Logged with the test nonce hidden: dom0 reads the log
+    // (`sysctl readconsole`).
+    let mut shown = [0u8; 1024];
+    let n = cmdline::hide_test_nonce(command_line.as_bytes(), &mut shown);
+    let shown = core::str::from_utf8(&shown[..n])
+        .or_else(|e| core::str::from_utf8(&shown[..e.valid_up_to()]))
+        .unwrap_or_default();
+    log::info!("command line: {shown}");
     log::info!(
         "boot loader: {} ({:?})",
         boot.loader_name.unwrap_or("unknown"),

@@ -167,31 +167,41 @@ pub fn from_guest(regs: &mut GuestRegs) -> ! {
 /// The slot guard of the domain running on this CPU.
 type SlotGuard = MutexGuard<'static, Option<Box<DomainEntry>>>;
 
-/// The next vCPU to run after vCPU `index` of `entry`'s domain
-/// (`sched::next_vcpu`), the other domains looked at in id order after
-/// this one; their slots are only tried (`docs/locking.md`). Also notes
-/// on `cpu` whether another domain has a vCPU waiting, so that the
-/// running one's slice is bounded.
-fn pick(cpu: &mut PerCpu, entry: &DomainEntry, index: usize) -> Next<DomId> {
-    let mut remote = None;
+/// The next vCPU to run after vCPU `index` of `entry`'s domain, which
+/// is charged for the time it ran: the credit scheduler's choice
+/// (`sched::credit`) among every domain's runnable vCPUs, offered in round
+/// robin order (the domain's higher vCPUs, the other domains in id order
+/// after it, then its lower ones and `index` itself). The other domains'
+/// slots are only tried (`docs/locking.md`). Its slice is left on `cpu`,
+/// to start when it has been switched in (`schedule::run_due`).
+fn pick(cpu: &mut PerCpu, entry: &mut DomainEntry, index: usize, now: u64) -> Next<DomId> {
+    let me = entry.domain.id;
+    if let Some(v) = entry.vcpus.get_mut(index) {
+        cpu.rq
+            .charge((me, index), &mut v.credit, &mut entry.domain.share, now);
+    }
+    let mut choice = cpu.rq.choice(now);
+    sched::offer(&mut choice, entry, index + 1..usize::MAX, now);
     if let Some(table) = DOMAINS.get() {
-        let me = usize::from(entry.domain.id.0);
         for step in 1..table.len() {
-            let id = DomId(u16::try_from((me + step) % table.len()).unwrap_or(0));
-            let Some(guard) = table.slot(id).and_then(|slot| slot.try_lock()) else {
+            let id = DomId(u16::try_from((usize::from(me.0) + step) % table.len()).unwrap_or(0));
+            let Some(mut guard) = table.slot(id).and_then(|slot| slot.try_lock()) else {
                 continue;
             };
-            if let Some(other) = guard.as_deref()
-                && other.domain.may_run()
-                && let Some(v) = sched::first_runnable(&other.vcpus)
-            {
-                remote = Some((id, v));
-                break;
+            if let Some(other) = guard.as_deref_mut() {
+                sched::offer(&mut choice, other, 0..usize::MAX, now);
             }
         }
     }
-    cpu.others_waiting = remote.is_some();
-    sched::next_vcpu(&entry.vcpus, entry.domain.may_run(), index, remote)
+    sched::offer(&mut choice, entry, 0..index + 1, now);
+    let chosen = choice.finish(&mut cpu.rq);
+    cpu.slice_end = None;
+    cpu.slice = chosen.and_then(|c| c.slice);
+    match chosen {
+        None => Next::Nothing,
+        Some(c) if c.id.0 == me => Next::Local(c.id.1),
+        Some(c) => Next::Remote(c.id.0, c.id.1),
+    }
 }
 
 /// The slow end of an entry: the running domain shut down, or another
@@ -224,7 +234,7 @@ fn reschedule(
             domu_shut_down(entry, reason);
         }
         let now = time::now_ns();
-        match pick(cpu, entry, index) {
+        match pick(cpu, entry, index, now) {
             Next::Local(to) => {
                 if to != index || saved {
                     if !saved {
@@ -458,7 +468,6 @@ fn load_vcpu(cpu: &mut PerCpu, entry: &mut DomainEntry, to: usize, regs: &mut Gu
     if let Some(running) = cpu.running.as_mut() {
         running.vcpu = to;
     }
-    cpu.slice_end = None;
 }
 
 /// Counts one entry. Its two CR3 writes (entry and exit), both flushing

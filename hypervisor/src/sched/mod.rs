@@ -1,17 +1,21 @@
-//! Choosing what runs next, and what time and events do to vCPUs. For now
-//! one physical CPU runs the vCPUs of every domain, round robin among
-//! those that are runnable ([`next_vcpu`]), each for at most [`SLICE_NS`]
-//! while others wait; the weighted scheduler comes next.
+//! Choosing what runs next, and what time and events do to vCPUs. One
+//! physical CPU runs the vCPUs of every domain, shared by weight and cap
+//! ([`credit`]: the choice itself; [`offer`] puts a domain's vCPUs to
+//! it).
 #![forbid(unsafe_code)]
 
-use dom0_abi::event_channel::Virq;
+pub mod credit;
 
+use core::ops::Range;
+
+use dom0_abi::event_channel::Virq;
+use dom0_abi::types::DomId;
+
+use crate::domain::DomainEntry;
 use crate::evtchn::{EventBits, EventChannels};
 use crate::timer::{Sleep, earliest};
 use crate::vcpu::Vcpu;
-
-/// The longest a vCPU runs while another one of the CPU waits to.
-pub const SLICE_NS: u64 = 10_000_000;
+use credit::Choice;
 
 /// What a CPU runs next.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,33 +28,27 @@ pub enum Next<D> {
     Nothing,
 }
 
-/// The first runnable vCPU of a domain whose vCPUs may run (not shut
-/// down, not paused).
-pub fn first_runnable(vcpus: &[Vcpu]) -> Option<usize> {
-    vcpus.iter().position(Vcpu::is_runnable)
-}
-
-/// Round robin over (domain, vCPU) pairs in id order, from the one after
-/// vCPU `current` of the domain that ran (whose vCPUs are `vcpus`, and
-/// may run if `may_run`): its higher runnable vCPUs, then `remote` (the
-/// first runnable vCPU of the next domain in id order that has one, if
-/// any), then its lower ones and `current` itself.
-pub fn next_vcpu<D>(
-    vcpus: &[Vcpu],
-    may_run: bool,
-    current: usize,
-    remote: Option<(D, usize)>,
-) -> Next<D> {
-    let runnable = |i: &usize| may_run && vcpus.get(*i).is_some_and(Vcpu::is_runnable);
-    if let Some(i) = (current.saturating_add(1)..vcpus.len()).find(runnable) {
-        return Next::Local(i);
+/// Offers `entry`'s runnable vCPUs with indices in `ids` (clamped to
+/// its vCPUs), lowest first, to `choice`: none if the domain may not run
+/// (paused, shut down) or has spent its capped budget at `now`.
+pub fn offer(
+    choice: &mut Choice<(DomId, usize)>,
+    entry: &mut DomainEntry,
+    ids: Range<usize>,
+    now: u64,
+) {
+    let domain = &mut entry.domain;
+    if !domain.may_run() || !domain.share.eligible(now) {
+        return;
     }
-    if let Some((domain, vcpu)) = remote {
-        return Next::Remote(domain, vcpu);
-    }
-    match (0..=current).find(runnable) {
-        Some(i) => Next::Local(i),
-        None => Next::Nothing,
+    let end = ids.end.min(entry.vcpus.len());
+    let Some(vcpus) = entry.vcpus.get_mut(ids.start.min(end)..end) else {
+        return;
+    };
+    for (i, v) in (ids.start..).zip(vcpus) {
+        if v.is_runnable() {
+            choice.offer((domain.id, i), &mut v.credit, &domain.share);
+        }
     }
 }
 
@@ -151,17 +149,59 @@ mod tests {
         );
     }
 
+    /// A domain (dom0's record will do) with vCPUs up as in `up`.
+    fn domain(up: &[bool]) -> DomainEntry {
+        let mut entry = DomainEntry::new(crate::domain::Domain::dom0(8, 0));
+        entry.vcpus = vcpus(up);
+        entry
+    }
+
+    /// The vCPU the scheduler picks among `entry`'s vCPUs in `ids`.
+    fn chosen(entry: &mut DomainEntry, ids: Range<usize>) -> Option<usize> {
+        let mut rq = credit::Runqueue::default();
+        let mut choice = rq.choice(0);
+        offer(&mut choice, entry, ids, 0);
+        choice.finish(&mut rq).map(|c| c.id.1)
+    }
+
     #[test]
     fn sleeping_vcpus_are_skipped_until_woken() {
-        let mut v = vcpus(&[true, true]);
-        v[1].sleep = Sleep::Blocked;
-        assert_eq!(next_vcpu::<u16>(&v, true, 0, None), Next::Local(0));
+        let mut d = domain(&[false, true, true]);
+        d.vcpus[1].sleep = Sleep::Blocked;
+        assert_eq!(chosen(&mut d, 0..3), Some(2));
         let bits = crate::evtchn::fake::FakeBits::default();
-        assert!(!wake_if_due(&mut v[1], &bits, false, 0));
-        v[1].kicked = true;
-        assert!(wake_if_due(&mut v[1], &bits, false, 0));
-        assert!(!v[1].kicked);
-        assert_eq!(next_vcpu::<u16>(&v, true, 0, None), Next::Local(1));
+        assert!(!wake_if_due(&mut d.vcpus[1], &bits, false, 0));
+        d.vcpus[1].kicked = true;
+        assert!(wake_if_due(&mut d.vcpus[1], &bits, false, 0));
+        assert!(!d.vcpus[1].kicked);
+        assert_eq!(chosen(&mut d, 0..3), Some(1));
+    }
+
+    #[test]
+    fn offers_the_range_asked_of_a_domain_that_may_run() {
+        let mut d = domain(&[true, true, true]);
+        assert_eq!(chosen(&mut d, 1..usize::MAX), Some(1));
+        assert_eq!(chosen(&mut d, 3..4), None);
+        assert_eq!(chosen(&mut d, 2..3), Some(2));
+        d.domain.pauses = 1;
+        assert_eq!(chosen(&mut d, 0..3), None, "paused");
+        d.domain.pauses = 0;
+        d.domain.share.set_cap(1, 0);
+        let mut rq = credit::Runqueue::default();
+        let mut choice = rq.choice(0);
+        offer(&mut choice, &mut d, 0..1, 0);
+        assert_eq!(choice.finish(&mut rq).and_then(|c| c.slice), Some(100_000));
+        rq.charge(
+            (DomId(0), 0),
+            &mut d.vcpus[0].credit,
+            &mut d.domain.share,
+            100_000,
+        );
+        let mut choice = rq.choice(100_000);
+        offer(&mut choice, &mut d, 0..3, 100_000);
+        assert!(choice.finish(&mut rq).is_none(), "budget spent");
+        assert_eq!(d.domain.share.parked_until(), Some(10_000_000));
+        assert_eq!(chosen(&mut d, 0..3), None);
     }
 
     #[test]
@@ -180,37 +220,5 @@ mod tests {
             deadline: Some(15_000_000),
         };
         assert_eq!(next_deadline(&v[0], &channels), Some(15_000_000));
-    }
-
-    #[test]
-    fn round_robin_over_the_vcpus_that_are_up() {
-        let v = vcpus(&[true, false, true, true]);
-        let next = |current| next_vcpu::<u16>(&v, true, current, None);
-        assert_eq!(next(0), Next::Local(2));
-        assert_eq!(next(2), Next::Local(3));
-        assert_eq!(next(3), Next::Local(0));
-        assert_eq!(next(1), Next::Local(2));
-        let alone = vcpus(&[false, true]);
-        assert_eq!(next_vcpu::<u16>(&alone, true, 1, None), Next::Local(1));
-        assert_eq!(
-            next_vcpu::<u16>(&vcpus(&[false, false]), true, 0, None),
-            Next::Nothing
-        );
-        assert_eq!(next_vcpu::<u16>(&[], true, 0, None), Next::Nothing);
-        assert_eq!(first_runnable(&v[1..]), Some(1));
-        assert_eq!(first_runnable(&vcpus(&[false])), None);
-    }
-
-    #[test]
-    fn round_robin_across_domains() {
-        let v = vcpus(&[true, true, true]);
-        // Higher vCPUs of the domain first, then the other domain, then
-        // the lower ones and the one that ran.
-        assert_eq!(next_vcpu(&v, true, 0, Some((3u16, 1))), Next::Local(1));
-        assert_eq!(next_vcpu(&v, true, 2, Some((3u16, 1))), Next::Remote(3, 1));
-        assert_eq!(next_vcpu::<u16>(&v, true, 2, None), Next::Local(0));
-        // A domain that may not run (paused, shut down) gives way.
-        assert_eq!(next_vcpu(&v, false, 0, Some((3u16, 0))), Next::Remote(3, 0));
-        assert_eq!(next_vcpu::<u16>(&v, false, 0, None), Next::Nothing);
     }
 }
