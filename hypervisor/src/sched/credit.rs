@@ -173,6 +173,13 @@ pub struct Runqueue<T> {
 
 impl<T> Default for Runqueue<T> {
     fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T> Runqueue<T> {
+    /// A runqueue where nothing has run yet.
+    pub const fn new() -> Runqueue<T> {
         Runqueue {
             epoch: 1,
             max_weight: DEFAULT_WEIGHT,

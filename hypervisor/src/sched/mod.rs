@@ -17,6 +17,35 @@ use crate::timer::{Sleep, earliest};
 use crate::vcpu::Vcpu;
 use credit::Choice;
 
+/// The running vCPU's time slice.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Slice {
+    /// None: it runs until something changes.
+    #[default]
+    None,
+    /// This long, from when it has been switched in (a slow switch does
+    /// not eat it).
+    Given(u64),
+    /// Until this system time.
+    EndsAt(u64),
+}
+
+impl Slice {
+    /// Starts a given slice at `now`; returns when the slice ends, if it
+    /// has one.
+    pub fn start(&mut self, now: u64) -> Option<u64> {
+        match *self {
+            Slice::None => None,
+            Slice::Given(length) => {
+                let end = now.saturating_add(length);
+                *self = Slice::EndsAt(end);
+                Some(end)
+            }
+            Slice::EndsAt(end) => Some(end),
+        }
+    }
+}
+
 /// What a CPU runs next.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Next<D> {

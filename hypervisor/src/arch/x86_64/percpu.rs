@@ -12,7 +12,7 @@ use crate::domain::DomainSlot;
 use crate::hypercall::HostInfo;
 use crate::iomem::ReservedMmio;
 use crate::layout::trampoline::LDT_PAGE_COUNT;
-use crate::sched::credit::Runqueue;
+use crate::sched::Slice;
 
 use super::trampoline::CpuViews;
 
@@ -44,14 +44,9 @@ pub struct PerCpu {
     /// hypercall that yields, blocks or takes its own vCPU down, and when
     /// a sleeping vCPU wakes or a time slice ends).
     pub resched: bool,
-    /// The length of the slice the scheduler gave the vCPU it chose (when
-    /// another one waits, or its domain is capped), until it starts: the
-    /// first `run_due` after the switch turns it into `slice_end`.
-    pub slice: Option<u64>,
-    /// When the running vCPU's time slice ends.
-    pub slice_end: Option<u64>,
-    /// The scheduler's state: credit epochs, the vCPU being charged.
-    pub rq: Runqueue<(DomId, usize)>,
+    /// The running vCPU's time slice (given by the scheduler when another
+    /// vCPU waits, or its domain is capped).
+    pub slice: Slice,
 }
 
 impl PerCpu {
@@ -62,9 +57,7 @@ impl PerCpu {
             ldt_pages: [0; LDT_PAGE_COUNT],
             running: None,
             resched: false,
-            slice: None,
-            slice_end: None,
-            rq: Runqueue::default(),
+            slice: Slice::None,
         }
     }
 }

@@ -25,7 +25,7 @@ use dom0_abi::types::DomId;
 
 use crate::domain::{DOMAINS, Domain};
 use crate::evtchn::EventBits;
-use crate::sched;
+use crate::sched::{self, Slice};
 use crate::timer::earliest;
 
 use super::evtchn::SharedInfoBits;
@@ -104,9 +104,7 @@ pub fn run_due(current: &mut Current) {
     let mut bits = SharedInfoBits::new(domain.shared_info, u32::MAX);
     loop {
         let now = time::now_ns();
-        if let Some(length) = cpu.slice.take() {
-            cpu.slice_end = Some(now.saturating_add(length));
-        }
+        let slice_end = cpu.slice.start(now);
         for v in others
             .0
             .iter_mut()
@@ -148,10 +146,10 @@ pub fn run_due(current: &mut Current) {
         // The slice the scheduler gave ends; without one, a vCPU that
         // became runnable since the choice (a wake-up, an unpause, a
         // refilled budget) asks for a new one.
-        match cpu.slice_end {
+        match slice_end {
             Some(end) if end <= now => {
                 cpu.resched = true;
-                cpu.slice_end = None;
+                cpu.slice = Slice::None;
             }
             Some(end) => next = earliest(next, Some(end)),
             None => cpu.resched |= others_runnable,

@@ -6,7 +6,7 @@ use dom0_abi::event_channel::Virq;
 use dom0_abi::hypercall::HYPERCALL_VECTOR;
 use dom0_abi::sched::ShutdownReason;
 use dom0_abi::types::DomId;
-use spin::MutexGuard;
+use spin::{Mutex, MutexGuard};
 
 extern crate alloc;
 
@@ -22,7 +22,8 @@ use crate::index;
 use crate::layout::{DIRECTMAP_VIRT_START, HYPERVISOR_TEXT_START};
 use crate::mm::effects::Effects;
 
-use crate::sched::{self, Next};
+use crate::sched::credit::Runqueue;
+use crate::sched::{self, Next, Slice};
 use crate::stats::Stats;
 use crate::vcpu::Vcpu;
 
@@ -164,6 +165,11 @@ pub fn from_guest(regs: &mut GuestRegs) -> ! {
     unsafe { exit_to_guest(regs) }
 }
 
+/// The scheduler's state for the one CPU that runs guests: credit epochs
+/// and the vCPU being charged. Apart from `PerCpu`, which every entry
+/// locks: only a reschedule takes it (a leaf lock).
+static RUNQUEUE: Mutex<Runqueue<(DomId, usize)>> = Mutex::new(Runqueue::new());
+
 /// The slot guard of the domain running on this CPU.
 type SlotGuard = MutexGuard<'static, Option<Box<DomainEntry>>>;
 
@@ -176,11 +182,11 @@ type SlotGuard = MutexGuard<'static, Option<Box<DomainEntry>>>;
 /// to start when it has been switched in (`schedule::run_due`).
 fn pick(cpu: &mut PerCpu, entry: &mut DomainEntry, index: usize, now: u64) -> Next<DomId> {
     let me = entry.domain.id;
+    let mut rq = RUNQUEUE.lock();
     if let Some(v) = entry.vcpus.get_mut(index) {
-        cpu.rq
-            .charge((me, index), &mut v.credit, &mut entry.domain.share, now);
+        rq.charge((me, index), &mut v.credit, &mut entry.domain.share, now);
     }
-    let mut choice = cpu.rq.choice(now);
+    let mut choice = rq.choice(now);
     sched::offer(&mut choice, entry, index + 1..usize::MAX, now);
     if let Some(table) = DOMAINS.get() {
         for step in 1..table.len() {
@@ -194,9 +200,10 @@ fn pick(cpu: &mut PerCpu, entry: &mut DomainEntry, index: usize, now: u64) -> Ne
         }
     }
     sched::offer(&mut choice, entry, 0..index + 1, now);
-    let chosen = choice.finish(&mut cpu.rq);
-    cpu.slice_end = None;
-    cpu.slice = chosen.and_then(|c| c.slice);
+    let chosen = choice.finish(&mut rq);
+    cpu.slice = chosen
+        .and_then(|c| c.slice)
+        .map_or(Slice::None, Slice::Given);
     match chosen {
         None => Next::Nothing,
         Some(c) if c.id.0 == me => Next::Local(c.id.1),
@@ -646,6 +653,9 @@ pub fn from_hypervisor(regs: &mut GuestRegs) {
 
 /// A hardware NMI (the local APIC's LINT1, a watchdog, a monitor's `nmi`):
 /// no domain gets it (see `docs/abi-differences.md`); the first is logged.
+/// Out of line: the logging would otherwise weigh on the entry's code.
+#[cold]
+#[inline(never)]
 fn hardware_nmi() {
     static SEEN: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
     if !SEEN.swap(true, core::sync::atomic::Ordering::Relaxed) {
