@@ -1338,24 +1338,13 @@ fn spinning_domain() {
     let Some((id, _)) = start_domain(&[(0, SPIN)], 0xd4) else {
         return;
     };
-    let mut alloc = EvtchnAllocUnbound {
-        dom: DomId::SELF.0,
-        remote_dom: DomId::SELF.0,
-        port: 0,
-    };
-    let (Some(start), 0) = (
-        shared::system_time_of(0),
-        hc::evtchn_alloc_unbound(&mut alloc),
-    ) else {
-        report::error("poll", format_args!("no system time or port"));
+    let Some((ret, slept)) = sleep_in_poll(WAIT_NS) else {
         return;
     };
-    let ret = hc::sched_poll(&[alloc.port], start + WAIT_NS);
-    let end = shared::system_time_of(0).unwrap_or(start);
     report::check(
         "dom0 wakes from a 30 ms poll while another domain spins",
-        ret == 0 && end >= start + WAIT_NS,
-        format_args!("{} after {} ns", report::Ret(ret), end - start),
+        ret == 0 && slept >= WAIT_NS,
+        format_args!("{} after {slept} ns", report::Ret(ret)),
     );
     let i = info(id).2;
     report::check(
@@ -1373,5 +1362,26 @@ fn spinning_domain() {
         call(DomctlCmd::DestroyDomain, id, &NoPayload).0,
         0,
     );
+}
+
+/// Sleeps in `SCHEDOP_poll` on a port of its own that nothing sends to,
+/// until `ns` from now: the poll's result and the time slept; `None`
+/// (reported) without a system time or a port.
+pub(super) fn sleep_in_poll(ns: u64) -> Option<(i64, u64)> {
+    let mut alloc = EvtchnAllocUnbound {
+        dom: DomId::SELF.0,
+        remote_dom: DomId::SELF.0,
+        port: 0,
+    };
+    let (Some(start), 0) = (
+        shared::system_time_of(0),
+        hc::evtchn_alloc_unbound(&mut alloc),
+    ) else {
+        report::error("poll", format_args!("no system time or port"));
+        return None;
+    };
+    let ret = hc::sched_poll(&[alloc.port], start + ns);
+    let end = shared::system_time_of(0).unwrap_or(start);
     let _ = hc::evtchn_close(alloc.port);
+    Some((ret, end.saturating_sub(start)))
 }

@@ -13,13 +13,10 @@
 use guest_pv_shim::dom0_abi::domctl::{
     DomctlCmd, NoPayload, SchedCredit, SchedulerOp, SchedulerOpCmd, XEN_SCHEDULER_CREDIT2,
 };
-use guest_pv_shim::dom0_abi::event_channel::EvtchnAllocUnbound;
 use guest_pv_shim::dom0_abi::start_info::StartInfo;
-use guest_pv_shim::dom0_abi::types::DomId;
-use guest_pv_shim::hypercall as hc;
 use guest_pv_shim::{report, shared};
 
-use super::domctl::{SPIN, call, info, start_domain};
+use super::domctl::{SPIN, call, info, sleep_in_poll, start_domain};
 
 /// The domains' weights.
 const WEIGHTS: [u16; 8] = [64, 64, 128, 128, 256, 256, 512, 512];
@@ -56,21 +53,11 @@ pub fn run(_start_info: &'static StartInfo) {
         );
     }
     let before = ids.map(|id| info(id).2.cpu_time);
-    let mut alloc = EvtchnAllocUnbound {
-        dom: DomId::SELF.0,
-        remote_dom: DomId::SELF.0,
-        port: 0,
-    };
-    let (Some(start), 0) = (
-        shared::system_time_of(0),
-        hc::evtchn_alloc_unbound(&mut alloc),
-    ) else {
-        report::error("poll", format_args!("no system time or port"));
-        return;
-    };
     let unpaused = ids.map(|id| call(DomctlCmd::UnpauseDomain, id, &NoPayload).0);
     report::check_eq("all unpaused", unpaused, [0; WEIGHTS.len()]);
-    let slept = hc::sched_poll(&[alloc.port], start + RUN_NS);
+    let Some((slept, _)) = sleep_in_poll(RUN_NS) else {
+        return;
+    };
     let paused = ids.map(|id| call(DomctlCmd::PauseDomain, id, &NoPayload).0);
     report::check_eq(
         "slept, then all paused",
@@ -98,5 +85,4 @@ pub fn run(_start_info: &'static StartInfo) {
     }
     let destroyed = ids.map(|id| call(DomctlCmd::DestroyDomain, id, &NoPayload).0);
     report::check_eq("all destroyed", destroyed, [0; WEIGHTS.len()]);
-    let _ = hc::evtchn_close(alloc.port);
 }

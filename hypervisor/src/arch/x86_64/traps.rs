@@ -167,7 +167,8 @@ pub fn from_guest(regs: &mut GuestRegs) -> ! {
 
 /// The scheduler's state for the one CPU that runs guests: credit epochs
 /// and the vCPU being charged. Apart from `PerCpu`, which every entry
-/// locks: only a reschedule takes it (a leaf lock).
+/// locks: only [`pick`] takes it, and only tries other slots while it
+/// holds it (`docs/locking.md`).
 static RUNQUEUE: Mutex<Runqueue<(DomId, usize)>> = Mutex::new(Runqueue::new());
 
 /// The slot guard of the domain running on this CPU.
