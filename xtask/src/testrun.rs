@@ -575,8 +575,9 @@ fn boot_linux(
         ],
     };
     let machine = Machine {
+        accel: Accel::Tcg,
+        smp: 1,
         mem_mib: linux::MEM_MIB,
-        ..TEST_MACHINE
     };
     let args = qemu::qemu_args(&machine, &boot)?;
     let result = qemu::run(&RunSpec {
