@@ -91,24 +91,15 @@ fn dom0_main(si: &'static StartInfo) {
     if !report::check_ret("map shared_info", shared::map(), 0) {
         return;
     }
-    let mut virq = EvtchnBindVirq {
-        virq: Virq::DomExc as u32,
-        vcpu: 0,
-        port: 0,
-    };
-    if !report::check_ret(
-        "bind VIRQ_DOM_EXC",
-        hypercall::evtchn_bind_virq(&mut virq),
-        0,
-    ) {
+    let Some(dom_exc_port) = bind_virq(Virq::DomExc) else {
         return;
-    }
+    };
     let archive = Archive::new(guest_pv_shim::ramdisk());
     if let Err(e) = archive.check() {
         report::fail("ramdisk", format_args!("{e}"));
         return;
     }
-    let mut domains = Domains::new(virq.port, option(line, b"expect"), timeout_s);
+    let mut domains = Domains::new(dom_exc_port, option(line, b"expect"), timeout_s);
     match option(line, b"script") {
         Some(name) => match archive.find(name).map(|f| core::str::from_utf8(f.data)) {
             Some(Ok(script)) => shell::run(script, &mut domains, &archive),
@@ -135,18 +126,20 @@ fn dom0_main(si: &'static StartInfo) {
 /// The interactive shell on dom0's console (`VIRQ_CONSOLE` and
 /// `CONSOLEIO_read`); on `quit` the domUs still running are destroyed.
 fn interactive(domains: &mut Domains, archive: &Archive<'static>) {
-    let mut virq = EvtchnBindVirq {
-        virq: Virq::Console as u32,
+    let Some(console_port) = bind_virq(Virq::Console) else {
+        return;
+    };
+    shell::interactive(domains, archive, console_port);
+    domains.destroy_all();
+}
+
+/// Binds `virq` on vCPU 0 (a check, `bind VIRQ_<name>`): its port.
+fn bind_virq(virq: Virq) -> Option<u32> {
+    let mut bind = EvtchnBindVirq {
+        virq: virq as u32,
         vcpu: 0,
         port: 0,
     };
-    if !report::check_ret(
-        "bind VIRQ_CONSOLE",
-        hypercall::evtchn_bind_virq(&mut virq),
-        0,
-    ) {
-        return;
-    }
-    shell::interactive(domains, archive, virq.port);
-    domains.destroy_all();
+    let ret = hypercall::evtchn_bind_virq(&mut bind);
+    report::check_ret(format_args!("bind VIRQ_{}", virq.name()), ret, 0).then_some(bind.port)
 }
