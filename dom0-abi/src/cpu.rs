@@ -185,7 +185,9 @@ pub const VGCF_ONLINE: u64 = VgcfFlags::ONLINE.bits();
 /// - restores RAX; restores RCX and R11 unless `flags` has
 ///   [`VGCF_IN_SYSCALL`].
 ///
-/// A frame that cannot be read crashes the domain.
+/// A frame that cannot be read crashes the domain. A non-canonical RIP or
+/// RSP is loaded as given: the return then raises the #GP or #SS the CPU
+/// would, delivered to the guest's handler (as on Xen).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct IretContext {

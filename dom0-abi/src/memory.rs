@@ -31,7 +31,9 @@ numbered_enum! {
         /// `arg`: [`XenMemoryDomain`] (IN). Returns the domain's current
         /// page count. `ESRCH`/`EPERM` for a bad or foreign domain.
         CurrentReservation = 3, "current_reservation";
-        /// `arg`: [`XenMemoryDomain`] (IN). Returns the domain's page limit.
+        /// `arg`: [`XenMemoryDomain`] (IN). Returns the domain's page limit
+        /// (`max_mem`; dom0's is `dom0_mem=max:`, else 2^32 - 1).
+        /// `ESRCH`/`EPERM` for a bad or foreign domain.
         MaximumReservation = 4, "maximum_reservation";
         /// `arg`: [`XenMachphysMfnList`] (IN/OUT): the MFNs holding the M2P
         /// table, one per 2 MiB. Returns 0.

@@ -14,9 +14,18 @@
 //!   (`MMUEXT_PIN_L4_TABLE`) or load them (`MMUEXT_NEW_BASEPTR`).
 //! - L2-L4 entries may use P, RW, US, A, D, AVAIL (bits 9-11), AVAIL_HIGH
 //!   (bits 52-62) and NX; PSE, PWT, PCD and G are refused (`EINVAL`), so
-//!   there are no superpages.
+//!   there are no superpages. An entry normally points at a table of the
+//!   next level down; a *linear* entry, read-only, may point at a table of
+//!   its own level: itself, or another table of the domain already in use
+//!   at that level, as long as no chain of two forms (a table holding
+//!   linear entries is never a target, a target holds none). Anything
+//!   else is `EINVAL`.
 //! - L1 entries may in addition use G (and, with I/O privilege, PWT, PCD,
-//!   PAT).
+//!   PAT). A RAM frame mapped with cache attributes makes the hypervisor
+//!   re-map its own view of the frame to match (the last mapping wins);
+//!   `ENOMEM` if that needs a page table it cannot allocate, `EACCES` for
+//!   a hypervisor page shared with the guest (`shared_info`, grant
+//!   frames), which stays write-back.
 //! - L4 slots 256-271 belong to the hypervisor and cannot be written.
 //! - A non-present entry should have a zero address.
 //!
