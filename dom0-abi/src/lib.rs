@@ -173,6 +173,7 @@ pub mod multicall;
 pub mod nmi;
 pub mod physdev;
 pub mod platform;
+pub mod ring;
 pub mod sched;
 pub mod segment;
 pub mod shared_info;

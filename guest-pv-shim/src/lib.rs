@@ -41,7 +41,9 @@
 //!   exceptions with a fixup table ([`fixup_asm!`]), returns through
 //!   `HYPERVISOR_iret` or `iretq`, and user mode.
 //!
-//! For every target: [`xenbus`], a xenstore client over the store ring
+//! For every target: [`ring`], the two ends of a split driver's shared I/O
+//! ring (its memory in a window, `ring::WindowMemory`, on the bare-metal
+//! target only), and [`xenbus`], a xenstore client over the store ring
 //! (its ring in a window, `xenbus::WindowRing`, on the bare-metal target
 //! only).
 //!
@@ -67,6 +69,7 @@ pub use dom0_abi;
 pub mod cmdline;
 pub mod platform;
 pub mod report;
+pub mod ring;
 pub mod xenbus;
 
 #[cfg(target_os = "none")]

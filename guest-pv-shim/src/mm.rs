@@ -391,6 +391,19 @@ pub fn window_write_bytes(slot: usize, offset: usize, bytes: &[u8]) {
     }
 }
 
+/// Copies `out.len()` bytes from byte `offset` of the page window `slot`
+/// maps (bytes past the page are left as they are).
+pub fn window_read_bytes(slot: usize, offset: usize, out: &mut [u8]) {
+    let va = window_va(slot);
+    let room = usize::try_from(PAGE_SIZE)
+        .unwrap_or(0)
+        .saturating_sub(offset);
+    for (i, b) in out.iter_mut().take(room).enumerate() {
+        // SAFETY: as in `read_mapped`; `offset + i` is inside the page.
+        *b = unsafe { ((va + (offset + i) as u64) as *const u8).read_volatile() };
+    }
+}
+
 /// Reads byte `offset` of the page window `slot` maps.
 #[must_use]
 pub fn window_read_u8(slot: usize, offset: u64) -> u8 {

@@ -69,11 +69,13 @@ fn upcall_hook(frame: &mut TrapFrame, rec: &Trap) -> Disposition {
         return Disposition::Default;
     }
     let vcpu = support::vcpu_of(frame.rsp);
-    UPCALLS[vcpu].fetch_add(1, Ordering::SeqCst);
     shared::take_pending_ports(vcpu, |port| {
         PORTS_SEEN[vcpu].fetch_add(1, Ordering::SeqCst);
         LAST_PORT[vcpu].store(port, Ordering::SeqCst);
     });
+    // Counted last: another vCPU waiting for this count then reads the
+    // ports already recorded, even if this vCPU is preempted here.
+    UPCALLS[vcpu].fetch_add(1, Ordering::SeqCst);
     Disposition::Return
 }
 
