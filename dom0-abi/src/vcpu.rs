@@ -76,8 +76,21 @@ numbered_enum! {
         /// entered; `time[]` are the ns spent in each state since the
         /// vCPU was created, the current state counted up to the call.
         GetRunstateInfo = 4, "get_runstate_info";
-        /// `arg`: guest pointer to a [`VcpuRunstateInfo`] the hypervisor
-        /// keeps updated.
+        /// `arg`: guest pointer to a `u64`, the guest address of a
+        /// [`VcpuRunstateInfo`] the hypervisor keeps updated for vCPU
+        /// `vcpuid` (any vCPU of the domain; 0 stops the updates). The
+        /// record is written at once, through the caller's page tables
+        /// (the caller's own: `time[]` without the running period, which
+        /// the guest adds from `state_entry_time`; another vCPU's: as
+        /// [`VcpuOpCmd::GetRunstateInfo`] gives it), and again whenever
+        /// the vCPU is switched out or in. With
+        /// [`crate::mmu::VmAssistType::RunstateUpdateFlag`] enabled, bit
+        /// 63 of `state_entry_time` ([`XEN_RUNSTATE_UPDATE`]) is set
+        /// while a rewrite is under way. Faults writing the area are
+        /// ignored (it stays registered).
+        ///
+        /// Errors: `EFAULT` `arg` unreadable, or the area reaches into the
+        /// hypervisor's range.
         RegisterRunstateMemoryArea = 5, "register_runstate_memory_area";
         /// `arg`: [`VcpuSetPeriodicTimer`] (IN). Any vCPU of the domain:
         /// `VIRQ_TIMER` every `period_ns`, and at once if a period has

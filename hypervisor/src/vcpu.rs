@@ -20,7 +20,8 @@ use dom0_abi::nmi::NMI_VECTOR;
 use dom0_abi::segment::{
     FLAT_RING3_CS32, FLAT_RING3_CS64, FLAT_RING3_DS, RING1_KERNEL_CS, RING1_KERNEL_SS,
 };
-use dom0_abi::vcpu::{RUNSTATE_OFFLINE, VcpuRunstateInfo};
+use dom0_abi::vcpu::{RUNSTATE_OFFLINE, VcpuRunstateInfo, XEN_RUNSTATE_UPDATE};
+use dom0_abi::wire::Wire;
 
 use crate::layout::guest_range_ok;
 use crate::mm::machine::VcpuMm;
@@ -31,6 +32,7 @@ use crate::timer::{Sleep, VcpuTimers};
 
 extern crate alloc;
 use alloc::boxed::Box;
+use core::sync::atomic::{Ordering, fence};
 
 /// Bytes of a vCPU's saved FPU/SSE/AVX state: room for the XSAVE area of
 /// x87, SSE and AVX (576 + 256 bytes) with headroom, or the 512-byte
@@ -120,6 +122,18 @@ impl Runstate {
         self.entry_time = now;
     }
 
+    /// The record as the runstate area shows it: the current state's
+    /// period, still running, is not in `time` (the guest adds it from
+    /// `state_entry_time`).
+    pub fn area_record(&self) -> VcpuRunstateInfo {
+        VcpuRunstateInfo {
+            state: self.state,
+            pad: 0,
+            state_entry_time: self.entry_time,
+            time: self.time,
+        }
+    }
+
     /// The guest-visible record at `now`: the current state's time
     /// includes the period still running, as Xen reports it.
     pub fn info(&self, now: u64) -> VcpuRunstateInfo {
@@ -136,6 +150,37 @@ impl Runstate {
             state_entry_time: self.entry_time,
             time,
         }
+    }
+}
+
+/// Writes `record` into the runstate area at guest address `area` through
+/// `write(address, bytes)`, as Xen does at a context switch: with the
+/// `runstate_update_flag` assist (`flagged`), the top byte of
+/// `state_entry_time` first gets [`XEN_RUNSTATE_UPDATE`], then the record is
+/// written with the flag set, then the flag is cleared, so that a guest
+/// reading the area sees the flag whenever its copy may be torn. Faults
+/// are the guest's business and ignored, as on Xen.
+pub fn publish_runstate(
+    area: u64,
+    record: &VcpuRunstateInfo,
+    flagged: bool,
+    mut write: impl FnMut(u64, &[u8]),
+) {
+    const TOP_BYTE: u64 = core::mem::offset_of!(VcpuRunstateInfo, state_entry_time) as u64 + 7;
+    let mut bytes = [0u8; VcpuRunstateInfo::SIZE];
+    let mut record = *record;
+    if flagged {
+        record.state_entry_time |= XEN_RUNSTATE_UPDATE;
+        write(area + TOP_BYTE, &record.state_entry_time.to_le_bytes()[7..]);
+        fence(Ordering::Release);
+    }
+    if record.to_wire(&mut bytes).is_some() {
+        write(area, &bytes);
+    }
+    if flagged {
+        record.state_entry_time &= !XEN_RUNSTATE_UPDATE;
+        fence(Ordering::Release);
+        write(area + TOP_BYTE, &record.state_entry_time.to_le_bytes()[7..]);
     }
 }
 
@@ -291,6 +336,10 @@ pub struct Vcpu {
     pub power: Power,
     /// Machine address of its `vcpu_info` (in the domain's shared_info).
     pub vcpu_info: u64,
+    /// Guest address of its runstate area
+    /// (`VCPUOP_register_runstate_memory_area`; 0: none), rewritten at
+    /// every switch in and out.
+    pub runstate_area: u64,
     /// Whether it has a context (the boot vCPU's from the builder, the
     /// others' from `VCPUOP_initialise`).
     pub initialised: bool,
@@ -377,6 +426,7 @@ impl Vcpu {
             id,
             power: Power::Down,
             vcpu_info: 0,
+            runstate_area: 0,
             initialised: false,
             context: GuestRegs::default(),
             fpu: Box::new(FpuArea::initial()),
@@ -705,6 +755,60 @@ pub fn iret(frame: &IretContext) -> IretTarget {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::vec::Vec;
+    use dom0_abi::vcpu::RUNSTATE_RUNNING;
+
+    /// The writes `publish_runstate` makes to an area at 0x1000.
+    fn writes(flagged: bool) -> Vec<(u64, Vec<u8>)> {
+        let record = VcpuRunstateInfo {
+            state: 1,
+            pad: 0,
+            state_entry_time: 0x1234,
+            time: [1, 2, 3, 4],
+        };
+        let mut out = Vec::new();
+        publish_runstate(0x1000, &record, flagged, |va, bytes| {
+            out.push((va, bytes.to_vec()));
+        });
+        out
+    }
+
+    #[test]
+    fn runstate_area_is_one_write_without_the_assist() {
+        let w = writes(false);
+        assert_eq!(w.len(), 1);
+        assert_eq!(w[0].0, 0x1000);
+        assert_eq!(
+            VcpuRunstateInfo::from_wire(&w[0].1)
+                .unwrap()
+                .state_entry_time,
+            0x1234
+        );
+    }
+
+    #[test]
+    fn runstate_update_flag_brackets_the_record() {
+        let w = writes(true);
+        assert_eq!(w.len(), 3);
+        // The top byte of state_entry_time gets the flag first ...
+        assert_eq!((w[0].0, w[0].1.as_slice()), (0x1000 + 15, &[0x80][..]));
+        // ... the record is written with it ...
+        let record = VcpuRunstateInfo::from_wire(&w[1].1).unwrap();
+        assert_eq!(record.state_entry_time, 0x1234 | XEN_RUNSTATE_UPDATE);
+        assert_eq!(record.time, [1, 2, 3, 4]);
+        // ... and the top byte is cleared last.
+        assert_eq!((w[2].0, w[2].1.as_slice()), (0x1000 + 15, &[0][..]));
+    }
+
+    #[test]
+    fn area_record_leaves_the_running_period_out() {
+        let mut r = Runstate::new(100);
+        r.enter(RUNSTATE_RUNNING, 150);
+        let area = r.area_record();
+        assert_eq!((area.state, area.state_entry_time), (RUNSTATE_RUNNING, 150));
+        assert_eq!(area.time, [0, 0, 0, 50]);
+        assert_eq!(r.info(170).time, [20, 0, 0, 50]);
+    }
 
     fn kernel_ctx() -> Context {
         Context {

@@ -5,7 +5,7 @@
 //! whatever the command; an unknown command is `ENOSYS`. The timers
 //! follow `crate::timer`: periodic ones on any vCPU of the domain,
 //! singleshot ones on the caller's own only (`EINVAL`).
-//! `register_vcpu_info`, runstate and time areas and `get_physid` are not
+//! `register_vcpu_info`, the time area and `get_physid` are not
 //! implemented and answer `ENOSYS` (see `docs/abi-differences.md`).
 #![forbid(unsafe_code)]
 
@@ -19,8 +19,10 @@ use dom0_abi::segment::{
 };
 use dom0_abi::types::{DomId, Mfn};
 use dom0_abi::vcpu::{
-    RUNSTATE_OFFLINE, RUNSTATE_RUNNABLE, VcpuOpCmd, VcpuSetPeriodicTimer, VcpuSetSingleshotTimer,
+    RUNSTATE_OFFLINE, RUNSTATE_RUNNABLE, VcpuOpCmd, VcpuRunstateInfo, VcpuSetPeriodicTimer,
+    VcpuSetSingleshotTimer,
 };
+use dom0_abi::wire::Wire;
 
 use super::desc::{MAX_GDT_FRAMES, release, take_gdt_frames_of};
 use super::mmu::MmuEnv;
@@ -62,6 +64,7 @@ pub fn vcpu_op(
             write_struct(env, arg, &info)?;
             Ok(0)
         }
+        Some(VcpuOpCmd::RegisterRunstateMemoryArea) => register_runstate_area(env, id, arg),
         Some(VcpuOpCmd::SetPeriodicTimer) => {
             let t: VcpuSetPeriodicTimer = read_struct(env, arg)?;
             if !(MIN_PERIOD_NS..=MAX_PERIOD_NS).contains(&t.period_ns) {
@@ -86,6 +89,33 @@ pub fn vcpu_op(
         Some(VcpuOpCmd::SendNmi) => send_nmi(env, id, arg),
         _ => Err(Errno::ENOSYS),
     }
+}
+
+/// `VCPUOP_register_runstate_memory_area`: vCPU `id` (any of the domain)
+/// publishes its runstate at the guest address read from `arg` (0: no
+/// longer), written at once (through the caller's page tables, as Xen
+/// does) and then at every switch in and out. `EFAULT`: `arg` unreadable,
+/// or the area reaches into the hypervisor's range. A fault writing the
+/// area is ignored.
+fn register_runstate_area(env: &mut impl Env, id: u32, arg: u64) -> Result<u64, Errno> {
+    let area: u64 = read_struct(env, arg)?;
+    if !guest_range_ok(area, VcpuRunstateInfo::SIZE as u64) {
+        return Err(Errno::EFAULT);
+    }
+    let now = env.now_ns();
+    let caller = env.vcpu().id;
+    let vcpu = env.vcpu_by_id(id).ok_or(Errno::ENOENT)?;
+    vcpu.runstate_area = area;
+    let record = if id == caller {
+        vcpu.runstate.area_record()
+    } else {
+        vcpu.runstate.info(now)
+    };
+    if area != 0 {
+        // A fault is the guest's: the area stays registered.
+        let _ = write_struct(env, area, &record);
+    }
+    Ok(0)
 }
 
 /// `EINVAL` unless `id` is the caller (the singleshot timer calls).
@@ -461,7 +491,6 @@ mod tests {
     use crate::mm::fake::{BASE, FakeMachine};
     use crate::timer::Sleep;
     use dom0_abi::vcpu::{RUNSTATE_RUNNING, VcpuRunstateInfo};
-    use dom0_abi::wire::Wire;
 
     fn op(m: &mut FakeMachine, cmd: VcpuOpCmd, id: u64, arg: u64) -> Result<u64, Errno> {
         let mut fx = Effects::default();

@@ -41,6 +41,7 @@ mod time_wallclock;
 mod timers;
 mod unknown_hypercall;
 mod vcpu_op_errors;
+mod vcpu_runstate;
 mod vcpu_switch;
 mod vcpu_up_down;
 mod xen_version;
@@ -286,6 +287,10 @@ pub const ALL: &[Case] = &[
     Case {
         name: "vcpu_op_errors",
         run: vcpu_op_errors::run,
+    },
+    Case {
+        name: "vcpu_runstate_area",
+        run: vcpu_runstate::run,
     },
     Case {
         name: "vcpu_switch",

@@ -4,6 +4,7 @@ use core::fmt::Write;
 
 use dom0_abi::event_channel::Virq;
 use dom0_abi::hypercall::HYPERCALL_VECTOR;
+use dom0_abi::mmu::VmAssistType;
 use dom0_abi::sched::ShutdownReason;
 use dom0_abi::types::DomId;
 use spin::{Mutex, MutexGuard};
@@ -454,6 +455,24 @@ fn save_vcpu(
     if old.runstate.state != state {
         old.runstate.enter(state, now);
     }
+    // Its page tables are still the views'.
+    publish_runstate(old, entry.domain.mm.vm_assist);
+}
+
+/// Rewrites `vcpu`'s runstate area, if it registered one, through the
+/// page tables loaded now (which must be its own).
+fn publish_runstate(vcpu: &Vcpu, vm_assist: u64) {
+    if vcpu.runstate_area != 0 {
+        crate::vcpu::publish_runstate(
+            vcpu.runstate_area,
+            &vcpu.runstate.area_record(),
+            vm_assist & VmAssistType::RunstateUpdateFlag.mask() != 0,
+            |va, bytes| {
+                // A fault is the guest's: its area is left as it is.
+                let _ = guest_mem::copy_to_guest(va, bytes);
+            },
+        );
+    }
 }
 
 /// Loads vCPU `to` of `entry` into this CPU: its registers into `regs`,
@@ -472,6 +491,7 @@ fn load_vcpu(cpu: &mut PerCpu, entry: &mut DomainEntry, to: usize, regs: &mut Gu
     if let Some(l4) = new.mm.kernel_l4 {
         super::builder::install_guest_l4(&cpu.views, l4.maddr());
         cpu::flush_hypervisor_view();
+        publish_runstate(new, entry.domain.mm.vm_assist);
     }
     if let Some(running) = cpu.running.as_mut() {
         running.vcpu = to;
