@@ -4,9 +4,11 @@
 //!
 //! | instruction | from ring 1 |
 //! |---|---|
-//! | `mov %crN, reg` | CR0: PE MP ET NE WP AM PG plus the virtual TS; CR2: the last fault address; CR3: the guest's L4 (machine address); CR4: 0x660 |
+//! | `mov %crN, reg` | CR0: PE MP ET NE WP AM PG plus the virtual TS; CR2: the last fault address; CR3: the guest's L4 (machine address); CR4: 0x660, plus OSXSAVE once the vCPU set it |
 //! | `mov reg, %cr0` | only TS may change (as `fpu_taskswitch`); anything else #GP |
-//! | `mov reg, %cr3` / `%cr4` | writing back the value a read gives is a no-op; anything else #GP |
+//! | `mov reg, %cr3` | writing back the value a read gives is a no-op; anything else #GP |
+//! | `mov reg, %cr4` | accepted, as on Xen: OSXSAVE (where XSAVE is offered) is kept, every other bit ignored |
+//! | `xsetbv` | XCR0 (ECX = 0) within the offered components, as Xen checks it (`crate::cpuid::valid_xcr0`); #UD before the vCPU set CR4.OSXSAVE, #GP for another register or a bad value |
 //! | `mov %drN, reg` / `mov reg, %drN` | the virtual debug registers, as `get_debugreg` / `set_debugreg` |
 //! | `clts` | clears the virtual TS |
 //! | `wbinvd` | performed for a privileged domain; #GP otherwise |
@@ -66,6 +68,8 @@ pub enum Insn {
     ForcedCpuid,
     /// `cli` or `sti`: no-ops when the virtual IOPL allows them.
     CliSti,
+    /// `xsetbv`.
+    Xsetbv,
 }
 
 /// A decoded instruction and its length.
@@ -103,6 +107,7 @@ pub fn decode(bytes: &[u8]) -> Option<Decoded> {
         [0x0f, 0x09, ..] => decoded(Insn::Wbinvd, 2),
         [0x0f, 0x32, ..] => decoded(Insn::Rdmsr, 2),
         [0x0f, 0x30, ..] => decoded(Insn::Wrmsr, 2),
+        [0x0f, 0x01, 0xd1, ..] if prefix == 0 => decoded(Insn::Xsetbv, 3),
         [0x0f, op @ (0x21 | 0x23), modrm, ..] if modrm & 0xc0 == 0xc0 => {
             let dr = ((modrm >> 3) & 7) | rex_r;
             let reg = (modrm & 7) | rex_b;
@@ -154,10 +159,21 @@ pub const fn guest_cr0(ts: bool) -> u64 {
     if ts { BASE | (1 << 3) } else { BASE }
 }
 
-/// CR4 as a guest reads it: PAE, MCE, OSFXSR, OSXMMEXCPT (0x660, what Xen
-/// 4.17 shows a PV kernel). Whether XSAVE is usable is told by CPUID's
-/// OSXSAVE bit, as natively.
+/// CR4 as a guest reads it before it writes it: PAE, MCE, OSFXSR,
+/// OSXMMEXCPT (0x660, what Xen 4.17 shows a PV kernel).
 pub const GUEST_CR4: u64 = (1 << 5) | (1 << 6) | (1 << 9) | (1 << 10);
+/// CR4.OSXSAVE.
+pub const CR4_OSXSAVE: u64 = 1 << 18;
+
+/// CR4 as a guest reads it: [`GUEST_CR4`], and OSXSAVE if it set it.
+#[must_use]
+pub const fn guest_cr4(osxsave: bool) -> u64 {
+    if osxsave {
+        GUEST_CR4 | CR4_OSXSAVE
+    } else {
+        GUEST_CR4
+    }
+}
 
 /// Whether a write of `new` to CR0 only changes TS relative to the guest's
 /// view (the one CR0 change a PV guest may make).
@@ -213,6 +229,14 @@ mod tests {
                 len: 2
             })
         );
+        assert_eq!(
+            decode(&[0x0f, 0x01, 0xd1]),
+            Some(Decoded {
+                insn: Insn::Xsetbv,
+                len: 3
+            })
+        );
+        assert_eq!(decode(&[0x41, 0x0f, 0x01, 0xd1]), None);
         assert_eq!(
             decode(&[0x0f, 0x0b, 0x78, 0x65, 0x6e, 0x0f, 0xa2]),
             Some(Decoded {

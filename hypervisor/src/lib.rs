@@ -7,6 +7,7 @@ pub mod bootinfo;
 pub mod builder;
 pub mod cmdline;
 pub mod console;
+pub mod cpuid;
 pub mod domain;
 pub mod emulate;
 pub mod evtchn;

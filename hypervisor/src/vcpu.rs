@@ -310,7 +310,7 @@ bitflags::bitflags! {
     pub struct Pending: u8 {
         /// FS/GS bases or the user GS selector changed.
         const SEGMENTS = 1 << 0;
-        /// The virtual CR0.TS changed.
+        /// The virtual CR0.TS or the XCR0 changed.
         const FPU = 1 << 1;
         /// The GDT frames changed.
         const GDT = 1 << 2;
@@ -336,6 +336,11 @@ pub struct Vcpu {
     pub power: Power,
     /// Machine address of its `vcpu_info` (in the domain's shared_info).
     pub vcpu_info: u64,
+    /// Its XCR0 (the XSAVE components it enabled with `xsetbv`), loaded
+    /// while it runs.
+    pub xcr0: u64,
+    /// Its CR4.OSXSAVE, as it last wrote CR4.
+    pub cr4_osxsave: bool,
     /// Guest address of its runstate area
     /// (`VCPUOP_register_runstate_memory_area`; 0: none), rewritten at
     /// every switch in and out.
@@ -427,6 +432,8 @@ impl Vcpu {
             power: Power::Down,
             vcpu_info: 0,
             runstate_area: 0,
+            xcr0: crate::cpuid::XCR0_INITIAL,
+            cr4_osxsave: false,
             initialised: false,
             context: GuestRegs::default(),
             fpu: Box::new(FpuArea::initial()),
@@ -457,7 +464,8 @@ impl Vcpu {
             gdt_count: 0,
             gdt_entries: 0,
             debugreg: [0, 0, 0, 0, 0, 0, debug::DR6_DEFAULT, debug::DR7_DEFAULT],
-            pending: Pending::default(),
+            // Its XCR0 and CR0.TS are loaded before it first runs.
+            pending: Pending::FPU,
             credit: Credit::default(),
         }
     }

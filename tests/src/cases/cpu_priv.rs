@@ -105,7 +105,13 @@ fn emulated(name: &str, got: (u64, Option<Trap>)) -> u64 {
 /// CPUID leaf `leaf` through the forced-emulation prefix: (eax, ebx, ecx,
 /// edx), or the trap.
 fn fep_cpuid(leaf: u32) -> Result<[u32; 4], Trap> {
-    let (mut a, mut b, mut c, mut d) = (leaf, 0u32, 0u32, 0u32);
+    fep_cpuid_count(leaf, 0)
+}
+
+/// CPUID leaf `leaf`, subleaf `subleaf`, through the forced-emulation
+/// prefix.
+fn fep_cpuid_count(leaf: u32, subleaf: u32) -> Result<[u32; 4], Trap> {
+    let (mut a, mut b, mut c, mut d) = (leaf, 0u32, subleaf, 0u32);
     let (_, t) = traps::catch(|| {
         // SAFETY: CPUID (emulated by the hypervisor after the prefix) only
         // writes the four declared registers; RBX is saved in R8 because
@@ -393,4 +399,156 @@ fn user_probe(insn: &str) -> Option<Trap> {
     let before = traps::count();
     traps::run_user(entry, FLAT_USER_CS, 0x202, UserEntry::Hypercall);
     (traps::count() != before).then(traps::last)
+}
+
+/// The leaves `cpu_cpuid_policy` shows: (leaf, subleaf).
+const POLICY_LEAVES: &[(u32, u32)] = &[
+    (0, 0),
+    (1, 0),
+    (6, 0),
+    (7, 0),
+    (7, 1),
+    (0xd, 0),
+    (0xd, 1),
+    (0xd, 2),
+    (0xd, 3),
+    (0xd, 9),
+    (2, 0),
+    (4, 0),
+    (0xb, 0),
+    (0x8000_0000, 0),
+    (0x8000_0001, 0),
+    (0x8000_0005, 0),
+    (0x8000_0006, 0),
+    (0x8000_0007, 0),
+    (0x8000_0008, 0),
+    (0x8000_000a, 0),
+    (0x8000_001f, 0),
+    (0x8000_0021, 0),
+];
+
+/// Shows every leaf of [`POLICY_LEAVES`].
+fn show_policy_leaves() {
+    for &(leaf, subleaf) in POLICY_LEAVES {
+        show_leaf(leaf, subleaf, "");
+    }
+}
+
+/// Shows one leaf, named with `when`.
+fn show_leaf(leaf: u32, subleaf: u32, when: &str) {
+    match fep_cpuid_count(leaf, subleaf) {
+        Ok([a, mut b, c, d]) => {
+            if (leaf, subleaf) == (7, 0) {
+                // FSGSBASE on its own line: Xen offers it, this
+                // hypervisor does not.
+                report::ok_value("cpuid 0x7.0 EBX bit 0 (FSGSBASE)", b & 1);
+                b &= !1;
+            }
+            report::ok_value(
+                format_args!("cpuid {leaf:#x}.{subleaf}{when}"),
+                format_args!("eax {a:#010x} ebx {b:#010x} ecx {c:#010x} edx {d:#010x}"),
+            );
+        }
+        Err(t) => report::fail(
+            format_args!("cpuid {leaf:#x}.{subleaf}{when}"),
+            format_args!("{t:x?}"),
+        ),
+    }
+}
+
+/// XCR0, or `None` without CR4.OSXSAVE in the CPU (XGETBV is then #UD).
+fn xgetbv0() -> Option<u64> {
+    let ((lo, hi), t) = traps::catch(|| {
+        let (mut lo, mut hi) = (0u32, 0u32);
+        // SAFETY: XGETBV reads XCR0; a #UD resumes after it.
+        unsafe {
+            fixup_asm!("xgetbv"; in("ecx") 0, inout("eax") lo, inout("edx") hi, options(nomem, nostack));
+        }
+        (lo, hi)
+    });
+    t.is_none().then(|| (u64::from(hi) << 32) | u64::from(lo))
+}
+
+/// `xsetbv` of `value` into XCR`register`: the trap, if any.
+fn xsetbv(register: u32, value: u64) -> Option<Trap> {
+    traps::catch(|| {
+        // SAFETY: XSETBV (emulated for a PV kernel, or refused) changes
+        // only which XSAVE components are enabled; this guest's code uses
+        // none but x87 and SSE, which every accepted value keeps.
+        unsafe {
+            fixup_asm!(
+                "xsetbv";
+                in("ecx") register,
+                in("eax") value & 0xffff_ffff,
+                in("edx") value >> 32,
+                options(nomem, nostack),
+            );
+        }
+    })
+    .1
+}
+
+/// What a trap (or none) shows in a check line.
+struct Outcome(Option<Trap>);
+
+impl core::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match &self.0 {
+            None => f.write_str("completes"),
+            Some(t) => write!(f, "vector {} error {:#x}", t.vector, t.error_code),
+        }
+    }
+}
+
+/// CR4 as the kernel reads it, or 0 if the read faults (reported).
+fn read_cr4() -> u64 {
+    emulated("mov %cr4 read", probe!("mov rax, cr4"))
+}
+
+/// Writes `value` to CR4: the trap, if any.
+fn write_cr4(value: u64) -> Option<Trap> {
+    traps::catch(|| {
+        // SAFETY: CR4 writes are emulated for a PV kernel (or refused); at
+        // most they change the virtual CR4.OSXSAVE, which only decides
+        // whether `xsetbv` is allowed.
+        unsafe { fixup_asm!("mov cr4, {v}"; v = in(reg) value, options(nomem, nostack)) };
+    })
+    .1
+}
+
+/// `cpu_cpuid_policy`: the CPUID leaves a PV kernel sees through the
+/// forced-emulation prefix, as Xen 4.17's PV policy gives them, and the
+/// virtual CR4.OSXSAVE and XCR0 that leaf 0xd's sizes follow: a vCPU
+/// starts with XCR0 = x87|SSE; `xsetbv` is #UD until the kernel sets
+/// CR4.OSXSAVE (a CR4 write is accepted whatever it holds), then
+/// enables AVX (0xd.0's EBX grows), and refuses another XCR, x87 left
+/// out, AVX without SSE and components not offered (#GP(0)).
+pub fn cpuid_policy(_start_info: &'static StartInfo) {
+    if !support::traps() {
+        return;
+    }
+    show_policy_leaves();
+    if fep_cpuid(1).map_or(true, |l| l[2] & (1 << 26) == 0) {
+        report::skip("XCR0", format_args!("no XSAVE"));
+        return;
+    }
+    report::ok_value("XCR0 at boot", format_args!("{:#x?}", xgetbv0()));
+    report::ok_value("CR4 at boot", format_args!("{:#x}", read_cr4()));
+    report::ok_value("xsetbv before CR4.OSXSAVE", Outcome(xsetbv(0, 3)));
+    let cr4 = read_cr4();
+    report::ok_value(
+        "a CR4 write setting OSXSAVE and PGE",
+        Outcome(write_cr4(cr4 | (1 << 18) | (1 << 7))),
+    );
+    report::ok_value("CR4 after it", format_args!("{:#x}", read_cr4()));
+    show_leaf(1, 0, " with CR4.OSXSAVE");
+    report::ok_value("xsetbv of XCR1", Outcome(xsetbv(1, 3)));
+    report::ok_value("xsetbv without x87", Outcome(xsetbv(0, 2)));
+    report::ok_value("xsetbv of AVX without SSE", Outcome(xsetbv(0, 5)));
+    report::ok_value("xsetbv of PKRU", Outcome(xsetbv(0, 0x203)));
+    report::ok_value("xsetbv of x87|SSE|AVX", Outcome(xsetbv(0, 7)));
+    report::ok_value("XCR0 after it", format_args!("{:#x?}", xgetbv0()));
+    show_leaf(0xd, 0, " with AVX enabled");
+    report::ok_value("xsetbv of x87|SSE", Outcome(xsetbv(0, 3)));
+    report::ok_value("XCR0 at the end", format_args!("{:#x?}", xgetbv0()));
 }

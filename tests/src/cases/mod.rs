@@ -289,6 +289,10 @@ pub const ALL: &[Case] = &[
         run: vcpu_op_errors::run,
     },
     Case {
+        name: "cpu_cpuid_policy",
+        run: cpu_priv::cpuid_policy,
+    },
+    Case {
         name: "vcpu_runstate_area",
         run: vcpu_runstate::run,
     },

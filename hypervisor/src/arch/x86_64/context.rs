@@ -64,6 +64,10 @@ pub fn fixup(rip: u64) -> Option<u64> {
 /// changed them by loading a selector since it last told the hypervisor).
 pub fn save(vcpu: &mut Vcpu) {
     set_cr0_ts(false);
+    // Every offered component, whatever the vCPU enabled: the next vCPU's
+    // restore then sets each of them, from its image or to its initial
+    // state, so that nothing of this vCPU's stays in the registers.
+    cpu::set_xcr0(cpu::offered_xcr0());
     let area = vcpu.fpu.0.as_mut_ptr();
     // SAFETY: the area is 4096 bytes, 64-byte aligned, more than the XSAVE
     // image of the x87/SSE/AVX components XCR0 enables (or the 512-byte
@@ -104,9 +108,10 @@ pub fn save(vcpu: &mut Vcpu) {
 pub fn restore(vcpu: &mut Vcpu) {
     set_cr0_ts(false);
     let area = vcpu.fpu.0.as_ptr();
+    cpu::set_xcr0(cpu::offered_xcr0());
     // SAFETY: as in `save`; the image was written by XSAVE/FXSAVE or built
     // by `FpuArea`, whose reserved header bytes are zero, so XRSTOR/FXRSTOR
-    // accept it.
+    // accept it; XCR0 enables every component the image can hold.
     unsafe {
         if cpu::uses_xsave() {
             asm!("xrstor64 [{}]", in(reg) area, in("eax") u32::MAX, in("edx") u32::MAX, options(nostack, preserves_flags));
@@ -114,6 +119,7 @@ pub fn restore(vcpu: &mut Vcpu) {
             asm!("fxrstor64 [{}]", in(reg) area, options(nostack, preserves_flags));
         }
     }
+    // Its own XCR0 is loaded with the FPU's pending work.
     vcpu.pending = Pending::all();
 }
 

@@ -4,7 +4,6 @@
 //! [`super::msr`], [`super::dr`], [`super::cpuid`]); their items are
 //! re-exported here, where the rest of `arch` reaches them.
 use core::arch::asm;
-use core::arch::x86_64::__cpuid_count;
 
 pub use super::cpuid::*;
 pub use super::cr::*;
@@ -47,6 +46,41 @@ pub fn load_guest_segments(fs_base: u64, gs_selector: u16, active: u64, inactive
 /// Whether guest FPU state is saved with XSAVE (else FXSAVE).
 static XSAVE: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
+/// The XSAVE components guests are offered ([`crate::cpuid::offered_xcr0`];
+/// 0 without XSAVE): the XCR0 a vCPU's state is saved and restored with.
+static OFFERED_XCR0: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// The XSAVE components guests are offered (0 without XSAVE).
+pub fn offered_xcr0() -> u64 {
+    OFFERED_XCR0.load(core::sync::atomic::Ordering::Relaxed)
+}
+
+/// XCR0 now.
+fn xgetbv0() -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: only called with CR4.OSXSAVE set (`uses_xsave`); XGETBV(0)
+    // reads XCR0.
+    unsafe {
+        asm!("xgetbv", in("ecx") 0, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags))
+    };
+    (u64::from(hi) << 32) | u64::from(lo)
+}
+
+/// Loads `xcr0` into XCR0 unless it is there already (XSETBV is slow);
+/// nothing without XSAVE.
+pub fn set_xcr0(xcr0: u64) {
+    if !uses_xsave() || xgetbv0() == xcr0 {
+        return;
+    }
+    #[allow(clippy::cast_possible_truncation, reason = "the two halves")]
+    // SAFETY: every caller passes the offered components or a value
+    // `crate::cpuid::valid_xcr0` accepted within them: bits the CPU
+    // supports, x87 set, AVX only with SSE.
+    unsafe {
+        asm!("xsetbv", in("ecx") 0, in("eax") xcr0 as u32, in("edx") (xcr0 >> 32) as u32, options(nomem, nostack, preserves_flags));
+    }
+}
+
 /// Whether guest FPU state is saved with XSAVE (set up by
 /// [`enable_guest_features`]).
 pub fn uses_xsave() -> bool {
@@ -62,6 +96,12 @@ pub fn enable_guest_features(f: &Features, lstar: u64, cstar: u64) {
         cr4 |= CR4_OSXSAVE;
     }
     XSAVE.store(f.xsave, core::sync::atomic::Ordering::Relaxed);
+    let offered = if f.xsave {
+        crate::cpuid::offered_xcr0(&raw_cpuid)
+    } else {
+        0
+    };
+    OFFERED_XCR0.store(offered, core::sync::atomic::Ordering::Relaxed);
     // SAFETY: OSFXSR/OSXMMEXCPT exist on every x86-64 CPU and OSXSAVE is set
     // only where CPUID reports XSAVE; XCR0 gets only bits the CPU supports
     // (x87 always, SSE and AVX where present); the SYSCALL MSRs name the
@@ -69,8 +109,10 @@ pub fn enable_guest_features(f: &Features, lstar: u64, cstar: u64) {
     unsafe {
         write_cr4(cr4);
         if f.xsave {
-            let supported = __cpuid_count(0xd, 0).eax;
-            let xcr0: u32 = (supported & 0x7) | 1;
+            // Each vCPU's state is saved and restored with every offered
+            // component enabled; the vCPU's own XCR0 is loaded after.
+            #[allow(clippy::cast_possible_truncation, reason = "x87, SSE, AVX")]
+            let xcr0 = offered as u32 | 1;
             asm!("xsetbv", in("ecx") 0, in("eax") xcr0, in("edx") 0, options(nomem, nostack, preserves_flags));
         }
         wrmsr(MSR_EFER, rdmsr(MSR_EFER) | EFER_SCE);

@@ -108,21 +108,23 @@ pub fn features() -> Features {
     f
 }
 
+/// The CPU's own leaf `leaf`, subleaf `subleaf`.
+pub fn raw_cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {
+    let r = __cpuid_count(leaf, subleaf);
+    [r.eax, r.ebx, r.ecx, r.edx]
+}
+
 /// CPUID as a PV guest sees it through the forced-emulation prefix: the
-/// CPU's own leaves with the "running under a hypervisor" bit set, and
-/// Xen's hypervisor leaves at 0x40000000 (signature "XenVMMXenVMM", version
+/// CPU's own leaves through Xen's PV policy ([`crate::cpuid`]), and Xen's
+/// hypervisor leaves at 0x40000000 (signature "XenVMMXenVMM", version
 /// 4.17). Leaf 0x40000002 reports no hypercall-page MSR: this hypervisor
 /// installs the hypercall page from the ELF note only.
-pub fn guest_cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {
+pub fn guest_cpuid(leaf: u32, subleaf: u32, view: crate::cpuid::View) -> [u32; 4] {
     const SIGNATURE: [u32; 3] = [0x566e_6558, 0x65584d4d, 0x4d4d_566e];
     match leaf {
         0x4000_0000 => [0x4000_0002, SIGNATURE[0], SIGNATURE[1], SIGNATURE[2]],
         0x4000_0001 => [(4 << 16) | 17, 0, 0, 0],
         0x4000_0002..=0x4000_00ff => [0; 4],
-        _ => {
-            let r = __cpuid_count(leaf, subleaf);
-            let ecx = if leaf == 1 { r.ecx | (1 << 31) } else { r.ecx };
-            [r.eax, r.ebx, ecx, r.edx]
-        }
+        _ => crate::cpuid::pv_leaf(&raw_cpuid, leaf, subleaf, view),
     }
 }

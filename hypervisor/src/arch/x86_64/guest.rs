@@ -459,6 +459,7 @@ fn apply_pending_work(current: &mut Current) {
     }
     if vcpu.pending.contains(Pending::FPU) {
         cpu::set_cr0_ts(vcpu.fpu_ts);
+        cpu::set_xcr0(vcpu.xcr0);
     }
     vcpu.pending = Default::default();
 }
@@ -558,10 +559,17 @@ pub fn emulate(current: &mut Current, regs: &mut GuestRegs) -> bool {
     let fault_address = cr2(current);
     let privileged = current.domain.is_privileged();
     let vcpu = &mut current.vcpu;
+    // `xsetbv` before CR4.OSXSAVE: #UD, as the CPU gives it.
+    let mut undefined = false;
     let done = match decoded.insn {
         Insn::ForcedCpuid => {
+            let view = crate::cpuid::View {
+                xcr0: vcpu.xcr0,
+                cr4_osxsave: vcpu.cr4_osxsave,
+                kernel,
+            };
             #[allow(clippy::cast_possible_truncation, reason = "CPUID takes EAX and ECX")]
-            let r = cpu::guest_cpuid(regs.rax as u32, regs.rcx as u32);
+            let r = cpu::guest_cpuid(regs.rax as u32, regs.rcx as u32, view);
             (regs.rax, regs.rbx, regs.rcx, regs.rdx) =
                 (r[0].into(), r[1].into(), r[2].into(), r[3].into());
             true
@@ -607,7 +615,7 @@ pub fn emulate(current: &mut Current, regs: &mut GuestRegs) -> bool {
                 0 => Some(emulate::guest_cr0(vcpu.fpu_ts)),
                 2 => Some(fault_address),
                 3 => Some(kernel_l4),
-                4 => Some(emulate::GUEST_CR4),
+                4 => Some(emulate::guest_cr4(vcpu.cr4_osxsave)),
                 _ => None,
             };
             value.map(|v| *gpr(regs, reg) = v).is_some()
@@ -622,7 +630,25 @@ pub fn emulate(current: &mut Current, regs: &mut GuestRegs) -> bool {
             allowed
         }
         Insn::WriteCr { cr: 3, reg } => *gpr(regs, reg) == kernel_l4,
-        Insn::WriteCr { cr: 4, reg } => *gpr(regs, reg) == emulate::GUEST_CR4,
+        Insn::WriteCr { cr: 4, reg } => {
+            vcpu.cr4_osxsave =
+                *gpr(regs, reg) & emulate::CR4_OSXSAVE != 0 && cpu::offered_xcr0() != 0;
+            true
+        }
+        Insn::Xsetbv if !vcpu.cr4_osxsave => {
+            undefined = true;
+            false
+        }
+        Insn::Xsetbv => {
+            let value = (regs.rdx << 32) | (regs.rax & 0xffff_ffff);
+            let valid =
+                regs.rcx & 0xffff_ffff == 0 && crate::cpuid::valid_xcr0(value, cpu::offered_xcr0());
+            if valid {
+                vcpu.xcr0 = value;
+                vcpu.pending.insert(Pending::FPU);
+            }
+            valid
+        }
         Insn::WriteCr { .. } => false,
         Insn::Rdmsr => {
             let value = match u32::try_from(regs.rcx & 0xffff_ffff).unwrap_or(0) {
@@ -668,6 +694,10 @@ pub fn emulate(current: &mut Current, regs: &mut GuestRegs) -> bool {
             }
         }
     };
+    if undefined {
+        deliver(current, regs, UD, None);
+        return true;
+    }
     if done {
         regs.rip = regs.rip.wrapping_add(decoded.len);
     }
