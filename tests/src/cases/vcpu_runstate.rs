@@ -59,7 +59,7 @@ impl Area {
         let w: [u64; 6] = core::array::from_fn(|i| self.0[i].load(Ordering::SeqCst));
         Record {
             #[allow(clippy::cast_possible_truncation, reason = "the low half is `state`")]
-            state: w[0] as u32 as i32,
+            state: (w[0] as u32).cast_signed(),
             entry: w[1],
             time: [w[2], w[3], w[4], w[5]],
         }
