@@ -51,8 +51,16 @@ numbered_enum! {
         /// `nr_entries` = entries written). The domain's pseudo-physical
         /// E820 map. `ENOSYS`: no map was set; `EFAULT`: bad buffer.
         MemoryMap = 9, "memory_map";
-        /// As `MemoryMap`, for the host's machine map (hardware domain
-        /// only, `EPERM` otherwise).
+        /// `arg`: [`XenMemoryMap`]. The machine's E820 map as the boot
+        /// loader gave it, with an `E820_RESERVED` entry in each gap for
+        /// the MMIO the caller may not map. Hardware domain only. A NULL
+        /// `buffer` asks for the entry count only. Faults writing entries
+        /// are ignored, as on Xen.
+        ///
+        /// Errors: `EPERM` not the hardware domain; `EFAULT` `arg`
+        /// unreadable or unwritable, or the buffer reaches the
+        /// hypervisor's range; `EINVAL` `nr_entries` is less than the
+        /// map's entries plus one.
         MachineMemoryMap = 10, "machine_memory_map";
         /// `arg`: `xen_memory_exchange`: trade extents for others.
         Exchange = 11, "exchange";

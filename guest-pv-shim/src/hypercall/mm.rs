@@ -214,6 +214,17 @@ pub fn machphys_mapping(out: &mut XenMachphysMapping) -> i64 {
 /// `XENMEM_memory_map` into `entries`; returns the result and the number
 /// of entries the hypervisor reports.
 pub fn memory_map(entries: &mut [E820Entry]) -> (i64, u32) {
+    map_op(MemoryOpCmd::MemoryMap, entries)
+}
+
+/// `XENMEM_machine_memory_map` into `entries` (hardware domain only):
+/// the result and the entry count the hypervisor wrote back.
+pub fn machine_memory_map(entries: &mut [E820Entry]) -> (i64, u32) {
+    map_op(MemoryOpCmd::MachineMemoryMap, entries)
+}
+
+/// `memory_map` or `machine_memory_map` into `entries`.
+fn map_op(cmd: MemoryOpCmd, entries: &mut [E820Entry]) -> (i64, u32) {
     let mut map = XenMemoryMap {
         nr_entries: u32::try_from(entries.len()).unwrap_or(u32::MAX),
         pad: 0,
@@ -221,7 +232,7 @@ pub fn memory_map(entries: &mut [E820Entry]) -> (i64, u32) {
     };
     // SAFETY: the hypervisor writes at most `nr_entries` entries into the
     // exclusively borrowed `entries` and updates `map`.
-    let ret = unsafe { memory_op_raw(MemoryOpCmd::MemoryMap as u64, addr_of_mut(&mut map)) };
+    let ret = unsafe { memory_op_raw(cmd as u64, addr_of_mut(&mut map)) };
     (ret, map.nr_entries)
 }
 

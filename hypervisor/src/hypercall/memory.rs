@@ -39,14 +39,16 @@ use dom0_abi::layout::{
     MACH2PHYS_NR_ENTRIES, MACH2PHYS_VIRT_END, MACH2PHYS_VIRT_START, guest_addr_ok,
 };
 use dom0_abi::memory::{
-    E820_RAM, MEMOP_CMD_MASK, MEMOP_EXTENT_SHIFT, MemoryOpCmd, XENMAPSPACE_GMFN_FOREIGN,
+    E820_RAM, E820Entry, MEMOP_CMD_MASK, MEMOP_EXTENT_SHIFT, MemoryOpCmd, XENMAPSPACE_GMFN_FOREIGN,
     XENMEMF_ADDRESS_BITS_MASK, XENMEMF_EXACT_NODE_REQUEST, XENMEMF_POPULATE_ON_DEMAND,
-    XENMEMF_VNODE, XenAddToPhysmap, XenMemoryReservation,
+    XENMEMF_VNODE, XenAddToPhysmap, XenMemoryMap, XenMemoryReservation,
 };
 use dom0_abi::types::Mfn;
+use dom0_abi::wire::Wire;
 
 use super::mmu::{Caller, MmuEnv};
-use super::read_struct;
+use super::{read_struct, write_struct};
+use crate::layout::guest_range_ok;
 use crate::mm::effects::Effects;
 use crate::mm::frame_table::Owner;
 use crate::mm::types::Mmu;
@@ -92,6 +94,7 @@ pub fn memory_op(
         Some(MemoryOpCmd::AddToPhysmap) => add_to_physmap(env, start, arg),
         _ => match MemoryOpCmd::from_number(cmd) {
             Some(MemoryOpCmd::MemoryMap) => memory_map(env, arg),
+            Some(MemoryOpCmd::MachineMemoryMap) => machine_memory_map(env, arg),
             Some(MemoryOpCmd::MachphysMapping) => machphys_mapping(env, fx, arg),
             Some(MemoryOpCmd::MachphysMfnList) => machphys_mfn_list(env, fx, arg),
             Some(MemoryOpCmd::MachphysCompatMfnList) => Err(Errno::EOPNOTSUPP),
@@ -162,6 +165,39 @@ fn memory_map(env: &mut impl MmuEnv, arg: u64) -> Result<u64, Errno> {
     }
     map[0..4].copy_from_slice(&n.to_le_bytes());
     env.copy_to_guest(arg, &map)?;
+    Ok(0)
+}
+
+/// `machine_memory_map`: the machine's memory map as the boot loader gave
+/// it, for the hardware domain (`EPERM` for others), with Xen 4.17's
+/// checks: `EFAULT` for an unreadable argument or a buffer reaching the
+/// hypervisor's range, `EINVAL` for a buffer with room for fewer than one
+/// entry more than the map has. A NULL buffer asks for the count only.
+/// A fault writing an entry is ignored, as on Xen; one writing the count
+/// back is `EFAULT`.
+fn machine_memory_map(env: &mut impl MmuEnv, arg: u64) -> Result<u64, Errno> {
+    if !Caller::of(env)?.mm.privileged() {
+        return Err(Errno::EPERM);
+    }
+    let mut map: XenMemoryMap = read_struct(env, arg)?;
+    let entries = env.host().machine_map;
+    let store = map.buffer != 0;
+    if store {
+        let room = u64::from(map.nr_entries);
+        if room < entries.len() as u64 + 1 {
+            return Err(Errno::EINVAL);
+        }
+        if !guest_range_ok(map.buffer, room * E820Entry::SIZE as u64) {
+            return Err(Errno::EFAULT);
+        }
+        for (i, entry) in (0u64..).zip(entries) {
+            // As on Xen: the entry is the guest's business once the
+            // buffer was found acceptable.
+            let _ = write_struct(env, map.buffer + i * E820Entry::SIZE as u64, entry);
+        }
+    }
+    map.nr_entries = u32::try_from(entries.len()).map_err(|_| Errno::EINVAL)?;
+    write_struct(env, arg, &map)?;
     Ok(0)
 }
 
@@ -535,6 +571,39 @@ mod tests {
     }
 
     #[test]
+    fn machine_memory_map_as_xen_checks_it() {
+        use crate::mm::fake::FAKE_MACHINE_MAP;
+        let mut m = FakeMachine::new(40);
+        let map = |m: &mut FakeMachine, n: u32, buffer: u64| {
+            m.poke(ARG, &n.to_le_bytes());
+            m.poke(ARG + 8, &buffer.to_le_bytes());
+        };
+        let n = FAKE_MACHINE_MAP.len() as u32;
+        map(&mut m, n, LIST);
+        assert_eq!(op(&mut m, 10, ARG), Err(Errno::EINVAL), "room for one more");
+        map(&mut m, n + 1, LIST);
+        assert_eq!(op(&mut m, 10, ARG), Ok(0));
+        assert_eq!(m.peek_u32(ARG), n);
+        for (i, want) in FAKE_MACHINE_MAP.iter().enumerate() {
+            let at = LIST + i as u64 * 20;
+            let got = (m.peek_u64(at), m.peek_u64(at + 8), m.peek_u32(at + 16));
+            assert_eq!(got, (want.addr, want.size, want.kind), "entry {i}");
+        }
+        map(&mut m, 0, 0);
+        assert_eq!(
+            op(&mut m, 10, ARG),
+            Ok(0),
+            "a NULL buffer asks for the count"
+        );
+        assert_eq!(m.peek_u32(ARG), n);
+        map(&mut m, 100, 0xffff_8000_0000_0000 - 40);
+        assert_eq!(op(&mut m, 10, ARG), Err(Errno::EFAULT));
+        map(&mut m, 100, 0x10);
+        assert_eq!(op(&mut m, 10, ARG), Ok(0), "entries that fault are dropped");
+        assert_eq!(op(&mut m, 10, 0x10), Err(Errno::EFAULT));
+    }
+
+    #[test]
     fn memory_map_and_machphys_mapping() {
         let mut m = FakeMachine::new(40);
         let map = |m: &mut FakeMachine, n: u32, buffer: u64| {
@@ -569,7 +638,12 @@ mod tests {
         assert_eq!(m.peek_u64(ARG + 16), MACH2PHYS_NR_ENTRIES - 1);
         assert_eq!(op(&mut m, 12, 0x10), Err(Errno::EFAULT));
         assert_eq!(op(&mut m, 12 | (1 << 6), ARG), Err(Errno::ENOSYS));
-        for unknown in [8, 10, 11, 13, 15, 28, 63] {
+        assert_eq!(
+            op(&mut m, 10, ARG),
+            Err(Errno::EPERM),
+            "not the hardware domain"
+        );
+        for unknown in [8, 11, 13, 15, 28, 63] {
             assert_eq!(op(&mut m, unknown, ARG), Err(Errno::ENOSYS), "op {unknown}");
         }
         assert_eq!(op(&mut m, 25, 0), Err(Errno::EOPNOTSUPP));

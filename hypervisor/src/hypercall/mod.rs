@@ -117,6 +117,9 @@ pub struct HostInfo {
     /// Whether the CPU honours the NX bit (EFER.NXE is set): grant
     /// mappings then carry it, as Xen's `_PAGE_NX`.
     pub nx: bool,
+    /// The machine's memory map as the boot loader gave it
+    /// (`XENMEM_machine_memory_map`).
+    pub machine_map: &'static [dom0_abi::memory::E820Entry],
 }
 
 /// Structures up to this size are copied through a stack buffer; larger

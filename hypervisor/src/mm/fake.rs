@@ -42,6 +42,30 @@ pub const PRW: u64 = pte::PRESENT | pte::RW | pte::ACCESSED;
 /// Present, read-only.
 pub const PRO: u64 = pte::PRESENT | pte::ACCESSED;
 
+/// The memory map `FakeMachine::host` reports: QEMU's, with 512 MiB.
+pub const FAKE_MACHINE_MAP: [dom0_abi::memory::E820Entry; 4] = [
+    dom0_abi::memory::E820Entry {
+        addr: 0,
+        size: 0x9_fc00,
+        kind: dom0_abi::memory::E820_RAM,
+    },
+    dom0_abi::memory::E820Entry {
+        addr: 0x9_fc00,
+        size: 0x400,
+        kind: dom0_abi::memory::E820_RESERVED,
+    },
+    dom0_abi::memory::E820Entry {
+        addr: 0x10_0000,
+        size: 0x1fee_0000,
+        kind: dom0_abi::memory::E820_RAM,
+    },
+    dom0_abi::memory::E820Entry {
+        addr: 0xfffc_0000,
+        size: 0x4_0000,
+        kind: dom0_abi::memory::E820_RESERVED,
+    },
+];
+
 pub struct FakeMachine {
     pub frames: Vec<FrameInfo>,
     pub mem: Vec<Vec<u64>>,
@@ -132,6 +156,7 @@ impl FakeMachine {
                 command_line: b"console=com1 dom0_mem=64M",
                 build_id: &[0xab; 20],
                 nx: true,
+                machine_map: &FAKE_MACHINE_MAP,
             },
             console: Vec::new(),
             input: InputRing::new(),

@@ -6,7 +6,9 @@
 //! is Xen's "no limit" for dom0; `maximum_gpfn` follows the p2m size the
 //! guest reports in `shared_info.arch.max_pfn` (0 until it does);
 //! `machphys_mapping` names the M2P's range and highest MFN;
-//! `memory_map` has no map for dom0 (`ENOSYS`); unknown domains (`ESRCH`),
+//! `memory_map` has no map for dom0 (`ENOSYS`); `machine_memory_map` gives
+//! the machine's E820 map (see `machine_memory_map` below for its
+//! errors); unknown domains (`ESRCH`),
 //! unreadable arguments (`EFAULT`), unknown sub-ops (`ENOSYS`).
 //!
 //! `mm_reservation` (ballooning): `increase_reservation` hands out frames
@@ -24,7 +26,7 @@
 use guest_pv_shim::dom0_abi::Errno;
 use guest_pv_shim::dom0_abi::layout::{MACH2PHYS_VIRT_END, MACH2PHYS_VIRT_START};
 use guest_pv_shim::dom0_abi::memory::{
-    E820Entry, MemoryOpCmd, XenMachphysMapping, XenMemoryReservation,
+    E820Entry, MemoryOpCmd, XenMachphysMapping, XenMemoryMap, XenMemoryReservation,
 };
 use guest_pv_shim::dom0_abi::start_info::StartInfo;
 use guest_pv_shim::dom0_abi::types::DomId;
@@ -133,6 +135,7 @@ pub fn queries(start_info: &'static StartInfo) {
         ret,
         Errno::EFAULT.neg(),
     );
+    machine_memory_map();
     for cmd in [8u64, 20, 29, 63] {
         // SAFETY: no sub-op with this number: nothing is read.
         let ret = unsafe { hc::memory_op_raw(cmd, 0) };
@@ -142,6 +145,66 @@ pub fn queries(start_info: &'static StartInfo) {
             Errno::ENOSYS.neg(),
         );
     }
+}
+
+/// `machine_memory_map` for dom0: the count alone (NULL buffer), each
+/// entry, a buffer one entry too small (`EINVAL`, as Xen wants room for
+/// one more), a buffer in the hypervisor's range and an unreadable
+/// argument (`EFAULT`).
+fn machine_memory_map() {
+    let mut query = XenMemoryMap::default();
+    // SAFETY: a NULL buffer: the hypervisor writes only the count.
+    let ret = unsafe {
+        hc::memory_op_raw(
+            MemoryOpCmd::MachineMemoryMap as u64,
+            core::ptr::addr_of_mut!(query) as u64,
+        )
+    };
+    report::check_ret("machine_memory_map with a NULL buffer", ret, 0);
+    let count = query.nr_entries;
+    report::ok_value("the machine map's entry count", count);
+    let mut map = [E820Entry::default(); 32];
+    let n = (count as usize).min(map.len() - 1);
+    let (ret, _) = hc::machine_memory_map(&mut map[..n]);
+    report::check_ret(
+        "machine_memory_map with room for exactly the map is EINVAL",
+        ret,
+        Errno::EINVAL.neg(),
+    );
+    let (ret, written) = hc::machine_memory_map(&mut map);
+    report::check_ret("machine_memory_map into 32 entries", ret, 0);
+    for e in map.iter().take(written as usize) {
+        let (addr, size, kind) = (e.addr, e.size, e.kind);
+        report::ok_value(
+            format_args!("machine map entry at {addr:#x}"),
+            format_args!("+{size:#x} type {kind}"),
+        );
+    }
+    let mut bad = XenMemoryMap {
+        nr_entries: 32,
+        pad: 0,
+        buffer: 0xffff_8000_0000_0000,
+    };
+    // SAFETY: the buffer lies in the hypervisor's range: the hypervisor
+    // must refuse it without writing anything.
+    let ret = unsafe {
+        hc::memory_op_raw(
+            MemoryOpCmd::MachineMemoryMap as u64,
+            core::ptr::addr_of_mut!(bad) as u64,
+        )
+    };
+    report::check_ret(
+        "machine_memory_map into the hypervisor's range is EFAULT",
+        ret,
+        Errno::EFAULT.neg(),
+    );
+    // SAFETY: an unmapped argument; the hypervisor must refuse it.
+    let ret = unsafe { hc::memory_op_raw(MemoryOpCmd::MachineMemoryMap as u64, 0x1000) };
+    report::check_ret(
+        "machine_memory_map with an unreadable argument is EFAULT",
+        ret,
+        Errno::EFAULT.neg(),
+    );
 }
 
 /// `cmd` on `extents` for `domid`.

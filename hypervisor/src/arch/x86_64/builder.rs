@@ -9,12 +9,13 @@
 use core::fmt;
 
 use dom0_abi::hypercall::{HYPERCALL_PAGE_SIZE, fill_hypercall_page};
+use dom0_abi::memory::{E820_ACPI, E820_NVS, E820_RAM, E820_RESERVED, E820_UNUSABLE, E820Entry};
 use dom0_abi::segment::{RING1_KERNEL_CS, RING1_KERNEL_SS};
 use dom0_abi::shared_info::SharedInfo;
 use dom0_abi::start_info::{START_INFO_MAGIC, SifFlags, StartInfo};
 use dom0_abi::types::{DomId, Mfn};
 
-use crate::bootinfo::BootInfo;
+use crate::bootinfo::{BootInfo, MemoryKind};
 use crate::builder::layout::{
     Dom0Layout, ImageBounds, LayoutError, RamdiskPlacement, dom0_nr_pages,
 };
@@ -239,6 +240,7 @@ pub fn build_dom0(
         command_line: boot.hypervisor_cmdline().as_bytes(),
         build_id: build_id(),
         nx: super::cpuid::features().nx,
+        machine_map: machine_map(boot),
     });
     FREE_BEFORE_DOM0.call_once(|| free_before_build);
     if let Some(nonce) = config.test_nonce {
@@ -607,4 +609,33 @@ fn build_id() -> &'static [u8] {
     let descsz = u32::from_le_bytes([note[4], note[5], note[6], note[7]]) as usize;
     let desc = 12 + namesz.next_multiple_of(4);
     note.get(desc..desc + descsz).unwrap_or(&[])
+}
+
+/// The machine memory map for `XENMEM_machine_memory_map`, kept for the
+/// life of the hypervisor: the boot loader's, with the MMIO no domain may
+/// map reserved in its gaps ([`crate::iomem::machine_map`]).
+fn machine_map(boot: &BootInfo<'_>) -> &'static [E820Entry] {
+    let mut entries: Vec<E820Entry> = boot
+        .regions()
+        .iter()
+        .map(|r| E820Entry {
+            addr: r.start,
+            size: r.end - r.start,
+            kind: match r.kind {
+                MemoryKind::Usable => E820_RAM,
+                MemoryKind::Reserved => E820_RESERVED,
+                MemoryKind::AcpiReclaimable => E820_ACPI,
+                MemoryKind::AcpiNvs => E820_NVS,
+                MemoryKind::Bad => E820_UNUSABLE,
+                MemoryKind::Other(kind) => kind,
+            },
+        })
+        .collect();
+    entries.sort_unstable_by_key(|e| e.addr);
+    let denied = super::percpu::RESERVED_MMIO
+        .get()
+        .cloned()
+        .unwrap_or_default();
+    let bits = super::cpuid::phys_bits();
+    Vec::leak(crate::iomem::machine_map(&entries, &denied, bits))
 }

@@ -11,6 +11,7 @@ use super::percpu::RESERVED_MMIO;
 use super::{
     acpi, apic, builder, cpu, entry, machine, mem, pic, rtc, serial, time, trampoline, traps,
 };
+use crate::iomem::MSI_WINDOW;
 
 /// Called by `boot/entry.S` in long mode, on the boot stack, with the boot
 /// loader's magic and the physical address of its information structure.
@@ -123,9 +124,9 @@ extern "C" fn hv_start64(magic: u32, info: u32) -> ! {
     traps::run_guest(&mut regs)
 }
 
-/// Keeps the hypervisor's own MMIO from every domain: the local APIC page,
-/// what ACPI describes (I/O APICs, HPET, MMCFG), and the conventional I/O
-/// APIC and HPET pages whatever ACPI says.
+/// Keeps the hypervisor's own MMIO from every domain: the local APIC page
+/// and the MSI window it lies in, what ACPI describes (I/O APICs, HPET,
+/// MMCFG), and the conventional I/O APIC and HPET pages whatever ACPI says.
 fn reserve_mmio(platform: &acpi::Platform) {
     const LEGACY_IOAPIC: u64 = 0xfec0_0000;
     const LEGACY_HPET: u64 = 0xfed0_0000;
@@ -133,6 +134,7 @@ fn reserve_mmio(platform: &acpi::Platform) {
     for base in [apic::mmio_base(), LEGACY_IOAPIC, LEGACY_HPET] {
         mmio.add(base, PAGE_SIZE);
     }
+    mmio.add(MSI_WINDOW.0, MSI_WINDOW.1);
     RESERVED_MMIO.call_once(|| mmio);
 }
 
