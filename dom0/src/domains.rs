@@ -12,6 +12,7 @@ use toolstack::cpio::Archive;
 use toolstack::shell::Target;
 use toolstack::xen::{CONSOLE_WINDOW_BASE, ConsoleRing, Xen, domain_info};
 
+use crate::blkback_xen::{Blkback, MAX_VBDS};
 use crate::grants::Grants;
 use crate::store::Xenstore;
 
@@ -54,6 +55,8 @@ pub struct Domains {
     timeout_s: u64,
     /// The xenstore every domU is introduced to.
     pub xs: Xenstore,
+    /// The block back end of every domU's disks.
+    blk: Blkback,
 }
 
 impl Domains {
@@ -65,6 +68,7 @@ impl Domains {
             expect,
             timeout_s,
             xs: Xenstore::new(),
+            blk: Blkback::default(),
         }
     }
 
@@ -142,6 +146,7 @@ impl Domains {
             let _ = xen.destroy(built.domid);
             return None;
         }
+        self.blk.attach(&mut self.xs, built.domid, &cfg);
         match connect(&built, CONSOLE_WINDOW_BASE + slot, paused) {
             Ok((local_port, ring)) => {
                 guest_pv_shim::println!(
@@ -166,6 +171,7 @@ impl Domains {
             }
             Err(e) => {
                 report::fail(format_args!("start {}", cfg.name), format_args!("{e}"));
+                self.blk.detach(built.domid);
                 self.xs.release(built.domid);
                 let _ = xen.destroy(built.domid);
                 None
@@ -182,7 +188,7 @@ impl Domains {
         {
             Some(slot) => {
                 if let Some(domu) = slot.take() {
-                    destroy(domu, &mut self.xs, "destroyed");
+                    destroy(domu, &mut self.xs, &mut self.blk, "destroyed");
                 }
                 true
             }
@@ -193,7 +199,7 @@ impl Domains {
     /// Destroys every domU still served.
     pub fn destroy_all(&mut self) {
         for domu in self.slots.iter_mut().filter_map(Option::take) {
-            destroy(domu, &mut self.xs, "destroyed");
+            destroy(domu, &mut self.xs, &mut self.blk, "destroyed");
         }
     }
 
@@ -220,27 +226,35 @@ impl Domains {
     }
 
     /// One round: every console read, every xenstore ring served, every
-    /// shut-down domain reaped.
+    /// block ring served (the store again after the back ends' writes),
+    /// every shut-down domain reaped.
     pub fn poll_once(&mut self) {
         for domu in self.slots.iter_mut().flatten() {
             drain(domu);
         }
         self.xs.serve();
+        self.blk.poll(&mut self.xs);
+        self.xs.serve();
         for slot in &mut self.slots {
             if slot.as_ref().is_some_and(shut_down)
                 && let Some(domu) = slot.take()
             {
-                reap(domu, &mut self.xs, self.expect);
+                reap(domu, &mut self.xs, &mut self.blk, self.expect);
             }
         }
     }
 
-    /// Sleeps until a console, xenstore or `VIRQ_DOM_EXC` event (or one
-    /// on `extra`), or 100 ms.
+    /// Sleeps until a console, xenstore, block ring or `VIRQ_DOM_EXC`
+    /// event (or one on `extra`), or 100 ms; not at all while a block
+    /// ring has requests left.
     pub fn sleep(&mut self, extra: Option<u32>) {
-        let mut ports = [0u32; 2 * MAX_DOMUS + 2];
+        if self.blk.busy() {
+            return;
+        }
+        let mut ports = [0u32; 2 * MAX_DOMUS + MAX_VBDS + 2];
         let mut n = 0;
         let domus = self.iter().map(|d| d.local_port).chain(self.xs.ports());
+        let domus = domus.chain(self.blk.ports());
         for port in domus.chain([self.virq_port]).chain(extra) {
             ports[n] = port;
             n += 1;
@@ -305,7 +319,7 @@ fn shut_down(domu: &Domu) -> bool {
 }
 
 /// Reports a shut-down domain and destroys or preserves it.
-fn reap(mut domu: Domu, xs: &mut Xenstore, expect: Option<&str>) {
+fn reap(mut domu: Domu, xs: &mut Xenstore, blk: &mut Blkback, expect: Option<&str>) {
     drain(&mut domu);
     domu.output
         .flush(&mut |line, text| show(domu.cfg.name, line, text));
@@ -340,12 +354,12 @@ fn reap(mut domu: Domu, xs: &mut Xenstore, expect: Option<&str>) {
         );
         return;
     }
-    destroy(domu, xs, reason);
+    destroy(domu, xs, blk, reason);
 }
 
-/// Reads the console a last time, disconnects it and the store, destroys
-/// the domain and checks it is gone.
-fn destroy(mut domu: Domu, xs: &mut Xenstore, why: &str) {
+/// Reads the console a last time, disconnects it, the disks and the
+/// store, destroys the domain and checks it is gone.
+fn destroy(mut domu: Domu, xs: &mut Xenstore, blk: &mut Blkback, why: &str) {
     drain(&mut domu);
     domu.output
         .flush(&mut |line, text| show(domu.cfg.name, line, text));
@@ -363,6 +377,7 @@ fn destroy(mut domu: Domu, xs: &mut Xenstore, why: &str) {
         0,
     );
     xs.serve();
+    blk.detach(domid);
     xs.release(domid);
     let destroyed = Xen.destroy(domid);
     report::check(

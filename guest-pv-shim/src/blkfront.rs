@@ -314,19 +314,36 @@ pub mod handshake {
         back: &str,
         want: XenbusState,
     ) -> Result<(), BlkError> {
+        let closed = |s| matches!(s, XenbusState::Closing | XenbusState::Closed);
+        match wait_until(xb, back, |s| s == want || closed(s))? {
+            s if s == want => Ok(()),
+            _ => Err(BlkError::Handshake("the back end closed")),
+        }
+    }
+
+    /// Waits (watching `<back>/state`) until the back end's state
+    /// satisfies `done`, and returns it.
+    ///
+    /// # Errors
+    /// Xenstore failed or timed out.
+    pub fn wait_until<R: ClientRing>(
+        xb: &mut Xenbus<R>,
+        back: &str,
+        mut done: impl FnMut(XenbusState) -> bool,
+    ) -> Result<XenbusState, BlkError> {
         let mut p = [0u8; 128];
         let state_path = path(back, keys::STATE, &mut p)?;
         xb.watch(state_path, "blkfront")?;
         let result = loop {
-            match xb.state(0, back)? {
-                s if s == want => break Ok(()),
-                XenbusState::Closing | XenbusState::Closed => {
-                    break Err(BlkError::Handshake("the back end closed"));
-                }
-                _ => {}
+            match xb.state(0, back) {
+                Ok(s) if done(s) => break Ok(s),
+                Ok(_) => {}
+                Err(e) => break Err(e.into()),
             }
             let mut event = [0u8; 160];
-            xb.wait_event(&mut event)?;
+            if let Err(e) = xb.wait_event(&mut event) {
+                break Err(e.into());
+            }
         };
         let _ = xb.unwatch(state_path, "blkfront");
         result
@@ -403,6 +420,9 @@ mod disk {
         port: u32,
         /// What the back end published.
         pub info: DiskInfo,
+        /// The back end's directory (`backend_len` bytes).
+        backend: [u8; 96],
+        backend_len: usize,
     }
 
     /// Grants the frame `window` maps as reference `gref` to domain 0.
@@ -448,9 +468,10 @@ mod disk {
             dir_buf[prefix.len()..len].copy_from_slice(digits);
             let dir = core::str::from_utf8(&dir_buf[..len])
                 .map_err(|_| BlkError::Handshake("device path"))?;
-            let mut back_buf = [0u8; 96];
-            let back = handshake::read(xb, dir, keys::BACKEND, &mut back_buf)?;
-            let back = core::str::from_utf8(back).map_err(|_| BlkError::Handshake("backend"))?;
+            let mut backend = [0u8; 96];
+            let backend_len = handshake::read(xb, dir, keys::BACKEND, &mut backend)?.len();
+            let back = core::str::from_utf8(&backend[..backend_len])
+                .map_err(|_| BlkError::Handshake("backend"))?;
             if xb.state(0, dir)? != XenbusState::Initialising {
                 return Err(BlkError::Handshake("front end not Initialising"));
             }
@@ -501,6 +522,8 @@ mod disk {
                 windows,
                 port: unbound.port,
                 info,
+                backend,
+                backend_len,
             })
         }
 
@@ -585,6 +608,12 @@ mod disk {
         #[must_use]
         pub fn ring_window(&self) -> usize {
             self.windows.first + 1
+        }
+
+        /// The back end's xenstore directory.
+        #[must_use]
+        pub fn backend(&self) -> &str {
+            core::str::from_utf8(&self.backend[..self.backend_len]).unwrap_or("")
         }
 
         /// The event channel's port.

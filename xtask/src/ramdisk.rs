@@ -92,6 +92,13 @@ pub enum DomuSet {
     /// maps, writes and copies one and keeps the other mapped while the
     /// domU shuts down and is destroyed.
     Grant,
+    /// The demo domU on a 2 MiB RAM disk (`blk`): random writes read
+    /// back, the whole disk verified, a flush.
+    Blk,
+    /// Two demo domUs on separate RAM disks at once.
+    BlkTwo,
+    /// A hostile block front end (`blkhostile`) beside a well-behaved one.
+    BlkHostile,
 }
 
 /// The script of [`DomuSet::XenstoreShell`].
@@ -128,6 +135,16 @@ const DEMO_CONFIG: &str = "# The demo domU: prints through its console ring, the
      name = \"demo\"\nkernel = \"domu-demo\"\nmemory = 4\nvcpus = 1\n\
      cmdline = \"hello\"\non_poweroff = \"destroy\"\n";
 
+/// The demo domU on a RAM disk.
+const DISK_CONFIG: &str = "# The demo domU writing, reading back and flushing its disk.\n\
+     name = \"disk\"\nkernel = \"domu-demo\"\nmemory = 8\n\
+     cmdline = \"blk seed=1\"\ndisk = ['ram:2M,raw,xvda,rw']\n";
+
+/// A second one, on its own disk.
+const DISK2_CONFIG: &str = "# A second disk domU, with its own disk and pattern.\n\
+     name = \"disk2\"\nkernel = \"domu-demo\"\nmemory = 8\n\
+     cmdline = \"blk seed=2\"\ndisk = [ \"ram:1M,raw,xvda,rw\" ]\n";
+
 /// The demo domU's kernel name inside the archive.
 const DEMO_KERNEL: &str = "domu-demo";
 
@@ -143,6 +160,9 @@ impl DomuSet {
             DomuSet::Xenstore => "xenstore",
             DomuSet::XenstoreShell => "xenstore-shell",
             DomuSet::Grant => "grant",
+            DomuSet::Blk => "blk",
+            DomuSet::BlkTwo => "blk-two",
+            DomuSet::BlkHostile => "blk-hostile",
         }
     }
 
@@ -173,6 +193,17 @@ impl DomuSet {
                  name = \"granter\"\nkernel = \"domu-demo\"\nmemory = 16\n\
                  cmdline = \"grant\"\n",
             )],
+            DomuSet::Blk => &[("disk.cfg", DISK_CONFIG)],
+            DomuSet::BlkTwo => &[("disk.cfg", DISK_CONFIG), ("disk2.cfg", DISK2_CONFIG)],
+            DomuSet::BlkHostile => &[
+                (
+                    "hostile.cfg",
+                    "# A block front end that breaks the rules on purpose.\n\
+                     name = \"blkhostile\"\nkernel = \"domu-demo\"\nmemory = 8\n\
+                     cmdline = \"blkhostile\"\ndisk = ['ram:1M,raw,xvda,rw']\n",
+                ),
+                ("disk2.cfg", DISK2_CONFIG),
+            ],
             DomuSet::Crash => &[(
                 "crash.cfg",
                 "# The demo domU told to crash: dom0 must see SHUTDOWN_crash.\n\
@@ -242,6 +273,9 @@ mod tests {
             DomuSet::Shell,
             DomuSet::Probe,
             DomuSet::Grant,
+            DomuSet::Blk,
+            DomuSet::BlkTwo,
+            DomuSet::BlkHostile,
         ] {
             for (file, text) in set.configs().iter().filter(|(f, _)| f.ends_with(".cfg")) {
                 let cfg = DomainConfig::parse(text).unwrap_or_else(|e| panic!("{file}: {e}"));
