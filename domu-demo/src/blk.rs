@@ -239,7 +239,7 @@ pub fn hostile(console: &mut Console, si: &StartInfo) {
         ("indirect", crafted(BlkifOp::Indirect as u8, 0, &[])),
         ("operation 4", crafted(4, 0, &[(g, 0, 0)])),
         (
-            "id u64::MAX",
+            "an id of all ones",
             BlkifRequest {
                 id: u64::MAX,
                 ..crafted(200, 0, &[])
