@@ -14,11 +14,13 @@
 //! ([`RingError`]) is disconnected; other front ends are not affected,
 //! and each ring is served for at most a budget of requests per round.
 
+use alloc::format;
+use alloc::string::String;
 use alloc::vec::Vec;
 
 use dom0_abi::blkif::{
     BLKIF_RSP_EOPNOTSUPP, BLKIF_RSP_ERROR, BLKIF_RSP_OKAY, BlkifOp, BlkifRequest, BlkifResponse,
-    MAX_SEGMENTS, PROTOCOL_X86_64, SECTOR_BYTES, SECTORS_PER_PAGE,
+    MAX_SEGMENTS, PROTOCOL_X86_64, SECTOR_BYTES, SECTORS_PER_PAGE, VDISK_READONLY, keys,
 };
 use dom0_abi::xenstore::XenbusState;
 use guest_pv_shim::ring::{BackRing, RingError, RingMemory};
@@ -471,6 +473,21 @@ pub fn front_details(
         ring_ref: number(ring_ref, "no valid ring-ref")?,
         event_channel: number(event_channel, "no valid event-channel")?,
     })
+}
+
+/// What the back end publishes when it connects, before `state` 4:
+/// `(key, value)` below its directory.
+#[must_use]
+pub fn connected_keys(dev: &dyn BlockDevice) -> [(&'static str, String); 6] {
+    let info = if dev.writable() { 0 } else { VDISK_READONLY };
+    [
+        (keys::SECTORS, format!("{}", dev.sectors())),
+        (keys::INFO, format!("{info}")),
+        (keys::SECTOR_SIZE, format!("{SECTOR_BYTES}")),
+        (keys::PHYSICAL_SECTOR_SIZE, format!("{SECTOR_BYTES}")),
+        (keys::FEATURE_FLUSH_CACHE, String::from("1")),
+        (keys::FEATURE_BARRIER, String::from("1")),
+    ]
 }
 
 /// The back end's next state given its own and the front end's (the

@@ -20,16 +20,15 @@ use alloc::vec::Vec;
 
 use dom0::blkback::{
     BlkRing, BlockDevice, CopyError, PAGE_BYTES, Pages, RamDisk, Segment, backend_step,
-    front_details,
+    connected_keys, front_details,
 };
-use guest_pv_shim::dom0_abi::blkif::{MAX_SEGMENTS, RING_SLOTS, SECTOR_BYTES, VDISK_READONLY, keys};
+use guest_pv_shim::dom0_abi::blkif::{MAX_SEGMENTS, RING_SLOTS, keys};
 use guest_pv_shim::dom0_abi::event_channel::EvtchnBindInterdomain;
 use guest_pv_shim::dom0_abi::grant_table::{
     GNTCOPY_DEST_GREF, GNTCOPY_SOURCE_GREF, GntmapFlags, GnttabCopy, GnttabCopyPtr,
     GnttabMapGrantRef, GnttabUnmapGrantRef, GrantStatus,
 };
 use guest_pv_shim::dom0_abi::types::DomId as AbiDomId;
-use xenstore::DomId;
 use guest_pv_shim::dom0_abi::xenstore::XenbusState;
 use guest_pv_shim::ring::WindowMemory;
 use guest_pv_shim::xenbus::parse_state;
@@ -37,6 +36,7 @@ use guest_pv_shim::{hypercall, mm, println, report};
 use toolstack::config::DomainConfig;
 use toolstack::store::{vbd_backend, vbd_frontend};
 use toolstack::xen::BLKBACK_WINDOW_BASE;
+use xenstore::DomId;
 
 use crate::store::Xenstore;
 
@@ -310,20 +310,7 @@ impl Vbd {
                 format_args!("event channel {} not bound: {ret}", details.event_channel),
             );
         }
-        let info = if self.disk.writable() {
-            0
-        } else {
-            VDISK_READONLY
-        };
-        let sector = format!("{SECTOR_BYTES}");
-        for (key, value) in [
-            (keys::SECTORS, format!("{}", self.disk.sectors())),
-            (keys::INFO, format!("{info}")),
-            (keys::SECTOR_SIZE, sector.clone()),
-            (keys::PHYSICAL_SECTOR_SIZE, sector),
-            (keys::FEATURE_FLUSH_CACHE, String::from("1")),
-            (keys::FEATURE_BARRIER, String::from("1")),
-        ] {
+        for (key, value) in connected_keys(&*self.disk) {
             write(xs, &self.backend, key, &value);
         }
         println!(

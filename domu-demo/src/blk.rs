@@ -129,7 +129,10 @@ pub fn checks(console: &mut Console, si: &StartInfo) {
         .unwrap_or(1u64);
     let sectors = disk.info.sectors.min(MAX_SECTORS as u64);
     if sectors < 88 {
-        let _ = writeln!(console, "check: blk disk large enough = {sectors} sectors\r");
+        let _ = writeln!(
+            console,
+            "check: blk disk large enough = {sectors} sectors\r"
+        );
         return;
     }
     let mut last = LAST.lock();
@@ -261,7 +264,10 @@ pub fn hostile(console: &mut Console, si: &StartInfo) {
         }
     }
     let good = Shown(disk.write(0, &[0x5A; 1024]));
-    let _ = writeln!(console, "check: blk hostile a valid write after them = {good}\r");
+    let _ = writeln!(
+        console,
+        "check: blk hostile a valid write after them = {good}\r"
+    );
     flood(console, &disk, &mut xb);
 }
 

@@ -485,7 +485,10 @@ mod disk {
             check("setup_table", hypercall::gnttab_setup_table(&mut setup))?;
             check("setup_table status", i64::from(setup.status))?;
             let table = windows.first;
-            check("map grant table", mm::map_window(table, frames[0], mm::PTE_RW))?;
+            check(
+                "map grant table",
+                mm::map_window(table, frames[0], mm::PTE_RW),
+            )?;
             let mut grefs = [0u32; MAX_SEGMENTS];
             let ring_frame = mm::alloc_frame().ok_or(BlkError::Hypercall("ring frame", -12))?;
             check(

@@ -239,11 +239,13 @@ fn disks(value: Value<'_>) -> Result<[Option<Disk<'_>>; MAX_DISKS], &'static str
         }
         let quote = rest.chars().next().filter(|c| matches!(c, '"' | '\''));
         let quote = quote.ok_or("a disk is a quoted string")?;
-        let (spec, after) = rest[1..]
-            .split_once(quote)
-            .ok_or("unterminated string")?;
+        let (spec, after) = rest[1..].split_once(quote).ok_or("unterminated string")?;
         let disk = Disk::parse(spec)?;
-        if out.iter().flatten().any(|d: &Disk<'_>| d.devid == disk.devid) {
+        if out
+            .iter()
+            .flatten()
+            .any(|d: &Disk<'_>| d.devid == disk.devid)
+        {
             return Err("two disks with the same vdev");
         }
         *out.get_mut(n).ok_or("more than 4 disks")? = Some(disk);
@@ -475,18 +477,42 @@ mod tests {
             0
         );
         let e = |t: &str| DomainConfig::parse(t).unwrap_err().what;
-        assert_eq!(e("disk=['ram:1M,raw,xvda']"), "a disk is '<target>,<format>,<vdev>,<access>'");
-        assert_eq!(e("disk=['/img,raw,xvda,rw']"), "the only disk target is ram:<size>");
-        assert_eq!(e("disk=['ram:100,raw,xvda,rw']"), "a RAM disk is 512 B..=64 MiB in whole sectors");
-        assert_eq!(e("disk=['ram:65M,raw,xvda,rw']"), "a RAM disk is 512 B..=64 MiB in whole sectors");
-        assert_eq!(e("disk=['ram:1M,qcow2,xvda,rw']"), "the only disk format is raw");
-        assert_eq!(e("disk=['ram:1M,raw,hda,rw']"), "a disk's vdev is xvda..xvdp");
-        assert_eq!(e("disk=['ram:1M,raw,xvda,x']"), "a disk's access is rw or r");
+        assert_eq!(
+            e("disk=['ram:1M,raw,xvda']"),
+            "a disk is '<target>,<format>,<vdev>,<access>'"
+        );
+        assert_eq!(
+            e("disk=['/img,raw,xvda,rw']"),
+            "the only disk target is ram:<size>"
+        );
+        assert_eq!(
+            e("disk=['ram:100,raw,xvda,rw']"),
+            "a RAM disk is 512 B..=64 MiB in whole sectors"
+        );
+        assert_eq!(
+            e("disk=['ram:65M,raw,xvda,rw']"),
+            "a RAM disk is 512 B..=64 MiB in whole sectors"
+        );
+        assert_eq!(
+            e("disk=['ram:1M,qcow2,xvda,rw']"),
+            "the only disk format is raw"
+        );
+        assert_eq!(
+            e("disk=['ram:1M,raw,hda,rw']"),
+            "a disk's vdev is xvda..xvdp"
+        );
+        assert_eq!(
+            e("disk=['ram:1M,raw,xvda,x']"),
+            "a disk's access is rw or r"
+        );
         assert_eq!(
             e("disk=['ram:1M,raw,xvda,rw','ram:1M,raw,xvda,r']"),
             "two disks with the same vdev"
         );
-        assert_eq!(e("disk=['ram:1M,raw,xvda,rw' 'x']"), "expected , between disks");
+        assert_eq!(
+            e("disk=['ram:1M,raw,xvda,rw' 'x']"),
+            "expected , between disks"
+        );
         assert_eq!(e("disk='ram:1M,raw,xvda,rw'"), "expected a list of disks");
         assert_eq!(e("disk=['ram:1M,raw,xvda,rw'"), "unterminated list");
         assert_eq!(e("name=[]"), "expected a string");

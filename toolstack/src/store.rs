@@ -210,7 +210,12 @@ fn write_vbd(
     use dom0_abi::blkif::keys;
     let backend = vbd_backend(d, disk.devid);
     let frontend = vbd_frontend(d, disk.devid);
-    mkdir(store, host, &backend, &[String::from("n0"), format!("r{d}")])?;
+    mkdir(
+        store,
+        host,
+        &backend,
+        &[String::from("n0"), format!("r{d}")],
+    )?;
     for (key, value) in [
         (keys::FRONTEND_ID, &format!("{d}")[..]),
         (keys::FRONTEND, &frontend),
@@ -227,7 +232,12 @@ fn write_vbd(
     ] {
         write(store, host, &format!("{backend}/{key}"), value)?;
     }
-    mkdir(store, host, &frontend, &[format!("n{d}"), String::from("r0")])?;
+    mkdir(
+        store,
+        host,
+        &frontend,
+        &[format!("n{d}"), String::from("r0")],
+    )?;
     for (key, value) in [
         (keys::BACKEND_ID, "0"),
         (keys::BACKEND, &backend[..]),

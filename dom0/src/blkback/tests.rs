@@ -1,6 +1,11 @@
 //! The back end's checks, and the shim's front end against it over an
 //! in-memory ring and in-memory "grants".
 
+#![allow(
+    clippy::cast_possible_truncation,
+    reason = "test sizes, indices and patterns are small or truncated on purpose"
+)]
+
 extern crate std;
 
 use std::cell::RefCell;
@@ -229,7 +234,10 @@ fn decode_checks_every_field() {
     let flush = rw_request(BlkifOp::FlushDiskcache, 0, &[]);
     assert_eq!(decode(&flush, 8, true).map(|d| d.count), Ok(0));
     let barrier = rw_request(BlkifOp::WriteBarrier, 0, &[(1, 0, 7)]);
-    assert_eq!(decode(&barrier, 8, true).map(|d| d.kind), Ok(Kind::FlushWrite));
+    assert_eq!(
+        decode(&barrier, 8, true).map(|d| d.kind),
+        Ok(Kind::FlushWrite)
+    );
     let twelve = BlkifRequest {
         nr_segments: 12,
         ..read
@@ -350,7 +358,10 @@ fn a_bad_grant_fails_only_its_request() {
     assert_eq!(rig.raw(&good).status, BLKIF_RSP_OKAY);
     let bad = rw_request(BlkifOp::Write, 0, &[(10, 0, 7), (4000, 0, 7)]);
     let rsp = rig.raw(&bad);
-    assert_eq!((rsp.id, rsp.operation, rsp.status), (77, 1, BLKIF_RSP_ERROR));
+    assert_eq!(
+        (rsp.id, rsp.operation, rsp.status),
+        (77, 1, BLKIF_RSP_ERROR)
+    );
     let bad_read = rw_request(BlkifOp::Read, 0, &[(4000, 0, 0)]);
     assert_eq!(rig.raw(&bad_read).status, BLKIF_RSP_ERROR);
     rig.set_data(&[0; 4096]);
@@ -384,10 +395,7 @@ fn a_runaway_producer_index_is_an_error_and_the_budget_holds() {
         page.write_bytes(at, &bytes);
     }
     rig.page.clone().write_u32(REQ_PROD, RING_SLOTS);
-    let round = rig
-        .back
-        .serve(&mut rig.disk, &mut rig.copier, 20)
-        .unwrap();
+    let round = rig.back.serve(&mut rig.disk, &mut rig.copier, 20).unwrap();
     assert_eq!((round.answered, round.more), (20, true));
     let round = rig.serve();
     assert_eq!((round.answered, round.more, round.failed), (12, false, 0));
@@ -450,8 +458,248 @@ fn front_end_requests_and_their_limits() {
     );
     let mut rig = Rig::new(8, true);
     rig.front.submit(BlkifOp::Read, 0, 512).unwrap();
-    assert_eq!(
-        rig.front.submit(BlkifOp::Read, 0, 512),
-        Err(BlkError::Busy)
-    );
+    assert_eq!(rig.front.submit(BlkifOp::Read, 0, 512), Err(BlkError::Busy));
+}
+
+/// The handshake end to end over the real store: the toolstack's nodes,
+/// the shim's front end through a store ring, and a back end taking
+/// [`backend_step`]s whenever the front end waits (as dom0's loop does).
+mod handshake {
+    use guest_pv_shim::blkfront::handshake as front;
+    use guest_pv_shim::xenbus::{ClientRing, Xenbus};
+    use toolstack::builder::Built;
+    use toolstack::config::DomainConfig;
+    use toolstack::layout::DomuLayout;
+    use xenstore::ring::{StoreRing, serve};
+    use xenstore::{DomId, Host, Store, XsError};
+
+    use super::*;
+
+    const D: DomId = 3;
+    const BACK: &str = "/local/domain/0/backend/vbd/3/51712";
+    const FRONT: &str = "device/vbd/51712";
+
+    struct NoHost;
+
+    impl Host for NoHost {
+        fn introduce(&mut self, _: DomId, _: u64, _: u32) -> Result<(), XsError> {
+            Ok(())
+        }
+        fn release(&mut self, _: DomId) {}
+    }
+
+    #[derive(Default)]
+    struct Mem {
+        req: Vec<u8>,
+        rsp: Vec<u8>,
+        req_cons: u32,
+        req_prod: u32,
+        rsp_cons: u32,
+        rsp_prod: u32,
+    }
+
+    struct Server(Rc<RefCell<Mem>>);
+
+    impl StoreRing for Server {
+        fn req_prod(&self) -> u32 {
+            self.0.borrow().req_prod
+        }
+        fn req_cons(&self) -> u32 {
+            self.0.borrow().req_cons
+        }
+        fn req_byte(&self, index: u32) -> u8 {
+            self.0.borrow().req[index as usize % 1024]
+        }
+        fn set_req_cons(&mut self, cons: u32) {
+            self.0.borrow_mut().req_cons = cons;
+        }
+        fn rsp_prod(&self) -> u32 {
+            self.0.borrow().rsp_prod
+        }
+        fn rsp_cons(&self) -> u32 {
+            self.0.borrow().rsp_cons
+        }
+        fn set_rsp_byte(&mut self, index: u32, byte: u8) {
+            self.0.borrow_mut().rsp[index as usize % 1024] = byte;
+        }
+        fn set_rsp_prod(&mut self, prod: u32) {
+            self.0.borrow_mut().rsp_prod = prod;
+        }
+    }
+
+    /// dom0's side: the store and the back end of one disk.
+    struct Dom0 {
+        store: Store,
+        state: XenbusState,
+        disk: RamDisk,
+        details: Option<Result<FrontDetails, &'static str>>,
+    }
+
+    impl Dom0 {
+        fn read(&mut self, path: &str) -> Option<Vec<u8>> {
+            toolstack::store::read(&mut self.store, &mut NoHost, path).ok()
+        }
+        fn write(&mut self, key: &str, value: &str) {
+            let path = format!("{BACK}/{key}");
+            toolstack::store::write_value(&mut self.store, &mut NoHost, &path, value).unwrap();
+        }
+        /// One round of dom0's loop for this disk.
+        fn step(&mut self) {
+            let front = format!("/local/domain/{D}/{FRONT}");
+            let state = self
+                .read(&format!("{front}/state"))
+                .and_then(|v| guest_pv_shim::xenbus::parse_state(&v))
+                .unwrap_or(XenbusState::Unknown);
+            let Some(next) = backend_step(self.state, state) else {
+                return;
+            };
+            if next == XenbusState::Connected {
+                let details = front_details(
+                    self.read(&format!("{front}/ring-ref")).as_deref(),
+                    self.read(&format!("{front}/event-channel")).as_deref(),
+                    self.read(&format!("{front}/protocol")).as_deref(),
+                );
+                self.details = Some(details);
+                for (key, value) in connected_keys(&self.disk) {
+                    self.write(key, &value);
+                }
+            }
+            self.state = next;
+            self.write("state", &format!("{}", next as u32));
+        }
+    }
+
+    struct Client {
+        mem: Rc<RefCell<Mem>>,
+        dom0: Rc<RefCell<Dom0>>,
+        waits: u32,
+    }
+
+    impl ClientRing for Client {
+        fn req_prod(&self) -> u32 {
+            self.mem.borrow().req_prod
+        }
+        fn req_cons(&self) -> u32 {
+            self.mem.borrow().req_cons
+        }
+        fn set_req_byte(&mut self, index: u32, byte: u8) {
+            self.mem.borrow_mut().req[index as usize % 1024] = byte;
+        }
+        fn set_req_prod(&mut self, prod: u32) {
+            self.mem.borrow_mut().req_prod = prod;
+        }
+        fn rsp_prod(&self) -> u32 {
+            self.mem.borrow().rsp_prod
+        }
+        fn rsp_cons(&self) -> u32 {
+            self.mem.borrow().rsp_cons
+        }
+        fn rsp_byte(&self, index: u32) -> u8 {
+            self.mem.borrow().rsp[index as usize % 1024]
+        }
+        fn set_rsp_cons(&mut self, cons: u32) {
+            self.mem.borrow_mut().rsp_cons = cons;
+        }
+        fn notify(&mut self) {}
+        fn wait(&mut self) -> bool {
+            self.waits += 1;
+            if self.waits > 1000 {
+                return false;
+            }
+            let mut dom0 = self.dom0.borrow_mut();
+            serve(
+                &mut dom0.store,
+                &mut NoHost,
+                D,
+                &mut Server(self.mem.clone()),
+            );
+            dom0.step();
+            serve(
+                &mut dom0.store,
+                &mut NoHost,
+                D,
+                &mut Server(self.mem.clone()),
+            );
+            true
+        }
+    }
+
+    /// A domU with `disk` introduced to a fresh store, its back end in
+    /// `InitWait`, and its xenstore client.
+    fn setup(disk: &str) -> (Xenbus<Client>, Rc<RefCell<Dom0>>) {
+        let text = format!("name='d'\nkernel='k'\ndisk=['{disk}']");
+        let cfg = DomainConfig::parse(&text).unwrap();
+        let spec = *cfg.disks().next().unwrap();
+        let built = Built {
+            domid: D,
+            console_mfn: 0x1234,
+            console_port: 2,
+            store_mfn: 0x1233,
+            store_port: 1,
+            shared_info_mfn: 0,
+            l4_mfn: 0,
+            layout: DomuLayout::new(0x40_0000, 0x40_0000, 0x50_0000, 1024).unwrap(),
+            entry: 0,
+        };
+        let mut store = Store::default();
+        toolstack::store::write_dom0(&mut store, &mut NoHost).unwrap();
+        toolstack::store::introduce_domu(&mut store, &mut NoHost, &cfg, &built).unwrap();
+        let mut dom0 = Dom0 {
+            store,
+            state: XenbusState::InitWait,
+            disk: RamDisk::new(spec.ram_bytes, spec.writable).unwrap(),
+            details: None,
+        };
+        dom0.write("state", "2");
+        let mem = Rc::new(RefCell::new(Mem {
+            req: vec![0; 1024],
+            rsp: vec![0; 1024],
+            ..Mem::default()
+        }));
+        let dom0 = Rc::new(RefCell::new(dom0));
+        let client = Client {
+            mem,
+            dom0: dom0.clone(),
+            waits: 0,
+        };
+        (Xenbus::new(client), dom0)
+    }
+
+    #[test]
+    fn connect_then_close() {
+        let (mut xb, dom0) = setup("ram:1M,raw,xvda,r");
+        let mut buf = [0u8; 96];
+        let back = front::read(&mut xb, FRONT, "backend", &mut buf).unwrap();
+        assert_eq!(back, BACK.as_bytes());
+        front::wait_for(&mut xb, BACK, XenbusState::InitWait).unwrap();
+        front::publish(&mut xb, FRONT, 8, 5).unwrap();
+        front::wait_for(&mut xb, BACK, XenbusState::Connected).unwrap();
+        assert_eq!(
+            dom0.borrow().details,
+            Some(Ok(FrontDetails {
+                ring_ref: 8,
+                event_channel: 5
+            }))
+        );
+        let info = front::disk_info(&mut xb, BACK).unwrap();
+        assert_eq!(
+            (info.sectors, info.sector_size, info.info, info.flush),
+            (2048, 512, VDISK_READONLY, true)
+        );
+        xb.set_state(0, FRONT, XenbusState::Closing).unwrap();
+        let s = front::wait_until(&mut xb, BACK, |s| s != XenbusState::Connected).unwrap();
+        assert_eq!(s, XenbusState::Closing);
+        xb.set_state(0, FRONT, XenbusState::Closed).unwrap();
+        let s = front::wait_until(&mut xb, BACK, |s| s == XenbusState::Closed).unwrap();
+        assert_eq!(s, XenbusState::Closed);
+    }
+
+    #[test]
+    fn the_front_end_cannot_write_the_back_ends_nodes() {
+        let (mut xb, _) = setup("ram:4K,raw,xvda,rw");
+        let e = xb.write(0, &format!("{BACK}/state"), b"4").unwrap_err();
+        assert_eq!(e.name(), "EACCES");
+        let e = xb.write(0, &format!("{BACK}/sectors"), b"99").unwrap_err();
+        assert_eq!(e.name(), "EACCES");
+    }
 }
