@@ -141,6 +141,30 @@ pub struct BlkifRequest {
     pub seg: [BlkifRequestSegment; MAX_SEGMENTS],
 }
 
+impl BlkifRequest {
+    /// A request of `operation` for `id` at `sector_number`, its segments
+    /// given as `(gref, first_sect, last_sect)`: the first
+    /// [`MAX_SEGMENTS`] are taken and counted in `nr_segments`.
+    #[must_use]
+    pub fn new(operation: u8, id: u64, sector_number: u64, segments: &[(u32, u8, u8)]) -> Self {
+        let mut req = BlkifRequest {
+            operation,
+            id,
+            sector_number,
+            ..BlkifRequest::default()
+        };
+        for (slot, &(gref, first_sect, last_sect)) in req.seg.iter_mut().zip(segments) {
+            *slot = BlkifRequestSegment {
+                gref,
+                first_sect,
+                last_sect,
+            };
+            req.nr_segments += 1;
+        }
+        req
+    }
+}
+
 /// `struct blkif_request_discard`: the same slot for [`BlkifOp::Discard`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -23,7 +23,6 @@ use dom0::blkback::{
     connected_keys, front_details,
 };
 use guest_pv_shim::dom0_abi::blkif::{MAX_SEGMENTS, RING_SLOTS, keys};
-use guest_pv_shim::dom0_abi::event_channel::EvtchnBindInterdomain;
 use guest_pv_shim::dom0_abi::grant_table::{
     GNTCOPY_DEST_GREF, GNTCOPY_SOURCE_GREF, GntmapFlags, GnttabCopy, GnttabCopyPtr,
     GnttabMapGrantRef, GnttabUnmapGrantRef, GrantStatus,
@@ -38,6 +37,7 @@ use toolstack::store::{vbd_backend, vbd_frontend};
 use toolstack::xen::BLKBACK_WINDOW_BASE;
 use xenstore::DomId;
 
+use crate::domains::bind_interdomain;
 use crate::store::Xenstore;
 
 /// Devices served at once (one ring window each).
@@ -292,19 +292,13 @@ impl Vbd {
                 format_args!("ring grant {} not mapped: {ret}/{}", map.gref, map.status),
             );
         }
-        let mut bind = EvtchnBindInterdomain {
-            remote_dom: self.domid,
-            pad: 0,
-            remote_port: details.event_channel,
-            local_port: 0,
-        };
-        let ret = hypercall::evtchn_bind_interdomain(&mut bind);
+        let bound = bind_interdomain(self.domid, details.event_channel);
         self.conn = Some(Connection {
             ring: BlkRing::attach(WindowMemory::new(self.window)),
             handle: map.handle,
-            local_port: if ret == 0 { bind.local_port } else { 0 },
+            local_port: bound.unwrap_or(0),
         });
-        if ret != 0 {
+        if let Err(ret) = bound {
             return self.fail(
                 xs,
                 format_args!("event channel {} not bound: {ret}", details.event_channel),

@@ -269,24 +269,30 @@ impl Domains {
 /// Binds the console's event channel, maps its ring and (unless `paused`)
 /// unpauses the domain.
 fn connect(built: &Built, window: usize, paused: bool) -> Result<(u32, ConsoleRing), HvError> {
-    let mut bind = EvtchnBindInterdomain {
-        remote_dom: built.domid,
-        pad: 0,
-        remote_port: built.console_port,
-        local_port: 0,
-    };
-    let ret = hypercall::evtchn_bind_interdomain(&mut bind);
-    if ret != 0 {
-        return Err(HvError {
-            op: "bind_interdomain",
-            ret,
-        });
-    }
+    let local_port = bind_interdomain(built.domid, built.console_port).map_err(|ret| HvError {
+        op: "bind_interdomain",
+        ret,
+    })?;
     let ring = ConsoleRing::map(window, built.domid, built.console_mfn)?;
     if !paused {
         Xen.unpause(built.domid)?;
     }
-    Ok((bind.local_port, ring))
+    Ok((local_port, ring))
+}
+
+/// Binds dom0's end of an event channel to `remote_port` of `remote_dom`:
+/// dom0's port, or the hypercall's error.
+pub fn bind_interdomain(remote_dom: u16, remote_port: u32) -> Result<u32, i64> {
+    let mut bind = EvtchnBindInterdomain {
+        remote_dom,
+        pad: 0,
+        remote_port,
+        local_port: 0,
+    };
+    match hypercall::evtchn_bind_interdomain(&mut bind) {
+        0 => Ok(bind.local_port),
+        ret => Err(ret),
+    }
 }
 
 /// Prints what the domain's console has, and tells it the ring has room.

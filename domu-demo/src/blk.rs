@@ -18,9 +18,7 @@ use core::fmt::Write;
 use core::sync::atomic::{Ordering, fence};
 
 use guest_pv_shim::blkfront::{BlkError, Disk, Windows, handshake};
-use guest_pv_shim::dom0_abi::blkif::{
-    BlkifOp, BlkifRequest, BlkifRequestSegment, MAX_SEGMENTS, RING_SLOTS,
-};
+use guest_pv_shim::dom0_abi::blkif::{BlkifOp, BlkifRequest, MAX_SEGMENTS, RING_SLOTS};
 use guest_pv_shim::dom0_abi::ring::{HEADER_BYTES, REQ_PROD, RSP_PROD};
 use guest_pv_shim::dom0_abi::start_info::StartInfo;
 use guest_pv_shim::dom0_abi::wire::Wire;
@@ -203,22 +201,7 @@ pub fn checks(console: &mut Console, si: &StartInfo) {
 
 /// A request of `op` with `segs` (grant, first, last) at `sector`.
 fn crafted(op: u8, sector: u64, segs: &[(u32, u8, u8)]) -> BlkifRequest {
-    let mut req = BlkifRequest {
-        operation: op,
-        #[allow(clippy::cast_possible_truncation, reason = "at most 12")]
-        nr_segments: segs.len() as u8,
-        id: 0x1000 + u64::from(op),
-        sector_number: sector,
-        ..BlkifRequest::default()
-    };
-    for (slot, &(gref, first_sect, last_sect)) in req.seg.iter_mut().zip(segs) {
-        *slot = BlkifRequestSegment {
-            gref,
-            first_sect,
-            last_sect,
-        };
-    }
-    req
+    BlkifRequest::new(op, 0x1000 + u64::from(op), sector, segs)
 }
 
 /// The hostile front end.
@@ -288,7 +271,7 @@ fn flood(console: &mut Console, disk: &Disk, xb: &mut Xenbus<WindowRing>) {
     let full = prod.wrapping_add(RING_SLOTS);
     mm::window_write_u32(window, REQ_PROD as u64, full);
     hypercall::evtchn_send(disk.port());
-    let answered = wait(|| mm::window_read_u32(window, RSP_PROD as u64) == full);
+    let answered = crate::wait_for(|| mm::window_read_u32(window, RSP_PROD as u64) == full);
     let _ = writeln!(
         console,
         "check: blk hostile a full ring never consumed is answered = {answered}\r"
@@ -314,17 +297,6 @@ fn flood(console: &mut Console, disk: &Disk, xb: &mut Xenbus<WindowRing>) {
         "check: blk hostile back end after the front end closed = {} ({closed:?})\r",
         state.map_or("?", XenbusState::name)
     );
-}
-
-/// Yields until `done` holds; false if it never does.
-fn wait(mut done: impl FnMut() -> bool) -> bool {
-    for _ in 0..PATIENCE {
-        if done() {
-            return true;
-        }
-        hypercall::sched_yield();
-    }
-    false
 }
 
 /// Formats into a byte buffer.

@@ -14,13 +14,12 @@
 #![forbid(unsafe_code)]
 
 use dom0_abi::blkif::{
-    BlkifOp, BlkifRequest, BlkifRequestSegment, BlkifResponse, MAX_SEGMENTS, PROTOCOL_X86_64,
-    SECTOR_BYTES, keys,
+    BlkifOp, BlkifRequest, BlkifResponse, MAX_SEGMENTS, PROTOCOL_X86_64, SECTOR_BYTES, keys,
 };
 use dom0_abi::xenstore::XenbusState;
 
 use crate::ring::{FrontRing, RingError, RingMemory};
-use crate::xenbus::{ClientRing, Xenbus, XenbusError};
+use crate::xenbus::{ClientRing, Xenbus, XenbusError, decimal, join};
 
 /// Bytes of one data page.
 pub const PAGE_BYTES: usize = 4096;
@@ -99,28 +98,21 @@ pub fn request(
     {
         return Err(BlkError::BadLength(bytes));
     }
-    let mut req = BlkifRequest {
-        operation: op as u8,
-        id,
-        sector_number: sector,
-        ..BlkifRequest::default()
-    };
+    let mut segments = [(0, 0, 0); MAX_SEGMENTS];
     let mut left = bytes / SECTOR_BYTES;
-    for (seg, &gref) in req.seg.iter_mut().zip(grefs) {
+    let mut count = 0;
+    for (seg, &gref) in segments.iter_mut().zip(grefs) {
         if left == 0 {
             break;
         }
         let n = left.min(PAGE_BYTES / SECTOR_BYTES);
         #[allow(clippy::cast_possible_truncation, reason = "1..=8")]
         let last = (n - 1) as u8;
-        *seg = BlkifRequestSegment {
-            gref,
-            first_sect: 0,
-            last_sect: last,
-        };
-        req.nr_segments += 1;
+        *seg = (gref, 0, last);
+        count += 1;
         left -= n;
     }
+    let req = BlkifRequest::new(op as u8, id, sector, &segments[..count]);
     Ok(req)
 }
 
@@ -223,14 +215,7 @@ pub mod handshake {
 
     /// `<dir>/<key>` in `buf`.
     fn path<'b>(dir: &str, key: &str, buf: &'b mut [u8; 128]) -> Result<&'b str, BlkError> {
-        let len = dir.len() + 1 + key.len();
-        let out = buf
-            .get_mut(..len)
-            .ok_or(BlkError::Handshake("path too long"))?;
-        out[..dir.len()].copy_from_slice(dir.as_bytes());
-        out[dir.len()] = b'/';
-        out[dir.len() + 1..].copy_from_slice(key.as_bytes());
-        core::str::from_utf8(out).map_err(|_| BlkError::Handshake("path not UTF-8"))
+        join(dir, key, buf).ok_or(BlkError::Handshake("path too long"))
     }
 
     /// Reads `<dir>/<key>` into `buf`.
@@ -362,21 +347,6 @@ pub mod handshake {
             flush: number(xb, back, keys::FEATURE_FLUSH_CACHE).unwrap_or(0) == 1,
         })
     }
-
-    /// `value` in decimal in `buf`.
-    pub(crate) fn decimal(mut value: u32, buf: &mut [u8; 10]) -> &[u8] {
-        let mut at = buf.len();
-        loop {
-            at -= 1;
-            #[allow(clippy::cast_possible_truncation, reason = "a digit")]
-            let digit = (value % 10) as u8;
-            buf[at] = b'0' + digit;
-            value /= 10;
-            if value == 0 || at == 0 {
-                return &buf[at..];
-            }
-        }
-    }
 }
 
 #[cfg(target_os = "none")]
@@ -463,7 +433,7 @@ mod disk {
             let prefix = b"device/vbd/";
             dir_buf[..prefix.len()].copy_from_slice(prefix);
             let mut digits = [0u8; 10];
-            let digits = handshake::decimal(devid, &mut digits);
+            let digits = crate::xenbus::decimal(devid, &mut digits);
             let len = prefix.len() + digits.len();
             dir_buf[prefix.len()..len].copy_from_slice(digits);
             let dir = core::str::from_utf8(&dir_buf[..len])

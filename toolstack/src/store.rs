@@ -201,7 +201,10 @@ pub fn vbd_frontend(domid: DomId, devid: u32) -> String {
 /// A disk's two directories, both in state 1 (Initialising), as libxl
 /// writes them: the back end's (`n0 r<D>`: dom0 owns it, the domU reads
 /// it) and the front end's (`n<D> r0`: the domU owns it).
-fn write_vbd(
+///
+/// # Errors
+/// A store request failed.
+pub fn write_vbd(
     store: &mut Store,
     host: &mut impl Host,
     d: DomId,

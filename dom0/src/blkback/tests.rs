@@ -23,26 +23,7 @@ use proptest::prelude::*;
 use super::*;
 
 /// The ring page both ends share.
-#[derive(Clone)]
-struct Page(Rc<RefCell<Vec<u8>>>);
-
-impl RingMemory for Page {
-    fn bytes(&self) -> usize {
-        self.0.borrow().len()
-    }
-    fn read_u32(&self, offset: usize) -> u32 {
-        u32::from_le_bytes(self.0.borrow()[offset..offset + 4].try_into().unwrap())
-    }
-    fn write_u32(&mut self, offset: usize, value: u32) {
-        self.0.borrow_mut()[offset..offset + 4].copy_from_slice(&value.to_le_bytes());
-    }
-    fn read_bytes(&self, offset: usize, out: &mut [u8]) {
-        out.copy_from_slice(&self.0.borrow()[offset..offset + out.len()]);
-    }
-    fn write_bytes(&mut self, offset: usize, bytes: &[u8]) {
-        self.0.borrow_mut()[offset..offset + bytes.len()].copy_from_slice(bytes);
-    }
-}
+type Page = guest_pv_shim::ring::SharedPage;
 
 /// The front end's granted pages, by reference, and the back end's
 /// bounce pages: what `GNTTABOP_copy` moves between.
@@ -111,7 +92,7 @@ struct Rig {
 
 impl Rig {
     fn new(sectors: u64, writable: bool) -> Rig {
-        let page = Page(Rc::new(RefCell::new(vec![0x5a; 4096])));
+        let page = Page::new(4096, 0x5a);
         let grefs: [u32; MAX_SEGMENTS] = core::array::from_fn(|i| 10 + i as u32);
         let grants = Grants::default();
         for &g in &grefs {
@@ -177,21 +158,7 @@ fn pattern(seed: u64, len: usize) -> Vec<u8> {
 }
 
 fn rw_request(op: BlkifOp, sector: u64, segs: &[(u32, u8, u8)]) -> BlkifRequest {
-    let mut req = BlkifRequest {
-        operation: op as u8,
-        nr_segments: segs.len() as u8,
-        id: 77,
-        sector_number: sector,
-        ..BlkifRequest::default()
-    };
-    for (slot, &(gref, first_sect, last_sect)) in req.seg.iter_mut().zip(segs) {
-        *slot = BlkifRequestSegment {
-            gref,
-            first_sect,
-            last_sect,
-        };
-    }
-    req
+    BlkifRequest::new(op as u8, 77, sector, segs)
 }
 
 #[test]
@@ -465,13 +432,12 @@ fn front_end_requests_and_their_limits() {
 /// the shim's front end through a store ring, and a back end taking
 /// [`backend_step`]s whenever the front end waits (as dom0's loop does).
 mod handshake {
+    use dom0_abi::xenstore::XsType;
     use guest_pv_shim::blkfront::handshake as front;
-    use guest_pv_shim::xenbus::{ClientRing, Xenbus};
-    use toolstack::builder::Built;
-    use toolstack::config::DomainConfig;
-    use toolstack::layout::DomuLayout;
-    use xenstore::ring::{StoreRing, serve};
-    use xenstore::{DomId, Host, Store, XsError};
+    use guest_pv_shim::xenbus::Xenbus;
+    use guest_pv_shim::xenbus::loopback::{Loopback, NoHost};
+    use toolstack::config::Disk;
+    use xenstore::{DomId, Store};
 
     use super::*;
 
@@ -479,190 +445,70 @@ mod handshake {
     const BACK: &str = "/local/domain/0/backend/vbd/3/51712";
     const FRONT: &str = "device/vbd/51712";
 
-    struct NoHost;
-
-    impl Host for NoHost {
-        fn introduce(&mut self, _: DomId, _: u64, _: u32) -> Result<(), XsError> {
-            Ok(())
-        }
-        fn release(&mut self, _: DomId) {}
-    }
-
-    #[derive(Default)]
-    struct Mem {
-        req: Vec<u8>,
-        rsp: Vec<u8>,
-        req_cons: u32,
-        req_prod: u32,
-        rsp_cons: u32,
-        rsp_prod: u32,
-    }
-
-    struct Server(Rc<RefCell<Mem>>);
-
-    impl StoreRing for Server {
-        fn req_prod(&self) -> u32 {
-            self.0.borrow().req_prod
-        }
-        fn req_cons(&self) -> u32 {
-            self.0.borrow().req_cons
-        }
-        fn req_byte(&self, index: u32) -> u8 {
-            self.0.borrow().req[index as usize % 1024]
-        }
-        fn set_req_cons(&mut self, cons: u32) {
-            self.0.borrow_mut().req_cons = cons;
-        }
-        fn rsp_prod(&self) -> u32 {
-            self.0.borrow().rsp_prod
-        }
-        fn rsp_cons(&self) -> u32 {
-            self.0.borrow().rsp_cons
-        }
-        fn set_rsp_byte(&mut self, index: u32, byte: u8) {
-            self.0.borrow_mut().rsp[index as usize % 1024] = byte;
-        }
-        fn set_rsp_prod(&mut self, prod: u32) {
-            self.0.borrow_mut().rsp_prod = prod;
-        }
-    }
-
-    /// dom0's side: the store and the back end of one disk.
+    /// dom0's back end of one disk.
     struct Dom0 {
-        store: Store,
         state: XenbusState,
         disk: RamDisk,
         details: Option<Result<FrontDetails, &'static str>>,
     }
 
+    fn read(store: &mut Store, path: &str) -> Option<Vec<u8>> {
+        toolstack::store::read(store, &mut NoHost, path).ok()
+    }
+
+    fn write(store: &mut Store, key: &str, value: &str) {
+        let path = format!("{BACK}/{key}");
+        toolstack::store::write_value(store, &mut NoHost, &path, value).unwrap();
+    }
+
     impl Dom0 {
-        fn read(&mut self, path: &str) -> Option<Vec<u8>> {
-            toolstack::store::read(&mut self.store, &mut NoHost, path).ok()
-        }
-        fn write(&mut self, key: &str, value: &str) {
-            let path = format!("{BACK}/{key}");
-            toolstack::store::write_value(&mut self.store, &mut NoHost, &path, value).unwrap();
-        }
         /// One round of dom0's loop for this disk.
-        fn step(&mut self) {
+        fn step(&mut self, store: &mut Store) {
             let front = format!("/local/domain/{D}/{FRONT}");
-            let state = self
-                .read(&format!("{front}/state"))
+            let state = read(store, &format!("{front}/state"))
                 .and_then(|v| guest_pv_shim::xenbus::parse_state(&v))
                 .unwrap_or(XenbusState::Unknown);
             let Some(next) = backend_step(self.state, state) else {
                 return;
             };
             if next == XenbusState::Connected {
-                let details = front_details(
-                    self.read(&format!("{front}/ring-ref")).as_deref(),
-                    self.read(&format!("{front}/event-channel")).as_deref(),
-                    self.read(&format!("{front}/protocol")).as_deref(),
-                );
-                self.details = Some(details);
+                self.details = Some(front_details(
+                    read(store, &format!("{front}/ring-ref")).as_deref(),
+                    read(store, &format!("{front}/event-channel")).as_deref(),
+                    read(store, &format!("{front}/protocol")).as_deref(),
+                ));
                 for (key, value) in connected_keys(&self.disk) {
-                    self.write(key, &value);
+                    write(store, key, &value);
                 }
             }
             self.state = next;
-            self.write("state", &format!("{}", next as u32));
-        }
-    }
-
-    struct Client {
-        mem: Rc<RefCell<Mem>>,
-        dom0: Rc<RefCell<Dom0>>,
-        waits: u32,
-    }
-
-    impl ClientRing for Client {
-        fn req_prod(&self) -> u32 {
-            self.mem.borrow().req_prod
-        }
-        fn req_cons(&self) -> u32 {
-            self.mem.borrow().req_cons
-        }
-        fn set_req_byte(&mut self, index: u32, byte: u8) {
-            self.mem.borrow_mut().req[index as usize % 1024] = byte;
-        }
-        fn set_req_prod(&mut self, prod: u32) {
-            self.mem.borrow_mut().req_prod = prod;
-        }
-        fn rsp_prod(&self) -> u32 {
-            self.mem.borrow().rsp_prod
-        }
-        fn rsp_cons(&self) -> u32 {
-            self.mem.borrow().rsp_cons
-        }
-        fn rsp_byte(&self, index: u32) -> u8 {
-            self.mem.borrow().rsp[index as usize % 1024]
-        }
-        fn set_rsp_cons(&mut self, cons: u32) {
-            self.mem.borrow_mut().rsp_cons = cons;
-        }
-        fn notify(&mut self) {}
-        fn wait(&mut self) -> bool {
-            self.waits += 1;
-            if self.waits > 1000 {
-                return false;
-            }
-            let mut dom0 = self.dom0.borrow_mut();
-            serve(
-                &mut dom0.store,
-                &mut NoHost,
-                D,
-                &mut Server(self.mem.clone()),
-            );
-            dom0.step();
-            serve(
-                &mut dom0.store,
-                &mut NoHost,
-                D,
-                &mut Server(self.mem.clone()),
-            );
-            true
+            write(store, "state", &format!("{}", next as u32));
         }
     }
 
     /// A domU with `disk` introduced to a fresh store, its back end in
-    /// `InitWait`, and its xenstore client.
-    fn setup(disk: &str) -> (Xenbus<Client>, Rc<RefCell<Dom0>>) {
-        let text = format!("name='d'\nkernel='k'\ndisk=['{disk}']");
-        let cfg = DomainConfig::parse(&text).unwrap();
-        let spec = *cfg.disks().next().unwrap();
-        let built = Built {
-            domid: D,
-            console_mfn: 0x1234,
-            console_port: 2,
-            store_mfn: 0x1233,
-            store_port: 1,
-            shared_info_mfn: 0,
-            l4_mfn: 0,
-            layout: DomuLayout::new(0x40_0000, 0x40_0000, 0x50_0000, 1024).unwrap(),
-            entry: 0,
-        };
+    /// `InitWait` and stepping whenever the client waits, and its
+    /// xenstore client.
+    fn setup(disk: &str) -> (Xenbus<Loopback>, Rc<RefCell<Dom0>>) {
+        let spec = Disk::parse(disk).unwrap();
         let mut store = Store::default();
         toolstack::store::write_dom0(&mut store, &mut NoHost).unwrap();
-        toolstack::store::introduce_domu(&mut store, &mut NoHost, &cfg, &built).unwrap();
-        let mut dom0 = Dom0 {
-            store,
+        let introduce = XsType::Introduce as u32;
+        store
+            .call(&mut NoHost, 0, introduce, 0, b"3\x001\x001\0")
+            .unwrap();
+        toolstack::store::write_vbd(&mut store, &mut NoHost, D, &spec).unwrap();
+        write(&mut store, "state", "2");
+        let dom0 = Rc::new(RefCell::new(Dom0 {
             state: XenbusState::InitWait,
             disk: RamDisk::new(spec.ram_bytes, spec.writable).unwrap(),
             details: None,
-        };
-        dom0.write("state", "2");
-        let mem = Rc::new(RefCell::new(Mem {
-            req: vec![0; 1024],
-            rsp: vec![0; 1024],
-            ..Mem::default()
         }));
-        let dom0 = Rc::new(RefCell::new(dom0));
-        let client = Client {
-            mem,
-            dom0: dom0.clone(),
-            waits: 0,
-        };
-        (Xenbus::new(client), dom0)
+        let back = dom0.clone();
+        let ring = Loopback::new(Rc::new(RefCell::new(store)), D).with_hook(std::boxed::Box::new(
+            move |store| back.borrow_mut().step(store),
+        ));
+        (Xenbus::new(ring), dom0)
     }
 
     #[test]
