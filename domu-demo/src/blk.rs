@@ -10,8 +10,9 @@
 //! `blkhostile`: a front end that breaks the rules on purpose: requests
 //! with a grant never made, too many or no segments, sectors past the
 //! device or outside a page, operations not offered; each must come back
-//! with an error status, and a valid write still works afterwards. Then
-//! it fills the ring without consuming a response and pushes its producer
+//! with an error status, and a valid write still works afterwards. It
+//! writes state values out of turn and malformed ones into its `state`
+//! (the back end stays connected and serving). Then it fills the ring without consuming a response and pushes its producer
 //! index past the ring: the back end must disconnect it (`Closing`).
 
 use core::fmt::Write;
@@ -251,7 +252,61 @@ pub fn hostile(console: &mut Console, si: &StartInfo) {
         console,
         "check: blk hostile a valid write after them = {good}\r"
     );
+    flip_states(console, &mut disk, &mut xb);
     flood(console, &disk, &mut xb);
+}
+
+/// Writes state values out of turn and malformed ones into the front
+/// end's `state`: none of them is `Closing` or `Closed`, so the back end
+/// must stay connected and keep serving.
+fn flip_states(console: &mut Console, disk: &mut Disk, xb: &mut Xenbus<WindowRing>) {
+    let front = front_dir();
+    let mut flips = 0;
+    for value in [&b"1"[..], b"7", b"3", b"banana", b"", b"99999", b"2", b"4"] {
+        if xb.write(0, front.as_str(), value).is_ok() {
+            flips += 1;
+        }
+        let mut buf = [0u8; 1024];
+        let still = Shown(disk.read(8, &mut buf));
+        let _ = writeln!(
+            console,
+            "check: blk hostile a read after state {:?} = {still}\r",
+            core::str::from_utf8(value).unwrap_or("?")
+        );
+    }
+    let back = xb.state(0, disk.backend()).map_or("?", XenbusState::name);
+    let _ = writeln!(
+        console,
+        "check: blk hostile back end after {flips} state flips = {back}\r"
+    );
+}
+
+/// The front end's `state` path, relative to this domain's home.
+fn front_dir() -> Path {
+    let mut path = Path([0; 32], 0);
+    let _ = write!(path, "device/vbd/{XVDA}/state");
+    path
+}
+
+/// A short path, formatted in place.
+struct Path([u8; 32], usize);
+
+impl Path {
+    fn as_str(&self) -> &str {
+        core::str::from_utf8(&self.0[..self.1]).unwrap_or("")
+    }
+}
+
+impl Write for Path {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let end = self.1 + s.len();
+        self.0
+            .get_mut(self.1..end)
+            .ok_or(core::fmt::Error)?
+            .copy_from_slice(s.as_bytes());
+        self.1 = end;
+        Ok(())
+    }
 }
 
 /// Fills the ring with valid requests, never consumes the responses, then
@@ -285,31 +340,11 @@ fn flood(console: &mut Console, disk: &Disk, xb: &mut Xenbus<WindowRing>) {
         "check: blk hostile back end after the overrun = {}\r",
         state.map_or("?", XenbusState::name)
     );
-    let mut front = [0u8; 24];
-    let mut w = Cursor(&mut front, 0);
-    let _ = write!(w, "device/vbd/{XVDA}");
-    let len = w.1;
-    let front = core::str::from_utf8(&front[..len]).unwrap_or("");
-    let closed = xb.set_state(0, front, XenbusState::Closed);
+    let closed = xb.write(0, front_dir().as_str(), b"6");
     let state = handshake::wait_until(xb, back, |s| s == XenbusState::Closed);
     let _ = writeln!(
         console,
         "check: blk hostile back end after the front end closed = {} ({closed:?})\r",
         state.map_or("?", XenbusState::name)
     );
-}
-
-/// Formats into a byte buffer.
-struct Cursor<'a>(&'a mut [u8], usize);
-
-impl Write for Cursor<'_> {
-    fn write_str(&mut self, s: &str) -> core::fmt::Result {
-        let end = self.1 + s.len();
-        self.0
-            .get_mut(self.1..end)
-            .ok_or(core::fmt::Error)?
-            .copy_from_slice(s.as_bytes());
-        self.1 = end;
-        Ok(())
-    }
 }
