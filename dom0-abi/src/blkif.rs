@@ -121,6 +121,10 @@ pub struct BlkifRequestSegment {
     /// `[FRONT]` Last sector of the page moved, inclusive
     /// (`first_sect..=7`).
     pub last_sect: u8,
+    /// Padding (Xen's structure has it implicitly). Kept so that a slot
+    /// read as a request keeps every byte: a discard's `nr_sectors`
+    /// overlaps the first segment, padding included.
+    pub pad: u16,
 }
 
 /// `struct blkif_request`: read, write, barrier and flush requests.
@@ -142,6 +146,22 @@ pub struct BlkifRequest {
 }
 
 impl BlkifRequest {
+    /// The same slot as a discard request.
+    #[must_use]
+    pub fn as_discard(&self) -> BlkifRequestDiscard {
+        let mut bytes = [0u8; 112];
+        let _ = self.to_wire(&mut bytes);
+        BlkifRequestDiscard::from_wire(&bytes).unwrap_or_default()
+    }
+
+    /// A discard request in a request slot.
+    #[must_use]
+    pub fn from_discard(discard: &BlkifRequestDiscard) -> Self {
+        let mut bytes = [0u8; 112];
+        let _ = discard.to_wire(&mut bytes);
+        BlkifRequest::from_wire(&bytes).unwrap_or_default()
+    }
+
     /// A request of `operation` for `id` at `sector_number`, its segments
     /// given as `(gref, first_sect, last_sect)`: the first
     /// [`MAX_SEGMENTS`] are taken and counted in `nr_segments`.
@@ -158,6 +178,7 @@ impl BlkifRequest {
                 gref,
                 first_sect,
                 last_sect,
+                pad: 0,
             };
             req.nr_segments += 1;
         }
@@ -220,7 +241,7 @@ pub struct BlkifResponse {
     pub status: i16,
 }
 
-crate::assert_layout!(BlkifRequestSegment, 8, { gref: 0, first_sect: 4, last_sect: 5 });
+crate::assert_layout!(BlkifRequestSegment, 8, { gref: 0, first_sect: 4, last_sect: 5, pad: 6 });
 crate::assert_layout!(BlkifRequest, 112, {
     operation: 0, nr_segments: 1, handle: 2, id: 8, sector_number: 16, seg: 24,
 });
@@ -278,6 +299,12 @@ pub mod keys {
     pub const FEATURE_BARRIER: &str = "feature-barrier";
     /// Back end: `1` if [`super::BlkifOp::Discard`] works.
     pub const FEATURE_DISCARD: &str = "feature-discard";
+    /// Back end: bytes a discard is best done in multiples of.
+    pub const DISCARD_GRANULARITY: &str = "discard-granularity";
+    /// Back end: byte offset of the first discard granule.
+    pub const DISCARD_ALIGNMENT: &str = "discard-alignment";
+    /// Back end: `1` if [`super::BLKIF_DISCARD_SECURE`] works.
+    pub const DISCARD_SECURE: &str = "discard-secure";
     /// Back end: segments an indirect request may have (absent: none).
     pub const FEATURE_MAX_INDIRECT_SEGMENTS: &str = "feature-max-indirect-segments";
     /// Both: `1` if grants are kept mapped between requests.
@@ -323,6 +350,7 @@ mod tests {
             gref: 0xABCD,
             first_sect: 1,
             last_sect: 7,
+            pad: 0,
         };
         let mut bytes = [0u8; 112];
         req.to_wire(&mut bytes).unwrap();
@@ -335,6 +363,21 @@ mod tests {
         let discard = BlkifRequestDiscard::from_wire(&bytes).unwrap();
         assert_eq!(discard.id, req.id);
         assert_eq!(discard.nr_sectors, 0);
+    }
+
+    #[test]
+    fn a_discard_survives_the_request_slot() {
+        let discard = BlkifRequestDiscard {
+            operation: BlkifOp::Discard as u8,
+            flag: BLKIF_DISCARD_SECURE,
+            handle: 0,
+            id: 9,
+            sector_number: 100,
+            nr_sectors: 0xFFFF_0000_0000_0001,
+        };
+        let req = BlkifRequest::from_discard(&discard);
+        assert_eq!(req.seg[0].pad, 0xFFFF);
+        assert_eq!(req.as_discard(), discard);
     }
 
     #[test]

@@ -19,8 +19,9 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use dom0_abi::blkif::{
-    BLKIF_RSP_EOPNOTSUPP, BLKIF_RSP_ERROR, BLKIF_RSP_OKAY, BlkifOp, BlkifRequest, BlkifResponse,
-    MAX_SEGMENTS, PROTOCOL_X86_64, SECTOR_BYTES, SECTORS_PER_PAGE, VDISK_READONLY, keys,
+    BLKIF_DISCARD_SECURE, BLKIF_RSP_EOPNOTSUPP, BLKIF_RSP_ERROR, BLKIF_RSP_OKAY, BlkifOp,
+    BlkifRequest, BlkifResponse, MAX_SEGMENTS, PROTOCOL_X86_64, SECTOR_BYTES, SECTORS_PER_PAGE,
+    VDISK_READONLY, keys,
 };
 use dom0_abi::xenstore::XenbusState;
 use guest_pv_shim::ring::{BackRing, RingError, RingMemory};
@@ -55,6 +56,19 @@ pub trait BlockDevice {
     /// # Errors
     /// The device failed.
     fn flush(&mut self) -> Result<(), DeviceError>;
+    /// Whether [`BlockDevice::discard`] works.
+    fn can_discard(&self) -> bool {
+        false
+    }
+    /// Forgets `count` sectors from `sector` (they may then read as
+    /// anything; a RAM disk zeroes them).
+    ///
+    /// # Errors
+    /// The device failed or cannot discard.
+    fn discard(&mut self, sector: u64, count: u64) -> Result<(), DeviceError> {
+        let _ = (sector, count);
+        Err(DeviceError("discard not supported"))
+    }
 }
 
 /// A disk in dom0's memory, zero when created.
@@ -113,6 +127,21 @@ impl BlockDevice for RamDisk {
     fn flush(&mut self) -> Result<(), DeviceError> {
         Ok(())
     }
+    fn can_discard(&self) -> bool {
+        true
+    }
+    fn discard(&mut self, sector: u64, count: u64) -> Result<(), DeviceError> {
+        if !self.writable {
+            return Err(DeviceError("read-only"));
+        }
+        let len = usize::try_from(count)
+            .ok()
+            .and_then(|c| c.checked_mul(SECTOR_BYTES))
+            .ok_or(DeviceError("past the end of the disk"))?;
+        let range = self.range(sector, len)?;
+        self.data[range].fill(0);
+        Ok(())
+    }
 }
 
 /// What a request does, once checked.
@@ -126,6 +155,8 @@ pub enum Kind {
     /// `WRITE_BARRIER` (requests are served in order, one at a time, so a
     /// barrier needs nothing more).
     FlushWrite,
+    /// Discard the range.
+    Discard,
 }
 
 /// One checked segment: `len` bytes at byte `offset` of grant `gref`,
@@ -155,6 +186,10 @@ impl Segment {
 pub struct Decoded {
     /// What to do.
     pub kind: Kind,
+    /// The first sector of the range it covers.
+    pub sector: u64,
+    /// Sectors it covers.
+    pub length: u64,
     /// `segments[..count]` are used.
     pub segments: [Segment; MAX_SEGMENTS],
     /// Segments used.
@@ -172,8 +207,8 @@ impl Decoded {
 /// Why a request is refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reject {
-    /// An operation this back end does not offer (discard, indirect, the
-    /// reserved one, an undefined number).
+    /// An operation this back end does not offer (indirect, the reserved
+    /// one, an undefined number; discard on a read-only disk or secure).
     Unsupported(u8),
     /// A read or write without segments.
     NoSegments,
@@ -211,15 +246,43 @@ impl Reject {
     }
 }
 
-/// Checks `req` against a device of `sectors` sectors.
+/// What requests are checked against: the device's size and abilities.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Size in 512-byte sectors.
+    pub sectors: u64,
+    /// Writes (and discards) allowed.
+    pub writable: bool,
+    /// Discard offered (`feature-discard`).
+    pub discard: bool,
+}
+
+impl Limits {
+    /// The limits of `dev`: discard is offered on a writable device that
+    /// can discard.
+    #[must_use]
+    pub fn of(dev: &dyn BlockDevice) -> Limits {
+        Limits {
+            sectors: dev.sectors(),
+            writable: dev.writable(),
+            discard: dev.writable() && dev.can_discard(),
+        }
+    }
+}
+
+/// Checks `req` against `limits`.
 ///
 /// # Errors
 /// The first check `req` fails, as [`Reject`].
-pub fn decode(req: &BlkifRequest, sectors: u64, writable: bool) -> Result<Decoded, Reject> {
+pub fn decode(req: &BlkifRequest, limits: Limits) -> Result<Decoded, Reject> {
+    let Limits {
+        sectors, writable, ..
+    } = limits;
     let kind = match BlkifOp::from_u8(req.operation) {
         Some(BlkifOp::Read) => Kind::Read,
         Some(BlkifOp::Write) => Kind::Write,
         Some(BlkifOp::FlushDiskcache | BlkifOp::WriteBarrier) => Kind::FlushWrite,
+        Some(BlkifOp::Discard) => return decode_discard(req, limits),
         _ => return Err(Reject::Unsupported(req.operation)),
     };
     let count = usize::from(req.nr_segments);
@@ -260,8 +323,39 @@ pub fn decode(req: &BlkifRequest, sectors: u64, writable: bool) -> Result<Decode
     }
     Ok(Decoded {
         kind,
+        sector: req.sector_number,
+        length: moved,
         segments,
         count,
+    })
+}
+
+/// Checks a discard: offered, not secure (never offered), writable,
+/// within the device.
+fn decode_discard(req: &BlkifRequest, limits: Limits) -> Result<Decoded, Reject> {
+    let discard = req.as_discard();
+    if !limits.discard || discard.flag & BLKIF_DISCARD_SECURE != 0 {
+        return Err(Reject::Unsupported(req.operation));
+    }
+    if !limits.writable {
+        return Err(Reject::ReadOnly);
+    }
+    let (sector, length) = (discard.sector_number, discard.nr_sectors);
+    if sector
+        .checked_add(length)
+        .is_none_or(|end| end > limits.sectors)
+    {
+        return Err(Reject::PastEnd {
+            sector,
+            count: length,
+        });
+    }
+    Ok(Decoded {
+        kind: Kind::Discard,
+        sector,
+        length,
+        segments: [Segment::default(); MAX_SEGMENTS],
+        count: 0,
     })
 }
 
@@ -320,7 +414,7 @@ impl Outcome {
 
 /// Serves one request: checks it, moves its data, and tells how it went.
 pub fn serve(req: &BlkifRequest, dev: &mut dyn BlockDevice, pages: &mut dyn Pages) -> Outcome {
-    let decoded = match decode(req, dev.sectors(), dev.writable()) {
+    let decoded = match decode(req, Limits::of(dev)) {
         Ok(d) => d,
         Err(r) => return Outcome::Rejected(r),
     };
@@ -332,6 +426,9 @@ pub fn serve(req: &BlkifRequest, dev: &mut dyn BlockDevice, pages: &mut dyn Page
             .flush()
             .map_err(Outcome::Device)
             .and_then(|()| write(segments, dev, pages)),
+        Kind::Discard => dev
+            .discard(decoded.sector, decoded.length)
+            .map_err(Outcome::Device),
     };
     result.err().unwrap_or(Outcome::Done)
 }
@@ -476,18 +573,28 @@ pub fn front_details(
 }
 
 /// What the back end publishes when it connects, before `state` 4:
-/// `(key, value)` below its directory.
+/// `(key, value)` below its directory. Discard, when offered, works on
+/// any sector (granularity 512, alignment 0), never securely.
 #[must_use]
-pub fn connected_keys(dev: &dyn BlockDevice) -> [(&'static str, String); 6] {
+pub fn connected_keys(dev: &dyn BlockDevice) -> Vec<(&'static str, String)> {
     let info = if dev.writable() { 0 } else { VDISK_READONLY };
-    [
+    let mut keys = alloc::vec![
         (keys::SECTORS, format!("{}", dev.sectors())),
         (keys::INFO, format!("{info}")),
         (keys::SECTOR_SIZE, format!("{SECTOR_BYTES}")),
         (keys::PHYSICAL_SECTOR_SIZE, format!("{SECTOR_BYTES}")),
         (keys::FEATURE_FLUSH_CACHE, String::from("1")),
         (keys::FEATURE_BARRIER, String::from("1")),
-    ]
+    ];
+    if Limits::of(dev).discard {
+        keys.extend([
+            (keys::FEATURE_DISCARD, String::from("1")),
+            (keys::DISCARD_GRANULARITY, format!("{SECTOR_BYTES}")),
+            (keys::DISCARD_ALIGNMENT, String::from("0")),
+            (keys::DISCARD_SECURE, String::from("0")),
+        ]);
+    }
+    keys
 }
 
 /// The back end's next state given its own and the front end's (the

@@ -5,11 +5,13 @@
 //! `blk` (with `seed=<n>`, default 1): writes a pattern at pseudo-random
 //! offsets and sizes (1 to 88 sectors: one to eleven pages), reads each
 //! write back at once, then reads the whole disk and checks every sector
-//! holds what its last write put there (zero if none), and flushes.
+//! holds what its last write put there (zero if none), discards 24
+//! sectors and checks they read as zero, and flushes.
 //!
 //! `blkhostile`: a front end that breaks the rules on purpose: requests
 //! with a grant never made, too many or no segments, sectors past the
-//! device or outside a page, operations not offered; each must come back
+//! device or outside a page, a discard past the end, operations not
+//! offered (secure discard, indirect); each must come back
 //! with an error status, and a valid write still works afterwards. It
 //! writes state values out of turn and malformed ones into its `state`
 //! (the back end stays connected and serving). Then it fills the ring without consuming a response and pushes its producer
@@ -19,7 +21,9 @@ use core::fmt::Write;
 use core::sync::atomic::{Ordering, fence};
 
 use guest_pv_shim::blkfront::{BlkError, Disk, Windows, handshake};
-use guest_pv_shim::dom0_abi::blkif::{BlkifOp, BlkifRequest, MAX_SEGMENTS, RING_SLOTS};
+use guest_pv_shim::dom0_abi::blkif::{
+    BLKIF_DISCARD_SECURE, BlkifOp, BlkifRequest, BlkifRequestDiscard, MAX_SEGMENTS, RING_SLOTS,
+};
 use guest_pv_shim::dom0_abi::ring::{HEADER_BYTES, REQ_PROD, RSP_PROD};
 use guest_pv_shim::dom0_abi::start_info::StartInfo;
 use guest_pv_shim::dom0_abi::wire::Wire;
@@ -105,8 +109,12 @@ fn connect(console: &mut Console, si: &StartInfo) -> Option<(Disk, Xenbus<Window
         Ok(disk) => {
             let _ = writeln!(
                 console,
-                "check: blk connected = {} sectors, info {}, sector-size {}, flush {}\r",
-                disk.info.sectors, disk.info.info, disk.info.sector_size, disk.info.flush
+                "check: blk connected = {} sectors, info {}, sector-size {}, flush {}, discard {}\r",
+                disk.info.sectors,
+                disk.info.info,
+                disk.info.sector_size,
+                disk.info.flush,
+                disk.info.discard
             );
             Some((disk, xb))
         }
@@ -194,6 +202,21 @@ pub fn checks(console: &mut Console, si: &StartInfo) {
         sector += n;
     }
     let _ = writeln!(console, "check: blk sectors as last written = {good}\r");
+    let discarded = Shown(disk.discard(8, 24));
+    let _ = writeln!(console, "check: blk discard sectors 8..32 = {discarded}\r");
+    let zero = disk.read(0, &mut buf[..40 * 512]).map(|()| {
+        buf[..40 * 512].chunks(512).enumerate().all(|(k, data)| {
+            let s = k as u64;
+            let tag = if (8..32).contains(&s) { 0 } else { last[k] };
+            data.iter()
+                .enumerate()
+                .all(|(i, &b)| b == expected(seed, tag, s, i))
+        })
+    });
+    let _ = writeln!(
+        console,
+        "check: blk discarded sectors read as zero, the others kept = {zero:?}\r"
+    );
     let flushed = Shown(disk.flush());
     let _ = writeln!(console, "check: blk flush = {flushed}\r");
     let past = Shown(disk.read(disk.info.sectors, &mut buf[..512]));
@@ -203,6 +226,18 @@ pub fn checks(console: &mut Console, si: &StartInfo) {
 /// A request of `op` with `segs` (grant, first, last) at `sector`.
 fn crafted(op: u8, sector: u64, segs: &[(u32, u8, u8)]) -> BlkifRequest {
     BlkifRequest::new(op, 0x1000 + u64::from(op), sector, segs)
+}
+
+/// A discard request of `count` sectors at `sector`.
+fn discard(sector: u64, count: u64, flag: u8) -> BlkifRequest {
+    BlkifRequest::from_discard(&BlkifRequestDiscard {
+        operation: BlkifOp::Discard as u8,
+        flag,
+        handle: 0,
+        id: 0x2000,
+        sector_number: sector,
+        nr_sectors: count,
+    })
 }
 
 /// The hostile front end.
@@ -222,7 +257,8 @@ pub fn hostile(console: &mut Console, si: &StartInfo) {
         ("sectors past the end", crafted(read, end - 1, &[(g, 0, 1)])),
         ("first_sect after last_sect", crafted(read, 0, &[(g, 5, 4)])),
         ("last_sect past the page", crafted(read, 0, &[(g, 0, 8)])),
-        ("discard", crafted(BlkifOp::Discard as u8, 0, &[])),
+        ("a discard past the end", discard(end - 1, 2, 0)),
+        ("a secure discard", discard(0, 1, BLKIF_DISCARD_SECURE)),
         ("indirect", crafted(BlkifOp::Indirect as u8, 0, &[])),
         ("operation 4", crafted(4, 0, &[(g, 0, 0)])),
         (

@@ -8,7 +8,7 @@
 //! follows the back end's state. On the bare-metal target,
 //! `Disk` puts them together: it grants the ring and data pages (its own
 //! grant table mapped in a window), allocates the event channel, connects
-//! and offers [`Disk::read`](self), `write` and `flush` of sectors,
+//! and offers `Disk::read`, `write`, `flush` and `discard` of sectors,
 //! sleeping on the event channel (`SCHEDOP_poll`) for each response.
 
 #![forbid(unsafe_code)]
@@ -207,6 +207,8 @@ pub struct DiskInfo {
     pub info: u32,
     /// `feature-flush-cache` is 1.
     pub flush: bool,
+    /// `feature-discard` is 1.
+    pub discard: bool,
 }
 
 /// The front end's side of the `vbd` handshake.
@@ -345,6 +347,7 @@ pub mod handshake {
             sector_size: small(number(xb, back, keys::SECTOR_SIZE)?)?,
             info: small(number(xb, back, keys::INFO)?)?,
             flush: number(xb, back, keys::FEATURE_FLUSH_CACHE).unwrap_or(0) == 1,
+            discard: number(xb, back, keys::FEATURE_DISCARD).unwrap_or(0) == 1,
         })
     }
 }
@@ -356,7 +359,9 @@ pub use disk::{Disk, Windows};
 mod disk {
     use core::sync::atomic::{Ordering, fence};
 
-    use dom0_abi::blkif::{BlkifOp, BlkifRequest, BlkifResponse, MAX_SEGMENTS, keys};
+    use dom0_abi::blkif::{
+        BlkifOp, BlkifRequest, BlkifRequestDiscard, BlkifResponse, MAX_SEGMENTS, keys,
+    };
     use dom0_abi::event_channel::EvtchnAllocUnbound;
     use dom0_abi::grant_table::{GnttabSetupTable, GtfFlags};
     use dom0_abi::types::DomId;
@@ -575,6 +580,25 @@ mod disk {
         /// As [`Disk::read`].
         pub fn flush(&mut self) -> Result<(), BlkError> {
             self.io(BlkifOp::FlushDiskcache, 0, 0)
+        }
+
+        /// Discards `count` sectors from `sector` (`BLKIF_OP_DISCARD`).
+        ///
+        /// # Errors
+        /// As [`Disk::read`].
+        pub fn discard(&mut self, sector: u64, count: u64) -> Result<(), BlkError> {
+            let req = BlkifRequest::from_discard(&BlkifRequestDiscard {
+                operation: BlkifOp::Discard as u8,
+                flag: 0,
+                handle: 0,
+                id: sector,
+                sector_number: sector,
+                nr_sectors: count,
+            });
+            match self.call(&req)?.status {
+                0 => Ok(()),
+                s => Err(BlkError::Status(s)),
+            }
         }
 
         /// The ring's window (for a test front end that breaks the rules).

@@ -230,7 +230,7 @@ pub fn write_vbd(
         ("type", "ram"),
         (keys::MODE, if disk.writable { "w" } else { "r" }),
         (keys::DEVICE_TYPE, "disk"),
-        ("discard-enable", "0"),
+        ("discard-enable", if disk.writable { "1" } else { "0" }),
         (keys::PARAMS, disk.target),
     ] {
         write(store, host, &format!("{backend}/{key}"), value)?;

@@ -157,6 +157,15 @@ fn pattern(seed: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// The limits of a disk of `sectors` that discards when writable.
+fn lim(sectors: u64, writable: bool) -> Limits {
+    Limits {
+        sectors,
+        writable,
+        discard: writable,
+    }
+}
+
 fn rw_request(op: BlkifOp, sector: u64, segs: &[(u32, u8, u8)]) -> BlkifRequest {
     BlkifRequest::new(op as u8, 77, sector, segs)
 }
@@ -164,7 +173,7 @@ fn rw_request(op: BlkifOp, sector: u64, segs: &[(u32, u8, u8)]) -> BlkifRequest 
 #[test]
 fn decode_checks_every_field() {
     let ok = rw_request(BlkifOp::Write, 6, &[(1, 2, 7), (2, 0, 0)]);
-    let d = decode(&ok, 13, true).unwrap();
+    let d = decode(&ok, lim(13, true)).unwrap();
     assert_eq!(d.kind, Kind::Write);
     assert_eq!(
         d.segments(),
@@ -184,25 +193,28 @@ fn decode_checks_every_field() {
         ]
     );
     assert_eq!(
-        decode(&ok, 12, true),
+        decode(&ok, lim(12, true)),
         Err(Reject::PastEnd {
             sector: 6,
             count: 7
         })
     );
-    assert_eq!(decode(&ok, 13, false), Err(Reject::ReadOnly));
+    assert_eq!(decode(&ok, lim(13, false)), Err(Reject::ReadOnly));
     let read = BlkifRequest {
         operation: BlkifOp::Read as u8,
         ..ok
     };
-    assert_eq!(decode(&read, 13, false).map(|d| d.kind), Ok(Kind::Read));
+    assert_eq!(
+        decode(&read, lim(13, false)).map(|d| d.kind),
+        Ok(Kind::Read)
+    );
     let none = rw_request(BlkifOp::Read, 0, &[]);
-    assert_eq!(decode(&none, 8, true), Err(Reject::NoSegments));
+    assert_eq!(decode(&none, lim(8, true)), Err(Reject::NoSegments));
     let flush = rw_request(BlkifOp::FlushDiskcache, 0, &[]);
-    assert_eq!(decode(&flush, 8, true).map(|d| d.count), Ok(0));
+    assert_eq!(decode(&flush, lim(8, true)).map(|d| d.count), Ok(0));
     let barrier = rw_request(BlkifOp::WriteBarrier, 0, &[(1, 0, 7)]);
     assert_eq!(
-        decode(&barrier, 8, true).map(|d| d.kind),
+        decode(&barrier, lim(8, true)).map(|d| d.kind),
         Ok(Kind::FlushWrite)
     );
     let twelve = BlkifRequest {
@@ -210,12 +222,12 @@ fn decode_checks_every_field() {
         ..read
     };
     assert_eq!(
-        decode(&twelve, 1 << 20, true),
+        decode(&twelve, lim(1 << 20, true)),
         Err(Reject::TooManySegments(12))
     );
     let reversed = rw_request(BlkifOp::Read, 0, &[(1, 0, 7), (1, 5, 4)]);
     assert_eq!(
-        decode(&reversed, 64, true),
+        decode(&reversed, lim(64, true)),
         Err(Reject::BadSectors {
             index: 1,
             first: 5,
@@ -224,20 +236,20 @@ fn decode_checks_every_field() {
     );
     let past_page = rw_request(BlkifOp::Read, 0, &[(1, 0, 8)]);
     assert!(matches!(
-        decode(&past_page, 64, true),
+        decode(&past_page, lim(64, true)),
         Err(Reject::BadSectors { last: 8, .. })
     ));
     let wrap = rw_request(BlkifOp::Read, u64::MAX - 1, &[(1, 0, 7)]);
     assert!(matches!(
-        decode(&wrap, u64::MAX, true),
+        decode(&wrap, lim(u64::MAX, true)),
         Err(Reject::PastEnd { .. })
     ));
-    for op in [4u8, 5, 6, 7, 255] {
+    for op in [4u8, 6, 7, 255] {
         let req = BlkifRequest {
             operation: op,
             ..ok
         };
-        let reject = decode(&req, 64, true).unwrap_err();
+        let reject = decode(&req, lim(64, true)).unwrap_err();
         assert_eq!(reject, Reject::Unsupported(op));
         assert_eq!(reject.status(), BLKIF_RSP_EOPNOTSUPP);
     }
@@ -262,21 +274,33 @@ proptest! {
             ..BlkifRequest::default()
         };
         for (slot, (gref, first_sect, last_sect)) in req.seg.iter_mut().zip(segs) {
-            *slot = BlkifRequestSegment { gref, first_sect, last_sect };
+            *slot = BlkifRequestSegment { gref, first_sect, last_sect, pad: 0 };
         }
         let count = usize::from(nr).min(MAX_SEGMENTS);
         let used = &segs[..count];
         let in_page = used.iter().all(|&(_, f, l)| f <= l && l < 8);
         let total: u64 = used.iter().map(|&(_, f, l)| u64::from(l.saturating_sub(f)) + 1).sum();
-        let valid = op <= 3
-            && usize::from(nr) <= MAX_SEGMENTS
-            && (nr > 0 || op >= 2)
-            && (op == 0 || writable)
-            && in_page
-            && sector.checked_add(total).is_some_and(|end| end <= sectors);
-        match decode(&req, sectors, writable) {
+        let discard = req.as_discard();
+        let valid = if op == 5 {
+            writable
+                && discard.flag & 1 == 0
+                && sector.checked_add(discard.nr_sectors).is_some_and(|end| end <= sectors)
+        } else {
+            op <= 3
+                && usize::from(nr) <= MAX_SEGMENTS
+                && (nr > 0 || op >= 2)
+                && (op == 0 || writable)
+                && in_page
+                && sector.checked_add(total).is_some_and(|end| end <= sectors)
+        };
+        match decode(&req, lim(sectors, writable)) {
+            Ok(d) if op == 5 => {
+                prop_assert!(valid);
+                prop_assert_eq!((d.kind, d.sector, d.length), (Kind::Discard, sector, discard.nr_sectors));
+            }
             Ok(d) => {
                 prop_assert!(valid);
+                prop_assert_eq!(d.sector, sector);
                 let mut next = sector;
                 for seg in d.segments() {
                     prop_assert_eq!(seg.sector, next);
@@ -285,6 +309,7 @@ proptest! {
                     next += u64::from(seg.len / 512);
                 }
                 prop_assert!(next <= sectors);
+                prop_assert_eq!(d.length, next - sector);
             }
             Err(_) => prop_assert!(!valid),
         }
@@ -315,6 +340,38 @@ proptest! {
         }
         prop_assert_eq!(rig.run(BlkifOp::FlushDiskcache, 0, 0).unwrap(), BLKIF_RSP_OKAY);
     }
+}
+
+#[test]
+fn discard_zeroes_a_range_of_a_writable_disk() {
+    use dom0_abi::blkif::{BLKIF_DISCARD_SECURE, BlkifRequestDiscard};
+    let mut rig = Rig::new(64, true);
+    rig.set_data(&pattern(3, 8 * 512));
+    assert_eq!(rig.run(BlkifOp::Write, 0, 8 * 512).unwrap(), BLKIF_RSP_OKAY);
+    let discard = |sector, nr_sectors, flag| {
+        BlkifRequest::from_discard(&BlkifRequestDiscard {
+            operation: BlkifOp::Discard as u8,
+            flag,
+            handle: 0,
+            id: 4,
+            sector_number: sector,
+            nr_sectors,
+        })
+    };
+    assert_eq!(rig.raw(&discard(2, 3, 0)).status, BLKIF_RSP_OKAY);
+    assert_eq!(rig.run(BlkifOp::Read, 0, 8 * 512).unwrap(), BLKIF_RSP_OKAY);
+    let mut want = pattern(3, 8 * 512);
+    want[2 * 512..5 * 512].fill(0);
+    assert_eq!(rig.data(8 * 512), want);
+    assert_eq!(rig.raw(&discard(60, 5, 0)).status, BLKIF_RSP_ERROR);
+    assert_eq!(rig.raw(&discard(1, u64::MAX, 0)).status, BLKIF_RSP_ERROR);
+    let secure = rig.raw(&discard(0, 1, BLKIF_DISCARD_SECURE));
+    assert_eq!(secure.status, BLKIF_RSP_EOPNOTSUPP);
+    let keys = connected_keys(&rig.disk);
+    assert!(keys.contains(&(dom0_abi::blkif::keys::FEATURE_DISCARD, "1".into())));
+    let read_only = RamDisk::new(4096, false).unwrap();
+    assert!(!Limits::of(&read_only).discard);
+    assert_eq!(connected_keys(&read_only).len(), 6);
 }
 
 #[test]
@@ -415,7 +472,7 @@ fn front_end_requests_and_their_limits() {
     assert_eq!(req.nr_segments, 2);
     assert_eq!((req.seg[0].first_sect, req.seg[0].last_sect), (0, 7));
     assert_eq!((req.seg[1].first_sect, req.seg[1].last_sect), (0, 0));
-    assert_eq!(decode(&req, 109, true).map(|d| d.count), Ok(2));
+    assert_eq!(decode(&req, lim(109, true)).map(|d| d.count), Ok(2));
     assert!(request(BlkifOp::Read, 0, 0, 0, &grefs).is_err());
     assert!(request(BlkifOp::Read, 0, 0, 100, &grefs).is_err());
     assert!(request(BlkifOp::Read, 0, 0, 45056 + 512, &grefs).is_err());
