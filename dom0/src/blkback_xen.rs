@@ -62,7 +62,10 @@ impl GrantCopy<'_> {
         let mut ops = [GnttabCopy::default(); MAX_SEGMENTS];
         for (i, (seg, op)) in segments.iter().zip(&mut ops).enumerate() {
             let va = core::ptr::from_ref(&self.bounce.0[i]) as u64;
-            let mfn = mm::virt_to_mfn(va).unwrap_or(0);
+            let mfn = mm::virt_to_mfn(va).ok_or(CopyError {
+                index: i,
+                status: GrantStatus::GeneralError as i16,
+            })?;
             let grant = GnttabCopyPtr {
                 u: u64::from(seg.gref),
                 domid: self.domid,

@@ -374,15 +374,21 @@ mod disk {
 
     /// The shim windows a [`Disk`] uses: `first` maps its grant table's
     /// first frame, `first + 1` the ring, `first + 2 ..= first + 12` the
-    /// data pages.
+    /// data pages. The page in window `w` is granted as reference
+    /// `8 + w` (below 8 are the toolstack's), so disks on separate
+    /// windows use separate references.
     #[derive(Clone, Copy, Debug)]
     pub struct Windows {
         /// The first of 13 windows.
         pub first: usize,
     }
 
-    /// The first grant reference used (0 and 1 are the toolstack's).
-    const FIRST_GREF: u32 = 8;
+    impl Windows {
+        /// The grant reference of the page in window `window`.
+        fn gref(window: usize) -> Result<u32, BlkError> {
+            u32::try_from(window + 8).map_err(|_| BlkError::Handshake("window"))
+        }
+    }
     /// How long one wait for a response sleeps at most (ns).
     const POLL_NS: u64 = 1_000_000_000;
     /// Waits before a request times out.
@@ -470,14 +476,16 @@ mod disk {
                 "map ring",
                 mm::map_window(windows.first + 1, ring_frame.mfn, mm::PTE_RW),
             )?;
-            grant(table, FIRST_GREF, ring_frame.mfn)?;
-            for (i, gref) in (0u32..).zip(grefs.iter_mut()) {
+            let ring_ref = Windows::gref(windows.first + 1)?;
+            grant(table, ring_ref, ring_frame.mfn)?;
+            for (i, gref) in grefs.iter_mut().enumerate() {
+                let window = windows.first + 2 + i;
                 let frame = mm::alloc_frame().ok_or(BlkError::Hypercall("data frame", -12))?;
                 check(
                     "map data page",
-                    mm::map_window(windows.first + 2 + i as usize, frame.mfn, mm::PTE_RW),
+                    mm::map_window(window, frame.mfn, mm::PTE_RW),
                 )?;
-                *gref = FIRST_GREF + 1 + i;
+                *gref = Windows::gref(window)?;
                 grant(table, *gref, frame.mfn)?;
             }
             let front = BlkFront::new(WindowMemory::new(windows.first + 1), grefs);
@@ -491,7 +499,7 @@ mod disk {
                 hypercall::evtchn_alloc_unbound(&mut unbound),
             )?;
             handshake::wait_for(xb, back, XenbusState::InitWait)?;
-            handshake::publish(xb, dir, FIRST_GREF, unbound.port)?;
+            handshake::publish(xb, dir, ring_ref, unbound.port)?;
             handshake::wait_for(xb, back, XenbusState::Connected)?;
             let info = handshake::disk_info(xb, back)?;
             xb.set_state(0, dir, XenbusState::Connected)?;
