@@ -6,7 +6,9 @@
 //! offsets and sizes (1 to 88 sectors: one to eleven pages), reads each
 //! write back at once, then reads the whole disk and checks every sector
 //! holds what its last write put there (zero if none), discards 24
-//! sectors and checks they read as zero, and flushes.
+//! sectors and checks they read as zero, and flushes. With `xvdb` too, it
+//! then connects its second disk, read-only: a read (zeros), a write and
+//! a discard (both refused).
 //!
 //! `blkhostile`: a front end that breaks the rules on purpose: requests
 //! with a grant never made, too many or no segments, sectors past the
@@ -39,6 +41,9 @@ const STORE_WINDOW: usize = 3;
 const DISK_WINDOWS: Windows = Windows { first: 8 };
 /// `xvda`.
 const XVDA: u32 = 51712;
+/// `xvdb`, and its windows: 21 ..= 33.
+const XVDB: u32 = 51728;
+const XVDB_WINDOWS: Windows = Windows { first: 21 };
 /// Yields without progress before a store request gives up.
 const PATIENCE: u32 = 1_000_000;
 /// Writes of the random test.
@@ -96,6 +101,17 @@ impl core::fmt::Display for Shown {
 /// Connects `xvda`, after mapping `shared_info` (waits clear the port's
 /// pending bit there).
 fn connect(console: &mut Console, si: &StartInfo) -> Option<(Disk, Xenbus<WindowRing>)> {
+    connect_disk(console, si, XVDA, DISK_WINDOWS, "blk")
+}
+
+/// Connects disk `devid` on `windows`; its checks are named `<name> …`.
+fn connect_disk(
+    console: &mut Console,
+    si: &StartInfo,
+    devid: u32,
+    windows: Windows,
+    name: &str,
+) -> Option<(Disk, Xenbus<WindowRing>)> {
     let _ = writeln!(console, "check: blk map shared_info = {}\r", shared::map());
     let ring = match WindowRing::map(STORE_WINDOW, si.store_mfn, si.store_evtchn, PATIENCE) {
         Ok(ring) => ring,
@@ -105,11 +121,11 @@ fn connect(console: &mut Console, si: &StartInfo) -> Option<(Disk, Xenbus<Window
         }
     };
     let mut xb = Xenbus::new(ring);
-    match Disk::connect(&mut xb, XVDA, DISK_WINDOWS) {
+    match Disk::connect(&mut xb, devid, windows) {
         Ok(disk) => {
             let _ = writeln!(
                 console,
-                "check: blk connected = {} sectors, info {}, sector-size {}, flush {}, discard {}\r",
+                "check: {name} connected = {} sectors, info {}, sector-size {}, flush {}, discard {}\r",
                 disk.info.sectors,
                 disk.info.info,
                 disk.info.sector_size,
@@ -119,7 +135,7 @@ fn connect(console: &mut Console, si: &StartInfo) -> Option<(Disk, Xenbus<Window
             Some((disk, xb))
         }
         Err(e) => {
-            let _ = writeln!(console, "check: blk connected = {e}\r");
+            let _ = writeln!(console, "check: {name} connected = {e}\r");
             None
         }
     }
@@ -221,6 +237,25 @@ pub fn checks(console: &mut Console, si: &StartInfo) {
     let _ = writeln!(console, "check: blk flush = {flushed}\r");
     let past = Shown(disk.read(disk.info.sectors, &mut buf[..512]));
     let _ = writeln!(console, "check: blk read past the end = {past}\r");
+    if cmdline::has_flag(si.cmdline(), b"xvdb") {
+        read_only(console, si);
+    }
+}
+
+/// The second disk, `xvdb`, read-only: reads work (zeros), writes and
+/// discards fail.
+fn read_only(console: &mut Console, si: &StartInfo) {
+    let Some((mut disk, _)) = connect_disk(console, si, XVDB, XVDB_WINDOWS, "xvdb") else {
+        return;
+    };
+    let mut buf = [0xEEu8; 2048];
+    let read = Shown(disk.read(0, &mut buf));
+    let zero = buf.iter().all(|&b| b == 0);
+    let _ = writeln!(console, "check: xvdb read = {read}, zero {zero}\r");
+    let write = Shown(disk.write(0, &buf));
+    let _ = writeln!(console, "check: xvdb write = {write}\r");
+    let discard = Shown(disk.discard(0, 1));
+    let _ = writeln!(console, "check: xvdb discard = {discard}\r");
 }
 
 /// A request of `op` with `segs` (grant, first, last) at `sector`.

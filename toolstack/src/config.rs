@@ -35,8 +35,9 @@ pub const MAX_VCPUS: u32 = 32;
 
 /// Disks a domain may have.
 pub const MAX_DISKS: usize = 4;
-/// Bytes of the largest RAM disk.
-pub const MAX_RAM_DISK: u64 = 64 << 20;
+/// Bytes of the largest RAM disk: RAM disks come out of dom0's heap
+/// (16 MiB, shared with the store).
+pub const MAX_RAM_DISK: u64 = 8 << 20;
 
 /// One `disk` entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,7 +84,7 @@ impl<'a> Disk<'a> {
             .ok()
             .and_then(|n| n.checked_mul(unit))
             .filter(|&b| b > 0 && b % 512 == 0 && b <= MAX_RAM_DISK)
-            .ok_or("a RAM disk is 512 B..=64 MiB in whole sectors")?;
+            .ok_or("a RAM disk is 512 B..=8 MiB in whole sectors")?;
         if !matches!(format, "raw" | "") {
             return Err("the only disk format is raw");
         }
@@ -487,11 +488,11 @@ mod tests {
         );
         assert_eq!(
             e("disk=['ram:100,raw,xvda,rw']"),
-            "a RAM disk is 512 B..=64 MiB in whole sectors"
+            "a RAM disk is 512 B..=8 MiB in whole sectors"
         );
         assert_eq!(
-            e("disk=['ram:65M,raw,xvda,rw']"),
-            "a RAM disk is 512 B..=64 MiB in whole sectors"
+            e("disk=['ram:9M,raw,xvda,rw']"),
+            "a RAM disk is 512 B..=8 MiB in whole sectors"
         );
         assert_eq!(
             e("disk=['ram:1M,qcow2,xvda,rw']"),

@@ -93,7 +93,8 @@ pub enum DomuSet {
     /// domU shuts down and is destroyed.
     Grant,
     /// The demo domU on a 2 MiB RAM disk (`blk`): random writes read
-    /// back, the whole disk verified, a flush.
+    /// back, the whole disk verified, a discard, a flush; then its second
+    /// disk, read-only.
     Blk,
     /// Two demo domUs on separate RAM disks at once.
     BlkTwo,
@@ -138,7 +139,8 @@ const DEMO_CONFIG: &str = "# The demo domU: prints through its console ring, the
 /// The demo domU on a RAM disk.
 const DISK_CONFIG: &str = "# The demo domU writing, reading back and flushing its disk.\n\
      name = \"disk\"\nkernel = \"domu-demo\"\nmemory = 8\n\
-     cmdline = \"blk seed=1\"\ndisk = ['ram:2M,raw,xvda,rw']\n";
+     cmdline = \"blk seed=1 xvdb\"\n\
+     disk = ['ram:2M,raw,xvda,rw', 'ram:64K,raw,xvdb,r']\n";
 
 /// A second one, on its own disk.
 const DISK2_CONFIG: &str = "# A second disk domU, with its own disk and pattern.\n\
