@@ -63,14 +63,18 @@
 //!   [`segment::RING1_KERNEL_CS`] (0xe019) and [`segment::RING1_KERNEL_SS`]
 //!   (0xe039), not on Xen's `FLAT_KERNEL_CS` 0xe033 / `FLAT_KERNEL_SS`
 //!   0xe02b. User selectors are Xen's (0xe033, 0xe023, 0xe02b).
-//! - **Frames**: kernel-mode context shows CS with RPL 1 (Xen: RPL 0), user
-//!   context RPL 3 on both. Guests tell them apart with `CS & 2`
-//!   ([`segment::is_user_cs`]), which is right on both hypervisors.
+//! - **Frames**: kernel-mode context shows CS with RPL 0 (0xe018), as Xen's
+//!   (0xe030) do, user context RPL 3 on both, so `CS & 3` tells them apart
+//!   on both hypervisors ([`segment::is_user_cs`]), as Linux's
+//!   `user_mode()` does.
 //! - **Hypercall entry**: `int $0x82` through a DPL-1 gate instead of
 //!   `SYSCALL` (the CPU cannot tell ring 1 from ring 3 at `SYSCALL`), so
 //!   only the kernel can make hypercalls; user code gets `#GP`.
-//! - **Returning**: the kernel may use a native `iretq` to itself or to user
-//!   mode; `HYPERVISOR_iret` works as on Xen.
+//! - **Returning**: `HYPERVISOR_iret` works as on Xen. The kernel may also
+//!   use a native `iretq` to user mode, or to itself after ORing its RPL 1
+//!   into the frame's CS; an `iretq` to a kernel frame with RPL 0 is
+//!   refused by the CPU and completed by the hypervisor as
+//!   `HYPERVISOR_iret` would (one more hypervisor entry).
 //! - **Page tables**: user and kernel share one table (kernel pages are
 //!   supervisor, user pages user); `MMUEXT_NEW_USER_BASEPTR` is accepted for
 //!   compatibility. User `SYSCALL` goes to the syscall callback without a

@@ -14,10 +14,9 @@
 //! Invariants:
 //! - Selector = entry index * 8 + RPL; each constant below is checked
 //!   against its entry index at compile time.
-//! - In frames the hypervisor shows the guest, `CS & 2` is set for user
-//!   context and clear for kernel context. That test gives the right answer
-//!   here (RPL 1 vs 3) and on Xen (RPL 0 vs 3), so guests should use
-//!   [`is_user_cs`] rather than comparing RPLs.
+//! - In frames the hypervisor shows the guest, CS has RPL 0 for kernel
+//!   context (0xe018 here, 0xe030 on Xen) and RPL 3 for user context, as on
+//!   Xen; [`is_user_cs`] tells them apart.
 
 /// First GDT frame the hypervisor reserves (the guest owns frames 0-13).
 pub const FIRST_RESERVED_GDT_PAGE: usize = 14;
@@ -32,8 +31,9 @@ pub const HYPERVISOR_CS: u16 = 0xe008;
 /// Hypervisor data/stack segment (entry 7170, DPL 0).
 pub const HYPERVISOR_DS: u16 = 0xe010;
 /// Guest kernel 64-bit code segment on this hypervisor (entry 7171, DPL 1,
-/// RPL 1). This is where the guest kernel runs and what kernel-mode frames
-/// carry.
+/// RPL 1). This is where the guest kernel runs; kernel-mode frames carry
+/// it with RPL 0 (0xe018), as Xen's frames carry `FLAT_KERNEL_CS` with
+/// RPL 0.
 pub const RING1_KERNEL_CS: u16 = 0xe019;
 /// Guest kernel stack segment on this hypervisor (entry 7175, DPL 1, RPL 1).
 pub const RING1_KERNEL_SS: u16 = 0xe039;
@@ -96,8 +96,8 @@ pub const fn is_ldt(selector: u16) -> bool {
 
 /// Whether a CS value from a guest frame denotes guest *user* mode.
 ///
-/// Uses the portable test `CS & 2`: user RPL is 3; kernel RPL is 1 here and
-/// 0 on Xen.
+/// Uses the test `CS & 2`: user RPL is 3; kernel RPL is 0 in frames (on
+/// both hypervisors) and 1 in the CS the kernel runs with here.
 #[must_use]
 pub const fn is_user_cs(cs: u16) -> bool {
     cs & 2 != 0

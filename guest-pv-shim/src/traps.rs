@@ -41,8 +41,9 @@
 //!
 //! Returns use `HYPERVISOR_iret` (push a flags word, jump to hypercall
 //! slot 23) or a native `iretq`, as [`set_return_mode`] says. Here the
-//! kernel runs in ring 1 and its frames carry RPL 1, so `iretq` uses them
-//! as they are, to kernel or user mode. On Xen the shim always uses
+//! kernel runs in ring 1; its frames carry RPL 0 as Xen's do, so before an
+//! `iretq` to the kernel the shim ORs the kernel's RPL 1 into the frame's
+//! CS (frames to user mode are used as they are). On Xen the shim always uses
 //! `HYPERVISOR_iret`:
 //! - to user mode, because a native `iretq` would leave Xen believing the
 //!   guest is still in kernel mode;
@@ -424,7 +425,14 @@ global_asm!(
     "jne 2f",
     "push qword ptr [rip + {iret_flags}]",
     "jmp hypercall_page + {iret_slot}",
+    // A kernel-mode frame carries RPL 0 (as on Xen): give it the ring the
+    // kernel runs in, 1, or the iretq would be refused and completed by
+    // the hypervisor instead.
     "2:",
+    "test byte ptr [rsp + 8], 3",
+    "jnz 3f",
+    "or byte ptr [rsp + 8], 1",
+    "3:",
     "iretq",
     // End a run_user call: back to the kernel stack shim_enter_user saved.
     ".balign 16",

@@ -642,7 +642,9 @@ impl Bounce {
 
 /// Builds Xen's 64-bit bounce frame for an event interrupting `ctx`, to be
 /// delivered to `handler`: RCX, R11, [error code], RIP, CS (saved upcall
-/// mask in bits 32-39), RFLAGS (IF = !saved mask), RSP, SS — on the
+/// mask in bits 32-39; for kernel context with RPL 0, as Xen's frames show
+/// it, so that a kernel telling modes apart by `CS & 3` sees kernel),
+/// RFLAGS (IF = !saved mask), RSP, SS — on the
 /// current stack when the guest was in kernel mode, on `kernel_sp` when it
 /// was in user mode, 16-byte aligned. Inlined into its caller, which then
 /// uses the frame where it is built instead of copying it out of a return
@@ -677,7 +679,8 @@ pub fn bounce(
         push(code);
     }
     push(ctx.rip);
-    push((ctx.cs & 0xffff) | (u64::from(saved_mask) << 32));
+    let cs = if from_user { ctx.cs } else { ctx.cs & !3 };
+    push((cs & 0xffff) | (u64::from(saved_mask) << 32));
     push((ctx.rflags & !rflags::IF) | guest_if);
     push(ctx.rsp);
     push(ctx.ss);
@@ -844,7 +847,7 @@ mod tests {
                 2,
                 0x14,
                 0xffff_ffff_8000_1234,
-                0xe019,
+                0xe018,
                 0x202,
                 0xffff_ffff_8002_0f08,
                 0xe039
@@ -860,7 +863,7 @@ mod tests {
         let v = Vcpu::default();
         let b = bounce(&v, &kernel_ctx(), 0x1000, None, 1).unwrap();
         assert_eq!(b.len, 7);
-        assert_eq!(b.frame()[3], 0xe019 | (1 << 32));
+        assert_eq!(b.frame()[3], 0xe018 | (1 << 32));
         assert_eq!(b.frame()[4] & rflags::IF, 0);
     }
 

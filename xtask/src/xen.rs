@@ -255,13 +255,13 @@ pub const ALLOWED: &[Allowed] = &[
     ring1_selector(
         "cpu_exceptions_iret",
         "* frame shows kernel mode (iret)",
-        "ok = cs 0xe019",
+        "ok = cs 0xe018",
         "ok = cs 0xe030",
     ),
     ring1_selector(
         "cpu_exceptions_iretq",
         "* frame shows kernel mode (iretq)",
-        "ok = cs 0xe019",
+        "ok = cs 0xe018",
         "ok = cs 0xe030",
     ),
     Allowed {
@@ -513,7 +513,7 @@ mod tests {
 
     #[test]
     fn check_names_may_be_patterns() {
-        let ours = parse("ok: #DE frame shows kernel mode (iret) = cs 0xe019\n");
+        let ours = parse("ok: #DE frame shows kernel mode (iret) = cs 0xe018\n");
         let xen = parse("ok: #DE frame shows kernel mode (iret) = cs 0xe030\n");
         assert!(
             compare("cpu_exceptions_iret", &ours, &xen)

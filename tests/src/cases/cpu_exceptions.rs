@@ -42,12 +42,13 @@ pub fn iretq(_start_info: &'static StartInfo) {
     run(ReturnMode::Native, "iretq");
 }
 
-/// The kernel CS a frame for kernel context shows on this platform.
+/// The kernel CS a frame for kernel context shows on this platform: the
+/// kernel's CS with RPL 0 on both.
 fn kernel_frame_cs() -> u16 {
     if traps::on_xen() {
         FLAT_KERNEL_CS & !3
     } else {
-        RING1_KERNEL_CS
+        RING1_KERNEL_CS & !3
     }
 }
 
@@ -455,5 +456,56 @@ fn run(mode: ReturnMode, how: &str) {
         format_args!("exactly one entry per exception ({how})"),
         total,
         10,
+    );
+}
+
+/// `cpu_iretq_rpl0` (this hypervisor only: Xen's kernel runs in ring 3):
+/// a native `iretq` from the kernel to a kernel frame whose CS has RPL 0,
+/// as the hypervisor's own frames carry it, is refused by the CPU at CPL 1
+/// and completed by the hypervisor as `HYPERVISOR_iret` would: the guest
+/// lands where the frame says, on the kernel's own CS, with no exception,
+/// and its upcall mask follows the frame's IF (clear here: masked).
+pub fn iretq_rpl0(_start_info: &'static StartInfo) {
+    if !support::traps() {
+        return;
+    }
+    let rpl0 = u64::from(RING1_KERNEL_CS & !3);
+    let ((cs, landed), trap) = traps::catch(|| {
+        let (cs, landed): (u64, u64);
+        // SAFETY: builds an iretq frame to the next instruction on the
+        // current stack (RSP as it was, SS the kernel's, RFLAGS with IF
+        // clear); the return lands at label 4 with the stack as before.
+        unsafe {
+            fixup_asm!(
+                "mov rax, rsp",
+                "push {ss}",
+                "push rax",
+                "pushfq",
+                "and qword ptr [rsp], ~0x200",
+                "push {cs}",
+                "lea rax, [rip + 4f]",
+                "push rax",
+                "xor edx, edx",
+                "iretq",
+                "4:",
+                "mov edx, 1",
+                "mov rax, cs";
+                cs = in(reg) rpl0,
+                ss = const RING1_KERNEL_SS as u64,
+                out("rax") cs,
+                out("rdx") landed,
+            );
+        }
+        (cs, landed)
+    });
+    report::check(
+        "an iretq to a kernel frame with CS RPL 0 is completed by the hypervisor",
+        trap.is_none() && landed == 1 && cs == u64::from(RING1_KERNEL_CS),
+        format_args!("landed {landed}, cs {cs:#x}, {trap:x?}"),
+    );
+    report::check_eq(
+        "the upcall mask follows the frame's IF (clear)",
+        guest_pv_shim::shared::upcall_mask(),
+        Some(1),
     );
 }

@@ -350,8 +350,8 @@ fn hook(frame: &mut TrapFrame, rec: &Trap) -> Disposition {
     if IN_USER.load(Ordering::Relaxed) {
         return Disposition::ResumeKernel;
     }
-    let fuzzed_selectors =
-        rec.cs_selector() != RING1_KERNEL_CS || (rec.ss & 0xffff) != u64::from(RING1_KERNEL_SS);
+    let fuzzed_selectors = rec.cs_selector() != RING1_KERNEL_CS & !3
+        || (rec.ss & 0xffff) != u64::from(RING1_KERNEL_SS);
     if IN_CALL.load(Ordering::Relaxed) && matches!(rec.vector, 10..=13) && fuzzed_selectors {
         frame.cs = RING1_KERNEL_CS.into();
         frame.ss = RING1_KERNEL_SS.into();

@@ -289,6 +289,10 @@ pub const ALL: &[Case] = &[
         run: vcpu_op_errors::run,
     },
     Case {
+        name: "cpu_iretq_rpl0",
+        run: cpu_exceptions::iretq_rpl0,
+    },
+    Case {
         name: "cpu_cpuid_policy",
         run: cpu_priv::cpuid_policy,
     },

@@ -119,6 +119,9 @@ pub fn exception(current: &mut Current, regs: &mut GuestRegs) {
     if vector == GP && regs.error_code & 0b011 == 0b010 && software_interrupt(current, regs) {
         return;
     }
+    if vector == GP && regs.error_code != 0 && kernel_iretq(current, regs) {
+        return;
+    }
     let emulable = (vector == GP && regs.error_code == 0) || vector == u64::from(UD);
     if emulable && emulate(current, regs) {
         return;
@@ -407,11 +410,60 @@ pub fn iret(current: &mut Current, regs: &mut GuestRegs) {
             format_args!("iret frame at {:#x} cannot be read", regs.rsp),
         );
     };
-    let target = vcpu::iret(&frame);
+    complete_iret(current, regs, &frame);
+}
+
+/// Resumes the guest as an `iret_context` says (`HYPERVISOR_iret`).
+fn complete_iret(current: &mut Current, regs: &mut GuestRegs, frame: &IretContext) {
+    let target = vcpu::iret(frame);
     set_context(regs, &target.context);
     set_upcall_mask(current, target.upcall_mask);
     current.vcpu.nmi.unmask();
     set_kernel_gs(current.vcpu, !target.context.in_user_mode());
+}
+
+/// `iretq` with REX.W, the only `iret` a 64-bit kernel returns with.
+const IRETQ: [u8; 2] = [0x48, 0xcf];
+
+/// A native `iretq` in the kernel to a frame whose CS has RPL 0, as the
+/// kernel-mode frames this hypervisor builds carry it (like Xen's): the CPU
+/// refuses it at CPL 1 with #GP(selector), and the hypervisor completes it
+/// as `HYPERVISOR_iret` completes the same frame (flags 0, RAX, R11 and
+/// RCX as they are). Returns whether it did. A kernel wanting the native
+/// return without a hypervisor entry ORs 1 into the frame's CS first.
+fn kernel_iretq(current: &mut Current, regs: &mut GuestRegs) -> bool {
+    if context(regs).in_user_mode() {
+        return false;
+    }
+    let mut insn = [0u8; 2];
+    if guest_mem::copy_from_guest(regs.rip, &mut insn).is_err() || insn != IRETQ {
+        return false;
+    }
+    let mut raw = [0u8; 40];
+    if guest_mem::copy_from_guest(regs.rsp, &mut raw).is_err() {
+        return false;
+    }
+    let mut words = raw
+        .chunks_exact(8)
+        .map(|w| w.try_into().map_or(0, u64::from_le_bytes));
+    let mut next = || words.next().unwrap_or(0);
+    let (rip, cs, rflags, rsp, ss) = (next(), next(), next(), next(), next());
+    if cs & 3 != 0 || regs.error_code != cs & 0xfffc {
+        return false;
+    }
+    let frame = IretContext {
+        rax: regs.rax,
+        r11: regs.r11,
+        rcx: regs.rcx,
+        flags: 0,
+        rip,
+        cs,
+        rflags,
+        rsp,
+        ss,
+    };
+    complete_iret(current, regs, &frame);
+    true
 }
 
 fn set_kernel_gs(vcpu: &mut Vcpu, kernel: bool) {
