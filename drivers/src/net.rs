@@ -1,0 +1,166 @@
+//! virtio-net: the MAC address, a receive and a transmit queue, behind
+//! [`NetDevice`].
+//!
+//! Every buffer is one DMA page: [`RX_BUFFERS`] receive pages stay posted
+//! (each reposted once its frame is taken), one transmit page carries one
+//! frame at a time. Each starts with the 12-byte `virtio_net_hdr` of a
+//! `VERSION_1` device (all zero on transmit: no offloads are negotiated).
+
+use crate::queue::{Buffer, SplitQueue};
+use crate::virtio::{self, Transport};
+use crate::{Error, Platform, Region};
+
+/// `VIRTIO_NET_F_MAC`: the device has a MAC address in its configuration.
+pub const F_MAC: u64 = 1 << 5;
+/// Bytes of `virtio_net_hdr` before every frame.
+pub const HEADER: usize = 12;
+/// Largest frame (without FCS) sent.
+pub const MAX_FRAME: usize = 1514;
+/// Receive pages kept posted.
+pub const RX_BUFFERS: usize = 16;
+/// The receive queue's index.
+const RX: u16 = 0;
+/// The transmit queue's index.
+const TX: u16 = 1;
+/// How long a transmission may take.
+const TIMEOUT_MS: u64 = 5_000;
+
+/// A network card as the bridge sees it.
+pub trait NetDevice {
+    /// Its MAC address.
+    fn mac(&self) -> [u8; 6];
+    /// Sends one Ethernet frame (without FCS, at most [`MAX_FRAME`] bytes).
+    fn send(&mut self, frame: &[u8]) -> Result<(), Error>;
+    /// Takes one received frame into `buf` (truncated to its length);
+    /// returns the frame's length, or `None` if none is waiting. Never
+    /// blocks.
+    fn receive(&mut self, buf: &mut [u8]) -> Result<Option<usize>, Error>;
+    /// Blocks until a frame may have arrived or `timeout_ms` pass;
+    /// returns whether one is waiting.
+    fn wait(&mut self, timeout_ms: u64) -> bool;
+}
+
+/// A virtio-net device.
+pub struct VirtioNet<P: Platform> {
+    transport: Transport<P>,
+    rx: SplitQueue<P::Page>,
+    tx: SplitQueue<P::Page>,
+    rx_pages: [Option<(P::Page, u64, u16)>; RX_BUFFERS],
+    tx_page: (P::Page, u64),
+    mac: [u8; 6],
+}
+
+impl<P: Platform> VirtioNet<P> {
+    /// Initialises the virtio-net function at `address` and posts its
+    /// receive buffers.
+    pub fn new(platform: &mut P, address: crate::pci::Address) -> Result<VirtioNet<P>, Error> {
+        let mut transport = Transport::new(platform, address)?;
+        transport.negotiate(F_MAC, F_MAC)?;
+        let queues = transport
+            .setup_queue(platform, RX, RX_BUFFERS as u16)
+            .and_then(|rx| Ok((rx, transport.setup_queue(platform, TX, 4)?)));
+        let (mut rx, tx) = match queues {
+            Ok(queues) => queues,
+            Err(e) => {
+                transport.fail();
+                return Err(e);
+            }
+        };
+        let mut rx_pages = [const { None }; RX_BUFFERS];
+        for slot in rx_pages.iter_mut().take(usize::from(rx.size())) {
+            let (page, bus) = platform.alloc_dma()?;
+            let head = rx.add(&[Buffer {
+                addr: bus,
+                len: 4096,
+                device_writes: true,
+            }])?;
+            *slot = Some((page, bus, head));
+        }
+        let tx_page = platform.alloc_dma()?;
+        let mut mac = [0; 6];
+        for (i, byte) in mac.iter_mut().enumerate() {
+            *byte = transport.config8(i);
+        }
+        transport.start();
+        transport.notify(RX)?;
+        Ok(VirtioNet {
+            transport,
+            rx,
+            tx,
+            rx_pages,
+            tx_page,
+            mac,
+        })
+    }
+
+    /// The transport (for its address and interrupt).
+    #[must_use]
+    pub fn transport(&self) -> &Transport<P> {
+        &self.transport
+    }
+}
+
+impl<P: Platform> NetDevice for VirtioNet<P> {
+    fn mac(&self) -> [u8; 6] {
+        self.mac
+    }
+
+    fn send(&mut self, frame: &[u8]) -> Result<(), Error> {
+        if frame.len() > MAX_FRAME {
+            return Err(Error::Invalid);
+        }
+        let (page, bus) = &mut self.tx_page;
+        page.write_bytes(0, &[0; HEADER]);
+        page.write_bytes(HEADER, frame);
+        let head = self.tx.add(&[Buffer {
+            addr: *bus,
+            len: (HEADER + frame.len()) as u32,
+            device_writes: false,
+        }])?;
+        self.transport.notify(TX)?;
+        let (id, _) = self
+            .transport
+            .wait_used(&mut self.tx, TIMEOUT_MS, SplitQueue::pop_used)?;
+        if id == head {
+            Ok(())
+        } else {
+            Err(Error::BadUsed)
+        }
+    }
+
+    fn receive(&mut self, buf: &mut [u8]) -> Result<Option<usize>, Error> {
+        let Some((head, len)) = self.rx.pop_used()? else {
+            return Ok(None);
+        };
+        let slot = self
+            .rx_pages
+            .iter_mut()
+            .flatten()
+            .find(|(_, _, h)| *h == head)
+            .ok_or(Error::BadUsed)?;
+        let frame_len = (len as usize).saturating_sub(HEADER).min(4096 - HEADER);
+        let copied = frame_len.min(buf.len());
+        slot.0.read_bytes(HEADER, &mut buf[..copied]);
+        slot.2 = self.rx.add(&[Buffer {
+            addr: slot.1,
+            len: 4096,
+            device_writes: true,
+        }])?;
+        self.transport.notify(RX)?;
+        Ok(Some(frame_len))
+    }
+
+    fn wait(&mut self, timeout_ms: u64) -> bool {
+        if self.rx.has_used() {
+            return true;
+        }
+        self.transport.wait_interrupt(timeout_ms);
+        self.rx.has_used()
+    }
+}
+
+/// Whether `function` is a modern virtio-net device.
+#[must_use]
+pub fn is_virtio_net(function: &crate::pci::Function) -> bool {
+    virtio::device_type(function.vendor, function.device) == Some(virtio::TYPE_NET)
+}
