@@ -39,7 +39,9 @@ numbered_enum! {
         RestoreMsi = 19, "restore_msi";
         /// Report a PCI device (extended).
         ManagePciAddExt = 20, "manage_pci_add_ext";
-        /// Set up a GSI's trigger and polarity.
+        /// [`PhysdevSetupGsi`]: set up a GSI's trigger and polarity
+        /// (hardware domain only: `EPERM`; `EINVAL` for a GSI the IOAPICs
+        /// do not have; `EEXIST` once the GSI is set up).
         SetupGsi = 21, "setup_gsi";
         /// Allocate a free PIRQ number.
         GetFreePirq = 23, "get_free_pirq";
@@ -135,6 +137,20 @@ pub struct PhysdevMapPirq {
     pub table_base: u64,
 }
 
+/// `struct physdev_setup_gsi` (8 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PhysdevSetupGsi {
+    /// IN: the GSI.
+    pub gsi: i32,
+    /// IN: 0 edge, 1 level.
+    pub triggering: u8,
+    /// IN: 0 active high, 1 active low.
+    pub polarity: u8,
+    /// Padding.
+    pub pad: u16,
+}
+
 /// `struct physdev_unmap_pirq` (8 bytes).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -155,4 +171,5 @@ crate::assert_layout!(PhysdevMapPirq, 40, {
     domid: 0, pad: 2, kind: 4, index: 8, pirq: 12, bus: 16, devfn: 20, entry_nr: 24,
     pad1: 28, table_base: 32,
 });
+crate::assert_layout!(PhysdevSetupGsi, 8, { gsi: 0, triggering: 4, polarity: 5, pad: 6 });
 crate::assert_layout!(PhysdevUnmapPirq, 8, { domid: 0, pad: 2, pirq: 4 });

@@ -37,6 +37,8 @@
 //! - [`shared`]: mapping `shared_info` and the `vcpu_info` fields;
 //! - [`smp`]: starting secondary vCPUs (stacks, entry path, initial
 //!   context);
+//! - [`devices`]: port I/O, PCI configuration space, MMIO and DMA pages
+//!   and PIRQ interrupts for the `drivers` crate;
 //! - [`traps`]: an XTF-style trap table and callbacks, recorded
 //!   exceptions with a fixup table ([`fixup_asm!`]), returns through
 //!   `HYPERVISOR_iret` or `iretq`, and user mode.
@@ -50,8 +52,8 @@
 //! Structure and invariants:
 //! - `unsafe` code exists only in the boot entry (`entry`), the hypercall
 //!   instructions and wrappers (`hypercall`), and the modules that touch
-//!   raw memory, registers or entry code (`mm`, `shared`, `smp`,
-//!   `traps`); every other module forbids it.
+//!   raw memory, registers, ports or entry code (`devices`, `mm`,
+//!   `shared`, `smp`, `traps`); every other module forbids it.
 //! - Everything that needs the bare-metal target (`_start`, the panic
 //!   handler, hypercalls, console, the modules above) is compiled only for
 //!   `target_os = "none"`; the pure parts (report status and lines, command
@@ -65,6 +67,7 @@
 #![no_std]
 
 pub use dom0_abi;
+pub use drivers;
 
 pub mod blkfront;
 pub mod cmdline;
@@ -75,6 +78,8 @@ pub mod xenbus;
 
 #[cfg(target_os = "none")]
 pub mod console;
+#[cfg(target_os = "none")]
+pub mod devices;
 #[cfg(target_os = "none")]
 pub mod entry;
 #[cfg(target_os = "none")]

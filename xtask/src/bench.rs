@@ -36,7 +36,7 @@ use pv_bench::line::{self, Line};
 use crate::build::{self, TARGET, Workspace};
 use crate::cli::{BenchArgs, DEFAULT_HV_ARGS, DEFAULT_MEM_MIB};
 use crate::packages;
-use crate::qemu::{self, Accel, Boot, Machine, Module, RunResult, RunSpec, Serial};
+use crate::qemu::{self, Accel, Boot, Devices, Machine, Module, RunResult, RunSpec, Serial};
 use crate::serial_log;
 use crate::status::{Outcome, XTASK_ERROR};
 use crate::xen;
@@ -46,6 +46,7 @@ const BENCH_MACHINE: Machine = Machine {
     accel: Accel::TcgIcount,
     smp: 1,
     mem_mib: DEFAULT_MEM_MIB,
+    devices: Devices::NONE,
 };
 
 /// The hypervisor feature that compiles in the statistics hypercall, if

@@ -16,7 +16,7 @@ use hypervisor::exit::HostExit;
 use crate::build::{self, Workspace};
 use crate::cli::{AccelChoice, BootPath, DEFAULT_HV_ARGS, DEFAULT_MEM_MIB, FuzzArgs};
 use crate::packages;
-use crate::qemu::{self, Machine, RunSpec, Serial};
+use crate::qemu::{self, Devices, Machine, RunSpec, Serial};
 use crate::run::{self, BootFiles};
 use crate::serial_log::{self, Expectation};
 use crate::status;
@@ -71,6 +71,7 @@ pub fn fuzz_guest(workspace: &Workspace, args: &FuzzArgs) -> Result<u8, String> 
         accel: qemu::host_accel(AccelChoice::Tcg, false),
         smp: 1,
         mem_mib: DEFAULT_MEM_MIB,
+        devices: Devices::NONE,
     };
     let qemu_args = qemu::qemu_args(&machine, &boot)?;
     let timeout = args

@@ -21,6 +21,7 @@
 mod bench;
 mod build;
 mod cli;
+mod disk;
 mod elf;
 mod fuzz;
 mod grub;

@@ -74,8 +74,32 @@ pub fn host_accel(choice: AccelChoice, icount: bool) -> Accel {
     choose_accel(choice, icount, &cpuinfo, kvm_opens)
 }
 
-/// The virtual machine's size and accelerator.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The devices a machine has besides QEMU's q35 defaults.
+///
+/// Both are modern-only virtio PCI functions (`disable-legacy=on`) at
+/// fixed slots on bus 0, so that dom0 sees the same bus, BARs and
+/// interrupt lines on every run and hypervisor: the disk at 00:04.0 (INTA,
+/// GSI 20), the NIC at 00:05.0 (INTA, GSI 21) with QEMU's default MAC
+/// `52:54:00:12:34:56` on user networking (the guest is 10.0.2.15, the
+/// gateway 10.0.2.2; nothing is forwarded from the host).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Devices {
+    /// A raw disk image behind a `virtio-blk-pci`.
+    pub disk: Option<PathBuf>,
+    /// A `virtio-net-pci` on user networking.
+    pub nic: bool,
+}
+
+impl Devices {
+    /// No extra device.
+    pub const NONE: Devices = Devices {
+        disk: None,
+        nic: false,
+    };
+}
+
+/// The virtual machine's size, accelerator and extra devices.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Machine {
     /// The accelerator.
     pub accel: Accel,
@@ -83,6 +107,8 @@ pub struct Machine {
     pub smp: u32,
     /// RAM in MiB.
     pub mem_mib: u32,
+    /// Extra devices.
+    pub devices: Devices,
 }
 
 /// One multiboot module for the direct boot path.
@@ -169,6 +195,22 @@ pub fn qemu_args(machine: &Machine, boot: &Boot) -> Result<Vec<OsString>, String
         "-no-reboot",
     ]);
     push(&["-device", &debug_exit]);
+    if let Some(disk) = &machine.devices.disk {
+        let path = plain_path(disk, "disk image")?;
+        if path.contains(',') {
+            return Err(format!("disk image path '{path}' must not contain a comma"));
+        }
+        let drive = format!("file={path},if=none,id=disk0,format=raw");
+        push(&["-drive", &drive]);
+        push(&["-device", "virtio-blk-pci,drive=disk0,disable-legacy=on,addr=04.0"]);
+    }
+    if machine.devices.nic {
+        push(&["-netdev", "user,id=net0"]);
+        push(&[
+            "-device",
+            "virtio-net-pci,netdev=net0,disable-legacy=on,addr=05.0,mac=52:54:00:12:34:56",
+        ]);
+    }
     match boot {
         Boot::Direct {
             kernel,
@@ -519,6 +561,7 @@ mod tests {
         accel: Accel::Tcg,
         smp: 1,
         mem_mib: 256,
+        devices: Devices::NONE,
     };
 
     fn strings(args: &[OsString]) -> Vec<String> {
@@ -622,6 +665,7 @@ mod tests {
             accel: Accel::Kvm,
             smp: 2,
             mem_mib: 512,
+            devices: Devices::NONE,
         };
         let line = strings(&qemu_args(&kvm, &cd).unwrap()).join(" ");
         assert!(line.contains("-accel kvm -cpu host,-arch-capabilities -m 512 -smp 2"));
@@ -632,6 +676,33 @@ mod tests {
         };
         let line = strings(&qemu_args(&icount, &cd).unwrap()).join(" ");
         assert!(line.contains("-accel tcg -icount shift=0,sleep=off -cpu max"));
+    }
+
+    #[test]
+    fn devices_are_modern_virtio_functions_at_fixed_slots() {
+        let machine = Machine {
+            devices: Devices {
+                disk: Some("/t/disk.img".into()),
+                nic: true,
+            },
+            ..TCG
+        };
+        let line = strings(&qemu_args(&machine, &Boot::Cdrom("/t/b.iso".into())).unwrap()).join(" ");
+        assert!(line.contains(
+            "-drive file=/t/disk.img,if=none,id=disk0,format=raw \
+             -device virtio-blk-pci,drive=disk0,disable-legacy=on,addr=04.0"
+        ));
+        assert!(line.contains("-netdev user,id=net0 -device virtio-net-pci,netdev=net0,disable-legacy=on"));
+        let comma = Machine {
+            devices: Devices {
+                disk: Some("/t/a,b.img".into()),
+                nic: false,
+            },
+            ..TCG
+        };
+        assert!(qemu_args(&comma, &Boot::Cdrom("/t/b.iso".into())).is_err());
+        let line = strings(&qemu_args(&TCG, &Boot::Cdrom("/t/b.iso".into())).unwrap()).join(" ");
+        assert!(!line.contains("virtio"));
     }
 
     #[test]

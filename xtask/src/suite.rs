@@ -64,7 +64,28 @@ pub struct IntegrationTest {
     /// counts instructions, so the guest's time does not jump when the
     /// host deschedules QEMU (for tests that compare CPU time).
     pub icount: bool,
+    /// The devices the machine gets on both hypervisors (see
+    /// [`TestDevices`]).
+    pub devices: TestDevices,
 }
+
+/// Which extra devices a test's machine has (`crate::qemu::Devices`):
+/// the disk is a fresh image of `pv_tests::disk::SECTORS` zero sectors per
+/// run, checked after the run against the ranges the guest says it wrote
+/// (`crate::disk`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TestDevices {
+    /// A virtio-blk disk.
+    pub disk: bool,
+    /// A virtio-net NIC on user networking.
+    pub nic: bool,
+}
+
+/// No extra device.
+pub const NO_DEVICES: TestDevices = TestDevices {
+    disk: false,
+    nic: false,
+};
 
 impl IntegrationTest {
     /// The command line of a hypervisor whose own options are `base`:
@@ -98,6 +119,7 @@ macro_rules! guest_test {
             conformance: $conf,
             typing: &[],
             icount: false,
+            devices: NO_DEVICES,
         }
     };
 }
@@ -163,6 +185,7 @@ macro_rules! rejected {
             conformance: false,
             typing: &[],
             icount: false,
+            devices: NO_DEVICES,
         }
     };
 }
@@ -187,6 +210,7 @@ macro_rules! cmdline_test {
             conformance: false,
             typing: &[],
             icount: false,
+            devices: NO_DEVICES,
         }
     };
 }
@@ -223,6 +247,21 @@ macro_rules! toolstack {
             conformance: true,
             typing: &[],
             icount: false,
+            devices: NO_DEVICES,
+        }
+    };
+}
+
+/// A dom0 test guest that drives the machine's devices with the
+/// `drivers` crate (`tests/src/cases/virtio.rs`).
+macro_rules! device_test {
+    ($name:literal, disk: $disk:literal, nic: $nic:literal) => {
+        IntegrationTest {
+            devices: TestDevices {
+                disk: $disk,
+                nic: $nic,
+            },
+            ..passes!($name, conformance: true)
         }
     };
 }
@@ -233,8 +272,13 @@ macro_rules! toolstack {
 /// input). They are left out of the default run; `cargo xtask test
 /// --pending` runs them after `TESTS`, and with `--xen` also on Xen, where
 /// every one must already pass. When the hypervisor catches up with one,
-/// its entry moves from here to `TESTS`. None is pending now.
-pub const PENDING: &[IntegrationTest] = &[];
+/// its entry moves from here to `TESTS`. Pending now (issue 15): dom0's
+/// virtio drivers, which need I/O ports, MMIO mappings and PIRQs from the
+/// hypervisor.
+pub const PENDING: &[IntegrationTest] = &[
+    device_test!("virtio_blk", disk: true, nic: false),
+    device_test!("virtio_net", disk: false, nic: true),
+];
 
 /// What the `console_input` tests are typed: each burst of the test
 /// guest's
@@ -585,6 +629,7 @@ pub const TESTS: &[IntegrationTest] = &[
         conformance: false,
         typing: &[],
         icount: false,
+        devices: NO_DEVICES,
     },
 ];
 
@@ -671,7 +716,7 @@ mod tests {
             assert_eq!(test.dom0, Dom0::TestGuest, "{}", test.name);
             assert_eq!(test.dom0_args.strip_prefix("test="), Some(test.name));
             assert!(
-                ["mm_", "cpu_", "vcpu_", "evtchn_", "console_"]
+                ["mm_", "cpu_", "vcpu_", "evtchn_", "console_", "virtio_"]
                     .iter()
                     .any(|prefix| test.name.starts_with(prefix)),
                 "{}",

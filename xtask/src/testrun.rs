@@ -24,17 +24,19 @@ use std::time::Duration;
 
 use crate::build::{self, Workspace};
 use crate::cli::{DEFAULT_MEM_MIB, TestArgs};
+use crate::disk;
 use crate::linux;
 use crate::packages;
-use crate::qemu::{self, Accel, Boot, Machine, Module, RunResult, RunSpec, Serial};
+use crate::qemu::{self, Accel, Boot, Devices, Machine, Module, RunResult, RunSpec, Serial};
 use crate::run::{BootFiles, prepare_boot};
 use crate::serial_log::{self, Verdict, evaluate};
 use crate::suite::{Dom0, IntegrationTest, PENDING, TESTS};
 use crate::xen;
 
 /// The machine an integration test runs on: TCG (with `-icount` if the
-/// test asks for it), one CPU.
-fn test_machine(test: &IntegrationTest) -> Machine {
+/// test asks for it), one CPU, and the devices it asks for (its disk image
+/// at `disk`).
+fn test_machine(test: &IntegrationTest, disk: Option<&Path>) -> Machine {
     Machine {
         accel: if test.icount {
             Accel::TcgIcount
@@ -43,7 +45,26 @@ fn test_machine(test: &IntegrationTest) -> Machine {
         },
         smp: 1,
         mem_mib: DEFAULT_MEM_MIB,
+        devices: Devices {
+            disk: disk.filter(|_| test.devices.disk).map(Path::to_path_buf),
+            nic: test.devices.nic,
+        },
     }
+}
+
+/// A test's fresh disk image in `dir`, if it has a disk.
+fn fresh_disk(test: &IntegrationTest, dir: &Path) -> Result<Option<PathBuf>, String> {
+    if !test.devices.disk {
+        return Ok(None);
+    }
+    let path = dir.join(format!("{}.img", test.name));
+    disk::create(&path)?;
+    Ok(Some(path))
+}
+
+/// The problems of a run's disk image (none without a disk).
+fn disk_problems(image: Option<&Path>, log: &str) -> Vec<String> {
+    image.map(|image| disk::check(log, image)).unwrap_or_default()
 }
 
 /// Lines of a failing test's log shown on the terminal.
@@ -166,6 +187,8 @@ pub fn new_nonce() -> String {
 struct TestRun {
     result: RunResult,
     nonce: String,
+    /// What the check of its disk image found.
+    disk_problems: Vec<String>,
 }
 
 /// Boots one integration test and returns its run (the log already saved).
@@ -202,7 +225,8 @@ fn boot_test(
         ramdisk: ramdisk.as_deref(),
     };
     let boot = prepare_boot(&files, test.boot, &dirs.isos.join(test.name))?;
-    let args = qemu::qemu_args(&test_machine(test), &boot)?;
+    let image = fresh_disk(test, &dirs.images)?;
+    let args = qemu::qemu_args(&test_machine(test, image.as_deref()), &boot)?;
     let result = qemu::run(&RunSpec {
         args: args.clone(),
         serial: Serial::Capture,
@@ -215,7 +239,12 @@ fn boot_test(
         &args,
         &result,
     )?;
-    Ok(TestRun { result, nonce })
+    let disk_problems = disk_problems(image.as_deref(), &result.serial);
+    Ok(TestRun {
+        result,
+        nonce,
+        disk_problems,
+    })
 }
 
 /// The ramdisk a test's dom0 gets, written into the images directory.
@@ -232,14 +261,15 @@ fn ramdisk_of(
 
 /// Boots a conformance test's dom0 on Xen (the test guest with
 /// `test=<name>`, or dom0 with the toolstack and its ramdisk), with the
-/// test's extra hypervisor options after [`xen::XEN_ARGS`].
+/// test's extra hypervisor options after [`xen::XEN_ARGS`]. Returns the
+/// run and what the check of its disk image found.
 fn boot_on_xen(
     xen: &Path,
     workspace: &Workspace,
     dirs: &TestDirs,
     test: &IntegrationTest,
     timeout: Duration,
-) -> Result<RunResult, String> {
+) -> Result<(RunResult, Vec<String>), String> {
     let name = test.name;
     let dom0 = match test.dom0 {
         Dom0::Toolstack(_) => Module {
@@ -263,7 +293,8 @@ fn boot_on_xen(
         append: test.command_line(xen::XEN_ARGS),
         modules,
     };
-    let args = qemu::qemu_args(&test_machine(test), &boot)?;
+    let image = fresh_disk(test, &dirs.xen)?;
+    let args = qemu::qemu_args(&test_machine(test, image.as_deref()), &boot)?;
     let result = qemu::run(&RunSpec {
         args: args.clone(),
         serial: Serial::Capture,
@@ -272,7 +303,8 @@ fn boot_on_xen(
         typing: test.typing,
     })?;
     save_log(&dirs.xen.join(format!("{name}.log")), &args, &result)?;
-    Ok(result)
+    let problems = disk_problems(image.as_deref(), &result.serial);
+    Ok((result, problems))
 }
 
 /// `cargo test --workspace` on the host.
@@ -402,7 +434,7 @@ fn conformance(
                 let theirs = boot_on_xen(&xen, workspace, dirs, test, timeout)?;
                 Ok((ours, theirs))
             });
-        let (ours, theirs) = match compared {
+        let (ours, (theirs, their_disk)) = match compared {
             Ok(runs) => runs,
             Err(error) => {
                 tally.record(&name, &[error], None, "");
@@ -410,6 +442,7 @@ fn conformance(
             }
         };
         let mut problems = xen::judge(&theirs.outcome, &theirs.serial);
+        problems.extend(their_disk);
         // A run of ours booted only for this comparison is judged here too
         // (one from this invocation already counted as its own test).
         if !our_runs.contains_key(test.name) {
@@ -417,6 +450,7 @@ fn conformance(
             problems.extend(
                 evaluate(&test.expect, &here.outcome, &here.serial, &ours.nonce)
                     .into_iter()
+                    .chain(ours.disk_problems.iter().cloned())
                     .map(|p| format!("here: {p}")),
             );
         }
@@ -492,8 +526,9 @@ pub fn test(workspace: &Workspace, args: &TestArgs) -> Result<bool, String> {
                 match boot_test(workspace, &dirs, test, timeout) {
                     Ok(run) => {
                         let result = &run.result;
-                        let problems =
+                        let mut problems =
                             evaluate(&test.expect, &result.outcome, &result.serial, &run.nonce);
+                        problems.extend(run.disk_problems.iter().cloned());
                         tally.record(test.name, &problems, Some(result.elapsed), &result.serial);
                         our_runs.insert(test.name, run);
                     }
@@ -578,6 +613,7 @@ fn boot_linux(
         accel: Accel::Tcg,
         smp: 1,
         mem_mib: linux::MEM_MIB,
+        devices: Devices::NONE,
     };
     let args = qemu::qemu_args(&machine, &boot)?;
     let result = qemu::run(&RunSpec {

@@ -44,6 +44,7 @@ mod vcpu_op_errors;
 mod vcpu_runstate;
 mod vcpu_switch;
 mod vcpu_up_down;
+mod virtio;
 mod xen_version;
 
 /// One test.
@@ -403,6 +404,14 @@ pub const ALL: &[Case] = &[
     Case {
         name: "time_wallclock",
         run: time_wallclock::run,
+    },
+    Case {
+        name: "virtio_blk",
+        run: virtio::run_blk,
+    },
+    Case {
+        name: "virtio_net",
+        run: virtio::run_net,
     },
 ];
 

@@ -1,0 +1,203 @@
+//! The machine's devices for a PV kernel with I/O privilege (dom0, or a
+//! driver domain given the ports, memory and interrupts): port I/O, PCI
+//! configuration space through ports `0xCF8`/`0xCFC`, uncached MMIO pages
+//! mapped with `mmu_update` and `DOMID_IO`, DMA pages whose machine
+//! addresses come from the p2m, and legacy interrupts as PIRQ event
+//! channels. [`Devices`] implements the `drivers` crate's
+//! [`drivers::Platform`] with them.
+//!
+//! Invariants:
+//! - DMA pages are page-aligned pages of `.bss` ([`DMA_PAGES`] of them),
+//!   handed out once and never given back; no Rust reference points into
+//!   them, every access is volatile through [`Page`].
+//! - MMIO pages are mapping windows ([`crate::mm`]) from
+//!   [`MMIO_WINDOWS`], handed out once.
+//! - The kernel must first raise its I/O privilege ([`enable_io`]); a port
+//!   access without it faults, which crashes a kernel without a trap
+//!   handler for it.
+
+use core::arch::{asm, global_asm};
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use dom0_abi::event_channel::EvtchnBindPirq;
+use dom0_abi::layout::PAGE_SIZE;
+use dom0_abi::mmu::PteFlags;
+use dom0_abi::types::DomId;
+use drivers::pci::Address;
+use drivers::{Error, Interrupt, Platform, Region};
+
+use crate::{hypercall, mm, shared};
+
+/// DMA pages in the pool.
+pub const DMA_PAGES: usize = 40;
+/// The mapping windows MMIO pages use (the upper half of them).
+pub const MMIO_WINDOWS: core::ops::Range<usize> = 16..mm::WINDOW_COUNT;
+
+global_asm!(
+    ".pushsection .bss.shim_dma, \"aw\", @nobits",
+    ".balign 4096",
+    ".globl shim_dma_area",
+    "shim_dma_area:",
+    ".space {size}",
+    ".popsection",
+    size = const DMA_PAGES * 4096,
+);
+
+unsafe extern "C" {
+    /// The first DMA page (only its address is used).
+    static shim_dma_area: u8;
+}
+
+/// DMA pages handed out.
+static DMA_USED: AtomicUsize = AtomicUsize::new(0);
+/// MMIO windows handed out.
+static MMIO_USED: AtomicUsize = AtomicUsize::new(0);
+
+/// Reads the `u32` at I/O port `port`.
+#[must_use]
+pub fn inl(port: u16) -> u32 {
+    let value: u32;
+    // SAFETY: a port read touches no memory of this kernel; the
+    // hypervisor lets it through only to ports the domain may use.
+    unsafe { asm!("in eax, dx", out("eax") value, in("dx") port, options(nomem, nostack, preserves_flags)) };
+    value
+}
+
+/// Writes the `u32` `value` to I/O port `port`.
+pub fn outl(port: u16, value: u32) {
+    // SAFETY: as for `inl`; the device behind the port may do DMA only to
+    // pages a driver gave it.
+    unsafe { asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack, preserves_flags)) };
+}
+
+/// Raises the virtual IOPL to 1 (`PHYSDEVOP_set_iopl`), so that the kernel
+/// (ring 1) may use the ports the domain was given, as Linux does at boot.
+pub fn enable_io() -> i64 {
+    hypercall::physdev_set_iopl(1)
+}
+
+/// A mapped page: a DMA page or an MMIO window.
+pub struct Page {
+    va: u64,
+}
+
+impl Page {
+    fn at(&self, offset: usize, width: usize) -> u64 {
+        let offset = offset.min(4096 - width) & !(width - 1);
+        self.va + offset as u64
+    }
+}
+
+impl Region for Page {
+    fn read8(&self, offset: usize) -> u8 {
+        // SAFETY: `at` keeps the access inside the page, which is mapped
+        // (module invariants) and referenced by no Rust code.
+        unsafe { (self.at(offset, 1) as *const u8).read_volatile() }
+    }
+    fn read16(&self, offset: usize) -> u16 {
+        // SAFETY: as for `read8`; aligned by `at`.
+        unsafe { (self.at(offset, 2) as *const u16).read_volatile() }
+    }
+    fn read32(&self, offset: usize) -> u32 {
+        // SAFETY: as for `read8`; aligned by `at`.
+        unsafe { (self.at(offset, 4) as *const u32).read_volatile() }
+    }
+    fn write8(&mut self, offset: usize, value: u8) {
+        // SAFETY: as for `read8`; the page is mapped writable.
+        unsafe { (self.at(offset, 1) as *mut u8).write_volatile(value) }
+    }
+    fn write16(&mut self, offset: usize, value: u16) {
+        // SAFETY: as for `write8`; aligned by `at`.
+        unsafe { (self.at(offset, 2) as *mut u16).write_volatile(value) }
+    }
+    fn write32(&mut self, offset: usize, value: u32) {
+        // SAFETY: as for `write8`; aligned by `at`.
+        unsafe { (self.at(offset, 4) as *mut u32).write_volatile(value) }
+    }
+}
+
+/// A legacy interrupt bound to an event channel.
+pub struct Pirq {
+    /// The PIRQ.
+    pub pirq: u32,
+    /// Its event channel port.
+    pub port: u32,
+}
+
+impl Interrupt for Pirq {
+    fn wait(&mut self, timeout_ms: u64) -> bool {
+        let now = shared::system_time_of(0).unwrap_or(0);
+        hypercall::sched_poll(&[self.port], now.saturating_add(timeout_ms.saturating_mul(1_000_000)));
+        shared::clear_evtchn_pending(self.port).unwrap_or(false)
+    }
+
+    fn eoi(&mut self) {
+        hypercall::physdev_eoi(self.pirq);
+    }
+}
+
+/// The platform of a PV kernel with I/O privilege.
+#[derive(Default)]
+pub struct Devices;
+
+impl Platform for Devices {
+    type Page = Page;
+    type Irq = Pirq;
+
+    fn config_read(&mut self, function: Address, offset: u8) -> u32 {
+        outl(0xCF8, function.cf8(offset));
+        inl(0xCFC)
+    }
+
+    fn config_write(&mut self, function: Address, offset: u8, value: u32) {
+        outl(0xCF8, function.cf8(offset));
+        outl(0xCFC, value);
+    }
+
+    fn map_mmio(&mut self, phys: u64) -> Result<Page, Error> {
+        let slot = MMIO_WINDOWS.start + MMIO_USED.load(Ordering::Relaxed);
+        if slot >= MMIO_WINDOWS.end {
+            return Err(Error::NoMemory);
+        }
+        let flags = mm::PTE_RW | PteFlags::PCD.bits() | PteFlags::PWT.bits();
+        let ret = mm::map_foreign_window_mmu(slot, DomId::IO.0, phys / PAGE_SIZE, flags);
+        if ret != 0 {
+            return Err(Error::Map(ret));
+        }
+        MMIO_USED.fetch_add(1, Ordering::Relaxed);
+        Ok(Page { va: mm::window_va(slot) })
+    }
+
+    fn alloc_dma(&mut self) -> Result<(Page, u64), Error> {
+        let index = DMA_USED.load(Ordering::Relaxed);
+        if index >= DMA_PAGES {
+            return Err(Error::NoMemory);
+        }
+        let va = core::ptr::addr_of!(shim_dma_area) as u64 + index as u64 * PAGE_SIZE;
+        let mfn = mm::virt_to_mfn(va).ok_or(Error::NoMemory)?;
+        DMA_USED.fetch_add(1, Ordering::Relaxed);
+        let mut page = Page { va };
+        for offset in (0..4096).step_by(4) {
+            page.write32(offset, 0);
+        }
+        Ok((page, mfn * PAGE_SIZE))
+    }
+
+    fn bind_gsi(&mut self, gsi: u32) -> Result<Pirq, Error> {
+        // Xen answers EEXIST once the GSI is set up: not an error here.
+        let ret = hypercall::physdev_setup_gsi(gsi, true, true);
+        if ret != 0 && ret != dom0_abi::Errno::EEXIST.neg() {
+            return Err(Error::Interrupt(ret));
+        }
+        let (ret, pirq) = hypercall::physdev_map_gsi(gsi);
+        if ret != 0 {
+            return Err(Error::Interrupt(ret));
+        }
+        let mut bind = EvtchnBindPirq { pirq, flags: 0, port: 0 };
+        let ret = hypercall::evtchn_bind_pirq(&mut bind);
+        if ret != 0 {
+            return Err(Error::Interrupt(ret));
+        }
+        Ok(Pirq { pirq, port: bind.port })
+    }
+}
