@@ -153,6 +153,7 @@ pub struct Transport<P: Platform> {
     device: Window<P::Page>,
     device_length: usize,
     irq: P::Irq,
+    interrupts: u64,
     /// Where the function is.
     pub address: Address,
     /// The interrupt's GSI.
@@ -240,6 +241,7 @@ impl<P: Platform> Transport<P> {
             device,
             device_length: cap.length as usize,
             irq,
+            interrupts: 0,
             address,
             gsi,
         };
@@ -430,10 +432,7 @@ impl<P: Platform> Transport<P> {
             if self.status() & STATUS_NEEDS_RESET != 0 {
                 return Err(Error::NeedsReset);
             }
-            let fired = self.irq.wait(timeout_ms);
-            self.read_isr();
-            self.irq.eoi();
-            if !fired {
+            if !self.wait_interrupt(timeout_ms) {
                 return pop(queue)?.ok_or(Error::Timeout);
             }
         }
@@ -445,7 +444,14 @@ impl<P: Platform> Transport<P> {
         let fired = self.irq.wait(timeout_ms);
         self.read_isr();
         self.irq.eoi();
+        self.interrupts += u64::from(fired);
         fired
+    }
+
+    /// How many of the driver's waits an interrupt ended.
+    #[must_use]
+    pub fn interrupts(&self) -> u64 {
+        self.interrupts
     }
 }
 
