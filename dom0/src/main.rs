@@ -30,6 +30,7 @@
 extern crate alloc;
 
 mod blkback_xen;
+mod devices;
 mod domains;
 mod grants;
 mod shell;

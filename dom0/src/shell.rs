@@ -149,6 +149,7 @@ fn execute(
         Command::VcpuList(target) => vcpu_list(at, domains, target),
         Command::Info => info(at),
         Command::Dmesg => dmesg(at),
+        Command::PciList => crate::devices::pci_list(at),
         Command::Wait => domains.wait(),
         Command::Help => HELP.iter().for_each(|line| println!("{line}")),
         Command::XenstoreLs(path) => xenstore_ls(at, domains, path),
@@ -207,7 +208,7 @@ fn xenstore_ls(at: At, domains: &mut Domains, path: &str) {
 /// The script line a check comes from: check names stay unique when a
 /// command repeats.
 #[derive(Clone, Copy)]
-struct At(usize);
+pub struct At(usize);
 
 impl core::fmt::Display for At {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {

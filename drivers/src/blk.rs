@@ -47,7 +47,7 @@ pub trait BlockDevice {
 /// Checks a transfer of `len` bytes from `sector` against a disk of
 /// `capacity` sectors.
 pub fn check_range(sector: u64, len: usize, capacity: u64) -> Result<(), Error> {
-    if len % SECTOR != 0 {
+    if !len.is_multiple_of(SECTOR) {
         return Err(Error::Invalid);
     }
     let count = (len / SECTOR) as u64;
@@ -145,7 +145,7 @@ impl<P: Platform> VirtioBlk<P> {
             let len = left.min(4096);
             chain[n] = Buffer {
                 addr: *data_bus,
-                len: len as u32,
+                len: u32::try_from(len).map_err(|_| Error::Invalid)?,
                 device_writes: kind == T_IN,
             };
             n += 1;

@@ -17,7 +17,9 @@ pub const HEADER: usize = 12;
 /// Largest frame (without FCS) sent.
 pub const MAX_FRAME: usize = 1514;
 /// Receive pages kept posted.
-pub const RX_BUFFERS: usize = 16;
+pub const RX_BUFFERS: usize = RX_QUEUE as usize;
+/// Entries of the receive queue.
+const RX_QUEUE: u16 = 16;
 /// The receive queue's index.
 const RX: u16 = 0;
 /// The transmit queue's index.
@@ -57,7 +59,7 @@ impl<P: Platform> VirtioNet<P> {
         let mut transport = Transport::new(platform, address)?;
         transport.negotiate(F_MAC, F_MAC)?;
         let queues = transport
-            .setup_queue(platform, RX, RX_BUFFERS as u16)
+            .setup_queue(platform, RX, RX_QUEUE)
             .and_then(|rx| Ok((rx, transport.setup_queue(platform, TX, 4)?)));
         let (mut rx, tx) = match queues {
             Ok(queues) => queues,
@@ -114,7 +116,7 @@ impl<P: Platform> NetDevice for VirtioNet<P> {
         page.write_bytes(HEADER, frame);
         let head = self.tx.add(&[Buffer {
             addr: *bus,
-            len: (HEADER + frame.len()) as u32,
+            len: u32::try_from(HEADER + frame.len()).map_err(|_| Error::Invalid)?,
             device_writes: false,
         }])?;
         self.transport.notify(TX)?;

@@ -102,7 +102,7 @@ impl<R: Region> SplitQueue<R> {
         let size = size.clamp(1, MAX_SIZE);
         let mut next = [0; MAX_SIZE as usize];
         for (i, n) in next.iter_mut().enumerate() {
-            *n = (i + 1) as u16;
+            *n = u16::try_from(i + 1).unwrap_or(u16::MAX);
         }
         SplitQueue {
             page,
@@ -148,7 +148,8 @@ impl<R: Region> SplitQueue<R> {
         if chain.is_empty() || chain.len() > usize::from(self.size) {
             return Err(Error::Invalid);
         }
-        if chain.len() > usize::from(self.num_free) {
+        let count = u16::try_from(chain.len()).map_err(|_| Error::Invalid)?;
+        if count > self.num_free {
             return Err(Error::QueueFull);
         }
         let head = self.free_head;
@@ -176,8 +177,8 @@ impl<R: Region> SplitQueue<R> {
                 id = next;
             }
         }
-        self.num_free -= chain.len() as u16;
-        self.chain_len[usize::from(head)] = chain.len() as u16;
+        self.num_free -= count;
+        self.chain_len[usize::from(head)] = count;
         let avail = LAYOUT.avail;
         let slot = usize::from(self.avail_idx % self.size);
         self.page.write16(avail + 4 + 2 * slot, head);

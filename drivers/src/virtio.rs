@@ -173,8 +173,8 @@ fn find_capability<P: Platform>(
             return;
         }
         let mut words = [0; 5];
-        for (i, word) in words.iter_mut().enumerate() {
-            *word = platform.config_read(address, offset.wrapping_add(4 * i as u8));
+        for (word, delta) in words.iter_mut().zip((0u8..).step_by(4)) {
+            *word = platform.config_read(address, offset.wrapping_add(delta));
         }
         let cap = Capability::decode(words);
         if cap.cfg_type == cfg_type {
@@ -315,9 +315,10 @@ impl<P: Platform> Transport<P> {
             let select = self.common_offset(common::DRIVER_FEATURE_SELECT);
             self.common.page.write32(select, half);
             let feature = self.common_offset(common::DRIVER_FEATURE);
-            self.common
-                .page
-                .write32(feature, (accepted >> (32 * half)) as u32);
+            self.common.page.write32(
+                feature,
+                u32::try_from((accepted >> (32 * half)) & 0xFFFF_FFFF).unwrap_or(0),
+            );
         }
         self.add_status(STATUS_FEATURES_OK);
         if self.status() & STATUS_FEATURES_OK == 0 {
@@ -468,7 +469,9 @@ pub fn negotiated_features(offered: u64, wanted: u64, required: u64) -> Option<u
 #[must_use]
 pub fn notify_offset(base: usize, off: u16, multiplier: u32) -> Option<usize> {
     let offset = (base as u64).checked_add(u64::from(off) * u64::from(multiplier))?;
-    (offset + 2 <= 0x1000).then_some(offset as usize)
+    usize::try_from(offset)
+        .ok()
+        .filter(|_| offset + 2 <= 0x1000)
 }
 
 #[cfg(test)]

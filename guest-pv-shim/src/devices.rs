@@ -59,7 +59,9 @@ pub fn inl(port: u16) -> u32 {
     let value: u32;
     // SAFETY: a port read touches no memory of this kernel; the
     // hypervisor lets it through only to ports the domain may use.
-    unsafe { asm!("in eax, dx", out("eax") value, in("dx") port, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!("in eax, dx", out("eax") value, in("dx") port, options(nomem, nostack, preserves_flags))
+    };
     value
 }
 
@@ -67,7 +69,9 @@ pub fn inl(port: u16) -> u32 {
 pub fn outl(port: u16, value: u32) {
     // SAFETY: as for `inl`; the device behind the port may do DMA only to
     // pages a driver gave it.
-    unsafe { asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack, preserves_flags))
+    };
 }
 
 /// Raises the virtual IOPL to 1 (`PHYSDEVOP_set_iopl`), so that the kernel
@@ -127,7 +131,10 @@ pub struct Pirq {
 impl Interrupt for Pirq {
     fn wait(&mut self, timeout_ms: u64) -> bool {
         let now = shared::system_time_of(0).unwrap_or(0);
-        hypercall::sched_poll(&[self.port], now.saturating_add(timeout_ms.saturating_mul(1_000_000)));
+        hypercall::sched_poll(
+            &[self.port],
+            now.saturating_add(timeout_ms.saturating_mul(1_000_000)),
+        );
         shared::clear_evtchn_pending(self.port).unwrap_or(false)
     }
 
@@ -165,7 +172,9 @@ impl Platform for Devices {
             return Err(Error::Map(ret));
         }
         MMIO_USED.fetch_add(1, Ordering::Relaxed);
-        Ok(Page { va: mm::window_va(slot) })
+        Ok(Page {
+            va: mm::window_va(slot),
+        })
     }
 
     fn alloc_dma(&mut self) -> Result<(Page, u64), Error> {
@@ -193,11 +202,18 @@ impl Platform for Devices {
         if ret != 0 {
             return Err(Error::Interrupt(ret));
         }
-        let mut bind = EvtchnBindPirq { pirq, flags: 0, port: 0 };
+        let mut bind = EvtchnBindPirq {
+            pirq,
+            flags: 0,
+            port: 0,
+        };
         let ret = hypercall::evtchn_bind_pirq(&mut bind);
         if ret != 0 {
             return Err(Error::Interrupt(ret));
         }
-        Ok(Pirq { pirq, port: bind.port })
+        Ok(Pirq {
+            pirq,
+            port: bind.port,
+        })
     }
 }

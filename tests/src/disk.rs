@@ -35,13 +35,21 @@ impl Written {
             return None;
         }
         let seed = u64::from_str_radix(words.next()?, 16).ok()?;
-        words.next().is_none().then_some(Written { sector, count, seed })
+        words.next().is_none().then_some(Written {
+            sector,
+            count,
+            seed,
+        })
     }
 }
 
 impl core::fmt::Display for Written {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "{WROTE}{} +{} seed {:x}", self.sector, self.count, self.seed)
+        write!(
+            f,
+            "{WROTE}{} +{} seed {:x}",
+            self.sector, self.count, self.seed
+        )
     }
 }
 
@@ -51,7 +59,11 @@ mod tests {
 
     #[test]
     fn written_lines_round_trip() {
-        let w = Written { sector: 1000, count: 65, seed: 0xDEAD_BEEF };
+        let w = Written {
+            sector: 1000,
+            count: 65,
+            seed: 0xDEAD_BEEF,
+        };
         let line = w.to_string();
         assert_eq!(line, "virtio_blk: wrote 1000 +65 seed deadbeef");
         assert_eq!(Written::parse(line.strip_prefix(WROTE).unwrap()), Some(w));

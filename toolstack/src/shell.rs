@@ -71,6 +71,8 @@ pub enum Command<'a> {
     Info,
     /// `dmesg`.
     Dmesg,
+    /// `pci-list`.
+    PciList,
     /// `wait`.
     Wait,
     /// `help`.
@@ -103,6 +105,7 @@ pub const HELP: &[&str] = &[
     "vcpu-list [<dom>]      list the vCPUs",
     "info                   show the machine",
     "dmesg                  show the hypervisor's console ring",
+    "pci-list               list the PCI functions and the drivers that take them",
     "wait                   serve consoles until no domU runs",
     "xenstore-ls [<path>]   show the xenstore tree below a path",
     "xenstore-read <path>   show a xenstore node's value",
@@ -178,7 +181,7 @@ pub fn parse(line: &str) -> Result<Option<Command<'_>>, &'static str> {
                 cap,
             }
         }
-        "list" | "info" | "dmesg" | "wait" | "help" | "quit" | "exit" => {
+        "list" | "info" | "dmesg" | "pci-list" | "wait" | "help" | "quit" | "exit" => {
             if words.next().is_some() {
                 return Err("too many arguments");
             }
@@ -186,6 +189,7 @@ pub fn parse(line: &str) -> Result<Option<Command<'_>>, &'static str> {
                 "list" => Command::List,
                 "info" => Command::Info,
                 "dmesg" => Command::Dmesg,
+                "pci-list" => Command::PciList,
                 "wait" => Command::Wait,
                 "help" => Command::Help,
                 _ => Command::Quit,
@@ -422,6 +426,8 @@ mod tests {
         assert_eq!(parse("vcpu-list"), Ok(Some(Command::VcpuList(None))));
         assert_eq!(parse("list"), Ok(Some(Command::List)));
         assert_eq!(parse("wait"), Ok(Some(Command::Wait)));
+        assert_eq!(parse("pci-list"), Ok(Some(Command::PciList)));
+        assert!(parse("pci-list 0").is_err());
         assert_eq!(parse("xenstore-ls"), Ok(Some(Command::XenstoreLs("/"))));
         assert_eq!(
             parse("xenstore-read /local/domain/1/name"),

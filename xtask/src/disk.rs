@@ -1,14 +1,16 @@
-//! The virtio-blk test's disk image: made fresh (all zeros) before each
-//! run, checked after it against the ranges the guest printed
-//! (`pv_tests::disk::WROTE` lines): each holds the guest's pattern, every
-//! other sector is still zero. So what the guest read back is also what
-//! reached the host's file.
+//! A test's disk image: made fresh (all zeros) before each run, checked
+//! after it ([`DiskCheck`]): still all zeros, or holding the guest's
+//! pattern in the ranges it printed (`pv_tests::disk::WROTE` lines) and
+//! zeros elsewhere. So what the guest read back is also what reached the
+//! host's file.
 #![forbid(unsafe_code)]
 
 use std::fs;
 use std::path::Path;
 
 use pv_tests::disk::{self, SECTOR, Written};
+
+use crate::suite::DiskCheck;
 
 /// Writes a zeroed image of `disk::SECTORS` sectors to `path`.
 pub fn create(path: &Path) -> Result<(), String> {
@@ -25,26 +27,35 @@ fn written(log: &str) -> Vec<Written> {
 }
 
 /// Checks the image `image` after a run whose serial log is `log`;
-/// returns the problems (none if it holds exactly what the guest wrote).
-pub fn check(log: &str, image: &Path) -> Vec<String> {
+/// returns the problems (none if it holds exactly what `expect` says).
+pub fn check(log: &str, image: &Path, expect: DiskCheck) -> Vec<String> {
     let contents = match fs::read(image) {
         Ok(contents) => contents,
         Err(e) => return vec![format!("disk image {}: {e}", image.display())],
     };
-    check_contents(&written(log), &contents)
+    let ranges = written(log);
+    match expect {
+        DiskCheck::Written if ranges.is_empty() => {
+            vec!["disk image: the guest reported no written range".to_owned()]
+        }
+        DiskCheck::Untouched if !ranges.is_empty() => {
+            vec!["disk image: the guest wrote to a disk it must leave alone".to_owned()]
+        }
+        _ => check_contents(&ranges, &contents),
+    }
 }
 
 /// The problems of an image holding `contents` after the guest wrote
-/// `ranges` (later ranges win where they overlap).
+/// `ranges` (later ranges win where they overlap; none: all zeros).
 fn check_contents(ranges: &[Written], contents: &[u8]) -> Vec<String> {
     let sectors = contents.len() / SECTOR;
-    if ranges.is_empty() {
-        return vec!["disk image: the guest reported no written range".to_owned()];
-    }
     let mut expected = vec![[0u8; SECTOR]; sectors];
     for range in ranges {
         for sector in range.sector..range.sector.saturating_add(range.count) {
-            let Some(slot) = usize::try_from(sector).ok().and_then(|s| expected.get_mut(s)) else {
+            let Some(slot) = usize::try_from(sector)
+                .ok()
+                .and_then(|s| expected.get_mut(s))
+            else {
                 return vec![format!("disk image: range {range} is past the image's end")];
             };
             disk::pattern(sector, range.seed, slot);
@@ -85,8 +96,16 @@ mod tests {
     #[test]
     fn an_image_holding_the_ranges_passes_and_any_other_fails() {
         let ranges = [
-            Written { sector: 3, count: 5, seed: 7 },
-            Written { sector: 40, count: 2, seed: 7 },
+            Written {
+                sector: 3,
+                count: 5,
+                seed: 7,
+            },
+            Written {
+                sector: 40,
+                count: 2,
+                seed: 7,
+            },
         ];
         let mut image = image_with(&ranges);
         assert_eq!(check_contents(&ranges, &image), Vec::<String>::new());
@@ -98,13 +117,26 @@ mod tests {
         image[4 * SECTOR + 9] ^= 0xFF;
         assert!(check_contents(&ranges, &image)[0].contains("first: 4"));
         assert!(!check_contents(&[], &image).is_empty());
-        let past = [Written { sector: 63, count: 2, seed: 1 }];
+        assert!(check_contents(&[], &[0; 8 * SECTOR]).is_empty());
+        let past = [Written {
+            sector: 63,
+            count: 2,
+            seed: 1,
+        }];
         assert!(check_contents(&past, &image)[0].contains("past"));
     }
 
     #[test]
     fn ranges_come_from_the_guests_lines() {
-        let log = "ok: flush\n(XEN) x\nvirtio_blk: wrote 10 +2 seed ff\nvirtio_blk: wrote 1 +x seed 1\n";
-        assert_eq!(written(log), [Written { sector: 10, count: 2, seed: 0xFF }]);
+        let log =
+            "ok: flush\n(XEN) x\nvirtio_blk: wrote 10 +2 seed ff\nvirtio_blk: wrote 1 +x seed 1\n";
+        assert_eq!(
+            written(log),
+            [Written {
+                sector: 10,
+                count: 2,
+                seed: 0xFF
+            }]
+        );
     }
 }

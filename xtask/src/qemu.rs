@@ -202,7 +202,10 @@ pub fn qemu_args(machine: &Machine, boot: &Boot) -> Result<Vec<OsString>, String
         }
         let drive = format!("file={path},if=none,id=disk0,format=raw");
         push(&["-drive", &drive]);
-        push(&["-device", "virtio-blk-pci,drive=disk0,disable-legacy=on,addr=04.0"]);
+        push(&[
+            "-device",
+            "virtio-blk-pci,drive=disk0,disable-legacy=on,addr=04.0",
+        ]);
     }
     if machine.devices.nic {
         push(&["-netdev", "user,id=net0"]);
@@ -687,12 +690,17 @@ mod tests {
             },
             ..TCG
         };
-        let line = strings(&qemu_args(&machine, &Boot::Cdrom("/t/b.iso".into())).unwrap()).join(" ");
+        let line =
+            strings(&qemu_args(&machine, &Boot::Cdrom("/t/b.iso".into())).unwrap()).join(" ");
         assert!(line.contains(
             "-drive file=/t/disk.img,if=none,id=disk0,format=raw \
              -device virtio-blk-pci,drive=disk0,disable-legacy=on,addr=04.0"
         ));
-        assert!(line.contains("-netdev user,id=net0 -device virtio-net-pci,netdev=net0,disable-legacy=on"));
+        assert!(
+            line.contains(
+                "-netdev user,id=net0 -device virtio-net-pci,netdev=net0,disable-legacy=on"
+            )
+        );
         let comma = Machine {
             devices: Devices {
                 disk: Some("/t/a,b.img".into()),

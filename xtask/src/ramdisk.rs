@@ -100,7 +100,16 @@ pub enum DomuSet {
     BlkTwo,
     /// A hostile block front end (`blkhostile`) beside a well-behaved one.
     BlkHostile,
+    /// The demo domU and a script (`devices.xl`) that first lists the
+    /// machine's PCI functions with the drivers that take them.
+    Devices,
 }
+
+/// The script of [`DomuSet::Devices`].
+const DEVICES_SCRIPT: &str = "# dom0's drivers, scripted (dom0 script=devices.xl)\n\
+    pci-list\n\
+    create demo.cfg\n\
+    wait\n";
 
 /// The script of [`DomuSet::XenstoreShell`].
 const XENSTORE_SCRIPT: &str = "# dom0's xenstore commands (dom0 script=xenstore.xl)\n\
@@ -165,6 +174,7 @@ impl DomuSet {
             DomuSet::Blk => "blk",
             DomuSet::BlkTwo => "blk-two",
             DomuSet::BlkHostile => "blk-hostile",
+            DomuSet::Devices => "devices",
         }
     }
 
@@ -174,6 +184,7 @@ impl DomuSet {
         match self {
             DomuSet::Demo => &[("demo.cfg", DEMO_CONFIG)],
             DomuSet::Shell => &[("demo.cfg", DEMO_CONFIG), ("shell.xl", SHELL_SCRIPT)],
+            DomuSet::Devices => &[("demo.cfg", DEMO_CONFIG), ("devices.xl", DEVICES_SCRIPT)],
             DomuSet::XenstoreShell => {
                 &[("demo.cfg", DEMO_CONFIG), ("xenstore.xl", XENSTORE_SCRIPT)]
             }
@@ -287,7 +298,7 @@ mod tests {
         }
         let crash = DomainConfig::parse(DomuSet::Crash.configs()[0].1).unwrap();
         assert_eq!(crash.cmdline, "crash");
-        for set in [DomuSet::Shell, DomuSet::XenstoreShell] {
+        for set in [DomuSet::Shell, DomuSet::XenstoreShell, DomuSet::Devices] {
             let (_, script) = set.configs()[1];
             for line in script.lines() {
                 assert!(toolstack::shell::parse(line).is_ok(), "{line}");

@@ -46,7 +46,9 @@ fn test_machine(test: &IntegrationTest, disk: Option<&Path>) -> Machine {
         smp: 1,
         mem_mib: DEFAULT_MEM_MIB,
         devices: Devices {
-            disk: disk.filter(|_| test.devices.disk).map(Path::to_path_buf),
+            disk: disk
+                .filter(|_| test.devices.disk.is_some())
+                .map(Path::to_path_buf),
             nic: test.devices.nic,
         },
     }
@@ -54,7 +56,7 @@ fn test_machine(test: &IntegrationTest, disk: Option<&Path>) -> Machine {
 
 /// A test's fresh disk image in `dir`, if it has a disk.
 fn fresh_disk(test: &IntegrationTest, dir: &Path) -> Result<Option<PathBuf>, String> {
-    if !test.devices.disk {
+    if test.devices.disk.is_none() {
         return Ok(None);
     }
     let path = dir.join(format!("{}.img", test.name));
@@ -62,9 +64,13 @@ fn fresh_disk(test: &IntegrationTest, dir: &Path) -> Result<Option<PathBuf>, Str
     Ok(Some(path))
 }
 
-/// The problems of a run's disk image (none without a disk).
-fn disk_problems(image: Option<&Path>, log: &str) -> Vec<String> {
-    image.map(|image| disk::check(log, image)).unwrap_or_default()
+/// The problems of a test's disk image `image` after a run (none without
+/// a disk).
+fn disk_problems(test: &IntegrationTest, image: Option<&Path>, log: &str) -> Vec<String> {
+    match (test.devices.disk, image) {
+        (Some(expect), Some(image)) => disk::check(log, image, expect),
+        _ => Vec::new(),
+    }
 }
 
 /// Lines of a failing test's log shown on the terminal.
@@ -239,7 +245,7 @@ fn boot_test(
         &args,
         &result,
     )?;
-    let disk_problems = disk_problems(image.as_deref(), &result.serial);
+    let disk_problems = disk_problems(test, image.as_deref(), &result.serial);
     Ok(TestRun {
         result,
         nonce,
@@ -303,7 +309,7 @@ fn boot_on_xen(
         typing: test.typing,
     })?;
     save_log(&dirs.xen.join(format!("{name}.log")), &args, &result)?;
-    let problems = disk_problems(image.as_deref(), &result.serial);
+    let problems = disk_problems(test, image.as_deref(), &result.serial);
     Ok((result, problems))
 }
 
@@ -376,6 +382,8 @@ const LINTS: [(&str, &[&str]); 3] = [
             "toolstack",
             "-p",
             "pv-image",
+            "-p",
+            "drivers",
             "--",
             "-D",
             "warnings",

@@ -7,9 +7,9 @@
 
 use dom0_abi::Hypercall;
 use dom0_abi::event_channel::{
-    EvtchnAllocUnbound, EvtchnBindInterdomain, EvtchnBindPirq, EvtchnBindIpi, EvtchnBindVcpu, EvtchnBindVirq,
-    EvtchnExpandArray, EvtchnInitControl, EvtchnOp, EvtchnOpCompat, EvtchnPortArg, EvtchnReset,
-    EvtchnSetPriority, EvtchnStatus,
+    EvtchnAllocUnbound, EvtchnBindInterdomain, EvtchnBindIpi, EvtchnBindPirq, EvtchnBindVcpu,
+    EvtchnBindVirq, EvtchnExpandArray, EvtchnInitControl, EvtchnOp, EvtchnOpCompat, EvtchnPortArg,
+    EvtchnReset, EvtchnSetPriority, EvtchnStatus,
 };
 
 use super::{addr_of_mut, raw};

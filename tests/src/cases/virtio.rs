@@ -19,12 +19,12 @@
 //! (issue 15); both hypervisors must give dom0 the same ports, memory and
 //! interrupts (Xen 4.17 first, ours once it has them).
 
-use guest_pv_shim::dom0_abi::start_info::StartInfo;
 use guest_pv_shim::devices::{self, Devices};
-use guest_pv_shim::{println, report, shared};
+use guest_pv_shim::dom0_abi::start_info::StartInfo;
 use guest_pv_shim::drivers::blk::{BlockDevice, SECTOR, VirtioBlk};
 use guest_pv_shim::drivers::net::{NetDevice, VirtioNet};
 use guest_pv_shim::drivers::pci::{self, Function};
+use guest_pv_shim::{println, report, shared};
 use pv_tests::disk::{self, Written};
 
 /// Sets up what both tests need and returns the virtio function `wanted`
@@ -48,7 +48,11 @@ fn find(kind: &str, wanted: fn(&Function) -> bool) -> Option<(Devices, Function)
             found = Some(f);
         }
     });
-    report::check("PCI enumeration finds functions", count > 1, format_args!("{count}"));
+    report::check(
+        "PCI enumeration finds functions",
+        count > 1,
+        format_args!("{count}"),
+    );
     match found {
         Some(f) => {
             report::ok_value(format_args!("{kind} found"), f.address);
@@ -76,8 +80,13 @@ impl Rng {
 
 /// Sectors per slice the disk is cut into (one written range in each).
 const SLICE: u64 = disk::SECTORS / 16;
-/// Largest range written.
-const MAX_RUN: u64 = 80;
+/// Largest range written, in sectors.
+const MAX_RUN: usize = 80;
+
+/// Bytes of `count` sectors (at most [`MAX_RUN`]).
+fn bytes_of(count: u64) -> usize {
+    usize::try_from(count).unwrap_or(MAX_RUN).min(MAX_RUN) * SECTOR
+}
 
 pub fn run_blk(_start_info: &'static StartInfo) {
     let Some((mut platform, f)) = find("virtio-blk", drivers::blk::is_virtio_blk) else {
@@ -94,16 +103,24 @@ pub fn run_blk(_start_info: &'static StartInfo) {
     report::check_eq("capacity in sectors", blk.sectors(), disk::SECTORS);
     let mut sector_buf = [0u8; SECTOR];
     let past_end = blk.read(disk::SECTORS - 1, &mut [0; 2 * SECTOR]);
-    report::check_eq("a read past the end is refused", past_end, Err(drivers::Error::Invalid));
+    report::check_eq(
+        "a read past the end is refused",
+        past_end,
+        Err(drivers::Error::Invalid),
+    );
     let mut rng = Rng(shared::system_time_of(0).unwrap_or(1) | 1);
     let seed = rng.next();
-    let mut ranges = [Written { sector: 0, count: 0, seed }; 16];
-    let mut buf = [0u8; MAX_RUN as usize * SECTOR];
+    let mut ranges = [Written {
+        sector: 0,
+        count: 0,
+        seed,
+    }; 16];
+    let mut buf = [0u8; MAX_RUN * SECTOR];
     let mut write_errors = 0;
     for (slice, range) in ranges.iter_mut().enumerate() {
-        range.count = 1 + rng.next() % MAX_RUN;
+        range.count = 1 + rng.next() % MAX_RUN as u64;
         range.sector = slice as u64 * SLICE + rng.next() % (SLICE - range.count);
-        let bytes = &mut buf[..range.count as usize * SECTOR];
+        let bytes = &mut buf[..bytes_of(range.count)];
         for (i, chunk) in bytes.chunks_mut(SECTOR).enumerate() {
             disk::pattern(range.sector + i as u64, seed, &mut sector_buf);
             chunk.copy_from_slice(&sector_buf);
@@ -119,7 +136,7 @@ pub fn run_blk(_start_info: &'static StartInfo) {
     report::check_eq("16 random ranges written", write_errors, 0);
     let mut mismatches = 0;
     for range in &ranges {
-        let bytes = &mut buf[..range.count as usize * SECTOR];
+        let bytes = &mut buf[..bytes_of(range.count)];
         bytes.fill(0);
         if let Err(e) = blk.read(range.sector, bytes) {
             println!("virtio_blk: read at {} failed: {e:?}", range.sector);
@@ -168,7 +185,7 @@ fn checksum(bytes: &[u8]) -> u16 {
     while sum > 0xFFFF {
         sum = (sum & 0xFFFF) + (sum >> 16);
     }
-    !(sum as u16)
+    !u16::try_from(sum).unwrap_or(0xFFFF)
 }
 
 /// Payload of the echo request.
@@ -218,7 +235,11 @@ fn await_frame<P: guest_pv_shim::drivers::Platform>(
 /// Checks that the device's interrupts ended some of the driver's waits
 /// (it blocks on them rather than polling).
 fn check_interrupts(count: u64) {
-    report::check("the device interrupted", count > 0, format_args!("no interrupt"));
+    report::check(
+        "the device interrupted",
+        count > 0,
+        format_args!("no interrupt"),
+    );
 }
 
 pub fn run_net(_start_info: &'static StartInfo) {
@@ -247,9 +268,17 @@ pub fn run_net(_start_info: &'static StartInfo) {
     let mut gateway = [0u8; 6];
     gateway.copy_from_slice(&frame[22..28]);
     report::ok_value("ARP reply from the gateway", format_args!("{gateway:02x?}"));
-    report::check_eq("echo request sent", net.send(&echo_request(mac, gateway)), Ok(()));
+    report::check_eq(
+        "echo request sent",
+        net.send(&echo_request(mac, gateway)),
+        Ok(()),
+    );
     let reply = await_frame(&mut net, &mut frame, |f| {
-        f.len() >= 58 && f[12..14] == [0x08, 0x00] && f[23] == 1 && f[34] == 0 && f[38..42] == PING_ID
+        f.len() >= 58
+            && f[12..14] == [0x08, 0x00]
+            && f[23] == 1
+            && f[34] == 0
+            && f[38..42] == PING_ID
     });
     match reply {
         Some(_) => {
