@@ -39,6 +39,8 @@ when standard input is a terminal):
   --smp <N>             number of CPUs (default 1)
   --mem <MiB>           RAM size (default 256)
   --timeout <seconds>   stop QEMU after this long (default: no limit)
+  --disk <image>        attach this raw image as a virtio-blk disk (00:04.0)
+  --nic                 attach a virtio-net NIC on QEMU user networking (00:05.0)
   --linux               dom0 is Debian's current linux-image-amd64 with a busybox
                         initramfs (apt-get download, cached in target/linux/); default
                         --hv-args then give dom0_mem=256M and --mem 512
@@ -161,6 +163,8 @@ pub struct RunArgs {
     pub linux: bool,
     /// `--linux-args`: more kernel arguments, if given.
     pub linux_args: Option<String>,
+    /// `--disk` and `--nic`: the machine's virtio devices.
+    pub devices: crate::qemu::Devices,
 }
 
 impl Default for RunArgs {
@@ -181,6 +185,7 @@ impl Default for RunArgs {
             domus: Vec::new(),
             linux: false,
             linux_args: None,
+            devices: crate::qemu::Devices::NONE,
         }
     }
 }
@@ -439,6 +444,8 @@ fn parse_run(options: &mut Options) -> Result<RunArgs, String> {
             )?),
             "--linux" => run.linux = Options::flag(&name, inline)?,
             "--linux-args" => run.linux_args = Some(options.value(&name, inline)?),
+            "--disk" => run.devices.disk = Some(options.value(&name, inline)?.into()),
+            "--nic" => run.devices.nic = Options::flag(&name, inline)?,
             _ => return Err(format!("unknown option '{name}' for 'run'")),
         }
     }
@@ -641,6 +648,9 @@ mod tests {
             "512",
             "--timeout",
             "30",
+            "--disk",
+            "d.img",
+            "--nic",
         ];
         let Ok(Command::Run(run)) = parse(args.iter().map(|s| (*s).to_owned()).collect()) else {
             panic!("run did not parse");
@@ -654,6 +664,8 @@ mod tests {
         assert_eq!(run.accel, AccelChoice::Tcg);
         assert!(run.icount);
         assert_eq!((run.smp, run.mem_mib, run.timeout_secs), (2, 512, Some(30)));
+        assert_eq!(run.devices.disk, Some(PathBuf::from("d.img")));
+        assert!(run.devices.nic);
     }
 
     #[test]

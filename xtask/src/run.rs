@@ -11,7 +11,7 @@ use crate::cli::{BootPath, RunArgs};
 use crate::grub::{self, IsoContents};
 use crate::linux;
 use crate::packages;
-use crate::qemu::{self, Boot, Devices, Machine, Module, RunSpec, Serial};
+use crate::qemu::{self, Boot, Machine, Module, RunSpec, Serial};
 use crate::ramdisk::{self, DomuSet};
 
 /// The files and command lines of one boot.
@@ -149,7 +149,7 @@ pub fn run(workspace: &Workspace, args: &RunArgs) -> Result<u8, String> {
         accel: qemu::host_accel(args.accel, args.icount),
         smp: args.smp,
         mem_mib: args.mem_mib,
-        devices: Devices::NONE,
+        devices: args.devices.clone(),
     };
     let qemu_args = qemu::qemu_args(&machine, &boot)?;
     eprintln!("xtask: {}", qemu::display_command(&qemu_args));
