@@ -138,10 +138,32 @@ pub fn device_type(vendor: u16, device: u16) -> Option<u16> {
     (vendor == VENDOR && device > DEVICE_BASE).then(|| device - DEVICE_BASE)
 }
 
-/// A structure of the device: its page and its offset there.
+/// A structure of the device: its page and its offset there. As a
+/// [`Region`], offsets are from the structure's start.
 struct Window<R> {
     page: R,
     base: usize,
+}
+
+impl<R: Region> Region for Window<R> {
+    fn read8(&self, offset: usize) -> u8 {
+        self.page.read8(self.base + offset)
+    }
+    fn read16(&self, offset: usize) -> u16 {
+        self.page.read16(self.base + offset)
+    }
+    fn read32(&self, offset: usize) -> u32 {
+        self.page.read32(self.base + offset)
+    }
+    fn write8(&mut self, offset: usize, value: u8) {
+        self.page.write8(self.base + offset, value);
+    }
+    fn write16(&mut self, offset: usize, value: u16) {
+        self.page.write16(self.base + offset, value);
+    }
+    fn write32(&mut self, offset: usize, value: u32) {
+        self.page.write32(self.base + offset, value);
+    }
 }
 
 /// A virtio device through its PCI capabilities.
@@ -249,16 +271,11 @@ impl<P: Platform> Transport<P> {
         Ok(transport)
     }
 
-    fn common_offset(&self, field: usize) -> usize {
-        self.common.base + field
-    }
-
     /// Writes 0 to the status and waits for it to read back as 0.
     pub fn reset(&mut self) -> Result<(), Error> {
-        let status = self.common_offset(common::DEVICE_STATUS);
-        self.common.page.write8(status, 0);
+        self.common.write8(common::DEVICE_STATUS, 0);
         for _ in 0..1000 {
-            if self.common.page.read8(status) == 0 {
+            if self.status() == 0 {
                 return Ok(());
             }
         }
@@ -268,15 +285,12 @@ impl<P: Platform> Transport<P> {
     /// The device status.
     #[must_use]
     pub fn status(&self) -> u8 {
-        self.common
-            .page
-            .read8(self.common_offset(common::DEVICE_STATUS))
+        self.common.read8(common::DEVICE_STATUS)
     }
 
     fn add_status(&mut self, bits: u8) {
         let status = self.status() | bits;
-        let offset = self.common_offset(common::DEVICE_STATUS);
-        self.common.page.write8(offset, status);
+        self.common.write8(common::DEVICE_STATUS, status);
     }
 
     /// Gives up on the device (`FAILED`).
@@ -289,13 +303,8 @@ impl<P: Platform> Transport<P> {
     pub fn device_features(&mut self) -> u64 {
         let mut features = 0;
         for half in 0..2u32 {
-            let select = self.common_offset(common::DEVICE_FEATURE_SELECT);
-            self.common.page.write32(select, half);
-            let value = self
-                .common
-                .page
-                .read32(self.common_offset(common::DEVICE_FEATURE));
-            features |= u64::from(value) << (32 * half);
+            self.common.write32(common::DEVICE_FEATURE_SELECT, half);
+            features |= u64::from(self.common.read32(common::DEVICE_FEATURE)) << (32 * half);
         }
         features
     }
@@ -312,13 +321,9 @@ impl<P: Platform> Transport<P> {
             Error::Features
         })?;
         for half in 0..2u32 {
-            let select = self.common_offset(common::DRIVER_FEATURE_SELECT);
-            self.common.page.write32(select, half);
-            let feature = self.common_offset(common::DRIVER_FEATURE);
-            self.common.page.write32(
-                feature,
-                u32::try_from((accepted >> (32 * half)) & 0xFFFF_FFFF).unwrap_or(0),
-            );
+            let bits = u32::try_from((accepted >> (32 * half)) & 0xFFFF_FFFF).unwrap_or(0);
+            self.common.write32(common::DRIVER_FEATURE_SELECT, half);
+            self.common.write32(common::DRIVER_FEATURE, bits);
         }
         self.add_status(STATUS_FEATURES_OK);
         if self.status() & STATUS_FEATURES_OK == 0 {
@@ -331,9 +336,7 @@ impl<P: Platform> Transport<P> {
     /// Number of queues the device has.
     #[must_use]
     pub fn num_queues(&self) -> u16 {
-        self.common
-            .page
-            .read16(self.common_offset(common::NUM_QUEUES))
+        self.common.read16(common::NUM_QUEUES)
     }
 
     /// Sets queue `index` up with a ring page from the platform (at most
@@ -348,25 +351,20 @@ impl<P: Platform> Transport<P> {
         if index >= self.num_queues() {
             return Err(Error::BadDevice("queue missing"));
         }
-        let select = self.common_offset(common::QUEUE_SELECT);
-        self.common.page.write16(select, index);
-        let device_max = self
-            .common
-            .page
-            .read16(self.common_offset(common::QUEUE_SIZE));
+        self.common.write16(common::QUEUE_SELECT, index);
+        let device_max = self.common.read16(common::QUEUE_SIZE);
         let size = crate::queue::choose_size(device_max, max_size)
             .ok_or(Error::BadDevice("queue size"))?;
         let (page, bus) = platform.alloc_dma()?;
         let queue = SplitQueue::new(page, bus, size, index);
         let layout = crate::queue::LAYOUT;
-        let page = &mut self.common.page;
-        let base = self.common.base;
-        page.write16(base + common::QUEUE_SIZE, size);
-        page.write16(base + common::QUEUE_MSIX_VECTOR, 0xFFFF);
-        page.write64(base + common::QUEUE_DESC, bus + layout.desc as u64);
-        page.write64(base + common::QUEUE_DRIVER, bus + layout.avail as u64);
-        page.write64(base + common::QUEUE_DEVICE, bus + layout.used as u64);
-        page.write16(base + common::QUEUE_ENABLE, 1);
+        let c = &mut self.common;
+        c.write16(common::QUEUE_SIZE, size);
+        c.write16(common::QUEUE_MSIX_VECTOR, 0xFFFF);
+        c.write64(common::QUEUE_DESC, bus + layout.desc as u64);
+        c.write64(common::QUEUE_DRIVER, bus + layout.avail as u64);
+        c.write64(common::QUEUE_DEVICE, bus + layout.used as u64);
+        c.write16(common::QUEUE_ENABLE, 1);
         Ok(queue)
     }
 
@@ -377,12 +375,8 @@ impl<P: Platform> Transport<P> {
 
     /// Tells the device that queue `index` has new buffers.
     pub fn notify(&mut self, index: u16) -> Result<(), Error> {
-        let select = self.common_offset(common::QUEUE_SELECT);
-        self.common.page.write16(select, index);
-        let off = self
-            .common
-            .page
-            .read16(self.common_offset(common::QUEUE_NOTIFY_OFF));
+        self.common.write16(common::QUEUE_SELECT, index);
+        let off = self.common.read16(common::QUEUE_NOTIFY_OFF);
         let offset = notify_offset(self.notify.base, off, self.notify_multiplier)
             .ok_or(Error::BadDevice("notify offset past its page"))?;
         self.notify.page.write16(offset, index);
@@ -391,7 +385,7 @@ impl<P: Platform> Transport<P> {
 
     /// Reads the ISR (which acknowledges the interrupt at the device).
     pub fn read_isr(&mut self) -> u8 {
-        self.isr.page.read8(self.isr.base)
+        self.isr.read8(0)
     }
 
     /// The byte at `offset` of the device-specific configuration (0 past
@@ -399,7 +393,7 @@ impl<P: Platform> Transport<P> {
     #[must_use]
     pub fn config8(&self, offset: usize) -> u8 {
         if offset < self.device_length {
-            self.device.page.read8(self.device.base + offset)
+            self.device.read8(offset)
         } else {
             0
         }
@@ -410,7 +404,7 @@ impl<P: Platform> Transport<P> {
     #[must_use]
     pub fn config32(&self, offset: usize) -> u32 {
         if offset + 4 <= self.device_length {
-            self.device.page.read32(self.device.base + offset)
+            self.device.read32(offset)
         } else {
             0
         }

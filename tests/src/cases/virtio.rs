@@ -88,16 +88,25 @@ fn bytes_of(count: u64) -> usize {
     usize::try_from(count).unwrap_or(MAX_RUN).min(MAX_RUN) * SECTOR
 }
 
-pub fn run_blk(_start_info: &'static StartInfo) {
-    let Some((mut platform, f)) = find("virtio-blk", drivers::blk::is_virtio_blk) else {
-        return;
-    };
-    let mut blk = match VirtioBlk::new(&mut platform, f.address) {
-        Ok(blk) => blk,
+/// Finds the `kind` function `wanted` picks and initialises its driver.
+fn bring_up<D>(
+    kind: &str,
+    wanted: fn(&Function) -> bool,
+    init: fn(&mut Devices, pci::Address) -> Result<D, drivers::Error>,
+) -> Option<D> {
+    let (mut platform, f) = find(kind, wanted)?;
+    match init(&mut platform, f.address) {
+        Ok(driver) => Some(driver),
         Err(e) => {
-            report::fail("virtio-blk initialised", format_args!("{e:?}"));
-            return;
+            report::fail(format_args!("{kind} initialised"), format_args!("{e:?}"));
+            None
         }
+    }
+}
+
+pub fn run_blk(_start_info: &'static StartInfo) {
+    let Some(mut blk) = bring_up("virtio-blk", drivers::blk::is_virtio_blk, VirtioBlk::new) else {
+        return;
     };
     report::ok_value("virtio-blk initialised, INTx GSI", blk.transport().gsi);
     report::check_eq("capacity in sectors", blk.sectors(), disk::SECTORS);
@@ -243,15 +252,8 @@ fn check_interrupts(count: u64) {
 }
 
 pub fn run_net(_start_info: &'static StartInfo) {
-    let Some((mut platform, f)) = find("virtio-net", drivers::net::is_virtio_net) else {
+    let Some(mut net) = bring_up("virtio-net", drivers::net::is_virtio_net, VirtioNet::new) else {
         return;
-    };
-    let mut net = match VirtioNet::new(&mut platform, f.address) {
-        Ok(net) => net,
-        Err(e) => {
-            report::fail("virtio-net initialised", format_args!("{e:?}"));
-            return;
-        }
     };
     report::ok_value("virtio-net initialised, INTx GSI", net.transport().gsi);
     let mac = net.mac();
