@@ -100,6 +100,11 @@ impl<P: Platform> VirtioNet<P> {
     pub fn transport(&self) -> &Transport<P> {
         &self.transport
     }
+
+    /// The transport, to wait on its interrupt directly.
+    pub fn transport_mut(&mut self) -> &mut Transport<P> {
+        &mut self.transport
+    }
 }
 
 impl<P: Platform> NetDevice for VirtioNet<P> {
