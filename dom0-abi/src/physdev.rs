@@ -70,6 +70,12 @@ pub const XENIRQSTAT_SHARED: u32 = 1 << 1;
 pub const MAP_PIRQ_TYPE_MSI: i32 = 0;
 /// `MAP_PIRQ_TYPE_GSI`.
 pub const MAP_PIRQ_TYPE_GSI: i32 = 1;
+/// `MAP_PIRQ_TYPE_UNKNOWN`.
+pub const MAP_PIRQ_TYPE_UNKNOWN: i32 = 2;
+/// `MAP_PIRQ_TYPE_MSI_SEG`.
+pub const MAP_PIRQ_TYPE_MSI_SEG: i32 = 3;
+/// `MAP_PIRQ_TYPE_MULTI_MSI`.
+pub const MAP_PIRQ_TYPE_MULTI_MSI: i32 = 4;
 
 /// `struct physdev_eoi` (4 bytes).
 #[repr(C)]
@@ -135,6 +141,29 @@ pub struct PhysdevMapPirq {
     pub table_base: u64,
 }
 
+/// `struct physdev_setup_gsi` (8 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PhysdevSetupGsi {
+    /// IN: the GSI.
+    pub gsi: i32,
+    /// IN: 0 edge, 1 level.
+    pub triggering: u8,
+    /// IN: 0 active high, 1 active low.
+    pub polarity: u8,
+    /// Padding.
+    pub pad: [u8; 2],
+}
+
+/// `struct physdev_pirq_eoi_gmfn` (8 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PhysdevPirqEoiGmfn {
+    /// IN: the guest frame of the EOI bitmap (bit `n` set: PIRQ `n` is
+    /// masked until `PHYSDEVOP_eoi`).
+    pub gmfn: u64,
+}
+
 /// `struct physdev_unmap_pirq` (8 bytes).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -156,3 +185,5 @@ crate::assert_layout!(PhysdevMapPirq, 40, {
     pad1: 28, table_base: 32,
 });
 crate::assert_layout!(PhysdevUnmapPirq, 8, { domid: 0, pad: 2, pirq: 4 });
+crate::assert_layout!(PhysdevSetupGsi, 8, { gsi: 0, triggering: 4, polarity: 5, pad: 6 });
+crate::assert_layout!(PhysdevPirqEoiGmfn, 8, { gmfn: 0 });

@@ -25,6 +25,7 @@ use spin::{Mutex, MutexGuard, Once};
 use crate::evtchn::EventChannels;
 use crate::gnttab::GrantTable;
 use crate::index::bounded;
+use crate::ioport::{IoPorts, Latches};
 use crate::mm::machine::DomainMm;
 use crate::sched::credit::Share;
 use crate::timer::Watchdogs;
@@ -90,6 +91,11 @@ pub struct Domain {
     pub grant: Option<Box<GrantTable>>,
     /// Its share of the CPU (`scheduler_op`'s weight and cap).
     pub share: Share,
+    /// The I/O ports it may reach (`None`: none): dom0's as Xen gives
+    /// them, others' from `XEN_DOMCTL_ioport_permission`.
+    pub ioports: Option<Box<IoPorts>>,
+    /// The emulated ports' latched registers (0xCF8, the RTC index).
+    pub io_latches: Latches,
 }
 
 /// Xen's default `gnttab_max_frames`: dom0's limit, and a domain's when
@@ -130,6 +136,8 @@ impl Domain {
                 DEFAULT_MAPTRACK_FRAMES,
             ))),
             share: Share::default(),
+            ioports: None,
+            io_latches: Latches::default(),
         }
     }
 
@@ -171,6 +179,8 @@ impl Domain {
                 DEFAULT_MAPTRACK_FRAMES,
             ))),
             share: Share::default(),
+            ioports: None,
+            io_latches: Latches::default(),
         }
     }
 

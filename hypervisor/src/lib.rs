@@ -16,6 +16,7 @@ pub mod gnttab;
 pub mod hypercall;
 pub mod index;
 pub mod iomem;
+pub mod ioport;
 pub mod irq;
 pub mod layout;
 pub mod loader;

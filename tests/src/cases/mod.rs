@@ -24,6 +24,7 @@ mod gnttab;
 mod hello;
 mod hostile;
 mod hypercall_page;
+mod io_ports;
 mod isolation;
 mod mm_memory_op;
 mod mm_mmu_update;
@@ -399,6 +400,10 @@ pub const ALL: &[Case] = &[
     Case {
         name: "time_wallclock",
         run: time_wallclock::run,
+    },
+    Case {
+        name: "io_ports",
+        run: io_ports::run,
     },
 ];
 

@@ -24,6 +24,7 @@ use crate::domain::{DOMAINS, Domain, DomainEntry, DomainTable};
 use crate::hypercall::desc::MAX_GDT_FRAMES;
 use crate::hypercall::{Env, HostInfo};
 use crate::hypercall::{domctl, gnttab};
+use crate::ioport::IoPorts;
 use crate::layout::{PAGE_SIZE, is_guest_l4_slot};
 use crate::loader::{GuestImageInfo, ImageError};
 use crate::mm::effects::Effects;
@@ -253,6 +254,7 @@ pub fn build_dom0(
     // Xen's balloon ceiling for dom0: `dom0_mem=max:`, at most 2^32 - 1
     // pages (unlimited without it).
     entry.domain.mm.max_pages = pages.max_pages.min(u64::from(u32::MAX));
+    entry.domain.ioports = Some(Box::new(IoPorts::hardware_domain(config.com1.io_base)));
     let mut cpu = PerCpu::new(*views);
     register_frames(&mut cpu, &mut entry, &p2m, shared_info, Mfn(l4 >> 12))?;
     let boot_vcpu = &mut entry.vcpus[0];
