@@ -270,9 +270,8 @@ mod tests {
     use super::*;
     use alloc::vec::Vec;
 
-    #[derive(Default)]
     struct Fake {
-        rtc: [u8; 128],
+        rtc: Vec<u8>,
         pci: Vec<(u32, u16, u32, Option<u32>)>,
     }
 
@@ -368,7 +367,10 @@ mod tests {
 
     #[test]
     fn the_rtc_is_emulated_through_the_latched_index() {
-        let mut hw = Fake::default();
+        let mut hw = Fake {
+            rtc: vec![0; 128],
+            pci: Vec::new(),
+        };
         hw.rtc[0x0d] = 0x80;
         let d0 = IoPorts::hardware_domain(0x3f8);
         let mut latches = Latches::default();
@@ -399,7 +401,10 @@ mod tests {
 
     #[test]
     fn pci_configuration_through_the_latched_address() {
-        let mut hw = Fake::default();
+        let mut hw = Fake {
+            rtc: vec![0; 128],
+            pci: Vec::new(),
+        };
         let mut latches = Latches::default();
         let mut who = Emulated {
             ports: None,
