@@ -177,3 +177,21 @@ pub fn setup_gsi(gsi: i32, triggering: u8, polarity: u8) -> i64 {
 pub fn eoi(pirq: u32) -> i64 {
     physdev(PhysdevOp::Eoi, &mut PhysdevEoi { irq: pirq })
 }
+
+/// `EVTCHNOP_bind_pirq` of `pirq` (`flags`: `BIND_PIRQ__WILL_SHARE` or
+/// 0): `Ok(port)` or the negative errno.
+pub fn bind_pirq(pirq: u32, flags: u32) -> Result<u32, i64> {
+    let mut arg = dom0_abi::event_channel::EvtchnBindPirq {
+        pirq,
+        flags,
+        port: 0,
+    };
+    // SAFETY: `arg` is the command's structure, exclusively borrowed.
+    let ret = unsafe {
+        crate::hypercall::event_channel_op_raw(
+            dom0_abi::event_channel::EvtchnOp::BindPirq as u64,
+            core::ptr::from_mut(&mut arg) as u64,
+        )
+    };
+    if ret == 0 { Ok(arg.port) } else { Err(ret) }
+}

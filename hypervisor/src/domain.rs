@@ -27,6 +27,7 @@ use crate::gnttab::GrantTable;
 use crate::index::bounded;
 use crate::ioport::{IoPorts, Latches};
 use crate::mm::machine::DomainMm;
+use crate::pirq::Pirqs;
 use crate::sched::credit::Share;
 use crate::timer::Watchdogs;
 use crate::vcpu::Vcpu;
@@ -96,6 +97,8 @@ pub struct Domain {
     pub ioports: Option<Box<IoPorts>>,
     /// The emulated ports' latched registers (0xCF8, the RTC index).
     pub io_latches: Latches,
+    /// Its PIRQs and the GSIs it may use.
+    pub pirqs: Pirqs,
 }
 
 /// Xen's default `gnttab_max_frames`: dom0's limit, and a domain's when
@@ -138,6 +141,7 @@ impl Domain {
             share: Share::default(),
             ioports: None,
             io_latches: Latches::default(),
+            pirqs: Pirqs::default(),
         }
     }
 
@@ -181,6 +185,7 @@ impl Domain {
             share: Share::default(),
             ioports: None,
             io_latches: Latches::default(),
+            pirqs: Pirqs::default(),
         }
     }
 

@@ -223,7 +223,7 @@ pub fn emulated_read(hw: &mut impl Hardware, who: &mut Emulated<'_>, port: u16, 
         }
         data |= (piece & ((1 << (size * 8)) - 1)) << shift;
         shift += size * 8;
-        port = port.wrapping_add(size as u16);
+        port = port.wrapping_add(u16::try_from(size).unwrap_or(0));
         left -= size;
     }
     data
@@ -252,15 +252,15 @@ pub fn emulated_write(
                 hw.pci_write(who.latches.pci_cf8, port & 3, size, data & mask);
             }
         } else if port == RTC_INDEX {
-            who.latches.rtc_index = data as u8;
+            who.latches.rtc_index = data.to_le_bytes()[0];
         } else if port == RTC_DATA && who.rtc_data_allowed() {
-            hw.rtc_write(who.latches.rtc_index & 0x7f, data as u8);
+            hw.rtc_write(who.latches.rtc_index & 0x7f, data.to_le_bytes()[0]);
         }
         if size == 4 {
             return;
         }
         data >>= size * 8;
-        port = port.wrapping_add(size as u16);
+        port = port.wrapping_add(u16::try_from(size).unwrap_or(0));
         left -= size;
     }
 }

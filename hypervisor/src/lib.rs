@@ -21,6 +21,7 @@ pub mod irq;
 pub mod layout;
 pub mod loader;
 pub mod mm;
+pub mod pirq;
 #[cfg(test)]
 mod proptests;
 pub mod regs;

@@ -65,6 +65,7 @@ use crate::mm::frame_table::{FrameTable, Owner, PageType};
 use crate::mm::lifecycle::TeardownReport;
 use crate::mm::machine::VcpuMm;
 use crate::mm::types::Mmu;
+use crate::pirq::Pirqs;
 use crate::sched::credit::Share;
 use crate::vcpu::{Power, Vcpu};
 
@@ -603,6 +604,7 @@ fn create_domain(
         mfn.maddr(),
     );
     domain.emulation_flags = config.arch.emulation_flags;
+    domain.pirqs = Pirqs::domu(env.irq_lines(|lines| (lines.len(), None)));
     domain.grant = Some(Box::new(GrantTable::new(
         u32::try_from(config.max_grant_frames).unwrap_or(DEFAULT_GRANT_FRAMES),
         u32::try_from(config.max_maptrack_frames).unwrap_or(DEFAULT_MAPTRACK_FRAMES),
@@ -636,6 +638,10 @@ pub fn reap(
     id: DomId,
 ) -> Option<(TeardownReport, bool)> {
     let mut entry = env.remove_domain(id)?;
+    // Its physical interrupts go back: their lines are masked.
+    for (pirq, mapped) in entry.domain.pirqs.all() {
+        env.irq_lines(|lines| ((), lines.unbind(mapped.gsi, (id, pirq))));
+    }
     // Its event channels close: each other end becomes unbound, naming
     // the destroyed domain.
     let caller = env.domain().id;

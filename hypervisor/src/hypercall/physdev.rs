@@ -1,22 +1,157 @@
-//! `physdev_op`: I/O privilege (`set_iopl`, `set_iobitmap`); every other
-//! command answers `-ENOSYS` (docs/abi-differences.md).
+//! `physdev_op`: I/O privilege (`set_iopl`, `set_iobitmap`) and physical
+//! interrupts (`map_pirq` and `unmap_pirq` of GSIs, `setup_gsi`,
+//! `irq_status_query`, `eoi`; `crate::pirq` keeps the tables); every
+//! other command, and MSI mappings, answer `-ENOSYS`
+//! (docs/abi-differences.md).
 #![forbid(unsafe_code)]
 
 use dom0_abi::Errno;
 use dom0_abi::layout::guest_addr_ok;
-use dom0_abi::physdev::{PhysdevOp, PhysdevSetIobitmap};
+use dom0_abi::physdev::{
+    MAP_PIRQ_TYPE_GSI, MAP_PIRQ_TYPE_MSI, MAP_PIRQ_TYPE_MSI_SEG, MAP_PIRQ_TYPE_MULTI_MSI,
+    PhysdevEoi, PhysdevIrqStatusQuery, PhysdevMapPirq, PhysdevOp, PhysdevSetIobitmap,
+    PhysdevSetupGsi, PhysdevUnmapPirq, XENIRQSTAT_NEEDS_EOI,
+};
+use dom0_abi::types::DomId;
 
+use crate::domain::Domain;
 use crate::ioport::{IoBitmap, NR_PORTS};
 
-use super::Env;
+use super::domctl::ControlEnv;
+use super::{Env, read_struct, write_struct};
 
 /// `physdev_op(cmd, arg)`.
-pub fn physdev_op(env: &mut impl Env, cmd: u64, arg: u64) -> Result<u64, Errno> {
+pub fn physdev_op(env: &mut impl ControlEnv, cmd: u64, arg: u64) -> Result<u64, Errno> {
     match PhysdevOp::from_number(cmd) {
         Some(PhysdevOp::SetIopl) => set_iopl(env, arg),
         Some(PhysdevOp::SetIobitmap) => set_iobitmap(env, arg),
+        Some(PhysdevOp::IrqStatusQuery) => irq_status_query(env, arg),
+        Some(PhysdevOp::MapPirq) => map_pirq(env, arg),
+        Some(PhysdevOp::UnmapPirq) => unmap_pirq(env, arg),
+        Some(PhysdevOp::SetupGsi) => setup_gsi(env, arg),
+        Some(PhysdevOp::Eoi) => eoi(env, arg),
         _ => Err(Errno::ENOSYS),
     }
+}
+
+/// `PHYSDEVOP_irq_status_query`: `flags` of a PIRQ below the caller's
+/// `nr_pirqs` (mapped or not) is `XENIRQSTAT_needs_eoi`, as Xen 4.17
+/// answers every PV domain; `EINVAL` from `nr_pirqs` on, `EFAULT` if
+/// `arg` cannot be read or written. Any domain may ask.
+fn irq_status_query(env: &mut impl Env, arg: u64) -> Result<u64, Errno> {
+    let mut q: PhysdevIrqStatusQuery = read_struct(env, arg)?;
+    env.domain().pirqs.check(q.irq.into())?;
+    q.flags = XENIRQSTAT_NEEDS_EOI;
+    write_struct(env, arg, &q)?;
+    Ok(0)
+}
+
+/// The domain `domid` names (`DOMID_SELF` or an id) for a PIRQ command,
+/// which only a privileged caller may make: `ESRCH` for no such domain,
+/// then `EPERM` for an unprivileged caller.
+fn pirq_target(env: &mut impl ControlEnv, domid: u16) -> Result<&mut Domain, Errno> {
+    let me = env.domain().id;
+    let id = if DomId(domid) == DomId::SELF {
+        me
+    } else {
+        DomId(domid)
+    };
+    let privileged = env.domain().is_privileged();
+    let target = if id == me {
+        env.domain()
+    } else {
+        &mut env.other_domain(id).ok_or(Errno::ESRCH)?.domain
+    };
+    if privileged {
+        Ok(target)
+    } else {
+        Err(Errno::EPERM)
+    }
+}
+
+/// `PHYSDEVOP_map_pirq` (privileged): maps GSI `index` to a PIRQ of
+/// `domid` (the one named, or with `pirq` negative the first free one)
+/// and writes the PIRQ back. `ESRCH` no such domain; `EPERM` caller not
+/// privileged, or the GSI not the caller's to give; `EINVAL` an unknown
+/// type, a GSI out of range (or 0, the timer), a PIRQ out of range;
+/// `EEXIST` the GSI is mapped at another PIRQ; `ENOSPC` no PIRQ free;
+/// `ENOSYS` for the MSI types (not implemented); `EFAULT`.
+fn map_pirq(env: &mut impl ControlEnv, arg: u64) -> Result<u64, Errno> {
+    let mut map: PhysdevMapPirq = read_struct(env, arg)?;
+    let caller_permitted = {
+        let gsi = u32::try_from(map.index).unwrap_or(u32::MAX);
+        env.domain().pirqs.permitted(gsi)
+    };
+    let target = pirq_target(env, map.domid)?;
+    map.pirq = match map.kind {
+        MAP_PIRQ_TYPE_GSI => {
+            let pirq = target
+                .pirqs
+                .map_gsi(map.index, map.pirq, caller_permitted)?;
+            i32::try_from(pirq).map_err(|_| Errno::EINVAL)?
+        }
+        MAP_PIRQ_TYPE_MSI | MAP_PIRQ_TYPE_MSI_SEG | MAP_PIRQ_TYPE_MULTI_MSI => {
+            return Err(Errno::ENOSYS);
+        }
+        _ => return Err(Errno::EINVAL),
+    };
+    write_struct(env, arg, &map)?;
+    Ok(0)
+}
+
+/// `PHYSDEVOP_unmap_pirq` (privileged): undoes `map_pirq`; a PIRQ still
+/// bound is unbound first (its line masked, its port left to fire
+/// nothing until closed). `ESRCH`, `EPERM` as for `map_pirq`; `EINVAL`
+/// for a PIRQ out of range or not mapped; `EFAULT`.
+fn unmap_pirq(env: &mut impl ControlEnv, arg: u64) -> Result<u64, Errno> {
+    let unmap: PhysdevUnmapPirq = read_struct(env, arg)?;
+    let target = pirq_target(env, unmap.domid)?;
+    let id = target.id;
+    let mapped = target.pirqs.unmap(unmap.pirq)?;
+    if mapped.port.is_some() {
+        let owner = (id, unmap.pirq.unsigned_abs());
+        env.irq_lines(|lines| ((), lines.unbind(mapped.gsi, owner)));
+    }
+    Ok(0)
+}
+
+/// `PHYSDEVOP_setup_gsi` (privileged): the trigger mode (`triggering` 1:
+/// level) and polarity (`polarity` 1: active low) a GSI gets when it is
+/// bound. `EINVAL` for a GSI out of range; `EPERM` for an unprivileged
+/// caller; `EEXIST` once the GSI was set up; `EFAULT`.
+fn setup_gsi(env: &mut impl Env, arg: u64) -> Result<u64, Errno> {
+    let setup: PhysdevSetupGsi = read_struct(env, arg)?;
+    let in_range = env.irq_lines(|lines| {
+        let n = i64::from(lines.len());
+        ((0..n).contains(&i64::from(setup.gsi)), None)
+    });
+    if !in_range {
+        return Err(Errno::EINVAL);
+    }
+    if !env.domain().is_privileged() {
+        return Err(Errno::EPERM);
+    }
+    env.irq_lines(|lines| {
+        (
+            lines.setup(setup.gsi, setup.triggering != 0, setup.polarity != 0),
+            None,
+        )
+    })?;
+    Ok(0)
+}
+
+/// `PHYSDEVOP_eoi`: the caller is done with an interrupt on `irq` (a
+/// PIRQ of its own); a level-triggered line masked since it fired is
+/// unmasked. `EINVAL` for a PIRQ out of range or not mapped; `EFAULT`.
+/// Any domain may call it for its own PIRQs.
+fn eoi(env: &mut impl Env, arg: u64) -> Result<u64, Errno> {
+    let PhysdevEoi { irq } = read_struct(env, arg)?;
+    let domain = env.domain();
+    let pirq = domain.pirqs.check(irq.into())?;
+    let mapped = domain.pirqs.get(pirq).ok_or(Errno::EINVAL)?;
+    let owner = (domain.id, pirq);
+    env.irq_lines(|lines| ((), lines.eoi(mapped.gsi, owner)));
+    Ok(0)
 }
 
 /// `PHYSDEVOP_set_iopl`: the calling vCPU's virtual IOPL, which decides
@@ -54,8 +189,11 @@ fn set_iobitmap(env: &mut impl Env, arg: u64) -> Result<u64, Errno> {
 
 #[cfg(test)]
 mod tests {
+    extern crate alloc;
+
     use super::*;
     use crate::mm::fake::{BASE, FakeMachine};
+    use crate::pirq::Program;
 
     fn set(env: &mut FakeMachine, iopl: u32) -> Result<u64, Errno> {
         env.poke(BASE, &iopl.to_le_bytes());
@@ -78,10 +216,141 @@ mod tests {
             Err(Errno::EFAULT)
         );
         assert_eq!(
-            physdev_op(&mut env, PhysdevOp::Eoi as u64, BASE),
+            physdev_op(&mut env, PhysdevOp::ApicRead as u64, BASE),
             Err(Errno::ENOSYS)
         );
         assert_eq!(physdev_op(&mut env, 9999, BASE), Err(Errno::ENOSYS));
+    }
+
+    fn call<T: dom0_abi::wire::Wire>(
+        env: &mut FakeMachine,
+        op: PhysdevOp,
+        arg: &T,
+    ) -> (Result<u64, Errno>, T) {
+        let mut bytes = alloc::vec![0u8; T::SIZE];
+        arg.to_wire(&mut bytes).unwrap();
+        env.poke(BASE, &bytes);
+        let r = physdev_op(env, op as u64, BASE);
+        let mut out = alloc::vec![0u8; T::SIZE];
+        env.copy_from_guest(BASE, &mut out).unwrap();
+        (r, T::from_wire(&out).unwrap())
+    }
+
+    fn map(
+        env: &mut FakeMachine,
+        domid: u16,
+        kind: i32,
+        index: i32,
+        pirq: i32,
+    ) -> Result<i32, Errno> {
+        let arg = PhysdevMapPirq {
+            domid,
+            kind,
+            index,
+            pirq,
+            ..PhysdevMapPirq::default()
+        };
+        let (r, out) = call(env, PhysdevOp::MapPirq, &arg);
+        r.map(|_| out.pirq)
+    }
+
+    fn bind(env: &mut FakeMachine, pirq: u32) -> Result<u32, Errno> {
+        let arg = dom0_abi::event_channel::EvtchnBindPirq {
+            pirq,
+            flags: 0,
+            port: 0,
+        };
+        let mut bytes = [0u8; 12];
+        dom0_abi::wire::Wire::to_wire(&arg, &mut bytes).unwrap();
+        env.poke(BASE, &bytes);
+        let op = dom0_abi::event_channel::EvtchnOp::BindPirq as u64;
+        crate::hypercall::evtchn::event_channel_op(env, op, BASE)?;
+        env.copy_from_guest(BASE + 8, &mut bytes[..4]).unwrap();
+        Ok(u32::from_le_bytes(bytes[..4].try_into().unwrap()))
+    }
+
+    #[test]
+    fn a_gsi_mapped_bound_acknowledged_and_unmapped() {
+        let mut env = FakeMachine::new(16);
+        let q = |env: &mut FakeMachine, irq| {
+            call(
+                env,
+                PhysdevOp::IrqStatusQuery,
+                &PhysdevIrqStatusQuery { irq, flags: 0 },
+            )
+        };
+        assert_eq!(
+            q(&mut env, 207),
+            (Ok(0), PhysdevIrqStatusQuery { irq: 207, flags: 1 })
+        );
+        assert_eq!(q(&mut env, 208).0, Err(Errno::EINVAL));
+        assert_eq!(map(&mut env, 0x7ff0, 7, 8, 8), Err(Errno::EINVAL));
+        assert_eq!(
+            map(&mut env, 0x7ff0, MAP_PIRQ_TYPE_MSI, 8, 8),
+            Err(Errno::ENOSYS)
+        );
+        assert_eq!(
+            map(&mut env, 0x3ff, MAP_PIRQ_TYPE_GSI, 8, 8),
+            Err(Errno::ESRCH)
+        );
+        assert_eq!(bind(&mut env, 20), Err(Errno::EPERM));
+        assert_eq!(map(&mut env, 0x7ff0, MAP_PIRQ_TYPE_GSI, 20, 20), Ok(20));
+        let port = bind(&mut env, 20).unwrap();
+        assert_eq!(bind(&mut env, 20), Err(Errno::EEXIST));
+        let Some(Program::Route { vector, .. }) = env.programs.last().copied() else {
+            panic!("binding routes the line");
+        };
+        // A level line fires: masked until the EOI.
+        assert_eq!(
+            env.lines.interrupt(vector),
+            Some((20, Some(Program::Mask(20))))
+        );
+        let eoi = |env: &mut FakeMachine, irq| call(env, PhysdevOp::Eoi, &PhysdevEoi { irq }).0;
+        assert_eq!(eoi(&mut env, 21), Err(Errno::EINVAL));
+        assert_eq!(eoi(&mut env, 20), Ok(0));
+        assert_eq!(env.programs.last(), Some(&Program::Unmask(20)));
+        // The console's line is the hypervisor's.
+        assert_eq!(map(&mut env, 0x7ff0, MAP_PIRQ_TYPE_GSI, 4, 4), Ok(4));
+        assert_eq!(bind(&mut env, 4), Err(Errno::EBUSY));
+        // Closing the port masks the line; unmapping works once.
+        let close = dom0_abi::event_channel::EvtchnOp::Close as u64;
+        env.poke(BASE, &port.to_le_bytes());
+        assert_eq!(
+            crate::hypercall::evtchn::event_channel_op(&mut env, close, BASE),
+            Ok(0)
+        );
+        assert_eq!(env.programs.last(), Some(&Program::Mask(20)));
+        let unmap = |env: &mut FakeMachine, pirq| {
+            call(
+                env,
+                PhysdevOp::UnmapPirq,
+                &PhysdevUnmapPirq {
+                    domid: 0x7ff0,
+                    pad: 0,
+                    pirq,
+                },
+            )
+            .0
+        };
+        assert_eq!(unmap(&mut env, 20), Ok(0));
+        assert_eq!(unmap(&mut env, 20), Err(Errno::EINVAL));
+        // setup_gsi: once per GSI.
+        let setup = |env: &mut FakeMachine, gsi| {
+            call(
+                env,
+                PhysdevOp::SetupGsi,
+                &PhysdevSetupGsi {
+                    gsi,
+                    triggering: 1,
+                    polarity: 1,
+                    pad: [0; 2],
+                },
+            )
+            .0
+        };
+        assert_eq!(setup(&mut env, 24), Err(Errno::EINVAL));
+        assert_eq!(setup(&mut env, 22), Ok(0));
+        assert_eq!(setup(&mut env, 22), Err(Errno::EEXIST));
     }
 
     fn iobitmap(env: &mut FakeMachine, base: u64, nr_ports: u32) -> Result<u64, Errno> {

@@ -34,6 +34,7 @@ mod mm_pt_validation;
 mod mm_update_va_mapping;
 mod mm_writable_pt;
 mod nmi;
+mod pirq;
 mod return_from_entry;
 mod sched_op;
 mod sched_weights;
@@ -404,6 +405,10 @@ pub const ALL: &[Case] = &[
     Case {
         name: "io_ports",
         run: io_ports::run,
+    },
+    Case {
+        name: "pirq",
+        run: pirq::run,
     },
 ];
 

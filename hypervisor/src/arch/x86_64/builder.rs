@@ -31,6 +31,7 @@ use crate::mm::effects::Effects;
 use crate::mm::frame_table::{FrameTable, Owner};
 use crate::mm::machine::VcpuMm;
 use crate::mm::types::Mmu;
+use crate::pirq::Pirqs;
 use crate::vcpu::Power;
 use dom0_abi::Errno;
 use dom0_abi::shared_info::XEN_LEGACY_MAX_VCPUS;
@@ -255,6 +256,7 @@ pub fn build_dom0(
     // pages (unlimited without it).
     entry.domain.mm.max_pages = pages.max_pages.min(u64::from(u32::MAX));
     entry.domain.ioports = Some(Box::new(IoPorts::hardware_domain(config.com1.io_base)));
+    entry.domain.pirqs = Pirqs::hardware_domain(super::pirq::with_lines(|l| (l.len(), None)));
     let mut cpu = PerCpu::new(*views);
     register_frames(&mut cpu, &mut entry, &p2m, shared_info, Mfn(l4 >> 12))?;
     let boot_vcpu = &mut entry.vcpus[0];

@@ -26,6 +26,7 @@ pub mod msr;
 pub mod paging;
 pub mod percpu;
 pub mod pic;
+pub mod pirq;
 pub mod ports;
 pub mod rtc;
 pub mod schedule;

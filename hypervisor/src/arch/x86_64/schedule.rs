@@ -30,7 +30,7 @@ use crate::timer::earliest;
 
 use super::evtchn::SharedInfoBits;
 use super::traps::Current;
-use super::{apic, cpu, serial, time};
+use super::{apic, cpu, pirq, serial, time};
 
 /// Handles and acknowledges the interrupt on `vector`; returns whether
 /// [`run_due`] has work from it (the timer fired, or console input came
@@ -60,6 +60,12 @@ pub fn acknowledge(vector: u64) -> bool {
             log::warn!("local APIC error status {:#x}", apic::take_errors());
             apic::eoi();
             false
+        }
+        // A guest's line: marked pending (masked if level-triggered) for
+        // `run_due` to deliver.
+        v if pirq::interrupt(v) => {
+            apic::eoi();
+            true
         }
         _ => {
             log::warn!("unexpected interrupt on vector {vector:#x}");
@@ -118,6 +124,7 @@ pub fn run_due(current: &mut Current) {
             domain.shutdown(ShutdownReason::Watchdog as u8);
         }
         console_input_due(domain, &mut bits);
+        pirq::deliver(domain, &mut bits);
         let kicked = bits.take_kicked();
         let mut next = earliest(
             domain.watchdogs.next_deadline(),
@@ -202,6 +209,7 @@ fn other_domains_due(running: DomId, now: u64) -> (Option<u64>, bool, bool) {
             sched::fire_timers(v, &entry.domain.evtchn, &mut bits, now);
         }
         console_input_due(&entry.domain, &mut bits);
+        pirq::deliver(&entry.domain, &mut bits);
         let kicked = bits.take_kicked();
         let mut may_run = entry.domain.may_run();
         if may_run && !entry.domain.share.eligible(now) {
