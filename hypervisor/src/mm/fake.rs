@@ -151,6 +151,7 @@ impl FakeMachine {
             guest: vec![0; GUEST_BYTES],
             domain: Domain {
                 pirqs: crate::pirq::Pirqs::hardware_domain(24),
+                ioports: Some(Box::new(crate::ioport::IoPorts::hardware_domain(0x3f8))),
                 ..Domain::dom0(1, 0)
             },
             cpu: Vcpu::default(),
