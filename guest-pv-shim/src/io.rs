@@ -173,6 +173,15 @@ pub fn setup_gsi(gsi: i32, triggering: u8, polarity: u8) -> i64 {
     )
 }
 
+/// `PHYSDEVOP_pirq_eoi_gmfn_v2` of frame `gmfn` (an MFN for PV): the
+/// hypervisor sets bit `n` of it while PIRQ `n` waits for an EOI.
+pub fn pirq_eoi_gmfn_v2(gmfn: u64) -> i64 {
+    physdev(
+        PhysdevOp::PirqEoiGmfnV2,
+        &mut dom0_abi::physdev::PhysdevPirqEoiGmfn { gmfn },
+    )
+}
+
 /// `PHYSDEVOP_eoi` of `pirq`.
 pub fn eoi(pirq: u32) -> i64 {
     physdev(PhysdevOp::Eoi, &mut PhysdevEoi { irq: pirq })

@@ -99,6 +99,19 @@ pub struct Domain {
     pub io_latches: Latches,
     /// Its PIRQs and the GSIs it may use.
     pub pirqs: Pirqs,
+    /// The page of `PHYSDEVOP_pirq_eoi_gmfn_v1`/`v2`, which it holds a
+    /// writable type reference on: bit `n` set means PIRQ `n` waits for
+    /// `PHYSDEVOP_eoi`.
+    pub pirq_eoi_map: Option<PirqEoiMap>,
+}
+
+/// A registered PIRQ EOI bitmap page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PirqEoiMap {
+    /// The frame.
+    pub mfn: dom0_abi::types::Mfn,
+    /// Registered with v1: `PHYSDEVOP_eoi` also unmasks the PIRQ's port.
+    pub auto_unmask: bool,
 }
 
 /// Xen's default `gnttab_max_frames`: dom0's limit, and a domain's when
@@ -142,6 +155,7 @@ impl Domain {
             ioports: None,
             io_latches: Latches::default(),
             pirqs: Pirqs::default(),
+            pirq_eoi_map: None,
         }
     }
 
@@ -186,6 +200,7 @@ impl Domain {
             ioports: None,
             io_latches: Latches::default(),
             pirqs: Pirqs::default(),
+            pirq_eoi_map: None,
         }
     }
 

@@ -698,10 +698,7 @@ pub fn reap(
     id: DomId,
 ) -> Option<(TeardownReport, bool)> {
     let mut entry = env.remove_domain(id)?;
-    // Its physical interrupts go back: their lines are masked.
-    for (pirq, mapped) in entry.domain.pirqs.all() {
-        env.irq_lines(|lines| ((), lines.unbind(mapped.gsi, (id, pirq))));
-    }
+    super::physdev::release(env, fx, &mut entry.domain);
     // Its event channels close: each other end becomes unbound, naming
     // the destroyed domain.
     let caller = env.domain().id;

@@ -9,19 +9,28 @@ use dom0_abi::Errno;
 use dom0_abi::layout::guest_addr_ok;
 use dom0_abi::physdev::{
     MAP_PIRQ_TYPE_GSI, MAP_PIRQ_TYPE_MSI, MAP_PIRQ_TYPE_MSI_SEG, MAP_PIRQ_TYPE_MULTI_MSI,
-    PhysdevEoi, PhysdevIrqStatusQuery, PhysdevMapPirq, PhysdevOp, PhysdevSetIobitmap,
-    PhysdevSetupGsi, PhysdevUnmapPirq, XENIRQSTAT_NEEDS_EOI,
+    PhysdevEoi, PhysdevIrqStatusQuery, PhysdevMapPirq, PhysdevOp, PhysdevPirqEoiGmfn,
+    PhysdevSetIobitmap, PhysdevSetupGsi, PhysdevUnmapPirq, XENIRQSTAT_NEEDS_EOI,
 };
-use dom0_abi::types::DomId;
+use dom0_abi::types::{DomId, Mfn};
 
-use crate::domain::Domain;
+use crate::domain::{Domain, PirqEoiMap};
 use crate::ioport::{IoBitmap, NR_PORTS};
+use crate::mm::effects::Effects;
+use crate::mm::frame_table::{Owner, PageType};
+use crate::mm::types::Mmu;
+use crate::pirq::Pirqs;
 
 use super::domctl::ControlEnv;
 use super::{Env, read_struct, write_struct};
 
 /// `physdev_op(cmd, arg)`.
-pub fn physdev_op(env: &mut impl ControlEnv, cmd: u64, arg: u64) -> Result<u64, Errno> {
+pub fn physdev_op(
+    env: &mut impl ControlEnv,
+    fx: &mut Effects,
+    cmd: u64,
+    arg: u64,
+) -> Result<u64, Errno> {
     match PhysdevOp::from_number(cmd) {
         Some(PhysdevOp::SetIopl) => set_iopl(env, arg),
         Some(PhysdevOp::SetIobitmap) => set_iobitmap(env, arg),
@@ -30,6 +39,8 @@ pub fn physdev_op(env: &mut impl ControlEnv, cmd: u64, arg: u64) -> Result<u64, 
         Some(PhysdevOp::UnmapPirq) => unmap_pirq(env, arg),
         Some(PhysdevOp::SetupGsi) => setup_gsi(env, arg),
         Some(PhysdevOp::Eoi) => eoi(env, arg),
+        Some(PhysdevOp::PirqEoiGmfnV1) => pirq_eoi_gmfn(env, fx, arg, true),
+        Some(PhysdevOp::PirqEoiGmfnV2) => pirq_eoi_gmfn(env, fx, arg, false),
         _ => Err(Errno::ENOSYS),
     }
 }
@@ -144,13 +155,59 @@ fn setup_gsi(env: &mut impl Env, arg: u64) -> Result<u64, Errno> {
 /// PIRQ of its own); a level-triggered line masked since it fired is
 /// unmasked. `EINVAL` for a PIRQ out of range or not mapped; `EFAULT`.
 /// Any domain may call it for its own PIRQs.
-fn eoi(env: &mut impl Env, arg: u64) -> Result<u64, Errno> {
+fn eoi(env: &mut impl ControlEnv, arg: u64) -> Result<u64, Errno> {
     let PhysdevEoi { irq } = read_struct(env, arg)?;
     let domain = env.domain();
     let pirq = domain.pirqs.check(irq.into())?;
     let mapped = domain.pirqs.get(pirq).ok_or(Errno::EINVAL)?;
     let owner = (domain.id, pirq);
+    let eoi_map = domain.pirq_eoi_map;
+    if let Some(map) = eoi_map {
+        let (word, bit) = (pirq as usize / 64, pirq % 64);
+        let value = env.read_pte(map.mfn, word);
+        env.write_pte(map.mfn, word, value & !(1 << bit));
+        if map.auto_unmask
+            && let Some(port) = mapped.port
+        {
+            let (channels, bits) = env.event_channels();
+            let _ = channels.unmask(bits, port);
+        }
+    }
     env.irq_lines(|lines| ((), lines.eoi(mapped.gsi, owner)));
+    Ok(0)
+}
+
+/// `PHYSDEVOP_pirq_eoi_gmfn_v1`/`v2`: registers frame `gmfn` (an MFN for
+/// PV) of the caller's as its PIRQ EOI bitmap, taking a writable type
+/// reference on it until the domain goes; the hypervisor sets bit `n`
+/// when PIRQ `n` fires on a line that waits for `PHYSDEVOP_eoi` and
+/// clears it at the EOI. With v1 the EOI also unmasks the PIRQ's port.
+/// `EINVAL` for a frame that is not the caller's or cannot be writable;
+/// `EBUSY` once a page is registered; `EFAULT`. Any domain may call it.
+fn pirq_eoi_gmfn(
+    env: &mut impl ControlEnv,
+    fx: &mut Effects,
+    arg: u64,
+    v1: bool,
+) -> Result<u64, Errno> {
+    let PhysdevPirqEoiGmfn { gmfn } = read_struct(env, arg)?;
+    let mfn = Mfn(gmfn);
+    let owner = Owner::Domain(env.domain().id);
+    let owned = crate::index::get_mut(env.frames(), mfn.0).is_some_and(|f| f.owner() == owner);
+    if !owned {
+        return Err(Errno::EINVAL);
+    }
+    Mmu::new(env, fx)
+        .get_page_and_type(mfn, owner, PageType::Writable)
+        .map_err(|_| Errno::EINVAL)?;
+    if env.domain().pirq_eoi_map.is_some() {
+        Mmu::new(env, fx).put_page_and_type(mfn);
+        return Err(Errno::EBUSY);
+    }
+    env.domain().pirq_eoi_map = Some(PirqEoiMap {
+        mfn,
+        auto_unmask: v1,
+    });
     Ok(0)
 }
 
@@ -187,6 +244,30 @@ fn set_iobitmap(env: &mut impl Env, arg: u64) -> Result<u64, Errno> {
     Ok(0)
 }
 
+/// What a domain that goes away gives back: its lines are unbound (and
+/// masked), its EOI bitmap page loses the reference `pirq_eoi_gmfn`
+/// took. `domain` is not running (it is being destroyed).
+pub fn release(env: &mut impl ControlEnv, fx: &mut Effects, domain: &mut Domain) {
+    let pirqs = core::mem::take(&mut domain.pirqs);
+    release_taken(env, fx, domain.id, &pirqs, domain.pirq_eoi_map.take());
+}
+
+/// [`release`] of what was taken out of domain `id` already.
+pub fn release_taken(
+    env: &mut impl ControlEnv,
+    fx: &mut Effects,
+    id: DomId,
+    pirqs: &Pirqs,
+    eoi_map: Option<PirqEoiMap>,
+) {
+    for (pirq, mapped) in pirqs.all() {
+        env.irq_lines(|lines| ((), lines.unbind(mapped.gsi, (id, pirq))));
+    }
+    if let Some(map) = eoi_map {
+        Mmu::new(env, fx).put_page_and_type(map.mfn);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     extern crate alloc;
@@ -197,7 +278,12 @@ mod tests {
 
     fn set(env: &mut FakeMachine, iopl: u32) -> Result<u64, Errno> {
         env.poke(BASE, &iopl.to_le_bytes());
-        physdev_op(env, PhysdevOp::SetIopl as u64, BASE)
+        physdev_op(
+            env,
+            &mut Effects::default(),
+            PhysdevOp::SetIopl as u64,
+            BASE,
+        )
     }
 
     #[test]
@@ -212,14 +298,27 @@ mod tests {
             assert_eq!(env.vcpu().iopl, 3);
         }
         assert_eq!(
-            physdev_op(&mut env, PhysdevOp::SetIopl as u64, 0),
+            physdev_op(
+                &mut env,
+                &mut Effects::default(),
+                PhysdevOp::SetIopl as u64,
+                0
+            ),
             Err(Errno::EFAULT)
         );
         assert_eq!(
-            physdev_op(&mut env, PhysdevOp::ApicRead as u64, BASE),
+            physdev_op(
+                &mut env,
+                &mut Effects::default(),
+                PhysdevOp::ApicRead as u64,
+                BASE
+            ),
             Err(Errno::ENOSYS)
         );
-        assert_eq!(physdev_op(&mut env, 9999, BASE), Err(Errno::ENOSYS));
+        assert_eq!(
+            physdev_op(&mut env, &mut Effects::default(), 9999, BASE),
+            Err(Errno::ENOSYS)
+        );
     }
 
     fn call<T: dom0_abi::wire::Wire>(
@@ -230,7 +329,7 @@ mod tests {
         let mut bytes = alloc::vec![0u8; T::SIZE];
         arg.to_wire(&mut bytes).unwrap();
         env.poke(BASE, &bytes);
-        let r = physdev_op(env, op as u64, BASE);
+        let r = physdev_op(env, &mut Effects::default(), op as u64, BASE);
         let mut out = alloc::vec![0u8; T::SIZE];
         env.copy_from_guest(BASE, &mut out).unwrap();
         (r, T::from_wire(&out).unwrap())
@@ -358,7 +457,12 @@ mod tests {
         arg[..8].copy_from_slice(&base.to_le_bytes());
         arg[8..12].copy_from_slice(&nr_ports.to_le_bytes());
         env.poke(BASE, &arg);
-        physdev_op(env, PhysdevOp::SetIobitmap as u64, BASE)
+        physdev_op(
+            env,
+            &mut Effects::default(),
+            PhysdevOp::SetIobitmap as u64,
+            BASE,
+        )
     }
 
     #[test]
@@ -385,7 +489,12 @@ mod tests {
         assert_eq!(iobitmap(&mut env, 0, 0), Ok(0));
         assert_eq!(env.vcpu().iobitmap, IoBitmap::default());
         assert_eq!(
-            physdev_op(&mut env, PhysdevOp::SetIobitmap as u64, 0),
+            physdev_op(
+                &mut env,
+                &mut Effects::default(),
+                PhysdevOp::SetIobitmap as u64,
+                0
+            ),
             Err(Errno::EFAULT)
         );
     }

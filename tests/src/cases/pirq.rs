@@ -10,18 +10,21 @@
 //! - `PHYSDEVOP_setup_gsi` out of range, and for a GSI already set up;
 //! - `EVTCHNOP_bind_pirq` errors: a PIRQ out of range, one not mapped, one
 //!   bound twice, the line the hypervisor's console uses (`EBUSY`);
+//! - `PHYSDEVOP_pirq_eoi_gmfn_v2`: a frame not the caller's is `EINVAL`,
+//!   its own page is taken once (`EBUSY` the second time);
 //! - end to end: the CMOS RTC's periodic interrupt (ISA IRQ 8, GSI 8)
 //!   mapped to PIRQ 8 and bound: events arrive, are acknowledged at the
 //!   RTC (register C) and with `PHYSDEVOP_eoi`, and more arrive; after
 //!   `close` none does; `unmap_pirq` then works once (`EINVAL` after) and
-//!   `bind_pirq` is refused (`EPERM`).
+//!   `bind_pirq` is refused (`EPERM`); the RTC's line is edge-triggered,
+//!   so its bit in the EOI bitmap stays clear.
 
 use guest_pv_shim::dom0_abi::physdev::{
     MAP_PIRQ_TYPE_GSI, MAP_PIRQ_TYPE_MSI, PhysdevMapPirq, XENIRQSTAT_NEEDS_EOI,
 };
 use guest_pv_shim::dom0_abi::start_info::StartInfo;
 use guest_pv_shim::io::{self, Width};
-use guest_pv_shim::{hypercall, report, shared};
+use guest_pv_shim::{hypercall, mm, report, shared};
 
 use crate::support;
 
@@ -49,7 +52,35 @@ pub fn run(_start_info: &'static StartInfo) {
     map_errors();
     setup_gsi();
     bind_errors();
+    eoi_map();
     rtc_interrupts();
+}
+
+/// The EOI bitmap page: one page-aligned frame of this kernel.
+#[repr(C, align(4096))]
+struct Page([u64; 512]);
+static mut EOI_MAP: Page = Page([0; 512]);
+
+fn eoi_map() {
+    report::check_eq(
+        "pirq_eoi_gmfn_v2 of a frame not ours",
+        io::pirq_eoi_gmfn_v2(0xf_ffff_ffff),
+        -22,
+    );
+    let Some(mfn) = mm::virt_to_mfn(&raw const EOI_MAP as u64) else {
+        report::fail("pirq_eoi_gmfn_v2 of our page", format_args!("no MFN"));
+        return;
+    };
+    report::check_eq("pirq_eoi_gmfn_v2 of our page", io::pirq_eoi_gmfn_v2(mfn), 0);
+    report::check_eq("pirq_eoi_gmfn_v2 again", io::pirq_eoi_gmfn_v2(mfn), -16);
+}
+
+fn eoi_bit(pirq: u32) -> bool {
+    let map = &raw const EOI_MAP;
+    // SAFETY: a plain read of this kernel's own page, which the hypervisor
+    // may change at any time (hence the volatile read).
+    let word = unsafe { core::ptr::read_volatile(&raw const (*map).0[(pirq / 64) as usize]) };
+    word & (1 << (pirq % 64)) != 0
 }
 
 fn status_query() {
@@ -239,6 +270,11 @@ fn rtc_interrupts() {
             format_args!("register C after interrupt {n}"),
             rtc_read(RTC_C) & RTC_IRQF_PF,
             RTC_IRQF_PF,
+        );
+        report::check_eq(
+            format_args!("EOI bitmap bit after interrupt {n} (edge)"),
+            eoi_bit(pirq as u32),
+            false,
         );
         report::check_eq(
             format_args!("eoi after interrupt {n}"),

@@ -23,7 +23,7 @@ use crate::cmdline::Config;
 use crate::domain::{DOMAINS, Domain, DomainEntry, DomainTable};
 use crate::hypercall::desc::MAX_GDT_FRAMES;
 use crate::hypercall::{Env, HostInfo};
-use crate::hypercall::{domctl, gnttab};
+use crate::hypercall::{domctl, gnttab, physdev};
 use crate::ioport::IoPorts;
 use crate::layout::{PAGE_SIZE, is_guest_l4_slot};
 use crate::loader::{GuestImageInfo, ImageError};
@@ -460,6 +460,9 @@ pub fn destroy_dom0(cpu: &mut PerCpu, entry: &mut DomainEntry) -> Dom0Teardown {
         };
         let mut env = ArchEnv::new(&mut current, &mut regs);
         super::env::release_ldt(&mut env, &mut fx);
+        let pirqs = core::mem::take(&mut env.domain().pirqs);
+        let eoi_map = env.domain().pirq_eoi_map.take();
+        physdev::release_taken(&mut env, &mut fx, dom, &pirqs, eoi_map);
         // dom0's grant mappings give up their pins and device references
         // (the host mappings' references go with its page tables).
         let mut grants = env.domain().grant.take();

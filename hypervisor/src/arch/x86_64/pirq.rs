@@ -4,7 +4,9 @@
 //! around another lock). An interrupt on a bound line marks it pending
 //! (and masks it if it is level-triggered); [`deliver`] then raises the
 //! owner's port the next time its domain's due work runs.
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use dom0_abi::types::Mfn;
 
 use spin::{Mutex, Once};
 
@@ -13,7 +15,10 @@ use crate::evtchn::EventBits;
 use crate::irq::{IsaRoute, RedirectionEntry};
 use crate::pirq::{Lines, Program};
 
+use crate::layout::PAGE_SIZE;
+
 use super::ioapic::IoApics;
+use super::paging::phys_to_virt;
 
 /// The lines, the I/O APICs, and the local APIC interrupts go to.
 struct Interrupts {
@@ -115,6 +120,23 @@ pub fn interrupt(vector: u64) -> bool {
     true
 }
 
+/// Sets bit `pirq` of the EOI bitmap page `mfn` (the guest reads it to
+/// know which PIRQs wait for `PHYSDEVOP_eoi`).
+fn mark_eoi_needed(mfn: Mfn, pirq: u32) {
+    let Some(offset) = u64::from(pirq / 64)
+        .checked_mul(8)
+        .filter(|&o| o < PAGE_SIZE)
+    else {
+        return;
+    };
+    let word = phys_to_virt(mfn.maddr() + offset) as *const AtomicU64;
+    // SAFETY: the domain holds a writable type reference on the frame
+    // (`pirq_eoi_gmfn`), so it is its RAM, mapped by the direct map and
+    // never a page table; the word is 8-byte aligned inside it, and the
+    // atomic OR only races with the guest's own accesses to its page.
+    unsafe { (*word).fetch_or(1 << (pirq % 64), Ordering::Relaxed) };
+}
+
 /// Raises the ports of `domain`'s PIRQs whose lines fired.
 pub fn deliver(domain: &Domain, bits: &mut impl EventBits) {
     if !ANY_PENDING.load(Ordering::Relaxed) {
@@ -124,7 +146,10 @@ pub fn deliver(domain: &Domain, bits: &mut impl EventBits) {
         return;
     };
     let mut guard = interrupts.lock();
-    for (pirq, _) in guard.lines.take_pending(domain.id) {
+    for (pirq, needs_eoi) in guard.lines.take_pending(domain.id) {
+        if needs_eoi && let Some(map) = domain.pirq_eoi_map {
+            mark_eoi_needed(map.mfn, pirq);
+        }
         if let Some(port) = domain.pirqs.get(pirq).and_then(|m| m.port) {
             domain.evtchn.raise_pirq(bits, port);
         }
