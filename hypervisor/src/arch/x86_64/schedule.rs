@@ -1,21 +1,23 @@
 //! Time and interrupts on this CPU: acknowledging interrupts, running what
 //! is due (guest timers, watchdogs, poll timeouts, console input for the
-//! hardware domain, sleeping vCPUs woken by events, the time slice),
-//! setting the local APIC's timer for the next deadline, and waiting while
-//! no vCPU can run.
+//! hardware domain, guests' physical interrupts, sleeping vCPUs woken by
+//! events, the time slice), setting the local APIC's timer for the next
+//! deadline, and waiting while no vCPU can run.
 //!
 //! [`run_due`] runs when something it looks at changed, and only then: on
-//! the timer's and COM1's receive interrupts, after a hypercall that
-//! changed a timer or a sleeping vCPU (`Env::timers_changed`) or raised an
-//! upcall for a sleeping vCPU ([`note_kicks`]), after a `CONSOLEIO_read`
-//! that took input from the UART itself, after a vCPU switch, before the
-//! first exit and after every idle wake-up. Entries that change none of it
-//! (almost all) pay nothing for time.
+//! the timer's, COM1's receive and guests' lines' interrupts, after a
+//! hypercall that changed a timer or a sleeping vCPU
+//! (`Env::timers_changed`) or raised an upcall for a sleeping vCPU
+//! ([`note_kicks`]), after a `CONSOLEIO_read` that took input from the
+//! UART itself, after a vCPU switch, before the first exit and after every
+//! idle wake-up. Entries that change none of it (almost all) pay nothing
+//! for time.
 //!
 //! The decisions are `crate::sched`'s and `crate::timer`'s; this module
-//! walks the running domain's vCPUs with them. A physical interrupt never
-//! reaches a guest: the timer's and the serial port's only effects are
-//! this bookkeeping and the events it raises.
+//! walks the running domain's vCPUs with them. The timer's and the serial
+//! port's interrupts only feed this bookkeeping and the events it raises;
+//! a line a guest has bound (`super::pirq`) reaches it as its PIRQ's
+//! event, raised here with the rest of the due work.
 use core::iter;
 
 use dom0_abi::event_channel::Virq;
