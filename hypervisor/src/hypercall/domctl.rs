@@ -568,14 +568,10 @@ fn hypercall_init(
     dom: DomId,
     mfn: Mfn,
 ) -> Result<u64, Errno> {
-    let owner = Owner::Domain(dom);
-    let owned = crate::index::get_mut(env.frames(), mfn.0).is_some_and(|f| f.owner() == owner);
-    if !owned {
-        return Err(Errno::EINVAL);
-    }
-    Mmu::new(env, fx)
-        .get_page_and_type(mfn, owner, PageType::Writable)
-        .map_err(|_| Errno::EPERM)?;
+    get_own_writable(env, fx, dom, mfn).map_err(|refused| match refused {
+        NotWritable::NotOwned => Errno::EINVAL,
+        NotWritable::Typed => Errno::EPERM,
+    })?;
     let mut page = [0u8; HYPERCALL_PAGE_SIZE];
     fill_hypercall_page(&mut page);
     for (index, word) in page.chunks_exact(8).enumerate() {
@@ -585,6 +581,33 @@ fn hypercall_init(
     }
     Mmu::new(env, fx).put_page_and_type(mfn);
     Ok(0)
+}
+
+/// Why a frame could not be taken writable.
+pub(crate) enum NotWritable {
+    /// The domain does not own it.
+    NotOwned,
+    /// It cannot take the writable type (it is a page table, say).
+    Typed,
+}
+
+/// Takes a reference and the writable type on frame `mfn`, which domain
+/// `dom` must own (Xen's `get_page_from_gfn` then `get_page_type` of
+/// `PGT_writable_page`); `Mmu::put_page_and_type` gives them back.
+pub(crate) fn get_own_writable(
+    env: &mut impl ControlEnv,
+    fx: &mut Effects,
+    dom: DomId,
+    mfn: Mfn,
+) -> Result<(), NotWritable> {
+    let owner = Owner::Domain(dom);
+    let owned = crate::index::get_mut(env.frames(), mfn.0).is_some_and(|f| f.owner() == owner);
+    if !owned {
+        return Err(NotWritable::NotOwned);
+    }
+    Mmu::new(env, fx)
+        .get_page_and_type(mfn, owner, PageType::Writable)
+        .map_err(|_| NotWritable::Typed)
 }
 
 /// Checks a `createdomain` configuration as Xen 4.17 does for a PV domain.

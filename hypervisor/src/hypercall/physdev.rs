@@ -17,11 +17,10 @@ use dom0_abi::types::{DomId, Mfn};
 use crate::domain::{Domain, PirqEoiMap};
 use crate::ioport::{IoBitmap, NR_PORTS};
 use crate::mm::effects::Effects;
-use crate::mm::frame_table::{Owner, PageType};
 use crate::mm::types::Mmu;
 use crate::pirq::Pirqs;
 
-use super::domctl::ControlEnv;
+use super::domctl::{ControlEnv, get_own_writable};
 use super::{Env, read_struct, write_struct};
 
 /// `physdev_op(cmd, arg)`.
@@ -192,14 +191,8 @@ fn pirq_eoi_gmfn(
 ) -> Result<u64, Errno> {
     let PhysdevPirqEoiGmfn { gmfn } = read_struct(env, arg)?;
     let mfn = Mfn(gmfn);
-    let owner = Owner::Domain(env.domain().id);
-    let owned = crate::index::get_mut(env.frames(), mfn.0).is_some_and(|f| f.owner() == owner);
-    if !owned {
-        return Err(Errno::EINVAL);
-    }
-    Mmu::new(env, fx)
-        .get_page_and_type(mfn, owner, PageType::Writable)
-        .map_err(|_| Errno::EINVAL)?;
+    let me = env.domain().id;
+    get_own_writable(env, fx, me, mfn).map_err(|_| Errno::EINVAL)?;
     if env.domain().pirq_eoi_map.is_some() {
         Mmu::new(env, fx).put_page_and_type(mfn);
         return Err(Errno::EBUSY);
