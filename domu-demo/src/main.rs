@@ -190,10 +190,7 @@ fn probe_devices(console: &mut Console) {
     let code = |r: Result<u32, i64>| r.map_or_else(|e| e, |_| 0);
     let results = [
         ("set_iopl 1", io::set_iopl(1)),
-        (
-            "map_pirq of GSI 8",
-            code(io::map_gsi(DOMID_SELF, 8, 8).map(|p| p as u32)),
-        ),
+        ("map_pirq of GSI 8", code(io::map_gsi(DOMID_SELF, 8, 8))),
         ("unmap_pirq 8", io::unmap_pirq(DOMID_SELF, 8)),
         ("bind_pirq 8", code(io::bind_pirq(8, 0))),
         ("setup_gsi 8", io::setup_gsi(8, 0, 0)),

@@ -134,7 +134,7 @@ pub fn map_pirq(map: &mut PhysdevMapPirq) -> i64 {
 
 /// `PHYSDEVOP_map_pirq` of GSI `gsi` for `domid` at `pirq` (negative:
 /// let the hypervisor choose): `Ok(pirq)` or the negative errno.
-pub fn map_gsi(domid: u16, gsi: i32, pirq: i32) -> Result<i32, i64> {
+pub fn map_gsi(domid: u16, gsi: i32, pirq: i32) -> Result<u32, i64> {
     let mut map = PhysdevMapPirq {
         domid,
         kind: dom0_abi::physdev::MAP_PIRQ_TYPE_GSI,
@@ -143,19 +143,19 @@ pub fn map_gsi(domid: u16, gsi: i32, pirq: i32) -> Result<i32, i64> {
         ..PhysdevMapPirq::default()
     };
     match map_pirq(&mut map) {
-        0 => Ok(map.pirq),
+        0 => Ok(map.pirq.cast_unsigned()),
         e => Err(e),
     }
 }
 
 /// `PHYSDEVOP_unmap_pirq`.
-pub fn unmap_pirq(domid: u16, pirq: i32) -> i64 {
+pub fn unmap_pirq(domid: u16, pirq: u32) -> i64 {
     physdev(
         PhysdevOp::UnmapPirq,
         &mut PhysdevUnmapPirq {
             domid,
             pad: 0,
-            pirq,
+            pirq: pirq.cast_signed(),
         },
     )
 }

@@ -191,7 +191,7 @@ fn bind_errors() {
             report::ok_value("map_pirq of COM1's GSI", pirq);
             report::ok_value(
                 "bind_pirq of the console's line",
-                match io::bind_pirq(pirq as u32, 0) {
+                match io::bind_pirq(pirq, 0) {
                     Ok(_) => 0,
                     Err(e) => e,
                 },
@@ -204,7 +204,7 @@ fn bind_errors() {
 
 fn rtc_read(index: u8) -> u8 {
     let _ = io::port_out(0x70, Width::Byte, u32::from(index));
-    io::port_in(0x71, Width::Byte).map_or(0xff, |v| v as u8)
+    io::port_in(0x71, Width::Byte).map_or(0xff, |v| v.to_le_bytes()[0])
 }
 
 fn rtc_write(index: u8, value: u8) {
@@ -239,18 +239,18 @@ fn rtc_interrupts() {
     };
     report::ok_value(
         "map_pirq of GSI 8 again",
-        io::map_gsi(0x7ff0, RTC_GSI, RTC_GSI).unwrap_or_else(|e| e as i32),
+        io::map_gsi(0x7ff0, RTC_GSI, RTC_GSI).map_or_else(|e| e, i64::from),
     );
     report::ok_value(
         "map_pirq of GSI 8 at another PIRQ",
-        io::map_gsi(0x7ff0, RTC_GSI, 40).unwrap_or_else(|e| e as i32),
+        io::map_gsi(0x7ff0, RTC_GSI, 40).map_or_else(|e| e, i64::from),
     );
-    let Ok(port) = io::bind_pirq(pirq as u32, 0) else {
+    let Ok(port) = io::bind_pirq(pirq, 0) else {
         report::fail("bind_pirq 8", format_args!("refused"));
         return;
     };
     report::ok("bind_pirq 8");
-    report::check_eq("bind_pirq 8 twice", io::bind_pirq(pirq as u32, 0), Err(-17));
+    report::check_eq("bind_pirq 8 twice", io::bind_pirq(pirq, 0), Err(-17));
     shared::set_evtchn_mask(port, false);
     rtc_write(RTC_A, RTC_32HZ);
     rtc_read(RTC_C);
@@ -273,14 +273,10 @@ fn rtc_interrupts() {
         );
         report::check_eq(
             format_args!("EOI bitmap bit after interrupt {n} (edge)"),
-            eoi_bit(pirq as u32),
+            eoi_bit(pirq),
             false,
         );
-        report::check_eq(
-            format_args!("eoi after interrupt {n}"),
-            io::eoi(pirq as u32),
-            0,
-        );
+        report::check_eq(format_args!("eoi after interrupt {n}"), io::eoi(pirq), 0);
     }
     report::check_eq("close of the PIRQ's port", hypercall::evtchn_close(port), 0);
     rtc_read(RTC_C);
@@ -290,9 +286,5 @@ fn rtc_interrupts() {
     rtc_read(RTC_C);
     report::check_eq("unmap_pirq 8", io::unmap_pirq(0x7ff0, pirq), 0);
     report::check_eq("unmap_pirq 8 again", io::unmap_pirq(0x7ff0, pirq), -22);
-    report::check_eq(
-        "bind_pirq 8 after unmap",
-        io::bind_pirq(pirq as u32, 0),
-        Err(-1),
-    );
+    report::check_eq("bind_pirq 8 after unmap", io::bind_pirq(pirq, 0), Err(-1));
 }
