@@ -23,6 +23,7 @@ use dom0_abi::segment::{
 use dom0_abi::vcpu::{RUNSTATE_OFFLINE, VcpuRunstateInfo, XEN_RUNSTATE_UPDATE};
 use dom0_abi::wire::Wire;
 
+use crate::ioport::IoBitmap;
 use crate::layout::guest_range_ok;
 use crate::mm::machine::VcpuMm;
 use crate::regs::GuestRegs;
@@ -390,8 +391,11 @@ pub struct Vcpu {
     /// Virtual CR0.TS (`fpu_taskswitch`).
     pub fpu_ts: bool,
     /// Virtual IOPL (0-3, `PHYSDEVOP_set_iopl`): `cli`/`sti` are accepted
-    /// as no-ops from the kernel at 1 or more, from user mode at 3.
+    /// as no-ops, and `in`/`out` go on to the domain's port rights, from
+    /// the kernel at 1 or more, from user mode at 3.
     pub iopl: u8,
+    /// The I/O bitmap of `PHYSDEVOP_set_iobitmap` (`crate::ioport`).
+    pub iobitmap: IoBitmap,
     /// FS base.
     pub fs_base: u64,
     /// GS base while in kernel mode.
@@ -455,6 +459,7 @@ impl Vcpu {
             kernel_ss: 0,
             fpu_ts: false,
             iopl: 0,
+            iobitmap: IoBitmap::default(),
             fs_base: 0,
             gs_base_kernel: 0,
             gs_base_user: 0,

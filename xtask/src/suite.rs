@@ -311,12 +311,26 @@ pub const TESTS: &[IntegrationTest] = &[
         "expect=poweroff",
         "(d1) domu-demo: shutting down: poweroff"
     ),
-    toolstack!(
-        "dom0_domu_privilege",
-        DomuSet::Probe,
-        "expect=poweroff",
-        "(d1) check: domctl getdomaininfo of dom0 = -1"
-    ),
+    IntegrationTest {
+        expect: Expectation {
+            log_lines: &[
+                &["(d1) check: domctl getdomaininfo of dom0 = -1"],
+                &["(d1) check: set_iopl 1 = 0"],
+                &["(d1) check: map_pirq of GSI 8 = -1"],
+                &["(d1) check: unmap_pirq 8 = -1"],
+                &["(d1) check: bind_pirq 8 = -1"],
+                &["(d1) check: setup_gsi 8 = -1"],
+                &["(d1) check: irq_status_query 8 = 0"],
+                &["(d1) check: irq_status_query 1000 = -22"],
+                &["(d1) check: mmu_update of the local APIC with DOMID_IO = -1"],
+                &["(d1) check: inb 0x81 = 0xff"],
+                &["(d1) check: inb 0x71 = 0xff"],
+                &["(d1) check: inl 0xcfc = 0xffffffff"],
+            ],
+            ..toolstack!("dom0_domu_privilege", DomuSet::Probe, "expect=poweroff", "").expect
+        },
+        ..toolstack!("dom0_domu_privilege", DomuSet::Probe, "expect=poweroff", "")
+    },
     toolstack!(
         "dom0_shell_script",
         DomuSet::Shell,
@@ -445,6 +459,8 @@ pub const TESTS: &[IntegrationTest] = &[
     passes!("hostile_debugreg", conformance: true),
     passes!("hostile_machphys_io", conformance: false),
     passes!("hostile_hypervisor_mmio", conformance: false),
+    passes!("io_ports", conformance: true),
+    passes!("pirq", conformance: true),
     // A short run of `cargo xtask fuzz-guest`: the fuzzer's defaults,
     // 20000 random hypercalls with seed 1 (about two seconds under TCG), on
     // two vCPUs as there.

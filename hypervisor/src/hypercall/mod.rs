@@ -34,6 +34,7 @@ use dom0_abi::wire::Wire;
 use crate::domain::{Domain, Privilege};
 use crate::evtchn::{EventBits, EventChannels};
 use crate::mm::effects::Effects;
+use crate::pirq::{Lines, Program};
 use crate::stats::Stats;
 use crate::vcpu::Vcpu;
 use crate::wallclock::Wallclock;
@@ -100,6 +101,9 @@ pub trait Env {
     fn apply_effects(&mut self, fx: &Effects);
     /// Facts about this hypervisor build and boot.
     fn host(&self) -> &HostInfo;
+    /// The machine's interrupt lines (`crate::pirq`): `f` decides, and the
+    /// I/O APIC is then told what it returns.
+    fn irq_lines<R>(&mut self, f: impl FnOnce(&mut Lines) -> (R, Option<Program>)) -> R;
     /// The calling vCPU's event counters (none, unless the environment
     /// keeps them).
     fn stats(&self) -> &Stats {

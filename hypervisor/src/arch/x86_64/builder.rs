@@ -23,13 +23,15 @@ use crate::cmdline::Config;
 use crate::domain::{DOMAINS, Domain, DomainEntry, DomainTable};
 use crate::hypercall::desc::MAX_GDT_FRAMES;
 use crate::hypercall::{Env, HostInfo};
-use crate::hypercall::{domctl, gnttab};
+use crate::hypercall::{domctl, gnttab, physdev};
+use crate::ioport::IoPorts;
 use crate::layout::{PAGE_SIZE, is_guest_l4_slot};
 use crate::loader::{GuestImageInfo, ImageError};
 use crate::mm::effects::Effects;
 use crate::mm::frame_table::{FrameTable, Owner};
 use crate::mm::machine::VcpuMm;
 use crate::mm::types::Mmu;
+use crate::pirq::Pirqs;
 use crate::vcpu::Power;
 use dom0_abi::Errno;
 use dom0_abi::shared_info::XEN_LEGACY_MAX_VCPUS;
@@ -253,6 +255,8 @@ pub fn build_dom0(
     // Xen's balloon ceiling for dom0: `dom0_mem=max:`, at most 2^32 - 1
     // pages (unlimited without it).
     entry.domain.mm.max_pages = pages.max_pages.min(u64::from(u32::MAX));
+    entry.domain.ioports = Some(Box::new(IoPorts::hardware_domain(config.com1.io_base)));
+    entry.domain.pirqs = Pirqs::hardware_domain(super::pirq::with_lines(|l| (l.len(), None)));
     let mut cpu = PerCpu::new(*views);
     register_frames(&mut cpu, &mut entry, &p2m, shared_info, Mfn(l4 >> 12))?;
     let boot_vcpu = &mut entry.vcpus[0];
@@ -456,6 +460,9 @@ pub fn destroy_dom0(cpu: &mut PerCpu, entry: &mut DomainEntry) -> Dom0Teardown {
         };
         let mut env = ArchEnv::new(&mut current, &mut regs);
         super::env::release_ldt(&mut env, &mut fx);
+        let pirqs = core::mem::take(&mut env.domain().pirqs);
+        let eoi_map = env.domain().pirq_eoi_map.take();
+        physdev::release_taken(&mut env, &mut fx, dom, &pirqs, eoi_map);
         // dom0's grant mappings give up their pins and device references
         // (the host mappings' references go with its page tables).
         let mut grants = env.domain().grant.take();

@@ -24,6 +24,7 @@ use crate::layout::PAGE_SIZE;
 use crate::mm::effects::{CacheFlush, Effects, TlbFlush};
 use crate::mm::frame_table::{FrameInfo, Owner};
 use crate::mm::machine::{DomainMm, MmMachine, PageTableMemory, VcpuMm};
+use crate::pirq::{Lines, Program};
 use crate::stats::Stats;
 use crate::vcpu::Vcpu;
 use crate::wallclock::Wallclock;
@@ -452,6 +453,9 @@ impl Env for ArchEnv<'_, '_> {
     }
     fn domain(&mut self) -> &mut Domain {
         self.current.domain
+    }
+    fn irq_lines<R>(&mut self, f: impl FnOnce(&mut Lines) -> (R, Option<Program>)) -> R {
+        super::pirq::with_lines(f)
     }
     fn host(&self) -> &HostInfo {
         super::percpu::HOST
