@@ -342,6 +342,9 @@ pub struct Vcpu {
     pub xcr0: u64,
     /// Its CR4.OSXSAVE, as it last wrote CR4.
     pub cr4_osxsave: bool,
+    /// The frame its `vcpu_info` moved to (`VCPUOP_register_vcpu_info`),
+    /// held writable until the domain goes; `None`: in shared_info.
+    pub vcpu_info_frame: Option<dom0_abi::types::Mfn>,
     /// Guest address of its runstate area
     /// (`VCPUOP_register_runstate_memory_area`; 0: none), rewritten at
     /// every switch in and out.
@@ -436,6 +439,7 @@ impl Vcpu {
             power: Power::Down,
             vcpu_info: 0,
             runstate_area: 0,
+            vcpu_info_frame: None,
             xcr0: crate::cpuid::XCR0_INITIAL,
             cr4_osxsave: false,
             initialised: false,

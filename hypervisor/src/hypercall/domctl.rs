@@ -722,6 +722,7 @@ pub fn reap(
 ) -> Option<(TeardownReport, bool)> {
     let mut entry = env.remove_domain(id)?;
     super::physdev::release(env, fx, &mut entry.domain);
+    super::vcpu::release_vcpu_info(env, fx, &mut entry.vcpus);
     // Its event channels close: each other end becomes unbound, naming
     // the destroyed domain.
     let caller = env.domain().id;

@@ -68,6 +68,12 @@ pub trait Env {
     /// The calling domain's vCPU `id` (the caller itself included);
     /// `None` when the domain has no vCPU by that id.
     fn vcpu_by_id(&mut self, id: u32) -> Option<&mut Vcpu>;
+    /// Moves vCPU `vcpu`'s `vcpu_info` to machine address `maddr`
+    /// (`VCPUOP_register_vcpu_info`, checks done): its 64 bytes are copied
+    /// there, `evtchn_upcall_pending` and every `evtchn_pending_sel` bit
+    /// are set so that the guest rescans its ports, and the hypervisor
+    /// uses the new place from now on.
+    fn move_vcpu_info(&mut self, vcpu: u32, maddr: u64);
     /// Another vCPU of the domain should run before the caller returns to
     /// the guest (the caller yielded, or went down).
     fn reschedule(&mut self);

@@ -498,6 +498,11 @@ impl Env for FakeMachine {
     fn nmi_reason(&mut self) -> u64 {
         self.nmi_reason
     }
+    fn move_vcpu_info(&mut self, vcpu: u32, maddr: u64) {
+        if let Some(v) = self.vcpu_by_id(vcpu) {
+            v.vcpu_info = maddr;
+        }
+    }
     fn vcpu_by_id(&mut self, id: u32) -> Option<&mut Vcpu> {
         if id == self.cpu.id {
             return Some(&mut self.cpu);

@@ -291,6 +291,10 @@ pub const ALL: &[Case] = &[
         run: vcpu_op_errors::run,
     },
     Case {
+        name: "vcpu_register_vcpu_info",
+        run: vcpu_runstate::register_vcpu_info,
+    },
+    Case {
         name: "cpu_iretq_rpl0",
         run: cpu_exceptions::iretq_rpl0,
     },

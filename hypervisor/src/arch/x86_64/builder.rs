@@ -268,6 +268,7 @@ pub fn build_dom0(
     super::time::publish(boot_vcpu.vcpu_info);
     let id = entry.domain.id;
     let table = DOMAINS.call_once(|| DomainTable::new(config.max_domains));
+    super::evtchn::init_moved_vcpu_info(table.len());
     log::info!("domain table: {} slots (max_domains)", table.len());
     table
         .insert(entry)
@@ -448,6 +449,11 @@ pub fn destroy_dom0(cpu: &mut PerCpu, entry: &mut DomainEntry) -> Dom0Teardown {
         .iter_mut()
         .map(|v| (v.gdt_frames, core::mem::take(&mut v.gdt_count)))
         .collect();
+    let vcpu_info_frames: Vec<Mfn> = entry
+        .vcpus
+        .iter_mut()
+        .filter_map(|v| v.vcpu_info_frame.take())
+        .collect();
     let running = cpu.running.map_or(0, |r| r.vcpu);
     let mut others_consistent = true;
     let mut others_remaining = 0;
@@ -463,6 +469,9 @@ pub fn destroy_dom0(cpu: &mut PerCpu, entry: &mut DomainEntry) -> Dom0Teardown {
         let pirqs = core::mem::take(&mut env.domain().pirqs);
         let eoi_map = env.domain().pirq_eoi_map.take();
         physdev::release_taken(&mut env, &mut fx, dom, &pirqs, eoi_map);
+        for mfn in vcpu_info_frames {
+            Mmu::new(&mut env, &mut fx).put_page_and_type(mfn);
+        }
         // dom0's grant mappings give up their pins and device references
         // (the host mappings' references go with its page tables).
         let mut grants = env.domain().grant.take();

@@ -109,7 +109,7 @@ pub fn run_due(current: &mut Current) {
         cpu,
     } = current;
     let running = vcpu.id;
-    let mut bits = SharedInfoBits::new(domain.shared_info, u32::MAX);
+    let mut bits = SharedInfoBits::new(domain.shared_info, domain.id, u32::MAX);
     loop {
         let now = time::now_ns();
         let slice_end = cpu.slice.start(now);
@@ -206,7 +206,7 @@ fn other_domains_due(running: DomId, now: u64) -> (Option<u64>, bool, bool) {
         let Some(entry) = guard.as_deref_mut() else {
             continue;
         };
-        let mut bits = SharedInfoBits::new(entry.domain.shared_info, u32::MAX);
+        let mut bits = SharedInfoBits::new(entry.domain.shared_info, entry.domain.id, u32::MAX);
         for v in &mut entry.vcpus {
             sched::fire_timers(v, &entry.domain.evtchn, &mut bits, now);
         }
