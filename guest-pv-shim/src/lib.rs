@@ -67,6 +67,7 @@
 pub use dom0_abi;
 
 pub mod cmdline;
+pub mod netfront;
 pub mod platform;
 pub mod report;
 pub mod ring;
