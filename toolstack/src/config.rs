@@ -15,6 +15,7 @@
 //! | `on_poweroff` | `"destroy"` or `"preserve"` | `destroy` |
 //! | `on_crash` | `"destroy"` or `"preserve"` | `destroy` |
 //! | `type` | `"pv"` only | `pv` |
+//! | `vif` | a list of one string `'mac=<aa:bb:..>,ip=<a.b.c.d>,bridge=<name>'` (each setting optional) | no vif |
 //!
 //! Any other key, a repeated key, or `restart`-style actions are errors:
 //! this toolstack does not pretend to support what it does not do.
@@ -50,6 +51,53 @@ pub struct DomainConfig<'a> {
     pub on_poweroff: Action,
     /// Action on `SHUTDOWN_crash`.
     pub on_crash: Action,
+    /// Its network interface (`vif = [...]`), devid 0.
+    pub vif: Option<VifConfig<'a>>,
+}
+
+/// One `vif` list entry: `mac=..,ip=..,bridge=..`, each optional.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VifConfig<'a> {
+    /// Its Ethernet address (default: `00:16:3e` and the domain id).
+    pub mac: Option<crate::bridge::Mac>,
+    /// Its IPv4 address, as written (the back end's `ip` key).
+    pub ip: Option<&'a str>,
+    /// The bridge it joins (default `xenbr0`; dom0 has one bridge).
+    pub bridge: Option<&'a str>,
+}
+
+impl<'a> VifConfig<'a> {
+    /// Parses the list on the right of `vif =`: `[]` or one quoted entry.
+    fn parse_list(text: &'a str) -> Result<Option<VifConfig<'a>>, &'static str> {
+        let inner = text
+            .trim()
+            .trim_end_matches(';')
+            .trim_end()
+            .strip_prefix('[')
+            .and_then(|t| t.strip_suffix(']'))
+            .ok_or("expected a list [ ... ]")?
+            .trim();
+        let inner = inner.strip_suffix(',').unwrap_or(inner).trim_end();
+        if inner.is_empty() {
+            return Ok(None);
+        }
+        let spec = match parse_value(inner)? {
+            Value::Str(spec) => spec,
+            Value::Int(_) => return Err("expected a quoted vif specification"),
+        };
+        let mut vif = VifConfig::default();
+        for setting in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            match setting.split_once('=') {
+                Some(("mac", mac)) => {
+                    vif.mac = Some(crate::bridge::parse_mac(mac).ok_or("bad vif mac")?);
+                }
+                Some(("ip", ip)) => vif.ip = Some(ip),
+                Some(("bridge", bridge)) => vif.bridge = Some(bridge),
+                _ => return Err("vif settings supported: mac, ip, bridge"),
+            }
+        }
+        Ok(Some(vif))
+    }
 }
 
 /// A configuration error: the line (1-based) and what is wrong.
@@ -139,7 +187,7 @@ fn int(value: Value<'_>) -> Result<u64, &'static str> {
 }
 
 /// The keys, in the order of the seen-bitmap.
-const KEYS: [&str; 9] = [
+const KEYS: [&str; 10] = [
     "name",
     "kernel",
     "memory",
@@ -149,6 +197,7 @@ const KEYS: [&str; 9] = [
     "on_poweroff",
     "on_crash",
     "type",
+    "vif",
 ];
 
 impl<'a> DomainConfig<'a> {
@@ -164,6 +213,7 @@ impl<'a> DomainConfig<'a> {
             cmdline: "",
             on_poweroff: Action::Destroy,
             on_crash: Action::Destroy,
+            vif: None,
         };
         let mut seen = 0u32;
         for (index, raw) in text.lines().enumerate() {
@@ -185,6 +235,10 @@ impl<'a> DomainConfig<'a> {
                 return Err(err("key given twice"));
             }
             seen |= bit;
+            if key == "vif" {
+                cfg.vif = VifConfig::parse_list(value).map_err(err)?;
+                continue;
+            }
             let value = parse_value(value).map_err(err)?;
             match key {
                 "name" => name = Some(string(value).map_err(err)?),
@@ -311,5 +365,36 @@ mod tests {
         );
         assert_eq!(e("name=\"a\" x").what, "unterminated string");
         assert_eq!(e("type=\"hvm\"").what, "only type = \"pv\" is supported");
+    }
+
+    #[test]
+    fn vif_lists() {
+        let vif = |t: &str| {
+            let text = alloc::format!("name=\"a\"\nkernel=\"k\"\nvif = {t}").leak();
+            DomainConfig::parse(text).map(|c| c.vif).map_err(|e| e.what)
+        };
+        assert_eq!(
+            vif("['mac=00:16:3e:00:00:07,ip=10.0.0.7']"),
+            Ok(Some(VifConfig {
+                mac: Some([0, 0x16, 0x3e, 0, 0, 7]),
+                ip: Some("10.0.0.7"),
+                bridge: None,
+            }))
+        );
+        assert_eq!(
+            vif("[ \"bridge=xenbr0\", ]"),
+            Ok(Some(VifConfig {
+                bridge: Some("xenbr0"),
+                ..VifConfig::default()
+            }))
+        );
+        assert_eq!(vif("[]"), Ok(None));
+        assert_eq!(vif("'mac=1'"), Err("expected a list [ ... ]"));
+        assert_eq!(vif("['mac=00:16']"), Err("bad vif mac"));
+        assert_eq!(
+            vif("['model=e1000']"),
+            Err("vif settings supported: mac, ip, bridge")
+        );
+        assert_eq!(vif("['ip=1', 'ip=2']"), Err("text after the closing quote"));
     }
 }
