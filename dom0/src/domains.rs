@@ -13,6 +13,7 @@ use toolstack::shell::Target;
 use toolstack::xen::{CONSOLE_WINDOW_BASE, ConsoleRing, Xen, domain_info};
 
 use crate::grants::Grants;
+use crate::netback::{MAX_VIFS, Netback};
 use crate::store::Xenstore;
 
 /// Domains served at once (one mapping window each).
@@ -54,6 +55,8 @@ pub struct Domains {
     timeout_s: u64,
     /// The xenstore every domU is introduced to.
     pub xs: Xenstore,
+    /// The vifs' back ends and their bridge.
+    net: Netback,
 }
 
 impl Domains {
@@ -65,6 +68,7 @@ impl Domains {
             expect,
             timeout_s,
             xs: Xenstore::new(),
+            net: Netback::default(),
         }
     }
 
@@ -142,6 +146,9 @@ impl Domains {
             let _ = xen.destroy(built.domid);
             return None;
         }
+        if let Some(vif) = &cfg.vif {
+            self.net.add(&mut self.xs, built.domid, vif);
+        }
         match connect(&built, CONSOLE_WINDOW_BASE + slot, paused) {
             Ok((local_port, ring)) => {
                 guest_pv_shim::println!(
@@ -166,6 +173,7 @@ impl Domains {
             }
             Err(e) => {
                 report::fail(format_args!("start {}", cfg.name), format_args!("{e}"));
+                self.net.remove(built.domid);
                 self.xs.release(built.domid);
                 let _ = xen.destroy(built.domid);
                 None
@@ -182,7 +190,7 @@ impl Domains {
         {
             Some(slot) => {
                 if let Some(domu) = slot.take() {
-                    destroy(domu, &mut self.xs, "destroyed");
+                    destroy(domu, &mut self.xs, &mut self.net, "destroyed");
                 }
                 true
             }
@@ -193,7 +201,7 @@ impl Domains {
     /// Destroys every domU still served.
     pub fn destroy_all(&mut self) {
         for domu in self.slots.iter_mut().filter_map(Option::take) {
-            destroy(domu, &mut self.xs, "destroyed");
+            destroy(domu, &mut self.xs, &mut self.net, "destroyed");
         }
     }
 
@@ -226,11 +234,14 @@ impl Domains {
             drain(domu);
         }
         self.xs.serve();
+        if self.net.poll(&mut self.xs) {
+            self.xs.serve();
+        }
         for slot in &mut self.slots {
             if slot.as_ref().is_some_and(shut_down)
                 && let Some(domu) = slot.take()
             {
-                reap(domu, &mut self.xs, self.expect);
+                reap(domu, &mut self.xs, &mut self.net, self.expect);
             }
         }
     }
@@ -238,9 +249,13 @@ impl Domains {
     /// Sleeps until a console, xenstore or `VIRQ_DOM_EXC` event (or one
     /// on `extra`), or 100 ms.
     pub fn sleep(&mut self, extra: Option<u32>) {
-        let mut ports = [0u32; 2 * MAX_DOMUS + 2];
+        let mut ports = [0u32; 2 * MAX_DOMUS + MAX_VIFS + 2];
         let mut n = 0;
-        let domus = self.iter().map(|d| d.local_port).chain(self.xs.ports());
+        let domus = self
+            .iter()
+            .map(|d| d.local_port)
+            .chain(self.xs.ports())
+            .chain(self.net.event_ports());
         for port in domus.chain([self.virq_port]).chain(extra) {
             ports[n] = port;
             n += 1;
@@ -305,7 +320,7 @@ fn shut_down(domu: &Domu) -> bool {
 }
 
 /// Reports a shut-down domain and destroys or preserves it.
-fn reap(mut domu: Domu, xs: &mut Xenstore, expect: Option<&str>) {
+fn reap(mut domu: Domu, xs: &mut Xenstore, net: &mut Netback, expect: Option<&str>) {
     drain(&mut domu);
     domu.output
         .flush(&mut |line, text| show(domu.cfg.name, line, text));
@@ -340,12 +355,12 @@ fn reap(mut domu: Domu, xs: &mut Xenstore, expect: Option<&str>) {
         );
         return;
     }
-    destroy(domu, xs, reason);
+    destroy(domu, xs, net, reason);
 }
 
 /// Reads the console a last time, disconnects it and the store, destroys
 /// the domain and checks it is gone.
-fn destroy(mut domu: Domu, xs: &mut Xenstore, why: &str) {
+fn destroy(mut domu: Domu, xs: &mut Xenstore, net: &mut Netback, why: &str) {
     drain(&mut domu);
     domu.output
         .flush(&mut |line, text| show(domu.cfg.name, line, text));
@@ -362,6 +377,7 @@ fn destroy(mut domu: Domu, xs: &mut Xenstore, why: &str) {
         hypercall::evtchn_close(domu.local_port),
         0,
     );
+    net.remove(domid);
     xs.serve();
     xs.release(domid);
     let destroyed = Xen.destroy(domid);

@@ -31,6 +31,7 @@ extern crate alloc;
 
 mod domains;
 mod grants;
+mod netback;
 mod shell;
 mod store;
 

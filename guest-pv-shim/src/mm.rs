@@ -29,7 +29,7 @@ use crate::hypercall;
 use crate::platform::VIRT_BASE;
 
 /// Number of mapping windows.
-pub const WINDOW_COUNT: usize = 32;
+pub const WINDOW_COUNT: usize = 48;
 
 /// Present, writable, accessed, dirty: a normal data mapping.
 pub const PTE_RW: u64 = PteFlags::PRESENT.bits()
