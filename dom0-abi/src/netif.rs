@@ -184,6 +184,21 @@ crate::assert_layout!(NetifRxRequest, 8, { id: 0, pad: 2, gref: 4 });
 crate::assert_layout!(NetifRxResponse, 8, { id: 0, offset: 2, flags: 4, status: 6 });
 crate::assert_layout!(NetifExtraInfo, 8, { ty: 0, flags: 1, u: 2 });
 
+/// Parses a `mac` key's value, `aa:bb:cc:dd:ee:ff` (hex, either case).
+#[must_use]
+pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = text.split(':');
+    for byte in &mut mac {
+        let part = parts.next()?;
+        if part.len() != 2 {
+            return None;
+        }
+        *byte = u8::from_str_radix(part, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
 /// The xenstore keys of the vif protocol. Directories:
 /// back end `/local/domain/<B>/backend/vif/<D>/<devid>`, front end
 /// `/local/domain/<D>/device/vif/<devid>`.

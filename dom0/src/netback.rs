@@ -294,6 +294,14 @@ impl Netback {
                 && let Some(port) = slot.take()
                 && let Phase::Connected(link) = &port.phase
             {
+                let s = link.vif.stats;
+                guest_pv_shim::println!(
+                    "dom0: vif {domid}/0 removed: {} frames sent ({} errors), {} received ({} dropped)",
+                    s.tx_frames,
+                    s.tx_errors,
+                    s.rx_frames,
+                    s.rx_dropped
+                );
                 teardown(link);
                 self.bridge.remove_port(i);
             }

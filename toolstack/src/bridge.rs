@@ -156,20 +156,7 @@ fn mac_at(frame: &[u8], at: usize) -> Option<Mac> {
     frame.get(at..at + 6)?.try_into().ok()
 }
 
-/// Parses `aa:bb:cc:dd:ee:ff` (hex, either case).
-#[must_use]
-pub fn parse_mac(text: &str) -> Option<Mac> {
-    let mut mac = [0u8; 6];
-    let mut parts = text.split(':');
-    for byte in &mut mac {
-        let part = parts.next()?;
-        if part.len() != 2 {
-            return None;
-        }
-        *byte = u8::from_str_radix(part, 16).ok()?;
-    }
-    parts.next().is_none().then_some(mac)
-}
+pub use dom0_abi::netif::parse_mac;
 
 /// A MAC as `aa:bb:cc:dd:ee:ff`.
 #[derive(Clone, Copy, Debug)]

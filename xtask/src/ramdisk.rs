@@ -92,7 +92,24 @@ pub enum DomuSet {
     /// maps, writes and copies one and keeps the other mapped while the
     /// domU shuts down and is destroyed.
     Grant,
+    /// Two demo domUs on dom0's bridge (`vif = [...]`): one serves, the
+    /// other pings it and exchanges a TCP echo with it (smoltcp).
+    Net,
+    /// The [`DomuSet::Net`] pair and a hostile front end beside them: a
+    /// bad grant reference (an error status), then a TX slot past its
+    /// page (dom0 disconnects that vif; the pair keeps talking).
+    NetHostile,
 }
+
+/// The serving network domU.
+const NET_SERVER_CONFIG: &str = "# A domU on dom0's bridge, serving TCP echo.\n\
+    name = \"server\"\nkernel = \"domu-demo\"\nmemory = 8\ncmdline = \"net serve\"\n\
+    vif = ['mac=00:16:3e:00:00:01,ip=10.0.0.1']\n";
+
+/// The network domU that pings and talks to the server.
+const NET_PEER_CONFIG: &str = "# A domU on dom0's bridge: ping, then TCP echo.\n\
+    name = \"peer\"\nkernel = \"domu-demo\"\nmemory = 8\ncmdline = \"net peer=10.0.0.1\"\n\
+    vif = ['mac=00:16:3e:00:00:02,ip=10.0.0.2']\n";
 
 /// The script of [`DomuSet::XenstoreShell`].
 const XENSTORE_SCRIPT: &str = "# dom0's xenstore commands (dom0 script=xenstore.xl)\n\
@@ -143,6 +160,8 @@ impl DomuSet {
             DomuSet::Xenstore => "xenstore",
             DomuSet::XenstoreShell => "xenstore-shell",
             DomuSet::Grant => "grant",
+            DomuSet::Net => "net",
+            DomuSet::NetHostile => "net-hostile",
         }
     }
 
@@ -173,6 +192,20 @@ impl DomuSet {
                  name = \"granter\"\nkernel = \"domu-demo\"\nmemory = 16\n\
                  cmdline = \"grant\"\n",
             )],
+            DomuSet::Net => &[
+                ("server.cfg", NET_SERVER_CONFIG),
+                ("peer.cfg", NET_PEER_CONFIG),
+            ],
+            DomuSet::NetHostile => &[
+                ("server.cfg", NET_SERVER_CONFIG),
+                (
+                    "hostile.cfg",
+                    "# A front end breaking the netif protocol on purpose.\n\
+                     name = \"hostile\"\nkernel = \"domu-demo\"\nmemory = 8\n\
+                     cmdline = \"net hostile\"\nvif = ['ip=10.0.0.66']\n",
+                ),
+                ("peer.cfg", NET_PEER_CONFIG),
+            ],
             DomuSet::Crash => &[(
                 "crash.cfg",
                 "# The demo domU told to crash: dom0 must see SHUTDOWN_crash.\n\
@@ -242,6 +275,8 @@ mod tests {
             DomuSet::Shell,
             DomuSet::Probe,
             DomuSet::Grant,
+            DomuSet::Net,
+            DomuSet::NetHostile,
         ] {
             for (file, text) in set.configs().iter().filter(|(f, _)| f.ends_with(".cfg")) {
                 let cfg = DomainConfig::parse(text).unwrap_or_else(|e| panic!("{file}: {e}"));
