@@ -271,9 +271,8 @@ impl Netback {
             );
             return;
         };
-        let added = add_vif(&mut xs.store, &mut xs.rings, domid, 0, vif).and_then(|()| {
-            vif_backend_probe(&mut xs.store, &mut xs.rings, &vif_backend(domid, 0))
-        });
+        let added = add_vif(&mut xs.store, &mut xs.rings, domid, 0, vif)
+            .and_then(|()| vif_backend_probe(&mut xs.store, &mut xs.rings, &vif_backend(domid, 0)));
         if let Err(e) = added {
             report::fail(format_args!("vif {domid}/0"), format_args!("{e}"));
             return;
@@ -342,10 +341,7 @@ impl Netback {
             .ok()
             .and_then(|v| parse_state(&v));
             match (&port.phase, state) {
-                (
-                    Phase::Waiting,
-                    Some(XenbusState::Connected | XenbusState::Initialised),
-                ) => {
+                (Phase::Waiting, Some(XenbusState::Connected | XenbusState::Initialised)) => {
                     let keys = frontend_keys(|key| {
                         let path = alloc::format!("{}/{key}", port.frontend);
                         toolstack::store::read(&mut xs.store, &mut xs.rings, &path).ok()
@@ -368,13 +364,14 @@ impl Netback {
                             "5"
                         }
                     };
-                    write(xs, &alloc::format!("{}/{}", port.backend, keys::STATE), state);
+                    write(
+                        xs,
+                        &alloc::format!("{}/{}", port.backend, keys::STATE),
+                        state,
+                    );
                     wrote = true;
                 }
-                (
-                    Phase::Connected(_),
-                    Some(XenbusState::Closing | XenbusState::Closed) | None,
-                ) => {
+                (Phase::Connected(_), Some(XenbusState::Closing | XenbusState::Closed) | None) => {
                     if let Phase::Connected(link) =
                         core::mem::replace(&mut port.phase, Phase::Closed)
                     {

@@ -21,8 +21,8 @@ use core::fmt::Write;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use guest_pv_shim::dom0_abi::netif::{NetifTxRequest, parse_mac};
-use guest_pv_shim::dom0_abi::xenstore::XenbusState;
 use guest_pv_shim::dom0_abi::start_info::StartInfo;
+use guest_pv_shim::dom0_abi::xenstore::XenbusState;
 use guest_pv_shim::netfront::{Connected, NetfrontError, StaticPages, connect};
 use guest_pv_shim::xenbus::{WindowRing, Xenbus};
 use guest_pv_shim::{cmdline, hypercall, shared};
@@ -30,9 +30,7 @@ use smoltcp::iface::{Config, Interface, SocketSet, SocketStorage};
 use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
 use smoltcp::socket::{icmp, tcp};
 use smoltcp::time::{Duration, Instant};
-use smoltcp::wire::{
-    EthernetAddress, Icmpv4Packet, Icmpv4Repr, IpAddress, IpCidr, Ipv4Address,
-};
+use smoltcp::wire::{EthernetAddress, Icmpv4Packet, Icmpv4Repr, IpAddress, IpCidr, Ipv4Address};
 
 use crate::Console;
 
@@ -107,9 +105,10 @@ fn memory() -> Option<&'static mut Memory> {
     if TAKEN.swap(true, Ordering::AcqRel) {
         return None;
     }
+    let memory = &raw mut MEMORY;
     // SAFETY: `TAKEN` lets this run once, so this is the only reference
     // to `MEMORY` ever made; it lives as long as the static.
-    Some(unsafe { &mut *(&raw mut MEMORY) })
+    Some(unsafe { &mut *memory })
 }
 
 /// The vif as a smoltcp device.
@@ -252,9 +251,7 @@ pub fn run(console: &mut Console, si: &StartInfo) {
     if let Role::Hostile = role {
         return hostile(console, conn, &mut xb);
     }
-    let mac = core::str::from_utf8(&conn.mac)
-        .ok()
-        .and_then(parse_mac);
+    let mac = core::str::from_utf8(&conn.mac).ok().and_then(parse_mac);
     let ip = core::str::from_utf8(&conn.ip.0[..conn.ip.1])
         .ok()
         .and_then(|ip| ip.parse::<Ipv4Address>().ok());
@@ -315,7 +312,11 @@ pub fn run(console: &mut Console, si: &StartInfo) {
             return;
         }
         if t >= deadline {
-            return check(console, "net exchange", format_args!("timed out in {}", app.name()));
+            return check(
+                console,
+                "net exchange",
+                format_args!("timed out in {}", app.name()),
+            );
         }
         let delay = iface
             .poll_delay(t, &sockets)
@@ -416,7 +417,11 @@ impl App {
                         check(cx.console, "ping", format_args!("{peer} answered"));
                         let socket = cx.sockets.get_mut::<tcp::Socket>(cx.tcp);
                         if socket
-                            .connect(cx.iface.context(), (IpAddress::Ipv4(peer), ECHO_PORT), 49152)
+                            .connect(
+                                cx.iface.context(),
+                                (IpAddress::Ipv4(peer), ECHO_PORT),
+                                49152,
+                            )
                             .is_err()
                         {
                             check(cx.console, "tcp connect", format_args!("refused locally"));
@@ -455,7 +460,10 @@ impl App {
                 let socket = cx.sockets.get_mut::<tcp::Socket>(cx.tcp);
                 if socket.may_send() && !*sent {
                     let mut hello = [0u8; 32];
-                    let mut w = Line { buf: &mut hello, len: 0 };
+                    let mut w = Line {
+                        buf: &mut hello,
+                        len: 0,
+                    };
                     let _ = write!(w, "hello from {}", cx.own);
                     let n = w.len;
                     if socket.send_slice(&hello[..n]) == Ok(n) {
@@ -513,7 +521,9 @@ fn hostile(console: &mut Console, mut conn: Connected, xb: &mut Xenbus<WindowRin
             size: 60,
         },
     );
-    let answered = wait(&mut conn, |c| c.net.reap_tx().is_ok() && c.net.can_transmit() && c.net.stats.tx_errors > 0);
+    let answered = wait(&mut conn, |c| {
+        c.net.reap_tx().is_ok() && c.net.can_transmit() && c.net.stats.tx_errors > 0
+    });
     check(
         console,
         "bad grant reference answered",
@@ -530,7 +540,9 @@ fn hostile(console: &mut Console, mut conn: Connected, xb: &mut Xenbus<WindowRin
         },
     );
     let mut backend = [0u8; 64];
-    let n = xb.read(0, "device/vif/0/backend", &mut backend).unwrap_or(0);
+    let n = xb
+        .read(0, "device/vif/0/backend", &mut backend)
+        .unwrap_or(0);
     let backend = core::str::from_utf8(&backend[..n]).unwrap_or("");
     let mut state = xb.state(0, backend);
     for _ in 0..500 {

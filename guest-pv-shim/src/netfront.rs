@@ -181,7 +181,7 @@ impl<M: RingMemory, P: PacketPages> Netfront<M, P> {
     /// Whether a TX page is free.
     #[must_use]
     pub fn can_transmit(&self) -> bool {
-        self.tx_busy.count_ones() < TX_PAGES as u32
+        (self.tx_busy.count_ones() as usize) < TX_PAGES
     }
 
     /// Consumes the TX responses, freeing their pages.
