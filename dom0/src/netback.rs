@@ -78,27 +78,31 @@ fn copy(source: GnttabCopyPtr, dest: GnttabCopyPtr, len: usize, flags: u16) -> R
     }
 }
 
+/// Grant `gref` of `domid` at `offset` as a copy end.
+fn granted(domid: u16, gref: u32, offset: u16) -> GnttabCopyPtr {
+    GnttabCopyPtr {
+        u: u64::from(gref),
+        domid,
+        offset,
+        pad: 0,
+    }
+}
+
 impl GrantCopier for Copier {
     fn copy_in(&mut self, domid: u16, gref: u32, offset: u16, out: &mut [u8]) -> Result<(), i16> {
         let dest = own(out).ok_or(GrantStatus::GeneralError as i16)?;
-        let source = GnttabCopyPtr {
-            u: u64::from(gref),
-            domid,
-            offset,
-            pad: 0,
-        };
+        let source = granted(domid, gref, offset);
         copy(source, dest, out.len(), GNTCOPY_SOURCE_GREF)
     }
 
     fn copy_out(&mut self, domid: u16, gref: u32, offset: u16, data: &[u8]) -> Result<(), i16> {
         let source = own(data).ok_or(GrantStatus::GeneralError as i16)?;
-        let dest = GnttabCopyPtr {
-            u: u64::from(gref),
-            domid,
-            offset,
-            pad: 0,
-        };
-        copy(source, dest, data.len(), GNTCOPY_DEST_GREF)
+        copy(
+            source,
+            granted(domid, gref, offset),
+            data.len(),
+            GNTCOPY_DEST_GREF,
+        )
     }
 }
 
@@ -167,17 +171,26 @@ impl Port {
     }
 }
 
+/// Unmaps the grant mapped by `handle` at `window`.
+fn unmap(window: usize, handle: u32) {
+    let mut op = GnttabUnmapGrantRef {
+        host_addr: mm::window_va(window),
+        handle,
+        ..GnttabUnmapGrantRef::default()
+    };
+    hypercall::gnttab_unmap(core::slice::from_mut(&mut op));
+}
+
+/// Unmaps `link`'s rings.
+fn unmap_rings(link: &Link) {
+    let (tx, rx) = link.vif.memories();
+    unmap(tx.window(), link.handles[0]);
+    unmap(rx.window(), link.handles[1]);
+}
+
 /// Unmaps `link`'s rings and closes its port.
 fn teardown(link: &Link) {
-    let (tx, rx) = link.vif.memories();
-    for (memory, handle) in [tx, rx].into_iter().zip(link.handles) {
-        let mut op = GnttabUnmapGrantRef {
-            host_addr: mm::window_va(memory.window()),
-            handle,
-            ..GnttabUnmapGrantRef::default()
-        };
-        hypercall::gnttab_unmap(core::slice::from_mut(&mut op));
-    }
+    unmap_rings(link);
     hypercall::evtchn_close(link.port);
 }
 
@@ -205,12 +218,7 @@ fn attach(domid: u16, slot: usize, keys: FrontendKeys) -> Result<Link, &'static 
     let rx = match map_ring(domid, keys.rx_ring_ref, windows[1]) {
         Ok(rx) => rx,
         Err(e) => {
-            let mut op = GnttabUnmapGrantRef {
-                host_addr: mm::window_va(windows[0]),
-                handle: tx,
-                ..GnttabUnmapGrantRef::default()
-            };
-            hypercall::gnttab_unmap(core::slice::from_mut(&mut op));
+            unmap(windows[0], tx);
             return Err(e);
         }
     };
@@ -230,15 +238,7 @@ fn attach(domid: u16, slot: usize, keys: FrontendKeys) -> Result<Link, &'static 
         port: 0,
     };
     if hypercall::evtchn_bind_interdomain(&mut bind) != 0 {
-        let (tx, rx) = link.vif.memories();
-        for (memory, handle) in [tx, rx].into_iter().zip(link.handles) {
-            let mut op = GnttabUnmapGrantRef {
-                host_addr: mm::window_va(memory.window()),
-                handle,
-                ..GnttabUnmapGrantRef::default()
-            };
-            hypercall::gnttab_unmap(core::slice::from_mut(&mut op));
-        }
+        unmap_rings(&link);
         return Err("the event channel could not be bound");
     }
     Ok(Link {

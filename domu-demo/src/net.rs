@@ -33,6 +33,7 @@ use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{EthernetAddress, Icmpv4Packet, Icmpv4Repr, IpAddress, IpCidr, Ipv4Address};
 
 use crate::Console;
+use crate::xenstore::format_into;
 
 /// Windows: the store ring, the grant table, the two rings.
 const STORE_WINDOW: usize = 2;
@@ -459,14 +460,9 @@ impl App {
             } => {
                 let socket = cx.sockets.get_mut::<tcp::Socket>(cx.tcp);
                 if socket.may_send() && !*sent {
-                    let mut hello = [0u8; 32];
-                    let mut w = Line {
-                        buf: &mut hello,
-                        len: 0,
-                    };
-                    let _ = write!(w, "hello from {}", cx.own);
-                    let n = w.len;
-                    if socket.send_slice(&hello[..n]) == Ok(n) {
+                    let mut buf = [0u8; 32];
+                    let hello = format_into(&mut buf, format_args!("hello from {}", cx.own));
+                    if socket.send_slice(hello.as_bytes()) == Ok(hello.len()) {
                         *sent = true;
                     }
                 }
@@ -482,22 +478,6 @@ impl App {
                 false
             }
         }
-    }
-}
-
-/// A `fmt::Write` into a byte buffer (truncating).
-struct Line<'b> {
-    buf: &'b mut [u8],
-    len: usize,
-}
-
-impl Write for Line<'_> {
-    fn write_str(&mut self, s: &str) -> core::fmt::Result {
-        let room = self.buf.len() - self.len;
-        let n = s.len().min(room);
-        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
-        self.len += n;
-        Ok(())
     }
 }
 

@@ -23,21 +23,26 @@ impl Page {
     }
 }
 
+/// Words go through the byte accessors (one borrow each).
 impl RingMemory for Page {
     fn bytes(&self) -> usize {
-        4096
-    }
-    fn read_u32(&self, offset: usize) -> u32 {
-        u32::from_le_bytes(self.0.borrow()[offset..offset + 4].try_into().unwrap())
-    }
-    fn write_u32(&mut self, offset: usize, value: u32) {
-        self.0.borrow_mut()[offset..offset + 4].copy_from_slice(&value.to_le_bytes());
+        self.0.borrow().len()
     }
     fn read_bytes(&self, offset: usize, out: &mut [u8]) {
-        out.copy_from_slice(&self.0.borrow()[offset..offset + out.len()]);
+        let page = self.0.borrow();
+        out.copy_from_slice(&page[offset..][..out.len()]);
     }
     fn write_bytes(&mut self, offset: usize, bytes: &[u8]) {
-        self.0.borrow_mut()[offset..offset + bytes.len()].copy_from_slice(bytes);
+        let mut page = self.0.borrow_mut();
+        page[offset..][..bytes.len()].copy_from_slice(bytes);
+    }
+    fn read_u32(&self, offset: usize) -> u32 {
+        let mut word = [0u8; 4];
+        self.read_bytes(offset, &mut word);
+        u32::from_le_bytes(word)
+    }
+    fn write_u32(&mut self, offset: usize, value: u32) {
+        self.write_bytes(offset, &value.to_le_bytes());
     }
 }
 
