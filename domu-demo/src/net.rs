@@ -18,12 +18,12 @@
 //! with Xen 4.17).
 
 use core::fmt::Write;
-use core::sync::atomic::{AtomicBool, Ordering};
 
 use guest_pv_shim::dom0_abi::netif::{NetifTxRequest, parse_mac};
 use guest_pv_shim::dom0_abi::start_info::StartInfo;
 use guest_pv_shim::dom0_abi::xenstore::XenbusState;
 use guest_pv_shim::netfront::{Connected, NetfrontError, StaticPages, connect};
+use guest_pv_shim::take_once::TakeOnce;
 use guest_pv_shim::xenbus::{WindowRing, Xenbus};
 use guest_pv_shim::{cmdline, hypercall, shared};
 use smoltcp::iface::{Config, Interface, SocketSet, SocketStorage};
@@ -83,7 +83,7 @@ struct Memory {
     sockets: [SocketStorage<'static>; 2],
 }
 
-static mut MEMORY: Memory = Memory {
+static MEMORY: TakeOnce<Memory> = TakeOnce::new(Memory {
     pages: StaticPages::new(),
     rxq: RxQueue {
         frames: [[0; FRAME]; QUEUE],
@@ -98,19 +98,7 @@ static mut MEMORY: Memory = Memory {
     icmp_rx_meta: [icmp::PacketMetadata::EMPTY; 4],
     icmp_tx_meta: [icmp::PacketMetadata::EMPTY; 4],
     sockets: [SocketStorage::EMPTY; 2],
-};
-static TAKEN: AtomicBool = AtomicBool::new(false);
-
-/// The buffers, once.
-fn memory() -> Option<&'static mut Memory> {
-    if TAKEN.swap(true, Ordering::AcqRel) {
-        return None;
-    }
-    let memory = &raw mut MEMORY;
-    // SAFETY: `TAKEN` lets this run once, so this is the only reference
-    // to `MEMORY` ever made; it lives as long as the static.
-    Some(unsafe { &mut *memory })
-}
+});
 
 /// The vif as a smoltcp device.
 struct Vif<'a> {
@@ -234,7 +222,7 @@ pub fn run(console: &mut Console, si: &StartInfo) {
         check(console, "net role", format_args!("none given"));
         return;
     };
-    let Some(memory) = memory() else { return };
+    let Some(memory) = MEMORY.take() else { return };
     if shared::map() != 0 {
         check(console, "net shared_info", format_args!("not mapped"));
         return;

@@ -71,6 +71,7 @@ pub mod netfront;
 pub mod platform;
 pub mod report;
 pub mod ring;
+pub mod take_once;
 pub mod xenbus;
 
 #[cfg(target_os = "none")]
