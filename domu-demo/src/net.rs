@@ -12,7 +12,8 @@
 //! - `peer=<a.b.c.d>`: pings the peer until it answers, then sends
 //!   `hello from <own address>` over TCP and reads the echo;
 //! - `hostile`: a front end that breaks the protocol on purpose (bad
-//!   grant references, a slot past its page), see [`hostile`].
+//!   grant references, a slot past its page), see [`hostile`];
+//! - `overrun`: a front end whose TX ring index runs past the ring.
 //!
 //! Each outcome is a `check:` line (dom0 makes them its checks, compared
 //! with Xen 4.17).
@@ -204,6 +205,7 @@ enum Role {
     Serve,
     Peer(Ipv4Address),
     Hostile,
+    Overrun,
 }
 
 /// Runs the network mode its command line asks for.
@@ -213,6 +215,8 @@ pub fn run(console: &mut Console, si: &StartInfo) {
         Role::Serve
     } else if cmdline::has_flag(line, b"hostile") {
         Role::Hostile
+    } else if cmdline::has_flag(line, b"overrun") {
+        Role::Overrun
     } else if let Some(peer) = cmdline::option(line, b"peer")
         .and_then(|p| core::str::from_utf8(p).ok())
         .and_then(|p| p.parse().ok())
@@ -237,8 +241,10 @@ pub fn run(console: &mut Console, si: &StartInfo) {
         Err(e) => return check(console, "vif connected", format_args!("{}", e.name())),
     };
     check(console, "vif connected", format_args!("yes"));
-    if let Role::Hostile = role {
-        return hostile(console, conn, &mut xb);
+    match role {
+        Role::Hostile => return hostile(console, conn, &mut xb),
+        Role::Overrun => return overrun(console, &conn, &mut xb),
+        Role::Serve | Role::Peer(_) => {}
     }
     let mac = core::str::from_utf8(&conn.mac).ok().and_then(parse_mac);
     let ip = core::str::from_utf8(&conn.ip.0[..conn.ip.1])
@@ -507,6 +513,25 @@ fn hostile(console: &mut Console, mut conn: Connected, xb: &mut Xenbus<WindowRin
             size: 200,
         },
     );
+    report_closing(console, &conn, xb, "a slot past its page");
+}
+
+/// The overrunning front end: its TX ring's `req_prod` jumps 1000
+/// requests ahead (the back end disconnects it).
+fn overrun(console: &mut Console, conn: &Connected, xb: &mut Xenbus<WindowRing>) {
+    guest_pv_shim::mm::window_write_u32(RING_WINDOWS[0], 0, 1000);
+    hypercall::evtchn_send(conn.port);
+    report_closing(console, conn, xb, "an overrun TX ring");
+}
+
+/// Waits (up to 5 s) for the back end to leave Connected and reports the
+/// state it reached `after` what this domain did.
+fn report_closing(
+    console: &mut Console,
+    conn: &Connected,
+    xb: &mut Xenbus<WindowRing>,
+    after: &str,
+) {
     let mut backend = [0u8; 64];
     let n = xb
         .read(0, "device/vif/0/backend", &mut backend)
@@ -522,11 +547,7 @@ fn hostile(console: &mut Console, mut conn: Connected, xb: &mut Xenbus<WindowRin
         state = xb.state(0, backend);
     }
     let shown = state.map_or("unreadable", XenbusState::name);
-    check(
-        console,
-        "back end state after a slot past its page",
-        format_args!("{shown}"),
-    );
+    let _ = write!(console, "check: back end state after {after} = {shown}\r\n");
 }
 
 /// Polls `done` on each event (or every 10 ms) for up to 5 s.

@@ -335,14 +335,15 @@ mod global {
     use dom0_abi::sched::ShutdownReason;
 
     use super::{Recorder, Status};
-    use crate::console::Console;
+    use crate::console::{Buffered, Console};
 
     /// The status so far (the guest has one vCPU; atomics keep it safe).
     static STATUS: AtomicU8 = AtomicU8::new(Status::Success as u8);
 
-    /// Runs `f` with a recorder seeded from, and saved back to, `STATUS`.
-    fn with<R>(f: impl FnOnce(&mut Recorder<Console>) -> R) -> R {
-        let mut rec = Recorder::new(Console);
+    /// Runs `f` with a recorder seeded from, and saved back to, `STATUS`;
+    /// what it prints goes out in one write (up to 256 bytes) at the end.
+    fn with<R>(f: impl FnOnce(&mut Recorder<Buffered>) -> R) -> R {
+        let mut rec = Recorder::new(Buffered::new());
         rec.raise(Status::from_raw(STATUS.load(Ordering::Relaxed)));
         let r = f(&mut rec);
         STATUS.fetch_max(rec.status().as_raw(), Ordering::Relaxed);

@@ -95,9 +95,10 @@ pub enum DomuSet {
     /// Two demo domUs on dom0's bridge (`vif = [...]`): one serves, the
     /// other pings it and exchanges a TCP echo with it (smoltcp).
     Net,
-    /// The [`DomuSet::Net`] pair and a hostile front end beside them: a
-    /// bad grant reference (an error status), then a TX slot past its
-    /// page (dom0 disconnects that vif; the pair keeps talking).
+    /// The [`DomuSet::Net`] pair and two hostile front ends beside them:
+    /// one sends a bad grant reference (an error status), then a TX slot
+    /// past its page, the other runs its TX ring index past the ring
+    /// (dom0 disconnects both; the pair keeps talking).
     NetHostile,
 }
 
@@ -203,6 +204,12 @@ impl DomuSet {
                     "# A front end breaking the netif protocol on purpose.\n\
                      name = \"hostile\"\nkernel = \"domu-demo\"\nmemory = 8\n\
                      cmdline = \"net hostile\"\nvif = ['ip=10.0.0.66']\n",
+                ),
+                (
+                    "overrun.cfg",
+                    "# A front end whose TX ring index runs past the ring.\n\
+                     name = \"overrun\"\nkernel = \"domu-demo\"\nmemory = 8\n\
+                     cmdline = \"net overrun\"\nvif = ['ip=10.0.0.67']\n",
                 ),
                 ("peer.cfg", NET_PEER_CONFIG),
             ],
