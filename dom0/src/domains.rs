@@ -246,9 +246,13 @@ impl Domains {
         }
     }
 
-    /// Sleeps until a console, xenstore or `VIRQ_DOM_EXC` event (or one
-    /// on `extra`), or 100 ms.
+    /// Sleeps until a console, xenstore, vif or `VIRQ_DOM_EXC` event (or
+    /// one on `extra`), or 100 ms; not at all while a vif has frames left
+    /// over from the last round.
     pub fn sleep(&mut self, extra: Option<u32>) {
+        if self.net.busy() {
+            return;
+        }
         let mut ports = [0u32; 2 * MAX_DOMUS + MAX_VIFS + 2];
         let mut n = 0;
         let domus = self

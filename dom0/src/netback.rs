@@ -36,6 +36,9 @@ use crate::store::Xenstore;
 
 /// Vifs served at once (two windows each).
 pub const MAX_VIFS: usize = 8;
+/// Frames taken from one vif per round, so that a front end that keeps
+/// its TX ring full cannot keep dom0 from everything else.
+const TX_BUDGET: usize = 64;
 
 /// The page every frame passes through (page-aligned: one frame).
 #[repr(C, align(4096))]
@@ -252,6 +255,8 @@ fn attach(domid: u16, slot: usize, keys: FrontendKeys) -> Result<Link, &'static 
 pub struct Netback {
     ports: [Option<Port>; MAX_VIFS],
     bridge: Bridge,
+    /// A vif used up its budget in the last round.
+    busy: bool,
 }
 
 fn write(xs: &mut Xenstore, path: &str, value: &str) {
@@ -289,8 +294,11 @@ impl Netback {
     /// must not stay mapped).
     pub fn remove(&mut self, domid: u16) {
         for (i, slot) in self.ports.iter_mut().enumerate() {
-            if slot.as_ref().is_some_and(|p| p.domid == domid)
-                && let Some(port) = slot.take()
+            if slot.as_ref().is_none_or(|p| p.domid != domid) {
+                continue;
+            }
+            self.bridge.remove_port(i);
+            if let Some(port) = slot.take()
                 && let Phase::Connected(link) = &port.phase
             {
                 let s = link.vif.stats;
@@ -302,7 +310,6 @@ impl Netback {
                     s.rx_dropped
                 );
                 teardown(link);
-                self.bridge.remove_port(i);
             }
         }
     }
@@ -319,6 +326,7 @@ impl Netback {
     /// forwarded. `true` if the store was written (its watches must be
     /// served).
     pub fn poll(&mut self, xs: &mut Xenstore) -> bool {
+        self.busy = false;
         let wrote = self.handshakes(xs);
         for i in 0..MAX_VIFS {
             self.forward_from(i);
@@ -392,10 +400,11 @@ impl Netback {
         wrote
     }
 
-    /// Forwards every frame port `from` has sent.
+    /// Forwards the frames port `from` has sent, at most [`TX_BUDGET`]
+    /// (then [`Netback::busy`] says to come back without sleeping).
     fn forward_from(&mut self, from: usize) {
         let mut staging = STAGING.lock();
-        loop {
+        for _ in 0..TX_BUDGET {
             let Some(Some(port)) = self.ports.get_mut(from) else {
                 return;
             };
@@ -429,5 +438,12 @@ impl Netback {
                 Forward::Drop => {}
             }
         }
+        self.busy = true;
+    }
+
+    /// Whether a vif had more frames than one round's budget: the caller
+    /// polls again before sleeping.
+    pub fn busy(&self) -> bool {
+        self.busy
     }
 }
