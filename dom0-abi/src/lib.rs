@@ -157,6 +157,7 @@ macro_rules! numbered_enum {
     };
 }
 
+pub mod blkif;
 pub mod console;
 pub mod cpu;
 pub mod domctl;

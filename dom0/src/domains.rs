@@ -12,6 +12,7 @@ use toolstack::cpio::Archive;
 use toolstack::shell::Target;
 use toolstack::xen::{CONSOLE_WINDOW_BASE, ConsoleRing, Xen, domain_info};
 
+use crate::blkback_xen::{Blkback, MAX_VBDS};
 use crate::grants::Grants;
 use crate::netback::{MAX_VIFS, Netback};
 use crate::store::Xenstore;
@@ -57,6 +58,8 @@ pub struct Domains {
     pub xs: Xenstore,
     /// The vifs' back ends and their bridge.
     net: Netback,
+    /// The block back end of every domU's disks.
+    blk: Blkback,
 }
 
 impl Domains {
@@ -69,6 +72,7 @@ impl Domains {
             timeout_s,
             xs: Xenstore::new(),
             net: Netback::default(),
+            blk: Blkback::default(),
         }
     }
 
@@ -149,6 +153,7 @@ impl Domains {
         if let Some(vif) = &cfg.vif {
             self.net.add(&mut self.xs, built.domid, vif);
         }
+        self.blk.attach(&mut self.xs, built.domid, &cfg);
         match connect(&built, CONSOLE_WINDOW_BASE + slot, paused) {
             Ok((local_port, ring)) => {
                 guest_pv_shim::println!(
@@ -174,6 +179,7 @@ impl Domains {
             Err(e) => {
                 report::fail(format_args!("start {}", cfg.name), format_args!("{e}"));
                 self.net.remove(built.domid);
+                self.blk.detach(built.domid);
                 self.xs.release(built.domid);
                 let _ = xen.destroy(built.domid);
                 None
@@ -190,7 +196,13 @@ impl Domains {
         {
             Some(slot) => {
                 if let Some(domu) = slot.take() {
-                    destroy(domu, &mut self.xs, &mut self.net, "destroyed");
+                    destroy(
+                        domu,
+                        &mut self.xs,
+                        &mut self.net,
+                        &mut self.blk,
+                        "destroyed",
+                    );
                 }
                 true
             }
@@ -201,7 +213,13 @@ impl Domains {
     /// Destroys every domU still served.
     pub fn destroy_all(&mut self) {
         for domu in self.slots.iter_mut().filter_map(Option::take) {
-            destroy(domu, &mut self.xs, &mut self.net, "destroyed");
+            destroy(
+                domu,
+                &mut self.xs,
+                &mut self.net,
+                &mut self.blk,
+                "destroyed",
+            );
         }
     }
 
@@ -228,11 +246,14 @@ impl Domains {
     }
 
     /// One round: every console read, every xenstore ring served, every
-    /// shut-down domain reaped.
+    /// block ring served (the store again after the back ends' writes),
+    /// every shut-down domain reaped.
     pub fn poll_once(&mut self) {
         for domu in self.slots.iter_mut().flatten() {
             drain(domu);
         }
+        self.xs.serve();
+        self.blk.poll(&mut self.xs);
         self.xs.serve();
         if self.net.poll(&mut self.xs) {
             self.xs.serve();
@@ -241,25 +262,32 @@ impl Domains {
             if slot.as_ref().is_some_and(shut_down)
                 && let Some(domu) = slot.take()
             {
-                reap(domu, &mut self.xs, &mut self.net, self.expect);
+                reap(
+                    domu,
+                    &mut self.xs,
+                    &mut self.net,
+                    &mut self.blk,
+                    self.expect,
+                );
             }
         }
     }
 
-    /// Sleeps until a console, xenstore, vif or `VIRQ_DOM_EXC` event (or
-    /// one on `extra`), or 100 ms; not at all while a vif has frames left
-    /// over from the last round.
+    /// Sleeps until a console, xenstore, vif, block ring or `VIRQ_DOM_EXC`
+    /// event (or one on `extra`), or 100 ms; not at all while a vif has
+    /// frames or a block ring requests left over from the last round.
     pub fn sleep(&mut self, extra: Option<u32>) {
-        if self.net.busy() {
+        if self.net.busy() || self.blk.busy() {
             return;
         }
-        let mut ports = [0u32; 2 * MAX_DOMUS + MAX_VIFS + 2];
+        let mut ports = [0u32; 2 * MAX_DOMUS + MAX_VIFS + MAX_VBDS + 2];
         let mut n = 0;
         let domus = self
             .iter()
             .map(|d| d.local_port)
             .chain(self.xs.ports())
-            .chain(self.net.event_ports());
+            .chain(self.net.event_ports())
+            .chain(self.blk.ports());
         for port in domus.chain([self.virq_port]).chain(extra) {
             ports[n] = port;
             n += 1;
@@ -274,24 +302,30 @@ impl Domains {
 /// Binds the console's event channel, maps its ring and (unless `paused`)
 /// unpauses the domain.
 fn connect(built: &Built, window: usize, paused: bool) -> Result<(u32, ConsoleRing), HvError> {
-    let mut bind = EvtchnBindInterdomain {
-        remote_dom: built.domid,
-        pad: 0,
-        remote_port: built.console_port,
-        local_port: 0,
-    };
-    let ret = hypercall::evtchn_bind_interdomain(&mut bind);
-    if ret != 0 {
-        return Err(HvError {
-            op: "bind_interdomain",
-            ret,
-        });
-    }
+    let local_port = bind_interdomain(built.domid, built.console_port).map_err(|ret| HvError {
+        op: "bind_interdomain",
+        ret,
+    })?;
     let ring = ConsoleRing::map(window, built.domid, built.console_mfn)?;
     if !paused {
         Xen.unpause(built.domid)?;
     }
-    Ok((bind.local_port, ring))
+    Ok((local_port, ring))
+}
+
+/// Binds dom0's end of an event channel to `remote_port` of `remote_dom`:
+/// dom0's port, or the hypercall's error.
+pub fn bind_interdomain(remote_dom: u16, remote_port: u32) -> Result<u32, i64> {
+    let mut bind = EvtchnBindInterdomain {
+        remote_dom,
+        pad: 0,
+        remote_port,
+        local_port: 0,
+    };
+    match hypercall::evtchn_bind_interdomain(&mut bind) {
+        0 => Ok(bind.local_port),
+        ret => Err(ret),
+    }
 }
 
 /// Prints what the domain's console has, and tells it the ring has room.
@@ -324,7 +358,13 @@ fn shut_down(domu: &Domu) -> bool {
 }
 
 /// Reports a shut-down domain and destroys or preserves it.
-fn reap(mut domu: Domu, xs: &mut Xenstore, net: &mut Netback, expect: Option<&str>) {
+fn reap(
+    mut domu: Domu,
+    xs: &mut Xenstore,
+    net: &mut Netback,
+    blk: &mut Blkback,
+    expect: Option<&str>,
+) {
     drain(&mut domu);
     domu.output
         .flush(&mut |line, text| show(domu.cfg.name, line, text));
@@ -359,12 +399,12 @@ fn reap(mut domu: Domu, xs: &mut Xenstore, net: &mut Netback, expect: Option<&st
         );
         return;
     }
-    destroy(domu, xs, net, reason);
+    destroy(domu, xs, net, blk, reason);
 }
 
-/// Reads the console a last time, disconnects it and the store, destroys
-/// the domain and checks it is gone.
-fn destroy(mut domu: Domu, xs: &mut Xenstore, net: &mut Netback, why: &str) {
+/// Reads the console a last time, disconnects it, the vif, the disks and
+/// the store, destroys the domain and checks it is gone.
+fn destroy(mut domu: Domu, xs: &mut Xenstore, net: &mut Netback, blk: &mut Blkback, why: &str) {
     drain(&mut domu);
     domu.output
         .flush(&mut |line, text| show(domu.cfg.name, line, text));
@@ -383,6 +423,7 @@ fn destroy(mut domu: Domu, xs: &mut Xenstore, net: &mut Netback, why: &str) {
     );
     net.remove(domid);
     xs.serve();
+    blk.detach(domid);
     xs.release(domid);
     let destroyed = Xen.destroy(domid);
     report::check(

@@ -29,6 +29,7 @@
 
 extern crate alloc;
 
+mod blkback_xen;
 mod domains;
 mod grants;
 mod netback;
@@ -49,12 +50,12 @@ use crate::domains::Domains;
 /// dom0's heap: the xenstore's nodes, watches, transactions and queued
 /// replies: each domU holds at most 256 KiB of node records (the store's
 /// memory quota) and 64 KiB of queued events, with the allocator's overhead
-/// about 5 MiB for eight.
+/// about 5 MiB for eight; and the RAM disks of the domUs' `disk` entries.
 #[global_allocator]
 static HEAP: LockedHeap = LockedHeap::empty();
 
 /// Bytes of heap.
-const HEAP_SIZE: usize = 8 << 20;
+const HEAP_SIZE: usize = 16 << 20;
 
 /// The heap's memory, in `.bss`.
 static HEAP_SPACE: spin::Mutex<[MaybeUninit<u8>; HEAP_SIZE]> =

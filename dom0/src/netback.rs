@@ -29,13 +29,14 @@ use toolstack::bridge::{Bridge, Forward, NetDevice, Offload};
 use toolstack::config::VifConfig;
 use toolstack::netback::{Fault, FrontendKeys, GrantCopier, Vif, frontend_keys};
 use toolstack::store::{add_vif, vif_backend, vif_backend_probe, vif_frontend};
-use toolstack::xen::NET_WINDOW_BASE;
+use toolstack::xen::{BLKBACK_WINDOW_BASE, NET_WINDOW_BASE};
 
 use crate::domains::now;
 use crate::store::Xenstore;
 
 /// Vifs served at once (two windows each).
 pub const MAX_VIFS: usize = 8;
+const _: () = assert!(NET_WINDOW_BASE + 2 * MAX_VIFS <= BLKBACK_WINDOW_BASE);
 /// Frames taken from one vif per round, so that a front end that keeps
 /// its TX ring full cannot keep dom0 from everything else.
 const TX_BUDGET: usize = 64;

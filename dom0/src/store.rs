@@ -1,7 +1,6 @@
 //! dom0 as the xenstore server of its domUs: the store, the rings it maps
 //! (one window each) and the event channels it binds.
 
-use guest_pv_shim::dom0_abi::event_channel::EvtchnBindInterdomain;
 use guest_pv_shim::{hypercall, report};
 use toolstack::builder::Built;
 use toolstack::config::DomainConfig;
@@ -9,7 +8,7 @@ use toolstack::xen::{STORE_WINDOW_BASE, StoreRingWindow};
 use xenstore::ring::serve;
 use xenstore::{DomId, Host, Store, XsError};
 
-use crate::domains::MAX_DOMUS;
+use crate::domains::{MAX_DOMUS, bind_interdomain};
 
 /// One introduced domU's ring and dom0's end of its event channel.
 struct Connection {
@@ -27,17 +26,7 @@ pub struct Rings {
 }
 
 fn bind(domid: DomId, port: u32) -> Result<u32, XsError> {
-    let mut bind = EvtchnBindInterdomain {
-        remote_dom: domid,
-        pad: 0,
-        remote_port: port,
-        local_port: 0,
-    };
-    if hypercall::evtchn_bind_interdomain(&mut bind) == 0 {
-        Ok(bind.local_port)
-    } else {
-        Err(XsError::Einval)
-    }
+    bind_interdomain(domid, port).map_err(|_| XsError::Einval)
 }
 
 impl Host for Rings {

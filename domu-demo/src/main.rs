@@ -5,8 +5,10 @@
 //! hypercalls on dom0 and reports what each returned; with `xenstore` it
 //! uses its xenstore connection (`xenstore` module) and reports every
 //! answer; with `grant` it grants two pages to dom0 and follows dom0's
-//! use of them (see [`grant`]); with `net` it brings up its vif under
-//! smoltcp and pings, serves or talks TCP, or misbehaves (see [`net`]).
+//! use of them (see [`grant`]); with `blk` or `blkhostile` it uses its
+//! virtual disk, honestly or not (the `blk` module); with `net` it brings
+//! up its vif under smoltcp and pings, serves or talks TCP, or misbehaves
+//! (see [`net`]).
 //!
 //! It runs unchanged on Xen 4.17 and on this hypervisor. Its output only
 //! reaches the serial line through dom0's console back end, prefixed with
@@ -22,6 +24,7 @@ use guest_pv_shim::dom0_abi::sched::ShutdownReason;
 use guest_pv_shim::dom0_abi::start_info::StartInfo;
 use guest_pv_shim::{cmdline, hypercall, mm};
 
+mod blk;
 mod net;
 mod xenstore;
 
@@ -318,6 +321,12 @@ fn demo_main(si: &'static StartInfo) {
         }
         if cmdline::has_flag(si.cmdline(), b"grant") {
             let _ = grant(&mut console, si);
+        }
+        if cmdline::has_flag(si.cmdline(), b"blk") {
+            blk::checks(&mut console, si);
+        }
+        if cmdline::has_flag(si.cmdline(), b"blkhostile") {
+            blk::hostile(&mut console, si);
         }
         if cmdline::has_flag(si.cmdline(), b"net") {
             net::run(&mut console, si);

@@ -506,7 +506,7 @@ fn hostile(console: &mut Console, mut conn: Connected, xb: &mut Xenbus<WindowRin
     send(
         &mut conn,
         NetifTxRequest {
-            gref: 8,
+            gref: guest_pv_shim::netfront::FIRST_GREF,
             offset: 4000,
             flags: 0,
             id: 1,

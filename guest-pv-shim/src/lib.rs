@@ -66,6 +66,7 @@
 
 pub use dom0_abi;
 
+pub mod blkfront;
 pub mod cmdline;
 pub mod netfront;
 pub mod platform;

@@ -28,8 +28,9 @@ use crate::entry::{p2m_entry, start_info};
 use crate::hypercall;
 use crate::platform::VIRT_BASE;
 
-/// Number of mapping windows.
-pub const WINDOW_COUNT: usize = 48;
+/// Number of mapping windows (dom0 uses them all: see
+/// `toolstack::xen`'s `*_WINDOW_BASE`).
+pub const WINDOW_COUNT: usize = 56;
 
 /// Present, writable, accessed, dirty: a normal data mapping.
 pub const PTE_RW: u64 = PteFlags::PRESENT.bits()

@@ -251,4 +251,4 @@ impl<M: RingMemory, P: PacketPages> Netfront<M, P> {
 #[cfg(target_os = "none")]
 mod connect;
 #[cfg(target_os = "none")]
-pub use connect::{Connected, StaticPages, connect};
+pub use connect::{Connected, FIRST_GREF, StaticPages, connect};

@@ -352,6 +352,54 @@ impl<M: RingMemory, Req: Wire, Rsp: Wire> BackRing<M, Req, Rsp> {
     }
 }
 
+#[cfg(not(target_os = "none"))]
+pub use host::SharedPage;
+
+#[cfg(not(target_os = "none"))]
+mod host {
+    extern crate alloc;
+
+    use alloc::rc::Rc;
+    use alloc::vec;
+    use alloc::vec::Vec;
+    use core::cell::RefCell;
+
+    use super::RingMemory;
+
+    /// A ring in host memory that both ends hold (clones share the
+    /// bytes): host tests of split drivers run both ends over it.
+    #[derive(Clone, Debug)]
+    pub struct SharedPage(Rc<RefCell<Vec<u8>>>);
+
+    impl SharedPage {
+        /// `bytes` bytes, each `fill`.
+        #[must_use]
+        pub fn new(bytes: usize, fill: u8) -> SharedPage {
+            SharedPage(Rc::new(RefCell::new(vec![fill; bytes])))
+        }
+    }
+
+    impl RingMemory for SharedPage {
+        fn bytes(&self) -> usize {
+            self.0.borrow().len()
+        }
+        fn read_u32(&self, offset: usize) -> u32 {
+            let mut word = [0; 4];
+            self.read_bytes(offset, &mut word);
+            u32::from_le_bytes(word)
+        }
+        fn write_u32(&mut self, offset: usize, value: u32) {
+            self.write_bytes(offset, &value.to_le_bytes());
+        }
+        fn read_bytes(&self, offset: usize, out: &mut [u8]) {
+            out.copy_from_slice(&self.0.borrow()[offset..offset + out.len()]);
+        }
+        fn write_bytes(&mut self, offset: usize, bytes: &[u8]) {
+            self.0.borrow_mut()[offset..offset + bytes.len()].copy_from_slice(bytes);
+        }
+    }
+}
+
 /// A one-page ring mapped in one of the shim's windows.
 #[cfg(target_os = "none")]
 #[derive(Debug)]

@@ -449,7 +449,7 @@ impl<R: ClientRing> Xenbus<R> {
 }
 
 /// `<dir>/<leaf>` in `buf`.
-fn join<'b>(dir: &str, leaf: &str, buf: &'b mut [u8]) -> Option<&'b str> {
+pub(crate) fn join<'b>(dir: &str, leaf: &str, buf: &'b mut [u8]) -> Option<&'b str> {
     let len = dir.len() + 1 + leaf.len();
     let out = buf.get_mut(..len)?;
     out[..dir.len()].copy_from_slice(dir.as_bytes());
@@ -458,8 +458,9 @@ fn join<'b>(dir: &str, leaf: &str, buf: &'b mut [u8]) -> Option<&'b str> {
     core::str::from_utf8(out).ok()
 }
 
-/// `value` in decimal, in `buf` (5 digits at most: u16 and states).
-fn decimal(mut value: u32, buf: &mut [u8; 5]) -> &[u8] {
+/// `value` in decimal, in `buf` (its last digits if `buf` is too short:
+/// 5 hold a u16 or a state, 10 any u32).
+pub(crate) fn decimal<const N: usize>(mut value: u32, buf: &mut [u8; N]) -> &[u8] {
     let mut at = buf.len();
     loop {
         at -= 1;
@@ -597,5 +598,7 @@ mod window_ring {
     }
 }
 
+#[cfg(not(target_os = "none"))]
+pub mod loopback;
 #[cfg(test)]
 mod tests;

@@ -16,6 +16,15 @@
 //! | `on_crash` | `"destroy"` or `"preserve"` | `destroy` |
 //! | `type` | `"pv"` only | `pv` |
 //! | `vif` | a list of one string `'mac=<aa:bb:..>,ip=<a.b.c.d>,bridge=<name>'` (each setting optional) | no vif |
+//! | `disk` | list of disk specifications, at most [`MAX_DISKS`] | none |
+//!
+//! A disk specification is `xl`'s positional form
+//! `'<target>,<format>,<vdev>,<access>'`: `target` is `ram:<size>`, a RAM
+//! disk in dom0 of `<size>` bytes (with a `K`, `M` or `G` suffix; a whole
+//! number of 512-byte sectors, at most [`MAX_RAM_DISK`]) until dom0 has
+//! disk drivers; `format` is `raw` (or empty); `vdev` is `xvda` ..
+//! `xvdp`; `access` is `rw`/`w` (read-write) or `r`/`ro` (read-only).
+//! Two disks may not share a `vdev`.
 //!
 //! Any other key, a repeated key, or `restart`-style actions are errors:
 //! this toolstack does not pretend to support what it does not do.
@@ -24,6 +33,77 @@
 /// Highest `vcpus` accepted (vCPUs below 32 have their `vcpu_info` in
 /// `shared_info`; more would need `VCPUOP_register_vcpu_info` first).
 pub const MAX_VCPUS: u32 = 32;
+
+/// Disks a domain may have.
+pub const MAX_DISKS: usize = 4;
+/// Bytes of the largest RAM disk: RAM disks come out of dom0's heap
+/// (16 MiB, shared with the store).
+pub const MAX_RAM_DISK: u64 = 8 << 20;
+
+/// One `disk` entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Disk<'a> {
+    /// The target as written (`params` in xenstore).
+    pub target: &'a str,
+    /// Bytes of the RAM disk.
+    pub ram_bytes: u64,
+    /// The virtual device's name (`xvda`).
+    pub vdev: &'a str,
+    /// Its device id (`xen-vbd-interface.7`).
+    pub devid: u32,
+    /// Read-write (else read-only).
+    pub writable: bool,
+}
+
+impl<'a> Disk<'a> {
+    /// Parses one disk specification.
+    ///
+    /// # Errors
+    /// What is wrong with it.
+    pub fn parse(spec: &'a str) -> Result<Disk<'a>, &'static str> {
+        let mut fields = spec.split(',').map(str::trim);
+        let (Some(target), Some(format), Some(vdev), Some(access), None) = (
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+        ) else {
+            return Err("a disk is '<target>,<format>,<vdev>,<access>'");
+        };
+        let size = target
+            .strip_prefix("ram:")
+            .ok_or("the only disk target is ram:<size>")?;
+        let (digits, unit) = match size.as_bytes().last() {
+            Some(b'K' | b'k') => (&size[..size.len() - 1], 1 << 10),
+            Some(b'M' | b'm') => (&size[..size.len() - 1], 1 << 20),
+            Some(b'G' | b'g') => (&size[..size.len() - 1], 1 << 30),
+            _ => (size, 1),
+        };
+        let ram_bytes = digits
+            .parse::<u64>()
+            .ok()
+            .and_then(|n| n.checked_mul(unit))
+            .filter(|&b| b > 0 && b % 512 == 0 && b <= MAX_RAM_DISK)
+            .ok_or("a RAM disk is 512 B..=8 MiB in whole sectors")?;
+        if !matches!(format, "raw" | "") {
+            return Err("the only disk format is raw");
+        }
+        let devid = dom0_abi::blkif::xvd_devid(vdev).ok_or("a disk's vdev is xvda..xvdp")?;
+        let writable = match access {
+            "rw" | "w" => true,
+            "r" | "ro" => false,
+            _ => return Err("a disk's access is rw or r"),
+        };
+        Ok(Disk {
+            target,
+            ram_bytes,
+            vdev,
+            devid,
+            writable,
+        })
+    }
+}
 
 /// What to do when a domain shuts down for a reason.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,6 +133,8 @@ pub struct DomainConfig<'a> {
     pub on_crash: Action,
     /// Its network interface (`vif = [...]`), devid 0.
     pub vif: Option<VifConfig<'a>>,
+    /// Its disks (`disks[..]` in order, `None` after the last).
+    pub disks: [Option<Disk<'a>>; MAX_DISKS],
 }
 
 /// One `vif` list entry: `mac=..,ip=..,bridge=..`, each optional.
@@ -68,22 +150,18 @@ pub struct VifConfig<'a> {
 
 impl<'a> VifConfig<'a> {
     /// Parses the list on the right of `vif =`: `[]` or one quoted entry.
-    fn parse_list(text: &'a str) -> Result<Option<VifConfig<'a>>, &'static str> {
-        let inner = text
-            .trim()
-            .trim_end_matches(';')
-            .trim_end()
-            .strip_prefix('[')
-            .and_then(|t| t.strip_suffix(']'))
-            .ok_or("expected a list [ ... ]")?
-            .trim();
+    fn parse_list(value: Value<'a>) -> Result<Option<VifConfig<'a>>, &'static str> {
+        let Value::List(inner) = value else {
+            return Err("expected a list [ ... ]");
+        };
+        let inner = inner.trim();
         let inner = inner.strip_suffix(',').unwrap_or(inner).trim_end();
         if inner.is_empty() {
             return Ok(None);
         }
         let spec = match parse_value(inner)? {
             Value::Str(spec) => spec,
-            Value::Int(_) => return Err("expected a quoted vif specification"),
+            Value::Int(_) | Value::List(_) => return Err("expected a quoted vif specification"),
         };
         let mut vif = VifConfig::default();
         for setting in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -124,6 +202,8 @@ impl core::fmt::Display for ConfigError {
 enum Value<'a> {
     Str(&'a str),
     Int(u64),
+    /// The text between `[` and `]`.
+    List(&'a str),
 }
 
 /// Splits off a comment outside quotes.
@@ -158,7 +238,11 @@ fn parse_value(text: &str) -> Result<Value<'_>, &'static str> {
             Ok(Value::Str(inner))
         }
         Some(b'0'..=b'9') => text.parse().map(Value::Int).map_err(|_| "not a number"),
-        Some(b'[') => Err("lists are not supported"),
+        Some(b'[') => text
+            .strip_prefix('[')
+            .and_then(|t| t.strip_suffix(']'))
+            .map(Value::List)
+            .ok_or("unterminated list"),
         _ => Err("expected a quoted string or a number"),
     }
 }
@@ -168,26 +252,61 @@ fn action(value: Value<'_>) -> Result<Action, &'static str> {
         Value::Str("destroy") => Ok(Action::Destroy),
         Value::Str("preserve") => Ok(Action::Preserve),
         Value::Str(_) => Err("only \"destroy\" and \"preserve\" are supported"),
-        Value::Int(_) => Err("expected a string"),
+        Value::Int(_) | Value::List(_) => Err("expected a string"),
     }
 }
 
 fn string(value: Value<'_>) -> Result<&str, &'static str> {
     match value {
         Value::Str(s) => Ok(s),
-        Value::Int(_) => Err("expected a string"),
+        Value::Int(_) | Value::List(_) => Err("expected a string"),
     }
 }
 
 fn int(value: Value<'_>) -> Result<u64, &'static str> {
     match value {
         Value::Int(n) => Ok(n),
-        Value::Str(_) => Err("expected a number"),
+        Value::Str(_) | Value::List(_) => Err("expected a number"),
     }
 }
 
+/// The `disk` list: quoted specifications separated by commas.
+fn disks(value: Value<'_>) -> Result<[Option<Disk<'_>>; MAX_DISKS], &'static str> {
+    let Value::List(mut rest) = value else {
+        return Err("expected a list of disks");
+    };
+    let mut out = [None; MAX_DISKS];
+    let mut n = 0;
+    loop {
+        rest = rest.trim_start();
+        if rest.is_empty() {
+            break;
+        }
+        let quote = rest.chars().next().filter(|c| matches!(c, '"' | '\''));
+        let quote = quote.ok_or("a disk is a quoted string")?;
+        let (spec, after) = rest[1..].split_once(quote).ok_or("unterminated string")?;
+        let disk = Disk::parse(spec)?;
+        if out
+            .iter()
+            .flatten()
+            .any(|d: &Disk<'_>| d.devid == disk.devid)
+        {
+            return Err("two disks with the same vdev");
+        }
+        *out.get_mut(n).ok_or("more than 4 disks")? = Some(disk);
+        n += 1;
+        rest = after.trim_start();
+        rest = match rest.strip_prefix(',') {
+            Some(r) => r,
+            None if rest.is_empty() => rest,
+            None => return Err("expected , between disks"),
+        };
+    }
+    Ok(out)
+}
+
 /// The keys, in the order of the seen-bitmap.
-const KEYS: [&str; 10] = [
+const KEYS: [&str; 11] = [
     "name",
     "kernel",
     "memory",
@@ -198,6 +317,7 @@ const KEYS: [&str; 10] = [
     "on_crash",
     "type",
     "vif",
+    "disk",
 ];
 
 impl<'a> DomainConfig<'a> {
@@ -214,6 +334,7 @@ impl<'a> DomainConfig<'a> {
             on_poweroff: Action::Destroy,
             on_crash: Action::Destroy,
             vif: None,
+            disks: [None; MAX_DISKS],
         };
         let mut seen = 0u32;
         for (index, raw) in text.lines().enumerate() {
@@ -235,10 +356,6 @@ impl<'a> DomainConfig<'a> {
                 return Err(err("key given twice"));
             }
             seen |= bit;
-            if key == "vif" {
-                cfg.vif = VifConfig::parse_list(value).map_err(err)?;
-                continue;
-            }
             let value = parse_value(value).map_err(err)?;
             match key {
                 "name" => name = Some(string(value).map_err(err)?),
@@ -264,6 +381,8 @@ impl<'a> DomainConfig<'a> {
                 }
                 "on_poweroff" => cfg.on_poweroff = action(value).map_err(err)?,
                 "on_crash" => cfg.on_crash = action(value).map_err(err)?,
+                "disk" => cfg.disks = disks(value).map_err(err)?,
+                "vif" => cfg.vif = VifConfig::parse_list(value).map_err(err)?,
                 _ => {
                     if string(value).map_err(err)? != "pv" {
                         return Err(err("only type = \"pv\" is supported"));
@@ -293,6 +412,11 @@ impl<'a> DomainConfig<'a> {
     #[must_use]
     pub const fn max_memkb(&self) -> u64 {
         self.memory_mib * 1024 + 1024
+    }
+
+    /// Its disks.
+    pub fn disks(&self) -> impl Iterator<Item = &Disk<'a>> {
+        self.disks.iter().flatten()
     }
 
     /// Pages of memory.
@@ -396,5 +520,80 @@ mod tests {
             Err("vif settings supported: mac, ip, bridge")
         );
         assert_eq!(vif("['ip=1', 'ip=2']"), Err("text after the closing quote"));
+    }
+
+    #[test]
+    fn disks() {
+        let cfg = DomainConfig::parse(
+            "name='a'\nkernel='k'\ndisk = [ 'ram:2M,raw,xvda,rw', \"ram:512,,xvdc,r\" ]",
+        )
+        .unwrap();
+        let disks: Vec<_> = cfg.disks().collect();
+        assert_eq!(
+            disks,
+            [
+                &Disk {
+                    target: "ram:2M",
+                    ram_bytes: 2 << 20,
+                    vdev: "xvda",
+                    devid: 51712,
+                    writable: true
+                },
+                &Disk {
+                    target: "ram:512",
+                    ram_bytes: 512,
+                    vdev: "xvdc",
+                    devid: 51744,
+                    writable: false
+                },
+            ]
+        );
+        assert_eq!(
+            DomainConfig::parse("name='a'\nkernel='k'\ndisk=[]")
+                .unwrap()
+                .disks()
+                .count(),
+            0
+        );
+        let e = |t: &str| DomainConfig::parse(t).unwrap_err().what;
+        assert_eq!(
+            e("disk=['ram:1M,raw,xvda']"),
+            "a disk is '<target>,<format>,<vdev>,<access>'"
+        );
+        assert_eq!(
+            e("disk=['/img,raw,xvda,rw']"),
+            "the only disk target is ram:<size>"
+        );
+        assert_eq!(
+            e("disk=['ram:100,raw,xvda,rw']"),
+            "a RAM disk is 512 B..=8 MiB in whole sectors"
+        );
+        assert_eq!(
+            e("disk=['ram:9M,raw,xvda,rw']"),
+            "a RAM disk is 512 B..=8 MiB in whole sectors"
+        );
+        assert_eq!(
+            e("disk=['ram:1M,qcow2,xvda,rw']"),
+            "the only disk format is raw"
+        );
+        assert_eq!(
+            e("disk=['ram:1M,raw,hda,rw']"),
+            "a disk's vdev is xvda..xvdp"
+        );
+        assert_eq!(
+            e("disk=['ram:1M,raw,xvda,x']"),
+            "a disk's access is rw or r"
+        );
+        assert_eq!(
+            e("disk=['ram:1M,raw,xvda,rw','ram:1M,raw,xvda,r']"),
+            "two disks with the same vdev"
+        );
+        assert_eq!(
+            e("disk=['ram:1M,raw,xvda,rw' 'x']"),
+            "expected , between disks"
+        );
+        assert_eq!(e("disk='ram:1M,raw,xvda,rw'"), "expected a list of disks");
+        assert_eq!(e("disk=['ram:1M,raw,xvda,rw'"), "unterminated list");
+        assert_eq!(e("name=[]"), "expected a string");
     }
 }

@@ -1,12 +1,13 @@
 //! What the toolstack writes into xenstore for each domain, as `xl` does
 //! (libxl's `libxl__domain_make`, `libxl__build_post` and the console
-//! device), and the INTRODUCE that hands the domain's ring to the store.
+//! device), its virtual block devices (`libxl__device_disk_add`), and the
+//! INTRODUCE that hands the domain's ring to the store.
 //!
 //! Everything goes through [`xenstore::Store::call`] as dom0, the same
 //! requests libxl sends over its socket. Not written: `/vm/<uuid>` and the
 //! `vm` link (domains have no UUID here), `start_time`, and the device
-//! directories of block devices (none exist yet); a vif's directories
-//! are [`add_vif`]'s.
+//! directories of network devices, which dom0's netback writes when it
+//! adds a vif ([`add_vif`]).
 #![forbid(unsafe_code)]
 
 use alloc::format;
@@ -17,7 +18,7 @@ use dom0_abi::xenstore::XsType;
 use xenstore::{DomId, Host, Store, XsError};
 
 use crate::builder::Built;
-use crate::config::DomainConfig;
+use crate::config::{Disk, DomainConfig};
 
 /// `console/limit`, libxl's default.
 const CONSOLE_LIMIT: &str = "1048576";
@@ -169,6 +170,9 @@ pub fn introduce_domu(
     ] {
         write(store, host, &format!("{backend}/{key}"), value)?;
     }
+    for disk in cfg.disks() {
+        write_vbd(store, host, d, disk)?;
+    }
     mkdir(store, host, &format!("/libxl/{d}"), &[String::from("n0")])?;
     write(store, host, &format!("/libxl/{d}/type"), "pv")?;
     let mfn = format!("{}", built.store_mfn);
@@ -289,9 +293,78 @@ pub fn vif_backend_probe(
     Ok(())
 }
 
+/// The back end directory of disk `devid` of domain `domid` (dom0 is
+/// the back end).
+#[must_use]
+pub fn vbd_backend(domid: DomId, devid: u32) -> String {
+    format!("/local/domain/0/backend/vbd/{domid}/{devid}")
+}
+
+/// The front end directory of disk `devid` of domain `domid`.
+#[must_use]
+pub fn vbd_frontend(domid: DomId, devid: u32) -> String {
+    format!("/local/domain/{domid}/device/vbd/{devid}")
+}
+
+/// A disk's two directories, both in state 1 (Initialising), as libxl
+/// writes them: the back end's (`n0 r<D>`: dom0 owns it, the domU reads
+/// it) and the front end's (`n<D> r0`: the domU owns it).
+///
+/// # Errors
+/// A store request failed.
+pub fn write_vbd(
+    store: &mut Store,
+    host: &mut impl Host,
+    d: DomId,
+    disk: &Disk<'_>,
+) -> Result<(), XsError> {
+    use dom0_abi::blkif::keys;
+    let backend = vbd_backend(d, disk.devid);
+    let frontend = vbd_frontend(d, disk.devid);
+    mkdir(
+        store,
+        host,
+        &backend,
+        &[String::from("n0"), format!("r{d}")],
+    )?;
+    for (key, value) in [
+        (keys::FRONTEND_ID, &format!("{d}")[..]),
+        (keys::FRONTEND, &frontend),
+        ("online", "1"),
+        ("removable", "0"),
+        ("bootable", "1"),
+        (keys::STATE, "1"),
+        (keys::DEV, disk.vdev),
+        ("type", "ram"),
+        (keys::MODE, if disk.writable { "w" } else { "r" }),
+        (keys::DEVICE_TYPE, "disk"),
+        ("discard-enable", if disk.writable { "1" } else { "0" }),
+        (keys::PARAMS, disk.target),
+    ] {
+        write(store, host, &format!("{backend}/{key}"), value)?;
+    }
+    mkdir(
+        store,
+        host,
+        &frontend,
+        &[format!("n{d}"), String::from("r0")],
+    )?;
+    for (key, value) in [
+        (keys::BACKEND_ID, "0"),
+        (keys::BACKEND, &backend[..]),
+        (keys::STATE, "1"),
+        (keys::VIRTUAL_DEVICE, &format!("{}", disk.devid)),
+        (keys::DEVICE_TYPE, "disk"),
+        ("trusted", "1"),
+    ] {
+        write(store, host, &format!("{frontend}/{key}"), value)?;
+    }
+    Ok(())
+}
+
 /// What `xl destroy` removes from the store once the domain is gone
-/// (after [`Store::release`]): its home, its console and vif back ends
-/// and `/libxl/<D>`.
+/// (after [`Store::release`]): its home, its console, disk and vif back
+/// ends and `/libxl/<D>`.
 pub fn remove_domu(store: &mut Store, host: &mut impl Host, domid: DomId) -> Result<(), XsError> {
     for path in [
         format!("/local/domain/{domid}"),
@@ -300,10 +373,12 @@ pub fn remove_domu(store: &mut Store, host: &mut impl Host, domid: DomId) -> Res
     ] {
         request(store, host, XsType::Rm, &[path.as_bytes()])?;
     }
-    let vifs = format!("/local/domain/0/backend/vif/{domid}");
-    match request(store, host, XsType::Rm, &[vifs.as_bytes()]) {
-        Ok(()) | Err(XsError::Enoent) => {}
-        Err(e) => return Err(e),
+    for kind in ["vbd", "vif"] {
+        let backends = format!("/local/domain/0/backend/{kind}/{domid}");
+        match request(store, host, XsType::Rm, &[backends.as_bytes()]) {
+            Ok(()) | Err(XsError::Enoent) => {}
+            Err(e) => return Err(e),
+        }
     }
     Ok(())
 }
@@ -426,6 +501,12 @@ mod tests {
             on_poweroff: Action::Destroy,
             on_crash: Action::Destroy,
             vif: None,
+            disks: [
+                Some(crate::config::Disk::parse("ram:1M,raw,xvdb,r").unwrap()),
+                None,
+                None,
+                None,
+            ],
         };
         let built = Built {
             domid: 3,
@@ -470,6 +551,31 @@ mod tests {
             .unwrap(),
             b"/local/domain/3/console"
         );
+        assert_eq!(
+            read(&mut store, 3, "device/vbd/51728/backend").unwrap(),
+            b"/local/domain/0/backend/vbd/3/51728"
+        );
+        assert_eq!(
+            read(&mut store, 3, "/local/domain/0/backend/vbd/3/51728/mode").unwrap(),
+            b"r"
+        );
+        assert_eq!(read(&mut store, 3, "device/vbd/51728/state").unwrap(), b"1");
+        let ring_ref = store.call(
+            &mut host,
+            3,
+            XsType::Write as u32,
+            0,
+            b"device/vbd/51728/ring-ref\x008",
+        );
+        assert_eq!(ring_ref, Ok(Vec::from(&b"OK\0"[..])));
+        let steal = store.call(
+            &mut host,
+            3,
+            XsType::Write as u32,
+            0,
+            b"/local/domain/0/backend/vbd/3/51728/state\x004",
+        );
+        assert_eq!(steal, Err(XsError::Eacces));
         let write_data = store.call(&mut host, 3, XsType::Write as u32, 0, b"data/x\0y");
         assert_eq!(write_data, Ok(Vec::from(&b"OK\0"[..])));
         let write_home = store.call(&mut host, 3, XsType::Write as u32, 0, b"name\0evil");
@@ -515,6 +621,10 @@ mod tests {
         assert_eq!(read(&mut store, 0, &back), Err(XsError::Enoent));
         assert_eq!(read(&mut store, 0, "/local/domain/3"), Err(XsError::Enoent));
         assert_eq!(read(&mut store, 0, "/libxl/3"), Err(XsError::Enoent));
+        assert_eq!(
+            read(&mut store, 0, "/local/domain/0/backend/vbd/3"),
+            Err(XsError::Enoent)
+        );
         assert_eq!(store.owned_nodes(3), 0);
     }
 

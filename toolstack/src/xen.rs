@@ -41,9 +41,12 @@ pub const STORE_WINDOW_BASE: usize = 16;
 /// `GRANT_WINDOW_BASE..NET_WINDOW_BASE` hold dom0's mappings of a domU's
 /// grants and its own frame for grant copies (the grant test).
 pub const GRANT_WINDOW_BASE: usize = 24;
-/// `NET_WINDOW_BASE..mm::WINDOW_COUNT` hold the vifs' rings, two each
-/// (TX, RX).
+/// `NET_WINDOW_BASE..BLKBACK_WINDOW_BASE` hold the vifs' rings, two each
+/// (TX, RX): eight vifs.
 pub const NET_WINDOW_BASE: usize = 32;
+/// `BLKBACK_WINDOW_BASE..mm::WINDOW_COUNT` hold the block back end's
+/// rings, one each: eight disks.
+pub const BLKBACK_WINDOW_BASE: usize = 48;
 
 /// `ret` as a result of operation `op`.
 fn check(op: &'static str, ret: i64) -> Result<i64, HvError> {

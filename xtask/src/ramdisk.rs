@@ -100,6 +100,14 @@ pub enum DomuSet {
     /// past its page, the other runs its TX ring index past the ring
     /// (dom0 disconnects both; the pair keeps talking).
     NetHostile,
+    /// The demo domU on a 2 MiB RAM disk (`blk`): random writes read
+    /// back, the whole disk verified, a discard, a flush; then its second
+    /// disk, read-only.
+    Blk,
+    /// Two demo domUs on separate RAM disks at once.
+    BlkTwo,
+    /// A hostile block front end (`blkhostile`) beside a well-behaved one.
+    BlkHostile,
 }
 
 /// The serving network domU.
@@ -146,6 +154,17 @@ const DEMO_CONFIG: &str = "# The demo domU: prints through its console ring, the
      name = \"demo\"\nkernel = \"domu-demo\"\nmemory = 4\nvcpus = 1\n\
      cmdline = \"hello\"\non_poweroff = \"destroy\"\n";
 
+/// The demo domU on a RAM disk.
+const DISK_CONFIG: &str = "# The demo domU writing, reading back and flushing its disk.\n\
+     name = \"disk\"\nkernel = \"domu-demo\"\nmemory = 8\n\
+     cmdline = \"blk seed=1 xvdb\"\n\
+     disk = ['ram:2M,raw,xvda,rw', 'ram:64K,raw,xvdb,r']\n";
+
+/// A second one, on its own disk.
+const DISK2_CONFIG: &str = "# A second disk domU, with its own disk and pattern.\n\
+     name = \"disk2\"\nkernel = \"domu-demo\"\nmemory = 8\n\
+     cmdline = \"blk seed=2\"\ndisk = [ \"ram:1M,raw,xvda,rw\" ]\n";
+
 /// The demo domU's kernel name inside the archive.
 const DEMO_KERNEL: &str = "domu-demo";
 
@@ -163,6 +182,9 @@ impl DomuSet {
             DomuSet::Grant => "grant",
             DomuSet::Net => "net",
             DomuSet::NetHostile => "net-hostile",
+            DomuSet::Blk => "blk",
+            DomuSet::BlkTwo => "blk-two",
+            DomuSet::BlkHostile => "blk-hostile",
         }
     }
 
@@ -212,6 +234,17 @@ impl DomuSet {
                      cmdline = \"net overrun\"\nvif = ['ip=10.0.0.67']\n",
                 ),
                 ("peer.cfg", NET_PEER_CONFIG),
+            ],
+            DomuSet::Blk => &[("disk.cfg", DISK_CONFIG)],
+            DomuSet::BlkTwo => &[("disk.cfg", DISK_CONFIG), ("disk2.cfg", DISK2_CONFIG)],
+            DomuSet::BlkHostile => &[
+                (
+                    "hostile.cfg",
+                    "# A block front end that breaks the rules on purpose.\n\
+                     name = \"blkhostile\"\nkernel = \"domu-demo\"\nmemory = 8\n\
+                     cmdline = \"blkhostile\"\ndisk = ['ram:1M,raw,xvda,rw']\n",
+                ),
+                ("disk2.cfg", DISK2_CONFIG),
             ],
             DomuSet::Crash => &[(
                 "crash.cfg",
@@ -284,6 +317,9 @@ mod tests {
             DomuSet::Grant,
             DomuSet::Net,
             DomuSet::NetHostile,
+            DomuSet::Blk,
+            DomuSet::BlkTwo,
+            DomuSet::BlkHostile,
         ] {
             for (file, text) in set.configs().iter().filter(|(f, _)| f.ends_with(".cfg")) {
                 let cfg = DomainConfig::parse(text).unwrap_or_else(|e| panic!("{file}: {e}"));

@@ -335,6 +335,24 @@ pub const TESTS: &[IntegrationTest] = &[
         "script=shell.xl expect=poweroff",
         "(d1) domu-demo: hello"
     ),
+    toolstack!(
+        "dom0_blk_rw",
+        DomuSet::Blk,
+        "expect=poweroff",
+        "(d1) check: blk flush = ok"
+    ),
+    toolstack!(
+        "dom0_blk_two",
+        DomuSet::BlkTwo,
+        "expect=poweroff",
+        "(d2) check: blk flush = ok"
+    ),
+    toolstack!(
+        "dom0_blk_hostile",
+        DomuSet::BlkHostile,
+        "expect=poweroff",
+        "(d2) check: blk flush = ok"
+    ),
     passes!("hello", conformance: true),
     passes!("xen_version", conformance: true),
     passes!("console_io", conformance: true),

@@ -14,8 +14,12 @@ use crate::ring::WindowMemory;
 use crate::xenbus::{WindowRing, Xenbus, XenbusError};
 use crate::{hypercall, mm};
 
-/// First grant reference used (0-7 are reserved).
-const FIRST_GREF: u32 = 8;
+/// First grant reference used: 0-7 are the toolstack's and
+/// `8..8 + WINDOW_COUNT` blkfront's (one per window), so a domain with
+/// disks and a vif never grants one reference twice. The TX ring's page
+/// is granted as this reference.
+pub const FIRST_GREF: u32 = 64;
+const _: () = assert!(FIRST_GREF as usize >= 8 + mm::WINDOW_COUNT);
 /// Store reads while waiting for the back end before giving up.
 const PATIENCE: u32 = 200_000;
 

@@ -2,9 +2,6 @@
 
 extern crate std;
 
-use std::cell::RefCell;
-use std::rc::Rc;
-use std::vec;
 use std::vec::Vec;
 
 use proptest::prelude::*;
@@ -12,40 +9,14 @@ use proptest::prelude::*;
 use super::*;
 
 /// A page both ends share.
-#[derive(Clone)]
-struct Page(Rc<RefCell<Vec<u8>>>);
-
-impl Page {
-    fn new(bytes: usize) -> Page {
-        Page(Rc::new(RefCell::new(vec![0xa5; bytes])))
-    }
-}
-
-impl RingMemory for Page {
-    fn bytes(&self) -> usize {
-        self.0.borrow().len()
-    }
-    fn read_u32(&self, offset: usize) -> u32 {
-        let page = self.0.borrow();
-        u32::from_le_bytes(page[offset..offset + 4].try_into().unwrap())
-    }
-    fn write_u32(&mut self, offset: usize, value: u32) {
-        self.0.borrow_mut()[offset..offset + 4].copy_from_slice(&value.to_le_bytes());
-    }
-    fn read_bytes(&self, offset: usize, out: &mut [u8]) {
-        out.copy_from_slice(&self.0.borrow()[offset..offset + out.len()]);
-    }
-    fn write_bytes(&mut self, offset: usize, bytes: &[u8]) {
-        self.0.borrow_mut()[offset..offset + bytes.len()].copy_from_slice(bytes);
-    }
-}
+type Page = SharedPage;
 
 /// A 12-byte request and an 8-byte response: slots of 12 bytes.
 type Front = FrontRing<Page, [u32; 3], u64>;
 type Back = BackRing<Page, [u32; 3], u64>;
 
 fn pair(bytes: usize) -> (Front, Back, Page) {
-    let page = Page::new(bytes);
+    let page = Page::new(bytes, 0xa5);
     let front = Front::init(page.clone());
     let back = Back::attach(page.clone());
     (front, back, page)
@@ -197,7 +168,7 @@ proptest! {
         start in any::<u32>(),
         steps in proptest::collection::vec(step(), 1..400),
     ) {
-        let page = Page::new(HEADER_BYTES + 8 * 12);
+        let page = Page::new(HEADER_BYTES + 8 * 12, 0xa5);
         let mut front = Front::init(page.clone());
         let mut back = Back::attach(page.clone());
         // Start both ends (and the shared indices) at `start`.
@@ -266,7 +237,7 @@ proptest! {
     fn a_hostile_front_end_cannot_overrun_the_back_end(
         writes in proptest::collection::vec((0usize..4, any::<u32>(), any::<bool>()), 1..200),
     ) {
-        let page = Page::new(4096);
+        let page = Page::new(4096, 0xa5);
         let mut back = Back::attach(page.clone());
         let mut shared = page.clone();
         for (field, value, serve) in writes {

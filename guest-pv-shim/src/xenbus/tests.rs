@@ -5,110 +5,14 @@ extern crate std;
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::vec::Vec;
 
 use dom0_abi::xenstore::{XenbusState, XsType};
-use xenstore::ring::{StoreRing, serve};
-use xenstore::{DomId, Host, Store, XsError};
+use xenstore::{DomId, Store};
 
+use super::loopback::{Loopback, NoHost};
 use super::*;
 
 const DOMID: DomId = 3;
-
-struct NoHost;
-
-impl Host for NoHost {
-    fn introduce(&mut self, _: DomId, _: u64, _: u32) -> Result<(), XsError> {
-        Ok(())
-    }
-    fn release(&mut self, _: DomId) {}
-}
-
-#[derive(Default)]
-struct Mem {
-    req: Vec<u8>,
-    rsp: Vec<u8>,
-    req_cons: u32,
-    req_prod: u32,
-    rsp_cons: u32,
-    rsp_prod: u32,
-}
-
-struct Server(Rc<RefCell<Mem>>);
-
-impl StoreRing for Server {
-    fn req_prod(&self) -> u32 {
-        self.0.borrow().req_prod
-    }
-    fn req_cons(&self) -> u32 {
-        self.0.borrow().req_cons
-    }
-    fn req_byte(&self, index: u32) -> u8 {
-        self.0.borrow().req[index as usize % 1024]
-    }
-    fn set_req_cons(&mut self, cons: u32) {
-        self.0.borrow_mut().req_cons = cons;
-    }
-    fn rsp_prod(&self) -> u32 {
-        self.0.borrow().rsp_prod
-    }
-    fn rsp_cons(&self) -> u32 {
-        self.0.borrow().rsp_cons
-    }
-    fn set_rsp_byte(&mut self, index: u32, byte: u8) {
-        self.0.borrow_mut().rsp[index as usize % 1024] = byte;
-    }
-    fn set_rsp_prod(&mut self, prod: u32) {
-        self.0.borrow_mut().rsp_prod = prod;
-    }
-}
-
-struct Client {
-    mem: Rc<RefCell<Mem>>,
-    store: Rc<RefCell<Store>>,
-    waits: u32,
-}
-
-impl ClientRing for Client {
-    fn req_prod(&self) -> u32 {
-        self.mem.borrow().req_prod
-    }
-    fn req_cons(&self) -> u32 {
-        self.mem.borrow().req_cons
-    }
-    fn set_req_byte(&mut self, index: u32, byte: u8) {
-        self.mem.borrow_mut().req[index as usize % 1024] = byte;
-    }
-    fn set_req_prod(&mut self, prod: u32) {
-        self.mem.borrow_mut().req_prod = prod;
-    }
-    fn rsp_prod(&self) -> u32 {
-        self.mem.borrow().rsp_prod
-    }
-    fn rsp_cons(&self) -> u32 {
-        self.mem.borrow().rsp_cons
-    }
-    fn rsp_byte(&self, index: u32) -> u8 {
-        self.mem.borrow().rsp[index as usize % 1024]
-    }
-    fn set_rsp_cons(&mut self, cons: u32) {
-        self.mem.borrow_mut().rsp_cons = cons;
-    }
-    fn notify(&mut self) {}
-    fn wait(&mut self) -> bool {
-        self.waits += 1;
-        if self.waits > 1000 {
-            return false;
-        }
-        serve(
-            &mut self.store.borrow_mut(),
-            &mut NoHost,
-            DOMID,
-            &mut Server(self.mem.clone()),
-        );
-        true
-    }
-}
 
 fn dom0(store: &Rc<RefCell<Store>>, ty: XsType, payload: &[u8]) {
     store
@@ -117,7 +21,7 @@ fn dom0(store: &Rc<RefCell<Store>>, ty: XsType, payload: &[u8]) {
         .unwrap();
 }
 
-fn setup() -> (Xenbus<Client>, Rc<RefCell<Store>>) {
+fn setup() -> (Xenbus<Loopback>, Rc<RefCell<Store>>) {
     let store = Rc::new(RefCell::new(Store::default()));
     dom0(&store, XsType::Mkdir, b"/local/domain/3\0");
     dom0(&store, XsType::SetPerms, b"/local/domain/3\0n0\0r3\0");
@@ -125,17 +29,7 @@ fn setup() -> (Xenbus<Client>, Rc<RefCell<Store>>) {
     dom0(&store, XsType::Mkdir, b"/local/domain/3/data\0");
     dom0(&store, XsType::SetPerms, b"/local/domain/3/data\0n3\0");
     dom0(&store, XsType::Introduce, b"3\x001\x001\0");
-    let mem = Rc::new(RefCell::new(Mem {
-        req: std::vec![0; 1024],
-        rsp: std::vec![0; 1024],
-        ..Mem::default()
-    }));
-    let client = Client {
-        mem,
-        store: store.clone(),
-        waits: 0,
-    };
-    (Xenbus::new(client), store)
+    (Xenbus::new(Loopback::new(store.clone(), DOMID)), store)
 }
 
 #[test]

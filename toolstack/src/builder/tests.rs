@@ -265,6 +265,7 @@ fn config() -> DomainConfig<'static> {
         on_poweroff: Action::Destroy,
         on_crash: Action::Destroy,
         vif: None,
+        disks: [None; crate::config::MAX_DISKS],
     }
 }
 

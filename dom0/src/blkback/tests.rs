@@ -1,0 +1,608 @@
+//! The back end's checks, and the shim's front end against it over an
+//! in-memory ring and in-memory "grants".
+
+#![allow(
+    clippy::cast_possible_truncation,
+    reason = "test sizes, indices and patterns are small or truncated on purpose"
+)]
+
+extern crate std;
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::vec;
+use std::vec::Vec;
+
+use dom0_abi::blkif::{BlkifRequestSegment, RING_SLOTS};
+use dom0_abi::ring::REQ_PROD;
+use dom0_abi::wire::Wire;
+use guest_pv_shim::blkfront::{BlkError, BlkFront};
+use proptest::prelude::*;
+
+use super::*;
+
+/// The ring page both ends share.
+type Page = guest_pv_shim::ring::SharedPage;
+
+/// The front end's granted pages, by reference, and the back end's
+/// bounce pages: what `GNTTABOP_copy` moves between.
+#[derive(Clone, Default)]
+struct Grants(Rc<RefCell<BTreeMap<u32, [u8; PAGE_BYTES]>>>);
+
+struct Copier {
+    grants: Grants,
+    bounce: Vec<[u8; PAGE_BYTES]>,
+    copies: usize,
+}
+
+impl Copier {
+    fn new(grants: Grants) -> Copier {
+        Copier {
+            grants,
+            bounce: vec![[0u8; PAGE_BYTES]; MAX_SEGMENTS],
+            copies: 0,
+        }
+    }
+}
+
+/// `GNTST_bad_gntref`.
+const BAD_GNTREF: i16 = -4;
+
+impl Pages for Copier {
+    fn gather(&mut self, segments: &[Segment]) -> Result<(), CopyError> {
+        let grants = self.grants.0.borrow();
+        for (index, seg) in segments.iter().enumerate() {
+            let page = grants.get(&seg.gref).ok_or(CopyError {
+                index,
+                status: BAD_GNTREF,
+            })?;
+            self.bounce[index][seg.bytes()].copy_from_slice(&page[seg.bytes()]);
+            self.copies += 1;
+        }
+        Ok(())
+    }
+    fn scatter(&mut self, segments: &[Segment]) -> Result<(), CopyError> {
+        let mut grants = self.grants.0.borrow_mut();
+        for (index, seg) in segments.iter().enumerate() {
+            let page = grants.get_mut(&seg.gref).ok_or(CopyError {
+                index,
+                status: BAD_GNTREF,
+            })?;
+            page[seg.bytes()].copy_from_slice(&self.bounce[index][seg.bytes()]);
+            self.copies += 1;
+        }
+        Ok(())
+    }
+    fn bounce(&mut self, index: usize) -> &mut [u8; PAGE_BYTES] {
+        &mut self.bounce[index]
+    }
+}
+
+/// A front end with 11 granted pages (references 10..21), a back end on a
+/// RAM disk of `sectors`, and what they share.
+struct Rig {
+    front: BlkFront<Page>,
+    back: BlkRing<Page>,
+    disk: RamDisk,
+    copier: Copier,
+    grants: Grants,
+    page: Page,
+}
+
+impl Rig {
+    fn new(sectors: u64, writable: bool) -> Rig {
+        let page = Page::new(4096, 0x5a);
+        let grefs: [u32; MAX_SEGMENTS] = core::array::from_fn(|i| 10 + i as u32);
+        let grants = Grants::default();
+        for &g in &grefs {
+            grants.0.borrow_mut().insert(g, [0; PAGE_BYTES]);
+        }
+        Rig {
+            front: BlkFront::new(page.clone(), grefs),
+            back: BlkRing::attach(page.clone()),
+            disk: RamDisk::new(sectors * 512, writable).unwrap(),
+            copier: Copier::new(grants.clone()),
+            grants,
+            page,
+        }
+    }
+
+    /// The front end's data pages as one buffer.
+    fn set_data(&self, data: &[u8]) {
+        let mut grants = self.grants.0.borrow_mut();
+        for (i, chunk) in data.chunks(PAGE_BYTES).enumerate() {
+            grants.get_mut(&(10 + i as u32)).unwrap()[..chunk.len()].copy_from_slice(chunk);
+        }
+    }
+
+    fn data(&self, len: usize) -> Vec<u8> {
+        let grants = self.grants.0.borrow();
+        (0..len.div_ceil(PAGE_BYTES))
+            .flat_map(|i| grants[&(10 + i as u32)])
+            .take(len)
+            .collect()
+    }
+
+    /// One request through both ends: its status.
+    fn run(&mut self, op: BlkifOp, sector: u64, bytes: usize) -> Result<i16, BlkError> {
+        let notify = self.front.submit(op, sector, bytes)?;
+        assert!(notify, "the back end armed its event");
+        self.serve();
+        Ok(self.front.poll()?.expect("a response").status)
+    }
+
+    fn raw(&mut self, req: &BlkifRequest) -> BlkifResponse {
+        self.front.submit_raw(req).unwrap();
+        self.serve();
+        self.front.poll().unwrap().expect("a response")
+    }
+
+    fn serve(&mut self) -> Round {
+        self.back
+            .serve(&mut self.disk, &mut self.copier, RING_SLOTS)
+            .unwrap()
+    }
+}
+
+fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// The limits of a disk of `sectors` that discards when writable.
+fn lim(sectors: u64, writable: bool) -> Limits {
+    Limits {
+        sectors,
+        writable,
+        discard: writable,
+    }
+}
+
+fn rw_request(op: BlkifOp, sector: u64, segs: &[(u32, u8, u8)]) -> BlkifRequest {
+    BlkifRequest::new(op as u8, 77, sector, segs)
+}
+
+#[test]
+fn decode_checks_every_field() {
+    let ok = rw_request(BlkifOp::Write, 6, &[(1, 2, 7), (2, 0, 0)]);
+    let d = decode(&ok, lim(13, true)).unwrap();
+    assert_eq!(d.kind, Kind::Write);
+    assert_eq!(
+        d.segments(),
+        [
+            Segment {
+                gref: 1,
+                offset: 1024,
+                len: 3072,
+                sector: 6
+            },
+            Segment {
+                gref: 2,
+                offset: 0,
+                len: 512,
+                sector: 12
+            },
+        ]
+    );
+    assert_eq!(
+        decode(&ok, lim(12, true)),
+        Err(Reject::PastEnd {
+            sector: 6,
+            count: 7
+        })
+    );
+    assert_eq!(decode(&ok, lim(13, false)), Err(Reject::ReadOnly));
+    let read = BlkifRequest {
+        operation: BlkifOp::Read as u8,
+        ..ok
+    };
+    assert_eq!(
+        decode(&read, lim(13, false)).map(|d| d.kind),
+        Ok(Kind::Read)
+    );
+    let none = rw_request(BlkifOp::Read, 0, &[]);
+    assert_eq!(decode(&none, lim(8, true)), Err(Reject::NoSegments));
+    let flush = rw_request(BlkifOp::FlushDiskcache, 0, &[]);
+    assert_eq!(decode(&flush, lim(8, true)).map(|d| d.count), Ok(0));
+    let barrier = rw_request(BlkifOp::WriteBarrier, 0, &[(1, 0, 7)]);
+    assert_eq!(
+        decode(&barrier, lim(8, true)).map(|d| d.kind),
+        Ok(Kind::FlushWrite)
+    );
+    let twelve = BlkifRequest {
+        nr_segments: 12,
+        ..read
+    };
+    assert_eq!(
+        decode(&twelve, lim(1 << 20, true)),
+        Err(Reject::TooManySegments(12))
+    );
+    let reversed = rw_request(BlkifOp::Read, 0, &[(1, 0, 7), (1, 5, 4)]);
+    assert_eq!(
+        decode(&reversed, lim(64, true)),
+        Err(Reject::BadSectors {
+            index: 1,
+            first: 5,
+            last: 4
+        })
+    );
+    let past_page = rw_request(BlkifOp::Read, 0, &[(1, 0, 8)]);
+    assert!(matches!(
+        decode(&past_page, lim(64, true)),
+        Err(Reject::BadSectors { last: 8, .. })
+    ));
+    let wrap = rw_request(BlkifOp::Read, u64::MAX - 1, &[(1, 0, 7)]);
+    assert!(matches!(
+        decode(&wrap, lim(u64::MAX, true)),
+        Err(Reject::PastEnd { .. })
+    ));
+    for op in [4u8, 6, 7, 255] {
+        let req = BlkifRequest {
+            operation: op,
+            ..ok
+        };
+        let reject = decode(&req, lim(64, true)).unwrap_err();
+        assert_eq!(reject, Reject::Unsupported(op));
+        assert_eq!(reject.status(), BLKIF_RSP_EOPNOTSUPP);
+    }
+    assert_eq!(Reject::NoSegments.status(), BLKIF_RSP_ERROR);
+}
+
+proptest! {
+    #[test]
+    fn decode_accepts_exactly_the_valid_requests(
+        op in 0u8..8,
+        nr in 0u8..14,
+        sector in prop_oneof![0u64..64, any::<u64>()],
+        segs in proptest::array::uniform11((any::<u32>(), 0u8..10, 0u8..10)),
+        sectors in 0u64..128,
+        writable in any::<bool>(),
+    ) {
+        let mut req = BlkifRequest {
+            operation: op,
+            nr_segments: nr,
+            id: 5,
+            sector_number: sector,
+            ..BlkifRequest::default()
+        };
+        for (slot, (gref, first_sect, last_sect)) in req.seg.iter_mut().zip(segs) {
+            *slot = BlkifRequestSegment { gref, first_sect, last_sect, pad: 0 };
+        }
+        let count = usize::from(nr).min(MAX_SEGMENTS);
+        let used = &segs[..count];
+        let in_page = used.iter().all(|&(_, f, l)| f <= l && l < 8);
+        let total: u64 = used.iter().map(|&(_, f, l)| u64::from(l.saturating_sub(f)) + 1).sum();
+        let discard = req.as_discard();
+        let valid = if op == 5 {
+            writable
+                && discard.flag & 1 == 0
+                && sector.checked_add(discard.nr_sectors).is_some_and(|end| end <= sectors)
+        } else {
+            op <= 3
+                && usize::from(nr) <= MAX_SEGMENTS
+                && (nr > 0 || op >= 2)
+                && (op == 0 || writable)
+                && in_page
+                && sector.checked_add(total).is_some_and(|end| end <= sectors)
+        };
+        match decode(&req, lim(sectors, writable)) {
+            Ok(d) if op == 5 => {
+                prop_assert!(valid);
+                prop_assert_eq!((d.kind, d.sector, d.length), (Kind::Discard, sector, discard.nr_sectors));
+            }
+            Ok(d) => {
+                prop_assert!(valid);
+                prop_assert_eq!(d.sector, sector);
+                let mut next = sector;
+                for seg in d.segments() {
+                    prop_assert_eq!(seg.sector, next);
+                    prop_assert!(seg.bytes().end <= PAGE_BYTES);
+                    prop_assert!(seg.len > 0 && seg.len % 512 == 0);
+                    next += u64::from(seg.len / 512);
+                }
+                prop_assert!(next <= sectors);
+                prop_assert_eq!(d.length, next - sector);
+            }
+            Err(_) => prop_assert!(!valid),
+        }
+    }
+
+    #[test]
+    fn front_end_data_round_trips(ops in proptest::collection::vec((0u64..200, 1usize..=88), 1..12)) {
+        let mut rig = Rig::new(300, true);
+        let mut model = vec![0u8; 300 * 512];
+        for (i, &(sector, n)) in ops.iter().enumerate() {
+            let bytes = n * 512;
+            let fits = sector + n as u64 <= 300;
+            let data = pattern(i as u64 + 1, bytes);
+            rig.set_data(&data);
+            let status = rig.run(BlkifOp::Write, sector, bytes).unwrap();
+            prop_assert_eq!(status, if fits { BLKIF_RSP_OKAY } else { BLKIF_RSP_ERROR });
+            if fits {
+                let at = sector as usize * 512;
+                model[at..at + bytes].copy_from_slice(&data);
+            }
+            rig.set_data(&vec![0xEE; bytes]);
+            let status = rig.run(BlkifOp::Read, sector, bytes).unwrap();
+            if fits {
+                prop_assert_eq!(status, BLKIF_RSP_OKAY);
+                let at = sector as usize * 512;
+                prop_assert_eq!(rig.data(bytes), &model[at..at + bytes]);
+            }
+        }
+        prop_assert_eq!(rig.run(BlkifOp::FlushDiskcache, 0, 0).unwrap(), BLKIF_RSP_OKAY);
+    }
+}
+
+#[test]
+fn discard_zeroes_a_range_of_a_writable_disk() {
+    use dom0_abi::blkif::{BLKIF_DISCARD_SECURE, BlkifRequestDiscard};
+    let mut rig = Rig::new(64, true);
+    rig.set_data(&pattern(3, 8 * 512));
+    assert_eq!(rig.run(BlkifOp::Write, 0, 8 * 512).unwrap(), BLKIF_RSP_OKAY);
+    let discard = |sector, nr_sectors, flag| {
+        BlkifRequest::from_discard(&BlkifRequestDiscard {
+            operation: BlkifOp::Discard as u8,
+            flag,
+            handle: 0,
+            id: 4,
+            sector_number: sector,
+            nr_sectors,
+        })
+    };
+    assert_eq!(rig.raw(&discard(2, 3, 0)).status, BLKIF_RSP_OKAY);
+    assert_eq!(rig.run(BlkifOp::Read, 0, 8 * 512).unwrap(), BLKIF_RSP_OKAY);
+    let mut want = pattern(3, 8 * 512);
+    want[2 * 512..5 * 512].fill(0);
+    assert_eq!(rig.data(8 * 512), want);
+    assert_eq!(rig.raw(&discard(60, 5, 0)).status, BLKIF_RSP_ERROR);
+    assert_eq!(rig.raw(&discard(1, u64::MAX, 0)).status, BLKIF_RSP_ERROR);
+    let secure = rig.raw(&discard(0, 1, BLKIF_DISCARD_SECURE));
+    assert_eq!(secure.status, BLKIF_RSP_EOPNOTSUPP);
+    let keys = connected_keys(&rig.disk);
+    assert!(keys.contains(&(dom0_abi::blkif::keys::FEATURE_DISCARD, "1".into())));
+    let read_only = RamDisk::new(4096, false).unwrap();
+    assert!(!Limits::of(&read_only).discard);
+    assert_eq!(connected_keys(&read_only).len(), 6);
+}
+
+#[test]
+fn a_bad_grant_fails_only_its_request() {
+    let mut rig = Rig::new(64, true);
+    let good = rw_request(BlkifOp::Write, 0, &[(10, 0, 7)]);
+    rig.set_data(&pattern(9, 4096));
+    assert_eq!(rig.raw(&good).status, BLKIF_RSP_OKAY);
+    let bad = rw_request(BlkifOp::Write, 0, &[(10, 0, 7), (4000, 0, 7)]);
+    let rsp = rig.raw(&bad);
+    assert_eq!(
+        (rsp.id, rsp.operation, rsp.status),
+        (77, 1, BLKIF_RSP_ERROR)
+    );
+    let bad_read = rw_request(BlkifOp::Read, 0, &[(4000, 0, 0)]);
+    assert_eq!(rig.raw(&bad_read).status, BLKIF_RSP_ERROR);
+    rig.set_data(&[0; 4096]);
+    assert_eq!(rig.run(BlkifOp::Read, 0, 4096).unwrap(), BLKIF_RSP_OKAY);
+    assert_eq!(rig.data(4096), pattern(9, 4096), "nothing was written");
+}
+
+#[test]
+fn ids_are_echoed_and_unsupported_operations_say_so() {
+    let mut rig = Rig::new(64, false);
+    let req = BlkifRequest {
+        id: u64::MAX,
+        ..rw_request(BlkifOp::Discard, 0, &[])
+    };
+    let rsp = rig.raw(&req);
+    assert_eq!((rsp.id, rsp.operation, rsp.status), (u64::MAX, 5, -2));
+    let write = rw_request(BlkifOp::Write, 0, &[(10, 0, 0)]);
+    assert_eq!(rig.raw(&write).status, BLKIF_RSP_ERROR, "read-only disk");
+}
+
+#[test]
+fn a_runaway_producer_index_is_an_error_and_the_budget_holds() {
+    let mut rig = Rig::new(64, true);
+    let req = rw_request(BlkifOp::Read, 0, &[(10, 0, 0)]);
+    // Fill the ring without consuming a response.
+    for i in 0..RING_SLOTS {
+        let mut page = rig.page.clone();
+        let at = 64 + (i as usize) * BlkifRequest::SIZE;
+        let mut bytes = [0u8; 112];
+        req.to_wire(&mut bytes).unwrap();
+        page.write_bytes(at, &bytes);
+    }
+    rig.page.clone().write_u32(REQ_PROD, RING_SLOTS);
+    let round = rig.back.serve(&mut rig.disk, &mut rig.copier, 20).unwrap();
+    assert_eq!((round.answered, round.more), (20, true));
+    let round = rig.serve();
+    assert_eq!((round.answered, round.more, round.failed), (12, false, 0));
+    rig.page.clone().write_u32(REQ_PROD, 2 * RING_SLOTS + 1);
+    let err = rig
+        .back
+        .serve(&mut rig.disk, &mut rig.copier, RING_SLOTS)
+        .unwrap_err();
+    assert!(matches!(err, RingError::Overrun { .. }));
+}
+
+#[test]
+fn details_and_states_of_the_handshake() {
+    assert_eq!(
+        front_details(Some(b"8"), Some(b"5"), Some(b"x86_64-abi")),
+        Ok(FrontDetails {
+            ring_ref: 8,
+            event_channel: 5
+        })
+    );
+    assert!(front_details(Some(b"8"), Some(b"5"), None).is_ok());
+    assert_eq!(
+        front_details(Some(b"8"), Some(b"5"), Some(b"x86_32-abi")),
+        Err("unsupported protocol")
+    );
+    assert_eq!(
+        front_details(None, Some(b"5"), None),
+        Err("no valid ring-ref")
+    );
+    assert_eq!(
+        front_details(Some(b"8"), Some(b"-1"), None),
+        Err("no valid event-channel")
+    );
+    use XenbusState::*;
+    assert_eq!(backend_step(InitWait, Initialising), None);
+    assert_eq!(backend_step(InitWait, Initialised), Some(Connected));
+    assert_eq!(backend_step(InitWait, Connected), Some(Connected));
+    assert_eq!(backend_step(Connected, Connected), None);
+    assert_eq!(backend_step(Connected, Closing), Some(Closing));
+    assert_eq!(backend_step(Closing, Closed), Some(Closed));
+    assert_eq!(backend_step(Connected, Closed), Some(Closed));
+    assert_eq!(backend_step(Closed, Closed), None);
+}
+
+#[test]
+fn front_end_requests_and_their_limits() {
+    use guest_pv_shim::blkfront::request;
+    let grefs = [3u32; MAX_SEGMENTS];
+    let req = request(BlkifOp::Write, 4, 100, 9 * 512, &grefs).unwrap();
+    assert_eq!(req.nr_segments, 2);
+    assert_eq!((req.seg[0].first_sect, req.seg[0].last_sect), (0, 7));
+    assert_eq!((req.seg[1].first_sect, req.seg[1].last_sect), (0, 0));
+    assert_eq!(decode(&req, lim(109, true)).map(|d| d.count), Ok(2));
+    assert!(request(BlkifOp::Read, 0, 0, 0, &grefs).is_err());
+    assert!(request(BlkifOp::Read, 0, 0, 100, &grefs).is_err());
+    assert!(request(BlkifOp::Read, 0, 0, 45056 + 512, &grefs).is_err());
+    assert_eq!(
+        request(BlkifOp::FlushDiskcache, 0, 0, 0, &grefs).map(|r| r.nr_segments),
+        Ok(0)
+    );
+    let mut rig = Rig::new(8, true);
+    rig.front.submit(BlkifOp::Read, 0, 512).unwrap();
+    assert_eq!(rig.front.submit(BlkifOp::Read, 0, 512), Err(BlkError::Busy));
+}
+
+/// The handshake end to end over the real store: the toolstack's nodes,
+/// the shim's front end through a store ring, and a back end taking
+/// [`backend_step`]s whenever the front end waits (as dom0's loop does).
+mod handshake {
+    use dom0_abi::xenstore::XsType;
+    use guest_pv_shim::blkfront::handshake as front;
+    use guest_pv_shim::xenbus::Xenbus;
+    use guest_pv_shim::xenbus::loopback::{Loopback, NoHost};
+    use toolstack::config::Disk;
+    use xenstore::{DomId, Store};
+
+    use super::*;
+
+    const D: DomId = 3;
+    const BACK: &str = "/local/domain/0/backend/vbd/3/51712";
+    const FRONT: &str = "device/vbd/51712";
+
+    /// dom0's back end of one disk.
+    struct Dom0 {
+        state: XenbusState,
+        disk: RamDisk,
+        details: Option<Result<FrontDetails, &'static str>>,
+    }
+
+    fn read(store: &mut Store, path: &str) -> Option<Vec<u8>> {
+        toolstack::store::read(store, &mut NoHost, path).ok()
+    }
+
+    fn write(store: &mut Store, key: &str, value: &str) {
+        let path = format!("{BACK}/{key}");
+        toolstack::store::write_value(store, &mut NoHost, &path, value).unwrap();
+    }
+
+    impl Dom0 {
+        /// One round of dom0's loop for this disk.
+        fn step(&mut self, store: &mut Store) {
+            let front = format!("/local/domain/{D}/{FRONT}");
+            let state = read(store, &format!("{front}/state"))
+                .and_then(|v| guest_pv_shim::xenbus::parse_state(&v))
+                .unwrap_or(XenbusState::Unknown);
+            let Some(next) = backend_step(self.state, state) else {
+                return;
+            };
+            if next == XenbusState::Connected {
+                self.details = Some(front_details(
+                    read(store, &format!("{front}/ring-ref")).as_deref(),
+                    read(store, &format!("{front}/event-channel")).as_deref(),
+                    read(store, &format!("{front}/protocol")).as_deref(),
+                ));
+                for (key, value) in connected_keys(&self.disk) {
+                    write(store, key, &value);
+                }
+            }
+            self.state = next;
+            write(store, "state", &format!("{}", next as u32));
+        }
+    }
+
+    /// A domU with `disk` introduced to a fresh store, its back end in
+    /// `InitWait` and stepping whenever the client waits, and its
+    /// xenstore client.
+    fn setup(disk: &str) -> (Xenbus<Loopback>, Rc<RefCell<Dom0>>) {
+        let spec = Disk::parse(disk).unwrap();
+        let mut store = Store::default();
+        toolstack::store::write_dom0(&mut store, &mut NoHost).unwrap();
+        let introduce = XsType::Introduce as u32;
+        store
+            .call(&mut NoHost, 0, introduce, 0, b"3\x001\x001\0")
+            .unwrap();
+        toolstack::store::write_vbd(&mut store, &mut NoHost, D, &spec).unwrap();
+        write(&mut store, "state", "2");
+        let dom0 = Rc::new(RefCell::new(Dom0 {
+            state: XenbusState::InitWait,
+            disk: RamDisk::new(spec.ram_bytes, spec.writable).unwrap(),
+            details: None,
+        }));
+        let back = dom0.clone();
+        let ring = Loopback::new(Rc::new(RefCell::new(store)), D).with_hook(std::boxed::Box::new(
+            move |store| back.borrow_mut().step(store),
+        ));
+        (Xenbus::new(ring), dom0)
+    }
+
+    #[test]
+    fn connect_then_close() {
+        let (mut xb, dom0) = setup("ram:1M,raw,xvda,r");
+        let mut buf = [0u8; 96];
+        let back = front::read(&mut xb, FRONT, "backend", &mut buf).unwrap();
+        assert_eq!(back, BACK.as_bytes());
+        front::wait_for(&mut xb, BACK, XenbusState::InitWait).unwrap();
+        front::publish(&mut xb, FRONT, 8, 5).unwrap();
+        front::wait_for(&mut xb, BACK, XenbusState::Connected).unwrap();
+        assert_eq!(
+            dom0.borrow().details,
+            Some(Ok(FrontDetails {
+                ring_ref: 8,
+                event_channel: 5
+            }))
+        );
+        let info = front::disk_info(&mut xb, BACK).unwrap();
+        assert_eq!(
+            (info.sectors, info.sector_size, info.info, info.flush),
+            (2048, 512, VDISK_READONLY, true)
+        );
+        xb.set_state(0, FRONT, XenbusState::Closing).unwrap();
+        let s = front::wait_until(&mut xb, BACK, |s| s != XenbusState::Connected).unwrap();
+        assert_eq!(s, XenbusState::Closing);
+        xb.set_state(0, FRONT, XenbusState::Closed).unwrap();
+        let s = front::wait_until(&mut xb, BACK, |s| s == XenbusState::Closed).unwrap();
+        assert_eq!(s, XenbusState::Closed);
+    }
+
+    #[test]
+    fn the_front_end_cannot_write_the_back_ends_nodes() {
+        let (mut xb, _) = setup("ram:4K,raw,xvda,rw");
+        let e = xb.write(0, &format!("{BACK}/state"), b"4").unwrap_err();
+        assert_eq!(e.name(), "EACCES");
+        let e = xb.write(0, &format!("{BACK}/sectors"), b"99").unwrap_err();
+        assert_eq!(e.name(), "EACCES");
+    }
+}

@@ -1,0 +1,631 @@
+//! A block front end (`blkfront`): a guest's side of a virtual block
+//! device (`dom0_abi::blkif`).
+//!
+//! The pure parts, host-tested against dom0's back end: [`BlkFront`]
+//! builds requests over a fixed set of granted data pages (one request
+//! in flight at a time, at most [`MAX_SEGMENTS`] pages of data each) on a
+//! [`FrontRing`], and [`handshake`] publishes the ring on xenstore and
+//! follows the back end's state. On the bare-metal target,
+//! `Disk` puts them together: it grants the ring and data pages (its own
+//! grant table mapped in a window), allocates the event channel, connects
+//! and offers `Disk::read`, `write`, `flush` and `discard` of sectors,
+//! sleeping on the event channel (`SCHEDOP_poll`) for each response.
+
+#![forbid(unsafe_code)]
+
+use dom0_abi::blkif::{
+    BlkifOp, BlkifRequest, BlkifResponse, MAX_SEGMENTS, PROTOCOL_X86_64, SECTOR_BYTES, keys,
+};
+use dom0_abi::xenstore::XenbusState;
+
+use crate::ring::{FrontRing, RingError, RingMemory};
+use crate::xenbus::{ClientRing, Xenbus, XenbusError, decimal, join};
+
+/// Bytes of one data page.
+pub const PAGE_BYTES: usize = 4096;
+/// Bytes one request moves at most.
+pub const MAX_REQUEST_BYTES: usize = MAX_SEGMENTS * PAGE_BYTES;
+
+/// Why an operation failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlkError {
+    /// The length is 0, not a whole number of sectors, or more than one
+    /// request moves.
+    BadLength(usize),
+    /// The ring is full (a request is still outstanding).
+    Busy,
+    /// The back end broke the ring's rules.
+    Ring(RingError),
+    /// The back end answered with this status.
+    Status(i16),
+    /// The response is not the request's (its `id` or operation).
+    Mismatch,
+    /// No response in time.
+    Timeout,
+    /// A xenstore request failed.
+    Xenbus(XenbusError),
+    /// The handshake went wrong: what.
+    Handshake(&'static str),
+    /// A hypercall failed: which, and its result.
+    Hypercall(&'static str, i64),
+}
+
+impl From<RingError> for BlkError {
+    fn from(e: RingError) -> Self {
+        BlkError::Ring(e)
+    }
+}
+
+impl From<XenbusError> for BlkError {
+    fn from(e: XenbusError) -> Self {
+        BlkError::Xenbus(e)
+    }
+}
+
+impl core::fmt::Display for BlkError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            BlkError::BadLength(n) => write!(f, "bad length {n}"),
+            BlkError::Busy => f.write_str("ring full"),
+            BlkError::Ring(e) => write!(f, "ring: {e}"),
+            BlkError::Status(s) => write!(f, "status {s}"),
+            BlkError::Mismatch => f.write_str("response does not match the request"),
+            BlkError::Timeout => f.write_str("timeout"),
+            BlkError::Xenbus(e) => write!(f, "xenstore: {e}"),
+            BlkError::Handshake(what) => write!(f, "handshake: {what}"),
+            BlkError::Hypercall(op, ret) => write!(f, "{op}: {ret}"),
+        }
+    }
+}
+
+/// The request moving `bytes` bytes at disk sector `sector` through the
+/// data pages granted as `grefs` (page *i* holds bytes `i * 4096..`).
+///
+/// # Errors
+/// [`BlkError::BadLength`]: `bytes` is 0, not whole sectors, or more
+/// than the pages hold; a flush may have 0.
+pub fn request(
+    op: BlkifOp,
+    id: u64,
+    sector: u64,
+    bytes: usize,
+    grefs: &[u32],
+) -> Result<BlkifRequest, BlkError> {
+    let flush = op == BlkifOp::FlushDiskcache;
+    if (bytes == 0 && !flush)
+        || !bytes.is_multiple_of(SECTOR_BYTES)
+        || bytes > grefs.len().min(MAX_SEGMENTS) * PAGE_BYTES
+    {
+        return Err(BlkError::BadLength(bytes));
+    }
+    let mut segments = [(0, 0, 0); MAX_SEGMENTS];
+    let mut left = bytes / SECTOR_BYTES;
+    let mut count = 0;
+    for (seg, &gref) in segments.iter_mut().zip(grefs) {
+        if left == 0 {
+            break;
+        }
+        let n = left.min(PAGE_BYTES / SECTOR_BYTES);
+        #[allow(clippy::cast_possible_truncation, reason = "1..=8")]
+        let last = (n - 1) as u8;
+        *seg = (gref, 0, last);
+        count += 1;
+        left -= n;
+    }
+    let req = BlkifRequest::new(op as u8, id, sector, &segments[..count]);
+    Ok(req)
+}
+
+/// The front end of a connected ring: one request at a time.
+#[derive(Debug)]
+pub struct BlkFront<M> {
+    ring: FrontRing<M, BlkifRequest, BlkifResponse>,
+    grefs: [u32; MAX_SEGMENTS],
+    next_id: u64,
+    /// The request in flight: its id and operation.
+    pending: Option<(u64, u8)>,
+}
+
+impl<M: RingMemory> BlkFront<M> {
+    /// Initialises the ring in `mem`; the data pages are granted as
+    /// `grefs`.
+    pub fn new(mem: M, grefs: [u32; MAX_SEGMENTS]) -> Self {
+        BlkFront {
+            ring: FrontRing::init(mem),
+            grefs,
+            next_id: 1,
+            pending: None,
+        }
+    }
+
+    /// Puts a request for `bytes` at `sector` on the ring; `true` if the
+    /// back end must be notified.
+    ///
+    /// # Errors
+    /// A bad length, or a request already in flight.
+    pub fn submit(&mut self, op: BlkifOp, sector: u64, bytes: usize) -> Result<bool, BlkError> {
+        let req = request(op, self.next_id, sector, bytes, &self.grefs)?;
+        self.submit_raw(&req)
+    }
+
+    /// Puts `req` on the ring as it is (a test front end's crafted
+    /// requests); `true` if the back end must be notified.
+    ///
+    /// # Errors
+    /// [`BlkError::Busy`]: a request is already in flight.
+    pub fn submit_raw(&mut self, req: &BlkifRequest) -> Result<bool, BlkError> {
+        if self.pending.is_some() || !self.ring.push(req) {
+            return Err(BlkError::Busy);
+        }
+        self.pending = Some((req.id, req.operation));
+        self.next_id = self.next_id.wrapping_add(1);
+        Ok(self.ring.publish())
+    }
+
+    /// The response to the request in flight, if it has come; `None`
+    /// after arming the response event (wait for it, then call again).
+    ///
+    /// # Errors
+    /// The back end broke the ring's rules, or answered another request.
+    pub fn poll(&mut self) -> Result<Option<BlkifResponse>, BlkError> {
+        loop {
+            if let Some(rsp) = self.ring.pop()? {
+                let Some((id, op)) = self.pending.take() else {
+                    return Err(BlkError::Mismatch);
+                };
+                if rsp.id != id || rsp.operation != op {
+                    return Err(BlkError::Mismatch);
+                }
+                return Ok(Some(rsp));
+            }
+            if !self.ring.final_check()? {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// The ring's memory.
+    pub fn memory(&self) -> &M {
+        self.ring.memory()
+    }
+
+    /// The data pages' grants.
+    #[must_use]
+    pub fn grefs(&self) -> [u32; MAX_SEGMENTS] {
+        self.grefs
+    }
+}
+
+/// What the back end publishes about the disk.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DiskInfo {
+    /// Size in 512-byte sectors.
+    pub sectors: u64,
+    /// Logical sector size.
+    pub sector_size: u32,
+    /// `VDISK_*` bits.
+    pub info: u32,
+    /// `feature-flush-cache` is 1.
+    pub flush: bool,
+    /// `feature-discard` is 1.
+    pub discard: bool,
+}
+
+/// The front end's side of the `vbd` handshake.
+pub mod handshake {
+    use super::*;
+
+    /// `<dir>/<key>` in `buf`.
+    fn path<'b>(dir: &str, key: &str, buf: &'b mut [u8; 128]) -> Result<&'b str, BlkError> {
+        join(dir, key, buf).ok_or(BlkError::Handshake("path too long"))
+    }
+
+    /// Reads `<dir>/<key>` into `buf`.
+    ///
+    /// # Errors
+    /// The read failed.
+    pub fn read<'b, R: ClientRing>(
+        xb: &mut Xenbus<R>,
+        dir: &str,
+        key: &str,
+        buf: &'b mut [u8],
+    ) -> Result<&'b [u8], BlkError> {
+        let mut p = [0u8; 128];
+        let n = xb.read(0, path(dir, key, &mut p)?, buf)?;
+        Ok(&buf[..n])
+    }
+
+    /// Reads `<dir>/<key>` as a decimal number.
+    ///
+    /// # Errors
+    /// The read failed or the value is not a number.
+    pub fn number<R: ClientRing>(
+        xb: &mut Xenbus<R>,
+        dir: &str,
+        key: &str,
+    ) -> Result<u64, BlkError> {
+        let mut buf = [0u8; 24];
+        let value = read(xb, dir, key, &mut buf)?;
+        core::str::from_utf8(value)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .ok_or(BlkError::Handshake("a number key is not a number"))
+    }
+
+    /// Publishes `ring-ref`, `event-channel` and `protocol` in one
+    /// transaction (retried on `EAGAIN`) and switches the front end
+    /// (`dir`) to `Initialised`.
+    ///
+    /// # Errors
+    /// A xenstore request failed.
+    pub fn publish<R: ClientRing>(
+        xb: &mut Xenbus<R>,
+        dir: &str,
+        ring_ref: u32,
+        port: u32,
+    ) -> Result<(), BlkError> {
+        let mut digits = [0u8; 10];
+        loop {
+            let tx = xb.transaction_start()?;
+            let mut p = [0u8; 128];
+            xb.write(
+                tx,
+                path(dir, keys::RING_REF, &mut p)?,
+                decimal(ring_ref, &mut digits),
+            )?;
+            xb.write(
+                tx,
+                path(dir, keys::EVENT_CHANNEL, &mut p)?,
+                decimal(port, &mut digits),
+            )?;
+            xb.write(
+                tx,
+                path(dir, keys::PROTOCOL, &mut p)?,
+                PROTOCOL_X86_64.as_bytes(),
+            )?;
+            xb.set_state(tx, dir, XenbusState::Initialised)?;
+            match xb.transaction_end(tx, true) {
+                Err(e) if e == XenbusError::store("EAGAIN") => {}
+                other => return other.map_err(BlkError::from),
+            }
+        }
+    }
+
+    /// Waits (watching `<back>/state`) until the back end is in `want`;
+    /// a back end that closes instead is an error.
+    ///
+    /// # Errors
+    /// The back end closed, or xenstore failed or timed out.
+    pub fn wait_for<R: ClientRing>(
+        xb: &mut Xenbus<R>,
+        back: &str,
+        want: XenbusState,
+    ) -> Result<(), BlkError> {
+        let closed = |s| matches!(s, XenbusState::Closing | XenbusState::Closed);
+        match wait_until(xb, back, |s| s == want || closed(s))? {
+            s if s == want => Ok(()),
+            _ => Err(BlkError::Handshake("the back end closed")),
+        }
+    }
+
+    /// Waits (watching `<back>/state`) until the back end's state
+    /// satisfies `done`, and returns it.
+    ///
+    /// # Errors
+    /// Xenstore failed or timed out.
+    pub fn wait_until<R: ClientRing>(
+        xb: &mut Xenbus<R>,
+        back: &str,
+        mut done: impl FnMut(XenbusState) -> bool,
+    ) -> Result<XenbusState, BlkError> {
+        let mut p = [0u8; 128];
+        let state_path = path(back, keys::STATE, &mut p)?;
+        xb.watch(state_path, "blkfront")?;
+        let result = loop {
+            match xb.state(0, back) {
+                Ok(s) if done(s) => break Ok(s),
+                Ok(_) => {}
+                Err(e) => break Err(e.into()),
+            }
+            let mut event = [0u8; 160];
+            if let Err(e) = xb.wait_event(&mut event) {
+                break Err(e.into());
+            }
+        };
+        let _ = xb.unwatch(state_path, "blkfront");
+        result
+    }
+
+    /// What the connected back end publishes.
+    ///
+    /// # Errors
+    /// A key is missing or malformed.
+    pub fn disk_info<R: ClientRing>(xb: &mut Xenbus<R>, back: &str) -> Result<DiskInfo, BlkError> {
+        let small = |v: u64| u32::try_from(v).map_err(|_| BlkError::Handshake("value too large"));
+        Ok(DiskInfo {
+            sectors: number(xb, back, keys::SECTORS)?,
+            sector_size: small(number(xb, back, keys::SECTOR_SIZE)?)?,
+            info: small(number(xb, back, keys::INFO)?)?,
+            flush: number(xb, back, keys::FEATURE_FLUSH_CACHE).unwrap_or(0) == 1,
+            discard: number(xb, back, keys::FEATURE_DISCARD).unwrap_or(0) == 1,
+        })
+    }
+}
+
+#[cfg(target_os = "none")]
+pub use disk::{Disk, Windows};
+
+#[cfg(target_os = "none")]
+mod disk {
+    use core::sync::atomic::{Ordering, fence};
+
+    use dom0_abi::blkif::{
+        BlkifOp, BlkifRequest, BlkifRequestDiscard, BlkifResponse, MAX_SEGMENTS, keys,
+    };
+    use dom0_abi::event_channel::EvtchnAllocUnbound;
+    use dom0_abi::grant_table::{GnttabSetupTable, GtfFlags};
+    use dom0_abi::types::DomId;
+    use dom0_abi::xenstore::XenbusState;
+
+    use super::{BlkError, BlkFront, DiskInfo, MAX_REQUEST_BYTES, PAGE_BYTES, handshake};
+    use crate::ring::WindowMemory;
+    use crate::xenbus::{ClientRing, Xenbus};
+    use crate::{hypercall, mm, shared};
+
+    /// The shim windows a [`Disk`] uses: `first` maps its grant table's
+    /// first frame, `first + 1` the ring, `first + 2 ..= first + 12` the
+    /// data pages. The page in window `w` is granted as reference
+    /// `8 + w` (below 8 are the toolstack's; netfront's start above
+    /// `8 + mm::WINDOW_COUNT`), so disks on separate windows use separate
+    /// references.
+    #[derive(Clone, Copy, Debug)]
+    pub struct Windows {
+        /// The first of 13 windows.
+        pub first: usize,
+    }
+
+    impl Windows {
+        /// The grant reference of the page in window `window`.
+        fn gref(window: usize) -> Result<u32, BlkError> {
+            u32::try_from(window + 8).map_err(|_| BlkError::Handshake("window"))
+        }
+    }
+    /// How long one wait for a response sleeps at most (ns).
+    const POLL_NS: u64 = 1_000_000_000;
+    /// Waits before a request times out.
+    const WAITS: u32 = 10;
+
+    /// A connected virtual block device.
+    pub struct Disk {
+        front: BlkFront<WindowMemory>,
+        windows: Windows,
+        port: u32,
+        /// What the back end published.
+        pub info: DiskInfo,
+        /// The back end's directory (`backend_len` bytes).
+        backend: [u8; 96],
+        backend_len: usize,
+    }
+
+    /// Grants the frame `window` maps as reference `gref` to domain 0.
+    fn grant(table: usize, gref: u32, mfn: u64) -> Result<(), BlkError> {
+        let frame = u32::try_from(mfn).map_err(|_| BlkError::Hypercall("grant frame", -1))?;
+        mm::window_write_u32(table, u64::from(gref) * 8 + 4, frame);
+        fence(Ordering::Release);
+        // flags GTF_permit_access, domid 0 (dom0).
+        mm::window_write_u32(
+            table,
+            u64::from(gref) * 8,
+            u32::from(GtfFlags::PERMIT_ACCESS.bits()),
+        );
+        Ok(())
+    }
+
+    fn check(op: &'static str, ret: i64) -> Result<(), BlkError> {
+        if ret == 0 {
+            Ok(())
+        } else {
+            Err(BlkError::Hypercall(op, ret))
+        }
+    }
+
+    impl Disk {
+        /// Connects the device `device/vbd/<devid>` of this domain:
+        /// grants, event channel, handshake (`shared_info` must be
+        /// mapped: waiting clears the port's pending bit there).
+        ///
+        /// # Errors
+        /// What failed.
+        pub fn connect<R: ClientRing>(
+            xb: &mut Xenbus<R>,
+            devid: u32,
+            windows: Windows,
+        ) -> Result<Disk, BlkError> {
+            let mut dir_buf = [0u8; 24];
+            let prefix = b"device/vbd/";
+            dir_buf[..prefix.len()].copy_from_slice(prefix);
+            let mut digits = [0u8; 10];
+            let digits = crate::xenbus::decimal(devid, &mut digits);
+            let len = prefix.len() + digits.len();
+            dir_buf[prefix.len()..len].copy_from_slice(digits);
+            let dir = core::str::from_utf8(&dir_buf[..len])
+                .map_err(|_| BlkError::Handshake("device path"))?;
+            let mut backend = [0u8; 96];
+            let backend_len = handshake::read(xb, dir, keys::BACKEND, &mut backend)?.len();
+            let back = core::str::from_utf8(&backend[..backend_len])
+                .map_err(|_| BlkError::Handshake("backend"))?;
+            if xb.state(0, dir)? != XenbusState::Initialising {
+                return Err(BlkError::Handshake("front end not Initialising"));
+            }
+            let mut frames = [0u64; 1];
+            let mut setup = GnttabSetupTable {
+                dom: DomId::SELF.0,
+                nr_frames: 1,
+                frame_list: frames.as_mut_ptr() as u64,
+                ..GnttabSetupTable::default()
+            };
+            check("setup_table", hypercall::gnttab_setup_table(&mut setup))?;
+            check("setup_table status", i64::from(setup.status))?;
+            let table = windows.first;
+            check(
+                "map grant table",
+                mm::map_window(table, frames[0], mm::PTE_RW),
+            )?;
+            let mut grefs = [0u32; MAX_SEGMENTS];
+            let ring_frame = mm::alloc_frame().ok_or(BlkError::Hypercall("ring frame", -12))?;
+            check(
+                "map ring",
+                mm::map_window(windows.first + 1, ring_frame.mfn, mm::PTE_RW),
+            )?;
+            let ring_ref = Windows::gref(windows.first + 1)?;
+            grant(table, ring_ref, ring_frame.mfn)?;
+            for (i, gref) in grefs.iter_mut().enumerate() {
+                let window = windows.first + 2 + i;
+                let frame = mm::alloc_frame().ok_or(BlkError::Hypercall("data frame", -12))?;
+                check(
+                    "map data page",
+                    mm::map_window(window, frame.mfn, mm::PTE_RW),
+                )?;
+                *gref = Windows::gref(window)?;
+                grant(table, *gref, frame.mfn)?;
+            }
+            let front = BlkFront::new(WindowMemory::new(windows.first + 1), grefs);
+            let mut unbound = EvtchnAllocUnbound {
+                dom: DomId::SELF.0,
+                remote_dom: 0,
+                port: 0,
+            };
+            check(
+                "alloc_unbound",
+                hypercall::evtchn_alloc_unbound(&mut unbound),
+            )?;
+            handshake::wait_for(xb, back, XenbusState::InitWait)?;
+            handshake::publish(xb, dir, ring_ref, unbound.port)?;
+            handshake::wait_for(xb, back, XenbusState::Connected)?;
+            let info = handshake::disk_info(xb, back)?;
+            xb.set_state(0, dir, XenbusState::Connected)?;
+            Ok(Disk {
+                front,
+                windows,
+                port: unbound.port,
+                info,
+                backend,
+                backend_len,
+            })
+        }
+
+        /// Sends `req` and waits for its response.
+        ///
+        /// # Errors
+        /// The ring failed, or no response came in time.
+        pub fn call(&mut self, req: &BlkifRequest) -> Result<BlkifResponse, BlkError> {
+            if self.front.submit_raw(req)? {
+                hypercall::evtchn_send(self.port);
+            }
+            self.wait()
+        }
+
+        /// Waits for the response to the request in flight.
+        fn wait(&mut self) -> Result<BlkifResponse, BlkError> {
+            for _ in 0..WAITS {
+                if let Some(rsp) = self.front.poll()? {
+                    return Ok(rsp);
+                }
+                let now = shared::system_time_of(0).unwrap_or(0);
+                hypercall::sched_poll(&[self.port], now.saturating_add(POLL_NS));
+                shared::clear_evtchn_pending(self.port);
+            }
+            Err(BlkError::Timeout)
+        }
+
+        /// Moves `bytes` at `sector` with `op`; the data is in the data
+        /// pages.
+        fn io(&mut self, op: BlkifOp, sector: u64, bytes: usize) -> Result<(), BlkError> {
+            if self.front.submit(op, sector, bytes)? {
+                hypercall::evtchn_send(self.port);
+            }
+            match self.wait()?.status {
+                0 => Ok(()),
+                s => Err(BlkError::Status(s)),
+            }
+        }
+
+        /// The data pages' grants.
+        #[must_use]
+        pub fn grefs(&self) -> [u32; MAX_SEGMENTS] {
+            self.front.grefs()
+        }
+
+        /// Reads `buf.len()` bytes (whole sectors, at most 44 KiB) from
+        /// `sector`.
+        ///
+        /// # Errors
+        /// A bad length, the back end's error status, a broken ring.
+        pub fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), BlkError> {
+            self.io(BlkifOp::Read, sector, buf.len())?;
+            for (i, chunk) in buf.chunks_mut(PAGE_BYTES).enumerate() {
+                mm::window_read_bytes(self.windows.first + 2 + i, 0, chunk);
+            }
+            Ok(())
+        }
+
+        /// Writes `data` (whole sectors, at most 44 KiB) at `sector`.
+        ///
+        /// # Errors
+        /// As [`Disk::read`].
+        pub fn write(&mut self, sector: u64, data: &[u8]) -> Result<(), BlkError> {
+            if data.len() > MAX_REQUEST_BYTES {
+                return Err(BlkError::BadLength(data.len()));
+            }
+            for (i, chunk) in data.chunks(PAGE_BYTES).enumerate() {
+                mm::window_write_bytes(self.windows.first + 2 + i, 0, chunk);
+            }
+            self.io(BlkifOp::Write, sector, data.len())
+        }
+
+        /// Flushes the disk's cache (`BLKIF_OP_FLUSH_DISKCACHE`, no data).
+        ///
+        /// # Errors
+        /// As [`Disk::read`].
+        pub fn flush(&mut self) -> Result<(), BlkError> {
+            self.io(BlkifOp::FlushDiskcache, 0, 0)
+        }
+
+        /// Discards `count` sectors from `sector` (`BLKIF_OP_DISCARD`).
+        ///
+        /// # Errors
+        /// As [`Disk::read`].
+        pub fn discard(&mut self, sector: u64, count: u64) -> Result<(), BlkError> {
+            let req = BlkifRequest::from_discard(&BlkifRequestDiscard {
+                operation: BlkifOp::Discard as u8,
+                flag: 0,
+                handle: 0,
+                id: sector,
+                sector_number: sector,
+                nr_sectors: count,
+            });
+            match self.call(&req)?.status {
+                0 => Ok(()),
+                s => Err(BlkError::Status(s)),
+            }
+        }
+
+        /// The ring's window (for a test front end that breaks the rules).
+        #[must_use]
+        pub fn ring_window(&self) -> usize {
+            self.windows.first + 1
+        }
+
+        /// The back end's xenstore directory.
+        #[must_use]
+        pub fn backend(&self) -> &str {
+            core::str::from_utf8(&self.backend[..self.backend_len]).unwrap_or("")
+        }
+
+        /// The event channel's port.
+        #[must_use]
+        pub fn port(&self) -> u32 {
+            self.port
+        }
+    }
+}
