@@ -56,6 +56,13 @@ pub struct Domains {
     timeout_s: u64,
     /// The xenstore every domU is introduced to.
     pub xs: Xenstore,
+    /// The split drivers' back ends.
+    back: Backends,
+}
+
+/// dom0's split-driver back ends.
+#[derive(Default)]
+struct Backends {
     /// The vifs' back ends and their bridge.
     net: Netback,
     /// The block back end of every domU's disks.
@@ -71,8 +78,7 @@ impl Domains {
             expect,
             timeout_s,
             xs: Xenstore::new(),
-            net: Netback::default(),
-            blk: Blkback::default(),
+            back: Backends::default(),
         }
     }
 
@@ -151,9 +157,9 @@ impl Domains {
             return None;
         }
         if let Some(vif) = &cfg.vif {
-            self.net.add(&mut self.xs, built.domid, vif);
+            self.back.net.add(&mut self.xs, built.domid, vif);
         }
-        self.blk.attach(&mut self.xs, built.domid, &cfg);
+        self.back.blk.attach(&mut self.xs, built.domid, &cfg);
         match connect(&built, CONSOLE_WINDOW_BASE + slot, paused) {
             Ok((local_port, ring)) => {
                 guest_pv_shim::println!(
@@ -178,8 +184,8 @@ impl Domains {
             }
             Err(e) => {
                 report::fail(format_args!("start {}", cfg.name), format_args!("{e}"));
-                self.net.remove(built.domid);
-                self.blk.detach(built.domid);
+                self.back.net.remove(built.domid);
+                self.back.blk.detach(built.domid);
                 self.xs.release(built.domid);
                 let _ = xen.destroy(built.domid);
                 None
@@ -196,13 +202,7 @@ impl Domains {
         {
             Some(slot) => {
                 if let Some(domu) = slot.take() {
-                    destroy(
-                        domu,
-                        &mut self.xs,
-                        &mut self.net,
-                        &mut self.blk,
-                        "destroyed",
-                    );
+                    destroy(domu, &mut self.xs, &mut self.back, "destroyed");
                 }
                 true
             }
@@ -213,13 +213,7 @@ impl Domains {
     /// Destroys every domU still served.
     pub fn destroy_all(&mut self) {
         for domu in self.slots.iter_mut().filter_map(Option::take) {
-            destroy(
-                domu,
-                &mut self.xs,
-                &mut self.net,
-                &mut self.blk,
-                "destroyed",
-            );
+            destroy(domu, &mut self.xs, &mut self.back, "destroyed");
         }
     }
 
@@ -246,29 +240,23 @@ impl Domains {
     }
 
     /// One round: every console read, every xenstore ring served, every
-    /// block ring served (the store again after the back ends' writes),
-    /// every shut-down domain reaped.
+    /// block ring and vif served (the store again after the back ends'
+    /// writes), every shut-down domain reaped.
     pub fn poll_once(&mut self) {
         for domu in self.slots.iter_mut().flatten() {
             drain(domu);
         }
         self.xs.serve();
-        self.blk.poll(&mut self.xs);
+        self.back.blk.poll(&mut self.xs);
         self.xs.serve();
-        if self.net.poll(&mut self.xs) {
+        if self.back.net.poll(&mut self.xs) {
             self.xs.serve();
         }
         for slot in &mut self.slots {
             if slot.as_ref().is_some_and(shut_down)
                 && let Some(domu) = slot.take()
             {
-                reap(
-                    domu,
-                    &mut self.xs,
-                    &mut self.net,
-                    &mut self.blk,
-                    self.expect,
-                );
+                reap(domu, &mut self.xs, &mut self.back, self.expect);
             }
         }
     }
@@ -277,7 +265,7 @@ impl Domains {
     /// event (or one on `extra`), or 100 ms; not at all while a vif has
     /// frames or a block ring requests left over from the last round.
     pub fn sleep(&mut self, extra: Option<u32>) {
-        if self.net.busy() || self.blk.busy() {
+        if self.back.net.busy() || self.back.blk.busy() {
             return;
         }
         let mut ports = [0u32; 2 * MAX_DOMUS + MAX_VIFS + MAX_VBDS + 2];
@@ -286,8 +274,8 @@ impl Domains {
             .iter()
             .map(|d| d.local_port)
             .chain(self.xs.ports())
-            .chain(self.net.event_ports())
-            .chain(self.blk.ports());
+            .chain(self.back.net.event_ports())
+            .chain(self.back.blk.ports());
         for port in domus.chain([self.virq_port]).chain(extra) {
             ports[n] = port;
             n += 1;
@@ -358,13 +346,7 @@ fn shut_down(domu: &Domu) -> bool {
 }
 
 /// Reports a shut-down domain and destroys or preserves it.
-fn reap(
-    mut domu: Domu,
-    xs: &mut Xenstore,
-    net: &mut Netback,
-    blk: &mut Blkback,
-    expect: Option<&str>,
-) {
+fn reap(mut domu: Domu, xs: &mut Xenstore, back: &mut Backends, expect: Option<&str>) {
     drain(&mut domu);
     domu.output
         .flush(&mut |line, text| show(domu.cfg.name, line, text));
@@ -399,12 +381,12 @@ fn reap(
         );
         return;
     }
-    destroy(domu, xs, net, blk, reason);
+    destroy(domu, xs, back, reason);
 }
 
 /// Reads the console a last time, disconnects it, the vif, the disks and
 /// the store, destroys the domain and checks it is gone.
-fn destroy(mut domu: Domu, xs: &mut Xenstore, net: &mut Netback, blk: &mut Blkback, why: &str) {
+fn destroy(mut domu: Domu, xs: &mut Xenstore, back: &mut Backends, why: &str) {
     drain(&mut domu);
     domu.output
         .flush(&mut |line, text| show(domu.cfg.name, line, text));
@@ -421,9 +403,9 @@ fn destroy(mut domu: Domu, xs: &mut Xenstore, net: &mut Netback, blk: &mut Blkba
         hypercall::evtchn_close(domu.local_port),
         0,
     );
-    net.remove(domid);
+    back.net.remove(domid);
     xs.serve();
-    blk.detach(domid);
+    back.blk.detach(domid);
     xs.release(domid);
     let destroyed = Xen.destroy(domid);
     report::check(

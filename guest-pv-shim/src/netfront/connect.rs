@@ -1,10 +1,7 @@
 //! The front end's side of the vif handshake, on the bare-metal target:
 //! grants, rings in two windows, the event channel and the xenstore keys.
 
-use core::sync::atomic::{Ordering, fence};
-
 use dom0_abi::event_channel::EvtchnAllocUnbound;
-use dom0_abi::grant_table::{GnttabSetupTable, GtfFlags};
 use dom0_abi::netif::keys;
 use dom0_abi::types::DomId;
 use dom0_abi::xenstore::XenbusState;
@@ -79,21 +76,6 @@ fn frame_of(page: &[u8; 4096]) -> Result<u32, XenbusError> {
         .ok_or(XenbusError::Protocol)
 }
 
-/// Grants `frame` to `domid` as entry `gref` of the table mapped at
-/// `table_window`.
-fn grant(table_window: usize, gref: u32, domid: u16, frame: u32, readonly: bool) {
-    let at = u64::from(gref) * 8;
-    mm::window_write_u32(table_window, at + 4, frame);
-    fence(Ordering::Release);
-    let mut flags = GtfFlags::PERMIT_ACCESS;
-    flags.set(GtfFlags::READONLY, readonly);
-    mm::window_write_u32(
-        table_window,
-        at,
-        (u32::from(domid) << 16) | u32::from(flags.bits()),
-    );
-}
-
 /// Reads `path` as text into `buf`; its length.
 fn read(xb: &mut Xenbus<WindowRing>, path: &str, buf: &mut [u8]) -> Result<usize, XenbusError> {
     xb.read(0, path, buf)
@@ -148,19 +130,7 @@ pub fn connect(
     let ip_len = read(xb, &path(backend, keys::IP)?, &mut ip).unwrap_or(0);
     wait_state(xb, backend, |s| s == XenbusState::InitWait)?;
 
-    let mut frames = [0u64; 1];
-    let mut setup = GnttabSetupTable {
-        dom: DomId::SELF.0,
-        nr_frames: 1,
-        frame_list: frames.as_mut_ptr() as u64,
-        ..GnttabSetupTable::default()
-    };
-    if hypercall::gnttab_setup_table(&mut setup) != 0
-        || setup.status != 0
-        || mm::map_window(table_window, frames[0], mm::PTE_RW) != 0
-    {
-        return Err(XenbusError::Protocol);
-    }
+    mm::map_own_grant_table(table_window).map_err(|_| XenbusError::Protocol)?;
     let mut gref = FIRST_GREF;
     let mut ring_refs = [0u32; 2];
     for (window, r) in ring_windows.iter().zip(&mut ring_refs) {
@@ -169,19 +139,19 @@ pub fn connect(
             return Err(XenbusError::Protocol);
         }
         let mfn = u32::try_from(frame.mfn).map_err(|_| XenbusError::Protocol)?;
-        grant(table_window, gref, backend_id, mfn, false);
+        mm::grant_access(table_window, gref, backend_id, mfn, false);
         *r = gref;
         gref += 1;
     }
     let mut tx_grefs = [0u32; TX_PAGES];
     for (page, r) in pages.tx.iter().zip(&mut tx_grefs) {
-        grant(table_window, gref, backend_id, frame_of(page)?, true);
+        mm::grant_access(table_window, gref, backend_id, frame_of(page)?, true);
         *r = gref;
         gref += 1;
     }
     let mut rx_grefs = [0u32; RX_PAGES];
     for (page, r) in pages.rx.iter().zip(&mut rx_grefs) {
-        grant(table_window, gref, backend_id, frame_of(page)?, false);
+        mm::grant_access(table_window, gref, backend_id, frame_of(page)?, false);
         *r = gref;
         gref += 1;
     }
