@@ -8,7 +8,8 @@
 //! module) and reports every answer; with `grant` it grants two pages to
 //! dom0 and follows dom0's use of them (see [`grant`]); with `blk` or
 //! `blkhostile` it uses its virtual disk, honestly or not (the `blk`
-//! module).
+//! module); with `net` it brings up its vif under smoltcp and pings,
+//! serves or talks TCP, or misbehaves (see [`net`]).
 //!
 //! It runs unchanged on Xen 4.17 and on this hypervisor. Its output only
 //! reaches the serial line through dom0's console back end, prefixed with
@@ -25,6 +26,7 @@ use guest_pv_shim::dom0_abi::start_info::StartInfo;
 use guest_pv_shim::{cmdline, hypercall, mm};
 
 mod blk;
+mod net;
 mod xenstore;
 
 guest_pv_shim::guest_kernel! {
@@ -365,6 +367,9 @@ fn demo_main(si: &'static StartInfo) {
         }
         if cmdline::has_flag(si.cmdline(), b"blkhostile") {
             blk::hostile(&mut console, si);
+        }
+        if cmdline::has_flag(si.cmdline(), b"net") {
+            net::run(&mut console, si);
         }
         let _ = core::fmt::Write::write_fmt(
             &mut console,

@@ -68,9 +68,11 @@ pub use dom0_abi;
 
 pub mod blkfront;
 pub mod cmdline;
+pub mod netfront;
 pub mod platform;
 pub mod report;
 pub mod ring;
+pub mod take_once;
 pub mod xenbus;
 
 #[cfg(target_os = "none")]

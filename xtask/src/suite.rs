@@ -332,6 +332,18 @@ pub const TESTS: &[IntegrationTest] = &[
         ..toolstack!("dom0_domu_privilege", DomuSet::Probe, "expect=poweroff", "")
     },
     toolstack!(
+        "dom0_net_ping_tcp",
+        DomuSet::Net,
+        "expect=poweroff",
+        "(d2) check: tcp echo = \"echo: hello from 10.0.0.2\" from 10.0.0.1"
+    ),
+    toolstack!(
+        "dom0_net_hostile",
+        DomuSet::NetHostile,
+        "expect=poweroff",
+        "(d2) check: back end state after a slot past its page = Closing"
+    ),
+    toolstack!(
         "dom0_shell_script",
         DomuSet::Shell,
         "script=shell.xl expect=poweroff",
