@@ -28,8 +28,12 @@ numbered_enum! {
         /// vCPU (a global VIRQ needs vCPU 0), `EEXIST` already bound,
         /// `ENOENT` no such vCPU.
         BindVirq = 1, "bind_virq";
-        /// [`EvtchnBindPirq`]: bind a physical IRQ (privileged). `EINVAL`,
-        /// `EEXIST`, `EPERM`.
+        /// [`EvtchnBindPirq`] (IN `pirq`, `flags`; OUT `port`): any domain,
+        /// of its own mapped PIRQs whose GSI it may use; the port notifies
+        /// vCPU 0. `EINVAL`: `pirq` at or above `nr_pirqs`; `EPERM`: not
+        /// mapped, or the GSI not permitted; `EEXIST`: already bound;
+        /// `ENOSPC`: no free port; `EBUSY`: the hypervisor uses the line
+        /// or another domain has it bound.
         BindPirq = 2, "bind_pirq";
         /// [`EvtchnPortArg`]: close a port (the peer of an interdomain port
         /// becomes unbound; the closed port's pending bit is cleared, its

@@ -175,6 +175,7 @@ pub mod layout;
 pub mod memory;
 pub mod mmu;
 pub mod multicall;
+pub mod netif;
 pub mod nmi;
 pub mod physdev;
 pub mod platform;

@@ -1,19 +1,30 @@
 //! `physdev_op(cmd, arg)`: physical interrupts, I/O privilege, PCI.
 //!
 //! For the hardware domain (and domains given device access). Unknown
-//! `cmd`: `ENOSYS`; unreadable `arg`: `EFAULT`; no privilege: `EPERM`.
+//! `cmd`: `ENOSYS`; unreadable (or, for OUT fields, unwritable) `arg`:
+//! `EFAULT`; no privilege: `EPERM`. A PIRQ is a domain's name for a
+//! physical interrupt: PIRQs `0..nr_pirqs` (the GSIs plus 184 for the
+//! hardware domain on one CPU, plus 32 for others).
 
 numbered_enum! {
     /// `PHYSDEVOP_*`: the `cmd` of `physdev_op`.
     PhysdevOp {
         /// Legacy unmask notification.
         IrqUnmaskNotify = 4, "IRQ_UNMASK_NOTIFY";
-        /// [`PhysdevIrqStatusQuery`]: whether a PIRQ needs an EOI.
+        /// [`PhysdevIrqStatusQuery`] (IN `irq`, OUT `flags`): any domain,
+        /// of its own PIRQs; a PV domain's answer is always
+        /// [`XENIRQSTAT_NEEDS_EOI`], mapped or not. `EINVAL`: `irq` at or
+        /// above `nr_pirqs`.
         IrqStatusQuery = 5, "irq_status_query";
-        /// [`PhysdevSetIopl`]: set the virtual IOPL (`EINVAL` if > 3).
+        /// [`PhysdevSetIopl`] (IN): any domain; the calling vCPU's virtual
+        /// IOPL, which lets `cli`/`sti` (as no-ops) and `in`/`out` (on to
+        /// the domain's port rights) through from the kernel at 1 or
+        /// more, from user mode at 3. `EINVAL`: above 3.
         SetIopl = 6, "set_iopl";
-        /// [`PhysdevSetIobitmap`]: set the I/O permission bitmap
-        /// (`EINVAL` if more than 65536 ports).
+        /// [`PhysdevSetIobitmap`] (IN): any domain; the calling vCPU's I/O
+        /// bitmap for ports below `nr_ports` (0: none), read at each
+        /// access. `EINVAL`: more than 65536 ports, or a bitmap starting
+        /// outside guest space (only the start is checked).
         SetIobitmap = 7, "set_iobitmap";
         /// Read an IOAPIC register.
         ApicRead = 8, "apic_read";
@@ -23,25 +34,37 @@ numbered_enum! {
         AllocIrqVector = 10, "alloc_irq_vector";
         /// Free an IRQ vector.
         FreeIrqVector = 11, "free_irq_vector";
-        /// [`PhysdevEoi`]: end of interrupt for a PIRQ.
+        /// [`PhysdevEoi`] (IN): any domain, of its own mapped PIRQs: the
+        /// end of an interrupt (a level line masked since it fired is
+        /// unmasked; with a v1 EOI page the port is unmasked too).
+        /// `EINVAL`: `irq` at or above `nr_pirqs`, or not mapped.
         Eoi = 12, "eoi";
-        /// [`PhysdevMapPirq`]: map a GSI or MSI to a PIRQ.
+        /// [`PhysdevMapPirq`] (IN, OUT `pirq`): privileged; maps GSI
+        /// `index` (`MAP_PIRQ_TYPE_GSI`) at PIRQ `pirq` of `domid`
+        /// (negative: the first free one from 16, then from the top).
+        /// `ESRCH`: no such domain; `EPERM`: caller not privileged or
+        /// without the GSI; `EINVAL`: unknown type, GSI out of range or 0,
+        /// PIRQ out of range; `EEXIST`: the GSI is mapped at another PIRQ;
+        /// `ENOSPC`: no free PIRQ; `ENOSYS`: the MSI types (not here).
         MapPirq = 13, "map_pirq";
-        /// [`PhysdevUnmapPirq`]: undo `map_pirq`.
+        /// [`PhysdevUnmapPirq`] (IN): privileged; undoes `map_pirq` (a
+        /// bound PIRQ is unbound first). `ESRCH`, `EPERM` as `map_pirq`;
+        /// `EINVAL`: PIRQ out of range or not mapped.
         UnmapPirq = 14, "unmap_pirq";
         /// Report a PCI device.
         ManagePciAdd = 15, "manage_pci_add";
         /// Remove a PCI device.
         ManagePciRemove = 16, "manage_pci_remove";
-        /// Register a PIRQ EOI bitmap frame (v1).
+        /// [`PhysdevPirqEoiGmfn`] (IN): as `pirq_eoi_gmfn_v2`, and
+        /// `PHYSDEVOP_eoi` also unmasks the PIRQ's port.
         PirqEoiGmfnV1 = 17, "pirq_eoi_gmfn_v1";
         /// Restore MSI state.
         RestoreMsi = 19, "restore_msi";
         /// Report a PCI device (extended).
         ManagePciAddExt = 20, "manage_pci_add_ext";
-        /// [`PhysdevSetupGsi`]: set up a GSI's trigger and polarity
-        /// (hardware domain only: `EPERM`; `EINVAL` for a GSI the IOAPICs
-        /// do not have; `EEXIST` once the GSI is set up).
+        /// [`PhysdevSetupGsi`] (IN): privileged; the trigger mode and
+        /// polarity a GSI gets when bound. `EINVAL`: GSI out of range;
+        /// `EPERM`: caller not privileged; `EEXIST`: already set up.
         SetupGsi = 21, "setup_gsi";
         /// Allocate a free PIRQ number.
         GetFreePirq = 23, "get_free_pirq";
@@ -53,7 +76,11 @@ numbered_enum! {
         PciDeviceRemove = 26, "pci_device_remove";
         /// Restore MSI state (segment aware).
         RestoreMsiExt = 27, "restore_msi_ext";
-        /// Register a PIRQ EOI bitmap frame (v2).
+        /// [`PhysdevPirqEoiGmfn`] (IN): any domain; registers one of its
+        /// frames as its PIRQ EOI bitmap (bit `n` set while PIRQ `n` waits
+        /// for `PHYSDEVOP_eoi`), held writable until the domain goes.
+        /// `EINVAL`: not the caller's frame, or it cannot be writable;
+        /// `EBUSY`: one is registered already.
         PirqEoiGmfnV2 = 28, "pirq_eoi_gmfn_v2";
         /// Debug-port control.
         DbgpOp = 29, "dbgp_op";
@@ -72,6 +99,12 @@ pub const XENIRQSTAT_SHARED: u32 = 1 << 1;
 pub const MAP_PIRQ_TYPE_MSI: i32 = 0;
 /// `MAP_PIRQ_TYPE_GSI`.
 pub const MAP_PIRQ_TYPE_GSI: i32 = 1;
+/// `MAP_PIRQ_TYPE_UNKNOWN`.
+pub const MAP_PIRQ_TYPE_UNKNOWN: i32 = 2;
+/// `MAP_PIRQ_TYPE_MSI_SEG`.
+pub const MAP_PIRQ_TYPE_MSI_SEG: i32 = 3;
+/// `MAP_PIRQ_TYPE_MULTI_MSI`.
+pub const MAP_PIRQ_TYPE_MULTI_MSI: i32 = 4;
 
 /// `struct physdev_eoi` (4 bytes).
 #[repr(C)]
@@ -148,7 +181,16 @@ pub struct PhysdevSetupGsi {
     /// IN: 0 active high, 1 active low.
     pub polarity: u8,
     /// Padding.
-    pub pad: u16,
+    pub pad: [u8; 2],
+}
+
+/// `struct physdev_pirq_eoi_gmfn` (8 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PhysdevPirqEoiGmfn {
+    /// IN: the guest frame of the EOI bitmap (bit `n` set: PIRQ `n` is
+    /// masked until `PHYSDEVOP_eoi`).
+    pub gmfn: u64,
 }
 
 /// `struct physdev_unmap_pirq` (8 bytes).
@@ -171,5 +213,6 @@ crate::assert_layout!(PhysdevMapPirq, 40, {
     domid: 0, pad: 2, kind: 4, index: 8, pirq: 12, bus: 16, devfn: 20, entry_nr: 24,
     pad1: 28, table_base: 32,
 });
-crate::assert_layout!(PhysdevSetupGsi, 8, { gsi: 0, triggering: 4, polarity: 5, pad: 6 });
 crate::assert_layout!(PhysdevUnmapPirq, 8, { domid: 0, pad: 2, pirq: 4 });
+crate::assert_layout!(PhysdevSetupGsi, 8, { gsi: 0, triggering: 4, polarity: 5, pad: 6 });
+crate::assert_layout!(PhysdevPirqEoiGmfn, 8, { gmfn: 0 });

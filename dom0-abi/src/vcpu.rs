@@ -109,10 +109,18 @@ numbered_enum! {
         /// Stops the one-shot timer (also `set_timer_op`'s). Own vCPU only
         /// (`EINVAL`); `arg` ignored.
         StopSingleshotTimer = 9, "stop_singleshot_timer";
-        /// `arg`: [`VcpuRegisterVcpuInfo`] (IN). Moves `vcpu_info` to guest
-        /// memory, once per vCPU (`EINVAL` again); `ENXIO` if it does not
-        /// fit the page. Sets `pending_sel` to all ones and raises
-        /// `upcall_pending`.
+        /// `arg`: [`VcpuRegisterVcpuInfo`] (IN). Moves vCPU `vcpuid`'s
+        /// `vcpu_info` to byte `offset` of the domain's frame `mfn`, once
+        /// per vCPU, for the caller itself or a vCPU that is down. The old
+        /// contents are copied there, `evtchn_pending_sel` is set to all
+        /// ones and `evtchn_upcall_pending` raised, so that the guest
+        /// rescans its ports. The frame is held writable until the domain
+        /// goes.
+        ///
+        /// Errors: `ENXIO` the 64 bytes do not fit the page, or `offset`
+        /// is not 8-aligned; `EINVAL` already moved, another vCPU that is
+        /// up, or a frame that is not the domain's or cannot be writable
+        /// (a page table); `EFAULT` `arg` unreadable.
         RegisterVcpuInfo = 10, "register_vcpu_info";
         /// `arg`: must be NULL. Makes an NMI pending for the vCPU (any vCPU
         /// of the domain: the caller, another one, one down or never

@@ -14,6 +14,7 @@ use toolstack::xen::{CONSOLE_WINDOW_BASE, ConsoleRing, Xen, domain_info};
 
 use crate::blkback_xen::{Blkback, MAX_VBDS};
 use crate::grants::Grants;
+use crate::netback::{MAX_VIFS, Netback};
 use crate::store::Xenstore;
 
 /// Domains served at once (one mapping window each).
@@ -55,6 +56,15 @@ pub struct Domains {
     timeout_s: u64,
     /// The xenstore every domU is introduced to.
     pub xs: Xenstore,
+    /// The split drivers' back ends.
+    back: Backends,
+}
+
+/// dom0's split-driver back ends.
+#[derive(Default)]
+struct Backends {
+    /// The vifs' back ends and their bridge.
+    net: Netback,
     /// The block back end of every domU's disks.
     blk: Blkback,
 }
@@ -68,7 +78,7 @@ impl Domains {
             expect,
             timeout_s,
             xs: Xenstore::new(),
-            blk: Blkback::default(),
+            back: Backends::default(),
         }
     }
 
@@ -146,7 +156,10 @@ impl Domains {
             let _ = xen.destroy(built.domid);
             return None;
         }
-        self.blk.attach(&mut self.xs, built.domid, &cfg);
+        if let Some(vif) = &cfg.vif {
+            self.back.net.add(&mut self.xs, built.domid, vif);
+        }
+        self.back.blk.attach(&mut self.xs, built.domid, &cfg);
         match connect(&built, CONSOLE_WINDOW_BASE + slot, paused) {
             Ok((local_port, ring)) => {
                 guest_pv_shim::println!(
@@ -171,7 +184,8 @@ impl Domains {
             }
             Err(e) => {
                 report::fail(format_args!("start {}", cfg.name), format_args!("{e}"));
-                self.blk.detach(built.domid);
+                self.back.net.remove(built.domid);
+                self.back.blk.detach(built.domid);
                 self.xs.release(built.domid);
                 let _ = xen.destroy(built.domid);
                 None
@@ -188,7 +202,7 @@ impl Domains {
         {
             Some(slot) => {
                 if let Some(domu) = slot.take() {
-                    destroy(domu, &mut self.xs, &mut self.blk, "destroyed");
+                    destroy(domu, &mut self.xs, &mut self.back, "destroyed");
                 }
                 true
             }
@@ -199,7 +213,7 @@ impl Domains {
     /// Destroys every domU still served.
     pub fn destroy_all(&mut self) {
         for domu in self.slots.iter_mut().filter_map(Option::take) {
-            destroy(domu, &mut self.xs, &mut self.blk, "destroyed");
+            destroy(domu, &mut self.xs, &mut self.back, "destroyed");
         }
     }
 
@@ -226,35 +240,42 @@ impl Domains {
     }
 
     /// One round: every console read, every xenstore ring served, every
-    /// block ring served (the store again after the back ends' writes),
-    /// every shut-down domain reaped.
+    /// block ring and vif served (the store again after the back ends'
+    /// writes), every shut-down domain reaped.
     pub fn poll_once(&mut self) {
         for domu in self.slots.iter_mut().flatten() {
             drain(domu);
         }
         self.xs.serve();
-        self.blk.poll(&mut self.xs);
+        self.back.blk.poll(&mut self.xs);
         self.xs.serve();
+        if self.back.net.poll(&mut self.xs) {
+            self.xs.serve();
+        }
         for slot in &mut self.slots {
             if slot.as_ref().is_some_and(shut_down)
                 && let Some(domu) = slot.take()
             {
-                reap(domu, &mut self.xs, &mut self.blk, self.expect);
+                reap(domu, &mut self.xs, &mut self.back, self.expect);
             }
         }
     }
 
-    /// Sleeps until a console, xenstore, block ring or `VIRQ_DOM_EXC`
-    /// event (or one on `extra`), or 100 ms; not at all while a block
-    /// ring has requests left.
+    /// Sleeps until a console, xenstore, vif, block ring or `VIRQ_DOM_EXC`
+    /// event (or one on `extra`), or 100 ms; not at all while a vif has
+    /// frames or a block ring requests left over from the last round.
     pub fn sleep(&mut self, extra: Option<u32>) {
-        if self.blk.busy() {
+        if self.back.net.busy() || self.back.blk.busy() {
             return;
         }
-        let mut ports = [0u32; 2 * MAX_DOMUS + MAX_VBDS + 2];
+        let mut ports = [0u32; 2 * MAX_DOMUS + MAX_VIFS + MAX_VBDS + 2];
         let mut n = 0;
-        let domus = self.iter().map(|d| d.local_port).chain(self.xs.ports());
-        let domus = domus.chain(self.blk.ports());
+        let domus = self
+            .iter()
+            .map(|d| d.local_port)
+            .chain(self.xs.ports())
+            .chain(self.back.net.event_ports())
+            .chain(self.back.blk.ports());
         for port in domus.chain([self.virq_port]).chain(extra) {
             ports[n] = port;
             n += 1;
@@ -325,7 +346,7 @@ fn shut_down(domu: &Domu) -> bool {
 }
 
 /// Reports a shut-down domain and destroys or preserves it.
-fn reap(mut domu: Domu, xs: &mut Xenstore, blk: &mut Blkback, expect: Option<&str>) {
+fn reap(mut domu: Domu, xs: &mut Xenstore, back: &mut Backends, expect: Option<&str>) {
     drain(&mut domu);
     domu.output
         .flush(&mut |line, text| show(domu.cfg.name, line, text));
@@ -360,12 +381,12 @@ fn reap(mut domu: Domu, xs: &mut Xenstore, blk: &mut Blkback, expect: Option<&st
         );
         return;
     }
-    destroy(domu, xs, blk, reason);
+    destroy(domu, xs, back, reason);
 }
 
-/// Reads the console a last time, disconnects it, the disks and the
-/// store, destroys the domain and checks it is gone.
-fn destroy(mut domu: Domu, xs: &mut Xenstore, blk: &mut Blkback, why: &str) {
+/// Reads the console a last time, disconnects it, the vif, the disks and
+/// the store, destroys the domain and checks it is gone.
+fn destroy(mut domu: Domu, xs: &mut Xenstore, back: &mut Backends, why: &str) {
     drain(&mut domu);
     domu.output
         .flush(&mut |line, text| show(domu.cfg.name, line, text));
@@ -382,8 +403,9 @@ fn destroy(mut domu: Domu, xs: &mut Xenstore, blk: &mut Blkback, why: &str) {
         hypercall::evtchn_close(domu.local_port),
         0,
     );
+    back.net.remove(domid);
     xs.serve();
-    blk.detach(domid);
+    back.blk.detach(domid);
     xs.release(domid);
     let destroyed = Xen.destroy(domid);
     report::check(

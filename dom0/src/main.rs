@@ -33,6 +33,7 @@ mod blkback_xen;
 mod devices;
 mod domains;
 mod grants;
+mod netback;
 mod shell;
 mod store;
 
@@ -85,6 +86,7 @@ fn option(line: &'static [u8], key: &[u8]) -> Option<&'static str> {
 
 fn dom0_main(si: &'static StartInfo) {
     init_heap();
+    report::whole_lines();
     report::banner("dom0", "toolstack");
     let line = si.cmdline();
     let timeout_s = option(line, b"timeout")

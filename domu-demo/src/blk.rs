@@ -30,6 +30,7 @@ use guest_pv_shim::dom0_abi::ring::{HEADER_BYTES, REQ_PROD, RSP_PROD};
 use guest_pv_shim::dom0_abi::start_info::StartInfo;
 use guest_pv_shim::dom0_abi::wire::Wire;
 use guest_pv_shim::dom0_abi::xenstore::XenbusState;
+use guest_pv_shim::rng::Rng;
 use guest_pv_shim::xenbus::{WindowRing, Xenbus};
 use guest_pv_shim::{cmdline, hypercall, mm, shared};
 
@@ -57,18 +58,6 @@ const CHUNK: usize = MAX_SEGMENTS * 4096;
 static BUF: spin::Mutex<[u8; CHUNK]> = spin::Mutex::new([0; CHUNK]);
 /// Per sector, the write that last wrote it (0: none).
 static LAST: spin::Mutex<[u8; MAX_SECTORS]> = spin::Mutex::new([0; MAX_SECTORS]);
-
-/// A small deterministic generator (xorshift64).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
 
 /// The byte at `offset` of sector `sector` after write number `write`
 /// (0: never written, all zero).
@@ -159,12 +148,12 @@ pub fn checks(console: &mut Console, si: &StartInfo) {
         return;
     }
     let mut last = LAST.lock();
-    let mut rng = Rng(seed.wrapping_mul(0x2545_F491_4F6C_DD1D) | 1);
+    let mut rng = Rng::new(seed.wrapping_mul(0x2545_F491_4F6C_DD1D));
     let mut buf = BUF.lock();
     let (mut written, mut verified) = (0u32, 0u32);
     for write in 1..=WRITES {
-        let n = 1 + rng.next() % 88;
-        let sector = rng.next() % (sectors - n + 1);
+        let n = 1 + rng.next_u64() % 88;
+        let sector = rng.next_u64() % (sectors - n + 1);
         #[allow(clippy::cast_possible_truncation, reason = "at most 88 sectors")]
         let bytes = n as usize * 512;
         #[allow(clippy::cast_possible_truncation, reason = "at most 40")]

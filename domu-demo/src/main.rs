@@ -2,11 +2,14 @@
 //! ring (`start_info.console.domU`), waits until the back end has read
 //! them, then shuts down: poweroff, or crash when its command line has the
 //! word `crash`. With the word `probe` it first tries the control domain's
-//! hypercalls on dom0 and reports what each returned; with `xenstore` it
-//! uses its xenstore connection (`xenstore` module) and reports every
-//! answer; with `grant` it grants two pages to dom0 and follows dom0's
-//! use of them (see [`grant`]); with `blk` or `blkhostile` it uses its
-//! virtual disk, honestly or not (the `blk` module).
+//! hypercalls on dom0, then device access it has no right to (ports,
+//! PIRQs, the local APIC through `DOMID_IO`), and reports what each
+//! returned; with `xenstore` it uses its xenstore connection (`xenstore`
+//! module) and reports every answer; with `grant` it grants two pages to
+//! dom0 and follows dom0's use of them (see [`grant`]); with `blk` or
+//! `blkhostile` it uses its virtual disk, honestly or not (the `blk`
+//! module); with `net` it brings up its vif under smoltcp and pings,
+//! serves or talks TCP, or misbehaves (see [`net`]).
 //!
 //! It runs unchanged on Xen 4.17 and on this hypervisor. Its output only
 //! reaches the serial line through dom0's console back end, prefixed with
@@ -23,6 +26,7 @@ use guest_pv_shim::dom0_abi::start_info::StartInfo;
 use guest_pv_shim::{cmdline, hypercall, mm};
 
 mod blk;
+mod net;
 mod xenstore;
 
 guest_pv_shim::guest_kernel! {
@@ -171,6 +175,45 @@ fn probe(console: &mut Console, si: &StartInfo) {
     ];
     for (what, ret) in results {
         let _ = core::fmt::Write::write_fmt(console, format_args!("check: {what} = {ret}\r\n"));
+    }
+    probe_devices(console);
+}
+
+/// The device side of the probe: a domain without ports, IRQs or I/O
+/// memory gets all ones from ports (even with a virtual IOPL), no PCI
+/// configuration space, no PIRQ and no mapping of the hypervisor's local
+/// APIC through `DOMID_IO`.
+fn probe_devices(console: &mut Console) {
+    use guest_pv_shim::io::{self, Width};
+
+    const DOMID_SELF: u16 = 0x7FF0;
+    const DOMID_IO: u16 = 0x7FF1;
+    const LOCAL_APIC_FRAME: u64 = 0xfee00;
+    let code = |r: Result<u32, i64>| r.map_or_else(|e| e, |_| 0);
+    let results = [
+        ("set_iopl 1", io::set_iopl(1)),
+        ("map_pirq of GSI 8", code(io::map_gsi(DOMID_SELF, 8, 8))),
+        ("unmap_pirq 8", io::unmap_pirq(DOMID_SELF, 8)),
+        ("bind_pirq 8", code(io::bind_pirq(8, 0))),
+        ("setup_gsi 8", io::setup_gsi(8, 0, 0)),
+        ("irq_status_query 8", code(io::irq_status_query(8))),
+        ("irq_status_query 1000", code(io::irq_status_query(1000))),
+        (
+            "mmu_update of the local APIC with DOMID_IO",
+            mm::map_foreign_window_mmu(PROBE_WINDOW, DOMID_IO, LOCAL_APIC_FRAME, mm::PTE_RW),
+        ),
+    ];
+    for (what, ret) in results {
+        let _ = core::fmt::Write::write_fmt(console, format_args!("check: {what} = {ret}\r\n"));
+    }
+    for (what, port, width) in [
+        ("inb 0x81", 0x81, Width::Byte),
+        ("inb 0x71", 0x71, Width::Byte),
+        ("inl 0xcfc", 0xcfc, Width::Dword),
+    ] {
+        let value = io::port_in(port, width).map_or(-1, i64::from);
+        let _ =
+            core::fmt::Write::write_fmt(console, format_args!("check: {what} = {value:#x}\r\n"));
     }
 }
 
@@ -324,6 +367,9 @@ fn demo_main(si: &'static StartInfo) {
         }
         if cmdline::has_flag(si.cmdline(), b"blkhostile") {
             blk::hostile(&mut console, si);
+        }
+        if cmdline::has_flag(si.cmdline(), b"net") {
+            net::run(&mut console, si);
         }
         let _ = core::fmt::Write::write_fmt(
             &mut console,

@@ -253,7 +253,7 @@ fn quotas(console: &mut Console, xb: &mut Xenbus<WindowRing>) {
 }
 
 /// Formats into `buf` (truncated to fit) and returns the text.
-fn format_into<'b>(buf: &'b mut [u8; 32], args: core::fmt::Arguments<'_>) -> &'b str {
+pub fn format_into<'b>(buf: &'b mut [u8; 32], args: core::fmt::Arguments<'_>) -> &'b str {
     struct Cursor<'c> {
         buf: &'c mut [u8; 32],
         len: usize,

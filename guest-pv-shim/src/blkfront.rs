@@ -357,13 +357,11 @@ pub use disk::{Disk, Windows};
 
 #[cfg(target_os = "none")]
 mod disk {
-    use core::sync::atomic::{Ordering, fence};
 
     use dom0_abi::blkif::{
         BlkifOp, BlkifRequest, BlkifRequestDiscard, BlkifResponse, MAX_SEGMENTS, keys,
     };
     use dom0_abi::event_channel::EvtchnAllocUnbound;
-    use dom0_abi::grant_table::{GnttabSetupTable, GtfFlags};
     use dom0_abi::types::DomId;
     use dom0_abi::xenstore::XenbusState;
 
@@ -375,8 +373,9 @@ mod disk {
     /// The shim windows a [`Disk`] uses: `first` maps its grant table's
     /// first frame, `first + 1` the ring, `first + 2 ..= first + 12` the
     /// data pages. The page in window `w` is granted as reference
-    /// `8 + w` (below 8 are the toolstack's), so disks on separate
-    /// windows use separate references.
+    /// `8 + w` (below 8 are the toolstack's; netfront's start above
+    /// `8 + mm::WINDOW_COUNT`), so disks on separate windows use separate
+    /// references.
     #[derive(Clone, Copy, Debug)]
     pub struct Windows {
         /// The first of 13 windows.
@@ -406,17 +405,10 @@ mod disk {
         backend_len: usize,
     }
 
-    /// Grants the frame `window` maps as reference `gref` to domain 0.
+    /// Grants frame `mfn` as reference `gref` to domain 0, writable.
     fn grant(table: usize, gref: u32, mfn: u64) -> Result<(), BlkError> {
         let frame = u32::try_from(mfn).map_err(|_| BlkError::Hypercall("grant frame", -1))?;
-        mm::window_write_u32(table, u64::from(gref) * 8 + 4, frame);
-        fence(Ordering::Release);
-        // flags GTF_permit_access, domid 0 (dom0).
-        mm::window_write_u32(
-            table,
-            u64::from(gref) * 8,
-            u32::from(GtfFlags::PERMIT_ACCESS.bits()),
-        );
+        mm::grant_access(table, gref, 0, frame, false);
         Ok(())
     }
 
@@ -456,20 +448,8 @@ mod disk {
             if xb.state(0, dir)? != XenbusState::Initialising {
                 return Err(BlkError::Handshake("front end not Initialising"));
             }
-            let mut frames = [0u64; 1];
-            let mut setup = GnttabSetupTable {
-                dom: DomId::SELF.0,
-                nr_frames: 1,
-                frame_list: frames.as_mut_ptr() as u64,
-                ..GnttabSetupTable::default()
-            };
-            check("setup_table", hypercall::gnttab_setup_table(&mut setup))?;
-            check("setup_table status", i64::from(setup.status))?;
             let table = windows.first;
-            check(
-                "map grant table",
-                mm::map_window(table, frames[0], mm::PTE_RW),
-            )?;
+            mm::map_own_grant_table(table).map_err(|(op, ret)| BlkError::Hypercall(op, ret))?;
             let mut grefs = [0u32; MAX_SEGMENTS];
             let ring_frame = mm::alloc_frame().ok_or(BlkError::Hypercall("ring frame", -12))?;
             check(

@@ -27,12 +27,24 @@ impl fmt::Write for Console {
 const BUFFER_SIZE: usize = 256;
 
 /// A buffer in front of [`Console`], flushed when full and when dropped.
-struct Buffered {
+/// Output collected and written with one `console_io` write per
+/// [`BUFFER_SIZE`] bytes (and at drop), so that a line is not split
+/// between hypercalls where other output (the hypervisor's, another
+/// domain's) could land inside it.
+pub(crate) struct Buffered {
     buf: [u8; BUFFER_SIZE],
     len: usize,
 }
 
 impl Buffered {
+    /// An empty buffer.
+    pub(crate) const fn new() -> Buffered {
+        Buffered {
+            buf: [0; BUFFER_SIZE],
+            len: 0,
+        }
+    }
+
     fn flush(&mut self) {
         if self.len > 0 {
             console_write(&self.buf[..self.len]);
@@ -63,10 +75,7 @@ impl Drop for Buffered {
 /// Prints formatted text; used by [`print!`](crate::print) and
 /// [`println!`](crate::println).
 pub fn print_fmt(args: fmt::Arguments<'_>) {
-    let mut out = Buffered {
-        buf: [0; BUFFER_SIZE],
-        len: 0,
-    };
+    let mut out = Buffered::new();
     let _ = fmt::Write::write_fmt(&mut out, args);
 }
 

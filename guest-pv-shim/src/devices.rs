@@ -1,6 +1,6 @@
 //! The machine's devices for a PV kernel with I/O privilege (dom0, or a
-//! driver domain given the ports, memory and interrupts): port I/O, PCI
-//! configuration space through ports `0xCF8`/`0xCFC`, uncached MMIO pages
+//! driver domain given the ports, memory and interrupts): PCI
+//! configuration space and PIRQs through [`crate::io`], uncached MMIO pages
 //! mapped with `mmu_update` and `DOMID_IO`, DMA pages whose machine
 //! addresses come from the p2m, and legacy interrupts as PIRQ event
 //! channels. [`Devices`] implements the `drivers` crate's
@@ -12,20 +12,19 @@
 //!   them, every access is volatile through [`Page`].
 //! - MMIO pages are mapping windows ([`crate::mm`]) from
 //!   [`MMIO_WINDOWS`], handed out once.
-//! - The kernel must first raise its I/O privilege ([`enable_io`]); a port
-//!   access without it faults, which crashes a kernel without a trap
-//!   handler for it.
+//! - The kernel must first raise its I/O privilege ([`enable_io`]); a
+//!   configuration access without it faults, and reads as no device.
 
-use core::arch::{asm, global_asm};
+use core::arch::global_asm;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-use dom0_abi::event_channel::EvtchnBindPirq;
 use dom0_abi::layout::PAGE_SIZE;
 use dom0_abi::mmu::PteFlags;
 use dom0_abi::types::DomId;
 use drivers::pci::Address;
 use drivers::{Error, Interrupt, Platform, Region};
 
+use crate::io;
 use crate::{hypercall, mm, shared};
 
 /// DMA pages in the pool.
@@ -53,31 +52,10 @@ static DMA_USED: AtomicUsize = AtomicUsize::new(0);
 /// MMIO windows handed out.
 static MMIO_USED: AtomicUsize = AtomicUsize::new(0);
 
-/// Reads the `u32` at I/O port `port`.
-#[must_use]
-pub fn inl(port: u16) -> u32 {
-    let value: u32;
-    // SAFETY: a port read touches no memory of this kernel; the
-    // hypervisor lets it through only to ports the domain may use.
-    unsafe {
-        asm!("in eax, dx", out("eax") value, in("dx") port, options(nomem, nostack, preserves_flags))
-    };
-    value
-}
-
-/// Writes the `u32` `value` to I/O port `port`.
-pub fn outl(port: u16, value: u32) {
-    // SAFETY: as for `inl`; the device behind the port may do DMA only to
-    // pages a driver gave it.
-    unsafe {
-        asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack, preserves_flags))
-    };
-}
-
 /// Raises the virtual IOPL to 1 (`PHYSDEVOP_set_iopl`), so that the kernel
 /// (ring 1) may use the ports the domain was given, as Linux does at boot.
 pub fn enable_io() -> i64 {
-    hypercall::physdev_set_iopl(1)
+    io::set_iopl(1)
 }
 
 /// A mapped page: a DMA page or an MMIO window.
@@ -139,7 +117,7 @@ impl Interrupt for Pirq {
     }
 
     fn eoi(&mut self) {
-        hypercall::physdev_eoi(self.pirq);
+        io::eoi(self.pirq);
     }
 }
 
@@ -152,13 +130,21 @@ impl Platform for Devices {
     type Irq = Pirq;
 
     fn config_read(&mut self, function: Address, offset: u8) -> u32 {
-        outl(0xCF8, function.cf8(offset));
-        inl(0xCFC)
+        // A faulting access reads as no device, as on a bus where nothing
+        // answers.
+        io::pci_config_read(function.bus, function.device, function.function, offset)
+            .unwrap_or(u32::MAX)
     }
 
     fn config_write(&mut self, function: Address, offset: u8, value: u32) {
-        outl(0xCF8, function.cf8(offset));
-        outl(0xCFC, value);
+        // A refused write has no effect; the read back shows it.
+        let _ = io::pci_config_write(
+            function.bus,
+            function.device,
+            function.function,
+            offset,
+            value,
+        );
     }
 
     fn map_mmio(&mut self, phys: u64) -> Result<Page, Error> {
@@ -193,27 +179,17 @@ impl Platform for Devices {
     }
 
     fn bind_gsi(&mut self, gsi: u32) -> Result<Pirq, Error> {
-        // Xen answers EEXIST once the GSI is set up: not an error here.
-        let ret = hypercall::physdev_setup_gsi(gsi, true, true);
+        let gsi =
+            i32::try_from(gsi).map_err(|_| Error::Interrupt(dom0_abi::Errno::EINVAL.neg()))?;
+        // Level triggered, active low (a PCI INTx line). Xen answers
+        // EEXIST once the GSI is set up: not an error here.
+        let ret = io::setup_gsi(gsi, 1, 1);
         if ret != 0 && ret != dom0_abi::Errno::EEXIST.neg() {
             return Err(Error::Interrupt(ret));
         }
-        let (ret, pirq) = hypercall::physdev_map_gsi(gsi);
-        if ret != 0 {
-            return Err(Error::Interrupt(ret));
-        }
-        let mut bind = EvtchnBindPirq {
-            pirq,
-            flags: 0,
-            port: 0,
-        };
-        let ret = hypercall::evtchn_bind_pirq(&mut bind);
-        if ret != 0 {
-            return Err(Error::Interrupt(ret));
-        }
-        Ok(Pirq {
-            pirq,
-            port: bind.port,
-        })
+        // PIRQ number `gsi`, as Linux asks for.
+        let pirq = io::map_gsi(DomId::SELF.0, gsi, gsi).map_err(Error::Interrupt)?;
+        let port = io::bind_pirq(pirq, 0).map_err(Error::Interrupt)?;
+        Ok(Pirq { pirq, port })
     }
 }

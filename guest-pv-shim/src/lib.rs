@@ -37,8 +37,8 @@
 //! - [`shared`]: mapping `shared_info` and the `vcpu_info` fields;
 //! - [`smp`]: starting secondary vCPUs (stacks, entry path, initial
 //!   context);
-//! - [`devices`]: port I/O, PCI configuration space, MMIO and DMA pages
-//!   and PIRQ interrupts for the `drivers` crate;
+//! - [`devices`]: the `drivers` crate's platform (MMIO and DMA pages, PCI
+//!   configuration space and PIRQs through [`io`]);
 //! - [`traps`]: an XTF-style trap table and callbacks, recorded
 //!   exceptions with a fixup table ([`fixup_asm!`]), returns through
 //!   `HYPERVISOR_iret` or `iretq`, and user mode.
@@ -71,9 +71,12 @@ pub use drivers;
 
 pub mod blkfront;
 pub mod cmdline;
+pub mod netfront;
 pub mod platform;
 pub mod report;
 pub mod ring;
+pub mod rng;
+pub mod take_once;
 pub mod xenbus;
 
 #[cfg(target_os = "none")]
@@ -84,6 +87,8 @@ pub mod devices;
 pub mod entry;
 #[cfg(target_os = "none")]
 pub mod hypercall;
+#[cfg(target_os = "none")]
+pub mod io;
 #[cfg(target_os = "none")]
 pub mod mm;
 #[cfg(target_os = "none")]

@@ -19,17 +19,20 @@
 //!   from exception handlers or secondary vCPUs.
 
 use core::arch::global_asm;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering, fence};
 
+use dom0_abi::grant_table::{GnttabSetupTable, GtfFlags};
 use dom0_abi::layout::{MACH2PHYS_VIRT_START, PAGE_SHIFT, PAGE_SIZE};
 use dom0_abi::mmu::{PTE_ADDR_MASK, PteFlags, UvmfFlags};
+use dom0_abi::types::DomId;
 
 use crate::entry::{p2m_entry, start_info};
 use crate::hypercall;
 use crate::platform::VIRT_BASE;
 
-/// Number of mapping windows.
-pub const WINDOW_COUNT: usize = 48;
+/// Number of mapping windows (dom0 uses them all: see
+/// `toolstack::xen`'s `*_WINDOW_BASE`).
+pub const WINDOW_COUNT: usize = 56;
 
 /// Present, writable, accessed, dirty: a normal data mapping.
 pub const PTE_RW: u64 = PteFlags::PRESENT.bits()
@@ -424,4 +427,46 @@ pub fn window_read_u32(slot: usize, offset: u64) -> u32 {
 pub fn window_write_u32(slot: usize, offset: u64, value: u32) {
     // SAFETY: as in `fill_window`; aligned and inside the page.
     unsafe { ((window_va(slot) + (offset & (PAGE_SIZE - 4))) as *mut u32).write_volatile(value) };
+}
+
+/// Sets up this domain's grant table (one frame) and maps that frame
+/// writable in `window`, for [`grant_access`].
+///
+/// # Errors
+/// The step that failed and what it returned.
+pub fn map_own_grant_table(window: usize) -> Result<(), (&'static str, i64)> {
+    let mut frames = [0u64; 1];
+    let mut setup = GnttabSetupTable {
+        dom: DomId::SELF.0,
+        nr_frames: 1,
+        frame_list: frames.as_mut_ptr() as u64,
+        ..GnttabSetupTable::default()
+    };
+    let ret = hypercall::gnttab_setup_table(&mut setup);
+    if ret != 0 {
+        return Err(("setup_table", ret));
+    }
+    if setup.status != 0 {
+        return Err(("setup_table status", i64::from(setup.status)));
+    }
+    match map_window(window, frames[0], PTE_RW) {
+        0 => Ok(()),
+        ret => Err(("map grant table", ret)),
+    }
+}
+
+/// Grants `frame` to `domid` (read-only if `readonly`) as entry `gref`
+/// of the grant table mapped in `window`: the frame first, then the
+/// flags that make the entry valid.
+pub fn grant_access(window: usize, gref: u32, domid: u16, frame: u32, readonly: bool) {
+    let at = u64::from(gref) * 8;
+    window_write_u32(window, at + 4, frame);
+    fence(Ordering::Release);
+    let mut flags = GtfFlags::PERMIT_ACCESS;
+    flags.set(GtfFlags::READONLY, readonly);
+    window_write_u32(
+        window,
+        at,
+        (u32::from(domid) << 16) | u32::from(flags.bits()),
+    );
 }

@@ -330,19 +330,49 @@ pub use global::*;
 #[cfg(target_os = "none")]
 mod global {
     use core::fmt;
-    use core::sync::atomic::{AtomicU8, Ordering};
+    use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
     use dom0_abi::sched::ShutdownReason;
 
     use super::{Recorder, Status};
-    use crate::console::Console;
+    use crate::console::{Buffered, Console};
 
     /// The status so far (the guest has one vCPU; atomics keep it safe).
     static STATUS: AtomicU8 = AtomicU8::new(Status::Success as u8);
 
+    /// Whether each report goes out in one console write ([`whole_lines`]).
+    static WHOLE_LINES: AtomicBool = AtomicBool::new(false);
+
+    /// From now on, write each report in one console write (up to 256
+    /// bytes) rather than piece by piece: for a dom0 whose lines must not
+    /// be split by the hypervisor's log of what its domUs do meanwhile.
+    /// Test guests keep the piecewise writes their timing was tuned with.
+    pub fn whole_lines() {
+        WHOLE_LINES.store(true, Ordering::Relaxed);
+    }
+
+    /// Where a report goes: the buffer when `whole`, else straight out.
+    struct Out {
+        whole: bool,
+        buf: Buffered,
+    }
+
+    impl fmt::Write for Out {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            if self.whole {
+                self.buf.write_str(s)
+            } else {
+                Console.write_str(s)
+            }
+        }
+    }
+
     /// Runs `f` with a recorder seeded from, and saved back to, `STATUS`.
-    fn with<R>(f: impl FnOnce(&mut Recorder<Console>) -> R) -> R {
-        let mut rec = Recorder::new(Console);
+    fn with<R>(f: impl FnOnce(&mut Recorder<Out>) -> R) -> R {
+        let mut rec = Recorder::new(Out {
+            whole: WHOLE_LINES.load(Ordering::Relaxed),
+            buf: Buffered::new(),
+        });
         rec.raise(Status::from_raw(STATUS.load(Ordering::Relaxed)));
         let r = f(&mut rec);
         STATUS.fetch_max(rec.status().as_raw(), Ordering::Relaxed);

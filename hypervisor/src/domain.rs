@@ -25,7 +25,9 @@ use spin::{Mutex, MutexGuard, Once};
 use crate::evtchn::EventChannels;
 use crate::gnttab::GrantTable;
 use crate::index::bounded;
+use crate::ioport::{IoPorts, Latches};
 use crate::mm::machine::DomainMm;
+use crate::pirq::Pirqs;
 use crate::sched::credit::Share;
 use crate::timer::Watchdogs;
 use crate::vcpu::Vcpu;
@@ -90,6 +92,26 @@ pub struct Domain {
     pub grant: Option<Box<GrantTable>>,
     /// Its share of the CPU (`scheduler_op`'s weight and cap).
     pub share: Share,
+    /// The I/O ports it may reach (`None`: none): dom0's as Xen gives
+    /// them, others' from `XEN_DOMCTL_ioport_permission`.
+    pub ioports: Option<Box<IoPorts>>,
+    /// The emulated ports' latched registers (0xCF8, the RTC index).
+    pub io_latches: Latches,
+    /// Its PIRQs and the GSIs it may use.
+    pub pirqs: Pirqs,
+    /// The page of `PHYSDEVOP_pirq_eoi_gmfn_v1`/`v2`, which it holds a
+    /// writable type reference on: bit `n` set means PIRQ `n` waits for
+    /// `PHYSDEVOP_eoi`.
+    pub pirq_eoi_map: Option<PirqEoiMap>,
+}
+
+/// A registered PIRQ EOI bitmap page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PirqEoiMap {
+    /// The frame.
+    pub mfn: dom0_abi::types::Mfn,
+    /// Registered with v1: `PHYSDEVOP_eoi` also unmasks the PIRQ's port.
+    pub auto_unmask: bool,
 }
 
 /// Xen's default `gnttab_max_frames`: dom0's limit, and a domain's when
@@ -130,6 +152,10 @@ impl Domain {
                 DEFAULT_MAPTRACK_FRAMES,
             ))),
             share: Share::default(),
+            ioports: None,
+            io_latches: Latches::default(),
+            pirqs: Pirqs::default(),
+            pirq_eoi_map: None,
         }
     }
 
@@ -171,6 +197,10 @@ impl Domain {
                 DEFAULT_MAPTRACK_FRAMES,
             ))),
             share: Share::default(),
+            ioports: None,
+            io_latches: Latches::default(),
+            pirqs: Pirqs::default(),
+            pirq_eoi_map: None,
         }
     }
 

@@ -16,11 +16,12 @@
 //! | `wrmsr` | the FS/GS base MSRs (as `set_segment_base`); anything else #GP |
 //! | `ud2; .ascii "xen"; cpuid` | CPUID with the guest policy (see `arch`) |
 //! | `cli`, `sti` | no-ops when the virtual IOPL (`PHYSDEVOP_set_iopl`) is at least 1, as on Xen; #GP otherwise |
-//! | everything else (`hlt`, `lgdt`, `lidt`, `in`/`out`, other CRs) | #GP to the guest |
+//! | `in`, `out` (byte, word, dword; port in DX or an immediate) | as `crate::ioport` decides (Xen's rules) |
+//! | everything else (`hlt`, `lgdt`, `lidt`, `ins`/`outs`, other CRs) | #GP to the guest |
 //!
 //! From ring 3 nothing is emulated except the forced-emulation CPUID, which
-//! Xen also allows from user mode, and `cli`/`sti` with a virtual IOPL
-//! of 3.
+//! Xen also allows from user mode, `cli`/`sti` with a virtual IOPL
+//! of 3, and `in`/`out` that the virtual IOPL or the I/O bitmap allows.
 #![forbid(unsafe_code)]
 
 use dom0_abi::cpu::XEN_EMULATE_PREFIX;
@@ -70,6 +71,19 @@ pub enum Insn {
     CliSti,
     /// `xsetbv`.
     Xsetbv,
+    /// `in` or `out`.
+    Io(PortIo),
+}
+
+/// A decoded `in` or `out`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortIo {
+    /// The port (from the immediate), or `None` for DX.
+    pub port: Option<u16>,
+    /// Bytes moved: 1, 2 or 4.
+    pub bytes: u32,
+    /// `out` (else `in`).
+    pub write: bool,
 }
 
 /// A decoded instruction and its length.
@@ -89,6 +103,9 @@ pub fn decode(bytes: &[u8]) -> Option<Decoded> {
             insn: Insn::ForcedCpuid,
             len: 7,
         });
+    }
+    if let Some(io) = decode_io(bytes) {
+        return Some(io);
     }
     let (rex_r, rex_b, rest) = match bytes.first() {
         Some(&b) if b & 0xf0 == 0x40 => ((b & 4) << 1, (b & 1) << 3, &bytes[1..]),
@@ -130,6 +147,43 @@ pub fn decode(bytes: &[u8]) -> Option<Decoded> {
         }
         _ => None,
     }
+}
+
+/// `in`/`out` (0xE4-0xE7 with an immediate port, 0xEC-0xEF with DX), with
+/// an operand-size prefix (0x66: a word instead of a dword) and a REX
+/// prefix (which changes nothing for them) before the opcode.
+fn decode_io(bytes: &[u8]) -> Option<Decoded> {
+    let (word, rest) = match bytes {
+        [0x66, rest @ ..] => (true, rest),
+        _ => (false, bytes),
+    };
+    let rest = match rest {
+        [rex, rest @ ..] if rex & 0xf0 == 0x40 => rest,
+        _ => rest,
+    };
+    let prefixes = (bytes.len() - rest.len()) as u64;
+    let (&op, imm) = rest.split_first()?;
+    if !matches!(op, 0xe4..=0xe7 | 0xec..=0xef) {
+        return None;
+    }
+    let bytes = match (op & 1, word) {
+        (0, _) => 1,
+        (_, true) => 2,
+        _ => 4,
+    };
+    let (port, len) = if op & 8 == 0 {
+        (Some(u16::from(*imm.first()?)), 2)
+    } else {
+        (None, 1)
+    };
+    Some(Decoded {
+        insn: Insn::Io(PortIo {
+            port,
+            bytes,
+            write: op & 2 != 0,
+        }),
+        len: prefixes + len,
+    })
 }
 
 /// MSRs a guest kernel may touch.
@@ -247,6 +301,31 @@ mod tests {
     }
 
     #[test]
+    fn in_and_out() {
+        let io = |port, bytes, write, len| {
+            Some(Decoded {
+                insn: Insn::Io(PortIo { port, bytes, write }),
+                len,
+            })
+        };
+        assert_eq!(decode(&[0xe4, 0x81]), io(Some(0x81), 1, false, 2));
+        assert_eq!(decode(&[0xe5, 0x70]), io(Some(0x70), 4, false, 2));
+        assert_eq!(decode(&[0x66, 0xe5, 0x70]), io(Some(0x70), 2, false, 3));
+        assert_eq!(decode(&[0xe6, 0x80]), io(Some(0x80), 1, true, 2));
+        assert_eq!(decode(&[0xe7, 0x80]), io(Some(0x80), 4, true, 2));
+        assert_eq!(decode(&[0xec]), io(None, 1, false, 1));
+        assert_eq!(decode(&[0x66, 0xed]), io(None, 2, false, 2));
+        assert_eq!(decode(&[0xed]), io(None, 4, false, 1));
+        assert_eq!(decode(&[0xee]), io(None, 1, true, 1));
+        assert_eq!(decode(&[0x66, 0x48, 0xef]), io(None, 2, true, 3));
+        assert_eq!(decode(&[0x48, 0xef]), io(None, 4, true, 2));
+        // An immediate cut short, and the string forms, are not decoded.
+        assert_eq!(decode(&[0xe4]), None);
+        assert_eq!(decode(&[0x6c]), None);
+        assert_eq!(decode(&[0x6f]), None);
+    }
+
+    #[test]
     fn cli_and_sti() {
         for op in [0xfa, 0xfb] {
             assert_eq!(
@@ -265,7 +344,7 @@ mod tests {
             &[0xf4][..],
             &[0x48, 0xfa],
             &[0x0f, 0x01, 0x10],
-            &[0xe4, 0x60],
+            &[0x6c],
             &[0x0f, 0x0b, 0x78, 0x65, 0x6e, 0x90],
         ] {
             assert_eq!(decode(bytes), None, "{bytes:x?}");

@@ -73,7 +73,7 @@ pub enum Binding {
     Virq(u32),
     /// An IPI between vCPUs of the domain.
     Ipi,
-    /// A physical IRQ (entered by `bind_pirq`, which is not there yet).
+    /// A physical IRQ (`bind_pirq`).
     Pirq(u32),
 }
 
@@ -346,6 +346,26 @@ impl EventChannels {
         {
             Self::set_pending(bits, port, channel.notify_vcpu);
         }
+    }
+
+    /// Raises `port` if it is bound to a PIRQ (its line fired).
+    pub fn raise_pirq(&self, bits: &mut (impl EventBits + ?Sized), port: u32) {
+        if let Some(channel) = self.channel(port)
+            && matches!(channel.binding, Binding::Pirq(_))
+        {
+            Self::set_pending(bits, port, channel.notify_vcpu);
+        }
+    }
+
+    /// `EVTCHNOP_bind_pirq`'s port: a free one bound to `pirq`, notifying
+    /// vCPU 0 (`bind_vcpu` may move it).
+    pub fn bind_pirq(&mut self, pirq: u32) -> Result<u32, Errno> {
+        let port = self.free_port()?;
+        *self.channel_mut(port)? = Channel {
+            binding: Binding::Pirq(pirq),
+            notify_vcpu: 0,
+        };
+        Ok(port)
     }
 
     /// The other end of `port` was closed by `closer` (or `closer` was

@@ -16,10 +16,12 @@ pub mod gnttab;
 pub mod hypercall;
 pub mod index;
 pub mod iomem;
+pub mod ioport;
 pub mod irq;
 pub mod layout;
 pub mod loader;
 pub mod mm;
+pub mod pirq;
 #[cfg(test)]
 mod proptests;
 pub mod regs;

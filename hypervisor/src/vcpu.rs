@@ -23,6 +23,7 @@ use dom0_abi::segment::{
 use dom0_abi::vcpu::{RUNSTATE_OFFLINE, VcpuRunstateInfo, XEN_RUNSTATE_UPDATE};
 use dom0_abi::wire::Wire;
 
+use crate::ioport::IoBitmap;
 use crate::layout::guest_range_ok;
 use crate::mm::machine::VcpuMm;
 use crate::regs::GuestRegs;
@@ -341,6 +342,9 @@ pub struct Vcpu {
     pub xcr0: u64,
     /// Its CR4.OSXSAVE, as it last wrote CR4.
     pub cr4_osxsave: bool,
+    /// The frame its `vcpu_info` moved to (`VCPUOP_register_vcpu_info`),
+    /// held writable until the domain goes; `None`: in shared_info.
+    pub vcpu_info_frame: Option<dom0_abi::types::Mfn>,
     /// Guest address of its runstate area
     /// (`VCPUOP_register_runstate_memory_area`; 0: none), rewritten at
     /// every switch in and out.
@@ -390,8 +394,11 @@ pub struct Vcpu {
     /// Virtual CR0.TS (`fpu_taskswitch`).
     pub fpu_ts: bool,
     /// Virtual IOPL (0-3, `PHYSDEVOP_set_iopl`): `cli`/`sti` are accepted
-    /// as no-ops from the kernel at 1 or more, from user mode at 3.
+    /// as no-ops, and `in`/`out` go on to the domain's port rights, from
+    /// the kernel at 1 or more, from user mode at 3.
     pub iopl: u8,
+    /// The I/O bitmap of `PHYSDEVOP_set_iobitmap` (`crate::ioport`).
+    pub iobitmap: IoBitmap,
     /// FS base.
     pub fs_base: u64,
     /// GS base while in kernel mode.
@@ -432,6 +439,7 @@ impl Vcpu {
             power: Power::Down,
             vcpu_info: 0,
             runstate_area: 0,
+            vcpu_info_frame: None,
             xcr0: crate::cpuid::XCR0_INITIAL,
             cr4_osxsave: false,
             initialised: false,
@@ -455,6 +463,7 @@ impl Vcpu {
             kernel_ss: 0,
             fpu_ts: false,
             iopl: 0,
+            iobitmap: IoBitmap::default(),
             fs_base: 0,
             gs_base_kernel: 0,
             gs_base_user: 0,

@@ -15,6 +15,7 @@
 //! | `on_poweroff` | `"destroy"` or `"preserve"` | `destroy` |
 //! | `on_crash` | `"destroy"` or `"preserve"` | `destroy` |
 //! | `type` | `"pv"` only | `pv` |
+//! | `vif` | a list of one string `'mac=<aa:bb:..>,ip=<a.b.c.d>,bridge=<name>'` (each setting optional) | no vif |
 //! | `disk` | list of disk specifications, at most [`MAX_DISKS`] | none |
 //!
 //! A disk specification is `xl`'s positional form
@@ -130,8 +131,51 @@ pub struct DomainConfig<'a> {
     pub on_poweroff: Action,
     /// Action on `SHUTDOWN_crash`.
     pub on_crash: Action,
+    /// Its network interface (`vif = [...]`), devid 0.
+    pub vif: Option<VifConfig<'a>>,
     /// Its disks (`disks[..]` in order, `None` after the last).
     pub disks: [Option<Disk<'a>>; MAX_DISKS],
+}
+
+/// One `vif` list entry: `mac=..,ip=..,bridge=..`, each optional.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VifConfig<'a> {
+    /// Its Ethernet address (default: `00:16:3e` and the domain id).
+    pub mac: Option<crate::bridge::Mac>,
+    /// Its IPv4 address, as written (the back end's `ip` key).
+    pub ip: Option<&'a str>,
+    /// The bridge it joins (default `xenbr0`; dom0 has one bridge).
+    pub bridge: Option<&'a str>,
+}
+
+impl<'a> VifConfig<'a> {
+    /// Parses the list on the right of `vif =`: `[]` or one quoted entry.
+    fn parse_list(value: Value<'a>) -> Result<Option<VifConfig<'a>>, &'static str> {
+        let Value::List(inner) = value else {
+            return Err("expected a list [ ... ]");
+        };
+        let inner = inner.trim();
+        let inner = inner.strip_suffix(',').unwrap_or(inner).trim_end();
+        if inner.is_empty() {
+            return Ok(None);
+        }
+        let spec = match parse_value(inner)? {
+            Value::Str(spec) => spec,
+            Value::Int(_) | Value::List(_) => return Err("expected a quoted vif specification"),
+        };
+        let mut vif = VifConfig::default();
+        for setting in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            match setting.split_once('=') {
+                Some(("mac", mac)) => {
+                    vif.mac = Some(crate::bridge::parse_mac(mac).ok_or("bad vif mac")?);
+                }
+                Some(("ip", ip)) => vif.ip = Some(ip),
+                Some(("bridge", bridge)) => vif.bridge = Some(bridge),
+                _ => return Err("vif settings supported: mac, ip, bridge"),
+            }
+        }
+        Ok(Some(vif))
+    }
 }
 
 /// A configuration error: the line (1-based) and what is wrong.
@@ -262,7 +306,7 @@ fn disks(value: Value<'_>) -> Result<[Option<Disk<'_>>; MAX_DISKS], &'static str
 }
 
 /// The keys, in the order of the seen-bitmap.
-const KEYS: [&str; 10] = [
+const KEYS: [&str; 11] = [
     "name",
     "kernel",
     "memory",
@@ -272,6 +316,7 @@ const KEYS: [&str; 10] = [
     "on_poweroff",
     "on_crash",
     "type",
+    "vif",
     "disk",
 ];
 
@@ -288,6 +333,7 @@ impl<'a> DomainConfig<'a> {
             cmdline: "",
             on_poweroff: Action::Destroy,
             on_crash: Action::Destroy,
+            vif: None,
             disks: [None; MAX_DISKS],
         };
         let mut seen = 0u32;
@@ -336,6 +382,7 @@ impl<'a> DomainConfig<'a> {
                 "on_poweroff" => cfg.on_poweroff = action(value).map_err(err)?,
                 "on_crash" => cfg.on_crash = action(value).map_err(err)?,
                 "disk" => cfg.disks = disks(value).map_err(err)?,
+                "vif" => cfg.vif = VifConfig::parse_list(value).map_err(err)?,
                 _ => {
                     if string(value).map_err(err)? != "pv" {
                         return Err(err("only type = \"pv\" is supported"));
@@ -442,6 +489,37 @@ mod tests {
         );
         assert_eq!(e("name=\"a\" x").what, "unterminated string");
         assert_eq!(e("type=\"hvm\"").what, "only type = \"pv\" is supported");
+    }
+
+    #[test]
+    fn vif_lists() {
+        let vif = |t: &str| {
+            let text = alloc::format!("name=\"a\"\nkernel=\"k\"\nvif = {t}").leak();
+            DomainConfig::parse(text).map(|c| c.vif).map_err(|e| e.what)
+        };
+        assert_eq!(
+            vif("['mac=00:16:3e:00:00:07,ip=10.0.0.7']"),
+            Ok(Some(VifConfig {
+                mac: Some([0, 0x16, 0x3e, 0, 0, 7]),
+                ip: Some("10.0.0.7"),
+                bridge: None,
+            }))
+        );
+        assert_eq!(
+            vif("[ \"bridge=xenbr0\", ]"),
+            Ok(Some(VifConfig {
+                bridge: Some("xenbr0"),
+                ..VifConfig::default()
+            }))
+        );
+        assert_eq!(vif("[]"), Ok(None));
+        assert_eq!(vif("'mac=1'"), Err("expected a list [ ... ]"));
+        assert_eq!(vif("['mac=00:16']"), Err("bad vif mac"));
+        assert_eq!(
+            vif("['model=e1000']"),
+            Err("vif settings supported: mac, ip, bridge")
+        );
+        assert_eq!(vif("['ip=1', 'ip=2']"), Err("text after the closing quote"));
     }
 
     #[test]

@@ -3,6 +3,10 @@
 //! - [`cpio`]: the ramdisk archive that carries domU kernels and configs;
 //! - [`config`]: domain configurations in a subset of `xl.cfg`;
 //! - [`layout`]: a domU's initial memory layout and bootstrap page tables;
+//! - [`bridge`]: dom0's learning Ethernet bridge and its [`bridge::NetDevice`]
+//!   ports;
+//! - [`netback`]: the network back end's ring logic (one vif's TX and RX
+//!   rings, moved by grant copy);
 //! - [`builder`]: building and starting a domU from any 64-bit Xen PV ELF
 //!   through the [`builder::Hypervisor`] interface;
 //! - [`console`]: the console back end's ring logic (output with a
@@ -21,11 +25,13 @@
 
 extern crate alloc;
 
+pub mod bridge;
 pub mod builder;
 pub mod config;
 pub mod console;
 pub mod cpio;
 pub mod layout;
+pub mod netback;
 pub mod shell;
 pub mod store;
 #[cfg(target_os = "none")]

@@ -6,7 +6,8 @@
 //! Everything goes through [`xenstore::Store::call`] as dom0, the same
 //! requests libxl sends over its socket. Not written: `/vm/<uuid>` and the
 //! `vm` link (domains have no UUID here), `start_time`, and the device
-//! directories of network devices (none exist yet).
+//! directories of network devices, which dom0's netback writes when it
+//! adds a vif ([`add_vif`]).
 #![forbid(unsafe_code)]
 
 use alloc::format;
@@ -185,6 +186,113 @@ pub fn introduce_domu(
     )
 }
 
+/// The back end directory of vif `devid` of domain `domid`.
+#[must_use]
+pub fn vif_backend(domid: DomId, devid: u32) -> String {
+    format!("/local/domain/0/backend/vif/{domid}/{devid}")
+}
+
+/// The front end directory of vif `devid` of domain `domid`.
+#[must_use]
+pub fn vif_frontend(domid: DomId, devid: u32) -> String {
+    format!("/local/domain/{domid}/device/vif/{devid}")
+}
+
+/// The MAC of a vif without `mac=`: `00:16:3e` (Xen's OUI), then the
+/// domain id and the device number.
+#[must_use]
+pub fn default_mac(domid: DomId, devid: u32) -> crate::bridge::Mac {
+    let [hi, lo] = domid.to_be_bytes();
+    [0x00, 0x16, 0x3e, hi, lo, devid.to_le_bytes()[0]]
+}
+
+/// What `xl` writes for `vif = [...]` (libxl's device add, state 1): the
+/// back end directory (dom0's, readable by the domain) with
+/// `frontend`, `frontend-id`, `online`, `state`, `script`, `mac`,
+/// `bridge`, `handle`, `type`, `hotplug-status` and `ip`; the front end
+/// directory (the domain's, readable by dom0) with `backend`,
+/// `backend-id`, `state`, `handle`, `mac` and `trusted`.
+pub fn add_vif(
+    store: &mut Store,
+    host: &mut impl Host,
+    domid: DomId,
+    devid: u32,
+    vif: &crate::config::VifConfig<'_>,
+) -> Result<(), XsError> {
+    use dom0_abi::netif::keys;
+    let back = vif_backend(domid, devid);
+    let front = vif_frontend(domid, devid);
+    let mac = format!(
+        "{}",
+        crate::bridge::ShowMac(vif.mac.unwrap_or(default_mac(domid, devid)))
+    );
+    let (d, handle) = (format!("{domid}"), format!("{devid}"));
+    mkdir(
+        store,
+        host,
+        &back,
+        &[String::from("n0"), format!("r{domid}")],
+    )?;
+    let mut back_keys = alloc::vec![
+        (keys::FRONTEND, front.as_str()),
+        (keys::FRONTEND_ID, d.as_str()),
+        (keys::ONLINE, "1"),
+        (keys::STATE, "1"),
+        (keys::SCRIPT, "vif-bridge"),
+        (keys::MAC, mac.as_str()),
+        (keys::BRIDGE, vif.bridge.unwrap_or("xenbr0")),
+        (keys::HANDLE, handle.as_str()),
+        (keys::TYPE, "vif"),
+        (keys::HOTPLUG_STATUS, ""),
+    ];
+    if let Some(ip) = vif.ip {
+        back_keys.push((keys::IP, ip));
+    }
+    for (key, value) in back_keys {
+        write(store, host, &format!("{back}/{key}"), value)?;
+    }
+    mkdir(
+        store,
+        host,
+        &front,
+        &[format!("n{domid}"), String::from("r0")],
+    )?;
+    for (key, value) in [
+        (keys::BACKEND, back.as_str()),
+        (keys::BACKEND_ID, "0"),
+        (keys::STATE, "1"),
+        (keys::HANDLE, handle.as_str()),
+        (keys::MAC, mac.as_str()),
+        ("trusted", "1"),
+    ] {
+        write(store, host, &format!("{front}/{key}"), value)?;
+    }
+    Ok(())
+}
+
+/// What a netback publishes when it probes a new vif: its features
+/// (`feature-rx-copy` 1, `feature-rx-flip` 0, no scatter-gather or GSO),
+/// `hotplug-status` `connected` (dom0 has no hotplug script to wait
+/// for), then state 2 (InitWait).
+pub fn vif_backend_probe(
+    store: &mut Store,
+    host: &mut impl Host,
+    backend: &str,
+) -> Result<(), XsError> {
+    use dom0_abi::netif::keys;
+    for (key, value) in [
+        (keys::FEATURE_SG, "0"),
+        (keys::FEATURE_GSO_TCPV4, "0"),
+        (keys::FEATURE_RX_COPY, "1"),
+        (keys::FEATURE_RX_FLIP, "0"),
+        (keys::HOTPLUG_STATUS, "connected"),
+        (keys::STATE, "2"),
+    ] {
+        write(store, host, &format!("{backend}/{key}"), value)?;
+    }
+    Ok(())
+}
+
 /// The back end directory of disk `devid` of domain `domid` (dom0 is
 /// the back end).
 #[must_use]
@@ -255,8 +363,8 @@ pub fn write_vbd(
 }
 
 /// What `xl destroy` removes from the store once the domain is gone
-/// (after [`Store::release`]): its home, its console and disk back ends
-/// and `/libxl/<D>`.
+/// (after [`Store::release`]): its home, its console, disk and vif back
+/// ends and `/libxl/<D>`.
 pub fn remove_domu(store: &mut Store, host: &mut impl Host, domid: DomId) -> Result<(), XsError> {
     for path in [
         format!("/local/domain/{domid}"),
@@ -265,14 +373,12 @@ pub fn remove_domu(store: &mut Store, host: &mut impl Host, domid: DomId) -> Res
     ] {
         request(store, host, XsType::Rm, &[path.as_bytes()])?;
     }
-    match request(
-        store,
-        host,
-        XsType::Rm,
-        &[format!("/local/domain/0/backend/vbd/{domid}").as_bytes()],
-    ) {
-        Ok(()) | Err(XsError::Enoent) => {}
-        Err(e) => return Err(e),
+    for kind in ["vbd", "vif"] {
+        let backends = format!("/local/domain/0/backend/{kind}/{domid}");
+        match request(store, host, XsType::Rm, &[backends.as_bytes()]) {
+            Ok(()) | Err(XsError::Enoent) => {}
+            Err(e) => return Err(e),
+        }
     }
     Ok(())
 }
@@ -394,6 +500,7 @@ mod tests {
             cmdline: "",
             on_poweroff: Action::Destroy,
             on_crash: Action::Destroy,
+            vif: None,
             disks: [
                 Some(crate::config::Disk::parse("ram:1M,raw,xvdb,r").unwrap()),
                 None,
@@ -473,8 +580,45 @@ mod tests {
         assert_eq!(write_data, Ok(Vec::from(&b"OK\0"[..])));
         let write_home = store.call(&mut host, 3, XsType::Write as u32, 0, b"name\0evil");
         assert_eq!(write_home, Err(XsError::Eacces));
+        let vif = crate::config::VifConfig {
+            ip: Some("10.0.0.3"),
+            ..Default::default()
+        };
+        add_vif(&mut store, &mut host, 3, 0, &vif).unwrap();
+        let back = vif_backend(3, 0);
+        assert_eq!(
+            read(&mut store, 3, &format!("{back}/mac")).unwrap(),
+            b"00:16:3e:00:03:00"
+        );
+        assert_eq!(
+            read(&mut store, 3, &format!("{back}/ip")).unwrap(),
+            b"10.0.0.3"
+        );
+        assert_eq!(
+            read(&mut store, 3, "device/vif/0/backend").unwrap(),
+            back.as_bytes()
+        );
+        let write_front = store.call(
+            &mut host,
+            3,
+            XsType::Write as u32,
+            0,
+            b"device/vif/0/state\x004",
+        );
+        assert_eq!(write_front, Ok(Vec::from(&b"OK\0"[..])));
+        let write_back = store.call(
+            &mut host,
+            3,
+            XsType::Write as u32,
+            0,
+            b"/local/domain/0/backend/vif/3/0/state\x004",
+        );
+        assert_eq!(write_back, Err(XsError::Eacces));
+        vif_backend_probe(&mut store, &mut host, &back).unwrap();
+        assert_eq!(read(&mut store, 3, &format!("{back}/state")).unwrap(), b"2");
         store.release(&mut host, 3).unwrap();
         remove_domu(&mut store, &mut host, 3).unwrap();
+        assert_eq!(read(&mut store, 0, &back), Err(XsError::Enoent));
         assert_eq!(read(&mut store, 0, "/local/domain/3"), Err(XsError::Enoent));
         assert_eq!(read(&mut store, 0, "/libxl/3"), Err(XsError::Enoent));
         assert_eq!(

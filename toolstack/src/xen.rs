@@ -38,12 +38,15 @@ pub const SCRATCH_WINDOW: usize = 0;
 pub const CONSOLE_WINDOW_BASE: usize = 1;
 /// `STORE_WINDOW_BASE..GRANT_WINDOW_BASE` hold one xenstore ring each.
 pub const STORE_WINDOW_BASE: usize = 16;
-/// `GRANT_WINDOW_BASE..` hold dom0's mappings of a domU's grants and its
-/// own frame for grant copies (the grant test).
+/// `GRANT_WINDOW_BASE..NET_WINDOW_BASE` hold dom0's mappings of a domU's
+/// grants and its own frame for grant copies (the grant test).
 pub const GRANT_WINDOW_BASE: usize = 24;
+/// `NET_WINDOW_BASE..BLKBACK_WINDOW_BASE` hold the vifs' rings, two each
+/// (TX, RX): eight vifs.
+pub const NET_WINDOW_BASE: usize = 32;
 /// `BLKBACK_WINDOW_BASE..mm::WINDOW_COUNT` hold the block back end's
-/// rings, one each.
-pub const BLKBACK_WINDOW_BASE: usize = 40;
+/// rings, one each: eight disks.
+pub const BLKBACK_WINDOW_BASE: usize = 48;
 
 /// `ret` as a result of operation `op`.
 fn check(op: &'static str, ret: i64) -> Result<i64, HvError> {

@@ -92,6 +92,14 @@ pub enum DomuSet {
     /// maps, writes and copies one and keeps the other mapped while the
     /// domU shuts down and is destroyed.
     Grant,
+    /// Two demo domUs on dom0's bridge (`vif = [...]`): one serves, the
+    /// other pings it and exchanges a TCP echo with it (smoltcp).
+    Net,
+    /// The [`DomuSet::Net`] pair and two hostile front ends beside them:
+    /// one sends a bad grant reference (an error status), then a TX slot
+    /// past its page, the other runs its TX ring index past the ring
+    /// (dom0 disconnects both; the pair keeps talking).
+    NetHostile,
     /// The demo domU on a 2 MiB RAM disk (`blk`): random writes read
     /// back, the whole disk verified, a discard, a flush; then its second
     /// disk, read-only.
@@ -110,6 +118,16 @@ const DEVICES_SCRIPT: &str = "# dom0's drivers, scripted (dom0 script=devices.xl
     pci-list\n\
     create demo.cfg\n\
     wait\n";
+
+/// The serving network domU.
+const NET_SERVER_CONFIG: &str = "# A domU on dom0's bridge, serving TCP echo.\n\
+    name = \"server\"\nkernel = \"domu-demo\"\nmemory = 8\ncmdline = \"net serve\"\n\
+    vif = ['mac=00:16:3e:00:00:01,ip=10.0.0.1']\n";
+
+/// The network domU that pings and talks to the server.
+const NET_PEER_CONFIG: &str = "# A domU on dom0's bridge: ping, then TCP echo.\n\
+    name = \"peer\"\nkernel = \"domu-demo\"\nmemory = 8\ncmdline = \"net peer=10.0.0.1\"\n\
+    vif = ['mac=00:16:3e:00:00:02,ip=10.0.0.2']\n";
 
 /// The script of [`DomuSet::XenstoreShell`].
 const XENSTORE_SCRIPT: &str = "# dom0's xenstore commands (dom0 script=xenstore.xl)\n\
@@ -171,6 +189,8 @@ impl DomuSet {
             DomuSet::Xenstore => "xenstore",
             DomuSet::XenstoreShell => "xenstore-shell",
             DomuSet::Grant => "grant",
+            DomuSet::Net => "net",
+            DomuSet::NetHostile => "net-hostile",
             DomuSet::Blk => "blk",
             DomuSet::BlkTwo => "blk-two",
             DomuSet::BlkHostile => "blk-hostile",
@@ -206,6 +226,26 @@ impl DomuSet {
                  name = \"granter\"\nkernel = \"domu-demo\"\nmemory = 16\n\
                  cmdline = \"grant\"\n",
             )],
+            DomuSet::Net => &[
+                ("server.cfg", NET_SERVER_CONFIG),
+                ("peer.cfg", NET_PEER_CONFIG),
+            ],
+            DomuSet::NetHostile => &[
+                ("server.cfg", NET_SERVER_CONFIG),
+                (
+                    "hostile.cfg",
+                    "# A front end breaking the netif protocol on purpose.\n\
+                     name = \"hostile\"\nkernel = \"domu-demo\"\nmemory = 8\n\
+                     cmdline = \"net hostile\"\nvif = ['ip=10.0.0.66']\n",
+                ),
+                (
+                    "overrun.cfg",
+                    "# A front end whose TX ring index runs past the ring.\n\
+                     name = \"overrun\"\nkernel = \"domu-demo\"\nmemory = 8\n\
+                     cmdline = \"net overrun\"\nvif = ['ip=10.0.0.67']\n",
+                ),
+                ("peer.cfg", NET_PEER_CONFIG),
+            ],
             DomuSet::Blk => &[("disk.cfg", DISK_CONFIG)],
             DomuSet::BlkTwo => &[("disk.cfg", DISK_CONFIG), ("disk2.cfg", DISK2_CONFIG)],
             DomuSet::BlkHostile => &[
@@ -286,6 +326,8 @@ mod tests {
             DomuSet::Shell,
             DomuSet::Probe,
             DomuSet::Grant,
+            DomuSet::Net,
+            DomuSet::NetHostile,
             DomuSet::Blk,
             DomuSet::BlkTwo,
             DomuSet::BlkHostile,

@@ -280,25 +280,10 @@ macro_rules! device_test {
 /// input). They are left out of the default run; `cargo xtask test
 /// --pending` runs them after `TESTS`, and with `--xen` also on Xen, where
 /// every one must already pass. When the hypervisor catches up with one,
-/// its entry moves from here to `TESTS`. Pending now (issue 15): dom0's
-/// virtio drivers, which need I/O ports, MMIO mappings and PIRQs from the
-/// hypervisor.
-pub const PENDING: &[IntegrationTest] = &[
-    device_test!("virtio_blk", disk: Some(DiskCheck::Written), nic: false),
-    device_test!("virtio_net", disk: None, nic: true),
-    IntegrationTest {
-        devices: TestDevices {
-            disk: Some(DiskCheck::Untouched),
-            nic: true,
-        },
-        ..toolstack!(
-            "dom0_pci_list",
-            DomuSet::Devices,
-            "script=devices.xl expect=poweroff",
-            "virtio-net"
-        )
-    },
-];
+/// its entry moves from here to `TESTS`. None is pending now (dom0's
+/// virtio driver tests moved once the hypervisor gave dom0 its ports,
+/// `DOMID_IO` mappings and PIRQs).
+pub const PENDING: &[IntegrationTest] = &[];
 
 /// What the `console_input` tests are typed: each burst of the test
 /// guest's
@@ -375,11 +360,37 @@ pub const TESTS: &[IntegrationTest] = &[
         "expect=poweroff",
         "(d1) domu-demo: shutting down: poweroff"
     ),
+    IntegrationTest {
+        expect: Expectation {
+            log_lines: &[
+                &["(d1) check: domctl getdomaininfo of dom0 = -1"],
+                &["(d1) check: set_iopl 1 = 0"],
+                &["(d1) check: map_pirq of GSI 8 = -1"],
+                &["(d1) check: unmap_pirq 8 = -1"],
+                &["(d1) check: bind_pirq 8 = -1"],
+                &["(d1) check: setup_gsi 8 = -1"],
+                &["(d1) check: irq_status_query 8 = 0"],
+                &["(d1) check: irq_status_query 1000 = -22"],
+                &["(d1) check: mmu_update of the local APIC with DOMID_IO = -1"],
+                &["(d1) check: inb 0x81 = 0xff"],
+                &["(d1) check: inb 0x71 = 0xff"],
+                &["(d1) check: inl 0xcfc = 0xffffffff"],
+            ],
+            ..toolstack!("dom0_domu_privilege", DomuSet::Probe, "expect=poweroff", "").expect
+        },
+        ..toolstack!("dom0_domu_privilege", DomuSet::Probe, "expect=poweroff", "")
+    },
     toolstack!(
-        "dom0_domu_privilege",
-        DomuSet::Probe,
+        "dom0_net_ping_tcp",
+        DomuSet::Net,
         "expect=poweroff",
-        "(d1) check: domctl getdomaininfo of dom0 = -1"
+        "(d2) check: tcp echo = \"echo: hello from 10.0.0.2\" from 10.0.0.1"
+    ),
+    toolstack!(
+        "dom0_net_hostile",
+        DomuSet::NetHostile,
+        "expect=poweroff",
+        "(d2) check: back end state after a slot past its page = Closing"
     ),
     toolstack!(
         "dom0_shell_script",
@@ -485,6 +496,7 @@ pub const TESTS: &[IntegrationTest] = &[
     passes_with!("vcpu_runstate_area", hv_extra_args: "dom0_max_vcpus=2"),
     passes!("cpu_cpuid_policy", conformance: true),
     passes!("cpu_iretq_rpl0", conformance: false),
+    passes_with!("vcpu_register_vcpu_info", hv_extra_args: "dom0_max_vcpus=2"),
     passes_with!("vcpu_switch", hv_extra_args: "dom0_max_vcpus=2"),
     passes_with!("vcpu_switch4", hv_extra_args: "dom0_max_vcpus=4"),
     passes_with!("vcpu_up_down", hv_extra_args: "dom0_max_vcpus=3"),
@@ -509,6 +521,8 @@ pub const TESTS: &[IntegrationTest] = &[
     passes!("hostile_debugreg", conformance: true),
     passes!("hostile_machphys_io", conformance: false),
     passes!("hostile_hypervisor_mmio", conformance: false),
+    passes!("io_ports", conformance: true),
+    passes!("pirq", conformance: true),
     // A short run of `cargo xtask fuzz-guest`: the fuzzer's defaults,
     // 20000 random hypercalls with seed 1 (about two seconds under TCG), on
     // two vCPUs as there.
@@ -650,6 +664,21 @@ pub const TESTS: &[IntegrationTest] = &[
         typing: &[],
         icount: false,
         devices: NO_DEVICES,
+    },
+    // dom0's PCI and virtio drivers on QEMU's virtio-blk and virtio-net.
+    device_test!("virtio_blk", disk: Some(DiskCheck::Written), nic: false),
+    device_test!("virtio_net", disk: None, nic: true),
+    IntegrationTest {
+        devices: TestDevices {
+            disk: Some(DiskCheck::Untouched),
+            nic: true,
+        },
+        ..toolstack!(
+            "dom0_pci_list",
+            DomuSet::Devices,
+            "script=devices.xl expect=poweroff",
+            "virtio-net"
+        )
     },
 ];
 

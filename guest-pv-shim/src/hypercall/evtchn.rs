@@ -7,9 +7,9 @@
 
 use dom0_abi::Hypercall;
 use dom0_abi::event_channel::{
-    EvtchnAllocUnbound, EvtchnBindInterdomain, EvtchnBindIpi, EvtchnBindPirq, EvtchnBindVcpu,
-    EvtchnBindVirq, EvtchnExpandArray, EvtchnInitControl, EvtchnOp, EvtchnOpCompat, EvtchnPortArg,
-    EvtchnReset, EvtchnSetPriority, EvtchnStatus,
+    EvtchnAllocUnbound, EvtchnBindInterdomain, EvtchnBindIpi, EvtchnBindVcpu, EvtchnBindVirq,
+    EvtchnExpandArray, EvtchnInitControl, EvtchnOp, EvtchnOpCompat, EvtchnPortArg, EvtchnReset,
+    EvtchnSetPriority, EvtchnStatus,
 };
 
 use super::{addr_of_mut, raw};
@@ -44,11 +44,6 @@ fn op<T>(cmd: EvtchnOp, arg: &mut T) -> i64 {
 /// `EVTCHNOP_alloc_unbound`; the new port is in `arg.port`.
 pub fn evtchn_alloc_unbound(arg: &mut EvtchnAllocUnbound) -> i64 {
     op(EvtchnOp::AllocUnbound, arg)
-}
-
-/// `EVTCHNOP_bind_pirq`; the new port is in `arg.port`.
-pub fn evtchn_bind_pirq(arg: &mut EvtchnBindPirq) -> i64 {
-    op(EvtchnOp::BindPirq, arg)
 }
 
 /// `EVTCHNOP_bind_interdomain`; the new port is in `arg.local_port`.

@@ -14,7 +14,6 @@ pub mod domctl;
 pub mod evtchn;
 pub mod gnttab;
 pub mod mm;
-pub mod physdev;
 pub mod raw;
 pub mod vcpu;
 
@@ -23,7 +22,6 @@ pub use domctl::*;
 pub use evtchn::*;
 pub use gnttab::*;
 pub use mm::*;
-pub use physdev::*;
 pub use vcpu::*;
 
 use dom0_abi::Hypercall;

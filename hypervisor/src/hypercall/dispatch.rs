@@ -130,7 +130,9 @@ fn run(
         Hypercall::GrantTableOp => with_effects(env, batch, |env, fx| {
             gnttab::grant_table_op(env, fx, a[0], a[1], a[2])
         }),
-        Hypercall::PhysdevOp => physdev::physdev_op(env, a[0], a[1]),
+        Hypercall::PhysdevOp => with_effects(env, batch, |env, fx| {
+            physdev::physdev_op(env, fx, a[0], a[1])
+        }),
         Hypercall::PhysdevOpCompat
         | Hypercall::XsmOp
         | Hypercall::XenoprofOp

@@ -36,9 +36,9 @@ use dom0_abi::Errno;
 use dom0_abi::cpu::{VcpuGuestContext, VgcfFlags};
 use dom0_abi::domctl::{
     AddressSize, CdfFlags, CreateDomain, DomInfoFlags, Domctl, DomctlCmd, EmulationFlags,
-    GRANT_VERSION_MASK, GetDomainInfo, HypercallInit, INVALID_MAX_VCPU_ID, MaxMem, MaxVcpus,
-    MiscFlags, SchedCredit, SchedulerOp, SchedulerOpCmd, SetDomainHandle, VcpuContext,
-    XEN_DOMCTL_INTERFACE_VERSION, XEN_SCHEDULER_CREDIT2,
+    GRANT_VERSION_MASK, GetDomainInfo, HypercallInit, INVALID_MAX_VCPU_ID, IoportPermission,
+    IrqPermission, MaxMem, MaxVcpus, MiscFlags, SchedCredit, SchedulerOp, SchedulerOpCmd,
+    SetDomainHandle, VcpuContext, XEN_DOMCTL_INTERFACE_VERSION, XEN_SCHEDULER_CREDIT2,
 };
 use dom0_abi::event_channel::Virq;
 use dom0_abi::hypercall::{HYPERCALL_PAGE_SIZE, fill_hypercall_page};
@@ -59,12 +59,14 @@ use crate::domain::{
 };
 use crate::evtchn::{EventBits, EventChannels};
 use crate::gnttab::GrantTable;
+use crate::ioport::{self, IoPorts};
 use crate::mm::effects::Effects;
 use crate::mm::foreign::WithDomain;
 use crate::mm::frame_table::{FrameTable, Owner, PageType};
 use crate::mm::lifecycle::TeardownReport;
 use crate::mm::machine::VcpuMm;
 use crate::mm::types::Mmu;
+use crate::pirq::Pirqs;
 use crate::sched::credit::Share;
 use crate::vcpu::{Power, Vcpu};
 
@@ -302,6 +304,14 @@ pub fn domctl(env: &mut impl ControlEnv, fx: &mut Effects, arg: u64) -> Result<u
             write_struct(env, arg, &op)?;
             Ok(0)
         }
+        DomctlCmd::IoportPermission => {
+            let p: IoportPermission = op.payload().ok_or(Errno::EFAULT)?;
+            ioport_permission(env, target, p)
+        }
+        DomctlCmd::IrqPermission => {
+            let p: IrqPermission = op.payload().ok_or(Errno::EFAULT)?;
+            irq_permission(env, target, p)
+        }
         _ => Err(Errno::ENOSYS),
     }
 }
@@ -414,6 +424,57 @@ fn scheduler_op(
     }
 }
 
+/// `XEN_DOMCTL_ioport_permission`: grants or revokes ports
+/// `first_port..first_port + nr_ports` of domain `target`. `EINVAL` for
+/// no port, a range that wraps or passes 0xFFFF; `EPERM` if the caller
+/// may not reach every port of it.
+fn ioport_permission(
+    env: &mut impl ControlEnv,
+    target: DomId,
+    p: IoportPermission,
+) -> Result<u64, Errno> {
+    let end = p.first_port.checked_add(p.nr_ports).ok_or(Errno::EINVAL)?;
+    if end <= p.first_port || end > ioport::NR_PORTS {
+        return Err(Errno::EINVAL);
+    }
+    let (first, last) = (p.first_port, end - 1);
+    let caller_has = env
+        .domain()
+        .ioports
+        .as_deref()
+        .is_some_and(|ports| ports.permitted(first, last));
+    if !caller_has {
+        return Err(Errno::EPERM);
+    }
+    let d = target_domain(env, target)?;
+    d.ioports
+        .get_or_insert_with(|| Box::new(IoPorts::none()))
+        .set(first, last, p.allow_access != 0);
+    Ok(0)
+}
+
+/// `XEN_DOMCTL_irq_permission`: grants or revokes domain `target`'s use
+/// of the GSI behind the caller's PIRQ `pirq`. `EINVAL` for a PIRQ past
+/// the caller's `nr_pirqs`; `EPERM` if the caller has it unmapped or may
+/// not use its GSI.
+fn irq_permission(
+    env: &mut impl ControlEnv,
+    target: DomId,
+    p: IrqPermission,
+) -> Result<u64, Errno> {
+    let own = &env.domain().pirqs;
+    let pirq = own.check(p.pirq.into())?;
+    let gsi = own
+        .get(pirq)
+        .map(|m| m.gsi)
+        .filter(|&gsi| own.permitted(gsi))
+        .ok_or(Errno::EPERM)?;
+    target_domain(env, target)?
+        .pirqs
+        .permit(gsi, p.allow_access != 0);
+    Ok(0)
+}
+
 /// Another domain than the caller (`ESRCH` if it went away).
 fn other(env: &mut impl ControlEnv, id: DomId) -> Result<&mut DomainEntry, Errno> {
     env.other_domain(id).ok_or(Errno::ESRCH)
@@ -507,14 +568,10 @@ fn hypercall_init(
     dom: DomId,
     mfn: Mfn,
 ) -> Result<u64, Errno> {
-    let owner = Owner::Domain(dom);
-    let owned = crate::index::get_mut(env.frames(), mfn.0).is_some_and(|f| f.owner() == owner);
-    if !owned {
-        return Err(Errno::EINVAL);
-    }
-    Mmu::new(env, fx)
-        .get_page_and_type(mfn, owner, PageType::Writable)
-        .map_err(|_| Errno::EPERM)?;
+    get_own_writable(env, fx, dom, mfn).map_err(|refused| match refused {
+        NotWritable::NotOwned => Errno::EINVAL,
+        NotWritable::Typed => Errno::EPERM,
+    })?;
     let mut page = [0u8; HYPERCALL_PAGE_SIZE];
     fill_hypercall_page(&mut page);
     for (index, word) in page.chunks_exact(8).enumerate() {
@@ -524,6 +581,33 @@ fn hypercall_init(
     }
     Mmu::new(env, fx).put_page_and_type(mfn);
     Ok(0)
+}
+
+/// Why a frame could not be taken writable.
+pub(crate) enum NotWritable {
+    /// The domain does not own it.
+    NotOwned,
+    /// It cannot take the writable type (it is a page table, say).
+    Typed,
+}
+
+/// Takes a reference and the writable type on frame `mfn`, which domain
+/// `dom` must own (Xen's `get_page_from_gfn` then `get_page_type` of
+/// `PGT_writable_page`); `Mmu::put_page_and_type` gives them back.
+pub(crate) fn get_own_writable(
+    env: &mut impl ControlEnv,
+    fx: &mut Effects,
+    dom: DomId,
+    mfn: Mfn,
+) -> Result<(), NotWritable> {
+    let owner = Owner::Domain(dom);
+    let owned = crate::index::get_mut(env.frames(), mfn.0).is_some_and(|f| f.owner() == owner);
+    if !owned {
+        return Err(NotWritable::NotOwned);
+    }
+    Mmu::new(env, fx)
+        .get_page_and_type(mfn, owner, PageType::Writable)
+        .map_err(|_| NotWritable::Typed)
 }
 
 /// Checks a `createdomain` configuration as Xen 4.17 does for a PV domain.
@@ -603,6 +687,7 @@ fn create_domain(
         mfn.maddr(),
     );
     domain.emulation_flags = config.arch.emulation_flags;
+    domain.pirqs = Pirqs::domu(env.irq_lines(|lines| (lines.len(), None)));
     domain.grant = Some(Box::new(GrantTable::new(
         u32::try_from(config.max_grant_frames).unwrap_or(DEFAULT_GRANT_FRAMES),
         u32::try_from(config.max_maptrack_frames).unwrap_or(DEFAULT_MAPTRACK_FRAMES),
@@ -636,6 +721,8 @@ pub fn reap(
     id: DomId,
 ) -> Option<(TeardownReport, bool)> {
     let mut entry = env.remove_domain(id)?;
+    super::physdev::release(env, fx, &mut entry.domain);
+    super::vcpu::release_vcpu_info(env, fx, &mut entry.vcpus);
     // Its event channels close: each other end becomes unbound, naming
     // the destroyed domain.
     let caller = env.domain().id;
@@ -1164,6 +1251,66 @@ mod tests {
         );
         let (r, out) = call(&mut m, DomctlCmd::GetAddressSize, id, &NoPayload);
         assert_eq!((r, out.payload::<AddressSize>().unwrap().size), (Ok(0), 64));
+    }
+
+    #[test]
+    fn io_permissions_as_xen() {
+        let mut m = machine();
+        let id = create(&mut m, 0, 1).unwrap();
+        let ports = |first_port, nr_ports, allow_access| IoportPermission {
+            first_port,
+            nr_ports,
+            allow_access,
+            pad: [0; 3],
+        };
+        let io = |m: &mut FakeMachine, p| call(m, DomctlCmd::IoportPermission, id, &p).0;
+        for bad in [
+            ports(0x80, 0, 1),
+            ports(0xffff, 2, 1),
+            ports(u32::MAX, 2, 1),
+        ] {
+            assert_eq!(io(&mut m, bad), Err(Errno::EINVAL));
+        }
+        // The caller has no right to the 8259's ports.
+        assert_eq!(io(&mut m, ports(0x20, 2, 1)), Err(Errno::EPERM));
+        assert_eq!(io(&mut m, ports(0xc000, 0x40, 1)), Ok(0));
+        let held = |m: &mut FakeMachine| {
+            let d = &m.other_domain(DomId(id)).unwrap().domain;
+            d.ioports
+                .as_deref()
+                .map(|p| (p.permitted(0xc000, 0xc03f), p.permitted(0xc040, 0xc040)))
+        };
+        assert_eq!(held(&mut m), Some((true, false)));
+        assert_eq!(io(&mut m, ports(0xc000, 0x20, 0)), Ok(0));
+        assert_eq!(held(&mut m), Some((false, false)));
+
+        let irq = |m: &mut FakeMachine, pirq, allow_access| {
+            let p = IrqPermission {
+                pirq,
+                allow_access,
+                pad: [0; 3],
+            };
+            call(m, DomctlCmd::IrqPermission, id, &p).0
+        };
+        assert_eq!(irq(&mut m, 208, 1), Err(Errno::EINVAL));
+        assert_eq!(irq(&mut m, 20, 1), Err(Errno::EPERM));
+        m.domain.pirqs.map_gsi(20, 20, true).unwrap();
+        assert_eq!(irq(&mut m, 20, 1), Ok(0));
+        assert!(
+            m.other_domain(DomId(id))
+                .unwrap()
+                .domain
+                .pirqs
+                .permitted(20)
+        );
+        assert_eq!(irq(&mut m, 20, 0), Ok(0));
+        assert!(
+            !m.other_domain(DomId(id))
+                .unwrap()
+                .domain
+                .pirqs
+                .permitted(20)
+        );
     }
 
     #[test]

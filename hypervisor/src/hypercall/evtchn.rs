@@ -4,21 +4,59 @@
 //! failed copy-back stays allocated).
 //!
 //! `cmd` is a C `int`: only its low 32 bits count. `EFAULT` when the
-//! structure cannot be read; unknown commands, `bind_pirq` (no physical
-//! IRQs yet) and the FIFO ABI's `init_control` (after Xen's own checks)
-//! are `ENOSYS` (see `docs/abi-differences.md`).
+//! structure cannot be read; unknown commands and the FIFO ABI's
+//! `init_control` (after Xen's own checks) are `ENOSYS` (see
+//! `docs/abi-differences.md`). `bind_pirq` binds a physical interrupt
+//! (`crate::pirq`); closing its port, or resetting the domain's ports,
+//! masks the line again.
 #![forbid(unsafe_code)]
+
+extern crate alloc;
+
+use alloc::vec::Vec;
 
 use dom0_abi::Errno;
 use dom0_abi::event_channel::{
-    EVTCHN_OP_COMPAT_ARG, EvtchnAllocUnbound, EvtchnBindInterdomain, EvtchnBindIpi, EvtchnBindVcpu,
-    EvtchnBindVirq, EvtchnExpandArray, EvtchnInitControl, EvtchnOp, EvtchnOpCompat, EvtchnPortArg,
-    EvtchnReset, EvtchnSetPriority, EvtchnStatus,
+    EVTCHN_OP_COMPAT_ARG, EvtchnAllocUnbound, EvtchnBindInterdomain, EvtchnBindIpi, EvtchnBindPirq,
+    EvtchnBindVcpu, EvtchnBindVirq, EvtchnExpandArray, EvtchnInitControl, EvtchnOp, EvtchnOpCompat,
+    EvtchnPortArg, EvtchnReset, EvtchnSetPriority, EvtchnStatus,
 };
 use dom0_abi::types::DomId;
 
 use super::domctl::ControlEnv;
-use super::{read_struct, write_struct};
+use super::{Env, read_struct, write_struct};
+use crate::evtchn::Binding;
+
+/// `EVTCHNOP_bind_pirq` of one of the caller's PIRQs, notifying vCPU 0:
+/// `EINVAL` past `nr_pirqs`; `EPERM` not mapped, or its GSI not
+/// permitted; `EEXIST` already bound; `ENOSPC` no free port; `EBUSY` the
+/// hypervisor uses the line, or another domain has it bound.
+fn bind_pirq(env: &mut impl Env, pirq: u32) -> Result<u32, Errno> {
+    let gsi = env.domain().pirqs.bindable(pirq)?;
+    let owner = (env.domain().id, pirq);
+    let port = env.event_channels().0.bind_pirq(pirq)?;
+    if let Err(e) = env.irq_lines(|lines| match lines.bind(gsi, owner) {
+        Ok(program) => (Ok(()), Some(program)),
+        Err(e) => (Err(e), None),
+    }) {
+        let (channels, bits) = env.event_channels();
+        let _ = channels.close(bits, port);
+        return Err(e);
+    }
+    env.domain().pirqs.set_port(pirq, Some(port));
+    Ok(port)
+}
+
+/// Unbinds the line of `pirq` (its port is being closed): masked again.
+fn unbind_pirq(env: &mut impl Env, pirq: u32) {
+    let domain = env.domain();
+    let Some(mapped) = domain.pirqs.get(pirq) else {
+        return;
+    };
+    domain.pirqs.set_port(pirq, None);
+    let owner = (domain.id, pirq);
+    env.irq_lines(|lines| ((), lines.unbind(mapped.gsi, owner)));
+}
 
 /// Whether `dom` names another domain than the caller.
 fn is_other(env: &mut impl ControlEnv, dom: u16) -> bool {
@@ -93,6 +131,11 @@ pub fn event_channel_op(env: &mut impl ControlEnv, cmd: u64, arg: u64) -> Result
         }
         EvtchnOp::Close => {
             let p: EvtchnPortArg = read_struct(env, arg)?;
+            if let Some(Binding::Pirq(pirq)) =
+                env.event_channels().0.channel(p.port).map(|c| c.binding)
+            {
+                unbind_pirq(env, pirq);
+            }
             let remote = env.event_channels().0.remote_end(p.port);
             let caller = env.domain().id;
             let (channels, bits) = env.event_channels();
@@ -139,8 +182,17 @@ pub fn event_channel_op(env: &mut impl ControlEnv, cmd: u64, arg: u64) -> Result
         }
         EvtchnOp::Reset => {
             let r: EvtchnReset = read_struct(env, arg)?;
+            let bound: Vec<u32> = env
+                .domain()
+                .pirqs
+                .all()
+                .filter_map(|(pirq, m)| m.port.map(|_| pirq))
+                .collect();
             let (channels, bits) = env.event_channels();
             channels.reset(bits, DomId(r.dom))?;
+            for pirq in bound {
+                unbind_pirq(env, pirq);
+            }
         }
         EvtchnOp::ResetCont => {
             let r: EvtchnReset = read_struct(env, arg)?;
@@ -158,7 +210,11 @@ pub fn event_channel_op(env: &mut impl ControlEnv, cmd: u64, arg: u64) -> Result
             let p: EvtchnSetPriority = read_struct(env, arg)?;
             env.event_channels().0.set_priority(p.port)?;
         }
-        EvtchnOp::BindPirq => return Err(Errno::ENOSYS),
+        EvtchnOp::BindPirq => {
+            let mut b: EvtchnBindPirq = read_struct(env, arg)?;
+            b.port = bind_pirq(env, b.pirq)?;
+            write_struct(env, arg, &b)?;
+        }
     }
     Ok(0)
 }
@@ -259,12 +315,11 @@ mod tests {
             Err(Errno::ENOSYS)
         );
         for cmd in 0..=14 {
-            let want = if cmd == EvtchnOp::BindPirq as u64 {
-                Errno::ENOSYS
-            } else {
-                Errno::EFAULT
-            };
-            assert_eq!(event_channel_op(&mut m, cmd, 0x10), Err(want), "cmd {cmd}");
+            assert_eq!(
+                event_channel_op(&mut m, cmd, 0x10),
+                Err(Errno::EFAULT),
+                "cmd {cmd}"
+            );
         }
         assert_eq!(
             event_channel_op(&mut m, EvtchnOp::ExpandArray as u64, BASE),

@@ -34,6 +34,7 @@ use dom0_abi::wire::Wire;
 use crate::domain::{Domain, Privilege};
 use crate::evtchn::{EventBits, EventChannels};
 use crate::mm::effects::Effects;
+use crate::pirq::{Lines, Program};
 use crate::stats::Stats;
 use crate::vcpu::Vcpu;
 use crate::wallclock::Wallclock;
@@ -67,6 +68,12 @@ pub trait Env {
     /// The calling domain's vCPU `id` (the caller itself included);
     /// `None` when the domain has no vCPU by that id.
     fn vcpu_by_id(&mut self, id: u32) -> Option<&mut Vcpu>;
+    /// Moves vCPU `vcpu`'s `vcpu_info` to machine address `maddr`
+    /// (`VCPUOP_register_vcpu_info`, checks done): its 64 bytes are copied
+    /// there, `evtchn_upcall_pending` and every `evtchn_pending_sel` bit
+    /// are set so that the guest rescans its ports, and the hypervisor
+    /// uses the new place from now on.
+    fn move_vcpu_info(&mut self, vcpu: u32, maddr: u64);
     /// Another vCPU of the domain should run before the caller returns to
     /// the guest (the caller yielded, or went down).
     fn reschedule(&mut self);
@@ -100,6 +107,9 @@ pub trait Env {
     fn apply_effects(&mut self, fx: &Effects);
     /// Facts about this hypervisor build and boot.
     fn host(&self) -> &HostInfo;
+    /// The machine's interrupt lines (`crate::pirq`): `f` decides, and the
+    /// I/O APIC is then told what it returns.
+    fn irq_lines<R>(&mut self, f: impl FnOnce(&mut Lines) -> (R, Option<Program>)) -> R;
     /// The calling vCPU's event counters (none, unless the environment
     /// keeps them).
     fn stats(&self) -> &Stats {

@@ -5,8 +5,8 @@
 //! whatever the command; an unknown command is `ENOSYS`. The timers
 //! follow `crate::timer`: periodic ones on any vCPU of the domain,
 //! singleshot ones on the caller's own only (`EINVAL`).
-//! `register_vcpu_info`, the time area and `get_physid` are not
-//! implemented and answer `ENOSYS` (see `docs/abi-differences.md`).
+//! The time area and `get_physid` are not implemented and answer
+//! `ENOSYS` (see `docs/abi-differences.md`).
 #![forbid(unsafe_code)]
 
 use dom0_abi::Errno;
@@ -19,12 +19,13 @@ use dom0_abi::segment::{
 };
 use dom0_abi::types::{DomId, Mfn};
 use dom0_abi::vcpu::{
-    RUNSTATE_OFFLINE, RUNSTATE_RUNNABLE, VcpuOpCmd, VcpuRunstateInfo, VcpuSetPeriodicTimer,
-    VcpuSetSingleshotTimer,
+    RUNSTATE_OFFLINE, RUNSTATE_RUNNABLE, VcpuOpCmd, VcpuRegisterVcpuInfo, VcpuRunstateInfo,
+    VcpuSetPeriodicTimer, VcpuSetSingleshotTimer,
 };
 use dom0_abi::wire::Wire;
 
 use super::desc::{MAX_GDT_FRAMES, release, take_gdt_frames_of};
+use super::domctl::{ControlEnv, get_own_writable};
 use super::mmu::MmuEnv;
 use super::{Env, read_struct, write_struct};
 use crate::layout::{guest_range_ok, is_canonical};
@@ -41,7 +42,7 @@ const MAX_LDT_ENTRIES: u64 = 8192;
 /// `vcpu_op(cmd, vcpuid, arg)`. `cmd` is a C `int` and `vcpuid` an
 /// `unsigned int`: only their low 32 bits count.
 pub fn vcpu_op(
-    env: &mut impl MmuEnv,
+    env: &mut impl ControlEnv,
     fx: &mut Effects,
     cmd: u64,
     vcpuid: u64,
@@ -65,6 +66,7 @@ pub fn vcpu_op(
             Ok(0)
         }
         Some(VcpuOpCmd::RegisterRunstateMemoryArea) => register_runstate_area(env, id, arg),
+        Some(VcpuOpCmd::RegisterVcpuInfo) => register_vcpu_info(env, fx, id, arg),
         Some(VcpuOpCmd::SetPeriodicTimer) => {
             let t: VcpuSetPeriodicTimer = read_struct(env, arg)?;
             if !(MIN_PERIOD_NS..=MAX_PERIOD_NS).contains(&t.period_ns) {
@@ -116,6 +118,53 @@ fn register_runstate_area(env: &mut impl Env, id: u32, arg: u64) -> Result<u64, 
         let _ = write_struct(env, area, &record);
     }
     Ok(0)
+}
+
+/// `VCPUOP_register_vcpu_info`: vCPU `id` keeps its `vcpu_info` at byte
+/// `offset` of the domain's frame `mfn` from now on, as Xen 4.17 checks
+/// it: `ENXIO` if it would not fit the page or is not 8-aligned; `EINVAL`
+/// if the vCPU already moved it, if it is another vCPU that is up, or if
+/// the frame is not the domain's or cannot be writable (a page table, a
+/// descriptor page); `EFAULT` for an unreadable argument. The frame is
+/// held writable until the domain goes. The guest finds its old contents
+/// there, with every selector bit and the upcall pending, so that it
+/// rescans its ports.
+fn register_vcpu_info(
+    env: &mut impl ControlEnv,
+    fx: &mut Effects,
+    id: u32,
+    arg: u64,
+) -> Result<u64, Errno> {
+    const PAGE: u64 = 4096;
+    const SIZE: u64 = 64;
+    let info: VcpuRegisterVcpuInfo = read_struct(env, arg)?;
+    let offset = u64::from(info.offset);
+    if offset > PAGE - SIZE || offset % 8 != 0 {
+        return Err(Errno::ENXIO);
+    }
+    let caller = env.vcpu().id;
+    let vcpu = env.vcpu_by_id(id).ok_or(Errno::ENOENT)?;
+    if vcpu.vcpu_info_frame.is_some() || (id != caller && vcpu.power == Power::Up) {
+        return Err(Errno::EINVAL);
+    }
+    let mfn = Mfn(info.mfn);
+    let me = env.domain().id;
+    get_own_writable(env, fx, me, mfn).map_err(|_| Errno::EINVAL)?;
+    if let Some(vcpu) = env.vcpu_by_id(id) {
+        vcpu.vcpu_info_frame = Some(mfn);
+    }
+    env.move_vcpu_info(id, mfn.maddr() + offset);
+    Ok(0)
+}
+
+/// Gives back the frames `register_vcpu_info` holds for `vcpus`, of a
+/// domain that goes.
+pub fn release_vcpu_info(env: &mut impl MmuEnv, fx: &mut Effects, vcpus: &mut [Vcpu]) {
+    for vcpu in vcpus {
+        if let Some(mfn) = vcpu.vcpu_info_frame.take() {
+            Mmu::new(env, fx).put_page_and_type(mfn);
+        }
+    }
 }
 
 /// `EINVAL` unless `id` is the caller (the singleshot timer calls).

@@ -23,6 +23,8 @@ use crate::evtchn::fake::FakeBits;
 use crate::evtchn::{EventBits, EventChannels};
 use crate::hypercall::domctl::{ControlEnv, EventPair, MachineInfo};
 use crate::hypercall::{Env, HostInfo};
+use crate::irq::VectorAllocator;
+use crate::pirq::{Lines, Program};
 use crate::stats::Stats;
 use crate::vcpu::Vcpu;
 use crate::wallclock::Wallclock;
@@ -99,6 +101,10 @@ pub struct FakeMachine {
     #[allow(dead_code, reason = "read by the hypercall::mmu tests")]
     pub shared_max_pfn: u64,
     pub host: HostInfo,
+    /// The machine's interrupt lines (24 GSIs, GSI 4 the hypervisor's).
+    pub lines: Lines,
+    /// What the I/O APIC was told, in order.
+    pub programs: Vec<Program>,
     pub console: Vec<u8>,
     pub input: InputRing,
     /// The hypervisor's console log (`sysctl readconsole`).
@@ -143,7 +149,11 @@ impl FakeMachine {
             hv_cache_attr: BTreeMap::new(),
             cache_attr_fails: false,
             guest: vec![0; GUEST_BYTES],
-            domain: Domain::dom0(1, 0),
+            domain: Domain {
+                pirqs: crate::pirq::Pirqs::hardware_domain(24),
+                ioports: Some(Box::new(crate::ioport::IoPorts::hardware_domain(0x3f8))),
+                ..Domain::dom0(1, 0)
+            },
             cpu: Vcpu::default(),
             vcpus: Vec::new(),
             rescheduled: false,
@@ -158,6 +168,8 @@ impl FakeMachine {
                 nx: true,
                 machine_map: &FAKE_MACHINE_MAP,
             },
+            lines: Lines::new(24, |_| None, &[4], VectorAllocator::new()),
+            programs: Vec::new(),
             console: Vec::new(),
             input: InputRing::new(),
             log: Box::new(LogRing::new()),
@@ -486,6 +498,11 @@ impl Env for FakeMachine {
     fn nmi_reason(&mut self) -> u64 {
         self.nmi_reason
     }
+    fn move_vcpu_info(&mut self, vcpu: u32, maddr: u64) {
+        if let Some(v) = self.vcpu_by_id(vcpu) {
+            v.vcpu_info = maddr;
+        }
+    }
     fn vcpu_by_id(&mut self, id: u32) -> Option<&mut Vcpu> {
         if id == self.cpu.id {
             return Some(&mut self.cpu);
@@ -526,6 +543,11 @@ impl Env for FakeMachine {
     fn apply_effects(&mut self, _fx: &Effects) {}
     fn host(&self) -> &HostInfo {
         &self.host
+    }
+    fn irq_lines<R>(&mut self, f: impl FnOnce(&mut Lines) -> (R, Option<Program>)) -> R {
+        let (r, program) = f(&mut self.lines);
+        self.programs.extend(program);
+        r
     }
     fn stats(&self) -> &Stats {
         &self.stats

@@ -24,6 +24,7 @@ mod gnttab;
 mod hello;
 mod hostile;
 mod hypercall_page;
+mod io_ports;
 mod isolation;
 mod mm_memory_op;
 mod mm_mmu_update;
@@ -33,6 +34,7 @@ mod mm_pt_validation;
 mod mm_update_va_mapping;
 mod mm_writable_pt;
 mod nmi;
+mod pirq;
 mod return_from_entry;
 mod sched_op;
 mod sched_weights;
@@ -290,6 +292,10 @@ pub const ALL: &[Case] = &[
         run: vcpu_op_errors::run,
     },
     Case {
+        name: "vcpu_register_vcpu_info",
+        run: vcpu_runstate::register_vcpu_info,
+    },
+    Case {
         name: "cpu_iretq_rpl0",
         run: cpu_exceptions::iretq_rpl0,
     },
@@ -412,6 +418,14 @@ pub const ALL: &[Case] = &[
     Case {
         name: "virtio_net",
         run: virtio::run_net,
+    },
+    Case {
+        name: "io_ports",
+        run: io_ports::run,
+    },
+    Case {
+        name: "pirq",
+        run: pirq::run,
     },
 ];
 

@@ -19,10 +19,11 @@
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use guest_pv_shim::dom0_abi::Errno;
+use guest_pv_shim::dom0_abi::event_channel::EvtchnBindIpi;
 use guest_pv_shim::dom0_abi::mmu::{VmAssistCmd, VmAssistType};
 use guest_pv_shim::dom0_abi::start_info::StartInfo;
 use guest_pv_shim::dom0_abi::vcpu::{
-    RUNSTATE_RUNNABLE, RUNSTATE_RUNNING, VcpuOpCmd, XEN_RUNSTATE_UPDATE,
+    RUNSTATE_RUNNABLE, RUNSTATE_RUNNING, VcpuOpCmd, VcpuRegisterVcpuInfo, XEN_RUNSTATE_UPDATE,
 };
 use guest_pv_shim::hypercall::{self as hc, vcpu_op_raw};
 use guest_pv_shim::{report, shared};
@@ -211,5 +212,140 @@ pub fn run(_start_info: &'static StartInfo) {
         "vCPU 1 finishes",
         support::yield_until(WAIT, || hc::vcpu_is_up(1) == 0),
         format_args!("is_up {}", hc::vcpu_is_up(1)),
+    );
+}
+
+/// A page the test moves vCPU 0's `vcpu_info` into (and vCPU 1's, at
+/// another offset).
+#[repr(C, align(4096))]
+struct InfoPage([AtomicU64; 512]);
+
+static INFO_PAGE: InfoPage = InfoPage([const { AtomicU64::new(0) }; 512]);
+
+/// Byte offsets of the moved `vcpu_info`s in [`INFO_PAGE`].
+const OFFSET_0: u32 = 256;
+const OFFSET_1: u32 = 1024;
+
+/// `register_vcpu_info` of `vcpuid` at `offset` of frame `mfn`.
+fn register_info(vcpuid: u64, mfn: u64, offset: u32) -> i64 {
+    let info = VcpuRegisterVcpuInfo {
+        mfn,
+        offset,
+        rsvd: 0,
+    };
+    // SAFETY: the hypervisor reads the 16-byte argument; a frame it
+    // accepts is INFO_PAGE, which no Rust code uses but through atomics.
+    unsafe {
+        vcpu_op_raw(
+            VcpuOpCmd::RegisterVcpuInfo as u64,
+            vcpuid,
+            core::ptr::from_ref(&info) as u64,
+        )
+    }
+}
+
+/// The word at byte `offset` of [`INFO_PAGE`].
+fn info_word(offset: u32) -> u64 {
+    INFO_PAGE.0[offset as usize / 8].load(Ordering::SeqCst)
+}
+
+/// `vcpu_register_vcpu_info` (`dom0_max_vcpus=2`):
+/// `VCPUOP_register_vcpu_info` as Xen 4.17 answers it: `ENXIO` for an
+/// offset that does not fit the page or is not 8-aligned, `EINVAL` for a
+/// frame that is not the domain's or is a page table, for another vCPU
+/// that is up and for a second registration, `EFAULT` for an unreadable
+/// argument; a successful move copies the old contents (the upcall mask),
+/// sets every selector bit and the upcall pending, and events then land
+/// in the new place.
+pub fn register_vcpu_info(_start_info: &'static StartInfo) {
+    if !support::traps() {
+        return;
+    }
+    let Some(mfn) = guest_pv_shim::mm::virt_to_mfn(INFO_PAGE.0.as_ptr() as u64) else {
+        report::fail("the info page's frame", format_args!("not mapped"));
+        return;
+    };
+    report::check_ret(
+        "an offset past the page's last 64 bytes is ENXIO",
+        register_info(0, mfn, 4096 - 56),
+        Errno::ENXIO.neg(),
+    );
+    report::check_ret(
+        "an offset not 8-aligned is ENXIO",
+        register_info(0, mfn, 4),
+        Errno::ENXIO.neg(),
+    );
+    report::check_ret(
+        "the boot L4 page table is EINVAL",
+        register_info(0, guest_pv_shim::mm::boot_l4_mfn(), 0),
+        Errno::EINVAL.neg(),
+    );
+    report::check_ret(
+        "a frame past the end of memory is EINVAL",
+        register_info(0, 1 << 40, 0),
+        Errno::EINVAL.neg(),
+    );
+    // SAFETY: an unmapped argument: the hypervisor must refuse it.
+    let ret = unsafe { vcpu_op_raw(VcpuOpCmd::RegisterVcpuInfo as u64, 0, 0x1000) };
+    report::check_ret("an unreadable argument is EFAULT", ret, Errno::EFAULT.neg());
+    if !support::start_vcpu(1, spinner) {
+        return;
+    }
+    support::yield_until(WAIT, || SPINS.load(Ordering::Acquire) >= 1);
+    report::check_ret(
+        "vCPU 1 while it is up is EINVAL",
+        register_info(1, mfn, OFFSET_1),
+        Errno::EINVAL.neg(),
+    );
+
+    let mask = shared::upcall_mask();
+    report::check_ret(
+        "vCPU 0's own move returns 0",
+        register_info(0, mfn, OFFSET_0),
+        0,
+    );
+    let moved = [0, 8].map(|w| info_word(OFFSET_0 + w));
+    report::check_observed(
+        "the new place has the upcall pending, the old mask, every selector bit",
+        moved[0] & 0xff == 1
+            && Some(((moved[0] >> 8) & 0xff) as u8) == mask
+            && moved[1] == u64::MAX,
+        format_args!("{moved:#x?}, mask before {mask:?}"),
+    );
+    report::check_ret(
+        "a second move of vCPU 0 is EINVAL",
+        register_info(0, mfn, OFFSET_0 + 64),
+        Errno::EINVAL.neg(),
+    );
+    INFO_PAGE.0[OFFSET_0 as usize / 8].fetch_and(!0xff, Ordering::SeqCst);
+    INFO_PAGE.0[OFFSET_0 as usize / 8 + 1].store(0, Ordering::SeqCst);
+    let mut ipi = EvtchnBindIpi {
+        vcpu: 0,
+        port: u32::MAX,
+    };
+    report::check_ret("bind_ipi to vCPU 0", hc::evtchn_bind_ipi(&mut ipi), 0);
+    report::check_ret("send on it", hc::evtchn_send(ipi.port), 0);
+    let after = [0, 8].map(|w| info_word(OFFSET_0 + w));
+    report::check_observed(
+        "the event lands in the new place",
+        after[0] & 0xff == 1 && after[1] == 1 << (ipi.port / 64),
+        format_args!("{after:#x?}, port {}", ipi.port),
+    );
+
+    STOP.store(true, Ordering::Release);
+    report::check(
+        "vCPU 1 goes down",
+        support::yield_until(WAIT, || hc::vcpu_is_up(1) == 0),
+        format_args!("is_up {}", hc::vcpu_is_up(1)),
+    );
+    report::check_ret(
+        "vCPU 1 while it is down: 0",
+        register_info(1, mfn, OFFSET_1),
+        0,
+    );
+    report::check_observed(
+        "its new place has every selector bit",
+        info_word(OFFSET_1 + 8) == u64::MAX,
+        format_args!("{:#x}", info_word(OFFSET_1 + 8)),
     );
 }

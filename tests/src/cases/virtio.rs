@@ -24,6 +24,7 @@ use guest_pv_shim::dom0_abi::start_info::StartInfo;
 use guest_pv_shim::drivers::blk::{BlockDevice, SECTOR, VirtioBlk};
 use guest_pv_shim::drivers::net::{NetDevice, VirtioNet};
 use guest_pv_shim::drivers::pci::{self, Function};
+use guest_pv_shim::rng::Rng;
 use guest_pv_shim::{println, report, shared};
 use pv_tests::disk::{self, Written};
 
@@ -62,19 +63,6 @@ fn find(kind: &str, wanted: fn(&Function) -> bool) -> Option<(Devices, Function)
             report::fail(format_args!("{kind} found"), format_args!("not on the bus"));
             None
         }
-    }
-}
-
-/// A small pseudo-random generator (xorshift64) seeded from system time:
-/// every run writes different places.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
     }
 }
 
@@ -117,8 +105,8 @@ pub fn run_blk(_start_info: &'static StartInfo) {
         past_end,
         Err(drivers::Error::Invalid),
     );
-    let mut rng = Rng(shared::system_time_of(0).unwrap_or(1) | 1);
-    let seed = rng.next();
+    let mut rng = Rng::new(shared::system_time_of(0).unwrap_or(1));
+    let seed = rng.next_u64();
     let mut ranges = [Written {
         sector: 0,
         count: 0,
@@ -127,8 +115,8 @@ pub fn run_blk(_start_info: &'static StartInfo) {
     let mut buf = [0u8; MAX_RUN * SECTOR];
     let mut write_errors = 0;
     for (slice, range) in ranges.iter_mut().enumerate() {
-        range.count = 1 + rng.next() % MAX_RUN as u64;
-        range.sector = slice as u64 * SLICE + rng.next() % (SLICE - range.count);
+        range.count = 1 + rng.next_u64() % MAX_RUN as u64;
+        range.sector = slice as u64 * SLICE + rng.next_u64() % (SLICE - range.count);
         let bytes = &mut buf[..bytes_of(range.count)];
         for (i, chunk) in bytes.chunks_mut(SECTOR).enumerate() {
             disk::pattern(range.sector + i as u64, seed, &mut sector_buf);

@@ -264,6 +264,7 @@ fn config() -> DomainConfig<'static> {
         cmdline: "hello=1",
         on_poweroff: Action::Destroy,
         on_crash: Action::Destroy,
+        vif: None,
         disks: [None; crate::config::MAX_DISKS],
     }
 }

@@ -23,13 +23,15 @@ use crate::cmdline::Config;
 use crate::domain::{DOMAINS, Domain, DomainEntry, DomainTable};
 use crate::hypercall::desc::MAX_GDT_FRAMES;
 use crate::hypercall::{Env, HostInfo};
-use crate::hypercall::{domctl, gnttab};
+use crate::hypercall::{domctl, gnttab, physdev};
+use crate::ioport::IoPorts;
 use crate::layout::{PAGE_SIZE, is_guest_l4_slot};
 use crate::loader::{GuestImageInfo, ImageError};
 use crate::mm::effects::Effects;
 use crate::mm::frame_table::{FrameTable, Owner};
 use crate::mm::machine::VcpuMm;
 use crate::mm::types::Mmu;
+use crate::pirq::Pirqs;
 use crate::vcpu::Power;
 use dom0_abi::Errno;
 use dom0_abi::shared_info::XEN_LEGACY_MAX_VCPUS;
@@ -253,6 +255,8 @@ pub fn build_dom0(
     // Xen's balloon ceiling for dom0: `dom0_mem=max:`, at most 2^32 - 1
     // pages (unlimited without it).
     entry.domain.mm.max_pages = pages.max_pages.min(u64::from(u32::MAX));
+    entry.domain.ioports = Some(Box::new(IoPorts::hardware_domain(config.com1.io_base)));
+    entry.domain.pirqs = Pirqs::hardware_domain(super::pirq::with_lines(|l| (l.len(), None)));
     let mut cpu = PerCpu::new(*views);
     register_frames(&mut cpu, &mut entry, &p2m, shared_info, Mfn(l4 >> 12))?;
     let boot_vcpu = &mut entry.vcpus[0];
@@ -264,6 +268,7 @@ pub fn build_dom0(
     super::time::publish(boot_vcpu.vcpu_info);
     let id = entry.domain.id;
     let table = DOMAINS.call_once(|| DomainTable::new(config.max_domains));
+    super::evtchn::init_moved_vcpu_info(table.len());
     log::info!("domain table: {} slots (max_domains)", table.len());
     table
         .insert(entry)
@@ -444,6 +449,11 @@ pub fn destroy_dom0(cpu: &mut PerCpu, entry: &mut DomainEntry) -> Dom0Teardown {
         .iter_mut()
         .map(|v| (v.gdt_frames, core::mem::take(&mut v.gdt_count)))
         .collect();
+    let vcpu_info_frames: Vec<Mfn> = entry
+        .vcpus
+        .iter_mut()
+        .filter_map(|v| v.vcpu_info_frame.take())
+        .collect();
     let running = cpu.running.map_or(0, |r| r.vcpu);
     let mut others_consistent = true;
     let mut others_remaining = 0;
@@ -456,6 +466,12 @@ pub fn destroy_dom0(cpu: &mut PerCpu, entry: &mut DomainEntry) -> Dom0Teardown {
         };
         let mut env = ArchEnv::new(&mut current, &mut regs);
         super::env::release_ldt(&mut env, &mut fx);
+        let pirqs = core::mem::take(&mut env.domain().pirqs);
+        let eoi_map = env.domain().pirq_eoi_map.take();
+        physdev::release_taken(&mut env, &mut fx, dom, &pirqs, eoi_map);
+        for mfn in vcpu_info_frames {
+            Mmu::new(&mut env, &mut fx).put_page_and_type(mfn);
+        }
         // dom0's grant mappings give up their pins and device references
         // (the host mappings' references go with its page tables).
         let mut grants = env.domain().grant.take();

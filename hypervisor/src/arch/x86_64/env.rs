@@ -2,13 +2,15 @@
 //! machine: [`ArchEnv`] implements `hypercall::Env` and `mm`'s machine
 //! traits over the direct map, the frame table and the running vCPU; and
 //! [`apply_effects`] carries out what a batch of memory operations left to do.
-use core::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use core::mem::offset_of;
+use core::sync::atomic::{AtomicU8, AtomicU16, AtomicU64, Ordering};
 
 extern crate alloc;
 
 use alloc::boxed::Box;
 
 use dom0_abi::Errno;
+use dom0_abi::shared_info::VcpuInfo;
 use dom0_abi::stats::Counter;
 use dom0_abi::types::{DomId, Mfn};
 use spin::MutexGuard;
@@ -24,6 +26,7 @@ use crate::layout::PAGE_SIZE;
 use crate::mm::effects::{CacheFlush, Effects, TlbFlush};
 use crate::mm::frame_table::{FrameInfo, Owner};
 use crate::mm::machine::{DomainMm, MmMachine, PageTableMemory, VcpuMm};
+use crate::pirq::{Lines, Program};
 use crate::stats::Stats;
 use crate::vcpu::Vcpu;
 use crate::wallclock::Wallclock;
@@ -346,9 +349,11 @@ impl ControlEnv for ArchEnv<'_, '_> {
             // (no borrow of either outlives a call into this environment).
             self.frames = None;
             let guard = slot.try_lock()?;
-            let shared_info = guard.as_ref()?.domain.shared_info;
+            let (shared_info, id) = guard
+                .as_ref()
+                .map(|e| (e.domain.shared_info, e.domain.id))?;
             self.frames = Some(Held {
-                other: Some((guard, SharedInfoBits::new(shared_info, u32::MAX))),
+                other: Some((guard, SharedInfoBits::new(shared_info, id, u32::MAX))),
                 table: mem::FRAME_TABLE.lock(),
             });
         }
@@ -360,6 +365,7 @@ impl ControlEnv for ArchEnv<'_, '_> {
         let entry = guard.as_deref_mut()?;
         let own_bits = self.events.get_or_insert(SharedInfoBits::new(
             self.current.domain.shared_info,
+            self.current.domain.id,
             self.current.vcpu.id,
         ));
         Some(EventPair {
@@ -400,6 +406,8 @@ impl ControlEnv for ArchEnv<'_, '_> {
         };
         // Slots before the frame table.
         self.frames = None;
+        // A new domain's vCPUs start with their `vcpu_info` in its page.
+        super::evtchn::reset_moved_vcpu_info(entry.domain.id);
         table.try_insert(entry)
     }
     fn remove_domain(&mut self, id: DomId) -> Option<Box<DomainEntry>> {
@@ -453,6 +461,9 @@ impl Env for ArchEnv<'_, '_> {
     fn domain(&mut self) -> &mut Domain {
         self.current.domain
     }
+    fn irq_lines<R>(&mut self, f: impl FnOnce(&mut Lines) -> (R, Option<Program>)) -> R {
+        super::pirq::with_lines(f)
+    }
     fn host(&self) -> &HostInfo {
         super::percpu::HOST
             .get()
@@ -465,6 +476,7 @@ impl Env for ArchEnv<'_, '_> {
     fn event_channels(&mut self) -> (&mut EventChannels, &mut SharedInfoBits) {
         let bits = self.events.get_or_insert(SharedInfoBits::new(
             self.current.domain.shared_info,
+            self.current.domain.id,
             self.current.vcpu.id,
         ));
         (&mut self.current.domain.evtchn, bits)
@@ -474,6 +486,33 @@ impl Env for ArchEnv<'_, '_> {
     }
     fn vcpu_by_id(&mut self, id: u32) -> Option<&mut Vcpu> {
         self.current.vcpu_by_id(id)
+    }
+    fn move_vcpu_info(&mut self, vcpu: u32, maddr: u64) {
+        let dom = self.current.domain.id;
+        let Some(v) = self.current.vcpu_by_id(vcpu) else {
+            return;
+        };
+        let (from, to) = (phys_to_virt(v.vcpu_info), phys_to_virt(maddr));
+        let size = size_of::<VcpuInfo>();
+        // SAFETY: the old place is the vCPU's slot in its domain's
+        // shared_info page, the new one 64 bytes of a frame of the domain
+        // (8-aligned, inside the frame) the caller holds writable; both
+        // are in the direct map and are different frames. The guest may
+        // change either meanwhile; the copy is of plain bytes.
+        unsafe { core::ptr::copy_nonoverlapping(from as *const u8, to as *mut u8, size) };
+        // SAFETY: the same new place; the two fields are naturally
+        // aligned and the guest changes them only atomically.
+        unsafe {
+            AtomicU64::from_ptr((to + offset_of!(VcpuInfo, evtchn_pending_sel) as u64) as *mut u64)
+                .store(u64::MAX, Ordering::SeqCst);
+            AtomicU8::from_ptr(
+                (to + offset_of!(VcpuInfo, evtchn_upcall_pending) as u64) as *mut u8,
+            )
+            .store(1, Ordering::SeqCst);
+        }
+        v.vcpu_info = maddr;
+        super::evtchn::set_moved_vcpu_info(dom, vcpu, maddr);
+        time::publish(maddr);
     }
     fn reschedule(&mut self) {
         self.current.cpu.resched = true;

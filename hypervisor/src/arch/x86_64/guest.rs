@@ -630,6 +630,7 @@ pub fn emulate(current: &mut Current, regs: &mut GuestRegs) -> bool {
         // the instruction changes nothing (events stay as the upcall mask
         // says).
         Insn::CliSti => vcpu.iopl >= if kernel { 1 } else { 3 },
+        Insn::Io(access) => super::ports::emulate(current, regs, access, kernel),
         _ if !kernel => false,
         Insn::Wbinvd => {
             if privileged {

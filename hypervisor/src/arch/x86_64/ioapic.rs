@@ -7,7 +7,8 @@
 //! only for an interrupt the hypervisor handles (`crate::irq` decides the
 //! entry). The registers are reached through the direct map, which covers
 //! the first 4 GiB; the firmware's MTRRs make that range uncached, as for
-//! the local APIC. Only the boot CPU programs them, during setup: no lock.
+//! the local APIC. The boot CPU programs them during setup; afterwards
+//! they are only reached through `super::pirq`, under its lock.
 extern crate alloc;
 
 use alloc::vec::Vec;
@@ -59,9 +60,9 @@ impl IoApic {
 
     fn read(&self, register: u32) -> u32 {
         // SAFETY: `window` maps an I/O APIC's registers (the constructor's
-        // contract); IOREGSEL and IOWIN are its 32-bit registers, and only
-        // this CPU touches them, during setup, so the select-then-access
-        // pair is not interleaved.
+        // contract); IOREGSEL and IOWIN are its 32-bit registers, and one
+        // CPU at a time touches them (setup, then `super::pirq`'s lock),
+        // so the select-then-access pair is not interleaved.
         unsafe {
             ((self.window + IOREGSEL) as *mut u32).write_volatile(register);
             ((self.window + IOWIN) as *const u32).read_volatile()
@@ -80,6 +81,14 @@ impl IoApic {
     /// Opens pin `pin` with `entry`.
     pub fn route(&self, pin: u8, entry: &RedirectionEntry) {
         self.set_entry(pin, entry.encode());
+    }
+
+    /// Masks or unmasks pin `pin`, its route unchanged.
+    pub fn set_masked(&self, pin: u8, masked: bool) {
+        const MASK: u32 = 1 << 16;
+        let register = IOREDTBL + 2 * u32::from(pin);
+        let low = self.read(register);
+        self.write(register, if masked { low | MASK } else { low & !MASK });
     }
 
     /// Writes pin `pin`'s entry: masked while its destination changes.
@@ -118,6 +127,15 @@ impl IoApics {
             );
         }
         IoApics { found }
+    }
+
+    /// How many GSIs there are: up to the highest pin of any I/O APIC.
+    pub fn nr_gsis(&self) -> u32 {
+        self.found
+            .iter()
+            .map(|i| i.gsi_base + u32::from(i.pins))
+            .max()
+            .unwrap_or(0)
     }
 
     /// The I/O APIC and pin of `gsi`, if one has it.

@@ -26,6 +26,8 @@ pub mod msr;
 pub mod paging;
 pub mod percpu;
 pub mod pic;
+pub mod pirq;
+pub mod ports;
 pub mod rtc;
 pub mod schedule;
 pub mod serial;

@@ -7,6 +7,11 @@
 //! two reads in a row must agree (an update may start between them).
 //! Bit 7 of the index is the NMI mask; every index written here leaves it
 //! clear, as the firmware leaves it.
+//!
+//! After boot the registers belong to the hardware domain, through the
+//! emulated ports of `crate::ioport` ([`guest_read`], [`guest_write`]):
+//! the index/data pair is taken under [`LOCK`] so that two CPUs' accesses
+//! do not interleave.
 use core::hint::spin_loop;
 
 use crate::wallclock::RtcRegisters;
@@ -36,11 +41,33 @@ const UPDATE_WAIT_NS: u64 = 10_000_000;
 /// Reads after the first before giving up on two that agree.
 const ATTEMPTS: u32 = 8;
 
+/// Held across an index write and the data access that follows it.
+static LOCK: spin::Mutex<()> = spin::Mutex::new(());
+
+/// Register `index` (below 0x80) for a domain with the RTC's ports.
+pub fn guest_read(index: u8) -> u8 {
+    let _held = LOCK.lock();
+    read_register(index)
+}
+
+/// Writes register `index` (below 0x80) for a domain with the RTC's ports.
+pub fn guest_write(index: u8, value: u8) {
+    let _held = LOCK.lock();
+    // SAFETY: the index keeps NMIs unmasked; what the register holds is
+    // the domain's business (Xen lets its hardware domain write it too):
+    // the hypervisor reads the clock only at boot.
+    unsafe {
+        outb(INDEX, index & 0x7f);
+        outb(DATA, value);
+    }
+}
+
 /// Register `index` (below 0x80).
 fn read_register(index: u8) -> u8 {
-    // SAFETY: the RTC belongs to the hypervisor (no guest gets its
-    // ports); selecting a register below 0x80 (NMIs stay unmasked) and
-    // reading it changes no state of the clock.
+    // SAFETY: guests reach the RTC only through `guest_read` and
+    // `guest_write`, under the lock (boot reads it before any guest runs);
+    // selecting a register below 0x80 (NMIs stay unmasked) and reading it
+    // changes no state of the clock.
     unsafe {
         outb(INDEX, index & 0x7f);
         inb(DATA)

@@ -1,21 +1,23 @@
 //! Time and interrupts on this CPU: acknowledging interrupts, running what
 //! is due (guest timers, watchdogs, poll timeouts, console input for the
-//! hardware domain, sleeping vCPUs woken by events, the time slice),
-//! setting the local APIC's timer for the next deadline, and waiting while
-//! no vCPU can run.
+//! hardware domain, guests' physical interrupts, sleeping vCPUs woken by
+//! events, the time slice), setting the local APIC's timer for the next
+//! deadline, and waiting while no vCPU can run.
 //!
 //! [`run_due`] runs when something it looks at changed, and only then: on
-//! the timer's and COM1's receive interrupts, after a hypercall that
-//! changed a timer or a sleeping vCPU (`Env::timers_changed`) or raised an
-//! upcall for a sleeping vCPU ([`note_kicks`]), after a `CONSOLEIO_read`
-//! that took input from the UART itself, after a vCPU switch, before the
-//! first exit and after every idle wake-up. Entries that change none of it
-//! (almost all) pay nothing for time.
+//! the timer's, COM1's receive and guests' lines' interrupts, after a
+//! hypercall that changed a timer or a sleeping vCPU
+//! (`Env::timers_changed`) or raised an upcall for a sleeping vCPU
+//! ([`note_kicks`]), after a `CONSOLEIO_read` that took input from the
+//! UART itself, after a vCPU switch, before the first exit and after every
+//! idle wake-up. Entries that change none of it (almost all) pay nothing
+//! for time.
 //!
 //! The decisions are `crate::sched`'s and `crate::timer`'s; this module
-//! walks the running domain's vCPUs with them. A physical interrupt never
-//! reaches a guest: the timer's and the serial port's only effects are
-//! this bookkeeping and the events it raises.
+//! walks the running domain's vCPUs with them. The timer's and the serial
+//! port's interrupts only feed this bookkeeping and the events it raises;
+//! a line a guest has bound (`super::pirq`) reaches it as its PIRQ's
+//! event, raised here with the rest of the due work.
 use core::iter;
 
 use dom0_abi::event_channel::Virq;
@@ -30,7 +32,7 @@ use crate::timer::earliest;
 
 use super::evtchn::SharedInfoBits;
 use super::traps::Current;
-use super::{apic, cpu, serial, time};
+use super::{apic, cpu, pirq, serial, time};
 
 /// Handles and acknowledges the interrupt on `vector`; returns whether
 /// [`run_due`] has work from it (the timer fired, or console input came
@@ -60,6 +62,12 @@ pub fn acknowledge(vector: u64) -> bool {
             log::warn!("local APIC error status {:#x}", apic::take_errors());
             apic::eoi();
             false
+        }
+        // A guest's line: marked pending (masked if level-triggered) for
+        // `run_due` to deliver.
+        v if pirq::interrupt(v) => {
+            apic::eoi();
+            true
         }
         _ => {
             log::warn!("unexpected interrupt on vector {vector:#x}");
@@ -101,7 +109,7 @@ pub fn run_due(current: &mut Current) {
         cpu,
     } = current;
     let running = vcpu.id;
-    let mut bits = SharedInfoBits::new(domain.shared_info, u32::MAX);
+    let mut bits = SharedInfoBits::new(domain.shared_info, domain.id, u32::MAX);
     loop {
         let now = time::now_ns();
         let slice_end = cpu.slice.start(now);
@@ -118,6 +126,7 @@ pub fn run_due(current: &mut Current) {
             domain.shutdown(ShutdownReason::Watchdog as u8);
         }
         console_input_due(domain, &mut bits);
+        pirq::deliver(domain, &mut bits);
         let kicked = bits.take_kicked();
         let mut next = earliest(
             domain.watchdogs.next_deadline(),
@@ -197,11 +206,12 @@ fn other_domains_due(running: DomId, now: u64) -> (Option<u64>, bool, bool) {
         let Some(entry) = guard.as_deref_mut() else {
             continue;
         };
-        let mut bits = SharedInfoBits::new(entry.domain.shared_info, u32::MAX);
+        let mut bits = SharedInfoBits::new(entry.domain.shared_info, entry.domain.id, u32::MAX);
         for v in &mut entry.vcpus {
             sched::fire_timers(v, &entry.domain.evtchn, &mut bits, now);
         }
         console_input_due(&entry.domain, &mut bits);
+        pirq::deliver(&entry.domain, &mut bits);
         let kicked = bits.take_kicked();
         let mut may_run = entry.domain.may_run();
         if may_run && !entry.domain.share.eligible(now) {

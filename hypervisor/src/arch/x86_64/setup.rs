@@ -4,12 +4,13 @@ use crate::cmdline::{self, SerialConfig};
 use crate::exit::HostExit;
 use crate::irq::{RedirectionEntry, VectorAllocator};
 use crate::layout::PAGE_SIZE;
+use crate::pirq::Lines;
 use crate::wallclock::Wallclock;
 
 use super::ioapic::IoApics;
 use super::percpu::RESERVED_MMIO;
 use super::{
-    acpi, apic, builder, cpu, entry, machine, mem, pic, rtc, serial, time, trampoline, traps,
+    acpi, apic, builder, cpu, entry, machine, mem, pic, pirq, rtc, serial, time, trampoline, traps,
 };
 use crate::iomem::MSI_WINDOW;
 
@@ -105,7 +106,16 @@ extern "C" fn hv_start64(magic: u32, info: u32) -> ! {
     reserve_mmio(&platform);
     init_wallclock(&platform);
     let ioapics = IoApics::init(&platform.ioapics);
-    route_console_input(&config.com1, &platform, &ioapics, apic_id);
+    let mut vectors = VectorAllocator::new();
+    let console_gsi = route_console_input(&config.com1, &platform, &ioapics, apic_id, &mut vectors);
+    let isa = |gsi: u32| {
+        (0..16u8)
+            .filter_map(|irq| platform.isa_overrides.route(irq))
+            .find(|route| route.gsi == gsi)
+            .map(|route| (route.trigger, route.polarity))
+    };
+    let lines = Lines::new(ioapics.nr_gsis(), isa, console_gsi.as_slice(), vectors);
+    pirq::init(lines, ioapics, apic_id);
     let (free, total) = mem::frame_counts();
     log::info!(
         "memory: {} MiB usable, {} MiB free after setup",
@@ -161,17 +171,20 @@ fn init_wallclock(platform: &acpi::Platform) {
 
 /// Routes COM1's receive interrupt (ISA IRQ `com1.irq`, through the
 /// MADT's overrides, with the polarity and trigger mode they give) to
-/// this CPU, fixed delivery. Without it (`irq` 0, as on Xen, or no I/O
-/// APIC for its GSI) `CONSOLEIO_read` still finds the input: it drains
-/// the UART itself.
+/// this CPU, fixed delivery, with a vector from `vectors`; returns its
+/// GSI, which no guest may then bind. Without it (`irq` 0, as on Xen, or
+/// no I/O APIC for its GSI) `CONSOLEIO_read` still finds the input: it
+/// drains the UART itself.
 fn route_console_input(
     com1: &SerialConfig,
     platform: &acpi::Platform,
     ioapics: &IoApics,
     apic_id: u32,
-) {
+    vectors: &mut VectorAllocator,
+) -> Option<u32> {
     let polled = |why: core::fmt::Arguments<'_>| {
         log::info!("com1: no receive interrupt ({why}): input is read when dom0 asks");
+        None
     };
     if com1.irq == 0 {
         return polled(format_args!("irq 0"));
@@ -182,7 +195,7 @@ fn route_console_input(
     let Some((ioapic, pin)) = ioapics.find(route.gsi) else {
         return polled(format_args!("no IOAPIC has GSI {}", route.gsi));
     };
-    let Some(vector) = VectorAllocator::new().allocate() else {
+    let Some(vector) = vectors.allocate() else {
         return polled(format_args!("no free vector"));
     };
     let Some(entry) = RedirectionEntry::fixed(vector, &route, apic_id) else {
@@ -196,8 +209,9 @@ fn route_console_input(
             com1.irq,
             ioapic.id
         );
+        Some(route.gsi)
     } else {
-        polled(format_args!("no UART"));
+        polled(format_args!("no UART"))
     }
 }
 

@@ -336,7 +336,7 @@ fn domu_shut_down(entry: &mut DomainEntry, reason: u8) {
         return;
     };
     if let Some(dom0) = dom0.as_deref_mut() {
-        let mut bits = SharedInfoBits::new(dom0.domain.shared_info, u32::MAX);
+        let mut bits = SharedInfoBits::new(dom0.domain.shared_info, dom0.domain.id, u32::MAX);
         dom0.domain.evtchn.send_virq(&mut bits, Virq::DomExc, 0);
         sched::mark_kicked(&mut dom0.vcpus, bits.take_kicked());
     }

@@ -1,0 +1,450 @@
+//! dom0's network back end and bridge: every domU's vif is a port of one
+//! learning bridge (`toolstack::bridge`); the ring logic is
+//! `toolstack::netback`, this module its hypercalls: the rings mapped by
+//! grant (two windows per vif), data moved with `GNTTABOP_copy` through
+//! one staging page of dom0's, one interdomain event channel per vif.
+//!
+//! The handshake follows `xl` and Linux's netback: the toolstack writes
+//! the vif's nodes ([`toolstack::store::add_vif`]), [`Netback::add`]
+//! publishes the back end's features and InitWait; once the front end
+//! is Connected its keys are read, the rings mapped and the port bound,
+//! and the back end turns Connected. A front end that breaks the
+//! protocol is disconnected (rings unmapped, port closed, back end state
+//! Closing) with a logged reason; the other vifs carry on.
+
+use alloc::string::String;
+
+use guest_pv_shim::dom0_abi::event_channel::EvtchnBindInterdomain;
+use guest_pv_shim::dom0_abi::grant_table::{
+    GNTCOPY_DEST_GREF, GNTCOPY_SOURCE_GREF, GntmapFlags, GnttabCopy, GnttabCopyPtr,
+    GnttabMapGrantRef, GnttabUnmapGrantRef, GrantStatus,
+};
+use guest_pv_shim::dom0_abi::netif::keys;
+use guest_pv_shim::dom0_abi::types::DomId;
+use guest_pv_shim::dom0_abi::xenstore::XenbusState;
+use guest_pv_shim::ring::WindowMemory;
+use guest_pv_shim::xenbus::parse_state;
+use guest_pv_shim::{hypercall, mm, report};
+use toolstack::bridge::{Bridge, Forward, NetDevice, Offload};
+use toolstack::config::VifConfig;
+use toolstack::netback::{Fault, FrontendKeys, GrantCopier, Vif, frontend_keys};
+use toolstack::store::{add_vif, vif_backend, vif_backend_probe, vif_frontend};
+use toolstack::xen::{BLKBACK_WINDOW_BASE, NET_WINDOW_BASE};
+
+use crate::domains::now;
+use crate::store::Xenstore;
+
+/// Vifs served at once (two windows each).
+pub const MAX_VIFS: usize = 8;
+const _: () = assert!(NET_WINDOW_BASE + 2 * MAX_VIFS <= BLKBACK_WINDOW_BASE);
+/// Frames taken from one vif per round, so that a front end that keeps
+/// its TX ring full cannot keep dom0 from everything else.
+const TX_BUDGET: usize = 64;
+
+/// The page every frame passes through (page-aligned: one frame).
+#[repr(C, align(4096))]
+struct Staging([u8; 4096]);
+
+static STAGING: spin::Mutex<Staging> = spin::Mutex::new(Staging([0; 4096]));
+
+/// `GNTTABOP_copy` between dom0's memory and domUs' grants.
+struct Copier;
+
+/// `bytes` (within one page of dom0's) as a copy end: its frame and
+/// offset.
+fn own(bytes: &[u8]) -> Option<GnttabCopyPtr> {
+    let va = bytes.as_ptr() as u64;
+    let offset = u16::try_from(va & 0xfff).ok()?;
+    if u64::from(offset) + bytes.len() as u64 > 4096 {
+        return None;
+    }
+    Some(GnttabCopyPtr {
+        u: mm::virt_to_mfn(va & !0xfff)?,
+        domid: DomId::SELF.0,
+        offset,
+        pad: 0,
+    })
+}
+
+fn copy(source: GnttabCopyPtr, dest: GnttabCopyPtr, len: usize, flags: u16) -> Result<(), i16> {
+    let mut op = GnttabCopy {
+        source,
+        dest,
+        len: u16::try_from(len).map_err(|_| GrantStatus::GeneralError as i16)?,
+        flags,
+        ..GnttabCopy::default()
+    };
+    let ret = hypercall::gnttab_copy(core::slice::from_mut(&mut op));
+    match (ret, op.status) {
+        (0, 0) => Ok(()),
+        (0, status) => Err(status),
+        _ => Err(GrantStatus::GeneralError as i16),
+    }
+}
+
+/// Grant `gref` of `domid` at `offset` as a copy end.
+fn granted(domid: u16, gref: u32, offset: u16) -> GnttabCopyPtr {
+    GnttabCopyPtr {
+        u: u64::from(gref),
+        domid,
+        offset,
+        pad: 0,
+    }
+}
+
+impl GrantCopier for Copier {
+    fn copy_in(&mut self, domid: u16, gref: u32, offset: u16, out: &mut [u8]) -> Result<(), i16> {
+        let dest = own(out).ok_or(GrantStatus::GeneralError as i16)?;
+        let source = granted(domid, gref, offset);
+        copy(source, dest, out.len(), GNTCOPY_SOURCE_GREF)
+    }
+
+    fn copy_out(&mut self, domid: u16, gref: u32, offset: u16, data: &[u8]) -> Result<(), i16> {
+        let source = own(data).ok_or(GrantStatus::GeneralError as i16)?;
+        copy(
+            source,
+            granted(domid, gref, offset),
+            data.len(),
+            GNTCOPY_DEST_GREF,
+        )
+    }
+}
+
+/// A connected vif: its rings, their grant mappings and its port.
+struct Link {
+    vif: Vif<WindowMemory>,
+    handles: [u32; 2],
+    port: u32,
+}
+
+/// Where a vif is in its handshake.
+enum Phase {
+    /// Back end in InitWait, waiting for the front end.
+    Waiting,
+    /// Both Connected.
+    Connected(Link),
+    /// Disconnected for a fault; the back end's state not yet Closing.
+    Faulted,
+    /// Disconnected (or never connected) for good.
+    Closed,
+}
+
+/// One vif: a port of the bridge.
+struct Port {
+    domid: u16,
+    backend: String,
+    frontend: String,
+    phase: Phase,
+}
+
+impl NetDevice for Port {
+    fn transmit(&mut self, frame: &[u8], offload: Offload) -> bool {
+        let Phase::Connected(link) = &mut self.phase else {
+            return false;
+        };
+        match link.vif.deliver(&mut Copier, frame, offload) {
+            Ok(delivered) => delivered,
+            Err(fault) => {
+                self.disconnect(&fault);
+                false
+            }
+        }
+    }
+}
+
+impl Port {
+    /// Sends the event if a response was published.
+    fn notify(&mut self) {
+        if let Phase::Connected(link) = &mut self.phase
+            && link.vif.take_notify()
+        {
+            hypercall::evtchn_send(link.port);
+        }
+    }
+
+    /// Unmaps the rings and closes the port for `fault`, logging it; the
+    /// next round sets the back end Closing.
+    fn disconnect(&mut self, fault: &Fault) {
+        if let Phase::Connected(link) = core::mem::replace(&mut self.phase, Phase::Faulted) {
+            teardown(&link);
+            report::ok_value(
+                format_args!("vif {}/0 disconnected", self.domid),
+                format_args!("{fault}"),
+            );
+        }
+    }
+}
+
+/// Unmaps the grant mapped by `handle` at `window`.
+fn unmap(window: usize, handle: u32) {
+    let mut op = GnttabUnmapGrantRef {
+        host_addr: mm::window_va(window),
+        handle,
+        ..GnttabUnmapGrantRef::default()
+    };
+    hypercall::gnttab_unmap(core::slice::from_mut(&mut op));
+}
+
+/// Unmaps `link`'s rings.
+fn unmap_rings(link: &Link) {
+    let (tx, rx) = link.vif.memories();
+    unmap(tx.window(), link.handles[0]);
+    unmap(rx.window(), link.handles[1]);
+}
+
+/// Unmaps `link`'s rings and closes its port.
+fn teardown(link: &Link) {
+    unmap_rings(link);
+    hypercall::evtchn_close(link.port);
+}
+
+/// Maps grant `gref` of `domid` writable at `window`; its handle.
+fn map_ring(domid: u16, gref: u32, window: usize) -> Result<u32, &'static str> {
+    let mut op = GnttabMapGrantRef {
+        host_addr: mm::window_va(window),
+        flags: GntmapFlags::HOST_MAP.bits(),
+        gref,
+        dom: domid,
+        ..GnttabMapGrantRef::default()
+    };
+    let ret = hypercall::gnttab_map(core::slice::from_mut(&mut op));
+    if ret == 0 && op.status == 0 {
+        Ok(op.handle)
+    } else {
+        Err("a ring reference could not be mapped")
+    }
+}
+
+/// Maps both rings at the slot's windows and binds the port.
+fn attach(domid: u16, slot: usize, keys: FrontendKeys) -> Result<Link, &'static str> {
+    let windows = [NET_WINDOW_BASE + 2 * slot, NET_WINDOW_BASE + 2 * slot + 1];
+    let tx = map_ring(domid, keys.tx_ring_ref, windows[0])?;
+    let rx = match map_ring(domid, keys.rx_ring_ref, windows[1]) {
+        Ok(rx) => rx,
+        Err(e) => {
+            unmap(windows[0], tx);
+            return Err(e);
+        }
+    };
+    let mut bind = EvtchnBindInterdomain {
+        remote_dom: domid,
+        pad: 0,
+        remote_port: keys.event_channel,
+        local_port: 0,
+    };
+    let link = Link {
+        vif: Vif::new(
+            domid,
+            WindowMemory::new(windows[0]),
+            WindowMemory::new(windows[1]),
+        ),
+        handles: [tx, rx],
+        port: 0,
+    };
+    if hypercall::evtchn_bind_interdomain(&mut bind) != 0 {
+        unmap_rings(&link);
+        return Err("the event channel could not be bound");
+    }
+    Ok(Link {
+        port: bind.local_port,
+        ..link
+    })
+}
+
+/// The back end of every vif and the bridge between them.
+#[derive(Default)]
+pub struct Netback {
+    ports: [Option<Port>; MAX_VIFS],
+    bridge: Bridge,
+    /// A vif used up its budget in the last round.
+    busy: bool,
+}
+
+fn write(xs: &mut Xenstore, path: &str, value: &str) {
+    if let Err(e) = toolstack::store::write_value(&mut xs.store, &mut xs.rings, path, value) {
+        guest_pv_shim::println!("dom0: netback: writing {path}: {e}");
+    }
+}
+
+impl Netback {
+    /// Adds vif 0 of domain `domid` as `vif` says: its xenstore nodes,
+    /// then the back end's probe (features, InitWait).
+    pub fn add(&mut self, xs: &mut Xenstore, domid: u16, vif: &VifConfig<'_>) {
+        let Some(slot) = self.ports.iter().position(Option::is_none) else {
+            report::fail(
+                format_args!("vif {domid}/0"),
+                format_args!("more than {MAX_VIFS} vifs"),
+            );
+            return;
+        };
+        let added = add_vif(&mut xs.store, &mut xs.rings, domid, 0, vif)
+            .and_then(|()| vif_backend_probe(&mut xs.store, &mut xs.rings, &vif_backend(domid, 0)));
+        if let Err(e) = added {
+            report::fail(format_args!("vif {domid}/0"), format_args!("{e}"));
+            return;
+        }
+        self.ports[slot] = Some(Port {
+            domid,
+            backend: vif_backend(domid, 0),
+            frontend: vif_frontend(domid, 0),
+            phase: Phase::Waiting,
+        });
+    }
+
+    /// Removes domain `domid`'s vifs (before it is destroyed: its grants
+    /// must not stay mapped).
+    pub fn remove(&mut self, domid: u16) {
+        for (i, slot) in self.ports.iter_mut().enumerate() {
+            if slot.as_ref().is_none_or(|p| p.domid != domid) {
+                continue;
+            }
+            self.bridge.remove_port(i);
+            if let Some(port) = slot.take()
+                && let Phase::Connected(link) = &port.phase
+            {
+                let s = link.vif.stats;
+                guest_pv_shim::println!(
+                    "dom0: vif {domid}/0 removed: {} frames sent ({} errors), {} received ({} dropped)",
+                    s.tx_frames,
+                    s.tx_errors,
+                    s.rx_frames,
+                    s.rx_dropped
+                );
+                teardown(link);
+            }
+        }
+    }
+
+    /// The ports of the connected vifs (to wait on).
+    pub fn event_ports(&self) -> impl Iterator<Item = u32> + '_ {
+        self.ports.iter().flatten().filter_map(|p| match &p.phase {
+            Phase::Connected(link) => Some(link.port),
+            _ => None,
+        })
+    }
+
+    /// One round: handshakes moved on, then every frame the vifs sent
+    /// forwarded. `true` if the store was written (its watches must be
+    /// served).
+    pub fn poll(&mut self, xs: &mut Xenstore) -> bool {
+        self.busy = false;
+        let wrote = self.handshakes(xs);
+        for i in 0..MAX_VIFS {
+            self.forward_from(i);
+        }
+        for port in self.ports.iter_mut().flatten() {
+            port.notify();
+        }
+        wrote
+    }
+
+    fn handshakes(&mut self, xs: &mut Xenstore) -> bool {
+        let mut wrote = false;
+        for (slot, entry) in self.ports.iter_mut().enumerate() {
+            let Some(port) = entry else { continue };
+            let state = toolstack::store::read(
+                &mut xs.store,
+                &mut xs.rings,
+                &alloc::format!("{}/{}", port.frontend, keys::STATE),
+            )
+            .ok()
+            .and_then(|v| parse_state(&v));
+            match (&port.phase, state) {
+                (Phase::Waiting, Some(XenbusState::Connected | XenbusState::Initialised)) => {
+                    let keys = frontend_keys(|key| {
+                        let path = alloc::format!("{}/{key}", port.frontend);
+                        toolstack::store::read(&mut xs.store, &mut xs.rings, &path).ok()
+                    });
+                    let state = match keys
+                        .map_err(|key| alloc::format!("front end key {key} missing or bad"))
+                        .and_then(|k| attach(port.domid, slot, k).map_err(String::from))
+                    {
+                        Ok(link) => {
+                            port.phase = Phase::Connected(link);
+                            guest_pv_shim::println!("dom0: vif {}/0 connected", port.domid);
+                            "4"
+                        }
+                        Err(why) => {
+                            port.phase = Phase::Closed;
+                            report::ok_value(
+                                format_args!("vif {}/0 not connected", port.domid),
+                                why,
+                            );
+                            "5"
+                        }
+                    };
+                    write(
+                        xs,
+                        &alloc::format!("{}/{}", port.backend, keys::STATE),
+                        state,
+                    );
+                    wrote = true;
+                }
+                (Phase::Connected(_), Some(XenbusState::Closing | XenbusState::Closed) | None) => {
+                    if let Phase::Connected(link) =
+                        core::mem::replace(&mut port.phase, Phase::Closed)
+                    {
+                        teardown(&link);
+                    }
+                    guest_pv_shim::println!("dom0: vif {}/0 closed by its front end", port.domid);
+                    write(xs, &alloc::format!("{}/{}", port.backend, keys::STATE), "6");
+                    wrote = true;
+                }
+                (Phase::Faulted, _) => {
+                    port.phase = Phase::Closed;
+                    write(xs, &alloc::format!("{}/{}", port.backend, keys::STATE), "5");
+                    wrote = true;
+                }
+                _ => {}
+            }
+        }
+        wrote
+    }
+
+    /// Forwards the frames port `from` has sent, at most [`TX_BUDGET`]
+    /// (then [`Netback::busy`] says to come back without sleeping).
+    fn forward_from(&mut self, from: usize) {
+        let mut staging = STAGING.lock();
+        for _ in 0..TX_BUDGET {
+            let Some(Some(port)) = self.ports.get_mut(from) else {
+                return;
+            };
+            let Phase::Connected(link) = &mut port.phase else {
+                return;
+            };
+            let frame = match link.vif.next_tx(&mut Copier, &mut staging.0) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => return,
+                Err(fault) => {
+                    port.disconnect(&fault);
+                    return;
+                }
+            };
+            let bytes = &staging.0[..frame.len];
+            match self.bridge.forward(from, bytes, now()) {
+                Forward::Unicast(to) => {
+                    if let Some(Some(port)) = self.ports.get_mut(to) {
+                        port.transmit(bytes, frame.offload);
+                    }
+                }
+                Forward::Flood => {
+                    for (i, port) in self.ports.iter_mut().enumerate() {
+                        if i != from
+                            && let Some(port) = port
+                        {
+                            port.transmit(bytes, frame.offload);
+                        }
+                    }
+                }
+                Forward::Drop => {}
+            }
+        }
+        self.busy = true;
+    }
+
+    /// Whether a vif had more frames than one round's budget: the caller
+    /// polls again before sleeping.
+    pub fn busy(&self) -> bool {
+        self.busy
+    }
+}
