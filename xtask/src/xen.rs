@@ -185,22 +185,6 @@ pub const ALLOWED: &[Allowed] = &[
         doc: "docs/guest-cpu.md, CPUID",
     },
     Allowed {
-        test: "mm_memory_op",
-        check: "machine map entry at 0xfed00000",
-        ours: "ok = +0x1000 type 2",
-        xen: "absent",
-        reason: "the HPET is kept from every domain here, so dom0's map reserves it; Xen lets dom0 map it read-only",
-        doc: "docs/abi-differences.md, Memory",
-    },
-    Allowed {
-        test: "mm_memory_op",
-        check: "the machine map's entry count",
-        ours: "ok = 12",
-        xen: "ok = 11",
-        reason: "the reserved HPET entry above",
-        doc: "docs/abi-differences.md, Memory",
-    },
-    Allowed {
         test: "cpu_cpuid_policy",
         check: "cpuid 0x7.0 EBX bit 0 (FSGSBASE)",
         ours: "ok = 0",

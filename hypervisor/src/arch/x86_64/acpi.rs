@@ -70,6 +70,8 @@ pub struct Platform {
     pub isa_overrides: IsaOverrides,
     /// Whether an HPET is described.
     pub hpet: bool,
+    /// Its registers' address, if described.
+    pub hpet_base: Option<u64>,
     /// The CMOS index of the RTC's century register, if it has one.
     pub rtc_century: Option<u8>,
     /// Whether the FADT says the RTC must not be used through its ports
@@ -177,7 +179,7 @@ pub fn report(rsdp: RsdpSource<'_>) -> Option<Platform> {
     }
     if let Ok(hpet) = HpetInfo::new(&tables) {
         platform.hpet = true;
-        platform.mmio.add(hpet.base_address as u64, PAGE_SIZE);
+        platform.hpet_base = Some(hpet.base_address as u64);
         log::info!(
             "ACPI: HPET at {:#x}, {} comparators",
             hpet.base_address,

@@ -8,11 +8,12 @@ use crate::pirq::Lines;
 use crate::wallclock::Wallclock;
 
 use super::ioapic::IoApics;
-use super::percpu::RESERVED_MMIO;
+use super::percpu::{READ_ONLY_MMIO, RESERVED_MMIO};
 use super::{
     acpi, apic, builder, cpu, entry, machine, mem, pic, pirq, rtc, serial, time, trampoline, traps,
 };
 use crate::iomem::MSI_WINDOW;
+use crate::iomem::ReservedMmio;
 
 /// Called by `boot/entry.S` in long mode, on the boot stack, with the boot
 /// loader's magic and the physical address of its information structure.
@@ -135,17 +136,24 @@ extern "C" fn hv_start64(magic: u32, info: u32) -> ! {
 }
 
 /// Keeps the hypervisor's own MMIO from every domain: the local APIC page
-/// and the MSI window it lies in, what ACPI describes (I/O APICs, HPET,
-/// MMCFG), and the conventional I/O APIC and HPET pages whatever ACPI says.
+/// and the MSI window it lies in, what ACPI describes (I/O APICs, MMCFG),
+/// and the conventional I/O APIC page whatever ACPI says. The HPET (ACPI's
+/// and the conventional page), which the hypervisor does not use, a domain
+/// with I/O rights may map read-only, as on Xen.
 fn reserve_mmio(platform: &acpi::Platform) {
     const LEGACY_IOAPIC: u64 = 0xfec0_0000;
     const LEGACY_HPET: u64 = 0xfed0_0000;
     let mut mmio = platform.mmio.clone();
-    for base in [apic::mmio_base(), LEGACY_IOAPIC, LEGACY_HPET] {
+    for base in [apic::mmio_base(), LEGACY_IOAPIC] {
         mmio.add(base, PAGE_SIZE);
     }
     mmio.add(MSI_WINDOW.0, MSI_WINDOW.1);
     RESERVED_MMIO.call_once(|| mmio);
+    let mut read_only = ReservedMmio::default();
+    for base in platform.hpet_base.into_iter().chain([LEGACY_HPET]) {
+        read_only.add(base, PAGE_SIZE);
+    }
+    READ_ONLY_MMIO.call_once(|| read_only);
 }
 
 /// Sets the wall clock from the CMOS RTC (it stays at 1970-01-01 at
