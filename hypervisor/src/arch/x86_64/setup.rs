@@ -13,7 +13,6 @@ use super::{
     acpi, apic, builder, cpu, entry, machine, mem, pic, pirq, rtc, serial, time, trampoline, traps,
 };
 use crate::iomem::MSI_WINDOW;
-use crate::iomem::ReservedMmio;
 
 /// Called by `boot/entry.S` in long mode, on the boot stack, with the boot
 /// loader's magic and the physical address of its information structure.
@@ -136,10 +135,11 @@ extern "C" fn hv_start64(magic: u32, info: u32) -> ! {
 }
 
 /// Keeps the hypervisor's own MMIO from every domain: the local APIC page
-/// and the MSI window it lies in, what ACPI describes (I/O APICs, MMCFG),
-/// and the conventional I/O APIC page whatever ACPI says. The HPET (ACPI's
-/// and the conventional page), which the hypervisor does not use, a domain
-/// with I/O rights may map read-only, as on Xen.
+/// and the MSI window it lies in, the I/O APICs ACPI describes, and the
+/// conventional I/O APIC page whatever ACPI says. The HPET (ACPI's and the
+/// conventional page) and PCI's MMCFG, which the hypervisor does not use,
+/// a domain with I/O rights may map read-only, as on Xen (configuration
+/// writes go through the emulated ports 0xcf8/0xcfc).
 fn reserve_mmio(platform: &acpi::Platform) {
     const LEGACY_IOAPIC: u64 = 0xfec0_0000;
     const LEGACY_HPET: u64 = 0xfed0_0000;
@@ -149,10 +149,8 @@ fn reserve_mmio(platform: &acpi::Platform) {
     }
     mmio.add(MSI_WINDOW.0, MSI_WINDOW.1);
     RESERVED_MMIO.call_once(|| mmio);
-    let mut read_only = ReservedMmio::default();
-    for base in platform.hpet_base.into_iter().chain([LEGACY_HPET]) {
-        read_only.add(base, PAGE_SIZE);
-    }
+    let mut read_only = platform.read_only_mmio.clone();
+    read_only.add(LEGACY_HPET, PAGE_SIZE);
     READ_ONLY_MMIO.call_once(|| read_only);
 }
 
