@@ -12,8 +12,8 @@
 //! | `mov %drN, reg` / `mov reg, %drN` | the virtual debug registers, as `get_debugreg` / `set_debugreg` |
 //! | `clts` | clears the virtual TS |
 //! | `wbinvd` | performed for a privileged domain; #GP otherwise |
-//! | `rdmsr` | TSC, PAT, EFER, the FS/GS base MSRs; TSC_AUX and Xen's hypercall-page MSR read 0; anything else #GP |
-//! | `wrmsr` | the FS/GS base MSRs (as `set_segment_base`); anything else #GP |
+//! | `rdmsr` | TSC, PAT, EFER, the FS/GS base MSRs; TSC_AUX and Xen's hypercall-page MSR read 0; the host's microcode revision; the values Xen makes up ([`made_up_msr`]: APIC base, virtual machine check, `MISC_ENABLE`, ...); anything else #GP |
+//! | `wrmsr` | the FS/GS base MSRs (as `set_segment_base`); the virtual machine check's registers (ignored); anything else #GP |
 //! | `ud2; .ascii "xen"; cpuid` | CPUID with the guest policy (see `arch`) |
 //! | `cli`, `sti` | no-ops when the virtual IOPL (`PHYSDEVOP_set_iopl`) is at least 1, as on Xen; #GP otherwise |
 //! | `in`, `out` (byte, word, dword; port in DX or an immediate) | as `crate::ioport` decides (Xen's rules) |
@@ -204,6 +204,92 @@ pub mod msr {
     pub const GS_BASE: u32 = 0xC000_0101;
     /// Inactive GS base (the user's, in kernel mode).
     pub const KERNEL_GS_BASE: u32 = 0xC000_0102;
+    /// The local APIC's base.
+    pub const APIC_BASE: u32 = 0x1b;
+    /// The microcode revision (read: the host's, as Xen forwards it).
+    pub const UCODE_REV: u32 = 0x8b;
+    /// Platform information.
+    pub const PLATFORM_INFO: u32 = 0xce;
+    /// Miscellaneous feature enables.
+    pub const MISC_FEATURES_ENABLES: u32 = 0x140;
+    /// Machine-check capabilities.
+    pub const MCG_CAP: u32 = 0x179;
+    /// Machine-check status.
+    pub const MCG_STATUS: u32 = 0x17a;
+    /// Machine-check control.
+    pub const MCG_CTL: u32 = 0x17b;
+    /// Miscellaneous enables.
+    pub const MISC_ENABLE: u32 = 0x1a0;
+    /// The first machine-check bank register (`MC0_CTL`); four per bank.
+    pub const MC0_CTL: u32 = 0x400;
+    /// The first `MCi_CTL2`.
+    pub const MC0_CTL2: u32 = 0x280;
+    /// AMD's hardware configuration register.
+    pub const HWCR: u32 = 0xc001_0015;
+}
+
+/// Machine-check banks a PV guest sees (Xen's `GUEST_MC_BANK_NUM`).
+pub const GUEST_MC_BANKS: u32 = 2;
+
+/// The banks Xen's virtual MCE answers for, present or not (32).
+const MC_BANK_SLOTS: u32 = 32;
+
+/// Who asks, for the MSRs whose value depends on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MsrView {
+    /// The vCPU (vCPU 0 is the bootstrap processor).
+    pub vcpu: u32,
+    /// The CPU is Intel's or AMD's (the vendors whose MSRs Xen emulates).
+    pub intel_or_amd: bool,
+    /// The CPU is AMD's.
+    pub amd: bool,
+}
+
+/// The value a PV kernel's `rdmsr` of `index` reads, for the MSRs whose
+/// value Xen 4.17 makes up rather than takes from the vCPU (checked
+/// against Xen by the `cpu_msr_policy` test guest); `None` for the others.
+/// The local APIC's base (enabled, BSP flag on vCPU 0) though there is no
+/// APIC to reach there; Xen's virtual machine check with two banks and
+/// nothing logged; `MISC_ENABLE` with fast strings, no BTS, no PEBS,
+/// xTPR disabled; zero platform information and feature enables; AMD's
+/// `HWCR` zero.
+#[must_use]
+pub fn made_up_msr(index: u32, view: MsrView) -> Option<u64> {
+    const APIC_ENABLE: u64 = 1 << 11;
+    const APIC_BSP: u64 = 1 << 8;
+    const MISC_ENABLE: u64 = 1 | (1 << 11) | (1 << 12) | (1 << 23);
+    let bank_register = index.wrapping_sub(msr::MC0_CTL);
+    match index {
+        msr::APIC_BASE if view.intel_or_amd => {
+            Some(0xfee0_0000 | APIC_ENABLE | if view.vcpu == 0 { APIC_BSP } else { 0 })
+        }
+        msr::MISC_ENABLE | msr::PLATFORM_INFO | msr::MISC_FEATURES_ENABLES if view.intel_or_amd => {
+            Some(if index == msr::MISC_ENABLE {
+                MISC_ENABLE
+            } else {
+                0
+            })
+        }
+        msr::MCG_CAP => Some(u64::from(GUEST_MC_BANKS)),
+        msr::MCG_STATUS | msr::MCG_CTL => Some(0),
+        _ if bank_register < MC_BANK_SLOTS * 4 => {
+            let control = bank_register.is_multiple_of(4) && bank_register / 4 < GUEST_MC_BANKS;
+            Some(if control { u64::MAX } else { 0 })
+        }
+        _ if index.wrapping_sub(msr::MC0_CTL2) < MC_BANK_SLOTS => Some(0),
+        msr::HWCR if view.amd => Some(0),
+        _ => None,
+    }
+}
+
+/// Whether a PV kernel's `wrmsr` of `index` is accepted and ignored, as
+/// Xen's virtual machine check takes writes to its registers (clearing
+/// status after a poll, enabling banks).
+#[must_use]
+pub fn ignored_msr_write(index: u32) -> bool {
+    matches!(index, msr::MCG_STATUS | msr::MCG_CTL)
+        || index.wrapping_sub(msr::MC0_CTL) < MC_BANK_SLOTS * 4
+        || index.wrapping_sub(msr::MC0_CTL2) < MC_BANK_SLOTS
 }
 
 /// CR0 bits a guest sees: PE, MP, ET, NE, WP, AM, PG, and TS when its
@@ -576,5 +662,38 @@ mod store_tests {
             "truncated immediate"
         );
         assert_eq!(decode_store(&[]), None);
+    }
+
+    #[test]
+    fn made_up_msrs_as_xen_4_17_answers_on_amd() {
+        let amd = MsrView {
+            vcpu: 0,
+            intel_or_amd: true,
+            amd: true,
+        };
+        let read = |index| made_up_msr(index, amd);
+        assert_eq!(read(msr::APIC_BASE), Some(0xfee0_0900));
+        assert_eq!(
+            made_up_msr(msr::APIC_BASE, MsrView { vcpu: 1, ..amd }),
+            Some(0xfee0_0800)
+        );
+        assert_eq!(read(msr::MCG_CAP), Some(2));
+        assert_eq!(read(msr::MCG_STATUS), Some(0));
+        assert_eq!(read(msr::MCG_CTL), Some(0));
+        assert_eq!(read(0x400), Some(u64::MAX));
+        assert_eq!(read(0x401), Some(0));
+        assert_eq!(read(0x404), Some(u64::MAX));
+        assert_eq!(read(0x408), Some(0), "a bank past the two");
+        assert_eq!(read(0x47f), Some(0));
+        assert_eq!(read(0x480), None);
+        assert_eq!(read(0x280), Some(0));
+        assert_eq!(read(msr::MISC_ENABLE), Some(0x80_1801));
+        assert_eq!(read(msr::PLATFORM_INFO), Some(0));
+        assert_eq!(read(msr::HWCR), Some(0));
+        assert_eq!(made_up_msr(msr::HWCR, MsrView { amd: false, ..amd }), None);
+        assert_eq!(read(0x48), None, "SPEC_CTRL is not offered");
+        assert!(ignored_msr_write(msr::MCG_STATUS));
+        assert!(ignored_msr_write(0x401));
+        assert!(!ignored_msr_write(msr::APIC_BASE));
     }
 }

@@ -1,9 +1,10 @@
-//! The machine address ranges the hypervisor keeps for itself even from a
-//! domain with I/O rights: the interrupt controllers and timers it drives
-//! (local APIC, I/O APICs, HPET) and PCI's memory-mapped configuration
-//! space (MMCFG), through which a device could be made to DMA anywhere.
-//! Found at boot (MSRs, ACPI MADT/HPET/MCFG); `mmu_update` on `DOMID_IO`
-//! frames refuses any frame in them.
+//! Machine address ranges of device memory the hypervisor restricts even
+//! for a domain with I/O rights: the interrupt controllers it drives (the
+//! local APIC and its MSI window, the I/O APICs), which no domain maps,
+//! and the HPET and PCI's memory-mapped configuration space (MMCFG), which
+//! such a domain maps read-only, as on Xen (a writable MMCFG would let it
+//! reprogram a device to DMA anywhere). Found at boot (MSRs, ACPI
+//! MADT/HPET/MCFG); `mmu_update` on `DOMID_IO` frames checks them.
 #![forbid(unsafe_code)]
 
 extern crate alloc;

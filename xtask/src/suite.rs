@@ -495,6 +495,7 @@ pub const TESTS: &[IntegrationTest] = &[
     passes_with!("vcpu_op_errors", hv_extra_args: "dom0_max_vcpus=3"),
     passes_with!("vcpu_runstate_area", hv_extra_args: "dom0_max_vcpus=2"),
     passes!("cpu_cpuid_policy", conformance: true),
+    passes!("cpu_msr_policy", conformance: true),
     passes!("cpu_iretq_rpl0", conformance: false),
     passes_with!("vcpu_register_vcpu_info", hv_extra_args: "dom0_max_vcpus=2"),
     passes_with!("vcpu_switch", hv_extra_args: "dom0_max_vcpus=2"),

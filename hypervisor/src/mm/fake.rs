@@ -78,6 +78,8 @@ pub struct FakeMachine {
     pub domains: BTreeMap<u16, DomainMm>,
     /// Frames any domain with `io_caps` may map as device memory.
     pub iomem: BTreeSet<u64>,
+    /// Device frames mapped read-only whatever the entry asks.
+    pub iomem_read_only: BTreeSet<u64>,
     /// The hypervisor's mapping of each frame whose cache attribute is
     /// not write-back: frame, attribute.
     pub hv_cache_attr: BTreeMap<u64, u8>,
@@ -146,6 +148,7 @@ impl FakeMachine {
             m2p: vec![INVALID_M2P_ENTRY; n],
             domains,
             iomem: BTreeSet::new(),
+            iomem_read_only: BTreeSet::new(),
             hv_cache_attr: BTreeMap::new(),
             cache_attr_fails: false,
             guest: vec![0; GUEST_BYTES],
@@ -412,6 +415,9 @@ impl MmMachine for FakeMachine {
     }
     fn iomem_permitted(&self, dom: DomId, mfn: Mfn) -> bool {
         self.domains.get(&dom.0).is_some_and(|d| d.io_caps) && self.iomem.contains(&mfn.0)
+    }
+    fn iomem_read_only(&self, mfn: Mfn) -> bool {
+        self.iomem_read_only.contains(&mfn.0)
     }
     fn set_cache_attr(&mut self, mfn: Mfn, attr: u8) -> Result<(), Errno> {
         if attr == 0 {

@@ -67,6 +67,9 @@ impl<M: MmMachine + ?Sized> MmMachine for WithDomain<'_, M> {
     fn iomem_permitted(&self, dom: DomId, mfn: Mfn) -> bool {
         dom != self.id && self.machine.iomem_permitted(dom, mfn)
     }
+    fn iomem_read_only(&self, mfn: Mfn) -> bool {
+        self.machine.iomem_read_only(mfn)
+    }
     fn set_cache_attr(&mut self, mfn: Mfn, attr: u8) -> Result<(), Errno> {
         self.machine.set_cache_attr(mfn, attr)
     }

@@ -94,6 +94,10 @@ pub trait MmMachine: PageTableMemory {
     /// and for device memory the hypervisor itself uses (local APIC, I/O
     /// APIC, IOMMU, ...).
     fn iomem_permitted(&self, dom: DomId, mfn: Mfn) -> bool;
+    /// Whether device memory `mfn` may only be mapped read-only (Xen's
+    /// `mmio_ro_ranges`: the HPET): a writable mapping asked for is made
+    /// read-only, as Xen does for the hardware domain.
+    fn iomem_read_only(&self, mfn: Mfn) -> bool;
     /// The memory state of domain `dom`, if it exists.
     fn domain_mm(&mut self, dom: DomId) -> Option<&mut DomainMm>;
     /// Gives the hypervisor's own mapping of the RAM frame `mfn` the cache

@@ -604,6 +604,13 @@ fn device_memory_mappings() {
     assert_eq!(r.0, Ok(()));
     assert_eq!(m.get(l1, 301), (20 << 12) | PRW | pte::PCD);
     assert_eq!(snapshot(&m), before);
+    // Read-only device memory (the HPET): a writable mapping is made
+    // read-only, as Xen does for the hardware domain.
+    m.iomem.insert(0xF_ED00);
+    m.iomem_read_only.insert(0xF_ED00);
+    let r = m.with(|mmu| mmu.mod_l1_entry(l1, 303, (0xF_ED00 << 12) | PRW, false, &ctx));
+    assert_eq!(r.0, Ok(()));
+    assert_eq!(m.get(l1, 303), (0xF_ED00 << 12) | PRO | pte::PWT | pte::PCD);
     // Not permitted: EPERM; the largest frame number: EINVAL.
     let r = m.with(|mmu| mmu.mod_l1_entry(l1, 302, (0xF_EC00 << 12) | PRW, false, &ctx));
     assert_eq!(r.0, Err(Errno::EPERM));

@@ -497,7 +497,12 @@ impl<'m, M: MmMachine + ?Sized> Mmu<'m, M> {
         if checked != ctx.pt_owner && !self.machine.iomem_permitted(ctx.pt_owner, mfn) {
             return Err(denied);
         }
-        Ok(pte::io_cache_flip(entry))
+        let read_only = if self.machine.iomem_read_only(mfn) {
+            entry & pte::RW
+        } else {
+            0
+        };
+        Ok(pte::io_cache_flip(entry) | read_only)
     }
 
     /// Xen's `put_page_from_l1e`: drops what a present L1 entry holds.

@@ -552,3 +552,52 @@ pub fn cpuid_policy(_start_info: &'static StartInfo) {
     report::ok_value("xsetbv of x87|SSE", Outcome(xsetbv(0, 3)));
     report::ok_value("XCR0 at the end", format_args!("{:#x?}", xgetbv0()));
 }
+
+/// The MSRs `cpu_msr_policy` reads: (name, index).
+const POLICY_MSRS: &[(&str, u32)] = &[
+    ("APIC_BASE", 0x1b),
+    ("FEATURE_CONTROL", 0x3a),
+    ("SPEC_CTRL", 0x48),
+    ("UCODE_REV", 0x8b),
+    ("PLATFORM_INFO", 0xce),
+    ("MTRR_CAP", 0xfe),
+    ("ARCH_CAPABILITIES", 0x10a),
+    ("MISC_FEATURES_ENABLES", 0x140),
+    ("MCG_CAP", 0x179),
+    ("MCG_STATUS", 0x17a),
+    ("MCG_CTL", 0x17b),
+    ("MISC_ENABLE", 0x1a0),
+    ("MTRR_DEF_TYPE", 0x2ff),
+    ("MC0_CTL", 0x400),
+    ("MC0_STATUS", 0x401),
+    ("MC0_ADDR", 0x402),
+    ("MC0_MISC", 0x403),
+    ("MC1_CTL", 0x404),
+    ("MC1_STATUS", 0x405),
+    ("MC2_CTL", 0x408),
+    ("MC0_CTL2", 0x280),
+    ("HWCR", 0xc001_0015),
+    ("DE_CFG", 0xc001_1029),
+];
+
+/// `cpu_msr_policy`: what a PV kernel's `rdmsr` of each of
+/// [`POLICY_MSRS`] gives (a value, or the exception), as Xen 4.17 answers
+/// it.
+pub fn msr_policy(_start_info: &'static StartInfo) {
+    if !support::traps() {
+        return;
+    }
+    for &(name, msr) in POLICY_MSRS {
+        let (value, trap) = rdmsr(msr);
+        match trap {
+            None => report::ok_value(
+                format_args!("rdmsr {name} ({msr:#x})"),
+                format_args!("{value:#x}"),
+            ),
+            Some(t) => report::ok_value(
+                format_args!("rdmsr {name} ({msr:#x})"),
+                format_args!("vector {} error {:#x}", t.vector, t.error_code),
+            ),
+        }
+    }
+}

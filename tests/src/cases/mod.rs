@@ -300,6 +300,10 @@ pub const ALL: &[Case] = &[
         run: cpu_exceptions::iretq_rpl0,
     },
     Case {
+        name: "cpu_msr_policy",
+        run: cpu_priv::msr_policy,
+    },
+    Case {
         name: "cpu_cpuid_policy",
         run: cpu_priv::cpuid_policy,
     },

@@ -75,8 +75,11 @@ pub struct Platform {
     /// Whether the FADT says the RTC must not be used through its ports
     /// (`IAPC_BOOT_ARCH` bit 5, "CMOS RTC not present").
     pub no_cmos_rtc: bool,
-    /// The I/O APICs', HPET's and MMCFG's address ranges.
+    /// The I/O APICs' address ranges.
     pub mmio: ReservedMmio,
+    /// The HPET's and MMCFG's address ranges, which a domain with I/O
+    /// rights may map read-only.
+    pub read_only_mmio: ReservedMmio,
 }
 
 /// Where the ACPI tables are, as the boot loader told us.
@@ -168,7 +171,9 @@ pub fn report(rsdp: RsdpSource<'_>) -> Option<Platform> {
                 entry.bus_number_end,
             );
             let len = mmcfg_len(start, end);
-            platform.mmio.add(base + (u64::from(start) << 20), len);
+            platform
+                .read_only_mmio
+                .add(base + (u64::from(start) << 20), len);
             log::info!(
                 "ACPI: PCI MMCFG at {:#x}, buses {start}-{end}",
                 base + (u64::from(start) << 20)
@@ -177,7 +182,9 @@ pub fn report(rsdp: RsdpSource<'_>) -> Option<Platform> {
     }
     if let Ok(hpet) = HpetInfo::new(&tables) {
         platform.hpet = true;
-        platform.mmio.add(hpet.base_address as u64, PAGE_SIZE);
+        platform
+            .read_only_mmio
+            .add(hpet.base_address as u64, PAGE_SIZE);
         log::info!(
             "ACPI: HPET at {:#x}, {} comparators",
             hpet.base_address,

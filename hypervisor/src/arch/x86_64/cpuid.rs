@@ -128,3 +128,34 @@ pub fn guest_cpuid(leaf: u32, subleaf: u32, view: crate::cpuid::View) -> [u32; 4
         _ => crate::cpuid::pv_leaf(&raw_cpuid, leaf, subleaf, view),
     }
 }
+
+/// The CPU's vendor string (CPUID leaf 0).
+fn vendor() -> [u8; 12] {
+    let leaf0 = __cpuid(0);
+    let mut v = [0u8; 12];
+    v[0..4].copy_from_slice(&leaf0.ebx.to_le_bytes());
+    v[4..8].copy_from_slice(&leaf0.edx.to_le_bytes());
+    v[8..12].copy_from_slice(&leaf0.ecx.to_le_bytes());
+    v
+}
+
+/// What the MSR emulation needs to know of this CPU, for vCPU `vcpu`.
+pub fn msr_view(vcpu: u32) -> crate::emulate::MsrView {
+    let v = vendor();
+    let amd = v == *b"AuthenticAMD";
+    crate::emulate::MsrView {
+        vcpu,
+        intel_or_amd: amd || v == *b"GenuineIntel",
+        amd,
+    }
+}
+
+/// The host's microcode revision (MSR 0x8b, which Intel and AMD both
+/// have), as Xen forwards it to guests; `None` on other CPUs.
+pub fn ucode_revision() -> Option<u64> {
+    msr_view(0).intel_or_amd.then(|| {
+        // SAFETY: MSR 0x8b exists on every Intel and AMD CPU; reading it
+        // has no side effects.
+        unsafe { super::msr::rdmsr(crate::emulate::msr::UCODE_REV) }
+    })
+}

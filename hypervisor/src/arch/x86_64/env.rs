@@ -288,6 +288,11 @@ impl MmMachine for ArchEnv<'_, '_> {
     fn set_m2p(&mut self, mfn: Mfn, pfn: u64) {
         mem::set_m2p(mfn.0, pfn);
     }
+    fn iomem_read_only(&self, mfn: Mfn) -> bool {
+        super::percpu::READ_ONLY_MMIO
+            .get()
+            .is_some_and(|ro| ro.contains(mfn.0))
+    }
     fn iomem_permitted(&self, dom: DomId, mfn: Mfn) -> bool {
         if dom != self.current.domain.id || !self.current.domain.mm.io_caps {
             return false;

@@ -709,6 +709,7 @@ pub fn emulate(current: &mut Current, regs: &mut GuestRegs) -> bool {
                 emulate::msr::TSC => Some(cpu::rdtsc()),
                 emulate::msr::PAT => Some(cpu::pat()),
                 emulate::msr::TSC_AUX | emulate::msr::XEN_HYPERCALL_PAGE => Some(0),
+                emulate::msr::UCODE_REV => cpu::ucode_revision(),
                 emulate::msr::FS_BASE => Some(vcpu.fs_base),
                 emulate::msr::GS_BASE => Some(if vcpu.gs_kernel_active {
                     vcpu.gs_base_kernel
@@ -720,7 +721,7 @@ pub fn emulate(current: &mut Current, regs: &mut GuestRegs) -> bool {
                 } else {
                     vcpu.gs_base_kernel
                 }),
-                _ => None,
+                index => emulate::made_up_msr(index, cpu::msr_view(vcpu.id)),
             };
             value
                 .map(|v| (regs.rax, regs.rdx) = (v & 0xffff_ffff, v >> 32))
@@ -743,7 +744,10 @@ pub fn emulate(current: &mut Current, regs: &mut GuestRegs) -> bool {
                     vcpu.pending.insert(Pending::SEGMENTS);
                     true
                 }
-                _ => false,
+                Some(_) => false,
+                None => {
+                    emulate::ignored_msr_write(u32::try_from(regs.rcx & 0xffff_ffff).unwrap_or(0))
+                }
             }
         }
     };

@@ -72,6 +72,9 @@ pub static HOST: Once<HostInfo> = Once::new();
 /// The machine address ranges no domain may map, even with I/O rights
 /// (set once at boot, before dom0 is built).
 pub static RESERVED_MMIO: Once<ReservedMmio> = Once::new();
+/// Device memory domains with I/O rights map read-only only (the HPET),
+/// set once at boot.
+pub static READ_ONLY_MMIO: Once<ReservedMmio> = Once::new();
 
 /// Free frames just before dom0 was built: its teardown must give every
 /// one back.

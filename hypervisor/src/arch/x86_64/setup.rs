@@ -8,7 +8,7 @@ use crate::pirq::Lines;
 use crate::wallclock::Wallclock;
 
 use super::ioapic::IoApics;
-use super::percpu::RESERVED_MMIO;
+use super::percpu::{READ_ONLY_MMIO, RESERVED_MMIO};
 use super::{
     acpi, apic, builder, cpu, entry, machine, mem, pic, pirq, rtc, serial, time, trampoline, traps,
 };
@@ -135,17 +135,23 @@ extern "C" fn hv_start64(magic: u32, info: u32) -> ! {
 }
 
 /// Keeps the hypervisor's own MMIO from every domain: the local APIC page
-/// and the MSI window it lies in, what ACPI describes (I/O APICs, HPET,
-/// MMCFG), and the conventional I/O APIC and HPET pages whatever ACPI says.
+/// and the MSI window it lies in, the I/O APICs ACPI describes, and the
+/// conventional I/O APIC page whatever ACPI says. The HPET (ACPI's and the
+/// conventional page) and PCI's MMCFG, which the hypervisor does not use,
+/// a domain with I/O rights may map read-only, as on Xen (configuration
+/// writes go through the emulated ports 0xcf8/0xcfc).
 fn reserve_mmio(platform: &acpi::Platform) {
     const LEGACY_IOAPIC: u64 = 0xfec0_0000;
     const LEGACY_HPET: u64 = 0xfed0_0000;
     let mut mmio = platform.mmio.clone();
-    for base in [apic::mmio_base(), LEGACY_IOAPIC, LEGACY_HPET] {
+    for base in [apic::mmio_base(), LEGACY_IOAPIC] {
         mmio.add(base, PAGE_SIZE);
     }
     mmio.add(MSI_WINDOW.0, MSI_WINDOW.1);
     RESERVED_MMIO.call_once(|| mmio);
+    let mut read_only = platform.read_only_mmio.clone();
+    read_only.add(LEGACY_HPET, PAGE_SIZE);
+    READ_ONLY_MMIO.call_once(|| read_only);
 }
 
 /// Sets the wall clock from the CMOS RTC (it stays at 1970-01-01 at
