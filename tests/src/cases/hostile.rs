@@ -576,18 +576,21 @@ pub fn machphys_io(_start_info: &'static StartInfo) {
     );
 }
 
-/// The hypervisor's own MMIO under QEMU's q35 machine: the local APIC,
-/// the I/O APIC, the HPET and the first page of PCI's MMCFG window.
-const HYPERVISOR_MMIO: [(&str, u64); 4] = [
-    ("the local APIC", 0xfee00),
-    ("the I/O APIC", 0xfec00),
-    ("the HPET", 0xfed00),
-    ("PCI MMCFG", 0xb0000),
-];
+/// The hypervisor's own MMIO under QEMU's q35 machine: the local APIC
+/// and the I/O APIC.
+const HYPERVISOR_MMIO: [(&str, u64); 2] = [("the local APIC", 0xfee00), ("the I/O APIC", 0xfec00)];
+
+/// The PTE's writable bit.
+const PTE_WRITABLE: u64 = 1 << 1;
+
+/// Device memory dom0 maps read-only only, as on Xen: the HPET and the
+/// first page of PCI's MMCFG window.
+const READ_ONLY_MMIO: [(&str, u64); 2] = [("the HPET", 0xfed00), ("PCI MMCFG", 0xb0000)];
 
 /// `hostile_hypervisor_mmio`: dom0, which has I/O rights, maps none of the
 /// frames the hypervisor keeps for itself with `DOMID_IO`, writable or
-/// read-only; an ordinary I/O frame still maps.
+/// read-only; the HPET and MMCFG map read-only even when asked writable;
+/// an ordinary I/O frame still maps writable.
 pub fn hypervisor_mmio(_start_info: &'static StartInfo) {
     let slot = 3;
     let entry = mm::l1_entry(mm::window_va(slot)).map_or(0, |e| e.maddr);
@@ -603,6 +606,17 @@ pub fn hypervisor_mmio(_start_info: &'static StartInfo) {
                 format_args!("mapping {what} {how} with DOMID_IO is EPERM"),
                 map((mfn << 12) | flags),
                 Errno::EPERM.neg(),
+            );
+        }
+    }
+    for (what, mfn) in READ_ONLY_MMIO {
+        for (how, flags) in [("writable", PTE_RW), ("read-only", PTE_RO)] {
+            let ret = map((mfn << 12) | flags);
+            let value = mm::l1_entry(mm::window_va(slot)).map_or(0, |e| e.value);
+            report::check_observed(
+                format_args!("mapping {what} asked {how} with DOMID_IO maps it read-only"),
+                ret == 0 && value >> 12 & 0xff_ffff_ffff == mfn && value & PTE_WRITABLE == 0,
+                format_args!("ret {}, entry {value:#x}", report::Ret(ret)),
             );
         }
     }
