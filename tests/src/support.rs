@@ -221,3 +221,18 @@ pub unsafe fn fs_gs_words() -> (u64, u64) {
     }
     (fs, gs)
 }
+
+/// Iterations of [`spinner`]'s loop so far.
+pub static SPINS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+/// Tells [`spinner`] to return (its vCPU then takes itself down).
+pub static STOP: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// A secondary vCPU's loop for tests that need one running: counts in
+/// [`SPINS`] and yields until [`STOP`].
+pub fn spinner(_vcpu: usize) {
+    use core::sync::atomic::Ordering;
+    while !STOP.load(Ordering::Acquire) {
+        SPINS.fetch_add(1, Ordering::AcqRel);
+        guest_pv_shim::hypercall::sched_yield();
+    }
+}

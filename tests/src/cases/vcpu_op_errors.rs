@@ -24,7 +24,7 @@
 //!   counts from the vCPU's creation); an unmapped or read-only buffer is
 //!   `EFAULT`.
 
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::Ordering;
 
 use guest_pv_shim::dom0_abi::Errno;
 use guest_pv_shim::dom0_abi::cpu::VcpuGuestContext;
@@ -37,7 +37,7 @@ use guest_pv_shim::hypercall::{
 };
 use guest_pv_shim::{mm, report, shared, smp};
 
-use crate::support;
+use crate::support::{self, SPINS, STOP, spinner};
 
 /// vCPUs the test boots with (`dom0_max_vcpus=3`).
 const VCPUS: u64 = 3;
@@ -47,19 +47,6 @@ const UP: u64 = 1;
 const NEVER: u64 = 2;
 /// Yields to wait for vCPU 1 at most.
 const WAIT: u32 = 10_000;
-
-/// Iterations of vCPU 1's loop so far.
-static SPINS: AtomicU64 = AtomicU64::new(0);
-/// Tells vCPU 1 to return (and so to take itself down).
-static STOP: AtomicBool = AtomicBool::new(false);
-
-/// vCPU 1: counts and yields until told to stop.
-fn spinner(_vcpu: usize) {
-    while !STOP.load(Ordering::Acquire) {
-        SPINS.fetch_add(1, Ordering::AcqRel);
-        hc::sched_yield();
-    }
-}
 
 /// Makes a context invalid (the second argument is a non-canonical
 /// address).

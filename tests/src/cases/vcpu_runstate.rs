@@ -16,7 +16,7 @@
 //!   argument, is `EFAULT`; an unmapped area is accepted (the writes
 //!   fault and are dropped); a NULL area stops the updates.
 
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use guest_pv_shim::dom0_abi::Errno;
 use guest_pv_shim::dom0_abi::event_channel::EvtchnBindIpi;
@@ -28,7 +28,7 @@ use guest_pv_shim::dom0_abi::vcpu::{
 use guest_pv_shim::hypercall::{self as hc, vcpu_op_raw};
 use guest_pv_shim::{report, shared};
 
-use crate::support;
+use crate::support::{self, SPINS, STOP, spinner};
 
 /// Yields to wait for vCPU 1 at most.
 const WAIT: u32 = 10_000;
@@ -83,18 +83,6 @@ impl Record {
 
 static AREA0: Area = Area::new();
 static AREA1: Area = Area::new();
-
-/// Iterations of vCPU 1's loop so far.
-static SPINS: AtomicU64 = AtomicU64::new(0);
-/// Tells vCPU 1 to return.
-static STOP: AtomicBool = AtomicBool::new(false);
-
-fn spinner(_vcpu: usize) {
-    while !STOP.load(Ordering::Acquire) {
-        SPINS.fetch_add(1, Ordering::AcqRel);
-        hc::sched_yield();
-    }
-}
 
 /// `register_runstate_memory_area` of `vcpuid` with the area address
 /// read from `arg`.
