@@ -65,8 +65,8 @@ pub fn reset_moved_vcpu_info(dom: DomId) {
 /// the hypervisor).
 pub struct SharedInfoBits {
     maddr: u64,
-    /// The domain, for its moved `vcpu_info`s.
-    dom: DomId,
+    /// The domain's row of moved `vcpu_info`s.
+    moved: Option<&'static [AtomicU64; XEN_LEGACY_MAX_VCPUS]>,
     /// Bit `n`: vCPU `n`'s `evtchn_upcall_pending` went from 0 to 1.
     kicked: u64,
     /// The vCPU not to record kicks for: the one making the call, awake
@@ -77,10 +77,10 @@ pub struct SharedInfoBits {
 impl SharedInfoBits {
     /// The page at machine address `maddr` of domain `dom`, used by vCPU
     /// `awake` (whose kicks are not recorded).
-    pub const fn new(maddr: u64, dom: DomId, awake: u32) -> SharedInfoBits {
+    pub fn new(maddr: u64, dom: DomId, awake: u32) -> SharedInfoBits {
         SharedInfoBits {
             maddr,
-            dom,
+            moved: moved_row(dom),
             kicked: 0,
             awake,
         }
@@ -94,7 +94,9 @@ impl SharedInfoBits {
         if self.maddr == 0 {
             return None;
         }
-        let moved = moved_row(self.dom).map_or(0, |row| row[slot].load(Ordering::Relaxed));
+        let moved = self
+            .moved
+            .map_or(0, |row| row[slot].load(Ordering::Relaxed));
         if moved != 0 {
             return Some(moved);
         }
