@@ -132,30 +132,18 @@ impl Domain {
     /// builder assigns them.
     pub fn dom0(max_vcpus: u32, shared_info: u64) -> Domain {
         Domain {
-            id: DomId::DOM0,
-            handle: [0; 16],
-            shutdown_code: None,
-            state: RunState::Running,
             mm: DomainMm {
                 max_vcpus,
                 ..DomainMm::dom0(Privilege(()), 0)
             },
-            shared_info,
-            evtchn: EventChannels::new(DomId::DOM0, max_vcpus),
-            watchdogs: Watchdogs::default(),
-            pauses: 0,
-            config_vcpus: max_vcpus,
             emulation_flags: EMU_PIT,
-            dying: false,
-            grant: Some(Box::new(GrantTable::new(
-                DEFAULT_GRANT_FRAMES,
-                DEFAULT_MAPTRACK_FRAMES,
-            ))),
-            share: Share::default(),
-            ioports: None,
-            io_latches: Latches::default(),
-            pirqs: Pirqs::default(),
-            pirq_eoi_map: None,
+            ..Domain::created(
+                DomId::DOM0,
+                [0; 16],
+                EventChannels::new(DomId::DOM0, max_vcpus),
+                max_vcpus,
+                shared_info,
+            )
         }
     }
 
@@ -169,6 +157,28 @@ impl Domain {
         handle: [u8; 16],
         config_vcpus: u32,
         max_port: u32,
+        shared_info: u64,
+    ) -> Domain {
+        Domain {
+            pauses: 1,
+            ..Domain::created(
+                id,
+                handle,
+                EventChannels::new(id, config_vcpus).with_max_port(max_port),
+                config_vcpus,
+                shared_info,
+            )
+        }
+    }
+
+    /// What every new domain starts with: running, unpaused, no pages, no
+    /// rights, no emulation, Xen's default grant-table limits, and the
+    /// event channels `evtchn`.
+    fn created(
+        id: DomId,
+        handle: [u8; 16],
+        evtchn: EventChannels,
+        config_vcpus: u32,
         shared_info: u64,
     ) -> Domain {
         Domain {
@@ -186,9 +196,9 @@ impl Domain {
                 max_vcpus: 0,
             },
             shared_info,
-            evtchn: EventChannels::new(id, config_vcpus).with_max_port(max_port),
+            evtchn,
             watchdogs: Watchdogs::default(),
-            pauses: 1,
+            pauses: 0,
             config_vcpus,
             emulation_flags: 0,
             dying: false,

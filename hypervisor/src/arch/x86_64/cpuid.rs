@@ -57,9 +57,7 @@ pub fn phys_bits() -> u8 {
 pub fn features() -> Features {
     let mut f = Features::default();
     let leaf0 = __cpuid(0);
-    f.vendor[0..4].copy_from_slice(&leaf0.ebx.to_le_bytes());
-    f.vendor[4..8].copy_from_slice(&leaf0.edx.to_le_bytes());
-    f.vendor[8..12].copy_from_slice(&leaf0.ecx.to_le_bytes());
+    f.vendor = vendor();
     let leaf1 = __cpuid(1);
     let base_family = (leaf1.eax >> 8) & 0xf;
     let base_model = (leaf1.eax >> 4) & 0xf;
