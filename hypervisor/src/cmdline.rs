@@ -54,12 +54,12 @@ pub struct Config {
     /// number (default false). With one CPU running guests every vCPU runs
     /// on CPU 0 anyway; the boot log says so when the option is given.
     pub dom0_vcpus_pin: bool,
-    /// `loglvl=`: the hypervisor's own log threshold (default `warning`).
+    /// `loglvl=`: the hypervisor's own log thresholds (default `warning`;
+    /// see [`crate::logfilter`]).
     pub loglvl: LogLevels,
-    /// `guest_loglvl=`: threshold for messages about guests (default
-    /// `none/warning`). Accepted for Xen command lines; not applied yet:
-    /// messages about guests follow `loglvl` (the boot log says so when
-    /// the option is given).
+    /// `guest_loglvl=`: thresholds for messages a guest causes (default
+    /// `none/warning`: all rate-limited, those below `warning` dropped;
+    /// see [`crate::logfilter`]).
     pub guest_loglvl: LogLevels,
     /// `noreboot`: stay down after a crash instead of rebooting. This
     /// hypervisor never reboots the machine (it ends the run with the

@@ -20,6 +20,7 @@ pub mod ioport;
 pub mod irq;
 pub mod layout;
 pub mod loader;
+pub mod logfilter;
 pub mod mm;
 pub mod pirq;
 #[cfg(test)]

@@ -13,6 +13,7 @@ use dom0_abi::wire::Wire;
 
 use crate::emulate::{self, Insn, StoreValue};
 use crate::hypercall::mmu;
+use crate::logfilter::GUEST;
 use crate::mm::effects::Effects;
 use crate::mm::pte;
 use crate::mm::types::{PtwrOutcome, PtwrWrite};
@@ -317,6 +318,7 @@ fn deliver_nmi(current: &mut Current, regs: &mut GuestRegs) {
     match current.vcpu.nmi.take(current.vcpu.nmi_handler()) {
         NmiDelivery::None => {}
         NmiDelivery::Dropped => log::debug!(
+            target: GUEST,
             "d{}v{}: NMI with no NMI callback registered: dropped",
             current.domain.id.0,
             current.vcpu.id
@@ -841,6 +843,7 @@ fn check_unusual_exit(current: &mut Current, regs: &mut GuestRegs) {
         };
         if !delivered {
             log::debug!(
+                target: GUEST,
                 "d{}v0: cannot resume rip {:#x} cs {:#x} rsp {:#x} ss {:#x}: {fault}: delivered to the guest",
                 current.domain.id.0,
                 frame.rip,

@@ -21,13 +21,17 @@ use uart_16550::backend::PioBackend;
 use uart_16550::spec::registers::{IER, Parity as UartParity, WordLength};
 use uart_16550::{BaudRate, Config, Uart16550};
 
-use crate::cmdline::{Baud, Parity, SerialConfig};
+use crate::cmdline::{Baud, LogLevels, Parity, SerialConfig};
 use crate::console::{InputRing, LogRead, LogRing};
+use crate::logfilter::{LogFilter, Verdict};
 
 const COM1_PORT: u16 = 0x3f8;
 
 static COM1: Mutex<Option<Uart16550<PioBackend>>> = Mutex::new(None);
 static LOGGER: SerialLogger = SerialLogger;
+/// `loglvl=` and `guest_loglvl=` with their rate-limiting state; until
+/// [`set_log_levels`], every line up to `info` prints.
+static FILTER: Mutex<Option<LogFilter>> = Mutex::new(None);
 /// Set while the hypervisor is dying: the console lock may be held by the
 /// code that failed, so output then bypasses it.
 static PANICKING: AtomicBool = AtomicBool::new(false);
@@ -52,6 +56,14 @@ pub fn init() {
     // A second call (never made) would only fail to replace the logger.
     let _ = log::set_logger(&LOGGER);
     log::set_max_level(log::LevelFilter::Info);
+}
+
+/// Applies the command line's `loglvl=` and `guest_loglvl=`
+/// (`crate::logfilter`).
+pub fn set_log_levels(loglvl: LogLevels, guest_loglvl: LogLevels) {
+    let filter = LogFilter::new(loglvl, guest_loglvl);
+    log::set_max_level(filter.max_level());
+    *FILTER.lock() = Some(filter);
 }
 
 /// The line settings the console starts with.
@@ -231,6 +243,27 @@ impl log::Log for SerialLogger {
         if !self.enabled(record.metadata()) {
             return;
         }
+        // A line logged while the filter is held on this CPU (an NMI in
+        // the middle of a line) is printed: never lost for a lock.
+        let verdict = FILTER
+            .try_lock()
+            .map_or(Verdict::Print { suppressed: 0 }, |mut f| {
+                f.as_mut().map_or(Verdict::Print { suppressed: 0 }, |f| {
+                    f.decide(
+                        record.target(),
+                        record.level(),
+                        super::time::now_ns() / 1_000_000,
+                    )
+                })
+            });
+        let Verdict::Print { suppressed } = verdict else {
+            return;
+        };
+        if suppressed != 0 {
+            self.emit(format_args!(
+                "(HV) {suppressed} log lines held back by the rate limit\r\n"
+            ));
+        }
         let tag = match record.level() {
             log::Level::Error => "ERROR ",
             log::Level::Warn => "WARN ",
@@ -238,9 +271,18 @@ impl log::Log for SerialLogger {
             log::Level::Debug => "debug ",
             log::Level::Trace => "trace ",
         };
+        self.emit(format_args!("(HV) {tag}{}\r\n", record.args()));
+    }
+
+    fn flush(&self) {}
+}
+
+impl SerialLogger {
+    /// Writes one line to COM1 and the log ring dom0 reads.
+    fn emit(&self, text: fmt::Arguments<'_>) {
         // Format into a line buffer first so concurrent lines never interleave.
         let mut line = LineBuffer::new();
-        let _ = write!(line, "(HV) {tag}{}\r\n", record.args());
+        let _ = line.write_fmt(text);
         write_bytes(line.as_bytes());
         if let Some(mut log) = LOG.try_lock() {
             for piece in line.as_bytes().split(|&b| b == b'\r') {
@@ -248,8 +290,6 @@ impl log::Log for SerialLogger {
             }
         }
     }
-
-    fn flush(&self) {}
 }
 
 /// A fixed-size line buffer; a line too long for it is cut with a marker

@@ -32,12 +32,9 @@ extern "C" fn hv_start64(magic: u32, info: u32) -> ! {
     let command_line = boot.hypervisor_cmdline();
     let (config, diagnostics) = cmdline::parse(command_line);
     serial::configure(&config.com1);
-    log::set_max_level(config.loglvl.level);
+    serial::set_log_levels(config.loglvl, config.guest_loglvl);
     if config.dom0_vcpus_pin {
         log::info!("dom0_vcpus_pin: one CPU runs guests, so every vCPU runs on CPU 0");
-    }
-    if config.guest_loglvl != cmdline::Config::default().guest_loglvl {
-        log::warn!("guest_loglvl: not applied; messages about guests follow loglvl");
     }
     // Logged with the test nonce hidden: dom0 reads the log
     // (`sysctl readconsole`).

@@ -21,6 +21,7 @@ use crate::exit::HostExit;
 use crate::hypercall::dispatch::dispatch;
 use crate::index;
 use crate::layout::{DIRECTMAP_VIRT_START, HYPERVISOR_TEXT_START};
+use crate::logfilter::GUEST;
 use crate::mm::effects::Effects;
 
 use crate::sched::credit::Runqueue;
@@ -546,6 +547,7 @@ fn hypercall(current: &mut Current, regs: &mut GuestRegs) {
 /// Crashes the running domain with a logged reason.
 pub fn crash(current: &mut Current, reason: core::fmt::Arguments<'_>) {
     log::error!(
+        target: GUEST,
         "d{}v{}: {reason}: domain crashed",
         current.domain.id.0,
         current.vcpu.id
