@@ -28,6 +28,7 @@ mod proptests;
 pub mod regs;
 pub mod resume;
 pub mod sched;
+pub mod segment;
 pub mod stats;
 pub mod time;
 pub mod timer;

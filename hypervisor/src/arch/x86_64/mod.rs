@@ -11,7 +11,6 @@ pub mod context;
 pub mod cpu;
 pub mod cpuid;
 pub mod cr;
-pub mod desc;
 pub mod dr;
 pub mod entry;
 pub mod env;

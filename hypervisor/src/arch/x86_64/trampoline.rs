@@ -22,9 +22,9 @@ use dom0_abi::segment::{
 
 use crate::layout::{M2P_L4_SLOT, PAGE_SIZE, TRAMPOLINE_L4_SLOT, trampoline as t};
 
-use super::desc;
 use super::entry::{entry_text_image_start, stub_address};
 use super::paging::{self, G, NX, RW};
+use crate::segment;
 
 /// Selector of this CPU's TSS (two GDT slots after the fixed ones).
 pub const TSS_SELECTOR: u16 = 0xe040;
@@ -84,7 +84,7 @@ pub unsafe fn build(
     unsafe {
         fill_idt(paging::table(idt));
         fill_gdt(paging::table(gdt));
-        let tss_bytes = desc::tss_bytes(
+        let segment = segment::tss_with_stacks(
             t::stack_top(t::ENTRY_STACK),
             [
                 t::stack_top(t::NMI_STACK),
@@ -93,10 +93,9 @@ pub unsafe fn build(
                 t::stack_top(t::DB_STACK),
             ],
         );
-        core::ptr::copy_nonoverlapping(
-            tss_bytes.as_ptr(),
-            paging::phys_to_virt(tss) as *mut u8,
-            tss_bytes.len(),
+        core::ptr::write_unaligned(
+            paging::phys_to_virt(tss) as *mut x86_64::structures::tss::TaskStateSegment,
+            segment,
         );
     }
 
@@ -180,7 +179,7 @@ fn fill_idt(idt: &mut [u64; 512]) {
             HYPERCALL_VECTOR => (0, 1),
             _ => (0, 0),
         };
-        let gate = desc::interrupt_gate(stub_address(vector), HYPERVISOR_CS, ist, dpl);
+        let gate = segment::interrupt_gate(stub_address(vector), HYPERVISOR_CS, ist, dpl);
         idt[2 * vector as usize] = gate[0];
         idt[2 * vector as usize + 1] = gate[1];
     }
@@ -188,14 +187,14 @@ fn fill_idt(idt: &mut [u64; 512]) {
 
 fn fill_gdt(page: &mut [u64; 512]) {
     let slot = |selector: u16| usize::from(selector >> 3) - FIRST_RESERVED_GDT_BYTE / 8;
-    page[slot(HYPERVISOR_CS)] = desc::code64(0);
-    page[slot(HYPERVISOR_DS)] = desc::data(0);
-    page[slot(RING1_KERNEL_CS)] = desc::code64(1);
-    page[slot(FLAT_RING3_CS32)] = desc::code32(3);
-    page[slot(FLAT_RING3_DS)] = desc::data(3);
-    page[slot(FLAT_RING3_CS64)] = desc::code64(3);
-    page[slot(RING1_KERNEL_SS)] = desc::data(1);
-    let tss = desc::tss(t::TSS, desc::TSS_SIZE as u64 - 1);
+    page[slot(HYPERVISOR_CS)] = segment::code64(0);
+    page[slot(HYPERVISOR_DS)] = segment::data(0);
+    page[slot(RING1_KERNEL_CS)] = segment::code64(1);
+    page[slot(FLAT_RING3_CS32)] = segment::code32(3);
+    page[slot(FLAT_RING3_DS)] = segment::data(3);
+    page[slot(FLAT_RING3_CS64)] = segment::code64(3);
+    page[slot(RING1_KERNEL_SS)] = segment::data(1);
+    let tss = segment::tss(t::TSS, segment::TSS_SIZE as u64 - 1);
     page[slot(TSS_SELECTOR)] = tss[0];
     page[slot(TSS_SELECTOR) + 1] = tss[1];
 }
@@ -315,7 +314,7 @@ pub fn load_ldt(views: &CpuViews, entries: u64) {
         return;
     }
     let slot = usize::from(LDT_SELECTOR >> 3) - FIRST_RESERVED_GDT_BYTE / 8;
-    let descriptor = desc::ldt(t::LDT, entries * 8 - 1);
+    let descriptor = segment::ldt(t::LDT, entries * 8 - 1);
     // SAFETY: the reserved GDT page of this CPU is mapped (read-only) in the
     // trampoline; its frame is written through the direct map, in the two
     // slots reserved for the LDT descriptor, which no loaded selector uses.
