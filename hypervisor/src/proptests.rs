@@ -79,8 +79,9 @@ proptest! {
 
     #[test]
     fn checked_descriptors_never_reach_ring0(d in any::<u64>()) {
-        const PRESENT: u64 = 1 << 47;
-        const CODE_OR_DATA: u64 = 1 << 44;
+        use x86_64::structures::gdt::DescriptorFlags;
+        const PRESENT: u64 = DescriptorFlags::PRESENT.bits();
+        const CODE_OR_DATA: u64 = DescriptorFlags::USER_SEGMENT.bits();
         match check_descriptor(d) {
             None => {
                 prop_assert!(d & PRESENT != 0 && d & CODE_OR_DATA == 0 && (d >> 40) & 0xf != 0);

@@ -16,6 +16,7 @@ use dom0_abi::segment::{
     FLAT_RING3_CS32, FLAT_RING3_CS64, FLAT_RING3_DS, RING1_KERNEL_CS, RING1_KERNEL_SS, index,
     is_ldt, is_reserved, rpl,
 };
+use x86_64::structures::gdt::DescriptorFlags;
 
 use crate::layout::is_canonical;
 
@@ -26,14 +27,14 @@ pub const SS: u8 = 12;
 /// #GP.
 pub const GP: u8 = 13;
 
-const PRESENT: u64 = 1 << 47;
-const CODE_OR_DATA: u64 = 1 << 44;
-const CODE: u64 = 1 << 43;
-const CONFORMING: u64 = 1 << 42;
-const WRITABLE: u64 = 1 << 41;
-const LONG: u64 = 1 << 53;
-const DEFAULT_SIZE: u64 = 1 << 54;
-const GRANULARITY: u64 = 1 << 55;
+const PRESENT: u64 = DescriptorFlags::PRESENT.bits();
+const CODE_OR_DATA: u64 = DescriptorFlags::USER_SEGMENT.bits();
+const CODE: u64 = DescriptorFlags::EXECUTABLE.bits();
+const CONFORMING: u64 = DescriptorFlags::CONFORMING.bits();
+const WRITABLE: u64 = DescriptorFlags::WRITABLE.bits();
+const LONG: u64 = DescriptorFlags::LONG_MODE.bits();
+const DEFAULT_SIZE: u64 = DescriptorFlags::DEFAULT_SIZE.bits();
+const GRANULARITY: u64 = DescriptorFlags::GRANULARITY.bits();
 
 /// The fault the CPU would raise for a context it cannot load.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -13,6 +13,7 @@
 
 use dom0_abi::Errno;
 use dom0_abi::segment::FIRST_RESERVED_GDT_ENTRY;
+use x86_64::structures::gdt::DescriptorFlags;
 
 use super::mmu::MmuEnv;
 use crate::mm::effects::Effects;
@@ -27,9 +28,9 @@ const PER_FRAME: u64 = 512;
 /// Frames a guest GDT may span (entries 0-7167).
 pub const MAX_GDT_FRAMES: usize = FIRST_RESERVED_GDT_ENTRY / 512;
 
-const PRESENT: u64 = 1 << 47;
-const CODE_OR_DATA: u64 = 1 << 44;
-const ACCESSED: u64 = 1 << 40;
+const PRESENT: u64 = DescriptorFlags::PRESENT.bits();
+const CODE_OR_DATA: u64 = DescriptorFlags::USER_SEGMENT.bits();
+const ACCESSED: u64 = DescriptorFlags::ACCESSED.bits();
 
 /// Checks one 8-byte descriptor and returns it as it must be stored, or
 /// `None` if a guest may not have it.
