@@ -29,6 +29,7 @@ pub mod regs;
 pub mod resume;
 pub mod sched;
 pub mod segment;
+pub mod smp;
 pub mod stats;
 pub mod time;
 pub mod timer;

@@ -36,7 +36,8 @@ when standard input is a terminal):
   --boot grub|direct    GRUB multiboot2 ISO (default) or QEMU -kernel (multiboot1)
   --accel auto|tcg|kvm  QEMU accelerator (default auto: KVM only with vmx/svm and /dev/kvm)
   --icount              TCG with -icount shift=0,sleep=off (deterministic TSC)
-  --smp <N>             number of CPUs (default 1)
+  --smp <N>             number of CPUs, 1-64 (default 1); the hypervisor starts them all,
+                        guests run on the first
   --mem <MiB>           RAM size (default 256)
   --timeout <seconds>   stop QEMU after this long (default: no limit)
   --disk <image>        attach this raw image as a virtio-blk disk (00:04.0)
@@ -364,6 +365,10 @@ impl Options {
 }
 
 /// Parses a positive decimal number for option `name`.
+/// The most CPUs `--smp` gives the machine: the hypervisor starts at
+/// most this many (`hypervisor::smp::MAX_CPUS`).
+const MAX_SMP: u32 = 64;
+
 fn positive<T: std::str::FromStr + PartialOrd + From<u8>>(
     name: &str,
     value: &str,
@@ -434,7 +439,15 @@ fn parse_run(options: &mut Options) -> Result<RunArgs, String> {
                 }
             }
             "--icount" => run.icount = Options::flag(&name, inline)?,
-            "--smp" => run.smp = positive(&name, &options.value(&name, inline)?)?,
+            "--smp" => {
+                let value = options.value(&name, inline)?;
+                run.smp = positive(&name, &value)?;
+                if run.smp > MAX_SMP {
+                    return Err(format!(
+                        "option '{name}': at most {MAX_SMP} CPUs (the hypervisor's limit), got '{value}'"
+                    ));
+                }
+            }
             "--mem" => run.mem_mib = positive(&name, &options.value(&name, inline)?)?,
             "--timeout" => {
                 run.timeout_secs = Some(positive(&name, &options.value(&name, inline)?)?)
@@ -727,6 +740,8 @@ mod tests {
         assert!(parse_str("run --boot floppy").is_err());
         assert!(parse_str("run --accel hvf").is_err());
         assert!(parse_str("run --smp 0").is_err());
+        assert!(parse_str("run --smp 65").is_err());
+        assert!(parse_str("run --smp 64").is_ok());
         assert!(parse_str("run --mem lots").is_err());
         assert!(parse_str("run --mem").is_err());
         assert!(parse_str("run --icount=1").is_err());

@@ -67,6 +67,8 @@ pub struct IntegrationTest {
     /// The devices the machine gets on both hypervisors (see
     /// [`TestDevices`]).
     pub devices: TestDevices,
+    /// CPUs (QEMU's `-smp`) on both hypervisors.
+    pub cpus: u32,
 }
 
 /// Which extra devices a test's machine has (`crate::qemu::Devices`):
@@ -128,6 +130,7 @@ macro_rules! guest_test {
             typing: &[],
             icount: false,
             devices: NO_DEVICES,
+            cpus: 1,
         }
     };
 }
@@ -194,6 +197,7 @@ macro_rules! rejected {
             typing: &[],
             icount: false,
             devices: NO_DEVICES,
+            cpus: 1,
         }
     };
 }
@@ -219,6 +223,7 @@ macro_rules! cmdline_test {
             typing: &[],
             icount: false,
             devices: NO_DEVICES,
+            cpus: 1,
         }
     };
 }
@@ -256,6 +261,7 @@ macro_rules! toolstack {
             typing: &[],
             icount: false,
             devices: NO_DEVICES,
+            cpus: 1,
         }
     };
 }
@@ -645,6 +651,22 @@ pub const TESTS: &[IntegrationTest] = &[
         boot: BootPath::Grub,
         ..passes!("hello", conformance: false)
     },
+    // Every CPU the MADT lists is started on its own tables and halted;
+    // dom0 still runs on the boot CPU.
+    IntegrationTest {
+        name: "smp_start_cpus",
+        dom0_args: "test=hello",
+        cpus: 4,
+        expect: Expectation {
+            log_lines: &[
+                &["SMP: CPU 1 (APIC id 1) up"],
+                &["SMP: CPU 3 (APIC id 3) up"],
+                &["SMP: 4 of 4 CPUs up"],
+            ],
+            ..passes!("hello", conformance: false).expect
+        },
+        ..passes!("hello", conformance: false)
+    },
     // The benchmark guest with tiny counts, so it cannot rot: every
     // benchmark runs (or says `unsupported`), its checks pass, and the
     // null hypercall is measured. `cargo xtask bench` does the real runs.
@@ -665,6 +687,7 @@ pub const TESTS: &[IntegrationTest] = &[
         typing: &[],
         icount: false,
         devices: NO_DEVICES,
+        cpus: 1,
     },
     // dom0's PCI and virtio drivers on QEMU's virtio-blk and virtio-net.
     device_test!("virtio_blk", disk: Some(DiskCheck::Written), nic: false),

@@ -34,8 +34,8 @@ use crate::suite::{Dom0, IntegrationTest, PENDING, TESTS};
 use crate::xen;
 
 /// The machine an integration test runs on: TCG (with `-icount` if the
-/// test asks for it), one CPU, and the devices it asks for (its disk image
-/// at `disk`).
+/// test asks for it), its CPUs, and the devices it asks for (its disk
+/// image at `disk`).
 fn test_machine(test: &IntegrationTest, disk: Option<&Path>) -> Machine {
     Machine {
         accel: if test.icount {
@@ -43,7 +43,7 @@ fn test_machine(test: &IntegrationTest, disk: Option<&Path>) -> Machine {
         } else {
             Accel::Tcg
         },
-        smp: 1,
+        smp: test.cpus,
         mem_mib: DEFAULT_MEM_MIB,
         devices: Devices {
             disk: disk

@@ -64,6 +64,8 @@ pub struct IoApicInfo {
 pub struct Platform {
     /// Enabled (or online-capable) local APICs, i.e. CPUs.
     pub cpus: u32,
+    /// The APIC ids of the enabled ones (the CPUs to start), in MADT order.
+    pub apic_ids: Vec<u32>,
     /// The I/O APICs.
     pub ioapics: Vec<IoApicInfo>,
     /// Where the ISA IRQs arrive (the interrupt source overrides).
@@ -111,6 +113,9 @@ pub fn report(rsdp: RsdpSource<'_>) -> Option<Platform> {
             match entry {
                 MadtEntry::LocalApic(lapic) => {
                     let (id, flags) = (lapic.apic_id, lapic.flags);
+                    if flags & 1 != 0 {
+                        platform.apic_ids.push(u32::from(id));
+                    }
                     if flags & 0b11 != 0 {
                         platform.cpus += 1;
                         log::info!("ACPI: CPU {} (APIC id {id})", platform.cpus - 1);
@@ -118,6 +123,9 @@ pub fn report(rsdp: RsdpSource<'_>) -> Option<Platform> {
                 }
                 MadtEntry::LocalX2Apic(x2) => {
                     let (id, flags) = (x2.x2apic_id, x2.flags);
+                    if flags & 1 != 0 {
+                        platform.apic_ids.push(id);
+                    }
                     if flags & 0b11 != 0 {
                         platform.cpus += 1;
                         log::info!("ACPI: CPU {} (x2APIC id {id})", platform.cpus - 1);

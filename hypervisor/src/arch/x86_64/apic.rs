@@ -1,4 +1,5 @@
-//! The local APIC: this CPU's timer, and the end of every interrupt.
+//! The local APIC: this CPU's timer, the end of every interrupt, and the
+//! IPIs that start the other CPUs.
 //!
 //! x2APIC mode (registers as MSRs) where the CPU has it, else xAPIC (the
 //! same registers in the page `IA32_APIC_BASE` names, through the direct
@@ -42,6 +43,17 @@ const LVT_ERROR: u32 = 0x370;
 const TIMER_INITIAL: u32 = 0x380;
 const TIMER_CURRENT: u32 = 0x390;
 const TIMER_DIVIDE: u32 = 0x3e0;
+const ICR_LOW: u32 = 0x300;
+const ICR_HIGH: u32 = 0x310;
+/// The x2APIC's 64-bit interrupt command register.
+const X2APIC_ICR: u32 = 0x830;
+
+/// ICR: INIT delivery, level asserted, level-triggered.
+const ICR_INIT: u32 = (0b101 << 8) | (1 << 14) | (1 << 15);
+/// ICR: start-up delivery, level asserted (the vector is the page).
+const ICR_STARTUP: u32 = (0b110 << 8) | (1 << 14);
+/// ICR (xAPIC): the previous IPI is still being sent.
+const ICR_PENDING: u32 = 1 << 12;
 
 /// SVR: the APIC is software-enabled.
 const SVR_ENABLE: u32 = 1 << 8;
@@ -70,6 +82,31 @@ static APIC: Once<Apic> = Once::new();
 static ARMED: AtomicU64 = AtomicU64::new(0);
 
 impl Apic {
+    /// Turns this CPU's APIC on in this mode: no task priority, spurious
+    /// interrupts on [`SPURIOUS_VECTOR`], the 8259's LINT0 masked, LINT1
+    /// as NMI, errors on [`ERROR_VECTOR`]. Returns its id.
+    fn enable(&self, f: &Features) -> u32 {
+        // SAFETY: IA32_APIC_BASE exists on every x86-64 CPU; setting the
+        // enable bit (and the x2APIC bit only where CPUID reports x2APIC)
+        // is the architected way to turn the APIC on.
+        unsafe {
+            let mut base = rdmsr(IA32_APIC_BASE) | APIC_BASE_ENABLE;
+            wrmsr(IA32_APIC_BASE, base);
+            if f.x2apic {
+                base |= APIC_BASE_X2APIC;
+                wrmsr(IA32_APIC_BASE, base);
+            }
+        }
+        self.write(TPR, 0);
+        self.write(SVR, SVR_ENABLE | u32::from(SPURIOUS_VECTOR));
+        self.write(LVT_LINT0, LVT_MASKED);
+        self.write(LVT_LINT1, LVT_NMI);
+        self.write(LVT_ERROR, u32::from(ERROR_VECTOR));
+        self.write(ESR, 0);
+        let id = self.read(ID);
+        if f.x2apic { id } else { id >> 24 }
+    }
+
     fn read(&self, reg: u32) -> u32 {
         match self.mmio {
             // SAFETY: `base` maps the APIC's register page (uncached by
@@ -97,29 +134,13 @@ impl Apic {
 /// [`TIMER_VECTOR`] (disarmed). `tsc_hz` is the measured TSC rate (for
 /// the one-shot mode's calibration). Returns the APIC id.
 pub fn init(f: &Features, tsc_hz: u64) -> u32 {
-    // SAFETY: IA32_APIC_BASE exists on every x86-64 CPU; setting the
-    // enable bit (and the x2APIC bit only where CPUID reports x2APIC) is
-    // the architected way to turn the APIC on.
-    unsafe {
-        let mut base = rdmsr(IA32_APIC_BASE) | APIC_BASE_ENABLE;
-        wrmsr(IA32_APIC_BASE, base);
-        if f.x2apic {
-            base |= APIC_BASE_X2APIC;
-            wrmsr(IA32_APIC_BASE, base);
-        }
-    }
     let mmio = (!f.x2apic).then(|| phys_to_virt(mmio_base()));
     let mut apic = Apic {
         mmio,
         tsc_deadline: f.tsc_deadline,
         ticks_per_tsc: 0,
     };
-    apic.write(TPR, 0);
-    apic.write(SVR, SVR_ENABLE | u32::from(SPURIOUS_VECTOR));
-    apic.write(LVT_LINT0, LVT_MASKED);
-    apic.write(LVT_LINT1, LVT_NMI);
-    apic.write(LVT_ERROR, u32::from(ERROR_VECTOR));
-    apic.write(ESR, 0);
+    let id = apic.enable(f);
     if apic.tsc_deadline {
         apic.write(LVT_TIMER, TIMER_TSC_DEADLINE | u32::from(TIMER_VECTOR));
     } else {
@@ -127,8 +148,6 @@ pub fn init(f: &Features, tsc_hz: u64) -> u32 {
         apic.ticks_per_tsc = calibrate(&apic, tsc_hz);
         apic.write(LVT_TIMER, u32::from(TIMER_VECTOR));
     }
-    let id = apic.read(ID);
-    let id = if f.x2apic { id } else { id >> 24 };
     let apic = APIC.call_once(|| apic);
     log::info!(
         "local APIC {id}: {} mode, timer {}",
@@ -144,6 +163,48 @@ pub fn init(f: &Features, tsc_hz: u64) -> u32 {
         }
     );
     id
+}
+
+/// Enables the local APIC of a CPU started after the boot CPU, in the
+/// boot CPU's mode, as [`init`] does but with its timer masked (this CPU
+/// runs no guests yet). Returns its APIC id.
+pub fn init_secondary(f: &Features) -> u32 {
+    let Some(apic) = APIC.get() else {
+        return 0;
+    };
+    let id = apic.enable(f);
+    apic.write(LVT_TIMER, LVT_MASKED | u32::from(TIMER_VECTOR));
+    id
+}
+
+/// Sends INIT to the CPU with APIC id `id` (it stops and waits for a
+/// start-up IPI).
+pub fn send_init(id: u32) {
+    send_ipi(id, ICR_INIT);
+}
+
+/// Sends a start-up IPI to the CPU with APIC id `id`: it starts in real
+/// mode at page `vector`.
+pub fn send_startup(id: u32, vector: u8) {
+    send_ipi(id, ICR_STARTUP | u32::from(vector));
+}
+
+fn send_ipi(id: u32, command: u32) {
+    let Some(apic) = APIC.get() else {
+        return;
+    };
+    match apic.mmio {
+        Some(_) => {
+            apic.write(ICR_HIGH, id << 24);
+            apic.write(ICR_LOW, command);
+            while apic.read(ICR_LOW) & ICR_PENDING != 0 {
+                core::hint::spin_loop();
+            }
+        }
+        // SAFETY: x2APIC mode is on, so its ICR exists; the destination is
+        // the full x2APIC id in the high half.
+        None => unsafe { wrmsr(X2APIC_ICR, (u64::from(id) << 32) | u64::from(command)) },
+    }
 }
 
 /// Timer ticks (at divide-by-16) per 2^32 TSC ticks, counted over 10 ms.

@@ -8,7 +8,6 @@ use spin::Mutex;
 
 use crate::layout::{
     DIRECTMAP_VIRT_START, HYPERVISOR_TEXT_START, MACH2PHYS_VIRT_START, PAGE_SIZE, STACK_SIZE,
-    STACKS_BASE,
 };
 use crate::mm::frame_alloc::FrameAllocator;
 use crate::mm::frame_table::{FrameInfo, FrameTable};
@@ -173,16 +172,27 @@ pub fn build_hypervisor_tables(features: &Features, direct_map_end: u64) -> (u64
         };
         pa += size.bytes();
     }
-    // CPU 0's stack, above an unmapped guard page.
-    let bottom = STACKS_BASE + PAGE_SIZE;
-    let mut va = bottom;
-    while va < bottom + STACK_SIZE {
+    let top = map_stack(root, 0, features);
+    (root, top)
+}
+
+/// Maps CPU `cpu`'s hypervisor stack (`crate::smp::stack_top`), above its
+/// unmapped guard page, into the tree under `root` (whose image slot every
+/// CPU's root shares), and returns its top.
+pub fn map_stack(root: u64, cpu: usize, features: &Features) -> u64 {
+    let top = crate::smp::stack_top(cpu);
+    let nx = if features.nx { NX } else { 0 };
+    let mut alloc = alloc_zeroed;
+    let mut va = top - STACK_SIZE;
+    while va < top {
         let frame = alloc_zeroed();
-        // SAFETY: as above.
+        // SAFETY: `root` is a hypervisor root table; the stack's range lies
+        // in the image slot, where nothing else is mapped at these
+        // addresses (each CPU has its own range).
         unsafe { paging::map(root, va, frame, RW | nx, PageSize::Size4K, &mut alloc) };
         va += PAGE_SIZE;
     }
-    (root, bottom + STACK_SIZE)
+    top
 }
 
 /// The M2P: one contiguous run of frames, mapped read-only for everyone at

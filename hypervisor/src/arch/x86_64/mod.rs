@@ -31,6 +31,7 @@ pub mod rtc;
 pub mod schedule;
 pub mod serial;
 pub mod setup;
+pub mod smp;
 pub mod time;
 pub mod trampoline;
 pub mod traps;

@@ -10,7 +10,8 @@ use crate::wallclock::Wallclock;
 use super::ioapic::IoApics;
 use super::percpu::{READ_ONLY_MMIO, RESERVED_MMIO};
 use super::{
-    acpi, apic, builder, cpu, entry, machine, mem, pic, pirq, rtc, serial, time, trampoline, traps,
+    acpi, apic, builder, cpu, entry, machine, mem, pic, pirq, rtc, serial, smp, time, trampoline,
+    traps,
 };
 use crate::iomem::MSI_WINDOW;
 
@@ -68,7 +69,7 @@ extern "C" fn hv_start64(magic: u32, info: u32) -> ! {
         (tsc_hz / 1000) % 1000
     );
     let apic_id = apic::init(&features, tsc_hz);
-    let (max_frame, direct_map_end) = init_memory(&boot);
+    let (max_frame, direct_map_end, startup_area) = init_memory(&boot);
     let (hv_root, hv_stack_top) = mem::build_hypervisor_tables(&features, direct_map_end);
     mem::build_m2p(hv_root, max_frame);
     mem::init_frame_table(max_frame, |mfn| is_ram(&boot, mfn));
@@ -100,6 +101,13 @@ extern "C" fn hv_start64(magic: u32, info: u32) -> ! {
         None => acpi::RsdpSource::Search,
     })
     .unwrap_or_default();
+    smp::start_cpus(
+        &features,
+        hv_root,
+        apic_id,
+        &platform.apic_ids,
+        startup_area,
+    );
     reserve_mmio(&platform);
     init_wallclock(&platform);
     let ioapics = IoApics::init(&platform.ioapics);
@@ -249,9 +257,11 @@ fn report_cpu(f: &cpu::Features) {
 }
 
 /// Initialises the frame allocator over usable RAM minus the image, the
-/// modules and the boot data; returns the number of machine frames the M2P
-/// must cover and the end of the direct map.
-fn init_memory(boot: &BootInfo<'static>) -> (u64, u64) {
+/// modules and the boot data. Returns the number of machine frames the M2P
+/// must cover, the end of the direct map, and where the other CPUs'
+/// start-up code can go (`crate::smp::startup_area`: free RAM below 1 MiB,
+/// which the allocator never hands out).
+fn init_memory(boot: &BootInfo<'static>) -> (u64, u64, Option<u64>) {
     let (image_start, image_end) = mem::image_range();
     let mut excluded = [PhysRange { start: 0, end: 0 }; 2 + MAX_MODULES + MAX_BOOT_DATA_RANGES];
     let mut n = 0;
@@ -301,11 +311,17 @@ fn init_memory(boot: &BootInfo<'static>) -> (u64, u64) {
     if let Err(e) = mem::init_frames(max_frame, &usable[..count]) {
         panic!("memory: {e}");
     }
+    // The first MiB (excluded[0]) is free for the start-up area, but for
+    // what the boot loader left there.
+    let low = boot
+        .usable_ranges(&excluded[1..n])
+        .map(|range| (range.start, range.end));
     (
         max_frame,
         (max_frame * PAGE_SIZE)
             .max(1 << 32)
             .next_multiple_of(1 << 30),
+        crate::smp::startup_area(low),
     )
 }
 
@@ -322,7 +338,7 @@ fn is_ram(boot: &BootInfo<'static>, mfn: u64) -> bool {
 
 /// CR0.WP and CR0.AM (alignment checks for guest user code that sets
 /// RFLAGS.AC), SMEP, UMIP, PGE and PCID where the CPU has them.
-fn enable_protections(f: &cpu::Features) {
+pub(super) fn enable_protections(f: &cpu::Features) {
     let mut cr4 = cpu::read_cr4();
     for (present, bit) in [
         (f.smep, cpu::CR4_SMEP),
