@@ -202,8 +202,12 @@ numbered_enum! {
         IrqPermission = 19, "irq_permission";
         /// `u`: [`IomemPermission`] (IN). Grants or revokes the domain's
         /// right to map machine frames `first_mfn..first_mfn + nr_mfns`
-        /// (with `mmu_update`). `EINVAL`: the range wraps. `EPERM`: the
-        /// caller lacks access to some of the range.
+        /// as device memory (`mmu_update` with `DOMID_IO`); a domain with
+        /// some device memory or ports may also use cache attributes in
+        /// its page tables. `EINVAL`: the range wraps (`nr_mfns` 0
+        /// included). `EPERM`: the caller may not map some frame of the
+        /// range itself (revoking too). `ENOMEM`: the domain's rights
+        /// would need more runs than the hypervisor keeps (256 here).
         IomemPermission = 20, "iomem_permission";
         /// `u`: [`IoportPermission`] (IN). Grants or revokes the domain's
         /// access to I/O ports `first_port..first_port + nr_ports`.

@@ -25,6 +25,7 @@ use spin::{Mutex, MutexGuard, Once};
 use crate::evtchn::EventChannels;
 use crate::gnttab::GrantTable;
 use crate::index::bounded;
+use crate::iomem::IomemCaps;
 use crate::ioport::{IoPorts, Latches};
 use crate::mm::machine::DomainMm;
 use crate::pirq::Pirqs;
@@ -95,6 +96,8 @@ pub struct Domain {
     /// The I/O ports it may reach (`None`: none): dom0's as Xen gives
     /// them, others' from `XEN_DOMCTL_ioport_permission`.
     pub ioports: Option<Box<IoPorts>>,
+    /// The machine frames it may map as device memory.
+    pub iomem: IomemCaps,
     /// The emulated ports' latched registers (0xCF8, the RTC index).
     pub io_latches: Latches,
     /// Its PIRQs and the GSIs it may use.
@@ -127,6 +130,14 @@ pub const MAX_PAUSES: u8 = u8::MAX;
 pub const EMU_PIT: u32 = 1 << 8;
 
 impl Domain {
+    /// Recomputes whether the domain has I/O rights (Xen's
+    /// `cache_flush_permitted`: some device memory or some port), which
+    /// lets its page tables carry cache attributes.
+    pub fn refresh_io_caps(&mut self) {
+        self.mm.io_caps =
+            !self.iomem.is_empty() || self.ioports.as_deref().is_some_and(IoPorts::any);
+    }
+
     /// The initial domain as the dom0 builder creates it: privileged, with
     /// I/O rights and `max_vcpus` vCPUs; its pages are counted as the
     /// builder assigns them.
@@ -208,6 +219,7 @@ impl Domain {
             ))),
             share: Share::default(),
             ioports: None,
+            iomem: IomemCaps::none(),
             io_latches: Latches::default(),
             pirqs: Pirqs::default(),
             pirq_eoi_map: None,

@@ -46,6 +46,108 @@ impl ReservedMmio {
     }
 }
 
+/// The machine frames a domain may map as device memory (Xen's
+/// `iomem_caps`), as sorted, disjoint, non-adjacent inclusive runs
+/// `[first, last]`. The hardware domain starts with every frame below the
+/// physical address width but the hypervisor's own ([`ReservedMmio`]);
+/// another domain with none, until `XEN_DOMCTL_iomem_permission` grants
+/// it some of the caller's.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IomemCaps {
+    runs: Vec<(u64, u64)>,
+}
+
+/// Runs one domain's [`IomemCaps`] may hold: a grant that would split
+/// them further is `ENOMEM` (Xen bounds its range sets too).
+pub const MAX_IOMEM_RUNS: usize = 256;
+
+impl IomemCaps {
+    /// No frame.
+    pub const fn none() -> IomemCaps {
+        IomemCaps { runs: Vec::new() }
+    }
+
+    /// The hardware domain's: frames `0..frames` but the `reserved` ones.
+    pub fn hardware_domain(frames: u64, reserved: &ReservedMmio) -> IomemCaps {
+        let mut caps = IomemCaps::none();
+        if frames > 0 {
+            caps.runs.push((0, frames - 1));
+        }
+        for &(first, end) in reserved.ranges() {
+            if end > first {
+                caps.runs = caps.without(first, end - 1);
+            }
+        }
+        caps
+    }
+
+    /// Whether no frame is permitted.
+    pub fn is_empty(&self) -> bool {
+        self.runs.is_empty()
+    }
+
+    /// Whether every frame of `[first, last]` is permitted.
+    pub fn permits(&self, first: u64, last: u64) -> bool {
+        self.runs.iter().any(|&(a, b)| a <= first && last <= b)
+    }
+
+    /// Whether frame `mfn` is permitted.
+    pub fn contains(&self, mfn: u64) -> bool {
+        self.permits(mfn, mfn)
+    }
+
+    /// Permits `[first, last]` (`first <= last`). `ENOMEM` if that would
+    /// take more than [`MAX_IOMEM_RUNS`] runs (nothing changes then).
+    pub fn grant(&mut self, first: u64, last: u64) -> Result<(), dom0_abi::Errno> {
+        let (mut lo, mut hi) = (first, last);
+        let mut kept = Vec::with_capacity(self.runs.len() + 1);
+        for &(a, b) in &self.runs {
+            if b.saturating_add(1) < lo || hi.saturating_add(1) < a {
+                kept.push((a, b));
+            } else {
+                lo = lo.min(a);
+                hi = hi.max(b);
+            }
+        }
+        if kept.len() >= MAX_IOMEM_RUNS {
+            return Err(dom0_abi::Errno::ENOMEM);
+        }
+        let at = kept.partition_point(|&(a, _)| a < lo);
+        kept.insert(at, (lo, hi));
+        self.runs = kept;
+        Ok(())
+    }
+
+    /// Stops permitting `[first, last]` (`first <= last`). `ENOMEM` if a
+    /// run would split past [`MAX_IOMEM_RUNS`] (nothing changes then).
+    pub fn revoke(&mut self, first: u64, last: u64) -> Result<(), dom0_abi::Errno> {
+        let kept = self.without(first, last);
+        if kept.len() > MAX_IOMEM_RUNS.max(self.runs.len()) {
+            return Err(dom0_abi::Errno::ENOMEM);
+        }
+        self.runs = kept;
+        Ok(())
+    }
+
+    /// The runs without `[first, last]`.
+    fn without(&self, first: u64, last: u64) -> Vec<(u64, u64)> {
+        let mut kept = Vec::with_capacity(self.runs.len() + 1);
+        for &(a, b) in &self.runs {
+            if b < first || last < a {
+                kept.push((a, b));
+                continue;
+            }
+            if a < first {
+                kept.push((a, first - 1));
+            }
+            if last < b {
+                kept.push((last + 1, b));
+            }
+        }
+        kept
+    }
+}
+
 /// The interrupt address window (`0xfee00000`-`0xfeefffff`): a write there
 /// is an MSI, not memory, so no domain maps it (as on Xen).
 pub const MSI_WINDOW: (u64, u64) = (0xfee0_0000, 0x10_0000);
@@ -104,6 +206,56 @@ pub fn mmcfg_len(start_bus: u8, end_bus: u8) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn iomem_caps_grant_revoke_and_merge() {
+        let mut c = IomemCaps::none();
+        assert!(c.is_empty() && !c.contains(0));
+        c.grant(0xb8, 0xbf).unwrap();
+        c.grant(0xc0, 0xc3).unwrap();
+        assert_eq!(c.runs, [(0xb8, 0xc3)], "adjacent runs merge");
+        c.grant(0x10, 0x10).unwrap();
+        c.grant(0x100, 0x1ff).unwrap();
+        assert_eq!(c.runs, [(0x10, 0x10), (0xb8, 0xc3), (0x100, 0x1ff)]);
+        assert!(c.permits(0xb8, 0xc3) && !c.permits(0xb8, 0xc4));
+        c.revoke(0xba, 0xba).unwrap();
+        assert_eq!(
+            c.runs,
+            [(0x10, 0x10), (0xb8, 0xb9), (0xbb, 0xc3), (0x100, 0x1ff)]
+        );
+        c.revoke(0, u64::MAX).unwrap();
+        assert!(c.is_empty());
+        c.grant(u64::MAX, u64::MAX).unwrap();
+        c.grant(0, 0).unwrap();
+        assert!(c.contains(u64::MAX) && c.contains(0) && !c.contains(1));
+    }
+
+    #[test]
+    fn hardware_domain_has_all_but_the_hypervisors_frames() {
+        let mut reserved = ReservedMmio::default();
+        reserved.add(0xfee0_0000, 0x1000);
+        reserved.add(0xfec0_0000, 0x1000);
+        let c = IomemCaps::hardware_domain(1 << 28, &reserved);
+        assert!(c.contains(0) && c.contains(0xb8) && c.contains((1 << 28) - 1));
+        assert!(!c.contains(0xfee00) && !c.contains(0xfec00) && !c.contains(1 << 28));
+        assert!(c.permits(0xfec01, 0xfedff));
+    }
+
+    #[test]
+    fn iomem_caps_stay_bounded() {
+        let mut c = IomemCaps::none();
+        for i in 0..MAX_IOMEM_RUNS as u64 {
+            c.grant(2 * i, 2 * i).unwrap();
+        }
+        assert_eq!(c.grant(1_000_000, 1_000_000), Err(dom0_abi::Errno::ENOMEM));
+        assert_eq!(c.grant(1, 1), Ok(()), "a merging grant still fits");
+        let mut full = IomemCaps::none();
+        full.grant(0, 10_000).unwrap();
+        for i in 0..MAX_IOMEM_RUNS as u64 - 1 {
+            full.revoke(2 * i + 1, 2 * i + 1).unwrap();
+        }
+        assert_eq!(full.revoke(9_000, 9_000), Err(dom0_abi::Errno::ENOMEM));
+    }
 
     #[test]
     fn ranges_cover_whole_frames() {

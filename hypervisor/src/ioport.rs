@@ -86,6 +86,11 @@ impl IoPorts {
         }
     }
 
+    /// Whether any port is permitted.
+    pub fn any(&self) -> bool {
+        self.bits.iter().any(|&word| word != 0)
+    }
+
     /// Whether every port of `first..=last` is permitted.
     pub fn permitted(&self, first: u32, last: u32) -> bool {
         last < NR_PORTS

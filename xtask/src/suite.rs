@@ -445,6 +445,7 @@ pub const TESTS: &[IntegrationTest] = &[
         ..passes!("console_input_domu", conformance: true)
     },
     passes!("unknown_hypercall", conformance: true),
+    passes!("domctl_iomem_permission", conformance: true),
     guest_test!(
         "domctl_domains",
         Dom0Poweroff,

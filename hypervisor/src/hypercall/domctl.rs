@@ -36,9 +36,10 @@ use dom0_abi::Errno;
 use dom0_abi::cpu::{VcpuGuestContext, VgcfFlags};
 use dom0_abi::domctl::{
     AddressSize, CdfFlags, CreateDomain, DomInfoFlags, Domctl, DomctlCmd, EmulationFlags,
-    GRANT_VERSION_MASK, GetDomainInfo, HypercallInit, INVALID_MAX_VCPU_ID, IoportPermission,
-    IrqPermission, MaxMem, MaxVcpus, MiscFlags, SchedCredit, SchedulerOp, SchedulerOpCmd,
-    SetDomainHandle, VcpuContext, XEN_DOMCTL_INTERFACE_VERSION, XEN_SCHEDULER_CREDIT2,
+    GRANT_VERSION_MASK, GetDomainInfo, HypercallInit, INVALID_MAX_VCPU_ID, IomemPermission,
+    IoportPermission, IrqPermission, MaxMem, MaxVcpus, MiscFlags, SchedCredit, SchedulerOp,
+    SchedulerOpCmd, SetDomainHandle, VcpuContext, XEN_DOMCTL_INTERFACE_VERSION,
+    XEN_SCHEDULER_CREDIT2,
 };
 use dom0_abi::event_channel::Virq;
 use dom0_abi::hypercall::{HYPERCALL_PAGE_SIZE, fill_hypercall_page};
@@ -312,6 +313,10 @@ pub fn domctl(env: &mut impl ControlEnv, fx: &mut Effects, arg: u64) -> Result<u
             let p: IrqPermission = op.payload().ok_or(Errno::EFAULT)?;
             irq_permission(env, target, p)
         }
+        DomctlCmd::IomemPermission => {
+            let p: IomemPermission = op.payload().ok_or(Errno::EFAULT)?;
+            iomem_permission(env, target, p)
+        }
         _ => Err(Errno::ENOSYS),
     }
 }
@@ -450,6 +455,36 @@ fn ioport_permission(
     d.ioports
         .get_or_insert_with(|| Box::new(IoPorts::none()))
         .set(first, last, p.allow_access != 0);
+    d.refresh_io_caps();
+    Ok(0)
+}
+
+/// `XEN_DOMCTL_iomem_permission`: grants or revokes domain `target`'s
+/// right to map machine frames `first_mfn..first_mfn + nr_mfns` as device
+/// memory. `EINVAL` for a range that wraps (`nr_mfns` 0 included); `EPERM`
+/// if the caller may not map every frame of it itself (so a domain that
+/// gave up a frame cannot take it back); `ENOMEM` if the target's rights
+/// would need too many runs ([`crate::iomem::MAX_IOMEM_RUNS`]).
+fn iomem_permission(
+    env: &mut impl ControlEnv,
+    target: DomId,
+    p: IomemPermission,
+) -> Result<u64, Errno> {
+    let first = p.first_mfn;
+    let last = first.wrapping_add(p.nr_mfns).wrapping_sub(1);
+    if last < first {
+        return Err(Errno::EINVAL);
+    }
+    if !env.domain().iomem.permits(first, last) {
+        return Err(Errno::EPERM);
+    }
+    let d = target_domain(env, target)?;
+    if p.allow_access != 0 {
+        d.iomem.grant(first, last)?;
+    } else {
+        d.iomem.revoke(first, last)?;
+    }
+    d.refresh_io_caps();
     Ok(0)
 }
 
@@ -1311,6 +1346,52 @@ mod tests {
                 .pirqs
                 .permitted(20)
         );
+    }
+
+    #[test]
+    fn iomem_permission_as_xen() {
+        let mut m = machine();
+        let id = create(&mut m, 0, 1).unwrap();
+        let mut reserved = crate::iomem::ReservedMmio::default();
+        reserved.add(0xfee0_0000, 0x1000);
+        m.domain.iomem = crate::iomem::IomemCaps::hardware_domain(1 << 28, &reserved);
+        let frames = |first_mfn, nr_mfns, allow_access| IomemPermission {
+            first_mfn,
+            nr_mfns,
+            allow_access,
+            pad: [0; 7],
+        };
+        let mem = |m: &mut FakeMachine, dom, p| call(m, DomctlCmd::IomemPermission, dom, &p).0;
+        for bad in [frames(0xb8, 0, 1), frames(u64::MAX - 1, 4, 1)] {
+            assert_eq!(mem(&mut m, id, bad), Err(Errno::EINVAL));
+        }
+        // The caller has no right to the local APIC's frame, nor past its
+        // address width.
+        assert_eq!(mem(&mut m, id, frames(0xfedff, 2, 1)), Err(Errno::EPERM));
+        assert_eq!(mem(&mut m, id, frames(1 << 28, 1, 1)), Err(Errno::EPERM));
+        assert_eq!(mem(&mut m, 77, frames(0xb8, 1, 1)), Err(Errno::ESRCH));
+        let held = |m: &mut FakeMachine| {
+            let d = &m.other_domain(DomId(id)).unwrap().domain;
+            (
+                d.iomem.permits(0xb8, 0xbf),
+                d.iomem.contains(0xc0),
+                d.mm.io_caps,
+            )
+        };
+        assert_eq!(held(&mut m), (false, false, false));
+        assert_eq!(mem(&mut m, id, frames(0xb8, 8, 1)), Ok(0));
+        assert_eq!(
+            held(&mut m),
+            (true, false, true),
+            "I/O rights allow cache attributes"
+        );
+        assert_eq!(mem(&mut m, id, frames(0xb8, 8, 0)), Ok(0));
+        assert_eq!(held(&mut m), (false, false, false));
+        // A domain that gave a frame up cannot take it back.
+        assert_eq!(mem(&mut m, 0, frames(0xb8, 1, 0)), Ok(0));
+        assert_eq!(mem(&mut m, 0, frames(0xb8, 1, 1)), Err(Errno::EPERM));
+        assert_eq!(mem(&mut m, id, frames(0xb8, 2, 1)), Err(Errno::EPERM));
+        assert_eq!(mem(&mut m, id, frames(0xb9, 1, 1)), Ok(0));
     }
 
     #[test]

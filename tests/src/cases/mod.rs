@@ -25,6 +25,7 @@ mod hello;
 mod hostile;
 mod hypercall_page;
 mod io_ports;
+mod iomem;
 mod isolation;
 mod mm_memory_op;
 mod mm_mmu_update;
@@ -70,6 +71,10 @@ pub const ALL: &[Case] = &[
     Case {
         name: "domctl_domains",
         run: domctl::run,
+    },
+    Case {
+        name: "domctl_iomem_permission",
+        run: iomem::run,
     },
     Case {
         name: "sched_weights",

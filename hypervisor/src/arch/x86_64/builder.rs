@@ -24,6 +24,7 @@ use crate::domain::{DOMAINS, Domain, DomainEntry, DomainTable};
 use crate::hypercall::desc::MAX_GDT_FRAMES;
 use crate::hypercall::{Env, HostInfo};
 use crate::hypercall::{domctl, gnttab, physdev};
+use crate::iomem::{IomemCaps, ReservedMmio};
 use crate::ioport::IoPorts;
 use crate::layout::{PAGE_SIZE, is_guest_l4_slot};
 use crate::loader::{GuestImageInfo, ImageError};
@@ -44,7 +45,7 @@ use alloc::vec::Vec;
 use super::entry::GuestRegs;
 use super::env::ArchEnv;
 use super::paging::{self, A, D, P, PAGE_BYTES, RW, US};
-use super::percpu::{FREE_BEFORE_DOM0, HOST, PerCpu, Running, TEST_NONCE, THIS_CPU};
+use super::percpu::{FREE_BEFORE_DOM0, HOST, PerCpu, RESERVED_MMIO, Running, TEST_NONCE, THIS_CPU};
 use super::trampoline::CpuViews;
 use super::traps::Current;
 use super::{cpu, mem, paging::phys_to_virt};
@@ -256,6 +257,10 @@ pub fn build_dom0(
     // pages (unlimited without it).
     entry.domain.mm.max_pages = pages.max_pages.min(u64::from(u32::MAX));
     entry.domain.ioports = Some(Box::new(IoPorts::hardware_domain(config.com1.io_base)));
+    entry.domain.iomem = IomemCaps::hardware_domain(
+        1 << (cpu::phys_bits() - 12),
+        RESERVED_MMIO.get().unwrap_or(&ReservedMmio::default()),
+    );
     entry.domain.pirqs = Pirqs::hardware_domain(super::pirq::with_lines(|l| (l.len(), None)));
     let mut cpu = PerCpu::new(*views);
     register_frames(&mut cpu, &mut entry, &p2m, shared_info, Mfn(l4 >> 12))?;

@@ -294,7 +294,7 @@ impl MmMachine for ArchEnv<'_, '_> {
             .is_some_and(|ro| ro.contains(mfn.0))
     }
     fn iomem_permitted(&self, dom: DomId, mfn: Mfn) -> bool {
-        if dom != self.current.domain.id || !self.current.domain.mm.io_caps {
+        if dom != self.current.domain.id || !self.current.domain.iomem.contains(mfn.0) {
             return false;
         }
         let hypervisor_mmio = super::percpu::RESERVED_MMIO
