@@ -228,10 +228,13 @@ numbered_enum! {
         /// `u`: [`AddressSize`] (OUT). 64 for a 64-bit PV domain.
         GetAddressSize = 36, "get_address_size";
         /// `u`: [`GetPageFrameInfo3`] (IN/OUT). Replaces each MFN of the
-        /// array with its type word ([`PFINFO_NOTAB`] .. [`PFINFO_L4TAB`],
-        /// ORed with [`PFINFO_LPINTAB`] if pinned; [`PFINFO_XTAB`] for a
-        /// frame the domain does not own). `E2BIG`: `num > 1024`. `EFAULT`:
-        /// an entry cannot be read or written (the loop stops there).
+        /// array with its type word: [`PFINFO_L1TAB`] .. [`PFINFO_L4TAB`]
+        /// for a frame in use as a page table, ORed with
+        /// [`PFINFO_LPINTAB`] if pinned; [`PFINFO_NOTAB`] for any other
+        /// frame of the domain; [`PFINFO_XTAB`] for a frame it does not
+        /// own (or a page the hypervisor shares with it). `E2BIG`:
+        /// `num > 1024`. `EFAULT`: an entry cannot be read or written (the
+        /// loop stops there, the entries before it done).
         GetPageFrameInfo3 = 61, "getpageframeinfo3";
     }
 }

@@ -446,6 +446,7 @@ pub const TESTS: &[IntegrationTest] = &[
     },
     passes!("unknown_hypercall", conformance: true),
     passes!("domctl_iomem_permission", conformance: true),
+    passes!("domctl_getpageframeinfo3", conformance: true),
     guest_test!(
         "domctl_domains",
         Dom0Poweroff,

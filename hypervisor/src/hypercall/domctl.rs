@@ -36,10 +36,11 @@ use dom0_abi::Errno;
 use dom0_abi::cpu::{VcpuGuestContext, VgcfFlags};
 use dom0_abi::domctl::{
     AddressSize, CdfFlags, CreateDomain, DomInfoFlags, Domctl, DomctlCmd, EmulationFlags,
-    GRANT_VERSION_MASK, GetDomainInfo, HypercallInit, INVALID_MAX_VCPU_ID, IomemPermission,
-    IoportPermission, IrqPermission, MaxMem, MaxVcpus, MiscFlags, SchedCredit, SchedulerOp,
-    SchedulerOpCmd, SetDomainHandle, VcpuContext, XEN_DOMCTL_INTERFACE_VERSION,
-    XEN_SCHEDULER_CREDIT2,
+    GRANT_VERSION_MASK, GetDomainInfo, GetPageFrameInfo3, HypercallInit, INVALID_MAX_VCPU_ID,
+    IomemPermission, IoportPermission, IrqPermission, MaxMem, MaxVcpus, MiscFlags, PFINFO_L1TAB,
+    PFINFO_L2TAB, PFINFO_L3TAB, PFINFO_L4TAB, PFINFO_LPINTAB, PFINFO_NOTAB, PFINFO_XTAB,
+    SchedCredit, SchedulerOp, SchedulerOpCmd, SetDomainHandle, VcpuContext,
+    XEN_DOMCTL_INTERFACE_VERSION, XEN_SCHEDULER_CREDIT2,
 };
 use dom0_abi::event_channel::Virq;
 use dom0_abi::hypercall::{HYPERCALL_PAGE_SIZE, fill_hypercall_page};
@@ -63,7 +64,7 @@ use crate::gnttab::GrantTable;
 use crate::ioport::{self, IoPorts};
 use crate::mm::effects::Effects;
 use crate::mm::foreign::WithDomain;
-use crate::mm::frame_table::{FrameTable, Owner, PageType};
+use crate::mm::frame_table::{FrameInfo, FrameTable, Owner, PageType};
 use crate::mm::lifecycle::TeardownReport;
 use crate::mm::machine::VcpuMm;
 use crate::mm::types::Mmu;
@@ -317,6 +318,10 @@ pub fn domctl(env: &mut impl ControlEnv, fx: &mut Effects, arg: u64) -> Result<u
             let p: IomemPermission = op.payload().ok_or(Errno::EFAULT)?;
             iomem_permission(env, target, p)
         }
+        DomctlCmd::GetPageFrameInfo3 => {
+            let p: GetPageFrameInfo3 = op.payload().ok_or(Errno::EFAULT)?;
+            getpageframeinfo3(env, target, p)
+        }
         _ => Err(Errno::ENOSYS),
     }
 }
@@ -508,6 +513,55 @@ fn irq_permission(
         .pirqs
         .permit(gsi, p.allow_access != 0);
     Ok(0)
+}
+
+/// `XEN_DOMCTL_getpageframeinfo3`: replaces each of the `num` MFNs at
+/// `array` with its type word as domain `target` holds it
+/// ([`pfinfo`]). `E2BIG` for more than 1024; `EFAULT` for an entry that
+/// cannot be read or written (the entries before it are done).
+fn getpageframeinfo3(
+    env: &mut impl ControlEnv,
+    target: DomId,
+    p: GetPageFrameInfo3,
+) -> Result<u64, Errno> {
+    if p.num > 1024 {
+        return Err(Errno::E2BIG);
+    }
+    for i in 0..p.num {
+        let at = p.array.wrapping_add(8 * i);
+        let mfn: u64 = read_struct(env, at)?;
+        let word = pfinfo(crate::index::get_mut(env.frames(), mfn), target);
+        write_struct(env, at, &word)?;
+    }
+    Ok(0)
+}
+
+/// The `getpageframeinfo3` word of a frame for domain `dom`: its
+/// page-table level (`PFINFO_L1TAB`..`PFINFO_L4TAB`) while it is in use
+/// as a page table, ORed with `PFINFO_LPINTAB` when pinned;
+/// `PFINFO_NOTAB` for any other type, or a table no longer referenced as
+/// one (as Xen 4.17 reports it); `PFINFO_XTAB` when `dom` holds no
+/// reference to it (another owner, no owner, a page the hypervisor
+/// shares, or no frame at all).
+fn pfinfo(frame: Option<&mut FrameInfo>, dom: DomId) -> u64 {
+    let Some(f) =
+        frame.filter(|f| f.owner() == Owner::Domain(dom) && f.count() > 0 && !f.is_xen_heap())
+    else {
+        return PFINFO_XTAB;
+    };
+    let level = match f.page_type() {
+        _ if f.type_count() == 0 => PFINFO_NOTAB,
+        PageType::L1 => PFINFO_L1TAB,
+        PageType::L2 => PFINFO_L2TAB,
+        PageType::L3 => PFINFO_L3TAB,
+        PageType::L4 => PFINFO_L4TAB,
+        _ => PFINFO_NOTAB,
+    };
+    if f.is_pinned() {
+        level | PFINFO_LPINTAB
+    } else {
+        level
+    }
 }
 
 /// Another domain than the caller (`ESRCH` if it went away).

@@ -35,6 +35,7 @@ mod mm_pt_validation;
 mod mm_update_va_mapping;
 mod mm_writable_pt;
 mod nmi;
+mod pageframeinfo;
 mod pirq;
 mod return_from_entry;
 mod sched_op;
@@ -75,6 +76,10 @@ pub const ALL: &[Case] = &[
     Case {
         name: "domctl_iomem_permission",
         run: iomem::run,
+    },
+    Case {
+        name: "domctl_getpageframeinfo3",
+        run: pageframeinfo::run,
     },
     Case {
         name: "sched_weights",
