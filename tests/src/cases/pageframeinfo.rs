@@ -79,7 +79,7 @@ pub fn run(start_info: &'static StartInfo) {
         l4 & PFINFO_LTABTYPE_MASK == PFINFO_L4TAB,
         format_args!("{l4:#x}"),
     );
-    let code_l1 = mm::l1_entry(run as usize as u64).map_or(0, |e| e.maddr >> 12);
+    let code_l1 = mm::l1_entry(run as *const () as u64).map_or(0, |e| e.maddr >> 12);
     check_word("the L1 mapping this code", code_l1, PFINFO_L1TAB);
     let stack = mm::virt_to_mfn(core::ptr::addr_of!(array) as u64).unwrap_or(0);
     check_word("the frame of this stack", stack, PFINFO_NOTAB);
