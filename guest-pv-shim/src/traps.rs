@@ -438,12 +438,7 @@ global_asm!(
     ".balign 16",
     "shim_resume_kernel:",
     "mov rsp, qword ptr [rip + {user_rsp}]",
-    "pop r15",
-    "pop r14",
-    "pop r13",
-    "pop r12",
-    "pop rbp",
-    "pop rbx",
+    crate::pop_callee_saved!(),
     "ret",
     // shim_enter_user(frame: *const [u64; 5] = RIP, CS, RFLAGS, RSP, SS,
     // native: u64): saves the callee-saved registers and RSP, then enters
@@ -452,12 +447,7 @@ global_asm!(
     ".balign 16",
     ".globl shim_enter_user",
     "shim_enter_user:",
-    "push rbx",
-    "push rbp",
-    "push r12",
-    "push r13",
-    "push r14",
-    "push r15",
+    crate::push_callee_saved!(),
     "mov qword ptr [rip + {user_rsp}], rsp",
     "push qword ptr [rdi + 32]",
     "push qword ptr [rdi + 24]",
@@ -937,6 +927,24 @@ pub fn catch<R>(f: impl FnOnce() -> R) -> (R, Option<Trap>) {
     let r = f();
     let trap = (count() != before).then(last);
     (r, trap)
+}
+
+/// `push` of the System V callee-saved registers, as one line of an
+/// `asm!` or `global_asm!` template (Intel syntax); [`pop_callee_saved`]
+/// undoes it.
+#[macro_export]
+macro_rules! push_callee_saved {
+    () => {
+        "push rbx\npush rbp\npush r12\npush r13\npush r14\npush r15"
+    };
+}
+
+/// `pop` of what [`push_callee_saved`] pushed, in reverse order.
+#[macro_export]
+macro_rules! pop_callee_saved {
+    () => {
+        "pop r15\npop r14\npop r13\npop r12\npop rbp\npop rbx"
+    };
 }
 
 /// Inline assembly whose faults resume right after it: the fixup table
