@@ -584,7 +584,8 @@ const MIN_READS: u64 = 100;
 
 /// Reads the system time from vCPU `vcpu`'s own record until [`END`] has
 /// passed and both vCPUs took [`MIN_READS`] readings (a loaded host may
-/// stall the machine for longer than a time slice), or for 10 s at most:
+/// stall the machine for longer than a time slice, so a vCPU that is done
+/// yields to the other), or for 10 s at most:
 /// each reading must be at least the latest one published before it was
 /// taken (by either vCPU).
 fn read_time_until_end(vcpu: usize) {
@@ -599,10 +600,15 @@ fn read_time_until_end(vcpu: usize) {
             BACKWARDS.fetch_add(1, Ordering::SeqCst);
         }
         LATEST.fetch_max(t, Ordering::SeqCst);
-        READS[vcpu].fetch_add(1, Ordering::SeqCst);
+        let own = READS[vcpu].fetch_add(1, Ordering::SeqCst) + 1;
         let both_read = READS.iter().all(|r| r.load(Ordering::SeqCst) > MIN_READS);
         if (t >= end && both_read) || t >= give_up {
             return;
+        }
+        if t >= end && own > MIN_READS {
+            // Done here but the other vCPU is short of readings (a loaded
+            // host can starve it of time slices): hand it the CPU.
+            hc::sched_yield();
         }
     }
 }
