@@ -4,7 +4,10 @@
 //! and the HPET and PCI's memory-mapped configuration space (MMCFG), which
 //! such a domain maps read-only, as on Xen (a writable MMCFG would let it
 //! reprogram a device to DMA anywhere). Found at boot (MSRs, ACPI
-//! MADT/HPET/MCFG); `mmu_update` on `DOMID_IO` frames checks them.
+//! MADT/HPET/MCFG); `mmu_update` on `DOMID_IO` frames checks them. A
+//! kernel store that faults on such a read-only page is emulated as Xen
+//! emulates it ([`read_only_write`]): a configuration write in MMCFG, a
+//! write without effect anywhere else.
 #![forbid(unsafe_code)]
 
 extern crate alloc;
@@ -203,6 +206,74 @@ pub fn mmcfg_len(start_bus: u8, end_bus: u8) -> u64 {
     (u64::from(end_bus.saturating_sub(start_bus)) + 1) << 20
 }
 
+/// One region of memory-mapped PCI configuration space (an ACPI MCFG
+/// entry), covering buses `start_bus..=end_bus` of its segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mmcfg {
+    /// The machine address of bus `start_bus`'s configuration space.
+    pub base: u64,
+    /// The first bus.
+    pub start_bus: u8,
+    /// The last bus.
+    pub end_bus: u8,
+}
+
+impl Mmcfg {
+    /// Whether frame `mfn` holds configuration space of this region.
+    pub fn contains(&self, mfn: u64) -> bool {
+        let first = self.base / PAGE_SIZE;
+        let end = (self.base + mmcfg_len(self.start_bus, self.end_bus)) / PAGE_SIZE;
+        (first..end).contains(&mfn)
+    }
+}
+
+/// What becomes of a guest kernel's store that faulted on device memory
+/// its domain maps read-only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadOnlyWrite {
+    /// A PCI configuration write: the store's bytes go to machine address
+    /// `address` in MMCFG.
+    Config {
+        /// Where, in an MMCFG region.
+        address: u64,
+    },
+    /// The instruction completes and the store has no effect (the HPET,
+    /// and any other read-only device memory).
+    Dropped,
+    /// Not emulated: the page fault goes to the guest.
+    Refused,
+}
+
+/// Xen 4.17's emulation of a store of `width` bytes (1, 2, 4 or 8) at
+/// `cr2` that faulted on the read-only mapping of device frame `mfn`
+/// (`reads`: the instruction also reads its destination, as `cmpxchg`
+/// does). Only a naturally aligned plain store is emulated; in an MMCFG
+/// region of `mmcfg` it becomes a configuration write of at most 4 bytes,
+/// elsewhere it is dropped. The hypervisor drives no PCI device and sets
+/// up no MSI, so no device's registers are withheld from the hardware
+/// domain (Xen withholds those of devices it uses itself).
+pub fn read_only_write(
+    mmcfg: &[Mmcfg],
+    mfn: u64,
+    cr2: u64,
+    width: u8,
+    reads: bool,
+) -> ReadOnlyWrite {
+    let bytes = u64::from(width);
+    if reads || !width.is_power_of_two() || width > 8 || cr2 & (bytes - 1) != 0 {
+        return ReadOnlyWrite::Refused;
+    }
+    if !mmcfg.iter().any(|region| region.contains(mfn)) {
+        return ReadOnlyWrite::Dropped;
+    }
+    if width > 4 {
+        return ReadOnlyWrite::Refused;
+    }
+    ReadOnlyWrite::Config {
+        address: mfn * PAGE_SIZE + (cr2 & (PAGE_SIZE - 1)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,6 +326,63 @@ mod tests {
             full.revoke(2 * i + 1, 2 * i + 1).unwrap();
         }
         assert_eq!(full.revoke(9_000, 9_000), Err(dom0_abi::Errno::ENOMEM));
+    }
+
+    #[test]
+    fn stores_on_read_only_device_memory() {
+        let mmcfg = [Mmcfg {
+            base: 0xb000_0000,
+            start_bus: 0,
+            end_bus: 255,
+        }];
+        let config = |address| ReadOnlyWrite::Config { address };
+        // A byte, word and dword at their own alignment: configuration
+        // writes at the same offset of the page's frame.
+        assert_eq!(
+            read_only_write(&mmcfg, 0xb00f8, 0xffff_c900_0000_103c, 1, false),
+            config(0xb00f_803c)
+        );
+        assert_eq!(
+            read_only_write(&mmcfg, 0xb0000, 0x7000_0004, 2, false),
+            config(0xb000_0004)
+        );
+        assert_eq!(
+            read_only_write(&mmcfg, 0xbffff, 0x7000_0ffc, 4, false),
+            config(0xbfff_fffc)
+        );
+        // Misaligned, wider than a dword, or reading: the guest's #PF.
+        for (cr2, width, reads) in [
+            (0x3d, 2, false),
+            (0x3e, 4, false),
+            (0x38, 8, false),
+            (0x3c, 4, true),
+        ] {
+            assert_eq!(
+                read_only_write(&mmcfg, 0xb0000, cr2, width, reads),
+                ReadOnlyWrite::Refused
+            );
+        }
+        // Other read-only device memory: dropped if aligned, 8 bytes too.
+        assert_eq!(
+            read_only_write(&mmcfg, 0xfed00, 0x10, 8, false),
+            ReadOnlyWrite::Dropped
+        );
+        assert_eq!(
+            read_only_write(&mmcfg, 0xc0000, 0xf0, 4, false),
+            ReadOnlyWrite::Dropped
+        );
+        assert_eq!(
+            read_only_write(&mmcfg, 0xfed00, 0x12, 4, false),
+            ReadOnlyWrite::Refused
+        );
+        assert_eq!(
+            read_only_write(&mmcfg, 0xfed00, 0x10, 3, false),
+            ReadOnlyWrite::Refused
+        );
+        assert_eq!(
+            read_only_write(&mmcfg, 0xfed00, 0x10, 4, true),
+            ReadOnlyWrite::Refused
+        );
     }
 
     #[test]

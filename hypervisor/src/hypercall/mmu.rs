@@ -44,6 +44,7 @@ use super::Env;
 use crate::mm::effects::{CacheFlush, Effects, TlbFlush};
 use crate::mm::frame_table::{Owner, PageType};
 use crate::mm::machine::{DomainMm, MmMachine, VcpuMm};
+use crate::mm::pte;
 use crate::mm::types::{MapCtx, Mmu, PtwrOutcome, PtwrWrite};
 
 /// What the memory hypercalls need: guest memory and the calling domain
@@ -844,6 +845,15 @@ pub fn ptwr_fault(
         return PtwrOutcome::NotHandled;
     };
     Mmu::new(env, fx).ptwr_emulate(root, caller.id, caller.mm.io_caps, cr2, write)
+}
+
+/// The frame `va` maps present and read-only under the vCPU's kernel
+/// tables (Xen looks at the kernel's view for its read-only page faults),
+/// if the walk reaches an L1 entry.
+pub fn read_only_frame(env: &mut impl MmuEnv, fx: &mut Effects, va: u64) -> Option<Mfn> {
+    let root = env.vcpu_mm().kernel_l4?;
+    let entry = Mmu::new(env, fx).l1e_of(root, va)?;
+    (entry & (pte::PRESENT | pte::RW) == pte::PRESENT).then(|| pte::frame(entry))
 }
 
 /// The low 32 bits of a register argument (`unsigned int` in C).

@@ -24,6 +24,7 @@ mod gnttab;
 mod hello;
 mod hostile;
 mod hypercall_page;
+mod io_mmcfg;
 mod io_ports;
 mod iomem;
 mod isolation;
@@ -440,6 +441,10 @@ pub const ALL: &[Case] = &[
     Case {
         name: "pirq",
         run: pirq::run,
+    },
+    Case {
+        name: "io_mmcfg_write",
+        run: io_mmcfg::run,
     },
 ];
 

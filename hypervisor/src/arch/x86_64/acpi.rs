@@ -12,7 +12,7 @@ use acpi::madt::{Madt, MadtEntry};
 use acpi::mcfg::Mcfg;
 use acpi::{AcpiHandler, AcpiTables, HpetInfo, PhysicalMapping};
 
-use crate::iomem::{ReservedMmio, mmcfg_len};
+use crate::iomem::{Mmcfg, ReservedMmio, mmcfg_len};
 use crate::irq::IsaOverrides;
 use crate::layout::PAGE_SIZE;
 use crate::wallclock::century_register;
@@ -82,6 +82,8 @@ pub struct Platform {
     /// The HPET's and MMCFG's address ranges, which a domain with I/O
     /// rights may map read-only.
     pub read_only_mmio: ReservedMmio,
+    /// The MMCFG regions (segment 0's and others alike).
+    pub mmcfg: Vec<Mmcfg>,
 }
 
 /// Where the ACPI tables are, as the boot loader told us.
@@ -182,6 +184,11 @@ pub fn report(rsdp: RsdpSource<'_>) -> Option<Platform> {
             platform
                 .read_only_mmio
                 .add(base + (u64::from(start) << 20), len);
+            platform.mmcfg.push(Mmcfg {
+                base: base + (u64::from(start) << 20),
+                start_bus: start,
+                end_bus: end.max(start),
+            });
             log::info!(
                 "ACPI: PCI MMCFG at {:#x}, buses {start}-{end}",
                 base + (u64::from(start) << 20)

@@ -13,6 +13,7 @@ use dom0_abi::wire::Wire;
 
 use crate::emulate::{self, Insn, StoreValue};
 use crate::hypercall::mmu;
+use crate::iomem::{self, ReadOnlyWrite};
 use crate::logfilter::GUEST;
 use crate::mm::effects::Effects;
 use crate::mm::pte;
@@ -24,7 +25,7 @@ use super::entry::GuestRegs;
 use super::env::{ArchEnv, apply_effects, fault_in_ldt_page};
 use super::paging::phys_to_virt;
 use super::traps::{Current, crash, exception_name};
-use super::{cpu, guest_mem, mem};
+use super::{cpu, guest_mem, mem, percpu};
 use crate::layout::{PAGE_SIZE, trampoline};
 
 /// Pseudo-vector the SYSCALL entry stub reports for a 64-bit `SYSCALL`.
@@ -168,7 +169,7 @@ pub fn exception(current: &mut Current, regs: &mut GuestRegs) {
             deliver(current, regs, PF_VECTOR, Some(regs.error_code));
             return;
         }
-        if writable_page_table(current, regs) {
+        if read_only_page_store(current, regs) {
             return;
         }
         set_cr2(current, address);
@@ -540,11 +541,12 @@ fn gpr(regs: &mut GuestRegs, n: u8) -> &mut u64 {
     }
 }
 
-/// A kernel store into one of its read-only L1 tables ("writable page
-/// tables"): decode the store, and let the memory core validate and apply
-/// it like `mmu_update`. Returns whether it did (RIP advanced); otherwise
-/// the page fault goes to the guest.
-fn writable_page_table(current: &mut Current, regs: &mut GuestRegs) -> bool {
+/// A kernel store that faulted on a page it maps read-only: into one of
+/// its L1 tables ("writable page tables"), or, for the hardware domain,
+/// on device memory it maps read-only (`crate::iomem::read_only_write`).
+/// Returns whether it was emulated (RIP advanced); otherwise the page
+/// fault goes to the guest.
+fn read_only_page_store(current: &mut Current, regs: &mut GuestRegs) -> bool {
     let kernel = !context(regs).in_user_mode();
     if !mmu::ptwr_applies(&current.domain.mm, regs.error_code, kernel) {
         return false;
@@ -568,6 +570,65 @@ fn writable_page_table(current: &mut Current, regs: &mut GuestRegs) -> bool {
         StoreValue::Immediate(v) => v,
     } & mask;
     let cr2 = cpu::read_cr2();
+    let done = match read_only_device_store(current, regs, &store, value, cr2) {
+        Some(done) => done,
+        None => writable_page_table(current, regs, &store, value, mask, cr2),
+    };
+    if done {
+        regs.rip = regs.rip.wrapping_add(store.len);
+    }
+    done
+}
+
+/// The store `store` of `value` at `cr2` if it faulted on device memory
+/// the hardware domain maps read-only: whether it was emulated, or `None`
+/// if the page is not such memory.
+fn read_only_device_store(
+    current: &mut Current,
+    regs: &mut GuestRegs,
+    store: &emulate::Store,
+    value: u64,
+    cr2: u64,
+) -> Option<bool> {
+    if !current.domain.is_privileged() {
+        return None;
+    }
+    let mut fx = Effects::default();
+    let frame = mmu::read_only_frame(&mut ArchEnv::new(current, regs), &mut fx, cr2);
+    apply_effects(current, &fx);
+    let mfn = frame?.0;
+    if !percpu::READ_ONLY_MMIO
+        .get()
+        .is_some_and(|ro| ro.contains(mfn))
+    {
+        return None;
+    }
+    let mmcfg = percpu::MMCFG
+        .get()
+        .map_or(&[][..], |regions| regions.as_slice());
+    Some(
+        match iomem::read_only_write(mmcfg, mfn, cr2, store.width, store.compare) {
+            ReadOnlyWrite::Config { address } => {
+                super::ports::mmcfg_write(address, store.width, value);
+                true
+            }
+            ReadOnlyWrite::Dropped => true,
+            ReadOnlyWrite::Refused => false,
+        },
+    )
+}
+
+/// The store `store` of `value` (`mask`: its width's bits) at `cr2` if it
+/// targets one of the guest kernel's read-only L1 tables: the memory core
+/// validates and applies it like `mmu_update`. Returns whether it did.
+fn writable_page_table(
+    current: &mut Current,
+    regs: &mut GuestRegs,
+    store: &emulate::Store,
+    value: u64,
+    mask: u64,
+    cr2: u64,
+) -> bool {
     let write = PtwrWrite {
         addr: cr2,
         bytes: store.width,
@@ -592,7 +653,6 @@ fn writable_page_table(current: &mut Current, regs: &mut GuestRegs) -> bool {
         }
         PtwrOutcome::NotHandled => return false,
     }
-    regs.rip = regs.rip.wrapping_add(store.len);
     true
 }
 

@@ -5,12 +5,15 @@
 //! once at boot and never freed; it names the vCPU running here by domain
 //! and vCPU id, and never holds a reference into a domain. Domains and
 //! their vCPUs live in [`crate::domain::DOMAINS`].
+extern crate alloc;
+
+use alloc::vec::Vec;
 use dom0_abi::types::DomId;
 use spin::{Mutex, Once};
 
 use crate::domain::DomainSlot;
 use crate::hypercall::HostInfo;
-use crate::iomem::ReservedMmio;
+use crate::iomem::{Mmcfg, ReservedMmio};
 use crate::layout::trampoline::LDT_PAGE_COUNT;
 use crate::sched::Slice;
 
@@ -75,6 +78,10 @@ pub static RESERVED_MMIO: Once<ReservedMmio> = Once::new();
 /// Device memory domains with I/O rights map read-only only (the HPET),
 /// set once at boot.
 pub static READ_ONLY_MMIO: Once<ReservedMmio> = Once::new();
+/// The MMCFG regions the direct map covers, through which the hardware
+/// domain's stores to its read-only MMCFG mappings are performed (set once
+/// at boot).
+pub static MMCFG: Once<Vec<Mmcfg>> = Once::new();
 
 /// Free frames just before dom0 was built: its teardown must give every
 /// one back.

@@ -8,6 +8,7 @@ use crate::ioport::{self, Emulated, Hardware};
 use super::entry::GuestRegs;
 use super::guest_mem;
 use super::io;
+use super::paging::phys_to_virt;
 use super::rtc;
 use super::traps::Current;
 
@@ -41,6 +42,26 @@ impl Hardware for Machine {
     }
     fn rtc_write(&mut self, index: u8, value: u8) {
         rtc::guest_write(index, value);
+    }
+}
+
+/// Writes the low `width` bytes (1, 2 or 4) of `value` to PCI
+/// configuration space at machine address `address`, in an MMCFG region
+/// the direct map covers (`super::percpu::MMCFG`), naturally aligned.
+pub fn mmcfg_write(address: u64, width: u8, value: u64) {
+    let at = phys_to_virt(address);
+    #[allow(clippy::cast_possible_truncation, reason = "the store's width")]
+    // SAFETY: `crate::iomem::read_only_write` gave an aligned address of
+    // at most a dword in an MMCFG region, which the direct map covers
+    // (setup registers only such regions) and no hypervisor code uses; a
+    // configuration write there is what the hardware domain may do
+    // through 0xCF8/0xCFC as well.
+    unsafe {
+        match width {
+            1 => (at as *mut u8).write_volatile(value as u8),
+            2 => (at as *mut u16).write_volatile(value as u16),
+            _ => (at as *mut u32).write_volatile(value as u32),
+        }
     }
 }
 

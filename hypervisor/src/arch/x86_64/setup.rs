@@ -1,4 +1,8 @@
 //! Start of day: from the boot code's first Rust call to dom0's first instruction.
+extern crate alloc;
+
+use alloc::vec::Vec;
+
 use crate::bootinfo::{BootInfo, MAX_BOOT_DATA_RANGES, MAX_MODULES, MemoryKind, PhysRange};
 use crate::cmdline::{self, SerialConfig};
 use crate::exit::HostExit;
@@ -8,12 +12,12 @@ use crate::pirq::Lines;
 use crate::wallclock::Wallclock;
 
 use super::ioapic::IoApics;
-use super::percpu::{READ_ONLY_MMIO, RESERVED_MMIO};
+use super::percpu::{MMCFG, READ_ONLY_MMIO, RESERVED_MMIO};
 use super::{
     acpi, apic, builder, cpu, entry, machine, mem, pic, pirq, rtc, serial, smp, time, trampoline,
     traps,
 };
-use crate::iomem::MSI_WINDOW;
+use crate::iomem::{MSI_WINDOW, Mmcfg, mmcfg_len};
 
 /// Called by `boot/entry.S` in long mode, on the boot stack, with the boot
 /// loader's magic and the physical address of its information structure.
@@ -108,7 +112,7 @@ extern "C" fn hv_start64(magic: u32, info: u32) -> ! {
         &platform.apic_ids,
         startup_area,
     );
-    reserve_mmio(&platform);
+    reserve_mmio(&platform, direct_map_end);
     init_wallclock(&platform);
     let ioapics = IoApics::init(&platform.ioapics);
     let mut vectors = VectorAllocator::new();
@@ -143,9 +147,11 @@ extern "C" fn hv_start64(magic: u32, info: u32) -> ! {
 /// and the MSI window it lies in, the I/O APICs ACPI describes, and the
 /// conventional I/O APIC page whatever ACPI says. The HPET (ACPI's and the
 /// conventional page) and PCI's MMCFG, which the hypervisor does not use,
-/// a domain with I/O rights may map read-only, as on Xen (configuration
-/// writes go through the emulated ports 0xcf8/0xcfc).
-fn reserve_mmio(platform: &acpi::Platform) {
+/// a domain with I/O rights may map read-only, as on Xen (its stores there
+/// are emulated: see `crate::iomem::read_only_write`). Configuration
+/// writes through MMCFG are performed through the direct map, which ends
+/// at `direct_map_end`; a region past it takes no writes.
+fn reserve_mmio(platform: &acpi::Platform, direct_map_end: u64) {
     const LEGACY_IOAPIC: u64 = 0xfec0_0000;
     const LEGACY_HPET: u64 = 0xfed0_0000;
     let mut mmio = platform.mmio.clone();
@@ -157,6 +163,16 @@ fn reserve_mmio(platform: &acpi::Platform) {
     let mut read_only = platform.read_only_mmio.clone();
     read_only.add(LEGACY_HPET, PAGE_SIZE);
     READ_ONLY_MMIO.call_once(|| read_only);
+    let (covered, beyond): (Vec<Mmcfg>, Vec<Mmcfg>) = platform.mmcfg.iter().partition(|region| {
+        region.base + mmcfg_len(region.start_bus, region.end_bus) <= direct_map_end
+    });
+    for region in beyond {
+        log::warn!(
+            "ACPI: PCI MMCFG at {:#x} lies past the direct map: stores to it are dropped",
+            region.base
+        );
+    }
+    MMCFG.call_once(|| covered);
 }
 
 /// Sets the wall clock from the CMOS RTC (it stays at 1970-01-01 at
