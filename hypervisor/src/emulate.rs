@@ -457,34 +457,71 @@ pub enum StoreValue {
     Immediate(u64),
 }
 
+/// What a decoded store does with its destination.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreOp {
+    /// `mov`: writes the value.
+    Mov,
+    /// `xchg`: writes the value; the register gets the old bytes.
+    Xchg,
+    /// `cmpxchg`: writes the value only if the old bytes equal RAX's.
+    CmpXchg,
+    /// `and`: ANDs the value into the old bytes (flags as `and` sets them).
+    And,
+    /// `or`: ORs the value into the old bytes.
+    Or,
+}
+
+impl StoreOp {
+    /// Whether the instruction reads its destination too.
+    pub const fn reads(self) -> bool {
+        !matches!(self, StoreOp::Mov)
+    }
+}
+
 /// A store to memory, as the writable-page-table emulation needs it: the
-/// width, where the value comes from, whether it is a `cmpxchg` (comparing
-/// with RAX), and the instruction's length. The address is the fault
-/// address, so the addressing mode only matters for the length.
+/// width, where the value comes from, what it does with the old bytes,
+/// and the instruction's length. The address is the fault address, so
+/// the addressing mode only matters for the length.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Store {
     /// Bytes written: 1, 2, 4 or 8.
     pub width: u8,
     /// The value's source.
     pub value: StoreValue,
-    /// `cmpxchg`: write only if the old value equals RAX.
-    pub compare: bool,
+    /// The operation.
+    pub op: StoreOp,
     /// Whether a 1-byte register source names AH-BH (no REX prefix).
     pub high_byte: bool,
     /// Instruction length.
     pub len: u64,
 }
 
-/// Decodes `mov r/m, reg` (0x88/0x89), `mov r/m, imm` (0xC6/0xC7 /0) and
-/// `cmpxchg r/m, reg` (0x0F 0xB0/0xB1), with optional LOCK, operand-size
-/// and REX prefixes and any memory addressing mode. Anything else (or a
-/// register destination) is `None`.
+/// Where a store's value comes from, by opcode.
+#[derive(Clone, Copy)]
+enum Source {
+    /// The ModRM `reg` field.
+    Register,
+    /// An immediate of the store's width (at most 4 bytes, sign-extended).
+    Immediate,
+    /// A sign-extended byte.
+    Immediate8,
+}
+
+/// Decodes the instructions Linux (and the test guests) use to write
+/// page-table entries: `mov r/m, reg` (0x88/0x89), `mov r/m, imm`
+/// (0xC6/0xC7 /0), `xchg r/m, reg` (0x86/0x87), `cmpxchg r/m, reg`
+/// (0x0F 0xB0/0xB1), `or`/`and r/m, reg` (0x08/0x09, 0x20/0x21) and `or`/
+/// `and r/m, imm` (0x80/0x81/0x83 /1 and /4), with optional LOCK,
+/// operand-size, segment (`ds` is what Linux's alternatives put in place
+/// of LOCK on one CPU) and REX prefixes and any memory addressing mode.
+/// Anything else (or a register destination) is `None`.
 pub fn decode_store(bytes: &[u8]) -> Option<Store> {
     let mut at = 0;
     let mut opsize16 = false;
     while let Some(&b) = bytes.get(at) {
         match b {
-            0xf0 => {}
+            0xf0 | 0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65 => {}
             0x66 => opsize16 = true,
             _ => break,
         }
@@ -498,29 +535,31 @@ pub fn decode_store(bytes: &[u8]) -> Option<Store> {
         _ => 0,
     };
     let wide = rex & 8 != 0;
-    let width = |byte_op: bool| -> u8 {
-        if byte_op {
-            1
-        } else if wide {
-            8
-        } else if opsize16 {
-            2
-        } else {
-            4
+    let (opcode, next) = (*bytes.get(at)?, bytes.get(at + 1).copied());
+    // The ModRM `reg` field of a one-byte opcode.
+    let group = next.map(|modrm| (modrm >> 3) & 7);
+    let (op, byte_op, source) = match (opcode, next) {
+        (0x88 | 0x89, _) => (StoreOp::Mov, opcode == 0x88, Source::Register),
+        (0xc6 | 0xc7, _) if group == Some(0) => (StoreOp::Mov, opcode == 0xc6, Source::Immediate),
+        (0x86 | 0x87, _) => (StoreOp::Xchg, opcode == 0x86, Source::Register),
+        (0x08 | 0x09, _) => (StoreOp::Or, opcode == 0x08, Source::Register),
+        (0x20 | 0x21, _) => (StoreOp::And, opcode == 0x20, Source::Register),
+        (0x80 | 0x81 | 0x83, _) => {
+            let op = match group? {
+                1 => StoreOp::Or,
+                4 => StoreOp::And,
+                _ => return None,
+            };
+            let source = if opcode == 0x81 {
+                Source::Immediate
+            } else {
+                Source::Immediate8
+            };
+            (op, opcode == 0x80, source)
         }
-    };
-    let (compare, byte_op, immediate) = match (bytes.get(at)?, bytes.get(at + 1)) {
-        (0x88, _) => (false, true, false),
-        (0x89, _) => (false, false, false),
-        (0xc6, _) => (false, true, true),
-        (0xc7, _) => (false, false, true),
-        (0x0f, Some(0xb0)) => {
+        (0x0f, Some(0xb0 | 0xb1)) => {
             at += 1;
-            (true, true, false)
-        }
-        (0x0f, Some(0xb1)) => {
-            at += 1;
-            (true, false, false)
+            (StoreOp::CmpXchg, next == Some(0xb0), Source::Register)
         }
         _ => return None,
     };
@@ -528,7 +567,7 @@ pub fn decode_store(bytes: &[u8]) -> Option<Store> {
     let modrm = *bytes.get(at)?;
     at += 1;
     let (mode, reg, rm) = (modrm >> 6, (modrm >> 3) & 7, modrm & 7);
-    if mode == 3 || (immediate && reg != 0) {
+    if mode == 3 {
         return None;
     }
     if rm == 4 {
@@ -549,27 +588,65 @@ pub fn decode_store(bytes: &[u8]) -> Option<Store> {
         // The displacement is cut off: not a whole instruction.
         return None;
     }
-    let width = width(byte_op);
-    let value = if immediate {
-        let size = width.min(4);
+    let width = if byte_op {
+        1
+    } else if wide {
+        8
+    } else if opsize16 {
+        2
+    } else {
+        4
+    };
+    let immediate = |size: u8| -> Option<StoreValue> {
         let n = usize::from(size);
         let raw = bytes.get(at..at + n)?;
-        at += n;
         let mut le = [0u8; 8];
         le[..n].copy_from_slice(raw);
         let value = u64::from_le_bytes(le);
         let shift = 64 - 8 * u32::from(size);
-        StoreValue::Immediate(((value << shift).cast_signed() >> shift).cast_unsigned())
-    } else {
-        StoreValue::Register(reg | ((rex & 4) << 1))
+        Some(StoreValue::Immediate(
+            ((value << shift).cast_signed() >> shift).cast_unsigned(),
+        ))
     };
+    let (value, size) = match source {
+        Source::Register => (StoreValue::Register(reg | ((rex & 4) << 1)), 0),
+        Source::Immediate => (immediate(width.min(4))?, width.min(4)),
+        Source::Immediate8 => (immediate(1)?, 1),
+    };
+    at += usize::from(size);
     Some(Store {
         width,
         value,
-        compare,
+        op,
         high_byte: byte_op && rex == 0,
         len: at as u64,
     })
+}
+
+/// The arithmetic flags (CF, PF, AF, ZF, SF, OF).
+pub const ARITHMETIC_FLAGS: u64 = 0x8d5;
+
+/// The arithmetic flags `and` and `or` leave for `result` of `width`
+/// bytes: CF and OF clear, ZF, SF and PF from the result (AF, undefined,
+/// clear).
+pub const fn logic_flags(result: u64, width: u8) -> u64 {
+    let bits = 8 * width as u32;
+    let value = if bits >= 64 {
+        result
+    } else {
+        result & ((1 << bits) - 1)
+    };
+    let mut flags = 0;
+    if (value & 0xff).count_ones().is_multiple_of(2) {
+        flags |= 1 << 2;
+    }
+    if value == 0 {
+        flags |= 1 << 6;
+    }
+    if value >> (bits - 1) & 1 != 0 {
+        flags |= 1 << 7;
+    }
+    flags
 }
 
 #[cfg(test)]
@@ -593,7 +670,7 @@ mod store_tests {
             Some(Store {
                 width: 8,
                 value: StoreValue::Register(1),
-                compare: false,
+                op: StoreOp::Mov,
                 high_byte: false,
                 len: 3
             })
@@ -604,7 +681,7 @@ mod store_tests {
             Some(Store {
                 width: 4,
                 value: StoreValue::Register(9),
-                compare: false,
+                op: StoreOp::Mov,
                 high_byte: false,
                 len: 4
             })
@@ -630,7 +707,7 @@ mod store_tests {
             Some(Store {
                 width: 8,
                 value: StoreValue::Immediate(u64::MAX),
-                compare: false,
+                op: StoreOp::Mov,
                 high_byte: false,
                 len: 8
             })
@@ -641,11 +718,80 @@ mod store_tests {
             Some(Store {
                 width: 8,
                 value: StoreValue::Register(2),
-                compare: true,
+                op: StoreOp::CmpXchg,
                 high_byte: false,
                 len: 6
             })
         );
+    }
+
+    #[test]
+    fn read_modify_writes_linux_uses_on_ptes() {
+        let decoded = |bytes: &[u8]| decode_store(bytes).map(|s| (s.op, s.width, s.value, s.len));
+        // xchg %rdx, (%rax): ptep_get_and_clear.
+        assert_eq!(
+            decoded(&[0x48, 0x87, 0x10]),
+            Some((StoreOp::Xchg, 8, StoreValue::Register(2), 3))
+        );
+        // lock andb $0xfd, (%rdi) and the same with ds in place of lock:
+        // clear_bit(_PAGE_BIT_RW) in ptep_set_wrprotect.
+        for prefix in [0xf0, 0x3e] {
+            assert_eq!(
+                decoded(&[prefix, 0x80, 0x27, 0xfd]),
+                Some((StoreOp::And, 1, StoreValue::Immediate(u64::MAX - 2), 4))
+            );
+        }
+        // lock orb $2, 8(%rdi)
+        assert_eq!(
+            decoded(&[0xf0, 0x80, 0x4f, 0x08, 0x02]),
+            Some((StoreOp::Or, 1, StoreValue::Immediate(2), 5))
+        );
+        // andq $-3, (%rax) (imm8 sign-extended) and orl $0x100, (%rax)
+        assert_eq!(
+            decoded(&[0x48, 0x83, 0x20, 0xfd]),
+            Some((StoreOp::And, 8, StoreValue::Immediate(u64::MAX - 2), 4))
+        );
+        assert_eq!(
+            decoded(&[0x81, 0x08, 0, 1, 0, 0]),
+            Some((StoreOp::Or, 4, StoreValue::Immediate(0x100), 6))
+        );
+        // or %rcx, (%rax); and %ecx, (%rax); xchg %al, (%rbx)
+        assert_eq!(
+            decoded(&[0x48, 0x09, 0x08]),
+            Some((StoreOp::Or, 8, StoreValue::Register(1), 3))
+        );
+        assert_eq!(
+            decoded(&[0x21, 0x08]),
+            Some((StoreOp::And, 4, StoreValue::Register(1), 2))
+        );
+        assert_eq!(
+            decoded(&[0x86, 0x03]),
+            Some((StoreOp::Xchg, 1, StoreValue::Register(0), 2))
+        );
+        // Other group-1 operations (add, sub, xor, cmp...) are not stores
+        // emulated here; nor is an immediate cut short.
+        assert_eq!(decoded(&[0x80, 0x07, 1]), None, "add");
+        assert_eq!(decoded(&[0x83, 0x3f, 1]), None, "cmp");
+        assert_eq!(decoded(&[0x81, 0x08, 0, 1]), None);
+        assert_eq!(
+            decoded(&[0xc7, 0x00, 0, 0, 0, 0]).map(|d| d.0),
+            Some(StoreOp::Mov)
+        );
+        assert_eq!(
+            decoded(&[0xc7, 0x40, 0x08, 0, 0, 0, 0]).map(|d| d.0),
+            Some(StoreOp::Mov)
+        );
+        assert_eq!(decoded(&[0xc7, 0x08 | 0x10, 0, 0, 0, 0]), None, "c7 /3");
+    }
+
+    #[test]
+    fn logic_flags_follow_the_result() {
+        assert_eq!(logic_flags(0, 8), (1 << 6) | (1 << 2));
+        assert_eq!(logic_flags(0x100, 1), (1 << 6) | (1 << 2));
+        assert_eq!(logic_flags(0x80, 1), 1 << 7);
+        assert_eq!(logic_flags(1 << 63, 8), (1 << 7) | (1 << 2));
+        assert_eq!(logic_flags(0x8000_0003, 4), (1 << 7) | (1 << 2));
+        assert_eq!(logic_flags(0x7, 2), 0);
     }
 
     #[test]

@@ -884,6 +884,7 @@ mod tests {
     use crate::mm::fake::{BASE, DOM, FakeMachine, OTHER, PRO, PRW};
     use crate::mm::frame_table::FrameTable;
     use crate::mm::pte;
+    use crate::mm::types::PtwrOp;
     use proptest::prelude::*;
 
     impl MmuEnv for FakeMachine {
@@ -1485,10 +1486,10 @@ mod tests {
             addr: cr2,
             bytes: 8,
             value: (data.0 << 12) | PRO,
-            compare: None,
+            op: PtwrOp::Write,
         };
         let mut fx = Effects::default();
-        assert_eq!(ptwr_fault(&mut m, &mut fx, cr2, w), PtwrOutcome::Done);
+        assert_eq!(ptwr_fault(&mut m, &mut fx, cr2, w), PtwrOutcome::Done(0));
         assert_eq!(m.get(l1, 300), (data.0 << 12) | PRO);
         let bad = PtwrWrite {
             value: (l1.0 << 12) | PRW,

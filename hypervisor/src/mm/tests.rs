@@ -13,7 +13,7 @@ use super::fake::{DOM, FakeMachine, OTHER, PRO, PRW, XorShift};
 use super::frame_table::{FrameInfo, FrameTable, Owner, PageType};
 use super::machine::{PageTableMemory, VcpuMm};
 use super::pte;
-use super::types::{MapCtx, PtwrOutcome, PtwrWrite};
+use super::types::{MapCtx, PtwrOp, PtwrOutcome, PtwrWrite};
 
 const VA: u64 = 0xFFFF_FFFF_8020_3000;
 const OWN: Owner = Owner::Domain(DOM);
@@ -821,18 +821,18 @@ fn writable_page_table_emulation() {
     let i = pte::table_index(VA, 1);
     let l1_va = VA + 4 * 4096;
     let target = l1_va + 8 * 300;
-    let w = |value, bytes, addr, compare| PtwrWrite {
+    let w = |value, bytes, addr, compare: Option<u64>| PtwrWrite {
         addr,
         bytes,
         value,
-        compare,
+        op: compare.map_or(PtwrOp::Write, PtwrOp::CompareExchange),
     };
     let emulate = |m: &mut FakeMachine, wr: PtwrWrite| {
         m.with(|mmu| mmu.ptwr_emulate(l4, DOM, true, wr.addr, wr)).0
     };
     assert_eq!(
         emulate(&mut m, w((spare.0 << 12) | PRW, 8, target, None)),
-        PtwrOutcome::Done
+        PtwrOutcome::Done(0)
     );
     assert!(m.info(spare).has_live_type(PageType::Writable));
     // Writable mapping of a page table: not handled (the #PF is delivered).
@@ -844,7 +844,7 @@ fn writable_page_table_emulation() {
     m.set(l1, 302, 0x8000_0000_0000_0000);
     assert_eq!(
         emulate(&mut m, w((spare.0 << 12) | PRO, 4, target + 16, None)),
-        PtwrOutcome::Done
+        PtwrOutcome::Done(0)
     );
     assert_eq!(
         m.get(l1, 302),
@@ -854,7 +854,38 @@ fn writable_page_table_emulation() {
     let r = emulate(&mut m, w(0, 8, target, Some(0x1234)));
     assert_eq!(r, PtwrOutcome::CompareFailed((spare.0 << 12) | PRW));
     let r = emulate(&mut m, w(0, 8, target, Some((spare.0 << 12) | PRW)));
-    assert_eq!(r, PtwrOutcome::Done);
+    assert_eq!(r, PtwrOutcome::Done((spare.0 << 12) | PRW));
+    // and/or of the entry's bytes: the RW bit cleared and set again in
+    // its byte, the old byte returned.
+    let entry = (spare.0 << 12) | PRW;
+    assert_eq!(
+        emulate(&mut m, w(entry, 8, target, None)),
+        PtwrOutcome::Done(0)
+    );
+    let and = PtwrWrite {
+        op: PtwrOp::And,
+        ..w(!2 & 0xff, 1, target, None)
+    };
+    assert_eq!(emulate(&mut m, and), PtwrOutcome::Done(entry & 0xff));
+    assert_eq!(m.get(l1, 300), entry & !2);
+    let or = PtwrWrite {
+        op: PtwrOp::Or,
+        ..w(2, 1, target, None)
+    };
+    assert_eq!(emulate(&mut m, or), PtwrOutcome::Done(entry & 0xfd));
+    assert_eq!(m.get(l1, 300), entry);
+    // An or making a page table's mapping writable is validated too.
+    m.set(l1, 303, (l1.0 << 12) | PRO);
+    let or = PtwrWrite {
+        op: PtwrOp::Or,
+        ..w(2, 8, target + 24, None)
+    };
+    assert_eq!(emulate(&mut m, or), PtwrOutcome::NotHandled);
+    m.set(l1, 303, 0);
+    assert_eq!(
+        emulate(&mut m, w(0, 8, target, None)),
+        PtwrOutcome::Done(entry)
+    );
     // Misaligned, another page, bad width, or a writable/non-table page.
     assert_eq!(
         emulate(&mut m, w(0, 8, target + 4, None)),
@@ -1165,10 +1196,10 @@ fn random_operations_keep_the_invariants() {
                         addr: l1_va + index as u64 * 8,
                         bytes: 8,
                         value,
-                        compare: None,
+                        op: PtwrOp::Write,
                     };
                     let r = op!(|mmu| mmu.ptwr_emulate(chain[0], DOM, false, write.addr, write));
-                    count(Op::Ptwr, r == PtwrOutcome::Done);
+                    count(Op::Ptwr, matches!(r, PtwrOutcome::Done(_)));
                 }
                 0 => {
                     let ty = PageType::table(1 + rng.below(4) as u8).unwrap();

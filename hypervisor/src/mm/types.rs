@@ -97,17 +97,34 @@ pub struct PtwrWrite {
     pub addr: u64,
     /// Width: 1, 2, 4 or 8 bytes.
     pub bytes: u8,
-    /// The value written (its low `bytes` bytes count).
+    /// The value written, or the operand combined with the old one (its
+    /// low `bytes` bytes count).
     pub value: u64,
-    /// For `cmpxchg`: the expected old value (low `bytes` bytes).
-    pub compare: Option<u64>,
+    /// How the new bytes come from `value` and the old ones.
+    pub op: PtwrOp,
+}
+
+/// How a [`PtwrWrite`] makes the new bytes: the instructions Linux uses
+/// on its page-table entries (`mov`, `xchg`, `cmpxchg`, and `and`/`or`
+/// for clearing and setting bits).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PtwrOp {
+    /// The value itself (`mov`, `xchg`).
+    Write,
+    /// The value if the old bytes equal the expected ones (`cmpxchg`).
+    CompareExchange(u64),
+    /// The old bytes AND the value.
+    And,
+    /// The old bytes OR the value.
+    Or,
 }
 
 /// What the emulation of a [`PtwrWrite`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PtwrOutcome {
     /// Validated and written; the guest continues after the instruction.
-    Done,
+    /// Carries the old bytes (shifted to the access).
+    Done(u64),
     /// A `cmpxchg` found another value (returned, shifted to the access):
     /// nothing was written; the guest sees the failed compare.
     CompareFailed(u64),
@@ -940,16 +957,15 @@ impl<'m, M: MmMachine + ?Sized> Mmu<'m, M> {
         let index = entry_index(w.addr);
         let shift = (w.addr & 7) * 8;
         let current = self.machine.read_pte(l1, index);
-        let (mut new, expected) = if bytes == 8 {
-            (w.value, w.compare.unwrap_or(0))
-        } else {
-            let mask = ((1u64 << (bytes * 8)) - 1) << shift;
-            let rest = current & !mask;
-            (
-                rest | ((w.value << shift) & mask),
-                rest | ((w.compare.unwrap_or(0) << shift) & mask),
-            )
+        let mask = (u64::MAX >> (64 - bytes * 8)) << shift;
+        let old = (current & mask) >> shift;
+        let value = match w.op {
+            PtwrOp::Write | PtwrOp::CompareExchange(_) => w.value,
+            PtwrOp::And => old & w.value,
+            PtwrOp::Or => old | w.value,
         };
+        let rest = current & !mask;
+        let mut new = rest | ((value << shift) & mask);
         let ctx = MapCtx::own(dom, io_caps);
         if pte::is_present(new) {
             match self.get_page_from_l1e(new, &ctx) {
@@ -957,13 +973,15 @@ impl<'m, M: MmMachine + ?Sized> Mmu<'m, M> {
                 Err(_) => return PtwrOutcome::NotHandled,
             }
         }
-        if w.compare.is_some() && current != expected {
+        if let PtwrOp::CompareExchange(expected) = w.op
+            && rest | ((expected << shift) & mask) != current
+        {
             self.put_page_from_l1e(new);
-            return PtwrOutcome::CompareFailed(current >> shift);
+            return PtwrOutcome::CompareFailed(old);
         }
         self.machine.write_pte(l1, index, new);
         self.put_page_from_l1e(current);
-        PtwrOutcome::Done
+        PtwrOutcome::Done(old)
     }
 }
 

@@ -151,3 +151,154 @@ pub fn run(_start_info: &'static StartInfo) {
     );
     round("assist disabled", va, f, g);
 }
+
+/// Runs `insn` (one instruction, a read-modify-write of the qword at
+/// `{a}` with the operand `{v}`) on the L1 entry at `va`; returns the
+/// operand register afterwards, the arithmetic flags it left, and its
+/// fault.
+macro_rules! rmw {
+    ($va:expr, $value:expr, $($insn:literal),+) => {{
+        let (mut operand, mut flags) = ($value, 0u64);
+        let (_, trap) = traps::catch(|| {
+            // SAFETY: `va` is one of the guest's own L1 entries, mapped
+            // read-only: the instruction is emulated as a checked PTE
+            // update of a window (no Rust memory) or faults and resumes
+            // after the block; the flags are read through the stack.
+            unsafe {
+                fixup_asm!($($insn,)+ "/* {v} */", "pushfq", "pop {f}"; a = in(reg) $va, v = inout(reg) operand, f = inout(reg) flags)
+            }
+        });
+        (operand, flags & ARITHMETIC_FLAGS, trap)
+    }};
+}
+
+/// CF, PF, ZF, SF and OF (AF is undefined after `and` and `or`).
+const ARITHMETIC_FLAGS: u64 = 0x8c5;
+
+/// The flags `and`/`or` leave for a result of `width` bytes (the entries
+/// differ between the hypervisors, so the flags are checked against the
+/// entry read back rather than compared).
+fn logic_flags(result: u64, width: u32) -> u64 {
+    let value = if width == 8 {
+        result
+    } else {
+        result & ((1 << (8 * width)) - 1)
+    };
+    let parity = u64::from((value & 0xff).count_ones() % 2 == 0) << 2;
+    let zero = u64::from(value == 0) << 6;
+    let sign = (value >> (8 * width - 1) & 1) << 7;
+    parity | zero | sign
+}
+
+fn check_flags(what: &str, flags: u64, width: u32) {
+    let want = logic_flags(pte(), width);
+    report::check(
+        format_args!("{what} leaves the flags of its result"),
+        flags == want,
+        format_args!("flags {flags:#x}, want {want:#x}"),
+    );
+}
+
+/// The entry's frame and its present and writable bits.
+fn frame_bits(entry: u64) -> u64 {
+    entry & (PTE_ADDR_MASK | 3)
+}
+
+/// `mm_writable_pt_rmw`: the read-modify-write instructions Linux uses on
+/// its page-table entries, on a read-only L1 entry: `xchg` (its
+/// `ptep_get_and_clear`) returns the old entry and installs the new one;
+/// `lock andb $~2` (`clear_bit` of the RW bit in `ptep_set_wrprotect`),
+/// the same with the `ds` prefix Linux's alternatives put in place of
+/// `lock` on one CPU, `lock orb $2`, `and`/`or` with a register and
+/// `lock andq` with a sign-extended byte each change just their bits and
+/// leave the flags `and`/`or` set; an `xchg` that would map the L4
+/// writable is the guest's #PF with the register and the entry unchanged;
+/// an `and` with 0 clears the entry and sets ZF.
+pub fn run_rmw(_start_info: &'static StartInfo) {
+    if !support::traps() {
+        return;
+    }
+    let (Some(f), Some(g)) = (support::frame(), support::frame()) else {
+        return;
+    };
+    let Some(va) = entry_va() else {
+        report::error("window L1", format_args!("not readable"));
+        return;
+    };
+    let stored = store(va, f.maddr() | PTE_RW);
+    report::check(
+        "a mov of a PTE",
+        stored.is_ok(),
+        format_args!("{stored:x?}"),
+    );
+
+    let (old, _, trap) = rmw!(va, g.maddr() | PTE_RW, "xchg qword ptr [{a}], {v}");
+    report::check(
+        "xchg installs the new entry and returns the old one",
+        trap.is_none() && frame_bits(old) == f.maddr() | 3 && frame_bits(pte()) == g.maddr() | 3,
+        format_args!("{trap:x?}, old {old:#x}, entry {:#x}", pte()),
+    );
+    let (_, flags, trap) = rmw!(va, 0u64, "lock and byte ptr [{a}], 0xfd");
+    report::check(
+        "lock andb $0xfd clears the RW bit",
+        trap.is_none() && frame_bits(pte()) == g.maddr() | 1,
+        format_args!("{trap:x?}, entry {:#x}", pte()),
+    );
+    check_flags("lock andb", flags, 1);
+    let (_, _, trap) = rmw!(va, 0u64, ".byte 0x3e", "and byte ptr [{a}], 0xfd");
+    report::check(
+        "ds andb $0xfd again changes nothing",
+        trap.is_none() && frame_bits(pte()) == g.maddr() | 1,
+        format_args!("{trap:x?}, entry {:#x}", pte()),
+    );
+    let (_, flags, trap) = rmw!(va, 0u64, "lock or byte ptr [{a}], 2");
+    report::check(
+        "lock orb $2 sets it again",
+        trap.is_none() && frame_bits(pte()) == g.maddr() | 3,
+        format_args!("{trap:x?}, entry {:#x}", pte()),
+    );
+    check_flags("lock orb", flags, 1);
+    let (_, flags, trap) = rmw!(va, !2u64, "and qword ptr [{a}], {v}");
+    report::check(
+        "andq with a register clears the RW bit",
+        trap.is_none() && frame_bits(pte()) == g.maddr() | 1,
+        format_args!("{trap:x?}, entry {:#x}", pte()),
+    );
+    check_flags("andq", flags, 8);
+    let (_, _, trap) = rmw!(va, 2u64, "lock or qword ptr [{a}], {v}");
+    report::check(
+        "lock orq with a register sets it",
+        trap.is_none() && frame_bits(pte()) == g.maddr() | 3,
+        format_args!("{trap:x?}, entry {:#x}", pte()),
+    );
+    let (_, _, trap) = rmw!(va, 0u64, "lock and qword ptr [{a}], -3");
+    report::check(
+        "lock andq $-3 clears it",
+        trap.is_none() && frame_bits(pte()) == g.maddr() | 1,
+        format_args!("{trap:x?}, entry {:#x}", pte()),
+    );
+
+    let before = pte();
+    let l4 = (mm::boot_l4_mfn() << 12) | PTE_RW;
+    let (operand, _, trap) = rmw!(va, l4, "xchg qword ptr [{a}], {v}");
+    check_refused(
+        &"an xchg mapping the L4 writable is refused with #PF",
+        trap.map_or(Ok(()), Err),
+        va,
+    );
+    report::check(
+        "the refused xchg left the register and the entry unchanged",
+        operand == l4 && pte() == before,
+        format_args!(
+            "register {operand:#x}, entry {:#x} (was {before:#x})",
+            pte()
+        ),
+    );
+    let (_, flags, trap) = rmw!(va, 0u64, "and qword ptr [{a}], {v}");
+    report::check(
+        "andq with 0 clears the entry",
+        trap.is_none() && pte() == 0,
+        format_args!("{trap:x?}, entry {:#x}", pte()),
+    );
+    check_flags("andq with 0", flags, 8);
+}

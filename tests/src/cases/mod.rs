@@ -446,6 +446,10 @@ pub const ALL: &[Case] = &[
         name: "io_mmcfg_write",
         run: io_mmcfg::run,
     },
+    Case {
+        name: "mm_writable_pt_rmw",
+        run: mm_writable_pt::run_rmw,
+    },
 ];
 
 /// The test called `name`.

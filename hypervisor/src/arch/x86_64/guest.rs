@@ -11,13 +11,13 @@ use dom0_abi::stats::Counter;
 use dom0_abi::types::Mfn;
 use dom0_abi::wire::Wire;
 
-use crate::emulate::{self, Insn, StoreValue};
+use crate::emulate::{self, Insn, StoreOp, StoreValue};
 use crate::hypercall::mmu;
 use crate::iomem::{self, ReadOnlyWrite};
 use crate::logfilter::GUEST;
 use crate::mm::effects::Effects;
 use crate::mm::pte;
-use crate::mm::types::{PtwrOutcome, PtwrWrite};
+use crate::mm::types::{PtwrOp, PtwrOutcome, PtwrWrite};
 use crate::resume::{self, Descriptors, Location};
 use crate::vcpu::{self, Context, NmiDelivery, Pending, Vcpu, debug};
 
@@ -607,7 +607,7 @@ fn read_only_device_store(
         .get()
         .map_or(&[][..], |regions| regions.as_slice());
     Some(
-        match iomem::read_only_write(mmcfg, mfn, cr2, store.width, store.compare) {
+        match iomem::read_only_write(mmcfg, mfn, cr2, store.width, store.op.reads()) {
             ReadOnlyWrite::Config { address } => {
                 super::ports::mmcfg_write(address, store.width, value);
                 true
@@ -629,11 +629,17 @@ fn writable_page_table(
     mask: u64,
     cr2: u64,
 ) -> bool {
+    let op = match store.op {
+        StoreOp::Mov | StoreOp::Xchg => PtwrOp::Write,
+        StoreOp::CmpXchg => PtwrOp::CompareExchange(regs.rax & mask),
+        StoreOp::And => PtwrOp::And,
+        StoreOp::Or => PtwrOp::Or,
+    };
     let write = PtwrWrite {
         addr: cr2,
         bytes: store.width,
         value,
-        compare: store.compare.then_some(regs.rax & mask),
+        op,
     };
     let mut fx = Effects::default();
     let mut env = ArchEnv::new(current, regs);
@@ -641,19 +647,50 @@ fn writable_page_table(
     drop(env);
     apply_effects(current, &fx);
     const ZF: u64 = 1 << 6;
-    match outcome {
-        PtwrOutcome::Done => {
-            if store.compare {
-                regs.rflags |= ZF;
-            }
-        }
-        PtwrOutcome::CompareFailed(old) => {
-            regs.rax = (regs.rax & !mask) | (old & mask);
+    let set_flags = |regs: &mut GuestRegs, flags: u64| {
+        regs.rflags = (regs.rflags & !emulate::ARITHMETIC_FLAGS) | flags;
+    };
+    match (outcome, store.op) {
+        (PtwrOutcome::NotHandled, _) => return false,
+        (PtwrOutcome::Done(_), StoreOp::CmpXchg) => regs.rflags |= ZF,
+        (PtwrOutcome::CompareFailed(old), _) => {
+            set_register(regs, 0, false, store.width, old);
             regs.rflags &= !ZF;
         }
-        PtwrOutcome::NotHandled => return false,
+        (PtwrOutcome::Done(old), StoreOp::Xchg) => {
+            if let StoreValue::Register(r) = store.value {
+                set_register(regs, r, store.high_byte, store.width, old);
+            }
+        }
+        (PtwrOutcome::Done(old), StoreOp::And) => {
+            set_flags(regs, emulate::logic_flags(old & value, store.width));
+        }
+        (PtwrOutcome::Done(old), StoreOp::Or) => {
+            set_flags(regs, emulate::logic_flags(old | value, store.width));
+        }
+        (PtwrOutcome::Done(_), StoreOp::Mov) => {}
     }
     true
+}
+
+/// Writes `value` to general register `r` as an instruction of `width`
+/// bytes does: a byte or word keeps the register's other bits (`high`:
+/// `r` 4-7 name AH-BH), a dword clears the upper half.
+fn set_register(regs: &mut GuestRegs, r: u8, high: bool, width: u8, value: u64) {
+    let (r, shift) = if high && (4..8).contains(&r) {
+        (r - 4, 8)
+    } else {
+        (r, 0)
+    };
+    let reg = gpr(regs, r);
+    *reg = match width {
+        1 | 2 => {
+            let mask = ((1u64 << (8 * width)) - 1) << shift;
+            (*reg & !mask) | ((value << shift) & mask)
+        }
+        4 => value & 0xffff_ffff,
+        _ => value,
+    };
 }
 
 /// Emulates the instruction at RIP if `crate::emulate`'s policy allows it
