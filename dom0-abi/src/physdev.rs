@@ -30,7 +30,10 @@ numbered_enum! {
         ApicRead = 8, "apic_read";
         /// Write an IOAPIC register.
         ApicWrite = 9, "apic_write";
-        /// Allocate an IRQ vector.
+        /// [`PhysdevIrq`] (IN `irq`, OUT `vector`): privileged; a no-op
+        /// kept for old kernels (Linux calls it for each GSI it binds):
+        /// the hypervisor owns the vectors, so `vector` is `irq` back.
+        /// `EPERM`: caller not privileged.
         AllocIrqVector = 10, "alloc_irq_vector";
         /// Free an IRQ vector.
         FreeIrqVector = 11, "free_irq_vector";
@@ -105,6 +108,16 @@ pub const MAP_PIRQ_TYPE_UNKNOWN: i32 = 2;
 pub const MAP_PIRQ_TYPE_MSI_SEG: i32 = 3;
 /// `MAP_PIRQ_TYPE_MULTI_MSI`.
 pub const MAP_PIRQ_TYPE_MULTI_MSI: i32 = 4;
+
+/// `struct physdev_irq` (8 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PhysdevIrq {
+    /// IN: the IRQ.
+    pub irq: u32,
+    /// OUT: its vector (the IRQ itself for `alloc_irq_vector`).
+    pub vector: u32,
+}
 
 /// `struct physdev_eoi` (4 bytes).
 #[repr(C)]
@@ -205,6 +218,7 @@ pub struct PhysdevUnmapPirq {
     pub pirq: i32,
 }
 
+crate::assert_layout!(PhysdevIrq, 8, { irq: 0, vector: 4 });
 crate::assert_layout!(PhysdevEoi, 4, { irq: 0 });
 crate::assert_layout!(PhysdevIrqStatusQuery, 8, { irq: 0, flags: 4 });
 crate::assert_layout!(PhysdevSetIopl, 4, { iopl: 0 });

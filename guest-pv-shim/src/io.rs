@@ -183,6 +183,16 @@ pub fn pirq_eoi_gmfn_v2(gmfn: u64) -> i64 {
     )
 }
 
+/// `PHYSDEVOP_alloc_irq_vector` of `irq`: `Ok(vector)` or the negative
+/// errno.
+pub fn alloc_irq_vector(irq: u32) -> Result<u32, i64> {
+    let mut arg = dom0_abi::physdev::PhysdevIrq { irq, vector: 0 };
+    match physdev(PhysdevOp::AllocIrqVector, &mut arg) {
+        0 => Ok(arg.vector),
+        e => Err(e),
+    }
+}
+
 /// `PHYSDEVOP_eoi` of `pirq`.
 pub fn eoi(pirq: u32) -> i64 {
     physdev(PhysdevOp::Eoi, &mut PhysdevEoi { irq: pirq })

@@ -1,6 +1,7 @@
 //! `physdev_op`: I/O privilege (`set_iopl`, `set_iobitmap`) and physical
 //! interrupts (`map_pirq` and `unmap_pirq` of GSIs, `setup_gsi`,
-//! `irq_status_query`, `eoi`; `crate::pirq` keeps the tables); every
+//! `irq_status_query`, `eoi`, and the no-op `alloc_irq_vector`;
+//! `crate::pirq` keeps the tables); every
 //! other command, and MSI mappings, answer `-ENOSYS`
 //! (docs/abi-differences.md).
 #![forbid(unsafe_code)]
@@ -9,7 +10,7 @@ use dom0_abi::Errno;
 use dom0_abi::layout::guest_addr_ok;
 use dom0_abi::physdev::{
     MAP_PIRQ_TYPE_GSI, MAP_PIRQ_TYPE_MSI, MAP_PIRQ_TYPE_MSI_SEG, MAP_PIRQ_TYPE_MULTI_MSI,
-    PhysdevEoi, PhysdevIrqStatusQuery, PhysdevMapPirq, PhysdevOp, PhysdevPirqEoiGmfn,
+    PhysdevEoi, PhysdevIrq, PhysdevIrqStatusQuery, PhysdevMapPirq, PhysdevOp, PhysdevPirqEoiGmfn,
     PhysdevSetIobitmap, PhysdevSetupGsi, PhysdevUnmapPirq, XENIRQSTAT_NEEDS_EOI,
 };
 use dom0_abi::types::{DomId, Mfn};
@@ -37,6 +38,7 @@ pub fn physdev_op(
         Some(PhysdevOp::MapPirq) => map_pirq(env, arg),
         Some(PhysdevOp::UnmapPirq) => unmap_pirq(env, arg),
         Some(PhysdevOp::SetupGsi) => setup_gsi(env, arg),
+        Some(PhysdevOp::AllocIrqVector) => alloc_irq_vector(env, arg),
         Some(PhysdevOp::Eoi) => eoi(env, arg),
         Some(PhysdevOp::PirqEoiGmfnV1) => pirq_eoi_gmfn(env, fx, arg, true),
         Some(PhysdevOp::PirqEoiGmfnV2) => pirq_eoi_gmfn(env, fx, arg, false),
@@ -147,6 +149,20 @@ fn setup_gsi(env: &mut impl Env, arg: u64) -> Result<u64, Errno> {
             None,
         )
     })?;
+    Ok(0)
+}
+
+/// `PHYSDEVOP_alloc_irq_vector` (privileged): as on Xen 4.17, which
+/// assigns vectors itself when a GSI is bound, a no-op that answers the
+/// IRQ as its vector. `EFAULT` if `arg` cannot be read (checked first) or
+/// written; `EPERM` for an unprivileged caller.
+fn alloc_irq_vector(env: &mut impl Env, arg: u64) -> Result<u64, Errno> {
+    let mut op: PhysdevIrq = read_struct(env, arg)?;
+    if !env.domain().is_privileged() {
+        return Err(Errno::EPERM);
+    }
+    op.vector = op.irq;
+    write_struct(env, arg, &op)?;
     Ok(0)
 }
 
@@ -359,6 +375,26 @@ mod tests {
         crate::hypercall::evtchn::event_channel_op(env, op, BASE)?;
         env.copy_from_guest(BASE + 8, &mut bytes[..4]).unwrap();
         Ok(u32::from_le_bytes(bytes[..4].try_into().unwrap()))
+    }
+
+    #[test]
+    fn alloc_irq_vector_answers_the_irq_to_dom0_only() {
+        let mut env = FakeMachine::new(16);
+        let op = PhysdevIrq { irq: 9, vector: 0 };
+        assert_eq!(
+            call(&mut env, PhysdevOp::AllocIrqVector, &op),
+            (Ok(0), PhysdevIrq { irq: 9, vector: 9 })
+        );
+        let cmd = PhysdevOp::AllocIrqVector as u64;
+        assert_eq!(
+            physdev_op(&mut env, &mut Effects::default(), cmd, 0),
+            Err(Errno::EFAULT)
+        );
+        env.domain.mm.privilege = None;
+        assert_eq!(
+            call(&mut env, PhysdevOp::AllocIrqVector, &op),
+            (Err(Errno::EPERM), op)
+        );
     }
 
     #[test]

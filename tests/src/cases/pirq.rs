@@ -8,6 +8,9 @@
 //!   domain that does not exist, a PIRQ out of range; MSI for a device
 //!   that is not there;
 //! - `PHYSDEVOP_setup_gsi` out of range, and for a GSI already set up;
+//! - `PHYSDEVOP_alloc_irq_vector` (Linux calls it for each GSI it binds)
+//!   answers the IRQ as the vector, for a GSI and past them, and an
+//!   unreadable argument is `EFAULT`;
 //! - `EVTCHNOP_bind_pirq` errors: a PIRQ out of range, one not mapped, one
 //!   bound twice, the line the hypervisor's console uses (`EBUSY`);
 //! - `PHYSDEVOP_pirq_eoi_gmfn_v2`: a frame not the caller's is `EINVAL`,
@@ -20,7 +23,7 @@
 //!   so its bit in the EOI bitmap stays clear.
 
 use guest_pv_shim::dom0_abi::physdev::{
-    MAP_PIRQ_TYPE_GSI, MAP_PIRQ_TYPE_MSI, PhysdevMapPirq, XENIRQSTAT_NEEDS_EOI,
+    MAP_PIRQ_TYPE_GSI, MAP_PIRQ_TYPE_MSI, PhysdevMapPirq, PhysdevOp, XENIRQSTAT_NEEDS_EOI,
 };
 use guest_pv_shim::dom0_abi::start_info::StartInfo;
 use guest_pv_shim::io::{self, Width};
@@ -51,9 +54,26 @@ pub fn run(_start_info: &'static StartInfo) {
     status_query();
     map_errors();
     setup_gsi();
+    alloc_irq_vector();
     bind_errors();
     eoi_map();
     rtc_interrupts();
+}
+
+fn alloc_irq_vector() {
+    for irq in [1, 9, 23, 500] {
+        report::check_eq(
+            format_args!("alloc_irq_vector {irq}"),
+            io::alloc_irq_vector(irq),
+            Ok(irq),
+        );
+    }
+    report::check_ret(
+        "alloc_irq_vector of an unreadable argument",
+        // SAFETY: the hypervisor only reads (and fails to read) page 0.
+        unsafe { hypercall::physdev_op_raw(PhysdevOp::AllocIrqVector as u64, 0) },
+        -14,
+    );
 }
 
 /// The EOI bitmap page: one page-aligned frame of this kernel.
