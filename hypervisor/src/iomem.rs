@@ -350,39 +350,27 @@ mod tests {
             read_only_write(&mmcfg, 0xbffff, 0x7000_0ffc, 4, false),
             config(0xbfff_fffc)
         );
-        // Misaligned, wider than a dword, or reading: the guest's #PF.
-        for (cr2, width, reads) in [
-            (0x3d, 2, false),
-            (0x3e, 4, false),
-            (0x38, 8, false),
-            (0x3c, 4, true),
+        // MMCFG stores misaligned, wider than a dword, or reading: the
+        // guest's #PF. Other read-only device memory: aligned stores, 8
+        // bytes too, are dropped; the rest is the guest's #PF.
+        use ReadOnlyWrite::{Dropped, Refused};
+        for (mfn, cr2, width, reads, want) in [
+            (0xb0000, 0x3d, 2, false, Refused),
+            (0xb0000, 0x3e, 4, false, Refused),
+            (0xb0000, 0x38, 8, false, Refused),
+            (0xb0000, 0x3c, 4, true, Refused),
+            (0xfed00, 0x10, 8, false, Dropped),
+            (0xc0000, 0xf0, 4, false, Dropped),
+            (0xfed00, 0x12, 4, false, Refused),
+            (0xfed00, 0x10, 3, false, Refused),
+            (0xfed00, 0x10, 4, true, Refused),
         ] {
             assert_eq!(
-                read_only_write(&mmcfg, 0xb0000, cr2, width, reads),
-                ReadOnlyWrite::Refused
+                read_only_write(&mmcfg, mfn, cr2, width, reads),
+                want,
+                "{mfn:#x} {cr2:#x} {width}"
             );
         }
-        // Other read-only device memory: dropped if aligned, 8 bytes too.
-        assert_eq!(
-            read_only_write(&mmcfg, 0xfed00, 0x10, 8, false),
-            ReadOnlyWrite::Dropped
-        );
-        assert_eq!(
-            read_only_write(&mmcfg, 0xc0000, 0xf0, 4, false),
-            ReadOnlyWrite::Dropped
-        );
-        assert_eq!(
-            read_only_write(&mmcfg, 0xfed00, 0x12, 4, false),
-            ReadOnlyWrite::Refused
-        );
-        assert_eq!(
-            read_only_write(&mmcfg, 0xfed00, 0x10, 3, false),
-            ReadOnlyWrite::Refused
-        );
-        assert_eq!(
-            read_only_write(&mmcfg, 0xfed00, 0x10, 4, true),
-            ReadOnlyWrite::Refused
-        );
     }
 
     #[test]

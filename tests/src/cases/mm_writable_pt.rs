@@ -126,15 +126,32 @@ fn check_refused(name: &dyn core::fmt::Display, result: Result<(), Trap>, va: u6
     }
 }
 
-pub fn run(_start_info: &'static StartInfo) {
+/// The trap handlers, two frames of the domain, and the address of the
+/// window's L1 entry; `None` (reported) if one is missing.
+fn prepare() -> Option<(u64, Frame, Frame)> {
     if !support::traps() {
-        return;
+        return None;
     }
-    let (Some(f), Some(g)) = (support::frame(), support::frame()) else {
-        return;
-    };
+    let (f, g) = (support::frame()?, support::frame()?);
     let Some(va) = entry_va() else {
         report::error("window L1", format_args!("not readable"));
+        return None;
+    };
+    Some((va, f, g))
+}
+
+/// Checks that an instruction did not fault and left the entry's frame
+/// and present/writable bits at `want`.
+fn check_bits(what: &str, trap: Option<Trap>, want: u64) {
+    report::check(
+        what,
+        trap.is_none() && frame_bits(pte()) == want,
+        format_args!("{trap:x?}, entry {:#x}", pte()),
+    );
+}
+
+pub fn run(_start_info: &'static StartInfo) {
+    let Some((va, f, g)) = prepare() else {
         return;
     };
     round("no assist", va, f, g);
@@ -215,14 +232,7 @@ fn frame_bits(entry: u64) -> u64 {
 /// writable is the guest's #PF with the register and the entry unchanged;
 /// an `and` with 0 clears the entry and sets ZF.
 pub fn run_rmw(_start_info: &'static StartInfo) {
-    if !support::traps() {
-        return;
-    }
-    let (Some(f), Some(g)) = (support::frame(), support::frame()) else {
-        return;
-    };
-    let Some(va) = entry_va() else {
-        report::error("window L1", format_args!("not readable"));
+    let Some((va, f, g)) = prepare() else {
         return;
     };
     let stored = store(va, f.maddr() | PTE_RW);
@@ -239,44 +249,24 @@ pub fn run_rmw(_start_info: &'static StartInfo) {
         format_args!("{trap:x?}, old {old:#x}, entry {:#x}", pte()),
     );
     let (_, flags, trap) = rmw!(va, 0u64, "lock and byte ptr [{a}], 0xfd");
-    report::check(
-        "lock andb $0xfd clears the RW bit",
-        trap.is_none() && frame_bits(pte()) == g.maddr() | 1,
-        format_args!("{trap:x?}, entry {:#x}", pte()),
-    );
+    check_bits("lock andb $0xfd clears the RW bit", trap, g.maddr() | 1);
     check_flags("lock andb", flags, 1);
     let (_, _, trap) = rmw!(va, 0u64, ".byte 0x3e", "and byte ptr [{a}], 0xfd");
-    report::check(
-        "ds andb $0xfd again changes nothing",
-        trap.is_none() && frame_bits(pte()) == g.maddr() | 1,
-        format_args!("{trap:x?}, entry {:#x}", pte()),
-    );
+    check_bits("ds andb $0xfd again changes nothing", trap, g.maddr() | 1);
     let (_, flags, trap) = rmw!(va, 0u64, "lock or byte ptr [{a}], 2");
-    report::check(
-        "lock orb $2 sets it again",
-        trap.is_none() && frame_bits(pte()) == g.maddr() | 3,
-        format_args!("{trap:x?}, entry {:#x}", pte()),
-    );
+    check_bits("lock orb $2 sets it again", trap, g.maddr() | 3);
     check_flags("lock orb", flags, 1);
     let (_, flags, trap) = rmw!(va, !2u64, "and qword ptr [{a}], {v}");
-    report::check(
+    check_bits(
         "andq with a register clears the RW bit",
-        trap.is_none() && frame_bits(pte()) == g.maddr() | 1,
-        format_args!("{trap:x?}, entry {:#x}", pte()),
+        trap,
+        g.maddr() | 1,
     );
     check_flags("andq", flags, 8);
     let (_, _, trap) = rmw!(va, 2u64, "lock or qword ptr [{a}], {v}");
-    report::check(
-        "lock orq with a register sets it",
-        trap.is_none() && frame_bits(pte()) == g.maddr() | 3,
-        format_args!("{trap:x?}, entry {:#x}", pte()),
-    );
+    check_bits("lock orq with a register sets it", trap, g.maddr() | 3);
     let (_, _, trap) = rmw!(va, 0u64, "lock and qword ptr [{a}], -3");
-    report::check(
-        "lock andq $-3 clears it",
-        trap.is_none() && frame_bits(pte()) == g.maddr() | 1,
-        format_args!("{trap:x?}, entry {:#x}", pte()),
-    );
+    check_bits("lock andq $-3 clears it", trap, g.maddr() | 1);
 
     let before = pte();
     let l4 = (mm::boot_l4_mfn() << 12) | PTE_RW;
