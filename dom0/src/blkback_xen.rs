@@ -32,16 +32,18 @@ use guest_pv_shim::dom0_abi::xenstore::XenbusState;
 use guest_pv_shim::ring::WindowMemory;
 use guest_pv_shim::xenbus::parse_state;
 use guest_pv_shim::{hypercall, mm, println, report};
-use toolstack::config::DomainConfig;
+use toolstack::config::{Backing, DomainConfig};
 use toolstack::store::{vbd_backend, vbd_frontend};
-use toolstack::xen::BLKBACK_WINDOW_BASE;
+use toolstack::xen::{BLKBACK_WINDOW_BASE, BLKBACK_WINDOW_END};
 use xenstore::DomId;
 
+use crate::devices::Disks;
 use crate::domains::bind_interdomain;
 use crate::store::Xenstore;
 
 /// Devices served at once (one ring window each).
-pub const MAX_VBDS: usize = mm::WINDOW_COUNT - BLKBACK_WINDOW_BASE;
+pub const MAX_VBDS: usize = BLKBACK_WINDOW_END - BLKBACK_WINDOW_BASE;
+const _: () = assert!(BLKBACK_WINDOW_END <= guest_pv_shim::devices::MMIO_WINDOWS.start);
 
 /// dom0's bounce pages: one per segment of the request being served.
 #[repr(C, align(4096))]
@@ -155,6 +157,8 @@ struct Vbd {
 #[derive(Default)]
 pub struct Blkback {
     vbds: Vec<Vbd>,
+    /// dom0's own disks, for `phy:` targets.
+    disks: Disks,
     /// A ring still had requests when its budget ran out.
     busy: bool,
 }
@@ -179,15 +183,24 @@ impl Blkback {
     pub fn attach(&mut self, xs: &mut Xenstore, domid: DomId, cfg: &DomainConfig<'_>) {
         for spec in cfg.disks() {
             let name = format_args!("{} disk {}", cfg.name, spec.vdev);
-            let Some(window) = (BLKBACK_WINDOW_BASE..mm::WINDOW_COUNT)
+            let Some(window) = (BLKBACK_WINDOW_BASE..BLKBACK_WINDOW_END)
                 .find(|w| self.vbds.iter().all(|v| v.window != *w))
             else {
                 report::fail(name, format_args!("more than {MAX_VBDS} disks"));
                 continue;
             };
-            let Some(disk) = RamDisk::new(spec.ram_bytes, spec.writable) else {
-                report::fail(name, format_args!("no memory for {}", spec.target));
-                continue;
+            let disk = match spec.backing {
+                Backing::Ram(bytes) => RamDisk::new(bytes, spec.writable)
+                    .map(|d| Box::new(d) as Box<dyn BlockDevice>)
+                    .ok_or("no memory for it"),
+                Backing::Phy(device) => self.disks.open(device, spec.writable),
+            };
+            let disk = match disk {
+                Ok(disk) => disk,
+                Err(why) => {
+                    report::fail(name, format_args!("{}: {why}", spec.target));
+                    continue;
+                }
             };
             let vbd = Vbd {
                 domid,
@@ -195,7 +208,7 @@ impl Blkback {
                 backend: vbd_backend(domid, spec.devid),
                 frontend: vbd_frontend(domid, spec.devid),
                 state: XenbusState::InitWait,
-                disk: Box::new(disk),
+                disk,
                 window,
                 conn: None,
             };

@@ -4,6 +4,8 @@
 //! - [`blkback`]: the block back end: checking and serving `blkif`
 //!   requests against a [`blkback::BlockDevice`], and its side of the
 //!   xenstore handshake.
+//! - [`physdisk`]: dom0's own disks and their MBR partitions behind
+//!   blkback's [`blkback::BlockDevice`] (`phy:` targets).
 
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
@@ -11,3 +13,4 @@
 extern crate alloc;
 
 pub mod blkback;
+pub mod physdisk;

@@ -39,12 +39,12 @@ use crate::Console;
 /// The window of the store ring (the xenstore checks use 2).
 const STORE_WINDOW: usize = 3;
 /// The disk's windows: 8 ..= 20.
-const DISK_WINDOWS: Windows = Windows { first: 8 };
+pub(crate) const DISK_WINDOWS: Windows = Windows { first: 8 };
 /// `xvda`.
-const XVDA: u32 = 51712;
+pub(crate) const XVDA: u32 = 51712;
 /// `xvdb`, and its windows: 21 ..= 33.
-const XVDB: u32 = 51728;
-const XVDB_WINDOWS: Windows = Windows { first: 21 };
+pub(crate) const XVDB: u32 = 51728;
+pub(crate) const XVDB_WINDOWS: Windows = Windows { first: 21 };
 /// Yields without progress before a store request gives up.
 const PATIENCE: u32 = 1_000_000;
 /// Writes of the random test.
@@ -55,7 +55,7 @@ const MAX_SECTORS: usize = 8192;
 const CHUNK: usize = MAX_SEGMENTS * 4096;
 
 /// The data of one request (too large for the boot stack).
-static BUF: spin::Mutex<[u8; CHUNK]> = spin::Mutex::new([0; CHUNK]);
+pub(crate) static BUF: spin::Mutex<[u8; CHUNK]> = spin::Mutex::new([0; CHUNK]);
 /// Per sector, the write that last wrote it (0: none).
 static LAST: spin::Mutex<[u8; MAX_SECTORS]> = spin::Mutex::new([0; MAX_SECTORS]);
 
@@ -76,7 +76,7 @@ fn expected(seed: u64, write: u8, sector: u64, offset: usize) -> u8 {
 }
 
 /// A result as a check value: `ok` or the error.
-struct Shown(Result<(), BlkError>);
+pub(crate) struct Shown(pub(crate) Result<(), BlkError>);
 
 impl core::fmt::Display for Shown {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -94,7 +94,7 @@ fn connect(console: &mut Console, si: &StartInfo) -> Option<(Disk, Xenbus<Window
 }
 
 /// Connects disk `devid` on `windows`; its checks are named `<name> …`.
-fn connect_disk(
+pub(crate) fn connect_disk(
     console: &mut Console,
     si: &StartInfo,
     devid: u32,

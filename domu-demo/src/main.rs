@@ -8,7 +8,8 @@
 //! module) and reports every answer; with `grant` it grants two pages to
 //! dom0 and follows dom0's use of them (see [`grant`]); with `blk` or
 //! `blkhostile` it uses its virtual disk, honestly or not (the `blk`
-//! module); with `net` it brings up its vif under smoltcp and pings,
+//! module); with `disk` it tests a disk dom0 serves from a real device
+//! (the `disk` module); with `net` it brings up its vif under smoltcp and pings,
 //! serves or talks TCP, or misbehaves (see [`net`]).
 //!
 //! It runs unchanged on Xen 4.17 and on this hypervisor. Its output only
@@ -26,6 +27,7 @@ use guest_pv_shim::dom0_abi::start_info::StartInfo;
 use guest_pv_shim::{cmdline, hypercall, mm};
 
 mod blk;
+mod disk;
 mod net;
 mod xenstore;
 
@@ -364,6 +366,9 @@ fn demo_main(si: &'static StartInfo) {
         }
         if cmdline::has_flag(si.cmdline(), b"blk") {
             blk::checks(&mut console, si);
+        }
+        if cmdline::has_flag(si.cmdline(), b"disk") {
+            disk::run(&mut console, si);
         }
         if cmdline::has_flag(si.cmdline(), b"blkhostile") {
             blk::hostile(&mut console, si);

@@ -29,8 +29,11 @@ use crate::{hypercall, mm, shared};
 
 /// DMA pages in the pool.
 pub const DMA_PAGES: usize = 40;
-/// The mapping windows MMIO pages use (the upper half of them).
-pub const MMIO_WINDOWS: core::ops::Range<usize> = 16..mm::WINDOW_COUNT;
+/// The mapping windows MMIO pages use: the last 16, above every window
+/// dom0's back ends use (`toolstack::xen`'s `*_WINDOW_BASE`), so that
+/// dom0 can drive devices while it serves domUs (four pages per virtio
+/// device).
+pub const MMIO_WINDOWS: core::ops::Range<usize> = 56..mm::WINDOW_COUNT;
 
 global_asm!(
     ".pushsection .bss.shim_dma, \"aw\", @nobits",

@@ -31,8 +31,9 @@ use crate::hypercall;
 use crate::platform::VIRT_BASE;
 
 /// Number of mapping windows (dom0 uses them all: see
-/// `toolstack::xen`'s `*_WINDOW_BASE`).
-pub const WINDOW_COUNT: usize = 56;
+/// `toolstack::xen`'s `*_WINDOW_BASE` for the first 56, and
+/// `devices::MMIO_WINDOWS` for the rest).
+pub const WINDOW_COUNT: usize = 72;
 
 /// Present, writable, accessed, dirty: a normal data mapping.
 pub const PTE_RW: u64 = PteFlags::PRESENT.bits()

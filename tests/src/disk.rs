@@ -1,13 +1,36 @@
-//! The virtio-blk test's disk, as the test guest and `cargo xtask test`
-//! both see it: its size, the line the guest prints for each range it
-//! wrote, and the pattern it wrote there (which the host checks in the
-//! image file after the run; every sector outside those ranges must still
-//! be zero).
+//! The disk image of the virtio-blk tests and of `cargo xtask run`, as
+//! the guests and `cargo xtask` all see it: its size, its partition table,
+//! the line a guest prints for each range it wrote, and the pattern it
+//! wrote there (which the host checks in the image file after the run;
+//! every sector outside those ranges must still be as [`initial_sector`]
+//! made it).
 
 pub use drivers::blk::{SECTOR, pattern};
 
-/// The image's size in sectors (8 MiB).
-pub const SECTORS: u64 = 16384;
+/// The image's size in sectors (64 MiB).
+pub const SECTORS: u64 = 131_072;
+
+/// The image's MBR partitions (`vda1`, `vda2` in dom0), as (first
+/// sector, sectors): 40 MiB and 20 MiB, type 0x83.
+pub const PARTITIONS: [(u64, u64); 2] = [(2048, 81_920), (83_968, 40_960)];
+
+/// Sector `sector` of a fresh image: the MBR holding [`PARTITIONS`] for
+/// sector 0, zeros elsewhere.
+#[must_use]
+pub fn initial_sector(sector: u64) -> [u8; SECTOR] {
+    let mut out = [0u8; SECTOR];
+    if sector != 0 {
+        return out;
+    }
+    for (entry, &(start, count)) in out[446..510].chunks_exact_mut(16).zip(&PARTITIONS) {
+        entry[4] = 0x83;
+        entry[8..12].copy_from_slice(&u32::try_from(start).unwrap_or(0).to_le_bytes());
+        entry[12..16].copy_from_slice(&u32::try_from(count).unwrap_or(0).to_le_bytes());
+    }
+    out[510] = 0x55;
+    out[511] = 0xAA;
+    out
+}
 
 /// Start of the line the guest prints for each range it wrote:
 /// `virtio_blk: wrote <first sector> +<count> seed <seed, hex>`.
@@ -56,6 +79,17 @@ impl core::fmt::Display for Written {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_partitions_are_on_the_disk_and_apart() {
+        let [(a, n), (b, m)] = PARTITIONS;
+        assert!(a >= 1 && a + n <= b && b + m <= SECTORS);
+        let mbr = initial_sector(0);
+        assert_eq!(mbr[446 + 4], 0x83);
+        assert_eq!(mbr[462 + 8..462 + 12], 83_968u32.to_le_bytes());
+        assert_eq!(mbr[510..], [0x55, 0xAA]);
+        assert_eq!(initial_sector(1), [0; SECTOR]);
+    }
 
     #[test]
     fn written_lines_round_trip() {

@@ -19,10 +19,13 @@
 //! | `disk` | list of disk specifications, at most [`MAX_DISKS`] | none |
 //!
 //! A disk specification is `xl`'s positional form
-//! `'<target>,<format>,<vdev>,<access>'`: `target` is `ram:<size>`, a RAM
-//! disk in dom0 of `<size>` bytes (with a `K`, `M` or `G` suffix; a whole
-//! number of 512-byte sectors, at most [`MAX_RAM_DISK`]) until dom0 has
-//! disk drivers; `format` is `raw` (or empty); `vdev` is `xvda` ..
+//! `'<target>,<format>,<vdev>,<access>'`, or its older form without the
+//! format, `'<target>,<vdev>,<access>'`: `target` is `phy:<device>`, one
+//! of dom0's disks (`vda`, `vdb`, ... for the virtio disks, `vda1`, ...
+//! for their MBR partitions; `/dev/` in front is allowed, as `xl` writes
+//! it), or `ram:<size>`, a RAM disk in dom0 of `<size>` bytes (with a `K`,
+//! `M` or `G` suffix; a whole number of 512-byte sectors, at most
+//! [`MAX_RAM_DISK`]); `format` is `raw` (or empty); `vdev` is `xvda` ..
 //! `xvdp`; `access` is `rw`/`w` (read-write) or `r`/`ro` (read-only).
 //! Two disks may not share a `vdev`.
 //!
@@ -40,13 +43,33 @@ pub const MAX_DISKS: usize = 4;
 /// (16 MiB, shared with the store).
 pub const MAX_RAM_DISK: u64 = 8 << 20;
 
+/// What a disk is backed by in dom0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backing<'a> {
+    /// A RAM disk of this many bytes.
+    Ram(u64),
+    /// One of dom0's disks or partitions, by its name (`vda`, `vda1`).
+    Phy(&'a str),
+}
+
+impl Backing<'_> {
+    /// The back end's `type` node, as `xl` writes it.
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Backing::Ram(_) => "ram",
+            Backing::Phy(_) => "phy",
+        }
+    }
+}
+
 /// One `disk` entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Disk<'a> {
     /// The target as written (`params` in xenstore).
     pub target: &'a str,
-    /// Bytes of the RAM disk.
-    pub ram_bytes: u64,
+    /// What backs it.
+    pub backing: Backing<'a>,
     /// The virtual device's name (`xvda`).
     pub vdev: &'a str,
     /// Its device id (`xen-vbd-interface.7`).
@@ -61,31 +84,24 @@ impl<'a> Disk<'a> {
     /// # Errors
     /// What is wrong with it.
     pub fn parse(spec: &'a str) -> Result<Disk<'a>, &'static str> {
-        let mut fields = spec.split(',').map(str::trim);
-        let (Some(target), Some(format), Some(vdev), Some(access), None) = (
-            fields.next(),
-            fields.next(),
-            fields.next(),
-            fields.next(),
-            fields.next(),
-        ) else {
-            return Err("a disk is '<target>,<format>,<vdev>,<access>'");
+        let fields: [Option<&str>; 5] = {
+            let mut it = spec.split(',').map(str::trim);
+            core::array::from_fn(|_| it.next())
         };
-        let size = target
-            .strip_prefix("ram:")
-            .ok_or("the only disk target is ram:<size>")?;
-        let (digits, unit) = match size.as_bytes().last() {
-            Some(b'K' | b'k') => (&size[..size.len() - 1], 1 << 10),
-            Some(b'M' | b'm') => (&size[..size.len() - 1], 1 << 20),
-            Some(b'G' | b'g') => (&size[..size.len() - 1], 1 << 30),
-            _ => (size, 1),
+        let (target, format, vdev, access) = match fields {
+            [Some(t), Some(f), Some(v), Some(a), None] => (t, f, v, a),
+            [Some(t), Some(v), Some(a), None, None] => (t, "", v, a),
+            _ => return Err("a disk is '<target>,<format>,<vdev>,<access>'"),
         };
-        let ram_bytes = digits
-            .parse::<u64>()
-            .ok()
-            .and_then(|n| n.checked_mul(unit))
-            .filter(|&b| b > 0 && b % 512 == 0 && b <= MAX_RAM_DISK)
-            .ok_or("a RAM disk is 512 B..=8 MiB in whole sectors")?;
+        let backing = if let Some(device) = target.strip_prefix("phy:") {
+            let name = device.strip_prefix("/dev/").unwrap_or(device);
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                return Err("a phy: disk is one of dom0's disks (vda, vda1, ...)");
+            }
+            Backing::Phy(name)
+        } else {
+            Backing::Ram(ram_bytes(target)?)
+        };
         if !matches!(format, "raw" | "") {
             return Err("the only disk format is raw");
         }
@@ -97,12 +113,38 @@ impl<'a> Disk<'a> {
         };
         Ok(Disk {
             target,
-            ram_bytes,
+            backing,
             vdev,
             devid,
             writable,
         })
     }
+
+    /// The back end's `params` node: the device of a `phy:` target (as
+    /// `xl` writes it, without the prefix), the whole target otherwise.
+    #[must_use]
+    pub fn params(&self) -> &'a str {
+        self.target.strip_prefix("phy:").unwrap_or(self.target)
+    }
+}
+
+/// The bytes of a `ram:<size>` target.
+fn ram_bytes(target: &str) -> Result<u64, &'static str> {
+    let size = target
+        .strip_prefix("ram:")
+        .ok_or("a disk target is phy:<device> or ram:<size>")?;
+    let (digits, unit) = match size.as_bytes().last() {
+        Some(b'K' | b'k') => (&size[..size.len() - 1], 1 << 10),
+        Some(b'M' | b'm') => (&size[..size.len() - 1], 1 << 20),
+        Some(b'G' | b'g') => (&size[..size.len() - 1], 1 << 30),
+        _ => (size, 1),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit))
+        .filter(|&b| b > 0 && b % 512 == 0 && b <= MAX_RAM_DISK)
+        .ok_or("a RAM disk is 512 B..=8 MiB in whole sectors")
 }
 
 /// What to do when a domain shuts down for a reason.
@@ -525,7 +567,8 @@ mod tests {
     #[test]
     fn disks() {
         let cfg = DomainConfig::parse(
-            "name='a'\nkernel='k'\ndisk = [ 'ram:2M,raw,xvda,rw', \"ram:512,,xvdc,r\" ]",
+            "name='a'\nkernel='k'\ndisk = [ 'ram:2M,raw,xvda,rw', \"ram:512,,xvdc,r\", \
+             'phy:vda1,xvdb,w', 'phy:/dev/vdb,raw,xvdd,ro' ]",
         )
         .unwrap();
         let disks: Vec<_> = cfg.disks().collect();
@@ -534,16 +577,30 @@ mod tests {
             [
                 &Disk {
                     target: "ram:2M",
-                    ram_bytes: 2 << 20,
+                    backing: Backing::Ram(2 << 20),
                     vdev: "xvda",
                     devid: 51712,
                     writable: true
                 },
                 &Disk {
                     target: "ram:512",
-                    ram_bytes: 512,
+                    backing: Backing::Ram(512),
                     vdev: "xvdc",
                     devid: 51744,
+                    writable: false
+                },
+                &Disk {
+                    target: "phy:vda1",
+                    backing: Backing::Phy("vda1"),
+                    vdev: "xvdb",
+                    devid: 51728,
+                    writable: true
+                },
+                &Disk {
+                    target: "phy:/dev/vdb",
+                    backing: Backing::Phy("vdb"),
+                    vdev: "xvdd",
+                    devid: 51760,
                     writable: false
                 },
             ]
@@ -557,12 +614,24 @@ mod tests {
         );
         let e = |t: &str| DomainConfig::parse(t).unwrap_err().what;
         assert_eq!(
-            e("disk=['ram:1M,raw,xvda']"),
+            e("disk=['ram:1M,xvda']"),
             "a disk is '<target>,<format>,<vdev>,<access>'"
         );
         assert_eq!(
             e("disk=['/img,raw,xvda,rw']"),
-            "the only disk target is ram:<size>"
+            "a disk target is phy:<device> or ram:<size>"
+        );
+        assert_eq!(
+            e("disk=['phy:,xvda,rw']"),
+            "a phy: disk is one of dom0's disks (vda, vda1, ...)"
+        );
+        assert_eq!(
+            e("disk=['phy:vd/a,xvda,rw']"),
+            "a phy: disk is one of dom0's disks (vda, vda1, ...)"
+        );
+        assert_eq!(
+            e("disk=['phy:vda,xvda']"),
+            "a disk is '<target>,<format>,<vdev>,<access>'"
         );
         assert_eq!(
             e("disk=['ram:100,raw,xvda,rw']"),

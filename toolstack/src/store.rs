@@ -335,11 +335,11 @@ pub fn write_vbd(
         ("bootable", "1"),
         (keys::STATE, "1"),
         (keys::DEV, disk.vdev),
-        ("type", "ram"),
+        ("type", disk.backing.kind()),
         (keys::MODE, if disk.writable { "w" } else { "r" }),
         (keys::DEVICE_TYPE, "disk"),
         ("discard-enable", if disk.writable { "1" } else { "0" }),
-        (keys::PARAMS, disk.target),
+        (keys::PARAMS, disk.params()),
     ] {
         write(store, host, &format!("{backend}/{key}"), value)?;
     }

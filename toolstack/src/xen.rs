@@ -44,9 +44,12 @@ pub const GRANT_WINDOW_BASE: usize = 24;
 /// `NET_WINDOW_BASE..BLKBACK_WINDOW_BASE` hold the vifs' rings, two each
 /// (TX, RX): eight vifs.
 pub const NET_WINDOW_BASE: usize = 32;
-/// `BLKBACK_WINDOW_BASE..mm::WINDOW_COUNT` hold the block back end's
+/// `BLKBACK_WINDOW_BASE..BLKBACK_WINDOW_END` hold the block back end's
 /// rings, one each: eight disks.
 pub const BLKBACK_WINDOW_BASE: usize = 48;
+/// The end of the block back end's windows (the device drivers' MMIO
+/// windows follow: `guest_pv_shim::devices::MMIO_WINDOWS`).
+pub const BLKBACK_WINDOW_END: usize = 56;
 
 /// `ret` as a result of operation `op`.
 fn check(op: &'static str, ret: i64) -> Result<i64, HvError> {

@@ -1,7 +1,8 @@
-//! A test's disk image: made fresh (all zeros) before each run, checked
-//! after it ([`DiskCheck`]): still all zeros, or holding the guest's
-//! pattern in the ranges it printed (`pv_tests::disk::WROTE` lines) and
-//! zeros elsewhere. So what the guest read back is also what reached the
+//! A test's disk image: made fresh before each run (an MBR with
+//! `pv_tests::disk::PARTITIONS`, zeros elsewhere), checked after it
+//! ([`DiskCheck`]): still as made, or holding the guests' pattern in the
+//! ranges they printed (`pv_tests::disk::WROTE` lines) and as made
+//! elsewhere. So what the guests read back is also what reached the
 //! host's file.
 #![forbid(unsafe_code)]
 
@@ -12,9 +13,9 @@ use pv_tests::disk::{self, SECTOR, Written};
 
 use crate::suite::DiskCheck;
 
-/// Writes a zeroed image of `disk::SECTORS` sectors to `path`.
+/// Writes a fresh image of `disk::SECTORS` sectors to `path`.
 pub fn create(path: &Path) -> Result<(), String> {
-    let bytes = vec![0u8; usize::try_from(disk::SECTORS).unwrap_or(0) * SECTOR];
+    let bytes: Vec<u8> = (0..disk::SECTORS).flat_map(disk::initial_sector).collect();
     fs::write(path, bytes).map_err(|e| format!("{}: {e}", path.display()))
 }
 
@@ -46,10 +47,10 @@ pub fn check(log: &str, image: &Path, expect: DiskCheck) -> Vec<String> {
 }
 
 /// The problems of an image holding `contents` after the guest wrote
-/// `ranges` (later ranges win where they overlap; none: all zeros).
+/// `ranges` (later ranges win where they overlap; none: as made).
 fn check_contents(ranges: &[Written], contents: &[u8]) -> Vec<String> {
     let sectors = contents.len() / SECTOR;
-    let mut expected = vec![[0u8; SECTOR]; sectors];
+    let mut expected: Vec<[u8; SECTOR]> = (0..sectors as u64).map(disk::initial_sector).collect();
     for range in ranges {
         for sector in range.sector..range.sector.saturating_add(range.count) {
             let Some(slot) = usize::try_from(sector)
@@ -82,7 +83,7 @@ mod tests {
     use super::*;
 
     fn image_with(ranges: &[Written]) -> Vec<u8> {
-        let mut image = vec![0u8; 64 * SECTOR];
+        let mut image: Vec<u8> = (0..64).flat_map(disk::initial_sector).collect();
         for range in ranges {
             for sector in range.sector..range.sector + range.count {
                 let at = usize::try_from(sector).unwrap() * SECTOR;
@@ -117,7 +118,10 @@ mod tests {
         image[4 * SECTOR + 9] ^= 0xFF;
         assert!(check_contents(&ranges, &image)[0].contains("first: 4"));
         assert!(!check_contents(&[], &image).is_empty());
-        assert!(check_contents(&[], &[0; 8 * SECTOR]).is_empty());
+        let fresh: Vec<u8> = (0..8).flat_map(disk::initial_sector).collect();
+        assert!(check_contents(&[], &fresh).is_empty());
+        // The MBR is part of what must stay.
+        assert!(!check_contents(&[], &[0; 8 * SECTOR]).is_empty());
         let past = [Written {
             sector: 63,
             count: 2,

@@ -111,7 +111,38 @@ pub enum DomuSet {
     /// The demo domU and a script (`devices.xl`) that first lists the
     /// machine's PCI functions with the drivers that take them.
     Devices,
+    /// The `disk` domU on the virtio disk's first partition (`phy:vda1`):
+    /// random ranges up to 16 MiB written and read back, a flush, a read
+    /// past the partition's end; the second partition read-only.
+    PhyDisk,
+    /// Two `disk` domUs at once, one on each partition of the virtio disk.
+    PhyDiskTwo,
 }
+
+/// The `disk` domU on `vda1`, with `vda2` read-only (`base=` is where
+/// `vda1` starts: `pv_tests::disk::PARTITIONS`).
+const PHY_DISK_CONFIG: &str = "# The disk domU: a pattern written, read back and verified.\n\
+    name = \"disk\"\nkernel = \"domu-demo\"\nmemory = 8\n\
+    cmdline = \"disk seed=1 base=2048 ranges=8 ro\"\n\
+    disk = ['phy:vda1,xvda,w', 'phy:vda2,xvdb,r']\n";
+
+/// Two `disk` domUs, one per partition.
+const PHY_DISK_TWO_CONFIGS: [(&str, &str); 2] = [
+    (
+        "disk1.cfg",
+        "# A disk domU on the first partition.\n\
+         name = \"disk1\"\nkernel = \"domu-demo\"\nmemory = 8\n\
+         cmdline = \"disk seed=2 base=2048 ranges=6 max=2048\"\n\
+         disk = ['phy:vda1,xvda,w']\n",
+    ),
+    (
+        "disk2.cfg",
+        "# A disk domU on the second partition.\n\
+         name = \"disk2\"\nkernel = \"domu-demo\"\nmemory = 8\n\
+         cmdline = \"disk seed=3 base=83968 ranges=6 max=2048\"\n\
+         disk = ['phy:/dev/vda2,raw,xvda,rw']\n",
+    ),
+];
 
 /// The script of [`DomuSet::Devices`].
 const DEVICES_SCRIPT: &str = "# dom0's drivers, scripted (dom0 script=devices.xl)\n\
@@ -195,6 +226,8 @@ impl DomuSet {
             DomuSet::BlkTwo => "blk-two",
             DomuSet::BlkHostile => "blk-hostile",
             DomuSet::Devices => "devices",
+            DomuSet::PhyDisk => "phy-disk",
+            DomuSet::PhyDiskTwo => "phy-disk-two",
         }
     }
 
@@ -247,6 +280,8 @@ impl DomuSet {
                 ("peer.cfg", NET_PEER_CONFIG),
             ],
             DomuSet::Blk => &[("disk.cfg", DISK_CONFIG)],
+            DomuSet::PhyDisk => &[("disk.cfg", PHY_DISK_CONFIG)],
+            DomuSet::PhyDiskTwo => &PHY_DISK_TWO_CONFIGS,
             DomuSet::BlkTwo => &[("disk.cfg", DISK_CONFIG), ("disk2.cfg", DISK2_CONFIG)],
             DomuSet::BlkHostile => &[
                 (
@@ -331,12 +366,26 @@ mod tests {
             DomuSet::Blk,
             DomuSet::BlkTwo,
             DomuSet::BlkHostile,
+            DomuSet::PhyDisk,
+            DomuSet::PhyDiskTwo,
         ] {
             for (file, text) in set.configs().iter().filter(|(f, _)| f.ends_with(".cfg")) {
                 let cfg = DomainConfig::parse(text).unwrap_or_else(|e| panic!("{file}: {e}"));
                 assert_eq!(cfg.kernel, DEMO_KERNEL);
                 assert_eq!(cfg.on_crash, Action::Destroy);
             }
+        }
+        // The `disk` domUs' `base=` is where their partition starts.
+        for (file, text) in DomuSet::PhyDisk
+            .configs()
+            .iter()
+            .chain(DomuSet::PhyDiskTwo.configs())
+        {
+            let cfg = DomainConfig::parse(text).unwrap();
+            let disk = cfg.disks().next().unwrap();
+            let number = disk.params().bytes().last().unwrap() - b'1';
+            let base = pv_tests::disk::PARTITIONS[usize::from(number)].0;
+            assert!(cfg.cmdline.contains(&format!("base={base} ")), "{file}");
         }
         let crash = DomainConfig::parse(DomuSet::Crash.configs()[0].1).unwrap();
         assert_eq!(crash.cmdline, "crash");

@@ -280,6 +280,12 @@ macro_rules! device_test {
     };
 }
 
+/// A virtio disk the guests write, checked afterwards.
+const DISK_WRITTEN: TestDevices = TestDevices {
+    disk: Some(DiskCheck::Written),
+    nic: false,
+};
+
 /// Tests written against Xen 4.17 before this hypervisor implements what
 /// they check (issues 3 and 4: memory and CPU virtualization; issue 11:
 /// several vCPUs in dom0; issue 12: event channels, timers, console
@@ -696,6 +702,26 @@ pub const TESTS: &[IntegrationTest] = &[
     // dom0's PCI and virtio drivers on QEMU's virtio-blk and virtio-net.
     device_test!("virtio_blk", disk: Some(DiskCheck::Written), nic: false),
     device_test!("virtio_net", disk: None, nic: true),
+    // domUs on dom0's virtio disk through blkback (`phy:` disks); the
+    // host checks the image afterwards.
+    IntegrationTest {
+        devices: DISK_WRITTEN,
+        ..toolstack!(
+            "dom0_disk_rw",
+            DomuSet::PhyDisk,
+            "expect=poweroff",
+            "(d1) disk: wrote, read back and verified 8 of 8 ranges"
+        )
+    },
+    IntegrationTest {
+        devices: DISK_WRITTEN,
+        ..toolstack!(
+            "dom0_disk_two",
+            DomuSet::PhyDiskTwo,
+            "expect=poweroff",
+            "(d2) disk: wrote, read back and verified 6 of 6 ranges"
+        )
+    },
     IntegrationTest {
         devices: TestDevices {
             disk: Some(DiskCheck::Untouched),

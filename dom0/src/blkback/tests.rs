@@ -493,7 +493,7 @@ mod handshake {
     use guest_pv_shim::blkfront::handshake as front;
     use guest_pv_shim::xenbus::Xenbus;
     use guest_pv_shim::xenbus::loopback::{Loopback, NoHost};
-    use toolstack::config::Disk;
+    use toolstack::config::{Backing, Disk};
     use xenstore::{DomId, Store};
 
     use super::*;
@@ -558,7 +558,14 @@ mod handshake {
         write(&mut store, "state", "2");
         let dom0 = Rc::new(RefCell::new(Dom0 {
             state: XenbusState::InitWait,
-            disk: RamDisk::new(spec.ram_bytes, spec.writable).unwrap(),
+            disk: RamDisk::new(
+                match spec.backing {
+                    Backing::Ram(bytes) => bytes,
+                    Backing::Phy(_) => 0,
+                },
+                spec.writable,
+            )
+            .unwrap(),
             details: None,
         }));
         let back = dom0.clone();

@@ -15,7 +15,7 @@ use crate::{hypercall, mm};
 /// `8..8 + WINDOW_COUNT` blkfront's (one per window), so a domain with
 /// disks and a vif never grants one reference twice. The TX ring's page
 /// is granted as this reference.
-pub const FIRST_GREF: u32 = 64;
+pub const FIRST_GREF: u32 = 80;
 const _: () = assert!(FIRST_GREF as usize >= 8 + mm::WINDOW_COUNT);
 /// Store reads while waiting for the back end before giving up.
 const PATIENCE: u32 = 200_000;
