@@ -117,6 +117,9 @@ pub enum DomuSet {
     PhyDisk,
     /// Two `disk` domUs at once, one on each partition of the virtio disk.
     PhyDiskTwo,
+    /// `cargo xtask run`'s default scenario: the demo domU, and the `disk`
+    /// domU on the image xtask attaches.
+    Run,
 }
 
 /// The `disk` domU on `vda1`, with `vda2` read-only (`base=` is where
@@ -228,6 +231,7 @@ impl DomuSet {
             DomuSet::Devices => "devices",
             DomuSet::PhyDisk => "phy-disk",
             DomuSet::PhyDiskTwo => "phy-disk-two",
+            DomuSet::Run => "run",
         }
     }
 
@@ -282,6 +286,7 @@ impl DomuSet {
             DomuSet::Blk => &[("disk.cfg", DISK_CONFIG)],
             DomuSet::PhyDisk => &[("disk.cfg", PHY_DISK_CONFIG)],
             DomuSet::PhyDiskTwo => &PHY_DISK_TWO_CONFIGS,
+            DomuSet::Run => &[("demo.cfg", DEMO_CONFIG), ("disk.cfg", PHY_DISK_CONFIG)],
             DomuSet::BlkTwo => &[("disk.cfg", DISK_CONFIG), ("disk2.cfg", DISK2_CONFIG)],
             DomuSet::BlkHostile => &[
                 (
@@ -368,6 +373,7 @@ mod tests {
             DomuSet::BlkHostile,
             DomuSet::PhyDisk,
             DomuSet::PhyDiskTwo,
+            DomuSet::Run,
         ] {
             for (file, text) in set.configs().iter().filter(|(f, _)| f.ends_with(".cfg")) {
                 let cfg = DomainConfig::parse(text).unwrap_or_else(|e| panic!("{file}: {e}"));

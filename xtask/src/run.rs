@@ -120,7 +120,7 @@ pub fn run(workspace: &Workspace, args: &RunArgs) -> Result<u8, String> {
         ramdisk::write_domus(&args.domus, &path)?;
         Some(path)
     } else if args.ramdisk.is_none() && args.rust_dom0() {
-        Some(DomuSet::Demo.write(workspace, &run_dir)?)
+        Some(DomuSet::Run.write(workspace, &run_dir)?)
     } else {
         args.ramdisk.as_deref().map(absolute).transpose()?
     };
@@ -145,11 +145,23 @@ pub fn run(workspace: &Workspace, args: &RunArgs) -> Result<u8, String> {
     // The ISO's own directory: making it wipes that directory, and the
     // ramdisk made above lives beside it.
     let boot = prepare_boot(&files, args.boot, &run_dir.join("grub"))?;
+    let mut devices = args.devices.clone();
+    // The default scenario's disk: xtask's image (an MBR with two
+    // partitions), made once and kept, for the `disk` domU.
+    if args.ramdisk.is_none() && args.domus.is_empty() && args.rust_dom0() && devices.disk.is_none()
+    {
+        let image = run_dir.join("disk.img");
+        if !image.is_file() {
+            crate::disk::create(&image)?;
+        }
+        eprintln!("xtask: the disk domU's disk is vda1 of {}", image.display());
+        devices.disk = Some(image);
+    }
     let machine = Machine {
         accel: qemu::host_accel(args.accel, args.icount),
         smp: args.smp,
         mem_mib: args.mem_mib,
-        devices: args.devices.clone(),
+        devices,
     };
     let qemu_args = qemu::qemu_args(&machine, &boot)?;
     eprintln!("xtask: {}", qemu::display_command(&qemu_args));
