@@ -32,7 +32,7 @@ use guest_pv_shim::dom0_abi::xenstore::XenbusState;
 use guest_pv_shim::ring::WindowMemory;
 use guest_pv_shim::xenbus::parse_state;
 use guest_pv_shim::{hypercall, mm, println, report};
-use toolstack::config::{Backing, DomainConfig};
+use toolstack::config::{Backing, Disk, DomainConfig};
 use toolstack::store::{vbd_backend, vbd_frontend};
 use toolstack::xen::{BLKBACK_WINDOW_BASE, BLKBACK_WINDOW_END};
 use xenstore::DomId;
@@ -182,39 +182,122 @@ impl Blkback {
     /// reported and left out.
     pub fn attach(&mut self, xs: &mut Xenstore, domid: DomId, cfg: &DomainConfig<'_>) {
         for spec in cfg.disks() {
-            let name = format_args!("{} disk {}", cfg.name, spec.vdev);
-            let Some(window) = (BLKBACK_WINDOW_BASE..BLKBACK_WINDOW_END)
-                .find(|w| self.vbds.iter().all(|v| v.window != *w))
-            else {
-                report::fail(name, format_args!("more than {MAX_VBDS} disks"));
-                continue;
-            };
-            let disk = match spec.backing {
-                Backing::Ram(bytes) => RamDisk::new(bytes, spec.writable)
-                    .map(|d| Box::new(d) as Box<dyn BlockDevice>)
-                    .ok_or("no memory for it"),
-                Backing::Phy(device) => self.disks.open(device, spec.writable),
-            };
-            let disk = match disk {
-                Ok(disk) => disk,
-                Err(why) => {
-                    report::fail(name, format_args!("{}: {why}", spec.target));
-                    continue;
-                }
-            };
-            let vbd = Vbd {
-                domid,
-                devid: spec.devid,
-                backend: vbd_backend(domid, spec.devid),
-                frontend: vbd_frontend(domid, spec.devid),
-                state: XenbusState::InitWait,
-                disk,
-                window,
-                conn: None,
-            };
-            write(xs, &vbd.backend, keys::STATE, "2");
-            self.vbds.push(vbd);
+            if let Err(why) = self.add(xs, domid, spec) {
+                report::fail(
+                    format_args!("{} disk {}", cfg.name, spec.vdev),
+                    format_args!("{}: {why}", spec.target),
+                );
+            }
         }
+    }
+
+    /// Opens the disk `spec` for domU `domid` and has its back end wait
+    /// for the front end (`InitWait`); the toolstack's nodes are written.
+    fn add(
+        &mut self,
+        xs: &mut Xenstore,
+        domid: DomId,
+        spec: &Disk<'_>,
+    ) -> Result<(), &'static str> {
+        let window = (BLKBACK_WINDOW_BASE..BLKBACK_WINDOW_END)
+            .find(|w| self.vbds.iter().all(|v| v.window != *w))
+            .ok_or("no ring window left: dom0 serves at most 8 disks")?;
+        let disk = match spec.backing {
+            Backing::Ram(bytes) => RamDisk::new(bytes, spec.writable)
+                .map(|d| Box::new(d) as Box<dyn BlockDevice>)
+                .ok_or("no memory for it"),
+            Backing::Phy(device) => self.disks.open(device, spec.writable),
+        }?;
+        let vbd = Vbd {
+            domid,
+            devid: spec.devid,
+            backend: vbd_backend(domid, spec.devid),
+            frontend: vbd_frontend(domid, spec.devid),
+            state: XenbusState::InitWait,
+            disk,
+            window,
+            conn: None,
+        };
+        write(xs, &vbd.backend, keys::STATE, "2");
+        self.vbds.push(vbd);
+        Ok(())
+    }
+
+    /// `block-attach`: hot-plugs `spec` into the running domU `domid`:
+    /// the nodes `xl` writes, then the back end waits for the front end,
+    /// which connects when it sees the new device.
+    ///
+    /// # Errors
+    /// The domain already has the vdev, the store refused, or the disk
+    /// cannot be opened.
+    pub fn hot_plug(
+        &mut self,
+        xs: &mut Xenstore,
+        domid: DomId,
+        spec: &Disk<'_>,
+    ) -> Result<(), &'static str> {
+        if self.find(domid, spec.devid).is_some() {
+            return Err("the domain already has this vdev");
+        }
+        toolstack::store::write_vbd(&mut xs.store, &mut xs.rings, domid, spec)
+            .map_err(|_| "the store refused the device's nodes")?;
+        let added = self.add(xs, domid, spec);
+        if added.is_err() {
+            let _ = toolstack::store::remove_vbd(&mut xs.store, &mut xs.rings, domid, spec.devid);
+        }
+        added
+    }
+
+    /// `block-detach`, first step: the back end of `domid`'s disk `devid`
+    /// goes `Closing`; the front end answers `Closed` and the next rounds
+    /// disconnect it ([`Blkback::state`] is then `Closed`).
+    ///
+    /// # Errors
+    /// No such device.
+    pub fn unplug(
+        &mut self,
+        xs: &mut Xenstore,
+        domid: DomId,
+        devid: u32,
+    ) -> Result<(), &'static str> {
+        let vbd = self.find(domid, devid).ok_or("no such device")?;
+        let vbd = &mut self.vbds[vbd];
+        if vbd.state != XenbusState::Closed {
+            vbd.set_state(xs, XenbusState::Closing);
+        }
+        Ok(())
+    }
+
+    /// The back end's state of `domid`'s disk `devid`.
+    pub fn state(&self, domid: DomId, devid: u32) -> Option<XenbusState> {
+        self.find(domid, devid).map(|i| self.vbds[i].state)
+    }
+
+    /// `block-detach`, last step: forgets the device (disconnecting it if
+    /// the front end never closed) and removes its nodes.
+    pub fn remove(&mut self, xs: &mut Xenstore, domid: DomId, devid: u32) {
+        if let Some(i) = self.find(domid, devid) {
+            let mut vbd = self.vbds.remove(i);
+            vbd.disconnect();
+        }
+        if let Err(e) = toolstack::store::remove_vbd(&mut xs.store, &mut xs.rings, domid, devid) {
+            println!("dom0: blkback: removing vbd {domid}/{devid}: {e}");
+        }
+    }
+
+    /// `(domid, devid, back end directory)` of every device, or of
+    /// `domid`'s.
+    pub fn devices(&self, domid: Option<DomId>) -> impl Iterator<Item = (DomId, u32, &str)> + '_ {
+        self.vbds
+            .iter()
+            .filter(move |v| domid.is_none_or(|d| d == v.domid))
+            .map(|v| (v.domid, v.devid, v.backend.as_str()))
+    }
+
+    fn find(&self, domid: DomId, devid: u32) -> Option<usize> {
+        self.vbds
+            .iter()
+            .position(|v| v.domid == domid && v.devid == devid)
     }
 
     /// One round: every handshake step due, then every connected ring

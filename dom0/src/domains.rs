@@ -82,6 +82,11 @@ impl Domains {
         }
     }
 
+    /// The block back end and the store (the shell's block commands).
+    pub fn blk(&mut self) -> (&mut Blkback, &mut Xenstore) {
+        (&mut self.back.blk, &mut self.xs)
+    }
+
     /// Every domU being served.
     pub fn iter(&self) -> impl Iterator<Item = &Domu> {
         self.slots.iter().flatten()

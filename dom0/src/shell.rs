@@ -7,6 +7,7 @@
 
 use guest_pv_shim::dom0_abi::domctl::{DomInfoFlags, GetDomainInfo, SchedCredit};
 use guest_pv_shim::dom0_abi::sched::ShutdownReason;
+use guest_pv_shim::dom0_abi::xenstore::XenbusState;
 use guest_pv_shim::{hypercall, println, report};
 use toolstack::builder::Hypervisor;
 use toolstack::cpio::Archive;
@@ -152,6 +153,15 @@ fn execute(
         Command::PciList => crate::devices::pci_list(at),
         Command::Wait => domains.wait(),
         Command::Help => HELP.iter().for_each(|line| println!("{line}")),
+        Command::BlockList(target) => block_list(at, domains, target),
+        Command::BlockAttach { target, spec } => match domains.domid(target) {
+            Some(id) => block_attach(at, domains, target, id, spec),
+            None => no_domain(at, "block-attach", target),
+        },
+        Command::BlockDetach { target, vdev } => match domains.domid(target) {
+            Some(id) => block_detach(at, domains, target, id, vdev),
+            None => no_domain(at, "block-detach", target),
+        },
         Command::XenstoreLs(path) => xenstore_ls(at, domains, path),
         Command::XenstoreRead(path) => {
             let xs = &mut domains.xs;
@@ -205,6 +215,115 @@ fn xenstore_ls(at: At, domains: &mut Domains, path: &str) {
     }
 }
 
+/// How long `block-detach` waits for the front end to close.
+const DETACH_TIMEOUT_NS: u64 = 10 * NS;
+
+/// `block-list`: `xl block-list`'s columns, from the front ends' nodes
+/// (`-1` where one is missing); the check is the number of devices (the
+/// states, ports and references depend on timing and the hypervisor).
+fn block_list(at: At, domains: &mut Domains, target: Option<Target<'_>>) {
+    let domid = match target.map(|t| domains.domid(t)) {
+        Some(None) => {
+            report::fail(
+                format_args!("{at}block-list"),
+                format_args!("no such domain"),
+            );
+            return;
+        }
+        Some(id) => id,
+        None => None,
+    };
+    let (blk, xs) = domains.blk();
+    println!("Vdev  BE  handle state evt-ch ring-ref BE-path");
+    let mut count = 0u32;
+    for (dom, devid, backend) in blk.devices(domid) {
+        let front = toolstack::store::vbd_frontend(dom, devid);
+        let mut number = |key: &str| {
+            toolstack::store::read(
+                &mut xs.store,
+                &mut xs.rings,
+                &alloc::format!("{front}/{key}"),
+            )
+            .ok()
+            .and_then(|v| core::str::from_utf8(&v).ok()?.parse::<i64>().ok())
+            .unwrap_or(-1)
+        };
+        let (state, evtchn, ring_ref) =
+            (number("state"), number("event-channel"), number("ring-ref"));
+        println!("{devid:<5} 0   {dom:<6} {state:<5} {evtchn:<6} {ring_ref:<8} {backend}");
+        count += 1;
+    }
+    report::ok_value(format_args!("{at}block-list devices"), count);
+}
+
+/// `block-attach`: the disk is parsed as a `disk` entry and hot-plugged.
+fn block_attach(at: At, domains: &mut Domains, target: Target<'_>, id: u16, spec: &str) {
+    let name = format_args!("{at}block-attach {} {spec}", Shown(target));
+    let (blk, xs) = domains.blk();
+    match toolstack::config::Disk::parse(spec).and_then(|disk| blk.hot_plug(xs, id, &disk)) {
+        Ok(()) => report::ok_value(name, "attached"),
+        Err(why) => report::fail(name, format_args!("{why}")),
+    }
+}
+
+/// `block-detach`: a front end still in its handshake is first given the
+/// time to connect (so that it is never told to close before it has
+/// opened); then the back end goes `Closing`, and dom0 serves
+/// everything until the front end has closed and the back end is
+/// `Closed`. Each wait lasts at most [`DETACH_TIMEOUT_NS`]. Then the
+/// device is forgotten and its nodes removed; a front end that did not
+/// close in time is disconnected anyway.
+fn block_detach(at: At, domains: &mut Domains, target: Target<'_>, id: u16, vdev: &str) {
+    let name = format_args!("{at}block-detach {} {vdev}", Shown(target));
+    let Some(devid) = guest_pv_shim::dom0_abi::blkif::xvd_devid(vdev).or_else(|| vdev.parse().ok())
+    else {
+        report::fail(name, format_args!("not a vdev (xvda..xvdp or its number)"));
+        return;
+    };
+    let state = |d: &mut Domains| d.blk().0.state(id, devid);
+    if state(domains).is_none() {
+        report::fail(name, format_args!("no such device"));
+        return;
+    }
+    let front = toolstack::store::vbd_frontend(id, devid);
+    serve_while(domains, |d| {
+        let xs = &mut d.xs;
+        let value = toolstack::store::read(
+            &mut xs.store,
+            &mut xs.rings,
+            &alloc::format!("{front}/state"),
+        );
+        let front = value
+            .ok()
+            .and_then(|v| guest_pv_shim::xenbus::parse_state(&v));
+        front.is_some_and(|s| (s as u32) < XenbusState::Connected as u32)
+    });
+    let (blk, xs) = domains.blk();
+    if let Err(why) = blk.unplug(xs, id, devid) {
+        report::fail(name, format_args!("{why}"));
+        return;
+    }
+    let closed = |d: &mut Domains| state(d) == Some(XenbusState::Closed);
+    serve_while(domains, |d| !closed(d));
+    let outcome = if closed(domains) {
+        "closed by the front end"
+    } else {
+        "forced: the front end did not close"
+    };
+    let (blk, xs) = domains.blk();
+    blk.remove(xs, id, devid);
+    report::ok_value(name, outcome);
+}
+
+/// Serves the domUs while `pending` holds, at most [`DETACH_TIMEOUT_NS`].
+fn serve_while(domains: &mut Domains, mut pending: impl FnMut(&mut Domains) -> bool) {
+    let deadline = crate::domains::now() + DETACH_TIMEOUT_NS;
+    while pending(domains) && crate::domains::now() < deadline {
+        domains.poll_once();
+        domains.sleep(None);
+    }
+}
+
 /// The script line a check comes from: check names stay unique when a
 /// command repeats.
 #[derive(Clone, Copy)]
@@ -232,11 +351,16 @@ impl core::fmt::Display for Shown<'_> {
 fn with_domid(at: At, domains: &Domains, target: Target<'_>, what: &str, f: impl FnOnce(u16)) {
     match domains.domid(target) {
         Some(id) => f(id),
-        None => report::fail(
-            format_args!("{at}{what} {}", Shown(target)),
-            format_args!("no such domain"),
-        ),
+        None => no_domain(at, what, target),
     }
+}
+
+/// Fails command `what` on `target`: no such domain.
+fn no_domain(at: At, what: &str, target: Target<'_>) {
+    report::fail(
+        format_args!("{at}{what} {}", Shown(target)),
+        format_args!("no such domain"),
+    );
 }
 
 /// Whether domain `id` is paused by the controller.

@@ -110,7 +110,19 @@ pub(crate) fn connect_disk(
         }
     };
     let mut xb = Xenbus::new(ring);
-    match Disk::connect(&mut xb, devid, windows) {
+    attach(console, &mut xb, devid, windows, name).map(|disk| (disk, xb))
+}
+
+/// Connects disk `devid` on `windows` through the store connection `xb`;
+/// its check is `<name> connected`.
+pub(crate) fn attach(
+    console: &mut Console,
+    xb: &mut Xenbus<WindowRing>,
+    devid: u32,
+    windows: Windows,
+    name: &str,
+) -> Option<Disk> {
+    match Disk::connect(xb, devid, windows) {
         Ok(disk) => {
             let _ = writeln!(
                 console,
@@ -121,7 +133,7 @@ pub(crate) fn connect_disk(
                 disk.info.flush,
                 disk.info.discard
             );
-            Some((disk, xb))
+            Some(disk)
         }
         Err(e) => {
             let _ = writeln!(console, "check: {name} connected = {e}\r");

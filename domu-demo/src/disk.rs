@@ -13,18 +13,27 @@
 //! Options: `seed=<n>` (1), `base=<sector>` (0: where `xvda` starts on
 //! the host's image), `ranges=<n>` (8), `max=<sectors>` (32768: 16 MiB);
 //! with `ro` it also checks its read-only second disk `xvdb`: a read
-//! works, a write is refused.
+//! works, a write is refused. With `hotplug` (and `base2=<sector>`, where
+//! `xvdb` will start) it then waits for dom0 to detach `xvda`
+//! (`block-detach`: the back end goes `Closing`), closes it cleanly,
+//! waits for `xvdb` to appear (`block-attach`), connects it and runs the
+//! same test there with seed + 1.
 
 use core::fmt::Write;
 
-use guest_pv_shim::blkfront::MAX_REQUEST_BYTES;
+use guest_pv_shim::blkfront::{Disk, MAX_REQUEST_BYTES, handshake};
 use guest_pv_shim::cmdline;
 use guest_pv_shim::dom0_abi::start_info::StartInfo;
+use guest_pv_shim::dom0_abi::xenstore::XenbusState;
 use guest_pv_shim::rng::Rng;
+use guest_pv_shim::xenbus::{WindowRing, Xenbus};
 use pv_tests::disk::{SECTOR, Written, pattern};
 
 use crate::Console;
-use crate::blk::{BUF, DISK_WINDOWS, Shown, XVDA, XVDB, XVDB_WINDOWS, connect_disk};
+use crate::blk::{BUF, DISK_WINDOWS, Shown, XVDA, XVDB, XVDB_WINDOWS, attach, connect_disk};
+
+/// Watch events (or store timeouts) the hot-plug part waits for `xvdb`.
+const HOTPLUG_TRIES: u32 = 50;
 
 /// Sectors of one request.
 const CHUNK_SECTORS: u64 = (MAX_REQUEST_BYTES / SECTOR) as u64;
@@ -47,21 +56,32 @@ fn fill(buf: &mut [u8], sector: u64, seed: u64) {
     }
 }
 
-/// Runs the test on `xvda`.
-pub fn run(console: &mut Console, si: &StartInfo) {
-    let Some((mut disk, _)) = connect_disk(console, si, XVDA, DISK_WINDOWS, "xvda") else {
-        let _ = writeln!(console, "disk: no disk\r");
-        return;
-    };
-    let seed = number(si, b"seed", 1);
-    let base = number(si, b"base", 0);
-    let ranges = number(si, b"ranges", 8);
+/// What [`exercise`] did.
+#[derive(Default)]
+struct Outcome {
+    written: u64,
+    intact: u64,
+    kib: u64,
+    flushed: bool,
+}
+
+/// Writes `ranges` ranges on `disk` (named `name` in the checks, starting
+/// at sector `base` of the host's image), reads each back and checks it,
+/// flushes, and reads past the end; prints the result line.
+fn exercise(
+    console: &mut Console,
+    disk: &mut Disk,
+    name: &str,
+    seed: u64,
+    base: u64,
+    ranges: u64,
+    max: u64,
+) -> Outcome {
     let sectors = disk.info.sectors;
-    let max = number(si, b"max", 32_768).min(sectors);
+    let max = max.min(sectors);
     let mut rng = Rng::new(seed.wrapping_mul(0x2545_F491_4F6C_DD1D));
     let mut buf = BUF.lock();
-    let (mut written, mut intact, mut moved) = (0u64, 0u64, 0u64);
-    let mut failure = None;
+    let mut out = Outcome::default();
     for index in 0..ranges {
         let count = if index == 0 {
             max
@@ -78,23 +98,22 @@ pub fn run(console: &mut Console, si: &StartInfo) {
         };
         let start = range.sector - base;
         let mut at = 0;
+        let mut failure = None;
         while at < count && failure.is_none() {
             let n = (count - at).min(CHUNK_SECTORS);
             #[allow(clippy::cast_possible_truncation, reason = "at most 88 sectors")]
             let bytes = &mut buf[..n as usize * SECTOR];
             fill(bytes, range.sector + at, seed);
-            if let Err(e) = disk.write(start + at, bytes) {
-                failure = Some(e);
-            }
+            failure = disk.write(start + at, bytes).err();
             at += n;
         }
         if let Some(e) = failure {
-            let _ = writeln!(console, "check: xvda write of range {index} = {e}\r");
+            let _ = writeln!(console, "check: {name} write of range {index} = {e}\r");
             break;
         }
         let _ = writeln!(console, "{range}\r");
-        written += 1;
-        moved += count;
+        out.written += 1;
+        out.kib += count / 2;
         let (mut at, mut same) = (0, true);
         let mut one = [0u8; SECTOR];
         while at < count {
@@ -102,7 +121,7 @@ pub fn run(console: &mut Console, si: &StartInfo) {
             #[allow(clippy::cast_possible_truncation, reason = "at most 88 sectors")]
             let len = n as usize * SECTOR;
             if let Err(e) = disk.read(start + at, &mut buf[..len]) {
-                let _ = writeln!(console, "check: xvda read of range {index} = {e}\r");
+                let _ = writeln!(console, "check: {name} read of range {index} = {e}\r");
                 same = false;
                 break;
             }
@@ -112,25 +131,93 @@ pub fn run(console: &mut Console, si: &StartInfo) {
             }
             at += n;
         }
-        intact += u64::from(same);
+        out.intact += u64::from(same);
     }
-    let _ = writeln!(console, "check: xvda ranges written = {written}\r");
-    let _ = writeln!(console, "check: xvda ranges read back intact = {intact}\r");
-    let flushed = Shown(disk.flush());
-    let _ = writeln!(console, "check: xvda flush = {flushed}\r");
-    let past = Shown(disk.read(sectors, &mut buf[..SECTOR]));
-    let _ = writeln!(console, "check: xvda read past the end = {past}\r");
-    drop(buf);
-    let ok = written == ranges && intact == ranges && matches!(flushed.0, Ok(()));
+    let _ = writeln!(console, "check: {name} ranges written = {}\r", out.written);
     let _ = writeln!(
         console,
-        "disk: wrote, read back and verified {intact} of {ranges} ranges ({} KiB) on a \
+        "check: {name} ranges read back intact = {}\r",
+        out.intact
+    );
+    let flushed = Shown(disk.flush());
+    out.flushed = flushed.0.is_ok();
+    let _ = writeln!(console, "check: {name} flush = {flushed}\r");
+    let past = Shown(disk.read(sectors, &mut buf[..SECTOR]));
+    let _ = writeln!(console, "check: {name} read past the end = {past}\r");
+    let ok = out.written == ranges && out.intact == ranges && out.flushed;
+    let _ = writeln!(
+        console,
+        "disk: {name}: wrote, read back and verified {} of {ranges} ranges ({} KiB) on a \
          disk of {sectors} sectors, flushed: {}\r",
-        moved / 2,
+        out.intact,
+        out.kib,
         if ok { "ok" } else { "FAILED" }
+    );
+    out
+}
+
+/// Runs the test on `xvda`, then the read-only or hot-plug part.
+pub fn run(console: &mut Console, si: &StartInfo) {
+    let Some((mut disk, mut xb)) = connect_disk(console, si, XVDA, DISK_WINDOWS, "xvda") else {
+        let _ = writeln!(console, "disk: no disk\r");
+        return;
+    };
+    let seed = number(si, b"seed", 1);
+    let ranges = number(si, b"ranges", 8);
+    let max = number(si, b"max", 32_768);
+    exercise(
+        console,
+        &mut disk,
+        "xvda",
+        seed,
+        number(si, b"base", 0),
+        ranges,
+        max,
     );
     if cmdline::has_flag(si.cmdline(), b"ro") {
         read_only(console, si);
+    }
+    if cmdline::has_flag(si.cmdline(), b"hotplug") {
+        hot_plug(
+            console,
+            &mut xb,
+            disk,
+            seed,
+            number(si, b"base2", 0),
+            ranges,
+            max,
+        );
+    }
+}
+
+/// The hot-plug part: waits until dom0 detaches `xvda` (its back end goes
+/// `Closing`) and closes it cleanly, then waits for `xvdb` to appear
+/// (`block-attach`), connects it and runs the test on it.
+fn hot_plug(
+    console: &mut Console,
+    xb: &mut Xenbus<WindowRing>,
+    disk: Disk,
+    seed: u64,
+    base: u64,
+    ranges: u64,
+    max: u64,
+) {
+    let closing = handshake::wait_until(xb, disk.backend(), |s| {
+        matches!(s, XenbusState::Closing | XenbusState::Closed)
+    });
+    let _ = writeln!(
+        console,
+        "check: xvda back end closing = {}\r",
+        Shown(closing.map(|_| ()))
+    );
+    let closed = Shown(disk.close(xb));
+    let _ = writeln!(console, "check: xvda closed = {closed}\r");
+    let mut dir = [0u8; 24];
+    let appeared = handshake::front_dir(XVDB, &mut dir)
+        .and_then(|dir| handshake::wait_for_device(xb, dir, HOTPLUG_TRIES));
+    let _ = writeln!(console, "check: xvdb hot-plugged = {}\r", Shown(appeared));
+    if let Some(mut disk) = attach(console, xb, XVDB, XVDB_WINDOWS, "xvdb") {
+        exercise(console, &mut disk, "xvdb", seed + 1, base, ranges, max);
     }
 }
 

@@ -336,6 +336,81 @@ pub mod handshake {
         result
     }
 
+    /// The front end directory of device `devid`, relative to the
+    /// domain's home (`device/vbd/<devid>`), in `buf`.
+    ///
+    /// # Errors
+    /// Never in practice (the buffer fits every `u32`).
+    pub fn front_dir(devid: u32, buf: &mut [u8; 24]) -> Result<&str, BlkError> {
+        let prefix = b"device/vbd/";
+        buf[..prefix.len()].copy_from_slice(prefix);
+        let mut digits = [0u8; 10];
+        let digits = decimal(devid, &mut digits);
+        let len = prefix.len() + digits.len();
+        buf[prefix.len()..len].copy_from_slice(digits);
+        core::str::from_utf8(&buf[..len]).map_err(|_| BlkError::Handshake("device path"))
+    }
+
+    /// Waits (watching `device/vbd`) until the toolstack has written the
+    /// front end directory `dir` of a hot-plugged disk (its `state` is
+    /// `Initialising`), at most `tries` watch events or store timeouts.
+    ///
+    /// # Errors
+    /// The device did not appear, or xenstore failed.
+    pub fn wait_for_device<R: ClientRing>(
+        xb: &mut Xenbus<R>,
+        dir: &str,
+        tries: u32,
+    ) -> Result<(), BlkError> {
+        const TOKEN: &str = "blkfront-hotplug";
+        xb.watch("device/vbd", TOKEN)?;
+        let mut result = Err(BlkError::Handshake("no such device"));
+        for _ in 0..tries {
+            if xb.state(0, dir) == Ok(XenbusState::Initialising) {
+                result = Ok(());
+                break;
+            }
+            let mut event = [0u8; 160];
+            match xb.wait_event(&mut event) {
+                Ok(_) | Err(XenbusError::Timeout) => {}
+                Err(e) => {
+                    result = Err(e.into());
+                    break;
+                }
+            }
+        }
+        let _ = xb.unwatch("device/vbd", TOKEN);
+        result
+    }
+
+    /// The front end's side of closing (`dir`, back end `back`), whoever
+    /// started it: unless the back end is already closing, the front end
+    /// goes `Closing` and waits for the back end's `Closing`; then it goes
+    /// `Closed` and waits for the back end's `Closed` (by then the back
+    /// end has unmapped the ring, so the front end may take its pages
+    /// back). A back end directory the toolstack removed meanwhile (the
+    /// read is refused: `ENOENT`, or `EACCES` once its parent is gone too)
+    /// counts as `Closed`: the toolstack removes it only once closed.
+    ///
+    /// # Errors
+    /// Xenstore failed or timed out.
+    pub fn close<R: ClientRing>(xb: &mut Xenbus<R>, dir: &str, back: &str) -> Result<(), BlkError> {
+        let closing = |s| matches!(s, XenbusState::Closing | XenbusState::Closed);
+        if !closing(xb.state(0, back)?) {
+            xb.set_state(0, dir, XenbusState::Closing)?;
+            wait_until(xb, back, closing)?;
+        }
+        xb.set_state(0, dir, XenbusState::Closed)?;
+        match wait_until(xb, back, |s| s == XenbusState::Closed) {
+            Err(BlkError::Xenbus(e))
+                if e == XenbusError::store("ENOENT") || e == XenbusError::store("EACCES") =>
+            {
+                Ok(())
+            }
+            other => other.map(|_| ()),
+        }
+    }
+
     /// What the connected back end publishes.
     ///
     /// # Errors
@@ -397,6 +472,7 @@ mod disk {
     pub struct Disk {
         front: BlkFront<WindowMemory>,
         windows: Windows,
+        devid: u32,
         port: u32,
         /// What the back end published.
         pub info: DiskInfo,
@@ -433,14 +509,7 @@ mod disk {
             windows: Windows,
         ) -> Result<Disk, BlkError> {
             let mut dir_buf = [0u8; 24];
-            let prefix = b"device/vbd/";
-            dir_buf[..prefix.len()].copy_from_slice(prefix);
-            let mut digits = [0u8; 10];
-            let digits = crate::xenbus::decimal(devid, &mut digits);
-            let len = prefix.len() + digits.len();
-            dir_buf[prefix.len()..len].copy_from_slice(digits);
-            let dir = core::str::from_utf8(&dir_buf[..len])
-                .map_err(|_| BlkError::Handshake("device path"))?;
+            let dir = handshake::front_dir(devid, &mut dir_buf)?;
             let mut backend = [0u8; 96];
             let backend_len = handshake::read(xb, dir, keys::BACKEND, &mut backend)?.len();
             let back = core::str::from_utf8(&backend[..backend_len])
@@ -486,11 +555,30 @@ mod disk {
             Ok(Disk {
                 front,
                 windows,
+                devid,
                 port: unbound.port,
                 info,
                 backend,
                 backend_len,
             })
+        }
+
+        /// Disconnects, whoever closes first (a back end going `Closing`
+        /// is a hot-unplug): the handshake's [`handshake::close`], then
+        /// the port is closed and the ring's and data pages' grants are
+        /// ended (the back end has unmapped the ring by then).
+        ///
+        /// # Errors
+        /// Xenstore failed or timed out; the pages then stay granted.
+        pub fn close<R: ClientRing>(self, xb: &mut Xenbus<R>) -> Result<(), BlkError> {
+            let mut dir_buf = [0u8; 24];
+            let dir = handshake::front_dir(self.devid, &mut dir_buf)?;
+            handshake::close(xb, dir, self.backend())?;
+            hypercall::evtchn_close(self.port);
+            for window in self.windows.first + 1..=self.windows.first + 1 + MAX_SEGMENTS {
+                mm::end_grant_access(self.windows.first, Windows::gref(window)?);
+            }
+            Ok(())
         }
 
         /// Sends `req` and waits for its response.

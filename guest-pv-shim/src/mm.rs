@@ -456,6 +456,13 @@ pub fn map_own_grant_table(window: usize) -> Result<(), (&'static str, i64)> {
     }
 }
 
+/// Ends grant `gref` of the grant table mapped in `window` (its flags
+/// cleared: the grantee can no longer map or copy it). Only for a grant
+/// the grantee no longer uses.
+pub fn end_grant_access(window: usize, gref: u32) {
+    window_write_u32(window, u64::from(gref) * 8, 0);
+}
+
 /// Grants `frame` to `domid` (read-only if `readonly`) as entry `gref`
 /// of the grant table mapped in `window`: the frame first, then the
 /// flags that make the entry valid.

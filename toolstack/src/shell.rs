@@ -18,6 +18,9 @@
 //! | `xenstore-ls [<path>]` | the store's tree below `path` (default `/`) |
 //! | `xenstore-read <path>` | a node's value |
 //! | `xenstore-write <path> <value>` | set a node (created with its parents) |
+//! | `block-list [<dom>]` | the virtual block devices of one or every domU, as `xl block-list` |
+//! | `block-attach <dom> <disk spec>` | hot-plug a disk (a `disk` entry's syntax) into a running domU |
+//! | `block-detach <dom> <vdev>` | close a disk through the handshake, then remove it |
 //! | `help` | the command list |
 //! | `quit` (or `exit`) | leave the shell: dom0 powers off (the rest of a script is skipped) |
 //!
@@ -83,6 +86,23 @@ pub enum Command<'a> {
     XenstoreLs(&'a str),
     /// `xenstore-read <path>`.
     XenstoreRead(&'a str),
+    /// `block-list [<dom>]`.
+    BlockList(Option<Target<'a>>),
+    /// `block-attach <dom> <disk spec>` (the spec is the rest of the
+    /// line).
+    BlockAttach {
+        /// The domain.
+        target: Target<'a>,
+        /// The disk, as in a `disk` list.
+        spec: &'a str,
+    },
+    /// `block-detach <dom> <vdev>`.
+    BlockDetach {
+        /// The domain.
+        target: Target<'a>,
+        /// The virtual device (`xvdb`, or its number).
+        vdev: &'a str,
+    },
     /// `xenstore-write <path> <value>` (the value is the rest of the
     /// line).
     XenstoreWrite {
@@ -110,6 +130,9 @@ pub const HELP: &[&str] = &[
     "xenstore-ls [<path>]   show the xenstore tree below a path",
     "xenstore-read <path>   show a xenstore node's value",
     "xenstore-write <path> <value>   set a xenstore node",
+    "block-list [<dom>]     list the virtual block devices",
+    "block-attach <dom> <disk spec>   hot-plug a disk (phy:vda1,xvdb,w)",
+    "block-detach <dom> <vdev>        unplug a disk",
     "help                   this list",
     "quit                   leave the shell and power the machine off",
 ];
@@ -223,6 +246,35 @@ pub fn parse(line: &str) -> Result<Option<Command<'_>>, &'static str> {
                 return Err("missing value");
             }
             Command::XenstoreWrite { path, value: rest }
+        }
+        "block-list" => {
+            let dom = words.next().map(target);
+            if words.next().is_some() {
+                return Err("too many arguments");
+            }
+            Command::BlockList(dom)
+        }
+        "block-attach" => {
+            let dom = words.next().ok_or("missing domain")?;
+            let spec = line[verb.len()..].trim_start()[dom.len()..].trim();
+            if spec.is_empty() {
+                return Err("missing disk spec");
+            }
+            Command::BlockAttach {
+                target: target(dom),
+                spec,
+            }
+        }
+        "block-detach" => {
+            let dom = words.next().ok_or("missing domain")?;
+            let vdev = words.next().ok_or("missing vdev")?;
+            if words.next().is_some() {
+                return Err("too many arguments");
+            }
+            Command::BlockDetach {
+                target: target(dom),
+                vdev,
+            }
         }
         _ => return Err("unknown command (try help)"),
     };
@@ -466,6 +518,34 @@ mod tests {
         assert_eq!(parse("xenstore-read"), Err("missing path"));
         assert_eq!(parse("xenstore-write /a"), Err("missing value"));
         assert_eq!(parse("xenstore-ls / x"), Err("too many arguments"));
+        assert_eq!(parse("block-list a b"), Err("too many arguments"));
+        assert_eq!(parse("block-attach"), Err("missing domain"));
+        assert_eq!(parse("block-attach d"), Err("missing disk spec"));
+        assert_eq!(parse("block-detach d"), Err("missing vdev"));
+        assert_eq!(parse("block-detach d xvdb x"), Err("too many arguments"));
+    }
+
+    #[test]
+    fn block_commands() {
+        assert_eq!(parse("block-list"), Ok(Some(Command::BlockList(None))));
+        assert_eq!(
+            parse("block-list 3"),
+            Ok(Some(Command::BlockList(Some(Target::Id(3)))))
+        );
+        assert_eq!(
+            parse("block-attach disk  phy:vda2, xvdb, w "),
+            Ok(Some(Command::BlockAttach {
+                target: Target::Name("disk"),
+                spec: "phy:vda2, xvdb, w"
+            }))
+        );
+        assert_eq!(
+            parse("block-detach 2 xvda"),
+            Ok(Some(Command::BlockDetach {
+                target: Target::Id(2),
+                vdev: "xvda"
+            }))
+        );
     }
 
     #[test]

@@ -362,6 +362,26 @@ pub fn write_vbd(
     Ok(())
 }
 
+/// What `xl block-detach` removes once the device is closed: both of
+/// disk `devid`'s directories.
+///
+/// # Errors
+/// A store request failed (a directory already gone is not an error).
+pub fn remove_vbd(
+    store: &mut Store,
+    host: &mut impl Host,
+    d: DomId,
+    devid: u32,
+) -> Result<(), XsError> {
+    for path in [vbd_backend(d, devid), vbd_frontend(d, devid)] {
+        match request(store, host, XsType::Rm, &[path.as_bytes()]) {
+            Ok(()) | Err(XsError::Enoent) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// What `xl destroy` removes from the store once the domain is gone
 /// (after [`Store::release`]): its home, its console, disk and vif back
 /// ends and `/libxl/<D>`.

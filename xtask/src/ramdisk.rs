@@ -117,6 +117,11 @@ pub enum DomuSet {
     PhyDisk,
     /// Two `disk` domUs at once, one on each partition of the virtio disk.
     PhyDiskTwo,
+    /// The `disk` domU with `hotplug`, driven by a script (`hotplug.xl`):
+    /// `block-list`, `block-detach` of its `xvda` (closed through the
+    /// handshake), `block-attach` of `vda2` as `xvdb` (it connects and
+    /// runs its test there).
+    PhyDiskHotplug,
     /// `cargo xtask run`'s default scenario: the demo domU, and the `disk`
     /// domU on the image xtask attaches.
     Run,
@@ -146,6 +151,17 @@ const PHY_DISK_TWO_CONFIGS: [(&str, &str); 2] = [
          disk = ['phy:/dev/vda2,raw,xvda,rw']\n",
     ),
 ];
+
+/// The script of [`DomuSet::PhyDiskHotplug`].
+const HOTPLUG_SCRIPT: &str = "# Disk hot-plug (dom0 script=hotplug.xl)\n\
+    create disk.cfg\n\
+    block-list disk\n\
+    block-detach disk xvda\n\
+    block-list disk\n\
+    block-attach disk phy:vda2,xvdb,w\n\
+    block-list\n\
+    wait\n\
+    block-list\n";
 
 /// The script of [`DomuSet::Devices`].
 const DEVICES_SCRIPT: &str = "# dom0's drivers, scripted (dom0 script=devices.xl)\n\
@@ -232,6 +248,7 @@ impl DomuSet {
             DomuSet::PhyDisk => "phy-disk",
             DomuSet::PhyDiskTwo => "phy-disk-two",
             DomuSet::Run => "run",
+            DomuSet::PhyDiskHotplug => "phy-disk-hotplug",
         }
     }
 
@@ -286,6 +303,16 @@ impl DomuSet {
             DomuSet::Blk => &[("disk.cfg", DISK_CONFIG)],
             DomuSet::PhyDisk => &[("disk.cfg", PHY_DISK_CONFIG)],
             DomuSet::PhyDiskTwo => &PHY_DISK_TWO_CONFIGS,
+            DomuSet::PhyDiskHotplug => &[
+                (
+                    "disk.cfg",
+                    "# The disk domU, its disks hot-plugged by dom0's script.\n\
+                     name = \"disk\"\nkernel = \"domu-demo\"\nmemory = 8\n\
+                     cmdline = \"disk seed=4 base=2048 ranges=3 max=256 hotplug base2=83968\"\n\
+                     disk = ['phy:vda1,xvda,w']\n",
+                ),
+                ("hotplug.xl", HOTPLUG_SCRIPT),
+            ],
             DomuSet::Run => &[("demo.cfg", DEMO_CONFIG), ("disk.cfg", PHY_DISK_CONFIG)],
             DomuSet::BlkTwo => &[("disk.cfg", DISK_CONFIG), ("disk2.cfg", DISK2_CONFIG)],
             DomuSet::BlkHostile => &[
@@ -373,6 +400,7 @@ mod tests {
             DomuSet::BlkHostile,
             DomuSet::PhyDisk,
             DomuSet::PhyDiskTwo,
+            DomuSet::PhyDiskHotplug,
             DomuSet::Run,
         ] {
             for (file, text) in set.configs().iter().filter(|(f, _)| f.ends_with(".cfg")) {
@@ -395,7 +423,12 @@ mod tests {
         }
         let crash = DomainConfig::parse(DomuSet::Crash.configs()[0].1).unwrap();
         assert_eq!(crash.cmdline, "crash");
-        for set in [DomuSet::Shell, DomuSet::XenstoreShell, DomuSet::Devices] {
+        for set in [
+            DomuSet::Shell,
+            DomuSet::XenstoreShell,
+            DomuSet::Devices,
+            DomuSet::PhyDiskHotplug,
+        ] {
             let (_, script) = set.configs()[1];
             for line in script.lines() {
                 assert!(toolstack::shell::parse(line).is_ok(), "{line}");

@@ -710,7 +710,7 @@ pub const TESTS: &[IntegrationTest] = &[
             "dom0_disk_rw",
             DomuSet::PhyDisk,
             "expect=poweroff",
-            "(d1) disk: wrote, read back and verified 8 of 8 ranges"
+            "(d1) disk: xvda: wrote, read back and verified 8 of 8 ranges"
         )
     },
     IntegrationTest {
@@ -719,7 +719,16 @@ pub const TESTS: &[IntegrationTest] = &[
             "dom0_disk_two",
             DomuSet::PhyDiskTwo,
             "expect=poweroff",
-            "(d2) disk: wrote, read back and verified 6 of 6 ranges"
+            "(d2) disk: xvda: wrote, read back and verified 6 of 6 ranges"
+        )
+    },
+    IntegrationTest {
+        devices: DISK_WRITTEN,
+        ..toolstack!(
+            "dom0_disk_hotplug",
+            DomuSet::PhyDiskHotplug,
+            "script=hotplug.xl expect=poweroff",
+            "(d1) disk: xvdb: wrote, read back and verified 3 of 3 ranges"
         )
     },
     IntegrationTest {
