@@ -600,6 +600,22 @@ mod tests {
         assert_eq!(write_data, Ok(Vec::from(&b"OK\0"[..])));
         let write_home = store.call(&mut host, 3, XsType::Write as u32, 0, b"name\0evil");
         assert_eq!(write_home, Err(XsError::Eacces));
+        // block-attach, then block-detach: a phy: disk's nodes, then none.
+        let hot = crate::config::Disk::parse("phy:/dev/vda2,xvdc,w").unwrap();
+        write_vbd(&mut store, &mut host, 3, &hot).unwrap();
+        let hot_back = vbd_backend(3, hot.devid);
+        for (key, value) in [("type", "phy"), ("params", "/dev/vda2"), ("mode", "w")] {
+            let path = format!("{hot_back}/{key}");
+            assert_eq!(read(&mut store, 3, &path).unwrap(), value.as_bytes());
+        }
+        remove_vbd(&mut store, &mut host, 3, hot.devid).unwrap();
+        assert_eq!(
+            read(&mut store, 3, "device/vbd/51744/state"),
+            Err(XsError::Enoent)
+        );
+        assert!(read(&mut store, 0, &format!("{hot_back}/state")).is_err());
+        remove_vbd(&mut store, &mut host, 3, hot.devid).unwrap();
+        assert_eq!(read(&mut store, 3, "device/vbd/51728/state").unwrap(), b"1");
         let vif = crate::config::VifConfig {
             ip: Some("10.0.0.3"),
             ..Default::default()

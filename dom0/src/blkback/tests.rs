@@ -507,6 +507,8 @@ mod handshake {
         state: XenbusState,
         disk: RamDisk,
         details: Option<Result<FrontDetails, &'static str>>,
+        /// `block-detach` asked: a connected back end goes `Closing`.
+        unplug: bool,
     }
 
     fn read(store: &mut Store, path: &str) -> Option<Vec<u8>> {
@@ -525,7 +527,10 @@ mod handshake {
             let state = read(store, &format!("{front}/state"))
                 .and_then(|v| guest_pv_shim::xenbus::parse_state(&v))
                 .unwrap_or(XenbusState::Unknown);
-            let Some(next) = backend_step(self.state, state) else {
+            let unplug = self.unplug && self.state == XenbusState::Connected;
+            let Some(next) =
+                backend_step(self.state, state).or(unplug.then_some(XenbusState::Closing))
+            else {
                 return;
             };
             if next == XenbusState::Connected {
@@ -567,6 +572,7 @@ mod handshake {
             )
             .unwrap(),
             details: None,
+            unplug: false,
         }));
         let back = dom0.clone();
         let ring = Loopback::new(Rc::new(RefCell::new(store)), D).with_hook(std::boxed::Box::new(
@@ -602,6 +608,42 @@ mod handshake {
         xb.set_state(0, FRONT, XenbusState::Closed).unwrap();
         let s = front::wait_until(&mut xb, BACK, |s| s == XenbusState::Closed).unwrap();
         assert_eq!(s, XenbusState::Closed);
+    }
+
+    /// Connects the front end of `setup(disk)`.
+    fn connected(disk: &str) -> (Xenbus<Loopback>, Rc<RefCell<Dom0>>) {
+        let (mut xb, dom0) = setup(disk);
+        front::wait_for(&mut xb, BACK, XenbusState::InitWait).unwrap();
+        front::publish(&mut xb, FRONT, 8, 5).unwrap();
+        front::wait_for(&mut xb, BACK, XenbusState::Connected).unwrap();
+        xb.set_state(0, FRONT, XenbusState::Connected).unwrap();
+        (xb, dom0)
+    }
+
+    #[test]
+    fn the_front_end_closes_whoever_starts() {
+        // The front end leaves.
+        let (mut xb, dom0) = connected("ram:4K,raw,xvda,rw");
+        front::close(&mut xb, FRONT, BACK).unwrap();
+        assert_eq!(dom0.borrow().state, XenbusState::Closed);
+        assert_eq!(xb.state(0, FRONT), Ok(XenbusState::Closed));
+        // The back end is unplugged (`block-detach`): the front end sees
+        // `Closing` and answers `Closed`.
+        let (mut xb, dom0) = connected("ram:4K,raw,xvda,rw");
+        dom0.borrow_mut().unplug = true;
+        let s = front::wait_until(&mut xb, BACK, |s| s != XenbusState::Connected).unwrap();
+        assert_eq!(s, XenbusState::Closing);
+        front::close(&mut xb, FRONT, BACK).unwrap();
+        assert_eq!(dom0.borrow().state, XenbusState::Closed);
+    }
+
+    #[test]
+    fn a_device_that_is_there_is_found_and_named() {
+        let (mut xb, _) = setup("ram:4K,raw,xvda,rw");
+        let mut buf = [0u8; 24];
+        let dir = front::front_dir(51712, &mut buf).unwrap();
+        assert_eq!(dir, FRONT);
+        front::wait_for_device(&mut xb, dir, 3).unwrap();
     }
 
     #[test]
