@@ -383,8 +383,42 @@ pub trait Pages {
     /// # Errors
     /// A copy failed (a bad grant, a read-only grant).
     fn scatter(&mut self, segments: &[Segment]) -> Result<(), CopyError>;
-    /// Bounce page `index` (< 11).
-    fn bounce(&mut self, index: usize) -> &mut [u8; PAGE_BYTES];
+    /// The 11 bounce pages one after the other (page *i* at byte
+    /// `i * PAGE_BYTES`), so a run of segments is one slice.
+    fn bounces(&mut self) -> &mut [u8];
+}
+
+/// The runs of `segments` the device can move in one transfer: ranges of
+/// segment indices whose sectors follow one another and whose bytes are
+/// contiguous in the bounce pages (each segment but a run's last ends at
+/// its page's end, each but its first starts at the page's start). A
+/// front end reading or writing whole pages gives one run per request.
+pub fn runs(segments: &[Segment]) -> impl Iterator<Item = core::ops::Range<usize>> + '_ {
+    let joins = |a: &Segment, b: &Segment| {
+        usize::from(a.offset) + usize::from(a.len) == PAGE_BYTES
+            && b.offset == 0
+            && a.sector + u64::from(a.len) / SECTOR_BYTES as u64 == b.sector
+    };
+    let mut start = 0;
+    core::iter::from_fn(move || {
+        if start >= segments.len() {
+            return None;
+        }
+        let mut end = start + 1;
+        while end < segments.len() && joins(&segments[end - 1], &segments[end]) {
+            end += 1;
+        }
+        let run = start..end;
+        start = end;
+        Some(run)
+    })
+}
+
+/// The bytes of the bounce pages that run `run` of `segments` covers.
+fn span(segments: &[Segment], run: core::ops::Range<usize>) -> core::ops::Range<usize> {
+    let (first, last) = (&segments[run.start], &segments[run.end - 1]);
+    let start = run.start * PAGE_BYTES + usize::from(first.offset);
+    start..(run.end - 1) * PAGE_BYTES + usize::from(last.offset) + usize::from(last.len)
 }
 
 /// How one request ended, for the log.
@@ -438,8 +472,9 @@ fn read(
     dev: &mut dyn BlockDevice,
     pages: &mut dyn Pages,
 ) -> Result<(), Outcome> {
-    for (i, seg) in segments.iter().enumerate() {
-        dev.read(seg.sector, &mut pages.bounce(i)[seg.bytes()])
+    for run in runs(segments) {
+        let sector = segments[run.start].sector;
+        dev.read(sector, &mut pages.bounces()[span(segments, run)])
             .map_err(Outcome::Device)?;
     }
     pages.scatter(segments).map_err(Outcome::Copy)
@@ -454,8 +489,9 @@ fn write(
         return Ok(());
     }
     pages.gather(segments).map_err(Outcome::Copy)?;
-    for (i, seg) in segments.iter().enumerate() {
-        dev.write(seg.sector, &pages.bounce(i)[seg.bytes()])
+    for run in runs(segments) {
+        let sector = segments[run.start].sector;
+        dev.write(sector, &pages.bounces()[span(segments, run)])
             .map_err(Outcome::Device)?;
     }
     Ok(())

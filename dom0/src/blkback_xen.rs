@@ -126,8 +126,8 @@ impl Pages for GrantCopy<'_> {
     fn scatter(&mut self, segments: &[Segment]) -> Result<(), CopyError> {
         self.copy(segments, true)
     }
-    fn bounce(&mut self, index: usize) -> &mut [u8; PAGE_BYTES] {
-        &mut self.bounce.0[index]
+    fn bounces(&mut self) -> &mut [u8] {
+        self.bounce.0.as_flattened_mut()
     }
 }
 
