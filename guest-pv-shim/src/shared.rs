@@ -152,14 +152,20 @@ pub fn time_info_of(vcpu: usize) -> Option<VcpuTimeInfo> {
     }
 }
 
+/// This CPU's time-stamp counter (under QEMU's `-icount`, the
+/// instructions executed so far, by every domain and the hypervisor).
+#[must_use]
+pub fn tsc() -> u64 {
+    // SAFETY: RDTSC reads the time-stamp counter; no memory is touched.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
 /// The current system time (ns) from vCPU `vcpu`'s time record and this
 /// CPU's TSC (meant for the calling vCPU's own record).
 #[must_use]
 pub fn system_time_of(vcpu: usize) -> Option<u64> {
     let info = time_info_of(vcpu)?;
-    // SAFETY: RDTSC reads the time-stamp counter; no memory is touched.
-    let tsc = unsafe { core::arch::x86_64::_rdtsc() };
-    Some(info.system_time_at(tsc))
+    Some(info.system_time_at(tsc()))
 }
 
 /// The wall clock at system time 0, as `shared_info` publishes it.
