@@ -222,6 +222,11 @@ impl Domains {
         }
     }
 
+    /// Makes `uplink` (the machine's NIC) a port of the vifs' bridge.
+    pub fn set_uplink(&mut self, uplink: crate::netback::Uplink) {
+        self.back.net.set_uplink(uplink);
+    }
+
     /// Serves consoles and reaps domains until no domU is left or time
     /// runs out.
     pub fn wait(&mut self) {

@@ -20,6 +20,8 @@
 //! - `expect=<reason>`: every domU must shut down with this reason
 //!   (`poweroff`, `crash`, ...); a different one fails the run;
 //! - `timeout=<seconds>`: give up waiting after this long (default 60).
+//! - `nic`: bring up the machine's virtio-net card first and make it the
+//!   uplink port of the vifs' bridge (`docs/network.md`).
 //!
 //! Its output is XTF-style (`ok:` lines and one `Test result:`), so the
 //! same run is compared between this hypervisor and Xen 4.17.
@@ -104,6 +106,11 @@ fn dom0_main(si: &'static StartInfo) {
         return;
     }
     let mut domains = Domains::new(dom_exc_port, option(line, b"expect"), timeout_s);
+    if cmdline::has_flag(line, b"nic")
+        && let Some(uplink) = netback::Uplink::probe()
+    {
+        domains.set_uplink(uplink);
+    }
     match option(line, b"script") {
         Some(name) => match archive.find(name).map(|f| core::str::from_utf8(f.data)) {
             Some(Ok(script)) => shell::run(script, &mut domains, &archive),

@@ -11,6 +11,13 @@
 //! and the back end turns Connected. A front end that breaks the
 //! protocol is disconnected (rings unmapped, port closed, back end state
 //! Closing) with a logged reason; the other vifs carry on.
+//!
+//! With `nic` on dom0's command line the machine's virtio-net card joins
+//! the bridge as one more port, the uplink ([`Uplink`]): frames the bridge
+//! sends to it go out through the driver, frames it receives are
+//! forwarded like a vif's. It is served from the same loop, woken by its
+//! PIRQ's event channel; a device error is logged and takes the uplink
+//! down, never dom0.
 
 use alloc::string::String;
 
@@ -31,6 +38,10 @@ use toolstack::netback::{Fault, FrontendKeys, GrantCopier, Vif, frontend_keys};
 use toolstack::store::{add_vif, vif_backend, vif_backend_probe, vif_frontend};
 use toolstack::xen::{BLKBACK_WINDOW_BASE, NET_WINDOW_BASE};
 
+use guest_pv_shim::devices::{self, Devices};
+use guest_pv_shim::drivers::net::{self as nic, NetDevice as _, VirtioNet};
+use guest_pv_shim::drivers::pci;
+
 use crate::domains::now;
 use crate::store::Xenstore;
 
@@ -40,6 +51,8 @@ const _: () = assert!(NET_WINDOW_BASE + 2 * MAX_VIFS <= BLKBACK_WINDOW_BASE);
 /// Frames taken from one vif per round, so that a front end that keeps
 /// its TX ring full cannot keep dom0 from everything else.
 const TX_BUDGET: usize = 64;
+/// The bridge's port number of the uplink (after the vifs' slots).
+const UPLINK: usize = MAX_VIFS;
 
 /// The page every frame passes through (page-aligned: one frame).
 #[repr(C, align(4096))]
@@ -175,6 +188,89 @@ impl Port {
     }
 }
 
+/// The machine's NIC as a port of the bridge.
+pub struct Uplink {
+    nic: VirtioNet<Devices>,
+    /// Frames sent to the wire and received from it.
+    sent: u64,
+    received: u64,
+}
+
+impl Uplink {
+    /// Brings up the first virtio-net card of the PCI buses: raises dom0's
+    /// I/O privilege, enumerates, initialises the driver. Reports the
+    /// card (a check) or why there is none.
+    pub fn probe() -> Option<Uplink> {
+        let ret = devices::enable_io();
+        if ret != 0 {
+            report::fail("uplink set_iopl", format_args!("{}", report::Ret(ret)));
+            return None;
+        }
+        let mut platform = Devices;
+        let mut found = None;
+        pci::enumerate(&mut platform, |_, f| {
+            if found.is_none() && nic::is_virtio_net(&f) {
+                found = Some(f.address);
+            }
+        });
+        let Some(address) = found else {
+            report::fail("uplink", format_args!("no virtio-net card on the PCI buses"));
+            return None;
+        };
+        match VirtioNet::new(&mut platform, address) {
+            Ok(nic) => {
+                let m = nic.mac();
+                report::ok_value(
+                    "uplink virtio-net",
+                    format_args!(
+                        "{address} {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+                        m[0], m[1], m[2], m[3], m[4], m[5]
+                    ),
+                );
+                Some(Uplink {
+                    nic,
+                    sent: 0,
+                    received: 0,
+                })
+            }
+            Err(e) => {
+                report::fail(format_args!("uplink virtio-net {address}"), format_args!("{e:?}"));
+                None
+            }
+        }
+    }
+
+    /// The event channel of its interrupt.
+    fn port(&self) -> u32 {
+        self.nic.transport().irq().port
+    }
+}
+
+/// Sends `frame` out of the uplink in `slot`; a device error takes the
+/// uplink down (logged).
+fn uplink_send(slot: &mut Option<Uplink>, frame: &[u8]) {
+    let Some(uplink) = slot else { return };
+    match uplink.nic.send(frame) {
+        Ok(()) => uplink.sent += 1,
+        // A frame the card cannot carry (larger than its MTU) is dropped.
+        Err(drivers::Error::Invalid) => {}
+        Err(e) => uplink_down(slot, e),
+    }
+}
+
+/// Logs `error` and takes the uplink down: the card is marked failed and
+/// the bridge carries on with the vifs.
+fn uplink_down(slot: &mut Option<Uplink>, error: drivers::Error) {
+    if let Some(mut uplink) = slot.take() {
+        uplink.nic.transport_mut().fail();
+        guest_pv_shim::println!(
+            "dom0: uplink virtio-net: {error:?}; the uplink is down ({} frames sent, {} received)",
+            uplink.sent,
+            uplink.received
+        );
+    }
+}
+
 /// Unmaps the grant mapped by `handle` at `window`.
 fn unmap(window: usize, handle: u32) {
     let mut op = GnttabUnmapGrantRef {
@@ -255,6 +351,8 @@ fn attach(domid: u16, slot: usize, keys: FrontendKeys) -> Result<Link, &'static 
 #[derive(Default)]
 pub struct Netback {
     ports: [Option<Port>; MAX_VIFS],
+    /// The machine's NIC, if dom0 was told to bring it up.
+    uplink: Option<Uplink>,
     bridge: Bridge,
     /// A vif used up its budget in the last round.
     busy: bool,
@@ -315,12 +413,22 @@ impl Netback {
         }
     }
 
-    /// The ports of the connected vifs (to wait on).
+    /// Makes `uplink` the bridge's port to the wire.
+    pub fn set_uplink(&mut self, uplink: Uplink) {
+        self.uplink = Some(uplink);
+    }
+
+    /// The ports of the connected vifs and the uplink's interrupt (to
+    /// wait on).
     pub fn event_ports(&self) -> impl Iterator<Item = u32> + '_ {
-        self.ports.iter().flatten().filter_map(|p| match &p.phase {
-            Phase::Connected(link) => Some(link.port),
-            _ => None,
-        })
+        self.ports
+            .iter()
+            .flatten()
+            .filter_map(|p| match &p.phase {
+                Phase::Connected(link) => Some(link.port),
+                _ => None,
+            })
+            .chain(self.uplink.as_ref().map(Uplink::port))
     }
 
     /// One round: handshakes moved on, then every frame the vifs sent
@@ -332,6 +440,7 @@ impl Netback {
         for i in 0..MAX_VIFS {
             self.forward_from(i);
         }
+        self.forward_from_uplink();
         for port in self.ports.iter_mut().flatten() {
             port.notify();
         }
@@ -420,26 +529,69 @@ impl Netback {
                     return;
                 }
             };
-            let bytes = &staging.0[..frame.len];
-            match self.bridge.forward(from, bytes, now()) {
-                Forward::Unicast(to) => {
-                    if let Some(Some(port)) = self.ports.get_mut(to) {
-                        port.transmit(bytes, frame.offload);
-                    }
-                }
-                Forward::Flood => {
-                    for (i, port) in self.ports.iter_mut().enumerate() {
-                        if i != from
-                            && let Some(port) = port
-                        {
-                            port.transmit(bytes, frame.offload);
-                        }
-                    }
-                }
-                Forward::Drop => {}
-            }
+            self.switch(from, &staging.0[..frame.len], frame.offload);
         }
         self.busy = true;
+    }
+
+    /// Forwards the frames the uplink received, at most [`TX_BUDGET`],
+    /// after acknowledging its interrupt.
+    fn forward_from_uplink(&mut self) {
+        let Some(uplink) = &mut self.uplink else {
+            return;
+        };
+        uplink.nic.transport_mut().acknowledge();
+        let mut staging = STAGING.lock();
+        for _ in 0..TX_BUDGET {
+            let Some(uplink) = &mut self.uplink else {
+                return;
+            };
+            let len = match uplink.nic.receive(&mut staging.0) {
+                Ok(Some(len)) => len.min(staging.0.len()),
+                Ok(None) => return,
+                Err(e) => return uplink_down(&mut self.uplink, e),
+            };
+            uplink.received += 1;
+            // The card checked nothing for the receivers (no offloads are
+            // negotiated): the frame carries its own checksums.
+            self.switch(UPLINK, &staging.0[..len], Offload::default());
+        }
+        self.busy = true;
+    }
+
+    /// Sends `frame`, which came in on bridge port `from`, where the
+    /// bridge says: one port, or every port but `from`.
+    fn switch(&mut self, from: usize, frame: &[u8], offload: Offload) {
+        match self.bridge.forward(from, frame, now()) {
+            Forward::Unicast(UPLINK) => self.to_uplink(frame, offload),
+            Forward::Unicast(to) => {
+                if let Some(Some(port)) = self.ports.get_mut(to) {
+                    port.transmit(frame, offload);
+                }
+            }
+            Forward::Flood => {
+                for (i, port) in self.ports.iter_mut().enumerate() {
+                    if i != from
+                        && let Some(port) = port
+                    {
+                        port.transmit(frame, offload);
+                    }
+                }
+                if from != UPLINK {
+                    self.to_uplink(frame, offload);
+                }
+            }
+            Forward::Drop => {}
+        }
+    }
+
+    /// Sends a vif's frame out on the wire. The card offloads no
+    /// checksum, so a frame whose transport checksum was left blank would
+    /// leave broken: it is dropped.
+    fn to_uplink(&mut self, frame: &[u8], offload: Offload) {
+        if !offload.csum_blank {
+            uplink_send(&mut self.uplink, frame);
+        }
     }
 
     /// Whether a vif had more frames than one round's budget: the caller

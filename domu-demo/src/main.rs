@@ -10,7 +10,8 @@
 //! `blkhostile` it uses its virtual disk, honestly or not (the `blk`
 //! module); with `disk` it tests a disk dom0 serves from a real device
 //! (the `disk` module); with `net` it brings up its vif under smoltcp and pings,
-//! serves or talks TCP, or misbehaves (see [`net`]).
+//! serves or talks TCP, or misbehaves (see [`net`]); with `net web` it is
+//! the default scenario's web server (see [`web`]).
 //!
 //! It runs unchanged on Xen 4.17 and on this hypervisor. Its output only
 //! reaches the serial line through dom0's console back end, prefixed with
@@ -29,6 +30,7 @@ use guest_pv_shim::{cmdline, hypercall, mm};
 mod blk;
 mod disk;
 mod net;
+mod web;
 mod xenstore;
 
 guest_pv_shim::guest_kernel! {

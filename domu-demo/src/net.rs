@@ -13,7 +13,9 @@
 //!   `hello from <own address>` over TCP and reads the echo;
 //! - `hostile`: a front end that breaks the protocol on purpose (bad
 //!   grant references, a slot past its page), see [`hostile`];
-//! - `overrun`: a front end whose TX ring index runs past the ring.
+//! - `overrun`: a front end whose TX ring index runs past the ring;
+//! - `web gw=<a.b.c.d>`: the web server of the default scenario
+//!   (`crate::web`), reached from the host through dom0's uplink.
 //!
 //! Each outcome is a `check:` line (dom0 makes them its checks, compared
 //! with Xen 4.17).
@@ -52,7 +54,7 @@ const FRAME: usize = 1514;
 const QUEUE: usize = guest_pv_shim::netfront::RX_PAGES;
 
 /// Frames received and not yet given to smoltcp.
-struct RxQueue {
+pub(crate) struct RxQueue {
     frames: [[u8; FRAME]; QUEUE],
     lens: [usize; QUEUE],
     head: usize,
@@ -102,7 +104,7 @@ static MEMORY: TakeOnce<Memory> = TakeOnce::new(Memory {
 });
 
 /// The vif as a smoltcp device.
-struct Vif<'a> {
+pub(crate) struct Vif<'a> {
     conn: Connected,
     rxq: &'a mut RxQueue,
     fault: Option<NetfrontError>,
@@ -129,7 +131,7 @@ impl Vif<'_> {
     }
 }
 
-struct RxToken<'a>(&'a mut RxQueue);
+pub(crate) struct RxToken<'a>(&'a mut RxQueue);
 
 impl phy::RxToken for RxToken<'_> {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
@@ -141,7 +143,7 @@ impl phy::RxToken for RxToken<'_> {
     }
 }
 
-struct TxToken<'a>(&'a mut Connected);
+pub(crate) struct TxToken<'a>(&'a mut Connected);
 
 impl phy::TxToken for TxToken<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
@@ -191,12 +193,12 @@ impl Device for Vif<'_> {
 }
 
 /// The current time for smoltcp.
-fn now() -> Instant {
+pub(crate) fn now() -> Instant {
     let ns = shared::system_time_of(0).unwrap_or(0);
     Instant::from_micros(i64::try_from(ns / 1000).unwrap_or(i64::MAX))
 }
 
-fn check(console: &mut Console, what: &str, value: core::fmt::Arguments<'_>) {
+pub(crate) fn check(console: &mut Console, what: &str, value: core::fmt::Arguments<'_>) {
     let _ = write!(console, "check: {what} = {value}\r\n");
 }
 
@@ -206,6 +208,7 @@ enum Role {
     Peer(Ipv4Address),
     Hostile,
     Overrun,
+    Web(Ipv4Address),
 }
 
 /// Runs the network mode its command line asks for.
@@ -217,6 +220,13 @@ pub fn run(console: &mut Console, si: &StartInfo) {
         Role::Hostile
     } else if cmdline::has_flag(line, b"overrun") {
         Role::Overrun
+    } else if let Some(gateway) = cmdline::has_flag(line, b"web")
+        .then(|| cmdline::option(line, b"gw"))
+        .flatten()
+        .and_then(|p| core::str::from_utf8(p).ok())
+        .and_then(|p| p.parse().ok())
+    {
+        Role::Web(gateway)
     } else if let Some(peer) = cmdline::option(line, b"peer")
         .and_then(|p| core::str::from_utf8(p).ok())
         .and_then(|p| p.parse().ok())
@@ -244,7 +254,7 @@ pub fn run(console: &mut Console, si: &StartInfo) {
     match role {
         Role::Hostile => return hostile(console, conn, &mut xb),
         Role::Overrun => return overrun(console, &conn, &mut xb),
-        Role::Serve | Role::Peer(_) => {}
+        Role::Serve | Role::Peer(_) | Role::Web(_) => {}
     }
     let mac = core::str::from_utf8(&conn.mac).ok().and_then(parse_mac);
     let ip = core::str::from_utf8(&conn.ip.0[..conn.ip.1])
@@ -265,6 +275,9 @@ pub fn run(console: &mut Console, si: &StartInfo) {
     iface.update_ip_addrs(|addrs| {
         let _ = addrs.push(IpCidr::new(IpAddress::Ipv4(ip), 24));
     });
+    if let Role::Web(gateway) = role {
+        return crate::web::serve(console, &mut vif, &mut iface, &mut xb, gateway);
+    }
     let mut sockets = SocketSet::new(&mut memory.sockets[..]);
     let tcp = sockets.add(tcp::Socket::new(
         tcp::SocketBuffer::new(&mut memory.tcp_rx[..]),
@@ -313,17 +326,29 @@ pub fn run(console: &mut Console, si: &StartInfo) {
                 format_args!("timed out in {}", app.name()),
             );
         }
-        let delay = iface
-            .poll_delay(t, &sockets)
+        vif.idle(iface.poll_delay(t, &sockets));
+    }
+}
+
+impl Vif<'_> {
+    /// Sleeps until the back end sends an event or `delay` (at most
+    /// 100 ms) passes; not at all while frames are waiting.
+    pub(crate) fn idle(&mut self, delay: Option<Duration>) {
+        let delay = delay
             .unwrap_or(Duration::from_millis(100))
             .min(Duration::from_millis(100));
-        if vif.rxq.len == 0 && vif.conn.net.arm() == Ok(false) {
+        if self.rxq.len == 0 && self.conn.net.arm() == Ok(false) {
             let wake = shared::system_time_of(0)
                 .unwrap_or(0)
                 .saturating_add(delay.total_micros() * 1000);
-            hypercall::sched_poll(&[vif.conn.port], wake);
-            shared::clear_evtchn_pending(vif.conn.port);
+            hypercall::sched_poll(&[self.conn.port], wake);
+            shared::clear_evtchn_pending(self.conn.port);
         }
+    }
+
+    /// The fault that stopped the front end, if any.
+    pub(crate) fn fault(&self) -> Option<NetfrontError> {
+        self.fault
     }
 }
 

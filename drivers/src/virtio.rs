@@ -443,7 +443,28 @@ impl<P: Platform> Transport<P> {
         fired
     }
 
-    /// How many of the driver's waits an interrupt ended.
+    /// Without blocking: acknowledges a pending interrupt at the device
+    /// (reading the ISR lowers the line) and, if there was one, ends it so
+    /// the line may fire again. For a driver served from an event loop
+    /// that waits on the interrupt's event channel itself; returns whether
+    /// the device had interrupted.
+    pub fn acknowledge(&mut self) -> bool {
+        let isr = self.read_isr();
+        if isr != 0 {
+            self.irq.eoi();
+            self.interrupts += 1;
+        }
+        isr != 0
+    }
+
+    /// The interrupt (to add its event channel to a caller's wait).
+    #[must_use]
+    pub fn irq(&self) -> &P::Irq {
+        &self.irq
+    }
+
+    /// How many interrupts the driver took: waits an interrupt ended, and
+    /// interrupts [`Transport::acknowledge`] found.
     #[must_use]
     pub fn interrupts(&self) -> u64 {
         self.interrupts

@@ -312,6 +312,8 @@ fn boot(
             Platform::Xen => xen::STOP_MARKERS,
         },
         typing: &[],
+        host_steps: &[],
+        port: None,
     })?;
     save_log(
         &log_dir.join(format!("{}.log", platform.name())),

@@ -20,14 +20,18 @@ commands:
   new-test <name>       create the skeleton of a new guest test (tests/src/cases/<name>.rs)
   help                  print this text
 
-run options (default: the Rust dom0 with a demo domU, and dom0's shell
-when standard input is a terminal):
+run options (default: the scenario of README's 'What you see': the Rust dom0
+with a virtio NIC as its bridge's uplink, a web domU reached from the host with
+curl http://127.0.0.1:8080/, a demo domU, and dom0's shell; without a terminal
+xtask fetches the page once, prints it and quits):
   --test <name>         boot the test guest as dom0 with test=<name> instead
   --dom0 <ELF>          boot this dom0 kernel instead
-  --dom0-args <line>    dom0 command line (default: `shell` on a terminal for
-                        the Rust dom0, test=<name> with --test, else empty)
+  --dom0-args <line>    dom0 command line (default: `nic shell` for the default
+                        scenario, test=<name> with --test, else empty)
   --ramdisk <file>      dom0 ramdisk (second boot module; default for the Rust
-                        dom0: the demo domU and its config)
+                        dom0: the scenario's domUs and their configs)
+  --http-port <N>       the default scenario's host port, on 127.0.0.1 only, forwarded
+                        to the web domU's port 80 (default 8080)
   --domu <ELF>[,memory=M][,vcpus=N][,cmdline=...]
                         (repeatable) the Rust dom0 creates these PV kernels
   --hypervisor <ELF>    boot this image instead of the freshly built hypervisor
@@ -166,7 +170,12 @@ pub struct RunArgs {
     pub linux_args: Option<String>,
     /// `--disk` and `--nic`: the machine's virtio devices.
     pub devices: crate::qemu::Devices,
+    /// `--http-port`: the default scenario's forwarded host port.
+    pub http_port: u16,
 }
+
+/// The default scenario's forwarded host port.
+pub const DEFAULT_HTTP_PORT: u16 = 8080;
 
 impl Default for RunArgs {
     fn default() -> Self {
@@ -187,6 +196,7 @@ impl Default for RunArgs {
             linux: false,
             linux_args: None,
             devices: crate::qemu::Devices::NONE,
+            http_port: DEFAULT_HTTP_PORT,
         }
     }
 }
@@ -207,13 +217,22 @@ impl RunArgs {
         self.dom0.is_none() && self.test.is_none() && !self.linux
     }
 
+    /// Whether this is the default scenario: the Rust dom0 with the
+    /// domUs, NIC and port forward xtask picks (no `--ramdisk`, `--domu`).
+    pub fn default_scenario(&self) -> bool {
+        self.rust_dom0() && self.ramdisk.is_none() && self.domus.is_empty()
+    }
+
     /// dom0's command line: as given; else `test=<name>` with `--test`,
-    /// `shell` for the Rust dom0 when `terminal` (standard input is one, so
-    /// the user can type), and empty otherwise.
+    /// `nic shell` for the default scenario (the NIC joins the bridge;
+    /// without a terminal xtask types into the shell), `shell` for the
+    /// Rust dom0 when `terminal` (standard input is one, so the user can
+    /// type), and empty otherwise.
     pub fn dom0_args(&self, terminal: bool) -> String {
         match (&self.dom0_args, &self.test) {
             (Some(args), _) => args.clone(),
             (None, Some(test)) => format!("test={test}"),
+            (None, None) if self.default_scenario() => "nic shell".to_owned(),
             (None, None) if self.rust_dom0() && terminal => "shell".to_owned(),
             (None, None) => String::new(),
         }
@@ -459,6 +478,7 @@ fn parse_run(options: &mut Options) -> Result<RunArgs, String> {
             "--linux-args" => run.linux_args = Some(options.value(&name, inline)?),
             "--disk" => run.devices.disk = Some(options.value(&name, inline)?.into()),
             "--nic" => run.devices.nic = Options::flag(&name, inline)?,
+            "--http-port" => run.http_port = positive(&name, &options.value(&name, inline)?)?,
             _ => return Err(format!("unknown option '{name}' for 'run'")),
         }
     }
@@ -482,6 +502,9 @@ fn parse_run(options: &mut Options) -> Result<RunArgs, String> {
     }
     if run.linux_args.is_some() && !run.linux {
         return Err("--linux-args needs --linux".to_owned());
+    }
+    if options.seen.iter().any(|o| o == "--http-port") && !run.default_scenario() {
+        return Err("--http-port belongs to the default scenario: it cannot be combined with --dom0, --test, --ramdisk, --domu or --linux".to_owned());
     }
     if run.linux && !options.seen.iter().any(|o| o == "--mem") {
         run.mem_mib = crate::linux::MEM_MIB;
@@ -633,8 +656,17 @@ mod tests {
         assert_eq!(run.boot, BootPath::Grub);
         assert_eq!(run.hv_args(), DEFAULT_HV_ARGS);
         assert!(run.rust_dom0());
-        assert_eq!(run.dom0_args(true), "shell");
-        assert_eq!(run.dom0_args(false), "");
+        assert!(run.default_scenario());
+        assert_eq!(run.http_port, DEFAULT_HTTP_PORT);
+        assert_eq!(run.dom0_args(true), "nic shell");
+        assert_eq!(run.dom0_args(false), "nic shell");
+        let Ok(Command::Run(run)) = parse_str("run --http-port 9090") else {
+            panic!("run --http-port did not parse");
+        };
+        assert_eq!(run.http_port, 9090);
+        assert!(parse_str("run --http-port 0").is_err());
+        assert!(parse_str("run --http-port 70000").is_err());
+        assert!(parse_str("run --test hello --http-port 9090").is_err());
         assert_eq!((run.smp, run.mem_mib), (1, 256));
     }
 

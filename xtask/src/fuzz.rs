@@ -88,6 +88,8 @@ pub fn fuzz_guest(workspace: &Workspace, args: &FuzzArgs) -> Result<u8, String> 
         timeout: Some(timeout),
         stop_markers: &[],
         typing: &[],
+        host_steps: &[],
+        port: None,
     })?;
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let log = dir.join(format!("seed-{}.log", args.seed));

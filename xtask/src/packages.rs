@@ -54,6 +54,12 @@ pub const GRUB_ISO: &[Tool] = &[
     },
 ];
 
+/// curl, which fetches the web domU's page through the port forward.
+pub const CURL: &[Tool] = &[Tool {
+    probe: Probe::Command("curl"),
+    package: "curl",
+}];
+
 /// The path of Xen 4.17 as Debian installs it.
 pub const XEN_GZ: &str = "/boot/xen-4.17-amd64.gz";
 

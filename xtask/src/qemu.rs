@@ -80,14 +80,18 @@ pub fn host_accel(choice: AccelChoice, icount: bool) -> Accel {
 /// fixed slots on bus 0, so that dom0 sees the same bus, BARs and
 /// interrupt lines on every run and hypervisor: the disk at 00:04.0 (INTA,
 /// GSI 20), the NIC at 00:05.0 (INTA, GSI 21) with QEMU's default MAC
-/// `52:54:00:12:34:56` on user networking (the guest is 10.0.2.15, the
-/// gateway 10.0.2.2; nothing is forwarded from the host).
+/// `52:54:00:12:34:56` on user networking (the gateway 10.0.2.2; with
+/// `http_forward`, the host's `127.0.0.1:<port>` is forwarded to port 80
+/// of [`WEB_ADDRESS`], and nothing else from the host).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Devices {
     /// A raw disk image behind a `virtio-blk-pci`.
     pub disk: Option<PathBuf>,
     /// A `virtio-net-pci` on user networking.
     pub nic: bool,
+    /// With the NIC: the host port (on 127.0.0.1 only) forwarded to the
+    /// web domU's port 80.
+    pub http_forward: Option<u16>,
 }
 
 impl Devices {
@@ -95,7 +99,32 @@ impl Devices {
     pub const NONE: Devices = Devices {
         disk: None,
         nic: false,
+        http_forward: None,
     };
+}
+
+/// The web domU's address on QEMU's user network (the first address its
+/// DHCP server would hand out, given statically in the domU's `vif`).
+pub const WEB_ADDRESS: &str = "10.0.2.15";
+
+/// The user network's `-netdev` value: `forward` (a host port) reaches
+/// port 80 of [`WEB_ADDRESS`], bound to the host's loopback only.
+#[must_use]
+pub fn user_netdev(forward: Option<u16>) -> String {
+    match forward {
+        Some(port) => format!("user,id=net0,hostfwd=tcp:127.0.0.1:{port}-{WEB_ADDRESS}:80"),
+        None => "user,id=net0".to_owned(),
+    }
+}
+
+/// A free TCP port on the host's loopback (the kernel picks it), for a
+/// run's port forward: each run gets its own, so parallel runs never
+/// collide.
+pub fn free_port() -> Result<u16, String> {
+    std::net::TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("no free port on 127.0.0.1: {e}"))
 }
 
 /// The virtual machine's size, accelerator and extra devices.
@@ -208,7 +237,7 @@ pub fn qemu_args(machine: &Machine, boot: &Boot) -> Result<Vec<OsString>, String
         ]);
     }
     if machine.devices.nic {
-        push(&["-netdev", "user,id=net0"]);
+        push(&["-netdev", &user_netdev(machine.devices.http_forward)]);
         push(&[
             "-device",
             "virtio-net-pci,netdev=net0,disable-legacy=on,addr=05.0,mac=52:54:00:12:34:56",
@@ -277,6 +306,109 @@ pub struct RunSpec {
     pub stop_markers: &'static [&'static str],
     /// What to type into COM1, in order (empty: nothing).
     pub typing: &'static [Keys],
+    /// Host commands to run during the run, in order (empty: none).
+    pub host_steps: &'static [HostStep],
+    /// What `{port}` stands for in their arguments (the forwarded port).
+    pub port: Option<u16>,
+}
+
+/// A command run on the host once the serial log shows `after` (after
+/// the previous step's trigger), e.g. `curl` through the port forward;
+/// its output is kept in [`RunResult::host_steps`], and `then_type` is
+/// typed into COM1 once it has ended. The command must bound its own
+/// time (`curl --max-time`, `--retry`): the run waits for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostStep {
+    /// The text the serial output must show first.
+    pub after: &'static str,
+    /// The program and its arguments; `{port}` in an argument is replaced
+    /// by the run's [`RunSpec::port`].
+    pub command: &'static [&'static str],
+    /// Text its standard output must contain for the step to pass.
+    pub expect: &'static [&'static str],
+    /// Typed into COM1 once the command has ended (empty: nothing).
+    pub then_type: &'static [u8],
+}
+
+/// What one [`HostStep`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostOutput {
+    /// The command line as run.
+    pub command: String,
+    /// Its exit status (`None`: killed by a signal, or it could not start).
+    pub status: Option<i32>,
+    /// Its standard output.
+    pub stdout: String,
+    /// Its standard error (or why it could not start).
+    pub stderr: String,
+}
+
+impl HostStep {
+    /// The problems of `output` of this step: a failed command, or text
+    /// missing from its output.
+    #[must_use]
+    pub fn problems(&self, output: &HostOutput) -> Vec<String> {
+        let mut problems = Vec::new();
+        if output.status != Some(0) {
+            problems.push(format!(
+                "host step `{}` failed ({:?}): {}",
+                output.command,
+                output.status,
+                output.stderr.trim()
+            ));
+        }
+        for text in self.expect {
+            if !output.stdout.contains(text) {
+                problems.push(format!(
+                    "host step `{}`: no {text:?} in its output",
+                    output.command
+                ));
+            }
+        }
+        problems
+    }
+
+    /// Runs the command, `{port}` replaced by `port`.
+    fn run(&self, port: Option<u16>) -> HostOutput {
+        let port = port.map_or_else(|| "{port}".to_owned(), |p| p.to_string());
+        let args: Vec<String> = self
+            .command
+            .iter()
+            .map(|a| a.replace("{port}", &port))
+            .collect();
+        let command = args.join(" ");
+        let Some((program, rest)) = args.split_first() else {
+            return HostOutput {
+                command,
+                status: None,
+                stdout: String::new(),
+                stderr: "empty command".to_owned(),
+            };
+        };
+        match Command::new(program).args(rest).stdin(Stdio::null()).output() {
+            Ok(out) => HostOutput {
+                command,
+                status: out.status.code(),
+                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            },
+            Err(e) => HostOutput {
+                command,
+                status: None,
+                stdout: String::new(),
+                stderr: format!("cannot start {program}: {e}"),
+            },
+        }
+    }
+}
+
+/// Whether `trigger` appears in `log` at or after `from`; if so, where it
+/// ends.
+fn find_from(log: &[u8], from: usize, trigger: &str) -> Option<usize> {
+    let tail = log.get(from..).unwrap_or_default();
+    tail.windows(trigger.len())
+        .position(|w| w == trigger.as_bytes())
+        .map(|at| from + at + trigger.len())
 }
 
 /// Bytes typed into COM1's input (QEMU's stdin) once the serial log shows
@@ -323,14 +455,12 @@ impl Typist {
     pub fn due(&mut self, log: &[u8]) -> Vec<u8> {
         let mut typed = Vec::new();
         while let Some(keys) = self.script.get(self.next) {
-            let tail = log.get(self.from..).unwrap_or_default();
-            let trigger = keys.after.as_bytes();
-            let Some(at) = tail.windows(trigger.len()).position(|w| w == trigger) else {
+            let Some(end) = find_from(log, self.from, keys.after) else {
                 // Search again from where the trigger could still begin.
-                self.from = log.len().saturating_sub(trigger.len()).max(self.from);
+                self.from = log.len().saturating_sub(keys.after.len()).max(self.from);
                 break;
             };
-            self.from += at + trigger.len();
+            self.from = end;
             self.next += 1;
             typed.extend_from_slice(keys.bytes);
         }
@@ -349,6 +479,8 @@ pub struct RunResult {
     pub stderr: String,
     /// Wall-clock time QEMU ran.
     pub elapsed: Duration,
+    /// What each [`HostStep`] whose trigger appeared did, in order.
+    pub host_steps: Vec<HostOutput>,
 }
 
 /// A buffer filled by a reader thread.
@@ -434,11 +566,28 @@ enum Ended {
 /// Types what `typist` says is due into `stdin`. QEMU gone (a broken
 /// pipe) is not an error here: its exit is seen next.
 fn type_due(typist: &mut Typist, stdin: &mut Option<ChildStdin>, log: &[u8]) -> Result<(), String> {
-    let bytes = typist.due(log);
+    type_bytes(stdin, &typist.due(log))
+}
+
+/// Prints what a host step did, for a run shown on the terminal.
+fn show_host_step(output: &HostOutput) {
+    println!("\nxtask: $ {}", output.command);
+    print!("{}", output.stdout);
+    if !output.stdout.is_empty() && !output.stdout.ends_with('\n') {
+        println!();
+    }
+    if output.status != Some(0) {
+        println!("xtask: it failed ({:?}): {}", output.status, output.stderr.trim());
+    }
+}
+
+/// Types `bytes` into `stdin` (nothing if empty). QEMU gone (a broken
+/// pipe) is not an error here: its exit is seen next.
+fn type_bytes(stdin: &mut Option<ChildStdin>, bytes: &[u8]) -> Result<(), String> {
     let Some(pipe) = stdin.as_mut().filter(|_| !bytes.is_empty()) else {
         return Ok(());
     };
-    match pipe.write_all(&bytes).and_then(|()| pipe.flush()) {
+    match pipe.write_all(bytes).and_then(|()| pipe.flush()) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
             *stdin = None;
@@ -450,18 +599,38 @@ fn type_due(typist: &mut Typist, stdin: &mut Option<ChildStdin>, log: &[u8]) -> 
 
 /// Polls `child` until it exits, `spec.timeout` passes, or the serial log
 /// shows one of `spec.stop_markers`; types `spec.typing` into `stdin` as
-/// its triggers appear.
+/// its triggers appear, and runs `spec.host_steps` likewise (their outputs
+/// into `outputs`).
 fn wait(
     child: &mut Child,
     spec: &RunSpec,
     start: Instant,
     serial: &Shared,
     mut stdin: Option<ChildStdin>,
+    outputs: &mut Vec<HostOutput>,
 ) -> Result<Ended, String> {
     let longest_marker = spec.stop_markers.iter().map(|m| m.len()).max().unwrap_or(0);
     let mut scanned: usize = 0;
     let mut typist = Typist::new(spec.typing);
+    let mut step_from = 0;
     loop {
+        if let Some(step) = spec.host_steps.get(outputs.len()) {
+            let log = serial.lock().unwrap_or_else(|e| e.into_inner());
+            let (found, len) = (find_from(&log, step_from, step.after), log.len());
+            drop(log);
+            match found {
+                Some(end) => {
+                    step_from = end;
+                    let output = step.run(spec.port);
+                    if spec.serial == Serial::Terminal {
+                        show_host_step(&output);
+                    }
+                    outputs.push(output);
+                    type_bytes(&mut stdin, step.then_type)?;
+                }
+                None => step_from = len.saturating_sub(step.after.len()).max(step_from),
+            }
+        }
         if let Some(status) = child
             .try_wait()
             .map_err(|e| format!("waiting for {QEMU}: {e}"))?
@@ -502,7 +671,8 @@ pub fn run(spec: &RunSpec) -> Result<RunResult, String> {
     command.args(&spec.args);
     let capture = spec.serial == Serial::Capture;
     let interactive = !capture && std::io::stdin().is_terminal();
-    command.stdin(if !spec.typing.is_empty() {
+    let types = !spec.typing.is_empty() || spec.host_steps.iter().any(|s| !s.then_type.is_empty());
+    command.stdin(if types {
         Stdio::piped()
     } else if interactive {
         Stdio::inherit()
@@ -527,7 +697,8 @@ pub fn run(spec: &RunSpec) -> Result<RunResult, String> {
     }
     // Kept open until QEMU ends: an end of file on its stdin is not input.
     let stdin = child.stdin.take();
-    let ended = wait(&mut child, spec, start, &serial, stdin);
+    let mut host_steps = Vec::new();
+    let ended = wait(&mut child, spec, start, &serial, stdin, &mut host_steps);
     if ended.is_err() {
         // Leave no QEMU behind; the wait's error is the one worth reporting.
         let _ = stop(&mut child);
@@ -553,6 +724,7 @@ pub fn run(spec: &RunSpec) -> Result<RunResult, String> {
         serial: text(&serial),
         stderr,
         elapsed,
+        host_steps,
     })
 }
 
@@ -687,6 +859,7 @@ mod tests {
             devices: Devices {
                 disk: Some("/t/disk.img".into()),
                 nic: true,
+                http_forward: None,
             },
             ..TCG
         };
@@ -705,6 +878,7 @@ mod tests {
             devices: Devices {
                 disk: Some("/t/a,b.img".into()),
                 nic: false,
+                http_forward: None,
             },
             ..TCG
         };

@@ -122,10 +122,27 @@ pub enum DomuSet {
     /// handshake), `block-attach` of `vda2` as `xvdb` (it connects and
     /// runs its test there).
     PhyDiskHotplug,
-    /// `cargo xtask run`'s default scenario: the demo domU, and the `disk`
-    /// domU on the image xtask attaches.
-    Run,
+    /// The web domU alone: HTTP on port 80 of 10.0.2.15, reached from the
+    /// host through dom0's uplink (dom0 with `nic`).
+    Web,
+    /// The default scenario of `cargo xtask run`: every domU of
+    /// [`SCENARIO`].
+    Scenario,
 }
+
+/// The domUs of the default scenario (`cargo xtask run`), created in this
+/// order: one list, so that a new device domU is one more line.
+pub const SCENARIO: &[(&str, &str)] = &[
+    ("web.cfg", WEB_CONFIG),
+    ("demo.cfg", DEMO_CONFIG),
+    ("disk.cfg", PHY_DISK_CONFIG),
+];
+
+/// The web domU: smoltcp's HTTP server on QEMU's user network, with a
+/// static address and QEMU's gateway.
+const WEB_CONFIG: &str = "# The web domU: HTTP on port 80, reached from the host through dom0's uplink.\n\
+    name = \"web\"\nkernel = \"domu-demo\"\nmemory = 8\ncmdline = \"net web gw=10.0.2.2\"\n\
+    vif = ['mac=00:16:3e:00:00:80,ip=10.0.2.15']\n";
 
 /// The `disk` domU on `vda1`, with `vda2` read-only (`base=` is where
 /// `vda1` starts: `pv_tests::disk::PARTITIONS`).
@@ -247,8 +264,9 @@ impl DomuSet {
             DomuSet::Devices => "devices",
             DomuSet::PhyDisk => "phy-disk",
             DomuSet::PhyDiskTwo => "phy-disk-two",
-            DomuSet::Run => "run",
             DomuSet::PhyDiskHotplug => "phy-disk-hotplug",
+            DomuSet::Web => "web",
+            DomuSet::Scenario => "scenario",
         }
     }
 
@@ -259,6 +277,8 @@ impl DomuSet {
             DomuSet::Demo => &[("demo.cfg", DEMO_CONFIG)],
             DomuSet::Shell => &[("demo.cfg", DEMO_CONFIG), ("shell.xl", SHELL_SCRIPT)],
             DomuSet::Devices => &[("demo.cfg", DEMO_CONFIG), ("devices.xl", DEVICES_SCRIPT)],
+            DomuSet::Web => &[("web.cfg", WEB_CONFIG)],
+            DomuSet::Scenario => SCENARIO,
             DomuSet::XenstoreShell => {
                 &[("demo.cfg", DEMO_CONFIG), ("xenstore.xl", XENSTORE_SCRIPT)]
             }
@@ -313,7 +333,6 @@ impl DomuSet {
                 ),
                 ("hotplug.xl", HOTPLUG_SCRIPT),
             ],
-            DomuSet::Run => &[("demo.cfg", DEMO_CONFIG), ("disk.cfg", PHY_DISK_CONFIG)],
             DomuSet::BlkTwo => &[("disk.cfg", DISK_CONFIG), ("disk2.cfg", DISK2_CONFIG)],
             DomuSet::BlkHostile => &[
                 (
@@ -401,7 +420,7 @@ mod tests {
             DomuSet::PhyDisk,
             DomuSet::PhyDiskTwo,
             DomuSet::PhyDiskHotplug,
-            DomuSet::Run,
+            DomuSet::Scenario,
         ] {
             for (file, text) in set.configs().iter().filter(|(f, _)| f.ends_with(".cfg")) {
                 let cfg = DomainConfig::parse(text).unwrap_or_else(|e| panic!("{file}: {e}"));

@@ -11,8 +11,42 @@ use crate::cli::{BootPath, RunArgs};
 use crate::grub::{self, IsoContents};
 use crate::linux;
 use crate::packages;
-use crate::qemu::{self, Boot, Machine, Module, RunSpec, Serial};
+use crate::qemu::{self, Boot, HostStep, Machine, Module, RunSpec, Serial};
 use crate::ramdisk::{self, DomuSet};
+
+/// The line the web domU prints once it serves.
+pub const WEB_READY: &str = "web: serving http://10.0.2.15:80/";
+
+/// `curl` fetching the web domU's page through the port forward (`{port}`):
+/// bounded (10 s per try, 5 retries a second apart, also when the
+/// connection is refused or reset), loopback only.
+pub const CURL_PAGE: &[&str] = &[
+    "curl",
+    "--silent",
+    "--show-error",
+    "--max-time",
+    "10",
+    "--retry",
+    "5",
+    "--retry-delay",
+    "1",
+    "--retry-all-errors",
+    "http://127.0.0.1:{port}/",
+];
+
+/// What the default scenario does without a terminal: once the web domU
+/// serves, fetch its page once, print it, and quit dom0's shell (which
+/// destroys the domUs and powers the machine off).
+const UNATTENDED: &[HostStep] = &[HostStep {
+    after: WEB_READY,
+    command: CURL_PAGE,
+    expect: &["oxen: a web page served by a PV domU"],
+    then_type: b"quit\r",
+}];
+
+/// How long an unattended default scenario may run (it normally ends in
+/// well under a minute); a run that hangs then ends with status 12.
+const UNATTENDED_TIMEOUT_S: u64 = 300;
 
 /// The files and command lines of one boot.
 #[derive(Clone, Debug)]
@@ -119,8 +153,8 @@ pub fn run(workspace: &Workspace, args: &RunArgs) -> Result<u8, String> {
         let path = run_dir.join("domus.cpio");
         ramdisk::write_domus(&args.domus, &path)?;
         Some(path)
-    } else if args.ramdisk.is_none() && args.rust_dom0() {
-        Some(DomuSet::Run.write(workspace, &run_dir)?)
+    } else if args.default_scenario() {
+        Some(DomuSet::Scenario.write(workspace, &run_dir)?)
     } else {
         args.ramdisk.as_deref().map(absolute).transpose()?
     };
@@ -130,7 +164,24 @@ pub fn run(workspace: &Workspace, args: &RunArgs) -> Result<u8, String> {
         (Some(_), None) => linux::KERNEL_ARGS.to_owned(),
         (None, _) => args.dom0_args(terminal),
     };
-    if args.rust_dom0() && dom0_args.split_whitespace().any(|w| w == "shell") {
+    let scenario = args.default_scenario();
+    let mut devices = args.devices.clone();
+    if scenario {
+        packages::ensure(packages::CURL)?;
+        devices.nic = true;
+        devices.http_forward = Some(args.http_port);
+        eprintln!(
+            "xtask: the web domU will answer on the host at: curl http://127.0.0.1:{}/",
+            args.http_port
+        );
+    }
+    let unattended = scenario && !terminal;
+    if unattended {
+        eprintln!(
+            "xtask: no terminal: once the web domU serves, xtask fetches its page once, \
+             prints it and types 'quit' into dom0's shell"
+        );
+    } else if args.rust_dom0() && dom0_args.split_whitespace().any(|w| w == "shell") {
         eprintln!(
             "xtask: dom0 creates its domUs, then its shell takes commands at the 'dom0> ' \
              prompt ('help' lists them, 'quit' powers off; QEMU's Ctrl-A X stops it at once)"
@@ -145,11 +196,9 @@ pub fn run(workspace: &Workspace, args: &RunArgs) -> Result<u8, String> {
     // The ISO's own directory: making it wipes that directory, and the
     // ramdisk made above lives beside it.
     let boot = prepare_boot(&files, args.boot, &run_dir.join("grub"))?;
-    let mut devices = args.devices.clone();
     // The default scenario's disk: xtask's image (an MBR with two
     // partitions), made once and kept, for the `disk` domU.
-    if args.ramdisk.is_none() && args.domus.is_empty() && args.rust_dom0() && devices.disk.is_none()
-    {
+    if scenario && devices.disk.is_none() {
         let image = run_dir.join("disk.img");
         if !image.is_file() {
             crate::disk::create(&image)?;
@@ -168,9 +217,14 @@ pub fn run(workspace: &Workspace, args: &RunArgs) -> Result<u8, String> {
     let result = qemu::run(&RunSpec {
         args: qemu_args,
         serial: Serial::Terminal,
-        timeout: args.timeout_secs.map(Duration::from_secs),
+        timeout: args
+            .timeout_secs
+            .or(unattended.then_some(UNATTENDED_TIMEOUT_S))
+            .map(Duration::from_secs),
         stop_markers: &[],
         typing: &[],
+        host_steps: if unattended { UNATTENDED } else { &[] },
+        port: Some(args.http_port),
     })?;
     let log = run_dir.join("serial.log");
     std::fs::write(&log, &result.serial).map_err(|e| format!("{}: {e}", log.display()))?;
@@ -179,7 +233,27 @@ pub fn run(workspace: &Workspace, args: &RunArgs) -> Result<u8, String> {
         println!();
     }
     println!("dom0 outcome: {} (exit status {code})", result.outcome);
-    Ok(code)
+    let problems: Vec<String> = if unattended {
+        UNATTENDED
+            .iter()
+            .zip(result.host_steps.iter().map(Some).chain(std::iter::repeat(None)))
+            .flat_map(|(step, output)| match output {
+                Some(output) => step.problems(output),
+                None => vec![format!("the web domU never printed {:?}", step.after)],
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    if problems.is_empty() {
+        Ok(code)
+    } else {
+        for problem in &problems {
+            println!("xtask: {problem}");
+        }
+        println!("xtask: the page did not come back (exit status 1)");
+        Ok(1)
+    }
 }
 
 #[cfg(test)]

@@ -12,7 +12,8 @@ use pv_tests::typed_text;
 
 use crate::cli::{BootPath, DEFAULT_HV_ARGS};
 use crate::images::BadImage;
-use crate::qemu::Keys;
+use crate::qemu::{HostStep, Keys};
+use crate::run::{CURL_PAGE, WEB_READY};
 use crate::ramdisk::DomuSet;
 use crate::serial_log::Expectation;
 
@@ -69,6 +70,10 @@ pub struct IntegrationTest {
     pub devices: TestDevices,
     /// CPUs (QEMU's `-smp`) on both hypervisors.
     pub cpus: u32,
+    /// Commands the harness runs on the host when their log line appears
+    /// (e.g. `curl` through the port forward), each of which must pass,
+    /// on both hypervisors (empty for most tests; see [`HostStep`]).
+    pub host_steps: &'static [HostStep],
 }
 
 /// Which extra devices a test's machine has (`crate::qemu::Devices`):
@@ -128,6 +133,7 @@ macro_rules! guest_test {
             },
             conformance: $conf,
             typing: &[],
+            host_steps: &[],
             icount: false,
             devices: NO_DEVICES,
             cpus: 1,
@@ -195,6 +201,7 @@ macro_rules! rejected {
             },
             conformance: false,
             typing: &[],
+            host_steps: &[],
             icount: false,
             devices: NO_DEVICES,
             cpus: 1,
@@ -221,6 +228,7 @@ macro_rules! cmdline_test {
             },
             conformance: false,
             typing: &[],
+            host_steps: &[],
             icount: false,
             devices: NO_DEVICES,
             cpus: 1,
@@ -259,6 +267,7 @@ macro_rules! toolstack {
             },
             conformance: true,
             typing: &[],
+            host_steps: &[],
             icount: false,
             devices: NO_DEVICES,
             cpus: 1,
@@ -328,6 +337,32 @@ const SHELL_TYPING: &[Keys] = &[
     Keys {
         after: "dom0> ",
         bytes: b"quit\r",
+    },
+];
+
+/// What `dom0_web_curl` does on the host: fetch the web domU's page
+/// through the port forward once it serves, again once it has logged the
+/// first answer (the count of requests must have moved on), then quit
+/// dom0's shell.
+const WEB_STEPS: &[HostStep] = &[
+    HostStep {
+        after: WEB_READY,
+        command: CURL_PAGE,
+        expect: &[
+            "oxen: a web page served by a PV domU",
+            "domain id: 1",
+            "name: web",
+            "requests served: 1",
+            "1 web (this domain",
+            "0 back end of vif 0 and the console",
+        ],
+        then_type: b"",
+    },
+    HostStep {
+        after: "\"GET / HTTP/1.1\" from 10.0.2.2 -> 200",
+        command: CURL_PAGE,
+        expect: &["requests served: 2"],
+        then_type: b"quit\r",
     },
 ];
 
@@ -695,6 +730,7 @@ pub const TESTS: &[IntegrationTest] = &[
         },
         conformance: false,
         typing: &[],
+        host_steps: &[],
         icount: false,
         devices: NO_DEVICES,
         cpus: 1,
@@ -742,6 +778,24 @@ pub const TESTS: &[IntegrationTest] = &[
             "script=devices.xl expect=poweroff",
             "virtio-net"
         )
+    },
+    // The host fetches the web domU's page with curl through QEMU's port
+    // forward, dom0's uplink (virtio-net) and bridge, and the domU's vif;
+    // the domU first pings QEMU's gateway through the same path.
+    IntegrationTest {
+        devices: TestDevices {
+            disk: None,
+            nic: true,
+        },
+        host_steps: WEB_STEPS,
+        expect: Expectation {
+            log_lines: &[
+                &["(d1) check: web gateway ping = 10.0.2.2 answered"],
+                &[WEB_READY],
+            ],
+            ..toolstack!("dom0_web_curl", DomuSet::Web, "nic shell", "").expect
+        },
+        ..toolstack!("dom0_web_curl", DomuSet::Web, "nic shell", "")
     },
 ];
 

@@ -35,8 +35,8 @@ use crate::xen;
 
 /// The machine an integration test runs on: TCG (with `-icount` if the
 /// test asks for it), its CPUs, and the devices it asks for (its disk
-/// image at `disk`).
-fn test_machine(test: &IntegrationTest, disk: Option<&Path>) -> Machine {
+/// image at `disk`, the port forward from the host's `port`).
+fn test_machine(test: &IntegrationTest, disk: Option<&Path>, port: Option<u16>) -> Machine {
     Machine {
         accel: if test.icount {
             Accel::TcgIcount
@@ -50,8 +50,36 @@ fn test_machine(test: &IntegrationTest, disk: Option<&Path>) -> Machine {
                 .filter(|_| test.devices.disk.is_some())
                 .map(Path::to_path_buf),
             nic: test.devices.nic,
+            http_forward: port.filter(|_| test.devices.nic),
         },
     }
+}
+
+/// A fresh host port for a test whose host steps reach the web domU
+/// through the forward (none for other tests).
+fn forward_port(test: &IntegrationTest) -> Result<Option<u16>, String> {
+    if test.devices.nic && !test.host_steps.is_empty() {
+        qemu::free_port().map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+/// The problems of a run's host steps: one that never ran (its trigger
+/// did not appear), failed, or did not print what it must.
+fn host_step_problems(test: &IntegrationTest, result: &RunResult) -> Vec<String> {
+    test.host_steps
+        .iter()
+        .enumerate()
+        .flat_map(|(i, step)| match result.host_steps.get(i) {
+            Some(output) => step.problems(output),
+            None => vec![format!(
+                "host step `{}` never ran: no {:?} in the log",
+                step.command.join(" "),
+                step.after
+            )],
+        })
+        .collect()
 }
 
 /// A test's fresh disk image in `dir`, if it has a disk.
@@ -161,6 +189,15 @@ fn save_log(path: &Path, args: &[std::ffi::OsString], result: &RunResult) -> Res
     text.push_str(&format!("command: {}\n", qemu::display_command(args)));
     text.push_str(&format!("outcome: {}\n", result.outcome));
     text.push_str(&format!("time: {:.1} s\n", result.elapsed.as_secs_f64()));
+    for step in &result.host_steps {
+        text.push_str(&format!(
+            "--- host step: {} (status {:?}) ---\n{}",
+            step.command, step.status, step.stdout
+        ));
+        if !step.stderr.is_empty() {
+            text.push_str(&format!("--- its stderr ---\n{}", step.stderr));
+        }
+    }
     if !result.stderr.is_empty() {
         text.push_str("--- QEMU stderr ---\n");
         text.push_str(&result.stderr);
@@ -232,20 +269,24 @@ fn boot_test(
     };
     let boot = prepare_boot(&files, test.boot, &dirs.isos.join(test.name))?;
     let image = fresh_disk(test, &dirs.images)?;
-    let args = qemu::qemu_args(&test_machine(test, image.as_deref()), &boot)?;
+    let port = forward_port(test)?;
+    let args = qemu::qemu_args(&test_machine(test, image.as_deref(), port), &boot)?;
     let result = qemu::run(&RunSpec {
         args: args.clone(),
         serial: Serial::Capture,
         timeout: Some(timeout),
         stop_markers: &[],
         typing: test.typing,
+        host_steps: test.host_steps,
+        port,
     })?;
     save_log(
         &dirs.logs.join(format!("{}.log", test.name)),
         &args,
         &result,
     )?;
-    let disk_problems = disk_problems(test, image.as_deref(), &result.serial);
+    let mut disk_problems = disk_problems(test, image.as_deref(), &result.serial);
+    disk_problems.extend(host_step_problems(test, &result));
     Ok(TestRun {
         result,
         nonce,
@@ -300,16 +341,20 @@ fn boot_on_xen(
         modules,
     };
     let image = fresh_disk(test, &dirs.xen)?;
-    let args = qemu::qemu_args(&test_machine(test, image.as_deref()), &boot)?;
+    let port = forward_port(test)?;
+    let args = qemu::qemu_args(&test_machine(test, image.as_deref(), port), &boot)?;
     let result = qemu::run(&RunSpec {
         args: args.clone(),
         serial: Serial::Capture,
         timeout: Some(timeout),
         stop_markers: xen::STOP_MARKERS,
         typing: test.typing,
+        host_steps: test.host_steps,
+        port,
     })?;
     save_log(&dirs.xen.join(format!("{name}.log")), &args, &result)?;
-    let problems = disk_problems(test, image.as_deref(), &result.serial);
+    let mut problems = disk_problems(test, image.as_deref(), &result.serial);
+    problems.extend(host_step_problems(test, &result));
     Ok((result, problems))
 }
 
@@ -632,6 +677,8 @@ fn boot_linux(
         timeout: Some(timeout),
         stop_markers,
         typing: &[],
+        host_steps: &[],
+        port: None,
     })?;
     save_log(log, &args, &result)?;
     Ok(result)

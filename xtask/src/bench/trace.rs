@@ -382,6 +382,8 @@ pub fn trace(
         timeout: Some(limit),
         stop_markers: &[],
         typing: &[],
+        host_steps: &[],
+        port: None,
     };
     let qemu_run = thread::spawn(move || qemu::run(&spec));
     let traced = run_gdb(&script_path, limit);
