@@ -151,6 +151,7 @@ fn execute(
         Command::Info => info(at),
         Command::Dmesg => dmesg(at),
         Command::PciList => crate::devices::pci_list(at),
+        Command::NetworkList(target) => network_list(at, domains, target),
         Command::Wait => domains.wait(),
         Command::Help => HELP.iter().for_each(|line| println!("{line}")),
         Command::BlockList(target) => block_list(at, domains, target),
@@ -456,6 +457,53 @@ fn list(at: At, domains: &Domains) {
     }
     // Which domains exist is the same on every hypervisor.
     report::ok_value(format_args!("{at}list domains"), n);
+}
+
+/// `network-list [<dom>]`: the vifs of one served domU or of every one,
+/// in `xl network-list`'s columns, from what the xenstore says of them;
+/// the check is the number of vifs.
+fn network_list(at: At, domains: &mut Domains, target: Option<Target<'_>>) {
+    let wanted = match target {
+        Some(t) => match domains.find(t) {
+            Some(domu) => Some(domu.built.domid),
+            None => {
+                report::fail(
+                    format_args!("{at}network-list {}", Shown(t)),
+                    format_args!("no such domain"),
+                );
+                return;
+            }
+        },
+        None => None,
+    };
+    let with_vif: alloc::vec::Vec<u16> = domains
+        .iter()
+        .filter(|d| d.cfg.vif.is_some() && wanted.is_none_or(|w| w == d.built.domid))
+        .map(|d| d.built.domid)
+        .collect();
+    println!("{}", shell::NETWORK_LIST_HEADER);
+    let xs = &mut domains.xs;
+    let mut read = |path: &str| toolstack::store::read(&mut xs.store, &mut xs.rings, path).ok();
+    for &domid in &with_vif {
+        // One vif per domain today (devid 0).
+        let frontend = toolstack::store::vif_frontend(domid, 0);
+        let number = |value: Option<alloc::vec::Vec<u8>>| shell::vif_number(value.as_deref());
+        let backend = read(&alloc::format!("{frontend}/backend")).unwrap_or_default();
+        let backend = core::str::from_utf8(&backend).unwrap_or("?");
+        let mac = read(&alloc::format!("{backend}/mac")).unwrap_or_default();
+        let row = shell::VifRow {
+            devid: 0,
+            backend_id: number(read(&alloc::format!("{frontend}/backend-id"))),
+            mac: core::str::from_utf8(&mac).unwrap_or("?"),
+            state: number(read(&alloc::format!("{frontend}/state"))),
+            evtchn: number(read(&alloc::format!("{frontend}/event-channel"))),
+            tx_ring_ref: number(read(&alloc::format!("{frontend}/tx-ring-ref"))),
+            rx_ring_ref: number(read(&alloc::format!("{frontend}/rx-ring-ref"))),
+            backend,
+        };
+        println!("{row}");
+    }
+    report::ok_value(format_args!("{at}network-list vifs"), with_vif.len());
 }
 
 fn vcpu_list(at: At, domains: &Domains, target: Option<Target<'_>>) {

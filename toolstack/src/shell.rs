@@ -76,6 +76,8 @@ pub enum Command<'a> {
     Dmesg,
     /// `pci-list`.
     PciList,
+    /// `network-list [<dom>]`.
+    NetworkList(Option<Target<'a>>),
     /// `wait`.
     Wait,
     /// `help`.
@@ -126,6 +128,7 @@ pub const HELP: &[&str] = &[
     "info                   show the machine",
     "dmesg                  show the hypervisor's console ring",
     "pci-list               list the PCI functions and the drivers that take them",
+    "network-list [<dom>]   list the virtual network interfaces (of every domU, or one)",
     "wait                   serve consoles until no domU runs",
     "xenstore-ls [<path>]   show the xenstore tree below a path",
     "xenstore-read <path>   show a xenstore node's value",
@@ -218,12 +221,16 @@ pub fn parse(line: &str) -> Result<Option<Command<'_>>, &'static str> {
                 _ => Command::Quit,
             }
         }
-        "vcpu-list" => {
+        "vcpu-list" | "network-list" => {
             let dom = words.next().map(target);
             if words.next().is_some() {
                 return Err("too many arguments");
             }
-            Command::VcpuList(dom)
+            if verb == "vcpu-list" {
+                Command::VcpuList(dom)
+            } else {
+                Command::NetworkList(dom)
+            }
         }
         "xenstore-ls" => {
             let path = words.next().unwrap_or("/");
@@ -279,6 +286,59 @@ pub fn parse(line: &str) -> Result<Option<Command<'_>>, &'static str> {
         _ => return Err("unknown command (try help)"),
     };
     Ok(Some(command))
+}
+
+/// The header of `network-list`, `xl network-list`'s columns.
+pub const NETWORK_LIST_HEADER: &str =
+    "Idx BE Mac Addr.         handle state evt-ch   tx-/rx-ring-ref BE-path";
+
+/// One vif as `network-list` shows it: what the xenstore says of it, each
+/// number -1 when its node is missing or unreadable (as `xl` shows it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VifRow<'a> {
+    /// The device id (`Idx`, also `handle`).
+    pub devid: u32,
+    /// The back end's domain (`backend-id`).
+    pub backend_id: i64,
+    /// The back end's `mac`.
+    pub mac: &'a str,
+    /// The front end's `state`.
+    pub state: i64,
+    /// The front end's `event-channel`.
+    pub evtchn: i64,
+    /// The front end's `tx-ring-ref`.
+    pub tx_ring_ref: i64,
+    /// The front end's `rx-ring-ref`.
+    pub rx_ring_ref: i64,
+    /// The back end's directory.
+    pub backend: &'a str,
+}
+
+impl core::fmt::Display for VifRow<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "{:<3} {:<2} {:<17} {:>6} {:>5} {:>6} {:>5}/{:<11} {}",
+            self.devid,
+            self.backend_id,
+            self.mac,
+            self.devid,
+            self.state,
+            self.evtchn,
+            self.tx_ring_ref,
+            self.rx_ring_ref,
+            self.backend
+        )
+    }
+}
+
+/// A store value as a `network-list` number (-1 if absent or not one).
+#[must_use]
+pub fn vif_number(value: Option<&[u8]>) -> i64 {
+    value
+        .and_then(|v| core::str::from_utf8(v).ok())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(-1)
 }
 
 /// Longest line the console shell takes; further characters are refused
@@ -388,6 +448,30 @@ mod tests {
     }
 
     #[test]
+    fn network_list_rows_line_up_under_xl_columns() {
+        let row = VifRow {
+            devid: 0,
+            backend_id: 0,
+            mac: "00:16:3e:00:00:80",
+            state: 4,
+            evtchn: 5,
+            tx_ring_ref: vif_number(Some(b"72")),
+            rx_ring_ref: vif_number(Some(b"73")),
+            backend: "/local/domain/0/backend/vif/1/0",
+        };
+        let line = format!("{row}");
+        assert_eq!(
+            line,
+            "0   0  00:16:3e:00:00:80      0     4      5    72/73          /local/domain/0/backend/vif/1/0"
+        );
+        let header_at = |name: &str| NETWORK_LIST_HEADER.find(name).unwrap();
+        assert_eq!(line.find("00:16"), Some(header_at("Mac")));
+        assert_eq!(line.find("/local"), Some(header_at("BE-path")));
+        assert_eq!(vif_number(None), -1);
+        assert_eq!(vif_number(Some(b"x")), -1);
+    }
+
+    #[test]
     fn the_line_editor_assembles_and_edits_lines() {
         let mut e = LineEditor::new();
         assert_eq!(
@@ -479,6 +563,16 @@ mod tests {
         assert_eq!(parse("list"), Ok(Some(Command::List)));
         assert_eq!(parse("wait"), Ok(Some(Command::Wait)));
         assert_eq!(parse("pci-list"), Ok(Some(Command::PciList)));
+        assert_eq!(parse("network-list"), Ok(Some(Command::NetworkList(None))));
+        assert_eq!(
+            parse("network-list web"),
+            Ok(Some(Command::NetworkList(Some(Target::Name("web")))))
+        );
+        assert_eq!(
+            parse("network-list 3"),
+            Ok(Some(Command::NetworkList(Some(Target::Id(3)))))
+        );
+        assert!(parse("network-list a b").is_err());
         assert!(parse("pci-list 0").is_err());
         assert_eq!(parse("xenstore-ls"), Ok(Some(Command::XenstoreLs("/"))));
         assert_eq!(

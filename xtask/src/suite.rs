@@ -342,8 +342,8 @@ const SHELL_TYPING: &[Keys] = &[
 
 /// What `dom0_web_curl` does on the host: fetch the web domU's page
 /// through the port forward once it serves, again once it has logged the
-/// first answer (the count of requests must have moved on), then quit
-/// dom0's shell.
+/// first answer (the count of requests must have moved on), then list
+/// its vif in dom0's shell and quit.
 const WEB_STEPS: &[HostStep] = &[
     HostStep {
         after: WEB_READY,
@@ -362,7 +362,7 @@ const WEB_STEPS: &[HostStep] = &[
         after: "\"GET / HTTP/1.1\" from 10.0.2.2 -> 200",
         command: CURL_PAGE,
         expect: &["requests served: 2"],
-        then_type: b"quit\r",
+        then_type: b"network-list web\rquit\r",
     },
 ];
 
@@ -792,6 +792,7 @@ pub const TESTS: &[IntegrationTest] = &[
             log_lines: &[
                 &["(d1) check: web gateway ping = 10.0.2.2 answered"],
                 &[WEB_READY],
+                &["ok: [1] network-list vifs = 1"],
             ],
             ..toolstack!("dom0_web_curl", DomuSet::Web, "nic shell", "").expect
         },
