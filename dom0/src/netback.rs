@@ -214,7 +214,10 @@ impl Uplink {
             }
         });
         let Some(address) = found else {
-            report::fail("uplink", format_args!("no virtio-net card on the PCI buses"));
+            report::fail(
+                "uplink",
+                format_args!("no virtio-net card on the PCI buses"),
+            );
             return None;
         };
         match VirtioNet::new(&mut platform, address) {
@@ -234,7 +237,10 @@ impl Uplink {
                 })
             }
             Err(e) => {
-                report::fail(format_args!("uplink virtio-net {address}"), format_args!("{e:?}"));
+                report::fail(
+                    format_args!("uplink virtio-net {address}"),
+                    format_args!("{e:?}"),
+                );
                 None
             }
         }

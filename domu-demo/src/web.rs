@@ -24,7 +24,7 @@ use guest_pv_shim::{hypercall, shared};
 use smoltcp::iface::{Interface, SocketHandle, SocketSet, SocketStorage};
 use smoltcp::socket::{icmp, tcp};
 use smoltcp::time::{Duration, Instant};
-use smoltcp::wire::{IpAddress, Icmpv4Packet, Icmpv4Repr, Ipv4Address};
+use smoltcp::wire::{Icmpv4Packet, Icmpv4Repr, IpAddress, Ipv4Address};
 
 use crate::Console;
 use crate::net::{Vif, check, now};
@@ -75,7 +75,10 @@ struct Text<const N: usize> {
 
 impl<const N: usize> Text<N> {
     const fn new() -> Self {
-        Text { buf: [0; N], len: 0 }
+        Text {
+            buf: [0; N],
+            len: 0,
+        }
     }
 
     fn bytes(&self) -> &[u8] {

@@ -385,7 +385,11 @@ impl HostStep {
                 stderr: "empty command".to_owned(),
             };
         };
-        match Command::new(program).args(rest).stdin(Stdio::null()).output() {
+        match Command::new(program)
+            .args(rest)
+            .stdin(Stdio::null())
+            .output()
+        {
             Ok(out) => HostOutput {
                 command,
                 status: out.status.code(),
@@ -577,7 +581,11 @@ fn show_host_step(output: &HostOutput) {
         println!();
     }
     if output.status != Some(0) {
-        println!("xtask: it failed ({:?}): {}", output.status, output.stderr.trim());
+        println!(
+            "xtask: it failed ({:?}): {}",
+            output.status,
+            output.stderr.trim()
+        );
     }
 }
 
@@ -877,8 +885,7 @@ mod tests {
         let comma = Machine {
             devices: Devices {
                 disk: Some("/t/a,b.img".into()),
-                nic: false,
-                http_forward: None,
+                ..Devices::NONE
             },
             ..TCG
         };
@@ -894,6 +901,62 @@ mod tests {
             display_command(&args),
             "qemu-system-x86_64 -append 'a b' -m 256"
         );
+    }
+
+    #[test]
+    fn the_forward_is_bound_to_loopback_and_reaches_the_web_domu() {
+        assert_eq!(user_netdev(None), "user,id=net0");
+        assert_eq!(
+            user_netdev(Some(8080)),
+            "user,id=net0,hostfwd=tcp:127.0.0.1:8080-10.0.2.15:80"
+        );
+        let machine = Machine {
+            devices: Devices {
+                nic: true,
+                http_forward: Some(9000),
+                ..Devices::NONE
+            },
+            ..TCG
+        };
+        let line =
+            strings(&qemu_args(&machine, &Boot::Cdrom("/t/b.iso".into())).unwrap()).join(" ");
+        assert!(line.contains("-netdev user,id=net0,hostfwd=tcp:127.0.0.1:9000-10.0.2.15:80 "));
+        assert_ne!(free_port().unwrap(), 0);
+    }
+
+    #[test]
+    fn host_steps_run_with_the_port_and_are_judged_by_their_output() {
+        let step = HostStep {
+            after: "ready",
+            command: &["echo", "port {port}"],
+            expect: &["port 8080"],
+            then_type: b"",
+        };
+        let output = step.run(Some(8080));
+        assert_eq!(output.command, "echo port 8080");
+        assert_eq!(
+            (output.status, output.stdout.as_str()),
+            (Some(0), "port 8080\n")
+        );
+        assert!(step.problems(&output).is_empty());
+        let wrong = step.run(Some(1));
+        assert_eq!(step.problems(&wrong).len(), 1);
+        let failing = HostStep {
+            command: &["false"],
+            expect: &[],
+            ..step
+        };
+        assert_eq!(failing.problems(&failing.run(None)).len(), 1);
+        let missing = HostStep {
+            command: &["/nonexistent/program"],
+            ..failing
+        };
+        let output = missing.run(None);
+        assert_eq!(output.status, None);
+        assert!(output.stderr.contains("cannot start"));
+        assert_eq!(find_from(b"a ready b ready", 0, "ready"), Some(7));
+        assert_eq!(find_from(b"a ready b ready", 7, "ready"), Some(15));
+        assert_eq!(find_from(b"a ready b ready", 15, "ready"), None);
     }
 
     #[test]

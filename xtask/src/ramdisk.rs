@@ -376,6 +376,22 @@ mod tests {
     use toolstack::cpio::Archive;
 
     #[test]
+    fn the_web_domu_sits_where_the_forward_and_the_ready_line_expect_it() {
+        let cfg = DomainConfig::parse(WEB_CONFIG).unwrap();
+        let vif = cfg.vif.unwrap();
+        assert_eq!(vif.ip, Some(crate::qemu::WEB_ADDRESS));
+        assert_eq!(
+            crate::run::WEB_READY,
+            format!("web: serving http://{}:80/", crate::qemu::WEB_ADDRESS)
+        );
+        assert!(SCENARIO.iter().any(|&(_, c)| c == WEB_CONFIG));
+        for (name, text) in SCENARIO {
+            assert!(name.ends_with(".cfg"));
+            assert!(DomainConfig::parse(text).is_ok(), "{name}");
+        }
+    }
+
+    #[test]
     fn dom0_reads_what_xtask_writes() {
         let bytes = newc(&[
             ("a.cfg", b"name = \"a\"\n"),

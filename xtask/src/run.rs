@@ -236,7 +236,13 @@ pub fn run(workspace: &Workspace, args: &RunArgs) -> Result<u8, String> {
     let problems: Vec<String> = if unattended {
         UNATTENDED
             .iter()
-            .zip(result.host_steps.iter().map(Some).chain(std::iter::repeat(None)))
+            .zip(
+                result
+                    .host_steps
+                    .iter()
+                    .map(Some)
+                    .chain(std::iter::repeat(None)),
+            )
             .flat_map(|(step, output)| match output {
                 Some(output) => step.problems(output),
                 None => vec![format!("the web domU never printed {:?}", step.after)],

@@ -13,8 +13,8 @@ use pv_tests::typed_text;
 use crate::cli::{BootPath, DEFAULT_HV_ARGS};
 use crate::images::BadImage;
 use crate::qemu::{HostStep, Keys};
-use crate::run::{CURL_PAGE, WEB_READY};
 use crate::ramdisk::DomuSet;
+use crate::run::{CURL_PAGE, WEB_READY};
 use crate::serial_log::Expectation;
 
 /// What the test boots as dom0.
