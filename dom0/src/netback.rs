@@ -569,7 +569,7 @@ impl Netback {
     /// bridge says: one port, or every port but `from`.
     fn switch(&mut self, from: usize, frame: &[u8], offload: Offload) {
         match self.bridge.forward(from, frame, now()) {
-            Forward::Unicast(UPLINK) => self.to_uplink(frame, offload),
+            Forward::Unicast(UPLINK) => self.send_uplink(frame, offload),
             Forward::Unicast(to) => {
                 if let Some(Some(port)) = self.ports.get_mut(to) {
                     port.transmit(frame, offload);
@@ -584,7 +584,7 @@ impl Netback {
                     }
                 }
                 if from != UPLINK {
-                    self.to_uplink(frame, offload);
+                    self.send_uplink(frame, offload);
                 }
             }
             Forward::Drop => {}
@@ -594,7 +594,7 @@ impl Netback {
     /// Sends a vif's frame out on the wire. The card offloads no
     /// checksum, so a frame whose transport checksum was left blank would
     /// leave broken: it is dropped.
-    fn to_uplink(&mut self, frame: &[u8], offload: Offload) {
+    fn send_uplink(&mut self, frame: &[u8], offload: Offload) {
         if !offload.csum_blank {
             uplink_send(&mut self.uplink, frame);
         }
