@@ -288,11 +288,7 @@ pub fn run(console: &mut Console, si: &StartInfo) {
         icmp::PacketBuffer::new(&mut memory.icmp_tx_meta[..], &mut memory.icmp_tx[..]),
     ));
     let mut app = match role {
-        Role::Peer(peer) => App::Ping {
-            peer,
-            next: now(),
-            seq: 0,
-        },
+        Role::Peer(peer) => App::Ping(Pinger::new(peer, ICMP_IDENT, Duration::from_millis(250))),
         _ => App::Listen,
     };
     let deadline = now() + DEADLINE;
@@ -369,11 +365,7 @@ enum App {
     /// Server: echoed, closing.
     Echoed,
     /// Client: pinging until the peer answers.
-    Ping {
-        peer: Ipv4Address,
-        next: Instant,
-        seq: u16,
-    },
+    Ping(Pinger),
     /// Client: connected (or connecting), sending, reading the echo.
     Talk {
         peer: Ipv4Address,
@@ -385,12 +377,68 @@ enum App {
 
 const ICMP_IDENT: u16 = 0x4242;
 
+/// Pings one peer: an echo request every `every` until it answers.
+pub(crate) struct Pinger {
+    /// Whom it pings.
+    pub(crate) peer: Ipv4Address,
+    ident: u16,
+    every: Duration,
+    next: Instant,
+    seq: u16,
+}
+
+impl Pinger {
+    pub(crate) fn new(peer: Ipv4Address, ident: u16, every: Duration) -> Pinger {
+        Pinger {
+            peer,
+            ident,
+            every,
+            next: now(),
+            seq: 0,
+        }
+    }
+
+    /// One step at time `t` on `socket` (bound to its identifier first):
+    /// `true` once an echo reply from the peer arrived; else the next
+    /// request is sent when it is due.
+    pub(crate) fn step(&mut self, socket: &mut icmp::Socket<'_>, t: Instant) -> bool {
+        if !socket.is_open() {
+            let _ = socket.bind(icmp::Endpoint::Ident(self.ident));
+        }
+        while socket.can_recv() {
+            let replied = socket.recv().ok().is_some_and(|(payload, from)| {
+                from == IpAddress::Ipv4(self.peer)
+                    && Icmpv4Packet::new_checked(payload)
+                        .ok()
+                        .and_then(|p| Icmpv4Repr::parse(&p, &Default::default()).ok())
+                        .is_some_and(|r| matches!(r, Icmpv4Repr::EchoReply { .. }))
+            });
+            if replied {
+                return true;
+            }
+        }
+        if t >= self.next && socket.can_send() {
+            let repr = Icmpv4Repr::EchoRequest {
+                ident: self.ident,
+                seq_no: self.seq,
+                data: b"oxen",
+            };
+            if let Ok(buf) = socket.send(repr.buffer_len(), IpAddress::Ipv4(self.peer)) {
+                repr.emit(&mut Icmpv4Packet::new_unchecked(buf), &Default::default());
+            }
+            self.seq = self.seq.wrapping_add(1);
+            self.next = t + self.every;
+        }
+        false
+    }
+}
+
 impl App {
     fn name(&self) -> &'static str {
         match self {
             App::Listen => "listen",
             App::Echoed => "echoed",
-            App::Ping { .. } => "ping",
+            App::Ping(_) => "ping",
             App::Talk { .. } => "talk",
         }
     }
@@ -419,55 +467,28 @@ impl App {
                 let state = cx.sockets.get_mut::<tcp::Socket>(cx.tcp).state();
                 matches!(state, tcp::State::TimeWait | tcp::State::Closed)
             }
-            App::Ping { peer, next, seq } => {
-                let peer = *peer;
-                let socket = cx.sockets.get_mut::<icmp::Socket>(cx.icmp);
-                if !socket.is_open() {
-                    let _ = socket.bind(icmp::Endpoint::Ident(ICMP_IDENT));
-                }
-                if socket.can_recv() {
-                    let replied = socket.recv().ok().is_some_and(|(payload, from)| {
-                        from == IpAddress::Ipv4(peer)
-                            && Icmpv4Packet::new_checked(payload)
-                                .ok()
-                                .and_then(|p| Icmpv4Repr::parse(&p, &Default::default()).ok())
-                                .is_some_and(|r| matches!(r, Icmpv4Repr::EchoReply { .. }))
-                    });
-                    if replied {
-                        check(cx.console, "ping", format_args!("{peer} answered"));
-                        let socket = cx.sockets.get_mut::<tcp::Socket>(cx.tcp);
-                        if socket
-                            .connect(
-                                cx.iface.context(),
-                                (IpAddress::Ipv4(peer), ECHO_PORT),
-                                49152,
-                            )
-                            .is_err()
-                        {
-                            check(cx.console, "tcp connect", format_args!("refused locally"));
-                            return true;
-                        }
-                        *self = App::Talk {
-                            peer,
-                            sent: false,
-                            got: [0; 64],
-                            len: 0,
-                        };
-                        return false;
+            App::Ping(pinger) => {
+                let peer = pinger.peer;
+                if pinger.step(cx.sockets.get_mut::<icmp::Socket>(cx.icmp), t) {
+                    check(cx.console, "ping", format_args!("{peer} answered"));
+                    let socket = cx.sockets.get_mut::<tcp::Socket>(cx.tcp);
+                    if socket
+                        .connect(
+                            cx.iface.context(),
+                            (IpAddress::Ipv4(peer), ECHO_PORT),
+                            49152,
+                        )
+                        .is_err()
+                    {
+                        check(cx.console, "tcp connect", format_args!("refused locally"));
+                        return true;
                     }
-                }
-                if t >= *next && socket.can_send() {
-                    let repr = Icmpv4Repr::EchoRequest {
-                        ident: ICMP_IDENT,
-                        seq_no: *seq,
-                        data: b"oxen",
+                    *self = App::Talk {
+                        peer,
+                        sent: false,
+                        got: [0; 64],
+                        len: 0,
                     };
-                    if let Ok(buf) = socket.send(repr.buffer_len(), IpAddress::Ipv4(peer)) {
-                        let mut packet = Icmpv4Packet::new_unchecked(buf);
-                        repr.emit(&mut packet, &Default::default());
-                    }
-                    *seq = seq.wrapping_add(1);
-                    *next = t + Duration::from_millis(250);
                 }
                 false
             }

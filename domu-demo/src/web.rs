@@ -24,10 +24,10 @@ use guest_pv_shim::{hypercall, shared};
 use smoltcp::iface::{Interface, SocketHandle, SocketSet, SocketStorage};
 use smoltcp::socket::{icmp, tcp};
 use smoltcp::time::{Duration, Instant};
-use smoltcp::wire::{Icmpv4Packet, Icmpv4Repr, IpAddress, Ipv4Address};
+use smoltcp::wire::{IpAddress, Ipv4Address};
 
 use crate::Console;
-use crate::net::{Vif, check, now};
+use crate::net::{Pinger, Vif, check, now};
 
 /// Connections served at once.
 pub const SOCKETS: usize = 4;
@@ -305,41 +305,15 @@ fn ping_gateway(
     gateway: Ipv4Address,
 ) -> bool {
     let start = now();
-    let mut next = start;
-    let mut seq = 0u16;
+    let mut pinger = Pinger::new(gateway, ICMP_IDENT, Duration::from_millis(500));
     loop {
         let t = now();
         iface.poll(t, vif, sockets);
         if vif.fault().is_some() || t >= start + PING_PATIENCE {
             return false;
         }
-        let socket = sockets.get_mut::<icmp::Socket>(handle);
-        if !socket.is_open() {
-            let _ = socket.bind(icmp::Endpoint::Ident(ICMP_IDENT));
-        }
-        while socket.can_recv() {
-            let answered = socket.recv().ok().is_some_and(|(payload, from)| {
-                from == IpAddress::Ipv4(gateway)
-                    && Icmpv4Packet::new_checked(payload)
-                        .ok()
-                        .and_then(|p| Icmpv4Repr::parse(&p, &Default::default()).ok())
-                        .is_some_and(|r| matches!(r, Icmpv4Repr::EchoReply { .. }))
-            });
-            if answered {
-                return true;
-            }
-        }
-        if t >= next && socket.can_send() {
-            let repr = Icmpv4Repr::EchoRequest {
-                ident: ICMP_IDENT,
-                seq_no: seq,
-                data: b"oxen web",
-            };
-            if let Ok(buf) = socket.send(repr.buffer_len(), IpAddress::Ipv4(gateway)) {
-                repr.emit(&mut Icmpv4Packet::new_unchecked(buf), &Default::default());
-            }
-            seq = seq.wrapping_add(1);
-            next = t + Duration::from_millis(500);
+        if pinger.step(sockets.get_mut::<icmp::Socket>(handle), t) {
+            return true;
         }
         vif.idle(iface.poll_delay(t, sockets));
     }
