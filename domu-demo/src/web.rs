@@ -229,7 +229,9 @@ impl Server<'_> {
 
 impl Slot {
     /// One step of this connection: listen again once closed, read the
-    /// request, answer it once, abort it if it takes too long.
+    /// request, answer it once, abort it if it takes too long. The socket
+    /// has no smoltcp timeout of its own: it would close a silent
+    /// connection in the same poll as this deadline, without a word.
     fn step(
         &mut self,
         console: &mut Console,
@@ -242,7 +244,6 @@ impl Slot {
             self.since = None;
             self.len = 0;
             self.answered = false;
-            socket.set_timeout(Some(REQUEST_TIMEOUT));
             let _ = socket.listen(HTTP_PORT);
             return;
         }

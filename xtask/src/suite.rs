@@ -342,8 +342,9 @@ const SHELL_TYPING: &[Keys] = &[
 
 /// What `dom0_web_curl` does on the host: fetch the web domU's page
 /// through the port forward once it serves, again once it has logged the
-/// first answer (the count of requests must have moved on), then list
-/// its vif in dom0's shell and quit.
+/// first answer (the count of requests must have moved on), once more
+/// past five silent connections, then list its vif in dom0's shell and
+/// quit.
 const WEB_STEPS: &[HostStep] = &[
     HostStep {
         after: WEB_READY,
@@ -362,6 +363,22 @@ const WEB_STEPS: &[HostStep] = &[
         after: "\"GET / HTTP/1.1\" from 10.0.2.2 -> 200",
         command: CURL_PAGE,
         expect: &["requests served: 2"],
+        then_type: b"",
+    },
+    // Five clients that connect and send nothing (more than the server's
+    // four connections), then a real request: it must be answered once
+    // the silent ones are aborted (10 s), so they cannot wedge the server.
+    HostStep {
+        after: "\"GET / HTTP/1.1\" from 10.0.2.2 -> 200",
+        command: &[
+            "sh",
+            "-c",
+            "for i in 1 2 3 4 5; do sleep 15 | curl --silent --max-time 15 telnet://127.0.0.1:{port} & done; \
+             sleep 2; \
+             curl --silent --show-error --max-time 30 --retry 25 --retry-delay 1 \
+             --retry-all-errors http://127.0.0.1:{port}/; wait",
+        ],
+        expect: &["requests served: 3"],
         then_type: b"network-list web\rquit\r",
     },
 ];
@@ -792,6 +809,7 @@ pub const TESTS: &[IntegrationTest] = &[
             log_lines: &[
                 &["(d1) check: web gateway ping = 10.0.2.2 answered"],
                 &[WEB_READY],
+                &["web: a connection idle for 10 s was aborted"],
                 &["ok: [1] network-list vifs = 1"],
             ],
             ..toolstack!("dom0_web_curl", DomuSet::Web, "nic shell", "").expect
