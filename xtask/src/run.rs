@@ -13,6 +13,8 @@ use crate::linux;
 use crate::packages;
 use crate::qemu::{self, Boot, HostStep, Machine, Module, RunSpec, Serial};
 use crate::ramdisk::{self, DomuSet};
+use crate::status::Outcome;
+use crate::xen;
 
 /// The line the web domU prints once it serves.
 pub const WEB_READY: &str = "web: serving http://10.0.2.15:80/";
@@ -221,14 +223,18 @@ pub fn run(workspace: &Workspace, args: &RunArgs) -> Result<u8, String> {
             .timeout_secs
             .or(unattended.then_some(UNATTENDED_TIMEOUT_S))
             .map(Duration::from_secs),
-        stop_markers: &[],
+        // Xen 4.17 (`--hypervisor`) halts instead of leaving QEMU.
+        stop_markers: xen::STOP_MARKERS,
         typing: &[],
         host_steps: if unattended { UNATTENDED } else { &[] },
         port: Some(args.http_port),
     })?;
     let log = run_dir.join("serial.log");
     std::fs::write(&log, &result.serial).map_err(|e| format!("{}: {e}", log.display()))?;
-    let code = result.outcome.xtask_status();
+    let code = match result.outcome {
+        Outcome::Stopped(xen::DOM0_HALTED) => 0,
+        ref outcome => outcome.xtask_status(),
+    };
     if !result.serial.is_empty() && !result.serial.ends_with('\n') {
         println!();
     }
