@@ -385,6 +385,10 @@ mod tests {
             format!("web: serving http://{}:80/", crate::qemu::WEB_ADDRESS)
         );
         assert!(SCENARIO.iter().any(|&(_, c)| c == WEB_CONFIG));
+        // The unattended run waits for the domU named in its trigger.
+        let disk = DomainConfig::parse(PHY_DISK_CONFIG).unwrap();
+        assert!(crate::run::DISK_DONE.starts_with(&format!("({})", disk.name)));
+        assert!(SCENARIO.iter().any(|&(_, c)| c == PHY_DISK_CONFIG));
         for (name, text) in SCENARIO {
             assert!(name.ends_with(".cfg"));
             assert!(DomainConfig::parse(text).is_ok(), "{name}");

@@ -19,6 +19,10 @@ use crate::xen;
 /// The line the web domU prints once it serves.
 pub const WEB_READY: &str = "web: serving http://10.0.2.15:80/";
 
+/// dom0's line once the default scenario's `disk` domU has run its checks
+/// and gone (by then the web domU, created first, serves).
+pub const DISK_DONE: &str = "(disk) destroyed (";
+
 /// `curl` fetching the web domU's page through the port forward (`{port}`):
 /// bounded (10 s per try, 5 retries a second apart, also when the
 /// connection is refused or reset), loopback only.
@@ -36,11 +40,12 @@ pub const CURL_PAGE: &[&str] = &[
     "http://127.0.0.1:{port}/",
 ];
 
-/// What the default scenario does without a terminal: once the web domU
-/// serves, fetch its page once, print it, and quit dom0's shell (which
-/// destroys the domUs and powers the machine off).
+/// What the default scenario does without a terminal: once the disk domU
+/// is done (so that its checks are not cut short), fetch the web domU's
+/// page once, print it, and quit dom0's shell (which destroys the domUs
+/// and powers the machine off).
 const UNATTENDED: &[HostStep] = &[HostStep {
-    after: WEB_READY,
+    after: DISK_DONE,
     command: CURL_PAGE,
     expect: &["oxen: a web page served by a PV domU"],
     then_type: b"quit\r",
@@ -180,8 +185,8 @@ pub fn run(workspace: &Workspace, args: &RunArgs) -> Result<u8, String> {
     let unattended = scenario && !terminal;
     if unattended {
         eprintln!(
-            "xtask: no terminal: once the web domU serves, xtask fetches its page once, \
-             prints it and types 'quit' into dom0's shell"
+            "xtask: no terminal: once the disk domU is done, xtask fetches the web domU's \
+             page once, prints it and types 'quit' into dom0's shell"
         );
     } else if args.rust_dom0() && dom0_args.split_whitespace().any(|w| w == "shell") {
         eprintln!(
@@ -251,7 +256,7 @@ pub fn run(workspace: &Workspace, args: &RunArgs) -> Result<u8, String> {
             )
             .flat_map(|(step, output)| match output {
                 Some(output) => step.problems(output),
-                None => vec![format!("the web domU never printed {:?}", step.after)],
+                None => vec![format!("the run never printed {:?}", step.after)],
             })
             .collect()
     } else {
