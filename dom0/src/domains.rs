@@ -253,6 +253,19 @@ impl Domains {
     /// block ring and vif served (the store again after the back ends'
     /// writes), every shut-down domain reaped.
     pub fn poll_once(&mut self) {
+        self.serve();
+        for slot in &mut self.slots {
+            if slot.as_ref().is_some_and(shut_down)
+                && let Some(domu) = slot.take()
+            {
+                reap(domu, &mut self.xs, &mut self.back, self.expect);
+            }
+        }
+    }
+
+    /// Every console read, every xenstore ring served, every block ring
+    /// and vif served (the store again after the back ends' writes).
+    pub fn serve(&mut self) {
         for domu in self.slots.iter_mut().flatten() {
             drain(domu);
         }
@@ -262,13 +275,11 @@ impl Domains {
         if self.back.net.poll(&mut self.xs) {
             self.xs.serve();
         }
-        for slot in &mut self.slots {
-            if slot.as_ref().is_some_and(shut_down)
-                && let Some(domu) = slot.take()
-            {
-                reap(domu, &mut self.xs, &mut self.back, self.expect);
-            }
-        }
+    }
+
+    /// The timeout of [`Domains::wait`], in seconds.
+    pub fn timeout_s(&self) -> u64 {
+        self.timeout_s
     }
 
     /// Sleeps until a console, xenstore, vif, block ring or `VIRQ_DOM_EXC`
@@ -334,6 +345,7 @@ fn drain(domu: &mut Domu) {
     let consumed = domu.output.drain(&mut domu.ring, &mut |line, text| {
         show(name, line, text);
         grants.on_line(domid, name, text);
+        crate::pingpong::on_line(domid, name, text);
     });
     if consumed > 0 {
         hypercall::evtchn_send(domu.local_port);
@@ -351,8 +363,12 @@ fn show(name: &str, line: &[u8], text: &[u8]) {
 
 /// Whether the domain has shut down (all its vCPUs stopped).
 fn shut_down(domu: &Domu) -> bool {
-    domain_info(domu.built.domid)
-        .is_ok_and(|i| i.domain == domu.built.domid && i.dominf().contains(DomInfoFlags::SHUTDOWN))
+    has_shut_down(domu.built.domid)
+}
+
+/// Whether domain `domid` exists and has shut down.
+pub fn has_shut_down(domid: u16) -> bool {
+    domain_info(domid).is_ok_and(|i| i.domain == domid && i.dominf().contains(DomInfoFlags::SHUTDOWN))
 }
 
 /// Reports a shut-down domain and destroys or preserves it.

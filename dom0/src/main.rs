@@ -36,6 +36,8 @@ mod devices;
 mod domains;
 mod grants;
 mod netback;
+mod pingpong;
+mod share;
 mod shell;
 mod store;
 

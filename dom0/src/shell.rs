@@ -153,6 +153,7 @@ fn execute(
         Command::PciList => crate::devices::pci_list(at),
         Command::NetworkList(target) => network_list(at, domains, target),
         Command::Wait => domains.wait(),
+        Command::CpuShare => crate::share::cpu_share(at, domains),
         Command::Help => HELP.iter().for_each(|line| println!("{line}")),
         Command::BlockList(target) => block_list(at, domains, target),
         Command::BlockAttach { target, spec } => match domains.domid(target) {

@@ -11,7 +11,9 @@
 //! module); with `disk` it tests a disk dom0 serves from a real device
 //! (the `disk` module); with `net` it brings up its vif under smoltcp and pings,
 //! serves or talks TCP, or misbehaves (see [`net`]); with `net web` it is
-//! the default scenario's web server (see [`web`]).
+//! the default scenario's web server (see [`web`]); with `pong` it
+//! answers dom0's events on a port of its own, and with `spin=<n>` it does
+//! a fixed amount of work first (see [`events`]).
 //!
 //! It runs unchanged on Xen 4.17 and on this hypervisor. Its output only
 //! reaches the serial line through dom0's console back end, prefixed with
@@ -29,6 +31,7 @@ use guest_pv_shim::{cmdline, hypercall, mm};
 
 mod blk;
 mod disk;
+mod events;
 mod net;
 mod web;
 mod xenstore;
@@ -50,7 +53,7 @@ const OUT_PROD: u64 = 3084;
 const PATIENCE: u32 = 1_000_000;
 
 /// The console ring of this domain, mapped in a window.
-struct Console {
+pub struct Console {
     port: u32,
 }
 
@@ -378,6 +381,10 @@ fn demo_main(si: &'static StartInfo) {
         if cmdline::has_flag(si.cmdline(), b"net") {
             net::run(&mut console, si);
         }
+        if cmdline::has_flag(si.cmdline(), b"pong") {
+            let _ = events::pong(&mut console, si.cmdline());
+        }
+        let _ = events::spin(&mut console, si.cmdline());
         let _ = core::fmt::Write::write_fmt(
             &mut console,
             format_args!("domu-demo: shutting down: {}\r\n", reason.name()),

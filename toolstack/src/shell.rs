@@ -80,6 +80,10 @@ pub enum Command<'a> {
     NetworkList(Option<Target<'a>>),
     /// `wait`.
     Wait,
+    /// `cpu-share`: run the paused domUs together until the first one
+    /// shuts down, then pause the others and compare each one's CPU time
+    /// with its weight's share.
+    CpuShare,
     /// `help`.
     Help,
     /// `quit` or `exit`.
@@ -130,6 +134,7 @@ pub const HELP: &[&str] = &[
     "pci-list               list the PCI functions and the drivers that take them",
     "network-list [<dom>]   list the virtual network interfaces (of every domU, or one)",
     "wait                   serve consoles until no domU runs",
+    "cpu-share              run the paused domUs until one shuts down; CPU shares against weights",
     "xenstore-ls [<path>]   show the xenstore tree below a path",
     "xenstore-read <path>   show a xenstore node's value",
     "xenstore-write <path> <value>   set a xenstore node",
@@ -207,7 +212,8 @@ pub fn parse(line: &str) -> Result<Option<Command<'_>>, &'static str> {
                 cap,
             }
         }
-        "list" | "info" | "dmesg" | "pci-list" | "wait" | "help" | "quit" | "exit" => {
+        "list" | "info" | "dmesg" | "pci-list" | "wait" | "cpu-share" | "help" | "quit"
+        | "exit" => {
             if words.next().is_some() {
                 return Err("too many arguments");
             }
@@ -217,6 +223,7 @@ pub fn parse(line: &str) -> Result<Option<Command<'_>>, &'static str> {
                 "dmesg" => Command::Dmesg,
                 "pci-list" => Command::PciList,
                 "wait" => Command::Wait,
+                "cpu-share" => Command::CpuShare,
                 "help" => Command::Help,
                 _ => Command::Quit,
             }
@@ -422,6 +429,36 @@ impl LineEditor {
     }
 }
 
+/// One domain's share of the CPU beside its weight's, in parts per
+/// million of what all the domains measured used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Share {
+    /// Its weight's share of the weights' sum.
+    pub want_ppm: u64,
+    /// Its share of the CPU time used.
+    pub got_ppm: u64,
+}
+
+impl Share {
+    /// The shares of domains with these `(weight, CPU time used)`, in
+    /// order.
+    pub fn of(domains: &[(u16, u64)]) -> impl Iterator<Item = Share> + '_ {
+        let weights: u64 = domains.iter().map(|&(w, _)| u64::from(w)).sum();
+        let used: u64 = domains.iter().map(|&(_, ns)| ns).sum();
+        domains.iter().map(move |&(weight, ns)| Share {
+            want_ppm: u64::from(weight) * 1_000_000 / weights.max(1),
+            got_ppm: u64::try_from(u128::from(ns) * 1_000_000 / u128::from(used.max(1)))
+                .unwrap_or(u64::MAX),
+        })
+    }
+
+    /// Whether the share is within `percent` % of the weight's.
+    #[must_use]
+    pub fn within(self, percent: u64) -> bool {
+        self.got_ppm.abs_diff(self.want_ppm) * 100 <= self.want_ppm * percent
+    }
+}
+
 /// `xl list`'s state column: `r` running, `b` blocked, `p` paused, `s`
 /// shut down, `c` crashed, `d` dying; `-` where a letter does not apply.
 #[must_use]
@@ -562,6 +599,8 @@ mod tests {
         assert_eq!(parse("vcpu-list"), Ok(Some(Command::VcpuList(None))));
         assert_eq!(parse("list"), Ok(Some(Command::List)));
         assert_eq!(parse("wait"), Ok(Some(Command::Wait)));
+        assert_eq!(parse("cpu-share"), Ok(Some(Command::CpuShare)));
+        assert_eq!(parse("cpu-share x"), Err("too many arguments"));
         assert_eq!(parse("pci-list"), Ok(Some(Command::PciList)));
         assert_eq!(parse("network-list"), Ok(Some(Command::NetworkList(None))));
         assert_eq!(
@@ -640,6 +679,20 @@ mod tests {
                 vdev: "xvda"
             }))
         );
+    }
+
+    #[test]
+    fn shares_follow_weights() {
+        let shares: Vec<Share> = Share::of(&[(64, 100), (128, 200), (256, 430), (512, 770)]).collect();
+        assert_eq!(shares[0].want_ppm, 66_666);
+        assert_eq!(shares[0].got_ppm, 66_666);
+        assert!(shares.iter().take(2).all(|s| s.within(0)));
+        // 430 of 1500 is 286 666 ppm against 266 666: 7.5 % over.
+        assert!(shares[2].within(10) && !shares[2].within(7));
+        assert!(!shares[3].within(1) && shares[3].within(4));
+        assert_eq!(Share::of(&[]).count(), 0);
+        let idle: Vec<Share> = Share::of(&[(1, 0), (1, 0)]).collect();
+        assert_eq!(idle[0], Share { want_ppm: 500_000, got_ppm: 0 });
     }
 
     #[test]

@@ -128,6 +128,13 @@ pub enum DomuSet {
     /// The default scenario of `cargo xtask run`: every domU of
     /// [`SCENARIO`].
     Scenario,
+    /// Eight demo domUs doing the same fixed work (`spin=`), weights
+    /// 1:2:4:8 (two each), measured by the shell's `cpu-share`
+    /// (`share.xl`).
+    Fairness,
+    /// The demo domU answering dom0's events (`pong`): the cross-domain
+    /// wake test and the interdomain ping-pong benchmark.
+    Pong,
 }
 
 /// The domUs of the default scenario (`cargo xtask run`), created in this
@@ -179,6 +186,44 @@ const HOTPLUG_SCRIPT: &str = "# Disk hot-plug (dom0 script=hotplug.xl)\n\
     block-list\n\
     wait\n\
     block-list\n";
+
+
+/// A fairness domU's configuration: `name`, and the work every one does.
+macro_rules! spin_config {
+    ($name:literal) => {
+        concat!(
+            "# A domU doing a fixed amount of work for the fairness test.\n",
+            "name = \"",
+            $name,
+            "\"\nkernel = \"domu-demo\"\nmemory = 4\ncmdline = \"spin=40000000\"\n"
+        )
+    };
+}
+
+/// The configurations of [`DomuSet::Fairness`], and its script.
+const FAIRNESS: &[(&str, &str)] = &[
+    ("w64a.cfg", spin_config!("w64a")),
+    ("w64b.cfg", spin_config!("w64b")),
+    ("w128a.cfg", spin_config!("w128a")),
+    ("w128b.cfg", spin_config!("w128b")),
+    ("w256a.cfg", spin_config!("w256a")),
+    ("w256b.cfg", spin_config!("w256b")),
+    ("w512a.cfg", spin_config!("w512a")),
+    ("w512b.cfg", spin_config!("w512b")),
+    (
+        "share.xl",
+        "# Weighted fair shares (dom0 script=share.xl): eight domUs, weights 1:2:4:8.\n\
+         create -p w64a.cfg\ncreate -p w64b.cfg\ncreate -p w128a.cfg\ncreate -p w128b.cfg\n\
+         create -p w256a.cfg\ncreate -p w256b.cfg\ncreate -p w512a.cfg\ncreate -p w512b.cfg\n\
+         sched-credit -d w64a -w 64\nsched-credit -d w64b -w 64\n\
+         sched-credit -d w128a -w 128\nsched-credit -d w128b -w 128\n\
+         sched-credit -d w256a -w 256\nsched-credit -d w256b -w 256\n\
+         sched-credit -d w512a -w 512\nsched-credit -d w512b -w 512\n\
+         cpu-share\n\
+         destroy w64a\ndestroy w64b\ndestroy w128a\ndestroy w128b\n\
+         destroy w256a\ndestroy w256b\ndestroy w512a\ndestroy w512b\n",
+    ),
+];
 
 /// The script of [`DomuSet::Devices`].
 const DEVICES_SCRIPT: &str = "# dom0's drivers, scripted (dom0 script=devices.xl)\n\
@@ -267,6 +312,8 @@ impl DomuSet {
             DomuSet::PhyDiskHotplug => "phy-disk-hotplug",
             DomuSet::Web => "web",
             DomuSet::Scenario => "scenario",
+            DomuSet::Fairness => "fairness",
+            DomuSet::Pong => "pong",
         }
     }
 
@@ -275,6 +322,13 @@ impl DomuSet {
     pub const fn configs(self) -> &'static [(&'static str, &'static str)] {
         match self {
             DomuSet::Demo => &[("demo.cfg", DEMO_CONFIG)],
+            DomuSet::Fairness => FAIRNESS,
+            DomuSet::Pong => &[(
+                "pong.cfg",
+                "# The demo domU answering each event dom0 sends on its port.\n\
+                 name = \"pong\"\nkernel = \"domu-demo\"\nmemory = 4\n\
+                 cmdline = \"pong rounds=200\"\n",
+            )],
             DomuSet::Shell => &[("demo.cfg", DEMO_CONFIG), ("shell.xl", SHELL_SCRIPT)],
             DomuSet::Devices => &[("demo.cfg", DEMO_CONFIG), ("devices.xl", DEVICES_SCRIPT)],
             DomuSet::Web => &[("web.cfg", WEB_CONFIG)],
@@ -441,6 +495,8 @@ mod tests {
             DomuSet::PhyDiskTwo,
             DomuSet::PhyDiskHotplug,
             DomuSet::Scenario,
+            DomuSet::Fairness,
+            DomuSet::Pong,
         ] {
             for (file, text) in set.configs().iter().filter(|(f, _)| f.ends_with(".cfg")) {
                 let cfg = DomainConfig::parse(text).unwrap_or_else(|e| panic!("{file}: {e}"));
@@ -462,6 +518,7 @@ mod tests {
         }
         let crash = DomainConfig::parse(DomuSet::Crash.configs()[0].1).unwrap();
         assert_eq!(crash.cmdline, "crash");
+        let (_, share) = FAIRNESS[FAIRNESS.len() - 1];
         for set in [
             DomuSet::Shell,
             DomuSet::XenstoreShell,
@@ -469,7 +526,7 @@ mod tests {
             DomuSet::PhyDiskHotplug,
         ] {
             let (_, script) = set.configs()[1];
-            for line in script.lines() {
+            for line in script.lines().chain(share.lines()) {
                 assert!(toolstack::shell::parse(line).is_ok(), "{line}");
             }
         }

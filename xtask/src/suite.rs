@@ -480,6 +480,26 @@ pub const TESTS: &[IntegrationTest] = &[
         "expect=poweroff",
         "(d2) check: blk flush = ok"
     ),
+    // Issue 13: weighted shares of eight domUs and a domU woken at once
+    // by dom0's event, both under -icount (instruction-counted time).
+    IntegrationTest {
+        icount: true,
+        ..toolstack!(
+            "dom0_sched_fairness",
+            DomuSet::Fairness,
+            "script=share.xl timeout=120",
+            "xl> cpu-share"
+        )
+    },
+    IntegrationTest {
+        icount: true,
+        ..toolstack!(
+            "dom0_evtchn_wake",
+            DomuSet::Pong,
+            "expect=poweroff",
+            "(d1) check: rounds answered = 200 of 200"
+        )
+    },
     passes!("hello", conformance: true),
     passes!("xen_version", conformance: true),
     passes!("console_io", conformance: true),
