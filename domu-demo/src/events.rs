@@ -58,9 +58,10 @@ pub fn pong(console: &mut Console, line: &[u8]) -> core::fmt::Result {
 }
 
 /// `spin=<n>`: `n` rounds of a fixed piece of work (a few arithmetic
-/// instructions the compiler cannot fold away), then reports that it is
-/// done. The same instructions on every hypervisor: the fairness test's
-/// unit of guest work.
+/// instructions the compiler cannot fold away), then says it is done (a
+/// plain line: which of two equal domains finishes first is a race). The
+/// same instructions on every hypervisor: the fairness test's unit of
+/// guest work.
 pub fn spin(console: &mut Console, line: &[u8]) -> core::fmt::Result {
     let Some(rounds) = number(line, b"spin") else {
         return Ok(());
@@ -70,5 +71,5 @@ pub fn spin(console: &mut Console, line: &[u8]) -> core::fmt::Result {
         x = core::hint::black_box(x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(i));
     }
     core::hint::black_box(x);
-    writeln!(console, "check: spin rounds done = {rounds}\r")
+    writeln!(console, "domu-demo: {rounds} rounds of work done\r")
 }

@@ -195,7 +195,7 @@ macro_rules! spin_config {
             "# A domU doing a fixed amount of work for the fairness test.\n",
             "name = \"",
             $name,
-            "\"\nkernel = \"domu-demo\"\nmemory = 4\ncmdline = \"spin=40000000\"\n"
+            "\"\nkernel = \"domu-demo\"\nmemory = 4\ncmdline = \"spin=25000000\"\n"
         )
     };
 }
