@@ -163,7 +163,7 @@ pub const ALL: &[Benchmark] = &[
         unit: "tsc/roundtrip",
         sample: "roundtrip",
         items_per_sample: 1,
-        what: "event-channel ping-pong between dom0 and a domU (needs a second domain)",
+        what: "dom0 sends on an interdomain port, the domU blocked in SCHEDOP_poll on it wakes and sends back, dom0 wakes from its own poll (measured by the toolstack dom0, dom0/src/pingpong.rs)",
     },
 ];
 

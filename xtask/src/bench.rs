@@ -37,6 +37,7 @@ use crate::build::{self, TARGET, Workspace};
 use crate::cli::{BenchArgs, DEFAULT_HV_ARGS, DEFAULT_MEM_MIB};
 use crate::packages;
 use crate::qemu::{self, Accel, Boot, Devices, Machine, Module, RunResult, RunSpec, Serial};
+use crate::ramdisk::DomuSet;
 use crate::serial_log;
 use crate::status::{Outcome, XTASK_ERROR};
 use crate::xen;
@@ -248,6 +249,8 @@ fn build_images(workspace: &Workspace, build_hypervisor: bool) -> Result<bool, S
     let mut cargo = workspace.cargo();
     cargo.args(["build", "--release", "--target", TARGET]);
     cargo.args(["-p", "pv-bench", "--features", "pv-bench/bare-metal"]);
+    cargo.args(["-p", "dom0", "--features", "dom0/bare-metal"]);
+    cargo.args(["-p", "domu-demo", "--features", "domu-demo/bare-metal"]);
     if build_hypervisor {
         let features = if stats {
             format!("hypervisor/bare-metal,hypervisor/{STATS_FEATURE}")
@@ -284,25 +287,64 @@ fn guest_args(args: &BenchArgs) -> String {
     line
 }
 
-/// Boots `kernel` with the guest as its dom0 and reads the results.
+/// What a benchmark run boots as dom0.
+enum BenchDom0<'a> {
+    /// The benchmark guest.
+    Guest(&'a Path),
+    /// The toolstack dom0 with a domU answering its events
+    /// ([`PINGPONG`], which it measures).
+    Toolstack {
+        /// The dom0 image.
+        dom0: &'a Path,
+        /// Its ramdisk.
+        ramdisk: &'a Path,
+    },
+}
+
+/// The benchmark the toolstack dom0 measures (two domains are needed:
+/// the benchmark guest cannot build a second one), and the log name of
+/// that run.
+const PINGPONG: &str = "evtchn_interdomain_pingpong";
+
+/// Boots `kernel` with `dom0` and reads the results; the log is
+/// `<platform><log_suffix>.log`.
 fn boot(
     platform: Platform,
     kernel: &Path,
     append: &str,
-    guest: &Path,
+    dom0: &BenchDom0<'_>,
     args: &BenchArgs,
     log_dir: &Path,
 ) -> Result<PlatformRun, String> {
+    let (modules, log_suffix) = match dom0 {
+        BenchDom0::Guest(guest) => (
+            vec![Module {
+                path: guest.to_path_buf(),
+                args: guest_args(args),
+            }],
+            "",
+        ),
+        BenchDom0::Toolstack { dom0, ramdisk } => (
+            vec![
+                Module {
+                    path: dom0.to_path_buf(),
+                    args: "expect=poweroff".to_owned(),
+                },
+                Module {
+                    path: ramdisk.to_path_buf(),
+                    args: String::new(),
+                },
+            ],
+            "-pingpong",
+        ),
+    };
     let boot = Boot::Direct {
         kernel: kernel.to_path_buf(),
         append: append.to_owned(),
-        modules: vec![Module {
-            path: guest.to_path_buf(),
-            args: guest_args(args),
-        }],
+        modules,
     };
     let qemu_args = qemu::qemu_args(&BENCH_MACHINE, &boot)?;
-    eprintln!("xtask: benchmarking on {}", platform.name());
+    eprintln!("xtask: benchmarking on {}{log_suffix}", platform.name());
     let result = qemu::run(&RunSpec {
         args: qemu_args.clone(),
         serial: Serial::Capture,
@@ -316,7 +358,7 @@ fn boot(
         port: None,
     })?;
     save_log(
-        &log_dir.join(format!("{}.log", platform.name())),
+        &log_dir.join(format!("{}{log_suffix}.log", platform.name())),
         &qemu_args,
         &result,
     )?;
@@ -326,6 +368,31 @@ fn boot(
         results: parse_results(&result.serial),
         elapsed: result.elapsed,
     })
+}
+
+/// Puts the toolstack run's measurement of [`PINGPONG`] into `run` (the
+/// benchmark guest's, which reports it unsupported); a toolstack run
+/// that did not reach its end leaves it failed.
+fn merge_pingpong(run: &mut PlatformRun, toolstack: &PlatformRun) {
+    let results = &mut run.results;
+    if !results.cells.contains_key(PINGPONG) {
+        results.order.push(PINGPONG.to_owned());
+    }
+    let cell = match toolstack.cell(PINGPONG) {
+        cell @ Cell::Measured { .. } if toolstack.completed() => cell,
+        _ => Cell::Failed,
+    };
+    results.notes.remove(PINGPONG);
+    if cell == Cell::Failed {
+        results.notes.insert(
+            PINGPONG.to_owned(),
+            format!("the toolstack run ended with {}", toolstack.outcome),
+        );
+    }
+    if let Some(unit) = toolstack.results.units.get(PINGPONG) {
+        results.units.insert(PINGPONG.to_owned(), unit.clone());
+    }
+    results.cells.insert(PINGPONG.to_owned(), cell);
 }
 
 /// Writes a run's serial log followed by the QEMU command and outcome.
@@ -829,24 +896,39 @@ pub fn bench(workspace: &Workspace, args: &BenchArgs) -> Result<u8, String> {
     if let Some(name) = &args.trace {
         return trace_runs(name, args, &hypervisor, &guest, &log_dir);
     }
-    let mut runs = vec![boot(
-        Platform::Ours,
-        &hypervisor,
-        DEFAULT_HV_ARGS,
-        &guest,
-        args,
-        &log_dir,
-    )?];
+    let mut targets = vec![(Platform::Ours, hypervisor, DEFAULT_HV_ARGS)];
     if args.against_xen {
-        let xen = xen::unpack(&log_dir)?;
-        runs.push(boot(
-            Platform::Xen,
-            &xen,
-            xen::XEN_ARGS,
-            &guest,
+        targets.push((Platform::Xen, xen::unpack(&log_dir)?, xen::XEN_ARGS));
+    }
+    let pingpong = args
+        .only
+        .as_deref()
+        .is_none_or(|only| only.split(',').any(|n| n == PINGPONG));
+    let ramdisk = if pingpong {
+        Some(DomuSet::Pong.write(workspace, &log_dir)?)
+    } else {
+        None
+    };
+    let mut runs = Vec::new();
+    for (platform, kernel, append) in &targets {
+        let mut run = boot(
+            *platform,
+            kernel,
+            append,
+            &BenchDom0::Guest(&guest),
             args,
             &log_dir,
-        )?);
+        )?;
+        if let Some(ramdisk) = &ramdisk {
+            let dom0 = workspace.dom0();
+            let toolstack = BenchDom0::Toolstack {
+                dom0: &dom0,
+                ramdisk,
+            };
+            let measured = boot(*platform, kernel, append, &toolstack, args, &log_dir)?;
+            merge_pingpong(&mut run, &measured);
+        }
+        runs.push(run);
     }
     let info = RunInfo {
         date: today(),
