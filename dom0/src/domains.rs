@@ -118,33 +118,9 @@ impl Domains {
             );
             return None;
         };
-        let Some(entry) = archive.find(file) else {
-            report::fail(
-                format_args!("create {file}"),
-                format_args!("no such file in the ramdisk"),
-            );
-            return None;
-        };
-        let cfg = match core::str::from_utf8(entry.data).map(DomainConfig::parse) {
-            Ok(Ok(cfg)) => cfg,
-            Ok(Err(e)) => {
-                report::fail(format_args!("create {file}"), format_args!("{e}"));
-                return None;
-            }
-            Err(_) => {
-                report::fail(format_args!("create {file}"), format_args!("not UTF-8"));
-                return None;
-            }
-        };
-        let Some(kernel) = archive.find(cfg.kernel) else {
-            report::fail(
-                cfg.name,
-                format_args!("kernel {:?} is not in the ramdisk", cfg.kernel),
-            );
-            return None;
-        };
+        let (cfg, kernel) = load(archive, file)?;
         let mut xen = Xen;
-        let built = match builder::build(&mut xen, &cfg, kernel.data, &mut P2M.lock()[..]) {
+        let built = match build(&cfg, kernel) {
             Ok(built) => built,
             Err(e) => {
                 report::fail(cfg.name, format_args!("build: {e}"));
@@ -308,6 +284,45 @@ impl Domains {
     }
 }
 
+/// Reads configuration `file` of the ramdisk and finds the kernel it
+/// names; reports what is wrong.
+pub fn load(
+    archive: &Archive<'static>,
+    file: &str,
+) -> Option<(DomainConfig<'static>, &'static [u8])> {
+    let Some(entry) = archive.find(file) else {
+        report::fail(
+            format_args!("create {file}"),
+            format_args!("no such file in the ramdisk"),
+        );
+        return None;
+    };
+    let cfg = match core::str::from_utf8(entry.data).map(DomainConfig::parse) {
+        Ok(Ok(cfg)) => cfg,
+        Ok(Err(e)) => {
+            report::fail(format_args!("create {file}"), format_args!("{e}"));
+            return None;
+        }
+        Err(_) => {
+            report::fail(format_args!("create {file}"), format_args!("not UTF-8"));
+            return None;
+        }
+    };
+    let Some(kernel) = archive.find(cfg.kernel) else {
+        report::fail(
+            cfg.name,
+            format_args!("kernel {:?} is not in the ramdisk", cfg.kernel),
+        );
+        return None;
+    };
+    Some((cfg, kernel.data))
+}
+
+/// Builds a domain of `cfg` running `kernel` (left paused).
+pub fn build(cfg: &DomainConfig<'_>, kernel: &[u8]) -> Result<Built, builder::BuildError> {
+    builder::build(&mut Xen, cfg, kernel, &mut P2M.lock()[..])
+}
+
 /// Binds the console's event channel, maps its ring and (unless `paused`)
 /// unpauses the domain.
 fn connect(built: &Built, window: usize, paused: bool) -> Result<(u32, ConsoleRing), HvError> {
@@ -368,7 +383,8 @@ fn shut_down(domu: &Domu) -> bool {
 
 /// Whether domain `domid` exists and has shut down.
 pub fn has_shut_down(domid: u16) -> bool {
-    domain_info(domid).is_ok_and(|i| i.domain == domid && i.dominf().contains(DomInfoFlags::SHUTDOWN))
+    domain_info(domid)
+        .is_ok_and(|i| i.domain == domid && i.dominf().contains(DomInfoFlags::SHUTDOWN))
 }
 
 /// Reports a shut-down domain and destroys or preserves it.

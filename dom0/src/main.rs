@@ -37,6 +37,7 @@ mod domains;
 mod grants;
 mod netback;
 mod pingpong;
+mod scale;
 mod share;
 mod shell;
 mod store;

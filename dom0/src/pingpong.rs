@@ -54,7 +54,8 @@ pub fn on_line(domid: u16, name: &str, text: &[u8]) {
 
 /// Whether every vCPU of `domid` is blocked.
 fn blocked(domid: u16) -> bool {
-    domain_info(domid).is_ok_and(|i| i.domain == domid && i.dominf().contains(DomInfoFlags::BLOCKED))
+    domain_info(domid)
+        .is_ok_and(|i| i.domain == domid && i.dominf().contains(DomInfoFlags::BLOCKED))
 }
 
 /// The TSC.
@@ -69,7 +70,10 @@ fn bounce(domid: u16, name: &str, port: u32, rounds: u32) {
     let local = match bind_interdomain(domid, port) {
         Ok(local) => local,
         Err(ret) => {
-            report::fail(format_args!("{name} ping-pong port bound"), format_args!("{ret}"));
+            report::fail(
+                format_args!("{name} ping-pong port bound"),
+                format_args!("{ret}"),
+            );
             return;
         }
     };

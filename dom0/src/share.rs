@@ -49,7 +49,8 @@ pub fn cpu_share(at: At, domains: &mut Domains) {
         .iter()
         .filter(|d| {
             let id = d.built.domid;
-            domain_info(id).is_ok_and(|i| i.domain == id && i.dominf().contains(DomInfoFlags::PAUSED))
+            domain_info(id)
+                .is_ok_and(|i| i.domain == id && i.dominf().contains(DomInfoFlags::PAUSED))
         })
         .map(|d| Runner {
             id: d.built.domid,
@@ -66,7 +67,11 @@ pub fn cpu_share(at: At, domains: &mut Domains) {
         runner.start_ns = cpu_time(runner.id);
     }
     let unpaused = runners.iter().filter(|r| Xen.unpause(r.id).is_ok()).count();
-    report::check_eq(format_args!("{at}cpu-share all unpaused"), unpaused, runners.len());
+    report::check_eq(
+        format_args!("{at}cpu-share all unpaused"),
+        unpaused,
+        runners.len(),
+    );
     let deadline = now().saturating_add(domains.timeout_s().saturating_mul(NS));
     let first = loop {
         domains.serve();

@@ -154,6 +154,7 @@ fn execute(
         Command::NetworkList(target) => network_list(at, domains, target),
         Command::Wait => domains.wait(),
         Command::CpuShare => crate::share::cpu_share(at, domains),
+        Command::Scale { config, count } => crate::scale::scale(at, archive, config, count),
         Command::Help => HELP.iter().for_each(|line| println!("{line}")),
         Command::BlockList(target) => block_list(at, domains, target),
         Command::BlockAttach { target, spec } => match domains.domid(target) {

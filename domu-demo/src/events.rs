@@ -1,7 +1,8 @@
 //! The demo domU's event and CPU work for dom0's multi-domain tests:
 //! `pong` answers every event dom0 sends on a port of its own (the
-//! cross-domain wake test and the interdomain ping-pong benchmark), and
-//! `spin=<n>` does a fixed amount of work (the fairness test).
+//! cross-domain wake test and the interdomain ping-pong benchmark),
+//! `spin=<n>` does a fixed amount of work (the fairness test), and `idle`
+//! sleeps for good (the many-domains test).
 
 use core::fmt::Write;
 
@@ -37,7 +38,10 @@ pub fn pong(console: &mut Console, line: &[u8]) -> core::fmt::Result {
     };
     let ret = hypercall::evtchn_alloc_unbound(&mut alloc);
     let mapped = shared::map();
-    writeln!(console, "check: port for dom0 = {ret}, shared_info {mapped}\r")?;
+    writeln!(
+        console,
+        "check: port for dom0 = {ret}, shared_info {mapped}\r"
+    )?;
     if ret != 0 || mapped != 0 {
         return Ok(());
     }
@@ -72,4 +76,15 @@ pub fn spin(console: &mut Console, line: &[u8]) -> core::fmt::Result {
     }
     core::hint::black_box(x);
     writeln!(console, "domu-demo: {rounds} rounds of work done\r")
+}
+
+/// `idle`: sleeps in `SCHEDOP_poll` on `port` (its console's, which dom0
+/// does not bind in the many-domains test) with no timeout, for good: an
+/// idle domain until dom0 destroys it.
+pub fn idle(port: u32) -> ! {
+    let _ = shared::map();
+    loop {
+        hypercall::sched_poll(&[port], 0);
+        let _ = shared::clear_evtchn_pending(port);
+    }
 }

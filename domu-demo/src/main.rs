@@ -12,8 +12,9 @@
 //! (the `disk` module); with `net` it brings up its vif under smoltcp and pings,
 //! serves or talks TCP, or misbehaves (see [`net`]); with `net web` it is
 //! the default scenario's web server (see [`web`]); with `pong` it
-//! answers dom0's events on a port of its own, and with `spin=<n>` it does
-//! a fixed amount of work first (see [`events`]).
+//! answers dom0's events on a port of its own, with `spin=<n>` it does
+//! a fixed amount of work first, and with `idle` it never shuts down but
+//! sleeps after printing (see [`events`]).
 //!
 //! It runs unchanged on Xen 4.17 and on this hypervisor. Its output only
 //! reaches the serial line through dom0's console back end, prefixed with
@@ -385,6 +386,9 @@ fn demo_main(si: &'static StartInfo) {
             let _ = events::pong(&mut console, si.cmdline());
         }
         let _ = events::spin(&mut console, si.cmdline());
+        if cmdline::has_flag(si.cmdline(), b"idle") {
+            events::idle(console.port);
+        }
         let _ = core::fmt::Write::write_fmt(
             &mut console,
             format_args!("domu-demo: shutting down: {}\r\n", reason.name()),

@@ -143,8 +143,12 @@ pub struct GrantTable {
     frames: Vec<Mfn>,
     /// Most shared frames (`max_grant_frames`).
     max_frames: u32,
-    /// One active entry per grant reference of the table's size (kept
-    /// after teardown until the last pin goes).
+    /// Grant references the table holds (kept after teardown, as are the
+    /// active entries, until the last pin goes).
+    entries: u32,
+    /// The active entries up to the highest reference ever pinned (those
+    /// beyond are unpinned): an idle domain holds none, where one per
+    /// reference would be 8 KiB a frame.
     active: Vec<Active>,
     /// Mappings this domain holds, by handle.
     maptrack: Vec<Mapping>,
@@ -187,7 +191,7 @@ impl GrantTable {
     /// Grant references the table holds.
     #[must_use]
     pub fn nr_entries(&self) -> u32 {
-        u32::try_from(self.active.len()).unwrap_or(u32::MAX)
+        self.entries
     }
 
     /// Adds a (zeroed) shared frame; false at `max_grant_frames`.
@@ -196,15 +200,14 @@ impl GrantTable {
             return false;
         }
         self.frames.push(mfn);
-        let entries = self.frames.len() * GRANT_ENTRIES_V1_PER_FRAME as usize;
-        self.active.resize(entries, Active::default());
+        self.entries = self.nr_frames().saturating_mul(GRANT_ENTRIES_V1_PER_FRAME);
         true
     }
 
     /// The active entry of `gref`.
     #[must_use]
     pub fn active(&self, gref: u32) -> Option<Active> {
-        self.active.get(gref as usize).copied()
+        (gref < self.entries).then(|| self.active.get(gref as usize).copied().unwrap_or_default())
     }
 
     /// Whether any entry is pinned.
@@ -245,10 +248,7 @@ impl GrantTable {
         req: PinRequest,
         frame: impl FnOnce(&mut M, u64) -> Result<Mfn, GrantStatus>,
     ) -> Result<(Mfn, bool), GrantStatus> {
-        let act = *self
-            .active
-            .get(gref as usize)
-            .ok_or(GrantStatus::BadGntref)?;
+        let act = self.active(gref).ok_or(GrantStatus::BadGntref)?;
         if act.pin != 0 && (act.domid != req.user || act.pin & (req.incr << (PIN_WIDTH - 1)) != 0) {
             return Err(GrantStatus::GeneralError);
         }
@@ -266,6 +266,9 @@ impl GrantTable {
                     }
                 }
             }
+        }
+        if self.active.len() <= gref as usize {
+            self.active.resize(gref as usize + 1, Active::default());
         }
         if let Some(a) = self.active.get_mut(gref as usize) {
             if first {
@@ -517,6 +520,10 @@ mod tests {
     fn pins_set_and_clear_the_flags() {
         let (mut gt, mut mem) = table();
         grant(&mut mem, 10, GtfFlags::PERMIT_ACCESS, 0x55);
+        // An unused table holds no active entries, yet answers for each.
+        assert!(gt.active.is_empty());
+        assert_eq!(gt.active(511), Some(Active::default()));
+        assert_eq!(gt.active(512), None);
         assert_eq!(
             gt.pin(&mut mem, 10, req(true), owned),
             Ok((Mfn(0x55), true))
@@ -536,6 +543,7 @@ mod tests {
         gt.unpin(&mut mem, 10, PIN_HOST_R, true);
         assert_eq!(flags(&gt, &mem, 10), GtfFlags::PERMIT_ACCESS);
         assert_eq!(gt.active(10).map(|a| a.pin), Some(0));
+        assert_eq!(gt.active.len(), 11, "grown to the pinned reference only");
     }
 
     #[test]

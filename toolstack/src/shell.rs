@@ -80,6 +80,15 @@ pub enum Command<'a> {
     NetworkList(Option<Target<'a>>),
     /// `wait`.
     Wait,
+    /// `scale <config> <count>`: create `count` domains of one
+    /// configuration, one after the other, each printing and then idle;
+    /// then destroy them all.
+    Scale {
+        /// The configuration file in the ramdisk.
+        config: &'a str,
+        /// How many (1..=65535).
+        count: u16,
+    },
     /// `cpu-share`: run the paused domUs together until the first one
     /// shuts down, then pause the others and compare each one's CPU time
     /// with its weight's share.
@@ -134,6 +143,7 @@ pub const HELP: &[&str] = &[
     "pci-list               list the PCI functions and the drivers that take them",
     "network-list [<dom>]   list the virtual network interfaces (of every domU, or one)",
     "wait                   serve consoles until no domU runs",
+    "scale <config> <count> create that many domains of one config, then destroy them",
     "cpu-share              run the paused domUs until one shuts down; CPU shares against weights",
     "xenstore-ls [<path>]   show the xenstore tree below a path",
     "xenstore-read <path>   show a xenstore node's value",
@@ -187,6 +197,17 @@ pub fn parse(line: &str) -> Result<Option<Command<'_>>, &'static str> {
             }
         }
         "destroy" => Command::Destroy(one_target(words)?),
+        "scale" => {
+            let config = words.next().ok_or("missing config")?;
+            let count = number(words.next(), "count must be 1..=65535")?;
+            if count == 0 {
+                return Err("count must be 1..=65535");
+            }
+            if words.next().is_some() {
+                return Err("too many arguments");
+            }
+            Command::Scale { config, count }
+        }
         "shutdown" => Command::Shutdown(one_target(words)?),
         "pause" => Command::Pause(one_target(words)?),
         "unpause" => Command::Unpause(one_target(words)?),
@@ -600,6 +621,17 @@ mod tests {
         assert_eq!(parse("list"), Ok(Some(Command::List)));
         assert_eq!(parse("wait"), Ok(Some(Command::Wait)));
         assert_eq!(parse("cpu-share"), Ok(Some(Command::CpuShare)));
+        assert_eq!(
+            parse("scale tiny.cfg 500"),
+            Ok(Some(Command::Scale {
+                config: "tiny.cfg",
+                count: 500
+            }))
+        );
+        assert_eq!(parse("scale tiny.cfg 0"), Err("count must be 1..=65535"));
+        assert_eq!(parse("scale tiny.cfg"), Err("count must be 1..=65535"));
+        assert_eq!(parse("scale"), Err("missing config"));
+        assert_eq!(parse("scale a 1 2"), Err("too many arguments"));
         assert_eq!(parse("cpu-share x"), Err("too many arguments"));
         assert_eq!(parse("pci-list"), Ok(Some(Command::PciList)));
         assert_eq!(parse("network-list"), Ok(Some(Command::NetworkList(None))));
@@ -683,7 +715,8 @@ mod tests {
 
     #[test]
     fn shares_follow_weights() {
-        let shares: Vec<Share> = Share::of(&[(64, 100), (128, 200), (256, 430), (512, 770)]).collect();
+        let shares: Vec<Share> =
+            Share::of(&[(64, 100), (128, 200), (256, 430), (512, 770)]).collect();
         assert_eq!(shares[0].want_ppm, 66_666);
         assert_eq!(shares[0].got_ppm, 66_666);
         assert!(shares.iter().take(2).all(|s| s.within(0)));
@@ -692,7 +725,13 @@ mod tests {
         assert!(!shares[3].within(1) && shares[3].within(4));
         assert_eq!(Share::of(&[]).count(), 0);
         let idle: Vec<Share> = Share::of(&[(1, 0), (1, 0)]).collect();
-        assert_eq!(idle[0], Share { want_ppm: 500_000, got_ppm: 0 });
+        assert_eq!(
+            idle[0],
+            Share {
+                want_ppm: 500_000,
+                got_ppm: 0
+            }
+        );
     }
 
     #[test]

@@ -135,6 +135,11 @@ pub enum DomuSet {
     /// The demo domU answering dom0's events (`pong`): the cross-domain
     /// wake test and the interdomain ping-pong benchmark.
     Pong,
+    /// A 1 MiB demo domU that prints and then idles (`tiny.cfg`), and the
+    /// scripts that create many of them with the shell's `scale`:
+    /// `scale.xl` (100, the `dom0_scale` test) and `scale500.xl` (500, the
+    /// documented long run, `docs/dom0.md`).
+    Scale,
 }
 
 /// The domUs of the default scenario (`cargo xtask run`), created in this
@@ -187,6 +192,22 @@ const HOTPLUG_SCRIPT: &str = "# Disk hot-plug (dom0 script=hotplug.xl)\n\
     wait\n\
     block-list\n";
 
+/// The configurations and scripts of [`DomuSet::Scale`].
+const SCALE: &[(&str, &str)] = &[
+    (
+        "tiny.cfg",
+        "# A tiny domU: prints its greeting, then sleeps until destroyed.\n\
+         name = \"tiny\"\nkernel = \"domu-demo\"\nmemory = 1\ncmdline = \"idle\"\n",
+    ),
+    (
+        "scale.xl",
+        "# Many domains (dom0 script=scale.xl): create, run, print, destroy.\nscale tiny.cfg 100\n",
+    ),
+    (
+        "scale500.xl",
+        "# 500 domains (dom0 script=scale500.xl, a 1 GiB machine).\nscale tiny.cfg 500\n",
+    ),
+];
 
 /// A fairness domU's configuration: `name`, and the work every one does.
 macro_rules! spin_config {
@@ -314,6 +335,7 @@ impl DomuSet {
             DomuSet::Scenario => "scenario",
             DomuSet::Fairness => "fairness",
             DomuSet::Pong => "pong",
+            DomuSet::Scale => "scale",
         }
     }
 
@@ -323,6 +345,7 @@ impl DomuSet {
         match self {
             DomuSet::Demo => &[("demo.cfg", DEMO_CONFIG)],
             DomuSet::Fairness => FAIRNESS,
+            DomuSet::Scale => SCALE,
             DomuSet::Pong => &[(
                 "pong.cfg",
                 "# The demo domU answering each event dom0 sends on its port.\n\
@@ -497,6 +520,7 @@ mod tests {
             DomuSet::Scenario,
             DomuSet::Fairness,
             DomuSet::Pong,
+            DomuSet::Scale,
         ] {
             for (file, text) in set.configs().iter().filter(|(f, _)| f.ends_with(".cfg")) {
                 let cfg = DomainConfig::parse(text).unwrap_or_else(|e| panic!("{file}: {e}"));
@@ -519,6 +543,7 @@ mod tests {
         let crash = DomainConfig::parse(DomuSet::Crash.configs()[0].1).unwrap();
         assert_eq!(crash.cmdline, "crash");
         let (_, share) = FAIRNESS[FAIRNESS.len() - 1];
+        let scale = format!("{}{}", SCALE[1].1, SCALE[2].1);
         for set in [
             DomuSet::Shell,
             DomuSet::XenstoreShell,
@@ -526,7 +551,7 @@ mod tests {
             DomuSet::PhyDiskHotplug,
         ] {
             let (_, script) = set.configs()[1];
-            for line in script.lines().chain(share.lines()) {
+            for line in script.lines().chain(share.lines()).chain(scale.lines()) {
                 assert!(toolstack::shell::parse(line).is_ok(), "{line}");
             }
         }

@@ -480,8 +480,9 @@ pub const TESTS: &[IntegrationTest] = &[
         "expect=poweroff",
         "(d2) check: blk flush = ok"
     ),
-    // Issue 13: weighted shares of eight domUs and a domU woken at once
-    // by dom0's event, both under -icount (instruction-counted time).
+    // Issue 13: weighted shares of eight domUs, 100 tiny domUs created
+    // and destroyed, and a domU woken at once by dom0's event, all under
+    // -icount (instruction-counted time).
     IntegrationTest {
         icount: true,
         ..toolstack!(
@@ -489,6 +490,16 @@ pub const TESTS: &[IntegrationTest] = &[
             DomuSet::Fairness,
             "script=share.xl timeout=120",
             "xl> cpu-share"
+        )
+    },
+    IntegrationTest {
+        hv_args: "console=com1 com1=115200,8n1 dom0_mem=64M loglvl=info max_domains=128",
+        icount: true,
+        ..toolstack!(
+            "dom0_scale",
+            DomuSet::Scale,
+            "script=scale.xl",
+            "xl> scale tiny.cfg 100"
         )
     },
     IntegrationTest {

@@ -341,6 +341,25 @@ pub const ALLOWED: &[Allowed] = &[
                  value a guest takes for a watchdog id; here it is -ENOSPC",
         doc: "docs/abi-differences.md, Timers and sleeping",
     },
+    // Issue 13: the counter of hypervisor memory per idle domain is this
+    // hypervisor's log line; Xen 4.17 logs none, so dom0 skips the check.
+    Allowed {
+        test: "dom0_scale",
+        check: "[2] scale tiny.cfg hypervisor memory per idle domain at most 20 KiB",
+        ours: "ok",
+        xen: "SKIP",
+        reason: "the counter is this hypervisor's 'd<N> held <bytes> bytes of hypervisor memory' \
+                 log line; Xen 4.17 logs no such counter",
+        doc: "docs/dom0.md, Many domains",
+    },
+    Allowed {
+        test: "dom0_scale",
+        check: RESULT,
+        ours: "SUCCESS",
+        xen: "SKIP",
+        reason: "the memory check above is skipped on Xen",
+        doc: "docs/dom0.md, Many domains",
+    },
 ];
 
 /// Whether `text` matches `pattern`, in which one `*` matches any run of

@@ -147,17 +147,34 @@ pub fn pin_foreign_table(cmd: dom0_abi::mmu::MmuextCmd, mfn: u64, domid: u16) ->
 /// `XEN_SYSCTL_readconsole` into `buf` from the unread position (not
 /// incremental, not clearing): the result and the bytes copied.
 pub fn sysctl_readconsole(buf: &mut [u8]) -> (i64, u32) {
+    readconsole(buf, None).0
+}
+
+/// `XEN_SYSCTL_readconsole` into `buf` from position `*index`
+/// (incremental), moving `*index` past what was copied: the result and
+/// the bytes copied.
+pub fn sysctl_readconsole_from(buf: &mut [u8], index: &mut u32) -> (i64, u32) {
+    let ((ret, done), after) = readconsole(buf, Some(*index));
+    *index = after;
+    (ret, done)
+}
+
+/// `XEN_SYSCTL_readconsole`, incremental from `index` if given: the
+/// result, the bytes copied and the position after them.
+fn readconsole(buf: &mut [u8], index: Option<u32>) -> ((i64, u32), u32) {
     let arg = dom0_abi::sysctl::ReadConsole {
         buffer: addr_of_mut(buf),
         count: u32::try_from(buf.len()).unwrap_or(u32::MAX),
+        incremental: u8::from(index.is_some()),
+        index: index.unwrap_or(0),
         ..dom0_abi::sysctl::ReadConsole::default()
     };
     let mut op = Sysctl::new(SysctlCmd::ReadConsole, &arg);
     // SAFETY: the handle points at `buf`, exclusively borrowed, and
     // `count` is at most its length.
     let ret = unsafe { sysctl_raw(&mut op) };
-    let done = op
-        .payload::<dom0_abi::sysctl::ReadConsole>()
-        .map_or(0, |r| r.count);
-    (ret, done)
+    let out = op.payload::<dom0_abi::sysctl::ReadConsole>();
+    let done = out.map_or(0, |r| r.count);
+    let after = out.map_or(arg.index, |r| r.index);
+    ((ret, done), after)
 }

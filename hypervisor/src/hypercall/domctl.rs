@@ -78,8 +78,9 @@ const MAX_PV_VCPUS: u32 = 8192;
 /// (the most a domain may ask for).
 const MAX_GRANT_FRAMES: i32 = DEFAULT_GRANT_FRAMES.cast_signed();
 const MAX_MAPTRACK_FRAMES: i32 = DEFAULT_MAPTRACK_FRAMES.cast_signed();
-/// shared_info must lie below 4 GiB, as Xen allocates it.
-const SHARED_INFO_LIMIT: u64 = 1 << 32;
+/// shared_info must lie below 4 GiB, as Xen allocates it (a frame
+/// number, as `alloc_frames` takes it).
+const SHARED_INFO_LIMIT: u64 = (1 << 32) >> 12;
 
 /// Facts about the machine `physinfo` reports.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -92,6 +93,41 @@ pub struct MachineInfo {
     pub free_pages: u64,
     /// Physical address bits of the CPU.
     pub phys_bits: u8,
+    /// Bytes of the hypervisor's heap in use.
+    pub heap_used: u64,
+}
+
+/// What the hypervisor itself held for a destroyed domain, from the
+/// machine before and after its teardown: the heap it gave back and the
+/// frames returned beyond the domain's own pages (its shared_info page,
+/// its grant-table frames).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeldForDomain {
+    /// Heap bytes freed.
+    pub heap: u64,
+    /// Hypervisor frames freed.
+    pub frames: u64,
+}
+
+impl HeldForDomain {
+    /// From the machine `before` and `after` the teardown of a domain
+    /// that owned `own_pages` pages.
+    #[must_use]
+    pub fn between(before: &MachineInfo, after: &MachineInfo, own_pages: u64) -> HeldForDomain {
+        HeldForDomain {
+            heap: before.heap_used.saturating_sub(after.heap_used),
+            frames: after
+                .free_pages
+                .saturating_sub(before.free_pages)
+                .saturating_sub(own_pages),
+        }
+    }
+
+    /// Both in bytes.
+    #[must_use]
+    pub fn bytes(self) -> u64 {
+        self.heap + self.frames * crate::layout::PAGE_SIZE
+    }
 }
 
 /// What `domctl` and `sysctl` need besides the memory core: the other
@@ -792,8 +828,24 @@ fn create_domain(
 
 /// `destroydomain`: [`reap`], then `VIRQ_DOM_EXC` for the caller (the
 /// control domain).
+/// A domain released in full also logs what the hypervisor held for it
+/// ([`HeldForDomain`]): the counter behind "hypervisor memory per idle
+/// domain" (`docs/state.md`).
 fn destroy_domain(env: &mut impl ControlEnv, fx: &mut Effects, id: DomId) -> Result<u64, Errno> {
-    reap(env, fx, id).ok_or(Errno::ESRCH)?;
+    let own_pages = env.other_domain(id).map(|e| e.domain.mm.tot_pages);
+    let before = env.machine_info();
+    let (report, _) = reap(env, fx, id).ok_or(Errno::ESRCH)?;
+    if report.remaining == 0 {
+        let held =
+            HeldForDomain::between(&before, &env.machine_info(), own_pages.unwrap_or_default());
+        log::info!(
+            "d{} held {} bytes of hypervisor memory ({} of heap, {} frames)",
+            id.0,
+            held.bytes(),
+            held.heap,
+            held.frames
+        );
+    }
     let (channels, bits) = env.event_channels();
     channels.send_virq(bits, Virq::DomExc, 0);
     Ok(0)
@@ -1038,6 +1090,29 @@ mod tests {
         };
         let (r, out) = call(m, DomctlCmd::SchedulerOp, dom, &op);
         (r, out.payload::<SchedulerOp>().unwrap().credit)
+    }
+
+    #[test]
+    fn held_for_a_domain_is_heap_given_back_and_frames_beyond_its_own() {
+        let machine = |free_pages, heap_used| MachineInfo {
+            cpu_khz: 1,
+            total_pages: 4096,
+            free_pages,
+            phys_bits: 40,
+            heap_used,
+        };
+        let held = HeldForDomain::between(&machine(100, 9000), &machine(1125, 3000), 1024);
+        assert_eq!(
+            held,
+            HeldForDomain {
+                heap: 6000,
+                frames: 1
+            }
+        );
+        assert_eq!(held.bytes(), 6000 + 4096);
+        // Nothing came back (a dying domain): nothing is counted.
+        let none = HeldForDomain::between(&machine(100, 9000), &machine(100, 9100), 1024);
+        assert_eq!(none.bytes(), 0);
     }
 
     #[test]

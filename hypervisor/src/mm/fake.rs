@@ -626,6 +626,7 @@ impl ControlEnv for FakeMachine {
             total_pages: self.frames.len() as u64,
             free_pages: self.free.len() as u64,
             phys_bits: 40,
+            heap_used: 0,
         }
     }
 }

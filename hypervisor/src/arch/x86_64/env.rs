@@ -261,11 +261,25 @@ impl MmMachine for ArchEnv<'_, '_> {
     }
     fn alloc_frames(&mut self, order: u32, limit: u64) -> Option<Mfn> {
         let count = 1u64.checked_shl(order)?;
-        let first = mem::FRAMES
-            .lock()
-            .as_mut()?
-            .alloc_contiguous(count, count)?;
-        if (first.0 + count).saturating_mul(PAGE_SIZE) > limit && limit != 0 {
+        let first = {
+            let mut frames = mem::FRAMES.lock();
+            let frames = frames.as_mut()?;
+            // One frame: the allocator's rover finds it without scanning
+            // the frames in use (a domain's creation populates its memory
+            // a frame at a time; the scan from frame 0 made each one cost
+            // more the more domains there were). Only if the rover's frame
+            // lies above the limit does the scan look for a lower one.
+            match frames.alloc() {
+                Some(one) if count == 1 && one.0 < limit => one,
+                rover => {
+                    if let Some(one) = rover {
+                        let _ = frames.free(one);
+                    }
+                    frames.alloc_contiguous(count, count)?
+                }
+            }
+        };
+        if first.0.saturating_add(count) > limit {
             if let Some(frames) = mem::FRAMES.lock().as_mut() {
                 for i in 0..count {
                     let _ = frames.free(Mfn(first.0 + i));
@@ -435,6 +449,7 @@ impl ControlEnv for ArchEnv<'_, '_> {
             total_pages,
             free_pages,
             phys_bits: super::cpuid::phys_bits(),
+            heap_used: mem::heap_used(),
         }
     }
 }

@@ -21,8 +21,19 @@ pub static FRAMES: Mutex<Option<FrameAllocator<'static>>> = Mutex::new(None);
 #[global_allocator]
 static HEAP: LockedHeap = LockedHeap::empty();
 
-/// Bytes of hypervisor heap.
-pub const HEAP_SIZE: usize = 1 << 20;
+/// Bytes of hypervisor heap for the machine itself (dom0's records, the
+/// tables made at boot).
+const HEAP_BASE_BYTES: usize = 1 << 20;
+/// Bytes of heap per domain slot (`max_domains=`): a domain with one vCPU
+/// holds about 6 KiB (its records, the vCPU's FPU area, its event
+/// channels and grant table), logged as "held ... bytes of hypervisor
+/// memory" when it is destroyed; the rest is room for more vCPUs.
+const HEAP_BYTES_PER_DOMAIN: usize = 16 << 10;
+
+/// Bytes of heap for a domain table of `max_domains` slots.
+pub const fn heap_size(max_domains: usize) -> usize {
+    HEAP_BASE_BYTES + max_domains * HEAP_BYTES_PER_DOMAIN
+}
 
 /// The physical range of the hypervisor image (from the linker script).
 pub fn image_range() -> (u64, u64) {
@@ -308,9 +319,15 @@ pub fn set_m2p(mfn: u64, pfn: u64) {
     unsafe { (paging::phys_to_virt(m2p.base + mfn * 8) as *mut u64).write(pfn) };
 }
 
-/// Gives the heap its memory.
-pub fn init_heap() {
-    let pages = (HEAP_SIZE / PAGE_BYTES) as u64;
+/// Bytes of the heap in use.
+pub fn heap_used() -> u64 {
+    HEAP.lock().used() as u64
+}
+
+/// Gives the heap its memory: [`heap_size`] of `max_domains`.
+pub fn init_heap(max_domains: usize) {
+    let bytes = heap_size(max_domains.clamp(1, crate::domain::MAX_DOMAINS));
+    let pages = (bytes / PAGE_BYTES) as u64;
     let first = FRAMES
         .lock()
         .as_mut()
@@ -320,6 +337,6 @@ pub fn init_heap() {
     // mapped by the direct map.
     unsafe {
         HEAP.lock()
-            .init(paging::phys_to_virt(first.maddr()) as *mut u8, HEAP_SIZE)
+            .init(paging::phys_to_virt(first.maddr()) as *mut u8, bytes)
     };
 }

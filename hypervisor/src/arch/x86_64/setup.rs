@@ -83,7 +83,7 @@ extern "C" fn hv_start64(magic: u32, info: u32) -> ! {
     // tables did, so everything running keeps working.
     unsafe { cpu::write_cr3(hv_root) };
     enable_protections(&features);
-    mem::init_heap();
+    mem::init_heap(config.max_domains);
     // SAFETY: `hv_root` is live and holds the M2P; the allocator hands out
     // zeroed hypervisor frames.
     let views = unsafe {
