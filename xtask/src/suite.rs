@@ -493,7 +493,7 @@ pub const TESTS: &[IntegrationTest] = &[
         )
     },
     IntegrationTest {
-        hv_args: "console=com1 com1=115200,8n1 dom0_mem=64M loglvl=info max_domains=128",
+        hv_extra_args: "max_domains=128",
         icount: true,
         ..toolstack!(
             "dom0_scale",
