@@ -191,6 +191,19 @@ impl Domains {
         }
     }
 
+    /// Writes `bytes` into the console input of the served domU `domid`
+    /// and notifies it: how many fitted; `None` if it is not served.
+    pub fn console_input(&mut self, domid: u16, bytes: &[u8]) -> Option<usize> {
+        let domu = self
+            .slots
+            .iter_mut()
+            .flatten()
+            .find(|d| d.built.domid == domid)?;
+        let written = toolstack::console::push_input(&mut domu.ring, bytes);
+        hypercall::evtchn_send(domu.local_port);
+        Some(written)
+    }
+
     /// Destroys every domU still served.
     pub fn destroy_all(&mut self) {
         for domu in self.slots.iter_mut().filter_map(Option::take) {

@@ -27,6 +27,8 @@ pub const PROMPT: &str = "dom0> ";
 enum Flow {
     Next,
     Quit,
+    /// `console <dom>`: typed input goes to this domain until Ctrl-].
+    Attach(u16),
 }
 
 /// Runs every line of `script` (up to a `quit`).
@@ -37,8 +39,13 @@ pub fn run(script: &str, domains: &mut Domains, archive: &Archive<'static>) {
             Ok(None) => {}
             Ok(Some(command)) => {
                 println!("xl> {}", line.trim());
-                if execute(at, command, domains, archive) == Flow::Quit {
-                    return;
+                match execute(at, command, domains, archive) {
+                    Flow::Next => {}
+                    Flow::Quit => return,
+                    Flow::Attach(_) => report::fail(
+                        format_args!("{at}{}", line.trim()),
+                        format_args!("console attaches at the interactive shell only"),
+                    ),
                 }
             }
             Err(e) => report::fail(format_args!("{at}{line:?}"), format_args!("{e}")),
@@ -54,15 +61,41 @@ pub fn interactive(domains: &mut Domains, archive: &Archive<'static>, console_po
     hypercall::console_write(PROMPT.as_bytes());
     let mut editor = LineEditor::new();
     let mut entered = 0;
+    let mut attached = None;
     loop {
         domains.poll_once();
+        if let Some(id) = attached
+            && domains.find(Target::Id(id)).is_none()
+        {
+            attached = detach(id, "is gone");
+        }
         let mut typed = [0u8; 64];
         let n = usize::try_from(hypercall::console_read(&mut typed)).unwrap_or(0);
         if n == 0 {
             domains.sleep(Some(console_port));
             continue;
         }
-        for &byte in &typed[..n.min(typed.len())] {
+        let mut typed = &typed[..n.min(typed.len())];
+        if let Some(id) = attached {
+            let (input, rest) = typed.split_at(
+                typed
+                    .iter()
+                    .position(|&b| b == shell::CONSOLE_ESCAPE)
+                    .unwrap_or(typed.len()),
+            );
+            // What does not fit in the domain's input ring is dropped, as
+            // a serial line would.
+            let _ = domains.console_input(id, input);
+            if rest.is_empty() {
+                continue;
+            }
+            attached = detach(id, "Ctrl-]");
+            typed = &rest[1..];
+        }
+        for &byte in typed {
+            if attached.is_some() {
+                break;
+            }
             match editor.push(byte) {
                 Edit::Nothing => {}
                 Edit::Echo(bytes) => {
@@ -82,14 +115,31 @@ pub fn interactive(domains: &mut Domains, archive: &Archive<'static>, console_po
                             Flow::Next
                         }
                     };
-                    if flow == Flow::Quit {
-                        return;
+                    match flow {
+                        Flow::Quit => return,
+                        Flow::Attach(id) => {
+                            println!(
+                                "dom0: attached to the console of domain {id} \
+                                 (Ctrl-] returns to the shell)"
+                            );
+                            attached = Some(id);
+                        }
+                        Flow::Next => {
+                            hypercall::console_write(PROMPT.as_bytes());
+                        }
                     }
-                    hypercall::console_write(PROMPT.as_bytes());
                 }
             }
         }
     }
+}
+
+/// Leaves `console <dom>` (why: the escape key, or the domain went) and
+/// shows the prompt again: no domain attached.
+fn detach(id: u16, why: &str) -> Option<u16> {
+    println!("\r\ndom0: detached from the console of domain {id} ({why})");
+    hypercall::console_write(PROMPT.as_bytes());
+    None
 }
 
 fn execute(
@@ -103,6 +153,17 @@ fn execute(
         Command::Create { config, paused } => {
             domains.create(archive, config, paused);
         }
+        Command::Console(target) => match domains.find(target) {
+            Some(domu) => {
+                let id = domu.built.domid;
+                report::ok_value(format_args!("{at}console {}", Shown(target)), id);
+                return Flow::Attach(id);
+            }
+            None => report::fail(
+                format_args!("{at}console {}", Shown(target)),
+                format_args!("not a domain this dom0 serves"),
+            ),
+        },
         Command::Destroy(target) => {
             let done = domains.domid(target).is_some_and(|id| domains.destroy(id));
             report::check(

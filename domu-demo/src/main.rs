@@ -14,7 +14,8 @@
 //! the default scenario's web server (see [`web`]); with `pong` it
 //! answers dom0's events on a port of its own, with `spin=<n>` it does
 //! a fixed amount of work first, and with `idle` it never shuts down but
-//! sleeps after printing (see [`events`]).
+//! sleeps after printing (see [`events`]); with `input` it reports each
+//! line typed at dom0's `console` attach, until `bye`.
 //!
 //! It runs unchanged on Xen 4.17 and on this hypervisor. Its output only
 //! reaches the serial line through dom0's console back end, prefixed with
@@ -47,6 +48,8 @@ guest_pv_shim::guest_kernel! {
 const RING_WINDOW: usize = 0;
 /// Byte offsets in `xencons_interface`.
 const OUT_OFFSET: usize = 1024;
+const IN_CONS: u64 = 3072;
+const IN_PROD: u64 = 3076;
 const OUT_CONS: u64 = 3080;
 const OUT_PROD: u64 = 3084;
 /// Yields to wait for the back end before giving up on a full or
@@ -95,6 +98,44 @@ impl Console {
             hypercall::evtchn_send(self.port);
         }
         true
+    }
+
+    /// Reads console input up to a CR or LF (at most `line.len()` bytes
+    /// kept), sleeping in `SCHEDOP_poll` on the console port between
+    /// reads: the line's length, or `None` if none came within
+    /// `patience_ns` of system time.
+    fn read_line(&self, line: &mut [u8], patience_ns: u64) -> Option<usize> {
+        let start = guest_pv_shim::shared::system_time_of(0)?;
+        let mut len = 0;
+        loop {
+            let prod = mm::window_read_u32(RING_WINDOW, IN_PROD);
+            // The bytes below `prod` are read after it.
+            fence(Ordering::Acquire);
+            let mut cons = mm::window_read_u32(RING_WINDOW, IN_CONS);
+            while cons != prod {
+                let mut byte = [0u8];
+                mm::window_read_bytes(RING_WINDOW, cons as usize % 1024, &mut byte);
+                cons = cons.wrapping_add(1);
+                if matches!(byte[0], b'\r' | b'\n') {
+                    fence(Ordering::Release);
+                    mm::window_write_u32(RING_WINDOW, IN_CONS, cons);
+                    return Some(len);
+                }
+                if let Some(slot) = line.get_mut(len) {
+                    *slot = byte[0];
+                    len += 1;
+                }
+            }
+            // The reads are done before the back end may reuse the bytes.
+            fence(Ordering::Release);
+            mm::window_write_u32(RING_WINDOW, IN_CONS, cons);
+            let now = guest_pv_shim::shared::system_time_of(0)?;
+            if now.saturating_sub(start) > patience_ns {
+                return None;
+            }
+            hypercall::sched_poll(&[self.port], now + 100_000_000);
+            let _ = guest_pv_shim::shared::clear_evtchn_pending(self.port);
+        }
     }
 
     /// Waits until the back end has read everything.
@@ -341,6 +382,29 @@ fn grant(console: &mut Console, si: &StartInfo) -> core::fmt::Result {
     writeln!(console, "check: grant 9 flags at shutdown = {kept:#x}\r")
 }
 
+/// `input`: asks for lines on its console (typed at dom0's `console`
+/// attach) and reports each, until `bye` or a minute without one.
+fn typed_lines(console: &mut Console) {
+    use core::fmt::Write;
+    let mapped = guest_pv_shim::shared::map();
+    let _ = writeln!(console, "domu-demo: type lines, then bye\r");
+    let mut line = [0u8; 80];
+    loop {
+        let got = (mapped == 0)
+            .then(|| console.read_line(&mut line, 60_000_000_000))
+            .flatten();
+        let Some(n) = got else {
+            let _ = writeln!(console, "check: console input = none\r");
+            return;
+        };
+        let text = core::str::from_utf8(&line[..n]).unwrap_or("(not UTF-8)");
+        let _ = writeln!(console, "check: console input = {text:?}\r");
+        if text == "bye" {
+            return;
+        }
+    }
+}
+
 fn demo_main(si: &'static StartInfo) {
     let reason = if cmdline::has_flag(si.cmdline(), b"crash") {
         ShutdownReason::Crash
@@ -381,6 +445,9 @@ fn demo_main(si: &'static StartInfo) {
         }
         if cmdline::has_flag(si.cmdline(), b"net") {
             net::run(&mut console, si);
+        }
+        if cmdline::has_flag(si.cmdline(), b"input") {
+            typed_lines(&mut console);
         }
         if cmdline::has_flag(si.cmdline(), b"pong") {
             let _ = events::pong(&mut console, si.cmdline());

@@ -9,11 +9,15 @@
 //! running `u32`s. A guest that claims more than 2048 unread bytes is
 //! lying; only the last 2048 are read.
 //!
+//! Input goes the other way ([`push_input`], for the shell's `console`
+//! attach): the back end writes at `in[in_prod % 1024]` up to 1024 bytes
+//! ahead of the guest's `in_cons`, then publishes `in_prod`.
+//!
 //! The memory access and barriers belong to the [`Ring`] implementation;
 //! [`ConsoleOutput::drain`] only decides what to read and what to print.
 #![forbid(unsafe_code)]
 
-use dom0_abi::console::XENCONS_OUT_SIZE;
+use dom0_abi::console::{XENCONS_IN_SIZE, XENCONS_OUT_SIZE};
 
 /// Longest line printed in one piece; longer lines are split.
 pub const LINE_MAX: usize = 240;
@@ -29,6 +33,35 @@ pub trait Ring {
     fn out_byte(&self, index: u32) -> u8;
     /// Publishes `out_cons` with release semantics (after the reads).
     fn set_out_cons(&mut self, cons: u32);
+    /// `in_cons`, read with acquire semantics (the guest is done with the
+    /// bytes before it).
+    fn in_cons(&self) -> u32;
+    /// `in_prod`.
+    fn in_prod(&self) -> u32;
+    /// Writes `in[index % 1024]`.
+    fn set_in_byte(&mut self, index: u32, byte: u8);
+    /// Publishes `in_prod` with release semantics (after the writes).
+    fn set_in_prod(&mut self, prod: u32);
+}
+
+/// Writes as much of `bytes` as the input half has room for (the guest
+/// has not consumed more than 1024 bytes behind `in_prod`) and publishes
+/// it: how many were written.
+pub fn push_input(ring: &mut impl Ring, bytes: &[u8]) -> usize {
+    let mut prod = ring.in_prod();
+    #[allow(clippy::cast_possible_truncation, reason = "XENCONS_IN_SIZE is 1024")]
+    let size = XENCONS_IN_SIZE as u32;
+    let used = prod.wrapping_sub(ring.in_cons());
+    let room = size.saturating_sub(used.min(size)) as usize;
+    let n = bytes.len().min(room);
+    for &byte in &bytes[..n] {
+        ring.set_in_byte(prod, byte);
+        prod = prod.wrapping_add(1);
+    }
+    if n > 0 {
+        ring.set_in_prod(prod);
+    }
+    n
 }
 
 /// Line assembly for one domain's console.
@@ -175,6 +208,27 @@ mod tests {
         out: [u8; XENCONS_OUT_SIZE],
         prod: u32,
         cons: u32,
+        input: [u8; XENCONS_IN_SIZE],
+        in_prod: u32,
+        in_cons: u32,
+    }
+
+    #[test]
+    fn input_fills_the_room_the_guest_left_and_wraps() {
+        let mut ring = FakeRing::new(u32::MAX - 2);
+        assert_eq!(push_input(&mut ring, b"hello"), 5);
+        assert_eq!(ring.in_prod, 2);
+        assert_eq!(&ring.input[1021..1024], b"hel");
+        assert_eq!(&ring.input[..2], b"lo");
+        // Full: the guest has consumed nothing.
+        assert_eq!(push_input(&mut ring, &[b'x'; 2000]), 1019);
+        assert_eq!(push_input(&mut ring, b"y"), 0);
+        ring.in_cons = ring.in_cons.wrapping_add(3);
+        assert_eq!(push_input(&mut ring, b"yyyy"), 3);
+        // A guest claiming to have consumed more than was written gets no
+        // more room than the ring has.
+        ring.in_cons = ring.in_prod.wrapping_add(5000);
+        assert_eq!(push_input(&mut ring, &[b'z'; 2000]), 0);
     }
 
     impl FakeRing {
@@ -183,6 +237,9 @@ mod tests {
                 out: [0; XENCONS_OUT_SIZE],
                 prod: start,
                 cons: start,
+                input: [0; XENCONS_IN_SIZE],
+                in_prod: start,
+                in_cons: start,
             }
         }
         fn write(&mut self, text: &[u8]) {
@@ -205,6 +262,18 @@ mod tests {
         }
         fn set_out_cons(&mut self, cons: u32) {
             self.cons = cons;
+        }
+        fn in_cons(&self) -> u32 {
+            self.in_cons
+        }
+        fn in_prod(&self) -> u32 {
+            self.in_prod
+        }
+        fn set_in_byte(&mut self, index: u32, byte: u8) {
+            self.input[index as usize % XENCONS_IN_SIZE] = byte;
+        }
+        fn set_in_prod(&mut self, prod: u32) {
+            self.in_prod = prod;
         }
     }
 

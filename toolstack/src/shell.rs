@@ -53,6 +53,9 @@ pub enum Command<'a> {
     Destroy(Target<'a>),
     /// `shutdown <dom>`.
     Shutdown(Target<'a>),
+    /// `console <dom>`: attach the console (input goes to the domain
+    /// until Ctrl-]).
+    Console(Target<'a>),
     /// `pause <dom>`.
     Pause(Target<'a>),
     /// `unpause <dom>`.
@@ -128,11 +131,15 @@ pub enum Command<'a> {
     },
 }
 
+/// The key that leaves `console <dom>` (Ctrl-], as in `xl console`).
+pub const CONSOLE_ESCAPE: u8 = 0x1d;
+
 /// The help text, one line per command.
 pub const HELP: &[&str] = &[
     "create [-p] <config>   create a domain from a ramdisk config (-p: leave it paused)",
     "destroy <dom>          destroy a domain",
     "shutdown <dom>         ask a domain to power off",
+    "console <dom>          attach to a domain's console (Ctrl-] returns to the shell)",
     "pause <dom>            pause a domain",
     "unpause <dom>          unpause a domain",
     "sched-credit -d <dom> [-w <weight>] [-c <cap>]   show or set scheduling parameters",
@@ -209,6 +216,7 @@ pub fn parse(line: &str) -> Result<Option<Command<'_>>, &'static str> {
             Command::Scale { config, count }
         }
         "shutdown" => Command::Shutdown(one_target(words)?),
+        "console" => Command::Console(one_target(words)?),
         "pause" => Command::Pause(one_target(words)?),
         "unpause" => Command::Unpause(one_target(words)?),
         "sched-credit" => {
@@ -621,6 +629,15 @@ mod tests {
         assert_eq!(parse("list"), Ok(Some(Command::List)));
         assert_eq!(parse("wait"), Ok(Some(Command::Wait)));
         assert_eq!(parse("cpu-share"), Ok(Some(Command::CpuShare)));
+        assert_eq!(
+            parse("console web"),
+            Ok(Some(Command::Console(Target::Name("web"))))
+        );
+        assert_eq!(
+            parse("console 3"),
+            Ok(Some(Command::Console(Target::Id(3))))
+        );
+        assert_eq!(parse("console"), Err("missing domain"));
         assert_eq!(
             parse("scale tiny.cfg 500"),
             Ok(Some(Command::Scale {

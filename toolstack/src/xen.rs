@@ -208,6 +208,8 @@ impl Hypervisor for Xen {
 
 /// Byte offsets in `xencons_interface`.
 const OUT_OFFSET: u64 = 1024;
+const IN_CONS: u64 = 3072;
+const IN_PROD: u64 = 3076;
 const OUT_CONS: u64 = 3080;
 const OUT_PROD: u64 = 3084;
 
@@ -265,6 +267,29 @@ impl Ring for ConsoleRing {
         // The reads of the bytes complete before the guest may reuse them.
         fence(Ordering::Release);
         mm::window_write_u32(self.window, OUT_CONS, cons);
+    }
+
+    fn in_cons(&self) -> u32 {
+        let cons = mm::window_read_u32(self.window, IN_CONS);
+        // The guest's reads below `cons` are done before the bytes are
+        // overwritten.
+        fence(Ordering::Acquire);
+        cons
+    }
+
+    fn in_prod(&self) -> u32 {
+        mm::window_read_u32(self.window, IN_PROD)
+    }
+
+    fn set_in_byte(&mut self, index: u32, byte: u8) {
+        let at = usize::try_from(index % 1024).unwrap_or(0);
+        mm::window_write_bytes(self.window, at, &[byte]);
+    }
+
+    fn set_in_prod(&mut self, prod: u32) {
+        // The bytes are visible before the new producer index.
+        fence(Ordering::Release);
+        mm::window_write_u32(self.window, IN_PROD, prod);
     }
 }
 

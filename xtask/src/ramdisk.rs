@@ -140,6 +140,9 @@ pub enum DomuSet {
     /// `scale.xl` (100, the `dom0_scale` test) and `scale500.xl` (500, the
     /// documented long run, `docs/dom0.md`).
     Scale,
+    /// The demo domU waiting for a line on its console (`input`), typed
+    /// at dom0's `console` attach.
+    Typist,
 }
 
 /// The domUs of the default scenario (`cargo xtask run`), created in this
@@ -336,6 +339,7 @@ impl DomuSet {
             DomuSet::Fairness => "fairness",
             DomuSet::Pong => "pong",
             DomuSet::Scale => "scale",
+            DomuSet::Typist => "typist",
         }
     }
 
@@ -346,6 +350,11 @@ impl DomuSet {
             DomuSet::Demo => &[("demo.cfg", DEMO_CONFIG)],
             DomuSet::Fairness => FAIRNESS,
             DomuSet::Scale => SCALE,
+            DomuSet::Typist => &[(
+                "typist.cfg",
+                "# The demo domU reading a line from its console input.\n\
+                 name = \"typist\"\nkernel = \"domu-demo\"\nmemory = 4\ncmdline = \"input\"\n",
+            )],
             DomuSet::Pong => &[(
                 "pong.cfg",
                 "# The demo domU answering each event dom0 sends on its port.\n\
@@ -521,6 +530,7 @@ mod tests {
             DomuSet::Fairness,
             DomuSet::Pong,
             DomuSet::Scale,
+            DomuSet::Typist,
         ] {
             for (file, text) in set.configs().iter().filter(|(f, _)| f.ends_with(".cfg")) {
                 let cfg = DomainConfig::parse(text).unwrap_or_else(|e| panic!("{file}: {e}"));

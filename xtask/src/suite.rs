@@ -383,6 +383,38 @@ const WEB_STEPS: &[HostStep] = &[
     },
 ];
 
+/// What `dom0_console_attach` types: `console typist` at dom0's prompt,
+/// a line for the domU once attached, Ctrl-] once dom0 has reported it,
+/// `console typist` again and `bye` (the domU powers off, which detaches),
+/// then `quit`. Each waits for what it answers, so no report line of
+/// dom0's lands after a prompt.
+const CONSOLE_ATTACH_TYPING: &[Keys] = &[
+    Keys {
+        after: "dom0> ",
+        bytes: b"console typist\r",
+    },
+    Keys {
+        after: "(Ctrl-] returns to the shell)",
+        bytes: b"hello domU\r",
+    },
+    Keys {
+        after: "ok: typist console input = \"hello domU\"",
+        bytes: b"\x1d",
+    },
+    Keys {
+        after: "(Ctrl-])",
+        bytes: b"console typist\r",
+    },
+    Keys {
+        after: "(Ctrl-] returns to the shell)",
+        bytes: b"bye\r",
+    },
+    Keys {
+        after: "(is gone)",
+        bytes: b"quit\r",
+    },
+];
+
 /// Every integration test, in the order they run.
 pub const TESTS: &[IntegrationTest] = &[
     toolstack!(
@@ -481,8 +513,8 @@ pub const TESTS: &[IntegrationTest] = &[
         "(d2) check: blk flush = ok"
     ),
     // Issue 13: weighted shares of eight domUs, 100 tiny domUs created
-    // and destroyed, and a domU woken at once by dom0's event, all under
-    // -icount (instruction-counted time).
+    // and destroyed (both under -icount: instruction-counted time), the
+    // shell's console attach, and a domU woken at once by dom0's event.
     IntegrationTest {
         icount: true,
         ..toolstack!(
@@ -500,6 +532,24 @@ pub const TESTS: &[IntegrationTest] = &[
             DomuSet::Scale,
             "script=scale.xl",
             "xl> scale tiny.cfg 100"
+        )
+    },
+    IntegrationTest {
+        typing: CONSOLE_ATTACH_TYPING,
+        expect: Expectation {
+            log_lines: &[
+                &["ok: typist console input = \"hello domU\""],
+                &["dom0: detached from the console of domain 1 (Ctrl-])"],
+                &["ok: typist console input = \"bye\""],
+                &["dom0: detached from the console of domain 1 (is gone)"],
+            ],
+            ..toolstack!("dom0_console_attach", DomuSet::Typist, "shell", "").expect
+        },
+        ..toolstack!(
+            "dom0_console_attach",
+            DomuSet::Typist,
+            "shell expect=poweroff",
+            ""
         )
     },
     IntegrationTest {
@@ -958,10 +1008,10 @@ mod tests {
         for test in TESTS.iter().chain(PENDING) {
             if !test.name.starts_with("console_input") {
                 // The interactive shell is typed its own commands.
-                let typed = if test.name == "dom0_shell_interactive" {
-                    SHELL_TYPING.len()
-                } else {
-                    0
+                let typed = match test.name {
+                    "dom0_shell_interactive" => SHELL_TYPING.len(),
+                    "dom0_console_attach" => CONSOLE_ATTACH_TYPING.len(),
+                    _ => 0,
                 };
                 assert_eq!(test.typing.len(), typed, "{}", test.name);
                 continue;
