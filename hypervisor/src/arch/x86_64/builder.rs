@@ -26,7 +26,7 @@ use crate::hypercall::{Env, HostInfo};
 use crate::hypercall::{domctl, gnttab, physdev};
 use crate::iomem::{IomemCaps, ReservedMmio};
 use crate::ioport::IoPorts;
-use crate::layout::{PAGE_SIZE, is_guest_l4_slot};
+use crate::layout::{END_RESERVED_L4_SLOT, FIRST_RESERVED_L4_SLOT, PAGE_SIZE};
 use crate::loader::{GuestImageInfo, ImageError};
 use crate::mm::effects::Effects;
 use crate::mm::frame_table::{FrameTable, Owner};
@@ -536,27 +536,35 @@ fn clear_guest_slots(views: &CpuViews) {
             paging::table(views.guest_root),
             paging::table(views.hv_root),
         );
-        for slot in (0..512).filter(|&s| crate::layout::is_guest_l4_slot(s)) {
-            gv[slot] = 0;
-            hv[slot] = 0;
+        for range in GUEST_L4_SLOTS {
+            gv[range.clone()].fill(0);
+            hv[range].fill(0);
         }
         cpu::write_cr3(cpu::read_cr3());
     }
 }
 
-/// Copies a guest L4's guest slots into this CPU's two views.
+/// The guest slots of an L4 table, as two runs around the hypervisor's.
+const GUEST_L4_SLOTS: [core::ops::Range<usize>; 2] =
+    [0..FIRST_RESERVED_L4_SLOT, END_RESERVED_L4_SLOT..512];
+
+/// Copies a guest L4's guest slots into this CPU's two views: each run
+/// as one block copy (a `rep movsq`), which every switch between
+/// domains pays; a slot-by-slot loop cost about 12 instructions a slot,
+/// 6000 a switch.
 pub fn install_guest_l4(views: &CpuViews, l4: u64) {
     // SAFETY: all three are hypervisor-owned tables (dom0's L4 is read-only
-    // to dom0); only guest slots are copied, never 256-271.
+    // to dom0) and different frames; only guest slots are copied, never
+    // 256-271.
     unsafe {
         let guest = paging::table(l4);
         let (gv, hv) = (
             paging::table(views.guest_root),
             paging::table(views.hv_root),
         );
-        for slot in (0..512).filter(|&s| is_guest_l4_slot(s)) {
-            gv[slot] = guest[slot];
-            hv[slot] = guest[slot];
+        for range in GUEST_L4_SLOTS {
+            gv[range.clone()].copy_from_slice(&guest[range.clone()]);
+            hv[range.clone()].copy_from_slice(&guest[range]);
         }
     }
 }
