@@ -196,7 +196,7 @@ fn other_domains_due(running: DomId, now: u64) -> (Option<u64>, bool, bool) {
     let Some(table) = DOMAINS.get() else {
         return (next, woke, runnable);
     };
-    for id in (0..table.len()).filter_map(|i| u16::try_from(i).ok().map(DomId)) {
+    for id in table.occupied(0..usize::MAX) {
         if id == running {
             continue;
         }

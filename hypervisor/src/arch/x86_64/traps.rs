@@ -192,8 +192,9 @@ fn pick(cpu: &mut PerCpu, entry: &mut DomainEntry, index: usize, now: u64) -> Ne
     let mut choice = rq.choice(now);
     sched::offer(&mut choice, entry, index + 1..usize::MAX, now);
     if let Some(table) = DOMAINS.get() {
-        for step in 1..table.len() {
-            let id = DomId(u16::try_from((usize::from(me.0) + step) % table.len()).unwrap_or(0));
+        let me_at = usize::from(me.0);
+        let after = table.occupied(me_at + 1..usize::MAX);
+        for id in after.chain(table.occupied(0..me_at)) {
             let Some(mut guard) = table.slot(id).and_then(|slot| slot.try_lock()) else {
                 continue;
             };
