@@ -256,26 +256,38 @@ pub unsafe fn load(views: &CpuViews) {
     super::cpu::invlpg(reserved);
 }
 
+// The GDT's pages share one L1 table, whose entries `load_guest_gdt`
+// walks to once.
+const _: () = assert!(t::GDT % (512 * PAGE_SIZE) + t::GDT_PAGES * PAGE_SIZE <= 512 * PAGE_SIZE);
+
 /// Maps a guest's GDT frames (machine frame numbers) read-only into this
-/// CPU's GDT pages 0-13, the zero page behind the rest, and drops the old
-/// translations (they are global).
+/// CPU's GDT pages 0-13, the zero page behind the rest, and drops the
+/// translations that changed (they are global). Every switch between
+/// vCPUs loads a GDT: one walk to the L1 table and no write or flush for
+/// a page that stays (most are the zero page) keep it short.
 pub fn load_guest_gdt(views: &CpuViews, frames: &[u64]) {
+    // SAFETY: `hv_root` is this CPU's tree, in which the trampoline's
+    // GDT pages are mapped.
+    let Some(first) = (unsafe { paging::l1_entry_address(views.hv_root, t::GDT) }) else {
+        return;
+    };
     for page in 0..RESERVED_PAGE {
-        let va = t::GDT + page * PAGE_SIZE;
         let pa = usize::try_from(page)
             .ok()
             .and_then(|i| frames.get(i))
             .map_or(views.gdt_zero, |mfn| mfn << 12);
-        // SAFETY: `hv_root` is this CPU's tree; the GDT pages of the
-        // trampoline are mapped there, and their leaves are replaced by
-        // other read-only, non-executable frames the guest cannot write.
+        let slot = paging::phys_to_virt(first + page * 8) as *mut u64;
+        // SAFETY: the GDT pages' L1 entries are consecutive in one table
+        // (asserted above); each leaf is replaced by another read-only,
+        // non-executable frame the guest cannot write.
         unsafe {
-            if let Some((entry_pa, entry)) = paging::lookup(views.hv_root, va) {
-                let flags = entry & !paging::ADDR_MASK;
-                (paging::phys_to_virt(entry_pa) as *mut u64).write(pa | flags);
+            let entry = slot.read();
+            if entry & paging::P == 0 || entry & paging::ADDR_MASK == pa {
+                continue;
             }
+            slot.write(pa | (entry & !paging::ADDR_MASK));
         }
-        super::cpu::invlpg(va);
+        super::cpu::invlpg(t::GDT + page * PAGE_SIZE);
     }
 }
 
