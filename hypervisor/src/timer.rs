@@ -144,10 +144,55 @@ pub enum Sleep {
     /// newly raised, or `deadline` passes.
     Polling {
         /// The ports polled.
-        ports: Vec<u32>,
+        ports: PollPorts,
         /// The timeout, if one was given.
         deadline: Option<u64>,
     },
+}
+
+/// The ports a vCPU polls: a poll of one port, the common case (every
+/// round of an event ping-pong), is kept without a heap allocation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PollPorts {
+    /// Exactly one port.
+    One(u32),
+    /// Any other number of ports.
+    Many(Vec<u32>),
+}
+
+impl Default for PollPorts {
+    fn default() -> Self {
+        PollPorts::Many(Vec::new())
+    }
+}
+
+impl PollPorts {
+    /// Adds `port` at the end.
+    pub fn push(&mut self, port: u32) {
+        match self {
+            PollPorts::Many(ports) if ports.is_empty() => *self = PollPorts::One(port),
+            PollPorts::One(first) => *self = PollPorts::Many(alloc::vec![*first, port]),
+            PollPorts::Many(ports) => ports.push(port),
+        }
+    }
+
+    /// The ports, in the order pushed.
+    pub fn as_slice(&self) -> &[u32] {
+        match self {
+            PollPorts::One(port) => core::slice::from_ref(port),
+            PollPorts::Many(ports) => ports,
+        }
+    }
+}
+
+impl From<&[u32]> for PollPorts {
+    fn from(ports: &[u32]) -> Self {
+        let mut all = PollPorts::default();
+        for &port in ports {
+            all.push(port);
+        }
+        all
+    }
 }
 
 impl Sleep {
@@ -180,7 +225,7 @@ impl Sleep {
             Sleep::Polling { ports, deadline } => {
                 kicked
                     || deadline.is_some_and(|at| at <= now)
-                    || ports.iter().any(|&p| port_pending(p))
+                    || ports.as_slice().iter().any(|&p| port_pending(p))
             }
         }
     }
@@ -315,7 +360,7 @@ mod tests {
         assert!(!Sleep::Blocked.wakes(false, false, pending, 0));
         assert!(Sleep::Blocked.wakes(true, false, pending, 0));
         let poll = |ports: &[u32], deadline| Sleep::Polling {
-            ports: ports.to_vec(),
+            ports: ports.into(),
             deadline,
         };
         assert!(!poll(&[3, 4], None).wakes(true, false, pending, 0));
@@ -324,6 +369,15 @@ mod tests {
         assert!(!poll(&[3], Some(MS)).wakes(false, false, pending, MS - 1));
         assert!(poll(&[3], Some(MS)).wakes(false, false, pending, MS));
         assert_eq!(poll(&[3], Some(MS)).deadline(), Some(MS));
+    }
+
+    #[test]
+    fn poll_ports_keep_their_order() {
+        assert_eq!(PollPorts::from(&[][..]).as_slice(), &[] as &[u32]);
+        assert_eq!(PollPorts::from(&[5][..]), PollPorts::One(5));
+        let many = PollPorts::from(&[5, 1, 9][..]);
+        assert_eq!(many.as_slice(), &[5, 1, 9]);
+        assert_eq!(many, PollPorts::Many(vec![5, 1, 9]));
     }
 
     #[test]

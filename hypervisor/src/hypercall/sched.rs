@@ -14,10 +14,6 @@
 //! - `pin_override` is `ENOSYS` (see `docs/abi-differences.md`).
 #![forbid(unsafe_code)]
 
-extern crate alloc;
-
-use alloc::vec::Vec;
-
 use dom0_abi::Errno;
 use dom0_abi::sched::{SchedOp, SchedPoll, SchedRemoteShutdown, SchedWatchdog};
 
@@ -28,7 +24,7 @@ use super::domctl::ControlEnv;
 use super::{Env, read_struct, read_u32};
 use crate::evtchn::EventBits;
 use crate::layout::guest_range_ok;
-use crate::timer::{MAX_POLL_PORTS, Sleep};
+use crate::timer::{MAX_POLL_PORTS, PollPorts, Sleep};
 
 /// `sched_op(cmd, arg)`.
 pub fn sched_op(env: &mut impl ControlEnv, cmd: u64, arg: u64) -> Result<u64, Errno> {
@@ -121,7 +117,7 @@ fn poll(env: &mut impl Env, arg: u64) -> Result<u64, Errno> {
     if events_need_delivery(env) {
         return Ok(0);
     }
-    let mut ports = Vec::with_capacity(p.nr_ports as usize);
+    let mut ports = PollPorts::default();
     for i in 0..u64::from(p.nr_ports) {
         let port = read_u32(env, p.ports + i * 4)?;
         let (channels, bits) = env.event_channels();
@@ -133,11 +129,13 @@ fn poll(env: &mut impl Env, arg: u64) -> Result<u64, Errno> {
         }
         ports.push(port);
     }
-    env.vcpu().sleep = Sleep::Polling {
-        ports,
-        deadline: (p.timeout != 0).then_some(p.timeout),
-    };
-    env.timers_changed();
+    let deadline = (p.timeout != 0).then_some(p.timeout);
+    env.vcpu().sleep = Sleep::Polling { ports, deadline };
+    // Only a timeout is a new deadline for the hypervisor's timer: without
+    // one, the switch that follows looks at what is due anyway.
+    if deadline.is_some() {
+        env.timers_changed();
+    }
     env.reschedule();
     Ok(0)
 }
@@ -258,11 +256,16 @@ mod tests {
         assert_eq!(
             env.cpu.sleep,
             Sleep::Polling {
-                ports: vec![1, 2],
+                ports: PollPorts::from(&[1, 2][..]),
                 deadline: Some(500)
             }
         );
         assert!(env.rescheduled && env.timers_changed);
+
+        let mut env = FakeMachine::new(16);
+        let arg = poll_arg(&mut env, &[1], 0);
+        assert_eq!(sched_op(&mut env, 3, arg), Ok(0));
+        assert!(env.rescheduled && !env.timers_changed, "no timeout");
 
         let mut env = FakeMachine::new(16);
         env.events.pending[0] = 1 << 2;

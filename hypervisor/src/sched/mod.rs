@@ -245,7 +245,7 @@ mod tests {
         assert!(bits.pending(port));
         assert_eq!(bits.take_kicked(), 1);
         v[0].sleep = Sleep::Polling {
-            ports: alloc::vec![port],
+            ports: crate::timer::PollPorts::One(port),
             deadline: Some(15_000_000),
         };
         assert_eq!(next_deadline(&v[0], &channels), Some(15_000_000));

@@ -91,10 +91,12 @@ impl ArchEnv<'_, '_> {
         }
     }
 
-    /// Wakes the vCPUs of the other domain held whose upcall the call
-    /// newly raised (an interdomain send to a vCPU sleeping in
-    /// `SCHEDOP_block` or `SCHEDOP_poll`): they become runnable now, and
-    /// the scheduler looks again before the caller returns.
+    /// Wakes the sleeping vCPUs of the other domain held whose wait the
+    /// call ended (an interdomain send): those whose upcall it newly
+    /// raised, and those polling a port that is pending now (Xen wakes a
+    /// port's pollers whether or not the upcall was raised already). They
+    /// become runnable now, and the scheduler looks again before the
+    /// caller returns.
     #[cold]
     #[inline(never)]
     fn wake_peer_kicked(&mut self) {
@@ -106,10 +108,9 @@ impl ArchEnv<'_, '_> {
             return;
         };
         let now = time::now_ns();
-        for id in crate::sched::kicked_ids(kicked) {
-            if let Some(vcpu) = crate::index::get_mut(&mut entry.vcpus, u64::from(id))
-                && crate::sched::wake_if_due(vcpu, bits, true, now)
-            {
+        for vcpu in entry.vcpus.iter_mut().filter(|v| v.sleep.is_sleeping()) {
+            let kick = kicked & 1u64.checked_shl(vcpu.id).unwrap_or(0) != 0;
+            if crate::sched::wake_if_due(vcpu, bits, kick, now) {
                 self.current.cpu.resched = true;
             }
         }
