@@ -26,6 +26,7 @@ use dom0_abi::wire::Wire;
 use crate::ioport::IoBitmap;
 use crate::layout::guest_range_ok;
 use crate::mm::machine::VcpuMm;
+use crate::mm::types::L4Slots;
 use crate::regs::GuestRegs;
 use crate::sched::credit::Credit;
 use crate::stats::Stats;
@@ -370,6 +371,10 @@ pub struct Vcpu {
     pub kicked: bool,
     /// Page-table bases and LDT.
     pub mm: VcpuMm,
+    /// The non-zero guest slots of its kernel L4 when it was last switched
+    /// in, so that the next switch copies only those (see
+    /// `crate::mm::types::L4_GENERATION` for when they are stale).
+    pub l4_slots: Option<L4Slots>,
     /// Event counters for `stats_op` (empty without the `stats` feature).
     pub stats: Stats,
     /// The virtual IDT (`set_trap_table`).
@@ -451,6 +456,7 @@ impl Vcpu {
             sleep: Sleep::Awake,
             kicked: false,
             mm: VcpuMm::default(),
+            l4_slots: None,
             stats: Stats::default(),
             traps: [TrapGate::default(); 256],
             event: Callback::default(),

@@ -13,7 +13,7 @@ use super::fake::{DOM, FakeMachine, OTHER, PRO, PRW, XorShift};
 use super::frame_table::{FrameInfo, FrameTable, Owner, PageType};
 use super::machine::{PageTableMemory, VcpuMm};
 use super::pte;
-use super::types::{MapCtx, PtwrOp, PtwrOutcome, PtwrWrite};
+use super::types::{L4Slots, MapCtx, PtwrOp, PtwrOutcome, PtwrWrite, l4_generation};
 
 const VA: u64 = 0xFFFF_FFFF_8020_3000;
 const OWN: Owner = Owner::Domain(DOM);
@@ -163,6 +163,39 @@ fn pinning_validates_the_whole_tree_and_unpinning_undoes_it() {
     assert_eq!(m.with(|mmu| mmu.unpin(l4, OWN)).0, Err(Errno::EINVAL));
     assert_eq!(m.with(|mmu| mmu.unpin(data, OWN)).0, Err(Errno::EINVAL));
     assert_eq!(m.with(|mmu| mmu.unpin(Mfn(31), OWN)).0, Err(Errno::EINVAL));
+}
+
+#[test]
+fn l4_contents_are_tracked_by_generation() {
+    let mut m = FakeMachine::new(32);
+    let data = m.give(DOM);
+    let [l4, l3, _, _] = m.build_tables(DOM, VA, data);
+    // Other tests run alongside and only ever add to the count.
+    let before = l4_generation();
+    assert_eq!(m.with(|mmu| mmu.pin(l4, PageType::L4, OWN)).0, Ok(()));
+    let validated = l4_generation();
+    assert!(validated > before, "validating an L4 moves it");
+    let mut entries = [0u64; 512];
+    for (i, e) in entries.iter_mut().enumerate() {
+        *e = m.get(l4, i);
+    }
+    let slots = L4Slots::scan(l4, validated, &entries);
+    let i = pte::table_index(VA, 4);
+    let mut used = [0u64; 8];
+    used[i / 64] = 1 << (i % 64);
+    assert_eq!(slots.used, used);
+    assert!(slots.valid_for(l4, validated));
+    assert!(!slots.valid_for(l3, validated));
+    // An entry update, even one refused later on, moves it too.
+    let j = (i + 1) % 256;
+    let link = (l3.0 << 12) | PRW;
+    let _ = m.with(|mmu| mmu.mod_upper_entry(l4, PageType::L4, j, link, false, DOM));
+    assert!(!slots.valid_for(l4, l4_generation()));
+    // The hypervisor's slots are never counted as used.
+    entries[256] = 1;
+    entries[300] = 1;
+    let slots = L4Slots::scan(l4, 0, &entries);
+    assert_eq!(slots.used[4], 1 << (300 - 256));
 }
 
 #[test]

@@ -45,11 +45,66 @@ use dom0_abi::Errno;
 use dom0_abi::layout::{guest_addr_ok, is_canonical, is_guest_l4_slot};
 use dom0_abi::types::{DomId, Mfn};
 
+use core::sync::atomic::{AtomicU64, Ordering};
+
 use super::INVALID_M2P_ENTRY;
 use super::effects::Effects;
 use super::frame_table::{FrameInfo, Owner, PageType, assign_frame};
 use super::machine::MmMachine;
 use super::pte::{self, ENTRIES};
+
+/// Counts the events that may change what an L4 table holds while it is
+/// one: an L4 validated (its entries were written while it was not one),
+/// an entry of a validated L4 updated. A frame is writable by a guest only
+/// while it has no page-table type, so an L4 whose type a vCPU holds
+/// changes only through these. Whoever remembers something about an L4's
+/// contents (the slots a vCPU's root uses, `arch`'s switch between
+/// vCPUs) remembers this count with it and looks again when it moved.
+static L4_GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// The current count of [`L4_GENERATION`].
+pub fn l4_generation() -> u64 {
+    L4_GENERATION.load(Ordering::Acquire)
+}
+
+/// Some L4 table may hold something else from now on.
+fn l4_changed() {
+    L4_GENERATION.fetch_add(1, Ordering::AcqRel);
+}
+
+/// The guest slots of an L4 table that are not zero (bit `s % 64` of word
+/// `s / 64`: slot `s`), found at a [`l4_generation`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct L4Slots {
+    /// The L4 table.
+    pub l4: Mfn,
+    /// [`l4_generation`] when they were found.
+    pub generation: u64,
+    /// Its non-zero guest slots.
+    pub used: [u64; 8],
+}
+
+impl L4Slots {
+    /// Finds the non-zero guest slots of `l4`, whose entries are `entries`.
+    pub fn scan(l4: Mfn, generation: u64, entries: &[u64; ENTRIES]) -> L4Slots {
+        let mut used = [0u64; 8];
+        for (slot, &entry) in entries.iter().enumerate() {
+            if entry != 0 && is_guest_l4_slot(slot) {
+                used[slot / 64] |= 1 << (slot % 64);
+            }
+        }
+        L4Slots {
+            l4,
+            generation,
+            used,
+        }
+    }
+
+    /// Whether these are still `l4`'s slots at `generation`.
+    pub fn valid_for(&self, l4: Mfn, generation: u64) -> bool {
+        self.l4 == l4 && self.generation == generation
+    }
+}
 
 /// The highest frame number a PTE can name (Xen's `PADDR_MASK >>
 /// PAGE_SHIFT`): an I/O mapping of it fails with `EINVAL` instead of
@@ -345,6 +400,10 @@ impl<'m, M: MmMachine + ?Sized> Mmu<'m, M> {
     /// Takes the references every present entry of `mfn` needs as a table
     /// of type `ty`, or none at all.
     fn validate(&mut self, mfn: Mfn, ty: PageType) -> Result<(), Errno> {
+        if ty == PageType::L4 {
+            // What it holds was written while it was no L4.
+            l4_changed();
+        }
         let Some(dom) = self.info(mfn).and_then(|f| f.owner().domain()) else {
             return Err(Errno::EINVAL);
         };
@@ -683,6 +742,9 @@ impl<'m, M: MmMachine + ?Sized> Mmu<'m, M> {
     ) -> Result<(), Errno> {
         if ty.child().is_none() || (ty == PageType::L4 && !is_guest_l4_slot(index)) {
             return Err(Errno::EINVAL);
+        }
+        if ty == PageType::L4 {
+            l4_changed();
         }
         let old = self.machine.read_pte(table, index);
         if pte::is_present(new) {

@@ -569,6 +569,45 @@ pub fn install_guest_l4(views: &CpuViews, l4: u64) {
     }
 }
 
+/// Loads L4 `l4`, whose non-zero guest slots are `used`, into this CPU's
+/// two views, which may hold non-zero only the slots `installed` names:
+/// only those two sets of slots are copied (a switch between two domains'
+/// vCPUs then writes a few slots, not 496), and `installed` becomes
+/// `used`.
+pub fn switch_guest_l4(views: &CpuViews, installed: &mut [u64; 8], l4: u64, used: &[u64; 8]) {
+    // SAFETY: all three are hypervisor-owned tables (a guest's L4 is
+    // read-only to it) and different frames; only guest slots are
+    // copied: `used` names no others, and `installed` is masked.
+    unsafe {
+        let guest = paging::table(l4);
+        let (gv, hv) = (
+            paging::table(views.guest_root),
+            paging::table(views.hv_root),
+        );
+        for (word, (&new, old)) in used.iter().zip(installed.iter_mut()).enumerate() {
+            let mut bits = new | (*old & guest_slot_mask(word));
+            while bits != 0 {
+                let slot = word * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                gv[slot] = guest[slot];
+                hv[slot] = guest[slot];
+            }
+            *old = new;
+        }
+    }
+}
+
+/// The guest slots among slots `64 * word` to `64 * word + 63`.
+const fn guest_slot_mask(word: usize) -> u64 {
+    let (first, end) = (word * 64, word * 64 + 64);
+    if end <= FIRST_RESERVED_L4_SLOT || first >= END_RESERVED_L4_SLOT {
+        u64::MAX
+    } else {
+        // Word 4: slots 256-271 are the hypervisor's.
+        !((1u64 << (END_RESERVED_L4_SLOT - first)) - 1)
+    }
+}
+
 /// The shared_info page: a hypervisor frame dom0 maps by its machine
 /// address, with events masked in every legacy vcpu_info and the wall
 /// clock in place (nothing else runs yet that could set it meanwhile).

@@ -663,6 +663,7 @@ pub fn apply_effects(current: &mut Current, fx: &Effects) {
         && let Some(l4) = current.vcpu.mm.kernel_l4
     {
         super::builder::install_guest_l4(&current.cpu.views, l4.maddr());
+        current.cpu.l4_installed = [u64::MAX; 8];
     }
     for flush in [fx.flush.local, fx.flush.domain] {
         match flush {

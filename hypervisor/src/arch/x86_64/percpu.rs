@@ -37,6 +37,10 @@ pub struct Running {
 pub struct PerCpu {
     /// Its two root tables.
     pub views: CpuViews,
+    /// The guest slots its views may hold non-zero (bit `s % 64` of word
+    /// `s / 64`: slot `s`); all of them unless a switch between vCPUs
+    /// copied a known set (`builder::switch_guest_l4`).
+    pub l4_installed: [u64; 8],
     /// Frames mapped in its LDT window, by page (0: not mapped). They
     /// belong to the running vCPU's LDT and are released when it changes
     /// or the vCPU is switched out.
@@ -57,6 +61,7 @@ impl PerCpu {
     pub fn new(views: CpuViews) -> PerCpu {
         PerCpu {
             views,
+            l4_installed: [u64::MAX; 8],
             ldt_pages: [0; LDT_PAGE_COUNT],
             running: None,
             resched: false,

@@ -23,6 +23,7 @@ use crate::index;
 use crate::layout::{DIRECTMAP_VIRT_START, HYPERVISOR_TEXT_START};
 use crate::logfilter::GUEST;
 use crate::mm::effects::Effects;
+use crate::mm::types::{L4Slots, l4_generation};
 
 use crate::sched::credit::Runqueue;
 use crate::sched::{self, Next, Slice};
@@ -491,7 +492,23 @@ fn load_vcpu(cpu: &mut PerCpu, entry: &mut DomainEntry, to: usize, regs: &mut Gu
     time::publish(new.vcpu_info);
     trampoline::load_ldt(&cpu.views, u64::from(new.mm.ldt_ents));
     if let Some(l4) = new.mm.kernel_l4 {
-        super::builder::install_guest_l4(&cpu.views, l4.maddr());
+        let generation = l4_generation();
+        let slots = match new.l4_slots {
+            Some(slots) if slots.valid_for(l4, generation) => slots,
+            _ => {
+                // SAFETY: the vCPU holds an L4 type reference on its
+                // kernel L4, a frame it cannot write; it is only read.
+                let entries = unsafe { super::paging::table(l4.maddr()) };
+                L4Slots::scan(l4, generation, entries)
+            }
+        };
+        new.l4_slots = Some(slots);
+        super::builder::switch_guest_l4(
+            &cpu.views,
+            &mut cpu.l4_installed,
+            l4.maddr(),
+            &slots.used,
+        );
         cpu::flush_hypervisor_view();
         publish_runstate(new, entry.domain.mm.vm_assist);
     }
