@@ -436,7 +436,10 @@ impl DomainTable {
         let end = ids.end.min(self.slots.len());
         let start = ids.start.min(end);
         (start / 64..end.div_ceil(64)).flat_map(move |w| {
-            let mut bits = self.occupied.get(w).map_or(0, |word| word.load(Ordering::Relaxed));
+            let mut bits = self
+                .occupied
+                .get(w)
+                .map_or(0, |word| word.load(Ordering::Relaxed));
             core::iter::from_fn(move || {
                 while bits != 0 {
                     let i = w * 64 + bits.trailing_zeros() as usize;

@@ -503,12 +503,7 @@ fn load_vcpu(cpu: &mut PerCpu, entry: &mut DomainEntry, to: usize, regs: &mut Gu
             }
         };
         new.l4_slots = Some(slots);
-        super::builder::switch_guest_l4(
-            &cpu.views,
-            &mut cpu.l4_installed,
-            l4.maddr(),
-            &slots.used,
-        );
+        super::builder::switch_guest_l4(&cpu.views, &mut cpu.l4_installed, l4.maddr(), &slots.used);
         cpu::flush_hypervisor_view();
         publish_runstate(new, entry.domain.mm.vm_assist);
     }
