@@ -514,7 +514,7 @@ pub fn destroy_dom0(cpu: &mut PerCpu, entry: &mut DomainEntry) -> Dom0Teardown {
     }
     // The freed GDT frames leave this CPU's GDT window too: the zero page
     // stands behind every guest GDT page again.
-    super::trampoline::load_guest_gdt(&cpu.views, &[]);
+    super::trampoline::load_guest_gdt(&cpu.views, &mut cpu.gdt_mapped, &[]);
     if report.remaining != 0 {
         log::warn!("dom0 teardown: {} frames still owned", report.remaining);
     }

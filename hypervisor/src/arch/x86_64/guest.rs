@@ -491,7 +491,12 @@ pub fn apply_pending(current: &mut Current) {
 fn apply_pending_work(current: &mut Current) {
     let vcpu = &mut current.vcpu;
     if vcpu.pending.contains(Pending::GDT) {
-        super::trampoline::load_guest_gdt(&current.cpu.views, &vcpu.gdt_frames[..vcpu.gdt_count]);
+        let cpu = &mut *current.cpu;
+        super::trampoline::load_guest_gdt(
+            &cpu.views,
+            &mut cpu.gdt_mapped,
+            &vcpu.gdt_frames[..vcpu.gdt_count],
+        );
     }
     if vcpu.pending.contains(Pending::SELECTORS) {
         super::context::load_selectors(&vcpu.selectors);

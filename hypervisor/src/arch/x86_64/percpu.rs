@@ -41,6 +41,9 @@ pub struct PerCpu {
     /// `s / 64`: slot `s`); all of them unless a switch between vCPUs
     /// copied a known set (`builder::switch_guest_l4`).
     pub l4_installed: [u64; 8],
+    /// How many leading pages of its GDT window may map something other
+    /// than the zero page (`trampoline::load_guest_gdt`).
+    pub gdt_mapped: u64,
     /// Frames mapped in its LDT window, by page (0: not mapped). They
     /// belong to the running vCPU's LDT and are released when it changes
     /// or the vCPU is switched out.
@@ -62,6 +65,7 @@ impl PerCpu {
         PerCpu {
             views,
             l4_installed: [u64::MAX; 8],
+            gdt_mapped: u64::MAX,
             ldt_pages: [0; LDT_PAGE_COUNT],
             running: None,
             resched: false,

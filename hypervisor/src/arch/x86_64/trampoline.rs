@@ -262,16 +262,21 @@ const _: () = assert!(t::GDT % (512 * PAGE_SIZE) + t::GDT_PAGES * PAGE_SIZE <= 5
 
 /// Maps a guest's GDT frames (machine frame numbers) read-only into this
 /// CPU's GDT pages 0-13, the zero page behind the rest, and drops the
-/// translations that changed (they are global). Every switch between
-/// vCPUs loads a GDT: one walk to the L1 table and no write or flush for
-/// a page that stays (most are the zero page) keep it short.
-pub fn load_guest_gdt(views: &CpuViews, frames: &[u64]) {
+/// translations that changed (they are global). `mapped` is how many
+/// leading pages may map something other than the zero page, and becomes
+/// the number of `frames`. Every switch between vCPUs loads a GDT: one
+/// walk to the L1 table, only the pages either GDT covers looked at, and
+/// no write or flush for a page that stays keep it short.
+pub fn load_guest_gdt(views: &CpuViews, mapped: &mut u64, frames: &[u64]) {
+    let count = u64::try_from(frames.len()).unwrap_or(u64::MAX);
+    let end = count.max(*mapped).min(RESERVED_PAGE);
+    *mapped = count.min(RESERVED_PAGE);
     // SAFETY: `hv_root` is this CPU's tree, in which the trampoline's
     // GDT pages are mapped.
     let Some(first) = (unsafe { paging::l1_entry_address(views.hv_root, t::GDT) }) else {
         return;
     };
-    for page in 0..RESERVED_PAGE {
+    for page in 0..end {
         let pa = usize::try_from(page)
             .ok()
             .and_then(|i| frames.get(i))
