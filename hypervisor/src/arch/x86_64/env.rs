@@ -562,6 +562,8 @@ impl Env for ArchEnv<'_, '_> {
             let kicked = bits.take_kicked();
             if kicked != 0 {
                 super::schedule::note_kicks(self.current, kicked);
+            } else if !(self.current.others.0.is_empty() && self.current.others.1.is_empty()) {
+                super::schedule::wake_pollers(self.current, bits);
             }
         }
         if self

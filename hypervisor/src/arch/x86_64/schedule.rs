@@ -28,7 +28,7 @@ use dom0_abi::types::DomId;
 use crate::domain::{DOMAINS, Domain};
 use crate::evtchn::EventBits;
 use crate::sched::{self, Slice};
-use crate::timer::earliest;
+use crate::timer::{Sleep, earliest};
 
 use super::evtchn::SharedInfoBits;
 use super::traps::Current;
@@ -92,6 +92,28 @@ pub fn note_kicks(current: &mut Current, kicked: u64) {
     }
     if sleeping {
         run_due(current);
+    }
+}
+
+/// Wakes the running domain's other vCPUs that poll a port now pending
+/// (an event raised without a kick: their upcall was pending already), as
+/// Xen wakes a port's pollers.
+#[cold]
+#[inline(never)]
+pub fn wake_pollers(current: &mut Current, bits: &SharedInfoBits) {
+    let mut now = None;
+    for v in current
+        .others
+        .0
+        .iter_mut()
+        .chain(current.others.1.iter_mut())
+    {
+        if matches!(v.sleep, Sleep::Polling { .. }) {
+            let now = *now.get_or_insert_with(time::now_ns);
+            if sched::wake_if_due(v, bits, false, now) {
+                current.cpu.resched = true;
+            }
+        }
     }
 }
 
