@@ -651,6 +651,7 @@ pub const TESTS: &[IntegrationTest] = &[
     passes!("evtchn_ports", conformance: true),
     passes!("evtchn_loopback", conformance: true),
     passes_with!("evtchn_vcpus", hv_extra_args: "dom0_max_vcpus=2"),
+    passes_with!("evtchn_poll_wake", hv_extra_args: "dom0_max_vcpus=2"),
     passes_with!("timer_ops", hv_extra_args: "dom0_max_vcpus=2"),
     passes!("timer_user_mode", conformance: true),
     passes_with!("time_monotonic", hv_extra_args: "dom0_max_vcpus=2"),

@@ -1,7 +1,9 @@
 //! Event channels (2-level ABI): `evtchn_ports` (port lifecycle, status
 //! and every error), `evtchn_loopback` (a domain's ports bound to each
-//! other: send, delivery, masks, close) and `evtchn_vcpus`
-//! (`dom0_max_vcpus=2`: ports delivered to the other vCPU).
+//! other: send, delivery, masks, close), `evtchn_vcpus`
+//! (`dom0_max_vcpus=2`: ports delivered to the other vCPU) and
+//! `evtchn_poll_wake` (a send wakes a vCPU polling the port even when it
+//! raises no upcall).
 //!
 //! Xen 4.17's answers, as these guests see them there:
 //! - port 0 is reserved (status "closed", every other use `EINVAL`); new
@@ -42,6 +44,7 @@ use guest_pv_shim::dom0_abi::event_channel::{
 };
 use guest_pv_shim::dom0_abi::start_info::StartInfo;
 use guest_pv_shim::dom0_abi::types::DomId;
+use guest_pv_shim::dom0_abi::vcpu::{RUNSTATE_BLOCKED, VcpuRunstateInfo};
 use guest_pv_shim::hypercall::{self as hc};
 use guest_pv_shim::traps::{self, Disposition, Trap, TrapFrame, VECTOR_EVENT};
 use guest_pv_shim::{report, shared, smp};
@@ -1043,4 +1046,93 @@ pub fn vcpus(_start_info: &'static StartInfo) {
     );
     report::check_ret("reset", hc::evtchn_reset(DomId::SELF.0), 0);
     traps::set_hook(None);
+}
+
+/// The port vCPU 1 polls in `evtchn_poll_wake` (0: not chosen yet).
+static POLLED: AtomicU32 = AtomicU32::new(0);
+/// `SCHEDOP_poll`'s result on vCPU 1 (1: not returned yet).
+static POLL_RET: AtomicI64 = AtomicI64::new(1);
+
+/// vCPU 1: polls the port it is given, without a timeout.
+fn poller(_vcpu: usize) {
+    let port = loop {
+        match POLLED.load(Ordering::SeqCst) {
+            0 => hc::sched_yield(),
+            port => break port,
+        };
+    };
+    POLL_RET.store(hc::sched_poll(&[port], 0), Ordering::SeqCst);
+}
+
+/// vCPU `vcpu`'s `RUNSTATE_*` (-1 if it cannot be read).
+fn runstate(vcpu: u64) -> i32 {
+    let mut info = VcpuRunstateInfo::default();
+    if hc::vcpu_get_runstate_info(vcpu, &mut info) == 0 {
+        info.state
+    } else {
+        -1
+    }
+}
+
+/// `evtchn_poll_wake` (`dom0_max_vcpus=2`): vCPU 1 polls a port bound to
+/// vCPU 0, whose upcall is already pending (and masked); vCPU 0's send
+/// raises no new upcall, yet wakes the poller, as Xen wakes every vCPU
+/// polling a port that becomes pending.
+pub fn poll_wake(_start_info: &'static StartInfo) {
+    if !support::traps() {
+        return;
+    }
+    let (ret_a, a) = alloc(DomId::SELF, DomId::SELF);
+    let (ret_b, b) = bind_interdomain(DomId::SELF, a);
+    report::check(
+        "a loopback pair",
+        ret_a == 0 && ret_b == 0,
+        format_args!("{} / {}", report::Ret(ret_a), report::Ret(ret_b)),
+    );
+    shared::set_upcall_mask(1);
+    shared::clear_evtchn_pending(a);
+    shared::clear_evtchn_pending(b);
+    shared::set_upcall_pending_of(0, 1);
+    if !support::start_vcpu(1, poller) {
+        return;
+    }
+    POLLED.store(a, Ordering::SeqCst);
+    let blocked = support::yield_until(WAIT, || runstate(1) == RUNSTATE_BLOCKED);
+    report::check(
+        "vCPU 1 blocks in its poll",
+        blocked && POLL_RET.load(Ordering::SeqCst) == 1,
+        format_args!(
+            "runstate {}, poll {}",
+            runstate(1),
+            report::Ret(POLL_RET.load(Ordering::SeqCst))
+        ),
+    );
+    report::check_ret("send to the polled port", hc::evtchn_send(b), 0);
+    report::check_observed(
+        "the send raised no new upcall (vCPU 0's was pending already)",
+        shared::upcall_pending_of(0) == Some(1) && shared::evtchn_pending(a) == Some(true),
+        format_args!(
+            "upcall_pending {:?}, port pending {:?}",
+            shared::upcall_pending_of(0),
+            shared::evtchn_pending(a)
+        ),
+    );
+    let woken = support::yield_until(1, || POLL_RET.load(Ordering::SeqCst) != 1);
+    report::check(
+        "the poller wakes at the send (it runs at vCPU 0's next yield) and its poll returns 0",
+        woken && POLL_RET.load(Ordering::SeqCst) == 0,
+        format_args!(
+            "poll {}, runstate {}",
+            report::Ret(POLL_RET.load(Ordering::SeqCst)),
+            runstate(1)
+        ),
+    );
+    let down = support::yield_until(WAIT, || hc::vcpu_is_up(1) == 0);
+    report::check(
+        "vCPU 1 finished",
+        down,
+        format_args!("is_up {}", hc::vcpu_is_up(1)),
+    );
+    shared::set_upcall_pending_of(0, 0);
+    report::check_ret("reset", hc::evtchn_reset(DomId::SELF.0), 0);
 }

@@ -379,6 +379,10 @@ pub const ALL: &[Case] = &[
         run: evtchn::vcpus,
     },
     Case {
+        name: "evtchn_poll_wake",
+        run: evtchn::poll_wake,
+    },
+    Case {
         name: "timer_ops",
         run: timers::ops,
     },
