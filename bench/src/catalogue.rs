@@ -138,6 +138,13 @@ pub const ALL: &[Benchmark] = &[
         what: "set_timer_op with a past deadline (upcalls masked), SCHEDOP_block returning at once, VIRQ_TIMER upcall, handler, iret",
     },
     Benchmark {
+        name: "timer_poll",
+        unit: "tsc/wakeup",
+        sample: "wakeup",
+        items_per_sample: 1,
+        what: "set_timer_op with a past deadline (upcalls masked), SCHEDOP_poll of the VIRQ_TIMER port returning at once, the pending bit cleared by the guest",
+    },
+    Benchmark {
         name: "grant_copy_4k",
         unit: "tsc/copy",
         sample: "copy",

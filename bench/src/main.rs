@@ -69,6 +69,7 @@ fn run_one(
         "syscall_bounce" => traps::syscall_bounce(h, pt, name),
         "evtchn_self" => events::evtchn_self(h, start_info, pt, name),
         "timer_block" => events::timer_block(h, start_info, pt, name),
+        "timer_poll" => events::timer_poll(h, start_info, pt, name),
         "grant_copy_4k" => grants::copy(h, grant_pages?, name),
         "rep_movsb_4k" => grants::rep_movsb_4k(h, grant_pages?, name),
         "grant_map_unmap" => grants::map_unmap(h, grant_pages?, name),

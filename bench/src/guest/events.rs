@@ -1,6 +1,7 @@
 //! Event-channel paths: a send to an IPI port of the sender's own vCPU,
 //! and a `VIRQ_TIMER` raised by `set_timer_op` and taken on the way out
-//! of `SCHEDOP_block`, each delivered as an upcall to the guest's handler.
+//! of `SCHEDOP_block`, each delivered as an upcall to the guest's handler;
+//! and the same `VIRQ_TIMER` ending a `SCHEDOP_poll` of its port.
 //!
 //! The guest maps `shared_info` over a page of its own `.bss`, registers
 //! the upcall entry, binds an IPI port, unmasks the port and the vCPU's
@@ -214,5 +215,57 @@ pub fn timer_block(
                 err => err,
             }
         })
+    })
+}
+
+/// `timer_poll`: with upcalls masked, `set_timer_op` with a deadline
+/// already past (its `VIRQ_TIMER` is raised before the call returns), then
+/// `SCHEDOP_poll` of the timer's port without a timeout, which returns at
+/// once since the port is pending; the guest then clears the port's
+/// pending bit itself (no upcall: the poll leaves upcalls masked).
+pub fn timer_poll(
+    h: &Harness,
+    start_info: &StartInfo,
+    pt: &PageTables,
+    name: &str,
+) -> Result<Measured, NotRun> {
+    with_upcalls(start_info, pt, name, |base| {
+        let ret = hc::vcpu_stop_periodic_timer(0);
+        if ret != 0 {
+            return Err(not_run(name, "VCPUOP_stop_periodic_timer", ret));
+        }
+        let port = hc::evtchn_bind_virq(Virq::Timer, 0)
+            .map_err(|err| not_run(name, "EVTCHNOP_bind_virq(VIRQ_TIMER)", err))?;
+        write_shared_byte(base, UPCALL_MASK, 1);
+        let (word, bit) = (u64::from(port / 64), 1u64 << (port % 64));
+        let mut not_pending = 0u64;
+        let timed = h.time(
+            name,
+            "set_timer_op + SCHEDOP_poll",
+            || {
+                let ret = match hc::set_timer_op(1) {
+                    0 => hc::sched_poll_one(port),
+                    err => err,
+                };
+                let was = with_shared_word(base, EVTCHN_PENDING + word * 8, |w| {
+                    w.fetch_and(!bit, Ordering::SeqCst)
+                });
+                not_pending += u64::from(was & bit == 0);
+                ret
+            },
+            |ret| ret == 0,
+        );
+        write_shared_byte(base, UPCALL_PENDING, 0);
+        with_shared_word(base, PENDING_SEL, |w| w.store(0, Ordering::SeqCst));
+        let ret = hc::evtchn_close(port);
+        guest_pv_shim::report::check_ret(format_args!("port closed after {name}"), ret, 0);
+        let measured = timed?;
+        if not_pending != 0 {
+            return Err(failed(
+                name,
+                "a poll returned without the timer's port pending",
+            ));
+        }
+        Ok(measured)
     })
 }

@@ -17,7 +17,7 @@ use guest_pv_shim::dom0_abi::event_channel::{
 use guest_pv_shim::dom0_abi::grant_table::GnttabOp;
 use guest_pv_shim::dom0_abi::mmu::{MmuUpdate, MmuextOp};
 use guest_pv_shim::dom0_abi::multicall::MulticallEntry;
-use guest_pv_shim::dom0_abi::sched::SchedOp;
+use guest_pv_shim::dom0_abi::sched::{SchedOp, SchedPoll};
 use guest_pv_shim::dom0_abi::types::DomId;
 use guest_pv_shim::dom0_abi::vcpu::VcpuOpCmd;
 use guest_pv_shim::dom0_abi::version::VersionCmd;
@@ -211,6 +211,23 @@ pub fn set_timer_op(deadline: u64) -> i64 {
 pub fn sched_block() -> i64 {
     // SAFETY: block reads no guest memory.
     unsafe { hypercall!(Hypercall::SchedOp; SchedOp::Block as u64, 0u64, 0u64, 0u64, 0u64) }
+}
+
+/// `SCHEDOP_poll` of the one port `port`, without a timeout.
+#[inline(always)]
+pub fn sched_poll_one(port: u32) -> i64 {
+    let ports = [port];
+    let arg = SchedPoll {
+        ports: ports.as_ptr() as u64,
+        nr_ports: 1,
+        pad: 0,
+        timeout: 0,
+    };
+    // SAFETY: the hypervisor reads `arg` and the one port it names, both
+    // on this stack for the call.
+    unsafe {
+        hypercall!(Hypercall::SchedOp; SchedOp::Poll as u64, core::ptr::from_ref(&arg) as u64, 0u64, 0u64, 0u64)
+    }
 }
 
 /// `VCPUOP_stop_periodic_timer` of `vcpu`.
