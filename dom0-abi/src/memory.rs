@@ -62,7 +62,28 @@ numbered_enum! {
         /// hypervisor's range; `EINVAL` `nr_entries` is less than the
         /// map's entries plus one.
         MachineMemoryMap = 10, "machine_memory_map";
-        /// `arg`: `xen_memory_exchange`: trade extents for others.
+        /// `arg`: [`XenMemoryExchange`] (IN/OUT). Trades the caller's
+        /// `in` extents (GMFNs) for freshly allocated `out` extents that
+        /// satisfy `out.mem_flags` (address bits), chunk by chunk: each
+        /// chunk is one extent of the larger order and the extents of the
+        /// smaller order that make it up. Each `out` list entry holds a
+        /// GPFN, whose M2P entries the new frames get, and receives the
+        /// MFN (PV). `nr_exchanged` (IN: `in` extents already done, 0 on a
+        /// first call; OUT: `in` extents done) tells how far it got, also
+        /// on failure. Any caller for itself; a privileged one for others.
+        /// Returns 0; `in` and `out` pages are counted the same, so the
+        /// domain's page count does not change.
+        ///
+        /// Errors: `EINVAL` a start extent in `cmd`, `nr_exchanged` above
+        /// `in.nr_extents`, `in.domid` != `out.domid`, lists whose page
+        /// totals differ or overflow, or an `in` frame that is not the
+        /// domain's, still referenced (mapped, typed, pinned) or beyond
+        /// the frame table; `EPERM` an order above the caller's limit (9
+        /// for a domU, 12 with I/O rights, 18 for the control domain) or
+        /// another domain without privilege; `ESRCH` no such domain;
+        /// `EFAULT` unreadable `arg`, a list in the hypervisor's range, or
+        /// a list entry that cannot be read or written; `ENOMEM` no free
+        /// frames satisfy `out`'s order and address bits.
         Exchange = 11, "exchange";
         /// `arg`: [`XenMachphysMapping`] (OUT): where the M2P is mapped.
         /// Returns 0. `EFAULT`: bad `arg`.
@@ -129,6 +150,21 @@ pub struct XenMemoryReservation {
     pub domid: u16,
     /// Padding.
     pub pad: [u8; 6],
+}
+
+/// `struct xen_memory_exchange` (72 bytes): the argument of
+/// [`MemoryOpCmd::Exchange`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct XenMemoryExchange {
+    /// IN: the extents given up (`extent_start`: their GMFNs).
+    pub input: XenMemoryReservation,
+    /// IN: the extents wanted (`extent_start`: IN GPFNs for the M2P, OUT
+    /// MFNs; `mem_flags`: address bits); `domid` must equal `input`'s.
+    pub output: XenMemoryReservation,
+    /// IN: `input` extents already exchanged (0 on a first call); OUT:
+    /// how many are exchanged when the call returns, successful or not.
+    pub nr_exchanged: u64,
 }
 
 /// `struct xen_memory_domain` (2 bytes).
@@ -237,6 +273,7 @@ crate::assert_layout!(XenAddToPhysmap, 24, { domid: 0, size: 2, space: 4, idx: 8
 crate::assert_layout!(XenMemoryReservation, 32, {
     extent_start: 0, nr_extents: 8, extent_order: 16, mem_flags: 20, domid: 24, pad: 26,
 });
+crate::assert_layout!(XenMemoryExchange, 72, { input: 0, output: 32, nr_exchanged: 64 });
 crate::assert_layout!(XenMemoryDomain, 2, { domid: 0 });
 crate::assert_layout!(XenMachphysMfnList, 24, {
     max_extents: 0, pad0: 4, extent_start: 8, nr_extents: 16, pad1: 20,

@@ -41,9 +41,9 @@ use dom0_abi::layout::{
 use dom0_abi::memory::{
     E820_RAM, E820Entry, MEMOP_CMD_MASK, MEMOP_EXTENT_SHIFT, MemoryOpCmd, XENMAPSPACE_GMFN_FOREIGN,
     XENMEMF_ADDRESS_BITS_MASK, XENMEMF_EXACT_NODE_REQUEST, XENMEMF_POPULATE_ON_DEMAND,
-    XENMEMF_VNODE, XenAddToPhysmap, XenMemoryMap, XenMemoryReservation,
+    XENMEMF_VNODE, XenAddToPhysmap, XenMemoryExchange, XenMemoryMap, XenMemoryReservation,
 };
-use dom0_abi::types::Mfn;
+use dom0_abi::types::{DomId, Mfn};
 use dom0_abi::wire::Wire;
 
 use super::mmu::{Caller, MmuEnv};
@@ -92,6 +92,7 @@ pub fn memory_op(
             | MemoryOpCmd::MaximumGpfn),
         ) => domain_query(env, op, start, arg),
         Some(MemoryOpCmd::AddToPhysmap) => add_to_physmap(env, start, arg),
+        Some(MemoryOpCmd::Exchange) => exchange(env, fx, start, arg),
         _ => match MemoryOpCmd::from_number(cmd) {
             Some(MemoryOpCmd::MemoryMap) => memory_map(env, arg),
             Some(MemoryOpCmd::MachineMemoryMap) => machine_memory_map(env, arg),
@@ -119,6 +120,252 @@ fn add_to_physmap(env: &mut impl MmuEnv, start: u64, arg: u64) -> Result<u64, Er
     let caller = Caller::of(env)?;
     Caller::any(env, &caller, xatp.domid).ok_or(Errno::ESRCH)?;
     Err(Errno::EACCES)
+}
+
+/// Frames an `exchange` trades per invocation before it is continued
+/// (at least one chunk is always done).
+const EXCHANGE_BATCH_FRAMES: u64 = 512;
+/// Where `nr_exchanged` lies in `xen_memory_exchange`.
+const NR_EXCHANGED_OFFSET: u64 = 64;
+
+/// A checked `xen_memory_exchange`, in chunks: a chunk is one extent of
+/// the larger order, traded for the extents of the smaller order that
+/// make it up.
+#[derive(Clone, Copy, Debug)]
+struct Exchange {
+    input: XenMemoryReservation,
+    output: XenMemoryReservation,
+    /// `in` extents per chunk, as an order.
+    in_chunk_order: u32,
+    /// `out` extents per chunk, as an order.
+    out_chunk_order: u32,
+    /// `out` frames must lie below this frame number.
+    limit: u64,
+    /// The domain whose frames are traded.
+    target: DomId,
+}
+
+/// `exchange` (Xen's `memory_exchange`): see [`MemoryOpCmd::Exchange`].
+/// `nr_exchanged` is written back on every path after the argument was
+/// read (unless nothing was left to do), and a failure to write it is
+/// `EFAULT`.
+fn exchange(env: &mut impl MmuEnv, fx: &mut Effects, start: u64, arg: u64) -> Result<u64, Errno> {
+    if start != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let mut exch: XenMemoryExchange = read_struct(env, arg)?;
+    let (input, output) = (exch.input, exch.output);
+    let caller = Caller::of(env)?;
+    let too_many = |order: u32, nr: u64| (u64::MAX >> order) < nr;
+    let rc = if input.extent_order.max(output.extent_order) > max_order(&caller) {
+        Err(Errno::EPERM)
+    } else if exch.nr_exchanged > input.nr_extents
+        || input.domid != output.domid
+        || too_many(input.extent_order, input.nr_extents)
+        || too_many(output.extent_order, output.nr_extents)
+        || input.nr_extents << input.extent_order != output.nr_extents << output.extent_order
+    {
+        Err(Errno::EINVAL)
+    } else if exch.nr_exchanged == input.nr_extents {
+        return Ok(0);
+    } else {
+        exchange_checked(env, fx, &caller, &mut exch)
+    };
+    env.copy_to_guest(
+        arg.wrapping_add(NR_EXCHANGED_OFFSET),
+        &exch.nr_exchanged.to_le_bytes(),
+    )?;
+    if rc == Ok(false) {
+        env.preempt([MemoryOpCmd::Exchange as u64, arg, 0, 0, 0]);
+    }
+    rc.map(|_| 0)
+}
+
+/// Xen's `guest_handle_subrange_okay` for entries `first..=last` of a
+/// list of 8-byte entries.
+fn subrange_ok(list: u64, first: u64, last: u64) -> bool {
+    last.wrapping_sub(first).wrapping_add(1) < u64::MAX / 8 && list_ok(list, first)
+}
+
+/// The rest of `exchange` once the sizes agree: the lists, the domain and
+/// the address bits, then the chunks from `nr_exchanged`. `Ok(true)`
+/// when all are done, `Ok(false)` to be continued; `exch.nr_exchanged`
+/// says how far it got either way.
+fn exchange_checked(
+    env: &mut impl MmuEnv,
+    fx: &mut Effects,
+    caller: &Caller,
+    exch: &mut XenMemoryExchange,
+) -> Result<bool, Errno> {
+    let (input, output) = (exch.input, exch.output);
+    let done = exch.nr_exchanged;
+    if !subrange_ok(input.extent_start, done, input.nr_extents - 1) {
+        return Err(Errno::EFAULT);
+    }
+    let (in_chunk_order, out_chunk_order, out_first) = if input.extent_order <= output.extent_order
+    {
+        let order = output.extent_order - input.extent_order;
+        (order, 0, done >> order)
+    } else {
+        let order = input.extent_order - output.extent_order;
+        (0, order, done << order)
+    };
+    if !subrange_ok(output.extent_start, out_first, output.nr_extents - 1) {
+        return Err(Errno::EFAULT);
+    }
+    let target = Caller::any(env, caller, input.domid).ok_or(Errno::ESRCH)?;
+    if !caller.may_act_on(Owner::Domain(target.id)) {
+        return Err(Errno::EPERM);
+    }
+    // Xen's allocator: frames below 2^bits bytes; 13 bits or fewer leave
+    // no zone to allocate from.
+    let bits = output.mem_flags & XENMEMF_ADDRESS_BITS_MASK;
+    let limit = match bits {
+        0 => u64::MAX,
+        1..=13 => 0,
+        _ => 1u64.checked_shl(bits - 12).unwrap_or(u64::MAX),
+    };
+    let x = Exchange {
+        input,
+        output,
+        in_chunk_order,
+        out_chunk_order,
+        limit,
+        target: target.id,
+    };
+    let mut mmu = Mmu::new(env, fx);
+    let first = done >> in_chunk_order;
+    let chunk_frames = 1u64 << (in_chunk_order + input.extent_order);
+    for i in first..input.nr_extents >> in_chunk_order {
+        if (i - first) * chunk_frames >= EXCHANGE_BATCH_FRAMES {
+            exch.nr_exchanged = i << in_chunk_order;
+            return Ok(false);
+        }
+        if let Err(e) = exchange_chunk(&mut mmu, &x, i) {
+            exch.nr_exchanged = i << in_chunk_order;
+            return Err(e);
+        }
+    }
+    exch.nr_exchanged = input.nr_extents;
+    Ok(true)
+}
+
+/// Reads `in` list entry `index` (a GMFN).
+fn in_entry<M: MmuEnv>(mmu: &mut Mmu<'_, M>, x: &Exchange, index: u64) -> Result<u64, Errno> {
+    read_entry(mmu, x.input.extent_start, index).ok_or(Errno::EFAULT)
+}
+
+/// Trades chunk `i`: steals its `in` frames, allocates its `out` extents,
+/// then frees the first and gives the domain the second. A failure before
+/// the trade gives the stolen frames back and frees what was allocated;
+/// a fault on the `out` list after it is `EFAULT` with the chunk traded.
+fn exchange_chunk<M: MmuEnv>(mmu: &mut Mmu<'_, M>, x: &Exchange, i: u64) -> Result<(), Errno> {
+    let dom = x.target;
+    let in_first = i << x.in_chunk_order;
+    let in_entries = 1u64 << x.in_chunk_order;
+    let in_pages = 1u64 << x.input.extent_order;
+    let mut stolen = 0u64;
+    let mut failure = None;
+    'steal: for j in 0..in_entries {
+        let gmfn = match in_entry(mmu, x, in_first + j) {
+            Ok(gmfn) => gmfn,
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        };
+        for k in 0..in_pages {
+            if let Err(e) = mmu.steal(dom, gmfn.wrapping_add(k)) {
+                failure = Some(e);
+                break 'steal;
+            }
+            stolen += 1;
+        }
+    }
+    // The out extents allocated so far, chained through the first word of
+    // each extent's first frame (MFN + 1; 0 ends the chain): the frames
+    // are the hypervisor's until they are assigned.
+    let mut chain = 0u64;
+    if failure.is_none() {
+        for _ in 0..1u64 << x.out_chunk_order {
+            let Some(mfn) = mmu.machine.alloc_frames(x.output.extent_order, x.limit) else {
+                failure = Some(Errno::ENOMEM);
+                break;
+            };
+            mmu.machine.write_pte(mfn, 0, chain);
+            chain = mfn.0 + 1;
+        }
+    }
+    settle_chunk(mmu, x, in_first, stolen, failure.is_some());
+    if let Some(e) = failure {
+        while let Some(mfn) = unchain(mmu, &mut chain) {
+            for f in 0..1u64 << x.output.extent_order {
+                mmu.machine.free_frame(Mfn(mfn.0 + f));
+            }
+        }
+        return Err(e);
+    }
+    // The chain runs from the last extent allocated to the first.
+    let out_pages = 1u64 << x.output.extent_order;
+    let out_first = i << x.out_chunk_order;
+    let mut rc = Ok(());
+    let mut j = 1u64 << x.out_chunk_order;
+    while let Some(mfn) = unchain(mmu, &mut chain) {
+        j -= 1;
+        let at = out_first + j;
+        let gpfn = read_entry(mmu, x.output.extent_start, at);
+        if gpfn.is_none() {
+            rc = Err(Errno::EFAULT);
+        }
+        for f in 0..out_pages {
+            let pfn = gpfn.map(|p| p.wrapping_add(f));
+            if mmu.assign(Mfn(mfn.0 + f), dom, pfn).is_err() {
+                mmu.fx.crash = true;
+            }
+        }
+        if gpfn.is_some() && !write_entry(mmu, x.output.extent_start, at, mfn.0) {
+            rc = Err(Errno::EFAULT);
+        }
+    }
+    rc
+}
+
+/// Takes the next extent off an allocation chain, clearing its link.
+fn unchain<M: MmuEnv>(mmu: &mut Mmu<'_, M>, chain: &mut u64) -> Option<Mfn> {
+    let mfn = Mfn(chain.checked_sub(1)?);
+    *chain = mmu.machine.read_pte(mfn, 0);
+    mmu.machine.write_pte(mfn, 0, 0);
+    Some(mfn)
+}
+
+/// Ends the steal of chunk `in_first`'s `stolen` frames: gives them back
+/// (`keep`) or frees them. The `in` list is read again; frames it no
+/// longer names (the guest changed it meanwhile) are found by a scan.
+fn settle_chunk<M: MmuEnv>(
+    mmu: &mut Mmu<'_, M>,
+    x: &Exchange,
+    in_first: u64,
+    stolen: u64,
+    keep: bool,
+) {
+    let dom = x.target;
+    let mut settled = 0u64;
+    'list: for j in 0..1u64 << x.in_chunk_order {
+        let Ok(gmfn) = in_entry(mmu, x, in_first + j) else {
+            break;
+        };
+        for k in 0..1u64 << x.input.extent_order {
+            if settled == stolen {
+                break 'list;
+            }
+            if mmu.settle_stolen(dom, gmfn.wrapping_add(k), keep) {
+                settled += 1;
+            }
+        }
+    }
+    if settled != stolen {
+        mmu.settle_all_stolen(dom, keep);
+    }
 }
 
 /// `current_reservation`, `maximum_reservation`, `maximum_gpfn`: `EINVAL`
@@ -643,7 +890,7 @@ mod tests {
             Err(Errno::EPERM),
             "not the hardware domain"
         );
-        for unknown in [8, 11, 13, 15, 28, 63] {
+        for unknown in [8, 13, 15, 28, 63] {
             assert_eq!(op(&mut m, unknown, ARG), Err(Errno::ENOSYS), "op {unknown}");
         }
         assert_eq!(op(&mut m, 25, 0), Err(Errno::EOPNOTSUPP));
@@ -675,6 +922,183 @@ mod tests {
         m.poke(ARG + 8, &0x10u64.to_le_bytes());
         assert_eq!(op(&mut m, 5, ARG), Err(Errno::EFAULT));
         assert_eq!(op(&mut m, 5, 0x10), Err(Errno::EFAULT));
+    }
+
+    const IN: u64 = BASE + 0x1000;
+    const OUT: u64 = BASE + 0x4000;
+
+    /// Writes an exchange argument: `ins` (GMFNs) of order `in_order` for
+    /// `outs` (GPFNs) of order `out_order` with `flags`, for `domid`.
+    #[allow(clippy::too_many_arguments, reason = "one per field")]
+    fn exchange_arg(
+        m: &mut FakeMachine,
+        ins: &[u64],
+        in_order: u32,
+        outs: &[u64],
+        out_order: u32,
+        flags: u32,
+        domid: u16,
+        done: u64,
+    ) {
+        let mut b = [0u8; 72];
+        for (at, list, values, order, flags) in
+            [(0, IN, ins, in_order, 0), (32, OUT, outs, out_order, flags)]
+        {
+            b[at..at + 8].copy_from_slice(&list.to_le_bytes());
+            b[at + 8..at + 16].copy_from_slice(&(values.len() as u64).to_le_bytes());
+            b[at + 16..at + 20].copy_from_slice(&order.to_le_bytes());
+            b[at + 20..at + 24].copy_from_slice(&flags.to_le_bytes());
+            b[at + 24..at + 26].copy_from_slice(&domid.to_le_bytes());
+            for (i, v) in values.iter().enumerate() {
+                m.poke(list + 8 * i as u64, &v.to_le_bytes());
+            }
+        }
+        b[64..72].copy_from_slice(&done.to_le_bytes());
+        m.poke(ARG, &b);
+    }
+
+    fn exchanged(m: &FakeMachine) -> u64 {
+        m.peek_u64(ARG + 64)
+    }
+
+    #[test]
+    fn exchange_trades_frames_for_a_contiguous_extent_below_the_limit() {
+        let mut m = FakeMachine::new(64);
+        // Take the low frames so that the domain's own lie above 32.
+        let low: Vec<Mfn> = (0..32).map(|_| m.give(OTHER)).collect();
+        let ins: Vec<u64> = (0..4).map(|_| m.give(DOM).0).collect();
+        assert!(ins.iter().all(|&f| f >= 32));
+        for f in &low[8..16] {
+            m.with(|mmu| mmu.remove_page(OTHER, f.0)).0.unwrap();
+        }
+        let tot = m.tot_pages(DOM);
+        // Address bits 17: below frame 32, as one order-2 extent.
+        exchange_arg(&mut m, &ins, 0, &[100], 2, 17, SELF, 0);
+        assert_eq!(op(&mut m, 11, ARG), Ok(0));
+        assert_eq!(exchanged(&m), 4);
+        let mfn = m.peek_u64(OUT);
+        assert!(mfn < 32 && mfn % 4 == 0, "{mfn}");
+        for f in 0..4 {
+            assert_eq!(m.m2p[(mfn + f) as usize], 100 + f);
+            assert_eq!(m.info(Mfn(mfn + f)).owner(), Owner::Domain(DOM));
+            assert_eq!(m.get(Mfn(mfn + f), 0), 0, "no allocation link left");
+        }
+        for f in &ins {
+            assert!(m.free.contains(f), "frame {f} given up");
+            assert_eq!(m.m2p[*f as usize], INVALID_M2P_ENTRY);
+        }
+        assert_eq!(m.tot_pages(DOM), tot, "the page count does not change");
+        // Back again: one order-2 extent for four single frames.
+        exchange_arg(&mut m, &[mfn], 2, &[7, 8, 9, 10], 0, 0, SELF, 0);
+        assert_eq!(op(&mut m, 11, ARG), Ok(0));
+        assert_eq!(exchanged(&m), 1);
+        for i in 0..4 {
+            assert_eq!(m.m2p[list_at_of(&m, OUT, i) as usize], 7 + i);
+        }
+        assert_eq!(m.tot_pages(DOM), tot);
+        // Nothing left to do: 0, nothing written.
+        exchange_arg(&mut m, &[mfn], 2, &[7, 8, 9, 10], 0, 0, SELF, 1);
+        assert_eq!(op(&mut m, 11, ARG), Ok(0));
+        m.check_invariants(&[]);
+    }
+
+    fn list_at_of(m: &FakeMachine, list: u64, i: u64) -> u64 {
+        m.peek_u64(list + 8 * i)
+    }
+
+    #[test]
+    fn exchange_checks_as_xen() {
+        let mut m = FakeMachine::new(64);
+        let ins: Vec<u64> = (0..4).map(|_| m.give(DOM).0).collect();
+        let check = |m: &mut FakeMachine, cmd: u64, want: Result<u64, Errno>, done: u64, why| {
+            assert_eq!(op(m, cmd, ARG), want, "{why}");
+            assert_eq!(exchanged(m), done, "{why}");
+        };
+        exchange_arg(&mut m, &ins, 0, &[0; 4], 0, 0, SELF, 0);
+        check(&mut m, 11 | (1 << 6), Err(Errno::EINVAL), 0, "start extent");
+        exchange_arg(&mut m, &ins, 0, &[0; 4], 0, 0, SELF, 5);
+        check(&mut m, 11, Err(Errno::EINVAL), 5, "nr_exchanged too big");
+        exchange_arg(&mut m, &ins, 0, &[0; 2], 0, 0, SELF, 0);
+        check(&mut m, 11, Err(Errno::EINVAL), 0, "sizes differ");
+        exchange_arg(&mut m, &ins, 0, &[0; 4], 0, 0, SELF, 0);
+        m.poke(ARG + 32 + 24, &0u16.to_le_bytes());
+        check(&mut m, 11, Err(Errno::EINVAL), 0, "domids differ");
+        exchange_arg(&mut m, &ins, 0, &[0], 19, 0, SELF, 0);
+        m.poke(ARG + 32 + 8, &1u64.to_le_bytes());
+        check(&mut m, 11, Err(Errno::EPERM), 0, "order above MAX_ORDER");
+        exchange_arg(&mut m, &ins, 0, &[0; 4], 0, 0, 9, 0);
+        check(&mut m, 11, Err(Errno::ESRCH), 0, "no such domain");
+        exchange_arg(&mut m, &ins, 0, &[0; 4], 0, 13, SELF, 0);
+        check(&mut m, 11, Err(Errno::ENOMEM), 0, "13 address bits");
+        exchange_arg(&mut m, &ins, 0, &[0; 4], 0, 0, SELF, 0);
+        m.poke(ARG, &0xffff_8000_0000_0000u64.to_le_bytes());
+        check(
+            &mut m,
+            11,
+            Err(Errno::EFAULT),
+            0,
+            "in list in the hypervisor",
+        );
+        assert_eq!(op(&mut m, 11, 0x10), Err(Errno::EFAULT));
+        // A mapped frame: the first chunk goes through, the second not,
+        // and its frames are the domain's again.
+        let mapped = ins[2];
+        assert!(
+            m.with(|mmu| mmu.get_page(Mfn(mapped), Owner::Domain(DOM)))
+                .0
+        );
+        assert_eq!(ins, [0, 1, 2, 3]);
+        exchange_arg(&mut m, &[ins[0], ins[2]], 1, &[50, 52], 1, 0, SELF, 0);
+        check(&mut m, 11, Err(Errno::EINVAL), 1, "a referenced frame");
+        assert!(m.free.contains(&ins[0]) && m.free.contains(&ins[1]));
+        for f in &ins[2..] {
+            assert_eq!(m.info(Mfn(*f)).owner(), Owner::Domain(DOM));
+            assert!(m.info(Mfn(*f)).is_allocated());
+        }
+        m.with(|mmu| mmu.put_page(Mfn(mapped)));
+        // The same frame twice, a frame of nobody's, beyond the table.
+        for bad in [[ins[2], ins[2]], [ins[2], 1], [ins[2], 1000]] {
+            exchange_arg(&mut m, &bad, 0, &[0], 1, 0, SELF, 0);
+            check(&mut m, 11, Err(Errno::EINVAL), 0, "bad in frame");
+            assert!(m.info(Mfn(ins[2])).is_allocated());
+        }
+        // No memory: the frames stay.
+        exchange_arg(&mut m, &ins[2..], 0, &[0], 1, 14, SELF, 0);
+        m.free.retain(|&f| f >= 4);
+        check(&mut m, 11, Err(Errno::ENOMEM), 0, "nothing below frame 4");
+        // An unprivileged domain: another's frames, and order 10.
+        m.domain.id = OTHER;
+        exchange_arg(&mut m, &ins[2..], 0, &[0, 0], 0, 0, 0, 0);
+        check(&mut m, 11, Err(Errno::EPERM), 0, "foreign domain");
+        exchange_arg(&mut m, &ins[2..], 0, &[0], 10, 0, SELF, 0);
+        m.poke(ARG + 8, &1024u64.to_le_bytes());
+        check(&mut m, 11, Err(Errno::EPERM), 0, "order 10 for a domU");
+        m.domain.id = DOM;
+        // An unwritable out list: the chunk is traded, EFAULT.
+        exchange_arg(&mut m, &ins[2..], 0, &[0, 0], 0, 0, SELF, 0);
+        m.poke(ARG + 32, &0x10u64.to_le_bytes());
+        check(&mut m, 11, Err(Errno::EFAULT), 0, "out list unwritable");
+        assert!(m.free.contains(&ins[2]));
+        m.check_invariants(&[]);
+    }
+
+    #[test]
+    fn exchange_is_continued_after_a_batch() {
+        let mut m = FakeMachine::new(1400);
+        let ins: Vec<u64> = (0..600).map(|_| m.give(DOM).0).collect();
+        let outs: Vec<u64> = (0..600).collect();
+        exchange_arg(&mut m, &ins, 0, &outs, 0, 0, SELF, 0);
+        assert_eq!(op(&mut m, 11, ARG), Ok(0));
+        assert_eq!(exchanged(&m), EXCHANGE_BATCH_FRAMES);
+        assert_eq!(m.preempted.take(), Some([11, ARG, 0, 0, 0]));
+        assert_eq!(op(&mut m, 11, ARG), Ok(0));
+        assert_eq!(exchanged(&m), 600);
+        assert_eq!(m.preempted.take(), None);
+        for i in 0..600 {
+            assert_eq!(m.m2p[list_at_of(&m, OUT, i) as usize], i);
+        }
+        assert_eq!(m.tot_pages(DOM), 600);
+        m.check_invariants(&[]);
     }
 
     #[test]

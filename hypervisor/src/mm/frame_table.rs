@@ -441,6 +441,38 @@ impl FrameInfo {
         was
     }
 
+    /// Xen's `steal_page` for `XENMEM_exchange`: a frame of `owner`'s
+    /// that nothing but the allocation references (so it is neither
+    /// mapped, typed nor pinned) drops that reference and the allocation
+    /// flag but keeps its owner: count 0 with an owner is the "stolen"
+    /// state, which nothing else produces (a released frame is unowned).
+    /// False, nothing changed, for any other frame.
+    pub(super) fn steal(&mut self, owner: Owner) -> bool {
+        if owner == Owner::None
+            || self.owner() != owner
+            || self.count != 1
+            || !self.is_allocated()
+            || self.is_xen_heap()
+        {
+            return false;
+        }
+        self.count = 0;
+        self.flags &= !ALLOCATED;
+        true
+    }
+
+    /// Whether [`FrameInfo::steal`] took this frame from `owner`.
+    #[must_use]
+    pub(super) fn is_stolen_from(&self, owner: Owner) -> bool {
+        self.count == 0 && owner != Owner::None && self.owner() == owner
+    }
+
+    /// Gives a stolen frame back to its owner as it was.
+    pub(super) fn unsteal(&mut self) {
+        self.count = 1;
+        self.flags |= ALLOCATED;
+    }
+
     /// Gives an unowned frame to `owner` with the allocation reference and,
     /// for shared hypervisor pages, a permanent type reference of `ty`.
     fn assign(&mut self, owner: Owner, xen_heap: bool, ty: PageType) {

@@ -964,6 +964,48 @@ impl<'m, M: MmMachine + ?Sized> Mmu<'m, M> {
         Ok(())
     }
 
+    /// Xen's `steal_page` on `dom`'s frame `gmfn` (= MFN) for
+    /// `XENMEM_exchange`: the frame leaves the domain's use but stays
+    /// counted in its pages until [`Mmu::settle_stolen`]. `EINVAL` beyond
+    /// the table, not `dom`'s, or referenced by anything but the
+    /// allocation (mapped, typed, pinned, shared with the hypervisor).
+    pub fn steal(&mut self, dom: DomId, gmfn: u64) -> Result<(), Errno> {
+        if self
+            .info(Mfn(gmfn))
+            .is_some_and(|info| info.steal(Owner::Domain(dom)))
+        {
+            Ok(())
+        } else {
+            Err(Errno::EINVAL)
+        }
+    }
+
+    /// Ends a steal of frame `gmfn` from `dom` if it is stolen: gives it
+    /// back unchanged (`keep`), or frees it (the exchange went through).
+    /// Returns whether it was stolen.
+    pub fn settle_stolen(&mut self, dom: DomId, gmfn: u64, keep: bool) -> bool {
+        let Some(info) = self.info(Mfn(gmfn)) else {
+            return false;
+        };
+        if !info.is_stolen_from(Owner::Domain(dom)) {
+            return false;
+        }
+        if keep {
+            info.unsteal();
+        } else {
+            self.release(Mfn(gmfn));
+        }
+        true
+    }
+
+    /// Settles every frame still stolen from `dom` (a scan of the whole
+    /// table, for when the guest changed its list under the call).
+    pub fn settle_all_stolen(&mut self, dom: DomId, keep: bool) {
+        for mfn in 0..self.max_page() {
+            self.settle_stolen(dom, mfn, keep);
+        }
+    }
+
     // ---- writable page tables ----
 
     /// Emulates a guest store (or `cmpxchg`) to a page-table entry through
