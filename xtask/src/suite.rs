@@ -631,6 +631,7 @@ pub const TESTS: &[IntegrationTest] = &[
     passes!("cpu_compat_callbacks", conformance: true),
     passes!("mm_multicall_iret", conformance: true),
     passes!("mm_memory_op", conformance: true),
+    passes!("mm_exchange", conformance: true),
     passes!("cpu_user_syscall", conformance: true),
     passes!("cpu_callbacks", conformance: true),
     passes!("mm_pt_validation", conformance: true),

@@ -9,7 +9,8 @@
 
 use dom0_abi::Hypercall;
 use dom0_abi::memory::{
-    E820Entry, MemoryOpCmd, XenMachphysMapping, XenMemoryDomain, XenMemoryMap, XenMemoryReservation,
+    E820Entry, MemoryOpCmd, XenMachphysMapping, XenMemoryDomain, XenMemoryExchange, XenMemoryMap,
+    XenMemoryReservation,
 };
 use dom0_abi::mmu::{MmuUpdate, MmuextOp, VmAssistCmd, VmAssistType};
 use dom0_abi::multicall::MulticallEntry;
@@ -261,4 +262,18 @@ pub unsafe fn reservation(
     // entries of the exclusively borrowed `extents`; freeing is the
     // caller's contract.
     unsafe { memory_op_raw(cmd as u64, addr_of_mut(&mut arg)) }
+}
+
+/// `XENMEM_exchange` with `arg` (its lists are guest addresses in it);
+/// `nr_exchanged` is updated in place.
+///
+/// # Safety
+/// The `in` frames must not be ones the running code uses (the
+/// hypervisor refuses mapped frames, but not the p2m's view of them), and
+/// both lists must be valid for the extents they describe, or be bad on
+/// purpose.
+pub unsafe fn memory_exchange(arg: &mut XenMemoryExchange) -> i64 {
+    // SAFETY: the caller's contract; the hypervisor writes the `out` list
+    // and `nr_exchanged`.
+    unsafe { memory_op_raw(MemoryOpCmd::Exchange as u64, addr_of_mut(arg)) }
 }

@@ -26,7 +26,8 @@
 use guest_pv_shim::dom0_abi::Errno;
 use guest_pv_shim::dom0_abi::layout::{MACH2PHYS_VIRT_END, MACH2PHYS_VIRT_START};
 use guest_pv_shim::dom0_abi::memory::{
-    E820Entry, MemoryOpCmd, XenMachphysMapping, XenMemoryMap, XenMemoryReservation,
+    E820Entry, MemoryOpCmd, XenMachphysMapping, XenMemoryExchange, XenMemoryMap,
+    XenMemoryReservation,
 };
 use guest_pv_shim::dom0_abi::start_info::StartInfo;
 use guest_pv_shim::dom0_abi::types::DomId;
@@ -383,4 +384,258 @@ pub fn balloon_ceiling(_start_info: &'static StartInfo) {
         done,
     );
     report::check_ret("current_reservation is back", current(), base);
+}
+
+/// An exchange argument: `ins` (GMFNs) of order `in_order` for `outs`
+/// (GPFNs in, MFNs out) of order `out_order` with `flags`.
+fn exchange_arg(
+    ins: &mut [u64],
+    in_order: u32,
+    outs: &mut [u64],
+    out_order: u32,
+    flags: u32,
+) -> XenMemoryExchange {
+    let list = |extents: &mut [u64], order: u32, flags: u32| XenMemoryReservation {
+        extent_start: extents.as_mut_ptr() as u64,
+        nr_extents: extents.len() as u64,
+        extent_order: order,
+        mem_flags: flags,
+        domid: SELF,
+        pad: [0; 6],
+    };
+    XenMemoryExchange {
+        input: list(ins, in_order, 0),
+        output: list(outs, out_order, flags),
+        nr_exchanged: 0,
+    }
+}
+
+/// `XENMEM_exchange` on `arg`: the result and `nr_exchanged` after it.
+fn exchange_call(arg: &mut XenMemoryExchange) -> (i64, u64) {
+    // SAFETY: the `in` frames of every call here are frames this test got
+    // from `increase_reservation` or the previous exchanges, which no
+    // running code uses, or frames the hypervisor must refuse.
+    let ret = unsafe { hc::memory_exchange(arg) };
+    (ret, arg.nr_exchanged)
+}
+
+/// Checks an exchange that must fail with `errno` having done `done`.
+fn exchange_fails(what: &str, arg: &mut XenMemoryExchange, errno: Errno, done: u64) {
+    let (ret, got) = exchange_call(arg);
+    report::check_ret(format_args!("exchange {what}"), ret, errno.neg());
+    report::check_eq(format_args!("exchange {what}: nr_exchanged"), got, done);
+}
+
+/// Whether the M2P entries of `mfn` and the `n - 1` frames after it are
+/// `pfn` onwards.
+fn m2p_run(mfn: u64, pfn: u64, n: u64) -> bool {
+    (0..n).all(|i| mm::m2p(mfn + i) == pfn + i)
+}
+
+pub fn exchange(start_info: &'static StartInfo) {
+    let base = current();
+    let gpfn = start_info.nr_pages + 16;
+    let mut ins = [0u64; 4];
+    report::check_ret(
+        "increase_reservation of four frames to exchange",
+        reserve(MemoryOpCmd::IncreaseReservation, &mut ins, 0, 0, SELF),
+        4,
+    );
+    // Four single frames for one machine-contiguous extent below 4 GiB,
+    // as Linux makes its DMA buffers.
+    let mut big = [gpfn];
+    let mut arg = exchange_arg(&mut ins, 0, &mut big, 2, 32);
+    report::check_eq(
+        "exchange four frames for an order-2 extent below 4 GiB",
+        exchange_call(&mut arg),
+        (0, 4),
+    );
+    report::check_eq("the order-2 extent is aligned", big[0] % 4, 0);
+    report::check(
+        "the order-2 extent lies below 4 GiB",
+        big[0] < 1 << 20,
+        format_args!("{:#x}", big[0]),
+    );
+    report::check(
+        "the order-2 extent has the M2P entries of the GPFNs asked for",
+        m2p_run(big[0], gpfn, 4),
+        format_args!("{:#x}", mm::m2p(big[0])),
+    );
+    report::check_ret("exchange leaves current_reservation", current(), base + 4);
+    // And back: one order-2 extent for four single frames.
+    let mut pool = [gpfn + 4, gpfn + 5, gpfn + 6, gpfn + 7];
+    let mut arg = exchange_arg(&mut big, 2, &mut pool, 0, 0);
+    report::check_eq(
+        "exchange an order-2 extent for four frames",
+        exchange_call(&mut arg),
+        (0, 1),
+    );
+    report::check(
+        "each new frame has the M2P entry of its GPFN",
+        (0..4).all(|i| mm::m2p(pool[i]) == gpfn + 4 + i as u64),
+        format_args!("{pool:x?}"),
+    );
+    report::check_eq(
+        "exchange with everything exchanged already does nothing",
+        exchange_call(&mut arg),
+        (0, 1),
+    );
+    report::check_ret("current_reservation is unchanged", current(), base + 4);
+    exchange_errors(&mut pool);
+    exchange_partial(&mut pool, gpfn);
+    exchange_continued(gpfn);
+    report::check_ret(
+        "the frames go back",
+        reserve(MemoryOpCmd::DecreaseReservation, &mut pool, 0, 0, SELF),
+        4,
+    );
+    report::check_ret("current_reservation is back", current(), base);
+    // Last, as the frame it trades for stays with the domain unknown.
+    let mut one = [0u64];
+    report::check_ret(
+        "increase_reservation of one more frame",
+        reserve(MemoryOpCmd::IncreaseReservation, &mut one, 0, 0, SELF),
+        1,
+    );
+    let mut out = [0u64];
+    let mut arg = exchange_arg(&mut one, 0, &mut out, 0, 0);
+    arg.output.extent_start = 0x1000;
+    exchange_fails("with an unmapped out list", &mut arg, Errno::EFAULT, 0);
+    report::check_ret(
+        "the domain keeps the frame it got for it",
+        current(),
+        base + 1,
+    );
+}
+
+/// The checks before anything is exchanged, on `pool`'s frames, which
+/// stay the domain's.
+fn exchange_errors(pool: &mut [u64; 4]) {
+    let mut outs = [0u64; 4];
+    let mut arg = exchange_arg(pool, 0, &mut outs, 0, 0);
+    // SAFETY: a start extent: refused before anything is read.
+    let ret = unsafe {
+        hc::memory_op_raw(
+            MemoryOpCmd::Exchange as u64 | (1 << 6),
+            core::ptr::addr_of_mut!(arg) as u64,
+        )
+    };
+    report::check_ret(
+        "exchange with a start extent in cmd",
+        ret,
+        Errno::EINVAL.neg(),
+    );
+    arg.nr_exchanged = 5;
+    exchange_fails(
+        "with nr_exchanged above nr_extents",
+        &mut arg,
+        Errno::EINVAL,
+        5,
+    );
+    arg.nr_exchanged = 0;
+    arg.output.nr_extents = 2;
+    exchange_fails("of four frames for two", &mut arg, Errno::EINVAL, 0);
+    arg.output.nr_extents = 4;
+    arg.output.domid = 0;
+    exchange_fails(
+        "with in and out domids differing",
+        &mut arg,
+        Errno::EINVAL,
+        0,
+    );
+    arg.output.domid = SELF;
+    arg.output.extent_order = 19;
+    exchange_fails("for an order-19 extent", &mut arg, Errno::EPERM, 0);
+    arg.output.extent_order = 0;
+    for (what, domid) in [("for domain 77", 77), ("for DOMID_IO", DomId::IO.0)] {
+        arg.input.domid = domid;
+        arg.output.domid = domid;
+        exchange_fails(what, &mut arg, Errno::ESRCH, 0);
+    }
+    arg.input.domid = SELF;
+    arg.output.domid = SELF;
+    arg.output.mem_flags = 20;
+    exchange_fails("for frames below 1 MiB", &mut arg, Errno::ENOMEM, 0);
+    arg.output.mem_flags = 0;
+    arg.input.extent_start = 0xffff_8000_0000_0000;
+    exchange_fails(
+        "with an in list in the hypervisor's range",
+        &mut arg,
+        Errno::EFAULT,
+        0,
+    );
+    // SAFETY: an unmapped argument; the hypervisor must refuse it.
+    let ret = unsafe { hc::memory_op_raw(MemoryOpCmd::Exchange as u64, 0x1000) };
+    report::check_ret(
+        "exchange with an unreadable argument",
+        ret,
+        Errno::EFAULT.neg(),
+    );
+    // Two frames for one order-1 extent, one of them not exchangeable.
+    let mapped = mm::virt_to_mfn(core::ptr::from_ref(pool) as u64).unwrap_or(0);
+    const FOREIGN: &str = "exchange of a frame the domain does not own";
+    let foreign = crate::support::foreign_mfn_or_skip(&[FOREIGN]);
+    for (what, second) in [
+        ("of one frame twice", Some(pool[1])),
+        ("of a mapped frame", Some(mapped)),
+        ("of a frame the domain does not own", foreign),
+    ] {
+        let Some(second) = second else {
+            continue;
+        };
+        let mut two = [pool[1], second];
+        let mut out = [0u64];
+        let mut arg = exchange_arg(&mut two, 0, &mut out, 1, 0);
+        exchange_fails(what, &mut arg, Errno::EINVAL, 0);
+    }
+}
+
+/// Two chunks, the second of which holds a mapped frame: the first is
+/// traded (`pool[0]` is replaced), the call fails with `EINVAL`.
+fn exchange_partial(pool: &mut [u64; 4], gpfn: u64) {
+    let mapped = mm::virt_to_mfn(core::ptr::from_ref(pool) as u64).unwrap_or(0);
+    let mut two = [pool[0], mapped];
+    let mut outs = [gpfn + 8, gpfn + 9];
+    let mut arg = exchange_arg(&mut two, 0, &mut outs, 0, 0);
+    exchange_fails(
+        "of a frame and then a mapped frame",
+        &mut arg,
+        Errno::EINVAL,
+        1,
+    );
+    report::check_eq(
+        "the first chunk was traded: its frame has the M2P entry asked for",
+        mm::m2p(outs[0]),
+        gpfn + 8,
+    );
+    pool[0] = outs[0];
+}
+
+/// Two 2 MiB extents for two others: more than one batch of frames, so
+/// the hypervisor may continue the call; the result is the same.
+fn exchange_continued(gpfn: u64) {
+    let mut big = [0u64; 2];
+    if reserve(MemoryOpCmd::IncreaseReservation, &mut big, 9, 0, SELF) != 2 {
+        report::error("increase_reservation", format_args!("no two 2 MiB extents"));
+        return;
+    }
+    let mut outs = [gpfn + 1024, gpfn + 2048];
+    let mut arg = exchange_arg(&mut big, 9, &mut outs, 9, 0);
+    report::check_eq(
+        "exchange two 2 MiB extents",
+        exchange_call(&mut arg),
+        (0, 2),
+    );
+    report::check(
+        "the new extents are aligned and have their M2P entries",
+        outs.iter().all(|m| m % 512 == 0)
+            && m2p_run(outs[0], gpfn + 1024, 512)
+            && m2p_run(outs[1], gpfn + 2048, 512),
+        format_args!("{outs:x?}"),
+    );
+    report::check_ret(
+        "the 2 MiB extents go back",
+        reserve(MemoryOpCmd::DecreaseReservation, &mut outs, 9, 0, SELF),
+        2,
+    );
 }

@@ -239,6 +239,10 @@ pub const ALL: &[Case] = &[
         run: mm_memory_op::balloon_ceiling,
     },
     Case {
+        name: "mm_exchange",
+        run: mm_memory_op::exchange,
+    },
+    Case {
         name: "mm_writable_pt",
         run: mm_writable_pt::run,
     },
