@@ -457,14 +457,9 @@ pub const KNOWN_DIFFERENCES: &[(&str, &str)] = &[
         "FSGSBASE is hidden from PV guests here (docs/guest-cpu.md)",
     ),
     (
-        "memtotal",
-        "XENMEM_exchange is -ENOSYS, so Linux cannot make its 64 MiB Xen-SWIOTLB \
-         contiguous and does not reserve it (Xen's MemTotal is lower by it)",
-    ),
-    (
         "dmesg errors and warnings",
         "the -ENOSYS paths warn: PHYSDEVOP_pci_device_add and manage_pci_add (6), \
-         XENMEM_exchange (SWIOTLB), XENPF_get_cpuinfo (boot CPU's APIC ID, pcpu sync), \
+         XENPF_get_cpuinfo (boot CPU's APIC ID, pcpu sync), \
          the MCA hypercall, FIFO event channels",
     ),
 ];

@@ -16,6 +16,7 @@
 //! | `machphys_mfn_list` (5) | 0; the frames of the M2P, one per 2 MiB |
 //! | `machphys_mapping` (12) | 0; where the M2P is |
 //! | `machphys_compat_mfn_list` (25) | `EOPNOTSUPP` (no 32-bit guests) |
+//! | `exchange` (11) | 0; `in` extents traded for new `out` extents chunk by chunk, `nr_exchanged` written back (see `exchange`) |
 //! | `add_to_physmap` (7) | `EACCES` for a PV domain, after Xen's checks (`EDOM`, `EFAULT`, `ENOSYS` foreign space, `ESRCH`) |
 //!
 //! The three reservation ops never fail: any problem (unreadable argument,
