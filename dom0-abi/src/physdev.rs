@@ -54,7 +54,9 @@ numbered_enum! {
         /// bound PIRQ is unbound first). `ESRCH`, `EPERM` as `map_pirq`;
         /// `EINVAL`: PIRQ out of range or not mapped.
         UnmapPirq = 14, "unmap_pirq";
-        /// Report a PCI device.
+        /// [`PhysdevManagePci`] (IN): privileged; reports PCI device
+        /// `bus:devfn` of segment 0 (accepted: see [`PhysdevOp::PciDeviceAdd`]).
+        /// `EPERM`: caller not privileged.
         ManagePciAdd = 15, "manage_pci_add";
         /// Remove a PCI device.
         ManagePciRemove = 16, "manage_pci_remove";
@@ -63,7 +65,9 @@ numbered_enum! {
         PirqEoiGmfnV1 = 17, "pirq_eoi_gmfn_v1";
         /// Restore MSI state.
         RestoreMsi = 19, "restore_msi";
-        /// Report a PCI device (extended).
+        /// [`PhysdevManagePciExt`] (IN): privileged; as `manage_pci_add`
+        /// for an extended or virtual function. `EINVAL`: `is_extfn` or
+        /// `is_virtfn` above 1; `EPERM`: caller not privileged.
         ManagePciAddExt = 20, "manage_pci_add_ext";
         /// [`PhysdevSetupGsi`] (IN): privileged; the trigger mode and
         /// polarity a GSI gets when bound. `EINVAL`: GSI out of range;
@@ -73,7 +77,13 @@ numbered_enum! {
         GetFreePirq = 23, "get_free_pirq";
         /// Report a reserved MMCFG range.
         PciMmcfgReserved = 24, "pci_mmcfg_reserved";
-        /// Report a PCI device (segment aware).
+        /// [`PhysdevPciDeviceAdd`] (IN), followed by a `u32` proximity
+        /// domain when `flags` has [`XEN_PCI_DEV_PXM`]: privileged; the
+        /// hardware domain reports a PCI device it found. Xen records it
+        /// for its IOMMU and MSI code; this hypervisor has neither, so the
+        /// report is accepted and nothing more (any segment, bus and
+        /// function, present or not, as on Xen). `EFAULT`: `arg` or the
+        /// proximity domain unreadable; `EPERM`: caller not privileged.
         PciDeviceAdd = 25, "pci_device_add";
         /// Remove a PCI device (segment aware).
         PciDeviceRemove = 26, "pci_device_remove";
@@ -92,6 +102,65 @@ numbered_enum! {
         /// Release MSI-X.
         ReleaseMsix = 31, "release_msix";
     }
+}
+
+/// `XEN_PCI_DEV_EXTFN`: an extended (ARI) function.
+pub const XEN_PCI_DEV_EXTFN: u32 = 1 << 0;
+/// `XEN_PCI_DEV_VIRTFN`: an SR-IOV virtual function of `physfn`.
+pub const XEN_PCI_DEV_VIRTFN: u32 = 1 << 1;
+/// `XEN_PCI_DEV_PXM`: a `u32` proximity domain follows the structure.
+pub const XEN_PCI_DEV_PXM: u32 = 1 << 2;
+
+/// `struct physdev_pci_device_add` (12 bytes, then `optarr`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PhysdevPciDeviceAdd {
+    /// IN: PCI segment.
+    pub seg: u16,
+    /// IN: bus.
+    pub bus: u8,
+    /// IN: device and function (`slot << 3 | function`).
+    pub devfn: u8,
+    /// IN: `XEN_PCI_DEV_*`.
+    pub flags: u32,
+    /// IN: the physical function's bus (with [`XEN_PCI_DEV_VIRTFN`]).
+    pub physfn_bus: u8,
+    /// IN: the physical function's devfn (with [`XEN_PCI_DEV_VIRTFN`]).
+    pub physfn_devfn: u8,
+    /// Padding up to `optarr`.
+    pub pad: u16,
+}
+
+/// `struct physdev_manage_pci` (2 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PhysdevManagePci {
+    /// IN: bus (segment 0).
+    pub bus: u8,
+    /// IN: device and function.
+    pub devfn: u8,
+}
+
+/// `struct physdev_manage_pci_ext` (16 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PhysdevManagePciExt {
+    /// IN: bus (segment 0).
+    pub bus: u8,
+    /// IN: device and function.
+    pub devfn: u8,
+    /// Padding.
+    pub pad: u16,
+    /// IN: 0 or 1: an extended (ARI) function.
+    pub is_extfn: u32,
+    /// IN: 0 or 1: an SR-IOV virtual function of `physfn`.
+    pub is_virtfn: u32,
+    /// IN: the physical function's bus.
+    pub physfn_bus: u8,
+    /// IN: the physical function's devfn.
+    pub physfn_devfn: u8,
+    /// Padding.
+    pub pad1: u16,
 }
 
 /// `XENIRQSTAT_needs_eoi`: the PIRQ needs `PHYSDEVOP_eoi`.
@@ -220,6 +289,14 @@ pub struct PhysdevUnmapPirq {
 
 crate::assert_layout!(PhysdevIrq, 8, { irq: 0, vector: 4 });
 crate::assert_layout!(PhysdevEoi, 4, { irq: 0 });
+crate::assert_layout!(PhysdevPciDeviceAdd, 12, {
+    seg: 0, bus: 2, devfn: 3, flags: 4, physfn_bus: 8, physfn_devfn: 9, pad: 10,
+});
+crate::assert_layout!(PhysdevManagePci, 2, { bus: 0, devfn: 1 });
+crate::assert_layout!(PhysdevManagePciExt, 16, {
+    bus: 0, devfn: 1, pad: 2, is_extfn: 4, is_virtfn: 8, physfn_bus: 12, physfn_devfn: 13,
+    pad1: 14,
+});
 crate::assert_layout!(PhysdevIrqStatusQuery, 8, { irq: 0, flags: 4 });
 crate::assert_layout!(PhysdevSetIopl, 4, { iopl: 0 });
 crate::assert_layout!(PhysdevSetIobitmap, 16, { bitmap: 0, nr_ports: 8, pad: 12 });

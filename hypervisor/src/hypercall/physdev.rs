@@ -1,7 +1,9 @@
 //! `physdev_op`: I/O privilege (`set_iopl`, `set_iobitmap`) and physical
 //! interrupts (`map_pirq` and `unmap_pirq` of GSIs, `setup_gsi`,
 //! `irq_status_query`, `eoi`, and the no-op `alloc_irq_vector`;
-//! `crate::pirq` keeps the tables); every
+//! `crate::pirq` keeps the tables), PCI device reports (`pci_device_add`,
+//! `manage_pci_add`, `manage_pci_add_ext`: accepted from the control
+//! domain, nothing to record); every
 //! other command, and MSI mappings, answer `-ENOSYS`
 //! (docs/abi-differences.md).
 #![forbid(unsafe_code)]
@@ -10,10 +12,12 @@ use dom0_abi::Errno;
 use dom0_abi::layout::guest_addr_ok;
 use dom0_abi::physdev::{
     MAP_PIRQ_TYPE_GSI, MAP_PIRQ_TYPE_MSI, MAP_PIRQ_TYPE_MSI_SEG, MAP_PIRQ_TYPE_MULTI_MSI,
-    PhysdevEoi, PhysdevIrq, PhysdevIrqStatusQuery, PhysdevMapPirq, PhysdevOp, PhysdevPirqEoiGmfn,
-    PhysdevSetIobitmap, PhysdevSetupGsi, PhysdevUnmapPirq, XENIRQSTAT_NEEDS_EOI,
+    PhysdevEoi, PhysdevIrq, PhysdevIrqStatusQuery, PhysdevManagePci, PhysdevManagePciExt,
+    PhysdevMapPirq, PhysdevOp, PhysdevPciDeviceAdd, PhysdevPirqEoiGmfn, PhysdevSetIobitmap,
+    PhysdevSetupGsi, PhysdevUnmapPirq, XEN_PCI_DEV_PXM, XENIRQSTAT_NEEDS_EOI,
 };
 use dom0_abi::types::{DomId, Mfn};
+use dom0_abi::wire::Wire;
 
 use crate::domain::{Domain, PirqEoiMap};
 use crate::ioport::{IoBitmap, NR_PORTS};
@@ -42,7 +46,43 @@ pub fn physdev_op(
         Some(PhysdevOp::Eoi) => eoi(env, arg),
         Some(PhysdevOp::PirqEoiGmfnV1) => pirq_eoi_gmfn(env, fx, arg, true),
         Some(PhysdevOp::PirqEoiGmfnV2) => pirq_eoi_gmfn(env, fx, arg, false),
+        Some(PhysdevOp::PciDeviceAdd) => pci_device_add(env, arg),
+        Some(PhysdevOp::ManagePciAdd) => {
+            read_struct::<PhysdevManagePci>(env, arg)?;
+            pci_add(env)
+        }
+        Some(PhysdevOp::ManagePciAddExt) => {
+            let ext: PhysdevManagePciExt = read_struct(env, arg)?;
+            if ext.is_extfn > 1 || ext.is_virtfn > 1 {
+                return Err(Errno::EINVAL);
+            }
+            pci_add(env)
+        }
         _ => Err(Errno::ENOSYS),
+    }
+}
+
+/// `PHYSDEVOP_pci_device_add`: the argument, then the proximity domain
+/// after it with `XEN_PCI_DEV_PXM` (`EFAULT`), then [`pci_add`].
+fn pci_device_add(env: &mut impl Env, arg: u64) -> Result<u64, Errno> {
+    let add: PhysdevPciDeviceAdd = read_struct(env, arg)?;
+    if add.flags & XEN_PCI_DEV_PXM != 0 {
+        let at = arg.wrapping_add(PhysdevPciDeviceAdd::SIZE as u64);
+        read_struct::<u32>(env, at)?;
+    }
+    pci_add(env)
+}
+
+/// Xen's `pci_add_device` once the report is read: Xen records the device
+/// for its IOMMU and MSI code, which this hypervisor does not have, so a
+/// report from the control domain is accepted with nothing to record, for
+/// any device, present or not, as Xen accepts it. `EPERM`: any other
+/// caller.
+fn pci_add(env: &mut impl Env) -> Result<u64, Errno> {
+    if env.domain().is_privileged() {
+        Ok(0)
+    } else {
+        Err(Errno::EPERM)
     }
 }
 
@@ -394,6 +434,78 @@ mod tests {
         assert_eq!(
             call(&mut env, PhysdevOp::AllocIrqVector, &op),
             (Err(Errno::EPERM), op)
+        );
+    }
+
+    #[test]
+    fn pci_device_reports_as_xen_answers_them() {
+        use crate::mm::fake::GUEST_BYTES;
+        let mut env = FakeMachine::new(16);
+        let add = |flags| PhysdevPciDeviceAdd {
+            seg: 1,
+            bus: 0x7f,
+            devfn: 0xff,
+            flags,
+            ..PhysdevPciDeviceAdd::default()
+        };
+        assert_eq!(call(&mut env, PhysdevOp::PciDeviceAdd, &add(0)).0, Ok(0));
+        assert_eq!(
+            call(&mut env, PhysdevOp::PciDeviceAdd, &add(XEN_PCI_DEV_PXM)).0,
+            Ok(0),
+            "the proximity domain after it is readable"
+        );
+        // The proximity domain just past the end of guest memory.
+        let mut bytes = [0u8; 12];
+        add(XEN_PCI_DEV_PXM).to_wire(&mut bytes).unwrap();
+        let at = BASE + GUEST_BYTES as u64 - 12;
+        env.poke(at, &bytes);
+        let cmd = PhysdevOp::PciDeviceAdd as u64;
+        assert_eq!(
+            physdev_op(&mut env, &mut Effects::default(), cmd, at),
+            Err(Errno::EFAULT)
+        );
+        let ext = |is_extfn, is_virtfn| PhysdevManagePciExt {
+            is_extfn,
+            is_virtfn,
+            ..PhysdevManagePciExt::default()
+        };
+        let manage = PhysdevManagePci { bus: 0, devfn: 8 };
+        assert_eq!(call(&mut env, PhysdevOp::ManagePciAdd, &manage).0, Ok(0));
+        assert_eq!(
+            call(&mut env, PhysdevOp::ManagePciAddExt, &ext(1, 1)).0,
+            Ok(0)
+        );
+        assert_eq!(
+            call(&mut env, PhysdevOp::ManagePciAddExt, &ext(0, 2)).0,
+            Err(Errno::EINVAL)
+        );
+        for op in [
+            PhysdevOp::PciDeviceAdd,
+            PhysdevOp::ManagePciAdd,
+            PhysdevOp::ManagePciAddExt,
+        ] {
+            assert_eq!(
+                physdev_op(&mut env, &mut Effects::default(), op as u64, 0x10),
+                Err(Errno::EFAULT)
+            );
+        }
+        env.domain.mm.privilege = None;
+        assert_eq!(
+            call(&mut env, PhysdevOp::PciDeviceAdd, &add(0)).0,
+            Err(Errno::EPERM)
+        );
+        assert_eq!(
+            call(&mut env, PhysdevOp::ManagePciAdd, &manage).0,
+            Err(Errno::EPERM)
+        );
+        assert_eq!(
+            call(&mut env, PhysdevOp::ManagePciAddExt, &ext(0, 2)).0,
+            Err(Errno::EINVAL),
+            "the fields are checked first"
+        );
+        assert_eq!(
+            call(&mut env, PhysdevOp::ManagePciAddExt, &ext(0, 0)).0,
+            Err(Errno::EPERM)
         );
     }
 

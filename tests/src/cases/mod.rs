@@ -25,6 +25,7 @@ mod hello;
 mod hostile;
 mod hypercall_page;
 mod io_mmcfg;
+mod io_pci_add;
 mod io_ports;
 mod iomem;
 mod isolation;
@@ -453,6 +454,10 @@ pub const ALL: &[Case] = &[
     Case {
         name: "io_mmcfg_write",
         run: io_mmcfg::run,
+    },
+    Case {
+        name: "io_pci_add",
+        run: io_pci_add::run,
     },
     Case {
         name: "mm_writable_pt_rmw",
