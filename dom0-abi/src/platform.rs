@@ -75,8 +75,13 @@ numbered_enum! {
         /// Hands over ACPI processor power-management data. Not
         /// implemented here (`ENOSYS`).
         SetProcessorPminfo = 54, "set_processor_pminfo";
-        /// Reads a physical CPU's APIC and ACPI ids and state. Not
-        /// implemented here (`ENOSYS`).
+        /// [`XenpfPcpuinfo`] (IN `xen_cpuid`; OUT the rest, written
+        /// back whole): physical CPU `xen_cpuid`'s APIC and ACPI ids, with
+        /// [`XEN_PCPU_FLAGS_ONLINE`] if it runs; a CPU that is not there
+        /// gets [`XEN_PCPU_FLAGS_INVALID`] and its ids are left as given.
+        /// `max_present` is the highest CPU number there is. CPU 0 is the
+        /// boot CPU, the others follow in the MADT's order. `EFAULT`: the
+        /// answer cannot be written.
         GetCpuinfo = 55, "get_cpuinfo";
         /// Brings a physical CPU online. Not implemented here (`ENOSYS`).
         CpuOnline = 56, "cpu_online";
@@ -172,6 +177,30 @@ pub struct XenpfSettime64 {
     pub system_time: u64,
 }
 
+/// `XEN_PCPU_FLAGS_ONLINE`: the CPU is online.
+pub const XEN_PCPU_FLAGS_ONLINE: u32 = 1;
+/// `XEN_PCPU_FLAGS_INVALID`: there is no such CPU.
+pub const XEN_PCPU_FLAGS_INVALID: u32 = 2;
+
+/// `struct xenpf_pcpuinfo` (20 bytes): one physical CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct XenpfPcpuinfo {
+    /// IN: the hypervisor's number of the CPU.
+    pub xen_cpuid: u32,
+    /// OUT: the highest CPU number present.
+    pub max_present: u32,
+    /// OUT: `XEN_PCPU_FLAGS_*`.
+    pub flags: u32,
+    /// OUT: its local APIC id (unchanged for an invalid CPU).
+    pub apic_id: u32,
+    /// OUT: its ACPI processor id (unchanged for an invalid CPU).
+    pub acpi_id: u32,
+}
+
+crate::assert_layout!(XenpfPcpuinfo, 20, {
+    xen_cpuid: 0, max_present: 4, flags: 8, apic_id: 12, acpi_id: 16,
+});
 crate::assert_layout!(PlatformOp, 136, { cmd: 0, interface_version: 4, u: 8 });
 crate::assert_layout!(XenpfSettime32, 16, { secs: 0, nsecs: 4, system_time: 8 });
 crate::assert_layout!(XenpfSettime64, 24, { secs: 0, nsecs: 8, mbz: 12, system_time: 16 });

@@ -458,8 +458,7 @@ pub const KNOWN_DIFFERENCES: &[(&str, &str)] = &[
     ),
     (
         "dmesg errors and warnings",
-        "the -ENOSYS paths warn: XENPF_get_cpuinfo (boot CPU's APIC ID, pcpu sync), \
-         the MCA hypercall, FIFO event channels",
+        "the -ENOSYS paths warn: the MCA hypercall, FIFO event channels",
     ),
 ];
 

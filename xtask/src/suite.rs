@@ -675,6 +675,11 @@ pub const TESTS: &[IntegrationTest] = &[
     passes!("pirq", conformance: true),
     passes!("io_mmcfg_write", conformance: true),
     passes!("io_pci_add", conformance: true),
+    // Two CPUs, so that a second one is described too.
+    IntegrationTest {
+        cpus: 2,
+        ..passes!("platform_cpuinfo", conformance: true)
+    },
     passes!("mm_writable_pt_rmw", conformance: true),
     // A short run of `cargo xtask fuzz-guest`: the fuzzer's defaults,
     // 20000 random hypercalls with seed 1 (about two seconds under TCG), on

@@ -130,6 +130,19 @@ pub struct HostInfo {
     /// The machine's memory map as the boot loader gave it
     /// (`XENMEM_machine_memory_map`).
     pub machine_map: &'static [dom0_abi::memory::E820Entry],
+    /// The physical CPUs, the boot CPU first (`XENPF_get_cpuinfo`).
+    pub pcpus: &'static [Pcpu],
+}
+
+/// One physical CPU as `XENPF_get_cpuinfo` describes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pcpu {
+    /// Its local APIC id.
+    pub apic_id: u32,
+    /// Its ACPI processor id (`u32::MAX` when no MADT named it).
+    pub acpi_id: u32,
+    /// Whether it was started.
+    pub online: bool,
 }
 
 /// Structures up to this size are copied through a stack buffer; larger

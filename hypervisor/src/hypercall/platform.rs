@@ -1,25 +1,31 @@
 //! `platform_op`: setting the wall clock (`XENPF_settime32`,
-//! `XENPF_settime64`); every other command is `-ENOSYS` here.
+//! `XENPF_settime64`) and describing the physical CPUs
+//! (`XENPF_get_cpuinfo`); every other command is `-ENOSYS` here.
 //!
 //! Xen 4.17's order of checks: the whole `xen_platform_op` is read
 //! (`EFAULT`), then its interface version (`EACCES`), then the caller's
 //! privilege (`EPERM`, Xen's `XSM_PRIV` default), then the command. The
 //! new wall clock is computed with Xen's wrapping arithmetic
 //! (`crate::wallclock`) and published in every domain before the call
-//! returns; nothing is written back to the guest.
+//! returns; nothing is written back to the guest. `get_cpuinfo` writes
+//! its `xenpf_pcpuinfo` back (`EFAULT` if it cannot).
 #![forbid(unsafe_code)]
 
 use dom0_abi::Errno;
 use dom0_abi::platform::{
-    PlatformCmd, PlatformOp, XENPF_INTERFACE_VERSION, XenpfSettime32, XenpfSettime64,
+    PlatformCmd, PlatformOp, XEN_PCPU_FLAGS_INVALID, XEN_PCPU_FLAGS_ONLINE,
+    XENPF_INTERFACE_VERSION, XenpfPcpuinfo, XenpfSettime32, XenpfSettime64,
 };
 
-use super::{Env, read_struct};
+use super::{Env, Pcpu, read_struct, write_struct};
 use crate::wallclock::Wallclock;
 
+/// Where the command's structure lies in `xen_platform_op`.
+const UNION_OFFSET: u64 = 8;
+
 /// `platform_op(op)`: `op` is the guest address of a `xen_platform_op`.
-pub fn platform_op(env: &mut impl Env, op: u64) -> Result<u64, Errno> {
-    let op: PlatformOp = read_struct(env, op)?;
+pub fn platform_op(env: &mut impl Env, op_addr: u64) -> Result<u64, Errno> {
+    let op: PlatformOp = read_struct(env, op_addr)?;
     if op.interface_version != XENPF_INTERFACE_VERSION {
         return Err(Errno::EACCES);
     }
@@ -38,10 +44,36 @@ pub fn platform_op(env: &mut impl Env, op: u64) -> Result<u64, Errno> {
             }
             Wallclock::reading_at(set.secs, set.nsecs, set.system_time)
         }
+        Some(PlatformCmd::GetCpuinfo) => {
+            let info = cpuinfo(env.host().pcpus, op.payload().ok_or(Errno::EFAULT)?);
+            write_struct(env, op_addr.wrapping_add(UNION_OFFSET), &info)?;
+            return Ok(0);
+        }
         _ => return Err(Errno::ENOSYS),
     };
     env.set_wallclock(privilege, wallclock);
     Ok(0)
+}
+
+/// Xen's `XENPF_get_cpuinfo` answer for `info.xen_cpuid` among `pcpus`.
+fn cpuinfo(pcpus: &[Pcpu], mut info: XenpfPcpuinfo) -> XenpfPcpuinfo {
+    match usize::try_from(info.xen_cpuid)
+        .ok()
+        .and_then(|i| pcpus.get(i))
+    {
+        Some(pcpu) => {
+            info.apic_id = pcpu.apic_id;
+            info.acpi_id = pcpu.acpi_id;
+            info.flags = if pcpu.online {
+                XEN_PCPU_FLAGS_ONLINE
+            } else {
+                0
+            };
+        }
+        None => info.flags = XEN_PCPU_FLAGS_INVALID,
+    }
+    info.max_present = u32::try_from(pcpus.len().saturating_sub(1)).unwrap_or(u32::MAX);
+    info
 }
 
 #[cfg(test)]
@@ -105,7 +137,10 @@ mod tests {
         op.interface_version = XENPF_INTERFACE_VERSION;
         assert_eq!(run(&mut env, &op), Err(Errno::ENOSYS));
         for cmd in PlatformCmd::ALL {
-            if !matches!(cmd, PlatformCmd::Settime32 | PlatformCmd::Settime64) {
+            if !matches!(
+                cmd,
+                PlatformCmd::Settime32 | PlatformCmd::Settime64 | PlatformCmd::GetCpuinfo
+            ) {
                 op.cmd = *cmd as u32;
                 assert_eq!(run(&mut env, &op), Err(Errno::ENOSYS), "{}", cmd.name());
             }
@@ -125,6 +160,44 @@ mod tests {
             "version before privilege"
         );
         assert_eq!(env.wallclock, None, "no error sets the clock");
+    }
+
+    #[test]
+    fn get_cpuinfo_describes_each_cpu() {
+        let mut env = FakeMachine::new(16);
+        let ask = |env: &mut FakeMachine, xen_cpuid: u32| {
+            let given = XenpfPcpuinfo {
+                xen_cpuid,
+                max_present: 77,
+                flags: 77,
+                apic_id: 0xdead,
+                acpi_id: 0xbeef,
+            };
+            let r = run(env, &PlatformOp::new(PlatformCmd::GetCpuinfo, &given));
+            let mut out = [0u8; XenpfPcpuinfo::SIZE];
+            env.copy_from_guest(BASE + 8, &mut out).unwrap();
+            (r, XenpfPcpuinfo::from_wire(&out).unwrap())
+        };
+        let info = |xen_cpuid, flags, apic_id, acpi_id| XenpfPcpuinfo {
+            xen_cpuid,
+            max_present: 1,
+            flags,
+            apic_id,
+            acpi_id,
+        };
+        assert_eq!(
+            ask(&mut env, 0),
+            (Ok(0), info(0, XEN_PCPU_FLAGS_ONLINE, 0, 0))
+        );
+        assert_eq!(ask(&mut env, 1), (Ok(0), info(1, 0, 2, 1)));
+        for cpu in [2, u32::MAX] {
+            assert_eq!(
+                ask(&mut env, cpu),
+                (Ok(0), info(cpu, XEN_PCPU_FLAGS_INVALID, 0xdead, 0xbeef))
+            );
+        }
+        env.domain.mm.privilege = None;
+        assert_eq!(ask(&mut env, 0).0, Err(Errno::EPERM));
     }
 
     #[test]

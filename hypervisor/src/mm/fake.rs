@@ -44,6 +44,20 @@ pub const PRW: u64 = pte::PRESENT | pte::RW | pte::ACCESSED;
 /// Present, read-only.
 pub const PRO: u64 = pte::PRESENT | pte::ACCESSED;
 
+/// The fake machine's CPUs: the boot CPU and a second one left down.
+pub const FAKE_PCPUS: [crate::hypercall::Pcpu; 2] = [
+    crate::hypercall::Pcpu {
+        apic_id: 0,
+        acpi_id: 0,
+        online: true,
+    },
+    crate::hypercall::Pcpu {
+        apic_id: 2,
+        acpi_id: 1,
+        online: false,
+    },
+];
+
 /// The memory map `FakeMachine::host` reports: QEMU's, with 512 MiB.
 pub const FAKE_MACHINE_MAP: [dom0_abi::memory::E820Entry; 4] = [
     dom0_abi::memory::E820Entry {
@@ -170,6 +184,7 @@ impl FakeMachine {
                 build_id: &[0xab; 20],
                 nx: true,
                 machine_map: &FAKE_MACHINE_MAP,
+                pcpus: &FAKE_PCPUS,
             },
             lines: Lines::new(24, |_| None, &[4], VectorAllocator::new()),
             programs: Vec::new(),

@@ -39,6 +39,7 @@ mod mm_writable_pt;
 mod nmi;
 mod pageframeinfo;
 mod pirq;
+mod platform_cpuinfo;
 mod return_from_entry;
 mod sched_op;
 mod sched_weights;
@@ -458,6 +459,10 @@ pub const ALL: &[Case] = &[
     Case {
         name: "io_pci_add",
         run: io_pci_add::run,
+    },
+    Case {
+        name: "platform_cpuinfo",
+        run: platform_cpuinfo::run,
     },
     Case {
         name: "mm_writable_pt_rmw",

@@ -66,6 +66,8 @@ pub struct Platform {
     pub cpus: u32,
     /// The APIC ids of the enabled ones (the CPUs to start), in MADT order.
     pub apic_ids: Vec<u32>,
+    /// The ACPI processor ids of the same CPUs, in the same order.
+    pub acpi_ids: Vec<u32>,
     /// The I/O APICs.
     pub ioapics: Vec<IoApicInfo>,
     /// Where the ISA IRQs arrive (the interrupt source overrides).
@@ -117,6 +119,7 @@ pub fn report(rsdp: RsdpSource<'_>) -> Option<Platform> {
                     let (id, flags) = (lapic.apic_id, lapic.flags);
                     if flags & 1 != 0 {
                         platform.apic_ids.push(u32::from(id));
+                        platform.acpi_ids.push(u32::from(lapic.processor_id));
                     }
                     if flags & 0b11 != 0 {
                         platform.cpus += 1;
@@ -127,6 +130,7 @@ pub fn report(rsdp: RsdpSource<'_>) -> Option<Platform> {
                     let (id, flags) = (x2.x2apic_id, x2.flags);
                     if flags & 1 != 0 {
                         platform.apic_ids.push(id);
+                        platform.acpi_ids.push(x2.processor_uid);
                     }
                     if flags & 0b11 != 0 {
                         platform.cpus += 1;

@@ -244,6 +244,7 @@ pub fn build_dom0(
         build_id: build_id(),
         nx: super::cpuid::features().nx,
         machine_map: machine_map(boot),
+        pcpus: super::smp::PCPUS.get().map_or(&[], Vec::as_slice),
     });
     FREE_BEFORE_DOM0.call_once(|| free_before_build);
     if let Some(nonce) = config.test_nonce {

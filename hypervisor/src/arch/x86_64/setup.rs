@@ -112,6 +112,7 @@ extern "C" fn hv_start64(magic: u32, info: u32) -> ! {
         &platform.apic_ids,
         startup_area,
     );
+    smp::record_pcpus(apic_id, &platform.apic_ids, &platform.acpi_ids);
     reserve_mmio(&platform, direct_map_end);
     init_wallclock(&platform);
     let ioapics = IoApics::init(&platform.ioapics);

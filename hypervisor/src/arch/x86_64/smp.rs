@@ -19,6 +19,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 
+use crate::hypercall::Pcpu;
 use crate::layout::{PAGE_SIZE, TRAMPOLINE_L4_SLOT};
 use crate::smp::{GDT, MAX_CPUS, STARTUP_PAGES, far_pointer, gdtr, params, selectors, sipi_vector};
 
@@ -181,6 +182,40 @@ pub fn start_cpus(
         others.len() + 1,
         STARTED.lock().as_slice()
     );
+}
+
+/// The physical CPUs for `XENPF_get_cpuinfo`, set once after
+/// [`start_cpus`].
+pub static PCPUS: spin::Once<Vec<Pcpu>> = spin::Once::new();
+
+/// Records the physical CPUs: the boot CPU (`boot_id`) first, then the
+/// others of `apic_ids` (with the ACPI ids `acpi_ids`, in the same MADT
+/// order), online if [`start_cpus`] started them.
+pub fn record_pcpus(boot_id: u32, apic_ids: &[u32], acpi_ids: &[u32]) {
+    let acpi_of = |apic_id: u32| {
+        apic_ids
+            .iter()
+            .position(|&id| id == apic_id)
+            .and_then(|i| acpi_ids.get(i).copied())
+            .unwrap_or(u32::MAX)
+    };
+    let started = STARTED.lock();
+    let mut pcpus = alloc::vec![Pcpu {
+        apic_id: boot_id,
+        acpi_id: acpi_of(boot_id),
+        online: true,
+    }];
+    pcpus.extend(
+        apic_ids
+            .iter()
+            .filter(|&&id| id != boot_id)
+            .map(|&id| Pcpu {
+                apic_id: id,
+                acpi_id: acpi_of(id),
+                online: started.contains(&id),
+            }),
+    );
+    PCPUS.call_once(|| pcpus);
 }
 
 /// Copies the start-up code into the first page of the area and builds
