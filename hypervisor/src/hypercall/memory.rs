@@ -978,7 +978,7 @@ mod tests {
         assert_eq!(op(&mut m, 11, ARG), Ok(0));
         assert_eq!(exchanged(&m), 4);
         let mfn = m.peek_u64(OUT);
-        assert!(mfn < 32 && mfn % 4 == 0, "{mfn}");
+        assert!(mfn < 32 && mfn.is_multiple_of(4), "{mfn}");
         for f in 0..4 {
             assert_eq!(m.m2p[(mfn + f) as usize], 100 + f);
             assert_eq!(m.info(Mfn(mfn + f)).owner(), Owner::Domain(DOM));
