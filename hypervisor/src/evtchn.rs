@@ -474,6 +474,7 @@ impl EventChannels {
 
     /// `EVTCHNOP_send` on `port`: the other end of an interdomain port, or
     /// the IPI port itself, becomes pending; an unbound port drops it.
+    #[inline]
     pub fn send(&mut self, bits: &mut (impl EventBits + ?Sized), port: u32) -> Result<(), Errno> {
         let channel = *self.channel_mut(port)?;
         match channel.binding {

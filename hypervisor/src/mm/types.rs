@@ -990,10 +990,11 @@ impl<'m, M: MmMachine + ?Sized> Mmu<'m, M> {
         if !info.is_stolen_from(Owner::Domain(dom)) {
             return false;
         }
-        if keep {
-            info.unsteal();
-        } else {
-            self.release(Mfn(gmfn));
+        // Freeing goes through `put_page` like every other release (one
+        // caller keeps `release` inlined in the hot `put_page`).
+        info.unsteal();
+        if !keep && info.clear_allocated() {
+            self.put_page(Mfn(gmfn));
         }
         true
     }
