@@ -191,6 +191,17 @@ pub fn evtchn_self(
     })
 }
 
+/// Stops the periodic timer and binds `VIRQ_TIMER` (which `set_timer_op`
+/// then raises alone) to vCPU 0; returns its port.
+fn timer_port(name: &str) -> Result<u32, NotRun> {
+    let ret = hc::vcpu_stop_periodic_timer(0);
+    if ret != 0 {
+        return Err(not_run(name, "VCPUOP_stop_periodic_timer", ret));
+    }
+    hc::evtchn_bind_virq(Virq::Timer, 0)
+        .map_err(|err| not_run(name, "EVTCHNOP_bind_virq(VIRQ_TIMER)", err))
+}
+
 /// `timer_block`: with upcalls masked, `set_timer_op` with a deadline
 /// already past (its `VIRQ_TIMER` is raised before the call returns), then
 /// `SCHEDOP_block`, which unmasks upcalls and returns at once with the
@@ -202,12 +213,7 @@ pub fn timer_block(
     name: &str,
 ) -> Result<Measured, NotRun> {
     with_upcalls(start_info, pt, name, |base| {
-        let ret = hc::vcpu_stop_periodic_timer(0);
-        if ret != 0 {
-            return Err(not_run(name, "VCPUOP_stop_periodic_timer", ret));
-        }
-        let port = hc::evtchn_bind_virq(Virq::Timer, 0)
-            .map_err(|err| not_run(name, "EVTCHNOP_bind_virq(VIRQ_TIMER)", err))?;
+        let port = timer_port(name)?;
         timed_upcalls(h, base, name, port, "set_timer_op + SCHEDOP_block", || {
             write_shared_byte(base, UPCALL_MASK, 1);
             match hc::set_timer_op(1) {
@@ -230,12 +236,7 @@ pub fn timer_poll(
     name: &str,
 ) -> Result<Measured, NotRun> {
     with_upcalls(start_info, pt, name, |base| {
-        let ret = hc::vcpu_stop_periodic_timer(0);
-        if ret != 0 {
-            return Err(not_run(name, "VCPUOP_stop_periodic_timer", ret));
-        }
-        let port = hc::evtchn_bind_virq(Virq::Timer, 0)
-            .map_err(|err| not_run(name, "EVTCHNOP_bind_virq(VIRQ_TIMER)", err))?;
+        let port = timer_port(name)?;
         write_shared_byte(base, UPCALL_MASK, 1);
         let (word, bit) = (u64::from(port / 64), 1u64 << (port % 64));
         let mut not_pending = 0u64;
