@@ -263,31 +263,31 @@ impl MmMachine for ArchEnv<'_, '_> {
     fn alloc_frames(&mut self, order: u32, limit: u64) -> Option<Mfn> {
         let count = 1u64.checked_shl(order)?;
         let first = {
-            let mut frames = mem::FRAMES.lock();
-            let frames = frames.as_mut()?;
+            let mut guard = mem::FRAMES.lock();
+            let frames = guard.as_mut()?;
             // One frame: the allocator's rover finds it without scanning
             // the frames in use (a domain's creation populates its memory
             // a frame at a time; the scan from frame 0 made each one cost
             // more the more domains there were). Only if the rover's frame
             // lies above the limit does the scan look for a lower one.
-            match frames.alloc() {
-                Some(one) if count == 1 && one.0 < limit => one,
-                rover => {
-                    if let Some(one) = rover {
+            let rover = if count == 1 { frames.alloc() } else { None };
+            let first = match rover {
+                Some(one) if one.0 < limit => one,
+                other => {
+                    if let Some(one) = other {
                         let _ = frames.free(one);
                     }
                     frames.alloc_contiguous(count, count)?
                 }
-            }
-        };
-        if first.0.saturating_add(count) > limit {
-            if let Some(frames) = mem::FRAMES.lock().as_mut() {
+            };
+            if first.0.saturating_add(count) > limit {
                 for i in 0..count {
                     let _ = frames.free(Mfn(first.0 + i));
                 }
+                return None;
             }
-            return None;
-        }
+            first
+        };
         for i in 0..count {
             self.clear_page(Mfn(first.0 + i));
         }
