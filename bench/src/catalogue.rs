@@ -131,6 +131,13 @@ pub const ALL: &[Benchmark] = &[
         what: "EVTCHNOP_send to an IPI port of the sender's own vCPU, upcall, handler, iret",
     },
     Benchmark {
+        name: "evtchn_user_upcall",
+        unit: "tsc/event",
+        sample: "event",
+        items_per_sample: 1,
+        what: "SYSCALL from user mode; the callback (events masked) sends to an IPI port of its own vCPU and irets; the upcall interrupts user mode, handler, iret",
+    },
+    Benchmark {
         name: "timer_block",
         unit: "tsc/wakeup",
         sample: "wakeup",

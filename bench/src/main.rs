@@ -68,6 +68,7 @@ fn run_one(
         "page_fault_iretq" => traps::page_fault(h, pt, name, traps::Return::Iretq),
         "syscall_bounce" => traps::syscall_bounce(h, pt, name),
         "evtchn_self" => events::evtchn_self(h, start_info, pt, name),
+        "evtchn_user_upcall" => events::evtchn_user_upcall(h, start_info, pt, name),
         "timer_block" => events::timer_block(h, start_info, pt, name),
         "timer_poll" => events::timer_poll(h, start_info, pt, name),
         "grant_copy_4k" => grants::copy(h, grant_pages?, name),

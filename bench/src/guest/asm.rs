@@ -17,9 +17,11 @@
 //!   it.
 
 use core::arch::{asm, global_asm};
-use core::sync::atomic::AtomicU64;
+use core::sync::atomic::{AtomicU32, AtomicU64};
 
+use guest_pv_shim::dom0_abi::Hypercall;
 use guest_pv_shim::dom0_abi::cpu::VGCF_IN_SYSCALL;
+use guest_pv_shim::dom0_abi::event_channel::EvtchnOp;
 use guest_pv_shim::dom0_abi::segment::{FLAT_USER_CS, FLAT_USER_SS};
 
 /// Byte offset of the `iret` stub (slot 23) in the hypercall page.
@@ -43,6 +45,8 @@ static SAVED_KERNEL_RSP: AtomicU64 = AtomicU64::new(0);
 pub static UPCALLS: AtomicU64 = AtomicU64::new(0);
 /// The event-channel port the benchmark counts upcalls for.
 pub static UPCALL_PORT: AtomicU64 = AtomicU64::new(0);
+/// The `struct evtchn_send` of `bench_syscall_send_entry`: its port.
+pub static SEND_PORT: AtomicU32 = AtomicU32::new(0);
 /// Virtual address of the mapped `shared_info` page (0: not mapped).
 pub static SHARED_INFO_VA: AtomicU64 = AtomicU64::new(0);
 
@@ -171,28 +175,43 @@ global_asm!(
     ".globl bench_syscall_entry",
     "bench_syscall_entry:",
     "cmp rax, {done}",
-    "je 3f",
+    "je bench_syscall_done",
+    "bench_syscall_return:",
     "pop rcx",
     "pop r11",
     "push {in_syscall}",
     "jmp hypercall_page + {iret}",
-    "3:",
+    "",
+    // Syscall callback of `evtchn_user_upcall` (registered with events
+    // masked): a bounce sends on `SEND_PORT` and returns the SYSRET way;
+    // the iret unmasks events (user mode runs with IF set), so the
+    // pending port's upcall interrupts user mode at once.
+    ".globl bench_syscall_send_entry",
+    "bench_syscall_send_entry:",
+    "cmp rax, {done}",
+    "je bench_syscall_done",
+    "mov edi, {send}",
+    "lea rsi, [rip + {send_port}]",
+    "call hypercall_page + {event_channel_op}",
+    "jmp bench_syscall_return",
+    "",
+    "bench_syscall_done:",
     "mov rsp, qword ptr [rip + {saved_rsp}]",
     "mov rax, rdi",
     "mov rdx, rsi",
     guest_pv_shim::pop_callee_saved!(),
     "ret",
     "",
-    // bench_enter_user(iterations, user_rsp) -> UserTotals: enters user
-    // mode at `bench_user_loop` with RAX = iterations (RAX is restored from
-    // the iret frame) and events still masked (RFLAGS.IF clear).
+    // bench_enter_user(iterations, user_rsp, rflags) -> UserTotals: enters
+    // user mode at `bench_user_loop` with RAX = iterations (RAX is restored
+    // from the iret frame) and `rflags` (IF clear: events stay masked).
     ".globl bench_enter_user",
     "bench_enter_user:",
     guest_pv_shim::push_callee_saved!(),
     "mov qword ptr [rip + {saved_rsp}], rsp",
     "push {user_ss}",
     "push rsi",
-    "push 2",
+    "push rdx",
     "push {user_cs}",
     "lea rax, [rip + bench_user_loop]",
     "push rax",
@@ -206,6 +225,9 @@ global_asm!(
     done = const SYSCALL_DONE,
     in_syscall = const VGCF_IN_SYSCALL,
     saved_rsp = sym SAVED_KERNEL_RSP,
+    send = const EvtchnOp::Send as u32,
+    send_port = sym SEND_PORT,
+    event_channel_op = const Hypercall::EventChannelOp as usize * 32,
     user_ss = const FLAT_USER_SS,
     user_cs = const FLAT_USER_CS,
 );
@@ -285,7 +307,9 @@ unsafe extern "C" {
     /// stack for user entries must be set (`stack_switch`), a user page
     /// table must be set (`NEW_USER_BASEPTR`), the user loop's page and
     /// `user_rsp`'s page must be user accessible, and `iret` must work.
-    pub fn bench_enter_user(iterations: u64, user_rsp: u64) -> UserTotals;
+    /// `rflags` is user mode's RFLAGS (with IF set, events are unmasked
+    /// there).
+    pub fn bench_enter_user(iterations: u64, user_rsp: u64, rflags: u64) -> UserTotals;
     /// The #PF handler (for `set_trap_table`).
     pub fn bench_pf_handler();
     /// The #PF handler that returns with a native `iretq`.
@@ -294,6 +318,9 @@ unsafe extern "C" {
     pub fn bench_upcall_entry();
     /// The syscall callback (for `callback_op`).
     pub fn bench_syscall_entry();
+    /// The syscall callback that sends on [`SEND_PORT`] before returning
+    /// (for `callback_op`, with events masked on entry).
+    pub fn bench_syscall_send_entry();
 }
 
 /// An address defined in the assembly above, as `lea` computes it.

@@ -12,16 +12,19 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use guest_pv_shim::dom0_abi::cpu::CallbackType;
+use guest_pv_shim::dom0_abi::cpu::{CallbackFlags, CallbackType};
 use guest_pv_shim::dom0_abi::event_channel::Virq;
 use guest_pv_shim::dom0_abi::mmu::{PTE_ADDR_MASK, PteFlags, UvmfFlags};
 use guest_pv_shim::dom0_abi::start_info::StartInfo;
 
-use crate::guest::asm::{self, SHARED_INFO_VA, UPCALL_PORT, UPCALLS, bench_upcall_entry};
+use crate::guest::asm::{
+    self, SEND_PORT, SHARED_INFO_VA, UPCALL_PORT, UPCALLS, bench_syscall_send_entry,
+    bench_upcall_entry,
+};
 use crate::guest::harness::{Harness, Measured, NotRun, failed, not_run};
 use crate::guest::hc;
 use crate::guest::pagetable::PageTables;
-use crate::guest::traps::iret_works;
+use crate::guest::traps::{USER_RFLAGS_EVENTS, iret_works, prepare_user_mode, user_loop};
 
 /// Offset of `vcpu_info[0].evtchn_upcall_pending` in `shared_info`.
 const UPCALL_PENDING: u64 = 0;
@@ -114,16 +117,14 @@ fn unmap_shared_info(original: u64, name: &str) {
     guest_pv_shim::report::check_ret(format_args!("spare page mapped back after {name}"), ret, 0);
 }
 
-/// Registers the upcall entry, unmasks `port` and the upcalls, and times
-/// `op`, which must cause exactly one upcall for `port` per run. Upcalls
-/// are masked and the port closed afterwards.
+/// Unmasks `port` and the upcalls and runs `timed`, each of whose runs
+/// must cause exactly one upcall for `port`. Upcalls are masked and the
+/// port closed afterwards.
 fn timed_upcalls(
-    h: &Harness,
     base: u64,
     name: &str,
     port: u32,
-    call: &'static str,
-    op: impl FnMut() -> i64,
+    timed: impl FnOnce() -> Result<Measured, NotRun>,
 ) -> Result<Measured, NotRun> {
     UPCALL_PORT.store(u64::from(port), Ordering::Relaxed);
     let word = u64::from(port / 64);
@@ -134,7 +135,7 @@ fn timed_upcalls(
     // Anything already pending is delivered on the way back from this call.
     let _ = hc::xen_version_null();
     let first = UPCALLS.load(Ordering::Relaxed);
-    let timed = h.time(name, call, op, |ret| ret == 0);
+    let timed = timed();
     write_shared_byte(base, UPCALL_MASK, 1);
     let upcalls = UPCALLS.load(Ordering::Relaxed) - first;
     let ret = hc::evtchn_close(port);
@@ -154,7 +155,11 @@ fn register_upcall(name: &str) -> Result<(), NotRun> {
     // SAFETY: `bench_upcall_entry` saves every register it uses, handles
     // the event frame and returns with iret.
     let ret = unsafe {
-        hc::callback_register(CallbackType::Event, asm::entry_address(bench_upcall_entry))
+        hc::callback_register(
+            CallbackType::Event,
+            asm::entry_address(bench_upcall_entry),
+            CallbackFlags::empty(),
+        )
     };
     if ret != 0 {
         return Err(not_run(name, "callback_op(register event)", ret));
@@ -185,8 +190,42 @@ pub fn evtchn_self(
 ) -> Result<Measured, NotRun> {
     with_upcalls(start_info, pt, name, |base| {
         let port = hc::evtchn_bind_ipi(0).map_err(|err| not_run(name, "EVTCHNOP_bind_ipi", err))?;
-        timed_upcalls(h, base, name, port, "EVTCHNOP_send", || {
-            hc::evtchn_send(port)
+        timed_upcalls(base, name, port, || {
+            h.time(
+                name,
+                "EVTCHNOP_send",
+                || hc::evtchn_send(port),
+                |ret| ret == 0,
+            )
+        })
+    })
+}
+
+/// `evtchn_user_upcall`: user mode makes a `SYSCALL`; the kernel's
+/// callback (entered with events masked) sends on an IPI port of its own
+/// vCPU and returns with `HYPERVISOR_iret`, which unmasks events; the
+/// pending port's upcall interrupts user mode at once, and the handler
+/// returns to user mode with `HYPERVISOR_iret`.
+pub fn evtchn_user_upcall(
+    h: &Harness,
+    start_info: &StartInfo,
+    pt: &PageTables,
+    name: &str,
+) -> Result<Measured, NotRun> {
+    with_upcalls(start_info, pt, name, |base| {
+        prepare_user_mode(
+            pt,
+            name,
+            bench_syscall_send_entry,
+            CallbackFlags::MASK_EVENTS,
+        )?;
+        let port = hc::evtchn_bind_ipi(0).map_err(|err| not_run(name, "EVTCHNOP_bind_ipi", err))?;
+        SEND_PORT.store(port, Ordering::Relaxed);
+        timed_upcalls(base, name, port, || {
+            // SAFETY: `prepare_user_mode` registered the sending callback,
+            // which returns to user mode for a bounce and to the loop's
+            // caller for the last `SYSCALL`.
+            Ok(unsafe { user_loop(h, USER_RFLAGS_EVENTS) })
         })
     })
 }
@@ -214,12 +253,19 @@ pub fn timer_block(
 ) -> Result<Measured, NotRun> {
     with_upcalls(start_info, pt, name, |base| {
         let port = timer_port(name)?;
-        timed_upcalls(h, base, name, port, "set_timer_op + SCHEDOP_block", || {
-            write_shared_byte(base, UPCALL_MASK, 1);
-            match hc::set_timer_op(1) {
-                0 => hc::sched_block(),
-                err => err,
-            }
+        timed_upcalls(base, name, port, || {
+            h.time(
+                name,
+                "set_timer_op + SCHEDOP_block",
+                || {
+                    write_shared_byte(base, UPCALL_MASK, 1);
+                    match hc::set_timer_op(1) {
+                        0 => hc::sched_block(),
+                        err => err,
+                    }
+                },
+                |ret| ret == 0,
+            )
         })
     })
 }

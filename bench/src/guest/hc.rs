@@ -10,7 +10,9 @@
 use core::arch::asm;
 
 use guest_pv_shim::dom0_abi::Hypercall;
-use guest_pv_shim::dom0_abi::cpu::{CallbackOp, CallbackRegister, CallbackType, TrapInfo};
+use guest_pv_shim::dom0_abi::cpu::{
+    CallbackFlags, CallbackOp, CallbackRegister, CallbackType, TrapInfo,
+};
 use guest_pv_shim::dom0_abi::event_channel::{
     EvtchnBindIpi, EvtchnBindVirq, EvtchnOp, EvtchnPortArg, Virq,
 };
@@ -147,10 +149,10 @@ pub unsafe fn set_trap_table(traps: Option<&[TrapInfo]>) -> i64 {
 ///
 /// # Safety
 /// `address` must be an entry point that handles `kind`'s frame.
-pub unsafe fn callback_register(kind: CallbackType, address: u64) -> i64 {
+pub unsafe fn callback_register(kind: CallbackType, address: u64, flags: CallbackFlags) -> i64 {
     let arg = CallbackRegister {
         kind: kind as u16,
-        flags: 0,
+        flags: flags.bits(),
         pad: 0,
         address,
     };

@@ -11,7 +11,7 @@
 //! page user accessible itself; on this hypervisor the guest sets the U
 //! bit on the path to those two pages.
 
-use guest_pv_shim::dom0_abi::cpu::{CallbackType, TrapInfo};
+use guest_pv_shim::dom0_abi::cpu::{CallbackFlags, CallbackType, TrapInfo};
 use guest_pv_shim::dom0_abi::mmu::{
     MmuUpdate, MmuUpdateCmd, MmuextCmd, MmuextOp, PteFlags, UvmfFlags,
 };
@@ -152,13 +152,17 @@ fn make_user_accessible(pt: &PageTables, name: &str, va: u64) -> Result<(), NotR
     Ok(())
 }
 
-/// Registers the syscall callback, the kernel stack and the user page
-/// table, and makes the user pages accessible.
-fn prepare_user_mode(pt: &PageTables, name: &str) -> Result<(), NotRun> {
+/// Registers `entry` as the syscall callback (with `flags`), the kernel
+/// stack and the user page table, and makes the user pages accessible.
+pub fn prepare_user_mode(
+    pt: &PageTables,
+    name: &str,
+    entry: unsafe extern "C" fn(),
+    flags: CallbackFlags,
+) -> Result<(), NotRun> {
     iret_works(name)?;
-    // SAFETY: `bench_syscall_entry` handles the syscall frame.
-    let ret =
-        unsafe { hc::callback_register(CallbackType::Syscall, entry_address(bench_syscall_entry)) };
+    // SAFETY: both syscall entries of `asm.rs` handle the syscall frame.
+    let ret = unsafe { hc::callback_register(CallbackType::Syscall, entry_address(entry), flags) };
     if ret != 0 {
         return Err(not_run(name, "callback_op(register syscall)", ret));
     }
@@ -190,19 +194,38 @@ fn prepare_user_mode(pt: &PageTables, name: &str) -> Result<(), NotRun> {
     make_user_accessible(pt, name, asm::user_stack_va())
 }
 
+/// RFLAGS of user mode with events masked (IF clear).
+const USER_RFLAGS_MASKED: u64 = 0x2;
+/// RFLAGS of user mode with events unmasked (IF set).
+pub const USER_RFLAGS_EVENTS: u64 = 0x202;
+
 /// `syscall_bounce`: user mode times each `SYSCALL` bounce itself and
 /// hands back the totals.
 pub fn syscall_bounce(h: &Harness, pt: &PageTables, name: &str) -> Result<Measured, NotRun> {
-    prepare_user_mode(pt, name)?;
+    prepare_user_mode(pt, name, bench_syscall_entry, CallbackFlags::empty())?;
+    // SAFETY: `prepare_user_mode` registered the callback (which returns
+    // every bounce), the stack and the user table and made the user pages
+    // accessible; iret works.
+    Ok(unsafe { user_loop(h, USER_RFLAGS_MASKED) })
+}
+
+/// Runs the user-mode loop (warm-up, then the timed iterations, each one
+/// `SYSCALL` and whatever the callback does before user mode resumes)
+/// with `rflags` in user mode, and returns its samples.
+///
+/// # Safety
+/// As for [`bench_enter_user`]: [`prepare_user_mode`] has run with a
+/// callback that returns to user mode for a bounce and to the loop's
+/// caller for the last `SYSCALL`.
+pub unsafe fn user_loop(h: &Harness, rflags: u64) -> Measured {
     let user_rsp = asm::user_stack_va() + 4096;
     let warmup = u64::from(h.options.warmup);
     let iters = u64::from(h.options.iters);
-    // SAFETY: `prepare_user_mode` registered the callback, the stack and
-    // the user table and made the user pages accessible; iret works.
-    unsafe { bench_enter_user(warmup, user_rsp) };
+    // SAFETY: the caller vouches for the callback, stack and pages.
+    unsafe { bench_enter_user(warmup, user_rsp, rflags) };
     let before = h.counters_now();
     // SAFETY: as above.
-    let totals = unsafe { bench_enter_user(iters, user_rsp) };
+    let totals = unsafe { bench_enter_user(iters, user_rsp, rflags) };
     let counters = h.counters_since(before);
     let mut samples = Samples::new();
     samples.merge(
@@ -210,9 +233,9 @@ pub fn syscall_bounce(h: &Harness, pt: &PageTables, name: &str) -> Result<Measur
         totals.sum.saturating_sub(iters * h.overhead),
         totals.min.saturating_sub(h.overhead),
     );
-    Ok(Measured {
+    Measured {
         samples,
         counters,
         runs: warmup + iters,
-    })
+    }
 }
