@@ -179,6 +179,13 @@ pub const ALL: &[Benchmark] = &[
         items_per_sample: 1,
         what: "dom0 sends on an interdomain port, the domU blocked in SCHEDOP_poll on it wakes and sends back, dom0 wakes from its own poll (measured by the toolstack dom0, dom0/src/pingpong.rs)",
     },
+    Benchmark {
+        name: "xenstore_read",
+        unit: "tsc/read",
+        sample: "read",
+        items_per_sample: 1,
+        what: "a domU reads its own `name` node: the request on its store ring, an event to dom0, dom0's xenstored answering, the reply read back (measured by the pong domU, domu-demo/src/xenstore.rs)",
+    },
 ];
 
 /// The benchmark called `name`.

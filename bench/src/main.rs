@@ -74,7 +74,9 @@ fn run_one(
         "grant_copy_4k" => grants::copy(h, grant_pages?, name),
         "rep_movsb_4k" => grants::rep_movsb_4k(h, grant_pages?, name),
         "grant_map_unmap" => grants::map_unmap(h, grant_pages?, name),
-        "evtchn_interdomain_pingpong" => Err(NotRun::Unsupported(Reason::Text(NO_SECOND_DOMAIN))),
+        "evtchn_interdomain_pingpong" | "xenstore_read" => {
+            Err(NotRun::Unsupported(Reason::Text(NO_SECOND_DOMAIN)))
+        }
         _ => match MMU_UPDATE_BATCHES
             .iter()
             .find(|&&n| catalogue::mmu_update(n).is_some_and(|b| b.name == name))

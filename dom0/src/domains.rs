@@ -52,6 +52,10 @@ pub fn now() -> u64 {
 pub struct Domains {
     slots: [Option<Domu>; MAX_DOMUS],
     virq_port: u32,
+    /// A domain may have shut down: `VIRQ_DOM_EXC` fired, or a sleep
+    /// ended without any event (so a lost notification costs one sleep,
+    /// not a stuck domain). Only then are the domUs asked for their state.
+    reap_due: bool,
     expect: Option<&'static str>,
     timeout_s: u64,
     /// The xenstore every domU is introduced to.
@@ -75,6 +79,7 @@ impl Domains {
         Domains {
             slots: [const { None }; MAX_DOMUS],
             virq_port,
+            reap_due: true,
             expect,
             timeout_s,
             xs: Xenstore::new(),
@@ -240,9 +245,15 @@ impl Domains {
 
     /// One round: every console read, every xenstore ring served, every
     /// block ring and vif served (the store again after the back ends'
-    /// writes), every shut-down domain reaped.
+    /// writes), every shut-down domain reaped (looked for only after
+    /// `VIRQ_DOM_EXC` or a sleep without events: asking each domU costs a
+    /// `domctl` apiece).
     pub fn poll_once(&mut self) {
         self.serve();
+        let dom_exc = shared::clear_evtchn_pending(self.virq_port) == Some(true);
+        if !core::mem::take(&mut self.reap_due) && !dom_exc {
+            return;
+        }
         for slot in &mut self.slots {
             if slot.as_ref().is_some_and(shut_down)
                 && let Some(domu) = slot.take()
@@ -253,14 +264,18 @@ impl Domains {
     }
 
     /// Every console read, every xenstore ring served, every block ring
-    /// and vif served (the store again after the back ends' writes).
+    /// and vif served (the store again if the back ends' writes queued
+    /// watch events; a request that arrives meanwhile has its event
+    /// pending for the next sleep).
     pub fn serve(&mut self) {
         for domu in self.slots.iter_mut().flatten() {
             drain(domu);
         }
         self.xs.serve();
         self.back.blk.poll(&mut self.xs);
-        self.xs.serve();
+        if self.xs.has_output() {
+            self.xs.serve();
+        }
         if self.back.net.poll(&mut self.xs) {
             self.xs.serve();
         }
@@ -291,9 +306,14 @@ impl Domains {
             n += 1;
         }
         hypercall::sched_poll(&ports[..n], now().saturating_add(POLL_NS));
+        let mut woken = false;
         for &port in &ports[..n] {
-            shared::clear_evtchn_pending(port);
+            if shared::clear_evtchn_pending(port) == Some(true) {
+                woken = true;
+                self.reap_due |= port == self.virq_port;
+            }
         }
+        self.reap_due |= !woken;
     }
 }
 

@@ -33,8 +33,16 @@ const AT_ONCE_NS: u64 = 5_000_000;
 /// Yields to wait for the domU to block before the first send.
 const PATIENCE: u32 = 100_000;
 
-/// Acts on one console line of domain `domid` (named `name`).
+/// Acts on one console line of domain `domid` (named `name`): a
+/// `pong: port` line starts the ping-pong, and a domU's `BENCH` result
+/// line (`domu-demo xsread`) is repeated on dom0's console without the
+/// domain prefix, for `cargo xtask bench` to read.
 pub fn on_line(domid: u16, name: &str, text: &[u8]) {
+    if text.starts_with(line::BENCH.as_bytes()) && text.get(line::BENCH.len()) == Some(&b' ') {
+        hypercall::console_write(text);
+        hypercall::console_write(b"\n");
+        return;
+    }
     let Some(rest) = text
         .strip_prefix(b"pong: port ")
         .and_then(|r| core::str::from_utf8(r).ok())
@@ -56,13 +64,6 @@ pub fn on_line(domid: u16, name: &str, text: &[u8]) {
 fn blocked(domid: u16) -> bool {
     domain_info(domid)
         .is_ok_and(|i| i.domain == domid && i.dominf().contains(DomInfoFlags::BLOCKED))
-}
-
-/// The TSC.
-fn tsc() -> u64 {
-    // SAFETY: `rdtsc` reads a counter and changes no memory; it is allowed
-    // at the guest kernel's privilege on both hypervisors (CR4.TSD clear).
-    unsafe { core::arch::x86_64::_rdtsc() }
 }
 
 /// Bounces `rounds` events with `port` of `domid`.
@@ -94,7 +95,7 @@ fn bounce(domid: u16, name: &str, port: u32, rounds: u32) {
     let mut samples = Samples::new();
     let (mut answered, mut slowest) = (0, 0);
     for round in 0..rounds {
-        let (start, ticks) = (now(), tsc());
+        let (start, ticks) = (now(), shared::tsc());
         if hypercall::evtchn_send(local) != 0 {
             break;
         }
@@ -108,7 +109,7 @@ fn bounce(domid: u16, name: &str, port: u32, rounds: u32) {
             break;
         }
         if round >= warmup {
-            samples.record(tsc().saturating_sub(ticks));
+            samples.record(shared::tsc().saturating_sub(ticks));
         }
         answered += 1;
         slowest = slowest.max(took);

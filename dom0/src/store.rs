@@ -149,6 +149,15 @@ impl Xenstore {
         }
     }
 
+    /// Whether output (replies, watch events) waits for a ring.
+    pub fn has_output(&self) -> bool {
+        self.rings
+            .slots
+            .iter()
+            .flatten()
+            .any(|c| self.store.output_len(c.domid) > 0)
+    }
+
     /// dom0's ports of the rings (to poll on).
     pub fn ports(&self) -> impl Iterator<Item = u32> + '_ {
         self.rings.slots.iter().flatten().map(|c| c.local_port)

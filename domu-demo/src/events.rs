@@ -17,7 +17,7 @@ const DOMID_SELF: u16 = 0x7FF0;
 const DEFAULT_ROUNDS: u32 = 16;
 
 /// The numeric value of `key=` on `line`.
-fn number(line: &[u8], key: &[u8]) -> Option<u64> {
+pub fn number(line: &[u8], key: &[u8]) -> Option<u64> {
     cmdline::option(line, key)
         .and_then(|v| core::str::from_utf8(v).ok())
         .and_then(|v| v.parse().ok())

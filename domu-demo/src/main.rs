@@ -12,7 +12,8 @@
 //! (the `disk` module); with `net` it brings up its vif under smoltcp and pings,
 //! serves or talks TCP, or misbehaves (see [`net`]); with `net web` it is
 //! the default scenario's web server (see [`web`]); with `pong` it
-//! answers dom0's events on a port of its own, with `spin=<n>` it does
+//! answers dom0's events on a port of its own, with `xsread=<n>` it times
+//! `n` xenstore reads (a `BENCH xenstore_read` line), with `spin=<n>` it does
 //! a fixed amount of work first, and with `idle` it never shuts down but
 //! sleeps after printing (see [`events`]); with `input` it reports each
 //! line typed at dom0's `console` attach, until `bye`.
@@ -451,6 +452,11 @@ fn demo_main(si: &'static StartInfo) {
         }
         if cmdline::has_flag(si.cmdline(), b"pong") {
             let _ = events::pong(&mut console, si.cmdline());
+        }
+        if let Some(rounds) =
+            events::number(si.cmdline(), b"xsread").and_then(|n| u32::try_from(n).ok())
+        {
+            xenstore::read_bench(&mut console, si, rounds);
         }
         let _ = events::spin(&mut console, si.cmdline());
         if cmdline::has_flag(si.cmdline(), b"idle") {

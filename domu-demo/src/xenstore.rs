@@ -8,12 +8,17 @@ use core::fmt::Write;
 
 use guest_pv_shim::dom0_abi::start_info::StartInfo;
 use guest_pv_shim::dom0_abi::xenstore::{XenbusState, XsType};
+use guest_pv_shim::shared;
 use guest_pv_shim::xenbus::{WindowRing, Xenbus, XenbusError};
+use pv_bench::stats::Samples;
+use pv_bench::{catalogue, line};
 
 use crate::Console;
 
 /// The window the store ring is mapped in.
 const STORE_WINDOW: usize = 2;
+/// The benchmark [`read_bench`] measures.
+const BENCH: &str = "xenstore_read";
 /// Yields without progress before a request gives up.
 const PATIENCE: u32 = 1_000_000;
 
@@ -271,4 +276,54 @@ pub fn format_into<'b>(buf: &'b mut [u8; 32], args: core::fmt::Arguments<'_>) ->
     let _ = cursor.write_fmt(args);
     let len = cursor.len;
     core::str::from_utf8(&buf[..len]).unwrap_or("")
+}
+
+/// `xsread=<n>`: times `n` reads of the domain's own `name` node (a
+/// request on the store ring, dom0's xenstored answering, the reply read
+/// back), checks every answer, and prints the round trips' TSC deltas as
+/// a `BENCH xenstore_read` line (the first tenth are warm-up), which dom0
+/// passes on for `cargo xtask bench`.
+pub fn read_bench(console: &mut Console, si: &StartInfo, rounds: u32) {
+    let ring = match WindowRing::map(STORE_WINDOW, si.store_mfn, si.store_evtchn, PATIENCE) {
+        Ok(ring) => ring,
+        Err(e) => {
+            let _ = write!(console, "check: xs map the store ring = {e}\r\n");
+            return;
+        }
+    };
+    let mut xb = Xenbus::new(ring);
+    let mut name = [0u8; 64];
+    let mut expected = [0u8; 64];
+    let Ok(len) = xb.read(0, "name", &mut expected) else {
+        let _ = write!(
+            console,
+            "check: xs read name before the benchmark = failed\r\n"
+        );
+        return;
+    };
+    let mut samples = Samples::new();
+    let mut answered = 0;
+    for round in 0..rounds {
+        let start = shared::tsc();
+        let read = xb.read(0, "name", &mut name);
+        let ticks = shared::tsc().saturating_sub(start);
+        if read.map(|n| &name[..n]) != Ok(&expected[..len]) {
+            break;
+        }
+        if round >= rounds / 10 {
+            samples.record(ticks);
+        }
+        answered += 1;
+    }
+    let _ = write!(
+        console,
+        "check: xs reads answered = {answered} of {rounds}\r\n"
+    );
+    let summary = catalogue::find(BENCH)
+        .and_then(|bench| Some((bench.unit, samples.summary(bench.items_per_sample)?)))
+        .filter(|_| answered == rounds);
+    let _ = match summary {
+        Some((unit, summary)) => line::write_measured(console, BENCH, unit, &summary),
+        None => line::write_failed(console, BENCH),
+    };
 }

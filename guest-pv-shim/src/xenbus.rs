@@ -20,6 +20,13 @@ use dom0_abi::xenstore::{
 #[allow(clippy::cast_possible_truncation, reason = "the ring is 1024 bytes")]
 const SIZE: u32 = XENSTORE_RING_SIZE as u32;
 
+/// Of `count` ring bytes from `index` on, how many lie before the ring's
+/// end.
+fn contiguous(index: u32, count: usize) -> u32 {
+    let room = SIZE - index % SIZE;
+    u32::try_from(count).map_or(room, |count| count.min(room))
+}
+
 /// Watch events kept while a reply is awaited.
 pub const EVENTS_KEPT: usize = 8;
 /// Bytes of one kept watch event (path, NUL, token, NUL).
@@ -31,16 +38,18 @@ pub trait ClientRing {
     fn req_prod(&self) -> u32;
     /// `req_cons`, read with acquire semantics.
     fn req_cons(&self) -> u32;
-    /// Writes `req[index % 1024]`.
-    fn set_req_byte(&mut self, index: u32, byte: u8);
+    /// Writes `bytes` to `req` from `index % 1024` on; they do not run
+    /// past the ring's end.
+    fn set_req_bytes(&mut self, index: u32, bytes: &[u8]);
     /// Publishes `req_prod` with release semantics (after the bytes).
     fn set_req_prod(&mut self, prod: u32);
     /// `rsp_prod`, read with acquire semantics.
     fn rsp_prod(&self) -> u32;
     /// `rsp_cons` (ours).
     fn rsp_cons(&self) -> u32;
-    /// `rsp[index % 1024]`.
-    fn rsp_byte(&self, index: u32) -> u8;
+    /// Reads `out.len()` bytes of `rsp` from `index % 1024` on; they do
+    /// not run past the ring's end.
+    fn rsp_bytes(&self, index: u32, out: &mut [u8]);
     /// Publishes `rsp_cons` with release semantics.
     fn set_rsp_cons(&mut self, cons: u32);
     /// Notifies the server (the store event channel).
@@ -137,18 +146,23 @@ impl<R: ClientRing> Xenbus<R> {
         &mut self.ring
     }
 
-    fn put(&mut self, bytes: &[u8]) -> Result<(), XenbusError> {
+    fn put(&mut self, mut bytes: &[u8]) -> Result<(), XenbusError> {
         let mut prod = self.ring.req_prod();
-        for &b in bytes {
-            while prod.wrapping_sub(self.ring.req_cons()) >= SIZE {
+        while !bytes.is_empty() {
+            let used = prod.wrapping_sub(self.ring.req_cons());
+            if used >= SIZE {
                 self.ring.set_req_prod(prod);
                 self.ring.notify();
                 if !self.ring.wait() {
                     return Err(XenbusError::Timeout);
                 }
+                continue;
             }
-            self.ring.set_req_byte(prod, b);
-            prod = prod.wrapping_add(1);
+            let n = contiguous(prod, bytes.len()).min(SIZE - used);
+            let (now, rest) = bytes.split_at(n as usize);
+            self.ring.set_req_bytes(prod, now);
+            prod = prod.wrapping_add(n);
+            bytes = rest;
         }
         self.ring.set_req_prod(prod);
         Ok(())
@@ -160,8 +174,8 @@ impl<R: ClientRing> Xenbus<R> {
         let mut got = 0;
         while got < out.len() {
             let cons = self.ring.rsp_cons();
-            let prod = self.ring.rsp_prod();
-            if prod == cons || prod.wrapping_sub(cons) > SIZE {
+            let avail = self.ring.rsp_prod().wrapping_sub(cons);
+            if avail == 0 || avail > SIZE {
                 if got == 0 && !block {
                     return Ok(None);
                 }
@@ -170,10 +184,15 @@ impl<R: ClientRing> Xenbus<R> {
                 }
                 continue;
             }
-            out[got] = self.ring.rsp_byte(cons);
-            got += 1;
-            self.ring.set_rsp_cons(cons.wrapping_add(1));
-            self.ring.notify();
+            let n = contiguous(cons, out.len() - got).min(avail);
+            let end = got + n as usize;
+            self.ring.rsp_bytes(cons, &mut out[got..end]);
+            got = end;
+            self.ring.set_rsp_cons(cons.wrapping_add(n));
+            // The server waits for room only when the ring was full.
+            if avail == SIZE {
+                self.ring.notify();
+            }
         }
         Ok(Some(()))
     }
@@ -558,9 +577,9 @@ mod window_ring {
             fence(Ordering::Acquire);
             cons
         }
-        fn set_req_byte(&mut self, index: u32, byte: u8) {
+        fn set_req_bytes(&mut self, index: u32, bytes: &[u8]) {
             let at = offset!(req) + index as usize % XENSTORE_RING_SIZE;
-            mm::window_write_bytes(self.window, at, &[byte]);
+            mm::window_write_bytes(self.window, at, bytes);
         }
         fn set_req_prod(&mut self, prod: u32) {
             fence(Ordering::Release);
@@ -575,9 +594,9 @@ mod window_ring {
         fn rsp_cons(&self) -> u32 {
             self.read(offset!(rsp_cons))
         }
-        fn rsp_byte(&self, index: u32) -> u8 {
+        fn rsp_bytes(&self, index: u32, out: &mut [u8]) {
             let at = offset!(rsp) + index as usize % XENSTORE_RING_SIZE;
-            mm::window_read_u8(self.window, at as u64)
+            mm::window_read_bytes(self.window, at, out);
         }
         fn set_rsp_cons(&mut self, cons: u32) {
             fence(Ordering::Release);

@@ -392,6 +392,13 @@ impl StoreRingWindow {
     }
 }
 
+/// Where ring index `index` lies in a 1024-byte ring, and how many of
+/// `len` bytes from there fit before the ring's end.
+fn ring_span(index: u32, len: usize) -> (usize, usize) {
+    let at = index as usize % XENSTORE_RING_SIZE;
+    (at, len.min(XENSTORE_RING_SIZE - at))
+}
+
 impl StoreRing for StoreRingWindow {
     fn req_prod(&self) -> u32 {
         let prod = mm::window_read_u32(self.window, xs_offset!(req_prod));
@@ -403,9 +410,13 @@ impl StoreRing for StoreRingWindow {
         mm::window_read_u32(self.window, xs_offset!(req_cons))
     }
 
-    fn req_byte(&self, index: u32) -> u8 {
-        let at = u64::from(index) % XENSTORE_RING_SIZE as u64;
-        mm::window_read_u8(self.window, xs_offset!(req) + at)
+    fn req_bytes(&self, index: u32, out: &mut [u8]) {
+        let (at, n) = ring_span(index, out.len());
+        mm::window_read_bytes(
+            self.window,
+            core::mem::offset_of!(XenstoreDomainInterface, req) + at,
+            &mut out[..n],
+        );
     }
 
     fn set_req_cons(&mut self, cons: u32) {
@@ -423,12 +434,12 @@ impl StoreRing for StoreRingWindow {
         cons
     }
 
-    fn set_rsp_byte(&mut self, index: u32, byte: u8) {
-        let at = index as usize % XENSTORE_RING_SIZE;
+    fn set_rsp_bytes(&mut self, index: u32, bytes: &[u8]) {
+        let (at, n) = ring_span(index, bytes.len());
         mm::window_write_bytes(
             self.window,
             core::mem::offset_of!(XenstoreDomainInterface, rsp) + at,
-            &[byte],
+            &bytes[..n],
         );
     }
 

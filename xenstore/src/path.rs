@@ -1,7 +1,6 @@
 //! Path syntax: what a node name may look like, and where a relative path
 //! sent by a domain points.
 
-use alloc::format;
 use alloc::string::String;
 
 use dom0_abi::xenstore::XENSTORE_REL_PATH_MAX;
@@ -17,7 +16,30 @@ pub const RELEASE_DOMAIN: &str = "@releaseDomain";
 /// `/local/domain/<domid>`, a domain's home.
 #[must_use]
 pub fn domain_path(domid: DomId) -> String {
-    format!("/local/domain/{domid}")
+    let mut path = String::with_capacity(HOME_MAX);
+    push_domain_path(&mut path, domid);
+    path
+}
+
+/// Length of the longest home path, `/local/domain/65535`.
+const HOME_MAX: usize = "/local/domain/".len() + 5;
+
+/// Appends `/local/domain/<domid>` to `out` (no formatting machinery: a
+/// relative path is made absolute on every request).
+fn push_domain_path(out: &mut String, domid: DomId) {
+    out.push_str("/local/domain/");
+    let mut digits = [0u8; 5];
+    let mut at = digits.len();
+    let mut n = domid;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend(digits[at..].iter().map(|&d| char::from(d)));
 }
 
 /// Whether `node` is a well-formed absolute path: `/` or `/`-separated
@@ -67,7 +89,11 @@ pub fn canonical(from: DomId, node: &str) -> Result<String, XsError> {
     } else if node.is_empty() {
         return Err(XsError::Einval);
     } else {
-        format!("{}/{node}", domain_path(from))
+        let mut full = String::with_capacity(HOME_MAX + 1 + node.len());
+        push_domain_path(&mut full, from);
+        full.push('/');
+        full.push_str(node);
+        full
     };
     if is_valid(&full) {
         Ok(full)
@@ -103,6 +129,7 @@ pub fn is_at_or_below(node: &str, ancestor: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::format;
 
     #[test]
     fn validity() {
@@ -125,6 +152,14 @@ mod tests {
         assert_eq!(canonical(5, ""), Err(XsError::Einval));
         assert_eq!(canonical(5, "a/"), Err(XsError::Einval));
         assert_eq!(canonical(5, "@x"), Ok(String::from("/local/domain/5/@x")));
+        for (domid, home) in [
+            (0, "/local/domain/0"),
+            (10, "/local/domain/10"),
+            (65535, "/local/domain/65535"),
+        ] {
+            assert_eq!(domain_path(domid), home);
+            assert_eq!(canonical(domid, "a").unwrap(), format!("{home}/a"));
+        }
     }
 
     #[test]

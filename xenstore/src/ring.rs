@@ -11,8 +11,9 @@
 //! pair more than 1024 apart, or a header announcing more than 4096 bytes,
 //! closes the connection (as xenstored does): it is no longer served until
 //! the domain is introduced again. Each index is read once per pass, and
-//! every byte access goes through [`StoreRing`] with the index reduced
-//! modulo the ring size, so nothing outside the ring is ever touched.
+//! every access goes through [`StoreRing`] with the index reduced modulo
+//! the ring size and the bytes cut at the ring's end, so nothing outside
+//! the ring is ever touched.
 //! While more than [`BACKLOG`] bytes of output wait, no new request is
 //! read: a guest that never reads its replies cannot grow dom0's heap.
 
@@ -27,6 +28,13 @@ use crate::store::{Host, Store};
 #[allow(clippy::cast_possible_truncation, reason = "the ring is 1024 bytes")]
 const SIZE: u32 = XENSTORE_RING_SIZE as u32;
 
+/// Of `count` ring bytes from `index` on, how many lie before the ring's
+/// end.
+fn contiguous(index: u32, count: usize) -> u32 {
+    let room = SIZE - index % SIZE;
+    u32::try_from(count).map_or(room, |count| count.min(room))
+}
+
 /// Output bytes beyond which no further request is read.
 pub const BACKLOG: usize = 2 * XENSTORE_PAYLOAD_MAX;
 
@@ -38,16 +46,20 @@ pub trait StoreRing {
     fn req_prod(&self) -> u32;
     /// `req_cons`.
     fn req_cons(&self) -> u32;
-    /// `req[index % 1024]`.
-    fn req_byte(&self, index: u32) -> u8;
+    /// Reads `out.len()` bytes of `req` from `index % 1024` on (the
+    /// caller keeps them before the ring's end; an implementation reads
+    /// nothing past it).
+    fn req_bytes(&self, index: u32, out: &mut [u8]);
     /// Publishes `req_cons` with release semantics.
     fn set_req_cons(&mut self, cons: u32);
     /// `rsp_prod`.
     fn rsp_prod(&self) -> u32;
     /// `rsp_cons`, read with acquire semantics.
     fn rsp_cons(&self) -> u32;
-    /// Writes `rsp[index % 1024]`.
-    fn set_rsp_byte(&mut self, index: u32, byte: u8);
+    /// Writes `bytes` to `rsp` from `index % 1024` on (the caller keeps
+    /// them before the ring's end; an implementation writes nothing past
+    /// it).
+    fn set_rsp_bytes(&mut self, index: u32, bytes: &[u8]);
     /// Publishes `rsp_prod` with release semantics (after the bytes).
     fn set_rsp_prod(&mut self, prod: u32);
 }
@@ -145,9 +157,15 @@ fn read_request(
         if cons == prod {
             break None;
         }
-        input.push(ring.req_byte(cons));
-        cons = cons.wrapping_add(1);
-        served.consumed += 1;
+        // The rest of the header or of the payload, as far as it is there
+        // and runs before the ring's end.
+        let missing = (want - input.len()).min(prod.wrapping_sub(cons) as usize);
+        let n = contiguous(cons, missing);
+        let start = input.len();
+        input.resize(start + n as usize, 0);
+        ring.req_bytes(cons, &mut input[start..]);
+        cons = cons.wrapping_add(n);
+        served.consumed += n;
     };
     ring.set_req_cons(cons);
     Ok(header.filter(|h| input.len() == XsdSockmsg::SIZE + h.len as usize))
@@ -166,12 +184,16 @@ fn write_output(
         served.closed = true;
         return false;
     }
-    let bytes = store.take_output(domid, (SIZE - used) as usize);
     let mut at = prod;
-    for byte in bytes {
-        ring.set_rsp_byte(at, byte);
-        at = at.wrapping_add(1);
-    }
+    store.drain_output(domid, (SIZE - used) as usize, |mut bytes| {
+        while !bytes.is_empty() {
+            let n = contiguous(at, bytes.len());
+            let (now, rest) = bytes.split_at(n as usize);
+            ring.set_rsp_bytes(at, now);
+            at = at.wrapping_add(n);
+            bytes = rest;
+        }
+    });
     if at != prod {
         ring.set_rsp_prod(at);
         served.produced += at.wrapping_sub(prod);

@@ -376,9 +376,14 @@ impl Work<'_> {
     /// and `EACCES` otherwise, so that errors never tell whether something
     /// the caller cannot see exists.
     fn lookup(&mut self, path: &str, need: fn(Access) -> bool) -> Result<Node, XsError> {
+        self.find(path, need).cloned()
+    }
+
+    /// [`Work::lookup`] without the copy.
+    fn find(&mut self, path: &str, need: fn(Access) -> bool) -> Result<&Node, XsError> {
         self.note(path)?;
         match self.get(path) {
-            Some(node) if need(self.access(node)) => Ok(node.clone()),
+            Some(node) if need(self.access(node)) => Ok(node),
             Some(_) => Err(XsError::Eacces),
             None => match self.nearest(path) {
                 Some(node) if !need(self.access(node)) => Err(XsError::Eacces),
@@ -388,7 +393,7 @@ impl Work<'_> {
     }
 
     fn read(&mut self, path: &str) -> Result<Vec<u8>, XsError> {
-        Ok(self.lookup(path, Access::reads)?.value)
+        Ok(self.find(path, Access::reads)?.value.clone())
     }
 
     fn directory(&mut self, path: &str) -> Result<Node, XsError> {
@@ -672,17 +677,19 @@ impl Store {
             return;
         }
         let reply = match self.answer(host, from, header.ty, header.tx_id, payload) {
-            Ok(body) if body.len() > XENSTORE_PAYLOAD_MAX => {
-                wire::error_reply(header, XsError::E2big)
-            }
-            Ok(body) => match XsType::from_number(u64::from(header.ty)) {
-                Some(ty) => wire::message(ty, header.req_id, header.tx_id, &body),
-                None => wire::error_reply(header, XsError::Enosys),
-            },
-            Err(e) => wire::error_reply(header, e),
+            Ok(body) if body.len() > XENSTORE_PAYLOAD_MAX => Err(XsError::E2big),
+            Ok(body) => XsType::from_number(u64::from(header.ty))
+                .map(|ty| (ty, body))
+                .ok_or(XsError::Enosys),
+            Err(e) => Err(e),
         };
         if let Some(conn) = self.conns.get_mut(&from) {
-            conn.out.extend(reply);
+            match reply {
+                Ok((ty, body)) => {
+                    wire::queue_message(&mut conn.out, ty, header.req_id, header.tx_id, &body);
+                }
+                Err(e) => conn.out.extend(wire::error_reply(header, e)),
+            }
         }
         self.flush_events();
     }
@@ -1210,12 +1217,28 @@ impl Store {
 
     /// Takes up to `max` bytes of `domid`'s queued output.
     pub fn take_output(&mut self, domid: DomId, max: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.drain_output(domid, max, |bytes| out.extend_from_slice(bytes));
+        out
+    }
+
+    /// Hands up to `max` bytes of `domid`'s queued output to `put` (in
+    /// order, in at most two pieces) and drops them from the queue; the
+    /// number of bytes. No copy is made: the ring is written from here.
+    pub fn drain_output(&mut self, domid: DomId, max: usize, mut put: impl FnMut(&[u8])) -> usize {
         let Some(conn) = self.conns.get_mut(&domid) else {
-            return Vec::new();
+            return 0;
         };
         let n = max.min(conn.out.len());
         conn.event_bytes = conn.event_bytes.min(conn.out.len() - n);
-        conn.out.drain(..n).collect()
+        let (front, back) = conn.out.as_slices();
+        let first = n.min(front.len());
+        put(&front[..first]);
+        if n > first {
+            put(&back[..n - first]);
+        }
+        conn.out.drain(..n);
+        n
     }
 
     /// Bytes of output queued for `domid`.

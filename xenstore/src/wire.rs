@@ -1,5 +1,6 @@
 //! Errors and payload strings of `xs_wire` messages.
 
+use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 
 use dom0_abi::wire::Wire;
@@ -117,17 +118,34 @@ pub fn decimal<T: core::str::FromStr>(text: &str) -> Result<T, XsError> {
 /// A whole message: header then payload.
 #[must_use]
 pub fn message(ty: XsType, req_id: u32, tx_id: u32, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(XsdSockmsg::SIZE + payload.len());
+    if let Some(header) = header(ty, req_id, tx_id, payload) {
+        out.extend_from_slice(&header);
+        out.extend_from_slice(payload);
+    }
+    out
+}
+
+/// Appends the message [`message`] makes to `out` (the reply queue),
+/// without building it apart first.
+pub fn queue_message(out: &mut VecDeque<u8>, ty: XsType, req_id: u32, tx_id: u32, payload: &[u8]) {
+    if let Some(header) = header(ty, req_id, tx_id, payload) {
+        out.extend(header);
+        out.extend(payload);
+    }
+}
+
+/// The header of a message carrying `payload`.
+fn header(ty: XsType, req_id: u32, tx_id: u32, payload: &[u8]) -> Option<[u8; XsdSockmsg::SIZE]> {
     let header = XsdSockmsg {
         ty: ty as u32,
         req_id,
         tx_id,
         len: u32::try_from(payload.len()).unwrap_or(u32::MAX),
     };
-    let mut out = alloc::vec![0; XsdSockmsg::SIZE + payload.len()];
-    if header.to_wire(&mut out).is_some() {
-        out[XsdSockmsg::SIZE..].copy_from_slice(payload);
-    }
-    out
+    let mut raw = [0u8; XsdSockmsg::SIZE];
+    header.to_wire(&mut raw)?;
+    Some(raw)
 }
 
 /// An `ERROR` reply to the request `header`.

@@ -291,8 +291,8 @@ fn guest_args(args: &BenchArgs) -> String {
 enum BenchDom0<'a> {
     /// The benchmark guest.
     Guest(&'a Path),
-    /// The toolstack dom0 with a domU answering its events
-    /// ([`PINGPONG`], which it measures).
+    /// The toolstack dom0 with the `pong` domU, which measure
+    /// [`TOOLSTACK_BENCHES`].
     Toolstack {
         /// The dom0 image.
         dom0: &'a Path,
@@ -301,10 +301,10 @@ enum BenchDom0<'a> {
     },
 }
 
-/// The benchmark the toolstack dom0 measures (two domains are needed:
-/// the benchmark guest cannot build a second one), and the log name of
-/// that run.
-const PINGPONG: &str = "evtchn_interdomain_pingpong";
+/// The benchmarks the toolstack run measures (two domains are needed:
+/// the benchmark guest cannot build a second one): dom0 times the event
+/// ping-pong, the `pong` domU its xenstore reads.
+const TOOLSTACK_BENCHES: [&str; 2] = ["evtchn_interdomain_pingpong", "xenstore_read"];
 
 /// Boots `kernel` with `dom0` and reads the results; the log is
 /// `<platform><log_suffix>.log`.
@@ -335,7 +335,7 @@ fn boot(
                     args: String::new(),
                 },
             ],
-            "-pingpong",
+            "-toolstack",
         ),
     };
     let boot = Boot::Direct {
@@ -370,29 +370,31 @@ fn boot(
     })
 }
 
-/// Puts the toolstack run's measurement of [`PINGPONG`] into `run` (the
-/// benchmark guest's, which reports it unsupported); a toolstack run
-/// that did not reach its end leaves it failed.
-fn merge_pingpong(run: &mut PlatformRun, toolstack: &PlatformRun) {
-    let results = &mut run.results;
-    if !results.cells.contains_key(PINGPONG) {
-        results.order.push(PINGPONG.to_owned());
+/// Puts the toolstack run's measurements of [`TOOLSTACK_BENCHES`] into
+/// `run` (the benchmark guest's, which reports them unsupported); a
+/// toolstack run that did not reach its end leaves them failed.
+fn merge_toolstack(run: &mut PlatformRun, toolstack: &PlatformRun) {
+    for name in TOOLSTACK_BENCHES {
+        let results = &mut run.results;
+        if !results.cells.contains_key(name) {
+            results.order.push(name.to_owned());
+        }
+        let cell = match toolstack.cell(name) {
+            cell @ Cell::Measured { .. } if toolstack.completed() => cell,
+            _ => Cell::Failed,
+        };
+        results.notes.remove(name);
+        if cell == Cell::Failed {
+            results.notes.insert(
+                name.to_owned(),
+                format!("the toolstack run ended with {}", toolstack.outcome),
+            );
+        }
+        if let Some(unit) = toolstack.results.units.get(name) {
+            results.units.insert(name.to_owned(), unit.clone());
+        }
+        results.cells.insert(name.to_owned(), cell);
     }
-    let cell = match toolstack.cell(PINGPONG) {
-        cell @ Cell::Measured { .. } if toolstack.completed() => cell,
-        _ => Cell::Failed,
-    };
-    results.notes.remove(PINGPONG);
-    if cell == Cell::Failed {
-        results.notes.insert(
-            PINGPONG.to_owned(),
-            format!("the toolstack run ended with {}", toolstack.outcome),
-        );
-    }
-    if let Some(unit) = toolstack.results.units.get(PINGPONG) {
-        results.units.insert(PINGPONG.to_owned(), unit.clone());
-    }
-    results.cells.insert(PINGPONG.to_owned(), cell);
 }
 
 /// Writes a run's serial log followed by the QEMU command and outcome.
@@ -900,11 +902,11 @@ pub fn bench(workspace: &Workspace, args: &BenchArgs) -> Result<u8, String> {
     if args.against_xen {
         targets.push((Platform::Xen, xen::unpack(&log_dir)?, xen::XEN_ARGS));
     }
-    let pingpong = args
+    let toolstack_run = args
         .only
         .as_deref()
-        .is_none_or(|only| only.split(',').any(|n| n == PINGPONG));
-    let ramdisk = if pingpong {
+        .is_none_or(|only| only.split(',').any(|n| TOOLSTACK_BENCHES.contains(&n)));
+    let ramdisk = if toolstack_run {
         Some(DomuSet::Pong.write(workspace, &log_dir)?)
     } else {
         None
@@ -926,7 +928,7 @@ pub fn bench(workspace: &Workspace, args: &BenchArgs) -> Result<u8, String> {
                 ramdisk,
             };
             let measured = boot(*platform, kernel, append, &toolstack, args, &log_dir)?;
-            merge_pingpong(&mut run, &measured);
+            merge_toolstack(&mut run, &measured);
         }
         runs.push(run);
     }

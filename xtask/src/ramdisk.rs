@@ -357,9 +357,10 @@ impl DomuSet {
             )],
             DomuSet::Pong => &[(
                 "pong.cfg",
-                "# The demo domU answering each event dom0 sends on its port.\n\
+                "# The demo domU answering each event dom0 sends on its port,\n\
+                 # then timing its reads from xenstore.\n\
                  name = \"pong\"\nkernel = \"domu-demo\"\nmemory = 4\n\
-                 cmdline = \"pong rounds=200\"\n",
+                 cmdline = \"pong rounds=200 xsread=200\"\n",
             )],
             DomuSet::Shell => &[("demo.cfg", DEMO_CONFIG), ("shell.xl", SHELL_SCRIPT)],
             DomuSet::Devices => &[("demo.cfg", DEMO_CONFIG), ("devices.xl", DEVICES_SCRIPT)],

@@ -50,8 +50,9 @@ impl StoreRing for Server {
     fn req_cons(&self) -> u32 {
         self.0.borrow().req_cons
     }
-    fn req_byte(&self, index: u32) -> u8 {
-        self.0.borrow().req[index as usize % 1024]
+    fn req_bytes(&self, index: u32, out: &mut [u8]) {
+        let at = index as usize % 1024;
+        out.copy_from_slice(&self.0.borrow().req[at..at + out.len()]);
     }
     fn set_req_cons(&mut self, cons: u32) {
         self.0.borrow_mut().req_cons = cons;
@@ -62,8 +63,9 @@ impl StoreRing for Server {
     fn rsp_cons(&self) -> u32 {
         self.0.borrow().rsp_cons
     }
-    fn set_rsp_byte(&mut self, index: u32, byte: u8) {
-        self.0.borrow_mut().rsp[index as usize % 1024] = byte;
+    fn set_rsp_bytes(&mut self, index: u32, bytes: &[u8]) {
+        let at = index as usize % 1024;
+        self.0.borrow_mut().rsp[at..at + bytes.len()].copy_from_slice(bytes);
     }
     fn set_rsp_prod(&mut self, prod: u32) {
         self.0.borrow_mut().rsp_prod = prod;
@@ -125,8 +127,9 @@ impl ClientRing for Loopback {
     fn req_cons(&self) -> u32 {
         self.mem.borrow().req_cons
     }
-    fn set_req_byte(&mut self, index: u32, byte: u8) {
-        self.mem.borrow_mut().req[index as usize % 1024] = byte;
+    fn set_req_bytes(&mut self, index: u32, bytes: &[u8]) {
+        let at = index as usize % 1024;
+        self.mem.borrow_mut().req[at..at + bytes.len()].copy_from_slice(bytes);
     }
     fn set_req_prod(&mut self, prod: u32) {
         self.mem.borrow_mut().req_prod = prod;
@@ -137,8 +140,9 @@ impl ClientRing for Loopback {
     fn rsp_cons(&self) -> u32 {
         self.mem.borrow().rsp_cons
     }
-    fn rsp_byte(&self, index: u32) -> u8 {
-        self.mem.borrow().rsp[index as usize % 1024]
+    fn rsp_bytes(&self, index: u32, out: &mut [u8]) {
+        let at = index as usize % 1024;
+        out.copy_from_slice(&self.mem.borrow().rsp[at..at + out.len()]);
     }
     fn set_rsp_cons(&mut self, cons: u32) {
         self.mem.borrow_mut().rsp_cons = cons;

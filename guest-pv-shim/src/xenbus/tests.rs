@@ -33,6 +33,20 @@ fn setup() -> (Xenbus<Loopback>, Rc<RefCell<Store>>) {
 }
 
 #[test]
+fn messages_longer_than_the_ring_cross_its_end() {
+    let (mut xb, _) = setup();
+    let mut buf = [0u8; 2048];
+    for round in 0..12u8 {
+        let value: std::vec::Vec<u8> = (0..1500)
+            .map(|i| b"abcdefghijklmnopqrstuvwxyz"[(i + usize::from(round)) % 26])
+            .collect();
+        xb.write(0, "data/big", &value).unwrap();
+        let n = xb.read(0, "data/big", &mut buf).unwrap();
+        assert_eq!(&buf[..n], &value[..], "round {round}");
+    }
+}
+
+#[test]
 fn reads_writes_and_errors() {
     let (mut xb, _) = setup();
     let mut buf = [0u8; 64];

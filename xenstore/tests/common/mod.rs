@@ -215,8 +215,9 @@ impl StoreRing for MemRing {
     fn req_cons(&self) -> u32 {
         self.req_cons
     }
-    fn req_byte(&self, index: u32) -> u8 {
-        self.req[(index % 1024) as usize]
+    fn req_bytes(&self, index: u32, out: &mut [u8]) {
+        let at = (index % 1024) as usize;
+        out.copy_from_slice(&self.req[at..at + out.len()]);
     }
     fn set_req_cons(&mut self, cons: u32) {
         self.req_cons = cons;
@@ -227,8 +228,9 @@ impl StoreRing for MemRing {
     fn rsp_cons(&self) -> u32 {
         self.rsp_cons
     }
-    fn set_rsp_byte(&mut self, index: u32, byte: u8) {
-        self.rsp[(index % 1024) as usize] = byte;
+    fn set_rsp_bytes(&mut self, index: u32, bytes: &[u8]) {
+        let at = (index % 1024) as usize;
+        self.rsp[at..at + bytes.len()].copy_from_slice(bytes);
     }
     fn set_rsp_prod(&mut self, prod: u32) {
         self.rsp_prod = prod;
