@@ -124,6 +124,13 @@ pub const ALL: &[Benchmark] = &[
         what: "SYSCALL from guest user mode to the syscall callback and back (iret, VGCF_in_syscall)",
     },
     Benchmark {
+        name: "syscall_bounce_iretq",
+        unit: "tsc/syscall",
+        sample: "syscall",
+        items_per_sample: 1,
+        what: "as syscall_bounce, but the callback returns to user mode with a native iretq (no second hypervisor entry)",
+    },
+    Benchmark {
         name: "evtchn_self",
         unit: "tsc/event",
         sample: "event",

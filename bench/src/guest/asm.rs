@@ -186,6 +186,16 @@ global_asm!(
     // masked): a bounce sends on `SEND_PORT` and returns the SYSRET way;
     // the iret unmasks events (user mode runs with IF set), so the
     // pending port's upcall interrupts user mode at once.
+    // The same callback returning to user mode with a native `iretq`
+    // (ring 1 to ring 3: no second hypervisor entry).
+    ".globl bench_syscall_entry_iretq",
+    "bench_syscall_entry_iretq:",
+    "cmp rax, {done}",
+    "je bench_syscall_done",
+    "pop rcx",
+    "pop r11",
+    "iretq",
+    "",
     ".globl bench_syscall_send_entry",
     "bench_syscall_send_entry:",
     "cmp rax, {done}",
@@ -318,6 +328,8 @@ unsafe extern "C" {
     pub fn bench_upcall_entry();
     /// The syscall callback (for `callback_op`).
     pub fn bench_syscall_entry();
+    /// The syscall callback that returns with a native `iretq`.
+    pub fn bench_syscall_entry_iretq();
     /// The syscall callback that sends on [`SEND_PORT`] before returning
     /// (for `callback_op`, with events masked on entry).
     pub fn bench_syscall_send_entry();

@@ -19,7 +19,7 @@ use guest_pv_shim::hypercall::raw;
 
 use crate::guest::asm::{
     self, bench_enter_user, bench_pf_handler, bench_pf_handler_iretq, bench_pf_touch,
-    bench_syscall_entry, entry_address,
+    bench_syscall_entry, bench_syscall_entry_iretq, entry_address,
 };
 use crate::guest::harness::{Harness, Measured, NotRun, Reason, failed, not_run};
 use crate::guest::hc;
@@ -199,10 +199,23 @@ const USER_RFLAGS_MASKED: u64 = 0x2;
 /// RFLAGS of user mode with events unmasked (IF set).
 pub const USER_RFLAGS_EVENTS: u64 = 0x202;
 
-/// `syscall_bounce`: user mode times each `SYSCALL` bounce itself and
+/// `syscall_bounce` and `syscall_bounce_iretq`: user mode times each
+/// `SYSCALL` bounce itself (the callback returning as `how` says) and
 /// hands back the totals.
-pub fn syscall_bounce(h: &Harness, pt: &PageTables, name: &str) -> Result<Measured, NotRun> {
-    prepare_user_mode(pt, name, bench_syscall_entry, CallbackFlags::empty())?;
+pub fn syscall_bounce(
+    h: &Harness,
+    pt: &PageTables,
+    name: &str,
+    how: Return,
+) -> Result<Measured, NotRun> {
+    let entry = match how {
+        Return::Hypercall => bench_syscall_entry,
+        Return::Iretq if !stubs_use_int82() => {
+            return Err(NotRun::Unsupported(Reason::Text(NATIVE_IRET_XEN)));
+        }
+        Return::Iretq => bench_syscall_entry_iretq,
+    };
+    prepare_user_mode(pt, name, entry, CallbackFlags::empty())?;
     // SAFETY: `prepare_user_mode` registered the callback (which returns
     // every bounce), the stack and the user table and made the user pages
     // accessible; iret works.
