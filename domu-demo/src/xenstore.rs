@@ -42,16 +42,23 @@ fn done(r: Result<(), XenbusError>) -> Result<&'static [u8], XenbusError> {
     r.map(|()| &b"OK"[..])
 }
 
-/// Runs every check.
-pub fn checks(console: &mut Console, si: &StartInfo) {
-    let ring = match WindowRing::map(STORE_WINDOW, si.store_mfn, si.store_evtchn, PATIENCE) {
-        Ok(ring) => ring,
+/// The client of the domain's store ring, mapped; `None` (reported as a
+/// check) if the ring cannot be mapped.
+fn connect(console: &mut Console, si: &StartInfo) -> Option<Xenbus<WindowRing>> {
+    match WindowRing::map(STORE_WINDOW, si.store_mfn, si.store_evtchn, PATIENCE) {
+        Ok(ring) => Some(Xenbus::new(ring)),
         Err(e) => {
             let _ = write!(console, "check: xs map the store ring = {e}\r\n");
-            return;
+            None
         }
+    }
+}
+
+/// Runs every check.
+pub fn checks(console: &mut Console, si: &StartInfo) {
+    let Some(mut xb) = connect(console, si) else {
+        return;
     };
-    let mut xb = Xenbus::new(ring);
     let mut buf = [0u8; 256];
     let mut domid = [0u8; 8];
     let n = xb.read(0, "domid", &mut domid).unwrap_or(0);
@@ -284,14 +291,9 @@ pub fn format_into<'b>(buf: &'b mut [u8; 32], args: core::fmt::Arguments<'_>) ->
 /// a `BENCH xenstore_read` line (the first tenth are warm-up), which dom0
 /// passes on for `cargo xtask bench`.
 pub fn read_bench(console: &mut Console, si: &StartInfo, rounds: u32) {
-    let ring = match WindowRing::map(STORE_WINDOW, si.store_mfn, si.store_evtchn, PATIENCE) {
-        Ok(ring) => ring,
-        Err(e) => {
-            let _ = write!(console, "check: xs map the store ring = {e}\r\n");
-            return;
-        }
+    let Some(mut xb) = connect(console, si) else {
+        return;
     };
-    let mut xb = Xenbus::new(ring);
     let mut name = [0u8; 64];
     let mut expected = [0u8; 64];
     let Ok(len) = xb.read(0, "name", &mut expected) else {

@@ -181,6 +181,11 @@ fn with_upcalls(
     measured
 }
 
+/// An IPI port bound to vCPU 0, the one the benchmarks run on.
+fn self_ipi_port(name: &str) -> Result<u32, NotRun> {
+    hc::evtchn_bind_ipi(0).map_err(|err| not_run(name, "EVTCHNOP_bind_ipi", err))
+}
+
 /// `evtchn_self`: a send to an IPI port of the vCPU itself.
 pub fn evtchn_self(
     h: &Harness,
@@ -189,7 +194,7 @@ pub fn evtchn_self(
     name: &str,
 ) -> Result<Measured, NotRun> {
     with_upcalls(start_info, pt, name, |base| {
-        let port = hc::evtchn_bind_ipi(0).map_err(|err| not_run(name, "EVTCHNOP_bind_ipi", err))?;
+        let port = self_ipi_port(name)?;
         timed_upcalls(base, name, port, || {
             h.time(
                 name,
@@ -219,7 +224,7 @@ pub fn evtchn_user_upcall(
             bench_syscall_send_entry,
             CallbackFlags::MASK_EVENTS,
         )?;
-        let port = hc::evtchn_bind_ipi(0).map_err(|err| not_run(name, "EVTCHNOP_bind_ipi", err))?;
+        let port = self_ipi_port(name)?;
         SEND_PORT.store(port, Ordering::Relaxed);
         timed_upcalls(base, name, port, || {
             // SAFETY: `prepare_user_mode` registered the sending callback,
