@@ -346,8 +346,9 @@ hypercall_table! {
     DmOp = 41, "dm_op";
     /// `hypfs_op(...)`: hypervisor file-system access.
     HypfsOp = 42, "hypfs_op";
-    /// Architecture-specific 0 (x86: `mca`, machine-check architecture).
-    Arch0 = 48, "arch_0";
+    /// `mca(op)`: the machine-check architecture (x86's `arch_0`;
+    /// [`crate::mca`]).
+    Mca = 48, "mca";
     /// Architecture-specific 1 (x86: `paging_domctl_cont`).
     Arch1 = 49, "arch_1";
     /// Architecture-specific 2 (unused on x86).

@@ -172,6 +172,7 @@ pub mod features;
 pub mod grant_table;
 pub mod hypercall;
 pub mod layout;
+pub mod mca;
 pub mod memory;
 pub mod mmu;
 pub mod multicall;

@@ -451,16 +451,10 @@ pub fn checks(log: &str) -> Vec<(&str, &str)> {
 /// Check lines known to differ from Xen's, each with its reason (shown
 /// among the allowed differences). A listed check that matches Xen again
 /// fails until it is taken off the list.
-pub const KNOWN_DIFFERENCES: &[(&str, &str)] = &[
-    (
-        "cpu flags",
-        "FSGSBASE is hidden from PV guests here (docs/guest-cpu.md)",
-    ),
-    (
-        "dmesg errors and warnings",
-        "the MCA hypercall is -ENOSYS, so xen_mcelog warns \"Failed to get CPU numbers\"",
-    ),
-];
+pub const KNOWN_DIFFERENCES: &[(&str, &str)] = &[(
+    "cpu flags",
+    "FSGSBASE is hidden from PV guests here (docs/guest-cpu.md)",
+)];
 
 /// The differences between the check lines of our log and Xen's:
 /// problems, and those [`KNOWN_DIFFERENCES`] allows.

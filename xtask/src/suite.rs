@@ -681,6 +681,11 @@ pub const TESTS: &[IntegrationTest] = &[
         ..passes!("platform_cpuinfo", conformance: true)
     },
     passes!("mm_writable_pt_rmw", conformance: true),
+    // Two CPUs, so that a second one is described too.
+    IntegrationTest {
+        cpus: 2,
+        ..passes!("mca", conformance: true)
+    },
     // A short run of `cargo xtask fuzz-guest`: the fuzzer's defaults,
     // 20000 random hypercalls with seed 1 (about two seconds under TCG), on
     // two vCPUs as there.

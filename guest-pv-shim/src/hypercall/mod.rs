@@ -26,6 +26,7 @@ pub use vcpu::*;
 
 use dom0_abi::Hypercall;
 use dom0_abi::console::ConsoleIoCmd;
+use dom0_abi::mca::XenMc;
 use dom0_abi::platform::PlatformOp;
 use dom0_abi::sched::{
     SchedOp, SchedPoll, SchedRemoteShutdown, SchedShutdown, SchedWatchdog, ShutdownReason,
@@ -305,6 +306,13 @@ pub unsafe fn platform_op_raw(op: u64) -> i64 {
 pub fn platform_op(op: &mut PlatformOp) -> i64 {
     // SAFETY: `op` is a whole, exclusively borrowed `xen_platform_op`.
     unsafe { platform_op_raw(addr_of_mut(op)) }
+}
+
+/// `mca(op)` (hypercall 48). The hypervisor reads all of `op`, and
+/// writes back into it for the commands that answer.
+pub fn mca(op: &mut XenMc) -> i64 {
+    // SAFETY: `op` is a whole, exclusively borrowed `xen_mc`.
+    unsafe { raw::hypercall1(u64::from(Hypercall::Mca.number()), addr_of_mut(op)) }
 }
 
 /// Shuts the domain down with `reason` and never returns. If the hypervisor

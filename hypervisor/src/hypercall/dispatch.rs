@@ -24,7 +24,7 @@ use super::Env;
 use super::domctl::{self, ControlEnv};
 use super::mmu;
 use super::{
-    console, cpu, desc, evtchn, gnttab, memory, physdev, platform, sched, stats, vcpu, version,
+    console, cpu, desc, evtchn, gnttab, mca, memory, physdev, platform, sched, stats, vcpu, version,
 };
 use crate::mm::effects::Effects;
 
@@ -127,6 +127,7 @@ fn run(
             result
         }
         Hypercall::PlatformOp => platform::platform_op(env, a[0]),
+        Hypercall::Mca => mca::mca(env, a[0]),
         Hypercall::GrantTableOp => with_effects(env, batch, |env, fx| {
             gnttab::grant_table_op(env, fx, a[0], a[1], a[2])
         }),
@@ -143,7 +144,6 @@ fn run(
         | Hypercall::XenpmuOp
         | Hypercall::DmOp
         | Hypercall::HypfsOp
-        | Hypercall::Arch0
         | Hypercall::Arch1
         | Hypercall::Arch2
         | Hypercall::Arch3

@@ -19,6 +19,7 @@ pub mod dispatch;
 pub mod domctl;
 pub mod evtchn;
 pub mod gnttab;
+pub mod mca;
 pub mod memory;
 pub mod mmu;
 pub mod physdev;
@@ -132,6 +133,11 @@ pub struct HostInfo {
     pub machine_map: &'static [dom0_abi::memory::E820Entry],
     /// The physical CPUs, the boot CPU first (`XENPF_get_cpuinfo`).
     pub pcpus: &'static [Pcpu],
+    /// The boot CPU's own CPUID leaf and subleaf (`XEN_MC_physcpuinfo`).
+    pub raw_cpuid: fn(u32, u32) -> [u32; 4],
+    /// The boot CPU's `MSR_IA32_MCG_CAP` (0 without machine-check
+    /// architecture).
+    pub mcg_cap: u64,
 }
 
 /// One physical CPU as `XENPF_get_cpuinfo` describes it.

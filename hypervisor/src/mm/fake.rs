@@ -45,6 +45,20 @@ pub const PRW: u64 = pte::PRESENT | pte::RW | pte::ACCESSED;
 pub const PRO: u64 = pte::PRESENT | pte::ACCESSED;
 
 /// The fake machine's CPUs: the boot CPU and a second one left down.
+/// A family 0x19 AMD CPU named "Fake CPU" with a 512 KiB L2 cache,
+/// 64-byte lines and machine checks.
+pub fn fake_cpuid(leaf: u32, _subleaf: u32) -> [u32; 4] {
+    let word = |s: &[u8; 4]| u32::from_le_bytes(*s);
+    match leaf {
+        0 => [0xd, word(b"Auth"), word(b"cAMD"), word(b"enti")],
+        1 => [0x00a0_0f12, 8 << 8, 0, (1 << 19) | (1 << 14)],
+        0x8000_0000 => [0x8000_0008, 0, 0, 0],
+        0x8000_0002 => [word(b"Fake"), word(b" CPU"), 0, 0],
+        0x8000_0006 => [0, 0, 512 << 16, 0],
+        _ => [0; 4],
+    }
+}
+
 pub const FAKE_PCPUS: [crate::hypercall::Pcpu; 2] = [
     crate::hypercall::Pcpu {
         apic_id: 0,
@@ -185,6 +199,8 @@ impl FakeMachine {
                 nx: true,
                 machine_map: &FAKE_MACHINE_MAP,
                 pcpus: &FAKE_PCPUS,
+                raw_cpuid: fake_cpuid,
+                mcg_cap: 0x10a,
             },
             lines: Lines::new(24, |_| None, &[4], VectorAllocator::new()),
             programs: Vec::new(),

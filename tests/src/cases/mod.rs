@@ -29,6 +29,7 @@ mod io_pci_add;
 mod io_ports;
 mod iomem;
 mod isolation;
+mod mca;
 mod mm_memory_op;
 mod mm_mmu_update;
 mod mm_mmuext;
@@ -467,6 +468,10 @@ pub const ALL: &[Case] = &[
     Case {
         name: "mm_writable_pt_rmw",
         run: mm_writable_pt::run_rmw,
+    },
+    Case {
+        name: "mca",
+        run: mca::run,
     },
 ];
 

@@ -245,6 +245,8 @@ pub fn build_dom0(
         nx: super::cpuid::features().nx,
         machine_map: machine_map(boot),
         pcpus: super::smp::PCPUS.get().map_or(&[], Vec::as_slice),
+        raw_cpuid: super::cpuid::raw_cpuid,
+        mcg_cap: mcg_cap(),
     });
     FREE_BEFORE_DOM0.call_once(|| free_before_build);
     if let Some(nonce) = config.test_nonce {
@@ -707,4 +709,14 @@ fn machine_map(boot: &BootInfo<'_>) -> &'static [E820Entry] {
         .unwrap_or_default();
     let bits = super::cpuid::phys_bits();
     Vec::leak(crate::iomem::machine_map(&entries, &denied, bits))
+}
+
+/// The boot CPU's `MSR_IA32_MCG_CAP`, 0 without machine-check
+/// architecture (CPUID leaf 1 EDX bit 14).
+fn mcg_cap() -> u64 {
+    if super::cpuid::raw_cpuid(1, 0)[3] & (1 << 14) == 0 {
+        return 0;
+    }
+    // SAFETY: the CPU has machine-check architecture, so the MSR exists.
+    unsafe { super::msr::rdmsr(0x179) }
 }
