@@ -58,7 +58,7 @@ numbered_enum! {
         /// `bus:devfn` of segment 0 (accepted: see [`PhysdevOp::PciDeviceAdd`]).
         /// `EPERM`: caller not privileged.
         ManagePciAdd = 15, "manage_pci_add";
-        /// Remove a PCI device.
+        /// [`PhysdevManagePci`] (IN): as `pci_device_remove` in segment 0.
         ManagePciRemove = 16, "manage_pci_remove";
         /// [`PhysdevPirqEoiGmfn`] (IN): as `pirq_eoi_gmfn_v2`, and
         /// `PHYSDEVOP_eoi` also unmasks the PIRQ's port.
@@ -81,11 +81,18 @@ numbered_enum! {
         /// domain when `flags` has [`XEN_PCI_DEV_PXM`]: privileged; the
         /// hardware domain reports a PCI device it found. Xen records it
         /// for its IOMMU and MSI code; this hypervisor has neither, so the
-        /// report is accepted and nothing more (any segment, bus and
-        /// function, present or not, as on Xen). `EFAULT`: `arg` or the
+        /// device is only recorded as known (any segment, bus and
+        /// function, present or not, as on Xen; a virtual function's
+        /// physical function too). `EFAULT`: `arg` or the
         /// proximity domain unreadable; `EPERM`: caller not privileged.
         PciDeviceAdd = 25, "pci_device_add";
-        /// Remove a PCI device (segment aware).
+        /// [`PhysdevPciDevice`] (IN): privileged; the hardware domain
+        /// tells the hypervisor a PCI device is gone. The hypervisor
+        /// forgets it (the devices reported with `pci_device_add` or
+        /// `manage_pci_add*` are known: as Xen 4.17 without an IOMMU, it
+        /// finds none itself). `EFAULT`: `arg` unreadable;
+        /// `EPERM`: caller not privileged; `ENODEV`: no such device known
+        /// (also a segment with none, or one removed already).
         PciDeviceRemove = 26, "pci_device_remove";
         /// Restore MSI state (segment aware).
         RestoreMsiExt = 27, "restore_msi_ext";
@@ -129,6 +136,18 @@ pub struct PhysdevPciDeviceAdd {
     pub physfn_devfn: u8,
     /// Padding up to `optarr`.
     pub pad: u16,
+}
+
+/// `struct physdev_pci_device` (4 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PhysdevPciDevice {
+    /// IN: PCI segment.
+    pub seg: u16,
+    /// IN: bus.
+    pub bus: u8,
+    /// IN: device and function (`slot << 3 | function`).
+    pub devfn: u8,
 }
 
 /// `struct physdev_manage_pci` (2 bytes).
@@ -293,6 +312,7 @@ crate::assert_layout!(PhysdevPciDeviceAdd, 12, {
     seg: 0, bus: 2, devfn: 3, flags: 4, physfn_bus: 8, physfn_devfn: 9, pad: 10,
 });
 crate::assert_layout!(PhysdevManagePci, 2, { bus: 0, devfn: 1 });
+crate::assert_layout!(PhysdevPciDevice, 4, { seg: 0, bus: 2, devfn: 3 });
 crate::assert_layout!(PhysdevManagePciExt, 16, {
     bus: 0, devfn: 1, pad: 2, is_extfn: 4, is_virtfn: 8, physfn_bus: 12, physfn_devfn: 13,
     pad1: 14,

@@ -107,6 +107,9 @@ pub struct Domain {
     /// writable type reference on: bit `n` set means PIRQ `n` waits for
     /// `PHYSDEVOP_eoi`.
     pub pirq_eoi_map: Option<PirqEoiMap>,
+    /// The machine's PCI devices as the hypervisor knows them (the
+    /// hardware domain only: it reports and removes them).
+    pub pci: Option<Box<crate::pci::PciDevices>>,
 }
 
 /// A registered PIRQ EOI bitmap page.
@@ -224,6 +227,7 @@ impl Domain {
             io_latches: Latches::default(),
             pirqs: Pirqs::default(),
             pirq_eoi_map: None,
+            pci: None,
         }
     }
 

@@ -22,6 +22,7 @@ pub mod layout;
 pub mod loader;
 pub mod logfilter;
 pub mod mm;
+pub mod pci;
 pub mod pirq;
 #[cfg(test)]
 mod proptests;

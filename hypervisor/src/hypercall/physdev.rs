@@ -2,8 +2,9 @@
 //! interrupts (`map_pirq` and `unmap_pirq` of GSIs, `setup_gsi`,
 //! `irq_status_query`, `eoi`, and the no-op `alloc_irq_vector`;
 //! `crate::pirq` keeps the tables), PCI device reports (`pci_device_add`,
-//! `manage_pci_add`, `manage_pci_add_ext`: accepted from the control
-//! domain, nothing to record); every
+//! `manage_pci_add`, `manage_pci_add_ext`, `pci_device_remove`,
+//! `manage_pci_remove`: from the control domain, kept in `crate::pci`);
+//! every
 //! other command, and MSI mappings, answer `-ENOSYS`
 //! (docs/abi-differences.md).
 #![forbid(unsafe_code)]
@@ -13,8 +14,9 @@ use dom0_abi::layout::guest_addr_ok;
 use dom0_abi::physdev::{
     MAP_PIRQ_TYPE_GSI, MAP_PIRQ_TYPE_MSI, MAP_PIRQ_TYPE_MSI_SEG, MAP_PIRQ_TYPE_MULTI_MSI,
     PhysdevEoi, PhysdevIrq, PhysdevIrqStatusQuery, PhysdevManagePci, PhysdevManagePciExt,
-    PhysdevMapPirq, PhysdevOp, PhysdevPciDeviceAdd, PhysdevPirqEoiGmfn, PhysdevSetIobitmap,
-    PhysdevSetupGsi, PhysdevUnmapPirq, XEN_PCI_DEV_PXM, XENIRQSTAT_NEEDS_EOI,
+    PhysdevMapPirq, PhysdevOp, PhysdevPciDevice, PhysdevPciDeviceAdd, PhysdevPirqEoiGmfn,
+    PhysdevSetIobitmap, PhysdevSetupGsi, PhysdevUnmapPirq, XEN_PCI_DEV_PXM, XEN_PCI_DEV_VIRTFN,
+    XENIRQSTAT_NEEDS_EOI,
 };
 use dom0_abi::types::{DomId, Mfn};
 use dom0_abi::wire::Wire;
@@ -23,6 +25,7 @@ use crate::domain::{Domain, PirqEoiMap};
 use crate::ioport::{IoBitmap, NR_PORTS};
 use crate::mm::effects::Effects;
 use crate::mm::types::Mmu;
+use crate::pci::sbdf;
 use crate::pirq::Pirqs;
 
 use super::domctl::{ControlEnv, get_own_writable};
@@ -48,15 +51,33 @@ pub fn physdev_op(
         Some(PhysdevOp::PirqEoiGmfnV2) => pirq_eoi_gmfn(env, fx, arg, false),
         Some(PhysdevOp::PciDeviceAdd) => pci_device_add(env, arg),
         Some(PhysdevOp::ManagePciAdd) => {
-            read_struct::<PhysdevManagePci>(env, arg)?;
-            pci_add(env)
+            let add: PhysdevManagePci = read_struct(env, arg)?;
+            pci_add(env, &[sbdf(0, add.bus, add.devfn)])
         }
         Some(PhysdevOp::ManagePciAddExt) => {
             let ext: PhysdevManagePciExt = read_struct(env, arg)?;
             if ext.is_extfn > 1 || ext.is_virtfn > 1 {
                 return Err(Errno::EINVAL);
             }
-            pci_add(env)
+            let physfn = sbdf(0, ext.physfn_bus, ext.physfn_devfn);
+            let device = sbdf(0, ext.bus, ext.devfn);
+            let both = [physfn, device];
+            pci_add(
+                env,
+                if ext.is_virtfn == 1 {
+                    &both
+                } else {
+                    &both[1..]
+                },
+            )
+        }
+        Some(PhysdevOp::PciDeviceRemove) => {
+            let dev: PhysdevPciDevice = read_struct(env, arg)?;
+            pci_remove(env, sbdf(dev.seg, dev.bus, dev.devfn))
+        }
+        Some(PhysdevOp::ManagePciRemove) => {
+            let dev: PhysdevManagePci = read_struct(env, arg)?;
+            pci_remove(env, sbdf(0, dev.bus, dev.devfn))
         }
         _ => Err(Errno::ENOSYS),
     }
@@ -70,20 +91,45 @@ fn pci_device_add(env: &mut impl Env, arg: u64) -> Result<u64, Errno> {
         let at = arg.wrapping_add(PhysdevPciDeviceAdd::SIZE as u64);
         read_struct::<u32>(env, at)?;
     }
-    pci_add(env)
+    let physfn = sbdf(add.seg, add.physfn_bus, add.physfn_devfn);
+    let device = sbdf(add.seg, add.bus, add.devfn);
+    let virtfn = add.flags & XEN_PCI_DEV_VIRTFN != 0;
+    let both = [physfn, device];
+    pci_add(env, if virtfn { &both } else { &both[1..] })
 }
 
 /// Xen's `pci_add_device` once the report is read: Xen records the device
-/// for its IOMMU and MSI code, which this hypervisor does not have, so a
-/// report from the control domain is accepted with nothing to record, for
-/// any device, present or not, as Xen accepts it. `EPERM`: any other
-/// caller.
-fn pci_add(env: &mut impl Env) -> Result<u64, Errno> {
-    if env.domain().is_privileged() {
-        Ok(0)
-    } else {
-        Err(Errno::EPERM)
+/// (a virtual function's physical function first) for its IOMMU and MSI
+/// code, which this hypervisor does not have, so a report from the control
+/// domain only makes the `devices` known, present or not, as Xen accepts
+/// them. `EPERM`: any other caller.
+fn pci_add(env: &mut impl Env, devices: &[u32]) -> Result<u64, Errno> {
+    let domain = env.domain();
+    if !domain.is_privileged() {
+        return Err(Errno::EPERM);
     }
+    if let Some(pci) = domain.pci.as_mut() {
+        for &device in devices {
+            pci.add(device);
+        }
+    }
+    Ok(0)
+}
+
+/// Xen's `pci_remove_device` once the argument is read: the control
+/// domain's device `sbdf` is forgotten. `EPERM`: any other caller;
+/// `ENODEV`: a device the hypervisor does not know.
+fn pci_remove(env: &mut impl Env, sbdf: u32) -> Result<u64, Errno> {
+    let domain = env.domain();
+    if !domain.is_privileged() {
+        return Err(Errno::EPERM);
+    }
+    domain
+        .pci
+        .as_mut()
+        .ok_or(Errno::ENODEV)?
+        .remove(sbdf)
+        .map(|()| 0)
 }
 
 /// `PHYSDEVOP_irq_status_query`: `flags` of a PIRQ below the caller's
@@ -435,6 +481,57 @@ mod tests {
             call(&mut env, PhysdevOp::AllocIrqVector, &op),
             (Err(Errno::EPERM), op)
         );
+    }
+
+    #[test]
+    fn removed_devices_are_forgotten_once() {
+        let mut env = FakeMachine::new(16);
+        env.domain.pci = Some(Box::default());
+        let dev = |seg, bus, devfn| PhysdevPciDevice { seg, bus, devfn };
+        let remove = PhysdevOp::PciDeviceRemove;
+        assert_eq!(
+            call(&mut env, remove, &dev(0, 0, 0)).0,
+            Err(Errno::ENODEV),
+            "not reported"
+        );
+        let host_bridge = PhysdevManagePci { bus: 0, devfn: 0 };
+        assert_eq!(
+            call(&mut env, PhysdevOp::ManagePciAdd, &host_bridge).0,
+            Ok(0)
+        );
+        assert_eq!(call(&mut env, remove, &dev(0, 0, 0)).0, Ok(0));
+        assert_eq!(call(&mut env, remove, &dev(0, 0, 0)).0, Err(Errno::ENODEV));
+        assert_eq!(call(&mut env, remove, &dev(2, 0, 0)).0, Err(Errno::ENODEV));
+        let vf = PhysdevPciDeviceAdd {
+            seg: 2,
+            bus: 1,
+            devfn: 0x11,
+            flags: XEN_PCI_DEV_VIRTFN,
+            physfn_bus: 1,
+            physfn_devfn: 0x10,
+            pad: 0,
+        };
+        assert_eq!(call(&mut env, PhysdevOp::PciDeviceAdd, &vf).0, Ok(0));
+        assert_eq!(
+            call(&mut env, remove, &dev(2, 1, 0x10)).0,
+            Ok(0),
+            "the PF too"
+        );
+        assert_eq!(call(&mut env, remove, &dev(2, 1, 0x11)).0, Ok(0));
+        let manage = PhysdevManagePci { bus: 3, devfn: 4 };
+        let manage_remove = PhysdevOp::ManagePciRemove;
+        assert_eq!(call(&mut env, manage_remove, &manage).0, Err(Errno::ENODEV));
+        assert_eq!(call(&mut env, PhysdevOp::ManagePciAdd, &manage).0, Ok(0));
+        assert_eq!(call(&mut env, manage_remove, &manage).0, Ok(0));
+        for op in [remove, manage_remove] {
+            assert_eq!(
+                physdev_op(&mut env, &mut Effects::default(), op as u64, 0x10),
+                Err(Errno::EFAULT)
+            );
+        }
+        env.domain.mm.privilege = None;
+        assert_eq!(call(&mut env, manage_remove, &manage).0, Err(Errno::EPERM));
+        assert_eq!(call(&mut env, remove, &dev(0, 0, 0)).0, Err(Errno::EPERM));
     }
 
     #[test]

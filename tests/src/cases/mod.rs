@@ -26,6 +26,7 @@ mod hostile;
 mod hypercall_page;
 mod io_mmcfg;
 mod io_pci_add;
+mod io_pci_remove;
 mod io_ports;
 mod iomem;
 mod isolation;
@@ -472,6 +473,10 @@ pub const ALL: &[Case] = &[
     Case {
         name: "mca",
         run: mca::run,
+    },
+    Case {
+        name: "io_pci_remove",
+        run: io_pci_remove::run,
     },
 ];
 

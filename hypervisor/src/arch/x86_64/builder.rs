@@ -260,6 +260,7 @@ pub fn build_dom0(
     // pages (unlimited without it).
     entry.domain.mm.max_pages = pages.max_pages.min(u64::from(u32::MAX));
     entry.domain.ioports = Some(Box::new(IoPorts::hardware_domain(config.com1.io_base)));
+    entry.domain.pci = Some(Box::default());
     entry.domain.iomem = IomemCaps::hardware_domain(
         1 << (cpu::phys_bits() - 12),
         RESERVED_MMIO.get().unwrap_or(&ReservedMmio::default()),
