@@ -227,6 +227,73 @@ fn probe(console: &mut Console, si: &StartInfo) {
         let _ = core::fmt::Write::write_fmt(console, format_args!("check: {what} = {ret}\r\n"));
     }
     probe_devices(console);
+    probe_exchange(console);
+}
+
+/// `XENMEM_exchange` of frames this domain does not own: frame 0 (the
+/// firmware's), the highest frame below `maximum_ram_page` that is not
+/// its own (dom0's or free), one past it, and a chunk of a frame of its
+/// own with one it does not own. Each is `EINVAL` with nothing exchanged
+/// (`check: <what> = <result> <nr_exchanged>`); the domain keeps its
+/// frame (given back afterwards).
+fn probe_exchange(console: &mut Console) {
+    use guest_pv_shim::dom0_abi::memory::{MemoryOpCmd, XenMemoryExchange, XenMemoryReservation};
+
+    const SELF: u16 = 0x7FF0;
+    let list = |extents: &mut [u64], order: u32| XenMemoryReservation {
+        extent_start: extents.as_mut_ptr() as u64,
+        nr_extents: extents.len() as u64,
+        extent_order: order,
+        mem_flags: 0,
+        domid: SELF,
+        pad: [0; 6],
+    };
+    let exchange = |ins: &mut [u64], out_order: u32| {
+        let mut out = [0u64];
+        let mut arg = XenMemoryExchange {
+            input: list(ins, 0),
+            output: list(&mut out, out_order),
+            nr_exchanged: 0,
+        };
+        // SAFETY: every `in` list holds a frame this domain does not own,
+        // which the hypervisor must refuse, and at most the one frame of
+        // its own got below, which no code uses.
+        let ret = unsafe { hypercall::memory_exchange(&mut arg) };
+        (ret, arg.nr_exchanged)
+    };
+    let max = u64::try_from(hypercall::maximum_ram_page()).unwrap_or(0);
+    let foreign = (max.saturating_sub(64)..max)
+        .rev()
+        .find(|&mfn| mm::pfn_to_mfn(mm::m2p(mfn)) != Some(mfn))
+        .unwrap_or(0);
+    let mut report = |what: &str, (ret, done): (i64, u64)| {
+        let _ = core::fmt::Write::write_fmt(
+            console,
+            format_args!("check: exchange of {what} = {ret} {done}\r\n"),
+        );
+    };
+    for (what, mfn) in [
+        ("frame 0", 0),
+        ("the last frame below maximum_ram_page not its own", foreign),
+        ("the frame at maximum_ram_page", max),
+    ] {
+        report(what, exchange(&mut [mfn], 0));
+    }
+    let mut spare = [0u64];
+    // SAFETY: a new frame; nothing uses it.
+    let got =
+        unsafe { hypercall::reservation(MemoryOpCmd::IncreaseReservation, &mut spare, 0, 0, SELF) };
+    if got == 1 {
+        report(
+            "its own frame with frame 0 in one chunk",
+            exchange(&mut [spare[0], 0], 1),
+        );
+        // SAFETY: the frame got above, which nothing uses: given back.
+        let back = unsafe {
+            hypercall::reservation(MemoryOpCmd::DecreaseReservation, &mut spare, 0, 0, SELF)
+        };
+        report("its own frame given back afterwards", (back, 0));
+    }
 }
 
 /// The device side of the probe: a domain without ports, IRQs or I/O

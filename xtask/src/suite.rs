@@ -471,6 +471,13 @@ pub const TESTS: &[IntegrationTest] = &[
                 &["(d1) check: inb 0x81 = 0xff"],
                 &["(d1) check: inb 0x71 = 0xff"],
                 &["(d1) check: inl 0xcfc = 0xffffffff"],
+                &["(d1) check: exchange of frame 0 = -22 0"],
+                &[
+                    "(d1) check: exchange of the last frame below maximum_ram_page not its own = -22 0",
+                ],
+                &["(d1) check: exchange of the frame at maximum_ram_page = -22 0"],
+                &["(d1) check: exchange of its own frame with frame 0 in one chunk = -22 0"],
+                &["(d1) check: exchange of its own frame given back afterwards = 1 0"],
             ],
             ..toolstack!("dom0_domu_privilege", DomuSet::Probe, "expect=poweroff", "").expect
         },
