@@ -1062,7 +1062,7 @@ impl Fuzzer {
     fn memory_op(&mut self, at: &mut Places) -> [u64; 2] {
         let cmd = self
             .rng
-            .pick(&[0u64, 1, 6, 0, 1, 6, 2, 3, 4, 5, 8, 9, 10, 12, 13])
+            .pick(&[0u64, 1, 6, 0, 1, 6, 2, 3, 4, 5, 8, 9, 10, 11, 11, 12, 13])
             .max(if self.rng.chance(10) {
                 self.rng.below(64)
             } else {
@@ -1112,6 +1112,7 @@ impl Fuzzer {
                 let r = at.main.push(&reservation);
                 self.in_ptr(r)
             }
+            11 => self.exchange(at),
             3 | 4 | 10 | 12 => {
                 let domid = [self.domid()];
                 let d = at.main.push(&domid);
@@ -1133,6 +1134,80 @@ impl Fuzzer {
         };
         let cmd = if nested { cmd } else { cmd | start };
         [cmd, arg]
+    }
+
+    /// A `xen_memory_exchange`: `in` frames that `decrease_reservation`
+    /// may take (order 0 only, as there) or that are not the domain's (any
+    /// order), `out` GPFNs past the domain's or of its scratch frames, with
+    /// fuzzed orders, address-width flags, domids, counts and
+    /// `nr_exchanged`. Returns its address.
+    fn exchange(&mut self, at: &mut Places) -> u64 {
+        let nested = at.nested;
+        let k = 1 + self.rng.below(4);
+        let own = self.rng.chance(60);
+        let mut ins = [0u64; 4];
+        for e in ins.iter_mut() {
+            *e = if own {
+                self.rng.pick(&self.pools.releasable).mfn
+            } else {
+                self.rng.pick(&self.pools.bad_mfns)
+            };
+        }
+        let mut outs = [0u64; 4];
+        for e in outs.iter_mut() {
+            *e = if self.rng.chance(50) {
+                self.rng.pick(&self.pools.safe).pfn
+            } else {
+                self.pools.nr_pages + self.rng.below(64)
+            };
+        }
+        let n = usize::try_from(k).unwrap_or(1);
+        let ins = at.aux().push(&ins[..n]);
+        let outs = at.aux().push(&outs[..n]);
+        let in_order = if own {
+            0
+        } else {
+            self.rng.pick(&[0u64, 0, 1, 2, 9, 18, u64::from(u32::MAX)])
+        };
+        let out_order = self.rng.pick(&[0u64, 0, 1, 2, 9, 19, u64::from(u32::MAX)]);
+        let flags = if self.rng.chance(70) {
+            0
+        } else {
+            self.rng.pick(&[20u64, 32, 31, 64, 255]) << 8
+        };
+        let domid = if self.rng.chance(85) {
+            FOREIGNDOM_SELF
+        } else {
+            self.domid()
+        };
+        let in_count = self.count(k, nested);
+        let out_count = if self.rng.chance(80) {
+            in_count
+        } else {
+            self.count(k, nested)
+        };
+        let done = if self.rng.chance(85) {
+            0
+        } else {
+            self.count(k, nested)
+        };
+        let exchange = [
+            self.in_ptr(ins),
+            in_count,
+            in_order,
+            domid,
+            self.in_ptr(outs),
+            out_count,
+            out_order | (flags << 32),
+            if self.rng.chance(90) {
+                domid
+            } else {
+                self.domid()
+            },
+            done,
+        ];
+        let e = at.main.push(&exchange);
+        self.in_ptr(e)
     }
 
     /// `mmuext_op` operations: their address, how many, and what they may
