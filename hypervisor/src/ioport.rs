@@ -16,7 +16,9 @@
 //!    [`emulated_write`]): the RTC through the domain's latched index
 //!    (the data port only for a domain given 0x70-0x71), PCI configuration
 //!    mechanism #1 through the domain's latched 0xCF8 (hardware domain
-//!    only), and any other port reads all ones and drops writes.
+//!    only), the PIT's channel 2 and port 0x61 (hardware domain only,
+//!    filtered as Xen's `hwdom_pit_access`: [`pit_read`], [`pit_write`]),
+//!    and any other port reads all ones and drops writes.
 #![forbid(unsafe_code)]
 
 extern crate alloc;
@@ -35,6 +37,12 @@ pub const RTC_DATA: u16 = 0x71;
 pub const PCI_CF8: u16 = 0xcf8;
 /// PCI configuration mechanism #1: the data window (0xCFC-0xCFF).
 pub const PCI_CFC: u16 = 0xcfc;
+/// The PIT's channel 2 data port.
+pub const PIT_CH2: u16 = 0x42;
+/// The PIT's mode (control word) port.
+pub const PIT_MODE: u16 = 0x43;
+/// System control port B: channel 2's gate (bit 0) and speaker (bit 1).
+pub const PORT_B: u16 = 0x61;
 
 /// A domain's I/O-port rights: one bit per port, set = permitted.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -166,6 +174,47 @@ pub trait Hardware {
     fn rtc_read(&mut self, index: u8) -> u8;
     /// Writes RTC register `index`.
     fn rtc_write(&mut self, index: u8, value: u8);
+    /// Reads PIT port `port` ([`PIT_CH2`] or [`PORT_B`]).
+    fn pit_read(&mut self, port: u16) -> u8;
+    /// Writes PIT port `port` ([`PIT_CH2`], [`PIT_MODE`] or [`PORT_B`]).
+    fn pit_write(&mut self, port: u16, value: u8);
+}
+
+/// A hardware domain's read of a PIT port, as Xen 4.17 lets it through
+/// while Xen itself does not use the PIT (this hypervisor uses it only to
+/// measure the TSC at boot): channel 2's data and port 0x61 read the
+/// hardware; the write-only mode port reads all ones.
+pub fn pit_read(hw: &mut impl Hardware, port: u16) -> u32 {
+    match port {
+        PIT_CH2 | PORT_B => u32::from(hw.pit_read(port)),
+        _ => u32::MAX,
+    }
+}
+
+/// A hardware domain's write of a PIT port, as Xen 4.17 lets it through:
+/// channel 2's data; a control word for channel 2, or a read-back command
+/// naming channel 2 (without channels 0 and 1 and bit 0); bits 0-1 of port
+/// 0x61 (the others are kept). Control words for channels 0 and 1, which
+/// the hypervisor keeps, are dropped.
+pub fn pit_write(hw: &mut impl Hardware, port: u16, value: u8) {
+    match port {
+        PIT_CH2 => hw.pit_write(port, value),
+        PIT_MODE => match value & 0xc0 {
+            0x80 => hw.pit_write(port, value),
+            0xc0 if value & 0x08 != 0 => hw.pit_write(port, value & 0xf8),
+            _ => {}
+        },
+        PORT_B => {
+            let kept = hw.pit_read(PORT_B) & !3;
+            hw.pit_write(PORT_B, kept | (value & 3));
+        }
+        _ => {}
+    }
+}
+
+/// Whether `port` is one of the PIT's that the hardware domain reaches.
+const fn is_pit_port(port: u16) -> bool {
+    matches!(port, PIT_CH2 | PIT_MODE | PORT_B)
 }
 
 /// Who is asking: its rights, whether it is the hardware domain, and its
@@ -220,6 +269,8 @@ pub fn emulated_read(hw: &mut impl Hardware, who: &mut Emulated<'_>, port: u16, 
             u32::from(who.latches.rtc_index)
         } else if port == RTC_DATA && who.rtc_data_allowed() {
             u32::from(hw.rtc_read(who.latches.rtc_index & 0x7f))
+        } else if is_pit_port(port) && who.hardware_domain {
+            pit_read(hw, port)
         } else {
             u32::MAX
         };
@@ -260,6 +311,8 @@ pub fn emulated_write(
             who.latches.rtc_index = data.to_le_bytes()[0];
         } else if port == RTC_DATA && who.rtc_data_allowed() {
             hw.rtc_write(who.latches.rtc_index & 0x7f, data.to_le_bytes()[0]);
+        } else if is_pit_port(port) && who.hardware_domain {
+            pit_write(hw, port, data.to_le_bytes()[0]);
         }
         if size == 4 {
             return;
@@ -278,6 +331,8 @@ mod tests {
     struct Fake {
         rtc: Vec<u8>,
         pci: Vec<(u32, u16, u32, Option<u32>)>,
+        pit: Vec<(u16, u8)>,
+        port_b: u8,
     }
 
     impl Hardware for Fake {
@@ -294,6 +349,69 @@ mod tests {
         fn rtc_write(&mut self, index: u8, value: u8) {
             self.rtc[usize::from(index)] = value;
         }
+        fn pit_read(&mut self, port: u16) -> u8 {
+            match port {
+                PORT_B => self.port_b,
+                _ => 0x5a,
+            }
+        }
+        fn pit_write(&mut self, port: u16, value: u8) {
+            if port == PORT_B {
+                self.port_b = value;
+            }
+            self.pit.push((port, value));
+        }
+    }
+
+    #[test]
+    fn the_hardware_domain_reaches_pit_channel_2_only() {
+        let mut hw = Fake {
+            rtc: vec![0; 128],
+            pci: Vec::new(),
+            pit: Vec::new(),
+            port_b: 0xf0,
+        };
+        let mut latches = Latches::default();
+        let dom0 = IoPorts::hardware_domain(0x3f8);
+        let mut who = Emulated {
+            ports: Some(&dom0),
+            hardware_domain: true,
+            latches: &mut latches,
+        };
+        assert_eq!(emulated_read(&mut hw, &mut who, PIT_CH2, 1), 0x5a);
+        assert_eq!(emulated_read(&mut hw, &mut who, PIT_MODE, 1), 0xff);
+        assert_eq!(emulated_read(&mut hw, &mut who, PORT_B, 1), 0xf0);
+        assert_eq!(emulated_read(&mut hw, &mut who, 0x40, 1), 0xff, "channel 0");
+        for (port, value) in [
+            (PIT_MODE, 0xb0),
+            (PIT_CH2, 0xff),
+            (PIT_MODE, 0x30),
+            (PIT_MODE, 0xe8),
+            (PIT_MODE, 0xe2),
+            (PORT_B, 0x0d),
+            (0x40, 0x12),
+        ] {
+            emulated_write(&mut hw, &mut who, port, 1, value);
+        }
+        assert_eq!(
+            hw.pit,
+            [
+                (PIT_MODE, 0xb0),
+                (PIT_CH2, 0xff),
+                (PIT_MODE, 0xe8),
+                (PORT_B, 0xf1)
+            ]
+        );
+        let mut latches = Latches::default();
+        let domu = IoPorts::none();
+        let mut who = Emulated {
+            ports: Some(&domu),
+            hardware_domain: false,
+            latches: &mut latches,
+        };
+        assert_eq!(emulated_read(&mut hw, &mut who, PIT_CH2, 1), 0xff);
+        emulated_write(&mut hw, &mut who, PORT_B, 1, 0);
+        assert_eq!(hw.port_b, 0xf1, "other domains reach nothing");
     }
 
     #[test]
@@ -375,6 +493,8 @@ mod tests {
         let mut hw = Fake {
             rtc: vec![0; 128],
             pci: Vec::new(),
+            pit: Vec::new(),
+            port_b: 0,
         };
         hw.rtc[0x0d] = 0x80;
         let d0 = IoPorts::hardware_domain(0x3f8);
@@ -409,6 +529,8 @@ mod tests {
         let mut hw = Fake {
             rtc: vec![0; 128],
             pci: Vec::new(),
+            pit: Vec::new(),
+            port_b: 0,
         };
         let mut latches = Latches::default();
         let mut who = Emulated {

@@ -694,6 +694,7 @@ pub const TESTS: &[IntegrationTest] = &[
         ..passes!("mca", conformance: true)
     },
     passes!("io_pci_remove", conformance: true),
+    passes!("io_pit", conformance: true),
     // A short run of `cargo xtask fuzz-guest`: the fuzzer's defaults,
     // 20000 random hypercalls with seed 1 (about two seconds under TCG), on
     // two vCPUs as there.

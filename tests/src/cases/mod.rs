@@ -27,6 +27,7 @@ mod hypercall_page;
 mod io_mmcfg;
 mod io_pci_add;
 mod io_pci_remove;
+mod io_pit;
 mod io_ports;
 mod iomem;
 mod isolation;
@@ -477,6 +478,10 @@ pub const ALL: &[Case] = &[
     Case {
         name: "io_pci_remove",
         run: io_pci_remove::run,
+    },
+    Case {
+        name: "io_pit",
+        run: io_pit::run,
     },
 ];
 

@@ -43,6 +43,19 @@ impl Hardware for Machine {
     fn rtc_write(&mut self, index: u8, value: u8) {
         rtc::guest_write(index, value);
     }
+    fn pit_read(&mut self, port: u16) -> u8 {
+        // SAFETY: `crate::ioport::pit_read` passes channel 2's data port
+        // or port 0x61 for the hardware domain only; the hypervisor uses
+        // channel 2 only to measure the TSC at boot, before any guest.
+        let value = unsafe { io::read(port, 1) };
+        value.to_le_bytes()[0]
+    }
+    fn pit_write(&mut self, port: u16, value: u8) {
+        // SAFETY: as in `pit_read`; `crate::ioport::pit_write` lets only
+        // channel 2's data, its control words and port 0x61's gate and
+        // speaker bits through.
+        unsafe { io::write(port, 1, u32::from(value)) };
+    }
 }
 
 /// Writes the low `width` bytes (1, 2 or 4) of `value` to PCI
