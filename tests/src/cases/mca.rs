@@ -22,7 +22,7 @@ use guest_pv_shim::hypercall as hc;
 use guest_pv_shim::report;
 
 /// Entries of the description array.
-const SLOTS: usize = 4;
+const SLOTS: u32 = 4;
 
 /// `XEN_MC_physcpuinfo` with `ncpus` and an array at `info`: the result
 /// and the `ncpus` written back.
@@ -103,11 +103,11 @@ pub fn run(_start_info: &'static StartInfo) {
     report::check_ret("physcpuinfo without an array", ret, 0);
     report::ok_value("physical CPUs online", online);
 
-    let mut cpus = [McinfoLogicalCpu::default(); SLOTS];
+    let mut cpus = [McinfoLogicalCpu::default(); SLOTS as usize];
     let at = cpus.as_mut_ptr() as u64;
-    let (ret, n) = physcpuinfo(SLOTS as u32, at);
+    let (ret, n) = physcpuinfo(SLOTS, at);
     report::check_ret("physcpuinfo with an array", ret, 0);
-    report::check_eq("CPUs described", n, online.min(SLOTS as u32));
+    report::check_eq("CPUs described", n, online.min(SLOTS));
     for cpu in cpus.iter().take(n as usize) {
         describe(cpu);
     }
