@@ -104,6 +104,10 @@ pub mod trampoline {
         pub const GUEST_CR3: u64 = 16;
         /// This CPU's number.
         pub const CPU: u64 = 24;
+        /// Address of this CPU's per-CPU state (`percpu::this_cpu`), so
+        /// that an entry finds it with one load, without a lock or a
+        /// search.
+        pub const PERCPU: u64 = 32;
     }
 }
 

@@ -45,7 +45,7 @@ use alloc::vec::Vec;
 use super::entry::GuestRegs;
 use super::env::ArchEnv;
 use super::paging::{self, A, D, P, PAGE_BYTES, RW, US};
-use super::percpu::{FREE_BEFORE_DOM0, HOST, PerCpu, RESERVED_MMIO, Running, TEST_NONCE, THIS_CPU};
+use super::percpu::{FREE_BEFORE_DOM0, HOST, PerCpu, RESERVED_MMIO, Running, TEST_NONCE, this_cpu};
 use super::trampoline::CpuViews;
 use super::traps::Current;
 use super::{cpu, mem, paging::phys_to_virt};
@@ -289,7 +289,7 @@ pub fn build_dom0(
             .ok_or(BuildError::Internal("dom0 has no slot"))?,
         vcpu: 0,
     });
-    *THIS_CPU.lock() = Some(cpu);
+    *this_cpu().lock() = cpu;
     Ok(GuestRegs {
         rip: info.entry,
         cs: u64::from(RING1_KERNEL_CS),

@@ -1,10 +1,15 @@
 //! What belongs to one physical CPU, and the few facts that belong to the
 //! whole machine.
 //!
-//! Ownership (see `docs/state.md`): a [`PerCpu`] is this CPU's alone, made
-//! once at boot and never freed; it names the vCPU running here by domain
-//! and vCPU id, and never holds a reference into a domain. Domains and
-//! their vCPUs live in [`crate::domain::DOMAINS`].
+//! Ownership (see `docs/state.md`): a [`PerCpu`] is its CPU's alone, made
+//! once at boot (the boot CPU's when dom0 is built, another's when it
+//! starts) and never freed; it names the vCPU running there by domain and
+//! vCPU id, and never holds a reference into a domain. Domains and their
+//! vCPUs live in [`crate::domain::DOMAINS`].
+//!
+//! Every CPU's state sits in one slot of [`CPUS`], indexed by the CPU's
+//! number; the trampoline's data page of each CPU holds the address of
+//! that CPU's slot, so [`this_cpu`] is one load from a fixed address.
 extern crate alloc;
 
 use alloc::vec::Vec;
@@ -15,7 +20,9 @@ use crate::domain::DomainSlot;
 use crate::hypercall::HostInfo;
 use crate::iomem::{Mmcfg, ReservedMmio};
 use crate::layout::trampoline::LDT_PAGE_COUNT;
+use crate::layout::trampoline::{DATA, data};
 use crate::sched::Slice;
+use crate::smp::MAX_CPUS;
 
 use super::trampoline::CpuViews;
 
@@ -60,8 +67,17 @@ pub struct PerCpu {
 }
 
 impl PerCpu {
+    /// A CPU that is not set up to run guests: no views, nothing running
+    /// (an entry on it finds no running vCPU).
+    const DOWN: PerCpu = PerCpu::new(CpuViews {
+        hv_root: 0,
+        guest_cr3: 0,
+        guest_root: 0,
+        gdt_zero: 0,
+    });
+
     /// A CPU with its views and nothing running.
-    pub fn new(views: CpuViews) -> PerCpu {
+    pub const fn new(views: CpuViews) -> PerCpu {
         PerCpu {
             views,
             l4_installed: [u64::MAX; 8],
@@ -74,8 +90,35 @@ impl PerCpu {
     }
 }
 
-/// The boot CPU's state (the only CPU that runs guests for now).
-pub static THIS_CPU: Mutex<Option<PerCpu>> = Mutex::new(None);
+/// One CPU's state (`PerCpu::DOWN` until the CPU is set up).
+pub type CpuSlot = Mutex<PerCpu>;
+
+/// Every CPU's state, by CPU number (0 is the boot CPU). Each CPU locks
+/// only its own slot on an entry; another CPU's is locked only to look at
+/// what runs there (`docs/locking.md`).
+static CPUS: [CpuSlot; MAX_CPUS] = [const { Mutex::new(PerCpu::DOWN) }; MAX_CPUS];
+
+/// The address of CPU `cpu`'s slot, which its trampoline's data page
+/// holds at `data::PERCPU`. CPU numbers stop below [`MAX_CPUS`]
+/// (`smp::start_cpus`); a larger one is a bug in the boot code.
+pub fn slot_address(cpu: u64) -> u64 {
+    let slot = usize::try_from(cpu).ok().and_then(|cpu| CPUS.get(cpu));
+    let Some(slot) = slot else {
+        panic!("CPU number {cpu} is not below {MAX_CPUS}")
+    };
+    core::ptr::from_ref(slot) as u64
+}
+
+/// This CPU's state: the slot its trampoline's data page names.
+#[inline(always)]
+pub fn this_cpu() -> &'static CpuSlot {
+    // SAFETY: every CPU runs the hypervisor on a root that maps its own
+    // trampoline (`trampoline::load` comes before any use), whose data
+    // page holds at `data::PERCPU` the address of one element of the
+    // static `CPUS` (`slot_address`, written when the trampoline was
+    // built and never after); the element lives for the whole run.
+    unsafe { &*core::ptr::read((DATA + data::PERCPU) as *const *const CpuSlot) }
+}
 
 /// Facts about this boot that guests may ask for; set once, before dom0
 /// is built.

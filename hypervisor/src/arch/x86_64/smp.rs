@@ -24,6 +24,7 @@ use crate::layout::{PAGE_SIZE, TRAMPOLINE_L4_SLOT};
 use crate::smp::{GDT, MAX_CPUS, STARTUP_PAGES, far_pointer, gdtr, params, selectors, sipi_vector};
 
 use super::cpu::{self, Features};
+use super::percpu::{self, PerCpu};
 use super::trampoline::{self, CpuViews};
 use super::{apic, entry, mem, msr, paging, time};
 
@@ -400,6 +401,7 @@ extern "C" fn ap_entry(start: &'static ApStart) -> ! {
     let (lstar, cstar) = entry::syscall_entries();
     cpu::enable_guest_features(&start.features, lstar, cstar);
     let id = apic::init_secondary(&start.features);
+    *percpu::this_cpu().lock() = PerCpu::new(start.views);
     log::info!("SMP: CPU {} (APIC id {id}) up", start.index);
     start.online.store(true, Ordering::Release);
     cpu::halt_forever()

@@ -157,6 +157,8 @@ pub unsafe fn build(
             .write(hv_stack_top);
         d.add((t::data::GUEST_CR3 / 8) as usize).write(guest_cr3);
         d.add((t::data::CPU / 8) as usize).write(cpu);
+        d.add((t::data::PERCPU / 8) as usize)
+            .write(super::percpu::slot_address(cpu));
     }
     views
 }

@@ -33,7 +33,7 @@ use crate::vcpu::Vcpu;
 use super::entry::{GuestRegs, exit_to_guest};
 use super::env::ArchEnv;
 use super::evtchn::SharedInfoBits;
-use super::percpu::{FREE_BEFORE_DOM0, PerCpu, Running, TEST_NONCE, THIS_CPU};
+use super::percpu::{FREE_BEFORE_DOM0, PerCpu, Running, TEST_NONCE, this_cpu};
 use super::{context, cpu, guest, guest_mem, machine, mem, schedule, serial, time, trampoline};
 use crate::evtchn::EventBits;
 
@@ -92,10 +92,8 @@ impl<'a> Current<'a> {
 /// which must sit at the top of this CPU's hypervisor stack.
 pub fn run_guest(regs: &mut GuestRegs) -> ! {
     {
-        let mut cpu_guard = THIS_CPU.lock();
-        let Some(cpu) = cpu_guard.as_mut() else {
-            panic!("starting a guest on a CPU without per-CPU state")
-        };
+        let mut cpu_guard = this_cpu().lock();
+        let cpu = &mut *cpu_guard;
         let Some(Running { domain, slot, vcpu }) = cpu.running else {
             panic!("starting a guest while no vCPU runs")
         };
@@ -138,10 +136,8 @@ fn prepare_exit(current: &mut Current, regs: &mut GuestRegs) -> Option<u8> {
 #[inline(always)]
 pub fn from_guest(regs: &mut GuestRegs) -> ! {
     {
-        let mut cpu_guard = THIS_CPU.lock();
-        let Some(cpu) = cpu_guard.as_mut() else {
-            panic!("entry from a guest on a CPU without per-CPU state")
-        };
+        let mut cpu_guard = this_cpu().lock();
+        let cpu = &mut *cpu_guard;
         let Some(Running {
             domain,
             slot,
