@@ -816,7 +816,8 @@ pub const TESTS: &[IntegrationTest] = &[
         boot: BootPath::Grub,
         ..passes!("hello", conformance: false)
     },
-    // Every CPU the MADT lists is started on its own tables and halted;
+    // Every CPU the MADT lists is started on its own tables and idles
+    // with interrupts on, and takes an event-check IPI from the boot CPU;
     // dom0 still runs on the boot CPU.
     IntegrationTest {
         name: "smp_start_cpus",
@@ -827,10 +828,16 @@ pub const TESTS: &[IntegrationTest] = &[
                 &["SMP: CPU 1 (APIC id 1) up"],
                 &["SMP: CPU 3 (APIC id 3) up"],
                 &["SMP: 4 of 4 CPUs up"],
+                &["SMP: 3 of 3 started CPUs answer event-check IPIs"],
             ],
             ..passes!("hello", conformance: false).expect
         },
         ..passes!("hello", conformance: false)
+    },
+    // dom0's default vCPU count is the online CPU count, as on Xen.
+    IntegrationTest {
+        cpus: 4,
+        ..passes!("smp_dom0_vcpus", conformance: true)
     },
     // The benchmark guest with tiny counts, so it cannot rot: every
     // benchmark runs (or says `unsupported`), its checks pass, and the

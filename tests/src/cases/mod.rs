@@ -47,6 +47,7 @@ mod return_from_entry;
 mod sched_op;
 mod sched_weights;
 mod shutdown;
+mod smp_dom0_vcpus;
 mod time_wallclock;
 mod timers;
 mod unknown_hypercall;
@@ -482,6 +483,10 @@ pub const ALL: &[Case] = &[
     Case {
         name: "io_pit",
         run: io_pit::run,
+    },
+    Case {
+        name: "smp_dom0_vcpus",
+        run: smp_dom0_vcpus::run,
     },
 ];
 

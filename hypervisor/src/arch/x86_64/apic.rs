@@ -18,6 +18,9 @@ use super::paging::phys_to_virt;
 
 /// The timer's vector.
 pub const TIMER_VECTOR: u8 = 0xf0;
+/// The event-check IPI's vector: another CPU left work for this one to
+/// look at.
+pub const EVENT_CHECK_VECTOR: u8 = 0xf1;
 /// The APIC error interrupt's vector.
 pub const ERROR_VECTOR: u8 = 0xfe;
 /// The spurious-interrupt vector (never acknowledged).
@@ -52,6 +55,8 @@ const X2APIC_ICR: u32 = 0x830;
 const ICR_INIT: u32 = (0b101 << 8) | (1 << 14) | (1 << 15);
 /// ICR: start-up delivery, level asserted (the vector is the page).
 const ICR_STARTUP: u32 = (0b110 << 8) | (1 << 14);
+/// ICR: fixed delivery of the vector in the low byte, level asserted.
+const ICR_FIXED: u32 = 1 << 14;
 /// ICR (xAPIC): the previous IPI is still being sent.
 const ICR_PENDING: u32 = 1 << 12;
 
@@ -187,6 +192,12 @@ pub fn send_init(id: u32) {
 /// mode at page `vector`.
 pub fn send_startup(id: u32, vector: u8) {
     send_ipi(id, ICR_STARTUP | u32::from(vector));
+}
+
+/// Sends an event-check IPI ([`EVENT_CHECK_VECTOR`]) to the CPU with
+/// APIC id `id`: it leaves `hlt` (or its guest) and looks at what is due.
+pub fn send_event_check(id: u32) {
+    send_ipi(id, ICR_FIXED | u32::from(EVENT_CHECK_VECTOR));
 }
 
 fn send_ipi(id: u32, command: u32) {

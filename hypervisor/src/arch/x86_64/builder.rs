@@ -289,7 +289,7 @@ pub fn build_dom0(
             .ok_or(BuildError::Internal("dom0 has no slot"))?,
         vcpu: 0,
     });
-    *this_cpu().lock() = cpu;
+    *this_cpu().state.lock() = cpu;
     Ok(GuestRegs {
         rip: info.entry,
         cs: u64::from(RING1_KERNEL_CS),
@@ -301,10 +301,16 @@ pub fn build_dom0(
     })
 }
 
-/// dom0's vCPU count: `dom0_max_vcpus` against this machine's one CPU,
-/// at most the number of `vcpu_info` slots in shared_info.
+/// dom0's vCPU count: `dom0_max_vcpus` against the CPUs that came up
+/// (Xen's default is one vCPU per online CPU), at most the number of
+/// `vcpu_info` slots in shared_info.
 fn dom0_vcpus(config: &Config) -> u32 {
-    let wanted = config.dom0_max_vcpus.resolve(1);
+    let online = super::smp::PCPUS
+        .get()
+        .map_or(1, |pcpus| pcpus.iter().filter(|p| p.online).count());
+    let wanted = config
+        .dom0_max_vcpus
+        .resolve(u32::try_from(online).unwrap_or(u32::MAX));
     let limit = u32::try_from(XEN_LEGACY_MAX_VCPUS).unwrap_or(u32::MAX);
     if wanted > limit {
         log::warn!("dom0_max_vcpus: {wanted} vCPUs asked for, {limit} is the most");

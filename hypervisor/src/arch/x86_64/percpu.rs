@@ -7,12 +7,16 @@
 //! vCPU id, and never holds a reference into a domain. Domains and their
 //! vCPUs live in [`crate::domain::DOMAINS`].
 //!
-//! Every CPU's state sits in one slot of [`CPUS`], indexed by the CPU's
-//! number; the trampoline's data page of each CPU holds the address of
-//! that CPU's slot, so [`this_cpu`] is one load from a fixed address.
+//! Every CPU's state sits in one [`CpuSlot`] of [`CPUS`], indexed by the
+//! CPU's number; the trampoline's data page of each CPU holds the address
+//! of that CPU's slot, so [`this_cpu`] is one load from a fixed address.
+//! Besides the locked [`PerCpu`], a slot holds what other CPUs read
+//! without a lock: the CPU's APIC id (to send it IPIs) and how many
+//! event-check IPIs it took.
 extern crate alloc;
 
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use dom0_abi::types::DomId;
 use spin::{Mutex, Once};
 
@@ -90,13 +94,51 @@ impl PerCpu {
     }
 }
 
-/// One CPU's state (`PerCpu::DOWN` until the CPU is set up).
-pub type CpuSlot = Mutex<PerCpu>;
+/// One CPU's slot: its state, and what other CPUs read without a lock.
+#[derive(Debug)]
+pub struct CpuSlot {
+    /// What runs on the CPU (`PerCpu::DOWN` until the CPU is set up);
+    /// locked by the CPU itself on every entry.
+    pub state: Mutex<PerCpu>,
+    /// The CPU's local APIC id (`u32::MAX` until it is up).
+    apic_id: AtomicU32,
+    /// Event-check IPIs the CPU has taken.
+    event_checks: AtomicU64,
+}
+
+impl CpuSlot {
+    /// A slot of a CPU that is not up.
+    const DOWN: CpuSlot = CpuSlot {
+        state: Mutex::new(PerCpu::DOWN),
+        apic_id: AtomicU32::new(u32::MAX),
+        event_checks: AtomicU64::new(0),
+    };
+
+    /// Records the CPU's APIC id (set by the CPU itself once it is up).
+    pub fn set_apic_id(&self, id: u32) {
+        self.apic_id.store(id, Ordering::Release);
+    }
+
+    /// The CPU's APIC id, if it is up.
+    pub fn apic_id(&self) -> Option<u32> {
+        Some(self.apic_id.load(Ordering::Acquire)).filter(|&id| id != u32::MAX)
+    }
+
+    /// Counts an event-check IPI taken by this CPU.
+    pub fn note_event_check(&self) {
+        self.event_checks.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// How many event-check IPIs the CPU has taken.
+    pub fn event_checks(&self) -> u64 {
+        self.event_checks.load(Ordering::Acquire)
+    }
+}
 
 /// Every CPU's state, by CPU number (0 is the boot CPU). Each CPU locks
 /// only its own slot on an entry; another CPU's is locked only to look at
 /// what runs there (`docs/locking.md`).
-static CPUS: [CpuSlot; MAX_CPUS] = [const { Mutex::new(PerCpu::DOWN) }; MAX_CPUS];
+static CPUS: [CpuSlot; MAX_CPUS] = [CpuSlot::DOWN; MAX_CPUS];
 
 /// The address of CPU `cpu`'s slot, which its trampoline's data page
 /// holds at `data::PERCPU`. CPU numbers stop below [`MAX_CPUS`]
@@ -109,7 +151,12 @@ pub fn slot_address(cpu: u64) -> u64 {
     core::ptr::from_ref(slot) as u64
 }
 
-/// This CPU's state: the slot its trampoline's data page names.
+/// CPU `cpu`'s slot (for another CPU: its APIC id, its IPI count).
+pub fn cpu(cpu: usize) -> Option<&'static CpuSlot> {
+    CPUS.get(cpu)
+}
+
+/// This CPU's slot: the one its trampoline's data page names.
 #[inline(always)]
 pub fn this_cpu() -> &'static CpuSlot {
     // SAFETY: every CPU runs the hypervisor on a root that maps its own

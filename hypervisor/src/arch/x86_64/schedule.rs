@@ -32,7 +32,7 @@ use crate::timer::{Sleep, earliest};
 
 use super::evtchn::SharedInfoBits;
 use super::traps::Current;
-use super::{apic, cpu, pirq, serial, time};
+use super::{apic, cpu, percpu, pirq, serial, time};
 
 /// Handles and acknowledges the interrupt on `vector`; returns whether
 /// [`run_due`] has work from it (the timer fired, or console input came
@@ -43,6 +43,12 @@ pub fn acknowledge(vector: u64) -> bool {
     match vector {
         v if v == u64::from(apic::TIMER_VECTOR) => {
             apic::timer_fired();
+            apic::eoi();
+            true
+        }
+        // Another CPU left work to look at.
+        v if v == u64::from(apic::EVENT_CHECK_VECTOR) => {
+            percpu::this_cpu().note_event_check();
             apic::eoi();
             true
         }

@@ -14,8 +14,8 @@ use crate::wallclock::Wallclock;
 use super::ioapic::IoApics;
 use super::percpu::{MMCFG, READ_ONLY_MMIO, RESERVED_MMIO};
 use super::{
-    acpi, apic, builder, cpu, entry, machine, mem, pic, pirq, rtc, serial, smp, time, trampoline,
-    traps,
+    acpi, apic, builder, cpu, entry, machine, mem, percpu, pic, pirq, rtc, serial, smp, time,
+    trampoline, traps,
 };
 use crate::iomem::{MSI_WINDOW, Mmcfg, mmcfg_len};
 
@@ -98,6 +98,7 @@ extern "C" fn hv_start64(magic: u32, info: u32) -> ! {
     };
     // SAFETY: `views` was just built for this CPU and `hv_root` is CR3.
     unsafe { trampoline::load(&views) };
+    percpu::this_cpu().set_apic_id(apic_id);
     let (lstar, cstar) = entry::syscall_entries();
     cpu::enable_guest_features(&features, lstar, cstar);
     let platform = acpi::report(match boot.rsdp {

@@ -9,8 +9,11 @@
 //! which is wiped once the last one has left it. A CPU that does not
 //! report within [`ANSWER_NS`] is sent INIT again, which parks it until
 //! another start-up IPI that it never gets, so it cannot wake later into
-//! the parameters of the next one. Started CPUs halt with interrupts off:
-//! they run no guests yet (only the boot CPU schedules vCPUs).
+//! the parameters of the next one. A started CPU fills its slot of
+//! `percpu::CPUS` (its views, its APIC id) and idles, halted with
+//! interrupts on: it runs no guests yet (only the boot CPU schedules
+//! vCPUs), but takes event-check IPIs, which the boot CPU sends each one
+//! once to check that IPIs reach it ([`start_cpus`]).
 extern crate alloc;
 
 use core::arch::global_asm;
@@ -179,10 +182,34 @@ pub fn start_cpus(
         );
     }
     log::info!(
-        "SMP: {up} of {} CPUs up (APIC ids {:?} started and halted; guests run on the boot CPU)",
+        "SMP: {up} of {} CPUs up (APIC ids {:?} started, idle; guests run on the boot CPU)",
         others.len() + 1,
         STARTED.lock().as_slice()
     );
+    let answered = (1..up).filter(|&cpu| answers_event_check(cpu)).count();
+    log::info!(
+        "SMP: {answered} of {} started CPUs answer event-check IPIs",
+        up - 1
+    );
+}
+
+/// Sends started CPU `cpu` an event-check IPI and waits up to
+/// [`ANSWER_NS`] for it to count one more; whether it did.
+fn answers_event_check(cpu: usize) -> bool {
+    let Some((slot, id)) = percpu::cpu(cpu).and_then(|s| Some((s, s.apic_id()?))) else {
+        return false;
+    };
+    let before = slot.event_checks();
+    apic::send_event_check(id);
+    let deadline = time::now_ns().saturating_add(ANSWER_NS);
+    while slot.event_checks() == before {
+        if time::now_ns() >= deadline {
+            log::warn!("SMP: CPU {cpu} (APIC id {id}) did not take an event-check IPI");
+            return false;
+        }
+        core::hint::spin_loop();
+    }
+    true
 }
 
 /// The physical CPUs for `XENPF_get_cpuinfo`, set once after
@@ -401,8 +428,12 @@ extern "C" fn ap_entry(start: &'static ApStart) -> ! {
     let (lstar, cstar) = entry::syscall_entries();
     cpu::enable_guest_features(&start.features, lstar, cstar);
     let id = apic::init_secondary(&start.features);
-    *percpu::this_cpu().lock() = PerCpu::new(start.views);
+    let slot = percpu::this_cpu();
+    *slot.state.lock() = PerCpu::new(start.views);
+    slot.set_apic_id(id);
     log::info!("SMP: CPU {} (APIC id {id}) up", start.index);
     start.online.store(true, Ordering::Release);
-    cpu::halt_forever()
+    loop {
+        cpu::wait_for_interrupt();
+    }
 }

@@ -92,7 +92,7 @@ impl<'a> Current<'a> {
 /// which must sit at the top of this CPU's hypervisor stack.
 pub fn run_guest(regs: &mut GuestRegs) -> ! {
     {
-        let mut cpu_guard = this_cpu().lock();
+        let mut cpu_guard = this_cpu().state.lock();
         let cpu = &mut *cpu_guard;
         let Some(Running { domain, slot, vcpu }) = cpu.running else {
             panic!("starting a guest while no vCPU runs")
@@ -136,7 +136,7 @@ fn prepare_exit(current: &mut Current, regs: &mut GuestRegs) -> Option<u8> {
 #[inline(always)]
 pub fn from_guest(regs: &mut GuestRegs) -> ! {
     {
-        let mut cpu_guard = this_cpu().lock();
+        let mut cpu_guard = this_cpu().state.lock();
         let cpu = &mut *cpu_guard;
         let Some(Running {
             domain,
