@@ -369,6 +369,10 @@ pub struct Vcpu {
     /// An upcall was newly raised for it since the scheduler last looked
     /// (Xen's kick: it wakes a polling vCPU).
     pub kicked: bool,
+    /// The physical CPU whose registers hold its context: set when it is
+    /// loaded there, cleared when it is saved. A vCPU runs on one CPU at
+    /// a time: no other CPU is offered it meanwhile (`sched::offer`).
+    pub on_cpu: Option<u16>,
     /// Page-table bases and LDT.
     pub mm: VcpuMm,
     /// The non-zero guest slots of its kernel L4 when it was last switched
@@ -455,6 +459,7 @@ impl Vcpu {
             timers: VcpuTimers::default(),
             sleep: Sleep::Awake,
             kicked: false,
+            on_cpu: None,
             mm: VcpuMm::default(),
             l4_slots: None,
             stats: Stats::default(),
@@ -493,6 +498,12 @@ impl Vcpu {
     /// Whether it can run now: up and not sleeping.
     pub fn is_runnable(&self) -> bool {
         self.is_up() && !self.sleep.is_sleeping()
+    }
+
+    /// Whether it can run on physical CPU `cpu`: runnable, and its
+    /// context not held by another CPU.
+    pub fn may_run_on(&self, cpu: u16) -> bool {
+        self.is_runnable() && self.on_cpu.is_none_or(|on| on == cpu)
     }
 
     /// Merges one `trap_info` entry into the virtual IDT.

@@ -57,14 +57,16 @@ pub enum Next<D> {
     Nothing,
 }
 
-/// Offers `entry`'s runnable vCPUs with indices in `ids` (clamped to
-/// its vCPUs), lowest first, to `choice`: none if the domain may not run
+/// Offers `entry`'s vCPUs with indices in `ids` (clamped to its vCPUs)
+/// that may run on physical CPU `cpu` (runnable, not running on another
+/// CPU), lowest first, to `choice`: none if the domain may not run
 /// (paused, shut down) or has spent its capped budget at `now`.
 pub fn offer(
     choice: &mut Choice<(DomId, usize)>,
     entry: &mut DomainEntry,
     ids: Range<usize>,
     now: u64,
+    cpu: u16,
 ) {
     let domain = &mut entry.domain;
     if !domain.may_run() || !domain.share.eligible(now) {
@@ -75,7 +77,7 @@ pub fn offer(
         return;
     };
     for (i, v) in (ids.start..).zip(vcpus) {
-        if v.is_runnable() {
+        if v.may_run_on(cpu) {
             choice.offer((domain.id, i), &mut v.credit, &domain.share);
         }
     }
@@ -189,7 +191,7 @@ mod tests {
     fn chosen(entry: &mut DomainEntry, ids: Range<usize>) -> Option<usize> {
         let mut rq = credit::Runqueue::default();
         let mut choice = rq.choice(0);
-        offer(&mut choice, entry, ids, 0);
+        offer(&mut choice, entry, ids, 0, 0);
         choice.finish(&mut rq).map(|c| c.id.1)
     }
 
@@ -207,6 +209,25 @@ mod tests {
     }
 
     #[test]
+    fn a_vcpu_running_on_another_cpu_is_not_offered() {
+        let mut d = domain(&[true, true, true]);
+        d.vcpus[0].on_cpu = Some(1);
+        d.vcpus[1].on_cpu = Some(0);
+        let mut rq = credit::Runqueue::default();
+        let mut offered = |d: &mut DomainEntry, cpu| {
+            let mut choice = rq.choice(0);
+            offer(&mut choice, d, 0..2, 0, cpu);
+            choice.finish(&mut rq).map(|c| c.id.1)
+        };
+        assert_eq!(offered(&mut d, 0), Some(1), "CPU 0 holds vCPU 1 only");
+        assert_eq!(offered(&mut d, 1), Some(0), "CPU 1 holds vCPU 0 only");
+        assert_eq!(offered(&mut d, 2), None, "both run elsewhere");
+        d.vcpus[0].on_cpu = None;
+        assert_eq!(offered(&mut d, 2), Some(0), "vCPU 0 was saved");
+        assert_eq!(chosen(&mut d, 2..3), Some(2), "vCPU 2 runs nowhere");
+    }
+
+    #[test]
     fn offers_the_range_asked_of_a_domain_that_may_run() {
         let mut d = domain(&[true, true, true]);
         assert_eq!(chosen(&mut d, 1..usize::MAX), Some(1));
@@ -218,7 +239,7 @@ mod tests {
         d.domain.share.set_cap(1, 0);
         let mut rq = credit::Runqueue::default();
         let mut choice = rq.choice(0);
-        offer(&mut choice, &mut d, 0..1, 0);
+        offer(&mut choice, &mut d, 0..1, 0, 0);
         assert_eq!(choice.finish(&mut rq).and_then(|c| c.slice), Some(100_000));
         rq.charge(
             (DomId(0), 0),
@@ -227,7 +248,7 @@ mod tests {
             100_000,
         );
         let mut choice = rq.choice(100_000);
-        offer(&mut choice, &mut d, 0..3, 100_000);
+        offer(&mut choice, &mut d, 0..3, 100_000, 0);
         assert!(choice.finish(&mut rq).is_none(), "budget spent");
         assert_eq!(d.domain.share.parked_until(), Some(10_000_000));
         assert_eq!(chosen(&mut d, 0..3), None);

@@ -266,11 +266,12 @@ pub fn build_dom0(
         RESERVED_MMIO.get().unwrap_or(&ReservedMmio::default()),
     );
     entry.domain.pirqs = Pirqs::hardware_domain(super::pirq::with_lines(|l| (l.len(), None)));
-    let mut cpu = PerCpu::new(*views);
+    let mut cpu = PerCpu::new(0, *views);
     register_frames(&mut cpu, &mut entry, &p2m, shared_info, Mfn(l4 >> 12))?;
     let boot_vcpu = &mut entry.vcpus[0];
     boot_vcpu.power = Power::Up;
     boot_vcpu.initialised = true;
+    boot_vcpu.on_cpu = Some(cpu.number);
     boot_vcpu
         .runstate
         .enter(RUNSTATE_RUNNING, super::time::now_ns());

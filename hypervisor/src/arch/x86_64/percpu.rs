@@ -46,6 +46,8 @@ pub struct Running {
 /// One physical CPU's state.
 #[derive(Debug)]
 pub struct PerCpu {
+    /// Its number (its index in `CPUS`; 0 is the boot CPU).
+    pub number: u16,
     /// Its two root tables.
     pub views: CpuViews,
     /// The guest slots its views may hold non-zero (bit `s % 64` of word
@@ -73,16 +75,20 @@ pub struct PerCpu {
 impl PerCpu {
     /// A CPU that is not set up to run guests: no views, nothing running
     /// (an entry on it finds no running vCPU).
-    const DOWN: PerCpu = PerCpu::new(CpuViews {
-        hv_root: 0,
-        guest_cr3: 0,
-        guest_root: 0,
-        gdt_zero: 0,
-    });
+    const DOWN: PerCpu = PerCpu::new(
+        u16::MAX,
+        CpuViews {
+            hv_root: 0,
+            guest_cr3: 0,
+            guest_root: 0,
+            gdt_zero: 0,
+        },
+    );
 
-    /// A CPU with its views and nothing running.
-    pub const fn new(views: CpuViews) -> PerCpu {
+    /// CPU `number` with its views and nothing running.
+    pub const fn new(number: u16, views: CpuViews) -> PerCpu {
         PerCpu {
+            number,
             views,
             l4_installed: [u64::MAX; 8],
             gdt_mapped: u64::MAX,

@@ -121,8 +121,8 @@ unsafe extern "C" {
 
 /// What a started CPU is given, and how it says it is up.
 struct ApStart {
-    /// Its index (0 is the boot CPU).
-    index: usize,
+    /// Its index (0 is the boot CPU; below `MAX_CPUS`).
+    index: u16,
     /// Its two root tables and trampoline.
     views: CpuViews,
     /// The boot CPU's features (the same machine).
@@ -366,7 +366,7 @@ fn start_one(
         )
     };
     let start: &'static ApStart = Box::leak(Box::new(ApStart {
-        index,
+        index: u16::try_from(index).unwrap_or(u16::MAX),
         views,
         features: *features,
         online: AtomicBool::new(false),
@@ -429,7 +429,7 @@ extern "C" fn ap_entry(start: &'static ApStart) -> ! {
     cpu::enable_guest_features(&start.features, lstar, cstar);
     let id = apic::init_secondary(&start.features);
     let slot = percpu::this_cpu();
-    *slot.state.lock() = PerCpu::new(start.views);
+    *slot.state.lock() = PerCpu::new(start.index, start.views);
     slot.set_apic_id(id);
     log::info!("SMP: CPU {} (APIC id {id}) up", start.index);
     start.online.store(true, Ordering::Release);

@@ -187,7 +187,7 @@ fn pick(cpu: &mut PerCpu, entry: &mut DomainEntry, index: usize, now: u64) -> Ne
         rq.charge((me, index), &mut v.credit, &mut entry.domain.share, now);
     }
     let mut choice = rq.choice(now);
-    sched::offer(&mut choice, entry, index + 1..usize::MAX, now);
+    sched::offer(&mut choice, entry, index + 1..usize::MAX, now, cpu.number);
     if let Some(table) = DOMAINS.get() {
         let me_at = usize::from(me.0);
         let after = table.occupied(me_at + 1..usize::MAX);
@@ -196,11 +196,11 @@ fn pick(cpu: &mut PerCpu, entry: &mut DomainEntry, index: usize, now: u64) -> Ne
                 continue;
             };
             if let Some(other) = guard.as_deref_mut() {
-                sched::offer(&mut choice, other, 0..usize::MAX, now);
+                sched::offer(&mut choice, other, 0..usize::MAX, now, cpu.number);
             }
         }
     }
-    sched::offer(&mut choice, entry, 0..index + 1, now);
+    sched::offer(&mut choice, entry, 0..index + 1, now, cpu.number);
     let chosen = choice.finish(&mut rq);
     cpu.slice = chosen
         .and_then(|c| c.slice)
@@ -448,6 +448,7 @@ fn save_vcpu(
     let Some(old) = entry.vcpus.get_mut(from) else {
         return;
     };
+    old.on_cpu = None;
     old.context = *regs;
     context::save(old);
     let state = stopped_state(old);
@@ -483,6 +484,7 @@ fn load_vcpu(cpu: &mut PerCpu, entry: &mut DomainEntry, to: usize, regs: &mut Gu
         return;
     };
     *regs = new.context;
+    new.on_cpu = Some(cpu.number);
     context::restore(new);
     new.runstate.enter(RUNSTATE_RUNNING, now);
     time::publish(new.vcpu_info);
