@@ -114,11 +114,13 @@ pub struct CpuSlot {
 
 impl CpuSlot {
     /// A slot of a CPU that is not up.
-    const DOWN: CpuSlot = CpuSlot {
-        state: Mutex::new(PerCpu::DOWN),
-        apic_id: AtomicU32::new(u32::MAX),
-        event_checks: AtomicU64::new(0),
-    };
+    const fn down() -> CpuSlot {
+        CpuSlot {
+            state: Mutex::new(PerCpu::DOWN),
+            apic_id: AtomicU32::new(u32::MAX),
+            event_checks: AtomicU64::new(0),
+        }
+    }
 
     /// Records the CPU's APIC id (set by the CPU itself once it is up).
     pub fn set_apic_id(&self, id: u32) {
@@ -144,7 +146,7 @@ impl CpuSlot {
 /// Every CPU's state, by CPU number (0 is the boot CPU). Each CPU locks
 /// only its own slot on an entry; another CPU's is locked only to look at
 /// what runs there (`docs/locking.md`).
-static CPUS: [CpuSlot; MAX_CPUS] = [CpuSlot::DOWN; MAX_CPUS];
+static CPUS: [CpuSlot; MAX_CPUS] = [const { CpuSlot::down() }; MAX_CPUS];
 
 /// The address of CPU `cpu`'s slot, which its trampoline's data page
 /// holds at `data::PERCPU`. CPU numbers stop below [`MAX_CPUS`]
