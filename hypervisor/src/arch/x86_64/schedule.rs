@@ -1,8 +1,8 @@
 //! Time and interrupts on this CPU: acknowledging interrupts, running what
 //! is due (guest timers, watchdogs, poll timeouts, console input for the
 //! hardware domain, guests' physical interrupts, sleeping vCPUs woken by
-//! events, the time slice), setting the local APIC's timer for the next
-//! deadline, and waiting while no vCPU can run.
+//! events, the time slice) and setting the local APIC's timer for the
+//! next deadline. The wait while no vCPU can run is `traps::idle`.
 //!
 //! [`run_due`] runs when something it looks at changed, and only then: on
 //! the timer's, COM1's receive and guests' lines' interrupts, after a
@@ -32,13 +32,13 @@ use crate::timer::{Sleep, earliest};
 
 use super::evtchn::SharedInfoBits;
 use super::traps::Current;
-use super::{apic, cpu, percpu, pirq, serial, time};
+use super::{apic, percpu, pirq, serial, time};
 
 /// Handles and acknowledges the interrupt on `vector`; returns whether
 /// [`run_due`] has work from it (the timer fired, or console input came
 /// in). Takes only leaf locks (the console's): it also runs for
-/// interrupts taken while the hypervisor waits in [`idle`], holding this
-/// CPU's state and the running domain's slot.
+/// interrupts taken while the hypervisor waits (`traps::idle`, holding
+/// this CPU's state, and a started CPU's idle loop).
 pub fn acknowledge(vector: u64) -> bool {
     match vector {
         v if v == u64::from(apic::TIMER_VECTOR) => {
@@ -254,13 +254,4 @@ fn other_domains_due(running: DomId, now: u64) -> (Option<u64>, bool, bool) {
         }
     }
     (next, woke, runnable)
-}
-
-/// Waits, with interrupts enabled, until an interrupt (the hypervisor's
-/// timer, armed by [`run_due`] for the next deadline), then runs what is
-/// due. For a CPU on which no vCPU can run; `current` is the last one that
-/// ran here.
-pub fn idle(current: &mut Current) {
-    cpu::wait_for_interrupt();
-    run_due(current);
 }

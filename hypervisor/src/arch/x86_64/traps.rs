@@ -281,9 +281,10 @@ fn reschedule(
                 if !saved {
                     note_stopped(entry, index, now);
                 }
-                if let Some(mut current) = Current::of(entry, index, cpu) {
-                    schedule::idle(&mut current);
-                }
+                guard = idle(cpu, guard, index);
+                let Some(entry) = guard.as_deref_mut() else {
+                    panic!("dom0 left its slot while this CPU waited")
+                };
                 if let RunState::ShutDown(reason) = entry.domain.state {
                     shut_down = Some(reason);
                 }
@@ -303,6 +304,29 @@ fn reschedule(
             return;
         }
     }
+}
+
+/// Waits, with interrupts enabled, until an interrupt (the hypervisor's
+/// timer, armed by `run_due` for the next deadline, or another CPU's
+/// event-check IPI), then runs what is due for vCPU `index` of the
+/// running domain (dom0), whose slot `guard` holds. The slot is released
+/// for the wait, so that another CPU can reach dom0 meanwhile; this CPU's
+/// own state stays locked (no other CPU takes it), and the vCPU's context
+/// stays here (`Vcpu::on_cpu`: no other CPU is offered it). For a CPU on
+/// which no vCPU can run.
+fn idle(cpu: &mut PerCpu, guard: SlotGuard, index: usize) -> SlotGuard {
+    drop(guard);
+    let Some(Running { slot, .. }) = cpu.running else {
+        panic!("idle while no domain runs here")
+    };
+    cpu::wait_for_interrupt();
+    let mut guard = slot.lock();
+    if let Some(entry) = guard.as_deref_mut()
+        && let Some(mut current) = Current::of(entry, index, cpu)
+    {
+        schedule::run_due(&mut current);
+    }
+    guard
 }
 
 /// Leaves the slot `guard` holds for domain `id`'s, whose vCPU `vcpu`
