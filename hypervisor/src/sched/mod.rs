@@ -92,6 +92,21 @@ pub fn kicked_ids(mut kicked: u64) -> impl Iterator<Item = u32> {
     })
 }
 
+/// The physical CPUs other than `cpu` (bit `c`: CPU `c`) that hold the
+/// context of one of `vcpus` named in `woken` (bit `n`: vCPU `n`, its
+/// upcall newly raised or its wait ended): each must take an event-check
+/// IPI, so that the vCPU running there delivers its upcall on its way
+/// back to the guest, or the CPU idling with it looks again.
+pub fn cpus_to_kick<'a>(vcpus: impl Iterator<Item = &'a Vcpu>, woken: u64, cpu: u16) -> u64 {
+    vcpus
+        .filter(|v| woken & 1u64.checked_shl(v.id).unwrap_or(0) != 0)
+        .filter_map(|v| v.on_cpu)
+        .filter(|&on| on != cpu)
+        .fold(0, |mask, on| {
+            mask | 1u64.checked_shl(u32::from(on)).unwrap_or(0)
+        })
+}
+
 /// Marks every vCPU of `vcpus` (index = id) named in `kicked` as kicked.
 pub fn mark_kicked(vcpus: &mut [Vcpu], kicked: u64) {
     for id in kicked_ids(kicked) {
@@ -206,6 +221,21 @@ mod tests {
         assert!(wake_if_due(&mut d.vcpus[1], &bits, false, 0));
         assert!(!d.vcpus[1].kicked);
         assert_eq!(chosen(&mut d, 0..3), Some(1));
+    }
+
+    #[test]
+    fn only_cpus_holding_a_woken_vcpu_elsewhere_are_kicked() {
+        let mut v = vcpus(&[true, true, true, true]);
+        v[0].on_cpu = Some(0);
+        v[1].on_cpu = Some(3);
+        v[2].on_cpu = Some(63);
+        let kick = |woken| cpus_to_kick(v.iter(), woken, 0);
+        assert_eq!(kick(0b0001), 0, "vCPU 0 runs on the kicking CPU");
+        assert_eq!(kick(0b1000), 0, "vCPU 3 runs nowhere");
+        assert_eq!(kick(0b0010), 1 << 3);
+        assert_eq!(kick(0b1111), 1 << 3 | 1 << 63);
+        assert_eq!(kick(0b0100 | 1 << 40), 1 << 63, "no vCPU 40");
+        assert_eq!(cpus_to_kick(v.iter(), 0b0111, 3), 1 | 1 << 63);
     }
 
     #[test]

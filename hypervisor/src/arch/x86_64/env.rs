@@ -108,11 +108,19 @@ impl ArchEnv<'_, '_> {
             return;
         };
         let now = time::now_ns();
+        let mut woken = kicked;
         for vcpu in entry.vcpus.iter_mut().filter(|v| v.sleep.is_sleeping()) {
             let kick = kicked & 1u64.checked_shl(vcpu.id).unwrap_or(0) != 0;
             if crate::sched::wake_if_due(vcpu, bits, kick, now) {
                 self.current.cpu.resched = true;
+                woken |= 1u64.checked_shl(vcpu.id).unwrap_or(0);
             }
+        }
+        let elsewhere =
+            crate::sched::cpus_to_kick(entry.vcpus.iter(), woken, self.current.cpu.number);
+        if elsewhere != 0 {
+            let sent = super::percpu::send_event_checks(elsewhere);
+            self.current.vcpu.stats.add(Counter::Ipis, sent);
         }
     }
 

@@ -164,6 +164,21 @@ pub fn cpu(cpu: usize) -> Option<&'static CpuSlot> {
     CPUS.get(cpu)
 }
 
+/// Sends an event-check IPI to every CPU of `cpus` (bit `c`: CPU `c`)
+/// that is up; returns how many were sent (for `Counter::Ipis`).
+#[cold]
+pub fn send_event_checks(cpus: u64) -> u64 {
+    let mut sent = 0;
+    for c in crate::sched::kicked_ids(cpus) {
+        let slot = usize::try_from(c).ok().and_then(cpu);
+        if let Some(id) = slot.and_then(CpuSlot::apic_id) {
+            super::apic::send_event_check(id);
+            sent += 1;
+        }
+    }
+    sent
+}
+
 /// This CPU's slot: the one its trampoline's data page names.
 #[inline(always)]
 pub fn this_cpu() -> &'static CpuSlot {

@@ -22,6 +22,7 @@ use core::iter;
 
 use dom0_abi::event_channel::Virq;
 use dom0_abi::sched::ShutdownReason;
+use dom0_abi::stats::Counter;
 
 use dom0_abi::types::DomId;
 
@@ -84,9 +85,19 @@ pub fn acknowledge(vector: u64) -> bool {
 }
 
 /// Kicks the vCPUs of the running domain whose upcall was newly raised
-/// (bit `n`: vCPU `n`): those sleeping wake (through [`run_due`]).
+/// (bit `n`: vCPU `n`): those sleeping wake (through [`run_due`]), and
+/// the CPUs that hold one of them elsewhere take an event-check IPI.
 #[cold]
 pub fn note_kicks(current: &mut Current, kicked: u64) {
+    let elsewhere = sched::cpus_to_kick(
+        current.others.0.iter().chain(current.others.1.iter()),
+        kicked,
+        current.cpu.number,
+    );
+    if elsewhere != 0 {
+        let sent = percpu::send_event_checks(elsewhere);
+        current.vcpu.stats.add(Counter::Ipis, sent);
+    }
     let mut sleeping = false;
     for id in sched::kicked_ids(kicked) {
         if let Some(vcpu) = current.vcpu_by_id(id)
