@@ -23,8 +23,7 @@ use spin::{Mutex, Once};
 use crate::domain::DomainSlot;
 use crate::hypercall::HostInfo;
 use crate::iomem::{Mmcfg, ReservedMmio};
-use crate::layout::trampoline::LDT_PAGE_COUNT;
-use crate::layout::trampoline::{DATA, data};
+use crate::layout::trampoline::{DATA, LDT_PAGE_COUNT, data};
 use crate::sched::Slice;
 use crate::smp::MAX_CPUS;
 
@@ -143,9 +142,9 @@ impl CpuSlot {
     }
 }
 
-/// Every CPU's state, by CPU number (0 is the boot CPU). Each CPU locks
-/// only its own slot on an entry; another CPU's is locked only to look at
-/// what runs there (`docs/locking.md`).
+/// Every CPU's slot, by CPU number (0 is the boot CPU). Each CPU locks
+/// only its own `state`; other CPUs read a slot's atomics
+/// (`docs/locking.md`).
 static CPUS: [CpuSlot; MAX_CPUS] = [const { CpuSlot::down() }; MAX_CPUS];
 
 /// The address of CPU `cpu`'s slot, which its trampoline's data page
