@@ -826,7 +826,7 @@ pub const TESTS: &[IntegrationTest] = &[
         expect: Expectation {
             log_lines: &[
                 &["SMP: CPU 1 (APIC id 1) up"],
-                &["SMP: CPU 3 (APIC id 3) up"],
+                &["SMP: CPU 3 (APIC id 3) up, its timer fires"],
                 &["SMP: 4 of 4 CPUs up"],
                 &["SMP: 3 of 3 started CPUs answer event-check IPIs"],
             ],

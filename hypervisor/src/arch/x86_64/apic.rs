@@ -8,13 +8,12 @@
 //! against the TSC at boot. It is armed only for the next deadline the
 //! hypervisor has (a guest timer, a poll timeout, a time slice): no
 //! periodic tick.
-use core::sync::atomic::{AtomicU64, Ordering};
-
 use spin::Once;
 
 use super::cpu::{Features, rdtsc};
 use super::msr::{rdmsr, wrmsr};
 use super::paging::phys_to_virt;
+use super::percpu;
 
 /// The timer's vector.
 pub const TIMER_VECTOR: u8 = 0xf0;
@@ -83,9 +82,6 @@ struct Apic {
 
 static APIC: Once<Apic> = Once::new();
 
-/// The TSC deadline the timer is armed for (0: disarmed).
-static ARMED: AtomicU64 = AtomicU64::new(0);
-
 impl Apic {
     /// Turns this CPU's APIC on in this mode: no task priority, spurious
     /// interrupts on [`SPURIOUS_VECTOR`], the 8259's LINT0 masked, LINT1
@@ -110,6 +106,17 @@ impl Apic {
         self.write(ESR, 0);
         let id = self.read(ID);
         if f.x2apic { id } else { id >> 24 }
+    }
+
+    /// Sets the timer up on [`TIMER_VECTOR`], disarmed: TSC-deadline
+    /// mode, or one-shot counting at divide-by-16.
+    fn timer_on(&self) {
+        if self.tsc_deadline {
+            self.write(LVT_TIMER, TIMER_TSC_DEADLINE | u32::from(TIMER_VECTOR));
+        } else {
+            self.write(TIMER_DIVIDE, DIVIDE_BY_16);
+            self.write(LVT_TIMER, u32::from(TIMER_VECTOR));
+        }
     }
 
     fn read(&self, reg: u32) -> u32 {
@@ -146,13 +153,11 @@ pub fn init(f: &Features, tsc_hz: u64) -> u32 {
         ticks_per_tsc: 0,
     };
     let id = apic.enable(f);
-    if apic.tsc_deadline {
-        apic.write(LVT_TIMER, TIMER_TSC_DEADLINE | u32::from(TIMER_VECTOR));
-    } else {
+    if !apic.tsc_deadline {
         apic.write(TIMER_DIVIDE, DIVIDE_BY_16);
         apic.ticks_per_tsc = calibrate(&apic, tsc_hz);
-        apic.write(LVT_TIMER, u32::from(TIMER_VECTOR));
     }
+    apic.timer_on();
     let apic = APIC.call_once(|| apic);
     log::info!(
         "local APIC {id}: {} mode, timer {}",
@@ -171,14 +176,14 @@ pub fn init(f: &Features, tsc_hz: u64) -> u32 {
 }
 
 /// Enables the local APIC of a CPU started after the boot CPU, in the
-/// boot CPU's mode, as [`init`] does but with its timer masked (this CPU
-/// runs no guests yet). Returns its APIC id.
+/// boot CPU's mode, as [`init`] does (the one-shot timer counts at the
+/// boot CPU's measured rate: the CPUs are the same). Returns its APIC id.
 pub fn init_secondary(f: &Features) -> u32 {
     let Some(apic) = APIC.get() else {
         return 0;
     };
     let id = apic.enable(f);
-    apic.write(LVT_TIMER, LVT_MASKED | u32::from(TIMER_VECTOR));
+    apic.timer_on();
     id
 }
 
@@ -240,7 +245,7 @@ pub fn set_timer(deadline: Option<u64>) {
         return;
     };
     let deadline = deadline.map_or(0, |d| d.max(1));
-    if ARMED.swap(deadline, Ordering::Relaxed) == deadline {
+    if percpu::this_cpu().swap_armed(deadline) == deadline {
         return;
     }
     if apic.tsc_deadline {
@@ -263,7 +268,7 @@ pub fn set_timer(deadline: Option<u64>) {
 /// Forgets the armed deadline after the timer fired (so that the same
 /// deadline can be armed again).
 pub fn timer_fired() {
-    ARMED.store(0, Ordering::Relaxed);
+    percpu::this_cpu().swap_armed(0);
 }
 
 /// The physical address of the local APIC's register page (kept from

@@ -109,6 +109,8 @@ pub struct CpuSlot {
     apic_id: AtomicU32,
     /// Event-check IPIs the CPU has taken.
     event_checks: AtomicU64,
+    /// The TSC deadline its local APIC timer is armed for (0: disarmed).
+    armed: AtomicU64,
 }
 
 impl CpuSlot {
@@ -118,6 +120,7 @@ impl CpuSlot {
             state: Mutex::new(PerCpu::DOWN),
             apic_id: AtomicU32::new(u32::MAX),
             event_checks: AtomicU64::new(0),
+            armed: AtomicU64::new(0),
         }
     }
 
@@ -134,6 +137,18 @@ impl CpuSlot {
     /// Counts an event-check IPI taken by this CPU.
     pub fn note_event_check(&self) {
         self.event_checks.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Records the TSC deadline the CPU's timer is now armed for (0:
+    /// disarmed); returns the one it had. Only the CPU itself arms its
+    /// timer.
+    pub fn swap_armed(&self, deadline: u64) -> u64 {
+        self.armed.swap(deadline, Ordering::Relaxed)
+    }
+
+    /// Whether the CPU's timer is armed.
+    pub fn timer_armed(&self) -> bool {
+        self.armed.load(Ordering::Relaxed) != 0
     }
 
     /// How many event-check IPIs the CPU has taken.

@@ -33,6 +33,8 @@ use super::{apic, entry, mem, msr, paging, time};
 
 /// How long a started CPU has to report, in nanoseconds.
 const ANSWER_NS: u64 = 1_000_000_000;
+/// How far ahead a started CPU arms its timer to check that it fires.
+const TIMER_CHECK_NS: u64 = 1_000_000;
 /// The wait after INIT before the first start-up IPI (10 ms, as the
 /// MultiProcessor Specification asks).
 const INIT_DELAY_NS: u64 = 10_000_000;
@@ -408,6 +410,18 @@ fn start_one(
     true
 }
 
+/// Arms this CPU's timer [`TIMER_CHECK_NS`] ahead and waits, halted with
+/// interrupts on, until it has fired. A CPU whose timer never fires stays
+/// halted here and never reports: the boot CPU parks it as one that did
+/// not come up.
+fn wait_for_timer() {
+    let slot = percpu::this_cpu();
+    apic::set_timer(time::tsc_at(time::now_ns().saturating_add(TIMER_CHECK_NS)));
+    while slot.timer_armed() {
+        cpu::wait_for_interrupt();
+    }
+}
+
 /// Spins for `ns` nanoseconds.
 fn wait_ns(ns: u64) {
     let until = time::now_ns().saturating_add(ns);
@@ -431,7 +445,11 @@ extern "C" fn ap_entry(start: &'static ApStart) -> ! {
     let slot = percpu::this_cpu();
     *slot.state.lock() = PerCpu::new(start.index, start.views);
     slot.set_apic_id(id);
-    log::info!("SMP: CPU {} (APIC id {id}) up", start.index);
+    wait_for_timer();
+    log::info!(
+        "SMP: CPU {} (APIC id {id}) up, its timer fires",
+        start.index
+    );
     start.online.store(true, Ordering::Release);
     loop {
         cpu::wait_for_interrupt();
