@@ -28,9 +28,6 @@ pub const T_FLUSH: u32 = 4;
 /// `VIRTIO_BLK_S_OK`.
 pub const S_OK: u8 = 0;
 
-/// How long a request may take before the driver reports a timeout.
-const TIMEOUT_MS: u64 = 5_000;
-
 /// A disk as the block back end sees it.
 pub trait BlockDevice {
     /// Capacity in 512-byte sectors.
@@ -159,9 +156,9 @@ impl<P: Platform> VirtioBlk<P> {
         n += 1;
         let head = self.queue.add(&chain[..n])?;
         self.transport.notify(self.queue.index())?;
-        let (id, _) =
-            self.transport
-                .wait_used(&mut self.queue, TIMEOUT_MS, SplitQueue::pop_used)?;
+        let (id, _) = self
+            .transport
+            .wait_used(&mut self.queue, SplitQueue::pop_used)?;
         if id != head {
             return Err(Error::BadUsed);
         }

@@ -44,7 +44,7 @@ impl Region for Page {
 pub struct NoIrq;
 
 impl Interrupt for NoIrq {
-    fn wait(&mut self, _timeout_ms: u64) -> bool {
+    fn wait(&mut self, _timeout_ms: Option<u64>) -> bool {
         false
     }
     fn eoi(&mut self) {}

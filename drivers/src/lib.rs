@@ -82,10 +82,11 @@ pub trait Platform {
 
 /// A device interrupt as the driver sees it.
 pub trait Interrupt {
-    /// Blocks until the interrupt fires or `timeout_ms` pass; `true` if
-    /// it fired. The driver then acknowledges it at the device and calls
-    /// [`Interrupt::eoi`].
-    fn wait(&mut self, timeout_ms: u64) -> bool;
+    /// Blocks until the interrupt fires, or `timeout_ms` pass if given
+    /// (`None`: no timer at all, so an idle CPU under `-icount` has no
+    /// deadline to jump the clock to); `true` if it fired. The driver then
+    /// acknowledges it at the device and calls [`Interrupt::eoi`].
+    fn wait(&mut self, timeout_ms: Option<u64>) -> bool;
     /// Ends the interrupt, so the line may fire again.
     fn eoi(&mut self);
 }

@@ -24,8 +24,6 @@ const RX_QUEUE: u16 = 16;
 const RX: u16 = 0;
 /// The transmit queue's index.
 const TX: u16 = 1;
-/// How long a transmission may take.
-const TIMEOUT_MS: u64 = 5_000;
 
 /// A network card as the bridge sees it.
 pub trait NetDevice {
@@ -127,7 +125,7 @@ impl<P: Platform> NetDevice for VirtioNet<P> {
         self.transport.notify(TX)?;
         let (id, _) = self
             .transport
-            .wait_used(&mut self.tx, TIMEOUT_MS, SplitQueue::pop_used)?;
+            .wait_used(&mut self.tx, SplitQueue::pop_used)?;
         if id == head {
             Ok(())
         } else {
@@ -161,7 +159,7 @@ impl<P: Platform> NetDevice for VirtioNet<P> {
         if self.rx.has_used() {
             return true;
         }
-        self.transport.wait_interrupt(timeout_ms);
+        self.transport.wait_interrupt(Some(timeout_ms));
         self.rx.has_used()
     }
 }

@@ -37,6 +37,10 @@ pub const STATUS_NEEDS_RESET: u8 = 64;
 /// Device status: the driver gave up on the device.
 pub const STATUS_FAILED: u8 = 128;
 
+/// Interrupts in a row that bring no used buffer before
+/// [`Transport::wait_used`] gives up with [`Error::Timeout`].
+pub const FRUITLESS_WAKES: u32 = 64;
+
 /// ISR bit: a queue has used buffers.
 pub const ISR_QUEUE: u8 = 1;
 /// ISR bit: the device configuration changed.
@@ -412,30 +416,35 @@ impl<P: Platform> Transport<P> {
 
     /// Waits until queue `queue` has a used buffer: checks it, then blocks
     /// on the interrupt (acknowledging it at the device and ending it each
-    /// time) until `pop` finds one or `timeout_ms` pass without an
-    /// interrupt.
+    /// time) until `pop` finds one. No timer is armed: a device that
+    /// answers interrupts once per completion, so the steady state is one
+    /// wake-up per request, and a timeout measured in system time would
+    /// fire under `-icount`, where an idle CPU jumps the clock to the next
+    /// deadline at once. The last resort is counted in wake-ups instead:
+    /// [`FRUITLESS_WAKES`] interrupts in a row that bring nothing give
+    /// [`Error::Timeout`]. A device that never interrupts again blocks the
+    /// caller (as Linux's virtio-blk, which has no request timeout).
     pub fn wait_used<T>(
         &mut self,
         queue: &mut SplitQueue<P::Page>,
-        timeout_ms: u64,
         mut pop: impl FnMut(&mut SplitQueue<P::Page>) -> Result<Option<T>, Error>,
     ) -> Result<T, Error> {
-        loop {
+        for _ in 0..=FRUITLESS_WAKES {
             if let Some(done) = pop(queue)? {
                 return Ok(done);
             }
             if self.status() & STATUS_NEEDS_RESET != 0 {
                 return Err(Error::NeedsReset);
             }
-            if !self.wait_interrupt(timeout_ms) {
-                return pop(queue)?.ok_or(Error::Timeout);
-            }
+            self.wait_interrupt(None);
         }
+        pop(queue)?.ok_or(Error::Timeout)
     }
 
-    /// Blocks until the device interrupts or `timeout_ms` pass; acknowledges
-    /// and ends the interrupt. Returns whether it fired.
-    pub fn wait_interrupt(&mut self, timeout_ms: u64) -> bool {
+    /// Blocks until the device interrupts or `timeout_ms` pass (`None`:
+    /// no timeout); acknowledges and ends the interrupt. Returns whether
+    /// it fired.
+    pub fn wait_interrupt(&mut self, timeout_ms: Option<u64>) -> bool {
         let fired = self.irq.wait(timeout_ms);
         self.read_isr();
         self.irq.eoi();

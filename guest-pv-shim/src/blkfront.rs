@@ -463,10 +463,13 @@ mod disk {
             u32::try_from(window + 8).map_err(|_| BlkError::Handshake("window"))
         }
     }
-    /// How long one wait for a response sleeps at most (ns).
-    const POLL_NS: u64 = 1_000_000_000;
-    /// Waits before a request times out.
-    const WAITS: u32 = 10;
+    /// Wake-ups in a row that bring no response before a request times
+    /// out. The wait arms no timer: under `-icount` an idle CPU jumps the
+    /// clock to the next deadline at once, so a timeout in system time
+    /// would fire while dom0 still serves the request. The back end
+    /// notifies once per batch of responses, so the steady state is one
+    /// wake-up per request.
+    const WAITS: u32 = 64;
 
     /// A connected virtual block device.
     pub struct Disk {
@@ -592,17 +595,18 @@ mod disk {
             self.wait()
         }
 
-        /// Waits for the response to the request in flight.
+        /// Waits for the response to the request in flight: sleeps on the
+        /// ring's port (no timeout) until it comes, giving up after
+        /// [`WAITS`] wake-ups without one.
         fn wait(&mut self) -> Result<BlkifResponse, BlkError> {
             for _ in 0..WAITS {
                 if let Some(rsp) = self.front.poll()? {
                     return Ok(rsp);
                 }
-                let now = shared::system_time_of(0).unwrap_or(0);
-                hypercall::sched_poll(&[self.port], now.saturating_add(POLL_NS));
+                hypercall::sched_poll(&[self.port], 0);
                 shared::clear_evtchn_pending(self.port);
             }
-            Err(BlkError::Timeout)
+            self.front.poll()?.ok_or(BlkError::Timeout)
         }
 
         /// Moves `bytes` at `sector` with `op`; the data is in the data

@@ -110,12 +110,13 @@ pub struct Pirq {
 }
 
 impl Interrupt for Pirq {
-    fn wait(&mut self, timeout_ms: u64) -> bool {
-        let now = shared::system_time_of(0).unwrap_or(0);
-        hypercall::sched_poll(
-            &[self.port],
-            now.saturating_add(timeout_ms.saturating_mul(1_000_000)),
-        );
+    fn wait(&mut self, timeout_ms: Option<u64>) -> bool {
+        let deadline = timeout_ms.map_or(0, |ms| {
+            shared::system_time_of(0)
+                .unwrap_or(0)
+                .saturating_add(ms.saturating_mul(1_000_000))
+        });
+        hypercall::sched_poll(&[self.port], deadline);
         shared::clear_evtchn_pending(self.port).unwrap_or(false)
     }
 

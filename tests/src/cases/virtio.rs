@@ -309,5 +309,5 @@ pub fn run_net(_start_info: &'static StartInfo) {
     // User networking answers at once, so the driver may never have had
     // to wait; then the interrupt the completions raised is still pending.
     let waited = net.transport().interrupts();
-    check_interrupts(waited.max(u64::from(net.transport_mut().wait_interrupt(1000))));
+    check_interrupts(waited.max(u64::from(net.transport_mut().wait_interrupt(Some(1000)))));
 }
