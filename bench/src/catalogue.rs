@@ -193,7 +193,28 @@ pub const ALL: &[Benchmark] = &[
         items_per_sample: 1,
         what: "a domU reads its own `name` node: the request on its store ring, an event to dom0, dom0's xenstored answering, the reply read back (measured by the pong domU, domu-demo/src/xenstore.rs)",
     },
+    Benchmark {
+        name: "blk_read_dom0",
+        unit: "tsc/MiB",
+        sample: "read",
+        items_per_sample: BLK_READ_MIB,
+        what: "dom0 reads its virtio disk sequentially in 64 KiB reads through its own driver: the instructions of every domain and the hypervisor, idle time taken out (measured by the toolstack dom0 with readbench, dom0/src/readbench.rs)",
+    },
+    Benchmark {
+        name: "blk_read_domu",
+        unit: "tsc/MiB",
+        sample: "read",
+        items_per_sample: BLK_READ_MIB,
+        what: "a domU reads the same bytes (phy:vda) in 64 KiB units through blkfront and dom0's blkback: the instructions of every domain and the hypervisor, idle time taken out (domu-demo disk readbench, timed by dom0)",
+    },
 ];
+
+/// MiB the block benchmarks read (the whole test disk), in one sample.
+pub const BLK_READ_MIB: u32 = 64;
+/// The `disk` domU's console line just before its timed read.
+pub const BLK_READ_START: &str = "readbench: start";
+/// Its console line just after.
+pub const BLK_READ_DONE: &str = "readbench: done";
 
 /// The benchmark called `name`.
 #[must_use]

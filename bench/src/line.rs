@@ -21,7 +21,8 @@
 
 use core::fmt;
 
-use crate::stats::{Fixed, Summary};
+use crate::catalogue;
+use crate::stats::{Fixed, Samples, Summary};
 
 /// First word of a result line.
 pub const BENCH: &str = "BENCH";
@@ -53,6 +54,22 @@ pub fn write_measured(
         "{BENCH} {name} {unit} mean={} min={} n={}",
         summary.mean, summary.min, summary.n
     )
+}
+
+/// Writes the `BENCH` line of the catalogued benchmark `name` from its
+/// `samples` ([`write_measured`] per item as [`catalogue`] says, or
+/// [`write_failed`] without samples); nothing for a name not catalogued.
+///
+/// # Errors
+/// Whatever `out` returns.
+pub fn write_catalogued(out: &mut impl fmt::Write, name: &str, samples: &Samples) -> fmt::Result {
+    let Some(bench) = catalogue::find(name) else {
+        return Ok(());
+    };
+    match samples.summary(bench.items_per_sample) {
+        Some(summary) => write_measured(out, name, bench.unit, &summary),
+        None => write_failed(out, name),
+    }
 }
 
 /// Writes `BENCH <name> unsupported`.

@@ -42,6 +42,10 @@ const SUITE: &str = "pv-bench";
 const NO_SECOND_DOMAIN: &str = "needs a second domain, which this guest does not build: \
      `cargo xtask bench` measures it in a run of the toolstack dom0 with a domU";
 
+/// Why the block benchmarks are not measured here.
+const NO_DISK: &str = "needs a virtio disk, dom0's drivers and a domU: `cargo xtask bench` \
+     measures them in a run of the toolstack dom0 with a disk";
+
 /// Runs the benchmark `bench` (by name) and returns its outcome.
 fn run_one(
     h: &Harness,
@@ -78,6 +82,7 @@ fn run_one(
         "evtchn_interdomain_pingpong" | "xenstore_read" => {
             Err(NotRun::Unsupported(Reason::Text(NO_SECOND_DOMAIN)))
         }
+        "blk_read_dom0" | "blk_read_domu" => Err(NotRun::Unsupported(Reason::Text(NO_DISK))),
         _ => match MMU_UPDATE_BATCHES
             .iter()
             .find(|&&n| catalogue::mmu_update(n).is_some_and(|b| b.name == name))

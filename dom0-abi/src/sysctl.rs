@@ -78,6 +78,13 @@ numbered_enum! {
         /// domains with ids `>= first_domain`, in id order; OUT:
         /// `num_domains`. `EFAULT`: `buffer` unwritable.
         GetDomainInfoList = 6, "getdomaininfolist";
+        /// `u`: [`GetCpuInfo`] (IN/OUT). Writes one [`CpuInfo`] (the
+        /// CPU's idle time in ns of system time) for each of the first
+        /// `max_cpus` CPUs the hypervisor knows (`nr_cpu_ids`; an offline
+        /// one has 0) into the array at `info`; OUT: `nr_cpus` = records
+        /// written. `EFAULT`: a record cannot be written (those before it
+        /// are, `nr_cpus` is not).
+        GetCpuInfo = 8, "getcpuinfo";
     }
 }
 
@@ -194,6 +201,32 @@ pub struct GetDomainInfoList {
     pub pad2: u32,
 }
 
+/// `struct xen_sysctl_getcpuinfo` (24 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GetCpuInfo {
+    /// IN: capacity of `info` in records.
+    pub max_cpus: u32,
+    /// Padding.
+    pub pad: u32,
+    /// IN: address of an array of [`CpuInfo`] records.
+    pub info: u64,
+    /// OUT: records written.
+    pub nr_cpus: u32,
+    /// Padding.
+    pub pad2: u32,
+}
+
+/// `struct xen_sysctl_cpuinfo` (8 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuInfo {
+    /// The CPU's time spent idle, in ns of system time.
+    pub idletime: u64,
+}
+
+crate::assert_layout!(GetCpuInfo, 24, { max_cpus: 0, pad: 4, info: 8, nr_cpus: 16, pad2: 20 });
+crate::assert_layout!(CpuInfo, 8, { idletime: 0 });
 crate::assert_layout!(Sysctl, 136, { cmd: 0, interface_version: 4, u: 8 });
 crate::assert_layout!(ReadConsole, 24, {
     clear: 0, incremental: 1, pad: 2, index: 4, buffer: 8, count: 16, pad2: 20,

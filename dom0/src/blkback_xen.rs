@@ -191,6 +191,15 @@ impl Blkback {
         }
     }
 
+    /// Opens dom0's own disk `name` (`vda`, `vda1`, ...) read-only, for
+    /// dom0 itself (the block benchmark's reference).
+    ///
+    /// # Errors
+    /// No such disk or partition.
+    pub fn open_own(&mut self, name: &str) -> Result<Box<dyn BlockDevice>, &'static str> {
+        self.disks.open(name, false)
+    }
+
     /// Opens the disk `spec` for domU `domid` and has its back end wait
     /// for the front end (`InitWait`); the toolstack's nodes are written.
     fn add(

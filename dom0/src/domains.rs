@@ -394,6 +394,7 @@ fn drain(domu: &mut Domu) {
         show(name, line, text);
         grants.on_line(domid, name, text);
         crate::pingpong::on_line(domid, name, text);
+        crate::readbench::on_line(text);
     });
     if consumed > 0 {
         hypercall::evtchn_send(domu.local_port);

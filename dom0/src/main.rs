@@ -22,6 +22,10 @@
 //! - `timeout=<seconds>`: give up waiting after this long (default 60).
 //! - `nic`: bring up the machine's virtio-net card first and make it the
 //!   uplink port of the vifs' bridge (`docs/network.md`).
+//! - `readbench`: first read the virtio disk `vda` through dom0's own
+//!   driver and print the block benchmark's reference (`blk_read_dom0`),
+//!   then time a `disk` domU's read through blkback (`blk_read_domu`,
+//!   [`readbench`]).
 //!
 //! Its output is XTF-style (`ok:` lines and one `Test result:`), so the
 //! same run is compared between this hypervisor and Xen 4.17.
@@ -37,6 +41,7 @@ mod domains;
 mod grants;
 mod netback;
 mod pingpong;
+mod readbench;
 mod scale;
 mod share;
 mod shell;
@@ -113,6 +118,9 @@ fn dom0_main(si: &'static StartInfo) {
         && let Some(uplink) = netback::Uplink::probe()
     {
         domains.set_uplink(uplink);
+    }
+    if cmdline::has_flag(line, b"readbench") {
+        readbench::run(domains.blk().0);
     }
     match option(line, b"script") {
         Some(name) => match archive.find(name).map(|f| core::str::from_utf8(f.data)) {

@@ -17,7 +17,6 @@ use alloc::string::String;
 
 use guest_pv_shim::dom0_abi::domctl::DomInfoFlags;
 use guest_pv_shim::{hypercall, report, shared};
-use pv_bench::catalogue;
 use pv_bench::line;
 use pv_bench::stats::Samples;
 use toolstack::xen::domain_info;
@@ -125,11 +124,9 @@ fn bounce(domid: u16, name: &str, port: u32, rounds: u32) {
         hypercall::evtchn_close(local),
         0,
     );
-    if let Some(bench) = catalogue::find(BENCH)
-        && let Some(summary) = samples.summary(bench.items_per_sample)
-    {
+    if samples.count() > 0 {
         let mut text = String::new();
-        if line::write_measured(&mut text, BENCH, bench.unit, &summary).is_ok() {
+        if line::write_catalogued(&mut text, BENCH, &samples).is_ok() {
             hypercall::console_write(text.as_bytes());
         }
     }

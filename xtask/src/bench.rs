@@ -291,20 +291,55 @@ fn guest_args(args: &BenchArgs) -> String {
 enum BenchDom0<'a> {
     /// The benchmark guest.
     Guest(&'a Path),
-    /// The toolstack dom0 with the `pong` domU, which measure
-    /// [`TOOLSTACK_BENCHES`].
+    /// The toolstack dom0 with domUs that measure what the benchmark
+    /// guest cannot (a [`ToolstackRun`]).
     Toolstack {
         /// The dom0 image.
         dom0: &'a Path,
         /// Its ramdisk.
         ramdisk: &'a Path,
+        /// The run.
+        run: &'a ToolstackRun,
+        /// The disk image attached as a virtio disk, if the run needs one.
+        disk: Option<&'a Path>,
     },
 }
 
-/// The benchmarks the toolstack run measures (two domains are needed:
-/// the benchmark guest cannot build a second one): dom0 times the event
-/// ping-pong, the `pong` domU its xenstore reads.
-const TOOLSTACK_BENCHES: [&str; 2] = ["evtchn_interdomain_pingpong", "xenstore_read"];
+/// A boot of the toolstack dom0 that measures benchmarks the benchmark
+/// guest reports unsupported (they need a second domain or a device).
+pub struct ToolstackRun {
+    /// The benchmarks it measures.
+    pub names: &'static [&'static str],
+    /// The domUs in dom0's ramdisk.
+    pub domus: DomuSet,
+    /// dom0's command line.
+    pub dom0_args: &'static str,
+    /// Whether it needs a virtio disk (a fresh test image).
+    pub disk: bool,
+    /// The log's name suffix.
+    pub log_suffix: &'static str,
+}
+
+/// The toolstack runs: the interdomain ping-pong with its pong domU
+/// (dom0 times the ping-pong, the `pong` domU its xenstore reads), and
+/// the block reads through dom0's driver and through blkback (dom0 reads
+/// the disk, then the `disk` domU reads it again).
+pub const TOOLSTACK_RUNS: &[ToolstackRun] = &[
+    ToolstackRun {
+        names: &["evtchn_interdomain_pingpong", "xenstore_read"],
+        domus: DomuSet::Pong,
+        dom0_args: "expect=poweroff",
+        disk: false,
+        log_suffix: "-toolstack",
+    },
+    ToolstackRun {
+        names: &["blk_read_dom0", "blk_read_domu"],
+        domus: DomuSet::BlkBench,
+        dom0_args: "expect=poweroff readbench timeout=600",
+        disk: true,
+        log_suffix: "-blk",
+    },
+];
 
 /// Boots `kernel` with `dom0` and reads the results; the log is
 /// `<platform><log_suffix>.log`.
@@ -316,6 +351,7 @@ fn boot(
     args: &BenchArgs,
     log_dir: &Path,
 ) -> Result<PlatformRun, String> {
+    let mut machine = BENCH_MACHINE;
     let (modules, log_suffix) = match dom0 {
         BenchDom0::Guest(guest) => (
             vec![Module {
@@ -324,26 +360,34 @@ fn boot(
             }],
             "",
         ),
-        BenchDom0::Toolstack { dom0, ramdisk } => (
-            vec![
-                Module {
-                    path: dom0.to_path_buf(),
-                    args: "expect=poweroff".to_owned(),
-                },
-                Module {
-                    path: ramdisk.to_path_buf(),
-                    args: String::new(),
-                },
-            ],
-            "-toolstack",
-        ),
+        BenchDom0::Toolstack {
+            dom0,
+            ramdisk,
+            run,
+            disk,
+        } => {
+            machine.devices.disk = disk.map(Path::to_path_buf);
+            (
+                vec![
+                    Module {
+                        path: dom0.to_path_buf(),
+                        args: run.dom0_args.to_owned(),
+                    },
+                    Module {
+                        path: ramdisk.to_path_buf(),
+                        args: String::new(),
+                    },
+                ],
+                run.log_suffix,
+            )
+        }
     };
     let boot = Boot::Direct {
         kernel: kernel.to_path_buf(),
         append: append.to_owned(),
         modules,
     };
-    let qemu_args = qemu::qemu_args(&BENCH_MACHINE, &boot)?;
+    let qemu_args = qemu::qemu_args(&machine, &boot)?;
     eprintln!("xtask: benchmarking on {}{log_suffix}", platform.name());
     let result = qemu::run(&RunSpec {
         args: qemu_args.clone(),
@@ -370,31 +414,29 @@ fn boot(
     })
 }
 
-/// Puts the toolstack run's measurements of [`TOOLSTACK_BENCHES`] into
-/// `run` (the benchmark guest's, which reports them unsupported); a
-/// toolstack run that did not reach its end leaves them failed.
-fn merge_toolstack(run: &mut PlatformRun, toolstack: &PlatformRun) {
-    for name in TOOLSTACK_BENCHES {
-        let results = &mut run.results;
-        if !results.cells.contains_key(name) {
-            results.order.push(name.to_owned());
-        }
-        let cell = match toolstack.cell(name) {
-            cell @ Cell::Measured { .. } if toolstack.completed() => cell,
-            _ => Cell::Failed,
-        };
-        results.notes.remove(name);
-        if cell == Cell::Failed {
-            results.notes.insert(
-                name.to_owned(),
-                format!("the toolstack run ended with {}", toolstack.outcome),
-            );
-        }
-        if let Some(unit) = toolstack.results.units.get(name) {
-            results.units.insert(name.to_owned(), unit.clone());
-        }
-        results.cells.insert(name.to_owned(), cell);
+/// Puts the toolstack run's measurement of `name` into `run` (the
+/// benchmark guest's, which reports it unsupported); a toolstack run
+/// that did not reach its end leaves it failed.
+fn merge_toolstack(run: &mut PlatformRun, toolstack: &PlatformRun, name: &str) {
+    let results = &mut run.results;
+    if !results.cells.contains_key(name) {
+        results.order.push(name.to_owned());
     }
+    let cell = match toolstack.cell(name) {
+        cell @ Cell::Measured { .. } if toolstack.completed() => cell,
+        _ => Cell::Failed,
+    };
+    results.notes.remove(name);
+    if cell == Cell::Failed {
+        results.notes.insert(
+            name.to_owned(),
+            format!("the toolstack run ended with {}", toolstack.outcome),
+        );
+    }
+    if let Some(unit) = toolstack.results.units.get(name) {
+        results.units.insert(name.to_owned(), unit.clone());
+    }
+    results.cells.insert(name.to_owned(), cell);
 }
 
 /// Writes a run's serial log followed by the QEMU command and outcome.
@@ -902,15 +944,17 @@ pub fn bench(workspace: &Workspace, args: &BenchArgs) -> Result<u8, String> {
     if args.against_xen {
         targets.push((Platform::Xen, xen::unpack(&log_dir)?, xen::XEN_ARGS));
     }
-    let toolstack_run = args
-        .only
-        .as_deref()
-        .is_none_or(|only| only.split(',').any(|n| TOOLSTACK_BENCHES.contains(&n)));
-    let ramdisk = if toolstack_run {
-        Some(DomuSet::Pong.write(workspace, &log_dir)?)
-    } else {
-        None
+    let selected = |name: &str| {
+        args.only
+            .as_deref()
+            .is_none_or(|only| only.split(',').any(|n| n == name))
     };
+    let mut extra = Vec::new();
+    for run in TOOLSTACK_RUNS {
+        if run.names.iter().any(|n| selected(n)) {
+            extra.push((run, run.domus.write(workspace, &log_dir)?));
+        }
+    }
     let mut runs = Vec::new();
     for (platform, kernel, append) in &targets {
         let mut run = boot(
@@ -921,14 +965,26 @@ pub fn bench(workspace: &Workspace, args: &BenchArgs) -> Result<u8, String> {
             args,
             &log_dir,
         )?;
-        if let Some(ramdisk) = &ramdisk {
+        for (toolstack_run, ramdisk) in &extra {
+            let image = log_dir.join(format!(
+                "{}{}.img",
+                platform.name(),
+                toolstack_run.log_suffix
+            ));
+            if toolstack_run.disk {
+                crate::disk::create(&image)?;
+            }
             let dom0 = workspace.dom0();
             let toolstack = BenchDom0::Toolstack {
                 dom0: &dom0,
                 ramdisk,
+                run: toolstack_run,
+                disk: toolstack_run.disk.then_some(image.as_path()),
             };
             let measured = boot(*platform, kernel, append, &toolstack, args, &log_dir)?;
-            merge_toolstack(&mut run, &measured);
+            for name in toolstack_run.names {
+                merge_toolstack(&mut run, &measured, name);
+            }
         }
         runs.push(run);
     }

@@ -132,6 +132,9 @@ pub enum DomuSet {
     /// 1:2:4:8 (two each), measured by the shell's `cpu-share`
     /// (`share.xl`).
     Fairness,
+    /// The `disk` domU reading the whole virtio disk (`phy:vda`, read-only)
+    /// for the block benchmark (`readbench`, `blk_read_domu`).
+    BlkBench,
     /// The demo domU answering dom0's events (`pong`): the cross-domain
     /// wake test and the interdomain ping-pong benchmark.
     Pong,
@@ -337,6 +340,7 @@ impl DomuSet {
             DomuSet::Web => "web",
             DomuSet::Scenario => "scenario",
             DomuSet::Fairness => "fairness",
+            DomuSet::BlkBench => "blk-bench",
             DomuSet::Pong => "pong",
             DomuSet::Scale => "scale",
             DomuSet::Typist => "typist",
@@ -354,6 +358,12 @@ impl DomuSet {
                 "typist.cfg",
                 "# The demo domU reading a line from its console input.\n\
                  name = \"typist\"\nkernel = \"domu-demo\"\nmemory = 4\ncmdline = \"input\"\n",
+            )],
+            DomuSet::BlkBench => &[(
+                "bench.cfg",
+                "# The disk domU reading all of dom0's virtio disk for the block benchmark.\n\
+                 name = \"disk\"\nkernel = \"domu-demo\"\nmemory = 8\n\
+                 cmdline = \"disk readbench\"\ndisk = ['phy:vda,xvda,r']\n",
             )],
             DomuSet::Pong => &[(
                 "pong.cfg",
@@ -529,6 +539,7 @@ mod tests {
             DomuSet::PhyDiskHotplug,
             DomuSet::Scenario,
             DomuSet::Fairness,
+            DomuSet::BlkBench,
             DomuSet::Pong,
             DomuSet::Scale,
             DomuSet::Typist,

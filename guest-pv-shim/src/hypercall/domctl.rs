@@ -8,7 +8,7 @@
 use dom0_abi::Hypercall;
 use dom0_abi::cpu::VcpuGuestContext;
 use dom0_abi::domctl::{Domctl, DomctlCmd, VcpuContext};
-use dom0_abi::sysctl::{GetDomainInfoList, Sysctl, SysctlCmd};
+use dom0_abi::sysctl::{CpuInfo, GetCpuInfo, GetDomainInfoList, Sysctl, SysctlCmd};
 use dom0_abi::wire::Wire;
 
 use super::{addr_of, addr_of_mut, raw};
@@ -98,6 +98,23 @@ pub fn sysctl_getdomaininfolist(
     let done = op
         .payload::<GetDomainInfoList>()
         .map_or(0, |l| l.num_domains);
+    (ret, done)
+}
+
+/// `XEN_SYSCTL_getcpuinfo` into `out` (one record per CPU, from CPU 0):
+/// the result and the number of records written.
+pub fn sysctl_getcpuinfo(out: &mut [CpuInfo]) -> (i64, u32) {
+    let arg = GetCpuInfo {
+        max_cpus: u32::try_from(out.len()).unwrap_or(u32::MAX),
+        info: addr_of_mut(out),
+        ..GetCpuInfo::default()
+    };
+    let mut op = Sysctl::new(SysctlCmd::GetCpuInfo, &arg);
+    // SAFETY: the handle points at `out`, exclusively borrowed, with room
+    // for `max_cpus` 8-byte records (`CpuInfo` is `repr(C)` with that
+    // size).
+    let ret = unsafe { sysctl_raw(&mut op) };
+    let done = op.payload::<GetCpuInfo>().map_or(0, |c| c.nr_cpus);
     (ret, done)
 }
 

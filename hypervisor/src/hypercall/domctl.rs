@@ -45,8 +45,8 @@ use dom0_abi::domctl::{
 use dom0_abi::event_channel::Virq;
 use dom0_abi::hypercall::{HYPERCALL_PAGE_SIZE, fill_hypercall_page};
 use dom0_abi::sysctl::{
-    GetDomainInfoList, PhysCap, PhysInfo, ReadConsole, SchedId, Sysctl, SysctlCmd,
-    XEN_SYSCTL_INTERFACE_VERSION,
+    CpuInfo, GetCpuInfo, GetDomainInfoList, PhysCap, PhysInfo, ReadConsole, SchedId, Sysctl,
+    SysctlCmd, XEN_SYSCTL_INTERFACE_VERSION,
 };
 use dom0_abi::types::{DomId, Mfn};
 use dom0_abi::vcpu::RUNSTATE_RUNNING;
@@ -149,6 +149,10 @@ pub trait ControlEnv: MmuEnv {
     fn remove_domain(&mut self, id: DomId) -> Option<Box<DomainEntry>>;
     /// The machine's facts.
     fn machine_info(&mut self) -> MachineInfo;
+    /// How long physical CPU `cpu` (an index into
+    /// [`super::Env::host`]'s `pcpus`) has been idle, in ns of system
+    /// time (0 for one that is not online).
+    fn idle_ns(&mut self, cpu: usize) -> u64;
     /// Reads the hypervisor's console log (`crate::console::LogRing`) into
     /// the caller's `buffer`: the bytes copied and the position after
     /// them; `EFAULT` if a piece cannot be written.
@@ -421,6 +425,20 @@ pub fn sysctl(env: &mut impl ControlEnv, arg: u64) -> Result<u64, Errno> {
             };
             (rc.count, rc.index) = env.read_console(req, rc.buffer)?;
             rc.to_wire(&mut op.u).ok_or(Errno::EFAULT)?;
+        }
+        Some(SysctlCmd::GetCpuInfo) => {
+            let mut req: GetCpuInfo = op.payload().ok_or(Errno::EFAULT)?;
+            let cpus = u32::try_from(env.host().pcpus.len()).unwrap_or(u32::MAX);
+            let n = req.max_cpus.min(cpus);
+            for i in 0..n {
+                let info = CpuInfo {
+                    idletime: env.idle_ns(i as usize),
+                };
+                let at = req.info.wrapping_add(u64::from(i) * CpuInfo::SIZE as u64);
+                write_struct(env, at, &info)?;
+            }
+            req.nr_cpus = n;
+            req.to_wire(&mut op.u).ok_or(Errno::EFAULT)?;
         }
         Some(SysctlCmd::SchedId) => {
             SchedId {
@@ -1015,7 +1033,7 @@ fn info_of(d: &Domain, vcpus: &[VcpuSummary], gpaddr_bits: u8) -> GetDomainInfo 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mm::fake::{BASE, FakeMachine, OTHER};
+    use crate::mm::fake::{BASE, FAKE_IDLE_NS, FakeMachine, OTHER};
     use dom0_abi::domctl::{ArchDomainConfig, NoPayload};
     use dom0_abi::event_channel::{
         EvtchnAllocUnbound, EvtchnBindInterdomain, EvtchnOp, EvtchnPortArg, EvtchnStat,
@@ -1621,6 +1639,51 @@ mod tests {
         m.poke(ARG, &bytes);
         let r = sysctl(m, ARG);
         (r, Sysctl::from_wire(&m.guest[..Sysctl::SIZE]).unwrap())
+    }
+
+    #[test]
+    fn sysctl_getcpuinfo_gives_each_cpu_its_idle_time() {
+        let mut m = machine();
+        let req = GetCpuInfo {
+            max_cpus: 8,
+            info: LIST,
+            ..GetCpuInfo::default()
+        };
+        let idle = |m: &FakeMachine, i: usize| {
+            let start = usize::try_from(LIST - BASE).unwrap() + i * CpuInfo::SIZE;
+            CpuInfo::from_wire(&m.guest[start..start + CpuInfo::SIZE])
+                .unwrap()
+                .idletime
+        };
+        // Every CPU the machine has (the second is offline: 0).
+        let (r, out) = sys(&mut m, SysctlCmd::GetCpuInfo, &req);
+        assert_eq!(r, Ok(0));
+        assert_eq!(out.payload::<GetCpuInfo>().unwrap().nr_cpus, 2);
+        assert_eq!([idle(&m, 0), idle(&m, 1)], [FAKE_IDLE_NS, 0]);
+        // No more than asked for.
+        m.poke(LIST, &[0xFF; 16]);
+        let one = GetCpuInfo { max_cpus: 1, ..req };
+        let (r, out) = sys(&mut m, SysctlCmd::GetCpuInfo, &one);
+        assert_eq!(
+            (r, out.payload::<GetCpuInfo>().unwrap().nr_cpus),
+            (Ok(0), 1)
+        );
+        assert_eq!([idle(&m, 0), idle(&m, 1)], [FAKE_IDLE_NS, u64::MAX]);
+        let none = GetCpuInfo {
+            max_cpus: 0,
+            info: 8,
+            ..req
+        };
+        let (r, out) = sys(&mut m, SysctlCmd::GetCpuInfo, &none);
+        assert_eq!(
+            (r, out.payload::<GetCpuInfo>().unwrap().nr_cpus),
+            (Ok(0), 0)
+        );
+        let unwritable = GetCpuInfo { info: 8, ..req };
+        assert_eq!(
+            sys(&mut m, SysctlCmd::GetCpuInfo, &unwritable).0,
+            Err(Errno::EFAULT)
+        );
     }
 
     #[test]

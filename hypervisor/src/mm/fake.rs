@@ -651,6 +651,13 @@ impl ControlEnv for FakeMachine {
         self.log = log;
         read
     }
+    fn idle_ns(&mut self, cpu: usize) -> u64 {
+        if self.host().pcpus.get(cpu).is_some_and(|p| p.online) {
+            FAKE_IDLE_NS + cpu as u64
+        } else {
+            0
+        }
+    }
     fn machine_info(&mut self) -> MachineInfo {
         MachineInfo {
             cpu_khz: 2_000_000,
@@ -661,6 +668,9 @@ impl ControlEnv for FakeMachine {
         }
     }
 }
+
+/// CPU 0's idle time in [`FakeMachine`] (CPU `n`'s is this plus `n`).
+pub const FAKE_IDLE_NS: u64 = 123_456_789;
 
 /// A tiny xorshift64 generator for randomized tests.
 pub struct XorShift(pub u64);

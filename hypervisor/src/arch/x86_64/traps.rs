@@ -313,13 +313,18 @@ fn reschedule(
 /// for the wait, so that another CPU can reach dom0 meanwhile; this CPU's
 /// own state stays locked (no other CPU takes it), and the vCPU's context
 /// stays here (`Vcpu::on_cpu`: no other CPU is offered it). For a CPU on
-/// which no vCPU can run.
+/// which no vCPU can run. The boot CPU's time halted here is its idle
+/// time (`sysctl getcpuinfo`).
 fn idle(cpu: &mut PerCpu, guard: SlotGuard, index: usize) -> SlotGuard {
     drop(guard);
     let Some(Running { slot, .. }) = cpu.running else {
         panic!("idle while no domain runs here")
     };
+    let start = time::now_ns();
     cpu::wait_for_interrupt();
+    if cpu.number == 0 {
+        time::count_idle(time::now_ns().saturating_sub(start));
+    }
     let mut guard = slot.lock();
     if let Some(entry) = guard.as_deref_mut()
         && let Some(mut current) = Current::of(entry, index, cpu)

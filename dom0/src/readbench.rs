@@ -1,0 +1,138 @@
+//! The block benchmarks, timed by dom0 (`readbench` on its command line).
+//!
+//! `blk_read_dom0`: before it creates any domU, dom0 reads its first
+//! virtio disk from sector 0 in 64 KiB reads through its own driver
+//! (`drivers::blk::VirtioBlk` behind the `phy:` slice blkback serves).
+//! `blk_read_domu`: the `disk` domU with `readbench` reads the same bytes
+//! through blkfront and blkback; dom0 times it from the domU's console
+//! lines `readbench: start` and `readbench: done` (it reads each line
+//! before it serves the ring requests that follow it).
+//!
+//! Under `-icount` a TSC delta counts every instruction of every domain
+//! and of the hypervisor, plus the time the CPU sat idle waiting for the
+//! disk, which QEMU turns into a jump of the clock to its next timer
+//! deadline. That idle time (`sysctl getcpuinfo`, CPU 0: the benchmark
+//! machine has one) is taken out, converted to TSC ticks at the rate
+//! the window itself shows. dom0 stops its 100 Hz periodic timer first,
+//! as Linux does, so that it is not woken for nothing.
+
+use alloc::string::String;
+use alloc::vec;
+
+use guest_pv_shim::dom0_abi::sysctl::CpuInfo;
+use guest_pv_shim::{hypercall, println, report, shared};
+use pv_bench::catalogue::{BLK_READ_DONE, BLK_READ_MIB, BLK_READ_START};
+use pv_bench::line;
+use pv_bench::stats::Samples;
+use spin::Mutex;
+
+use crate::blkback_xen::Blkback;
+
+/// Bytes of one read.
+const UNIT: usize = 64 << 10;
+/// Sectors of one read.
+const UNIT_SECTORS: u64 = UNIT as u64 / 512;
+
+/// One look at the clocks: TSC, system time, CPU 0's idle time.
+#[derive(Clone, Copy)]
+struct Meter {
+    tsc: u64,
+    ns: u64,
+    idle_ns: u64,
+}
+
+impl Meter {
+    /// Now; `None` if the idle time cannot be read.
+    fn now() -> Option<Meter> {
+        let mut info = [CpuInfo::default()];
+        let (ret, n) = hypercall::sysctl_getcpuinfo(&mut info);
+        if ret != 0 || n != 1 {
+            report::fail(
+                "readbench sysctl getcpuinfo",
+                format_args!("{}, {n} CPUs", report::Ret(ret)),
+            );
+            return None;
+        }
+        Some(Meter {
+            tsc: shared::tsc(),
+            ns: shared::system_time_of(0).unwrap_or(0),
+            idle_ns: info[0].idletime,
+        })
+    }
+
+    /// The TSC ticks from `self` to `end` when the CPU was not idle.
+    fn busy_ticks(self, end: Meter, what: &str) -> u64 {
+        let ticks = end.tsc.saturating_sub(self.tsc);
+        let ns = end.ns.saturating_sub(self.ns).max(1);
+        let idle_ns = end.idle_ns.saturating_sub(self.idle_ns);
+        let idle = u64::try_from(u128::from(idle_ns) * u128::from(ticks) / u128::from(ns))
+            .unwrap_or(u64::MAX);
+        println!("dom0: readbench: {what}: {ticks} TSC ticks, {idle} of them idle");
+        ticks.saturating_sub(idle)
+    }
+}
+
+/// Prints the `BENCH` line of `name`: one sample of `ticks`.
+fn print(name: &str, ticks: u64) {
+    let mut samples = Samples::new();
+    samples.record(ticks);
+    let mut text = String::new();
+    if line::write_catalogued(&mut text, name, &samples).is_ok() {
+        hypercall::console_write(text.as_bytes());
+    }
+}
+
+/// `blk_read_dom0`: reads the first [`BLK_READ_MIB`] MiB of `vda`.
+pub fn run(blk: &mut Blkback) {
+    report::check_ret(
+        "readbench periodic timer stopped",
+        hypercall::vcpu_stop_periodic_timer(0),
+        0,
+    );
+    let mut disk = match blk.open_own("vda") {
+        Ok(disk) => disk,
+        Err(why) => {
+            report::fail("readbench vda", format_args!("{why}"));
+            return;
+        }
+    };
+    let units = u64::from(BLK_READ_MIB) * (1 << 20) / UNIT as u64;
+    if disk.sectors() < units * UNIT_SECTORS {
+        report::fail(
+            "readbench vda",
+            format_args!("smaller than {BLK_READ_MIB} MiB"),
+        );
+        return;
+    }
+    let mut buf = vec![0u8; UNIT];
+    let Some(start) = Meter::now() else {
+        return;
+    };
+    for unit in 0..units {
+        if let Err(e) = disk.read(unit * UNIT_SECTORS, &mut buf) {
+            report::fail("readbench vda", format_args!("read {unit}: {e:?}"));
+            return;
+        }
+    }
+    let Some(end) = Meter::now() else {
+        return;
+    };
+    report::ok_value("readbench MiB read by dom0", BLK_READ_MIB);
+    print("blk_read_dom0", start.busy_ticks(end, "dom0"));
+}
+
+/// Where the domU's timed read started.
+static DOMU_START: Mutex<Option<Meter>> = Mutex::new(None);
+
+/// `blk_read_domu`: acts on one console line of a domU.
+pub fn on_line(text: &[u8]) {
+    let text = text.trim_ascii_end();
+    if text.ends_with(BLK_READ_START.as_bytes()) {
+        *DOMU_START.lock() = Meter::now();
+    } else if text.ends_with(BLK_READ_DONE.as_bytes())
+        && let Some(start) = DOMU_START.lock().take()
+        && let Some(end) = Meter::now()
+    {
+        print("blk_read_domu", start.busy_ticks(end, "domU"));
+    }
+}
