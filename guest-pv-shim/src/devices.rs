@@ -16,7 +16,7 @@
 //!   configuration access without it faults, and reads as no device.
 
 use core::arch::global_asm;
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicUsize, Ordering, fence};
 
 use dom0_abi::layout::PAGE_SIZE;
 use dom0_abi::mmu::PteFlags;
@@ -64,12 +64,22 @@ pub fn enable_io() -> i64 {
 /// A mapped page: a DMA page or an MMIO window.
 pub struct Page {
     va: u64,
+    /// Ordinary memory (a DMA page), which may be copied in bulk; device
+    /// registers are only read and written with their own widths.
+    dma: bool,
 }
 
 impl Page {
     fn at(&self, offset: usize, width: usize) -> u64 {
         let offset = offset.min(4096 - width) & !(width - 1);
         self.va + offset as u64
+    }
+
+    /// The part of `offset..offset + len` inside the page, as a start
+    /// address and a length.
+    fn span(&self, offset: usize, len: usize) -> (u64, usize) {
+        let offset = offset.min(4096);
+        (self.va + offset as u64, len.min(4096 - offset))
     }
 }
 
@@ -98,6 +108,35 @@ impl Region for Page {
     fn write32(&mut self, offset: usize, value: u32) {
         // SAFETY: as for `write8`; aligned by `at`.
         unsafe { (self.at(offset, 4) as *mut u32).write_volatile(value) }
+    }
+    fn read_bytes(&self, offset: usize, buf: &mut [u8]) {
+        if !self.dma {
+            for (i, b) in buf.iter_mut().enumerate() {
+                *b = self.read8(offset + i);
+            }
+            return;
+        }
+        let (va, len) = self.span(offset, buf.len());
+        // What the device wrote is read after the used entry that says
+        // so (a volatile read): no load of the page may move before it.
+        fence(Ordering::Acquire);
+        // SAFETY: `span` keeps the range inside the page, which is mapped
+        // ordinary memory referenced by no Rust code; `buf` is another
+        // object.
+        unsafe { core::ptr::copy_nonoverlapping(va as *const u8, buf.as_mut_ptr(), len) };
+    }
+    fn write_bytes(&mut self, offset: usize, bytes: &[u8]) {
+        if !self.dma {
+            for (i, &b) in bytes.iter().enumerate() {
+                self.write8(offset + i, b);
+            }
+            return;
+        }
+        let (va, len) = self.span(offset, bytes.len());
+        // SAFETY: as in `read_bytes`; the page is mapped writable.
+        unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), va as *mut u8, len) };
+        // Stored before the descriptor that hands the page to the device.
+        fence(Ordering::Release);
     }
 }
 
@@ -164,6 +203,7 @@ impl Platform for Devices {
         MMIO_USED.fetch_add(1, Ordering::Relaxed);
         Ok(Page {
             va: mm::window_va(slot),
+            dma: false,
         })
     }
 
@@ -175,7 +215,7 @@ impl Platform for Devices {
         let va = core::ptr::addr_of!(shim_dma_area) as u64 + index as u64 * PAGE_SIZE;
         let mfn = mm::virt_to_mfn(va).ok_or(Error::NoMemory)?;
         DMA_USED.fetch_add(1, Ordering::Relaxed);
-        let mut page = Page { va };
+        let mut page = Page { va, dma: true };
         for offset in (0..4096).step_by(4) {
             page.write32(offset, 0);
         }
