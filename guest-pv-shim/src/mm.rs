@@ -382,30 +382,38 @@ pub fn map_foreign_window_mmu(slot: usize, domid: u16, mfn: u64, flags: u64) -> 
     ret
 }
 
-/// Copies `bytes` into the page window `slot` maps, from byte `offset`
-/// (which must leave room: bytes past the page are not written).
-pub fn window_write_bytes(slot: usize, offset: usize, bytes: &[u8]) {
-    let va = window_va(slot);
+/// The part of `len` bytes from byte `offset` of window `slot` that lies
+/// inside its page: the start address and the length.
+fn window_span(slot: usize, offset: usize, len: usize) -> (u64, usize) {
     let room = usize::try_from(PAGE_SIZE)
         .unwrap_or(0)
         .saturating_sub(offset);
-    for (i, &b) in bytes.iter().take(room).enumerate() {
-        // SAFETY: as in `fill_window`; `offset + i` is inside the page.
-        unsafe { ((va + (offset + i) as u64) as *mut u8).write_volatile(b) };
-    }
+    (window_va(slot) + offset as u64, len.min(room))
+}
+
+/// Copies `bytes` into the page window `slot` maps, from byte `offset`
+/// (which must leave room: bytes past the page are not written). One bulk
+/// copy: the page is shared with another domain, which its ring protocol
+/// keeps off these bytes until the index that publishes them (written
+/// after the release fence); a peer that breaks it only garbles bytes.
+pub fn window_write_bytes(slot: usize, offset: usize, bytes: &[u8]) {
+    let (va, len) = window_span(slot, offset, bytes.len());
+    // SAFETY: as in `fill_window`; `window_span` keeps the range inside the
+    // page, which no Rust reference covers.
+    unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), va as *mut u8, len) };
+    fence(Ordering::Release);
 }
 
 /// Copies `out.len()` bytes from byte `offset` of the page window `slot`
-/// maps (bytes past the page are left as they are).
+/// maps (bytes past the page are left as they are): one bulk copy, after
+/// the acquire fence that keeps it behind the read of the index that
+/// published them (see [`window_write_bytes`]).
 pub fn window_read_bytes(slot: usize, offset: usize, out: &mut [u8]) {
-    let va = window_va(slot);
-    let room = usize::try_from(PAGE_SIZE)
-        .unwrap_or(0)
-        .saturating_sub(offset);
-    for (i, b) in out.iter_mut().take(room).enumerate() {
-        // SAFETY: as in `read_mapped`; `offset + i` is inside the page.
-        *b = unsafe { ((va + (offset + i) as u64) as *const u8).read_volatile() };
-    }
+    let (va, len) = window_span(slot, offset, out.len());
+    fence(Ordering::Acquire);
+    // SAFETY: as in `read_mapped`; `window_span` keeps the range inside
+    // the page, which no Rust reference covers.
+    unsafe { core::ptr::copy_nonoverlapping(va as *const u8, out.as_mut_ptr(), len) };
 }
 
 /// Reads byte `offset` of the page window `slot` maps.
