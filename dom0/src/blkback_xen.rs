@@ -161,6 +161,8 @@ pub struct Blkback {
     disks: Disks,
     /// A ring still had requests when its budget ran out.
     busy: bool,
+    /// The store's generation when the handshake steps last ran.
+    steps_seen: Option<u64>,
 }
 
 /// Writes `<dir>/<key>`; failures are logged (dom0 owns these nodes).
@@ -310,22 +312,30 @@ impl Blkback {
     }
 
     /// One round: every handshake step due, then every connected ring
-    /// served (at most a ring's worth of requests each).
+    /// served (at most a ring's worth of requests each). The front ends'
+    /// states are read again only when the store changed since the last
+    /// round's steps (every change bumps its generation): a round that
+    /// only serves rings does not walk the store for each disk.
     pub fn poll(&mut self, xs: &mut Xenstore) {
         self.busy = false;
-        for vbd in &mut self.vbds {
-            let front = read(xs, &vbd.frontend, keys::STATE)
-                .and_then(|v| parse_state(&v))
-                .unwrap_or(XenbusState::Unknown);
-            match backend_step(vbd.state, front) {
-                Some(XenbusState::Connected) => vbd.connect(xs),
-                Some(XenbusState::Closed) => {
-                    vbd.disconnect();
-                    vbd.set_state(xs, XenbusState::Closed);
+        if self.steps_seen != Some(xs.store.generation()) {
+            for vbd in &mut self.vbds {
+                let front = read(xs, &vbd.frontend, keys::STATE)
+                    .and_then(|v| parse_state(&v))
+                    .unwrap_or(XenbusState::Unknown);
+                match backend_step(vbd.state, front) {
+                    Some(XenbusState::Connected) => vbd.connect(xs),
+                    Some(XenbusState::Closed) => {
+                        vbd.disconnect();
+                        vbd.set_state(xs, XenbusState::Closed);
+                    }
+                    Some(state) => vbd.set_state(xs, state),
+                    None => {}
                 }
-                Some(state) => vbd.set_state(xs, state),
-                None => {}
             }
+            self.steps_seen = Some(xs.store.generation());
+        }
+        for vbd in &mut self.vbds {
             self.busy |= vbd.serve(xs);
         }
     }

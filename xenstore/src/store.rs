@@ -640,6 +640,14 @@ impl Store {
         &self.quota
     }
 
+    /// The store's generation: it grows with every change of a node
+    /// (written, removed, its permissions set, a transaction committed),
+    /// so a reader can tell that nothing changed since it last looked.
+    #[must_use]
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
     /// Whether `domid` has a connection (dom0 always has).
     #[must_use]
     pub fn is_introduced(&self, domid: DomId) -> bool {

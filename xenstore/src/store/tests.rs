@@ -227,3 +227,18 @@ fn watches_and_transaction_records_count_against_memory() {
         "room again once the transaction ends"
     );
 }
+
+#[test]
+fn every_change_grows_the_generation_and_reads_do_not() {
+    let mut store = domu_store(Quota::default());
+    let mut step = |store: &mut Store, ty: XsType, payload: &[u8]| {
+        let before = store.generation();
+        store.call(&mut NoHost, 1, ty as u32, 0, payload).unwrap();
+        store.generation() > before
+    };
+    assert!(step(&mut store, XsType::Write, b"data/state\x004"));
+    assert!(!step(&mut store, XsType::Read, b"data/state\0"));
+    assert!(!step(&mut store, XsType::Directory, b"data\0"));
+    assert!(step(&mut store, XsType::SetPerms, b"data/state\0n1\0r0\0"));
+    assert!(step(&mut store, XsType::Rm, b"data/state\0"));
+}
