@@ -12,8 +12,10 @@ use crate::{Error, Platform, Region};
 
 /// Bytes per sector.
 pub const SECTOR: usize = 512;
-/// Data pages per request (32 KiB).
-pub const DATA_PAGES: usize = 8;
+/// Data pages per request (44 KiB): as many as a `blkif` request has
+/// segments, so that blkback moves a whole ring request with one virtio
+/// request.
+pub const DATA_PAGES: usize = 11;
 /// Sectors per request.
 pub const SECTORS_PER_REQUEST: usize = DATA_PAGES * 4096 / SECTOR;
 
