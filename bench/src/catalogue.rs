@@ -211,6 +211,11 @@ pub const ALL: &[Benchmark] = &[
 
 /// MiB the block benchmarks read (the whole test disk), in one sample.
 pub const BLK_READ_MIB: u32 = 64;
+/// Samples (whole reads of the disk) of each block benchmark: when the
+/// disk's completion interrupt comes (while the CPU idles or while a
+/// guest still runs) changes the path a little, and the minimum is the
+/// shortest one.
+pub const BLK_READ_PASSES: u32 = 3;
 /// The `disk` domU's console line just before its timed read.
 pub const BLK_READ_START: &str = "readbench: start";
 /// Its console line just after.
