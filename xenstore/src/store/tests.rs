@@ -231,7 +231,7 @@ fn watches_and_transaction_records_count_against_memory() {
 #[test]
 fn every_change_grows_the_generation_and_reads_do_not() {
     let mut store = domu_store(Quota::default());
-    let mut step = |store: &mut Store, ty: XsType, payload: &[u8]| {
+    let step = |store: &mut Store, ty: XsType, payload: &[u8]| {
         let before = store.generation();
         store.call(&mut NoHost, 1, ty as u32, 0, payload).unwrap();
         store.generation() > before
