@@ -894,6 +894,24 @@ pub const TESTS: &[IntegrationTest] = &[
             "(d1) disk: xvdb: wrote, read back and verified 3 of 3 ranges"
         )
     },
+    // The block benchmarks' boot (`cargo xtask bench`, `blk_read_*`)
+    // under -icount, where the drivers' waits once timed out: dom0 reads
+    // the disk three times, then the disk domU through blkback. Every
+    // idle wait jumps the clock to QEMU's next timer, so the run takes
+    // hundreds of seconds of system time (dom0's `timeout`).
+    IntegrationTest {
+        icount: true,
+        devices: TestDevices {
+            disk: Some(DiskCheck::Untouched),
+            nic: false,
+        },
+        ..toolstack!(
+            "dom0_disk_readbench",
+            DomuSet::BlkBench,
+            "readbench expect=poweroff timeout=100000",
+            "(d1) check: readbench MiB read = 192"
+        )
+    },
     IntegrationTest {
         devices: TestDevices {
             disk: Some(DiskCheck::Untouched),
