@@ -424,6 +424,8 @@ impl<P: Platform> Transport<P> {
     /// [`FRUITLESS_WAKES`] interrupts in a row that bring nothing give
     /// [`Error::Timeout`]. A device that never interrupts again blocks the
     /// caller (as Linux's virtio-blk, which has no request timeout).
+    /// Before it blocks it ends an interrupt the device already raised
+    /// ([`Transport::acknowledge`]).
     pub fn wait_used<T>(
         &mut self,
         queue: &mut SplitQueue<P::Page>,
@@ -436,7 +438,13 @@ impl<P: Platform> Transport<P> {
             if self.status() & STATUS_NEEDS_RESET != 0 {
                 return Err(Error::NeedsReset);
             }
-            self.wait_interrupt(None);
+            // An interrupt whose event a caller's event loop already took
+            // (it clears every port it polled) but did not end yet keeps
+            // the line masked, so no event would come: end it here and
+            // look again.
+            if !self.acknowledge() {
+                self.wait_interrupt(None);
+            }
         }
         pop(queue)?.ok_or(Error::Timeout)
     }
