@@ -166,6 +166,7 @@ const PROBE_WINDOW: usize = 1;
 fn probe(console: &mut Console, si: &StartInfo) {
     use guest_pv_shim::dom0_abi::domctl::{DomctlCmd, NoPayload};
     use guest_pv_shim::dom0_abi::event_channel::EvtchnAllocUnbound;
+    use guest_pv_shim::dom0_abi::mca::{McaCmd, XenMc, XenMcPhyscpuinfo};
     use guest_pv_shim::dom0_abi::platform::{PlatformCmd, PlatformOp, XenpfSettime64};
     use guest_pv_shim::dom0_abi::sysctl::{PhysInfo, SysctlCmd};
 
@@ -177,6 +178,7 @@ fn probe(console: &mut Console, si: &StartInfo) {
     };
     let mut extents = [0u64; 1];
     let mut settime = PlatformOp::new(PlatformCmd::Settime64, &XenpfSettime64::default());
+    let mut cpus = XenMc::new(McaCmd::Physcpuinfo, &XenMcPhyscpuinfo::default());
     let results = [
         (
             "domctl getdomaininfo of dom0",
@@ -198,6 +200,7 @@ fn probe(console: &mut Console, si: &StartInfo) {
             "platform_op settime64",
             hypercall::platform_op(&mut settime),
         ),
+        ("mca physcpuinfo", hypercall::mca(&mut cpus)),
         (
             "console_io write",
             hypercall::console_write(b"a domU must not write here\r\n"),
