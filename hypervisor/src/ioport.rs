@@ -335,6 +335,19 @@ mod tests {
         port_b: u8,
     }
 
+    impl Fake {
+        /// A machine with an empty CMOS, no PCI or PIT traffic yet, and
+        /// `port_b` in port 0x61.
+        fn with_port_b(port_b: u8) -> Fake {
+            Fake {
+                rtc: vec![0; 128],
+                pci: Vec::new(),
+                pit: Vec::new(),
+                port_b,
+            }
+        }
+    }
+
     impl Hardware for Fake {
         fn pci_read(&mut self, cf8: u32, offset: u16, size: u32) -> u32 {
             self.pci.push((cf8, offset, size, None));
@@ -365,12 +378,7 @@ mod tests {
 
     #[test]
     fn the_hardware_domain_reaches_pit_channel_2_only() {
-        let mut hw = Fake {
-            rtc: vec![0; 128],
-            pci: Vec::new(),
-            pit: Vec::new(),
-            port_b: 0xf0,
-        };
+        let mut hw = Fake::with_port_b(0xf0);
         let mut latches = Latches::default();
         let dom0 = IoPorts::hardware_domain(0x3f8);
         let mut who = Emulated {
@@ -490,12 +498,7 @@ mod tests {
 
     #[test]
     fn the_rtc_is_emulated_through_the_latched_index() {
-        let mut hw = Fake {
-            rtc: vec![0; 128],
-            pci: Vec::new(),
-            pit: Vec::new(),
-            port_b: 0,
-        };
+        let mut hw = Fake::with_port_b(0);
         hw.rtc[0x0d] = 0x80;
         let d0 = IoPorts::hardware_domain(0x3f8);
         let mut latches = Latches::default();
@@ -526,12 +529,7 @@ mod tests {
 
     #[test]
     fn pci_configuration_through_the_latched_address() {
-        let mut hw = Fake {
-            rtc: vec![0; 128],
-            pci: Vec::new(),
-            pit: Vec::new(),
-            port_b: 0,
-        };
+        let mut hw = Fake::with_port_b(0);
         let mut latches = Latches::default();
         let mut who = Emulated {
             ports: None,
