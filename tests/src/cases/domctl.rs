@@ -80,7 +80,8 @@ use guest_pv_shim::dom0_abi::mmu::{MmuUpdate, MmuUpdateCmd};
 use guest_pv_shim::dom0_abi::shared_info::SharedInfo;
 use guest_pv_shim::dom0_abi::start_info::StartInfo;
 use guest_pv_shim::dom0_abi::sysctl::{
-    GetDomainInfoList, PhysCap, PhysInfo, ReadConsole, SchedId, Sysctl, SysctlCmd,
+    CpuInfo, GetCpuInfo, GetDomainInfoList, PhysCap, PhysInfo, ReadConsole, SchedId, Sysctl,
+    SysctlCmd,
 };
 use guest_pv_shim::dom0_abi::types::DomId;
 use guest_pv_shim::dom0_abi::wire::Wire;
@@ -159,6 +160,7 @@ fn create(domain: u16, config: &CreateDomain) -> (i64, u16) {
 
 pub fn run(start_info: &'static StartInfo) {
     versions_and_machine();
+    cpu_idle_times();
     console_log();
     dom0_itself(start_info);
     let Some(first) = new_domain() else {
@@ -240,6 +242,41 @@ fn versions_and_machine() {
         "physinfo: free pages within total pages",
         p.free_pages > 0 && p.free_pages <= p.total_pages,
         format_args!("free {} total {}", p.free_pages, p.total_pages),
+    );
+}
+
+/// `sysctl getcpuinfo` with room for `max_cpus` records at `info`: the
+/// result and the records written. (The idle times themselves differ
+/// between hypervisors and runs.)
+fn cpu_info(max_cpus: u32, info: u64) -> (i64, u32) {
+    let req = GetCpuInfo {
+        max_cpus,
+        info,
+        ..GetCpuInfo::default()
+    };
+    let mut op = Sysctl::new(SysctlCmd::GetCpuInfo, &req);
+    let ret = sysctl(&mut op);
+    (
+        ret,
+        op.payload::<GetCpuInfo>().map_or(u32::MAX, |r| r.nr_cpus),
+    )
+}
+
+/// `getcpuinfo`: one record per CPU, as many as there is room for, and
+/// `EFAULT` for an array the hypervisor cannot write.
+fn cpu_idle_times() {
+    let mut records = [CpuInfo::default(); 4];
+    let at = records.as_mut_ptr() as u64;
+    report::check_eq(
+        "getcpuinfo with room for 4: one CPU",
+        cpu_info(4, at),
+        (0, 1),
+    );
+    report::check_eq("getcpuinfo with room for none", cpu_info(0, at), (0, 0));
+    report::check_ret(
+        "getcpuinfo into an unmapped array is EFAULT",
+        cpu_info(4, 8).0,
+        Errno::EFAULT.neg(),
     );
 }
 
