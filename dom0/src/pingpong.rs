@@ -21,7 +21,7 @@ use pv_bench::line;
 use pv_bench::stats::Samples;
 use toolstack::xen::domain_info;
 
-use crate::domains::{bind_interdomain, now};
+use crate::domains::{bind_interdomain, now, yield_until};
 
 /// The benchmark this measures.
 const BENCH: &str = "evtchn_interdomain_pingpong";
@@ -29,8 +29,8 @@ const BENCH: &str = "evtchn_interdomain_pingpong";
 const ROUND_LIMIT_NS: u64 = 1_000_000_000;
 /// The slowest round a wake "at once" may take.
 const AT_ONCE_NS: u64 = 5_000_000;
-/// Yields to wait for the domU to block before the first send.
-const PATIENCE: u32 = 100_000;
+/// How long dom0 waits for the domU to block before the first send.
+const PATIENCE_NS: u64 = 5_000_000_000;
 
 /// Acts on one console line of domain `domid` (named `name`): a
 /// `pong: port` line starts the ping-pong, and a domU's `BENCH` result
@@ -80,15 +80,10 @@ fn bounce(domid: u16, name: &str, port: u32, rounds: u32) {
     // Binding sets the new port pending (Xen's guard against a lost
     // notification): not an answer.
     let _ = shared::clear_evtchn_pending(local);
-    let mut waited = 0;
-    while waited < PATIENCE && !blocked(domid) {
-        hypercall::sched_yield();
-        waited += 1;
-    }
     report::check(
         format_args!("{name} blocked in its poll before dom0 sends"),
-        waited < PATIENCE,
-        format_args!("not blocked after {PATIENCE} yields"),
+        yield_until(PATIENCE_NS, || blocked(domid)),
+        format_args!("not blocked after {} s", PATIENCE_NS / 1_000_000_000),
     );
     let warmup = rounds / 10;
     let mut samples = Samples::new();

@@ -35,8 +35,8 @@ const WINDOW: usize = CONSOLE_WINDOW_BASE + MAX_DOMUS;
 const GROWTH_PERCENT: u64 = 10;
 /// Hypervisor memory an idle domain may hold (issue 13's goal).
 const IDLE_DOMAIN_BUDGET: u64 = 20 << 10;
-/// Yields to wait for a domain's greeting.
-const PATIENCE: u32 = 100_000;
+/// How long dom0 waits for a domain's greeting.
+const PATIENCE_NS: u64 = 10_000_000_000;
 /// The hypervisor's log line for what it held for a destroyed domain.
 const HELD: &str = " bytes of hypervisor memory";
 
@@ -143,12 +143,10 @@ fn greeting(domid: u16, mfn: u64) -> bool {
         hypercall::console_write(line);
         hello |= text.starts_with(b"domu-demo: hello");
     };
-    let mut waited = 0;
-    while output.lines() < 2 && waited < PATIENCE {
+    domains::yield_until(PATIENCE_NS, || {
         output.drain(&mut ring, &mut emit);
-        hypercall::sched_yield();
-        waited += 1;
-    }
+        output.lines() >= 2
+    });
     output.flush(&mut emit);
     ring.unmap().is_ok() && hello
 }

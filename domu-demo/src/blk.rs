@@ -45,8 +45,6 @@ pub(crate) const XVDA: u32 = 51712;
 /// `xvdb`, and its windows: 21 ..= 33.
 pub(crate) const XVDB: u32 = 51728;
 pub(crate) const XVDB_WINDOWS: Windows = Windows { first: 21 };
-/// Yields without progress before a store request gives up.
-const PATIENCE: u32 = 1_000_000;
 /// Writes of the random test.
 const WRITES: u32 = 40;
 /// Sectors the random test tracks (a disk of at most 4 MiB).
@@ -102,7 +100,12 @@ pub(crate) fn connect_disk(
     name: &str,
 ) -> Option<(Disk, Xenbus<WindowRing>)> {
     let _ = writeln!(console, "check: blk map shared_info = {}\r", shared::map());
-    let ring = match WindowRing::map(STORE_WINDOW, si.store_mfn, si.store_evtchn, PATIENCE) {
+    let ring = match WindowRing::map(
+        STORE_WINDOW,
+        si.store_mfn,
+        si.store_evtchn,
+        crate::PATIENCE_NS,
+    ) {
         Ok(ring) => ring,
         Err(e) => {
             let _ = writeln!(console, "check: blk map the store ring = {e}\r");
@@ -398,7 +401,9 @@ fn flood(console: &mut Console, disk: &Disk, xb: &mut Xenbus<WindowRing>) {
     let full = prod.wrapping_add(RING_SLOTS);
     mm::window_write_u32(window, REQ_PROD as u64, full);
     hypercall::evtchn_send(disk.port());
-    let answered = crate::wait_for(|| mm::window_read_u32(window, RSP_PROD as u64) == full);
+    let answered = crate::wait_for(Some(disk.port()), || {
+        mm::window_read_u32(window, RSP_PROD as u64) == full
+    });
     let _ = writeln!(
         console,
         "check: blk hostile a full ring never consumed is answered = {answered}\r"

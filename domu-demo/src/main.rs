@@ -53,9 +53,12 @@ const IN_CONS: u64 = 3072;
 const IN_PROD: u64 = 3076;
 const OUT_CONS: u64 = 3080;
 const OUT_PROD: u64 = 3084;
-/// Yields to wait for the back end before giving up on a full or
-/// unread ring.
-const PATIENCE: u32 = 1_000_000;
+/// How long, in ns of system time, the domain waits for dom0 without
+/// progress (a store reply, room in the console ring, a grant flag)
+/// before it gives up.
+pub const PATIENCE_NS: u64 = 10_000_000_000;
+/// Longest sleep between two looks at something dom0 may change.
+const LOOK_NS: u64 = 10_000_000;
 
 /// The console ring of this domain, mapped in a window.
 pub struct Console {
@@ -63,20 +66,17 @@ pub struct Console {
 }
 
 impl Console {
-    /// Waits (yielding) until at least `room` bytes of the ring are free;
-    /// false if the back end never makes room.
+    /// Waits until at least `room` bytes of the ring are free (dom0's
+    /// back end notifies the port when it consumed); false if it never
+    /// makes room.
     fn wait_for_room(&self, room: u32) -> bool {
-        for _ in 0..PATIENCE {
+        wait_for(Some(self.port), || {
             let prod = mm::window_read_u32(RING_WINDOW, OUT_PROD);
             let cons = mm::window_read_u32(RING_WINDOW, OUT_CONS);
             #[allow(clippy::cast_possible_truncation, reason = "XENCONS_OUT_SIZE is 2048")]
             let size = XENCONS_OUT_SIZE as u32;
-            if size - prod.wrapping_sub(cons).min(size) >= room {
-                return true;
-            }
-            hypercall::sched_yield();
-        }
-        false
+            size - prod.wrapping_sub(cons).min(size) >= room
+        })
     }
 
     /// Writes `text` (in pieces if it does not fit) and notifies the back
@@ -360,15 +360,32 @@ fn entry_word(gref: u32) -> &'static AtomicU32 {
     unsafe { AtomicU32::from_ptr(va as *mut u32) }
 }
 
-/// Yields until `done` holds; false if it never does.
-fn wait_for(mut done: impl FnMut() -> bool) -> bool {
-    for _ in 0..PATIENCE {
+/// Waits until `done` holds, for at most [`PATIENCE_NS`]; false if it
+/// never does. Between looks it sleeps on `port` (notified when what
+/// `done` looks at may have changed; at most [`LOOK_NS`]), or yields when
+/// no event announces the change.
+fn wait_for(port: Option<u32>, mut done: impl FnMut() -> bool) -> bool {
+    let Some(start) = guest_pv_shim::shared::system_time_of(0) else {
+        return done();
+    };
+    loop {
         if done() {
             return true;
         }
-        hypercall::sched_yield();
+        let now = guest_pv_shim::shared::system_time_of(0).unwrap_or(u64::MAX);
+        if now.saturating_sub(start) > PATIENCE_NS {
+            return false;
+        }
+        match port {
+            Some(port) => {
+                hypercall::sched_poll(&[port], now.saturating_add(LOOK_NS));
+                let _ = guest_pv_shim::shared::clear_evtchn_pending(port);
+            }
+            None => {
+                hypercall::sched_yield();
+            }
+        }
     }
-    false
 }
 
 /// The granter's side of the two-domain grant test. Each step is a
@@ -421,9 +438,11 @@ fn grant(console: &mut Console, si: &StartInfo) -> core::fmt::Result {
     }
     writeln!(console, "grant: offer {} {}\r", GREFS[0], GREFS[1])?;
     let first = entry_word(GREFS[0]);
-    let mapped = wait_for(|| first.load(Ordering::Acquire) & IN_USE == IN_USE);
+    let mapped = wait_for(None, || first.load(Ordering::Acquire) & IN_USE == IN_USE);
     writeln!(console, "check: dom0 maps grant 8 writable = {mapped}\r")?;
-    let stored = wait_for(|| mm::window_read(PAGE_WINDOWS[0], 1) == !GRANT_PATTERN);
+    let stored = wait_for(None, || {
+        mm::window_read(PAGE_WINDOWS[0], 1) == !GRANT_PATTERN
+    });
     writeln!(
         console,
         "check: dom0's store through its mapping arrived = {stored}\r"
@@ -437,7 +456,7 @@ fn grant(console: &mut Console, si: &StartInfo) -> core::fmt::Result {
         "check: revocation while dom0 maps it succeeds = {revoked}\r"
     )?;
     writeln!(console, "grant: tried\r")?;
-    let idle = wait_for(|| first.load(Ordering::Acquire) & IN_USE == 0);
+    let idle = wait_for(None, || first.load(Ordering::Acquire) & IN_USE == 0);
     writeln!(
         console,
         "check: grant 8 idle once dom0 unmapped it = {idle}\r"
@@ -477,6 +496,8 @@ fn typed_lines(console: &mut Console) {
 }
 
 fn demo_main(si: &'static StartInfo) {
+    // Every wait for dom0 reads the clock in shared_info.
+    let _ = guest_pv_shim::shared::map();
     let reason = if cmdline::has_flag(si.cmdline(), b"crash") {
         ShutdownReason::Crash
     } else {

@@ -42,8 +42,6 @@ use crate::xenstore::format_into;
 const STORE_WINDOW: usize = 2;
 const TABLE_WINDOW: usize = 8;
 const RING_WINDOWS: [usize; 2] = [9, 10];
-/// Yields a store request may wait.
-const PATIENCE: u32 = 1_000_000;
 /// The echo service's port.
 const ECHO_PORT: u16 = 7;
 /// How long the exchange may take.
@@ -241,7 +239,12 @@ pub fn run(console: &mut Console, si: &StartInfo) {
         check(console, "net shared_info", format_args!("not mapped"));
         return;
     }
-    let ring = match WindowRing::map(STORE_WINDOW, si.store_mfn, si.store_evtchn, PATIENCE) {
+    let ring = match WindowRing::map(
+        STORE_WINDOW,
+        si.store_mfn,
+        si.store_evtchn,
+        crate::PATIENCE_NS,
+    ) {
         Ok(ring) => ring,
         Err(e) => return check(console, "net store ring", format_args!("{e}")),
     };

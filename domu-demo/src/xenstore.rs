@@ -19,8 +19,6 @@ use crate::Console;
 const STORE_WINDOW: usize = 2;
 /// The benchmark [`read_bench`] measures.
 const BENCH: &str = "xenstore_read";
-/// Yields without progress before a request gives up.
-const PATIENCE: u32 = 1_000_000;
 
 /// A result as a check value: the text of a reply, or the error's name.
 struct Shown<'a>(Result<&'a [u8], XenbusError>);
@@ -45,7 +43,12 @@ fn done(r: Result<(), XenbusError>) -> Result<&'static [u8], XenbusError> {
 /// The client of the domain's store ring, mapped; `None` (reported as a
 /// check) if the ring cannot be mapped.
 fn connect(console: &mut Console, si: &StartInfo) -> Option<Xenbus<WindowRing>> {
-    match WindowRing::map(STORE_WINDOW, si.store_mfn, si.store_evtchn, PATIENCE) {
+    match WindowRing::map(
+        STORE_WINDOW,
+        si.store_mfn,
+        si.store_evtchn,
+        crate::PATIENCE_NS,
+    ) {
         Ok(ring) => Some(Xenbus::new(ring)),
         Err(e) => {
             let _ = write!(console, "check: xs map the store ring = {e}\r\n");

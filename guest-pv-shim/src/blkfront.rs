@@ -316,24 +316,9 @@ pub mod handshake {
     pub fn wait_until<R: ClientRing>(
         xb: &mut Xenbus<R>,
         back: &str,
-        mut done: impl FnMut(XenbusState) -> bool,
+        done: impl FnMut(XenbusState) -> bool,
     ) -> Result<XenbusState, BlkError> {
-        let mut p = [0u8; 128];
-        let state_path = path(back, keys::STATE, &mut p)?;
-        xb.watch(state_path, "blkfront")?;
-        let result = loop {
-            match xb.state(0, back) {
-                Ok(s) if done(s) => break Ok(s),
-                Ok(_) => {}
-                Err(e) => break Err(e.into()),
-            }
-            let mut event = [0u8; 160];
-            if let Err(e) = xb.wait_event(&mut event) {
-                break Err(e.into());
-            }
-        };
-        let _ = xb.unwatch(state_path, "blkfront");
-        result
+        Ok(xb.wait_state(back, "blkfront", done)?)
     }
 
     /// The front end directory of device `devid`, relative to the

@@ -5,7 +5,7 @@
 //! The protocol logic here is pure and host-tested; the ring's memory,
 //! notification and waiting belong to the [`ClientRing`] implementation
 //! ([`WindowRing`] on the bare-metal target: the page mapped in one of the
-//! shim's windows, waiting by yielding). One request is outstanding at a
+//! shim's windows, waiting in `SCHEDOP_poll` on the store port). One request is outstanding at a
 //! time; watch events that arrive before its reply are kept (up to
 //! [`EVENTS_KEPT`], the oldest first) for [`Xenbus::next_event`].
 //! Nothing here allocates: replies go into caller-supplied buffers.
@@ -465,6 +465,37 @@ impl<R: ClientRing> Xenbus<R> {
             Err(e) => Err(e),
         }
     }
+
+    /// Waits, watching `<dir>/state` with `token`, until the state there
+    /// satisfies `done`, and returns it; re-read on every watch event,
+    /// so events of other watches only cost a read.
+    ///
+    /// # Errors
+    /// A request failed, or no event came within the ring's patience
+    /// ([`XenbusError::Timeout`]).
+    pub fn wait_state(
+        &mut self,
+        dir: &str,
+        token: &str,
+        mut done: impl FnMut(XenbusState) -> bool,
+    ) -> Result<XenbusState, XenbusError> {
+        let mut path = [0u8; 256];
+        let path = join(dir, "state", &mut path).ok_or(XenbusError::RequestTooBig)?;
+        self.watch(path, token)?;
+        let result = loop {
+            match self.state(0, dir) {
+                Ok(s) if done(s) => break Ok(s),
+                Ok(_) => {}
+                Err(e) => break Err(e),
+            }
+            let mut event = [0u8; EVENT_BYTES];
+            if let Err(e) = self.wait_event(&mut event) {
+                break Err(e);
+            }
+        };
+        let _ = self.unwatch(path, token);
+        result
+    }
 }
 
 /// `<dir>/<leaf>` in `buf`.
@@ -519,13 +550,15 @@ pub fn frontend_step(front: XenbusState, back: XenbusState) -> Option<XenbusStat
 }
 
 /// The store ring of this domain, mapped in one of the shim's windows;
-/// waiting yields the CPU.
+/// waiting sleeps on the store event channel.
 #[cfg(target_os = "none")]
 pub struct WindowRing {
     window: usize,
     port: u32,
-    patience: u32,
-    left: u32,
+    patience_ns: u64,
+    /// System time after which a wait gives up; `None` until the first
+    /// wait after progress (so progress costs no clock read).
+    deadline: Option<u64>,
 }
 
 #[cfg(target_os = "none")]
@@ -535,7 +568,7 @@ mod window_ring {
     use dom0_abi::xenstore::{XENSTORE_RING_SIZE, XenstoreDomainInterface};
 
     use super::{ClientRing, WindowRing};
-    use crate::{hypercall, mm};
+    use crate::{hypercall, mm, shared};
 
     macro_rules! offset {
         ($field:ident) => {
@@ -545,15 +578,27 @@ mod window_ring {
 
     impl WindowRing {
         /// Maps the store page `mfn` (from `start_info`) in `window`; the
-        /// server is notified on `port`. Each wait yields once, and a
-        /// request gives up after `patience` waits without progress.
-        pub fn map(window: usize, mfn: u64, port: u32, patience: u32) -> Result<WindowRing, i64> {
+        /// server is notified on `port`. A wait sleeps in `SCHEDOP_poll`
+        /// on `port` (the server notifies it whenever the ring moves), and
+        /// a request gives up once `patience_ns` of system time pass
+        /// without progress. Maps `shared_info` too (for the clock).
+        pub fn map(
+            window: usize,
+            mfn: u64,
+            port: u32,
+            patience_ns: u64,
+        ) -> Result<WindowRing, i64> {
+            // The waits read the clock in shared_info.
+            match shared::map() {
+                0 => {}
+                e => return Err(e),
+            }
             match mm::map_window(window, mfn, mm::PTE_RW) {
                 0 => Ok(WindowRing {
                     window,
                     port,
-                    patience,
-                    left: patience,
+                    patience_ns,
+                    deadline: None,
                 }),
                 e => Err(e),
             }
@@ -584,7 +629,7 @@ mod window_ring {
         fn set_req_prod(&mut self, prod: u32) {
             fence(Ordering::Release);
             self.write(offset!(req_prod), prod);
-            self.left = self.patience;
+            self.deadline = None;
         }
         fn rsp_prod(&self) -> u32 {
             let prod = self.read(offset!(rsp_prod));
@@ -601,17 +646,29 @@ mod window_ring {
         fn set_rsp_cons(&mut self, cons: u32) {
             fence(Ordering::Release);
             self.write(offset!(rsp_cons), cons);
-            self.left = self.patience;
+            self.deadline = None;
         }
         fn notify(&mut self) {
             hypercall::evtchn_send(self.port);
         }
         fn wait(&mut self) -> bool {
-            if self.left == 0 {
+            // A notification since the caller last looked: look again.
+            // Cleared before the caller's next look, so one arriving
+            // after that look leaves the port pending and the poll
+            // below returns at once: no wake-up is lost.
+            if shared::clear_evtchn_pending(self.port) == Some(true) {
+                return true;
+            }
+            let Some(now) = shared::system_time_of(0) else {
+                return false;
+            };
+            let deadline = *self
+                .deadline
+                .get_or_insert(now.saturating_add(self.patience_ns));
+            if now >= deadline {
                 return false;
             }
-            self.left -= 1;
-            hypercall::sched_yield();
+            hypercall::sched_poll(&[self.port], deadline);
             true
         }
     }

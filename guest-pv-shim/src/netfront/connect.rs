@@ -17,8 +17,6 @@ use crate::{hypercall, mm};
 /// is granted as this reference.
 pub const FIRST_GREF: u32 = 80;
 const _: () = assert!(FIRST_GREF as usize >= 8 + mm::WINDOW_COUNT);
-/// Store reads while waiting for the back end before giving up.
-const PATIENCE: u32 = 200_000;
 
 /// The packet pages, in the kernel image (page-aligned, so each is one
 /// frame of the initial mapping).
@@ -81,22 +79,6 @@ fn read(xb: &mut Xenbus<WindowRing>, path: &str, buf: &mut [u8]) -> Result<usize
     xb.read(0, path, buf)
 }
 
-/// Polls `dir/state` until `done(state)`; the state read last.
-fn wait_state(
-    xb: &mut Xenbus<WindowRing>,
-    dir: &str,
-    done: impl Fn(XenbusState) -> bool,
-) -> Result<XenbusState, XenbusError> {
-    for _ in 0..PATIENCE {
-        let state = xb.state(0, dir)?;
-        if done(state) {
-            return Ok(state);
-        }
-        hypercall::sched_yield();
-    }
-    Err(XenbusError::Protocol)
-}
-
 /// Connects vif `devid` (`device/vif/<devid>` of this domain): grants the
 /// pages (the grant table mapped at `table_window`), initialises the
 /// rings in `ring_windows`, allocates the event channel, publishes the
@@ -128,7 +110,7 @@ pub fn connect(
     }
     let mut ip = [0u8; 64];
     let ip_len = read(xb, &path(backend, keys::IP)?, &mut ip).unwrap_or(0);
-    wait_state(xb, backend, |s| s == XenbusState::InitWait)?;
+    xb.wait_state(backend, "netfront", |s| s == XenbusState::InitWait)?;
 
     mm::map_own_grant_table(table_window).map_err(|_| XenbusError::Protocol)?;
     let mut gref = FIRST_GREF;
@@ -183,7 +165,7 @@ pub fn connect(
         xb.write(0, &path(dir, key)?, shown.as_bytes())?;
     }
     xb.set_state(0, dir, XenbusState::Connected)?;
-    let state = wait_state(xb, backend, |s| s != XenbusState::InitWait)?;
+    let state = xb.wait_state(backend, "netfront", |s| s != XenbusState::InitWait)?;
     if state != XenbusState::Connected {
         return Err(XenbusError::Protocol);
     }
