@@ -207,6 +207,20 @@ pub const ALL: &[Benchmark] = &[
         items_per_sample: BLK_READ_MIB,
         what: "a domU reads the same bytes (phy:vda) in 64 KiB units through blkfront and dom0's blkback: the instructions of every domain and the hypervisor, idle time taken out (domu-demo disk readbench, timed by dom0)",
     },
+    Benchmark {
+        name: "net_recv_dom0",
+        unit: "tsc/MiB",
+        sample: "stream",
+        items_per_sample: NET_RECV_MIB,
+        what: "dom0 receives a TCP stream from the host (QEMU's port forward) under smoltcp on its own virtio-net driver: the instructions of every domain and the hypervisor from the first byte to the sender's FIN, idle time taken out (dom0/src/netbench.rs)",
+    },
+    Benchmark {
+        name: "net_recv_domu",
+        unit: "tsc/MiB",
+        sample: "stream",
+        items_per_sample: NET_RECV_MIB,
+        what: "a domU receives the same stream under smoltcp through netfront, dom0's netback and bridge and the same driver: the instructions of every domain and the hypervisor, idle time taken out (domu-demo net web netbench, timed by dom0)",
+    },
 ];
 
 /// MiB the block benchmarks read (the whole test disk), in one sample.
@@ -220,6 +234,18 @@ pub const BLK_READ_PASSES: u32 = 3;
 pub const BLK_READ_START: &str = "readbench: start";
 /// Its console line just after.
 pub const BLK_READ_DONE: &str = "readbench: done";
+
+/// MiB the host sends in one stream of the network benchmarks.
+pub const NET_RECV_MIB: u32 = 8;
+/// Streams each receiver takes (one sample each; the minimum is shown).
+pub const NET_RECV_PASSES: u32 = 3;
+/// The receiver's console line once it listens for the next stream
+/// (the host's sender waits for it).
+pub const NET_RECV_LISTENING: &str = "netbench: listening";
+/// The receiver's console line at a stream's first byte.
+pub const NET_RECV_START: &str = "netbench: start";
+/// Its console line once the sender closed and every byte was read.
+pub const NET_RECV_DONE: &str = "netbench: done";
 
 /// The benchmark called `name`.
 #[must_use]

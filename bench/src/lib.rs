@@ -15,7 +15,9 @@
 //! - [`line`]: the console lines the guest prints and xtask parses;
 //! - [`options`]: the guest's command line (`iters=`, `warmup=`, `only=`);
 //! - [`counters`]: the hypervisor statistics interface the guest reads
-//!   (a proposal until the hypervisor implements it; `ENOSYS` today).
+//!   (a proposal until the hypervisor implements it; `ENOSYS` today);
+//! - [`sink`] (feature `net`): the TCP receiver of the network
+//!   benchmarks, shared by dom0 and the demo domU.
 //!
 //! Invariant: the guest and xtask agree on the line format because both
 //! use [`line`]; a benchmark name exists once, in [`catalogue::ALL`].
@@ -27,4 +29,6 @@ pub mod catalogue;
 pub mod counters;
 pub mod line;
 pub mod options;
+#[cfg(feature = "net")]
+pub mod sink;
 pub mod stats;

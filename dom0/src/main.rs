@@ -40,6 +40,7 @@ mod devices;
 mod domains;
 mod grants;
 mod netback;
+mod netbench;
 mod pingpong;
 mod readbench;
 mod scale;
@@ -115,8 +116,11 @@ fn dom0_main(si: &'static StartInfo) {
     }
     let mut domains = Domains::new(dom_exc_port, option(line, b"expect"), timeout_s);
     if cmdline::has_flag(line, b"nic")
-        && let Some(uplink) = netback::Uplink::probe()
+        && let Some(mut uplink) = netback::Uplink::probe()
     {
+        if cmdline::has_flag(line, b"netbench") {
+            netbench::run(uplink.nic_mut());
+        }
         domains.set_uplink(uplink);
     }
     if cmdline::has_flag(line, b"readbench") {

@@ -1,4 +1,6 @@
-//! The block benchmarks, timed by dom0 (`readbench` on its command line).
+//! The block benchmarks, timed by dom0 (`readbench` on its command line),
+//! and the clocks and domU timing the network benchmarks share
+//! (`netbench`).
 //!
 //! `blk_read_dom0`: before it creates any domU, dom0 reads its first
 //! virtio disk from sector 0 in 64 KiB reads through its own driver, a
@@ -23,7 +25,10 @@ use alloc::vec;
 
 use guest_pv_shim::dom0_abi::sysctl::CpuInfo;
 use guest_pv_shim::{hypercall, println, report, shared};
-use pv_bench::catalogue::{BLK_READ_DONE, BLK_READ_MIB, BLK_READ_PASSES, BLK_READ_START};
+use pv_bench::catalogue::{
+    BLK_READ_DONE, BLK_READ_MIB, BLK_READ_PASSES, BLK_READ_START, NET_RECV_DONE, NET_RECV_PASSES,
+    NET_RECV_START,
+};
 use pv_bench::line;
 use pv_bench::stats::Samples;
 use spin::Mutex;
@@ -37,7 +42,7 @@ const UNIT_SECTORS: u64 = UNIT as u64 / 512;
 
 /// One look at the clocks: TSC, system time, CPU 0's idle time.
 #[derive(Clone, Copy)]
-struct Meter {
+pub struct Meter {
     tsc: u64,
     ns: u64,
     idle_ns: u64,
@@ -45,7 +50,7 @@ struct Meter {
 
 impl Meter {
     /// Now; `None` if the idle time cannot be read.
-    fn now() -> Option<Meter> {
+    pub fn now() -> Option<Meter> {
         let mut info = [CpuInfo::default()];
         let (ret, n) = hypercall::sysctl_getcpuinfo(&mut info);
         if ret != 0 || n != 1 {
@@ -63,19 +68,19 @@ impl Meter {
     }
 
     /// The TSC ticks from `self` to `end` when the CPU was not idle.
-    fn busy_ticks(self, end: Meter, what: &str) -> u64 {
+    pub fn busy_ticks(self, end: Meter, what: &str) -> u64 {
         let ticks = end.tsc.saturating_sub(self.tsc);
         let ns = end.ns.saturating_sub(self.ns).max(1);
         let idle_ns = end.idle_ns.saturating_sub(self.idle_ns);
         let idle = u64::try_from(u128::from(idle_ns) * u128::from(ticks) / u128::from(ns))
             .unwrap_or(u64::MAX);
-        println!("dom0: readbench: {what}: {ticks} TSC ticks, {idle} of them idle");
+        println!("dom0: {what}: {ticks} TSC ticks, {idle} of them idle");
         ticks.saturating_sub(idle)
     }
 }
 
 /// Prints the `BENCH` line of `name`.
-fn print(name: &str, samples: &Samples) {
+pub fn print(name: &str, samples: &Samples) {
     let mut text = String::new();
     if line::write_catalogued(&mut text, name, samples).is_ok() {
         hypercall::console_write(text.as_bytes());
@@ -119,29 +124,50 @@ pub fn run(blk: &mut Blkback) {
         let Some(end) = Meter::now() else {
             return;
         };
-        samples.record(start.busy_ticks(end, "dom0"));
+        samples.record(start.busy_ticks(end, "blk_read_dom0"));
     }
     report::ok_value("readbench MiB read by dom0", BLK_READ_MIB * BLK_READ_PASSES);
     print("blk_read_dom0", &samples);
 }
 
-/// The domU's read: where its current pass started, and its passes.
-static DOMU: Mutex<(Option<Meter>, Samples)> = Mutex::new((None, Samples::new()));
+/// The domU benchmarks timed from the domU's console lines: the line
+/// before and the line after each pass, the benchmark, its passes.
+const TIMED: [(&str, &str, &str, u32); 2] = [
+    (
+        BLK_READ_START,
+        BLK_READ_DONE,
+        "blk_read_domu",
+        BLK_READ_PASSES,
+    ),
+    (
+        NET_RECV_START,
+        NET_RECV_DONE,
+        "net_recv_domu",
+        NET_RECV_PASSES,
+    ),
+];
 
-/// `blk_read_domu`: acts on one console line of a domU; the `BENCH` line
-/// comes after its last pass.
+/// Per entry of [`TIMED`]: where the current pass started, and the
+/// passes so far.
+static DOMU: Mutex<[(Option<Meter>, Samples); TIMED.len()]> =
+    Mutex::new([(None, Samples::new()), (None, Samples::new())]);
+
+/// `blk_read_domu`, `net_recv_domu`: acts on one console line of a domU;
+/// a benchmark's `BENCH` line comes after its last pass.
 pub fn on_line(text: &[u8]) {
     let text = text.trim_ascii_end();
     let mut domu = DOMU.lock();
-    if text.ends_with(BLK_READ_START.as_bytes()) {
-        domu.0 = Meter::now();
-    } else if text.ends_with(BLK_READ_DONE.as_bytes())
-        && let Some(start) = domu.0.take()
-        && let Some(end) = Meter::now()
-    {
-        domu.1.record(start.busy_ticks(end, "domU"));
-        if domu.1.count() == u64::from(BLK_READ_PASSES) {
-            print("blk_read_domu", &domu.1);
+    for ((start, done, name, passes), (meter, samples)) in TIMED.iter().zip(domu.iter_mut()) {
+        if text.ends_with(start.as_bytes()) {
+            *meter = Meter::now();
+        } else if text.ends_with(done.as_bytes())
+            && let Some(begun) = meter.take()
+            && let Some(end) = Meter::now()
+        {
+            samples.record(begun.busy_ticks(end, name));
+            if samples.count() == u64::from(*passes) {
+                print(name, samples);
+            }
         }
     }
 }

@@ -15,7 +15,8 @@
 //!   grant references, a slot past its page), see [`hostile`];
 //! - `overrun`: a front end whose TX ring index runs past the ring;
 //! - `web gw=<a.b.c.d>`: the web server of the default scenario
-//!   (`crate::web`), reached from the host through dom0's uplink.
+//!   (`crate::web`), reached from the host through dom0's uplink; with
+//!   `netbench`, the receiving end of the network benchmark instead.
 //!
 //! Each outcome is a `check:` line (dom0 makes them its checks, compared
 //! with Xen 4.17).
@@ -206,7 +207,8 @@ enum Role {
     Peer(Ipv4Address),
     Hostile,
     Overrun,
-    Web(Ipv4Address),
+    /// The web server, or with `netbench` the network benchmark's sink.
+    Web(Ipv4Address, bool),
 }
 
 /// Runs the network mode its command line asks for.
@@ -224,7 +226,7 @@ pub fn run(console: &mut Console, si: &StartInfo) {
         .and_then(|p| core::str::from_utf8(p).ok())
         .and_then(|p| p.parse().ok())
     {
-        Role::Web(gateway)
+        Role::Web(gateway, cmdline::has_flag(line, b"netbench"))
     } else if let Some(peer) = cmdline::option(line, b"peer")
         .and_then(|p| core::str::from_utf8(p).ok())
         .and_then(|p| p.parse().ok())
@@ -257,7 +259,7 @@ pub fn run(console: &mut Console, si: &StartInfo) {
     match role {
         Role::Hostile => return hostile(console, conn, &mut xb),
         Role::Overrun => return overrun(console, &conn, &mut xb),
-        Role::Serve | Role::Peer(_) | Role::Web(_) => {}
+        Role::Serve | Role::Peer(_) | Role::Web(..) => {}
     }
     let mac = core::str::from_utf8(&conn.mac).ok().and_then(parse_mac);
     let ip = core::str::from_utf8(&conn.ip.0[..conn.ip.1])
@@ -278,8 +280,8 @@ pub fn run(console: &mut Console, si: &StartInfo) {
     iface.update_ip_addrs(|addrs| {
         let _ = addrs.push(IpCidr::new(IpAddress::Ipv4(ip), 24));
     });
-    if let Role::Web(gateway) = role {
-        return crate::web::serve(console, &mut vif, &mut iface, &mut xb, gateway);
+    if let Role::Web(gateway, netbench) = role {
+        return crate::web::serve(console, &mut vif, &mut iface, &mut xb, (gateway, netbench));
     }
     let mut sockets = SocketSet::new(&mut memory.sockets[..]);
     let tcp = sockets.add(tcp::Socket::new(

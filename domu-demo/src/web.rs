@@ -26,6 +26,9 @@ use smoltcp::socket::{icmp, tcp};
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{IpAddress, Ipv4Address};
 
+use pv_bench::catalogue::{NET_RECV_DONE, NET_RECV_LISTENING, NET_RECV_START};
+use pv_bench::sink::{Event, STREAM_BYTES, Sink};
+
 use crate::Console;
 use crate::net::{Pinger, Vif, check, now};
 
@@ -321,13 +324,14 @@ fn ping_gateway(
 }
 
 /// Serves HTTP on port 80 until the domain is destroyed (or its front end
-/// fails).
+/// fails); with `netbench`, takes the network benchmark's streams on it
+/// instead ([`receive`]) and returns.
 pub fn serve(
     console: &mut Console,
     vif: &mut Vif<'_>,
     iface: &mut Interface,
     xb: &mut Xenbus<WindowRing>,
-    gateway: Ipv4Address,
+    (gateway, netbench): (Ipv4Address, bool),
 ) {
     let Some(memory) = MEMORY.take() else { return };
     let started = now();
@@ -347,6 +351,9 @@ pub fn serve(
         format_args!("{gateway} {}", if answered { "answered" } else { "silent" }),
     );
     sockets.remove(ping);
+    if netbench {
+        return receive(console, vif, iface, &mut sockets);
+    }
     let mut slots: [Option<Slot>; SOCKETS] = [const { None }; SOCKETS];
     for ((slot, rx), tx) in slots
         .iter_mut()
@@ -385,5 +392,57 @@ pub fn serve(
         }
         iface.poll(t, vif, &mut sockets);
         vif.idle(iface.poll_delay(t, &sockets));
+    }
+}
+
+/// The sink's receive window.
+const SINK_WINDOW: usize = 64 << 10;
+
+/// The sink socket's buffers (receive, send), in `.bss`.
+static SINK_MEMORY: guest_pv_shim::take_once::TakeOnce<([u8; SINK_WINDOW], [u8; 1024])> =
+    guest_pv_shim::take_once::TakeOnce::new(([0; SINK_WINDOW], [0; 1024]));
+
+/// `netbench`: takes the host's streams on port 80 with the benchmark
+/// sink (`pv_bench::sink`), printing the lines the host's sender waits
+/// for and dom0 times the streams by.
+fn receive(
+    console: &mut Console,
+    vif: &mut Vif<'_>,
+    iface: &mut Interface,
+    sockets: &mut SocketSet<'static>,
+) {
+    let Some((rx, tx)) = SINK_MEMORY.take() else {
+        return;
+    };
+    let handle = sockets.add(tcp::Socket::new(
+        tcp::SocketBuffer::new(&mut rx[..]),
+        tcp::SocketBuffer::new(&mut tx[..]),
+    ));
+    let own = iface.ipv4_addr().unwrap_or(Ipv4Address::UNSPECIFIED);
+    let mut sink = Sink::new(handle, HTTP_PORT);
+    loop {
+        let t = now();
+        iface.poll(t, vif, sockets);
+        if let Some(e) = vif.fault() {
+            return check(console, "netfront", format_args!("{e}"));
+        }
+        match sink.step(sockets) {
+            Some(Event::Listening) => {
+                let _ = write!(console, "{NET_RECV_LISTENING} on {own}:{HTTP_PORT}\r\n");
+            }
+            Some(Event::Start) => {
+                let _ = write!(console, "{NET_RECV_START}\r\n");
+            }
+            // A short stream gets no `done` line: its pass is never timed,
+            // so the benchmark shows as not reached.
+            Some(Event::Done(bytes)) if bytes != STREAM_BYTES => {
+                check(console, "netbench stream bytes", format_args!("{bytes}"));
+            }
+            Some(Event::Done(_)) => {
+                let _ = write!(console, "{NET_RECV_DONE}\r\n");
+            }
+            Some(Event::Finished) => return,
+            None => vif.idle(iface.poll_delay(t, sockets)),
+        }
     }
 }

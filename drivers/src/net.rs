@@ -35,9 +35,10 @@ pub trait NetDevice {
     /// returns the frame's length, or `None` if none is waiting. Never
     /// blocks.
     fn receive(&mut self, buf: &mut [u8]) -> Result<Option<usize>, Error>;
-    /// Blocks until a frame may have arrived or `timeout_ms` pass;
-    /// returns whether one is waiting.
-    fn wait(&mut self, timeout_ms: u64) -> bool;
+    /// Blocks until a frame may have arrived or `timeout_ms` pass (no
+    /// timeout: only the card's interrupt ends the wait); returns whether
+    /// one is waiting.
+    fn wait(&mut self, timeout_ms: Option<u64>) -> bool;
 }
 
 /// A virtio-net device.
@@ -155,11 +156,11 @@ impl<P: Platform> NetDevice for VirtioNet<P> {
         Ok(Some(frame_len))
     }
 
-    fn wait(&mut self, timeout_ms: u64) -> bool {
+    fn wait(&mut self, timeout_ms: Option<u64>) -> bool {
         if self.rx.has_used() {
             return true;
         }
-        self.transport.wait_interrupt(Some(timeout_ms));
+        self.transport.wait_interrupt(timeout_ms);
         self.rx.has_used()
     }
 }

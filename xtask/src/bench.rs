@@ -36,7 +36,9 @@ use pv_bench::line::{self, Line};
 use crate::build::{self, TARGET, Workspace};
 use crate::cli::{BenchArgs, DEFAULT_HV_ARGS, DEFAULT_MEM_MIB};
 use crate::packages;
-use crate::qemu::{self, Accel, Boot, Devices, Machine, Module, RunResult, RunSpec, Serial};
+use crate::qemu::{
+    self, Accel, Boot, Devices, HostStep, Machine, Module, RunResult, RunSpec, Serial,
+};
 use crate::ramdisk::DomuSet;
 use crate::serial_log;
 use crate::status::{Outcome, XTASK_ERROR};
@@ -316,9 +318,32 @@ pub struct ToolstackRun {
     pub dom0_args: &'static str,
     /// Whether it needs a virtio disk (a fresh test image).
     pub disk: bool,
+    /// What the host does during the run through the NIC's port forward
+    /// (empty: no NIC).
+    pub host_steps: &'static [HostStep],
     /// The log's name suffix.
     pub log_suffix: &'static str,
 }
+
+/// The host's side of the network benchmarks' boot: three streams to
+/// dom0, then three to the domU.
+pub const NET_STREAMS: &[HostStep] = &[STREAM; 2 * catalogue::NET_RECV_PASSES as usize];
+
+/// One stream of the network benchmarks: once the receiver says it
+/// listens, the host sends it `NET_RECV_MIB` MiB of zeros through the
+/// port forward and closes (bash's `/dev/tcp`, so nothing needs
+/// installing).
+const STREAM: HostStep = HostStep {
+    after: catalogue::NET_RECV_LISTENING,
+    command: &[
+        "bash",
+        "-c",
+        "head -c $((8 << 20)) /dev/zero > /dev/tcp/127.0.0.1/{port}",
+    ],
+    expect: &[],
+    then_type: &[],
+};
+const _: () = assert!(catalogue::NET_RECV_MIB == 8);
 
 /// The toolstack runs: the interdomain ping-pong with its pong domU
 /// (dom0 times the ping-pong, the `pong` domU its xenstore reads), and
@@ -332,6 +357,7 @@ pub const TOOLSTACK_RUNS: &[ToolstackRun] = &[
         domus: DomuSet::Pong,
         dom0_args: "expect=poweroff",
         disk: false,
+        host_steps: &[],
         log_suffix: "-toolstack",
     },
     ToolstackRun {
@@ -339,7 +365,16 @@ pub const TOOLSTACK_RUNS: &[ToolstackRun] = &[
         domus: DomuSet::BlkBench,
         dom0_args: "expect=poweroff readbench timeout=100000",
         disk: true,
+        host_steps: &[],
         log_suffix: "-blk",
+    },
+    ToolstackRun {
+        names: &["net_recv_dom0", "net_recv_domu"],
+        domus: DomuSet::NetBench,
+        dom0_args: "expect=poweroff nic netbench timeout=100000",
+        disk: false,
+        host_steps: NET_STREAMS,
+        log_suffix: "-net",
     },
 ];
 
@@ -369,6 +404,10 @@ fn boot(
             disk,
         } => {
             machine.devices.disk = disk.map(Path::to_path_buf);
+            if !run.host_steps.is_empty() {
+                machine.devices.nic = true;
+                machine.devices.http_forward = Some(qemu::free_port()?);
+            }
             (
                 vec![
                     Module {
@@ -400,8 +439,11 @@ fn boot(
             Platform::Xen => xen::STOP_MARKERS,
         },
         typing: &[],
-        host_steps: &[],
-        port: None,
+        host_steps: match dom0 {
+            BenchDom0::Toolstack { run, .. } => run.host_steps,
+            BenchDom0::Guest(_) => &[],
+        },
+        port: machine.devices.http_forward,
     })?;
     save_log(
         &log_dir.join(format!("{}{log_suffix}.log", platform.name())),

@@ -135,6 +135,10 @@ pub enum DomuSet {
     /// The `disk` domU reading the whole virtio disk (`phy:vda`, read-only)
     /// for the block benchmark (`readbench`, `blk_read_domu`).
     BlkBench,
+    /// The web domU as the network benchmark's receiver (`net web
+    /// netbench`, `net_recv_domu`): the host's streams on port 80 of
+    /// 10.0.2.15 through dom0's bridge (dom0 with `nic netbench`).
+    NetBench,
     /// The demo domU answering dom0's events (`pong`): the cross-domain
     /// wake test and the interdomain ping-pong benchmark.
     Pong,
@@ -341,6 +345,7 @@ impl DomuSet {
             DomuSet::Scenario => "scenario",
             DomuSet::Fairness => "fairness",
             DomuSet::BlkBench => "blk-bench",
+            DomuSet::NetBench => "net-bench",
             DomuSet::Pong => "pong",
             DomuSet::Scale => "scale",
             DomuSet::Typist => "typist",
@@ -364,6 +369,13 @@ impl DomuSet {
                 "# The disk domU reading all of dom0's virtio disk for the block benchmark.\n\
                  name = \"disk\"\nkernel = \"domu-demo\"\nmemory = 8\n\
                  cmdline = \"disk readbench\"\ndisk = ['phy:vda,xvda,r']\n",
+            )],
+            DomuSet::NetBench => &[(
+                "netbench.cfg",
+                "# The web domU taking the host's streams for the network benchmark.\n\
+                 name = \"web\"\nkernel = \"domu-demo\"\nmemory = 8\n\
+                 cmdline = \"net web gw=10.0.2.2 netbench\"\n\
+                 vif = ['mac=00:16:3e:00:00:80,ip=10.0.2.15']\n",
             )],
             DomuSet::Pong => &[(
                 "pong.cfg",
@@ -540,6 +552,7 @@ mod tests {
             DomuSet::Scenario,
             DomuSet::Fairness,
             DomuSet::BlkBench,
+            DomuSet::NetBench,
             DomuSet::Pong,
             DomuSet::Scale,
             DomuSet::Typist,

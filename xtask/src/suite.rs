@@ -912,6 +912,39 @@ pub const TESTS: &[IntegrationTest] = &[
             "(d1) check: readbench MiB read = 192"
         )
     },
+    // The network benchmarks' boot (`cargo xtask bench`, `net_recv_*`)
+    // under -icount: the host sends three 8 MiB streams to dom0's own
+    // smoltcp on the NIC, then three to the web domU through the bridge;
+    // both count every byte (a short stream is never timed).
+    IntegrationTest {
+        icount: true,
+        devices: TestDevices {
+            disk: None,
+            nic: true,
+        },
+        host_steps: crate::bench::NET_STREAMS,
+        expect: Expectation {
+            log_lines: &[
+                &["ok: netbench MiB received by dom0 = 24"],
+                &["BENCH net_recv_dom0 "],
+                &["(d1) check: web gateway ping = 10.0.2.2 answered"],
+                &["BENCH net_recv_domu "],
+            ],
+            ..toolstack!(
+                "dom0_net_recvbench",
+                DomuSet::NetBench,
+                "nic netbench expect=poweroff timeout=100000",
+                ""
+            )
+            .expect
+        },
+        ..toolstack!(
+            "dom0_net_recvbench",
+            DomuSet::NetBench,
+            "nic netbench expect=poweroff timeout=100000",
+            ""
+        )
+    },
     IntegrationTest {
         devices: TestDevices {
             disk: Some(DiskCheck::Untouched),

@@ -254,7 +254,7 @@ fn await_frame<P: guest_pv_shim::drivers::Platform>(
                 return Some(len);
             }
         }
-        net.wait(100);
+        net.wait(Some(100));
     }
     None
 }
