@@ -368,6 +368,8 @@ pub struct Netback {
     bridge: Bridge,
     /// A vif used up its budget in the last round.
     busy: bool,
+    /// The store's generation when the handshakes last looked at it.
+    steps_seen: Option<u64>,
 }
 
 fn write(xs: &mut Xenstore, path: &str, value: &str) {
@@ -445,10 +447,23 @@ impl Netback {
 
     /// One round: handshakes moved on, then every frame the vifs sent
     /// forwarded. `true` if the store was written (its watches must be
-    /// served).
+    /// served). The front ends' states are read only when the store
+    /// changed since the last look (or a vif faulted): a round that only
+    /// forwards frames does not walk the store for each vif.
     pub fn poll(&mut self, xs: &mut Xenstore) -> bool {
         self.busy = false;
-        let wrote = self.handshakes(xs);
+        let faulted = self
+            .ports
+            .iter()
+            .flatten()
+            .any(|p| matches!(p.phase, Phase::Faulted));
+        let wrote = if faulted || self.steps_seen != Some(xs.store.generation()) {
+            let wrote = self.handshakes(xs);
+            self.steps_seen = Some(xs.store.generation());
+            wrote
+        } else {
+            false
+        };
         for i in 0..MAX_VIFS {
             self.forward_from(i);
         }
