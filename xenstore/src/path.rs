@@ -53,13 +53,19 @@ pub fn is_valid(node: &str) -> bool {
     if rest.is_empty() {
         return true;
     }
-    let chars_ok = node
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'_' | b'@'));
-    chars_ok
-        && !node.contains("//")
-        && !node.ends_with('/')
-        && node.len() - home_prefix_len(node) <= XENSTORE_REL_PATH_MAX
+    // One pass: allowed bytes only, no empty component (`//`), no
+    // trailing `/` (the byte before the first is the leading `/`).
+    let mut after_slash = true;
+    for b in rest.bytes() {
+        let slash = b == b'/';
+        if (slash && after_slash)
+            || !(slash || b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'@'))
+        {
+            return false;
+        }
+        after_slash = slash;
+    }
+    !after_slash && node.len() - home_prefix_len(node) <= XENSTORE_REL_PATH_MAX
 }
 
 /// Length of a leading `/local/domain/<digits>/`, else 0.
@@ -143,6 +149,24 @@ mod tests {
         assert!(is_valid(&long));
         assert!(!is_valid(&format!("{long}y")));
         assert!(!is_valid(&format!("/{}", "x".repeat(2048))));
+    }
+
+    proptest::proptest! {
+        /// The one-pass check says what the rules say, component by
+        /// component, on paths made of the interesting bytes.
+        #[test]
+        fn validity_is_the_rules(node in "[/a1@_.-]{0,12}") {
+            let rules = node.strip_prefix('/').is_some_and(|rest| {
+                rest.is_empty()
+                    || rest.split('/').all(|c| {
+                        !c.is_empty()
+                            && c.bytes().all(|b| {
+                                b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'@')
+                            })
+                    })
+            });
+            proptest::prop_assert_eq!(is_valid(&node), rules);
+        }
     }
 
     #[test]
