@@ -20,10 +20,11 @@
 //! - the topology leaves (0xb, 0x1f) read as zero; 48-bit linear
 //!   addresses.
 //!
-//! Where this differs from Xen 4.17 on purpose: FSGSBASE is hidden (a PV
-//! vCPU here cannot set CR4.FSGSBASE), and leaf 0x80000021 (AMD's
-//! speculation-control leaf, in which Xen reports the LFENCE-serialising
-//! setting it makes) is not offered. `docs/guest-cpu.md` lists both.
+//! FSGSBASE is offered where the CPU has it, as on Xen: the guest kernel
+//! sets CR4.FSGSBASE to use it. Where this differs from Xen 4.17 on
+//! purpose: leaf 0x80000021 (AMD's speculation-control leaf, in which Xen
+//! reports the LFENCE-serialising setting it makes) is not offered
+//! (`docs/guest-cpu.md`).
 #![forbid(unsafe_code)]
 
 /// Leaf 1 ECX bits hidden: DTES64, MONITOR, DS-CPL, VMX, SMX, EST, TM2,
@@ -38,9 +39,9 @@ const XSAVE: u32 = 1 << 26;
 const HYPERVISOR: u32 = 1 << 31;
 /// Leaf 1 EDX bits hidden: VME, PSE, SEP, PGE, PSE36, PSN, DS, TM, PBE.
 const LEAF1_EDX_HIDDEN: u32 = bits(&[1, 3, 11, 13, 17, 18, 21, 29, 31]);
-/// Leaf 7.0 EBX bits hidden: FSGSBASE, TSC_ADJUST, SGX, SMEP, INVPCID,
-/// PQM, MPX, PQE, SMAP, PCOMMIT, PT.
-const LEAF7_EBX_HIDDEN: u32 = bits(&[0, 1, 2, 7, 10, 12, 14, 15, 20, 22, 25]);
+/// Leaf 7.0 EBX bits hidden: TSC_ADJUST, SGX, SMEP, INVPCID, PQM, MPX,
+/// PQE, SMAP, PCOMMIT, PT.
+const LEAF7_EBX_HIDDEN: u32 = bits(&[1, 2, 7, 10, 12, 14, 15, 20, 22, 25]);
 /// Leaf 7.0 ECX bits hidden: UMIP, PKU, OSPKE, WAITPKG, LA57, ENQCMD, PKS.
 const LEAF7_ECX_HIDDEN: u32 = bits(&[2, 3, 4, 5, 16, 29, 31]);
 /// Leaf 0x80000001 ECX bits hidden: SVM, CR8 legacy, IBS, SKINIT, WDT,
@@ -226,8 +227,7 @@ mod tests {
     fn xen_4_17s_answers_on_tcg() {
         assert_eq!(leaf(1, 0), [0x0006_0fb1, 0x800, 0xfed8_3203, 0x0fc9_d3f5]);
         assert_eq!(leaf(6, 0), [0; 4]);
-        // Xen shows FSGSBASE (bit 0): 0x01880329.
-        assert_eq!(leaf(7, 0), [0, 0x0188_0328, 0x200, 0]);
+        assert_eq!(leaf(7, 0), [0, 0x0188_0329, 0x200, 0]);
         assert_eq!(leaf(0xd, 0), [7, 0x240, 0x340, 0]);
         assert_eq!(leaf(0xd, 1), [5, 0, 0, 0]);
         assert_eq!(leaf(0xd, 2), [0x100, 0x240, 0, 0]);

@@ -304,15 +304,21 @@ pub const fn guest_cr0(ts: bool) -> u64 {
 pub const GUEST_CR4: u64 = (1 << 5) | (1 << 6) | (1 << 9) | (1 << 10);
 /// CR4.OSXSAVE.
 pub const CR4_OSXSAVE: u64 = 1 << 18;
+/// CR4.FSGSBASE.
+pub const CR4_FSGSBASE: u64 = 1 << 16;
 
-/// CR4 as a guest reads it: [`GUEST_CR4`], and OSXSAVE if it set it.
+/// CR4 as a guest reads it: [`GUEST_CR4`], and OSXSAVE and FSGSBASE if it
+/// set them (and they are offered).
 #[must_use]
-pub const fn guest_cr4(osxsave: bool) -> u64 {
+pub const fn guest_cr4(osxsave: bool, fsgsbase: bool) -> u64 {
+    let mut cr4 = GUEST_CR4;
     if osxsave {
-        GUEST_CR4 | CR4_OSXSAVE
-    } else {
-        GUEST_CR4
+        cr4 |= CR4_OSXSAVE;
     }
+    if fsgsbase {
+        cr4 |= CR4_FSGSBASE;
+    }
+    cr4
 }
 
 /// Whether a write of `new` to CR0 only changes TS relative to the guest's

@@ -321,6 +321,8 @@ bitflags::bitflags! {
         /// The data selectors must be loaded from the vCPU's record (it
         /// was switched in).
         const SELECTORS = 1 << 4;
+        /// The CPU's CR4.FSGSBASE must follow the vCPU's.
+        const CR4 = 1 << 5;
     }
 }
 
@@ -343,6 +345,12 @@ pub struct Vcpu {
     pub xcr0: u64,
     /// Its CR4.OSXSAVE, as it last wrote CR4.
     pub cr4_osxsave: bool,
+    /// Its CR4.FSGSBASE, as it last wrote CR4 (only where the CPU has
+    /// FSGSBASE). While it is set, the CPU's CR4.FSGSBASE is too and the
+    /// guest changes its FS and active GS bases without the hypervisor:
+    /// `fs_base` and the active GS base are then only as current as the
+    /// last time the hypervisor read them back.
+    pub cr4_fsgsbase: bool,
     /// The frame its `vcpu_info` moved to (`VCPUOP_register_vcpu_info`),
     /// held writable until the domain goes; `None`: in shared_info.
     pub vcpu_info_frame: Option<dom0_abi::types::Mfn>,
@@ -451,6 +459,7 @@ impl Vcpu {
             vcpu_info_frame: None,
             xcr0: crate::cpuid::XCR0_INITIAL,
             cr4_osxsave: false,
+            cr4_fsgsbase: false,
             initialised: false,
             context: GuestRegs::default(),
             fpu: Box::new(FpuArea::initial()),

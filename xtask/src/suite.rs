@@ -655,6 +655,7 @@ pub const TESTS: &[IntegrationTest] = &[
     passes_with!("vcpu_register_vcpu_info", hv_extra_args: "dom0_max_vcpus=2"),
     passes_with!("vcpu_switch", hv_extra_args: "dom0_max_vcpus=2"),
     passes_with!("vcpu_switch4", hv_extra_args: "dom0_max_vcpus=4"),
+    passes_with!("cpu_fsgsbase", hv_extra_args: "dom0_max_vcpus=2"),
     passes_with!("vcpu_up_down", hv_extra_args: "dom0_max_vcpus=3"),
     passes!("evtchn_ports", conformance: true),
     passes!("evtchn_loopback", conformance: true),

@@ -66,6 +66,19 @@ pub fn domctl_setvcpucontext(domain: u16, vcpu: u32, ctxt: &VcpuGuestContext) ->
     unsafe { domctl_raw(&mut op) }
 }
 
+/// `XEN_DOMCTL_getvcpucontext` of `vcpu` in `domain` into `ctxt`.
+pub fn domctl_getvcpucontext(domain: u16, vcpu: u32, ctxt: &mut VcpuGuestContext) -> i64 {
+    let arg = VcpuContext {
+        vcpu,
+        pad: 0,
+        ctxt: core::ptr::from_mut(ctxt) as u64,
+    };
+    let mut op = Domctl::new(DomctlCmd::GetVcpuContext, domain, &arg);
+    // SAFETY: the handle points at `ctxt`, a whole `vcpu_guest_context`
+    // the hypervisor may write.
+    unsafe { domctl_raw(&mut op) }
+}
+
 /// `sysctl` with a payload that holds no guest handle (`physinfo`,
 /// `sched_id`; the others are refused with `EINVAL` without a hypercall).
 pub fn sysctl<P: Wire>(cmd: SysctlCmd, payload: &P) -> (i64, Sysctl) {

@@ -196,6 +196,7 @@ pub fn set_segment_base(env: &mut impl Env, which: u64, base: u64) -> Result<u64
     if which != SegmentBase::GsUserSel && !is_canonical(base) {
         return Err(Errno::EINVAL);
     }
+    env.sync_segment_bases();
     let vcpu = env.vcpu();
     match which {
         SegmentBase::Fs => vcpu.fs_base = base,

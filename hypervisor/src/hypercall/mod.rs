@@ -111,6 +111,10 @@ pub trait Env {
     /// The machine's interrupt lines (`crate::pirq`): `f` decides, and the
     /// I/O APIC is then told what it returns.
     fn irq_lines<R>(&mut self, f: impl FnOnce(&mut Lines) -> (R, Option<Program>)) -> R;
+    /// Brings the calling vCPU's segment-base record up to date with what
+    /// its guest changed without the hypervisor (WRFSBASE/WRGSBASE), before
+    /// a handler changes part of it (nothing where bases cannot change so).
+    fn sync_segment_bases(&mut self) {}
     /// The calling vCPU's event counters (none, unless the environment
     /// keeps them).
     fn stats(&self) -> &Stats {

@@ -437,13 +437,7 @@ fn show_policy_leaves() {
 /// Shows one leaf, named with `when`.
 fn show_leaf(leaf: u32, subleaf: u32, when: &str) {
     match fep_cpuid_count(leaf, subleaf) {
-        Ok([a, mut b, c, d]) => {
-            if (leaf, subleaf) == (7, 0) {
-                // FSGSBASE on its own line: Xen offers it, this
-                // hypervisor does not.
-                report::ok_value("cpuid 0x7.0 EBX bit 0 (FSGSBASE)", b & 1);
-                b &= !1;
-            }
+        Ok([a, b, c, d]) => {
             report::ok_value(
                 format_args!("cpuid {leaf:#x}.{subleaf}{when}"),
                 format_args!("eax {a:#010x} ebx {b:#010x} ecx {c:#010x} edx {d:#010x}"),

@@ -12,6 +12,7 @@ mod console_io;
 mod cpu_compat;
 mod cpu_exceptions;
 mod cpu_fpu;
+mod cpu_fsgsbase;
 mod cpu_ldt;
 mod cpu_priv;
 mod cpu_segments;
@@ -283,6 +284,10 @@ pub const ALL: &[Case] = &[
     Case {
         name: "cpu_segments",
         run: cpu_segments::segments,
+    },
+    Case {
+        name: "cpu_fsgsbase",
+        run: cpu_fsgsbase::run,
     },
     Case {
         name: "cpu_descriptors",

@@ -85,6 +85,12 @@ pub fn save(vcpu: &mut Vcpu) {
         asm!("mov {0:x}, ds", "mov {1:x}, es", "mov {2:x}, fs", out(reg) ds, out(reg) es, out(reg) fs, options(nomem, nostack, preserves_flags));
     }
     vcpu.selectors = DataSelectors { ds, es, fs };
+    if vcpu.pending.contains(Pending::SEGMENTS) {
+        // The record is newer than the CPU (a hypercall changed it, or the
+        // vCPU was switched in and never ran): the CPU's bases may even be
+        // another vCPU's.
+        return;
+    }
     // SAFETY: the segment-base MSRs exist on every x86-64 CPU; reading
     // them has no side effects.
     let (fs_base, active, inactive) = unsafe {
@@ -99,6 +105,37 @@ pub fn save(vcpu: &mut Vcpu) {
         (vcpu.gs_base_kernel, vcpu.gs_base_user) = (active, inactive);
     } else {
         (vcpu.gs_base_user, vcpu.gs_base_kernel) = (active, inactive);
+    }
+}
+
+/// Brings `vcpu`'s FS base and active GS base up to date with the CPU,
+/// where the guest may have changed them with WRFSBASE/WRGSBASE (its
+/// CR4.FSGSBASE is set) since the hypervisor last loaded them. Called
+/// before anything that reads the record or loads it back whole; nothing
+/// when the record is the newer one (loading it is pending) or the CPU's
+/// CR4.FSGSBASE is still to follow the vCPU's.
+#[inline]
+pub fn sync_bases(vcpu: &mut Vcpu) {
+    if vcpu.cr4_fsgsbase && !vcpu.pending.intersects(Pending::SEGMENTS | Pending::CR4) {
+        read_live_bases(vcpu);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn read_live_bases(vcpu: &mut Vcpu) {
+    let (fs, gs): (u64, u64);
+    // SAFETY: CR4.FSGSBASE is set: the vCPU's is, and no change of it is
+    // pending, so the CPU's follows it; the instructions only read the
+    // bases, which are this vCPU's (no segment load is pending).
+    unsafe {
+        asm!("rdfsbase {0}", "rdgsbase {1}", out(reg) fs, out(reg) gs, options(nomem, nostack, preserves_flags));
+    }
+    vcpu.fs_base = fs;
+    if vcpu.gs_kernel_active {
+        vcpu.gs_base_kernel = gs;
+    } else {
+        vcpu.gs_base_user = gs;
     }
 }
 

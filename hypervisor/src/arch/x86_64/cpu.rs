@@ -43,6 +43,14 @@ pub fn load_guest_segments(fs_base: u64, gs_selector: u16, active: u64, inactive
     }
 }
 
+/// Whether the CPU has FSGSBASE, which guests are then offered.
+static FSGSBASE: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Whether guests may set CR4.FSGSBASE (the CPU has FSGSBASE).
+pub fn fsgsbase_offered() -> bool {
+    FSGSBASE.load(core::sync::atomic::Ordering::Relaxed)
+}
+
 /// Whether guest FPU state is saved with XSAVE (else FXSAVE).
 static XSAVE: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
@@ -96,6 +104,7 @@ pub fn enable_guest_features(f: &Features, lstar: u64, cstar: u64) {
         cr4 |= CR4_OSXSAVE;
     }
     XSAVE.store(f.xsave, core::sync::atomic::Ordering::Relaxed);
+    FSGSBASE.store(f.fsgsbase, core::sync::atomic::Ordering::Relaxed);
     let offered = if f.xsave {
         crate::cpuid::offered_xcr0(&raw_cpuid)
     } else {

@@ -29,6 +29,8 @@ pub struct Features {
     pub smap: bool,
     /// User-mode instruction prevention.
     pub umip: bool,
+    /// RDFSBASE/RDGSBASE/WRFSBASE/WRGSBASE (CPUID.7.0:EBX[0]).
+    pub fsgsbase: bool,
     /// XSAVE family.
     pub xsave: bool,
     /// Invariant TSC.
@@ -80,6 +82,7 @@ pub fn features() -> Features {
     f.tsc_deadline = leaf1.ecx & (1 << 24) != 0;
     if leaf0.eax >= 7 {
         let leaf7 = __cpuid_count(7, 0);
+        f.fsgsbase = leaf7.ebx & 1 != 0;
         f.smep = leaf7.ebx & (1 << 7) != 0;
         f.invpcid = leaf7.ebx & (1 << 10) != 0;
         f.smap = leaf7.ebx & (1 << 20) != 0;

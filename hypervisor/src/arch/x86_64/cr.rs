@@ -32,6 +32,9 @@ pub const CR4_SMEP: u64 = Cr4Flags::SUPERVISOR_MODE_EXECUTION_PROTECTION.bits();
 /// CR4.OSXSAVE.
 pub const CR4_OSXSAVE: u64 = Cr4Flags::OSXSAVE.bits();
 
+/// CR4.FSGSBASE: RDFSBASE/RDGSBASE/WRFSBASE/WRGSBASE usable at any CPL.
+pub const CR4_FSGSBASE: u64 = Cr4Flags::FSGSBASE.bits();
+
 /// Reads CR0.
 pub fn read_cr0() -> u64 {
     let v;
@@ -136,4 +139,21 @@ pub fn set_cr0_ts(set: bool) {
 pub fn flush_hypervisor_view() {
     // SAFETY: reloading the current root changes no mapping.
     unsafe { write_cr3(read_cr3()) };
+}
+
+/// Sets or clears CR4.FSGSBASE as a guest kernel asked (writing CR4 only
+/// when that changes it). The hypervisor never uses the FS or GS bases
+/// itself, so the bit only decides what guest code may do.
+pub fn set_cr4_fsgsbase(on: bool) {
+    let cr4 = read_cr4();
+    let want = if on {
+        cr4 | CR4_FSGSBASE
+    } else {
+        cr4 & !CR4_FSGSBASE
+    };
+    if want != cr4 {
+        // SAFETY: callers set the bit only where CPUID reports FSGSBASE;
+        // no other bit changes.
+        unsafe { write_cr4(want) };
+    }
 }

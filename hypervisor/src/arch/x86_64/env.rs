@@ -511,6 +511,9 @@ impl Env for ArchEnv<'_, '_> {
     fn vcpu(&mut self) -> &mut Vcpu {
         self.current.vcpu
     }
+    fn sync_segment_bases(&mut self) {
+        super::context::sync_bases(self.current.vcpu);
+    }
     type Bits = SharedInfoBits;
     fn event_channels(&mut self) -> (&mut EventChannels, &mut SharedInfoBits) {
         let bits = self.events.get_or_insert(SharedInfoBits::new(

@@ -471,6 +471,9 @@ fn kernel_iretq(current: &mut Current, regs: &mut GuestRegs) -> bool {
 
 fn set_kernel_gs(vcpu: &mut Vcpu, kernel: bool) {
     if vcpu.gs_kernel_active != kernel {
+        // The mode being left may have moved its GS base (or the FS base)
+        // with WRGSBASE: keep it before the swap reloads both.
+        super::context::sync_bases(vcpu);
         vcpu.gs_kernel_active = kernel;
         vcpu.pending.insert(Pending::SEGMENTS);
     }
@@ -516,6 +519,9 @@ fn apply_pending_work(current: &mut Current) {
     }
     if vcpu.pending.contains(Pending::DEBUG) {
         cpu::load_debug_registers(&vcpu.debugreg);
+    }
+    if vcpu.pending.contains(Pending::CR4) {
+        cpu::set_cr4_fsgsbase(vcpu.cr4_fsgsbase);
     }
     if vcpu.pending.contains(Pending::FPU) {
         cpu::set_cr0_ts(vcpu.fpu_ts);
@@ -772,7 +778,7 @@ pub fn emulate(current: &mut Current, regs: &mut GuestRegs) -> bool {
                 0 => Some(emulate::guest_cr0(vcpu.fpu_ts)),
                 2 => Some(fault_address),
                 3 => Some(kernel_l4),
-                4 => Some(emulate::guest_cr4(vcpu.cr4_osxsave)),
+                4 => Some(emulate::guest_cr4(vcpu.cr4_osxsave, vcpu.cr4_fsgsbase)),
                 _ => None,
             };
             value.map(|v| *gpr(regs, reg) = v).is_some()
@@ -788,8 +794,17 @@ pub fn emulate(current: &mut Current, regs: &mut GuestRegs) -> bool {
         }
         Insn::WriteCr { cr: 3, reg } => *gpr(regs, reg) == kernel_l4,
         Insn::WriteCr { cr: 4, reg } => {
-            vcpu.cr4_osxsave =
-                *gpr(regs, reg) & emulate::CR4_OSXSAVE != 0 && cpu::offered_xcr0() != 0;
+            let value = *gpr(regs, reg);
+            vcpu.cr4_osxsave = value & emulate::CR4_OSXSAVE != 0 && cpu::offered_xcr0() != 0;
+            // As on Xen: the CPU's CR4.FSGSBASE is the guest kernel's
+            // while it runs (never set behind its back); other bits are
+            // ignored.
+            let fsgsbase = value & emulate::CR4_FSGSBASE != 0 && cpu::fsgsbase_offered();
+            if fsgsbase != vcpu.cr4_fsgsbase {
+                super::context::sync_bases(vcpu);
+                vcpu.cr4_fsgsbase = fsgsbase;
+                vcpu.pending.insert(Pending::CR4);
+            }
             true
         }
         Insn::Xsetbv if !vcpu.cr4_osxsave => {
@@ -808,6 +823,7 @@ pub fn emulate(current: &mut Current, regs: &mut GuestRegs) -> bool {
         }
         Insn::WriteCr { .. } => false,
         Insn::Rdmsr => {
+            super::context::sync_bases(vcpu);
             let value = match u32::try_from(regs.rcx & 0xffff_ffff).unwrap_or(0) {
                 emulate::msr::EFER => Some(cpu::efer()),
                 emulate::msr::TSC => Some(cpu::rdtsc()),
@@ -832,6 +848,7 @@ pub fn emulate(current: &mut Current, regs: &mut GuestRegs) -> bool {
                 .is_some()
         }
         Insn::Wrmsr => {
+            super::context::sync_bases(vcpu);
             let value = (regs.rdx << 32) | (regs.rax & 0xffff_ffff);
             let active_kernel = vcpu.gs_kernel_active;
             let slot = match u32::try_from(regs.rcx & 0xffff_ffff).unwrap_or(0) {
