@@ -451,6 +451,14 @@ mod tests {
         assert!(cr0_write_allowed(guest_cr0(true) & !8, true));
         assert!(!cr0_write_allowed(guest_cr0(false) & !(1 << 16), false));
     }
+
+    #[test]
+    fn cr4_shows_what_the_kernel_set() {
+        assert_eq!(guest_cr4(false, false), 0x660);
+        assert_eq!(guest_cr4(true, false), 0x660 | CR4_OSXSAVE);
+        assert_eq!(guest_cr4(false, true), 0x660 | CR4_FSGSBASE);
+        assert_eq!(guest_cr4(true, true), 0x5_0660);
+    }
 }
 
 /// Where a decoded store takes its value from.

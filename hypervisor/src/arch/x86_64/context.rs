@@ -61,7 +61,9 @@ pub fn fixup(rip: u64) -> Option<u64> {
 
 /// Saves what of `vcpu` lives in the CPU and nowhere else: FPU/SSE/AVX
 /// state, the data selectors, and the segment bases (the guest may have
-/// changed them by loading a selector since it last told the hypervisor).
+/// changed them by loading a selector, or with WRFSBASE/WRGSBASE, since it
+/// last told the hypervisor). Selectors and bases whose loading is still
+/// pending are newer in the record than in the CPU and stay as they are.
 pub fn save(vcpu: &mut Vcpu) {
     set_cr0_ts(false);
     // Every offered component, whatever the vCPU enabled: the next vCPU's
@@ -79,12 +81,14 @@ pub fn save(vcpu: &mut Vcpu) {
             asm!("fxsave64 [{}]", in(reg) area, options(nostack, preserves_flags));
         }
     }
-    let (ds, es, fs): (u16, u16, u16);
-    // SAFETY: reading segment registers has no side effects.
-    unsafe {
-        asm!("mov {0:x}, ds", "mov {1:x}, es", "mov {2:x}, fs", out(reg) ds, out(reg) es, out(reg) fs, options(nomem, nostack, preserves_flags));
+    if !vcpu.pending.contains(Pending::SELECTORS) {
+        let (ds, es, fs): (u16, u16, u16);
+        // SAFETY: reading segment registers has no side effects.
+        unsafe {
+            asm!("mov {0:x}, ds", "mov {1:x}, es", "mov {2:x}, fs", out(reg) ds, out(reg) es, out(reg) fs, options(nomem, nostack, preserves_flags));
+        }
+        vcpu.selectors = DataSelectors { ds, es, fs };
     }
-    vcpu.selectors = DataSelectors { ds, es, fs };
     if vcpu.pending.contains(Pending::SEGMENTS) {
         // The record is newer than the CPU (a hypercall changed it, or the
         // vCPU was switched in and never ran): the CPU's bases may even be
@@ -114,9 +118,9 @@ pub fn save(vcpu: &mut Vcpu) {
 /// before anything that reads the record or loads it back whole; nothing
 /// when the record is the newer one (loading it is pending) or the CPU's
 /// CR4.FSGSBASE is still to follow the vCPU's.
-#[inline]
+#[inline(always)]
 pub fn sync_bases(vcpu: &mut Vcpu) {
-    if vcpu.cr4_fsgsbase && !vcpu.pending.intersects(Pending::SEGMENTS | Pending::CR4) {
+    if vcpu.cr4_fsgsbase {
         read_live_bases(vcpu);
     }
 }
@@ -124,6 +128,9 @@ pub fn sync_bases(vcpu: &mut Vcpu) {
 #[cold]
 #[inline(never)]
 fn read_live_bases(vcpu: &mut Vcpu) {
+    if vcpu.pending.intersects(Pending::SEGMENTS | Pending::CR4) {
+        return;
+    }
     let (fs, gs): (u64, u64);
     // SAFETY: CR4.FSGSBASE is set: the vCPU's is, and no change of it is
     // pending, so the CPU's follows it; the instructions only read the

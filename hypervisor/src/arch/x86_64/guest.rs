@@ -520,12 +520,14 @@ fn apply_pending_work(current: &mut Current) {
     if vcpu.pending.contains(Pending::DEBUG) {
         cpu::load_debug_registers(&vcpu.debugreg);
     }
-    if vcpu.pending.contains(Pending::CR4) {
-        cpu::set_cr4_fsgsbase(vcpu.cr4_fsgsbase);
-    }
-    if vcpu.pending.contains(Pending::FPU) {
-        cpu::set_cr0_ts(vcpu.fpu_ts);
-        cpu::set_xcr0(vcpu.xcr0);
+    if vcpu.pending.intersects(Pending::FPU | Pending::CR4) {
+        if vcpu.pending.contains(Pending::FPU) {
+            cpu::set_cr0_ts(vcpu.fpu_ts);
+            cpu::set_xcr0(vcpu.xcr0);
+        }
+        if vcpu.pending.contains(Pending::CR4) {
+            cpu::set_cr4_fsgsbase(vcpu.cr4_fsgsbase);
+        }
     }
     vcpu.pending = Default::default();
 }
