@@ -10,6 +10,19 @@
 
 use core::arch::global_asm;
 
+use guest_pv_shim::{mm, traps};
+
+/// The word at byte `offset` of the user data page (a result).
+pub fn user_word(offset: u64) -> u64 {
+    mm::read_mapped(traps::user_data() + offset)
+}
+
+/// Writes the word at byte `offset` of the user data page (an argument).
+pub fn set_user_word(offset: u64, value: u64) {
+    // SAFETY: the user data page is guest memory no Rust code references.
+    unsafe { ((traps::user_data() + offset) as *mut u64).write_volatile(value) };
+}
+
 /// User data offset: first result.
 pub const OUT_0: u64 = 0;
 /// User data offset: second result.

@@ -27,7 +27,7 @@ use guest_pv_shim::traps::{self, Trap, UserEntry};
 use guest_pv_shim::{fixup_asm, report};
 
 use crate::support;
-use crate::user_code::{ARG, OUT_0, OUT_1};
+use crate::user_code::{ARG, OUT_0, OUT_1, set_user_word, user_word};
 
 /// CR4.FSGSBASE.
 const CR4_FSGSBASE: u64 = 1 << 16;
@@ -75,15 +75,6 @@ core::arch::global_asm!(
 
 unsafe extern "C" {
     static user_fsgsbase: u8;
-}
-
-fn out(offset: u64) -> u64 {
-    guest_pv_shim::mm::read_mapped(traps::user_data() + offset)
-}
-
-fn write_user(offset: u64, value: u64) {
-    // SAFETY: the user data page is guest memory no Rust code references.
-    unsafe { ((traps::user_data() + offset) as *mut u64).write_volatile(value) };
 }
 
 /// A result for a check line: the value, or the trap's vector.
@@ -184,42 +175,22 @@ fn cr4(set: Option<bool>) -> u64 {
 
 /// Whether the policy offers FSGSBASE (forced-emulation CPUID 7.0).
 fn offered() -> Option<bool> {
-    let (mut a, mut c, mut b) = (7u32, 0u32, 0u32);
-    let (_, t) = traps::catch(|| {
-        // SAFETY: CPUID (emulated after the prefix) writes EAX-EDX; RBX is
-        // saved in R8 (LLVM reserves it) and EBX goes out through ESI.
-        unsafe {
-            fixup_asm!(
-                "mov r8, rbx",
-                "ud2",
-                ".ascii \"xen\"",
-                "cpuid",
-                "mov esi, ebx",
-                "mov rbx, r8";
-                out("esi") b,
-                inout("eax") a,
-                inout("ecx") c,
-                out("edx") _,
-                out("r8") _,
-                options(nostack),
-            );
-        }
-    });
-    let _ = (a, c);
-    t.is_none().then_some(b & 1 != 0)
+    super::cpu_priv::fep_cpuid_count(7, 0)
+        .ok()
+        .map(|[_, ebx, ..]| ebx & 1 != 0)
 }
 
 /// Runs [`user_fsgsbase`]: it reports the bases it finds and writes `fs`
 /// and `gs`; it ends with SYSCALL if `syscall`, else with `ud2`.
 fn run_user(fs: u64, gs: u64, syscall: bool) -> (u64, u64) {
-    write_user(ARG, fs);
-    write_user(ARG + 8, gs);
-    write_user(ARG + 16, u64::from(syscall));
-    write_user(OUT_0, 0);
-    write_user(OUT_1, 0);
+    set_user_word(ARG, fs);
+    set_user_word(ARG + 8, gs);
+    set_user_word(ARG + 16, u64::from(syscall));
+    set_user_word(OUT_0, 0);
+    set_user_word(OUT_1, 0);
     let entry = core::ptr::addr_of!(user_fsgsbase) as u64;
     traps::run_user(entry, FLAT_USER_CS, 0x202, UserEntry::Hypercall);
-    (out(OUT_0), out(OUT_1))
+    (user_word(OUT_0), user_word(OUT_1))
 }
 
 pub fn run(_start_info: &'static StartInfo) {

@@ -110,7 +110,7 @@ fn fep_cpuid(leaf: u32) -> Result<[u32; 4], Trap> {
 
 /// CPUID leaf `leaf`, subleaf `subleaf`, through the forced-emulation
 /// prefix.
-fn fep_cpuid_count(leaf: u32, subleaf: u32) -> Result<[u32; 4], Trap> {
+pub(super) fn fep_cpuid_count(leaf: u32, subleaf: u32) -> Result<[u32; 4], Trap> {
     let (mut a, mut b, mut c, mut d) = (leaf, 0u32, subleaf, 0u32);
     let (_, t) = traps::catch(|| {
         // SAFETY: CPUID (emulated by the hypervisor after the prefix) only

@@ -37,16 +37,7 @@ use guest_pv_shim::traps::{self, Disposition, Trap, TrapFrame, UserEntry};
 use guest_pv_shim::{fixup_asm, report};
 
 use crate::support;
-use crate::user_code::{OUT_0, OUT_1};
-
-fn out(offset: u64) -> u64 {
-    mm::read_mapped(traps::user_data() + offset)
-}
-
-fn write_user(offset: u64, value: u64) {
-    // SAFETY: the user data page is guest memory no Rust code references.
-    unsafe { ((traps::user_data() + offset) as *mut u64).write_volatile(value) };
-}
+use crate::user_code::{OUT_0, OUT_1, set_user_word, user_word};
 
 global_asm!(
     ".pushsection .text.user, \"ax\", @progbits",
@@ -111,9 +102,9 @@ pub fn segments(_start_info: &'static StartInfo) {
         return;
     }
     let page = traps::user_data();
-    write_user(0x100, 0xF5F5);
-    write_user(0x108, 0x65E5);
-    write_user(0x800 + 0x108, 0x6565);
+    set_user_word(0x100, 0xF5F5);
+    set_user_word(0x108, 0x65E5);
+    set_user_word(0x800 + 0x108, 0x6565);
     report::check_ret(
         "set_segment_base FS",
         hc::set_segment_base(SegmentBase::Fs as u64, page),
@@ -154,12 +145,12 @@ pub fn segments(_start_info: &'static StartInfo) {
     traps::run_user(entry, FLAT_USER_CS, 0x202, UserEntry::Hypercall);
     report::check_eq(
         "user mode reads FS through the same base",
-        out(OUT_0),
+        user_word(OUT_0),
         0xF5F5,
     );
     report::check_eq(
         "user mode reads GS through the user base",
-        out(OUT_1),
+        user_word(OUT_1),
         0x65E5,
     );
     report::check_eq(
@@ -505,8 +496,8 @@ pub fn alignment_check(_start_info: &'static StartInfo) {
     }
     let am = cr0 & (1 << 18) != 0;
     report::check_eq("CR0.AM reads as set", am, true);
-    write_user(0x200, 0x1122_3344_5566_7788);
-    write_user(0x208, 0x99AA_BBCC_DDEE_FF00);
+    set_user_word(0x200, 0x1122_3344_5566_7788);
+    set_user_word(0x208, 0x99AA_BBCC_DDEE_FF00);
     let before = traps::count();
     let entry = core::ptr::addr_of!(user_unaligned) as u64;
     traps::run_user(entry, FLAT_USER_CS, 0x202, UserEntry::Hypercall);
@@ -516,7 +507,7 @@ pub fn alignment_check(_start_info: &'static StartInfo) {
     // then completes): that is a SKIP, as long as the load read the
     // right bytes.
     const AC: &str = "an unaligned user load with RFLAGS.AC raises #AC (error code 0)";
-    let loaded = out(OUT_0);
+    let loaded = user_word(OUT_0);
     match t {
         Some(t) => {
             report::check(

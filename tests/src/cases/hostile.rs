@@ -58,7 +58,7 @@ use guest_pv_shim::report;
 use guest_pv_shim::traps::{self, Disposition, Trap, TrapFrame, UserEntry};
 
 use crate::support;
-use crate::user_code::{ARG, OUT_0, OUT_1};
+use crate::user_code::{ARG, OUT_0, OUT_1, set_user_word, user_word};
 
 /// `__HYPERVISOR_update_descriptor`.
 const UPDATE_DESCRIPTOR: u64 = 10;
@@ -269,15 +269,6 @@ global_asm!(
 unsafe extern "C" {
     /// See the assembly above.
     static user_far_cpuid: u8;
-}
-
-fn user_word(offset: u64) -> u64 {
-    mm::read_mapped(traps::user_data() + offset)
-}
-
-fn set_user_word(offset: u64, value: u64) {
-    // SAFETY: the user data page is guest memory no Rust code references.
-    unsafe { ((traps::user_data() + offset) as *mut u64).write_volatile(value) };
 }
 
 pub fn selectors_user(_start_info: &'static StartInfo) {
