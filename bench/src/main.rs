@@ -46,6 +46,10 @@ const NO_SECOND_DOMAIN: &str = "needs a second domain, which this guest does not
 const NO_DISK: &str = "needs a virtio disk, dom0's drivers and a domU: `cargo xtask bench` \
      measures them in a run of the toolstack dom0 with a disk";
 
+/// Why the network benchmarks are not measured here.
+const NO_NIC: &str = "needs a virtio-net card, dom0's drivers, a domU and a sender on the host: \
+     `cargo xtask bench` measures them in a run of the toolstack dom0 with a network";
+
 /// Runs the benchmark `bench` (by name) and returns its outcome.
 fn run_one(
     h: &Harness,
@@ -83,6 +87,7 @@ fn run_one(
             Err(NotRun::Unsupported(Reason::Text(NO_SECOND_DOMAIN)))
         }
         "blk_read_dom0" | "blk_read_domu" => Err(NotRun::Unsupported(Reason::Text(NO_DISK))),
+        "net_recv_dom0" | "net_recv_domu" => Err(NotRun::Unsupported(Reason::Text(NO_NIC))),
         _ => match MMU_UPDATE_BATCHES
             .iter()
             .find(|&&n| catalogue::mmu_update(n).is_some_and(|b| b.name == name))
