@@ -132,6 +132,9 @@ pub enum DomuSet {
     /// 1:2:4:8 (two each), measured by the shell's `cpu-share`
     /// (`share.xl`).
     Fairness,
+    /// Two demo domUs doing the same fixed work (`spin=`), measured by the
+    /// shell's `cpu-share` on two CPUs: both run at once (`par.xl`).
+    Parallel,
     /// The `disk` domU reading the whole virtio disk (`phy:vda`, read-only)
     /// for the block benchmark (`readbench`, `blk_read_domu`).
     BlkBench,
@@ -256,6 +259,27 @@ const FAIRNESS: &[(&str, &str)] = &[
     ),
 ];
 
+/// The two domUs of [`DomuSet::Parallel`]: four times the fairness
+/// test's work each (about a second on one CPU under TCG), so that the
+/// time both take to start is small beside it.
+const PARALLEL_SPIN: (&str, &str) = (
+    "# A domU doing a fixed amount of work beside another.\n\
+     name = \"p1\"\nkernel = \"domu-demo\"\nmemory = 4\ncmdline = \"spin=100000000\"\n",
+    "# A domU doing a fixed amount of work beside another.\n\
+     name = \"p2\"\nkernel = \"domu-demo\"\nmemory = 4\ncmdline = \"spin=100000000\"\n",
+);
+
+/// The configurations of [`DomuSet::Parallel`], and its script.
+const PARALLEL: &[(&str, &str)] = &[
+    ("p1.cfg", PARALLEL_SPIN.0),
+    ("p2.cfg", PARALLEL_SPIN.1),
+    (
+        "par.xl",
+        "# Two domUs at once on two CPUs (dom0 script=par.xl).\n\
+         create -p p1.cfg\ncreate -p p2.cfg\ncpu-share\ndestroy p1\ndestroy p2\n",
+    ),
+];
+
 /// The script of [`DomuSet::Devices`].
 const DEVICES_SCRIPT: &str = "# dom0's drivers, scripted (dom0 script=devices.xl)\n\
     pci-list\n\
@@ -344,6 +368,7 @@ impl DomuSet {
             DomuSet::Web => "web",
             DomuSet::Scenario => "scenario",
             DomuSet::Fairness => "fairness",
+            DomuSet::Parallel => "parallel",
             DomuSet::BlkBench => "blk-bench",
             DomuSet::NetBench => "net-bench",
             DomuSet::Pong => "pong",
@@ -358,6 +383,7 @@ impl DomuSet {
         match self {
             DomuSet::Demo => &[("demo.cfg", DEMO_CONFIG)],
             DomuSet::Fairness => FAIRNESS,
+            DomuSet::Parallel => PARALLEL,
             DomuSet::Scale => SCALE,
             DomuSet::Typist => &[(
                 "typist.cfg",
@@ -551,6 +577,7 @@ mod tests {
             DomuSet::PhyDiskHotplug,
             DomuSet::Scenario,
             DomuSet::Fairness,
+            DomuSet::Parallel,
             DomuSet::BlkBench,
             DomuSet::NetBench,
             DomuSet::Pong,

@@ -531,6 +531,17 @@ pub const TESTS: &[IntegrationTest] = &[
             "xl> cpu-share"
         )
     },
+    // Issue 17: two domUs' vCPUs run at once on two CPUs (their CPU time
+    // adds up to nearly twice the wall time), each getting half.
+    IntegrationTest {
+        cpus: 2,
+        ..toolstack!(
+            "smp_domus_parallel",
+            DomuSet::Parallel,
+            "script=par.xl timeout=120",
+            "xl> cpu-share"
+        )
+    },
     IntegrationTest {
         hv_extra_args: "max_domains=128",
         icount: true,

@@ -397,11 +397,12 @@ pub fn sysctl(env: &mut impl ControlEnv, arg: u64) -> Result<u64, Errno> {
         }
         Some(SysctlCmd::PhysInfo) => {
             let m = env.machine_info();
+            let cpus = u32::try_from(env.host().pcpus.len().max(1)).unwrap_or(u32::MAX);
             let info = PhysInfo {
                 threads_per_core: 1,
                 cores_per_socket: 1,
-                nr_cpus: 1,
-                max_cpu_id: 0,
+                nr_cpus: cpus,
+                max_cpu_id: cpus - 1,
                 nr_nodes: 1,
                 max_node_id: 0,
                 cpu_khz: m.cpu_khz,
@@ -1724,7 +1725,11 @@ mod tests {
         let (r, out) = sys(&mut m, SysctlCmd::PhysInfo, &PhysInfo::default());
         let p: PhysInfo = out.payload().unwrap();
         assert_eq!(r, Ok(0));
-        assert_eq!((p.nr_cpus, p.nr_nodes, p.total_pages), (1, 1, 64));
+        // The fake machine has two physical CPUs (`getcpuinfo` above).
+        assert_eq!(
+            (p.nr_cpus, p.max_cpu_id, p.nr_nodes, p.total_pages),
+            (2, 1, 1, 64)
+        );
         assert_eq!(p.free_pages, m.free.len() as u64);
         assert!(PhysCap::from_bits_truncate(p.capabilities).contains(PhysCap::PV));
         let (r, out) = sys(&mut m, SysctlCmd::SchedId, &SchedId::default());

@@ -161,7 +161,8 @@ impl Credit {
     }
 }
 
-/// One CPU's scheduler state.
+/// The scheduler's state: credit epochs, the weight that scales burning,
+/// and the charging of the CPU making a choice (see [`Charging`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Runqueue<T> {
     epoch: u64,
@@ -169,6 +170,31 @@ pub struct Runqueue<T> {
     /// The vCPU running since `since`, to be charged at the next choice.
     running: Option<T>,
     since: u64,
+}
+
+/// What one physical CPU is charged for: the vCPU it runs, since when.
+/// With several CPUs sharing one [`Runqueue`], each keeps its own and
+/// swaps it in for its choice ([`Runqueue::swap_charging`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Charging<T> {
+    running: Option<T>,
+    since: u64,
+}
+
+impl<T> Charging<T> {
+    /// A CPU that has run nothing yet.
+    pub const fn new() -> Charging<T> {
+        Charging {
+            running: None,
+            since: 0,
+        }
+    }
+}
+
+impl<T> Default for Charging<T> {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl<T> Default for Runqueue<T> {
@@ -262,6 +288,14 @@ impl<T: Copy + PartialEq> Runqueue<T> {
         }
     }
 
+    /// Exchanges the charging in the runqueue with `cpu`'s: a CPU swaps
+    /// its own in before [`Runqueue::charge`] and out after
+    /// [`Choice::finish`].
+    pub fn swap_charging(&mut self, cpu: &mut Charging<T>) {
+        core::mem::swap(&mut self.running, &mut cpu.running);
+        core::mem::swap(&mut self.since, &mut cpu.since);
+    }
+
     /// Nothing runs from `now` (the CPU idles).
     pub fn idle(&mut self, now: u64) {
         self.running = None;
@@ -289,6 +323,12 @@ impl<T: Copy + PartialEq> Choice<T> {
             }
             _ => self.second = self.best.replace(c),
         }
+    }
+
+    /// Whether more than one vCPU was offered (another CPU could run the
+    /// one not chosen).
+    pub fn contested(&self) -> bool {
+        self.second.is_some()
     }
 
     /// The vCPU to run, if any was offered; resets credit if even the
@@ -523,6 +563,35 @@ mod tests {
     #[test]
     fn weights_1_2_4_8_share_in_proportion() {
         check_shares([1, 2, 4, 8], 0, 10 * SECOND, 0.03);
+    }
+
+    #[test]
+    fn two_cpus_sharing_a_runqueue_are_charged_each_for_its_own_vcpu() {
+        let mut rq = Runqueue::<u8>::new();
+        let share = Share::default();
+        let (mut a, mut b) = (Credit::default(), Credit::default());
+        let mut cpus = [Charging::new(), Charging::new()];
+        let choose = |rq: &mut Runqueue<u8>, cpu: &mut Charging<u8>, id, credit, now| {
+            rq.swap_charging(cpu);
+            let mut choice = rq.choice(now);
+            choice.offer(id, credit, &share);
+            let chosen = choice.finish(rq).map(|c| c.id);
+            rq.swap_charging(cpu);
+            chosen
+        };
+        let [c0, c1] = &mut cpus;
+        assert_eq!(choose(&mut rq, c0, 0, &mut a, 0), Some(0));
+        assert_eq!(choose(&mut rq, c1, 1, &mut b, 1_000), Some(1));
+        // CPU 0 is charged 2 ms for vCPU 0, CPU 1 1 ms for vCPU 1: the
+        // other CPU's choice in between did not take over the charging.
+        rq.swap_charging(c0);
+        rq.charge(0, &mut a, &mut share.clone(), 2_000_000);
+        rq.swap_charging(c0);
+        rq.swap_charging(c1);
+        rq.charge(1, &mut b, &mut share.clone(), 1_001_000);
+        rq.swap_charging(c1);
+        assert_eq!(a.credit, CREDIT_INIT - 2_000_000);
+        assert_eq!(b.credit, CREDIT_INIT - 1_000_000);
     }
 
     #[test]

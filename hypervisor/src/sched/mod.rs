@@ -83,6 +83,49 @@ pub fn offer(
     }
 }
 
+/// Whether a CPU other than `cpu` holds domain `domain`, given what each
+/// CPU that is up holds (`holdings`, by CPU number; `None` for a CPU that
+/// is not up). A domain runs on one CPU at a time: until remote TLB
+/// flushes exist, its vCPUs share the page-table state one CPU's flushes
+/// keep right (`docs/scheduler.md`).
+pub fn held_elsewhere<D: PartialEq>(
+    holdings: impl Iterator<Item = Option<Option<D>>>,
+    domain: D,
+    cpu: u16,
+) -> bool {
+    holder(holdings, domain, cpu).is_some()
+}
+
+/// The CPU other than `me` that holds `domain`, if any (see
+/// [`held_elsewhere`]).
+pub fn holder<D: PartialEq>(
+    holdings: impl Iterator<Item = Option<Option<D>>>,
+    domain: D,
+    me: u16,
+) -> Option<u32> {
+    (0u32..)
+        .zip(holdings)
+        .filter(|&(c, _)| c != u32::from(me))
+        .find(|(_, held)| held.as_ref().is_some_and(|h| h.as_ref() == Some(&domain)))
+        .map(|(c, _)| c)
+}
+
+/// A CPU other than `me` that is up and holds no domain (it waits in its
+/// own idle loop), lowest first.
+pub fn idle_cpu<D>(holdings: impl Iterator<Item = Option<Option<D>>>, me: u16) -> Option<u32> {
+    (0u32..)
+        .zip(holdings)
+        .find(|(c, held)| *c != u32::from(me) && matches!(held, Some(None)))
+        .map(|(c, _)| c)
+}
+
+/// Whether physical CPU `cpu` may run domain `domain`'s vCPUs at all:
+/// dom0 runs on the boot CPU only (the CPU that takes the machine's
+/// interrupts and idles in its context), other domains anywhere.
+pub fn may_run_domain_on(domain: DomId, cpu: u16) -> bool {
+    domain != DomId::DOM0 || cpu == 0
+}
+
 /// The vCPU ids in a kick mask (bit `n`: vCPU `n`), lowest first.
 pub fn kicked_ids(mut kicked: u64) -> impl Iterator<Item = u32> {
     core::iter::from_fn(move || {
@@ -255,6 +298,21 @@ mod tests {
         d.vcpus[0].on_cpu = None;
         assert_eq!(offered(&mut d, 2), Some(0), "vCPU 0 was saved");
         assert_eq!(chosen(&mut d, 2..3), Some(2), "vCPU 2 runs nowhere");
+    }
+
+    #[test]
+    fn a_domain_is_held_by_one_cpu_and_idle_cpus_are_found() {
+        let h = [Some(Some(DomId(0))), Some(None), None, Some(Some(DomId(3)))];
+        assert!(held_elsewhere(h.iter().copied(), DomId(3), 0));
+        assert!(!held_elsewhere(h.iter().copied(), DomId(3), 3), "its own");
+        assert!(!held_elsewhere(h.iter().copied(), DomId(2), 0));
+        assert_eq!(holder(h.iter().copied(), DomId(0), 1), Some(0));
+        assert_eq!(holder(h.iter().copied(), DomId(0), 0), None);
+        assert_eq!(idle_cpu(h.iter().copied(), 0), Some(1));
+        assert_eq!(idle_cpu(h.iter().copied(), 1), None, "CPU 2 is down");
+        assert!(may_run_domain_on(DomId(0), 0));
+        assert!(!may_run_domain_on(DomId(0), 1));
+        assert!(may_run_domain_on(DomId(4), 1));
     }
 
     #[test]

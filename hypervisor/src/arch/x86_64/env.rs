@@ -35,7 +35,7 @@ use super::entry::GuestRegs;
 use super::evtchn::SharedInfoBits;
 use super::paging::{PAGE_BYTES, phys_to_virt};
 use super::traps::{Current, crash};
-use super::{cpu, guest, guest_mem, mem, paging, serial, time, trampoline};
+use super::{cpu, guest, guest_mem, mem, paging, percpu, serial, time, trampoline};
 
 /// The machine as one hypercall sees it.
 pub struct ArchEnv<'a, 'c> {
@@ -116,10 +116,17 @@ impl ArchEnv<'_, '_> {
                 woken |= 1u64.checked_shl(vcpu.id).unwrap_or(0);
             }
         }
-        let elsewhere =
-            crate::sched::cpus_to_kick(entry.vcpus.iter(), woken, self.current.cpu.number);
+        let me = self.current.cpu.number;
+        let elsewhere = crate::sched::cpus_to_kick(entry.vcpus.iter(), woken, me);
+        let mut sent = 0;
         if elsewhere != 0 {
-            let sent = super::percpu::send_event_checks(elsewhere);
+            sent = percpu::send_event_checks(elsewhere);
+        } else if woken != 0 {
+            // A vCPU of a domain another CPU holds, not loaded there:
+            // that CPU chooses again.
+            sent = percpu::kick_holder(entry.domain.id, me);
+        }
+        if sent != 0 {
             self.current.vcpu.stats.add(Counter::Ipis, sent);
         }
     }
@@ -362,6 +369,69 @@ impl MmuEnv for ArchEnv<'_, '_> {
     }
 }
 
+/// How long a CPU holding one domain's slot spins for a lower id's slot
+/// before it answers as if that domain were busy, ns.
+const LOWER_SLOT_SPIN_NS: u64 = 2_000_000;
+
+/// Locks `slot`, domain `id`'s, for the running domain `own`'s hypercall
+/// on CPU `cpu`.
+/// A higher id comes after the caller's in the lock order: it is waited
+/// for (whoever holds it waits for no lower slot, so it finishes). A
+/// lower one may be held by a CPU that waits for the caller's: it is
+/// tried for [`LOWER_SLOT_SPIN_NS`] and then given up (`None`, answered
+/// as busy; `docs/locking.md`).
+fn lock_other(
+    slot: &'static crate::domain::DomainSlot,
+    own: DomId,
+    id: DomId,
+    cpu: u16,
+) -> Option<MutexGuard<'static, Option<Box<DomainEntry>>>> {
+    let guard = if id.0 > own.0 {
+        slot.lock()
+    } else {
+        try_lower_slot(slot)?
+    };
+    // A CPU running that domain looks at it again once the hypercall is
+    // done with it (a pause, a destruction, a vCPU brought up or down).
+    percpu::kick_holder(id, cpu);
+    Some(guard)
+}
+
+/// Tries `slot`, a lower id's than the caller's, for
+/// [`LOWER_SLOT_SPIN_NS`].
+fn try_lower_slot(
+    slot: &'static crate::domain::DomainSlot,
+) -> Option<MutexGuard<'static, Option<Box<DomainEntry>>>> {
+    let mut until = None;
+    loop {
+        if let Some(guard) = slot.try_lock() {
+            return Some(guard);
+        }
+        let now = time::now_ns();
+        if now >= *until.get_or_insert(now.saturating_add(LOWER_SLOT_SPIN_NS)) {
+            return None;
+        }
+        core::hint::spin_loop();
+    }
+}
+
+/// Waits, holding no other domain's slot, until no CPU but `me` holds
+/// domain `id`, kicking the one that does every [`RETRY_KICK_NS`].
+fn wait_until_given_up(id: DomId, me: u16) {
+    let mut kicked_at = None;
+    while crate::sched::held_elsewhere(percpu::holdings(), id, me) {
+        let now = time::now_ns();
+        if kicked_at.is_none_or(|at: u64| now.saturating_sub(at) >= RETRY_KICK_NS) {
+            percpu::kick_holder(id, me);
+            kicked_at = Some(now);
+        }
+        core::hint::spin_loop();
+    }
+}
+
+/// How often [`wait_until_given_up`] kicks the CPU it waits for, ns.
+const RETRY_KICK_NS: u64 = 1_000_000;
+
 /// The last domain id `createdomain` handed out (Xen's rover).
 static DOMID_ROVER: AtomicU16 = AtomicU16::new(0);
 
@@ -376,7 +446,7 @@ impl ControlEnv for ArchEnv<'_, '_> {
             // it up with the slot held so far, and take it again after
             // (no borrow of either outlives a call into this environment).
             self.frames = None;
-            let guard = slot.try_lock()?;
+            let guard = lock_other(slot, self.current.domain.id, id, self.current.cpu.number)?;
             let (shared_info, id) = guard
                 .as_ref()
                 .map(|e| (e.domain.shared_info, e.domain.id))?;
@@ -439,7 +509,16 @@ impl ControlEnv for ArchEnv<'_, '_> {
         table.try_insert(entry)
     }
     fn remove_domain(&mut self, id: DomId) -> Option<Box<DomainEntry>> {
-        self.other_domain(id)?;
+        let me = self.current.cpu.number;
+        let entry = self.other_domain(id)?;
+        if crate::sched::held_elsewhere(percpu::holdings(), id, me) {
+            // Another CPU runs it: it stops running for good, and that CPU
+            // gives it up (`schedule::run_due`) before it is taken apart.
+            entry.domain.pauses = entry.domain.pauses.saturating_add(1);
+            self.frames = None;
+            wait_until_given_up(id, me);
+            self.other_domain(id)?;
+        }
         let table = DOMAINS.get()?;
         let entry = table.take(&mut self.frames.as_mut()?.other.as_mut()?.0);
         self.release_other();

@@ -16,7 +16,7 @@
 extern crate alloc;
 
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use dom0_abi::types::DomId;
 use spin::{Mutex, Once};
 
@@ -111,6 +111,12 @@ pub struct CpuSlot {
     event_checks: AtomicU64,
     /// The TSC deadline its local APIC timer is armed for (0: disarmed).
     armed: AtomicU64,
+    /// The domain whose vCPUs it runs or idles with, plus one (0: none;
+    /// the CPU waits in its own idle loop). Changed only by the CPU itself
+    /// under the scheduler's lock (`traps::RUNQUEUE`), so that no two CPUs
+    /// hold one domain (`docs/scheduler.md`); read by any CPU without a
+    /// lock, to find where to send a kick.
+    holding: AtomicU32,
 }
 
 impl CpuSlot {
@@ -121,7 +127,21 @@ impl CpuSlot {
             apic_id: AtomicU32::new(u32::MAX),
             event_checks: AtomicU64::new(0),
             armed: AtomicU64::new(0),
+            holding: AtomicU32::new(0),
         }
+    }
+
+    /// The domain this CPU holds (runs or idles with), if any.
+    pub fn holding(&self) -> Option<DomId> {
+        let held = self.holding.load(Ordering::SeqCst);
+        u16::try_from(held.checked_sub(1)?).ok().map(DomId)
+    }
+
+    /// Records that this CPU now holds `domain` (`None`: it idles in its
+    /// own loop). Only under the scheduler's lock.
+    pub fn set_holding(&self, domain: Option<DomId>) {
+        let held = domain.map_or(0, |d| u32::from(d.0) + 1);
+        self.holding.store(held, Ordering::SeqCst);
     }
 
     /// Records the CPU's APIC id (set by the CPU itself once it is up).
@@ -191,6 +211,51 @@ pub fn send_event_checks(cpus: u64) -> u64 {
         }
     }
     sent
+}
+
+/// Whether a CPU other than the boot CPU is up (`smp::start_cpus`); until
+/// one is, nothing else can hold a domain and the searches below stop at
+/// once.
+static OTHERS_UP: AtomicBool = AtomicBool::new(false);
+
+/// Records that a CPU other than the boot CPU is up.
+pub fn note_other_cpu_up() {
+    OTHERS_UP.store(true, Ordering::Release);
+}
+
+/// What every CPU that is up holds (index: CPU number), for the
+/// scheduler's pure decisions (`sched::held_elsewhere`); only the boot
+/// CPU's while it is the only one up.
+pub fn holdings() -> impl Iterator<Item = Option<Option<DomId>>> {
+    let up = if OTHERS_UP.load(Ordering::Acquire) {
+        MAX_CPUS
+    } else {
+        1
+    };
+    CPUS.iter()
+        .take(up)
+        .map(|slot| slot.apic_id().map(|_| slot.holding()))
+}
+
+/// Sends an event-check IPI to the CPU other than `me` that holds domain
+/// `domain`, if one does; returns how many were sent.
+#[cold]
+pub fn kick_holder(domain: DomId, me: u16) -> u64 {
+    match crate::sched::holder(holdings(), domain, me) {
+        Some(cpu) => send_event_checks(1u64.checked_shl(cpu).unwrap_or(0)),
+        None => 0,
+    }
+}
+
+/// Sends an event-check IPI to one CPU other than `me` that idles in its
+/// own loop (it then looks for a vCPU to run), if one does; returns how
+/// many were sent.
+#[cold]
+pub fn kick_idle_cpu(me: u16) -> u64 {
+    match crate::sched::idle_cpu(holdings(), me) {
+        Some(cpu) => send_event_checks(1u64.checked_shl(cpu).unwrap_or(0)),
+        None => 0,
+    }
 }
 
 /// This CPU's slot: the one its trampoline's data page names.

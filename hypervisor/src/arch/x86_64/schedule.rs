@@ -19,6 +19,7 @@
 //! a line a guest has bound (`super::pirq`) reaches it as its PIRQ's
 //! event, raised here with the rest of the due work.
 use core::iter;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use dom0_abi::event_channel::Virq;
 use dom0_abi::sched::ShutdownReason;
@@ -33,6 +34,9 @@ use crate::timer::{Sleep, earliest};
 
 use super::evtchn::SharedInfoBits;
 use super::traps::Current;
+
+/// How soon a domain whose slot another CPU held is looked at again, ns.
+const RETRY_NS: u64 = 1_000_000;
 use super::{apic, percpu, pirq, serial, time};
 
 /// Handles and acknowledges the interrupt on `vector`; returns whether
@@ -171,9 +175,12 @@ pub fn run_due(current: &mut Current) {
             domain.watchdogs.next_deadline(),
             domain.share.parked_until(),
         );
+        // A domain paused (or being destroyed) by another CPU while it ran
+        // here gives the CPU up.
+        cpu.resched |= !domain.may_run();
         let mut others_runnable = false;
         if DOMAINS.get().is_some_and(|table| table.live() > 1) {
-            let (due, woke, runnable) = other_domains_due(domain.id, now);
+            let (due, woke, runnable) = other_domains_due(Some(domain.id), cpu.number, now);
             next = earliest(next, due);
             others_runnable |= runnable;
             cpu.resched |= woke;
@@ -212,6 +219,23 @@ pub fn run_due(current: &mut Current) {
     }
 }
 
+/// What is due for a CPU that idles in its own loop, holding no domain
+/// (`traps::idle_here`): every domain it may claim has its timers fired
+/// and its waits looked at (`other_domains_due`), and the CPU's timer is
+/// armed for their next deadline. Returns whether a vCPU it may run woke
+/// or can run (then it looks again instead of halting).
+pub fn idle_due(cpu: u16, now: u64) -> bool {
+    let (next, woke, runnable) = other_domains_due(None, cpu, now);
+    if woke || runnable {
+        return true;
+    }
+    if next.is_some_and(|at| at <= time::now_ns()) {
+        return true;
+    }
+    apic::set_timer(next.and_then(time::tsc_at));
+    false
+}
+
 /// Raises `VIRQ_CONSOLE` for `domain` if it is the hardware domain and
 /// console input came in since it was last told. The mark is taken only
 /// with the hardware domain at hand: while another domain runs, through
@@ -221,25 +245,37 @@ fn console_input_due(domain: &Domain, bits: &mut SharedInfoBits) {
     if domain.is_privileged() && serial::take_input_pending() {
         domain.evtchn.send_virq(bits, Virq::Console, 0);
     }
+    if domain.id == DomId::DOM0 && DOM_EXC_OWED.swap(false, Ordering::AcqRel) {
+        domain.evtchn.send_virq(bits, Virq::DomExc, 0);
+    }
 }
 
-/// Fires the due timers of every domain but `running`, tells the
-/// hardware domain of console input ([`console_input_due`]), and wakes
-/// their vCPUs whose wait is over (their slots are only tried,
-/// `docs/locking.md`): returns their next deadline (a capped domain's
-/// budget refill included), whether one woke and whether one of them can
-/// run now. Their watchdogs are not looked at
-/// here (only while they run).
-fn other_domains_due(running: DomId, now: u64) -> (Option<u64>, bool, bool) {
+/// A domain shut down while dom0's slot was held by another CPU
+/// (`traps::domu_shut_down`): dom0 is owed a `VIRQ_DOM_EXC`, raised the
+/// next time dom0 is at hand here (the shutting-down CPU kicks dom0's).
+pub static DOM_EXC_OWED: AtomicBool = AtomicBool::new(false);
+
+/// Fires the due timers of every domain but `running` that CPU `cpu` may
+/// claim (`traps::claimable`: another CPU's domain is that CPU's to look
+/// after), tells the hardware domain of console input
+/// ([`console_input_due`]), and wakes their vCPUs whose wait is over
+/// (their slots are only tried, `docs/locking.md`; a slot locked
+/// elsewhere is looked at again [`RETRY_NS`] later): returns their next
+/// deadline (a capped domain's budget refill included), whether one woke
+/// and whether one of them can run now. A wake-up also kicks a CPU that
+/// idles in its own loop, which may run it sooner than this one. Their
+/// watchdogs are not looked at here (only while they run).
+fn other_domains_due(running: Option<DomId>, cpu: u16, now: u64) -> (Option<u64>, bool, bool) {
     let (mut next, mut woke, mut runnable) = (None, false, false);
     let Some(table) = DOMAINS.get() else {
         return (next, woke, runnable);
     };
     for id in table.occupied(0..usize::MAX) {
-        if id == running {
+        if Some(id) == running || !super::traps::claimable(id, cpu) {
             continue;
         }
         let Some(mut guard) = table.slot(id).and_then(|slot| slot.try_lock()) else {
+            next = earliest(next, Some(now.saturating_add(RETRY_NS)));
             continue;
         };
         let Some(entry) = guard.as_deref_mut() else {
@@ -263,6 +299,9 @@ fn other_domains_due(running: DomId, now: u64) -> (Option<u64>, bool, bool) {
             next = earliest(next, sched::next_deadline(v, &entry.domain.evtchn));
             runnable |= may_run && v.is_runnable();
         }
+    }
+    if woke {
+        percpu::kick_idle_cpu(cpu);
     }
     (next, woke, runnable)
 }

@@ -10,10 +10,12 @@
 //! report within [`ANSWER_NS`] is sent INIT again, which parks it until
 //! another start-up IPI that it never gets, so it cannot wake later into
 //! the parameters of the next one. A started CPU fills its slot of
-//! `percpu::CPUS` (its views, its APIC id) and idles, halted with
-//! interrupts on: it runs no guests yet (only the boot CPU schedules
-//! vCPUs), but takes event-check IPIs, which the boot CPU sends each one
-//! once to check that IPIs reach it ([`start_cpus`]).
+//! `percpu::CPUS` (its views, its APIC id) and waits in its own idle loop
+//! (`traps::idle_here`), halted with interrupts on, until the scheduler
+//! gives it a domU's vCPU, which it enters through `traps::run_guest`
+//! (dom0 runs on the boot CPU only, `docs/scheduler.md`). It takes
+//! event-check IPIs, which the boot CPU sends each one once to check that
+//! IPIs reach it ([`start_cpus`]).
 extern crate alloc;
 
 use core::arch::global_asm;
@@ -27,9 +29,10 @@ use crate::layout::{PAGE_SIZE, TRAMPOLINE_L4_SLOT};
 use crate::smp::{GDT, MAX_CPUS, STARTUP_PAGES, far_pointer, gdtr, params, selectors, sipi_vector};
 
 use super::cpu::{self, Features};
+use super::entry::GuestRegs;
 use super::percpu::{self, PerCpu};
 use super::trampoline::{self, CpuViews};
-use super::{apic, entry, mem, msr, paging, time};
+use super::{apic, entry, mem, msr, paging, time, traps};
 
 /// How long a started CPU has to report, in nanoseconds.
 const ANSWER_NS: u64 = 1_000_000_000;
@@ -184,7 +187,7 @@ pub fn start_cpus(
         );
     }
     log::info!(
-        "SMP: {up} of {} CPUs up (APIC ids {:?} started, idle; guests run on the boot CPU)",
+        "SMP: {up} of {} CPUs up (APIC ids {:?} started; each runs domUs, dom0 runs on the boot CPU)",
         others.len() + 1,
         STARTED.lock().as_slice()
     );
@@ -451,7 +454,13 @@ extern "C" fn ap_entry(start: &'static ApStart) -> ! {
         start.index
     );
     start.online.store(true, Ordering::Release);
-    loop {
-        cpu::wait_for_interrupt();
+    percpu::note_other_cpu_up();
+    let mut regs = GuestRegs::default();
+    {
+        let mut state = slot.state.lock();
+        // The chosen domain stays this CPU's (`CpuSlot::holding`) while
+        // its slot is let go for `run_guest` to take again.
+        drop(traps::idle_here(&mut state, &mut regs));
     }
+    traps::run_guest(&mut regs)
 }

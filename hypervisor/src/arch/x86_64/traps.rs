@@ -25,15 +25,16 @@ use crate::logfilter::GUEST;
 use crate::mm::effects::Effects;
 use crate::mm::types::{L4Slots, l4_generation};
 
-use crate::sched::credit::Runqueue;
+use crate::sched::credit::{Charging, Runqueue};
 use crate::sched::{self, Next, Slice};
+use crate::smp::MAX_CPUS;
 use crate::stats::Stats;
 use crate::vcpu::Vcpu;
 
 use super::entry::{GuestRegs, exit_to_guest};
 use super::env::ArchEnv;
 use super::evtchn::SharedInfoBits;
-use super::percpu::{FREE_BEFORE_DOM0, PerCpu, Running, TEST_NONCE, this_cpu};
+use super::percpu::{self, FREE_BEFORE_DOM0, PerCpu, Running, TEST_NONCE, this_cpu};
 use super::{context, cpu, guest, guest_mem, machine, mem, schedule, serial, time, trampoline};
 use crate::evtchn::EventBits;
 
@@ -97,6 +98,10 @@ pub fn run_guest(regs: &mut GuestRegs) -> ! {
         let Some(Running { domain, slot, vcpu }) = cpu.running else {
             panic!("starting a guest while no vCPU runs")
         };
+        if this_cpu().holding() != Some(domain) {
+            let _rq = RUNQUEUE.lock();
+            this_cpu().set_holding(Some(domain));
+        }
         let mut entry_guard = slot.lock();
         let Some(entry) = entry_guard.as_deref_mut() else {
             panic!("the running domain d{} is not in its slot", domain.0)
@@ -164,34 +169,75 @@ pub fn from_guest(regs: &mut GuestRegs) -> ! {
     unsafe { exit_to_guest(regs) }
 }
 
-/// The scheduler's state for the one CPU that runs guests: credit epochs
-/// and the vCPU being charged. Apart from `PerCpu`, which every entry
-/// locks: only [`pick`] takes it, and only tries other slots while it
-/// holds it (`docs/locking.md`).
-static RUNQUEUE: Mutex<Runqueue<(DomId, usize)>> = Mutex::new(Runqueue::new());
+/// The scheduler's state shared by every CPU: credit epochs, and what
+/// each CPU is charged for (`sched::credit::Charging`). Apart from
+/// `PerCpu`, which every entry locks: only [`pick`] and [`claim`] take it,
+/// and only try slots while they hold it (`docs/locking.md`). A CPU
+/// changes what it holds (`CpuSlot::set_holding`) only under it, so no two
+/// CPUs ever claim one domain.
+static RUNQUEUE: Mutex<Scheduler> = Mutex::new(Scheduler {
+    rq: Runqueue::new(),
+    charging: [const { Charging::new() }; MAX_CPUS],
+});
+
+/// [`RUNQUEUE`]'s contents.
+struct Scheduler {
+    /// The shared credit state.
+    rq: Runqueue<(DomId, usize)>,
+    /// Each CPU's charging, by CPU number.
+    charging: [Charging<(DomId, usize)>; MAX_CPUS],
+}
 
 /// The slot guard of the domain running on this CPU.
 type SlotGuard = MutexGuard<'static, Option<Box<DomainEntry>>>;
 
-/// The next vCPU to run after vCPU `index` of `entry`'s domain, which
-/// is charged for the time it ran: the credit scheduler's choice
-/// (`sched::credit`) among every domain's runnable vCPUs, offered in round
-/// robin order (the domain's higher vCPUs, the other domains in id order
-/// after it, then its lower ones and `index` itself). The other domains'
-/// slots are only tried (`docs/locking.md`). Its slice is left on `cpu`,
-/// to start when it has been switched in (`schedule::run_due`).
-fn pick(cpu: &mut PerCpu, entry: &mut DomainEntry, index: usize, now: u64) -> Next<DomId> {
-    let me = entry.domain.id;
-    let mut rq = RUNQUEUE.lock();
-    if let Some(v) = entry.vcpus.get_mut(index) {
-        rq.charge((me, index), &mut v.credit, &mut entry.domain.share, now);
+/// Whether this CPU may be offered domain `id`'s vCPUs: the domain may
+/// run here (`sched::may_run_domain_on`) and no other CPU holds it.
+pub fn claimable(id: DomId, cpu: u16) -> bool {
+    sched::may_run_domain_on(id, cpu) && !sched::held_elsewhere(percpu::holdings(), id, cpu)
+}
+
+/// The next vCPU to run on this CPU after vCPU `index` of `running`'s
+/// domain (`None`: the CPU idles in its own loop), which is charged for
+/// the time it ran: the credit scheduler's choice (`sched::credit`) among
+/// the runnable vCPUs of every domain this CPU may claim ([`claimable`]),
+/// offered in round robin order (the domain's higher vCPUs, the other
+/// domains in id order after it, then its lower ones and `index`
+/// itself). The other domains' slots are only tried (`docs/locking.md`).
+/// The chosen vCPU's domain is claimed for this CPU before the lock is
+/// released; with nothing chosen the CPU keeps what it holds. Its slice
+/// is left on `cpu`, to start when it has been switched in
+/// (`schedule::run_due`). When more than one vCPU could run, a CPU
+/// idling elsewhere is kicked to look too.
+fn pick(cpu: &mut PerCpu, mut running: Option<(&mut DomainEntry, usize)>, now: u64) -> Next<DomId> {
+    let me = running.as_ref().map(|(e, _)| e.domain.id);
+    let mut guard = RUNQUEUE.lock();
+    let Scheduler { rq, charging } = &mut *guard;
+    let Some(charge) = charging.get_mut(usize::from(cpu.number)) else {
+        return Next::Nothing;
+    };
+    rq.swap_charging(charge);
+    if let Some((entry, index)) = running.as_mut()
+        && let Some(v) = entry.vcpus.get_mut(*index)
+    {
+        rq.charge(
+            (entry.domain.id, *index),
+            &mut v.credit,
+            &mut entry.domain.share,
+            now,
+        );
     }
     let mut choice = rq.choice(now);
-    sched::offer(&mut choice, entry, index + 1..usize::MAX, now, cpu.number);
+    if let Some((entry, index)) = running.as_mut() {
+        sched::offer(&mut choice, entry, *index + 1..usize::MAX, now, cpu.number);
+    }
     if let Some(table) = DOMAINS.get() {
-        let me_at = usize::from(me.0);
-        let after = table.occupied(me_at + 1..usize::MAX);
+        let me_at = me.map_or(0, |d| usize::from(d.0) + 1);
+        let after = table.occupied(me_at..usize::MAX);
         for id in after.chain(table.occupied(0..me_at)) {
+            if Some(id) == me || !claimable(id, cpu.number) {
+                continue;
+            }
             let Some(mut guard) = table.slot(id).and_then(|slot| slot.try_lock()) else {
                 continue;
             };
@@ -200,16 +246,38 @@ fn pick(cpu: &mut PerCpu, entry: &mut DomainEntry, index: usize, now: u64) -> Ne
             }
         }
     }
-    sched::offer(&mut choice, entry, 0..index + 1, now, cpu.number);
-    let chosen = choice.finish(&mut rq);
+    if let Some((entry, index)) = running.as_mut() {
+        sched::offer(&mut choice, entry, 0..*index + 1, now, cpu.number);
+    }
+    let contested = choice.contested();
+    let chosen = choice.finish(rq);
+    rq.swap_charging(charge);
     cpu.slice = chosen
         .and_then(|c| c.slice)
         .map_or(Slice::None, Slice::Given);
+    if let Some(c) = chosen {
+        this_cpu().set_holding(Some(c.id.0));
+    }
+    drop(guard);
+    if contested {
+        percpu::kick_idle_cpu(cpu.number);
+    }
     match chosen {
         None => Next::Nothing,
-        Some(c) if c.id.0 == me => Next::Local(c.id.1),
+        Some(c) if Some(c.id.0) == me => Next::Local(c.id.1),
         Some(c) => Next::Remote(c.id.0, c.id.1),
     }
+}
+
+/// Claims domain `id` for this CPU if no other CPU holds it (the boot
+/// CPU idling in dom0's context); whether it did.
+fn claim(id: DomId, cpu: u16) -> bool {
+    let _rq = RUNQUEUE.lock();
+    let free = claimable(id, cpu);
+    if free {
+        this_cpu().set_holding(Some(id));
+    }
+    free
 }
 
 /// The slow end of an entry: the running domain shut down, or another
@@ -239,10 +307,10 @@ fn reschedule(
             if entry.domain.id == DomId::DOM0 {
                 dom0_shut_down(cpu, entry, reason);
             }
-            domu_shut_down(entry, reason);
+            domu_shut_down(entry, reason, cpu.number);
         }
         let now = time::now_ns();
-        match pick(cpu, entry, index, now) {
+        match pick(cpu, Some((&mut *entry, index)), now) {
             Next::Local(to) => {
                 if to != index || saved {
                     if !saved {
@@ -268,14 +336,38 @@ fn reschedule(
                 index = to;
             }
             Next::Nothing => {
-                if entry.domain.id != DomId::DOM0 {
-                    // Wait where the timers that can wake someone are.
+                let here = entry.domain.id;
+                if here != DomId::DOM0 || cpu.number != 0 {
                     if !saved {
                         save_vcpu(cpu, entry, index, regs, now);
                         saved = true;
                     }
-                    guard = switch_slot(cpu, guard, DomId::DOM0, 0);
-                    index = 0;
+                    if cpu.number == 0 && claim(DomId::DOM0, 0) {
+                        // Wait where the timers that can wake someone are.
+                        guard = switch_slot(cpu, guard, DomId::DOM0, 0);
+                        index = 0;
+                        continue;
+                    }
+                    // Wait in this CPU's own loop, holding nothing.
+                    drop(guard);
+                    (guard, index) = idle_here(cpu, regs);
+                    saved = false;
+                    let Some(entry) = guard.as_deref_mut() else {
+                        panic!("a chosen domain left its slot")
+                    };
+                    if let RunState::ShutDown(reason) = entry.domain.state {
+                        shut_down = Some(reason);
+                        continue;
+                    }
+                    let shut = Current::of(entry, index, cpu).and_then(|mut current| {
+                        schedule::run_due(&mut current);
+                        guest::deliver_pending_event(&mut current, regs);
+                        prepare_exit(&mut current, regs)
+                    });
+                    if shut.is_none() {
+                        return;
+                    }
+                    shut_down = shut;
                     continue;
                 }
                 if !saved {
@@ -334,11 +426,57 @@ fn idle(cpu: &mut PerCpu, guard: SlotGuard, index: usize) -> SlotGuard {
     guard
 }
 
+/// Waits in this CPU's own loop, holding no domain, until a vCPU is
+/// chosen for it ([`pick`]); returns the chosen domain's slot, locked,
+/// and the vCPU, loaded into `regs`. Between looks it runs what is due
+/// for every domain no other CPU holds (`schedule::idle_due`), arms its
+/// timer and halts with interrupts on, until the timer or an event-check
+/// IPI (another CPU made a vCPU runnable). The boot CPU's time halted
+/// here is its idle time, as in [`idle`].
+pub fn idle_here(cpu: &mut PerCpu, regs: &mut GuestRegs) -> (SlotGuard, usize) {
+    cpu.running = None;
+    {
+        let _rq = RUNQUEUE.lock();
+        this_cpu().set_holding(None);
+    }
+    loop {
+        let now = time::now_ns();
+        if let Next::Remote(id, to) = pick(cpu, None, now) {
+            let mut guard = take_slot(cpu, id, to);
+            if let Some(entry) = guard.as_deref_mut() {
+                load_vcpu(cpu, entry, to, regs, now);
+                return (guard, to);
+            }
+            // Destroyed between the choice and here: look again.
+            drop(guard);
+            cpu.running = None;
+            let _rq = RUNQUEUE.lock();
+            this_cpu().set_holding(None);
+            continue;
+        }
+        if schedule::idle_due(cpu.number, now) {
+            continue;
+        }
+        let start = time::now_ns();
+        cpu::wait_for_interrupt();
+        if cpu.number == 0 {
+            time::count_idle(time::now_ns().saturating_sub(start));
+        }
+    }
+}
+
 /// Leaves the slot `guard` holds for domain `id`'s, whose vCPU `vcpu`
 /// now runs here (its context is not loaded yet). The running domain's
 /// slot is released first: one slot at a time, so no order applies.
 fn switch_slot(cpu: &mut PerCpu, guard: SlotGuard, id: DomId, vcpu: usize) -> SlotGuard {
     drop(guard);
+    take_slot(cpu, id, vcpu)
+}
+
+/// Locks domain `id`'s slot for this CPU, which holds no slot, and makes
+/// `PerCpu::running` name its vCPU `vcpu` (its context is not loaded
+/// yet).
+fn take_slot(cpu: &mut PerCpu, id: DomId, vcpu: usize) -> SlotGuard {
     let Some(slot) = DOMAINS.get().and_then(|table| table.slot(id)) else {
         panic!("d{} has no slot", id.0)
     };
@@ -352,21 +490,27 @@ fn switch_slot(cpu: &mut PerCpu, guard: SlotGuard, id: DomId, vcpu: usize) -> Sl
 
 /// Another domain than dom0 shut down (or crashed): its vCPUs stop, and
 /// dom0 hears of it through `VIRQ_DOM_EXC`. dom0's slot comes before
-/// this one in the lock order, so it is only tried; on one CPU nothing
-/// else holds it.
-fn domu_shut_down(entry: &mut DomainEntry, reason: u8) {
+/// this one in the lock order, so it is only tried; when another CPU
+/// holds it, the event is owed (`schedule::DOM_EXC_OWED`) and the CPU
+/// holding dom0 is kicked to raise it.
+fn domu_shut_down(entry: &mut DomainEntry, reason: u8, cpu: u16) {
     log::info!("d{} shut down (reason {reason})", entry.domain.id.0);
     let Some(slot) = DOMAINS.get().and_then(|table| table.slot(DomId::DOM0)) else {
         return;
     };
     let Some(mut dom0) = slot.try_lock() else {
-        log::warn!("dom0 busy: VIRQ_DOM_EXC for d{} lost", entry.domain.id.0);
+        schedule::DOM_EXC_OWED.store(true, core::sync::atomic::Ordering::Release);
+        percpu::kick_holder(DomId::DOM0, cpu);
         return;
     };
     if let Some(dom0) = dom0.as_deref_mut() {
         let mut bits = SharedInfoBits::new(dom0.domain.shared_info, dom0.domain.id, u32::MAX);
         dom0.domain.evtchn.send_virq(&mut bits, Virq::DomExc, 0);
-        sched::mark_kicked(&mut dom0.vcpus, bits.take_kicked());
+        let kicked = bits.take_kicked();
+        sched::mark_kicked(&mut dom0.vcpus, kicked);
+        if kicked != 0 {
+            percpu::kick_holder(DomId::DOM0, cpu);
+        }
     }
 }
 
