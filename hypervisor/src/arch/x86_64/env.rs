@@ -541,12 +541,10 @@ impl ControlEnv for ArchEnv<'_, '_> {
         }
     }
     fn idle_ns(&mut self, cpu: usize) -> u64 {
-        // Only the boot CPU runs guests; the others, once started, only
-        // halt, so they have been idle for as long as there is system
-        // time.
         match self.host().pcpus.get(cpu) {
-            Some(_) if cpu == 0 => super::time::idle_ns(),
-            Some(pcpu) if pcpu.online => super::time::now_ns(),
+            Some(pcpu) if pcpu.online => {
+                percpu::by_apic_id(pcpu.apic_id).map_or(0, percpu::CpuSlot::idle_ns)
+            }
             _ => 0,
         }
     }

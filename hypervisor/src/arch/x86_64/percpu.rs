@@ -117,6 +117,9 @@ pub struct CpuSlot {
     /// hold one domain (`docs/scheduler.md`); read by any CPU without a
     /// lock, to find where to send a kick.
     holding: AtomicU32,
+    /// The time it spent halted with nothing to run, ns (`sysctl
+    /// getcpuinfo`).
+    idle_ns: AtomicU64,
 }
 
 impl CpuSlot {
@@ -128,7 +131,18 @@ impl CpuSlot {
             event_checks: AtomicU64::new(0),
             armed: AtomicU64::new(0),
             holding: AtomicU32::new(0),
+            idle_ns: AtomicU64::new(0),
         }
+    }
+
+    /// Adds `ns` to the CPU's idle time.
+    pub fn count_idle(&self, ns: u64) {
+        self.idle_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+
+    /// The CPU's idle time so far, ns.
+    pub fn idle_ns(&self) -> u64 {
+        self.idle_ns.load(Ordering::Relaxed)
     }
 
     /// The domain this CPU holds (runs or idles with), if any.
@@ -196,6 +210,11 @@ pub fn slot_address(cpu: u64) -> u64 {
 /// CPU `cpu`'s slot (for another CPU: its APIC id, its IPI count).
 pub fn cpu(cpu: usize) -> Option<&'static CpuSlot> {
     CPUS.get(cpu)
+}
+
+/// The slot of the CPU that is up with local APIC id `apic_id`.
+pub fn by_apic_id(apic_id: u32) -> Option<&'static CpuSlot> {
+    CPUS.iter().find(|slot| slot.apic_id() == Some(apic_id))
 }
 
 /// Sends an event-check IPI to every CPU of `cpus` (bit `c`: CPU `c`)

@@ -2,7 +2,7 @@
 //! and the time since boot in nanoseconds; and the wall clock, published
 //! in each domain's shared_info page.
 use core::mem::offset_of;
-use core::sync::atomic::{AtomicU64, Ordering, compiler_fence};
+use core::sync::atomic::{Ordering, compiler_fence};
 
 use dom0_abi::shared_info::{SharedInfo, VcpuInfo, VcpuTimeInfo};
 use spin::{Mutex, Once};
@@ -67,20 +67,6 @@ pub fn now_ns() -> u64 {
     CLOCK.get().map_or(0, |&(boot, scale, _)| {
         scale.to_ns(rdtsc().wrapping_sub(boot))
     })
-}
-
-/// The boot CPU's time spent waiting for an interrupt with nothing to
-/// run, in ns ([`count_idle`]).
-static IDLE_NS: AtomicU64 = AtomicU64::new(0);
-
-/// Adds `ns` to the boot CPU's idle time (`sysctl getcpuinfo`).
-pub fn count_idle(ns: u64) {
-    IDLE_NS.fetch_add(ns, Ordering::Relaxed);
-}
-
-/// The boot CPU's idle time so far, in ns.
-pub fn idle_ns() -> u64 {
-    IDLE_NS.load(Ordering::Relaxed)
 }
 
 /// The TSC value at system time `ns` (`None` before [`init`]).

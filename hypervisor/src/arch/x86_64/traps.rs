@@ -405,8 +405,8 @@ fn reschedule(
 /// for the wait, so that another CPU can reach dom0 meanwhile; this CPU's
 /// own state stays locked (no other CPU takes it), and the vCPU's context
 /// stays here (`Vcpu::on_cpu`: no other CPU is offered it). For a CPU on
-/// which no vCPU can run. The boot CPU's time halted here is its idle
-/// time (`sysctl getcpuinfo`).
+/// which no vCPU can run. The time halted here is the CPU's idle time
+/// (`sysctl getcpuinfo`).
 fn idle(cpu: &mut PerCpu, guard: SlotGuard, index: usize) -> SlotGuard {
     drop(guard);
     let Some(Running { slot, .. }) = cpu.running else {
@@ -414,9 +414,7 @@ fn idle(cpu: &mut PerCpu, guard: SlotGuard, index: usize) -> SlotGuard {
     };
     let start = time::now_ns();
     cpu::wait_for_interrupt();
-    if cpu.number == 0 {
-        time::count_idle(time::now_ns().saturating_sub(start));
-    }
+    this_cpu().count_idle(time::now_ns().saturating_sub(start));
     let mut guard = slot.lock();
     if let Some(entry) = guard.as_deref_mut()
         && let Some(mut current) = Current::of(entry, index, cpu)
@@ -431,8 +429,8 @@ fn idle(cpu: &mut PerCpu, guard: SlotGuard, index: usize) -> SlotGuard {
 /// and the vCPU, loaded into `regs`. Between looks it runs what is due
 /// for every domain no other CPU holds (`schedule::idle_due`), arms its
 /// timer and halts with interrupts on, until the timer or an event-check
-/// IPI (another CPU made a vCPU runnable). The boot CPU's time halted
-/// here is its idle time, as in [`idle`].
+/// IPI (another CPU made a vCPU runnable). The time halted here is the
+/// CPU's idle time, as in [`idle`].
 pub fn idle_here(cpu: &mut PerCpu, regs: &mut GuestRegs) -> (SlotGuard, usize) {
     cpu.running = None;
     {
@@ -459,9 +457,7 @@ pub fn idle_here(cpu: &mut PerCpu, regs: &mut GuestRegs) -> (SlotGuard, usize) {
         }
         let start = time::now_ns();
         cpu::wait_for_interrupt();
-        if cpu.number == 0 {
-            time::count_idle(time::now_ns().saturating_sub(start));
-        }
+        this_cpu().count_idle(time::now_ns().saturating_sub(start));
     }
 }
 
