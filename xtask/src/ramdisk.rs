@@ -259,24 +259,35 @@ const FAIRNESS: &[(&str, &str)] = &[
     ),
 ];
 
-/// The two domUs of [`DomuSet::Parallel`]: four times the fairness
-/// test's work each (about a second on one CPU under TCG), so that the
-/// time both take to start is small beside it.
-const PARALLEL_SPIN: (&str, &str) = (
-    "# A domU doing a fixed amount of work beside another.\n\
-     name = \"p1\"\nkernel = \"domu-demo\"\nmemory = 4\ncmdline = \"spin=100000000\"\n",
-    "# A domU doing a fixed amount of work beside another.\n\
-     name = \"p2\"\nkernel = \"domu-demo\"\nmemory = 4\ncmdline = \"spin=100000000\"\n",
-);
+/// A domU of [`DomuSet::Parallel`] doing `$spin` rounds of work.
+macro_rules! parallel_config {
+    ($name:literal, $spin:literal) => {
+        concat!(
+            "# A domU doing a fixed amount of work beside another.\n",
+            "name = \"",
+            $name,
+            "\"\nkernel = \"domu-demo\"\nmemory = 4\ncmdline = \"spin=",
+            $spin,
+            "\"\n"
+        )
+    };
+}
 
-/// The configurations of [`DomuSet::Parallel`], and its script.
+/// The configurations of [`DomuSet::Parallel`], and its script: two
+/// domUs with four times the fairness test's work each (about a second
+/// on one CPU under TCG, so that the time both take to start is small
+/// beside it), measured by `cpu-share`; then two that would spin for
+/// hours, paused, unpaused and destroyed while they run.
 const PARALLEL: &[(&str, &str)] = &[
-    ("p1.cfg", PARALLEL_SPIN.0),
-    ("p2.cfg", PARALLEL_SPIN.1),
+    ("p1.cfg", parallel_config!("p1", "100000000")),
+    ("p2.cfg", parallel_config!("p2", "100000000")),
+    ("f1.cfg", parallel_config!("f1", "1000000000000")),
+    ("f2.cfg", parallel_config!("f2", "1000000000000")),
     (
         "par.xl",
         "# Two domUs at once on two CPUs (dom0 script=par.xl).\n\
-         create -p p1.cfg\ncreate -p p2.cfg\ncpu-share\ndestroy p1\ndestroy p2\n",
+         create -p p1.cfg\ncreate -p p2.cfg\ncpu-share\ndestroy p1\ndestroy p2\n\
+         create f1.cfg\ncreate f2.cfg\npause f1\nunpause f1\ndestroy f1\ndestroy f2\n",
     ),
 ];
 

@@ -532,7 +532,8 @@ pub const TESTS: &[IntegrationTest] = &[
         )
     },
     // Issue 17: two domUs' vCPUs run at once on two CPUs (their CPU time
-    // adds up to nearly twice the wall time), each getting half.
+    // adds up to nearly twice the wall time); two running domUs are
+    // paused, unpaused and destroyed.
     IntegrationTest {
         cpus: 2,
         ..toolstack!(

@@ -392,8 +392,12 @@ fn lock_other(
         try_lower_slot(slot)?
     };
     // A CPU running that domain looks at it again once the hypercall is
-    // done with it (a pause, a destruction, a vCPU brought up or down).
-    percpu::kick_holder(id, cpu);
+    // done with it (a pause, a destruction, a vCPU brought up or down);
+    // when none does, an idle CPU looks whether it can run now (an
+    // unpause, a wake-up).
+    if percpu::kick_holder(id, cpu) == 0 {
+        percpu::kick_idle_cpu(cpu);
+    }
     Some(guard)
 }
 
@@ -511,9 +515,10 @@ impl ControlEnv for ArchEnv<'_, '_> {
     fn remove_domain(&mut self, id: DomId) -> Option<Box<DomainEntry>> {
         let me = self.current.cpu.number;
         let entry = self.other_domain(id)?;
-        if crate::sched::held_elsewhere(percpu::holdings(), id, me) {
+        if let Some(cpu) = crate::sched::holder(percpu::holdings(), id, me) {
             // Another CPU runs it: it stops running for good, and that CPU
             // gives it up (`schedule::run_due`) before it is taken apart.
+            log::info!("d{} runs on CPU {cpu}: stopping it first", id.0);
             entry.domain.pauses = entry.domain.pauses.saturating_add(1);
             self.frames = None;
             wait_until_given_up(id, me);
