@@ -59,6 +59,8 @@ test options:
   --linux               instead, boot Debian's Linux on Xen 4.17 and here, one test per
                         boot stage (downloads the kernel; not part of the default run;
                         each boot gets at least 180 s)
+  --stress <n>          instead, boot every (selected) test with more than one CPU n times
+                        here, to find races (not part of the default run)
 
 fuzz-guest options:
   --seed <n>            the fuzzer's seed (default 1)
@@ -252,6 +254,9 @@ pub struct TestArgs {
     pub timeout_secs: u64,
     /// `--linux`: run the Linux boot stages instead.
     pub linux: bool,
+    /// `--stress <n>`: instead, boot every selected test with more than
+    /// one CPU `n` times on this hypervisor.
+    pub stress: Option<u64>,
 }
 
 impl Default for TestArgs {
@@ -262,6 +267,7 @@ impl Default for TestArgs {
             filter: None,
             timeout_secs: DEFAULT_TEST_TIMEOUT_SECS,
             linux: false,
+            stress: None,
         }
     }
 }
@@ -524,6 +530,7 @@ fn parse_test(options: &mut Options) -> Result<TestArgs, String> {
             "--linux" => test.linux = Options::flag(&name, inline)?,
             "--filter" => test.filter = Some(options.value(&name, inline)?),
             "--timeout" => test.timeout_secs = positive(&name, &options.value(&name, inline)?)?,
+            "--stress" => test.stress = Some(positive(&name, &options.value(&name, inline)?)?),
             _ => return Err(format!("unknown option '{name}' for 'test'")),
         }
     }
@@ -810,6 +817,13 @@ mod tests {
         };
         assert!(pending.pending && pending.xen);
         assert!(parse_str("test --pending=yes").is_err());
+        let Ok(Command::Test(stress)) = parse_str("test --stress 20 --filter smp") else {
+            panic!("test --stress did not parse");
+        };
+        assert_eq!(stress.stress, Some(20));
+        assert_eq!(TestArgs::default().stress, None);
+        assert!(parse_str("test --stress 0").is_err());
+        assert!(parse_str("test --stress").is_err());
     }
 
     #[test]

@@ -532,6 +532,10 @@ pub fn test(workspace: &Workspace, args: &TestArgs) -> Result<bool, String> {
         linux_tests(workspace, args, &mut tally)?;
         return Ok(finish(&tally));
     }
+    if let Some(rounds) = args.stress {
+        stress(workspace, args, rounds, &mut tally)?;
+        return Ok(finish(&tally));
+    }
     let pending: &[IntegrationTest] = if args.pending { PENDING } else { &[] };
     let table = || TESTS.iter().chain(pending);
     let selected: Vec<&IntegrationTest> = table().filter(|t| args.selects(t.name)).collect();
@@ -576,16 +580,9 @@ pub fn test(workspace: &Workspace, args: &TestArgs) -> Result<bool, String> {
             let timeout = Duration::from_secs(args.timeout_secs);
             let mut our_runs = BTreeMap::new();
             for test in selected {
-                match boot_test(workspace, &dirs, test, timeout) {
-                    Ok(run) => {
-                        let result = &run.result;
-                        let mut problems =
-                            evaluate(&test.expect, &result.outcome, &result.serial, &run.nonce);
-                        problems.extend(run.disk_problems.iter().cloned());
-                        tally.record(test.name, &problems, Some(result.elapsed), &result.serial);
-                        our_runs.insert(test.name, run);
-                    }
-                    Err(error) => tally.record(test.name, &[error], None, ""),
+                let run = boot_and_check(workspace, &dirs, test, timeout, test.name, &mut tally);
+                if let Some(run) = run {
+                    our_runs.insert(test.name, run);
                 }
             }
             if !conformance_selected.is_empty() {
@@ -601,6 +598,59 @@ pub fn test(workspace: &Workspace, args: &TestArgs) -> Result<bool, String> {
         }
     }
     Ok(finish(&tally))
+}
+
+/// `cargo xtask test --stress <rounds>`: boots every selected test with
+/// more than one CPU `rounds` times here, each boot checked as in the
+/// normal run and recorded as `<name>#<round>`.
+fn stress(
+    workspace: &Workspace,
+    args: &TestArgs,
+    rounds: u64,
+    tally: &mut Tally,
+) -> Result<(), String> {
+    let selected: Vec<&IntegrationTest> = TESTS
+        .iter()
+        .filter(|t| t.cpus > 1 && args.selects(t.name))
+        .collect();
+    if selected.is_empty() {
+        return Err("--stress: no selected test runs with more than one CPU".into());
+    }
+    build::build_images(workspace)?;
+    let dirs = TestDirs::new(workspace)?;
+    let timeout = Duration::from_secs(args.timeout_secs);
+    for round in 1..=rounds {
+        for test in &selected {
+            let name = format!("{}#{round}", test.name);
+            boot_and_check(workspace, &dirs, test, timeout, &name, tally);
+        }
+    }
+    Ok(())
+}
+
+/// Boots `test` here and records its outcome in `tally` as `name`;
+/// returns the run if it booted.
+fn boot_and_check(
+    workspace: &Workspace,
+    dirs: &TestDirs,
+    test: &IntegrationTest,
+    timeout: Duration,
+    name: &str,
+    tally: &mut Tally,
+) -> Option<TestRun> {
+    match boot_test(workspace, dirs, test, timeout) {
+        Ok(run) => {
+            let result = &run.result;
+            let mut problems = evaluate(&test.expect, &result.outcome, &result.serial, &run.nonce);
+            problems.extend(run.disk_problems.iter().cloned());
+            tally.record(name, &problems, Some(result.elapsed), &result.serial);
+            Some(run)
+        }
+        Err(error) => {
+            tally.record(name, &[error], None, "");
+            None
+        }
+    }
 }
 
 /// Prints the allowed differences, skips, pending stages and the tally;
