@@ -122,9 +122,9 @@ impl ArchEnv<'_, '_> {
         if elsewhere != 0 {
             sent = percpu::send_event_checks(elsewhere);
         } else if woken != 0 {
-            // A vCPU of a domain another CPU holds, not loaded there:
-            // that CPU chooses again.
-            sent = percpu::kick_holder(entry.domain.id, me);
+            // A vCPU not loaded anywhere: the CPU that may run it chooses
+            // again.
+            sent = percpu::kick_for(entry.domain.id, me);
         }
         if sent != 0 {
             self.current.vcpu.stats.add(Counter::Ipis, sent);
@@ -395,9 +395,7 @@ fn lock_other(
     // done with it (a pause, a destruction, a vCPU brought up or down);
     // when none does, an idle CPU looks whether it can run now (an
     // unpause, a wake-up).
-    if percpu::kick_holder(id, cpu) == 0 {
-        percpu::kick_idle_cpu(cpu);
-    }
+    percpu::kick_for(id, cpu);
     Some(guard)
 }
 

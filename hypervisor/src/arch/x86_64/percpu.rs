@@ -120,6 +120,9 @@ pub struct CpuSlot {
     /// The time it spent halted with nothing to run, ns (`sysctl
     /// getcpuinfo`).
     idle_ns: AtomicU64,
+    /// An event-check IPI came: the CPU chooses again at its next
+    /// `run_due` (another CPU woke or unpaused a vCPU it may run).
+    choose_again: AtomicBool,
 }
 
 impl CpuSlot {
@@ -132,7 +135,19 @@ impl CpuSlot {
             armed: AtomicU64::new(0),
             holding: AtomicU32::new(0),
             idle_ns: AtomicU64::new(0),
+            choose_again: AtomicBool::new(false),
         }
+    }
+
+    /// Asks the CPU to choose again (its own event-check handler).
+    pub fn ask_to_choose_again(&self) {
+        self.choose_again.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the CPU was asked to choose again; clears the request.
+    pub fn take_choose_again(&self) -> bool {
+        self.choose_again.load(Ordering::Relaxed)
+            && self.choose_again.swap(false, Ordering::Relaxed)
     }
 
     /// Adds `ns` to the CPU's idle time.
@@ -263,6 +278,22 @@ pub fn kick_holder(domain: DomId, me: u16) -> u64 {
     match crate::sched::holder(holdings(), domain, me) {
         Some(cpu) => send_event_checks(1u64.checked_shl(cpu).unwrap_or(0)),
         None => 0,
+    }
+}
+
+/// Kicks the CPU that should look at domain `domain` after CPU `me`
+/// changed it (woke a vCPU, unpaused it, made it stop): the CPU holding
+/// it, else for dom0 the boot CPU (the only one that runs it), else one
+/// idle CPU. Returns how many IPIs were sent.
+#[cold]
+pub fn kick_for(domain: DomId, me: u16) -> u64 {
+    match kick_holder(domain, me) {
+        0 if domain == DomId::DOM0 => match me {
+            0 => 0,
+            _ => send_event_checks(1),
+        },
+        0 => kick_idle_cpu(me),
+        sent => sent,
     }
 }
 

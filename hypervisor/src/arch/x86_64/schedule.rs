@@ -53,7 +53,9 @@ pub fn acknowledge(vector: u64) -> bool {
         }
         // Another CPU left work to look at.
         v if v == u64::from(apic::EVENT_CHECK_VECTOR) => {
-            percpu::this_cpu().note_event_check();
+            let slot = percpu::this_cpu();
+            slot.note_event_check();
+            slot.ask_to_choose_again();
             apic::eoi();
             true
         }
@@ -177,7 +179,7 @@ pub fn run_due(current: &mut Current) {
         );
         // A domain paused (or being destroyed) by another CPU while it ran
         // here gives the CPU up.
-        cpu.resched |= !domain.may_run();
+        cpu.resched |= !domain.may_run() || percpu::this_cpu().take_choose_again();
         let mut others_runnable = false;
         if DOMAINS.get().is_some_and(|table| table.live() > 1) {
             let (due, woke, runnable) = other_domains_due(Some(domain.id), cpu.number, now);

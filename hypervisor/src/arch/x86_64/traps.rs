@@ -90,7 +90,10 @@ impl<'a> Current<'a> {
 }
 
 /// Starts running the guest context `regs` (the running vCPU's first),
-/// which must sit at the top of this CPU's hypervisor stack.
+/// which must sit at the top of this CPU's hypervisor stack (or be the
+/// caller's, for a CPU's first vCPU). A domU that turns out to have shut
+/// down meanwhile is reported and another vCPU chosen, as at the end of
+/// an entry.
 pub fn run_guest(regs: &mut GuestRegs) -> ! {
     {
         let mut cpu_guard = this_cpu().state.lock();
@@ -111,7 +114,10 @@ pub fn run_guest(regs: &mut GuestRegs) -> ! {
             prepare_exit(&mut c, regs)
         });
         if let Some(reason) = shut_down {
-            dom0_shut_down(cpu, entry, reason);
+            if domain == DomId::DOM0 {
+                dom0_shut_down(cpu, entry, reason);
+            }
+            reschedule(cpu, entry_guard, vcpu, regs, shut_down);
         }
     }
     // SAFETY: `regs` is the frame at the top of this CPU's hypervisor stack
@@ -438,6 +444,8 @@ pub fn idle_here(cpu: &mut PerCpu, regs: &mut GuestRegs) -> (SlotGuard, usize) {
         this_cpu().set_holding(None);
     }
     loop {
+        // This look answers every kick so far.
+        this_cpu().take_choose_again();
         let now = time::now_ns();
         if let Next::Remote(id, to) = pick(cpu, None, now) {
             let mut guard = take_slot(cpu, id, to);
@@ -496,7 +504,7 @@ fn domu_shut_down(entry: &mut DomainEntry, reason: u8, cpu: u16) {
     };
     let Some(mut dom0) = slot.try_lock() else {
         schedule::DOM_EXC_OWED.store(true, core::sync::atomic::Ordering::Release);
-        percpu::kick_holder(DomId::DOM0, cpu);
+        percpu::kick_for(DomId::DOM0, cpu);
         return;
     };
     if let Some(dom0) = dom0.as_deref_mut() {
@@ -505,7 +513,7 @@ fn domu_shut_down(entry: &mut DomainEntry, reason: u8, cpu: u16) {
         let kicked = bits.take_kicked();
         sched::mark_kicked(&mut dom0.vcpus, kicked);
         if kicked != 0 {
-            percpu::kick_holder(DomId::DOM0, cpu);
+            percpu::kick_for(DomId::DOM0, cpu);
         }
     }
 }
