@@ -39,7 +39,7 @@ extern "C" fn hv_start64(magic: u32, info: u32) -> ! {
     serial::configure(&config.com1);
     serial::set_log_levels(config.loglvl, config.guest_loglvl);
     if config.dom0_vcpus_pin {
-        log::info!("dom0_vcpus_pin: one CPU runs guests, so every vCPU runs on CPU 0");
+        log::info!("dom0_vcpus_pin: dom0 runs on CPU 0 only, so every vCPU of it runs there");
     }
     // Logged with the test nonce hidden: dom0 reads the log
     // (`sysctl readconsole`).
