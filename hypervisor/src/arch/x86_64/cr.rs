@@ -133,14 +133,6 @@ pub fn set_cr0_ts(set: bool) {
     }
 }
 
-/// Drops the hypervisor view's TLB entries for guest slots after this CPU's
-/// views were given another guest's page tables: a CR3 reload (guest
-/// mappings are never global).
-pub fn flush_hypervisor_view() {
-    // SAFETY: reloading the current root changes no mapping.
-    unsafe { write_cr3(read_cr3()) };
-}
-
 /// Sets or clears CR4.FSGSBASE as a guest kernel asked (writing CR4 only
 /// when that changes it). The hypervisor never uses the FS or GS bases
 /// itself, so the bit only decides what guest code may do.

@@ -679,7 +679,12 @@ fn load_vcpu(cpu: &mut PerCpu, entry: &mut DomainEntry, to: usize, regs: &mut Gu
         };
         new.l4_slots = Some(slots);
         super::builder::switch_guest_l4(&cpu.views, &mut cpu.l4_installed, l4.maddr(), &slots.used);
-        cpu::flush_hypervisor_view();
+        // Global entries too, as Xen flushes them on every switch: guest L1
+        // entries may carry G, and a CR3 load keeps such entries, so the
+        // vCPU this CPU ran before (another domain's, or this domain's
+        // before it ran on another CPU and changed its mappings there)
+        // could otherwise still be translated through.
+        cpu::flush_tlb_all();
         publish_runstate(new, entry.domain.mm.vm_assist);
     }
     if let Some(running) = cpu.running.as_mut() {
