@@ -108,6 +108,9 @@ pub mod trampoline {
         /// that an entry finds it with one load, without a lock or a
         /// search.
         pub const PERCPU: u64 = 32;
+        /// Address of this CPU's hypercall fast-path lane
+        /// (`crate::fastpath::Lane`), read by every hypercall.
+        pub const LANE: u64 = 40;
     }
 }
 

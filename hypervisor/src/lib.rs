@@ -12,6 +12,7 @@ pub mod domain;
 pub mod emulate;
 pub mod evtchn;
 pub mod exit;
+pub mod fastpath;
 pub mod gnttab;
 pub mod hypercall;
 pub mod index;

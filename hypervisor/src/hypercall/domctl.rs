@@ -245,6 +245,9 @@ pub fn domctl(env: &mut impl ControlEnv, fx: &mut Effects, arg: u64) -> Result<u
                 return Err(Errno::EOVERFLOW);
             }
             d.domain.pauses += 1;
+            for v in &d.vcpus {
+                crate::fastpath::note_work(v.on_cpu);
+            }
             Ok(0)
         }
         DomctlCmd::UnpauseDomain => {

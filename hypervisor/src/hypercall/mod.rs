@@ -117,8 +117,8 @@ pub trait Env {
     fn sync_segment_bases(&mut self) {}
     /// The calling vCPU's event counters (none, unless the environment
     /// keeps them).
-    fn stats(&self) -> &Stats {
-        &Stats::EMPTY
+    fn stats(&self) -> Stats {
+        Stats::EMPTY
     }
 }
 

@@ -200,7 +200,11 @@ fn send_nmi(env: &mut impl Env, id: u32, arg: u64) -> Result<u64, Errno> {
         return Err(Errno::EINVAL);
     }
     let vcpu = env.vcpu_by_id(id).ok_or(Errno::ENOENT)?;
-    if vcpu.nmi.raise() && vcpu.sleep.is_sleeping() {
+    let raised = vcpu.nmi.raise();
+    if raised {
+        crate::fastpath::note_work(vcpu.on_cpu);
+    }
+    if raised && vcpu.sleep.is_sleeping() {
         vcpu.kicked = true;
         // The scheduler looks at sleeping vCPUs, and wakes a kicked one,
         // before the exit.

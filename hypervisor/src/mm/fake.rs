@@ -586,8 +586,8 @@ impl Env for FakeMachine {
         self.programs.extend(program);
         r
     }
-    fn stats(&self) -> &Stats {
-        &self.stats
+    fn stats(&self) -> Stats {
+        self.stats.clone()
     }
 }
 

@@ -3,7 +3,8 @@
 //! other: send, delivery, masks, close), `evtchn_vcpus`
 //! (`dom0_max_vcpus=2`: ports delivered to the other vCPU) and
 //! `evtchn_poll_wake` (a send wakes a vCPU polling the port even when it
-//! raises no upcall).
+//! raises no upcall). `evtchn_loopback` ends with Linux's forced callback:
+//! an upcall the guest raised itself, delivered by a `xen_version` call.
 //!
 //! Xen 4.17's answers, as these guests see them there:
 //! - port 0 is reserved (status "closed", every other use `EINVAL`); new
@@ -684,6 +685,40 @@ fn quiesce() {
 }
 
 /// `evtchn_loopback`: send and delivery between two ports of the domain.
+/// Linux's way to have a pending upcall delivered after it unmasks a port
+/// by hand: it raises `evtchn_upcall_pending` itself and makes a
+/// `xen_version` call, whose exit must deliver the upcall unless upcalls
+/// are masked. (The hypervisor answers that call on its fast path only
+/// when no unmasked upcall is pending.)
+fn forced_callback() {
+    let before = upcalls(0);
+    shared::set_upcall_mask(1);
+    shared::set_upcall_pending_of(0, 1);
+    let masked = hc::xenver_version();
+    report::check_observed(
+        "an upcall the guest raised itself waits while upcalls are masked",
+        masked == 0x0004_0011 && upcalls(0) == before,
+        format_args!("xen_version {masked:#x}, {} upcalls", upcalls(0) - before),
+    );
+    shared::set_upcall_mask(0);
+    let version = hc::xenver_version();
+    report::check_observed(
+        "and a xen_version call delivers it once they are unmasked",
+        version == 0x0004_0011 && upcalls(0) == before + 1,
+        format_args!("xen_version {version:#x}, {} upcalls", upcalls(0) - before),
+    );
+    hc::xenver_version();
+    report::check_observed(
+        "after which xen_version delivers nothing",
+        upcalls(0) == before + 1 && shared::upcall_pending_of(0) == Some(0),
+        format_args!(
+            "{} upcalls, upcall_pending {:?}",
+            upcalls(0) - before,
+            shared::upcall_pending_of(0)
+        ),
+    );
+}
+
 pub fn loopback(_start_info: &'static StartInfo) {
     if !support::traps() {
         return;
@@ -859,6 +894,7 @@ pub fn loopback(_start_info: &'static StartInfo) {
             last_port(0)
         ),
     );
+    forced_callback();
     shared::set_upcall_mask(1);
     report::check_ret("reset", hc::evtchn_reset(DomId::SELF.0), 0);
     traps::set_hook(None);

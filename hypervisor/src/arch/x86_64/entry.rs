@@ -9,7 +9,10 @@
 //! 3. switches to this CPU's hypervisor stack (address from the same page),
 //!    copies the frame there and saves every other register, forming a
 //!    [`GuestRegs`] at the top of the hypervisor stack;
-//! 4. calls [`guest_entry`] in the hypervisor image.
+//! 4. for a hypercall (`int $0x82`), calls the fast path
+//!    (`fastpath::fast_hypercall`), and leaves at once through the exit
+//!    stub if it answered;
+//! 5. otherwise calls [`guest_entry`] in the hypervisor image.
 //!
 //! Nothing is read from the entry stack but what the CPU and step 1 just
 //! wrote; nothing the hypervisor computes is left on it. The way back
@@ -21,6 +24,7 @@
 //! stub with the guest view loaded.
 use core::arch::global_asm;
 
+use dom0_abi::hypercall::HYPERCALL_VECTOR;
 use dom0_abi::segment::{FLAT_RING3_CS32, FLAT_RING3_CS64, FLAT_RING3_DS};
 
 use super::guest::{SYSCALL_VECTOR, SYSCALL32_VECTOR};
@@ -113,6 +117,17 @@ entry_common:
     xor %ebp, %ebp
     mov %rsp, %rdi
     cld
+    /* The fast path's hypercall tries it first; it answers or declines. */
+    cmpq ${hypercall_vector}, {vector_offset}(%rsp)
+    jne 1f
+    cmpq ${fast_number}, {rax_offset}(%rsp)
+    jne 1f
+    movabs ${fast_hypercall}, %rax
+    call *%rax
+    mov %rsp, %rdi
+    test %al, %al
+    jnz exit_to_guest_stub
+1:
     movabs ${guest_entry}, %rax
     call *%rax
     ud2
@@ -221,6 +236,11 @@ exit_to_guest_stub:
     syscall_vector = const SYSCALL_VECTOR,
     syscall32_vector = const SYSCALL32_VECTOR,
     guest_entry = sym guest_entry,
+    fast_hypercall = sym super::fastpath::fast_hypercall,
+    hypercall_vector = const HYPERCALL_VECTOR,
+    vector_offset = const core::mem::offset_of!(GuestRegs, vector),
+    rax_offset = const core::mem::offset_of!(GuestRegs, rax),
+    fast_number = const crate::fastpath::FAST_HYPERCALL,
     hypervisor_trap = sym hypervisor_trap,
     options(att_syntax)
 );

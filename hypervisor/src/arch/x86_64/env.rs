@@ -633,6 +633,8 @@ impl Env for ArchEnv<'_, '_> {
             .store(1, Ordering::SeqCst);
         }
         v.vcpu_info = maddr;
+        // The fast path reads the upcall bytes where the lane says.
+        crate::fastpath::note_work(v.on_cpu);
         super::evtchn::set_moved_vcpu_info(dom, vcpu, maddr);
         time::publish(maddr);
     }
@@ -689,8 +691,11 @@ impl Env for ArchEnv<'_, '_> {
         self.replaced_context = true;
         Ok(self.regs.rax)
     }
-    fn stats(&self) -> &Stats {
-        &self.current.vcpu.stats
+    fn stats(&self) -> Stats {
+        let mut stats = self.current.vcpu.stats.clone();
+        // With the calls the fast path answered since the vCPU came here.
+        super::fastpath::this_lane().add_counts(&mut stats);
+        stats
     }
     fn apply_effects(&mut self, fx: &Effects) {
         if fx.ldt_changed {

@@ -15,6 +15,7 @@ pub mod dr;
 pub mod entry;
 pub mod env;
 pub mod evtchn;
+pub mod fastpath;
 pub mod guest;
 pub mod guest_mem;
 pub mod io;

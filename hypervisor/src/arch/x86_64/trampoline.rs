@@ -159,6 +159,8 @@ pub unsafe fn build(
         d.add((t::data::CPU / 8) as usize).write(cpu);
         d.add((t::data::PERCPU / 8) as usize)
             .write(super::percpu::slot_address(cpu));
+        d.add((t::data::LANE / 8) as usize)
+            .write(crate::fastpath::lane_address(cpu));
     }
     views
 }

@@ -3,7 +3,7 @@
 use core::fmt::Write;
 
 use dom0_abi::event_channel::Virq;
-use dom0_abi::hypercall::HYPERCALL_VECTOR;
+use dom0_abi::hypercall::{HYPERCALL_VECTOR, Hypercall};
 use dom0_abi::mmu::VmAssistType;
 use dom0_abi::sched::ShutdownReason;
 use dom0_abi::types::DomId;
@@ -34,8 +34,11 @@ use crate::vcpu::Vcpu;
 use super::entry::{GuestRegs, exit_to_guest};
 use super::env::ArchEnv;
 use super::evtchn::SharedInfoBits;
+use super::fastpath::this_lane;
 use super::percpu::{self, FREE_BEFORE_DOM0, PerCpu, Running, TEST_NONCE, this_cpu};
-use super::{context, cpu, guest, guest_mem, machine, mem, schedule, serial, time, trampoline};
+use super::{
+    context, cpu, guest, guest_mem, machine, mem, paging, schedule, serial, time, trampoline,
+};
 use crate::evtchn::EventBits;
 
 /// Page-fault vector.
@@ -548,6 +551,7 @@ fn stopped_state(v: &Vcpu) -> i32 {
 #[inline(always)]
 fn handle_entry(current: &mut Current, regs: &mut GuestRegs) -> (Option<u8>, bool) {
     let start = if Stats::ENABLED { cpu::rdtsc() } else { 0 };
+    this_lane().begin_full(|| paging::phys_to_virt(current.vcpu.vcpu_info));
     count_entry(&mut current.vcpu.stats, regs.vector);
     // One place makes hypercalls, whether they came through `int $0x82`
     // or the kernel's `SYSCALL`: a second inlined copy of the dispatch
@@ -626,6 +630,7 @@ fn save_vcpu(
         return;
     };
     old.on_cpu = None;
+    this_lane().disarm(&mut old.stats);
     old.context = *regs;
     context::save(old);
     let state = stopped_state(old);
@@ -708,8 +713,15 @@ fn count_entry(stats: &mut Stats, vector: u64) {
 /// A hypercall; inlined into the entry (its only caller).
 #[inline(always)]
 fn hypercall(current: &mut Current, regs: &mut GuestRegs) {
-    let args = [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8];
     let number = regs.rax;
+    if number == Hypercall::Iret as u64 {
+        // It ends every bounce: straight to the handler, without the
+        // arguments and the environment the table's handlers take. It
+        // loads a whole context (no result, no continuation).
+        guest::iret(current, regs);
+        return;
+    }
+    let args = [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8];
     let mut env = ArchEnv::new(current, regs);
     let result = dispatch(&mut env, number, args);
     // The outcome is read in place: copying it out of `env` first cost
@@ -729,12 +741,16 @@ fn hypercall(current: &mut Current, regs: &mut GuestRegs) {
     }
     regs.rax = result.cast_unsigned();
     if cfg!(debug_assertions) {
-        // Argument registers are clobbered by the ABI: make sure no guest
-        // comes to rely on them surviving.
-        const POISON: u64 = 0xdead_beef_dead_f00d;
-        (regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8) =
-            (POISON, POISON, POISON, POISON, POISON);
+        poison_arguments(regs);
     }
+}
+
+/// Argument registers are clobbered by the ABI: debug builds overwrite
+/// them after a hypercall so that no guest comes to rely on them
+/// surviving.
+pub fn poison_arguments(regs: &mut GuestRegs) {
+    const POISON: u64 = 0xdead_beef_dead_f00d;
+    (regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8) = (POISON, POISON, POISON, POISON, POISON);
 }
 
 /// Crashes the running domain with a logged reason.
@@ -827,7 +843,7 @@ impl core::fmt::Display for TestNonce {
 
 /// RFLAGS as the guest may have it: no privilege bits (IOPL 0, no VM/NT),
 /// IF set (the guest's interrupt flag is its upcall mask).
-fn sanitize_rflags(regs: &mut GuestRegs) {
+pub fn sanitize_rflags(regs: &mut GuestRegs) {
     const IF: u64 = 1 << 9;
     const KEEP: u64 = 0x0000_0000_0004_0dd5 | (1 << 21); // CF PF AF ZF SF TF DF OF AC ID
     regs.rflags = (regs.rflags & KEEP) | IF | 0x2;
