@@ -24,7 +24,7 @@ use dom0_abi::event_channel::{
 use dom0_abi::types::DomId;
 
 use super::domctl::ControlEnv;
-use super::{Env, read_struct, write_struct};
+use super::{Env, read_struct, read_u32, write_struct};
 use crate::evtchn::Binding;
 
 /// `EVTCHNOP_bind_pirq` of one of the caller's PIRQs, notifying vCPU 0:
@@ -147,18 +147,18 @@ pub fn event_channel_op(env: &mut impl ControlEnv, cmd: u64, arg: u64) -> Result
             }
         }
         EvtchnOp::Send => {
-            let p: EvtchnPortArg = read_struct(env, arg)?;
-            match env.event_channels().0.remote_end(p.port) {
+            // `evtchn_send` is the port alone: read as such, not through
+            // a zeroed structure buffer.
+            let port = read_u32(env, arg)?;
+            let (channels, bits) = env.event_channels();
+            match channels.remote_end(port) {
                 // The other end is another domain's: its bits.
                 Some((dom, port)) => {
                     if let Some(pair) = env.event_channels_of(dom) {
                         pair.peer.raise(pair.peer_bits, port);
                     }
                 }
-                None => {
-                    let (channels, bits) = env.event_channels();
-                    channels.send(bits, p.port)?;
-                }
+                None => channels.send(bits, port)?,
             }
         }
         EvtchnOp::Status => {

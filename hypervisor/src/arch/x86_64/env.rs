@@ -596,11 +596,14 @@ impl Env for ArchEnv<'_, '_> {
     }
     type Bits = SharedInfoBits;
     fn event_channels(&mut self) -> (&mut EventChannels, &mut SharedInfoBits) {
-        let bits = self.events.get_or_insert(SharedInfoBits::new(
-            self.current.domain.shared_info,
-            self.current.domain.id,
-            self.current.vcpu.id,
-        ));
+        // Made once per hypercall: a send asks twice.
+        let bits = self.events.get_or_insert_with(|| {
+            SharedInfoBits::new(
+                self.current.domain.shared_info,
+                self.current.domain.id,
+                self.current.vcpu.id,
+            )
+        });
         (&mut self.current.domain.evtchn, bits)
     }
     fn nmi_reason(&mut self) -> u64 {
