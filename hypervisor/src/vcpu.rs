@@ -701,24 +701,10 @@ pub fn bounce(
     } else {
         ctx.rsp
     };
-    let mut words = [0u64; 8];
-    let mut len = 0;
-    let mut push = |w: u64| {
-        words[len] = w;
-        len += 1;
-    };
-    let guest_if = if saved_mask == 0 { rflags::IF } else { 0 };
-    push(ctx.rcx);
-    push(ctx.r11);
-    if let Some(code) = error_code {
-        push(code);
-    }
-    push(ctx.rip);
-    let cs = if from_user { ctx.cs } else { ctx.cs & !3 };
-    push((cs & 0xffff) | (u64::from(saved_mask) << 32));
-    push((ctx.rflags & !rflags::IF) | guest_if);
-    push(ctx.rsp);
-    push(ctx.ss);
+    // The place is checked first, and the frame built once, in the
+    // returned value: building it word by word and moving it cost every
+    // bounce a copy of it.
+    let len = if error_code.is_some() { 8 } else { 7 };
     let bytes = (len as u64) * 8;
     let rsp = (stack & !15)
         .checked_sub(bytes)
@@ -726,6 +712,32 @@ pub fn bounce(
     if !guest_range_ok(rsp, bytes) {
         return Err(BounceError::BadStack(rsp));
     }
+    let guest_if = if saved_mask == 0 { rflags::IF } else { 0 };
+    let cs = if from_user { ctx.cs } else { ctx.cs & !3 };
+    let cs_word = (cs & 0xffff) | (u64::from(saved_mask) << 32);
+    let rflags_word = (ctx.rflags & !rflags::IF) | guest_if;
+    let words = match error_code {
+        Some(code) => [
+            ctx.rcx,
+            ctx.r11,
+            code,
+            ctx.rip,
+            cs_word,
+            rflags_word,
+            ctx.rsp,
+            ctx.ss,
+        ],
+        None => [
+            ctx.rcx,
+            ctx.r11,
+            ctx.rip,
+            cs_word,
+            rflags_word,
+            ctx.rsp,
+            ctx.ss,
+            0,
+        ],
+    };
     let context = Context {
         rip: handler,
         cs: u64::from(RING1_KERNEL_CS),
