@@ -78,6 +78,20 @@ pub struct Frame {
     pub ss: u64,
 }
 
+impl Frame {
+    /// The frame of a saved context.
+    #[inline(always)]
+    #[must_use]
+    pub fn of(regs: &crate::regs::GuestRegs) -> Frame {
+        Frame {
+            rip: regs.rip,
+            cs: regs.cs,
+            rsp: regs.rsp,
+            ss: regs.ss,
+        }
+    }
+}
+
 /// Where a selector's descriptor comes from: the guest's GDT or LDT.
 pub trait Descriptors {
     /// The 8-byte descriptor `selector` names (TI and index; never a

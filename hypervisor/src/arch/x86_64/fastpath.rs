@@ -54,12 +54,7 @@ pub extern "C" fn fast_hypercall(regs: &mut GuestRegs) -> bool {
     if !fastpath::events_allow(pending, mask) {
         return false;
     }
-    let frame = resume::Frame {
-        rip: regs.rip,
-        cs: regs.cs,
-        rsp: regs.rsp,
-        ss: regs.ss,
-    };
+    let frame = resume::Frame::of(regs);
     if !resume::is_plain(&frame) {
         return false;
     }

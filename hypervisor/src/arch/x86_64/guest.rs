@@ -933,12 +933,7 @@ impl Descriptors for GuestTables<'_, '_> {
 /// crashed with a log line.
 #[inline]
 pub fn check_exit(current: &mut Current, regs: &mut GuestRegs) {
-    let frame = resume::Frame {
-        rip: regs.rip,
-        cs: regs.cs,
-        rsp: regs.rsp,
-        ss: regs.ss,
-    };
+    let frame = resume::Frame::of(regs);
     if !resume::is_plain(&frame) {
         check_unusual_exit(current, regs);
     }
@@ -953,12 +948,7 @@ fn check_unusual_exit(current: &mut Current, regs: &mut GuestRegs) {
         if !current.domain.is_running() {
             return;
         }
-        let frame = resume::Frame {
-            rip: regs.rip,
-            cs: regs.cs,
-            rsp: regs.rsp,
-            ss: regs.ss,
-        };
+        let frame = resume::Frame::of(regs);
         let Err(fault) = resume::check(&frame, &mut GuestTables { current, regs }) else {
             return;
         };
