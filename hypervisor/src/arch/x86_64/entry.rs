@@ -9,9 +9,10 @@
 //! 3. switches to this CPU's hypervisor stack (address from the same page),
 //!    copies the frame there and saves every other register, forming a
 //!    [`GuestRegs`] at the top of the hypervisor stack;
-//! 4. for a hypercall (`int $0x82`), calls the fast path
-//!    (`fastpath::fast_hypercall`), and leaves at once through the exit
-//!    stub if it answered;
+//! 4. for a hypercall (`int $0x82`, whose vector stub goes to a copy of
+//!    the common path that does this step) with the fast path's number,
+//!    calls the fast path (`fastpath::fast_hypercall`), and leaves at once
+//!    through the exit stub if it answered;
 //! 5. otherwise calls [`guest_entry`] in the hypervisor image.
 //!
 //! Nothing is read from the entry stack but what the CPU and step 1 just
@@ -50,7 +51,11 @@ entry_stubs:
     push $0
     .endif
     push $\n
+    .if \n == {hypercall_vector}
+    jmp hypercall_common
+    .else
     jmp entry_common
+    .endif
     .endm
     .set vec, 0
     .rept 256
@@ -91,7 +96,11 @@ entry_stubs:
     pop %rbx
     .endm
 
-entry_common:
+    /*
+     * The way in from a guest; `fast` for the hypercall vector, whose
+     * fast path's hypercall tries it first (it answers or declines).
+     */
+    .macro GUEST_ENTRY fast
     /* Stack: vector, error, rip, cs, rflags, rsp, ss */
     testb $3, 24(%rsp)
     jz from_hypervisor
@@ -117,9 +126,7 @@ entry_common:
     xor %ebp, %ebp
     mov %rsp, %rdi
     cld
-    /* The fast path's hypercall tries it first; it answers or declines. */
-    cmpq ${hypercall_vector}, {vector_offset}(%rsp)
-    jne 1f
+    .if \fast
     cmpq ${fast_number}, {rax_offset}(%rsp)
     jne 1f
     movabs ${fast_hypercall}, %rax
@@ -128,9 +135,16 @@ entry_common:
     test %al, %al
     jnz exit_to_guest_stub
 1:
+    .endif
     movabs ${guest_entry}, %rax
     call *%rax
     ud2
+    .endm
+
+entry_common:
+    GUEST_ENTRY 0
+hypercall_common:
+    GUEST_ENTRY 1
 
 from_hypervisor:
     push %rcx
@@ -238,7 +252,6 @@ exit_to_guest_stub:
     guest_entry = sym guest_entry,
     fast_hypercall = sym super::fastpath::fast_hypercall,
     hypercall_vector = const HYPERCALL_VECTOR,
-    vector_offset = const core::mem::offset_of!(GuestRegs, vector),
     rax_offset = const core::mem::offset_of!(GuestRegs, rax),
     fast_number = const crate::fastpath::FAST_HYPERCALL,
     hypervisor_trap = sym hypervisor_trap,
