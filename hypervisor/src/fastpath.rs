@@ -8,9 +8,10 @@
 //! "Nothing pending" is two tests:
 //!
 //! - the CPU's [`Lane`] holds no work: no one changed the running vCPU's
-//!   state behind its back since the last full exit (an NMI raised, a kick,
-//!   a shutdown, a new `vcpu_info` place: [`note_work`]), and a full exit
-//!   has published where the vCPU's `vcpu_info` lies ([`Lane::arm`]);
+//!   state behind its back since its last full entry began (an NMI
+//!   raised, its domain paused, a new `vcpu_info` place: [`note_work`]),
+//!   and a full entry has published where the vCPU's `vcpu_info` lies
+//!   ([`Lane::begin_full`]);
 //! - that `vcpu_info` shows no unmasked upcall ([`events_allow`]). The
 //!   guest writes these bytes itself (Linux sets `evtchn_upcall_pending`
 //!   when it unmasks a pending port and then makes a `xen_version` call to

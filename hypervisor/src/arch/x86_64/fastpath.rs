@@ -1,5 +1,6 @@
-//! The hypercall fast path's machine side: the entry stub calls
-//! [`fast_hypercall`] for every `int $0x82` before the full entry; when it
+//! The hypercall fast path's machine side: the hypercall vector's entry
+//! path calls [`fast_hypercall`] for an `int $0x82` with the fast path's
+//! number (`fastpath::FAST_HYPERCALL`) before the full entry; when it
 //! answers, the stub leaves for the guest at once. The policy (which calls,
 //! when) is `crate::fastpath`.
 use core::mem::offset_of;
@@ -40,10 +41,11 @@ pub extern "C" fn fast_hypercall(regs: &mut GuestRegs) -> bool {
         return false;
     };
     // SAFETY: `info` is the direct-map address of the running vCPU's
-    // `vcpu_info`, published by its last full exit and withdrawn when it
-    // leaves this CPU (`Lane::disarm`); the frame stays the domain's while
-    // a vCPU of it runs. The two bytes are plain data the guest may write
-    // at any time, hence the volatile reads.
+    // `vcpu_info`, published by one of its full entries (`begin_full`,
+    // again whenever the place moved) and withdrawn when it leaves this
+    // CPU (`Lane::disarm`); the frame stays the domain's while a vCPU of it
+    // runs. The two bytes are plain data the guest may write at any time,
+    // hence the volatile reads.
     let (pending, mask) = unsafe {
         (
             ((info + offset_of!(VcpuInfo, evtchn_upcall_pending) as u64) as *const u8)
