@@ -436,25 +436,21 @@ impl DomainTable {
 
     /// The ids in `ids` whose slots hold a domain, lowest first (each
     /// slot must still be locked, or tried, and looked at).
-    pub fn occupied(&self, ids: Range<usize>) -> impl Iterator<Item = DomId> + '_ {
+    pub fn occupied(&self, ids: Range<usize>) -> Occupied<'_> {
         let end = ids.end.min(self.slots.len());
         let start = ids.start.min(end);
-        (start / 64..end.div_ceil(64)).flat_map(move |w| {
-            let mut bits = self
-                .occupied
-                .get(w)
-                .map_or(0, |word| word.load(Ordering::Relaxed));
-            core::iter::from_fn(move || {
-                while bits != 0 {
-                    let i = w * 64 + bits.trailing_zeros() as usize;
-                    bits &= bits - 1;
-                    if (start..end).contains(&i) {
-                        return u16::try_from(i).ok().map(DomId);
-                    }
-                }
-                None
-            })
-        })
+        let word = start / 64;
+        let bits = self
+            .occupied
+            .get(word)
+            .map_or(0, |w| w.load(Ordering::Relaxed))
+            & (u64::MAX << (start % 64));
+        Occupied {
+            words: &self.occupied,
+            word,
+            bits,
+            end,
+        }
     }
 
     /// How many domains the table holds.
@@ -541,6 +537,39 @@ impl DomainTable {
         } else {
             let gb = sb.lock();
             Some((sa.lock(), gb))
+        }
+    }
+}
+
+/// The occupied slots of a range of the domain table
+/// ([`DomainTable::occupied`]): one word of the bitmap at a time, the
+/// bits not yet returned in `bits`.
+pub struct Occupied<'a> {
+    words: &'a [AtomicU64],
+    word: usize,
+    bits: u64,
+    end: usize,
+}
+
+impl Iterator for Occupied<'_> {
+    type Item = DomId;
+
+    fn next(&mut self) -> Option<DomId> {
+        loop {
+            if self.bits != 0 {
+                let i = self.word * 64 + self.bits.trailing_zeros() as usize;
+                self.bits &= self.bits - 1;
+                return if i < self.end {
+                    u16::try_from(i).ok().map(DomId)
+                } else {
+                    None
+                };
+            }
+            self.word += 1;
+            if self.word * 64 >= self.end {
+                return None;
+            }
+            self.bits = self.words.get(self.word)?.load(Ordering::Relaxed);
         }
     }
 }
