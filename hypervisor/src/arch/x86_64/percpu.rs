@@ -16,7 +16,7 @@
 extern crate alloc;
 
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use dom0_abi::types::DomId;
 use spin::{Mutex, Once};
 
@@ -247,27 +247,22 @@ pub fn send_event_checks(cpus: u64) -> u64 {
     sent
 }
 
-/// Whether a CPU other than the boot CPU is up (`smp::start_cpus`); until
-/// one is, nothing else can hold a domain and the searches below stop at
-/// once.
-static OTHERS_UP: AtomicBool = AtomicBool::new(false);
+/// One more than the highest CPU number that is up (`smp::start_cpus`):
+/// the searches below look at no slot past it (1 while only the boot CPU
+/// runs, so they stop at once).
+static SLOTS_UP: AtomicUsize = AtomicUsize::new(1);
 
-/// Records that a CPU other than the boot CPU is up.
-pub fn note_other_cpu_up() {
-    OTHERS_UP.store(true, Ordering::Release);
+/// Records that CPU `index` is up.
+pub fn note_other_cpu_up(index: usize) {
+    SLOTS_UP.fetch_max(index.saturating_add(1).min(MAX_CPUS), Ordering::Release);
 }
 
 /// What every CPU that is up holds (index: CPU number), for the
 /// scheduler's pure decisions (`sched::held_elsewhere`); only the boot
 /// CPU's while it is the only one up.
 pub fn holdings() -> impl Iterator<Item = Option<Option<DomId>>> {
-    let up = if OTHERS_UP.load(Ordering::Acquire) {
-        MAX_CPUS
-    } else {
-        1
-    };
     CPUS.iter()
-        .take(up)
+        .take(SLOTS_UP.load(Ordering::Acquire))
         .map(|slot| slot.apic_id().map(|_| slot.holding()))
 }
 

@@ -454,7 +454,7 @@ extern "C" fn ap_entry(start: &'static ApStart) -> ! {
         start.index
     );
     start.online.store(true, Ordering::Release);
-    percpu::note_other_cpu_up();
+    percpu::note_other_cpu_up(usize::from(start.index));
     let mut regs = GuestRegs::default();
     {
         let mut state = slot.state.lock();
