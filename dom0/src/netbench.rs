@@ -20,7 +20,7 @@ use alloc::vec;
 
 use guest_pv_shim::devices::Devices;
 use guest_pv_shim::drivers::net::{MAX_FRAME, NetDevice, VirtioNet};
-use guest_pv_shim::{hypercall, println, report};
+use guest_pv_shim::{println, report};
 use pv_bench::catalogue::{NET_RECV_LISTENING, NET_RECV_MIB, NET_RECV_PASSES};
 use pv_bench::sink::{Event, STREAM_BYTES, Sink};
 use pv_bench::stats::Samples;
@@ -31,7 +31,7 @@ use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr, Ipv4Address};
 
 use crate::domains::now;
-use crate::readbench::{Meter, print};
+use crate::readbench::{Meter, print, stop_periodic_timer};
 
 /// dom0's address while it receives (the web domU's, given up before the
 /// domU starts: QEMU's user network learns the domU's MAC when it pings
@@ -124,11 +124,7 @@ fn instant() -> Instant {
 /// `net_recv_dom0`: takes [`NET_RECV_PASSES`] streams on `nic` and prints
 /// the `BENCH` line.
 pub fn run(nic: &mut VirtioNet<Devices>) {
-    report::check_ret(
-        "netbench periodic timer stopped",
-        hypercall::vcpu_stop_periodic_timer(0),
-        0,
-    );
+    stop_periodic_timer("netbench");
     let mut card = Card {
         frame: [0; MAX_FRAME],
         fault: None,

@@ -55,7 +55,7 @@ impl Meter {
         let (ret, n) = hypercall::sysctl_getcpuinfo(&mut info);
         if ret != 0 || n != 1 {
             report::fail(
-                "readbench sysctl getcpuinfo",
+                "benchmark meter sysctl getcpuinfo",
                 format_args!("{}, {n} CPUs", report::Ret(ret)),
             );
             return None;
@@ -79,6 +79,16 @@ impl Meter {
     }
 }
 
+/// Stops dom0's periodic timer before benchmark `bench` (a check), so
+/// that an idle wait is not ended for nothing.
+pub fn stop_periodic_timer(bench: &str) {
+    report::check_ret(
+        format_args!("{bench} periodic timer stopped"),
+        hypercall::vcpu_stop_periodic_timer(0),
+        0,
+    );
+}
+
 /// Prints the `BENCH` line of `name`.
 pub fn print(name: &str, samples: &Samples) {
     let mut text = String::new();
@@ -89,11 +99,7 @@ pub fn print(name: &str, samples: &Samples) {
 
 /// `blk_read_dom0`: reads the first [`BLK_READ_MIB`] MiB of `vda`.
 pub fn run(blk: &mut Blkback) {
-    report::check_ret(
-        "readbench periodic timer stopped",
-        hypercall::vcpu_stop_periodic_timer(0),
-        0,
-    );
+    stop_periodic_timer("readbench");
     let mut disk = match blk.open_own("vda") {
         Ok(disk) => disk,
         Err(why) => {
