@@ -13,6 +13,9 @@
 //! - compares them, and reads `fs:[0]` and `gs:[0]` to see its own tag;
 //! - counts a switch when another vCPU ran since its previous round.
 //!
+//! The rounds begin once every vCPU has reached them (each waits by
+//! yielding), so that each starts them while the others can run.
+//!
 //! With AVX, each vCPU first enables YMM state in its XCR0 if it is not
 //! (on Xen XCR0 is per vCPU and starts as x87|SSE; a PV kernel sets
 //! CR4.OSXSAVE and XCR0 through emulated `mov %cr4` and `xsetbv`).
@@ -136,6 +139,14 @@ static RESULTS: [Results; smp::MAX_VCPUS] = [const { Results::new() }; smp::MAX_
 
 /// The vCPU that finished a round last.
 static LAST_RUNNER: AtomicUsize = AtomicUsize::new(usize::MAX);
+/// vCPUs the test runs, and how many of them reached their rounds: each
+/// waits (yielding) until all have, so that every vCPU starts its rounds
+/// while the others are runnable. Without it, a vCPU the credit
+/// scheduler passes over at first (its credit the lowest, say after a
+/// host hiccup was charged to it) could start only after the others had
+/// finished, and see no switch through no fault of the yields.
+static VCPUS: AtomicUsize = AtomicUsize::new(0);
+static ARRIVED: AtomicUsize = AtomicUsize::new(0);
 
 /// Two tag words per vCPU for FS and two for GS (each on its own line).
 #[repr(C, align(64))]
@@ -335,6 +346,10 @@ fn worker(vcpu: usize) {
     me.cr4.store(probe.cr4, Ordering::Relaxed);
     me.xcr0_before.store(probe.xcr0.0, Ordering::Relaxed);
     me.xcr0_after.store(probe.xcr0.1, Ordering::Relaxed);
+    ARRIVED.fetch_add(1, Ordering::AcqRel);
+    support::yield_until(WAIT, || {
+        ARRIVED.load(Ordering::Acquire) >= VCPUS.load(Ordering::Acquire)
+    });
     me.time_first
         .store(shared::system_time_of(vcpu).unwrap_or(0), Ordering::Relaxed);
     let mut b = Block {
@@ -419,6 +434,7 @@ fn run_with(vcpus: usize) {
         guest_pv_shim::dom0_abi::Errno::ENOENT.neg(),
     );
     write_tags(vcpus);
+    VCPUS.store(vcpus, Ordering::Release);
     for vcpu in 1..vcpus {
         if !support::start_vcpu(vcpu, worker) {
             return;
