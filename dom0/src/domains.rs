@@ -417,8 +417,14 @@ fn drain(domu: &mut Domu) {
 }
 
 /// Prints one console line; reports it if it is a check line (a grant
-/// test line is acted on by the caller).
+/// test line is acted on by the caller). A test guest's result line
+/// (`Test result: <status>`) becomes dom0's check that it is `SUCCESS`
+/// instead of being printed: the run has one result line, dom0's.
 fn show(name: &str, line: &[u8], text: &[u8]) {
+    if let Some(status) = toolstack::console::parse_result(text) {
+        report::check_eq(format_args!("{name} test result"), status, "SUCCESS");
+        return;
+    }
     hypercall::console_write(line);
     if let Some((check, value)) = toolstack::console::parse_check(text) {
         report::ok_value(format_args!("{name} {check}"), value);

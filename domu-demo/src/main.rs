@@ -27,7 +27,6 @@
 
 use core::sync::atomic::{AtomicU32, Ordering, fence};
 
-use guest_pv_shim::dom0_abi::console::XENCONS_OUT_SIZE;
 use guest_pv_shim::dom0_abi::sched::ShutdownReason;
 use guest_pv_shim::dom0_abi::start_info::StartInfo;
 use guest_pv_shim::{cmdline, hypercall, mm};
@@ -45,116 +44,13 @@ guest_pv_shim::guest_kernel! {
     guest_version: "0.1.0",
 }
 
-/// The window that maps the console ring.
-const RING_WINDOW: usize = 0;
-/// Byte offsets in `xencons_interface`.
-const OUT_OFFSET: usize = 1024;
-const IN_CONS: u64 = 3072;
-const IN_PROD: u64 = 3076;
-const OUT_CONS: u64 = 3080;
-const OUT_PROD: u64 = 3084;
 /// How long, in ns of system time, the domain waits for dom0 without
 /// progress (a store reply, room in the console ring, a grant flag)
 /// before it gives up.
 pub const PATIENCE_NS: u64 = 10_000_000_000;
-/// Longest sleep between two looks at something dom0 may change.
-const LOOK_NS: u64 = 10_000_000;
 
-/// The console ring of this domain, mapped in a window.
-pub struct Console {
-    port: u32,
-}
-
-impl Console {
-    /// Waits until at least `room` bytes of the ring are free (dom0's
-    /// back end notifies the port when it consumed); false if it never
-    /// makes room.
-    fn wait_for_room(&self, room: u32) -> bool {
-        wait_for(Some(self.port), || {
-            let prod = mm::window_read_u32(RING_WINDOW, OUT_PROD);
-            let cons = mm::window_read_u32(RING_WINDOW, OUT_CONS);
-            #[allow(clippy::cast_possible_truncation, reason = "XENCONS_OUT_SIZE is 2048")]
-            let size = XENCONS_OUT_SIZE as u32;
-            size - prod.wrapping_sub(cons).min(size) >= room
-        })
-    }
-
-    /// Writes `text` (in pieces if it does not fit) and notifies the back
-    /// end after each piece.
-    fn write(&self, text: &[u8]) -> bool {
-        for piece in text.chunks(XENCONS_OUT_SIZE / 2) {
-            #[allow(clippy::cast_possible_truncation, reason = "pieces are 1 KiB")]
-            if !self.wait_for_room(piece.len() as u32) {
-                return false;
-            }
-            let mut prod = mm::window_read_u32(RING_WINDOW, OUT_PROD);
-            for &byte in piece {
-                let at = OUT_OFFSET + prod as usize % XENCONS_OUT_SIZE;
-                mm::window_write_bytes(RING_WINDOW, at, &[byte]);
-                prod = prod.wrapping_add(1);
-            }
-            // The bytes are visible before the new producer index.
-            fence(Ordering::Release);
-            mm::window_write_u32(RING_WINDOW, OUT_PROD, prod);
-            hypercall::evtchn_send(self.port);
-        }
-        true
-    }
-
-    /// Reads console input up to a CR or LF (at most `line.len()` bytes
-    /// kept), sleeping in `SCHEDOP_poll` on the console port between
-    /// reads: the line's length, or `None` if none came within
-    /// `patience_ns` of system time.
-    fn read_line(&self, line: &mut [u8], patience_ns: u64) -> Option<usize> {
-        let start = guest_pv_shim::shared::system_time_of(0)?;
-        let mut len = 0;
-        loop {
-            let prod = mm::window_read_u32(RING_WINDOW, IN_PROD);
-            // The bytes below `prod` are read after it.
-            fence(Ordering::Acquire);
-            let mut cons = mm::window_read_u32(RING_WINDOW, IN_CONS);
-            while cons != prod {
-                let mut byte = [0u8];
-                mm::window_read_bytes(RING_WINDOW, cons as usize % 1024, &mut byte);
-                cons = cons.wrapping_add(1);
-                if matches!(byte[0], b'\r' | b'\n') {
-                    fence(Ordering::Release);
-                    mm::window_write_u32(RING_WINDOW, IN_CONS, cons);
-                    return Some(len);
-                }
-                if let Some(slot) = line.get_mut(len) {
-                    *slot = byte[0];
-                    len += 1;
-                }
-            }
-            // The reads are done before the back end may reuse the bytes.
-            fence(Ordering::Release);
-            mm::window_write_u32(RING_WINDOW, IN_CONS, cons);
-            let now = guest_pv_shim::shared::system_time_of(0)?;
-            if now.saturating_sub(start) > patience_ns {
-                return None;
-            }
-            hypercall::sched_poll(&[self.port], now + 100_000_000);
-            let _ = guest_pv_shim::shared::clear_evtchn_pending(self.port);
-        }
-    }
-
-    /// Waits until the back end has read everything.
-    fn drained(&self) -> bool {
-        #[allow(clippy::cast_possible_truncation, reason = "XENCONS_OUT_SIZE is 2048")]
-        self.wait_for_room(XENCONS_OUT_SIZE as u32)
-    }
-}
-
-impl core::fmt::Write for Console {
-    fn write_str(&mut self, s: &str) -> core::fmt::Result {
-        if Console::write(self, s.as_bytes()) {
-            Ok(())
-        } else {
-            Err(core::fmt::Error)
-        }
-    }
-}
+/// This domain's console ring (the shim attached it at boot).
+pub use guest_pv_shim::console::RingConsole as Console;
 
 /// The window the privilege probe tries to map dom0's frames into.
 const PROBE_WINDOW: usize = 1;
@@ -360,32 +256,10 @@ fn entry_word(gref: u32) -> &'static AtomicU32 {
     unsafe { AtomicU32::from_ptr(va as *mut u32) }
 }
 
-/// Waits until `done` holds, for at most [`PATIENCE_NS`]; false if it
-/// never does. Between looks it sleeps on `port` (notified when what
-/// `done` looks at may have changed; at most [`LOOK_NS`]), or yields when
-/// no event announces the change.
-fn wait_for(port: Option<u32>, mut done: impl FnMut() -> bool) -> bool {
-    let Some(start) = guest_pv_shim::shared::system_time_of(0) else {
-        return done();
-    };
-    loop {
-        if done() {
-            return true;
-        }
-        let now = guest_pv_shim::shared::system_time_of(0).unwrap_or(u64::MAX);
-        if now.saturating_sub(start) > PATIENCE_NS {
-            return false;
-        }
-        match port {
-            Some(port) => {
-                hypercall::sched_poll(&[port], now.saturating_add(LOOK_NS));
-                let _ = guest_pv_shim::shared::clear_evtchn_pending(port);
-            }
-            None => {
-                hypercall::sched_yield();
-            }
-        }
-    }
+/// Waits until `done` holds, for at most [`PATIENCE_NS`]
+/// (`shared::wait_for`); false if it never does.
+fn wait_for(port: Option<u32>, done: impl FnMut() -> bool) -> bool {
+    guest_pv_shim::shared::wait_for(port, PATIENCE_NS, done)
 }
 
 /// The granter's side of the two-domain grant test. Each step is a
@@ -503,10 +377,7 @@ fn demo_main(si: &'static StartInfo) {
     } else {
         ShutdownReason::Poweroff
     };
-    if mm::map_window(RING_WINDOW, si.console.domu_mfn(), mm::PTE_RW) == 0 {
-        let mut console = Console {
-            port: si.console.domu_evtchn(),
-        };
+    if let Some(mut console) = guest_pv_shim::console::ring() {
         let _ = core::fmt::Write::write_fmt(
             &mut console,
             format_args!(
@@ -551,7 +422,7 @@ fn demo_main(si: &'static StartInfo) {
         }
         let _ = events::spin(&mut console, si.cmdline());
         if cmdline::has_flag(si.cmdline(), b"idle") {
-            events::idle(console.port);
+            events::idle(console.port());
         }
         let _ = core::fmt::Write::write_fmt(
             &mut console,

@@ -1,24 +1,153 @@
-//! Console output through `CONSOLEIO_write`, and `print!`/`println!`.
+//! Console output, and `print!`/`println!`.
 //!
-//! Output goes to the hypervisor's console (serial line). Each `print!`
-//! formats into a small buffer and writes it with as few hypercalls as
-//! possible, so a short line reaches the console in one piece. Failed
-//! writes are dropped (like XTF, the guest has nowhere else to report).
-//! Newlines are sent as `\n` only.
+//! The initial domain writes to the hypervisor's console (serial line)
+//! with `CONSOLEIO_write`. Any other domain (which Xen refuses
+//! `console_io`) writes to its console ring ([`RingConsole`]), which the
+//! toolstack's console back end in dom0 serves: the boot entry attaches it
+//! ([`attach`]) before the guest's `main` runs. Each `print!` formats
+//! into a small buffer and writes it in as few pieces as possible, so a
+//! short line reaches the console in one piece. Failed writes are dropped
+//! (like XTF, the guest has nowhere else to report); a ring write waits
+//! for room at most [`RING_PATIENCE_NS`]. Newlines are sent as `\n` only.
 
 #![forbid(unsafe_code)]
 
 use core::fmt;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use crate::hypercall::console_write;
+use dom0_abi::start_info::StartInfo;
 
-/// The hypervisor console as a [`fmt::Write`] sink (unbuffered).
+use crate::console_ring::ConsoleRing;
+use crate::hypercall::{self, console_write};
+use crate::mm::MappedPage;
+use crate::shared;
+
+/// How long a ring write waits for the back end to make room (system
+/// time without progress) before the rest of the output is dropped.
+pub const RING_PATIENCE_NS: u64 = 10_000_000_000;
+
+/// The console ring's machine frame once [`attach`]ed (0: none, output
+/// goes to `console_io`) and its event channel.
+static RING_MFN: AtomicU64 = AtomicU64::new(0);
+static RING_PORT: AtomicU32 = AtomicU32::new(0);
+
+/// Makes a domain that is not the initial domain print to its console
+/// ring (`start_info.console.domU`), which must lie in the initial
+/// mapping as the domain builders put it; maps `shared_info` for the
+/// clock the waits read. The initial domain keeps `console_io`.
+pub fn attach(si: &StartInfo) {
+    if si.is_initdomain() {
+        return;
+    }
+    let mfn = si.console.domu_mfn();
+    if mfn != 0 && MappedPage::own_frame(mfn).is_some() && shared::map() == 0 {
+        RING_PORT.store(si.console.domu_evtchn(), Ordering::Relaxed);
+        RING_MFN.store(mfn, Ordering::Relaxed);
+    }
+}
+
+/// The console ring, if [`attach`] found one.
+#[must_use]
+pub fn ring() -> Option<RingConsole> {
+    let page = MappedPage::own_frame(RING_MFN.load(Ordering::Relaxed))?;
+    Some(RingConsole {
+        ring: ConsoleRing::new(page),
+        port: RING_PORT.load(Ordering::Relaxed),
+    })
+}
+
+/// This domain's console ring with its event channel: output that waits
+/// for room, input read by line.
+pub struct RingConsole {
+    ring: ConsoleRing<MappedPage>,
+    port: u32,
+}
+
+impl RingConsole {
+    /// The console's event channel.
+    #[must_use]
+    pub fn port(&self) -> u32 {
+        self.port
+    }
+
+    /// Writes `text`, notifying the back end after each piece and waiting
+    /// (at most [`RING_PATIENCE_NS`] each time) while the ring is full;
+    /// false if the back end never made room (the rest is dropped).
+    pub fn write(&mut self, text: &[u8]) -> bool {
+        let mut rest = text;
+        while !rest.is_empty() {
+            let written = self.ring.put(rest);
+            rest = &rest[written..];
+            if written > 0 {
+                hypercall::evtchn_send(self.port);
+            } else if !shared::wait_for(Some(self.port), RING_PATIENCE_NS, || self.ring.room() > 0)
+            {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Waits (at most [`RING_PATIENCE_NS`]) until the back end has read
+    /// everything; false if it did not.
+    pub fn drained(&self) -> bool {
+        shared::wait_for(Some(self.port), RING_PATIENCE_NS, || self.ring.drained())
+    }
+
+    /// Reads console input up to a CR or LF (at most `line.len()` bytes
+    /// kept, the rest of a longer line dropped), sleeping on the console's
+    /// event channel between reads: the line's length, or `None` if none
+    /// ended within `patience_ns` of system time.
+    pub fn read_line(&mut self, line: &mut [u8], patience_ns: u64) -> Option<usize> {
+        let mut len = 0;
+        let mut ended = false;
+        let ring = &mut self.ring;
+        shared::wait_for(Some(self.port), patience_ns, || {
+            let mut byte = [0u8];
+            while !ended && ring.take(&mut byte) == 1 {
+                if matches!(byte[0], b'\r' | b'\n') {
+                    ended = true;
+                } else if let Some(slot) = line.get_mut(len) {
+                    *slot = byte[0];
+                    len += 1;
+                }
+            }
+            ended
+        })
+        .then_some(len)
+    }
+}
+
+impl fmt::Write for RingConsole {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        if self.write(s.as_bytes()) {
+            Ok(())
+        } else {
+            Err(fmt::Error)
+        }
+    }
+}
+
+/// Writes `bytes` where this domain's output goes.
+fn write_out(bytes: &[u8]) {
+    match ring() {
+        Some(mut ring) => {
+            ring.write(bytes);
+        }
+        None => {
+            console_write(bytes);
+        }
+    }
+}
+
+/// This domain's console (`console_io` or its ring, see the module) as a
+/// [`fmt::Write`] sink (unbuffered).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Console;
 
 impl fmt::Write for Console {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        console_write(s.as_bytes());
+        write_out(s.as_bytes());
         Ok(())
     }
 }
@@ -47,7 +176,7 @@ impl Buffered {
 
     fn flush(&mut self) {
         if self.len > 0 {
-            console_write(&self.buf[..self.len]);
+            write_out(&self.buf[..self.len]);
             self.len = 0;
         }
     }

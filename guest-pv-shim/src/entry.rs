@@ -64,6 +64,7 @@ extern "C" fn shim_entry(start_info_va: u64) -> ! {
     // does not support), so a shared `'static` reference is sound.
     let start_info: &'static StartInfo = unsafe { &*ptr };
     START_INFO.store(start_info_va, Ordering::Relaxed);
+    crate::console::attach(start_info);
     // SAFETY: `guest_kernel!` defines this symbol with exactly this
     // signature; without it the image does not link.
     unsafe { __guest_pv_shim_main(start_info) };

@@ -71,6 +71,7 @@ pub use drivers;
 
 pub mod blkfront;
 pub mod cmdline;
+pub mod console_ring;
 pub mod netfront;
 pub mod platform;
 pub mod report;

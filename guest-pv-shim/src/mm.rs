@@ -382,60 +382,126 @@ pub fn map_foreign_window_mmu(slot: usize, domid: u16, mfn: u64, flags: u64) -> 
     ret
 }
 
-/// The part of `len` bytes from byte `offset` of window `slot` that lies
-/// inside its page: the start address and the length.
-fn window_span(slot: usize, offset: usize, len: usize) -> (u64, usize) {
-    let room = usize::try_from(PAGE_SIZE)
-        .unwrap_or(0)
-        .saturating_sub(offset);
-    (window_va(slot) + offset as u64, len.min(room))
+/// A page shared with another domain (or the hypervisor), by the address
+/// this domain maps it at: a window ([`MappedPage::window`]) or one of the
+/// domain's own frames in the initial mapping ([`MappedPage::own_frame`],
+/// e.g. the console ring). No Rust reference ever covers it: words are
+/// single volatile accesses, byte runs one bulk copy behind a fence, so
+/// the other side may change it at any time (a peer that breaks its ring
+/// protocol only garbles bytes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MappedPage {
+    va: u64,
+}
+
+impl MappedPage {
+    /// The page window `slot` maps (the caller mapped it, writable for
+    /// writes).
+    ///
+    /// # Panics
+    /// If `slot >= WINDOW_COUNT`.
+    #[must_use]
+    pub fn window(slot: usize) -> MappedPage {
+        MappedPage {
+            va: window_va(slot),
+        }
+    }
+
+    /// Machine frame `mfn` (a frame of the machine, as `start_info`
+    /// names them: its M2P entry is read) where the initial mapping maps
+    /// it, if it is one of this domain's frames and the initial mapping
+    /// covers it (the builder puts the console and store rings there).
+    #[must_use]
+    pub fn own_frame(mfn: u64) -> Option<MappedPage> {
+        let pfn = m2p(mfn);
+        (pfn < boot_mapped_end_pfn() && pfn_to_mfn(pfn) == Some(mfn)).then(|| MappedPage {
+            va: pfn_to_virt(pfn),
+        })
+    }
+
+    /// The start address and length of the part of `len` bytes from byte
+    /// `offset` that lies inside the page.
+    fn span(self, offset: usize, len: usize) -> (u64, usize) {
+        let room = usize::try_from(PAGE_SIZE)
+            .unwrap_or(0)
+            .saturating_sub(offset);
+        (self.va + offset as u64, len.min(room))
+    }
+
+    /// Copies `bytes` in from byte `offset` (bytes past the page are not
+    /// written), then a release fence: the index that publishes them is
+    /// written after it.
+    pub fn write_bytes(self, offset: usize, bytes: &[u8]) {
+        let (va, len) = self.span(offset, bytes.len());
+        // SAFETY: the page is mapped writable (constructor contract) and
+        // `span` keeps the range inside it; no Rust reference covers it.
+        unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), va as *mut u8, len) };
+        fence(Ordering::Release);
+    }
+
+    /// Copies `out.len()` bytes from byte `offset` (bytes past the page
+    /// are left as they are), after an acquire fence that keeps the copy
+    /// behind the read of the index that published them.
+    pub fn read_bytes(self, offset: usize, out: &mut [u8]) {
+        let (va, len) = self.span(offset, out.len());
+        fence(Ordering::Acquire);
+        // SAFETY: the page is mapped readable and `span` keeps the range
+        // inside it; no Rust reference covers it.
+        unsafe { core::ptr::copy_nonoverlapping(va as *const u8, out.as_mut_ptr(), len) };
+    }
+
+    /// Reads byte `offset` (taken modulo the page).
+    #[must_use]
+    pub fn read_u8(self, offset: u64) -> u8 {
+        // SAFETY: mapped readable, inside the page.
+        unsafe { ((self.va + (offset & (PAGE_SIZE - 1))) as *const u8).read_volatile() }
+    }
+
+    /// Reads the little-endian `u32` at byte `offset` (4-aligned; taken
+    /// modulo the page).
+    #[must_use]
+    pub fn read_u32(self, offset: u64) -> u32 {
+        // SAFETY: mapped readable; aligned and inside the page.
+        unsafe { ((self.va + (offset & (PAGE_SIZE - 4))) as *const u32).read_volatile() }
+    }
+
+    /// Writes the `u32` at byte `offset` (4-aligned; taken modulo the
+    /// page).
+    pub fn write_u32(self, offset: u64, value: u32) {
+        // SAFETY: mapped writable; aligned and inside the page.
+        unsafe { ((self.va + (offset & (PAGE_SIZE - 4))) as *mut u32).write_volatile(value) };
+    }
 }
 
 /// Copies `bytes` into the page window `slot` maps, from byte `offset`
-/// (which must leave room: bytes past the page are not written). One bulk
-/// copy: the page is shared with another domain, which its ring protocol
-/// keeps off these bytes until the index that publishes them (written
-/// after the release fence); a peer that breaks it only garbles bytes.
+/// ([`MappedPage::write_bytes`]).
 pub fn window_write_bytes(slot: usize, offset: usize, bytes: &[u8]) {
-    let (va, len) = window_span(slot, offset, bytes.len());
-    // SAFETY: as in `fill_window`; `window_span` keeps the range inside the
-    // page, which no Rust reference covers.
-    unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), va as *mut u8, len) };
-    fence(Ordering::Release);
+    MappedPage::window(slot).write_bytes(offset, bytes);
 }
 
 /// Copies `out.len()` bytes from byte `offset` of the page window `slot`
-/// maps (bytes past the page are left as they are): one bulk copy, after
-/// the acquire fence that keeps it behind the read of the index that
-/// published them (see [`window_write_bytes`]).
+/// maps ([`MappedPage::read_bytes`]).
 pub fn window_read_bytes(slot: usize, offset: usize, out: &mut [u8]) {
-    let (va, len) = window_span(slot, offset, out.len());
-    fence(Ordering::Acquire);
-    // SAFETY: as in `read_mapped`; `window_span` keeps the range inside
-    // the page, which no Rust reference covers.
-    unsafe { core::ptr::copy_nonoverlapping(va as *const u8, out.as_mut_ptr(), len) };
+    MappedPage::window(slot).read_bytes(offset, out);
 }
 
 /// Reads byte `offset` of the page window `slot` maps.
 #[must_use]
 pub fn window_read_u8(slot: usize, offset: u64) -> u8 {
-    // SAFETY: as in `read_mapped`; the caller mapped the window.
-    unsafe { ((window_va(slot) + (offset & (PAGE_SIZE - 1))) as *const u8).read_volatile() }
+    MappedPage::window(slot).read_u8(offset)
 }
 
 /// Reads the little-endian `u32` at byte `offset` (4-aligned) of the page
 /// window `slot` maps.
 #[must_use]
 pub fn window_read_u32(slot: usize, offset: u64) -> u32 {
-    // SAFETY: as in `read_mapped`; aligned and inside the page.
-    unsafe { ((window_va(slot) + (offset & (PAGE_SIZE - 4))) as *const u32).read_volatile() }
+    MappedPage::window(slot).read_u32(offset)
 }
 
 /// Writes the `u32` at byte `offset` (4-aligned) of the page window `slot`
 /// maps (writable).
 pub fn window_write_u32(slot: usize, offset: u64, value: u32) {
-    // SAFETY: as in `fill_window`; aligned and inside the page.
-    unsafe { ((window_va(slot) + (offset & (PAGE_SIZE - 4))) as *mut u32).write_volatile(value) };
+    MappedPage::window(slot).write_u32(offset, value);
 }
 
 /// Sets up this domain's grant table (one frame) and maps that frame

@@ -442,5 +442,26 @@ impl RingMemory for WindowMemory {
     }
 }
 
+/// A page mapped wherever (`mm::MappedPage`: a window, or a frame of the
+/// initial mapping such as the console ring).
+#[cfg(target_os = "none")]
+impl RingMemory for crate::mm::MappedPage {
+    fn bytes(&self) -> usize {
+        4096
+    }
+    fn read_u32(&self, offset: usize) -> u32 {
+        crate::mm::MappedPage::read_u32(*self, offset as u64)
+    }
+    fn write_u32(&mut self, offset: usize, value: u32) {
+        crate::mm::MappedPage::write_u32(*self, offset as u64, value);
+    }
+    fn read_bytes(&self, offset: usize, out: &mut [u8]) {
+        crate::mm::MappedPage::read_bytes(*self, offset, out);
+    }
+    fn write_bytes(&mut self, offset: usize, bytes: &[u8]) {
+        crate::mm::MappedPage::write_bytes(*self, offset, bytes);
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -168,6 +168,38 @@ pub fn system_time_of(vcpu: usize) -> Option<u64> {
     Some(info.system_time_at(tsc()))
 }
 
+/// Longest sleep of [`wait_for`] between two looks.
+const LOOK_NS: u64 = 10_000_000;
+
+/// Waits until `done` holds, for at most `patience_ns` of system time;
+/// false if it never does. Between looks it sleeps in `SCHEDOP_poll` on
+/// `port` (notified when what `done` looks at may have changed; at most
+/// 10 ms a sleep), or yields when no event announces the change. Without
+/// a clock ([`map`] not done) it looks once.
+pub fn wait_for(port: Option<u32>, patience_ns: u64, mut done: impl FnMut() -> bool) -> bool {
+    let Some(start) = system_time_of(0) else {
+        return done();
+    };
+    loop {
+        if done() {
+            return true;
+        }
+        let now = system_time_of(0).unwrap_or(u64::MAX);
+        if now.saturating_sub(start) > patience_ns {
+            return false;
+        }
+        match port {
+            Some(port) => {
+                hypercall::sched_poll(&[port], now.saturating_add(LOOK_NS));
+                let _ = clear_evtchn_pending(port);
+            }
+            None => {
+                hypercall::sched_yield();
+            }
+        }
+    }
+}
+
 /// The wall clock at system time 0, as `shared_info` publishes it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Wallclock {

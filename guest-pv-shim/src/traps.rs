@@ -739,6 +739,13 @@ fn note(rec: Trap) {
     COUNT.fetch_add(1, Ordering::Relaxed);
 }
 
+/// Whether a [`run_user`] call is under way (its user code, or the kernel
+/// entries that interrupt it).
+#[must_use]
+pub fn in_user_run() -> bool {
+    IN_USER_RUN.load(Ordering::Relaxed)
+}
+
 /// Ends the current `run_user` call (or, outside one, panics: there is no
 /// kernel context to go back to).
 fn resume_kernel() -> u64 {

@@ -173,6 +173,18 @@ pub fn parse_check(text: &[u8]) -> Option<(&str, &str)> {
     (!name.is_empty() && !value.is_empty() && !name.contains(':')).then_some((name, value))
 }
 
+/// The status of a domU's XTF-style result line, `Test result: <status>`
+/// (what a test guest built on `guest-pv-shim` prints last); `None` for
+/// any other line.
+#[must_use]
+pub fn parse_result(text: &[u8]) -> Option<&str> {
+    let status = core::str::from_utf8(text)
+        .ok()?
+        .strip_prefix("Test result: ")?
+        .trim();
+    (!status.is_empty()).then_some(status)
+}
+
 /// Writes `(d<domid>) ` into `out`; returns its length.
 fn prefix(domid: u16, out: &mut [u8]) -> usize {
     let mut digits = [0u8; 5];
@@ -203,6 +215,15 @@ mod tests {
     use std::vec::Vec;
 
     use super::*;
+
+    #[test]
+    fn result_lines_are_recognised() {
+        assert_eq!(parse_result(b"Test result: SUCCESS\r"), Some("SUCCESS"));
+        assert_eq!(parse_result(b"Test result: FAILURE"), Some("FAILURE"));
+        assert_eq!(parse_result(b"Test result: "), None);
+        assert_eq!(parse_result(b"ok: Test result: SUCCESS"), None);
+        assert_eq!(parse_result(b"\xffTest result: SUCCESS"), None);
+    }
 
     struct FakeRing {
         out: [u8; XENCONS_OUT_SIZE],

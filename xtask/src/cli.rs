@@ -16,7 +16,7 @@ commands:
   run [options]         build, then boot the hypervisor and a dom0 under QEMU
   test [options]        run the host unit tests and every QEMU integration test
   bench [options]       benchmark under -icount (instructions per path), optionally against Xen 4.17
-  fuzz-guest [options]  boot the hypercall fuzzer as dom0 (not part of 'test')
+  fuzz-guest [options]  boot the hypercall fuzzer as dom0 or a domU (not part of 'test')
   new-test <name>       create the skeleton of a new guest test (tests/src/cases/<name>.rs)
   help                  print this text
 
@@ -66,6 +66,8 @@ fuzz-guest options:
   --seed <n>            the fuzzer's seed (default 1)
   --calls <n>           hypercalls to make (default 100000)
   --timeout <seconds>   watchdog (default: 60 + calls / 1000)
+  --domu                run the fuzzer as an unprivileged domU (two vCPUs) of the
+                        toolstack dom0, which destroys it afterwards
 
 bench options:
   --against xen         also run the benchmarks on Xen 4.17 and show ours/Xen
@@ -328,6 +330,9 @@ pub struct FuzzArgs {
     pub calls: u64,
     /// `--timeout`: the watchdog in seconds, if given.
     pub timeout_secs: Option<u64>,
+    /// `--domu`: the fuzzer runs as an unprivileged domU of the toolstack
+    /// dom0 instead of as dom0.
+    pub domu: bool,
 }
 
 impl Default for FuzzArgs {
@@ -336,6 +341,7 @@ impl Default for FuzzArgs {
             seed: 1,
             calls: 100_000,
             timeout_secs: None,
+            domu: false,
         }
     }
 }
@@ -551,6 +557,7 @@ fn parse_fuzz(options: &mut Options) -> Result<FuzzArgs, String> {
             "--timeout" => {
                 fuzz.timeout_secs = Some(positive(&name, &options.value(&name, inline)?)?)
             }
+            "--domu" => fuzz.domu = true,
             _ => return Err(format!("unknown option '{name}' for 'fuzz-guest'")),
         }
     }
@@ -866,6 +873,12 @@ mod tests {
         };
         assert_eq!((fuzz.seed, fuzz.calls), (0, 1_000_000));
         assert_eq!(fuzz.timeout_secs, Some(900));
+        assert!(!fuzz.domu);
+        let Ok(Command::FuzzGuest(fuzz)) = parse_str("fuzz-guest --domu --seed 3") else {
+            panic!("fuzz-guest --domu did not parse");
+        };
+        assert!(fuzz.domu);
+        assert_eq!(fuzz.seed, 3);
         assert!(parse_str("fuzz-guest --calls 0").is_err());
         assert!(parse_str("fuzz-guest --seed x").is_err());
         assert!(parse_str("fuzz-guest --filter a").is_err());

@@ -1,10 +1,12 @@
 //! `cargo xtask fuzz-guest`: boots the hypervisor with the hypercall
-//! fuzzer as dom0 (`test=fuzz` of the test guest, two vCPUs) and judges
-//! the run.
+//! fuzzer (`test=fuzz` of the test guest, two vCPUs) as dom0, or with
+//! `--domu` as an unprivileged domU of the toolstack dom0, and judges the
+//! run.
 //!
 //! The run passes when dom0 powers off with `Test result: SUCCESS` after
-//! all its calls, the hypervisor's teardown line says every frame came
-//! back, and nothing panicked; a watchdog stops QEMU after
+//! all the fuzzer's calls (as a domU: dom0 checks the domU's result line,
+//! then destroys it), the hypervisor's teardown line says every frame
+//! came back, and nothing panicked; a watchdog stops QEMU after
 //! [`timeout_for`] (a hang). The guest's summary lines (calls per second,
 //! return codes) are printed again at the end.
 #![forbid(unsafe_code)]
@@ -17,6 +19,7 @@ use crate::build::{self, Workspace};
 use crate::cli::{AccelChoice, BootPath, DEFAULT_HV_ARGS, DEFAULT_MEM_MIB, FuzzArgs};
 use crate::packages;
 use crate::qemu::{self, Devices, Machine, RunSpec, Serial};
+use crate::ramdisk::{self, DomuSpec};
 use crate::run::{self, BootFiles};
 use crate::serial_log::{self, Expectation};
 use crate::status;
@@ -37,9 +40,20 @@ pub fn timeout_for(calls: u64) -> Duration {
 /// yields and `vcpu_op` calls switch vCPUs.
 pub const HV_EXTRA_ARGS: &str = "dom0_max_vcpus=2";
 
-/// dom0's command line for the fuzzer.
+/// The fuzzer's command line.
 pub fn dom0_args(args: &FuzzArgs) -> String {
     format!("test=fuzz seed={} calls={}", args.seed, args.calls)
+}
+
+/// The fuzzer as the toolstack's domU (`--domu`): the test guest with the
+/// fuzzer's command line, two vCPUs (one yields, as dom0's second does).
+fn domu_spec(workspace: &Workspace, args: &FuzzArgs) -> DomuSpec {
+    DomuSpec {
+        kernel: workspace.test_guest(),
+        memory_mib: 16,
+        vcpus: 2,
+        cmdline: dom0_args(args),
+    }
 }
 
 /// What the run must show.
@@ -54,18 +68,37 @@ const EXPECT: Expectation = Expectation {
 pub fn fuzz_guest(workspace: &Workspace, args: &FuzzArgs) -> Result<u8, String> {
     packages::ensure(&run::tools_for(BootPath::Direct))?;
     build::build_images(workspace)?;
-    let dom0_args = dom0_args(args);
     let hypervisor = workspace.hypervisor();
-    let guest = workspace.test_guest();
     let nonce = testrun::new_nonce();
-    let hv_args = format!("{DEFAULT_HV_ARGS} {HV_EXTRA_ARGS} test_nonce={nonce}");
+    let dir = workspace.xtask_dir("xtask-fuzz");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let (dom0, dom0_args, hv_args, ramdisk) = if args.domu {
+        let path = dir.join("fuzz-domu.cpio");
+        ramdisk::write_domus(&[domu_spec(workspace, args)], &path)?;
+        (
+            workspace.dom0(),
+            // dom0 gives up on the domU before the watchdog stops QEMU.
+            format!(
+                "expect=poweroff timeout={}",
+                timeout_for(args.calls).as_secs() - FIXED_SECS / 2
+            ),
+            format!("{DEFAULT_HV_ARGS} test_nonce={nonce}"),
+            Some(path),
+        )
+    } else {
+        (
+            workspace.test_guest(),
+            dom0_args(args),
+            format!("{DEFAULT_HV_ARGS} {HV_EXTRA_ARGS} test_nonce={nonce}"),
+            None,
+        )
+    };
     let files = BootFiles {
         hypervisor: &hypervisor,
         hv_args: &hv_args,
-        dom0: Some((&guest, &dom0_args)),
-        ramdisk: None,
+        dom0: Some((&dom0, &dom0_args)),
+        ramdisk: ramdisk.as_deref(),
     };
-    let dir = workspace.xtask_dir("xtask-fuzz");
     let boot = run::prepare_boot(&files, BootPath::Direct, &dir)?;
     let machine = Machine {
         accel: qemu::host_accel(AccelChoice::Tcg, false),
@@ -91,8 +124,11 @@ pub fn fuzz_guest(workspace: &Workspace, args: &FuzzArgs) -> Result<u8, String> 
         host_steps: &[],
         port: None,
     })?;
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let log = dir.join(format!("seed-{}.log", args.seed));
+    let log = dir.join(format!(
+        "{}seed-{}.log",
+        if args.domu { "domu-" } else { "" },
+        args.seed
+    ));
     std::fs::write(&log, &result.serial).map_err(|e| format!("{}: {e}", log.display()))?;
     if !result.serial.is_empty() && !result.serial.ends_with('\n') {
         println!();
@@ -140,7 +176,7 @@ mod tests {
         let args = FuzzArgs {
             seed: 7,
             calls: 20_000,
-            timeout_secs: None,
+            ..FuzzArgs::default()
         };
         assert_eq!(dom0_args(&args), "test=fuzz seed=7 calls=20000");
     }

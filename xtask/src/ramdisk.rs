@@ -153,6 +153,12 @@ pub enum DomuSet {
     /// The demo domU waiting for a line on its console (`input`), typed
     /// at dom0's `console` attach.
     Typist,
+    /// The hypercall fuzzer (the test guest's `test=fuzz`) as an
+    /// unprivileged domU with two vCPUs: the hypercalls a domU may make,
+    /// and those it may not, with hostile arguments. dom0 checks its
+    /// result line and destroys it; the hypervisor's teardown at dom0's
+    /// end then counts every frame back.
+    Fuzz,
 }
 
 /// The domUs of the default scenario (`cargo xtask run`), created in this
@@ -354,6 +360,8 @@ const DISK2_CONFIG: &str = "# A second disk domU, with its own disk and pattern.
 
 /// The demo domU's kernel name inside the archive.
 const DEMO_KERNEL: &str = "domu-demo";
+/// The test guest's kernel name inside the archive.
+const TEST_KERNEL: &str = "test-guest";
 
 impl DomuSet {
     /// Its name (also the archive's file name).
@@ -385,6 +393,7 @@ impl DomuSet {
             DomuSet::Pong => "pong",
             DomuSet::Scale => "scale",
             DomuSet::Typist => "typist",
+            DomuSet::Fuzz => "fuzz",
         }
     }
 
@@ -489,6 +498,12 @@ impl DomuSet {
                 ),
                 ("disk2.cfg", DISK2_CONFIG),
             ],
+            DomuSet::Fuzz => &[(
+                "fuzz.cfg",
+                "# The hypercall fuzzer as an unprivileged domU.\n\
+                 name = \"fuzz\"\nkernel = \"test-guest\"\nmemory = 16\nvcpus = 2\n\
+                 cmdline = \"test=fuzz seed=1 calls=20000\"\n",
+            )],
             DomuSet::Crash => &[(
                 "crash.cfg",
                 "# The demo domU told to crash: dom0 must see SHUTDOWN_crash.\n\
@@ -498,9 +513,20 @@ impl DomuSet {
         }
     }
 
+    /// The kernel its configurations name (inside the archive).
+    const fn kernel(self) -> &'static str {
+        match self {
+            DomuSet::Fuzz => TEST_KERNEL,
+            _ => DEMO_KERNEL,
+        }
+    }
+
     /// Writes the archive into `dir` and returns its path.
     pub fn write(self, workspace: &Workspace, dir: &Path) -> Result<PathBuf, String> {
-        let kernel_path = workspace.domu_demo();
+        let kernel_path = match self.kernel() {
+            TEST_KERNEL => workspace.test_guest(),
+            _ => workspace.domu_demo(),
+        };
         let kernel =
             std::fs::read(&kernel_path).map_err(|e| format!("{}: {e}", kernel_path.display()))?;
         let mut files: Vec<(&str, &[u8])> = self
@@ -508,7 +534,7 @@ impl DomuSet {
             .iter()
             .map(|(n, t)| (*n, t.as_bytes()))
             .collect();
-        files.push((DEMO_KERNEL, &kernel));
+        files.push((self.kernel(), &kernel));
         let path = dir.join(format!("{}.cpio", self.name()));
         std::fs::write(&path, newc(&files)?).map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(path)
@@ -594,10 +620,11 @@ mod tests {
             DomuSet::Pong,
             DomuSet::Scale,
             DomuSet::Typist,
+            DomuSet::Fuzz,
         ] {
             for (file, text) in set.configs().iter().filter(|(f, _)| f.ends_with(".cfg")) {
                 let cfg = DomainConfig::parse(text).unwrap_or_else(|e| panic!("{file}: {e}"));
-                assert_eq!(cfg.kernel, DEMO_KERNEL);
+                assert_eq!(cfg.kernel, set.kernel());
                 assert_eq!(cfg.on_crash, Action::Destroy);
             }
         }

@@ -323,8 +323,6 @@ struct Fuzzer {
 /// Set while a fuzzed hypercall runs in the kernel: a fault on its return
 /// (fuzzed CS or SS) resumes with the kernel's own selectors.
 static IN_CALL: AtomicBool = AtomicBool::new(false);
-/// Set while a user-mode child runs: any entry ends it.
-static IN_USER: AtomicBool = AtomicBool::new(false);
 
 /// NMIs taken by either vCPU (the shim counts them with the exceptions).
 static NMIS: AtomicU64 = AtomicU64::new(0);
@@ -347,7 +345,10 @@ fn hook(frame: &mut TrapFrame, rec: &Trap) -> Disposition {
         NMIS.fetch_add(1, Ordering::Relaxed);
         return Disposition::Return;
     }
-    if IN_USER.load(Ordering::Relaxed) {
+    // While a user-mode child runs, any entry ends it. (Only then: an
+    // event upcall may also arrive in the kernel, e.g. after a child's
+    // RFLAGS.IF unmasked events, and must not end anything.)
+    if traps::in_user_run() {
         return Disposition::ResumeKernel;
     }
     let fuzzed_selectors = rec.cs_selector() != RING1_KERNEL_CS & !3
@@ -1519,9 +1520,7 @@ impl Fuzzer {
             UserEntry::Native
         };
         let before = entries();
-        IN_USER.store(true, Ordering::Relaxed);
         let exit = traps::run_user(rip, cs, rflags, how);
-        IN_USER.store(false, Ordering::Relaxed);
         self.stats.faults += faults_since(before);
         let own_exit = exit.vector == 6 && exit.rip == traps::user_exit_entry();
         self.stats.user_exits[usize::from(!own_exit)] += 1;
