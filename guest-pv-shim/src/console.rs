@@ -26,9 +26,11 @@ use crate::shared;
 /// time without progress) before the rest of the output is dropped.
 pub const RING_PATIENCE_NS: u64 = 10_000_000_000;
 
-/// The console ring's machine frame once [`attach`]ed (0: none, output
-/// goes to `console_io`) and its event channel.
-static RING_MFN: AtomicU64 = AtomicU64::new(0);
+/// Where the console ring is mapped once [`attach`]ed (0: none, output
+/// goes to `console_io`), and its event channel. The address is found
+/// once: the guest may later change the M2P entry of the ring's frame
+/// (a fuzzer does), which must not cut its output.
+static RING_VA: AtomicU64 = AtomicU64::new(0);
 static RING_PORT: AtomicU32 = AtomicU32::new(0);
 
 /// Makes a domain that is not the initial domain print to its console
@@ -40,18 +42,23 @@ pub fn attach(si: &StartInfo) {
         return;
     }
     let mfn = si.console.domu_mfn();
-    if mfn != 0 && MappedPage::own_frame(mfn).is_some() && shared::map() == 0 {
+    if mfn == 0 {
+        return;
+    }
+    if let Some(page) = MappedPage::own_frame(mfn)
+        && shared::map() == 0
+    {
         RING_PORT.store(si.console.domu_evtchn(), Ordering::Relaxed);
-        RING_MFN.store(mfn, Ordering::Relaxed);
+        RING_VA.store(page.va(), Ordering::Relaxed);
     }
 }
 
 /// The console ring, if [`attach`] found one.
 #[must_use]
 pub fn ring() -> Option<RingConsole> {
-    let page = MappedPage::own_frame(RING_MFN.load(Ordering::Relaxed))?;
-    Some(RingConsole {
-        ring: ConsoleRing::new(page),
+    let va = RING_VA.load(Ordering::Relaxed);
+    (va != 0).then(|| RingConsole {
+        ring: ConsoleRing::new(MappedPage::again(va)),
         port: RING_PORT.load(Ordering::Relaxed),
     })
 }

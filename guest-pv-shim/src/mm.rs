@@ -419,6 +419,18 @@ impl MappedPage {
         })
     }
 
+    /// The address it is mapped at.
+    #[must_use]
+    pub(crate) fn va(self) -> u64 {
+        self.va
+    }
+
+    /// The page at `va`, which an earlier [`MappedPage`] returned from
+    /// [`MappedPage::va`] and which is still mapped the same way.
+    pub(crate) fn again(va: u64) -> MappedPage {
+        MappedPage { va }
+    }
+
     /// The start address and length of the part of `len` bytes from byte
     /// `offset` that lies inside the page.
     fn span(self, offset: usize, len: usize) -> (u64, usize) {

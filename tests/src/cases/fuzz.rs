@@ -56,7 +56,7 @@ use guest_pv_shim::dom0_abi::layout::{
 };
 use guest_pv_shim::dom0_abi::mmu::{MmuUpdate, MmuUpdateCmd, MmuextCmd};
 use guest_pv_shim::dom0_abi::segment::{
-    FLAT_USER_CS, FLAT_USER_CS32, RING1_KERNEL_CS, RING1_KERNEL_SS,
+    FLAT_KERNEL_CS, FLAT_KERNEL_SS, FLAT_USER_CS, FLAT_USER_CS32, RING1_KERNEL_CS, RING1_KERNEL_SS,
 };
 use guest_pv_shim::dom0_abi::start_info::StartInfo;
 use guest_pv_shim::hypercall::{self as hc, FOREIGNDOM_SELF};
@@ -338,6 +338,16 @@ fn faults_since(before: (u64, u64)) -> u64 {
     (count - before.0) - (nmis - before.1)
 }
 
+/// The kernel's own code and stack selectors: ring 1 here, ring 3 on Xen
+/// (whose 64-bit PV kernels run there).
+fn kernel_selectors() -> (u16, u16) {
+    if guest_pv_shim::on_xen() {
+        (FLAT_KERNEL_CS, FLAT_KERNEL_SS)
+    } else {
+        (RING1_KERNEL_CS, RING1_KERNEL_SS)
+    }
+}
+
 fn hook(frame: &mut TrapFrame, rec: &Trap) -> Disposition {
     if rec.vector == 2 || rec.vector == VECTOR_NMI_CALLBACK {
         // From a fuzzed `send_nmi`: back to where it struck, which may be
@@ -351,11 +361,12 @@ fn hook(frame: &mut TrapFrame, rec: &Trap) -> Disposition {
     if traps::in_user_run() {
         return Disposition::ResumeKernel;
     }
-    let fuzzed_selectors = rec.cs_selector() != RING1_KERNEL_CS & !3
-        || (rec.ss & 0xffff) != u64::from(RING1_KERNEL_SS);
+    let (kernel_cs, kernel_ss) = kernel_selectors();
+    let fuzzed_selectors =
+        rec.cs_selector() != kernel_cs & !3 || (rec.ss & 0xffff) != u64::from(kernel_ss);
     if IN_CALL.load(Ordering::Relaxed) && matches!(rec.vector, 10..=13) && fuzzed_selectors {
-        frame.cs = RING1_KERNEL_CS.into();
-        frame.ss = RING1_KERNEL_SS.into();
+        frame.cs = kernel_cs.into();
+        frame.ss = kernel_ss.into();
         return Disposition::Return;
     }
     Disposition::Default
@@ -402,7 +413,7 @@ fn call_with_cs(cs: u16, nr: u64, args: [u64; 5]) -> Option<i64> {
             ".quad 4b, 5b, 5b",
             ".popsection",
             cs = in(reg) u64::from(cs),
-            kcs = const RING1_KERNEL_CS,
+            kcs = in(reg) u64::from(kernel_selectors().0),
             tmp = out(reg) _,
             skipped = out(reg) skipped,
             inout("rax") nr => ret,
@@ -728,7 +739,7 @@ impl Fuzzer {
         match self.rng.below(8) {
             0 => 0,
             1 => r & 3,
-            2 => RING1_KERNEL_SS,
+            2 => kernel_selectors().1,
             3 => GDT_KERNEL_DS,
             4 => r | 4,
             _ => r,
@@ -1405,7 +1416,7 @@ impl Fuzzer {
                 }
                 let ret = raw_call(call.nr, call.args);
                 if ss.is_some() {
-                    load_ss(RING1_KERNEL_SS);
+                    load_ss(kernel_selectors().1);
                 }
                 load_data_selectors(saved);
                 Some(ret)
@@ -1413,13 +1424,8 @@ impl Fuzzer {
             _ => {
                 self.stats.cs += 1;
                 // Each with RPL 1: a far return to RPL 3 would also pop SS:RSP.
-                let mut choices = [
-                    RING1_KERNEL_CS,
-                    1,
-                    RING1_KERNEL_SS,
-                    FLAT_USER_CS & !3 | 1,
-                    0,
-                ];
+                let (kernel_cs, kernel_ss) = kernel_selectors();
+                let mut choices = [kernel_cs, 1, kernel_ss, FLAT_USER_CS & !3 | 1, 0];
                 choices[4] = if self.gdt_ok {
                     // Beyond the fuzzer's GDT frame: never present.
                     u16::try_from((512 + self.rng.below(7168 - 512)) << 3 | 1).unwrap_or(1)
