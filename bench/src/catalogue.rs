@@ -221,6 +221,13 @@ pub const ALL: &[Benchmark] = &[
         items_per_sample: NET_RECV_MIB,
         what: "a domU receives the same stream under smoltcp through netfront, dom0's netback and bridge and the same driver: the instructions of every domain and the hypervisor, idle time taken out (domu-demo net web netbench, timed by dom0)",
     },
+    Benchmark {
+        name: "linux_boot_to_init",
+        unit: "tsc/boot",
+        sample: "boot",
+        items_per_sample: 1,
+        what: "Debian's Linux as dom0 (the kernel and initramfs of cargo xtask test --linux) from the hypervisor's start to /init: Linux's own /proc/uptime there, in ns, which under -icount shift=0 are TSC ticks and instructions, idle time skipped to the next timer included (measured by a Linux boot of its own)",
+    },
 ];
 
 /// MiB the block benchmarks read (the whole test disk), in one sample.

@@ -50,6 +50,10 @@ const NO_DISK: &str = "needs a virtio disk, dom0's drivers and a domU: `cargo xt
 const NO_NIC: &str = "needs a virtio-net card, dom0's drivers, a domU and a sender on the host: \
      `cargo xtask bench` measures them in a run of the toolstack dom0 with a network";
 
+/// Why the Linux benchmark is not measured here.
+const NO_LINUX: &str = "boots Linux as dom0 instead of this guest: `cargo xtask bench` measures it \
+     in a boot of its own";
+
 /// Runs the benchmark `bench` (by name) and returns its outcome.
 fn run_one(
     h: &Harness,
@@ -88,6 +92,7 @@ fn run_one(
         }
         "blk_read_dom0" | "blk_read_domu" => Err(NotRun::Unsupported(Reason::Text(NO_DISK))),
         "net_recv_dom0" | "net_recv_domu" => Err(NotRun::Unsupported(Reason::Text(NO_NIC))),
+        "linux_boot_to_init" => Err(NotRun::Unsupported(Reason::Text(NO_LINUX))),
         _ => match MMU_UPDATE_BATCHES
             .iter()
             .find(|&&n| catalogue::mmu_update(n).is_some_and(|b| b.name == name))

@@ -35,6 +35,7 @@ use pv_bench::line::{self, Line};
 
 use crate::build::{self, TARGET, Workspace};
 use crate::cli::{BenchArgs, DEFAULT_HV_ARGS, DEFAULT_MEM_MIB};
+use crate::linux;
 use crate::packages;
 use crate::qemu::{
     self, Accel, Boot, Devices, HostStep, Machine, Module, RunResult, RunSpec, Serial,
@@ -293,6 +294,9 @@ fn guest_args(args: &BenchArgs) -> String {
 enum BenchDom0<'a> {
     /// The benchmark guest.
     Guest(&'a Path),
+    /// Debian's Linux with the test initramfs (`oxen=check`), for
+    /// [`LINUX_BOOT`].
+    Linux(&'a linux::LinuxFiles),
     /// The toolstack dom0 with domUs that measure what the benchmark
     /// guest cannot (a [`ToolstackRun`]).
     Toolstack {
@@ -378,6 +382,47 @@ pub const TOOLSTACK_RUNS: &[ToolstackRun] = &[
     },
 ];
 
+/// The Linux row: Linux's own `/proc/uptime` when `/init` starts, booted
+/// as dom0 with the hypervisor's Linux command line. Under `-icount
+/// shift=0` a nanosecond of virtual time is one instruction, so it counts
+/// every instruction from the hypervisor's first to `/init` (and the
+/// virtual time an idle CPU skips to its next timer).
+pub const LINUX_BOOT: &str = "linux_boot_to_init";
+
+/// Records [`LINUX_BOOT`] in `results` from a Linux run's log: measured
+/// if Linux printed its uptime and the run then powered off cleanly.
+fn linux_results(results: &mut Results, platform: Platform, result: &RunResult) {
+    let stage = match platform {
+        Platform::Ours => linux::Platform::Oxen,
+        Platform::Xen => linux::Platform::Xen,
+    };
+    let powered_off = linux::STAGES
+        .last()
+        .is_some_and(|s| (s.reached)(stage, &result.outcome, &result.serial));
+    let cell = match linux::uptime_at_marker_ns(&result.serial) {
+        Some(ns) if powered_off => Cell::Measured {
+            min: ns.to_string(),
+            mean: ns.to_string(),
+            n: 1,
+        },
+        Some(_) => {
+            results.notes.insert(
+                LINUX_BOOT.to_owned(),
+                format!("Linux did not power off cleanly ({})", result.outcome),
+            );
+            Cell::Failed
+        }
+        None => Cell::NotReached,
+    };
+    results.order.push(LINUX_BOOT.to_owned());
+    if let Some(benchmark) = catalogue::find(LINUX_BOOT) {
+        results
+            .units
+            .insert(LINUX_BOOT.to_owned(), benchmark.unit.to_owned());
+    }
+    results.cells.insert(LINUX_BOOT.to_owned(), cell);
+}
+
 /// Boots `kernel` with `dom0` and reads the results; the log is
 /// `<platform><log_suffix>.log`.
 fn boot(
@@ -389,7 +434,25 @@ fn boot(
     log_dir: &Path,
 ) -> Result<PlatformRun, String> {
     let mut machine = BENCH_MACHINE;
+    let mut timeout = args.timeout_secs;
     let (modules, log_suffix) = match dom0 {
+        BenchDom0::Linux(files) => {
+            machine.mem_mib = linux::MEM_MIB;
+            timeout = timeout.max(linux::MIN_TIMEOUT_SECS);
+            (
+                vec![
+                    Module {
+                        path: files.kernel.clone(),
+                        args: format!("{} {}", linux::KERNEL_ARGS, linux::CHECK_ARG),
+                    },
+                    Module {
+                        path: files.initramfs.clone(),
+                        args: String::new(),
+                    },
+                ],
+                "-linux",
+            )
+        }
         BenchDom0::Guest(guest) => (
             vec![Module {
                 path: guest.to_path_buf(),
@@ -433,7 +496,7 @@ fn boot(
     let result = qemu::run(&RunSpec {
         args: qemu_args.clone(),
         serial: Serial::Capture,
-        timeout: Some(Duration::from_secs(args.timeout_secs)),
+        timeout: Some(Duration::from_secs(timeout)),
         stop_markers: match platform {
             Platform::Ours => &[],
             Platform::Xen => xen::STOP_MARKERS,
@@ -441,7 +504,7 @@ fn boot(
         typing: &[],
         host_steps: match dom0 {
             BenchDom0::Toolstack { run, .. } => run.host_steps,
-            BenchDom0::Guest(_) => &[],
+            BenchDom0::Guest(_) | BenchDom0::Linux(_) => &[],
         },
         port: machine.devices.http_forward,
     })?;
@@ -450,10 +513,14 @@ fn boot(
         &qemu_args,
         &result,
     )?;
+    let mut results = parse_results(&result.serial);
+    if let BenchDom0::Linux(_) = dom0 {
+        linux_results(&mut results, platform, &result);
+    }
     Ok(PlatformRun {
         platform,
         outcome: result.outcome,
-        results: parse_results(&result.serial),
+        results,
         elapsed: result.elapsed,
     })
 }
@@ -462,22 +529,33 @@ fn boot(
 /// benchmark guest's, which reports it unsupported); a toolstack run
 /// that did not reach its end leaves it failed.
 fn merge_toolstack(run: &mut PlatformRun, toolstack: &PlatformRun, name: &str) {
-    let results = &mut run.results;
-    if !results.cells.contains_key(name) {
-        results.order.push(name.to_owned());
-    }
     let cell = match toolstack.cell(name) {
         cell @ Cell::Measured { .. } if toolstack.completed() => cell,
         _ => Cell::Failed,
     };
-    results.notes.remove(name);
-    if cell == Cell::Failed {
-        results.notes.insert(
-            name.to_owned(),
-            format!("the toolstack run ended with {}", toolstack.outcome),
-        );
+    let note = (cell == Cell::Failed)
+        .then(|| format!("the toolstack run ended with {}", toolstack.outcome));
+    merge_cell(run, toolstack, name, cell, note);
+}
+
+/// Puts `cell` (with its unit from `from`, and `note` if any) as row
+/// `name` into `run`.
+fn merge_cell(
+    run: &mut PlatformRun,
+    from: &PlatformRun,
+    name: &str,
+    cell: Cell,
+    note: Option<String>,
+) {
+    let results = &mut run.results;
+    if !results.cells.contains_key(name) {
+        results.order.push(name.to_owned());
     }
-    if let Some(unit) = toolstack.results.units.get(name) {
+    results.notes.remove(name);
+    if let Some(note) = note.or_else(|| from.results.notes.get(name).cloned()) {
+        results.notes.insert(name.to_owned(), note);
+    }
+    if let Some(unit) = from.results.units.get(name) {
         results.units.insert(name.to_owned(), unit.clone());
     }
     results.cells.insert(name.to_owned(), cell);
@@ -999,6 +1077,7 @@ pub fn bench(workspace: &Workspace, args: &BenchArgs) -> Result<u8, String> {
             extra.push((run, run.domus.write(workspace, &log_dir)?));
         }
     }
+    let linux = selected(LINUX_BOOT).then(|| linux::prepare(workspace));
     let mut runs = Vec::new();
     for (platform, kernel, append) in &targets {
         let mut run = boot(
@@ -1029,6 +1108,30 @@ pub fn bench(workspace: &Workspace, args: &BenchArgs) -> Result<u8, String> {
             for name in toolstack_run.names {
                 merge_toolstack(&mut run, &measured, name);
             }
+        }
+        match &linux {
+            Some(Ok(files)) => {
+                let linux_args = match platform {
+                    Platform::Ours => linux::HV_ARGS,
+                    Platform::Xen => linux::XEN_ARGS,
+                };
+                let measured = boot(
+                    *platform,
+                    kernel,
+                    linux_args,
+                    &BenchDom0::Linux(files),
+                    args,
+                    &log_dir,
+                )?;
+                let cell = measured.cell(LINUX_BOOT);
+                merge_cell(&mut run, &measured, LINUX_BOOT, cell, None);
+            }
+            Some(Err(error)) => {
+                let note = Some(format!("no Linux to boot: {error}"));
+                let from = run.clone();
+                merge_cell(&mut run, &from, LINUX_BOOT, Cell::Failed, note);
+            }
+            None => {}
         }
         runs.push(run);
     }

@@ -84,6 +84,8 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 echo "oxen-linux: /init reached"
+read uptime idle </proc/uptime
+echo "oxen-linux: uptime at the marker: $uptime s"
 if [ "$oxen" = check ]; then
     echo "oxen-linux: check uname: $(uname -s -r -m)"
     echo "oxen-linux: check memtotal: $(grep MemTotal /proc/meminfo)"
@@ -101,6 +103,29 @@ echo "oxen-linux: a busybox shell on hvc0; 'poweroff -f' ends the run"
 setsid cttyhack sh
 poweroff -f
 "#;
+
+/// What `/init` prints right after [`MARKER`]: Linux's own `/proc/uptime`
+/// (seconds, two decimals) at that point, then ` s`.
+const UPTIME_PREFIX: &str = "oxen-linux: uptime at the marker: ";
+
+/// Linux's uptime at the marker in `log`, in ns (in steps of 10 ms, as
+/// `/proc/uptime` has them); `None` if the line is missing or malformed.
+pub fn uptime_at_marker_ns(log: &str) -> Option<u64> {
+    let text = log
+        .lines()
+        .find_map(|line| line.trim_end().strip_prefix(UPTIME_PREFIX))?
+        .strip_suffix(" s")?;
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    if fraction.len() > 9 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let ns = format!("{fraction:0<9}").parse::<u64>().ok()?;
+    whole
+        .parse::<u64>()
+        .ok()?
+        .checked_mul(1_000_000_000)?
+        .checked_add(ns)
+}
 
 /// The kernel and initramfs of a Linux boot.
 #[derive(Clone, Debug)]
@@ -539,6 +564,25 @@ mod tests {
         assert!(text.contains(SCRIPT_DONE));
         // Directories come before what they hold.
         assert!(text.find("bin\0") < text.find("bin/busybox\0"));
+    }
+
+    #[test]
+    fn the_uptime_line_is_what_init_prints() {
+        assert!(INIT.contains(&format!("echo \"{UPTIME_PREFIX}$uptime s\"")));
+        let log = format!("x\n{MARKER}\n{UPTIME_PREFIX}3.55 s\r\nmore");
+        assert_eq!(uptime_at_marker_ns(&log), Some(3_550_000_000));
+        assert_eq!(
+            uptime_at_marker_ns(&format!("{UPTIME_PREFIX}12 s")),
+            Some(12_000_000_000)
+        );
+        for bad in ["3.5x s", "3.55", "-1.00 s", ".5 s", "1.0000000001 s"] {
+            assert_eq!(
+                uptime_at_marker_ns(&format!("{UPTIME_PREFIX}{bad}")),
+                None,
+                "{bad}"
+            );
+        }
+        assert_eq!(uptime_at_marker_ns("no such line"), None);
     }
 
     #[test]
