@@ -439,19 +439,7 @@ fn boot(
         BenchDom0::Linux(files) => {
             machine.mem_mib = linux::MEM_MIB;
             timeout = timeout.max(linux::MIN_TIMEOUT_SECS);
-            (
-                vec![
-                    Module {
-                        path: files.kernel.clone(),
-                        args: format!("{} {}", linux::KERNEL_ARGS, linux::CHECK_ARG),
-                    },
-                    Module {
-                        path: files.initramfs.clone(),
-                        args: String::new(),
-                    },
-                ],
-                "-linux",
-            )
+            (files.check_modules(), "-linux")
         }
         BenchDom0::Guest(guest) => (
             vec![Module {

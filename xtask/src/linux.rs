@@ -31,6 +31,7 @@ use pv_image::{BzImage, Compression};
 
 use crate::build::Workspace;
 use crate::packages::{self, Probe, Tool};
+use crate::qemu::Module;
 use crate::ramdisk::{DIR_MODE, EXEC_MODE, newc_members};
 use crate::status::Outcome;
 
@@ -134,6 +135,23 @@ pub struct LinuxFiles {
     pub kernel: PathBuf,
     /// The busybox initramfs.
     pub initramfs: PathBuf,
+}
+
+impl LinuxFiles {
+    /// The boot modules of a checking boot: the kernel with
+    /// [`KERNEL_ARGS`] and [`CHECK_ARG`], then the initramfs.
+    pub fn check_modules(&self) -> Vec<Module> {
+        vec![
+            Module {
+                path: self.kernel.clone(),
+                args: format!("{KERNEL_ARGS} {CHECK_ARG}"),
+            },
+            Module {
+                path: self.initramfs.clone(),
+                args: String::new(),
+            },
+        ]
+    }
 }
 
 /// Runs `command`, failing with its stderr unless it succeeds; returns

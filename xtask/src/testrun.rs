@@ -703,16 +703,7 @@ fn boot_linux(
     let boot = Boot::Direct {
         kernel: hypervisor.to_path_buf(),
         append: hv_args.to_owned(),
-        modules: vec![
-            Module {
-                path: files.kernel.clone(),
-                args: format!("{} {}", linux::KERNEL_ARGS, linux::CHECK_ARG),
-            },
-            Module {
-                path: files.initramfs.clone(),
-                args: String::new(),
-            },
-        ],
+        modules: files.check_modules(),
     };
     let machine = Machine {
         accel: Accel::Tcg,
