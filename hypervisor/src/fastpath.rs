@@ -27,11 +27,12 @@
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use dom0_abi::hypercall::Hypercall;
+use dom0_abi::segment::{RING1_KERNEL_CS, RING1_KERNEL_SS};
 use dom0_abi::stats::Counter;
 use dom0_abi::version::VersionCmd;
 
 use crate::hypercall::version::{XEN_MAJOR, XEN_MINOR};
-use crate::layout::PAGE_SIZE;
+use crate::layout::{PAGE_SIZE, is_canonical};
 use crate::smp::MAX_CPUS;
 use crate::stats::Stats;
 
@@ -60,6 +61,20 @@ pub fn answer(number: u64, arg0: u64, arg1: u64) -> Option<u64> {
 #[must_use]
 pub fn events_allow(pending: u8, mask: u8) -> bool {
     pending == 0 || mask != 0
+}
+
+/// Whether the frame an `int $0x82` left (from ring 1: the gate's DPL
+/// admits no other ring) is the common one [`crate::resume::is_plain`]
+/// accepts: the ring-1 kernel selectors, a canonical RIP and RSP. The
+/// exit's `iretq` can then load it without a descriptor check; any other
+/// frame declines to the full path, whose exit checks it in full.
+#[inline(always)]
+#[must_use]
+pub fn kernel_frame_is_plain(cs: u64, ss: u64, rip: u64, rsp: u64) -> bool {
+    let selectors = (cs & 0xffff) | ((ss & 0xffff) << 16);
+    selectors == u64::from(RING1_KERNEL_CS) | (u64::from(RING1_KERNEL_SS) << 16)
+        && is_canonical(rip)
+        && is_canonical(rsp)
 }
 
 /// What the fast path of one CPU reads without a lock: the work flag of
@@ -298,6 +313,23 @@ mod tests {
     }
 
     proptest! {
+        /// The fast entry's frame test accepts exactly the ring-1 frames
+        /// the full exit's `is_plain` accepts.
+        #[test]
+        fn kernel_frames_are_plain_as_the_exit_sees_them(
+            cs in prop_oneof![Just(u64::from(RING1_KERNEL_CS)), any::<u16>().prop_map(u64::from), any::<u64>()],
+            ss in prop_oneof![Just(u64::from(RING1_KERNEL_SS)), any::<u16>().prop_map(u64::from), any::<u64>()],
+            rip in prop_oneof![0u64..0x0001_0000_0000_0000, any::<u64>(), Just(0x0000_8000_0000_0000u64), Just(0xffff_8000_0000_0000u64)],
+            rsp in prop_oneof![0u64..0x0001_0000_0000_0000, any::<u64>(), Just(0x0000_7fff_ffff_fff8u64), Just(0xffff_7fff_ffff_fff8u64)],
+        ) {
+            let frame = crate::resume::Frame { rip, cs, rsp, ss };
+            let ring1 = cs & 3 == 1;
+            prop_assert_eq!(
+                kernel_frame_is_plain(cs, ss, rip, rsp),
+                ring1 && crate::resume::is_plain(&frame)
+            );
+        }
+
         /// The fast answer is the full path's, for any call it serves.
         #[test]
         fn fast_answers_match_the_dispatcher(

@@ -613,6 +613,7 @@ pub const TESTS: &[IntegrationTest] = &[
         ..passes!("console_input_domu", conformance: true)
     },
     passes!("unknown_hypercall", conformance: true),
+    passes!("hypercall_registers", conformance: true),
     passes!("domctl_iomem_permission", conformance: true),
     passes!("domctl_getpageframeinfo3", conformance: true),
     guest_test!(

@@ -25,6 +25,7 @@ mod gnttab;
 mod hello;
 mod hostile;
 mod hypercall_page;
+mod hypercall_registers;
 mod io_mmcfg;
 mod io_pci_add;
 mod io_pci_remove;
@@ -492,6 +493,10 @@ pub const ALL: &[Case] = &[
     Case {
         name: "smp_dom0_vcpus",
         run: smp_dom0_vcpus::run,
+    },
+    Case {
+        name: "hypercall_registers",
+        run: hypercall_registers::run,
     },
 ];
 

@@ -9,11 +9,20 @@
 //! 3. switches to this CPU's hypervisor stack (address from the same page),
 //!    copies the frame there and saves every other register, forming a
 //!    [`GuestRegs`] at the top of the hypervisor stack;
-//! 4. for a hypercall (`int $0x82`, whose vector stub goes to a copy of
-//!    the common path that does this step) with the fast path's number,
-//!    calls the fast path (`fastpath::fast_hypercall`), and leaves at once
-//!    through the exit stub if it answered;
-//! 5. otherwise calls [`guest_entry`] in the hypervisor image.
+//! 4. calls [`guest_entry`] in the hypervisor image.
+//!
+//! A hypercall (`int $0x82`, whose vector stub goes to `hypercall_common`)
+//! with the fast path's number takes the fast entry instead: it loads the
+//! hypervisor view, leaves the frame on the entry stack, saves on the
+//! hypervisor stack only the registers the call could clobber and the ABI
+//! preserves (RCX, R9, R11; the callee keeps the callee-saved ones) and the
+//! argument registers, and calls the fast path
+//! (`fastpath::fast_hypercall`). When that answers, the stub restores
+//! those registers, clears the argument registers RDX, RSI, R8, R10 and
+//! RDI (the ABI lets a hypercall clobber them; they held hypervisor
+//! values), loads the guest view and returns with `iretq` on the same
+//! frame; when it declines, the stub puts every register back and goes on
+//! with step 1's state into step 3.
 //!
 //! Nothing is read from the entry stack but what the CPU and step 1 just
 //! wrote; nothing the hypervisor computes is left on it. The way back
@@ -97,18 +106,93 @@ entry_stubs:
     .endm
 
     /*
-     * The way in from a guest; `fast` for the hypercall vector, whose
-     * fast path's hypercall tries it first (it answers or declines).
+     * The hypercall vector: the fast path's number goes to the fast entry,
+     * any other to the common path.
      */
-    .macro GUEST_ENTRY fast
+hypercall_common:
     /* Stack: vector, error, rip, cs, rflags, rsp, ss */
     testb $3, 24(%rsp)
     jz from_hypervisor
+    cmp ${fast_number}, %rax
+    jne guest_common
 
+    /*
+     * The fast entry. RAX is known (the fast path's number), so it is the
+     * scratch register; the frame stays on the entry stack, which only
+     * this CPU maps and only this CPU's guest, not running now, could
+     * write. Saved on the hypervisor stack: the entry stack's address,
+     * RCX, R11 and R9 (preserved by the ABI, clobbered by the call) and
+     * the argument registers (for the full path if the fast one
+     * declines). The callee-saved registers are the callee's to keep.
+     */
+    mov ({hv_cr3} - {text} + entry_stubs)(%rip), %rax
+    mov %rax, %cr3
+    mov %rsp, %rax
+    mov ({hv_stack_top} - {text} + entry_stubs)(%rip), %rsp
+    push %rax
+    push %rcx
+    push %r11
+    push %r9
+    push %r10
+    push %r8
+    push %rdx
+    push %rsi
+    push %rdi
+    lea 16(%rax), %rdx
+    cld
+    movabs ${fast_hypercall}, %rax
+    call *%rax
+    test %rax, %rax
+    js 1f
+    /*
+     * Answered: the argument registers the ABI lets a hypercall clobber
+     * are cleared (they held hypervisor values), every other register is
+     * the guest's own.
+     */
+    add $40, %rsp
+    pop %r9
+    pop %r11
+    pop %rcx
+    pop %rsp
+    xor %edx, %edx
+    xor %esi, %esi
+    xor %r8d, %r8d
+    xor %r10d, %r10d
+    mov ({guest_cr3} - {text} + entry_stubs)(%rip), %rdi
+    mov %rdi, %cr3
+    xor %edi, %edi
+    add $16, %rsp
+    iretq
+1:
+    /* Declined: the guest's registers back, on to the full path. */
+    pop %rdi
+    pop %rsi
+    pop %rdx
+    pop %r8
+    pop %r10
+    pop %r9
+    pop %r11
+    pop %rcx
+    pop %rsp
+    push %rcx
+    mov ${fast_number}, %eax
+    push %rax
+    jmp guest_hv_view
+
+    /*
+     * The way in from a guest (every vector but the hypercall's fast
+     * number).
+     */
+entry_common:
+    /* Stack: vector, error, rip, cs, rflags, rsp, ss */
+    testb $3, 24(%rsp)
+    jz from_hypervisor
+guest_common:
     push %rcx
     push %rax
     movabs {hv_cr3}, %rax
     mov %rax, %cr3
+guest_hv_view:
     mov %rsp, %rcx
     movabs {hv_stack_top}, %rax
     mov %rax, %rsp
@@ -126,25 +210,9 @@ entry_stubs:
     xor %ebp, %ebp
     mov %rsp, %rdi
     cld
-    .if \fast
-    cmpq ${fast_number}, {rax_offset}(%rsp)
-    jne 1f
-    movabs ${fast_hypercall}, %rax
-    call *%rax
-    mov %rsp, %rdi
-    test %al, %al
-    jnz exit_to_guest_stub
-1:
-    .endif
     movabs ${guest_entry}, %rax
     call *%rax
     ud2
-    .endm
-
-entry_common:
-    GUEST_ENTRY 0
-hypercall_common:
-    GUEST_ENTRY 1
 
 from_hypervisor:
     push %rcx
@@ -252,7 +320,6 @@ exit_to_guest_stub:
     guest_entry = sym guest_entry,
     fast_hypercall = sym super::fastpath::fast_hypercall,
     hypercall_vector = const HYPERCALL_VECTOR,
-    rax_offset = const core::mem::offset_of!(GuestRegs, rax),
     fast_number = const crate::fastpath::FAST_HYPERCALL,
     hypervisor_trap = sym hypervisor_trap,
     options(att_syntax)

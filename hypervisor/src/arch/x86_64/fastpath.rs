@@ -9,8 +9,6 @@ use dom0_abi::shared_info::VcpuInfo;
 
 use crate::fastpath::{self, Lane};
 use crate::layout::trampoline::{DATA, data};
-use crate::regs::GuestRegs;
-use crate::resume;
 use crate::stats::Stats;
 
 use super::cpu;
@@ -26,19 +24,43 @@ pub fn this_lane() -> &'static Lane {
     unsafe { &*core::ptr::read((DATA + data::LANE) as *const *const Lane) }
 }
 
-/// Answers the hypercall in `regs` if it is one the fast path serves and
-/// nothing is pending for the running vCPU; returns whether it did (`regs`
-/// then holds the result and is ready for the exit). Takes no lock: it
-/// reads only this CPU's lane and the running vCPU's `vcpu_info`, and
-/// writes only `regs`.
-pub extern "C" fn fast_hypercall(regs: &mut GuestRegs) -> bool {
+/// The frame an `int $0x82` left on the entry stack, after the vector
+/// and the error code the stub pushed: what the exit's `iretq` loads.
+#[repr(C)]
+#[derive(Debug)]
+pub struct EntryFrame {
+    /// RIP after the `int`.
+    pub rip: u64,
+    /// CS (RPL 1: only ring 1 reaches the hypercall gate).
+    pub cs: u64,
+    /// RFLAGS.
+    pub rflags: u64,
+    /// RSP.
+    pub rsp: u64,
+    /// SS.
+    pub ss: u64,
+}
+
+/// What [`fast_hypercall`] returns when it declines (no answer it gives
+/// has bit 63 set; the stub tests the sign).
+pub const DECLINED: u64 = u64::MAX;
+
+/// Answers `xen_version(cmd, arg)` (the fast path's number, which the
+/// stub compared) if it is a call the fast path serves and nothing is
+/// pending for the running vCPU; returns the answer for RAX, or
+/// [`DECLINED`] (the stub then runs the full path on the untouched
+/// context). `frame` is the CPU's frame on this CPU's entry stack, which
+/// the exit's `iretq` loads as it is; only its RFLAGS is written
+/// (sanitised). Takes no lock: it reads only this CPU's lane and the
+/// running vCPU's `vcpu_info`.
+pub extern "C" fn fast_hypercall(cmd: u64, arg: u64, frame: &mut EntryFrame) -> u64 {
     let start = if Stats::ENABLED { cpu::rdtsc() } else { 0 };
-    let Some(value) = fastpath::answer(regs.rax, regs.rdi, regs.rsi) else {
-        return false;
+    let Some(value) = fastpath::answer(fastpath::FAST_HYPERCALL, cmd, arg) else {
+        return DECLINED;
     };
     let lane = this_lane();
     let Some(info) = lane.ready() else {
-        return false;
+        return DECLINED;
     };
     // SAFETY: `info` is the direct-map address of the running vCPU's
     // `vcpu_info`, published by one of its full entries (`begin_full`,
@@ -54,19 +76,14 @@ pub extern "C" fn fast_hypercall(regs: &mut GuestRegs) -> bool {
         )
     };
     if !fastpath::events_allow(pending, mask) {
-        return false;
+        return DECLINED;
     }
-    let frame = resume::Frame::of(regs);
-    if !resume::is_plain(&frame) {
-        return false;
+    if !fastpath::kernel_frame_is_plain(frame.cs, frame.ss, frame.rip, frame.rsp) {
+        return DECLINED;
     }
-    regs.rax = value;
-    if cfg!(debug_assertions) {
-        super::traps::poison_arguments(regs);
-    }
-    super::traps::sanitize_rflags(regs);
+    frame.rflags = super::traps::sanitized_rflags(frame.rflags);
     if Stats::ENABLED {
         lane.count(cpu::rdtsc().wrapping_sub(start));
     }
-    true
+    value
 }

@@ -844,9 +844,16 @@ impl core::fmt::Display for TestNonce {
 /// RFLAGS as the guest may have it: no privilege bits (IOPL 0, no VM/NT),
 /// IF set (the guest's interrupt flag is its upcall mask).
 pub fn sanitize_rflags(regs: &mut GuestRegs) {
+    regs.rflags = sanitized_rflags(regs.rflags);
+}
+
+/// `rflags` as [`sanitize_rflags`] leaves it.
+#[inline(always)]
+#[must_use]
+pub fn sanitized_rflags(rflags: u64) -> u64 {
     const IF: u64 = 1 << 9;
     const KEEP: u64 = 0x0000_0000_0004_0dd5 | (1 << 21); // CF PF AF ZF SF TF DF OF AC ID
-    regs.rflags = (regs.rflags & KEEP) | IF | 0x2;
+    (rflags & KEEP) | IF | 0x2
 }
 
 /// An exception in the hypervisor: a guest-copy fault is recovered;
