@@ -189,6 +189,12 @@ pub enum PtwrOutcome {
     NotHandled,
 }
 
+/// The frame whose general reference a batch of page-table updates holds
+/// ([`Mmu::pt_update_in_batch`]; one batch has one page-table owner).
+#[derive(Debug, Default)]
+#[must_use = "the held reference must be dropped with Mmu::end_batch"]
+pub struct HeldTable(Option<Mfn>);
+
 /// The memory manager working on a machine for one batch of operations.
 pub struct Mmu<'m, M: MmMachine + ?Sized> {
     /// The machine (frame table, memory, allocator, M2P, domains).
@@ -778,14 +784,45 @@ impl<'m, M: MmMachine + ?Sized> Mmu<'m, M> {
         preserve_ad: bool,
         ctx: &MapCtx,
     ) -> Result<PageType, Errno> {
-        let mfn = Mfn(maddr >> 12);
-        let index = entry_index(maddr);
-        if !self.get_page(mfn, Owner::Domain(ctx.pt_owner)) {
-            return Err(Errno::EINVAL);
-        }
-        let result = self.pt_update_held(mfn, index, value, preserve_ad, ctx);
-        self.put_page(mfn);
+        let mut held = HeldTable::default();
+        let result = self.pt_update_in_batch(&mut held, maddr, value, preserve_ad, ctx);
+        self.end_batch(&mut held);
         result
+    }
+
+    /// [`Mmu::pt_update`] as one request of a batch: the general reference
+    /// on the written frame is taken once per run of requests to the same
+    /// frame and kept in `held` (dropped when a request names another
+    /// frame, and by [`Mmu::end_batch`]), instead of taken and dropped per
+    /// request. The frame's type is still checked per request: a request
+    /// of the batch may change it. Holding the reference longer changes
+    /// nothing a request can see: only a frame's last general reference
+    /// matters (its release), and a held one is never the last.
+    pub fn pt_update_in_batch(
+        &mut self,
+        held: &mut HeldTable,
+        maddr: u64,
+        value: u64,
+        preserve_ad: bool,
+        ctx: &MapCtx,
+    ) -> Result<PageType, Errno> {
+        let mfn = Mfn(maddr >> 12);
+        if held.0 != Some(mfn) {
+            self.end_batch(held);
+            if !self.get_page(mfn, Owner::Domain(ctx.pt_owner)) {
+                return Err(Errno::EINVAL);
+            }
+            held.0 = Some(mfn);
+        }
+        self.pt_update_held(mfn, entry_index(maddr), value, preserve_ad, ctx)
+    }
+
+    /// Drops the reference a batch of [`Mmu::pt_update_in_batch`] holds.
+    #[inline(always)]
+    pub fn end_batch(&mut self, held: &mut HeldTable) {
+        if let Some(mfn) = held.0.take() {
+            self.put_page(mfn);
+        }
     }
 
     fn pt_update_held(
