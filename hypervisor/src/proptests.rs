@@ -143,15 +143,15 @@ proptest! {
         let v = vcpu::Vcpu { kernel_sp, ..vcpu::Vcpu::default() };
         let ctx = vcpu::Context { rip, cs, rflags: rfl, rsp, ss, rcx: 1, r11: 2, rax: 3 };
         if let Ok(b) = vcpu::bounce(&v, &ctx, handler, error, mask) {
-            let bytes = 8 * b.len as u64;
-            prop_assert!(guest_range_ok(b.rsp, bytes), "frame at {:#x}", b.rsp);
-            prop_assert_eq!(b.rsp % 16, (16 - bytes % 16) % 16, "aligned frame top");
-            prop_assert_eq!(b.len, 7 + usize::from(error.is_some()));
+            let bytes = 8 * b.frame.len as u64;
+            prop_assert!(guest_range_ok(b.frame.rsp, bytes), "frame at {:#x}", b.frame.rsp);
+            prop_assert_eq!(b.frame.rsp % 16, (16 - bytes % 16) % 16, "aligned frame top");
+            prop_assert_eq!(b.frame.len, 7 + usize::from(error.is_some()));
             prop_assert_eq!(
                 (b.context.cs, b.context.ss),
                 (u64::from(RING1_KERNEL_CS), u64::from(RING1_KERNEL_SS))
             );
-            prop_assert_eq!(b.context.rsp, b.rsp);
+            prop_assert_eq!(b.context.rsp, b.frame.rsp);
             let forbidden = rflags::IOPL | rflags::VM | rflags::NT | rflags::TF | rflags::AC;
             prop_assert_eq!(b.context.rflags & forbidden, 0);
             prop_assert!(b.context.rflags & rflags::IF != 0);

@@ -653,24 +653,34 @@ impl core::fmt::Display for BounceError {
     }
 }
 
-/// A bounce frame ready to be written to the guest's kernel stack.
+/// A bounce as a whole: the frame and the handler's context (the entry
+/// path sets the context in place, `arch::x86_64::guest::bounce_to`; the
+/// tests check the two together).
+#[cfg(test)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Bounce {
+    /// The frame and where it goes.
+    pub frame: BounceFrame,
+    /// The context the guest resumes in: the handler.
+    pub context: Context,
+}
+
+/// The words of a bounce frame and where they go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BounceFrame {
     /// Where the frame goes (the handler's RSP).
     pub rsp: u64,
     /// The frame, lowest address first.
     pub words: [u64; 8],
     /// How many words of `words` are used (7, or 8 with an error code).
     pub len: usize,
-    /// The context the guest resumes in: the handler.
-    pub context: Context,
     /// Whether the delivery leaves guest user mode.
     pub from_user: bool,
 }
 
-impl Bounce {
+impl BounceFrame {
     /// The frame's words.
-    pub fn frame(&self) -> &[u64] {
+    pub fn words(&self) -> &[u64] {
         &self.words[..self.len]
     }
 }
@@ -681,10 +691,10 @@ impl Bounce {
 /// it, so that a kernel telling modes apart by `CS & 3` sees kernel),
 /// RFLAGS (IF = !saved mask), RSP, SS — on the
 /// current stack when the guest was in kernel mode, on `kernel_sp` when it
-/// was in user mode, 16-byte aligned. Inlined into its caller, which then
-/// uses the frame where it is built instead of copying it out of a return
-/// slot.
-#[inline(always)]
+/// was in user mode, 16-byte aligned. The handler runs in ring 1 on the
+/// frame ([`HANDLER_CS`], [`HANDLER_SS`], RSP = the frame's place,
+/// RFLAGS from [`handler_rflags`]) with RCX, R11 and RAX as they were.
+#[cfg(test)]
 pub fn bounce(
     vcpu: &Vcpu,
     ctx: &Context,
@@ -692,6 +702,45 @@ pub fn bounce(
     error_code: Option<u64>,
     saved_mask: u8,
 ) -> Result<Bounce, BounceError> {
+    let frame = bounce_frame(vcpu, ctx, error_code, saved_mask)?;
+    let context = Context {
+        rip: handler,
+        cs: HANDLER_CS,
+        rflags: handler_rflags(ctx.rflags),
+        rsp: frame.rsp,
+        ss: HANDLER_SS,
+        rcx: ctx.rcx,
+        r11: ctx.r11,
+        rax: ctx.rax,
+    };
+    Ok(Bounce { frame, context })
+}
+
+/// A bounce handler's CS.
+pub const HANDLER_CS: u64 = RING1_KERNEL_CS as u64;
+/// A bounce handler's SS.
+pub const HANDLER_SS: u64 = RING1_KERNEL_SS as u64;
+
+/// A bounce handler's RFLAGS, from the interrupted context's: no trap,
+/// nested-task, resume, VM, alignment-check or IOPL bits, IF set.
+#[inline(always)]
+#[must_use]
+pub const fn handler_rflags(rflags: u64) -> u64 {
+    (rflags & !(rflags::TF | rflags::NT | rflags::RF | rflags::VM | rflags::AC | rflags::IOPL))
+        | rflags::IF
+        | rflags::FIXED
+}
+
+/// The frame part of [`bounce`], for a caller that sets the handler's
+/// context itself (in place, without building a [`Context`]). The place
+/// is checked first, and the frame built once, in the returned value.
+#[inline(always)]
+pub fn bounce_frame(
+    vcpu: &Vcpu,
+    ctx: &Context,
+    error_code: Option<u64>,
+    saved_mask: u8,
+) -> Result<BounceFrame, BounceError> {
     let from_user = ctx.in_user_mode();
     let stack = if from_user {
         if vcpu.kernel_sp == 0 {
@@ -701,9 +750,6 @@ pub fn bounce(
     } else {
         ctx.rsp
     };
-    // The place is checked first, and the frame built once, in the
-    // returned value: building it word by word and moving it cost every
-    // bounce a copy of it.
     let len = if error_code.is_some() { 8 } else { 7 };
     let bytes = (len as u64) * 8;
     let rsp = (stack & !15)
@@ -738,24 +784,10 @@ pub fn bounce(
             0,
         ],
     };
-    let context = Context {
-        rip: handler,
-        cs: u64::from(RING1_KERNEL_CS),
-        rflags: (ctx.rflags
-            & !(rflags::TF | rflags::NT | rflags::RF | rflags::VM | rflags::AC | rflags::IOPL))
-            | rflags::IF
-            | rflags::FIXED,
-        rsp,
-        ss: u64::from(RING1_KERNEL_SS),
-        rcx: ctx.rcx,
-        r11: ctx.r11,
-        rax: ctx.rax,
-    };
-    Ok(Bounce {
+    Ok(BounceFrame {
         rsp,
         words,
         len,
-        context,
         from_user,
     })
 }
@@ -885,10 +917,10 @@ mod tests {
     fn kernel_bounce_uses_the_current_stack_aligned() {
         let v = Vcpu::default();
         let b = bounce(&v, &kernel_ctx(), 0xffff_ffff_8000_4000, Some(0x14), 0).unwrap();
-        assert_eq!(b.len, 8);
-        assert_eq!(b.rsp, 0xffff_ffff_8002_0f00 - 64);
+        assert_eq!(b.frame.len, 8);
+        assert_eq!(b.frame.rsp, 0xffff_ffff_8002_0f00 - 64);
         assert_eq!(
-            b.frame(),
+            b.frame.words(),
             &[
                 1,
                 2,
@@ -902,16 +934,16 @@ mod tests {
         );
         assert_eq!(b.context.rip, 0xffff_ffff_8000_4000);
         assert_eq!(b.context.cs, 0xe019);
-        assert!(!b.from_user);
+        assert!(!b.frame.from_user);
     }
 
     #[test]
     fn saved_mask_goes_to_cs_and_clears_if() {
         let v = Vcpu::default();
         let b = bounce(&v, &kernel_ctx(), 0x1000, None, 1).unwrap();
-        assert_eq!(b.len, 7);
-        assert_eq!(b.frame()[3], 0xe018 | (1 << 32));
-        assert_eq!(b.frame()[4] & rflags::IF, 0);
+        assert_eq!(b.frame.len, 7);
+        assert_eq!(b.frame.words()[3], 0xe018 | (1 << 32));
+        assert_eq!(b.frame.words()[4] & rflags::IF, 0);
     }
 
     #[test]
@@ -929,9 +961,9 @@ mod tests {
         );
         v.kernel_sp = 0xffff_ffff_8003_0000;
         let b = bounce(&v, &user, 0x1000, None, 0).unwrap();
-        assert_eq!(b.rsp, 0xffff_ffff_8003_0000 - 56);
-        assert!(b.from_user);
-        assert_eq!(b.frame()[3], 0xe033);
+        assert_eq!(b.frame.rsp, 0xffff_ffff_8003_0000 - 56);
+        assert!(b.frame.from_user);
+        assert_eq!(b.frame.words()[3], 0xe033);
     }
 
     #[test]

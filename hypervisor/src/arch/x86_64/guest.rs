@@ -253,26 +253,22 @@ fn bounce_to(
     mask_events: bool,
 ) {
     let saved_mask = upcall_mask(current);
-    // Used where it was returned: moving the frame out of the `Result`
-    // cost every bounce a copy of it.
-    let bounce = vcpu::bounce(
-        current.vcpu,
-        &context(regs),
-        handler,
-        error_code,
-        saved_mask,
-    );
-    let b = match &bounce {
+    // The frame is used where it was returned (moving it out of the
+    // `Result` cost every bounce a copy), and the handler's context is
+    // set in `regs` field by field: RCX, R11 and RAX stay as they are.
+    let frame = vcpu::bounce_frame(current.vcpu, &context(regs), error_code, saved_mask);
+    let b = match &frame {
         Ok(b) => b,
         Err(e) => return crash(current, format_args!("cannot deliver an event: {e}")),
     };
-    if guest_mem::copy_words_to_guest(b.rsp, b.frame()).is_err() {
+    if guest_mem::copy_words_to_guest(b.rsp, b.words()).is_err() {
         return crash(
             current,
             format_args!("cannot write a bounce frame at {:#x}", b.rsp),
         );
     }
-    set_context(regs, &b.context);
+    (regs.rip, regs.cs, regs.rsp, regs.ss) = (handler, vcpu::HANDLER_CS, b.rsp, vcpu::HANDLER_SS);
+    regs.rflags = vcpu::handler_rflags(regs.rflags);
     current.vcpu.stats.add(Counter::Bounces, 1);
     if mask_events {
         set_upcall_mask(current, 1);
