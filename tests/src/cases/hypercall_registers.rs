@@ -47,8 +47,11 @@ const DEBUG_POISON: u64 = 0xdead_beef_dead_f00d;
 /// The pattern register `i` of [`NAMES`] is loaded with (RDI and RSI carry
 /// the call's arguments instead).
 const fn pattern(i: usize) -> u64 {
-    0x5a5a_0000_0000_0000 | ((i as u64 + 1) * 0x0101_0101)
+    PATTERN_BASE + (i as u64 + 1) * PATTERN_STEP
 }
+
+const PATTERN_BASE: u64 = 0x5a5a_0000_0000_0000;
+const PATTERN_STEP: u64 = 0x0101_0101;
 
 // registers_probe(out: *mut [u64; 15], target, cmd, arg, ss): loads every
 // register with its pattern (RDI = cmd, RSI = arg; SS = `ss` if not 0),
@@ -75,19 +78,19 @@ global_asm!(
     "1:",
     "mov %rdx, %rdi",
     "mov %rcx, %rsi",
-    "movabs ${p0}, %rax",
-    "movabs ${p1}, %rbx",
-    "movabs ${p2}, %rcx",
-    "movabs ${p3}, %rdx",
-    "movabs ${p6}, %rbp",
-    "movabs ${p7}, %r8",
-    "movabs ${p8}, %r9",
-    "movabs ${p9}, %r10",
-    "movabs ${p10}, %r11",
-    "movabs ${p11}, %r12",
-    "movabs ${p12}, %r13",
-    "movabs ${p13}, %r14",
-    "movabs ${p14}, %r15",
+    "movabs $({base} + 1 * {step}), %rax",
+    "movabs $({base} + 2 * {step}), %rbx",
+    "movabs $({base} + 3 * {step}), %rcx",
+    "movabs $({base} + 4 * {step}), %rdx",
+    "movabs $({base} + 7 * {step}), %rbp",
+    "movabs $({base} + 8 * {step}), %r8",
+    "movabs $({base} + 9 * {step}), %r9",
+    "movabs $({base} + 10 * {step}), %r10",
+    "movabs $({base} + 11 * {step}), %r11",
+    "movabs $({base} + 12 * {step}), %r12",
+    "movabs $({base} + 13 * {step}), %r13",
+    "movabs $({base} + 14 * {step}), %r14",
+    "movabs $({base} + 15 * {step}), %r15",
     "call *(%rsp)",
     "push %r15",
     "mov 16(%rsp), %r15",
@@ -118,19 +121,8 @@ global_asm!(
     "pop %rbx",
     "ret",
     ".popsection",
-    p0 = const pattern(0),
-    p1 = const pattern(1),
-    p2 = const pattern(2),
-    p3 = const pattern(3),
-    p6 = const pattern(6),
-    p7 = const pattern(7),
-    p8 = const pattern(8),
-    p9 = const pattern(9),
-    p10 = const pattern(10),
-    p11 = const pattern(11),
-    p12 = const pattern(12),
-    p13 = const pattern(13),
-    p14 = const pattern(14),
+    base = const PATTERN_BASE,
+    step = const PATTERN_STEP,
     options(att_syntax)
 );
 
