@@ -162,6 +162,22 @@ impl BlkifRequest {
         BlkifRequest::from_wire(&bytes).unwrap_or_default()
     }
 
+    /// The same slot as an indirect request.
+    #[must_use]
+    pub fn as_indirect(&self) -> BlkifRequestIndirect {
+        let mut bytes = [0u8; 112];
+        let _ = self.to_wire(&mut bytes);
+        BlkifRequestIndirect::from_wire(&bytes).unwrap_or_default()
+    }
+
+    /// An indirect request in a request slot.
+    #[must_use]
+    pub fn from_indirect(indirect: &BlkifRequestIndirect) -> Self {
+        let mut bytes = [0u8; 112];
+        let _ = indirect.to_wire(&mut bytes);
+        BlkifRequest::from_wire(&bytes).unwrap_or_default()
+    }
+
     /// A request of `operation` for `id` at `sector_number`, its segments
     /// given as `(gref, first_sect, last_sect)`: the first
     /// [`MAX_SEGMENTS`] are taken and counted in `nr_segments`.

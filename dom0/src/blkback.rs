@@ -13,6 +13,20 @@
 //! request. A front end whose ring indices are impossible
 //! ([`RingError`]) is disconnected; other front ends are not affected,
 //! and each ring is served for at most a budget of requests per round.
+//!
+//! Two faster paths, each negotiated through xenstore as `blkif.h`
+//! defines it, and each still checked whole before anything moves:
+//!
+//! - **Indirect requests** (`feature-max-indirect-segments`,
+//!   [`MAX_INDIRECT_SEGMENTS`]): the segments of a read or write are in
+//!   the front end's granted pages ([`Pages::indirect`] fetches them), so
+//!   one request moves up to 128 KiB.
+//! - **Direct I/O** (with `feature-persistent`): when the front end keeps
+//!   its data pages granted and the device moves data by DMA
+//!   ([`BlockDevice::direct`]), [`Pages::direct`] gives the machine
+//!   addresses of the segments' bytes (grants mapped once for the device
+//!   and kept) and the device reads or writes them in one request: no
+//!   bounce page, no grant copy.
 
 use alloc::format;
 use alloc::string::String;
@@ -20,14 +34,25 @@ use alloc::vec::Vec;
 
 use dom0_abi::blkif::{
     BLKIF_DISCARD_SECURE, BLKIF_RSP_EOPNOTSUPP, BLKIF_RSP_ERROR, BLKIF_RSP_OKAY, BlkifOp,
-    BlkifRequest, BlkifResponse, MAX_SEGMENTS, PROTOCOL_X86_64, SECTOR_BYTES, SECTORS_PER_PAGE,
-    VDISK_READONLY, keys,
+    BlkifRequest, BlkifRequestIndirect, BlkifRequestSegment, BlkifResponse, MAX_SEGMENTS,
+    PROTOCOL_X86_64, SECTOR_BYTES, SECTORS_PER_PAGE, VDISK_READONLY, keys,
 };
+use dom0_abi::wire::Wire;
 use dom0_abi::xenstore::XenbusState;
+pub use drivers::blk::Piece;
 use guest_pv_shim::ring::{BackRing, RingError, RingMemory};
 
 /// Bytes of a page (a segment's frame, a bounce page).
 pub const PAGE_BYTES: usize = 4096;
+/// Segments an indirect request may have (`feature-max-indirect-segments`):
+/// as many as the virtio disk takes in one direct request, 128 KiB.
+pub const MAX_INDIRECT_SEGMENTS: usize = drivers::blk::MAX_PIECES;
+/// Segments of any request: [`MAX_SEGMENTS`] in the ring slot, more
+/// through indirect pages.
+pub const MAX_REQUEST_SEGMENTS: usize = MAX_INDIRECT_SEGMENTS;
+const _: () = assert!(MAX_REQUEST_SEGMENTS >= MAX_SEGMENTS);
+/// Segment descriptors in one indirect page.
+pub const SEGMENTS_PER_INDIRECT_PAGE: usize = PAGE_BYTES / BlkifRequestSegment::SIZE;
 
 /// An I/O error of a [`BlockDevice`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,6 +93,28 @@ pub trait BlockDevice {
     fn discard(&mut self, sector: u64, count: u64) -> Result<(), DeviceError> {
         let _ = (sector, count);
         Err(DeviceError("discard not supported"))
+    }
+    /// Whether the device moves data by DMA to machine addresses
+    /// ([`BlockDevice::read_direct`]).
+    fn direct(&self) -> bool {
+        false
+    }
+    /// Reads the sectors from `sector` into `pieces` of machine memory,
+    /// in one transfer.
+    ///
+    /// # Errors
+    /// The device failed or cannot move data directly.
+    fn read_direct(&mut self, sector: u64, pieces: &[Piece]) -> Result<(), DeviceError> {
+        let _ = (sector, pieces);
+        Err(DeviceError("no direct I/O"))
+    }
+    /// Writes `pieces` of machine memory at `sector`, in one transfer.
+    ///
+    /// # Errors
+    /// As [`BlockDevice::read_direct`].
+    fn write_direct(&mut self, sector: u64, pieces: &[Piece]) -> Result<(), DeviceError> {
+        let _ = (sector, pieces);
+        Err(DeviceError("no direct I/O"))
     }
 }
 
@@ -191,7 +238,7 @@ pub struct Decoded {
     /// Sectors it covers.
     pub length: u64,
     /// `segments[..count]` are used.
-    pub segments: [Segment; MAX_SEGMENTS],
+    pub segments: [Segment; MAX_REQUEST_SEGMENTS],
     /// Segments used.
     pub count: usize,
 }
@@ -207,13 +254,15 @@ impl Decoded {
 /// Why a request is refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reject {
-    /// An operation this back end does not offer (indirect, the reserved
-    /// one, an undefined number; discard on a read-only disk or secure).
+    /// An operation this back end does not offer (the reserved one, an
+    /// undefined number, an indirect one other than read or write;
+    /// discard on a read-only disk or secure).
     Unsupported(u8),
     /// A read or write without segments.
     NoSegments,
-    /// More than 11 segments.
-    TooManySegments(u8),
+    /// More than 11 segments (more than [`MAX_INDIRECT_SEGMENTS`] in an
+    /// indirect request).
+    TooManySegments(u16),
     /// A segment's `first_sect..=last_sect` is not within its page.
     BadSectors {
         /// The segment.
@@ -270,14 +319,12 @@ impl Limits {
     }
 }
 
-/// Checks `req` against `limits`.
+/// Checks `req` (not an indirect one: [`decode_indirect`]) against
+/// `limits`.
 ///
 /// # Errors
 /// The first check `req` fails, as [`Reject`].
 pub fn decode(req: &BlkifRequest, limits: Limits) -> Result<Decoded, Reject> {
-    let Limits {
-        sectors, writable, ..
-    } = limits;
     let kind = match BlkifOp::from_u8(req.operation) {
         Some(BlkifOp::Read) => Kind::Read,
         Some(BlkifOp::Write) => Kind::Write,
@@ -287,17 +334,72 @@ pub fn decode(req: &BlkifRequest, limits: Limits) -> Result<Decoded, Reject> {
     };
     let count = usize::from(req.nr_segments);
     if count > MAX_SEGMENTS {
-        return Err(Reject::TooManySegments(req.nr_segments));
+        return Err(Reject::TooManySegments(u16::from(req.nr_segments)));
     }
     if count == 0 && kind != Kind::FlushWrite {
         return Err(Reject::NoSegments);
     }
-    if kind != Kind::Read && !writable {
+    decode_segments(kind, req.sector_number, &req.seg[..count], limits)
+}
+
+/// The operation and segment count of the indirect request `req`, before
+/// its segments are fetched: a read or write of 1 to
+/// [`MAX_INDIRECT_SEGMENTS`] segments.
+///
+/// # Errors
+/// The operation or the count is refused.
+pub fn indirect_header(req: &BlkifRequestIndirect) -> Result<(Kind, usize), Reject> {
+    let kind = match BlkifOp::from_u8(req.indirect_op) {
+        Some(BlkifOp::Read) => Kind::Read,
+        Some(BlkifOp::Write) => Kind::Write,
+        _ => return Err(Reject::Unsupported(req.indirect_op)),
+    };
+    let count = usize::from(req.nr_segments);
+    if count == 0 {
+        return Err(Reject::NoSegments);
+    }
+    if count > MAX_INDIRECT_SEGMENTS {
+        return Err(Reject::TooManySegments(req.nr_segments));
+    }
+    Ok((kind, count))
+}
+
+/// The indirect pages of `req` that hold its `count` segments.
+#[must_use]
+pub fn indirect_pages(req: &BlkifRequestIndirect, count: usize) -> &[u32] {
+    &req.indirect_grefs[..count.div_ceil(SEGMENTS_PER_INDIRECT_PAGE)]
+}
+
+/// Checks the indirect request `req` whose segments (fetched from its
+/// indirect pages) are `segs` against `limits`.
+///
+/// # Errors
+/// The first check fails, as [`Reject`].
+pub fn decode_indirect(
+    req: &BlkifRequestIndirect,
+    segs: &[BlkifRequestSegment],
+    limits: Limits,
+) -> Result<Decoded, Reject> {
+    let (kind, count) = indirect_header(req)?;
+    let segs = segs.get(..count).ok_or(Reject::NoSegments)?;
+    decode_segments(kind, req.sector_number, segs, limits)
+}
+
+/// Checks the segments `segs` of a read, write or flush from `sector`:
+/// each within its page, the whole range within the device, writable
+/// unless a read.
+fn decode_segments(
+    kind: Kind,
+    sector: u64,
+    segs: &[BlkifRequestSegment],
+    limits: Limits,
+) -> Result<Decoded, Reject> {
+    if kind != Kind::Read && !limits.writable {
         return Err(Reject::ReadOnly);
     }
-    let mut segments = [Segment::default(); MAX_SEGMENTS];
-    let mut next = req.sector_number;
-    for (index, (seg, out)) in req.seg.iter().zip(&mut segments).take(count).enumerate() {
+    let mut segments = [Segment::default(); MAX_REQUEST_SEGMENTS];
+    let mut next = sector;
+    for (index, (seg, out)) in segs.iter().zip(&mut segments).enumerate() {
         let (first, last) = (seg.first_sect, seg.last_sect);
         if first > last || last >= SECTORS_PER_PAGE {
             return Err(Reject::BadSectors { index, first, last });
@@ -313,20 +415,20 @@ pub fn decode(req: &BlkifRequest, limits: Limits) -> Result<Decoded, Reject> {
         };
         next = next.saturating_add(u64::from(n));
     }
-    let moved = next - req.sector_number;
+    let moved = next - sector;
     // `next` saturates: u64::MAX means the range wrapped.
-    if next > sectors || next == u64::MAX {
+    if next > limits.sectors || next == u64::MAX {
         return Err(Reject::PastEnd {
-            sector: req.sector_number,
+            sector,
             count: moved,
         });
     }
     Ok(Decoded {
         kind,
-        sector: req.sector_number,
+        sector,
         length: moved,
         segments,
-        count,
+        count: segs.len().min(MAX_REQUEST_SEGMENTS),
     })
 }
 
@@ -354,7 +456,7 @@ fn decode_discard(req: &BlkifRequest, limits: Limits) -> Result<Decoded, Reject>
         kind: Kind::Discard,
         sector,
         length,
-        segments: [Segment::default(); MAX_SEGMENTS],
+        segments: [Segment::default(); MAX_REQUEST_SEGMENTS],
         count: 0,
     })
 }
@@ -369,7 +471,9 @@ pub struct CopyError {
 }
 
 /// The data path to one front end's pages: a bounce page per segment and
-/// the grant copies between them and the front end's grants.
+/// the grant copies between them and the front end's grants, the
+/// segments of indirect requests, and (persistent grants) the machine
+/// addresses of the front end's pages for direct I/O.
 pub trait Pages {
     /// Copies each segment's bytes from the front end's grant into the
     /// same bytes of bounce page *i*.
@@ -383,9 +487,30 @@ pub trait Pages {
     /// # Errors
     /// A copy failed (a bad grant, a read-only grant).
     fn scatter(&mut self, segments: &[Segment]) -> Result<(), CopyError>;
-    /// The 11 bounce pages one after the other (page *i* at byte
-    /// `i * PAGE_BYTES`), so a run of segments is one slice.
+    /// The [`MAX_REQUEST_SEGMENTS`] bounce pages one after the other
+    /// (page *i* at byte `i * PAGE_BYTES`), so a run of segments is one
+    /// slice.
     fn bounces(&mut self) -> &mut [u8];
+    /// Fills `out` with the segment descriptors in the front end's
+    /// indirect pages `grefs` (512 per page, in order).
+    ///
+    /// # Errors
+    /// A page cannot be read (a bad grant).
+    fn indirect(&mut self, grefs: &[u32], out: &mut [BlkifRequestSegment])
+    -> Result<(), CopyError>;
+    /// The machine addresses of each segment's bytes when the front end's
+    /// grants are (or now get) mapped for the device; `None`: move the
+    /// data through the bounce pages.
+    ///
+    /// # Errors
+    /// A grant cannot be mapped (a bad grant, one revoked).
+    fn direct(
+        &mut self,
+        segments: &[Segment],
+    ) -> Result<Option<[Piece; MAX_REQUEST_SEGMENTS]>, CopyError> {
+        let _ = segments;
+        Ok(None)
+    }
 }
 
 /// The runs of `segments` the device can move in one transfer: ranges of
@@ -446,20 +571,39 @@ impl Outcome {
     }
 }
 
+/// Checks `req` (fetching an indirect request's segments) against the
+/// device `dev`.
+fn decode_any(
+    req: &BlkifRequest,
+    dev: &dyn BlockDevice,
+    pages: &mut dyn Pages,
+) -> Result<Decoded, Outcome> {
+    let limits = Limits::of(dev);
+    if req.operation != BlkifOp::Indirect as u8 {
+        return decode(req, limits).map_err(Outcome::Rejected);
+    }
+    let indirect = req.as_indirect();
+    let (_, count) = indirect_header(&indirect).map_err(Outcome::Rejected)?;
+    let mut segs = [BlkifRequestSegment::default(); MAX_INDIRECT_SEGMENTS];
+    pages
+        .indirect(indirect_pages(&indirect, count), &mut segs[..count])
+        .map_err(Outcome::Copy)?;
+    decode_indirect(&indirect, &segs[..count], limits).map_err(Outcome::Rejected)
+}
+
 /// Serves one request: checks it, moves its data, and tells how it went.
 pub fn serve(req: &BlkifRequest, dev: &mut dyn BlockDevice, pages: &mut dyn Pages) -> Outcome {
-    let decoded = match decode(req, Limits::of(dev)) {
+    let decoded = match decode_any(req, dev, pages) {
         Ok(d) => d,
-        Err(r) => return Outcome::Rejected(r),
+        Err(outcome) => return outcome,
     };
-    let segments = decoded.segments();
     let result = match decoded.kind {
-        Kind::Read => read(segments, dev, pages),
-        Kind::Write => write(segments, dev, pages),
+        Kind::Read => read(&decoded, dev, pages),
+        Kind::Write => write(&decoded, dev, pages),
         Kind::FlushWrite => dev
             .flush()
             .map_err(Outcome::Device)
-            .and_then(|()| write(segments, dev, pages)),
+            .and_then(|()| write(&decoded, dev, pages)),
         Kind::Discard => dev
             .discard(decoded.sector, decoded.length)
             .map_err(Outcome::Device),
@@ -467,11 +611,30 @@ pub fn serve(req: &BlkifRequest, dev: &mut dyn BlockDevice, pages: &mut dyn Page
     result.err().unwrap_or(Outcome::Done)
 }
 
+/// The machine addresses of `decoded`'s data when both the device and
+/// the front end's pages allow direct I/O.
+fn direct(
+    decoded: &Decoded,
+    dev: &dyn BlockDevice,
+    pages: &mut dyn Pages,
+) -> Result<Option<[Piece; MAX_REQUEST_SEGMENTS]>, Outcome> {
+    if !dev.direct() || decoded.count == 0 {
+        return Ok(None);
+    }
+    pages.direct(decoded.segments()).map_err(Outcome::Copy)
+}
+
 fn read(
-    segments: &[Segment],
+    decoded: &Decoded,
     dev: &mut dyn BlockDevice,
     pages: &mut dyn Pages,
 ) -> Result<(), Outcome> {
+    if let Some(pieces) = direct(decoded, dev, pages)? {
+        return dev
+            .read_direct(decoded.sector, &pieces[..decoded.count])
+            .map_err(Outcome::Device);
+    }
+    let segments = decoded.segments();
     for run in runs(segments) {
         let sector = segments[run.start].sector;
         dev.read(sector, &mut pages.bounces()[span(segments, run)])
@@ -481,12 +644,18 @@ fn read(
 }
 
 fn write(
-    segments: &[Segment],
+    decoded: &Decoded,
     dev: &mut dyn BlockDevice,
     pages: &mut dyn Pages,
 ) -> Result<(), Outcome> {
+    let segments = decoded.segments();
     if segments.is_empty() {
         return Ok(());
+    }
+    if let Some(pieces) = direct(decoded, dev, pages)? {
+        return dev
+            .write_direct(decoded.sector, &pieces[..decoded.count])
+            .map_err(Outcome::Device);
     }
     pages.gather(segments).map_err(Outcome::Copy)?;
     for run in runs(segments) {
@@ -510,6 +679,18 @@ pub struct Round {
     pub more: bool,
     /// The first failure of the round, for the log.
     pub first_failure: Option<Outcome>,
+}
+
+/// The `operation` of `req`'s response: the request's, or for an
+/// indirect request the operation it carried (`indirect_op`), as Linux's
+/// back end answers.
+#[must_use]
+pub fn response_operation(req: &BlkifRequest) -> u8 {
+    if req.operation == BlkifOp::Indirect as u8 {
+        req.as_indirect().indirect_op
+    } else {
+        req.operation
+    }
 }
 
 /// The back end of one connected ring.
@@ -550,7 +731,7 @@ impl<M: RingMemory> BlkRing<M> {
                 }
                 self.ring.push(&BlkifResponse {
                     id: req.id,
-                    operation: req.operation,
+                    operation: response_operation(&req),
                     status: outcome.status(),
                 });
                 round.answered += 1;
@@ -621,6 +802,11 @@ pub fn connected_keys(dev: &dyn BlockDevice) -> Vec<(&'static str, String)> {
         (keys::PHYSICAL_SECTOR_SIZE, format!("{SECTOR_BYTES}")),
         (keys::FEATURE_FLUSH_CACHE, String::from("1")),
         (keys::FEATURE_BARRIER, String::from("1")),
+        (keys::FEATURE_PERSISTENT, String::from("1")),
+        (
+            keys::FEATURE_MAX_INDIRECT_SEGMENTS,
+            format!("{MAX_INDIRECT_SEGMENTS}"),
+        ),
     ];
     if Limits::of(dev).discard {
         keys.extend([

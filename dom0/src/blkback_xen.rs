@@ -7,9 +7,19 @@
 //! maps the ring's grant in one of dom0's windows and binds the ring's
 //! event channel, whose events wake dom0's loop. Data moves with
 //! `GNTTABOP_copy` between the front end's grants and dom0's bounce
-//! pages, one hypercall per request direction: no data page is ever
-//! mapped, so a bad grant fails one request (`BLKIF_RSP_ERROR`) and
-//! leaves nothing to unmap. A front end whose ring indices are impossible
+//! pages, one hypercall per request direction, so a bad grant fails one
+//! request (`BLKIF_RSP_ERROR`). The segments of an indirect request are
+//! copied the same way out of its indirect pages.
+//!
+//! With `feature-persistent` on both sides and a disk that does DMA (a
+//! `phy:` disk), each data grant is mapped once for the device
+//! (`GNTMAP_device_map`, writable: no host mapping, dom0 never touches
+//! the bytes) and kept, up to [`MAX_PERSISTENT`] per device; the disk
+//! reads and writes the front end's frames at the `dev_bus_addr`s
+//! themselves. A grant that cannot be mapped fails its request; while
+//! mapped, the front end cannot revoke it (the hypervisor refuses). All
+//! are unmapped when the device disconnects, so a destroyed domU's
+//! frames all come back. A front end whose ring indices are impossible
 //! is disconnected (ring unmapped, port closed, back end `Closing`) with
 //! its reason logged; the others go on.
 
@@ -19,15 +29,16 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use dom0::blkback::{
-    BlkRing, BlockDevice, CopyError, PAGE_BYTES, Pages, RamDisk, Segment, backend_step,
-    connected_keys, front_details,
+    BlkRing, BlockDevice, CopyError, MAX_REQUEST_SEGMENTS, PAGE_BYTES, Pages, Piece, RamDisk,
+    SEGMENTS_PER_INDIRECT_PAGE, Segment, backend_step, connected_keys, front_details,
 };
-use guest_pv_shim::dom0_abi::blkif::{MAX_SEGMENTS, RING_SLOTS, keys};
+use guest_pv_shim::dom0_abi::blkif::{BlkifRequestSegment, RING_SLOTS, keys};
 use guest_pv_shim::dom0_abi::grant_table::{
     GNTCOPY_DEST_GREF, GNTCOPY_SOURCE_GREF, GntmapFlags, GnttabCopy, GnttabCopyPtr,
     GnttabMapGrantRef, GnttabUnmapGrantRef, GrantStatus,
 };
 use guest_pv_shim::dom0_abi::types::DomId as AbiDomId;
+use guest_pv_shim::dom0_abi::wire::Wire;
 use guest_pv_shim::dom0_abi::xenstore::XenbusState;
 use guest_pv_shim::ring::WindowMemory;
 use guest_pv_shim::xenbus::parse_state;
@@ -45,29 +56,115 @@ use crate::store::Xenstore;
 pub const MAX_VBDS: usize = BLKBACK_WINDOW_END - BLKBACK_WINDOW_BASE;
 const _: () = assert!(BLKBACK_WINDOW_END <= guest_pv_shim::devices::MMIO_WINDOWS.start);
 
-/// dom0's bounce pages: one per segment of the request being served.
+/// Data grants of one device kept mapped for its disk at most: beyond,
+/// requests move through the bounce pages.
+pub const MAX_PERSISTENT: usize = 64;
+
+/// dom0's bounce pages: one per segment of the request being served, and
+/// one for the segments of an indirect page.
 #[repr(C, align(4096))]
-struct Bounce([[u8; PAGE_BYTES]; MAX_SEGMENTS]);
+struct Bounce {
+    pages: [[u8; PAGE_BYTES]; MAX_REQUEST_SEGMENTS],
+    indirect: [u8; PAGE_BYTES],
+}
 
-static BOUNCE: spin::Mutex<Bounce> = spin::Mutex::new(Bounce([[0; PAGE_BYTES]; MAX_SEGMENTS]));
+static BOUNCE: spin::Mutex<Bounce> = spin::Mutex::new(Bounce {
+    pages: [[0; PAGE_BYTES]; MAX_REQUEST_SEGMENTS],
+    indirect: [0; PAGE_BYTES],
+});
 
-/// The bounce pages and grant copies for front end `domid`.
+/// A data grant mapped for the disk.
+#[derive(Clone, Copy, Debug)]
+struct Persistent {
+    gref: u32,
+    handle: u32,
+    /// Its frame's machine address (`dev_bus_addr`).
+    bus: u64,
+}
+
+/// The bounce pages, grant copies and persistent mappings for front end
+/// `domid`.
 struct GrantCopy<'a> {
     domid: DomId,
     bounce: &'a mut Bounce,
+    /// The persistent mappings, when the front end offered them.
+    persistent: Option<&'a mut Vec<Persistent>>,
+}
+
+/// The frame of dom0's page at `page`, or a copy error for segment
+/// `index`.
+fn own_mfn<T>(page: &T, index: usize) -> Result<u64, CopyError> {
+    mm::virt_to_mfn(core::ptr::from_ref(page) as u64).ok_or(CopyError {
+        index,
+        status: GrantStatus::GeneralError as i16,
+    })
+}
+
+/// Runs the grant copies `ops` in one hypercall; the first that failed.
+fn run_copies(ops: &mut [GnttabCopy]) -> Result<(), CopyError> {
+    let ret = hypercall::gnttab_copy(ops);
+    if ret != 0 {
+        return Err(CopyError {
+            index: 0,
+            status: i16::try_from(ret).unwrap_or(i16::MIN),
+        });
+    }
+    match ops
+        .iter()
+        .position(|op| op.status != GrantStatus::Okay as i16)
+    {
+        Some(index) => Err(CopyError {
+            index,
+            status: ops[index].status,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Maps grant `gref` of `domid` for the device (writable); its mapping.
+fn map_for_device(domid: DomId, gref: u32, index: usize) -> Result<Persistent, CopyError> {
+    let mut map = GnttabMapGrantRef {
+        flags: GntmapFlags::DEVICE_MAP.bits(),
+        gref,
+        dom: domid,
+        ..GnttabMapGrantRef::default()
+    };
+    let ret = hypercall::gnttab_map(core::slice::from_mut(&mut map));
+    if ret != 0 || map.status != GrantStatus::Okay as i16 {
+        return Err(CopyError {
+            index,
+            status: if ret == 0 {
+                map.status
+            } else {
+                i16::try_from(ret).unwrap_or(i16::MIN)
+            },
+        });
+    }
+    Ok(Persistent {
+        gref,
+        handle: map.handle,
+        bus: map.dev_bus_addr,
+    })
+}
+
+/// Unmaps a device mapping; the hypercall's result and status.
+fn unmap_for_device(mapping: Persistent) -> (i64, i16) {
+    let mut unmap = GnttabUnmapGrantRef {
+        dev_bus_addr: mapping.bus,
+        handle: mapping.handle,
+        ..GnttabUnmapGrantRef::default()
+    };
+    let ret = hypercall::gnttab_unmap(core::slice::from_mut(&mut unmap));
+    (ret, unmap.status)
 }
 
 impl GrantCopy<'_> {
     /// One `GNTTABOP_copy` per segment, in one hypercall: towards the
     /// front end (`to_front`) or from it.
     fn copy(&mut self, segments: &[Segment], to_front: bool) -> Result<(), CopyError> {
-        let mut ops = [GnttabCopy::default(); MAX_SEGMENTS];
+        let mut ops = [GnttabCopy::default(); MAX_REQUEST_SEGMENTS];
         for (i, (seg, op)) in segments.iter().zip(&mut ops).enumerate() {
-            let va = core::ptr::from_ref(&self.bounce.0[i]) as u64;
-            let mfn = mm::virt_to_mfn(va).ok_or(CopyError {
-                index: i,
-                status: GrantStatus::GeneralError as i16,
-            })?;
+            let mfn = own_mfn(&self.bounce.pages[i], i)?;
             let grant = GnttabCopyPtr {
                 u: u64::from(seg.gref),
                 domid: self.domid,
@@ -98,24 +195,7 @@ impl GrantCopy<'_> {
                 }
             };
         }
-        let ops = &mut ops[..segments.len()];
-        let ret = hypercall::gnttab_copy(ops);
-        if ret != 0 {
-            return Err(CopyError {
-                index: 0,
-                status: i16::try_from(ret).unwrap_or(i16::MIN),
-            });
-        }
-        match ops
-            .iter()
-            .position(|op| op.status != GrantStatus::Okay as i16)
-        {
-            Some(index) => Err(CopyError {
-                index,
-                status: ops[index].status,
-            }),
-            None => Ok(()),
-        }
+        run_copies(&mut ops[..segments.len()])
     }
 }
 
@@ -127,7 +207,70 @@ impl Pages for GrantCopy<'_> {
         self.copy(segments, true)
     }
     fn bounces(&mut self) -> &mut [u8] {
-        self.bounce.0.as_flattened_mut()
+        self.bounce.pages.as_flattened_mut()
+    }
+    fn indirect(
+        &mut self,
+        grefs: &[u32],
+        out: &mut [BlkifRequestSegment],
+    ) -> Result<(), CopyError> {
+        for (index, (&gref, segs)) in grefs
+            .iter()
+            .zip(out.chunks_mut(SEGMENTS_PER_INDIRECT_PAGE))
+            .enumerate()
+        {
+            let bytes = segs.len() * BlkifRequestSegment::SIZE;
+            let mut op = GnttabCopy {
+                source: GnttabCopyPtr {
+                    u: u64::from(gref),
+                    domid: self.domid,
+                    offset: 0,
+                    pad: 0,
+                },
+                dest: GnttabCopyPtr {
+                    u: own_mfn(&self.bounce.indirect, index)?,
+                    domid: AbiDomId::SELF.0,
+                    offset: 0,
+                    pad: 0,
+                },
+                len: u16::try_from(bytes).unwrap_or(u16::MAX),
+                flags: GNTCOPY_SOURCE_GREF,
+                ..GnttabCopy::default()
+            };
+            run_copies(core::slice::from_mut(&mut op)).map_err(|e| CopyError { index, ..e })?;
+            for (seg, raw) in segs
+                .iter_mut()
+                .zip(self.bounce.indirect.chunks_exact(BlkifRequestSegment::SIZE))
+            {
+                *seg = BlkifRequestSegment::from_wire(raw).unwrap_or_default();
+            }
+        }
+        Ok(())
+    }
+    fn direct(
+        &mut self,
+        segments: &[Segment],
+    ) -> Result<Option<[Piece; MAX_REQUEST_SEGMENTS]>, CopyError> {
+        let Some(kept) = self.persistent.as_deref_mut() else {
+            return Ok(None);
+        };
+        let mut pieces = [Piece::default(); MAX_REQUEST_SEGMENTS];
+        for (index, (seg, piece)) in segments.iter().zip(&mut pieces).enumerate() {
+            let mapping = match kept.iter().find(|p| p.gref == seg.gref) {
+                Some(p) => *p,
+                None if kept.len() < MAX_PERSISTENT => {
+                    let p = map_for_device(self.domid, seg.gref, index)?;
+                    kept.push(p);
+                    p
+                }
+                None => return Ok(None),
+            };
+            *piece = Piece {
+                bus: mapping.bus + u64::from(seg.offset),
+                len: u32::from(seg.len),
+            };
+        }
+        Ok(Some(pieces))
     }
 }
 
@@ -138,6 +281,9 @@ struct Connection {
     handle: u32,
     /// dom0's end of the ring's event channel.
     local_port: u32,
+    /// The data grants mapped for the disk, when both ends offered
+    /// `feature-persistent` and the disk does DMA.
+    persistent: Option<Vec<Persistent>>,
 }
 
 /// One virtual block device.
@@ -411,10 +557,13 @@ impl Vbd {
             );
         }
         let bound = bind_interdomain(self.domid, details.event_channel);
+        let persistent = self.disk.direct()
+            && read(xs, &self.frontend, keys::FEATURE_PERSISTENT).as_deref() == Some(b"1");
         self.conn = Some(Connection {
             ring: BlkRing::attach(WindowMemory::new(self.window)),
             handle: map.handle,
             local_port: bound.unwrap_or(0),
+            persistent: persistent.then(Vec::new),
         });
         if let Err(ret) = bound {
             return self.fail(
@@ -426,11 +575,12 @@ impl Vbd {
             write(xs, &self.backend, key, &value);
         }
         println!(
-            "dom0: blkback: vbd {}/{} connected: ring-ref {}, {} sectors",
+            "dom0: blkback: vbd {}/{} connected: ring-ref {}, {} sectors, persistent grants {}",
             self.domid,
             self.devid,
             details.ring_ref,
-            self.disk.sectors()
+            self.disk.sectors(),
+            if persistent { "on" } else { "off" }
         );
         self.set_state(xs, XenbusState::Connected);
     }
@@ -444,6 +594,7 @@ impl Vbd {
         let mut pages = GrantCopy {
             domid: self.domid,
             bounce: &mut bounce,
+            persistent: conn.persistent.as_mut(),
         };
         match conn.ring.serve(&mut *self.disk, &mut pages, RING_SLOTS) {
             Ok(round) => {
@@ -466,11 +617,28 @@ impl Vbd {
         }
     }
 
-    /// Unmaps the ring and closes the port, if connected.
+    /// Unmaps the persistent grants and the ring and closes the port, if
+    /// connected. The grants' unmapping is a check: every one must come
+    /// back, or the domU's frames would stay held after its destruction.
     fn disconnect(&mut self) {
         let Some(conn) = self.conn.take() else {
             return;
         };
+        if let Some(kept) = conn.persistent {
+            let failed: Vec<(u32, (i64, i16))> = kept
+                .iter()
+                .map(|&p| (p.gref, unmap_for_device(p)))
+                .filter(|(_, result)| *result != (0, GrantStatus::Okay as i16))
+                .collect();
+            report::check(
+                format_args!(
+                    "vbd {}/{} persistent grants unmapped",
+                    self.domid, self.devid
+                ),
+                failed.is_empty(),
+                format_args!("of {}, failed: {failed:?}", kept.len()),
+            );
+        }
         let mut unmap = GnttabUnmapGrantRef {
             host_addr: mm::window_va(self.window),
             handle: conn.handle,

@@ -16,7 +16,7 @@ use core::cell::RefCell;
 use drivers::Error;
 use drivers::blk::BlockDevice as Driver;
 
-use crate::blkback::{BlockDevice, DeviceError};
+use crate::blkback::{BlockDevice, DeviceError, Piece};
 
 /// Bytes of a sector.
 const SECTOR: usize = 512;
@@ -168,6 +168,31 @@ impl<D: Driver> BlockDevice for Slice<D> {
     fn flush(&mut self) -> Result<(), DeviceError> {
         self.device.borrow_mut().flush().map_err(device_error)
     }
+    fn direct(&self) -> bool {
+        true
+    }
+    fn read_direct(&mut self, sector: u64, pieces: &[Piece]) -> Result<(), DeviceError> {
+        let at = self.at(sector, bytes(pieces))?;
+        self.device
+            .borrow_mut()
+            .read_direct(at, pieces)
+            .map_err(device_error)
+    }
+    fn write_direct(&mut self, sector: u64, pieces: &[Piece]) -> Result<(), DeviceError> {
+        if !self.writable {
+            return Err(DeviceError("read-only"));
+        }
+        let at = self.at(sector, bytes(pieces))?;
+        self.device
+            .borrow_mut()
+            .write_direct(at, pieces)
+            .map_err(device_error)
+    }
+}
+
+/// Bytes of `pieces` in all.
+fn bytes(pieces: &[Piece]) -> usize {
+    pieces.iter().map(|p| p.len as usize).sum()
 }
 
 #[cfg(test)]

@@ -5,6 +5,11 @@
 //! each, so every buffer is machine-contiguous) and the status byte
 //! (device writes). Larger transfers are split. The driver waits for the
 //! completion on the device's interrupt.
+//!
+//! A caller that holds the data in machine memory already (blkback with
+//! a front end's persistently mapped grants) hands the device those
+//! addresses instead ([`BlockDevice::read_direct`]): one request of up to
+//! [`MAX_PIECES`] pieces, no copy through the driver's own pages.
 
 use crate::queue::{Buffer, SplitQueue};
 use crate::virtio::{self, Transport};
@@ -30,6 +35,35 @@ pub const T_FLUSH: u32 = 4;
 /// `VIRTIO_BLK_S_OK`.
 pub const S_OK: u8 = 0;
 
+/// Pieces of one direct request ([`BlockDevice::read_direct`]): a
+/// 128 KiB transfer in whole pages.
+pub const MAX_PIECES: usize = 32;
+
+/// Bytes of machine memory the device reads or writes by DMA.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Piece {
+    /// Bus (machine) address of the first byte.
+    pub bus: u64,
+    /// Bytes (at most a page; the pieces of a request add up to whole
+    /// sectors).
+    pub len: u32,
+}
+
+/// Checks a direct transfer of `pieces` from `sector`: 1 to
+/// [`MAX_PIECES`] pieces of 1 to 4096 bytes, whole sectors in all, within
+/// the disk. Returns the bytes moved.
+pub fn check_pieces(sector: u64, pieces: &[Piece], capacity: u64) -> Result<usize, Error> {
+    if pieces.is_empty()
+        || pieces.len() > MAX_PIECES
+        || pieces.iter().any(|p| p.len == 0 || p.len > 4096)
+    {
+        return Err(Error::Invalid);
+    }
+    let bytes = pieces.iter().map(|p| p.len as usize).sum();
+    check_range(sector, bytes, capacity)?;
+    Ok(bytes)
+}
+
 /// A disk as the block back end sees it.
 pub trait BlockDevice {
     /// Capacity in 512-byte sectors.
@@ -41,6 +75,12 @@ pub trait BlockDevice {
     fn write(&mut self, sector: u64, buf: &[u8]) -> Result<(), Error>;
     /// Makes every completed write durable.
     fn flush(&mut self) -> Result<(), Error>;
+    /// Reads the sectors from `sector` straight into `pieces` (machine
+    /// memory the caller owns or has mapped for the device), in one
+    /// request ([`check_pieces`]).
+    fn read_direct(&mut self, sector: u64, pieces: &[Piece]) -> Result<(), Error>;
+    /// Writes `pieces` at `sector` in one request (as for `read_direct`).
+    fn write_direct(&mut self, sector: u64, pieces: &[Piece]) -> Result<(), Error>;
 }
 
 /// Checks a transfer of `len` bytes from `sector` against a disk of
@@ -119,9 +159,30 @@ impl<P: Platform> VirtioBlk<P> {
         self.can_flush
     }
 
-    /// Runs one request of `kind` at `sector` over the first `pages` data
-    /// pages holding `bytes` bytes.
+    /// Runs one request of `kind` at `sector` over the first `bytes`
+    /// bytes of the driver's data pages.
     fn request(&mut self, kind: u32, sector: u64, bytes: usize) -> Result<(), Error> {
+        let mut pieces = [Piece::default(); DATA_PAGES];
+        let mut n = 0;
+        let mut left = bytes;
+        for ((_, bus), piece) in self.data.iter().flatten().zip(&mut pieces) {
+            if left == 0 {
+                break;
+            }
+            let len = left.min(4096);
+            *piece = Piece {
+                bus: *bus,
+                len: u32::try_from(len).map_err(|_| Error::Invalid)?,
+            };
+            n += 1;
+            left -= len;
+        }
+        self.request_over(kind, sector, &pieces[..n])
+    }
+
+    /// Runs one request of `kind` at `sector` over `pieces` (at most
+    /// [`MAX_PIECES`]): the header, the pieces, the status byte.
+    fn request_over(&mut self, kind: u32, sector: u64, pieces: &[Piece]) -> Result<(), Error> {
         let (page, bus) = &mut self.header;
         page.write_bytes(0, &request_header(kind, sector));
         page.write8(STATUS_OFFSET, 0xFF);
@@ -129,34 +190,29 @@ impl<P: Platform> VirtioBlk<P> {
             addr: 0,
             len: 0,
             device_writes: false,
-        }; DATA_PAGES + 2];
+        }; MAX_PIECES + 2];
+        if pieces.len() > MAX_PIECES {
+            return Err(Error::Invalid);
+        }
         chain[0] = Buffer {
             addr: *bus,
             len: 16,
             device_writes: false,
         };
-        let mut n = 1;
-        let mut left = bytes;
-        for (_, data_bus) in self.data.iter().flatten() {
-            if left == 0 {
-                break;
-            }
-            let len = left.min(4096);
-            chain[n] = Buffer {
-                addr: *data_bus,
-                len: u32::try_from(len).map_err(|_| Error::Invalid)?,
+        for (piece, slot) in pieces.iter().zip(&mut chain[1..]) {
+            *slot = Buffer {
+                addr: piece.bus,
+                len: piece.len,
                 device_writes: kind == T_IN,
             };
-            n += 1;
-            left -= len;
         }
+        let n = pieces.len() + 1;
         chain[n] = Buffer {
             addr: *bus + STATUS_OFFSET as u64,
             len: 1,
             device_writes: true,
         };
-        n += 1;
-        let head = self.queue.add(&chain[..n])?;
+        let head = self.queue.add(&chain[..=n])?;
         self.transport.notify(self.queue.index())?;
         let (id, _) = self
             .transport
@@ -205,6 +261,16 @@ impl<P: Platform> BlockDevice for VirtioBlk<P> {
             return Ok(());
         }
         self.request(T_FLUSH, 0, 0)
+    }
+
+    fn read_direct(&mut self, sector: u64, pieces: &[Piece]) -> Result<(), Error> {
+        check_pieces(sector, pieces, self.capacity)?;
+        self.request_over(T_IN, sector, pieces)
+    }
+
+    fn write_direct(&mut self, sector: u64, pieces: &[Piece]) -> Result<(), Error> {
+        check_pieces(sector, pieces, self.capacity)?;
+        self.request_over(T_OUT, sector, pieces)
     }
 }
 

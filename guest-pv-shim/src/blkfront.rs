@@ -122,8 +122,10 @@ pub struct BlkFront<M> {
     ring: FrontRing<M, BlkifRequest, BlkifResponse>,
     grefs: [u32; MAX_SEGMENTS],
     next_id: u64,
-    /// The request in flight: its id and operation.
-    pending: Option<(u64, u8)>,
+    /// The request in flight: its id and the operations its response
+    /// may carry (an indirect request's is answered with the operation it
+    /// carried, as Linux's back end does, or `BLKIF_OP_INDIRECT`).
+    pending: Option<(u64, [u8; 2])>,
 }
 
 impl<M: RingMemory> BlkFront<M> {
@@ -157,7 +159,12 @@ impl<M: RingMemory> BlkFront<M> {
         if self.pending.is_some() || !self.ring.push(req) {
             return Err(BlkError::Busy);
         }
-        self.pending = Some((req.id, req.operation));
+        let carried = if req.operation == BlkifOp::Indirect as u8 {
+            req.as_indirect().indirect_op
+        } else {
+            req.operation
+        };
+        self.pending = Some((req.id, [req.operation, carried]));
         self.next_id = self.next_id.wrapping_add(1);
         Ok(self.ring.publish())
     }
@@ -170,10 +177,10 @@ impl<M: RingMemory> BlkFront<M> {
     pub fn poll(&mut self) -> Result<Option<BlkifResponse>, BlkError> {
         loop {
             if let Some(rsp) = self.ring.pop()? {
-                let Some((id, op)) = self.pending.take() else {
+                let Some((id, ops)) = self.pending.take() else {
                     return Err(BlkError::Mismatch);
                 };
-                if rsp.id != id || rsp.operation != op {
+                if rsp.id != id || !ops.contains(&rsp.operation) {
                     return Err(BlkError::Mismatch);
                 }
                 return Ok(Some(rsp));
@@ -252,9 +259,11 @@ pub mod handshake {
             .ok_or(BlkError::Handshake("a number key is not a number"))
     }
 
-    /// Publishes `ring-ref`, `event-channel` and `protocol` in one
-    /// transaction (retried on `EAGAIN`) and switches the front end
-    /// (`dir`) to `Initialised`.
+    /// Publishes `ring-ref`, `event-channel`, `protocol` and
+    /// `feature-persistent` (the front end keeps its data pages granted
+    /// for as long as it is connected, so the back end may keep them
+    /// mapped) in one transaction (retried on `EAGAIN`) and switches the
+    /// front end (`dir`) to `Initialised`.
     ///
     /// # Errors
     /// A xenstore request failed.
@@ -283,6 +292,7 @@ pub mod handshake {
                 path(dir, keys::PROTOCOL, &mut p)?,
                 PROTOCOL_X86_64.as_bytes(),
             )?;
+            xb.write(tx, path(dir, keys::FEATURE_PERSISTENT, &mut p)?, b"1")?;
             xb.set_state(tx, dir, XenbusState::Initialised)?;
             match xb.transaction_end(tx, true) {
                 Err(e) if e == XenbusError::store("EAGAIN") => {}

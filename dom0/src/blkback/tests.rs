@@ -9,7 +9,7 @@
 extern crate std;
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::vec;
 use std::vec::Vec;
@@ -34,15 +34,79 @@ struct Copier {
     grants: Grants,
     bounce: Vec<[u8; PAGE_BYTES]>,
     copies: usize,
+    /// Persistent grants offered: `direct` answers, with "machine
+    /// addresses" `gref << 12 | offset`.
+    persistent: bool,
+    /// The grants mapped for direct I/O.
+    mapped: BTreeSet<u32>,
 }
 
 impl Copier {
     fn new(grants: Grants) -> Copier {
         Copier {
             grants,
-            bounce: vec![[0u8; PAGE_BYTES]; MAX_SEGMENTS],
+            bounce: vec![[0u8; PAGE_BYTES]; MAX_REQUEST_SEGMENTS],
             copies: 0,
+            persistent: false,
+            mapped: BTreeSet::new(),
         }
+    }
+}
+
+/// A RAM disk that moves data "by DMA" into the grants the addresses of
+/// [`Copier::direct`] name.
+struct DmaDisk {
+    ram: RamDisk,
+    grants: Grants,
+    transfers: usize,
+}
+
+impl DmaDisk {
+    fn transfer(&mut self, sector: u64, pieces: &[Piece], write: bool) -> Result<(), DeviceError> {
+        self.transfers += 1;
+        let mut at = sector;
+        for piece in pieces {
+            let (gref, offset) = ((piece.bus >> 12) as u32, (piece.bus & 0xFFF) as usize);
+            let mut grants = self.grants.0.borrow_mut();
+            let page = grants
+                .get_mut(&gref)
+                .ok_or(DeviceError("unmapped address"))?;
+            let bytes = &mut page[offset..offset + piece.len as usize];
+            if write {
+                self.ram.write(at, bytes)?;
+            } else {
+                self.ram.read(at, bytes)?;
+            }
+            at += u64::from(piece.len) / 512;
+        }
+        Ok(())
+    }
+}
+
+impl BlockDevice for DmaDisk {
+    fn sectors(&self) -> u64 {
+        self.ram.sectors()
+    }
+    fn writable(&self) -> bool {
+        self.ram.writable()
+    }
+    fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), DeviceError> {
+        self.ram.read(sector, buf)
+    }
+    fn write(&mut self, sector: u64, buf: &[u8]) -> Result<(), DeviceError> {
+        self.ram.write(sector, buf)
+    }
+    fn flush(&mut self) -> Result<(), DeviceError> {
+        Ok(())
+    }
+    fn direct(&self) -> bool {
+        true
+    }
+    fn read_direct(&mut self, sector: u64, pieces: &[Piece]) -> Result<(), DeviceError> {
+        self.transfer(sector, pieces, false)
+    }
+    fn write_direct(&mut self, sector: u64, pieces: &[Piece]) -> Result<(), DeviceError> {
+        self.transfer(sector, pieces, true)
     }
 }
 
@@ -77,6 +141,83 @@ impl Pages for Copier {
     fn bounces(&mut self) -> &mut [u8] {
         self.bounce.as_flattened_mut()
     }
+    fn indirect(
+        &mut self,
+        grefs: &[u32],
+        out: &mut [BlkifRequestSegment],
+    ) -> Result<(), CopyError> {
+        let grants = self.grants.0.borrow();
+        for (index, (gref, segs)) in grefs
+            .iter()
+            .zip(out.chunks_mut(SEGMENTS_PER_INDIRECT_PAGE))
+            .enumerate()
+        {
+            let page = grants.get(gref).ok_or(CopyError {
+                index,
+                status: BAD_GNTREF,
+            })?;
+            for (seg, raw) in segs.iter_mut().zip(page.chunks_exact(8)) {
+                *seg = BlkifRequestSegment::from_wire(raw).unwrap();
+            }
+            self.copies += 1;
+        }
+        Ok(())
+    }
+    fn direct(
+        &mut self,
+        segments: &[Segment],
+    ) -> Result<Option<[Piece; MAX_REQUEST_SEGMENTS]>, CopyError> {
+        if !self.persistent {
+            return Ok(None);
+        }
+        let mut pieces = [Piece::default(); MAX_REQUEST_SEGMENTS];
+        for (index, (seg, piece)) in segments.iter().zip(&mut pieces).enumerate() {
+            if !self.grants.0.borrow().contains_key(&seg.gref) {
+                return Err(CopyError {
+                    index,
+                    status: BAD_GNTREF,
+                });
+            }
+            self.mapped.insert(seg.gref);
+            *piece = Piece {
+                bus: (u64::from(seg.gref) << 12) | u64::from(seg.offset),
+                len: u32::from(seg.len),
+            };
+        }
+        Ok(Some(pieces))
+    }
+}
+
+/// Puts the segments `segs` (grant, first, last) in grant `page` as an
+/// indirect page.
+fn indirect_page(grants: &Grants, page: u32, segs: &[(u32, u8, u8)]) {
+    let mut bytes = [0u8; PAGE_BYTES];
+    for (raw, &(gref, first_sect, last_sect)) in bytes.chunks_exact_mut(8).zip(segs) {
+        let seg = BlkifRequestSegment {
+            gref,
+            first_sect,
+            last_sect,
+            pad: 0,
+        };
+        seg.to_wire(raw).unwrap();
+    }
+    grants.0.borrow_mut().insert(page, bytes);
+}
+
+/// An indirect request of `op` with `count` segments in pages `pages`.
+fn indirect_request(op: BlkifOp, sector: u64, count: u16, pages: &[u32]) -> BlkifRequest {
+    let mut indirect_grefs = [0; dom0_abi::blkif::MAX_INDIRECT_PAGES];
+    indirect_grefs[..pages.len()].copy_from_slice(pages);
+    BlkifRequest::from_indirect(&BlkifRequestIndirect {
+        operation: BlkifOp::Indirect as u8,
+        indirect_op: op as u8,
+        nr_segments: count,
+        id: 99,
+        sector_number: sector,
+        handle: 0,
+        pad: 0,
+        indirect_grefs,
+    })
 }
 
 /// A front end with 11 granted pages (references 10..21), a back end on a
@@ -422,7 +563,7 @@ fn discard_zeroes_a_range_of_a_writable_disk() {
     assert!(keys.contains(&(dom0_abi::blkif::keys::FEATURE_DISCARD, "1".into())));
     let read_only = RamDisk::new(4096, false).unwrap();
     assert!(!Limits::of(&read_only).discard);
-    assert_eq!(connected_keys(&read_only).len(), 6);
+    assert_eq!(connected_keys(&read_only).len(), 8);
 }
 
 #[test]
@@ -705,4 +846,127 @@ mod handshake {
         let e = xb.write(0, &format!("{BACK}/sectors"), b"99").unwrap_err();
         assert_eq!(e.name(), "EACCES");
     }
+}
+
+#[test]
+fn indirect_requests_move_many_pages_and_are_checked() {
+    let mut rig = Rig::new(512, true);
+    let data_pages: Vec<u32> = (100..116).collect();
+    for &g in &data_pages {
+        rig.grants.0.borrow_mut().insert(g, [0; PAGE_BYTES]);
+    }
+    let segs: Vec<(u32, u8, u8)> = data_pages.iter().map(|&g| (g, 0, 7)).collect();
+    indirect_page(&rig.grants, 50, &segs);
+    let data = pattern(3, 16 * PAGE_BYTES);
+    for (g, chunk) in data_pages.iter().zip(data.chunks(PAGE_BYTES)) {
+        rig.grants
+            .0
+            .borrow_mut()
+            .get_mut(g)
+            .unwrap()
+            .copy_from_slice(chunk);
+    }
+    let write = rig.raw(&indirect_request(BlkifOp::Write, 8, 16, &[50]));
+    assert_eq!((write.id, write.operation, write.status), (99, 1, 0));
+    for g in &data_pages {
+        rig.grants.0.borrow_mut().insert(*g, [0; PAGE_BYTES]);
+    }
+    let read = rig.raw(&indirect_request(BlkifOp::Read, 8, 16, &[50]));
+    assert_eq!(
+        (read.operation, read.status),
+        (0, 0),
+        "the operation carried"
+    );
+    let back: Vec<u8> = data_pages
+        .iter()
+        .flat_map(|g| rig.grants.0.borrow()[g])
+        .collect();
+    assert_eq!(back, data);
+    let status = |rig: &mut Rig, req| rig.raw(&req).status;
+    let too_many = u16::try_from(MAX_INDIRECT_SEGMENTS + 1).unwrap();
+    assert_eq!(
+        status(
+            &mut rig,
+            indirect_request(BlkifOp::Read, 0, too_many, &[50])
+        ),
+        -1
+    );
+    assert_eq!(
+        status(&mut rig, indirect_request(BlkifOp::Read, 0, 0, &[50])),
+        -1
+    );
+    assert_eq!(
+        status(&mut rig, indirect_request(BlkifOp::Read, 0, 1, &[4000])),
+        -1,
+        "bad page"
+    );
+    assert_eq!(
+        status(&mut rig, indirect_request(BlkifOp::Discard, 0, 1, &[50])),
+        -2
+    );
+    assert_eq!(
+        status(&mut rig, indirect_request(BlkifOp::Read, 505, 16, &[50])),
+        -1,
+        "past end"
+    );
+    indirect_page(&rig.grants, 51, &[(100, 0, 7), (4000, 0, 7)]);
+    assert_eq!(
+        status(&mut rig, indirect_request(BlkifOp::Read, 0, 2, &[51])),
+        -1,
+        "bad data grant"
+    );
+    indirect_page(&rig.grants, 52, &[(100, 3, 2)]);
+    assert_eq!(
+        status(&mut rig, indirect_request(BlkifOp::Write, 0, 1, &[52])),
+        -1,
+        "bad sectors"
+    );
+}
+
+#[test]
+fn persistent_grants_move_data_straight_to_the_device() {
+    let mut rig = Rig::new(64, true);
+    let mut disk = DmaDisk {
+        ram: RamDisk::new(64 * 512, true).unwrap(),
+        grants: rig.grants.clone(),
+        transfers: 0,
+    };
+    rig.copier.persistent = true;
+    let raw = |rig: &mut Rig, disk: &mut DmaDisk, req: &BlkifRequest| {
+        rig.front.submit_raw(req).unwrap();
+        rig.back.serve(disk, &mut rig.copier, RING_SLOTS).unwrap();
+        rig.front.poll().unwrap().unwrap().status
+    };
+    let data = pattern(5, 3 * PAGE_BYTES);
+    rig.set_data(&data);
+    let pages = [(10, 0, 7), (11, 0, 7), (12, 0, 7)];
+    assert_eq!(
+        raw(&mut rig, &mut disk, &rw_request(BlkifOp::Write, 4, &pages)),
+        0
+    );
+    rig.set_data(&[0; 3 * PAGE_BYTES]);
+    assert_eq!(
+        raw(&mut rig, &mut disk, &rw_request(BlkifOp::Read, 4, &pages)),
+        0
+    );
+    assert_eq!(rig.data(3 * PAGE_BYTES), data);
+    assert_eq!(
+        (disk.transfers, rig.copier.copies),
+        (2, 0),
+        "one transfer each, no copy"
+    );
+    assert_eq!(rig.copier.mapped, BTreeSet::from([10, 11, 12]));
+    let bad = rw_request(BlkifOp::Read, 0, &[(10, 0, 7), (4000, 0, 7)]);
+    assert_eq!(
+        raw(&mut rig, &mut disk, &bad),
+        -1,
+        "a bad grant fails its request"
+    );
+    assert_eq!(disk.transfers, 2, "and moves nothing");
+    let partial = rw_request(BlkifOp::Read, 5, &[(11, 1, 2)]);
+    assert_eq!(raw(&mut rig, &mut disk, &partial), 0);
+    assert_eq!(
+        rig.data(2 * PAGE_BYTES)[PAGE_BYTES + 512..PAGE_BYTES + 1536],
+        data[512..1536]
+    );
 }

@@ -4,6 +4,16 @@ use super::*;
 struct Mem {
     data: Vec<u8>,
     fail: Option<Error>,
+    /// The direct transfers asked: (sector, bytes, a write).
+    direct: Vec<(u64, usize, bool)>,
+}
+
+impl Mem {
+    fn log_direct(&mut self, sector: u64, pieces: &[Piece], write: bool) -> Result<(), Error> {
+        let bytes = drivers::blk::check_pieces(sector, pieces, self.sectors())?;
+        self.direct.push((sector, bytes, write));
+        Ok(())
+    }
 }
 
 impl Driver for Mem {
@@ -30,6 +40,12 @@ impl Driver for Mem {
     }
     fn flush(&mut self) -> Result<(), Error> {
         self.fail.map_or(Ok(()), Err)
+    }
+    fn read_direct(&mut self, sector: u64, pieces: &[Piece]) -> Result<(), Error> {
+        self.log_direct(sector, pieces, false)
+    }
+    fn write_direct(&mut self, sector: u64, pieces: &[Piece]) -> Result<(), Error> {
+        self.log_direct(sector, pieces, true)
     }
 }
 
@@ -89,6 +105,7 @@ fn a_slice_reaches_only_its_own_sectors() {
     let disk = Rc::new(RefCell::new(Mem {
         data: vec![0; 64 * SECTOR],
         fail: None,
+        direct: Vec::new(),
     }));
     assert!(Slice::new(disk.clone(), 60, 5, true).is_none());
     let mut a = Slice::new(disk.clone(), 8, 16, true).unwrap();
@@ -118,6 +135,7 @@ fn device_errors_become_logged_reasons() {
     let disk = Rc::new(RefCell::new(Mem {
         data: vec![0; 8 * SECTOR],
         fail: Some(Error::Io(1)),
+        direct: Vec::new(),
     }));
     let mut whole = Slice::new(disk.clone(), 0, 8, true).unwrap();
     assert_eq!(
@@ -128,5 +146,30 @@ fn device_errors_become_logged_reasons() {
     assert_eq!(
         whole.flush(),
         Err(DeviceError("the disk did not answer in time"))
+    );
+}
+
+#[test]
+fn direct_transfers_land_in_the_slice_and_stay_inside_it() {
+    let device = Rc::new(RefCell::new(Mem {
+        data: vec![0; 64 * SECTOR],
+        fail: None,
+        direct: Vec::new(),
+    }));
+    let mut slice = Slice::new(device.clone(), 16, 32, true).unwrap();
+    let mut ro = Slice::new(device.clone(), 16, 32, false).unwrap();
+    let page = Piece {
+        bus: 0x4000,
+        len: 4096,
+    };
+    assert!(slice.direct());
+    assert_eq!(slice.read_direct(8, &[page, page]), Ok(()));
+    assert_eq!(slice.write_direct(24, &[page]), Ok(()));
+    assert!(slice.read_direct(25, &[page]).is_err());
+    assert!(ro.write_direct(0, &[page]).is_err());
+    assert_eq!(ro.read_direct(0, &[page]), Ok(()));
+    assert_eq!(
+        device.borrow().direct,
+        [(24, 8192, false), (40, 4096, true), (16, 4096, false)]
     );
 }

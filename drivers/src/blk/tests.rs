@@ -28,3 +28,23 @@ fn patterns_differ_by_sector_and_seed() {
     pattern(5, 2, &mut b);
     assert_ne!(a, b);
 }
+
+#[test]
+fn direct_pieces_are_pages_of_whole_sectors_inside_the_disk() {
+    let page = |len| Piece { bus: 0x1000, len };
+    assert_eq!(check_pieces(0, &[page(4096), page(512)], 9), Ok(4608));
+    assert_eq!(check_pieces(0, &[page(256), page(256)], 1), Ok(512));
+    assert_eq!(check_pieces(0, &[], 9), Err(Error::Invalid));
+    assert_eq!(check_pieces(0, &[page(0)], 9), Err(Error::Invalid));
+    assert_eq!(check_pieces(0, &[page(4097)], 9), Err(Error::Invalid));
+    assert_eq!(check_pieces(0, &[page(256)], 9), Err(Error::Invalid));
+    assert_eq!(check_pieces(1, &[page(4096)], 8), Err(Error::Invalid));
+    assert_eq!(
+        check_pieces(0, &[page(512); MAX_PIECES], 64),
+        Ok(MAX_PIECES * 512)
+    );
+    assert_eq!(
+        check_pieces(0, &[page(512); MAX_PIECES + 1], 64),
+        Err(Error::Invalid)
+    );
+}
