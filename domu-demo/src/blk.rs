@@ -22,9 +22,10 @@
 use core::fmt::Write;
 use core::sync::atomic::{Ordering, fence};
 
-use guest_pv_shim::blkfront::{BlkError, Disk, Windows, handshake};
+use guest_pv_shim::blkfront::{BlkError, Disk, MAX_REQUEST_BYTES, Windows, handshake};
 use guest_pv_shim::dom0_abi::blkif::{
-    BLKIF_DISCARD_SECURE, BlkifOp, BlkifRequest, BlkifRequestDiscard, MAX_SEGMENTS, RING_SLOTS,
+    BLKIF_DISCARD_SECURE, BlkifOp, BlkifRequest, BlkifRequestDiscard, BlkifRequestIndirect,
+    MAX_INDIRECT_PAGES, MAX_SEGMENTS, RING_SLOTS,
 };
 use guest_pv_shim::dom0_abi::ring::{HEADER_BYTES, REQ_PROD, RSP_PROD};
 use guest_pv_shim::dom0_abi::start_info::StartInfo;
@@ -38,19 +39,21 @@ use crate::Console;
 
 /// The window of the store ring (the xenstore checks use 2).
 const STORE_WINDOW: usize = 3;
-/// The disk's windows: 8 ..= 20.
+/// The disk's windows: 8 ..= 26.
 pub(crate) const DISK_WINDOWS: Windows = Windows { first: 8 };
 /// `xvda`.
 pub(crate) const XVDA: u32 = 51712;
-/// `xvdb`, and its windows: 21 ..= 33.
+/// `xvdb`, and its windows: 27 ..= 45.
 pub(crate) const XVDB: u32 = 51728;
-pub(crate) const XVDB_WINDOWS: Windows = Windows { first: 21 };
+pub(crate) const XVDB_WINDOWS: Windows = Windows {
+    first: 8 + Windows::COUNT,
+};
 /// Writes of the random test.
 const WRITES: u32 = 40;
 /// Sectors the random test tracks (a disk of at most 4 MiB).
 const MAX_SECTORS: usize = 8192;
 /// Bytes of the largest request.
-const CHUNK: usize = MAX_SEGMENTS * 4096;
+const CHUNK: usize = MAX_REQUEST_BYTES;
 
 /// The data of one request (too large for the boot stack).
 pub(crate) static BUF: spin::Mutex<[u8; CHUNK]> = spin::Mutex::new([0; CHUNK]);
@@ -267,6 +270,23 @@ fn crafted(op: u8, sector: u64, segs: &[(u32, u8, u8)]) -> BlkifRequest {
     BlkifRequest::new(op, 0x1000 + u64::from(op), sector, segs)
 }
 
+/// An indirect request of `op` with `count` segments in the page granted
+/// as `page`.
+fn indirect(op: BlkifOp, count: u16, page: u32) -> BlkifRequest {
+    let mut indirect_grefs = [0; MAX_INDIRECT_PAGES];
+    indirect_grefs[0] = page;
+    BlkifRequest::from_indirect(&BlkifRequestIndirect {
+        operation: BlkifOp::Indirect as u8,
+        indirect_op: op as u8,
+        nr_segments: count,
+        id: 0x3000 + u64::from(count),
+        sector_number: 0,
+        handle: 0,
+        pad: 0,
+        indirect_grefs,
+    })
+}
+
 /// A discard request of `count` sectors at `sector`.
 fn discard(sector: u64, count: u64, flag: u8) -> BlkifRequest {
     BlkifRequest::from_discard(&BlkifRequestDiscard {
@@ -298,7 +318,13 @@ pub fn hostile(console: &mut Console, si: &StartInfo) {
         ("last_sect past the page", crafted(read, 0, &[(g, 0, 8)])),
         ("a discard past the end", discard(end - 1, 2, 0)),
         ("a secure discard", discard(0, 1, BLKIF_DISCARD_SECURE)),
-        ("indirect", crafted(BlkifOp::Indirect as u8, 0, &[])),
+        ("indirect without segments", indirect(BlkifOp::Read, 0, g)),
+        (
+            "indirect, its page a grant never made",
+            indirect(BlkifOp::Read, 8, 400),
+        ),
+        ("indirect of 33 segments", indirect(BlkifOp::Read, 33, g)),
+        ("indirect discard", indirect(BlkifOp::Discard, 8, g)),
         ("operation 4", crafted(4, 0, &[(g, 0, 0)])),
         (
             "an id of all ones",

@@ -2,10 +2,13 @@
 //! device (`dom0_abi::blkif`).
 //!
 //! The pure parts, host-tested against dom0's back end: [`BlkFront`]
-//! builds requests over a fixed set of granted data pages (one request
-//! in flight at a time, at most [`MAX_SEGMENTS`] pages of data each) on a
-//! [`FrontRing`], and [`handshake`] publishes the ring on xenstore and
-//! follows the back end's state. On the bare-metal target,
+//! builds requests over a fixed set of [`DATA_PAGES`] granted data pages
+//! (one request in flight at a time, at most [`MAX_SEGMENTS`] pages of
+//! data each, or all of them in one indirect request when the back end
+//! offers `feature-max-indirect-segments`) on a [`FrontRing`], and
+//! [`handshake`] publishes the ring on xenstore and follows the back
+//! end's state. The data pages stay granted while connected, so the front
+//! end offers `feature-persistent`. On the bare-metal target,
 //! `Disk` puts them together: it grants the ring and data pages (its own
 //! grant table mapped in a window), allocates the event channel, connects
 //! and offers `Disk::read`, `write`, `flush` and `discard` of sectors,
@@ -14,8 +17,10 @@
 #![forbid(unsafe_code)]
 
 use dom0_abi::blkif::{
-    BlkifOp, BlkifRequest, BlkifResponse, MAX_SEGMENTS, PROTOCOL_X86_64, SECTOR_BYTES, keys,
+    BlkifOp, BlkifRequest, BlkifRequestIndirect, BlkifRequestSegment, BlkifResponse,
+    MAX_INDIRECT_PAGES, MAX_SEGMENTS, PROTOCOL_X86_64, SECTOR_BYTES, keys,
 };
+use dom0_abi::wire::Wire;
 use dom0_abi::xenstore::XenbusState;
 
 use crate::ring::{FrontRing, RingError, RingMemory};
@@ -23,8 +28,13 @@ use crate::xenbus::{ClientRing, Xenbus, XenbusError, decimal, join};
 
 /// Bytes of one data page.
 pub const PAGE_BYTES: usize = 4096;
-/// Bytes one request moves at most.
-pub const MAX_REQUEST_BYTES: usize = MAX_SEGMENTS * PAGE_BYTES;
+/// The data pages: 64 KiB.
+pub const DATA_PAGES: usize = 16;
+/// Bytes one request moves at most: all the data pages (in two requests
+/// when the back end has no indirect requests).
+pub const MAX_REQUEST_BYTES: usize = DATA_PAGES * PAGE_BYTES;
+/// Bytes a request moves at most without indirect pages.
+pub const SLOT_BYTES: usize = MAX_SEGMENTS * PAGE_BYTES;
 
 /// Why an operation failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,27 +88,24 @@ impl core::fmt::Display for BlkError {
     }
 }
 
-/// The request moving `bytes` bytes at disk sector `sector` through the
-/// data pages granted as `grefs` (page *i* holds bytes `i * 4096..`).
+/// The segments moving `bytes` bytes through the pages granted as
+/// `grefs` (page *i* holds bytes `i * 4096..`), at most `max` of them:
+/// `(gref, first_sect, last_sect)` and how many.
 ///
 /// # Errors
-/// [`BlkError::BadLength`]: `bytes` is 0, not whole sectors, or more
-/// than the pages hold; a flush may have 0.
-pub fn request(
-    op: BlkifOp,
-    id: u64,
-    sector: u64,
+/// [`BlkError::BadLength`]: `bytes` is not whole sectors or more than
+/// `max` pages hold.
+fn segments(
     bytes: usize,
     grefs: &[u32],
-) -> Result<BlkifRequest, BlkError> {
-    let flush = op == BlkifOp::FlushDiskcache;
-    if (bytes == 0 && !flush)
-        || !bytes.is_multiple_of(SECTOR_BYTES)
-        || bytes > grefs.len().min(MAX_SEGMENTS) * PAGE_BYTES
+    max: usize,
+) -> Result<([(u32, u8, u8); DATA_PAGES], usize), BlkError> {
+    if !bytes.is_multiple_of(SECTOR_BYTES)
+        || bytes > grefs.len().min(max).min(DATA_PAGES) * PAGE_BYTES
     {
         return Err(BlkError::BadLength(bytes));
     }
-    let mut segments = [(0, 0, 0); MAX_SEGMENTS];
+    let mut segments = [(0, 0, 0); DATA_PAGES];
     let mut left = bytes / SECTOR_BYTES;
     let mut count = 0;
     for (seg, &gref) in segments.iter_mut().zip(grefs) {
@@ -112,31 +119,113 @@ pub fn request(
         count += 1;
         left -= n;
     }
-    let req = BlkifRequest::new(op as u8, id, sector, &segments[..count]);
-    Ok(req)
+    Ok((segments, count))
+}
+
+/// The request moving `bytes` bytes at disk sector `sector` through the
+/// data pages granted as `grefs` (page *i* holds bytes `i * 4096..`).
+///
+/// # Errors
+/// [`BlkError::BadLength`]: `bytes` is 0, not whole sectors, or more
+/// than the pages hold; a flush may have 0.
+pub fn request(
+    op: BlkifOp,
+    id: u64,
+    sector: u64,
+    bytes: usize,
+    grefs: &[u32],
+) -> Result<BlkifRequest, BlkError> {
+    if bytes == 0 && op != BlkifOp::FlushDiskcache {
+        return Err(BlkError::BadLength(bytes));
+    }
+    let (segments, count) = segments(bytes, grefs, MAX_SEGMENTS)?;
+    Ok(BlkifRequest::new(op as u8, id, sector, &segments[..count]))
+}
+
+/// The indirect request of `op` (read or write) moving `bytes` bytes at
+/// `sector` through the data pages `grefs`, its segments in the page
+/// granted as `page`: the request, and the segment descriptors to put
+/// in that page.
+///
+/// # Errors
+/// [`BlkError::BadLength`]: `bytes` is 0, not whole sectors, or more
+/// than the pages hold.
+pub fn indirect_request(
+    op: BlkifOp,
+    id: u64,
+    sector: u64,
+    bytes: usize,
+    grefs: &[u32],
+    page: u32,
+) -> Result<(BlkifRequest, [BlkifRequestSegment; DATA_PAGES], usize), BlkError> {
+    if bytes == 0 {
+        return Err(BlkError::BadLength(bytes));
+    }
+    let (raw, count) = segments(bytes, grefs, DATA_PAGES)?;
+    let segs = raw.map(|(gref, first_sect, last_sect)| BlkifRequestSegment {
+        gref,
+        first_sect,
+        last_sect,
+        pad: 0,
+    });
+    let mut indirect_grefs = [0; MAX_INDIRECT_PAGES];
+    indirect_grefs[0] = page;
+    let req = BlkifRequest::from_indirect(&BlkifRequestIndirect {
+        operation: BlkifOp::Indirect as u8,
+        indirect_op: op as u8,
+        #[allow(clippy::cast_possible_truncation, reason = "at most 16")]
+        nr_segments: count as u16,
+        id,
+        sector_number: sector,
+        handle: 0,
+        pad: 0,
+        indirect_grefs,
+    });
+    Ok((req, segs, count))
 }
 
 /// The front end of a connected ring: one request at a time.
 #[derive(Debug)]
 pub struct BlkFront<M> {
     ring: FrontRing<M, BlkifRequest, BlkifResponse>,
-    grefs: [u32; MAX_SEGMENTS],
+    grefs: [u32; DATA_PAGES],
     next_id: u64,
     /// The request in flight: its id and the operations its response
     /// may carry (an indirect request's is answered with the operation it
     /// carried, as Linux's back end does, or `BLKIF_OP_INDIRECT`).
     pending: Option<(u64, [u8; 2])>,
+    /// The indirect page and its grant, once the back end offers
+    /// indirect requests of all the data pages.
+    indirect: Option<(M, u32)>,
 }
 
 impl<M: RingMemory> BlkFront<M> {
     /// Initialises the ring in `mem`; the data pages are granted as
     /// `grefs`.
-    pub fn new(mem: M, grefs: [u32; MAX_SEGMENTS]) -> Self {
+    pub fn new(mem: M, grefs: [u32; DATA_PAGES]) -> Self {
         BlkFront {
             ring: FrontRing::init(mem),
             grefs,
             next_id: 1,
             pending: None,
+            indirect: None,
+        }
+    }
+
+    /// Moves reads and writes of more than [`SLOT_BYTES`] in one
+    /// indirect request, its segments in `page`, granted as `gref` (the
+    /// back end offers at least [`DATA_PAGES`] indirect segments).
+    pub fn enable_indirect(&mut self, page: M, gref: u32) {
+        self.indirect = Some((page, gref));
+    }
+
+    /// Bytes one request moves at most.
+    #[must_use]
+    pub fn max_bytes(&self) -> usize {
+        if self.indirect.is_some() {
+            MAX_REQUEST_BYTES
+        } else {
+            SLOT_BYTES
         }
     }
 
@@ -146,7 +235,38 @@ impl<M: RingMemory> BlkFront<M> {
     /// # Errors
     /// A bad length, or a request already in flight.
     pub fn submit(&mut self, op: BlkifOp, sector: u64, bytes: usize) -> Result<bool, BlkError> {
-        let req = request(op, self.next_id, sector, bytes, &self.grefs)?;
+        self.submit_at(op, sector, bytes, 0)
+    }
+
+    /// Puts a request for `bytes` at `sector` whose data is in the data
+    /// pages from page `first` on the ring (indirect if it needs more than
+    /// a slot's segments); `true` if the back end must be notified.
+    ///
+    /// # Errors
+    /// A bad length (more than [`BlkFront::max_bytes`]), or a request
+    /// already in flight.
+    pub fn submit_at(
+        &mut self,
+        op: BlkifOp,
+        sector: u64,
+        bytes: usize,
+        first: usize,
+    ) -> Result<bool, BlkError> {
+        let grefs = self.grefs.get(first..).unwrap_or(&[]);
+        let rw = matches!(op, BlkifOp::Read | BlkifOp::Write);
+        let req = match &mut self.indirect {
+            Some((page, gref)) if rw && bytes > SLOT_BYTES => {
+                let (req, segs, count) =
+                    indirect_request(op, self.next_id, sector, bytes, grefs, *gref)?;
+                for (i, seg) in segs[..count].iter().enumerate() {
+                    let mut raw = [0u8; BlkifRequestSegment::SIZE];
+                    let _ = seg.to_wire(&mut raw);
+                    page.write_bytes(i * BlkifRequestSegment::SIZE, &raw);
+                }
+                req
+            }
+            _ => request(op, self.next_id, sector, bytes, grefs)?,
+        };
         self.submit_raw(&req)
     }
 
@@ -198,7 +318,7 @@ impl<M: RingMemory> BlkFront<M> {
 
     /// The data pages' grants.
     #[must_use]
-    pub fn grefs(&self) -> [u32; MAX_SEGMENTS] {
+    pub fn grefs(&self) -> [u32; DATA_PAGES] {
         self.grefs
     }
 }
@@ -216,6 +336,8 @@ pub struct DiskInfo {
     pub flush: bool,
     /// `feature-discard` is 1.
     pub discard: bool,
+    /// `feature-max-indirect-segments` (0: absent).
+    pub max_indirect: u64,
 }
 
 /// The front end's side of the `vbd` handshake.
@@ -418,6 +540,7 @@ pub mod handshake {
             info: small(number(xb, back, keys::INFO)?)?,
             flush: number(xb, back, keys::FEATURE_FLUSH_CACHE).unwrap_or(0) == 1,
             discard: number(xb, back, keys::FEATURE_DISCARD).unwrap_or(0) == 1,
+            max_indirect: number(xb, back, keys::FEATURE_MAX_INDIRECT_SEGMENTS).unwrap_or(0),
         })
     }
 }
@@ -428,31 +551,41 @@ pub use disk::{Disk, Windows};
 #[cfg(target_os = "none")]
 mod disk {
 
-    use dom0_abi::blkif::{
-        BlkifOp, BlkifRequest, BlkifRequestDiscard, BlkifResponse, MAX_SEGMENTS, keys,
-    };
+    use dom0_abi::blkif::{BlkifOp, BlkifRequest, BlkifRequestDiscard, BlkifResponse, keys};
     use dom0_abi::event_channel::EvtchnAllocUnbound;
     use dom0_abi::types::DomId;
     use dom0_abi::xenstore::XenbusState;
 
-    use super::{BlkError, BlkFront, DiskInfo, MAX_REQUEST_BYTES, PAGE_BYTES, handshake};
+    use super::{
+        BlkError, BlkFront, DATA_PAGES, DiskInfo, MAX_REQUEST_BYTES, PAGE_BYTES, SECTOR_BYTES,
+        handshake,
+    };
     use crate::ring::WindowMemory;
     use crate::xenbus::{ClientRing, Xenbus};
     use crate::{hypercall, mm, shared};
 
     /// The shim windows a [`Disk`] uses: `first` maps its grant table's
-    /// first frame, `first + 1` the ring, `first + 2 ..= first + 12` the
-    /// data pages. The page in window `w` is granted as reference
+    /// first frame, `first + 1` the ring, `first + 2 ..= first + 17` the
+    /// data pages, `first + 18` the indirect page. The page in window `w`
+    /// is granted as reference
     /// `8 + w` (below 8 are the toolstack's; netfront's start above
     /// `8 + mm::WINDOW_COUNT`), so disks on separate windows use separate
     /// references.
     #[derive(Clone, Copy, Debug)]
     pub struct Windows {
-        /// The first of 13 windows.
+        /// The first of [`Windows::COUNT`] windows.
         pub first: usize,
     }
 
     impl Windows {
+        /// Windows a disk uses.
+        pub const COUNT: usize = DATA_PAGES + 3;
+
+        /// The window of the indirect page.
+        fn indirect(self) -> usize {
+            self.first + 2 + DATA_PAGES
+        }
+
         /// The grant reference of the page in window `window`.
         fn gref(window: usize) -> Result<u32, BlkError> {
             u32::try_from(window + 8).map_err(|_| BlkError::Handshake("window"))
@@ -517,7 +650,7 @@ mod disk {
             }
             let table = windows.first;
             mm::map_own_grant_table(table).map_err(|(op, ret)| BlkError::Hypercall(op, ret))?;
-            let mut grefs = [0u32; MAX_SEGMENTS];
+            let mut grefs = [0u32; DATA_PAGES];
             let ring_frame = mm::alloc_frame().ok_or(BlkError::Hypercall("ring frame", -12))?;
             check(
                 "map ring",
@@ -535,7 +668,14 @@ mod disk {
                 *gref = Windows::gref(window)?;
                 grant(table, *gref, frame.mfn)?;
             }
-            let front = BlkFront::new(WindowMemory::new(windows.first + 1), grefs);
+            let indirect = mm::alloc_frame().ok_or(BlkError::Hypercall("indirect frame", -12))?;
+            check(
+                "map the indirect page",
+                mm::map_window(windows.indirect(), indirect.mfn, mm::PTE_RW),
+            )?;
+            let indirect_ref = Windows::gref(windows.indirect())?;
+            grant(table, indirect_ref, indirect.mfn)?;
+            let mut front = BlkFront::new(WindowMemory::new(windows.first + 1), grefs);
             let mut unbound = EvtchnAllocUnbound {
                 dom: DomId::SELF.0,
                 remote_dom: 0,
@@ -549,6 +689,9 @@ mod disk {
             handshake::publish(xb, dir, ring_ref, unbound.port)?;
             handshake::wait_for(xb, back, XenbusState::Connected)?;
             let info = handshake::disk_info(xb, back)?;
+            if info.max_indirect >= DATA_PAGES as u64 {
+                front.enable_indirect(WindowMemory::new(windows.indirect()), indirect_ref);
+            }
             xb.set_state(0, dir, XenbusState::Connected)?;
             Ok(Disk {
                 front,
@@ -573,7 +716,7 @@ mod disk {
             let dir = handshake::front_dir(self.devid, &mut dir_buf)?;
             handshake::close(xb, dir, self.backend())?;
             hypercall::evtchn_close(self.port);
-            for window in self.windows.first + 1..=self.windows.first + 1 + MAX_SEGMENTS {
+            for window in self.windows.first + 1..=self.windows.indirect() {
                 mm::end_grant_access(self.windows.first, Windows::gref(window)?);
             }
             Ok(())
@@ -605,24 +748,38 @@ mod disk {
         }
 
         /// Moves `bytes` at `sector` with `op`; the data is in the data
-        /// pages.
+        /// pages. One request, or two for more than 44 KiB when the back
+        /// end has no indirect requests.
         fn io(&mut self, op: BlkifOp, sector: u64, bytes: usize) -> Result<(), BlkError> {
-            if self.front.submit(op, sector, bytes)? {
-                hypercall::evtchn_send(self.port);
+            if bytes > MAX_REQUEST_BYTES {
+                return Err(BlkError::BadLength(bytes));
             }
-            match self.wait()?.status {
-                0 => Ok(()),
-                s => Err(BlkError::Status(s)),
+            let step = self.front.max_bytes();
+            let mut done = 0;
+            loop {
+                let n = (bytes - done).min(step);
+                let at = sector + (done / SECTOR_BYTES) as u64;
+                if self.front.submit_at(op, at, n, done / PAGE_BYTES)? {
+                    hypercall::evtchn_send(self.port);
+                }
+                match self.wait()?.status {
+                    0 => {}
+                    s => return Err(BlkError::Status(s)),
+                }
+                done += n;
+                if done >= bytes {
+                    return Ok(());
+                }
             }
         }
 
         /// The data pages' grants.
         #[must_use]
-        pub fn grefs(&self) -> [u32; MAX_SEGMENTS] {
+        pub fn grefs(&self) -> [u32; DATA_PAGES] {
             self.front.grefs()
         }
 
-        /// Reads `buf.len()` bytes (whole sectors, at most 44 KiB) from
+        /// Reads `buf.len()` bytes (whole sectors, at most 64 KiB) from
         /// `sector`.
         ///
         /// # Errors
@@ -635,7 +792,7 @@ mod disk {
             Ok(())
         }
 
-        /// Writes `data` (whole sectors, at most 44 KiB) at `sector`.
+        /// Writes `data` (whole sectors, at most 64 KiB) at `sector`.
         ///
         /// # Errors
         /// As [`Disk::read`].

@@ -17,7 +17,7 @@ use std::vec::Vec;
 use dom0_abi::blkif::{BlkifRequestSegment, RING_SLOTS};
 use dom0_abi::ring::REQ_PROD;
 use dom0_abi::wire::Wire;
-use guest_pv_shim::blkfront::{BlkError, BlkFront};
+use guest_pv_shim::blkfront::{BlkError, BlkFront, DATA_PAGES};
 use proptest::prelude::*;
 
 use super::*;
@@ -234,7 +234,7 @@ struct Rig {
 impl Rig {
     fn new(sectors: u64, writable: bool) -> Rig {
         let page = Page::new(4096, 0x5a);
-        let grefs: [u32; MAX_SEGMENTS] = core::array::from_fn(|i| 10 + i as u32);
+        let grefs: [u32; DATA_PAGES] = core::array::from_fn(|i| 10 + i as u32);
         let grants = Grants::default();
         for &g in &grefs {
             grants.0.borrow_mut().insert(g, [0; PAGE_BYTES]);
@@ -968,5 +968,53 @@ fn persistent_grants_move_data_straight_to_the_device() {
     assert_eq!(
         rig.data(2 * PAGE_BYTES)[PAGE_BYTES + 512..PAGE_BYTES + 1536],
         data[512..1536]
+    );
+}
+
+#[test]
+fn the_front_end_moves_64_kib_in_one_indirect_request() {
+    use guest_pv_shim::blkfront::SLOT_BYTES;
+    use guest_pv_shim::ring::RingMemory;
+    let mut rig = Rig::new(256, true);
+    assert_eq!(rig.front.max_bytes(), SLOT_BYTES, "no indirect page yet");
+    assert!(
+        rig.front
+            .submit(BlkifOp::Read, 0, SLOT_BYTES + 512)
+            .is_err()
+    );
+    let page = Page::new(4096, 0);
+    rig.front.enable_indirect(page.clone(), 60);
+    assert_eq!(rig.front.max_bytes(), DATA_PAGES * PAGE_BYTES);
+    let data = pattern(11, DATA_PAGES * PAGE_BYTES);
+    rig.set_data(&data);
+    let notify = rig.front.submit(BlkifOp::Write, 16, data.len()).unwrap();
+    assert!(notify);
+    let mut bytes = [0u8; PAGE_BYTES];
+    page.read_bytes(0, &mut bytes);
+    rig.grants.0.borrow_mut().insert(60, bytes);
+    assert_eq!(rig.serve().answered, 1, "one request for 64 KiB");
+    let rsp = rig.front.poll().unwrap().unwrap();
+    assert_eq!((rsp.operation, rsp.status), (BlkifOp::Write as u8, 0));
+    rig.set_data(&vec![0; data.len()]);
+    rig.front
+        .submit_at(BlkifOp::Read, 16, SLOT_BYTES, 0)
+        .unwrap();
+    rig.serve();
+    assert_eq!(rig.front.poll().unwrap().unwrap().status, 0);
+    let rest = data.len() - SLOT_BYTES;
+    rig.front
+        .submit_at(
+            BlkifOp::Read,
+            16 + (SLOT_BYTES / 512) as u64,
+            rest,
+            MAX_SEGMENTS,
+        )
+        .unwrap();
+    rig.serve();
+    assert_eq!(rig.front.poll().unwrap().unwrap().status, 0);
+    assert_eq!(
+        rig.data(data.len()),
+        data,
+        "read back as two plain requests"
     );
 }
