@@ -89,6 +89,12 @@ impl Grants {
         );
     }
 
+    /// Whether dom0 still maps one of the domU's pages.
+    #[must_use]
+    pub fn holds(&self) -> bool {
+        self.held.iter().any(Option::is_some)
+    }
+
     /// After domain `domid` was destroyed: while dom0 still maps one of
     /// its pages it is dying; the unmap frees it.
     pub fn after_destroy(&mut self, domid: u16, name: &str) {

@@ -22,7 +22,7 @@
 use core::fmt::Write;
 use core::sync::atomic::{Ordering, fence};
 
-use guest_pv_shim::blkfront::{BlkError, Disk, MAX_REQUEST_BYTES, Windows, handshake};
+use guest_pv_shim::blkfront::{BlkError, Disk, Features, MAX_REQUEST_BYTES, Windows, handshake};
 use guest_pv_shim::dom0_abi::blkif::{
     BLKIF_DISCARD_SECURE, BlkifOp, BlkifRequest, BlkifRequestDiscard, BlkifRequestIndirect,
     MAX_INDIRECT_PAGES, MAX_SEGMENTS, RING_SLOTS,
@@ -95,6 +95,8 @@ fn connect(console: &mut Console, si: &StartInfo) -> Option<(Disk, Xenbus<Window
 }
 
 /// Connects disk `devid` on `windows`; its checks are named `<name> …`.
+/// With `plain` on the command line the front end offers no persistent
+/// grants and sends no indirect requests.
 pub(crate) fn connect_disk(
     console: &mut Console,
     si: &StartInfo,
@@ -116,7 +118,12 @@ pub(crate) fn connect_disk(
         }
     };
     let mut xb = Xenbus::new(ring);
-    attach(console, &mut xb, devid, windows, name).map(|disk| (disk, xb))
+    let features = if cmdline::has_flag(si.cmdline(), b"plain") {
+        Features::PLAIN
+    } else {
+        Features::ALL
+    };
+    attach(console, &mut xb, devid, windows, name, features).map(|disk| (disk, xb))
 }
 
 /// Connects disk `devid` on `windows` through the store connection `xb`;
@@ -127,17 +134,20 @@ pub(crate) fn attach(
     devid: u32,
     windows: Windows,
     name: &str,
+    features: Features,
 ) -> Option<Disk> {
-    match Disk::connect(xb, devid, windows) {
+    match Disk::connect(xb, devid, windows, features) {
         Ok(disk) => {
             let _ = writeln!(
                 console,
-                "check: {name} connected = {} sectors, info {}, sector-size {}, flush {}, discard {}\r",
+                "check: {name} connected = {} sectors, info {}, sector-size {}, flush {}, discard {}, \
+                 indirect segments {}\r",
                 disk.info.sectors,
                 disk.info.info,
                 disk.info.sector_size,
                 disk.info.flush,
-                disk.info.discard
+                disk.info.discard,
+                disk.info.max_indirect
             );
             Some(disk)
         }

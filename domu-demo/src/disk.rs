@@ -22,8 +22,10 @@
 
 use core::fmt::Write;
 
-use guest_pv_shim::blkfront::{Disk, MAX_REQUEST_BYTES, handshake};
+use guest_pv_shim::blkfront::{Disk, Features, MAX_REQUEST_BYTES, handshake};
 use guest_pv_shim::cmdline;
+use guest_pv_shim::dom0_abi::blkif::{BlkifOp, BlkifRequest};
+use guest_pv_shim::dom0_abi::grant_table::GtfFlags;
 use guest_pv_shim::dom0_abi::start_info::StartInfo;
 use guest_pv_shim::dom0_abi::xenstore::XenbusState;
 use guest_pv_shim::rng::Rng;
@@ -222,6 +224,9 @@ pub fn run(console: &mut Console, si: &StartInfo) {
         ranges,
         max,
     );
+    if cmdline::has_flag(si.cmdline(), b"revoke") {
+        revoke(console, &mut disk);
+    }
     if cmdline::has_flag(si.cmdline(), b"ro") {
         read_only(console, si);
     }
@@ -236,6 +241,47 @@ pub fn run(console: &mut Console, si: &StartInfo) {
             max,
         );
     }
+}
+
+/// A front end breaking the rules of persistent grants (after the test,
+/// so dom0 maps its data pages for the disk): a request naming a grant
+/// never made fails; data page 0's grant entry shows it in use while
+/// mapped; the front end then ends that grant anyway, and a read through
+/// the page still lands in it (the mapping keeps the frame for the disk
+/// until the device disconnects; the hypervisor never lets it go
+/// elsewhere meanwhile), with the data the disk holds.
+fn revoke(console: &mut Console, disk: &mut Disk) {
+    let never = BlkifRequest::new(BlkifOp::Read as u8, 0x4000, 0, &[(400, 0, 7)]);
+    let status = disk.call(&never).map(|rsp| rsp.status);
+    let _ = writeln!(
+        console,
+        "check: xvda persistent, a grant never made = {status:?}\r"
+    );
+    let mut buf = BUF.lock();
+    let first = disk.read(0, &mut buf[..SECTOR]).map(|()| sector_of(&buf[..]));
+    let in_use = GtfFlags::READING | GtfFlags::WRITING;
+    let flags = GtfFlags::from_bits_retain(disk.data_grant_flags(0));
+    let _ = writeln!(
+        console,
+        "check: xvda data grant 0 in use while mapped = {}\r",
+        flags.contains(in_use)
+    );
+    disk.revoke_data_grant(0);
+    buf[..SECTOR].fill(0xEE);
+    let again = disk.read(0, &mut buf[..SECTOR]).map(|()| sector_of(&buf[..]));
+    let _ = writeln!(
+        console,
+        "check: xvda read through a revoked, persistently mapped grant = {}, same data {}\r",
+        Shown(again.as_ref().map(|_| ()).map_err(|e| *e)),
+        first.is_ok() && first == again
+    );
+}
+
+/// The first sector of `buf`.
+fn sector_of(buf: &[u8]) -> [u8; SECTOR] {
+    let mut sector = [0; SECTOR];
+    sector.copy_from_slice(&buf[..SECTOR]);
+    sector
 }
 
 /// The hot-plug part: waits until dom0 detaches `xvda` (its back end goes
@@ -264,7 +310,7 @@ fn hot_plug(
     let appeared = handshake::front_dir(XVDB, &mut dir)
         .and_then(|dir| handshake::wait_for_device(xb, dir, HOTPLUG_TRIES));
     let _ = writeln!(console, "check: xvdb hot-plugged = {}\r", Shown(appeared));
-    if let Some(mut disk) = attach(console, xb, XVDB, XVDB_WINDOWS, "xvdb") {
+    if let Some(mut disk) = attach(console, xb, XVDB, XVDB_WINDOWS, "xvdb", Features::ALL) {
         exercise(console, &mut disk, "xvdb", seed + 1, base, ranges, max);
     }
 }

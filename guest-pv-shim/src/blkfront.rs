@@ -323,6 +323,28 @@ impl<M: RingMemory> BlkFront<M> {
     }
 }
 
+/// What a front end offers and uses of what the back end offers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Features {
+    /// Offer `feature-persistent`.
+    pub persistent: bool,
+    /// Use indirect requests when the back end offers enough segments.
+    pub indirect: bool,
+}
+
+impl Features {
+    /// Everything.
+    pub const ALL: Features = Features {
+        persistent: true,
+        indirect: true,
+    };
+    /// Nothing: a front end as plain as `blkif.h`'s first version.
+    pub const PLAIN: Features = Features {
+        persistent: false,
+        indirect: false,
+    };
+}
+
 /// What the back end publishes about the disk.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DiskInfo {
@@ -381,11 +403,11 @@ pub mod handshake {
             .ok_or(BlkError::Handshake("a number key is not a number"))
     }
 
-    /// Publishes `ring-ref`, `event-channel`, `protocol` and
-    /// `feature-persistent` (the front end keeps its data pages granted
-    /// for as long as it is connected, so the back end may keep them
-    /// mapped) in one transaction (retried on `EAGAIN`) and switches the
-    /// front end (`dir`) to `Initialised`.
+    /// Publishes `ring-ref`, `event-channel`, `protocol` and, if
+    /// `persistent`, `feature-persistent` (the front end keeps its data
+    /// pages granted for as long as it is connected, so the back end may
+    /// keep them mapped) in one transaction (retried on `EAGAIN`) and
+    /// switches the front end (`dir`) to `Initialised`.
     ///
     /// # Errors
     /// A xenstore request failed.
@@ -394,6 +416,7 @@ pub mod handshake {
         dir: &str,
         ring_ref: u32,
         port: u32,
+        persistent: bool,
     ) -> Result<(), BlkError> {
         let mut digits = [0u8; 10];
         loop {
@@ -414,7 +437,9 @@ pub mod handshake {
                 path(dir, keys::PROTOCOL, &mut p)?,
                 PROTOCOL_X86_64.as_bytes(),
             )?;
-            xb.write(tx, path(dir, keys::FEATURE_PERSISTENT, &mut p)?, b"1")?;
+            if persistent {
+                xb.write(tx, path(dir, keys::FEATURE_PERSISTENT, &mut p)?, b"1")?;
+            }
             xb.set_state(tx, dir, XenbusState::Initialised)?;
             match xb.transaction_end(tx, true) {
                 Err(e) if e == XenbusError::store("EAGAIN") => {}
@@ -557,8 +582,8 @@ mod disk {
     use dom0_abi::xenstore::XenbusState;
 
     use super::{
-        BlkError, BlkFront, DATA_PAGES, DiskInfo, MAX_REQUEST_BYTES, PAGE_BYTES, SECTOR_BYTES,
-        handshake,
+        BlkError, BlkFront, DATA_PAGES, DiskInfo, Features, MAX_REQUEST_BYTES, PAGE_BYTES,
+        SECTOR_BYTES, handshake,
     };
     use crate::ring::WindowMemory;
     use crate::xenbus::{ClientRing, Xenbus};
@@ -630,7 +655,8 @@ mod disk {
     impl Disk {
         /// Connects the device `device/vbd/<devid>` of this domain:
         /// grants, event channel, handshake (`shared_info` must be
-        /// mapped: waiting clears the port's pending bit there).
+        /// mapped: waiting clears the port's pending bit there), offering
+        /// and using what `features` allows.
         ///
         /// # Errors
         /// What failed.
@@ -638,6 +664,7 @@ mod disk {
             xb: &mut Xenbus<R>,
             devid: u32,
             windows: Windows,
+            features: Features,
         ) -> Result<Disk, BlkError> {
             let mut dir_buf = [0u8; 24];
             let dir = handshake::front_dir(devid, &mut dir_buf)?;
@@ -686,10 +713,10 @@ mod disk {
                 hypercall::evtchn_alloc_unbound(&mut unbound),
             )?;
             handshake::wait_for(xb, back, XenbusState::InitWait)?;
-            handshake::publish(xb, dir, ring_ref, unbound.port)?;
+            handshake::publish(xb, dir, ring_ref, unbound.port, features.persistent)?;
             handshake::wait_for(xb, back, XenbusState::Connected)?;
             let info = handshake::disk_info(xb, back)?;
-            if info.max_indirect >= DATA_PAGES as u64 {
+            if features.indirect && info.max_indirect >= DATA_PAGES as u64 {
                 front.enable_indirect(WindowMemory::new(windows.indirect()), indirect_ref);
             }
             xb.set_state(0, dir, XenbusState::Connected)?;
@@ -830,6 +857,26 @@ mod disk {
             match self.call(&req)?.status {
                 0 => Ok(()),
                 s => Err(BlkError::Status(s)),
+            }
+        }
+
+        /// The flags of data page `page`'s grant entry (the hypervisor
+        /// marks it `GTF_reading`/`GTF_writing` while the back end maps
+        /// it).
+        #[must_use]
+        pub fn data_grant_flags(&self, page: usize) -> u16 {
+            let gref = Windows::gref(self.windows.first + 2 + page).unwrap_or(0);
+            #[allow(clippy::cast_possible_truncation, reason = "the low half is the flags")]
+            let flags = mm::window_read_u32(self.windows.first, u64::from(gref) * 8) as u16;
+            flags
+        }
+
+        /// Ends data page `page`'s grant as a front end taking its page
+        /// back would, whether or not the back end still maps it (a test
+        /// front end that breaks the rules).
+        pub fn revoke_data_grant(&self, page: usize) {
+            if let Ok(gref) = Windows::gref(self.windows.first + 2 + page) {
+                mm::end_grant_access(self.windows.first, gref);
             }
         }
 

@@ -176,13 +176,16 @@ const WEB_CONFIG: &str = "# The web domU: HTTP on port 80, reached from the host
     vif = ['mac=00:16:3e:00:00:80,ip=10.0.2.15']\n";
 
 /// The `disk` domU on `vda1`, with `vda2` read-only (`base=` is where
-/// `vda1` starts: `pv_tests::disk::PARTITIONS`).
+/// `vda1` starts: `pv_tests::disk::PARTITIONS`); after the test it
+/// breaks the rules of persistent grants (`revoke`).
 const PHY_DISK_CONFIG: &str = "# The disk domU: a pattern written, read back and verified.\n\
     name = \"disk\"\nkernel = \"domu-demo\"\nmemory = 8\n\
-    cmdline = \"disk seed=1 base=2048 ranges=8 ro\"\n\
+    cmdline = \"disk seed=1 base=2048 ranges=8 revoke ro\"\n\
     disk = ['phy:vda1,xvda,w', 'phy:vda2,xvdb,r']\n";
 
-/// Two `disk` domUs, one per partition.
+/// Two `disk` domUs, one per partition; the second's front end offers
+/// no persistent grants and sends no indirect requests (`plain`), so
+/// blkback copies its data through the bounce pages.
 const PHY_DISK_TWO_CONFIGS: [(&str, &str); 2] = [
     (
         "disk1.cfg",
@@ -195,7 +198,7 @@ const PHY_DISK_TWO_CONFIGS: [(&str, &str); 2] = [
         "disk2.cfg",
         "# A disk domU on the second partition.\n\
          name = \"disk2\"\nkernel = \"domu-demo\"\nmemory = 8\n\
-         cmdline = \"disk seed=3 base=83968 ranges=6 max=2048\"\n\
+         cmdline = \"disk seed=3 base=83968 ranges=6 max=2048 plain\"\n\
          disk = ['phy:/dev/vda2,raw,xvda,rw']\n",
     ),
 ];

@@ -780,8 +780,12 @@ mod handshake {
         let back = front::read(&mut xb, FRONT, "backend", &mut buf).unwrap();
         assert_eq!(back, BACK.as_bytes());
         front::wait_for(&mut xb, BACK, XenbusState::InitWait).unwrap();
-        front::publish(&mut xb, FRONT, 8, 5).unwrap();
+        front::publish(&mut xb, FRONT, 8, 5, true).unwrap();
         front::wait_for(&mut xb, BACK, XenbusState::Connected).unwrap();
+        let mut buf = [0u8; 8];
+        let key = dom0_abi::blkif::keys::FEATURE_PERSISTENT;
+        assert_eq!(front::read(&mut xb, FRONT, key, &mut buf).unwrap(), b"1");
+        assert_eq!(front::read(&mut xb, BACK, key, &mut buf).unwrap(), b"1");
         assert_eq!(
             dom0.borrow().details,
             Some(Ok(FrontDetails {
@@ -791,8 +795,20 @@ mod handshake {
         );
         let info = front::disk_info(&mut xb, BACK).unwrap();
         assert_eq!(
-            (info.sectors, info.sector_size, info.info, info.flush),
-            (2048, 512, VDISK_READONLY, true)
+            (
+                info.sectors,
+                info.sector_size,
+                info.info,
+                info.flush,
+                info.max_indirect
+            ),
+            (
+                2048,
+                512,
+                VDISK_READONLY,
+                true,
+                MAX_INDIRECT_SEGMENTS as u64
+            )
         );
         xb.set_state(0, FRONT, XenbusState::Closing).unwrap();
         let s = front::wait_until(&mut xb, BACK, |s| s != XenbusState::Connected).unwrap();
@@ -806,8 +822,14 @@ mod handshake {
     fn connected(disk: &str) -> (Xenbus<Loopback>, Rc<RefCell<Dom0>>) {
         let (mut xb, dom0) = setup(disk);
         front::wait_for(&mut xb, BACK, XenbusState::InitWait).unwrap();
-        front::publish(&mut xb, FRONT, 8, 5).unwrap();
+        front::publish(&mut xb, FRONT, 8, 5, false).unwrap();
         front::wait_for(&mut xb, BACK, XenbusState::Connected).unwrap();
+        let mut buf = [0u8; 8];
+        let key = dom0_abi::blkif::keys::FEATURE_PERSISTENT;
+        assert!(
+            front::read(&mut xb, FRONT, key, &mut buf).is_err(),
+            "not offered"
+        );
         xb.set_state(0, FRONT, XenbusState::Connected).unwrap();
         (xb, dom0)
     }
