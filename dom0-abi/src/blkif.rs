@@ -145,37 +145,37 @@ pub struct BlkifRequest {
     pub seg: [BlkifRequestSegment; MAX_SEGMENTS],
 }
 
+/// `from` read again as another layout of the same request slot (112
+/// bytes, the smaller layouts padded with what follows them).
+fn reslot<A: Wire, B: Wire + Default>(from: &A) -> B {
+    let mut bytes = [0u8; BlkifRequest::SIZE];
+    let _ = from.to_wire(&mut bytes);
+    B::from_wire(&bytes).unwrap_or_default()
+}
+
 impl BlkifRequest {
     /// The same slot as a discard request.
     #[must_use]
     pub fn as_discard(&self) -> BlkifRequestDiscard {
-        let mut bytes = [0u8; 112];
-        let _ = self.to_wire(&mut bytes);
-        BlkifRequestDiscard::from_wire(&bytes).unwrap_or_default()
+        reslot(self)
     }
 
     /// A discard request in a request slot.
     #[must_use]
     pub fn from_discard(discard: &BlkifRequestDiscard) -> Self {
-        let mut bytes = [0u8; 112];
-        let _ = discard.to_wire(&mut bytes);
-        BlkifRequest::from_wire(&bytes).unwrap_or_default()
+        reslot(discard)
     }
 
     /// The same slot as an indirect request.
     #[must_use]
     pub fn as_indirect(&self) -> BlkifRequestIndirect {
-        let mut bytes = [0u8; 112];
-        let _ = self.to_wire(&mut bytes);
-        BlkifRequestIndirect::from_wire(&bytes).unwrap_or_default()
+        reslot(self)
     }
 
     /// An indirect request in a request slot.
     #[must_use]
     pub fn from_indirect(indirect: &BlkifRequestIndirect) -> Self {
-        let mut bytes = [0u8; 112];
-        let _ = indirect.to_wire(&mut bytes);
-        BlkifRequest::from_wire(&bytes).unwrap_or_default()
+        reslot(indirect)
     }
 
     /// A request of `operation` for `id` at `sector_number`, its segments

@@ -258,7 +258,9 @@ fn revoke(console: &mut Console, disk: &mut Disk) {
         "check: xvda persistent, a grant never made = {status:?}\r"
     );
     let mut buf = BUF.lock();
-    let first = disk.read(0, &mut buf[..SECTOR]).map(|()| sector_of(&buf[..]));
+    let first = disk
+        .read(0, &mut buf[..SECTOR])
+        .map(|()| sector_of(&buf[..]));
     let in_use = GtfFlags::READING | GtfFlags::WRITING;
     let flags = GtfFlags::from_bits_retain(disk.data_grant_flags(0));
     let _ = writeln!(
@@ -268,7 +270,9 @@ fn revoke(console: &mut Console, disk: &mut Disk) {
     );
     disk.revoke_data_grant(0);
     buf[..SECTOR].fill(0xEE);
-    let again = disk.read(0, &mut buf[..SECTOR]).map(|()| sector_of(&buf[..]));
+    let again = disk
+        .read(0, &mut buf[..SECTOR])
+        .map(|()| sector_of(&buf[..]));
     let _ = writeln!(
         console,
         "check: xvda read through a revoked, persistently mapped grant = {}, same data {}\r",

@@ -88,6 +88,9 @@ impl core::fmt::Display for BlkError {
     }
 }
 
+/// Segments as `(gref, first_sect, last_sect)`.
+type Segments = [(u32, u8, u8); DATA_PAGES];
+
 /// The segments moving `bytes` bytes through the pages granted as
 /// `grefs` (page *i* holds bytes `i * 4096..`), at most `max` of them:
 /// `(gref, first_sect, last_sect)` and how many.
@@ -95,11 +98,7 @@ impl core::fmt::Display for BlkError {
 /// # Errors
 /// [`BlkError::BadLength`]: `bytes` is not whole sectors or more than
 /// `max` pages hold.
-fn segments(
-    bytes: usize,
-    grefs: &[u32],
-    max: usize,
-) -> Result<([(u32, u8, u8); DATA_PAGES], usize), BlkError> {
+fn segments(bytes: usize, grefs: &[u32], max: usize) -> Result<(Segments, usize), BlkError> {
     if !bytes.is_multiple_of(SECTOR_BYTES)
         || bytes > grefs.len().min(max).min(DATA_PAGES) * PAGE_BYTES
     {
