@@ -256,14 +256,14 @@ impl Pages for GrantCopy<'_> {
         };
         let mut pieces = [Piece::default(); MAX_REQUEST_SEGMENTS];
         for (index, (seg, piece)) in segments.iter().zip(&mut pieces).enumerate() {
-            let mapping = match kept.iter().find(|p| p.gref == seg.gref) {
-                Some(p) => *p,
-                None if kept.len() < MAX_PERSISTENT => {
+            let mapping = match kept.binary_search_by_key(&seg.gref, |p| p.gref) {
+                Ok(at) => kept[at],
+                Err(at) if kept.len() < MAX_PERSISTENT => {
                     let p = map_for_device(self.domid, seg.gref, index)?;
-                    kept.push(p);
+                    kept.insert(at, p);
                     p
                 }
-                None => return Ok(None),
+                Err(_) => return Ok(None),
             };
             *piece = Piece {
                 bus: mapping.bus + u64::from(seg.offset),
@@ -282,7 +282,7 @@ struct Connection {
     /// dom0's end of the ring's event channel.
     local_port: u32,
     /// The data grants mapped for the disk, when both ends offered
-    /// `feature-persistent` and the disk does DMA.
+    /// `feature-persistent` and the disk does DMA, sorted by reference.
     persistent: Option<Vec<Persistent>>,
 }
 
