@@ -140,24 +140,28 @@ fn map_ctx(env: &mut impl MmuEnv, caller: &Caller, pt_owner: &Caller, pg_owner: 
     }
 }
 
-/// The largest request a [`Requests`] reads (`mmuext_op`'s).
-const MAX_REQUEST: usize = size_of::<MmuextOp>();
+/// Bytes of a chunk of `mmu_update` requests.
+const UPDATE_CHUNK_BYTES: usize = CHUNK * size_of::<MmuUpdate>();
+/// Bytes of a chunk of `mmuext_op` requests.
+const MMUEXT_CHUNK_BYTES: usize = CHUNK * size_of::<MmuextOp>();
 
-/// Reads requests of ABI type `T` from a guest array, a chunk at a time.
-struct Requests<T> {
+/// Reads requests of ABI type `T` from a guest array, a chunk at a time,
+/// into a buffer of `BYTES` = [`CHUNK`] requests (sized per type: the
+/// buffer is zeroed on every call, so it is no larger than one chunk).
+struct Requests<T, const BYTES: usize> {
     base: u64,
-    buf: [u8; CHUNK * MAX_REQUEST],
+    buf: [u8; BYTES],
     first: u32,
     len: u32,
     request: PhantomData<T>,
 }
 
-impl<T: Wire> Requests<T> {
+impl<T: Wire, const BYTES: usize> Requests<T, BYTES> {
     fn new(base: u64) -> Self {
-        const { assert!(T::SIZE <= MAX_REQUEST) };
+        const { assert!(T::SIZE * CHUNK == BYTES) };
         Requests {
             base,
-            buf: [0; CHUNK * MAX_REQUEST],
+            buf: [0; BYTES],
             first: 0,
             len: 0,
             request: PhantomData,
@@ -304,7 +308,7 @@ pub fn mmu_update(
     };
     let ctx = map_ctx(env, &caller, &pt_owner, pg);
     let mut batch = Batch::default();
-    let mut reader = Requests::<MmuUpdate>::new(reqs);
+    let mut reader = Requests::<MmuUpdate, UPDATE_CHUNK_BYTES>::new(reqs);
     let mut i = 0;
     let mut result = Ok(0);
     while i < count {
@@ -451,7 +455,7 @@ pub fn mmuext_op(
     if !caller.may_act_on(pg) {
         return Err(Errno::EPERM);
     }
-    let mut reader = Requests::<MmuextOp>::new(ops);
+    let mut reader = Requests::<MmuextOp, MMUEXT_CHUNK_BYTES>::new(ops);
     let mut i = 0;
     let mut result = Ok(0);
     while i < count {
