@@ -477,39 +477,51 @@ impl DomainTable {
     }
 
     /// Whether domain `id` exists, for a caller that holds the slot of
-    /// `holding` (which counts as existing without being locked again).
-    /// Another slot is only tried, never waited for: a slot locked
-    /// elsewhere counts as taken. On one CPU nothing else holds a slot
-    /// while an entry runs, so the answer is exact there (issue 17 revisits
-    /// this for SMP).
+    /// `holding` (which counts as existing). No slot is locked or tried:
+    /// the answer is the table's bitmap, which changes only under the
+    /// slot's lock, so a slot another CPU holds is answered as exactly as
+    /// any other.
     pub fn exists(&self, id: DomId, holding: DomId) -> bool {
         if id == holding {
             return self.slot(id).is_some();
         }
-        self.slot(id)
-            .is_some_and(|slot| slot.try_lock().is_none_or(|guard| guard.is_some()))
+        self.occupied(usize::from(id.0)..usize::from(id.0) + 1)
+            .next()
+            .is_some()
     }
 
     /// The first existing domain with an id of at least `from` (Xen's
     /// lookup rule of `getdomaininfo` and `getdomaininfolist`), for a
-    /// caller holding the slot of `holding`.
+    /// caller holding the slot of `holding`. From the bitmap, as
+    /// [`DomainTable::exists`].
     pub fn first_from(&self, from: DomId, holding: DomId) -> Option<DomId> {
         let start = usize::from(from.0);
-        (start..self.slots.len())
-            .filter_map(|i| u16::try_from(i).ok().map(DomId))
-            .find(|&id| self.exists(id, holding))
+        let other = self.occupied(start..self.slots.len()).next();
+        let own = (holding.0 >= from.0 && self.slot(holding).is_some()).then_some(holding);
+        match (own, other) {
+            (Some(own), Some(other)) => Some(if own.0 < other.0 { own } else { other }),
+            (own, other) => own.or(other),
+        }
     }
 
     /// A free id for a new domain: the first free one after `rover`,
     /// wrapping round to 1 (Xen's rover; 0 is never handed out), for a
-    /// caller holding the slot of `holding`.
+    /// caller holding the slot of `holding`. An empty slot another CPU
+    /// holds (a domain going in or coming out) is passed over: it is not
+    /// free to take now, and the next one is as good.
     pub fn free_id(&self, rover: DomId, holding: DomId) -> Option<DomId> {
         let n = self.slots.len();
         (1..n)
             .map(|step| (usize::from(rover.0) + step) % n)
             .filter(|&i| i != 0)
             .filter_map(|i| u16::try_from(i).ok().map(DomId))
-            .find(|&id| !self.exists(id, holding))
+            .find(|&id| {
+                id != holding
+                    && !self.exists(id, holding)
+                    && self
+                        .slot(id)
+                        .is_some_and(|slot| slot.try_lock().is_some_and(|guard| guard.is_none()))
+            })
     }
 
     /// Locks two different domains' slots in the documented order (lower
@@ -673,8 +685,24 @@ mod tests {
         // The caller's own slot is held: it counts as existing.
         let held = table.slot(DomId(3)).unwrap().lock();
         assert!(table.exists(DomId(3), DomId(3)));
-        assert!(table.exists(DomId(3), DomId(0)), "locked elsewhere: taken");
+        assert!(
+            table.exists(DomId(3), DomId(0)),
+            "held elsewhere: still there"
+        );
+        assert_eq!(table.first_from(DomId(3), DomId(0)), Some(DomId(3)));
         drop(held);
+        // A slot held elsewhere is answered from the bitmap, not as taken.
+        table.remove(DomId(4));
+        let held = table.slot(DomId(4)).unwrap().lock();
+        assert!(!table.exists(DomId(4), DomId(0)), "held elsewhere, empty");
+        assert_eq!(table.first_from(DomId(4), DomId(0)), None);
+        assert_eq!(
+            table.free_id(DomId(3), DomId(0)),
+            Some(DomId(2)),
+            "an empty slot held elsewhere is not handed out"
+        );
+        drop(held);
+        assert_eq!(table.free_id(DomId(3), DomId(0)), Some(DomId(4)));
     }
 
     #[test]

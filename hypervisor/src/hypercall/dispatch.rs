@@ -59,7 +59,29 @@ pub fn dispatch(env: &mut impl ControlEnv, number: u64, args: [u64; 5]) -> i64 {
 /// at the end), else in its own [`Effects`], carried out when it returns;
 /// the others never build one. Every hypercall of the table has its arm:
 /// the ones not implemented say `ENOSYS` explicitly.
+///
+/// A call that found another domain's slot busy ([`Env::slot_busy`]) is
+/// continued: with the continuation it asked for itself (a batch stopped
+/// at the element that found it), else with its own arguments `a`; its
+/// answer is dropped (inside a `multicall`, the entry is run again).
 fn run(
+    env: &mut impl ControlEnv,
+    batch: Option<&mut Effects>,
+    call: Hypercall,
+    a: [u64; 5],
+) -> Result<u64, Errno> {
+    let result = route(env, batch, call, a);
+    if env.slot_busy() {
+        env.clear_slot_busy();
+        let args = env.take_preempted().unwrap_or(a);
+        env.preempt(args);
+    }
+    result
+}
+
+/// The handler of `call`, with arguments `a` (see [`run`]).
+#[inline(always)]
+fn route(
     env: &mut impl ControlEnv,
     batch: Option<&mut Effects>,
     call: Hypercall,
@@ -309,5 +331,79 @@ mod tests {
         }
         assert_eq!(run(&mut env, 13, [BASE, 70, 0, 0, 0]), 0);
         assert_eq!(env.take_preempted(), Some([BASE + 64 * 64, 6, 0, 0, 0]));
+    }
+
+    /// Where the tests below keep an event channel operation's argument.
+    const ARG: u64 = BASE + 0x800;
+    const EVTCHN: u64 = Hypercall::EventChannelOp as u64;
+    const SEND: u64 = 4;
+    const CLOSE: u64 = 3;
+
+    /// Domain 5 with an unbound port for the caller, which binds to it:
+    /// (the caller's port, the peer's).
+    fn interdomain_pair(env: &mut FakeMachine) -> (u32, u32) {
+        use crate::domain::{Domain, DomainEntry};
+        use dom0_abi::types::DomId;
+        extern crate alloc;
+        use dom0_abi::event_channel::EvtchnBindInterdomain;
+        let mut peer = DomainEntry::new(Domain::domu(DomId(5), [5; 16], 1, 1023, 0x5000));
+        let remote_port = peer.domain.evtchn.alloc_unbound_for(env.domain.id).unwrap();
+        env.others.insert(5, alloc::boxed::Box::new(peer));
+        let mut bind = EvtchnBindInterdomain {
+            remote_dom: 5,
+            remote_port,
+            ..Default::default()
+        };
+        let mut raw = [0u8; EvtchnBindInterdomain::SIZE];
+        bind.to_wire(&mut raw).unwrap();
+        env.poke(ARG, &raw);
+        assert_eq!(run(env, EVTCHN, [0, ARG, 0, 0, 0]), 0);
+        bind = EvtchnBindInterdomain::from_wire(&env.guest[0x800..]).unwrap();
+        (bind.local_port, remote_port)
+    }
+
+    fn peer_pending(env: &FakeMachine, port: u32) -> bool {
+        env.other_events
+            .get(&5)
+            .is_some_and(|bits| bits.pending(port))
+    }
+
+    #[test]
+    fn a_busy_slot_continues_the_call_with_its_own_arguments() {
+        let mut env = FakeMachine::new(64);
+        let (port, remote) = interdomain_pair(&mut env);
+        env.poke(ARG, &port.to_le_bytes());
+        env.busy.insert(5);
+        assert_eq!(run(&mut env, EVTCHN, [SEND, ARG, 0, 0, 0]), 0);
+        assert_eq!(env.take_preempted(), Some([SEND, ARG, 0, 0, 0]));
+        assert!(!env.slot_busy, "cleared once continued");
+        assert!(!peer_pending(&env, remote));
+        // Inside a multicall: the entry is run again, its result unwritten.
+        entry(&mut env, 0, 17, [0; 6]);
+        entry(&mut env, 1, EVTCHN, [SEND, ARG, 0, 0, 0, 0]);
+        env.poke(BASE + 64 + 8, &[0xee; 8]);
+        assert_eq!(run(&mut env, 13, [BASE, 2, 0, 0, 0]), 0);
+        assert_eq!(env.take_preempted(), Some([BASE + 64, 1, 0, 0, 0]));
+        assert_eq!(env.peek_u64(BASE + 8), 0x0004_0011);
+        assert_eq!(env.peek_u64(BASE + 64 + 8), u64::from_le_bytes([0xee; 8]));
+        assert_eq!(env.peek_u64(BASE + 64 + 16), SEND);
+        assert_eq!(env.peek_u64(BASE + 64 + 24), ARG);
+        // Closing keeps the port whole until the peer can be reached.
+        env.poke(ARG, &port.to_le_bytes());
+        assert_eq!(run(&mut env, EVTCHN, [CLOSE, ARG, 0, 0, 0]), 0);
+        assert_eq!(env.take_preempted(), Some([CLOSE, ARG, 0, 0, 0]));
+        assert!(env.domain.evtchn.remote_end(port).is_some());
+        // The slot free again, the same calls succeed.
+        env.busy.clear();
+        assert_eq!(run(&mut env, 13, [BASE + 64, 1, 0, 0, 0]), 0);
+        assert_eq!(env.take_preempted(), None);
+        assert_eq!(env.peek_u64(BASE + 64 + 8), 0);
+        assert!(peer_pending(&env, remote));
+        env.poke(ARG, &port.to_le_bytes());
+        assert_eq!(run(&mut env, EVTCHN, [CLOSE, ARG, 0, 0, 0]), 0);
+        assert_eq!(env.take_preempted(), None);
+        assert!(env.domain.evtchn.remote_end(port).is_none());
+        let peer = &env.others[&5].domain.evtchn;
+        assert!(peer.remote_end(remote).is_none(), "disconnected");
     }
 }

@@ -138,12 +138,16 @@ pub fn event_channel_op(env: &mut impl ControlEnv, cmd: u64, arg: u64) -> Result
             }
             let remote = env.event_channels().0.remote_end(p.port);
             let caller = env.domain().id;
-            let (channels, bits) = env.event_channels();
-            channels.close(bits, p.port)?;
+            // The peer first: when its slot is busy nothing has changed
+            // yet, and the continued call closes the port whole.
             if let Some((dom, port)) = remote
                 && let Some(pair) = env.event_channels_of(dom)
             {
+                pair.own.close(pair.own_bits, p.port)?;
                 pair.peer.disconnect(port, caller);
+            } else if !env.slot_busy() {
+                let (channels, bits) = env.event_channels();
+                channels.close(bits, p.port)?;
             }
         }
         EvtchnOp::Send => {

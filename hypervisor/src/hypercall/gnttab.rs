@@ -167,8 +167,10 @@ struct Batch {
 
 impl Batch {
     /// Runs `one` on each structure's address in turn; continues the call
-    /// after [`CHUNK`]. `EFAULT` if the array does not start in guest
-    /// space (Xen's `guest_handle_okay`) or `one` fails.
+    /// after [`CHUNK`], and from the structure that found another domain's
+    /// slot busy (run again, whatever it wrote: `Env::slot_busy`).
+    /// `EFAULT` if the array does not start in guest space (Xen's
+    /// `guest_handle_okay`) or `one` fails.
     fn run<E: ControlEnv>(
         &self,
         env: &mut E,
@@ -181,12 +183,21 @@ impl Batch {
         for i in 0..self.count {
             let at = self.uop.wrapping_add(u64::from(i) * size);
             if i == CHUNK {
-                env.preempt([u64::from(self.cmd), at, u64::from(self.count - i), 0, 0]);
-                return Ok(0);
+                return Ok(self.continue_at(env, i, at));
             }
-            one(env, at)?;
+            let done = one(env, at);
+            if env.slot_busy() {
+                return Ok(self.continue_at(env, i, at));
+            }
+            done?;
         }
         Ok(0)
+    }
+
+    /// Continues the batch from its structure `i`, at `at`.
+    fn continue_at(&self, env: &mut impl ControlEnv, i: u32, at: u64) -> u64 {
+        env.preempt([u64::from(self.cmd), at, u64::from(self.count - i), 0, 0]);
+        0
     }
 }
 
@@ -486,7 +497,8 @@ fn unmap_grant(env: &mut impl ControlEnv, fx: &mut Effects, op: Unmap) -> Option
     };
     let rd = map.domid;
     if !exists(env, rd) {
-        fx.crash = true;
+        // A slot held elsewhere is no answer: the operation is run again.
+        fx.crash |= !env.slot_busy();
         return None;
     }
     let Some(act) = with_table(env, rd, |_, gt| gt.active(map.gref)).flatten() else {
@@ -1063,6 +1075,53 @@ mod tests {
             "undone"
         );
         m.check_invariants(&roots(&m));
+    }
+
+    #[test]
+    fn a_copy_batch_continues_at_the_copy_that_found_a_busy_slot() {
+        let (mut m, _, _, granted) = setup(false);
+        m.set(granted, 3, 0x1122_3344_5566_7788);
+        let own = m.give(DOM);
+        let copy = |domid: u16| GnttabCopy {
+            source: GnttabCopyPtr {
+                u: 8,
+                domid,
+                offset: 24,
+                pad: 0,
+            },
+            dest: GnttabCopyPtr {
+                u: own.0,
+                domid: DomId::SELF.0,
+                offset: 8,
+                pad: 0,
+            },
+            len: 8,
+            flags: GNTCOPY_SOURCE_GREF,
+            status: 0x55,
+            ..GnttabCopy::default()
+        };
+        let mut bytes = alloc::vec![0u8; 3 * GnttabCopy::SIZE];
+        for (chunk, domid) in
+            bytes
+                .chunks_exact_mut(GnttabCopy::SIZE)
+                .zip([DomId::SELF.0, 5, DomId::SELF.0])
+        {
+            copy(domid).to_wire(chunk).unwrap();
+        }
+        m.poke(OP, &bytes);
+        m.busy.insert(5);
+        let mut fx = Effects::default();
+        assert_eq!(grant_table_op(&mut m, &mut fx, 5, OP, 3), Ok(0));
+        let second = OP + GnttabCopy::SIZE as u64;
+        assert_eq!(m.preempted.take(), Some([5, second, 2, 0, 0]));
+        assert!(m.slot_busy);
+        assert_eq!(peek_i16(&m, OP + 36), 0, "the first copy is done");
+        assert_eq!(m.get(own, 1), 0x1122_3344_5566_7788);
+        assert_eq!(
+            peek_i16(&m, second + GnttabCopy::SIZE as u64 + 36),
+            0x55,
+            "the third is not reached"
+        );
     }
 
     #[test]

@@ -98,6 +98,18 @@ pub trait Env {
     fn preempt(&mut self, args: [u64; 5]);
     /// Takes back a continuation requested with [`Env::preempt`], if any.
     fn take_preempted(&mut self) -> Option<[u64; 5]>;
+    /// Whether another domain's slot this hypercall needed was held by
+    /// another CPU that may be waiting for the caller's own (a lower id's,
+    /// `docs/locking.md`): the lookup answered `None`, which is not the
+    /// domain's state. The dispatcher then drops the handler's answer and
+    /// continues the hypercall with its own arguments (a batch from the
+    /// element that found it, see `dispatch::run`), so the guest re-issues
+    /// it after its entry, and the slot that other CPU waits for, ended.
+    fn slot_busy(&self) -> bool {
+        false
+    }
+    /// Clears [`Env::slot_busy`] once the dispatcher has continued the call.
+    fn clear_slot_busy(&mut self) {}
     /// `HYPERVISOR_iret`: replaces the calling vCPU's context with the
     /// `iret_context` at its stack pointer and returns the restored RAX
     /// (the domain is crashed if the frame is bad). Also an entry of a

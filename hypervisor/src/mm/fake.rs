@@ -152,6 +152,11 @@ pub struct FakeMachine {
     pub rover: u16,
     /// The event bits of the other domains' shared_info pages.
     pub other_events: BTreeMap<u16, FakeBits>,
+    /// Other domains whose slots another CPU holds: looking one up
+    /// answers `None` and sets `slot_busy`.
+    pub busy: BTreeSet<u16>,
+    /// `Env::slot_busy`.
+    pub slot_busy: bool,
 }
 
 impl FakeMachine {
@@ -214,6 +219,8 @@ impl FakeMachine {
             others: BTreeMap::new(),
             rover: 0,
             other_events: BTreeMap::new(),
+            busy: BTreeSet::new(),
+            slot_busy: false,
         }
     }
 
@@ -461,6 +468,9 @@ impl MmMachine for FakeMachine {
         Ok(())
     }
     fn domain_mm(&mut self, dom: DomId) -> Option<&mut DomainMm> {
+        if self.found_busy(dom) {
+            return None;
+        }
         if let Some(entry) = self.others.get_mut(&dom.0) {
             return Some(&mut entry.domain.mm);
         }
@@ -470,6 +480,13 @@ impl MmMachine for FakeMachine {
 
 #[allow(dead_code, reason = "guest memory helpers for the hypercall tests")]
 impl FakeMachine {
+    /// Whether `id`'s slot is held elsewhere (`busy`); records it.
+    fn found_busy(&mut self, id: DomId) -> bool {
+        let busy = self.busy.contains(&id.0);
+        self.slot_busy |= busy;
+        busy
+    }
+
     fn range(&self, va: u64, len: usize) -> Result<core::ops::Range<usize>, Errno> {
         let start = va.checked_sub(BASE).ok_or(Errno::EFAULT)?;
         let start = usize::try_from(start).map_err(|_| Errno::EFAULT)?;
@@ -574,6 +591,12 @@ impl Env for FakeMachine {
     fn take_preempted(&mut self) -> Option<[u64; 5]> {
         self.preempted.take()
     }
+    fn slot_busy(&self) -> bool {
+        self.slot_busy
+    }
+    fn clear_slot_busy(&mut self) {
+        self.slot_busy = false;
+    }
     fn iret(&mut self) -> Result<u64, Errno> {
         Err(Errno::ENOSYS)
     }
@@ -593,7 +616,7 @@ impl Env for FakeMachine {
 
 impl ControlEnv for FakeMachine {
     fn other_domain(&mut self, id: DomId) -> Option<&mut DomainEntry> {
-        if id == self.domain.id {
+        if id == self.domain.id || self.found_busy(id) {
             return None;
         }
         self.others.get_mut(&id.0).map(|e| &mut **e)
@@ -629,7 +652,7 @@ impl ControlEnv for FakeMachine {
         self.others.remove(&id.0)
     }
     fn event_channels_of(&mut self, other: DomId) -> Option<EventPair<'_>> {
-        if other == self.domain.id {
+        if other == self.domain.id || self.found_busy(other) {
             return None;
         }
         let entry = self.others.get_mut(&other.0)?;

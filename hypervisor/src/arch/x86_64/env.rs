@@ -52,6 +52,9 @@ pub struct ArchEnv<'a, 'c> {
     pub preempted: Option<[u64; 5]>,
     /// Whether `iret` replaced the guest context (RAX is then the restored one).
     pub replaced_context: bool,
+    /// Whether a lower id's slot was found held elsewhere
+    /// ([`Env::slot_busy`]).
+    slot_busy: bool,
     /// The event bits of the domain's shared_info page (set when a handler
     /// asks for them; most hypercalls never do), with the vCPUs whose
     /// upcall the handler newly raised.
@@ -68,6 +71,7 @@ impl<'a, 'c> ArchEnv<'a, 'c> {
             frames: None,
             preempted: None,
             replaced_context: false,
+            slot_busy: false,
         }
     }
 }
@@ -370,16 +374,18 @@ impl MmuEnv for ArchEnv<'_, '_> {
 }
 
 /// How long a CPU holding one domain's slot spins for a lower id's slot
-/// before it answers as if that domain were busy, ns.
-const LOWER_SLOT_SPIN_NS: u64 = 2_000_000;
+/// before the hypercall is continued instead ([`Env::slot_busy`]), ns:
+/// long enough for a short entry of the holder to end, short beside the
+/// round trip through the guest that the continuation costs.
+const LOWER_SLOT_SPIN_NS: u64 = 20_000;
 
 /// Locks `slot`, domain `id`'s, for the running domain `own`'s hypercall
 /// on CPU `cpu`.
 /// A higher id comes after the caller's in the lock order: it is waited
 /// for (whoever holds it waits for no lower slot, so it finishes). A
 /// lower one may be held by a CPU that waits for the caller's: it is
-/// tried for [`LOWER_SLOT_SPIN_NS`] and then given up (`None`, answered
-/// as busy; `docs/locking.md`).
+/// tried for [`LOWER_SLOT_SPIN_NS`] and then given up (`None`: the
+/// hypercall is continued, [`Env::slot_busy`]; `docs/locking.md`).
 fn lock_other(
     slot: &'static crate::domain::DomainSlot,
     own: DomId,
@@ -448,7 +454,11 @@ impl ControlEnv for ArchEnv<'_, '_> {
             // it up with the slot held so far, and take it again after
             // (no borrow of either outlives a call into this environment).
             self.frames = None;
-            let guard = lock_other(slot, self.current.domain.id, id, self.current.cpu.number)?;
+            let Some(guard) = lock_other(slot, self.current.domain.id, id, self.current.cpu.number)
+            else {
+                self.slot_busy = true;
+                return None;
+            };
             let (shared_info, id) = guard
                 .as_ref()
                 .map(|e| (e.domain.shared_info, e.domain.id))?;
@@ -477,17 +487,8 @@ impl ControlEnv for ArchEnv<'_, '_> {
         })
     }
     fn first_domain_from(&mut self, from: DomId) -> Option<DomId> {
-        let own = self.current.domain.id;
-        let held = self.held_other();
-        let table = DOMAINS.get()?;
-        let first = table.first_from(from, own);
-        // A slot this environment holds is locked, so it counts as taken:
-        // it has a domain in it (only full slots are kept).
-        match (first, held) {
-            (Some(f), Some(h)) if h.0 >= from.0 && h.0 < f.0 => Some(h),
-            (None, Some(h)) if h.0 >= from.0 => Some(h),
-            _ => first,
-        }
+        // The table's bitmap counts the slots this environment holds too.
+        DOMAINS.get()?.first_from(from, self.current.domain.id)
     }
     fn free_domain_id(&mut self) -> Option<DomId> {
         self.release_other();
@@ -688,6 +689,12 @@ impl Env for ArchEnv<'_, '_> {
     }
     fn take_preempted(&mut self) -> Option<[u64; 5]> {
         self.preempted.take()
+    }
+    fn slot_busy(&self) -> bool {
+        self.slot_busy
+    }
+    fn clear_slot_busy(&mut self) {
+        self.slot_busy = false;
     }
     fn iret(&mut self) -> Result<u64, Errno> {
         guest::iret(self.current, self.regs);
