@@ -12,7 +12,9 @@
 //! (the `disk` module); with `net` it brings up its vif under smoltcp and pings,
 //! serves or talks TCP, or misbehaves (see [`net`]); with `net web` it is
 //! the default scenario's web server (see [`web`]); with `pong` it
-//! answers dom0's events on a port of its own, with `xsread=<n>` it times
+//! answers dom0's events on a port of its own, with `copy=<peer>` it
+//! copies from another domU's grant while that one copies from its own
+//! (see [`copy`]), with `xsread=<n>` it times
 //! `n` xenstore reads (a `BENCH xenstore_read` line), with `spin=<n>` it does
 //! a fixed amount of work first, and with `idle` it never shuts down but
 //! sleeps after printing (see [`events`]); with `input` it reports each
@@ -32,6 +34,7 @@ use guest_pv_shim::dom0_abi::start_info::StartInfo;
 use guest_pv_shim::{cmdline, hypercall, mm};
 
 mod blk;
+mod copy;
 mod disk;
 mod events;
 mod net;
@@ -411,6 +414,11 @@ fn demo_main(si: &'static StartInfo) {
         }
         if cmdline::has_flag(si.cmdline(), b"input") {
             typed_lines(&mut console);
+        }
+        if let Some(peer) =
+            events::number(si.cmdline(), b"copy").and_then(|n| u16::try_from(n).ok())
+        {
+            let _ = copy::run(&mut console, si.cmdline(), peer);
         }
         if cmdline::has_flag(si.cmdline(), b"pong") {
             let _ = events::pong(&mut console, si.cmdline());

@@ -135,6 +135,10 @@ pub enum DomuSet {
     /// Two demo domUs doing the same fixed work (`spin=`), measured by the
     /// shell's `cpu-share` on two CPUs: both run at once (`par.xl`).
     Parallel,
+    /// Two demo domUs on two CPUs copying from each other's grant at
+    /// once (`copy=<peer>`): the one that needs the lower id's domain
+    /// while the other holds it is continued, never refused.
+    CrossCopy,
     /// The `disk` domU reading the whole virtio disk (`phy:vda`, read-only)
     /// for the block benchmark (`readbench`, `blk_read_domu`).
     BlkBench,
@@ -391,6 +395,7 @@ impl DomuSet {
             DomuSet::Scenario => "scenario",
             DomuSet::Fairness => "fairness",
             DomuSet::Parallel => "parallel",
+            DomuSet::CrossCopy => "cross-copy",
             DomuSet::BlkBench => "blk-bench",
             DomuSet::NetBench => "net-bench",
             DomuSet::Pong => "pong",
@@ -407,6 +412,18 @@ impl DomuSet {
             DomuSet::Demo => &[("demo.cfg", DEMO_CONFIG)],
             DomuSet::Fairness => FAIRNESS,
             DomuSet::Parallel => PARALLEL,
+            DomuSet::CrossCopy => &[
+                (
+                    "copy1.cfg",
+                    "# Copies from domain 2's grant while domain 2 copies from its own.\n\
+                     name = \"copy1\"\nkernel = \"domu-demo\"\nmemory = 8\ncmdline = \"copy=2\"\n",
+                ),
+                (
+                    "copy2.cfg",
+                    "# Copies from domain 1's grant while domain 1 copies from its own.\n\
+                     name = \"copy2\"\nkernel = \"domu-demo\"\nmemory = 8\ncmdline = \"copy=1\"\n",
+                ),
+            ],
             DomuSet::Scale => SCALE,
             DomuSet::Typist => &[(
                 "typist.cfg",
@@ -618,6 +635,7 @@ mod tests {
             DomuSet::Scenario,
             DomuSet::Fairness,
             DomuSet::Parallel,
+            DomuSet::CrossCopy,
             DomuSet::BlkBench,
             DomuSet::NetBench,
             DomuSet::Pong,

@@ -543,6 +543,31 @@ pub const TESTS: &[IntegrationTest] = &[
             "xl> cpu-share"
         )
     },
+    // Issue 17: two domUs on two CPUs copy from each other's grant at
+    // once; every copy must succeed (the one needing the lower id's
+    // domain while the other holds it is continued, not refused).
+    IntegrationTest {
+        cpus: 2,
+        expect: Expectation {
+            log_lines: &[
+                &["(d1) check: failed copies from the peer = 0 None"],
+                &["(d2) check: failed copies from the peer = 0 None"],
+            ],
+            ..toolstack!(
+                "smp_grant_copy_cross",
+                DomuSet::CrossCopy,
+                "expect=poweroff",
+                ""
+            )
+            .expect
+        },
+        ..toolstack!(
+            "smp_grant_copy_cross",
+            DomuSet::CrossCopy,
+            "expect=poweroff",
+            ""
+        )
+    },
     IntegrationTest {
         hv_extra_args: "max_domains=128",
         icount: true,
