@@ -59,29 +59,7 @@ pub fn dispatch(env: &mut impl ControlEnv, number: u64, args: [u64; 5]) -> i64 {
 /// at the end), else in its own [`Effects`], carried out when it returns;
 /// the others never build one. Every hypercall of the table has its arm:
 /// the ones not implemented say `ENOSYS` explicitly.
-///
-/// A call that found another domain's slot busy ([`Env::slot_busy`]) is
-/// continued: with the continuation it asked for itself (a batch stopped
-/// at the element that found it), else with its own arguments `a`; its
-/// answer is dropped (inside a `multicall`, the entry is run again).
 fn run(
-    env: &mut impl ControlEnv,
-    batch: Option<&mut Effects>,
-    call: Hypercall,
-    a: [u64; 5],
-) -> Result<u64, Errno> {
-    let result = route(env, batch, call, a);
-    if env.slot_busy() {
-        env.clear_slot_busy();
-        let args = env.take_preempted().unwrap_or(a);
-        env.preempt(args);
-    }
-    result
-}
-
-/// The handler of `call`, with arguments `a` (see [`run`]).
-#[inline(always)]
-fn route(
     env: &mut impl ControlEnv,
     batch: Option<&mut Effects>,
     call: Hypercall,
@@ -242,11 +220,17 @@ fn multicall_entries(
             None => Err(Errno::ENOSYS),
         });
         if let Some(args) = env.take_preempted() {
-            let mut rewritten = [0u8; 40];
-            for (chunk, arg) in rewritten.chunks_exact_mut(8).zip(args) {
-                chunk.copy_from_slice(&arg.to_le_bytes());
+            if env.slot_busy() {
+                // A slot found busy: the entry runs again as the guest
+                // wrote it.
+                env.clear_slot_busy();
+            } else {
+                let mut rewritten = [0u8; 40];
+                for (chunk, arg) in rewritten.chunks_exact_mut(8).zip(args) {
+                    chunk.copy_from_slice(&arg.to_le_bytes());
+                }
+                env.copy_to_guest(at + offset_of!(MulticallEntry, args) as u64, &rewritten)?;
             }
-            env.copy_to_guest(at + offset_of!(MulticallEntry, args) as u64, &rewritten)?;
             env.preempt([at, nr - i, 0, 0, 0]);
             return Ok(0);
         }
@@ -362,6 +346,12 @@ mod tests {
         (bind.local_port, remote_port)
     }
 
+    /// Runs a hypercall the guest made with `args` in its registers.
+    fn entered(env: &mut FakeMachine, number: u64, args: [u64; 5]) -> i64 {
+        env.entry_args = args;
+        run(env, number, args)
+    }
+
     fn peer_pending(env: &FakeMachine, port: u32) -> bool {
         env.other_events
             .get(&5)
@@ -374,23 +364,24 @@ mod tests {
         let (port, remote) = interdomain_pair(&mut env);
         env.poke(ARG, &port.to_le_bytes());
         env.busy.insert(5);
-        assert_eq!(run(&mut env, EVTCHN, [SEND, ARG, 0, 0, 0]), 0);
+        entered(&mut env, EVTCHN, [SEND, ARG, 0, 0, 0]);
         assert_eq!(env.take_preempted(), Some([SEND, ARG, 0, 0, 0]));
-        assert!(!env.slot_busy, "cleared once continued");
         assert!(!peer_pending(&env, remote));
+        env.slot_busy = false;
         // Inside a multicall: the entry is run again, its result unwritten.
         entry(&mut env, 0, 17, [0; 6]);
         entry(&mut env, 1, EVTCHN, [SEND, ARG, 0, 0, 0, 0]);
         env.poke(BASE + 64 + 8, &[0xee; 8]);
-        assert_eq!(run(&mut env, 13, [BASE, 2, 0, 0, 0]), 0);
+        assert_eq!(entered(&mut env, 13, [BASE, 2, 0, 0, 0]), 0);
         assert_eq!(env.take_preempted(), Some([BASE + 64, 1, 0, 0, 0]));
+        assert!(!env.slot_busy, "cleared once continued");
         assert_eq!(env.peek_u64(BASE + 8), 0x0004_0011);
         assert_eq!(env.peek_u64(BASE + 64 + 8), u64::from_le_bytes([0xee; 8]));
         assert_eq!(env.peek_u64(BASE + 64 + 16), SEND);
         assert_eq!(env.peek_u64(BASE + 64 + 24), ARG);
         // Closing keeps the port whole until the peer can be reached.
         env.poke(ARG, &port.to_le_bytes());
-        assert_eq!(run(&mut env, EVTCHN, [CLOSE, ARG, 0, 0, 0]), 0);
+        entered(&mut env, EVTCHN, [CLOSE, ARG, 0, 0, 0]);
         assert_eq!(env.take_preempted(), Some([CLOSE, ARG, 0, 0, 0]));
         assert!(env.domain.evtchn.remote_end(port).is_some());
         // The slot free again, the same calls succeed.

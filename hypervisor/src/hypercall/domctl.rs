@@ -147,6 +147,10 @@ pub trait ControlEnv: MmuEnv {
     fn insert_domain(&mut self, entry: Box<DomainEntry>) -> Result<(), Box<DomainEntry>>;
     /// Takes domain `id` (not the caller) out of the table.
     fn remove_domain(&mut self, id: DomId) -> Option<Box<DomainEntry>>;
+    /// dom0 could not be told now that a domain went away (its slot was
+    /// busy, `Env::slot_busy`, after the change was made): it gets its
+    /// `VIRQ_DOM_EXC` the next time it is at hand.
+    fn owe_dom_exc(&mut self) {}
     /// The machine's facts.
     fn machine_info(&mut self) -> MachineInfo;
     /// How long physical CPU `cpu` (an index into

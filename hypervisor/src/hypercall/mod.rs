@@ -101,14 +101,17 @@ pub trait Env {
     /// Whether another domain's slot this hypercall needed was held by
     /// another CPU that may be waiting for the caller's own (a lower id's,
     /// `docs/locking.md`): the lookup answered `None`, which is not the
-    /// domain's state. The dispatcher then drops the handler's answer and
-    /// continues the hypercall with its own arguments (a batch from the
-    /// element that found it, see `dispatch::run`), so the guest re-issues
-    /// it after its entry, and the slot that other CPU waits for, ended.
+    /// domain's state. The environment then has the call continued
+    /// ([`Env::preempt`]) with the arguments the guest made it with, so
+    /// the guest re-issues it after its entry, and the slot that other CPU
+    /// waits for, ended; the handler's answer is dropped. A `multicall`
+    /// runs the entry again with the entry's arguments; a batch handler
+    /// may continue from the element that found it instead (its own
+    /// `preempt`, which clears this).
     fn slot_busy(&self) -> bool {
         false
     }
-    /// Clears [`Env::slot_busy`] once the dispatcher has continued the call.
+    /// Clears [`Env::slot_busy`] (the dispatcher has continued the call).
     fn clear_slot_busy(&mut self) {}
     /// `HYPERVISOR_iret`: replaces the calling vCPU's context with the
     /// `iret_context` at its stack pointer and returns the restored RAX

@@ -157,6 +157,9 @@ pub struct FakeMachine {
     pub busy: BTreeSet<u16>,
     /// `Env::slot_busy`.
     pub slot_busy: bool,
+    /// The arguments the running hypercall was made with (its registers),
+    /// which a slot found busy continues it with.
+    pub entry_args: [u64; 5],
 }
 
 impl FakeMachine {
@@ -221,6 +224,7 @@ impl FakeMachine {
             other_events: BTreeMap::new(),
             busy: BTreeSet::new(),
             slot_busy: false,
+            entry_args: [0; 5],
         }
     }
 
@@ -480,10 +484,14 @@ impl MmMachine for FakeMachine {
 
 #[allow(dead_code, reason = "guest memory helpers for the hypercall tests")]
 impl FakeMachine {
-    /// Whether `id`'s slot is held elsewhere (`busy`); records it.
+    /// Whether `id`'s slot is held elsewhere (`busy`); if so, the call is
+    /// continued with `entry_args`, as `ArchEnv` does with its registers.
     fn found_busy(&mut self, id: DomId) -> bool {
         let busy = self.busy.contains(&id.0);
-        self.slot_busy |= busy;
+        if busy {
+            self.slot_busy = true;
+            self.preempted.get_or_insert(self.entry_args);
+        }
         busy
     }
 
@@ -587,6 +595,7 @@ impl Env for FakeMachine {
     }
     fn preempt(&mut self, args: [u64; 5]) {
         self.preempted = Some(args);
+        self.slot_busy = false;
     }
     fn take_preempted(&mut self) -> Option<[u64; 5]> {
         self.preempted.take()

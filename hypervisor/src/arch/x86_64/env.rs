@@ -77,6 +77,17 @@ impl<'a, 'c> ArchEnv<'a, 'c> {
 }
 
 impl ArchEnv<'_, '_> {
+    /// A lower id's slot stayed locked elsewhere ([`Env::slot_busy`]): the
+    /// hypercall is continued with the arguments the guest made it with
+    /// (its registers), unless a continuation is asked for already.
+    #[cold]
+    fn found_busy(&mut self) {
+        self.slot_busy = true;
+        let r = &*self.regs;
+        self.preempted
+            .get_or_insert([r.rdi, r.rsi, r.rdx, r.r10, r.r8]);
+    }
+
     /// The other domain whose slot this environment holds, if any.
     fn held_other(&self) -> Option<DomId> {
         self.frames
@@ -456,7 +467,7 @@ impl ControlEnv for ArchEnv<'_, '_> {
             self.frames = None;
             let Some(guard) = lock_other(slot, self.current.domain.id, id, self.current.cpu.number)
             else {
-                self.slot_busy = true;
+                self.found_busy();
                 return None;
             };
             let (shared_info, id) = guard
@@ -527,6 +538,10 @@ impl ControlEnv for ArchEnv<'_, '_> {
         let entry = table.take(&mut self.frames.as_mut()?.other.as_mut()?.0);
         self.release_other();
         entry
+    }
+    fn owe_dom_exc(&mut self) {
+        super::schedule::DOM_EXC_OWED.store(true, Ordering::Release);
+        percpu::kick_for(DomId::DOM0, self.current.cpu.number);
     }
     fn read_console(&mut self, req: LogRead, buffer: u64) -> Result<(u32, u32), Errno> {
         serial::read_log(req, |offset, piece| {
@@ -686,6 +701,7 @@ impl Env for ArchEnv<'_, '_> {
     }
     fn preempt(&mut self, args: [u64; 5]) {
         self.preempted = Some(args);
+        self.slot_busy = false;
     }
     fn take_preempted(&mut self) -> Option<[u64; 5]> {
         self.preempted.take()
