@@ -12,9 +12,7 @@
 
 use core::fmt::Write;
 
-use guest_pv_shim::dom0_abi::grant_table::{
-    GNTCOPY_SOURCE_GREF, GnttabCopy, GnttabCopyPtr, GnttabSetupTable,
-};
+use guest_pv_shim::dom0_abi::grant_table::{GNTCOPY_SOURCE_GREF, GnttabCopy, GnttabCopyPtr};
 use guest_pv_shim::{hypercall, mm, shared};
 
 use crate::{Console, PATIENCE_NS, events};
@@ -50,27 +48,16 @@ struct Tally {
 /// Runs the test with domain `peer`; reports each result as a check line.
 pub fn run(console: &mut Console, line: &[u8], peer: u16) -> core::fmt::Result {
     let rounds = events::number(line, b"rounds").unwrap_or(ROUNDS);
-    let mut frame = [0u64; 1];
-    let mut setup = GnttabSetupTable {
-        dom: 0x7FF0,
-        nr_frames: 1,
-        frame_list: frame.as_mut_ptr() as u64,
-        ..GnttabSetupTable::default()
-    };
-    let ret = hypercall::gnttab_setup_table(&mut setup);
+    let (ret, status, frame) = crate::own_grant_table();
     let (Some(granted), Some(into)) = (mm::alloc_frame(), mm::alloc_frame()) else {
         return writeln!(console, "check: copy scratch frames = none\r");
     };
     let mapped = [
-        mm::map_window(TABLE_WINDOW, frame[0], mm::PTE_RW),
+        mm::map_window(TABLE_WINDOW, frame, mm::PTE_RW),
         mm::map_window(GRANTED_WINDOW, granted.mfn, mm::PTE_RW),
         mm::map_window(COPY_WINDOW, into.mfn, mm::PTE_RW),
     ];
-    writeln!(
-        console,
-        "check: copy set-up = {ret}/{} {mapped:?}\r",
-        setup.status
-    )?;
+    writeln!(console, "check: copy set-up = {ret}/{status} {mapped:?}\r")?;
     if ret != 0 || mapped != [0; 3] {
         return Ok(());
     }

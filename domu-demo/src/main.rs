@@ -236,6 +236,21 @@ fn probe_devices(console: &mut Console) {
     }
 }
 
+/// Sets up this domain's grant table (one frame): the call's result, its
+/// status and the frame.
+pub fn own_grant_table() -> (i64, i16, u64) {
+    use guest_pv_shim::dom0_abi::grant_table::GnttabSetupTable;
+    let mut frame = [0u64; 1];
+    let mut setup = GnttabSetupTable {
+        dom: 0x7FF0,
+        nr_frames: 1,
+        frame_list: frame.as_mut_ptr() as u64,
+        ..GnttabSetupTable::default()
+    };
+    let ret = hypercall::gnttab_setup_table(&mut setup);
+    (ret, setup.status, frame[0])
+}
+
 /// Windows of the grant test: the table's first frame and the two pages.
 /// (The xenstore checks use window 2.)
 const TABLE_WINDOW: usize = 5;
@@ -271,22 +286,14 @@ fn wait_for(port: Option<u32>, done: impl FnMut() -> bool) -> bool {
 /// tells it the revocation was attempted while mapped.
 fn grant(console: &mut Console, si: &StartInfo) -> core::fmt::Result {
     use core::fmt::Write;
-    use guest_pv_shim::dom0_abi::grant_table::GnttabSetupTable;
 
-    let mut frame = [0u64; 1];
-    let mut setup = GnttabSetupTable {
-        dom: 0x7FF0,
-        nr_frames: 1,
-        frame_list: frame.as_mut_ptr() as u64,
-        ..GnttabSetupTable::default()
-    };
-    let ret = hypercall::gnttab_setup_table(&mut setup);
-    writeln!(console, "check: setup_table = {ret}/{}\r", setup.status)?;
+    let (ret, status, frame) = own_grant_table();
+    writeln!(console, "check: setup_table = {ret}/{status}\r")?;
     let (Some(a), Some(b)) = (mm::alloc_frame(), mm::alloc_frame()) else {
         return writeln!(console, "check: scratch frames = none\r");
     };
     let mapped = [
-        mm::map_window(TABLE_WINDOW, frame[0], mm::PTE_RW),
+        mm::map_window(TABLE_WINDOW, frame, mm::PTE_RW),
         mm::map_window(PAGE_WINDOWS[0], a.mfn, mm::PTE_RW),
         mm::map_window(PAGE_WINDOWS[1], b.mfn, mm::PTE_RW),
     ];

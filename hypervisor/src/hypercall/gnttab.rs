@@ -1082,15 +1082,13 @@ mod tests {
         m.check_invariants(&roots(&m));
     }
 
-    #[test]
-    fn a_copy_batch_continues_at_the_copy_that_found_a_busy_slot() {
-        let (mut m, _, _, granted) = setup(false);
-        m.set(granted, 3, 0x1122_3344_5566_7788);
-        let own = m.give(DOM);
-        let copy = |domid: u16| GnttabCopy {
+    /// 8 bytes from offset 24 of the caller's grant 8 to offset 8 of its
+    /// frame `own`.
+    fn grant_to_frame(own: Mfn) -> GnttabCopy {
+        GnttabCopy {
             source: GnttabCopyPtr {
                 u: 8,
-                domid,
+                domid: DomId::SELF.0,
                 offset: 24,
                 pad: 0,
             },
@@ -1102,8 +1100,20 @@ mod tests {
             },
             len: 8,
             flags: GNTCOPY_SOURCE_GREF,
-            status: 0x55,
             ..GnttabCopy::default()
+        }
+    }
+
+    #[test]
+    fn a_copy_batch_continues_at_the_copy_that_found_a_busy_slot() {
+        let (mut m, _, _, granted) = setup(false);
+        m.set(granted, 3, 0x1122_3344_5566_7788);
+        let own = m.give(DOM);
+        let copy = |domid: u16| {
+            let mut op = grant_to_frame(own);
+            op.source.domid = domid;
+            op.status = 0x55;
+            op
         };
         let mut bytes = alloc::vec![0u8; 3 * GnttabCopy::SIZE];
         for (chunk, domid) in
@@ -1130,27 +1140,31 @@ mod tests {
     }
 
     #[test]
+    fn a_zombie_goes_whole_when_dom0_is_busy() {
+        use crate::domain::{Domain, DomainEntry};
+        let mut m = FakeMachine::new(16);
+        m.domain.id = DomId(3);
+        let mut zombie = DomainEntry::new(Domain::domu(DomId(7), [7; 16], 1, 1023, 0x5000));
+        zombie.domain.dying = true;
+        m.others.insert(7, alloc::boxed::Box::new(zombie));
+        let dom0 = DomainEntry::new(Domain::dom0(1, 0));
+        m.others.insert(0, alloc::boxed::Box::new(dom0));
+        m.busy.insert(0);
+        m.entry_args = [1, OP, 1, 0, 0];
+        let mut fx = Effects::default();
+        free_if_unused(&mut m, &mut fx, DomId(7));
+        assert!(!m.others.contains_key(&7), "gone");
+        assert_eq!(m.preempted, None, "not run again");
+        assert!(!m.slot_busy);
+        assert!(m.dom_exc_owed, "dom0 hears of it later");
+    }
+
+    #[test]
     fn copies() {
         let (mut m, _, table, granted) = setup(false);
         m.set(granted, 3, 0x1122_3344_5566_7788);
         let own = m.give(DOM);
-        let mut op = GnttabCopy {
-            source: GnttabCopyPtr {
-                u: 8,
-                domid: DomId::SELF.0,
-                offset: 24,
-                pad: 0,
-            },
-            dest: GnttabCopyPtr {
-                u: own.0,
-                domid: DomId::SELF.0,
-                offset: 8,
-                pad: 0,
-            },
-            len: 8,
-            flags: GNTCOPY_SOURCE_GREF,
-            ..GnttabCopy::default()
-        };
+        let mut op = grant_to_frame(own);
         let status = |m: &mut FakeMachine, op: &GnttabCopy| {
             assert_eq!(call(m, 5, op, 1), Ok(0));
             peek_i16(m, OP + 36)

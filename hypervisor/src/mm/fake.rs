@@ -160,6 +160,8 @@ pub struct FakeMachine {
     /// The arguments the running hypercall was made with (its registers),
     /// which a slot found busy continues it with.
     pub entry_args: [u64; 5],
+    /// Whether dom0 is owed a `VIRQ_DOM_EXC` (`ControlEnv::owe_dom_exc`).
+    pub dom_exc_owed: bool,
 }
 
 impl FakeMachine {
@@ -225,6 +227,7 @@ impl FakeMachine {
             busy: BTreeSet::new(),
             slot_busy: false,
             entry_args: [0; 5],
+            dom_exc_owed: false,
         }
     }
 
@@ -659,6 +662,9 @@ impl ControlEnv for FakeMachine {
     }
     fn remove_domain(&mut self, id: DomId) -> Option<Box<DomainEntry>> {
         self.others.remove(&id.0)
+    }
+    fn owe_dom_exc(&mut self) {
+        self.dom_exc_owed = true;
     }
     fn event_channels_of(&mut self, other: DomId) -> Option<EventPair<'_>> {
         if other == self.domain.id || self.found_busy(other) {
