@@ -48,21 +48,6 @@ pub fn now() -> u64 {
     shared::system_time_of(0).unwrap_or(0)
 }
 
-/// Yields until `done` holds or `limit_ns` of system time pass (for
-/// what no event announces); whether it held.
-pub fn yield_until(limit_ns: u64, mut done: impl FnMut() -> bool) -> bool {
-    let start = now();
-    loop {
-        if done() {
-            return true;
-        }
-        if now().saturating_sub(start) > limit_ns {
-            return false;
-        }
-        hypercall::sched_yield();
-    }
-}
-
 /// The domUs dom0 serves.
 pub struct Domains {
     slots: [Option<Domu>; MAX_DOMUS],

@@ -21,7 +21,7 @@ use pv_bench::line;
 use pv_bench::stats::Samples;
 use toolstack::xen::domain_info;
 
-use crate::domains::{bind_interdomain, now, yield_until};
+use crate::domains::{bind_interdomain, now};
 
 /// The benchmark this measures.
 const BENCH: &str = "evtchn_interdomain_pingpong";
@@ -82,7 +82,7 @@ fn bounce(domid: u16, name: &str, port: u32, rounds: u32) {
     let _ = shared::clear_evtchn_pending(local);
     report::check(
         format_args!("{name} blocked in its poll before dom0 sends"),
-        yield_until(PATIENCE_NS, || blocked(domid)),
+        guest_pv_shim::shared::wait_for(None, PATIENCE_NS, || blocked(domid)),
         format_args!("not blocked after {} s", PATIENCE_NS / 1_000_000_000),
     );
     let warmup = rounds / 10;

@@ -143,7 +143,7 @@ fn greeting(domid: u16, mfn: u64) -> bool {
         hypercall::console_write(line);
         hello |= text.starts_with(b"domu-demo: hello");
     };
-    domains::yield_until(PATIENCE_NS, || {
+    guest_pv_shim::shared::wait_for(None, PATIENCE_NS, || {
         output.drain(&mut ring, &mut emit);
         output.lines() >= 2
     });

@@ -206,12 +206,17 @@ impl Hypervisor for Xen {
     }
 }
 
-/// Byte offsets in `xencons_interface`.
-const OUT_OFFSET: u64 = 1024;
-const IN_CONS: u64 = 3072;
-const IN_PROD: u64 = 3076;
-const OUT_CONS: u64 = 3080;
-const OUT_PROD: u64 = 3084;
+/// Byte offset of a field of `xencons_interface`.
+macro_rules! cons_offset {
+    ($field:ident) => {
+        core::mem::offset_of!(dom0_abi::console::XenconsInterface, $field) as u64
+    };
+}
+const OUT_OFFSET: u64 = cons_offset!(output);
+const IN_CONS: u64 = cons_offset!(in_cons);
+const IN_PROD: u64 = cons_offset!(in_prod);
+const OUT_CONS: u64 = cons_offset!(out_cons);
+const OUT_PROD: u64 = cons_offset!(out_prod);
 
 /// A domU's console ring, mapped writable in one of dom0's windows while
 /// the domain lives.

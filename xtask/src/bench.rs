@@ -523,27 +523,21 @@ fn merge_toolstack(run: &mut PlatformRun, toolstack: &PlatformRun, name: &str) {
     };
     let note = (cell == Cell::Failed)
         .then(|| format!("the toolstack run ended with {}", toolstack.outcome));
-    merge_cell(run, toolstack, name, cell, note);
+    merge_cell(run, &toolstack.results, name, cell, note);
 }
 
-/// Puts `cell` (with its unit from `from`, and `note` if any) as row
-/// `name` into `run`.
-fn merge_cell(
-    run: &mut PlatformRun,
-    from: &PlatformRun,
-    name: &str,
-    cell: Cell,
-    note: Option<String>,
-) {
+/// Puts `cell` as row `name` into `run`, with its unit from `from` and
+/// `note` (or `from`'s note) if any.
+fn merge_cell(run: &mut PlatformRun, from: &Results, name: &str, cell: Cell, note: Option<String>) {
     let results = &mut run.results;
     if !results.cells.contains_key(name) {
         results.order.push(name.to_owned());
     }
     results.notes.remove(name);
-    if let Some(note) = note.or_else(|| from.results.notes.get(name).cloned()) {
+    if let Some(note) = note.or_else(|| from.notes.get(name).cloned()) {
         results.notes.insert(name.to_owned(), note);
     }
-    if let Some(unit) = from.results.units.get(name) {
+    if let Some(unit) = from.units.get(name) {
         results.units.insert(name.to_owned(), unit.clone());
     }
     results.cells.insert(name.to_owned(), cell);
@@ -1112,12 +1106,17 @@ pub fn bench(workspace: &Workspace, args: &BenchArgs) -> Result<u8, String> {
                     &log_dir,
                 )?;
                 let cell = measured.cell(LINUX_BOOT);
-                merge_cell(&mut run, &measured, LINUX_BOOT, cell, None);
+                merge_cell(&mut run, &measured.results, LINUX_BOOT, cell, None);
             }
             Some(Err(error)) => {
                 let note = Some(format!("no Linux to boot: {error}"));
-                let from = run.clone();
-                merge_cell(&mut run, &from, LINUX_BOOT, Cell::Failed, note);
+                merge_cell(
+                    &mut run,
+                    &Results::default(),
+                    LINUX_BOOT,
+                    Cell::Failed,
+                    note,
+                );
             }
             None => {}
         }
