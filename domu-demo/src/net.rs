@@ -294,7 +294,16 @@ pub fn run(console: &mut Console, si: &StartInfo) {
     ));
     let mut app = match role {
         Role::Peer(peer) => App::Ping(Pinger::new(peer, ICMP_IDENT, Duration::from_millis(250))),
-        _ => App::Listen,
+        _ => {
+            // Listening before the first poll: the peer's SYN can arrive
+            // within it (the peer connects as soon as its ping is
+            // answered, and that answer leaves during the same poll when
+            // this vCPU is descheduled in it); a closed port would reset it.
+            if let Err(e) = sockets.get_mut::<tcp::Socket>(tcp).listen(ECHO_PORT) {
+                return check(console, "tcp listen", format_args!("{e}"));
+            }
+            App::Listen
+        }
     };
     let deadline = now() + DEADLINE;
     let mut linger = None;
@@ -324,7 +333,11 @@ pub fn run(console: &mut Console, si: &StartInfo) {
             return check(
                 console,
                 "net exchange",
-                format_args!("timed out in {}", app.name()),
+                format_args!(
+                    "timed out in {} (TCP {})",
+                    app.name(),
+                    sockets.get::<tcp::Socket>(tcp).state()
+                ),
             );
         }
         vif.idle(iface.poll_delay(t, &sockets));
@@ -453,9 +466,6 @@ impl App {
         match self {
             App::Listen => {
                 let socket = cx.sockets.get_mut::<tcp::Socket>(cx.tcp);
-                if !socket.is_open() {
-                    let _ = socket.listen(ECHO_PORT);
-                }
                 let mut line = [0u8; 64];
                 let n = socket.recv_slice(&mut line).unwrap_or(0);
                 if n > 0 {
