@@ -260,6 +260,14 @@ pub fn stack_top(vcpu: usize) -> Option<u64> {
         .then(|| core::ptr::addr_of!(shim_vcpu_stacks) as u64 + (vcpu * STACK_SIZE) as u64)
 }
 
+/// Whether `addr` lies on a secondary vCPU's stack (what an entry on one
+/// of them runs on: their kernel stacks are these).
+#[must_use]
+pub fn on_secondary_stack(addr: u64) -> bool {
+    let base = core::ptr::addr_of!(shim_vcpu_stacks) as u64;
+    (base..base + (STACK_SIZE * (MAX_VCPUS - 1)) as u64).contains(&addr)
+}
+
 /// The address a context built by [`kernel_context`] starts at.
 #[must_use]
 pub fn entry_address() -> u64 {

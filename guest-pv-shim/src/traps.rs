@@ -69,7 +69,7 @@ use dom0_abi::hypercall::HYPERCALL_SLOT_SIZE;
 use dom0_abi::mmu::{MmuextCmd, PteFlags};
 
 use crate::hypercall;
-use crate::{mm, shared};
+use crate::{mm, shared, smp};
 
 /// Software vector of the "return to kernel" gate (DPL 3).
 pub const RET_TO_KERNEL_VECTOR: u8 = 0x20;
@@ -303,7 +303,10 @@ static MODE_NATIVE: AtomicBool = AtomicBool::new(false);
 static SYSCALL_IRET_FLAGS: AtomicU64 = AtomicU64::new(VGCF_IN_SYSCALL);
 /// Kernel RSP saved by `shim_enter_user` (read by the entry code).
 static USER_RETURN_RSP: AtomicU64 = AtomicU64::new(0);
-/// Whether a `run_user` call is in progress.
+/// Whether a `run_user` call's user code may be running: set by
+/// `shim_enter_user` once the kernel context is saved, cleared by the
+/// entry that ends the call (before it resumes the kernel), so that an
+/// event upcall in the kernel on either side of the call never ends it.
 static IN_USER_RUN: AtomicBool = AtomicBool::new(false);
 /// The test's hook (a `Hook` as `usize`, 0 for none).
 static HOOK: AtomicUsize = AtomicUsize::new(0);
@@ -449,6 +452,7 @@ global_asm!(
     "shim_enter_user:",
     crate::push_callee_saved!(),
     "mov qword ptr [rip + {user_rsp}], rsp",
+    "mov byte ptr [rip + {in_user_run}], 1",
     "push qword ptr [rdi + 32]",
     "push qword ptr [rdi + 24]",
     "push qword ptr [rdi + 16]",
@@ -486,6 +490,7 @@ global_asm!(
     ret_native = sym RET_NATIVE,
     iret_flags = sym IRET_FLAGS,
     user_rsp = sym USER_RETURN_RSP,
+    in_user_run = sym IN_USER_RUN,
     iret_slot = const IRET_SLOT_OFFSET,
     entry_stack = const ENTRY_STACK_SIZE,
 );
@@ -681,7 +686,7 @@ extern "C" fn dispatch(frame: *mut TrapFrame) -> u64 {
             resume_kernel()
         }
         0x100 => {
-            if frame.rax == USER_EXIT && IN_USER_RUN.load(Ordering::Relaxed) {
+            if frame.rax == USER_EXIT && in_user_run() {
                 EXIT.set(rec);
                 return resume_kernel();
             }
@@ -691,7 +696,7 @@ extern "C" fn dispatch(frame: *mut TrapFrame) -> u64 {
         }
         0x400 | 0x500 => {
             note(rec);
-            if IN_USER_RUN.load(Ordering::Relaxed) {
+            if in_user_run() {
                 EXIT.set(rec);
                 return resume_kernel();
             }
@@ -707,7 +712,7 @@ extern "C" fn dispatch(frame: *mut TrapFrame) -> u64 {
             set_return(0);
             ACTION_RETURN
         }
-        6 if frame.rip == user_exit_entry() && IN_USER_RUN.load(Ordering::Relaxed) => {
+        6 if frame.rip == user_exit_entry() && in_user_run() => {
             EXIT.set(rec);
             resume_kernel()
         }
@@ -739,20 +744,24 @@ fn note(rec: Trap) {
     COUNT.fetch_add(1, Ordering::Relaxed);
 }
 
-/// Whether a [`run_user`] call is under way (its user code, or the kernel
-/// entries that interrupt it).
+/// Whether the running entry interrupted a [`run_user`] call: its user
+/// code, or the kernel entries that interrupt it. Only the vCPU that
+/// runs it can be in one (`run_user` runs on vCPU 0: the entry stack and
+/// the saved kernel context are single); an entry on a secondary vCPU's
+/// stack is never part of it.
 #[must_use]
 pub fn in_user_run() -> bool {
-    IN_USER_RUN.load(Ordering::Relaxed)
+    let here = 0u8;
+    IN_USER_RUN.load(Ordering::Relaxed) && !smp::on_secondary_stack(&raw const here as u64)
 }
 
 /// Ends the current `run_user` call (or, outside one, panics: there is no
-/// kernel context to go back to).
+/// kernel context to go back to). The call is over from here on: an
+/// event that interrupts the kernel before `run_user` returns is an
+/// ordinary kernel entry.
 fn resume_kernel() -> u64 {
-    assert!(
-        IN_USER_RUN.load(Ordering::Relaxed),
-        "return-to-kernel request outside run_user"
-    );
+    assert!(in_user_run(), "return-to-kernel request outside run_user");
+    IN_USER_RUN.store(false, Ordering::Relaxed);
     ACTION_RESUME_KERNEL
 }
 
@@ -1025,14 +1034,12 @@ pub fn run_user(entry: u64, cs: u16, rflags: u64, how: UserEntry) -> Trap {
         // iretq cannot tell the hypervisor, so the kernel does it itself.
         crate::shared::set_upcall_mask(u8::from(rflags & RFLAGS_IF == 0));
     }
-    IN_USER_RUN.store(true, Ordering::Relaxed);
     // SAFETY: `frame` describes user code in `.text.user` on the user
-    // stack; `shim_enter_user` saves the callee-saved registers and RSP,
-    // and the user code ends by a kernel entry that restores them and
-    // returns here (the dispatcher's resume path). Nothing of this Rust
-    // frame is touched meanwhile.
+    // stack; `shim_enter_user` saves the callee-saved registers and RSP
+    // and sets `IN_USER_RUN`, and the user code ends by a kernel entry
+    // that clears it, restores them and returns here (the dispatcher's
+    // resume path). Nothing of this Rust frame is touched meanwhile.
     unsafe { shim_enter_user(&raw const frame, u64::from(native)) };
-    IN_USER_RUN.store(false, Ordering::Relaxed);
     EXIT.get()
 }
 
