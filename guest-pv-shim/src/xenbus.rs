@@ -204,6 +204,16 @@ impl<R: ClientRing> Xenbus<R> {
         payload: &mut [u8],
         block: bool,
     ) -> Result<Option<(Reply, u32)>, XenbusError> {
+        let Some((reply, req_id)) = self.header(block)? else {
+            return Ok(None);
+        };
+        self.body(reply.len, payload)?;
+        Ok(Some((reply, req_id)))
+    }
+
+    /// Reads the next message's header (`None` while nothing at all has
+    /// arrived and `block` is false).
+    fn header(&mut self, block: bool) -> Result<Option<(Reply, u32)>, XenbusError> {
         let mut raw = [0u8; XsdSockmsg::SIZE];
         if self.take(&mut raw, block)?.is_none() {
             return Ok(None);
@@ -213,13 +223,22 @@ impl<R: ClientRing> Xenbus<R> {
         if len > XENSTORE_PAYLOAD_MAX {
             return Err(XenbusError::Protocol);
         }
-        let fits = len.min(payload.len());
-        self.take(&mut payload[..fits], true)?;
-        let mut rest = [0u8; 1];
-        for _ in fits..len {
-            self.take(&mut rest, true)?;
-        }
         Ok(Some((Reply { ty: header.ty, len }, header.req_id)))
+    }
+
+    /// Reads a body of `len` bytes: as much as fits into `out`, the rest
+    /// consumed and dropped.
+    fn body(&mut self, len: usize, out: &mut [u8]) -> Result<(), XenbusError> {
+        let fits = len.min(out.len());
+        self.take(&mut out[..fits], true)?;
+        let mut rest = [0u8; 64];
+        let mut left = len - fits;
+        while left > 0 {
+            let n = left.min(rest.len());
+            self.take(&mut rest[..n], true)?;
+            left -= n;
+        }
+        Ok(())
     }
 
     fn keep_event(&mut self, payload: &[u8]) {
@@ -282,26 +301,43 @@ impl<R: ClientRing> Xenbus<R> {
     }
 
     fn reply(&mut self, reply: &mut [u8]) -> Result<usize, XenbusError> {
-        let mut buf = [0u8; XENSTORE_PAYLOAD_MAX];
         loop {
-            let (r, req_id) = self.message(&mut buf, true)?.ok_or(XenbusError::Timeout)?;
-            let body = &buf[..r.len];
+            let (r, req_id) = self.header(true)?.ok_or(XenbusError::Timeout)?;
             if r.ty == XsType::WatchEvent as u32 {
-                self.keep_event(body);
+                let mut event = [0u8; EVENT_BYTES];
+                self.body(r.len, &mut event)?;
+                match event.get(..r.len) {
+                    Some(event) => self.keep_event(event),
+                    None => self.dropped_events += 1,
+                }
                 continue;
             }
-            if req_id != self.req_id {
-                return Err(XenbusError::Protocol);
-            }
             if r.ty == XsType::Error as u32 {
-                let name = body.split(|&b| b == 0).next().unwrap_or(&[]);
+                // Every name in `XSD_ERRORS` fits; a longer one is no name.
+                let mut name = [0u8; 16];
+                self.body(r.len, &mut name)?;
+                let name = name[..r.len.min(name.len())]
+                    .split(|&b| b == 0)
+                    .next()
+                    .unwrap_or(&[]);
+                if req_id != self.req_id {
+                    return Err(XenbusError::Protocol);
+                }
                 return Err(XenbusError::store(
                     core::str::from_utf8(name).unwrap_or("EINVAL"),
                 ));
             }
-            let out = reply.get_mut(..r.len).ok_or(XenbusError::TooBig)?;
-            out.copy_from_slice(body);
-            return Ok(r.len);
+            // Straight into the caller's buffer: no page-sized staging
+            // buffer to clear per reply.
+            self.body(r.len, reply)?;
+            if req_id != self.req_id {
+                return Err(XenbusError::Protocol);
+            }
+            return if r.len <= reply.len() {
+                Ok(r.len)
+            } else {
+                Err(XenbusError::TooBig)
+            };
         }
     }
 

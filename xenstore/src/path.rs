@@ -90,19 +90,29 @@ pub fn is_special(node: &str) -> bool {
 /// The absolute, checked form of `node` as domain `from` sent it: relative
 /// paths are under its home. `EINVAL` for a malformed path.
 pub fn canonical(from: DomId, node: &str) -> Result<String, XsError> {
-    let full = if node.starts_with('/') {
-        String::from(node)
-    } else if node.is_empty() {
+    let mut full = String::new();
+    canonical_into(from, node, &mut full)?;
+    Ok(full)
+}
+
+/// [`canonical`] into `out` (cleared first), so that a caller that keeps
+/// `out` allocates nothing per path.
+///
+/// # Errors
+/// `EINVAL` for a malformed path (`out` then holds nothing useful).
+pub fn canonical_into(from: DomId, node: &str, out: &mut String) -> Result<(), XsError> {
+    out.clear();
+    if node.is_empty() {
         return Err(XsError::Einval);
-    } else {
-        let mut full = String::with_capacity(HOME_MAX + 1 + node.len());
-        push_domain_path(&mut full, from);
-        full.push('/');
-        full.push_str(node);
-        full
-    };
-    if is_valid(&full) {
-        Ok(full)
+    }
+    if !node.starts_with('/') {
+        out.reserve(HOME_MAX + 1 + node.len());
+        push_domain_path(out, from);
+        out.push('/');
+    }
+    out.push_str(node);
+    if is_valid(out) {
+        Ok(())
     } else {
         Err(XsError::Einval)
     }

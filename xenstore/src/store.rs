@@ -202,6 +202,10 @@ pub struct Store {
     quota: Quota,
     /// Watch events a request caused, sent after its reply.
     pending: Vec<(DomId, Vec<u8>)>,
+    /// Kept between reads so that one allocates nothing: the absolute
+    /// path, and the reply (given back by [`Store::handle`] once queued).
+    path: String,
+    reply: Vec<u8>,
 }
 
 impl Default for Store {
@@ -392,8 +396,11 @@ impl Work<'_> {
         }
     }
 
-    fn read(&mut self, path: &str) -> Result<Vec<u8>, XsError> {
-        Ok(self.find(path, Access::reads)?.value.clone())
+    /// The node's value, in `out` (cleared first).
+    fn read(&mut self, path: &str, mut out: Vec<u8>) -> Result<Vec<u8>, XsError> {
+        out.clear();
+        out.extend_from_slice(&self.find(path, Access::reads)?.value);
+        Ok(out)
     }
 
     fn directory(&mut self, path: &str) -> Result<Node, XsError> {
@@ -612,6 +619,8 @@ impl Store {
             ],
             quota,
             pending: Vec::new(),
+            path: String::new(),
+            reply: Vec::new(),
         };
         store.conns.insert(0, Conn::default());
         for (path, children) in [
@@ -695,6 +704,7 @@ impl Store {
             match reply {
                 Ok((ty, body)) => {
                     wire::queue_message(&mut conn.out, ty, header.req_id, header.tx_id, &body);
+                    self.reply = body;
                 }
                 Err(e) => conn.out.extend(wire::error_reply(header, e)),
             }
@@ -757,9 +767,14 @@ impl Store {
             _ => return Err(XsError::Enoent),
         };
         match ty {
-            XsType::Read => self.tree_op(from, tx, |w| {
-                w.read(&path::canonical(from, one_arg(payload)?)?)
-            }),
+            XsType::Read => {
+                let mut full = core::mem::take(&mut self.path);
+                let out = core::mem::take(&mut self.reply);
+                let value = path::canonical_into(from, one_arg(payload)?, &mut full)
+                    .and_then(|()| self.tree_op(from, tx, |w| w.read(&full, out)));
+                self.path = full;
+                value
+            }
             XsType::Directory => self.tree_op(from, tx, |w| {
                 let node = w.directory(&path::canonical(from, one_arg(payload)?)?)?;
                 let mut out = Vec::new();

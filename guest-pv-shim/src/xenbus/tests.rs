@@ -105,6 +105,23 @@ fn watches_and_transactions() {
 }
 
 #[test]
+fn an_event_too_long_to_keep_is_dropped_while_a_reply_is_awaited() {
+    let (mut xb, store) = setup();
+    let mut buf = [0u8; 64];
+    let token = [b't'; EVENT_BYTES];
+    let token = core::str::from_utf8(&token).unwrap();
+    xb.watch("data", token).unwrap();
+    dom0(&store, XsType::Write, b"/local/domain/3/data/x\0v");
+    let n = xb.read(0, "name", &mut buf).unwrap();
+    assert_eq!(&buf[..n], b"guest");
+    // The watch's first event and the write's: both longer than a slot.
+    assert_eq!(xb.dropped_events, 2);
+    assert_eq!(xb.next_event(&mut buf).unwrap(), None);
+    let n = xb.read(0, "data/x", &mut buf).unwrap();
+    assert_eq!(&buf[..n], b"v", "the ring stays in step after the drops");
+}
+
+#[test]
 fn states_and_the_frontend_handshake() {
     let (mut xb, _) = setup();
     assert_eq!(xb.state(0, "data/dev"), Ok(XenbusState::Unknown));
