@@ -54,9 +54,140 @@ impl TscScale {
     }
 }
 
+/// A moment known only to lie between two TSC readings: one taken
+/// before it and one after.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bracket {
+    /// The reading before the moment.
+    pub before: u64,
+    /// The reading after it.
+    pub after: u64,
+}
+
+impl Bracket {
+    /// The best guess: halfway between the readings.
+    fn middle(self) -> u64 {
+        self.before + self.after.wrapping_sub(self.before) / 2
+    }
+
+    /// How far the moment may lie from [`Bracket::middle`], twice over.
+    fn width(self) -> u64 {
+        self.after.wrapping_sub(self.before)
+    }
+}
+
+/// One window of a reference clock (the PIT's count running out, the
+/// local APIC timer's count) measured in TSC ticks, its two ends each
+/// bracketed by readings. A CPU that is preempted between a reading and
+/// the moment it brackets (a vCPU thread of a loaded host under QEMU,
+/// an SMI on hardware) only widens that bracket, so the window with the
+/// narrowest brackets is the one to believe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    /// When the reference clock started.
+    pub start: Bracket,
+    /// When it was seen to end.
+    pub end: Bracket,
+}
+
+impl Window {
+    /// The window's length in TSC ticks.
+    #[must_use]
+    pub fn ticks(&self) -> u64 {
+        self.end.middle().saturating_sub(self.start.middle())
+    }
+
+    /// How many TSC ticks [`Window::ticks`] may be off by, twice over.
+    #[must_use]
+    pub fn uncertainty(&self) -> u64 {
+        self.start.width().saturating_add(self.end.width())
+    }
+
+    /// Whether it is known to 1 part in 10,000 (100 ppm): no further
+    /// window needs measuring.
+    #[must_use]
+    pub fn is_precise(&self) -> bool {
+        self.uncertainty().saturating_mul(10_000) <= self.ticks()
+    }
+
+    /// Its uncertainty in parts per million of its length.
+    #[must_use]
+    pub fn ppm(&self) -> u64 {
+        u64::try_from(u128::from(self.uncertainty()) * 1_000_000 / u128::from(self.ticks().max(1)))
+            .unwrap_or(u64::MAX)
+    }
+}
+
+/// Measures windows with `measure` (each with what was read in it) until
+/// one [`Window::is_precise`] or `tries` were made; the one with the least
+/// uncertainty (`None` only for no tries).
+pub fn best_window<T>(
+    tries: usize,
+    mut measure: impl FnMut() -> (Window, T),
+) -> Option<(Window, T)> {
+    let mut best: Option<(Window, T)> = None;
+    for _ in 0..tries {
+        let (window, reading) = measure();
+        let precise = window.is_precise();
+        if best
+            .as_ref()
+            .is_none_or(|(b, _)| window.uncertainty() < b.uncertainty())
+        {
+            best = Some((window, reading));
+        }
+        if precise {
+            break;
+        }
+    }
+    best
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn window(start: (u64, u64), end: (u64, u64)) -> Window {
+        Window {
+            start: Bracket {
+                before: start.0,
+                after: start.1,
+            },
+            end: Bracket {
+                before: end.0,
+                after: end.1,
+            },
+        }
+    }
+
+    #[test]
+    fn a_preempted_window_is_not_believed() {
+        // 10 ms at 2.6 GHz is 26e6 ticks; the second window's end was seen
+        // 18e6 ticks late (its vCPU lost 7 ms), the third's start early.
+        let windows = [
+            window((1000, 3000), (26_001_000, 26_019_000)),
+            window((0, 2000), (26_000_000, 44_000_000)),
+            window((0, 9_000_000), (26_000_000, 26_002_000)),
+            window((500, 1500), (26_000_500, 26_001_500)),
+        ];
+        let mut next = windows.iter().copied().zip(0..);
+        let (best, which) = best_window(windows.len(), || next.next().unwrap()).unwrap();
+        assert_eq!((best, which), (windows[3], 3));
+        assert_eq!(best.ticks(), 26_000_000);
+        assert_eq!(best.ppm(), 76);
+        assert!(best.is_precise());
+    }
+
+    #[test]
+    fn a_precise_window_ends_the_search() {
+        let mut made = 0;
+        let best = best_window(5, || {
+            made += 1;
+            (window((0, 50), (1_000_000, 1_000_040)), ())
+        });
+        assert_eq!(made, 1);
+        assert_eq!(best.unwrap().0.ticks(), 999_995);
+        assert_eq!(best_window::<()>(0, || unreachable!()), None);
+    }
 
     #[test]
     fn one_second_is_one_second() {

@@ -10,10 +10,13 @@
 //! periodic tick.
 use spin::Once;
 
+use crate::time::{Bracket, Window};
+
 use super::cpu::{Features, rdtsc};
 use super::msr::{rdmsr, wrmsr};
 use super::paging::phys_to_virt;
 use super::percpu;
+use super::time::CALIBRATION_TRIES;
 
 /// The timer's vector.
 pub const TIMER_VECTOR: u8 = 0xf0;
@@ -223,18 +226,33 @@ fn send_ipi(id: u32, command: u32) {
     }
 }
 
-/// Timer ticks (at divide-by-16) per 2^32 TSC ticks, counted over 10 ms.
+/// Timer ticks (at divide-by-16) per 2^32 TSC ticks, counted over 10 ms
+/// windows (the best bracketed of a few, as the TSC's own measurement).
 fn calibrate(apic: &Apic, tsc_hz: u64) -> u64 {
-    let window = tsc_hz / 100;
-    apic.write(LVT_TIMER, LVT_MASKED | u32::from(TIMER_VECTOR));
-    apic.write(TIMER_INITIAL, u32::MAX);
-    let start = rdtsc();
-    while rdtsc().wrapping_sub(start) < window {
-        core::hint::spin_loop();
-    }
-    let counted = u64::from(u32::MAX - apic.read(TIMER_CURRENT));
-    apic.write(TIMER_INITIAL, 0);
-    let ratio = (u128::from(counted) << 32) / u128::from(window.max(1));
+    let span = tsc_hz / 100;
+    let measured = crate::time::best_window(CALIBRATION_TRIES, || {
+        apic.write(LVT_TIMER, LVT_MASKED | u32::from(TIMER_VECTOR));
+        let before = rdtsc();
+        apic.write(TIMER_INITIAL, u32::MAX);
+        let start = Bracket {
+            before,
+            after: rdtsc(),
+        };
+        while rdtsc().wrapping_sub(start.after) < span {
+            core::hint::spin_loop();
+        }
+        let before = rdtsc();
+        let left = apic.read(TIMER_CURRENT);
+        let end = Bracket {
+            before,
+            after: rdtsc(),
+        };
+        apic.write(TIMER_INITIAL, 0);
+        (Window { start, end }, u32::MAX - left)
+    });
+    let ratio = measured.map_or(0, |(window, counted)| {
+        (u128::from(counted) << 32) / u128::from(window.ticks().max(1))
+    });
     u64::try_from(ratio).unwrap_or(u64::MAX).max(1)
 }
 

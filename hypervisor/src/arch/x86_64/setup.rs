@@ -66,9 +66,9 @@ extern "C" fn hv_start64(magic: u32, info: u32) -> ! {
 
     let features = cpu::features();
     report_cpu(&features);
-    let tsc_hz = time::init();
+    let (tsc_hz, ppm) = time::init();
     log::info!(
-        "TSC: {}.{:03} MHz (measured against the PIT)",
+        "TSC: {}.{:03} MHz (measured against the PIT, to {ppm} ppm)",
         tsc_hz / 1_000_000,
         (tsc_hz / 1000) % 1000
     );

@@ -7,7 +7,7 @@ use core::sync::atomic::{Ordering, compiler_fence};
 use dom0_abi::shared_info::{SharedInfo, VcpuInfo, VcpuTimeInfo};
 use spin::{Mutex, Once};
 
-use crate::time::TscScale;
+use crate::time::{Bracket, TscScale, Window};
 use crate::wallclock::Wallclock;
 
 use super::cpu::rdtsc;
@@ -25,36 +25,67 @@ const PORT_B: u16 = 0x61;
 const PIT_COMMAND: u16 = 0x43;
 const PIT_CHANNEL2: u16 = 0x42;
 
+/// Calibration windows measured at most (the first known to 100 ppm
+/// ends it).
+pub const CALIBRATION_TRIES: usize = 5;
+
 /// The TSC at boot and its scale.
 static CLOCK: Once<(u64, TscScale, u64)> = Once::new();
 
-/// Measures the TSC rate over a 10 ms one-shot of PIT channel 2 and starts
-/// the clock. Returns the rate in Hz.
-pub fn init() -> u64 {
-    CLOCK
+/// Measures the TSC rate over 10 ms one-shots of PIT channel 2 and starts
+/// the clock. Returns the rate in Hz and the measurement's uncertainty in
+/// parts per million.
+pub fn init() -> (u64, u64) {
+    let mut ppm = 0;
+    let hz = CLOCK
         .call_once(|| {
-            let hz = measure_tsc_hz();
+            let (window, ()) = crate::time::best_window(CALIBRATION_TRIES, || (pit_window(), ()))
+                .unwrap_or_else(|| (pit_window(), ()));
+            ppm = window.ppm();
+            let hz = window.ticks() * PIT_HZ / u64::from(PIT_TICKS);
             (rdtsc(), TscScale::for_hz(hz), hz)
         })
-        .2
+        .2;
+    (hz, ppm)
 }
 
-fn measure_tsc_hz() -> u64 {
+/// One 10 ms one-shot of PIT channel 2 in TSC ticks: its start bracketed
+/// by readings around the write that loads the count, its end by those
+/// around the first read of the gate port that shows the output high and
+/// the last one that did not.
+fn pit_window() -> Window {
     // SAFETY: the PIT and the speaker gate belong to the hypervisor (dom0
     // gets no access to them); channel 2 only drives the speaker, which
     // stays off (bit 1 clear).
-    let (start, end) = unsafe {
+    unsafe {
         outb(PORT_B, (inb(PORT_B) & !0x02) | 0x01);
         // Channel 2, low then high byte, mode 0 (interrupt on terminal count).
         outb(PIT_COMMAND, 0b1011_0000);
         let [low, high] = PIT_TICKS.to_le_bytes();
         outb(PIT_CHANNEL2, low);
+        let before = rdtsc();
         outb(PIT_CHANNEL2, high);
-        let start = rdtsc();
-        while inb(PORT_B) & 0x20 == 0 {}
-        (start, rdtsc())
-    };
-    (end - start) * PIT_HZ / u64::from(PIT_TICKS)
+        let start = Bracket {
+            before,
+            after: rdtsc(),
+        };
+        let mut low_seen = start.before;
+        loop {
+            let before = rdtsc();
+            let done = inb(PORT_B) & 0x20 != 0;
+            let after = rdtsc();
+            if done {
+                break Window {
+                    start,
+                    end: Bracket {
+                        before: low_seen,
+                        after,
+                    },
+                };
+            }
+            low_seen = before;
+        }
+    }
 }
 
 /// The TSC's rate in Hz, as measured by [`init`] (0 before it).
