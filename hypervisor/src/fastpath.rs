@@ -1,22 +1,27 @@
-//! The hypercall fast path's policy: which hypercalls it answers, and the
-//! per-CPU "work pending" flag that tells it when it may.
+//! The fast lanes' policy: which hypercalls, bounces and `iret`s they
+//! serve, and the per-CPU "work pending" flag that tells them when they
+//! may.
 //!
 //! A hypercall that needs no domain state (today `xen_version`'s
 //! `XENVER_version` and `XENVER_pagesize`) is answered by the entry itself
 //! without taking a lock, routing through the hypercall table or running
 //! the exit checks, as long as nothing is pending for the running vCPU.
+//! The same holds for two more entries that need no hypervisor policy:
+//! a page fault of the guest kernel on a page that is not present, which
+//! is bounced to the kernel's handler ([`page_fault_bounce`]), and a
+//! `HYPERVISOR_iret` back to kernel mode ([`kernel_iret`]).
 //! "Nothing pending" is two tests:
 //!
 //! - the CPU's [`Lane`] holds no work: no one changed the running vCPU's
 //!   state behind its back since its last full entry began (an NMI
-//!   raised, its domain paused, a new `vcpu_info` place: [`note_work`]),
-//!   and a full entry has published where the vCPU's `vcpu_info` lies
-//!   ([`Lane::begin_full`]);
+//!   raised, its domain paused, a new `vcpu_info` place, a new trap
+//!   table, NMIs masked or unmasked: [`note_work`]), and a full entry has
+//!   published what the lanes read of the vCPU ([`Lane::begin_full`]);
 //! - that `vcpu_info` shows no unmasked upcall ([`events_allow`]). The
 //!   guest writes these bytes itself (Linux sets `evtchn_upcall_pending`
 //!   when it unmasks a pending port and then makes a `xen_version` call to
-//!   have the upcall delivered), so they are read on every fast call rather
-//!   than trusted to a flag.
+//!   have the upcall delivered), so they are read on every fast entry
+//!   rather than trusted to a flag.
 //!
 //! Everything else the full exit looks at is made pending only by the
 //! vCPU's own entries, each of which ends in a full exit, or by a switch
@@ -24,17 +29,19 @@
 //! path's flag") argues why no wake-up is lost.
 #![forbid(unsafe_code)]
 
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 
+use dom0_abi::cpu::IretContext;
 use dom0_abi::hypercall::Hypercall;
 use dom0_abi::segment::{RING1_KERNEL_CS, RING1_KERNEL_SS};
 use dom0_abi::stats::Counter;
 use dom0_abi::version::VersionCmd;
 
 use crate::hypercall::version::{XEN_MAJOR, XEN_MINOR};
-use crate::layout::{PAGE_SIZE, is_canonical};
+use crate::layout::{PAGE_SIZE, guest_range_ok, is_canonical};
 use crate::smp::MAX_CPUS;
 use crate::stats::Stats;
+use crate::vcpu::{self, BounceFrame, Context, IretTarget, TrapGate, Vcpu};
 
 /// The answer of a hypercall the fast path serves, or `None` when the full
 /// path must run it (another hypercall, another sub-op, or an argument the
@@ -77,10 +84,112 @@ pub fn kernel_frame_is_plain(cs: u64, ss: u64, rip: u64, rsp: u64) -> bool {
         && is_canonical(rsp)
 }
 
-/// What the fast path of one CPU reads without a lock: the work flag of
-/// the vCPU running there, where that vCPU's `vcpu_info` lies, and (in
-/// statistics builds) the fast calls it answered, not yet added to the
-/// vCPU's counters.
+/// The #PF vector.
+const PAGE_FAULT: usize = 14;
+/// Page-fault error-code bit: the page was present (a protection fault).
+const PF_PRESENT: u64 = 1;
+
+/// What the lanes read of the running vCPU's record, published by its full
+/// entries ([`Lane::begin_full`]) and withdrawn when it leaves the CPU.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Published {
+    /// Hypervisor address of its `vcpu_info` (0: none: the lanes are off).
+    pub vcpu_info: u64,
+    /// Its trap-table entry for #PF (address 0: none registered).
+    pub page_fault: TrapGate,
+    /// Whether its NMIs are masked (an NMI handler has not returned yet).
+    pub nmi_masked: bool,
+}
+
+impl Published {
+    /// What the lanes need of `vcpu`, whose `vcpu_info` lies at hypervisor
+    /// address `vcpu_info`.
+    #[must_use]
+    pub fn of(vcpu: &Vcpu, vcpu_info: u64) -> Published {
+        Published {
+            vcpu_info,
+            page_fault: vcpu.traps[PAGE_FAULT],
+            nmi_masked: vcpu.nmi.is_masked(),
+        }
+    }
+}
+
+/// The bounce frame for a page fault (error code `error_code`, address
+/// `cr2`) that interrupted `ctx`, when it needs no hypervisor policy and
+/// the full path would do nothing but bounce it to the guest's handler;
+/// `None` sends the fault to the full path. `pending` and `mask` are the
+/// vCPU's upcall bytes before the bounce. The fault qualifies when all of
+/// these hold:
+///
+/// - it came from the guest kernel (a bounce from user mode switches
+///   stacks and GS bases);
+/// - the page was not present: a protection fault may be a store the
+///   hypervisor emulates (writable page tables, read-only device memory);
+/// - the address lies in guest space: the hypervisor's slots hold the LDT
+///   window, whose faults it handles itself;
+/// - a handler is registered, at a canonical address (the exit can load
+///   it without a check);
+/// - no upcall is due once the handler's gate has (or has not) masked
+///   events: the full exit would bounce it on top;
+/// - the frame's place is guest memory ([`vcpu::bounce_frame`]).
+#[inline(always)]
+#[must_use]
+pub fn page_fault_bounce(
+    published: &Published,
+    ctx: &Context,
+    error_code: u64,
+    cr2: u64,
+    pending: u8,
+    mask: u8,
+) -> Option<BounceFrame> {
+    let gate = published.page_fault;
+    if ctx.in_user_mode()
+        || error_code & PF_PRESENT != 0
+        || !guest_range_ok(cr2, 1)
+        || gate.address == 0
+        || !is_canonical(gate.address)
+    {
+        return None;
+    }
+    let mask_after = if gate.mask_events { 1 } else { mask };
+    if !events_allow(pending, mask_after) {
+        return None;
+    }
+    vcpu::bounce_frame(0, ctx, Some(error_code), mask).ok()
+}
+
+/// What a `HYPERVISOR_iret` with `frame` returns to, when the lane may
+/// complete it: back to guest kernel mode (a return to user mode switches
+/// GS bases), on a plain frame (canonical RIP and RSP: the exit loads it
+/// without a check), with NMIs not masked (the full path unmasks them)
+/// and no upcall due under the mask the frame restores (`pending` reads
+/// the vCPU's upcall-pending byte). `None` sends the call to the full
+/// path; a return to user mode is told first, from CS alone.
+///
+/// The call came from ring 1 (the gate admits no other ring), where the
+/// vCPU's kernel GS base is always the active one (only a bounce from
+/// user mode brings a vCPU to ring 1, and it makes it so), so a return to
+/// kernel mode leaves the GS bases as they are.
+#[inline(always)]
+#[must_use]
+pub fn kernel_iret(
+    published: &Published,
+    frame: &IretContext,
+    pending: impl FnOnce() -> u8,
+) -> Option<IretTarget> {
+    if frame.cs & 3 == 3 || published.nmi_masked {
+        return None;
+    }
+    let target = vcpu::iret(frame);
+    let c = &target.context;
+    (kernel_frame_is_plain(c.cs, c.ss, c.rip, c.rsp) && events_allow(pending(), target.upcall_mask))
+        .then_some(target)
+}
+
+/// What the fast lanes of one CPU read without a lock: the work flag of
+/// the vCPU running there, what they need of its record ([`Published`]),
+/// and (in statistics builds) the fast entries they served, not yet added
+/// to the vCPU's counters.
 #[derive(Debug)]
 pub struct Lane {
     /// Something may be pending for the running vCPU: the next hypercall
@@ -91,8 +200,15 @@ pub struct Lane {
     /// Hypervisor address of the running vCPU's `vcpu_info` (0: none
     /// published, the fast path is off).
     vcpu_info: AtomicU64,
-    /// Fast calls answered for the running vCPU (statistics builds).
+    /// Its #PF handler ([`Published::page_fault`]).
+    page_fault: AtomicU64,
+    /// [`MASKS_EVENTS`] and [`NMI_MASKED`].
+    flags: AtomicU8,
+    /// Fast hypercalls (`iret` included) for the running vCPU (statistics
+    /// builds).
     calls: AtomicU64,
+    /// Fast bounces for the running vCPU (statistics builds).
+    bounces: AtomicU64,
     /// Their `hv_tsc` (statistics builds).
     tsc: AtomicU64,
 }
@@ -102,7 +218,10 @@ impl Lane {
         Lane {
             work: AtomicBool::new(true),
             vcpu_info: AtomicU64::new(0),
+            page_fault: AtomicU64::new(0),
+            flags: AtomicU8::new(0),
             calls: AtomicU64::new(0),
+            bounces: AtomicU64::new(0),
             tsc: AtomicU64::new(0),
         }
     }
@@ -118,30 +237,56 @@ impl Lane {
         Some(self.vcpu_info.load(Ordering::Relaxed)).filter(|&va| va != 0)
     }
 
+    /// What the running vCPU published, if a bounce or `iret` may take
+    /// its lane now (no work pending, a place published).
+    #[inline(always)]
+    #[must_use]
+    pub fn published(&self) -> Option<Published> {
+        let vcpu_info = self.ready()?;
+        let flags = self.flags.load(Ordering::Relaxed);
+        Some(Published {
+            vcpu_info,
+            page_fault: TrapGate {
+                address: self.page_fault.load(Ordering::Relaxed),
+                dpl: 0,
+                mask_events: flags & MASKS_EVENTS != 0,
+            },
+            nmi_masked: flags & NMI_MASKED != 0,
+        })
+    }
+
     /// Marks work pending for the vCPU running on this lane's CPU.
     pub fn note_work(&self) {
         self.work.store(true, Ordering::Release);
     }
 
-    /// The full path of an entry of the vCPU whose `vcpu_info` lies at
-    /// `vcpu_info` (hypervisor address) begins: what it is about to check
-    /// need not stay flagged, and the place is published. Called before
-    /// the checks, so that work made pending after them (a new place
+    /// The full path of an entry of the vCPU that `published` describes
+    /// begins: what it is about to check need not stay flagged, and what
+    /// the lanes read of the vCPU is published. Called before the checks,
+    /// so that work made pending after them (a new place or trap table
     /// included) is flagged again. Costs a load and a branch while nothing
     /// was flagged.
     #[inline(always)]
-    pub fn begin_full(&self, vcpu_info: impl FnOnce() -> u64) {
+    pub fn begin_full(&self, published: impl FnOnce() -> Published) {
         if self.work.load(Ordering::Relaxed) {
-            self.reopen(vcpu_info());
+            self.reopen(&published());
         }
     }
 
     /// [`Lane::begin_full`] when work was flagged.
     #[cold]
     #[inline(never)]
-    fn reopen(&self, vcpu_info: u64) {
+    fn reopen(&self, published: &Published) {
         self.work.swap(false, Ordering::AcqRel);
-        self.vcpu_info.store(vcpu_info, Ordering::Relaxed);
+        self.vcpu_info.store(published.vcpu_info, Ordering::Relaxed);
+        self.page_fault
+            .store(published.page_fault.address, Ordering::Relaxed);
+        let flags = if published.page_fault.mask_events {
+            MASKS_EVENTS
+        } else {
+            0
+        } | if published.nmi_masked { NMI_MASKED } else { 0 };
+        self.flags.store(flags, Ordering::Relaxed);
     }
 
     /// The running vCPU leaves this CPU: no fast path until the next one's
@@ -152,7 +297,8 @@ impl Lane {
         self.fold(stats);
     }
 
-    /// Counts one fast call that spent `tsc` ticks (statistics builds).
+    /// Counts one fast hypercall that spent `tsc` ticks (statistics
+    /// builds).
     #[inline(always)]
     pub fn count(&self, tsc: u64) {
         if Stats::ENABLED {
@@ -161,28 +307,57 @@ impl Lane {
         }
     }
 
-    /// Moves the fast calls counted so far into the leaving vCPU's
-    /// `stats`.
-    fn fold(&self, stats: &mut Stats) {
+    /// Counts one fast bounce (an exception entry that bounced) that
+    /// spent `tsc` ticks (statistics builds).
+    #[inline(always)]
+    pub fn count_bounce(&self, tsc: u64) {
         if Stats::ENABLED {
-            let calls = self.calls.swap(0, Ordering::Relaxed);
-            stats.add(Counter::Entries, calls);
-            stats.add(Counter::Hypercalls, calls);
-            stats.add(Counter::HypervisorTsc, self.tsc.swap(0, Ordering::Relaxed));
+            self.bounces.fetch_add(1, Ordering::Relaxed);
+            self.tsc.fetch_add(tsc, Ordering::Relaxed);
         }
     }
 
-    /// Adds the fast calls counted so far to `stats`, a copy of the
+    /// Moves the fast entries counted so far into the leaving vCPU's
+    /// `stats`.
+    fn fold(&self, stats: &mut Stats) {
+        if Stats::ENABLED {
+            add(
+                stats,
+                self.calls.swap(0, Ordering::Relaxed),
+                self.bounces.swap(0, Ordering::Relaxed),
+                self.tsc.swap(0, Ordering::Relaxed),
+            );
+        }
+    }
+
+    /// Adds the fast entries counted so far to `stats`, a copy of the
     /// running vCPU's counters (for `stats_op`); they stay counted here
     /// until the vCPU leaves.
     pub fn add_counts(&self, stats: &mut Stats) {
         if Stats::ENABLED {
-            let calls = self.calls.load(Ordering::Relaxed);
-            stats.add(Counter::Entries, calls);
-            stats.add(Counter::Hypercalls, calls);
-            stats.add(Counter::HypervisorTsc, self.tsc.load(Ordering::Relaxed));
+            add(
+                stats,
+                self.calls.load(Ordering::Relaxed),
+                self.bounces.load(Ordering::Relaxed),
+                self.tsc.load(Ordering::Relaxed),
+            );
         }
     }
+}
+
+/// [`Lane::flags`]: the #PF gate masks events.
+const MASKS_EVENTS: u8 = 1;
+/// [`Lane::flags`]: the vCPU's NMIs are masked.
+const NMI_MASKED: u8 = 2;
+
+/// Adds `calls` fast hypercalls and `bounces` fast bounces, which spent
+/// `tsc` ticks, to `stats` as the full path counts them.
+fn add(stats: &mut Stats, calls: u64, bounces: u64, tsc: u64) {
+    stats.add(Counter::Entries, calls + bounces);
+    stats.add(Counter::Hypercalls, calls);
+    stats.add(Counter::Exceptions, bounces);
+    stats.add(Counter::Bounces, bounces);
+    stats.add(Counter::HypervisorTsc, tsc);
 }
 
 /// Every CPU's lane, by CPU number.
@@ -228,33 +403,42 @@ mod tests {
     use crate::mm::fake::FakeMachine;
     use proptest::prelude::*;
 
+    /// What a vCPU with its `vcpu_info` at `va` and nothing else set
+    /// publishes.
+    fn at(va: u64) -> Published {
+        Published {
+            vcpu_info: va,
+            ..Published::default()
+        }
+    }
+
     #[test]
     fn a_lane_opens_after_a_full_entry_publishes_the_place() {
         let lane = Lane::new();
         assert_eq!(lane.ready(), None);
-        lane.begin_full(|| 0x1000);
+        lane.begin_full(|| at(0x1000));
         assert_eq!(lane.ready(), Some(0x1000));
-        lane.begin_full(|| 0x3000);
+        lane.begin_full(|| at(0x3000));
         assert_eq!(lane.ready(), Some(0x1000), "published only when flagged");
     }
 
     #[test]
     fn work_noted_during_a_full_path_survives_its_exit() {
         let lane = Lane::new();
-        lane.begin_full(|| 0x1000);
+        lane.begin_full(|| at(0x1000));
         // An entry's full path starts; meanwhile another CPU raises work
         // (or this entry moves the vCPU's vcpu_info).
-        lane.begin_full(|| 0x1000);
+        lane.begin_full(|| at(0x1000));
         lane.note_work();
         assert_eq!(lane.ready(), None);
-        lane.begin_full(|| 0x2000);
+        lane.begin_full(|| at(0x2000));
         assert_eq!(lane.ready(), Some(0x2000), "the new place");
     }
 
     #[test]
     fn a_vcpu_leaving_closes_the_lane_and_takes_its_counts() {
         let lane = Lane::new();
-        lane.begin_full(|| 0x1000);
+        lane.begin_full(|| at(0x1000));
         lane.count(7);
         lane.count(5);
         let mut stats = Stats::default();
@@ -270,7 +454,7 @@ mod tests {
         assert_eq!(stats.get(Counter::HypervisorTsc), expect(12));
         lane.disarm(&mut stats);
         assert_eq!(stats.get(Counter::Hypercalls), expect(2), "taken once");
-        lane.begin_full(|| 0x4000);
+        lane.begin_full(|| at(0x4000));
         assert_eq!(lane.ready(), Some(0x4000), "the next vCPU's place");
     }
 
@@ -278,7 +462,7 @@ mod tests {
     fn note_work_reaches_only_a_running_vcpu() {
         let last = MAX_CPUS as u64 - 1;
         let lane = lane(last).unwrap();
-        lane.begin_full(|| 0x2000);
+        lane.begin_full(|| at(0x2000));
         note_work(None);
         assert_eq!(lane.ready(), Some(0x2000));
         note_work(Some(u16::try_from(last).unwrap()));

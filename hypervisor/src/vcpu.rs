@@ -276,6 +276,12 @@ impl Nmi {
         self.pending
     }
 
+    /// Whether NMIs are masked (the last one's handler has not returned
+    /// with `iret` yet).
+    pub const fn is_masked(&self) -> bool {
+        self.masked
+    }
+
     /// Whether the way back to the guest has something to do: an NMI is
     /// pending and NMIs are not masked.
     pub const fn deliverable(&self) -> bool {
@@ -702,7 +708,7 @@ pub fn bounce(
     error_code: Option<u64>,
     saved_mask: u8,
 ) -> Result<Bounce, BounceError> {
-    let frame = bounce_frame(vcpu, ctx, error_code, saved_mask)?;
+    let frame = bounce_frame(vcpu.kernel_sp, ctx, error_code, saved_mask)?;
     let context = Context {
         rip: handler,
         cs: HANDLER_CS,
@@ -732,21 +738,23 @@ pub const fn handler_rflags(rflags: u64) -> u64 {
 }
 
 /// The frame part of [`bounce`], for a caller that sets the handler's
-/// context itself (in place, without building a [`Context`]). The place
-/// is checked first, and the frame built once, in the returned value.
+/// context itself (in place, without building a [`Context`]); `kernel_sp`
+/// is the vCPU's registered kernel stack (`stack_switch`, 0 for none),
+/// used for an event from user mode. The place is checked first, and the
+/// frame built once, in the returned value.
 #[inline(always)]
 pub fn bounce_frame(
-    vcpu: &Vcpu,
+    kernel_sp: u64,
     ctx: &Context,
     error_code: Option<u64>,
     saved_mask: u8,
 ) -> Result<BounceFrame, BounceError> {
     let from_user = ctx.in_user_mode();
     let stack = if from_user {
-        if vcpu.kernel_sp == 0 {
+        if kernel_sp == 0 {
             return Err(BounceError::NoKernelStack);
         }
-        vcpu.kernel_sp
+        kernel_sp
     } else {
         ctx.rsp
     };

@@ -28,6 +28,8 @@ const TRAPS_PER_CALL: u64 = 64;
 /// entry `-EFAULT`. Long tables are processed in chunks: the hypercall is
 /// continued with `traps` advanced, as Xen does.
 pub fn set_trap_table(env: &mut impl Env, traps: u64) -> Result<u64, Errno> {
+    // The fast lanes read the #PF entry: they take it afresh.
+    crate::fastpath::note_work(env.vcpu().on_cpu);
     if traps == 0 {
         env.vcpu().traps = [Default::default(); 256];
         return Ok(0);

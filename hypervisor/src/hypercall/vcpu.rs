@@ -498,6 +498,10 @@ pub(super) fn load_context(vcpu: &mut Vcpu, c: &VcpuGuestContext, roots: &Roots)
     } else {
         FpuArea::initial()
     };
+    // The fast lanes read the trap table and the NMI mask (a running
+    // vCPU's context is set only while its domain is paused, which
+    // flagged it already).
+    crate::fastpath::note_work(vcpu.on_cpu);
     for (gate, info) in vcpu.traps.iter_mut().zip(&c.trap_ctxt) {
         *gate = TrapGate {
             address: info.address,

@@ -61,6 +61,14 @@ pub fn read_cr2() -> u64 {
     v
 }
 
+/// Puts `address` back into CR2, for a page fault's handler to read after
+/// a recovered fault of the hypervisor's own overwrote it.
+pub fn write_cr2(address: u64) {
+    // SAFETY: CR2 only reports page-fault addresses; nothing but the
+    // page-fault handlers reads it.
+    unsafe { asm!("mov cr2, {}", in(reg) address, options(nomem, nostack, preserves_flags)) };
+}
+
 /// Reads CR3.
 pub fn read_cr3() -> u64 {
     let v;

@@ -34,7 +34,7 @@
 //! stub with the guest view loaded.
 use core::arch::global_asm;
 
-use dom0_abi::hypercall::HYPERCALL_VECTOR;
+use dom0_abi::hypercall::{HYPERCALL_VECTOR, Hypercall};
 use dom0_abi::segment::{FLAT_RING3_CS32, FLAT_RING3_CS64, FLAT_RING3_DS};
 
 use super::guest::{SYSCALL_VECTOR, SYSCALL32_VECTOR};
@@ -62,6 +62,8 @@ entry_stubs:
     push $\n
     .if \n == {hypercall_vector}
     jmp hypercall_common
+    .elseif \n == {page_fault_vector}
+    jmp page_fault_common
     .else
     jmp entry_common
     .endif
@@ -114,7 +116,7 @@ hypercall_common:
     testb $3, 24(%rsp)
     jz from_hypervisor
     cmp ${fast_number}, %rax
-    jne guest_common
+    jne iret_or_full
 
     /*
      * The fast entry. RAX is known (the fast path's number), so it is the
@@ -178,6 +180,110 @@ hypercall_common:
     mov ${fast_number}, %eax
     push %rax
     jmp guest_hv_view
+
+    /*
+     * HYPERVISOR_iret's lane: as the fast entry, with every register the
+     * guest keeps saved (the call returns RAX, RCX and R11 from the iret
+     * frame and preserves the others), and a slot for the new RAX.
+     */
+iret_or_full:
+    cmp ${iret_number}, %rax
+    jne guest_common
+    mov ({hv_cr3} - {text} + entry_stubs)(%rip), %rax
+    mov %rax, %cr3
+    mov %rsp, %rax
+    mov ({hv_stack_top} - {text} + entry_stubs)(%rip), %rsp
+    push %rax
+    push %rcx
+    push %r11
+    push %r9
+    push %r10
+    push %r8
+    push %rdx
+    push %rsi
+    push %rdi
+    push $0
+    lea 16(%rax), %rdi
+    mov %rsp, %rsi
+    cld
+    movabs ${fast_iret}, %rax
+    call *%rax
+    test %eax, %eax
+    pop %rax
+    pop %rdi
+    pop %rsi
+    pop %rdx
+    pop %r8
+    pop %r10
+    pop %r9
+    pop %r11
+    pop %rcx
+    pop %rsp
+    jz 1f
+    /*
+     * Served: RAX, RCX and R11 are the iret frame's; the vector's slot of
+     * the entry stack keeps RAX (the guest's own value) while RAX carries
+     * the guest view's CR3.
+     */
+    mov %rax, (%rsp)
+    mov ({guest_cr3} - {text} + entry_stubs)(%rip), %rax
+    mov %rax, %cr3
+    mov (%rsp), %rax
+    add $16, %rsp
+    iretq
+1:
+    push %rcx
+    mov ${iret_number}, %eax
+    push %rax
+    jmp guest_hv_view
+
+    /*
+     * The page-fault vector: a fault from a guest tries the bounce lane
+     * first. RAX and RCX go to the entry stack as on the full path, the
+     * other registers a call may clobber to the hypervisor stack; the
+     * lane gets the fault's frame and the guest's RCX and R11 (they go
+     * into the bounce frame).
+     */
+page_fault_common:
+    testb $3, 24(%rsp)
+    jz from_hypervisor
+    push %rcx
+    push %rax
+    mov ({hv_cr3} - {text} + entry_stubs)(%rip), %rax
+    mov %rax, %cr3
+    mov %rsp, %rax
+    mov ({hv_stack_top} - {text} + entry_stubs)(%rip), %rsp
+    push %rax
+    push %rdx
+    push %rsi
+    push %rdi
+    push %r8
+    push %r9
+    push %r10
+    push %r11
+    lea 16(%rax), %rdi
+    mov 8(%rax), %rsi
+    mov %r11, %rdx
+    cld
+    movabs ${fast_page_fault}, %rax
+    call *%rax
+    test %eax, %eax
+    pop %r11
+    pop %r10
+    pop %r9
+    pop %r8
+    pop %rdi
+    pop %rsi
+    pop %rdx
+    pop %rsp
+    /* Declined: the full path, on the state it would have had. */
+    jz guest_hv_view
+    mov ({guest_cr3} - {text} + entry_stubs)(%rip), %rax
+    mov %rax, %cr3
+    pop %rax
+    pop %rcx
+    add $16, %rsp
+    iretq
 
     /*
      * The way in from a guest (every vector but the hypercall's fast
@@ -319,8 +425,12 @@ exit_to_guest_stub:
     syscall32_vector = const SYSCALL32_VECTOR,
     guest_entry = sym guest_entry,
     fast_hypercall = sym super::fastpath::fast_hypercall,
+    fast_iret = sym super::fastpath::fast_iret,
+    fast_page_fault = sym super::fastpath::fast_page_fault,
     hypercall_vector = const HYPERCALL_VECTOR,
+    page_fault_vector = const super::traps::PF_VECTOR,
     fast_number = const crate::fastpath::FAST_HYPERCALL,
+    iret_number = const Hypercall::Iret as u64,
     hypervisor_trap = sym hypervisor_trap,
     options(att_syntax)
 );

@@ -1,17 +1,23 @@
-//! The hypercall fast path's machine side: the hypercall vector's entry
-//! path calls [`fast_hypercall`] for an `int $0x82` with the fast path's
-//! number (`fastpath::FAST_HYPERCALL`) before the full entry; when it
-//! answers, the stub leaves for the guest at once. The policy (which calls,
-//! when) is `crate::fastpath`.
+//! The fast lanes' machine side: the hypercall vector's entry path calls
+//! [`fast_hypercall`] for an `int $0x82` with the fast path's number
+//! (`fastpath::FAST_HYPERCALL`) and [`fast_iret`] for one with
+//! `HYPERVISOR_iret`'s, the page-fault vector's entry path calls
+//! [`fast_page_fault`], each before the full entry; when one serves the
+//! entry, the stub leaves for the guest at once. The policy (which
+//! entries, when) is `crate::fastpath`.
 use core::mem::offset_of;
 
+use dom0_abi::cpu::IretContext;
 use dom0_abi::shared_info::VcpuInfo;
+use dom0_abi::wire::Wire;
 
 use crate::fastpath::{self, Lane};
 use crate::layout::trampoline::{DATA, data};
 use crate::stats::Stats;
+use crate::vcpu::{self, Context};
 
-use super::cpu;
+use super::traps::sanitized_rflags;
+use super::{cpu, guest_mem};
 
 /// This CPU's lane.
 #[inline(always)]
@@ -62,28 +68,193 @@ pub extern "C" fn fast_hypercall(cmd: u64, arg: u64, frame: &mut EntryFrame) -> 
     let Some(info) = lane.ready() else {
         return DECLINED;
     };
-    // SAFETY: `info` is the direct-map address of the running vCPU's
-    // `vcpu_info`, published by one of its full entries (`begin_full`,
-    // again whenever the place moved) and withdrawn when it leaves this
-    // CPU (`Lane::disarm`); the frame stays the domain's while a vCPU of it
-    // runs. The two bytes are plain data the guest may write at any time,
-    // hence the volatile reads.
-    let (pending, mask) = unsafe {
-        (
-            ((info + offset_of!(VcpuInfo, evtchn_upcall_pending) as u64) as *const u8)
-                .read_volatile(),
-            ((info + offset_of!(VcpuInfo, evtchn_upcall_mask) as u64) as *const u8).read_volatile(),
-        )
-    };
-    if !fastpath::events_allow(pending, mask) {
+    if !fastpath::events_allow(upcall_pending(info), upcall_mask(info)) {
         return DECLINED;
     }
     if !fastpath::kernel_frame_is_plain(frame.cs, frame.ss, frame.rip, frame.rsp) {
         return DECLINED;
     }
-    frame.rflags = super::traps::sanitized_rflags(frame.rflags);
+    frame.rflags = sanitized_rflags(frame.rflags);
     if Stats::ENABLED {
         lane.count(cpu::rdtsc().wrapping_sub(start));
     }
     value
+}
+
+/// The address of field `offset` of the `vcpu_info` at hypervisor
+/// address `info`, which a lane read from [`Lane::ready`] or
+/// [`Lane::published`].
+///
+/// Every access through it is sound for the same reason: `info` is the
+/// direct-map address of the running vCPU's `vcpu_info`, published by one
+/// of its full entries (`begin_full`, again whenever the place moved) and
+/// withdrawn when it leaves this CPU (`Lane::disarm`); the frame stays the
+/// domain's while a vCPU of it runs. Its bytes are plain data the guest
+/// may write at any time, hence volatile accesses.
+fn vcpu_info_field(info: u64, offset: usize) -> u64 {
+    info + offset as u64
+}
+
+/// The running vCPU's `evtchn_upcall_pending`.
+#[inline(always)]
+fn upcall_pending(info: u64) -> u8 {
+    let at = vcpu_info_field(info, offset_of!(VcpuInfo, evtchn_upcall_pending));
+    // SAFETY: see `vcpu_info_field`.
+    unsafe { (at as *const u8).read_volatile() }
+}
+
+/// The running vCPU's `evtchn_upcall_mask`.
+#[inline(always)]
+fn upcall_mask(info: u64) -> u8 {
+    let at = vcpu_info_field(info, offset_of!(VcpuInfo, evtchn_upcall_mask));
+    // SAFETY: see `vcpu_info_field`.
+    unsafe { (at as *const u8).read_volatile() }
+}
+
+/// Sets the running vCPU's `evtchn_upcall_mask`.
+#[inline(always)]
+fn set_upcall_mask(info: u64, mask: u8) {
+    let at = vcpu_info_field(info, offset_of!(VcpuInfo, evtchn_upcall_mask));
+    // SAFETY: see `vcpu_info_field`.
+    unsafe { (at as *mut u8).write_volatile(mask) }
+}
+
+/// The frame a page fault left on the entry stack: the vector the stub
+/// pushed, then the CPU's error code and frame.
+#[repr(C)]
+#[derive(Debug)]
+pub struct FaultFrame {
+    /// The vector (14).
+    pub vector: u64,
+    /// The page-fault error code.
+    pub error_code: u64,
+    /// What the exit's `iretq` loads.
+    pub frame: EntryFrame,
+}
+
+/// Bounces a page fault of the guest kernel to its handler if the fault
+/// needs no hypervisor policy and nothing is pending
+/// (`fastpath::page_fault_bounce`): writes the bounce frame on the kernel
+/// stack through the guest's own mappings (a fault there is recovered),
+/// CR2 into `vcpu_info`, the handler's context into `fault`'s frame (which
+/// the exit's `iretq` loads), and masks events if the handler's gate says
+/// so: what the full path does for the same fault. `rcx` and `r11` are the
+/// guest's (they go into the bounce frame); every other register is left
+/// to the stub. Returns 1 when it bounced, 0 when the full path must run
+/// (the context untouched, CR2 as the fault left it). Takes no lock.
+pub extern "C" fn fast_page_fault(fault: &mut FaultFrame, rcx: u64, r11: u64) -> u64 {
+    let start = if Stats::ENABLED { cpu::rdtsc() } else { 0 };
+    let cr2 = cpu::read_cr2();
+    let lane = this_lane();
+    let Some(published) = lane.published() else {
+        return 0;
+    };
+    let info = published.vcpu_info;
+    let mask = upcall_mask(info);
+    let f = &mut fault.frame;
+    let ctx = Context {
+        rip: f.rip,
+        cs: f.cs,
+        rflags: f.rflags,
+        rsp: f.rsp,
+        ss: f.ss,
+        rcx,
+        r11,
+        rax: 0,
+    };
+    let Some(bounce) = fastpath::page_fault_bounce(
+        &published,
+        &ctx,
+        fault.error_code,
+        cr2,
+        upcall_pending(info),
+        mask,
+    ) else {
+        return 0;
+    };
+    if guest_mem::copy_words_to_guest(bounce.rsp, bounce.words()).is_err() {
+        // The full path finds the kernel stack unwritable too (and crashes
+        // the domain), after reading the fault's address again.
+        cpu::write_cr2(cr2);
+        return 0;
+    }
+    let at = vcpu_info_field(info, offset_of!(VcpuInfo, arch.cr2));
+    // SAFETY: see `vcpu_info_field`; `arch.cr2` is where PV guests read
+    // the fault address.
+    unsafe { (at as *mut u64).write_volatile(cr2) };
+    (f.rip, f.cs, f.rsp, f.ss) = (
+        published.page_fault.address,
+        vcpu::HANDLER_CS,
+        bounce.rsp,
+        vcpu::HANDLER_SS,
+    );
+    f.rflags = sanitized_rflags(vcpu::handler_rflags(f.rflags));
+    if published.page_fault.mask_events {
+        set_upcall_mask(info, 1);
+    }
+    if Stats::ENABLED {
+        lane.count_bounce(cpu::rdtsc().wrapping_sub(start));
+    }
+    1
+}
+
+/// The registers the `iret` entry saved on the hypervisor stack, lowest
+/// first: the slot for the RAX the guest resumes with, the guest's RDI,
+/// RSI, RDX, R8, R10 and R9 (put back as they are), R11 and RCX (the
+/// guest's, or those the `iret` frame gives).
+#[repr(C)]
+#[derive(Debug)]
+pub struct IretRegs {
+    /// RAX after the `iret` (written only when it is served).
+    pub rax: u64,
+    /// RDI, RSI, RDX, R8, R10, R9.
+    _kept: [u64; 6],
+    /// R11.
+    pub r11: u64,
+    /// RCX.
+    pub rcx: u64,
+}
+
+/// Completes a `HYPERVISOR_iret` back to guest kernel mode if the lane
+/// may (`fastpath::kernel_iret`): reads the `iret_context` at the guest's
+/// RSP through its own mappings, writes the context it names into the
+/// frame the exit's `iretq` loads and into `regs` (RAX, RCX, R11), and the
+/// upcall mask it restores into `vcpu_info`: what the full path does for
+/// the same frame. Returns 1 when it did, 0 when the full path must run
+/// (nothing changed). Takes no lock.
+pub extern "C" fn fast_iret(frame: &mut EntryFrame, regs: &mut IretRegs) -> u64 {
+    let start = if Stats::ENABLED { cpu::rdtsc() } else { 0 };
+    let lane = this_lane();
+    let Some(published) = lane.published() else {
+        return 0;
+    };
+    let mut words = [0u64; IretContext::SIZE / 8];
+    if guest_mem::copy_words_from_guest(frame.rsp, &mut words).is_err() {
+        return 0;
+    }
+    let [rax, r11, rcx, flags, rip, cs, rflags, rsp, ss] = words;
+    let context = IretContext {
+        rax,
+        r11,
+        rcx,
+        flags,
+        rip,
+        cs,
+        rflags,
+        rsp,
+        ss,
+    };
+    let info = published.vcpu_info;
+    let Some(target) = fastpath::kernel_iret(&published, &context, || upcall_pending(info)) else {
+        return 0;
+    };
+    let c = &target.context;
+    (frame.rip, frame.cs, frame.rsp, frame.ss) = (c.rip, c.cs, c.rsp, c.ss);
+    frame.rflags = sanitized_rflags(c.rflags);
+    (regs.rax, regs.rcx, regs.r11) = (c.rax, c.rcx, c.r11);
+    set_upcall_mask(info, target.upcall_mask);
+    if Stats::ENABLED {
+        lane.count(cpu::rdtsc().wrapping_sub(start));
+    }
+    1
 }

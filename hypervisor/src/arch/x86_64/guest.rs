@@ -23,6 +23,7 @@ use crate::vcpu::{self, Context, NmiDelivery, Pending, Vcpu, debug};
 
 use super::entry::GuestRegs;
 use super::env::{ArchEnv, apply_effects, fault_in_ldt_page};
+use super::fastpath::this_lane;
 use super::paging::phys_to_virt;
 use super::traps::{Current, crash, exception_name};
 use super::{cpu, guest_mem, mem, percpu};
@@ -256,7 +257,7 @@ fn bounce_to(
     // The frame is used where it was returned (moving it out of the
     // `Result` cost every bounce a copy), and the handler's context is
     // set in `regs` field by field: RCX, R11 and RAX stay as they are.
-    let frame = vcpu::bounce_frame(current.vcpu, &context(regs), error_code, saved_mask);
+    let frame = vcpu::bounce_frame(current.vcpu.kernel_sp, &context(regs), error_code, saved_mask);
     let b = match &frame {
         Ok(b) => b,
         Err(e) => return crash(current, format_args!("cannot deliver an event: {e}")),
@@ -321,6 +322,9 @@ fn deliver_nmi(current: &mut Current, regs: &mut GuestRegs) {
             current.vcpu.id
         ),
         NmiDelivery::Deliver(gate) => {
+            // NMIs are masked now: the fast `iret` must leave the next
+            // `iret` to the full path, which unmasks them.
+            this_lane().note_work();
             bounce_to(current, regs, gate.address, None, gate.mask_events);
         }
     }
@@ -417,7 +421,11 @@ fn complete_iret(current: &mut Current, regs: &mut GuestRegs, frame: &IretContex
     let target = vcpu::iret(frame);
     set_context(regs, &target.context);
     set_upcall_mask(current, target.upcall_mask);
-    current.vcpu.nmi.unmask();
+    if current.vcpu.nmi.is_masked() {
+        // The fast lanes read the mask: they take it afresh.
+        this_lane().note_work();
+        current.vcpu.nmi.unmask();
+    }
     set_kernel_gs(current.vcpu, !target.context.in_user_mode());
 }
 

@@ -86,6 +86,24 @@ pub fn copy_from_guest(va: u64, buf: &mut [u8]) -> Result<(), Errno> {
     }
 }
 
+/// Fills `words` from guest address `va` in the guest's byte order
+/// (little-endian, as the words lie in memory here): no byte buffer is
+/// decoded after.
+pub fn copy_words_from_guest(va: u64, words: &mut [u64]) -> Result<(), Errno> {
+    let len = core::mem::size_of_val(words);
+    if !guest_range_ok(va, len as u64) {
+        return Err(Errno::EFAULT);
+    }
+    // SAFETY: as in `copy_from_guest`; `words` is `len` bytes of
+    // hypervisor memory, and any bytes make valid words.
+    let left = unsafe { hv_guest_copy(words.as_mut_ptr().cast(), va as *const u8, len) };
+    if left == 0 {
+        Ok(())
+    } else {
+        Err(Errno::EFAULT)
+    }
+}
+
 /// Copies `words` to guest address `va` in the guest's byte order
 /// (little-endian, as the words lie in memory here): no byte buffer is
 /// filled first.

@@ -18,6 +18,7 @@ use dom0_abi::vcpu::{RUNSTATE_BLOCKED, RUNSTATE_OFFLINE, RUNSTATE_RUNNABLE, RUNS
 
 use crate::domain::{DOMAINS, Domain, DomainEntry, RunState};
 use crate::exit::HostExit;
+use crate::fastpath::Published;
 use crate::hypercall::dispatch::dispatch;
 use crate::index;
 use crate::layout::{DIRECTMAP_VIRT_START, HYPERVISOR_TEXT_START};
@@ -42,7 +43,7 @@ use super::{
 use crate::evtchn::EventBits;
 
 /// Page-fault vector.
-const PF_VECTOR: u64 = 14;
+pub const PF_VECTOR: u64 = 14;
 /// Debug-exception vector.
 const DB_VECTOR: u64 = 1;
 /// NMI and machine-check vectors.
@@ -551,7 +552,9 @@ fn stopped_state(v: &Vcpu) -> i32 {
 #[inline(always)]
 fn handle_entry(current: &mut Current, regs: &mut GuestRegs) -> (Option<u8>, bool) {
     let start = if Stats::ENABLED { cpu::rdtsc() } else { 0 };
-    this_lane().begin_full(|| paging::phys_to_virt(current.vcpu.vcpu_info));
+    this_lane().begin_full(|| {
+        Published::of(current.vcpu, paging::phys_to_virt(current.vcpu.vcpu_info))
+    });
     count_entry(&mut current.vcpu.stats, regs.vector);
     // One place makes hypercalls, whether they came through `int $0x82`
     // or the kernel's `SYSCALL`: a second inlined copy of the dispatch
