@@ -29,11 +29,11 @@
 //! path's flag") argues why no wake-up is lost.
 #![forbid(unsafe_code)]
 
-use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use dom0_abi::cpu::IretContext;
 use dom0_abi::hypercall::Hypercall;
-use dom0_abi::segment::{RING1_KERNEL_CS, RING1_KERNEL_SS};
+use dom0_abi::segment::{FLAT_RING3_CS32, RING1_KERNEL_CS, RING1_KERNEL_SS};
 use dom0_abi::stats::Counter;
 use dom0_abi::version::VersionCmd;
 
@@ -99,18 +99,53 @@ pub struct Published {
     pub page_fault: TrapGate,
     /// Whether its NMIs are masked (an NMI handler has not returned yet).
     pub nmi_masked: bool,
+    /// Whether its segment state for a return to user mode is known
+    /// ([`Lane::segments`]): whether the record is the whole truth. With
+    /// CR4.FSGSBASE clear the guest moves its bases only through the
+    /// hypervisor, so the record holds them; otherwise a return to user
+    /// mode takes the full path, which reads the live bases first.
+    pub segments_known: bool,
+}
+
+/// What a return to guest user mode loads: the FS base, the user GS
+/// selector and both GS bases, from the vCPU's record.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Segments {
+    /// FS base.
+    pub fs_base: u64,
+    /// User GS selector (null or `FLAT_RING3_DS`).
+    pub user_gs_sel: u16,
+    /// User GS base (active in user mode).
+    pub gs_base_user: u64,
+    /// Kernel GS base (the inactive one in user mode).
+    pub gs_base_kernel: u64,
 }
 
 impl Published {
     /// What the lanes need of `vcpu`, whose `vcpu_info` lies at hypervisor
-    /// address `vcpu_info`.
+    /// address `vcpu_info`, once the record has taken what the lanes did
+    /// since its last full entry: `left_kernel` says that a lane returned
+    /// it to user mode (loading its user segments), which the record's
+    /// mode now follows.
+    /// Its [`Segments`] come with it.
     #[must_use]
-    pub fn of(vcpu: &Vcpu, vcpu_info: u64) -> Published {
-        Published {
+    pub fn take(vcpu: &mut Vcpu, left_kernel: bool, vcpu_info: u64) -> (Published, Segments) {
+        if left_kernel {
+            vcpu.gs_kernel_active = false;
+        }
+        let published = Published {
             vcpu_info,
             page_fault: vcpu.traps[PAGE_FAULT],
             nmi_masked: vcpu.nmi.is_masked(),
-        }
+            segments_known: !vcpu.cr4_fsgsbase,
+        };
+        let segments = Segments {
+            fs_base: vcpu.fs_base,
+            user_gs_sel: vcpu.user_gs_sel,
+            gs_base_user: vcpu.gs_base_user,
+            gs_base_kernel: vcpu.gs_base_kernel,
+        };
+        (published, segments)
     }
 }
 
@@ -159,31 +194,39 @@ pub fn page_fault_bounce(
 }
 
 /// What a `HYPERVISOR_iret` with `frame` returns to, when the lane may
-/// complete it: back to guest kernel mode (a return to user mode switches
-/// GS bases), on a plain frame (canonical RIP and RSP: the exit loads it
-/// without a check), with NMIs not masked (the full path unmasks them)
-/// and no upcall due under the mask the frame restores (`pending` reads
-/// the vCPU's upcall-pending byte). `None` sends the call to the full
-/// path; a return to user mode is told first, from CS alone.
+/// complete it: on a plain frame (`resume::is_plain`: the exit loads it
+/// without a check), with NMIs not masked (the full path unmasks them),
+/// no upcall due under the mask the frame restores (`pending` reads the
+/// vCPU's upcall-pending byte), and, for a return to user mode, the
+/// vCPU's segment state known ([`Published::segments_known`]: the lane
+/// loads it). `None` sends the call to the full path.
 ///
 /// The call came from ring 1 (the gate admits no other ring), where the
 /// vCPU's kernel GS base is always the active one (only a bounce from
-/// user mode brings a vCPU to ring 1, and it makes it so), so a return to
-/// kernel mode leaves the GS bases as they are.
+/// user mode brings a vCPU to ring 1, and it makes it so): a return to
+/// kernel mode leaves the segments as they are, a return to user mode
+/// loads the user ones, as the full path's `iret` does.
 #[inline(always)]
 #[must_use]
-pub fn kernel_iret(
+pub fn iret_target(
     published: &Published,
     frame: &IretContext,
     pending: impl FnOnce() -> u8,
 ) -> Option<IretTarget> {
-    if frame.cs & 3 == 3 || published.nmi_masked {
+    if published.nmi_masked || (frame.cs & 3 == 3 && !published.segments_known) {
         return None;
     }
     let target = vcpu::iret(frame);
     let c = &target.context;
-    (kernel_frame_is_plain(c.cs, c.ss, c.rip, c.rsp) && events_allow(pending(), target.upcall_mask))
-        .then_some(target)
+    (iret_context_is_plain(c) && events_allow(pending(), target.upcall_mask)).then_some(target)
+}
+
+/// Whether a context `vcpu::iret` computed is one `resume::is_plain`
+/// accepts: its selectors are the flat kernel or user ones but for a
+/// 32-bit user CS, so only that CS and RIP and RSP are left to test.
+#[inline(always)]
+fn iret_context_is_plain(c: &Context) -> bool {
+    c.cs != u64::from(FLAT_RING3_CS32) && is_canonical(c.rip) && is_canonical(c.rsp)
 }
 
 /// What the fast lanes of one CPU read without a lock: the work flag of
@@ -196,14 +239,24 @@ pub struct Lane {
     /// takes the full path. Set by anyone who makes work pending
     /// ([`note_work`]); cleared by the running vCPU's full path, before it
     /// looks at what is pending ([`Lane::begin_full`]).
-    work: AtomicBool,
+    /// [`WORK`], and [`LEFT_KERNEL`] when a lane returned the vCPU to user
+    /// mode since its last full entry began (the record's mode is then
+    /// behind, until [`Lane::begin_full`] brings it up).
+    work: AtomicU8,
     /// Hypervisor address of the running vCPU's `vcpu_info` (0: none
     /// published, the fast path is off).
     vcpu_info: AtomicU64,
     /// Its #PF handler ([`Published::page_fault`]).
     page_fault: AtomicU64,
-    /// [`MASKS_EVENTS`] and [`NMI_MASKED`].
-    flags: AtomicU8,
+    /// The user GS selector (bits 0-15), [`MASKS_EVENTS`], [`NMI_MASKED`]
+    /// and [`SEGMENTS_KNOWN`].
+    flags: AtomicU64,
+    /// [`Segments::fs_base`].
+    fs_base: AtomicU64,
+    /// [`Segments::gs_base_user`].
+    gs_base_user: AtomicU64,
+    /// [`Segments::gs_base_kernel`].
+    gs_base_kernel: AtomicU64,
     /// Fast hypercalls (`iret` included) for the running vCPU (statistics
     /// builds).
     calls: AtomicU64,
@@ -216,10 +269,13 @@ pub struct Lane {
 impl Lane {
     const fn new() -> Lane {
         Lane {
-            work: AtomicBool::new(true),
+            work: AtomicU8::new(WORK),
             vcpu_info: AtomicU64::new(0),
             page_fault: AtomicU64::new(0),
-            flags: AtomicU8::new(0),
+            flags: AtomicU64::new(0),
+            fs_base: AtomicU64::new(0),
+            gs_base_user: AtomicU64::new(0),
+            gs_base_kernel: AtomicU64::new(0),
             calls: AtomicU64::new(0),
             bounces: AtomicU64::new(0),
             tsc: AtomicU64::new(0),
@@ -231,7 +287,7 @@ impl Lane {
     #[inline(always)]
     #[must_use]
     pub fn ready(&self) -> Option<u64> {
-        if self.work.load(Ordering::Acquire) {
+        if self.work.load(Ordering::Acquire) & WORK != 0 {
             return None;
         }
         Some(self.vcpu_info.load(Ordering::Relaxed)).filter(|&va| va != 0)
@@ -252,40 +308,76 @@ impl Lane {
                 mask_events: flags & MASKS_EVENTS != 0,
             },
             nmi_masked: flags & NMI_MASKED != 0,
+            segments_known: flags & SEGMENTS_KNOWN != 0,
         })
+    }
+
+    /// The running vCPU's segment state as published (meaningful when
+    /// [`Published::segments_known`]).
+    #[inline(always)]
+    #[must_use]
+    pub fn segments(&self) -> Segments {
+        Segments {
+            fs_base: self.fs_base.load(Ordering::Relaxed),
+            #[allow(clippy::cast_possible_truncation, reason = "bits 0-15")]
+            user_gs_sel: self.flags.load(Ordering::Relaxed) as u16,
+            gs_base_user: self.gs_base_user.load(Ordering::Relaxed),
+            gs_base_kernel: self.gs_base_kernel.load(Ordering::Relaxed),
+        }
+    }
+
+    /// A lane returned the running vCPU to user mode, with its user
+    /// segments loaded: its record's mode follows at its next full entry.
+    #[inline(always)]
+    pub fn left_kernel(&self) {
+        self.work.fetch_or(LEFT_KERNEL, Ordering::Relaxed);
     }
 
     /// Marks work pending for the vCPU running on this lane's CPU.
     pub fn note_work(&self) {
-        self.work.store(true, Ordering::Release);
+        self.work.fetch_or(WORK, Ordering::Release);
     }
 
-    /// The full path of an entry of the vCPU that `published` describes
-    /// begins: what it is about to check need not stay flagged, and what
-    /// the lanes read of the vCPU is published. Called before the checks,
-    /// so that work made pending after them (a new place or trap table
-    /// included) is flagged again. Costs a load and a branch while nothing
-    /// was flagged.
+    /// The full path of an entry of the running vCPU begins: what it is
+    /// about to check need not stay flagged, and `publish` brings the
+    /// vCPU's record up to what the lanes did (its argument: whether one
+    /// returned it to user mode, [`Published::take`]) and says what the
+    /// lanes read of it. Called before the checks and before anything
+    /// reads the record, so that work made pending after them (a new
+    /// place or trap table included) is flagged again. Costs a load and a
+    /// branch while nothing was flagged.
     #[inline(always)]
-    pub fn begin_full(&self, published: impl FnOnce() -> Published) {
-        if self.work.load(Ordering::Relaxed) {
-            self.reopen(&published());
+    pub fn begin_full(&self, publish: impl FnOnce(bool) -> (Published, Segments)) {
+        let work = self.work.load(Ordering::Relaxed);
+        if work != 0 {
+            let (published, segments) = publish(work & LEFT_KERNEL != 0);
+            self.reopen(&published, &segments);
         }
     }
 
     /// [`Lane::begin_full`] when work was flagged.
     #[cold]
     #[inline(never)]
-    fn reopen(&self, published: &Published) {
-        self.work.swap(false, Ordering::AcqRel);
+    fn reopen(&self, published: &Published, segments: &Segments) {
+        self.work.swap(0, Ordering::AcqRel);
         self.vcpu_info.store(published.vcpu_info, Ordering::Relaxed);
         self.page_fault
             .store(published.page_fault.address, Ordering::Relaxed);
-        let flags = if published.page_fault.mask_events {
-            MASKS_EVENTS
-        } else {
-            0
-        } | if published.nmi_masked { NMI_MASKED } else { 0 };
+        let mut flags = 0;
+        if published.page_fault.mask_events {
+            flags |= MASKS_EVENTS;
+        }
+        if published.nmi_masked {
+            flags |= NMI_MASKED;
+        }
+        if published.segments_known {
+            flags |= SEGMENTS_KNOWN | u64::from(segments.user_gs_sel);
+            self.fs_base.store(segments.fs_base, Ordering::Relaxed);
+            self.gs_base_user
+                .store(segments.gs_base_user, Ordering::Relaxed);
+            self.gs_base_kernel
+                .store(segments.gs_base_kernel, Ordering::Relaxed);
+        }
         self.flags.store(flags, Ordering::Relaxed);
     }
 
@@ -293,7 +385,7 @@ impl Lane {
     /// full exit, and its fast calls are added to its counters.
     pub fn disarm(&self, stats: &mut Stats) {
         self.vcpu_info.store(0, Ordering::Relaxed);
-        self.work.store(true, Ordering::Release);
+        self.work.store(WORK, Ordering::Release);
         self.fold(stats);
     }
 
@@ -345,10 +437,16 @@ impl Lane {
     }
 }
 
+/// [`Lane::work`]: work may be pending, the lanes are closed.
+const WORK: u8 = 1;
+/// [`Lane::work`]: a lane returned the vCPU to user mode.
+const LEFT_KERNEL: u8 = 2;
 /// [`Lane::flags`]: the #PF gate masks events.
-const MASKS_EVENTS: u8 = 1;
+const MASKS_EVENTS: u64 = 1 << 16;
 /// [`Lane::flags`]: the vCPU's NMIs are masked.
-const NMI_MASKED: u8 = 2;
+const NMI_MASKED: u64 = 1 << 17;
+/// [`Lane::flags`]: [`Published::segments`] is known.
+const SEGMENTS_KNOWN: u64 = 1 << 18;
 
 /// Adds `calls` fast hypercalls and `bounces` fast bounces, which spent
 /// `tsc` ticks, to `stats` as the full path counts them.
@@ -405,40 +503,41 @@ mod tests {
 
     /// What a vCPU with its `vcpu_info` at `va` and nothing else set
     /// publishes.
-    fn at(va: u64) -> Published {
-        Published {
+    fn at(va: u64) -> (Published, Segments) {
+        let published = Published {
             vcpu_info: va,
             ..Published::default()
-        }
+        };
+        (published, Segments::default())
     }
 
     #[test]
     fn a_lane_opens_after_a_full_entry_publishes_the_place() {
         let lane = Lane::new();
         assert_eq!(lane.ready(), None);
-        lane.begin_full(|| at(0x1000));
+        lane.begin_full(|_| at(0x1000));
         assert_eq!(lane.ready(), Some(0x1000));
-        lane.begin_full(|| at(0x3000));
+        lane.begin_full(|_| at(0x3000));
         assert_eq!(lane.ready(), Some(0x1000), "published only when flagged");
     }
 
     #[test]
     fn work_noted_during_a_full_path_survives_its_exit() {
         let lane = Lane::new();
-        lane.begin_full(|| at(0x1000));
+        lane.begin_full(|_| at(0x1000));
         // An entry's full path starts; meanwhile another CPU raises work
         // (or this entry moves the vCPU's vcpu_info).
-        lane.begin_full(|| at(0x1000));
+        lane.begin_full(|_| at(0x1000));
         lane.note_work();
         assert_eq!(lane.ready(), None);
-        lane.begin_full(|| at(0x2000));
+        lane.begin_full(|_| at(0x2000));
         assert_eq!(lane.ready(), Some(0x2000), "the new place");
     }
 
     #[test]
     fn a_vcpu_leaving_closes_the_lane_and_takes_its_counts() {
         let lane = Lane::new();
-        lane.begin_full(|| at(0x1000));
+        lane.begin_full(|_| at(0x1000));
         lane.count(7);
         lane.count(5);
         let mut stats = Stats::default();
@@ -454,7 +553,7 @@ mod tests {
         assert_eq!(stats.get(Counter::HypervisorTsc), expect(12));
         lane.disarm(&mut stats);
         assert_eq!(stats.get(Counter::Hypercalls), expect(2), "taken once");
-        lane.begin_full(|| at(0x4000));
+        lane.begin_full(|_| at(0x4000));
         assert_eq!(lane.ready(), Some(0x4000), "the next vCPU's place");
     }
 
@@ -462,7 +561,7 @@ mod tests {
     fn note_work_reaches_only_a_running_vcpu() {
         let last = MAX_CPUS as u64 - 1;
         let lane = lane(last).unwrap();
-        lane.begin_full(|| at(0x2000));
+        lane.begin_full(|_| at(0x2000));
         note_work(None);
         assert_eq!(lane.ready(), Some(0x2000));
         note_work(Some(u16::try_from(last).unwrap()));

@@ -200,6 +200,9 @@ pub fn set_segment_base(env: &mut impl Env, which: u64, base: u64) -> Result<u64
     }
     env.sync_segment_bases();
     let vcpu = env.vcpu();
+    // The fast `iret` loads the user segments from what the vCPU
+    // published: it takes them afresh.
+    crate::fastpath::note_work(vcpu.on_cpu);
     match which {
         SegmentBase::Fs => vcpu.fs_base = base,
         SegmentBase::GsUser => vcpu.gs_base_user = base,

@@ -215,13 +215,15 @@ pub struct IretRegs {
     pub rcx: u64,
 }
 
-/// Completes a `HYPERVISOR_iret` back to guest kernel mode if the lane
-/// may (`fastpath::kernel_iret`): reads the `iret_context` at the guest's
-/// RSP through its own mappings, writes the context it names into the
-/// frame the exit's `iretq` loads and into `regs` (RAX, RCX, R11), and the
-/// upcall mask it restores into `vcpu_info`: what the full path does for
-/// the same frame. Returns 1 when it did, 0 when the full path must run
-/// (nothing changed). Takes no lock.
+/// Completes a `HYPERVISOR_iret` if the lane may
+/// (`fastpath::iret_target`): reads the `iret_context` at the guest's RSP
+/// through its own mappings, writes the context it names into the frame
+/// the exit's `iretq` loads and into `regs` (RAX, RCX, R11), the upcall
+/// mask it restores into `vcpu_info`, and for a return to user mode loads
+/// the user segments from what the vCPU published (the lane then notes
+/// the mode for the vCPU's record): what the full path does for the same
+/// frame. Returns 1 when it did, 0 when the full path must run (nothing
+/// changed). Takes no lock.
 pub extern "C" fn fast_iret(frame: &mut EntryFrame, regs: &mut IretRegs) -> u64 {
     let start = if Stats::ENABLED { cpu::rdtsc() } else { 0 };
     let lane = this_lane();
@@ -245,10 +247,15 @@ pub extern "C" fn fast_iret(frame: &mut EntryFrame, regs: &mut IretRegs) -> u64 
         ss,
     };
     let info = published.vcpu_info;
-    let Some(target) = fastpath::kernel_iret(&published, &context, || upcall_pending(info)) else {
+    let Some(target) = fastpath::iret_target(&published, &context, || upcall_pending(info)) else {
         return 0;
     };
     let c = &target.context;
+    if c.in_user_mode() {
+        let s = lane.segments();
+        cpu::load_guest_segments(s.fs_base, s.user_gs_sel, s.gs_base_user, s.gs_base_kernel);
+        lane.left_kernel();
+    }
     (frame.rip, frame.cs, frame.rsp, frame.ss) = (c.rip, c.cs, c.rsp, c.ss);
     frame.rflags = sanitized_rflags(c.rflags);
     (regs.rax, regs.rcx, regs.r11) = (c.rax, c.rcx, c.r11);

@@ -807,6 +807,9 @@ pub fn emulate(current: &mut Current, regs: &mut GuestRegs) -> bool {
             // ignored.
             let fsgsbase = value & emulate::CR4_FSGSBASE != 0 && cpu::fsgsbase_offered();
             if fsgsbase != vcpu.cr4_fsgsbase {
+                // The fast `iret` knows the segments only while this is
+                // clear: it takes the state afresh.
+                this_lane().note_work();
                 super::context::sync_bases(vcpu);
                 vcpu.cr4_fsgsbase = fsgsbase;
                 vcpu.pending.insert(Pending::CR4);
@@ -868,6 +871,8 @@ pub fn emulate(current: &mut Current, regs: &mut GuestRegs) -> bool {
             match slot {
                 Some(slot) if crate::layout::is_canonical(value) => {
                     *slot = value;
+                    // The fast `iret` loads the bases the vCPU published.
+                    this_lane().note_work();
                     vcpu.pending.insert(Pending::SEGMENTS);
                     true
                 }
