@@ -35,13 +35,14 @@ use dom0_abi::cpu::IretContext;
 use dom0_abi::hypercall::Hypercall;
 use dom0_abi::segment::{FLAT_RING3_CS32, RING1_KERNEL_CS, RING1_KERNEL_SS};
 use dom0_abi::stats::Counter;
+use dom0_abi::types::Mfn;
 use dom0_abi::version::VersionCmd;
 
 use crate::hypercall::version::{XEN_MAJOR, XEN_MINOR};
 use crate::layout::{PAGE_SIZE, guest_range_ok, is_canonical};
 use crate::smp::MAX_CPUS;
 use crate::stats::Stats;
-use crate::vcpu::{self, BounceFrame, Context, IretTarget, TrapGate, Vcpu};
+use crate::vcpu::{self, BounceFrame, Callback, Context, IretTarget, TrapGate, Vcpu};
 
 /// The answer of a hypercall the fast path serves, or `None` when the full
 /// path must run it (another hypercall, another sub-op, or an argument the
@@ -97,9 +98,19 @@ pub struct Published {
     pub vcpu_info: u64,
     /// Its trap-table entry for #PF (address 0: none registered).
     pub page_fault: TrapGate,
+    /// Its 64-bit `SYSCALL` callback (address 0: none registered).
+    pub syscall: Callback,
+    /// Its kernel stack for events from user mode (`stack_switch`; 0:
+    /// none).
+    pub kernel_sp: u64,
+    /// Its kernel page tables' root, if it has one.
+    pub kernel_l4: Option<Mfn>,
     /// Whether its NMIs are masked (an NMI handler has not returned yet).
     pub nmi_masked: bool,
-    /// Whether its segment state for a return to user mode is known
+    /// Whether its kernel GS base is the active one
+    /// (`Vcpu::gs_kernel_active`, as the lanes left it).
+    pub kernel_gs: bool,
+    /// Whether its segment state for a switch of modes is known
     /// ([`Lane::segments`]): whether the record is the whole truth. With
     /// CR4.FSGSBASE clear the guest moves its bases only through the
     /// hypervisor, so the record holds them; otherwise a return to user
@@ -107,8 +118,8 @@ pub struct Published {
     pub segments_known: bool,
 }
 
-/// What a return to guest user mode loads: the FS base, the user GS
-/// selector and both GS bases, from the vCPU's record.
+/// What a switch between guest kernel and user mode loads: the FS base,
+/// the user GS selector and both GS bases, from the vCPU's record.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Segments {
     /// FS base.
@@ -124,19 +135,23 @@ pub struct Segments {
 impl Published {
     /// What the lanes need of `vcpu`, whose `vcpu_info` lies at hypervisor
     /// address `vcpu_info`, once the record has taken what the lanes did
-    /// since its last full entry: `left_kernel` says that a lane returned
-    /// it to user mode (loading its user segments), which the record's
-    /// mode now follows.
+    /// since its last full entry: `mode` is whether a lane switched it to
+    /// kernel mode (`Some(true)`) or user mode (`Some(false)`) last, its
+    /// segments loaded for that mode, which the record's mode now follows.
     /// Its [`Segments`] come with it.
     #[must_use]
-    pub fn take(vcpu: &mut Vcpu, left_kernel: bool, vcpu_info: u64) -> (Published, Segments) {
-        if left_kernel {
-            vcpu.gs_kernel_active = false;
+    pub fn take(vcpu: &mut Vcpu, mode: Option<bool>, vcpu_info: u64) -> (Published, Segments) {
+        if let Some(kernel) = mode {
+            vcpu.gs_kernel_active = kernel;
         }
         let published = Published {
             vcpu_info,
             page_fault: vcpu.traps[PAGE_FAULT],
+            syscall: vcpu.syscall,
+            kernel_sp: vcpu.kernel_sp,
+            kernel_l4: vcpu.mm.kernel_l4,
             nmi_masked: vcpu.nmi.is_masked(),
+            kernel_gs: vcpu.gs_kernel_active,
             segments_known: !vcpu.cr4_fsgsbase,
         };
         let segments = Segments {
@@ -193,6 +208,54 @@ pub fn page_fault_bounce(
     vcpu::bounce_frame(0, ctx, Some(error_code), mask).ok()
 }
 
+/// The lowest address of the upper canonical half.
+const UPPER_HALF: u64 = 0xffff_8000_0000_0000;
+/// Bytes of `syscall` (`0F 05`).
+const SYSCALL_LEN: u64 = 2;
+
+/// The bounce frame for a 64-bit `SYSCALL` from guest user mode that
+/// interrupted `ctx` (RCX and R11 as the instruction left them), when the
+/// full path would do nothing but bounce it to the syscall callback;
+/// `None` sends it to the full path. `pending` and `mask` are the vCPU's
+/// upcall bytes before the bounce. It qualifies when all of these hold:
+///
+/// - it is not the kernel's own `SYSCALL` hypercall: the vCPU's user GS
+///   base is the active one (the hypervisor last returned it to user
+///   mode), or the instruction lies in the lower half, or `in_supervisor_page`
+///   (a walk of the kernel's page tables, `guest::syscall_from_kernel`'s
+///   rule) says it is not in a supervisor page;
+/// - a callback is registered, at a canonical address;
+/// - the switch to kernel mode needs no live base read: the kernel GS base
+///   is already the active one, or the segment record is the whole truth
+///   ([`Published::segments_known`]);
+/// - no upcall is due once the callback has (or has not) masked events;
+/// - a kernel stack is registered and the frame's place is guest memory
+///   ([`vcpu::bounce_frame`]).
+#[inline(always)]
+#[must_use]
+pub fn syscall_bounce(
+    published: &Published,
+    ctx: &Context,
+    pending: u8,
+    mask: u8,
+    in_supervisor_page: impl FnOnce(u64) -> bool,
+) -> Option<BounceFrame> {
+    let callback = published.syscall;
+    let at = ctx.rip.wrapping_sub(SYSCALL_LEN);
+    if (published.kernel_gs && at >= UPPER_HALF && in_supervisor_page(at))
+        || callback.address == 0
+        || !is_canonical(callback.address)
+        || !(published.kernel_gs || published.segments_known)
+    {
+        return None;
+    }
+    let mask_after = if callback.mask_events { 1 } else { mask };
+    if !events_allow(pending, mask_after) {
+        return None;
+    }
+    vcpu::bounce_frame(published.kernel_sp, ctx, None, mask).ok()
+}
+
 /// What a `HYPERVISOR_iret` with `frame` returns to, when the lane may
 /// complete it: on a plain frame (`resume::is_plain`: the exit loads it
 /// without a check), with NMIs not masked (the full path unmasks them),
@@ -235,21 +298,27 @@ fn iret_context_is_plain(c: &Context) -> bool {
 /// to the vCPU's counters.
 #[derive(Debug)]
 pub struct Lane {
-    /// Something may be pending for the running vCPU: the next hypercall
-    /// takes the full path. Set by anyone who makes work pending
+    /// [`WORK`]: something may be pending for the running vCPU, the next
+    /// entry takes the full path. Set by anyone who makes work pending
     /// ([`note_work`]); cleared by the running vCPU's full path, before it
-    /// looks at what is pending ([`Lane::begin_full`]).
-    /// [`WORK`], and [`LEFT_KERNEL`] when a lane returned the vCPU to user
-    /// mode since its last full entry began (the record's mode is then
-    /// behind, until [`Lane::begin_full`] brings it up).
+    /// looks at what is pending ([`Lane::begin_full`]). [`MODE_SET`] and
+    /// [`MODE_KERNEL`]: the mode a lane last switched the vCPU to, which
+    /// its record takes at its next full entry (the same clear).
     work: AtomicU8,
     /// Hypervisor address of the running vCPU's `vcpu_info` (0: none
     /// published, the fast path is off).
     vcpu_info: AtomicU64,
     /// Its #PF handler ([`Published::page_fault`]).
     page_fault: AtomicU64,
-    /// The user GS selector (bits 0-15), [`MASKS_EVENTS`], [`NMI_MASKED`]
-    /// and [`SEGMENTS_KNOWN`].
+    /// Its `SYSCALL` callback ([`Published::syscall`]).
+    syscall: AtomicU64,
+    /// [`Published::kernel_sp`].
+    kernel_sp: AtomicU64,
+    /// [`Published::kernel_l4`] (with [`KERNEL_L4`]).
+    kernel_l4: AtomicU64,
+    /// The user GS selector (bits 0-15), [`MASKS_EVENTS`],
+    /// [`SYSCALL_MASKS_EVENTS`], [`NMI_MASKED`], [`GS_KERNEL`] and
+    /// [`SEGMENTS_KNOWN`].
     flags: AtomicU64,
     /// [`Segments::fs_base`].
     fs_base: AtomicU64,
@@ -272,6 +341,9 @@ impl Lane {
             work: AtomicU8::new(WORK),
             vcpu_info: AtomicU64::new(0),
             page_fault: AtomicU64::new(0),
+            syscall: AtomicU64::new(0),
+            kernel_sp: AtomicU64::new(0),
+            kernel_l4: AtomicU64::new(0),
             flags: AtomicU64::new(0),
             fs_base: AtomicU64::new(0),
             gs_base_user: AtomicU64::new(0),
@@ -298,7 +370,11 @@ impl Lane {
     #[inline(always)]
     #[must_use]
     pub fn published(&self) -> Option<Published> {
-        let vcpu_info = self.ready()?;
+        let work = self.work.load(Ordering::Acquire);
+        let vcpu_info = self.vcpu_info.load(Ordering::Relaxed);
+        if work & WORK != 0 || vcpu_info == 0 {
+            return None;
+        }
         let flags = self.flags.load(Ordering::Relaxed);
         Some(Published {
             vcpu_info,
@@ -307,7 +383,18 @@ impl Lane {
                 dpl: 0,
                 mask_events: flags & MASKS_EVENTS != 0,
             },
+            syscall: Callback {
+                address: self.syscall.load(Ordering::Relaxed),
+                mask_events: flags & SYSCALL_MASKS_EVENTS != 0,
+            },
+            kernel_sp: self.kernel_sp.load(Ordering::Relaxed),
+            kernel_l4: (flags & KERNEL_L4 != 0).then(|| Mfn(self.kernel_l4.load(Ordering::Relaxed))),
             nmi_masked: flags & NMI_MASKED != 0,
+            kernel_gs: if work & MODE_SET != 0 {
+                work & MODE_KERNEL != 0
+            } else {
+                flags & GS_KERNEL != 0
+            },
             segments_known: flags & SEGMENTS_KNOWN != 0,
         })
     }
@@ -326,11 +413,30 @@ impl Lane {
         }
     }
 
-    /// A lane returned the running vCPU to user mode, with its user
-    /// segments loaded: its record's mode follows at its next full entry.
+    /// A lane switched the running vCPU to kernel mode (`kernel`) or user
+    /// mode, with the segments of that mode loaded: its record's mode
+    /// follows at its next full entry. Only this CPU writes these bits;
+    /// another may set [`WORK`] meanwhile, hence the atomic updates.
     #[inline(always)]
-    pub fn left_kernel(&self) {
-        self.work.fetch_or(LEFT_KERNEL, Ordering::Relaxed);
+    pub fn set_mode(&self, kernel: bool) {
+        if kernel {
+            self.work.fetch_or(MODE_SET | MODE_KERNEL, Ordering::Relaxed);
+        } else {
+            self.work.fetch_and(!MODE_KERNEL, Ordering::Relaxed);
+            self.work.fetch_or(MODE_SET, Ordering::Relaxed);
+        }
+    }
+
+    /// The running vCPU's full path switched its record's mode (after
+    /// [`Lane::begin_full`]): what the lanes read follows.
+    pub fn record_mode(&self, kernel: bool) {
+        let flags = self.flags.load(Ordering::Relaxed);
+        let flags = if kernel {
+            flags | GS_KERNEL
+        } else {
+            flags & !GS_KERNEL
+        };
+        self.flags.store(flags, Ordering::Relaxed);
     }
 
     /// Marks work pending for the vCPU running on this lane's CPU.
@@ -340,17 +446,18 @@ impl Lane {
 
     /// The full path of an entry of the running vCPU begins: what it is
     /// about to check need not stay flagged, and `publish` brings the
-    /// vCPU's record up to what the lanes did (its argument: whether one
-    /// returned it to user mode, [`Published::take`]) and says what the
+    /// vCPU's record up to what the lanes did (its argument: the mode one
+    /// switched it to last, if any: [`Published::take`]) and says what the
     /// lanes read of it. Called before the checks and before anything
     /// reads the record, so that work made pending after them (a new
     /// place or trap table included) is flagged again. Costs a load and a
     /// branch while nothing was flagged.
     #[inline(always)]
-    pub fn begin_full(&self, publish: impl FnOnce(bool) -> (Published, Segments)) {
+    pub fn begin_full(&self, publish: impl FnOnce(Option<bool>) -> (Published, Segments)) {
         let work = self.work.load(Ordering::Relaxed);
         if work != 0 {
-            let (published, segments) = publish(work & LEFT_KERNEL != 0);
+            let mode = (work & MODE_SET != 0).then_some(work & MODE_KERNEL != 0);
+            let (published, segments) = publish(mode);
             self.reopen(&published, &segments);
         }
     }
@@ -363,12 +470,24 @@ impl Lane {
         self.vcpu_info.store(published.vcpu_info, Ordering::Relaxed);
         self.page_fault
             .store(published.page_fault.address, Ordering::Relaxed);
+        self.syscall
+            .store(published.syscall.address, Ordering::Relaxed);
+        self.kernel_sp.store(published.kernel_sp, Ordering::Relaxed);
+        self.kernel_l4.store(
+            published.kernel_l4.map_or(0, |mfn| mfn.0),
+            Ordering::Relaxed,
+        );
         let mut flags = 0;
-        if published.page_fault.mask_events {
-            flags |= MASKS_EVENTS;
-        }
-        if published.nmi_masked {
-            flags |= NMI_MASKED;
+        for (set, bit) in [
+            (published.page_fault.mask_events, MASKS_EVENTS),
+            (published.syscall.mask_events, SYSCALL_MASKS_EVENTS),
+            (published.nmi_masked, NMI_MASKED),
+            (published.kernel_gs, GS_KERNEL),
+            (published.kernel_l4.is_some(), KERNEL_L4),
+        ] {
+            if set {
+                flags |= bit;
+            }
         }
         if published.segments_known {
             flags |= SEGMENTS_KNOWN | u64::from(segments.user_gs_sel);
@@ -439,14 +558,23 @@ impl Lane {
 
 /// [`Lane::work`]: work may be pending, the lanes are closed.
 const WORK: u8 = 1;
-/// [`Lane::work`]: a lane returned the vCPU to user mode.
-const LEFT_KERNEL: u8 = 2;
+/// [`Lane::work`]: a lane switched the vCPU's mode since its last full
+/// entry began.
+const MODE_SET: u8 = 2;
+/// [`Lane::work`]: that mode is kernel mode.
+const MODE_KERNEL: u8 = 4;
 /// [`Lane::flags`]: the #PF gate masks events.
 const MASKS_EVENTS: u64 = 1 << 16;
 /// [`Lane::flags`]: the vCPU's NMIs are masked.
 const NMI_MASKED: u64 = 1 << 17;
-/// [`Lane::flags`]: [`Published::segments`] is known.
+/// [`Lane::flags`]: [`Published::segments_known`].
 const SEGMENTS_KNOWN: u64 = 1 << 18;
+/// [`Lane::flags`]: the `SYSCALL` callback masks events.
+const SYSCALL_MASKS_EVENTS: u64 = 1 << 19;
+/// [`Lane::flags`]: the record's kernel GS base is the active one.
+const GS_KERNEL: u64 = 1 << 20;
+/// [`Lane::flags`]: the vCPU has kernel page tables.
+const KERNEL_L4: u64 = 1 << 21;
 
 /// Adds `calls` fast hypercalls and `bounces` fast bounces, which spent
 /// `tsc` ticks, to `stats` as the full path counts them.

@@ -55,6 +55,8 @@ pub fn set_trap_table(env: &mut impl Env, traps: u64) -> Result<u64, Errno> {
 /// user mode. Always succeeds (frames always use the ring-1 SS).
 pub fn stack_switch(env: &mut impl Env, ss: u64, sp: u64) -> Result<u64, Errno> {
     let vcpu = env.vcpu();
+    // The `SYSCALL` lane reads the kernel stack: it takes it afresh.
+    crate::fastpath::note_work(vcpu.on_cpu);
     vcpu.kernel_ss = ss;
     vcpu.kernel_sp = sp;
     Ok(0)
@@ -70,6 +72,8 @@ pub fn set_callbacks(
     syscall: u64,
 ) -> Result<u64, Errno> {
     let vcpu = env.vcpu();
+    // The `SYSCALL` lane reads the callback: it takes it afresh.
+    crate::fastpath::note_work(vcpu.on_cpu);
     for (slot, address, mask_events) in [
         (&mut vcpu.event, event, true),
         (&mut vcpu.failsafe, failsafe, false),
@@ -115,7 +119,11 @@ pub fn callback_op(env: &mut impl Env, cmd: u64, arg: u64) -> Result<u64, Errno>
                     };
                 }
                 Some(CallbackType::Failsafe) => vcpu.failsafe = requested,
-                Some(CallbackType::Syscall) => vcpu.syscall = requested,
+                Some(CallbackType::Syscall) => {
+                    // The `SYSCALL` lane reads it: it takes it afresh.
+                    crate::fastpath::note_work(vcpu.on_cpu);
+                    vcpu.syscall = requested;
+                }
                 Some(CallbackType::Syscall32) => vcpu.syscall32 = requested,
                 Some(CallbackType::Sysenter) => vcpu.sysenter = requested,
                 Some(CallbackType::Nmi) => register_nmi(env, reg.address),

@@ -238,15 +238,14 @@ iret_or_full:
     jmp guest_hv_view
 
     /*
-     * The page-fault vector: a fault from a guest tries the bounce lane
-     * first. RAX and RCX go to the entry stack as on the full path, the
-     * other registers a call may clobber to the hypervisor stack; the
-     * lane gets the fault's frame and the guest's RCX and R11 (they go
-     * into the bounce frame).
+     * A bounce lane: `fn(frame, rcx, r11)` on the entry frame (vector,
+     * error, rip, cs, rflags, rsp, ss). RAX and RCX go to the entry stack
+     * as on the full path, the other registers a call may clobber to the
+     * hypervisor stack; the lane gets the frame and the guest's RCX and
+     * R11 (they go into the bounce frame). When it declines, the full
+     * path runs on the state it would have had.
      */
-page_fault_common:
-    testb $3, 24(%rsp)
-    jz from_hypervisor
+    .macro BOUNCE_LANE fn
     push %rcx
     push %rax
     mov ({hv_cr3} - {text} + entry_stubs)(%rip), %rax
@@ -265,7 +264,7 @@ page_fault_common:
     mov 8(%rax), %rsi
     mov %r11, %rdx
     cld
-    movabs ${fast_page_fault}, %rax
+    movabs $\fn, %rax
     call *%rax
     test %eax, %eax
     pop %r11
@@ -276,7 +275,6 @@ page_fault_common:
     pop %rsi
     pop %rdx
     pop %rsp
-    /* Declined: the full path, on the state it would have had. */
     jz guest_hv_view
     mov ({guest_cr3} - {text} + entry_stubs)(%rip), %rax
     mov %rax, %cr3
@@ -284,6 +282,17 @@ page_fault_common:
     pop %rcx
     add $16, %rsp
     iretq
+    .endm
+
+    /* The page-fault vector: a fault from a guest tries its lane first. */
+page_fault_common:
+    testb $3, 24(%rsp)
+    jz from_hypervisor
+    BOUNCE_LANE {fast_page_fault}
+
+    /* A 64-bit SYSCALL (from ring 3 or ring 1) tries its lane first. */
+syscall_lane:
+    BOUNCE_LANE {fast_syscall}
 
     /*
      * The way in from a guest (every vector but the hypercall's fast
@@ -363,7 +372,7 @@ from_hypervisor:
      * interrupt from user mode would have: SS, RSP, RFLAGS (R11), CS, RIP
      * (RCX), error 0, pseudo-vector.
      */
-    .macro SYSCALL_STUB name, cs, vector
+    .macro SYSCALL_STUB name, cs, vector, next
     .global \name
 \name:
     mov %rsp, ({rsp_slot} - {text} + entry_stubs)(%rip)
@@ -374,10 +383,10 @@ from_hypervisor:
     push %rcx
     push $0
     push $\vector
-    jmp entry_common
+    jmp \next
     .endm
-    SYSCALL_STUB syscall_entry, {user_cs64}, {syscall_vector}
-    SYSCALL_STUB syscall32_entry, {user_cs32}, {syscall32_vector}
+    SYSCALL_STUB syscall_entry, {user_cs64}, {syscall_vector}, syscall_lane
+    SYSCALL_STUB syscall32_entry, {user_cs32}, {syscall32_vector}, entry_common
 
     /* exit_to_guest_stub(regs): rdi = the GuestRegs at the top of the hypervisor stack. */
     .global exit_to_guest_stub
@@ -427,6 +436,7 @@ exit_to_guest_stub:
     fast_hypercall = sym super::fastpath::fast_hypercall,
     fast_iret = sym super::fastpath::fast_iret,
     fast_page_fault = sym super::fastpath::fast_page_fault,
+    fast_syscall = sym super::fastpath::fast_syscall,
     hypercall_vector = const HYPERCALL_VECTOR,
     page_fault_vector = const super::traps::PF_VECTOR,
     fast_number = const crate::fastpath::FAST_HYPERCALL,

@@ -17,7 +17,7 @@ use crate::stats::Stats;
 use crate::vcpu::{self, Context};
 
 use super::traps::sanitized_rflags;
-use super::{cpu, guest_mem};
+use super::{cpu, guest, guest_mem};
 
 /// This CPU's lane.
 #[inline(always)]
@@ -152,19 +152,9 @@ pub extern "C" fn fast_page_fault(fault: &mut FaultFrame, rcx: u64, r11: u64) ->
     let info = published.vcpu_info;
     let mask = upcall_mask(info);
     let f = &mut fault.frame;
-    let ctx = Context {
-        rip: f.rip,
-        cs: f.cs,
-        rflags: f.rflags,
-        rsp: f.rsp,
-        ss: f.ss,
-        rcx,
-        r11,
-        rax: 0,
-    };
     let Some(bounce) = fastpath::page_fault_bounce(
         &published,
-        &ctx,
+        &interrupted(f, rcx, r11),
         fault.error_code,
         cr2,
         upcall_pending(info),
@@ -182,15 +172,86 @@ pub extern "C" fn fast_page_fault(fault: &mut FaultFrame, rcx: u64, r11: u64) ->
     // SAFETY: see `vcpu_info_field`; `arch.cr2` is where PV guests read
     // the fault address.
     unsafe { (at as *mut u64).write_volatile(cr2) };
-    (f.rip, f.cs, f.rsp, f.ss) = (
-        published.page_fault.address,
-        vcpu::HANDLER_CS,
-        bounce.rsp,
-        vcpu::HANDLER_SS,
-    );
-    f.rflags = sanitized_rflags(vcpu::handler_rflags(f.rflags));
+    enter_handler(f, published.page_fault.address, bounce.rsp);
     if published.page_fault.mask_events {
         set_upcall_mask(info, 1);
+    }
+    if Stats::ENABLED {
+        lane.count_bounce(cpu::rdtsc().wrapping_sub(start));
+    }
+    1
+}
+
+/// The interrupted context a bounce frame records: `frame` and the
+/// guest's RCX and R11 (RAX is not in the frame).
+#[inline(always)]
+fn interrupted(frame: &EntryFrame, rcx: u64, r11: u64) -> Context {
+    Context {
+        rip: frame.rip,
+        cs: frame.cs,
+        rflags: frame.rflags,
+        rsp: frame.rsp,
+        ss: frame.ss,
+        rcx,
+        r11,
+        rax: 0,
+    }
+}
+
+/// Makes `frame` resume at the bounce handler `handler`, on its frame at
+/// `rsp`, as the full path's exit would (RCX, R11 and RAX stay the
+/// guest's).
+#[inline(always)]
+fn enter_handler(frame: &mut EntryFrame, handler: u64, rsp: u64) {
+    (frame.rip, frame.cs, frame.rsp, frame.ss) =
+        (handler, vcpu::HANDLER_CS, rsp, vcpu::HANDLER_SS);
+    frame.rflags = sanitized_rflags(vcpu::handler_rflags(frame.rflags));
+}
+
+/// Bounces a 64-bit `SYSCALL` from guest user mode to the syscall
+/// callback if the full path would do nothing else and nothing is pending
+/// (`fastpath::syscall_bounce`): writes the bounce frame on the kernel
+/// stack through the guest's own mappings, the callback's context into
+/// `entry`'s frame, masks events if the callback asks for it, and loads
+/// the kernel segments from what the vCPU published if its user GS base
+/// was the active one (the lane then notes the mode for the vCPU's
+/// record): what the full path does for the same `SYSCALL`. `rcx` and
+/// `r11` are what the instruction left (the return RIP and RFLAGS).
+/// Returns 1 when it bounced, 0 when the full path must run (nothing
+/// changed). Takes no lock.
+pub extern "C" fn fast_syscall(entry: &mut FaultFrame, rcx: u64, r11: u64) -> u64 {
+    let start = if Stats::ENABLED { cpu::rdtsc() } else { 0 };
+    let lane = this_lane();
+    let Some(published) = lane.published() else {
+        return 0;
+    };
+    let info = published.vcpu_info;
+    let mask = upcall_mask(info);
+    let f = &mut entry.frame;
+    let Some(bounce) = fastpath::syscall_bounce(
+        &published,
+        &interrupted(f, rcx, r11),
+        upcall_pending(info),
+        mask,
+        |at| {
+            published
+                .kernel_l4
+                .is_some_and(|root| guest::maps_supervisor_page(root, at))
+        },
+    ) else {
+        return 0;
+    };
+    if guest_mem::copy_words_to_guest(bounce.rsp, bounce.words()).is_err() {
+        return 0;
+    }
+    enter_handler(f, published.syscall.address, bounce.rsp);
+    if published.syscall.mask_events {
+        set_upcall_mask(info, 1);
+    }
+    if !published.kernel_gs {
+        let s = lane.segments();
+        cpu::load_guest_segments(s.fs_base, 0, s.gs_base_kernel, s.gs_base_user);
+        lane.set_mode(true);
     }
     if Stats::ENABLED {
         lane.count_bounce(cpu::rdtsc().wrapping_sub(start));
@@ -254,7 +315,7 @@ pub extern "C" fn fast_iret(frame: &mut EntryFrame, regs: &mut IretRegs) -> u64 
     if c.in_user_mode() {
         let s = lane.segments();
         cpu::load_guest_segments(s.fs_base, s.user_gs_sel, s.gs_base_user, s.gs_base_kernel);
-        lane.left_kernel();
+        lane.set_mode(false);
     }
     (frame.rip, frame.cs, frame.rsp, frame.ss) = (c.rip, c.cs, c.rsp, c.ss);
     frame.rflags = sanitized_rflags(c.rflags);

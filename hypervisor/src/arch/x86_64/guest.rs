@@ -358,9 +358,17 @@ fn syscall_from_kernel(current: &Current, regs: &GuestRegs) -> bool {
     if at < UPPER_HALF {
         return false;
     }
-    let Some(root) = current.vcpu.mm.kernel_l4 else {
-        return false;
-    };
+    current
+        .vcpu
+        .mm
+        .kernel_l4
+        .is_some_and(|root| maps_supervisor_page(root, at))
+}
+
+/// Whether the guest tables under the validated L4 `root` map `at` as a
+/// supervisor page (see [`syscall_from_kernel`] for why the walk needs no
+/// lock).
+pub fn maps_supervisor_page(root: Mfn, at: u64) -> bool {
     let frames = mem::frame_count();
     let read = |mfn: Mfn, index: usize| {
         (mfn.0 < frames).then(|| {
@@ -479,6 +487,7 @@ fn set_kernel_gs(vcpu: &mut Vcpu, kernel: bool) {
         // with WRGSBASE: keep it before the swap reloads both.
         super::context::sync_bases(vcpu);
         vcpu.gs_kernel_active = kernel;
+        this_lane().record_mode(kernel);
         vcpu.pending.insert(Pending::SEGMENTS);
     }
 }

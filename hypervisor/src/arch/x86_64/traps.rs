@@ -552,9 +552,9 @@ fn stopped_state(v: &Vcpu) -> i32 {
 #[inline(always)]
 fn handle_entry(current: &mut Current, regs: &mut GuestRegs) -> (Option<u8>, bool) {
     let start = if Stats::ENABLED { cpu::rdtsc() } else { 0 };
-    this_lane().begin_full(|left_kernel| {
+    this_lane().begin_full(|mode| {
         let vcpu_info = paging::phys_to_virt(current.vcpu.vcpu_info);
-        Published::take(current.vcpu, left_kernel, vcpu_info)
+        Published::take(current.vcpu, mode, vcpu_info)
     });
     count_entry(&mut current.vcpu.stats, regs.vector);
     // One place makes hypercalls, whether they came through `int $0x82`
