@@ -105,6 +105,9 @@ pub struct Published {
     pub kernel_sp: u64,
     /// Its kernel page tables' root, if it has one.
     pub kernel_l4: Option<Mfn>,
+    /// Whether it registered an event callback (without one no upcall is
+    /// delivered, whatever `vcpu_info` says).
+    pub event_callback: bool,
     /// Whether its NMIs are masked (an NMI handler has not returned yet).
     pub nmi_masked: bool,
     /// Whether its kernel GS base is the active one
@@ -150,6 +153,7 @@ impl Published {
             syscall: vcpu.syscall,
             kernel_sp: vcpu.kernel_sp,
             kernel_l4: vcpu.mm.kernel_l4,
+            event_callback: vcpu.event.address != 0,
             nmi_masked: vcpu.nmi.is_masked(),
             kernel_gs: vcpu.gs_kernel_active,
             segments_known: !vcpu.cr4_fsgsbase,
@@ -161,6 +165,14 @@ impl Published {
             gs_base_kernel: vcpu.gs_base_kernel,
         };
         (published, segments)
+    }
+
+    /// Whether the full exit would bounce no upcall, with the upcall bytes
+    /// `pending` and `mask` (`guest::deliver_pending_event`'s rule).
+    #[inline(always)]
+    #[must_use]
+    pub fn no_upcall(&self, pending: u8, mask: u8) -> bool {
+        !self.event_callback || events_allow(pending, mask)
     }
 }
 
@@ -180,7 +192,8 @@ impl Published {
 /// - a handler is registered, at a canonical address (the exit can load
 ///   it without a check);
 /// - no upcall is due once the handler's gate has (or has not) masked
-///   events: the full exit would bounce it on top;
+///   events ([`Published::no_upcall`]): the full exit would bounce it on
+///   top;
 /// - the frame's place is guest memory ([`vcpu::bounce_frame`]).
 #[inline(always)]
 #[must_use]
@@ -202,7 +215,7 @@ pub fn page_fault_bounce(
         return None;
     }
     let mask_after = if gate.mask_events { 1 } else { mask };
-    if !events_allow(pending, mask_after) {
+    if !published.no_upcall(pending, mask_after) {
         return None;
     }
     vcpu::bounce_frame(0, ctx, Some(error_code), mask).ok()
@@ -250,7 +263,7 @@ pub fn syscall_bounce(
         return None;
     }
     let mask_after = if callback.mask_events { 1 } else { mask };
-    if !events_allow(pending, mask_after) {
+    if !published.no_upcall(pending, mask_after) {
         return None;
     }
     vcpu::bounce_frame(published.kernel_sp, ctx, None, mask).ok()
@@ -281,7 +294,8 @@ pub fn iret_target(
     }
     let target = vcpu::iret(frame);
     let c = &target.context;
-    (iret_context_is_plain(c) && events_allow(pending(), target.upcall_mask)).then_some(target)
+    let no_upcall = !published.event_callback || events_allow(pending(), target.upcall_mask);
+    (iret_context_is_plain(c) && no_upcall).then_some(target)
 }
 
 /// Whether a context `vcpu::iret` computed is one `resume::is_plain`
@@ -389,6 +403,7 @@ impl Lane {
             },
             kernel_sp: self.kernel_sp.load(Ordering::Relaxed),
             kernel_l4: (flags & KERNEL_L4 != 0).then(|| Mfn(self.kernel_l4.load(Ordering::Relaxed))),
+            event_callback: flags & EVENT_CALLBACK != 0,
             nmi_masked: flags & NMI_MASKED != 0,
             kernel_gs: if work & MODE_SET != 0 {
                 work & MODE_KERNEL != 0
@@ -484,6 +499,7 @@ impl Lane {
             (published.nmi_masked, NMI_MASKED),
             (published.kernel_gs, GS_KERNEL),
             (published.kernel_l4.is_some(), KERNEL_L4),
+            (published.event_callback, EVENT_CALLBACK),
         ] {
             if set {
                 flags |= bit;
@@ -575,6 +591,8 @@ const SYSCALL_MASKS_EVENTS: u64 = 1 << 19;
 const GS_KERNEL: u64 = 1 << 20;
 /// [`Lane::flags`]: the vCPU has kernel page tables.
 const KERNEL_L4: u64 = 1 << 21;
+/// [`Lane::flags`]: the vCPU registered an event callback.
+const EVENT_CALLBACK: u64 = 1 << 22;
 
 /// Adds `calls` fast hypercalls and `bounces` fast bounces, which spent
 /// `tsc` ticks, to `stats` as the full path counts them.

@@ -72,7 +72,8 @@ pub fn set_callbacks(
     syscall: u64,
 ) -> Result<u64, Errno> {
     let vcpu = env.vcpu();
-    // The `SYSCALL` lane reads the callback: it takes it afresh.
+    // The lanes read the event and syscall callbacks: they take them
+    // afresh.
     crate::fastpath::note_work(vcpu.on_cpu);
     for (slot, address, mask_events) in [
         (&mut vcpu.event, event, true),
@@ -110,6 +111,9 @@ pub fn callback_op(env: &mut impl Env, cmd: u64, arg: u64) -> Result<u64, Errno>
                 mask_events,
             };
             let vcpu = env.vcpu();
+            // The lanes read the event and syscall callbacks: they take
+            // them afresh.
+            crate::fastpath::note_work(vcpu.on_cpu);
             match CallbackType::from_number(u64::from(reg.kind)) {
                 // The event upcall always masks events.
                 Some(CallbackType::Event) => {
@@ -119,11 +123,7 @@ pub fn callback_op(env: &mut impl Env, cmd: u64, arg: u64) -> Result<u64, Errno>
                     };
                 }
                 Some(CallbackType::Failsafe) => vcpu.failsafe = requested,
-                Some(CallbackType::Syscall) => {
-                    // The `SYSCALL` lane reads it: it takes it afresh.
-                    crate::fastpath::note_work(vcpu.on_cpu);
-                    vcpu.syscall = requested;
-                }
+                Some(CallbackType::Syscall) => vcpu.syscall = requested,
                 Some(CallbackType::Syscall32) => vcpu.syscall32 = requested,
                 Some(CallbackType::Sysenter) => vcpu.sysenter = requested,
                 Some(CallbackType::Nmi) => register_nmi(env, reg.address),
