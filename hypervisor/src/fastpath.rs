@@ -402,7 +402,8 @@ impl Lane {
                 mask_events: flags & SYSCALL_MASKS_EVENTS != 0,
             },
             kernel_sp: self.kernel_sp.load(Ordering::Relaxed),
-            kernel_l4: (flags & KERNEL_L4 != 0).then(|| Mfn(self.kernel_l4.load(Ordering::Relaxed))),
+            kernel_l4: (flags & KERNEL_L4 != 0)
+                .then(|| Mfn(self.kernel_l4.load(Ordering::Relaxed))),
             event_callback: flags & EVENT_CALLBACK != 0,
             nmi_masked: flags & NMI_MASKED != 0,
             kernel_gs: if work & MODE_SET != 0 {
@@ -435,7 +436,8 @@ impl Lane {
     #[inline(always)]
     pub fn set_mode(&self, kernel: bool) {
         if kernel {
-            self.work.fetch_or(MODE_SET | MODE_KERNEL, Ordering::Relaxed);
+            self.work
+                .fetch_or(MODE_SET | MODE_KERNEL, Ordering::Relaxed);
         } else {
             self.work.fetch_and(!MODE_KERNEL, Ordering::Relaxed);
             self.work.fetch_or(MODE_SET, Ordering::Relaxed);
@@ -686,6 +688,7 @@ mod tests {
         lane.begin_full(|_| at(0x1000));
         lane.count(7);
         lane.count(5);
+        lane.count_bounce(3);
         let mut stats = Stats::default();
         let mut copy = Stats::default();
         lane.add_counts(&mut copy);
@@ -695,8 +698,10 @@ mod tests {
         lane.disarm(&mut stats);
         assert_eq!(lane.ready(), None);
         assert_eq!(stats.get(Counter::Hypercalls), expect(2));
-        assert_eq!(stats.get(Counter::Entries), expect(2));
-        assert_eq!(stats.get(Counter::HypervisorTsc), expect(12));
+        assert_eq!(stats.get(Counter::Exceptions), expect(1));
+        assert_eq!(stats.get(Counter::Bounces), expect(1));
+        assert_eq!(stats.get(Counter::Entries), expect(3));
+        assert_eq!(stats.get(Counter::HypervisorTsc), expect(15));
         lane.disarm(&mut stats);
         assert_eq!(stats.get(Counter::Hypercalls), expect(2), "taken once");
         lane.begin_full(|_| at(0x4000));
@@ -715,6 +720,281 @@ mod tests {
         note_work(Some(u16::MAX));
         assert!(super::lane(u64::MAX).is_none());
         assert_eq!(lane_address(last), core::ptr::from_ref(lane) as u64);
+    }
+
+    const HANDLER: u64 = 0xffff_ffff_8000_1000;
+    const CALLBACK: u64 = 0xffff_ffff_8000_2000;
+    const KERNEL_STACK: u64 = 0xffff_ffff_8010_0000;
+
+    /// A vCPU with a #PF handler, a syscall callback, a kernel stack and
+    /// an event callback, in kernel mode, its segments known.
+    fn ready_vcpu() -> Published {
+        Published {
+            vcpu_info: 0x1000,
+            page_fault: TrapGate {
+                address: HANDLER,
+                dpl: 0,
+                mask_events: false,
+            },
+            syscall: Callback {
+                address: CALLBACK,
+                mask_events: false,
+            },
+            kernel_sp: KERNEL_STACK,
+            kernel_l4: Some(Mfn(0x42)),
+            event_callback: true,
+            nmi_masked: false,
+            kernel_gs: true,
+            segments_known: true,
+        }
+    }
+
+    fn kernel_context() -> Context {
+        Context {
+            rip: 0xffff_ffff_8000_5000,
+            cs: u64::from(RING1_KERNEL_CS),
+            rflags: 0x202,
+            rsp: 0xffff_ffff_8020_0000,
+            ss: u64::from(RING1_KERNEL_SS),
+            rcx: 1,
+            r11: 2,
+            rax: 3,
+        }
+    }
+
+    fn user_context(rip: u64) -> Context {
+        Context {
+            rip,
+            cs: u64::from(dom0_abi::segment::FLAT_RING3_CS64),
+            rflags: 0x202,
+            rsp: 0x7fff_0000,
+            ss: u64::from(dom0_abi::segment::FLAT_RING3_DS),
+            rcx: rip,
+            r11: 0x202,
+            rax: 3,
+        }
+    }
+
+    #[test]
+    fn a_kernel_page_fault_takes_the_lane_only_when_the_full_path_would_just_bounce_it() {
+        let p = ready_vcpu();
+        let ctx = kernel_context();
+        let not_present = 0b010;
+        let bounce = page_fault_bounce(&p, &ctx, not_present, 0x1000, 0, 0);
+        assert_eq!(
+            bounce,
+            vcpu::bounce_frame(0, &ctx, Some(not_present), 0).ok(),
+            "the full path's frame"
+        );
+        assert!(bounce.is_some());
+        let user = Context {
+            cs: u64::from(dom0_abi::segment::FLAT_RING3_CS64),
+            ..ctx
+        };
+        assert_eq!(
+            page_fault_bounce(&p, &user, 0b110, 0x1000, 0, 0),
+            None,
+            "from user mode"
+        );
+        assert_eq!(
+            page_fault_bounce(&p, &ctx, 0b011, 0x1000, 0, 0),
+            None,
+            "a protection fault"
+        );
+        let ldt = crate::layout::trampoline::LDT;
+        assert_eq!(
+            page_fault_bounce(&p, &ctx, 0, ldt, 0, 0),
+            None,
+            "the LDT window"
+        );
+        let no_handler = Published {
+            page_fault: TrapGate::default(),
+            ..p
+        };
+        assert_eq!(page_fault_bounce(&no_handler, &ctx, 0, 0x1000, 0, 0), None);
+        assert_eq!(
+            page_fault_bounce(&p, &ctx, 0, 0x1000, 1, 0),
+            None,
+            "an upcall due"
+        );
+        assert!(
+            page_fault_bounce(&p, &ctx, 0, 0x1000, 1, 1).is_some(),
+            "masked"
+        );
+        let masking = Published {
+            page_fault: TrapGate {
+                mask_events: true,
+                ..p.page_fault
+            },
+            ..p
+        };
+        assert!(
+            page_fault_bounce(&masking, &ctx, 0, 0x1000, 1, 0).is_some(),
+            "the handler's gate masks it"
+        );
+        let no_callback = Published {
+            event_callback: false,
+            ..p
+        };
+        assert!(page_fault_bounce(&no_callback, &ctx, 0, 0x1000, 1, 0).is_some());
+        let bad_stack = Context { rsp: 0x20, ..ctx };
+        assert_eq!(page_fault_bounce(&p, &bad_stack, 0, 0x1000, 0, 0), None);
+    }
+
+    #[test]
+    fn a_user_syscall_takes_the_lane_unless_it_may_be_the_kernels_hypercall() {
+        let p = ready_vcpu();
+        let low = user_context(0x40_1002);
+        let bounce = syscall_bounce(&p, &low, 0, 0, |_| {
+            unreachable!("no walk below the upper half")
+        });
+        assert_eq!(bounce, vcpu::bounce_frame(KERNEL_STACK, &low, None, 0).ok());
+        assert!(bounce.is_some());
+        let high = user_context(0xffff_ffff_8040_1002);
+        let mut walked = 0;
+        assert_eq!(
+            syscall_bounce(&p, &high, 0, 0, |at| {
+                walked = at;
+                true
+            }),
+            None,
+            "a supervisor page: the kernel's hypercall"
+        );
+        assert_eq!(walked, 0xffff_ffff_8040_1000);
+        assert!(
+            syscall_bounce(&p, &high, 0, 0, |_| false).is_some(),
+            "a user page"
+        );
+        let user_gs = Published {
+            kernel_gs: false,
+            ..p
+        };
+        assert!(
+            syscall_bounce(&user_gs, &high, 0, 0, |_| unreachable!(
+                "user GS: a user call"
+            ))
+            .is_some()
+        );
+        let unknown = Published {
+            segments_known: false,
+            ..user_gs
+        };
+        assert_eq!(
+            syscall_bounce(&unknown, &low, 0, 0, |_| false),
+            None,
+            "bases to read"
+        );
+        let no_stack = Published { kernel_sp: 0, ..p };
+        assert_eq!(syscall_bounce(&no_stack, &low, 0, 0, |_| false), None);
+        let no_callback = Published {
+            syscall: Callback::default(),
+            ..p
+        };
+        assert_eq!(
+            syscall_bounce(&no_callback, &low, 0, 0, |_| false),
+            None,
+            "#UD"
+        );
+        assert_eq!(
+            syscall_bounce(&p, &low, 1, 0, |_| false),
+            None,
+            "an upcall due"
+        );
+    }
+
+    fn iret_frame(cs: u16, ss: u16, rip: u64, rflags: u64) -> IretContext {
+        IretContext {
+            rax: 1,
+            r11: 2,
+            rcx: 3,
+            flags: 0,
+            rip,
+            cs: u64::from(cs),
+            rflags,
+            rsp: 0x7fff_0000,
+            ss: u64::from(ss),
+        }
+    }
+
+    #[test]
+    fn an_iret_takes_the_lane_on_a_plain_frame_with_nothing_to_undo() {
+        use dom0_abi::segment::{FLAT_RING3_CS64, FLAT_RING3_DS};
+        let p = ready_vcpu();
+        let kernel = iret_frame(
+            RING1_KERNEL_CS & !3,
+            RING1_KERNEL_SS,
+            0xffff_ffff_8000_5000,
+            0x202,
+        );
+        assert_eq!(iret_target(&p, &kernel, || 0), Some(vcpu::iret(&kernel)));
+        let user = iret_frame(FLAT_RING3_CS64, FLAT_RING3_DS, 0x40_1000, 0x202);
+        assert_eq!(iret_target(&p, &user, || 0), Some(vcpu::iret(&user)));
+        let unknown = Published {
+            segments_known: false,
+            ..p
+        };
+        assert_eq!(iret_target(&unknown, &user, || 0), None, "bases to read");
+        assert!(iret_target(&unknown, &kernel, || 0).is_some());
+        let compat = iret_frame(FLAT_RING3_CS32, FLAT_RING3_DS, 0x40_1000, 0x202);
+        assert_eq!(
+            iret_target(&p, &compat, || 0),
+            None,
+            "a 32-bit CS is checked"
+        );
+        let wild = iret_frame(FLAT_RING3_CS64, FLAT_RING3_DS, 0x8000_0000_0000, 0x202);
+        assert_eq!(iret_target(&p, &wild, || 0), None, "non-canonical RIP");
+        let nmi = Published {
+            nmi_masked: true,
+            ..p
+        };
+        assert_eq!(iret_target(&nmi, &kernel, || 0), None, "NMIs to unmask");
+        assert_eq!(
+            iret_target(&p, &kernel, || 1),
+            None,
+            "an upcall due once unmasked"
+        );
+        let masked = iret_frame(FLAT_RING3_CS64, FLAT_RING3_DS, 0x40_1000, 0x2);
+        assert!(iret_target(&p, &masked, || 1).is_some(), "it stays masked");
+    }
+
+    #[test]
+    fn the_lanes_mode_reaches_the_record_at_the_next_full_entry() {
+        let lane = Lane::new();
+        let publish = |kernel_gs| {
+            let (mut published, segments) = at(0x1000);
+            published.kernel_gs = kernel_gs;
+            (published, segments)
+        };
+        let mut seen = None;
+        lane.begin_full(|mode| {
+            seen = Some(mode);
+            publish(true)
+        });
+        assert_eq!(seen, Some(None));
+        assert!(lane.published().unwrap().kernel_gs);
+        lane.set_mode(false);
+        assert!(!lane.published().unwrap().kernel_gs, "the lane's mode wins");
+        lane.set_mode(true);
+        lane.set_mode(false);
+        lane.begin_full(|mode| {
+            seen = Some(mode);
+            publish(false)
+        });
+        assert_eq!(seen, Some(Some(false)), "the last switch");
+        lane.begin_full(|_| unreachable!("nothing flagged"));
+        lane.record_mode(true);
+        assert!(
+            lane.published().unwrap().kernel_gs,
+            "the full path's switch"
+        );
+        lane.set_mode(true);
+        lane.note_work();
+        assert_eq!(lane.published(), None);
+        lane.begin_full(|mode| {
+            seen = Some(mode);
+            publish(true)
+        });
+        assert_eq!(seen, Some(Some(true)));
     }
 
     #[test]

@@ -203,8 +203,7 @@ fn interrupted(frame: &EntryFrame, rcx: u64, r11: u64) -> Context {
 /// guest's).
 #[inline(always)]
 fn enter_handler(frame: &mut EntryFrame, handler: u64, rsp: u64) {
-    (frame.rip, frame.cs, frame.rsp, frame.ss) =
-        (handler, vcpu::HANDLER_CS, rsp, vcpu::HANDLER_SS);
+    (frame.rip, frame.cs, frame.rsp, frame.ss) = (handler, vcpu::HANDLER_CS, rsp, vcpu::HANDLER_SS);
     frame.rflags = sanitized_rflags(vcpu::handler_rflags(frame.rflags));
 }
 

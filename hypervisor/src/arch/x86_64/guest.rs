@@ -257,7 +257,12 @@ fn bounce_to(
     // The frame is used where it was returned (moving it out of the
     // `Result` cost every bounce a copy), and the handler's context is
     // set in `regs` field by field: RCX, R11 and RAX stay as they are.
-    let frame = vcpu::bounce_frame(current.vcpu.kernel_sp, &context(regs), error_code, saved_mask);
+    let frame = vcpu::bounce_frame(
+        current.vcpu.kernel_sp,
+        &context(regs),
+        error_code,
+        saved_mask,
+    );
     let b = match &frame {
         Ok(b) => b,
         Err(e) => return crash(current, format_args!("cannot deliver an event: {e}")),
