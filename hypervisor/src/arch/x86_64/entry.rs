@@ -108,8 +108,47 @@ entry_stubs:
     .endm
 
     /*
+     * A hypercall lane's entry: the hypervisor view, and on the hypervisor
+     * stack the entry stack's address (RAX after), RCX, R11, R9, R10, R8,
+     * RDX, RSI, RDI (RSP after); its way back to the guest's registers;
+     * and a decline to the full path with RAX = `number`.
+     */
+    .macro HYPERCALL_LANE_SAVE
+    mov ({hv_cr3} - {text} + entry_stubs)(%rip), %rax
+    mov %rax, %cr3
+    mov %rsp, %rax
+    mov ({hv_stack_top} - {text} + entry_stubs)(%rip), %rsp
+    push %rax
+    push %rcx
+    push %r11
+    push %r9
+    push %r10
+    push %r8
+    push %rdx
+    push %rsi
+    push %rdi
+    .endm
+    .macro HYPERCALL_LANE_RESTORE
+    pop %rdi
+    pop %rsi
+    pop %rdx
+    pop %r8
+    pop %r10
+    pop %r9
+    pop %r11
+    pop %rcx
+    pop %rsp
+    .endm
+    .macro HYPERCALL_LANE_DECLINE number
+    push %rcx
+    mov $\number, %eax
+    push %rax
+    jmp guest_hv_view
+    .endm
+
+    /*
      * The hypercall vector: the fast path's number goes to the fast entry,
-     * any other to the common path.
+     * `HYPERVISOR_iret`'s to its lane, any other to the common path.
      */
 hypercall_common:
     /* Stack: vector, error, rip, cs, rflags, rsp, ss */
@@ -127,19 +166,7 @@ hypercall_common:
      * the argument registers (for the full path if the fast one
      * declines). The callee-saved registers are the callee's to keep.
      */
-    mov ({hv_cr3} - {text} + entry_stubs)(%rip), %rax
-    mov %rax, %cr3
-    mov %rsp, %rax
-    mov ({hv_stack_top} - {text} + entry_stubs)(%rip), %rsp
-    push %rax
-    push %rcx
-    push %r11
-    push %r9
-    push %r10
-    push %r8
-    push %rdx
-    push %rsi
-    push %rdi
+    HYPERCALL_LANE_SAVE
     lea 16(%rax), %rdx
     cld
     movabs ${fast_hypercall}, %rax
@@ -167,19 +194,8 @@ hypercall_common:
     iretq
 1:
     /* Declined: the guest's registers back, on to the full path. */
-    pop %rdi
-    pop %rsi
-    pop %rdx
-    pop %r8
-    pop %r10
-    pop %r9
-    pop %r11
-    pop %rcx
-    pop %rsp
-    push %rcx
-    mov ${fast_number}, %eax
-    push %rax
-    jmp guest_hv_view
+    HYPERCALL_LANE_RESTORE
+    HYPERCALL_LANE_DECLINE {fast_number}
 
     /*
      * HYPERVISOR_iret's lane: as the fast entry, with every register the
@@ -189,19 +205,7 @@ hypercall_common:
 iret_or_full:
     cmp ${iret_number}, %rax
     jne guest_common
-    mov ({hv_cr3} - {text} + entry_stubs)(%rip), %rax
-    mov %rax, %cr3
-    mov %rsp, %rax
-    mov ({hv_stack_top} - {text} + entry_stubs)(%rip), %rsp
-    push %rax
-    push %rcx
-    push %r11
-    push %r9
-    push %r10
-    push %r8
-    push %rdx
-    push %rsi
-    push %rdi
+    HYPERCALL_LANE_SAVE
     push $0
     lea 16(%rax), %rdi
     mov %rsp, %rsi
@@ -210,15 +214,7 @@ iret_or_full:
     call *%rax
     test %eax, %eax
     pop %rax
-    pop %rdi
-    pop %rsi
-    pop %rdx
-    pop %r8
-    pop %r10
-    pop %r9
-    pop %r11
-    pop %rcx
-    pop %rsp
+    HYPERCALL_LANE_RESTORE
     jz 1f
     /*
      * Served: RAX, RCX and R11 are the iret frame's; the vector's slot of
@@ -232,10 +228,7 @@ iret_or_full:
     add $16, %rsp
     iretq
 1:
-    push %rcx
-    mov ${iret_number}, %eax
-    push %rax
-    jmp guest_hv_view
+    HYPERCALL_LANE_DECLINE {iret_number}
 
     /*
      * A bounce lane: `fn(frame, rcx, r11)` on the entry frame (vector,
