@@ -575,7 +575,10 @@ impl Lane {
 }
 
 /// [`Lane::work`]: work may be pending, the lanes are closed.
-const WORK: u8 = 1;
+pub const WORK: u8 = 1;
+/// Where [`Lane::work`] lies in a lane: the entry stubs test [`WORK`]
+/// there before they save anything for a lane that is closed.
+pub const WORK_OFFSET: usize = core::mem::offset_of!(Lane, work);
 /// [`Lane::work`]: a lane switched the vCPU's mode since its last full
 /// entry began.
 const MODE_SET: u8 = 2;

@@ -113,9 +113,17 @@ entry_stubs:
      * RDX, RSI, RDI (RSP after); its way back to the guest's registers;
      * and a decline to the full path with RAX = `number`.
      */
-    .macro HYPERCALL_LANE_SAVE
+    .macro HYPERVISOR_VIEW
     mov ({hv_cr3} - {text} + entry_stubs)(%rip), %rax
     mov %rax, %cr3
+    .endm
+    /* Jumps to `closed` if this CPU's lanes are closed (RAX lost). */
+    .macro LANE_CLOSED closed
+    mov ({lane} - {text} + entry_stubs)(%rip), %rax
+    testb ${work_bit}, {work_offset}(%rax)
+    jnz \closed
+    .endm
+    .macro HYPERCALL_LANE_SAVE
     mov %rsp, %rax
     mov ({hv_stack_top} - {text} + entry_stubs)(%rip), %rsp
     push %rax
@@ -156,6 +164,7 @@ hypercall_common:
     jz from_hypervisor
     cmp ${fast_number}, %rax
     jne iret_or_full
+    HYPERVISOR_VIEW
 
     /*
      * The fast entry. RAX is known (the fast path's number), so it is the
@@ -205,6 +214,8 @@ hypercall_common:
 iret_or_full:
     cmp ${iret_number}, %rax
     jne guest_common
+    HYPERVISOR_VIEW
+    LANE_CLOSED 2f
     HYPERCALL_LANE_SAVE
     push $0
     lea 16(%rax), %rdi
@@ -228,6 +239,7 @@ iret_or_full:
     add $16, %rsp
     iretq
 1:
+2:
     HYPERCALL_LANE_DECLINE {iret_number}
 
     /*
@@ -241,8 +253,8 @@ iret_or_full:
     .macro BOUNCE_LANE fn
     push %rcx
     push %rax
-    mov ({hv_cr3} - {text} + entry_stubs)(%rip), %rax
-    mov %rax, %cr3
+    HYPERVISOR_VIEW
+    LANE_CLOSED guest_hv_view
     mov %rsp, %rax
     mov ({hv_stack_top} - {text} + entry_stubs)(%rip), %rsp
     push %rax
@@ -415,6 +427,9 @@ exit_to_guest_stub:
     .set exit_to_guest_mapped, exit_to_guest_stub - entry_stubs + {text}
     "#,
     hv_cr3 = const trampoline::DATA + trampoline::data::HV_CR3,
+    lane = const trampoline::DATA + trampoline::data::LANE,
+    work_offset = const crate::fastpath::WORK_OFFSET,
+    work_bit = const crate::fastpath::WORK,
     hv_stack_top = const trampoline::DATA + trampoline::data::HV_STACK_TOP,
     guest_cr3 = const trampoline::DATA + trampoline::data::GUEST_CR3,
     exit_frame = const trampoline::stack_top(trampoline::ENTRY_STACK) - 7 * 8,
