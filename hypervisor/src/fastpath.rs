@@ -137,16 +137,9 @@ pub struct Segments {
 
 impl Published {
     /// What the lanes need of `vcpu`, whose `vcpu_info` lies at hypervisor
-    /// address `vcpu_info`, once the record has taken what the lanes did
-    /// since its last full entry: `mode` is whether a lane switched it to
-    /// kernel mode (`Some(true)`) or user mode (`Some(false)`) last, its
-    /// segments loaded for that mode, which the record's mode now follows.
-    /// Its [`Segments`] come with it.
+    /// address `vcpu_info`, and its [`Segments`].
     #[must_use]
-    pub fn take(vcpu: &mut Vcpu, mode: Option<bool>, vcpu_info: u64) -> (Published, Segments) {
-        if let Some(kernel) = mode {
-            vcpu.gs_kernel_active = kernel;
-        }
+    pub fn of(vcpu: &Vcpu, vcpu_info: u64) -> (Published, Segments) {
         let published = Published {
             vcpu_info,
             page_fault: vcpu.traps[PAGE_FAULT],
@@ -461,27 +454,43 @@ impl Lane {
         self.work.fetch_or(WORK, Ordering::Release);
     }
 
-    /// The full path of an entry of the running vCPU begins: what it is
-    /// about to check need not stay flagged, and `publish` brings the
-    /// vCPU's record up to what the lanes did (its argument: the mode one
-    /// switched it to last, if any: [`Published::take`]) and says what the
-    /// lanes read of it. Called before the checks and before anything
+    /// The full path of an entry of `vcpu`, the running vCPU, begins: its
+    /// record takes the mode a lane switched it to last (its segments are
+    /// loaded for that mode), and, if work was flagged, what it is about
+    /// to check need not stay flagged and what the lanes read of it is
+    /// published afresh (`vcpu_info`: where its `vcpu_info` lies, as a
+    /// hypervisor address). Called before the checks and before anything
     /// reads the record, so that work made pending after them (a new
     /// place or trap table included) is flagged again. Costs a load and a
     /// branch while nothing was flagged.
     #[inline(always)]
-    pub fn begin_full(&self, publish: impl FnOnce(Option<bool>) -> (Published, Segments)) {
+    pub fn begin_full(&self, vcpu: &mut Vcpu, vcpu_info: impl FnOnce(&Vcpu) -> u64) {
         let work = self.work.load(Ordering::Relaxed);
         if work != 0 {
-            let mode = (work & MODE_SET != 0).then_some(work & MODE_KERNEL != 0);
-            let (published, segments) = publish(mode);
-            self.reopen(&published, &segments);
+            self.begin_flagged(work, vcpu, vcpu_info);
         }
     }
 
-    /// [`Lane::begin_full`] when work was flagged.
+    /// [`Lane::begin_full`] when something was flagged.
     #[cold]
     #[inline(never)]
+    fn begin_flagged(&self, work: u8, vcpu: &mut Vcpu, vcpu_info: impl FnOnce(&Vcpu) -> u64) {
+        if work & MODE_SET != 0 {
+            vcpu.gs_kernel_active = work & MODE_KERNEL != 0;
+        }
+        if work & WORK == 0 {
+            // Only the mode moved: the rest published stands. A WORK set
+            // meanwhile by another CPU stays set.
+            self.work
+                .fetch_and(!(MODE_SET | MODE_KERNEL), Ordering::AcqRel);
+            self.record_mode(vcpu.gs_kernel_active);
+            return;
+        }
+        let (published, segments) = Published::of(vcpu, vcpu_info(vcpu));
+        self.reopen(&published, &segments);
+    }
+
+    /// Publishes `published` and `segments` and clears every flag.
     fn reopen(&self, published: &Published, segments: &Segments) {
         self.work.swap(0, Ordering::AcqRel);
         self.vcpu_info.store(published.vcpu_info, Ordering::Relaxed);
@@ -654,41 +663,37 @@ mod tests {
 
     /// What a vCPU with its `vcpu_info` at `va` and nothing else set
     /// publishes.
-    fn at(va: u64) -> (Published, Segments) {
-        let published = Published {
-            vcpu_info: va,
-            ..Published::default()
-        };
-        (published, Segments::default())
+    fn open(lane: &Lane, va: u64) {
+        lane.begin_full(&mut Vcpu::new(0), |_| va);
     }
 
     #[test]
     fn a_lane_opens_after_a_full_entry_publishes_the_place() {
         let lane = Lane::new();
         assert_eq!(lane.ready(), None);
-        lane.begin_full(|_| at(0x1000));
+        open(&lane, 0x1000);
         assert_eq!(lane.ready(), Some(0x1000));
-        lane.begin_full(|_| at(0x3000));
+        open(&lane, 0x3000);
         assert_eq!(lane.ready(), Some(0x1000), "published only when flagged");
     }
 
     #[test]
     fn work_noted_during_a_full_path_survives_its_exit() {
         let lane = Lane::new();
-        lane.begin_full(|_| at(0x1000));
+        open(&lane, 0x1000);
         // An entry's full path starts; meanwhile another CPU raises work
         // (or this entry moves the vCPU's vcpu_info).
-        lane.begin_full(|_| at(0x1000));
+        open(&lane, 0x1000);
         lane.note_work();
         assert_eq!(lane.ready(), None);
-        lane.begin_full(|_| at(0x2000));
+        open(&lane, 0x2000);
         assert_eq!(lane.ready(), Some(0x2000), "the new place");
     }
 
     #[test]
     fn a_vcpu_leaving_closes_the_lane_and_takes_its_counts() {
         let lane = Lane::new();
-        lane.begin_full(|_| at(0x1000));
+        open(&lane, 0x1000);
         lane.count(7);
         lane.count(5);
         lane.count_bounce(3);
@@ -707,7 +712,7 @@ mod tests {
         assert_eq!(stats.get(Counter::HypervisorTsc), expect(15));
         lane.disarm(&mut stats);
         assert_eq!(stats.get(Counter::Hypercalls), expect(2), "taken once");
-        lane.begin_full(|_| at(0x4000));
+        open(&lane, 0x4000);
         assert_eq!(lane.ready(), Some(0x4000), "the next vCPU's place");
     }
 
@@ -715,7 +720,7 @@ mod tests {
     fn note_work_reaches_only_a_running_vcpu() {
         let last = MAX_CPUS as u64 - 1;
         let lane = lane(last).unwrap();
-        lane.begin_full(|_| at(0x2000));
+        open(&lane, 0x2000);
         note_work(None);
         assert_eq!(lane.ready(), Some(0x2000));
         note_work(Some(u16::try_from(last).unwrap()));
@@ -963,41 +968,32 @@ mod tests {
     #[test]
     fn the_lanes_mode_reaches_the_record_at_the_next_full_entry() {
         let lane = Lane::new();
-        let publish = |kernel_gs| {
-            let (mut published, segments) = at(0x1000);
-            published.kernel_gs = kernel_gs;
-            (published, segments)
-        };
-        let mut seen = None;
-        lane.begin_full(|mode| {
-            seen = Some(mode);
-            publish(true)
-        });
-        assert_eq!(seen, Some(None));
+        let mut vcpu = Vcpu::new(0);
+        vcpu.gs_kernel_active = true;
+        lane.begin_full(&mut vcpu, |_| 0x1000);
         assert!(lane.published().unwrap().kernel_gs);
         lane.set_mode(false);
         assert!(!lane.published().unwrap().kernel_gs, "the lane's mode wins");
         lane.set_mode(true);
         lane.set_mode(false);
-        lane.begin_full(|mode| {
-            seen = Some(mode);
-            publish(false)
-        });
-        assert_eq!(seen, Some(Some(false)), "the last switch");
-        lane.begin_full(|_| unreachable!("nothing flagged"));
+        lane.begin_full(&mut vcpu, |_| unreachable!("only the mode moved"));
+        assert!(!vcpu.gs_kernel_active, "the last switch");
+        assert!(!lane.published().unwrap().kernel_gs);
+        lane.begin_full(&mut vcpu, |_| unreachable!("nothing flagged"));
         lane.record_mode(true);
+        vcpu.gs_kernel_active = true;
         assert!(
             lane.published().unwrap().kernel_gs,
             "the full path's switch"
         );
-        lane.set_mode(true);
+        lane.set_mode(false);
         lane.note_work();
         assert_eq!(lane.published(), None);
-        lane.begin_full(|mode| {
-            seen = Some(mode);
-            publish(true)
-        });
-        assert_eq!(seen, Some(Some(true)));
+        lane.begin_full(&mut vcpu, |_| 0x2000);
+        assert!(!vcpu.gs_kernel_active);
+        let published = lane.published().unwrap();
+        assert!(!published.kernel_gs, "published from the record");
+        assert_eq!(published.vcpu_info, 0x2000);
     }
 
     #[test]

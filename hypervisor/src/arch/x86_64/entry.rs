@@ -289,10 +289,16 @@ iret_or_full:
     iretq
     .endm
 
-    /* The page-fault vector: a fault from a guest tries its lane first. */
+    /*
+     * The page-fault vector: a not-present fault from a guest tries its
+     * lane first (a protection fault may be a store the hypervisor
+     * emulates: straight to the full path).
+     */
 page_fault_common:
     testb $3, 24(%rsp)
     jz from_hypervisor
+    testb $1, 8(%rsp)
+    jnz guest_common
     BOUNCE_LANE {fast_page_fault}
 
     /* A 64-bit SYSCALL (from ring 3 or ring 1) tries its lane first. */

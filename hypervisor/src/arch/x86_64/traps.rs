@@ -18,7 +18,6 @@ use dom0_abi::vcpu::{RUNSTATE_BLOCKED, RUNSTATE_OFFLINE, RUNSTATE_RUNNABLE, RUNS
 
 use crate::domain::{DOMAINS, Domain, DomainEntry, RunState};
 use crate::exit::HostExit;
-use crate::fastpath::Published;
 use crate::hypercall::dispatch::dispatch;
 use crate::index;
 use crate::layout::{DIRECTMAP_VIRT_START, HYPERVISOR_TEXT_START};
@@ -552,10 +551,7 @@ fn stopped_state(v: &Vcpu) -> i32 {
 #[inline(always)]
 fn handle_entry(current: &mut Current, regs: &mut GuestRegs) -> (Option<u8>, bool) {
     let start = if Stats::ENABLED { cpu::rdtsc() } else { 0 };
-    this_lane().begin_full(|mode| {
-        let vcpu_info = paging::phys_to_virt(current.vcpu.vcpu_info);
-        Published::take(current.vcpu, mode, vcpu_info)
-    });
+    this_lane().begin_full(current.vcpu, |v| paging::phys_to_virt(v.vcpu_info));
     count_entry(&mut current.vcpu.stats, regs.vector);
     // One place makes hypercalls, whether they came through `int $0x82`
     // or the kernel's `SYSCALL`: a second inlined copy of the dispatch
