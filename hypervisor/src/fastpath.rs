@@ -449,6 +449,15 @@ impl Lane {
         self.flags.store(flags, Ordering::Relaxed);
     }
 
+    /// The running vCPU's full path loaded the kernel root `l4`: if it is
+    /// not the one published, the lanes take it afresh.
+    pub fn note_root(&self, l4: Mfn) {
+        let known = self.flags.load(Ordering::Relaxed) & KERNEL_L4 != 0;
+        if !known || self.kernel_l4.load(Ordering::Relaxed) != l4.0 {
+            self.note_work();
+        }
+    }
+
     /// Marks work pending for the vCPU running on this lane's CPU.
     pub fn note_work(&self) {
         self.work.fetch_or(WORK, Ordering::Release);

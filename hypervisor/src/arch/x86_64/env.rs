@@ -799,8 +799,8 @@ pub fn apply_effects(current: &mut Current, fx: &Effects) {
         super::builder::install_guest_l4(&current.cpu.views, l4.maddr());
         current.cpu.l4_installed = [u64::MAX; 8];
         // The `SYSCALL` lane walks the kernel's tables from the root the
-        // vCPU published: it takes the new one.
-        super::fastpath::this_lane().note_work();
+        // vCPU published: a new one is taken afresh.
+        super::fastpath::this_lane().note_root(l4);
     }
     for flush in [fx.flush.local, fx.flush.domain] {
         match flush {
