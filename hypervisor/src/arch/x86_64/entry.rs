@@ -24,6 +24,15 @@
 //! frame; when it declines, the stub puts every register back and goes on
 //! with step 1's state into step 3.
 //!
+//! The bounce lanes enter alike: `HYPERVISOR_iret` (RAX = 23 at the
+//! hypercall vector) saves every register the call preserves and leaves
+//! with RAX, RCX and R11 from the `iret` frame (`fastpath::fast_iret`);
+//! a not-present #PF and a 64-bit `SYSCALL` from a guest do step 1, load
+//! the hypervisor view and save the other registers a call may clobber
+//! (`fastpath::fast_page_fault`, `fastpath::fast_syscall`). Each first
+//! tests its CPU's lane's work flag; a lane that declines leaves every
+//! register and the frame as they came, and the stub goes on into step 3.
+//!
 //! Nothing is read from the entry stack but what the CPU and step 1 just
 //! wrote; nothing the hypervisor computes is left on it. The way back
 //! ([`exit_to_guest`]) copies only the guest's own RAX, RCX and iret frame
