@@ -729,7 +729,7 @@ mod tests {
     fn note_work_reaches_only_a_running_vcpu() {
         let last = MAX_CPUS as u64 - 1;
         let lane = lane(last).unwrap();
-        open(&lane, 0x2000);
+        open(lane, 0x2000);
         note_work(None);
         assert_eq!(lane.ready(), Some(0x2000));
         note_work(Some(u16::try_from(last).unwrap()));
