@@ -2,7 +2,8 @@
 //! [`fast_hypercall`] for an `int $0x82` with the fast path's number
 //! (`fastpath::FAST_HYPERCALL`) and [`fast_iret`] for one with
 //! `HYPERVISOR_iret`'s, the page-fault vector's entry path calls
-//! [`fast_page_fault`], each before the full entry; when one serves the
+//! [`fast_page_fault`] and the 64-bit `SYSCALL` entry [`fast_syscall`],
+//! each before the full entry; when one serves the
 //! entry, the stub leaves for the guest at once. The policy (which
 //! entries, when) is `crate::fastpath`.
 use core::mem::offset_of;
