@@ -183,31 +183,56 @@ pub fn indirect_request(
     Ok((req, segs, count))
 }
 
-/// The front end of a connected ring: one request at a time.
+/// Lanes a front end has at most: each its own [`DATA_PAGES`] data pages
+/// and indirect page, and one request in flight.
+pub const MAX_LANES: usize = 4;
+
+/// One lane: its data pages, indirect page and the request in flight.
 #[derive(Debug)]
-pub struct BlkFront<M> {
-    ring: FrontRing<M, BlkifRequest, BlkifResponse>,
+struct Lane<M> {
     grefs: [u32; DATA_PAGES],
-    next_id: u64,
+    /// The indirect page and its grant, once the back end offers
+    /// indirect requests of all the data pages.
+    indirect: Option<(M, u32)>,
     /// The request in flight: its id and the operations its response
     /// may carry (an indirect request's is answered with the operation it
     /// carried, as Linux's back end does, or `BLKIF_OP_INDIRECT`).
     pending: Option<(u64, [u8; 2])>,
-    /// The indirect page and its grant, once the back end offers
-    /// indirect requests of all the data pages.
-    indirect: Option<(M, u32)>,
+}
+
+impl<M> Lane<M> {
+    fn new(grefs: [u32; DATA_PAGES], indirect: Option<(M, u32)>) -> Self {
+        Lane {
+            grefs,
+            indirect,
+            pending: None,
+        }
+    }
+}
+
+/// The front end of a connected ring: one request at a time through
+/// [`BlkFront::submit`] and [`BlkFront::submit_raw`], or one per lane
+/// through [`BlkFront::read_stream`].
+#[derive(Debug)]
+pub struct BlkFront<M> {
+    ring: FrontRing<M, BlkifRequest, BlkifResponse>,
+    /// Lane 0 and the lanes added ([`BlkFront::add_lane`]).
+    lanes: [Lane<M>; MAX_LANES],
+    lane_count: usize,
+    next_id: u64,
 }
 
 impl<M: RingMemory> BlkFront<M> {
-    /// Initialises the ring in `mem`; the data pages are granted as
-    /// `grefs`.
+    /// Initialises the ring in `mem`; the data pages of lane 0 are
+    /// granted as `grefs`.
     pub fn new(mem: M, grefs: [u32; DATA_PAGES]) -> Self {
+        let mut lanes = core::array::from_fn(|_| Lane::new([0; DATA_PAGES], None));
+        lanes[0].grefs = grefs;
         BlkFront {
             ring: FrontRing::init(mem),
-            grefs,
+            lanes,
+            lane_count: 1,
             next_id: 1,
-            pending: None,
-            indirect: None,
         }
     }
 
@@ -215,13 +240,30 @@ impl<M: RingMemory> BlkFront<M> {
     /// indirect request, its segments in `page`, granted as `gref` (the
     /// back end offers at least [`DATA_PAGES`] indirect segments).
     pub fn enable_indirect(&mut self, page: M, gref: u32) {
-        self.indirect = Some((page, gref));
+        self.lanes[0].indirect = Some((page, gref));
+    }
+
+    /// Adds a lane: data pages granted as `grefs`, the indirect page
+    /// `page` granted as `gref` (only for a back end that offers indirect
+    /// requests of all the data pages, as [`BlkFront::enable_indirect`]);
+    /// its number, or `None` when there are [`MAX_LANES`] already.
+    pub fn add_lane(&mut self, grefs: [u32; DATA_PAGES], page: M, gref: u32) -> Option<usize> {
+        let lane = self.lanes.get_mut(self.lane_count)?;
+        *lane = Lane::new(grefs, Some((page, gref)));
+        self.lane_count += 1;
+        Some(self.lane_count - 1)
+    }
+
+    /// How many lanes there are (1 before any [`BlkFront::add_lane`]).
+    #[must_use]
+    pub fn lanes(&self) -> usize {
+        self.lane_count
     }
 
     /// Bytes one request moves at most.
     #[must_use]
     pub fn max_bytes(&self) -> usize {
-        if self.indirect.is_some() {
+        if self.lanes[0].indirect.is_some() {
             MAX_REQUEST_BYTES
         } else {
             SLOT_BYTES
@@ -237,9 +279,9 @@ impl<M: RingMemory> BlkFront<M> {
         self.submit_at(op, sector, bytes, 0)
     }
 
-    /// Puts a request for `bytes` at `sector` whose data is in the data
-    /// pages from page `first` on the ring (indirect if it needs more than
-    /// a slot's segments); `true` if the back end must be notified.
+    /// Puts a request for `bytes` at `sector` whose data is in lane 0's
+    /// data pages from page `first` on the ring (indirect if it needs more
+    /// than a slot's segments); `true` if the back end must be notified.
     ///
     /// # Errors
     /// A bad length (more than [`BlkFront::max_bytes`]), or a request
@@ -251,22 +293,40 @@ impl<M: RingMemory> BlkFront<M> {
         bytes: usize,
         first: usize,
     ) -> Result<bool, BlkError> {
-        let grefs = self.grefs.get(first..).unwrap_or(&[]);
+        let req = self.build(0, op, sector, bytes, first)?;
+        self.submit_raw(&req)
+    }
+
+    /// The request for `bytes` at `sector` through lane `lane`'s data
+    /// pages from page `first` (indirect through the lane's indirect page
+    /// if it needs more than a slot's segments, its segments written
+    /// there).
+    fn build(
+        &mut self,
+        lane: usize,
+        op: BlkifOp,
+        sector: u64,
+        bytes: usize,
+        first: usize,
+    ) -> Result<BlkifRequest, BlkError> {
+        let id = self.next_id;
+        let Lane {
+            grefs, indirect, ..
+        } = &mut self.lanes[lane];
+        let grefs = grefs.get(first..).unwrap_or(&[]);
         let rw = matches!(op, BlkifOp::Read | BlkifOp::Write);
-        let req = match &mut self.indirect {
+        match indirect {
             Some((page, gref)) if rw && bytes > SLOT_BYTES => {
-                let (req, segs, count) =
-                    indirect_request(op, self.next_id, sector, bytes, grefs, *gref)?;
+                let (req, segs, count) = indirect_request(op, id, sector, bytes, grefs, *gref)?;
                 for (i, seg) in segs[..count].iter().enumerate() {
                     let mut raw = [0u8; BlkifRequestSegment::SIZE];
                     let _ = seg.to_wire(&mut raw);
                     page.write_bytes(i * BlkifRequestSegment::SIZE, &raw);
                 }
-                req
+                Ok(req)
             }
-            _ => request(op, self.next_id, sector, bytes, grefs)?,
-        };
-        self.submit_raw(&req)
+            _ => request(op, id, sector, bytes, grefs),
+        }
     }
 
     /// Puts `req` on the ring as it is (a test front end's crafted
@@ -275,7 +335,16 @@ impl<M: RingMemory> BlkFront<M> {
     /// # Errors
     /// [`BlkError::Busy`]: a request is already in flight.
     pub fn submit_raw(&mut self, req: &BlkifRequest) -> Result<bool, BlkError> {
-        if self.pending.is_some() || !self.ring.push(req) {
+        if self.lanes.iter().any(|l| l.pending.is_some()) {
+            return Err(BlkError::Busy);
+        }
+        self.push(0, req)
+    }
+
+    /// Puts `req` on the ring as lane `lane`'s request in flight; `true`
+    /// if the back end must be notified.
+    fn push(&mut self, lane: usize, req: &BlkifRequest) -> Result<bool, BlkError> {
+        if self.lanes[lane].pending.is_some() || !self.ring.push(req) {
             return Err(BlkError::Busy);
         }
         let carried = if req.operation == BlkifOp::Indirect as u8 {
@@ -283,26 +352,38 @@ impl<M: RingMemory> BlkFront<M> {
         } else {
             req.operation
         };
-        self.pending = Some((req.id, [req.operation, carried]));
+        self.lanes[lane].pending = Some((req.id, [req.operation, carried]));
         self.next_id = self.next_id.wrapping_add(1);
         Ok(self.ring.publish())
     }
 
-    /// The response to the request in flight, if it has come; `None`
+    /// The response to a request in flight, if one has come; `None`
     /// after arming the response event (wait for it, then call again).
     ///
     /// # Errors
-    /// The back end broke the ring's rules, or answered another request.
+    /// The back end broke the ring's rules, or answered a request not in
+    /// flight.
     pub fn poll(&mut self) -> Result<Option<BlkifResponse>, BlkError> {
+        Ok(self.poll_lane()?.map(|(_, rsp)| rsp))
+    }
+
+    /// As [`BlkFront::poll`], with the lane whose request it answers
+    /// (which is free again).
+    ///
+    /// # Errors
+    /// As [`BlkFront::poll`].
+    pub fn poll_lane(&mut self) -> Result<Option<(usize, BlkifResponse)>, BlkError> {
         loop {
             if let Some(rsp) = self.ring.pop()? {
-                let Some((id, ops)) = self.pending.take() else {
-                    return Err(BlkError::Mismatch);
-                };
-                if rsp.id != id || !ops.contains(&rsp.operation) {
-                    return Err(BlkError::Mismatch);
-                }
-                return Ok(Some(rsp));
+                let lane = self.lanes[..self.lane_count]
+                    .iter()
+                    .position(|l| {
+                        l.pending
+                            .is_some_and(|(id, ops)| rsp.id == id && ops.contains(&rsp.operation))
+                    })
+                    .ok_or(BlkError::Mismatch)?;
+                self.lanes[lane].pending = None;
+                return Ok(Some((lane, rsp)));
             }
             if !self.ring.final_check()? {
                 return Ok(None);
@@ -310,16 +391,95 @@ impl<M: RingMemory> BlkFront<M> {
         }
     }
 
+    /// Reads `units` units of `bytes` bytes each (at most
+    /// [`BlkFront::max_bytes`]) from disk sector `sector` on, one request
+    /// per unit, with every lane's request in flight at once (one
+    /// notification for all that were put on the ring together). `io`
+    /// takes each unit in order while its lane's data pages hold it (the
+    /// lane is reused once [`StreamIo::data`] returns), notifies the back
+    /// end when the ring says so, and waits when no response has come
+    /// (the response event is armed), at most `waits` times in a row.
+    ///
+    /// # Errors
+    /// A request already in flight, a bad length, the back end's error
+    /// status, a broken ring, or [`BlkError::Timeout`] after `waits`
+    /// fruitless waits.
+    pub fn read_stream(
+        &mut self,
+        sector: u64,
+        units: u64,
+        bytes: usize,
+        waits: u32,
+        io: &mut impl StreamIo,
+    ) -> Result<(), BlkError> {
+        if self.lanes.iter().any(|l| l.pending.is_some()) {
+            return Err(BlkError::Busy);
+        }
+        let sectors = (bytes / SECTOR_BYTES) as u64;
+        // Per lane, the unit it carries and whether it has been answered.
+        let mut carries: [Option<(u64, bool)>; MAX_LANES] = [None; MAX_LANES];
+        let (mut next, mut done, mut idle) = (0, 0, 0);
+        while done < units {
+            let mut notify = false;
+            for (lane, carried) in carries[..self.lane_count].iter_mut().enumerate() {
+                if next < units && carried.is_none() {
+                    let req = self.build(lane, BlkifOp::Read, sector + next * sectors, bytes, 0)?;
+                    notify |= self.push(lane, &req)?;
+                    *carried = Some((next, false));
+                    next += 1;
+                }
+            }
+            if notify {
+                io.notify();
+            }
+            let mut answered = false;
+            while let Some((lane, rsp)) = self.poll_lane()? {
+                if rsp.status != 0 {
+                    return Err(BlkError::Status(rsp.status));
+                }
+                if let Some((_, answered)) = &mut carries[lane] {
+                    *answered = true;
+                }
+                answered = true;
+            }
+            while let Some(lane) = carries.iter().position(|&c| c == Some((done, true))) {
+                io.data(lane, done);
+                carries[lane] = None;
+                done += 1;
+            }
+            if answered {
+                idle = 0;
+            } else if done < units {
+                if idle == waits {
+                    return Err(BlkError::Timeout);
+                }
+                io.wait();
+                idle += 1;
+            }
+        }
+        Ok(())
+    }
+
     /// The ring's memory.
     pub fn memory(&self) -> &M {
         self.ring.memory()
     }
 
-    /// The data pages' grants.
+    /// Lane 0's data pages' grants.
     #[must_use]
     pub fn grefs(&self) -> [u32; DATA_PAGES] {
-        self.grefs
+        self.lanes[0].grefs
     }
+}
+
+/// What [`BlkFront::read_stream`] asks of its caller.
+pub trait StreamIo {
+    /// Notifies the back end.
+    fn notify(&mut self);
+    /// Sleeps until the back end may have answered.
+    fn wait(&mut self);
+    /// Takes unit `unit`, which lane `lane`'s data pages hold.
+    fn data(&mut self, lane: usize, unit: u64);
 }
 
 /// What a front end offers and uses of what the back end offers.
@@ -581,8 +741,8 @@ mod disk {
     use dom0_abi::xenstore::XenbusState;
 
     use super::{
-        BlkError, BlkFront, DATA_PAGES, DiskInfo, Features, MAX_REQUEST_BYTES, PAGE_BYTES,
-        SECTOR_BYTES, handshake,
+        BlkError, BlkFront, DATA_PAGES, DiskInfo, Features, MAX_LANES, MAX_REQUEST_BYTES,
+        PAGE_BYTES, SECTOR_BYTES, StreamIo, handshake,
     };
     use crate::ring::WindowMemory;
     use crate::xenbus::{ClientRing, Xenbus};
@@ -604,6 +764,9 @@ mod disk {
     impl Windows {
         /// Windows a disk uses.
         pub const COUNT: usize = DATA_PAGES + 3;
+        /// Windows each lane added with [`Disk::add_lanes`] uses: its data
+        /// pages, then its indirect page.
+        pub const LANE: usize = DATA_PAGES + 1;
 
         /// The window of the indirect page.
         fn indirect(self) -> usize {
@@ -634,6 +797,8 @@ mod disk {
         /// The back end's directory (`backend_len` bytes).
         backend: [u8; 96],
         backend_len: usize,
+        /// The first window of the lanes added ([`Disk::add_lanes`]).
+        lanes_first: usize,
     }
 
     /// Grants frame `mfn` as reference `gref` to domain 0, writable.
@@ -648,6 +813,31 @@ mod disk {
             Ok(())
         } else {
             Err(BlkError::Hypercall(op, ret))
+        }
+    }
+
+    /// [`Disk::read_stream`]'s side of [`BlkFront::read_stream`].
+    struct Stream<'b, F> {
+        port: u32,
+        /// Per lane, the window of its first data page (the others follow).
+        windows: [usize; MAX_LANES],
+        buf: &'b mut [u8],
+        each: F,
+    }
+
+    impl<F: FnMut(u64, &[u8])> StreamIo for Stream<'_, F> {
+        fn notify(&mut self) {
+            hypercall::evtchn_send(self.port);
+        }
+        fn wait(&mut self) {
+            hypercall::sched_poll(&[self.port], 0);
+            shared::clear_evtchn_pending(self.port);
+        }
+        fn data(&mut self, lane: usize, unit: u64) {
+            for (i, chunk) in self.buf.chunks_mut(PAGE_BYTES).enumerate() {
+                mm::window_read_bytes(self.windows[lane] + i, 0, chunk);
+            }
+            (self.each)(unit, self.buf);
         }
     }
 
@@ -727,7 +917,94 @@ mod disk {
                 info,
                 backend,
                 backend_len,
+                lanes_first: 0,
             })
+        }
+
+        /// Adds up to `count` lanes (each one more request in flight for
+        /// [`Disk::read_stream`]), their pages in the [`Windows::LANE`]
+        /// windows each from `first` on, granted as `8 + window` like the
+        /// disk's own: only with indirect requests (a lane moves 64 KiB in
+        /// one request), once, at most [`MAX_LANES`] lanes in all. The
+        /// back end keeps every data page mapped (`feature-persistent`, up
+        /// to 64 pages: the four lanes' own). Returns the lanes there are.
+        ///
+        /// # Errors
+        /// The windows run past the last, or a frame or mapping failed
+        /// (the lanes added until then stay).
+        pub fn add_lanes(&mut self, first: usize, count: usize) -> Result<usize, BlkError> {
+            if self.front.max_bytes() < MAX_REQUEST_BYTES || self.front.lanes() > 1 {
+                return Ok(self.front.lanes());
+            }
+            let count = count.min(MAX_LANES - 1);
+            if first + count * Windows::LANE > mm::WINDOW_COUNT {
+                return Err(BlkError::Handshake("lane windows"));
+            }
+            self.lanes_first = first;
+            let table = self.windows.first;
+            for lane in 0..count {
+                let base = first + lane * Windows::LANE;
+                let mut grefs = [0u32; DATA_PAGES];
+                for (i, window) in (base..base + Windows::LANE).enumerate() {
+                    let frame = mm::alloc_frame().ok_or(BlkError::Hypercall("lane frame", -12))?;
+                    check(
+                        "map a lane page",
+                        mm::map_window(window, frame.mfn, mm::PTE_RW),
+                    )?;
+                    let gref = Windows::gref(window)?;
+                    grant(table, gref, frame.mfn)?;
+                    if let Some(data) = grefs.get_mut(i) {
+                        *data = gref;
+                    }
+                }
+                let indirect = base + DATA_PAGES;
+                self.front
+                    .add_lane(grefs, WindowMemory::new(indirect), Windows::gref(indirect)?);
+            }
+            Ok(self.front.lanes())
+        }
+
+        /// The window of lane `lane`'s data page `page`.
+        fn data_window(&self, lane: usize, page: usize) -> usize {
+            match lane {
+                0 => self.windows.first + 2 + page,
+                _ => self.lanes_first + (lane - 1) * Windows::LANE + page,
+            }
+        }
+
+        /// Reads `units` units of `buf.len()` bytes (whole sectors, at most
+        /// 64 KiB) from `sector` on, one request per unit with a request
+        /// in flight on every lane ([`BlkFront::read_stream`]); each unit
+        /// is copied into `buf` and handed to `each` with its number, in
+        /// order. Units larger than one request moves (a back end
+        /// without indirect requests) are read one at a time.
+        ///
+        /// # Errors
+        /// As [`Disk::read`]; [`BlkError::Busy`] with a request in flight.
+        pub fn read_stream(
+            &mut self,
+            sector: u64,
+            units: u64,
+            buf: &mut [u8],
+            mut each: impl FnMut(u64, &[u8]),
+        ) -> Result<(), BlkError> {
+            if buf.len() > self.front.max_bytes() {
+                let sectors = (buf.len() / SECTOR_BYTES) as u64;
+                for unit in 0..units {
+                    self.read(sector + unit * sectors, buf)?;
+                    each(unit, buf);
+                }
+                return Ok(());
+            }
+            let windows: [usize; MAX_LANES] = core::array::from_fn(|l| self.data_window(l, 0));
+            let bytes = buf.len();
+            let mut io = Stream {
+                port: self.port,
+                windows,
+                buf,
+                each,
+            };
+            self.front.read_stream(sector, units, bytes, WAITS, &mut io)
         }
 
         /// Disconnects, whoever closes first (a back end going `Closing`
@@ -742,7 +1019,10 @@ mod disk {
             let dir = handshake::front_dir(self.devid, &mut dir_buf)?;
             handshake::close(xb, dir, self.backend())?;
             hypercall::evtchn_close(self.port);
-            for window in self.windows.first + 1..=self.windows.indirect() {
+            let lanes = (self.front.lanes() - 1) * Windows::LANE;
+            for window in (self.windows.first + 1..=self.windows.indirect())
+                .chain(self.lanes_first..self.lanes_first + lanes)
+            {
                 mm::end_grant_access(self.windows.first, Windows::gref(window)?);
             }
             Ok(())

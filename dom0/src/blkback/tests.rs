@@ -1040,3 +1040,141 @@ fn the_front_end_moves_64_kib_in_one_indirect_request() {
         "read back as two plain requests"
     );
 }
+
+/// [`BlkFront::read_stream`]'s side in the host tests: the back end
+/// serves the ring when the front end waits, the units are collected.
+struct StreamRig<'a> {
+    back: &'a mut BlkRing<Page>,
+    disk: &'a mut RamDisk,
+    copier: &'a mut Copier,
+    grants: &'a Grants,
+    /// Per lane: its first data grant and its indirect page and grant.
+    lanes: Vec<(u32, Page, u32)>,
+    notified: usize,
+    rounds: Vec<u32>,
+    units: Vec<(u64, Vec<u8>)>,
+}
+
+impl guest_pv_shim::blkfront::StreamIo for StreamRig<'_> {
+    fn notify(&mut self) {
+        self.notified += 1;
+    }
+    fn wait(&mut self) {
+        use guest_pv_shim::ring::RingMemory;
+        for (_, page, gref) in &self.lanes {
+            let mut bytes = [0u8; PAGE_BYTES];
+            page.read_bytes(0, &mut bytes);
+            self.grants.0.borrow_mut().insert(*gref, bytes);
+        }
+        let round = self.back.serve(self.disk, self.copier, RING_SLOTS).unwrap();
+        self.rounds.push(round.answered);
+    }
+    fn data(&mut self, lane: usize, unit: u64) {
+        let first = self.lanes[lane].0;
+        let grants = self.grants.0.borrow();
+        let bytes = (first..first + DATA_PAGES as u32).flat_map(|g| grants[&g]);
+        self.units.push((unit, bytes.collect()));
+    }
+}
+
+impl Rig {
+    /// The front end, and the back end as [`BlkFront::read_stream`]'s
+    /// side with `lanes`.
+    fn stream(&mut self, lanes: Vec<(u32, Page, u32)>) -> (&mut BlkFront<Page>, StreamRig<'_>) {
+        let io = StreamRig {
+            back: &mut self.back,
+            disk: &mut self.disk,
+            copier: &mut self.copier,
+            grants: &self.grants,
+            lanes,
+            notified: 0,
+            rounds: Vec::new(),
+            units: Vec::new(),
+        };
+        (&mut self.front, io)
+    }
+}
+
+#[test]
+fn a_stream_keeps_a_request_in_flight_on_every_lane() {
+    use guest_pv_shim::blkfront::MAX_LANES;
+    let unit = DATA_PAGES * PAGE_BYTES;
+    let units = 10u64;
+    let mut rig = Rig::new(units * (unit / 512) as u64, true);
+    let data = pattern(23, units as usize * unit);
+    rig.disk.write(0, &data).unwrap();
+    let lane0 = Page::new(4096, 0);
+    rig.front.enable_indirect(lane0.clone(), 60);
+    let mut lanes = vec![(10, lane0, 60)];
+    for lane in 1..MAX_LANES as u32 {
+        let first = 100 + lane * 20;
+        let grefs: [u32; DATA_PAGES] = core::array::from_fn(|i| first + i as u32);
+        for &g in &grefs {
+            rig.grants.0.borrow_mut().insert(g, [0; PAGE_BYTES]);
+        }
+        let page = Page::new(4096, 0);
+        assert_eq!(
+            rig.front.add_lane(grefs, page.clone(), 60 + lane),
+            Some(lane as usize)
+        );
+        lanes.push((first, page, 60 + lane));
+    }
+    assert_eq!(
+        rig.front.add_lane([0; DATA_PAGES], Page::new(4096, 0), 70),
+        None
+    );
+    let (front, mut io) = rig.stream(lanes);
+    front.read_stream(0, units, unit, 4, &mut io).unwrap();
+    let got: Vec<u64> = io.units.iter().map(|(u, _)| *u).collect();
+    assert_eq!(got, (0..units).collect::<Vec<_>>(), "every unit, in order");
+    for (u, bytes) in &io.units {
+        let at = *u as usize * unit;
+        assert!(bytes == &data[at..at + unit], "unit {u}");
+    }
+    assert_eq!(
+        io.rounds,
+        [4, 4, 2],
+        "all lanes' requests served in one round"
+    );
+    assert_eq!(io.notified, 3, "one notification per round");
+    assert_eq!(rig.front.poll(), Ok(None), "nothing left in flight");
+}
+
+#[test]
+fn a_stream_stops_at_an_error_status_or_after_its_fruitless_waits() {
+    let unit = DATA_PAGES * PAGE_BYTES;
+    let mut rig = Rig::new(64, true);
+    rig.front.enable_indirect(Page::new(4096, 0), 60);
+    let (front, mut io) = rig.stream(Vec::new());
+    assert_eq!(
+        front.read_stream(0, 2, unit, 4, &mut io),
+        Err(BlkError::Status(-1)),
+        "the indirect page is no grant: the back end's error"
+    );
+    front.submit(BlkifOp::Read, 0, 512).unwrap();
+    assert_eq!(
+        front.read_stream(0, 1, 512, 4, &mut io),
+        Err(BlkError::Busy)
+    );
+    io.back.serve(io.disk, io.copier, RING_SLOTS).unwrap();
+    assert_eq!(front.poll().unwrap().map(|r| r.status), Some(0));
+    let mut silent = Rig::new(64, true);
+    let mut waits = 0;
+    struct Silent<'a>(&'a mut u32);
+    impl guest_pv_shim::blkfront::StreamIo for Silent<'_> {
+        fn notify(&mut self) {}
+        fn wait(&mut self) {
+            *self.0 += 1;
+        }
+        fn data(&mut self, _: usize, _: u64) {
+            unreachable!("no response");
+        }
+    }
+    assert_eq!(
+        silent
+            .front
+            .read_stream(0, 1, 512, 5, &mut Silent(&mut waits)),
+        Err(BlkError::Timeout)
+    );
+    assert_eq!(waits, 5);
+}
