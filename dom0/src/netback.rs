@@ -2,7 +2,11 @@
 //! learning bridge (`toolstack::bridge`); the ring logic is
 //! `toolstack::netback`, this module its hypercalls: the rings mapped by
 //! grant (two windows per vif), data moved with `GNTTABOP_copy` through
-//! one staging page of dom0's, one interdomain event channel per vif.
+//! dom0's staging pages, one interdomain event channel per vif. The RX
+//! copies of a round (every frame the bridge sends to a vif, from the
+//! wire or from another vif) wait in their staging pages and run in one
+//! `GNTTABOP_copy` at the end of the round, or when the staging pages run
+//! out; only then are their responses published.
 //!
 //! The handshake follows `xl` and Linux's netback: the toolstack writes
 //! the vif's nodes ([`toolstack::store::add_vif`]), [`Netback::add`]
@@ -20,6 +24,7 @@
 //! down, never dom0.
 
 use alloc::string::String;
+use alloc::vec::Vec;
 
 use guest_pv_shim::dom0_abi::event_channel::EvtchnBindInterdomain;
 use guest_pv_shim::dom0_abi::grant_table::{
@@ -54,11 +59,15 @@ const TX_BUDGET: usize = 64;
 /// The bridge's port number of the uplink (after the vifs' slots).
 const UPLINK: usize = MAX_VIFS;
 
-/// The page every frame passes through (page-aligned: one frame).
-#[repr(C, align(4096))]
-struct Staging([u8; 4096]);
+/// Frames staged at once: each frame of a round stays in its page until
+/// the round's RX copies have run.
+const STAGED: usize = 32;
 
-static STAGING: spin::Mutex<Staging> = spin::Mutex::new(Staging([0; 4096]));
+/// The pages frames pass through (page-aligned: one frame each).
+#[repr(C, align(4096))]
+struct Staging([[u8; 4096]; STAGED]);
+
+static STAGING: spin::Mutex<Staging> = spin::Mutex::new(Staging([[0; 4096]; STAGED]));
 
 /// `GNTTABOP_copy` between dom0's memory and domUs' grants.
 struct Copier;
@@ -126,6 +135,9 @@ impl GrantCopier for Copier {
 /// A connected vif: its rings, their grant mappings and its port.
 struct Link {
     vif: Vif<WindowMemory>,
+    /// The RX copies queued for the round's batch, in the order the
+    /// vif took their buffers.
+    rx_copies: Vec<GnttabCopy>,
     handles: [u32; 2],
     port: u32,
 }
@@ -151,12 +163,28 @@ struct Port {
 }
 
 impl NetDevice for Port {
+    /// Takes the vif's next RX buffer for `frame` and queues its copy for
+    /// the round's batch ([`Netback::run_rx_copies`]): `frame` must stay
+    /// where it is until then.
     fn transmit(&mut self, frame: &[u8], offload: Offload) -> bool {
         let Phase::Connected(link) = &mut self.phase else {
             return false;
         };
-        match link.vif.deliver(&mut Copier, frame, offload) {
-            Ok(delivered) => delivered,
+        let (Some(source), Ok(len)) = (own(frame), u16::try_from(frame.len())) else {
+            return false;
+        };
+        match link.vif.queue_rx(frame.len(), offload) {
+            Ok(Some(gref)) => {
+                link.rx_copies.push(GnttabCopy {
+                    source,
+                    dest: granted(self.domid, gref, 0),
+                    len,
+                    flags: GNTCOPY_DEST_GREF,
+                    ..GnttabCopy::default()
+                });
+                true
+            }
+            Ok(None) => false,
             Err(fault) => {
                 self.disconnect(&fault);
                 false
@@ -346,6 +374,7 @@ fn attach(domid: u16, slot: usize, keys: FrontendKeys) -> Result<Link, &'static 
             WindowMemory::new(windows[0]),
             WindowMemory::new(windows[1]),
         ),
+        rx_copies: Vec::new(),
         handles: [tx, rx],
         port: 0,
     };
@@ -370,6 +399,10 @@ pub struct Netback {
     busy: bool,
     /// The store's generation when the handshakes last looked at it.
     steps_seen: Option<u64>,
+    /// Staging pages holding frames whose RX copies have not run.
+    staged: usize,
+    /// The batch of RX copies being run (kept to reuse its allocation).
+    batch: Vec<GnttabCopy>,
 }
 
 fn write(xs: &mut Xenstore, path: &str, value: &str) {
@@ -468,6 +501,7 @@ impl Netback {
             self.forward_from(i);
         }
         self.forward_from_uplink();
+        self.run_rx_copies();
         for port in self.ports.iter_mut().flatten() {
             port.notify();
         }
@@ -542,13 +576,14 @@ impl Netback {
     fn forward_from(&mut self, from: usize) {
         let mut staging = STAGING.lock();
         for _ in 0..TX_BUDGET {
+            let page = self.staging_page();
             let Some(Some(port)) = self.ports.get_mut(from) else {
                 return;
             };
             let Phase::Connected(link) = &mut port.phase else {
                 return;
             };
-            let frame = match link.vif.next_tx(&mut Copier, &mut staging.0) {
+            let frame = match link.vif.next_tx(&mut Copier, &mut staging.0[page]) {
                 Ok(Some(frame)) => frame,
                 Ok(None) => return,
                 Err(fault) => {
@@ -556,7 +591,8 @@ impl Netback {
                     return;
                 }
             };
-            self.switch(from, &staging.0[..frame.len], frame.offload);
+            self.staged += 1;
+            self.switch(from, &staging.0[page][..frame.len], frame.offload);
         }
         self.busy = true;
     }
@@ -570,20 +606,60 @@ impl Netback {
         uplink.nic.transport_mut().acknowledge();
         let mut staging = STAGING.lock();
         for _ in 0..TX_BUDGET {
+            let page = self.staging_page();
             let Some(uplink) = &mut self.uplink else {
                 return;
             };
-            let len = match uplink.nic.receive(&mut staging.0) {
-                Ok(Some(len)) => len.min(staging.0.len()),
+            let buf = &mut staging.0[page];
+            let len = match uplink.nic.receive(buf) {
+                Ok(Some(len)) => len.min(buf.len()),
                 Ok(None) => return,
                 Err(e) => return uplink_down(&mut self.uplink, e),
             };
             uplink.received += 1;
+            self.staged += 1;
             // The card checked nothing for the receivers (no offloads are
             // negotiated): the frame carries its own checksums.
-            self.switch(UPLINK, &staging.0[..len], Offload::default());
+            self.switch(UPLINK, &staging.0[page][..len], Offload::default());
         }
         self.busy = true;
+    }
+
+    /// The staging page for the next frame: the next free one, after
+    /// running the queued RX copies if none is.
+    fn staging_page(&mut self) -> usize {
+        if self.staged == STAGED {
+            self.run_rx_copies();
+        }
+        self.staged
+    }
+
+    /// Runs the queued RX copies of every vif in one `GNTTABOP_copy` and
+    /// publishes their responses (a failed copy's buffer is answered with
+    /// `NETIF_RSP_ERROR`); the staging pages are free again.
+    fn run_rx_copies(&mut self) {
+        self.staged = 0;
+        self.batch.clear();
+        for port in self.ports.iter().flatten() {
+            if let Phase::Connected(link) = &port.phase {
+                self.batch.extend_from_slice(&link.rx_copies);
+            }
+        }
+        if self.batch.is_empty() {
+            return;
+        }
+        let ran = hypercall::gnttab_copy(&mut self.batch) == 0;
+        let mut results = self.batch.iter();
+        for port in self.ports.iter_mut().flatten() {
+            if let Phase::Connected(link) = &mut port.phase {
+                for _ in link.rx_copies.drain(..) {
+                    let copied = results
+                        .next()
+                        .is_some_and(|op| ran && op.status == GrantStatus::Okay as i16);
+                    link.vif.finish_rx(copied);
+                }
+            }
+        }
     }
 
     /// Sends `frame`, which came in on bridge port `from`, where the

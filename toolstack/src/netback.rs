@@ -19,6 +19,7 @@
 //! ring), a [`Fault`]: the caller disconnects that vif and logs why.
 #![forbid(unsafe_code)]
 
+use alloc::collections::VecDeque;
 use dom0_abi::netif::{
     ETH_HLEN, NETIF_RSP_ERROR, NETIF_RSP_OKAY, NetRxFlags, NetTxFlags, NetifRxRequest,
     NetifRxResponse, NetifTxRequest, NetifTxResponse, PAGE_BYTES,
@@ -141,6 +142,9 @@ pub struct Vif<M> {
     tx: BackRing<M, NetifTxRequest, NetifTxResponse>,
     rx: BackRing<M, NetifRxRequest, NetifRxResponse>,
     notify: bool,
+    /// The RX responses whose copies the caller runs later
+    /// ([`Vif::queue_rx`]), oldest first.
+    rx_pending: VecDeque<NetifRxResponse>,
     /// Its counters.
     pub stats: VifStats,
 }
@@ -153,6 +157,7 @@ impl<M: RingMemory> Vif<M> {
             tx: BackRing::attach(tx),
             rx: BackRing::attach(rx),
             notify: false,
+            rx_pending: VecDeque::new(),
             stats: VifStats::default(),
         }
     }
@@ -235,29 +240,74 @@ impl<M: RingMemory> Vif<M> {
         frame: &[u8],
         offload: Offload,
     ) -> Result<bool, Fault> {
+        let Some(gref) = self.queue_rx(frame.len(), offload)? else {
+            return Ok(false);
+        };
+        let copied = copier.copy_out(self.domid, gref, 0, frame).is_ok();
+        self.finish_rx(copied);
+        Ok(copied)
+    }
+
+    /// Takes the next posted RX buffer for a frame of `len` bytes, whose
+    /// copy the caller runs later (several vifs' in one batch) and then
+    /// reports with [`Vif::finish_rx`], in the order of these calls: the
+    /// buffer's grant (the frame goes to its start), or `None` if the
+    /// frame is dropped (none posted, or longer than a page: the buffer
+    /// is then answered with `NETIF_RSP_ERROR` at once).
+    ///
+    /// # Errors
+    /// What disconnects the vif.
+    pub fn queue_rx(&mut self, len: usize, offload: Offload) -> Result<Option<u32>, Fault> {
         let mut req = self.rx.pop().map_err(|e| Fault::Ring("RX", e))?;
         if req.is_none() && self.rx.final_check().map_err(|e| Fault::Ring("RX", e))? {
             req = self.rx.pop().map_err(|e| Fault::Ring("RX", e))?;
         }
-        let (Some(req), Ok(len)) = (req, i16::try_from(frame.len())) else {
+        let Some(req) = req else {
             self.stats.rx_dropped += 1;
-            return Ok(false);
+            return Ok(None);
         };
-        let copied = len <= 4096 && copier.copy_out(self.domid, req.gref, 0, frame).is_ok();
-        let rsp = NetifRxResponse {
+        let mut rsp = NetifRxResponse {
             id: req.id,
             offset: 0,
             flags: rx_flags(offload),
-            status: if copied { len } else { NETIF_RSP_ERROR },
+            status: NETIF_RSP_ERROR,
         };
-        self.rx.push(&rsp);
+        match i16::try_from(len) {
+            Ok(len) if len <= 4096 => {
+                rsp.status = len;
+                self.rx_pending.push_back(rsp);
+                Ok(Some(req.gref))
+            }
+            _ => {
+                self.respond_rx(&rsp, false);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Answers the oldest buffer [`Vif::queue_rx`] took: its frame if
+    /// `copied`, `NETIF_RSP_ERROR` if the copy failed. Nothing if none is
+    /// waiting.
+    pub fn finish_rx(&mut self, copied: bool) {
+        let Some(mut rsp) = self.rx_pending.pop_front() else {
+            return;
+        };
+        if !copied {
+            rsp.status = NETIF_RSP_ERROR;
+        }
+        self.respond_rx(&rsp, copied);
+    }
+
+    /// Publishes RX response `rsp`, counting its frame as `delivered` or
+    /// dropped.
+    fn respond_rx(&mut self, rsp: &NetifRxResponse, delivered: bool) {
+        self.rx.push(rsp);
         self.notify |= self.rx.publish();
-        if copied {
+        if delivered {
             self.stats.rx_frames += 1;
         } else {
             self.stats.rx_dropped += 1;
         }
-        Ok(copied)
     }
 
     /// The rings' memories (TX, RX).

@@ -314,3 +314,43 @@ fn frontend_keys_need_rx_copy() {
         Err("tx-ring-ref")
     );
 }
+
+#[test]
+fn queued_rx_copies_are_answered_in_order_once_they_ran() {
+    let (mut front, mut back, mut granted, _) = pair();
+    let frames: Vec<Vec<u8>> = (0u8..3)
+        .map(|i| eth_frame(100 + usize::from(i), 20 + i))
+        .collect();
+    let grefs: Vec<u32> = frames
+        .iter()
+        .map(|f| back.queue_rx(f.len(), Offload::default()).unwrap().unwrap())
+        .collect();
+    assert_eq!(grefs, [100, 101, 102], "the buffers in the order posted");
+    let mut seen = 0;
+    assert!(!front.receive(|_| seen += 1).unwrap());
+    assert_eq!(seen, 0, "nothing answered before the copies ran");
+    assert!(!back.take_notify());
+    for (f, &gref) in frames.iter().zip(&grefs) {
+        if gref != 101 {
+            granted.copy_out(3, gref, 0, f).unwrap();
+        }
+    }
+    for gref in &grefs {
+        back.finish_rx(*gref != 101);
+    }
+    back.finish_rx(true);
+    assert!(back.take_notify());
+    let mut received = Vec::new();
+    front.receive(|f| received.push(f.to_vec())).unwrap();
+    assert_eq!(received, [frames[0].clone(), frames[2].clone()]);
+    assert_eq!((front.stats.rx_frames, front.stats.rx_errors), (2, 1));
+    assert_eq!((back.stats.rx_frames, back.stats.rx_dropped), (2, 1));
+    assert_eq!(
+        back.queue_rx(4097, Offload::default()),
+        Ok(None),
+        "longer than a page: its buffer answered with an error at once"
+    );
+    let mut errors = 0;
+    front.receive(|_| errors += 1).unwrap();
+    assert_eq!((errors, front.stats.rx_errors), (0, 2));
+}
