@@ -255,12 +255,24 @@ impl Pages for GrantCopy<'_> {
             return Ok(None);
         };
         let mut pieces = [Piece::default(); MAX_REQUEST_SEGMENTS];
+        // Where the next segment's grant is most likely kept: a front end
+        // names its pages in the order it granted them, so one after the
+        // last one found (checked before searching).
+        let mut next = 0;
         for (index, (seg, piece)) in segments.iter().zip(&mut pieces).enumerate() {
-            let mapping = match kept.binary_search_by_key(&seg.gref, |p| p.gref) {
-                Ok(at) => kept[at],
+            let found = match kept.get(next) {
+                Some(p) if p.gref == seg.gref => Ok(next),
+                _ => kept.binary_search_by_key(&seg.gref, |p| p.gref),
+            };
+            let mapping = match found {
+                Ok(at) => {
+                    next = at + 1;
+                    kept[at]
+                }
                 Err(at) if kept.len() < MAX_PERSISTENT => {
                     let p = map_for_device(self.domid, seg.gref, index)?;
                     kept.insert(at, p);
+                    next = at + 1;
                     p
                 }
                 Err(_) => return Ok(None),
