@@ -9,7 +9,9 @@
 //! `GNTTABOP_copy` between the front end's grants and dom0's bounce
 //! pages, one hypercall per request direction, so a bad grant fails one
 //! request (`BLKIF_RSP_ERROR`). The segments of an indirect request are
-//! copied the same way out of its indirect pages.
+//! copied the same way out of its indirect pages, or, with persistent
+//! grants, read from the first [`MAX_INDIRECT_KEPT`] indirect pages kept
+//! mapped (read-only, over pages of dom0's heap: `mm::GrantOverPage`).
 //!
 //! With `feature-persistent` on both sides and a disk that does DMA (a
 //! `phy:` disk), each data grant is mapped once for the device
@@ -40,6 +42,7 @@ use guest_pv_shim::dom0_abi::grant_table::{
 use guest_pv_shim::dom0_abi::types::DomId as AbiDomId;
 use guest_pv_shim::dom0_abi::wire::Wire;
 use guest_pv_shim::dom0_abi::xenstore::XenbusState;
+use guest_pv_shim::mm::{GrantOverPage, LendablePage};
 use guest_pv_shim::ring::WindowMemory;
 use guest_pv_shim::xenbus::parse_state;
 use guest_pv_shim::{hypercall, mm, println, report};
@@ -59,6 +62,21 @@ const _: () = assert!(BLKBACK_WINDOW_END <= guest_pv_shim::devices::MMIO_WINDOWS
 /// Data grants of one device kept mapped for its disk at most: beyond,
 /// requests move through the bounce pages.
 pub const MAX_PERSISTENT: usize = 64;
+
+/// Indirect pages of one device kept mapped (read-only, over pages of
+/// dom0's heap) at most, with persistent grants: beyond, they are copied
+/// in per request.
+pub const MAX_INDIRECT_KEPT: usize = 4;
+
+/// dom0's pages that kept indirect pages were mapped over, given back
+/// when their device disconnected (reused before new ones are made).
+static SPARE_PAGES: spin::Mutex<Vec<&'static mut LendablePage>> = spin::Mutex::new(Vec::new());
+
+/// An indirect page kept mapped: its grant and the mapping.
+struct KeptIndirect {
+    gref: u32,
+    map: GrantOverPage,
+}
 
 /// dom0's bounce pages: one per segment of the request being served, and
 /// one for the segments of an indirect page.
@@ -89,6 +107,9 @@ struct GrantCopy<'a> {
     bounce: &'a mut Bounce,
     /// The persistent mappings, when the front end offered them.
     persistent: Option<&'a mut Vec<Persistent>>,
+    /// The indirect pages kept mapped, when the front end offered
+    /// persistent grants.
+    indirect: Option<&'a mut Vec<KeptIndirect>>,
 }
 
 /// The frame of dom0's page at `page`, or a copy error for segment
@@ -147,6 +168,27 @@ fn map_for_device(domid: DomId, gref: u32, index: usize) -> Result<Persistent, C
     })
 }
 
+/// Maps indirect page `gref` of `domid` over a page of dom0's (a spare
+/// one, or a new one), for segment page `index`.
+fn map_indirect(domid: DomId, gref: u32, index: usize) -> Result<KeptIndirect, CopyError> {
+    let page = SPARE_PAGES
+        .lock()
+        .pop()
+        .unwrap_or_else(|| Box::leak(Box::new(LendablePage::new())));
+    match GrantOverPage::map(page, domid, gref) {
+        Ok(map) => Ok(KeptIndirect { gref, map }),
+        Err((page, why)) => {
+            if let Some(page) = page {
+                SPARE_PAGES.lock().push(page);
+            }
+            Err(CopyError {
+                index,
+                status: i16::try_from(why).unwrap_or(i16::MIN),
+            })
+        }
+    }
+}
+
 /// Unmaps a device mapping; the hypercall's result and status.
 fn unmap_for_device(mapping: Persistent) -> (i64, i16) {
     let mut unmap = GnttabUnmapGrantRef {
@@ -158,7 +200,44 @@ fn unmap_for_device(mapping: Persistent) -> (i64, i16) {
     (ret, unmap.status)
 }
 
+/// Fills `segs` from the descriptors at the start of `page`.
+fn decode_segments(segs: &mut [BlkifRequestSegment], page: &[u8]) {
+    for (seg, raw) in segs
+        .iter_mut()
+        .zip(page.chunks_exact(BlkifRequestSegment::SIZE))
+    {
+        *seg = BlkifRequestSegment::from_wire(raw).unwrap_or_default();
+    }
+}
+
 impl GrantCopy<'_> {
+    /// Reads the first `bytes` of indirect page `gref` (segment page
+    /// `index`) into the indirect bounce page through its kept mapping,
+    /// mapping it first if there is room: `false` if it is not kept (it is
+    /// copied then).
+    fn read_kept_indirect(
+        &mut self,
+        gref: u32,
+        index: usize,
+        bytes: usize,
+    ) -> Result<bool, CopyError> {
+        let Some(kept) = self.indirect.as_deref_mut() else {
+            return Ok(false);
+        };
+        let at = match kept.iter().position(|k| k.gref == gref) {
+            Some(at) => at,
+            None if kept.len() < MAX_INDIRECT_KEPT => {
+                kept.push(map_indirect(self.domid, gref, index)?);
+                kept.len() - 1
+            }
+            None => return Ok(false),
+        };
+        kept[at]
+            .map
+            .read_bytes(0, &mut self.bounce.indirect[..bytes]);
+        Ok(true)
+    }
+
     /// One `GNTTABOP_copy` per segment, in one hypercall: towards the
     /// front end (`to_front`) or from it.
     fn copy(&mut self, segments: &[Segment], to_front: bool) -> Result<(), CopyError> {
@@ -220,6 +299,10 @@ impl Pages for GrantCopy<'_> {
             .enumerate()
         {
             let bytes = segs.len() * BlkifRequestSegment::SIZE;
+            if self.read_kept_indirect(gref, index, bytes)? {
+                decode_segments(segs, &self.bounce.indirect);
+                continue;
+            }
             let mut op = GnttabCopy {
                 source: GnttabCopyPtr {
                     u: u64::from(gref),
@@ -238,12 +321,7 @@ impl Pages for GrantCopy<'_> {
                 ..GnttabCopy::default()
             };
             run_copies(core::slice::from_mut(&mut op)).map_err(|e| CopyError { index, ..e })?;
-            for (seg, raw) in segs
-                .iter_mut()
-                .zip(self.bounce.indirect.chunks_exact(BlkifRequestSegment::SIZE))
-            {
-                *seg = BlkifRequestSegment::from_wire(raw).unwrap_or_default();
-            }
+            decode_segments(segs, &self.bounce.indirect);
         }
         Ok(())
     }
@@ -296,6 +374,8 @@ struct Connection {
     /// The data grants mapped for the disk, when both ends offered
     /// `feature-persistent` and the disk does DMA, sorted by reference.
     persistent: Option<Vec<Persistent>>,
+    /// The indirect pages kept mapped, under the same condition.
+    indirect: Option<Vec<KeptIndirect>>,
 }
 
 /// One virtual block device.
@@ -576,6 +656,7 @@ impl Vbd {
             handle: map.handle,
             local_port: bound.unwrap_or(0),
             persistent: persistent.then(Vec::new),
+            indirect: persistent.then(Vec::new),
         });
         if let Err(ret) = bound {
             return self.fail(
@@ -607,6 +688,7 @@ impl Vbd {
             domid: self.domid,
             bounce: &mut bounce,
             persistent: conn.persistent.as_mut(),
+            indirect: conn.indirect.as_mut(),
         };
         match conn.ring.serve(&mut *self.disk, &mut pages, RING_SLOTS) {
             Ok(round) => {
@@ -637,18 +719,26 @@ impl Vbd {
             return;
         };
         if let Some(kept) = conn.persistent {
-            let failed: Vec<(u32, (i64, i16))> = kept
+            let mut failed: Vec<(u32, (i64, i16))> = kept
                 .iter()
                 .map(|&p| (p.gref, unmap_for_device(p)))
                 .filter(|(_, result)| *result != (0, GrantStatus::Okay as i16))
                 .collect();
+            let indirect = conn.indirect.unwrap_or_default();
+            let count = kept.len() + indirect.len();
+            for k in indirect {
+                match k.map.unmap() {
+                    Ok(page) => SPARE_PAGES.lock().push(page),
+                    Err(why) => failed.push((k.gref, (why, 0))),
+                }
+            }
             report::check(
                 format_args!(
                     "vbd {}/{} persistent grants unmapped",
                     self.domid, self.devid
                 ),
                 failed.is_empty(),
-                format_args!("of {}, failed: {failed:?}", kept.len()),
+                format_args!("of {count}, failed: {failed:?}"),
             );
         }
         let mut unmap = GnttabUnmapGrantRef {

@@ -22,7 +22,9 @@
 
 use core::fmt::Write;
 
-use guest_pv_shim::blkfront::{Disk, Features, MAX_REQUEST_BYTES, Windows, handshake};
+use guest_pv_shim::blkfront::{
+    Disk, Features, MAX_REQUEST_BYTES, Windows, handshake, indirect_request,
+};
 use guest_pv_shim::dom0_abi::blkif::{BlkifOp, BlkifRequest};
 use guest_pv_shim::dom0_abi::grant_table::GtfFlags;
 use guest_pv_shim::dom0_abi::start_info::StartInfo;
@@ -252,7 +254,8 @@ pub fn run(console: &mut Console, si: &StartInfo) {
 
 /// A front end breaking the rules of persistent grants (after the test,
 /// so dom0 maps its data pages for the disk): a request naming a grant
-/// never made fails; data page 0's grant entry shows it in use while
+/// never made fails, and so does an indirect one whose indirect page is
+/// a grant never made (dom0 would keep it mapped); data page 0's grant entry shows it in use while
 /// mapped; the front end then ends that grant anyway, and a read through
 /// the page still lands in it (the mapping keeps the frame for the disk
 /// until the device disconnects; the hypervisor never lets it go
@@ -263,6 +266,13 @@ fn revoke(console: &mut Console, disk: &mut Disk) {
     let _ = writeln!(
         console,
         "check: xvda persistent, a grant never made = {status:?}\r"
+    );
+    let status = indirect_request(BlkifOp::Read, 0x4001, 0, SECTOR, &disk.grefs(), 401)
+        .and_then(|(req, _, _)| disk.call(&req))
+        .map(|rsp| rsp.status);
+    let _ = writeln!(
+        console,
+        "check: xvda persistent, an indirect page never granted = {status:?}\r"
     );
     let mut buf = BUF.lock();
     let first = disk

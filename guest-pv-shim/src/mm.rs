@@ -564,3 +564,134 @@ pub fn grant_access(window: usize, gref: u32, domid: u16, frame: u32, readonly: 
         (u32::from(domid) << 16) | u32::from(flags.bits()),
     );
 }
+
+/// A page of this domain's own memory (page-aligned, in the initial
+/// mapping) that a grant mapping may borrow ([`GrantOverPage`]): a
+/// caller with no window to spare makes one, e.g. by leaking a `Box`.
+#[repr(C, align(4096))]
+#[derive(Debug)]
+pub struct LendablePage(pub [u8; 4096]);
+
+impl LendablePage {
+    /// A zeroed page.
+    #[must_use]
+    pub const fn new() -> LendablePage {
+        LendablePage([0; 4096])
+    }
+}
+
+impl Default for LendablePage {
+    fn default() -> Self {
+        LendablePage::new()
+    }
+}
+
+/// A grant of another domain mapped read-only (`GNTMAP_host_map`) at the
+/// address of one of this domain's pages, which it borrows: the page's own
+/// frame is unmapped first (so no stale translation survives), the grant
+/// mapped there, and [`GrantOverPage::unmap`] maps the own frame back and
+/// returns the page. While borrowed, the page is reached only through
+/// [`GrantOverPage::read_bytes`]: no Rust reference covers it.
+#[derive(Debug)]
+pub struct GrantOverPage {
+    page: core::ptr::NonNull<LendablePage>,
+    /// The page's own frame.
+    mfn: u64,
+    handle: u32,
+}
+
+// SAFETY: the page is owned exclusively (borrowed for `'static`) and only
+// read through `read_bytes`; nothing ties it to one CPU.
+unsafe impl Send for GrantOverPage {}
+
+/// Maps the page at `va` back to its own frame `mfn`, writable.
+fn map_own(va: u64, mfn: u64) -> i64 {
+    // SAFETY: `va` is a page this module borrowed exclusively
+    // (`GrantOverPage`): no Rust code reaches it meanwhile, and mapping its
+    // own frame back restores what the initial mapping had there.
+    unsafe { hypercall::update_va_mapping(va, (mfn << PAGE_SHIFT) | PTE_RW, UVMF_INVLPG) }
+}
+
+impl GrantOverPage {
+    /// Maps grant `gref` of `domid` read-only over `page`.
+    ///
+    /// # Errors
+    /// The grant status (or the hypercall's result) if it could not be
+    /// mapped, with the page back if its own frame could be mapped again
+    /// (`None`: the page is lost).
+    pub fn map(
+        page: &'static mut LendablePage,
+        domid: u16,
+        gref: u32,
+    ) -> Result<GrantOverPage, (Option<&'static mut LendablePage>, i64)> {
+        let va = core::ptr::from_mut(page) as u64;
+        let Some(mfn) = virt_to_mfn(va) else {
+            return Err((Some(page), -1));
+        };
+        let page = core::ptr::NonNull::from(page);
+        // SAFETY: the page is borrowed exclusively for `'static` and from
+        // now on reached only through `page` (a raw pointer), so unmapping
+        // it affects no reference.
+        if unsafe { hypercall::update_va_mapping(va, 0, UVMF_INVLPG) } != 0 {
+            // SAFETY: still mapped (the update failed), still ours.
+            return Err((Some(unsafe { &mut *page.as_ptr() }), -1));
+        }
+        let mut op = dom0_abi::grant_table::GnttabMapGrantRef {
+            host_addr: va,
+            flags: (dom0_abi::grant_table::GntmapFlags::HOST_MAP
+                | dom0_abi::grant_table::GntmapFlags::READONLY)
+                .bits(),
+            gref,
+            dom: domid,
+            ..Default::default()
+        };
+        let ret = hypercall::gnttab_map(core::slice::from_mut(&mut op));
+        if ret == 0 && op.status == 0 {
+            return Ok(GrantOverPage {
+                page,
+                mfn,
+                handle: op.handle,
+            });
+        }
+        let why = if ret == 0 { i64::from(op.status) } else { ret };
+        let back = (map_own(va, mfn) == 0).then(|| {
+            // SAFETY: its own frame is mapped again; the borrow was
+            // exclusive and is handed back.
+            unsafe { &mut *page.as_ptr() }
+        });
+        Err((back, why))
+    }
+
+    /// Copies `out.len()` bytes from byte `offset` of the granted page
+    /// (bytes past the page are left as they are), after an acquire fence.
+    pub fn read_bytes(&self, offset: usize, out: &mut [u8]) {
+        MappedPage {
+            va: self.page.as_ptr() as u64,
+        }
+        .read_bytes(offset, out);
+    }
+
+    /// Unmaps the grant and maps the page's own frame back: the page.
+    ///
+    /// # Errors
+    /// The unmap's status (or the hypercall's result), or the remap's
+    /// result: the page is then lost (the grant may stay mapped).
+    pub fn unmap(self) -> Result<&'static mut LendablePage, i64> {
+        let va = self.page.as_ptr() as u64;
+        let mut op = dom0_abi::grant_table::GnttabUnmapGrantRef {
+            host_addr: va,
+            handle: self.handle,
+            ..Default::default()
+        };
+        let ret = hypercall::gnttab_unmap(core::slice::from_mut(&mut op));
+        if ret != 0 || op.status != 0 {
+            return Err(if ret == 0 { i64::from(op.status) } else { ret });
+        }
+        match map_own(va, self.mfn) {
+            // SAFETY: its own frame is mapped again; the borrow was
+            // exclusive and is handed back.
+            0 => Ok(unsafe { &mut *self.page.as_ptr() }),
+            ret => Err(ret),
+        }
+    }
+}
