@@ -347,6 +347,13 @@ pub struct DomainTable {
     /// switch between domains). A hint: the slot, locked, has the last
     /// word.
     occupied: [AtomicU64; MAX_DOMAINS / 64],
+    /// Per slot, frames of its domain the memory core freed on a CPU that
+    /// did not hold the slot ([`DomainTable::owe_page`]): its page count
+    /// owes them, until the next CPU that locks the slot settles them
+    /// ([`DomainTable::settle_pages`]). Xen keeps `tot_pages` under a
+    /// lock of its own (`page_alloc_lock`); here it lives in the slot, and
+    /// a free must not wait for a slot it may not wait for.
+    pages_owed: Vec<AtomicU64>,
 }
 
 impl DomainTable {
@@ -357,6 +364,7 @@ impl DomainTable {
             slots: (0..slots).map(|_| Mutex::new(None)).collect(),
             live: AtomicUsize::new(0),
             occupied: [const { AtomicU64::new(0) }; MAX_DOMAINS / 64],
+            pages_owed: (0..slots).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 
@@ -415,10 +423,39 @@ impl DomainTable {
     /// Takes the domain out of the slot `guard` holds (a slot of this
     /// table).
     pub fn take(&self, guard: &mut Option<Box<DomainEntry>>) -> Option<Box<DomainEntry>> {
-        let entry = guard.take()?;
+        let mut entry = guard.take()?;
+        self.settle_pages(&mut entry.domain);
         self.mark(entry.domain.id, false);
         self.live.fetch_sub(1, Ordering::Relaxed);
         Some(entry)
+    }
+
+    /// A frame of domain `id` went back to the allocator on a CPU that
+    /// does not hold `id`'s slot (another CPU may, or may be waiting for
+    /// the one this CPU holds): its page count is lowered by whoever
+    /// locks the slot next ([`DomainTable::settle_pages`]).
+    pub fn owe_page(&self, id: DomId) {
+        if let Some(owed) =
+            bounded(u64::from(id.0), self.pages_owed.len()).and_then(|i| self.pages_owed.get(i))
+        {
+            owed.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Lowers `domain`'s page count by the frames freed while its slot
+    /// was held elsewhere ([`DomainTable::owe_page`]); the caller holds
+    /// its slot. One load when nothing is owed.
+    pub fn settle_pages(&self, domain: &mut Domain) {
+        let Some(owed) = bounded(u64::from(domain.id.0), self.pages_owed.len())
+            .and_then(|i| self.pages_owed.get(i))
+        else {
+            return;
+        };
+        if owed.load(Ordering::Relaxed) != 0 {
+            let pages = owed.swap(0, Ordering::AcqRel);
+            let mm = &mut domain.mm;
+            mm.tot_pages = mm.tot_pages.saturating_sub(pages);
+        }
     }
 
     /// Records whether `id`'s slot holds a domain.
@@ -643,6 +680,36 @@ mod tests {
         assert!(table.lock_two(DomId(1), DomId(9)).is_none());
         assert_eq!(table.remove(DomId(0)).unwrap().domain.id, DomId(0));
         assert!(table.remove(DomId(0)).is_none());
+    }
+
+    #[test]
+    fn pages_freed_elsewhere_are_settled_by_the_next_holder() {
+        let table = DomainTable::new(4);
+        let mut entry = domu(2);
+        entry.domain.mm.tot_pages = 10;
+        table.insert(entry).unwrap();
+        // Freed by CPUs that could not lock the slot: nothing changes yet.
+        table.owe_page(DomId(2));
+        table.owe_page(DomId(2));
+        table.owe_page(DomId(9));
+        let slot = table.slot(DomId(2)).unwrap();
+        assert_eq!(slot.lock().as_ref().unwrap().domain.mm.tot_pages, 10);
+        let mut guard = slot.lock();
+        let entry = guard.as_deref_mut().unwrap();
+        table.settle_pages(&mut entry.domain);
+        assert_eq!(entry.domain.mm.tot_pages, 8);
+        table.settle_pages(&mut entry.domain);
+        assert_eq!(entry.domain.mm.tot_pages, 8, "settled once");
+        // A debt left when the domain leaves its slot is its own.
+        table.owe_page(DomId(2));
+        let entry = table.take(&mut guard).unwrap();
+        assert_eq!(entry.domain.mm.tot_pages, 7);
+        drop(guard);
+        table.insert(domu(2)).unwrap();
+        let mut guard = slot.lock();
+        let fresh = guard.as_deref_mut().unwrap();
+        table.settle_pages(&mut fresh.domain);
+        assert_eq!(fresh.domain.mm.tot_pages, 0, "a new domain owes nothing");
     }
 
     fn domu(id: u16) -> Box<DomainEntry> {

@@ -632,6 +632,22 @@ struct CopyBuf {
 fn copy(env: &mut impl ControlEnv, fx: &mut Effects, op: &GnttabCopy) -> GrantStatus {
     let src_gref = op.flags & GNTCOPY_SOURCE_GREF != 0;
     let dst_gref = op.flags & GNTCOPY_DEST_GREF != 0;
+    // Both sides are held from here on, their slots taken in id order
+    // before anything is looked at: releasing one after the other was
+    // looked up cannot find its slot busy (the operation would be run
+    // again with its pin taken). Busy now: run again, nothing done. A
+    // side that does not exist is answered below.
+    let own = env.domain().id;
+    let side = |domid: u16| {
+        if DomId(domid) == DomId::SELF {
+            own
+        } else {
+            DomId(domid)
+        }
+    };
+    if !env.hold_two(side(op.source.domid), side(op.dest.domid)) && env.slot_busy() {
+        return GrantStatus::GeneralError;
+    }
     let src_dom = match copy_domain(env, op.source.domid, src_gref) {
         Ok(d) => d,
         Err(s) => return s,
@@ -1137,6 +1153,76 @@ mod tests {
             0x55,
             "the third is not reached"
         );
+    }
+
+    /// Domain `id` among the fake's other domains, its table set up by
+    /// dom0, granting domain 6 a frame of its at reference 8: (frame,
+    /// table).
+    fn granting_to_six(m: &mut FakeMachine, id: u16) -> (Mfn, Mfn) {
+        use crate::domain::{Domain, DomainEntry};
+        let entry = DomainEntry::new(Domain::domu(DomId(id), [7; 16], 1, 1023, 0x5000));
+        m.others.insert(id, alloc::boxed::Box::new(entry));
+        let frame = m.give(DomId(id));
+        let s = GnttabSetupTable {
+            dom: id,
+            nr_frames: 1,
+            frame_list: LIST,
+            ..GnttabSetupTable::default()
+        };
+        assert_eq!(call(m, 2, &s, 1), Ok(0));
+        assert_eq!(peek_i16(m, OP + 8), 0);
+        let table = Mfn(m.peek_u64(LIST));
+        let entry = GrantEntryV1 {
+            flags: GtfFlags::PERMIT_ACCESS.bits(),
+            domid: 6,
+            frame: u32::try_from(frame.0).unwrap(),
+        };
+        m.set(table, 8, encode(entry));
+        (frame, table)
+    }
+
+    /// Domain 6 copies from domain 5's grant to domain 7's: 5's slot is
+    /// lower than the caller's, and another CPU waits for it. Both sides
+    /// are held from the start, so the copy is done at once and both pins
+    /// are given back; with 5 busy from the start, nothing is done and
+    /// the copy runs again.
+    #[test]
+    fn a_copy_between_two_other_domains_holds_both_sides() {
+        let mut m = FakeMachine::new(64);
+        let (src, src_table) = granting_to_six(&mut m, 5);
+        let (dst, dst_table) = granting_to_six(&mut m, 7);
+        m.set(src, 3, 0x1122_3344_5566_7788);
+        let mm = m.domains[&crate::mm::fake::OTHER.0];
+        m.domains.insert(6, mm);
+        m.domain.id = DomId(6);
+        let side = |domid: u16, offset: u16| GnttabCopyPtr {
+            u: 8,
+            domid,
+            offset,
+            pad: 0,
+        };
+        let op = GnttabCopy {
+            source: side(5, 24),
+            dest: side(7, 8),
+            len: 8,
+            flags: GNTCOPY_SOURCE_GREF | GNTCOPY_DEST_GREF,
+            ..GnttabCopy::default()
+        };
+        m.entry_args = [5, OP, 1, 0, 0];
+        m.busy.insert(5);
+        assert_eq!(call(&mut m, 5, &op, 1), Ok(0));
+        assert_eq!(m.preempted.take(), Some([5, OP, 1, 0, 0]), "run again");
+        assert_eq!(m.get(dst, 1), 0);
+        m.busy.clear();
+        m.taken_when_released.insert(5);
+        assert_eq!(call(&mut m, 5, &op, 1), Ok(0));
+        assert_eq!(m.preempted, None, "done at once");
+        assert!(!m.slot_busy);
+        assert_eq!(peek_i16(&m, OP + 36), 0);
+        assert_eq!(m.get(dst, 1), 0x1122_3344_5566_7788);
+        for table in [src_table, dst_table] {
+            assert_eq!(gtf(&m, table), GtfFlags::PERMIT_ACCESS, "unpinned");
+        }
     }
 
     #[test]

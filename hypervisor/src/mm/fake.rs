@@ -155,6 +155,15 @@ pub struct FakeMachine {
     /// Other domains whose slots another CPU holds: looking one up
     /// answers `None` and sets `slot_busy`.
     pub busy: BTreeSet<u16>,
+    /// Other domains whose slots another CPU waits for: it takes each
+    /// once this environment gives it up (they join `busy`).
+    pub taken_when_released: BTreeSet<u16>,
+    /// The other domains' slots this environment holds, as `ArchEnv`
+    /// does: the last one looked up, or the two of `hold_two`.
+    pub held: Vec<u16>,
+    /// Frames of a domain whose slot was busy freed meanwhile
+    /// (`MmMachine::uncount_page`), settled when it is looked up next.
+    pub pages_owed: BTreeMap<u16, u64>,
     /// `Env::slot_busy`.
     pub slot_busy: bool,
     /// The arguments the running hypercall was made with (its registers),
@@ -225,6 +234,9 @@ impl FakeMachine {
             rover: 0,
             other_events: BTreeMap::new(),
             busy: BTreeSet::new(),
+            taken_when_released: BTreeSet::new(),
+            held: Vec::new(),
+            pages_owed: BTreeMap::new(),
             slot_busy: false,
             entry_args: [0; 5],
             dom_exc_owed: false,
@@ -478,10 +490,41 @@ impl MmMachine for FakeMachine {
         if self.found_busy(dom) {
             return None;
         }
-        if let Some(entry) = self.others.get_mut(&dom.0) {
-            return Some(&mut entry.domain.mm);
+        self.mm_of(dom)
+    }
+    fn uncount_page(&mut self, dom: DomId) {
+        if dom != self.domain.id && self.busy.contains(&dom.0) {
+            // Another CPU holds it (a test marked it so): not this one.
+            self.held.retain(|&id| id != dom.0);
+            *self.pages_owed.entry(dom.0).or_default() += 1;
+        } else if let Some(d) = self.mm_of(dom) {
+            d.tot_pages = d.tot_pages.saturating_sub(1);
         }
-        self.domains.get_mut(&dom.0)
+    }
+    fn hold_two(&mut self, a: DomId, b: DomId) -> bool {
+        let mut ids = [a, b].map(|id| id.0);
+        ids.sort_unstable();
+        let others: Vec<u16> = ids
+            .into_iter()
+            .filter(|&id| id != self.domain.id.0)
+            .collect();
+        if others.len() == 2 && others[0] != others[1] {
+            if !(self.held.contains(&others[0]) && self.held.contains(&others[1])) {
+                self.release_held();
+                if others.iter().any(|id| self.busy.contains(id)) {
+                    self.slot_busy = true;
+                    self.preempted.get_or_insert(self.entry_args);
+                    return false;
+                }
+                for &id in &others {
+                    self.hold(DomId(id));
+                }
+            }
+            return others.iter().all(|&id| self.mm_of(DomId(id)).is_some());
+        }
+        others
+            .first()
+            .is_none_or(|&id| self.domain_mm(DomId(id)).is_some())
     }
 }
 
@@ -489,13 +532,49 @@ impl MmMachine for FakeMachine {
 impl FakeMachine {
     /// Whether `id`'s slot is held elsewhere (`busy`); if so, the call is
     /// continued with `entry_args`, as `ArchEnv` does with its registers.
+    /// A lookup of another domain that this environment does not hold
+    /// gives up the slots it holds and holds that one (settling the pages
+    /// it owes), as `ArchEnv` does. A test that marks a held slot busy
+    /// starts a new hypercall, which holds nothing yet.
     fn found_busy(&mut self, id: DomId) -> bool {
+        if id == self.domain.id || (self.held.contains(&id.0) && !self.busy.contains(&id.0)) {
+            return false;
+        }
+        self.release_held();
         let busy = self.busy.contains(&id.0);
         if busy {
             self.slot_busy = true;
             self.preempted.get_or_insert(self.entry_args);
+        } else {
+            self.hold(id);
         }
         busy
+    }
+
+    /// Holds `id`'s slot besides those held, settling the pages it owes.
+    fn hold(&mut self, id: DomId) {
+        self.held.push(id.0);
+        let owed = self.pages_owed.remove(&id.0).unwrap_or(0);
+        if let Some(d) = self.mm_of(id) {
+            d.tot_pages = d.tot_pages.saturating_sub(owed);
+        }
+    }
+
+    /// Gives up the other slots held: another CPU waiting for one takes it.
+    fn release_held(&mut self) {
+        for id in self.held.drain(..) {
+            if self.taken_when_released.contains(&id) {
+                self.busy.insert(id);
+            }
+        }
+    }
+
+    /// The memory state of `dom`, without looking its slot up.
+    fn mm_of(&mut self, dom: DomId) -> Option<&mut DomainMm> {
+        if let Some(entry) = self.others.get_mut(&dom.0) {
+            return Some(&mut entry.domain.mm);
+        }
+        self.domains.get_mut(&dom.0)
     }
 
     fn range(&self, va: u64, len: usize) -> Result<core::ops::Range<usize>, Errno> {

@@ -79,4 +79,11 @@ impl<M: MmMachine + ?Sized> MmMachine for WithDomain<'_, M> {
         }
         self.machine.domain_mm(dom)
     }
+    fn uncount_page(&mut self, dom: DomId) {
+        if dom == self.id {
+            self.mm.tot_pages = self.mm.tot_pages.saturating_sub(1);
+        } else {
+            self.machine.uncount_page(dom);
+        }
+    }
 }

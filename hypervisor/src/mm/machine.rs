@@ -100,6 +100,26 @@ pub trait MmMachine: PageTableMemory {
     fn iomem_read_only(&self, mfn: Mfn) -> bool;
     /// The memory state of domain `dom`, if it exists.
     fn domain_mm(&mut self, dom: DomId) -> Option<&mut DomainMm>;
+    /// A frame domain `dom` owned and counted went back to the allocator:
+    /// its page count goes down. Never fails and never makes the
+    /// hypercall run again: the frame is gone already. A domain whose
+    /// state this machine does not hold (the caller's, or one held for
+    /// the hypercall) owes the page instead of being locked for it
+    /// (`docs/locking.md`).
+    fn uncount_page(&mut self, dom: DomId) {
+        if let Some(d) = self.domain_mm(dom) {
+            d.tot_pages = d.tot_pages.saturating_sub(1);
+        }
+    }
+    /// Holds domains `a` and `b` (either may be the caller, or both the
+    /// same) for the rest of the hypercall, taken together before the
+    /// operation changes anything, so that looking either up later
+    /// cannot find its slot busy half-way (`docs/locking.md`). False if
+    /// one does not exist or its slot stayed busy (`Env::slot_busy`:
+    /// the hypercall runs again).
+    fn hold_two(&mut self, a: DomId, b: DomId) -> bool {
+        self.domain_mm(a).is_some() && self.domain_mm(b).is_some()
+    }
     /// Gives the hypervisor's own mapping of the RAM frame `mfn` the cache
     /// attribute `attr` (a PAT index, see [`super::pte::cache_attr`]), so
     /// that it never aliases a guest mapping of the frame with other

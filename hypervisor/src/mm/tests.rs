@@ -11,7 +11,7 @@ use super::INVALID_M2P_ENTRY;
 use super::effects::TlbFlush;
 use super::fake::{DOM, FakeMachine, OTHER, PRO, PRW, XorShift};
 use super::frame_table::{FrameInfo, FrameTable, Owner, PageType};
-use super::machine::{PageTableMemory, VcpuMm};
+use super::machine::{MmMachine, PageTableMemory, VcpuMm};
 use super::pte;
 use super::types::{L4Slots, MapCtx, PtwrOp, PtwrOutcome, PtwrWrite, l4_generation};
 
@@ -1087,6 +1087,40 @@ fn teardown_keeps_frames_other_domains_still_map() {
         .unwrap();
     assert!(m.free.contains(&mine.0));
     assert_eq!(m.tot_pages(OTHER), 0);
+    m.check_invariants(&[]);
+}
+
+/// The last reference to a frame of a domain whose slot another CPU
+/// holds: the frame is freed and the operation goes on (it is not run
+/// again: it changed something already); the owner's count owes the page
+/// until its slot is looked up next.
+#[test]
+fn a_frame_freed_while_its_owners_slot_is_busy_is_owed() {
+    let mut m = FakeMachine::new(64);
+    let theirs = m.give(OTHER);
+    let data = m.give(DOM);
+    let [l4, _, _, l1] = m.build_tables(DOM, VA, data);
+    assert_eq!(m.with(|mmu| mmu.pin(l4, PageType::L4, OWN)).0, Ok(()));
+    let ctx = MapCtx {
+        pg_owner: Owner::Domain(OTHER),
+        pg_owner_privileged: true,
+        ..m.ctx(DOM)
+    };
+    m.with(|mmu| mmu.mod_l1_entry(l1, 300, (theirs.0 << 12) | PRW, false, &ctx))
+        .0
+        .unwrap();
+    assert!(m.with(|mmu| mmu.remove_page(OTHER, theirs.0)).0.is_ok());
+    m.busy.insert(OTHER.0);
+    m.with(|mmu| mmu.mod_l1_entry(l1, 300, 0, false, &ctx))
+        .0
+        .unwrap();
+    assert!(m.free.contains(&theirs.0));
+    assert!(!m.slot_busy, "not run again");
+    assert_eq!(m.preempted, None);
+    assert_eq!(m.tot_pages(OTHER), 1, "owed");
+    m.busy.clear();
+    let looked_up = MmMachine::domain_mm(&mut m, OTHER).map(|d| d.tot_pages);
+    assert_eq!(looked_up, Some(0), "settled");
     m.check_invariants(&[]);
 }
 

@@ -294,8 +294,8 @@ impl<'m, M: MmMachine + ?Sized> Mmu<'m, M> {
             self.bug();
             return;
         };
-        if counted && let Some(d) = self.machine.domain_mm(dom) {
-            d.tot_pages = d.tot_pages.saturating_sub(1);
+        if counted {
+            self.machine.uncount_page(dom);
         }
         self.machine.set_m2p(mfn, INVALID_M2P_ENTRY);
         self.fx.stale_tlb();

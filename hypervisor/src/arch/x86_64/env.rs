@@ -90,20 +90,37 @@ impl ArchEnv<'_, '_> {
 
     /// The other domain whose slot this environment holds, if any.
     fn held_other(&self) -> Option<DomId> {
-        self.frames
-            .as_ref()?
-            .other
-            .as_ref()
-            .and_then(|(guard, _)| guard.as_ref())
-            .map(|entry| entry.domain.id)
+        held_id(self.frames.as_ref()?.other.as_ref())
     }
 
-    /// Gives up the other domain's slot, if one is held (the frame table
-    /// stays).
+    /// Gives up the other domains' slots, if any are held (the frame
+    /// table stays).
     fn release_other(&mut self) {
         if let Some(held) = self.frames.as_mut() {
             held.other = None;
+            held.second = None;
         }
+    }
+
+    /// Holds domain `id`'s slot alone, giving up the other slots held
+    /// (`None`: no such domain, or its slot stayed busy).
+    fn lock_alone(&mut self, id: DomId) -> Option<()> {
+        let slot = DOMAINS.get()?.slot(id)?;
+        // Slots come before the frame table in the lock order: give it
+        // up with the slots held so far, and take it again after (no
+        // borrow of either outlives a call into this environment).
+        self.frames = None;
+        let Some(guard) = lock_other(slot, self.current.domain.id, id, self.current.cpu.number)
+        else {
+            self.found_busy();
+            return None;
+        };
+        self.frames = Some(Held {
+            other: Some(other_slot(guard)?),
+            second: None,
+            table: mem::FRAME_TABLE.lock(),
+        });
+        Some(())
     }
 
     /// Wakes the sleeping vCPUs of the other domain held whose wait the
@@ -160,12 +177,34 @@ struct Held {
     /// The slot of one other domain, with the event bits of its
     /// shared_info page: taken before the frame table (lock order), tried
     /// and never waited for.
-    other: Option<(
-        MutexGuard<'static, Option<Box<DomainEntry>>>,
-        SharedInfoBits,
-    )>,
+    other: Option<OtherSlot>,
+    /// A second other domain's slot, taken together with `other` in id
+    /// order ([`MmMachine::hold_two`]); a lookup of either makes it
+    /// `other`.
+    second: Option<OtherSlot>,
     /// The frame table.
     table: MutexGuard<'static, Option<&'static mut [FrameInfo]>>,
+}
+
+/// Another domain's slot as a hypercall holds it, with the event bits of
+/// its shared_info page.
+type OtherSlot = (
+    MutexGuard<'static, Option<Box<DomainEntry>>>,
+    SharedInfoBits,
+);
+
+/// The id of the domain in a held slot (`None`: the slot is empty).
+fn held_id(slot: Option<&OtherSlot>) -> Option<DomId> {
+    slot?.0.as_ref().map(|entry| entry.domain.id)
+}
+
+/// `guard`, another domain's slot, as a hypercall holds it (`None`: the
+/// slot is empty).
+fn other_slot(guard: MutexGuard<'static, Option<Box<DomainEntry>>>) -> Option<OtherSlot> {
+    let (shared_info, id) = guard
+        .as_ref()
+        .map(|e| (e.domain.shared_info, e.domain.id))?;
+    Some((guard, SharedInfoBits::new(shared_info, id, u32::MAX)))
 }
 
 impl Held {
@@ -173,6 +212,7 @@ impl Held {
     fn table() -> Held {
         Held {
             other: None,
+            second: None,
             table: mem::FRAME_TABLE.lock(),
         }
     }
@@ -365,6 +405,87 @@ impl MmMachine for ArchEnv<'_, '_> {
         }
         self.other_mm(dom)
     }
+    /// The caller's and the held domains' counts go down at once; any
+    /// other domain's slot is only tried (this CPU may hold a higher slot
+    /// and the frame table), and when it is busy the page is owed
+    /// (`DomainTable::owe_page`) and the CPU running the domain kicked,
+    /// whose next look at its due work settles it.
+    fn uncount_page(&mut self, dom: DomId) {
+        let held = self.frames.as_mut().and_then(|held| {
+            [held.other.as_mut(), held.second.as_mut()]
+                .into_iter()
+                .flatten()
+                .find_map(|(guard, _)| guard.as_deref_mut().filter(|e| e.domain.id == dom))
+        });
+        let mm = if dom == self.current.domain.id {
+            &mut self.current.domain.mm
+        } else if let Some(entry) = held {
+            &mut entry.domain.mm
+        } else {
+            let Some(table) = DOMAINS.get() else {
+                return;
+            };
+            match table.slot(dom).and_then(|slot| slot.try_lock()) {
+                Some(mut guard) => {
+                    if let Some(entry) = guard.as_deref_mut() {
+                        table.settle_pages(&mut entry.domain);
+                        entry.domain.mm.tot_pages = entry.domain.mm.tot_pages.saturating_sub(1);
+                    }
+                }
+                None => {
+                    table.owe_page(dom);
+                    let sent = percpu::kick_holder(dom, self.current.cpu.number);
+                    self.current.vcpu.stats.add(Counter::Ipis, sent);
+                }
+            }
+            return;
+        };
+        mm.tot_pages = mm.tot_pages.saturating_sub(1);
+    }
+    /// Both slots are locked here, the lower id first, each as
+    /// `lock_other` does (a higher id than the caller's waited for, a
+    /// lower one tried): the caller's slot, then the two in id order.
+    fn hold_two(&mut self, a: DomId, b: DomId) -> bool {
+        let own = self.current.domain.id;
+        let (lo, hi) = if a.0 <= b.0 { (a, b) } else { (b, a) };
+        if lo == hi || lo == own || hi == own {
+            let other = if lo == own { hi } else { lo };
+            return other == own || self.other_domain(other).is_some();
+        }
+        let held = self
+            .frames
+            .as_ref()
+            .map(|h| (held_id(h.other.as_ref()), held_id(h.second.as_ref())));
+        if held == Some((Some(lo), Some(hi))) || held == Some((Some(hi), Some(lo))) {
+            return true;
+        }
+        let Some(table) = DOMAINS.get() else {
+            return false;
+        };
+        let (Some(lo_slot), Some(hi_slot)) = (table.slot(lo), table.slot(hi)) else {
+            return false;
+        };
+        let cpu = self.current.cpu.number;
+        self.frames = None;
+        let Some(lo_guard) = lock_other(lo_slot, own, lo, cpu) else {
+            self.found_busy();
+            return false;
+        };
+        let Some(hi_guard) = lock_other(hi_slot, own, hi, cpu) else {
+            drop(lo_guard);
+            self.found_busy();
+            return false;
+        };
+        let (Some(lo_held), Some(hi_held)) = (other_slot(lo_guard), other_slot(hi_guard)) else {
+            return false;
+        };
+        self.frames = Some(Held {
+            other: Some(lo_held),
+            second: Some(hi_held),
+            table: mem::FRAME_TABLE.lock(),
+        });
+        true
+    }
 }
 
 impl MmuEnv for ArchEnv<'_, '_> {
@@ -403,11 +524,14 @@ fn lock_other(
     id: DomId,
     cpu: u16,
 ) -> Option<MutexGuard<'static, Option<Box<DomainEntry>>>> {
-    let guard = if id.0 > own.0 {
+    let mut guard = if id.0 > own.0 {
         slot.lock()
     } else {
         try_lower_slot(slot)?
     };
+    if let (Some(table), Some(entry)) = (DOMAINS.get(), guard.as_deref_mut()) {
+        table.settle_pages(&mut entry.domain);
+    }
     // A CPU running that domain looks at it again once the hypercall is
     // done with it (a pause, a destruction, a vCPU brought up or down);
     // when none does, an idle CPU looks whether it can run now (an
@@ -460,23 +584,14 @@ impl ControlEnv for ArchEnv<'_, '_> {
             return None;
         }
         if self.held_other() != Some(id) {
-            let slot = DOMAINS.get()?.slot(id)?;
-            // Slots come before the frame table in the lock order: give
-            // it up with the slot held so far, and take it again after
-            // (no borrow of either outlives a call into this environment).
-            self.frames = None;
-            let Some(guard) = lock_other(slot, self.current.domain.id, id, self.current.cpu.number)
-            else {
-                self.found_busy();
-                return None;
-            };
-            let (shared_info, id) = guard
-                .as_ref()
-                .map(|e| (e.domain.shared_info, e.domain.id))?;
-            self.frames = Some(Held {
-                other: Some((guard, SharedInfoBits::new(shared_info, id, u32::MAX))),
-                table: mem::FRAME_TABLE.lock(),
-            });
+            if let Some(held) = self.frames.as_mut()
+                && held_id(held.second.as_ref()) == Some(id)
+            {
+                // Held together with the other one: no lock changes.
+                core::mem::swap(&mut held.other, &mut held.second);
+            } else {
+                self.lock_alone(id)?;
+            }
         }
         self.frames.as_mut()?.other.as_mut()?.0.as_deref_mut()
     }

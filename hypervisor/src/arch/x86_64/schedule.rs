@@ -155,6 +155,10 @@ pub fn run_due(current: &mut Current) {
     } = current;
     let running = vcpu.id;
     let mut bits = SharedInfoBits::new(domain.shared_info, domain.id, u32::MAX);
+    if let Some(table) = DOMAINS.get() {
+        // Frames freed by CPUs that found this slot held.
+        table.settle_pages(domain);
+    }
     loop {
         let now = time::now_ns();
         let slice_end = cpu.slice.start(now);
@@ -283,6 +287,7 @@ fn other_domains_due(running: Option<DomId>, cpu: u16, now: u64) -> (Option<u64>
         let Some(entry) = guard.as_deref_mut() else {
             continue;
         };
+        table.settle_pages(&mut entry.domain);
         let mut bits = SharedInfoBits::new(entry.domain.shared_info, entry.domain.id, u32::MAX);
         for v in &mut entry.vcpus {
             sched::fire_timers(v, &entry.domain.evtchn, &mut bits, now);
