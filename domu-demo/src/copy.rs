@@ -8,11 +8,22 @@
 //!
 //! The page granted holds [`PATTERN`] and, once this domain has done its
 //! `n` copies, a done mark; each side copies until it has seen the peer's
-//! mark, then keeps its grant a little longer for the peer's last copies.
+//! mark, then keeps its grant a little longer for the peer's last copies,
+//! and reports whether the peer's copies left its grant in use (pinned:
+//! `GTF_reading`/`GTF_writing` still set).
+//!
+//! `copy=<peer> into=<dom>`: the copies go into domain `dom`'s grant
+//! instead of a frame of this domain, so each one is between two other
+//! domains; after its `n` copies this side copies its done mark there
+//! too. `hold=<peer>`: grants a page writable to `peer` and waits for that
+//! done mark in it (the destination of `into=`).
 
 use core::fmt::Write;
 
-use guest_pv_shim::dom0_abi::grant_table::{GNTCOPY_SOURCE_GREF, GnttabCopy, GnttabCopyPtr};
+use guest_pv_shim::dom0_abi::grant_table::{
+    GNTCOPY_DEST_GREF, GNTCOPY_SOURCE_GREF, GnttabCopy, GnttabCopyPtr, GtfFlags,
+};
+use guest_pv_shim::dom0_abi::types::DomId;
 use guest_pv_shim::{hypercall, mm, shared};
 
 use crate::{Console, PATIENCE_NS, events};
@@ -48,6 +59,7 @@ struct Tally {
 /// Runs the test with domain `peer`; reports each result as a check line.
 pub fn run(console: &mut Console, line: &[u8], peer: u16) -> core::fmt::Result {
     let rounds = events::number(line, b"rounds").unwrap_or(ROUNDS);
+    let into_dom = events::number(line, b"into").and_then(|n| u16::try_from(n).ok());
     let (ret, status, frame) = crate::own_grant_table();
     let (Some(granted), Some(into)) = (mm::alloc_frame(), mm::alloc_frame()) else {
         return writeln!(console, "check: copy scratch frames = none\r");
@@ -78,7 +90,7 @@ pub fn run(console: &mut Console, line: &[u8], peer: u16) -> core::fmt::Result {
         },
         dest: GnttabCopyPtr {
             u: into.mfn,
-            domid: 0x7FF0,
+            domid: DomId::SELF.0,
             offset: 0,
             pad: 0,
         },
@@ -86,6 +98,11 @@ pub fn run(console: &mut Console, line: &[u8], peer: u16) -> core::fmt::Result {
         flags: GNTCOPY_SOURCE_GREF,
         ..GnttabCopy::default()
     };
+    if let Some(dest) = into_dom {
+        op.dest.u = u64::from(GREF);
+        op.dest.domid = dest;
+        op.flags |= GNTCOPY_DEST_GREF;
+    }
     let start = shared::system_time_of(0).unwrap_or(0);
     let mut tally = Tally::default();
     let mut peer_done = false;
@@ -102,9 +119,12 @@ pub fn run(console: &mut Console, line: &[u8], peer: u16) -> core::fmt::Result {
             mm::window_read(COPY_WINDOW, 0),
             mm::window_read(COPY_WINDOW, 1),
         );
-        if ret == 0 && op.status == 0 && word == PATTERN {
+        // Copied into another domain's grant, the page cannot be checked
+        // here: that domain checks the last copy.
+        let elsewhere = op.flags & GNTCOPY_DEST_GREF != 0;
+        if ret == 0 && op.status == 0 && (elsewhere || word == PATTERN) {
             tally.good += 1;
-            peer_done = mark == DONE;
+            peer_done = !elsewhere && mark == DONE;
         } else if tally.good == 0 {
             // The peer is not there yet, or has not granted yet.
             hypercall::sched_yield();
@@ -114,6 +134,18 @@ pub fn run(console: &mut Console, line: &[u8], peer: u16) -> core::fmt::Result {
         }
         if tally.good == rounds && mm::window_read(GRANTED_WINDOW, 1) != DONE {
             mm::window_write(GRANTED_WINDOW, 1, DONE);
+            if let Some(dest) = into_dom {
+                // The done mark goes to the destination; the peer's is
+                // then looked for in a frame of this domain.
+                mark_into(console, &op, granted.mfn, dest)?;
+                op.dest = GnttabCopyPtr {
+                    u: into.mfn,
+                    domid: DomId::SELF.0,
+                    offset: 0,
+                    pad: 0,
+                };
+                op.flags = GNTCOPY_SOURCE_GREF;
+            }
         }
     }
     let good = tally.good >= rounds;
@@ -126,12 +158,87 @@ pub fn run(console: &mut Console, line: &[u8], peer: u16) -> core::fmt::Result {
         "check: failed copies from the peer = {} {:?}\r",
         tally.bad, tally.first_bad
     )?;
+    linger_and_end(console, LINGER_NS)
+}
+
+/// Copies this domain's granted page, `granted` (with its done mark), to
+/// where `op` copies: domain `dest`'s grant.
+fn mark_into(console: &mut Console, op: &GnttabCopy, granted: u64, dest: u16) -> core::fmt::Result {
+    let mut mark = GnttabCopy {
+        source: GnttabCopyPtr {
+            u: granted,
+            domid: DomId::SELF.0,
+            offset: 0,
+            pad: 0,
+        },
+        flags: GNTCOPY_DEST_GREF,
+        status: 0x55,
+        ..*op
+    };
+    let ret = hypercall::gnttab_copy(core::slice::from_mut(&mut mark));
+    writeln!(
+        console,
+        "check: done mark into domain {dest} = {ret}/{}\r",
+        mark.status
+    )
+}
+
+/// `hold=<peer>`: grants a page writable to `peer` and waits (at most
+/// [`PATIENCE_NS`]) until word 1 of it holds the done mark `peer` copies
+/// there (`copy=... into=`); reports what the page holds, then as
+/// [`run`] ends.
+pub fn hold(console: &mut Console, peer: u16) -> core::fmt::Result {
+    let (ret, status, frame) = crate::own_grant_table();
+    let Some(granted) = mm::alloc_frame() else {
+        return writeln!(console, "check: copy scratch frames = none\r");
+    };
+    let mapped = [
+        mm::map_window(TABLE_WINDOW, frame, mm::PTE_RW),
+        mm::map_window(GRANTED_WINDOW, granted.mfn, mm::PTE_RW),
+    ];
+    writeln!(console, "check: hold set-up = {ret}/{status} {mapped:?}\r")?;
+    if ret != 0 || mapped != [0; 2] {
+        return Ok(());
+    }
+    mm::fill_window(GRANTED_WINDOW, &[0, 0]);
+    mm::grant_access(
+        TABLE_WINDOW,
+        GREF,
+        peer,
+        u32::try_from(granted.mfn).unwrap_or(0),
+        false,
+    );
+    let start = shared::system_time_of(0).unwrap_or(0);
+    while mm::window_read(GRANTED_WINDOW, 1) != DONE
+        && shared::system_time_of(0).is_some_and(|now| now.saturating_sub(start) <= PATIENCE_NS)
+    {
+        hypercall::sched_yield();
+    }
+    writeln!(
+        console,
+        "check: copied into the held page = {} {}\r",
+        mm::window_read(GRANTED_WINDOW, 0) == PATTERN,
+        mm::window_read(GRANTED_WINDOW, 1) == DONE
+    )?;
+    linger_and_end(console, LINGER_NS)
+}
+
+/// Keeps the grant `linger` ns longer for the peer's last copies, reports
+/// whether they left it in use, and ends it.
+fn linger_and_end(console: &mut Console, linger: u64) -> core::fmt::Result {
     let until = shared::system_time_of(0)
         .unwrap_or(0)
-        .saturating_add(LINGER_NS);
+        .saturating_add(linger);
     while shared::system_time_of(0).is_some_and(|now| now < until) {
         hypercall::sched_yield();
     }
+    let entry = mm::window_read(TABLE_WINDOW, u64::from(GREF)).to_le_bytes();
+    let flags = GtfFlags::from_bits_retain(u16::from_le_bytes([entry[0], entry[1]]));
+    writeln!(
+        console,
+        "check: own grant in use after the peer's copies = {}\r",
+        flags.intersects(GtfFlags::READING | GtfFlags::WRITING)
+    )?;
     mm::end_grant_access(TABLE_WINDOW, GREF);
     Ok(())
 }

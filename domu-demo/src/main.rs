@@ -13,8 +13,9 @@
 //! serves or talks TCP, or misbehaves (see [`net`]); with `net web` it is
 //! the default scenario's web server (see [`web`]); with `pong` it
 //! answers dom0's events on a port of its own, with `copy=<peer>` it
-//! copies from another domU's grant while that one copies from its own
-//! (see [`copy`]), with `xsread=<n>` it times
+//! copies from another domU's grant while that one copies from its own,
+//! with `hold=<peer>` it holds the grant such a copy goes into (see
+//! [`copy`]), with `xsread=<n>` it times
 //! `n` xenstore reads (a `BENCH xenstore_read` line), with `spin=<n>` it does
 //! a fixed amount of work first, and with `idle` it never shuts down but
 //! sleeps after printing (see [`events`]); with `input` it reports each
@@ -426,6 +427,11 @@ fn demo_main(si: &'static StartInfo) {
             events::number(si.cmdline(), b"copy").and_then(|n| u16::try_from(n).ok())
         {
             let _ = copy::run(&mut console, si.cmdline(), peer);
+        }
+        if let Some(peer) =
+            events::number(si.cmdline(), b"hold").and_then(|n| u16::try_from(n).ok())
+        {
+            let _ = copy::hold(&mut console, peer);
         }
         if cmdline::has_flag(si.cmdline(), b"pong") {
             let _ = events::pong(&mut console, si.cmdline());

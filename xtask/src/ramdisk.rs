@@ -139,6 +139,13 @@ pub enum DomuSet {
     /// once (`copy=<peer>`): the one that needs the lower id's domain
     /// while the other holds it is continued, never refused.
     CrossCopy,
+    /// Three demo domUs on two CPUs: domain 2 copies from domain 1's grant
+    /// into domain 3's (`copy=1 into=3`, a copy between two other
+    /// domains, the lower one's slot often held by domain 1's own copies
+    /// from domain 2) while domain 1 copies from domain 2's grant;
+    /// domain 3 holds the destination (`hold=2`). No copy may fail and
+    /// none may leave a grant pinned.
+    CopyThree,
     /// The `disk` domU reading the whole virtio disk (`phy:vda`, read-only)
     /// for the block benchmark (`readbench`, `blk_read_domu`).
     BlkBench,
@@ -396,6 +403,7 @@ impl DomuSet {
             DomuSet::Fairness => "fairness",
             DomuSet::Parallel => "parallel",
             DomuSet::CrossCopy => "cross-copy",
+            DomuSet::CopyThree => "copy-three",
             DomuSet::BlkBench => "blk-bench",
             DomuSet::NetBench => "net-bench",
             DomuSet::Pong => "pong",
@@ -422,6 +430,24 @@ impl DomuSet {
                     "copy2.cfg",
                     "# Copies from domain 1's grant while domain 1 copies from its own.\n\
                      name = \"copy2\"\nkernel = \"domu-demo\"\nmemory = 8\ncmdline = \"copy=1\"\n",
+                ),
+            ],
+            DomuSet::CopyThree => &[
+                (
+                    "copy1.cfg",
+                    "# Copies from domain 2's grant while domain 2 copies from its own.\n\
+                     name = \"copy1\"\nkernel = \"domu-demo\"\nmemory = 8\ncmdline = \"copy=2\"\n",
+                ),
+                (
+                    "copy2.cfg",
+                    "# Copies from domain 1's grant into domain 3's.\n\
+                     name = \"copy2\"\nkernel = \"domu-demo\"\nmemory = 8\n\
+                     cmdline = \"copy=1 into=3\"\n",
+                ),
+                (
+                    "copy3.cfg",
+                    "# Grants domain 2 the page it copies into.\n\
+                     name = \"copy3\"\nkernel = \"domu-demo\"\nmemory = 8\ncmdline = \"hold=2\"\n",
                 ),
             ],
             DomuSet::Scale => SCALE,
@@ -636,6 +662,7 @@ mod tests {
             DomuSet::Fairness,
             DomuSet::Parallel,
             DomuSet::CrossCopy,
+            DomuSet::CopyThree,
             DomuSet::BlkBench,
             DomuSet::NetBench,
             DomuSet::Pong,

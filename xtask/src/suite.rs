@@ -568,6 +568,36 @@ pub const TESTS: &[IntegrationTest] = &[
             ""
         )
     },
+    // Issue 17: a copy between two other domains' grants (domain 2 from
+    // domain 1's into domain 3's) while domain 1 copies from domain 2's
+    // on the other CPU: both sides are held from the start, so none
+    // fails and none leaves a grant pinned.
+    IntegrationTest {
+        cpus: 2,
+        expect: Expectation {
+            log_lines: &[
+                &["(d1) check: failed copies from the peer = 0 None"],
+                &["(d2) check: failed copies from the peer = 0 None"],
+                &["(d2) check: done mark into domain 3 = 0/0"],
+                &["(d3) check: copied into the held page = true true"],
+                &["(d1) check: own grant in use after the peer's copies = false"],
+                &["(d3) check: own grant in use after the peer's copies = false"],
+            ],
+            ..toolstack!(
+                "smp_grant_copy_three",
+                DomuSet::CopyThree,
+                "expect=poweroff",
+                ""
+            )
+            .expect
+        },
+        ..toolstack!(
+            "smp_grant_copy_three",
+            DomuSet::CopyThree,
+            "expect=poweroff",
+            ""
+        )
+    },
     IntegrationTest {
         hv_extra_args: "max_domains=128",
         icount: true,
