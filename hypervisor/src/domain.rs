@@ -356,6 +356,11 @@ pub struct DomainTable {
     pages_owed: Vec<AtomicU64>,
 }
 
+/// The sum of every table's `pages_owed` (a hint: it may lag a slot's
+/// count for a moment), so that a settle with nothing owed anywhere is
+/// one load ([`DomainTable::settle_pages`]).
+static ANY_PAGES_OWED: AtomicU64 = AtomicU64::new(0);
+
 impl DomainTable {
     /// A table of `slots` empty slots (clamped to 1..=[`MAX_DOMAINS`]).
     pub fn new(slots: usize) -> DomainTable {
@@ -439,20 +444,40 @@ impl DomainTable {
             bounded(u64::from(id.0), self.pages_owed.len()).and_then(|i| self.pages_owed.get(i))
         {
             owed.fetch_add(1, Ordering::AcqRel);
+            ANY_PAGES_OWED.fetch_add(1, Ordering::AcqRel);
         }
     }
 
     /// Lowers `domain`'s page count by the frames freed while its slot
     /// was held elsewhere ([`DomainTable::owe_page`]); the caller holds
     /// its slot. One load when nothing is owed.
+    #[inline(always)]
     pub fn settle_pages(&self, domain: &mut Domain) {
+        if Self::pages_owed_anywhere() {
+            self.settle_owed(domain);
+        }
+    }
+
+    /// Whether some domain owes pages (then the next holder of its slot
+    /// settles them: [`DomainTable::settle_pages`]).
+    #[inline(always)]
+    pub fn pages_owed_anywhere() -> bool {
+        ANY_PAGES_OWED.load(Ordering::Relaxed) != 0
+    }
+
+    /// [`DomainTable::settle_pages`] once some domain owes pages.
+    #[cold]
+    fn settle_owed(&self, domain: &mut Domain) {
         let Some(owed) = bounded(u64::from(domain.id.0), self.pages_owed.len())
             .and_then(|i| self.pages_owed.get(i))
         else {
             return;
         };
-        if owed.load(Ordering::Relaxed) != 0 {
-            let pages = owed.swap(0, Ordering::AcqRel);
+        let pages = owed.swap(0, Ordering::AcqRel);
+        if pages != 0 {
+            // Wraps for a moment at most, if this ran between an
+            // `owe_page`'s two additions: a hint only.
+            ANY_PAGES_OWED.fetch_sub(pages, Ordering::AcqRel);
             let mm = &mut domain.mm;
             mm.tot_pages = mm.tot_pages.saturating_sub(pages);
         }

@@ -16,7 +16,7 @@ use dom0_abi::types::{DomId, Mfn};
 use spin::MutexGuard;
 
 use crate::console::LogRead;
-use crate::domain::{DOMAINS, Domain, DomainEntry, Privilege};
+use crate::domain::{DOMAINS, Domain, DomainEntry, DomainTable, Privilege};
 use crate::evtchn::{EventBits, EventChannels};
 use crate::hypercall::desc;
 use crate::hypercall::domctl::{ControlEnv, EventPair, MachineInfo};
@@ -529,7 +529,9 @@ fn lock_other(
     } else {
         try_lower_slot(slot)?
     };
-    if let (Some(table), Some(entry)) = (DOMAINS.get(), guard.as_deref_mut()) {
+    if DomainTable::pages_owed_anywhere()
+        && let (Some(table), Some(entry)) = (DOMAINS.get(), guard.as_deref_mut())
+    {
         table.settle_pages(&mut entry.domain);
     }
     // A CPU running that domain looks at it again once the hypercall is

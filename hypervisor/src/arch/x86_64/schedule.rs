@@ -27,7 +27,7 @@ use dom0_abi::stats::Counter;
 
 use dom0_abi::types::DomId;
 
-use crate::domain::{DOMAINS, Domain};
+use crate::domain::{DOMAINS, Domain, DomainTable};
 use crate::evtchn::EventBits;
 use crate::sched::{self, Slice};
 use crate::timer::{Sleep, earliest};
@@ -155,7 +155,9 @@ pub fn run_due(current: &mut Current) {
     } = current;
     let running = vcpu.id;
     let mut bits = SharedInfoBits::new(domain.shared_info, domain.id, u32::MAX);
-    if let Some(table) = DOMAINS.get() {
+    if DomainTable::pages_owed_anywhere()
+        && let Some(table) = DOMAINS.get()
+    {
         // Frames freed by CPUs that found this slot held.
         table.settle_pages(domain);
     }
