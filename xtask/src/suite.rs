@@ -251,7 +251,7 @@ macro_rules! passes_with {
 /// consoles (the log must show `$line` from the domU, through dom0's
 /// console back end), reaps them and powers off with SUCCESS.
 macro_rules! toolstack {
-    ($name:literal, $set:expr, $args:literal, $line:literal) => {
+    ($name:expr, $set:expr, $args:literal, $line:literal) => {
         IntegrationTest {
             name: $name,
             dom0: Dom0::Toolstack($set),
@@ -273,6 +273,24 @@ macro_rules! toolstack {
             cpus: 1,
         }
     };
+}
+
+/// A grant-copy test of issue 17: the domUs of `set` on two CPUs, dom0
+/// waiting for each to power off, and the lines `log_lines` in the log.
+const fn smp_copy_test(
+    name: &'static str,
+    set: DomuSet,
+    log_lines: &'static [&'static [&'static str]],
+) -> IntegrationTest {
+    let base = toolstack!(name, set, "expect=poweroff", "");
+    IntegrationTest {
+        cpus: 2,
+        expect: Expectation {
+            log_lines,
+            ..base.expect
+        },
+        ..base
+    }
 }
 
 /// A dom0 test guest that drives the machine's devices with the
@@ -546,58 +564,30 @@ pub const TESTS: &[IntegrationTest] = &[
     // Issue 17: two domUs on two CPUs copy from each other's grant at
     // once; every copy must succeed (the one needing the lower id's
     // domain while the other holds it is continued, not refused).
-    IntegrationTest {
-        cpus: 2,
-        expect: Expectation {
-            log_lines: &[
-                &["(d1) check: failed copies from the peer = 0 None"],
-                &["(d2) check: failed copies from the peer = 0 None"],
-            ],
-            ..toolstack!(
-                "smp_grant_copy_cross",
-                DomuSet::CrossCopy,
-                "expect=poweroff",
-                ""
-            )
-            .expect
-        },
-        ..toolstack!(
-            "smp_grant_copy_cross",
-            DomuSet::CrossCopy,
-            "expect=poweroff",
-            ""
-        )
-    },
+    smp_copy_test(
+        "smp_grant_copy_cross",
+        DomuSet::CrossCopy,
+        &[
+            &["(d1) check: failed copies from the peer = 0 None"],
+            &["(d2) check: failed copies from the peer = 0 None"],
+        ],
+    ),
     // Issue 17: a copy between two other domains' grants (domain 2 from
     // domain 1's into domain 3's) while domain 1 copies from domain 2's
     // on the other CPU: both sides are held from the start, so none
     // fails and none leaves a grant pinned.
-    IntegrationTest {
-        cpus: 2,
-        expect: Expectation {
-            log_lines: &[
-                &["(d1) check: failed copies from the peer = 0 None"],
-                &["(d2) check: failed copies from the peer = 0 None"],
-                &["(d2) check: done mark into domain 3 = 0/0"],
-                &["(d3) check: copied into the held page = true true"],
-                &["(d1) check: own grant in use after the peer's copies = false"],
-                &["(d3) check: own grant in use after the peer's copies = false"],
-            ],
-            ..toolstack!(
-                "smp_grant_copy_three",
-                DomuSet::CopyThree,
-                "expect=poweroff",
-                ""
-            )
-            .expect
-        },
-        ..toolstack!(
-            "smp_grant_copy_three",
-            DomuSet::CopyThree,
-            "expect=poweroff",
-            ""
-        )
-    },
+    smp_copy_test(
+        "smp_grant_copy_three",
+        DomuSet::CopyThree,
+        &[
+            &["(d1) check: failed copies from the peer = 0 None"],
+            &["(d2) check: failed copies from the peer = 0 None"],
+            &["(d2) check: done mark into domain 3 = 0/0"],
+            &["(d3) check: copied into the held page = true true"],
+            &["(d1) check: own grant in use after the peer's copies = false"],
+            &["(d3) check: own grant in use after the peer's copies = false"],
+        ],
+    ),
     IntegrationTest {
         hv_extra_args: "max_domains=128",
         icount: true,

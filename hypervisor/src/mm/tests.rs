@@ -1057,10 +1057,10 @@ fn teardown_reports_a_reference_dropped_early() {
     }
 }
 
-#[test]
-fn teardown_keeps_frames_other_domains_still_map() {
-    let mut m = FakeMachine::new(64);
-    let mine = m.give(OTHER);
+/// A frame of `OTHER` mapped writable at entry 300 of an L1 of `DOM`'s
+/// pinned tables, as a privileged foreign mapping: (frame, L1, context).
+fn foreign_frame_mapped(m: &mut FakeMachine) -> (Mfn, Mfn, MapCtx) {
+    let theirs = m.give(OTHER);
     let data = m.give(DOM);
     let [l4, _, _, l1] = m.build_tables(DOM, VA, data);
     assert_eq!(m.with(|mmu| mmu.pin(l4, PageType::L4, OWN)).0, Ok(()));
@@ -1069,9 +1069,16 @@ fn teardown_keeps_frames_other_domains_still_map() {
         pg_owner_privileged: true,
         ..m.ctx(DOM)
     };
-    m.with(|mmu| mmu.mod_l1_entry(l1, 300, (mine.0 << 12) | PRW, false, &ctx))
+    m.with(|mmu| mmu.mod_l1_entry(l1, 300, (theirs.0 << 12) | PRW, false, &ctx))
         .0
         .unwrap();
+    (theirs, l1, ctx)
+}
+
+#[test]
+fn teardown_keeps_frames_other_domains_still_map() {
+    let mut m = FakeMachine::new(64);
+    let (mine, l1, ctx) = foreign_frame_mapped(&mut m);
     let (report, _) = m.with(|mmu| mmu.teardown(OTHER, &mut []));
     assert_eq!(
         report,
@@ -1097,18 +1104,7 @@ fn teardown_keeps_frames_other_domains_still_map() {
 #[test]
 fn a_frame_freed_while_its_owners_slot_is_busy_is_owed() {
     let mut m = FakeMachine::new(64);
-    let theirs = m.give(OTHER);
-    let data = m.give(DOM);
-    let [l4, _, _, l1] = m.build_tables(DOM, VA, data);
-    assert_eq!(m.with(|mmu| mmu.pin(l4, PageType::L4, OWN)).0, Ok(()));
-    let ctx = MapCtx {
-        pg_owner: Owner::Domain(OTHER),
-        pg_owner_privileged: true,
-        ..m.ctx(DOM)
-    };
-    m.with(|mmu| mmu.mod_l1_entry(l1, 300, (theirs.0 << 12) | PRW, false, &ctx))
-        .0
-        .unwrap();
+    let (theirs, l1, ctx) = foreign_frame_mapped(&mut m);
     assert!(m.with(|mmu| mmu.remove_page(OTHER, theirs.0)).0.is_ok());
     m.busy.insert(OTHER.0);
     m.with(|mmu| mmu.mod_l1_entry(l1, 300, 0, false, &ctx))
