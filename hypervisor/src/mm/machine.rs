@@ -102,9 +102,9 @@ pub trait MmMachine: PageTableMemory {
     fn domain_mm(&mut self, dom: DomId) -> Option<&mut DomainMm>;
     /// A frame domain `dom` owned and counted went back to the allocator:
     /// its page count goes down. Never fails and never makes the
-    /// hypercall run again: the frame is gone already. A domain whose
-    /// state this machine does not hold (the caller's, or one held for
-    /// the hypercall) owes the page instead of being locked for it
+    /// hypercall run again: the frame is gone already. The slot of a
+    /// domain that is neither the caller's nor held for the hypercall is
+    /// only tried, and while it is busy the domain owes the page
     /// (`docs/locking.md`).
     fn uncount_page(&mut self, dom: DomId) {
         if let Some(d) = self.domain_mm(dom) {
