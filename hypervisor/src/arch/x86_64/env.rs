@@ -90,7 +90,7 @@ impl ArchEnv<'_, '_> {
 
     /// The other domain whose slot this environment holds, if any.
     fn held_other(&self) -> Option<DomId> {
-        held_id(self.frames.as_ref()?.other.as_ref())
+        held_id(self.frames.as_ref()?.other.as_ref().map(|(guard, _)| guard))
     }
 
     /// Gives up the other domains' slots, if any are held (the frame
@@ -180,27 +180,29 @@ struct Held {
     other: Option<OtherSlot>,
     /// A second other domain's slot, taken together with `other` in id
     /// order ([`MmMachine::hold_two`]); a lookup of either makes it
-    /// `other`.
-    second: Option<OtherSlot>,
+    /// `other`. The guard alone (its event bits are made when it becomes
+    /// `other`), so that every entry that takes the frame table moves as
+    /// few bytes as it can.
+    second: Option<SlotGuard>,
     /// The frame table.
     table: MutexGuard<'static, Option<&'static mut [FrameInfo]>>,
 }
 
+/// A locked domain slot.
+type SlotGuard = MutexGuard<'static, Option<Box<DomainEntry>>>;
+
 /// Another domain's slot as a hypercall holds it, with the event bits of
 /// its shared_info page.
-type OtherSlot = (
-    MutexGuard<'static, Option<Box<DomainEntry>>>,
-    SharedInfoBits,
-);
+type OtherSlot = (SlotGuard, SharedInfoBits);
 
 /// The id of the domain in a held slot (`None`: the slot is empty).
-fn held_id(slot: Option<&OtherSlot>) -> Option<DomId> {
-    slot?.0.as_ref().map(|entry| entry.domain.id)
+fn held_id(slot: Option<&SlotGuard>) -> Option<DomId> {
+    slot?.as_ref().map(|entry| entry.domain.id)
 }
 
 /// `guard`, another domain's slot, as a hypercall holds it (`None`: the
 /// slot is empty).
-fn other_slot(guard: MutexGuard<'static, Option<Box<DomainEntry>>>) -> Option<OtherSlot> {
+fn other_slot(guard: SlotGuard) -> Option<OtherSlot> {
     let (shared_info, id) = guard
         .as_ref()
         .map(|e| (e.domain.shared_info, e.domain.id))?;
@@ -412,10 +414,13 @@ impl MmMachine for ArchEnv<'_, '_> {
     /// whose next look at its due work settles it.
     fn uncount_page(&mut self, dom: DomId) {
         let held = self.frames.as_mut().and_then(|held| {
-            [held.other.as_mut(), held.second.as_mut()]
-                .into_iter()
-                .flatten()
-                .find_map(|(guard, _)| guard.as_deref_mut().filter(|e| e.domain.id == dom))
+            [
+                held.other.as_mut().map(|(guard, _)| guard),
+                held.second.as_mut(),
+            ]
+            .into_iter()
+            .flatten()
+            .find_map(|guard| guard.as_deref_mut().filter(|e| e.domain.id == dom))
         });
         let mm = if dom == self.current.domain.id {
             &mut self.current.domain.mm
@@ -452,10 +457,10 @@ impl MmMachine for ArchEnv<'_, '_> {
             let other = if lo == own { hi } else { lo };
             return other == own || self.other_domain(other).is_some();
         }
-        let held = self
-            .frames
-            .as_ref()
-            .map(|h| (held_id(h.other.as_ref()), held_id(h.second.as_ref())));
+        let held = self.frames.as_ref().map(|h| {
+            let other = h.other.as_ref().map(|(guard, _)| guard);
+            (held_id(other), held_id(h.second.as_ref()))
+        });
         if held == Some((Some(lo), Some(hi))) || held == Some((Some(hi), Some(lo))) {
             return true;
         }
@@ -476,12 +481,15 @@ impl MmMachine for ArchEnv<'_, '_> {
             self.found_busy();
             return false;
         };
-        let (Some(lo_held), Some(hi_held)) = (other_slot(lo_guard), other_slot(hi_guard)) else {
+        if hi_guard.is_none() {
+            return false;
+        }
+        let Some(lo_held) = other_slot(lo_guard) else {
             return false;
         };
         self.frames = Some(Held {
             other: Some(lo_held),
-            second: Some(hi_held),
+            second: Some(hi_guard),
             table: mem::FRAME_TABLE.lock(),
         });
         true
@@ -586,11 +594,17 @@ impl ControlEnv for ArchEnv<'_, '_> {
             return None;
         }
         if self.held_other() != Some(id) {
-            if let Some(held) = self.frames.as_mut()
-                && held_id(held.second.as_ref()) == Some(id)
+            if self
+                .frames
+                .as_ref()
+                .is_some_and(|held| held_id(held.second.as_ref()) == Some(id))
             {
-                // Held together with the other one: no lock changes.
-                core::mem::swap(&mut held.other, &mut held.second);
+                // Held together with the other one: no lock changes. The
+                // other one's wake-ups are done before its bits go.
+                self.wake_peer_kicked();
+                let held = self.frames.as_mut()?;
+                let other = other_slot(held.second.take()?)?;
+                held.second = held.other.replace(other).map(|(guard, _)| guard);
             } else {
                 self.lock_alone(id)?;
             }
