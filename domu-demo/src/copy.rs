@@ -102,6 +102,9 @@ pub fn run(console: &mut Console, line: &[u8], peer: u16) -> core::fmt::Result {
         op.dest.u = u64::from(GREF);
         op.dest.domid = dest;
         op.flags |= GNTCOPY_DEST_GREF;
+        // The pattern alone: the peer's done mark must not reach the
+        // destination, which stops holding its grant once it sees one.
+        op.len = 8;
     }
     let start = shared::system_time_of(0).unwrap_or(0);
     let mut tally = Tally::default();
@@ -145,6 +148,7 @@ pub fn run(console: &mut Console, line: &[u8], peer: u16) -> core::fmt::Result {
                     pad: 0,
                 };
                 op.flags = GNTCOPY_SOURCE_GREF;
+                op.len = 16;
             }
         }
     }
@@ -172,6 +176,7 @@ fn mark_into(console: &mut Console, op: &GnttabCopy, granted: u64, dest: u16) ->
             pad: 0,
         },
         flags: GNTCOPY_DEST_GREF,
+        len: 16,
         status: 0x55,
         ..*op
     };
@@ -185,8 +190,8 @@ fn mark_into(console: &mut Console, op: &GnttabCopy, granted: u64, dest: u16) ->
 
 /// `hold=<peer>`: grants a page writable to `peer` and waits (at most
 /// [`PATIENCE_NS`]) until word 1 of it holds the done mark `peer` copies
-/// there (`copy=... into=`); reports what the page holds, then as
-/// [`run`] ends.
+/// there after its own copies (`copy=... into=`, which copy word 0
+/// alone); reports what the page holds, then as [`run`] ends.
 pub fn hold(console: &mut Console, peer: u16) -> core::fmt::Result {
     let (ret, status, frame) = crate::own_grant_table();
     let Some(granted) = mm::alloc_frame() else {
