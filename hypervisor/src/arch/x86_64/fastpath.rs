@@ -173,10 +173,13 @@ pub extern "C" fn fast_page_fault(fault: &mut FaultFrame, rcx: u64, r11: u64) ->
     // SAFETY: see `vcpu_info_field`; `arch.cr2` is where PV guests read
     // the fault address.
     unsafe { (at as *mut u64).write_volatile(cr2) };
-    enter_handler(f, published.page_fault.address, bounce.rsp);
-    if published.page_fault.mask_events {
-        set_upcall_mask(info, 1);
-    }
+    enter_handler(
+        f,
+        published.page_fault.address,
+        bounce.rsp,
+        info,
+        published.page_fault.mask_events,
+    );
     if Stats::ENABLED {
         lane.count_bounce(cpu::rdtsc().wrapping_sub(start));
     }
@@ -201,11 +204,15 @@ fn interrupted(frame: &EntryFrame, rcx: u64, r11: u64) -> Context {
 
 /// Makes `frame` resume at the bounce handler `handler`, on its frame at
 /// `rsp`, as the full path's exit would (RCX, R11 and RAX stay the
-/// guest's).
+/// guest's), and masks events in the `vcpu_info` at `info` if the
+/// handler's gate or callback asks for it (`mask_events`).
 #[inline(always)]
-fn enter_handler(frame: &mut EntryFrame, handler: u64, rsp: u64) {
+fn enter_handler(frame: &mut EntryFrame, handler: u64, rsp: u64, info: u64, mask_events: bool) {
     (frame.rip, frame.cs, frame.rsp, frame.ss) = (handler, vcpu::HANDLER_CS, rsp, vcpu::HANDLER_SS);
     frame.rflags = sanitized_rflags(vcpu::handler_rflags(frame.rflags));
+    if mask_events {
+        set_upcall_mask(info, 1);
+    }
 }
 
 /// Bounces a 64-bit `SYSCALL` from guest user mode to the syscall
@@ -244,10 +251,13 @@ pub extern "C" fn fast_syscall(entry: &mut FaultFrame, rcx: u64, r11: u64) -> u6
     if guest_mem::copy_words_to_guest(bounce.rsp, bounce.words()).is_err() {
         return 0;
     }
-    enter_handler(f, published.syscall.address, bounce.rsp);
-    if published.syscall.mask_events {
-        set_upcall_mask(info, 1);
-    }
+    enter_handler(
+        f,
+        published.syscall.address,
+        bounce.rsp,
+        info,
+        published.syscall.mask_events,
+    );
     if !published.kernel_gs {
         let s = lane.segments();
         cpu::load_guest_segments(s.fs_base, 0, s.gs_base_kernel, s.gs_base_user);
