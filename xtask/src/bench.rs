@@ -20,6 +20,7 @@
 //! iteration counts (`bench_guest_smoke`) so it cannot rot.
 #![forbid(unsafe_code)]
 
+mod profile;
 mod trace;
 
 use std::collections::BTreeMap;
@@ -44,6 +45,7 @@ use crate::ramdisk::DomuSet;
 use crate::serial_log;
 use crate::status::{Outcome, XTASK_ERROR};
 use crate::xen;
+use profile::Profiler;
 
 /// The machine both runs use: one CPU, instruction-counting TCG.
 const BENCH_MACHINE: Machine = Machine {
@@ -432,6 +434,7 @@ fn boot(
     dom0: &BenchDom0<'_>,
     args: &BenchArgs,
     log_dir: &Path,
+    profiler: Option<&Profiler>,
 ) -> Result<PlatformRun, String> {
     let mut machine = BENCH_MACHINE;
     let mut timeout = args.timeout_secs;
@@ -479,7 +482,12 @@ fn boot(
         append: append.to_owned(),
         modules,
     };
-    let qemu_args = qemu::qemu_args(&machine, &boot)?;
+    let mut qemu_args = qemu::qemu_args(&machine, &boot)?;
+    let profile_out = log_dir.join(format!("{}{log_suffix}.profile", platform.name()));
+    if let Some(profiler) = profiler {
+        let _ = fs::remove_file(&profile_out);
+        qemu_args.extend(profiler.qemu_args(&profile_out));
+    }
     eprintln!("xtask: benchmarking on {}{log_suffix}", platform.name());
     let result = qemu::run(&RunSpec {
         args: qemu_args.clone(),
@@ -501,6 +509,23 @@ fn boot(
         &qemu_args,
         &result,
     )?;
+    if let Some(profiler) = profiler {
+        let Boot::Direct { modules, .. } = &boot else {
+            unreachable!("benchmarks boot directly")
+        };
+        let mut guests: Vec<PathBuf> = modules
+            .iter()
+            .map(|m| m.path.clone())
+            .filter(|path| is_elf(path))
+            .collect();
+        guests.extend(profiler.domus.iter().cloned());
+        write_profile(
+            &profile_out,
+            &format!("{}{log_suffix}", platform.name()),
+            (platform == Platform::Ours).then_some(kernel),
+            &guests,
+        )?;
+    }
     let mut results = parse_results(&result.serial);
     if let BenchDom0::Linux(_) = dom0 {
         linux_results(&mut results, platform, &result);
@@ -511,6 +536,40 @@ fn boot(
         results,
         elapsed: result.elapsed,
     })
+}
+
+/// Whether `path` is an ELF file (a ramdisk is not).
+fn is_elf(path: &Path) -> bool {
+    use std::io::Read as _;
+    let mut magic = [0u8; 4];
+    fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok()
+        && magic == *b"\x7fELF"
+}
+
+/// Names the blocks of a profiled boot (`out`, the plugin's output) and
+/// writes the report beside it (`<boot>.profile.txt`); prints its head.
+fn write_profile(
+    out: &Path,
+    title: &str,
+    hypervisor: Option<&Path>,
+    guests: &[PathBuf],
+) -> Result<(), String> {
+    let text = fs::read_to_string(out).map_err(|e| {
+        format!(
+            "{}: {e} (the profiling plugin wrote nothing: did QEMU exit normally?)",
+            out.display()
+        )
+    })?;
+    let report = profile::report(&text, title, hypervisor, guests)?;
+    let path = out.with_extension("profile.txt");
+    fs::write(&path, &report).map_err(|e| format!("{}: {e}", path.display()))?;
+    for line in report.lines().take(24) {
+        println!("{line}");
+    }
+    println!("  (the whole report: {})", path.display());
+    Ok(())
 }
 
 /// Puts the toolstack run's measurement of `name` into `run` (the
@@ -1022,6 +1081,22 @@ fn update_docs(
     Ok(())
 }
 
+/// Builds the profiling plugin (`qemu-profile`, for the host).
+fn build_profiler(workspace: &Workspace) -> Result<Profiler, String> {
+    let status = workspace
+        .cargo()
+        .args(["build", "--release", "--quiet", "-p", "qemu-profile"])
+        .status()
+        .map_err(|e| format!("cannot start cargo: {e}"))?;
+    if !status.success() {
+        return Err(format!("building the profiling plugin failed ({status})"));
+    }
+    Ok(Profiler {
+        plugin: workspace.target_dir.join("release/libqemu_profile.so"),
+        domus: vec![workspace.domu_demo()],
+    })
+}
+
 /// `cargo xtask bench`; returns the exit status (0 when every run reached
 /// its end).
 pub fn bench(workspace: &Workspace, args: &BenchArgs) -> Result<u8, String> {
@@ -1044,6 +1119,12 @@ pub fn bench(workspace: &Workspace, args: &BenchArgs) -> Result<u8, String> {
     if let Some(name) = &args.trace {
         return trace_runs(name, args, &hypervisor, &guest, &log_dir);
     }
+    let profiler = if args.profile {
+        Some(build_profiler(workspace)?)
+    } else {
+        None
+    };
+    let profiler = profiler.as_ref();
     let mut targets = vec![(Platform::Ours, hypervisor, DEFAULT_HV_ARGS)];
     if args.against_xen {
         targets.push((Platform::Xen, xen::unpack(&log_dir)?, xen::XEN_ARGS));
@@ -1069,6 +1150,7 @@ pub fn bench(workspace: &Workspace, args: &BenchArgs) -> Result<u8, String> {
             &BenchDom0::Guest(&guest),
             args,
             &log_dir,
+            profiler,
         )?;
         for (toolstack_run, ramdisk) in &extra {
             let image = log_dir.join(format!(
@@ -1086,7 +1168,9 @@ pub fn bench(workspace: &Workspace, args: &BenchArgs) -> Result<u8, String> {
                 run: toolstack_run,
                 disk: toolstack_run.disk.then_some(image.as_path()),
             };
-            let measured = boot(*platform, kernel, append, &toolstack, args, &log_dir)?;
+            let measured = boot(
+                *platform, kernel, append, &toolstack, args, &log_dir, profiler,
+            )?;
             for name in toolstack_run.names {
                 merge_toolstack(&mut run, &measured, name);
             }
@@ -1104,6 +1188,7 @@ pub fn bench(workspace: &Workspace, args: &BenchArgs) -> Result<u8, String> {
                     &BenchDom0::Linux(files),
                     args,
                     &log_dir,
+                    profiler,
                 )?;
                 let cell = measured.cell(LINUX_BOOT);
                 merge_cell(&mut run, &measured.results, LINUX_BOOT, cell, None);

@@ -79,6 +79,9 @@ bench options:
   --timeout <seconds>   per-run timeout (default 600)
   --trace <name>        instead, single-step one sample of <name> under gdb and
                         show where its instructions go, function by function
+  --profile             also count every instruction of each boot (all domains
+                        and the hypervisor) by function, through a QEMU plugin;
+                        reports in target/xtask-bench/<boot>.profile.txt
   --update-docs         rewrite the results table of docs/performance.md from
                         this run (needs --against xen; all benchmarks)
 ";
@@ -300,6 +303,8 @@ pub struct BenchArgs {
     pub timeout_secs: u64,
     /// `--trace`: the benchmark to trace instead of running them all.
     pub trace: Option<String>,
+    /// `--profile`: count the instructions of each boot by function.
+    pub profile: bool,
     /// `--update-docs`: rewrite the results table of
     /// `docs/performance.md` from this run.
     pub update_docs: bool,
@@ -316,6 +321,7 @@ impl Default for BenchArgs {
             hypervisor: None,
             timeout_secs: DEFAULT_BENCH_TIMEOUT_SECS,
             trace: None,
+            profile: false,
             update_docs: false,
         }
     }
@@ -615,6 +621,7 @@ fn parse_bench(options: &mut Options) -> Result<BenchArgs, String> {
             "--hypervisor" => bench.hypervisor = Some(options.value(&name, inline)?.into()),
             "--timeout" => bench.timeout_secs = positive(&name, &options.value(&name, inline)?)?,
             "--update-docs" => bench.update_docs = Options::flag(&name, inline)?,
+            "--profile" => bench.profile = Options::flag(&name, inline)?,
             _ => return Err(format!("unknown option '{name}' for 'bench'")),
         }
     }

@@ -48,6 +48,10 @@ pub struct LoadSegment {
     pub vaddr: u64,
     /// `p_memsz`.
     pub memsz: u64,
+    /// `p_offset`: where its file bytes start.
+    pub offset: u64,
+    /// `p_filesz`.
+    pub filesz: u64,
 }
 
 fn read<const N: usize>(bytes: &[u8], at: usize) -> Result<[u8; N], String> {
@@ -149,6 +153,8 @@ pub fn load_segments(bytes: &[u8]) -> Result<Vec<LoadSegment>, String> {
             segments.push(LoadSegment {
                 vaddr: u64_at(bytes, ph + 16)?,
                 memsz: u64_at(bytes, ph + 40)?,
+                offset: u64_at(bytes, ph + 8)?,
+                filesz: u64_at(bytes, ph + 32)?,
             });
         }
     }
@@ -387,7 +393,9 @@ mod tests {
             load_segments(&elf).unwrap(),
             [LoadSegment {
                 vaddr: 0xffff_ffff_8000_1000,
-                memsz: 0x3000
+                memsz: 0x3000,
+                offset: 0,
+                filesz: 0,
             }]
         );
         assert_eq!(u64_at(&elf, E_ENTRY_OFFSET).unwrap(), 0xffff_ffff_8000_1000);
