@@ -403,6 +403,9 @@ pub struct Netback {
     staged: usize,
     /// The batch of RX copies being run (kept to reuse its allocation).
     batch: Vec<GnttabCopy>,
+    /// System time at the start of this round (ns), for the bridge's
+    /// address ageing: read once per round, not once per frame.
+    round_start: u64,
 }
 
 fn write(xs: &mut Xenstore, path: &str, value: &str) {
@@ -485,6 +488,7 @@ impl Netback {
     /// forwards frames does not walk the store for each vif.
     pub fn poll(&mut self, xs: &mut Xenstore) -> bool {
         self.busy = false;
+        self.round_start = now();
         let faulted = self
             .ports
             .iter()
@@ -665,7 +669,7 @@ impl Netback {
     /// Sends `frame`, which came in on bridge port `from`, where the
     /// bridge says: one port, or every port but `from`.
     fn switch(&mut self, from: usize, frame: &[u8], offload: Offload) {
-        match self.bridge.forward(from, frame, now()) {
+        match self.bridge.forward(from, frame, self.round_start) {
             Forward::Unicast(UPLINK) => self.send_uplink(frame, offload),
             Forward::Unicast(to) => {
                 if let Some(Some(port)) = self.ports.get_mut(to) {

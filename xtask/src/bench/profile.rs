@@ -30,7 +30,7 @@ use super::trace::{Namer, Symbols};
 use crate::elf;
 
 /// Functions listed in a report, most instructions first.
-const TOP: usize = 60;
+const TOP: usize = 150;
 
 /// What a profiled boot needs: the plugin and the images to name
 /// addresses from.
