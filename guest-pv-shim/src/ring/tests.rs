@@ -252,3 +252,14 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn scratch_is_zeroed_and_exactly_as_long_as_asked() {
+    for len in [0, 8, 16, 17, 64, 65, 112, MAX_SLOT_BYTES] {
+        assert_eq!(
+            scratch(len, |buf| (buf.len(), buf.iter().all(|&b| b == 0))),
+            Some((len, true))
+        );
+    }
+    assert_eq!(scratch(MAX_SLOT_BYTES + 1, |buf| buf.len()), None);
+}
