@@ -260,6 +260,39 @@ pub fn find(name: &str) -> Option<&'static Benchmark> {
     ALL.iter().find(|b| b.name == name)
 }
 
+/// The profiling window tag of benchmark `name`: its index in [`ALL`]
+/// (`guest_pv_shim::profile`, `cargo xtask bench --profile`). Evaluated
+/// at compile time by the markers; a name not in [`ALL`] fails the build.
+#[must_use]
+pub const fn tag(name: &str) -> u8 {
+    let mut i = 0;
+    while i < ALL.len() {
+        if str_eq(ALL[i].name, name) {
+            assert!(i <= u8::MAX as usize, "more benchmarks than tags");
+            #[expect(clippy::cast_possible_truncation, reason = "checked just above")]
+            return i as u8;
+        }
+        i += 1;
+    }
+    panic!("no such benchmark")
+}
+
+/// `a == b`, in a const context.
+const fn str_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
 /// The `mmu_update` benchmark with `ptes` entries per call (two calls per
 /// sample).
 #[must_use]
@@ -272,6 +305,12 @@ pub fn mmu_update(ptes: u32) -> Option<&'static Benchmark> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tag_is_the_benchmarks_index() {
+        assert_eq!(tag("null_hypercall"), 0);
+        assert_eq!(ALL[usize::from(tag("net_recv_domu"))].name, "net_recv_domu");
+    }
 
     #[test]
     fn names_are_unique_words() {

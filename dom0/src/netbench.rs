@@ -20,8 +20,8 @@ use alloc::vec;
 
 use guest_pv_shim::devices::Devices;
 use guest_pv_shim::drivers::net::{MAX_FRAME, NetDevice, VirtioNet};
-use guest_pv_shim::{println, report};
-use pv_bench::catalogue::{NET_RECV_LISTENING, NET_RECV_MIB, NET_RECV_PASSES};
+use guest_pv_shim::{println, profile, report};
+use pv_bench::catalogue::{self, NET_RECV_LISTENING, NET_RECV_MIB, NET_RECV_PASSES};
 use pv_bench::sink::{Event, STREAM_BYTES, Sink};
 use pv_bench::stats::Samples;
 use smoltcp::iface::{Config, Interface, SocketSet, SocketStorage};
@@ -155,8 +155,12 @@ pub fn run(nic: &mut VirtioNet<Devices>) {
         }
         match sink.step(&mut sockets) {
             Some(Event::Listening) => println!("dom0: {NET_RECV_LISTENING} on {ADDRESS}:{PORT}"),
-            Some(Event::Start) => start = Meter::now(),
+            Some(Event::Start) => {
+                start = Meter::now();
+                profile::begin::<{ catalogue::tag("net_recv_dom0") }>();
+            }
             Some(Event::Done(bytes)) => {
+                profile::end::<{ catalogue::tag("net_recv_dom0") }>();
                 let end = Meter::now();
                 if bytes != STREAM_BYTES {
                     report::fail(

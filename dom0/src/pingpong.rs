@@ -16,9 +16,9 @@
 use alloc::string::String;
 
 use guest_pv_shim::dom0_abi::domctl::DomInfoFlags;
-use guest_pv_shim::{hypercall, report, shared};
-use pv_bench::line;
+use guest_pv_shim::{hypercall, profile, report, shared};
 use pv_bench::stats::Samples;
+use pv_bench::{catalogue, line};
 use toolstack::xen::domain_info;
 
 use crate::domains::{bind_interdomain, now};
@@ -89,6 +89,9 @@ fn bounce(domid: u16, name: &str, port: u32, rounds: u32) {
     let mut samples = Samples::new();
     let (mut answered, mut slowest) = (0, 0);
     for round in 0..rounds {
+        if round == warmup {
+            profile::begin::<{ catalogue::tag("evtchn_interdomain_pingpong") }>();
+        }
         let (start, ticks) = (now(), shared::tsc());
         if hypercall::evtchn_send(local) != 0 {
             break;
@@ -108,6 +111,7 @@ fn bounce(domid: u16, name: &str, port: u32, rounds: u32) {
         answered += 1;
         slowest = slowest.max(took);
     }
+    profile::end::<{ catalogue::tag("evtchn_interdomain_pingpong") }>();
     report::check_eq(format_args!("{name} events bounced"), answered, rounds);
     report::check_observed(
         format_args!("{name} woken at once by each event from dom0"),

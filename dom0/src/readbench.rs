@@ -24,10 +24,10 @@ use alloc::string::String;
 use alloc::vec;
 
 use guest_pv_shim::dom0_abi::sysctl::CpuInfo;
-use guest_pv_shim::{hypercall, println, report, shared};
+use guest_pv_shim::{hypercall, println, profile, report, shared};
 use pv_bench::catalogue::{
-    BLK_READ_DONE, BLK_READ_MIB, BLK_READ_PASSES, BLK_READ_START, NET_RECV_DONE, NET_RECV_PASSES,
-    NET_RECV_START,
+    self, BLK_READ_DONE, BLK_READ_MIB, BLK_READ_PASSES, BLK_READ_START, NET_RECV_DONE,
+    NET_RECV_PASSES, NET_RECV_START,
 };
 use pv_bench::line;
 use pv_bench::stats::Samples;
@@ -121,12 +121,14 @@ pub fn run(blk: &mut Blkback) {
         let Some(start) = Meter::now() else {
             return;
         };
+        profile::begin::<{ catalogue::tag("blk_read_dom0") }>();
         for unit in 0..units {
             if let Err(e) = disk.read(unit * UNIT_SECTORS, &mut buf) {
                 report::fail("readbench vda", format_args!("read {unit}: {e:?}"));
                 return;
             }
         }
+        profile::end::<{ catalogue::tag("blk_read_dom0") }>();
         let Some(end) = Meter::now() else {
             return;
         };
@@ -153,6 +155,21 @@ const TIMED: [(&str, &str, &str, u32); 2] = [
     ),
 ];
 
+/// Opens (`begin`) or closes the profiling window of the domU benchmark
+/// `name` of [`TIMED`]: everything the machine runs while the pass is
+/// timed, dom0, the domU and the hypervisor.
+fn mark_domu(name: &str, begin: bool) {
+    const BLK: u8 = catalogue::tag("blk_read_domu");
+    const NET: u8 = catalogue::tag("net_recv_domu");
+    match (name, begin) {
+        ("blk_read_domu", true) => profile::begin::<BLK>(),
+        ("blk_read_domu", false) => profile::end::<BLK>(),
+        ("net_recv_domu", true) => profile::begin::<NET>(),
+        ("net_recv_domu", false) => profile::end::<NET>(),
+        _ => {}
+    }
+}
+
 /// Per entry of [`TIMED`]: where the current pass started, and the
 /// passes so far.
 static DOMU: Mutex<[(Option<Meter>, Samples); TIMED.len()]> =
@@ -166,10 +183,12 @@ pub fn on_line(text: &[u8]) {
     for ((start, done, name, passes), (meter, samples)) in TIMED.iter().zip(domu.iter_mut()) {
         if text.ends_with(start.as_bytes()) {
             *meter = Meter::now();
+            mark_domu(name, true);
         } else if text.ends_with(done.as_bytes())
             && let Some(begun) = meter.take()
             && let Some(end) = Meter::now()
         {
+            mark_domu(name, false);
             samples.record(begun.busy_ticks(end, name));
             if samples.count() == u64::from(*passes) {
                 print(name, samples);

@@ -74,6 +74,7 @@ pub mod cmdline;
 pub mod console_ring;
 pub mod netfront;
 pub mod platform;
+pub mod profile;
 pub mod report;
 pub mod ring;
 pub mod rng;

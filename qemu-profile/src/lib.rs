@@ -12,6 +12,15 @@
 //! two guests linked at one address are told apart afterwards by those
 //! bytes (`xtask`'s `bench::profile`).
 //!
+//! **Windows.** A guest may bracket the part of a run it measures with
+//! two marker instructions, `nopl` with a magic displacement
+//! ([`marker`]: begin or end, and a one-byte tag naming the window). At
+//! translation the plugin gives each marker a callback; a begin marker
+//! takes a snapshot of every counter, the matching end marker adds the
+//! counts since the snapshot to the tag's window. Every window is written
+//! after the whole run's lines, as `window <tag>` and its blocks' lines.
+//! The marker is a no-op everywhere else (Xen, hardware).
+//!
 //! Under `-icount` QEMU runs one vCPU thread at a time; the block list is
 //! still behind a mutex, since translation may happen on any vCPU thread.
 //! Only QEMU 7.x's plugin interface (version 1) is declared here: the
@@ -64,6 +73,41 @@ unsafe extern "C" {
         ptr: *mut c_void,
         imm: u64,
     );
+    fn qemu_plugin_register_vcpu_insn_exec_cb(
+        insn: *mut QemuInsn,
+        cb: extern "C" fn(u32, *mut c_void),
+        flags: c_int,
+        userdata: *mut c_void,
+    );
+}
+
+/// `QEMU_PLUGIN_CB_NO_REGS`.
+const CB_NO_REGS: c_int = 0;
+
+/// The first bytes of a marker: `nopl disp32(%rax)`, then the
+/// displacement's two low bytes ([`BEGIN`] or [`END`], and the tag) and
+/// its two high bytes `"PO"`.
+const MARKER_OPCODE: [u8; 3] = [0x0f, 0x1f, 0x80];
+/// The displacement's high bytes.
+const MARKER_MAGIC: [u8; 2] = *b"PO";
+/// A window begins.
+pub const BEGIN: u8 = 0xb1;
+/// A window ends.
+pub const END: u8 = 0xe1;
+
+/// The marker `insn` is (its kind and tag), if it is one.
+#[must_use]
+pub fn marker(insn: &[u8]) -> Option<(u8, u8)> {
+    match insn {
+        [o0, o1, o2, kind, tag, m0, m1]
+            if [*o0, *o1, *o2] == MARKER_OPCODE
+                && [*m0, *m1] == MARKER_MAGIC
+                && (*kind == BEGIN || *kind == END) =>
+        {
+            Some((*kind, *tag))
+        }
+        _ => None,
+    }
 }
 
 /// The plugin API version this plugin was written against; QEMU refuses
@@ -110,16 +154,69 @@ impl Block {
     }
 }
 
-/// Every block translated so far, and where the report goes.
+/// Every block translated so far, the windows, and where the report
+/// goes.
 struct State {
     blocks: Vec<Block>,
     out: Option<String>,
+    /// Per tag: the counters at its last begin marker (a block translated
+    /// since counts from zero), while the window is open.
+    open: Vec<(u8, Vec<u64>)>,
+    /// Per tag: each block's executions inside the tag's windows.
+    windows: Vec<(u8, Vec<u64>)>,
 }
 
 static STATE: Mutex<State> = Mutex::new(State {
     blocks: Vec::new(),
     out: None,
+    open: Vec::new(),
+    windows: Vec::new(),
 });
+
+impl State {
+    fn counts(&self) -> Vec<u64> {
+        self.blocks
+            .iter()
+            // SAFETY: the counters are live (leaked); under `-icount` no
+            // other vCPU thread runs while this one is in a callback.
+            .map(|b| unsafe { b.count.read_volatile() })
+            .collect()
+    }
+
+    /// A begin (`kind` [`BEGIN`]) or end marker of window `tag` ran.
+    fn mark(&mut self, kind: u8, tag: u8) {
+        let now = self.counts();
+        if kind == BEGIN {
+            self.open.retain(|(t, _)| *t != tag);
+            self.open.push((tag, now));
+            return;
+        }
+        let Some(at) = self.open.iter().position(|(t, _)| *t == tag) else {
+            return;
+        };
+        let (_, start) = self.open.swap_remove(at);
+        let window = match self.windows.iter().position(|(t, _)| *t == tag) {
+            Some(i) => &mut self.windows[i].1,
+            None => {
+                self.windows.push((tag, Vec::new()));
+                &mut self.windows.last_mut().expect("just pushed").1
+            }
+        };
+        window.resize(now.len(), 0);
+        for (i, n) in now.iter().enumerate() {
+            window[i] += n - start.get(i).copied().unwrap_or(0);
+        }
+    }
+}
+
+/// Called by QEMU when a marker runs; `userdata` holds its kind and tag.
+extern "C" fn marked(_vcpu: u32, userdata: *mut c_void) {
+    let [kind, tag, ..] = (userdata as usize).to_le_bytes();
+    STATE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .mark(kind, tag);
+}
 
 /// Called by QEMU for each block it translates.
 extern "C" fn translated(_id: PluginId, tb: *mut QemuTb) {
@@ -139,6 +236,20 @@ extern "C" fn translated(_id: PluginId, tb: *mut QemuTb) {
         };
         let room = KEPT_BYTES - bytes.len();
         bytes.extend_from_slice(&data[..data.len().min(room)]);
+        if let Some((kind, tag)) = marker(data) {
+            let userdata = usize::from_le_bytes([kind, tag, 0, 0, 0, 0, 0, 0]);
+            // SAFETY: the instruction belongs to the block being
+            // translated; the callback takes its kind and tag by value.
+            unsafe {
+                let insn = qemu_plugin_tb_get_insn(tb, i);
+                qemu_plugin_register_vcpu_insn_exec_cb(
+                    insn,
+                    marked,
+                    CB_NO_REGS,
+                    userdata as *mut c_void,
+                );
+            }
+        }
     }
     let count = Box::into_raw(Box::new(0u64));
     // SAFETY: `count` is a leaked `u64` that outlives every execution of
@@ -166,13 +277,18 @@ extern "C" fn exited(_id: PluginId, _userdata: *mut c_void) {
         return;
     };
     let mut text = String::new();
-    for block in &state.blocks {
-        // SAFETY: the counter is live (leaked) and no vCPU runs at exit.
-        let count = unsafe { block.count.read_volatile() };
-        if count != 0 {
-            text.push_str(&block.line(count));
-            text.push('\n');
+    let lines = |text: &mut String, counts: &[u64]| {
+        for (block, &count) in state.blocks.iter().zip(counts) {
+            if count != 0 {
+                text.push_str(&block.line(count));
+                text.push('\n');
+            }
         }
+    };
+    lines(&mut text, &state.counts());
+    for (tag, counts) in &state.windows {
+        let _ = writeln!(text, "window {tag}");
+        lines(&mut text, counts);
     }
     if let Err(e) = std::fs::write(out, text) {
         eprintln!("qemu-profile: {out}: {e}");
@@ -232,6 +348,58 @@ mod tests {
             count: core::ptr::null_mut(),
         };
         assert_eq!(block.line(7), "ffff800000001000 7 1,3 904889c3");
+    }
+
+    #[test]
+    fn markers_are_told_by_opcode_kind_and_magic() {
+        assert_eq!(
+            marker(&[0x0f, 0x1f, 0x80, BEGIN, 7, b'P', b'O']),
+            Some((BEGIN, 7))
+        );
+        assert_eq!(
+            marker(&[0x0f, 0x1f, 0x80, END, 7, b'P', b'O']),
+            Some((END, 7))
+        );
+        assert_eq!(marker(&[0x0f, 0x1f, 0x80, 0, 7, b'P', b'O']), None);
+        assert_eq!(marker(&[0x0f, 0x1f, 0x80, BEGIN, 7, b'P', b'X']), None);
+        assert_eq!(marker(&[0x0f, 0x1f, 0x80, BEGIN, 7, b'P']), None);
+    }
+
+    /// A block whose counter starts at `count`.
+    fn block(count: u64) -> Block {
+        Block {
+            vaddr: 0,
+            sizes: vec![1],
+            bytes: vec![0x90],
+            count: Box::into_raw(Box::new(count)),
+        }
+    }
+
+    /// Runs `block` `n` more times, as translated code would count it.
+    fn run(block: &Block, n: u64) {
+        // SAFETY: the counter is a leaked `u64` of this test alone.
+        unsafe { *block.count += n };
+    }
+
+    #[test]
+    fn a_window_counts_what_ran_between_its_markers() {
+        let mut state = State {
+            blocks: vec![block(5)],
+            out: None,
+            open: Vec::new(),
+            windows: Vec::new(),
+        };
+        state.mark(BEGIN, 3);
+        run(&state.blocks[0], 2);
+        state.blocks.push(block(0));
+        run(&state.blocks[1], 4);
+        state.mark(END, 3);
+        run(&state.blocks[0], 100);
+        state.mark(END, 3);
+        state.mark(BEGIN, 3);
+        run(&state.blocks[0], 1);
+        state.mark(END, 3);
+        assert_eq!(state.windows, vec![(3, vec![3, 4])]);
     }
 
     #[test]

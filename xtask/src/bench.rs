@@ -565,8 +565,10 @@ fn write_profile(
     let report = profile::report(&text, title, hypervisor, guests)?;
     let path = out.with_extension("profile.txt");
     fs::write(&path, &report).map_err(|e| format!("{}: {e}", path.display()))?;
-    for line in report.lines().take(24) {
-        println!("{line}");
+    for section in report.split("\n\n") {
+        for line in section.lines().take(16) {
+            println!("{line}");
+        }
     }
     println!("  (the whole report: {})", path.display());
     Ok(())

@@ -14,8 +14,12 @@
 //! as `other`.
 //!
 //! Unlike `--trace` (one sample, single-stepped), the profile covers the
-//! whole boot, set-up included: a row's steady state dominates only when
-//! its boot measures long enough (the network and block boots do).
+//! whole boot, set-up included. The plugin also counts *windows*: the
+//! timed passes of a benchmark, bracketed by marker instructions
+//! (`guest_pv_shim::profile`; dom0 marks its own block, network and
+//! ping-pong passes and, from the domU's console lines, the domU's), each
+//! reported on its own: everything the machine ran while that benchmark
+//! was timed, every domain and the hypervisor.
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
@@ -173,9 +177,29 @@ fn render(totals: &Totals, title: &str) -> String {
     out
 }
 
-/// Names the blocks of the plugin's output `text`. `hypervisor` is this
-/// hypervisor's ELF (`None`: Xen, counted as one group); `guests` are the
-/// guest images that may have run.
+/// The parts of the plugin's output `text`: the whole run's lines, then
+/// each window's (`window <tag>` and its lines), with their titles.
+fn sections<'a>(text: &'a str, title: &str) -> Vec<(String, Vec<&'a str>)> {
+    let mut sections = vec![(title.to_owned(), Vec::new())];
+    for line in text.lines() {
+        if let Some(tag) = line.strip_prefix("window ") {
+            let name = tag
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| pv_bench::catalogue::ALL.get(i))
+                .map_or_else(|| format!("tag {tag}"), |b| b.name.to_owned());
+            sections.push((format!("{title}, window {name}"), Vec::new()));
+        } else if let Some((_, lines)) = sections.last_mut() {
+            lines.push(line);
+        }
+    }
+    sections
+}
+
+/// Names the blocks of the plugin's output `text`, the whole run first,
+/// then each window (the timed passes of one benchmark). `hypervisor`
+/// is this hypervisor's ELF (`None`: Xen, counted as one group); `guests`
+/// are the guest images that may have run.
 pub fn report(
     text: &str,
     title: &str,
@@ -190,29 +214,42 @@ pub fn report(
         .iter()
         .map(|path| Image::load(path))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut totals = Totals::new();
-    for line in text.lines() {
-        let block = parse_block(line).ok_or_else(|| format!("a bad profile line: {line}"))?;
-        if (HYPERVISOR_VIRT_START..HYPERVISOR_VIRT_END).contains(&block.vaddr) {
-            add_block(&mut totals, &block, |pc| match &namer {
-                Some(namer) => {
-                    let (group, function) = namer.name(pc);
-                    (group.to_owned(), function)
-                }
-                None => ("xen".to_owned(), "(no symbols)".to_owned()),
-            });
-            continue;
+    let mut out = String::new();
+    for (title, lines) in sections(text, title) {
+        let mut totals = Totals::new();
+        for line in lines {
+            let block = parse_block(line).ok_or_else(|| format!("a bad profile line: {line}"))?;
+            name_block(&mut totals, &block, namer.as_ref(), &images);
         }
-        let image = images.iter().find(|i| i.holds(block.vaddr, &block.bytes));
-        add_block(&mut totals, &block, |pc| match image {
-            Some(image) => (
-                image.name.clone(),
-                image.symbols.name(pc).unwrap_or("?").to_owned(),
-            ),
-            None => ("other".to_owned(), "(no image matched)".to_owned()),
-        });
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        out.push_str(&render(&totals, &title));
     }
-    Ok(render(&totals, title))
+    Ok(out)
+}
+
+/// Adds `block` to `totals`, each instruction named by the hypervisor's
+/// symbols or by the image that holds the block's bytes.
+fn name_block(totals: &mut Totals, block: &Block, namer: Option<&Namer>, images: &[Image]) {
+    if (HYPERVISOR_VIRT_START..HYPERVISOR_VIRT_END).contains(&block.vaddr) {
+        add_block(totals, block, |pc| match namer {
+            Some(namer) => {
+                let (group, function) = namer.name(pc);
+                (group.to_owned(), function)
+            }
+            None => ("xen".to_owned(), "(no symbols)".to_owned()),
+        });
+        return;
+    }
+    let image = images.iter().find(|i| i.holds(block.vaddr, &block.bytes));
+    add_block(totals, block, |pc| match image {
+        Some(image) => (
+            image.name.clone(),
+            image.symbols.name(pc).unwrap_or("?").to_owned(),
+        ),
+        None => ("other".to_owned(), "(no image matched)".to_owned()),
+    });
 }
 
 #[cfg(test)]
@@ -271,6 +308,21 @@ mod tests {
         assert!(!image.holds(0x1003, &[0xc3, 0x00]));
         assert!(!image.holds(0xfff, &[0x90]));
         assert!(!image.holds(0x1000, &[]));
+    }
+
+    #[test]
+    fn windows_are_titled_by_their_benchmark() {
+        let text = "1000 2 1 90\nwindow 0\n1000 1 1 90\nwindow 250\n";
+        let parts = sections(text, "oxen");
+        assert_eq!(parts[0], ("oxen".to_owned(), vec!["1000 2 1 90"]));
+        assert_eq!(
+            parts[1],
+            (
+                "oxen, window null_hypercall".to_owned(),
+                vec!["1000 1 1 90"]
+            )
+        );
+        assert_eq!(parts[2], ("oxen, window tag 250".to_owned(), vec![]));
     }
 
     #[test]
