@@ -14,24 +14,24 @@ use core::arch::asm;
 /// Marks the start of window `TAG`.
 #[inline(always)]
 pub fn begin<const TAG: u8>() {
-    // SAFETY: a `nopl` with a memory operand that is never accessed: no
-    // effect on registers, flags or memory.
-    unsafe {
-        asm!(
-            ".byte 0x0f, 0x1f, 0x80, 0xb1, {tag}, 0x50, 0x4f",
-            tag = const TAG,
-            options(nomem, nostack, preserves_flags),
-        );
-    }
+    marker::<0xb1, TAG>();
 }
 
 /// Marks the end of window `TAG`.
 #[inline(always)]
 pub fn end<const TAG: u8>() {
-    // SAFETY: as in `begin`: a `nopl` that accesses nothing.
+    marker::<0xe1, TAG>();
+}
+
+/// The marker of kind `KIND` for window `TAG`.
+#[inline(always)]
+fn marker<const KIND: u8, const TAG: u8>() {
+    // SAFETY: a `nopl` with a memory operand that is never accessed: no
+    // effect on registers, flags or memory.
     unsafe {
         asm!(
-            ".byte 0x0f, 0x1f, 0x80, 0xe1, {tag}, 0x50, 0x4f",
+            ".byte 0x0f, 0x1f, 0x80, {kind}, {tag}, 0x50, 0x4f",
+            kind = const KIND,
             tag = const TAG,
             options(nomem, nostack, preserves_flags),
         );
