@@ -4,9 +4,11 @@
 //! grant (two windows per vif), data moved with `GNTTABOP_copy` through
 //! dom0's staging pages, one interdomain event channel per vif. The RX
 //! copies of a round (every frame the bridge sends to a vif, from the
-//! wire or from another vif) wait in their staging pages and run in one
-//! `GNTTABOP_copy` at the end of the round, or when the staging pages run
-//! out; only then are their responses published.
+//! wire or from another vif) run in one `GNTTABOP_copy` at the end of the
+//! round, or when their pages run out; only then are their responses
+//! published. A vif's frame waits in a staging page; a frame from the
+//! wire is copied straight out of the card's receive page, which the
+//! driver lends until the round's copies have run ([`nic::Lent`]).
 //!
 //! The handshake follows `xl` and Linux's netback: the toolstack writes
 //! the vif's nodes ([`toolstack::store::add_vif`]), [`Netback::add`]
@@ -56,6 +58,8 @@ const _: () = assert!(NET_WINDOW_BASE + 2 * MAX_VIFS <= BLKBACK_WINDOW_BASE);
 /// Frames taken from one vif per round, so that a front end that keeps
 /// its TX ring full cannot keep dom0 from everything else.
 const TX_BUDGET: usize = 64;
+/// Bytes of an Ethernet header: the two addresses and the type.
+const ETHERNET_HEADER: usize = 14;
 /// The bridge's port number of the uplink (after the vifs' slots).
 const UPLINK: usize = MAX_VIFS;
 
@@ -167,18 +171,26 @@ impl NetDevice for Port {
     /// the round's batch ([`Netback::run_rx_copies`]): `frame` must stay
     /// where it is until then.
     fn transmit(&mut self, frame: &[u8], offload: Offload) -> bool {
+        own(frame).is_some_and(|source| self.queue_copy(source, frame.len(), offload))
+    }
+}
+
+impl Port {
+    /// Takes the vif's next RX buffer for the `len`-byte frame at `source`
+    /// (a page of dom0's) and queues its copy for the round's batch.
+    fn queue_copy(&mut self, source: GnttabCopyPtr, len: usize, offload: Offload) -> bool {
         let Phase::Connected(link) = &mut self.phase else {
             return false;
         };
-        let (Some(source), Ok(len)) = (own(frame), u16::try_from(frame.len())) else {
+        let Ok(copy_len) = u16::try_from(len) else {
             return false;
         };
-        match link.vif.queue_rx(frame.len(), offload) {
+        match link.vif.queue_rx(len, offload) {
             Ok(Some(gref)) => {
                 link.rx_copies.push(GnttabCopy {
                     source,
                     dest: granted(self.domid, gref, 0),
-                    len,
+                    len: copy_len,
                     flags: GNTCOPY_DEST_GREF,
                     ..GnttabCopy::default()
                 });
@@ -191,9 +203,7 @@ impl NetDevice for Port {
             }
         }
     }
-}
 
-impl Port {
     /// Sends the event if a response was published.
     fn notify(&mut self) {
         if let Phase::Connected(link) = &mut self.phase
@@ -283,6 +293,18 @@ impl Uplink {
     /// The event channel of its interrupt.
     fn port(&self) -> u32 {
         self.nic.transport().irq().port
+    }
+}
+
+/// Queues `frame`'s copy to vif `port`.
+fn deliver(port: &mut Port, frame: Frame<'_>, offload: Offload) {
+    match frame {
+        Frame::Staged(bytes) => {
+            port.transmit(bytes, offload);
+        }
+        Frame::Lent { source, len, .. } => {
+            port.queue_copy(source, len, offload);
+        }
     }
 }
 
@@ -406,6 +428,33 @@ pub struct Netback {
     /// System time at the start of this round (ns), for the bridge's
     /// address ageing: read once per round, not once per frame.
     round_start: u64,
+    /// The card's receive pages holding frames whose RX copies have not
+    /// run: given back to the card once they have.
+    lent: Vec<nic::Lent>,
+}
+
+/// A frame the bridge forwards.
+#[derive(Clone, Copy)]
+enum Frame<'a> {
+    /// In dom0's memory (a vif's frame, staged).
+    Staged(&'a [u8]),
+    /// In a receive page the card lent (a frame from the wire): its
+    /// Ethernet header, where it starts as a copy source, its length.
+    Lent {
+        header: &'a [u8],
+        source: GnttabCopyPtr,
+        len: usize,
+    },
+}
+
+impl Frame<'_> {
+    /// Its first bytes, at least the two addresses when it has them.
+    fn header(&self) -> &[u8] {
+        match self {
+            Frame::Staged(bytes) => bytes,
+            Frame::Lent { header, .. } => header,
+        }
+    }
 }
 
 fn write(xs: &mut Xenstore, path: &str, value: &str) {
@@ -596,35 +645,65 @@ impl Netback {
                 }
             };
             self.staged += 1;
-            self.switch(from, &staging.0[page][..frame.len], frame.offload);
+            self.switch(
+                from,
+                Frame::Staged(&staging.0[page][..frame.len]),
+                frame.offload,
+            );
         }
         self.busy = true;
     }
 
     /// Forwards the frames the uplink received, at most [`TX_BUDGET`],
-    /// after acknowledging its interrupt.
+    /// after acknowledging its interrupt. Each stays in the receive page
+    /// the card lent until the round's copies have run (all pages lent:
+    /// the copies run at once).
     fn forward_from_uplink(&mut self) {
         let Some(uplink) = &mut self.uplink else {
             return;
         };
         uplink.nic.transport_mut().acknowledge();
-        let mut staging = STAGING.lock();
         for _ in 0..TX_BUDGET {
-            let page = self.staging_page();
+            if self.lent.len() == nic::RX_BUFFERS {
+                self.run_rx_copies();
+            }
             let Some(uplink) = &mut self.uplink else {
                 return;
             };
-            let buf = &mut staging.0[page];
-            let len = match uplink.nic.receive(buf) {
-                Ok(Some(len)) => len.min(buf.len()),
+            let lent = match uplink.nic.lend() {
+                Ok(Some(lent)) => lent,
                 Ok(None) => return,
                 Err(e) => return uplink_down(&mut self.uplink, e),
             };
             uplink.received += 1;
-            self.staged += 1;
+            let mut header = [0u8; ETHERNET_HEADER];
+            let len = lent.len();
+            uplink
+                .nic
+                .read_lent(&lent, 0, &mut header[..len.min(ETHERNET_HEADER)]);
+            let bus = uplink.nic.lent_bus_address(&lent);
+            self.lent.push(lent);
+            let Ok(offset) = u16::try_from(bus & 0xfff) else {
+                continue;
+            };
+            let source = GnttabCopyPtr {
+                u: bus >> 12,
+                domid: DomId::SELF.0,
+                offset,
+                pad: 0,
+            };
+            let header = &header[..len.min(ETHERNET_HEADER)];
             // The card checked nothing for the receivers (no offloads are
             // negotiated): the frame carries its own checksums.
-            self.switch(UPLINK, &staging.0[page][..len], Offload::default());
+            self.switch(
+                UPLINK,
+                Frame::Lent {
+                    header,
+                    source,
+                    len,
+                },
+                Offload::default(),
+            );
         }
         self.busy = true;
     }
@@ -640,10 +719,27 @@ impl Netback {
 
     /// Runs the queued RX copies of every vif in one `GNTTABOP_copy` and
     /// publishes their responses (a failed copy's buffer is answered with
-    /// `NETIF_RSP_ERROR`); the staging pages are free again.
+    /// `NETIF_RSP_ERROR`); the staging pages are free again and the lent
+    /// receive pages go back to the card.
     fn run_rx_copies(&mut self) {
         self.staged = 0;
         self.batch.clear();
+        self.run_batch();
+        if self.lent.is_empty() {
+            return;
+        }
+        if let Some(uplink) = &mut self.uplink
+            && let Err(e) = uplink.nic.give_back(self.lent.drain(..))
+        {
+            uplink_down(&mut self.uplink, e);
+        }
+        self.lent.clear();
+    }
+
+    /// The batch of [`Netback::run_rx_copies`]: gathers every vif's
+    /// queued copies, runs them in one hypercall, publishes the
+    /// responses.
+    fn run_batch(&mut self) {
         for port in self.ports.iter().flatten() {
             if let Phase::Connected(link) = &port.phase {
                 self.batch.extend_from_slice(&link.rx_copies);
@@ -668,12 +764,12 @@ impl Netback {
 
     /// Sends `frame`, which came in on bridge port `from`, where the
     /// bridge says: one port, or every port but `from`.
-    fn switch(&mut self, from: usize, frame: &[u8], offload: Offload) {
-        match self.bridge.forward(from, frame, self.round_start) {
+    fn switch(&mut self, from: usize, frame: Frame<'_>, offload: Offload) {
+        match self.bridge.forward(from, frame.header(), self.round_start) {
             Forward::Unicast(UPLINK) => self.send_uplink(frame, offload),
             Forward::Unicast(to) => {
                 if let Some(Some(port)) = self.ports.get_mut(to) {
-                    port.transmit(frame, offload);
+                    deliver(port, frame, offload);
                 }
             }
             Forward::Flood => {
@@ -681,7 +777,7 @@ impl Netback {
                     if i != from
                         && let Some(port) = port
                     {
-                        port.transmit(frame, offload);
+                        deliver(port, frame, offload);
                     }
                 }
                 if from != UPLINK {
@@ -695,9 +791,13 @@ impl Netback {
     /// Sends a vif's frame out on the wire. The card offloads no
     /// checksum, so a frame whose transport checksum was left blank would
     /// leave broken: it is dropped.
-    fn send_uplink(&mut self, frame: &[u8], offload: Offload) {
-        if !offload.csum_blank {
-            uplink_send(&mut self.uplink, frame);
+    fn send_uplink(&mut self, frame: Frame<'_>, offload: Offload) {
+        // Only a vif's frames go out: the bridge never sends the wire's
+        // own frames back to it.
+        if let Frame::Staged(bytes) = frame
+            && !offload.csum_blank
+        {
+            uplink_send(&mut self.uplink, bytes);
         }
     }
 

@@ -2,8 +2,9 @@
 //! [`NetDevice`].
 //!
 //! Every buffer is one DMA page: [`RX_BUFFERS`] receive pages stay posted
-//! (each reposted once its frame is taken), one transmit page carries one
-//! frame at a time. Each starts with the 12-byte `virtio_net_hdr` of a
+//! (each reposted once its frame is taken, or lent out with
+//! [`VirtioNet::lend`] until [`VirtioNet::give_back`]), one transmit page
+//! carries one frame at a time. Each starts with the 12-byte `virtio_net_hdr` of a
 //! `VERSION_1` device (all zero on transmit: no offloads are negotiated).
 
 use crate::queue::{Buffer, SplitQueue};
@@ -40,6 +41,32 @@ pub trait NetDevice {
     /// one is waiting.
     fn wait(&mut self, timeout_ms: Option<u64>) -> bool;
 }
+
+/// A received frame left in its receive page: the card gets the page back
+/// only with [`VirtioNet::give_back`].
+#[derive(Debug, PartialEq, Eq)]
+#[must_use = "a lent page must be given back to the card"]
+pub struct Lent {
+    slot: usize,
+    len: usize,
+}
+
+impl Lent {
+    /// The frame's length.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the frame is empty (a header and nothing else).
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// The head a lent receive page is marked with (no descriptor has it).
+const LENT: u16 = u16::MAX;
 
 /// A virtio-net device.
 pub struct VirtioNet<P: Platform> {
@@ -104,6 +131,72 @@ impl<P: Platform> VirtioNet<P> {
     pub fn transport_mut(&mut self) -> &mut Transport<P> {
         &mut self.transport
     }
+
+    /// Takes the next received frame without copying it: its page stays
+    /// out of the card's reach until [`VirtioNet::give_back`]. `None` if
+    /// no frame is waiting.
+    ///
+    /// # Errors
+    /// The device answered a buffer it was not given.
+    #[inline]
+    pub fn lend(&mut self) -> Result<Option<Lent>, Error> {
+        let Some((head, len)) = self.rx.pop_used()? else {
+            return Ok(None);
+        };
+        let (slot, h) = self
+            .rx_pages
+            .iter_mut()
+            .enumerate()
+            .find_map(|(i, page)| {
+                page.as_mut()
+                    .map(|(_, _, h)| (i, h))
+                    .filter(|(_, h)| **h == head)
+            })
+            .ok_or(Error::BadUsed)?;
+        *h = LENT;
+        let len = (len as usize).saturating_sub(HEADER).min(4096 - HEADER);
+        Ok(Some(Lent { slot, len }))
+    }
+
+    /// Copies `out.len()` bytes of a lent frame from byte `offset` of the
+    /// frame (bytes past the frame's page are left as they are).
+    #[inline]
+    pub fn read_lent(&self, lent: &Lent, offset: usize, out: &mut [u8]) {
+        if let Some((page, _, _)) = &self.rx_pages[lent.slot] {
+            let start = HEADER + offset;
+            let n = out.len().min(4096usize.saturating_sub(start));
+            page.read_bytes(start, &mut out[..n]);
+        }
+    }
+
+    /// The bus address of a lent frame's first byte (a machine address
+    /// for a PV dom0: what a grant copy takes as its source).
+    #[must_use]
+    pub fn lent_bus_address(&self, lent: &Lent) -> u64 {
+        self.rx_pages[lent.slot]
+            .as_ref()
+            .map_or(0, |(_, bus, _)| bus + HEADER as u64)
+    }
+
+    /// Posts lent pages again for the card to fill, with one notification
+    /// for all of them.
+    ///
+    /// # Errors
+    /// The receive queue or its notification failed (the pages not yet
+    /// posted stay out of the card's reach).
+    pub fn give_back(&mut self, lent: impl IntoIterator<Item = Lent>) -> Result<(), Error> {
+        for lent in lent {
+            let Some((_, bus, head)) = &mut self.rx_pages[lent.slot] else {
+                return Err(Error::BadUsed);
+            };
+            *head = self.rx.add(&[Buffer {
+                addr: *bus,
+                len: 4096,
+                device_writes: true,
+            }])?;
+        }
+        self.transport.notify(RX)
+    }
 }
 
 impl<P: Platform> NetDevice for VirtioNet<P> {
@@ -135,25 +228,14 @@ impl<P: Platform> NetDevice for VirtioNet<P> {
     }
 
     fn receive(&mut self, buf: &mut [u8]) -> Result<Option<usize>, Error> {
-        let Some((head, len)) = self.rx.pop_used()? else {
+        let Some(lent) = self.lend()? else {
             return Ok(None);
         };
-        let slot = self
-            .rx_pages
-            .iter_mut()
-            .flatten()
-            .find(|(_, _, h)| *h == head)
-            .ok_or(Error::BadUsed)?;
-        let frame_len = (len as usize).saturating_sub(HEADER).min(4096 - HEADER);
-        let copied = frame_len.min(buf.len());
-        slot.0.read_bytes(HEADER, &mut buf[..copied]);
-        slot.2 = self.rx.add(&[Buffer {
-            addr: slot.1,
-            len: 4096,
-            device_writes: true,
-        }])?;
-        self.transport.notify(RX)?;
-        Ok(Some(frame_len))
+        let len = lent.len();
+        let copied = len.min(buf.len());
+        self.read_lent(&lent, 0, &mut buf[..copied]);
+        self.give_back([lent])?;
+        Ok(Some(len))
     }
 
     fn wait(&mut self, timeout_ms: Option<u64>) -> bool {
