@@ -318,11 +318,15 @@ impl<M: RingMemory> BlkFront<M> {
         match indirect {
             Some((page, gref)) if rw && bytes > SLOT_BYTES => {
                 let (req, segs, count) = indirect_request(op, id, sector, bytes, grefs, *gref)?;
-                for (i, seg) in segs[..count].iter().enumerate() {
-                    let mut raw = [0u8; BlkifRequestSegment::SIZE];
-                    let _ = seg.to_wire(&mut raw);
-                    page.write_bytes(i * BlkifRequestSegment::SIZE, &raw);
+                // The segments go into the indirect page in one write.
+                let mut raw = [0u8; DATA_PAGES * BlkifRequestSegment::SIZE];
+                for (seg, out) in segs[..count]
+                    .iter()
+                    .zip(raw.chunks_exact_mut(BlkifRequestSegment::SIZE))
+                {
+                    let _ = seg.to_wire(out);
                 }
+                page.write_bytes(0, &raw[..count * BlkifRequestSegment::SIZE]);
                 Ok(req)
             }
             _ => request(op, id, sector, bytes, grefs),
