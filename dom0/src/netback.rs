@@ -627,6 +627,13 @@ impl Netback {
     /// Forwards the frames port `from` has sent, at most [`TX_BUDGET`]
     /// (then [`Netback::busy`] says to come back without sleeping).
     fn forward_from(&mut self, from: usize) {
+        let connected = |port: &Option<Port>| {
+            port.as_ref()
+                .is_some_and(|p| matches!(p.phase, Phase::Connected(_)))
+        };
+        if !self.ports.get(from).is_some_and(connected) {
+            return;
+        }
         let mut staging = STAGING.lock();
         for _ in 0..TX_BUDGET {
             let page = self.staging_page();
