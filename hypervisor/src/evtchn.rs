@@ -492,6 +492,25 @@ impl EventChannels {
         Ok(())
     }
 
+    /// The vCPU that [`EventChannels::send`] on `port` makes the port
+    /// pending for, when the event stays in this domain and the send
+    /// succeeds: an IPI port, or a loopback interdomain port (its other
+    /// end's vCPU). `None` for every other port: another domain's end, an
+    /// unbound one (the send drops the event), or an error.
+    #[inline]
+    #[must_use]
+    pub fn local_target(&self, port: u32) -> Option<u32> {
+        let channel = self.channel(port)?;
+        match channel.binding {
+            Binding::Interdomain {
+                remote,
+                port: other,
+            } if remote == self.domain => Some(self.channel(other)?.notify_vcpu),
+            Binding::Ipi => Some(channel.notify_vcpu),
+            _ => None,
+        }
+    }
+
     /// Raises VIRQ `virq` of vCPU `vcpu` (global VIRQs: of the domain),
     /// if a port is bound to it; a VIRQ nobody bound is dropped.
     pub fn send_virq(&self, bits: &mut (impl EventBits + ?Sized), virq: Virq, vcpu: u32) {
@@ -1039,6 +1058,19 @@ mod properties {
                     Cmd::Reset(d) => t.reset(&mut bits, d),
                 };
                 consistent(&t)?;
+                // The event lane's rule: a local target means the send
+                // succeeds and raises that vCPU alone.
+                for port in 0..t.valid_ports() + 1 {
+                    let mut fresh = FakeBits::default();
+                    let sent = t.clone().send(&mut fresh, port);
+                    match t.local_target(port) {
+                        Some(vcpu) => {
+                            prop_assert_eq!(sent, Ok(()));
+                            prop_assert_eq!(fresh.take_kicked(), 1 << vcpu);
+                        }
+                        None => prop_assert!(sent.is_err() || fresh.take_kicked() == 0),
+                    }
+                }
                 for (port, c) in (0u32..).zip(&t.ports) {
                     if c.binding == Binding::Free {
                         prop_assert!(!bits.pending(port), "a free port is never pending");

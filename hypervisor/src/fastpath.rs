@@ -32,16 +32,19 @@
 use core::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use dom0_abi::cpu::IretContext;
+use dom0_abi::event_channel::EvtchnOp;
 use dom0_abi::hypercall::Hypercall;
 use dom0_abi::segment::{FLAT_RING3_CS32, RING1_KERNEL_CS, RING1_KERNEL_SS};
 use dom0_abi::stats::Counter;
-use dom0_abi::types::Mfn;
+use dom0_abi::types::{DomId, Mfn};
 use dom0_abi::version::VersionCmd;
 
+use crate::evtchn::EventChannels;
 use crate::hypercall::version::{XEN_MAJOR, XEN_MINOR};
 use crate::layout::{PAGE_SIZE, guest_range_ok, is_canonical};
 use crate::smp::MAX_CPUS;
 use crate::stats::Stats;
+use crate::timer::Sleep;
 use crate::vcpu::{self, BounceFrame, Callback, Context, IretTarget, TrapGate, Vcpu};
 
 /// The answer of a hypercall the fast path serves, or `None` when the full
@@ -113,6 +116,10 @@ pub struct Published {
     /// Whether its kernel GS base is the active one
     /// (`Vcpu::gs_kernel_active`, as the lanes left it).
     pub kernel_gs: bool,
+    /// Its domain (whose slot the event lane locks).
+    pub domain: DomId,
+    /// Its id in that domain.
+    pub vcpu: u16,
     /// Whether its segment state for a switch of modes is known
     /// ([`Lane::segments`]): whether the record is the whole truth. With
     /// CR4.FSGSBASE clear the guest moves its bases only through the
@@ -136,10 +143,10 @@ pub struct Segments {
 }
 
 impl Published {
-    /// What the lanes need of `vcpu`, whose `vcpu_info` lies at hypervisor
-    /// address `vcpu_info`, and its [`Segments`].
+    /// What the lanes need of `vcpu`, a vCPU of `domain` whose `vcpu_info`
+    /// lies at hypervisor address `vcpu_info`, and its [`Segments`].
     #[must_use]
-    pub fn of(vcpu: &Vcpu, vcpu_info: u64) -> (Published, Segments) {
+    pub fn of(vcpu: &Vcpu, domain: DomId, vcpu_info: u64) -> (Published, Segments) {
         let published = Published {
             vcpu_info,
             page_fault: vcpu.traps[PAGE_FAULT],
@@ -149,6 +156,9 @@ impl Published {
             event_callback: vcpu.event.address != 0,
             nmi_masked: vcpu.nmi.is_masked(),
             kernel_gs: vcpu.gs_kernel_active,
+            domain,
+            // vCPU ids stay below `XEN_LEGACY_MAX_VCPUS`.
+            vcpu: u16::try_from(vcpu.id).unwrap_or(u16::MAX),
             segments_known: !vcpu.cr4_fsgsbase,
         };
         let segments = Segments {
@@ -299,6 +309,56 @@ fn iret_context_is_plain(c: &Context) -> bool {
     c.cs != u64::from(FLAT_RING3_CS32) && is_canonical(c.rip) && is_canonical(c.rsp)
 }
 
+/// The hypercall number of the event lane (`event_channel_op`).
+pub const SEND_HYPERCALL: u64 = Hypercall::EventChannelOp as u64;
+
+/// Whether `event_channel_op(cmd, ..)` names `EVTCHNOP_send` (the full
+/// path reads the low 32 bits of `cmd`).
+#[inline(always)]
+#[must_use]
+pub fn is_send(cmd: u64) -> bool {
+    cmd & 0xffff_ffff == EvtchnOp::Send as u64
+}
+
+/// Whether vCPU `me` of a domain with event channels `channels` and
+/// vCPUs `vcpus` (its slot locked) may have its `EVTCHNOP_send` on `port`
+/// served by the event lane: the full path would make the port pending
+/// for `me` itself and do nothing else on the way. That holds when
+///
+/// - the send stays in the domain and raises `me`
+///   ([`EventChannels::local_target`]): no other vCPU is kicked, no other
+///   domain's slot is touched, and an error is the full path's to report;
+/// - no other vCPU of the domain polls (the full path wakes the domain's
+///   pollers of any port now pending);
+/// - no NMI is pending for `me` (the full exit delivers it first).
+#[must_use]
+pub fn send_stays_here(channels: &EventChannels, vcpus: &[Vcpu], me: u32, port: u32) -> bool {
+    channels.local_target(port) == Some(me)
+        && vcpus
+            .iter()
+            .all(|v| v.id == me || !matches!(v.sleep, Sleep::Polling { .. }))
+        && vcpus.get(me as usize).is_some_and(|v| !v.nmi.is_pending())
+}
+
+/// The bounce frame the full exit would build for an upcall delivered
+/// to `vcpu` after a hypercall that interrupted `ctx` (RAX is not in the
+/// frame), with `vcpu_info`'s upcall mask `mask` as the call leaves it:
+/// `Some(None)` when no upcall can be delivered (no event callback, or
+/// upcalls masked: `guest::deliver_pending_event`'s rule), `Some(frame)`
+/// for the frame to write if the upcall is pending, and `None` when the
+/// full path must run (the frame would not fit guest memory: the full
+/// path crashes the domain).
+#[inline(always)]
+#[must_use]
+pub fn upcall_frame(vcpu: &Vcpu, ctx: &Context, mask: u8) -> Option<Option<BounceFrame>> {
+    if vcpu.event.address == 0 || mask != 0 {
+        return Some(None);
+    }
+    vcpu::bounce_frame(vcpu.kernel_sp, ctx, None, mask)
+        .ok()
+        .map(Some)
+}
+
 /// What the fast lanes of one CPU read without a lock: the work flag of
 /// the vCPU running there, what they need of its record ([`Published`]),
 /// and (in statistics builds) the fast entries they served, not yet added
@@ -325,7 +385,8 @@ pub struct Lane {
     kernel_l4: AtomicU64,
     /// The user GS selector (bits 0-15), [`MASKS_EVENTS`],
     /// [`SYSCALL_MASKS_EVENTS`], [`NMI_MASKED`], [`GS_KERNEL`] and
-    /// [`SEGMENTS_KNOWN`].
+    /// [`SEGMENTS_KNOWN`], the vCPU's id (bits 32-47) and its domain's
+    /// (bits 48-63).
     flags: AtomicU64,
     /// [`Segments::fs_base`].
     fs_base: AtomicU64,
@@ -338,6 +399,8 @@ pub struct Lane {
     calls: AtomicU64,
     /// Fast bounces for the running vCPU (statistics builds).
     bounces: AtomicU64,
+    /// Upcalls the event lane bounced for it (statistics builds).
+    upcalls: AtomicU64,
     /// Their `hv_tsc` (statistics builds).
     tsc: AtomicU64,
 }
@@ -357,6 +420,7 @@ impl Lane {
             gs_base_kernel: AtomicU64::new(0),
             calls: AtomicU64::new(0),
             bounces: AtomicU64::new(0),
+            upcalls: AtomicU64::new(0),
             tsc: AtomicU64::new(0),
         }
     }
@@ -404,6 +468,10 @@ impl Lane {
             } else {
                 flags & GS_KERNEL != 0
             },
+            #[allow(clippy::cast_possible_truncation, reason = "bits 48-63")]
+            domain: DomId((flags >> DOMAIN_SHIFT) as u16),
+            #[allow(clippy::cast_possible_truncation, reason = "bits 32-47")]
+            vcpu: (flags >> VCPU_SHIFT) as u16,
             segments_known: flags & SEGMENTS_KNOWN != 0,
         })
     }
@@ -473,17 +541,23 @@ impl Lane {
     /// place or trap table included) is flagged again. Costs a load and a
     /// branch while nothing was flagged.
     #[inline(always)]
-    pub fn begin_full(&self, vcpu: &mut Vcpu, vcpu_info: impl FnOnce(&Vcpu) -> u64) {
+    pub fn begin_full(&self, vcpu: &mut Vcpu, domain: DomId, vcpu_info: impl FnOnce(&Vcpu) -> u64) {
         let work = self.work.load(Ordering::Relaxed);
         if work != 0 {
-            self.begin_flagged(work, vcpu, vcpu_info);
+            self.begin_flagged(work, vcpu, domain, vcpu_info);
         }
     }
 
     /// [`Lane::begin_full`] when something was flagged.
     #[cold]
     #[inline(never)]
-    fn begin_flagged(&self, work: u8, vcpu: &mut Vcpu, vcpu_info: impl FnOnce(&Vcpu) -> u64) {
+    fn begin_flagged(
+        &self,
+        work: u8,
+        vcpu: &mut Vcpu,
+        domain: DomId,
+        vcpu_info: impl FnOnce(&Vcpu) -> u64,
+    ) {
         if work & MODE_SET != 0 {
             vcpu.gs_kernel_active = work & MODE_KERNEL != 0;
         }
@@ -495,7 +569,7 @@ impl Lane {
             self.record_mode(vcpu.gs_kernel_active);
             return;
         }
-        let (published, segments) = Published::of(vcpu, vcpu_info(vcpu));
+        let (published, segments) = Published::of(vcpu, domain, vcpu_info(vcpu));
         self.reopen(&published, &segments);
     }
 
@@ -512,7 +586,8 @@ impl Lane {
             published.kernel_l4.map_or(0, |mfn| mfn.0),
             Ordering::Relaxed,
         );
-        let mut flags = 0;
+        let mut flags = (u64::from(published.domain.0) << DOMAIN_SHIFT)
+            | (u64::from(published.vcpu) << VCPU_SHIFT);
         for (set, bit) in [
             (published.page_fault.mask_events, MASKS_EVENTS),
             (published.syscall.mask_events, SYSCALL_MASKS_EVENTS),
@@ -564,6 +639,15 @@ impl Lane {
         }
     }
 
+    /// Counts one upcall bounced on a fast hypercall's way out
+    /// (statistics builds).
+    #[inline(always)]
+    pub fn count_upcall(&self) {
+        if Stats::ENABLED {
+            self.upcalls.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Moves the fast entries counted so far into the leaving vCPU's
     /// `stats`.
     fn fold(&self, stats: &mut Stats) {
@@ -572,6 +656,7 @@ impl Lane {
                 stats,
                 self.calls.swap(0, Ordering::Relaxed),
                 self.bounces.swap(0, Ordering::Relaxed),
+                self.upcalls.swap(0, Ordering::Relaxed),
                 self.tsc.swap(0, Ordering::Relaxed),
             );
         }
@@ -586,6 +671,7 @@ impl Lane {
                 stats,
                 self.calls.load(Ordering::Relaxed),
                 self.bounces.load(Ordering::Relaxed),
+                self.upcalls.load(Ordering::Relaxed),
                 self.tsc.load(Ordering::Relaxed),
             );
         }
@@ -616,14 +702,19 @@ const GS_KERNEL: u64 = 1 << 20;
 const KERNEL_L4: u64 = 1 << 21;
 /// [`Lane::flags`]: the vCPU registered an event callback.
 const EVENT_CALLBACK: u64 = 1 << 22;
+/// [`Lane::flags`]: where the vCPU's id starts.
+const VCPU_SHIFT: u32 = 32;
+/// [`Lane::flags`]: where its domain's id starts.
+const DOMAIN_SHIFT: u32 = 48;
 
-/// Adds `calls` fast hypercalls and `bounces` fast bounces, which spent
-/// `tsc` ticks, to `stats` as the full path counts them.
-fn add(stats: &mut Stats, calls: u64, bounces: u64, tsc: u64) {
+/// Adds `calls` fast hypercalls, `bounces` fast bounces and `upcalls`
+/// upcalls bounced on fast hypercalls' way out, which spent `tsc` ticks,
+/// to `stats` as the full path counts them.
+fn add(stats: &mut Stats, calls: u64, bounces: u64, upcalls: u64, tsc: u64) {
     stats.add(Counter::Entries, calls + bounces);
     stats.add(Counter::Hypercalls, calls);
     stats.add(Counter::Exceptions, bounces);
-    stats.add(Counter::Bounces, bounces);
+    stats.add(Counter::Bounces, bounces + upcalls);
     stats.add(Counter::HypervisorTsc, tsc);
 }
 
@@ -673,7 +764,7 @@ mod tests {
     /// What a vCPU with its `vcpu_info` at `va` and nothing else set
     /// publishes.
     fn open(lane: &Lane, va: u64) {
-        lane.begin_full(&mut Vcpu::new(0), |_| va);
+        lane.begin_full(&mut Vcpu::new(0), DomId(0), |_| va);
     }
 
     #[test]
@@ -762,6 +853,8 @@ mod tests {
             event_callback: true,
             nmi_masked: false,
             kernel_gs: true,
+            domain: DomId(3),
+            vcpu: 1,
             segments_known: true,
         }
     }
@@ -979,16 +1072,16 @@ mod tests {
         let lane = Lane::new();
         let mut vcpu = Vcpu::new(0);
         vcpu.gs_kernel_active = true;
-        lane.begin_full(&mut vcpu, |_| 0x1000);
+        lane.begin_full(&mut vcpu, DomId(3), |_| 0x1000);
         assert!(lane.published().unwrap().kernel_gs);
         lane.set_mode(false);
         assert!(!lane.published().unwrap().kernel_gs, "the lane's mode wins");
         lane.set_mode(true);
         lane.set_mode(false);
-        lane.begin_full(&mut vcpu, |_| unreachable!("only the mode moved"));
+        lane.begin_full(&mut vcpu, DomId(3), |_| unreachable!("only the mode moved"));
         assert!(!vcpu.gs_kernel_active, "the last switch");
         assert!(!lane.published().unwrap().kernel_gs);
-        lane.begin_full(&mut vcpu, |_| unreachable!("nothing flagged"));
+        lane.begin_full(&mut vcpu, DomId(3), |_| unreachable!("nothing flagged"));
         lane.record_mode(true);
         vcpu.gs_kernel_active = true;
         assert!(
@@ -998,11 +1091,63 @@ mod tests {
         lane.set_mode(false);
         lane.note_work();
         assert_eq!(lane.published(), None);
-        lane.begin_full(&mut vcpu, |_| 0x2000);
+        lane.begin_full(&mut vcpu, DomId(3), |_| 0x2000);
         assert!(!vcpu.gs_kernel_active);
         let published = lane.published().unwrap();
         assert!(!published.kernel_gs, "published from the record");
         assert_eq!(published.vcpu_info, 0x2000);
+        assert_eq!((published.domain, published.vcpu), (DomId(3), 0));
+    }
+
+    #[test]
+    fn a_send_takes_the_event_lane_only_when_it_raises_the_sender_alone() {
+        use crate::evtchn::EventChannels;
+        use crate::timer::PollPorts;
+        let me = DomId(3);
+        let mut channels = EventChannels::new(me, 2);
+        let mine = channels.bind_ipi(0).unwrap();
+        let theirs = channels.bind_ipi(1).unwrap();
+        let unbound = channels.alloc_unbound(me, DomId(7)).unwrap();
+        let mut vcpus = [Vcpu::new(0), Vcpu::new(1)];
+        assert!(send_stays_here(&channels, &vcpus, 0, mine));
+        assert!(!send_stays_here(&channels, &vcpus, 0, theirs), "a kick");
+        assert!(send_stays_here(&channels, &vcpus, 1, theirs));
+        assert!(!send_stays_here(&channels, &vcpus, 0, unbound), "dropped");
+        assert!(!send_stays_here(&channels, &vcpus, 0, 4000), "EINVAL");
+        vcpus[1].sleep = Sleep::Polling {
+            ports: PollPorts::One(unbound),
+            deadline: None,
+        };
+        assert!(
+            !send_stays_here(&channels, &vcpus, 0, mine),
+            "a poller to wake"
+        );
+        vcpus[1].sleep = Sleep::Blocked;
+        assert!(send_stays_here(&channels, &vcpus, 0, mine));
+        vcpus[0].nmi.raise();
+        assert!(!send_stays_here(&channels, &vcpus, 0, mine), "an NMI first");
+        assert!(!send_stays_here(&channels, &vcpus, 2, mine), "no such vCPU");
+    }
+
+    #[test]
+    fn the_upcall_after_a_fast_send_is_the_full_exits() {
+        let mut vcpu = Vcpu::new(0);
+        let ctx = kernel_context();
+        assert_eq!(upcall_frame(&vcpu, &ctx, 0), Some(None), "no callback");
+        vcpu.event = Callback {
+            address: CALLBACK,
+            mask_events: false,
+        };
+        assert_eq!(upcall_frame(&vcpu, &ctx, 1), Some(None), "masked");
+        let frame = upcall_frame(&vcpu, &ctx, 0);
+        assert_eq!(frame, Some(vcpu::bounce_frame(0, &ctx, None, 0).ok()));
+        assert!(frame.flatten().is_some());
+        let bad_stack = Context { rsp: 0x20, ..ctx };
+        assert_eq!(
+            upcall_frame(&vcpu, &bad_stack, 0),
+            None,
+            "the full path crashes"
+        );
     }
 
     #[test]

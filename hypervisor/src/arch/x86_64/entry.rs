@@ -27,6 +27,9 @@
 //! The bounce lanes enter alike: `HYPERVISOR_iret` (RAX = 23 at the
 //! hypercall vector) saves every register the call preserves and leaves
 //! with RAX, RCX and R11 from the `iret` frame (`fastpath::fast_iret`);
+//! `event_channel_op` (RAX = 32) saves and leaves as the fast entry does
+//! (`fastpath::fast_evtchn_send`, which may point the frame at the event
+//! callback);
 //! a not-present #PF and a 64-bit `SYSCALL` from a guest do step 1, load
 //! the hypervisor view and save the other registers a call may clobber
 //! (`fastpath::fast_page_fault`, `fastpath::fast_syscall`). Each first
@@ -196,6 +199,7 @@ hypercall_common:
      * are cleared (they held hypervisor values), every other register is
      * the guest's own.
      */
+hypercall_lane_answered:
     add $40, %rsp
     pop %r9
     pop %r11
@@ -222,7 +226,7 @@ hypercall_common:
      */
 iret_or_full:
     cmp ${iret_number}, %rax
-    jne guest_common
+    jne send_or_full
     HYPERVISOR_VIEW
     LANE_CLOSED 2f
     HYPERCALL_LANE_SAVE
@@ -250,6 +254,29 @@ iret_or_full:
 1:
 2:
     HYPERCALL_LANE_DECLINE {iret_number}
+
+    /*
+     * The event lane (`event_channel_op`): as the fast entry, the lane
+     * also getting the guest's RCX and R11 for a bounce frame; an answer
+     * leaves as the fast entry's does, on the frame the lane may have
+     * pointed at the event callback.
+     */
+send_or_full:
+    cmp ${send_number}, %rax
+    jne guest_common
+    HYPERVISOR_VIEW
+    LANE_CLOSED 2f
+    HYPERCALL_LANE_SAVE
+    lea 16(%rax), %rdx
+    mov %r11, %r8
+    cld
+    movabs ${fast_evtchn_send}, %rax
+    call *%rax
+    test %rax, %rax
+    jns hypercall_lane_answered
+    HYPERCALL_LANE_RESTORE
+2:
+    HYPERCALL_LANE_DECLINE {send_number}
 
     /*
      * A bounce lane: `fn(frame, rcx, r11)` on the entry frame (vector,
@@ -458,12 +485,14 @@ exit_to_guest_stub:
     guest_entry = sym guest_entry,
     fast_hypercall = sym super::fastpath::fast_hypercall,
     fast_iret = sym super::fastpath::fast_iret,
+    fast_evtchn_send = sym super::fastpath::fast_evtchn_send,
     fast_page_fault = sym super::fastpath::fast_page_fault,
     fast_syscall = sym super::fastpath::fast_syscall,
     hypercall_vector = const HYPERCALL_VECTOR,
     page_fault_vector = const super::traps::PF_VECTOR,
     fast_number = const crate::fastpath::FAST_HYPERCALL,
     iret_number = const Hypercall::Iret as u64,
+    send_number = const crate::fastpath::SEND_HYPERCALL,
     hypervisor_trap = sym hypervisor_trap,
     options(att_syntax)
 );

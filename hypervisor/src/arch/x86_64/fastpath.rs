@@ -1,7 +1,8 @@
 //! The fast lanes' machine side: the hypercall vector's entry path calls
 //! [`fast_hypercall`] for an `int $0x82` with the fast path's number
 //! (`fastpath::FAST_HYPERCALL`) and [`fast_iret`] for one with
-//! `HYPERVISOR_iret`'s, the page-fault vector's entry path calls
+//! `HYPERVISOR_iret`'s and [`fast_evtchn_send`] for one with
+//! `event_channel_op`'s, the page-fault vector's entry path calls
 //! [`fast_page_fault`] and the 64-bit `SYSCALL` entry [`fast_syscall`],
 //! each before the full entry; when one serves the
 //! entry, the stub leaves for the guest at once. The policy (which
@@ -12,11 +13,13 @@ use dom0_abi::cpu::IretContext;
 use dom0_abi::shared_info::VcpuInfo;
 use dom0_abi::wire::Wire;
 
+use crate::domain::DOMAINS;
 use crate::fastpath::{self, Lane};
 use crate::layout::trampoline::{DATA, data};
 use crate::stats::Stats;
 use crate::vcpu::{self, Context};
 
+use super::evtchn::SharedInfoBits;
 use super::traps::sanitized_rflags;
 use super::{cpu, guest, guest_mem};
 
@@ -80,6 +83,88 @@ pub extern "C" fn fast_hypercall(cmd: u64, arg: u64, frame: &mut EntryFrame) -> 
         lane.count(cpu::rdtsc().wrapping_sub(start));
     }
     value
+}
+
+/// Serves `event_channel_op(EVTCHNOP_send, arg)` (the stub compared the
+/// number) when the event stays with the calling vCPU and the full path
+/// would do nothing else (`fastpath::send_stays_here`): with the
+/// domain's slot locked (tried only: a slot another CPU holds declines),
+/// makes the port pending as `EventChannels::send` does, then delivers
+/// the upcall the full exit would deliver (`fastpath::upcall_frame`): the
+/// bounce frame on the kernel stack, the event callback's context in
+/// `frame`, upcalls masked. `rcx` and `r11` are the guest's (they go
+/// into the bounce frame). Returns 0 for RAX, or [`DECLINED`] with
+/// nothing changed, but for one case: a bounce frame that cannot be
+/// written after the port was made pending declines too, and the full
+/// path sends again (the port is pending already, so that changes
+/// nothing) and crashes the domain, as it would have.
+pub extern "C" fn fast_evtchn_send(
+    cmd: u64,
+    arg: u64,
+    frame: &mut EntryFrame,
+    rcx: u64,
+    r11: u64,
+) -> u64 {
+    let start = if Stats::ENABLED { cpu::rdtsc() } else { 0 };
+    if !fastpath::is_send(cmd) {
+        return DECLINED;
+    }
+    let lane = this_lane();
+    let Some(published) = lane.published() else {
+        return DECLINED;
+    };
+    if !fastpath::kernel_frame_is_plain(frame.cs, frame.ss, frame.rip, frame.rsp) {
+        return DECLINED;
+    }
+    let mut port = [0u8; 4];
+    if guest_mem::copy_from_guest(arg, &mut port).is_err() {
+        return DECLINED;
+    }
+    let port = u32::from_le_bytes(port);
+    let Some(mut guard) = DOMAINS
+        .get()
+        .and_then(|table| table.slot(published.domain))
+        .and_then(|slot| slot.try_lock())
+    else {
+        return DECLINED;
+    };
+    // Work flagged before the lock was taken (its state changed under
+    // this lock) is the full path's.
+    let (Some(entry), Some(_)) = (guard.as_deref_mut(), lane.ready()) else {
+        return DECLINED;
+    };
+    let me = u32::from(published.vcpu);
+    if !fastpath::send_stays_here(&entry.domain.evtchn, &entry.vcpus, me, port) {
+        return DECLINED;
+    }
+    let Some(vcpu) = entry.vcpus.get(usize::from(published.vcpu)) else {
+        return DECLINED;
+    };
+    let info = published.vcpu_info;
+    let Some(upcall) =
+        fastpath::upcall_frame(vcpu, &interrupted(frame, rcx, r11), upcall_mask(info))
+    else {
+        return DECLINED;
+    };
+    let mut bits = SharedInfoBits::new(entry.domain.shared_info, published.domain, me);
+    if entry.domain.evtchn.send(&mut bits, port).is_err() {
+        return DECLINED;
+    }
+    match upcall {
+        Some(bounce) if upcall_pending(info) != 0 => {
+            if guest_mem::copy_words_to_guest(bounce.rsp, bounce.words()).is_err() {
+                return DECLINED;
+            }
+            enter_handler(frame, vcpu.event.address, bounce.rsp, info, true);
+            lane.count_upcall();
+        }
+        _ => frame.rflags = sanitized_rflags(frame.rflags),
+    }
+    drop(guard);
+    if Stats::ENABLED {
+        lane.count(cpu::rdtsc().wrapping_sub(start));
+    }
+    0
 }
 
 /// The address of field `offset` of the `vcpu_info` at hypervisor
