@@ -40,7 +40,7 @@ use dom0_abi::mmu::{
 use dom0_abi::types::{DomId, Mfn};
 use dom0_abi::wire::Wire;
 
-use super::Env;
+use super::{Env, read_struct};
 use crate::mm::effects::{CacheFlush, Effects, TlbFlush};
 use crate::mm::frame_table::{Owner, PageType};
 use crate::mm::machine::{DomainMm, MmMachine, VcpuMm};
@@ -308,7 +308,9 @@ pub fn mmu_update(
     };
     let ctx = map_ctx(env, &caller, &pt_owner, pg);
     let mut batch = Batch::default();
-    let mut reader = Requests::<MmuUpdate, UPDATE_CHUNK_BYTES>::new(reqs);
+    // A single request (Linux's `set_pte` outside lazy mode) is read
+    // alone: the chunk reader's zeroed buffer cost it more than the copy.
+    let mut reader = (count > 1).then(|| Requests::<MmuUpdate, UPDATE_CHUNK_BYTES>::new(reqs));
     let mut i = 0;
     let mut result = Ok(0);
     while i < count {
@@ -323,7 +325,11 @@ pub fn mmu_update(
             ));
             break;
         }
-        let req = match reader.get(env, i, count) {
+        let read = match &mut reader {
+            Some(reader) => reader.get(env, i, count),
+            None => read_struct::<MmuUpdate>(env, reqs),
+        };
+        let req = match read {
             Ok(req) => req,
             Err(e) => {
                 result = Err(e);

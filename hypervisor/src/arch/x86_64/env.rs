@@ -933,10 +933,12 @@ pub fn apply_effects(current: &mut Current, fx: &Effects) {
         // vCPU published: a new one is taken afresh.
         super::fastpath::this_lane().note_root(l4);
     }
-    for flush in [fx.flush.local, fx.flush.domain] {
-        match flush {
+    // By reference: a copy of both flushes cost every call two
+    // `TlbFlush` moves.
+    for flush in [&fx.flush.local, &fx.flush.domain] {
+        match *flush {
             TlbFlush::None => {}
-            TlbFlush::Pages { count, va } => {
+            TlbFlush::Pages { count, ref va } => {
                 for &address in &va[..usize::from(count)] {
                     cpu::invlpg(address);
                 }
