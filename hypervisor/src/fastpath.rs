@@ -401,6 +401,13 @@ pub struct Lane {
     bounces: AtomicU64,
     /// Upcalls the event lane bounced for it (statistics builds).
     upcalls: AtomicU64,
+    /// Sends the event lane declined after looking their port up, as
+    /// [`declined_key`]s, by [`declined_slot`] (0: none): a hint that
+    /// sends there (to another domain, typically) go to the full path at
+    /// once. Kept across switches (the vCPUs that share this CPU in turn
+    /// keep their own), never cleared: it only ever makes the lane
+    /// decline.
+    declined: [AtomicU64; DECLINED_SLOTS],
     /// Their `hv_tsc` (statistics builds).
     tsc: AtomicU64,
 }
@@ -421,6 +428,7 @@ impl Lane {
             calls: AtomicU64::new(0),
             bounces: AtomicU64::new(0),
             upcalls: AtomicU64::new(0),
+            declined: [const { AtomicU64::new(0) }; DECLINED_SLOTS],
             tsc: AtomicU64::new(0),
         }
     }
@@ -639,6 +647,23 @@ impl Lane {
         }
     }
 
+    /// Whether the event lane declined a send by `published`'s vCPU on
+    /// `port` lately.
+    #[inline(always)]
+    #[must_use]
+    pub fn declined_before(&self, published: &Published, port: u32) -> bool {
+        let key = declined_key(published, port);
+        self.declined[declined_slot(key)].load(Ordering::Relaxed) == key
+    }
+
+    /// The event lane declined a send by `published`'s vCPU on `port`
+    /// after looking it up.
+    #[inline(always)]
+    pub fn note_declined(&self, published: &Published, port: u32) {
+        let key = declined_key(published, port);
+        self.declined[declined_slot(key)].store(key, Ordering::Relaxed);
+    }
+
     /// Counts one upcall bounced on a fast hypercall's way out
     /// (statistics builds).
     #[inline(always)]
@@ -678,6 +703,24 @@ impl Lane {
     }
 }
 
+/// Entries of [`Lane::declined`].
+const DECLINED_SLOTS: usize = 4;
+
+/// [`Lane::declined`]'s key of a send by `published`'s vCPU on `port`:
+/// the domain, the vCPU and the port, plus one (never 0).
+#[inline(always)]
+fn declined_key(published: &Published, port: u32) -> u64 {
+    ((u64::from(published.domain.0) << 48) | (u64::from(published.vcpu) << 32) | u64::from(port))
+        .wrapping_add(1)
+}
+
+/// Where `key` lies in [`Lane::declined`]: the domain's and the port's
+/// low bits, so that the sends of two domains taking turns on a CPU
+/// (a ping-pong) usually keep apart.
+#[inline(always)]
+fn declined_slot(key: u64) -> usize {
+    ((key ^ (key >> 48)) as usize) % DECLINED_SLOTS
+}
 /// [`Lane::work`]: work may be pending, the lanes are closed.
 pub const WORK: u8 = 1;
 /// Where [`Lane::work`] lies in a lane: the entry stubs test [`WORK`]
@@ -1148,6 +1191,25 @@ mod tests {
             None,
             "the full path crashes"
         );
+    }
+
+    #[test]
+    fn a_declined_send_is_remembered_per_vcpu_and_port() {
+        let lane = Lane::new();
+        let a = ready_vcpu();
+        let b = Published {
+            domain: DomId(4),
+            ..a
+        };
+        assert!(!lane.declined_before(&a, 5));
+        lane.note_declined(&a, 5);
+        lane.note_declined(&b, 5);
+        assert!(lane.declined_before(&a, 5) && lane.declined_before(&b, 5));
+        assert!(!lane.declined_before(&a, 6));
+        let other_vcpu = Published { vcpu: 0, ..a };
+        assert!(!lane.declined_before(&other_vcpu, 5));
+        lane.note_declined(&a, 5 + DECLINED_SLOTS as u32);
+        assert!(!lane.declined_before(&a, 5), "replaced");
     }
 
     #[test]

@@ -93,7 +93,9 @@ pub extern "C" fn fast_hypercall(cmd: u64, arg: u64, frame: &mut EntryFrame) -> 
 /// the upcall the full exit would deliver (`fastpath::upcall_frame`): the
 /// bounce frame on the kernel stack, the event callback's context in
 /// `frame`, upcalls masked. `rcx` and `r11` are the guest's (they go
-/// into the bounce frame). Returns 0 for RAX, or [`DECLINED`] with
+/// into the bounce frame). A port it declined last declines at once
+/// (`Lane::declined_before`: the ping-pong's and xenstore's sends go to
+/// another domain). Returns 0 for RAX, or [`DECLINED`] with
 /// nothing changed, but for one case: a bounce frame that cannot be
 /// written after the port was made pending declines too, and the full
 /// path sends again (the port is pending already, so that changes
@@ -121,6 +123,9 @@ pub extern "C" fn fast_evtchn_send(
         return DECLINED;
     }
     let port = u32::from_le_bytes(port);
+    if lane.declined_before(&published, port) {
+        return DECLINED;
+    }
     let Some(mut guard) = DOMAINS
         .get()
         .and_then(|table| table.slot(published.domain))
@@ -135,6 +140,7 @@ pub extern "C" fn fast_evtchn_send(
     };
     let me = u32::from(published.vcpu);
     if !fastpath::send_stays_here(&entry.domain.evtchn, &entry.vcpus, me, port) {
+        lane.note_declined(&published, port);
         return DECLINED;
     }
     let Some(vcpu) = entry.vcpus.get(usize::from(published.vcpu)) else {
