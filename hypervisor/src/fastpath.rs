@@ -484,6 +484,22 @@ impl Lane {
         })
     }
 
+    /// Where the running vCPU's `vcpu_info` lies, its domain and its id,
+    /// if the event lane may serve it now (no work pending, a place
+    /// published): the part of [`Lane::published`] the event lane reads.
+    #[inline(always)]
+    #[must_use]
+    pub fn running(&self) -> Option<(u64, DomId, u16)> {
+        let vcpu_info = self.ready()?;
+        let flags = self.flags.load(Ordering::Relaxed);
+        #[allow(clippy::cast_possible_truncation, reason = "bits 48-63 and 32-47")]
+        Some((
+            vcpu_info,
+            DomId((flags >> DOMAIN_SHIFT) as u16),
+            (flags >> VCPU_SHIFT) as u16,
+        ))
+    }
+
     /// The running vCPU's segment state as published (meaningful when
     /// [`Published::segments_known`]).
     #[inline(always)]
@@ -647,20 +663,20 @@ impl Lane {
         }
     }
 
-    /// Whether the event lane declined a send by `published`'s vCPU on
-    /// `port` lately.
+    /// Whether the event lane declined a send by vCPU `vcpu` of `domain`
+    /// on `port` lately.
     #[inline(always)]
     #[must_use]
-    pub fn declined_before(&self, published: &Published, port: u32) -> bool {
-        let key = declined_key(published, port);
+    pub fn declined_before(&self, domain: DomId, vcpu: u16, port: u32) -> bool {
+        let key = declined_key(domain, vcpu, port);
         self.declined[declined_slot(key)].load(Ordering::Relaxed) == key
     }
 
-    /// The event lane declined a send by `published`'s vCPU on `port`
-    /// after looking it up.
+    /// The event lane declined a send by vCPU `vcpu` of `domain` on
+    /// `port` after looking it up.
     #[inline(always)]
-    pub fn note_declined(&self, published: &Published, port: u32) {
-        let key = declined_key(published, port);
+    pub fn note_declined(&self, domain: DomId, vcpu: u16, port: u32) {
+        let key = declined_key(domain, vcpu, port);
         self.declined[declined_slot(key)].store(key, Ordering::Relaxed);
     }
 
@@ -706,12 +722,11 @@ impl Lane {
 /// Entries of [`Lane::declined`].
 const DECLINED_SLOTS: usize = 4;
 
-/// [`Lane::declined`]'s key of a send by `published`'s vCPU on `port`:
-/// the domain, the vCPU and the port, plus one (never 0).
+/// [`Lane::declined`]'s key of a send by vCPU `vcpu` of `domain` on
+/// `port`: the three, plus one (never 0).
 #[inline(always)]
-fn declined_key(published: &Published, port: u32) -> u64 {
-    ((u64::from(published.domain.0) << 48) | (u64::from(published.vcpu) << 32) | u64::from(port))
-        .wrapping_add(1)
+fn declined_key(domain: DomId, vcpu: u16, port: u32) -> u64 {
+    ((u64::from(domain.0) << 48) | (u64::from(vcpu) << 32) | u64::from(port)).wrapping_add(1)
 }
 
 /// Where `key` lies in [`Lane::declined`]: the domain's and the port's
@@ -1196,20 +1211,19 @@ mod tests {
     #[test]
     fn a_declined_send_is_remembered_per_vcpu_and_port() {
         let lane = Lane::new();
-        let a = ready_vcpu();
-        let b = Published {
-            domain: DomId(4),
-            ..a
-        };
-        assert!(!lane.declined_before(&a, 5));
-        lane.note_declined(&a, 5);
-        lane.note_declined(&b, 5);
-        assert!(lane.declined_before(&a, 5) && lane.declined_before(&b, 5));
-        assert!(!lane.declined_before(&a, 6));
-        let other_vcpu = Published { vcpu: 0, ..a };
-        assert!(!lane.declined_before(&other_vcpu, 5));
-        lane.note_declined(&a, 5 + DECLINED_SLOTS as u32);
-        assert!(!lane.declined_before(&a, 5), "replaced");
+        open(&lane, 0x1000);
+        assert_eq!(lane.running(), Some((0x1000, DomId(0), 0)));
+        let (a, b) = (DomId(3), DomId(4));
+        assert!(!lane.declined_before(a, 1, 5));
+        lane.note_declined(a, 1, 5);
+        lane.note_declined(b, 1, 5);
+        assert!(lane.declined_before(a, 1, 5) && lane.declined_before(b, 1, 5));
+        assert!(!lane.declined_before(a, 1, 6));
+        assert!(!lane.declined_before(a, 0, 5), "another vCPU");
+        lane.note_declined(a, 1, 5 + DECLINED_SLOTS as u32);
+        assert!(!lane.declined_before(a, 1, 5), "replaced");
+        lane.note_work();
+        assert_eq!(lane.running(), None);
     }
 
     #[test]

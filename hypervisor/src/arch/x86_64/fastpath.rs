@@ -112,7 +112,7 @@ pub extern "C" fn fast_evtchn_send(
         return DECLINED;
     }
     let lane = this_lane();
-    let Some(published) = lane.published() else {
+    let Some((info, domain, me)) = lane.running() else {
         return DECLINED;
     };
     if !fastpath::kernel_frame_is_plain(frame.cs, frame.ss, frame.rip, frame.rsp) {
@@ -123,12 +123,12 @@ pub extern "C" fn fast_evtchn_send(
         return DECLINED;
     }
     let port = u32::from_le_bytes(port);
-    if lane.declined_before(&published, port) {
+    if lane.declined_before(domain, me, port) {
         return DECLINED;
     }
     let Some(mut guard) = DOMAINS
         .get()
-        .and_then(|table| table.slot(published.domain))
+        .and_then(|table| table.slot(domain))
         .and_then(|slot| slot.try_lock())
     else {
         return DECLINED;
@@ -138,21 +138,19 @@ pub extern "C" fn fast_evtchn_send(
     let (Some(entry), Some(_)) = (guard.as_deref_mut(), lane.ready()) else {
         return DECLINED;
     };
-    let me = u32::from(published.vcpu);
-    if !fastpath::send_stays_here(&entry.domain.evtchn, &entry.vcpus, me, port) {
-        lane.note_declined(&published, port);
+    if !fastpath::send_stays_here(&entry.domain.evtchn, &entry.vcpus, u32::from(me), port) {
+        lane.note_declined(domain, me, port);
         return DECLINED;
     }
-    let Some(vcpu) = entry.vcpus.get(usize::from(published.vcpu)) else {
+    let Some(vcpu) = entry.vcpus.get(usize::from(me)) else {
         return DECLINED;
     };
-    let info = published.vcpu_info;
     let Some(upcall) =
         fastpath::upcall_frame(vcpu, &interrupted(frame, rcx, r11), upcall_mask(info))
     else {
         return DECLINED;
     };
-    let mut bits = SharedInfoBits::new(entry.domain.shared_info, published.domain, me);
+    let mut bits = SharedInfoBits::new(entry.domain.shared_info, domain, u32::from(me));
     if entry.domain.evtchn.send(&mut bits, port).is_err() {
         return DECLINED;
     }
