@@ -115,15 +115,14 @@ pub extern "C" fn fast_evtchn_send(
     let Some((info, domain, me)) = lane.running() else {
         return DECLINED;
     };
-    if !fastpath::kernel_frame_is_plain(frame.cs, frame.ss, frame.rip, frame.rsp) {
-        return DECLINED;
-    }
     let mut port = [0u8; 4];
     if guest_mem::copy_from_guest(arg, &mut port).is_err() {
         return DECLINED;
     }
     let port = u32::from_le_bytes(port);
-    if lane.declined_before(domain, me, port) {
+    if lane.declined_before(domain, me, port)
+        || !fastpath::kernel_frame_is_plain(frame.cs, frame.ss, frame.rip, frame.rsp)
+    {
         return DECLINED;
     }
     let Some(mut guard) = DOMAINS
