@@ -9,7 +9,10 @@
 //! The same holds for two more entries that need no hypervisor policy:
 //! a page fault of the guest kernel on a page that is not present, which
 //! is bounced to the kernel's handler ([`page_fault_bounce`]), and a
-//! `HYPERVISOR_iret` back to kernel mode ([`kernel_iret`]).
+//! `HYPERVISOR_iret` back to kernel mode ([`kernel_iret`]). The event
+//! lane serves an `EVTCHNOP_send` that raises the caller itself
+//! ([`send_stays_here`]) and the upcall that follows ([`upcall_frame`]),
+//! holding the domain's slot, which it only tries.
 //! "Nothing pending" is two tests:
 //!
 //! - the CPU's [`Lane`] holds no work: no one changed the running vCPU's
@@ -734,7 +737,7 @@ fn declined_key(domain: DomId, vcpu: u16, port: u32) -> u64 {
 /// (a ping-pong) usually keep apart.
 #[inline(always)]
 fn declined_slot(key: u64) -> usize {
-    ((key ^ (key >> 48)) as usize) % DECLINED_SLOTS
+    usize::from((key ^ (key >> 48)).to_le_bytes()[0]) % DECLINED_SLOTS
 }
 /// [`Lane::work`]: work may be pending, the lanes are closed.
 pub const WORK: u8 = 1;
@@ -1220,7 +1223,7 @@ mod tests {
         assert!(lane.declined_before(a, 1, 5) && lane.declined_before(b, 1, 5));
         assert!(!lane.declined_before(a, 1, 6));
         assert!(!lane.declined_before(a, 0, 5), "another vCPU");
-        lane.note_declined(a, 1, 5 + DECLINED_SLOTS as u32);
+        lane.note_declined(a, 1, 9); // 5 + DECLINED_SLOTS: the same slot
         assert!(!lane.declined_before(a, 1, 5), "replaced");
         lane.note_work();
         assert_eq!(lane.running(), None);
