@@ -788,6 +788,21 @@ fn update_va_walks_the_current_tables() {
         Ok(())
     );
     assert_eq!(m.get(l1, pte::table_index(VA, 1)), (data.0 << 12) | PRO);
+    // The table mapped (read-only) through itself, then unmapped: the
+    // entry's reference goes, the table's own type keeps it referenced
+    // (no reference is held on the table during the update).
+    assert_eq!(
+        m.with(|mmu| mmu.update_va(l4, VA, (l1.0 << 12) | PRO, &ctx))
+            .0,
+        Ok(())
+    );
+    assert_eq!(m.with(|mmu| mmu.update_va(l4, VA, 0, &ctx)).0, Ok(()));
+    assert!(
+        m.with(|mmu| mmu.frame(l1))
+            .0
+            .is_some_and(|f| f.count() > 0 && f.has_live_type(PageType::L1))
+    );
+    m.check_invariants(&[]);
     // Unmapped, reserved or non-canonical addresses: EINVAL.
     for va in [
         0x1000,

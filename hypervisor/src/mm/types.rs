@@ -891,19 +891,23 @@ impl<'m, M: MmMachine + ?Sized> Mmu<'m, M> {
     /// no L1 table of `ctx.pt_owner` maps `va`.
     pub fn update_va(&mut self, root: Mfn, va: u64, value: u64, ctx: &MapCtx) -> Result<(), Errno> {
         let (l1, index) = self.walk_to_l1(root, va).ok_or(Errno::EINVAL)?;
-        if !self.get_page(l1, Owner::Domain(ctx.pt_owner)) {
+        // No reference is taken on the table, as for a grant's PTE: the
+        // frame table is held for the whole hypercall, so the table keeps
+        // its type and owner, and its type's holders keep it referenced
+        // even when the entry written dropped a mapping of the table
+        // itself. The test is the one a reference would have made
+        // (`get_page`: referenced, not at the count's limit, the owner's)
+        // and then the live L1 type.
+        let table = self.frame(l1).is_some_and(|f| {
+            f.count() != 0
+                && f.count() != u32::MAX
+                && f.owner() == Owner::Domain(ctx.pt_owner)
+                && f.has_live_type(PageType::L1)
+        });
+        if !table {
             return Err(Errno::EINVAL);
         }
-        let live = self
-            .frame(l1)
-            .is_some_and(|f| f.has_live_type(PageType::L1));
-        let result = if live {
-            self.mod_l1_entry(l1, index, value, false, ctx)
-        } else {
-            Err(Errno::EINVAL)
-        };
-        self.put_page(l1);
-        result
+        self.mod_l1_entry(l1, index, value, false, ctx)
     }
 
     // ---- pins and roots ----
