@@ -307,7 +307,10 @@ pub fn mmu_update(
         }
     };
     let ctx = map_ctx(env, &caller, &pt_owner, pg);
-    let mut batch = Batch::default();
+    let mut batch = Batch {
+        single: count == 1,
+        ..Batch::default()
+    };
     // A single request (Linux's `set_pte` outside lazy mode) is read
     // alone: the chunk reader's zeroed buffer cost it more than the copy.
     let mut reader = (count > 1).then(|| Requests::<MmuUpdate, UPDATE_CHUNK_BYTES>::new(reqs));
@@ -359,6 +362,9 @@ struct Batch {
     upper_changed: bool,
     /// The page-table frame whose reference the batch holds.
     table: HeldTable,
+    /// One request: no reference is held (`Mmu::pt_update`), which costs
+    /// it less than holding one for a run of requests.
+    single: bool,
 }
 
 #[allow(
@@ -382,13 +388,12 @@ fn one_update(
                 return Err(Errno::EPERM);
             }
             let maddr = ptr & !7;
-            let ty = Mmu::new(env, fx).pt_update_in_batch(
-                &mut batch.table,
-                maddr,
-                val,
-                cmd == 2,
-                ctx,
-            )?;
+            let mut mmu = Mmu::new(env, fx);
+            let ty = if batch.single {
+                mmu.pt_update(maddr, val, cmd == 2, ctx)
+            } else {
+                mmu.pt_update_in_batch(&mut batch.table, maddr, val, cmd == 2, ctx)
+            }?;
             if matches!(ty, PageType::L2 | PageType::L3 | PageType::L4) {
                 batch.upper_changed = true;
             }

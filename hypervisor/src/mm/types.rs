@@ -776,7 +776,8 @@ impl<'m, M: MmMachine + ?Sized> Mmu<'m, M> {
     /// updated entry-wise with validation (L2-L4 only when `pg_owner` is
     /// `pt_owner`); a writable-typed frame gets a plain write; an untyped
     /// frame is written as a writable page. Returns the type of the frame
-    /// written. `EINVAL` otherwise.
+    /// written. `EINVAL` otherwise. No reference is taken on the frame
+    /// ([`Mmu::unreferenced_table`]).
     pub fn pt_update(
         &mut self,
         maddr: u64,
@@ -784,10 +785,11 @@ impl<'m, M: MmMachine + ?Sized> Mmu<'m, M> {
         preserve_ad: bool,
         ctx: &MapCtx,
     ) -> Result<PageType, Errno> {
-        let mut held = HeldTable::default();
-        let result = self.pt_update_in_batch(&mut held, maddr, value, preserve_ad, ctx);
-        self.end_batch(&mut held);
-        result
+        let mfn = Mfn(maddr >> 12);
+        if self.unreferenced_table(mfn, ctx.pt_owner).is_none() {
+            return Err(Errno::EINVAL);
+        }
+        self.pt_update_held(mfn, entry_index(maddr), value, preserve_ad, ctx)
     }
 
     /// [`Mmu::pt_update`] as one request of a batch: the general reference
@@ -825,6 +827,9 @@ impl<'m, M: MmMachine + ?Sized> Mmu<'m, M> {
         }
     }
 
+    /// The request's write, on a frame checked (and, in a batch, held):
+    /// inlined into both callers, whose per-request cost it is.
+    #[inline(always)]
     fn pt_update_held(
         &mut self,
         mfn: Mfn,
@@ -891,23 +896,28 @@ impl<'m, M: MmMachine + ?Sized> Mmu<'m, M> {
     /// no L1 table of `ctx.pt_owner` maps `va`.
     pub fn update_va(&mut self, root: Mfn, va: u64, value: u64, ctx: &MapCtx) -> Result<(), Errno> {
         let (l1, index) = self.walk_to_l1(root, va).ok_or(Errno::EINVAL)?;
-        // No reference is taken on the table, as for a grant's PTE: the
-        // frame table is held for the whole hypercall, so the table keeps
-        // its type and owner, and its type's holders keep it referenced
-        // even when the entry written dropped a mapping of the table
-        // itself. The test is the one a reference would have made
-        // (`get_page`: referenced, not at the count's limit, the owner's)
-        // and then the live L1 type.
-        let table = self.frame(l1).is_some_and(|f| {
-            f.count() != 0
-                && f.count() != u32::MAX
-                && f.owner() == Owner::Domain(ctx.pt_owner)
-                && f.has_live_type(PageType::L1)
-        });
+        let table = self
+            .unreferenced_table(l1, ctx.pt_owner)
+            .is_some_and(|f| f.has_live_type(PageType::L1));
         if !table {
             return Err(Errno::EINVAL);
         }
         self.mod_l1_entry(l1, index, value, false, ctx)
+    }
+
+    /// Frame `mfn`, a page table (or page) of `owner` about to be
+    /// written, if [`Mmu::get_page`] would take a reference on it
+    /// (referenced, below the count's limit, `owner`'s), without taking
+    /// one: as for a grant's PTE, the frame table is held for the whole
+    /// hypercall, so the frame keeps its type and owner, and a typed
+    /// table's holders keep it referenced even when the entry written
+    /// dropped a mapping of the table itself; an untyped frame is only
+    /// written. Xen takes and drops the reference around the request,
+    /// which this test answers the same.
+    fn unreferenced_table(&mut self, mfn: Mfn, owner: DomId) -> Option<FrameInfo> {
+        self.frame(mfn).filter(|f| {
+            f.count() != 0 && f.count() != u32::MAX && f.owner() == Owner::Domain(owner)
+        })
     }
 
     // ---- pins and roots ----
