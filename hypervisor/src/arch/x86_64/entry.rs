@@ -159,6 +159,24 @@ entry_stubs:
     pop %rcx
     pop %rsp
     .endm
+    /*
+     * A lane for the hypercall `number` (any other goes on at `next`):
+     * the hypervisor view, the lane's flag (closed: on at `closed`), the
+     * registers saved.
+     */
+    .macro HYPERCALL_LANE_ENTER number, next, closed
+    cmp $\number, %rax
+    jne \next
+    HYPERVISOR_VIEW
+    LANE_CLOSED \closed
+    HYPERCALL_LANE_SAVE
+    .endm
+    /* Calls the lane `fn` (RAX lost). */
+    .macro CALL_LANE fn
+    cld
+    movabs $\fn, %rax
+    call *%rax
+    .endm
     .macro HYPERCALL_LANE_DECLINE number
     push %rcx
     mov $\number, %eax
@@ -189,9 +207,7 @@ hypercall_common:
      */
     HYPERCALL_LANE_SAVE
     lea 16(%rax), %rdx
-    cld
-    movabs ${fast_hypercall}, %rax
-    call *%rax
+    CALL_LANE {fast_hypercall}
     test %rax, %rax
     js 1f
     /*
@@ -225,17 +241,11 @@ hypercall_lane_answered:
      * frame and preserves the others), and a slot for the new RAX.
      */
 iret_or_full:
-    cmp ${iret_number}, %rax
-    jne send_or_full
-    HYPERVISOR_VIEW
-    LANE_CLOSED 2f
-    HYPERCALL_LANE_SAVE
+    HYPERCALL_LANE_ENTER {iret_number}, send_or_full, 2f
     push $0
     lea 16(%rax), %rdi
     mov %rsp, %rsi
-    cld
-    movabs ${fast_iret}, %rax
-    call *%rax
+    CALL_LANE {fast_iret}
     test %eax, %eax
     pop %rax
     HYPERCALL_LANE_RESTORE
@@ -262,16 +272,10 @@ iret_or_full:
      * pointed at the event callback.
      */
 send_or_full:
-    cmp ${send_number}, %rax
-    jne guest_common
-    HYPERVISOR_VIEW
-    LANE_CLOSED 2f
-    HYPERCALL_LANE_SAVE
+    HYPERCALL_LANE_ENTER {send_number}, guest_common, 2f
     lea 16(%rax), %rdx
     mov %r11, %r8
-    cld
-    movabs ${fast_evtchn_send}, %rax
-    call *%rax
+    CALL_LANE {fast_evtchn_send}
     test %rax, %rax
     jns hypercall_lane_answered
     HYPERCALL_LANE_RESTORE
