@@ -130,6 +130,10 @@ pub struct EventChannels {
     max_port: u32,
     /// Per vCPU, the port of each VIRQ (0: not bound).
     virqs: Vec<[u32; NR_VIRQS as usize]>,
+    /// Whether a port was ever bound so that a send on it stays in the
+    /// domain (an IPI port, a loopback interdomain pair): never cleared,
+    /// so that `false` means no port has a [`EventChannels::local_target`].
+    local_bound: bool,
 }
 
 /// Whether a VIRQ is bound on vCPU 0 only (every VIRQ but the per-vCPU
@@ -153,6 +157,7 @@ impl EventChannels {
             ports,
             max_port: NR_PORTS - 1,
             virqs: alloc::vec![[0; NR_VIRQS as usize]; vcpus as usize],
+            local_bound: false,
         }
     }
 
@@ -277,8 +282,18 @@ impl EventChannels {
             },
             notify_vcpu: 0,
         };
+        self.local_bound = true;
         Self::set_pending(bits, local, 0);
         Ok(local)
+    }
+
+    /// Whether a send on some port may stay in the domain (a port with a
+    /// [`EventChannels::local_target`] was ever bound): `false` holds
+    /// until the first IPI or loopback port, for the event lane's quick
+    /// decline.
+    #[must_use]
+    pub fn may_send_locally(&self) -> bool {
+        self.local_bound
     }
 
     /// The domain these channels belong to.
@@ -413,6 +428,7 @@ impl EventChannels {
             binding: Binding::Ipi,
             notify_vcpu: vcpu,
         };
+        self.local_bound = true;
         Ok(port)
     }
 
@@ -1065,6 +1081,7 @@ mod properties {
                     let sent = t.clone().send(&mut fresh, port);
                     match t.local_target(port) {
                         Some(vcpu) => {
+                            prop_assert!(t.may_send_locally());
                             prop_assert_eq!(sent, Ok(()));
                             prop_assert_eq!(fresh.take_kicked(), 1 << vcpu);
                         }

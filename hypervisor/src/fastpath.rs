@@ -121,6 +121,10 @@ pub struct Published {
     pub kernel_gs: bool,
     /// Its domain (whose slot the event lane locks).
     pub domain: DomId,
+    /// Whether a send may stay in its domain
+    /// (`EventChannels::may_send_locally`): without, the event lane's
+    /// stub declines every send before it saves anything.
+    pub local_sends: bool,
     /// Its id in that domain.
     pub vcpu: u16,
     /// Whether its segment state for a switch of modes is known
@@ -149,7 +153,12 @@ impl Published {
     /// What the lanes need of `vcpu`, a vCPU of `domain` whose `vcpu_info`
     /// lies at hypervisor address `vcpu_info`, and its [`Segments`].
     #[must_use]
-    pub fn of(vcpu: &Vcpu, domain: DomId, vcpu_info: u64) -> (Published, Segments) {
+    pub fn of(
+        vcpu: &Vcpu,
+        domain: DomId,
+        local_sends: bool,
+        vcpu_info: u64,
+    ) -> (Published, Segments) {
         let published = Published {
             vcpu_info,
             page_fault: vcpu.traps[PAGE_FAULT],
@@ -160,6 +169,7 @@ impl Published {
             nmi_masked: vcpu.nmi.is_masked(),
             kernel_gs: vcpu.gs_kernel_active,
             domain,
+            local_sends,
             // vCPU ids stay below `XEN_LEGACY_MAX_VCPUS`.
             vcpu: u16::try_from(vcpu.id).unwrap_or(u16::MAX),
             segments_known: !vcpu.cr4_fsgsbase,
@@ -389,7 +399,7 @@ pub struct Lane {
     /// The user GS selector (bits 0-15), [`MASKS_EVENTS`],
     /// [`SYSCALL_MASKS_EVENTS`], [`NMI_MASKED`], [`GS_KERNEL`] and
     /// [`SEGMENTS_KNOWN`], the vCPU's id (bits 32-47) and its domain's
-    /// (bits 48-63).
+    /// (bits 48-63), [`LOCAL_SENDS`].
     flags: AtomicU64,
     /// [`Segments::fs_base`].
     fs_base: AtomicU64,
@@ -481,6 +491,7 @@ impl Lane {
             },
             #[allow(clippy::cast_possible_truncation, reason = "bits 48-63")]
             domain: DomId((flags >> DOMAIN_SHIFT) as u16),
+            local_sends: flags & LOCAL_SENDS != 0,
             #[allow(clippy::cast_possible_truncation, reason = "bits 32-47")]
             vcpu: (flags >> VCPU_SHIFT) as u16,
             segments_known: flags & SEGMENTS_KNOWN != 0,
@@ -568,10 +579,16 @@ impl Lane {
     /// place or trap table included) is flagged again. Costs a load and a
     /// branch while nothing was flagged.
     #[inline(always)]
-    pub fn begin_full(&self, vcpu: &mut Vcpu, domain: DomId, vcpu_info: impl FnOnce(&Vcpu) -> u64) {
+    pub fn begin_full(
+        &self,
+        vcpu: &mut Vcpu,
+        domain: DomId,
+        local_sends: impl FnOnce() -> bool,
+        vcpu_info: impl FnOnce(&Vcpu) -> u64,
+    ) {
         let work = self.work.load(Ordering::Relaxed);
         if work != 0 {
-            self.begin_flagged(work, vcpu, domain, vcpu_info);
+            self.begin_flagged(work, vcpu, domain, local_sends, vcpu_info);
         }
     }
 
@@ -583,6 +600,7 @@ impl Lane {
         work: u8,
         vcpu: &mut Vcpu,
         domain: DomId,
+        local_sends: impl FnOnce() -> bool,
         vcpu_info: impl FnOnce(&Vcpu) -> u64,
     ) {
         if work & MODE_SET != 0 {
@@ -596,7 +614,7 @@ impl Lane {
             self.record_mode(vcpu.gs_kernel_active);
             return;
         }
-        let (published, segments) = Published::of(vcpu, domain, vcpu_info(vcpu));
+        let (published, segments) = Published::of(vcpu, domain, local_sends(), vcpu_info(vcpu));
         self.reopen(&published, &segments);
     }
 
@@ -622,6 +640,7 @@ impl Lane {
             (published.kernel_gs, GS_KERNEL),
             (published.kernel_l4.is_some(), KERNEL_L4),
             (published.event_callback, EVENT_CALLBACK),
+            (published.local_sends, LOCAL_SENDS),
         ] {
             if set {
                 flags |= bit;
@@ -763,6 +782,14 @@ const GS_KERNEL: u64 = 1 << 20;
 const KERNEL_L4: u64 = 1 << 21;
 /// [`Lane::flags`]: the vCPU registered an event callback.
 const EVENT_CALLBACK: u64 = 1 << 22;
+/// [`Lane::flags`]: [`Published::local_sends`].
+const LOCAL_SENDS: u64 = 1 << 23;
+/// Where the byte of [`Lane::flags`] holding [`LOCAL_SENDS`] lies in a
+/// lane, and the bit in it: the event lane's stub tests it.
+pub const LOCAL_SENDS_OFFSET: usize = core::mem::offset_of!(Lane, flags) + 2;
+/// See [`LOCAL_SENDS_OFFSET`].
+pub const LOCAL_SENDS_BIT: u8 = 1 << 7;
+const _: () = assert!(LOCAL_SENDS == (LOCAL_SENDS_BIT as u64) << 16);
 /// [`Lane::flags`]: where the vCPU's id starts.
 const VCPU_SHIFT: u32 = 32;
 /// [`Lane::flags`]: where its domain's id starts.
@@ -825,7 +852,7 @@ mod tests {
     /// What a vCPU with its `vcpu_info` at `va` and nothing else set
     /// publishes.
     fn open(lane: &Lane, va: u64) {
-        lane.begin_full(&mut Vcpu::new(0), DomId(0), |_| va);
+        lane.begin_full(&mut Vcpu::new(0), DomId(0), || true, |_| va);
     }
 
     #[test]
@@ -915,6 +942,7 @@ mod tests {
             nmi_masked: false,
             kernel_gs: true,
             domain: DomId(3),
+            local_sends: true,
             vcpu: 1,
             segments_known: true,
         }
@@ -1133,16 +1161,26 @@ mod tests {
         let lane = Lane::new();
         let mut vcpu = Vcpu::new(0);
         vcpu.gs_kernel_active = true;
-        lane.begin_full(&mut vcpu, DomId(3), |_| 0x1000);
+        lane.begin_full(&mut vcpu, DomId(3), || false, |_| 0x1000);
         assert!(lane.published().unwrap().kernel_gs);
         lane.set_mode(false);
         assert!(!lane.published().unwrap().kernel_gs, "the lane's mode wins");
         lane.set_mode(true);
         lane.set_mode(false);
-        lane.begin_full(&mut vcpu, DomId(3), |_| unreachable!("only the mode moved"));
+        lane.begin_full(
+            &mut vcpu,
+            DomId(3),
+            || false,
+            |_| unreachable!("only the mode moved"),
+        );
         assert!(!vcpu.gs_kernel_active, "the last switch");
         assert!(!lane.published().unwrap().kernel_gs);
-        lane.begin_full(&mut vcpu, DomId(3), |_| unreachable!("nothing flagged"));
+        lane.begin_full(
+            &mut vcpu,
+            DomId(3),
+            || false,
+            |_| unreachable!("nothing flagged"),
+        );
         lane.record_mode(true);
         vcpu.gs_kernel_active = true;
         assert!(
@@ -1152,12 +1190,13 @@ mod tests {
         lane.set_mode(false);
         lane.note_work();
         assert_eq!(lane.published(), None);
-        lane.begin_full(&mut vcpu, DomId(3), |_| 0x2000);
+        lane.begin_full(&mut vcpu, DomId(3), || false, |_| 0x2000);
         assert!(!vcpu.gs_kernel_active);
         let published = lane.published().unwrap();
         assert!(!published.kernel_gs, "published from the record");
         assert_eq!(published.vcpu_info, 0x2000);
         assert_eq!((published.domain, published.vcpu), (DomId(3), 0));
+        assert!(!published.local_sends);
     }
 
     #[test]

@@ -58,6 +58,16 @@ fn unbind_pirq(env: &mut impl Env, pirq: u32) {
     env.irq_lines(|lines| ((), lines.unbind(mapped.gsi, owner)));
 }
 
+/// The domain's first port whose sends stay in it was bound: the caller's
+/// event lane, which declines every send at its entry until its vCPU
+/// publishes that such ports exist (`fastpath::Published::local_sends`),
+/// publishes afresh at the next entry. The domain's other running vCPUs
+/// publish it at their next switch or flagged entry (until then their
+/// lanes only decline).
+fn first_local_port(env: &mut impl ControlEnv) {
+    crate::fastpath::note_work(env.vcpu().on_cpu);
+}
+
 /// Whether `dom` names another domain than the caller.
 fn is_other(env: &mut impl ControlEnv, dom: u16) -> bool {
     DomId(dom) != DomId::SELF && DomId(dom) != env.domain().id
@@ -106,8 +116,12 @@ pub fn event_channel_op(env: &mut impl ControlEnv, cmd: u64, arg: u64) -> Result
                         .bind_interdomain_with(pair.own_bits, pair.peer, b.remote_port)?;
             } else {
                 let (channels, bits) = env.event_channels();
+                let first = !channels.may_send_locally();
                 b.local_port =
                     channels.bind_interdomain(bits, DomId(b.remote_dom), b.remote_port)?;
+                if first {
+                    first_local_port(env);
+                }
             }
             write_struct(env, arg, &b)?;
         }
@@ -122,7 +136,11 @@ pub fn event_channel_op(env: &mut impl ControlEnv, cmd: u64, arg: u64) -> Result
         EvtchnOp::BindIpi => {
             let mut b: EvtchnBindIpi = read_struct(env, arg)?;
             let (channels, _) = env.event_channels();
+            let first = !channels.may_send_locally();
             b.port = channels.bind_ipi(b.vcpu)?;
+            if first {
+                first_local_port(env);
+            }
             write_struct(env, arg, &b)?;
         }
         EvtchnOp::BindVcpu => {

@@ -161,14 +161,19 @@ entry_stubs:
     .endm
     /*
      * A lane for the hypercall `number` (any other goes on at `next`):
-     * the hypervisor view, the lane's flag (closed: on at `closed`), the
-     * registers saved.
+     * the hypervisor view, the lane's flag (closed: on at `closed`, as
+     * when the lane's byte at `open_offset` lacks `open_bit`, if given),
+     * the registers saved.
      */
-    .macro HYPERCALL_LANE_ENTER number, next, closed
+    .macro HYPERCALL_LANE_ENTER number, next, closed, open_offset, open_bit
     cmp $\number, %rax
     jne \next
     HYPERVISOR_VIEW
     LANE_CLOSED \closed
+    .ifnb \open_bit
+    testb $\open_bit, \open_offset(%rax)
+    jz \closed
+    .endif
     HYPERCALL_LANE_SAVE
     .endm
     /* Calls the lane `fn` (RAX lost). */
@@ -266,13 +271,14 @@ iret_or_full:
     HYPERCALL_LANE_DECLINE {iret_number}
 
     /*
-     * The event lane (`event_channel_op`): as the fast entry, the lane
+     * The event lane (`event_channel_op`): as the fast entry, closed too
+     * while the domain has no port whose sends stay in it, the lane
      * also getting the guest's RCX and R11 for a bounce frame; an answer
      * leaves as the fast entry's does, on the frame the lane may have
      * pointed at the event callback.
      */
 send_or_full:
-    HYPERCALL_LANE_ENTER {send_number}, guest_common, 2f
+    HYPERCALL_LANE_ENTER {send_number}, guest_common, 2f, {local_offset}, {local_bit}
     lea 16(%rax), %rdx
     mov %r11, %r8
     CALL_LANE {fast_evtchn_send}
@@ -497,6 +503,8 @@ exit_to_guest_stub:
     fast_number = const crate::fastpath::FAST_HYPERCALL,
     iret_number = const Hypercall::Iret as u64,
     send_number = const crate::fastpath::SEND_HYPERCALL,
+    local_offset = const crate::fastpath::LOCAL_SENDS_OFFSET,
+    local_bit = const crate::fastpath::LOCAL_SENDS_BIT,
     hypervisor_trap = sym hypervisor_trap,
     options(att_syntax)
 );

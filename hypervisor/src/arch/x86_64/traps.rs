@@ -551,9 +551,13 @@ fn stopped_state(v: &Vcpu) -> i32 {
 #[inline(always)]
 fn handle_entry(current: &mut Current, regs: &mut GuestRegs) -> (Option<u8>, bool) {
     let start = if Stats::ENABLED { cpu::rdtsc() } else { 0 };
-    this_lane().begin_full(current.vcpu, current.domain.id, |v| {
-        paging::phys_to_virt(v.vcpu_info)
-    });
+    let domain = &current.domain;
+    this_lane().begin_full(
+        current.vcpu,
+        domain.id,
+        || domain.evtchn.may_send_locally(),
+        |v| paging::phys_to_virt(v.vcpu_info),
+    );
     count_entry(&mut current.vcpu.stats, regs.vector);
     // One place makes hypercalls, whether they came through `int $0x82`
     // or the kernel's `SYSCALL`: a second inlined copy of the dispatch
