@@ -32,6 +32,7 @@ use crate::mm::machine::DomainMm;
 use crate::pirq::Pirqs;
 use crate::sched::credit::Share;
 use crate::timer::Watchdogs;
+use crate::tlb::CpuSet;
 use crate::vcpu::Vcpu;
 
 /// The right to use privileged hypercalls (Xen's control and hardware
@@ -354,6 +355,9 @@ pub struct DomainTable {
     /// lock of its own (`page_alloc_lock`); here it lives in the slot, and
     /// a free must not wait for a slot it may not wait for.
     pages_owed: Vec<AtomicU64>,
+    /// Per slot, the CPUs whose TLB may hold its domain's translations
+    /// (`crate::tlb`): a flush of the domain is asked of each of them.
+    dirty_cpus: Vec<CpuSet>,
 }
 
 /// The sum of every table's `pages_owed` (a hint: it may lag a slot's
@@ -370,7 +374,16 @@ impl DomainTable {
             live: AtomicUsize::new(0),
             occupied: [const { AtomicU64::new(0) }; MAX_DOMAINS / 64],
             pages_owed: (0..slots).map(|_| AtomicU64::new(0)).collect(),
+            dirty_cpus: (0..slots).map(|_| CpuSet::new()).collect(),
         }
+    }
+
+    /// The CPUs whose TLB may hold translations of domain `id`'s page
+    /// tables (`crate::tlb`), if the table has a slot for it. A slot's
+    /// set outlives its domain: a CPU still named when the id is used
+    /// again costs the new domain one needless flush, never a missed one.
+    pub fn dirty_cpus(&self, id: DomId) -> Option<&CpuSet> {
+        bounded(u64::from(id.0), self.dirty_cpus.len()).map(|i| &self.dirty_cpus[i])
     }
 
     /// How many slots there are.

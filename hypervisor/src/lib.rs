@@ -35,5 +35,6 @@ pub mod smp;
 pub mod stats;
 pub mod time;
 pub mod timer;
+pub mod tlb;
 pub mod vcpu;
 pub mod wallclock;

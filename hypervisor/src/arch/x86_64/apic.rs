@@ -23,6 +23,9 @@ pub const TIMER_VECTOR: u8 = 0xf0;
 /// The event-check IPI's vector: another CPU left work for this one to
 /// look at.
 pub const EVENT_CHECK_VECTOR: u8 = 0xf1;
+/// The flush IPI's vector: another CPU changed a domain's page tables and
+/// waits until this one flushed its TLB (`percpu::flush_elsewhere`).
+pub const FLUSH_VECTOR: u8 = 0xf2;
 /// The APIC error interrupt's vector.
 pub const ERROR_VECTOR: u8 = 0xfe;
 /// The spurious-interrupt vector (never acknowledged).
@@ -206,6 +209,11 @@ pub fn send_startup(id: u32, vector: u8) {
 /// APIC id `id`: it leaves `hlt` (or its guest) and looks at what is due.
 pub fn send_event_check(id: u32) {
     send_ipi(id, ICR_FIXED | u32::from(EVENT_CHECK_VECTOR));
+}
+
+/// Sends a flush IPI ([`FLUSH_VECTOR`]) to the CPU with APIC id `id`.
+pub fn send_flush(id: u32) {
+    send_ipi(id, ICR_FIXED | u32::from(FLUSH_VECTOR));
 }
 
 fn send_ipi(id: u32, command: u32) {

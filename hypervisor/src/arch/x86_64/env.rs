@@ -918,8 +918,9 @@ pub fn fault_in_ldt_page(env: &mut ArchEnv<'_, '_>, page: u64) -> bool {
 }
 
 /// Carries out what a batch of memory operations left to do: resync this
-/// CPU's views, flush TLBs, write back caches, crash the domain. On one CPU
-/// "every CPU running the domain" is this one. The guest view's TLB entries
+/// CPU's views, flush TLBs (a flush of the domain here and, waited for, on
+/// every other CPU of its set: `percpu::flush_elsewhere`), write back
+/// caches, crash the domain. The guest view's TLB entries
 /// (PCID 1) are dropped by the CR3 load on the way out anyway; the flushes
 /// here are for the hypervisor view (PCID 0), which the hypervisor itself
 /// uses to reach guest memory.
@@ -949,6 +950,15 @@ pub fn apply_effects(current: &mut Current, fx: &Effects) {
                 cpu::flush_tlb_all();
                 current.vcpu.stats.add(Counter::TlbFlushes, 1);
             }
+        }
+    }
+    if !fx.flush.domain.is_none() {
+        // The other CPUs whose TLB may hold the domain's translations
+        // flush everything (a remote flush carries no address list), and
+        // the hypercall returns only after they did.
+        let sent = percpu::flush_elsewhere(current.domain.id, current.cpu.number);
+        if sent != 0 {
+            current.vcpu.stats.add(Counter::Ipis, sent);
         }
     }
     if fx.cache != CacheFlush::None {

@@ -11,14 +11,14 @@
 //! CPU's number; the trampoline's data page of each CPU holds the address
 //! of that CPU's slot, so [`this_cpu`] is one load from a fixed address.
 //! Besides the locked [`PerCpu`], a slot holds what other CPUs read
-//! without a lock: the CPU's APIC id (to send it IPIs) and how many
-//! event-check IPIs it took.
+//! without a lock: the CPU's APIC id (to send it IPIs), how many
+//! event-check IPIs it took, and its TLB flush requests (`crate::tlb`).
 extern crate alloc;
 
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use dom0_abi::types::DomId;
-use spin::{Mutex, Once};
+use spin::{Mutex, MutexGuard, Once};
 
 use crate::domain::DomainSlot;
 use crate::hypercall::HostInfo;
@@ -26,7 +26,9 @@ use crate::iomem::{Mmcfg, ReservedMmio};
 use crate::layout::trampoline::{DATA, LDT_PAGE_COUNT, data};
 use crate::sched::Slice;
 use crate::smp::MAX_CPUS;
+use crate::tlb::{self, Mailbox};
 
+use super::cpu;
 use super::trampoline::CpuViews;
 
 /// The vCPU a CPU runs: its domain's slot in the domain table (found once,
@@ -123,6 +125,13 @@ pub struct CpuSlot {
     /// An event-check IPI came: the CPU chooses again at its next
     /// `run_due` (another CPU woke or unpaused a vCPU it may run).
     choose_again: AtomicBool,
+    /// The domain whose vCPU it loaded last, plus one (0: none since its
+    /// last full flush away from it): the domain's set of CPUs
+    /// (`DomainTable::dirty_cpus`) names this CPU meanwhile. Written only
+    /// by the CPU itself.
+    tlb_of: AtomicU32,
+    /// Full flushes other CPUs asked of it.
+    flush: Mailbox,
 }
 
 impl CpuSlot {
@@ -136,6 +145,8 @@ impl CpuSlot {
             holding: AtomicU32::new(0),
             idle_ns: AtomicU64::new(0),
             choose_again: AtomicBool::new(false),
+            tlb_of: AtomicU32::new(0),
+            flush: Mailbox::new(),
         }
     }
 
@@ -300,6 +311,120 @@ pub fn kick_idle_cpu(me: u16) -> u64 {
     match crate::sched::idle_cpu(holdings(), me) {
         Some(cpu) => send_event_checks(1u64.checked_shl(cpu).unwrap_or(0)),
         None => 0,
+    }
+}
+
+/// Records that CPU `me` loaded a vCPU of `domain` after a full flush:
+/// it joins the domain's set of CPUs and leaves the set of the domain it
+/// loaded before, whose translations that flush removed.
+pub fn note_loaded(domain: DomId, me: u16) {
+    let Some(table) = crate::domain::DOMAINS.get() else {
+        return;
+    };
+    if let Some(set) = table.dirty_cpus(domain) {
+        set.add(me);
+    }
+    let before = this_cpu()
+        .tlb_of
+        .swap(u32::from(domain.0) + 1, Ordering::SeqCst);
+    if let Some(old) = tlb_domain(before).filter(|&old| old != domain)
+        && let Some(set) = table.dirty_cpus(old)
+    {
+        set.remove(me);
+    }
+}
+
+/// The domain a `tlb_of` value names.
+fn tlb_domain(tlb_of: u32) -> Option<DomId> {
+    u16::try_from(tlb_of.checked_sub(1)?).ok().map(DomId)
+}
+
+/// Answers the flush requests other CPUs left for this one, if any: one
+/// full flush for all of them; then, unless the CPU holds the domain it
+/// loaded last, it leaves that domain's set (`tlb::leaves_after_flush`).
+/// Takes no lock: it runs from the flush IPI's handler (also while the
+/// CPU waits in `hlt` holding its own state) and from every wait of a CPU
+/// that may be asked for a flush meanwhile ([`lock_answering`],
+/// [`flush_elsewhere`]).
+pub fn answer_flush() {
+    let slot = this_cpu();
+    let Some(ticket) = slot.flush.pending() else {
+        return;
+    };
+    cpu::flush_tlb_all();
+    let tlb_of = tlb_domain(slot.tlb_of.load(Ordering::SeqCst));
+    if tlb::leaves_after_flush(tlb_of, slot.holding()) {
+        slot.tlb_of.store(0, Ordering::SeqCst);
+        if let (Some(old), Some(table)) = (tlb_of, crate::domain::DOMAINS.get())
+            && let Some(set) = table.dirty_cpus(old)
+        {
+            set.remove(cpu_number(slot));
+        }
+    }
+    slot.flush.answer(ticket);
+}
+
+/// The number of the CPU whose slot `slot` is (its index in `CPUS`).
+fn cpu_number(slot: &'static CpuSlot) -> u16 {
+    let offset = (core::ptr::from_ref(slot) as usize).wrapping_sub(CPUS.as_ptr() as usize);
+    u16::try_from(offset / core::mem::size_of::<CpuSlot>()).unwrap_or(u16::MAX)
+}
+
+/// Asks every CPU but `me` of domain `domain`'s set for a full flush (one
+/// flush IPI each) and waits until each answered or left the set
+/// (`tlb::settled`), answering this CPU's own requests meanwhile. The
+/// caller flushed its own TLB. Returns how many IPIs were sent.
+#[cold]
+pub fn flush_elsewhere(domain: DomId, me: u16) -> u64 {
+    let Some(set) = crate::domain::DOMAINS
+        .get()
+        .and_then(|table| table.dirty_cpus(domain))
+    else {
+        return 0;
+    };
+    let targets = set.others(me);
+    if targets == 0 {
+        return 0;
+    }
+    let mut asked = [0u64; MAX_CPUS];
+    let mut sent = 0;
+    for c in crate::sched::kicked_ids(targets) {
+        let (Some(slot), Some(ticket)) = (cpu(c as usize), asked.get_mut(c as usize)) else {
+            continue;
+        };
+        if let Some(id) = slot.apic_id() {
+            *ticket = slot.flush.ask();
+            super::apic::send_flush(id);
+            sent += 1;
+        }
+    }
+    for c in crate::sched::kicked_ids(targets) {
+        let (Some(slot), Some(&ticket)) = (cpu(c as usize), asked.get(c as usize)) else {
+            continue;
+        };
+        if ticket == 0 {
+            continue;
+        }
+        let target = u16::try_from(c).unwrap_or(u16::MAX);
+        while !tlb::settled(slot.flush.answered(ticket), set.contains(target)) {
+            answer_flush();
+            core::hint::spin_loop();
+        }
+    }
+    sent
+}
+
+/// Locks `lock`, answering this CPU's flush requests while it waits: a
+/// CPU that may be in a domain's set of CPUs must not wait, with
+/// interrupts off, for a lock whose holder may wait for its flush
+/// (`docs/locking.md`).
+pub fn lock_answering<T>(lock: &'static Mutex<T>) -> MutexGuard<'static, T> {
+    loop {
+        if let Some(guard) = lock.try_lock() {
+            return guard;
+        }
+        answer_flush();
+        core::hint::spin_loop();
     }
 }
 

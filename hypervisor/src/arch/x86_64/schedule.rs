@@ -59,6 +59,12 @@ pub fn acknowledge(vector: u64) -> bool {
             apic::eoi();
             true
         }
+        // Another CPU waits until this one flushed its TLB.
+        v if v == u64::from(apic::FLUSH_VECTOR) => {
+            percpu::answer_flush();
+            apic::eoi();
+            false
+        }
         // The UART is drained before the end of interrupt, so that its
         // (edge-triggered) line has dropped and a later byte raises it
         // again.

@@ -107,8 +107,10 @@ pub fn run_guest(regs: &mut GuestRegs) -> ! {
         if this_cpu().holding() != Some(domain) {
             let _rq = RUNQUEUE.lock();
             this_cpu().set_holding(Some(domain));
+            // The boot CPU's first vCPU, whose tables the builder loaded.
+            percpu::note_loaded(domain, cpu.number);
         }
-        let mut entry_guard = slot.lock();
+        let mut entry_guard = percpu::lock_answering(slot);
         let Some(entry) = entry_guard.as_deref_mut() else {
             panic!("the running domain d{} is not in its slot", domain.0)
         };
@@ -492,7 +494,9 @@ fn take_slot(cpu: &mut PerCpu, id: DomId, vcpu: usize) -> SlotGuard {
         slot,
         vcpu,
     });
-    slot.lock()
+    // This CPU may still be in the set of the domain it ran before, whose
+    // holder may wait for its flush.
+    percpu::lock_answering(slot)
 }
 
 /// Another domain than dom0 shut down (or crashed): its vCPUs stop, and
@@ -696,6 +700,7 @@ fn load_vcpu(cpu: &mut PerCpu, entry: &mut DomainEntry, to: usize, regs: &mut Gu
         // before it ran on another CPU and changed its mappings there)
         // could otherwise still be translated through.
         cpu::flush_tlb_all();
+        percpu::note_loaded(entry.domain.id, cpu.number);
         publish_runstate(new, entry.domain.mm.vm_assist);
     }
     if let Some(running) = cpu.running.as_mut() {
