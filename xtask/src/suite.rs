@@ -908,6 +908,18 @@ pub const TESTS: &[IntegrationTest] = &[
         cpus: 4,
         ..passes!("smp_dom0_vcpus", conformance: true)
     },
+    // Issue 17: two vCPUs of one domain on shared page tables: concurrent
+    // `mmu_update` batches on one L1 table, and flushes of the other vCPU
+    // (every `UVMF`/`MMUEXT` way) after which it must not read through
+    // the old mapping.
+    IntegrationTest {
+        cpus: 2,
+        ..passes_with!("smp_mmu_update_shared", hv_extra_args: "dom0_max_vcpus=2")
+    },
+    IntegrationTest {
+        cpus: 2,
+        ..passes_with!("smp_remote_flush", hv_extra_args: "dom0_max_vcpus=2")
+    },
     // The benchmark guest with tiny counts, so it cannot rot: every
     // benchmark runs (or says `unsupported`), its checks pass, and the
     // null hypercall is measured. `cargo xtask bench` does the real runs.

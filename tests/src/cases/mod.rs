@@ -50,6 +50,7 @@ mod sched_op;
 mod sched_weights;
 mod shutdown;
 mod smp_dom0_vcpus;
+mod smp_tlb;
 mod time_wallclock;
 mod timers;
 mod unknown_hypercall;
@@ -493,6 +494,14 @@ pub const ALL: &[Case] = &[
     Case {
         name: "smp_dom0_vcpus",
         run: smp_dom0_vcpus::run,
+    },
+    Case {
+        name: "smp_mmu_update_shared",
+        run: smp_tlb::mmu_update_shared,
+    },
+    Case {
+        name: "smp_remote_flush",
+        run: smp_tlb::remote_flush,
     },
     Case {
         name: "hypercall_registers",
