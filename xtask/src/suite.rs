@@ -886,8 +886,8 @@ pub const TESTS: &[IntegrationTest] = &[
         ..passes!("hello", conformance: false)
     },
     // Every CPU the MADT lists is started on its own tables and idles
-    // with interrupts on, and takes an event-check IPI from the boot CPU;
-    // dom0 still runs on the boot CPU.
+    // with interrupts on, and takes an event-check IPI and answers a
+    // flush IPI from the boot CPU; dom0 still runs on the boot CPU.
     IntegrationTest {
         name: "smp_start_cpus",
         dom0_args: "test=hello",
@@ -898,6 +898,7 @@ pub const TESTS: &[IntegrationTest] = &[
                 &["SMP: CPU 3 (APIC id 3) up, its timer fires"],
                 &["SMP: 4 of 4 CPUs up"],
                 &["SMP: 3 of 3 started CPUs answer event-check IPIs"],
+                &["SMP: 3 of 3 started CPUs answer flush IPIs"],
             ],
             ..passes!("hello", conformance: false).expect
         },

@@ -215,6 +215,20 @@ impl CpuSlot {
     pub fn event_checks(&self) -> u64 {
         self.event_checks.load(Ordering::Acquire)
     }
+
+    /// Asks the CPU for a full flush and sends it a flush IPI, if it is
+    /// up; returns the request's ticket (`tlb::Mailbox::ask`).
+    pub fn ask_flush(&self) -> Option<u64> {
+        let id = self.apic_id()?;
+        let ticket = self.flush.ask();
+        super::apic::send_flush(id);
+        Some(ticket)
+    }
+
+    /// Whether the CPU answered the flush request with `ticket`.
+    pub fn flush_answered(&self, ticket: u64) -> bool {
+        self.flush.answered(ticket)
+    }
 }
 
 /// Every CPU's slot, by CPU number (0 is the boot CPU). Each CPU locks
@@ -318,15 +332,19 @@ pub fn kick_idle_cpu(me: u16) -> u64 {
 /// it joins the domain's set of CPUs and leaves the set of the domain it
 /// loaded before, whose translations that flush removed.
 pub fn note_loaded(domain: DomId, me: u16) {
+    let tlb_of = &this_cpu().tlb_of;
+    let now = u32::from(domain.0) + 1;
+    // Named already: only a change of `tlb_of` takes a CPU out of a set.
+    if tlb_of.load(Ordering::Relaxed) == now {
+        return;
+    }
     let Some(table) = crate::domain::DOMAINS.get() else {
         return;
     };
     if let Some(set) = table.dirty_cpus(domain) {
         set.add(me);
     }
-    let before = this_cpu()
-        .tlb_of
-        .swap(u32::from(domain.0) + 1, Ordering::SeqCst);
+    let before = tlb_of.swap(now, Ordering::SeqCst);
     if let Some(old) = tlb_domain(before).filter(|&old| old != domain)
         && let Some(set) = table.dirty_cpus(old)
     {
@@ -392,9 +410,8 @@ pub fn flush_elsewhere(domain: DomId, me: u16) -> u64 {
         let (Some(slot), Some(ticket)) = (cpu(c as usize), asked.get_mut(c as usize)) else {
             continue;
         };
-        if let Some(id) = slot.apic_id() {
-            *ticket = slot.flush.ask();
-            super::apic::send_flush(id);
+        if let Some(asked) = slot.ask_flush() {
+            *ticket = asked;
             sent += 1;
         }
     }
@@ -406,7 +423,7 @@ pub fn flush_elsewhere(domain: DomId, me: u16) -> u64 {
             continue;
         }
         let target = u16::try_from(c).unwrap_or(u16::MAX);
-        while !tlb::settled(slot.flush.answered(ticket), set.contains(target)) {
+        while !tlb::settled(slot.flush_answered(ticket), set.contains(target)) {
             answer_flush();
             core::hint::spin_loop();
         }

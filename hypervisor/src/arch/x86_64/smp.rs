@@ -196,6 +196,32 @@ pub fn start_cpus(
         "SMP: {answered} of {} started CPUs answer event-check IPIs",
         up - 1
     );
+    let flushed = (1..up).filter(|&cpu| answers_flush(cpu)).count();
+    log::info!(
+        "SMP: {flushed} of {} started CPUs answer flush IPIs",
+        up - 1
+    );
+}
+
+/// Asks started CPU `cpu` for a TLB flush (`percpu::flush_elsewhere`'s
+/// request and IPI) and waits up to [`ANSWER_NS`] for its answer; whether
+/// it answered.
+fn answers_flush(cpu: usize) -> bool {
+    let Some(slot) = percpu::cpu(cpu) else {
+        return false;
+    };
+    let Some(ticket) = slot.ask_flush() else {
+        return false;
+    };
+    let deadline = time::now_ns().saturating_add(ANSWER_NS);
+    while !slot.flush_answered(ticket) {
+        if time::now_ns() >= deadline {
+            log::warn!("SMP: CPU {cpu} did not answer a flush IPI");
+            return false;
+        }
+        core::hint::spin_loop();
+    }
+    true
 }
 
 /// Sends started CPU `cpu` an event-check IPI and waits up to
