@@ -355,10 +355,12 @@ pub struct DomainTable {
     /// lock of its own (`page_alloc_lock`); here it lives in the slot, and
     /// a free must not wait for a slot it may not wait for.
     pages_owed: Vec<AtomicU64>,
-    /// Per slot, the CPUs whose TLB may hold its domain's translations
-    /// (`crate::tlb`): a flush of the domain is asked of each of them.
-    dirty_cpus: Vec<CpuSet>,
 }
+
+/// Per domain id, the CPUs whose TLB may hold the domain's translations
+/// (`crate::tlb`): a flush of the domain is asked of each of them. Outside
+/// the table, so that a vCPU switch reaches it without finding the table.
+static DIRTY_CPUS: [CpuSet; MAX_DOMAINS] = [const { CpuSet::new() }; MAX_DOMAINS];
 
 /// The sum of every table's `pages_owed` (a hint: it may lag a slot's
 /// count for a moment), so that a settle with nothing owed anywhere is
@@ -374,16 +376,16 @@ impl DomainTable {
             live: AtomicUsize::new(0),
             occupied: [const { AtomicU64::new(0) }; MAX_DOMAINS / 64],
             pages_owed: (0..slots).map(|_| AtomicU64::new(0)).collect(),
-            dirty_cpus: (0..slots).map(|_| CpuSet::new()).collect(),
         }
     }
 
     /// The CPUs whose TLB may hold translations of domain `id`'s page
-    /// tables (`crate::tlb`), if the table has a slot for it. A slot's
-    /// set outlives its domain: a CPU still named when the id is used
-    /// again costs the new domain one needless flush, never a missed one.
-    pub fn dirty_cpus(&self, id: DomId) -> Option<&CpuSet> {
-        bounded(u64::from(id.0), self.dirty_cpus.len()).map(|i| &self.dirty_cpus[i])
+    /// tables (`crate::tlb`), if `id` can name a domain. The set outlives
+    /// its domain: a CPU still named when the id is used again costs the
+    /// new domain one needless flush, never a missed one.
+    #[inline]
+    pub fn dirty_cpus(id: DomId) -> Option<&'static CpuSet> {
+        DIRTY_CPUS.get(usize::from(id.0))
     }
 
     /// How many slots there are.

@@ -3,9 +3,9 @@
 //! its answer is seen. The IPI, its handler and the flush itself are
 //! `arch::x86_64::percpu`'s.
 //!
-//! Each domain has a [`CpuSet`] (kept in its slot of the domain table,
-//! `DomainTable::dirty_cpus`): the CPUs whose TLB may hold translations
-//! of its page tables that they could use without flushing first. A CPU
+//! Each domain id has a [`CpuSet`] (`DomainTable::dirty_cpus`): the CPUs
+//! whose TLB may hold translations of its page tables that they could
+//! use without flushing first. A CPU
 //! joins the set when it loads one of the domain's vCPUs (after the full
 //! flush every switch makes, which is also when it leaves the set of the
 //! domain it ran before), and leaves it after a full flush while it does

@@ -20,7 +20,7 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering
 use dom0_abi::types::DomId;
 use spin::{Mutex, MutexGuard, Once};
 
-use crate::domain::DomainSlot;
+use crate::domain::{DomainSlot, DomainTable};
 use crate::hypercall::HostInfo;
 use crate::iomem::{Mmcfg, ReservedMmio};
 use crate::layout::trampoline::{DATA, LDT_PAGE_COUNT, data};
@@ -338,16 +338,11 @@ pub fn note_loaded(domain: DomId, me: u16) {
     if tlb_of.load(Ordering::Relaxed) == now {
         return;
     }
-    let Some(table) = crate::domain::DOMAINS.get() else {
-        return;
-    };
-    if let Some(set) = table.dirty_cpus(domain) {
+    if let Some(set) = DomainTable::dirty_cpus(domain) {
         set.add(me);
     }
     let before = tlb_of.swap(now, Ordering::SeqCst);
-    if let Some(old) = tlb_domain(before).filter(|&old| old != domain)
-        && let Some(set) = table.dirty_cpus(old)
-    {
+    if let Some(set) = tlb_domain(before).and_then(DomainTable::dirty_cpus) {
         set.remove(me);
     }
 }
@@ -373,9 +368,7 @@ pub fn answer_flush() {
     let tlb_of = tlb_domain(slot.tlb_of.load(Ordering::SeqCst));
     if tlb::leaves_after_flush(tlb_of, slot.holding()) {
         slot.tlb_of.store(0, Ordering::SeqCst);
-        if let (Some(old), Some(table)) = (tlb_of, crate::domain::DOMAINS.get())
-            && let Some(set) = table.dirty_cpus(old)
-        {
+        if let Some(set) = tlb_of.and_then(DomainTable::dirty_cpus) {
             set.remove(cpu_number(slot));
         }
     }
@@ -394,10 +387,7 @@ fn cpu_number(slot: &'static CpuSlot) -> u16 {
 /// caller flushed its own TLB. Returns how many IPIs were sent.
 #[cold]
 pub fn flush_elsewhere(domain: DomId, me: u16) -> u64 {
-    let Some(set) = crate::domain::DOMAINS
-        .get()
-        .and_then(|table| table.dirty_cpus(domain))
-    else {
+    let Some(set) = DomainTable::dirty_cpus(domain) else {
         return 0;
     };
     let targets = set.others(me);
