@@ -426,7 +426,9 @@ fn idle(cpu: &mut PerCpu, guard: SlotGuard, index: usize) -> SlotGuard {
     let start = time::now_ns();
     cpu::wait_for_interrupt();
     this_cpu().count_idle(time::now_ns().saturating_sub(start));
-    let mut guard = slot.lock();
+    // The views may still hold the domU this CPU ran before it came to
+    // wait here, whose holder may wait for its flush.
+    let mut guard = percpu::lock_answering(slot);
     if let Some(entry) = guard.as_deref_mut()
         && let Some(mut current) = Current::of(entry, index, cpu)
     {
