@@ -67,13 +67,14 @@ static READY: AtomicBool = AtomicBool::new(false);
 static GO: AtomicBool = AtomicBool::new(false);
 /// vCPU 1 is done.
 static DONE: AtomicBool = AtomicBool::new(false);
-/// Per vCPU: batches that did not succeed whole, and the first result.
+/// Per vCPU: batches that did not succeed whole, and the first result
+/// (as its two's complement).
 static FAILED: [AtomicU64; 2] = [const { AtomicU64::new(0) }; 2];
 static FIRST_FAILURE: [AtomicU64; 2] = [const { AtomicU64::new(0) }; 2];
 
 /// The flags entry `i` of vCPU `v` gets in round `round`.
 const fn flags(v: usize, round: u64) -> u64 {
-    if (round + v as u64) % 2 == 0 {
+    if (round + v as u64).is_multiple_of(2) {
         PTE_RW
     } else {
         PTE_RO
@@ -98,10 +99,8 @@ fn batch(v: usize, map: Option<u64>) {
     // SAFETY: the table maps no memory of the running code (it is hooked
     // nowhere); only its entries change.
     let ret = unsafe { hc::mmu_update(&reqs, Some(&mut done), FOREIGNDOM_SELF) };
-    if ret != 0 || done as usize != ENTRIES {
-        if FAILED[v].fetch_add(1, Ordering::AcqRel) == 0 {
-            FIRST_FAILURE[v].store(ret as u64, Ordering::Release);
-        }
+    if (ret != 0 || done as usize != ENTRIES) && FAILED[v].fetch_add(1, Ordering::AcqRel) == 0 {
+        FIRST_FAILURE[v].store(ret.cast_unsigned(), Ordering::Release);
     }
 }
 
@@ -189,15 +188,15 @@ pub fn mmu_update_shared(_start_info: &'static StartInfo) {
         return;
     }
     let mut wrong = 0;
-    for e in 0..512 {
+    for e in 0..512usize {
         let want = (0..2)
-            .find(|&v| (first_entry(v)..first_entry(v) + ENTRIES).contains(&(e as usize)))
+            .find(|&v| (first_entry(v)..first_entry(v) + ENTRIES).contains(&e))
             .map_or(0, |v| {
-                let i = e as usize - first_entry(v);
+                let i = e - first_entry(v);
                 (DATA[i % FRAMES].load(Ordering::Acquire) << 12) | flags(v, ROUNDS)
             });
         let mask = PTE_ADDR_MASK | PteFlags::PRESENT.bits() | PteFlags::RW.bits();
-        if mm::window_read(TABLE_WINDOW, e) & mask != want & mask {
+        if mm::window_read(TABLE_WINDOW, e as u64) & mask != want & mask {
             wrong += 1;
         }
     }
@@ -262,7 +261,7 @@ fn reader(_v: usize) {
             idle = 0;
         } else {
             idle += 1;
-            if idle % 4096 == 0 {
+            if idle.is_multiple_of(4096) {
                 hc::sched_yield();
             }
         }
