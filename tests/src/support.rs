@@ -60,6 +60,21 @@ pub fn frame() -> Option<Frame> {
     frame
 }
 
+/// A scratch frame holding `words` (zero after) and mapped nowhere,
+/// written through window `slot` (`mm::prepare_frame`), or an `ERROR`.
+pub fn prepared_frame(slot: usize, words: &[u64]) -> Option<Frame> {
+    let f = frame()?;
+    let ret = mm::prepare_frame(slot, f, words);
+    if ret != 0 {
+        report::error(
+            "prepare a scratch frame",
+            format_args!("{}", report::Ret(ret)),
+        );
+        return None;
+    }
+    Some(f)
+}
+
 /// Maps window `slot` to `mfn` with `flags`, or reports an `ERROR`.
 pub fn map_window(slot: usize, mfn: u64, flags: u64) -> bool {
     let ret = mm::map_window(slot, mfn, flags);

@@ -61,16 +61,7 @@ fn zeroed() -> Option<Frame> {
 
 /// A scratch frame holding `words` (zero after), with no mapping.
 fn zeroed_with(words: &[u64]) -> Option<Frame> {
-    let f = support::frame()?;
-    let ret = mm::prepare_frame(30, f, words);
-    if ret != 0 {
-        report::error(
-            "prepare a scratch frame",
-            format_args!("{}", report::Ret(ret)),
-        );
-        return None;
-    }
-    Some(f)
+    support::prepared_frame(30, words)
 }
 
 /// `update_va_mapping` of window `slot`.

@@ -121,18 +121,9 @@ fn second_hammer(v: usize) {
     DONE.store(true, Ordering::Release);
 }
 
-/// A zeroed scratch frame with no mapping, holding `words` at its start.
+/// A scratch frame holding `words` at its start, mapped nowhere.
 fn prepared(words: &[u64]) -> Option<Frame> {
-    let f = support::frame()?;
-    let ret = mm::prepare_frame(PREP_WINDOW, f, words);
-    if ret != 0 {
-        report::error(
-            "prepare a scratch frame",
-            format_args!("{}", report::Ret(ret)),
-        );
-        return None;
-    }
-    Some(f)
+    support::prepared_frame(PREP_WINDOW, words)
 }
 
 /// One `mmuext_op` for the domain itself.
