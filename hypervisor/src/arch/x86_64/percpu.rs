@@ -394,10 +394,11 @@ pub fn flush_elsewhere(domain: DomId, me: u16) -> u64 {
     if targets == 0 {
         return 0;
     }
-    let mut asked = [0u64; MAX_CPUS];
+    // Each target's ticket (0: not asked, the CPU is not up).
+    let mut tickets = [0u64; MAX_CPUS];
     let mut sent = 0;
     for c in crate::sched::kicked_ids(targets) {
-        let (Some(slot), Some(ticket)) = (cpu(c as usize), asked.get_mut(c as usize)) else {
+        let (Some(slot), Some(ticket)) = (cpu(c as usize), tickets.get_mut(c as usize)) else {
             continue;
         };
         if let Some(asked) = slot.ask_flush() {
@@ -406,7 +407,7 @@ pub fn flush_elsewhere(domain: DomId, me: u16) -> u64 {
         }
     }
     for c in crate::sched::kicked_ids(targets) {
-        let (Some(slot), Some(&ticket)) = (cpu(c as usize), asked.get(c as usize)) else {
+        let (Some(slot), Some(&ticket)) = (cpu(c as usize), tickets.get(c as usize)) else {
             continue;
         };
         if ticket == 0 {
