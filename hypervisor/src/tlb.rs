@@ -5,12 +5,12 @@
 //!
 //! Each domain id has a [`CpuSet`] (`DomainTable::dirty_cpus`): the CPUs
 //! whose TLB may hold translations of its page tables that they could
-//! use without flushing first. A CPU
-//! joins the set when it loads one of the domain's vCPUs (after the full
-//! flush every switch makes, which is also when it leaves the set of the
-//! domain it ran before), and leaves it after a full flush while it does
-//! not hold the domain ([`leaves_after_flush`]). A flush the memory core
-//! or the guest asks for "every CPU of the domain" (`Effects`'
+//! use without flushing first. A CPU joins the set when it loads one of
+//! the domain's vCPUs (after the full flush every switch makes, which is
+//! also when it leaves the set of the domain it ran before), and leaves
+//! it after a full flush while it does not hold the domain
+//! ([`Residency`]). A flush the memory core or the guest asks for
+//! "every CPU of the domain" (`Effects`'
 //! `flush.domain`) is made here and asked of every other CPU of the set
 //! through its [`Mailbox`]; the hypercall waits until each of them
 //! answered or left the set ([`settled`]).
@@ -23,7 +23,9 @@
 //! at once without a lock.
 #![forbid(unsafe_code)]
 
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use dom0_abi::types::DomId;
 
 /// A set of physical CPUs (bit `c`: CPU `c`; 64 at most, as
 /// `smp::MAX_CPUS`), changed and read without a lock.
@@ -108,6 +110,62 @@ impl Mailbox {
     }
 }
 
+/// Whose set one CPU is in: the domain whose vCPU it loaded last, until
+/// a full flush takes it out ([`Residency::flushed`]). Changed only by
+/// the CPU itself; `sets` finds a domain's [`CpuSet`].
+#[derive(Debug, Default)]
+pub struct Residency(AtomicU32);
+
+impl Residency {
+    /// In no domain's set.
+    pub const fn new() -> Residency {
+        Residency(AtomicU32::new(0))
+    }
+
+    /// The domain whose set the CPU is in.
+    pub fn domain(&self) -> Option<DomId> {
+        let plus_one = self.0.load(Ordering::SeqCst);
+        u16::try_from(plus_one.checked_sub(1)?).ok().map(DomId)
+    }
+
+    /// CPU `me` loaded a vCPU of `domain` after a full flush: it joins
+    /// the domain's set (before it can use any of its translations) and
+    /// leaves the set of the domain it was in, whose translations that
+    /// flush removed. One load when it is in `domain`'s set already.
+    pub fn loaded<'a>(&self, domain: DomId, me: u16, sets: impl Fn(DomId) -> Option<&'a CpuSet>) {
+        let now = u32::from(domain.0) + 1;
+        if self.0.load(Ordering::Relaxed) == now {
+            return;
+        }
+        if let Some(set) = sets(domain) {
+            set.add(me);
+        }
+        let before = self.0.swap(now, Ordering::SeqCst);
+        let old = before.checked_sub(1).and_then(|d| u16::try_from(d).ok());
+        if let Some(set) = old.map(DomId).and_then(sets) {
+            set.remove(me);
+        }
+    }
+
+    /// CPU `me` flushed its whole TLB while holding `holding`: it leaves
+    /// the set it is in unless it holds that domain
+    /// ([`leaves_after_flush`]).
+    pub fn flushed<'a>(
+        &self,
+        holding: Option<DomId>,
+        me: u16,
+        sets: impl Fn(DomId) -> Option<&'a CpuSet>,
+    ) {
+        let domain = self.domain();
+        if leaves_after_flush(domain, holding) {
+            self.0.store(0, Ordering::SeqCst);
+            if let Some(set) = domain.and_then(sets) {
+                set.remove(me);
+            }
+        }
+    }
+}
+
 /// Whether a CPU that just flushed its whole TLB leaves the set of
 /// domain `tlb_of` (the one whose vCPU it loaded last): unless it holds
 /// that domain still (runs, or idles with, one of its vCPUs, which it may
@@ -176,6 +234,36 @@ mod tests {
         assert!(!leaves_after_flush(Some(3), Some(3)));
         // Loaded nothing yet.
         assert!(!leaves_after_flush(None::<u16>, None));
+    }
+
+    #[test]
+    fn a_cpu_moves_between_sets_as_it_loads_and_flushes() {
+        let sets: [CpuSet; 3] = [const { CpuSet::new() }; 3];
+        let find = |d: DomId| sets.get(usize::from(d.0));
+        let cpu1 = Residency::new();
+        cpu1.loaded(DomId(1), 1, find);
+        assert!(sets[1].contains(1));
+        assert_eq!(cpu1.domain(), Some(DomId(1)));
+        // Another vCPU of the same domain: nothing moves.
+        cpu1.loaded(DomId(1), 1, find);
+        assert!(sets[1].contains(1));
+        // A vCPU of domain 2: out of 1's set, into 2's.
+        cpu1.loaded(DomId(2), 1, find);
+        assert!(!sets[1].contains(1) && sets[2].contains(1));
+        // A flush while it still holds domain 2 (it may resume it).
+        cpu1.flushed(Some(DomId(2)), 1, find);
+        assert!(sets[2].contains(1));
+        // A flush while it idles holding nothing: out.
+        cpu1.flushed(None, 1, find);
+        assert!(!sets[2].contains(1));
+        assert_eq!(cpu1.domain(), None);
+        // Loading domain 2 again puts it back.
+        cpu1.loaded(DomId(2), 1, find);
+        assert!(sets[2].contains(1));
+        // An id without a set (past the table) is in no set.
+        cpu1.loaded(DomId(7), 1, find);
+        assert!(!sets[2].contains(1));
+        assert_eq!(cpu1.domain(), Some(DomId(7)));
     }
 
     #[test]

@@ -26,7 +26,7 @@ use crate::iomem::{Mmcfg, ReservedMmio};
 use crate::layout::trampoline::{DATA, LDT_PAGE_COUNT, data};
 use crate::sched::Slice;
 use crate::smp::MAX_CPUS;
-use crate::tlb::{self, Mailbox};
+use crate::tlb::{self, Mailbox, Residency};
 
 use super::cpu;
 use super::trampoline::CpuViews;
@@ -125,11 +125,10 @@ pub struct CpuSlot {
     /// An event-check IPI came: the CPU chooses again at its next
     /// `run_due` (another CPU woke or unpaused a vCPU it may run).
     choose_again: AtomicBool,
-    /// The domain whose vCPU it loaded last, plus one (0: none since its
-    /// last full flush away from it): the domain's set of CPUs
-    /// (`DomainTable::dirty_cpus`) names this CPU meanwhile. Written only
-    /// by the CPU itself.
-    tlb_of: AtomicU32,
+    /// The domain whose vCPU it loaded last, until a full flush away from
+    /// it: the domain's set of CPUs (`DomainTable::dirty_cpus`) names
+    /// this CPU meanwhile. Changed only by the CPU itself.
+    tlb_of: Residency,
     /// Full flushes other CPUs asked of it.
     flush: Mailbox,
 }
@@ -145,7 +144,7 @@ impl CpuSlot {
             holding: AtomicU32::new(0),
             idle_ns: AtomicU64::new(0),
             choose_again: AtomicBool::new(false),
-            tlb_of: AtomicU32::new(0),
+            tlb_of: Residency::new(),
             flush: Mailbox::new(),
         }
     }
@@ -328,33 +327,17 @@ pub fn kick_idle_cpu(me: u16) -> u64 {
     }
 }
 
-/// Records that CPU `me` loaded a vCPU of `domain` after a full flush:
-/// it joins the domain's set of CPUs and leaves the set of the domain it
-/// loaded before, whose translations that flush removed.
+/// Records that CPU `me` loaded a vCPU of `domain` after a full flush
+/// (`tlb::Residency::loaded`).
 pub fn note_loaded(domain: DomId, me: u16) {
-    let tlb_of = &this_cpu().tlb_of;
-    let now = u32::from(domain.0) + 1;
-    // Named already: only a change of `tlb_of` takes a CPU out of a set.
-    if tlb_of.load(Ordering::Relaxed) == now {
-        return;
-    }
-    if let Some(set) = DomainTable::dirty_cpus(domain) {
-        set.add(me);
-    }
-    let before = tlb_of.swap(now, Ordering::SeqCst);
-    if let Some(set) = tlb_domain(before).and_then(DomainTable::dirty_cpus) {
-        set.remove(me);
-    }
-}
-
-/// The domain a `tlb_of` value names.
-fn tlb_domain(tlb_of: u32) -> Option<DomId> {
-    u16::try_from(tlb_of.checked_sub(1)?).ok().map(DomId)
+    this_cpu()
+        .tlb_of
+        .loaded(domain, me, DomainTable::dirty_cpus);
 }
 
 /// Answers the flush requests other CPUs left for this one, if any: one
 /// full flush for all of them; then, unless the CPU holds the domain it
-/// loaded last, it leaves that domain's set (`tlb::leaves_after_flush`).
+/// loaded last, it leaves that domain's set (`tlb::Residency::flushed`).
 /// Takes no lock: it runs from the flush IPI's handler (also while the
 /// CPU waits in `hlt` holding its own state) and from every wait of a CPU
 /// that may be asked for a flush meanwhile ([`lock_answering`],
@@ -365,13 +348,8 @@ pub fn answer_flush() {
         return;
     };
     cpu::flush_tlb_all();
-    let tlb_of = tlb_domain(slot.tlb_of.load(Ordering::SeqCst));
-    if tlb::leaves_after_flush(tlb_of, slot.holding()) {
-        slot.tlb_of.store(0, Ordering::SeqCst);
-        if let Some(set) = tlb_of.and_then(DomainTable::dirty_cpus) {
-            set.remove(cpu_number(slot));
-        }
-    }
+    slot.tlb_of
+        .flushed(slot.holding(), cpu_number(slot), DomainTable::dirty_cpus);
     slot.flush.answer(ticket);
 }
 
