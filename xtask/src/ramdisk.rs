@@ -170,6 +170,10 @@ pub enum DomuSet {
     /// result line and destroys it; the hypervisor's teardown at dom0's
     /// end then counts every frame back.
     Fuzz,
+    /// The test guest's two shared-page-table tests as two domUs with two
+    /// vCPUs each, on two CPUs (`test=smp_remote_flush` and
+    /// `test=smp_mmu_update_shared`): dom0 checks each result line.
+    SharedTables,
 }
 
 /// The domUs of the default scenario (`cargo xtask run`), created in this
@@ -410,6 +414,7 @@ impl DomuSet {
             DomuSet::Scale => "scale",
             DomuSet::Typist => "typist",
             DomuSet::Fuzz => "fuzz",
+            DomuSet::SharedTables => "shared-tables",
         }
     }
 
@@ -550,6 +555,20 @@ impl DomuSet {
                  name = \"fuzz\"\nkernel = \"test-guest\"\nmemory = 16\nvcpus = 2\n\
                  cmdline = \"test=fuzz seed=1 calls=20000\"\n",
             )],
+            DomuSet::SharedTables => &[
+                (
+                    "flips.cfg",
+                    "# One vCPU reads a window while the other flips it and flushes.\n\
+                     name = \"flips\"\nkernel = \"test-guest\"\nmemory = 16\nvcpus = 2\n\
+                     cmdline = \"test=smp_remote_flush\"\n",
+                ),
+                (
+                    "hammer.cfg",
+                    "# Two vCPUs' mmu_update batches on one L1 table.\n\
+                     name = \"hammer\"\nkernel = \"test-guest\"\nmemory = 16\nvcpus = 2\n\
+                     cmdline = \"test=smp_mmu_update_shared\"\n",
+                ),
+            ],
             DomuSet::Crash => &[(
                 "crash.cfg",
                 "# The demo domU told to crash: dom0 must see SHUTDOWN_crash.\n\
@@ -562,7 +581,7 @@ impl DomuSet {
     /// The kernel its configurations name (inside the archive).
     const fn kernel(self) -> &'static str {
         match self {
-            DomuSet::Fuzz => TEST_KERNEL,
+            DomuSet::Fuzz | DomuSet::SharedTables => TEST_KERNEL,
             _ => DEMO_KERNEL,
         }
     }
@@ -669,6 +688,7 @@ mod tests {
             DomuSet::Scale,
             DomuSet::Typist,
             DomuSet::Fuzz,
+            DomuSet::SharedTables,
         ] {
             for (file, text) in set.configs().iter().filter(|(f, _)| f.ends_with(".cfg")) {
                 let cfg = DomainConfig::parse(text).unwrap_or_else(|e| panic!("{file}: {e}"));

@@ -275,9 +275,9 @@ macro_rules! toolstack {
     };
 }
 
-/// A grant-copy test of issue 17: the domUs of `set` on two CPUs, dom0
+/// A toolstack test of issue 17: the domUs of `set` on two CPUs, dom0
 /// waiting for each to power off, and the lines `log_lines` in the log.
-const fn smp_copy_test(
+const fn smp_domu_test(
     name: &'static str,
     set: DomuSet,
     log_lines: &'static [&'static [&'static str]],
@@ -564,7 +564,7 @@ pub const TESTS: &[IntegrationTest] = &[
     // Issue 17: two domUs on two CPUs copy from each other's grant at
     // once; every copy must succeed (the one needing the lower id's
     // domain while the other holds it is continued, not refused).
-    smp_copy_test(
+    smp_domu_test(
         "smp_grant_copy_cross",
         DomuSet::CrossCopy,
         &[
@@ -576,7 +576,7 @@ pub const TESTS: &[IntegrationTest] = &[
     // domain 1's into domain 3's) while domain 1 copies from domain 2's
     // on the other CPU: both sides are held from the start, so none
     // fails and none leaves a grant pinned.
-    smp_copy_test(
+    smp_domu_test(
         "smp_grant_copy_three",
         DomuSet::CopyThree,
         &[
@@ -921,6 +921,17 @@ pub const TESTS: &[IntegrationTest] = &[
         cpus: 2,
         ..passes_with!("smp_remote_flush", hv_extra_args: "dom0_max_vcpus=2")
     },
+    // The same two tests in two domUs with two vCPUs each, on two CPUs:
+    // here a domU's vCPUs run in turn, on whichever CPU holds it, and its
+    // flushes reach the CPUs it ran on before.
+    smp_domu_test(
+        "smp_shared_tables_domu",
+        DomuSet::SharedTables,
+        &[
+            &["(d1) ok: reads after a flip that found the old frame"],
+            &["(d2) ok: entries of the final table not as the last round left them = 0"],
+        ],
+    ),
     // The benchmark guest with tiny counts, so it cannot rot: every
     // benchmark runs (or says `unsupported`), its checks pass, and the
     // null hypercall is measured. `cargo xtask bench` does the real runs.
