@@ -130,13 +130,15 @@ numbered_enum! {
         TlbFlushLocal = 6, "TLB_FLUSH_LOCAL";
         /// `arg1.linear_addr`: flush one address from this vCPU's TLB.
         InvlpgLocal = 7, "INVLPG_LOCAL";
-        /// `arg2.vcpumask`: flush the TLBs of the vCPUs in the bitmap.
-        /// `EINVAL`: bitmap unreadable.
+        /// `arg2.vcpumask`: flush the TLBs of the vCPUs in the bitmap; the
+        /// call returns once every CPU they may have left entries on has
+        /// flushed. `EINVAL`: bitmap unreadable.
         TlbFlushMulti = 8, "TLB_FLUSH_MULTI";
         /// `arg1.linear_addr`, `arg2.vcpumask`: flush one address on the
         /// vCPUs in the bitmap. `EINVAL`: bitmap unreadable.
         InvlpgMulti = 9, "INVLPG_MULTI";
-        /// No arguments: flush the TLBs of all the domain's vCPUs.
+        /// No arguments: flush the TLBs of all the domain's vCPUs (returns
+        /// once every CPU they may have left entries on has flushed).
         TlbFlushAll = 10, "TLB_FLUSH_ALL";
         /// `arg1.linear_addr`: flush one address on all the domain's vCPUs.
         InvlpgAll = 11, "INVLPG_ALL";
@@ -185,8 +187,9 @@ bitflags! {
     /// Bits 1:0 are the flush type (`NONE` 0, [`Self::TLB_FLUSH`],
     /// [`Self::INVLPG`]; 3 flushes nothing). The rest is the scope: 0 =
     /// local, [`Self::ALL`] = every vCPU of the domain, anything else is a
-    /// guest pointer to a vCPU bitmap (`UVMF_MULTI`) ORed in. Decode with
-    /// [`uvmf_decode`].
+    /// guest pointer to a vCPU bitmap (`UVMF_MULTI`) ORed in. A flush of
+    /// other vCPUs is done on every CPU they may have left entries on
+    /// before the call returns. Decode with [`uvmf_decode`].
     #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
     pub struct UvmfFlags: u64 {
         /// Flush whole TLBs.
