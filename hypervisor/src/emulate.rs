@@ -1,6 +1,10 @@
-//! Privileged instructions a PV kernel may execute in ring 1, decoded from
-//! the bytes at the faulting RIP, and the policy for each (Xen's PV
-//! emulation, narrowed to what a 64-bit PV kernel needs):
+//! Instructions the hypervisor emulates for a PV guest, decoded from the
+//! bytes at the faulting RIP by `iced-x86` (a maintained `no_std`
+//! decoder, so every prefix, REX and addressing form is read as the CPU
+//! reads it), and the policy for each.
+//!
+//! Privileged instructions (Xen's PV emulation, narrowed to what a 64-bit
+//! PV kernel needs), after a #GP:
 //!
 //! | instruction | from ring 1 |
 //! |---|---|
@@ -14,22 +18,29 @@
 //! | `wbinvd` | performed for a privileged domain; #GP otherwise |
 //! | `rdmsr` | TSC, PAT, EFER, the FS/GS base MSRs; TSC_AUX and Xen's hypercall-page MSR read 0; the host's microcode revision; the values Xen makes up ([`made_up_msr`]: APIC base, virtual machine check, `MISC_ENABLE`, ...); anything else #GP |
 //! | `wrmsr` | the FS/GS base MSRs (as `set_segment_base`); the virtual machine check's registers (ignored); anything else #GP |
-//! | `ud2; .ascii "xen"; cpuid` | CPUID with the guest policy (see `arch`) |
+//! | `ud2; .ascii "xen"; cpuid` | CPUID with the guest policy (see `arch`); the signature is exact, as Xen's: `cpuid` right after it, without prefixes |
 //! | `cli`, `sti` | no-ops when the virtual IOPL (`PHYSDEVOP_set_iopl`) is at least 1, as on Xen; #GP otherwise |
 //! | `in`, `out` (byte, word, dword; port in DX or an immediate) | as `crate::ioport` decides (Xen's rules) |
-//! | everything else (`hlt`, `lgdt`, `lidt`, `ins`/`outs`, other CRs) | #GP to the guest |
+//! | everything else (`hlt`, `lgdt`, `lidt`, `ins`/`outs`, other CRs, bytes the decoder finds invalid) | the #GP goes to the guest |
 //!
 //! From ring 3 nothing is emulated except the forced-emulation CPUID, which
 //! Xen also allows from user mode, `cli`/`sti` with a virtual IOPL
 //! of 3, and `in`/`out` that the virtual IOPL or the I/O bitmap allows.
+//!
+//! Stores that fault on a page the kernel maps read-only (writable page
+//! tables, and the hardware domain's read-only device memory), after a
+//! #PF: [`decode_store`] and [`Store::complete`], below.
 #![forbid(unsafe_code)]
 
 use dom0_abi::cpu::XEN_EMULATE_PREFIX;
+use iced_x86::{
+    Code, Decoder, DecoderOptions, Instruction, MemorySize, Mnemonic, OpKind, Register,
+};
 
 /// A decoded instruction this module knows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Insn {
-    /// `mov %crN, reg` (register number in REX.B:rm order).
+    /// `mov %crN, reg`.
     ReadCr {
         /// Control register.
         cr: u8,
@@ -95,94 +106,87 @@ pub struct Decoded {
     pub len: u64,
 }
 
-/// Decodes the bytes at a faulting RIP. Only what the table above emulates
-/// is recognised; anything else is `None` (the guest gets the fault).
-pub fn decode(bytes: &[u8]) -> Option<Decoded> {
+/// Decodes one instruction of code size `bitness` (64, or 32 for
+/// compatibility-mode user code) at `rip`; `None` if the bytes are not a
+/// whole valid instruction (cut short, a `lock` where it is not allowed,
+/// an undefined opcode).
+fn decode_one(bytes: &[u8], bitness: u32, rip: u64) -> Option<Instruction> {
+    let bitness = if bitness == 32 { 32 } else { 64 };
+    let insn = Decoder::with_ip(bitness, bytes, rip, DecoderOptions::NONE).decode();
+    (!insn.is_invalid()).then_some(insn)
+}
+
+/// Decodes the bytes at a faulting RIP, for code of size `bitness` (64,
+/// or 32 in compatibility mode). Only what the table above emulates is
+/// recognised; anything else is `None` (the guest gets the fault).
+pub fn decode(bytes: &[u8], bitness: u32) -> Option<Decoded> {
     if bytes.starts_with(&XEN_EMULATE_PREFIX) {
         return (bytes.get(5..7) == Some(&[0x0f, 0xa2][..])).then_some(Decoded {
             insn: Insn::ForcedCpuid,
             len: 7,
         });
     }
-    if let Some(io) = decode_io(bytes) {
-        return Some(io);
-    }
-    let (rex_r, rex_b, rest) = match bytes.first() {
-        Some(&b) if b & 0xf0 == 0x40 => ((b & 4) << 1, (b & 1) << 3, &bytes[1..]),
-        _ => (0, 0, bytes),
+    let i = decode_one(bytes, bitness, 0)?;
+    let gpr = |op| Gpr::of(i.op_register(op)).map(|g| g.number);
+    let special = |op| {
+        let r = i.op_register(op);
+        [Register::CR0, Register::DR0]
+            .into_iter()
+            .find_map(|first| numbered(r, first, 16))
     };
-    let prefix = (bytes.len() - rest.len()) as u64;
-    let decoded = |insn, len: u64| {
-        Some(Decoded {
-            insn,
-            len: prefix + len,
-        })
-    };
-    match rest {
-        [0xfa | 0xfb, ..] if prefix == 0 => decoded(Insn::CliSti, 1),
-        [0x0f, 0x06, ..] => decoded(Insn::Clts, 2),
-        [0x0f, 0x09, ..] => decoded(Insn::Wbinvd, 2),
-        [0x0f, 0x32, ..] => decoded(Insn::Rdmsr, 2),
-        [0x0f, 0x30, ..] => decoded(Insn::Wrmsr, 2),
-        [0x0f, 0x01, 0xd1, ..] if prefix == 0 => decoded(Insn::Xsetbv, 3),
-        [0x0f, op @ (0x21 | 0x23), modrm, ..] if modrm & 0xc0 == 0xc0 => {
-            let dr = ((modrm >> 3) & 7) | rex_r;
-            let reg = (modrm & 7) | rex_b;
-            let insn = if *op == 0x21 {
-                Insn::ReadDr { dr, reg }
-            } else {
-                Insn::WriteDr { dr, reg }
-            };
-            decoded(insn, 3)
-        }
-        [0x0f, op @ (0x20 | 0x22), modrm, ..] if modrm & 0xc0 == 0xc0 => {
-            let cr = ((modrm >> 3) & 7) | rex_r;
-            let reg = (modrm & 7) | rex_b;
-            let insn = if *op == 0x20 {
-                Insn::ReadCr { cr, reg }
-            } else {
-                Insn::WriteCr { cr, reg }
-            };
-            decoded(insn, 3)
-        }
-        _ => None,
-    }
-}
-
-/// `in`/`out` (0xE4-0xE7 with an immediate port, 0xEC-0xEF with DX), with
-/// an operand-size prefix (0x66: a word instead of a dword) and a REX
-/// prefix (which changes nothing for them) before the opcode.
-fn decode_io(bytes: &[u8]) -> Option<Decoded> {
-    let (word, rest) = match bytes {
-        [0x66, rest @ ..] => (true, rest),
-        _ => (false, bytes),
-    };
-    let rest = match rest {
-        [rex, rest @ ..] if rex & 0xf0 == 0x40 => rest,
-        _ => rest,
-    };
-    let prefixes = (bytes.len() - rest.len()) as u64;
-    let (&op, imm) = rest.split_first()?;
-    if !matches!(op, 0xe4..=0xe7 | 0xec..=0xef) {
-        return None;
-    }
-    let bytes = match (op & 1, word) {
-        (0, _) => 1,
-        (_, true) => 2,
-        _ => 4,
-    };
-    let (port, len) = if op & 8 == 0 {
-        (Some(u16::from(*imm.first()?)), 2)
-    } else {
-        (None, 1)
+    let insn = match i.code() {
+        Code::Mov_r64_cr | Code::Mov_r32_cr => Insn::ReadCr {
+            cr: special(1)?,
+            reg: gpr(0)?,
+        },
+        Code::Mov_cr_r64 | Code::Mov_cr_r32 => Insn::WriteCr {
+            cr: special(0)?,
+            reg: gpr(1)?,
+        },
+        Code::Mov_r64_dr | Code::Mov_r32_dr => Insn::ReadDr {
+            dr: special(1)?,
+            reg: gpr(0)?,
+        },
+        Code::Mov_dr_r64 | Code::Mov_dr_r32 => Insn::WriteDr {
+            dr: special(0)?,
+            reg: gpr(1)?,
+        },
+        Code::Clts => Insn::Clts,
+        Code::Wbinvd => Insn::Wbinvd,
+        Code::Rdmsr => Insn::Rdmsr,
+        Code::Wrmsr => Insn::Wrmsr,
+        Code::Xsetbv => Insn::Xsetbv,
+        Code::Cli | Code::Sti => Insn::CliSti,
+        code => Insn::Io(port_io(&i, code)?),
     };
     Some(Decoded {
-        insn: Insn::Io(PortIo {
-            port,
-            bytes,
-            write: op & 2 != 0,
-        }),
-        len: prefixes + len,
+        insn,
+        len: i.len() as u64,
+    })
+}
+
+/// `in`/`out` with the port in an immediate or DX (the string forms are
+/// not emulated).
+fn port_io(i: &Instruction, code: Code) -> Option<PortIo> {
+    let (bytes, write, immediate) = match code {
+        Code::In_AL_imm8 => (1, false, true),
+        Code::In_AX_imm8 => (2, false, true),
+        Code::In_EAX_imm8 => (4, false, true),
+        Code::In_AL_DX => (1, false, false),
+        Code::In_AX_DX => (2, false, false),
+        Code::In_EAX_DX => (4, false, false),
+        Code::Out_imm8_AL => (1, true, true),
+        Code::Out_imm8_AX => (2, true, true),
+        Code::Out_imm8_EAX => (4, true, true),
+        Code::Out_DX_AL => (1, true, false),
+        Code::Out_DX_AX => (2, true, false),
+        Code::Out_DX_EAX => (4, true, false),
+        _ => return None,
+    };
+    Some(PortIo {
+        port: immediate.then(|| u16::from(i.immediate8())),
+        bytes,
+        write,
     })
 }
 
@@ -331,102 +335,89 @@ pub const fn cr0_write_allowed(new: u64, ts: bool) -> bool {
 mod tests {
     use super::*;
 
+    fn d(bytes: &[u8]) -> Option<Decoded> {
+        decode(bytes, 64)
+    }
+
+    fn decoded(insn: Insn, len: u64) -> Option<Decoded> {
+        Some(Decoded { insn, len })
+    }
+
     #[test]
     fn decodes_what_it_emulates() {
         assert_eq!(
-            decode(&[0x0f, 0x20, 0xd8]),
-            Some(Decoded {
-                insn: Insn::ReadCr { cr: 3, reg: 0 },
-                len: 3
-            })
+            d(&[0x0f, 0x20, 0xd8]),
+            decoded(Insn::ReadCr { cr: 3, reg: 0 }, 3)
         );
         assert_eq!(
-            decode(&[0x41, 0x0f, 0x20, 0xc3]),
-            Some(Decoded {
-                insn: Insn::ReadCr { cr: 0, reg: 11 },
-                len: 4
-            })
+            d(&[0x41, 0x0f, 0x20, 0xc3]),
+            decoded(Insn::ReadCr { cr: 0, reg: 11 }, 4)
         );
         assert_eq!(
-            decode(&[0x0f, 0x22, 0xc1]),
-            Some(Decoded {
-                insn: Insn::WriteCr { cr: 0, reg: 1 },
-                len: 3
-            })
+            d(&[0x0f, 0x22, 0xc1]),
+            decoded(Insn::WriteCr { cr: 0, reg: 1 }, 3)
         );
         assert_eq!(
-            decode(&[0x0f, 0x06]),
-            Some(Decoded {
-                insn: Insn::Clts,
-                len: 2
-            })
+            d(&[0x44, 0x0f, 0x22, 0xc7]),
+            decoded(Insn::WriteCr { cr: 8, reg: 7 }, 4),
+            "REX.R reaches CR8"
+        );
+        assert_eq!(d(&[0x44, 0x0f, 0x22, 0xe7]), None, "there is no CR12");
+        assert_eq!(
+            d(&[0x0f, 0x21, 0xf8]),
+            decoded(Insn::ReadDr { dr: 7, reg: 0 }, 3)
         );
         assert_eq!(
-            decode(&[0x0f, 0x32]),
-            Some(Decoded {
-                insn: Insn::Rdmsr,
-                len: 2
-            })
+            d(&[0x41, 0x0f, 0x23, 0xc6]),
+            decoded(Insn::WriteDr { dr: 0, reg: 14 }, 4)
         );
+        // The CPU ignores the ModRM mode of a control-register move.
         assert_eq!(
-            decode(&[0x0f, 0x30]),
-            Some(Decoded {
-                insn: Insn::Wrmsr,
-                len: 2
-            })
+            d(&[0x0f, 0x20, 0x18]),
+            decoded(Insn::ReadCr { cr: 3, reg: 0 }, 3)
         );
+        assert_eq!(d(&[0x0f, 0x06]), decoded(Insn::Clts, 2));
+        assert_eq!(d(&[0x0f, 0x09]), decoded(Insn::Wbinvd, 2));
+        assert_eq!(d(&[0x0f, 0x32]), decoded(Insn::Rdmsr, 2));
+        assert_eq!(d(&[0x0f, 0x30]), decoded(Insn::Wrmsr, 2));
+        assert_eq!(d(&[0x0f, 0x01, 0xd1]), decoded(Insn::Xsetbv, 3));
         assert_eq!(
-            decode(&[0x0f, 0x01, 0xd1]),
-            Some(Decoded {
-                insn: Insn::Xsetbv,
-                len: 3
-            })
-        );
-        assert_eq!(decode(&[0x41, 0x0f, 0x01, 0xd1]), None);
-        assert_eq!(
-            decode(&[0x0f, 0x0b, 0x78, 0x65, 0x6e, 0x0f, 0xa2]),
-            Some(Decoded {
-                insn: Insn::ForcedCpuid,
-                len: 7
-            })
+            d(&[0x0f, 0x0b, 0x78, 0x65, 0x6e, 0x0f, 0xa2]),
+            decoded(Insn::ForcedCpuid, 7)
         );
     }
 
     #[test]
     fn in_and_out() {
-        let io = |port, bytes, write, len| {
-            Some(Decoded {
-                insn: Insn::Io(PortIo { port, bytes, write }),
-                len,
-            })
-        };
-        assert_eq!(decode(&[0xe4, 0x81]), io(Some(0x81), 1, false, 2));
-        assert_eq!(decode(&[0xe5, 0x70]), io(Some(0x70), 4, false, 2));
-        assert_eq!(decode(&[0x66, 0xe5, 0x70]), io(Some(0x70), 2, false, 3));
-        assert_eq!(decode(&[0xe6, 0x80]), io(Some(0x80), 1, true, 2));
-        assert_eq!(decode(&[0xe7, 0x80]), io(Some(0x80), 4, true, 2));
-        assert_eq!(decode(&[0xec]), io(None, 1, false, 1));
-        assert_eq!(decode(&[0x66, 0xed]), io(None, 2, false, 2));
-        assert_eq!(decode(&[0xed]), io(None, 4, false, 1));
-        assert_eq!(decode(&[0xee]), io(None, 1, true, 1));
-        assert_eq!(decode(&[0x66, 0x48, 0xef]), io(None, 2, true, 3));
-        assert_eq!(decode(&[0x48, 0xef]), io(None, 4, true, 2));
+        let io = |port, bytes, write, len| decoded(Insn::Io(PortIo { port, bytes, write }), len);
+        assert_eq!(d(&[0xe4, 0x81]), io(Some(0x81), 1, false, 2));
+        assert_eq!(d(&[0xe5, 0x70]), io(Some(0x70), 4, false, 2));
+        assert_eq!(d(&[0x66, 0xe5, 0x70]), io(Some(0x70), 2, false, 3));
+        assert_eq!(d(&[0xe6, 0x80]), io(Some(0x80), 1, true, 2));
+        assert_eq!(d(&[0xe7, 0x80]), io(Some(0x80), 4, true, 2));
+        assert_eq!(d(&[0xec]), io(None, 1, false, 1));
+        assert_eq!(d(&[0x66, 0xed]), io(None, 2, false, 2));
+        assert_eq!(d(&[0xed]), io(None, 4, false, 1));
+        assert_eq!(d(&[0xee]), io(None, 1, true, 1));
+        // REX.W overrides the operand-size prefix: a dword, as on the CPU.
+        assert_eq!(d(&[0x66, 0x48, 0xef]), io(None, 4, true, 3));
+        assert_eq!(d(&[0x66, 0x40, 0xef]), io(None, 2, true, 3));
+        assert_eq!(d(&[0x48, 0xef]), io(None, 4, true, 2));
+        // In compatibility mode 0x48 is `dec eax`, not a REX prefix.
+        assert_eq!(decode(&[0x48, 0xef], 32), None);
+        assert_eq!(decode(&[0x66, 0xef], 32), io(None, 2, true, 2));
         // An immediate cut short, and the string forms, are not decoded.
-        assert_eq!(decode(&[0xe4]), None);
-        assert_eq!(decode(&[0x6c]), None);
-        assert_eq!(decode(&[0x6f]), None);
+        assert_eq!(d(&[0xe4]), None);
+        assert_eq!(d(&[0x6c]), None);
+        assert_eq!(d(&[0x6f]), None);
     }
 
     #[test]
     fn cli_and_sti() {
         for op in [0xfa, 0xfb] {
-            assert_eq!(
-                decode(&[op, 0x90]),
-                Some(Decoded {
-                    insn: Insn::CliSti,
-                    len: 1
-                })
-            );
+            assert_eq!(d(&[op, 0x90]), decoded(Insn::CliSti, 1));
+            // A REX prefix changes nothing for them, as on the CPU.
+            assert_eq!(d(&[0x48, op]), decoded(Insn::CliSti, 2));
         }
     }
 
@@ -434,15 +425,16 @@ mod tests {
     fn refuses_the_rest() {
         for bytes in [
             &[0xf4][..],
-            &[0x48, 0xfa],
             &[0x0f, 0x01, 0x10],
             &[0x6c],
             &[0x0f, 0x0b, 0x78, 0x65, 0x6e, 0x90],
+            &[0x0f, 0x0b, 0x78, 0x65, 0x6e, 0x66, 0x0f, 0xa2],
+            &[0xf0, 0x0f, 0x06],
+            &[0x0f, 0x20],
         ] {
-            assert_eq!(decode(bytes), None, "{bytes:x?}");
+            assert_eq!(d(bytes), None, "{bytes:x?}");
         }
-        assert_eq!(decode(&[0x0f, 0x20, 0x18]), None, "memory operand");
-        assert_eq!(decode(&[]), None);
+        assert_eq!(d(&[]), None);
     }
 
     #[test]
@@ -458,370 +450,6 @@ mod tests {
         assert_eq!(guest_cr4(true, false), 0x660 | CR4_OSXSAVE);
         assert_eq!(guest_cr4(false, true), 0x660 | CR4_FSGSBASE);
         assert_eq!(guest_cr4(true, true), 0x5_0660);
-    }
-}
-
-/// Where a decoded store takes its value from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StoreValue {
-    /// A general register (0 = RAX ... 15 = R15; for 1-byte stores without
-    /// REX, 4-7 name AH, CH, DH, BH).
-    Register(u8),
-    /// An immediate, sign-extended to the store's width.
-    Immediate(u64),
-}
-
-/// What a decoded store does with its destination.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StoreOp {
-    /// `mov`: writes the value.
-    Mov,
-    /// `xchg`: writes the value; the register gets the old bytes.
-    Xchg,
-    /// `cmpxchg`: writes the value only if the old bytes equal RAX's.
-    CmpXchg,
-    /// `and`: ANDs the value into the old bytes (flags as `and` sets them).
-    And,
-    /// `or`: ORs the value into the old bytes.
-    Or,
-}
-
-impl StoreOp {
-    /// Whether the instruction reads its destination too.
-    pub const fn reads(self) -> bool {
-        !matches!(self, StoreOp::Mov)
-    }
-}
-
-/// A store to memory, as the writable-page-table emulation needs it: the
-/// width, where the value comes from, what it does with the old bytes,
-/// and the instruction's length. The address is the fault address, so
-/// the addressing mode only matters for the length.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Store {
-    /// Bytes written: 1, 2, 4 or 8.
-    pub width: u8,
-    /// The value's source.
-    pub value: StoreValue,
-    /// The operation.
-    pub op: StoreOp,
-    /// Whether a 1-byte register source names AH-BH (no REX prefix).
-    pub high_byte: bool,
-    /// Instruction length.
-    pub len: u64,
-}
-
-/// Where a store's value comes from, by opcode.
-#[derive(Clone, Copy)]
-enum Source {
-    /// The ModRM `reg` field.
-    Register,
-    /// An immediate of the store's width (at most 4 bytes, sign-extended).
-    Immediate,
-    /// A sign-extended byte.
-    Immediate8,
-}
-
-/// Decodes the instructions Linux (and the test guests) use to write
-/// page-table entries: `mov r/m, reg` (0x88/0x89), `mov r/m, imm`
-/// (0xC6/0xC7 /0), `xchg r/m, reg` (0x86/0x87), `cmpxchg r/m, reg`
-/// (0x0F 0xB0/0xB1), `or`/`and r/m, reg` (0x08/0x09, 0x20/0x21) and `or`/
-/// `and r/m, imm` (0x80/0x81/0x83 /1 and /4), with optional LOCK,
-/// operand-size, segment (`ds` is what Linux's alternatives put in place
-/// of LOCK on one CPU) and REX prefixes and any memory addressing mode.
-/// Anything else (or a register destination) is `None`.
-pub fn decode_store(bytes: &[u8]) -> Option<Store> {
-    let mut at = 0;
-    let mut opsize16 = false;
-    while let Some(&b) = bytes.get(at) {
-        match b {
-            0xf0 | 0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65 => {}
-            0x66 => opsize16 = true,
-            _ => break,
-        }
-        at += 1;
-    }
-    let rex = match bytes.get(at) {
-        Some(&b) if b & 0xf0 == 0x40 => {
-            at += 1;
-            b
-        }
-        _ => 0,
-    };
-    let wide = rex & 8 != 0;
-    let (opcode, next) = (*bytes.get(at)?, bytes.get(at + 1).copied());
-    // The ModRM `reg` field of a one-byte opcode.
-    let group = next.map(|modrm| (modrm >> 3) & 7);
-    let (op, byte_op, source) = match (opcode, next) {
-        (0x88 | 0x89, _) => (StoreOp::Mov, opcode == 0x88, Source::Register),
-        (0xc6 | 0xc7, _) if group == Some(0) => (StoreOp::Mov, opcode == 0xc6, Source::Immediate),
-        (0x86 | 0x87, _) => (StoreOp::Xchg, opcode == 0x86, Source::Register),
-        (0x08 | 0x09, _) => (StoreOp::Or, opcode == 0x08, Source::Register),
-        (0x20 | 0x21, _) => (StoreOp::And, opcode == 0x20, Source::Register),
-        (0x80 | 0x81 | 0x83, _) => {
-            let op = match group? {
-                1 => StoreOp::Or,
-                4 => StoreOp::And,
-                _ => return None,
-            };
-            let source = if opcode == 0x81 {
-                Source::Immediate
-            } else {
-                Source::Immediate8
-            };
-            (op, opcode == 0x80, source)
-        }
-        (0x0f, Some(0xb0 | 0xb1)) => {
-            at += 1;
-            (StoreOp::CmpXchg, next == Some(0xb0), Source::Register)
-        }
-        _ => return None,
-    };
-    at += 1;
-    let modrm = *bytes.get(at)?;
-    at += 1;
-    let (mode, reg, rm) = (modrm >> 6, (modrm >> 3) & 7, modrm & 7);
-    if mode == 3 {
-        return None;
-    }
-    if rm == 4 {
-        let sib = *bytes.get(at)?;
-        at += 1;
-        if mode == 0 && sib & 7 == 5 {
-            at += 4;
-        }
-    } else if mode == 0 && rm == 5 {
-        at += 4;
-    }
-    at += match mode {
-        1 => 1,
-        2 => 4,
-        _ => 0,
-    };
-    if at > bytes.len() {
-        // The displacement is cut off: not a whole instruction.
-        return None;
-    }
-    let width = if byte_op {
-        1
-    } else if wide {
-        8
-    } else if opsize16 {
-        2
-    } else {
-        4
-    };
-    let immediate = |size: u8| -> Option<StoreValue> {
-        let n = usize::from(size);
-        let raw = bytes.get(at..at + n)?;
-        let mut le = [0u8; 8];
-        le[..n].copy_from_slice(raw);
-        let value = u64::from_le_bytes(le);
-        let shift = 64 - 8 * u32::from(size);
-        Some(StoreValue::Immediate(
-            ((value << shift).cast_signed() >> shift).cast_unsigned(),
-        ))
-    };
-    let (value, size) = match source {
-        Source::Register => (StoreValue::Register(reg | ((rex & 4) << 1)), 0),
-        Source::Immediate => (immediate(width.min(4))?, width.min(4)),
-        Source::Immediate8 => (immediate(1)?, 1),
-    };
-    at += usize::from(size);
-    Some(Store {
-        width,
-        value,
-        op,
-        high_byte: byte_op && rex == 0,
-        len: at as u64,
-    })
-}
-
-/// The arithmetic flags (CF, PF, AF, ZF, SF, OF).
-pub const ARITHMETIC_FLAGS: u64 = 0x8d5;
-
-/// The arithmetic flags `and` and `or` leave for `result` of `width`
-/// bytes: CF and OF clear, ZF, SF and PF from the result (AF, undefined,
-/// clear).
-pub const fn logic_flags(result: u64, width: u8) -> u64 {
-    let bits = 8 * width as u32;
-    let value = if bits >= 64 {
-        result
-    } else {
-        result & ((1 << bits) - 1)
-    };
-    let mut flags = 0;
-    if (value & 0xff).count_ones().is_multiple_of(2) {
-        flags |= 1 << 2;
-    }
-    if value == 0 {
-        flags |= 1 << 6;
-    }
-    if value >> (bits - 1) & 1 != 0 {
-        flags |= 1 << 7;
-    }
-    flags
-}
-
-#[cfg(test)]
-mod store_tests {
-    use super::*;
-
-    #[test]
-    fn a_store_cut_short_is_not_decoded() {
-        // mov %al, 0x10(%rax) without its displacement byte.
-        assert_eq!(decode_store(&[0x88, 0x40]), None);
-        assert_eq!(decode_store(&[0x88, 0x40, 0x10]).map(|s| s.len), Some(3));
-        // mov %eax, disp32(%rip) with two of four displacement bytes.
-        assert_eq!(decode_store(&[0x89, 0x05, 0, 0]), None);
-    }
-
-    #[test]
-    fn register_stores() {
-        // mov %rcx, (%rax)
-        assert_eq!(
-            decode_store(&[0x48, 0x89, 0x08]),
-            Some(Store {
-                width: 8,
-                value: StoreValue::Register(1),
-                op: StoreOp::Mov,
-                high_byte: false,
-                len: 3
-            })
-        );
-        // mov %r9d, 0x10(%rbx)
-        assert_eq!(
-            decode_store(&[0x44, 0x89, 0x4b, 0x10]),
-            Some(Store {
-                width: 4,
-                value: StoreValue::Register(9),
-                op: StoreOp::Mov,
-                high_byte: false,
-                len: 4
-            })
-        );
-        // mov %cx, (%rsp) with SIB
-        assert_eq!(
-            decode_store(&[0x66, 0x89, 0x0c, 0x24]).map(|s| (s.width, s.len)),
-            Some((2, 4))
-        );
-        // mov %ah, 0x12345678(%rip)
-        let s = decode_store(&[0x88, 0x25, 0x78, 0x56, 0x34, 0x12]).unwrap();
-        assert_eq!(
-            (s.width, s.value, s.high_byte, s.len),
-            (1, StoreValue::Register(4), true, 6)
-        );
-    }
-
-    #[test]
-    fn immediates_and_cmpxchg() {
-        // movq $-1, 8(%rdi)
-        assert_eq!(
-            decode_store(&[0x48, 0xc7, 0x47, 0x08, 0xff, 0xff, 0xff, 0xff]),
-            Some(Store {
-                width: 8,
-                value: StoreValue::Immediate(u64::MAX),
-                op: StoreOp::Mov,
-                high_byte: false,
-                len: 8
-            })
-        );
-        // lock cmpxchg %rdx, (%rcx,%rax,8)
-        assert_eq!(
-            decode_store(&[0xf0, 0x48, 0x0f, 0xb1, 0x14, 0xc1]),
-            Some(Store {
-                width: 8,
-                value: StoreValue::Register(2),
-                op: StoreOp::CmpXchg,
-                high_byte: false,
-                len: 6
-            })
-        );
-    }
-
-    #[test]
-    fn read_modify_writes_linux_uses_on_ptes() {
-        let decoded = |bytes: &[u8]| decode_store(bytes).map(|s| (s.op, s.width, s.value, s.len));
-        // xchg %rdx, (%rax): ptep_get_and_clear.
-        assert_eq!(
-            decoded(&[0x48, 0x87, 0x10]),
-            Some((StoreOp::Xchg, 8, StoreValue::Register(2), 3))
-        );
-        // lock andb $0xfd, (%rdi) and the same with ds in place of lock:
-        // clear_bit(_PAGE_BIT_RW) in ptep_set_wrprotect.
-        for prefix in [0xf0, 0x3e] {
-            assert_eq!(
-                decoded(&[prefix, 0x80, 0x27, 0xfd]),
-                Some((StoreOp::And, 1, StoreValue::Immediate(u64::MAX - 2), 4))
-            );
-        }
-        // lock orb $2, 8(%rdi)
-        assert_eq!(
-            decoded(&[0xf0, 0x80, 0x4f, 0x08, 0x02]),
-            Some((StoreOp::Or, 1, StoreValue::Immediate(2), 5))
-        );
-        // andq $-3, (%rax) (imm8 sign-extended) and orl $0x100, (%rax)
-        assert_eq!(
-            decoded(&[0x48, 0x83, 0x20, 0xfd]),
-            Some((StoreOp::And, 8, StoreValue::Immediate(u64::MAX - 2), 4))
-        );
-        assert_eq!(
-            decoded(&[0x81, 0x08, 0, 1, 0, 0]),
-            Some((StoreOp::Or, 4, StoreValue::Immediate(0x100), 6))
-        );
-        // or %rcx, (%rax); and %ecx, (%rax); xchg %al, (%rbx)
-        assert_eq!(
-            decoded(&[0x48, 0x09, 0x08]),
-            Some((StoreOp::Or, 8, StoreValue::Register(1), 3))
-        );
-        assert_eq!(
-            decoded(&[0x21, 0x08]),
-            Some((StoreOp::And, 4, StoreValue::Register(1), 2))
-        );
-        assert_eq!(
-            decoded(&[0x86, 0x03]),
-            Some((StoreOp::Xchg, 1, StoreValue::Register(0), 2))
-        );
-        // Other group-1 operations (add, sub, xor, cmp...) are not stores
-        // emulated here; nor is an immediate cut short.
-        assert_eq!(decoded(&[0x80, 0x07, 1]), None, "add");
-        assert_eq!(decoded(&[0x83, 0x3f, 1]), None, "cmp");
-        assert_eq!(decoded(&[0x81, 0x08, 0, 1]), None);
-        assert_eq!(
-            decoded(&[0xc7, 0x00, 0, 0, 0, 0]).map(|d| d.0),
-            Some(StoreOp::Mov)
-        );
-        assert_eq!(
-            decoded(&[0xc7, 0x40, 0x08, 0, 0, 0, 0]).map(|d| d.0),
-            Some(StoreOp::Mov)
-        );
-        assert_eq!(decoded(&[0xc7, 0x08 | 0x10, 0, 0, 0, 0]), None, "c7 /3");
-    }
-
-    #[test]
-    fn logic_flags_follow_the_result() {
-        assert_eq!(logic_flags(0, 8), (1 << 6) | (1 << 2));
-        assert_eq!(logic_flags(0x100, 1), (1 << 6) | (1 << 2));
-        assert_eq!(logic_flags(0x80, 1), 1 << 7);
-        assert_eq!(logic_flags(1 << 63, 8), (1 << 7) | (1 << 2));
-        assert_eq!(logic_flags(0x8000_0003, 4), (1 << 7) | (1 << 2));
-        assert_eq!(logic_flags(0x7, 2), 0);
-    }
-
-    #[test]
-    fn not_stores() {
-        assert_eq!(
-            decode_store(&[0x48, 0x89, 0xc8]),
-            None,
-            "register destination"
-        );
-        assert_eq!(decode_store(&[0x48, 0x8b, 0x08]), None, "a load");
-        assert_eq!(
-            decode_store(&[0xc7, 0x48, 0x08]),
-            None,
-            "truncated immediate"
-        );
-        assert_eq!(decode_store(&[]), None);
     }
 
     #[test]
@@ -855,5 +483,852 @@ mod store_tests {
         assert!(ignored_msr_write(msr::MCG_STATUS));
         assert!(ignored_msr_write(0x401));
         assert!(!ignored_msr_write(msr::APIC_BASE));
+    }
+}
+
+/// The vCPU state a store's emulation reads and changes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Cpu {
+    /// The general registers by encoding number (0 = RAX ... 15 = R15).
+    pub gprs: [u64; 16],
+    /// RFLAGS.
+    pub rflags: u64,
+    /// The FS base (for an `fs` segment prefix).
+    pub fs_base: u64,
+    /// The active GS base (for a `gs` segment prefix).
+    pub gs_base: u64,
+}
+
+/// A general-register operand: which register, how many bytes, and
+/// whether it is AH, CH, DH or BH.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Gpr {
+    /// 0 = RAX ... 15 = R15.
+    pub number: u8,
+    /// 1, 2, 4 or 8.
+    pub bytes: u8,
+    /// Bits 8-15 of the register.
+    pub high: bool,
+}
+
+impl Gpr {
+    /// The general register the decoder names, if `r` is one.
+    fn of(r: Register) -> Option<Gpr> {
+        let gpr = |number, bytes| Gpr {
+            number,
+            bytes,
+            high: false,
+        };
+        if let Some(n) = numbered(r, Register::AL, 20) {
+            // AL CL DL BL, AH CH DH BH, SPL BPL SIL DIL, R8L-R15L.
+            let high = (4..8).contains(&n);
+            let number = if n < 4 { n } else { n - 4 };
+            return Some(Gpr {
+                high,
+                ..gpr(number, 1)
+            });
+        }
+        [(Register::AX, 2), (Register::EAX, 4), (Register::RAX, 8)]
+            .into_iter()
+            .find_map(|(first, bytes)| Some(gpr(numbered(r, first, 16)?, bytes)))
+    }
+
+    /// The register's value, zero-extended.
+    #[must_use]
+    pub fn read(self, cpu: &Cpu) -> u64 {
+        let shift = if self.high { 8 } else { 0 };
+        (cpu.gprs[usize::from(self.number & 15)] >> shift) & mask(self.bytes)
+    }
+
+    /// Writes `value` as an instruction of this operand size does: a byte
+    /// or a word keeps the register's other bits, a dword clears the upper
+    /// half.
+    pub fn write(self, cpu: &mut Cpu, value: u64) {
+        let reg = &mut cpu.gprs[usize::from(self.number & 15)];
+        *reg = match self.bytes {
+            1 | 2 => {
+                let shift = if self.high { 8 } else { 0 };
+                let field = mask(self.bytes) << shift;
+                (*reg & !field) | ((value << shift) & field)
+            }
+            4 => value & 0xffff_ffff,
+            _ => value,
+        };
+    }
+}
+
+/// `r`'s place in the run of `count` registers from `first` (the
+/// decoder's `Register` numbers each class of registers in order, as the
+/// assertions below check).
+fn numbered(r: Register, first: Register, count: u8) -> Option<u8> {
+    let n = (r as u32).checked_sub(first as u32)?;
+    u8::try_from(n).ok().filter(|n| *n < count)
+}
+
+/// Whether `first` to `last` are `count` registers in a row.
+const fn run(first: Register, last: Register, count: u32) -> bool {
+    last as u32 - first as u32 + 1 == count
+}
+
+const _: () = {
+    assert!(
+        run(Register::AL, Register::R15L, 20) && Register::AH as u32 == Register::AL as u32 + 4
+    );
+    assert!(Register::SPL as u32 == Register::AL as u32 + 8);
+    assert!(run(Register::AX, Register::R15W, 16) && run(Register::EAX, Register::R15D, 16));
+    assert!(
+        run(Register::RAX, Register::R15, 16) && Register::RDI as u32 == Register::RAX as u32 + 7
+    );
+    assert!(run(Register::CR0, Register::CR15, 16) && run(Register::DR0, Register::DR15, 16));
+};
+
+/// The low `bytes` bytes.
+const fn mask(bytes: u8) -> u64 {
+    if bytes >= 8 {
+        u64::MAX
+    } else {
+        (1 << (8 * bytes as u32)) - 1
+    }
+}
+
+/// The arithmetic flags (CF, PF, AF, ZF, SF, OF).
+pub const ARITHMETIC_FLAGS: u64 = 0x8d5;
+/// The carry flag.
+pub const CF: u64 = 1 << 0;
+/// The zero flag.
+pub const ZF: u64 = 1 << 6;
+const PF: u64 = 1 << 2;
+const AF: u64 = 1 << 4;
+const SF: u64 = 1 << 7;
+const OF: u64 = 1 << 11;
+
+/// A read-modify-write operation on a memory operand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Alu {
+    /// `add` (also `xadd`).
+    Add,
+    /// `adc`.
+    Adc,
+    /// `sub`.
+    Sub,
+    /// `sbb`.
+    Sbb,
+    /// `and`.
+    And,
+    /// `or`.
+    Or,
+    /// `xor`.
+    Xor,
+    /// `inc`.
+    Inc,
+    /// `dec`.
+    Dec,
+    /// `neg`.
+    Neg,
+    /// `not`.
+    Not,
+    /// `bts`: sets the bit.
+    Bts,
+    /// `btr`: clears the bit.
+    Btr,
+    /// `btc`: complements the bit.
+    Btc,
+}
+
+/// A read-modify-write: the operation, its source operand (the bit
+/// number for `bts`/`btr`/`btc`) and the carry flag it starts from
+/// (`adc`, `sbb`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rmw {
+    /// The operation.
+    pub alu: Alu,
+    /// The source operand.
+    pub operand: u64,
+    /// CF before the instruction.
+    pub carry: bool,
+}
+
+/// What a read-modify-write makes of the old bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AluResult {
+    /// The new bytes.
+    pub value: u64,
+    /// The arithmetic flags it leaves (within `written`).
+    pub flags: u64,
+    /// The flags it sets or clears; the others keep their value
+    /// (`inc`/`dec` keep CF, `bt*` all but CF, `not` all; flags the
+    /// manuals call undefined are left unchanged, except AF after a logic
+    /// operation, which is cleared as the CPU does).
+    pub written: u64,
+}
+
+/// ZF, SF and PF of `result` (`width` bytes).
+const fn result_flags(result: u64, width: u8) -> u64 {
+    let mut flags = 0;
+    if (result & 0xff).count_ones().is_multiple_of(2) {
+        flags |= PF;
+    }
+    if result & mask(width) == 0 {
+        flags |= ZF;
+    }
+    if result >> (8 * width as u32 - 1) & 1 != 0 {
+        flags |= SF;
+    }
+    flags
+}
+
+impl Rmw {
+    /// The operation on `old` (`width` bytes: 1, 2, 4 or 8).
+    #[must_use]
+    pub fn apply(self, old: u64, width: u8) -> AluResult {
+        let width = match width {
+            1 | 2 | 4 => width,
+            _ => 8,
+        };
+        let m = mask(width);
+        let bits = 8 * u32::from(width);
+        let sign = 1u64 << (bits - 1);
+        let (a, b) = (old & m, self.operand & m);
+        let carry = u64::from(self.carry);
+        let arithmetic = |r: u64, cf: bool, overflow: u64, x: u64, y: u64| {
+            let mut flags = result_flags(r, width) | ((x ^ y ^ r) & AF);
+            if cf {
+                flags |= CF;
+            }
+            if overflow & sign != 0 {
+                flags |= OF;
+            }
+            flags
+        };
+        let (value, flags, written) = match self.alu {
+            Alu::Add | Alu::Adc | Alu::Inc => {
+                let (y, c) = match self.alu {
+                    Alu::Inc => (1, 0),
+                    Alu::Adc => (b, carry),
+                    _ => (b, 0),
+                };
+                let r = a.wrapping_add(y).wrapping_add(c) & m;
+                let cf = u128::from(a) + u128::from(y) + u128::from(c) > u128::from(m);
+                let written = if self.alu == Alu::Inc {
+                    ARITHMETIC_FLAGS & !CF
+                } else {
+                    ARITHMETIC_FLAGS
+                };
+                (r, arithmetic(r, cf, (a ^ r) & (y ^ r), a, y), written)
+            }
+            Alu::Sub | Alu::Sbb | Alu::Dec | Alu::Neg => {
+                let (x, y, c) = match self.alu {
+                    Alu::Dec => (a, 1, 0),
+                    Alu::Neg => (0, a, 0),
+                    Alu::Sbb => (a, b, carry),
+                    _ => (a, b, 0),
+                };
+                let r = x.wrapping_sub(y).wrapping_sub(c) & m;
+                let cf = u128::from(x) < u128::from(y) + u128::from(c);
+                let written = if self.alu == Alu::Dec {
+                    ARITHMETIC_FLAGS & !CF
+                } else {
+                    ARITHMETIC_FLAGS
+                };
+                (r, arithmetic(r, cf, (x ^ y) & (x ^ r), x, y), written)
+            }
+            Alu::And | Alu::Or | Alu::Xor => {
+                let r = match self.alu {
+                    Alu::And => a & b,
+                    Alu::Or => a | b,
+                    _ => a ^ b,
+                };
+                (r, result_flags(r, width), ARITHMETIC_FLAGS)
+            }
+            Alu::Not => (!a & m, 0, 0),
+            Alu::Bts | Alu::Btr | Alu::Btc => {
+                let bit = 1u64 << (self.operand & u64::from(bits - 1));
+                let r = match self.alu {
+                    Alu::Bts => a | bit,
+                    Alu::Btr => a & !bit,
+                    _ => a ^ bit,
+                };
+                (r, if a & bit != 0 { CF } else { 0 }, CF)
+            }
+        };
+        AluResult {
+            value,
+            flags,
+            written,
+        }
+    }
+}
+
+/// How a store makes the destination's new bytes from its old ones: what
+/// the memory core validates and applies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Update {
+    /// The value, whatever the old bytes were (`mov`, `xchg`).
+    Write(u64),
+    /// The value, if the old bytes equal `expected`; else nothing is
+    /// written (`cmpxchg`, `cmpxchg8b`).
+    CompareExchange {
+        /// What the old bytes must be.
+        expected: u64,
+        /// The new bytes.
+        value: u64,
+    },
+    /// A read-modify-write of the old bytes.
+    Modify(Rmw),
+}
+
+impl Update {
+    /// The new bytes (`width` of them) from `old`: for a compare-exchange,
+    /// the bytes it writes if the compare succeeds.
+    #[must_use]
+    pub fn new_bytes(self, old: u64, width: u8) -> u64 {
+        let value = match self {
+            Update::Write(value) | Update::CompareExchange { value, .. } => value,
+            Update::Modify(rmw) => rmw.apply(old, width).value,
+        };
+        value & mask(width)
+    }
+
+    /// What a compare-exchange expects.
+    #[must_use]
+    pub const fn expected(self) -> Option<u64> {
+        match self {
+            Update::CompareExchange { expected, .. } => Some(expected),
+            _ => None,
+        }
+    }
+}
+
+/// What the instruction does to registers and flags once the old bytes
+/// are known.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum After {
+    /// Nothing (`mov`).
+    Nothing,
+    /// `xchg`: the register gets the old bytes.
+    Exchange(Gpr),
+    /// A read-modify-write: its flags; for `xadd` the register gets the
+    /// old bytes.
+    Modify(Option<Gpr>),
+    /// `cmpxchg`: the flags of comparing the accumulator with the old
+    /// bytes; on a mismatch the accumulator gets them.
+    CompareExchange,
+    /// `cmpxchg8b`: ZF; on a mismatch EDX:EAX gets the old bytes.
+    CompareExchange8b,
+}
+
+/// A store to memory, as the emulation of a write fault needs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Store {
+    /// The linear address written (segment base and any addressing mode
+    /// applied, as the CPU computes it).
+    pub addr: u64,
+    /// Bytes written: 1, 2, 4 or 8.
+    pub width: u8,
+    /// How the new bytes come about.
+    pub update: Update,
+    /// What happens to registers and flags.
+    pub after: After,
+    /// Instruction length.
+    pub len: u64,
+}
+
+impl Store {
+    /// Whether the instruction reads its destination too (all but `mov`).
+    #[must_use]
+    pub const fn reads(&self) -> bool {
+        !matches!(self.after, After::Nothing)
+    }
+
+    /// Completes the instruction in `cpu` (registers and flags; not RIP)
+    /// given the destination's `old` bytes, once the memory core applied
+    /// [`Store::update`] (or found a compare-exchange's mismatch).
+    pub fn complete(&self, old: u64, cpu: &mut Cpu) {
+        let old = old & mask(self.width);
+        let set_flags = |cpu: &mut Cpu, r: AluResult| {
+            cpu.rflags = (cpu.rflags & !r.written) | (r.flags & r.written);
+        };
+        match self.after {
+            After::Nothing => {}
+            After::Exchange(reg) => reg.write(cpu, old),
+            After::Modify(reg) => {
+                if let Update::Modify(rmw) = self.update {
+                    set_flags(cpu, rmw.apply(old, self.width));
+                }
+                if let Some(reg) = reg {
+                    reg.write(cpu, old);
+                }
+            }
+            After::CompareExchange => {
+                let accumulator = Gpr {
+                    number: 0,
+                    bytes: self.width,
+                    high: false,
+                };
+                let expected = accumulator.read(cpu);
+                let compare = Rmw {
+                    alu: Alu::Sub,
+                    operand: old,
+                    carry: false,
+                };
+                set_flags(cpu, compare.apply(expected, self.width));
+                if expected != old {
+                    accumulator.write(cpu, old);
+                }
+            }
+            After::CompareExchange8b => {
+                let (eax, edx) = (Gpr::of(Register::EAX), Gpr::of(Register::EDX));
+                if let (Some(eax), Some(edx)) = (eax, edx) {
+                    let expected = (edx.read(cpu) << 32) | eax.read(cpu);
+                    let equal = expected == old;
+                    cpu.rflags = if equal {
+                        cpu.rflags | ZF
+                    } else {
+                        cpu.rflags & !ZF
+                    };
+                    if !equal {
+                        eax.write(cpu, old & 0xffff_ffff);
+                        edx.write(cpu, old >> 32);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A register's value, or a segment's base, as an address computation
+/// reads it (64-bit mode: ES, CS, SS and DS have base 0).
+fn address_register(cpu: &Cpu, r: Register) -> Option<u64> {
+    match r {
+        Register::ES | Register::CS | Register::SS | Register::DS => Some(0),
+        Register::FS => Some(cpu.fs_base),
+        Register::GS => Some(cpu.gs_base),
+        _ => Gpr::of(r).map(|g| g.read(cpu)),
+    }
+}
+
+/// Decodes the 64-bit instruction at `rip` (its bytes in `bytes`) as a
+/// store to memory, reading the registers it uses from `cpu`: any `mov`
+/// to memory from a general register or an immediate (and `movnti`),
+/// `xchg`, `cmpxchg`, `cmpxchg8b`, `xadd`, `add`, `adc`, `sub`, `sbb`,
+/// `and`, `or`, `xor`, `inc`, `dec`, `neg`, `not`, `bts`, `btr` and
+/// `btc` (a bit offset in a register reaches the word that holds the bit,
+/// as on the CPU), with any prefixes the CPU accepts (`lock`, segment,
+/// operand size, REX) and any addressing mode. Anything else, including
+/// `cmpxchg16b` (two entries at once) and the string instructions, is
+/// `None`: the fault goes to the guest.
+#[must_use]
+pub fn decode_store(bytes: &[u8], rip: u64, cpu: &Cpu) -> Option<Store> {
+    let i = decode_one(bytes, 64, rip)?;
+    if i.op_count() == 0 || i.op0_kind() != OpKind::Memory {
+        return None;
+    }
+    let width: u8 = match i.memory_size() {
+        MemorySize::UInt8 | MemorySize::Int8 => 1,
+        MemorySize::UInt16 | MemorySize::Int16 => 2,
+        MemorySize::UInt32 | MemorySize::Int32 => 4,
+        MemorySize::UInt64 | MemorySize::Int64 => 8,
+        _ => return None,
+    };
+    let mut addr = i.virtual_address(0, 0, |r, _, _| address_register(cpu, r))?;
+    let register = || {
+        (i.op_count() > 1 && i.op1_kind() == OpKind::Register)
+            .then(|| Gpr::of(i.op1_register()))
+            .flatten()
+    };
+    let source = || match register() {
+        Some(reg) => Some(reg.read(cpu)),
+        None => i.try_immediate(1).ok(),
+    };
+    let modify = |alu, operand| {
+        Update::Modify(Rmw {
+            alu,
+            operand,
+            carry: cpu.rflags & CF != 0,
+        })
+    };
+    let alu = match i.mnemonic() {
+        Mnemonic::Add => Some(Alu::Add),
+        Mnemonic::Adc => Some(Alu::Adc),
+        Mnemonic::Sub => Some(Alu::Sub),
+        Mnemonic::Sbb => Some(Alu::Sbb),
+        Mnemonic::And => Some(Alu::And),
+        Mnemonic::Or => Some(Alu::Or),
+        Mnemonic::Xor => Some(Alu::Xor),
+        Mnemonic::Inc => Some(Alu::Inc),
+        Mnemonic::Dec => Some(Alu::Dec),
+        Mnemonic::Neg => Some(Alu::Neg),
+        Mnemonic::Not => Some(Alu::Not),
+        Mnemonic::Bts => Some(Alu::Bts),
+        Mnemonic::Btr => Some(Alu::Btr),
+        Mnemonic::Btc => Some(Alu::Btc),
+        _ => None,
+    };
+    let (update, after) = match (i.mnemonic(), alu) {
+        (Mnemonic::Mov | Mnemonic::Movnti, _) => (Update::Write(source()?), After::Nothing),
+        (Mnemonic::Xchg, _) => {
+            let reg = register()?;
+            (Update::Write(reg.read(cpu)), After::Exchange(reg))
+        }
+        (Mnemonic::Xadd, _) => {
+            let reg = register()?;
+            (modify(Alu::Add, reg.read(cpu)), After::Modify(Some(reg)))
+        }
+        (Mnemonic::Cmpxchg, _) => {
+            let accumulator = Gpr {
+                number: 0,
+                bytes: width,
+                high: false,
+            };
+            let update = Update::CompareExchange {
+                expected: accumulator.read(cpu),
+                value: register()?.read(cpu),
+            };
+            (update, After::CompareExchange)
+        }
+        (Mnemonic::Cmpxchg8b, _) => {
+            let low = |n: usize| cpu.gprs[n] & 0xffff_ffff;
+            let update = Update::CompareExchange {
+                expected: (low(2) << 32) | low(0),
+                value: (low(1) << 32) | low(3),
+            };
+            (update, After::CompareExchange8b)
+        }
+        (_, Some(alu @ (Alu::Bts | Alu::Btr | Alu::Btc))) => {
+            let offset = source()?;
+            if register().is_some() {
+                // A register offset is signed and may leave the operand:
+                // the CPU accesses the word that holds the bit.
+                let shift = 64 - 8 * u32::from(width);
+                let signed = (offset << shift).cast_signed() >> shift;
+                let words = signed >> (3 + width.trailing_zeros());
+                addr = addr.wrapping_add(words.wrapping_mul(i64::from(width)).cast_unsigned());
+            }
+            (modify(alu, offset), After::Modify(None))
+        }
+        (_, Some(alu @ (Alu::Inc | Alu::Dec | Alu::Neg | Alu::Not))) => {
+            (modify(alu, 0), After::Modify(None))
+        }
+        (_, Some(alu)) => (modify(alu, source()?), After::Modify(None)),
+        (_, None) => return None,
+    };
+    Some(Store {
+        addr,
+        width,
+        update,
+        after,
+        len: i.len() as u64,
+    })
+}
+
+#[cfg(test)]
+mod store_tests {
+    use super::*;
+
+    const RIP: u64 = 0xffff_ffff_8000_1000;
+    const RDI: u64 = 0xffff_8000_0020_3008;
+
+    /// A vCPU with RDI pointing at the entry, recognisable values in the
+    /// other registers, and `rflags`.
+    fn cpu(rflags: u64) -> Cpu {
+        let mut gprs = [0; 16];
+        for (n, reg) in gprs.iter_mut().enumerate() {
+            *reg = 0x1111_1111_1111_1111u64.wrapping_mul(n as u64 + 1);
+        }
+        gprs[7] = RDI;
+        Cpu {
+            gprs,
+            rflags,
+            fs_base: 0x10_0000,
+            gs_base: 0x20_0000,
+        }
+    }
+
+    /// Runs `bytes` on a memory operand holding `old`, as the memory core
+    /// and the emulation do: the store, the new memory (`None`: a failed
+    /// compare left it), and the vCPU after.
+    fn run(bytes: &[u8], mut cpu: Cpu, old: u64) -> (Store, Option<u64>, Cpu) {
+        let store = decode_store(bytes, RIP, &cpu).expect("a store");
+        let m = mask(store.width);
+        let written = match store.update.expected() {
+            Some(expected) if expected & m != old & m => None,
+            _ => Some(store.update.new_bytes(old, store.width)),
+        };
+        store.complete(old, &mut cpu);
+        (store, written, cpu)
+    }
+
+    #[test]
+    fn movs_of_every_form() {
+        let c = cpu(0x202);
+        let forms: &[(&[u8], u64, u8, u64)] = &[
+            // mov %rcx, (%rdi)
+            (&[0x48, 0x89, 0x0f], RDI, 8, c.gprs[1]),
+            // mov %r9d, 0x10(%rdi)
+            (
+                &[0x44, 0x89, 0x4f, 0x10],
+                RDI + 0x10,
+                4,
+                c.gprs[9] & 0xffff_ffff,
+            ),
+            // mov %cx, (%rdi,%rax,1) via SIB
+            (
+                &[0x66, 0x89, 0x0c, 0x07],
+                RDI.wrapping_add(c.gprs[0]),
+                2,
+                c.gprs[1] & 0xffff,
+            ),
+            // mov %ah, (%rdi): the high byte
+            (&[0x88, 0x27], RDI, 1, (c.gprs[0] >> 8) & 0xff),
+            // mov %sil, (%rdi): REX makes 6 SIL, not DH
+            (&[0x40, 0x88, 0x37], RDI, 1, c.gprs[6] & 0xff),
+            // movq $-1, 8(%rdi): a sign-extended imm32
+            (
+                &[0x48, 0xc7, 0x47, 0x08, 0xff, 0xff, 0xff, 0xff],
+                RDI + 8,
+                8,
+                u64::MAX,
+            ),
+            // movb $5, %gs:(%rdi) and %fs:, %ds:, %cs: prefixes
+            (&[0x65, 0xc6, 0x07, 5], RDI + 0x20_0000, 1, 5),
+            (&[0x64, 0xc6, 0x07, 5], RDI + 0x10_0000, 1, 5),
+            (&[0x3e, 0xc6, 0x07, 5], RDI, 1, 5),
+            (&[0x2e, 0xc6, 0x07, 5], RDI, 1, 5),
+            // mov %rax, 0x100(%rip)
+            (
+                &[0x48, 0x89, 0x05, 0, 1, 0, 0],
+                RIP + 7 + 0x100,
+                8,
+                c.gprs[0],
+            ),
+            // movnti %rdx, (%rdi)
+            (&[0x48, 0x0f, 0xc3, 0x17], RDI, 8, c.gprs[2]),
+            // movabs %rax, 0xffff800000001000 (moffs)
+            (
+                &[0x48, 0xa3, 0, 0x10, 0, 0, 0, 0x80, 0xff, 0xff],
+                0xffff_8000_0000_1000,
+                8,
+                c.gprs[0],
+            ),
+        ];
+        for &(bytes, addr, width, value) in forms {
+            let (s, written, after) = run(bytes, c, 0x1234);
+            assert_eq!(
+                (s.addr, s.width, s.len, written, after),
+                (addr, width, bytes.len() as u64, Some(value), c),
+                "{bytes:x?}"
+            );
+        }
+    }
+
+    #[test]
+    fn exchanges() {
+        let c = cpu(0x202);
+        // xchg %rdx, (%rdi): ptep_get_and_clear.
+        let (_, written, after) = run(&[0x48, 0x87, 0x17], c, 0x8000_0000_1234_5067);
+        assert_eq!(written, Some(c.gprs[2]));
+        assert_eq!(after.gprs[2], 0x8000_0000_1234_5067);
+        // xchg %ch, (%rdi) keeps the rest of RCX; a dword clears the upper half.
+        let (_, _, after) = run(&[0x86, 0x2f], c, 0xab);
+        assert_eq!(after.gprs[1], (c.gprs[1] & !0xff00) | 0xab00);
+        let (_, _, after) = run(&[0x87, 0x0f], c, 0x1_0000_0042);
+        assert_eq!(after.gprs[1], 0x42);
+        // lock xadd %r8, (%rdi)
+        let (_, written, after) = run(&[0xf0, 0x4c, 0x0f, 0xc1, 0x07], c, 5);
+        assert_eq!(written, Some(c.gprs[8] + 5));
+        assert_eq!(after.gprs[8], 5);
+    }
+
+    #[test]
+    fn compare_exchanges() {
+        let old = 0x1234_5067;
+        let mut c = cpu(0x202);
+        c.gprs[0] = old;
+        // lock cmpxchg %rdx, (%rdi): equal, written, ZF set, RAX kept.
+        let bytes = [0xf0, 0x48, 0x0f, 0xb1, 0x17];
+        let (s, written, after) = run(&bytes, c, old);
+        assert_eq!((s.update.expected(), written), (Some(old), Some(c.gprs[2])));
+        assert_eq!(
+            (after.gprs[0], after.rflags & ARITHMETIC_FLAGS),
+            (old, ZF | PF)
+        );
+        // Not equal: nothing written, RAX gets the old bytes, the flags of
+        // RAX - old (here a borrow: CF, SF).
+        let (_, written, after) = run(&bytes, c, old + 1);
+        assert_eq!((written, after.gprs[0]), (None, old + 1));
+        assert_eq!(after.rflags & ARITHMETIC_FLAGS, CF | SF | PF | AF);
+        // cmpxchg %ecx, (%rdi): a dword compare of EAX only.
+        c.gprs[0] = 0xffff_ffff_0000_0007;
+        let (_, written, _) = run(&[0x0f, 0xb1, 0x0f], c, 7);
+        assert_eq!(written, Some(c.gprs[1] & 0xffff_ffff));
+        // lock cmpxchg8b (%rdi): EDX:EAX against the qword, ECX:EBX written.
+        c.gprs[0] = 0xdead_0000_5067;
+        c.gprs[2] = 0xbeef_0000_0012;
+        let bytes = [0xf0, 0x0f, 0xc7, 0x0f];
+        let (_, written, after) = run(&bytes, c, 0x12_0000_5067);
+        let ecx_ebx = ((c.gprs[1] & 0xffff_ffff) << 32) | (c.gprs[3] & 0xffff_ffff);
+        assert_eq!((written, after.rflags & ZF), (Some(ecx_ebx), ZF));
+        let (_, written, after) = run(&bytes, c, 0x99_0000_0001);
+        assert_eq!((written, after.rflags & ZF), (None, 0));
+        assert_eq!((after.gprs[0], after.gprs[2]), (1, 0x99));
+        // cmpxchg16b (REX.W) is two entries at once: not emulated.
+        assert_eq!(decode_store(&[0xf0, 0x48, 0x0f, 0xc7, 0x0f], RIP, &c), None);
+    }
+
+    #[test]
+    fn logic_operations() {
+        let c = cpu(0x202 | CF | OF | AF);
+        let e = 0x8000_0000_1234_5067u64;
+        let cases: &[(&[u8], u64, u64)] = &[
+            // lock andb $0xfd, (%rdi) and with ds in place of lock:
+            // ptep_set_wrprotect.
+            (&[0xf0, 0x80, 0x27, 0xfd], e & !2, PF),
+            (&[0x3e, 0x80, 0x27, 0xfd], e & !2, PF),
+            // lock orb $2, (%rdi): the byte 0x67 stays.
+            (&[0xf0, 0x80, 0x0f, 0x02], e | 2, 0),
+            // andq $-3, (%rdi) (imm8 sign-extended): SF from bit 63.
+            (&[0x48, 0x83, 0x27, 0xfd], e & !2, SF | PF),
+            // xor %rax, (%rdi) with RAX = the entry: zero.
+            (&[0x48, 0x31, 0x07], 0, ZF | PF),
+            // xorw $0x40, (%rdi)
+            (&[0x66, 0x83, 0x37, 0x40], e ^ 0x40, PF),
+            // orl $0x100, (%rdi)
+            (&[0x81, 0x0f, 0, 1, 0, 0], e | 0x100, 0),
+        ];
+        let mut c = c;
+        c.gprs[0] = e;
+        for &(bytes, value, flags) in cases {
+            let (s, written, after) = run(bytes, c, e);
+            assert_eq!(
+                written.map(|w| w & mask(s.width)),
+                Some(value & mask(s.width)),
+                "{bytes:x?}"
+            );
+            assert_eq!(after.rflags & ARITHMETIC_FLAGS, flags, "{bytes:x?}");
+            assert_eq!(after.rflags & !ARITHMETIC_FLAGS, 0x202, "{bytes:x?}");
+        }
+    }
+
+    #[test]
+    fn arithmetic() {
+        let mut c = cpu(0x202);
+        c.gprs[1] = 1;
+        let run_flags = |bytes: &[u8], c: Cpu, old| {
+            let (_, written, after) = run(bytes, c, old);
+            (written, after.rflags & ARITHMETIC_FLAGS)
+        };
+        // add %cl, (%rdi): 0x7f + 1 overflows into the sign.
+        assert_eq!(
+            run_flags(&[0x00, 0x0f], c, 0x7f),
+            (Some(0x80), OF | SF | AF)
+        );
+        // addb $1, (%rdi): 0xff + 1 carries out and is zero.
+        assert_eq!(
+            run_flags(&[0x80, 0x07, 1], c, 0xff),
+            (Some(0), CF | ZF | PF | AF)
+        );
+        // sub %rcx, (%rdi): 0 - 1 borrows.
+        assert_eq!(
+            run_flags(&[0x48, 0x29, 0x0f], c, 0),
+            (Some(u64::MAX), CF | SF | PF | AF)
+        );
+        // subq $2, (%rdi)
+        assert_eq!(run_flags(&[0x48, 0x83, 0x2f, 2], c, 0x67), (Some(0x65), PF));
+        // adc/sbb use CF.
+        let carry = Cpu {
+            rflags: 0x202 | CF,
+            ..c
+        };
+        assert_eq!(run_flags(&[0x48, 0x11, 0x0f], carry, 1), (Some(3), PF));
+        assert_eq!(run_flags(&[0x48, 0x19, 0x0f], carry, 3), (Some(1), 0));
+        assert_eq!(run_flags(&[0x48, 0x19, 0x0f], c, 3), (Some(2), 0));
+        // inc/dec keep CF; neg sets it for a non-zero operand; not
+        // changes no flag.
+        assert_eq!(run_flags(&[0xfe, 0x07], carry, 0x67), (Some(0x68), CF));
+        assert_eq!(run_flags(&[0x48, 0xff, 0x0f], c, 1), (Some(0), ZF | PF));
+        assert_eq!(
+            run_flags(&[0x48, 0xf7, 0x1f], c, 1),
+            (Some(u64::MAX), CF | SF | PF | AF)
+        );
+        assert_eq!(run_flags(&[0xf6, 0x17], carry, 0x0f), (Some(0xf0), CF));
+    }
+
+    #[test]
+    fn bit_operations() {
+        let mut c = cpu(0x202 | ZF);
+        // lock btsq $1, (%rdi): CF = the old bit, ZF kept.
+        let (_, written, after) = run(&[0xf0, 0x48, 0x0f, 0xba, 0x2f, 1], c, 0x65);
+        assert_eq!((written, after.rflags & ARITHMETIC_FLAGS), (Some(0x67), ZF));
+        // btr $65, (%rdi): an immediate offset wraps within the operand.
+        let (s, written, after) = run(&[0x48, 0x0f, 0xba, 0x37, 65], c, 0x67);
+        assert_eq!((s.addr, written, after.rflags & CF), (RDI, Some(0x65), CF));
+        // btc %rcx, (%rdi) with RCX = 65: the next qword, bit 1.
+        c.gprs[1] = 65;
+        let (s, written, _) = run(&[0x48, 0x0f, 0xbb, 0x0f], c, 0x67);
+        assert_eq!((s.addr, written), (RDI + 8, Some(0x65)));
+        // bts %ecx, (%rdi) with ECX = -1: the dword before, bit 31.
+        c.gprs[1] = 0xffff_ffff;
+        let (s, written, _) = run(&[0x0f, 0xab, 0x0f], c, 0);
+        assert_eq!((s.addr, written), (RDI - 4, Some(0x8000_0000)));
+        // bt only reads: no store.
+        assert_eq!(decode_store(&[0x48, 0x0f, 0xa3, 0x0f], RIP, &c), None);
+    }
+
+    #[test]
+    fn not_stores() {
+        let c = cpu(0x202);
+        for bytes in [
+            &[0x48, 0x89, 0xc8][..],   // register destination
+            &[0x48, 0x8b, 0x08],       // a load
+            &[0x48, 0x39, 0x08],       // cmp
+            &[0xc7, 0x47, 0x08],       // an immediate cut short
+            &[0x88, 0x40],             // a displacement cut short
+            &[0x89, 0x05, 0, 0],       // disp32 cut short
+            &[0x8c, 0x1f],             // mov %ds, (%rdi): not a GPR
+            &[0x48, 0xab],             // stosq
+            &[0xf0, 0x48, 0x89, 0x0f], // lock mov: #UD on the CPU
+            &[0x0f, 0x11, 0x07],       // movups
+            &[],
+        ] {
+            assert_eq!(decode_store(bytes, RIP, &c), None, "{bytes:x?}");
+        }
+    }
+
+    /// A byte as a signed number.
+    fn signed8(v: u64) -> i16 {
+        let v = i16::try_from(v).expect("a byte");
+        if v >= 128 { v - 256 } else { v }
+    }
+
+    #[test]
+    fn alu_flags_match_wide_arithmetic() {
+        // Exhaustive over bytes: the flags of add and sub against i16/u16
+        // arithmetic.
+        for a in 0..=255u64 {
+            for b in (0..=255u64).step_by(7) {
+                let add = Rmw {
+                    alu: Alu::Add,
+                    operand: b,
+                    carry: false,
+                }
+                .apply(a, 1);
+                let sum = a + b;
+                let signed = signed8(a) + signed8(b);
+                assert_eq!(add.value, sum & 0xff);
+                assert_eq!(add.flags & CF != 0, sum > 0xff);
+                assert_eq!(add.flags & OF != 0, !(-128..=127).contains(&signed));
+                let sub = Rmw {
+                    alu: Alu::Sub,
+                    operand: b,
+                    carry: false,
+                }
+                .apply(a, 1);
+                let signed = signed8(a) - signed8(b);
+                assert_eq!(sub.value, a.wrapping_sub(b) & 0xff);
+                assert_eq!(sub.flags & CF != 0, a < b);
+                assert_eq!(sub.flags & OF != 0, !(-128..=127).contains(&signed));
+                assert_eq!(sub.flags & AF != 0, (a & 0xf) < (b & 0xf));
+            }
+        }
     }
 }

@@ -51,8 +51,11 @@ fn address() -> impl Strategy<Value = u64> {
 
 proptest! {
     #[test]
-    fn decode_never_reads_past_its_input(bytes in proptest::collection::vec(any::<u8>(), 0..16)) {
-        if let Some(d) = emulate::decode(&bytes) {
+    fn decode_never_reads_past_its_input(
+        bytes in proptest::collection::vec(any::<u8>(), 0..16),
+        compat in any::<bool>(),
+    ) {
+        if let Some(d) = emulate::decode(&bytes, if compat { 32 } else { 64 }) {
             prop_assert!(d.len >= 1 && d.len <= bytes.len() as u64, "{d:?}");
             match d.insn {
                 Insn::ReadCr { cr, reg } | Insn::WriteCr { cr, reg } => {
@@ -67,13 +70,51 @@ proptest! {
     }
 
     #[test]
-    fn decode_store_is_a_store_within_its_input(bytes in proptest::collection::vec(any::<u8>(), 0..16)) {
-        if let Some(s) = emulate::decode_store(&bytes) {
+    fn a_decoded_store_changes_only_what_it_names(
+        bytes in proptest::collection::vec(any::<u8>(), 0..16),
+        gprs in proptest::array::uniform16(any::<u64>()),
+        rflags in any::<u64>(),
+        old in any::<u64>(),
+    ) {
+        let cpu = emulate::Cpu { gprs, rflags, fs_base: 0x1000, gs_base: 0x2000 };
+        if let Some(s) = emulate::decode_store(&bytes, 0xffff_ffff_8000_0000, &cpu) {
             prop_assert!(matches!(s.width, 1 | 2 | 4 | 8), "{s:?}");
             prop_assert!(s.len >= 2 && s.len <= bytes.len() as u64, "{s:?} from {bytes:x?}");
-            if let emulate::StoreValue::Register(r) = s.value {
-                prop_assert!(r < 16);
-            }
+            let mut after = cpu;
+            s.complete(old, &mut after);
+            prop_assert_eq!(after.rflags & !emulate::ARITHMETIC_FLAGS, rflags & !emulate::ARITHMETIC_FLAGS);
+            let changed: Vec<usize> = (0..16).filter(|&n| after.gprs[n] != gprs[n]).collect();
+            let allowed: &[usize] = match s.after {
+                emulate::After::Nothing | emulate::After::Modify(None) => &[],
+                emulate::After::Exchange(r) | emulate::After::Modify(Some(r)) => &[usize::from(r.number)],
+                emulate::After::CompareExchange => &[0],
+                emulate::After::CompareExchange8b => &[0, 2],
+            };
+            prop_assert!(changed.iter().all(|n| allowed.contains(n)), "{s:?} changed {changed:?}");
+            let new = s.update.new_bytes(old, s.width);
+            prop_assert!(s.width == 8 || new >> (8 * s.width) == 0, "{s:?}: {new:#x}");
+        }
+    }
+
+    #[test]
+    fn add_and_sub_flags_follow_wide_arithmetic(
+        a in any::<u64>(), b in any::<u64>(), carry in any::<bool>(), width in prop_oneof![Just(1u8), Just(2), Just(4), Just(8)],
+    ) {
+        let bits = 8 * u32::from(width);
+        let m = if width == 8 { u64::MAX } else { (1 << bits) - 1 };
+        let signed = |v: u64| i128::from(((v & m) << (64 - bits)).cast_signed() >> (64 - bits));
+        let (sa, sb, c) = (signed(a), signed(b), i128::from(carry));
+        let (ua, ub, uc) = (u128::from(a & m), u128::from(b & m), u128::from(carry));
+        let fits = |v: i128| v >= -(1 << (bits - 1)) && v < (1 << (bits - 1));
+        for (alu, sum, unsigned_carry) in [
+            (emulate::Alu::Adc, sa + sb + c, ua + ub + uc > u128::from(m)),
+            (emulate::Alu::Sbb, sa - sb - c, ua < ub + uc),
+        ] {
+            let r = emulate::Rmw { alu, operand: b, carry }.apply(a, width);
+            prop_assert_eq!(r.flags & emulate::CF != 0, unsigned_carry, "{:?}", alu);
+            prop_assert_eq!(r.flags & (1 << 11) != 0, !fits(sum), "{:?} OF", alu);
+            prop_assert_eq!(r.flags & emulate::ZF != 0, r.value == 0, "{:?} ZF", alu);
+            prop_assert_eq!(r.value, (sum as u64) & m, "{:?}", alu);
         }
     }
 

@@ -905,10 +905,10 @@ const fn low16(value: u32) -> u16 {
 )]
 mod tests {
     use super::*;
+    use crate::emulate::Update;
     use crate::mm::fake::{BASE, DOM, FakeMachine, OTHER, PRO, PRW};
     use crate::mm::frame_table::FrameTable;
     use crate::mm::pte;
-    use crate::mm::types::PtwrOp;
     use proptest::prelude::*;
 
     impl MmuEnv for FakeMachine {
@@ -1538,14 +1538,13 @@ mod tests {
         let w = PtwrWrite {
             addr: cr2,
             bytes: 8,
-            value: (data.0 << 12) | PRO,
-            op: PtwrOp::Write,
+            op: Update::Write((data.0 << 12) | PRO),
         };
         let mut fx = Effects::default();
         assert_eq!(ptwr_fault(&mut m, &mut fx, cr2, w), PtwrOutcome::Done(0));
         assert_eq!(m.get(l1, 300), (data.0 << 12) | PRO);
         let bad = PtwrWrite {
-            value: (l1.0 << 12) | PRW,
+            op: Update::Write((l1.0 << 12) | PRW),
             ..w
         };
         assert_eq!(

@@ -13,7 +13,8 @@ use super::fake::{DOM, FakeMachine, OTHER, PRO, PRW, XorShift};
 use super::frame_table::{FrameInfo, FrameTable, Owner, PageType};
 use super::machine::{MmMachine, PageTableMemory, VcpuMm};
 use super::pte;
-use super::types::{L4Slots, MapCtx, PtwrOp, PtwrOutcome, PtwrWrite, l4_generation};
+use super::types::{L4Slots, MapCtx, PtwrOutcome, PtwrWrite, l4_generation};
+use crate::emulate::{Alu, Rmw, Update};
 
 const VA: u64 = 0xFFFF_FFFF_8020_3000;
 const OWN: Owner = Owner::Domain(DOM);
@@ -872,8 +873,17 @@ fn writable_page_table_emulation() {
     let w = |value, bytes, addr, compare: Option<u64>| PtwrWrite {
         addr,
         bytes,
-        value,
-        op: compare.map_or(PtwrOp::Write, PtwrOp::CompareExchange),
+        op: compare.map_or(Update::Write(value), |expected| Update::CompareExchange {
+            expected,
+            value,
+        }),
+    };
+    let modify = |alu, operand| {
+        Update::Modify(Rmw {
+            alu,
+            operand,
+            carry: false,
+        })
     };
     let emulate = |m: &mut FakeMachine, wr: PtwrWrite| {
         m.with(|mmu| mmu.ptwr_emulate(l4, DOM, true, wr.addr, wr)).0
@@ -911,22 +921,22 @@ fn writable_page_table_emulation() {
         PtwrOutcome::Done(0)
     );
     let and = PtwrWrite {
-        op: PtwrOp::And,
-        ..w(!2 & 0xff, 1, target, None)
+        op: modify(Alu::And, !2 & 0xff),
+        ..w(0, 1, target, None)
     };
     assert_eq!(emulate(&mut m, and), PtwrOutcome::Done(entry & 0xff));
     assert_eq!(m.get(l1, 300), entry & !2);
     let or = PtwrWrite {
-        op: PtwrOp::Or,
-        ..w(2, 1, target, None)
+        op: modify(Alu::Or, 2),
+        ..w(0, 1, target, None)
     };
     assert_eq!(emulate(&mut m, or), PtwrOutcome::Done(entry & 0xfd));
     assert_eq!(m.get(l1, 300), entry);
-    // An or making a page table's mapping writable is validated too.
+    // A bts making a page table's mapping writable is validated too.
     m.set(l1, 303, (l1.0 << 12) | PRO);
     let or = PtwrWrite {
-        op: PtwrOp::Or,
-        ..w(2, 8, target + 24, None)
+        op: modify(Alu::Bts, 1),
+        ..w(0, 8, target + 24, None)
     };
     assert_eq!(emulate(&mut m, or), PtwrOutcome::NotHandled);
     m.set(l1, 303, 0);
@@ -1273,8 +1283,7 @@ fn random_operations_keep_the_invariants() {
                     let write = PtwrWrite {
                         addr: l1_va + index as u64 * 8,
                         bytes: 8,
-                        value,
-                        op: PtwrOp::Write,
+                        op: Update::Write(value),
                     };
                     let r = op!(|mmu| mmu.ptwr_emulate(chain[0], DOM, false, write.addr, write));
                     count(Op::Ptwr, matches!(r, PtwrOutcome::Done(_)));

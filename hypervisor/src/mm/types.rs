@@ -52,6 +52,7 @@ use super::effects::Effects;
 use super::frame_table::{FrameInfo, Owner, PageType, assign_frame};
 use super::machine::MmMachine;
 use super::pte::{self, ENTRIES};
+use crate::emulate::Update;
 
 /// Counts the events that may change what an L4 table holds while it is
 /// one: an L4 validated (its entries were written while it was not one),
@@ -152,26 +153,10 @@ pub struct PtwrWrite {
     pub addr: u64,
     /// Width: 1, 2, 4 or 8 bytes.
     pub bytes: u8,
-    /// The value written, or the operand combined with the old one (its
-    /// low `bytes` bytes count).
-    pub value: u64,
-    /// How the new bytes come from `value` and the old ones.
-    pub op: PtwrOp,
-}
-
-/// How a [`PtwrWrite`] makes the new bytes: the instructions Linux uses
-/// on its page-table entries (`mov`, `xchg`, `cmpxchg`, and `and`/`or`
-/// for clearing and setting bits).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PtwrOp {
-    /// The value itself (`mov`, `xchg`).
-    Write,
-    /// The value if the old bytes equal the expected ones (`cmpxchg`).
-    CompareExchange(u64),
-    /// The old bytes AND the value.
-    And,
-    /// The old bytes OR the value.
-    Or,
+    /// How the new bytes come from the old ones (any store the emulation
+    /// decodes: `mov`, `xchg`, `cmpxchg`, and read-modify-writes such as
+    /// the `and`/`or` Linux clears and sets bits with).
+    pub op: Update,
 }
 
 /// What the emulation of a [`PtwrWrite`] did.
@@ -1115,11 +1100,7 @@ impl<'m, M: MmMachine + ?Sized> Mmu<'m, M> {
         let current = self.machine.read_pte(l1, index);
         let mask = (u64::MAX >> (64 - bytes * 8)) << shift;
         let old = (current & mask) >> shift;
-        let value = match w.op {
-            PtwrOp::Write | PtwrOp::CompareExchange(_) => w.value,
-            PtwrOp::And => old & w.value,
-            PtwrOp::Or => old | w.value,
-        };
+        let value = w.op.new_bytes(old, w.bytes);
         let rest = current & !mask;
         let mut new = rest | ((value << shift) & mask);
         let ctx = MapCtx::own(dom, io_caps);
@@ -1129,7 +1110,7 @@ impl<'m, M: MmMachine + ?Sized> Mmu<'m, M> {
                 Err(_) => return PtwrOutcome::NotHandled,
             }
         }
-        if let PtwrOp::CompareExchange(expected) = w.op
+        if let Some(expected) = w.op.expected()
             && rest | ((expected << shift) & mask) != current
         {
             self.put_page_from_l1e(new);

@@ -5,19 +5,19 @@
 //! layouts and checks are the pure `crate::vcpu` functions; this module
 //! reads and writes the guest and the CPU.
 use dom0_abi::cpu::IretContext;
-use dom0_abi::segment::{RING1_KERNEL_CS, RING1_KERNEL_SS};
+use dom0_abi::segment::{FLAT_USER_CS32, RING1_KERNEL_CS, RING1_KERNEL_SS};
 use dom0_abi::shared_info::VcpuInfo;
 use dom0_abi::stats::Counter;
 use dom0_abi::types::Mfn;
 use dom0_abi::wire::Wire;
 
-use crate::emulate::{self, Insn, StoreOp, StoreValue};
+use crate::emulate::{self, Insn};
 use crate::hypercall::mmu;
 use crate::iomem::{self, ReadOnlyWrite};
 use crate::logfilter::GUEST;
 use crate::mm::effects::Effects;
 use crate::mm::pte;
-use crate::mm::types::{PtwrOp, PtwrOutcome, PtwrWrite};
+use crate::mm::types::{PtwrOutcome, PtwrWrite};
 use crate::resume::{self, Descriptors, Location};
 use crate::vcpu::{self, Context, NmiDelivery, Pending, Vcpu, debug};
 
@@ -572,11 +572,32 @@ fn gpr(regs: &mut GuestRegs, n: u8) -> &mut u64 {
     }
 }
 
+/// The general registers, RFLAGS and the FS and active GS bases, as the
+/// store emulation reads them.
+fn emulation_cpu(current: &mut Current, regs: &mut GuestRegs) -> emulate::Cpu {
+    super::context::sync_bases(current.vcpu);
+    let vcpu = &current.vcpu;
+    let mut cpu = emulate::Cpu {
+        rflags: regs.rflags,
+        fs_base: vcpu.fs_base,
+        gs_base: if vcpu.gs_kernel_active {
+            vcpu.gs_base_kernel
+        } else {
+            vcpu.gs_base_user
+        },
+        ..Default::default()
+    };
+    for (n, value) in (0u8..).zip(cpu.gprs.iter_mut()) {
+        *value = *gpr(regs, n);
+    }
+    cpu
+}
+
 /// A kernel store that faulted on a page it maps read-only: into one of
 /// its L1 tables ("writable page tables"), or, for the hardware domain,
 /// on device memory it maps read-only (`crate::iomem::read_only_write`).
-/// Returns whether it was emulated (RIP advanced); otherwise the page
-/// fault goes to the guest.
+/// Returns whether it was emulated (registers, flags and RIP updated);
+/// otherwise the page fault goes to the guest.
 fn read_only_page_store(current: &mut Current, regs: &mut GuestRegs) -> bool {
     let kernel = !context(regs).in_user_mode();
     if !mmu::ptwr_applies(&current.domain.mm, regs.error_code, kernel) {
@@ -587,38 +608,34 @@ fn read_only_page_store(current: &mut Current, regs: &mut GuestRegs) -> bool {
     while n > 0 && guest_mem::copy_from_guest(regs.rip, &mut bytes[..n]).is_err() {
         n -= 1;
     }
-    let Some(store) = emulate::decode_store(&bytes[..n]) else {
+    let mut cpu = emulation_cpu(current, regs);
+    let Some(store) = emulate::decode_store(&bytes[..n], regs.rip, &cpu) else {
         return false;
     };
-    let mask = if store.width == 8 {
-        u64::MAX
-    } else {
-        (1u64 << (8 * store.width)) - 1
-    };
-    let value = match store.value {
-        StoreValue::Register(r) if store.high_byte && r >= 4 => *gpr(regs, r - 4) >> 8,
-        StoreValue::Register(r) => *gpr(regs, r),
-        StoreValue::Immediate(v) => v,
-    } & mask;
     let cr2 = cpu::read_cr2();
-    let done = match read_only_device_store(current, regs, &store, value, cr2) {
-        Some(done) => done,
-        None => writable_page_table(current, regs, &store, value, mask, cr2),
+    let old = match read_only_device_store(current, regs, &store, cr2) {
+        Some(done) => done.then_some(0),
+        None => writable_page_table(current, regs, &store, cr2),
     };
-    if done {
-        regs.rip = regs.rip.wrapping_add(store.len);
+    let Some(old) = old else {
+        return false;
+    };
+    store.complete(old, &mut cpu);
+    for (n, value) in (0u8..).zip(cpu.gprs) {
+        *gpr(regs, n) = value;
     }
-    done
+    regs.rflags = cpu.rflags;
+    regs.rip = regs.rip.wrapping_add(store.len);
+    true
 }
 
-/// The store `store` of `value` at `cr2` if it faulted on device memory
+/// The store `store` that faulted at `cr2` if it faulted on device memory
 /// the hardware domain maps read-only: whether it was emulated, or `None`
 /// if the page is not such memory.
 fn read_only_device_store(
     current: &mut Current,
     regs: &mut GuestRegs,
     store: &emulate::Store,
-    value: u64,
     cr2: u64,
 ) -> Option<bool> {
     if !current.domain.is_privileged() {
@@ -638,8 +655,9 @@ fn read_only_device_store(
         .get()
         .map_or(&[][..], |regions| regions.as_slice());
     Some(
-        match iomem::read_only_write(mmcfg, mfn, cr2, store.width, store.op.reads()) {
+        match iomem::read_only_write(mmcfg, mfn, cr2, store.width, store.reads()) {
             ReadOnlyWrite::Config { address } => {
+                let value = store.update.new_bytes(0, store.width);
                 super::ports::mmcfg_write(address, store.width, value);
                 true
             }
@@ -649,79 +667,31 @@ fn read_only_device_store(
     )
 }
 
-/// The store `store` of `value` (`mask`: its width's bits) at `cr2` if it
-/// targets one of the guest kernel's read-only L1 tables: the memory core
-/// validates and applies it like `mmu_update`. Returns whether it did.
+/// The store `store` that faulted at `cr2` if it targets one of the guest
+/// kernel's read-only L1 tables: the memory core validates and applies it
+/// like `mmu_update`. Returns the destination's old bytes if it did
+/// (including a compare-exchange that found other bytes and wrote
+/// nothing).
 fn writable_page_table(
     current: &mut Current,
     regs: &mut GuestRegs,
     store: &emulate::Store,
-    value: u64,
-    mask: u64,
     cr2: u64,
-) -> bool {
-    let op = match store.op {
-        StoreOp::Mov | StoreOp::Xchg => PtwrOp::Write,
-        StoreOp::CmpXchg => PtwrOp::CompareExchange(regs.rax & mask),
-        StoreOp::And => PtwrOp::And,
-        StoreOp::Or => PtwrOp::Or,
-    };
+) -> Option<u64> {
     let write = PtwrWrite {
-        addr: cr2,
+        addr: store.addr,
         bytes: store.width,
-        value,
-        op,
+        op: store.update,
     };
     let mut fx = Effects::default();
     let mut env = ArchEnv::new(current, regs);
     let outcome = mmu::ptwr_fault(&mut env, &mut fx, cr2, write);
     drop(env);
     apply_effects(current, &fx);
-    const ZF: u64 = 1 << 6;
-    let set_flags = |regs: &mut GuestRegs, flags: u64| {
-        regs.rflags = (regs.rflags & !emulate::ARITHMETIC_FLAGS) | flags;
-    };
-    match (outcome, store.op) {
-        (PtwrOutcome::NotHandled, _) => return false,
-        (PtwrOutcome::Done(_), StoreOp::CmpXchg) => regs.rflags |= ZF,
-        (PtwrOutcome::CompareFailed(old), _) => {
-            set_register(regs, 0, false, store.width, old);
-            regs.rflags &= !ZF;
-        }
-        (PtwrOutcome::Done(old), StoreOp::Xchg) => {
-            if let StoreValue::Register(r) = store.value {
-                set_register(regs, r, store.high_byte, store.width, old);
-            }
-        }
-        (PtwrOutcome::Done(old), StoreOp::And) => {
-            set_flags(regs, emulate::logic_flags(old & value, store.width));
-        }
-        (PtwrOutcome::Done(old), StoreOp::Or) => {
-            set_flags(regs, emulate::logic_flags(old | value, store.width));
-        }
-        (PtwrOutcome::Done(_), StoreOp::Mov) => {}
+    match outcome {
+        PtwrOutcome::NotHandled => None,
+        PtwrOutcome::Done(old) | PtwrOutcome::CompareFailed(old) => Some(old),
     }
-    true
-}
-
-/// Writes `value` to general register `r` as an instruction of `width`
-/// bytes does: a byte or word keeps the register's other bits (`high`:
-/// `r` 4-7 name AH-BH), a dword clears the upper half.
-fn set_register(regs: &mut GuestRegs, r: u8, high: bool, width: u8, value: u64) {
-    let (r, shift) = if high && (4..8).contains(&r) {
-        (r - 4, 8)
-    } else {
-        (r, 0)
-    };
-    let reg = gpr(regs, r);
-    *reg = match width {
-        1 | 2 => {
-            let mask = ((1u64 << (8 * width)) - 1) << shift;
-            (*reg & !mask) | ((value << shift) & mask)
-        }
-        4 => value & 0xffff_ffff,
-        _ => value,
-    };
 }
 
 /// Emulates the instruction at RIP if `crate::emulate`'s policy allows it
@@ -733,7 +703,14 @@ pub fn emulate(current: &mut Current, regs: &mut GuestRegs) -> bool {
     while n > 0 && guest_mem::copy_from_guest(regs.rip, &mut bytes[..n]).is_err() {
         n -= 1;
     }
-    let Some(decoded) = emulate::decode(&bytes[..n]) else {
+    // Compatibility-mode user code is 32-bit code (0x40-0x4f are `inc` and
+    // `dec` there, not REX prefixes).
+    let bitness = if regs.cs == u64::from(FLAT_USER_CS32) {
+        32
+    } else {
+        64
+    };
+    let Some(decoded) = emulate::decode(&bytes[..n], bitness) else {
         return false;
     };
     let kernel = !context(regs).in_user_mode();
