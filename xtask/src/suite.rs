@@ -757,6 +757,7 @@ pub const TESTS: &[IntegrationTest] = &[
         ..passes!("platform_cpuinfo", conformance: true)
     },
     passes!("mm_writable_pt_rmw", conformance: true),
+    passes!("mm_writable_pt_forms", conformance: true),
     // Two CPUs, so that a second one is described too.
     IntegrationTest {
         cpus: 2,

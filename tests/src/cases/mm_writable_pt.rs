@@ -292,3 +292,284 @@ pub fn run_rmw(_start_info: &'static StartInfo) {
     );
     check_flags("andq with 0", flags, 8);
 }
+
+/// The registers the instructions of `mm_writable_pt_forms` read and
+/// write, and the arithmetic flags.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct State {
+    rax: u64,
+    rbx: u64,
+    rcx: u64,
+    rdx: u64,
+    r8: u64,
+    flags: u64,
+}
+
+/// Runs the instruction (its lines) on the qword at `va` from `state`
+/// (flags loaded with `popfq`); returns the state after and its fault (a
+/// fault resumes after the instruction, with RBX restored).
+macro_rules! on {
+    ($va:expr, $state:expr, $($insn:literal),+) => {{
+        let mut s: State = $state;
+        let mut flags = (s.flags & ARITHMETIC_FLAGS) | 0x202;
+        let (_, trap) = traps::catch(|| {
+            // SAFETY: `va` is the guest's own L1 entry, mapped read-only
+            // (emulated as a checked PTE update, or a fault that resumes
+            // at 5:), or a qword on this stack; RBX, which Rust reserves,
+            // is swapped in and back around it on every path.
+            unsafe {
+                core::arch::asm!(
+                    "xchg rbx, {b}",
+                    "push {f}",
+                    "popfq",
+                    "4:",
+                    $($insn,)+
+                    "5:",
+                    "pushfq",
+                    "pop {f}",
+                    "xchg rbx, {b}",
+                    ".pushsection .ex_table, \"a\"",
+                    ".balign 8",
+                    ".quad 4b, 5b, 5b",
+                    ".popsection",
+                    a = in(reg) $va,
+                    b = inout(reg) s.rbx,
+                    f = inout(reg) flags,
+                    inout("rax") s.rax,
+                    inout("rcx") s.rcx,
+                    inout("rdx") s.rdx,
+                    inout("r8") s.r8,
+                );
+            }
+        });
+        s.flags = flags & ARITHMETIC_FLAGS_AF;
+        (s, trap)
+    }};
+}
+
+/// Runs the instruction on an ordinary qword holding the entry, then on
+/// the entry itself, and checks that both end the same: the entry (but
+/// for the bits Xen adds to a kernel entry), the registers and the
+/// flags in `$flags`.
+macro_rules! same {
+    ($name:literal, $va:expr, $state:expr, $flags:expr, $($insn:literal),+) => {{
+        let mut scratch = pte();
+        let scratch_va = core::ptr::addr_of_mut!(scratch) as u64;
+        let (want, want_trap) = on!(scratch_va, $state, $($insn),+);
+        let want_entry = scratch;
+        let (got, trap) = on!($va, $state, $($insn),+);
+        check_same($name, (want, want_trap), (got, trap), want_entry, $flags);
+    }};
+}
+
+/// CF, PF, AF, ZF, SF and OF.
+const ARITHMETIC_FLAGS_AF: u64 = ARITHMETIC_FLAGS | 0x10;
+
+/// What Xen adds to a kernel's L1 entry: the user bit and its bit 52.
+const XEN_BITS: u64 = (1 << 2) | (1 << 52);
+
+fn check_same(
+    name: &str,
+    want: (State, Option<Trap>),
+    got: (State, Option<Trap>),
+    want_entry: u64,
+    flags: u64,
+) {
+    let masked = |s: State| State {
+        flags: s.flags & flags,
+        ..s
+    };
+    let entry = pte();
+    report::check(
+        format_args!("{name}: the entry, registers and flags as on ordinary memory"),
+        want.1.is_none()
+            && got.1.is_none()
+            && masked(want.0) == masked(got.0)
+            && entry & !XEN_BITS == want_entry & !XEN_BITS,
+        format_args!(
+            "got {:x?} {:x?}, entry {entry:#x}; want {:x?} {:x?}, entry {want_entry:#x}",
+            got.0, got.1, want.0, want.1
+        ),
+    );
+}
+
+/// `mm_writable_pt_forms`: the other instructions a kernel may write a
+/// read-only L1 entry with, each run on an ordinary qword holding the
+/// entry and then on the entry itself, which must end the same (entry,
+/// registers, flags; only CF and ZF after `bt*`, the others being
+/// undefined): `xor`, `sub`, `add`, `adc`, `sbb`, `inc`, `dec`, `bts`,
+/// `btr`, `btc` (immediate and register bit offsets), `xadd`, `cmpxchg`
+/// and `cmpxchg8b` (matching and not), `xchg` with R8, word and dword
+/// operands, `cs` and `es` prefixes, a SIB address with a negative
+/// displacement; and an `xor` that would map the L4 writable is the
+/// guest's #PF with the entry unchanged.
+pub fn run_forms(_start_info: &'static StartInfo) {
+    let Some((va, f, _)) = prepare() else {
+        return;
+    };
+    let stored = store(va, f.maddr() | PTE_RW);
+    report::check(
+        "a mov of a PTE",
+        stored.is_ok(),
+        format_args!("{stored:x?}"),
+    );
+    let all = ARITHMETIC_FLAGS_AF;
+    let bits = 0x41;
+    let none = State::default();
+    let carry = State { flags: 1, ..none };
+    let with_rcx = |rcx| State { rcx, ..none };
+    same!("xorq $2 clears RW", va, none, all, "xor qword ptr [{a}], 2");
+    same!("xorq $2 sets RW", va, none, all, "xor qword ptr [{a}], 2");
+    same!("subq $2", va, none, all, "sub qword ptr [{a}], 2");
+    same!("addq $2", va, none, all, "add qword ptr [{a}], 2");
+    same!(
+        "lock btrq $1",
+        va,
+        none,
+        bits,
+        "lock btr qword ptr [{a}], 1"
+    );
+    same!(
+        "lock btsq $1",
+        va,
+        none,
+        bits,
+        "lock bts qword ptr [{a}], 1"
+    );
+    same!("btcq $1", va, none, bits, "btc qword ptr [{a}], 1");
+    same!("btcq $1 again", va, none, bits, "btc qword ptr [{a}], 1");
+    same!(
+        "lock btr %rcx",
+        va,
+        with_rcx(1),
+        bits,
+        "lock btr qword ptr [{a}], rcx"
+    );
+    same!(
+        "lock bts %rcx",
+        va,
+        with_rcx(1),
+        bits,
+        "lock bts qword ptr [{a}], rcx"
+    );
+    same!(
+        "lock xadd %rcx",
+        va,
+        with_rcx(0),
+        all,
+        "lock xadd qword ptr [{a}], rcx"
+    );
+    let matching = State {
+        rax: pte(),
+        rcx: pte() & !2,
+        ..none
+    };
+    same!(
+        "lock cmpxchg, matching",
+        va,
+        matching,
+        all,
+        "lock cmpxchg qword ptr [{a}], rcx"
+    );
+    let other = State {
+        rax: 0x1000,
+        rcx: pte() | 2,
+        ..none
+    };
+    same!(
+        "lock cmpxchg, not matching",
+        va,
+        other,
+        all,
+        "lock cmpxchg qword ptr [{a}], rcx"
+    );
+    let halves = |v: u64| (v & 0xffff_ffff, v >> 32);
+    let ((rax, rdx), (rbx, rcx)) = (halves(pte()), halves(pte() | 2));
+    let matching = State {
+        rax,
+        rbx,
+        rcx,
+        rdx,
+        ..none
+    };
+    same!(
+        "lock cmpxchg8b, matching",
+        va,
+        matching,
+        all,
+        "lock cmpxchg8b qword ptr [{a}]"
+    );
+    let other = State { rax: 0, ..matching };
+    same!(
+        "lock cmpxchg8b, not matching",
+        va,
+        other,
+        all,
+        "lock cmpxchg8b qword ptr [{a}]"
+    );
+    same!(
+        "cs andb $0xfd",
+        va,
+        none,
+        all,
+        ".byte 0x2e",
+        "and byte ptr [{a}], 0xfd"
+    );
+    same!(
+        "es lock orb $2",
+        va,
+        none,
+        all,
+        ".byte 0x26",
+        "lock or byte ptr [{a}], 2"
+    );
+    same!("xorw %cx", va, with_rcx(2), all, "xor word ptr [{a}], cx");
+    same!("orl %ecx", va, with_rcx(2), all, "or dword ptr [{a}], ecx");
+    same!(
+        "adc with CF clears P",
+        va,
+        carry,
+        all,
+        "adc qword ptr [{a}], rcx"
+    );
+    same!(
+        "sbb with CF sets it back",
+        va,
+        carry,
+        all,
+        "sbb qword ptr [{a}], rcx"
+    );
+    same!("lock incb", va, carry, all, "lock inc byte ptr [{a}]");
+    same!("lock decb", va, carry, all, "lock dec byte ptr [{a}]");
+    let r8 = State {
+        r8: pte() ^ 2,
+        ..none
+    };
+    same!("xchg %r8", va, r8, all, "xchg qword ptr [{a}], r8");
+    let sib = State {
+        rcx: 1,
+        rdx: pte() ^ 2,
+        ..none
+    };
+    same!(
+        "mov to -8(%a,%rcx,8)",
+        va,
+        sib,
+        all,
+        "mov qword ptr [{a} + rcx*8 - 8], rdx"
+    );
+
+    let before = pte();
+    let to_l4 = with_rcx((before & PTE_ADDR_MASK) ^ (mm::boot_l4_mfn() << 12));
+    let (_, trap) = on!(va, to_l4, "xor qword ptr [{a}], rcx");
+    check_refused(
+        &"an xor mapping the L4 writable is refused with #PF",
+        trap.map_or(Ok(()), Err),
+        va,
+    );
+    report::check(
+        "the refused xor left the entry unchanged",
+        pte() == before,
+        format_args!("entry {:#x}, was {before:#x}", pte()),
+    );
+}

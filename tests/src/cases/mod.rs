@@ -480,6 +480,10 @@ pub const ALL: &[Case] = &[
         run: mm_writable_pt::run_rmw,
     },
     Case {
+        name: "mm_writable_pt_forms",
+        run: mm_writable_pt::run_forms,
+    },
+    Case {
         name: "mca",
         run: mca::run,
     },
