@@ -114,7 +114,7 @@ proptest! {
             prop_assert_eq!(r.flags & emulate::CF != 0, unsigned_carry, "{:?}", alu);
             prop_assert_eq!(r.flags & (1 << 11) != 0, !fits(sum), "{:?} OF", alu);
             prop_assert_eq!(r.flags & emulate::ZF != 0, r.value == 0, "{:?} ZF", alu);
-            prop_assert_eq!(r.value, (sum as u64) & m, "{:?}", alu);
+            prop_assert_eq!(i128::from(r.value), sum & i128::from(m), "{:?}", alu);
         }
     }
 

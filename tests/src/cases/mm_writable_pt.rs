@@ -140,6 +140,19 @@ fn prepare() -> Option<(u64, Frame, Frame)> {
     Some((va, f, g))
 }
 
+/// [`prepare`], then a `mov` of the first frame (present, writable) into
+/// the entry.
+fn prepare_entry() -> Option<(u64, Frame, Frame)> {
+    let (va, f, g) = prepare()?;
+    let stored = store(va, f.maddr() | PTE_RW);
+    report::check(
+        "a mov of a PTE",
+        stored.is_ok(),
+        format_args!("{stored:x?}"),
+    );
+    Some((va, f, g))
+}
+
 /// Checks that an instruction did not fault and left the entry's frame
 /// and present/writable bits at `want`.
 fn check_bits(what: &str, trap: Option<Trap>, want: u64) {
@@ -232,15 +245,9 @@ fn frame_bits(entry: u64) -> u64 {
 /// writable is the guest's #PF with the register and the entry unchanged;
 /// an `and` with 0 clears the entry and sets ZF.
 pub fn run_rmw(_start_info: &'static StartInfo) {
-    let Some((va, f, g)) = prepare() else {
+    let Some((va, f, g)) = prepare_entry() else {
         return;
     };
-    let stored = store(va, f.maddr() | PTE_RW);
-    report::check(
-        "a mov of a PTE",
-        stored.is_ok(),
-        format_args!("{stored:x?}"),
-    );
 
     let (old, _, trap) = rmw!(va, g.maddr() | PTE_RW, "xchg qword ptr [{a}], {v}");
     report::check(
@@ -404,15 +411,9 @@ fn check_same(
 /// displacement; and an `xor` that would map the L4 writable is the
 /// guest's #PF with the entry unchanged.
 pub fn run_forms(_start_info: &'static StartInfo) {
-    let Some((va, f, _)) = prepare() else {
+    let Some((va, _, _)) = prepare_entry() else {
         return;
     };
-    let stored = store(va, f.maddr() | PTE_RW);
-    report::check(
-        "a mov of a PTE",
-        stored.is_ok(),
-        format_args!("{stored:x?}"),
-    );
     let all = ARITHMETIC_FLAGS_AF;
     let bits = 0x41;
     let none = State::default();
