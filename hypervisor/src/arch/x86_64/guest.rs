@@ -572,6 +572,18 @@ fn gpr(regs: &mut GuestRegs, n: u8) -> &mut u64 {
     }
 }
 
+/// The bytes of the instruction at `rip`: as many of the longest
+/// instruction's 15 as the guest can read there (it may end just before
+/// an unmapped page).
+fn instruction_bytes(rip: u64) -> ([u8; 15], usize) {
+    let mut bytes = [0u8; 15];
+    let mut n = bytes.len();
+    while n > 0 && guest_mem::copy_from_guest(rip, &mut bytes[..n]).is_err() {
+        n -= 1;
+    }
+    (bytes, n)
+}
+
 /// The general registers, RFLAGS and the FS and active GS bases, as the
 /// store emulation reads them.
 fn emulation_cpu(current: &mut Current, regs: &mut GuestRegs) -> emulate::Cpu {
@@ -603,11 +615,7 @@ fn read_only_page_store(current: &mut Current, regs: &mut GuestRegs) -> bool {
     if !mmu::ptwr_applies(&current.domain.mm, regs.error_code, kernel) {
         return false;
     }
-    let mut bytes = [0u8; 15];
-    let mut n = bytes.len();
-    while n > 0 && guest_mem::copy_from_guest(regs.rip, &mut bytes[..n]).is_err() {
-        n -= 1;
-    }
+    let (bytes, n) = instruction_bytes(regs.rip);
     let mut cpu = emulation_cpu(current, regs);
     let Some(store) = emulate::decode_store(&bytes[..n], regs.rip, &cpu) else {
         return false;
@@ -697,12 +705,7 @@ fn writable_page_table(
 /// Emulates the instruction at RIP if `crate::emulate`'s policy allows it
 /// from the guest's current ring; returns whether it did (RIP advanced).
 pub fn emulate(current: &mut Current, regs: &mut GuestRegs) -> bool {
-    let mut bytes = [0u8; 8];
-    let mut n = bytes.len();
-    // The instruction may end just before an unmapped page: read less.
-    while n > 0 && guest_mem::copy_from_guest(regs.rip, &mut bytes[..n]).is_err() {
-        n -= 1;
-    }
+    let (bytes, n) = instruction_bytes(regs.rip);
     // Compatibility-mode user code is 32-bit code (0x40-0x4f are `inc` and
     // `dec` there, not REX prefixes).
     let bitness = if regs.cs == u64::from(FLAT_USER_CS32) {
