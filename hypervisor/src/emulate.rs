@@ -877,19 +877,21 @@ impl Store {
                 }
             }
             After::CompareExchange8b => {
-                let (eax, edx) = (Gpr::of(Register::EAX), Gpr::of(Register::EDX));
-                if let (Some(eax), Some(edx)) = (eax, edx) {
-                    let expected = (edx.read(cpu) << 32) | eax.read(cpu);
-                    let equal = expected == old;
-                    cpu.rflags = if equal {
-                        cpu.rflags | ZF
-                    } else {
-                        cpu.rflags & !ZF
-                    };
-                    if !equal {
-                        eax.write(cpu, old & 0xffff_ffff);
-                        edx.write(cpu, old >> 32);
-                    }
+                let dword = |number| Gpr {
+                    number,
+                    bytes: 4,
+                    high: false,
+                };
+                let (eax, edx) = (dword(0), dword(2));
+                let equal = (edx.read(cpu) << 32) | eax.read(cpu) == old;
+                cpu.rflags = if equal {
+                    cpu.rflags | ZF
+                } else {
+                    cpu.rflags & !ZF
+                };
+                if !equal {
+                    eax.write(cpu, old & 0xffff_ffff);
+                    edx.write(cpu, old >> 32);
                 }
             }
         }
