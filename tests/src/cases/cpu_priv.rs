@@ -2,7 +2,8 @@
 //!
 //! `cpu_priv_kernel`: the guest kernel is not in ring 0, so privileged
 //! instructions fault and the hypervisor emulates some of them:
-//! - emulated: `mov %cr3` read (the current L4's machine address), `mov
+//! - emulated: `mov %cr3` read (the current L4's machine address, also
+//!   when encoded with a ModRM memory mode, which the CPU ignores), `mov
 //!   %cr0` read (PE, PG set; TS following `fpu_taskswitch` and `clts`),
 //!   `mov %cr4` read (PAE set), `clts`, `wbinvd`, `rdmsr` of EFER (long
 //!   mode active) and of the TSC;
@@ -11,7 +12,7 @@
 //!   without I/O rights set up, `rdmsr`/`wrmsr` of an unknown MSR and of
 //!   the SYSCALL MSRs (LSTAR);
 //! - `cli`/`sti` with a virtual IOPL of 1 (`PHYSDEVOP_set_iopl`) complete
-//!   as no-ops; `set_iopl` above 3 is `EINVAL`; back at 0 they are #GP(0);
+//!   as no-ops (`cli` with a REX prefix too); `set_iopl` above 3 is `EINVAL`; back at 0 they are #GP(0);
 //! - CPUID through the forced-emulation prefix reports Xen's leaves
 //!   (`XenVMMXenVMM`) and the CPU's vendor; the prefix before anything
 //!   but `cpuid` is #UD at the prefix; plain `cpuid` and `rdtsc` run.
@@ -77,6 +78,10 @@ fn virtual_iopl() {
     report::check_ret("set_iopl 1", set(1), 0);
     emulated("cli with virtual IOPL 1", probe!("cli"));
     emulated("sti with virtual IOPL 1", probe!("sti"));
+    emulated(
+        "cli with a REX prefix with virtual IOPL 1",
+        probe!(".byte 0x48", "cli"),
+    );
     report::check_ret("set_iopl 4", set(4), -22);
     emulated("cli after a refused set_iopl", probe!("cli"));
     report::check_ret("set_iopl 0", set(0), 0);
@@ -182,6 +187,13 @@ fn control_registers() {
         "mov %cr3 read gives the current L4's machine address",
         cr3,
         mm::boot_l4_mfn() << 12,
+    );
+    // The CPU ignores the ModRM mode of a control-register move.
+    let (cr3_mod0, t) = probe!(".byte 0x0f, 0x20, 0x18");
+    report::check(
+        "mov %cr3 read encoded with ModRM mode 0 reads CR3 into RAX",
+        t.is_none() && cr3_mod0 == cr3,
+        format_args!("{t:x?}, RAX {cr3_mod0:#x}, CR3 {cr3:#x}"),
     );
     let cr0 = emulated("mov %cr0 read", probe!("mov rax, cr0"));
     report::check_eq(
