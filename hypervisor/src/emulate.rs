@@ -106,6 +106,14 @@ pub struct Decoded {
     pub len: u64,
 }
 
+/// Builds the decoder's tables, which `iced-x86` makes on the heap (about
+/// 80 KiB in some 2000 allocations) at its first decode: called once at
+/// boot, after the heap and before any domain, so that no guest's fault
+/// pays for them or allocates in the middle of its emulation.
+pub fn prepare_decoder() {
+    let _ = decode_one(&[0x90], 64, 0);
+}
+
 /// Decodes one instruction of code size `bitness` (64, or 32 for
 /// compatibility-mode user code) at `rip`; `None` if the bytes are not a
 /// whole valid instruction (cut short, a `lock` where it is not allowed,

@@ -84,6 +84,7 @@ extern "C" fn hv_start64(magic: u32, info: u32) -> ! {
     unsafe { cpu::write_cr3(hv_root) };
     enable_protections(&features);
     mem::init_heap(config.max_domains);
+    crate::emulate::prepare_decoder();
     // SAFETY: `hv_root` is live and holds the M2P; the allocator hands out
     // zeroed hypervisor frames.
     let views = unsafe {
