@@ -103,6 +103,13 @@ pub const ALL: &[Benchmark] = &[
         what: "mmuext_op PIN_L1_TABLE then UNPIN_TABLE of a fresh (empty) L1 table, two calls",
     },
     Benchmark {
+        name: "ptwr_xchg",
+        unit: "tsc/store",
+        sample: "pair",
+        items_per_sample: 2,
+        what: "xchg into a read-only L1 entry (writable page tables), decoded and emulated; a sample unmaps then remaps a scratch page",
+    },
+    Benchmark {
         name: "page_fault",
         unit: "tsc/fault",
         sample: "fault",

@@ -76,6 +76,7 @@ fn run_one(
             mmu::update_va_mapping(h, scratch()?, name, UvmfFlags::TLB_FLUSH)
         }
         "mmuext_pin_unpin_l1" => mmu::pin_unpin(h, pt, name),
+        "ptwr_xchg" => mmu::ptwr_xchg(h, scratch()?, name),
         "page_fault" => traps::page_fault(h, pt, name, traps::Return::Hypercall),
         "page_fault_iretq" => traps::page_fault(h, pt, name, traps::Return::Iretq),
         "syscall_bounce" => traps::syscall_bounce(h, pt, name, traps::Return::Hypercall),
@@ -170,7 +171,7 @@ fn uses_grant_pages(name: &str) -> bool {
 
 /// Whether benchmark `name` unmaps and remaps the scratch pages.
 fn uses_scratch(name: &str) -> bool {
-    name.starts_with("mmu_update_") || name.starts_with("update_va_mapping_")
+    name.starts_with("mmu_update_") || name.starts_with("update_va_mapping_") || name == "ptwr_xchg"
 }
 
 /// The `BENCH-INFO` line.

@@ -14,7 +14,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use guest_pv_shim::dom0_abi::mmu::{
     MmuUpdate, MmuUpdateCmd, MmuextCmd, MmuextOp, PteFlags, UvmfFlags,
 };
-use guest_pv_shim::report;
+use guest_pv_shim::{mm, report};
 
 use crate::guest::asm::{SCRATCH_PAGES, pin_table_va, scratch_va};
 use crate::guest::harness::{Harness, Measured, NotRun, failed, not_run};
@@ -173,6 +173,47 @@ pub fn update_va_mapping(
                 0 => unsafe { hc::update_va_mapping(va, original, flags) },
                 err => err,
             }
+        },
+        |ret| ret == 0,
+    );
+    if timed.is_err() {
+        scratch.remap_all();
+    }
+    timed
+}
+
+/// `ptwr_xchg`: scratch page 0's L1 entry, which the guest maps read-only,
+/// exchanged with a non-present entry and back by two `xchg` stores,
+/// each a page fault the hypervisor decodes and emulates (writable page
+/// tables, which Xen and this hypervisor give dom0 without the assist).
+pub fn ptwr_xchg(h: &Harness, scratch: &Scratch, name: &str) -> Result<Measured, NotRun> {
+    let entry = scratch.requests[1][0];
+    let Some(table) = mm::table_va(entry.ptr >> 12) else {
+        return Err(failed(
+            name,
+            "scratch page 0's L1 table is not in the initial mapping",
+        ));
+    };
+    let va = table + (entry.ptr & (PAGE - 1));
+    let timed = h.time(
+        name,
+        "xchg",
+        || {
+            let mut value = 0u64;
+            // SAFETY: `va` is scratch page 0's L1 entry, mapped read-only:
+            // each store is emulated as a checked update of that entry (no
+            // Rust object lives in the scratch page), the second putting
+            // back what the first took out.
+            unsafe {
+                core::arch::asm!(
+                    "xchg qword ptr [{a}], {v}",
+                    "xchg qword ptr [{a}], {v}",
+                    a = in(reg) va,
+                    v = inout(reg) value,
+                    options(nostack),
+                );
+            }
+            if value == 0 { 0 } else { -1 }
         },
         |ret| ret == 0,
     );
