@@ -494,7 +494,23 @@ mod tests {
     }
 }
 
-/// The vCPU state a store's emulation reads and changes.
+/// The vCPU state a store's emulation reads and changes: only the
+/// registers an instruction names are read or written.
+pub trait Registers {
+    /// General register `number` (0 = RAX ... 15 = R15).
+    fn gpr(&mut self, number: u8) -> u64;
+    /// Sets general register `number`.
+    fn set_gpr(&mut self, number: u8, value: u64);
+    /// RFLAGS.
+    fn rflags(&self) -> u64;
+    /// Sets RFLAGS.
+    fn set_rflags(&mut self, value: u64);
+    /// The FS base (`fs`) or the active GS base, for a segment prefix.
+    fn segment_base(&self, fs: bool) -> u64;
+}
+
+/// The vCPU state as plain values (host tests; anything that has no
+/// registers of its own).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Cpu {
     /// The general registers by encoding number (0 = RAX ... 15 = R15).
@@ -505,6 +521,24 @@ pub struct Cpu {
     pub fs_base: u64,
     /// The active GS base (for a `gs` segment prefix).
     pub gs_base: u64,
+}
+
+impl Registers for Cpu {
+    fn gpr(&mut self, number: u8) -> u64 {
+        self.gprs[usize::from(number & 15)]
+    }
+    fn set_gpr(&mut self, number: u8, value: u64) {
+        self.gprs[usize::from(number & 15)] = value;
+    }
+    fn rflags(&self) -> u64 {
+        self.rflags
+    }
+    fn set_rflags(&mut self, value: u64) {
+        self.rflags = value;
+    }
+    fn segment_base(&self, fs: bool) -> u64 {
+        if fs { self.fs_base } else { self.gs_base }
+    }
 }
 
 /// A general-register operand: which register, how many bytes, and
@@ -522,46 +556,45 @@ pub struct Gpr {
 impl Gpr {
     /// The general register the decoder names, if `r` is one.
     fn of(r: Register) -> Option<Gpr> {
-        let gpr = |number, bytes| Gpr {
-            number,
-            bytes,
-            high: false,
-        };
-        if let Some(n) = numbered(r, Register::AL, 20) {
-            // AL CL DL BL, AH CH DH BH, SPL BPL SIL DIL, R8L-R15L.
-            let high = (4..8).contains(&n);
-            let number = if n < 4 { n } else { n - 4 };
-            return Some(Gpr {
-                high,
-                ..gpr(number, 1)
-            });
-        }
-        [(Register::AX, 2), (Register::EAX, 4), (Register::RAX, 8)]
-            .into_iter()
-            .find_map(|(first, bytes)| Some(gpr(numbered(r, first, 16)?, bytes)))
+        // AL CL DL BL, AH CH DH BH, SPL BPL SIL DIL, R8L-R15L; then the
+        // 16 words, dwords and qwords (the assertions below check it).
+        let n = numbered(r, Register::AL, 20 + 3 * 16)?;
+        Some(match n {
+            0..20 => Gpr {
+                number: if n < 4 { n } else { n - 4 },
+                bytes: 1,
+                high: (4..8).contains(&n),
+            },
+            _ => Gpr {
+                number: (n - 20) % 16,
+                bytes: 2 << ((n - 20) / 16),
+                high: false,
+            },
+        })
     }
 
     /// The register's value, zero-extended.
     #[must_use]
-    pub fn read(self, cpu: &Cpu) -> u64 {
+    pub fn read(self, cpu: &mut impl Registers) -> u64 {
         let shift = if self.high { 8 } else { 0 };
-        (cpu.gprs[usize::from(self.number & 15)] >> shift) & mask(self.bytes)
+        (cpu.gpr(self.number) >> shift) & mask(self.bytes)
     }
 
     /// Writes `value` as an instruction of this operand size does: a byte
     /// or a word keeps the register's other bits, a dword clears the upper
     /// half.
-    pub fn write(self, cpu: &mut Cpu, value: u64) {
-        let reg = &mut cpu.gprs[usize::from(self.number & 15)];
-        *reg = match self.bytes {
+    pub fn write(self, cpu: &mut impl Registers, value: u64) {
+        let reg = cpu.gpr(self.number);
+        let new = match self.bytes {
             1 | 2 => {
                 let shift = if self.high { 8 } else { 0 };
                 let field = mask(self.bytes) << shift;
-                (*reg & !field) | ((value << shift) & field)
+                (reg & !field) | ((value << shift) & field)
             }
             4 => value & 0xffff_ffff,
             _ => value,
         };
+        cpu.set_gpr(self.number, new);
     }
 }
 
@@ -851,11 +884,8 @@ impl Store {
     /// Completes the instruction in `cpu` (registers and flags; not RIP)
     /// given the destination's `old` bytes, once the memory core applied
     /// [`Store::update`] (or found a compare-exchange's mismatch).
-    pub fn complete(&self, old: u64, cpu: &mut Cpu) {
+    pub fn complete(&self, old: u64, cpu: &mut impl Registers) {
         let old = old & mask(self.width);
-        let set_flags = |cpu: &mut Cpu, r: AluResult| {
-            cpu.rflags = (cpu.rflags & !r.written) | (r.flags & r.written);
-        };
         match self.after {
             After::Nothing => {}
             After::Exchange(reg) => reg.write(cpu, old),
@@ -892,11 +922,8 @@ impl Store {
                 };
                 let (eax, edx) = (dword(0), dword(2));
                 let equal = (edx.read(cpu) << 32) | eax.read(cpu) == old;
-                cpu.rflags = if equal {
-                    cpu.rflags | ZF
-                } else {
-                    cpu.rflags & !ZF
-                };
+                let rflags = cpu.rflags();
+                cpu.set_rflags(if equal { rflags | ZF } else { rflags & !ZF });
                 if !equal {
                     eax.write(cpu, old & 0xffff_ffff);
                     edx.write(cpu, old >> 32);
@@ -906,13 +933,19 @@ impl Store {
     }
 }
 
+/// Sets the flags `r` writes.
+fn set_flags(cpu: &mut impl Registers, r: AluResult) {
+    let rflags = cpu.rflags();
+    cpu.set_rflags((rflags & !r.written) | (r.flags & r.written));
+}
+
 /// A register's value, or a segment's base, as an address computation
 /// reads it (64-bit mode: ES, CS, SS and DS have base 0).
-fn address_register(cpu: &Cpu, r: Register) -> Option<u64> {
+fn address_register(cpu: &mut impl Registers, r: Register) -> Option<u64> {
     match r {
         Register::ES | Register::CS | Register::SS | Register::DS => Some(0),
-        Register::FS => Some(cpu.fs_base),
-        Register::GS => Some(cpu.gs_base),
+        Register::FS => Some(cpu.segment_base(true)),
+        Register::GS => Some(cpu.segment_base(false)),
         _ => Gpr::of(r).map(|g| g.read(cpu)),
     }
 }
@@ -928,7 +961,7 @@ fn address_register(cpu: &Cpu, r: Register) -> Option<u64> {
 /// `cmpxchg16b` (two entries at once) and the string instructions, is
 /// `None`: the fault goes to the guest.
 #[must_use]
-pub fn decode_store(bytes: &[u8], rip: u64, cpu: &Cpu) -> Option<Store> {
+pub fn decode_store(bytes: &[u8], rip: u64, cpu: &mut impl Registers) -> Option<Store> {
     let i = decode_one(bytes, 64, rip)?;
     if i.op_count() == 0 || i.op0_kind() != OpKind::Memory {
         return None;
@@ -941,20 +974,20 @@ pub fn decode_store(bytes: &[u8], rip: u64, cpu: &Cpu) -> Option<Store> {
         _ => return None,
     };
     let mut addr = i.virtual_address(0, 0, |r, _, _| address_register(cpu, r))?;
-    let register = || {
-        (i.op_count() > 1 && i.op1_kind() == OpKind::Register)
-            .then(|| Gpr::of(i.op1_register()))
-            .flatten()
-    };
-    let source = || match register() {
+    let register = (i.op_count() > 1 && i.op1_kind() == OpKind::Register)
+        .then(|| Gpr::of(i.op1_register()))
+        .flatten();
+    // The second operand's value: a general register or an immediate.
+    let source = match register {
         Some(reg) => Some(reg.read(cpu)),
         None => i.try_immediate(1).ok(),
     };
+    let carry = cpu.rflags() & CF != 0;
     let modify = |alu, operand| {
         Update::Modify(Rmw {
             alu,
             operand,
-            carry: cpu.rflags & CF != 0,
+            carry,
         })
     };
     let alu = match i.mnemonic() {
@@ -975,16 +1008,11 @@ pub fn decode_store(bytes: &[u8], rip: u64, cpu: &Cpu) -> Option<Store> {
         _ => None,
     };
     let (update, after) = match (i.mnemonic(), alu) {
-        (Mnemonic::Mov | Mnemonic::Movnti, _) => (Update::Write(source()?), After::Nothing),
-        (Mnemonic::Xchg, _) => {
-            let reg = register()?;
-            (Update::Write(reg.read(cpu)), After::Exchange(reg))
-        }
-        (Mnemonic::Xadd, _) => {
-            let reg = register()?;
-            (modify(Alu::Add, reg.read(cpu)), After::Modify(Some(reg)))
-        }
+        (Mnemonic::Mov | Mnemonic::Movnti, _) => (Update::Write(source?), After::Nothing),
+        (Mnemonic::Xchg, _) => (Update::Write(source?), After::Exchange(register?)),
+        (Mnemonic::Xadd, _) => (modify(Alu::Add, source?), After::Modify(Some(register?))),
         (Mnemonic::Cmpxchg, _) => {
+            register?;
             let accumulator = Gpr {
                 number: 0,
                 bytes: width,
@@ -992,12 +1020,12 @@ pub fn decode_store(bytes: &[u8], rip: u64, cpu: &Cpu) -> Option<Store> {
             };
             let update = Update::CompareExchange {
                 expected: accumulator.read(cpu),
-                value: register()?.read(cpu),
+                value: source?,
             };
             (update, After::CompareExchange)
         }
         (Mnemonic::Cmpxchg8b, _) => {
-            let low = |n: usize| cpu.gprs[n] & 0xffff_ffff;
+            let mut low = |n| cpu.gpr(n) & 0xffff_ffff;
             let update = Update::CompareExchange {
                 expected: (low(2) << 32) | low(0),
                 value: (low(1) << 32) | low(3),
@@ -1005,8 +1033,8 @@ pub fn decode_store(bytes: &[u8], rip: u64, cpu: &Cpu) -> Option<Store> {
             (update, After::CompareExchange8b)
         }
         (_, Some(alu @ (Alu::Bts | Alu::Btr | Alu::Btc))) => {
-            let offset = source()?;
-            if register().is_some() {
+            let offset = source?;
+            if register.is_some() {
                 // A register offset is signed and may leave the operand:
                 // the CPU accesses the word that holds the bit.
                 let shift = 64 - 8 * u32::from(width);
@@ -1019,7 +1047,7 @@ pub fn decode_store(bytes: &[u8], rip: u64, cpu: &Cpu) -> Option<Store> {
         (_, Some(alu @ (Alu::Inc | Alu::Dec | Alu::Neg | Alu::Not))) => {
             (modify(alu, 0), After::Modify(None))
         }
-        (_, Some(alu)) => (modify(alu, source()?), After::Modify(None)),
+        (_, Some(alu)) => (modify(alu, source?), After::Modify(None)),
         (_, None) => return None,
     };
     Some(Store {
@@ -1058,7 +1086,7 @@ mod store_tests {
     /// and the emulation do: the store, the new memory (`None`: a failed
     /// compare left it), and the vCPU after.
     fn run(bytes: &[u8], mut cpu: Cpu, old: u64) -> (Store, Option<u64>, Cpu) {
-        let store = decode_store(bytes, RIP, &cpu).expect("a store");
+        let store = decode_store(bytes, RIP, &mut cpu).expect("a store");
         let m = mask(store.width);
         let written = match store.update.expected() {
             Some(expected) if expected & m != old & m => None,
@@ -1182,7 +1210,10 @@ mod store_tests {
         assert_eq!((written, after.rflags & ZF), (None, 0));
         assert_eq!((after.gprs[0], after.gprs[2]), (1, 0x99));
         // cmpxchg16b (REX.W) is two entries at once: not emulated.
-        assert_eq!(decode_store(&[0xf0, 0x48, 0x0f, 0xc7, 0x0f], RIP, &c), None);
+        assert_eq!(
+            decode_store(&[0xf0, 0x48, 0x0f, 0xc7, 0x0f], RIP, &mut { c }),
+            None
+        );
     }
 
     #[test]
@@ -1281,7 +1312,10 @@ mod store_tests {
         let (s, written, _) = run(&[0x0f, 0xab, 0x0f], c, 0);
         assert_eq!((s.addr, written), (RDI - 4, Some(0x8000_0000)));
         // bt only reads: no store.
-        assert_eq!(decode_store(&[0x48, 0x0f, 0xa3, 0x0f], RIP, &c), None);
+        assert_eq!(
+            decode_store(&[0x48, 0x0f, 0xa3, 0x0f], RIP, &mut { c }),
+            None
+        );
     }
 
     #[test]
@@ -1300,7 +1334,7 @@ mod store_tests {
             &[0x0f, 0x11, 0x07],       // movups
             &[],
         ] {
-            assert_eq!(decode_store(bytes, RIP, &c), None, "{bytes:x?}");
+            assert_eq!(decode_store(bytes, RIP, &mut { c }), None, "{bytes:x?}");
         }
     }
 

@@ -77,7 +77,7 @@ proptest! {
         old in any::<u64>(),
     ) {
         let cpu = emulate::Cpu { gprs, rflags, fs_base: 0x1000, gs_base: 0x2000 };
-        if let Some(s) = emulate::decode_store(&bytes, 0xffff_ffff_8000_0000, &cpu) {
+        if let Some(s) = emulate::decode_store(&bytes, 0xffff_ffff_8000_0000, &mut { cpu }) {
             prop_assert!(matches!(s.width, 1 | 2 | 4 | 8), "{s:?}");
             prop_assert!(s.len >= 2 && s.len <= bytes.len() as u64, "{s:?} from {bytes:x?}");
             let mut after = cpu;

@@ -584,25 +584,47 @@ fn instruction_bytes(rip: u64) -> ([u8; 15], usize) {
     (bytes, n)
 }
 
-/// The general registers, RFLAGS and the FS and active GS bases, as the
-/// store emulation reads them.
-fn emulation_cpu(current: &mut Current, regs: &mut GuestRegs) -> emulate::Cpu {
-    super::context::sync_bases(current.vcpu);
-    let vcpu = &current.vcpu;
-    let mut cpu = emulate::Cpu {
-        rflags: regs.rflags,
-        fs_base: vcpu.fs_base,
-        gs_base: if vcpu.gs_kernel_active {
+/// The guest's registers as the store emulation reads and writes them,
+/// with its FS and active GS bases.
+struct EmulatedCpu<'r> {
+    regs: &'r mut GuestRegs,
+    fs_base: u64,
+    gs_base: u64,
+}
+
+impl<'r> EmulatedCpu<'r> {
+    fn new(current: &mut Current, regs: &'r mut GuestRegs) -> EmulatedCpu<'r> {
+        super::context::sync_bases(current.vcpu);
+        let vcpu = &current.vcpu;
+        let gs_base = if vcpu.gs_kernel_active {
             vcpu.gs_base_kernel
         } else {
             vcpu.gs_base_user
-        },
-        ..Default::default()
-    };
-    for (n, value) in (0u8..).zip(cpu.gprs.iter_mut()) {
-        *value = *gpr(regs, n);
+        };
+        EmulatedCpu {
+            regs,
+            fs_base: vcpu.fs_base,
+            gs_base,
+        }
     }
-    cpu
+}
+
+impl emulate::Registers for EmulatedCpu<'_> {
+    fn gpr(&mut self, number: u8) -> u64 {
+        *gpr(self.regs, number)
+    }
+    fn set_gpr(&mut self, number: u8, value: u64) {
+        *gpr(self.regs, number) = value;
+    }
+    fn rflags(&self) -> u64 {
+        self.regs.rflags
+    }
+    fn set_rflags(&mut self, value: u64) {
+        self.regs.rflags = value;
+    }
+    fn segment_base(&self, fs: bool) -> u64 {
+        if fs { self.fs_base } else { self.gs_base }
+    }
 }
 
 /// A kernel store that faulted on a page it maps read-only: into one of
@@ -616,8 +638,9 @@ fn read_only_page_store(current: &mut Current, regs: &mut GuestRegs) -> bool {
         return false;
     }
     let (bytes, n) = instruction_bytes(regs.rip);
-    let mut cpu = emulation_cpu(current, regs);
-    let Some(store) = emulate::decode_store(&bytes[..n], regs.rip, &cpu) else {
+    let rip = regs.rip;
+    let Some(store) = emulate::decode_store(&bytes[..n], rip, &mut EmulatedCpu::new(current, regs))
+    else {
         return false;
     };
     let cr2 = cpu::read_cr2();
@@ -628,12 +651,8 @@ fn read_only_page_store(current: &mut Current, regs: &mut GuestRegs) -> bool {
     let Some(old) = old else {
         return false;
     };
-    store.complete(old, &mut cpu);
-    for (n, value) in (0u8..).zip(cpu.gprs) {
-        *gpr(regs, n) = value;
-    }
-    regs.rflags = cpu.rflags;
-    regs.rip = regs.rip.wrapping_add(store.len);
+    store.complete(old, &mut EmulatedCpu::new(current, regs));
+    regs.rip = rip.wrapping_add(store.len);
     true
 }
 
