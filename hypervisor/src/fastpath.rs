@@ -9,7 +9,7 @@
 //! The same holds for two more entries that need no hypervisor policy:
 //! a page fault of the guest kernel on a page that is not present, which
 //! is bounced to the kernel's handler ([`page_fault_bounce`]), and a
-//! `HYPERVISOR_iret` back to kernel mode ([`kernel_iret`]). The event
+//! `HYPERVISOR_iret` back to kernel mode ([`iret_target`]). The event
 //! lane serves an `EVTCHNOP_send` that raises the caller itself
 //! ([`send_stays_here`]) and the upcall that follows ([`upcall_frame`]),
 //! holding the domain's slot, which it only tries.
