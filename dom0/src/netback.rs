@@ -80,16 +80,21 @@ struct Copier;
 /// offset.
 fn own(bytes: &[u8]) -> Option<GnttabCopyPtr> {
     let va = bytes.as_ptr() as u64;
-    let offset = u16::try_from(va & 0xfff).ok()?;
-    if u64::from(offset) + bytes.len() as u64 > 4096 {
+    if (va & 0xfff) + bytes.len() as u64 > 4096 {
         return None;
     }
-    Some(GnttabCopyPtr {
-        u: mm::virt_to_mfn(va & !0xfff)?,
+    Some(own_at((mm::virt_to_mfn(va & !0xfff)? << 12) | (va & 0xfff)))
+}
+
+/// The byte at machine address `maddr`, in a frame of dom0's, as a copy
+/// end.
+fn own_at(maddr: u64) -> GnttabCopyPtr {
+    GnttabCopyPtr {
+        u: maddr >> 12,
         domid: DomId::SELF.0,
-        offset,
+        offset: (maddr & 0xfff) as u16,
         pad: 0,
-    })
+    }
 }
 
 fn copy(source: GnttabCopyPtr, dest: GnttabCopyPtr, len: usize, flags: u16) -> Result<(), i16> {
@@ -683,23 +688,12 @@ impl Netback {
                 Err(e) => return uplink_down(&mut self.uplink, e),
             };
             uplink.received += 1;
-            let mut header = [0u8; ETHERNET_HEADER];
             let len = lent.len();
-            uplink
-                .nic
-                .read_lent(&lent, 0, &mut header[..len.min(ETHERNET_HEADER)]);
-            let bus = uplink.nic.lent_bus_address(&lent);
+            let mut buf = [0u8; ETHERNET_HEADER];
+            let header = &mut buf[..len.min(ETHERNET_HEADER)];
+            uplink.nic.read_lent(&lent, 0, header);
+            let source = own_at(uplink.nic.lent_bus_address(&lent));
             self.lent.push(lent);
-            let Ok(offset) = u16::try_from(bus & 0xfff) else {
-                continue;
-            };
-            let source = GnttabCopyPtr {
-                u: bus >> 12,
-                domid: DomId::SELF.0,
-                offset,
-                pad: 0,
-            };
-            let header = &header[..len.min(ETHERNET_HEADER)];
             // The card checked nothing for the receivers (no offloads are
             // negotiated): the frame carries its own checksums.
             self.switch(
@@ -740,6 +734,7 @@ impl Netback {
         {
             uplink_down(&mut self.uplink, e);
         }
+        // Pages of an uplink that went down are not given back.
         self.lent.clear();
     }
 
